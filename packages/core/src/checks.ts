@@ -3,6 +3,12 @@ import { NattenArgumentError } from './errors.ts';
 import { attnShape, headsFirstShape, parseHeadsFirst, parseHeadsLast, spatialNames } from './layout.ts';
 import { anyCausal, type NaParams, type NaParamsInput, normalizeParams, numSlots, rpbShape } from './problem.ts';
 import { formatShape, type Tensor } from './tensor.ts';
+
+/** Anything with a shape and dtype: host tensors, GPU tensors. Validators only read these two fields. */
+export interface TensorLike {
+  readonly shape: readonly number[];
+  readonly dtype: DType;
+}
 import { type Dims, type NaRank, normalizeDims, product } from './tuples.ts';
 
 /** Tile products a backend accepts, as [query tile product, key tile product] pairs. */
@@ -26,20 +32,20 @@ export function defaultTile(rank: NaRank): number[] {
   return rank === 1 ? [64] : rank === 2 ? [8, 8] : [4, 4, 4];
 }
 
-export function expectShape(op: string, name: string, t: Tensor, shape: readonly number[]): void {
+export function expectShape(op: string, name: string, t: TensorLike, shape: readonly number[]): void {
   if (t.shape.length !== shape.length || t.shape.some((s, i) => s !== shape[i])) {
     throw new NattenArgumentError(`${op}: ${name} must have shape ${formatShape(shape)}, got ${formatShape(t.shape)}`);
   }
 }
 
-export function expectDType(op: string, name: string, t: Tensor, dtype: DType, why = ''): void {
+export function expectDType(op: string, name: string, t: TensorLike, dtype: DType, why = ''): void {
   if (t.dtype !== dtype) {
     throw new NattenArgumentError(`${op}: ${name} must be ${dtype}${why}, got ${t.dtype}`);
   }
 }
 
-export function expectTensor(op: string, name: string, t: unknown): asserts t is Tensor {
-  const v = t as Partial<Tensor> | null | undefined;
+export function expectTensor(op: string, name: string, t: unknown): asserts t is TensorLike {
+  const v = t as Partial<TensorLike> | null | undefined;
   if (!v || !Array.isArray(v.shape) || typeof v.dtype !== 'string') {
     throw new NattenArgumentError(`${op}: ${name} must be a tensor ({ shape, dtype, data }), got ${v === null ? 'null' : typeof v}`);
   }
@@ -117,7 +123,7 @@ export function checkNumSplitsKey(
   return splits;
 }
 
-function checkRpb(op: string, rpb: Tensor, heads: number, params: NaParams, dtype: DType): void {
+function checkRpb(op: string, rpb: TensorLike, heads: number, params: NaParams, dtype: DType): void {
   if (anyCausal(params)) {
     throw new NattenArgumentError(
       `${op}: rel_pos_bias cannot be combined with causal masking (is_causal=${formatShape(params.isCausal.map(String) as unknown as number[])}); positional biases are defined for non-causal NA only`,
@@ -144,7 +150,7 @@ function checkOddKernel(op: string, params: NaParams): void {
   });
 }
 
-function sameDType(op: string, tensors: Record<string, Tensor | undefined>): DType {
+function sameDType(op: string, tensors: Record<string, TensorLike | undefined>): DType {
   let first: [string, DType] | undefined;
   for (const [name, t] of Object.entries(tensors)) {
     if (!t) continue;
@@ -177,19 +183,19 @@ export interface FusedProblem {
   readonly hasLse: boolean;
 }
 
-export interface FusedForwardArgs extends NaParamsInput {
-  readonly output: Tensor;
-  readonly query: Tensor;
-  readonly key: Tensor;
-  readonly value: Tensor;
-  readonly rpb?: Tensor | null | undefined;
-  readonly logsumexp?: Tensor | null | undefined;
+export interface FusedForwardArgs<T extends TensorLike = Tensor> extends NaParamsInput {
+  readonly output: T;
+  readonly query: T;
+  readonly key: T;
+  readonly value: T;
+  readonly rpb?: T | null | undefined;
+  readonly logsumexp?: T | null | undefined;
   readonly attnScale?: number | null | undefined;
   readonly queryTileSize?: readonly number[] | undefined;
   readonly keyTileSize?: readonly number[] | undefined;
 }
 
-function checkQkv(op: string, rank: NaRank, query: Tensor, key: Tensor, value: Tensor) {
+function checkQkv(op: string, rank: NaRank, query: TensorLike, key: TensorLike, value: TensorLike) {
   expectTensor(op, 'query', query);
   expectTensor(op, 'key', key);
   expectTensor(op, 'value', value);
@@ -217,7 +223,7 @@ function checkQkv(op: string, rank: NaRank, query: Tensor, key: Tensor, value: T
 }
 
 /** Validate `na{1,2,3}d_forward` arguments (spec §3.1, §4), including GQA and a distinct value head dim. */
-export function checkFusedForward(op: string, rank: NaRank, args: FusedForwardArgs, tiles: TileProducts = NATTEN_FORWARD_TILES): FusedProblem {
+export function checkFusedForward(op: string, rank: NaRank, args: FusedForwardArgs<TensorLike>, tiles: TileProducts = NATTEN_FORWARD_TILES): FusedProblem {
   const { q, k, v } = checkQkv(op, rank, args.query, args.key, args.value);
   expectTensor(op, 'output', args.output);
   const dtype = sameDType(op, { query: args.query, key: args.key, value: args.value, output: args.output });
@@ -248,24 +254,24 @@ export function checkFusedForward(op: string, rank: NaRank, args: FusedForwardAr
   };
 }
 
-export interface FusedBackwardArgs extends NaParamsInput {
-  readonly gradQuery: Tensor;
-  readonly gradKey: Tensor;
-  readonly gradValue: Tensor;
-  readonly query: Tensor;
-  readonly key: Tensor;
-  readonly value: Tensor;
-  readonly output: Tensor;
-  readonly gradOutput: Tensor;
-  readonly logsumexp: Tensor;
+export interface FusedBackwardArgs<T extends TensorLike = Tensor> extends NaParamsInput {
+  readonly gradQuery: T;
+  readonly gradKey: T;
+  readonly gradValue: T;
+  readonly query: T;
+  readonly key: T;
+  readonly value: T;
+  readonly output: T;
+  readonly gradOutput: T;
+  readonly logsumexp: T;
   readonly attnScale?: number | null | undefined;
   readonly queryTileSize?: readonly number[] | undefined;
   readonly keyTileSize?: readonly number[] | undefined;
   readonly numSplitsKey?: readonly number[] | number | undefined;
   readonly computeDeltaWithTorch?: boolean | undefined;
   /** Beyond NATTEN: the forward's bias; then gradRpb (if given) receives d_rpb. */
-  readonly rpb?: Tensor | null | undefined;
-  readonly gradRpb?: Tensor | null | undefined;
+  readonly rpb?: T | null | undefined;
+  readonly gradRpb?: T | null | undefined;
 }
 
 export interface FusedBackwardProblem extends FusedProblem {
@@ -275,7 +281,7 @@ export interface FusedBackwardProblem extends FusedProblem {
 }
 
 /** Validate `na{1,2,3}d_backward` arguments (spec §3.2). */
-export function checkFusedBackward(op: string, rank: NaRank, args: FusedBackwardArgs, tiles: TileProducts = NATTEN_BACKWARD_TILES): FusedBackwardProblem {
+export function checkFusedBackward(op: string, rank: NaRank, args: FusedBackwardArgs<TensorLike>, tiles: TileProducts = NATTEN_BACKWARD_TILES): FusedBackwardProblem {
   const { q, k, v } = checkQkv(op, rank, args.query, args.key, args.value);
   for (const name of ['gradQuery', 'gradKey', 'gradValue', 'output', 'gradOutput', 'logsumexp'] as const) {
     expectTensor(op, snake(name), args[name]);
@@ -355,14 +361,14 @@ export interface BmmProblem {
   readonly hasRpb: boolean;
 }
 
-export interface QkForwardArgs extends NaParamsInput {
-  readonly attn: Tensor;
-  readonly query: Tensor;
-  readonly key: Tensor;
-  readonly rpb?: Tensor | null | undefined;
+export interface QkForwardArgs<T extends TensorLike = Tensor> extends NaParamsInput {
+  readonly attn: T;
+  readonly query: T;
+  readonly key: T;
+  readonly rpb?: T | null | undefined;
 }
 
-function checkQk(op: string, rank: NaRank, query: Tensor, key: Tensor, params: NaParamsInput) {
+function checkQk(op: string, rank: NaRank, query: TensorLike, key: TensorLike, params: NaParamsInput) {
   expectTensor(op, 'query', query);
   expectTensor(op, 'key', key);
   const q = parseHeadsFirst(op, 'query', query.shape, rank);
@@ -373,7 +379,7 @@ function checkQk(op: string, rank: NaRank, query: Tensor, key: Tensor, params: N
 }
 
 /** Validate `na{1,2,3}d_qk_forward` (spec §3.4). */
-export function checkQkForward(op: string, rank: NaRank, args: QkForwardArgs): BmmProblem {
+export function checkQkForward(op: string, rank: NaRank, args: QkForwardArgs<TensorLike>): BmmProblem {
   const { q, p } = checkQk(op, rank, args.query, args.key, args);
   expectTensor(op, 'attn', args.attn);
   const dtype = sameDType(op, { query: args.query, key: args.key, attn: args.attn });
@@ -383,17 +389,17 @@ export function checkQkForward(op: string, rank: NaRank, args: QkForwardArgs): B
   return { op, rank, dtype, batch: q.batch, heads: q.heads, spatial: q.spatial, dim: q.dim, params: p, slots: numSlots(p), hasRpb: !!rpb };
 }
 
-export interface QkBackwardArgs extends NaParamsInput {
-  readonly gradQuery: Tensor;
-  readonly gradKey: Tensor;
-  readonly gradRpb?: Tensor | null | undefined;
-  readonly gradAttn: Tensor;
-  readonly query: Tensor;
-  readonly key: Tensor;
+export interface QkBackwardArgs<T extends TensorLike = Tensor> extends NaParamsInput {
+  readonly gradQuery: T;
+  readonly gradKey: T;
+  readonly gradRpb?: T | null | undefined;
+  readonly gradAttn: T;
+  readonly query: T;
+  readonly key: T;
 }
 
 /** Validate `na{1,2,3}d_qk_backward` (spec §3.5). */
-export function checkQkBackward(op: string, rank: NaRank, args: QkBackwardArgs): BmmProblem {
+export function checkQkBackward(op: string, rank: NaRank, args: QkBackwardArgs<TensorLike>): BmmProblem {
   const { q, p } = checkQk(op, rank, args.query, args.key, args);
   expectTensor(op, 'grad_query', args.gradQuery);
   expectTensor(op, 'grad_key', args.gradKey);
@@ -407,13 +413,13 @@ export function checkQkBackward(op: string, rank: NaRank, args: QkBackwardArgs):
   return { op, rank, dtype, batch: q.batch, heads: q.heads, spatial: q.spatial, dim: q.dim, params: p, slots: numSlots(p), hasRpb: !!gradRpb };
 }
 
-export interface AvForwardArgs extends NaParamsInput {
-  readonly output: Tensor;
-  readonly attn: Tensor;
-  readonly value: Tensor;
+export interface AvForwardArgs<T extends TensorLike = Tensor> extends NaParamsInput {
+  readonly output: T;
+  readonly attn: T;
+  readonly value: T;
 }
 
-function checkAvCommon(op: string, rank: NaRank, attn: Tensor, value: Tensor, params: NaParamsInput) {
+function checkAvCommon(op: string, rank: NaRank, attn: TensorLike, value: TensorLike, params: NaParamsInput) {
   expectTensor(op, 'attn', attn);
   expectTensor(op, 'value', value);
   const v = parseHeadsFirst(op, 'value', value.shape, rank);
@@ -424,7 +430,7 @@ function checkAvCommon(op: string, rank: NaRank, attn: Tensor, value: Tensor, pa
 }
 
 /** Validate `na{1,2,3}d_av_forward` (spec §3.6). */
-export function checkAvForward(op: string, rank: NaRank, args: AvForwardArgs): BmmProblem {
+export function checkAvForward(op: string, rank: NaRank, args: AvForwardArgs<TensorLike>): BmmProblem {
   const { v, p } = checkAvCommon(op, rank, args.attn, args.value, args);
   expectTensor(op, 'output', args.output);
   const dtype = sameDType(op, { attn: args.attn, value: args.value, output: args.output });
@@ -432,16 +438,16 @@ export function checkAvForward(op: string, rank: NaRank, args: AvForwardArgs): B
   return { op, rank, dtype, batch: v.batch, heads: v.heads, spatial: v.spatial, dim: v.dim, params: p, slots: numSlots(p), hasRpb: false };
 }
 
-export interface AvBackwardArgs extends NaParamsInput {
-  readonly gradAttn: Tensor;
-  readonly gradValue: Tensor;
-  readonly gradOutput: Tensor;
-  readonly attn: Tensor;
-  readonly value: Tensor;
+export interface AvBackwardArgs<T extends TensorLike = Tensor> extends NaParamsInput {
+  readonly gradAttn: T;
+  readonly gradValue: T;
+  readonly gradOutput: T;
+  readonly attn: T;
+  readonly value: T;
 }
 
 /** Validate `na{1,2,3}d_av_backward` (spec §3.7). */
-export function checkAvBackward(op: string, rank: NaRank, args: AvBackwardArgs): BmmProblem {
+export function checkAvBackward(op: string, rank: NaRank, args: AvBackwardArgs<TensorLike>): BmmProblem {
   const { v, p } = checkAvCommon(op, rank, args.attn, args.value, args);
   expectTensor(op, 'grad_attn', args.gradAttn);
   expectTensor(op, 'grad_value', args.gradValue);

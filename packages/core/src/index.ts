@@ -113,6 +113,7 @@ export {
   NATTEN_FORWARD_TILES,
   type QkBackwardArgs,
   type QkForwardArgs,
+  type TensorLike,
   type TileProducts,
 } from './checks.ts';
 export { type FlopProblem, fnaBackwardFlops, fnaFlops, fnaMacs, naAvFlops, naQkFlops } from './flops.ts';
