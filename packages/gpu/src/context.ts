@@ -1,0 +1,279 @@
+import { bytesPerElement, formatShape, NattenArgumentError, numel, type Tensor, tensor } from '@natten-web/core';
+import { type GeneratedKernel, type GpuDType, isGpuDType, packUniforms } from '@natten-web/wgsl';
+import { type AcquireOptions, type AdapterReport, acquireDevice, type SubgroupMatrixConfig } from './device.ts';
+import { NattenDeviceError, NattenShaderError } from './errors.ts';
+
+/** A tensor living in a GPU storage buffer (dense, row-major). */
+export interface GpuTensor {
+  readonly shape: readonly number[];
+  readonly dtype: GpuDType;
+  readonly buffer: GPUBuffer;
+  /** Elements (product of shape). */
+  readonly numel: number;
+  /** Bytes of data (the buffer may be padded to a multiple of 4). */
+  readonly byteLength: number;
+}
+
+/** One compute dispatch: a kernel, its storage buffers in binding order, uniform values, and workgroup counts. */
+export interface DispatchCommand {
+  readonly kernel: GeneratedKernel;
+  readonly buffers: readonly GPUBuffer[];
+  readonly uniforms?: Readonly<Record<string, number>>;
+  readonly workgroups: readonly [number, number, number];
+}
+
+/** Buffer usage for every tensor buffer. */
+const TENSOR_USAGE = 0x80 /* STORAGE */ | 0x4 /* COPY_SRC */ | 0x8; /* COPY_DST */
+
+function envFlag(name: string): string | undefined {
+  const env = (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env;
+  return env?.[name];
+}
+
+/**
+ * A WebGPU device with everything the ops need: pipeline cache keyed by kernel key, tensor upload/download,
+ * dispatch inside error scopes, device-loss detection.
+ */
+export class GpuContext {
+  readonly adapter: GPUAdapter;
+  readonly device: GPUDevice;
+  readonly adapterInfo: AdapterReport;
+  readonly features: ReadonlySet<string>;
+  readonly subgroupMatrix: readonly SubgroupMatrixConfig[];
+  readonly limits: GPUSupportedLimits;
+  private readonly pipelines = new Map<string, Promise<GPUComputePipeline>>();
+  private lostReason: string | undefined;
+  private destroyed = false;
+
+  private constructor(acquired: Awaited<ReturnType<typeof acquireDevice>>) {
+    this.adapter = acquired.adapter;
+    this.device = acquired.device;
+    this.adapterInfo = acquired.adapterInfo;
+    this.features = acquired.features;
+    this.subgroupMatrix = acquired.subgroupMatrix;
+    this.limits = acquired.device.limits;
+    void this.device.lost.then((info) => {
+      if (!this.destroyed) this.lostReason = `${info.reason}: ${info.message}`;
+    });
+    this.device.onuncapturederror = (ev: GPUUncapturedErrorEvent) => {
+      // Every op runs inside error scopes, so this only fires on a bug in natten-web.
+      console.error(`natten-web: uncaptured WebGPU error: ${ev.error.message}`);
+    };
+  }
+
+  static async create(options: AcquireOptions = {}): Promise<GpuContext> {
+    return new GpuContext(await acquireDevice(options));
+  }
+
+  get hasF16(): boolean {
+    return this.features.has('shader-f16');
+  }
+
+  get hasSubgroups(): boolean {
+    return this.features.has('subgroups');
+  }
+
+  get hasTimestamps(): boolean {
+    return this.features.has('timestamp-query');
+  }
+
+  /** Throw if the device was lost or destroyed. */
+  assertAlive(op = 'natten-web'): void {
+    if (this.destroyed) throw new NattenDeviceError(`${op}: the GPU context was destroyed`);
+    if (this.lostReason !== undefined) {
+      throw new NattenDeviceError(`${op}: the GPU device was lost (${this.lostReason}); create a new context`);
+    }
+  }
+
+  /** Compiled pipeline for a kernel, cached by key; concurrent misses share one compile. */
+  pipeline(kernel: GeneratedKernel): Promise<GPUComputePipeline> {
+    let p = this.pipelines.get(kernel.key);
+    if (!p) {
+      p = this.compile(kernel);
+      this.pipelines.set(kernel.key, p);
+      p.catch(() => this.pipelines.delete(kernel.key));
+    }
+    return p;
+  }
+
+  private async compile(kernel: GeneratedKernel): Promise<GPUComputePipeline> {
+    this.assertAlive();
+    for (const f of kernel.features) {
+      if (!this.features.has(f)) {
+        throw new NattenDeviceError(`kernel ${kernel.key} needs the WebGPU feature '${f}', which this device does not have`);
+      }
+    }
+    if (kernel.workgroupBytes > this.limits.maxComputeWorkgroupStorageSize) {
+      throw new NattenDeviceError(
+        `kernel ${kernel.key} needs ${kernel.workgroupBytes} bytes of workgroup memory; this device allows ${this.limits.maxComputeWorkgroupStorageSize}`,
+      );
+    }
+    const printFilter = envFlag('NATTEN_WEB_PRINT_SHADER');
+    if (printFilter !== undefined && kernel.key.includes(printFilter)) {
+      console.log(`// ---- ${kernel.key}\n${kernel.code}`);
+    }
+    const device = this.device;
+    device.pushErrorScope('validation');
+    const module = device.createShaderModule({ code: kernel.code, label: kernel.key });
+    const info = await module.getCompilationInfo();
+    const errors = info.messages.filter((m) => m.type === 'error');
+    const moduleError = await device.popErrorScope();
+    if (errors.length > 0 || moduleError) {
+      const msgs = errors.map((m) => `${m.lineNum}:${m.linePos} ${m.message}`);
+      if (moduleError) msgs.push(moduleError.message);
+      throw new NattenShaderError(kernel.key, msgs, kernel.code);
+    }
+    device.pushErrorScope('validation');
+    let pipeline: GPUComputePipeline;
+    try {
+      pipeline = await device.createComputePipelineAsync({
+        label: kernel.key,
+        layout: 'auto',
+        compute: { module, entryPoint: kernel.entryPoint },
+      });
+    } catch (cause) {
+      await device.popErrorScope();
+      throw new NattenShaderError(kernel.key, [String((cause as Error).message ?? cause)], kernel.code, { cause });
+    }
+    const pipeError = await device.popErrorScope();
+    if (pipeError) throw new NattenShaderError(kernel.key, [pipeError.message], kernel.code);
+    return pipeline;
+  }
+
+  /** Allocate an uninitialized (zeroed by WebGPU) GPU tensor. */
+  createTensor(shape: readonly number[], dtype: GpuDType, label?: string): GpuTensor {
+    this.assertAlive();
+    if (!isGpuDType(dtype)) throw new NattenArgumentError(`createTensor: dtype ${String(dtype)} is not a GPU dtype (float32 or float16)`);
+    if (dtype === 'float16' && !this.hasF16) {
+      throw new NattenDeviceError("float16 needs the WebGPU feature 'shader-f16', which this adapter does not offer; use float32");
+    }
+    const n = numel(shape);
+    const byteLength = n * bytesPerElement(dtype);
+    if (byteLength > this.limits.maxStorageBufferBindingSize) {
+      throw new NattenArgumentError(
+        `tensor ${formatShape(shape)} ${dtype} needs ${byteLength} bytes, over this device's maxStorageBufferBindingSize of ${this.limits.maxStorageBufferBindingSize}`,
+      );
+    }
+    const size = Math.max(4, Math.ceil(byteLength / 4) * 4);
+    const buffer = this.device.createBuffer({ size, usage: TENSOR_USAGE, ...(label ? { label } : {}) });
+    return { shape: [...shape], dtype, buffer, numel: n, byteLength };
+  }
+
+  /** Copy a host tensor to a new GPU tensor. */
+  upload(t: Tensor, label?: string): GpuTensor {
+    if (!isGpuDType(t.dtype)) {
+      throw new NattenArgumentError(`upload: dtype ${t.dtype} cannot live on the GPU (WGSL has no f64); cast to float32 first`);
+    }
+    const g = this.createTensor(t.shape, t.dtype, label);
+    const src = t.data as Float32Array | Uint16Array;
+    const bytes = new Uint8Array(src.buffer, src.byteOffset, src.byteLength);
+    if (bytes.byteLength % 4 === 0) this.device.queue.writeBuffer(g.buffer, 0, bytes);
+    else {
+      const padded = new Uint8Array(Math.ceil(bytes.byteLength / 4) * 4);
+      padded.set(bytes);
+      this.device.queue.writeBuffer(g.buffer, 0, padded);
+    }
+    return g;
+  }
+
+  /** Read a GPU tensor back into a new host tensor. */
+  async read(g: GpuTensor): Promise<Tensor> {
+    this.assertAlive();
+    const size = g.buffer.size;
+    const staging = this.device.createBuffer({ size, usage: 0x1 /* MAP_READ */ | 0x8 /* COPY_DST */ });
+    const enc = this.device.createCommandEncoder();
+    enc.copyBufferToBuffer(g.buffer, 0, staging, 0, size);
+    this.device.queue.submit([enc.finish()]);
+    try {
+      await staging.mapAsync(0x1 /* READ */);
+    } catch (cause) {
+      staging.destroy();
+      this.assertAlive('read');
+      throw new NattenDeviceError('read: mapping the staging buffer failed', { cause });
+    }
+    const copy = staging.getMappedRange().slice(0, g.byteLength);
+    staging.unmap();
+    staging.destroy();
+    const data = g.dtype === 'float16' ? new Uint16Array(copy) : new Float32Array(copy);
+    return tensor(g.shape, g.dtype, data);
+  }
+
+  /** Read into an existing host tensor's data (same shape and dtype). */
+  async readInto(g: GpuTensor, out: Tensor): Promise<void> {
+    const t = await this.read(g);
+    (out.data as Float32Array | Uint16Array).set(t.data as Float32Array | Uint16Array);
+  }
+
+  /** Fill a tensor's buffer with zeros. */
+  zero(g: GpuTensor): void {
+    const enc = this.device.createCommandEncoder();
+    enc.clearBuffer(g.buffer);
+    this.device.queue.submit([enc.finish()]);
+  }
+
+  /**
+   * Run dispatches in order, one compute pass each, in one submission, inside validation and OOM error scopes.
+   * Resolves once the GPU finished the work.
+   */
+  async dispatch(commands: readonly DispatchCommand[], op = 'dispatch'): Promise<void> {
+    this.assertAlive(op);
+    const pipelines = await Promise.all(commands.map((c) => this.pipeline(c.kernel)));
+    const device = this.device;
+    device.pushErrorScope('out-of-memory');
+    device.pushErrorScope('validation');
+    const temp: GPUBuffer[] = [];
+    const enc = device.createCommandEncoder({ label: op });
+    commands.forEach((c, i) => {
+      const pipeline = pipelines[i] as GPUComputePipeline;
+      const entries: GPUBindGroupEntry[] = c.buffers.map((buffer, binding) => ({ binding, resource: { buffer } }));
+      if (c.buffers.length !== c.kernel.bindings.length) {
+        throw new NattenDeviceError(
+          `${op}: kernel ${c.kernel.key} has ${c.kernel.bindings.length} storage bindings but ${c.buffers.length} buffers were given`,
+        );
+      }
+      if (c.kernel.uniforms.length > 0) {
+        const data = packUniforms(c.kernel.uniforms, c.uniforms ?? {});
+        const ub = device.createBuffer({ size: data.byteLength, usage: 0x40 /* UNIFORM */ | 0x8 /* COPY_DST */ });
+        device.queue.writeBuffer(ub, 0, data);
+        temp.push(ub);
+        entries.push({ binding: c.buffers.length, resource: { buffer: ub } });
+      }
+      const maxDim = this.limits.maxComputeWorkgroupsPerDimension;
+      for (const w of c.workgroups) {
+        if (w > maxDim) {
+          throw new NattenDeviceError(`${op}: dispatch of ${c.workgroups.join('x')} workgroups exceeds maxComputeWorkgroupsPerDimension=${maxDim} (kernel ${c.kernel.key})`);
+        }
+      }
+      if (c.workgroups.some((w) => w === 0)) return;
+      const bindGroup = device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries });
+      const pass = enc.beginComputePass({ label: c.kernel.key });
+      pass.setPipeline(pipeline);
+      pass.setBindGroup(0, bindGroup);
+      pass.dispatchWorkgroups(c.workgroups[0], c.workgroups[1], c.workgroups[2]);
+      pass.end();
+    });
+    device.queue.submit([enc.finish()]);
+    const validation = await device.popErrorScope();
+    const oom = await device.popErrorScope();
+    await device.queue.onSubmittedWorkDone();
+    for (const b of temp) b.destroy();
+    if (validation) throw new NattenDeviceError(`${op}: WebGPU validation error: ${validation.message}`);
+    if (oom) throw new NattenDeviceError(`${op}: GPU out of memory: ${oom.message}`);
+    this.assertAlive(op);
+  }
+
+  /** Free the device. Tensors created by this context become invalid. */
+  destroy(): void {
+    if (this.destroyed) return;
+    this.destroyed = true;
+    this.pipelines.clear();
+    this.device.destroy();
+  }
+}
+
+/** Split a 1-D count of workgroups into (x, y) with x <= max, for kernels that linearize `wid.x + wid.y * nwg.x`. */
+export function foldWorkgroups(total: number, max = 65535): [number, number, number] {
+  if (total <= max) return [total, 1, 1];
+  const y = Math.ceil(total / max);
+  return [Math.ceil(total / y), y, 1];
+}

@@ -1,0 +1,20 @@
+export {
+  type AcquiredDevice,
+  type AcquireOptions,
+  type AdapterReport,
+  acquireDevice,
+  DAWN_NODE_FLAGS,
+  describeAdapter,
+  getGpu,
+  OPTIONAL_FEATURES,
+  type SubgroupMatrixConfig,
+  subgroupMatrixConfigs,
+} from './device.ts';
+export { type DispatchCommand, foldWorkgroups, GpuContext, type GpuTensor } from './context.ts';
+export { NattenDeviceError, NattenShaderError } from './errors.ts';
+export { createGpuBackend } from './backend.ts';
+export { defineGpuOp, type GpuOp } from './ops/op.ts';
+export { fusedForward } from './ops/na-fused-forward.ts';
+export { fusedBackward } from './ops/na-fused-backward.ts';
+export { qkBackward, qkForward } from './ops/na-qk.ts';
+export { avBackward, avForward } from './ops/na-av.ts';
