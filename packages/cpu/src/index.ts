@@ -1,0 +1,40 @@
+export { cpuBackend } from './backend.ts';
+export {
+  type FusedBackwardOptions,
+  type FusedForwardOptions,
+  fusedBackward,
+  fusedForward,
+  na1dBackward,
+  na1dForward,
+  na2dBackward,
+  na2dForward,
+  na3dBackward,
+  na3dForward,
+  type NaBackwardFn,
+  type NaForwardFn,
+} from './ops/na-fused.ts';
+export {
+  type BmmOptions,
+  na1dQkBackward,
+  na1dQkForward,
+  na2dQkBackward,
+  na2dQkForward,
+  na3dQkBackward,
+  na3dQkForward,
+  type NaQkBackwardFn,
+  type NaQkForwardFn,
+  qkBackward,
+  qkForward,
+} from './ops/na-qk.ts';
+export {
+  avBackward,
+  avForward,
+  na1dAvBackward,
+  na1dAvForward,
+  na2dAvBackward,
+  na2dAvForward,
+  na3dAvBackward,
+  na3dAvForward,
+  type NaAvBackwardFn,
+  type NaAvForwardFn,
+} from './ops/na-av.ts';
