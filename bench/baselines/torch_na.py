@@ -1,0 +1,138 @@
+"""Torch baselines for natten-web benchmarks, run in the same session as our kernels.
+
+Reads a JSON list of problems (file path in argv[1]) and writes a JSON list of results (argv[2]).
+Each problem: {"name", "spatial": [..], "kernelSize": [..], "dilation": [..], "isCausal": [..],
+"batch", "heads", "dim", "dtype": "float16"|"float32", "backward": bool}.
+Baselines: torch flex_attention (compiled, neighborhood mask_mod in pure arithmetic, block mask built
+with _compile=True outside the timed region) and dense scaled_dot_product_attention.
+Times are CUDA-event medians over repeated runs after warm-up.
+"""
+import json
+import math
+import sys
+import time
+
+import torch
+import torch._dynamo
+from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+torch._dynamo.config.recompile_limit = 1000
+torch._dynamo.config.cache_size_limit = 1000
+torch.backends.cuda.matmul.allow_tf32 = False
+torch.backends.cudnn.allow_tf32 = False
+
+flex_compiled = torch.compile(flex_attention, dynamic=False)
+
+
+def make_mask_mod(spatial, kernel, dilation, causal):
+    rank = len(spatial)
+    strides = [1] * rank
+    for a in range(rank - 2, -1, -1):
+        strides[a] = strides[a + 1] * spatial[a + 1]
+
+    def mask_mod(b, h, q_idx, kv_idx):
+        keep = None
+        for a in range(rank):
+            L, K, d, s = spatial[a], kernel[a], dilation[a], strides[a]
+            qx = (q_idx // s) % L
+            kx = (kv_idx // s) % L
+            g = qx % d
+            same = (kx % d) == g
+            qi = qx // d
+            ki = kx // d
+            if causal[a]:
+                ok = (ki <= qi) & (ki > qi - K)
+            else:
+                n = (L - g + d - 1) // d
+                start = torch.clamp(qi - K // 2, min=0)
+                start = torch.minimum(start, n - K)
+                ok = (ki >= start) & (ki < start + K)
+            cond = same & ok
+            keep = cond if keep is None else keep & cond
+        return keep
+
+    return mask_mod
+
+
+def bench(fn, warmup=5, iters=20):
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(iters):
+        s = torch.cuda.Event(enable_timing=True)
+        e = torch.cuda.Event(enable_timing=True)
+        s.record()
+        fn()
+        e.record()
+        torch.cuda.synchronize()
+        times.append(s.elapsed_time(e))
+    times.sort()
+    return times[len(times) // 2], times
+
+
+def run_problem(p):
+    dev = "cuda"
+    dtype = torch.float16 if p["dtype"] == "float16" else torch.float32
+    B, H, D = p["batch"], p["heads"], p["dim"]
+    N = math.prod(p["spatial"])
+    gen = torch.Generator(device=dev).manual_seed(0)
+    q = torch.randn(B, H, N, D, device=dev, dtype=dtype, generator=gen)
+    k = torch.randn(B, H, N, D, device=dev, dtype=dtype, generator=gen)
+    v = torch.randn(B, H, N, D, device=dev, dtype=dtype, generator=gen)
+    out = {"name": p["name"], "dtype": p["dtype"], "backward": p.get("backward", False)}
+    t0 = time.time()
+    mask_mod = make_mask_mod(p["spatial"], p["kernelSize"], p["dilation"], p["isCausal"])
+    block_mask = create_block_mask(mask_mod, None, None, N, N, device=dev, _compile=True)
+    out["blockMaskSeconds"] = time.time() - t0
+    backward = p.get("backward", False)
+    if backward:
+        for t in (q, k, v):
+            t.requires_grad_(True)
+        do = torch.randn(B, H, N, D, device=dev, dtype=dtype, generator=gen) * 0.05
+
+    def flex_fwd():
+        return flex_compiled(q, k, v, block_mask=block_mask)
+
+    def flex_fwd_bwd():
+        o = flex_compiled(q, k, v, block_mask=block_mask)
+        torch.autograd.grad(o, (q, k, v), do)
+
+    try:
+        ms, _ = bench(flex_fwd_bwd if backward else flex_fwd)
+        out["flexMs"] = ms
+    except Exception as exc:  # noqa: BLE001 - report the failure as data
+        out["flexError"] = f"{type(exc).__name__}: {exc}"[:500]
+
+    def sdpa_fwd():
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=False)
+
+    def sdpa_fwd_bwd():
+        o = sdpa_fwd()
+        torch.autograd.grad(o, (q, k, v), do)
+
+    try:
+        ms, _ = bench(sdpa_fwd_bwd if backward else sdpa_fwd, warmup=3, iters=10)
+        out["sdpaMs"] = ms
+    except Exception as exc:  # noqa: BLE001
+        out["sdpaError"] = f"{type(exc).__name__}: {exc}"[:500]
+    return out
+
+
+def main():
+    problems = json.load(open(sys.argv[1]))
+    results = []
+    for p in problems:
+        try:
+            r = run_problem(p)
+        except Exception as exc:  # noqa: BLE001
+            r = {"name": p["name"], "dtype": p["dtype"], "backward": p.get("backward", False), "error": f"{type(exc).__name__}: {exc}"[:500]}
+        print(json.dumps(r), flush=True)
+        results.append(r)
+        torch.cuda.empty_cache()
+    info = {"torch": torch.__version__, "gpu": torch.cuda.get_device_name(0)}
+    json.dump({"env": info, "results": results}, open(sys.argv[2], "w"), indent=1)
+
+
+if __name__ == "__main__":
+    main()
