@@ -1,0 +1,583 @@
+/**
+ * Fused neighborhood-attention forward (`na{1,2,3}d_forward`, spec §3.1) as generated WGSL.
+ *
+ * Design (kernels.md §1, "non-matrix path"):
+ * - One workgroup = (batch b, head h, dilation group g, one multi-D query tile over group coordinates).
+ *   Workgroups are linearized tile-fastest (then group, head, batch) and folded into a 2-D dispatch.
+ * - One invocation = one query; its q row lives in f32 registers, pre-multiplied by scale*log2(e).
+ * - The workgroup walks the union key box of its queries, `[start(q_first), end(q_last))` per axis (both
+ *   bounds are monotone in the query, also with stride), row-major, in chunks of KEY_CHUNK keys. Each chunk's
+ *   K and V rows and key group coordinates are staged in workgroup memory (f32, or f16 for f16 inputs).
+ * - Each invocation tests every staged key against its own exact window (per-axis coordinate test), only
+ *   inside the linear span of its window in the box, and folds the hits into an online softmax (exp2, lazy
+ *   rescale, f32 state; snippets/fused-softmax.ts). Masked keys cost a compare, never an exp or a dot.
+ * - O (f32 registers) is written once, divided by l, with the natural-log LSE (f32).
+ *
+ * Baked into the spec (and so the key): rank, K, causal, D, Dv, dtype, tile shapes, key chunk, staging type,
+ * rpb/lse flags, path. Uniforms: batch, heads, kv heads, extents, dilation, stride, tile counts, scale.
+ */
+import {
+  type FusedProblem,
+  NattenArgumentError,
+  type NaRank,
+  type TileProducts,
+  formatShape,
+  product,
+} from '@natten-web/core';
+import { type GpuDType, enableDirectives, wgslType } from '../dtype.ts';
+import { type GeneratedKernel, kernelKey, type StorageBinding, type UniformField, uniformDecl } from '../kernel.ts';
+import { FUSED_NEG, softmaxLse, softmaxStateDecl, softmaxUpdate } from '../snippets/fused-softmax.ts';
+import { windowFunctions } from '../snippets/window.ts';
+
+const FAMILY = 'na-fused-forward';
+/** Bump when the emitted text changes for an unchanged spec. */
+const GEN = 1;
+
+/** Query-tile products (= workgroup size) this backend compiles. */
+export const FUSED_FORWARD_QUERY_TILES = [16, 32, 64, 128] as const;
+/** Key-chunk products (keys staged per step) this backend compiles. */
+export const FUSED_FORWARD_KEY_CHUNKS = [16, 32, 64] as const;
+
+/**
+ * The forward tile products of the WebGPU backend, as (query tile product, key tile product) pairs:
+ * every query tile in {16, 32, 64, 128} with every key chunk in {16, 32, 64}. A pair is usable on a device
+ * only if its workgroup memory fits (`fusedForwardWorkgroupBytes`).
+ */
+export const FUSED_FORWARD_TILES: TileProducts = FUSED_FORWARD_QUERY_TILES.flatMap((q) =>
+  FUSED_FORWARD_KEY_CHUNKS.map((k) => [q, k] as const),
+);
+
+/** Workgroup-memory staging type for K/V chunks. 'f16' only for float16 inputs. */
+export type FusedStage = 'f32' | 'f16';
+
+/** Kernel path. Only the plain (CUDA-core style) path exists; a subgroup-matrix path may be added later. */
+export type FusedForwardPath = 'plain';
+
+/** A kernel configuration: what the seed's `query_tile_size` / `key_tile_size` select, plus backend knobs. */
+export interface FusedForwardConfig {
+  readonly path: FusedForwardPath;
+  /** Query tile per spatial axis, over dilation-group coordinates; its product is the workgroup size. */
+  readonly queryTile: readonly number[];
+  /** Key tile per axis; its product is the number of keys staged per chunk (the box is walked row-major). */
+  readonly keyTile: readonly number[];
+  readonly stage: FusedStage;
+}
+
+export interface FusedForwardSpec {
+  readonly path: FusedForwardPath;
+  readonly rank: NaRank;
+  readonly kernelSize: readonly number[];
+  readonly causal: readonly boolean[];
+  readonly dim: number;
+  readonly dimV: number;
+  readonly dtype: GpuDType;
+  readonly queryTile: readonly number[];
+  readonly keyChunk: number;
+  readonly stage: FusedStage;
+  readonly hasRpb: boolean;
+  readonly hasLse: boolean;
+}
+
+/** The device limits config selection needs (a plain subset of GPUSupportedLimits). */
+export interface FusedKernelLimits {
+  readonly maxComputeWorkgroupStorageSize: number;
+  readonly maxComputeInvocationsPerWorkgroup: number;
+  readonly maxComputeWorkgroupSizeX: number;
+}
+
+/** The problem fields config selection needs (core's `FusedProblem` satisfies it). */
+export type FusedForwardProblem = Pick<FusedProblem, 'rank' | 'dtype' | 'spatial' | 'dim' | 'dimV' | 'params' | 'hasRpb' | 'hasLse'>;
+
+const vec4Count = (n: number): number => Math.ceil(n / 4);
+
+function keyCoordBytes(rank: NaRank): number {
+  return rank === 1 ? 4 : rank === 2 ? 8 : 16;
+}
+
+/** Bytes of workgroup memory a spec declares: staged K and V rows (vec4-padded) plus key coordinates. */
+export function fusedForwardWorkgroupBytes(spec: Pick<FusedForwardSpec, 'rank' | 'dim' | 'dimV' | 'keyChunk' | 'stage'>): number {
+  const vecBytes = spec.stage === 'f16' ? 8 : 16;
+  return spec.keyChunk * ((vec4Count(spec.dim) + vec4Count(spec.dimV)) * vecBytes + keyCoordBytes(spec.rank));
+}
+
+/** Every rank-length tuple of powers of two (factors >= 1) whose product is `p`. */
+export function tileShapes(rank: NaRank, p: number): number[][] {
+  const e = Math.log2(p);
+  if (!Number.isInteger(e)) return [];
+  const out: number[][] = [];
+  const rec = (prefix: number[], left: number): void => {
+    if (prefix.length === rank - 1) {
+      out.push([...prefix, 2 ** left]);
+      return;
+    }
+    for (let i = left; i >= 0; i--) rec([...prefix, 2 ** i], left - i);
+  };
+  rec([], e);
+  return out;
+}
+
+/** The canonical key tile for a chunk size: factors of two spread over the axes from the last one. */
+export function canonicalKeyTile(rank: NaRank, chunk: number): number[] {
+  const out = new Array<number>(rank).fill(1);
+  let rest = chunk;
+  let a = rank - 1;
+  while (rest > 1) {
+    out[a] = (out[a] as number) * 2;
+    rest /= 2;
+    a = a === 0 ? rank - 1 : a - 1;
+  }
+  return out;
+}
+
+function groupExtents(problem: FusedForwardProblem): number[] {
+  return problem.spatial.map((L, a) => Math.ceil(L / (problem.params.dilation[a] as number)));
+}
+
+const nextPow2 = (n: number): number => 2 ** Math.ceil(Math.log2(Math.max(1, n)));
+
+/** The spec a config gives for a problem. */
+export function fusedForwardSpec(problem: FusedForwardProblem, config: FusedForwardConfig): FusedForwardSpec {
+  return {
+    path: config.path,
+    rank: problem.rank,
+    kernelSize: [...problem.params.kernelSize],
+    causal: [...problem.params.isCausal],
+    dim: problem.dim,
+    dimV: problem.dimV,
+    dtype: problem.dtype === 'float16' ? 'float16' : 'float32',
+    queryTile: [...config.queryTile],
+    keyChunk: product(config.keyTile),
+    stage: config.stage,
+    hasRpb: problem.hasRpb,
+    hasLse: problem.hasLse,
+  };
+}
+
+/** Why a config cannot run a problem on a device, or undefined if it can. */
+export function fusedForwardConfigProblem(problem: FusedForwardProblem, config: FusedForwardConfig, limits: FusedKernelLimits): string | undefined {
+  if (config.path !== 'plain') return `path '${String(config.path)}' does not exist (only 'plain')`;
+  if (config.queryTile.length !== problem.rank || config.keyTile.length !== problem.rank) {
+    return `tile tuples must have ${problem.rank} entries`;
+  }
+  const qp = product(config.queryTile);
+  const kp = product(config.keyTile);
+  if (!FUSED_FORWARD_TILES.some(([a, b]) => a === qp && b === kp)) return `tile products ${qp}x${kp} are not compiled`;
+  if (config.queryTile.some((t) => !Number.isInteger(t) || t < 1)) return `query tile ${formatShape(config.queryTile)} has a factor < 1`;
+  if (config.stage === 'f16' && problem.dtype !== 'float16') return `stage 'f16' needs float16 inputs`;
+  if (qp > limits.maxComputeInvocationsPerWorkgroup || qp > limits.maxComputeWorkgroupSizeX) {
+    return `a query tile of ${qp} needs ${qp} invocations per workgroup; this device allows ${Math.min(limits.maxComputeInvocationsPerWorkgroup, limits.maxComputeWorkgroupSizeX)}`;
+  }
+  const bytes = fusedForwardWorkgroupBytes({ rank: problem.rank, dim: problem.dim, dimV: problem.dimV, keyChunk: kp, stage: config.stage });
+  if (bytes > limits.maxComputeWorkgroupStorageSize) {
+    return `key chunk ${kp} with head dims ${problem.dim}/${problem.dimV} (${config.stage} staging) needs ${bytes} bytes of workgroup memory; this device allows ${limits.maxComputeWorkgroupStorageSize}`;
+  }
+  return undefined;
+}
+
+/**
+ * Every valid configuration for a problem on a device (NATTEN profiler `--dry-run` style), for the autotuner.
+ * Query tiles: every power-of-two shape of each compiled product whose factors do not exceed the next power
+ * of two of the axis' dilation-group extent (larger ones only add idle invocations). Key tiles: one canonical
+ * shape per chunk (only the product matters). Staging: f32, plus f16 for float16 inputs.
+ */
+export function enumerateFusedForwardConfigs(problem: FusedForwardProblem, limits: FusedKernelLimits): FusedForwardConfig[] {
+  const ext = groupExtents(problem);
+  const stages: FusedStage[] = problem.dtype === 'float16' ? ['f32', 'f16'] : ['f32'];
+  const out: FusedForwardConfig[] = [];
+  for (const qp of FUSED_FORWARD_QUERY_TILES) {
+    for (const shape of tileShapes(problem.rank, qp)) {
+      if (shape.some((t, a) => t > nextPow2(ext[a] as number))) continue;
+      for (const kp of FUSED_FORWARD_KEY_CHUNKS) {
+        for (const stage of stages) {
+          const config: FusedForwardConfig = { path: 'plain', queryTile: shape, keyTile: canonicalKeyTile(problem.rank, kp), stage };
+          if (fusedForwardConfigProblem(problem, config, limits) === undefined) out.push(config);
+        }
+      }
+    }
+  }
+  return out;
+}
+
+/** Key-visits per query a tile shape costs (the box volume per tile, over all tiles, per real query). */
+function tileCost(problem: FusedForwardProblem, shape: readonly number[]): number {
+  const ext = groupExtents(problem);
+  let visits = 1;
+  let lanes = 1;
+  for (let a = 0; a < problem.rank; a++) {
+    const n = ext[a] as number;
+    const t = shape[a] as number;
+    const K = problem.params.kernelSize[a] as number;
+    const tiles = Math.ceil(n / t);
+    visits *= tiles * Math.min(t + K - 1, n);
+    lanes *= tiles * t;
+  }
+  // Idle lanes cost like visits; weigh them by the window volume.
+  const real = ext.reduce((x, y) => x * y, 1);
+  return visits / real + (product(problem.params.kernelSize) * (lanes - real)) / real;
+}
+
+/**
+ * Heuristic default: a 64-query tile (a 32- or 16-query one if the problem is that small) with the shape that
+ * visits the fewest keys per query, the largest key chunk up to 32 that fits, f32 staging when it fits
+ * (f16 inputs are converted once per workgroup instead of once per use).
+ */
+export function defaultFusedForwardConfig(problem: FusedForwardProblem, limits: FusedKernelLimits): FusedForwardConfig {
+  const all = enumerateFusedForwardConfigs(problem, limits);
+  if (all.length === 0) {
+    throw new NattenArgumentError(
+      `na${problem.rank}d_forward: no WebGPU kernel configuration fits head_dim=${problem.dim}, value head_dim=${problem.dimV} in this device's ${limits.maxComputeWorkgroupStorageSize} bytes of workgroup memory (the smallest key chunk, 16 keys, needs ${fusedForwardWorkgroupBytes({ rank: problem.rank, dim: problem.dim, dimV: problem.dimV, keyChunk: 16, stage: problem.dtype === 'float16' ? 'f16' : 'f32' })})`,
+    );
+  }
+  const score = (c: FusedForwardConfig): number => {
+    const qp = product(c.queryTile);
+    const kp = product(c.keyTile);
+    const wgPenalty = qp === 64 ? 0 : qp === 32 ? 0.02 : qp === 128 ? 0.05 : 0.1;
+    const chunkPenalty = kp === 32 ? 0 : kp === 16 ? 0.01 : 0.015;
+    const stagePenalty = c.stage === 'f32' ? 0 : 0.005;
+    return tileCost(problem, c.queryTile) * (1 + wgPenalty + chunkPenalty + stagePenalty);
+  };
+  let best = all[0] as FusedForwardConfig;
+  let bestScore = score(best);
+  for (const c of all) {
+    const s = score(c);
+    if (s < bestScore) {
+      best = c;
+      bestScore = s;
+    }
+  }
+  return best;
+}
+
+/** Validate a spec before generating (internal consistency, not device limits). */
+export function checkFusedForwardSpec(spec: FusedForwardSpec): void {
+  const r = spec.rank;
+  const bad = (what: string): never => {
+    throw new NattenArgumentError(`generateFusedForward: ${what}`);
+  };
+  if (spec.path !== 'plain') bad(`unknown path '${String(spec.path)}'`);
+  if (spec.kernelSize.length !== r || spec.causal.length !== r || spec.queryTile.length !== r) bad(`kernelSize, causal and queryTile need ${r} entries`);
+  if (spec.kernelSize.some((k) => !Number.isInteger(k) || k < 2)) bad(`kernel sizes must be integers >= 2, got ${formatShape(spec.kernelSize)}`);
+  if (!Number.isInteger(spec.dim) || spec.dim < 1 || !Number.isInteger(spec.dimV) || spec.dimV < 1) bad(`head dims must be positive integers, got ${spec.dim}/${spec.dimV}`);
+  const wg = product(spec.queryTile);
+  if (!FUSED_FORWARD_QUERY_TILES.includes(wg as (typeof FUSED_FORWARD_QUERY_TILES)[number])) bad(`query tile product ${wg} is not one of ${FUSED_FORWARD_QUERY_TILES.join(', ')}`);
+  if (!FUSED_FORWARD_KEY_CHUNKS.includes(spec.keyChunk as (typeof FUSED_FORWARD_KEY_CHUNKS)[number])) bad(`key chunk ${spec.keyChunk} is not one of ${FUSED_FORWARD_KEY_CHUNKS.join(', ')}`);
+  if (spec.stage === 'f16' && spec.dtype !== 'float16') bad(`f16 staging needs float16 inputs`);
+  if (spec.hasRpb && (spec.causal.some((c) => c) || spec.kernelSize.some((k) => k % 2 === 0))) bad('rpb needs a non-causal window and odd kernel sizes');
+}
+
+/** Uniform fields, in struct order. */
+export function fusedForwardUniformFields(rank: NaRank): UniformField[] {
+  const f: UniformField[] = [
+    { name: 'batch', type: 'u32' },
+    { name: 'heads', type: 'u32' },
+    { name: 'heads_kv', type: 'u32' },
+    { name: 'gqa', type: 'u32' },
+    { name: 'tokens', type: 'u32' },
+    { name: 'total_wg', type: 'u32' },
+    { name: 'scale_log2', type: 'f32' },
+  ];
+  for (let a = 0; a < rank; a++) {
+    f.push({ name: `len_${a}`, type: 'i32' }, { name: `dil_${a}`, type: 'i32' }, { name: `str_${a}`, type: 'i32' }, { name: `ntile_${a}`, type: 'u32' });
+  }
+  return f;
+}
+
+/** Uniform values and the workgroup count (before folding) for one call. */
+export function fusedForwardDispatch(
+  problem: Pick<FusedProblem, 'rank' | 'batch' | 'spatial' | 'heads' | 'headsKv' | 'params' | 'scale'>,
+  queryTile: readonly number[],
+): { uniforms: Record<string, number>; workgroups: number } {
+  let tiles = 1;
+  let groups = 1;
+  const u: Record<string, number> = {
+    batch: problem.batch,
+    heads: problem.heads,
+    heads_kv: problem.headsKv,
+    gqa: problem.heads / problem.headsKv,
+    tokens: product(problem.spatial),
+    scale_log2: problem.scale * Math.LOG2E,
+  };
+  for (let a = 0; a < problem.rank; a++) {
+    const L = problem.spatial[a] as number;
+    const d = problem.params.dilation[a] as number;
+    const nt = Math.ceil(Math.ceil(L / d) / (queryTile[a] as number));
+    u[`len_${a}`] = L;
+    u[`dil_${a}`] = d;
+    u[`str_${a}`] = problem.params.stride[a] as number;
+    u[`ntile_${a}`] = nt;
+    tiles *= nt;
+    groups *= d;
+  }
+  const total = problem.batch * problem.heads * groups * tiles;
+  u.total_wg = total;
+  return { uniforms: u, workgroups: total };
+}
+
+/** Storage bindings in binding order: query, key, value, [rpb], output, [logsumexp]. */
+export function fusedForwardBindings(spec: Pick<FusedForwardSpec, 'hasRpb' | 'hasLse'>): StorageBinding[] {
+  const b: StorageBinding[] = [
+    { name: 'query', access: 'read' },
+    { name: 'key', access: 'read' },
+    { name: 'value', access: 'read' },
+  ];
+  if (spec.hasRpb) b.push({ name: 'rpb', access: 'read' });
+  b.push({ name: 'output', access: 'read_write' });
+  if (spec.hasLse) b.push({ name: 'logsumexp', access: 'read_write' });
+  return b;
+}
+
+const AX = ['x', 'y', 'z', 'w'];
+
+/** WGSL loader of the c-th vec4 of a row starting at element `base`, as vec4<S>, for vec4 or scalar bindings. */
+function rowLoader(name: string, buffer: string, n: number, vec: boolean, s: string): string {
+  if (vec) {
+    return `fn ${name}(base: u32, c: u32) -> vec4<${s}> { return vec4<${s}>(${buffer}[base / 4u + c]); }`;
+  }
+  const comps = [0, 1, 2, 3]
+    .map((i) =>
+      i === 0
+        ? `  r.x = ${s}(${buffer}[e]);`
+        : `  if (4u * c + ${i}u < ${n}u) { r.${AX[i] as string} = ${s}(${buffer}[e + ${i}u]); }`,
+    )
+    .join('\n');
+  return `fn ${name}(base: u32, c: u32) -> vec4<${s}> {
+  let e = base + 4u * c;
+  var r = vec4<${s}>(0.0);
+${comps}
+  return r;
+}`;
+}
+
+/** Generate the kernel for a spec. Pure: same spec, same text. */
+export function generateFusedForward(spec: FusedForwardSpec): GeneratedKernel {
+  checkFusedForwardSpec(spec);
+  const key = kernelKey(FAMILY, GEN, spec);
+  const r = spec.rank;
+  const axes = Array.from({ length: r }, (_, a) => a);
+  const T = wgslType(spec.dtype);
+  const S = spec.stage;
+  const D = spec.dim;
+  const Dv = spec.dimV;
+  const D4 = vec4Count(D);
+  const DV4 = vec4Count(Dv);
+  const vecQK = D % 4 === 0;
+  const vecV = Dv % 4 === 0;
+  const WG = product(spec.queryTile);
+  const BK = spec.keyChunk;
+  const TPK = Math.max(1, WG / BK);
+  const KC = r === 1 ? 'i32' : r === 2 ? 'vec2<i32>' : 'vec4<i32>';
+  const IV = r === 1 ? 'i32' : r === 2 ? 'vec2<i32>' : 'vec3<i32>';
+  const kcSel = r === 3 ? '.xyz' : '';
+  const uniforms = fusedForwardUniformFields(r);
+  const bindings = fusedForwardBindings(spec);
+  const elem: Record<string, string> = {
+    query: vecQK ? `vec4<${T}>` : T,
+    key: vecQK ? `vec4<${T}>` : T,
+    value: vecV ? `vec4<${T}>` : T,
+    rpb: T,
+    output: vecV ? `vec4<${T}>` : T,
+    logsumexp: 'f32',
+  };
+  const decls = bindings
+    .map((b, i) => `@group(0) @binding(${i}) var<storage, ${b.access}> ${b.name}: array<${elem[b.name] ?? T}>;`)
+    .join('\n');
+
+  const ivec = (parts: string[]): string => (r === 1 ? (parts[0] as string) : `${IV}(${parts.join(', ')})`);
+  const lin = (v: (a: number) => string): string => {
+    // row-major linear index over box widths bw_a
+    let e = v(0);
+    for (let a = 1; a < r; a++) e = `(${e}) * bw_${a} + ${v(a)}`;
+    return e;
+  };
+  const tokOf = (x: (a: number) => string): string => {
+    let e = `u32(${x(0)})`;
+    for (let a = 1; a < r; a++) e = `(${e}) * u32(params.len_${a}) + u32(${x(a)})`;
+    return e;
+  };
+  const rpbExt = spec.kernelSize.map((k) => 2 * k - 1);
+  const rpbPer = product(rpbExt);
+  const rpbIndex = (): string => {
+    let e = `u32(kc${r === 1 ? '' : '.x'} - qi_0 + ${(spec.kernelSize[0] as number) - 1})`;
+    for (let a = 1; a < r; a++) {
+      e = `(${e}) * ${rpbExt[a]}u + u32(kc.${AX[a]} - qi_${a} + ${(spec.kernelSize[a] as number) - 1})`;
+    }
+    return `h * ${rpbPer}u + ${e}`;
+  };
+
+  const header = [
+    `// ${key}`,
+    enableDirectives(spec.dtype).trimEnd(),
+    `const RANK: u32 = ${r}u;`,
+    ...axes.map((a) => `const KERNEL_SIZE_${a}: i32 = ${spec.kernelSize[a]};`),
+    ...axes.map((a) => `const IS_CAUSAL_${a}: bool = ${spec.causal[a] ? 'true' : 'false'};`),
+    ...axes.map((a) => `const QUERY_TILE_${a}: u32 = ${spec.queryTile[a]}u;`),
+    `const HEAD_DIM: u32 = ${D}u;`,
+    `const HEAD_DIM_V: u32 = ${Dv}u;`,
+    `const D4: u32 = ${D4}u;`,
+    `const DV4: u32 = ${DV4}u;`,
+    `const KEY_CHUNK: u32 = ${BK}u;`,
+    `const WORKGROUP_SIZE: u32 = ${WG}u;`,
+    `const THREADS_PER_KEY: u32 = ${TPK}u;`,
+    `const HAS_RPB: bool = ${spec.hasRpb};`,
+    `const HAS_LSE: bool = ${spec.hasLse};`,
+    `const LOG2E: f32 = 1.4426950408889634;`,
+    `const NEG: f32 = ${FUSED_NEG};`,
+  ]
+    .filter((l) => l.length > 0)
+    .join('\n');
+
+  const qDot = Array.from({ length: D4 }, (_, c) => `          acc = fma(q[${c}], vec4<f32>(k_sh[kb + ${c}u]), acc);`).join('\n');
+  const update = softmaxUpdate(DV4, (c) => `vec4<f32>(v_sh[vb + ${c}u])`, '          ');
+  const inWindow = r === 1 ? 'kc >= ws && kc < we' : `all(kc${kcSel} >= ws) && all(kc${kcSel} < we)`;
+
+  const outWrite = vecV
+    ? Array.from({ length: DV4 }, (_, c) => `    output[obase / 4u + ${c}u] = vec4<${T}>(o_acc[${c}] * inv_l);`).join('\n')
+    : Array.from({ length: Dv }, (_, e) => `    output[obase + ${e}u] = ${T}(o_acc[${e >> 2}].${AX[e & 3] as string} * inv_l);`).join('\n');
+
+  const code = `${header}
+
+${decls}
+${uniformDecl(uniforms, bindings.length)}
+${windowFunctions(spec.kernelSize, spec.causal)}
+${rowLoader('load_q', 'query', D, vecQK, 'f32')}
+${rowLoader('load_k', 'key', D, vecQK, S)}
+${rowLoader('load_v', 'value', Dv, vecV, S)}
+
+var<workgroup> k_sh: array<vec4<${S}>, ${BK * D4}>;
+var<workgroup> v_sh: array<vec4<${S}>, ${BK * DV4}>;
+var<workgroup> kc_sh: array<${KC}, ${BK}>;
+
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(num_workgroups) wg_num: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  // ---- workgroup-uniform prologue: which (batch, head, dilation group, query tile) this workgroup owns
+  let wid = wg_id.x + wg_id.y * wg_num.x;
+  if (wid >= params.total_wg) { return; }
+  var rest = wid;
+${axes
+  .slice()
+  .reverse()
+  .map((a) => `  let tile_${a} = rest % params.ntile_${a};\n  rest = rest / params.ntile_${a};`)
+  .join('\n')}
+${axes
+  .slice()
+  .reverse()
+  .map((a) => `  let g_${a} = i32(rest % u32(params.dil_${a}));\n  rest = rest / u32(params.dil_${a});`)
+  .join('\n')}
+  let h = rest % params.heads;
+  let b = rest / params.heads;
+  let hk = h / params.gqa;
+${axes
+  .map(
+    (a) => `  let n_${a} = na_group_len(params.len_${a}, params.dil_${a}, g_${a});
+  let qf_${a} = i32(tile_${a} * QUERY_TILE_${a});`,
+  )
+  .join('\n')}
+  if (${axes.map((a) => `qf_${a} >= n_${a}`).join(' || ')}) { return; }
+${axes
+  .map(
+    (a) => `  let ql_${a} = min(qf_${a} + i32(QUERY_TILE_${a}), n_${a}) - 1;
+  let wfirst_${a} = na_window_${a}(qf_${a} * params.dil_${a} + g_${a}, params.len_${a}, params.dil_${a}, params.str_${a});
+  let wlast_${a} = na_window_${a}(ql_${a} * params.dil_${a} + g_${a}, params.len_${a}, params.dil_${a}, params.str_${a});
+  let bs_${a} = (wfirst_${a}.x - g_${a}) / params.dil_${a};
+  let bw_${a} = (wlast_${a}.x - g_${a}) / params.dil_${a} + wlast_${a}.y - bs_${a};`,
+  )
+  .join('\n')}
+  let box_n = u32(${axes.map((a) => `bw_${a}`).join(' * ')});
+  let n_chunks = (box_n + KEY_CHUNK - 1u) / KEY_CHUNK;
+  let tok_base = b * params.tokens;
+
+  // ---- this invocation's query (group coordinates qi_a) and its exact window [ws, we) in group coordinates
+  var lrest = lid;
+${axes
+  .slice()
+  .reverse()
+  .map((a) => `  let qi_${a} = qf_${a} + i32(lrest % QUERY_TILE_${a});\n  lrest = lrest / QUERY_TILE_${a};`)
+  .join('\n')}
+  let valid = ${axes.map((a) => `qi_${a} < n_${a}`).join(' && ')};
+${axes.map((a) => `  var ws_${a} = 0;\n  var we_${a} = 0;`).join('\n')}
+  var span_lo = 0;
+  var span_hi = 0;
+  var q: array<vec4<f32>, ${D4}>;
+  if (valid) {
+${axes
+  .map(
+    (a) => `    let w_${a} = na_window_${a}(qi_${a} * params.dil_${a} + g_${a}, params.len_${a}, params.dil_${a}, params.str_${a});
+    ws_${a} = (w_${a}.x - g_${a}) / params.dil_${a};
+    we_${a} = ws_${a} + w_${a}.y;`,
+  )
+  .join('\n')}
+    span_lo = ${lin((a) => `ws_${a} - bs_${a}`)};
+    span_hi = ${lin((a) => `we_${a} - 1 - bs_${a}`)} + 1;
+    let qtok = ${tokOf((a) => `qi_${a} * params.dil_${a} + g_${a}`)};
+    let qbase = ((tok_base + qtok) * params.heads + h) * HEAD_DIM;
+    for (var c = 0u; c < D4; c++) {
+      q[c] = load_q(qbase, c) * params.scale_log2;
+    }
+  }
+  let ws = ${ivec(axes.map((a) => `ws_${a}`))};
+  let we = ${ivec(axes.map((a) => `we_${a}`))};
+${softmaxStateDecl(DV4)}
+
+  // ---- walk the union key box in chunks of KEY_CHUNK keys (row-major over the box)
+  for (var ch = 0u; ch < n_chunks; ch++) {
+    let c0 = ch * KEY_CHUNK;
+    for (var rr = lid / THREADS_PER_KEY; rr < KEY_CHUNK; rr += WORKGROUP_SIZE / THREADS_PER_KEY) {
+      let kbox = c0 + rr;
+      if (kbox < box_n) {
+        var krest = i32(kbox);
+${axes
+  .slice()
+  .reverse()
+  .map((a) => (a === 0 ? `        let kg_0 = bs_0 + krest;` : `        let kg_${a} = bs_${a} + krest % bw_${a};\n        krest = krest / bw_${a};`))
+  .join('\n')}
+        let ktok = ${tokOf((a) => `kg_${a} * params.dil_${a} + g_${a}`)};
+        let krow = (tok_base + ktok) * params.heads_kv + hk;
+        let kbase = krow * HEAD_DIM;
+        let vbase = krow * HEAD_DIM_V;
+        let sub = lid % THREADS_PER_KEY;
+        if (sub == 0u) { kc_sh[rr] = ${r === 1 ? 'kg_0' : r === 2 ? 'vec2<i32>(kg_0, kg_1)' : 'vec4<i32>(kg_0, kg_1, kg_2, 0)'}; }
+        for (var c = sub; c < D4; c += THREADS_PER_KEY) { k_sh[rr * D4 + c] = load_k(kbase, c); }
+        for (var c = sub; c < DV4; c += THREADS_PER_KEY) { v_sh[rr * DV4 + c] = load_v(vbase, c); }
+      }
+    }
+    workgroupBarrier();
+    if (valid) {
+      let k_lo = max(span_lo - i32(c0), 0);
+      let k_hi = min(span_hi - i32(c0), min(i32(KEY_CHUNK), i32(box_n - c0)));
+      for (var k = k_lo; k < k_hi; k++) {
+        let kc = kc_sh[k];
+        if (${inWindow}) {
+          let kb = u32(k) * D4;
+          let vb = u32(k) * DV4;
+          var acc = vec4<f32>(0.0);
+${qDot}
+          var sc = acc.x + acc.y + acc.z + acc.w;
+${spec.hasRpb ? `          sc = sc + f32(rpb[${rpbIndex()}]) * LOG2E;\n` : ''}${update}
+        }
+      }
+    }
+    workgroupBarrier();
+  }
+
+  // ---- epilogue: O = o / l in the storage type, natural-log LSE in f32
+  if (valid) {
+    let inv_l = 1.0 / l_run;
+    let qtok = ${tokOf((a) => `qi_${a} * params.dil_${a} + g_${a}`)};
+    let qrow = (tok_base + qtok) * params.heads + h;
+    let obase = qrow * HEAD_DIM_V;
+${outWrite}
+${spec.hasLse ? `    logsumexp[qrow] = ${softmaxLse()};` : ''}
+  }
+}
+`;
+  return {
+    key,
+    code,
+    entryPoint: 'main',
+    workgroupSize: [WG, 1, 1],
+    bindings,
+    uniforms,
+    workgroupBytes: fusedForwardWorkgroupBytes(spec),
+    features: spec.dtype === 'float16' ? ['shader-f16'] : [],
+  };
+}

@@ -1,0 +1,53 @@
+/**
+ * Online-softmax pieces for the fused kernels, in the base-2 domain (logits pre-multiplied by
+ * `scale * log2(e)`, `exp2` everywhere). Accumulators are f32 whatever the storage type.
+ *
+ * Lazy rescaling (kernels.md §3): the running max `m` only moves when a logit exceeds it by more than
+ * `FUSED_LAZY_RESCALE` (log2 units). Until then p = exp2(s - m) <= 2^FUSED_LAZY_RESCALE, which f32 holds
+ * exactly enough, so most keys skip the O rescale. The result is exact either way: O = o / l and
+ * lse = ln2 * (m + log2(l)) hold for any m <= true max + FUSED_LAZY_RESCALE.
+ *
+ * No inf/NaN literals: the initial max is the finite sentinel -1e30 (`FUSED_NEG`), and exp2(-1e30 - s)
+ * underflows to exactly 0, so the first real key zeroes the (already zero) accumulators.
+ */
+
+/** Finite "minus infinity" for f32 logits. */
+export const FUSED_NEG = '-1.0e30';
+
+/** Rescale threshold in log2 units. */
+export const FUSED_LAZY_RESCALE = 8;
+
+/** Declarations of the per-invocation softmax state: `m`, `l`, and `o: array<vec4<f32>, dv4>`. */
+export function softmaxStateDecl(dv4: number): string {
+  return `  var m_run: f32 = ${FUSED_NEG};
+  var l_run: f32 = 0.0;
+  var o_acc: array<vec4<f32>, ${dv4}>;`;
+}
+
+/**
+ * Fold one logit `sc` (log2 domain) with value row `v_row(c)` (a WGSL expression builder giving the
+ * c-th vec4 of the value row as vec4<f32>) into the state. Unrolled over the dv4 vec4s.
+ */
+export function softmaxUpdate(dv4: number, vRow: (c: number) => string, indent = '        '): string {
+  const rescale: string[] = [];
+  const accum: string[] = [];
+  for (let c = 0; c < dv4; c++) {
+    rescale.push(`${indent}  o_acc[${c}] = o_acc[${c}] * alpha;`);
+    accum.push(`${indent}o_acc[${c}] = fma(pv, ${vRow(c)}, o_acc[${c}]);`);
+  }
+  return `${indent}if (sc > m_run + ${FUSED_LAZY_RESCALE}.0) {
+${indent}  let alpha = exp2(m_run - sc);
+${indent}  l_run = l_run * alpha;
+${rescale.join('\n')}
+${indent}  m_run = sc;
+${indent}}
+${indent}let p = exp2(sc - m_run);
+${indent}l_run = l_run + p;
+${indent}let pv = vec4<f32>(p);
+${accum.join('\n')}`;
+}
+
+/** Natural-log LSE from the state: ln2 * (m + log2(l)). */
+export function softmaxLse(): string {
+  return '(m_run + log2(l_run)) * 0.6931471805599453';
+}
