@@ -1,0 +1,165 @@
+/**
+ * `attention` (FMHA, NATTEN's `natten.attention`) and `mergeAttentions` (`natten.merge_attentions`),
+ * heads-last. No backend has kernels for them yet: they run on the host in f64 (GPU tensors are read
+ * back and the results uploaded).
+ */
+import { formatShape, NattenArgumentError, type Tensor } from '@natten-web/core';
+import type { GpuContext, GpuTensor } from '@natten-web/gpu';
+import { checkOptions, execute, type HostInputs, hostTensor, placement, resolveScale, values } from './common.ts';
+import { denseBackward, denseDims, denseForward, mergeF64 } from './dense.ts';
+import type { AnyTensor, OutputOf } from './tensors.ts';
+
+export interface AttentionOptions {
+  /** Default head_dim^-0.5 when absent (0 is honoured). */
+  readonly scale?: number | undefined;
+  /** Top-left aligned causal mask: query i sees keys j <= i. Default false. */
+  readonly isCausal?: boolean | undefined;
+  readonly returnLse?: boolean | undefined;
+}
+
+export interface AttentionFunction {
+  <T extends AnyTensor>(query: T, key: T, value: T, options: AttentionOptions & { readonly returnLse: true }): Promise<{ output: OutputOf<T>; lse: OutputOf<T> }>;
+  <T extends AnyTensor>(query: T, key: T, value: T, options?: AttentionOptions & { readonly returnLse?: false | undefined }): Promise<OutputOf<T>>;
+  <T extends AnyTensor>(query: T, key: T, value: T, options?: AttentionOptions): Promise<OutputOf<T> | { output: OutputOf<T>; lse: OutputOf<T> }>;
+}
+
+async function onHostOrGpu(
+  op: string,
+  inputs: Record<string, AnyTensor | undefined>,
+  host: (t: HostInputs) => Record<string, Tensor>,
+): Promise<Record<string, AnyTensor>> {
+  return execute({
+    op,
+    requested: undefined,
+    inputs,
+    host: async (t) => host(t),
+    async gpu(ctx: GpuContext, g) {
+      const t: Record<string, Tensor | undefined> = {};
+      for (const [k, v] of Object.entries(g)) t[k] = v ? await ctx.read(v) : undefined;
+      const out: Record<string, GpuTensor> = {};
+      for (const [k, v] of Object.entries(host(t))) out[k] = ctx.upload(v, `${op}.${k}`);
+      return out;
+    },
+  });
+}
+
+function causalFlag(op: string, v: unknown): boolean {
+  if (v === undefined) return false;
+  if (typeof v !== 'boolean') throw new NattenArgumentError(`${op}: isCausal must be a boolean, got ${String(v)}`);
+  return v;
+}
+
+/**
+ * Dense attention: query `[B, S, H, D]`, key `[B, S_kv, H_kv, D]`, value `[B, S_kv, H_kv, D_v]` ->
+ * output `[B, S, H, D_v]` (and lse `[B, S, H]` float32 with `returnLse`).
+ */
+export const attention: AttentionFunction = (async (query: AnyTensor, key: AnyTensor, value: AnyTensor, options: unknown = {}) => {
+  const op = 'attention';
+  const o = checkOptions(op, options, ['scale', 'isCausal', 'returnLse']);
+  placement(op, { query, key, value });
+  const dims = denseDims(op, query.shape, key.shape, value.shape);
+  if (key.dtype !== query.dtype || value.dtype !== query.dtype) {
+    throw new NattenArgumentError(`${op}: query ${query.dtype}, key ${key.dtype} and value ${value.dtype} must share one dtype`);
+  }
+  const scale = resolveScale(op, o.scale, dims.dim);
+  const causal = causalFlag(op, o.isCausal);
+  const returnLse = o.returnLse === true;
+  if (o.returnLse !== undefined && typeof o.returnLse !== 'boolean') {
+    throw new NattenArgumentError(`${op}: returnLse must be a boolean, got ${String(o.returnLse)}`);
+  }
+  const res = await onHostOrGpu(op, { query, key, value }, (t) => {
+    const r = denseForward(dims, values(t.query as Tensor), values(t.key as Tensor), values(t.value as Tensor), scale, causal);
+    return {
+      output: hostTensor([dims.batch, dims.queries, dims.heads, dims.dimV], query.dtype, r.out),
+      lse: hostTensor([dims.batch, dims.queries, dims.heads], 'float32', r.lse),
+    };
+  });
+  return returnLse ? { output: res.output, lse: res.lse } : res.output;
+}) as AttentionFunction;
+
+/** Gradients of `attention` from its output and lse (f64 on the host). */
+export async function attentionBackward<T extends AnyTensor>(
+  query: T,
+  key: T,
+  value: T,
+  output: T,
+  gradOutput: T,
+  lse: T,
+  options: Omit<AttentionOptions, 'returnLse'> = {},
+): Promise<{ gradQuery: OutputOf<T>; gradKey: OutputOf<T>; gradValue: OutputOf<T> }> {
+  const op = 'attentionBackward';
+  const o = checkOptions(op, options, ['scale', 'isCausal']);
+  placement(op, { query, key, value, output, gradOutput, lse });
+  const dims = denseDims(op, query.shape, key.shape, value.shape);
+  const outShape = [dims.batch, dims.queries, dims.heads, dims.dimV];
+  for (const [name, t, shape] of [
+    ['output', output, outShape],
+    ['gradOutput', gradOutput, outShape],
+    ['lse', lse, outShape.slice(0, 3)],
+  ] as const) {
+    if (t.shape.length !== shape.length || t.shape.some((s, i) => s !== shape[i])) {
+      throw new NattenArgumentError(`${op}: ${name} must have shape ${formatShape(shape)}, got ${formatShape(t.shape)}`);
+    }
+  }
+  const scale = resolveScale(op, o.scale, dims.dim);
+  const causal = causalFlag(op, o.isCausal);
+  const res = await onHostOrGpu(op, { query, key, value, output, gradOutput, lse }, (t) => {
+    const g = denseBackward(
+      dims,
+      values(t.query as Tensor),
+      values(t.key as Tensor),
+      values(t.value as Tensor),
+      values(t.output as Tensor),
+      values(t.gradOutput as Tensor),
+      values(t.lse as Tensor),
+      scale,
+      causal,
+    );
+    return {
+      gradQuery: hostTensor(query.shape, query.dtype, g.dq),
+      gradKey: hostTensor(key.shape, key.dtype, g.dk),
+      gradValue: hostTensor(value.shape, value.dtype, g.dv),
+    };
+  });
+  return res as { gradQuery: OutputOf<T>; gradKey: OutputOf<T>; gradValue: OutputOf<T> };
+}
+
+/**
+ * Merge attention outputs over disjoint key sets of the same queries (NATTEN's `merge_attentions`):
+ * outputs `[B, S(, ...), H, D_v]`, lses `[B, S(, ...), H]` (any layout where lse is the output without its
+ * last dim). f64 math, folded left; returns the merged output (dtype of outputs[0]) and lse (float32).
+ */
+export async function mergeAttentions<T extends AnyTensor>(outputs: readonly T[], lses: readonly T[]): Promise<{ output: OutputOf<T>; lse: OutputOf<T> }> {
+  const op = 'mergeAttentions';
+  if (!Array.isArray(outputs) || !Array.isArray(lses)) throw new NattenArgumentError(`${op}: outputs and lses must be arrays of tensors`);
+  if (outputs.length < 2) throw new NattenArgumentError(`${op}: needs at least 2 outputs to merge, got ${outputs.length}`);
+  if (lses.length !== outputs.length) throw new NattenArgumentError(`${op}: got ${outputs.length} outputs but ${lses.length} lses; give one lse per output`);
+  const inputs: Record<string, AnyTensor> = {};
+  outputs.forEach((t, i) => {
+    inputs[`outputs[${i}]`] = t;
+  });
+  lses.forEach((t, i) => {
+    inputs[`lses[${i}]`] = t;
+  });
+  placement(op, inputs);
+  const first = outputs[0] as T;
+  const shape = first.shape;
+  const lseShape = shape.slice(0, -1);
+  outputs.forEach((t: AnyTensor, i: number) => {
+    if (t.shape.length !== shape.length || t.shape.some((s: number, a: number) => s !== shape[a])) {
+      throw new NattenArgumentError(`${op}: outputs[${i}] has shape ${formatShape(t.shape)} but outputs[0] has ${formatShape(shape)}; all must match`);
+    }
+    const l = lses[i] as T;
+    if (l.shape.length !== lseShape.length || l.shape.some((s: number, a: number) => s !== lseShape[a])) {
+      throw new NattenArgumentError(`${op}: lses[${i}] must have shape ${formatShape(lseShape)} (its output's shape without the last dim), got ${formatShape(l.shape)}`);
+    }
+  });
+  const dimV = shape[shape.length - 1] as number;
+  const res = await onHostOrGpu(op, inputs, (t) => {
+    const outs = outputs.map((_, i) => values(t[`outputs[${i}]`] as Tensor));
+    const ls = lses.map((_, i) => values(t[`lses[${i}]`] as Tensor));
+    const m = mergeF64(outs, ls, dimV);
+    return { output: hostTensor(shape, first.dtype, m.out), lse: hostTensor(lseShape, 'float32', m.lse) };
+  });
+  return { output: res.output as OutputOf<T>, lse: res.lse as OutputOf<T> };
+}

@@ -1,0 +1,386 @@
+/**
+ * Fused neighborhood attention, NATTEN's `natten.functional.na{1,2,3}d` (spec §3.8, §11), heads-last
+ * `[B, *spatial, H, D]`, plus its backward. Every function returns new tensors.
+ */
+import {
+  type BoolDimsOrScalar,
+  checkFusedBackward,
+  checkFusedForward,
+  type DimsOrScalar,
+  formatShape,
+  lseShape,
+  type NaRank,
+  NattenArgumentError,
+  numel,
+  type Tensor,
+  type TensorLike,
+  zeros,
+} from '@natten-web/core';
+import { fusedBackward as gpuFusedBackward, fusedForward as gpuFusedForward, type GpuContext, type GpuTensor } from '@natten-web/gpu';
+import {
+  checkOptions,
+  defined,
+  execute,
+  type GpuInputs,
+  type HostInputs,
+  hostTensor,
+  placement,
+  resolveScale,
+  values,
+  withGpuOutputs,
+} from './common.ts';
+import { type KernelConfigOption, resolveKernelConfig } from './config.ts';
+import { type DenseDims, denseBackward, denseDims, denseForward, mergeF64 } from './dense.ts';
+import { type BackendName, runHost } from './runtime.ts';
+import type { AnyTensor, OutputOf } from './tensors.ts';
+
+/** Options of `na{1,2,3}d`. Tuples are typed per rank (`DimsOrScalar<2>` for na2d). */
+export interface NaOptions<R extends NaRank, T extends AnyTensor = AnyTensor> {
+  /** Window size per axis, >= 2 (even sizes allowed without rpb). */
+  readonly kernelSize: DimsOrScalar<R>;
+  /** Dilation per axis, >= 1, kernelSize * dilation <= extent. Default 1. */
+  readonly dilation?: DimsOrScalar<R> | undefined;
+  /** Stride per axis (NATTEN >= 0.20), 1 <= stride <= kernelSize. Default 1. */
+  readonly stride?: DimsOrScalar<R> | undefined;
+  /** Causal masking per axis. Default false. */
+  readonly isCausal?: BoolDimsOrScalar<R> | undefined;
+  /** Logit scale; default head_dim^-0.5 **only when absent** (0 is honoured, unlike NATTEN's `scale or default`). */
+  readonly scale?: number | undefined;
+  /** Relative positional bias `[H, 2K0-1, ...]` added after scaling (non-causal, odd K). */
+  readonly rpb?: T | null | undefined;
+  /** Also return the logsumexp `[B, *spatial, H]` (float32, natural log). */
+  readonly returnLse?: boolean | undefined;
+  /** Extra keys every query attends to densely, heads-last `[B, N_add, H_kv, D]` (non-causal, same scale). */
+  readonly additionalKeys?: T | null | undefined;
+  /** Extra values `[B, N_add, H_kv, D_v]`; required exactly when additionalKeys is given. */
+  readonly additionalValues?: T | null | undefined;
+  /** Backend for host tensors: 'cpu' | 'webgpu' | 'auto'; default `getBackend()`. */
+  readonly backend?: BackendName | undefined;
+  /** Kernel tiles `{ forward?, backward? }` passed to the backend, or 'auto'. */
+  readonly config?: KernelConfigOption | undefined;
+}
+
+export interface AttentionWithLse<T> {
+  readonly output: T;
+  readonly lse: T;
+}
+
+/** `na{1,2,3}d`: the return type follows `returnLse` and where the inputs live. */
+export interface NaFunction<R extends NaRank> {
+  <T extends AnyTensor>(query: T, key: T, value: T, options: NaOptions<R, T> & { readonly returnLse: true }): Promise<AttentionWithLse<OutputOf<T>>>;
+  <T extends AnyTensor>(query: T, key: T, value: T, options: NaOptions<R, T> & { readonly returnLse?: false | undefined }): Promise<OutputOf<T>>;
+  <T extends AnyTensor>(query: T, key: T, value: T, options: NaOptions<R, T>): Promise<OutputOf<T> | AttentionWithLse<OutputOf<T>>>;
+}
+
+/** Options of `na{1,2,3}dBackward`: the forward's options (returnLse aside). */
+export type NaBackwardOptions<R extends NaRank, T extends AnyTensor = AnyTensor> = Omit<NaOptions<R, T>, 'returnLse'>;
+
+export interface NaBackwardResult<T> {
+  readonly gradQuery: T;
+  readonly gradKey: T;
+  readonly gradValue: T;
+  /** Present when `rpb` was given. */
+  readonly gradRpb?: T | undefined;
+  /** Present when additional keys/values were given. */
+  readonly gradAdditionalKeys?: T | undefined;
+  readonly gradAdditionalValues?: T | undefined;
+}
+
+/**
+ * `na{1,2,3}dBackward(query, key, value, output, gradOutput, lse, options)`: `output` and `lse` are what
+ * the forward returned with `returnLse: true` (the merged ones when additional KV was used).
+ */
+export type NaBackwardFunction<R extends NaRank> = <T extends AnyTensor>(
+  query: T,
+  key: T,
+  value: T,
+  output: T,
+  gradOutput: T,
+  lse: T,
+  options: NaBackwardOptions<R, T>,
+) => Promise<NaBackwardResult<OutputOf<T>>>;
+
+const FORWARD_OPTIONS = [
+  'kernelSize',
+  'dilation',
+  'stride',
+  'isCausal',
+  'scale',
+  'rpb',
+  'returnLse',
+  'additionalKeys',
+  'additionalValues',
+  'backend',
+  'config',
+] as const;
+const BACKWARD_OPTIONS = FORWARD_OPTIONS.filter((k) => k !== 'returnLse');
+
+type Opts = Record<string, unknown>;
+
+function naParams(o: Opts) {
+  return {
+    kernelSize: o.kernelSize as number | readonly number[],
+    dilation: o.dilation as number | readonly number[] | undefined,
+    stride: o.stride as number | readonly number[] | undefined,
+    isCausal: o.isCausal as boolean | readonly boolean[] | undefined,
+  };
+}
+
+function like(shape: readonly number[], dtype: TensorLike['dtype']): TensorLike {
+  return { shape, dtype };
+}
+
+/** Additional-KV arguments: both or neither; shapes [B, N_add, H_kv, D(_v)] against the flattened query. */
+function additionalKv(op: string, o: Opts, query: TensorLike, value: TensorLike, rank: NaRank): { keys: AnyTensor; values: AnyTensor; dims: DenseDims } | undefined {
+  const keys = (o.additionalKeys ?? undefined) as AnyTensor | undefined;
+  const vals = (o.additionalValues ?? undefined) as AnyTensor | undefined;
+  if (keys === undefined && vals === undefined) return undefined;
+  if (keys === undefined || vals === undefined) {
+    throw new NattenArgumentError(
+      `${op}: ${keys === undefined ? 'additionalValues was given without additionalKeys' : 'additionalKeys was given without additionalValues'}; pass both or neither`,
+    );
+  }
+  const B = query.shape[0] as number;
+  const N = numel(query.shape.slice(1, 1 + rank));
+  const H = query.shape[rank + 1] as number;
+  const D = query.shape[rank + 2] as number;
+  const dims = denseDims(op, [B, N, H, D], keys.shape, vals.shape, ['query', 'additionalKeys', 'additionalValues']);
+  const Dv = value.shape[rank + 2] as number;
+  if (dims.dimV !== Dv) {
+    throw new NattenArgumentError(`${op}: additionalValues head_dim=${dims.dimV} must equal value head_dim=${Dv} (shape ${formatShape(vals.shape)})`);
+  }
+  for (const [name, t] of [['additionalKeys', keys], ['additionalValues', vals]] as const) {
+    if (t.dtype !== query.dtype) throw new NattenArgumentError(`${op}: ${name} is ${t.dtype} but query is ${query.dtype}; they must share one dtype`);
+  }
+  return { keys, values: vals, dims };
+}
+
+function checkReturnLse(op: string, value: unknown): boolean {
+  if (value === undefined) return false;
+  if (typeof value !== 'boolean') throw new NattenArgumentError(`${op}: returnLse must be a boolean, got ${String(value)}`);
+  return value;
+}
+
+/** Host merge of NA with the dense attention over the additional tokens. */
+function mergeAdditionalHost(dims: DenseDims, t: HostInputs, output: Tensor, lse: Tensor, scale: number): { output: Tensor; lse: Tensor } {
+  const dense = denseForward(dims, values(t.query as Tensor), values(t.additionalKeys as Tensor), values(t.additionalValues as Tensor), scale, false);
+  const merged = mergeF64([values(output), dense.out], [values(lse), dense.lse], dims.dimV);
+  return { output: hostTensor(output.shape, output.dtype, merged.out), lse: hostTensor(lse.shape, 'float32', merged.lse) };
+}
+
+async function readAll(ctx: GpuContext, g: GpuInputs): Promise<Record<string, Tensor | undefined>> {
+  const out: Record<string, Tensor | undefined> = {};
+  for (const [k, t] of Object.entries(g)) out[k] = t ? await ctx.read(t) : undefined;
+  return out;
+}
+
+async function naForward(rank: NaRank, query: AnyTensor, key: AnyTensor, value: AnyTensor, options: unknown): Promise<unknown> {
+  const op = `na${rank}d`;
+  const o = checkOptions(op, options, FORWARD_OPTIONS);
+  const rpb = (o.rpb ?? undefined) as AnyTensor | undefined;
+  placement(op, { query, key, value, rpb, additionalKeys: o.additionalKeys, additionalValues: o.additionalValues });
+  const returnLse = checkReturnLse(op, o.returnLse);
+  const scale = resolveScale(op, o.scale, query.shape[query.shape.length - 1] as number);
+  const tiles = resolveKernelConfig(op, rank, 'forward', o.config);
+  const params = naParams(o);
+  const outShape = [...query.shape.slice(0, -1), value.shape[value.shape.length - 1] as number];
+  const problem = checkFusedForward(op, rank, { query, key, value, output: like(outShape, query.dtype), rpb, ...params, attnScale: scale });
+  const extra = additionalKv(op, o, query, value, rank);
+  const needLse = returnLse || extra !== undefined;
+  const lseDims = lseShape(problem.batch, problem.spatial, problem.heads);
+  const args = { ...params, attnScale: scale, queryTileSize: tiles.queryTileSize, keyTileSize: tiles.keyTileSize };
+
+  const result = await execute({
+    op,
+    requested: o.backend as BackendName | undefined,
+    inputs: { query, key, value, rpb, additionalKeys: extra?.keys, additionalValues: extra?.values },
+    async host(t, backend) {
+      const output = zeros(outShape, query.dtype);
+      const lse = needLse ? zeros(lseDims, 'float32') : undefined;
+      await runHost(op, backend, query.dtype, (b) =>
+        b.fusedForward(rank, { ...args, output, query: t.query as Tensor, key: t.key as Tensor, value: t.value as Tensor, rpb: t.rpb, logsumexp: lse }),
+      );
+      if (!extra || !lse) return defined({ output, lse });
+      return mergeAdditionalHost(extra.dims, t, output, lse, scale);
+    },
+    async gpu(ctx, g) {
+      const dtype = query.dtype as GpuTensor['dtype'];
+      const gArgs = { ...args, query: g.query as GpuTensor, key: g.key as GpuTensor, value: g.value as GpuTensor, rpb: g.rpb };
+      gpuFusedForward.check(ctx, rank, { ...gArgs, output: like(outShape, dtype), logsumexp: needLse ? like(lseDims, 'float32') : undefined });
+      const outs = await withGpuOutputs(ctx, op, { output: { shape: outShape, dtype }, lse: needLse ? { shape: lseDims, dtype: 'float32' } : undefined }, (r) =>
+        gpuFusedForward(ctx, rank, { ...gArgs, output: r.output as GpuTensor, logsumexp: r.lse }),
+      );
+      if (!extra || !outs.lse || !outs.output) return defined(outs);
+      // No GPU kernel for dense attention / merge yet: read back, merge on the host, upload.
+      try {
+        const host = await readAll(ctx, g);
+        const merged = mergeAdditionalHost(extra.dims, host, await ctx.read(outs.output), await ctx.read(outs.lse), scale);
+        return { output: ctx.upload(merged.output, `${op}.output`), lse: ctx.upload(merged.lse, `${op}.lse`) };
+      } finally {
+        outs.output.buffer.destroy();
+        outs.lse.buffer.destroy();
+      }
+    },
+  });
+  return returnLse ? { output: result.output, lse: result.lse } : result.output;
+}
+
+function addInto(t: Tensor, extra: Float64Array): Tensor {
+  const v = values(t);
+  for (let i = 0; i < v.length; i++) v[i] = (v[i] as number) + (extra[i] as number);
+  return hostTensor(t.shape, t.dtype, v);
+}
+
+/** Dense-branch gradients from the merged output and lse; dQ is added to the NA dQ. */
+function additionalBackwardHost(dims: DenseDims, t: HostInputs, gradQuery: Tensor, scale: number) {
+  const g = denseBackward(
+    dims,
+    values(t.query as Tensor),
+    values(t.additionalKeys as Tensor),
+    values(t.additionalValues as Tensor),
+    values(t.output as Tensor),
+    values(t.gradOutput as Tensor),
+    values(t.lse as Tensor),
+    scale,
+    false,
+  );
+  const k = t.additionalKeys as Tensor;
+  const v = t.additionalValues as Tensor;
+  return {
+    gradQuery: addInto(gradQuery, g.dq),
+    gradAdditionalKeys: hostTensor(k.shape, k.dtype, g.dk),
+    gradAdditionalValues: hostTensor(v.shape, v.dtype, g.dv),
+  };
+}
+
+async function naBackward(
+  rank: NaRank,
+  query: AnyTensor,
+  key: AnyTensor,
+  value: AnyTensor,
+  output: AnyTensor,
+  gradOutput: AnyTensor,
+  lse: AnyTensor,
+  options: unknown,
+): Promise<Record<string, AnyTensor>> {
+  const op = `na${rank}dBackward`;
+  const o = checkOptions(op, options, BACKWARD_OPTIONS);
+  const rpb = (o.rpb ?? undefined) as AnyTensor | undefined;
+  placement(op, { query, key, value, output, gradOutput, lse, rpb, additionalKeys: o.additionalKeys, additionalValues: o.additionalValues });
+  const scale = resolveScale(op, o.scale, query.shape[query.shape.length - 1] as number);
+  const cfg = resolveKernelConfig(op, rank, 'backward', o.config);
+  const params = naParams(o);
+  checkFusedBackward(op, rank, {
+    query,
+    key,
+    value,
+    output,
+    gradOutput,
+    logsumexp: lse,
+    gradQuery: like(query.shape, query.dtype),
+    gradKey: like(key.shape, key.dtype),
+    gradValue: like(value.shape, value.dtype),
+    rpb,
+    ...params,
+    attnScale: scale,
+  });
+  const extra = additionalKv(op, o, query, value, rank);
+  const args = {
+    ...params,
+    attnScale: scale,
+    queryTileSize: cfg.queryTileSize,
+    keyTileSize: cfg.keyTileSize,
+    numSplitsKey: cfg.numSplitsKey,
+    computeDeltaWithTorch: cfg.computeDeltaWithTorch,
+  };
+  return execute({
+    op,
+    requested: o.backend as BackendName | undefined,
+    inputs: { query, key, value, output, gradOutput, lse, rpb, additionalKeys: extra?.keys, additionalValues: extra?.values },
+    async host(t, backend) {
+      const gradQuery = zeros(query.shape, query.dtype);
+      const gradKey = zeros(key.shape, key.dtype);
+      const gradValue = zeros(value.shape, value.dtype);
+      const gradRpb = t.rpb ? zeros(t.rpb.shape, t.rpb.dtype) : undefined;
+      await runHost(op, backend, query.dtype, (b) =>
+        b.fusedBackward(rank, {
+          ...args,
+          gradQuery,
+          gradKey,
+          gradValue,
+          gradRpb,
+          query: t.query as Tensor,
+          key: t.key as Tensor,
+          value: t.value as Tensor,
+          output: t.output as Tensor,
+          gradOutput: t.gradOutput as Tensor,
+          logsumexp: t.lse as Tensor,
+          rpb: t.rpb,
+        }),
+      );
+      if (!extra) return defined({ gradQuery, gradKey, gradValue, gradRpb });
+      return defined({ ...additionalBackwardHost(extra.dims, t, gradQuery, scale), gradKey, gradValue, gradRpb });
+    },
+    async gpu(ctx, g) {
+      const dtype = query.dtype as GpuTensor['dtype'];
+      const gArgs = {
+        ...args,
+        query: g.query as GpuTensor,
+        key: g.key as GpuTensor,
+        value: g.value as GpuTensor,
+        output: g.output as GpuTensor,
+        gradOutput: g.gradOutput as GpuTensor,
+        logsumexp: g.lse as GpuTensor,
+        rpb: g.rpb,
+      };
+      const specs = {
+        gradQuery: { shape: query.shape, dtype },
+        gradKey: { shape: key.shape, dtype },
+        gradValue: { shape: value.shape, dtype },
+        gradRpb: g.rpb ? { shape: g.rpb.shape, dtype } : undefined,
+      };
+      gpuFusedBackward.check(ctx, rank, {
+        ...gArgs,
+        gradQuery: like(query.shape, dtype),
+        gradKey: like(key.shape, dtype),
+        gradValue: like(value.shape, dtype),
+        gradRpb: specs.gradRpb ? like(specs.gradRpb.shape, dtype) : undefined,
+      });
+      const outs = await withGpuOutputs(ctx, op, specs, (r) =>
+        gpuFusedBackward(ctx, rank, { ...gArgs, gradQuery: r.gradQuery as GpuTensor, gradKey: r.gradKey as GpuTensor, gradValue: r.gradValue as GpuTensor, gradRpb: r.gradRpb }),
+      );
+      if (!extra || !outs.gradQuery) return defined(outs);
+      const host = await readAll(ctx, g);
+      const dq = await ctx.read(outs.gradQuery);
+      outs.gradQuery.buffer.destroy();
+      const add = additionalBackwardHost(extra.dims, host, dq, scale);
+      return defined({
+        ...outs,
+        gradQuery: ctx.upload(add.gradQuery, `${op}.gradQuery`),
+        gradAdditionalKeys: ctx.upload(add.gradAdditionalKeys, `${op}.gradAdditionalKeys`),
+        gradAdditionalValues: ctx.upload(add.gradAdditionalValues, `${op}.gradAdditionalValues`),
+      });
+    },
+  });
+}
+
+function forwardFor<R extends NaRank>(rank: R): NaFunction<R> {
+  return ((query: AnyTensor, key: AnyTensor, value: AnyTensor, options: unknown) => naForward(rank, query, key, value, options)) as NaFunction<R>;
+}
+
+function backwardFor<R extends NaRank>(rank: R): NaBackwardFunction<R> {
+  return ((query: AnyTensor, key: AnyTensor, value: AnyTensor, output: AnyTensor, gradOutput: AnyTensor, lse: AnyTensor, options: unknown) =>
+    naBackward(rank, query, key, value, output, gradOutput, lse, options)) as unknown as NaBackwardFunction<R>;
+}
+
+/** 1-D neighborhood attention: q/k/v `[B, L, H, D]` (v may have D_v; k/v may have fewer heads, GQA). */
+export const na1d: NaFunction<1> = forwardFor(1);
+/** 2-D neighborhood attention: q/k/v `[B, X, Y, H, D]`. */
+export const na2d: NaFunction<2> = forwardFor(2);
+/** 3-D neighborhood attention: q/k/v `[B, X, Y, Z, H, D]`. */
+export const na3d: NaFunction<3> = forwardFor(3);
+
+/** Gradients of `na1d` with respect to query, key, value (and rpb, additional KV when given). */
+export const na1dBackward: NaBackwardFunction<1> = backwardFor(1);
+export const na2dBackward: NaBackwardFunction<2> = backwardFor(2);
+export const na3dBackward: NaBackwardFunction<3> = backwardFor(3);
