@@ -15,6 +15,6 @@ export { NattenDeviceError, NattenShaderError } from './errors.ts';
 export { createGpuBackend } from './backend.ts';
 export { defineGpuOp, type GpuOp } from './ops/op.ts';
 export { fusedForward } from './ops/na-fused-forward.ts';
-export { fusedBackward } from './ops/na-fused-backward.ts';
+export { fusedBackward, type FusedBackwardSelection, fusedBackwardWithConfig, selectFusedBackward } from './ops/na-fused-backward.ts';
 export { qkBackward, qkForward } from './ops/na-qk.ts';
 export { avBackward, avForward } from './ops/na-av.ts';

@@ -1,10 +1,135 @@
-import { type FusedBackwardArgs, NattenNotImplementedError } from '@natten-web/core';
-import type { GpuTensor } from '../context.ts';
-import { defineGpuOp } from './op.ts';
+import {
+  checkFusedBackward,
+  checkNumSplitsKey,
+  checkTiles,
+  type FusedBackwardArgs,
+  type FusedBackwardProblem,
+  NattenArgumentError,
+  NattenUnsupportedError,
+  type NaRank,
+  opName,
+  type TensorLike,
+} from '@natten-web/core';
+import {
+  checkGpuDType,
+  defaultFusedBackwardConfig,
+  FUSED_BACKWARD_TILES,
+  type FusedBackwardConfig,
+  fusedBackwardTileProducts,
+  type GpuDType,
+  planFusedBackward,
+} from '@natten-web/wgsl';
+import type { GpuContext, GpuTensor } from '../context.ts';
+import { defineGpuOp, type GpuOp } from './op.ts';
 
-export const fusedBackward = defineGpuOp<FusedBackwardArgs<GpuTensor>>(
-  async (_ctx, rank) => {
-    throw new NattenNotImplementedError(`na${rank}d_backward is not implemented on WebGPU yet`);
-  },
-  () => {},
-);
+/** A validated backward problem on this device, with the config that will run. */
+export interface FusedBackwardSelection {
+  readonly problem: FusedBackwardProblem & { readonly dtype: GpuDType };
+  readonly config: FusedBackwardConfig;
+}
+
+/**
+ * Validate `na{1,2,3}d_backward` arguments for WebGPU: core's rules (shapes, dtypes, params, rpb, num_splits_key)
+ * with this backend's tile table (products that fit the device's workgroup memory and invocation limits for this
+ * head dim and dtype), then GPU rules (float32/float16, shader-f16, scratch sizes). Returns the config to run:
+ * the given tiles, or the default config.
+ */
+export function selectFusedBackward(ctx: GpuContext, rank: NaRank, args: FusedBackwardArgs<TensorLike>): FusedBackwardSelection {
+  const op = opName(rank, 'backward');
+  const base = checkFusedBackward(op, rank, args, FUSED_BACKWARD_TILES);
+  const dtype = checkGpuDType(op, base.dtype);
+  if (dtype === 'float16' && !ctx.hasF16) {
+    throw new NattenUnsupportedError(`${op}: float16 needs the WebGPU feature 'shader-f16', which this adapter does not offer; use float32`);
+  }
+  const problem = { ...base, dtype };
+  const products = fusedBackwardTileProducts(problem, ctx.limits);
+  if (products.length === 0) {
+    throw new NattenArgumentError(
+      `${op}: head_dim=${problem.dim} and value head_dim=${problem.dimV} (${dtype}) are too large for every backward tile of this device (workgroup memory ${ctx.limits.maxComputeWorkgroupStorageSize} bytes); the smallest tile (16 rows) needs 16*(head_dim+value_head_dim)*bytes`,
+    );
+  }
+  let config: FusedBackwardConfig;
+  const tiles = checkTiles(op, rank, args.queryTileSize, args.keyTileSize, products, 'backward');
+  if (tiles) {
+    config = {
+      queryTile: tiles.queryTile,
+      keyTile: tiles.keyTile,
+      numSplitsKey: base.numSplitsKey,
+      computeDeltaWithTorch: base.computeDeltaWithTorch,
+    };
+  } else {
+    const def = defaultFusedBackwardConfig(problem, ctx.limits);
+    if (!def) throw new NattenArgumentError(`${op}: no backward tile configuration fits this device`);
+    config = {
+      ...def,
+      numSplitsKey: checkNumSplitsKey(op, rank, args.numSplitsKey, problem.spatial, problem.params, def.keyTile),
+    };
+  }
+  const plan = planFusedBackward(problem, config);
+  for (const [name, elems] of Object.entries(plan.scratch)) {
+    if (elems * 4 > ctx.limits.maxStorageBufferBindingSize) {
+      throw new NattenArgumentError(
+        `${op}: the ${name} scratch buffer needs ${elems * 4} bytes, over this device's maxStorageBufferBindingSize of ${ctx.limits.maxStorageBufferBindingSize}${name === 'dqPartial' ? '; use fewer num_splits_key' : ''}`,
+      );
+    }
+  }
+  return { problem, config };
+}
+
+async function runFusedBackward(ctx: GpuContext, rank: NaRank, args: FusedBackwardArgs<GpuTensor>): Promise<void> {
+  const op = opName(rank, 'backward');
+  const { problem, config } = selectFusedBackward(ctx, rank, args);
+  const plan = planFusedBackward(problem, config, ctx.limits.maxComputeWorkgroupsPerDimension);
+  const scratch = new Map<string, GpuTensor>();
+  try {
+    for (const [name, elems] of Object.entries(plan.scratch)) scratch.set(name, ctx.createTensor([elems], 'float32', `${op}.${name}`));
+    const named: Record<string, GpuTensor | null | undefined> = {
+      query: args.query,
+      key: args.key,
+      value: args.value,
+      output: args.output,
+      gradOutput: args.gradOutput,
+      logsumexp: args.logsumexp,
+      rpb: args.rpb,
+      gradQuery: args.gradQuery,
+      gradKey: args.gradKey,
+      gradValue: args.gradValue,
+      gradRpb: args.gradRpb,
+    };
+    const lookup = (name: string): GPUBuffer => {
+      const t = scratch.get(name) ?? named[name];
+      if (!t) throw new NattenArgumentError(`${op}: internal: no buffer for binding '${name}'`);
+      return t.buffer;
+    };
+    await ctx.dispatch(
+      plan.passes.map((p) => ({
+        kernel: p.kernel,
+        buffers: p.kernel.bufferNames.map(lookup),
+        uniforms: p.uniforms,
+        workgroups: p.workgroups,
+      })),
+      op,
+    );
+  } finally {
+    for (const t of scratch.values()) t.buffer.destroy();
+  }
+}
+
+/**
+ * `na{1,2,3}d_backward` on WebGPU (deterministic: two kernels plus fixed-order reductions, no float atomics).
+ * query_tile_size / key_tile_size / num_splits_key / compute_delta_with_torch select the kernel configuration.
+ */
+export const fusedBackward: GpuOp<FusedBackwardArgs<GpuTensor>> = defineGpuOp<FusedBackwardArgs<GpuTensor>>(runFusedBackward, (ctx, rank, args) => {
+  selectFusedBackward(ctx, rank, args as FusedBackwardArgs<TensorLike>);
+});
+
+/** Run the backward with a forced config (autotune, bench): overrides the tile, split and delta arguments. */
+export function fusedBackwardWithConfig(ctx: GpuContext, rank: NaRank, args: FusedBackwardArgs<GpuTensor>, config: FusedBackwardConfig): Promise<void> {
+  return runFusedBackward(ctx, rank, {
+    ...args,
+    queryTileSize: config.queryTile,
+    keyTileSize: config.keyTile,
+    numSplitsKey: config.numSplitsKey,
+    computeDeltaWithTorch: config.computeDeltaWithTorch,
+  });
+}
