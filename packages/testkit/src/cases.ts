@@ -166,6 +166,8 @@ function quickGeometries(rank: NaRank): CaseGeometry[] {
         sp: [5, 6, 4],
         K: [3, 3, 3],
         d: i % 2 === 0 ? [1, 2, 1] : [1, 1, 1],
+        // Stride with odd K in two of them, so the BMM ops see 3-D stride too.
+        ...(i % 4 === 3 ? { s: [2, 1, 3] } : {}),
         causal,
         H: i < 4 ? 2 : 1,
         D: i % 3 === 0 ? 4 : 8,

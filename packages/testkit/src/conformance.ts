@@ -1,8 +1,9 @@
+import { cpuBackend } from '@natten-web/cpu';
 import { type DType, type NaBackend, type NaRank, type OpFamily, opName } from '@natten-web/core';
 import { afterAll, beforeAll, describe, it } from 'vitest';
 import { buildCases, type CaseSize, type NaCase } from './cases.ts';
 import { type NaReference, runNaCase, type ToleranceOverride } from './run-case.ts';
-import { SupportRecorder, writeSupport } from './support.ts';
+import { appendSupportRecords, dtypeAbbr, SUPPORT_OUT_ENV } from './support.ts';
 
 /** A case pattern a backend cannot run, with the reason (an unsupported feature, never a failure to hide). */
 export interface Exclusion {
@@ -22,11 +23,11 @@ export interface NaConformanceOptions {
   /** `quick` (default; lavapipe/CI) or `large` (NVIDIA machine; needs a backend reference). */
   readonly size?: CaseSize;
   /**
-   * `'oracle'` (default): the dense f64 oracle of this package. Or a reference backend, run in float64
-   * on the same (rounded) inputs; for `size: 'large'` pass the CPU backend (`cpuBackend` of
-   * `@natten-web/cpu`), or a factory for it.
+   * `'oracle'` (default): the dense f64 oracle of this package. `'cpu'`: `cpuBackend` of
+   * `@natten-web/cpu`, run in float64 on the same (rounded) inputs (required for `size: 'large'`).
+   * Or any other reference backend (or a factory for one), also run in float64.
    */
-  readonly reference?: 'oracle' | NaBackend | (() => Promise<NaBackend>);
+  readonly reference?: 'oracle' | 'cpu' | NaBackend | (() => Promise<NaBackend>);
   /** Restrict to some op families / ranks (all by default). */
   readonly ops?: readonly OpFamily[];
   readonly ranks?: readonly NaRank[];
@@ -35,9 +36,6 @@ export interface NaConformanceOptions {
   /** Per-test timeout in ms (default: the vitest config's). */
   readonly timeoutMs?: number;
 }
-
-/** The env var naming the support-record JSON file. */
-export const SUPPORT_OUT_ENV = 'NATTEN_WEB_SUPPORT_OUT';
 
 export function findExclusion(key: string, exclusions: readonly Exclusion[] = []): Exclusion | undefined {
   return exclusions.find((e) => e.pattern.test(key));
@@ -67,15 +65,11 @@ function isBackend(x: unknown): x is NaBackend {
  */
 export function defineNaConformance(options: NaConformanceOptions): void {
   const size = options.size ?? 'quick';
-  const referenceOpt = options.reference ?? 'oracle';
+  const referenceOpt = options.reference === 'cpu' ? cpuBackend : (options.reference ?? 'oracle');
   if (size === 'large' && referenceOpt === 'oracle') {
-    throw new Error(
-      `defineNaConformance(${options.name}): size 'large' cannot use the dense O(N^2) oracle; pass reference: cpuBackend (from @natten-web/cpu)`,
-    );
+    throw new Error(`defineNaConformance(${options.name}): size 'large' cannot use the dense O(N^2) oracle; pass reference: 'cpu'`);
   }
   const cases = conformanceCases(options);
-  const recorder = new SupportRecorder();
-  const referenceName = referenceOpt === 'oracle' ? 'oracle' : isBackend(referenceOpt) ? referenceOpt.name : 'backend';
   let backend: NaBackend | undefined;
   let reference: NaReference | undefined;
 
@@ -86,8 +80,6 @@ export function defineNaConformance(options: NaConformanceOptions): void {
     });
     afterAll(async () => {
       await backend?.dispose?.();
-      const out = process.env[SUPPORT_OUT_ENV];
-      if (out && recorder.size > 0) writeSupport(out, options.name, recorder.entries(), { size, reference: referenceName });
     });
 
     const byOp = new Map<string, NaCase[]>();
@@ -102,7 +94,6 @@ export function defineNaConformance(options: NaConformanceOptions): void {
         for (const c of list) {
           const excluded = findExclusion(c.key, options.exclusions);
           if (excluded) {
-            recorder.record(name, c.dtype, 'excluded');
             it.skip(`${c.key} [excluded: ${excluded.reason}]`, () => {});
             continue;
           }
@@ -116,7 +107,12 @@ export function defineNaConformance(options: NaConformanceOptions): void {
                 if (!report.ok) throw new Error(report.message);
                 ok = true;
               } finally {
-                recorder.record(name, c.dtype, ok ? 'passed' : 'failed');
+                const out = process.env[SUPPORT_OUT_ENV];
+                if (out) {
+                  appendSupportRecords(out, [
+                    { op: name, rank: c.rank, dtype: dtypeAbbr(c.dtype), backend: options.name, status: ok ? 'passed' : 'failed', case: c.key },
+                  ]);
+                }
               }
             },
             options.timeoutMs,

@@ -22,7 +22,6 @@ export {
   type Exclusion,
   findExclusion,
   type NaConformanceOptions,
-  SUPPORT_OUT_ENV,
 } from './conformance.ts';
 export {
   axisKeep,
@@ -73,13 +72,21 @@ export {
   type ToleranceOverride,
 } from './run-case.ts';
 export {
-  mergeSupport,
-  SUPPORT_SCHEMA_VERSION,
-  type SupportCounts,
-  type SupportEntry,
-  type SupportFile,
-  SupportRecorder,
-  type SupportStatus,
-  supportStatus,
-  writeSupport,
+  appendSupportRecords,
+  dtypeAbbr,
+  parseSupportRecords,
+  SUPPORT_OUT_ENV,
+  type SupportRecord,
+  summarizeSupport,
+  supportLine,
 } from './support.ts';
+export {
+  DEFAULT_PROPERTY_SEED,
+  defineNaProperties,
+  NA_PROPERTIES,
+  type NaPropertiesOptions,
+  type NaProperty,
+  type PropertyContext,
+  type PropertyProblem,
+  runFusedForward,
+} from './properties.ts';

@@ -7,6 +7,7 @@ import {
   type NaRank,
   randn,
   type Tensor,
+  tensor,
   toFloat64Values,
 } from '@natten-web/core';
 import type { NaCase } from './cases.ts';
@@ -147,7 +148,10 @@ function toTensor(a: NamedArray, dtype: DType): Tensor {
 }
 
 function filled(shape: readonly number[], dtype: DType, value: number): Tensor {
-  return fromValues(shape, dtype, new Float64Array(numel(shape)).fill(value));
+  // Convert one element and repeat it (element-wise f16 encoding is the slow part of f16 cases).
+  const one = fromValues([1], dtype, [value]).data;
+  const data = new (one.constructor as new (n: number) => typeof one)(numel(shape)).fill(one[0] as number);
+  return tensor(shape, dtype, data);
 }
 
 /**

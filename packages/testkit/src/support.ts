@@ -1,121 +1,67 @@
-import { mkdirSync, readFileSync, renameSync, rmdirSync, writeFileSync } from 'node:fs';
+import { appendFileSync, mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
-import type { DType } from '@natten-web/core';
+import type { DType, NaRank } from '@natten-web/core';
 
 /**
  * The support record: which (op, rank, dtype) combinations a backend's conformance run actually
- * passed. Written when `NATTEN_WEB_SUPPORT_OUT` names a file; several runs (backends, sizes, test
- * files) merge into one file, and a combination is replaced by the newest run that touched it.
+ * passed. When `NATTEN_WEB_SUPPORT_OUT` names a file, every finished case appends one JSON line
+ * (JSON Lines: safe for parallel test processes, and runs of several backends merge by appending):
+ *   {"op":"na2d_forward","rank":2,"dtype":"f32","backend":"gpu","status":"passed","case":"na2d_forward f32 sp=..."}
+ * This is the format `tools/src/support-matrix.ts` (`pnpm support-matrix`) reads.
+ * Excluded cases are not recorded: they never ran.
  */
 
-export const SUPPORT_SCHEMA_VERSION = 1;
+/** The env var naming the support-record file. */
+export const SUPPORT_OUT_ENV = 'NATTEN_WEB_SUPPORT_OUT';
 
-export interface SupportCounts {
-  readonly passed: number;
-  readonly failed: number;
-  /** Excluded through `exclusions` (unsupported features). */
-  readonly excluded: number;
+export interface SupportRecord {
+  /** NATTEN's op name, `na2d_forward`. */
+  readonly op: string;
+  readonly rank: NaRank;
+  /** `f64`, `f32` or `f16`. */
+  readonly dtype: string;
+  readonly backend: string;
+  readonly status: 'passed' | 'failed';
+  readonly case: string;
 }
 
-export type SupportStatus = 'pass' | 'fail' | 'excluded';
+const DTYPE_ABBR: Record<DType, string> = { float64: 'f64', float32: 'f32', float16: 'f16' };
 
-export interface SupportEntry extends SupportCounts {
-  readonly status: SupportStatus;
-  readonly size: string;
-  readonly reference: string;
-  readonly updatedAt: string;
+export function dtypeAbbr(dtype: DType): string {
+  return DTYPE_ABBR[dtype];
 }
 
-export interface SupportFile {
-  readonly schemaVersion: number;
-  /** backend (suite name) -> `naXd_op` -> dtype -> entry. */
-  readonly backends: Record<string, Record<string, Partial<Record<DType, SupportEntry>>>>;
+export function supportLine(record: SupportRecord): string {
+  return `${JSON.stringify(record)}\n`;
 }
 
-export function supportStatus(c: SupportCounts): SupportStatus {
-  if (c.failed > 0) return 'fail';
-  return c.passed > 0 ? 'pass' : 'excluded';
-}
-
-/** Collects per-(op, dtype) counts during a run. */
-export class SupportRecorder {
-  private readonly counts = new Map<string, { op: string; dtype: DType; passed: number; failed: number; excluded: number }>();
-
-  record(op: string, dtype: DType, outcome: 'passed' | 'failed' | 'excluded'): void {
-    const k = `${op}/${dtype}`;
-    const row = this.counts.get(k) ?? { op, dtype, passed: 0, failed: 0, excluded: 0 };
-    row[outcome]++;
-    this.counts.set(k, row);
-  }
-
-  entries(): { op: string; dtype: DType; counts: SupportCounts }[] {
-    return [...this.counts.values()].map(({ op, dtype, passed, failed, excluded }) => ({ op, dtype, counts: { passed, failed, excluded } }));
-  }
-
-  get size(): number {
-    return this.counts.size;
-  }
-}
-
-/** Merge a run into a support file object (pure). */
-export function mergeSupport(
-  file: SupportFile | undefined,
-  backend: string,
-  run: ReturnType<SupportRecorder['entries']>,
-  meta: { size: string; reference: string; updatedAt: string },
-): SupportFile {
-  const backends: SupportFile['backends'] = structuredClone(file?.backends ?? {});
-  const ops = backends[backend] ?? (backends[backend] = {});
-  for (const { op, dtype, counts } of run) {
-    const row = ops[op] ?? (ops[op] = {});
-    row[dtype] = { ...counts, status: supportStatus(counts), ...meta };
-  }
-  return { schemaVersion: SUPPORT_SCHEMA_VERSION, backends };
-}
-
-function sleep(ms: number): void {
-  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
-}
-
-function readSupport(path: string): SupportFile | undefined {
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch {
-    return undefined;
-  }
-  const parsed = JSON.parse(text) as SupportFile;
-  if (parsed.schemaVersion !== SUPPORT_SCHEMA_VERSION) {
-    throw new Error(`testkit: ${path} has schemaVersion ${String(parsed.schemaVersion)}, expected ${SUPPORT_SCHEMA_VERSION}`);
-  }
-  return parsed;
-}
-
-/** Read-merge-write under a lock directory (test files run in parallel processes), atomically renamed into place. */
-export function writeSupport(
-  path: string,
-  backend: string,
-  run: ReturnType<SupportRecorder['entries']>,
-  meta: { size: string; reference: string },
-): SupportFile {
+/** Append records to the support file (creating its folder). */
+export function appendSupportRecords(path: string, records: readonly SupportRecord[]): void {
+  if (records.length === 0) return;
   mkdirSync(dirname(path), { recursive: true });
-  const lock = `${path}.lock`;
-  for (let attempt = 0; ; attempt++) {
-    try {
-      mkdirSync(lock);
-      break;
-    } catch (e) {
-      if (attempt > 200) throw new Error(`testkit: could not lock ${lock} (stale lock? remove it)`, { cause: e });
-      sleep(25);
-    }
+  appendFileSync(path, records.map(supportLine).join(''));
+}
+
+/** Parse a support file back (for tests and tools); blank lines are ignored. */
+export function parseSupportRecords(text: string): SupportRecord[] {
+  return text
+    .split(/\r?\n/)
+    .filter((line) => line.trim() !== '')
+    .map((line) => JSON.parse(line) as SupportRecord);
+}
+
+/** Per (op, dtype): passed / failed counts, and whether the combination passed (all ran cases passed). */
+export function summarizeSupport(
+  records: readonly SupportRecord[],
+): Record<string, Record<string, Record<string, { passed: number; failed: number; ok: boolean }>>> {
+  const out: Record<string, Record<string, Record<string, { passed: number; failed: number; ok: boolean }>>> = {};
+  for (const r of records) {
+    const byOp = out[r.backend] ?? (out[r.backend] = {});
+    const byDtype = byOp[r.op] ?? (byOp[r.op] = {});
+    const cell = byDtype[r.dtype] ?? (byDtype[r.dtype] = { passed: 0, failed: 0, ok: false });
+    if (r.status === 'passed') cell.passed++;
+    else cell.failed++;
+    cell.ok = cell.failed === 0 && cell.passed > 0;
   }
-  try {
-    const merged = mergeSupport(readSupport(path), backend, run, { ...meta, updatedAt: new Date().toISOString() });
-    const tmp = `${path}.${process.pid}.tmp`;
-    writeFileSync(tmp, `${JSON.stringify(merged, null, 2)}\n`);
-    renameSync(tmp, path);
-    return merged;
-  } finally {
-    rmdirSync(lock);
-  }
+  return out;
 }
