@@ -143,6 +143,61 @@ export function denseOracle(inp: OracleInputs): { out: Float64Array; lse: Float6
   return { out, lse };
 }
 
+/**
+ * Dense masked-attention backward in f64 (spec §7.2 written directly over all N keys with the spec
+ * membership test): returns dq, dk, dv (heads-last, GQA groups summed) and d_rpb.
+ */
+export function denseOracleBackward(inp: OracleInputs, dO: Float64Array): { dq: Float64Array; dk: Float64Array; dv: Float64Array; drpb: Float64Array } {
+  const { B, spatial, H, Hkv, D, Dv, scale, ax } = inp;
+  const N = numel(spatial);
+  const dq = new Float64Array(inp.q.length);
+  const dk = new Float64Array(inp.k.length);
+  const dv = new Float64Array(inp.v.length);
+  const rpbDims = [H, ...ax.map((a) => 2 * a.K - 1)];
+  const drpb = new Float64Array(numel(rpbDims));
+  for (let xi = 0; xi < N; xi++) {
+    const x = unravel(xi, spatial);
+    const keys = specNeighborhood(x, ax).filter((j): j is number[] => j !== null);
+    for (let b = 0; b < B; b++) {
+      for (let h = 0; h < H; h++) {
+        const hk = Math.floor(h / (H / Hkv));
+        const qOff = ((b * N + xi) * H + h) * D;
+        const oOff = ((b * N + xi) * H + h) * Dv;
+        const rows = keys.map((j) => {
+          const ji = ravel(j, spatial);
+          const r = ravel([h, ...j.map((jj, a) => (jj - (x[a] as number)) / (ax[a] as AxisSpec).d + (ax[a] as AxisSpec).K - 1)], rpbDims);
+          let s = 0;
+          for (let c = 0; c < D; c++) s += (inp.q[qOff + c] as number) * (inp.k[((b * N + ji) * Hkv + hk) * D + c] as number);
+          s = scale * s + (inp.rpb ? (inp.rpb[r] as number) : 0);
+          return { ji, r, s };
+        });
+        const m = Math.max(...rows.map((e) => e.s));
+        const z = rows.reduce((acc, e) => acc + Math.exp(e.s - m), 0);
+        const P = rows.map((e) => Math.exp(e.s - m) / z);
+        const dP = rows.map((e) => {
+          let t = 0;
+          for (let c = 0; c < Dv; c++) t += (dO[oOff + c] as number) * (inp.v[((b * N + e.ji) * Hkv + hk) * Dv + c] as number);
+          return t;
+        });
+        const delta = P.reduce((acc, p, i) => acc + p * (dP[i] as number), 0);
+        rows.forEach((e, i) => {
+          const p = P[i] as number;
+          const ds = p * ((dP[i] as number) - delta);
+          const kOff = ((b * N + e.ji) * Hkv + hk) * D;
+          const vOff = ((b * N + e.ji) * Hkv + hk) * Dv;
+          for (let c = 0; c < D; c++) {
+            dq[qOff + c] += scale * ds * (inp.k[kOff + c] as number);
+            dk[kOff + c] += scale * ds * (inp.q[qOff + c] as number);
+          }
+          for (let c = 0; c < Dv; c++) dv[vOff + c] += p * (dO[oOff + c] as number);
+          drpb[e.r] += ds;
+        });
+      }
+    }
+  }
+  return { dq, dk, dv, drpb };
+}
+
 /** Assert all |actual - expected| <= atol + rtol*|expected| (NaN == NaN, inf == inf), reporting the worst index. */
 export function expectClose(actual: ArrayLike<number>, expected: ArrayLike<number>, atol: number, rtol = 0, what = ''): void {
   expect(actual.length, `${what}: length`).toBe(expected.length);
