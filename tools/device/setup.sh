@@ -22,7 +22,7 @@ _devkit_setup() {
     xz -dc "$dawn.xz" > "$dawn.part" && mv "$dawn.part" "$dawn" || return 1
   fi
 
-  if ldconfig -p 2>/dev/null | grep -q 'libvulkan\.so\.1 '; then
+  if ldconfig -p 2>/dev/null | grep 'libvulkan\.so\.1 ' >/dev/null; then
     echo "devkit: system Vulkan loader present; .gl not unpacked"
   else
     local f n=0

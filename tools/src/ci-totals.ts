@@ -96,7 +96,9 @@ export function collectTotals(members: readonly WorkspaceMember[], since?: numbe
       const firstLine = (f.message ?? '').split('\n')[0] ?? '';
       problems.push(`${member.name}: test file ${f.name ?? '?'} failed outside any test: ${firstLine}`);
     }
-    if (row.failed === 0 && broken.length === 0 && (count(report.numFailedTestSuites) > 0 || report.success === false)) {
+    if (files.length === 0) {
+      problems.push(`${member.name}: vitest found no test file (its test script runs vitest, so it needs tests)`);
+    } else if (row.failed === 0 && broken.length === 0 && (count(report.numFailedTestSuites) > 0 || report.success === false)) {
       problems.push(`${member.name}: vitest reported ${count(report.numFailedTestSuites)} failed suite(s), success=${String(report.success)}`);
     }
   }

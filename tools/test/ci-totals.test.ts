@@ -86,6 +86,13 @@ describe('ci totals', () => {
     expect(isGreen(totals)).toBe(true);
   });
 
+  it('is red when a member has no test file', () => {
+    const empty = { numPassedTests: 0, numFailedTests: 0, numPendingTests: 0, numTodoTests: 0, numTotalTestSuites: 0, numFailedTestSuites: 0, startTime: 2000, success: false, testResults: [] };
+    const totals = collectTotals([member('a', green), member('g', empty)]);
+    expect(isGreen(totals)).toBe(false);
+    expect(totals.problems).toEqual(['@x/g: vitest found no test file (its test script runs vitest, so it needs tests)']);
+  });
+
   it('is red when nothing ran', () => {
     const totals = collectTotals([member('a', { ...green, numPassedTests: 0, numPendingTests: 3 })]);
     expect(isGreen(totals)).toBe(false);
