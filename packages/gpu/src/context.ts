@@ -2,6 +2,7 @@ import { bytesPerElement, formatShape, NattenArgumentError, numel, type Tensor, 
 import { type GeneratedKernel, type GpuDType, isGpuDType, packUniforms } from '@natten-web/wgsl';
 import { type AcquireOptions, type AdapterReport, acquireDevice, type SubgroupMatrixConfig } from './device.ts';
 import { NattenDeviceError, NattenShaderError } from './errors.ts';
+import { BufferPool } from './pool.ts';
 
 /** A tensor living in a GPU storage buffer (dense, row-major). */
 export interface GpuTensor {
@@ -21,6 +22,25 @@ export interface DispatchCommand {
   readonly uniforms?: Readonly<Record<string, number>>;
   readonly workgroups: readonly [number, number, number];
 }
+
+/** Where a prepared dispatch writes its GPU timestamps: begin of the first pass, end of the last. */
+export interface PassTimestamps {
+  readonly querySet: GPUQuerySet;
+  readonly beginIndex: number;
+  readonly endIndex: number;
+}
+
+/** Dispatches compiled and bound once, encodable many times (see `GpuContext.prepare`). */
+export interface PreparedDispatch {
+  /** Compute passes per `encode` (commands with zero workgroups are skipped). */
+  readonly passCount: number;
+  encode(enc: GPUCommandEncoder, timestamps?: PassTimestamps): void;
+  /** Return the uniform buffers to the pool (idempotent). */
+  release(): void;
+}
+
+const UNIFORM_USAGE = 0x40 /* UNIFORM */ | 0x8; /* COPY_DST */
+const STAGING_USAGE = 0x1 /* MAP_READ */ | 0x8; /* COPY_DST */
 
 /** Buffer usage for every tensor buffer. */
 const TENSOR_USAGE = 0x80 /* STORAGE */ | 0x4 /* COPY_SRC */ | 0x8; /* COPY_DST */
@@ -42,8 +62,13 @@ export class GpuContext {
   readonly subgroupMatrix: readonly SubgroupMatrixConfig[];
   readonly limits: GPUSupportedLimits;
   private readonly pipelines = new Map<string, Promise<GPUComputePipeline>>();
+  private compileChain: Promise<void> = Promise.resolve();
+  /** Pool for temporaries: uniform and staging buffers, scratch tensors (`tempTensor`). */
+  readonly pool: BufferPool;
   private lostReason: string | undefined;
   private destroyed = false;
+  /** Resolves when the device is lost or destroyed (never rejects). */
+  private readonly lostPromise: Promise<void>;
 
   private constructor(acquired: Awaited<ReturnType<typeof acquireDevice>>) {
     this.adapter = acquired.adapter;
@@ -52,8 +77,9 @@ export class GpuContext {
     this.features = acquired.features;
     this.subgroupMatrix = acquired.subgroupMatrix;
     this.limits = acquired.device.limits;
-    void this.device.lost.then((info) => {
-      if (!this.destroyed) this.lostReason = `${info.reason}: ${info.message}`;
+    this.pool = new BufferPool(acquired.device);
+    this.lostPromise = this.device.lost.then((info) => {
+      if (!this.destroyed) this.lostReason = `${info.reason === 'destroyed' ? 'destroyed' : info.reason}: ${info.message || 'no message'}`;
     });
     this.device.onuncapturederror = (ev: GPUUncapturedErrorEvent) => {
       // Every op runs inside error scopes, so this only fires on a bug in natten-web.
@@ -89,7 +115,13 @@ export class GpuContext {
   pipeline(kernel: GeneratedKernel): Promise<GPUComputePipeline> {
     let p = this.pipelines.get(kernel.key);
     if (!p) {
-      p = this.compile(kernel);
+      // Compiles run one after another: error scopes are a per-device stack, so overlapping
+      // push/pop pairs of concurrent compiles would swap each other's errors.
+      p = this.compileChain.then(() => this.compile(kernel));
+      this.compileChain = p.then(
+        () => undefined,
+        () => undefined,
+      );
       this.pipelines.set(kernel.key, p);
       p.catch(() => this.pipelines.delete(kernel.key));
     }
@@ -159,6 +191,30 @@ export class GpuContext {
     return { shape: [...shape], dtype, buffer, numel: n, byteLength };
   }
 
+  /**
+   * A scratch tensor from the pool (contents undefined unless `zero` is set). Give it back with
+   * `releaseTensor` once the work using it was submitted; never hand it to a caller.
+   */
+  tempTensor(shape: readonly number[], dtype: GpuDType, options: { zero?: boolean; label?: string } = {}): GpuTensor {
+    this.assertAlive('tempTensor');
+    const n = numel(shape);
+    const byteLength = n * bytesPerElement(dtype);
+    if (byteLength > this.limits.maxStorageBufferBindingSize) {
+      throw new NattenArgumentError(
+        `tempTensor: ${formatShape(shape)} ${dtype} needs ${byteLength} bytes, over this device's maxStorageBufferBindingSize of ${this.limits.maxStorageBufferBindingSize}`,
+      );
+    }
+    const buffer = this.pool.acquire(Math.max(4, Math.ceil(byteLength / 4) * 4), TENSOR_USAGE, options.label);
+    const t: GpuTensor = { shape: [...shape], dtype, buffer, numel: n, byteLength };
+    if (options.zero === true) this.zero(t);
+    return t;
+  }
+
+  /** Return a `tempTensor` to the pool. */
+  releaseTensor(t: GpuTensor): void {
+    this.pool.release(t.buffer);
+  }
+
   /** Copy a host tensor to a new GPU tensor. */
   upload(t: Tensor, label?: string): GpuTensor {
     if (!isGpuDType(t.dtype)) {
@@ -178,24 +234,33 @@ export class GpuContext {
 
   /** Read a GPU tensor back into a new host tensor. */
   async read(g: GpuTensor): Promise<Tensor> {
-    this.assertAlive();
-    const size = g.buffer.size;
-    const staging = this.device.createBuffer({ size, usage: 0x1 /* MAP_READ */ | 0x8 /* COPY_DST */ });
+    this.assertAlive('read');
+    const size = Math.max(4, Math.ceil(g.byteLength / 4) * 4);
+    const staging = this.pool.acquire(size, STAGING_USAGE, 'natten-web staging');
     const enc = this.device.createCommandEncoder();
     enc.copyBufferToBuffer(g.buffer, 0, staging, 0, size);
     this.device.queue.submit([enc.finish()]);
+    let mapped = false;
     try {
-      await staging.mapAsync(0x1 /* READ */);
+      await Promise.race([
+        staging.mapAsync(0x1 /* READ */, 0, size),
+        this.lostPromise.then(() => {
+          throw new NattenDeviceError('read: the GPU device was lost while reading');
+        }),
+      ]);
+      mapped = true;
     } catch (cause) {
-      staging.destroy();
       this.assertAlive('read');
       throw new NattenDeviceError('read: mapping the staging buffer failed', { cause });
     }
-    const copy = staging.getMappedRange().slice(0, g.byteLength);
-    staging.unmap();
-    staging.destroy();
-    const data = g.dtype === 'float16' ? new Uint16Array(copy) : new Float32Array(copy);
-    return tensor(g.shape, g.dtype, data);
+    try {
+      const copy = staging.getMappedRange(0, size).slice(0, g.byteLength);
+      const data = g.dtype === 'float16' ? new Uint16Array(copy) : new Float32Array(copy);
+      return tensor(g.shape, g.dtype, data);
+    } finally {
+      if (mapped) staging.unmap();
+      this.pool.release(staging);
+    }
   }
 
   /** Read into an existing host tensor's data (same shape and dtype). */
@@ -212,53 +277,115 @@ export class GpuContext {
   }
 
   /**
-   * Run dispatches in order, one compute pass each, in one submission, inside validation and OOM error scopes.
-   * Resolves once the GPU finished the work.
+   * Check, compile and bind a list of dispatches once, so they can be encoded into any number of command
+   * encoders (`dispatch` encodes them once; `timeDispatch` in timing.ts many times). Bad commands throw a
+   * `NattenDeviceError` here, before any error scope is open. Call `release()` after the last submission
+   * that uses them completed.
    */
-  async dispatch(commands: readonly DispatchCommand[], op = 'dispatch'): Promise<void> {
+  async prepare(commands: readonly DispatchCommand[], op = 'dispatch'): Promise<PreparedDispatch> {
     this.assertAlive(op);
-    const pipelines = await Promise.all(commands.map((c) => this.pipeline(c.kernel)));
-    const device = this.device;
-    device.pushErrorScope('out-of-memory');
-    device.pushErrorScope('validation');
-    const temp: GPUBuffer[] = [];
-    const enc = device.createCommandEncoder({ label: op });
-    commands.forEach((c, i) => {
-      const pipeline = pipelines[i] as GPUComputePipeline;
-      const entries: GPUBindGroupEntry[] = c.buffers.map((buffer, binding) => ({ binding, resource: { buffer } }));
+    const maxDim = this.limits.maxComputeWorkgroupsPerDimension;
+    for (const c of commands) {
       if (c.buffers.length !== c.kernel.bindings.length) {
         throw new NattenDeviceError(
           `${op}: kernel ${c.kernel.key} has ${c.kernel.bindings.length} storage bindings but ${c.buffers.length} buffers were given`,
         );
       }
-      if (c.kernel.uniforms.length > 0) {
-        const data = packUniforms(c.kernel.uniforms, c.uniforms ?? {});
-        const ub = device.createBuffer({ size: data.byteLength, usage: 0x40 /* UNIFORM */ | 0x8 /* COPY_DST */ });
-        device.queue.writeBuffer(ub, 0, data);
-        temp.push(ub);
-        entries.push({ binding: c.buffers.length, resource: { buffer: ub } });
-      }
-      const maxDim = this.limits.maxComputeWorkgroupsPerDimension;
       for (const w of c.workgroups) {
-        if (w > maxDim) {
-          throw new NattenDeviceError(`${op}: dispatch of ${c.workgroups.join('x')} workgroups exceeds maxComputeWorkgroupsPerDimension=${maxDim} (kernel ${c.kernel.key})`);
+        if (!Number.isInteger(w) || w < 0 || w > maxDim) {
+          throw new NattenDeviceError(
+            `${op}: dispatch of ${c.workgroups.join('x')} workgroups is not within 0..maxComputeWorkgroupsPerDimension=${maxDim} per axis (kernel ${c.kernel.key})`,
+          );
         }
       }
+    }
+    const pipelines = await Promise.all(commands.map((c) => this.pipeline(c.kernel)));
+    this.assertAlive(op);
+    const device = this.device;
+    const temp: GPUBuffer[] = [];
+    const passes: { pipeline: GPUComputePipeline; bindGroup: GPUBindGroup; workgroups: readonly [number, number, number]; label: string }[] = [];
+    device.pushErrorScope('validation');
+    commands.forEach((c, i) => {
+      const pipeline = pipelines[i] as GPUComputePipeline;
+      const entries: GPUBindGroupEntry[] = c.buffers.map((buffer, binding) => ({ binding, resource: { buffer } }));
+      if (c.kernel.uniforms.length > 0) {
+        const data = packUniforms(c.kernel.uniforms, c.uniforms ?? {});
+        const ub = this.pool.acquire(data.byteLength, UNIFORM_USAGE, 'natten-web uniforms');
+        device.queue.writeBuffer(ub, 0, data);
+        temp.push(ub);
+        entries.push({ binding: c.buffers.length, resource: { buffer: ub, size: data.byteLength } });
+      }
       if (c.workgroups.some((w) => w === 0)) return;
-      const bindGroup = device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries });
-      const pass = enc.beginComputePass({ label: c.kernel.key });
-      pass.setPipeline(pipeline);
-      pass.setBindGroup(0, bindGroup);
-      pass.dispatchWorkgroups(c.workgroups[0], c.workgroups[1], c.workgroups[2]);
-      pass.end();
+      const bindGroup = device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries, label: c.kernel.key });
+      passes.push({ pipeline, bindGroup, workgroups: c.workgroups, label: c.kernel.key });
     });
-    device.queue.submit([enc.finish()]);
-    const validation = await device.popErrorScope();
-    const oom = await device.popErrorScope();
-    await device.queue.onSubmittedWorkDone();
-    for (const b of temp) b.destroy();
-    if (validation) throw new NattenDeviceError(`${op}: WebGPU validation error: ${validation.message}`);
-    if (oom) throw new NattenDeviceError(`${op}: GPU out of memory: ${oom.message}`);
+    const bindError = await device.popErrorScope();
+    let released = false;
+    const release = (): void => {
+      if (released) return;
+      released = true;
+      for (const b of temp) this.pool.release(b);
+    };
+    if (bindError) {
+      release();
+      throw new NattenDeviceError(`${op}: WebGPU validation error while binding: ${bindError.message}`);
+    }
+    return {
+      passCount: passes.length,
+      encode(enc: GPUCommandEncoder, timestamps?: PassTimestamps): void {
+        passes.forEach((p, i) => {
+          const tw: GPUComputePassTimestampWrites | undefined =
+            timestamps === undefined
+              ? undefined
+              : {
+                  querySet: timestamps.querySet,
+                  ...(i === 0 ? { beginningOfPassWriteIndex: timestamps.beginIndex } : {}),
+                  ...(i === passes.length - 1 ? { endOfPassWriteIndex: timestamps.endIndex } : {}),
+                };
+          const pass = enc.beginComputePass({
+            label: p.label,
+            ...(tw !== undefined && (i === 0 || i === passes.length - 1) ? { timestampWrites: tw } : {}),
+          });
+          pass.setPipeline(p.pipeline);
+          pass.setBindGroup(0, p.bindGroup);
+          pass.dispatchWorkgroups(p.workgroups[0], p.workgroups[1], p.workgroups[2]);
+          pass.end();
+        });
+      },
+      release,
+    };
+  }
+
+  /**
+   * Run dispatches in order, one compute pass each, in one submission, inside validation and OOM error scopes.
+   * Resolves once the GPU finished the work; a validation or out-of-memory error is thrown as `NattenDeviceError`.
+   */
+  async dispatch(commands: readonly DispatchCommand[], op = 'dispatch'): Promise<void> {
+    const prepared = await this.prepare(commands, op);
+    const device = this.device;
+    try {
+      device.pushErrorScope('out-of-memory');
+      device.pushErrorScope('validation');
+      const enc = device.createCommandEncoder({ label: op });
+      prepared.encode(enc);
+      device.queue.submit([enc.finish()]);
+      const validation = await device.popErrorScope();
+      const oom = await device.popErrorScope();
+      await this.workDone(op);
+      if (validation) throw new NattenDeviceError(`${op}: WebGPU validation error: ${validation.message}`);
+      if (oom) throw new NattenDeviceError(`${op}: GPU out of memory: ${oom.message}`);
+    } finally {
+      prepared.release();
+    }
+    this.assertAlive(op);
+  }
+
+  /**
+   * Wait for the queue to drain, or for the device to be lost, whichever comes first (a lost device may
+   * never report its work done). Throws `NattenDeviceError` when the device is gone.
+   */
+  async workDone(op = 'natten-web'): Promise<void> {
+    await Promise.race([this.device.queue.onSubmittedWorkDone(), this.lostPromise]);
     this.assertAlive(op);
   }
 
@@ -267,6 +394,7 @@ export class GpuContext {
     if (this.destroyed) return;
     this.destroyed = true;
     this.pipelines.clear();
+    this.pool.dispose();
     this.device.destroy();
   }
 }

@@ -10,7 +10,16 @@ export {
   type SubgroupMatrixConfig,
   subgroupMatrixConfigs,
 } from './device.ts';
-export { type DispatchCommand, foldWorkgroups, GpuContext, type GpuTensor } from './context.ts';
+export {
+  type DispatchCommand,
+  foldWorkgroups,
+  GpuContext,
+  type GpuTensor,
+  type PassTimestamps,
+  type PreparedDispatch,
+} from './context.ts';
+export { BufferPool, type BufferPoolOptions, type BufferPoolStats, bucketSize } from './pool.ts';
+export { median, timeDispatch, type TimingMethod, type TimingOptions, type TimingResult } from './timing.ts';
 export { NattenDeviceError, NattenShaderError } from './errors.ts';
 export { createGpuBackend } from './backend.ts';
 export { defineGpuOp, type GpuOp } from './ops/op.ts';

@@ -13,6 +13,28 @@ export { checkGpuDType, enableDirectives, type GpuDType, isGpuDType, wgslType } 
 export { windowFunctions } from './snippets/window.ts';
 export { generateWindowProbe, type WindowProbeSpec } from './ops/window-probe.ts';
 export {
+  BMM_UNIFORMS,
+  type BmmFill,
+  type BmmKernelSpec,
+  type BmmKind,
+  bmmKernelKey,
+  defaultBmmChunk,
+  defaultBmmTile,
+  generateBmmKernel,
+  padAxes,
+} from './snippets/bmm.ts';
+export {
+  type BmmOpSpec,
+  bmmSpec,
+  generateQkBackwardKey,
+  generateQkBackwardQuery,
+  generateQkForward,
+  generateRpbGrad,
+  RPB_GRAD_UNIFORMS,
+  type RpbGradSpec,
+} from './ops/na-qk.ts';
+export { generateAvBackwardAttn, generateAvBackwardValue, generateAvForward } from './ops/na-av.ts';
+export {
   canonicalKeyTile,
   checkFusedForwardSpec,
   defaultFusedForwardConfig,

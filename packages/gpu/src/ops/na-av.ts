@@ -1,17 +1,73 @@
-import { type AvForwardArgs, type AvBackwardArgs, NattenNotImplementedError } from '@natten-web/core';
-import type { GpuTensor } from '../context.ts';
+import {
+  type AvBackwardArgs,
+  type AvForwardArgs,
+  checkAvBackward,
+  checkAvForward,
+  type NaRank,
+  opName,
+} from '@natten-web/core';
+import { defaultBmmTile, generateAvBackwardAttn, generateAvBackwardValue, generateAvForward } from '@natten-web/wgsl';
+import type { GpuContext, GpuTensor } from '../context.ts';
+import { bmmUniforms, bmmWorkgroups, checkBmmGpu, memoKernel, opSpecOf } from './na-bmm.ts';
 import { defineGpuOp } from './op.ts';
 
+function checkForward(ctx: GpuContext, rank: NaRank, args: unknown) {
+  const a = args as AvForwardArgs<GpuTensor>;
+  const p = checkAvForward(opName(rank, 'av_forward'), rank, a);
+  const dtype = checkBmmGpu(ctx, p, { attn: a.attn, value: a.value, output: a.output });
+  return { p, dtype };
+}
+
+function checkBackward(ctx: GpuContext, rank: NaRank, args: unknown) {
+  const a = args as AvBackwardArgs<GpuTensor>;
+  const p = checkAvBackward(opName(rank, 'av_backward'), rank, a);
+  const dtype = checkBmmGpu(ctx, p, {
+    attn: a.attn,
+    value: a.value,
+    grad_output: a.gradOutput,
+    grad_attn: a.gradAttn,
+    grad_value: a.gradValue,
+  });
+  return { p, dtype };
+}
+
+/** `na{1,2,3}d_av_forward` (spec §3.6): `out = sum_{valid t} attn[x,t] v_{n_t(x)}`; invalid slots never read. */
 export const avForward = defineGpuOp<AvForwardArgs<GpuTensor>>(
-  async (_ctx, rank) => {
-    throw new NattenNotImplementedError(`na${rank}d_av_forward is not implemented on WebGPU yet`);
+  async (ctx, rank, args) => {
+    const { p, dtype } = checkForward(ctx, rank, args);
+    const kernel = memoKernel('av-forward', opSpecOf(p, dtype), generateAvForward);
+    const tile = defaultBmmTile(rank);
+    await ctx.dispatch(
+      [{ kernel, buffers: [args.attn.buffer, args.value.buffer, args.output.buffer], uniforms: bmmUniforms(p, kernel, tile), workgroups: bmmWorkgroups(p, tile) }],
+      p.op,
+    );
   },
-  () => {},
+  (ctx, rank, args) => {
+    checkForward(ctx, rank, args);
+  },
 );
 
+/**
+ * `na{1,2,3}d_av_backward` (spec §3.7, §7.4): d_attn (PN kernel in gradient mode on d_out, value; 0 in
+ * invalid slots) and d_value (IN kernel on attn, d_out over the inverse neighborhood). One submission.
+ */
 export const avBackward = defineGpuOp<AvBackwardArgs<GpuTensor>>(
-  async (_ctx, rank) => {
-    throw new NattenNotImplementedError(`na${rank}d_av_backward is not implemented on WebGPU yet`);
+  async (ctx, rank, args) => {
+    const { p, dtype } = checkBackward(ctx, rank, args);
+    const spec = opSpecOf(p, dtype);
+    const tile = defaultBmmTile(rank);
+    const ka = memoKernel('av-backward-attn', spec, generateAvBackwardAttn);
+    const kv = memoKernel('av-backward-value', spec, generateAvBackwardValue);
+    const workgroups = bmmWorkgroups(p, tile);
+    await ctx.dispatch(
+      [
+        { kernel: ka, buffers: [args.gradOutput.buffer, args.value.buffer, args.gradAttn.buffer], uniforms: bmmUniforms(p, ka, tile), workgroups },
+        { kernel: kv, buffers: [args.attn.buffer, args.gradOutput.buffer, args.gradValue.buffer], uniforms: bmmUniforms(p, kv, tile), workgroups },
+      ],
+      p.op,
+    );
   },
-  () => {},
+  (ctx, rank, args) => {
+    checkBackward(ctx, rank, args);
+  },
 );

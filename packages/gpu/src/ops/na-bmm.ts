@@ -1,0 +1,129 @@
+/**
+ * Shared plumbing of the BMM-style ops (qk / av, heads-first): GPU rules for `check`, kernel memo,
+ * uniforms and workgroup counts of the kernels in `@natten-web/wgsl`'s `snippets/bmm.ts`.
+ */
+import {
+  type BmmProblem,
+  formatShape,
+  NattenArgumentError,
+  NattenUnsupportedError,
+  type TensorLike,
+} from '@natten-web/core';
+import {
+  type BmmOpSpec,
+  checkGpuDType,
+  defaultBmmTile,
+  type GeneratedKernel,
+  type GpuDType,
+  padAxes,
+} from '@natten-web/wgsl';
+import { foldWorkgroups, type GpuContext } from '../context.ts';
+
+/** GPU rules on top of core's validator: dtype, f16 feature, binding sizes, index range, dispatch size. */
+export function checkBmmGpu(ctx: GpuContext, p: BmmProblem, tensors: Readonly<Record<string, TensorLike | null | undefined>>): GpuDType {
+  const dtype = checkGpuDType(p.op, p.dtype);
+  if (dtype === 'float16' && !ctx.hasF16) {
+    throw new NattenUnsupportedError(`${p.op}: float16 needs the WebGPU feature 'shader-f16', which this adapter does not offer; use float32`);
+  }
+  const bytes = dtype === 'float16' ? 2 : 4;
+  const maxBinding = ctx.limits.maxStorageBufferBindingSize;
+  for (const [name, t] of Object.entries(tensors)) {
+    if (!t) continue;
+    const n = t.shape.reduce((a, b) => a * b, 1);
+    if (n * bytes > maxBinding) {
+      throw new NattenArgumentError(
+        `${p.op}: ${name} ${formatShape(t.shape)} needs ${n * bytes} bytes, over this device's maxStorageBufferBindingSize of ${maxBinding}`,
+      );
+    }
+    if (n >= 2 ** 31) {
+      throw new NattenArgumentError(`${p.op}: ${name} ${formatShape(t.shape)} has ${n} elements; WebGPU kernels index with i32 (< 2^31)`);
+    }
+  }
+  const total = bmmWorkgroupCount(p, defaultBmmTile(p.rank));
+  const maxDim = ctx.limits.maxComputeWorkgroupsPerDimension;
+  if (total > maxDim * maxDim) {
+    throw new NattenArgumentError(`${p.op}: the problem needs ${total} workgroups, over ${maxDim}^2; split the batch`);
+  }
+  return dtype;
+}
+
+export function opSpecOf(p: BmmProblem, dtype: GpuDType): BmmOpSpec {
+  return {
+    rank: p.rank,
+    kernelSize: [...p.params.kernelSize],
+    causal: [...p.params.isCausal],
+    dim: p.dim,
+    dtype,
+  };
+}
+
+const memo = new Map<string, GeneratedKernel>();
+
+/** Generate once per (generator, spec); the pipeline itself is cached by key in the context. */
+export function memoKernel<S>(name: string, spec: S, generate: (s: S) => GeneratedKernel): GeneratedKernel {
+  const k = `${name}:${JSON.stringify(spec)}`;
+  let kernel = memo.get(k);
+  if (!kernel) {
+    kernel = generate(spec);
+    memo.set(k, kernel);
+  }
+  return kernel;
+}
+
+interface Padded {
+  readonly L: [number, number, number];
+  readonly d: [number, number, number];
+  readonly s: [number, number, number];
+  readonly T: [number, number, number];
+}
+
+function padded(p: BmmProblem, tile: readonly number[]): Padded {
+  return {
+    L: padAxes(p.spatial, 1),
+    d: padAxes(p.params.dilation, 1),
+    s: padAxes(p.params.stride, 1),
+    T: padAxes(tile, 1),
+  };
+}
+
+function tilesPerAxis(x: Padded): [number, number, number] {
+  const t = (a: 0 | 1 | 2): number => Math.ceil(Math.ceil(x.L[a] / x.d[a]) / x.T[a]);
+  return [t(0), t(1), t(2)];
+}
+
+export function bmmWorkgroupCount(p: BmmProblem, tile: readonly number[]): number {
+  const x = padded(p, tile);
+  const t = tilesPerAxis(x);
+  return p.batch * p.heads * x.d[0] * x.d[1] * x.d[2] * t[0] * t[1] * t[2];
+}
+
+/** Uniform values of a BMM kernel (see `BMM_UNIFORMS`). */
+export function bmmUniforms(p: BmmProblem, kernel: GeneratedKernel, tile: readonly number[]): Record<string, number> {
+  const x = padded(p, tile);
+  const t = tilesPerAxis(x);
+  const u: Record<string, number> = {
+    bh: p.batch * p.heads,
+    heads: p.heads,
+    L0: x.L[0],
+    L1: x.L[1],
+    L2: x.L[2],
+    d0: x.d[0],
+    d1: x.d[1],
+    d2: x.d[2],
+    s0: x.s[0],
+    s1: x.s[1],
+    s2: x.s[2],
+    tiles0: t[0],
+    tiles1: t[1],
+    tiles2: t[2],
+  };
+  if (kernel.uniforms.some((f) => f.name === 'fill_bits')) {
+    // -inf bit patterns: f32 0xff800000; f16 0xfc00 (both halves, read as .x of a vec2<f16>).
+    u.fill_bits = p.dtype === 'float16' ? 0xfc00fc00 : 0xff800000;
+  }
+  return u;
+}
+
+export function bmmWorkgroups(p: BmmProblem, tile: readonly number[]): [number, number, number] {
+  return foldWorkgroups(bmmWorkgroupCount(p, tile));
+}

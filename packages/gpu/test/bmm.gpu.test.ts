@@ -1,0 +1,40 @@
+import { type DType, type NaBackend, toFloat64Values } from '@natten-web/core';
+import { cpuBackend } from '@natten-web/cpu';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createGpuBackend } from '../src/index.ts';
+import { BMM_CASES, type BmmOpName, mismatch, runBmm } from './bmm-cases.ts';
+import { gpuContext } from './setup.ts';
+
+const OPS: readonly BmmOpName[] = ['qk_forward', 'qk_backward', 'av_forward', 'av_backward'];
+const DTYPES: readonly DType[] = ['float32', 'float16'];
+
+describe('BMM ops on WebGPU equal the CPU reference', () => {
+  let gpu: NaBackend;
+  beforeAll(async () => {
+    gpu = createGpuBackend(await gpuContext());
+  });
+  afterAll(async () => (await gpuContext()).destroy());
+
+  for (const op of OPS) {
+    for (const dtype of DTYPES) {
+      for (const [i, k] of BMM_CASES.entries()) {
+        it(`na${k.rank}d_${op} ${dtype} ${k.name}`, async () => {
+          const seed = 1000 * i + 17;
+          const want = await runBmm(cpuBackend, op, k, dtype, seed);
+          const got = await runBmm(gpu, op, k, dtype, seed);
+          for (const [name, t] of Object.entries(want.outputs)) {
+            const g = got.outputs[name];
+            expect(g, name).toBeDefined();
+            if (!g) continue;
+            expect(mismatch(g, t, dtype), `${name}`).toBeUndefined();
+          }
+          if (op === 'qk_forward' && k.causal.some((c) => c)) {
+            // Invalid causal slots hold -inf exactly, as NATTEN writes them.
+            const v = toFloat64Values(got.outputs.attn ?? want.outputs.attn);
+            expect(v.some((x) => x === Number.NEGATIVE_INFINITY)).toBe(true);
+          }
+        });
+      }
+    }
+  }
+});

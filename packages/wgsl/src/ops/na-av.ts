@@ -1,0 +1,24 @@
+/**
+ * Generators behind `na{1,2,3}d_av_forward` / `na{1,2,3}d_av_backward` (spec §3.6, §3.7, §7.4).
+ * - forward: NN kernel on (attn, value); invalid slots are never read;
+ * - backward: PN kernel in gradient mode on (d_out, value) for d_attn (0 in invalid slots), IN kernel on
+ *   (attn, d_out) for d_value.
+ */
+import type { GeneratedKernel } from '../kernel.ts';
+import { generateBmmKernel } from '../snippets/bmm.ts';
+import { type BmmOpSpec, bmmSpec } from './na-qk.ts';
+
+/** av_forward: `out = sum_{valid t} attn[x,t] v_{n_t(x)}`. Bindings: attn, value, output. */
+export function generateAvForward(op: BmmOpSpec): GeneratedKernel {
+  return generateBmmKernel(bmmSpec(op, 'nn'));
+}
+
+/** av_backward, d_attn[x,t] = <dO_x, v_{n_t(x)}>, 0 for invalid slots. Bindings: grad_out, value, grad_attn. */
+export function generateAvBackwardAttn(op: BmmOpSpec): GeneratedKernel {
+  return generateBmmKernel(bmmSpec(op, 'pn', { fill: 'zero' }));
+}
+
+/** av_backward, dV_j = sum_{x: j in N(x)} attn[x, t(x,j)] dO_x. Bindings: attn, grad_out, grad_value. */
+export function generateAvBackwardValue(op: BmmOpSpec): GeneratedKernel {
+  return generateBmmKernel(bmmSpec(op, 'in'));
+}
