@@ -123,21 +123,22 @@ export function checkNumSplitsKey(
   return splits;
 }
 
-function checkRpb(op: string, rpb: TensorLike, heads: number, params: NaParams, dtype: DType): void {
+/** `name` is the argument as the op calls it (`grad_rel_pos_bias` in the QK backward). */
+function checkRpb(op: string, rpb: TensorLike, heads: number, params: NaParams, dtype: DType, name = 'rel_pos_bias'): void {
   if (anyCausal(params)) {
     throw new NattenArgumentError(
-      `${op}: rel_pos_bias cannot be combined with causal masking (is_causal=${formatShape(params.isCausal.map(String) as unknown as number[])}); positional biases are defined for non-causal NA only`,
+      `${op}: ${name} cannot be combined with causal masking (is_causal=${formatShape(params.isCausal.map(String) as unknown as number[])}); positional biases are defined for non-causal NA only`,
     );
   }
   params.kernelSize.forEach((k, a) => {
     if (k % 2 === 0) {
       throw new NattenArgumentError(
-        `${op}: rel_pos_bias needs odd kernel sizes, got kernel_size${params.rank === 1 ? '' : `[${a}]`}=${k}`,
+        `${op}: ${name} needs odd kernel sizes, got kernel_size${params.rank === 1 ? '' : `[${a}]`}=${k}`,
       );
     }
   });
-  expectShape(op, 'rel_pos_bias', rpb, rpbShape(heads, params));
-  expectDType(op, 'rel_pos_bias', rpb, dtype, ' (same dtype as the inputs)');
+  expectShape(op, name, rpb, rpbShape(heads, params));
+  expectDType(op, name, rpb, dtype, ' (same dtype as the inputs)');
 }
 
 function checkOddKernel(op: string, params: NaParams): void {
@@ -409,7 +410,7 @@ export function checkQkBackward(op: string, rank: NaRank, args: QkBackwardArgs<T
   expectShape(op, 'grad_key', args.gradKey, args.key.shape);
   expectShape(op, 'grad_attn', args.gradAttn, attnShape(q.batch, q.heads, q.spatial, numSlots(p)));
   const gradRpb = args.gradRpb ?? undefined;
-  if (gradRpb) checkRpb(op, gradRpb, q.heads, p, dtype);
+  if (gradRpb) checkRpb(op, gradRpb, q.heads, p, dtype, 'grad_rel_pos_bias');
   return { op, rank, dtype, batch: q.batch, heads: q.heads, spatial: q.spatial, dim: q.dim, params: p, slots: numSlots(p), hasRpb: !!gradRpb };
 }
 

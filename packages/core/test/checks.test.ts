@@ -416,9 +416,9 @@ describe('checks.ts: checkQkBackward', () => {
   });
   it('odd kernels; grad_rel_pos_bias follows the rpb rules', () => {
     expectArgError(() => checkQkBackward(op, 1, qkbArgs({ kernelSize: 2, gradAttn: t([2, 1, 9, 2]) })), 'na1d_qk_backward: kernel_size=2 is even');
-    expectArgError(() => checkQkBackward(op, 1, qkbArgs({ gradRpb: t([1, 5]), isCausal: true })), 'na1d_qk_backward: rel_pos_bias cannot be combined with causal masking');
-    expectArgError(() => checkQkBackward(op, 1, qkbArgs({ gradRpb: t([1, 3]) })), 'na1d_qk_backward: rel_pos_bias must have shape [1, 5], got [1, 3]');
-    expectArgError(() => checkQkBackward(op, 1, qkbArgs({ gradRpb: t([1, 5], 'float64') })), 'rel_pos_bias must be float32');
+    expectArgError(() => checkQkBackward(op, 1, qkbArgs({ gradRpb: t([1, 5]), isCausal: true })), 'na1d_qk_backward: grad_rel_pos_bias cannot be combined with causal masking');
+    expectArgError(() => checkQkBackward(op, 1, qkbArgs({ gradRpb: t([1, 3]) })), 'na1d_qk_backward: grad_rel_pos_bias must have shape [1, 5], got [1, 3]');
+    expectArgError(() => checkQkBackward(op, 1, qkbArgs({ gradRpb: t([1, 5], 'float64') })), 'na1d_qk_backward: grad_rel_pos_bias must be float32');
   });
 });
 
