@@ -11,15 +11,22 @@ describe('CPU speed', () => {
     const v = randn(shape, 'float32', 3);
     const out = tensor(shape, 'float32');
     const lse = tensor([1, 64, 64, 4], 'float32');
-    const times: number[] = [];
+    const wall: number[] = [];
+    const cpu: number[] = [];
     for (let i = 0; i < 3; i++) {
+      const c0 = process.cpuUsage();
       const t0 = performance.now();
       na2dForward(out, q, k, v, null, lse, 7, 1, false, null);
-      times.push(performance.now() - t0);
+      wall.push(performance.now() - t0);
+      const c = process.cpuUsage(c0);
+      cpu.push((c.user + c.system) / 1000);
     }
-    const best = Math.min(...times);
-    console.log(`na2dForward 64x64 H4 D32 K7 f32: ${times.map((t) => t.toFixed(0)).join(', ')} ms (best ${best.toFixed(0)} ms)`);
-    // Measured ~150-250 ms on the 2-core dev machine; the bound leaves room for a loaded machine.
+    const best = Math.min(...cpu);
+    console.log(
+      `na2dForward 64x64 H4 D32 K7 f32: wall ${wall.map((t) => t.toFixed(0)).join(', ')} ms; cpu ${cpu.map((t) => t.toFixed(0)).join(', ')} ms (best ${best.toFixed(0)} ms)`,
+    );
+    // Process CPU time, not wall time: the shared dev machine is often oversubscribed. Measured
+    // ~150-250 ms there when idle; the bound is the brief's "well under a second".
     expect(best).toBeLessThan(1000);
   });
 });
