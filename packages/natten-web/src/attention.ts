@@ -7,7 +7,7 @@ import { formatShape, NattenArgumentError, type Tensor } from '@natten-web/core'
 import type { GpuContext, GpuTensor } from '@natten-web/gpu';
 import { checkOptions, execute, type HostInputs, hostTensor, placement, resolveScale, values } from './common.ts';
 import { denseBackward, denseDims, denseForward, mergeF64 } from './dense.ts';
-import type { AnyTensor, OutputOf } from './tensors.ts';
+import type { AnyTensor, OutputOf, SameAs } from './tensors.ts';
 
 export interface AttentionOptions {
   /** Default head_dim^-0.5 when absent (0 is honoured). */
@@ -18,9 +18,9 @@ export interface AttentionOptions {
 }
 
 export interface AttentionFunction {
-  <T extends AnyTensor>(query: T, key: T, value: T, options: AttentionOptions & { readonly returnLse: true }): Promise<{ output: OutputOf<T>; lse: OutputOf<T> }>;
-  <T extends AnyTensor>(query: T, key: T, value: T, options?: AttentionOptions & { readonly returnLse?: false | undefined }): Promise<OutputOf<T>>;
-  <T extends AnyTensor>(query: T, key: T, value: T, options?: AttentionOptions): Promise<OutputOf<T> | { output: OutputOf<T>; lse: OutputOf<T> }>;
+  <T extends AnyTensor>(query: T, key: SameAs<T>, value: SameAs<T>, options: AttentionOptions & { readonly returnLse: true }): Promise<{ output: OutputOf<T>; lse: OutputOf<T> }>;
+  <T extends AnyTensor>(query: T, key: SameAs<T>, value: SameAs<T>, options?: AttentionOptions & { readonly returnLse?: false | undefined }): Promise<OutputOf<T>>;
+  <T extends AnyTensor>(query: T, key: SameAs<T>, value: SameAs<T>, options?: AttentionOptions): Promise<OutputOf<T> | { output: OutputOf<T>; lse: OutputOf<T> }>;
 }
 
 async function onHostOrGpu(
@@ -80,11 +80,11 @@ export const attention: AttentionFunction = (async (query: AnyTensor, key: AnyTe
 /** Gradients of `attention` from its output and lse (f64 on the host). */
 export async function attentionBackward<T extends AnyTensor>(
   query: T,
-  key: T,
-  value: T,
-  output: T,
-  gradOutput: T,
-  lse: T,
+  key: SameAs<T>,
+  value: SameAs<T>,
+  output: SameAs<T>,
+  gradOutput: SameAs<T>,
+  lse: SameAs<T>,
   options: Omit<AttentionOptions, 'returnLse'> = {},
 ): Promise<{ gradQuery: OutputOf<T>; gradKey: OutputOf<T>; gradValue: OutputOf<T> }> {
   const op = 'attentionBackward';
@@ -129,7 +129,7 @@ export async function attentionBackward<T extends AnyTensor>(
  * outputs `[B, S(, ...), H, D_v]`, lses `[B, S(, ...), H]` (any layout where lse is the output without its
  * last dim). f64 math, folded left; returns the merged output (dtype of outputs[0]) and lse (float32).
  */
-export async function mergeAttentions<T extends AnyTensor>(outputs: readonly T[], lses: readonly T[]): Promise<{ output: OutputOf<T>; lse: OutputOf<T> }> {
+export async function mergeAttentions<T extends AnyTensor>(outputs: readonly T[], lses: readonly SameAs<T>[]): Promise<{ output: OutputOf<T>; lse: OutputOf<T> }> {
   const op = 'mergeAttentions';
   if (!Array.isArray(outputs) || !Array.isArray(lses)) throw new NattenArgumentError(`${op}: outputs and lses must be arrays of tensors`);
   if (outputs.length < 2) throw new NattenArgumentError(`${op}: needs at least 2 outputs to merge, got ${outputs.length}`);

@@ -26,7 +26,7 @@ import {
 } from '@natten-web/gpu';
 import { checkOptions, defined, execute, withGpuOutputs } from './common.ts';
 import { type BackendName, runHost } from './runtime.ts';
-import type { AnyTensor, OutputOf } from './tensors.ts';
+import type { AnyTensor, OutputOf, SameAs } from './tensors.ts';
 
 export interface NaBmmOptions<R extends NaRank> {
   readonly kernelSize: DimsOrScalar<R>;
@@ -41,18 +41,18 @@ export interface NaQkOptions<R extends NaRank, T extends AnyTensor = AnyTensor> 
   readonly rpb?: T | null | undefined;
 }
 
-export type NaQkFunction<R extends NaRank> = <T extends AnyTensor>(query: T, key: T, options: NaQkOptions<R, T>) => Promise<OutputOf<T>>;
-export type NaAvFunction<R extends NaRank> = <T extends AnyTensor>(attn: T, value: T, options: NaBmmOptions<R>) => Promise<OutputOf<T>>;
+export type NaQkFunction<R extends NaRank> = <T extends AnyTensor>(query: T, key: SameAs<T>, options: NaQkOptions<R, SameAs<T>>) => Promise<OutputOf<T>>;
+export type NaAvFunction<R extends NaRank> = <T extends AnyTensor>(attn: T, value: SameAs<T>, options: NaBmmOptions<R>) => Promise<OutputOf<T>>;
 export type NaQkBackwardFunction<R extends NaRank> = <T extends AnyTensor>(
   query: T,
-  key: T,
-  gradAttn: T,
-  options: NaQkOptions<R, T>,
+  key: SameAs<T>,
+  gradAttn: SameAs<T>,
+  options: NaQkOptions<R, SameAs<T>>,
 ) => Promise<{ gradQuery: OutputOf<T>; gradKey: OutputOf<T>; gradRpb?: OutputOf<T> | undefined }>;
 export type NaAvBackwardFunction<R extends NaRank> = <T extends AnyTensor>(
   attn: T,
-  value: T,
-  gradOutput: T,
+  value: SameAs<T>,
+  gradOutput: SameAs<T>,
   options: NaBmmOptions<R>,
 ) => Promise<{ gradAttn: OutputOf<T>; gradValue: OutputOf<T> }>;
 

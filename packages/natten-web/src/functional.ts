@@ -32,7 +32,7 @@ import {
 import { type KernelConfigOption, resolveKernelConfig } from './config.ts';
 import { type DenseDims, denseBackward, denseDims, denseForward, mergeF64 } from './dense.ts';
 import { type BackendName, runHost } from './runtime.ts';
-import type { AnyTensor, OutputOf } from './tensors.ts';
+import type { AnyTensor, OutputOf, SameAs } from './tensors.ts';
 
 /** Options of `na{1,2,3}d`. Tuples are typed per rank (`DimsOrScalar<2>` for na2d). */
 export interface NaOptions<R extends NaRank, T extends AnyTensor = AnyTensor> {
@@ -67,9 +67,9 @@ export interface AttentionWithLse<T> {
 
 /** `na{1,2,3}d`: the return type follows `returnLse` and where the inputs live. */
 export interface NaFunction<R extends NaRank> {
-  <T extends AnyTensor>(query: T, key: T, value: T, options: NaOptions<R, T> & { readonly returnLse: true }): Promise<AttentionWithLse<OutputOf<T>>>;
-  <T extends AnyTensor>(query: T, key: T, value: T, options: NaOptions<R, T> & { readonly returnLse?: false | undefined }): Promise<OutputOf<T>>;
-  <T extends AnyTensor>(query: T, key: T, value: T, options: NaOptions<R, T>): Promise<OutputOf<T> | AttentionWithLse<OutputOf<T>>>;
+  <T extends AnyTensor>(query: T, key: SameAs<T>, value: SameAs<T>, options: NaOptions<R, SameAs<T>> & { readonly returnLse: true }): Promise<AttentionWithLse<OutputOf<T>>>;
+  <T extends AnyTensor>(query: T, key: SameAs<T>, value: SameAs<T>, options: NaOptions<R, SameAs<T>> & { readonly returnLse?: false | undefined }): Promise<OutputOf<T>>;
+  <T extends AnyTensor>(query: T, key: SameAs<T>, value: SameAs<T>, options: NaOptions<R, SameAs<T>>): Promise<OutputOf<T> | AttentionWithLse<OutputOf<T>>>;
 }
 
 /** Options of `na{1,2,3}dBackward`: the forward's options (returnLse aside). */
@@ -92,12 +92,12 @@ export interface NaBackwardResult<T> {
  */
 export type NaBackwardFunction<R extends NaRank> = <T extends AnyTensor>(
   query: T,
-  key: T,
-  value: T,
-  output: T,
-  gradOutput: T,
-  lse: T,
-  options: NaBackwardOptions<R, T>,
+  key: SameAs<T>,
+  value: SameAs<T>,
+  output: SameAs<T>,
+  gradOutput: SameAs<T>,
+  lse: SameAs<T>,
+  options: NaBackwardOptions<R, SameAs<T>>,
 ) => Promise<NaBackwardResult<OutputOf<T>>>;
 
 const FORWARD_OPTIONS = [

@@ -18,6 +18,9 @@ export type AnyTensor = Tensor | GpuTensor;
 /** The result tensor type for inputs of type T: GPU inputs give GPU tensors, host inputs host tensors. */
 export type OutputOf<T extends AnyTensor> = T extends GpuTensor ? GpuTensor : Tensor;
 
+/** Parameters after the first: same placement as the first, any dtype (the first argument alone drives inference). */
+export type SameAs<T extends AnyTensor> = NoInfer<OutputOf<T>>;
+
 const STORAGE_USAGE = 0x80;
 
 export function isGpuTensor(t: unknown): t is GpuTensor {
