@@ -50,6 +50,7 @@ export {
   strideLeader,
 } from './oracle.ts';
 export { createOracleBackend } from './oracle-backend.ts';
+export { roundValues, tensorFromValues } from './encode.ts';
 export {
   BASE_TOLERANCE,
   type CaseReport,
@@ -63,7 +64,6 @@ export {
   type NaReference,
   type OutputCheck,
   resolveTolerance,
-  roundValues,
   type RunCaseOptions,
   runNaCase,
   runOnBackend,

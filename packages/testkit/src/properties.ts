@@ -1,8 +1,9 @@
-import { type DType, fromValues, type NaBackend, type NaRank, randn, toFloat64Values } from '@natten-web/core';
+import { type DType, type NaBackend, type NaRank, randn, toFloat64Values } from '@natten-web/core';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, it } from 'vitest';
 import { buildMask, denseAttention, type OracleGeometry } from './oracle.ts';
-import { BASE_TOLERANCE, checkOutput, roundValues, type Tolerance } from './run-case.ts';
+import { roundValues, tensorFromValues } from './encode.ts';
+import { BASE_TOLERANCE, checkOutput, type Tolerance } from './run-case.ts';
 
 /**
  * Property tests (fast-check) of a backend's fused forward. Each property generates small random
@@ -61,12 +62,12 @@ export async function runFusedForward(backend: NaBackend, dtype: DType, p: Prope
   const sp = p.geometry.spatial;
   const rank = sp.length as NaRank;
   const oShape = [p.batch, ...sp, p.heads, p.dimV];
-  const output = fromValues(oShape, dtype, new Float64Array(numel(oShape)).fill(Number.NaN));
+  const output = tensorFromValues(oShape, dtype, new Float64Array(numel(oShape)).fill(Number.NaN));
   await backend.fusedForward(rank, {
     output,
-    query: fromValues([p.batch, ...sp, p.heads, p.dim], dtype, x.q),
-    key: fromValues([p.batch, ...sp, p.headsKv, p.dim], dtype, x.k),
-    value: fromValues([p.batch, ...sp, p.headsKv, p.dimV], dtype, x.v),
+    query: tensorFromValues([p.batch, ...sp, p.heads, p.dim], dtype, x.q),
+    key: tensorFromValues([p.batch, ...sp, p.headsKv, p.dim], dtype, x.k),
+    value: tensorFromValues([p.batch, ...sp, p.headsKv, p.dimV], dtype, x.v),
     kernelSize: [...p.geometry.kernelSize],
     dilation: [...p.geometry.dilation],
     stride: [...p.geometry.stride],

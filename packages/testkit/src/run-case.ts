@@ -2,7 +2,6 @@ import {
   compareValues,
   type Comparison,
   type DType,
-  fromValues,
   type NaBackend,
   type NaRank,
   randn,
@@ -11,6 +10,7 @@ import {
   toFloat64Values,
 } from '@natten-web/core';
 import type { NaCase } from './cases.ts';
+import { tensorFromValues } from './encode.ts';
 import {
   buildMask,
   type OracleBmmProblem,
@@ -31,6 +31,8 @@ export interface NamedArray {
   readonly values: Float64Array;
   /** dtype the tensor is passed in (float32 for logsumexp, the case dtype otherwise). */
   readonly dtype: DType;
+  /** The values already encoded as a tensor of `dtype` (saves re-encoding large f16 inputs). */
+  readonly encoded?: Tensor;
 }
 export type NamedArrays = Record<string, NamedArray>;
 
@@ -55,15 +57,15 @@ export function caseScale(c: NaCase): number {
   return c.attnScale ?? 1 / Math.sqrt(c.dim);
 }
 
-/** Round f64 values as the dtype stores them (so the reference sees exactly what the backend sees). */
-export function roundValues(values: Float64Array, dtype: DType): Float64Array {
-  if (dtype === 'float64') return values;
-  return toFloat64Values(fromValues([values.length], dtype, values));
+
+/** Values rounded to `dtype`, kept both as f64 (for references) and encoded (for the backend). */
+function encodedArray(shape: readonly number[], dtype: DType, values: ArrayLike<number>): NamedArray {
+  const encoded = tensorFromValues(shape, dtype, values);
+  return { shape, dtype, values: toFloat64Values(encoded), encoded };
 }
 
 function input(shape: readonly number[], dtype: DType, seed: number, scale = 1): NamedArray {
-  const values = toFloat64Values(randn(shape, 'float64', seed, scale));
-  return { shape, dtype, values: roundValues(values, dtype) };
+  return encodedArray(shape, dtype, toFloat64Values(randn(shape, 'float64', seed, scale)));
 }
 
 function rpbShapeOf(c: NaCase): number[] {
@@ -94,7 +96,7 @@ function withSentinel(a: NamedArray, valid: Uint8Array, sentinel: number): Named
   const values = a.values.slice();
   const per = valid.length;
   for (let i = 0; i < values.length; i++) if (valid[i % per] === 0) values[i] = sentinel;
-  return { ...a, values };
+  return { shape: a.shape, dtype: a.dtype, values };
 }
 
 /** A forward pass used to produce the stored `output`/`logsumexp` inputs of the fused backward. */
@@ -123,8 +125,8 @@ export async function makeCaseInputs(c: NaCase, forward: ForwardFn): Promise<Nam
     if (c.op === 'backward') {
       inputs.gradOutput = input(s.o, dt, next(), 0.05);
       const fwd = await forward(c, inputs);
-      inputs.output = { shape: s.o, dtype: dt, values: roundValues(fwd.output, dt) };
-      inputs.logsumexp = { shape: s.lse, dtype: 'float32', values: roundValues(fwd.lse, 'float32') };
+      inputs.output = encodedArray(s.o, dt, fwd.output);
+      inputs.logsumexp = encodedArray(s.lse, 'float32', fwd.lse);
     }
     return inputs;
   }
@@ -144,12 +146,13 @@ export async function makeCaseInputs(c: NaCase, forward: ForwardFn): Promise<Nam
 }
 
 function toTensor(a: NamedArray, dtype: DType): Tensor {
-  return fromValues(a.shape, dtype, a.values);
+  if (a.encoded && a.encoded.dtype === dtype) return a.encoded;
+  return tensorFromValues(a.shape, dtype, a.values);
 }
 
 function filled(shape: readonly number[], dtype: DType, value: number): Tensor {
   // Convert one element and repeat it (element-wise f16 encoding is the slow part of f16 cases).
-  const one = fromValues([1], dtype, [value]).data;
+  const one = tensorFromValues([1], dtype, [value]).data;
   const data = new (one.constructor as new (n: number) => typeof one)(numel(shape)).fill(one[0] as number);
   return tensor(shape, dtype, data);
 }
@@ -198,7 +201,7 @@ export async function runOnBackend(backend: NaBackend, c: NaCase, inputs: NamedA
         value: t('value'),
         output: t('output'),
         gradOutput: t('gradOutput'),
-        logsumexp: fromValues(get(inputs, 'logsumexp').shape, 'float32', get(inputs, 'logsumexp').values),
+        logsumexp: toTensor(get(inputs, 'logsumexp'), 'float32'),
         attnScale: c.attnScale,
         rpb: opt('rpb'),
         gradRpb: outs.gradRpb,
