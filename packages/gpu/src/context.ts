@@ -67,6 +67,8 @@ export class GpuContext {
   readonly pool: BufferPool;
   private lostReason: string | undefined;
   private destroyed = false;
+  /** Set while `profile()` runs: every dispatch then records its GPU time. */
+  private profiling: { querySet: GPUQuerySet; resolve: GPUBuffer; gpuNs: number; dispatches: number } | undefined;
   /** Resolves when the device is lost or destroyed (never rejects). */
   private readonly lostPromise: Promise<void>;
 
@@ -367,17 +369,61 @@ export class GpuContext {
       device.pushErrorScope('out-of-memory');
       device.pushErrorScope('validation');
       const enc = device.createCommandEncoder({ label: op });
-      prepared.encode(enc);
+      const prof = prepared.passCount > 0 ? this.profiling : undefined;
+      let readback: GPUBuffer | undefined;
+      if (prof) {
+        prepared.encode(enc, { querySet: prof.querySet, beginIndex: 0, endIndex: 1 });
+        enc.resolveQuerySet(prof.querySet, 0, 2, prof.resolve, 0);
+        readback = device.createBuffer({ size: 16, usage: 0x1 /* MAP_READ */ | 0x8 /* COPY_DST */ });
+        enc.copyBufferToBuffer(prof.resolve, 0, readback, 0, 16);
+      } else {
+        prepared.encode(enc);
+      }
       device.queue.submit([enc.finish()]);
       const validation = await device.popErrorScope();
       const oom = await device.popErrorScope();
       await this.workDone(op);
       if (validation) throw new NattenDeviceError(`${op}: WebGPU validation error: ${validation.message}`);
       if (oom) throw new NattenDeviceError(`${op}: GPU out of memory: ${oom.message}`);
+      if (prof && readback) {
+        await readback.mapAsync(0x1 /* READ */);
+        const t = new BigInt64Array(readback.getMappedRange());
+        prof.gpuNs += Number((t[1] as bigint) - (t[0] as bigint));
+        prof.dispatches++;
+        readback.unmap();
+        readback.destroy();
+      }
     } finally {
       prepared.release();
     }
     this.assertAlive(op);
+  }
+
+  /**
+   * Run `fn` (any sequence of ops on this context) and measure the GPU time of every dispatch it makes, with
+   * timestamp queries around each submission's passes (ns, excluding host gaps between submissions).
+   * Needs the `timestamp-query` feature; without it `gpuNs` is undefined and only `wallMs` is reported.
+   * Profiling adds a small readback per dispatch, so use it for benchmarks and tuning, not in production.
+   */
+  async profile<T>(fn: () => Promise<T>): Promise<{ result: T; gpuNs: number | undefined; wallMs: number; dispatches: number }> {
+    if (this.profiling) throw new NattenDeviceError('profile: already profiling (nested profile() calls are not supported)');
+    const start = globalThis.performance.now();
+    if (!this.hasTimestamps) {
+      const result = await fn();
+      return { result, gpuNs: undefined, wallMs: globalThis.performance.now() - start, dispatches: 0 };
+    }
+    const querySet = this.device.createQuerySet({ type: 'timestamp', count: 2 });
+    const resolve = this.device.createBuffer({ size: 16, usage: 0x200 /* QUERY_RESOLVE */ | 0x4 /* COPY_SRC */ });
+    const prof = { querySet, resolve, gpuNs: 0, dispatches: 0 };
+    this.profiling = prof;
+    try {
+      const result = await fn();
+      return { result, gpuNs: prof.gpuNs, wallMs: globalThis.performance.now() - start, dispatches: prof.dispatches };
+    } finally {
+      this.profiling = undefined;
+      querySet.destroy();
+      resolve.destroy();
+    }
   }
 
   /**
