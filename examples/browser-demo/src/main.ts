@@ -225,7 +225,6 @@ async function detectWebGpu(): Promise<void> {
   const parts = [a.vendor, a.architecture, a.device, a.description].filter((s) => s !== '');
   adapterEl.dataset.webgpu = 'yes';
   adapterEl.textContent = `WebGPU: ${parts.join(' / ')}${a.fallback ? ' (fallback adapter)' : ''}; features: ${i.features.join(', ') || 'none'}`;
-  $('library').textContent = `natten-web ${VERSION}`;
 }
 
 async function runOnce(): Promise<void> {
@@ -233,7 +232,6 @@ async function runOnce(): Promise<void> {
   const status = $('status');
   status.dataset.run = String(runs);
   const params = readParams();
-  const opts = { kernelSize: params.kernelSize, dilation: params.dilation, isCausal: params.isCausal };
   setStatus('running', `running (K=${params.kernelSize}, dilation ${params.dilation})…`);
   ($('run') as HTMLButtonElement).disabled = true;
   $('problem').textContent =
@@ -246,13 +244,13 @@ async function runOnce(): Promise<void> {
     delete gpuEl.dataset.ms;
     if (hasWebGpu) {
       try {
-        const first = await timed(() => na2d(q, k, v, { ...opts, backend: 'webgpu' }));
-        const host = await timed(() => na2d(q, k, v, { ...opts, backend: 'webgpu' }));
+        const first = await timed(() => na2d(q, k, v, { ...params, backend: 'webgpu' }));
+        const host = await timed(() => na2d(q, k, v, { ...params, backend: 'webgpu' }));
         const [qg, kg, vg] = [await toGpu(q), await toGpu(k), await toGpu(v)];
         const residentTimes: number[] = [];
         try {
           for (let r = 0; r < 3; r++) {
-            const t = await timed(() => na2d(qg, kg, vg, { ...opts, backend: 'webgpu' }));
+            const t = await timed(() => na2d(qg, kg, vg, { ...params, backend: 'webgpu' }));
             t.value.buffer.destroy();
             residentTimes.push(t.ms);
           }
@@ -276,9 +274,9 @@ async function runOnce(): Promise<void> {
 
     // The same op on the CPU reference backend (f64 accumulation).
     const cpuTimes: number[] = [];
-    const cpuFirst = await timed(() => na2d(q, k, v, { ...opts, backend: 'cpu' }));
+    const cpuFirst = await timed(() => na2d(q, k, v, { ...params, backend: 'cpu' }));
     cpuTimes.push(cpuFirst.ms);
-    if (cpuFirst.ms < 400) cpuTimes.push((await timed(() => na2d(q, k, v, { ...opts, backend: 'cpu' }))).ms);
+    if (cpuFirst.ms < 400) cpuTimes.push((await timed(() => na2d(q, k, v, { ...params, backend: 'cpu' }))).ms);
     const cpuOut = f32(cpuFirst.value);
     const cpuEl = $('timing-cpu');
     cpuEl.dataset.ms = median(cpuTimes).toFixed(3);
@@ -296,7 +294,7 @@ async function runOnce(): Promise<void> {
     }
 
     // BMM path for the overlay: logits for every query, and which key each slot holds.
-    const bmmTimed = await timed(() => bmmTensors(opts));
+    const bmmTimed = await timed(() => bmmTensors(params));
     const bmm = bmmTimed.value;
     $('timing-bmm').textContent = `${ms(bmmTimed.ms)} on the ${bmm.backend === 'webgpu' ? 'WebGPU' : 'CPU'} backend (attention logits + slot position probe, incl. first-call compiles)`;
     const output = gpuOut ?? cpuOut;
@@ -313,14 +311,14 @@ async function runOnce(): Promise<void> {
   }
 }
 
-async function bmmTensors(opts: { kernelSize: number; dilation: number; isCausal: readonly [boolean, boolean] }): Promise<{
+async function bmmTensors(params: Params): Promise<{
   logits: Float32Array;
   keyPos: Float32Array;
   backend: 'webgpu' | 'cpu';
 }> {
   const run = async (backend: 'webgpu' | 'cpu') => {
-    const logits = await na2dQk(qkQuery, qkKey, { ...opts, backend });
-    const keyPos = await na2dQk(probeQ, probeK, { ...opts, backend });
+    const logits = await na2dQk(qkQuery, qkKey, { ...params, backend });
+    const keyPos = await na2dQk(probeQ, probeK, { ...params, backend });
     if (!isHostTensor(logits) || !isHostTensor(keyPos)) throw new Error('demo: na2dQk returned a GPU tensor for host inputs');
     return { logits: f32(logits), keyPos: f32(keyPos), backend };
   };
