@@ -24,6 +24,14 @@ export { NattenDeviceError, NattenShaderError } from './errors.ts';
 export { createGpuBackend } from './backend.ts';
 export { defineGpuOp, type GpuOp } from './ops/op.ts';
 export { fusedForward } from './ops/na-fused-forward.ts';
-export { fusedBackward, type FusedBackwardSelection, fusedBackwardWithConfig, selectFusedBackward } from './ops/na-fused-backward.ts';
+export {
+  buildFusedBackward,
+  fusedBackward,
+  type FusedBackwardCommands,
+  type FusedBackwardSelection,
+  fusedBackwardWithConfig,
+  selectFusedBackward,
+} from './ops/na-fused-backward.ts';
 export { qkBackward, qkForward } from './ops/na-qk.ts';
 export { avBackward, avForward } from './ops/na-av.ts';
+export { checkNaiveFusedForward, naiveFusedForward, planNaiveFusedForward } from './ops/na-naive.ts';

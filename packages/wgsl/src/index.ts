@@ -86,3 +86,13 @@ export {
   fusedBackwardTilesPerAxis,
   planFusedBackward,
 } from './ops/na-fused-backward.ts';
+export {
+  checkNaiveForwardSpec,
+  generateNaiveForward,
+  NAIVE_MAX_DIM_V,
+  NAIVE_WORKGROUP_SIZE,
+  naiveForwardBindings,
+  naiveForwardDispatch,
+  type NaiveForwardSpec,
+  naiveForwardUniformFields,
+} from './ops/na-naive.ts';
