@@ -113,6 +113,11 @@ export class GpuContext {
     }
   }
 
+  /** Keys of the kernels whose pipelines are cached (compiled or compiling), in first-use order. */
+  cachedKernelKeys(): string[] {
+    return [...this.pipelines.keys()];
+  }
+
   /** Compiled pipeline for a kernel, cached by key; concurrent misses share one compile. */
   pipeline(kernel: GeneratedKernel): Promise<GPUComputePipeline> {
     let p = this.pipelines.get(kernel.key);

@@ -1,0 +1,344 @@
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { NattenArgumentError, NattenUnsupportedError, randn, zeros } from '@natten-web/core';
+import type { GeneratedKernel } from '@natten-web/wgsl';
+import { generateAvForward, generateQkBackwardKey, generateQkForward, generateRpbGrad } from '@natten-web/wgsl';
+import { afterAll, describe, expect, it, vi } from 'vitest';
+import {
+  bucketSize,
+  BufferPool,
+  createGpuBackend,
+  GpuContext,
+  median,
+  NattenDeviceError,
+  NattenShaderError,
+  qkForward,
+  timeDispatch,
+} from '../src/index.ts';
+import { gpuContext } from './setup.ts';
+
+afterAll(async () => (await gpuContext()).destroy());
+
+/** Reject after `ms` so a hang fails the test instead of the whole run. */
+function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  return Promise.race([p, new Promise<T>((_, reject) => setTimeout(() => reject(new Error(`${what} hung for ${ms} ms`)), ms))]);
+}
+
+const FILL: GeneratedKernel = {
+  key: 'test/fill/v1',
+  code: `@group(0) @binding(0) var<storage, read_write> out: array<f32>;
+struct Params { n: u32, value: f32, }
+@group(0) @binding(1) var<uniform> params: Params;
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  if (gid.x < params.n) { out[gid.x] = params.value + f32(gid.x); }
+}
+`,
+  entryPoint: 'main',
+  workgroupSize: [64, 1, 1],
+  bindings: [{ name: 'out', access: 'read_write' }],
+  uniforms: [
+    { name: 'n', type: 'u32' },
+    { name: 'value', type: 'f32' },
+  ],
+  workgroupBytes: 0,
+  features: [],
+};
+
+function qkArgs(dtype: 'float32' | 'float16' = 'float32', L = 9) {
+  return {
+    kernelSize: 3,
+    query: randn([1, 2, L, 8], dtype, 1),
+    key: randn([1, 2, L, 8], dtype, 2),
+    attn: zeros([1, 2, L, 3], dtype),
+  };
+}
+
+describe('errors', () => {
+  it('an injected WGSL error gives NattenShaderError with the key and the compiler messages', async () => {
+    const ctx = await gpuContext();
+    const bad: GeneratedKernel = { ...FILL, key: 'test/broken/v1', code: FILL.code.replace('params.value + f32(gid.x)', 'params.value + undefined_name') };
+    const err = await ctx.pipeline(bad).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(NattenShaderError);
+    const se = err as NattenShaderError;
+    expect(se.key).toBe('test/broken/v1');
+    expect(se.messages.length).toBeGreaterThan(0);
+    expect(se.messages.join('\n')).toMatch(/undefined_name/);
+    expect(se.message).toContain('shader test/broken/v1 failed to compile');
+    expect(se.source).toBe(bad.code);
+    // A failed compile is not cached: the context still compiles good kernels.
+    await expect(ctx.pipeline(FILL)).resolves.toBeDefined();
+  });
+
+  it('a dispatch validation error is thrown as NattenDeviceError, not printed', async () => {
+    const ctx = await gpuContext();
+    const printed = vi.spyOn(console, 'error');
+    const notStorage = ctx.device.createBuffer({ size: 256, usage: 0x1 /* MAP_READ */ | 0x8 /* COPY_DST */ });
+    await expect(ctx.dispatch([{ kernel: FILL, buffers: [notStorage], uniforms: { n: 4, value: 1 }, workgroups: [1, 1, 1] }], 'bad-bind')).rejects.toThrow(
+      /bad-bind: WebGPU validation error/,
+    );
+    await expect(ctx.dispatch([{ kernel: FILL, buffers: [notStorage], uniforms: { n: 4, value: 1 }, workgroups: [1, 1, 1] }])).rejects.toBeInstanceOf(
+      NattenDeviceError,
+    );
+    notStorage.destroy();
+    // Error scopes stayed balanced: a good dispatch right after works and nothing went to the console.
+    const out = ctx.createTensor([4], 'float32');
+    await ctx.dispatch([{ kernel: FILL, buffers: [out.buffer], uniforms: { n: 4, value: 10 }, workgroups: [1, 1, 1] }]);
+    expect(Array.from((await ctx.read(out)).data)).toEqual([10, 11, 12, 13]);
+    out.buffer.destroy();
+    expect(printed).not.toHaveBeenCalled();
+    printed.mockRestore();
+  });
+
+  it('a wrong binding count or too many workgroups is refused before any GPU work', async () => {
+    const ctx = await gpuContext();
+    await expect(ctx.dispatch([{ kernel: FILL, buffers: [], uniforms: { n: 1, value: 0 }, workgroups: [1, 1, 1] }], 'x')).rejects.toThrow(
+      'x: kernel test/fill/v1 has 1 storage bindings but 0 buffers were given',
+    );
+    const out = ctx.createTensor([4], 'float32');
+    const max = ctx.limits.maxComputeWorkgroupsPerDimension;
+    await expect(ctx.dispatch([{ kernel: FILL, buffers: [out.buffer], uniforms: { n: 1, value: 0 }, workgroups: [max + 1, 1, 1] }], 'y')).rejects.toThrow(
+      `y: dispatch of ${max + 1}x1x1 workgroups is not within 0..maxComputeWorkgroupsPerDimension=${max} per axis`,
+    );
+    out.buffer.destroy();
+  });
+
+  it('an op on a destroyed device throws NattenDeviceError, without hanging', async () => {
+    const ctx = await GpuContext.create();
+    const backend = createGpuBackend(ctx);
+    await backend.qkForward(1, qkArgs()); // warm: pipelines compiled
+    ctx.device.destroy();
+    const err = await within(
+      backend.qkForward(1, qkArgs()).then(
+        () => undefined,
+        (e: unknown) => e,
+      ),
+      20_000,
+      'qkForward after device.destroy()',
+    );
+    expect(err).toBeInstanceOf(NattenDeviceError);
+    expect(String((err as Error).message)).toMatch(/na1d_qk_forward|read|upload|createTensor/);
+    expect(String((err as Error).message)).toMatch(/lost|destroyed/);
+    // Every later call fails fast with the same clear message.
+    await expect(within(backend.qkForward(1, qkArgs()), 20_000, 'second call')).rejects.toThrow(/the GPU device was lost \(destroyed/);
+  });
+
+  it('an op after GpuContext.destroy() throws NattenDeviceError', async () => {
+    const ctx = await GpuContext.create();
+    const backend = createGpuBackend(ctx);
+    ctx.destroy();
+    await expect(backend.qkForward(1, qkArgs())).rejects.toThrow(/the GPU context was destroyed/);
+    await expect(backend.qkForward(1, qkArgs())).rejects.toBeInstanceOf(NattenDeviceError);
+  });
+});
+
+describe('GPU rules of the BMM ops (checked before any GPU work)', () => {
+  it('float16 without shader-f16 is refused with a clear message', async () => {
+    const ctx = await GpuContext.create({ disableFeatures: ['shader-f16'] });
+    try {
+      expect(ctx.hasF16).toBe(false);
+      expect(() => qkForward.check(ctx, 1, qkArgs('float16'))).toThrow(
+        "na1d_qk_forward: float16 needs the WebGPU feature 'shader-f16', which this adapter does not offer; use float32",
+      );
+      expect(() => qkForward.check(ctx, 1, qkArgs('float16'))).toThrow(NattenUnsupportedError);
+    } finally {
+      ctx.destroy();
+    }
+  });
+
+  it('float64 is refused (WGSL has no f64)', async () => {
+    const ctx = await gpuContext();
+    expect(() => qkForward.check(ctx, 1, qkArgs('float64' as 'float32'))).toThrow(/na1d_qk_forward: dtype float64 is not supported on WebGPU/);
+  });
+
+  it('a tensor over maxStorageBufferBindingSize is refused with its name and size', async () => {
+    const ctx = await gpuContext();
+    const L = Math.ceil(ctx.limits.maxStorageBufferBindingSize / (4 * 2 * 8)) + 8;
+    const shape = [1, 2, L, 8];
+    const like = (s: number[]) => ({ shape: s, dtype: 'float32' as const });
+    const args = { kernelSize: 3, query: like(shape), key: like(shape), attn: like([1, 2, L, 3]) };
+    expect(() => qkForward.check(ctx, 1, args)).toThrow(NattenArgumentError);
+    expect(() => qkForward.check(ctx, 1, args)).toThrow(
+      `na1d_qk_forward: query [1, 2, ${L}, 8] needs ${L * 64} bytes, over this device's maxStorageBufferBindingSize of ${ctx.limits.maxStorageBufferBindingSize}`,
+    );
+  });
+
+  it("core's validation runs first (even kernel size)", async () => {
+    const ctx = await gpuContext();
+    expect(() => qkForward.check(ctx, 1, { ...qkArgs(), kernelSize: 4, attn: zeros([1, 2, 9, 4], 'float32') })).toThrow(NattenArgumentError);
+  });
+});
+
+describe('pipelines', () => {
+  it('per-call sizes (batch, heads, extents, dilation, stride) reuse one pipeline', async () => {
+    const ctx = await GpuContext.create();
+    try {
+      const backend = createGpuBackend(ctx);
+      for (const [B, H, L, d, s] of [
+        [1, 2, 9, 1, 1],
+        [2, 1, 17, 2, 1],
+        [1, 3, 30, 3, 3],
+      ] as const) {
+        await backend.qkForward(1, {
+          kernelSize: 3,
+          dilation: d,
+          stride: s,
+          query: randn([B, H, L, 8], 'float32', 1),
+          key: randn([B, H, L, 8], 'float32', 2),
+          attn: zeros([B, H, L, 3], 'float32'),
+        });
+      }
+      expect(ctx.cachedKernelKeys().filter((k) => k.startsWith('na-bmm-pn/'))).toHaveLength(1);
+    } finally {
+      ctx.destroy();
+    }
+  });
+
+  it('BMM kernels compile with zero Tint messages', async () => {
+    const ctx = await gpuContext();
+    const kernels = [
+      generateQkForward({ rank: 2, kernelSize: [3, 5], causal: [true, false], dim: 16, dtype: 'float16', rpb: false }),
+      generateQkForward({ rank: 3, kernelSize: [3, 3, 3], causal: [false, false, false], dim: 6, dtype: 'float32', rpb: true }),
+      generateQkBackwardKey({ rank: 1, kernelSize: [7], causal: [true], dim: 64, dtype: 'float32' }),
+      generateAvForward({ rank: 2, kernelSize: [5, 5], causal: [false, true], dim: 32, dtype: 'float16' }),
+      generateRpbGrad({ rank: 3, kernelSize: [3, 5, 3], dtype: 'float16' }),
+    ];
+    for (const k of kernels) {
+      const module = ctx.device.createShaderModule({ code: k.code, label: k.key });
+      const info = await module.getCompilationInfo();
+      expect(
+        info.messages.map((m) => `${m.type} ${m.lineNum}:${m.linePos} ${m.message}`),
+        k.key,
+      ).toEqual([]);
+    }
+  });
+});
+
+describe('BufferPool', () => {
+  it('reuses released buffers per (bucket, usage) and frees everything on dispose', async () => {
+    const ctx = await gpuContext();
+    const pool = new BufferPool(ctx.device);
+    const usage = 0x80 | 0x8;
+    const a = pool.acquire(1000, usage);
+    expect(a.size).toBe(bucketSize(1000));
+    expect(a.size).toBeGreaterThanOrEqual(1000);
+    pool.release(a);
+    const b = pool.acquire(900, usage); // same bucket
+    expect(b).toBe(a);
+    const c = pool.acquire(900, 0x40 | 0x8); // other usage: a new buffer
+    expect(c).not.toBe(a);
+    const d = pool.acquire(5000, usage); // other bucket
+    expect(d).not.toBe(a);
+    expect(pool.stats()).toMatchObject({ inUse: 3, free: 0, hits: 1, misses: 3 });
+    pool.release(d);
+    expect(() => pool.release(d)).toThrow(/released twice/);
+    expect(pool.stats()).toMatchObject({ inUse: 2, free: 1 });
+    pool.dispose();
+    expect(pool.stats()).toMatchObject({ inUse: 0, free: 0, bytes: 0 });
+    expect(() => pool.acquire(16, usage)).toThrow(/the pool was disposed/);
+  });
+
+  it('drops released buffers past maxFreeBytes', async () => {
+    const ctx = await gpuContext();
+    const pool = new BufferPool(ctx.device, { maxFreeBytes: 1024 });
+    const a = pool.acquire(1024, 0x80);
+    const b = pool.acquire(1024, 0x80);
+    pool.release(a);
+    pool.release(b);
+    expect(pool.stats()).toMatchObject({ free: 1, bytes: 1024 });
+    pool.dispose();
+  });
+
+  it('buckets are quarter powers of two (<= 25% slack), multiples of 4', () => {
+    for (const n of [1, 16, 17, 100, 1000, 4096, 4097, 123457]) {
+      const b = bucketSize(n);
+      expect(b % 4).toBe(0);
+      expect(b).toBeGreaterThanOrEqual(n);
+      expect(b).toBeLessThanOrEqual(Math.max(16, Math.ceil(n * 1.25) + 4));
+    }
+  });
+
+  it('context temporaries and uniform buffers come from the context pool', async () => {
+    const ctx = await gpuContext();
+    const t = ctx.tempTensor([3, 5], 'float32', { zero: true });
+    expect(Array.from((await ctx.read(t)).data)).toEqual(new Array(15).fill(0));
+    ctx.releaseTensor(t);
+    const again = ctx.tempTensor([15], 'float32');
+    expect(again.buffer).toBe(t.buffer);
+    ctx.releaseTensor(again);
+    const before = ctx.pool.stats().hits;
+    const out = ctx.createTensor([4], 'float32');
+    await ctx.dispatch([{ kernel: FILL, buffers: [out.buffer], uniforms: { n: 4, value: 0 }, workgroups: [1, 1, 1] }]);
+    await ctx.dispatch([{ kernel: FILL, buffers: [out.buffer], uniforms: { n: 4, value: 0 }, workgroups: [1, 1, 1] }]);
+    expect(ctx.pool.stats().hits).toBeGreaterThan(before);
+    out.buffer.destroy();
+  });
+});
+
+describe('timeDispatch', () => {
+  it('times with timestamp queries when available: one sample per iteration, median within [min, max]', async () => {
+    const ctx = await gpuContext();
+    expect(ctx.hasTimestamps).toBe(true); // lavapipe offers timestamp-query
+    const out = ctx.createTensor([4096], 'float32');
+    const cmd = { kernel: FILL, buffers: [out.buffer], uniforms: { n: 4096, value: 1 }, workgroups: [64, 1, 1] as [number, number, number] };
+    const r = await timeDispatch(ctx, [cmd, cmd], { warmup: 1, iterations: 5 });
+    expect(r.method).toBe('timestamp-query');
+    expect(r.samplesNs).toHaveLength(5);
+    for (const s of r.samplesNs) expect(s).toBeGreaterThan(0);
+    expect(r.minNs).toBeLessThanOrEqual(r.medianNs);
+    expect(r.medianNs).toBeLessThanOrEqual(r.maxNs);
+    expect(r.medianNs).toBe(median(r.samplesNs));
+    const w = await timeDispatch(ctx, [cmd], { warmup: 0, iterations: 3, forceWallClock: true });
+    expect(w.method).toBe('submit-wall');
+    expect(w.samplesNs).toHaveLength(3);
+    for (const s of w.samplesNs) expect(s).toBeGreaterThan(0);
+    // The timed commands really ran.
+    expect(Array.from((await ctx.read(out)).data).slice(0, 3)).toEqual([1, 2, 3]);
+    out.buffer.destroy();
+  });
+
+  it('rejects bad options with a clear message', async () => {
+    const ctx = await gpuContext();
+    const out = ctx.createTensor([4], 'float32');
+    const cmd = { kernel: FILL, buffers: [out.buffer], uniforms: { n: 4, value: 1 }, workgroups: [1, 1, 1] as [number, number, number] };
+    await expect(timeDispatch(ctx, [cmd], { iterations: 0 })).rejects.toThrow('timeDispatch: iterations must be an integer in [1, 2048], got 0');
+    await expect(timeDispatch(ctx, [cmd], { warmup: -1 })).rejects.toThrow('timeDispatch: warmup must be an integer >= 0, got -1');
+    await expect(timeDispatch(ctx, [{ ...cmd, workgroups: [0, 1, 1] }])).rejects.toThrow('timeDispatch: nothing to time');
+    out.buffer.destroy();
+  });
+
+  it('median of even and odd lists', () => {
+    expect(median([3, 1, 2])).toBe(2);
+    expect(median([4, 1, 3, 2])).toBe(2.5);
+  });
+});
+
+describe('browser acquisition path', () => {
+  it('no gpu source file imports Node-only modules at top level (Dawn is imported lazily in Node)', () => {
+    const root = fileURLToPath(new URL('../src', import.meta.url));
+    const files: string[] = [];
+    const walk = (dir: string): void => {
+      for (const f of readdirSync(dir)) {
+        const p = join(dir, f);
+        if (statSync(p).isDirectory()) walk(p);
+        else if (p.endsWith('.ts')) files.push(p);
+      }
+    };
+    walk(root);
+    expect(files.length).toBeGreaterThan(5);
+    for (const f of files) {
+      const text = readFileSync(f, 'utf8');
+      const imports = [...text.matchAll(/^\s*import\s[^;]*?from\s+['"]([^'"]+)['"]/gm)].map((m) => m[1] as string);
+      for (const spec of imports) {
+        expect(spec === 'webgpu' || spec.startsWith('node:') || ['fs', 'path', 'os', 'module', 'url'].includes(spec), `${f} imports ${spec}`).toBe(false);
+      }
+    }
+    const device = readFileSync(join(root, 'device.ts'), 'utf8');
+    expect(device).toMatch(/navigator/);
+    expect(device).toMatch(/await import\(/);
+  });
+});
