@@ -36,6 +36,8 @@ let browser: Browser | undefined;
 let page: Page | undefined;
 let baseUrl = '';
 const pageErrors: string[] = [];
+/** A set-up failure (no chromium, build error) is rethrown by every test, so each one FAILS rather than skips. */
+let setupError: unknown;
 
 function freePort(): Promise<number> {
   return new Promise((res, rej) => {
@@ -63,6 +65,7 @@ function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T | un
 }
 
 function thePage(): Page {
+  if (setupError !== undefined) throw setupError;
   if (!page) throw new Error('the page was not opened (see beforeAll)');
   return page;
 }
@@ -153,26 +156,34 @@ async function setControls(params: Params): Promise<void> {
   await p.setChecked('#causal-cols', params.causal[1]);
 }
 
+async function setUp(): Promise<void> {
+  if (!existsSync(CHROMIUM)) {
+    throw new Error(
+      `chromium not found at ${CHROMIUM}: install it (apt-get install -y --no-install-recommends chromium, see tools/setup.sh) or set NATTEN_WEB_CHROMIUM`,
+    );
+  }
+  const t0 = performance.now();
+  await build({ configFile: CONFIG, logLevel: 'warn' });
+  const port = await freePort();
+  server = await preview({ configFile: CONFIG, logLevel: 'warn', preview: { port, strictPort: true, host: 'localhost' } });
+  baseUrl = `http://localhost:${port}/`;
+  const t1 = performance.now();
+  browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS });
+  page = await browser.newPage({ viewport: { width: 1120, height: 780 } });
+  page.on('pageerror', (err) => pageErrors.push(err.message));
+  page.on('console', (msg) => {
+    if (msg.type() === 'error') pageErrors.push(`console.error: ${msg.text()}`);
+  });
+  console.log(`[browser-demo test] build+preview ${(t1 - t0).toFixed(0)} ms, chromium ${(performance.now() - t1).toFixed(0)} ms, ${baseUrl}`);
+}
+
 describe('browser demo (headless Chromium, WebGPU)', () => {
   beforeAll(async () => {
-    if (!existsSync(CHROMIUM)) {
-      throw new Error(
-        `chromium not found at ${CHROMIUM}: install it (apt-get install -y --no-install-recommends chromium, see tools/setup.sh) or set NATTEN_WEB_CHROMIUM`,
-      );
+    try {
+      await setUp();
+    } catch (e) {
+      setupError = e;
     }
-    const t0 = performance.now();
-    await build({ configFile: CONFIG, logLevel: 'warn' });
-    const port = await freePort();
-    server = await preview({ configFile: CONFIG, logLevel: 'warn', preview: { port, strictPort: true, host: 'localhost' } });
-    baseUrl = `http://localhost:${port}/`;
-    const t1 = performance.now();
-    browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS });
-    page = await browser.newPage({ viewport: { width: 1120, height: 780 } });
-    page.on('pageerror', (err) => pageErrors.push(err.message));
-    page.on('console', (msg) => {
-      if (msg.type() === 'error') pageErrors.push(`console.error: ${msg.text()}`);
-    });
-    console.log(`[browser-demo test] build+preview ${(t1 - t0).toFixed(0)} ms, chromium ${(performance.now() - t1).toFixed(0)} ms, ${baseUrl}`);
   });
 
   afterAll(async () => {
