@@ -9,7 +9,8 @@
  *   bounds are monotone in the query, also with stride), row-major, in chunks of KEY_CHUNK keys. Each chunk's
  *   K and V rows and key group coordinates are staged in workgroup memory (f32, or f16 for f16 inputs).
  * - Each invocation tests every staged key against its own exact window (per-axis coordinate test), only
- *   inside the linear span of its window in the box, and folds the hits into an online softmax (exp2, lazy
+ *   walking its window's rows inside the box, each row clipped to the chunk, and folds exactly its window's
+ *   keys (no masking, no wasted dot products) into an online softmax (exp2, lazy
  *   rescale, f32 state; snippets/fused-softmax.ts). Masked keys cost a compare, never an exp or a dot.
  * - O (f32 registers) is written once, divided by l, with the natural-log LSE (f32).
  *
@@ -90,14 +91,10 @@ export type FusedForwardProblem = Pick<FusedProblem, 'rank' | 'dtype' | 'spatial
 
 const vec4Count = (n: number): number => Math.ceil(n / 4);
 
-function keyCoordBytes(rank: NaRank): number {
-  return rank === 1 ? 4 : rank === 2 ? 8 : 16;
-}
-
-/** Bytes of workgroup memory a spec declares: staged K and V rows (vec4-padded) plus key coordinates. */
-export function fusedForwardWorkgroupBytes(spec: Pick<FusedForwardSpec, 'rank' | 'dim' | 'dimV' | 'keyChunk' | 'stage'>): number {
+/** Bytes of workgroup memory a spec declares: staged K and V rows (vec4-padded). */
+export function fusedForwardWorkgroupBytes(spec: Pick<FusedForwardSpec, 'dim' | 'dimV' | 'keyChunk' | 'stage'>): number {
   const vecBytes = spec.stage === 'f16' ? 8 : 16;
-  return spec.keyChunk * ((vec4Count(spec.dim) + vec4Count(spec.dimV)) * vecBytes + keyCoordBytes(spec.rank));
+  return spec.keyChunk * (vec4Count(spec.dim) + vec4Count(spec.dimV)) * vecBytes;
 }
 
 /** Every rank-length tuple of powers of two (factors >= 1) whose product is `p`. */
@@ -167,7 +164,7 @@ export function fusedForwardConfigProblem(problem: FusedForwardProblem, config: 
   if (qp > limits.maxComputeInvocationsPerWorkgroup || qp > limits.maxComputeWorkgroupSizeX) {
     return `a query tile of ${qp} needs ${qp} invocations per workgroup; this device allows ${Math.min(limits.maxComputeInvocationsPerWorkgroup, limits.maxComputeWorkgroupSizeX)}`;
   }
-  const bytes = fusedForwardWorkgroupBytes({ rank: problem.rank, dim: problem.dim, dimV: problem.dimV, keyChunk: kp, stage: config.stage });
+  const bytes = fusedForwardWorkgroupBytes({ dim: problem.dim, dimV: problem.dimV, keyChunk: kp, stage: config.stage });
   if (bytes > limits.maxComputeWorkgroupStorageSize) {
     return `key chunk ${kp} with head dims ${problem.dim}/${problem.dimV} (${config.stage} staging) needs ${bytes} bytes of workgroup memory; this device allows ${limits.maxComputeWorkgroupStorageSize}`;
   }
@@ -198,7 +195,12 @@ export function enumerateFusedForwardConfigs(problem: FusedForwardProblem, limit
   return out;
 }
 
-/** Key-visits per query a tile shape costs (the box volume per tile, over all tiles, per real query). */
+/**
+ * Relative cost per real query of a query-tile shape: every lane of a tile (idle ones included, they hold their
+ * SIMD slot) spends prod(K) key steps, and the tile stages its whole key box once (weighted by STAGE_WEIGHT key
+ * steps per staged key, amortized over the tile's real queries).
+ */
+const STAGE_WEIGHT = 2;
 function tileCost(problem: FusedForwardProblem, shape: readonly number[]): number {
   const ext = groupExtents(problem);
   let visits = 1;
@@ -211,27 +213,26 @@ function tileCost(problem: FusedForwardProblem, shape: readonly number[]): numbe
     visits *= tiles * Math.min(t + K - 1, n);
     lanes *= tiles * t;
   }
-  // Idle lanes cost like visits; weigh them by the window volume.
   const real = ext.reduce((x, y) => x * y, 1);
-  return visits / real + (product(problem.params.kernelSize) * (lanes - real)) / real;
+  return (lanes / real) * product(problem.params.kernelSize) + (STAGE_WEIGHT * visits) / real;
 }
 
 /**
- * Heuristic default: a 64-query tile (a 32- or 16-query one if the problem is that small) with the shape that
- * visits the fewest keys per query, the largest key chunk up to 32 that fits, f32 staging when it fits
- * (f16 inputs are converted once per workgroup instead of once per use).
+ * Heuristic default: the query-tile shape with the lowest `tileCost`, slightly preferring 64 invocations
+ * (16 leaves half of a 32-wide SIMD group idle), the largest key chunk up to 32 that fits, and f32 staging
+ * when it fits (f16 inputs are then converted once per workgroup instead of once per use).
  */
 export function defaultFusedForwardConfig(problem: FusedForwardProblem, limits: FusedKernelLimits): FusedForwardConfig {
   const all = enumerateFusedForwardConfigs(problem, limits);
   if (all.length === 0) {
     throw new NattenArgumentError(
-      `na${problem.rank}d_forward: no WebGPU kernel configuration fits head_dim=${problem.dim}, value head_dim=${problem.dimV} in this device's ${limits.maxComputeWorkgroupStorageSize} bytes of workgroup memory (the smallest key chunk, 16 keys, needs ${fusedForwardWorkgroupBytes({ rank: problem.rank, dim: problem.dim, dimV: problem.dimV, keyChunk: 16, stage: problem.dtype === 'float16' ? 'f16' : 'f32' })})`,
+      `na${problem.rank}d_forward: no WebGPU kernel configuration fits head_dim=${problem.dim}, value head_dim=${problem.dimV} in this device's ${limits.maxComputeWorkgroupStorageSize} bytes of workgroup memory (the smallest key chunk, 16 keys, needs ${fusedForwardWorkgroupBytes({ dim: problem.dim, dimV: problem.dimV, keyChunk: 16, stage: problem.dtype === 'float16' ? 'f16' : 'f32' })})`,
     );
   }
   const score = (c: FusedForwardConfig): number => {
     const qp = product(c.queryTile);
     const kp = product(c.keyTile);
-    const wgPenalty = qp === 64 ? 0 : qp === 32 ? 0.02 : qp === 128 ? 0.05 : 0.1;
+    const wgPenalty = qp === 64 ? 0 : qp === 16 ? 0.3 : 0.05;
     const chunkPenalty = kp === 32 ? 0 : kp === 16 ? 0.01 : 0.015;
     const stagePenalty = c.stage === 'f32' ? 0 : 0.005;
     return tileCost(problem, c.queryTile) * (1 + wgPenalty + chunkPenalty + stagePenalty);
@@ -365,9 +366,6 @@ export function generateFusedForward(spec: FusedForwardSpec): GeneratedKernel {
   const WG = product(spec.queryTile);
   const BK = spec.keyChunk;
   const TPK = Math.max(1, WG / BK);
-  const KC = r === 1 ? 'i32' : r === 2 ? 'vec2<i32>' : 'vec4<i32>';
-  const IV = r === 1 ? 'i32' : r === 2 ? 'vec2<i32>' : 'vec3<i32>';
-  const kcSel = r === 3 ? '.xyz' : '';
   const uniforms = fusedForwardUniformFields(r);
   const bindings = fusedForwardBindings(spec);
   const elem: Record<string, string> = {
@@ -382,13 +380,6 @@ export function generateFusedForward(spec: FusedForwardSpec): GeneratedKernel {
     .map((b, i) => `@group(0) @binding(${i}) var<storage, ${b.access}> ${b.name}: array<${elem[b.name] ?? T}>;`)
     .join('\n');
 
-  const ivec = (parts: string[]): string => (r === 1 ? (parts[0] as string) : `${IV}(${parts.join(', ')})`);
-  const lin = (v: (a: number) => string): string => {
-    // row-major linear index over box widths bw_a
-    let e = v(0);
-    for (let a = 1; a < r; a++) e = `(${e}) * bw_${a} + ${v(a)}`;
-    return e;
-  };
   const tokOf = (x: (a: number) => string): string => {
     let e = `u32(${x(0)})`;
     for (let a = 1; a < r; a++) e = `(${e}) * u32(params.len_${a}) + u32(${x(a)})`;
@@ -397,9 +388,9 @@ export function generateFusedForward(spec: FusedForwardSpec): GeneratedKernel {
   const rpbExt = spec.kernelSize.map((k) => 2 * k - 1);
   const rpbPer = product(rpbExt);
   const rpbIndex = (): string => {
-    let e = `u32(kc${r === 1 ? '' : '.x'} - qi_0 + ${(spec.kernelSize[0] as number) - 1})`;
+    let e = `u32(kr_0 - qr_0 + ${(spec.kernelSize[0] as number) - 1})`;
     for (let a = 1; a < r; a++) {
-      e = `(${e}) * ${rpbExt[a]}u + u32(kc.${AX[a]} - qi_${a} + ${(spec.kernelSize[a] as number) - 1})`;
+      e = `(${e}) * ${rpbExt[a]}u + u32(kr_${a} - qr_${a} + ${(spec.kernelSize[a] as number) - 1})`;
     }
     return `h * ${rpbPer}u + ${e}`;
   };
@@ -428,7 +419,52 @@ export function generateFusedForward(spec: FusedForwardSpec): GeneratedKernel {
 
   const qDot = Array.from({ length: D4 }, (_, c) => `          acc = fma(q[${c}], vec4<f32>(k_sh[kb + ${c}u]), acc);`).join('\n');
   const update = softmaxUpdate(DV4, (c) => `vec4<f32>(v_sh[vb + ${c}u])`, '          ');
-  const inWindow = r === 1 ? 'kc >= ws && kc < we' : `all(kc${kcSel} >= ws) && all(kc${kcSel} < we)`;
+  // Exact window walk: rows of the window (all axes but the last) in box-relative coordinates; each row is a
+  // contiguous run of box-linear indices [lo, hi), clipped to the chunk [c0i, c1i).
+  const last = r - 1;
+  const body = `            let kl = u32(k - c0i);
+            let kb = kl * D4;
+            let vb = kl * DV4;
+${spec.hasRpb ? `            let kr_${last} = k - row_base;
+` : ''}            var acc = vec4<f32>(0.0);
+${qDot.replace(/^ {10}/gm, '            ')}
+            var sc = acc.x + acc.y + acc.z + acc.w;
+${spec.hasRpb ? `            sc = sc + f32(rpb[${rpbIndex()}]) * LOG2E;
+` : ''}${update.replace(/^ {10}/gm, '            ')}`;
+  let walk: string;
+  if (r === 1) {
+    walk = `      let row_base = 0;
+      let lo = max(ws_0 - bs_0, c0i);
+      let hi = min(we_0 - bs_0, c1i);
+      for (var k = lo; k < hi; k++) {
+${body}
+      }`;
+  } else if (r === 2) {
+    walk = `      let r_lo = max(ws_0 - bs_0, c0i / bw_1);
+      let r_hi = min(we_0 - bs_0, (c1i - 1) / bw_1 + 1);
+      for (var kr_0 = r_lo; kr_0 < r_hi; kr_0++) {
+        let row_base = kr_0 * bw_1;
+        let lo = max(row_base + ws_1 - bs_1, c0i);
+        let hi = min(row_base + we_1 - bs_1, c1i);
+        for (var k = lo; k < hi; k++) {
+${body.replace(/^/gm, '  ')}
+        }
+      }`;
+  } else {
+    walk = `      let plane = bw_1 * bw_2;
+      let r_lo = max(ws_0 - bs_0, c0i / plane);
+      let r_hi = min(we_0 - bs_0, (c1i - 1) / plane + 1);
+      for (var kr_0 = r_lo; kr_0 < r_hi; kr_0++) {
+        for (var kr_1 = ws_1 - bs_1; kr_1 < we_1 - bs_1; kr_1++) {
+          let row_base = (kr_0 * bw_1 + kr_1) * bw_2;
+          let lo = max(row_base + ws_2 - bs_2, c0i);
+          let hi = min(row_base + we_2 - bs_2, c1i);
+          for (var k = lo; k < hi; k++) {
+${body.replace(/^/gm, '    ')}
+          }
+        }
+      }`;
+  }
 
   const outWrite = vecV
     ? Array.from({ length: DV4 }, (_, c) => `    output[obase / 4u + ${c}u] = vec4<${T}>(o_acc[${c}] * inv_l);`).join('\n')
@@ -445,7 +481,6 @@ ${rowLoader('load_v', 'value', Dv, vecV, S)}
 
 var<workgroup> k_sh: array<vec4<${S}>, ${BK * D4}>;
 var<workgroup> v_sh: array<vec4<${S}>, ${BK * DV4}>;
-var<workgroup> kc_sh: array<${KC}, ${BK}>;
 
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(num_workgroups) wg_num: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -495,8 +530,6 @@ ${axes
   .join('\n')}
   let valid = ${axes.map((a) => `qi_${a} < n_${a}`).join(' && ')};
 ${axes.map((a) => `  var ws_${a} = 0;\n  var we_${a} = 0;`).join('\n')}
-  var span_lo = 0;
-  var span_hi = 0;
   var q: array<vec4<f32>, ${D4}>;
   if (valid) {
 ${axes
@@ -506,16 +539,13 @@ ${axes
     we_${a} = ws_${a} + w_${a}.y;`,
   )
   .join('\n')}
-    span_lo = ${lin((a) => `ws_${a} - bs_${a}`)};
-    span_hi = ${lin((a) => `we_${a} - 1 - bs_${a}`)} + 1;
     let qtok = ${tokOf((a) => `qi_${a} * params.dil_${a} + g_${a}`)};
     let qbase = ((tok_base + qtok) * params.heads + h) * HEAD_DIM;
     for (var c = 0u; c < D4; c++) {
       q[c] = load_q(qbase, c) * params.scale_log2;
     }
   }
-  let ws = ${ivec(axes.map((a) => `ws_${a}`))};
-  let we = ${ivec(axes.map((a) => `we_${a}`))};
+${axes.map((a) => `  let qr_${a} = qi_${a} - bs_${a};`).join('\n')}
 ${softmaxStateDecl(DV4)}
 
   // ---- walk the union key box in chunks of KEY_CHUNK keys (row-major over the box)
@@ -535,26 +565,15 @@ ${axes
         let kbase = krow * HEAD_DIM;
         let vbase = krow * HEAD_DIM_V;
         let sub = lid % THREADS_PER_KEY;
-        if (sub == 0u) { kc_sh[rr] = ${r === 1 ? 'kg_0' : r === 2 ? 'vec2<i32>(kg_0, kg_1)' : 'vec4<i32>(kg_0, kg_1, kg_2, 0)'}; }
         for (var c = sub; c < D4; c += THREADS_PER_KEY) { k_sh[rr * D4 + c] = load_k(kbase, c); }
         for (var c = sub; c < DV4; c += THREADS_PER_KEY) { v_sh[rr * DV4 + c] = load_v(vbase, c); }
       }
     }
     workgroupBarrier();
     if (valid) {
-      let k_lo = max(span_lo - i32(c0), 0);
-      let k_hi = min(span_hi - i32(c0), min(i32(KEY_CHUNK), i32(box_n - c0)));
-      for (var k = k_lo; k < k_hi; k++) {
-        let kc = kc_sh[k];
-        if (${inWindow}) {
-          let kb = u32(k) * D4;
-          let vb = u32(k) * DV4;
-          var acc = vec4<f32>(0.0);
-${qDot}
-          var sc = acc.x + acc.y + acc.z + acc.w;
-${spec.hasRpb ? `          sc = sc + f32(rpb[${rpbIndex()}]) * LOG2E;\n` : ''}${update}
-        }
-      }
+      let c0i = i32(c0);
+      let c1i = i32(min(c0 + KEY_CHUNK, box_n));
+${walk}
     }
     workgroupBarrier();
   }
