@@ -127,3 +127,12 @@ describe('conformanceCases and exclusions', () => {
     expect(findExclusion('na2d_forward f16 sp=5x6 K=3x3', ex)).toBeUndefined();
   });
 });
+
+describe('defineNaConformance arguments', () => {
+  it("refuses size 'large' with the dense oracle (O(N^2) at 16k tokens) before registering anything", async () => {
+    const { defineNaConformance, createOracleBackend } = await import('../src/index.ts');
+    expect(() =>
+      defineNaConformance({ name: 'x', makeBackend: async () => createOracleBackend(), dtypes: ['float32'], size: 'large', reference: 'oracle' }),
+    ).toThrow(/size 'large' cannot use the dense O\(N\^2\) oracle; pass reference: 'cpu'/);
+  });
+});
