@@ -19,7 +19,7 @@ import {
   type GpuDType,
   planFusedBackward,
 } from '@natten-web/wgsl';
-import type { GpuContext, GpuTensor } from '../context.ts';
+import type { DispatchCommand, GpuContext, GpuTensor } from '../context.ts';
 import { defineGpuOp, type GpuOp } from './op.ts';
 
 /** A validated backward problem on this device, with the config that will run. */
@@ -76,11 +76,36 @@ export function selectFusedBackward(ctx: GpuContext, rank: NaRank, args: FusedBa
   return { problem, config };
 }
 
-async function runFusedBackward(ctx: GpuContext, rank: NaRank, args: FusedBackwardArgs<GpuTensor>): Promise<void> {
+/** The dispatches of one backward (bound to the given tensors) plus the scratch buffers they use. */
+export interface FusedBackwardCommands {
+  readonly selection: FusedBackwardSelection;
+  readonly commands: readonly DispatchCommand[];
+  /** Destroy the scratch buffers (delta, split partials, dS). */
+  release(): void;
+}
+
+/**
+ * Validate, pick the config (the args' tiles/splits/delta mode, or `config` when given, or the default) and build
+ * the dispatch list; used by the op itself and by timing (bench, autotune) through `timeDispatch`.
+ */
+export function buildFusedBackward(ctx: GpuContext, rank: NaRank, args: FusedBackwardArgs<GpuTensor>, config?: FusedBackwardConfig): FusedBackwardCommands {
   const op = opName(rank, 'backward');
-  const { problem, config } = selectFusedBackward(ctx, rank, args);
-  const plan = planFusedBackward(problem, config, ctx.limits.maxComputeWorkgroupsPerDimension);
+  const forced = config
+    ? {
+        ...args,
+        queryTileSize: config.queryTile,
+        keyTileSize: config.keyTile,
+        numSplitsKey: config.numSplitsKey,
+        computeDeltaWithTorch: config.computeDeltaWithTorch,
+      }
+    : args;
+  const selection = selectFusedBackward(ctx, rank, forced);
+  const plan = planFusedBackward(selection.problem, selection.config, ctx.limits.maxComputeWorkgroupsPerDimension);
   const scratch = new Map<string, GpuTensor>();
+  const release = (): void => {
+    for (const t of scratch.values()) t.buffer.destroy();
+    scratch.clear();
+  };
   try {
     for (const [name, elems] of Object.entries(plan.scratch)) scratch.set(name, ctx.createTensor([elems], 'float32', `${op}.${name}`));
     const named: Record<string, GpuTensor | null | undefined> = {
@@ -101,17 +126,25 @@ async function runFusedBackward(ctx: GpuContext, rank: NaRank, args: FusedBackwa
       if (!t) throw new NattenArgumentError(`${op}: internal: no buffer for binding '${name}'`);
       return t.buffer;
     };
-    await ctx.dispatch(
-      plan.passes.map((p) => ({
-        kernel: p.kernel,
-        buffers: p.kernel.bufferNames.map(lookup),
-        uniforms: p.uniforms,
-        workgroups: p.workgroups,
-      })),
-      op,
-    );
+    const commands = plan.passes.map((p) => ({
+      kernel: p.kernel,
+      buffers: p.kernel.bufferNames.map(lookup),
+      uniforms: p.uniforms,
+      workgroups: p.workgroups,
+    }));
+    return { selection, commands, release };
+  } catch (e) {
+    release();
+    throw e;
+  }
+}
+
+async function runFusedBackward(ctx: GpuContext, rank: NaRank, args: FusedBackwardArgs<GpuTensor>, config?: FusedBackwardConfig): Promise<void> {
+  const built = buildFusedBackward(ctx, rank, args, config);
+  try {
+    await ctx.dispatch(built.commands, opName(rank, 'backward'));
   } finally {
-    for (const t of scratch.values()) t.buffer.destroy();
+    built.release();
   }
 }
 
@@ -119,17 +152,11 @@ async function runFusedBackward(ctx: GpuContext, rank: NaRank, args: FusedBackwa
  * `na{1,2,3}d_backward` on WebGPU (deterministic: two kernels plus fixed-order reductions, no float atomics).
  * query_tile_size / key_tile_size / num_splits_key / compute_delta_with_torch select the kernel configuration.
  */
-export const fusedBackward: GpuOp<FusedBackwardArgs<GpuTensor>> = defineGpuOp<FusedBackwardArgs<GpuTensor>>(runFusedBackward, (ctx, rank, args) => {
+export const fusedBackward: GpuOp<FusedBackwardArgs<GpuTensor>> = defineGpuOp<FusedBackwardArgs<GpuTensor>>((ctx, rank, args) => runFusedBackward(ctx, rank, args), (ctx, rank, args) => {
   selectFusedBackward(ctx, rank, args as FusedBackwardArgs<TensorLike>);
 });
 
 /** Run the backward with a forced config (autotune, bench): overrides the tile, split and delta arguments. */
 export function fusedBackwardWithConfig(ctx: GpuContext, rank: NaRank, args: FusedBackwardArgs<GpuTensor>, config: FusedBackwardConfig): Promise<void> {
-  return runFusedBackward(ctx, rank, {
-    ...args,
-    queryTileSize: config.queryTile,
-    keyTileSize: config.keyTile,
-    numSplitsKey: config.numSplitsKey,
-    computeDeltaWithTorch: config.computeDeltaWithTorch,
-  });
+  return runFusedBackward(ctx, rank, args, config);
 }
