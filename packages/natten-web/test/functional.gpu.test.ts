@@ -43,7 +43,7 @@ type Fwd = (q: Tensor, k: Tensor, v: Tensor, o: Record<string, unknown>) => Prom
 type Bwd = (q: Tensor, k: Tensor, v: Tensor, o: Tensor, dO: Tensor, lse: Tensor, opts: Record<string, unknown>) => Promise<Record<string, Tensor>>;
 
 const FUSED = [
-  { name: '1-D dilated causal, GQA', fwd: na1d, bwd: na1dBackward, q: [2, 32, 4, 8], kv: [2, 32, 2, 8], dv: 8, opts: { kernelSize: 3, dilation: 2, isCausal: true } },
+  { name: '1-D dilated causal, GQA, Dv != D', fwd: na1d, bwd: na1dBackward, q: [2, 32, 4, 8], kv: [2, 32, 2, 8], dv: 4, opts: { kernelSize: 3, dilation: 2, isCausal: true } },
   { name: '1-D rpb, stride', fwd: na1d, bwd: na1dBackward, q: [1, 12, 2, 8], kv: [1, 12, 2, 8], dv: 8, opts: { kernelSize: 5, stride: 2 }, rpb: [2, 9] },
   { name: '2-D mixed causal, per-axis kernel', fwd: na2d, bwd: na2dBackward, q: [1, 7, 9, 2, 8], kv: [1, 7, 9, 2, 8], dv: 8, opts: { kernelSize: [3, 5], dilation: [2, 1], isCausal: [false, true] } },
   { name: '2-D rpb, explicit scale', fwd: na2d, bwd: na2dBackward, q: [1, 6, 6, 2, 8], kv: [1, 6, 6, 2, 8], dv: 8, opts: { kernelSize: 3, scale: 0.4 }, rpb: [2, 5, 5] },
