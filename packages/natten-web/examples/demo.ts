@@ -10,6 +10,7 @@ import {
   dispose,
   info,
   na2d,
+  NattenError,
   NattenNotImplementedError,
   randn,
   type Tensor,
@@ -83,8 +84,9 @@ async function main(): Promise<void> {
       ms = gpu.ms;
       used = 'webgpu';
     } catch (e) {
-      if (!(e instanceof NattenNotImplementedError)) throw e;
-      console.log(`the WebGPU fused forward is not implemented yet (${e.message}); falling back to the CPU backend`);
+      if (!(e instanceof NattenError)) throw e;
+      const why = e instanceof NattenNotImplementedError ? 'the WebGPU fused forward is not implemented yet' : `WebGPU failed (${e.name})`;
+      console.log(`${why}: ${e.message.split('\n')[0]}; falling back to the CPU backend`);
     }
   }
 
