@@ -69,12 +69,20 @@ export function getBackend(): BackendName {
  */
 export function configure(options: RuntimeOptions): void {
   if ('gpu' in options) {
+    releaseContext();
     state.gpu = options.gpu;
-    state.context = undefined;
-    state.gpuBackend = undefined;
-    state.ownsDevice = true;
   }
   if ('notice' in options) state.notice = options.notice ?? defaultNotice;
+}
+
+/** Forget the current context, destroying it (later) if natten-web created its device. */
+function releaseContext(): void {
+  const pending = state.context;
+  const owns = state.ownsDevice;
+  state.context = undefined;
+  state.gpuBackend = undefined;
+  state.ownsDevice = true;
+  if (pending && owns) void pending.then((ctx) => ctx.destroy(), () => undefined);
 }
 
 /** Print a one-line notice once per key. */
@@ -148,8 +156,8 @@ export function useDevice(device: GPUDevice, adapter?: GPUAdapter): void {
   // @natten-web/gpu has no public "wrap an existing device" constructor yet (GpuContext's constructor
   // is private); its constructor only stores the acquired fields, so construct through it directly.
   const Ctor = GpuContext as unknown as new (acquired: AcquiredDevice) => GpuContext;
+  releaseContext();
   state.context = Promise.resolve(new Ctor(acquired));
-  state.gpuBackend = undefined;
   state.ownsDevice = false;
 }
 

@@ -46,6 +46,15 @@ describe('argument errors are NattenArgumentErrors naming the op, argument, valu
     );
   });
 
+  it('mismatched options: rpb with causal masking, rpb with an even kernel, rpb of the wrong shape', async () => {
+    const rpb = rnd([2, 5, 5]);
+    await expect(na2d(q2, q2, q2, { kernelSize: 3, isCausal: [false, true], rpb })).rejects.toThrow(
+      'na2d: rel_pos_bias cannot be combined with causal masking',
+    );
+    await expect(na2d(q2, q2, q2, { kernelSize: [3, 4], rpb: rnd([2, 5, 7]) })).rejects.toThrow('na2d: rel_pos_bias needs odd kernel sizes, got kernel_size[1]=4');
+    await expect(na2d(q2, q2, q2, { kernelSize: 3, rpb: rnd([2, 5, 7]) })).rejects.toThrow('na2d: rel_pos_bias must have shape [2, 5, 5], got [2, 5, 7]');
+  });
+
   it('scale and returnLse types', async () => {
     await expect(na2d(q2, q2, q2, { kernelSize: 3, scale: Number.NaN })).rejects.toThrow('na2d: scale=NaN must be a finite number');
     await expect(na2d(q2, q2, q2, { kernelSize: 3, returnLse: 'yes' as unknown as boolean })).rejects.toThrow('na2d: returnLse must be a boolean, got yes');

@@ -23,33 +23,33 @@ function typeOnly(_check: () => void): void {}
 describe('return types follow the flags and the tensor placement', () => {
   it('na2d: tensor, { output, lse } with returnLse: true, union with a boolean', () => {
     typeOnly(() => {
-    expectTypeOf(na2d(h, h, h, { kernelSize: 7 })).resolves.toEqualTypeOf<Tensor>();
-    expectTypeOf(na2d(h, h, h, { kernelSize: 7, returnLse: false })).resolves.toEqualTypeOf<Tensor>();
-    expectTypeOf(na2d(h, h, h, { kernelSize: 7, returnLse: true })).resolves.toEqualTypeOf<{ readonly output: Tensor; readonly lse: Tensor }>();
-    expectTypeOf(na2d(h, h, h, { kernelSize: 7, returnLse: flag })).resolves.toEqualTypeOf<Tensor | { readonly output: Tensor; readonly lse: Tensor }>();
+      expectTypeOf(na2d(h, h, h, { kernelSize: 7 })).resolves.toEqualTypeOf<Tensor>();
+      expectTypeOf(na2d(h, h, h, { kernelSize: 7, returnLse: false })).resolves.toEqualTypeOf<Tensor>();
+      expectTypeOf(na2d(h, h, h, { kernelSize: 7, returnLse: true })).resolves.toEqualTypeOf<{ readonly output: Tensor; readonly lse: Tensor }>();
+      expectTypeOf(na2d(h, h, h, { kernelSize: 7, returnLse: flag })).resolves.toEqualTypeOf<Tensor | { readonly output: Tensor; readonly lse: Tensor }>();
     });
   });
 
   it('GPU tensors in, GPU tensors out', () => {
     typeOnly(() => {
-    expectTypeOf(na2d(g, g, g, { kernelSize: 7 })).resolves.toEqualTypeOf<GpuTensor>();
-    expectTypeOf(na1d(g, g, g, { kernelSize: 7, returnLse: true })).resolves.toEqualTypeOf<{ readonly output: GpuTensor; readonly lse: GpuTensor }>();
-    expectTypeOf(na2dQk(g, g, { kernelSize: 3 })).resolves.toEqualTypeOf<GpuTensor>();
-    expectTypeOf(attention(g, g, g)).resolves.toEqualTypeOf<GpuTensor>();
-    expectTypeOf(mergeAttentions([g, g], [g, g])).resolves.toEqualTypeOf<{ output: GpuTensor; lse: GpuTensor }>();
+      expectTypeOf(na2d(g, g, g, { kernelSize: 7 })).resolves.toEqualTypeOf<GpuTensor>();
+      expectTypeOf(na1d(g, g, g, { kernelSize: 7, returnLse: true })).resolves.toEqualTypeOf<{ readonly output: GpuTensor; readonly lse: GpuTensor }>();
+      expectTypeOf(na2dQk(g, g, { kernelSize: 3 })).resolves.toEqualTypeOf<GpuTensor>();
+      expectTypeOf(attention(g, g, g)).resolves.toEqualTypeOf<GpuTensor>();
+      expectTypeOf(mergeAttentions([g, g], [g, g])).resolves.toEqualTypeOf<{ output: GpuTensor; lse: GpuTensor }>();
     });
   });
 
   it('per-rank tuples', () => {
     typeOnly(() => {
-    expectTypeOf<NaOptions<2>['kernelSize']>().toEqualTypeOf<number | readonly [number, number]>();
-    expectTypeOf<NaOptions<3>['isCausal']>().toEqualTypeOf<boolean | readonly [boolean, boolean, boolean] | undefined>();
-    // @ts-expect-error a 3-tuple is not a 2-D kernel size
-    void na2d(h, h, h, { kernelSize: [3, 3, 3] });
-    // @ts-expect-error a 2-tuple is not a 3-D dilation
-    void na3d(h, h, h, { kernelSize: 3, dilation: [1, 2] });
-    // @ts-expect-error unknown backend name
-    void na2d(h, h, h, { kernelSize: 3, backend: 'gpu' });
+      expectTypeOf<NaOptions<2>['kernelSize']>().toEqualTypeOf<number | readonly [number, number]>();
+      expectTypeOf<NaOptions<3>['isCausal']>().toEqualTypeOf<boolean | readonly [boolean, boolean, boolean] | undefined>();
+      // @ts-expect-error a 3-tuple is not a 2-D kernel size
+      void na2d(h, h, h, { kernelSize: [3, 3, 3] });
+      // @ts-expect-error a 2-tuple is not a 3-D dilation
+      void na3d(h, h, h, { kernelSize: 3, dilation: [1, 2] });
+      // @ts-expect-error unknown backend name
+      void na2d(h, h, h, { kernelSize: 3, backend: 'gpu' });
     });
   });
 
@@ -63,9 +63,9 @@ describe('return types follow the flags and the tensor placement', () => {
 
   it('backward result', () => {
     typeOnly(() => {
-    const r = na2dBackward(h, h, h, h, h, h, { kernelSize: 3 });
-    expectTypeOf(r).resolves.toHaveProperty('gradQuery').toEqualTypeOf<Tensor>();
-    expectTypeOf(r).resolves.toHaveProperty('gradRpb').toEqualTypeOf<Tensor | undefined>();
+      const r = na2dBackward(h, h, h, h, h, h, { kernelSize: 3 });
+      expectTypeOf(r).resolves.toHaveProperty('gradQuery').toEqualTypeOf<Tensor>();
+      expectTypeOf(r).resolves.toHaveProperty('gradRpb').toEqualTypeOf<Tensor | undefined>();
     });
   });
 });
