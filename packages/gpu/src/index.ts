@@ -23,7 +23,7 @@ export { median, timeDispatch, type TimingMethod, type TimingOptions, type Timin
 export { NattenDeviceError, NattenShaderError } from './errors.ts';
 export { createGpuBackend } from './backend.ts';
 export { defineGpuOp, type GpuOp } from './ops/op.ts';
-export { fusedForward } from './ops/na-fused-forward.ts';
+export { checkFusedForwardGpu, type FusedForwardOp, fusedForward, fusedKernelLimits, planFusedForward } from './ops/na-fused-forward.ts';
 export {
   buildFusedBackward,
   fusedBackward,
