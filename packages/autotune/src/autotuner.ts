@@ -1,0 +1,404 @@
+/**
+ * `createAutotuner`: pick the fastest kernel configuration of a fused NA forward / backward once, remember it.
+ *
+ * Modes:
+ * - `off`: the op's heuristic default (explicit configs are the caller's business); no cache is read.
+ * - `cached` (default): the persistent cache, then the shipped table, then the heuristic default; never times.
+ * - `tune`: like `cached`, and a miss is timed (within `maxTuneMs`) and stored.
+ * - `deterministic`: only the shipped / imported table, then the heuristic default; the same inputs give the same
+ *   config in every process regardless of timing noise or what this machine tuned before.
+ */
+import { NattenArgumentError, type NaRank, NattenError } from '@natten-web/core';
+import type { GpuContext } from '@natten-web/gpu';
+import {
+  checkGpuDType,
+  defaultFusedForwardConfig,
+  type FusedBackwardConfig,
+  type FusedForwardConfig,
+  fusedBackwardTileProducts,
+  fusedBackwardTilesPerAxis,
+  fusedForwardConfigProblem,
+  type GpuDType,
+} from '@natten-web/wgsl';
+import { product } from '@natten-web/core';
+import {
+  type AdapterIdentity,
+  adapterLabel,
+  type CacheOption,
+  cacheKey,
+  emptyTable,
+  parseTable,
+  resolveStore,
+  type TuneEntry,
+  type TuneOp,
+  type TuneStore,
+  type TuneTable,
+  type Warn,
+} from './cache.ts';
+import { type BackwardTuneProblem, type ForwardTuneProblem, formatProblem } from './problem.ts';
+import {
+  backwardLabel,
+  backwardSpace,
+  type ConfigSpace,
+  defaultBackward,
+  forwardLabel,
+  forwardSpace,
+  type SpaceLimits,
+  type SpaceOptions,
+} from './space.ts';
+import { backwardInputs, backwardRunner, forwardInputs, forwardRunner, type TimingSettings, timeCandidates, type TuneResult } from './tune.ts';
+
+export type AutotuneMode = 'off' | 'cached' | 'tune' | 'deterministic';
+export const AUTOTUNE_MODES: readonly AutotuneMode[] = ['off', 'cached', 'tune', 'deterministic'];
+
+export interface AutotunerOptions extends TimingSettings {
+  readonly ctx: GpuContext;
+  readonly mode?: AutotuneMode;
+  /** Where tuned results persist (default 'persistent': a JSON file in Node, IndexedDB in browsers). */
+  readonly cache?: CacheOption;
+  /** A shipped table (object or JSON text): used by every mode except 'off'; the only source in 'deterministic'. */
+  readonly table?: TuneTable | string;
+  /** Pruning of the config space before timing. */
+  readonly space?: SpaceOptions;
+  /** Warnings (corrupt / stale cache, invalid cached config); default console.warn. */
+  readonly warn?: Warn;
+}
+
+export type SelectionSource = 'default' | 'cache' | 'table' | 'tuned';
+
+export interface Selection<C> {
+  readonly config: C;
+  readonly source: SelectionSource;
+  readonly key: string;
+  readonly entry?: TuneEntry | undefined;
+}
+
+export interface DryRunReport {
+  readonly op: 'forward' | 'backward';
+  readonly problem: string;
+  readonly key: string;
+  readonly enumerated: number;
+  readonly candidates: readonly DryRunRow[];
+  readonly pruned: readonly (DryRunRow & { readonly reason: string })[];
+}
+
+export interface DryRunRow {
+  readonly label: string;
+  readonly config: FusedForwardConfig | FusedBackwardConfig;
+  readonly cost: number;
+  readonly useful: number;
+  readonly idle: number;
+  readonly workgroups: number;
+  readonly isDefault: boolean;
+}
+
+/** The config function the umbrella calls for `config: 'auto'`. */
+export interface ConfigProvider {
+  forward(problem: ForwardTuneProblem): Promise<FusedForwardConfig>;
+  backward(problem: BackwardTuneProblem): Promise<FusedBackwardConfig>;
+}
+
+export interface Autotuner extends ConfigProvider {
+  readonly mode: AutotuneMode;
+  readonly adapter: AdapterIdentity;
+  /** The persistent store (resolved on first use). */
+  store(): Promise<TuneStore>;
+  selectForward(problem: ForwardTuneProblem): Promise<Selection<FusedForwardConfig>>;
+  selectBackward(problem: BackwardTuneProblem): Promise<Selection<FusedBackwardConfig>>;
+  /** Time the forward candidates now (any mode) and store the winner. */
+  tuneForward(problem: ForwardTuneProblem, settings?: TimingSettings): Promise<TuneResult<FusedForwardConfig>>;
+  tuneBackward(problem: BackwardTuneProblem, settings?: TimingSettings): Promise<TuneResult<FusedBackwardConfig>>;
+  /** The configs a tune would time, with estimates; no GPU work. */
+  dryRun(problem: ForwardTuneProblem, op?: 'forward'): DryRunReport;
+  dryRun(problem: BackwardTuneProblem, op: 'backward'): DryRunReport;
+  forwardSpace(problem: ForwardTuneProblem): ConfigSpace<FusedForwardConfig>;
+  backwardSpace(problem: BackwardTuneProblem): ConfigSpace<FusedBackwardConfig>;
+  /** The stored (persistent) table. */
+  exportTable(): Promise<TuneTable>;
+  /** Add a table's entries to the shipped layer (and, with persist, to the store). Returns the entry count. */
+  importTable(table: TuneTable | string, options?: { readonly persist?: boolean }): Promise<number>;
+}
+
+export function adapterIdentity(ctx: GpuContext): AdapterIdentity {
+  const a = ctx.adapterInfo;
+  return { vendor: a.vendor, architecture: a.architecture, device: a.device, description: a.description };
+}
+
+export function spaceLimits(ctx: GpuContext): SpaceLimits {
+  return {
+    maxComputeWorkgroupStorageSize: ctx.limits.maxComputeWorkgroupStorageSize,
+    maxComputeInvocationsPerWorkgroup: ctx.limits.maxComputeInvocationsPerWorkgroup,
+    maxComputeWorkgroupSizeX: ctx.limits.maxComputeWorkgroupSizeX,
+    maxComputeWorkgroupsPerDimension: ctx.limits.maxComputeWorkgroupsPerDimension,
+  };
+}
+
+function gpuProblem<P extends { dtype: ForwardTuneProblem['dtype']; rank: NaRank }>(op: string, p: P): P & { dtype: GpuDType } {
+  return { ...p, dtype: checkGpuDType(`autotune: na${p.rank}d_${op}`, p.dtype) };
+}
+
+function toRows(space: ConfigSpace<FusedForwardConfig> | ConfigSpace<FusedBackwardConfig>) {
+  const row = (c: (typeof space.candidates)[number]): DryRunRow => ({
+    label: c.label,
+    config: c.config,
+    cost: c.estimate.cost,
+    useful: c.estimate.useful,
+    idle: c.estimate.idle,
+    workgroups: c.estimate.workgroups,
+    isDefault: c.isDefault,
+  });
+  return { candidates: space.candidates.map(row), pruned: space.pruned.map((c) => ({ ...row(c), reason: c.reason })) };
+}
+
+/** A dry run as text (CLI). */
+export function formatDryRun(r: DryRunReport): string {
+  const lines = [
+    `dry run: ${r.op} ${r.problem}`,
+    `key: ${r.key}`,
+    `${r.enumerated} valid configs, ${r.candidates.length} to time, ${r.pruned.length} pruned`,
+    `  #  est.cost  useful  idle  workgroups  config`,
+  ];
+  r.candidates.forEach((c, i) => {
+    lines.push(
+      `${String(i + 1).padStart(3)}  ${c.cost.toFixed(1).padStart(8)}  ${(c.useful * 100).toFixed(0).padStart(5)}%  ${(c.idle * 100).toFixed(0).padStart(3)}%  ${String(c.workgroups).padStart(10)}  ${c.label}${c.isDefault ? '  (default)' : ''}`,
+    );
+  });
+  for (const c of r.pruned) lines.push(`  pruned: ${c.label}: ${c.reason}`);
+  return lines.join('\n');
+}
+
+export function createAutotuner(options: AutotunerOptions): Autotuner {
+  const { ctx } = options;
+  const mode = options.mode ?? 'cached';
+  if (!AUTOTUNE_MODES.includes(mode)) {
+    throw new NattenArgumentError(`createAutotuner: mode='${String(mode)}' is not a mode; use ${AUTOTUNE_MODES.map((m) => `'${m}'`).join(', ')}`);
+  }
+  if (options.maxTuneMs !== undefined && !(options.maxTuneMs >= 0)) {
+    throw new NattenArgumentError(`createAutotuner: maxTuneMs=${options.maxTuneMs} must be a number >= 0`);
+  }
+  const warn: Warn = options.warn ?? ((m) => console.warn(m));
+  const adapter = adapterIdentity(ctx);
+  const limits = spaceLimits(ctx);
+  const shipped = new Map<string, TuneEntry>();
+  if (options.table !== undefined) {
+    for (const [k, e] of Object.entries((parseTable(options.table, 'the shipped table', warn) ?? emptyTable()).entries)) shipped.set(k, e);
+  }
+  let storePromise: Promise<TuneStore> | undefined;
+  let memo: Promise<Map<string, TuneEntry>> | undefined;
+  const inflight = new Map<string, Promise<unknown>>();
+
+  const store = (): Promise<TuneStore> => (storePromise ??= resolveStore(options.cache, warn));
+  const loaded = (): Promise<Map<string, TuneEntry>> =>
+    (memo ??= store().then(async (s) => new Map(Object.entries((await s.load()).entries))));
+
+  async function remember(key: string, entry: TuneEntry): Promise<void> {
+    (await loaded()).set(key, entry);
+    try {
+      await (await store()).merge({ [key]: entry });
+    } catch (e) {
+      warn(`natten-web autotune: could not persist a tuning result (${(e as Error).message}); it is kept in memory for this process`);
+    }
+  }
+
+  const fwdValid = (p: ForwardTuneProblem, c: FusedForwardConfig): string | undefined => fusedForwardConfigProblem(p, c, limits);
+  const bwdValid = (p: BackwardTuneProblem & { dtype: GpuDType }, c: FusedBackwardConfig): string | undefined => {
+    if (c.queryTile.length !== p.rank || c.keyTile.length !== p.rank || c.numSplitsKey.length !== p.rank) return `tile tuples must have ${p.rank} entries`;
+    const qp = product(c.queryTile);
+    const kp = product(c.keyTile);
+    if (!fusedBackwardTileProducts(p, limits).some(([q, k]) => q === qp && k === kp)) return `tile products ${qp}x${kp} do not fit this device`;
+    const tiles = fusedBackwardTilesPerAxis(p.spatial, p.params.dilation, c.keyTile);
+    if (c.numSplitsKey.some((s, a) => s > (tiles[a] as number))) return `num_splits_key ${c.numSplitsKey.join(',')} exceeds the key tiles per axis ${tiles.join(',')}`;
+    return undefined;
+  };
+
+  async function lookup<C>(op: TuneOp, key: string, valid: (c: C) => string | undefined): Promise<Selection<C> | undefined> {
+    const layers: [SelectionSource, Map<string, TuneEntry>][] =
+      mode === 'deterministic' ? [['table', shipped]] : [['cache', await loaded()], ['table', shipped]];
+    for (const [source, m] of layers) {
+      const e = m.get(key);
+      if (!e || e.op !== op) continue;
+      const why = valid(e.config as C);
+      if (why !== undefined) {
+        warn(`natten-web autotune: ignoring the ${source} entry for ${key}: ${why}`);
+        continue;
+      }
+      return { config: e.config as C, source, key, entry: e };
+    }
+    return undefined;
+  }
+
+  function settingsOf(s: TimingSettings | undefined): TimingSettings {
+    return {
+      maxTuneMs: s?.maxTuneMs ?? options.maxTuneMs,
+      warmup: s?.warmup ?? options.warmup,
+      reps: s?.reps ?? options.reps,
+      seed: s?.seed ?? options.seed,
+      onProgress: s?.onProgress ?? options.onProgress,
+      progress: s?.progress ?? options.progress,
+    };
+  }
+
+  function entryOf<C extends FusedForwardConfig | FusedBackwardConfig>(op: TuneOp, problem: string, r: TuneResult<C>): TuneEntry {
+    return {
+      op,
+      problem,
+      adapter: adapterLabel(adapter),
+      config: r.config,
+      medianNs: r.medianNs,
+      method: r.method,
+      timed: r.timed,
+      candidates: r.candidates,
+      truncated: r.truncated,
+      tunedAt: new Date().toISOString(),
+    };
+  }
+
+  async function tuneForward(problem: ForwardTuneProblem, s?: TimingSettings): Promise<TuneResult<FusedForwardConfig>> {
+    const p = gpuProblem('forward', problem);
+    const space = forwardSpace(p, limits, options.space);
+    const settings = settingsOf(s);
+    const x = forwardInputs(ctx, p, settings.seed ?? 1);
+    try {
+      const t = await timeCandidates(ctx, 'forward', formatProblem(p), space.candidates, forwardRunner(ctx, p.rank, p, x), settings);
+      const fallback = defaultFusedForwardConfig(p, limits);
+      const r: TuneResult<FusedForwardConfig> = {
+        ...t,
+        config: t.best?.config ?? fallback,
+        label: t.best?.label ?? forwardLabel(fallback),
+        medianNs: t.best?.medianNs ?? Number.NaN,
+      };
+      if (t.best) await remember(cacheKey(adapter, 'na-fused-forward', p), entryOf('na-fused-forward', formatProblem(p), r));
+      else failedAll('forward', p, t.results);
+      return r;
+    } finally {
+      x.release();
+    }
+  }
+
+  async function tuneBackward(problem: BackwardTuneProblem, s?: TimingSettings): Promise<TuneResult<FusedBackwardConfig>> {
+    const p = gpuProblem('backward', problem);
+    const space = backwardSpace(p, limits, options.space);
+    const settings = settingsOf(s);
+    const x = await backwardInputs(ctx, p, settings.seed ?? 1);
+    try {
+      const t = await timeCandidates(ctx, 'backward', formatProblem(p), space.candidates, backwardRunner(ctx, p.rank, p, x), settings);
+      const fallback = defaultBackward(p, limits);
+      const config = t.best?.config ?? fallback;
+      if (!config) throw new NattenArgumentError(`autotune: na${p.rank}d_backward: no backward tile configuration fits this device`);
+      const r: TuneResult<FusedBackwardConfig> = { ...t, config, label: t.best?.label ?? backwardLabel(config), medianNs: t.best?.medianNs ?? Number.NaN };
+      if (t.best) await remember(cacheKey(adapter, 'na-fused-backward', p), entryOf('na-fused-backward', formatProblem(p), r));
+      else failedAll('backward', p, t.results);
+      return r;
+    } finally {
+      x.release();
+    }
+  }
+
+  function failedAll(op: string, p: ForwardTuneProblem, results: readonly { label: string; error?: string | undefined }[]): void {
+    const errs = results.filter((r) => r.error !== undefined);
+    if (errs.length) warn(`natten-web autotune: every timed ${op} candidate of ${formatProblem(p)} failed (first: ${errs[0]?.label}: ${errs[0]?.error}); using the default config`);
+  }
+
+  /** One tune per key at a time in this process. */
+  function once<T>(key: string, fn: () => Promise<T>): Promise<T> {
+    const cur = inflight.get(key) as Promise<T> | undefined;
+    if (cur) return cur;
+    const p = fn().finally(() => inflight.delete(key));
+    inflight.set(key, p);
+    return p;
+  }
+
+  async function selectForward(problem: ForwardTuneProblem): Promise<Selection<FusedForwardConfig>> {
+    const p = gpuProblem('forward', problem);
+    const key = cacheKey(adapter, 'na-fused-forward', p);
+    const def = (): Selection<FusedForwardConfig> => ({ config: defaultFusedForwardConfig(p, limits), source: 'default', key });
+    if (mode === 'off') return def();
+    const hit = await lookup<FusedForwardConfig>('na-fused-forward', key, (c) => fwdValid(p, c));
+    if (hit) return hit;
+    if (mode !== 'tune') return def();
+    const r = await once(key, () => tuneForward(p));
+    return { config: r.config, source: 'tuned', key, entry: (await loaded()).get(key) };
+  }
+
+  async function selectBackward(problem: BackwardTuneProblem): Promise<Selection<FusedBackwardConfig>> {
+    const p = gpuProblem('backward', problem);
+    const key = cacheKey(adapter, 'na-fused-backward', p);
+    const def = (): Selection<FusedBackwardConfig> => {
+      const config = defaultBackward(p, limits);
+      if (!config) throw new NattenArgumentError(`autotune: na${p.rank}d_backward: no backward tile configuration fits this device`);
+      return { config, source: 'default', key };
+    };
+    if (mode === 'off') return def();
+    const hit = await lookup<FusedBackwardConfig>('na-fused-backward', key, (c) => bwdValid(p, c));
+    if (hit) return hit;
+    if (mode !== 'tune') return def();
+    const r = await once(key, () => tuneBackward(p));
+    return { config: r.config, source: 'tuned', key, entry: (await loaded()).get(key) };
+  }
+
+  function dryRun(problem: ForwardTuneProblem | BackwardTuneProblem, op: 'forward' | 'backward' = 'forward'): DryRunReport {
+    if (op === 'backward') {
+      if (!('hasGradRpb' in problem)) throw new NattenArgumentError(`autotune dryRun: op='backward' needs a backward problem (with hasGradRpb)`);
+      const p = gpuProblem('backward', problem);
+      const space = backwardSpace(p, limits, options.space);
+      return { op, problem: formatProblem(p), key: cacheKey(adapter, 'na-fused-backward', p), enumerated: space.enumerated, ...toRows(space) };
+    }
+    const p = gpuProblem('forward', problem);
+    const space = forwardSpace(p, limits, options.space);
+    return { op, problem: formatProblem(p), key: cacheKey(adapter, 'na-fused-forward', p), enumerated: space.enumerated, ...toRows(space) };
+  }
+
+  return {
+    mode,
+    adapter,
+    store,
+    selectForward,
+    selectBackward,
+    tuneForward: (p, s) => once(cacheKey(adapter, 'na-fused-forward', gpuProblem('forward', p)), () => tuneForward(p, s)),
+    tuneBackward: (p, s) => once(cacheKey(adapter, 'na-fused-backward', gpuProblem('backward', p)), () => tuneBackward(p, s)),
+    dryRun: dryRun as Autotuner['dryRun'],
+    forwardSpace: (p) => forwardSpace(gpuProblem('forward', p), limits, options.space),
+    backwardSpace: (p) => backwardSpace(gpuProblem('backward', p), limits, options.space),
+    forward: async (p) => (await selectForward(p)).config,
+    backward: async (p) => (await selectBackward(p)).config,
+    exportTable: async () => ({ ...emptyTable(), entries: Object.fromEntries(await loaded()) }),
+    importTable: async (table, o) => {
+      const t = parseTable(table, 'the imported table', warn);
+      if (!t) throw new NattenError(`autotune importTable: the table is not a valid ${'@natten-web/autotune'} table of this version (see the warning)`);
+      for (const [k, e] of Object.entries(t.entries)) shipped.set(k, e);
+      if (o?.persist) {
+        const m = await loaded();
+        for (const [k, e] of Object.entries(t.entries)) m.set(k, e);
+        await (await store()).merge(t.entries);
+      }
+      return Object.keys(t.entries).length;
+    },
+  };
+}
+
+/** Mode from `NATTEN_WEB_AUTOTUNE` (off | cached | tune | deterministic), or undefined. */
+export function modeFromEnv(): AutotuneMode | undefined {
+  const env = (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env;
+  const v = env?.NATTEN_WEB_AUTOTUNE;
+  if (v === undefined || v === '') return undefined;
+  if (!(AUTOTUNE_MODES as readonly string[]).includes(v)) {
+    throw new NattenArgumentError(`NATTEN_WEB_AUTOTUNE='${v}' is not a mode; use ${AUTOTUNE_MODES.join(', ')}`);
+  }
+  return v as AutotuneMode;
+}
+
+/**
+ * One autotuner per GPU context, created on first use: what the umbrella calls to resolve `config: 'auto'`.
+ * Options apply to every context; the mode defaults to `NATTEN_WEB_AUTOTUNE`, else 'cached'.
+ */
+export function createConfigProvider(options: Omit<AutotunerOptions, 'ctx'> = {}): (ctx: GpuContext) => Autotuner {
+  const tuners = new WeakMap<GpuContext, Autotuner>();
+  return (ctx) => {
+    let t = tuners.get(ctx);
+    if (!t) {
+      t = createAutotuner({ ...options, ctx, mode: options.mode ?? modeFromEnv() ?? 'cached' });
+      tuners.set(ctx, t);
+    }
+    return t;
+  };
+}

@@ -1,0 +1,89 @@
+import { product } from '@natten-web/core';
+import { fusedForwardConfigProblem } from '@natten-web/wgsl';
+import { describe, expect, it } from 'vitest';
+import { backwardSpace, describeBackward, describeForward, estimateForward, forwardSpace, type SpaceLimits } from '../src/index.ts';
+
+const LIMITS: SpaceLimits = {
+  maxComputeWorkgroupStorageSize: 32768,
+  maxComputeInvocationsPerWorkgroup: 256,
+  maxComputeWorkgroupSizeX: 256,
+  maxComputeWorkgroupsPerDimension: 65535,
+};
+
+describe('cost estimate', () => {
+  it('useful fraction follows kernels.md §1 (2-D K=7: 4x4 tile with 16-key chunks 44%, 8x8 24%)', () => {
+    const p = describeForward({ rank: 2, spatial: [64, 64], heads: 2, dim: 32, kernelSize: 7 });
+    const u = (q: number[], k: number[]) => estimateForward(p, { path: 'plain', queryTile: q, keyTile: k, stage: 'f32' }).useful;
+    expect(u([4, 4], [4, 4])).toBeCloseTo(49 / 112, 6);
+    expect(Math.round(u([4, 4], [4, 4]) * 100)).toBe(44);
+    expect(Math.round(u([8, 8], [4, 4]) * 100)).toBe(24);
+    // 3-D K=7 4x4x4 with 16-key chunks: 343 of 1008 staged keys
+    const p3 = describeForward({ rank: 3, spatial: [16, 16, 16], dim: 16, kernelSize: 7 });
+    expect(Math.round(estimateForward(p3, { path: 'plain', queryTile: [4, 4, 4], keyTile: [1, 4, 4], stage: 'f32' }).useful * 100)).toBe(34);
+  });
+
+  it('idle fraction and workgroups count the overhang and every batch/head/dilation group', () => {
+    const p = describeForward({ rank: 1, batch: 2, spatial: [20], heads: 3, dim: 8, kernelSize: 5, dilation: 2 });
+    const e = estimateForward(p, { path: 'plain', queryTile: [16], keyTile: [16], stage: 'f32' });
+    expect(e.idle).toBeCloseTo(1 - 10 / 16, 9); // group extent 10 in a 16-lane tile
+    expect(e.workgroups).toBe(1 * 2 * 3 * 2);
+  });
+});
+
+describe('forward space', () => {
+  const p = describeForward({ rank: 2, spatial: [16, 16], heads: 2, dim: 16, kernelSize: 3 });
+  const space = forwardSpace(p, LIMITS);
+
+  it('candidates are valid, default first, then ordered by estimated cost; pruned ones carry a reason', () => {
+    expect(space.enumerated).toBe(space.candidates.length + space.pruned.length);
+    expect(space.candidates[0]?.isDefault).toBe(true);
+    for (const c of space.candidates) expect(fusedForwardConfigProblem(p, c.config, LIMITS)).toBeUndefined();
+    const rest = space.candidates.slice(1).map((c) => c.estimate.cost);
+    expect(rest).toEqual([...rest].sort((a, b) => a - b));
+    expect(space.candidates.length).toBeLessThanOrEqual(24);
+    for (const c of space.pruned) expect(c.reason.length).toBeGreaterThan(10);
+  });
+
+  it('drops tiles that leave most invocations idle and tiles that starve a small problem', () => {
+    const thin = describeForward({ rank: 2, spatial: [3, 40], dim: 8, kernelSize: 3 });
+    const s = forwardSpace(thin, LIMITS, { maxCandidates: 1000 });
+    const idle = s.pruned.filter((c) => c.reason.includes('idle'));
+    expect(idle.length).toBeGreaterThan(0);
+    for (const c of idle) expect(c.estimate.idle).toBeGreaterThan(0.5);
+    for (const c of s.candidates) if (!c.isDefault) expect(c.estimate.idle).toBeLessThanOrEqual(0.5);
+    const starve = space.pruned.filter((c) => c.reason.includes('workgroups'));
+    expect(starve.length).toBeGreaterThan(0);
+  });
+
+  it('workgroup-memory and invocation limits prune before timing', () => {
+    const big = describeForward({ rank: 1, spatial: [256], dim: 64, kernelSize: 7 });
+    const small: SpaceLimits = { ...LIMITS, maxComputeWorkgroupStorageSize: 16384, maxComputeInvocationsPerWorkgroup: 64, maxComputeWorkgroupSizeX: 64 };
+    const s = forwardSpace(big, small, { maxCandidates: 1000 });
+    for (const c of s.candidates) {
+      expect(product(c.config.queryTile)).toBeLessThanOrEqual(64);
+      expect(product(c.config.keyTile) * (64 / 4) * 2 * 16).toBeLessThanOrEqual(16384);
+    }
+    expect(s.candidates.length).toBeGreaterThan(0);
+    // on the default limits the 64-key chunk and 128-query tiles exist
+    const all = forwardSpace(big, LIMITS, { maxCandidates: 1000 }).candidates;
+    expect(Math.max(...all.map((c) => product(c.config.keyTile)))).toBe(64);
+  });
+
+  it('f16 problems get both staging types', () => {
+    const h = describeForward({ rank: 1, spatial: [64], dim: 16, kernelSize: 7, dtype: 'float16' });
+    const stages = new Set(forwardSpace(h, LIMITS, { maxCandidates: 1000 }).candidates.map((c) => c.config.stage));
+    expect(stages).toEqual(new Set(['f32', 'f16']));
+  });
+});
+
+describe('backward space', () => {
+  it('covers tiles, key splits and both delta modes, default first', () => {
+    const p = describeBackward({ rank: 1, spatial: [64], heads: 2, dim: 8, kernelSize: 5 });
+    const s = backwardSpace(p, LIMITS, { maxCandidates: 1000 });
+    expect(s.candidates[0]?.isDefault).toBe(true);
+    const cs = s.candidates.map((c) => c.config);
+    expect(new Set(cs.map((c) => c.computeDeltaWithTorch))).toEqual(new Set([false, true]));
+    expect(cs.some((c) => c.numSplitsKey[0] === 2)).toBe(true);
+    expect(cs.some((c) => c.numSplitsKey[0] === 1)).toBe(true);
+  });
+});
