@@ -1,0 +1,195 @@
+/**
+ * Pure rendering of results: the table cells (shared by the harness's console table and the markdown report),
+ * a plain-text aligned table, and the `docs/benchmarks.md` page.
+ */
+import { type BenchResults, type BenchRow, isSoftwareAdapter, type Timing } from './results.ts';
+
+export const TABLE_HEADER = [
+  'case',
+  'dtype',
+  'pass',
+  'ours ms',
+  'NA TFLOP/s',
+  'GB/s (floor)',
+  'naive ms',
+  'vs naive',
+  'CPU ms',
+  'flex ms',
+  'vs flex',
+  'SDPA ms',
+  'vs SDPA',
+  'max err vs CPU',
+] as const;
+
+/** Milliseconds with 3 significant digits (at least 3 decimals below 1 ms). */
+export function fmtMs(ms: number): string {
+  if (ms >= 100) return ms.toFixed(0);
+  if (ms >= 10) return ms.toFixed(1);
+  if (ms >= 1) return ms.toFixed(2);
+  return ms.toFixed(3);
+}
+
+/** A rate with 3 significant digits. */
+export function fmtRate(x: number): string {
+  if (x >= 100) return x.toFixed(0);
+  if (x >= 10) return x.toFixed(1);
+  if (x >= 1) return x.toFixed(2);
+  if (x >= 0.01) return x.toFixed(3);
+  return x.toExponential(1);
+}
+
+/** `baseline / ours` as `12.3x` (above 1: ours is faster). */
+export function fmtRatio(baselineMs: number | undefined, oursMs: number | undefined): string {
+  if (baselineMs === undefined || oursMs === undefined || !(oursMs > 0)) return '';
+  const r = baselineMs / oursMs;
+  return `${r >= 10 ? r.toFixed(0) : r >= 1 ? r.toFixed(1) : r.toFixed(2)}x`;
+}
+
+/** Useful TFLOP/s of a row's flops in `ms`. */
+export function tflops(flops: number, ms: number): number {
+  return flops / (ms * 1e-3) / 1e12;
+}
+
+/** GB/s of the byte floor in `ms`. */
+export function gbps(bytes: number, ms: number): number {
+  return bytes / (ms * 1e-3) / 1e9;
+}
+
+function timingCell(t: Timing | undefined, note: string | undefined): string {
+  if (t) return `${fmtMs(t.ms)}${t.method === 'wall' ? ' (wall)' : ''}`;
+  return note ? `- (${note})` : '-';
+}
+
+/** The cells of one row, in `TABLE_HEADER` order. Notes go in parentheses where a value is missing. */
+export function rowCells(r: BenchRow): string[] {
+  const ours = r.ours?.ms;
+  return [
+    r.case,
+    r.dtype === 'float16' ? 'f16' : 'f32',
+    r.pass === 'forward' ? 'fwd' : 'fwd+bwd',
+    r.ours ? `${fmtMs(r.ours.ms)}${r.ours.method === 'wall' ? ' (wall)' : ''}` : `error: ${r.oursError ?? 'not run'}`,
+    ours !== undefined ? fmtRate(tflops(r.flops, ours)) : '',
+    ours !== undefined ? fmtRate(gbps(r.byteFloor, ours)) : '',
+    timingCell(r.naive, r.naiveNote),
+    fmtRatio(r.naive?.ms, ours),
+    timingCell(r.cpu, r.cpuNote),
+    r.flexMs !== undefined ? fmtMs(r.flexMs) : r.torchNote ? `- (${r.torchNote})` : '-',
+    fmtRatio(r.flexMs, ours),
+    r.sdpaMs !== undefined ? fmtMs(r.sdpaMs) : '-',
+    fmtRatio(r.sdpaMs, ours),
+    r.maxAbsErrVsCpu !== undefined ? r.maxAbsErrVsCpu.toExponential(1) : '',
+  ];
+}
+
+/** Columns every row leaves empty (or `-`) are dropped, so a run without torch has no torch columns. */
+function usedColumns(rows: readonly string[][]): number[] {
+  const n = TABLE_HEADER.length;
+  return Array.from({ length: n }, (_, i) => i).filter((i) => i < 4 || rows.some((r) => (r[i] ?? '') !== '' && r[i] !== '-'));
+}
+
+/** Aligned plain-text table for the console. */
+export function renderText(results: Pick<BenchResults, 'rows'>): string {
+  const rows = results.rows.map(rowCells);
+  const cols = usedColumns(rows);
+  const table = [cols.map((i) => TABLE_HEADER[i] as string), ...rows.map((r) => cols.map((i) => r[i] ?? ''))];
+  const widths = cols.map((_, j) => Math.max(...table.map((r) => (r[j] ?? '').length)));
+  return table.map((r) => r.map((c, j) => c.padEnd(widths[j] ?? 0)).join('  ').trimEnd()).join('\n');
+}
+
+function mdEscape(s: string): string {
+  return s.replace(/\|/g, '\\|');
+}
+
+/** Markdown table of the rows. */
+export function renderMarkdownTable(results: Pick<BenchResults, 'rows'>): string {
+  const rows = results.rows.map(rowCells);
+  const cols = usedColumns(rows);
+  const head = `| ${cols.map((i) => TABLE_HEADER[i]).join(' | ')} |`;
+  const sep = `| ${cols.map((i) => (i < 3 ? '---' : '---:')).join(' | ')} |`;
+  const body = rows.map((r) => `| ${cols.map((i) => mdEscape(r[i] ?? '')).join(' | ')} |`);
+  return [head, sep, ...body].join('\n');
+}
+
+/** Geometric mean of `baseline / ours` over rows where both exist. */
+export function geomeanRatio(rows: readonly BenchRow[], pick: (r: BenchRow) => number | undefined): { ratio: number; n: number } | undefined {
+  let sum = 0;
+  let n = 0;
+  for (const r of rows) {
+    const b = pick(r);
+    if (b === undefined || r.ours === undefined || !(r.ours.ms > 0) || !(b > 0)) continue;
+    sum += Math.log(b / r.ours.ms);
+    n++;
+  }
+  return n === 0 ? undefined : { ratio: Math.exp(sum / n), n };
+}
+
+export interface ReportOptions {
+  /** Path of the results JSON the page was rendered from (shown on the page). */
+  readonly source?: string;
+}
+
+/** The whole `docs/benchmarks.md` page for one results file. */
+export function renderReport(results: BenchResults, options: ReportOptions = {}): string {
+  const env = results.env;
+  const a = env.adapter;
+  const software = isSoftwareAdapter(env);
+  const gpu = [a.description || a.device, a.vendor && `vendor ${a.vendor}`, a.architecture && `architecture ${a.architecture}`].filter(Boolean).join(', ');
+  const lines: string[] = [];
+  lines.push('# Benchmarks', '');
+  lines.push('<!-- Generated by `pnpm --filter @natten-web/bench bench:report <results.json>` (bench/src/report.ts); do not edit by hand. -->', '');
+  if (software) {
+    lines.push(
+      `> **Software adapter (${a.device || a.description || 'fallback'}): these numbers are NOT a performance claim.** They come from a CPU-emulated`,
+      '> Vulkan device and only show that the harness runs end to end and what the report looks like. GPU numbers come from',
+      '> `bench/device/README.md` on the NVIDIA machine.',
+      '',
+    );
+  }
+  lines.push(`- **Date:** ${env.date}`);
+  lines.push(`- **Adapter:** ${gpu}${a.isFallbackAdapter ? ' (fallback adapter)' : ''}`);
+  if (a.subgroupMinSize !== undefined) lines.push(`- **Subgroups:** ${a.subgroupMinSize}..${a.subgroupMaxSize ?? a.subgroupMinSize}`);
+  lines.push(`- **Features:** ${env.features.length ? env.features.join(', ') : 'none'}`);
+  if (env.subgroupMatrix.length) lines.push(`- **Subgroup matrix configs:** ${env.subgroupMatrix.join('; ')}`);
+  lines.push(`- **Versions:** node ${env.node}, webgpu (Dawn) ${env.webgpu}, natten-web commit \`${env.commit}\`, ${env.platform}`);
+  lines.push(`- **Torch:** ${env.torch ? `torch ${env.torch.torch} on ${env.torch.gpu}` : `not run${env.torchNote ? ` (${env.torchNote})` : ''}`}`);
+  lines.push(`- **Set:** \`${results.set}\`${results.filter ? ` (filter \`${results.filter}\`)` : ''}; median of up to ${results.reps} runs after ${results.warmup} warm-up runs${options.source ? `; source \`${options.source}\`` : ''}`);
+  lines.push('');
+  lines.push('## Results', '');
+  lines.push(renderMarkdownTable(results), '');
+  lines.push('## Summary', '');
+  const summary: [string, (r: BenchRow) => number | undefined][] = [
+    ['naive kernel (forward)', (r) => r.naive?.ms],
+    ['CPU reference', (r) => r.cpu?.ms],
+    ['torch flex_attention', (r) => r.flexMs],
+    ['torch SDPA (dense)', (r) => r.sdpaMs],
+  ];
+  let any = false;
+  for (const [name, pick] of summary) {
+    const g = geomeanRatio(results.rows, pick);
+    if (!g) continue;
+    any = true;
+    lines.push(`- vs ${name}: geometric mean ${fmtRatio(g.ratio, 1)} over ${g.n} rows (above 1x: ours is faster)`);
+  }
+  if (!any) lines.push('- no baseline rows to compare');
+  lines.push('');
+  lines.push('## How to read this', '');
+  lines.push(
+    '- **ours ms**: our fused kernels at their default configuration (`fusedForward`, plus `fusedBackward` for fwd+bwd),',
+    '  median GPU time of every dispatch the op makes (`GpuContext.profile`, timestamp queries), or host wall time marked `(wall)`',
+    '  when the adapter has no `timestamp-query`.',
+    '- **NA TFLOP/s**: useful FLOPs as NATTEN counts them (core `fnaFlops` = 4·B·N·H·prod(K)·d for the forward;',
+    '  the backward is 2.5x the forward, so fwd+bwd is 3.5x) over our time.',
+    '- **GB/s (floor)**: the byte floor (q, k, v read and o written once; fwd+bwd adds q, k, v, o, dO read and',
+    '  dq, dk, dv written) over our time.',
+    '- **naive**: our deliberately simple kernel (`naiveFusedForward`: one invocation per query and head, window',
+    '  re-read from global memory, f32 math), forward only; the regression baseline. Skipped when its estimated time',
+    '  (from FLOPs at the slowest naive rate seen so far) is too long.',
+    '- **CPU**: the reference backend (`@natten-web/cpu`, f64 accumulation), wall time, small problems only; `max err vs CPU`',
+    '  is max |ours - CPU| over o (fwd) or dq, dk, dv (fwd+bwd).',
+    '- **flex / SDPA**: `bench/baselines/torch_na.py` in the same run on the same machine: compiled `flex_attention`',
+    '  with a neighborhood `mask_mod`, and dense `scaled_dot_product_attention` (not neighborhood attention; a reference',
+    '  point). `vs X` = X time / our time: above 1x ours is faster.',
+  );
+  lines.push('');
+  return lines.join('\n');
+}

@@ -1,0 +1,80 @@
+/** The results JSON the harness writes and the report renders (`bench/results/<date>-<adapter>.json`). */
+import type { BenchDType, BenchPass, CaseSetName } from './cases.ts';
+
+export const RESULTS_SCHEMA = 1;
+
+/** A timed measurement: median and minimum over `samples` runs after warm-up. */
+export interface Timing {
+  readonly ms: number;
+  readonly minMs: number;
+  readonly samples: number;
+  /** `gpu-timestamp`: summed GPU time of every dispatch (timestamp queries); `wall`: host wall clock. */
+  readonly method: 'gpu-timestamp' | 'wall';
+}
+
+export interface BenchRow {
+  readonly case: string;
+  readonly label: string;
+  readonly rank: number;
+  readonly dtype: BenchDType;
+  readonly pass: BenchPass;
+  /** Useful NA FLOPs (core's fnaFlops; forward+backward = 3.5x forward). */
+  readonly flops: number;
+  /** Bytes if every q/k/v/o (and dO/dq/dk/dv) tensor is read or written once. */
+  readonly byteFloor: number;
+  /** Our kernel configuration (default config) for the forward and, with backward, the backward. */
+  readonly config?: string;
+  readonly ours?: Timing;
+  readonly oursError?: string;
+  /** Our naive kernel (forward only). */
+  readonly naive?: Timing;
+  readonly naiveNote?: string;
+  /** The CPU reference (@natten-web/cpu), wall time. */
+  readonly cpu?: Timing;
+  readonly cpuNote?: string;
+  /** max |ours - CPU| over the outputs (o; or dq, dk, dv with backward) where the CPU reference ran. */
+  readonly maxAbsErrVsCpu?: number;
+  /** torch flex_attention (compiled, neighborhood mask) and dense SDPA, CUDA-event medians. */
+  readonly flexMs?: number;
+  readonly sdpaMs?: number;
+  readonly torchNote?: string;
+}
+
+export interface BenchEnv {
+  readonly date: string;
+  readonly adapter: {
+    readonly vendor: string;
+    readonly architecture: string;
+    readonly device: string;
+    readonly description: string;
+    readonly isFallbackAdapter: boolean;
+    readonly subgroupMinSize?: number | undefined;
+    readonly subgroupMaxSize?: number | undefined;
+  };
+  readonly features: readonly string[];
+  readonly limits: Readonly<Record<string, number>>;
+  readonly subgroupMatrix: readonly string[];
+  readonly node: string;
+  readonly webgpu: string;
+  readonly commit: string;
+  readonly platform: string;
+  readonly torch?: { readonly torch: string; readonly gpu: string } | undefined;
+  readonly torchNote?: string | undefined;
+}
+
+export interface BenchResults {
+  readonly schema: number;
+  readonly set: CaseSetName;
+  readonly filter?: string | undefined;
+  readonly reps: number;
+  readonly warmup: number;
+  readonly env: BenchEnv;
+  readonly rows: readonly BenchRow[];
+}
+
+/** True for software adapters (lavapipe/llvmpipe, SwiftShader, WARP): their times are no performance claim. */
+export function isSoftwareAdapter(env: Pick<BenchEnv, 'adapter'>): boolean {
+  const a = env.adapter;
+  const text = `${a.vendor} ${a.architecture} ${a.device} ${a.description}`.toLowerCase();
+  return a.isFallbackAdapter || /llvmpipe|lavapipe|swiftshader|software|warp/.test(text);
+}
