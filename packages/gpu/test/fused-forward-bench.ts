@@ -1,0 +1,103 @@
+/**
+ * Fused NA forward benchmark (not a test): time per kernel configuration for one problem.
+ *
+ *   npx tsx packages/gpu/test/fused-forward-bench.ts [--rank 2] [--size 128] [--heads 8] [--dim 64] [--kernel 7]
+ *       [--dtype float16] [--batch 1] [--reps 30] [--warmup 3] [--configs all|default|N] [--causal]
+ *
+ * Defaults are the lead's H100 target (2-D 128x128, K=7, H=8, D=64, f16). Timing: the runtime's `timeDispatch`
+ * (timing.ts): GPU timestamp queries per pass when the device has `timestamp-query` (DAWN_NODE_FLAGS disable
+ * quantization), otherwise submit-to-`onSubmittedWorkDone` wall time. Each config's first dispatch (pipeline
+ * compile) is excluded and reported separately. Prints median/min per config and useful
+ * TFLOP/s (4*B*N*H*K^rank*D for D == Dv), best first, plus the default config's row.
+ */
+import { parseArgs } from 'node:util';
+import { fnaFlops, lseShape, type NaRank, randn } from '@natten-web/core';
+import type { FusedForwardConfig } from '@natten-web/wgsl';
+import { fusedForward, GpuContext, type GpuTensor, timeDispatch } from '../src/index.ts';
+
+const { values } = parseArgs({
+  options: {
+    rank: { type: 'string', default: '2' },
+    size: { type: 'string', default: '128' },
+    heads: { type: 'string', default: '8' },
+    dim: { type: 'string', default: '64' },
+    kernel: { type: 'string', default: '7' },
+    dtype: { type: 'string', default: 'float16' },
+    batch: { type: 'string', default: '1' },
+    reps: { type: 'string', default: '30' },
+    warmup: { type: 'string', default: '3' },
+    configs: { type: 'string', default: 'all' },
+    causal: { type: 'boolean', default: false },
+  },
+});
+
+const rank = Number(values.rank) as NaRank;
+const spatial = Array.from({ length: rank }, () => Number(values.size));
+const H = Number(values.heads);
+const D = Number(values.dim);
+const K = Number(values.kernel);
+const B = Number(values.batch);
+const dtype = values.dtype === 'float32' ? 'float32' : 'float16';
+const reps = Number(values.reps);
+const warmup = Number(values.warmup);
+
+const ctx = await GpuContext.create();
+const a = ctx.adapterInfo;
+console.log(`adapter: ${a.vendor} / ${a.architecture} / ${a.device} (${a.description}); features ${[...ctx.features].join(',')}`);
+console.log(`problem: rank ${rank} ${spatial.join('x')} B=${B} H=${H} D=${D} K=${K} ${dtype}${values.causal ? ' causal' : ''}`);
+
+const shape = [B, ...spatial, H, D];
+const query = ctx.upload(randn(shape, dtype, 1));
+const key = ctx.upload(randn(shape, dtype, 2));
+const value = ctx.upload(randn(shape, dtype, 3));
+const output = ctx.createTensor(shape, dtype);
+const logsumexp = ctx.createTensor(lseShape(B, spatial, H), 'float32');
+const args = {
+  query,
+  key,
+  value,
+  output,
+  logsumexp,
+  kernelSize: K,
+  isCausal: values.causal,
+};
+const flops = fnaFlops({ batch: B, heads: H, spatial, dim: D, kernelSize: spatial.map(() => K) });
+
+const all = fusedForward.configs(ctx, rank, args);
+const def = fusedForward.defaultConfig(ctx, rank, args);
+const sameConfig = (x: FusedForwardConfig, y: FusedForwardConfig): boolean => JSON.stringify(x) === JSON.stringify(y);
+let list: FusedForwardConfig[];
+if (values.configs === 'default') list = [def];
+else if (values.configs === 'all') list = all;
+else list = [def, ...all.filter((c) => !sameConfig(c, def))].slice(0, Number(values.configs));
+console.log(`${all.length} valid configs; timing ${list.length}; ${ctx.hasTimestamps ? 'timestamp queries' : 'submit-to-onSubmittedWorkDone wall time'} (timing.ts timeDispatch)`);
+
+interface Row {
+  config: FusedForwardConfig;
+  median: number;
+  min: number;
+}
+const rows: Row[] = [];
+for (const config of list) {
+  const { command } = fusedForward.plan(ctx, rank, args as typeof args & { output: GpuTensor }, config);
+  const t0 = performance.now();
+  await ctx.dispatch([command]);
+  const firstMs = performance.now() - t0;
+  const timing = await timeDispatch(ctx, [command], { warmup, iterations: reps });
+  const median = timing.medianNs / 1e3;
+  const min = timing.minNs / 1e3;
+  rows.push({ config, median, min });
+  console.log(
+    `${JSON.stringify(config.queryTile)} x ${product(config.keyTile)} stage=${config.stage}: median ${median.toFixed(1)} us, min ${min.toFixed(1)} us, ${(flops / median / 1e6).toFixed(3)} TFLOP/s useful (first dispatch incl. compile ${firstMs.toFixed(0)} ms)${sameConfig(config, def) ? '  <- default' : ''}`,
+  );
+}
+rows.sort((p, q) => p.median - q.median);
+console.log('\nbest first:');
+for (const r of rows.slice(0, 10)) {
+  console.log(`  ${r.median.toFixed(1).padStart(10)} us  ${JSON.stringify(r.config)}${sameConfig(r.config, def) ? '  <- default' : ''}`);
+}
+ctx.destroy();
+
+function product(xs: readonly number[]): number {
+  return xs.reduce((p, q) => p * q, 1);
+}
