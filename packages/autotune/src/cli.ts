@@ -100,7 +100,16 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
       io.out(`cleared ${cachePath}`);
       did.any = true;
     }
-    if (problems.length > 0) {
+    // Parse and validate every problem before touching the device.
+    const parsed = problems.map((text) => {
+      const desc = parseProblem(text);
+      for (const pass of passes) {
+        if (pass === 'forward') describeForward(desc);
+        else describeBackward(desc);
+      }
+      return { text, desc };
+    });
+    if (parsed.length > 0) {
       const ctx = await io.context();
       const tuner = createAutotuner({
         ctx,
@@ -112,8 +121,7 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
         warmup: num('warmup', values.warmup),
         progress: values.json ? false : true,
       });
-      for (const text of problems) {
-        const desc = parseProblem(text);
+      for (const { text, desc } of parsed) {
         for (const pass of passes) {
           const problem = pass === 'forward' ? describeForward(desc) : describeBackward(desc);
           if (values['dry-run']) {
