@@ -193,3 +193,23 @@ export function renderReport(results: BenchResults, options: ReportOptions = {})
   lines.push('');
   return lines.join('\n');
 }
+
+/**
+ * Merge results files of one machine (a standard set split over several device runs with `--filter`): rows in
+ * file order, the first file's env. Throws if the adapters differ (numbers from different GPUs never share a table).
+ */
+export function mergeResults(list: readonly BenchResults[]): BenchResults {
+  const first = list[0];
+  if (!first) throw new Error('mergeResults: no results given');
+  const id = (r: BenchResults): string => `${r.env.adapter.vendor}|${r.env.adapter.device}|${r.env.adapter.description}`;
+  for (const r of list) {
+    if (id(r) !== id(first)) throw new Error(`mergeResults: results from different adapters (${id(first)} vs ${id(r)}) cannot share one table`);
+  }
+  if (list.length === 1) return first;
+  const filters = list.map((r) => r.filter).filter((f): f is string => f !== undefined);
+  return {
+    ...first,
+    filter: filters.length === list.length ? filters.join(', ') : undefined,
+    rows: list.flatMap((r) => r.rows),
+  };
+}

@@ -1,24 +1,31 @@
 /**
- * Render a results JSON into docs/benchmarks.md:
- *   pnpm --filter @natten-web/bench bench:report <results.json> [out.md]     (default out: docs/benchmarks.md)
+ * Render one or more results JSON files (one machine; e.g. a standard set split over several device runs) into
+ * docs/benchmarks.md:
+ *   pnpm bench:report [--out docs/benchmarks.md] <results.json> [more.json ...]
  * Paths are relative to the repository root.
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import { relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { renderReport } from './render.ts';
+import { parseArgs } from 'node:util';
+import { mergeResults, renderReport } from './render.ts';
 import { type BenchResults, RESULTS_SCHEMA } from './results.ts';
 
 const root = resolve(fileURLToPath(new URL('../..', import.meta.url)));
-const [input, output = 'docs/benchmarks.md'] = process.argv.slice(2);
-if (input === undefined) {
-  console.error('usage: pnpm --filter @natten-web/bench bench:report <results.json> [out.md]');
+const { values, positionals } = parseArgs({ options: { out: { type: 'string', default: 'docs/benchmarks.md' } }, allowPositionals: true });
+if (positionals.length === 0) {
+  console.error('usage: pnpm bench:report [--out docs/benchmarks.md] <results.json> [more.json ...]');
   process.exitCode = 2;
 } else {
-  const inPath = resolve(root, input);
-  const results = JSON.parse(readFileSync(inPath, 'utf8')) as BenchResults;
-  if (results.schema !== RESULTS_SCHEMA) throw new Error(`${input}: results schema ${String(results.schema)}, this renderer reads ${RESULTS_SCHEMA}`);
-  const outPath = resolve(root, output);
-  writeFileSync(outPath, renderReport(results, { source: relative(root, inPath) }));
-  console.log(`wrote ${relative(root, outPath)} from ${relative(root, inPath)} (${results.rows.length} rows)`);
+  const inPaths = positionals.map((p) => resolve(root, p));
+  const list = inPaths.map((p) => {
+    const r = JSON.parse(readFileSync(p, 'utf8')) as BenchResults;
+    if (r.schema !== RESULTS_SCHEMA) throw new Error(`${p}: results schema ${String(r.schema)}, this renderer reads ${RESULTS_SCHEMA}`);
+    return r;
+  });
+  const outPath = resolve(root, values.out);
+  const source = inPaths.map((p) => relative(root, p)).join('`, `');
+  const merged = mergeResults(list);
+  writeFileSync(outPath, renderReport(merged, { source }));
+  console.log(`wrote ${relative(root, outPath)} from ${source} (${merged.rows.length} rows)`);
 }

@@ -28,7 +28,7 @@ import { runTorch, type TorchResult } from './torch.ts';
 
 const USAGE = `usage: pnpm bench [--set quick|standard] [--filter str] [--json path] [--no-torch]
   [--reps 20] [--warmup 3] [--budget-ms 3000] [--naive-max-ms 5000] [--cpu-max-flops 5e8]
-  [--python python3] [--torch-script bench/baselines/torch_na.py] [--torch-timeout-s 480]`;
+  [--python python3] [--torch-script bench/baselines/torch_na.py] [--torch-timeout-s 420]`;
 
 interface Options {
   readonly set: CaseSetName;
@@ -60,7 +60,7 @@ function parseOptions(argv: readonly string[]): Options {
       'cpu-max-flops': { type: 'string', default: '5e8' },
       python: { type: 'string', default: 'python3' },
       'torch-script': { type: 'string', default: 'bench/baselines/torch_na.py' },
-      'torch-timeout-s': { type: 'string', default: '480' },
+      'torch-timeout-s': { type: 'string', default: '420' },
       help: { type: 'boolean', default: false },
     },
     strict: true,

@@ -16,7 +16,7 @@ import {
   torchProblems,
 } from '../src/cases.ts';
 import { adapterSlug, repoRoot } from '../src/env.ts';
-import { fmtMs, fmtRatio, geomeanRatio, renderMarkdownTable, renderReport, renderText, rowCells, TABLE_HEADER } from '../src/render.ts';
+import { fmtMs, fmtRatio, geomeanRatio, mergeResults, renderMarkdownTable, renderReport, renderText, rowCells, TABLE_HEADER } from '../src/render.ts';
 import { type BenchResults, isSoftwareAdapter } from '../src/results.ts';
 
 const fixture = JSON.parse(readFileSync(new URL('./fixtures/results-h100.json', import.meta.url), 'utf8')) as BenchResults;
@@ -203,6 +203,22 @@ describe('report page', () => {
     const md = renderReport(soft);
     expect(md).toContain('**Software adapter (llvmpipe): these numbers are NOT a performance claim.**');
     expect(md).toContain('- **Torch:** not run (disabled with --no-torch)');
+  });
+});
+
+describe('merging split runs', () => {
+  it('concatenates rows of one adapter in file order and joins the filters', () => {
+    const a: BenchResults = { ...fixture, filter: '2d-128', rows: fixture.rows.slice(0, 2) };
+    const b: BenchResults = { ...fixture, filter: 'flux', rows: fixture.rows.slice(2) };
+    const m = mergeResults([a, b]);
+    expect(m.rows.map((r) => `${r.case} ${r.pass}`)).toEqual(fixture.rows.map((r) => `${r.case} ${r.pass}`));
+    expect(m.filter).toBe('2d-128, flux');
+    expect(m.env).toBe(a.env);
+  });
+  it('refuses results of different adapters', () => {
+    const other: BenchResults = { ...fixture, env: { ...fixture.env, adapter: { ...fixture.env.adapter, device: 'NVIDIA H200' } } };
+    expect(() => mergeResults([fixture, other])).toThrow(/results from different adapters .* cannot share one table/);
+    expect(() => mergeResults([])).toThrow('mergeResults: no results given');
   });
 });
 
