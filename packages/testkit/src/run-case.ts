@@ -1,6 +1,7 @@
 import {
   compareValues,
   type Comparison,
+  type DataArray,
   type DType,
   type NaBackend,
   type NaRank,
@@ -164,7 +165,13 @@ function filled(shape: readonly number[], dtype: DType, value: number): Tensor {
  */
 export async function runOnBackend(backend: NaBackend, c: NaCase, inputs: NamedArrays, dtype: DType): Promise<NamedArrays> {
   const rank = c.rank as NaRank;
-  const t = (name: string): Tensor => toTensor(get(inputs, name), dtype);
+  // Inputs passed to the backend, with a copy of their data to check afterwards that none was written to.
+  const passed = new Map<string, { tensor: Tensor; before: DataArray }>();
+  const t = (name: string): Tensor => {
+    const tensorIn = toTensor(get(inputs, name), dtype);
+    passed.set(name, { tensor: tensorIn, before: (tensorIn.data as DataArray).slice() });
+    return tensorIn;
+  };
   const opt = (name: string): Tensor | undefined => (inputs[name] ? t(name) : undefined);
   const params = { kernelSize: [...c.kernelSize], dilation: [...c.dilation], stride: [...c.stride], isCausal: [...c.isCausal] };
   const outs: Record<string, Tensor> = {};
@@ -245,6 +252,16 @@ export async function runOnBackend(backend: NaBackend, c: NaCase, inputs: NamedA
         value: t('value'),
       });
       break;
+    }
+  }
+  for (const [name, { tensor: tensorIn, before }] of passed) {
+    const after = tensorIn.data as DataArray;
+    for (let i = 0; i < before.length; i++) {
+      const a = after[i] as number;
+      const b = before[i] as number;
+      if (a !== b && !(Number.isNaN(a) && Number.isNaN(b))) {
+        throw new Error(`${c.key}: ${backend.name} modified its input '${name}' at index ${i} (${b} -> ${a}); inputs are read-only`);
+      }
     }
   }
   const result: NamedArrays = {};

@@ -126,6 +126,18 @@ describe('runNaCase', () => {
     expect(r.message).toContain('gradRpb');
   });
 
+  it('catches a backend that writes into an input', async () => {
+    const c = find((x) => x.op === 'av_backward' && x.dtype === 'float32', 'av_backward f32');
+    const broken: NaBackend = {
+      ...oracle,
+      async avBackward(rank, args) {
+        await oracle.avBackward(rank, args);
+        poke(args.value, 0, 42);
+      },
+    };
+    await expect(runNaCase(broken, c)).rejects.toThrow(/oracle modified its input 'value' at index 0 \(.* -> 42\); inputs are read-only/);
+  });
+
   it('catches an f16 backend that is off by more than the f16 tolerance', async () => {
     const c = find((x) => x.op === 'forward' && x.dtype === 'float16' && x.rank === 1, 'f16 forward');
     const broken: NaBackend = { ...oracle, fusedForward: (rank, args) => oracle.fusedForward(rank, { ...args, attnScale: 1.05 / Math.sqrt(c.dim) }) };
