@@ -1,9 +1,13 @@
 /**
  * Kernel configurations (NATTEN's tile sizes, KV splits) passed through to the backends, and the one
- * hook where `'auto'` is resolved. `@natten-web/autotune` will plug in here; until it exists, `'auto'`
- * means "the backend's heuristic default" (no tile arguments are passed).
+ * place where `config: 'auto'` is resolved: on WebGPU through `@natten-web/autotune`'s config
+ * provider (mode `NATTEN_WEB_AUTOTUNE`, default 'cached': tuning cache, then shipped table, then the
+ * op's heuristic default); on the CPU tiles never change a result, so 'auto' passes none.
+ * Without `config`, the backend's heuristic default is used and the autotuner is not consulted.
  */
-import { type NaRank, NattenArgumentError } from '@natten-web/core';
+import { type AutotunerOptions, type ConfigProvider, createConfigProvider } from '@natten-web/autotune';
+import { type FusedProblem, type NaRank, NattenArgumentError } from '@natten-web/core';
+import type { GpuContext } from '@natten-web/gpu';
 
 /** Forward tiles, NATTEN's `query_tile_size` / `key_tile_size` (per-axis, product = GEMM tile). */
 export interface ForwardConfig {
@@ -37,8 +41,8 @@ function checkKeys(op: string, where: string, value: object, allowed: readonly s
 }
 
 /**
- * The config of one pass for one call. The single place that interprets `'auto'`: today it yields the
- * backend default; with @natten-web/autotune it will return the tuned tiles for (op, rank, problem).
+ * The explicit config of one pass for one call (`{}` for absent or 'auto'); `isAuto` tells whether
+ * `autoConfig` must be asked once the backend is known.
  */
 export function resolveKernelConfig(op: string, _rank: NaRank, pass: 'forward', config: unknown): ForwardConfig;
 export function resolveKernelConfig(op: string, _rank: NaRank, pass: 'backward', config: unknown): BackwardConfig;
@@ -55,4 +59,34 @@ export function resolveKernelConfig(op: string, _rank: NaRank, pass: 'forward' |
   }
   checkKeys(op, `config.${pass}`, section, pass === 'forward' ? FORWARD_KEYS : BACKWARD_KEYS);
   return section as BackwardConfig;
+}
+
+export function isAuto(config: unknown): boolean {
+  return config === 'auto';
+}
+
+let providerOptions: Omit<AutotunerOptions, 'ctx'> = {};
+let provider: ((ctx: GpuContext) => ConfigProvider) | undefined;
+
+/** Options of the autotuner behind `config: 'auto'` (mode, cache, shipped table, timing budget). */
+export function setAutotuneOptions(options: Omit<AutotunerOptions, 'ctx'>): void {
+  providerOptions = options;
+  provider = undefined;
+}
+
+/**
+ * The tuned (or cached / tabled / default) config for a fused problem on a GPU context, as the seed
+ * op's tile arguments. The single hook between natten-web and @natten-web/autotune.
+ */
+export async function autoConfig(ctx: GpuContext, pass: 'forward', problem: FusedProblem): Promise<ForwardConfig>;
+export async function autoConfig(ctx: GpuContext, pass: 'backward', problem: FusedProblem & { hasGradRpb: boolean }): Promise<BackwardConfig>;
+export async function autoConfig(ctx: GpuContext, pass: 'forward' | 'backward', problem: FusedProblem & { hasGradRpb?: boolean }): Promise<BackwardConfig> {
+  provider ??= createConfigProvider(providerOptions);
+  const tuner = provider(ctx);
+  if (pass === 'forward') {
+    const c = await tuner.forward(problem);
+    return { queryTileSize: c.queryTile, keyTileSize: c.keyTile };
+  }
+  const c = await tuner.backward({ ...problem, hasGradRpb: problem.hasGradRpb ?? false });
+  return { queryTileSize: c.queryTile, keyTileSize: c.keyTile, numSplitsKey: c.numSplitsKey, computeDeltaWithTorch: c.computeDeltaWithTorch };
 }

@@ -29,7 +29,7 @@ import {
   values,
   withGpuOutputs,
 } from './common.ts';
-import { type KernelConfigOption, resolveKernelConfig } from './config.ts';
+import { autoConfig, type BackwardConfig, type ForwardConfig, isAuto, type KernelConfigOption, resolveKernelConfig } from './config.ts';
 import { type DenseDims, denseBackward, denseDims, denseForward, mergeF64 } from './dense.ts';
 import { type BackendName, runHost } from './runtime.ts';
 import type { AnyTensor, OutputOf, SameAs } from './tensors.ts';
@@ -188,7 +188,13 @@ async function naForward(rank: NaRank, query: AnyTensor, key: AnyTensor, value: 
   const extra = additionalKv(op, o, query, value, rank);
   const needLse = returnLse || extra !== undefined;
   const lseDims = lseShape(problem.batch, problem.spatial, problem.heads);
-  const args = { ...params, attnScale: scale, queryTileSize: tiles.queryTileSize, keyTileSize: tiles.keyTileSize };
+  const args = { ...params, attnScale: scale };
+  const auto = isAuto(o.config);
+  const tuneProblem = { ...problem, hasLse: needLse };
+  const tilesFor = async (ctx: GpuContext | undefined): Promise<ForwardConfig> => {
+    const t = ctx && auto ? await autoConfig(ctx, 'forward', tuneProblem) : tiles;
+    return { queryTileSize: t.queryTileSize, keyTileSize: t.keyTileSize };
+  };
 
   const result = await execute({
     op,
@@ -197,15 +203,15 @@ async function naForward(rank: NaRank, query: AnyTensor, key: AnyTensor, value: 
     async host(t, backend) {
       const output = zeros(outShape, query.dtype);
       const lse = needLse ? zeros(lseDims, 'float32') : undefined;
-      await runHost(op, backend, query.dtype, (b) =>
-        b.fusedForward(rank, { ...args, output, query: t.query as Tensor, key: t.key as Tensor, value: t.value as Tensor, rpb: t.rpb, logsumexp: lse }),
+      await runHost(op, backend, query.dtype, async (b, ctx) =>
+        b.fusedForward(rank, { ...args, ...(await tilesFor(ctx)), output, query: t.query as Tensor, key: t.key as Tensor, value: t.value as Tensor, rpb: t.rpb, logsumexp: lse }),
       );
       if (!extra || !lse) return defined({ output, lse });
       return mergeAdditionalHost(extra.dims, t, output, lse, scale);
     },
     async gpu(ctx, g) {
       const dtype = query.dtype as GpuTensor['dtype'];
-      const gArgs = { ...args, query: g.query as GpuTensor, key: g.key as GpuTensor, value: g.value as GpuTensor, rpb: g.rpb };
+      const gArgs = { ...args, ...(await tilesFor(ctx)), query: g.query as GpuTensor, key: g.key as GpuTensor, value: g.value as GpuTensor, rpb: g.rpb };
       gpuFusedForward.check(ctx, rank, { ...gArgs, output: like(outShape, dtype), logsumexp: needLse ? like(lseDims, 'float32') : undefined });
       const outs = await withGpuOutputs(ctx, op, { output: { shape: outShape, dtype }, lse: needLse ? { shape: lseDims, dtype: 'float32' } : undefined }, (r) =>
         gpuFusedForward(ctx, rank, { ...gArgs, output: r.output as GpuTensor, logsumexp: r.lse }),
@@ -270,7 +276,7 @@ async function naBackward(
   const scale = resolveScale(op, o.scale, query.shape[query.shape.length - 1] as number);
   const cfg = resolveKernelConfig(op, rank, 'backward', o.config);
   const params = naParams(o);
-  checkFusedBackward(op, rank, {
+  const bwdProblem = checkFusedBackward(op, rank, {
     query,
     key,
     value,
@@ -285,13 +291,11 @@ async function naBackward(
     attnScale: scale,
   });
   const extra = additionalKv(op, o, query, value, rank);
-  const args = {
-    ...params,
-    attnScale: scale,
-    queryTileSize: cfg.queryTileSize,
-    keyTileSize: cfg.keyTileSize,
-    numSplitsKey: cfg.numSplitsKey,
-    computeDeltaWithTorch: cfg.computeDeltaWithTorch,
+  const args = { ...params, attnScale: scale };
+  const auto = isAuto(o.config);
+  const configFor = async (ctx: GpuContext | undefined): Promise<BackwardConfig> => {
+    const c = ctx && auto ? await autoConfig(ctx, 'backward', { ...bwdProblem, hasGradRpb: rpb !== undefined }) : cfg;
+    return { queryTileSize: c.queryTileSize, keyTileSize: c.keyTileSize, numSplitsKey: c.numSplitsKey, computeDeltaWithTorch: c.computeDeltaWithTorch };
   };
   return execute({
     op,
@@ -302,9 +306,10 @@ async function naBackward(
       const gradKey = zeros(key.shape, key.dtype);
       const gradValue = zeros(value.shape, value.dtype);
       const gradRpb = t.rpb ? zeros(t.rpb.shape, t.rpb.dtype) : undefined;
-      await runHost(op, backend, query.dtype, (b) =>
+      await runHost(op, backend, query.dtype, async (b, ctx) =>
         b.fusedBackward(rank, {
           ...args,
+          ...(await configFor(ctx)),
           gradQuery,
           gradKey,
           gradValue,
@@ -325,6 +330,7 @@ async function naBackward(
       const dtype = query.dtype as GpuTensor['dtype'];
       const gArgs = {
         ...args,
+        ...(await configFor(ctx)),
         query: g.query as GpuTensor,
         key: g.key as GpuTensor,
         value: g.value as GpuTensor,

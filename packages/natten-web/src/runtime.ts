@@ -2,6 +2,7 @@
  * Backend selection and the shared GPU context: the one place where natten-web decides between
  * WebGPU and the CPU reference (the gpu package never falls back on its own, STYLE §2).
  */
+import type { AutotunerOptions } from '@natten-web/autotune';
 import { cpuBackend } from '@natten-web/cpu';
 import {
   type DType,
@@ -11,6 +12,7 @@ import {
   NattenUnsupportedError,
 } from '@natten-web/core';
 import { type AcquiredDevice, type AdapterReport, createGpuBackend, GpuContext } from '@natten-web/gpu';
+import { setAutotuneOptions } from './config.ts';
 import { VERSION } from './version.ts';
 
 /** `'auto'`: WebGPU when an adapter exists, else the CPU (with a one-line notice, once). */
@@ -18,6 +20,8 @@ export type BackendName = 'cpu' | 'webgpu' | 'auto';
 export const BACKEND_NAMES: readonly BackendName[] = ['cpu', 'webgpu', 'auto'];
 
 export interface RuntimeOptions {
+  /** Options of the autotuner used by `config: 'auto'` on WebGPU (mode, cache, shipped table, budget). */
+  readonly autotune?: Omit<AutotunerOptions, 'ctx'> | undefined;
   /** A `GPU` object to use instead of `navigator.gpu` (browsers) or Dawn's `webgpu` package (Node). */
   readonly gpu?: GPU | undefined;
   /** Where one-line notices go (fallbacks); default `console.warn`. */
@@ -73,6 +77,7 @@ export function configure(options: RuntimeOptions): void {
     state.gpu = options.gpu;
   }
   if ('notice' in options) state.notice = options.notice ?? defaultNotice;
+  if ('autotune' in options) setAutotuneOptions(options.autotune ?? {});
 }
 
 /** Forget the current context, destroying it (later) if natten-web created its device. */
@@ -201,35 +206,35 @@ export async function runHost(
   op: string,
   requested: unknown,
   dtype: DType,
-  run: (backend: NaBackend) => Promise<void>,
+  run: (backend: NaBackend, ctx: GpuContext | undefined) => Promise<void>,
 ): Promise<'cpu' | 'webgpu'> {
   const resolved = await resolveBackend(op, requested);
   if (resolved.name === 'cpu') {
-    await run(cpuBackend);
+    await run(cpuBackend, undefined);
     return 'cpu';
   }
   if (resolved.auto) {
     if (dtype === 'float64') {
       noticeOnce('auto-f64', `natten-web: float64 tensors run on the CPU backend (WGSL has no f64)`);
-      await run(cpuBackend);
+      await run(cpuBackend, undefined);
       return 'cpu';
     }
     if (dtype === 'float16' && resolved.ctx && !resolved.ctx.hasF16) {
       noticeOnce('auto-f16', `natten-web: this WebGPU adapter lacks 'shader-f16'; float16 runs on the CPU backend`);
-      await run(cpuBackend);
+      await run(cpuBackend, undefined);
       return 'cpu';
     }
     try {
-      await run(resolved.backend);
+      await run(resolved.backend, resolved.ctx);
       return 'webgpu';
     } catch (e) {
       if (!(e instanceof NattenNotImplementedError)) throw e;
       noticeOnce(`auto-ni-${op}`, `natten-web: ${op} is not implemented on WebGPU yet (${e.message}); running it on the CPU backend`);
-      await run(cpuBackend);
+      await run(cpuBackend, undefined);
       return 'cpu';
     }
   }
-  await run(resolved.backend);
+  await run(resolved.backend, resolved.ctx);
   return 'webgpu';
 }
 
