@@ -120,7 +120,8 @@ function geometries(specs: readonly GeometrySpec[]): CaseGeometry[] {
 }
 
 /**
- * Quick grids (lavapipe in CI): extents <= 12 per axis in 2-D and <= 6 in 3-D, heads <= 2, dims 4..16.
+ * Quick grids (lavapipe in CI): extents <= 12 per axis in 2-D and <= 6 in 3-D (1-D up to 70, to cross a
+ * 64-token tile), heads <= 2, dims 4..16.
  * Extents are mostly not multiples of 8/16 (partial tiles); several have K*d == L on some axis.
  */
 function quickGeometries(rank: NaRank): CaseGeometry[] {
@@ -134,13 +135,13 @@ function quickGeometries(rank: NaRank): CaseGeometry[] {
       geometry({ sp: [11], K: [11], rpb: true, D: 16 }),
       // Even K with dilation (fused only), GQA + distinct value dim, explicit scale.
       geometry({ sp: [13], K: [4], d: [3], H: 2, Hkv: 1, Dv: 16, scale: 0.5 }),
-      // Even K, causal, no lse.
-      geometry({ sp: [13], K: [4], causal: [true], lse: false }),
+      // Even K, causal, no lse; longer than a 64-token 1-D tile.
+      geometry({ sp: [70], K: [4], causal: [true], lse: false }),
       // Stride (spec §2.7 examples): L=10, K=4, s=2 non-causal; L=10, K=5, d=2, s=3 causal (K*d == L).
       geometry({ sp: [10], K: [4], s: [2] }),
       geometry({ sp: [10], K: [5], d: [2], s: [3], causal: [true] }),
-      // Blocked attention: s == K (spec §2.7: L=9, K=3, s=3).
-      geometry({ sp: [9], K: [3], s: [3], D: 8, Dv: 4 }),
+      // Blocked attention: s == K (spec §2.7: K=3, s=3), 23 blocks, across 64-token tiles.
+      geometry({ sp: [69], K: [3], s: [3], D: 8, Dv: 4 }),
     ];
   }
   if (rank === 2) {
