@@ -32,7 +32,7 @@ import { windowFunctions } from '../snippets/window.ts';
 
 const FAMILY = 'na-fused-forward';
 /** Bump when the emitted text changes for an unchanged spec. */
-const GEN = 1;
+const GEN = 2;
 
 /** Query-tile products (= workgroup size) this backend compiles. */
 export const FUSED_FORWARD_QUERY_TILES = [16, 32, 64, 128] as const;
@@ -366,6 +366,17 @@ export function generateFusedForward(spec: FusedForwardSpec): GeneratedKernel {
   const WG = product(spec.queryTile);
   const BK = spec.keyChunk;
   const TPK = Math.max(1, WG / BK);
+  // Bank-conflict swizzle: lanes of a SIMD group read neighbouring staged rows at the same column, so the
+  // c-th vec4 of row k is stored at column c ^ (k & mask) (mask < the largest power of two dividing the row
+  // length in vec4s, and < the vec4s per 128-byte bank line: 8 for f32, 16 for f16 staging).
+  const swizzleMask = (n4: number): number => {
+    let p = 1;
+    while (n4 % (p * 2) === 0 && p * 2 <= (S === 'f16' ? 16 : 8)) p *= 2;
+    return p - 1;
+  };
+  const KSW = swizzleMask(D4);
+  const VSW = swizzleMask(DV4);
+  const col = (c: string, row: string, mask: number): string => (mask === 0 ? c : `(${c} ^ (${row} & ${mask}u))`);
   const uniforms = fusedForwardUniformFields(r);
   const bindings = fusedForwardBindings(spec);
   const elem: Record<string, string> = {
@@ -409,6 +420,8 @@ export function generateFusedForward(spec: FusedForwardSpec): GeneratedKernel {
     `const KEY_CHUNK: u32 = ${BK}u;`,
     `const WORKGROUP_SIZE: u32 = ${WG}u;`,
     `const THREADS_PER_KEY: u32 = ${TPK}u;`,
+    `const K_SWIZZLE: u32 = ${KSW}u;`,
+    `const V_SWIZZLE: u32 = ${VSW}u;`,
     `const HAS_RPB: bool = ${spec.hasRpb};`,
     `const HAS_LSE: bool = ${spec.hasLse};`,
     `const LOG2E: f32 = 1.4426950408889634;`,
@@ -417,15 +430,15 @@ export function generateFusedForward(spec: FusedForwardSpec): GeneratedKernel {
     .filter((l) => l.length > 0)
     .join('\n');
 
-  const qDot = Array.from({ length: D4 }, (_, c) => `          acc = fma(q[${c}], vec4<f32>(k_sh[kb + ${c}u]), acc);`).join('\n');
-  const update = softmaxUpdate(DV4, (c) => `vec4<f32>(v_sh[vb + ${c}u])`, '          ');
+  const qDot = Array.from({ length: D4 }, (_, c) => `          acc = fma(q[${c}], vec4<f32>(k_sh[kb + ${KSW === 0 ? `${c}u` : `(${c}u ^ ksw)`}]), acc);`).join('\n');
+  const update = softmaxUpdate(DV4, (c) => `vec4<f32>(v_sh[vb + ${VSW === 0 ? `${c}u` : `(${c}u ^ vsw)`}])`, '          ');
   // Exact window walk: rows of the window (all axes but the last) in box-relative coordinates; each row is a
   // contiguous run of box-linear indices [lo, hi), clipped to the chunk [c0i, c1i).
   const last = r - 1;
   const body = `            let kl = u32(k - c0i);
             let kb = kl * D4;
             let vb = kl * DV4;
-${spec.hasRpb ? `            let kr_${last} = k - row_base;
+${KSW === 0 ? '' : `            let ksw = kl & ${KSW}u;\n`}${VSW === 0 ? '' : `            let vsw = kl & ${VSW}u;\n`}${spec.hasRpb ? `            let kr_${last} = k - row_base;
 ` : ''}            var acc = vec4<f32>(0.0);
 ${qDot.replace(/^ {10}/gm, '            ')}
             var sc = acc.x + acc.y + acc.z + acc.w;
@@ -565,8 +578,8 @@ ${axes
         let kbase = krow * HEAD_DIM;
         let vbase = krow * HEAD_DIM_V;
         let sub = lid % THREADS_PER_KEY;
-        for (var c = sub; c < D4; c += THREADS_PER_KEY) { k_sh[rr * D4 + c] = load_k(kbase, c); }
-        for (var c = sub; c < DV4; c += THREADS_PER_KEY) { v_sh[rr * DV4 + c] = load_v(vbase, c); }
+        for (var c = sub; c < D4; c += THREADS_PER_KEY) { k_sh[rr * D4 + ${col('c', 'rr', KSW)}] = load_k(kbase, c); }
+        for (var c = sub; c < DV4; c += THREADS_PER_KEY) { v_sh[rr * DV4 + ${col('c', 'rr', VSW)}] = load_v(vbase, c); }
       }
     }
     workgroupBarrier();
