@@ -56,7 +56,7 @@ export interface NaOptions<R extends NaRank, T extends AnyTensor = AnyTensor> {
   readonly additionalValues?: T | null | undefined;
   /** Backend for host tensors: 'cpu' | 'webgpu' | 'auto'; default `getBackend()`. */
   readonly backend?: BackendName | undefined;
-  /** Kernel tiles `{ forward?, backward? }` passed to the backend, or 'auto'. */
+  /** Kernel tiles `{ forward?, backward? }` passed to the backend, or 'auto' (the autotuner on WebGPU; see docs/performance.md). */
   readonly config?: KernelConfigOption | undefined;
 }
 
