@@ -32,6 +32,7 @@ export {
   fusedBackwardWithConfig,
   selectFusedBackward,
 } from './ops/na-fused-backward.ts';
-export { qkBackward, qkForward } from './ops/na-qk.ts';
-export { avBackward, avForward } from './ops/na-av.ts';
+export { qkBackward, qkBackwardPlan, qkForward, qkForwardPlan } from './ops/na-qk.ts';
+export type { GpuOpPlan } from './ops/na-bmm.ts';
+export { avBackward, avBackwardPlan, avForward, avForwardPlan } from './ops/na-av.ts';
 export { checkNaiveFusedForward, naiveFusedForward, planNaiveFusedForward } from './ops/na-naive.ts';

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { NattenArgumentError, NattenUnsupportedError, randn, zeros } from '@natten-web/core';
 import type { GeneratedKernel } from '@natten-web/wgsl';
-import { generateAvForward, generateQkBackwardKey, generateQkForward, generateRpbGrad } from '@natten-web/wgsl';
+import { generateAvForward, generateQkBackwardKey, generateQkForward, generateRpbGradPartial, generateRpbGradReduce } from '@natten-web/wgsl';
 import { afterAll, describe, expect, it, vi } from 'vitest';
 import {
   bucketSize,
@@ -205,7 +205,8 @@ describe('pipelines', () => {
       generateQkForward({ rank: 3, kernelSize: [3, 3, 3], causal: [false, false, false], dim: 6, dtype: 'float32', rpb: true }),
       generateQkBackwardKey({ rank: 1, kernelSize: [7], causal: [true], dim: 64, dtype: 'float32' }),
       generateAvForward({ rank: 2, kernelSize: [5, 5], causal: [false, true], dim: 32, dtype: 'float16' }),
-      generateRpbGrad({ rank: 3, kernelSize: [3, 5, 3], dtype: 'float16' }),
+      generateRpbGradPartial({ rank: 3, kernelSize: [3, 5, 3], dtype: 'float16' }),
+      generateRpbGradReduce({ rank: 2, kernelSize: [3, 5], dtype: 'float16' }),
     ];
     for (const k of kernels) {
       const module = ctx.device.createShaderModule({ code: k.code, label: k.key });

@@ -29,9 +29,11 @@ export {
   generateQkBackwardKey,
   generateQkBackwardQuery,
   generateQkForward,
-  generateRpbGrad,
-  RPB_GRAD_UNIFORMS,
+  generateRpbGradPartial,
+  generateRpbGradReduce,
+  RPB_REDUCE_UNIFORMS,
   type RpbGradSpec,
+  rpbCells,
 } from './ops/na-qk.ts';
 export { generateAvBackwardAttn, generateAvBackwardValue, generateAvForward } from './ops/na-av.ts';
 export {

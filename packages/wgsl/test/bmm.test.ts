@@ -11,7 +11,8 @@ import {
   generateQkBackwardKey,
   generateQkBackwardQuery,
   generateQkForward,
-  generateRpbGrad,
+  generateRpbGradPartial,
+  generateRpbGradReduce,
 } from '../src/index.ts';
 
 function causalCombos(rank: number): boolean[][] {
@@ -31,7 +32,10 @@ function variants(op: BmmOpSpec): GeneratedKernel[] {
     generateAvBackwardAttn(op),
     generateAvBackwardValue(op),
   ];
-  if (!causal) out.push(generateQkForward({ ...op, rpb: true }), generateRpbGrad({ rank: op.rank, kernelSize: op.kernelSize, dtype: op.dtype }));
+  if (!causal) {
+    const rpb = { rank: op.rank, kernelSize: op.kernelSize, dtype: op.dtype };
+    out.push(generateQkForward({ ...op, rpb: true }), generateRpbGradPartial(rpb), generateRpbGradReduce(rpb));
+  }
   return out;
 }
 
@@ -116,7 +120,8 @@ describe('BMM kernel keys', () => {
       generateQkForward({ ...nonCausal, rpb: true }).key,
       generateQkBackwardQuery(nonCausal).key,
       generateQkBackwardKey(nonCausal).key,
-      generateRpbGrad({ rank: 2, kernelSize: [3, 5], dtype: 'float32' }).key,
+      generateRpbGradPartial({ rank: 2, kernelSize: [3, 5], dtype: 'float32' }).key,
+      generateRpbGradReduce({ rank: 2, kernelSize: [3, 5], dtype: 'float32' }).key,
     ];
     expect(new Set(keys).size).toBe(keys.length);
     // Same math, same kernel, one pipeline: qk_backward's dQ and av_forward (NN); a non-causal qk_forward
@@ -152,101 +157,23 @@ describe('BMM kernel keys', () => {
 });
 
 describe('BMM shader snapshots', () => {
-  it('d_rel_pos_bias reduction, rank 1, K=3, f32', () => {
-    expect(generateRpbGrad({ rank: 1, kernelSize: [3], dtype: 'float32', workgroupSize: 8 }).code).toMatchInlineSnapshot(`
-      "// na-rpb-grad/v1:{"dtype":"float32","kernelSize":[3],"rank":1,"workgroupSize":8}
-      // d_rel_pos_bias reduction, rank 1 (padded to 3 axes), float32 storage, f32 sums.
-      const RANK: i32 = 1;
-      const K0: i32 = 1;
-      const K1: i32 = 1;
-      const K2: i32 = 3;
-      const P: i32 = 3;
-      const R0: i32 = 1;
-      const R1: i32 = 1;
-      const R2: i32 = 5;
+  it('d_rel_pos_bias reduce pass, rank 1, K=3, f32, 8 invocations', () => {
+    expect(generateRpbGradReduce({ rank: 1, kernelSize: [3], dtype: 'float32', workgroupSize: 8 }).code).toMatchInlineSnapshot(`
+      "// na-rpb-reduce/v2:{"dtype":"float32","kernelSize":[3],"rank":1,"workgroupSize":8}
+      // d_rel_pos_bias: fixed-order reduction of the per-tile partial sums, accumulated into float32 grad_rpb.
       const CELLS: i32 = 5;
       const WG: i32 = 8;
 
-      @group(0) @binding(0) var<storage, read> grad_attn: array<f32>;
+      @group(0) @binding(0) var<storage, read> partial: array<f32>;
       @group(0) @binding(1) var<storage, read_write> grad_rpb: array<f32>;
       struct Params {
         batch: i32,
         heads: i32,
-        L0: i32,
-        L1: i32,
-        L2: i32,
-        d0: i32,
-        d1: i32,
-        d2: i32,
-        s0: i32,
-        s1: i32,
-        s2: i32,
+        rows: i32,
       }
       @group(0) @binding(2) var<uniform> params: Params;
 
-      var<workgroup> partial: array<f32, 8>;
-
-      fn na_group_len(L: i32, d: i32, g: i32) -> i32 { return (L - g + d - 1) / d; }
-      fn na_window_0(x: i32, L: i32, d: i32, s: i32) -> vec2<i32> {
-        let g = x % d;
-        let i = x / d;
-        let n = na_group_len(L, d, g);
-        let leader = min((i / s) * s + s / 2, n - 1);
-        let st = clamp(leader - 0, 0, n - 1);
-        let cnt = 1;
-        return vec2<i32>(st * d + g, cnt);
-      }
-      fn na_inverse_0(j: i32, L: i32, d: i32, s: i32) -> vec2<i32> {
-        let g = j % d;
-        let jj = j / d;
-        let n = na_group_len(L, d, g);
-        let cc = s - s / 2 - 1;
-        var first = 0;
-        if (jj >= 1) { first = ((jj - 0 + cc) / s) * s; }
-        var end = n;
-        if (jj < n - 1) { end = min(((jj + 1 + cc) / s) * s, n); }
-        return vec2<i32>(first * d + g, end * d + g);
-      }
-      fn na_window_1(x: i32, L: i32, d: i32, s: i32) -> vec2<i32> {
-        let g = x % d;
-        let i = x / d;
-        let n = na_group_len(L, d, g);
-        let leader = min((i / s) * s + s / 2, n - 1);
-        let st = clamp(leader - 0, 0, n - 1);
-        let cnt = 1;
-        return vec2<i32>(st * d + g, cnt);
-      }
-      fn na_inverse_1(j: i32, L: i32, d: i32, s: i32) -> vec2<i32> {
-        let g = j % d;
-        let jj = j / d;
-        let n = na_group_len(L, d, g);
-        let cc = s - s / 2 - 1;
-        var first = 0;
-        if (jj >= 1) { first = ((jj - 0 + cc) / s) * s; }
-        var end = n;
-        if (jj < n - 1) { end = min(((jj + 1 + cc) / s) * s, n); }
-        return vec2<i32>(first * d + g, end * d + g);
-      }
-      fn na_window_2(x: i32, L: i32, d: i32, s: i32) -> vec2<i32> {
-        let g = x % d;
-        let i = x / d;
-        let n = na_group_len(L, d, g);
-        let leader = min((i / s) * s + s / 2, n - 1);
-        let st = clamp(leader - 1, 0, n - 3);
-        let cnt = 3;
-        return vec2<i32>(st * d + g, cnt);
-      }
-      fn na_inverse_2(j: i32, L: i32, d: i32, s: i32) -> vec2<i32> {
-        let g = j % d;
-        let jj = j / d;
-        let n = na_group_len(L, d, g);
-        let cc = s - s / 2 - 1;
-        var first = 0;
-        if (jj >= 3) { first = ((jj - 1 + cc) / s) * s; }
-        var end = n;
-        if (jj < n - 3) { end = min(((jj + 2 + cc) / s) * s, n); }
-        return vec2<i32>(first * d + g, end * d + g);
-      }
+      var<workgroup> acc: array<f32, 8>;
 
       @compute @workgroup_size(8)
       fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lidx: u32) {
@@ -254,42 +181,22 @@ describe('BMM shader snapshots', () => {
         if (wgi >= params.heads * CELLS) { return; }
         let h = wgi / CELLS;
         let cell = wgi % CELLS;
-        // Relative offset (group units) of this cell per axis.
-        let o0 = cell / (R1 * R2) - (K0 - 1);
-        let o1 = (cell / R2) % R1 - (K1 - 1);
-        let o2 = cell % R2 - (K2 - 1);
-        let N = params.L0 * params.L1 * params.L2;
         let lid = i32(lidx);
         var sum = 0.0;
-        for (var e = lid; e < params.batch * N; e += WG) {
-          let b = e / N;
-          let tok = e % N;
-          let x0 = tok / (params.L1 * params.L2);
-          let x1 = (tok / params.L2) % params.L1;
-          let x2 = tok % params.L2;
-          let w0 = na_window_0(x0, params.L0, params.d0, params.s0);
-          let w1 = na_window_1(x1, params.L1, params.d1, params.s1);
-          let w2 = na_window_2(x2, params.L2, params.d2, params.s2);
-          // Slot of key x + o*d in x's window, per axis (valid iff 0 <= t < count).
-          let t0 = (x0 + o0 * params.d0 - w0.x) / params.d0;
-          let t1 = (x1 + o1 * params.d1 - w1.x) / params.d1;
-          let t2 = (x2 + o2 * params.d2 - w2.x) / params.d2;
-          let r0 = x0 + o0 * params.d0 - w0.x;
-          let r1 = x1 + o1 * params.d1 - w1.x;
-          let r2 = x2 + o2 * params.d2 - w2.x;
-          if (r0 >= 0 && t0 < w0.y && r1 >= 0 && t1 < w1.y && r2 >= 0 && t2 < w2.y) {
-            sum = sum + f32(grad_attn[((b * params.heads + h) * N + tok) * P + (t0 * K1 + t1) * K2 + t2]);
-          }
+        for (var e = lid; e < params.batch * params.rows; e += WG) {
+          let b = e / params.rows;
+          let row = ((b * params.heads + h) * params.rows + e % params.rows);
+          sum = sum + partial[row * CELLS + cell];
         }
-        partial[lid] = sum;
+        acc[lid] = sum;
         workgroupBarrier();
         for (var half = WG / 2; half > 0; half = half / 2) {
-          if (lid < half) { partial[lid] = partial[lid] + partial[lid + half]; }
+          if (lid < half) { acc[lid] = acc[lid] + acc[lid + half]; }
           workgroupBarrier();
         }
         if (lid == 0) {
           let idx = h * CELLS + cell;
-          grad_rpb[idx] = f32(f32(grad_rpb[idx]) + partial[0]);
+          grad_rpb[idx] = f32(f32(grad_rpb[idx]) + acc[0]);
         }
       }
       "

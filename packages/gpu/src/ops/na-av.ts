@@ -7,8 +7,8 @@ import {
   opName,
 } from '@natten-web/core';
 import { defaultBmmTile, generateAvBackwardAttn, generateAvBackwardValue, generateAvForward } from '@natten-web/wgsl';
-import type { GpuContext, GpuTensor } from '../context.ts';
-import { bmmUniforms, bmmWorkgroups, checkBmmGpu, memoKernel, opSpecOf } from './na-bmm.ts';
+import type { DispatchCommand, GpuContext, GpuTensor } from '../context.ts';
+import { bmmUniforms, bmmWorkgroups, checkBmmGpu, type GpuOpPlan, memoKernel, opSpecOf, runPlan } from './na-bmm.ts';
 import { defineGpuOp } from './op.ts';
 
 function checkForward(ctx: GpuContext, rank: NaRank, args: unknown) {
@@ -31,42 +31,46 @@ function checkBackward(ctx: GpuContext, rank: NaRank, args: unknown) {
   return { p, dtype };
 }
 
+/** The dispatches of `avForward` (validated), for timing or batching. */
+export function avForwardPlan(ctx: GpuContext, rank: NaRank, args: AvForwardArgs<GpuTensor>): GpuOpPlan {
+  const { p, dtype } = checkForward(ctx, rank, args);
+  const kernel = memoKernel('av-forward', opSpecOf(p, dtype), generateAvForward);
+  const tile = defaultBmmTile(rank);
+  return {
+    commands: [{ kernel, buffers: [args.attn.buffer, args.value.buffer, args.output.buffer], uniforms: bmmUniforms(p, kernel, tile), workgroups: bmmWorkgroups(p, tile) }],
+    release: () => {},
+  };
+}
+
 /** `na{1,2,3}d_av_forward` (spec §3.6): `out = sum_{valid t} attn[x,t] v_{n_t(x)}`; invalid slots never read. */
 export const avForward = defineGpuOp<AvForwardArgs<GpuTensor>>(
-  async (ctx, rank, args) => {
-    const { p, dtype } = checkForward(ctx, rank, args);
-    const kernel = memoKernel('av-forward', opSpecOf(p, dtype), generateAvForward);
-    const tile = defaultBmmTile(rank);
-    await ctx.dispatch(
-      [{ kernel, buffers: [args.attn.buffer, args.value.buffer, args.output.buffer], uniforms: bmmUniforms(p, kernel, tile), workgroups: bmmWorkgroups(p, tile) }],
-      p.op,
-    );
-  },
+  (ctx, rank, args) => runPlan(ctx, avForwardPlan(ctx, rank, args), opName(rank, 'av_forward')),
   (ctx, rank, args) => {
     checkForward(ctx, rank, args);
   },
 );
+
+/** The dispatches of `avBackward` (validated): d_attn, then d_value. */
+export function avBackwardPlan(ctx: GpuContext, rank: NaRank, args: AvBackwardArgs<GpuTensor>): GpuOpPlan {
+  const { p, dtype } = checkBackward(ctx, rank, args);
+  const spec = opSpecOf(p, dtype);
+  const tile = defaultBmmTile(rank);
+  const ka = memoKernel('av-backward-attn', spec, generateAvBackwardAttn);
+  const kv = memoKernel('av-backward-value', spec, generateAvBackwardValue);
+  const workgroups = bmmWorkgroups(p, tile);
+  const commands: DispatchCommand[] = [
+    { kernel: ka, buffers: [args.gradOutput.buffer, args.value.buffer, args.gradAttn.buffer], uniforms: bmmUniforms(p, ka, tile), workgroups },
+    { kernel: kv, buffers: [args.attn.buffer, args.gradOutput.buffer, args.gradValue.buffer], uniforms: bmmUniforms(p, kv, tile), workgroups },
+  ];
+  return { commands, release: () => {} };
+}
 
 /**
  * `na{1,2,3}d_av_backward` (spec §3.7, §7.4): d_attn (PN kernel in gradient mode on d_out, value; 0 in
  * invalid slots) and d_value (IN kernel on attn, d_out over the inverse neighborhood). One submission.
  */
 export const avBackward = defineGpuOp<AvBackwardArgs<GpuTensor>>(
-  async (ctx, rank, args) => {
-    const { p, dtype } = checkBackward(ctx, rank, args);
-    const spec = opSpecOf(p, dtype);
-    const tile = defaultBmmTile(rank);
-    const ka = memoKernel('av-backward-attn', spec, generateAvBackwardAttn);
-    const kv = memoKernel('av-backward-value', spec, generateAvBackwardValue);
-    const workgroups = bmmWorkgroups(p, tile);
-    await ctx.dispatch(
-      [
-        { kernel: ka, buffers: [args.gradOutput.buffer, args.value.buffer, args.gradAttn.buffer], uniforms: bmmUniforms(p, ka, tile), workgroups },
-        { kernel: kv, buffers: [args.attn.buffer, args.gradOutput.buffer, args.gradValue.buffer], uniforms: bmmUniforms(p, kv, tile), workgroups },
-      ],
-      p.op,
-    );
-  },
+  (ctx, rank, args) => runPlan(ctx, avBackwardPlan(ctx, rank, args), opName(rank, 'av_backward')),
   (ctx, rank, args) => {
     checkBackward(ctx, rank, args);
   },

@@ -17,7 +17,7 @@ import {
   type GpuDType,
   padAxes,
 } from '@natten-web/wgsl';
-import { foldWorkgroups, type GpuContext } from '../context.ts';
+import { type DispatchCommand, foldWorkgroups, type GpuContext } from '../context.ts';
 
 /** GPU rules on top of core's validator: dtype, f16 feature, binding sizes, index range, dispatch size. */
 export function checkBmmGpu(ctx: GpuContext, p: BmmProblem, tensors: Readonly<Record<string, TensorLike | null | undefined>>): GpuDType {
@@ -126,4 +126,21 @@ export function bmmUniforms(p: BmmProblem, kernel: GeneratedKernel, tile: readon
 
 export function bmmWorkgroups(p: BmmProblem, tile: readonly number[]): [number, number, number] {
   return foldWorkgroups(bmmWorkgroupCount(p, tile));
+}
+
+/**
+ * An op's validated dispatches plus the pooled scratch they use: run `commands` (with `ctx.dispatch`, or
+ * many times with `timeDispatch`), then call `release()` once the last submission using them was made.
+ */
+export interface GpuOpPlan {
+  readonly commands: readonly DispatchCommand[];
+  release(): void;
+}
+
+export async function runPlan(ctx: GpuContext, plan: GpuOpPlan, op: string): Promise<void> {
+  try {
+    await ctx.dispatch(plan.commands, op);
+  } finally {
+    plan.release();
+  }
 }

@@ -11,11 +11,12 @@ import {
   generateQkBackwardKey,
   generateQkBackwardQuery,
   generateQkForward,
-  generateRpbGrad,
-  padAxes,
+  generateRpbGradPartial,
+  generateRpbGradReduce,
+  rpbCells,
 } from '@natten-web/wgsl';
 import { type DispatchCommand, foldWorkgroups, type GpuContext, type GpuTensor } from '../context.ts';
-import { bmmUniforms, bmmWorkgroups, checkBmmGpu, memoKernel, opSpecOf } from './na-bmm.ts';
+import { bmmUniforms, bmmWorkgroupCount, bmmWorkgroups, checkBmmGpu, type GpuOpPlan, memoKernel, opSpecOf, runPlan } from './na-bmm.ts';
 import { defineGpuOp } from './op.ts';
 
 function checkForward(ctx: GpuContext, rank: NaRank, args: unknown) {
@@ -39,24 +40,64 @@ function checkBackward(ctx: GpuContext, rank: NaRank, args: unknown) {
   return { p, dtype };
 }
 
+/** The dispatches of `qkForward` (validated), for timing or batching; `qkForward` runs exactly this plan. */
+export function qkForwardPlan(ctx: GpuContext, rank: NaRank, args: QkForwardArgs<GpuTensor>): GpuOpPlan {
+  const { p, dtype } = checkForward(ctx, rank, args);
+  const rpb = args.rpb ?? undefined;
+  const spec = { ...opSpecOf(p, dtype), rpb: rpb !== undefined };
+  const kernel = memoKernel('qk-forward', spec, generateQkForward);
+  const tile = defaultBmmTile(rank);
+  const buffers = rpb ? [args.query.buffer, args.key.buffer, rpb.buffer, args.attn.buffer] : [args.query.buffer, args.key.buffer, args.attn.buffer];
+  return { commands: [{ kernel, buffers, uniforms: bmmUniforms(p, kernel, tile), workgroups: bmmWorkgroups(p, tile) }], release: () => {} };
+}
+
 /**
  * `na{1,2,3}d_qk_forward` (spec §3.4): `attn = q.k (+ rpb)`, no scaling, -inf in invalid causal slots.
  * One dispatch of the PN kernel.
  */
 export const qkForward = defineGpuOp<QkForwardArgs<GpuTensor>>(
-  async (ctx, rank, args) => {
-    const { p, dtype } = checkForward(ctx, rank, args);
-    const rpb = args.rpb ?? undefined;
-    const spec = { ...opSpecOf(p, dtype), rpb: rpb !== undefined };
-    const kernel = memoKernel('qk-forward', spec, generateQkForward);
-    const tile = defaultBmmTile(rank);
-    const buffers = rpb ? [args.query.buffer, args.key.buffer, rpb.buffer, args.attn.buffer] : [args.query.buffer, args.key.buffer, args.attn.buffer];
-    await ctx.dispatch([{ kernel, buffers, uniforms: bmmUniforms(p, kernel, tile), workgroups: bmmWorkgroups(p, tile) }], p.op);
-  },
+  (ctx, rank, args) => runPlan(ctx, qkForwardPlan(ctx, rank, args), opName(rank, 'qk_forward')),
   (ctx, rank, args) => {
     checkForward(ctx, rank, args);
   },
 );
+
+/** The dispatches of `qkBackward` (validated): dQ, dK and, with grad_rpb, the two d_rpb passes. */
+export function qkBackwardPlan(ctx: GpuContext, rank: NaRank, args: QkBackwardArgs<GpuTensor>): GpuOpPlan {
+  const { p, dtype } = checkBackward(ctx, rank, args);
+  const spec = opSpecOf(p, dtype);
+  const tile = defaultBmmTile(rank);
+  const kq = memoKernel('qk-backward-query', spec, generateQkBackwardQuery);
+  const kk = memoKernel('qk-backward-key', spec, generateQkBackwardKey);
+  const workgroups = bmmWorkgroups(p, tile);
+  const commands: DispatchCommand[] = [
+    { kernel: kq, buffers: [args.gradAttn.buffer, args.key.buffer, args.gradQuery.buffer], uniforms: bmmUniforms(p, kq, tile), workgroups },
+    { kernel: kk, buffers: [args.gradAttn.buffer, args.query.buffer, args.gradKey.buffer], uniforms: bmmUniforms(p, kk, tile), workgroups },
+  ];
+  const gradRpb = args.gradRpb ?? undefined;
+  const scratch: GpuTensor[] = [];
+  if (gradRpb) {
+    // Two passes: per-tile partial sums over the BMM grid, then a fixed-order sum per (head, cell) that
+    // accumulates into grad_rpb. The f32 scratch comes from the context pool.
+    const rpbSpec = { rank, kernelSize: [...p.params.kernelSize], dtype };
+    const kp = memoKernel('rpb-partial', rpbSpec, generateRpbGradPartial);
+    const kr = memoKernel('rpb-reduce', rpbSpec, generateRpbGradReduce);
+    const cells = rpbCells(p.params.kernelSize);
+    const rowsTotal = bmmWorkgroupCount(p, tile);
+    const partial = ctx.tempTensor([rowsTotal, cells], 'float32', { label: `${p.op}.rpb_partial` });
+    scratch.push(partial);
+    commands.push(
+      { kernel: kp, buffers: [args.gradAttn.buffer, partial.buffer], uniforms: bmmUniforms(p, kp, tile), workgroups },
+      {
+        kernel: kr,
+        buffers: [partial.buffer, gradRpb.buffer],
+        uniforms: { batch: p.batch, heads: p.heads, rows: rowsTotal / (p.batch * p.heads) },
+        workgroups: foldWorkgroups(p.heads * cells),
+      },
+    );
+  }
+  return { commands, release: () => scratch.forEach((t) => ctx.releaseTensor(t)) };
+}
 
 /**
  * `na{1,2,3}d_qk_backward` (spec §3.5, §7.4): dQ (NN kernel on d_attn, key), dK (IN kernel on d_attn,
@@ -64,33 +105,7 @@ export const qkForward = defineGpuOp<QkForwardArgs<GpuTensor>>(
  * first) by a deterministic per-(head, cell) reduction. One submission.
  */
 export const qkBackward = defineGpuOp<QkBackwardArgs<GpuTensor>>(
-  async (ctx, rank, args) => {
-    const { p, dtype } = checkBackward(ctx, rank, args);
-    const spec = opSpecOf(p, dtype);
-    const tile = defaultBmmTile(rank);
-    const kq = memoKernel('qk-backward-query', spec, generateQkBackwardQuery);
-    const kk = memoKernel('qk-backward-key', spec, generateQkBackwardKey);
-    const workgroups = bmmWorkgroups(p, tile);
-    const commands: DispatchCommand[] = [
-      { kernel: kq, buffers: [args.gradAttn.buffer, args.key.buffer, args.gradQuery.buffer], uniforms: bmmUniforms(p, kq, tile), workgroups },
-      { kernel: kk, buffers: [args.gradAttn.buffer, args.query.buffer, args.gradKey.buffer], uniforms: bmmUniforms(p, kk, tile), workgroups },
-    ];
-    const gradRpb = args.gradRpb ?? undefined;
-    if (gradRpb) {
-      const kr = memoKernel('rpb-grad', { rank, kernelSize: [...p.params.kernelSize], dtype }, generateRpbGrad);
-      const L = padAxes(p.spatial, 1);
-      const d = padAxes(p.params.dilation, 1);
-      const s = padAxes(p.params.stride, 1);
-      const cells = p.params.kernelSize.reduce((acc, k) => acc * (2 * k - 1), 1);
-      commands.push({
-        kernel: kr,
-        buffers: [args.gradAttn.buffer, gradRpb.buffer],
-        uniforms: { batch: p.batch, heads: p.heads, L0: L[0], L1: L[1], L2: L[2], d0: d[0], d1: d[1], d2: d[2], s0: s[0], s1: s[1], s2: s[2] },
-        workgroups: foldWorkgroups(p.heads * cells),
-      });
-    }
-    await ctx.dispatch(commands, p.op);
-  },
+  (ctx, rank, args) => runPlan(ctx, qkBackwardPlan(ctx, rank, args), opName(rank, 'qk_backward')),
   (ctx, rank, args) => {
     checkBackward(ctx, rank, args);
   },

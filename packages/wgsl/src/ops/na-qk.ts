@@ -2,11 +2,12 @@
  * Generators behind `na{1,2,3}d_qk_forward` / `na{1,2,3}d_qk_backward` (spec §3.4, §3.5, §5, §7.4).
  * - forward: PN kernel (q.k + rpb; -inf in invalid causal slots; no scaling);
  * - backward: NN kernel on (d_attn, key) for dQ, IN kernel on (d_attn, query) for dK, and the
- *   deterministic d_rel_pos_bias reduction below.
+ *   deterministic two-pass d_rel_pos_bias reduction below (per-tile partials, then a fixed-order sum).
  */
 import { enableDirectives, type GpuDType, wgslType } from '../dtype.ts';
 import { type GeneratedKernel, kernelKey, type UniformField, uniformDecl } from '../kernel.ts';
 import {
+  BMM_UNIFORMS,
   type BmmKernelSpec,
   defaultBmmChunk,
   defaultBmmTile,
@@ -66,43 +67,37 @@ export interface RpbGradSpec {
   readonly rank: 1 | 2 | 3;
   readonly kernelSize: readonly number[];
   readonly dtype: GpuDType;
-  /** Invocations per workgroup (a power of two). */
-  readonly workgroupSize?: number | undefined;
+  /** Query tile per real axis of the partial pass (default: the BMM tile; its product is the workgroup size). */
+  readonly tile?: readonly number[] | undefined;
 }
 
-const RPB_GEN = 1;
+const RPB_GEN = 2;
 
-export const RPB_GRAD_UNIFORMS: readonly UniformField[] = [
-  { name: 'batch', type: 'i32' },
-  { name: 'heads', type: 'i32' },
-  { name: 'L0', type: 'i32' },
-  { name: 'L1', type: 'i32' },
-  { name: 'L2', type: 'i32' },
-  { name: 'd0', type: 'i32' },
-  { name: 'd1', type: 'i32' },
-  { name: 'd2', type: 'i32' },
-  { name: 's0', type: 'i32' },
-  { name: 's1', type: 'i32' },
-  { name: 's2', type: 'i32' },
-];
+/** Bias cells per head: prod(2K - 1). */
+export function rpbCells(kernelSize: readonly number[]): number {
+  return kernelSize.reduce((acc, k) => acc * (2 * k - 1), 1);
+}
 
 /**
- * d_rel_pos_bias (spec §5): `d_rpb[h, r] += sum_b sum_x sum_{t : r(x, n_t(x)) = r} d_attn[b,h,x,t]`.
- * One workgroup per (head, bias cell); its invocations stride over (b, x) in a fixed assignment and
- * reduce with a fixed tree in workgroup memory: deterministic, no atomics. RPB means non-causal windows.
- * Bindings: grad_attn, grad_rpb (read_write: accumulated into, like NATTEN). Dispatch heads * prod(2K-1)
- * workgroups (fold with `wid.x + wid.y * nwg.x`).
+ * d_rel_pos_bias, pass 1 of 2 (spec §5): per query tile (the BMM kernels' workgroup grid: batch*head x
+ * dilation group x tile), the sum of d_attn over the tile's (query, slot) pairs mapping to each bias cell,
+ * written to `partial[workgroup * CELLS + cell]` (f32). The tile's windows are staged once; then each
+ * invocation owns cells and walks the tile's queries in a fixed order. Every workgroup of the grid writes
+ * its row (zeros for tiles past a short dilation group), so the scratch needs no clearing.
+ * Bindings: grad_attn, partial. Uniforms: `BMM_UNIFORMS`.
  */
-export function generateRpbGrad(spec: RpbGradSpec): GeneratedKernel {
-  const wg = spec.workgroupSize ?? 64;
-  const canonical = { rank: spec.rank, kernelSize: [...spec.kernelSize], dtype: spec.dtype, workgroupSize: wg };
-  const key = kernelKey('na-rpb-grad', RPB_GEN, canonical);
+export function generateRpbGradPartial(spec: RpbGradSpec): GeneratedKernel {
+  const tile = [...(spec.tile ?? defaultBmmTile(spec.rank))];
+  const canonical = { rank: spec.rank, kernelSize: [...spec.kernelSize], dtype: spec.dtype, tile };
+  const key = kernelKey('na-rpb-partial', RPB_GEN, canonical);
   const T = wgslType(spec.dtype);
   const K = padAxes(spec.kernelSize, 1);
   const R = K.map((k) => 2 * k - 1);
-  const uniforms = [...RPB_GRAD_UNIFORMS];
+  const TL = padAxes(tile, 1);
+  const wg = TL[0] * TL[1] * TL[2];
+  const uniforms = [...BMM_UNIFORMS];
   const code = `${enableDirectives(spec.dtype)}// ${key}
-// d_rel_pos_bias reduction, rank ${spec.rank} (padded to 3 axes), ${spec.dtype} storage, f32 sums.
+// d_rel_pos_bias partial sums per query tile, rank ${spec.rank} (padded to 3 axes), ${spec.dtype} d_attn, f32 sums.
 const RANK: i32 = ${spec.rank};
 const K0: i32 = ${K[0]};
 const K1: i32 = ${K[1]};
@@ -112,56 +107,72 @@ const R0: i32 = ${R[0]};
 const R1: i32 = ${R[1]};
 const R2: i32 = ${R[2]};
 const CELLS: i32 = ${R[0] * R[1] * R[2]};
+const TILE_0: i32 = ${TL[0]};
+const TILE_1: i32 = ${TL[1]};
+const TILE_2: i32 = ${TL[2]};
 const WG: i32 = ${wg};
 
 @group(0) @binding(0) var<storage, read> grad_attn: array<${T}>;
-@group(0) @binding(1) var<storage, read_write> grad_rpb: array<${T}>;
+@group(0) @binding(1) var<storage, read_write> partial: array<f32>;
 ${uniformDecl(uniforms, 2)}
-var<workgroup> partial: array<f32, ${wg}>;
+// Per query of the tile: (i - start) per axis (group units) and the token (-1: outside the group); valid counts.
+var<workgroup> sh_q: array<vec4<i32>, ${wg}>;
+var<workgroup> sh_c: array<vec4<i32>, ${wg}>;
 
 ${windowFunctions(K, [false, false, false])}
 @compute @workgroup_size(${wg})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lidx: u32) {
+  let gcount = params.d0 * params.d1 * params.d2;
+  let tcount = params.tiles0 * params.tiles1 * params.tiles2;
   let wgi = i32(wid.x + wid.y * nwg.x);
-  if (wgi >= params.heads * CELLS) { return; }
-  let h = wgi / CELLS;
-  let cell = wgi % CELLS;
-  // Relative offset (group units) of this cell per axis.
-  let o0 = cell / (R1 * R2) - (K0 - 1);
-  let o1 = (cell / R2) % R1 - (K1 - 1);
-  let o2 = cell % R2 - (K2 - 1);
-  let N = params.L0 * params.L1 * params.L2;
+  if (wgi >= params.bh * gcount * tcount) { return; }
+  let tile = wgi % tcount;
+  let rest = wgi / tcount;
+  let gl = rest % gcount;
+  let bh = rest / gcount;
+  let g0 = gl / (params.d1 * params.d2);
+  let g1 = (gl / params.d2) % params.d1;
+  let g2 = gl % params.d2;
+  let n0 = na_group_len(params.L0, params.d0, g0);
+  let n1 = na_group_len(params.L1, params.d1, g1);
+  let n2 = na_group_len(params.L2, params.d2, g2);
   let lid = i32(lidx);
-  var sum = 0.0;
-  for (var e = lid; e < params.batch * N; e += WG) {
-    let b = e / N;
-    let tok = e % N;
-    let x0 = tok / (params.L1 * params.L2);
-    let x1 = (tok / params.L2) % params.L1;
-    let x2 = tok % params.L2;
+  let li0 = (tile / (params.tiles1 * params.tiles2)) * TILE_0 + lid / (TILE_1 * TILE_2);
+  let li1 = ((tile / params.tiles2) % params.tiles1) * TILE_1 + (lid / TILE_2) % TILE_1;
+  let li2 = (tile % params.tiles2) * TILE_2 + lid % TILE_2;
+  let N = params.L0 * params.L1 * params.L2;
+  var q = vec4<i32>(0, 0, 0, -1);
+  var c = vec4<i32>(0, 0, 0, 0);
+  if (li0 < n0 && li1 < n1 && li2 < n2) {
+    let x0 = li0 * params.d0 + g0;
+    let x1 = li1 * params.d1 + g1;
+    let x2 = li2 * params.d2 + g2;
     let w0 = na_window_0(x0, params.L0, params.d0, params.s0);
     let w1 = na_window_1(x1, params.L1, params.d1, params.s1);
     let w2 = na_window_2(x2, params.L2, params.d2, params.s2);
-    // Slot of key x + o*d in x's window, per axis (valid iff 0 <= t < count).
-    let t0 = (x0 + o0 * params.d0 - w0.x) / params.d0;
-    let t1 = (x1 + o1 * params.d1 - w1.x) / params.d1;
-    let t2 = (x2 + o2 * params.d2 - w2.x) / params.d2;
-    let r0 = x0 + o0 * params.d0 - w0.x;
-    let r1 = x1 + o1 * params.d1 - w1.x;
-    let r2 = x2 + o2 * params.d2 - w2.x;
-    if (r0 >= 0 && t0 < w0.y && r1 >= 0 && t1 < w1.y && r2 >= 0 && t2 < w2.y) {
-      sum = sum + f32(grad_attn[((b * params.heads + h) * N + tok) * P + (t0 * K1 + t1) * K2 + t2]);
-    }
+    q = vec4<i32>(li0 - (w0.x - g0) / params.d0, li1 - (w1.x - g1) / params.d1, li2 - (w2.x - g2) / params.d2, (x0 * params.L1 + x1) * params.L2 + x2);
+    c = vec4<i32>(w0.y, w1.y, w2.y, 0);
   }
-  partial[lid] = sum;
+  sh_q[lid] = q;
+  sh_c[lid] = c;
   workgroupBarrier();
-  for (var half = WG / 2; half > 0; half = half / 2) {
-    if (lid < half) { partial[lid] = partial[lid] + partial[lid + half]; }
-    workgroupBarrier();
-  }
-  if (lid == 0) {
-    let idx = h * CELLS + cell;
-    grad_rpb[idx] = ${T}(f32(grad_rpb[idx]) + partial[0]);
+  for (var cell = lid; cell < CELLS; cell += WG) {
+    // Relative offset of the cell (group units): the key of slot t is start + t, so t = (i - start) + o.
+    let o0 = cell / (R1 * R2) - (K0 - 1);
+    let o1 = (cell / R2) % R1 - (K1 - 1);
+    let o2 = cell % R2 - (K2 - 1);
+    var sum = 0.0;
+    for (var k = 0; k < WG; k++) {
+      let m = sh_q[k];
+      let cn = sh_c[k];
+      let t0 = m.x + o0;
+      let t1 = m.y + o1;
+      let t2 = m.z + o2;
+      if (m.w >= 0 && t0 >= 0 && t0 < cn.x && t1 >= 0 && t1 < cn.y && t2 >= 0 && t2 < cn.z) {
+        sum = sum + f32(grad_attn[(bh * N + m.w) * P + (t0 * K1 + t1) * K2 + t2]);
+      }
+    }
+    partial[wgi * CELLS + cell] = sum;
   }
 }
 `;
@@ -172,6 +183,75 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     workgroupSize: [wg, 1, 1],
     bindings: [
       { name: 'grad_attn', access: 'read' },
+      { name: 'partial', access: 'read_write' },
+    ],
+    uniforms,
+    workgroupBytes: wg * 32,
+    features: spec.dtype === 'float16' ? ['shader-f16'] : [],
+  };
+}
+
+export const RPB_REDUCE_UNIFORMS: readonly UniformField[] = [
+  { name: 'batch', type: 'i32' },
+  { name: 'heads', type: 'i32' },
+  { name: 'rows', type: 'i32' },
+];
+
+/**
+ * d_rel_pos_bias, pass 2 of 2: one workgroup per (head, cell) sums the partial rows of that head
+ * (`rows` = dilation groups x tiles per batch*head, over every batch) with a fixed assignment and a fixed
+ * tree, then ACCUMULATES into grad_rpb (`+=`, like NATTEN). Deterministic, no atomics.
+ * Bindings: partial, grad_rpb. Dispatch heads * CELLS workgroups (folded).
+ */
+export function generateRpbGradReduce(spec: Omit<RpbGradSpec, 'tile'> & { readonly workgroupSize?: number | undefined }): GeneratedKernel {
+  const wg = spec.workgroupSize ?? 64;
+  const canonical = { rank: spec.rank, kernelSize: [...spec.kernelSize], dtype: spec.dtype, workgroupSize: wg };
+  const key = kernelKey('na-rpb-reduce', RPB_GEN, canonical);
+  const T = wgslType(spec.dtype);
+  const cells = rpbCells(spec.kernelSize);
+  const uniforms = [...RPB_REDUCE_UNIFORMS];
+  const code = `${enableDirectives(spec.dtype)}// ${key}
+// d_rel_pos_bias: fixed-order reduction of the per-tile partial sums, accumulated into ${spec.dtype} grad_rpb.
+const CELLS: i32 = ${cells};
+const WG: i32 = ${wg};
+
+@group(0) @binding(0) var<storage, read> partial: array<f32>;
+@group(0) @binding(1) var<storage, read_write> grad_rpb: array<${T}>;
+${uniformDecl(uniforms, 2)}
+var<workgroup> acc: array<f32, ${wg}>;
+
+@compute @workgroup_size(${wg})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lidx: u32) {
+  let wgi = i32(wid.x + wid.y * nwg.x);
+  if (wgi >= params.heads * CELLS) { return; }
+  let h = wgi / CELLS;
+  let cell = wgi % CELLS;
+  let lid = i32(lidx);
+  var sum = 0.0;
+  for (var e = lid; e < params.batch * params.rows; e += WG) {
+    let b = e / params.rows;
+    let row = ((b * params.heads + h) * params.rows + e % params.rows);
+    sum = sum + partial[row * CELLS + cell];
+  }
+  acc[lid] = sum;
+  workgroupBarrier();
+  for (var half = WG / 2; half > 0; half = half / 2) {
+    if (lid < half) { acc[lid] = acc[lid] + acc[lid + half]; }
+    workgroupBarrier();
+  }
+  if (lid == 0) {
+    let idx = h * CELLS + cell;
+    grad_rpb[idx] = ${T}(f32(grad_rpb[idx]) + acc[0]);
+  }
+}
+`;
+  return {
+    key,
+    code,
+    entryPoint: 'main',
+    workgroupSize: [wg, 1, 1],
+    bindings: [
+      { name: 'partial', access: 'read' },
       { name: 'grad_rpb', access: 'read_write' },
     ],
     uniforms,
