@@ -2,7 +2,9 @@
  * Timing candidates: seeded random inputs of the real shape (never zeros; the forward stores the LSE when the
  * problem does, the backward runs on a real forward's O and LSE), warm-up runs, then repeated runs through
  * `ctx.profile` (GPU timestamps of every dispatch the op makes; wall time when the adapter has none), median.
- * A time budget (`maxTuneMs`) is honoured: tuning stops when it runs out and keeps the best so far.
+ * A time budget (`maxTuneMs`) is honoured: it is checked before every run (warm-up or timed); once spent, tuning
+ * stops and keeps the best so far. A run already started finishes first, and the first (warm-up) run of a candidate
+ * includes its pipeline compile, which cannot be interrupted (seconds on lavapipe, ~0.1 s on real GPUs).
  */
 import { lseShape, type NaRank, randn, rpbShape } from '@natten-web/core';
 import { fusedBackwardWithConfig, fusedForward, type GpuContext, type GpuTensor, median } from '@natten-web/gpu';
@@ -73,10 +75,19 @@ function fmtNs(ns: number | undefined): string {
   return ns >= 1e6 ? `${(ns / 1e6).toFixed(2)} ms` : `${(ns / 1e3).toFixed(1)} us`;
 }
 
-/** The stderr progress line writer (Node). */
-function stderrProgress(mode: boolean | 'auto'): ((e: ProgressEvent) => void) | undefined {
-  if (mode === false || !isNode()) return undefined;
-  const stderr = (globalThis as { process?: { stderr?: { isTTY?: boolean; write(s: string): boolean } } }).process?.stderr;
+/** Where progress lines go: Node's stderr, or any stream with the same two members (tests). */
+export interface ProgressStream {
+  readonly isTTY?: boolean | undefined;
+  write(s: string): unknown;
+}
+
+/**
+ * The progress printer: one rewritten line (`\r` + erase) when the stream is a TTY, plain lines otherwise.
+ * 'auto' stays silent until a tune has run 2 s (short tunes print nothing).
+ */
+export function progressPrinter(mode: boolean | 'auto', stream?: ProgressStream): ((e: ProgressEvent) => void) | undefined {
+  if (mode === false) return undefined;
+  const stderr = stream ?? (isNode() ? (globalThis as { process?: { stderr?: ProgressStream } }).process?.stderr : undefined);
   if (!stderr) return undefined;
   const tty = stderr.isTTY === true;
   let shown = false;
@@ -109,7 +120,7 @@ export async function timeCandidates<C>(
   const reps = settings.reps ?? 5;
   const start = now();
   const elapsed = (): number => now() - start;
-  const printer = stderrProgress(settings.progress ?? 'auto');
+  const printer = progressPrinter(settings.progress ?? 'auto');
   const emit = (e: Omit<ProgressEvent, 'op' | 'problem' | 'elapsedMs' | 'budgetMs' | 'total'>): void => {
     const ev: ProgressEvent = { op, problem, total: candidates.length, elapsedMs: elapsed(), budgetMs, ...e };
     settings.onProgress?.(ev);
