@@ -36,3 +36,12 @@ export { qkBackward, qkBackwardPlan, qkForward, qkForwardPlan } from './ops/na-q
 export type { GpuOpPlan } from './ops/na-bmm.ts';
 export { avBackward, avBackwardPlan, avForward, avForwardPlan } from './ops/na-av.ts';
 export { checkNaiveFusedForward, naiveFusedForward, planNaiveFusedForward } from './ops/na-naive.ts';
+export {
+  defaultSgmatConfig,
+  enumerateSgmatConfigs,
+  fusedForwardSgmat,
+  planFusedForwardSgmat,
+  sgmatAvailability,
+  type SgmatForwardConfig,
+  sgmatProblemFit,
+} from './ops/na-fused-forward-sgmat.ts';

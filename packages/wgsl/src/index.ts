@@ -98,3 +98,11 @@ export {
   type NaiveForwardSpec,
   naiveForwardUniformFields,
 } from './ops/na-naive.ts';
+export {
+  type FusedForwardSgmatSpec,
+  fusedForwardSgmatBindings,
+  fusedForwardSgmatSpecProblem,
+  fusedForwardSgmatWorkgroupBytes,
+  generateFusedForwardSgmat,
+  SGMAT_FRAGMENT,
+} from './ops/na-fused-forward-sgmat.ts';

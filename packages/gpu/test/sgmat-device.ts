@@ -1,0 +1,209 @@
+/**
+ * Device script (not a test): correctness and speed of the tensor-core (subgroup-matrix) fused forward on an
+ * adapter that has `chromium-experimental-subgroup-matrix` (the NVIDIA device machine). Bundle with
+ * `tools/device/bundle.sh packages/gpu/test/sgmat-device.ts` and run there.
+ *
+ * 1. Correctness: small problems (ranks 1-3, causal, dilation, rpb, GQA, Dv != D, partial tiles) against the
+ *    CPU reference (f64 on the same f16 inputs): max abs error of out and lse, NaN check.
+ * 2. Speed: the benchmark problems, tensor-core default config vs every enumerated tensor-core config (quick
+ *    sweep) vs the plain path's default, GPU time from timestamp queries (median of runs).
+ */
+import { parseArgs } from 'node:util';
+import { type FusedForwardArgs, fnaFlops, type NaRank, randn, type Tensor, tensor, toFloat64Values } from '@natten-web/core';
+import { fusedForward as cpuFusedForward } from '@natten-web/cpu';
+import {
+  defaultSgmatConfig,
+  enumerateSgmatConfigs,
+  fusedForward,
+  fusedForwardSgmat,
+  GpuContext,
+  type GpuTensor,
+  planFusedForwardSgmat,
+  sgmatAvailability,
+  type SgmatForwardConfig,
+} from '../src/index.ts';
+
+const { values } = parseArgs({
+  options: {
+    mode: { type: 'string', default: 'both' },
+    sweep: { type: 'string', default: 'false' },
+    only: { type: 'string', default: '' },
+    reps: { type: 'string', default: '20' },
+    builtin: { type: 'string', default: 'true' },
+  },
+});
+const subgroupIdBuiltin = values.builtin !== 'false';
+
+interface Problem {
+  name: string;
+  rank: NaRank;
+  spatial: number[];
+  heads: number;
+  headsKv?: number;
+  dim: number;
+  dimV?: number;
+  kernelSize: number[];
+  dilation?: number[];
+  isCausal?: boolean[];
+  rpb?: boolean;
+  batch?: number;
+}
+
+const ctx = await GpuContext.create({ powerPreference: 'high-performance' });
+const a = ctx.adapterInfo;
+console.log(`adapter: ${a.vendor} / ${a.architecture} / ${a.device} (${a.description}) subgroups ${a.subgroupMinSize}..${a.subgroupMaxSize}`);
+console.log(`features: ${[...ctx.features].join(', ')}`);
+console.log(`subgroup matrix: ${ctx.subgroupMatrix.map((c) => `${c.componentType}->${c.resultComponentType} ${c.M}x${c.N}x${c.K}`).join(', ') || 'none'}`);
+const avail = sgmatAvailability(ctx);
+console.log(`tensor-core path: ${'why' in avail ? `unavailable (${avail.why})` : `subgroup size ${avail.subgroupSize}`}; subgroup_id builtin ${subgroupIdBuiltin}`);
+
+function makeArgs(p: Problem, seed: number) {
+  const B = p.batch ?? 1;
+  const hk = p.headsKv ?? p.heads;
+  const dv = p.dimV ?? p.dim;
+  const q = randn([B, ...p.spatial, p.heads, p.dim], 'float16', seed);
+  const k = randn([B, ...p.spatial, hk, p.dim], 'float16', seed + 1);
+  const v = randn([B, ...p.spatial, hk, dv], 'float16', seed + 2);
+  const rpb = p.rpb ? randn([p.heads, ...p.kernelSize.map((x) => 2 * x - 1)], 'float16', seed + 3) : undefined;
+  const out = tensor([B, ...p.spatial, p.heads, dv], 'float16');
+  const lse = tensor([B, ...p.spatial, p.heads], 'float32');
+  return { q, k, v, rpb, out, lse };
+}
+
+function hostArgs(p: Problem, t: ReturnType<typeof makeArgs>): FusedForwardArgs {
+  return {
+    output: t.out,
+    query: t.q,
+    key: t.k,
+    value: t.v,
+    rpb: t.rpb ?? null,
+    logsumexp: t.lse,
+    kernelSize: p.kernelSize,
+    dilation: p.dilation ?? 1,
+    isCausal: p.isCausal ?? false,
+  };
+}
+
+function gpuArgs(p: Problem, t: ReturnType<typeof makeArgs>): FusedForwardArgs<GpuTensor> {
+  return {
+    output: ctx.createTensor(t.out.shape, 'float16'),
+    query: ctx.upload(t.q),
+    key: ctx.upload(t.k),
+    value: ctx.upload(t.v),
+    rpb: t.rpb ? ctx.upload(t.rpb) : null,
+    logsumexp: ctx.createTensor(t.lse.shape, 'float32'),
+    kernelSize: p.kernelSize,
+    dilation: p.dilation ?? 1,
+    isCausal: p.isCausal ?? false,
+  };
+}
+
+function maxErr(got: Tensor, want: Tensor): { err: number; nan: number } {
+  const g = toFloat64Values(got);
+  const w = toFloat64Values(want);
+  let err = 0;
+  let nan = 0;
+  for (let i = 0; i < g.length; i++) {
+    const x = g[i] as number;
+    if (!Number.isFinite(x)) nan++;
+    else err = Math.max(err, Math.abs(x - (w[i] as number)));
+  }
+  return { err, nan };
+}
+
+function free(g: FusedForwardArgs<GpuTensor>): void {
+  for (const t of [g.output, g.query, g.key, g.value, g.rpb, g.logsumexp]) t?.buffer.destroy();
+}
+
+let failures = 0;
+if (values.mode !== 'speed' && !('why' in avail)) {
+  const checks: Problem[] = [
+    { name: '1d L=37 K=7', rank: 1, spatial: [37], heads: 2, dim: 32, kernelSize: [7] },
+    { name: '1d L=100 K=9 d=3 causal', rank: 1, spatial: [100], heads: 2, dim: 16, kernelSize: [9], dilation: [3], isCausal: [true] },
+    { name: '2d 19x23 K=5x7 rpb', rank: 2, spatial: [19, 23], heads: 2, dim: 64, kernelSize: [5, 7], rpb: true },
+    { name: '2d 20x17 K=4x6 d=2x1 causal TF', rank: 2, spatial: [20, 17], heads: 3, dim: 32, kernelSize: [4, 6], dilation: [2, 1], isCausal: [true, false] },
+    { name: '2d 16x16 K=7 GQA Dv=32', rank: 2, spatial: [16, 16], heads: 4, headsKv: 2, dim: 64, dimV: 32, kernelSize: [7, 7] },
+    { name: '2d 33x40 K=13 d=2 D=128', rank: 2, spatial: [33, 40], heads: 2, dim: 128, kernelSize: [13, 13], dilation: [2, 2] },
+    { name: '3d 6x9x11 K=3x5x5 causal FTF', rank: 3, spatial: [6, 9, 11], heads: 2, dim: 32, kernelSize: [3, 5, 5], isCausal: [false, true, false] },
+    { name: '3d 8x8x8 K=3x3x3 d=2 B=2', rank: 3, spatial: [8, 8, 8], heads: 1, dim: 16, kernelSize: [3, 3, 3], dilation: [2, 2, 2], batch: 2 },
+  ];
+  console.log('\n== correctness vs CPU reference (f16 inputs; tolerance out 1e-2, lse 1e-2)');
+  for (const p of checks) {
+    const t = makeArgs(p, 7);
+    const ref = { out: tensor(t.out.shape, 'float16'), lse: tensor(t.lse.shape, 'float32') };
+    cpuFusedForward(p.rank, { ...hostArgs(p, t), output: ref.out, logsumexp: ref.lse });
+    const g = gpuArgs(p, t);
+    const problem = planFusedForwardSgmat(ctx, p.rank, g, undefined, { subgroupIdBuiltin }).problem;
+    const configs = values.sweep === 'true' ? enumerateSgmatConfigs(ctx, problem) : [defaultSgmatConfig(ctx, problem) as SgmatForwardConfig];
+    for (const c of configs) {
+      try {
+        await fusedForwardSgmat(ctx, p.rank, g, c, { subgroupIdBuiltin });
+        const o = maxErr(await ctx.read(g.output), ref.out);
+        const l = maxErr(await ctx.read(g.logsumexp as GpuTensor), ref.lse);
+        const ok = o.err <= 1e-2 && l.err <= 1e-2 && o.nan === 0 && l.nan === 0;
+        if (!ok) failures++;
+        console.log(`${ok ? 'ok  ' : 'FAIL'} ${p.name.padEnd(34)} q=${c.queryTile.join('x')} bk=${c.keyChunk}  out ${o.err.toExponential(2)} lse ${l.err.toExponential(2)}${o.nan + l.nan ? ` NaN/Inf ${o.nan + l.nan}` : ''}`);
+      } catch (e) {
+        failures++;
+        console.log(`FAIL ${p.name}: ${(e as Error).message.split('\n').slice(0, 6).join(' | ')}`);
+      }
+    }
+    free(g);
+  }
+}
+
+async function timeOp(run: () => Promise<void>, reps: number): Promise<number> {
+  await run();
+  await run();
+  const samples: number[] = [];
+  for (let i = 0; i < reps; i++) {
+    const p = await ctx.profile(run);
+    samples.push(p.gpuNs ?? p.wallMs * 1e6);
+  }
+  samples.sort((x, y) => x - y);
+  return (samples[Math.floor(samples.length / 2)] as number) / 1e3;
+}
+
+if (values.mode !== 'check') {
+  const reps = Number(values.reps);
+  const speed: Problem[] = ([
+    { name: '1d L=4096 K=127', rank: 1, spatial: [4096], heads: 8, dim: 64, kernelSize: [127] },
+    { name: '1d L=32768 K=2047 causal', rank: 1, spatial: [32768], heads: 8, dim: 64, kernelSize: [2047], isCausal: [true] },
+    { name: '2d 128x128 K=7', rank: 2, spatial: [128, 128], heads: 8, dim: 64, kernelSize: [7, 7] },
+    { name: '2d 128x128 K=13 d=2', rank: 2, spatial: [128, 128], heads: 8, dim: 64, kernelSize: [13, 13], dilation: [2, 2] },
+    { name: '2d 256x256 K=15 H=16', rank: 2, spatial: [256, 256], heads: 16, dim: 64, kernelSize: [15, 15] },
+    { name: '3d 16x32x32 K=3x7x7', rank: 3, spatial: [16, 32, 32], heads: 8, dim: 64, kernelSize: [3, 7, 7] },
+    { name: 'flux 2d 256x256 K=80 H=24 D=128', rank: 2, spatial: [256, 256], heads: 24, dim: 128, kernelSize: [80, 80] },
+  ] as Problem[]).filter((p) => values.only === '' || p.name.includes(values.only as string));
+  console.log('\n== speed (f16, GPU time, median)');
+  for (const p of speed) {
+    const t = makeArgs(p, 11);
+    const g = gpuArgs(p, t);
+    const flops = fnaFlops({ batch: 1, heads: p.heads, spatial: p.spatial, dim: p.dim, kernelSize: p.kernelSize });
+    const row = (label: string, us: number) =>
+      console.log(`${p.name.padEnd(34)} ${label.padEnd(30)} ${us.toFixed(1).padStart(10)} us  ${(flops / us / 1e6).toFixed(2).padStart(7)} TFLOP/s`);
+    if (!('why' in avail)) {
+      const problem = planFusedForwardSgmat(ctx, p.rank, g, undefined, { subgroupIdBuiltin }).problem;
+      const def = defaultSgmatConfig(ctx, problem) as SgmatForwardConfig;
+      const configs = values.sweep === 'true' ? enumerateSgmatConfigs(ctx, problem) : [def];
+      for (const c of configs) {
+        try {
+          const us = await timeOp(() => fusedForwardSgmat(ctx, p.rank, g, c, { subgroupIdBuiltin }), reps);
+          row(`sgmat q=${c.queryTile.join('x')} bk=${c.keyChunk}${c === def ? ' *' : ''}`, us);
+        } catch (e) {
+          console.log(`${p.name} sgmat ${c.queryTile.join('x')}: ${(e as Error).message.split('\n')[0]}`);
+        }
+      }
+    }
+    try {
+      const us = await timeOp(() => fusedForward(ctx, p.rank, g), Math.min(reps, 10));
+      row('plain default', us);
+    } catch (e) {
+      console.log(`${p.name} plain: ${(e as Error).message.split('\n')[0]}`);
+    }
+    free(g);
+  }
+}
+ctx.destroy();
+console.log(`\nfailures: ${failures}`);
+process.exit(failures ? 1 : 0);
