@@ -13,6 +13,7 @@ import {
   median,
   NattenDeviceError,
   NattenShaderError,
+  qkBackwardPlan,
   qkForward,
   timeDispatch,
 } from '../src/index.ts';
@@ -300,6 +301,30 @@ describe('timeDispatch', () => {
     // The timed commands really ran.
     expect(Array.from((await ctx.read(out)).data).slice(0, 3)).toEqual([1, 2, 3]);
     out.buffer.destroy();
+  });
+
+  it('times an op plan; release() returns its pooled scratch', async () => {
+    const ctx = await gpuContext();
+    const L = 20;
+    const rows = [1, 2, L, 8];
+    const args = {
+      kernelSize: 5,
+      query: ctx.upload(randn(rows, 'float32', 1)),
+      key: ctx.upload(randn(rows, 'float32', 2)),
+      gradAttn: ctx.upload(randn([1, 2, L, 5], 'float32', 3)),
+      gradQuery: ctx.createTensor(rows, 'float32'),
+      gradKey: ctx.createTensor(rows, 'float32'),
+      gradRpb: ctx.createTensor([2, 9], 'float32'),
+    };
+    const inUse = ctx.pool.stats().inUse;
+    const plan = qkBackwardPlan(ctx, 1, args);
+    expect(plan.commands.map((c) => c.kernel.key.split('/')[0])).toEqual(['na-bmm-nn', 'na-bmm-in', 'na-rpb-partial', 'na-rpb-reduce']);
+    expect(ctx.pool.stats().inUse).toBe(inUse + 1);
+    const r = await timeDispatch(ctx, plan.commands, { warmup: 1, iterations: 3 });
+    expect(r.samplesNs).toHaveLength(3);
+    plan.release();
+    expect(ctx.pool.stats().inUse).toBe(inUse);
+    for (const t of Object.values(args)) if (typeof t === 'object') t.buffer.destroy();
   });
 
   it('rejects bad options with a clear message', async () => {
