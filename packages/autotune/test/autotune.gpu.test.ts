@@ -48,11 +48,12 @@ const quiet = { progress: false as const, warn: () => {} };
 // Small problems: few configs each (tiles are capped by the extents), so every one can be compiled on lavapipe.
 const FWD_1D = 'na1d 1x20x2x8 K=5 causal=1';
 const FWD_2D = 'na2d 1x4x4x2x8 K=3 rpb';
+const FWD_F16 = 'na1d 1x16x2x8 K=3 kv=1 f16'; // f32 and f16 staging
 const BWD_1D = 'na1d 1x16x2x8 K=3 rpb';
 const BWD_2D = 'na2d 1x4x4x2x8 K=3 causal=0,1 kv=1';
 
 describe('every enumerated config matches the CPU reference', () => {
-  for (const text of [FWD_1D, FWD_2D]) {
+  for (const text of [FWD_1D, FWD_2D, FWD_F16]) {
     it(`forward ${text}`, async () => {
       const ctx = await gpuContext();
       const p = describeForward(parseProblem(text));
