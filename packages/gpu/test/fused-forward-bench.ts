@@ -8,12 +8,13 @@
  * (timing.ts): GPU timestamp queries per pass when the device has `timestamp-query` (DAWN_NODE_FLAGS disable
  * quantization), otherwise submit-to-`onSubmittedWorkDone` wall time. Each config's first dispatch (pipeline
  * compile) is excluded and reported separately. Prints median/min per config and useful
- * TFLOP/s (4*B*N*H*K^rank*D for D == Dv), best first, plus the default config's row.
+ * TFLOP/s (4*B*N*H*K^rank*D for D == Dv), best first, plus the default config's row, and (unless --no-naive)
+ * the naive one-invocation-per-query kernel (`na-naive.ts`) as the regression baseline row.
  */
 import { parseArgs } from 'node:util';
 import { fnaFlops, lseShape, type NaRank, randn } from '@natten-web/core';
 import type { FusedForwardConfig } from '@natten-web/wgsl';
-import { fusedForward, GpuContext, type GpuTensor, timeDispatch } from '../src/index.ts';
+import { fusedForward, GpuContext, type GpuTensor, planNaiveFusedForward, timeDispatch } from '../src/index.ts';
 
 const { values } = parseArgs({
   options: {
@@ -28,6 +29,7 @@ const { values } = parseArgs({
     warmup: { type: 'string', default: '3' },
     configs: { type: 'string', default: 'all' },
     causal: { type: 'boolean', default: false },
+    naive: { type: 'boolean', default: true },
   },
 });
 
@@ -88,8 +90,13 @@ for (const config of list) {
   const min = timing.minNs / 1e3;
   rows.push({ config, median, min });
   console.log(
-    `${JSON.stringify(config.queryTile)} x ${product(config.keyTile)} stage=${config.stage}: median ${median.toFixed(1)} us, min ${min.toFixed(1)} us, ${(flops / median / 1e6).toFixed(3)} TFLOP/s useful (first dispatch incl. compile ${firstMs.toFixed(0)} ms)${sameConfig(config, def) ? '  <- default' : ''}`,
+    `${JSON.stringify(config.queryTile)} x ${product(config.keyTile)} stage=${config.stage}: median ${median.toFixed(1)} us, min ${min.toFixed(1)} us, ${(flops / median / 1e3).toFixed(2)} GFLOP/s useful (first dispatch incl. compile ${firstMs.toFixed(0)} ms)${sameConfig(config, def) ? '  <- default' : ''}`,
   );
+}
+if (values.naive) {
+  const { command } = planNaiveFusedForward(ctx, rank, args as typeof args & { output: GpuTensor });
+  const timing = await timeDispatch(ctx, [command], { warmup: Math.max(1, warmup), iterations: reps });
+  console.log(`naive baseline: median ${(timing.medianNs / 1e3).toFixed(1)} us, min ${(timing.minNs / 1e3).toFixed(1)} us, ${(flops / timing.medianNs).toFixed(2)} GFLOP/s useful`);
 }
 rows.sort((p, q) => p.median - q.median);
 console.log('\nbest first:');
