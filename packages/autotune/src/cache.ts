@@ -185,12 +185,23 @@ function envVar(name: string): string | undefined {
   return v === undefined || v === '' ? undefined : v;
 }
 
+/**
+ * Import a Node-only module through a variable specifier, so browser bundlers never try to resolve or bundle it
+ * (the same trick `@natten-web/gpu` uses for Dawn's `webgpu`). Only called on Node code paths.
+ */
+function nodeImport<T>(specifier: string): Promise<T> {
+  return import(/* @vite-ignore */ specifier) as Promise<T>;
+}
+type Fs = typeof import('node:fs/promises');
+type Path = typeof import('node:path');
+type EnvPaths = typeof import('env-paths');
+
 /** The Node cache file: the explicit path, else `NATTEN_WEB_AUTOTUNE_CACHE`, else the user cache dir. */
 export async function defaultCachePath(explicit?: string): Promise<string> {
   if (explicit) return explicit;
   const fromEnv = envVar('NATTEN_WEB_AUTOTUNE_CACHE');
   if (fromEnv) return fromEnv;
-  const [{ default: envPaths }, path] = await Promise.all([import('env-paths'), import('node:path')]);
+  const [{ default: envPaths }, path] = await Promise.all([nodeImport<EnvPaths>('env-paths'), nodeImport<Path>('node:path')]);
   return path.join(envPaths('natten-web', { suffix: '' }).cache, 'autotune.json');
 }
 
@@ -206,7 +217,7 @@ export interface FileStoreOptions {
 export function fileStore(file: string, options: FileStoreOptions = {}): TuneStore {
   const warn = options.warn ?? ((m: string) => console.warn(m));
   const staleLockMs = options.staleLockMs ?? 10_000;
-  const fsp = (): Promise<typeof import('node:fs/promises')> => import('node:fs/promises');
+  const fsp = (): Promise<Fs> => nodeImport<Fs>('node:fs/promises');
 
   async function read(): Promise<TuneTable> {
     const fs = await fsp();
@@ -223,7 +234,7 @@ export function fileStore(file: string, options: FileStoreOptions = {}): TuneSto
 
   async function withLock<T>(fn: () => Promise<T>): Promise<T> {
     const fs = await fsp();
-    const { dirname } = await import('node:path');
+    const { dirname } = await nodeImport<Path>('node:path');
     await fs.mkdir(dirname(file), { recursive: true });
     const lock = `${file}.lock`;
     const deadline = Date.now() + 4 * staleLockMs;

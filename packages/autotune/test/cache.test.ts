@@ -8,6 +8,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import {
   type AdapterIdentity,
   AUTOTUNE_VERSION,
+  browserStore,
   CACHE_SCHEMA,
   cacheKey,
   defaultCachePath,
@@ -179,5 +180,35 @@ describe('version', () => {
   it('AUTOTUNE_VERSION equals package.json', async () => {
     const pkg = JSON.parse(await readFile(fileURLToPath(new URL('../package.json', import.meta.url)), 'utf8')) as { version: string };
     expect(AUTOTUNE_VERSION).toBe(pkg.version);
+  });
+});
+
+describe('browser store (localStorage fallback when IndexedDB is absent)', () => {
+  it('round trip, corrupt value warns and reads empty', async () => {
+    const data = new Map<string, string>();
+    const storage = {
+      getItem: (k: string) => data.get(k) ?? null,
+      setItem: (k: string, v: string) => void data.set(k, v),
+      removeItem: (k: string) => void data.delete(k),
+    };
+    const g = globalThis as { localStorage?: unknown };
+    const saved = g.localStorage;
+    g.localStorage = storage;
+    try {
+      const warnings: string[] = [];
+      const s = browserStore({ warn: (m) => warnings.push(m) });
+      expect(s.location).toBe('localstorage:natten-web-autotune');
+      await s.merge({ 'na-fused-forward|a': entry(1) });
+      await s.merge({ 'na-fused-forward|b': entry(2) });
+      expect(Object.keys((await s.load()).entries)).toEqual(['na-fused-forward|a', 'na-fused-forward|b']);
+      data.set('natten-web-autotune', '{garbage');
+      expect((await s.load()).entries).toEqual({});
+      expect(warnings[0]).toMatch(/ignoring localstorage:natten-web-autotune: not valid JSON/);
+      await s.clear();
+      expect(data.size).toBe(0);
+    } finally {
+      if (saved === undefined) delete g.localStorage;
+      else g.localStorage = saved;
+    }
   });
 });
