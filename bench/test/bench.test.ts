@@ -18,6 +18,7 @@ import {
 import { adapterSlug, repoRoot } from '../src/env.ts';
 import { fmtMs, fmtRatio, geomeanRatio, mergeResults, renderMarkdownTable, renderReport, renderText, rowCells, TABLE_HEADER } from '../src/render.ts';
 import { type BenchResults, isSoftwareAdapter } from '../src/results.ts';
+import { runTorch } from '../src/torch.ts';
 
 const fixture = JSON.parse(readFileSync(new URL('./fixtures/results-h100.json', import.meta.url), 'utf8')) as BenchResults;
 
@@ -230,5 +231,15 @@ describe('env helpers', () => {
   it('finds the repository root from a nested folder', () => {
     const root = repoRoot(new URL('.', import.meta.url).pathname);
     expect(readFileSync(`${root}/pnpm-workspace.yaml`, 'utf8')).toContain('bench');
+  });
+});
+
+describe('torch runner', () => {
+  it('reports why torch did not run instead of failing the benchmark', async () => {
+    const seen: unknown[] = [];
+    const r = await runTorch('/nonexistent/python3', 'bench/baselines/torch_na.py', torchProblems(expandCases(QUICK_CASES)), 10_000, (x) => seen.push(x));
+    expect(r.results).toEqual([]);
+    expect(seen).toEqual([]);
+    expect(r.note).toMatch(/^\/nonexistent\/python3 could not run \(/);
   });
 });
