@@ -237,7 +237,7 @@ async function measureItem(
     progress.step(index, item, 'ours (compile + warm-up)');
     try {
       const f = fusedForward.defaultConfig(ctx, rank, fwdArgs);
-      let cfg = `fwd q${f.queryTile.join('x')}/k${f.keyTile.join('x')}/${f.stage}`;
+      let cfg = `fwd ${f.path} q${f.queryTile.join('x')}/k${f.keyTile.join('x')}/${f.stage}`;
       if (bwdArgs) {
         const b = selectFusedBackward(ctx, rank, bwdArgs).config;
         cfg += `; bwd q${b.queryTile.join('x')}/k${b.keyTile.join('x')} splits ${b.numSplitsKey.join('x')}`;
