@@ -1,7 +1,7 @@
 import { type FusedBackwardArgs, NattenArgumentError, NattenUnsupportedError, randn, zeros } from '@natten-web/core';
 import { enumerateFusedBackwardConfigs, fusedBackwardTileProducts } from '@natten-web/wgsl';
 import { afterAll, describe, expect, it } from 'vitest';
-import { createGpuBackend, selectFusedBackward } from '../src/index.ts';
+import { createGpuBackend, type GpuContext, selectFusedBackward } from '../src/index.ts';
 import { gpuContext } from './setup.ts';
 
 /** Validation of na{1,2,3}d_backward on WebGPU: every rule this backend adds, checked by its message, before any GPU work. */
@@ -21,6 +21,17 @@ function args2d(dim: number, extra: Partial<FusedBackwardArgs> = {}, dtype: 'flo
     logsumexp: zeros([1, ...sp, 2], 'float32'),
     kernelSize: [3, 3],
     ...extra,
+  };
+}
+
+function limitsOf(ctx: GpuContext): Record<string, number> {
+  const l = ctx.limits as unknown as Record<string, number>;
+  return {
+    maxComputeWorkgroupStorageSize: l.maxComputeWorkgroupStorageSize as number,
+    maxComputeInvocationsPerWorkgroup: l.maxComputeInvocationsPerWorkgroup as number,
+    maxComputeWorkgroupSizeX: l.maxComputeWorkgroupSizeX as number,
+    maxComputeWorkgroupsPerDimension: l.maxComputeWorkgroupsPerDimension as number,
+    maxStorageBufferBindingSize: l.maxStorageBufferBindingSize as number,
   };
 }
 
@@ -58,6 +69,26 @@ describe('na2d_backward argument checks (WebGPU)', () => {
     expect(() => selectFusedBackward(ctx, 2, args2d(4096))).toThrow(
       new RegExp(`na2d_backward: head_dim=4096 and value head_dim=4096 \\(float32\\) are too large for every backward tile of this device \\(workgroup memory ${ctx.limits.maxComputeWorkgroupStorageSize} bytes\\)`),
     );
+  });
+
+  it('float16 on an adapter without shader-f16 is unsupported (checked before any GPU work)', async () => {
+    const ctx = await gpuContext();
+    const noF16 = { hasF16: false, limits: ctx.limits } as unknown as GpuContext;
+    const a = args2d(8, {}, 'float16');
+    expect(() => selectFusedBackward(noF16, 2, a)).toThrow(NattenUnsupportedError);
+    expect(() => selectFusedBackward(noF16, 2, a)).toThrow("na2d_backward: float16 needs the WebGPU feature 'shader-f16', which this adapter does not offer; use float32");
+    expect(selectFusedBackward(ctx, 2, a).problem.dtype).toBe('float16');
+  });
+
+  it('scratch buffers over maxStorageBufferBindingSize are rejected, naming the buffer and the fix', async () => {
+    const ctx = await gpuContext();
+    const small = { hasF16: true, limits: { ...limitsOf(ctx), maxStorageBufferBindingSize: 40_000 } } as unknown as GpuContext;
+    // 2 splits x 1 x 16 x 16 x 2 heads x 32 dims x 4 bytes = 131072 bytes of dQ partials.
+    const a = args2d(32, { queryTileSize: [4, 4], keyTileSize: [4, 4], numSplitsKey: [2, 1] });
+    expect(() => selectFusedBackward(small, 2, a)).toThrow(
+      'na2d_backward: the dqPartial scratch buffer needs 131072 bytes, over this device\'s maxStorageBufferBindingSize of 40000; use fewer num_splits_key',
+    );
+    expect(selectFusedBackward(small, 2, { ...a, numSplitsKey: [1, 1] }).config.numSplitsKey).toEqual([1, 1]);
   });
 
   it('float64 is unsupported on WebGPU', async () => {

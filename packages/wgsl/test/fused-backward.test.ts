@@ -92,6 +92,26 @@ describe('fused backward WGSL generation', () => {
     }
   }
 
+  it('rows are vec4 when both head dims are multiples of 4, scalar otherwise; both parse', () => {
+    for (const dtype of ['float32', 'float16'] as const) {
+      const base = { rank: 2 as const, kernelSize: [3, 3], causal: [false, false], dtype, queryTile: [4, 4], keyTile: [4, 4], rpb: true };
+      const T = dtype === 'float16' ? 'f16' : 'f32';
+      const vec = generateFusedBackwardDq({ ...base, dim: 16, dimV: 8, gradRpb: true, delta: 'fused', partial: true });
+      expect(vec.code).toContain(`var<storage, read> k_buf: array<vec4<${T}>>;`);
+      expect(vec.code).toContain('fn dotw(a: vec4<f32>, b: vec4<f32>) -> f32 { return dot(a, b); }');
+      parse(vec.code);
+      for (const [dim, dimV] of [[6, 8], [8, 5]] as const) {
+        const dq = generateFusedBackwardDq({ ...base, dim, dimV, gradRpb: true, delta: 'fused', partial: false });
+        expect(dq.code).toContain(`var<storage, read> k_buf: array<${T}>;`);
+        expect(dq.code).toContain('fn dotw(a: f32, b: f32) -> f32 { return a * b; }');
+        parse(dq.code);
+        const dkv = generateFusedBackwardDkv({ ...base, dim, dimV });
+        expect(dkv.code).toContain(`var<storage, read> q_buf: array<${T}>;`);
+        parse(dkv.code);
+      }
+    }
+  });
+
   it('keys: same spec gives the same code, different specs give different keys; header lists baked consts', () => {
     const spec = { rank: 2 as const, kernelSize: [3, 3], causal: [false, true], dim: 8, dimV: 8, dtype: 'float32' as const, queryTile: [4, 4], keyTile: [4, 4], rpb: false, gradRpb: false, delta: 'fused' as const, partial: false };
     const a = generateFusedBackwardDq(spec);

@@ -4,12 +4,13 @@
  * Passes, in order (all fixed-order reductions, no atomics):
  *  1. `delta` (only when computeDeltaWithTorch): delta_x = sum_c f32(dO_x[c]) * f32(O_x[c]), one invocation per row.
  *  2. `dq`: one workgroup per (batch, head, dilation group, query tile, key split). It walks the key tiles of its
- *     forward key box (anchored at group coordinate 0, restricted to its split's key-tile range), staging K/V rows
+ *     forward key box (tiles laid from the box start; with S_a splits along axis a, split s takes the box's key
+ *     tiles [s*nb/S_a, (s+1)*nb/S_a), so the splits partition every query's window exactly), staging K/V rows
  *     in workgroup memory, and recomputes P = exp(scale q.k (+ rpb) - lse). In the fused-delta mode its prologue
  *     computes delta and writes it for pass 3. With num_splits_key > 1 it writes f32 partials; with gradRpb it
  *     writes dS per (query row, slot) into a scratch buffer.
- *  3. `dkv`: one workgroup per (batch, kv head, dilation group, key tile). It walks the query tiles of the exact
- *     inverse box (`na_inverse_a`), for every query head of its GQA group, staging q/dO rows, lse, delta and each
+ *  3. `dkv`: one workgroup per (batch, kv head, dilation group, key tile). It walks query tiles laid from the start
+ *     of the exact inverse box (`na_inverse_a`), for every query head of its GQA group, staging q/dO rows, lse, delta and each
  *     query's window in workgroup memory; inside the box the forward window test masks.
  *  4. `dq-reduce` (only with splits): dQ = sum over splits in fixed order, cast to the I/O dtype.
  *  5. `rpb-reduce` (only with gradRpb): d_rpb[h, cell] = sum over batch, queries, slots mapping to the cell of dS.
@@ -23,7 +24,7 @@ import { type GeneratedKernel, kernelKey, type StorageBinding, storageDecls, typ
 import { axes, axisUniformNames, decodeRowMajor, tokenIndex } from '../snippets/backward-index.ts';
 import { windowFunctions } from '../snippets/window.ts';
 
-const GEN = 1;
+const GEN = 3;
 
 /** The tile products (query tile, key tile) this backend's backward kernels are written for. */
 export const FUSED_BACKWARD_TILE_SIZES: readonly number[] = [16, 32, 64, 128];
@@ -77,6 +78,39 @@ export interface FusedBackwardDkvSpec extends BakedProblem {
 }
 
 const WG_1D = 64;
+
+/** Row vector width: vec4 loads/dots when both head dims are multiples of 4, scalars otherwise. */
+export function fusedBackwardVecWidth(dim: number, dimV: number): 1 | 4 {
+  return dim % 4 === 0 && dimV % 4 === 0 ? 4 : 1;
+}
+
+interface VecTypes {
+  readonly W: 1 | 4;
+  /** Storage / workgroup element type of vectorized rows. */
+  readonly VT: string;
+  /** f32 math type of the same width. */
+  readonly VF: string;
+  readonly DW: number;
+  readonly DVW: number;
+  /** `fn dotw` (dot product of two VF values). */
+  readonly helper: string;
+  /** Scalar component `idx` of a VF array. */
+  at(name: string, idx: string): string;
+}
+
+function vecTypes(T: string, dim: number, dimV: number): VecTypes {
+  const W = fusedBackwardVecWidth(dim, dimV);
+  const VF = W === 4 ? 'vec4<f32>' : 'f32';
+  return {
+    W,
+    VT: W === 4 ? `vec4<${T}>` : T,
+    VF,
+    DW: dim / W,
+    DVW: dimV / W,
+    helper: `fn dotw(a: ${VF}, b: ${VF}) -> f32 { return ${W === 4 ? 'dot(a, b)' : 'a * b'}; }`,
+    at: (name, idx) => (W === 4 ? `${name}[${idx} / 4u][${idx} % 4u]` : `${name}[${idx}]`),
+  };
+}
 
 function elemBytes(dtype: GpuDType): number {
   return dtype === 'float16' ? 2 : 4;
@@ -232,6 +266,9 @@ function bakedConsts(s: BakedProblem & { queryTile: readonly number[]; keyTile: 
     DV: u(s.dimV),
     BQ: u(product(s.queryTile)),
     BK: u(product(s.keyTile)),
+    W: u(fusedBackwardVecWidth(s.dim, s.dimV)),
+    DW: u(s.dim / fusedBackwardVecWidth(s.dim, s.dimV)),
+    DVW: u(s.dimV / fusedBackwardVecWidth(s.dim, s.dimV)),
   };
   for (const a of axes(s.rank)) {
     c[`QT_${a}`] = u(s.queryTile[a] as number);
@@ -270,17 +307,18 @@ export function generateFusedBackwardDq(spec: FusedBackwardDqSpec): NamedKernel 
   const BQ = product(spec.queryTile);
   const BK = product(spec.keyTile);
   const family = 'na-fused-backward-dq';
+  const V = vecTypes(T, D, DV);
   const bindings: (StorageBinding & { elem: string })[] = [
-    { name: 'q_buf', access: 'read', elem: T },
-    { name: 'k_buf', access: 'read', elem: T },
-    { name: 'v_buf', access: 'read', elem: T },
+    { name: 'q_buf', access: 'read', elem: V.VT },
+    { name: 'k_buf', access: 'read', elem: V.VT },
+    { name: 'v_buf', access: 'read', elem: V.VT },
   ];
   const names = ['query', 'key', 'value'];
   if (spec.delta === 'fused') {
-    bindings.push({ name: 'o_buf', access: 'read', elem: T });
+    bindings.push({ name: 'o_buf', access: 'read', elem: V.VT });
     names.push('output');
   }
-  bindings.push({ name: 'do_buf', access: 'read', elem: T }, { name: 'lse_buf', access: 'read', elem: 'f32' });
+  bindings.push({ name: 'do_buf', access: 'read', elem: V.VT }, { name: 'lse_buf', access: 'read', elem: 'f32' });
   names.push('gradOutput', 'logsumexp');
   if (spec.rpb) {
     bindings.push({ name: 'rpb_buf', access: 'read', elem: T });
@@ -308,7 +346,6 @@ export function generateFusedBackwardDq(spec: FusedBackwardDqSpec): NamedKernel 
     ...axisUniforms(rank),
     ...axes(rank).flatMap((a) => [
       { name: `ntile_${a}`, type: 'u32' as const },
-      { name: `nkt_${a}`, type: 'i32' as const },
       { name: `spl_${a}`, type: 'i32' as const },
     ]),
   ];
@@ -319,7 +356,7 @@ export function generateFusedBackwardDq(spec: FusedBackwardDqSpec): NamedKernel 
   const deltaLoad =
     spec.delta === 'fused'
       ? `var dl = 0.0;
-    for (var c = 0u; c < DV; c++) { dl += dov[c] * f32(o_buf[row * DV + c]); }
+    for (var c = 0u; c < DVW; c++) { dl += dotw(dov[c], ${V.VF}(o_buf[row * DVW + c])); }
     delta_x = dl;
     if (split == 0u) { delta_buf[row] = dl; }`
       : `delta_x = delta_buf[row];`;
@@ -334,8 +371,9 @@ export function generateFusedBackwardDq(spec: FusedBackwardDqSpec): NamedKernel 
 ${storageDecls(bindings)}
 ${uniformDecl(uniforms, bindings.length)}
 ${windowFunctions(spec.kernelSize, spec.causal)}
-var<workgroup> k_sh: array<${T}, ${BK * D}>;
-var<workgroup> v_sh: array<${T}, ${BK * DV}>;
+${V.helper}
+var<workgroup> k_sh: array<${V.VT}, ${BK * V.DW}>;
+var<workgroup> v_sh: array<${V.VT}, ${BK * V.DVW}>;
 var<workgroup> kc_sh: array<i32, ${BK * rank}>;
 var<workgroup> krow_sh: array<i32, ${BK}>;
 
@@ -364,17 +402,18 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let wl_${a} = na_window_${a}(q1_${a} * params.dil_${a} + g_${a}, params.len_${a}, params.dil_${a}, params.str_${a});
   let bs_${a} = (wf_${a}.x - g_${a}) / params.dil_${a};
   let be_${a} = (wl_${a}.x - g_${a}) / params.dil_${a} + wl_${a}.y;
-  let klo_${a} = max(bs_${a} / i32(KT_${a}), (sp_${a} * params.nkt_${a}) / params.spl_${a});
-  let khi_${a} = min((be_${a} + i32(KT_${a}) - 1) / i32(KT_${a}), ((sp_${a} + 1) * params.nkt_${a}) / params.spl_${a});`,
+  let nb_${a} = (be_${a} - bs_${a} + i32(KT_${a}) - 1) / i32(KT_${a});
+  let klo_${a} = (sp_${a} * nb_${a}) / params.spl_${a};
+  let khi_${a} = ((sp_${a} + 1) * nb_${a}) / params.spl_${a};`,
   )}
   ${decodeRowMajor('lid', 'l', A.map((a) => `QT_${a}`), 'll')}
   ${per((a) => `let i_${a} = q0_${a} + l_${a};`)}
   let qvalid = ${allAxesAnd((a) => `i_${a} < n_${a}`)};
   ${per((a) => `var ws_${a} = 0;\n  var wc_${a} = 0;`)}
   var row = 0u;
-  var qv: array<f32, ${D}>;
-  var dov: array<f32, ${DV}>;
-  var acc: array<f32, ${D}>;
+  var qv: array<${V.VF}, ${V.DW}>;
+  var dov: array<${V.VF}, ${V.DVW}>;
+  var acc: array<${V.VF}, ${V.DW}>;
   var lse_x = 0.0;
   var delta_x = 0.0;
   if (qvalid) {
@@ -386,29 +425,29 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
       '\n    ',
     )}
     row = (b * params.tokens + ${tokenIndex('x', rank)}) * params.heads + h;
-    for (var c = 0u; c < D; c++) { qv[c] = f32(q_buf[row * D + c]); }
-    for (var c = 0u; c < DV; c++) { dov[c] = f32(do_buf[row * DV + c]); }
+    for (var c = 0u; c < DW; c++) { qv[c] = ${V.VF}(q_buf[row * DW + c]); }
+    for (var c = 0u; c < DVW; c++) { dov[c] = ${V.VF}(do_buf[row * DVW + c]); }
     lse_x = lse_buf[row];
     ${deltaLoad}
   }
   ${keyLoop(`    workgroupBarrier();
     for (var e = lid; e < BK; e += BQ) {
       ${decodeRowMajor('e', 'm', A.map((a) => `KT_${a}`), 'mm')}
-      ${A.map((a) => `let j_${a} = kt_${a} * i32(KT_${a}) + m_${a};`).join('\n      ')}
-      let ok = ${allAxesAnd((a) => `j_${a} < n_${a}`)};
+      ${A.map((a) => `let j_${a} = bs_${a} + kt_${a} * i32(KT_${a}) + m_${a};`).join('\n      ')}
+      let ok = ${allAxesAnd((a) => `j_${a} < be_${a}`)};
       ${A.map((a) => `kc_sh[e * RANK + ${a}u] = select(-1, j_${a}, ok);`).join('\n      ')}
       ${A.map((a) => `let y_${a} = j_${a} * params.dil_${a} + g_${a};`).join('\n      ')}
       let kvrow = (b * params.tokens + ${tokenIndex('y', rank)}) * params.heads_kv + hk;
       krow_sh[e] = select(-1, i32(kvrow), ok);
     }
     workgroupBarrier();
-    for (var e = lid; e < BK * D; e += BQ) {
-      let r = krow_sh[e / D];
-      if (r >= 0) { k_sh[e] = k_buf[u32(r) * D + e % D]; } else { k_sh[e] = ${T}(0); }
+    for (var e = lid; e < BK * DW; e += BQ) {
+      let r = krow_sh[e / DW];
+      if (r >= 0) { k_sh[e] = k_buf[u32(r) * DW + e % DW]; } else { k_sh[e] = ${V.VT}(); }
     }
-    for (var e = lid; e < BK * DV; e += BQ) {
-      let r = krow_sh[e / DV];
-      if (r >= 0) { v_sh[e] = v_buf[u32(r) * DV + e % DV]; } else { v_sh[e] = ${T}(0); }
+    for (var e = lid; e < BK * DVW; e += BQ) {
+      let r = krow_sh[e / DVW];
+      if (r >= 0) { v_sh[e] = v_buf[u32(r) * DVW + e % DVW]; } else { v_sh[e] = ${V.VT}(); }
     }
     workgroupBarrier();
     if (qvalid) {
@@ -423,14 +462,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         ).join('\n        ')}
         if (ok) {
           var sdot = 0.0;
-          for (var c = 0u; c < D; c++) { sdot += qv[c] * f32(k_sh[m * D + c]); }
+          for (var c = 0u; c < DW; c++) { sdot += dotw(qv[c], ${V.VF}(k_sh[m * DW + c])); }
           var s = params.scale * sdot;
           ${spec.rpb ? `s += f32(rpb_buf[${rpbIndexExpr(rank, spec.kernelSize, 'j', 'i')}]);` : ''}
           let p = select(0.0, exp(s - lse_x), ok);
           var dp = 0.0;
-          for (var c = 0u; c < DV; c++) { dp += dov[c] * f32(v_sh[m * DV + c]); }
+          for (var c = 0u; c < DVW; c++) { dp += dotw(dov[c], ${V.VF}(v_sh[m * DVW + c])); }
           let ds = p * (dp - delta_x);
-          for (var c = 0u; c < D; c++) { acc[c] += ds * f32(k_sh[m * D + c]); }
+          for (var c = 0u; c < DW; c++) { acc[c] += ds * ${V.VF}(k_sh[m * DW + c]); }
           ${spec.gradRpb ? 'ds_buf[row * NSLOTS + slot] = ds;' : ''}
         }
       }
@@ -439,8 +478,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     ${
       spec.partial
         ? `let base = split * params.rows * D + row * D;
-    for (var c = 0u; c < D; c++) { dq_buf[base + c] = params.scale * acc[c]; }`
-        : `for (var c = 0u; c < D; c++) { dq_buf[row * D + c] = ${T}(params.scale * acc[c]); }`
+    for (var c = 0u; c < D; c++) { dq_buf[base + c] = params.scale * ${V.at('acc', 'c')}; }`
+        : `for (var c = 0u; c < D; c++) { dq_buf[row * D + c] = ${T}(params.scale * ${V.at('acc', 'c')}); }`
     }
   }
 }
@@ -465,11 +504,12 @@ export function generateFusedBackwardDkv(spec: FusedBackwardDkvSpec): NamedKerne
   const BQ = product(spec.queryTile);
   const BK = product(spec.keyTile);
   const family = 'na-fused-backward-dkv';
+  const V = vecTypes(T, D, DV);
   const bindings: (StorageBinding & { elem: string })[] = [
-    { name: 'q_buf', access: 'read', elem: T },
-    { name: 'k_buf', access: 'read', elem: T },
-    { name: 'v_buf', access: 'read', elem: T },
-    { name: 'do_buf', access: 'read', elem: T },
+    { name: 'q_buf', access: 'read', elem: V.VT },
+    { name: 'k_buf', access: 'read', elem: V.VT },
+    { name: 'v_buf', access: 'read', elem: V.VT },
+    { name: 'do_buf', access: 'read', elem: V.VT },
     { name: 'lse_buf', access: 'read', elem: 'f32' },
     { name: 'delta_buf', access: 'read', elem: 'f32' },
   ];
@@ -507,8 +547,9 @@ export function generateFusedBackwardDkv(spec: FusedBackwardDkvSpec): NamedKerne
 ${storageDecls(bindings)}
 ${uniformDecl(uniforms, bindings.length)}
 ${windowFunctions(spec.kernelSize, spec.causal)}
-var<workgroup> q_sh: array<${T}, ${BQ * D}>;
-var<workgroup> do_sh: array<${T}, ${BQ * DV}>;
+${V.helper}
+var<workgroup> q_sh: array<${V.VT}, ${BQ * V.DW}>;
+var<workgroup> do_sh: array<${V.VT}, ${BQ * V.DVW}>;
 var<workgroup> lse_sh: array<f32, ${BQ}>;
 var<workgroup> dl_sh: array<f32, ${BQ}>;
 var<workgroup> qrow_sh: array<i32, ${BQ}>;
@@ -535,30 +576,32 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     (a) => `let k1_${a} = min(k0_${a} + i32(KT_${a}), n_${a}) - 1;
   let if_${a} = na_inverse_${a}(k0_${a} * params.dil_${a} + g_${a}, params.len_${a}, params.dil_${a}, params.str_${a});
   let il_${a} = na_inverse_${a}(k1_${a} * params.dil_${a} + g_${a}, params.len_${a}, params.dil_${a}, params.str_${a});
-  let qlo_${a} = ((if_${a}.x - g_${a}) / params.dil_${a}) / i32(QT_${a});
-  let qhi_${a} = ((il_${a}.y - g_${a}) / params.dil_${a} + i32(QT_${a}) - 1) / i32(QT_${a});`,
+  let ibs_${a} = (if_${a}.x - g_${a}) / params.dil_${a};
+  let ibe_${a} = (il_${a}.y - g_${a}) / params.dil_${a};
+  let qlo_${a} = 0;
+  let qhi_${a} = (ibe_${a} - ibs_${a} + i32(QT_${a}) - 1) / i32(QT_${a});`,
   )}
   ${decodeRowMajor('lid', 'l', A.map((a) => `KT_${a}`), 'll')}
   ${per((a) => `let j_${a} = k0_${a} + l_${a};`)}
   let kvalid = ${allAxesAnd((a) => `j_${a} < n_${a}`)};
   var kvrow = 0u;
-  var kv: array<f32, ${D}>;
-  var vv: array<f32, ${DV}>;
-  var dka: array<f32, ${D}>;
-  var dva: array<f32, ${DV}>;
+  var kv: array<${V.VF}, ${V.DW}>;
+  var vv: array<${V.VF}, ${V.DVW}>;
+  var dka: array<${V.VF}, ${V.DW}>;
+  var dva: array<${V.VF}, ${V.DVW}>;
   if (kvalid) {
     ${per((a) => `let y_${a} = j_${a} * params.dil_${a} + g_${a};`, '\n    ')}
     kvrow = (b * params.tokens + ${tokenIndex('y', rank)}) * params.heads_kv + hk;
-    for (var c = 0u; c < D; c++) { kv[c] = f32(k_buf[kvrow * D + c]); }
-    for (var c = 0u; c < DV; c++) { vv[c] = f32(v_buf[kvrow * DV + c]); }
+    for (var c = 0u; c < DW; c++) { kv[c] = ${V.VF}(k_buf[kvrow * DW + c]); }
+    for (var c = 0u; c < DVW; c++) { vv[c] = ${V.VF}(v_buf[kvrow * DVW + c]); }
   }
   for (var hh = 0u; hh < group_heads; hh++) {
     let h = hk * group_heads + hh;
     ${queryLoop(`    workgroupBarrier();
     for (var e = lid; e < BQ; e += BK) {
       ${decodeRowMajor('e', 'm', A.map((a) => `QT_${a}`), 'mm')}
-      ${A.map((a) => `let i_${a} = qt_${a} * i32(QT_${a}) + m_${a};`).join('\n      ')}
-      let ok = ${allAxesAnd((a) => `i_${a} < n_${a}`)};
+      ${A.map((a) => `let i_${a} = ibs_${a} + qt_${a} * i32(QT_${a}) + m_${a};`).join('\n      ')}
+      let ok = ${allAxesAnd((a) => `i_${a} < ibe_${a}`)};
       if (ok) {
         ${A.map(
           (a) => `let x_${a} = i_${a} * params.dil_${a} + g_${a};
@@ -583,13 +626,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
       }
     }
     workgroupBarrier();
-    for (var e = lid; e < BQ * D; e += BK) {
-      let r = qrow_sh[e / D];
-      if (r >= 0) { q_sh[e] = q_buf[u32(r) * D + e % D]; } else { q_sh[e] = ${T}(0); }
+    for (var e = lid; e < BQ * DW; e += BK) {
+      let r = qrow_sh[e / DW];
+      if (r >= 0) { q_sh[e] = q_buf[u32(r) * DW + e % DW]; } else { q_sh[e] = ${V.VT}(); }
     }
-    for (var e = lid; e < BQ * DV; e += BK) {
-      let r = qrow_sh[e / DV];
-      if (r >= 0) { do_sh[e] = do_buf[u32(r) * DV + e % DV]; } else { do_sh[e] = ${T}(0); }
+    for (var e = lid; e < BQ * DVW; e += BK) {
+      let r = qrow_sh[e / DVW];
+      if (r >= 0) { do_sh[e] = do_buf[u32(r) * DVW + e % DVW]; } else { do_sh[e] = ${V.VT}(); }
     }
     workgroupBarrier();
     if (kvalid) {
@@ -602,22 +645,22 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         ).join('\n        ')}
         if (ok) {
           var sdot = 0.0;
-          for (var c = 0u; c < D; c++) { sdot += f32(q_sh[m * D + c]) * kv[c]; }
+          for (var c = 0u; c < DW; c++) { sdot += dotw(${V.VF}(q_sh[m * DW + c]), kv[c]); }
           var s = params.scale * sdot;
           ${spec.rpb ? `s += f32(rpb_buf[${rpbIndexExpr(rank, spec.kernelSize, 'j', 'i')}]);` : ''}
           let p = select(0.0, exp(s - lse_sh[m]), ok);
           var dp = 0.0;
-          for (var c = 0u; c < DV; c++) { dp += f32(do_sh[m * DV + c]) * vv[c]; }
+          for (var c = 0u; c < DVW; c++) { dp += dotw(${V.VF}(do_sh[m * DVW + c]), vv[c]); }
           let ds = p * (dp - dl_sh[m]);
-          for (var c = 0u; c < DV; c++) { dva[c] += p * f32(do_sh[m * DV + c]); }
-          for (var c = 0u; c < D; c++) { dka[c] += ds * f32(q_sh[m * D + c]); }
+          for (var c = 0u; c < DVW; c++) { dva[c] += p * ${V.VF}(do_sh[m * DVW + c]); }
+          for (var c = 0u; c < DW; c++) { dka[c] += ds * ${V.VF}(q_sh[m * DW + c]); }
         }
       }
     }`)}
   }
   if (kvalid) {
-    for (var c = 0u; c < D; c++) { dk_buf[kvrow * D + c] = ${T}(params.scale * dka[c]); }
-    for (var c = 0u; c < DV; c++) { dv_buf[kvrow * DV + c] = ${T}(dva[c]); }
+    for (var c = 0u; c < D; c++) { dk_buf[kvrow * D + c] = ${T}(params.scale * ${V.at('dka', 'c')}); }
+    for (var c = 0u; c < DV; c++) { dv_buf[kvrow * DV + c] = ${T}(${V.at('dva', 'c')}); }
   }
 }
 `;
@@ -866,7 +909,6 @@ export function planFusedBackward(
   };
   for (const a of axes(rank)) {
     dqU[`ntile_${a}`] = ntq[a] as number;
-    dqU[`nkt_${a}`] = nkt[a] as number;
     dqU[`spl_${a}`] = config.numSplitsKey[a] as number;
   }
   if (partial) scratch.dqPartial = S * rows * problem.dim;
