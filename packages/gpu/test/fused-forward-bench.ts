@@ -3,17 +3,18 @@
  *
  *   npx tsx packages/gpu/test/fused-forward-bench.ts [--rank 2] [--size 128] [--heads 8] [--dim 64] [--kernel 7]
  *       [--dtype float16] [--batch 1] [--reps 30] [--warmup 3] [--configs all|default|N] [--causal]
+ *       [--tiles 8x4:32:f16,8x8:32:f32] [--repeat 3] [--no-naive]
  *
  * Defaults are the lead's H100 target (2-D 128x128, K=7, H=8, D=64, f16). Timing: the runtime's `timeDispatch`
  * (timing.ts): GPU timestamp queries per pass when the device has `timestamp-query` (DAWN_NODE_FLAGS disable
  * quantization), otherwise submit-to-`onSubmittedWorkDone` wall time. Each config's first dispatch (pipeline
  * compile) is excluded and reported separately. Prints median/min per config and useful
- * TFLOP/s (4*B*N*H*K^rank*D for D == Dv), best first, plus the default config's row, and (unless --no-naive)
+ * GFLOP/s (4*B*N*H*K^rank*D for D == Dv), best first, plus the default config's row, and (unless --no-naive)
  * the naive one-invocation-per-query kernel (`na-naive.ts`) as the regression baseline row.
  */
 import { parseArgs } from 'node:util';
 import { fnaFlops, lseShape, type NaRank, randn } from '@natten-web/core';
-import type { FusedForwardConfig } from '@natten-web/wgsl';
+import { canonicalKeyTile, type FusedForwardConfig } from '@natten-web/wgsl';
 import { fusedForward, GpuContext, type GpuTensor, planNaiveFusedForward, timeDispatch } from '../src/index.ts';
 
 const { values } = parseArgs({
@@ -30,6 +31,10 @@ const { values } = parseArgs({
     configs: { type: 'string', default: 'all' },
     causal: { type: 'boolean', default: false },
     naive: { type: 'boolean', default: true },
+    // explicit configs, e.g. --tiles 8x4:32:f16,4x8:32:f32 (query tile : key chunk : staging); overrides --configs
+    tiles: { type: 'string' },
+    // run the whole list this many times, interleaved (robust against a shared, noisy GPU)
+    repeat: { type: 'string', default: '1' },
   },
 });
 
@@ -72,6 +77,14 @@ let list: FusedForwardConfig[];
 if (values.configs === 'default') list = [def];
 else if (values.configs === 'all') list = all;
 else list = [def, ...all.filter((c) => !sameConfig(c, def))].slice(0, Number(values.configs));
+if (values.tiles) {
+  list = values.tiles.split(',').map((t) => {
+    const [q, k, stage] = t.split(':');
+    const queryTile = (q ?? '').split('x').map(Number);
+    return { path: 'plain', queryTile, keyTile: canonicalKeyTile(rank, Number(k)), stage: stage === 'f16' ? 'f16' : 'f32' };
+  });
+}
+list = Array.from({ length: Number(values.repeat) }, () => list).flat();
 console.log(`${all.length} valid configs; timing ${list.length}; ${ctx.hasTimestamps ? 'timestamp queries' : 'submit-to-onSubmittedWorkDone wall time'} (timing.ts timeDispatch)`);
 
 interface Row {

@@ -264,17 +264,18 @@ describe('fused forward configs', () => {
     expect(fusedForwardConfigProblem(p, { path: 'plain', queryTile: [8, 2], keyTile: [4, 2], stage: 'f32' }, BROWSER)).toMatch(/tile products 16x8 are not compiled/);
   });
 
-  it('the default config is valid, fits the browser default, and picks square-ish 64-query tiles for big problems', () => {
+  it('the default config is valid, fits the browser default, and picks 32-query tiles (f16 staging for f16) for big problems', () => {
     for (const [p, expected] of [
       [problem(1, [200], [7]), undefined],
-      [problem(1, [4096], [7]), [64]],
-      [problem(2, [64, 64], [7, 7], { dim: 64, dtype: 'float16' }), [8, 8]],
-      [problem(3, [16, 16, 16], [3, 3, 3]), [4, 4, 4]],
+      [problem(1, [4096], [7]), [32]],
+      [problem(2, [128, 128], [7, 7], { dim: 64, dtype: 'float16' }), [4, 8]],
+      [problem(3, [32, 32, 32], [5, 5, 5], { dim: 64, dtype: 'float16' }), [2, 4, 4]],
     ] as const) {
       const c = defaultFusedForwardConfig(p, BROWSER);
       expect(fusedForwardConfigProblem(p, c, BROWSER)).toBeUndefined();
       if (expected) expect(c.queryTile).toEqual(expected);
-      expect(c.keyTile.reduce((a, b) => a * b)).toBeLessThanOrEqual(32);
+      expect(c.keyTile.reduce((a, b) => a * b)).toBe(32);
+      expect(c.stage).toBe(p.dtype === 'float16' ? 'f16' : 'f32');
     }
     // tiny problem: a smaller tile wins over idle lanes
     const tiny = defaultFusedForwardConfig(problem(2, [4, 4], [3, 3], { dim: 8 }), BROWSER);

@@ -32,7 +32,7 @@ import { windowFunctions } from '../snippets/window.ts';
 
 const FAMILY = 'na-fused-forward';
 /** Bump when the emitted text changes for an unchanged spec. */
-const GEN = 2;
+const GEN = 3;
 
 /** Query-tile products (= workgroup size) this backend compiles. */
 export const FUSED_FORWARD_QUERY_TILES = [16, 32, 64, 128] as const;
@@ -218,9 +218,10 @@ function tileCost(problem: FusedForwardProblem, shape: readonly number[]): numbe
 }
 
 /**
- * Heuristic default: the query-tile shape with the lowest `tileCost`, slightly preferring 64 invocations
- * (16 leaves half of a 32-wide SIMD group idle), the largest key chunk up to 32 that fits, and f32 staging
- * when it fits (f16 inputs are then converted once per workgroup instead of once per use).
+ * Heuristic default: the query-tile shape with the lowest `tileCost`, preferring 32 invocations (one SIMD group
+ * on NVIDIA: measured best on H200 for 1-D, 2-D and 3-D, see the bench), then 64; a key chunk of 32; f16
+ * staging for f16 inputs (half the workgroup-memory traffic; measured faster on H200). Ties go to tiles whose
+ * extents grow toward the last (memory-contiguous) axis.
  */
 export function defaultFusedForwardConfig(problem: FusedForwardProblem, limits: FusedKernelLimits): FusedForwardConfig {
   const all = enumerateFusedForwardConfigs(problem, limits);
@@ -232,10 +233,15 @@ export function defaultFusedForwardConfig(problem: FusedForwardProblem, limits: 
   const score = (c: FusedForwardConfig): number => {
     const qp = product(c.queryTile);
     const kp = product(c.keyTile);
-    const wgPenalty = qp === 64 ? 0 : qp === 16 ? 0.3 : 0.05;
-    const chunkPenalty = kp === 32 ? 0 : kp === 16 ? 0.01 : 0.015;
-    const stagePenalty = c.stage === 'f32' ? 0 : 0.005;
-    return tileCost(problem, c.queryTile) * (1 + wgPenalty + chunkPenalty + stagePenalty);
+    const wgPenalty = qp === 32 ? 0 : qp === 64 ? 0.08 : qp === 128 ? 0.15 : 0.3;
+    const chunkPenalty = kp === 32 ? 0 : kp === 16 ? 0.03 : 0.05;
+    const stagePenalty = problem.dtype === 'float16' && c.stage === 'f32' ? 0.05 : 0;
+    let inversions = 0;
+    c.queryTile.forEach((t, a) => {
+      for (let b = a + 1; b < problem.rank; b++) if (t > (c.queryTile[b] as number)) inversions++;
+    });
+    const tieBreak = 0.001 * inversions;
+    return tileCost(problem, c.queryTile) * (1 + wgPenalty + chunkPenalty + stagePenalty + tieBreak);
   };
   let best = all[0] as FusedForwardConfig;
   let bestScore = score(best);
@@ -430,7 +436,7 @@ export function generateFusedForward(spec: FusedForwardSpec): GeneratedKernel {
     .filter((l) => l.length > 0)
     .join('\n');
 
-  const qDot = Array.from({ length: D4 }, (_, c) => `          acc = fma(q[${c}], vec4<f32>(k_sh[kb + ${KSW === 0 ? `${c}u` : `(${c}u ^ ksw)`}]), acc);`).join('\n');
+  const qDot = Array.from({ length: D4 }, (_, c) => `          acc = fma(q_${c}, vec4<f32>(k_sh[kb + ${KSW === 0 ? `${c}u` : `(${c}u ^ ksw)`}]), acc);`).join('\n');
   const update = softmaxUpdate(DV4, (c) => `vec4<f32>(v_sh[vb + ${VSW === 0 ? `${c}u` : `(${c}u ^ vsw)`}])`, '          ');
   // Exact window walk: rows of the window (all axes but the last) in box-relative coordinates; each row is a
   // contiguous run of box-linear indices [lo, hi), clipped to the chunk [c0i, c1i).
@@ -480,8 +486,8 @@ ${body.replace(/^/gm, '    ')}
   }
 
   const outWrite = vecV
-    ? Array.from({ length: DV4 }, (_, c) => `    output[obase / 4u + ${c}u] = vec4<${T}>(o_acc[${c}] * inv_l);`).join('\n')
-    : Array.from({ length: Dv }, (_, e) => `    output[obase + ${e}u] = ${T}(o_acc[${e >> 2}].${AX[e & 3] as string} * inv_l);`).join('\n');
+    ? Array.from({ length: DV4 }, (_, c) => `    output[obase / 4u + ${c}u] = vec4<${T}>(o_${c} * inv_l);`).join('\n')
+    : Array.from({ length: Dv }, (_, e) => `    output[obase + ${e}u] = ${T}(o_${e >> 2}.${AX[e & 3] as string} * inv_l);`).join('\n');
 
   const code = `${header}
 
@@ -543,7 +549,7 @@ ${axes
   .join('\n')}
   let valid = ${axes.map((a) => `qi_${a} < n_${a}`).join(' && ')};
 ${axes.map((a) => `  var ws_${a} = 0;\n  var we_${a} = 0;`).join('\n')}
-  var q: array<vec4<f32>, ${D4}>;
+${Array.from({ length: D4 }, (_, c) => `  var q_${c} = vec4<f32>(0.0);`).join('\n')}
   if (valid) {
 ${axes
   .map(
@@ -554,9 +560,7 @@ ${axes
   .join('\n')}
     let qtok = ${tokOf((a) => `qi_${a} * params.dil_${a} + g_${a}`)};
     let qbase = ((tok_base + qtok) * params.heads + h) * HEAD_DIM;
-    for (var c = 0u; c < D4; c++) {
-      q[c] = load_q(qbase, c) * params.scale_log2;
-    }
+${Array.from({ length: D4 }, (_, c) => `    q_${c} = load_q(qbase, ${c}u) * params.scale_log2;`).join('\n')}
   }
 ${axes.map((a) => `  let qr_${a} = qi_${a} - bs_${a};`).join('\n')}
 ${softmaxStateDecl(DV4)}

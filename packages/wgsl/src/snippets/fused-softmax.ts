@@ -17,11 +17,15 @@ export const FUSED_NEG = '-1.0e30';
 /** Rescale threshold in log2 units. */
 export const FUSED_LAZY_RESCALE = 8;
 
-/** Declarations of the per-invocation softmax state: `m`, `l`, and `o: array<vec4<f32>, dv4>`. */
+/**
+ * Declarations of the per-invocation softmax state: `m_run`, `l_run`, and the output accumulator as dv4
+ * separate vec4 variables `o_0 .. o_{dv4-1}` (not an array: some drivers keep private arrays in local memory).
+ */
 export function softmaxStateDecl(dv4: number): string {
+  const o = Array.from({ length: dv4 }, (_, c) => `  var o_${c} = vec4<f32>(0.0);`).join('\n');
   return `  var m_run: f32 = ${FUSED_NEG};
   var l_run: f32 = 0.0;
-  var o_acc: array<vec4<f32>, ${dv4}>;`;
+${o}`;
 }
 
 /**
@@ -32,8 +36,8 @@ export function softmaxUpdate(dv4: number, vRow: (c: number) => string, indent =
   const rescale: string[] = [];
   const accum: string[] = [];
   for (let c = 0; c < dv4; c++) {
-    rescale.push(`${indent}  o_acc[${c}] = o_acc[${c}] * alpha;`);
-    accum.push(`${indent}o_acc[${c}] = fma(pv, ${vRow(c)}, o_acc[${c}]);`);
+    rescale.push(`${indent}  o_${c} = o_${c} * alpha;`);
+    accum.push(`${indent}o_${c} = fma(pv, ${vRow(c)}, o_${c});`);
   }
   return `${indent}if (sc > m_run + ${FUSED_LAZY_RESCALE}.0) {
 ${indent}  let alpha = exp2(m_run - sc);
