@@ -25,6 +25,7 @@ export const CLI_USAGE = `usage: natten-web-tune [options]
   --clear            empty the cache
   --cache <file>     cache file (default: $NATTEN_WEB_AUTOTUNE_CACHE, else the user cache dir)
   --max-ms <ms>      time budget per tuning (default 20000)
+  --max-candidates <n>  time at most n configs after pruning (default 24; 0 = no cap; the idle and occupancy rules still apply)
   --reps <n>         timed runs per candidate (default 5); --warmup <n> untimed runs (default 1)
   --json             machine-readable output`;
 
@@ -54,6 +55,7 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
         'max-ms': { type: 'string' },
         reps: { type: 'string' },
         warmup: { type: 'string' },
+        'max-candidates': { type: 'string' },
         json: { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
       },
@@ -109,6 +111,7 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
       }
       return { text, desc };
     });
+    const maxCandidates = num('max-candidates', values['max-candidates']);
     if (parsed.length > 0) {
       const ctx = await io.context();
       const tuner = createAutotuner({
@@ -120,6 +123,7 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
         reps: num('reps', values.reps),
         warmup: num('warmup', values.warmup),
         progress: values.json ? false : true,
+        space: maxCandidates === undefined ? {} : { maxCandidates: maxCandidates === 0 ? Number.POSITIVE_INFINITY : maxCandidates },
       });
       for (const { text, desc } of parsed) {
         for (const pass of passes) {
