@@ -299,6 +299,19 @@ export function createAutotuner(options: AutotunerOptions): Autotuner {
     if (errs.length) warn(`natten-web autotune: every timed ${op} candidate of ${formatProblem(p)} failed (first: ${errs[0]?.label}: ${errs[0]?.error}); using the default config`);
   }
 
+  /**
+   * A selection must not fail because tuning failed (e.g. the real-shape inputs do not fit in memory next to the
+   * caller's tensors): warn and fall back to the heuristic default, which the call then runs (and reports on).
+   */
+  async function tuneOrWarn<T>(key: string, p: ForwardTuneProblem, fn: () => Promise<T>): Promise<T | undefined> {
+    try {
+      return await fn();
+    } catch (e) {
+      warn(`natten-web autotune: tuning ${formatProblem(p)} failed (${e instanceof Error ? e.message : String(e)}); using the default config for ${key}`);
+      return undefined;
+    }
+  }
+
   /** One tune per key at a time in this process. */
   function once<T>(key: string, fn: () => Promise<T>): Promise<T> {
     const cur = inflight.get(key) as Promise<T> | undefined;
@@ -316,7 +329,8 @@ export function createAutotuner(options: AutotunerOptions): Autotuner {
     const hit = await lookup<FusedForwardConfig>('na-fused-forward', key, (c) => fwdValid(p, c));
     if (hit) return hit;
     if (mode !== 'tune') return def();
-    const r = await once(key, () => tuneForward(p));
+    const r = await tuneOrWarn(key, p, () => once(key, () => tuneForward(p)));
+    if (!r || r.timed === 0) return def();
     return { config: r.config, source: 'tuned', key, entry: (await loaded()).get(key) };
   }
 
@@ -332,7 +346,8 @@ export function createAutotuner(options: AutotunerOptions): Autotuner {
     const hit = await lookup<FusedBackwardConfig>('na-fused-backward', key, (c) => bwdValid(p, c));
     if (hit) return hit;
     if (mode !== 'tune') return def();
-    const r = await once(key, () => tuneBackward(p));
+    const r = await tuneOrWarn(key, p, () => once(key, () => tuneBackward(p)));
+    if (!r || r.timed === 0) return def();
     return { config: r.config, source: 'tuned', key, entry: (await loaded()).get(key) };
   }
 

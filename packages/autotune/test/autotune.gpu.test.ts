@@ -163,6 +163,28 @@ describe('tuning', () => {
   }, LONG);
 });
 
+describe("'tune' mode falls back to the default", () => {
+  it('when the budget times nothing, or tuning itself fails (with a warning)', async () => {
+    const ctx = await gpuContext();
+    const p = describeForward(parseProblem(FWD_1D));
+    const def = defaultFusedForwardConfig(p, spaceLimits(ctx));
+    const zero = createAutotuner({ ctx, mode: 'tune', cache: memoryStore(), maxTuneMs: 0, ...quiet });
+    expect(await zero.selectForward(p)).toMatchObject({ source: 'default', config: def });
+    const warnings: string[] = [];
+    const failing = createAutotuner({ ctx, mode: 'tune', cache: memoryStore(), progress: false, warn: (m) => warnings.push(m) });
+    const upload = vi.spyOn(ctx, 'upload').mockImplementation(() => {
+      throw new Error('out of memory (simulated)');
+    });
+    try {
+      expect(await failing.selectForward(p)).toMatchObject({ source: 'default', config: def });
+    } finally {
+      upload.mockRestore();
+    }
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0]).toMatch(/^natten-web autotune: tuning na1d 1x20x2x8 K=5 causal=1 f32 failed \(out of memory \(simulated\)\); using the default config for na-fused-forward\|/);
+  });
+});
+
 describe('dry run', () => {
   it('lists the configs with estimates without any GPU work', async () => {
     const ctx = await gpuContext();
