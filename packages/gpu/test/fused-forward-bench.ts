@@ -18,6 +18,7 @@ import { canonicalKeyTile, type FusedForwardConfig } from '@natten-web/wgsl';
 import { fusedForward, GpuContext, type GpuTensor, planNaiveFusedForward, timeDispatch } from '../src/index.ts';
 
 const { values } = parseArgs({
+  allowNegative: true,
   options: {
     rank: { type: 'string', default: '2' },
     size: { type: 'string', default: '128' },
