@@ -106,6 +106,16 @@ for (const dtype of dtypes) {
       built.release();
     }
   }
+  // Per-pass split of the default config (each pass timed alone; dkv reads the delta the dq pass left behind).
+  const built = buildFusedBackward(ctx, rank, args, def);
+  try {
+    for (const cmd of built.commands) {
+      const r = await timeDispatch(ctx, [cmd], { warmup, iterations: reps });
+      console.log(`  pass ${cmd.kernel.key.split('/')[0]?.padEnd(32)} median ${(r.medianNs / 1e3).toFixed(1).padStart(9)} us  workgroups ${cmd.workgroups.join('x')}`);
+    }
+  } finally {
+    built.release();
+  }
   rows.sort((x, y) => x.medianUs - y.medianUs);
   console.log(`best (${dtype}):`);
   for (const r of rows.slice(0, 5)) console.log(`  ${r.config.padEnd(52)} median ${r.medianUs.toFixed(1)} us`);
