@@ -3,6 +3,7 @@
  *
  *   npx tsx packages/gpu/test/fused-backward-bench.ts [--rank 2] [--size 128] [--heads 8] [--dim 64] [--kernel 7]
  *       [--dtype float16|float32|both] [--batch 1] [--reps 20] [--warmup 3] [--configs all|default|N] [--causal]
+ *       [--balanced]   (only the most square tile shape per tile product, one split, fused delta: one row per product pair)
  *
  * Defaults are the lead's H100 target (2-D 128x128, K=7, H=8, D=64), both dtypes. The forward output and
  * logsumexp come from the GPU fused forward. Every config of `enumerateFusedBackwardConfigs` (tiles x
@@ -13,7 +14,7 @@
  */
 import { parseArgs } from 'node:util';
 import { type FusedBackwardArgs, fnaFlops, lseShape, type NaRank, randn } from '@natten-web/core';
-import { enumerateFusedBackwardConfigs, type FusedBackwardConfig } from '@natten-web/wgsl';
+import { balancedShape, enumerateFusedBackwardConfigs, type FusedBackwardConfig } from '@natten-web/wgsl';
 import { buildFusedBackward, fusedForward, GpuContext, type GpuTensor, selectFusedBackward, timeDispatch } from '../src/index.ts';
 
 const { values } = parseArgs({
@@ -29,6 +30,7 @@ const { values } = parseArgs({
     warmup: { type: 'string', default: '3' },
     configs: { type: 'string', default: 'all' },
     causal: { type: 'boolean', default: false },
+    balanced: { type: 'boolean', default: false },
   },
 });
 
@@ -81,7 +83,15 @@ for (const dtype of dtypes) {
   };
   const sel = selectFusedBackward(ctx, rank, args);
   const def = sel.config;
-  const all = enumerateFusedBackwardConfigs(sel.problem, ctx.limits);
+  const isBalanced = (c: FusedBackwardConfig): boolean =>
+    key(c) ===
+    key({
+      queryTile: balancedShape(rank, c.queryTile.reduce((x, y) => x * y, 1)),
+      keyTile: balancedShape(rank, c.keyTile.reduce((x, y) => x * y, 1)),
+      numSplitsKey: c.numSplitsKey.map(() => 1),
+      computeDeltaWithTorch: false,
+    });
+  const all = enumerateFusedBackwardConfigs(sel.problem, ctx.limits).filter((c) => !values.balanced || isBalanced(c));
   const same = (x: FusedBackwardConfig, y: FusedBackwardConfig): boolean => key(x) === key(y);
   let list: FusedBackwardConfig[];
   if (values.configs === 'default') list = [def];
