@@ -306,6 +306,8 @@ export class GpuContext {
         }
       }
     }
+    // Pack uniforms before any error scope opens: a missing value throws here.
+    const uniformData = commands.map((c) => (c.kernel.uniforms.length > 0 ? packUniforms(c.kernel.uniforms, c.uniforms ?? {}) : undefined));
     const pipelines = await Promise.all(commands.map((c) => this.pipeline(c.kernel)));
     this.assertAlive(op);
     const device = this.device;
@@ -315,8 +317,8 @@ export class GpuContext {
     commands.forEach((c, i) => {
       const pipeline = pipelines[i] as GPUComputePipeline;
       const entries: GPUBindGroupEntry[] = c.buffers.map((buffer, binding) => ({ binding, resource: { buffer } }));
-      if (c.kernel.uniforms.length > 0) {
-        const data = packUniforms(c.kernel.uniforms, c.uniforms ?? {});
+      const data = uniformData[i];
+      if (data !== undefined) {
         const ub = this.pool.acquire(data.byteLength, UNIFORM_USAGE, 'natten-web uniforms');
         device.queue.writeBuffer(ub, 0, data);
         temp.push(ub);

@@ -105,6 +105,12 @@ describe('errors', () => {
     await expect(ctx.dispatch([{ kernel: FILL, buffers: [out.buffer], uniforms: { n: 1, value: 0 }, workgroups: [max + 1, 1, 1] }], 'y')).rejects.toThrow(
       `y: dispatch of ${max + 1}x1x1 workgroups is not within 0..maxComputeWorkgroupsPerDimension=${max} per axis`,
     );
+    await expect(ctx.dispatch([{ kernel: FILL, buffers: [out.buffer], uniforms: { n: 1 }, workgroups: [1, 1, 1] }], 'z')).rejects.toThrow(
+      "packUniforms: missing value for uniform 'value'",
+    );
+    // Nothing was left half-open: the next dispatch runs normally.
+    await ctx.dispatch([{ kernel: FILL, buffers: [out.buffer], uniforms: { n: 4, value: 5 }, workgroups: [1, 1, 1] }]);
+    expect(Array.from((await ctx.read(out)).data)).toEqual([5, 6, 7, 8]);
     out.buffer.destroy();
   });
 
