@@ -44,6 +44,18 @@ describe('every enumerated config', () => {
   }
 });
 
+describe('default config when dilation groups are smaller than every tile', () => {
+  it('1-D L=9 d=2 and 2-D 12x8 d=(3,4) run with the default config', async () => {
+    const ctx = await gpuContext();
+    const cases: FwdCase[] = [
+      { rank: 1, spatial: [9], kernelSize: [3], dilation: [2], dim: 4 },
+      { rank: 1, spatial: [9], kernelSize: [3], dilation: [2], isCausal: [true], dim: 4, dtype: 'float16' },
+      { rank: 2, spatial: [12, 8], kernelSize: [4, 2], dilation: [3, 4], isCausal: [false, true], dim: 8 },
+    ];
+    for (const c of cases) expectFwdClose(await runFwdCase(ctx, c), caseLabel(c));
+  }, TIMEOUT);
+});
+
 describe('tile arguments select real configs', () => {
   it('query_tile_size / key_tile_size pick the kernel (key shows the tile) and give the same result', async () => {
     const ctx = await gpuContext();

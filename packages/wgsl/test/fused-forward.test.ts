@@ -256,6 +256,21 @@ describe('fused forward configs', () => {
     expect(small).toHaveLength(3 * 3);
   });
 
+  it('dilation groups smaller than every tile still get configs: the smallest tiles with the fewest idle lanes', () => {
+    // 1-D L=9, d=2: groups of 5 and 4
+    const one = enumerateFusedForwardConfigs(problem(1, [9], [3], { dilation: [2], dim: 4 }), LAVAPIPE);
+    expect(new Set(one.map((c) => c.queryTile.join('x')))).toEqual(new Set(['16']));
+    // 2-D 12x8, d=(3,4): groups 4x2; product-16 shapes 8x2 and 4x4 cover them with 16 lanes, the others with 32+
+    const two = enumerateFusedForwardConfigs(problem(2, [12, 8], [4, 2], { dilation: [3, 4], dim: 8 }), LAVAPIPE);
+    expect(new Set(two.map((c) => c.queryTile.join('x')))).toEqual(new Set(['8x2', '4x4']));
+    // 3-D 2x2x3 fits 2x2x4 without the fallback
+    const three = enumerateFusedForwardConfigs(problem(3, [2, 2, 3], [2, 2, 2], { dim: 8 }), LAVAPIPE);
+    expect(new Set(three.map((c) => c.queryTile.join('x')))).toEqual(new Set(['2x2x4']));
+    for (const p of [problem(1, [9], [3], { dilation: [2], dim: 4 }), problem(2, [12, 8], [4, 2], { dilation: [3, 4], dim: 8 })]) {
+      expect(() => defaultFusedForwardConfig(p, BROWSER)).not.toThrow();
+    }
+  });
+
   it('explains why a config cannot run', () => {
     const p = problem(2, [16, 16], [3, 3], { dim: 128 });
     expect(fusedForwardConfigProblem(p, { path: 'plain', queryTile: [8, 8], keyTile: [8, 8], stage: 'f32' }, BROWSER)).toMatch(/needs 65536 bytes of workgroup memory; this device allows 16384/);

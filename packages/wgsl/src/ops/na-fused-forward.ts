@@ -174,21 +174,30 @@ export function fusedForwardConfigProblem(problem: FusedForwardProblem, config: 
 /**
  * Every valid configuration for a problem on a device (NATTEN profiler `--dry-run` style), for the autotuner.
  * Query tiles: every power-of-two shape of each compiled product whose factors do not exceed the next power
- * of two of the axis' dilation-group extent (larger ones only add idle invocations). Key tiles: one canonical
+ * of two of the axis' dilation-group extent (larger ones only add idle invocations; when the groups are smaller
+ * than every tile, the smallest tiles with the fewest idle lanes). Key tiles: one canonical
  * shape per chunk (only the product matters). Staging: f32, plus f16 for float16 inputs.
  */
 export function enumerateFusedForwardConfigs(problem: FusedForwardProblem, limits: FusedKernelLimits): FusedForwardConfig[] {
   const ext = groupExtents(problem);
   const stages: FusedStage[] = problem.dtype === 'float16' ? ['f32', 'f16'] : ['f32'];
   const out: FusedForwardConfig[] = [];
-  for (const qp of FUSED_FORWARD_QUERY_TILES) {
-    for (const shape of tileShapes(problem.rank, qp)) {
-      if (shape.some((t, a) => t > nextPow2(ext[a] as number))) continue;
-      for (const kp of FUSED_FORWARD_KEY_CHUNKS) {
-        for (const stage of stages) {
-          const config: FusedForwardConfig = { path: 'plain', queryTile: shape, keyTile: canonicalKeyTile(problem.rank, kp), stage };
-          if (fusedForwardConfigProblem(problem, config, limits) === undefined) out.push(config);
-        }
+  const shapes = FUSED_FORWARD_QUERY_TILES.flatMap((qp) => tileShapes(problem.rank, qp)).filter((shape) =>
+    shape.every((t, a) => t <= nextPow2(ext[a] as number)),
+  );
+  if (shapes.length === 0) {
+    // Dilation groups smaller than the smallest tile: keep the smallest-product shapes with the fewest lanes.
+    const smallest = tileShapes(problem.rank, FUSED_FORWARD_QUERY_TILES[0]);
+    const lanes = (shape: readonly number[]): number =>
+      shape.reduce((acc, t, a) => acc * Math.ceil((ext[a] as number) / t) * t, 1);
+    const best = Math.min(...smallest.map(lanes));
+    shapes.push(...smallest.filter((shape) => lanes(shape) === best));
+  }
+  for (const shape of shapes) {
+    for (const kp of FUSED_FORWARD_KEY_CHUNKS) {
+      for (const stage of stages) {
+        const config: FusedForwardConfig = { path: 'plain', queryTile: shape, keyTile: canonicalKeyTile(problem.rank, kp), stage };
+        if (fusedForwardConfigProblem(problem, config, limits) === undefined) out.push(config);
       }
     }
   }
