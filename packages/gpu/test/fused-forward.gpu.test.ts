@@ -92,5 +92,6 @@ describe('float16 (f16 storage, f32 math, f32 lse)', () => {
   group('1-D K=4 causal, default config', { rank: 1, kernelSize: [4], isCausal: [true], dtype: 'float16' }, undefined, false);
   group('2-D K=(3,3) rpb, f32 staging', { rank: 2, kernelSize: [3, 3], rpb: true, dtype: 'float16' }, CONFIGS[2]);
   group('2-D K=(3,4) causal=TF, f16 staging', { rank: 2, kernelSize: [3, 4], isCausal: [true, false], dtype: 'float16' }, { ...CONFIGS[2], stage: 'f16' });
+  group('2-D K=(3,3) D=72 (> 64: q in f16 registers), default config', { rank: 2, kernelSize: [3, 3], dim: 72, dimV: 40, dtype: 'float16' }, undefined, false);
   group('3-D K=(2,3,2) causal=FTF, Dv != D, default config', { rank: 3, kernelSize: [2, 3, 2], isCausal: [false, true, false], dim: 8, dimV: 4, dtype: 'float16' }, undefined, false);
 });

@@ -57,6 +57,7 @@ export {
   fusedForwardUniformFields,
   fusedForwardWorkgroupBytes,
   generateFusedForward,
+  Q_HALF_ABOVE,
   tileShapes,
 } from './ops/na-fused-forward.ts';
 export { FUSED_LAZY_RESCALE, FUSED_NEG, softmaxLse, softmaxStateDecl, softmaxUpdate } from './snippets/fused-softmax.ts';

@@ -78,6 +78,7 @@ function specGrid(): FusedForwardSpec[] {
                 stage: dtype === 'float16' && dim === 8 ? 'f16' : 'f32',
                 hasRpb,
                 hasLse: !(dim === 6),
+                ...(dtype === 'float16' && dim === 32 ? { qHalf: true } : {}),
               });
             }
           }
@@ -189,9 +190,23 @@ describe('fused forward keys and code', () => {
       { ...base, keyChunk: 16 },
       { ...base, hasLse: false },
       { ...base, causal: [false, false], hasRpb: true },
+      { ...base, dtype: 'float16', qHalf: true },
     ];
     const keys = new Set([generateFusedForward(base).key, ...changed.map((s) => generateFusedForward(s).key)]);
     expect(keys.size).toBe(changed.length + 1);
+  });
+
+  it('float16 inputs with head dim > 64 keep q in f16 registers and scale the dot product instead', () => {
+    const small = fusedForwardSpec(problem(2, [8, 8], [3, 3], { dim: 64, dtype: 'float16' }), { path: 'plain', queryTile: [4, 8], keyTile: [4, 4], stage: 'f16' });
+    const big = fusedForwardSpec(problem(2, [8, 8], [3, 3], { dim: 72, dtype: 'float16' }), { path: 'plain', queryTile: [4, 8], keyTile: [4, 4], stage: 'f16' });
+    const f32 = fusedForwardSpec(problem(2, [8, 8], [3, 3], { dim: 72 }), { path: 'plain', queryTile: [4, 8], keyTile: [4, 4], stage: 'f32' });
+    expect(small.qHalf).toBeUndefined();
+    expect(big.qHalf).toBe(true);
+    expect(f32.qHalf).toBeUndefined();
+    const code = generateFusedForward(big).code;
+    expect(code).toContain('var q_0 = vec4<f16>(0.0);');
+    expect(code).toContain('* params.scale_log2;');
+    expect(code).not.toContain('load_q(qbase, 0u) * params.scale_log2');
   });
 
   it('bakes the spec as UPPER_SNAKE consts after the key', () => {
@@ -209,6 +224,7 @@ describe('fused forward keys and code', () => {
       [{ hasRpb: true }, /rpb needs a non-causal window and odd kernel sizes/],
       [{ kernelSize: [1, 3] }, /kernel sizes must be integers >= 2/],
       [{ queryTile: [64] }, /kernelSize, causal and queryTile need 2 entries/],
+      [{ qHalf: true }, /f16 q registers need float16 inputs/],
     ];
     for (const [patch, msg] of bad) {
       expect(() => generateFusedForward({ ...base, ...patch })).toThrow(NattenArgumentError);

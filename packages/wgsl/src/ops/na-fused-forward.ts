@@ -32,7 +32,7 @@ import { windowFunctions } from '../snippets/window.ts';
 
 const FAMILY = 'na-fused-forward';
 /** Bump when the emitted text changes for an unchanged spec. */
-const GEN = 3;
+const GEN = 4;
 
 /** Query-tile products (= workgroup size) this backend compiles. */
 export const FUSED_FORWARD_QUERY_TILES = [16, 32, 64, 128] as const;
@@ -77,6 +77,12 @@ export interface FusedForwardSpec {
   readonly stage: FusedStage;
   readonly hasRpb: boolean;
   readonly hasLse: boolean;
+  /**
+   * Keep q in f16 registers (the exact input values; scale applied to the dot product) instead of f32, halving
+   * its registers. Set by `fusedForwardSpec` for float16 inputs with head dim > 64 (q and O in f32 would take
+   * 2*D floats per invocation and spill).
+   */
+  readonly qHalf?: boolean;
 }
 
 /** The device limits config selection needs (a plain subset of GPUSupportedLimits). */
@@ -90,6 +96,9 @@ export interface FusedKernelLimits {
 export type FusedForwardProblem = Pick<FusedProblem, 'rank' | 'dtype' | 'spatial' | 'dim' | 'dimV' | 'params' | 'hasRpb' | 'hasLse'>;
 
 const vec4Count = (n: number): number => Math.ceil(n / 4);
+
+/** float16 inputs keep q in f16 registers above this head dim (see `FusedForwardSpec.qHalf`). */
+export const Q_HALF_ABOVE = 64;
 
 /** Bytes of workgroup memory a spec declares: staged K and V rows (vec4-padded). */
 export function fusedForwardWorkgroupBytes(spec: Pick<FusedForwardSpec, 'dim' | 'dimV' | 'keyChunk' | 'stage'>): number {
@@ -147,6 +156,7 @@ export function fusedForwardSpec(problem: FusedForwardProblem, config: FusedForw
     stage: config.stage,
     hasRpb: problem.hasRpb,
     hasLse: problem.hasLse,
+    ...(problem.dtype === 'float16' && problem.dim > Q_HALF_ABOVE ? { qHalf: true } : {}),
   };
 }
 
@@ -278,6 +288,7 @@ export function checkFusedForwardSpec(spec: FusedForwardSpec): void {
   if (!FUSED_FORWARD_QUERY_TILES.includes(wg as (typeof FUSED_FORWARD_QUERY_TILES)[number])) bad(`query tile product ${wg} is not one of ${FUSED_FORWARD_QUERY_TILES.join(', ')}`);
   if (!FUSED_FORWARD_KEY_CHUNKS.includes(spec.keyChunk as (typeof FUSED_FORWARD_KEY_CHUNKS)[number])) bad(`key chunk ${spec.keyChunk} is not one of ${FUSED_FORWARD_KEY_CHUNKS.join(', ')}`);
   if (spec.stage === 'f16' && spec.dtype !== 'float16') bad(`f16 staging needs float16 inputs`);
+  if (spec.qHalf === true && spec.dtype !== 'float16') bad(`f16 q registers need float16 inputs`);
   if (spec.hasRpb && (spec.causal.some((c) => c) || spec.kernelSize.some((k) => k % 2 === 0))) bad('rpb needs a non-causal window and odd kernel sizes');
 }
 
@@ -378,6 +389,7 @@ export function generateFusedForward(spec: FusedForwardSpec): GeneratedKernel {
   const DV4 = vec4Count(Dv);
   const vecQK = D % 4 === 0;
   const vecV = Dv % 4 === 0;
+  const QH = spec.qHalf === true;
   const WG = product(spec.queryTile);
   const BK = spec.keyChunk;
   const TPK = Math.max(1, WG / BK);
@@ -439,13 +451,14 @@ export function generateFusedForward(spec: FusedForwardSpec): GeneratedKernel {
     `const V_SWIZZLE: u32 = ${VSW}u;`,
     `const HAS_RPB: bool = ${spec.hasRpb};`,
     `const HAS_LSE: bool = ${spec.hasLse};`,
+    `const Q_HALF: bool = ${QH};`,
     `const LOG2E: f32 = 1.4426950408889634;`,
     `const NEG: f32 = ${FUSED_NEG};`,
   ]
     .filter((l) => l.length > 0)
     .join('\n');
 
-  const qDot = Array.from({ length: D4 }, (_, c) => `          acc = fma(q_${c}, vec4<f32>(k_sh[kb + ${KSW === 0 ? `${c}u` : `(${c}u ^ ksw)`}]), acc);`).join('\n');
+  const qDot = Array.from({ length: D4 }, (_, c) => `          acc = fma(${QH ? `vec4<f32>(q_${c})` : `q_${c}`}, vec4<f32>(k_sh[kb + ${KSW === 0 ? `${c}u` : `(${c}u ^ ksw)`}]), acc);`).join('\n');
   const update = softmaxUpdate(DV4, (c) => `vec4<f32>(v_sh[vb + ${VSW === 0 ? `${c}u` : `(${c}u ^ vsw)`}])`, '          ');
   // Exact window walk: rows of the window (all axes but the last) in box-relative coordinates; each row is a
   // contiguous run of box-linear indices [lo, hi), clipped to the chunk [c0i, c1i).
@@ -456,7 +469,7 @@ export function generateFusedForward(spec: FusedForwardSpec): GeneratedKernel {
 ${KSW === 0 ? '' : `            let ksw = kl & ${KSW}u;\n`}${VSW === 0 ? '' : `            let vsw = kl & ${VSW}u;\n`}${spec.hasRpb ? `            let kr_${last} = k - row_base;
 ` : ''}            var acc = vec4<f32>(0.0);
 ${qDot.replace(/^ {10}/gm, '            ')}
-            var sc = acc.x + acc.y + acc.z + acc.w;
+            var sc = ${QH ? '(acc.x + acc.y + acc.z + acc.w) * params.scale_log2' : 'acc.x + acc.y + acc.z + acc.w'};
 ${spec.hasRpb ? `            sc = sc + f32(rpb[${rpbIndex()}]) * LOG2E;
 ` : ''}${update.replace(/^ {10}/gm, '            ')}`;
   let walk: string;
@@ -503,7 +516,7 @@ ${body.replace(/^/gm, '    ')}
 ${decls}
 ${uniformDecl(uniforms, bindings.length)}
 ${windowFunctions(spec.kernelSize, spec.causal)}
-${rowLoader('load_q', 'query', D, vecQK, 'f32')}
+${rowLoader('load_q', 'query', D, vecQK, QH ? 'f16' : 'f32')}
 ${rowLoader('load_k', 'key', D, vecQK, S)}
 ${rowLoader('load_v', 'value', Dv, vecV, S)}
 
@@ -558,7 +571,7 @@ ${axes
   .join('\n')}
   let valid = ${axes.map((a) => `qi_${a} < n_${a}`).join(' && ')};
 ${axes.map((a) => `  var ws_${a} = 0;\n  var we_${a} = 0;`).join('\n')}
-${Array.from({ length: D4 }, (_, c) => `  var q_${c} = vec4<f32>(0.0);`).join('\n')}
+${Array.from({ length: D4 }, (_, c) => `  var q_${c} = vec4<${QH ? 'f16' : 'f32'}>(0.0);`).join('\n')}
   if (valid) {
 ${axes
   .map(
@@ -569,7 +582,7 @@ ${axes
   .join('\n')}
     let qtok = ${tokOf((a) => `qi_${a} * params.dil_${a} + g_${a}`)};
     let qbase = ((tok_base + qtok) * params.heads + h) * HEAD_DIM;
-${Array.from({ length: D4 }, (_, c) => `    q_${c} = load_q(qbase, ${c}u) * params.scale_log2;`).join('\n')}
+${Array.from({ length: D4 }, (_, c) => `    q_${c} = load_q(qbase, ${c}u)${QH ? '' : ' * params.scale_log2'};`).join('\n')}
   }
 ${axes.map((a) => `  let qr_${a} = qi_${a} - bs_${a};`).join('\n')}
 ${softmaxStateDecl(DV4)}
