@@ -182,9 +182,12 @@ function buildSpace<C>(all: readonly C[], def: C | undefined, estimate: (c: C) =
 
 /** Valid, pruned forward configs for a problem on a device (the wgsl enumerator + cheap rules), best first. */
 export function forwardSpace(p: ForwardTuneProblem, limits: SpaceLimits, options: SpaceOptions = {}): ConfigSpace<FusedForwardConfig> {
-  const all = enumerateFusedForwardConfigs(p, limits);
+  // Only configs the seed's tile arguments can select: given query/key tiles, the op stages K/V in the input's
+  // precision, so a tuned choice is exactly what `config: 'auto'` then runs through those arguments.
+  const tileStage = p.dtype === 'float16' ? 'f16' : 'f32';
+  const all = enumerateFusedForwardConfigs(p, limits).filter((c) => c.stage === tileStage);
   const def = all.length ? defaultFusedForwardConfig(p, limits) : undefined;
-  return buildSpace(all, def, (c) => estimateForward(p, c), forwardLabel, options);
+  return buildSpace(all, def && def.stage === tileStage ? def : all[0], (c) => estimateForward(p, c), forwardLabel, options);
 }
 
 /** The full core-problem shape the wgsl backward helpers take, from a tune problem. */
