@@ -27,6 +27,8 @@ interface VitestJsonReport {
   readonly success?: boolean;
   readonly testResults?: readonly {
     readonly name?: string;
+    readonly startTime?: number;
+    readonly endTime?: number;
     readonly status?: string;
     readonly message?: string;
     readonly assertionResults?: readonly { readonly status?: string }[];
@@ -41,6 +43,8 @@ export interface MemberTotals {
   /** Test files that failed with no failing test: an import error, a syntax error, a throwing hook. */
   readonly brokenFiles: number;
   readonly files: number;
+  /** Wall time from the first test file's start to the last one's end, in seconds (0 when unknown). */
+  readonly seconds: number;
 }
 
 export interface Totals {
@@ -57,6 +61,13 @@ export function expectsReport(member: WorkspaceMember): boolean {
 }
 
 const count = (value: number | undefined): number => (typeof value === 'number' && Number.isFinite(value) ? value : 0);
+
+function wallSeconds(files: readonly { readonly startTime?: number; readonly endTime?: number }[]): number {
+  const starts = files.map((f) => f.startTime).filter((t): t is number => typeof t === 'number');
+  const ends = files.map((f) => f.endTime).filter((t): t is number => typeof t === 'number');
+  if (starts.length === 0 || ends.length === 0) return 0;
+  return Math.max(0, (Math.max(...ends) - Math.min(...starts)) / 1000);
+}
 
 export function collectTotals(members: readonly WorkspaceMember[], since?: number): Totals {
   const rows: MemberTotals[] = [];
@@ -90,6 +101,7 @@ export function collectTotals(members: readonly WorkspaceMember[], since?: numbe
       skipped: count(report.numPendingTests) + count(report.numTodoTests),
       brokenFiles: broken.length,
       files: files.length,
+      seconds: wallSeconds(files),
     };
     rows.push(row);
     for (const f of broken) {
@@ -119,7 +131,7 @@ export function totalsLine(totals: Pick<Totals, 'passed' | 'failed' | 'skipped'>
 
 export function formatTotals(totals: Totals): string {
   const lines = totals.members.map(
-    (m) => `  ${m.name}: ${totalsLine(m)} (${m.files} file${m.files === 1 ? '' : 's'}${m.brokenFiles > 0 ? `, ${m.brokenFiles} broken` : ''})`,
+    (m) => `  ${m.name}: ${totalsLine(m)} (${m.files} file${m.files === 1 ? '' : 's'}${m.brokenFiles > 0 ? `, ${m.brokenFiles} broken` : ''}${m.seconds > 0 ? `, ${m.seconds.toFixed(1)} s` : ''})`,
   );
   for (const problem of totals.problems) lines.push(`  PROBLEM ${problem}`);
   lines.push(totalsLine(totals));

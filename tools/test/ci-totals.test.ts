@@ -22,6 +22,8 @@ function member(dir: string, report: object | string | undefined, test: string |
 
 const file = (name: string, ...statuses: string[]) => ({
   name,
+  startTime: 1000,
+  endTime: 3500,
   status: statuses.includes('failed') ? 'failed' : 'passed',
   message: '',
   assertionResults: statuses.map((status) => ({ status })),
@@ -43,8 +45,8 @@ describe('ci totals', () => {
     const totals = collectTotals([member('a', green), member('b', { ...green, numPassedTests: 3, numPendingTests: 0, numTodoTests: 0 })]);
     expect(isGreen(totals)).toBe(true);
     expect(formatTotals(totals).split('\n')).toEqual([
-      '  @x/a: 5 passed, 0 failed, 2 skipped (2 files)',
-      '  @x/b: 3 passed, 0 failed, 0 skipped (2 files)',
+      '  @x/a: 5 passed, 0 failed, 2 skipped (2 files, 2.5 s)',
+      '  @x/b: 3 passed, 0 failed, 0 skipped (2 files, 2.5 s)',
       '8 passed, 0 failed, 2 skipped',
     ]);
   });
@@ -63,7 +65,7 @@ describe('ci totals', () => {
     const totals = collectTotals([member('a', report)]);
     expect(isGreen(totals)).toBe(false);
     expect(totals.problems).toEqual(["@x/a: test file /r/b.test.ts failed outside any test: Cannot find module './nope.ts'"]);
-    expect(formatTotals(totals).split('\n')[0]).toBe('  @x/a: 5 passed, 0 failed, 2 skipped (3 files, 1 broken)');
+    expect(formatTotals(totals).split('\n')[0]).toBe('  @x/a: 5 passed, 0 failed, 2 skipped (3 files, 1 broken, 2.5 s)');
   });
 
   it('is red when vitest reports failed suites or success=false without a failed test', () => {
