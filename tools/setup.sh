@@ -19,7 +19,7 @@ install_system() {
     return
   fi
   local need=()
-  if ! ls /usr/share/vulkan/icd.d/lvp_icd.*.json >/dev/null 2>&1 || ! ldconfig -p | grep libvulkan.so.1 >/dev/null \
+  if ! ls /usr/share/vulkan/icd.d/lvp_icd*.json >/dev/null 2>&1 || ! ldconfig -p | grep libvulkan.so.1 >/dev/null \
      || [ "$(dpkg-query -W -f='${Version}' mesa-vulkan-drivers 2>/dev/null | cut -d. -f1)" -lt 25 ] 2>/dev/null; then
     need+=(mesa)
   fi
