@@ -111,7 +111,7 @@ describe('na2d_backward argument checks (WebGPU)', () => {
   it('no tiles given: the default config; enumerated configs all pass validation on this device', async () => {
     const ctx = await gpuContext();
     const sel = selectFusedBackward(ctx, 2, args2d(32));
-    expect(sel.config).toEqual({ queryTile: [8, 8], keyTile: [8, 8], numSplitsKey: [1, 1], computeDeltaWithTorch: false });
+    expect(sel.config).toEqual({ queryTile: [4, 8], keyTile: [4, 8], numSplitsKey: [1, 1], computeDeltaWithTorch: false });
     const delta = selectFusedBackward(ctx, 2, args2d(32, { computeDeltaWithTorch: true }));
     expect(delta.config.computeDeltaWithTorch).toBe(true);
     const configs = enumerateFusedBackwardConfigs(sel.problem, ctx.limits);

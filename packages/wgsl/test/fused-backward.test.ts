@@ -172,10 +172,10 @@ describe('fused backward WGSL generation', () => {
     expect(fusedBackwardTileProducts(p32, { ...LAVAPIPE, maxComputeInvocationsPerWorkgroup: 32 }).every(([q, k]) => q <= 32 && k <= 32)).toBe(true);
   });
 
-  it('default config: NATTEN default tiles when they fit, smaller otherwise', () => {
-    expect(defaultFusedBackwardConfig(problem(1, [80], [5], 32), LAVAPIPE)?.queryTile).toEqual([64]);
-    expect(defaultFusedBackwardConfig(problem(2, [16, 16], [3, 3], 32), LAVAPIPE)).toEqual({ queryTile: [8, 8], keyTile: [8, 8], numSplitsKey: [1, 1], computeDeltaWithTorch: false });
-    expect(defaultFusedBackwardConfig(problem(3, [8, 8, 8], [3, 3, 3], 32), LAVAPIPE)?.keyTile).toEqual([4, 4, 4]);
+  it('default config: 32-row tiles when they fit, smaller otherwise', () => {
+    expect(defaultFusedBackwardConfig(problem(1, [80], [5], 32), LAVAPIPE)?.queryTile).toEqual([32]);
+    expect(defaultFusedBackwardConfig(problem(2, [16, 16], [3, 3], 32), LAVAPIPE)).toEqual({ queryTile: [4, 8], keyTile: [4, 8], numSplitsKey: [1, 1], computeDeltaWithTorch: false });
+    expect(defaultFusedBackwardConfig(problem(3, [8, 8, 8], [3, 3, 3], 32), LAVAPIPE)?.keyTile).toEqual([2, 4, 4]);
     // d=64 f32 on 32 KiB: 64 key rows of K and V are exactly 32 KiB, plus coordinates: falls back to 32.
     expect(defaultFusedBackwardConfig(problem(2, [16, 16], [3, 3], 64), LAVAPIPE)?.keyTile).toEqual([4, 8]);
     expect(defaultFusedBackwardConfig(problem(2, [16, 16], [3, 3], 1024), LAVAPIPE)).toBeUndefined();

@@ -10,12 +10,18 @@
  *     computes delta and writes it for pass 3. With num_splits_key > 1 it writes f32 partials; with gradRpb it
  *     writes dS per (query row, slot) into a scratch buffer.
  *  3. `dkv`: one workgroup per (batch, kv head, dilation group, key tile). It walks query tiles laid from the start
- *     of the exact inverse box (`na_inverse_a`), for every query head of its GQA group, staging q/dO rows, lse, delta and each
- *     query's window in workgroup memory; inside the box the forward window test masks.
+ *     of the exact inverse box (`na_inverse_a`), for every query head of its GQA group, staging q/dO rows, lse and
+ *     delta in workgroup memory. Each key walks only the staged queries of its own exact inverse range [first, end)
+ *     per axis (no membership test), so every key visits exactly the queries that attend it.
  *  4. `dq-reduce` (only with splits): dQ = sum over splits in fixed order, cast to the I/O dtype.
  *  5. `rpb-reduce` (only with gradRpb): d_rpb[h, cell] = sum over batch, queries, slots mapping to the cell of dS.
  *
- * One invocation owns one query row (dq) or one key row (dkv); accumulators and the owned row live in registers.
+ * In `dq` each query likewise walks only the staged keys of its own window per axis (slot t = j - window start), so
+ * it touches exactly prod(K) keys (the previous design tested every staged key of every chunk).
+ *
+ * One invocation owns one query row (dq) or one key row (dkv); accumulators and the owned row live in registers:
+ * named vec4 variables for rows of up to 32 vectors (private arrays ran ~4x slower on NVIDIA in the forward),
+ * private arrays beyond. Staged rows keep the I/O dtype (f16 staging for f16 inputs); all math is f32.
  * Rows outside the dilation group are zero-filled and masked, and P is forced to 0 with `select` for them.
  */
 import { type FusedBackwardProblem, type NaRank, product, type TileProducts } from '@natten-web/core';
@@ -24,7 +30,7 @@ import { type GeneratedKernel, kernelKey, type StorageBinding, storageDecls, typ
 import { axes, axisUniformNames, decodeRowMajor, tokenIndex } from '../snippets/backward-index.ts';
 import { windowFunctions } from '../snippets/window.ts';
 
-const GEN = 3;
+const GEN = 5;
 
 /** The tile products (query tile, key tile) this backend's backward kernels are written for. */
 export const FUSED_BACKWARD_TILE_SIZES: readonly number[] = [16, 32, 64, 128];
@@ -79,6 +85,9 @@ export interface FusedBackwardDkvSpec extends BakedProblem {
 
 const WG_1D = 64;
 
+/** Tile product (rows per workgroup) of the default config, for both kernels. */
+const DEFAULT_TILE_PRODUCT = 32;
+
 /** Row vector width: vec4 loads/dots when both head dims are multiples of 4, scalars otherwise. */
 export function fusedBackwardVecWidth(dim: number, dimV: number): 1 | 4 {
   return dim % 4 === 0 && dimV % 4 === 0 ? 4 : 1;
@@ -112,22 +121,106 @@ function vecTypes(T: string, dim: number, dimV: number): VecTypes {
   };
 }
 
+/** Rows of at most this many vectors live in named registers (private arrays ran ~4x slower on NVIDIA). */
+const MAX_NAMED_REGS = 32;
+
+/**
+ * Per-invocation row registers: `name_0 .. name_{n-1}` (statements unrolled) when both rows have at most
+ * MAX_NAMED_REGS vectors, else one private array per row (statements in a `for c` loop).
+ */
+interface Regs {
+  decl(name: string, n: number): string;
+  /** Statement(s) `f(c, r)` for every vector c of a row of n vectors; `r(name)` is that vector's register. */
+  each(n: number, f: (c: string, r: (name: string) => string) => string): string;
+  /** Statement(s) `f(c, x)` for every scalar c of a row of n scalars; `x(name)` is that scalar of the register row. */
+  eachScalar(n: number, f: (c: string, x: (name: string) => string) => string): string;
+}
+
+function regs(V: VecTypes): Regs {
+  const named = V.DW <= MAX_NAMED_REGS && V.DVW <= MAX_NAMED_REGS;
+  if (!named) {
+    return {
+      decl: (name, n) => `var ${name}: array<${V.VF}, ${n}>;`,
+      each: (n, f) => `for (var c = 0u; c < ${n}u; c++) { ${f('c', (name) => `${name}[c]`)} }`,
+      eachScalar: (n, f) => `for (var c = 0u; c < ${n}u; c++) { ${f('c', (name) => V.at(name, 'c'))} }`,
+    };
+  }
+  const idx = Array.from({ length: Math.max(V.DW, V.DVW) * V.W }, (_, i) => i);
+  return {
+    decl: (name, n) => idx.slice(0, n).map((i) => `var ${name}_${i} = ${V.VF}();`).join(' '),
+    each: (n, f) => idx.slice(0, n).map((i) => f(`${i}u`, (name) => `${name}_${i}`)).join('\n    '),
+    eachScalar: (n, f) =>
+      idx
+        .slice(0, n)
+        .map((i) => f(`${i}u`, (name) => (V.W === 4 ? `${name}_${Math.floor(i / 4)}.${'xyzw'[i % 4] ?? 'x'}` : `${name}_${i}`)))
+        .join('\n    '),
+  };
+}
+
+/**
+ * Bank-conflict XOR swizzle mask for staged rows of n vectors: in the exact walks neighbouring lanes read
+ * different staged rows at the same column, so vector c of staged row m is stored at column c ^ (m & mask)
+ * (mask < the largest power of two dividing n and < the vec4s per 128-byte bank line: 8 f32, 16 f16).
+ * Scalar rows (head dims not multiples of 4) are not swizzled.
+ */
+function swizzleMask(V: VecTypes, n: number, dtype: GpuDType): number {
+  if (V.W !== 4) return 0;
+  let p = 1;
+  while (n % (p * 2) === 0 && p * 2 <= (dtype === 'float16' ? 16 : 8)) p *= 2;
+  return p - 1;
+}
+
+/** Staging store index of flat element `e` of rows of n vectors under a swizzle mask. */
+function swizzledStore(e: string, n: string, mask: number): string {
+  return mask === 0 ? e : `(${e} - ${e} % ${n} + ((${e} % ${n}) ^ ((${e} / ${n}) & ${mask}u)))`;
+}
+
+/** Column `c` of a staged row whose swizzle variable is `sw`. */
+function swizzledCol(c: string, sw: string, mask: number): string {
+  return mask === 0 ? c : `(${c} ^ ${sw})`;
+}
+
+/** Dot-product statements: `out` (a new f32 `let`) = sum over vectors c of dot(a(c), b(c)), vec4 fma chains. */
+function dotStmts(R: Regs, V: VecTypes, out: string, n: number, f: (c: string, r: (name: string) => string) => [string, string]): string {
+  if (V.W === 4) {
+    return `var ${out}_v = vec4<f32>(0.0);
+        ${R.each(n, (c, r) => {
+          const [a, b] = f(c, r);
+          return `${out}_v = fma(${a}, ${b}, ${out}_v);`;
+        })}
+        let ${out} = ${out}_v.x + ${out}_v.y + ${out}_v.z + ${out}_v.w;`;
+  }
+  return `var ${out}_v = 0.0;
+        ${R.each(n, (c, r) => {
+          const [a, b] = f(c, r);
+          return `${out}_v = fma(${a}, ${b}, ${out}_v);`;
+        })}
+        let ${out} = ${out}_v;`;
+}
+
+/** Row-major linear index (u32) of per-axis i32 coordinates `${prefix}_a` within a tile of extents `${ext}_a`. */
+function tileLinear(rank: number, prefix: string, ext: string): string {
+  let e = `u32(${prefix}_0)`;
+  for (let a = 1; a < rank; a++) e = `(${e} * ${ext}_${a} + u32(${prefix}_${a}))`;
+  return e;
+}
+
 function elemBytes(dtype: GpuDType): number {
   return dtype === 'float16' ? 2 : 4;
 }
 
-/** Workgroup bytes of the dq kernel: a key tile of K and V rows plus key coordinates and row offsets. */
+/** Workgroup bytes of the dq kernel: a key tile of K and V rows plus row offsets. */
 export function dqWorkgroupBytes(rank: number, dim: number, dimV: number, dtype: GpuDType, keyTileProduct: number): number {
   const e = elemBytes(dtype);
   const pad4 = (n: number): number => Math.ceil(n / 4) * 4;
-  return pad4(keyTileProduct * dim * e) + pad4(keyTileProduct * dimV * e) + keyTileProduct * (rank + 1) * 4;
+  return pad4(keyTileProduct * dim * e) + pad4(keyTileProduct * dimV * e) + keyTileProduct * 4;
 }
 
-/** Workgroup bytes of the dkv kernel: a query tile of q and dO rows, lse, delta, coordinates, windows, row offsets. */
+/** Workgroup bytes of the dkv kernel: a query tile of q and dO rows, lse, delta and row offsets. */
 export function dkvWorkgroupBytes(rank: number, dim: number, dimV: number, dtype: GpuDType, queryTileProduct: number): number {
   const e = elemBytes(dtype);
   const pad4 = (n: number): number => Math.ceil(n / 4) * 4;
-  return pad4(queryTileProduct * dim * e) + pad4(queryTileProduct * dimV * e) + queryTileProduct * (3 + 3 * rank) * 4;
+  return pad4(queryTileProduct * dim * e) + pad4(queryTileProduct * dimV * e) + queryTileProduct * 3 * 4;
 }
 
 /**
@@ -178,16 +271,18 @@ export function fusedBackwardTilesPerAxis(spatial: readonly number[], dilation: 
 }
 
 /**
- * The default config: NATTEN's default tiles (64 / 8x8 / 4x4x4) for both kernels when they fit, otherwise the
- * largest fitting square-ish tiles; one key split (deterministic either way) and the fused delta.
+ * The default config: 32-row tiles (32 / 4x8 / 2x4x4) for both kernels when they fit, otherwise the largest
+ * fitting smaller square-ish tiles (or the smallest larger ones); one key split (deterministic either way) and the
+ * fused delta. 32 rather than NATTEN's 64: on an H100 (2-D 128x128, H=8, D=64, K=7) 4x8/4x8 ran ~20% faster than
+ * 8x8/8x8, since half-size workgroups double the workgroup count and halve the rows each exact walk skips.
  */
 export function defaultFusedBackwardConfig(problem: FusedBackwardProblem & { readonly dtype: GpuDType }, limits: BackwardLimits): FusedBackwardConfig | undefined {
   const products = fusedBackwardTileProducts(problem, limits);
   const rank = problem.rank;
   const pick = (which: 0 | 1): number | undefined => {
     const fits = products.map((pq) => pq[which]);
-    if (fits.includes(64)) return 64;
-    const smaller = fits.filter((p) => p < 64);
+    if (fits.includes(DEFAULT_TILE_PRODUCT)) return DEFAULT_TILE_PRODUCT;
+    const smaller = fits.filter((p) => p < DEFAULT_TILE_PRODUCT);
     if (smaller.length) return Math.max(...smaller);
     return fits.length ? Math.min(...fits) : undefined;
   };
@@ -308,6 +403,9 @@ export function generateFusedBackwardDq(spec: FusedBackwardDqSpec): NamedKernel 
   const BK = product(spec.keyTile);
   const family = 'na-fused-backward-dq';
   const V = vecTypes(T, D, DV);
+  const R = regs(V);
+  const KSW = swizzleMask(V, V.DW, spec.dtype);
+  const VSW = swizzleMask(V, V.DVW, spec.dtype);
   const bindings: (StorageBinding & { elem: string })[] = [
     { name: 'q_buf', access: 'read', elem: V.VT },
     { name: 'k_buf', access: 'read', elem: V.VT },
@@ -356,7 +454,7 @@ export function generateFusedBackwardDq(spec: FusedBackwardDqSpec): NamedKernel 
   const deltaLoad =
     spec.delta === 'fused'
       ? `var dl = 0.0;
-    for (var c = 0u; c < DVW; c++) { dl += dotw(dov[c], ${V.VF}(o_buf[row * DVW + c])); }
+    ${R.each(V.DVW, (c, r) => `dl += dotw(${r('dov')}, ${V.VF}(o_buf[row * DVW + ${c}]));`)}
     delta_x = dl;
     if (split == 0u) { delta_buf[row] = dl; }`
       : `delta_x = delta_buf[row];`;
@@ -367,6 +465,11 @@ export function generateFusedBackwardDq(spec: FusedBackwardDqSpec): NamedKernel 
     }
     return s;
   };
+  const windowWalk = (body: string): string => {
+    let s = body;
+    for (let a = rank - 1; a >= 0; a--) s = `for (var m_${a} = mlo_${a}; m_${a} < mhi_${a}; m_${a}++) {\n        ${s}\n      }`;
+    return s;
+  };
   const code = `${header(family, spec, bakedConsts(spec))}
 ${storageDecls(bindings)}
 ${uniformDecl(uniforms, bindings.length)}
@@ -374,7 +477,6 @@ ${windowFunctions(spec.kernelSize, spec.causal)}
 ${V.helper}
 var<workgroup> k_sh: array<${V.VT}, ${BK * V.DW}>;
 var<workgroup> v_sh: array<${V.VT}, ${BK * V.DVW}>;
-var<workgroup> kc_sh: array<i32, ${BK * rank}>;
 var<workgroup> krow_sh: array<i32, ${BK}>;
 
 @compute @workgroup_size(${BQ})
@@ -411,9 +513,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let qvalid = ${allAxesAnd((a) => `i_${a} < n_${a}`)};
   ${per((a) => `var ws_${a} = 0;\n  var wc_${a} = 0;`)}
   var row = 0u;
-  var qv: array<${V.VF}, ${V.DW}>;
-  var dov: array<${V.VF}, ${V.DVW}>;
-  var acc: array<${V.VF}, ${V.DW}>;
+  ${R.decl('qv', V.DW)}
+  ${R.decl('dov', V.DVW)}
+  ${R.decl('acc', V.DW)}
   var lse_x = 0.0;
   var delta_x = 0.0;
   if (qvalid) {
@@ -425,8 +527,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
       '\n    ',
     )}
     row = (b * params.tokens + ${tokenIndex('x', rank)}) * params.heads + h;
-    for (var c = 0u; c < DW; c++) { qv[c] = ${V.VF}(q_buf[row * DW + c]); }
-    for (var c = 0u; c < DVW; c++) { dov[c] = ${V.VF}(do_buf[row * DVW + c]); }
+    ${R.each(V.DW, (c, r) => `${r('qv')} = ${V.VF}(q_buf[row * DW + ${c}]);`)}
+    ${R.each(V.DVW, (c, r) => `${r('dov')} = ${V.VF}(do_buf[row * DVW + ${c}]);`)}
     lse_x = lse_buf[row];
     ${deltaLoad}
   }
@@ -435,7 +537,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
       ${decodeRowMajor('e', 'm', A.map((a) => `KT_${a}`), 'mm')}
       ${A.map((a) => `let j_${a} = bs_${a} + kt_${a} * i32(KT_${a}) + m_${a};`).join('\n      ')}
       let ok = ${allAxesAnd((a) => `j_${a} < be_${a}`)};
-      ${A.map((a) => `kc_sh[e * RANK + ${a}u] = select(-1, j_${a}, ok);`).join('\n      ')}
       ${A.map((a) => `let y_${a} = j_${a} * params.dil_${a} + g_${a};`).join('\n      ')}
       let kvrow = (b * params.tokens + ${tokenIndex('y', rank)}) * params.heads_kv + hk;
       krow_sh[e] = select(-1, i32(kvrow), ok);
@@ -443,43 +544,39 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     workgroupBarrier();
     for (var e = lid; e < BK * DW; e += BQ) {
       let r = krow_sh[e / DW];
-      if (r >= 0) { k_sh[e] = k_buf[u32(r) * DW + e % DW]; } else { k_sh[e] = ${V.VT}(); }
+      let ks = ${swizzledStore('e', 'DW', KSW)};
+      if (r >= 0) { k_sh[ks] = k_buf[u32(r) * DW + e % DW]; } else { k_sh[ks] = ${V.VT}(); }
     }
     for (var e = lid; e < BK * DVW; e += BQ) {
       let r = krow_sh[e / DVW];
-      if (r >= 0) { v_sh[e] = v_buf[u32(r) * DVW + e % DVW]; } else { v_sh[e] = ${V.VT}(); }
+      let vs = ${swizzledStore('e', 'DVW', VSW)};
+      if (r >= 0) { v_sh[vs] = v_buf[u32(r) * DVW + e % DVW]; } else { v_sh[vs] = ${V.VT}(); }
     }
     workgroupBarrier();
     if (qvalid) {
-      for (var m = 0u; m < BK; m++) {
-        var ok = true;
-        var slot = 0u;
-        ${A.map(
-          (a) => `let j_${a} = kc_sh[m * RANK + ${a}u];
-        let t_${a} = j_${a} - ws_${a};
-        ok = ok && j_${a} >= 0 && t_${a} >= 0 && t_${a} < wc_${a};
-        slot = slot * u32(KS_${a}) + u32(max(t_${a}, 0));`,
-        ).join('\n        ')}
-        if (ok) {
-          var sdot = 0.0;
-          for (var c = 0u; c < DW; c++) { sdot += dotw(qv[c], ${V.VF}(k_sh[m * DW + c])); }
-          var s = params.scale * sdot;
-          ${spec.rpb ? `s += f32(rpb_buf[${rpbIndexExpr(rank, spec.kernelSize, 'j', 'i')}]);` : ''}
-          let p = select(0.0, exp(s - lse_x), ok);
-          var dp = 0.0;
-          for (var c = 0u; c < DVW; c++) { dp += dotw(dov[c], ${V.VF}(v_sh[m * DVW + c])); }
-          let ds = p * (dp - delta_x);
-          for (var c = 0u; c < DW; c++) { acc[c] += ds * ${V.VF}(k_sh[m * DW + c]); }
-          ${spec.gradRpb ? 'ds_buf[row * NSLOTS + slot] = ds;' : ''}
-        }
-      }
+      // Exact window walk: per axis only the staged keys of this query's own window (slot t = j - ws).
+      ${per((a) => `let kb_${a} = bs_${a} + kt_${a} * i32(KT_${a});
+      let mlo_${a} = max(ws_${a} - kb_${a}, 0);
+      let mhi_${a} = min(ws_${a} + wc_${a} - kb_${a}, i32(KT_${a}));`, '\n      ')}
+      ${windowWalk(`let m = ${tileLinear(rank, 'm', 'KT')};
+        ${per((a) => `let j_${a} = kb_${a} + m_${a};`, '\n        ')}
+        let ksw = m & ${KSW}u;
+        let vsw = m & ${VSW}u;
+        ${dotStmts(R, V, 'sdot', V.DW, (c, r) => [r('qv'), `${V.VF}(k_sh[m * DW + ${swizzledCol(c, 'ksw', KSW)}])`])}
+        var s = params.scale * sdot;
+        ${spec.rpb ? `s += f32(rpb_buf[${rpbIndexExpr(rank, spec.kernelSize, 'j', 'i')}]);` : ''}
+        let p = exp(s - lse_x);
+        ${dotStmts(R, V, 'dp', V.DVW, (c, r) => [r('dov'), `${V.VF}(v_sh[m * DVW + ${swizzledCol(c, 'vsw', VSW)}])`])}
+        let ds = p * (dp - delta_x);
+        ${R.each(V.DW, (c, r) => `${r('acc')} = fma(${V.VF}(ds), ${V.VF}(k_sh[m * DW + ${swizzledCol(c, 'ksw', KSW)}]), ${r('acc')});`)}
+        ${spec.gradRpb ? `ds_buf[row * NSLOTS + ${A.reduce((e, a) => (a === 0 ? 'u32(j_0 - ws_0)' : `(${e} * u32(KS_${a}) + u32(j_${a} - ws_${a}))`), '')}] = ds;` : ''}`)}
     }`)}
   if (qvalid) {
     ${
       spec.partial
         ? `let base = split * params.rows * D + row * D;
-    for (var c = 0u; c < D; c++) { dq_buf[base + c] = params.scale * ${V.at('acc', 'c')}; }`
-        : `for (var c = 0u; c < D; c++) { dq_buf[row * D + c] = ${T}(params.scale * ${V.at('acc', 'c')}); }`
+    ${R.eachScalar(D, (c, x) => `dq_buf[base + ${c}] = params.scale * ${x('acc')};`)}`
+        : `${R.eachScalar(D, (c, x) => `dq_buf[row * D + ${c}] = ${T}(params.scale * ${x('acc')});`)}`
     }
   }
 }
@@ -505,6 +602,9 @@ export function generateFusedBackwardDkv(spec: FusedBackwardDkvSpec): NamedKerne
   const BK = product(spec.keyTile);
   const family = 'na-fused-backward-dkv';
   const V = vecTypes(T, D, DV);
+  const R = regs(V);
+  const QSW = swizzleMask(V, V.DW, spec.dtype);
+  const OSW = swizzleMask(V, V.DVW, spec.dtype);
   const bindings: (StorageBinding & { elem: string })[] = [
     { name: 'q_buf', access: 'read', elem: V.VT },
     { name: 'k_buf', access: 'read', elem: V.VT },
@@ -543,6 +643,11 @@ export function generateFusedBackwardDkv(spec: FusedBackwardDkvSpec): NamedKerne
     }
     return s;
   };
+  const inverseWalk = (body: string): string => {
+    let s = body;
+    for (let a = rank - 1; a >= 0; a--) s = `for (var m_${a} = mlo_${a}; m_${a} < mhi_${a}; m_${a}++) {\n        ${s}\n      }`;
+    return s;
+  };
   const code = `${header(family, spec, bakedConsts(spec))}
 ${storageDecls(bindings)}
 ${uniformDecl(uniforms, bindings.length)}
@@ -553,8 +658,6 @@ var<workgroup> do_sh: array<${V.VT}, ${BQ * V.DVW}>;
 var<workgroup> lse_sh: array<f32, ${BQ}>;
 var<workgroup> dl_sh: array<f32, ${BQ}>;
 var<workgroup> qrow_sh: array<i32, ${BQ}>;
-var<workgroup> qc_sh: array<i32, ${BQ * rank}>;
-var<workgroup> qw_sh: array<i32, ${BQ * rank * 2}>;
 
 @compute @workgroup_size(${BK})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -585,15 +688,24 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   ${per((a) => `let j_${a} = k0_${a} + l_${a};`)}
   let kvalid = ${allAxesAnd((a) => `j_${a} < n_${a}`)};
   var kvrow = 0u;
-  var kv: array<${V.VF}, ${V.DW}>;
-  var vv: array<${V.VF}, ${V.DVW}>;
-  var dka: array<${V.VF}, ${V.DW}>;
-  var dva: array<${V.VF}, ${V.DVW}>;
+  ${R.decl('kv', V.DW)}
+  ${R.decl('vv', V.DVW)}
+  ${R.decl('dka', V.DW)}
+  ${R.decl('dva', V.DVW)}
+  // This key's exact inverse range per axis (group coordinates): queries [ifs, ife) attend it.
+  ${per((a) => `var ifs_${a} = 0;
+  var ife_${a} = 0;`)}
   if (kvalid) {
-    ${per((a) => `let y_${a} = j_${a} * params.dil_${a} + g_${a};`, '\n    ')}
+    ${per(
+      (a) => `let y_${a} = j_${a} * params.dil_${a} + g_${a};
+    let inv_${a} = na_inverse_${a}(y_${a}, params.len_${a}, params.dil_${a}, params.str_${a});
+    ifs_${a} = (inv_${a}.x - g_${a}) / params.dil_${a};
+    ife_${a} = (inv_${a}.y - g_${a}) / params.dil_${a};`,
+      '\n    ',
+    )}
     kvrow = (b * params.tokens + ${tokenIndex('y', rank)}) * params.heads_kv + hk;
-    for (var c = 0u; c < DW; c++) { kv[c] = ${V.VF}(k_buf[kvrow * DW + c]); }
-    for (var c = 0u; c < DVW; c++) { vv[c] = ${V.VF}(v_buf[kvrow * DVW + c]); }
+    ${R.each(V.DW, (c, r) => `${r('kv')} = ${V.VF}(k_buf[kvrow * DW + ${c}]);`)}
+    ${R.each(V.DVW, (c, r) => `${r('vv')} = ${V.VF}(v_buf[kvrow * DVW + ${c}]);`)}
   }
   for (var hh = 0u; hh < group_heads; hh++) {
     let h = hk * group_heads + hh;
@@ -603,23 +715,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
       ${A.map((a) => `let i_${a} = ibs_${a} + qt_${a} * i32(QT_${a}) + m_${a};`).join('\n      ')}
       let ok = ${allAxesAnd((a) => `i_${a} < ibe_${a}`)};
       if (ok) {
-        ${A.map(
-          (a) => `let x_${a} = i_${a} * params.dil_${a} + g_${a};
-        let w_${a} = na_window_${a}(x_${a}, params.len_${a}, params.dil_${a}, params.str_${a});
-        qc_sh[e * RANK + ${a}u] = i_${a};
-        qw_sh[(e * RANK + ${a}u) * 2u] = (w_${a}.x - g_${a}) / params.dil_${a};
-        qw_sh[(e * RANK + ${a}u) * 2u + 1u] = w_${a}.y;`,
-        ).join('\n        ')}
+        ${A.map((a) => `let x_${a} = i_${a} * params.dil_${a} + g_${a};`).join('\n        ')}
         let row = (b * params.tokens + ${tokenIndex('x', rank)}) * params.heads + h;
         qrow_sh[e] = i32(row);
         lse_sh[e] = lse_buf[row];
         dl_sh[e] = delta_buf[row];
       } else {
-        ${A.map(
-          (a) => `qc_sh[e * RANK + ${a}u] = -1;
-        qw_sh[(e * RANK + ${a}u) * 2u] = 0;
-        qw_sh[(e * RANK + ${a}u) * 2u + 1u] = 0;`,
-        ).join('\n        ')}
         qrow_sh[e] = -1;
         lse_sh[e] = 0.0;
         dl_sh[e] = 0.0;
@@ -628,39 +729,37 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     workgroupBarrier();
     for (var e = lid; e < BQ * DW; e += BK) {
       let r = qrow_sh[e / DW];
-      if (r >= 0) { q_sh[e] = q_buf[u32(r) * DW + e % DW]; } else { q_sh[e] = ${V.VT}(); }
+      let qs = ${swizzledStore('e', 'DW', QSW)};
+      if (r >= 0) { q_sh[qs] = q_buf[u32(r) * DW + e % DW]; } else { q_sh[qs] = ${V.VT}(); }
     }
     for (var e = lid; e < BQ * DVW; e += BK) {
       let r = qrow_sh[e / DVW];
-      if (r >= 0) { do_sh[e] = do_buf[u32(r) * DVW + e % DVW]; } else { do_sh[e] = ${V.VT}(); }
+      let os = ${swizzledStore('e', 'DVW', OSW)};
+      if (r >= 0) { do_sh[os] = do_buf[u32(r) * DVW + e % DVW]; } else { do_sh[os] = ${V.VT}(); }
     }
     workgroupBarrier();
     if (kvalid) {
-      for (var m = 0u; m < BQ; m++) {
-        var ok = true;
-        ${A.map(
-          (a) => `let i_${a} = qc_sh[m * RANK + ${a}u];
-        let t_${a} = j_${a} - qw_sh[(m * RANK + ${a}u) * 2u];
-        ok = ok && i_${a} >= 0 && t_${a} >= 0 && t_${a} < qw_sh[(m * RANK + ${a}u) * 2u + 1u];`,
-        ).join('\n        ')}
-        if (ok) {
-          var sdot = 0.0;
-          for (var c = 0u; c < DW; c++) { sdot += dotw(${V.VF}(q_sh[m * DW + c]), kv[c]); }
-          var s = params.scale * sdot;
-          ${spec.rpb ? `s += f32(rpb_buf[${rpbIndexExpr(rank, spec.kernelSize, 'j', 'i')}]);` : ''}
-          let p = select(0.0, exp(s - lse_sh[m]), ok);
-          var dp = 0.0;
-          for (var c = 0u; c < DVW; c++) { dp += dotw(${V.VF}(do_sh[m * DVW + c]), vv[c]); }
-          let ds = p * (dp - dl_sh[m]);
-          for (var c = 0u; c < DVW; c++) { dva[c] += p * ${V.VF}(do_sh[m * DVW + c]); }
-          for (var c = 0u; c < DW; c++) { dka[c] += ds * ${V.VF}(q_sh[m * DW + c]); }
-        }
-      }
+      // Exact inverse walk: per axis only the staged queries in [ifs, ife) (no window membership test).
+      ${per((a) => `let qb_${a} = ibs_${a} + qt_${a} * i32(QT_${a});
+      let mlo_${a} = max(ifs_${a} - qb_${a}, 0);
+      let mhi_${a} = min(ife_${a} - qb_${a}, i32(QT_${a}));`, '\n      ')}
+      ${inverseWalk(`let m = ${tileLinear(rank, 'm', 'QT')};
+        ${per((a) => `let i_${a} = qb_${a} + m_${a};`, '\n        ')}
+        let qsw = m & ${QSW}u;
+        let osw = m & ${OSW}u;
+        ${dotStmts(R, V, 'sdot', V.DW, (c, r) => [`${V.VF}(q_sh[m * DW + ${swizzledCol(c, 'qsw', QSW)}])`, r('kv')])}
+        var s = params.scale * sdot;
+        ${spec.rpb ? `s += f32(rpb_buf[${rpbIndexExpr(rank, spec.kernelSize, 'j', 'i')}]);` : ''}
+        let p = exp(s - lse_sh[m]);
+        ${dotStmts(R, V, 'dp', V.DVW, (c, r) => [`${V.VF}(do_sh[m * DVW + ${swizzledCol(c, 'osw', OSW)}])`, r('vv')])}
+        let ds = p * (dp - dl_sh[m]);
+        ${R.each(V.DVW, (c, r) => `${r('dva')} = fma(${V.VF}(p), ${V.VF}(do_sh[m * DVW + ${swizzledCol(c, 'osw', OSW)}]), ${r('dva')});`)}
+        ${R.each(V.DW, (c, r) => `${r('dka')} = fma(${V.VF}(ds), ${V.VF}(q_sh[m * DW + ${swizzledCol(c, 'qsw', QSW)}]), ${r('dka')});`)}`)}
     }`)}
   }
   if (kvalid) {
-    for (var c = 0u; c < D; c++) { dk_buf[kvrow * D + c] = ${T}(params.scale * ${V.at('dka', 'c')}); }
-    for (var c = 0u; c < DV; c++) { dv_buf[kvrow * DV + c] = ${T}(${V.at('dva', 'c')}); }
+    ${R.eachScalar(D, (c, x) => `dk_buf[kvrow * D + ${c}] = ${T}(params.scale * ${x('dka')});`)}
+    ${R.eachScalar(DV, (c, x) => `dv_buf[kvrow * DV + ${c}] = ${T}(${x('dva')});`)}
   }
 }
 `;
