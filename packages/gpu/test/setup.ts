@@ -16,3 +16,10 @@ export function gpuContext(): Promise<GpuContext> {
   });
   return shared;
 }
+
+/**
+ * NATTEN_WEB_EXTENDED=1 runs the exhaustive sweeps (every enumerated config of every sample problem). CI runs
+ * the default tier: every config of the 1-D sample problem, plus the shared conformance suite; on lavapipe each
+ * new kernel variant costs seconds of LLVM compile time, so the full sweep is for GPUs and nightly runs.
+ */
+export const EXTENDED = (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env?.NATTEN_WEB_EXTENDED === '1';
