@@ -1,7 +1,7 @@
 # Source this at the start of every device run, from the repository root:
 #   source tools/device/setup.sh && node .devkit/smoke.mjs
-# It unpacks the carried node binary to /tmp/node (and puts it on PATH), unpacks dawn.node next to the
-# carried webgpu package, installs the Vulkan loader from .gl/*.deb when the machine has none, and
+# It unpacks the carried node binary to /tmp/node (and puts it on PATH), unpacks dawn.node to
+# /tmp/dawn.node and links it into the carried webgpu package, installs the Vulkan loader from .gl/*.deb when the machine has none, and
 # points Vulkan at the NVIDIA driver when it is there. Safe to source twice. Needs the ignored folders
 # .devkit and .gl in the run's `carry` list (see tools/device/README.md).
 _devkit_setup() {
@@ -17,9 +17,14 @@ _devkit_setup() {
   mkdir -p /tmp/node-bin && ln -sf /tmp/node /tmp/node-bin/node
   case ":$PATH:" in *:/tmp/node-bin:*) ;; *) export PATH="/tmp/node-bin:$PATH" ;; esac
 
+  # dawn.node (21 MB) is unpacked to /tmp and linked in, so the carried .devkit stays small even after
+  # a rehearsal of this script on the CPU machine.
   local dawn="$root/.devkit/node_modules/webgpu/dist/linux-x64/dawn.node"
-  if [ -f "$dawn.xz" ] && { [ ! -f "$dawn" ] || [ "$dawn.xz" -nt "$dawn" ]; }; then
-    xz -dc "$dawn.xz" > "$dawn.part" && mv "$dawn.part" "$dawn" || return 1
+  if [ -f "$dawn.xz" ]; then
+    if [ ! -f /tmp/dawn.node ] || [ "$dawn.xz" -nt /tmp/dawn.node ]; then
+      xz -dc "$dawn.xz" > /tmp/dawn.node.part && mv /tmp/dawn.node.part /tmp/dawn.node || return 1
+    fi
+    ln -sfn /tmp/dawn.node "$dawn" || return 1
   fi
 
   if ldconfig -p 2>/dev/null | grep 'libvulkan\.so\.1 ' >/dev/null; then
