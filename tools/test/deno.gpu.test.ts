@@ -30,6 +30,20 @@ describe('Deno / wgpu portability runner', () => {
     expect(run.stdout).toMatch(/^WebGPU adapter: .* runtime=deno \d+\.\d+\.\d+ wgpu$/m);
   });
 
+  it('runs the conformance smoke subset under wgpu: every seed op x rank 1-3 x f32/f16 against the CPU reference', async () => {
+    const out = join(tmp, 'conformance.mjs');
+    await bundleEntry(join(root, 'tools', 'deno-smoke', 'conformance.ts'), out, 'deno');
+    const run = spawnSync(deno, ['run', '--allow-all', '--unstable-webgpu', out], {
+      encoding: 'utf8',
+      timeout: 540_000,
+      env: { ...process.env, DENO_NO_UPDATE_CHECK: '1', NO_COLOR: '1' },
+    });
+    const summary = run.stdout.split('\n').filter((l) => l.startsWith('FAIL') || /passed, \d+ failed/.test(l));
+    console.log(`[tools] deno conformance smoke: ${summary.join(' | ')}`);
+    expect(run.stdout, run.stderr).toContain('36 passed, 0 failed');
+    expect(run.status).toBe(0);
+  }, 600_000);
+
   it('exits with the number of failed checks', async () => {
     const entry = join(tmp, 'failing.ts');
     const harness = join(root, 'tools', 'deno-smoke', 'harness.ts');

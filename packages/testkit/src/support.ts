@@ -1,5 +1,3 @@
-import { appendFileSync, mkdirSync } from 'node:fs';
-import { dirname } from 'node:path';
 import type { DType, NaRank } from '@natten-web/core';
 
 /**
@@ -38,8 +36,12 @@ export function supportLine(record: SupportRecord): string {
 /** Append records to the support file (creating its folder). */
 export function appendSupportRecords(path: string, records: readonly SupportRecord[]): void {
   if (records.length === 0) return;
-  mkdirSync(dirname(path), { recursive: true });
-  appendFileSync(path, records.map(supportLine).join(''));
+  // node:fs through getBuiltinModule (Node >= 20.16), so the testkit also bundles for Deno and browsers,
+  // where this file is never written.
+  const fs = process.getBuiltinModule('node:fs');
+  const slash = path.lastIndexOf('/');
+  if (slash > 0) fs.mkdirSync(path.slice(0, slash), { recursive: true });
+  fs.appendFileSync(path, records.map(supportLine).join(''));
 }
 
 /** Parse a support file back (for tests and tools); blank lines are ignored. */
