@@ -83,6 +83,54 @@ export function buildGeometry(params: NaParams, spatial: readonly number[]): Geo
 }
 
 /**
+ * The inverse-neighborhood gather (NATTEN's "IN" kernel) shared by the BMM backwards: for every key j,
+ * `out[bh, j, :] += sum over the queries x attending j of weights[bh, x, t(x, j)] * rows[bh, x, :]`, where
+ * `t(x, j)` is j's slot in x's window (per axis `(j - start(x)) / d`, row-major). `weights` is [BH, N, P];
+ * `rows` and `out` are [BH, N, D]. The inverse ranges are exact, so no membership test is needed.
+ */
+export function gatherInverse(geo: Geometry, bhCount: number, weights: Float64Array, rows: Float64Array, out: Float64Array, D: number): void {
+  const [A0, A1, A2] = geo.axes;
+  const L0 = A0.length;
+  const L1 = A1.length;
+  const L2 = A2.length;
+  const K1 = A1.kernel;
+  const K2 = A2.kernel;
+  const d0 = A0.dilation;
+  const d1 = A1.dilation;
+  const d2 = A2.dilation;
+  const N = geo.tokens;
+  const P = geo.slots;
+  for (let bh = 0; bh < bhCount; bh++) {
+    for (let j0 = 0; j0 < L0; j0++) {
+      const f0 = A0.invFirst[j0] as number;
+      const e0 = A0.invEnd[j0] as number;
+      for (let j1 = 0; j1 < L1; j1++) {
+        const f1 = A1.invFirst[j1] as number;
+        const e1 = A1.invEnd[j1] as number;
+        for (let j2 = 0; j2 < L2; j2++) {
+          const f2 = A2.invFirst[j2] as number;
+          const e2 = A2.invEnd[j2] as number;
+          const jOff = (bh * N + (j0 * L1 + j1) * L2 + j2) * D;
+          for (let x0 = f0; x0 < e0; x0 += d0) {
+            const t0 = (j0 - (A0.start[x0] as number)) / d0;
+            for (let x1 = f1; x1 < e1; x1 += d1) {
+              const t01 = t0 * K1 + (j1 - (A1.start[x1] as number)) / d1;
+              for (let x2 = f2; x2 < e2; x2 += d2) {
+                const t = t01 * K2 + (j2 - (A2.start[x2] as number)) / d2;
+                const xi = (x0 * L1 + x1) * L2 + x2;
+                const w = weights[(bh * N + xi) * P + t] as number;
+                const xOff = (bh * N + xi) * D;
+                for (let c = 0; c < D; c++) out[jOff + c] = (out[jOff + c] as number) + w * (rows[xOff + c] as number);
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/**
  * Check that a tensor's data array matches its dtype and shape. Core's validators check shapes and
  * dtypes, not the data itself; a short or mistyped array would silently read `undefined` here.
  */

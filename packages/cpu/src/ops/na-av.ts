@@ -13,7 +13,7 @@ import {
   opName,
   type Tensor,
 } from '@natten-web/core';
-import { buildGeometry, checkAllData, checkRank, readValues, writeValues } from '../common.ts';
+import { buildGeometry, checkAllData, checkRank, gatherInverse, readValues, writeValues } from '../common.ts';
 import type { BmmOptions } from './na-qk.ts';
 
 /**
@@ -142,34 +142,7 @@ export function avBackward(rank: NaRank, args: AvBackwardArgs): void {
   }
 
   // Pass B, per key: dV over the inverse neighborhood.
-  for (let bh = 0; bh < p.batch * p.heads; bh++) {
-    for (let j0 = 0; j0 < L0; j0++) {
-      const f0 = A0.invFirst[j0] as number;
-      const e0 = A0.invEnd[j0] as number;
-      for (let j1 = 0; j1 < L1; j1++) {
-        const f1 = A1.invFirst[j1] as number;
-        const e1 = A1.invEnd[j1] as number;
-        for (let j2 = 0; j2 < L2; j2++) {
-          const f2 = A2.invFirst[j2] as number;
-          const e2 = A2.invEnd[j2] as number;
-          const vOff = (bh * N + (j0 * L1 + j1) * L2 + j2) * D;
-          for (let x0 = f0; x0 < e0; x0 += d0) {
-            const t0 = (j0 - (A0.start[x0] as number)) / d0;
-            for (let x1 = f1; x1 < e1; x1 += d1) {
-              const t01 = t0 * K1 + (j1 - (A1.start[x1] as number)) / d1;
-              for (let x2 = f2; x2 < e2; x2 += d2) {
-                const t = t01 * K2 + (j2 - (A2.start[x2] as number)) / d2;
-                const xi = (x0 * L1 + x1) * L2 + x2;
-                const a = attn[(bh * N + xi) * P + t] as number;
-                const oOff = (bh * N + xi) * D;
-                for (let c = 0; c < D; c++) dv[vOff + c] = (dv[vOff + c] as number) + a * (dO[oOff + c] as number);
-              }
-            }
-          }
-        }
-      }
-    }
-  }
+  gatherInverse(geo, p.batch * p.heads, attn, dO, dv, D);
 
   writeValues(args.gradAttn, dA);
   writeValues(args.gradValue, dv);

@@ -13,7 +13,7 @@ import {
   type QkForwardArgs,
   type Tensor,
 } from '@natten-web/core';
-import { buildGeometry, checkAllData, checkRank, readValues, writeValues } from '../common.ts';
+import { buildGeometry, checkAllData, checkRank, gatherInverse, readValues, writeValues } from '../common.ts';
 
 /** Options of the BMM ops beyond NATTEN v0.17.5's seed signature. */
 export interface BmmOptions<R extends NaRank> {
@@ -175,34 +175,7 @@ export function qkBackward(rank: NaRank, args: QkBackwardArgs): void {
   }
 
   // Pass B, per key: dK over the inverse neighborhood; the slot of j in x's window is (j - start(x)) / d.
-  for (let bh = 0; bh < p.batch * p.heads; bh++) {
-    for (let j0 = 0; j0 < L0; j0++) {
-      const f0 = A0.invFirst[j0] as number;
-      const e0 = A0.invEnd[j0] as number;
-      for (let j1 = 0; j1 < L1; j1++) {
-        const f1 = A1.invFirst[j1] as number;
-        const e1 = A1.invEnd[j1] as number;
-        for (let j2 = 0; j2 < L2; j2++) {
-          const f2 = A2.invFirst[j2] as number;
-          const e2 = A2.invEnd[j2] as number;
-          const kOff = (bh * N + (j0 * L1 + j1) * L2 + j2) * D;
-          for (let x0 = f0; x0 < e0; x0 += d0) {
-            const t0 = (j0 - (A0.start[x0] as number)) / d0;
-            for (let x1 = f1; x1 < e1; x1 += d1) {
-              const t01 = t0 * K1 + (j1 - (A1.start[x1] as number)) / d1;
-              for (let x2 = f2; x2 < e2; x2 += d2) {
-                const t = t01 * K2 + (j2 - (A2.start[x2] as number)) / d2;
-                const xi = (x0 * L1 + x1) * L2 + x2;
-                const a = dA[(bh * N + xi) * P + t] as number;
-                const qOff = (bh * N + xi) * D;
-                for (let c = 0; c < D; c++) dk[kOff + c] = (dk[kOff + c] as number) + a * (q[qOff + c] as number);
-              }
-            }
-          }
-        }
-      }
-    }
-  }
+  gatherInverse(geo, p.batch * p.heads, dA, q, dk, D);
 
   writeValues(args.gradQuery, dq);
   writeValues(args.gradKey, dk);
