@@ -42,6 +42,7 @@ export {
   fusedForwardSgmat,
   planFusedForwardSgmat,
   sgmatAvailability,
+  sgmatConfigCost,
   type SgmatForwardConfig,
   sgmatProblemFit,
 } from './ops/na-fused-forward-sgmat.ts';

@@ -106,4 +106,6 @@ export {
   fusedForwardSgmatWorkgroupBytes,
   generateFusedForwardSgmat,
   SGMAT_FRAGMENT,
+  SGMAT_KEY_STEPS,
+  SGMAT_QUERY_PATCHES,
 } from './ops/na-fused-forward-sgmat.ts';

@@ -7,20 +7,20 @@ const base: FusedForwardSgmatSpec = {
   causal: [false, false],
   dim: 64,
   dimV: 64,
-  queryTile: [8, 8],
+  queryTile: [2, 16],
   keyChunk: 32,
   subgroupSize: 32,
-  subgroupIdBuiltin: true,
   hasRpb: false,
   hasLse: true,
 };
 
 describe('tensor-core fused forward generator', () => {
-  it('emits the subgroup-matrix enables, one subgroup per 16 query rows, and the baked constants', () => {
+  it('emits the subgroup-matrix enables, one subgroup per workgroup, and the baked constants', () => {
     const k = generateFusedForwardSgmat(base);
     expect(k.code).toContain('enable chromium_experimental_subgroup_matrix;');
     expect(k.code).toContain('subgroup_matrix_left<f16, 16, 16>');
-    expect(k.workgroupSize).toEqual([128, 1, 1]);
+    expect(k.workgroupSize).toEqual([32, 1, 1]);
+    expect(k.code).toContain('subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>>(&key,');
     expect(k.features).toEqual(['shader-f16', 'subgroups', 'chromium-experimental-subgroup-matrix']);
     expect(k.workgroupBytes).toBe(fusedForwardSgmatWorkgroupBytes(base));
     expect(k.workgroupBytes).toBeLessThanOrEqual(49152);
@@ -37,7 +37,37 @@ describe('tensor-core fused forward generator', () => {
   it('rejects specs it cannot generate, naming the rule', () => {
     expect(fusedForwardSgmatSpecProblem({ ...base, dim: 40 })).toMatch(/multiples of 16/);
     expect(fusedForwardSgmatSpecProblem({ ...base, queryTile: [4, 2] })).toMatch(/query tile product 8/);
+    expect(fusedForwardSgmatSpecProblem({ ...base, queryTile: [4, 16] })).toMatch(/query tile product 64/);
     expect(fusedForwardSgmatSpecProblem({ ...base, keyChunk: 16 })).toMatch(/key chunk 16/);
     expect(() => generateFusedForwardSgmat({ ...base, subgroupSize: 8 })).toThrow(/subgroup size 8/);
+  });
+  it('keeps every workgroup variable a multiple of 16 bytes (matrix stores misplace data otherwise)', () => {
+    const bytesOf: Record<string, number> = { f16: 2, f32: 4, u32: 4, i32: 4 };
+    for (const dim of [16, 64, 128]) {
+      for (const queryTile of [[16, 1], [2, 16]]) {
+        for (const keyChunk of [32, 64]) {
+          const code = generateFusedForwardSgmat({ ...base, dim, dimV: dim, queryTile, keyChunk }).code;
+          const vars = [...code.matchAll(/var<workgroup> (\w+): ([^;]+);/g)];
+          expect(vars.length).toBeGreaterThanOrEqual(6);
+          for (const [, name, type] of vars) {
+            const arr = /^array<(\w+), (\d+)>$/.exec(type as string);
+            const vec = /^vec(\d)<(\w+)>$/.exec(type as string);
+            const size = arr
+              ? (bytesOf[arr[1] as string] ?? Number.NaN) * Number(arr[2])
+              : vec
+                ? Number(vec[1]) * (bytesOf[vec[2] as string] ?? Number.NaN)
+                : (bytesOf[type as string] ?? Number.NaN);
+            expect(size % 16, `${name}: ${type} (${size} bytes) for D=${dim} q=${queryTile.join('x')} bk=${keyChunk}`).toBe(0);
+          }
+        }
+      }
+    }
+  });
+  it('loads K^T and V fragments straight from storage, with a gathered fallback at the end of the buffer', () => {
+    const code = generateFusedForwardSgmat(base).code;
+    expect(code).toContain('subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>>(&key, base, true, stride)');
+    expect(code).toContain('subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>>(&value, base, false, stride)');
+    expect(code).toMatch(/if \(base \+ 15u \* stride \+ 16u <= n\)/);
+    expect(generateFusedForwardSgmat({ ...base, gather: 'kv' }).code).toMatch(/if \(false && base/);
   });
 });

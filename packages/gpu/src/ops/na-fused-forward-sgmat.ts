@@ -22,6 +22,8 @@ import {
   generateFusedForwardSgmat,
   type GeneratedKernel,
   SGMAT_FRAGMENT,
+  SGMAT_KEY_STEPS,
+  SGMAT_QUERY_PATCHES,
   tileShapes,
 } from '@natten-web/wgsl';
 import { type DispatchCommand, foldWorkgroups, type GpuContext, type GpuTensor } from '../context.ts';
@@ -29,10 +31,12 @@ import { type DispatchCommand, foldWorkgroups, type GpuContext, type GpuTensor }
 /** A tensor-core forward configuration. */
 export interface SgmatForwardConfig {
   readonly path: 'sgmat';
-  /** Query tile per axis; product 16, 32 or 64. */
+  /** Query patch per axis; product 16 or 32 (one or two 16-row blocks per subgroup). */
   readonly queryTile: readonly number[];
-  /** Keys staged per chunk: 32 or 64. */
+  /** Keys per softmax step: 32 or 64. */
   readonly keyChunk: 32 | 64;
+  /** Diagnostic: gather K (and V) fragments through workgroup memory. */
+  readonly gather?: 'k' | 'kv';
 }
 
 /** The fixed subgroup size the tensor-core path can use on this context, or a reason it cannot run. */
@@ -60,7 +64,7 @@ export function sgmatProblemFit(problem: FusedProblem): string | undefined {
   return undefined;
 }
 
-function spec(problem: FusedProblem, config: SgmatForwardConfig, subgroupSize: number, subgroupIdBuiltin: boolean): FusedForwardSgmatSpec {
+function spec(problem: FusedProblem, config: SgmatForwardConfig, subgroupSize: number): FusedForwardSgmatSpec {
   return {
     rank: problem.rank,
     kernelSize: [...problem.params.kernelSize],
@@ -70,57 +74,93 @@ function spec(problem: FusedProblem, config: SgmatForwardConfig, subgroupSize: n
     queryTile: [...config.queryTile],
     keyChunk: config.keyChunk,
     subgroupSize,
-    subgroupIdBuiltin,
     hasRpb: problem.hasRpb,
     hasLse: problem.hasLse,
+    ...(config.gather ? { gather: config.gather } : {}),
   };
 }
 
-/** Keys visited per query (box size over real queries), the cost the default minimizes. */
-function visitsPerQuery(problem: FusedProblem, tile: readonly number[]): number {
-  let visits = 1;
-  let real = 1;
-  for (let a = 0; a < problem.rank; a++) {
-    const n = Math.ceil((problem.spatial[a] as number) / (problem.params.dilation[a] as number));
-    const t = tile[a] as number;
-    const K = problem.params.kernelSize[a] as number;
-    const tiles = Math.ceil(n / t);
-    // Padded rows cost as much as real ones: charge tiles * t rows.
-    visits *= tiles * Math.min(t + K - 1, n) * (t / Math.min(t, n));
-    real *= n;
+/** The 16-query row block of a patch: the patch's first 16 queries in row-major order. */
+function blockShape(tile: readonly number[]): number[] {
+  const out = tile.map(() => 1);
+  let left = SGMAT_FRAGMENT;
+  for (let a = tile.length - 1; a >= 0 && left > 1; a--) {
+    out[a] = Math.min(tile[a] as number, left);
+    left /= out[a] as number;
   }
-  return visits / real;
+  return out;
+}
+
+/**
+ * Relative cost per real query of a config: the matrix work of each row block (box rows it needs x 16-key
+ * fragments along the last axis), the K/V fragment loads (shared by the row blocks of a patch), and a fixed
+ * cost per softmax step (two barriers), over real queries; padded patches cost as much as full ones.
+ */
+export function sgmatConfigCost(problem: FusedProblem, config: SgmatForwardConfig): number {
+  const r = problem.rank;
+  const last = r - 1;
+  const bq = product(config.queryTile);
+  const mb = bq / SGMAT_FRAGMENT;
+  const blk = blockShape(config.queryTile);
+  let patches = 1;
+  let real = 1;
+  let rowsWg = 1;
+  let rowsBlk = 1;
+  let frags = 1;
+  for (let a = 0; a < r; a++) {
+    const n = Math.ceil((problem.spatial[a] as number) / (problem.params.dilation[a] as number));
+    const t = config.queryTile[a] as number;
+    const K = problem.params.kernelSize[a] as number;
+    patches *= Math.ceil(n / t);
+    real *= n;
+    if (a === last) {
+      frags = Math.ceil(Math.min(t + K - 1, n) / SGMAT_FRAGMENT);
+    } else {
+      rowsWg *= Math.min(t + K - 1, n);
+      rowsBlk *= Math.min((blk[a] as number) + K - 1, n);
+    }
+  }
+  const steps = rowsWg * Math.ceil(frags / (config.keyChunk / SGMAT_FRAGMENT));
+  const keys = frags * SGMAT_FRAGMENT;
+  const d = (problem.dim + problem.dimV) / 128;
+  // Per patch: MMAs (row blocks x rows x keys), fragment loads (rows x keys, shared), steps.
+  const perPatch = d * (mb * rowsBlk * keys + 0.5 * rowsWg * keys) + 48 * steps;
+  return (patches * perPatch) / real;
 }
 
 /** Every tensor-core config that fits this device's workgroup memory, for a problem. */
 export function enumerateSgmatConfigs(ctx: GpuContext, problem: FusedProblem): SgmatForwardConfig[] {
   const avail = sgmatAvailability(ctx);
   if ('why' in avail || sgmatProblemFit(problem) !== undefined) return [];
+  if (avail.subgroupSize > ctx.limits.maxComputeInvocationsPerWorkgroup) return [];
+  const ext = problem.spatial.map((L, a) => Math.ceil(L / (problem.params.dilation[a] as number)));
   const out: SgmatForwardConfig[] = [];
-  for (const bq of [16, 32, 64]) {
+  for (const bq of SGMAT_QUERY_PATCHES) {
     for (const tile of tileShapes(problem.rank, bq)) {
-      for (const keyChunk of [32, 64] as const) {
+      // Factors beyond the next power of two of the group extent only add padded queries.
+      if (tile.some((t, a) => t > 2 ** Math.ceil(Math.log2(Math.max(1, ext[a] as number))))) continue;
+      for (const keyChunk of SGMAT_KEY_STEPS) {
         const config: SgmatForwardConfig = { path: 'sgmat', queryTile: tile, keyChunk };
-        const s = spec(problem, config, avail.subgroupSize, true);
+        const s = spec(problem, config, avail.subgroupSize);
         if (fusedForwardSgmatSpecProblem(s) !== undefined) continue;
         if (fusedForwardSgmatWorkgroupBytes(s) > ctx.limits.maxComputeWorkgroupStorageSize) continue;
-        if (s.queryTile.length && product(s.queryTile) / SGMAT_FRAGMENT * avail.subgroupSize > ctx.limits.maxComputeInvocationsPerWorkgroup) continue;
         out.push(config);
       }
     }
   }
+  if (out.length === 0) {
+    // Groups smaller than every patch shape filter: fall back to the unfiltered 16-query shapes.
+    for (const tile of tileShapes(problem.rank, 16)) out.push({ path: 'sgmat', queryTile: tile, keyChunk: 32 });
+  }
   return out;
 }
 
-/** Heuristic: the query tile (largest product that fits) with the fewest key visits per query; 64-key chunks. */
+/** Heuristic: the config with the lowest `sgmatConfigCost`. */
 export function defaultSgmatConfig(ctx: GpuContext, problem: FusedProblem): SgmatForwardConfig | undefined {
-  const all = enumerateSgmatConfigs(ctx, problem);
   let best: SgmatForwardConfig | undefined;
   let bestScore = Number.POSITIVE_INFINITY;
-  for (const c of all) {
-    const bq = product(c.queryTile);
-    // Fewer rows per workgroup means more Q/K reloads and less work per barrier: prefer 64, then 32.
-    const score = visitsPerQuery(problem, c.queryTile) * (bq === 64 ? 1 : bq === 32 ? 1.15 : 1.5) * (c.keyChunk === 64 ? 1 : 1.05);
+  for (const c of enumerateSgmatConfigs(ctx, problem)) {
+    const score = sgmatConfigCost(problem, c);
     if (score < bestScore) {
       best = c;
       bestScore = score;
@@ -135,7 +175,6 @@ export function planFusedForwardSgmat(
   rank: NaRank,
   args: FusedForwardArgs<GpuTensor>,
   config?: SgmatForwardConfig,
-  options: { subgroupIdBuiltin?: boolean } = {},
 ): { kernel: GeneratedKernel; command: DispatchCommand; config: SgmatForwardConfig; problem: FusedProblem } {
   const op = opName(rank, 'forward');
   const problem = checkFusedForward(op, rank, { ...(args as FusedForwardArgs<TensorLike>), queryTileSize: undefined, keyTileSize: undefined }, FUSED_FORWARD_TILES);
@@ -145,7 +184,7 @@ export function planFusedForwardSgmat(
   if (fit !== undefined) throw new Error(`${op}: tensor-core path cannot run this problem: ${fit}`);
   const cfg = config ?? defaultSgmatConfig(ctx, problem);
   if (!cfg) throw new Error(`${op}: no tensor-core config fits this device`);
-  const kernel = generateFusedForwardSgmat(spec(problem, cfg, avail.subgroupSize, options.subgroupIdBuiltin ?? true));
+  const kernel = generateFusedForwardSgmat(spec(problem, cfg, avail.subgroupSize));
   const { uniforms, workgroups } = fusedForwardDispatch(problem, cfg.queryTile);
   const buffers: GPUBuffer[] = [args.query.buffer, args.key.buffer, args.value.buffer];
   if (problem.hasRpb && args.rpb) buffers.push(args.rpb.buffer);
@@ -165,8 +204,7 @@ export async function fusedForwardSgmat(
   rank: NaRank,
   args: FusedForwardArgs<GpuTensor>,
   config?: SgmatForwardConfig,
-  options: { subgroupIdBuiltin?: boolean } = {},
 ): Promise<void> {
-  const { command } = planFusedForwardSgmat(ctx, rank, args, config, options);
+  const { command } = planFusedForwardSgmat(ctx, rank, args, config);
   await ctx.dispatch([command], opName(rank, 'forward'));
 }

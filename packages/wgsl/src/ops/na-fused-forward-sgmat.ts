@@ -2,17 +2,24 @@
  * Fused neighborhood-attention forward on tensor cores, through WebGPU subgroup matrices
  * (`chromium-experimental-subgroup-matrix`, f16 x f16 -> f32, 16x16x16 fragments). kernels.md §3.
  *
- * Decomposition is the plain path's (one workgroup = batch, head, dilation group, multi-D query tile; the tile's
- * union key box walked row-major in chunks), but both GEMMs run on subgroup matrices:
- * - The query tile has BQ = 16 * NRB rows; subgroup `sg_id` owns row block `sg_id` (16 queries) and keeps its
- *   Q fragments (pre-scaled by scale * log2 e, f16) in registers for the whole key walk.
- * - Per chunk of BK keys: K and V rows and key coordinates are staged in workgroup memory (f16); each subgroup
- *   computes its 16 x BK logits S = Q K^T into workgroup memory (f32); the same subgroup's lanes then mask
- *   every logit with their query's exact window (per-axis coordinate test), update the running max and sum
- *   (base 2, lazy rescale), write P (f16) and rescale their O rows; then O += P V on subgroup matrices, O
- *   living in workgroup memory (f32).
- * - Each row is owned by T = SG / 16 adjacent lanes of its subgroup (interleaved columns); row statistics
- *   are combined with subgroupShuffleXor.
+ * Decomposition (generation 2):
+ * - One workgroup is exactly one subgroup, so every barrier is cheap and every workgroup-uniform value is
+ *   subgroup-uniform. It owns a multi-D query patch (batch, head, dilation group, patch over group coordinates)
+ *   of 16 * MB queries: MB row blocks of 16, each an M = 16 fragment row. Q is staged once through workgroup
+ *   memory and kept in registers as MB * D/16 left fragments for the whole walk.
+ * - The walk covers the union of the patch's windows, a box in group coordinates: its rows (every axis but the
+ *   last) one by one, and along the last axis runs of 16 consecutive keys. 16 consecutive keys of one row are
+ *   equally strided in memory (dilation * heads_kv * D elements apart), so K^T and V fragments load straight
+ *   from the storage buffers: no staging, no index math per element. A row block skips the matrix work of a
+ *   box row none of its queries needs.
+ * - Per step (G fragments = 32 or 64 keys): S = Q K^T (f32) goes to workgroup memory; each query row's lanes
+ *   mask it with the row's exact window (a range test per axis), run the online softmax in base 2 with lazy
+ *   rescaling (the max moves only when a logit exceeds it by more than 2^8), and write P (f16); then
+ *   O += P V on subgroup matrices, O living in result fragments (registers) for the whole walk. The rare
+ *   rescale of O goes through a 16x16 scratch, decided workgroup-uniformly through `workgroupUniformLoad`,
+ *   which is also the step's second barrier.
+ * - Keys past the box (the last fragment's tail) are masked; their loads stay inside the bound buffers or are
+ *   handled by WebGPU's robust buffer access, and P = 0 there.
  * The subgroup size is read from the adapter and baked (the path needs subgroupMinSize == subgroupMaxSize).
  * f16 inputs only, D and Dv multiples of 16.
  */
@@ -23,10 +30,14 @@ import { fusedForwardUniformFields } from './na-fused-forward.ts';
 
 const FAMILY = 'na-fused-forward-sgmat';
 /** Bump when the emitted text changes for an unchanged spec. */
-const GEN = 1;
+const GEN = 4;
 
 /** Fragment size (M = N = K) this path uses. */
 export const SGMAT_FRAGMENT = 16;
+/** Query patch products (16 * row blocks) this path compiles. */
+export const SGMAT_QUERY_PATCHES = [16, 32] as const;
+/** Keys per softmax step this path compiles. */
+export const SGMAT_KEY_STEPS = [32, 64] as const;
 
 export interface FusedForwardSgmatSpec {
   readonly rank: NaRank;
@@ -34,62 +45,47 @@ export interface FusedForwardSgmatSpec {
   readonly causal: readonly boolean[];
   readonly dim: number;
   readonly dimV: number;
-  /** Query tile per axis over dilation-group coordinates; product 16, 32, 48 or 64 (a multiple of 16). */
+  /** Query patch per axis over dilation-group coordinates; product 16 or 32 (one or two 16-row blocks). */
   readonly queryTile: readonly number[];
-  /** Keys staged per chunk: 32 or 64. */
+  /** Keys per softmax step: 32 or 64 (two or four 16-key fragments). */
   readonly keyChunk: number;
-  /** The adapter's (fixed) subgroup size: 16, 32 or 64. */
+  /** The adapter's (fixed) subgroup size: 16, 32 or 64. The workgroup is one subgroup. */
   readonly subgroupSize: number;
-  /** Use the `subgroup_id` builtin (else local_invocation_index / subgroupSize). */
-  readonly subgroupIdBuiltin: boolean;
   readonly hasRpb: boolean;
   readonly hasLse: boolean;
+  /** Diagnostic: gather K (and V) fragments through workgroup memory instead of loading them from storage. */
+  readonly gather?: 'k' | 'kv';
 }
 
 const F = SGMAT_FRAGMENT;
 
 interface Layout {
   bq: number;
-  nrb: number;
-  wg: number;
-  tpr: number;
+  mb: number;
+  lpr: number;
   ldq: number;
-  ldk: number;
-  ldv: number;
   lds: number;
   ldp: number;
   ldo: number;
-  hLen: number;
-  vOff: number;
 }
 
 function layout(spec: FusedForwardSgmatSpec): Layout {
   const bq = product(spec.queryTile);
-  const nrb = bq / F;
-  const ldq = spec.dim + 8;
-  const ldk = spec.dim + 8;
-  const ldv = spec.dimV + 8;
-  const bk = spec.keyChunk;
   return {
     bq,
-    nrb,
-    wg: nrb * spec.subgroupSize,
-    tpr: spec.subgroupSize / F,
-    ldq,
-    ldk,
-    ldv,
-    lds: bk + 4,
-    ldp: bk + 8,
-    ldo: spec.dimV + 4,
-    hLen: Math.max(bk * (ldk + ldv), bq * ldq),
-    vOff: bk * ldk,
+    mb: bq / F,
+    lpr: spec.subgroupSize / F,
+    ldq: spec.dim + 8,
+    lds: spec.keyChunk + 4,
+    ldp: spec.keyChunk + 8,
+    ldo: F + 4,
   };
 }
 
 /** Workgroup memory the kernel declares, in bytes. */
 export function fusedForwardSgmatWorkgroupBytes(spec: FusedForwardSgmatSpec): number {
   const l = layout(spec);
-  return 2 * l.hLen + 4 * l.bq * l.lds + 2 * l.bq * l.ldp + 4 * l.bq * l.ldo + 4 * spec.keyChunk * spec.rank;
+  return 2 * l.bq * l.ldq + 4 * l.bq * l.lds + 2 * l.bq * l.ldp + 4 * l.bq * l.ldo + 4 * l.bq + 16 + 2 * F * (F + 8);
 }
 
 /** Why a spec cannot be generated, or undefined. */
@@ -98,8 +94,9 @@ export function fusedForwardSgmatSpecProblem(spec: FusedForwardSgmatSpec): strin
   if (spec.queryTile.length !== spec.rank || spec.kernelSize.length !== spec.rank || spec.causal.length !== spec.rank) {
     return `kernelSize, causal and queryTile need ${spec.rank} entries`;
   }
-  if (bq % F !== 0 || bq < F || bq > 64) return `query tile product ${bq} must be 16, 32, 48 or 64`;
-  if (spec.keyChunk !== 32 && spec.keyChunk !== 64) return `key chunk ${spec.keyChunk} must be 32 or 64`;
+  if (!(SGMAT_QUERY_PATCHES as readonly number[]).includes(bq)) return `query tile product ${bq} must be 16 or 32`;
+  if (spec.queryTile.some((t) => !Number.isInteger(t) || t < 1)) return `query tile ${formatShape(spec.queryTile)} has a factor < 1`;
+  if (!(SGMAT_KEY_STEPS as readonly number[]).includes(spec.keyChunk)) return `key chunk ${spec.keyChunk} must be 32 or 64`;
   if (spec.dim % F !== 0 || spec.dimV % F !== 0) return `head dims ${spec.dim}/${spec.dimV} must be multiples of ${F}`;
   if (spec.dim > 256 || spec.dimV > 256) return `head dims ${spec.dim}/${spec.dimV} must be <= 256`;
   if (![16, 32, 64].includes(spec.subgroupSize)) return `subgroup size ${spec.subgroupSize} must be 16, 32 or 64`;
@@ -122,23 +119,32 @@ export function fusedForwardSgmatBindings(spec: Pick<FusedForwardSgmatSpec, 'has
   return b;
 }
 
+const range = (n: number): number[] => Array.from({ length: n }, (_, i) => i);
+
 export function generateFusedForwardSgmat(spec: FusedForwardSgmatSpec): GeneratedKernel {
   const why = fusedForwardSgmatSpecProblem(spec);
   if (why !== undefined) throw new NattenArgumentError(`generateFusedForwardSgmat: ${why} (spec ${formatShape(spec.queryTile)})`);
   const key = kernelKey(FAMILY, GEN, spec);
   const r = spec.rank;
-  const axes = Array.from({ length: r }, (_, a) => a);
-  const L = layout(spec);
+  const last = r - 1;
+  const axes = range(r);
+  const outer = range(last);
+  const Lay = layout(spec);
+  const { mb: MB, lpr: LPR } = Lay;
   const D = spec.dim;
   const Dv = spec.dimV;
+  const D16 = D / F;
+  const DV16 = Dv / F;
   const BK = spec.keyChunk;
+  const G = BK / F;
   const SG = spec.subgroupSize;
+  const blocks = range(MB);
   const uniforms = fusedForwardUniformFields(r);
   const bindings = fusedForwardSgmatBindings(spec);
   const elem: Record<string, string> = {
     query: 'vec4<f16>',
-    key: 'vec4<f16>',
-    value: 'vec4<f16>',
+    key: 'f16',
+    value: 'f16',
     rpb: 'f16',
     output: 'vec4<f16>',
     logsumexp: 'f32',
@@ -153,15 +159,171 @@ export function generateFusedForwardSgmat(spec: FusedForwardSgmatSpec): Generate
   };
   const rpbExt = spec.kernelSize.map((k) => 2 * k - 1);
   const rpbPer = product(rpbExt);
-  let rpbIdx = `u32(kc_0 - qi_0 + ${(spec.kernelSize[0] as number) - 1})`;
-  for (let a = 1; a < r; a++) rpbIdx = `(${rpbIdx}) * ${rpbExt[a]}u + u32(kc_${a} - qi_${a} + ${(spec.kernelSize[a] as number) - 1})`;
+  const rpbIdx = (b: number): string => {
+    const c = (a: number): string => (a === last ? `kc` : `kr_${a}`);
+    let e = `u32(${c(0)} - qi_${b}_0 + ${(spec.kernelSize[0] as number) - 1})`;
+    for (let a = 1; a < r; a++) e = `(${e}) * ${rpbExt[a]}u + u32(${c(a)} - qi_${b}_${a} + ${(spec.kernelSize[a] as number) - 1})`;
+    return `h * ${rpbPer}u + ${e}`;
+  };
   const shuffles: string[] = [];
-  for (let m = 1; m < L.tpr; m *= 2) shuffles.push(`${m}u`);
-  const reduceMax = (v: string): string => shuffles.map((m) => `    ${v} = max(${v}, subgroupShuffleXor(${v}, ${m}));`).join('\n');
-  const reduceSum = (v: string): string => shuffles.map((m) => `    ${v} = ${v} + subgroupShuffleXor(${v}, ${m});`).join('\n');
-  const inWindow = axes.map((a) => `kc_${a} >= ws_${a} && kc_${a} < we_${a}`).join(' && ');
-  const sgIdDecl = spec.subgroupIdBuiltin ? '@builtin(subgroup_id) sg_id: u32, ' : '';
-  const sgIdExpr = spec.subgroupIdBuiltin ? '' : `  let sg_id = lid / ${SG}u;\n`;
+  for (let m = 1; m < LPR; m *= 2) shuffles.push(`${m}u`);
+  const reduce = (v: string, op: (x: string, y: string) => string, ind: string): string =>
+    shuffles.map((m) => `${ind}${v} = ${op(v, `subgroupShuffleXor(${v}, ${m})`)};`).join('\n');
+  const LEFT = `subgroup_matrix_left<f16, ${F}, ${F}>`;
+  // A right-fragment loader straight from storage, with the gathered fallback for a fragment that would run
+  // past the end of its buffer (or always, for the `gather` diagnostic).
+  const fragmentLoader = (name: string, buffer: string, colMajor: boolean, alwaysGather: boolean): string => `fn ${name}(base: u32, stride: u32, lane: u32) -> subgroup_matrix_right<f16, ${F}, ${F}> {
+  let n = arrayLength(&${buffer});
+  if (${alwaysGather ? 'false && ' : ''}base + ${F - 1}u * stride + ${F}u <= n) { return subgroupMatrixLoad<subgroup_matrix_right<f16, ${F}, ${F}>>(&${buffer}, base, ${colMajor}, stride); }
+  workgroupBarrier();
+  for (var e = lane; e < ${F * F}u; e += ${SG}u) {
+    let idx = base + (e / ${F}u) * stride + e % ${F}u;
+    var v = f16(0.0);
+    if (idx < n) { v = ${buffer}[idx]; }
+    t_sh[(e / ${F}u) * ${F + 8}u + e % ${F}u] = v;
+  }
+  workgroupBarrier();
+  return subgroupMatrixLoad<subgroup_matrix_right<f16, ${F}, ${F}>>(&t_sh, 0u, ${colMajor}, ${F + 8}u);
+}`;
+  const RIGHT = `subgroup_matrix_right<f16, ${F}, ${F}>`;
+  const RESULT = `subgroup_matrix_result<f32, ${F}, ${F}>`;
+  const decompose = (target: string, src: string, tile: (a: number) => string, base: (a: number) => string, ind: string): string => {
+    const lines = [`${ind}var ${target}_rest = ${src};`];
+    for (const a of axes.slice().reverse()) {
+      lines.push(`${ind}let ${target}_${a} = ${base(a)} + i32(${target}_rest % ${tile(a)});`);
+      if (a > 0) lines.push(`${ind}${target}_rest = ${target}_rest / ${tile(a)};`);
+    }
+    return lines.join('\n');
+  };
+
+  // ---- per-row-block pieces
+  const rowSetup = blocks
+    .map((b) => {
+      const qd = decompose(`qi_${b}`, `${b * F}u + rl`, (a) => `QUERY_TILE_${a}`, (a) => `qf_${a}`, '  ');
+      return `${qd}
+  let valid_${b} = ${axes.map((a) => `qi_${b}_${a} < n_${a}`).join(' && ')};
+${axes.map((a) => `  var ws_${b}_${a} = 0;\n  var we_${b}_${a} = 0;`).join('\n')}
+  if (valid_${b}) {
+${axes
+  .map(
+    (a) => `    let w_${b}_${a} = na_window_${a}(qi_${b}_${a} * params.dil_${a} + g_${a}, params.len_${a}, params.dil_${a}, params.str_${a});
+    ws_${b}_${a} = (w_${b}_${a}.x - g_${a}) / params.dil_${a};
+    we_${b}_${a} = ws_${b}_${a} + w_${b}_${a}.y;`,
+  )
+  .join('\n')}
+  }
+  var m_${b}: f32 = NEG;
+  var l_${b}: f32 = 0.0;`;
+    })
+    .join('\n');
+  const qFragDecl = blocks
+    .flatMap((b) => range(D16).map((kk) => `  let q_${b}_${kk} = subgroupMatrixLoad<${LEFT}>(&q_sh, ${b * F * Lay.ldq + kk * F}u, false, LDQ);`))
+    .join('\n');
+  const oDecl = blocks.flatMap((b) => range(DV16).map((c) => `  var o_${b}_${c} = ${RESULT}();`)).join('\n');
+  const sBlock = `          let ktok = ${tokOf((a) => (a === last ? `(c0 + i32(gi * ${F}u)) * params.dil_${a} + g_${a}` : `kr_${a} * params.dil_${a} + g_${a}`))};
+          let kbase = ((tok_base + ktok) * params.heads_kv + hk) * HEAD_DIM;
+${blocks.map((b) => `          var s_${b} = ${RESULT}();`).join('\n')}
+${range(D16)
+  .map(
+    (kk) => `          {
+            let kt = load_kt(kbase + ${kk * F}u, kstride, lane);
+${blocks.map((b) => `            s_${b} = subgroupMatrixMultiplyAccumulate(q_${b}_${kk}, kt, s_${b});`).join('\n')}
+          }`,
+  )
+  .join('\n')}
+${blocks.map((b) => `          subgroupMatrixStore(&s_sh, ${b * F}u * LDS + gi * ${F}u, s_${b}, false, LDS);`).join('\n')}`;
+  const softmax = blocks
+    .map(
+      (b) => `        {
+          let row = ${b * F}u + rl;
+          let rin = valid_${b}${outer.map((a) => ` && kr_${a} >= ws_${b}_${a} && kr_${a} < we_${b}_${a}`).join('')};
+          var cmax = NEG;
+          if (rin) {
+            for (var j = hf; j < ncols; j += LANES_PER_ROW) {
+              let kc = c0 + i32(j);
+              if (kc >= ws_${b}_${last} && kc < we_${b}_${last}) {
+                var s = s_sh[row * LDS + j] * params.scale_log2;
+${spec.hasRpb ? `                s = s + f32(rpb[${rpbIdx(b)}]) * LOG2E;\n` : ''}                cmax = max(cmax, s);
+              }
+            }
+          }
+${reduce('cmax', (x, y) => `max(${x}, ${y})`, '          ')}
+          var alpha = 1.0;
+          if (cmax > m_${b} + 8.0) {
+            if (l_${b} > 0.0) { alpha = exp2(m_${b} - cmax); }
+            m_${b} = cmax;
+          }
+          if (alpha != 1.0) { flag.x = step; }
+          if (hf == 0u) { alpha_sh[row] = alpha; }
+          var psum = 0.0;
+          for (var j = hf; j < ncols; j += LANES_PER_ROW) {
+            let kc = c0 + i32(j);
+            var p = 0.0;
+            if (rin && kc >= ws_${b}_${last} && kc < we_${b}_${last}) {
+              var s = s_sh[row * LDS + j] * params.scale_log2;
+${spec.hasRpb ? `              s = s + f32(rpb[${rpbIdx(b)}]) * LOG2E;\n` : ''}              p = exp2(s - m_${b});
+            }
+            p_sh[row * LDP + j] = f16(p);
+            psum = psum + p;
+          }
+${reduce('psum', (x, y) => `${x} + ${y}`, '          ')}
+          l_${b} = l_${b} * alpha + psum;
+        }`,
+    )
+    .join('\n');
+  // Rescale and epilogue move one result fragment per row block at a time through the 16-wide scratch.
+  const viaScratch = (body: (b: number, c: number) => string): string =>
+    range(DV16)
+      .map(
+        (c) => `${blocks.map((b) => `    subgroupMatrixStore(&o_sh, ${b * F}u * LDO, o_${b}_${c}, false, LDO);`).join('\n')}
+    workgroupBarrier();
+${blocks.map((b) => body(b, c)).join('\n')}
+    workgroupBarrier();`,
+      )
+      .join('\n');
+  const rescale = viaScratch(
+    (b, c) => `    {
+      let row = ${b * F}u + rl;
+      let a = alpha_sh[row];
+      for (var j = hf; j < ${F}u; j += LANES_PER_ROW) { o_sh[row * LDO + j] = o_sh[row * LDO + j] * a; }
+    }
+    workgroupBarrier();
+    o_${b}_${c} = subgroupMatrixLoad<${RESULT}>(&o_sh, ${b * F}u * LDO, false, LDO);`,
+  ).replace(/^/gm, '      ');
+  const epilogue = viaScratch(
+    (b, c) => `    if (valid_${b}) {
+      let row = ${b * F}u + rl;
+      let qtok = ${tokOf((a) => `qi_${b}_${a} * params.dil_${a} + g_${a}`)};
+      let obase = ((tok_base + qtok) * params.heads + h) * ${Dv / 4}u + ${c * 4}u;
+      let inv_l = 1.0 / l_${b};
+      for (var j = hf; j < 4u; j += LANES_PER_ROW) {
+        let o = row * LDO + 4u * j;
+        output[obase + j] = vec4<f16>(vec4<f32>(o_sh[o], o_sh[o + 1u], o_sh[o + 2u], o_sh[o + 3u]) * inv_l);
+      }
+    }`,
+  );
+  const pvBlock = `          let vtok = ${tokOf((a) => (a === last ? `(c0 + i32(gi * ${F}u)) * params.dil_${a} + g_${a}` : `kr_${a} * params.dil_${a} + g_${a}`))};
+          let vbase = ((tok_base + vtok) * params.heads_kv + hk) * HEAD_DIM_V;
+${blocks.map((b) => `          let p_${b} = subgroupMatrixLoad<${LEFT}>(&p_sh, ${b * F}u * LDP + gi * ${F}u, false, LDP);`).join('\n')}
+${range(DV16)
+  .map(
+    (c) => `          {
+            let vf = load_v(vbase + ${c * F}u, vstride, lane);
+${blocks.map((b) => `            o_${b}_${c} = subgroupMatrixMultiplyAccumulate(p_${b}, vf, o_${b}_${c});`).join('\n')}
+          }`,
+  )
+  .join('\n')}`;
+  const rowsOuter = outer.length === 0 ? '1u' : `u32(${outer.map((a) => `bw_${a}`).join(' * ')})`;
+  const rowDecompose =
+    outer.length === 0
+      ? ''
+      : (() => {
+          const lines = ['      var rr = i32(ro);'];
+          for (const a of outer.slice().reverse()) {
+            lines.push(a === 0 ? `      let kr_0 = bs_0 + rr;` : `      let kr_${a} = bs_${a} + rr % bw_${a};\n      rr = rr / bw_${a};`);
+          }
+          return lines.join('\n');
+        })();
 
   const code = `// ${key}
 enable f16;
@@ -173,36 +335,43 @@ const RANK: u32 = ${r}u;
 ${axes.map((a) => `const KERNEL_SIZE_${a}: i32 = ${spec.kernelSize[a]};\nconst IS_CAUSAL_${a}: bool = ${spec.causal[a] ? 'true' : 'false'};\nconst QUERY_TILE_${a}: u32 = ${spec.queryTile[a]}u;`).join('\n')}
 const HEAD_DIM: u32 = ${D}u;
 const HEAD_DIM_V: u32 = ${Dv}u;
-const BQ: u32 = ${L.bq}u;
-const BK: u32 = ${BK}u;
+const BQ: u32 = ${Lay.bq}u;
+const ROW_BLOCKS: u32 = ${MB}u;
+const KEY_STEP: u32 = ${BK}u;
+const FRAGS_PER_STEP: u32 = ${G}u;
 const SUBGROUP_SIZE: u32 = ${SG}u;
-const WORKGROUP_SIZE: u32 = ${L.wg}u;
-const LANES_PER_ROW: u32 = ${L.tpr}u;
-const LDQ: u32 = ${L.ldq}u;
-const LDK: u32 = ${L.ldk}u;
-const LDV: u32 = ${L.ldv}u;
-const LDS: u32 = ${L.lds}u;
-const LDP: u32 = ${L.ldp}u;
-const LDO: u32 = ${L.ldo}u;
-const V_OFF: u32 = ${L.vOff}u;
+const LANES_PER_ROW: u32 = ${LPR}u;
+const LDQ: u32 = ${Lay.ldq}u;
+const LDS: u32 = ${Lay.lds}u;
+const LDP: u32 = ${Lay.ldp}u;
+const LDO: u32 = ${Lay.ldo}u;
 const LOG2E: f32 = 1.4426950408889634;
 const NEG: f32 = -1.0e30;
-const FAR: i32 = -1000000000;
 
 ${decls}
 ${uniformDecl(uniforms, bindings.length)}
 ${windowFunctions(spec.kernelSize, spec.causal)}
-var<workgroup> h_sh: array<f16, ${L.hLen}>;
-var<workgroup> s_sh: array<f32, ${L.bq * L.lds}>;
-var<workgroup> p_sh: array<f16, ${L.bq * L.ldp}>;
-var<workgroup> o_sh: array<f32, ${L.bq * L.ldo}>;
-var<workgroup> kc_sh: array<i32, ${BK * r}>;
+var<workgroup> q_sh: array<f16, ${Lay.bq * Lay.ldq}>;
+var<workgroup> s_sh: array<f32, ${Lay.bq * Lay.lds}>;
+var<workgroup> p_sh: array<f16, ${Lay.bq * Lay.ldp}>;
+var<workgroup> o_sh: array<f32, ${Lay.bq * Lay.ldo}>;
+var<workgroup> alpha_sh: array<f32, ${Lay.bq}>;
+// A vec4 so that every workgroup variable stays a multiple of 16 bytes: the matrix stores into workgroup
+// memory misplace data when a variable starts off a 16-byte boundary (seen on NVIDIA through Dawn/Vulkan).
+var<workgroup> flag: vec4<u32>;
+var<workgroup> t_sh: array<f16, ${F * (F + 8)}>;
 
-@compute @workgroup_size(${L.wg})
-fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(num_workgroups) wg_num: vec3<u32>, ${sgIdDecl}@builtin(subgroup_invocation_id) lane: u32, @builtin(local_invocation_index) lid: u32) {
+// Fragment loads straight from storage; a fragment that would run past the end of its buffer (only at the
+// very end of the tensor) is gathered through workgroup memory with zeros past the end instead, so no load
+// ever depends on out-of-bounds behaviour. Both branches are workgroup-uniform (one subgroup per workgroup).
+${fragmentLoader('load_kt', 'key', true, spec.gather !== undefined)}
+${fragmentLoader('load_v', 'value', false, spec.gather === 'kv')}
+
+@compute @workgroup_size(${SG})
+fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(num_workgroups) wg_num: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32, @builtin(local_invocation_index) lid: u32) {
   let wid = wg_id.x + wg_id.y * wg_num.x;
   if (wid >= params.total_wg) { return; }
-${sgIdExpr}  var rest = wid;
+  var rest = wid;
 ${axes.slice().reverse().map((a) => `  let tile_${a} = rest % params.ntile_${a};\n  rest = rest / params.ntile_${a};`).join('\n')}
 ${axes.slice().reverse().map((a) => `  let g_${a} = i32(rest % u32(params.dil_${a}));\n  rest = rest / u32(params.dil_${a});`).join('\n')}
   let h = rest % params.heads;
@@ -219,178 +388,72 @@ ${axes
   let bw_${a} = (wlast_${a}.x - g_${a}) / params.dil_${a} + wlast_${a}.y - bs_${a};`,
   )
   .join('\n')}
-  let box_n = u32(${axes.map((a) => `bw_${a}`).join(' * ')});
-  let n_chunks = (box_n + BK - 1u) / BK;
   let tok_base = b * params.tokens;
+  let kstride = u32(params.dil_${last}) * params.heads_kv * HEAD_DIM;
+  let vstride = u32(params.dil_${last}) * params.heads_kv * HEAD_DIM_V;
 
-  // ---- Q tile staged once (pre-scaled, f16), rows outside the group are zero
-  for (var e = lid; e < BQ * ${D / 4}u; e += WORKGROUP_SIZE) {
+  // ---- Q patch staged once (raw f16; the scale is applied to S), rows outside the group are zero
+  for (var e = lid; e < BQ * ${D / 4}u; e += SUBGROUP_SIZE) {
     let row = e / ${D / 4}u;
     let c = e % ${D / 4}u;
-    var rrest = row;
-${axes.slice().reverse().map((a) => `    let sq_${a} = qf_${a} + i32(rrest % QUERY_TILE_${a});\n    rrest = rrest / QUERY_TILE_${a};`).join('\n')}
-    var v = vec4<f32>(0.0);
+${decompose('sq', 'row', (a) => `QUERY_TILE_${a}`, (a) => `qf_${a}`, '    ')}
+    var v = vec4<f16>(0.0);
     if (${axes.map((a) => `sq_${a} < n_${a}`).join(' && ')}) {
       let qtok = ${tokOf((a) => `sq_${a} * params.dil_${a} + g_${a}`)};
-      v = vec4<f32>(query[(((tok_base + qtok) * params.heads + h) * HEAD_DIM) / 4u + c]) * params.scale_log2;
+      v = query[((tok_base + qtok) * params.heads + h) * ${D / 4}u + c];
     }
     let o = row * LDQ + 4u * c;
-    h_sh[o] = f16(v.x);
-    h_sh[o + 1u] = f16(v.y);
-    h_sh[o + 2u] = f16(v.z);
-    h_sh[o + 3u] = f16(v.w);
-  }
-  for (var e = lid; e < BQ * LDO; e += WORKGROUP_SIZE) { o_sh[e] = 0.0; }
-  workgroupBarrier();
-  var qfrag: array<subgroup_matrix_left<f16, ${F}, ${F}>, ${D / F}>;
-  for (var kk = 0u; kk < ${D / F}u; kk++) {
-    qfrag[kk] = subgroupMatrixLoad<subgroup_matrix_left<f16, ${F}, ${F}>>(&h_sh, sg_id * ${F}u * LDQ + kk * ${F}u, false, LDQ);
+    q_sh[o] = v.x;
+    q_sh[o + 1u] = v.y;
+    q_sh[o + 2u] = v.z;
+    q_sh[o + 3u] = v.w;
   }
   workgroupBarrier();
+${qFragDecl}
 
-  // ---- this lane's row (query) and its exact window in group coordinates
-  let row = sg_id * ${F}u + lane / LANES_PER_ROW;
+  // ---- this lane's query row in each row block, its exact window, the block's union over outer axes
+  let rl = lane / LANES_PER_ROW;
   let hf = lane % LANES_PER_ROW;
-  var rrest = row;
-${axes.slice().reverse().map((a) => `  let qi_${a} = qf_${a} + i32(rrest % QUERY_TILE_${a});\n  rrest = rrest / QUERY_TILE_${a};`).join('\n')}
-  let valid = ${axes.map((a) => `qi_${a} < n_${a}`).join(' && ')};
-${axes.map((a) => `  var ws_${a} = 0;\n  var we_${a} = 0;`).join('\n')}
-  if (valid) {
-${axes
-  .map(
-    (a) => `    let w_${a} = na_window_${a}(qi_${a} * params.dil_${a} + g_${a}, params.len_${a}, params.dil_${a}, params.str_${a});
-    ws_${a} = (w_${a}.x - g_${a}) / params.dil_${a};
-    we_${a} = ws_${a} + w_${a}.y;`,
-  )
-  .join('\n')}
-  }
-  var m_run: f32 = NEG;
-  var l_run: f32 = 0.0;
+${rowSetup}
+${oDecl}
 
-  for (var ch = 0u; ch < n_chunks; ch++) {
-    let c0 = ch * BK;
-    // ---- stage K, V rows and key coordinates of this chunk
-    for (var e = lid; e < BK * ${D / 4}u; e += WORKGROUP_SIZE) {
-      let kr = e / ${D / 4}u;
-      let c = e % ${D / 4}u;
-      let kbox = c0 + kr;
-      var v = vec4<f16>(0.0);
-      if (kbox < box_n) {
-        var krest = i32(kbox);
-${axes.slice().reverse().map((a) => (a === 0 ? `        let kg_0 = bs_0 + krest;` : `        let kg_${a} = bs_${a} + krest % bw_${a};\n        krest = krest / bw_${a};`)).join('\n')}
-        let ktok = ${tokOf((a) => `kg_${a} * params.dil_${a} + g_${a}`)};
-        v = key[(((tok_base + ktok) * params.heads_kv + hk) * HEAD_DIM) / 4u + c];
+  let nfrag = (u32(bw_${last}) + ${F - 1}u) / ${F}u;
+  let nrows = ${rowsOuter};
+  var step = 0u;
+  for (var ro = 0u; ro < nrows; ro++) {
+${rowDecompose}
+    for (var f0 = 0u; f0 < nfrag; f0 += FRAGS_PER_STEP) {
+      let nfs = min(FRAGS_PER_STEP, nfrag - f0);
+      let ncols = nfs * ${F}u;
+      let c0 = bs_${last} + i32(f0 * ${F}u);
+      step = step + 1u;
+      // ---- S = Q K^T, K^T fragments straight from the key buffer
+      for (var gi = 0u; gi < nfs; gi++) {
+${sBlock.replace(/^ {10}/gm, '        ')}
       }
-      let o = kr * LDK + 4u * c;
-      h_sh[o] = v.x;
-      h_sh[o + 1u] = v.y;
-      h_sh[o + 2u] = v.z;
-      h_sh[o + 3u] = v.w;
-    }
-    for (var e = lid; e < BK * ${Dv / 4}u; e += WORKGROUP_SIZE) {
-      let kr = e / ${Dv / 4}u;
-      let c = e % ${Dv / 4}u;
-      let kbox = c0 + kr;
-      var v = vec4<f16>(0.0);
-      if (kbox < box_n) {
-        var krest = i32(kbox);
-${axes.slice().reverse().map((a) => (a === 0 ? `        let kg_0 = bs_0 + krest;` : `        let kg_${a} = bs_${a} + krest % bw_${a};\n        krest = krest / bw_${a};`)).join('\n')}
-        let ktok = ${tokOf((a) => `kg_${a} * params.dil_${a} + g_${a}`)};
-        v = value[(((tok_base + ktok) * params.heads_kv + hk) * HEAD_DIM_V) / 4u + c];
+      workgroupBarrier();
+      // ---- exact-window mask + online softmax (base 2, lazy rescale) on this lane's columns
+${softmax.replace(/^ {8}/gm, '      ')}
+      if (workgroupUniformLoad(&flag).x == step) {
+${rescale}
       }
-      let o = V_OFF + kr * LDV + 4u * c;
-      h_sh[o] = v.x;
-      h_sh[o + 1u] = v.y;
-      h_sh[o + 2u] = v.z;
-      h_sh[o + 3u] = v.w;
-    }
-    for (var e = lid; e < BK; e += WORKGROUP_SIZE) {
-      let kbox = c0 + e;
-      var krest = i32(kbox);
-${axes.slice().reverse().map((a) => (a === 0 ? `      var kg_0 = bs_0 + krest;` : `      var kg_${a} = bs_${a} + krest % bw_${a};\n      krest = krest / bw_${a};`)).join('\n')}
-      if (kbox >= box_n) { kg_0 = FAR; }
-${axes.map((a) => `      kc_sh[e * RANK + ${a}u] = kg_${a};`).join('\n')}
-    }
-    workgroupBarrier();
-
-    // ---- S = Q K^T for this subgroup's 16 rows (tensor cores)
-    for (var cb = 0u; cb < ${BK / F}u; cb++) {
-      var acc = subgroup_matrix_result<f32, ${F}, ${F}>();
-      for (var kk = 0u; kk < ${D / F}u; kk++) {
-        let kt = subgroupMatrixLoad<subgroup_matrix_right<f16, ${F}, ${F}>>(&h_sh, cb * ${F}u * LDK + kk * ${F}u, true, LDK);
-        acc = subgroupMatrixMultiplyAccumulate(qfrag[kk], kt, acc);
-      }
-      subgroupMatrixStore(&s_sh, sg_id * ${F}u * LDS + cb * ${F}u, acc, false, LDS);
-    }
-    workgroupBarrier();
-
-    // ---- exact-window mask + online softmax (base 2, lazy rescale) on this lane's columns
-    var cmax = NEG;
-    for (var j = hf; j < BK; j += LANES_PER_ROW) {
-${axes.map((a) => `      let kc_${a} = kc_sh[j * RANK + ${a}u];`).join('\n')}
-      if (valid && ${inWindow}) {
-        var s = s_sh[row * LDS + j];
-${spec.hasRpb ? `        s = s + f32(rpb[h * ${rpbPer}u + ${rpbIdx}]) * LOG2E;\n` : ''}        cmax = max(cmax, s);
+      // ---- O += P V, V fragments straight from the value buffer
+      for (var gi = 0u; gi < nfs; gi++) {
+${pvBlock.replace(/^ {10}/gm, '        ')}
       }
     }
-${reduceMax('cmax')}
-    var alpha = 1.0;
-    if (cmax > m_run + 8.0) {
-      alpha = exp2(m_run - cmax);
-      m_run = cmax;
-    }
-    var psum = 0.0;
-    for (var j = hf; j < BK; j += LANES_PER_ROW) {
-${axes.map((a) => `      let kc_${a} = kc_sh[j * RANK + ${a}u];`).join('\n')}
-      var p = 0.0;
-      if (valid && ${inWindow}) {
-        var s = s_sh[row * LDS + j];
-${spec.hasRpb ? `        s = s + f32(rpb[h * ${rpbPer}u + ${rpbIdx}]) * LOG2E;\n` : ''}        p = exp2(s - m_run);
-      }
-      p_sh[row * LDP + j] = f16(p);
-      psum = psum + p;
-    }
-${reduceSum('psum')}
-    l_run = l_run * alpha + psum;
-    if (alpha != 1.0) {
-      for (var c = hf; c < HEAD_DIM_V; c += LANES_PER_ROW) { o_sh[row * LDO + c] = o_sh[row * LDO + c] * alpha; }
-    }
-    workgroupBarrier();
-
-    // ---- O += P V (tensor cores)
-    var pfrag: array<subgroup_matrix_left<f16, ${F}, ${F}>, ${BK / F}>;
-    for (var kk = 0u; kk < ${BK / F}u; kk++) {
-      pfrag[kk] = subgroupMatrixLoad<subgroup_matrix_left<f16, ${F}, ${F}>>(&p_sh, sg_id * ${F}u * LDP + kk * ${F}u, false, LDP);
-    }
-    for (var cb = 0u; cb < ${Dv / F}u; cb++) {
-      var acc = subgroupMatrixLoad<subgroup_matrix_result<f32, ${F}, ${F}>>(&o_sh, sg_id * ${F}u * LDO + cb * ${F}u, false, LDO);
-      for (var kk = 0u; kk < ${BK / F}u; kk++) {
-        let vf = subgroupMatrixLoad<subgroup_matrix_right<f16, ${F}, ${F}>>(&h_sh, V_OFF + kk * ${F}u * LDV + cb * ${F}u, false, LDV);
-        acc = subgroupMatrixMultiplyAccumulate(pfrag[kk], vf, acc);
-      }
-      subgroupMatrixStore(&o_sh, sg_id * ${F}u * LDO + cb * ${F}u, acc, false, LDO);
-    }
-    workgroupBarrier();
   }
 
-  // ---- epilogue: O / l (f16), natural-log LSE (f32)
-  if (valid) {
-    let inv_l = 1.0 / l_run;
-    let qtok = ${tokOf((a) => `qi_${a} * params.dil_${a} + g_${a}`)};
-    let qrow = (tok_base + qtok) * params.heads + h;
-    for (var c = hf; c < ${Dv / 4}u; c += LANES_PER_ROW) {
-      let o = row * LDO + 4u * c;
-      output[qrow * ${Dv / 4}u + c] = vec4<f16>(vec4<f32>(o_sh[o], o_sh[o + 1u], o_sh[o + 2u], o_sh[o + 3u]) * inv_l);
-    }
-${spec.hasLse ? `    if (hf == 0u) { logsumexp[qrow] = (m_run + log2(l_run)) * 0.6931471805599453; }` : ''}
-  }
+  // ---- epilogue: O / l (f16) through the scratch, natural-log LSE (f32)
+${epilogue}
+${spec.hasLse ? blocks.map((b) => `  if (valid_${b} && hf == 0u) {\n    let qtok = ${tokOf((a) => `qi_${b}_${a} * params.dil_${a} + g_${a}`)};\n    logsumexp[(tok_base + qtok) * params.heads + h] = (m_${b} + log2(l_${b})) * 0.6931471805599453;\n  }`).join('\n') : ''}
 }
 `;
   return {
     key,
     code,
     entryPoint: 'main',
-    workgroupSize: [L.wg, 1, 1],
+    workgroupSize: [SG, 1, 1],
     bindings,
     uniforms,
     workgroupBytes: fusedForwardSgmatWorkgroupBytes(spec),
