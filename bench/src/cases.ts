@@ -89,11 +89,11 @@ export const CASE_SETS: Readonly<Record<CaseSetName, readonly BenchCase[]>> = {
   standard: STANDARD_CASES,
 };
 
-/** Every (case, dtype, pass) of a set whose name contains `filter` (all when undefined), in set order. */
+/** Every (case, dtype, pass) of a set whose name contains `filter` (comma-separated alternatives; all when undefined), in set order. */
 export function expandCases(cases: readonly BenchCase[], filter?: string): BenchItem[] {
   const out: BenchItem[] = [];
   for (const c of cases) {
-    if (filter !== undefined && !c.name.includes(filter)) continue;
+    if (filter !== undefined && !filter.split(',').some((f) => c.name.includes(f))) continue;
     for (const dtype of c.dtypes) for (const pass of c.passes) out.push({ case: c, dtype, pass });
   }
   return out;

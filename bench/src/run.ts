@@ -1,5 +1,5 @@
 /**
- * The benchmark harness: `pnpm bench [--set quick|standard] [--filter str] [--json path] [--no-torch]`.
+ * The benchmark harness: `pnpm bench [--set quick|standard] [--filter str[,str...]] [--json path] [--no-torch]`.
  *
  * For each case x dtype x pass it measures our fused kernels (default config), our naive kernel (forward only),
  * the CPU reference (small problems) and, when torch with CUDA is there, torch flex_attention and SDPA
@@ -26,7 +26,7 @@ import { fmtMs, renderText } from './render.ts';
 import { type BenchResults, type BenchRow, isSoftwareAdapter, RESULTS_SCHEMA, type Timing } from './results.ts';
 import { runTorch, type TorchResult } from './torch.ts';
 
-const USAGE = `usage: pnpm bench [--set quick|standard] [--filter str] [--json path] [--no-torch]
+const USAGE = `usage: pnpm bench [--set quick|standard] [--filter str[,str...]] [--json path] [--no-torch]
   [--reps 20] [--warmup 3] [--budget-ms 3000] [--naive-max-ms 5000] [--cpu-max-flops 5e8]
   [--python python3] [--torch-script bench/baselines/torch_na.py] [--torch-timeout-s 420]`;
 

@@ -13,6 +13,7 @@ import { type FusedForwardArgs, fnaFlops, type NaRank, randn, type Tensor, tenso
 import { fusedForward as cpuFusedForward } from '@natten-web/cpu';
 import {
   defaultSgmatConfig,
+  sgmatConfigCost,
   enumerateSgmatConfigs,
   fusedForward,
   fusedForwardSgmat,
@@ -29,10 +30,9 @@ const { values } = parseArgs({
     sweep: { type: 'string', default: 'false' },
     only: { type: 'string', default: '' },
     reps: { type: 'string', default: '20' },
-    builtin: { type: 'string', default: 'true' },
+    top: { type: 'string', default: '8' },
   },
 });
-const subgroupIdBuiltin = values.builtin !== 'false';
 
 interface Problem {
   name: string;
@@ -55,7 +55,7 @@ console.log(`adapter: ${a.vendor} / ${a.architecture} / ${a.device} (${a.descrip
 console.log(`features: ${[...ctx.features].join(', ')}`);
 console.log(`subgroup matrix: ${ctx.subgroupMatrix.map((c) => `${c.componentType}->${c.resultComponentType} ${c.M}x${c.N}x${c.K}`).join(', ') || 'none'}`);
 const avail = sgmatAvailability(ctx);
-console.log(`tensor-core path: ${'why' in avail ? `unavailable (${avail.why})` : `subgroup size ${avail.subgroupSize}`}; subgroup_id builtin ${subgroupIdBuiltin}`);
+console.log(`tensor-core path: ${'why' in avail ? `unavailable (${avail.why})` : `subgroup size ${avail.subgroupSize}`}`);
 
 function makeArgs(p: Problem, seed: number) {
   const B = p.batch ?? 1;
@@ -98,17 +98,24 @@ function gpuArgs(p: Problem, t: ReturnType<typeof makeArgs>): FusedForwardArgs<G
   };
 }
 
-function maxErr(got: Tensor, want: Tensor): { err: number; nan: number } {
+function maxErr(got: Tensor, want: Tensor): { err: number; nan: number; bad: number; first: number; n: number } {
   const g = toFloat64Values(got);
   const w = toFloat64Values(want);
   let err = 0;
   let nan = 0;
+  let bad = 0;
+  let first = -1;
   for (let i = 0; i < g.length; i++) {
     const x = g[i] as number;
+    const e = Math.abs(x - (w[i] as number));
     if (!Number.isFinite(x)) nan++;
-    else err = Math.max(err, Math.abs(x - (w[i] as number)));
+    else err = Math.max(err, e);
+    if (!(e <= 1e-2)) {
+      bad++;
+      if (first < 0) first = i;
+    }
   }
-  return { err, nan };
+  return { err, nan, bad, first, n: g.length };
 }
 
 function free(g: FusedForwardArgs<GpuTensor>): void {
@@ -126,6 +133,9 @@ if (values.mode !== 'speed' && !('why' in avail)) {
     { name: '2d 33x40 K=13 d=2 D=128', rank: 2, spatial: [33, 40], heads: 2, dim: 128, kernelSize: [13, 13], dilation: [2, 2] },
     { name: '3d 6x9x11 K=3x5x5 causal FTF', rank: 3, spatial: [6, 9, 11], heads: 2, dim: 32, kernelSize: [3, 5, 5], isCausal: [false, true, false] },
     { name: '3d 8x8x8 K=3x3x3 d=2 B=2', rank: 3, spatial: [8, 8, 8], heads: 1, dim: 16, kernelSize: [3, 3, 3], dilation: [2, 2, 2], batch: 2 },
+    { name: '1d L=300 K=127 causal D=64', rank: 1, spatial: [300], heads: 2, dim: 64, kernelSize: [127], isCausal: [true] },
+    { name: '2d 45x50 K=33 rpb D=128', rank: 2, spatial: [45, 50], heads: 2, dim: 128, kernelSize: [33, 33], rpb: true },
+    { name: '3d 5x12x20 K=3x5x7 d=1x2x2 GQA', rank: 3, spatial: [5, 12, 20], heads: 4, headsKv: 1, dim: 64, dimV: 48, kernelSize: [3, 5, 7], dilation: [1, 2, 2] },
   ];
   console.log('\n== correctness vs CPU reference (f16 inputs; tolerance out 1e-2, lse 1e-2)');
   for (const p of checks) {
@@ -133,16 +143,17 @@ if (values.mode !== 'speed' && !('why' in avail)) {
     const ref = { out: tensor(t.out.shape, 'float16'), lse: tensor(t.lse.shape, 'float32') };
     cpuFusedForward(p.rank, { ...hostArgs(p, t), output: ref.out, logsumexp: ref.lse });
     const g = gpuArgs(p, t);
-    const problem = planFusedForwardSgmat(ctx, p.rank, g, undefined, { subgroupIdBuiltin }).problem;
-    const configs = values.sweep === 'true' ? enumerateSgmatConfigs(ctx, problem) : [defaultSgmatConfig(ctx, problem) as SgmatForwardConfig];
+    const problem = planFusedForwardSgmat(ctx, p.rank, g, undefined).problem;
+    const def = defaultSgmatConfig(ctx, problem) as SgmatForwardConfig;
+    const configs = values.sweep === 'true' ? enumerateSgmatConfigs(ctx, problem) : values.sweep === 'gather' ? [def, { ...def, gather: 'k' as const }, { ...def, gather: 'kv' as const }] : [def];
     for (const c of configs) {
       try {
-        await fusedForwardSgmat(ctx, p.rank, g, c, { subgroupIdBuiltin });
+        await fusedForwardSgmat(ctx, p.rank, g, c);
         const o = maxErr(await ctx.read(g.output), ref.out);
         const l = maxErr(await ctx.read(g.logsumexp as GpuTensor), ref.lse);
         const ok = o.err <= 1e-2 && l.err <= 1e-2 && o.nan === 0 && l.nan === 0;
         if (!ok) failures++;
-        console.log(`${ok ? 'ok  ' : 'FAIL'} ${p.name.padEnd(34)} q=${c.queryTile.join('x')} bk=${c.keyChunk}  out ${o.err.toExponential(2)} lse ${l.err.toExponential(2)}${o.nan + l.nan ? ` NaN/Inf ${o.nan + l.nan}` : ''}`);
+        console.log(`${ok ? 'ok  ' : 'FAIL'} ${p.name.padEnd(34)} q=${c.queryTile.join('x')} bk=${c.keyChunk}${c.gather ? ` gather ${c.gather}` : ''}  out ${o.err.toExponential(2)} lse ${l.err.toExponential(2)}${ok ? '' : ` bad out ${o.bad}/${o.n} first ${o.first}, bad lse ${l.bad}/${l.n} first ${l.first}`}${o.nan + l.nan ? ` NaN/Inf ${o.nan + l.nan}` : ''}`);
       } catch (e) {
         failures++;
         console.log(`FAIL ${p.name}: ${(e as Error).message.split('\n').slice(0, 6).join(' | ')}`);
@@ -183,13 +194,15 @@ if (values.mode !== 'check') {
     const row = (label: string, us: number) =>
       console.log(`${p.name.padEnd(34)} ${label.padEnd(30)} ${us.toFixed(1).padStart(10)} us  ${(flops / us / 1e6).toFixed(2).padStart(7)} TFLOP/s`);
     if (!('why' in avail)) {
-      const problem = planFusedForwardSgmat(ctx, p.rank, g, undefined, { subgroupIdBuiltin }).problem;
+      const problem = planFusedForwardSgmat(ctx, p.rank, g, undefined).problem;
       const def = defaultSgmatConfig(ctx, problem) as SgmatForwardConfig;
-      const configs = values.sweep === 'true' ? enumerateSgmatConfigs(ctx, problem) : [def];
+      const ranked = enumerateSgmatConfigs(ctx, problem).sort((x, y) => sgmatConfigCost(problem, x) - sgmatConfigCost(problem, y));
+      const configs = values.sweep === 'true' ? ranked.slice(0, Number(values.top)) : [def];
+      if (!configs.some((c) => JSON.stringify(c) === JSON.stringify(def))) configs.unshift(def);
       for (const c of configs) {
         try {
-          const us = await timeOp(() => fusedForwardSgmat(ctx, p.rank, g, c, { subgroupIdBuiltin }), reps);
-          row(`sgmat q=${c.queryTile.join('x')} bk=${c.keyChunk}${c === def ? ' *' : ''}`, us);
+          const us = await timeOp(() => fusedForwardSgmat(ctx, p.rank, g, c), reps);
+          row(`sgmat q=${c.queryTile.join('x')} bk=${c.keyChunk}${JSON.stringify(c) === JSON.stringify(def) ? ' *' : ''} cost ${sgmatConfigCost(problem, c).toFixed(0)}`, us);
         } catch (e) {
           console.log(`${p.name} sgmat ${c.queryTile.join('x')}: ${(e as Error).message.split('\n')[0]}`);
         }
