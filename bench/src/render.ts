@@ -145,14 +145,22 @@ export function renderReport(results: BenchResults, options: ReportOptions = {})
       '',
     );
   }
-  lines.push(`- **Date:** ${env.date}`);
+  const runs = results.runs;
+  lines.push(runs && runs.length > 1 ? `- **Dates:** ${runs.map((r) => r.date).join(', ')} (${runs.length} runs on the same adapter, merged)` : `- **Date:** ${env.date}`);
   lines.push(`- **Adapter:** ${gpu}${a.isFallbackAdapter ? ' (fallback adapter)' : ''}`);
   if (a.subgroupMinSize !== undefined) lines.push(`- **Subgroups:** ${a.subgroupMinSize}..${a.subgroupMaxSize ?? a.subgroupMinSize}`);
   lines.push(`- **Features:** ${env.features.length ? env.features.join(', ') : 'none'}`);
   if (env.subgroupMatrix.length) lines.push(`- **Subgroup matrix configs:** ${env.subgroupMatrix.join('; ')}`);
-  lines.push(`- **Versions:** node ${env.node}, webgpu (Dawn) ${env.webgpu}, natten-web commit \`${env.commit}\`, ${env.platform}`);
+  lines.push(`- **Versions:** node ${env.node}, webgpu (Dawn) ${env.webgpu}, natten-web commit ${runs && runs.length > 1 ? runs.map((r) => `\`${r.commit}\``).join(', ') : `\`${env.commit}\``}, ${env.platform}`);
   lines.push(`- **Torch:** ${env.torch ? `torch ${env.torch.torch} on ${env.torch.gpu}` : `not run${env.torchNote ? ` (${env.torchNote})` : ''}`}`);
-  lines.push(`- **Set:** \`${results.set}\`${results.filter ? ` (filter \`${results.filter}\`)` : ''}; median of up to ${results.reps} runs after ${results.warmup} warm-up runs${options.source ? `; source \`${options.source}\`` : ''}`);
+  if (runs && runs.length > 1) {
+    lines.push(`- **Set:** \`${results.set}\`${options.source ? `; sources \`${options.source}\`` : ''}`);
+    for (const r of runs) {
+      lines.push(`  - ${r.date}: ${r.rows} rows${r.filter ? ` (filter \`${r.filter}\`)` : ''}, commit \`${r.commit}\`, median of up to ${r.reps} runs after ${r.warmup} warm-up runs`);
+    }
+  } else {
+    lines.push(`- **Set:** \`${results.set}\`${results.filter ? ` (filter \`${results.filter}\`)` : ''}; median of up to ${results.reps} runs after ${results.warmup} warm-up runs${options.source ? `; source \`${options.source}\`` : ''}`);
+  }
   lines.push('');
   lines.push('## Results', '');
   lines.push(renderMarkdownTable(results), '');
@@ -206,7 +214,7 @@ export function renderReport(results: BenchResults, options: ReportOptions = {})
 
 /**
  * Merge results files of one machine (a standard set split over several device runs with `--filter`): rows in
- * file order, the first file's env. Throws if the adapters differ (numbers from different GPUs never share a table).
+ * file order, the first file's env, and each run's date, commit and sampling in `runs`. Throws if the adapters differ (numbers from different GPUs never share a table).
  */
 export function mergeResults(list: readonly BenchResults[]): BenchResults {
   const first = list[0];
@@ -221,5 +229,6 @@ export function mergeResults(list: readonly BenchResults[]): BenchResults {
     ...first,
     filter: filters.length === list.length ? filters.join(', ') : undefined,
     rows: list.flatMap((r) => r.rows),
+    runs: list.map((r) => ({ date: r.env.date, commit: r.env.commit, reps: r.reps, warmup: r.warmup, filter: r.filter, rows: r.rows.length })),
   };
 }

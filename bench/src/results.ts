@@ -70,6 +70,18 @@ export interface BenchResults {
   readonly warmup: number;
   readonly env: BenchEnv;
   readonly rows: readonly BenchRow[];
+  /** Set by `mergeResults`: each merged run's date, commit, sampling and filter, in file order. */
+  readonly runs?: readonly BenchRunInfo[];
+}
+
+/** What one merged run contributed: when, from which commit, how it sampled. */
+export interface BenchRunInfo {
+  readonly date: string;
+  readonly commit: string;
+  readonly reps: number;
+  readonly warmup: number;
+  readonly filter?: string | undefined;
+  readonly rows: number;
 }
 
 /** True for software adapters (lavapipe/llvmpipe, SwiftShader, WARP): their times are no performance claim. */

@@ -215,6 +215,15 @@ describe('merging split runs', () => {
     expect(m.rows.map((r) => `${r.case} ${r.pass}`)).toEqual(fixture.rows.map((r) => `${r.case} ${r.pass}`));
     expect(m.filter).toBe('2d-128, flux');
     expect(m.env).toBe(a.env);
+    const later: BenchResults = { ...b, reps: 8, env: { ...b.env, date: '2026-11-28T00:00:00.000Z', commit: 'abc123' } };
+    const m2 = mergeResults([a, later]);
+    expect(m2.runs?.map((r) => [r.rows, r.reps, r.commit, r.filter])).toEqual([
+      [2, a.reps, a.env.commit, '2d-128'],
+      [fixture.rows.length - 2, 8, 'abc123', 'flux'],
+    ]);
+    const md = renderReport(m2, { source: 'x.json`, `y.json' });
+    expect(md).toContain(`- **Dates:** ${a.env.date}, 2026-11-28T00:00:00.000Z (2 runs on the same adapter, merged)`);
+    expect(md).toContain('median of up to 8 runs');
   });
   it('refuses results of different adapters', () => {
     const other: BenchResults = { ...fixture, env: { ...fixture.env, adapter: { ...fixture.env.adapter, device: 'NVIDIA H200' } } };
