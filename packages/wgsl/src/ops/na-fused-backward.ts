@@ -27,7 +27,19 @@
 import { type FusedBackwardProblem, type NaRank, product, type TileProducts } from '@natten-web/core';
 import { enableDirectives, type GpuDType, wgslType } from '../dtype.ts';
 import { type GeneratedKernel, kernelKey, type StorageBinding, storageDecls, type UniformField, uniformDecl } from '../kernel.ts';
-import { axes, axisUniformNames, decodeRowMajor, tokenIndex } from '../snippets/backward-index.ts';
+import {
+  type AxisText,
+  axes,
+  axisLoops,
+  axisText,
+  axisUniformNames,
+  decodeRowMajor,
+  decodeWorkgroup,
+  groupCoord,
+  naCall,
+  origCoord,
+  rowIndex,
+} from '../snippets/backward-index.ts';
 import { windowFunctions } from '../snippets/window.ts';
 
 const GEN = 5;
@@ -182,20 +194,14 @@ function swizzledCol(c: string, sw: string, mask: number): string {
 
 /** Dot-product statements: `out` (a new f32 `let`) = sum over vectors c of dot(a(c), b(c)), vec4 fma chains. */
 function dotStmts(R: Regs, V: VecTypes, out: string, n: number, f: (c: string, r: (name: string) => string) => [string, string]): string {
-  if (V.W === 4) {
-    return `var ${out}_v = vec4<f32>(0.0);
+  const zero = V.W === 4 ? 'vec4<f32>(0.0)' : '0.0';
+  const sum = V.W === 4 ? `${out}_v.x + ${out}_v.y + ${out}_v.z + ${out}_v.w` : `${out}_v`;
+  return `var ${out}_v = ${zero};
         ${R.each(n, (c, r) => {
           const [a, b] = f(c, r);
           return `${out}_v = fma(${a}, ${b}, ${out}_v);`;
         })}
-        let ${out} = ${out}_v.x + ${out}_v.y + ${out}_v.z + ${out}_v.w;`;
-  }
-  return `var ${out}_v = 0.0;
-        ${R.each(n, (c, r) => {
-          const [a, b] = f(c, r);
-          return `${out}_v = fma(${a}, ${b}, ${out}_v);`;
-        })}
-        let ${out} = ${out}_v;`;
+        let ${out} = ${sum};`;
 }
 
 /** Row-major linear index (u32) of per-axis i32 coordinates `${prefix}_a` within a tile of extents `${ext}_a`. */
@@ -209,18 +215,21 @@ function elemBytes(dtype: GpuDType): number {
   return dtype === 'float16' ? 2 : 4;
 }
 
-/** Workgroup bytes of the dq kernel: a key tile of K and V rows plus row offsets. */
-export function dqWorkgroupBytes(rank: number, dim: number, dimV: number, dtype: GpuDType, keyTileProduct: number): number {
+/** Workgroup bytes of `rows` staged rows of dim and dimV elements (each array padded to 4 bytes) plus `words` 4-byte values per row. */
+function stagingBytes(dim: number, dimV: number, dtype: GpuDType, rows: number, words: number): number {
   const e = elemBytes(dtype);
   const pad4 = (n: number): number => Math.ceil(n / 4) * 4;
-  return pad4(keyTileProduct * dim * e) + pad4(keyTileProduct * dimV * e) + keyTileProduct * 4;
+  return pad4(rows * dim * e) + pad4(rows * dimV * e) + rows * words * 4;
+}
+
+/** Workgroup bytes of the dq kernel: a key tile of K and V rows plus row offsets. */
+export function dqWorkgroupBytes(rank: number, dim: number, dimV: number, dtype: GpuDType, keyTileProduct: number): number {
+  return stagingBytes(dim, dimV, dtype, keyTileProduct, 1);
 }
 
 /** Workgroup bytes of the dkv kernel: a query tile of q and dO rows, lse, delta and row offsets. */
 export function dkvWorkgroupBytes(rank: number, dim: number, dimV: number, dtype: GpuDType, queryTileProduct: number): number {
-  const e = elemBytes(dtype);
-  const pad4 = (n: number): number => Math.ceil(n / 4) * 4;
-  return pad4(queryTileProduct * dim * e) + pad4(queryTileProduct * dimV * e) + queryTileProduct * 3 * 4;
+  return stagingBytes(dim, dimV, dtype, queryTileProduct, 3);
 }
 
 /**
@@ -354,6 +363,62 @@ function u(n: number): string {
   return `${n}u`;
 }
 
+/** A storage binding with the element type of its array and the plan buffer (`bufferNames` entry) bound to it. */
+interface KernelBinding extends StorageBinding {
+  readonly elem: string;
+  readonly buffer: string;
+}
+
+function bind(name: string, access: StorageBinding['access'], elem: string, buffer: string): KernelBinding {
+  return { name, access, elem, buffer };
+}
+
+/** Uniform fields of one type, in order. */
+function fields(type: UniformField['type'], names: readonly string[]): UniformField[] {
+  return names.map((name) => ({ name, type }));
+}
+
+/** Module head of every backward kernel: key comment, enables, baked consts, storage then uniform declarations. */
+function moduleHead(family: string, spec: object & { readonly dtype: GpuDType }, consts: Record<string, string | number>, bindings: readonly KernelBinding[], uniforms: readonly UniformField[]): string {
+  return `${header(family, spec, consts)}
+${storageDecls(bindings)}
+${uniformDecl(uniforms, bindings.length)}`;
+}
+
+/** The compute entry point's first line. */
+function entryPoint(workgroupSize: number): string {
+  return `@compute @workgroup_size(${workgroupSize})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {`;
+}
+
+/** One invocation per element of the 1-D passes: `name` = flat invocation index, returning at `bound`. */
+function flatInvocation(name: string, bound: string): string {
+  return `let ${name} = (wid.x + wid.y * nwg.x) * WG + lid;
+  if (${name} >= ${bound}) { return; }`;
+}
+
+function namedKernel(
+  family: string,
+  spec: object & { readonly dtype: GpuDType },
+  code: string,
+  workgroupSize: number,
+  bindings: readonly KernelBinding[],
+  uniforms: UniformField[],
+  workgroupBytes: number,
+): NamedKernel {
+  return {
+    key: kernelKey(family, GEN, spec),
+    code,
+    entryPoint: 'main',
+    workgroupSize: [workgroupSize, 1, 1],
+    bindings: bindings.map(({ name, access }) => ({ name, access })),
+    uniforms,
+    workgroupBytes,
+    features: spec.dtype === 'float16' ? ['shader-f16'] : [],
+    bufferNames: bindings.map((b) => b.buffer),
+  };
+}
+
 function bakedConsts(s: BakedProblem & { queryTile: readonly number[]; keyTile: readonly number[] }): Record<string, string | number> {
   const c: Record<string, string | number> = {
     RANK: u(s.rank),
@@ -376,14 +441,158 @@ function bakedConsts(s: BakedProblem & { queryTile: readonly number[]; keyTile: 
 }
 
 function axisUniforms(rank: number): UniformField[] {
-  return axisUniformNames(rank).map((name) => ({ name, type: 'i32' as const }));
+  return fields('i32', axisUniformNames(rank));
 }
 
-/** Per-axis group setup shared by dq and dkv: g_a, n_a. */
-function groupSetup(rank: number): string {
-  return axes(rank)
-    .map((a) => `let n_${a} = na_group_len(params.len_${a}, params.dil_${a}, g_${a});`)
-    .join('\n  ');
+/** Decode of the workgroup's tile `${tile}_a` (from `tile_lin`). */
+function tileDecode(X: AxisText, tile: string): string {
+  return decodeRowMajor('tile_lin', tile, X.A.map((a) => `params.ntile_${a}`), 'tt');
+}
+
+/** Decode of the dilation group `g_a` (from `gd`) and its extents n_a. */
+function groupDecode(X: AxisText): string {
+  return `${decodeRowMajor('gd', 'g', X.A.map((a) => `u32(params.dil_${a})`), 'gg')}
+  ${X.per((a) => `let n_${a} = na_group_len(params.len_${a}, params.dil_${a}, g_${a});`)}`;
+}
+
+/** First row `${origin}_a` of tile `${tile}_a` of extents `${T}_a` (group coordinates); the workgroup returns when it lies past the group. */
+function tileOrigin(X: AxisText, tile: string, T: string, origin: string): string {
+  return `${X.per((a) => `let ${origin}_${a} = ${tile}_${a} * i32(${T}_${a});`)}
+  if (${X.any((a) => `${origin}_${a} >= n_${a}`)}) { return; }`;
+}
+
+/** Last in-group row of the tile starting at `${origin}_a`. */
+function tileLast(a: number, origin: string, T: string): string {
+  return `min(${origin}_${a} + i32(${T}_${a}), n_${a}) - 1`;
+}
+
+/** Tiles of extent `${T}_a` covering [`${start}_a`, `${end}_a`). */
+function tilesOver(a: number, start: string, end: string, T: string): string {
+  return `(${end}_${a} - ${start}_${a} + i32(${T}_${a}) - 1) / i32(${T}_${a})`;
+}
+
+/** This invocation's own row `${coord}_a` of the tile at `${origin}_a` (extents `${T}_a`) and whether it lies in the group. */
+function ownRow(X: AxisText, T: string, origin: string, coord: string, valid: string): string {
+  return `${decodeRowMajor('lid', 'l', X.A.map((a) => `${T}_${a}`), 'll')}
+  ${X.per((a) => `let ${coord}_${a} = ${origin}_${a} + l_${a};`)}
+  let ${valid} = ${X.all((a) => `${coord}_${a} < n_${a}`)};`;
+}
+
+/** Register row `reg` = the f32 vectors of row `row` of `buf` (rows of `width` vectors). */
+function loadRegs(R: Regs, V: VecTypes, reg: string, buf: string, row: string, width: string, n: number): string {
+  return R.each(n, (c, r) => `${r(reg)} = ${V.VF}(${buf}[${row} * ${width} + ${c}]);`);
+}
+
+/**
+ * The staged box of the other side: tiles `${tile}_a` of extents `${T}_a` laid from `${start}_a` over
+ * [`${start}_a`, `${end}_a`) (group coordinates); staged row m sits at `${coord}_a` = `${base}_a` + m_a.
+ */
+interface StagedBox {
+  readonly coord: string;
+  readonly start: string;
+  readonly end: string;
+  readonly tile: string;
+  readonly T: string;
+  readonly base: string;
+  /** Staged rows per tile and the workgroup size (the staging stride). */
+  readonly rows: string;
+  readonly stride: string;
+}
+
+function tileBase(a: number, box: StagedBox): string {
+  return `${box.start}_${a} + ${box.tile}_${a} * i32(${box.T}_${a})`;
+}
+
+/** Opening of the row staging loop: staged row e's coordinates `${coord}_a` and `ok` (inside the box). */
+function stageCoords(X: AxisText, box: StagedBox): string {
+  return `for (var e = lid; e < ${box.rows}; e += ${box.stride}) {
+      ${decodeRowMajor('e', 'm', X.A.map((a) => `${box.T}_${a}`), 'mm')}
+      ${X.per((a) => `let ${box.coord}_${a} = ${tileBase(a, box)} + m_${a};`, '\n      ')}
+      let ok = ${X.all((a) => `${box.coord}_${a} < ${box.end}_${a}`)};`;
+}
+
+/** Per-axis walk bounds [mlo_a, mhi_a) within the staged tile of the range [lo(a), hi(a)) (group coordinates). */
+function walkBounds(X: AxisText, box: StagedBox, lo: (a: number) => string, hi: (a: number) => string): string {
+  return X.per(
+    (a) => `let ${box.base}_${a} = ${tileBase(a, box)};
+      let mlo_${a} = max(${lo(a)} - ${box.base}_${a}, 0);
+      let mhi_${a} = min(${hi(a)} - ${box.base}_${a}, i32(${box.T}_${a}));`,
+    '\n      ',
+  );
+}
+
+/** The walk over staged rows m_a in [mlo_a, mhi_a). */
+function stagedWalk(rank: number, body: string): string {
+  return axisLoops(rank, 'm', 'mlo', 'mhi', body, '\n        ', '\n      ');
+}
+
+/** One staged tensor: workgroup array `sh` filled from `buf` (rows of `width` vectors), XOR-swizzled by `mask`. */
+interface StagedRows {
+  readonly sh: string;
+  readonly buf: string;
+  /** Names of the store index (staging) and of the swizzle variable (walk). */
+  readonly store: string;
+  readonly sw: string;
+  readonly width: 'DW' | 'DVW';
+  readonly mask: number;
+}
+
+/** Staging loop of one tensor: rows from `rowSh` (row index or -1 for zero-fill). */
+function stageRows(V: VecTypes, box: StagedBox, s: StagedRows, rowSh: string): string {
+  const w = s.width;
+  return `for (var e = lid; e < ${box.rows} * ${w}; e += ${box.stride}) {
+      let r = ${rowSh}[e / ${w}];
+      let ${s.store} = ${swizzledStore('e', w, s.mask)};
+      if (r >= 0) { ${s.sh}[${s.store}] = ${s.buf}[u32(r) * ${w} + e % ${w}]; } else { ${s.sh}[${s.store}] = ${V.VT}(); }
+    }`;
+}
+
+/** Vector c (f32) of staged row m. */
+function stagedAt(V: VecTypes, s: StagedRows, c: string): string {
+  return `${V.VF}(${s.sh}[m * ${s.width} + ${swizzledCol(c, s.sw, s.mask)}])`;
+}
+
+/** Register row `reg` += scalar * staged row m of `s`. */
+function accumulate(R: Regs, V: VecTypes, reg: string, n: number, scalar: string, s: StagedRows): string {
+  return R.each(n, (c, r) => `${r(reg)} = fma(${V.VF}(${scalar}), ${stagedAt(V, s, c)}, ${r(reg)});`);
+}
+
+/** Register row `reg` (n scalars) written to row `row` of `buf` (rows of `width` elements), each scalar through `value`. */
+function storeRow(R: Regs, reg: string, n: number, buf: string, row: string, width: string, value: (x: string) => string): string {
+  return R.eachScalar(n, (c, x) => `${buf}[${row} * ${width} + ${c}] = ${value(x(reg))};`);
+}
+
+/**
+ * Head of the exact walk's body, shared by dq and dkv: staged row m, the walked coordinates, swizzle variables,
+ * P = exp(scale q.k (+ rpb) - lse) and dS = P (dO.v - delta). The q.k and dO.v operands come from `qk` / `dov`
+ * (one side staged, the other in registers); `qkRows` / `dovRows` are the staged tensors walked.
+ */
+function recomputeDs(o: {
+  readonly X: AxisText;
+  readonly R: Regs;
+  readonly V: VecTypes;
+  readonly box: StagedBox;
+  readonly qkRows: StagedRows;
+  readonly dovRows: StagedRows;
+  readonly qk: (c: string, r: (name: string) => string) => [string, string];
+  readonly dov: (c: string, r: (name: string) => string) => [string, string];
+  readonly spec: BakedProblem & { readonly rpb: boolean };
+  readonly lse: string;
+  readonly delta: string;
+}): string {
+  const { X, R, V, box, spec } = o;
+  return [
+    `let m = ${tileLinear(spec.rank, 'm', box.T)};`,
+    X.per((a) => `let ${box.coord}_${a} = ${box.base}_${a} + m_${a};`, '\n        '),
+    `let ${o.qkRows.sw} = m & ${o.qkRows.mask}u;`,
+    `let ${o.dovRows.sw} = m & ${o.dovRows.mask}u;`,
+    dotStmts(R, V, 'sdot', V.DW, o.qk),
+    'var s = params.scale * sdot;',
+    spec.rpb ? `s += f32(rpb_buf[${rpbIndexExpr(spec.rank, spec.kernelSize, 'j', 'i')}]);` : '',
+    `let p = exp(s - ${o.lse});`,
+    dotStmts(R, V, 'dp', V.DVW, o.dov),
+    `let ds = p * (dp - ${o.delta});`,
+  ].join('\n        ');
 }
 
 function rpbIndexExpr(rank: number, ks: readonly number[], key: string, query: string): string {
@@ -404,53 +613,24 @@ export function generateFusedBackwardDq(spec: FusedBackwardDqSpec): NamedKernel 
   const family = 'na-fused-backward-dq';
   const V = vecTypes(T, D, DV);
   const R = regs(V);
-  const KSW = swizzleMask(V, V.DW, spec.dtype);
-  const VSW = swizzleMask(V, V.DVW, spec.dtype);
-  const bindings: (StorageBinding & { elem: string })[] = [
-    { name: 'q_buf', access: 'read', elem: V.VT },
-    { name: 'k_buf', access: 'read', elem: V.VT },
-    { name: 'v_buf', access: 'read', elem: V.VT },
-  ];
-  const names = ['query', 'key', 'value'];
-  if (spec.delta === 'fused') {
-    bindings.push({ name: 'o_buf', access: 'read', elem: V.VT });
-    names.push('output');
-  }
-  bindings.push({ name: 'do_buf', access: 'read', elem: V.VT }, { name: 'lse_buf', access: 'read', elem: 'f32' });
-  names.push('gradOutput', 'logsumexp');
-  if (spec.rpb) {
-    bindings.push({ name: 'rpb_buf', access: 'read', elem: T });
-    names.push('rpb');
-  }
-  bindings.push({ name: 'delta_buf', access: spec.delta === 'fused' ? 'read_write' : 'read', elem: 'f32' });
-  names.push('delta');
-  bindings.push({ name: 'dq_buf', access: 'read_write', elem: spec.partial ? 'f32' : T });
-  names.push(spec.partial ? 'dqPartial' : 'gradQuery');
-  if (spec.gradRpb) {
-    bindings.push({ name: 'ds_buf', access: 'read_write', elem: 'f32' });
-    names.push('dsScratch');
-  }
+  const kRows: StagedRows = { sh: 'k_sh', buf: 'k_buf', store: 'ks', sw: 'ksw', width: 'DW', mask: swizzleMask(V, V.DW, spec.dtype) };
+  const vRows: StagedRows = { sh: 'v_sh', buf: 'v_buf', store: 'vs', sw: 'vsw', width: 'DVW', mask: swizzleMask(V, V.DVW, spec.dtype) };
+  const box: StagedBox = { coord: 'j', start: 'bs', end: 'be', tile: 'kt', T: 'KT', base: 'kb', rows: 'BK', stride: 'BQ' };
+  const bindings: KernelBinding[] = [bind('q_buf', 'read', V.VT, 'query'), bind('k_buf', 'read', V.VT, 'key'), bind('v_buf', 'read', V.VT, 'value')];
+  if (spec.delta === 'fused') bindings.push(bind('o_buf', 'read', V.VT, 'output'));
+  bindings.push(bind('do_buf', 'read', V.VT, 'gradOutput'), bind('lse_buf', 'read', 'f32', 'logsumexp'));
+  if (spec.rpb) bindings.push(bind('rpb_buf', 'read', T, 'rpb'));
+  bindings.push(bind('delta_buf', spec.delta === 'fused' ? 'read_write' : 'read', 'f32', 'delta'));
+  bindings.push(bind('dq_buf', 'read_write', spec.partial ? 'f32' : T, spec.partial ? 'dqPartial' : 'gradQuery'));
+  if (spec.gradRpb) bindings.push(bind('ds_buf', 'read_write', 'f32', 'dsScratch'));
   const uniforms: UniformField[] = [
-    { name: 'batch', type: 'u32' },
-    { name: 'heads', type: 'u32' },
-    { name: 'heads_kv', type: 'u32' },
-    { name: 'tokens', type: 'u32' },
-    { name: 'rows', type: 'u32' },
-    { name: 'total', type: 'u32' },
-    { name: 'ntile_total', type: 'u32' },
-    { name: 'splits', type: 'u32' },
-    { name: 'ngroups', type: 'u32' },
-    { name: 'scale', type: 'f32' },
+    ...fields('u32', ['batch', 'heads', 'heads_kv', 'tokens', 'rows', 'total', 'ntile_total', 'splits', 'ngroups']),
+    ...fields('f32', ['scale']),
     ...axisUniforms(rank),
-    ...axes(rank).flatMap((a) => [
-      { name: `ntile_${a}`, type: 'u32' as const },
-      { name: `spl_${a}`, type: 'i32' as const },
-    ]),
+    ...axes(rank).flatMap((a) => [...fields('u32', [`ntile_${a}`]), ...fields('i32', [`spl_${a}`])]),
   ];
-  const A = axes(rank);
-  const per = (f: (a: number) => string, sep = '\n  '): string => A.map(f).join(sep);
-  const allAxes = (f: (a: number) => string): string => A.map(f).join(' || ');
-  const allAxesAnd = (f: (a: number) => string): string => A.map(f).join(' && ');
+  const X = axisText(rank);
+  const { A, per } = X;
   const deltaLoad =
     spec.delta === 'fused'
       ? `var dl = 0.0;
@@ -458,59 +638,31 @@ export function generateFusedBackwardDq(spec: FusedBackwardDqSpec): NamedKernel 
     delta_x = dl;
     if (split == 0u) { delta_buf[row] = dl; }`
       : `delta_x = delta_buf[row];`;
-  const keyLoop = (body: string): string => {
-    let s = body;
-    for (let a = rank - 1; a >= 0; a--) {
-      s = `for (var kt_${a} = klo_${a}; kt_${a} < khi_${a}; kt_${a}++) {\n${s}\n  }`;
-    }
-    return s;
-  };
-  const windowWalk = (body: string): string => {
-    let s = body;
-    for (let a = rank - 1; a >= 0; a--) s = `for (var m_${a} = mlo_${a}; m_${a} < mhi_${a}; m_${a}++) {\n        ${s}\n      }`;
-    return s;
-  };
-  const code = `${header(family, spec, bakedConsts(spec))}
-${storageDecls(bindings)}
-${uniformDecl(uniforms, bindings.length)}
+  const code = `${moduleHead(family, spec, bakedConsts(spec), bindings, uniforms)}
 ${windowFunctions(spec.kernelSize, spec.causal)}
 ${V.helper}
 var<workgroup> k_sh: array<${V.VT}, ${BK * V.DW}>;
 var<workgroup> v_sh: array<${V.VT}, ${BK * V.DVW}>;
 var<workgroup> krow_sh: array<i32, ${BK}>;
 
-@compute @workgroup_size(${BQ})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let lin = wid.x + wid.y * nwg.x;
-  if (lin >= params.total) { return; }
-  let tile_lin = lin % params.ntile_total;
-  var rest = lin / params.ntile_total;
-  let split = rest % params.splits;
-  rest = rest / params.splits;
-  let gd = rest % params.ngroups;
-  rest = rest / params.ngroups;
-  let h = rest % params.heads;
-  let b = rest / params.heads;
+${entryPoint(BQ)}
+  ${decodeWorkgroup([['tile_lin', 'params.ntile_total'], ['split', 'params.splits'], ['gd', 'params.ngroups'], ['h', 'params.heads']], 'b')}
   let hk = h / (params.heads / params.heads_kv);
-  ${decodeRowMajor('tile_lin', 'tq', A.map((a) => `params.ntile_${a}`), 'tt')}
+  ${tileDecode(X, 'tq')}
   ${decodeRowMajor('split', 'sp', A.map((a) => `u32(params.spl_${a})`), 'ss')}
-  ${decodeRowMajor('gd', 'g', A.map((a) => `u32(params.dil_${a})`), 'gg')}
-  ${groupSetup(rank)}
-  ${per((a) => `let q0_${a} = tq_${a} * i32(QT_${a});`)}
-  if (${allAxes((a) => `q0_${a} >= n_${a}`)}) { return; }
-  ${per((a) => `let q1_${a} = min(q0_${a} + i32(QT_${a}), n_${a}) - 1;`)}
+  ${groupDecode(X)}
+  ${tileOrigin(X, 'tq', 'QT', 'q0')}
+  ${per((a) => `let q1_${a} = ${tileLast(a, 'q0', 'QT')};`)}
   ${per(
-    (a) => `let wf_${a} = na_window_${a}(q0_${a} * params.dil_${a} + g_${a}, params.len_${a}, params.dil_${a}, params.str_${a});
-  let wl_${a} = na_window_${a}(q1_${a} * params.dil_${a} + g_${a}, params.len_${a}, params.dil_${a}, params.str_${a});
-  let bs_${a} = (wf_${a}.x - g_${a}) / params.dil_${a};
-  let be_${a} = (wl_${a}.x - g_${a}) / params.dil_${a} + wl_${a}.y;
-  let nb_${a} = (be_${a} - bs_${a} + i32(KT_${a}) - 1) / i32(KT_${a});
+    (a) => `let wf_${a} = ${naCall('window', a, origCoord(a, 'q0'))};
+  let wl_${a} = ${naCall('window', a, origCoord(a, 'q1'))};
+  let bs_${a} = ${groupCoord(a, `wf_${a}.x`)};
+  let be_${a} = ${groupCoord(a, `wl_${a}.x`)} + wl_${a}.y;
+  let nb_${a} = ${tilesOver(a, 'bs', 'be', 'KT')};
   let klo_${a} = (sp_${a} * nb_${a}) / params.spl_${a};
   let khi_${a} = ((sp_${a} + 1) * nb_${a}) / params.spl_${a};`,
   )}
-  ${decodeRowMajor('lid', 'l', A.map((a) => `QT_${a}`), 'll')}
-  ${per((a) => `let i_${a} = q0_${a} + l_${a};`)}
-  let qvalid = ${allAxesAnd((a) => `i_${a} < n_${a}`)};
+  ${ownRow(X, 'QT', 'q0', 'i', 'qvalid')}
   ${per((a) => `var ws_${a} = 0;\n  var wc_${a} = 0;`)}
   var row = 0u;
   ${R.decl('qv', V.DW)}
@@ -520,78 +672,69 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   var delta_x = 0.0;
   if (qvalid) {
     ${per(
-      (a) => `let w_${a} = na_window_${a}(i_${a} * params.dil_${a} + g_${a}, params.len_${a}, params.dil_${a}, params.str_${a});
-    ws_${a} = (w_${a}.x - g_${a}) / params.dil_${a};
+      (a) => `let w_${a} = ${naCall('window', a, origCoord(a, 'i'))};
+    ws_${a} = ${groupCoord(a, `w_${a}.x`)};
     wc_${a} = w_${a}.y;
-    let x_${a} = i_${a} * params.dil_${a} + g_${a};`,
+    let x_${a} = ${origCoord(a, 'i')};`,
       '\n    ',
     )}
-    row = (b * params.tokens + ${tokenIndex('x', rank)}) * params.heads + h;
-    ${R.each(V.DW, (c, r) => `${r('qv')} = ${V.VF}(q_buf[row * DW + ${c}]);`)}
-    ${R.each(V.DVW, (c, r) => `${r('dov')} = ${V.VF}(do_buf[row * DVW + ${c}]);`)}
+    row = ${rowIndex('x', rank, 'params.heads', 'h')};
+    ${loadRegs(R, V, 'qv', 'q_buf', 'row', 'DW', V.DW)}
+    ${loadRegs(R, V, 'dov', 'do_buf', 'row', 'DVW', V.DVW)}
     lse_x = lse_buf[row];
     ${deltaLoad}
   }
-  ${keyLoop(`    workgroupBarrier();
-    for (var e = lid; e < BK; e += BQ) {
-      ${decodeRowMajor('e', 'm', A.map((a) => `KT_${a}`), 'mm')}
-      ${A.map((a) => `let j_${a} = bs_${a} + kt_${a} * i32(KT_${a}) + m_${a};`).join('\n      ')}
-      let ok = ${allAxesAnd((a) => `j_${a} < be_${a}`)};
-      ${A.map((a) => `let y_${a} = j_${a} * params.dil_${a} + g_${a};`).join('\n      ')}
-      let kvrow = (b * params.tokens + ${tokenIndex('y', rank)}) * params.heads_kv + hk;
+  ${axisLoops(
+    rank,
+    'kt',
+    'klo',
+    'khi',
+    `    workgroupBarrier();
+    ${stageCoords(X, box)}
+      ${A.map((a) => `let y_${a} = ${origCoord(a, 'j')};`).join('\n      ')}
+      let kvrow = ${rowIndex('y', rank, 'params.heads_kv', 'hk')};
       krow_sh[e] = select(-1, i32(kvrow), ok);
     }
     workgroupBarrier();
-    for (var e = lid; e < BK * DW; e += BQ) {
-      let r = krow_sh[e / DW];
-      let ks = ${swizzledStore('e', 'DW', KSW)};
-      if (r >= 0) { k_sh[ks] = k_buf[u32(r) * DW + e % DW]; } else { k_sh[ks] = ${V.VT}(); }
-    }
-    for (var e = lid; e < BK * DVW; e += BQ) {
-      let r = krow_sh[e / DVW];
-      let vs = ${swizzledStore('e', 'DVW', VSW)};
-      if (r >= 0) { v_sh[vs] = v_buf[u32(r) * DVW + e % DVW]; } else { v_sh[vs] = ${V.VT}(); }
-    }
+    ${stageRows(V, box, kRows, 'krow_sh')}
+    ${stageRows(V, box, vRows, 'krow_sh')}
     workgroupBarrier();
     if (qvalid) {
       // Exact window walk: per axis only the staged keys of this query's own window (slot t = j - ws).
-      ${per((a) => `let kb_${a} = bs_${a} + kt_${a} * i32(KT_${a});
-      let mlo_${a} = max(ws_${a} - kb_${a}, 0);
-      let mhi_${a} = min(ws_${a} + wc_${a} - kb_${a}, i32(KT_${a}));`, '\n      ')}
-      ${windowWalk(`let m = ${tileLinear(rank, 'm', 'KT')};
-        ${per((a) => `let j_${a} = kb_${a} + m_${a};`, '\n        ')}
-        let ksw = m & ${KSW}u;
-        let vsw = m & ${VSW}u;
-        ${dotStmts(R, V, 'sdot', V.DW, (c, r) => [r('qv'), `${V.VF}(k_sh[m * DW + ${swizzledCol(c, 'ksw', KSW)}])`])}
-        var s = params.scale * sdot;
-        ${spec.rpb ? `s += f32(rpb_buf[${rpbIndexExpr(rank, spec.kernelSize, 'j', 'i')}]);` : ''}
-        let p = exp(s - lse_x);
-        ${dotStmts(R, V, 'dp', V.DVW, (c, r) => [r('dov'), `${V.VF}(v_sh[m * DVW + ${swizzledCol(c, 'vsw', VSW)}])`])}
-        let ds = p * (dp - delta_x);
-        ${R.each(V.DW, (c, r) => `${r('acc')} = fma(${V.VF}(ds), ${V.VF}(k_sh[m * DW + ${swizzledCol(c, 'ksw', KSW)}]), ${r('acc')});`)}
-        ${spec.gradRpb ? `ds_buf[row * NSLOTS + ${A.reduce((e, a) => (a === 0 ? 'u32(j_0 - ws_0)' : `(${e} * u32(KS_${a}) + u32(j_${a} - ws_${a}))`), '')}] = ds;` : ''}`)}
-    }`)}
+      ${walkBounds(X, box, (a) => `ws_${a}`, (a) => `ws_${a} + wc_${a}`)}
+      ${stagedWalk(
+        rank,
+        `${recomputeDs({
+          X,
+          R,
+          V,
+          box,
+          qkRows: kRows,
+          dovRows: vRows,
+          qk: (c, r) => [r('qv'), stagedAt(V, kRows, c)],
+          dov: (c, r) => [r('dov'), stagedAt(V, vRows, c)],
+          spec,
+          lse: 'lse_x',
+          delta: 'delta_x',
+        })}
+        ${accumulate(R, V, 'acc', V.DW, 'ds', kRows)}
+        ${spec.gradRpb ? `ds_buf[row * NSLOTS + ${A.reduce((e, a) => (a === 0 ? 'u32(j_0 - ws_0)' : `(${e} * u32(KS_${a}) + u32(j_${a} - ws_${a}))`), '')}] = ds;` : ''}`,
+      )}
+    }`,
+    '\n',
+    '\n  ',
+  )}
   if (qvalid) {
     ${
       spec.partial
         ? `let base = split * params.rows * D + row * D;
     ${R.eachScalar(D, (c, x) => `dq_buf[base + ${c}] = params.scale * ${x('acc')};`)}`
-        : `${R.eachScalar(D, (c, x) => `dq_buf[row * D + ${c}] = ${T}(params.scale * ${x('acc')});`)}`
+        : storeRow(R, 'acc', D, 'dq_buf', 'row', 'D', (x) => `${T}(params.scale * ${x})`)
     }
   }
 }
 `;
-  return {
-    key: kernelKey(family, GEN, spec),
-    code,
-    entryPoint: 'main',
-    workgroupSize: [BQ, 1, 1],
-    bindings: bindings.map(({ name, access }) => ({ name, access })),
-    uniforms,
-    workgroupBytes: dqWorkgroupBytes(rank, D, DV, spec.dtype, BK),
-    features: spec.dtype === 'float16' ? ['shader-f16'] : [],
-    bufferNames: names,
-  };
+  return namedKernel(family, spec, code, BQ, bindings, uniforms, dqWorkgroupBytes(rank, D, DV, spec.dtype, BK));
 }
 
 /** The dK/dV kernel (pass 3). */
@@ -603,54 +746,28 @@ export function generateFusedBackwardDkv(spec: FusedBackwardDkvSpec): NamedKerne
   const family = 'na-fused-backward-dkv';
   const V = vecTypes(T, D, DV);
   const R = regs(V);
-  const QSW = swizzleMask(V, V.DW, spec.dtype);
-  const OSW = swizzleMask(V, V.DVW, spec.dtype);
-  const bindings: (StorageBinding & { elem: string })[] = [
-    { name: 'q_buf', access: 'read', elem: V.VT },
-    { name: 'k_buf', access: 'read', elem: V.VT },
-    { name: 'v_buf', access: 'read', elem: V.VT },
-    { name: 'do_buf', access: 'read', elem: V.VT },
-    { name: 'lse_buf', access: 'read', elem: 'f32' },
-    { name: 'delta_buf', access: 'read', elem: 'f32' },
+  const qRows: StagedRows = { sh: 'q_sh', buf: 'q_buf', store: 'qs', sw: 'qsw', width: 'DW', mask: swizzleMask(V, V.DW, spec.dtype) };
+  const oRows: StagedRows = { sh: 'do_sh', buf: 'do_buf', store: 'os', sw: 'osw', width: 'DVW', mask: swizzleMask(V, V.DVW, spec.dtype) };
+  const box: StagedBox = { coord: 'i', start: 'ibs', end: 'ibe', tile: 'qt', T: 'QT', base: 'qb', rows: 'BQ', stride: 'BK' };
+  const bindings: KernelBinding[] = [
+    bind('q_buf', 'read', V.VT, 'query'),
+    bind('k_buf', 'read', V.VT, 'key'),
+    bind('v_buf', 'read', V.VT, 'value'),
+    bind('do_buf', 'read', V.VT, 'gradOutput'),
+    bind('lse_buf', 'read', 'f32', 'logsumexp'),
+    bind('delta_buf', 'read', 'f32', 'delta'),
   ];
-  const names = ['query', 'key', 'value', 'gradOutput', 'logsumexp', 'delta'];
-  if (spec.rpb) {
-    bindings.push({ name: 'rpb_buf', access: 'read', elem: T });
-    names.push('rpb');
-  }
-  bindings.push({ name: 'dk_buf', access: 'read_write', elem: T }, { name: 'dv_buf', access: 'read_write', elem: T });
-  names.push('gradKey', 'gradValue');
+  if (spec.rpb) bindings.push(bind('rpb_buf', 'read', T, 'rpb'));
+  bindings.push(bind('dk_buf', 'read_write', T, 'gradKey'), bind('dv_buf', 'read_write', T, 'gradValue'));
   const uniforms: UniformField[] = [
-    { name: 'batch', type: 'u32' },
-    { name: 'heads', type: 'u32' },
-    { name: 'heads_kv', type: 'u32' },
-    { name: 'tokens', type: 'u32' },
-    { name: 'total', type: 'u32' },
-    { name: 'ntile_total', type: 'u32' },
-    { name: 'ngroups', type: 'u32' },
-    { name: 'scale', type: 'f32' },
+    ...fields('u32', ['batch', 'heads', 'heads_kv', 'tokens', 'total', 'ntile_total', 'ngroups']),
+    ...fields('f32', ['scale']),
     ...axisUniforms(rank),
-    ...axes(rank).map((a) => ({ name: `ntile_${a}`, type: 'u32' as const })),
+    ...fields('u32', axes(rank).map((a) => `ntile_${a}`)),
   ];
-  const A = axes(rank);
-  const per = (f: (a: number) => string, sep = '\n  '): string => A.map(f).join(sep);
-  const allAxes = (f: (a: number) => string): string => A.map(f).join(' || ');
-  const allAxesAnd = (f: (a: number) => string): string => A.map(f).join(' && ');
-  const queryLoop = (body: string): string => {
-    let s = body;
-    for (let a = rank - 1; a >= 0; a--) {
-      s = `for (var qt_${a} = qlo_${a}; qt_${a} < qhi_${a}; qt_${a}++) {\n${s}\n  }`;
-    }
-    return s;
-  };
-  const inverseWalk = (body: string): string => {
-    let s = body;
-    for (let a = rank - 1; a >= 0; a--) s = `for (var m_${a} = mlo_${a}; m_${a} < mhi_${a}; m_${a}++) {\n        ${s}\n      }`;
-    return s;
-  };
-  const code = `${header(family, spec, bakedConsts(spec))}
-${storageDecls(bindings)}
-${uniformDecl(uniforms, bindings.length)}
+  const X = axisText(rank);
+  const { A, per } = X;
+  const code = `${moduleHead(family, spec, bakedConsts(spec), bindings, uniforms)}
 ${windowFunctions(spec.kernelSize, spec.causal)}
 ${V.helper}
 var<workgroup> q_sh: array<${V.VT}, ${BQ * V.DW}>;
@@ -659,34 +776,22 @@ var<workgroup> lse_sh: array<f32, ${BQ}>;
 var<workgroup> dl_sh: array<f32, ${BQ}>;
 var<workgroup> qrow_sh: array<i32, ${BQ}>;
 
-@compute @workgroup_size(${BK})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let lin = wid.x + wid.y * nwg.x;
-  if (lin >= params.total) { return; }
-  let tile_lin = lin % params.ntile_total;
-  var rest = lin / params.ntile_total;
-  let gd = rest % params.ngroups;
-  rest = rest / params.ngroups;
-  let hk = rest % params.heads_kv;
-  let b = rest / params.heads_kv;
+${entryPoint(BK)}
+  ${decodeWorkgroup([['tile_lin', 'params.ntile_total'], ['gd', 'params.ngroups'], ['hk', 'params.heads_kv']], 'b')}
   let group_heads = params.heads / params.heads_kv;
-  ${decodeRowMajor('tile_lin', 'tk', A.map((a) => `params.ntile_${a}`), 'tt')}
-  ${decodeRowMajor('gd', 'g', A.map((a) => `u32(params.dil_${a})`), 'gg')}
-  ${groupSetup(rank)}
-  ${per((a) => `let k0_${a} = tk_${a} * i32(KT_${a});`)}
-  if (${allAxes((a) => `k0_${a} >= n_${a}`)}) { return; }
+  ${tileDecode(X, 'tk')}
+  ${groupDecode(X)}
+  ${tileOrigin(X, 'tk', 'KT', 'k0')}
   ${per(
-    (a) => `let k1_${a} = min(k0_${a} + i32(KT_${a}), n_${a}) - 1;
-  let if_${a} = na_inverse_${a}(k0_${a} * params.dil_${a} + g_${a}, params.len_${a}, params.dil_${a}, params.str_${a});
-  let il_${a} = na_inverse_${a}(k1_${a} * params.dil_${a} + g_${a}, params.len_${a}, params.dil_${a}, params.str_${a});
-  let ibs_${a} = (if_${a}.x - g_${a}) / params.dil_${a};
-  let ibe_${a} = (il_${a}.y - g_${a}) / params.dil_${a};
+    (a) => `let k1_${a} = ${tileLast(a, 'k0', 'KT')};
+  let if_${a} = ${naCall('inverse', a, origCoord(a, 'k0'))};
+  let il_${a} = ${naCall('inverse', a, origCoord(a, 'k1'))};
+  let ibs_${a} = ${groupCoord(a, `if_${a}.x`)};
+  let ibe_${a} = ${groupCoord(a, `il_${a}.y`)};
   let qlo_${a} = 0;
-  let qhi_${a} = (ibe_${a} - ibs_${a} + i32(QT_${a}) - 1) / i32(QT_${a});`,
+  let qhi_${a} = ${tilesOver(a, 'ibs', 'ibe', 'QT')};`,
   )}
-  ${decodeRowMajor('lid', 'l', A.map((a) => `KT_${a}`), 'll')}
-  ${per((a) => `let j_${a} = k0_${a} + l_${a};`)}
-  let kvalid = ${allAxesAnd((a) => `j_${a} < n_${a}`)};
+  ${ownRow(X, 'KT', 'k0', 'j', 'kvalid')}
   var kvrow = 0u;
   ${R.decl('kv', V.DW)}
   ${R.decl('vv', V.DVW)}
@@ -697,26 +802,28 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   var ife_${a} = 0;`)}
   if (kvalid) {
     ${per(
-      (a) => `let y_${a} = j_${a} * params.dil_${a} + g_${a};
-    let inv_${a} = na_inverse_${a}(y_${a}, params.len_${a}, params.dil_${a}, params.str_${a});
-    ifs_${a} = (inv_${a}.x - g_${a}) / params.dil_${a};
-    ife_${a} = (inv_${a}.y - g_${a}) / params.dil_${a};`,
+      (a) => `let y_${a} = ${origCoord(a, 'j')};
+    let inv_${a} = ${naCall('inverse', a, `y_${a}`)};
+    ifs_${a} = ${groupCoord(a, `inv_${a}.x`)};
+    ife_${a} = ${groupCoord(a, `inv_${a}.y`)};`,
       '\n    ',
     )}
-    kvrow = (b * params.tokens + ${tokenIndex('y', rank)}) * params.heads_kv + hk;
-    ${R.each(V.DW, (c, r) => `${r('kv')} = ${V.VF}(k_buf[kvrow * DW + ${c}]);`)}
-    ${R.each(V.DVW, (c, r) => `${r('vv')} = ${V.VF}(v_buf[kvrow * DVW + ${c}]);`)}
+    kvrow = ${rowIndex('y', rank, 'params.heads_kv', 'hk')};
+    ${loadRegs(R, V, 'kv', 'k_buf', 'kvrow', 'DW', V.DW)}
+    ${loadRegs(R, V, 'vv', 'v_buf', 'kvrow', 'DVW', V.DVW)}
   }
   for (var hh = 0u; hh < group_heads; hh++) {
     let h = hk * group_heads + hh;
-    ${queryLoop(`    workgroupBarrier();
-    for (var e = lid; e < BQ; e += BK) {
-      ${decodeRowMajor('e', 'm', A.map((a) => `QT_${a}`), 'mm')}
-      ${A.map((a) => `let i_${a} = ibs_${a} + qt_${a} * i32(QT_${a}) + m_${a};`).join('\n      ')}
-      let ok = ${allAxesAnd((a) => `i_${a} < ibe_${a}`)};
+    ${axisLoops(
+      rank,
+      'qt',
+      'qlo',
+      'qhi',
+      `    workgroupBarrier();
+    ${stageCoords(X, box)}
       if (ok) {
-        ${A.map((a) => `let x_${a} = i_${a} * params.dil_${a} + g_${a};`).join('\n        ')}
-        let row = (b * params.tokens + ${tokenIndex('x', rank)}) * params.heads + h;
+        ${A.map((a) => `let x_${a} = ${origCoord(a, 'i')};`).join('\n        ')}
+        let row = ${rowIndex('x', rank, 'params.heads', 'h')};
         qrow_sh[e] = i32(row);
         lse_sh[e] = lse_buf[row];
         dl_sh[e] = delta_buf[row];
@@ -727,53 +834,42 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
       }
     }
     workgroupBarrier();
-    for (var e = lid; e < BQ * DW; e += BK) {
-      let r = qrow_sh[e / DW];
-      let qs = ${swizzledStore('e', 'DW', QSW)};
-      if (r >= 0) { q_sh[qs] = q_buf[u32(r) * DW + e % DW]; } else { q_sh[qs] = ${V.VT}(); }
-    }
-    for (var e = lid; e < BQ * DVW; e += BK) {
-      let r = qrow_sh[e / DVW];
-      let os = ${swizzledStore('e', 'DVW', OSW)};
-      if (r >= 0) { do_sh[os] = do_buf[u32(r) * DVW + e % DVW]; } else { do_sh[os] = ${V.VT}(); }
-    }
+    ${stageRows(V, box, qRows, 'qrow_sh')}
+    ${stageRows(V, box, oRows, 'qrow_sh')}
     workgroupBarrier();
     if (kvalid) {
       // Exact inverse walk: per axis only the staged queries in [ifs, ife) (no window membership test).
-      ${per((a) => `let qb_${a} = ibs_${a} + qt_${a} * i32(QT_${a});
-      let mlo_${a} = max(ifs_${a} - qb_${a}, 0);
-      let mhi_${a} = min(ife_${a} - qb_${a}, i32(QT_${a}));`, '\n      ')}
-      ${inverseWalk(`let m = ${tileLinear(rank, 'm', 'QT')};
-        ${per((a) => `let i_${a} = qb_${a} + m_${a};`, '\n        ')}
-        let qsw = m & ${QSW}u;
-        let osw = m & ${OSW}u;
-        ${dotStmts(R, V, 'sdot', V.DW, (c, r) => [`${V.VF}(q_sh[m * DW + ${swizzledCol(c, 'qsw', QSW)}])`, r('kv')])}
-        var s = params.scale * sdot;
-        ${spec.rpb ? `s += f32(rpb_buf[${rpbIndexExpr(rank, spec.kernelSize, 'j', 'i')}]);` : ''}
-        let p = exp(s - lse_sh[m]);
-        ${dotStmts(R, V, 'dp', V.DVW, (c, r) => [`${V.VF}(do_sh[m * DVW + ${swizzledCol(c, 'osw', OSW)}])`, r('vv')])}
-        let ds = p * (dp - dl_sh[m]);
-        ${R.each(V.DVW, (c, r) => `${r('dva')} = fma(${V.VF}(p), ${V.VF}(do_sh[m * DVW + ${swizzledCol(c, 'osw', OSW)}]), ${r('dva')});`)}
-        ${R.each(V.DW, (c, r) => `${r('dka')} = fma(${V.VF}(ds), ${V.VF}(q_sh[m * DW + ${swizzledCol(c, 'qsw', QSW)}]), ${r('dka')});`)}`)}
-    }`)}
+      ${walkBounds(X, box, (a) => `ifs_${a}`, (a) => `ife_${a}`)}
+      ${stagedWalk(
+        rank,
+        `${recomputeDs({
+          X,
+          R,
+          V,
+          box,
+          qkRows: qRows,
+          dovRows: oRows,
+          qk: (c, r) => [stagedAt(V, qRows, c), r('kv')],
+          dov: (c, r) => [stagedAt(V, oRows, c), r('vv')],
+          spec,
+          lse: 'lse_sh[m]',
+          delta: 'dl_sh[m]',
+        })}
+        ${accumulate(R, V, 'dva', V.DVW, 'p', oRows)}
+        ${accumulate(R, V, 'dka', V.DW, 'ds', qRows)}`,
+      )}
+    }`,
+      '\n',
+      '\n  ',
+    )}
   }
   if (kvalid) {
-    ${R.eachScalar(D, (c, x) => `dk_buf[kvrow * D + ${c}] = ${T}(params.scale * ${x('dka')});`)}
-    ${R.eachScalar(DV, (c, x) => `dv_buf[kvrow * DV + ${c}] = ${T}(${x('dva')});`)}
+    ${storeRow(R, 'dka', D, 'dk_buf', 'kvrow', 'D', (x) => `${T}(params.scale * ${x})`)}
+    ${storeRow(R, 'dva', DV, 'dv_buf', 'kvrow', 'DV', (x) => `${T}(${x})`)}
   }
 }
 `;
-  return {
-    key: kernelKey(family, GEN, spec),
-    code,
-    entryPoint: 'main',
-    workgroupSize: [BK, 1, 1],
-    bindings: bindings.map(({ name, access }) => ({ name, access })),
-    uniforms,
-    workgroupBytes: dkvWorkgroupBytes(rank, D, DV, spec.dtype, BQ),
-    features: spec.dtype === 'float16' ? ['shader-f16'] : [],
-    bufferNames: names,
-  };
+  return namedKernel(family, spec, code, BK, bindings, uniforms, dkvWorkgroupBytes(rank, D, DV, spec.dtype, BQ));
 }
 
 export interface FusedBackwardDeltaSpec {
@@ -785,35 +881,17 @@ export interface FusedBackwardDeltaSpec {
 export function generateFusedBackwardDelta(spec: FusedBackwardDeltaSpec): NamedKernel {
   const T = wgslType(spec.dtype);
   const family = 'na-fused-backward-delta';
-  const bindings: (StorageBinding & { elem: string })[] = [
-    { name: 'o_buf', access: 'read', elem: T },
-    { name: 'do_buf', access: 'read', elem: T },
-    { name: 'delta_buf', access: 'read_write', elem: 'f32' },
-  ];
-  const uniforms: UniformField[] = [{ name: 'rows', type: 'u32' }];
-  const code = `${header(family, spec, { DV: u(spec.dimV), WG: u(WG_1D) })}
-${storageDecls(bindings)}
-${uniformDecl(uniforms, bindings.length)}
-@compute @workgroup_size(${WG_1D})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let row = (wid.x + wid.y * nwg.x) * WG + lid;
-  if (row >= params.rows) { return; }
+  const bindings = [bind('o_buf', 'read', T, 'output'), bind('do_buf', 'read', T, 'gradOutput'), bind('delta_buf', 'read_write', 'f32', 'delta')];
+  const uniforms = fields('u32', ['rows']);
+  const code = `${moduleHead(family, spec, { DV: u(spec.dimV), WG: u(WG_1D) }, bindings, uniforms)}
+${entryPoint(WG_1D)}
+  ${flatInvocation('row', 'params.rows')}
   var acc = 0.0;
   for (var c = 0u; c < DV; c++) { acc += f32(do_buf[row * DV + c]) * f32(o_buf[row * DV + c]); }
   delta_buf[row] = acc;
 }
 `;
-  return {
-    key: kernelKey(family, GEN, spec),
-    code,
-    entryPoint: 'main',
-    workgroupSize: [WG_1D, 1, 1],
-    bindings: bindings.map(({ name, access }) => ({ name, access })),
-    uniforms,
-    workgroupBytes: 0,
-    features: spec.dtype === 'float16' ? ['shader-f16'] : [],
-    bufferNames: ['output', 'gradOutput', 'delta'],
-  };
+  return namedKernel(family, spec, code, WG_1D, bindings, uniforms, 0);
 }
 
 export interface FusedBackwardDqReduceSpec {
@@ -824,37 +902,17 @@ export interface FusedBackwardDqReduceSpec {
 export function generateFusedBackwardDqReduce(spec: FusedBackwardDqReduceSpec): NamedKernel {
   const T = wgslType(spec.dtype);
   const family = 'na-fused-backward-dq-reduce';
-  const bindings: (StorageBinding & { elem: string })[] = [
-    { name: 'part_buf', access: 'read', elem: 'f32' },
-    { name: 'dq_buf', access: 'read_write', elem: T },
-  ];
-  const uniforms: UniformField[] = [
-    { name: 'count', type: 'u32' },
-    { name: 'splits', type: 'u32' },
-  ];
-  const code = `${header(family, spec, { WG: u(WG_1D) })}
-${storageDecls(bindings)}
-${uniformDecl(uniforms, bindings.length)}
-@compute @workgroup_size(${WG_1D})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let i = (wid.x + wid.y * nwg.x) * WG + lid;
-  if (i >= params.count) { return; }
+  const bindings = [bind('part_buf', 'read', 'f32', 'dqPartial'), bind('dq_buf', 'read_write', T, 'gradQuery')];
+  const uniforms = fields('u32', ['count', 'splits']);
+  const code = `${moduleHead(family, spec, { WG: u(WG_1D) }, bindings, uniforms)}
+${entryPoint(WG_1D)}
+  ${flatInvocation('i', 'params.count')}
   var acc = 0.0;
   for (var s = 0u; s < params.splits; s++) { acc += part_buf[s * params.count + i]; }
   dq_buf[i] = ${T}(acc);
 }
 `;
-  return {
-    key: kernelKey(family, GEN, spec),
-    code,
-    entryPoint: 'main',
-    workgroupSize: [WG_1D, 1, 1],
-    bindings: bindings.map(({ name, access }) => ({ name, access })),
-    uniforms,
-    workgroupBytes: 0,
-    features: spec.dtype === 'float16' ? ['shader-f16'] : [],
-    bufferNames: ['dqPartial', 'gradQuery'],
-  };
+  return namedKernel(family, spec, code, WG_1D, bindings, uniforms, 0);
 }
 
 export interface FusedBackwardRpbReduceSpec {
@@ -873,20 +931,11 @@ export function generateFusedBackwardRpbReduce(spec: FusedBackwardRpbReduceSpec)
   const T = wgslType(spec.dtype);
   const family = 'na-fused-backward-rpb-reduce';
   const A = axes(rank);
-  const bindings: (StorageBinding & { elem: string })[] = [
-    { name: 'ds_buf', access: 'read', elem: 'f32' },
-    { name: 'drpb_buf', access: 'read_write', elem: T },
-  ];
-  const uniforms: UniformField[] = [
-    { name: 'batch', type: 'u32' },
-    { name: 'heads', type: 'u32' },
-    { name: 'tokens', type: 'u32' },
-    { name: 'cells', type: 'u32' },
-    ...axisUniforms(rank),
-  ];
+  const bindings = [bind('ds_buf', 'read', 'f32', 'dsScratch'), bind('drpb_buf', 'read_write', T, 'gradRpb')];
+  const uniforms = [...fields('u32', ['batch', 'heads', 'tokens', 'cells']), ...axisUniforms(rank)];
   const consts: Record<string, string | number> = { RANK: u(rank), WG: u(WG_1D), NSLOTS: u(product(spec.kernelSize)) };
   for (const a of A) consts[`KS_${a}`] = `${spec.kernelSize[a] as number}i`;
-  let body = `acc += ds_buf[((b * params.tokens + ${tokenIndex('x', rank)}) * params.heads + h) * NSLOTS + ${A.reduce(
+  let body = `acc += ds_buf[(${rowIndex('x', rank, 'params.heads', 'h')}) * NSLOTS + ${A.reduce(
     (e, a) => (a === 0 ? 'u32(t_0)' : `(${e} * u32(KS_${a}) + u32(t_${a}))`),
     '',
   )}];`;
@@ -894,20 +943,16 @@ export function generateFusedBackwardRpbReduce(spec: FusedBackwardRpbReduceSpec)
     body = `for (var x_${a} = 0; x_${a} < params.len_${a}; x_${a}++) {
       let y_${a} = x_${a} + off_${a} * params.dil_${a};
       if (y_${a} < 0 || y_${a} >= params.len_${a}) { continue; }
-      let w_${a} = na_window_${a}(x_${a}, params.len_${a}, params.dil_${a}, params.str_${a});
+      let w_${a} = ${naCall('window', a, `x_${a}`)};
       let t_${a} = (y_${a} - w_${a}.x) / params.dil_${a};
       if (y_${a} < w_${a}.x || t_${a} >= w_${a}.y) { continue; }
       ${body}
     }`;
   }
-  const code = `${header(family, spec, consts)}
-${storageDecls(bindings)}
-${uniformDecl(uniforms, bindings.length)}
+  const code = `${moduleHead(family, spec, consts, bindings, uniforms)}
 ${windowFunctions(spec.kernelSize, spec.causal)}
-@compute @workgroup_size(${WG_1D})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let idx = (wid.x + wid.y * nwg.x) * WG + lid;
-  if (idx >= params.heads * params.cells) { return; }
+${entryPoint(WG_1D)}
+  ${flatInvocation('idx', 'params.heads * params.cells')}
   let h = idx / params.cells;
   ${decodeRowMajor('idx % params.cells', 'r', A.map((a) => `u32(2 * KS_${a} - 1)`), 'rr')}
   ${A.map((a) => `let off_${a} = r_${a} - (KS_${a} - 1);`).join('\n  ')}
@@ -918,17 +963,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   drpb_buf[idx] = ${T}(acc);
 }
 `;
-  return {
-    key: kernelKey(family, GEN, spec),
-    code,
-    entryPoint: 'main',
-    workgroupSize: [WG_1D, 1, 1],
-    bindings: bindings.map(({ name, access }) => ({ name, access })),
-    uniforms,
-    workgroupBytes: 0,
-    features: spec.dtype === 'float16' ? ['shader-f16'] : [],
-    bufferNames: ['dsScratch', 'gradRpb'],
-  };
+  return namedKernel(family, spec, code, WG_1D, bindings, uniforms, 0);
 }
 
 /** A kernel plus the names of the buffers it binds, in binding order. */

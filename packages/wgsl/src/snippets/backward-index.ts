@@ -34,3 +34,66 @@ export function axisUniformNames(rank: number): string[] {
   for (const a of axes(rank)) out.push(`len_${a}`, `dil_${a}`, `str_${a}`);
   return out;
 }
+
+/** Per-axis text builders for one rank: statements per axis, and any/all conditions over the axes. */
+export interface AxisText {
+  readonly A: readonly number[];
+  /** `f(a)` for every axis, joined by `sep` (a newline plus the indentation of the first). */
+  per(f: (a: number) => string, sep?: string): string;
+  /** `f(0) || f(1) || ...`. */
+  any(f: (a: number) => string): string;
+  /** `f(0) && f(1) && ...`. */
+  all(f: (a: number) => string): string;
+}
+
+export function axisText(rank: number): AxisText {
+  const A = axes(rank);
+  return {
+    A,
+    per: (f, sep = '\n  ') => A.map(f).join(sep),
+    any: (f) => A.map(f).join(' || '),
+    all: (f) => A.map(f).join(' && '),
+  };
+}
+
+/** Original coordinate of group coordinate `${c}_a` in dilation group `g_a`: x = x' * d + g. */
+export function origCoord(a: number, c: string): string {
+  return `${c}_${a} * params.dil_${a} + g_${a}`;
+}
+
+/** Group coordinate of the original-coordinate expression `x` (in group `g_a`): x' = (x - g) / d. */
+export function groupCoord(a: number, x: string): string {
+  return `(${x} - g_${a}) / params.dil_${a}`;
+}
+
+/** Call of the per-axis window function (`na_window_a` / `na_inverse_a` from snippets/window.ts) at original coordinate `x`. */
+export function naCall(fn: 'window' | 'inverse', a: number, x: string): string {
+  return `na_${fn}_${a}(${x}, params.len_${a}, params.dil_${a}, params.str_${a})`;
+}
+
+/** Row of the token at original coordinates `${prefix}_a` in a [batch, tokens, heads, .] tensor: (b * tokens + token) * heads + head. */
+export function rowIndex(prefix: string, rank: number, heads: string, head: string): string {
+  return `(b * params.tokens + ${tokenIndex(prefix, rank)}) * ${heads} + ${head}`;
+}
+
+/**
+ * Flat workgroup index `lin` (guarded by `params.total`) decoded mixed-radix into `fields` (name, radix), fastest
+ * first, through a `rest` variable; the last quotient is `last`. Needs at least two fields.
+ */
+export function decodeWorkgroup(fields: readonly (readonly [string, string])[], last: string): string {
+  const lines = ['let lin = wid.x + wid.y * nwg.x;', 'if (lin >= params.total) { return; }'];
+  fields.forEach(([name, radix], i) => {
+    const src = i === 0 ? 'lin' : 'rest';
+    lines.push(`let ${name} = ${src} % ${radix};`);
+    if (i === fields.length - 1) lines.push(`let ${last} = ${src} / ${radix};`);
+    else lines.push(i === 0 ? `var rest = lin / ${radix};` : `rest = rest / ${radix};`);
+  });
+  return lines.join('\n  ');
+}
+
+/** Nested loops `${v}_a` over [`${lo}_a`, `${hi}_a`), axis 0 outermost, around `body`; `open`/`close` carry each level's indentation. */
+export function axisLoops(rank: number, v: string, lo: string, hi: string, body: string, open: string, close: string): string {
+  let s = body;
+  for (let a = rank - 1; a >= 0; a--) s = `for (var ${v}_${a} = ${lo}_${a}; ${v}_${a} < ${hi}_${a}; ${v}_${a}++) {${open}${s}${close}}`;
+  return s;
+}
