@@ -21,20 +21,32 @@ import {
   toFloat64Values,
 } from '@natten-web/core';
 
-/** One spatial axis, with its per-coordinate window and inverse-window tables (original coordinates). */
-export interface Axis {
+/**
+ * Per-coordinate neighbour lists of one axis, stored flat: coordinate i owns entries
+ * `first[i] .. first[i+1]-1`, each naming the other coordinate, the slot index along the axis and the
+ * rpb index along the axis, `(j - x) / d + K - 1`.
+ */
+interface AxisLists {
+  readonly first: Int32Array;
+  readonly token: Int32Array;
+  readonly slot: Int32Array;
+  readonly bias: Int32Array;
+  /** Length of the longest list. */
+  readonly longest: number;
+}
+
+/** One spatial axis: its extents and its window and inverse-window lists (original coordinates). */
+interface Axis {
   /** Extent L. */
   readonly length: number;
   /** Kernel size K (1 on padding axes). */
   readonly kernel: number;
-  /** Dilation d: slot t holds key `start + t*d`, inverse queries step by d. */
-  readonly dilation: number;
   /** Extent of the rpb along this axis, 2K-1. */
   readonly rpbExtent: number;
-  readonly start: Int32Array;
-  readonly count: Int32Array;
-  readonly invFirst: Int32Array;
-  readonly invEnd: Int32Array;
+  /** For query x: its valid slots t in increasing order, holding keys `start(x) + t*d`. */
+  readonly window: AxisLists;
+  /** For key j: the queries attending j (`invFirst(j)`, stepping by d, below `invEnd(j)`), with j's slot in each one's window. */
+  readonly inverse: AxisLists;
 }
 
 /** The three (padded) axes of a problem. */
@@ -44,31 +56,59 @@ export interface Geometry {
   readonly tokens: number;
   /** Number of slots per query P = K0*K1*K2. */
   readonly slots: number;
+  /** Number of rpb entries per head, (2K0-1)(2K1-1)(2K2-1). */
+  readonly biasSize: number;
 }
 
-const UNIT_AXIS: Axis = {
-  length: 1,
-  kernel: 1,
-  dilation: 1,
-  rpbExtent: 1,
-  start: Int32Array.of(0),
-  count: Int32Array.of(1),
-  invFirst: Int32Array.of(0),
-  invEnd: Int32Array.of(1),
-};
+type AddEntry = (other: number, slot: number, bias: number) => void;
+
+/** Collect the lists of coordinates `0..L-1`, each filled by `fill(i, add)` in list order. */
+function collectLists(L: number, fill: (i: number, add: AddEntry) => void): AxisLists {
+  const first = new Int32Array(L + 1);
+  const token: number[] = [];
+  const slot: number[] = [];
+  const bias: number[] = [];
+  const add: AddEntry = (other, t, r) => {
+    token.push(other);
+    slot.push(t);
+    bias.push(r);
+  };
+  let longest = 0;
+  for (let i = 0; i < L; i++) {
+    first[i] = token.length;
+    fill(i, add);
+    longest = Math.max(longest, token.length - (first[i] as number));
+  }
+  first[L] = token.length;
+  return { first, token: Int32Array.from(token), slot: Int32Array.from(slot), bias: Int32Array.from(bias), longest };
+}
 
 function toAxis(t: AxisTables): Axis {
-  return {
-    length: t.params.length,
-    kernel: t.params.kernelSize,
-    dilation: t.params.dilation,
-    rpbExtent: 2 * t.params.kernelSize - 1,
-    start: t.start,
-    count: t.count,
-    invFirst: t.invFirst,
-    invEnd: t.invEnd,
-  };
+  const { length, kernelSize: K, dilation: d } = t.params;
+  const window = collectLists(length, (x, add) => {
+    const s = t.start[x] as number;
+    const c = t.count[x] as number;
+    for (let u = 0; u < c; u++) {
+      const j = s + u * d;
+      add(j, u, (j - x) / d + K - 1);
+    }
+  });
+  // The inverse ranges are exact: every x listed has j in its window, so no membership test is needed.
+  const inverse = collectLists(length, (j, add) => {
+    const e = t.invEnd[j] as number;
+    for (let x = t.invFirst[j] as number; x < e; x += d) add(x, (j - (t.start[x] as number)) / d, (j - x) / d + K - 1);
+  });
+  return { length, kernel: K, rpbExtent: 2 * K - 1, window, inverse };
 }
+
+const UNIT_LISTS: AxisLists = {
+  first: Int32Array.of(0, 1),
+  token: Int32Array.of(0),
+  slot: Int32Array.of(0),
+  bias: Int32Array.of(0),
+  longest: 1,
+};
+const UNIT_AXIS: Axis = { length: 1, kernel: 1, rpbExtent: 1, window: UNIT_LISTS, inverse: UNIT_LISTS };
 
 /** Build the padded three-axis geometry from validated parameters and spatial extents. */
 export function buildGeometry(params: NaParams, spatial: readonly number[]): Geometry {
@@ -79,55 +119,79 @@ export function buildGeometry(params: NaParams, spatial: readonly number[]): Geo
     axes: [a0, a1, a2],
     tokens: a0.length * a1.length * a2.length,
     slots: a0.kernel * a1.kernel * a2.kernel,
+    biasSize: a0.rpbExtent * a1.rpbExtent * a2.rpbExtent,
   };
 }
 
 /**
- * The inverse-neighborhood gather (NATTEN's "IN" kernel) shared by the BMM backwards: for every key j,
- * `out[bh, j, :] += sum over the queries x attending j of weights[bh, x, t(x, j)] * rows[bh, x, :]`, where
- * `t(x, j)` is j's slot in x's window (per axis `(j - start(x)) / d`, row-major). `weights` is [BH, N, P];
- * `rows` and `out` are [BH, N, D]. The inverse ranges are exact, so no membership test is needed.
+ * The neighbours of one token at a time, flattened over the three axes in row-major order (the order
+ * every kernel accumulates in). `load(i)` fills the first `n` entries and returns `n`; the arrays are
+ * reused by the next `load`.
  */
-export function gatherInverse(geo: Geometry, bhCount: number, weights: Float64Array, rows: Float64Array, out: Float64Array, D: number): void {
+export interface NeighborList {
+  /** The other token: the key `n_t(x)` of a query's slot, or a query x attending a key. */
+  readonly tokens: Int32Array;
+  /** The slot t of the pair in the query's window, `(t0*K1 + t1)*K2 + t2`. */
+  readonly slots: Int32Array;
+  /** The pair's rpb index within one head, `(r0*R1 + r1)*R2 + r2` with `r = (j - x)/d + K - 1`. */
+  readonly bias: Int32Array;
+  load(i: number): number;
+}
+
+/**
+ * Neighbour lists of a geometry: `'window'` lists a query's valid slots (NATTEN's PN/NN side),
+ * `'inverse'` lists the queries attending a key (the IN side).
+ */
+export function neighborList(geo: Geometry, side: 'window' | 'inverse'): NeighborList {
   const [A0, A1, A2] = geo.axes;
-  const L0 = A0.length;
-  const L1 = A1.length;
-  const L2 = A2.length;
-  const K1 = A1.kernel;
-  const K2 = A2.kernel;
-  const d0 = A0.dilation;
-  const d1 = A1.dilation;
-  const d2 = A2.dilation;
-  const N = geo.tokens;
-  const P = geo.slots;
-  for (let bh = 0; bh < bhCount; bh++) {
-    for (let j0 = 0; j0 < L0; j0++) {
-      const f0 = A0.invFirst[j0] as number;
-      const e0 = A0.invEnd[j0] as number;
-      for (let j1 = 0; j1 < L1; j1++) {
-        const f1 = A1.invFirst[j1] as number;
-        const e1 = A1.invEnd[j1] as number;
-        for (let j2 = 0; j2 < L2; j2++) {
-          const f2 = A2.invFirst[j2] as number;
-          const e2 = A2.invEnd[j2] as number;
-          const jOff = (bh * N + (j0 * L1 + j1) * L2 + j2) * D;
-          for (let x0 = f0; x0 < e0; x0 += d0) {
-            const t0 = (j0 - (A0.start[x0] as number)) / d0;
-            for (let x1 = f1; x1 < e1; x1 += d1) {
-              const t01 = t0 * K1 + (j1 - (A1.start[x1] as number)) / d1;
-              for (let x2 = f2; x2 < e2; x2 += d2) {
-                const t = t01 * K2 + (j2 - (A2.start[x2] as number)) / d2;
-                const xi = (x0 * L1 + x1) * L2 + x2;
-                const w = weights[(bh * N + xi) * P + t] as number;
-                const xOff = (bh * N + xi) * D;
-                for (let c = 0; c < D; c++) out[jOff + c] = (out[jOff + c] as number) + w * (rows[xOff + c] as number);
-              }
-            }
-          }
+  const [l0, l1, l2] = [A0[side], A1[side], A2[side]];
+  const [L1, L2] = [A1.length, A2.length];
+  const [K1, K2] = [A1.kernel, A2.kernel];
+  const [R1, R2] = [A1.rpbExtent, A2.rpbExtent];
+  const capacity = l0.longest * l1.longest * l2.longest;
+  const tokens = new Int32Array(capacity);
+  const slots = new Int32Array(capacity);
+  const bias = new Int32Array(capacity);
+  const load = (i: number): number => {
+    const i2 = i % L2;
+    const i01 = (i - i2) / L2;
+    const i1 = i01 % L1;
+    const i0 = (i01 - i1) / L1;
+    const e0 = l0.first[i0 + 1] as number;
+    const e1 = l1.first[i1 + 1] as number;
+    const e2 = l2.first[i2 + 1] as number;
+    let n = 0;
+    for (let u0 = l0.first[i0] as number; u0 < e0; u0++) {
+      const tok0 = (l0.token[u0] as number) * L1;
+      const slot0 = (l0.slot[u0] as number) * K1;
+      const bias0 = (l0.bias[u0] as number) * R1;
+      for (let u1 = l1.first[i1] as number; u1 < e1; u1++) {
+        const tok01 = (tok0 + (l1.token[u1] as number)) * L2;
+        const slot01 = (slot0 + (l1.slot[u1] as number)) * K2;
+        const bias01 = (bias0 + (l1.bias[u1] as number)) * R2;
+        for (let u2 = l2.first[i2] as number; u2 < e2; u2++) {
+          tokens[n] = tok01 + (l2.token[u2] as number);
+          slots[n] = slot01 + (l2.slot[u2] as number);
+          bias[n] = bias01 + (l2.bias[u2] as number);
+          n++;
         }
       }
     }
-  }
+    return n;
+  };
+  return { tokens, slots, bias, load };
+}
+
+/** `sum_c a[aOff + c] * b[bOff + c]` over c < n, accumulated in order in f64. */
+export function dot(a: Float64Array, aOff: number, b: Float64Array, bOff: number, n: number): number {
+  let acc = 0;
+  for (let c = 0; c < n; c++) acc += (a[aOff + c] as number) * (b[bOff + c] as number);
+  return acc;
+}
+
+/** `out[oOff + c] += w * x[xOff + c]` over c < n. */
+export function axpy(out: Float64Array, oOff: number, w: number, x: Float64Array, xOff: number, n: number): void {
+  for (let c = 0; c < n; c++) out[oOff + c] = (out[oOff + c] as number) + w * (x[xOff + c] as number);
 }
 
 /**

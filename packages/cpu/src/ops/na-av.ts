@@ -13,7 +13,8 @@ import {
   opName,
   type Tensor,
 } from '@natten-web/core';
-import { buildGeometry, checkAllData, checkRank, gatherInverse, readValues, writeValues } from '../common.ts';
+import { buildGeometry, checkAllData, checkRank, readValues, writeValues } from '../common.ts';
+import { inverseNeighborhood, neighborhoodNeighborhood, pointwiseNeighborhood } from '../kernels.ts';
 import type { BmmOptions } from './na-qk.ts';
 
 /**
@@ -26,51 +27,10 @@ export function avForward(rank: NaRank, args: AvForwardArgs): void {
   const p = checkAvForward(op, rank, args);
   checkAllData(op, { output: args.output, attn: args.attn, value: args.value });
   const geo = buildGeometry(p.params, p.spatial);
-  const [A0, A1, A2] = geo.axes;
-  const L0 = A0.length;
-  const L1 = A1.length;
-  const L2 = A2.length;
-  const K1 = A1.kernel;
-  const K2 = A2.kernel;
-  const d0 = A0.dilation;
-  const d1 = A1.dilation;
-  const d2 = A2.dilation;
-  const N = geo.tokens;
-  const P = geo.slots;
-  const D = p.dim;
   const attn = readValues(args.attn);
   const v = readValues(args.value);
   const out = new Float64Array(v.length);
-
-  for (let bh = 0; bh < p.batch * p.heads; bh++) {
-    for (let x0 = 0; x0 < L0; x0++) {
-      const s0 = A0.start[x0] as number;
-      const c0 = A0.count[x0] as number;
-      for (let x1 = 0; x1 < L1; x1++) {
-        const s1 = A1.start[x1] as number;
-        const c1 = A1.count[x1] as number;
-        for (let x2 = 0; x2 < L2; x2++) {
-          const s2 = A2.start[x2] as number;
-          const c2 = A2.count[x2] as number;
-          const xi = (x0 * L1 + x1) * L2 + x2;
-          const oOff = (bh * N + xi) * D;
-          const aOff = (bh * N + xi) * P;
-          for (let t0 = 0; t0 < c0; t0++) {
-            const j0 = s0 + t0 * d0;
-            for (let t1 = 0; t1 < c1; t1++) {
-              const j1 = s1 + t1 * d1;
-              for (let t2 = 0; t2 < c2; t2++) {
-                const j2 = s2 + t2 * d2;
-                const vOff = (bh * N + (j0 * L1 + j1) * L2 + j2) * D;
-                const a = attn[aOff + (t0 * K1 + t1) * K2 + t2] as number;
-                for (let c = 0; c < D; c++) out[oOff + c] = (out[oOff + c] as number) + a * (v[vOff + c] as number);
-              }
-            }
-          }
-        }
-      }
-    }
-  }
+  neighborhoodNeighborhood(geo, p.batch * p.heads, attn, v, p.dim, out);
   writeValues(args.output, out);
 }
 
@@ -91,58 +51,14 @@ export function avBackward(rank: NaRank, args: AvBackwardArgs): void {
     value: args.value,
   });
   const geo = buildGeometry(p.params, p.spatial);
-  const [A0, A1, A2] = geo.axes;
-  const L0 = A0.length;
-  const L1 = A1.length;
-  const L2 = A2.length;
-  const K1 = A1.kernel;
-  const K2 = A2.kernel;
-  const d0 = A0.dilation;
-  const d1 = A1.dilation;
-  const d2 = A2.dilation;
-  const N = geo.tokens;
-  const P = geo.slots;
-  const D = p.dim;
   const attn = readValues(args.attn);
   const v = readValues(args.value);
   const dO = readValues(args.gradOutput);
+  // d_attn is zero in invalid slots, which the PN kernel leaves untouched.
   const dA = new Float64Array(attn.length);
   const dv = new Float64Array(v.length);
-
-  // Pass A, per query: d_attn (zero in invalid slots, which stay untouched).
-  for (let bh = 0; bh < p.batch * p.heads; bh++) {
-    for (let x0 = 0; x0 < L0; x0++) {
-      const s0 = A0.start[x0] as number;
-      const c0 = A0.count[x0] as number;
-      for (let x1 = 0; x1 < L1; x1++) {
-        const s1 = A1.start[x1] as number;
-        const c1 = A1.count[x1] as number;
-        for (let x2 = 0; x2 < L2; x2++) {
-          const s2 = A2.start[x2] as number;
-          const c2 = A2.count[x2] as number;
-          const xi = (x0 * L1 + x1) * L2 + x2;
-          const oOff = (bh * N + xi) * D;
-          const aOff = (bh * N + xi) * P;
-          for (let t0 = 0; t0 < c0; t0++) {
-            const j0 = s0 + t0 * d0;
-            for (let t1 = 0; t1 < c1; t1++) {
-              const j1 = s1 + t1 * d1;
-              for (let t2 = 0; t2 < c2; t2++) {
-                const j2 = s2 + t2 * d2;
-                const vOff = (bh * N + (j0 * L1 + j1) * L2 + j2) * D;
-                let dot = 0;
-                for (let c = 0; c < D; c++) dot += (dO[oOff + c] as number) * (v[vOff + c] as number);
-                dA[aOff + (t0 * K1 + t1) * K2 + t2] = dot;
-              }
-            }
-          }
-        }
-      }
-    }
-  }
-
-  // Pass B, per key: dV over the inverse neighborhood.
-  gatherInverse(geo, p.batch * p.heads, attn, dO, dv, D);
+  pointwiseNeighborhood(geo, p.batch * p.heads, p.heads, dO, v, p.dim, null, dA);
+  inverseNeighborhood(geo, p.batch * p.heads, attn, dO, p.dim, dv);
 
   writeValues(args.gradAttn, dA);
   writeValues(args.gradValue, dv);

@@ -17,7 +17,7 @@ import {
   opName,
   type Tensor,
 } from '@natten-web/core';
-import { buildGeometry, checkAllData, checkRank, readValues, writeValues } from '../common.ts';
+import { axpy, buildGeometry, checkAllData, checkRank, dot, neighborList, readValues, writeValues } from '../common.ts';
 
 /** Options of the fused forward beyond NATTEN v0.17.5's seed signature. */
 export interface FusedForwardOptions<R extends NaRank> {
@@ -58,19 +58,6 @@ export function fusedForward(rank: NaRank, args: FusedForwardArgs): void {
     logsumexp: args.logsumexp,
   });
   const geo = buildGeometry(p.params, p.spatial);
-  const [A0, A1, A2] = geo.axes;
-  const L0 = A0.length;
-  const L1 = A1.length;
-  const L2 = A2.length;
-  const K0 = A0.kernel;
-  const K1 = A1.kernel;
-  const K2 = A2.kernel;
-  const d0 = A0.dilation;
-  const d1 = A1.dilation;
-  const d2 = A2.dilation;
-  const R0 = A0.rpbExtent;
-  const R1 = A1.rpbExtent;
-  const R2 = A2.rpbExtent;
   const N = geo.tokens;
   const B = p.batch;
   const H = p.heads;
@@ -87,61 +74,36 @@ export function fusedForward(rank: NaRank, args: FusedForwardArgs): void {
   const out = new Float64Array(B * N * H * Dv);
   const lse = new Float64Array(B * N * H);
   const logits = new Float64Array(geo.slots);
-  const keys = new Int32Array(geo.slots);
+  const win = neighborList(geo, 'window');
+  const { tokens, bias } = win;
 
   for (let b = 0; b < B; b++) {
-    for (let x0 = 0; x0 < L0; x0++) {
-      const s0 = A0.start[x0] as number;
-      const c0 = A0.count[x0] as number;
-      for (let x1 = 0; x1 < L1; x1++) {
-        const s1 = A1.start[x1] as number;
-        const c1 = A1.count[x1] as number;
-        for (let x2 = 0; x2 < L2; x2++) {
-          const s2 = A2.start[x2] as number;
-          const c2 = A2.count[x2] as number;
-          const xi = (x0 * L1 + x1) * L2 + x2;
-          for (let h = 0; h < H; h++) {
-            const hk = Math.floor(h / G);
-            const qOff = ((b * N + xi) * H + h) * D;
-            let n = 0;
-            let m = Number.NEGATIVE_INFINITY;
-            for (let t0 = 0; t0 < c0; t0++) {
-              const j0 = s0 + t0 * d0;
-              const r0 = (j0 - x0) / d0 + K0 - 1;
-              for (let t1 = 0; t1 < c1; t1++) {
-                const j1 = s1 + t1 * d1;
-                const r01 = (h * R0 + r0) * R1 + (j1 - x1) / d1 + K1 - 1;
-                for (let t2 = 0; t2 < c2; t2++) {
-                  const j2 = s2 + t2 * d2;
-                  const ji = (j0 * L1 + j1) * L2 + j2;
-                  const kOff = ((b * N + ji) * Hkv + hk) * D;
-                  let dot = 0;
-                  for (let c = 0; c < D; c++) dot += (q[qOff + c] as number) * (k[kOff + c] as number);
-                  let s = scale * dot;
-                  if (rpb) s += rpb[r01 * R2 + (j2 - x2) / d2 + K2 - 1] as number;
-                  logits[n] = s;
-                  keys[n] = ji;
-                  n++;
-                  if (s > m) m = s;
-                }
-              }
-            }
-            let sum = 0;
-            for (let i = 0; i < n; i++) {
-              const e = Math.exp((logits[i] as number) - m);
-              logits[i] = e;
-              sum += e;
-            }
-            const inv = 1 / sum;
-            const oOff = ((b * N + xi) * H + h) * Dv;
-            for (let i = 0; i < n; i++) {
-              const w = (logits[i] as number) * inv;
-              const vOff = ((b * N + (keys[i] as number)) * Hkv + hk) * Dv;
-              for (let c = 0; c < Dv; c++) out[oOff + c] = (out[oOff + c] as number) + w * (v[vOff + c] as number);
-            }
-            lse[(b * N + xi) * H + h] = m + Math.log(sum);
-          }
+    for (let xi = 0; xi < N; xi++) {
+      const n = win.load(xi);
+      for (let h = 0; h < H; h++) {
+        const hk = Math.floor(h / G);
+        const row = (b * N + xi) * H + h;
+        const qOff = row * D;
+        const hBias = h * geo.biasSize;
+        let m = Number.NEGATIVE_INFINITY;
+        for (let i = 0; i < n; i++) {
+          let s = scale * dot(q, qOff, k, ((b * N + (tokens[i] as number)) * Hkv + hk) * D, D);
+          if (rpb) s += rpb[hBias + (bias[i] as number)] as number;
+          logits[i] = s;
+          if (s > m) m = s;
         }
+        let sum = 0;
+        for (let i = 0; i < n; i++) {
+          const e = Math.exp((logits[i] as number) - m);
+          logits[i] = e;
+          sum += e;
+        }
+        const inv = 1 / sum;
+        for (let i = 0; i < n; i++) {
+          const vOff = ((b * N + (tokens[i] as number)) * Hkv + hk) * Dv;
+          axpy(out, row * Dv, (logits[i] as number) * inv, v, vOff, Dv);
+        }
+        lse[row] = m + Math.log(sum);
       }
     }
   }
@@ -178,19 +140,6 @@ export function fusedBackward(rank: NaRank, args: FusedBackwardArgs): void {
     grad_rel_pos_bias: args.gradRpb,
   });
   const geo = buildGeometry(p.params, p.spatial);
-  const [A0, A1, A2] = geo.axes;
-  const L0 = A0.length;
-  const L1 = A1.length;
-  const L2 = A2.length;
-  const K0 = A0.kernel;
-  const K1 = A1.kernel;
-  const K2 = A2.kernel;
-  const d0 = A0.dilation;
-  const d1 = A1.dilation;
-  const d2 = A2.dilation;
-  const R0 = A0.rpbExtent;
-  const R1 = A1.rpbExtent;
-  const R2 = A2.rpbExtent;
   const N = geo.tokens;
   const B = p.batch;
   const H = p.heads;
@@ -214,105 +163,57 @@ export function fusedBackward(rank: NaRank, args: FusedBackwardArgs): void {
 
   // delta_x = sum_c dO_x[c] * O_x[c], one value per (b, x, h).
   const delta = new Float64Array(B * N * H);
-  for (let i = 0; i < delta.length; i++) {
-    const off = i * Dv;
-    let acc = 0;
-    for (let c = 0; c < Dv; c++) acc += (dO[off + c] as number) * (o[off + c] as number);
-    delta[i] = acc;
-  }
+  for (let i = 0; i < delta.length; i++) delta[i] = dot(dO, i * Dv, o, i * Dv, Dv);
 
   // Pass A, per query: dQ (and d_rpb).
+  const win = neighborList(geo, 'window');
   for (let b = 0; b < B; b++) {
-    for (let x0 = 0; x0 < L0; x0++) {
-      const s0 = A0.start[x0] as number;
-      const c0 = A0.count[x0] as number;
-      for (let x1 = 0; x1 < L1; x1++) {
-        const s1 = A1.start[x1] as number;
-        const c1 = A1.count[x1] as number;
-        for (let x2 = 0; x2 < L2; x2++) {
-          const s2 = A2.start[x2] as number;
-          const c2 = A2.count[x2] as number;
-          const xi = (x0 * L1 + x1) * L2 + x2;
-          for (let h = 0; h < H; h++) {
-            const hk = Math.floor(h / G);
-            const row = (b * N + xi) * H + h;
-            const qOff = row * D;
-            const oOff = row * Dv;
-            const l = lse[row] as number;
-            const dl = delta[row] as number;
-            for (let t0 = 0; t0 < c0; t0++) {
-              const j0 = s0 + t0 * d0;
-              const r0 = (j0 - x0) / d0 + K0 - 1;
-              for (let t1 = 0; t1 < c1; t1++) {
-                const j1 = s1 + t1 * d1;
-                const r01 = (h * R0 + r0) * R1 + (j1 - x1) / d1 + K1 - 1;
-                for (let t2 = 0; t2 < c2; t2++) {
-                  const j2 = s2 + t2 * d2;
-                  const ji = (j0 * L1 + j1) * L2 + j2;
-                  const kvRow = (b * N + ji) * Hkv + hk;
-                  const kOff = kvRow * D;
-                  const vOff = kvRow * Dv;
-                  let dot = 0;
-                  for (let c = 0; c < D; c++) dot += (q[qOff + c] as number) * (k[kOff + c] as number);
-                  const r = r01 * R2 + (j2 - x2) / d2 + K2 - 1;
-                  let s = scale * dot;
-                  if (rpb) s += rpb[r] as number;
-                  const prob = Math.exp(s - l);
-                  let dp = 0;
-                  for (let c = 0; c < Dv; c++) dp += (dO[oOff + c] as number) * (v[vOff + c] as number);
-                  const ds = prob * (dp - dl);
-                  const f = scale * ds;
-                  for (let c = 0; c < D; c++) dq[qOff + c] = (dq[qOff + c] as number) + f * (k[kOff + c] as number);
-                  if (drpb) drpb[r] = (drpb[r] as number) + ds;
-                }
-              }
-            }
-          }
+    for (let xi = 0; xi < N; xi++) {
+      const n = win.load(xi);
+      for (let h = 0; h < H; h++) {
+        const hk = Math.floor(h / G);
+        const row = (b * N + xi) * H + h;
+        const qOff = row * D;
+        const oOff = row * Dv;
+        const l = lse[row] as number;
+        const dl = delta[row] as number;
+        const hBias = h * geo.biasSize;
+        for (let i = 0; i < n; i++) {
+          const kvRow = (b * N + (win.tokens[i] as number)) * Hkv + hk;
+          const kOff = kvRow * D;
+          const r = hBias + (win.bias[i] as number);
+          let s = scale * dot(q, qOff, k, kOff, D);
+          if (rpb) s += rpb[r] as number;
+          const prob = Math.exp(s - l);
+          const ds = prob * (dot(dO, oOff, v, kvRow * Dv, Dv) - dl);
+          axpy(dq, qOff, scale * ds, k, kOff, D);
+          if (drpb) drpb[r] = (drpb[r] as number) + ds;
         }
       }
     }
   }
 
-  // Pass B, per key: dK and dV over the inverse neighborhood (exact ranges, no membership test).
+  // Pass B, per key: dK and dV over the inverse neighborhood, summed over the query heads of its GQA group.
+  const inv = neighborList(geo, 'inverse');
   for (let b = 0; b < B; b++) {
-    for (let j0 = 0; j0 < L0; j0++) {
-      const f0 = A0.invFirst[j0] as number;
-      const e0 = A0.invEnd[j0] as number;
-      for (let j1 = 0; j1 < L1; j1++) {
-        const f1 = A1.invFirst[j1] as number;
-        const e1 = A1.invEnd[j1] as number;
-        for (let j2 = 0; j2 < L2; j2++) {
-          const f2 = A2.invFirst[j2] as number;
-          const e2 = A2.invEnd[j2] as number;
-          const ji = (j0 * L1 + j1) * L2 + j2;
-          for (let hk = 0; hk < Hkv; hk++) {
-            const kvRow = (b * N + ji) * Hkv + hk;
-            const kOff = kvRow * D;
-            const vOff = kvRow * Dv;
-            for (let h = hk * G; h < (hk + 1) * G; h++) {
-              for (let x0 = f0; x0 < e0; x0 += d0) {
-                const r0 = (j0 - x0) / d0 + K0 - 1;
-                for (let x1 = f1; x1 < e1; x1 += d1) {
-                  const r01 = (h * R0 + r0) * R1 + (j1 - x1) / d1 + K1 - 1;
-                  for (let x2 = f2; x2 < e2; x2 += d2) {
-                    const xi = (x0 * L1 + x1) * L2 + x2;
-                    const row = (b * N + xi) * H + h;
-                    const qOff = row * D;
-                    const oOff = row * Dv;
-                    let dot = 0;
-                    for (let c = 0; c < D; c++) dot += (q[qOff + c] as number) * (k[kOff + c] as number);
-                    let s = scale * dot;
-                    if (rpb) s += rpb[r01 * R2 + (j2 - x2) / d2 + K2 - 1] as number;
-                    const prob = Math.exp(s - (lse[row] as number));
-                    let dp = 0;
-                    for (let c = 0; c < Dv; c++) dp += (dO[oOff + c] as number) * (v[vOff + c] as number);
-                    const f = scale * prob * (dp - (delta[row] as number));
-                    for (let c = 0; c < Dv; c++) dv[vOff + c] = (dv[vOff + c] as number) + prob * (dO[oOff + c] as number);
-                    for (let c = 0; c < D; c++) dk[kOff + c] = (dk[kOff + c] as number) + f * (q[qOff + c] as number);
-                  }
-                }
-              }
-            }
+    for (let ji = 0; ji < N; ji++) {
+      const m = inv.load(ji);
+      for (let hk = 0; hk < Hkv; hk++) {
+        const kvRow = (b * N + ji) * Hkv + hk;
+        const kOff = kvRow * D;
+        const vOff = kvRow * Dv;
+        for (let h = hk * G; h < (hk + 1) * G; h++) {
+          const hBias = h * geo.biasSize;
+          for (let i = 0; i < m; i++) {
+            const row = (b * N + (inv.tokens[i] as number)) * H + h;
+            const qOff = row * D;
+            const oOff = row * Dv;
+            let s = scale * dot(q, qOff, k, kOff, D);
+            if (rpb) s += rpb[hBias + (inv.bias[i] as number)] as number;
+            const prob = Math.exp(s - (lse[row] as number));
+            const f = scale * prob * (dot(dO, oOff, v, vOff, Dv) - (delta[row] as number));
+            axpy(dv, vOff, prob, dO, oOff, Dv);
+            axpy(dk, kOff, f, q, qOff, D);
           }
         }
       }

@@ -13,7 +13,8 @@ import {
   type QkForwardArgs,
   type Tensor,
 } from '@natten-web/core';
-import { buildGeometry, checkAllData, checkRank, gatherInverse, readValues, writeValues } from '../common.ts';
+import { buildGeometry, checkAllData, checkRank, type Geometry, neighborList, readValues, writeValues } from '../common.ts';
+import { inverseNeighborhood, neighborhoodNeighborhood, pointwiseNeighborhood } from '../kernels.ts';
 
 /** Options of the BMM ops beyond NATTEN v0.17.5's seed signature. */
 export interface BmmOptions<R extends NaRank> {
@@ -32,62 +33,33 @@ export function qkForward(rank: NaRank, args: QkForwardArgs): void {
   const p = checkQkForward(op, rank, args);
   checkAllData(op, { attn: args.attn, query: args.query, key: args.key, rel_pos_bias: args.rpb });
   const geo = buildGeometry(p.params, p.spatial);
-  const [A0, A1, A2] = geo.axes;
-  const L0 = A0.length;
-  const L1 = A1.length;
-  const L2 = A2.length;
-  const K0 = A0.kernel;
-  const K1 = A1.kernel;
-  const K2 = A2.kernel;
-  const d0 = A0.dilation;
-  const d1 = A1.dilation;
-  const d2 = A2.dilation;
-  const R0 = A0.rpbExtent;
-  const R1 = A1.rpbExtent;
-  const R2 = A2.rpbExtent;
-  const N = geo.tokens;
-  const P = geo.slots;
-  const D = p.dim;
   const q = readValues(args.query);
   const k = readValues(args.key);
   const rpb = args.rpb ? readValues(args.rpb) : null;
-  const attn = new Float64Array(p.batch * p.heads * N * P).fill(Number.NEGATIVE_INFINITY);
+  const attn = new Float64Array(p.batch * p.heads * geo.tokens * geo.slots).fill(Number.NEGATIVE_INFINITY);
+  pointwiseNeighborhood(geo, p.batch * p.heads, p.heads, q, k, p.dim, rpb, attn);
+  writeValues(args.attn, attn);
+}
 
-  for (let bh = 0; bh < p.batch * p.heads; bh++) {
-    const h = bh % p.heads;
-    for (let x0 = 0; x0 < L0; x0++) {
-      const s0 = A0.start[x0] as number;
-      const c0 = A0.count[x0] as number;
-      for (let x1 = 0; x1 < L1; x1++) {
-        const s1 = A1.start[x1] as number;
-        const c1 = A1.count[x1] as number;
-        for (let x2 = 0; x2 < L2; x2++) {
-          const s2 = A2.start[x2] as number;
-          const c2 = A2.count[x2] as number;
-          const xi = (x0 * L1 + x1) * L2 + x2;
-          const qOff = (bh * N + xi) * D;
-          const aOff = (bh * N + xi) * P;
-          for (let t0 = 0; t0 < c0; t0++) {
-            const j0 = s0 + t0 * d0;
-            const r0 = (j0 - x0) / d0 + K0 - 1;
-            for (let t1 = 0; t1 < c1; t1++) {
-              const j1 = s1 + t1 * d1;
-              const r01 = (h * R0 + r0) * R1 + (j1 - x1) / d1 + K1 - 1;
-              for (let t2 = 0; t2 < c2; t2++) {
-                const j2 = s2 + t2 * d2;
-                const kOff = (bh * N + (j0 * L1 + j1) * L2 + j2) * D;
-                let dot = 0;
-                for (let c = 0; c < D; c++) dot += (q[qOff + c] as number) * (k[kOff + c] as number);
-                if (rpb) dot += rpb[r01 * R2 + (j2 - x2) / d2 + K2 - 1] as number;
-                attn[aOff + (t0 * K1 + t1) * K2 + t2] = dot;
-              }
-            }
-          }
-        }
+/**
+ * `d_rpb[h, r] += dA[bh, x, t]` over the valid cells mapping to r, summed in (bh, x, t) order.
+ */
+function accumulateBiasGrad(geo: Geometry, bhCount: number, heads: number, dA: Float64Array, drpb: Float64Array): void {
+  const N = geo.tokens;
+  const P = geo.slots;
+  const win = neighborList(geo, 'window');
+  const { slots, bias } = win;
+  for (let bh = 0; bh < bhCount; bh++) {
+    const hBias = (bh % heads) * geo.biasSize;
+    for (let xi = 0; xi < N; xi++) {
+      const n = win.load(xi);
+      const aOff = (bh * N + xi) * P;
+      for (let i = 0; i < n; i++) {
+        const r = hBias + (bias[i] as number);
+        drpb[r] = (drpb[r] as number) + (dA[aOff + (slots[i] as number)] as number);
       }
     }
   }
-  writeValues(args.attn, attn);
 }
 
 /**
@@ -112,70 +84,17 @@ export function qkBackward(rank: NaRank, args: QkBackwardArgs): void {
     key: args.key,
   });
   const geo = buildGeometry(p.params, p.spatial);
-  const [A0, A1, A2] = geo.axes;
-  const L0 = A0.length;
-  const L1 = A1.length;
-  const L2 = A2.length;
-  const K0 = A0.kernel;
-  const K1 = A1.kernel;
-  const K2 = A2.kernel;
-  const d0 = A0.dilation;
-  const d1 = A1.dilation;
-  const d2 = A2.dilation;
-  const R0 = A0.rpbExtent;
-  const R1 = A1.rpbExtent;
-  const R2 = A2.rpbExtent;
-  const N = geo.tokens;
-  const P = geo.slots;
-  const D = p.dim;
+  const BH = p.batch * p.heads;
   const q = readValues(args.query);
   const k = readValues(args.key);
   const dA = readValues(args.gradAttn);
   const dq = new Float64Array(q.length);
   const dk = new Float64Array(k.length);
+  neighborhoodNeighborhood(geo, BH, dA, k, p.dim, dq);
+  inverseNeighborhood(geo, BH, dA, q, p.dim, dk);
   // Accumulate into the caller's bias gradient: start from its current values.
   const drpb = args.gradRpb ? Float64Array.from(readValues(args.gradRpb)) : null;
-
-  // Pass A, per query: dQ and d_rpb.
-  for (let bh = 0; bh < p.batch * p.heads; bh++) {
-    const h = bh % p.heads;
-    for (let x0 = 0; x0 < L0; x0++) {
-      const s0 = A0.start[x0] as number;
-      const c0 = A0.count[x0] as number;
-      for (let x1 = 0; x1 < L1; x1++) {
-        const s1 = A1.start[x1] as number;
-        const c1 = A1.count[x1] as number;
-        for (let x2 = 0; x2 < L2; x2++) {
-          const s2 = A2.start[x2] as number;
-          const c2 = A2.count[x2] as number;
-          const xi = (x0 * L1 + x1) * L2 + x2;
-          const qOff = (bh * N + xi) * D;
-          const aOff = (bh * N + xi) * P;
-          for (let t0 = 0; t0 < c0; t0++) {
-            const j0 = s0 + t0 * d0;
-            const r0 = (j0 - x0) / d0 + K0 - 1;
-            for (let t1 = 0; t1 < c1; t1++) {
-              const j1 = s1 + t1 * d1;
-              const r01 = (h * R0 + r0) * R1 + (j1 - x1) / d1 + K1 - 1;
-              for (let t2 = 0; t2 < c2; t2++) {
-                const j2 = s2 + t2 * d2;
-                const kOff = (bh * N + (j0 * L1 + j1) * L2 + j2) * D;
-                const a = dA[aOff + (t0 * K1 + t1) * K2 + t2] as number;
-                for (let c = 0; c < D; c++) dq[qOff + c] = (dq[qOff + c] as number) + a * (k[kOff + c] as number);
-                if (drpb) {
-                  const r = r01 * R2 + (j2 - x2) / d2 + K2 - 1;
-                  drpb[r] = (drpb[r] as number) + a;
-                }
-              }
-            }
-          }
-        }
-      }
-    }
-  }
-
-  // Pass B, per key: dK over the inverse neighborhood; the slot of j in x's window is (j - start(x)) / d.
-  gatherInverse(geo, p.batch * p.heads, dA, q, dk, D);
+  if (drpb) accumulateBiasGrad(geo, BH, p.heads, dA, drpb);
 
   writeValues(args.gradQuery, dq);
   writeValues(args.gradKey, dk);
