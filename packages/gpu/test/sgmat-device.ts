@@ -7,6 +7,10 @@
  *    CPU reference (f64 on the same f16 inputs): max abs error of out and lse, NaN check.
  * 2. Speed: the benchmark problems, tensor-core default config vs every enumerated tensor-core config (quick
  *    sweep) vs the plain path's default, GPU time from timestamp queries (median of runs).
+ * `--sweep true` tries every config (check) or the `--top` cheapest by the cost model (speed); `--sweep variants`
+ * tries the experimental walks (direct loads, row skipping) of the default (check) or of the `--top` configs
+ * (speed); `--sweep gather` the K/V gather diagnostics. Next device session:
+ *   node .devkit/sgmat-device.mjs --mode check --sweep variants && node .devkit/sgmat-device.mjs --mode speed --sweep variants --top 2
  */
 import { parseArgs } from 'node:util';
 import { type FusedForwardArgs, fnaFlops, type NaRank, randn, type Tensor, tensor, toFloat64Values } from '@natten-web/core';
@@ -122,6 +126,14 @@ function free(g: FusedForwardArgs<GpuTensor>): void {
   for (const t of [g.output, g.query, g.key, g.value, g.rpb, g.logsumexp]) t?.buffer.destroy();
 }
 
+/** The experimental walk variants of a config (`--sweep variants`): guarded, direct, direct + row skipping. */
+function variants(c: SgmatForwardConfig): SgmatForwardConfig[] {
+  return [c, { ...c, directWalk: true }, { ...c, directWalk: true, skipRows: true }];
+}
+function label(c: SgmatForwardConfig): string {
+  return `q=${c.queryTile.join('x')} bk=${c.keyChunk}${c.gather ? ` gather ${c.gather}` : ''}${c.directWalk ? ' direct' : ''}${c.skipRows ? ' skip' : ''}`;
+}
+
 let failures = 0;
 if (values.mode !== 'speed' && !('why' in avail)) {
   const checks: Problem[] = [
@@ -145,7 +157,7 @@ if (values.mode !== 'speed' && !('why' in avail)) {
     const g = gpuArgs(p, t);
     const problem = planFusedForwardSgmat(ctx, p.rank, g, undefined).problem;
     const def = defaultSgmatConfig(ctx, problem) as SgmatForwardConfig;
-    const configs = values.sweep === 'true' ? enumerateSgmatConfigs(ctx, problem) : values.sweep === 'gather' ? [def, { ...def, gather: 'k' as const }, { ...def, gather: 'kv' as const }] : [def];
+    const configs = values.sweep === 'true' ? enumerateSgmatConfigs(ctx, problem) : values.sweep === 'gather' ? [def, { ...def, gather: 'k' as const }, { ...def, gather: 'kv' as const }] : values.sweep === 'variants' ? variants(def) : [def];
     for (const c of configs) {
       try {
         await fusedForwardSgmat(ctx, p.rank, g, c);
@@ -153,7 +165,7 @@ if (values.mode !== 'speed' && !('why' in avail)) {
         const l = maxErr(await ctx.read(g.logsumexp as GpuTensor), ref.lse);
         const ok = o.err <= 1e-2 && l.err <= 1e-2 && o.nan === 0 && l.nan === 0;
         if (!ok) failures++;
-        console.log(`${ok ? 'ok  ' : 'FAIL'} ${p.name.padEnd(34)} q=${c.queryTile.join('x')} bk=${c.keyChunk}${c.gather ? ` gather ${c.gather}` : ''}  out ${o.err.toExponential(2)} lse ${l.err.toExponential(2)}${ok ? '' : ` bad out ${o.bad}/${o.n} first ${o.first}, bad lse ${l.bad}/${l.n} first ${l.first}`}${o.nan + l.nan ? ` NaN/Inf ${o.nan + l.nan}` : ''}`);
+        console.log(`${ok ? 'ok  ' : 'FAIL'} ${p.name.padEnd(34)} ${label(c)}  out ${o.err.toExponential(2)} lse ${l.err.toExponential(2)}${ok ? '' : ` bad out ${o.bad}/${o.n} first ${o.first}, bad lse ${l.bad}/${l.n} first ${l.first}`}${o.nan + l.nan ? ` NaN/Inf ${o.nan + l.nan}` : ''}`);
       } catch (e) {
         failures++;
         console.log(`FAIL ${p.name}: ${(e as Error).message.split('\n').slice(0, 6).join(' | ')}`);
@@ -197,12 +209,12 @@ if (values.mode !== 'check') {
       const problem = planFusedForwardSgmat(ctx, p.rank, g, undefined).problem;
       const def = defaultSgmatConfig(ctx, problem) as SgmatForwardConfig;
       const ranked = enumerateSgmatConfigs(ctx, problem).sort((x, y) => sgmatConfigCost(problem, x) - sgmatConfigCost(problem, y));
-      const configs = values.sweep === 'true' ? ranked.slice(0, Number(values.top)) : [def];
+      const configs = values.sweep === 'true' ? ranked.slice(0, Number(values.top)) : values.sweep === 'variants' ? ranked.slice(0, Number(values.top)).flatMap(variants) : [def];
       if (!configs.some((c) => JSON.stringify(c) === JSON.stringify(def))) configs.unshift(def);
       for (const c of configs) {
         try {
           const us = await timeOp(() => fusedForwardSgmat(ctx, p.rank, g, c), reps);
-          row(`sgmat q=${c.queryTile.join('x')} bk=${c.keyChunk}${JSON.stringify(c) === JSON.stringify(def) ? ' *' : ''} cost ${sgmatConfigCost(problem, c).toFixed(0)}`, us);
+          row(`sgmat ${label(c)}${JSON.stringify(c) === JSON.stringify(def) ? ' *' : ''} cost ${sgmatConfigCost(problem, c).toFixed(0)}`, us);
         } catch (e) {
           console.log(`${p.name} sgmat ${c.queryTile.join('x')}: ${(e as Error).message.split('\n')[0]}`);
         }

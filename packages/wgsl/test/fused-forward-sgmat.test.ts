@@ -70,4 +70,16 @@ describe('tensor-core fused forward generator', () => {
     expect(code).toMatch(/if \(base \+ 15u \* stride \+ 16u <= n\)/);
     expect(generateFusedForwardSgmat({ ...base, gather: 'kv' }).code).toMatch(/if \(false && base/);
   });
+  it('experimental walks: a workgroup-uniform direct-load walk beside the guarded one, optional row skipping', () => {
+    const plain = generateFusedForwardSgmat(base);
+    expect(plain.code).not.toContain('if (direct)');
+    const direct = generateFusedForwardSgmat({ ...base, directWalk: true });
+    expect(direct.code).toContain('if (direct) {');
+    expect(direct.code).toContain('subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>>(&key, kbase + 0u, true, kstride)');
+    expect(direct.code).toContain('load_kt(kbase + 0u, kstride, lane)');
+    const skip = generateFusedForwardSgmat({ ...base, directWalk: true, skipRows: true });
+    expect(skip.code).toMatch(/let need_1 = bvalid_1 && kr_0 >= blo_1_0 && kr_0 < bhi_1_0;/);
+    expect(skip.code).toContain('if (need_0) { s_0 = subgroupMatrixMultiplyAccumulate(q_0_0, kt, s_0); }');
+    expect(new Set([plain.key, direct.key, skip.key]).size).toBe(3);
+  });
 });

@@ -37,6 +37,10 @@ export interface SgmatForwardConfig {
   readonly keyChunk: 32 | 64;
   /** Diagnostic: gather K (and V) fragments through workgroup memory. */
   readonly gather?: 'k' | 'kv';
+  /** Experimental, not yet measured on a device: see `FusedForwardSgmatSpec.directWalk`. */
+  readonly directWalk?: boolean;
+  /** Experimental, not yet measured on a device: see `FusedForwardSgmatSpec.skipRows`. */
+  readonly skipRows?: boolean;
 }
 
 /** The fixed subgroup size the tensor-core path can use on this context, or a reason it cannot run. */
@@ -77,6 +81,8 @@ function spec(problem: FusedProblem, config: SgmatForwardConfig, subgroupSize: n
     hasRpb: problem.hasRpb,
     hasLse: problem.hasLse,
     ...(config.gather ? { gather: config.gather } : {}),
+    ...(config.directWalk ? { directWalk: true } : {}),
+    ...(config.skipRows ? { skipRows: true } : {}),
   };
 }
 

@@ -55,6 +55,14 @@ export interface FusedForwardSgmatSpec {
   readonly hasLse: boolean;
   /** Diagnostic: gather K (and V) fragments through workgroup memory instead of loading them from storage. */
   readonly gather?: 'k' | 'kv';
+  /**
+   * Experimental (not yet measured on a device): decide once per workgroup whether every fragment of its walk
+   * lies inside the K/V buffers and, if so, walk with plain fragment loads (no per-fragment guard, no call
+   * holding a barrier between the loads, so the compiler may overlap them).
+   */
+  readonly directWalk?: boolean;
+  /** Experimental: skip the matrix work of a row block for box rows none of its queries needs (uniform test). */
+  readonly skipRows?: boolean;
 }
 
 const F = SGMAT_FRAGMENT;
@@ -220,18 +228,19 @@ ${axes
     .flatMap((b) => range(D16).map((kk) => `  let q_${b}_${kk} = subgroupMatrixLoad<${LEFT}>(&q_sh, ${b * F * Lay.ldq + kk * F}u, false, LDQ);`))
     .join('\n');
   const oDecl = blocks.flatMap((b) => range(DV16).map((c) => `  var o_${b}_${c} = ${RESULT}();`)).join('\n');
-  const sBlock = `          let ktok = ${tokOf((a) => (a === last ? `(c0 + i32(gi * ${F}u)) * params.dil_${a} + g_${a}` : `kr_${a} * params.dil_${a} + g_${a}`))};
+  const guard = (b: number, stmt: string): string => (spec.skipRows && needed ? `if (need_${b}) { ${stmt} }` : stmt);
+  const sBlock = (loadK: (offset: string) => string): string => `          let ktok = ${tokOf((a) => (a === last ? `(c0 + i32(gi * ${F}u)) * params.dil_${a} + g_${a}` : `kr_${a} * params.dil_${a} + g_${a}`))};
           let kbase = ((tok_base + ktok) * params.heads_kv + hk) * HEAD_DIM;
 ${blocks.map((b) => `          var s_${b} = ${RESULT}();`).join('\n')}
 ${range(D16)
   .map(
     (kk) => `          {
-            let kt = load_kt(kbase + ${kk * F}u, kstride, lane);
-${blocks.map((b) => `            s_${b} = subgroupMatrixMultiplyAccumulate(q_${b}_${kk}, kt, s_${b});`).join('\n')}
+            let kt = ${loadK(`kbase + ${kk * F}u`)};
+${blocks.map((b) => `            ${guard(b, `s_${b} = subgroupMatrixMultiplyAccumulate(q_${b}_${kk}, kt, s_${b});`)}`).join('\n')}
           }`,
   )
   .join('\n')}
-${blocks.map((b) => `          subgroupMatrixStore(&s_sh, ${b * F}u * LDS + gi * ${F}u, s_${b}, false, LDS);`).join('\n')}`;
+${blocks.map((b) => `          ${guard(b, `subgroupMatrixStore(&s_sh, ${b * F}u * LDS + gi * ${F}u, s_${b}, false, LDS);`)}`).join('\n')}`;
   const softmax = blocks
     .map(
       (b) => `        {
@@ -302,14 +311,20 @@ ${blocks.map((b) => body(b, c)).join('\n')}
       }
     }`,
   );
-  const pvBlock = `          let vtok = ${tokOf((a) => (a === last ? `(c0 + i32(gi * ${F}u)) * params.dil_${a} + g_${a}` : `kr_${a} * params.dil_${a} + g_${a}`))};
+  const pvBlock = (loadV: (offset: string) => string): string => `          let vtok = ${tokOf((a) => (a === last ? `(c0 + i32(gi * ${F}u)) * params.dil_${a} + g_${a}` : `kr_${a} * params.dil_${a} + g_${a}`))};
           let vbase = ((tok_base + vtok) * params.heads_kv + hk) * HEAD_DIM_V;
-${blocks.map((b) => `          let p_${b} = subgroupMatrixLoad<${LEFT}>(&p_sh, ${b * F}u * LDP + gi * ${F}u, false, LDP);`).join('\n')}
+${blocks
+  .map((b) =>
+    spec.skipRows && needed
+      ? `          var p_${b} = ${LEFT}();\n          if (need_${b}) { p_${b} = subgroupMatrixLoad<${LEFT}>(&p_sh, ${b * F}u * LDP + gi * ${F}u, false, LDP); }`
+      : `          let p_${b} = subgroupMatrixLoad<${LEFT}>(&p_sh, ${b * F}u * LDP + gi * ${F}u, false, LDP);`,
+  )
+  .join('\n')}
 ${range(DV16)
   .map(
     (c) => `          {
-            let vf = load_v(vbase + ${c * F}u, vstride, lane);
-${blocks.map((b) => `            o_${b}_${c} = subgroupMatrixMultiplyAccumulate(p_${b}, vf, o_${b}_${c});`).join('\n')}
+            let vf = ${loadV(`vbase + ${c * F}u`)};
+${blocks.map((b) => `            ${guard(b, `o_${b}_${c} = subgroupMatrixMultiplyAccumulate(p_${b}, vf, o_${b}_${c});`)}`).join('\n')}
           }`,
   )
   .join('\n')}`;
@@ -324,6 +339,88 @@ ${blocks.map((b) => `            o_${b}_${c} = subgroupMatrixMultiplyAccumulate(
           }
           return lines.join('\n');
         })();
+
+  // ---- optional per-block row skipping: each row block's union window over the outer axes, from workgroup-uniform
+  // values (windows are monotone in the query, so the block's first and last coordinates bound it).
+  const needed = outer.length > 0 && (MB > 1 || spec.rank > 1);
+  const bshape = (() => {
+    const out = spec.queryTile.map(() => 1);
+    let left = F;
+    for (let a = r - 1; a >= 0 && left > 1; a--) {
+      out[a] = Math.min(spec.queryTile[a] as number, left);
+      left /= out[a] as number;
+    }
+    return out;
+  })();
+  const coordOf = (i: number): number[] => {
+    const c = new Array<number>(r).fill(0);
+    let rest = i;
+    for (let a = r - 1; a >= 0; a--) {
+      c[a] = rest % (spec.queryTile[a] as number);
+      rest = Math.floor(rest / (spec.queryTile[a] as number));
+    }
+    return c;
+  };
+  const blockUnion =
+    spec.skipRows && needed
+      ? blocks
+          .map((b) => {
+            const first = coordOf(b * F);
+            const lastC = first.map((x, a) => x + (bshape[a] as number) - 1);
+            return `  let bvalid_${b} = ${axes.map((a) => `qf_${a} + ${first[a]} < n_${a}`).join(' && ')};
+${outer
+  .map(
+    (a) => `  let blo_${b}_${a} = (na_window_${a}((qf_${a} + ${first[a]}) * params.dil_${a} + g_${a}, params.len_${a}, params.dil_${a}, params.str_${a}).x - g_${a}) / params.dil_${a};
+  let bwl_${b}_${a} = na_window_${a}(min(qf_${a} + ${lastC[a]}, n_${a} - 1) * params.dil_${a} + g_${a}, params.len_${a}, params.dil_${a}, params.str_${a});
+  let bhi_${b}_${a} = (bwl_${b}_${a}.x - g_${a}) / params.dil_${a} + bwl_${b}_${a}.y;`,
+  )
+  .join('\n')}`;
+          })
+          .join('\n')
+      : '';
+  const needDecl =
+    spec.skipRows && needed
+      ? `${blocks.map((b) => `      let need_${b} = bvalid_${b} && ${outer.map((a) => `kr_${a} >= blo_${b}_${a} && kr_${a} < bhi_${b}_${a}`).join(' && ')};`).join('\n')}\n`
+      : '';
+  const guardedK = (o: string): string => `load_kt(${o}, kstride, lane)`;
+  const guardedV = (o: string): string => `load_v(${o}, vstride, lane)`;
+  const directK = (o: string): string => `subgroupMatrixLoad<${RIGHT}>(&key, ${o}, true, kstride)`;
+  const directV = (o: string): string => `subgroupMatrixLoad<${RIGHT}>(&value, ${o}, false, vstride)`;
+  const walk = (loadK: (o: string) => string, loadV: (o: string) => string): string => `  for (var ro = 0u; ro < nrows; ro++) {
+${rowDecompose}
+${needDecl}    for (var f0 = 0u; f0 < nfrag; f0 += FRAGS_PER_STEP) {
+      let nfs = min(FRAGS_PER_STEP, nfrag - f0);
+      let ncols = nfs * ${F}u;
+      let c0 = bs_${last} + i32(f0 * ${F}u);
+      step = step + 1u;
+      // ---- S = Q K^T, K^T fragments straight from the key buffer
+      for (var gi = 0u; gi < nfs; gi++) {
+${sBlock(loadK).replace(/^ {10}/gm, '        ')}
+      }
+      workgroupBarrier();
+      // ---- exact-window mask + online softmax (base 2, lazy rescale) on this lane's columns
+${softmax.replace(/^ {8}/gm, '      ')}
+      if (workgroupUniformLoad(&flag).x == step) {
+${rescale}
+      }
+      // ---- O += P V, V fragments straight from the value buffer
+      for (var gi = 0u; gi < nfs; gi++) {
+${pvBlock(loadV).replace(/^ {10}/gm, '        ')}
+      }
+    }
+  }`;
+  // The last fragment of the last box row has the largest offset in both buffers (tokens grow with every coordinate).
+  const lastTok = tokOf((a) => (a === last ? `(bs_${a} + i32((nfrag - 1u) * ${F}u)) * params.dil_${a} + g_${a}` : `(bs_${a} + bw_${a} - 1) * params.dil_${a} + g_${a}`));
+  const walkCode = spec.directWalk
+    ? `  let last_tok = ${lastTok};
+  let direct = ((tok_base + last_tok) * params.heads_kv + hk) * HEAD_DIM + ${(D16 - 1) * F}u + ${F - 1}u * kstride + ${F}u <= arrayLength(&key)
+    && ((tok_base + last_tok) * params.heads_kv + hk) * HEAD_DIM_V + ${(DV16 - 1) * F}u + ${F - 1}u * vstride + ${F}u <= arrayLength(&value);
+  if (direct) {
+${walk(directK, directV).replace(/^/gm, '  ')}
+  } else {
+${walk(guardedK, guardedV).replace(/^/gm, '  ')}
+  }`
+    : walk(guardedK, guardedV);
 
   const code = `// ${key}
 enable f16;
@@ -415,34 +512,12 @@ ${qFragDecl}
   let rl = lane / LANES_PER_ROW;
   let hf = lane % LANES_PER_ROW;
 ${rowSetup}
-${oDecl}
+${oDecl}${blockUnion ? `\n${blockUnion}` : ''}
 
   let nfrag = (u32(bw_${last}) + ${F - 1}u) / ${F}u;
   let nrows = ${rowsOuter};
   var step = 0u;
-  for (var ro = 0u; ro < nrows; ro++) {
-${rowDecompose}
-    for (var f0 = 0u; f0 < nfrag; f0 += FRAGS_PER_STEP) {
-      let nfs = min(FRAGS_PER_STEP, nfrag - f0);
-      let ncols = nfs * ${F}u;
-      let c0 = bs_${last} + i32(f0 * ${F}u);
-      step = step + 1u;
-      // ---- S = Q K^T, K^T fragments straight from the key buffer
-      for (var gi = 0u; gi < nfs; gi++) {
-${sBlock.replace(/^ {10}/gm, '        ')}
-      }
-      workgroupBarrier();
-      // ---- exact-window mask + online softmax (base 2, lazy rescale) on this lane's columns
-${softmax.replace(/^ {8}/gm, '      ')}
-      if (workgroupUniformLoad(&flag).x == step) {
-${rescale}
-      }
-      // ---- O += P V, V fragments straight from the value buffer
-      for (var gi = 0u; gi < nfs; gi++) {
-${pvBlock.replace(/^ {10}/gm, '        ')}
-      }
-    }
-  }
+${walkCode}
 
   // ---- epilogue: O / l (f16) through the scratch, natural-log LSE (f32)
 ${epilogue}
