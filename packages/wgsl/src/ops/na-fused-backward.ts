@@ -78,10 +78,14 @@ interface BakedProblem {
   readonly dtype: GpuDType;
 }
 
-export interface FusedBackwardDqSpec extends BakedProblem {
+/** What the dq and dkv kernels both bake: the problem facts, both tile shapes, whether an rpb is added. */
+interface TiledBackwardSpec extends BakedProblem {
   readonly queryTile: readonly number[];
   readonly keyTile: readonly number[];
   readonly rpb: boolean;
+}
+
+export interface FusedBackwardDqSpec extends TiledBackwardSpec {
   readonly gradRpb: boolean;
   /** 'fused': compute delta in the prologue and write it out; 'read': read it from the delta pass. */
   readonly delta: 'fused' | 'read';
@@ -89,11 +93,7 @@ export interface FusedBackwardDqSpec extends BakedProblem {
   readonly partial: boolean;
 }
 
-export interface FusedBackwardDkvSpec extends BakedProblem {
-  readonly queryTile: readonly number[];
-  readonly keyTile: readonly number[];
-  readonly rpb: boolean;
-}
+export type FusedBackwardDkvSpec = TiledBackwardSpec;
 
 const WG_1D = 64;
 
@@ -526,7 +526,7 @@ function stagedWalk(rank: number, body: string): string {
   return axisLoops(rank, 'm', 'mlo', 'mhi', body, '\n        ', '\n      ');
 }
 
-/** One staged tensor: workgroup array `sh` filled from `buf` (rows of `width` vectors), XOR-swizzled by `mask`. */
+/** One staged tensor: workgroup array `sh` filled from `buf` (rows of `width` = n vectors), XOR-swizzled by `mask`. */
 interface StagedRows {
   readonly sh: string;
   readonly buf: string;
@@ -534,7 +534,19 @@ interface StagedRows {
   readonly store: string;
   readonly sw: string;
   readonly width: 'DW' | 'DVW';
+  readonly n: number;
   readonly mask: number;
+}
+
+/** Staged rows of `${tensor}_buf` in `${tensor}_sh` (store index `${short}s`, swizzle `${short}sw`), of head dim (DW) or value dim (DVW). */
+function stagedRows(V: VecTypes, dtype: GpuDType, tensor: string, short: string, width: 'DW' | 'DVW'): StagedRows {
+  const n = width === 'DW' ? V.DW : V.DVW;
+  return { sh: `${tensor}_sh`, buf: `${tensor}_buf`, store: `${short}s`, sw: `${short}sw`, width, n, mask: swizzleMask(V, n, dtype) };
+}
+
+/** Workgroup array of `rows` staged rows. */
+function stagedDecl(V: VecTypes, s: StagedRows, rows: number): string {
+  return `var<workgroup> ${s.sh}: array<${V.VT}, ${rows * s.n}>;`;
 }
 
 /** Staging loop of one tensor: rows from `rowSh` (row index or -1 for zero-fill). */
@@ -553,8 +565,8 @@ function stagedAt(V: VecTypes, s: StagedRows, c: string): string {
 }
 
 /** Register row `reg` += scalar * staged row m of `s`. */
-function accumulate(R: Regs, V: VecTypes, reg: string, n: number, scalar: string, s: StagedRows): string {
-  return R.each(n, (c, r) => `${r(reg)} = fma(${V.VF}(${scalar}), ${stagedAt(V, s, c)}, ${r(reg)});`);
+function accumulate(R: Regs, V: VecTypes, reg: string, scalar: string, s: StagedRows): string {
+  return R.each(s.n, (c, r) => `${r(reg)} = fma(${V.VF}(${scalar}), ${stagedAt(V, s, c)}, ${r(reg)});`);
 }
 
 /** Register row `reg` (n scalars) written to row `row` of `buf` (rows of `width` elements), each scalar through `value`. */
@@ -576,7 +588,7 @@ function recomputeDs(o: {
   readonly dovRows: StagedRows;
   readonly qk: (c: string, r: (name: string) => string) => [string, string];
   readonly dov: (c: string, r: (name: string) => string) => [string, string];
-  readonly spec: BakedProblem & { readonly rpb: boolean };
+  readonly spec: TiledBackwardSpec;
   readonly lse: string;
   readonly delta: string;
 }): string {
@@ -604,18 +616,71 @@ function rpbIndexExpr(rank: number, ks: readonly number[], key: string, query: s
   return e.replace(/\bu\(/g, 'u32(');
 }
 
+/** dq stages key tiles laid from the start of the forward key box [bs, be) of its query tile. */
+const KEY_BOX: StagedBox = { coord: 'j', start: 'bs', end: 'be', tile: 'kt', T: 'KT', base: 'kb', rows: 'BK', stride: 'BQ' };
+
+/** dkv stages query tiles laid from the start of the exact inverse box [ibs, ibe) of its key tile. */
+const QUERY_BOX: StagedBox = { coord: 'i', start: 'ibs', end: 'ibe', tile: 'qt', T: 'QT', base: 'qb', rows: 'BQ', stride: 'BK' };
+
+/**
+ * What the dq and dkv generators derive from their spec: I/O type, tile products, vector types, registers, axis
+ * text, and the two staged tensors (head-dim rows, value-dim rows).
+ */
+interface RowKernelSetup {
+  readonly T: string;
+  readonly BQ: number;
+  readonly BK: number;
+  readonly V: VecTypes;
+  readonly R: Regs;
+  readonly X: AxisText;
+  readonly staged: readonly [StagedRows, StagedRows];
+}
+
+/** Module text of dq / dkv up to the entry point's extra workgroup arrays: head, window functions, `dotw`, the two staged arrays. */
+function rowKernelHead(
+  family: string,
+  spec: TiledBackwardSpec,
+  bindings: readonly KernelBinding[],
+  uniforms: readonly UniformField[],
+  V: VecTypes,
+  staged: readonly StagedRows[],
+  rows: number,
+): string {
+  return [
+    moduleHead(family, spec, bakedConsts(spec), bindings, uniforms),
+    windowFunctions(spec.kernelSize, spec.causal),
+    V.helper,
+    ...staged.map((s) => stagedDecl(V, s, rows)),
+  ].join('\n');
+}
+
+/** `staged`: (tensor, short name) of the staged head-dim and value-dim tensors (see `stagedRows`). */
+function rowKernelSetup(
+  spec: TiledBackwardSpec,
+  staged: readonly [readonly [string, string], readonly [string, string]],
+): RowKernelSetup {
+  const T = wgslType(spec.dtype);
+  const V = vecTypes(T, spec.dim, spec.dimV);
+  const [[dt, ds], [vt, vs]] = staged;
+  return {
+    T,
+    BQ: product(spec.queryTile),
+    BK: product(spec.keyTile),
+    V,
+    R: regs(V),
+    X: axisText(spec.rank),
+    staged: [stagedRows(V, spec.dtype, dt, ds, 'DW'), stagedRows(V, spec.dtype, vt, vs, 'DVW')],
+  };
+}
+
 /** The dq kernel (pass 2). */
 export function generateFusedBackwardDq(spec: FusedBackwardDqSpec): NamedKernel {
   const { rank, dim: D, dimV: DV } = spec;
-  const T = wgslType(spec.dtype);
-  const BQ = product(spec.queryTile);
-  const BK = product(spec.keyTile);
   const family = 'na-fused-backward-dq';
-  const V = vecTypes(T, D, DV);
-  const R = regs(V);
-  const kRows: StagedRows = { sh: 'k_sh', buf: 'k_buf', store: 'ks', sw: 'ksw', width: 'DW', mask: swizzleMask(V, V.DW, spec.dtype) };
-  const vRows: StagedRows = { sh: 'v_sh', buf: 'v_buf', store: 'vs', sw: 'vsw', width: 'DVW', mask: swizzleMask(V, V.DVW, spec.dtype) };
-  const box: StagedBox = { coord: 'j', start: 'bs', end: 'be', tile: 'kt', T: 'KT', base: 'kb', rows: 'BK', stride: 'BQ' };
+  const { T, BQ, BK, V, R, X, staged } = rowKernelSetup(spec, [['k', 'k'], ['v', 'v']]);
+  const [kRows, vRows] = staged;
+  const { A, per } = X;
+  const box = KEY_BOX;
   const bindings: KernelBinding[] = [bind('q_buf', 'read', V.VT, 'query'), bind('k_buf', 'read', V.VT, 'key'), bind('v_buf', 'read', V.VT, 'value')];
   if (spec.delta === 'fused') bindings.push(bind('o_buf', 'read', V.VT, 'output'));
   bindings.push(bind('do_buf', 'read', V.VT, 'gradOutput'), bind('lse_buf', 'read', 'f32', 'logsumexp'));
@@ -629,8 +694,6 @@ export function generateFusedBackwardDq(spec: FusedBackwardDqSpec): NamedKernel 
     ...axisUniforms(rank),
     ...axes(rank).flatMap((a) => [...fields('u32', [`ntile_${a}`]), ...fields('i32', [`spl_${a}`])]),
   ];
-  const X = axisText(rank);
-  const { A, per } = X;
   const deltaLoad =
     spec.delta === 'fused'
       ? `var dl = 0.0;
@@ -638,11 +701,7 @@ export function generateFusedBackwardDq(spec: FusedBackwardDqSpec): NamedKernel 
     delta_x = dl;
     if (split == 0u) { delta_buf[row] = dl; }`
       : `delta_x = delta_buf[row];`;
-  const code = `${moduleHead(family, spec, bakedConsts(spec), bindings, uniforms)}
-${windowFunctions(spec.kernelSize, spec.causal)}
-${V.helper}
-var<workgroup> k_sh: array<${V.VT}, ${BK * V.DW}>;
-var<workgroup> v_sh: array<${V.VT}, ${BK * V.DVW}>;
+  const code = `${rowKernelHead(family, spec, bindings, uniforms, V, staged, BK)}
 var<workgroup> krow_sh: array<i32, ${BK}>;
 
 ${entryPoint(BQ)}
@@ -717,7 +776,7 @@ ${entryPoint(BQ)}
           lse: 'lse_x',
           delta: 'delta_x',
         })}
-        ${accumulate(R, V, 'acc', V.DW, 'ds', kRows)}
+        ${accumulate(R, V, 'acc', 'ds', kRows)}
         ${spec.gradRpb ? `ds_buf[row * NSLOTS + ${A.reduce((e, a) => (a === 0 ? 'u32(j_0 - ws_0)' : `(${e} * u32(KS_${a}) + u32(j_${a} - ws_${a}))`), '')}] = ds;` : ''}`,
       )}
     }`,
@@ -740,15 +799,11 @@ ${entryPoint(BQ)}
 /** The dK/dV kernel (pass 3). */
 export function generateFusedBackwardDkv(spec: FusedBackwardDkvSpec): NamedKernel {
   const { rank, dim: D, dimV: DV } = spec;
-  const T = wgslType(spec.dtype);
-  const BQ = product(spec.queryTile);
-  const BK = product(spec.keyTile);
   const family = 'na-fused-backward-dkv';
-  const V = vecTypes(T, D, DV);
-  const R = regs(V);
-  const qRows: StagedRows = { sh: 'q_sh', buf: 'q_buf', store: 'qs', sw: 'qsw', width: 'DW', mask: swizzleMask(V, V.DW, spec.dtype) };
-  const oRows: StagedRows = { sh: 'do_sh', buf: 'do_buf', store: 'os', sw: 'osw', width: 'DVW', mask: swizzleMask(V, V.DVW, spec.dtype) };
-  const box: StagedBox = { coord: 'i', start: 'ibs', end: 'ibe', tile: 'qt', T: 'QT', base: 'qb', rows: 'BQ', stride: 'BK' };
+  const { T, BQ, BK, V, R, X, staged } = rowKernelSetup(spec, [['q', 'q'], ['do', 'o']]);
+  const [qRows, oRows] = staged;
+  const { A, per } = X;
+  const box = QUERY_BOX;
   const bindings: KernelBinding[] = [
     bind('q_buf', 'read', V.VT, 'query'),
     bind('k_buf', 'read', V.VT, 'key'),
@@ -765,13 +820,7 @@ export function generateFusedBackwardDkv(spec: FusedBackwardDkvSpec): NamedKerne
     ...axisUniforms(rank),
     ...fields('u32', axes(rank).map((a) => `ntile_${a}`)),
   ];
-  const X = axisText(rank);
-  const { A, per } = X;
-  const code = `${moduleHead(family, spec, bakedConsts(spec), bindings, uniforms)}
-${windowFunctions(spec.kernelSize, spec.causal)}
-${V.helper}
-var<workgroup> q_sh: array<${V.VT}, ${BQ * V.DW}>;
-var<workgroup> do_sh: array<${V.VT}, ${BQ * V.DVW}>;
+  const code = `${rowKernelHead(family, spec, bindings, uniforms, V, staged, BQ)}
 var<workgroup> lse_sh: array<f32, ${BQ}>;
 var<workgroup> dl_sh: array<f32, ${BQ}>;
 var<workgroup> qrow_sh: array<i32, ${BQ}>;
@@ -855,8 +904,8 @@ ${entryPoint(BK)}
           lse: 'lse_sh[m]',
           delta: 'dl_sh[m]',
         })}
-        ${accumulate(R, V, 'dva', V.DVW, 'p', oRows)}
-        ${accumulate(R, V, 'dka', V.DW, 'ds', qRows)}`,
+        ${accumulate(R, V, 'dva', 'p', oRows)}
+        ${accumulate(R, V, 'dka', 'ds', qRows)}`,
       )}
     }`,
       '\n',
