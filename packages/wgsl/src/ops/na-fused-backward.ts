@@ -41,6 +41,7 @@ import {
   rowIndex,
 } from '../snippets/backward-index.ts';
 import { windowFunctions } from '../snippets/window.ts';
+import { canonicalKeyTile, type FusedForwardSpec } from './na-fused-forward.ts';
 
 const GEN = 5;
 
@@ -68,15 +69,8 @@ export interface FusedBackwardConfig {
   readonly computeDeltaWithTorch: boolean;
 }
 
-/** Problem facts the kernels bake (everything else is a uniform). */
-interface BakedProblem {
-  readonly rank: NaRank;
-  readonly kernelSize: readonly number[];
-  readonly causal: readonly boolean[];
-  readonly dim: number;
-  readonly dimV: number;
-  readonly dtype: GpuDType;
-}
+/** Problem facts the kernels bake (everything else is a uniform): the same as the fused forward's. */
+type BakedProblem = Pick<FusedForwardSpec, 'rank' | 'kernelSize' | 'causal' | 'dim' | 'dimV' | 'dtype'>;
 
 /** What the dq and dkv kernels both bake: the problem facts, both tile shapes, whether an rpb is added. */
 interface TiledBackwardSpec extends BakedProblem {
@@ -308,17 +302,12 @@ export function defaultFusedBackwardConfig(problem: FusedBackwardProblem & { rea
   };
 }
 
-/** The most cube-like power-of-two shape of product p, larger entries on the last axes (64 -> 8x8, 4x4x4). */
-export function balancedShape(rank: number, p: number): number[] {
-  const out = new Array<number>(rank).fill(1);
-  let rest = p;
-  let a = rank - 1;
-  while (rest > 1) {
-    out[a] = (out[a] as number) * 2;
-    rest /= 2;
-    a = a === 0 ? rank - 1 : a - 1;
-  }
-  return out;
+/**
+ * The most cube-like power-of-two shape of product p, larger entries on the last axes (64 -> 8x8, 4x4x4): the
+ * same spread as the forward's canonical key tile.
+ */
+export function balancedShape(rank: NaRank, p: number): number[] {
+  return canonicalKeyTile(rank, p);
 }
 
 /**
