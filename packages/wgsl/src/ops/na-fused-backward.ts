@@ -625,7 +625,7 @@ interface RowKernelSetup {
   readonly staged: readonly [StagedRows, StagedRows];
 }
 
-/** Module text of dq / dkv up to the entry point's extra workgroup arrays: head, window functions, `dotw`, the two staged arrays. */
+/** Module text dq and dkv start with: head, window functions, `dotw` and the two staged workgroup arrays (their own arrays follow). */
 function rowKernelHead(
   family: string,
   spec: TiledBackwardSpec,
