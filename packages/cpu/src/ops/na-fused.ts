@@ -13,11 +13,12 @@ import {
   type DimsOrScalar,
   type FusedBackwardArgs,
   type FusedForwardArgs,
+  type FusedProblem,
   type NaRank,
   opName,
   type Tensor,
 } from '@natten-web/core';
-import { axpy, buildGeometry, checkAllData, checkRank, dot, neighborList, readValues, writeValues } from '../common.ts';
+import { axpy, buildGeometry, checkAllData, checkRank, dot, type Geometry, neighborList, readValues, writeValues } from '../common.ts';
 
 /** Options of the fused forward beyond NATTEN v0.17.5's seed signature. */
 export interface FusedForwardOptions<R extends NaRank> {
@@ -36,6 +37,52 @@ export interface FusedBackwardOptions<R extends NaRank> {
    * **Overwritten** (unlike `na*d_qk_backward`, which accumulates). Requires `relPosBias`.
    */
   readonly gradRelPosBias?: Tensor | null | undefined;
+}
+
+/** The sizes and f64 inputs both fused passes read; query head h reads key/value head floor(h / G). */
+interface AttentionInputs {
+  readonly geo: Geometry;
+  /** Tokens, batch, query heads, key/value heads, GQA group size, head dims of q/k and v. */
+  readonly N: number;
+  readonly B: number;
+  readonly H: number;
+  readonly Hkv: number;
+  readonly G: number;
+  readonly D: number;
+  readonly Dv: number;
+  readonly scale: number;
+  readonly q: Float64Array;
+  readonly k: Float64Array;
+  readonly v: Float64Array;
+  readonly rpb: Float64Array | null;
+}
+
+function attentionInputs(
+  p: FusedProblem,
+  args: { readonly query: Tensor; readonly key: Tensor; readonly value: Tensor; readonly rpb?: Tensor | null | undefined },
+): AttentionInputs {
+  const geo = buildGeometry(p.params, p.spatial);
+  return {
+    geo,
+    N: geo.tokens,
+    B: p.batch,
+    H: p.heads,
+    Hkv: p.headsKv,
+    G: p.heads / p.headsKv,
+    D: p.dim,
+    Dv: p.dimV,
+    scale: p.scale,
+    q: readValues(args.query),
+    k: readValues(args.key),
+    v: readValues(args.value),
+    rpb: args.rpb ? readValues(args.rpb) : null,
+  };
+}
+
+/** The attention logit `S = scale * q.k (+ rpb[r])` of the query row at `qOff` and the key row at `kOff`. */
+function logit(a: AttentionInputs, qOff: number, kOff: number, r: number): number {
+  const s = a.scale * dot(a.q, qOff, a.k, kOff, a.D);
+  return a.rpb ? s + (a.rpb[r] as number) : s;
 }
 
 /**
@@ -57,20 +104,8 @@ export function fusedForward(rank: NaRank, args: FusedForwardArgs): void {
     rel_pos_bias: args.rpb,
     logsumexp: args.logsumexp,
   });
-  const geo = buildGeometry(p.params, p.spatial);
-  const N = geo.tokens;
-  const B = p.batch;
-  const H = p.heads;
-  const Hkv = p.headsKv;
-  const G = H / Hkv;
-  const D = p.dim;
-  const Dv = p.dimV;
-  const scale = p.scale;
-
-  const q = readValues(args.query);
-  const k = readValues(args.key);
-  const v = readValues(args.value);
-  const rpb = args.rpb ? readValues(args.rpb) : null;
+  const a = attentionInputs(p, args);
+  const { geo, N, B, H, Hkv, G, D, Dv, v } = a;
   const out = new Float64Array(B * N * H * Dv);
   const lse = new Float64Array(B * N * H);
   const logits = new Float64Array(geo.slots);
@@ -87,8 +122,7 @@ export function fusedForward(rank: NaRank, args: FusedForwardArgs): void {
         const hBias = h * geo.biasSize;
         let m = Number.NEGATIVE_INFINITY;
         for (let i = 0; i < n; i++) {
-          let s = scale * dot(q, qOff, k, ((b * N + (tokens[i] as number)) * Hkv + hk) * D, D);
-          if (rpb) s += rpb[hBias + (bias[i] as number)] as number;
+          const s = logit(a, qOff, ((b * N + (tokens[i] as number)) * Hkv + hk) * D, hBias + (bias[i] as number));
           logits[i] = s;
           if (s > m) m = s;
         }
@@ -139,23 +173,11 @@ export function fusedBackward(rank: NaRank, args: FusedBackwardArgs): void {
     rel_pos_bias: args.rpb,
     grad_rel_pos_bias: args.gradRpb,
   });
-  const geo = buildGeometry(p.params, p.spatial);
-  const N = geo.tokens;
-  const B = p.batch;
-  const H = p.heads;
-  const Hkv = p.headsKv;
-  const G = H / Hkv;
-  const D = p.dim;
-  const Dv = p.dimV;
-  const scale = p.scale;
-
-  const q = readValues(args.query);
-  const k = readValues(args.key);
-  const v = readValues(args.value);
+  const a = attentionInputs(p, args);
+  const { geo, N, B, H, Hkv, G, D, Dv, scale, q, k, v } = a;
   const o = readValues(args.output);
   const dO = readValues(args.gradOutput);
   const lse = readValues(args.logsumexp);
-  const rpb = args.rpb ? readValues(args.rpb) : null;
   const dq = new Float64Array(q.length);
   const dk = new Float64Array(k.length);
   const dv = new Float64Array(v.length);
@@ -182,9 +204,7 @@ export function fusedBackward(rank: NaRank, args: FusedBackwardArgs): void {
           const kvRow = (b * N + (win.tokens[i] as number)) * Hkv + hk;
           const kOff = kvRow * D;
           const r = hBias + (win.bias[i] as number);
-          let s = scale * dot(q, qOff, k, kOff, D);
-          if (rpb) s += rpb[r] as number;
-          const prob = Math.exp(s - l);
+          const prob = Math.exp(logit(a, qOff, kOff, r) - l);
           const ds = prob * (dot(dO, oOff, v, kvRow * Dv, Dv) - dl);
           axpy(dq, qOff, scale * ds, k, kOff, D);
           if (drpb) drpb[r] = (drpb[r] as number) + ds;
@@ -208,9 +228,7 @@ export function fusedBackward(rank: NaRank, args: FusedBackwardArgs): void {
             const row = (b * N + (inv.tokens[i] as number)) * H + h;
             const qOff = row * D;
             const oOff = row * Dv;
-            let s = scale * dot(q, qOff, k, kOff, D);
-            if (rpb) s += rpb[hBias + (inv.bias[i] as number)] as number;
-            const prob = Math.exp(s - (lse[row] as number));
+            const prob = Math.exp(logit(a, qOff, kOff, hBias + (inv.bias[i] as number)) - (lse[row] as number));
             const f = scale * prob * (dot(dO, oOff, v, vOff, Dv) - (delta[row] as number));
             axpy(dv, vOff, prob, dO, oOff, Dv);
             axpy(dk, kOff, f, q, qOff, D);
