@@ -29,7 +29,13 @@ function fusedSetup(c: Case, seed: number) {
     forward(scale);
     return dot(output.data, dO.data);
   };
-  return { q, k, v, rpb, dO, output, logsumexp, forward, loss };
+  /** Run the fused backward on the stored forward into fresh dQ/dK/dV; `extra` overrides arguments. */
+  const backward = (gradRpb: Tensor | null, extra: object = {}) => {
+    const grads = { gradQuery: zeros(q.shape, 'float64'), gradKey: zeros(k.shape, 'float64'), gradValue: zeros(v.shape, 'float64') };
+    fusedBackward(c.rank, { ...grads, query: q, key: k, value: v, output, gradOutput: dO, logsumexp, rpb, gradRpb, ...params(c), ...extra });
+    return grads;
+  };
+  return { q, k, v, rpb, dO, output, logsumexp, forward, loss, backward };
 }
 
 describe('fused backward vs finite differences (float64)', () => {
@@ -37,24 +43,8 @@ describe('fused backward vs finite differences (float64)', () => {
     it(caseKey(c), () => {
       const s = fusedSetup(c, 1000 + 13 * i);
       s.forward();
-      const dq = zeros(s.q.shape, 'float64');
-      const dk = zeros(s.k.shape, 'float64');
-      const dv = zeros(s.v.shape, 'float64');
       const gradRpb = s.rpb ? zeros(s.rpb.shape, 'float64') : null;
-      fusedBackward(c.rank, {
-        gradQuery: dq,
-        gradKey: dk,
-        gradValue: dv,
-        query: s.q,
-        key: s.k,
-        value: s.v,
-        output: s.output,
-        gradOutput: s.dO,
-        logsumexp: s.logsumexp,
-        rpb: s.rpb,
-        gradRpb,
-        ...params(c),
-      });
+      const { gradQuery: dq, gradKey: dk, gradValue: dv } = s.backward(gradRpb);
       // The logsumexp is stored in float32, so P carries ~1e-7 relative error: tolerances reflect that.
       const check = (name: string, x: Tensor<'float64'>, g: Tensor<'float64'>, seed: number) => {
         const num = numericGrad(x.data, () => s.loss(), sampleIndices(x.data.length, SAMPLES, seed));
@@ -71,22 +61,7 @@ describe('fused backward vs finite differences (float64)', () => {
     const c = fusedCases()[11] as Case; // 1-D, B=2, GQA 4/2, Dv 6
     const s = fusedSetup(c, 77);
     s.forward(0.3);
-    const dq = zeros(s.q.shape, 'float64');
-    const dk = zeros(s.k.shape, 'float64');
-    const dv = zeros(s.v.shape, 'float64');
-    fusedBackward(1, {
-      gradQuery: dq,
-      gradKey: dk,
-      gradValue: dv,
-      query: s.q,
-      key: s.k,
-      value: s.v,
-      output: s.output,
-      gradOutput: s.dO,
-      logsumexp: s.logsumexp,
-      attnScale: 0.3,
-      ...params(c),
-    });
+    const { gradQuery: dq, gradKey: dk } = s.backward(null, { attnScale: 0.3 });
     expectGradClose(dq.data, numericGrad(s.q.data, () => s.loss(0.3)), 2e-5, 1e-5, 'dQ');
     expectGradClose(dk.data, numericGrad(s.k.data, () => s.loss(0.3)), 2e-5, 1e-5, 'dK');
   });
@@ -96,24 +71,9 @@ describe('fused backward vs finite differences (float64)', () => {
     const s = fusedSetup(c, 99);
     s.forward();
     const run = (extra: object, fill: number) => {
-      const grads = [zeros(s.q.shape, 'float64'), zeros(s.k.shape, 'float64'), zeros(s.v.shape, 'float64')] as const;
       const gradRpb = f64(s.rpb?.shape ?? [], new Float64Array((s.rpb as Tensor).data.length).fill(fill));
-      fusedBackward(2, {
-        gradQuery: grads[0],
-        gradKey: grads[1],
-        gradValue: grads[2],
-        query: s.q,
-        key: s.k,
-        value: s.v,
-        output: s.output,
-        gradOutput: s.dO,
-        logsumexp: s.logsumexp,
-        rpb: s.rpb,
-        gradRpb,
-        ...params(c),
-        ...extra,
-      });
-      return [...grads.map((g) => g.data), gradRpb.data];
+      const grads = s.backward(gradRpb, extra);
+      return [grads.gradQuery.data, grads.gradKey.data, grads.gradValue.data, gradRpb.data];
     };
     const base = run({}, 0);
     expect(run({}, 123)).toEqual(base);
