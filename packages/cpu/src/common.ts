@@ -1,5 +1,7 @@
 /**
- * Shared plumbing of the CPU kernels: rank-3 padded window tables, and reading/writing tensors as f64.
+ * Shared plumbing of the CPU kernels: the rank-3 padded geometry and its neighbour lists (one walker
+ * for every kernel's window and inverse-window loops), the f64 `dot`/`axpy` inner loops, and
+ * reading/writing tensors as f64.
  *
  * Every kernel works on three spatial axes. A rank-1 or rank-2 problem is padded with leading unit
  * axes (length 1, kernel 1, dilation 1). Because every layout is row-major, a padded tensor has the

@@ -96,6 +96,7 @@ export function qkBackward(rank: NaRank, args: QkBackwardArgs): void {
   const drpb = args.gradRpb ? Float64Array.from(readValues(args.gradRpb)) : null;
   if (drpb) accumulateBiasGrad(geo, BH, p.heads, dA, drpb);
 
+  // Outputs are written only after every read (a float64 input is read without a copy).
   writeValues(args.gradQuery, dq);
   writeValues(args.gradKey, dk);
   if (args.gradRpb && drpb) writeValues(args.gradRpb, drpb);
