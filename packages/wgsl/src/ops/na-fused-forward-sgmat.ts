@@ -26,7 +26,7 @@
 import { formatShape, NattenArgumentError, type NaRank, product } from '@natten-web/core';
 import { type GeneratedKernel, kernelKey, type StorageBinding, uniformDecl } from '../kernel.ts';
 import { windowFunctions } from '../snippets/window.ts';
-import { fusedForwardUniformFields } from './na-fused-forward.ts';
+import { fusedForwardBindings, fusedForwardUniformFields } from './na-fused-forward.ts';
 
 const FAMILY = 'na-fused-forward-sgmat';
 /** Bump when the emitted text changes for an unchanged spec. */
@@ -116,15 +116,7 @@ export function fusedForwardSgmatSpecProblem(spec: FusedForwardSgmatSpec): strin
 
 /** Storage bindings: query, key, value, [rpb], output, [logsumexp] (the plain path's order). */
 export function fusedForwardSgmatBindings(spec: Pick<FusedForwardSgmatSpec, 'hasRpb' | 'hasLse'>): StorageBinding[] {
-  const b: StorageBinding[] = [
-    { name: 'query', access: 'read' },
-    { name: 'key', access: 'read' },
-    { name: 'value', access: 'read' },
-  ];
-  if (spec.hasRpb) b.push({ name: 'rpb', access: 'read' });
-  b.push({ name: 'output', access: 'read_write' });
-  if (spec.hasLse) b.push({ name: 'logsumexp', access: 'read_write' });
-  return b;
+  return fusedForwardBindings(spec);
 }
 
 const range = (n: number): number[] => Array.from({ length: n }, (_, i) => i);

@@ -13,6 +13,7 @@ import { formatShape, NattenArgumentError, type NaRank, product } from '@natten-
 import { enableDirectives, type GpuDType, wgslType } from '../dtype.ts';
 import { type GeneratedKernel, kernelKey, type StorageBinding, type UniformField, uniformDecl } from '../kernel.ts';
 import { windowFunctions } from '../snippets/window.ts';
+import { fusedForwardBindings } from './na-fused-forward.ts';
 
 const FAMILY = 'na-naive-forward';
 const GEN = 1;
@@ -99,15 +100,7 @@ export function naiveForwardDispatch(problem: {
 
 /** Storage bindings in binding order: query, key, value, [rpb], output, [logsumexp] (same order as the fused kernel). */
 export function naiveForwardBindings(spec: Pick<NaiveForwardSpec, 'hasRpb' | 'hasLse'>): StorageBinding[] {
-  const b: StorageBinding[] = [
-    { name: 'query', access: 'read' },
-    { name: 'key', access: 'read' },
-    { name: 'value', access: 'read' },
-  ];
-  if (spec.hasRpb) b.push({ name: 'rpb', access: 'read' });
-  b.push({ name: 'output', access: 'read_write' });
-  if (spec.hasLse) b.push({ name: 'logsumexp', access: 'read_write' });
-  return b;
+  return fusedForwardBindings(spec);
 }
 
 /** Generate the naive kernel for a spec. Pure: same spec, same text. */
