@@ -42,6 +42,7 @@ export {
   defaultFusedForwardConfig,
   enumerateFusedForwardConfigs,
   FUSED_FORWARD_KEY_CHUNKS,
+  FUSED_FORWARD_LANES,
   FUSED_FORWARD_QUERY_TILES,
   FUSED_FORWARD_TILES,
   type FusedForwardConfig,

@@ -14,8 +14,23 @@
  *   rescale, f32 state; snippets/fused-softmax.ts). Masked keys cost a compare, never an exp or a dot.
  * - O (f32 registers) is written once, divided by l, with the natural-log LSE (f32).
  *
+ * Lane split (opt-in, `lanes` = T in {2, 4, 8}; absent or 1 emits exactly the single-lane kernel): T invocations
+ * cooperate on one query. The workgroup has prod(queryTile) * T invocations; invocation `lid` serves query
+ * `lid / T` and owns the vec4 columns c with c % T == lid % T of q and of O (D/4 and Dv/4 are multiples of T).
+ * Per key: a partial dot over its own columns, the full logit by `subgroupShuffleXor` over the masks 1 .. T/2
+ * (a butterfly: every lane ends with the bitwise-same sum, so all T lanes take the same softmax branches), the
+ * same online-softmax update on every lane, then the axpy on its own O columns. The window walk depends only on
+ * the query, so the T lanes of a query always take the same branches and are all active at each shuffle.
+ * Staging and barriers are unchanged (every invocation stages). The shuffles sit in query-dependent control flow,
+ * which WGSL's uniformity analysis cannot prove subgroup-uniform, so T > 1 kernels emit
+ * `diagnostic(off, subgroup_uniformity);`: only the T lanes of one query exchange values, and they are all
+ * active together. ASSUMPTION: subgroups are contiguous, aligned
+ * ranges of local_invocation_index in this 1-D workgroup (true on Dawn's backends in practice; WebGPU does not
+ * promise it), so with T <= the adapter's subgroupMinSize and a workgroup size that is a multiple of it, the T
+ * lanes of a query (lids qT .. qT+T-1) share one subgroup. Config selection enforces both conditions.
+ *
  * Baked into the spec (and so the key): rank, K, causal, D, Dv, dtype, tile shapes, key chunk, staging type,
- * rpb/lse flags, path. Uniforms: batch, heads, kv heads, extents, dilation, stride, tile counts, scale.
+ * rpb/lse flags, path, lanes (T > 1 only). Uniforms: batch, heads, kv heads, extents, dilation, stride, tile counts, scale.
  */
 import {
   type FusedProblem,
@@ -48,6 +63,11 @@ export const FUSED_FORWARD_TILES: TileProducts = FUSED_FORWARD_QUERY_TILES.flatM
   FUSED_FORWARD_KEY_CHUNKS.map((k) => [q, k] as const),
 );
 
+/** Lanes per query (`FusedForwardConfig.lanes`) this backend compiles; > 1 needs subgroups. */
+export const FUSED_FORWARD_LANES = [1, 2, 4, 8] as const;
+/** Lane counts the enumerator offers (with subgroups); 8 is valid in explicit configs only. */
+const ENUMERATED_LANES = [2, 4] as const;
+
 /** Workgroup-memory staging type for K/V chunks. 'f16' only for float16 inputs. */
 export type FusedStage = 'f32' | 'f16';
 
@@ -62,6 +82,13 @@ export interface FusedForwardConfig {
   /** Key tile per axis; its product is the number of keys staged per chunk (the box is walked row-major). */
   readonly keyTile: readonly number[];
   readonly stage: FusedStage;
+  /**
+   * Invocations cooperating on one query (lane split of the head dims through subgroup shuffles), in
+   * {1, 2, 4, 8}; absent means 1. T > 1 needs subgroups with a minimum size >= T, head dims that are multiples
+   * of 4*T, and prod(queryTile) * T invocations per workgroup (a multiple of the minimum subgroup size).
+   * Opt-in: the heuristic default never picks T > 1 (not yet measured on a real GPU); the autotuner may.
+   */
+  readonly lanes?: number;
 }
 
 export interface FusedForwardSpec {
@@ -83,6 +110,8 @@ export interface FusedForwardSpec {
    * 2*D floats per invocation and spill).
    */
   readonly qHalf?: boolean;
+  /** Lanes per query (see `FusedForwardConfig.lanes`); set only when > 1, so single-lane keys are unchanged. */
+  readonly lanes?: number;
 }
 
 /** The device limits config selection needs (a plain subset of GPUSupportedLimits). */
@@ -90,6 +119,11 @@ export interface FusedKernelLimits {
   readonly maxComputeWorkgroupStorageSize: number;
   readonly maxComputeInvocationsPerWorkgroup: number;
   readonly maxComputeWorkgroupSizeX: number;
+  /**
+   * The adapter's minimum subgroup size, present only when the device has the `subgroups` feature. When
+   * absent, configs with `lanes` > 1 are invalid and the enumerator offers exactly the single-lane configs.
+   */
+  readonly subgroupMinSize?: number;
 }
 
 /** The problem fields config selection needs (core's `FusedProblem` satisfies it). */
@@ -157,7 +191,17 @@ export function fusedForwardSpec(problem: FusedForwardProblem, config: FusedForw
     hasRpb: problem.hasRpb,
     hasLse: problem.hasLse,
     ...(problem.dtype === 'float16' && problem.dim > Q_HALF_ABOVE ? { qHalf: true } : {}),
+    ...(config.lanes !== undefined && config.lanes > 1 ? { lanes: config.lanes } : {}),
   };
+}
+
+/** Why `lanes` cannot split these head dims, or undefined. */
+function lanesDimProblem(lanes: number, dim: number, dimV: number): string | undefined {
+  if (!FUSED_FORWARD_LANES.includes(lanes as (typeof FUSED_FORWARD_LANES)[number])) return `lanes ${lanes} is not one of ${FUSED_FORWARD_LANES.join(', ')}`;
+  if (lanes > 1 && (dim % (4 * lanes) !== 0 || dimV % (4 * lanes) !== 0)) {
+    return `lanes=${lanes} gives each lane whole vec4 columns, so head dims must be multiples of ${4 * lanes}; got head_dim=${dim}, value head_dim=${dimV}`;
+  }
+  return undefined;
 }
 
 /** Why a config cannot run a problem on a device, or undefined if it can. */
@@ -171,8 +215,20 @@ export function fusedForwardConfigProblem(problem: FusedForwardProblem, config: 
   if (!FUSED_FORWARD_TILES.some(([a, b]) => a === qp && b === kp)) return `tile products ${qp}x${kp} are not compiled`;
   if (config.queryTile.some((t) => !Number.isInteger(t) || t < 1)) return `query tile ${formatShape(config.queryTile)} has a factor < 1`;
   if (config.stage === 'f16' && problem.dtype !== 'float16') return `stage 'f16' needs float16 inputs`;
-  if (qp > limits.maxComputeInvocationsPerWorkgroup || qp > limits.maxComputeWorkgroupSizeX) {
-    return `a query tile of ${qp} needs ${qp} invocations per workgroup; this device allows ${Math.min(limits.maxComputeInvocationsPerWorkgroup, limits.maxComputeWorkgroupSizeX)}`;
+  const lanes = config.lanes ?? 1;
+  const lanesWhy = lanesDimProblem(lanes, problem.dim, problem.dimV);
+  if (lanesWhy !== undefined) return lanesWhy;
+  if (lanes > 1) {
+    const sg = limits.subgroupMinSize;
+    if (sg === undefined) return `lanes=${lanes} needs the WebGPU feature 'subgroups', which this adapter does not offer`;
+    if (lanes > sg) return `lanes=${lanes} exceeds this adapter's minimum subgroup size ${sg} (the lanes of a query must share one subgroup)`;
+    if ((qp * lanes) % sg !== 0) {
+      return `lanes=${lanes} with a query tile of ${qp} gives ${qp * lanes} invocations per workgroup, not a multiple of this adapter's minimum subgroup size ${sg}`;
+    }
+  }
+  const inv = qp * lanes;
+  if (inv > limits.maxComputeInvocationsPerWorkgroup || inv > limits.maxComputeWorkgroupSizeX) {
+    return `a query tile of ${qp}${lanes > 1 ? ` with ${lanes} lanes per query` : ''} needs ${inv} invocations per workgroup; this device allows ${Math.min(limits.maxComputeInvocationsPerWorkgroup, limits.maxComputeWorkgroupSizeX)}`;
   }
   const bytes = fusedForwardWorkgroupBytes({ dim: problem.dim, dimV: problem.dimV, keyChunk: kp, stage: config.stage });
   if (bytes > limits.maxComputeWorkgroupStorageSize) {
@@ -186,7 +242,9 @@ export function fusedForwardConfigProblem(problem: FusedForwardProblem, config: 
  * Query tiles: every power-of-two shape of each compiled product whose factors do not exceed the next power
  * of two of the axis' dilation-group extent (larger ones only add idle invocations; when the groups are smaller
  * than every tile, the smallest tiles with the fewest idle lanes). Key tiles: one canonical
- * shape per chunk (only the product matters). Staging: f32, plus f16 for float16 inputs.
+ * shape per chunk (only the product matters). Staging: f32, plus f16 for float16 inputs. Lanes: only when
+ * `limits.subgroupMinSize` is given (the device has subgroups), each config also with `lanes` 2 and 4 where valid;
+ * without it, exactly the single-lane list.
  */
 export function enumerateFusedForwardConfigs(problem: FusedForwardProblem, limits: FusedKernelLimits): FusedForwardConfig[] {
   const ext = groupExtents(problem);
@@ -208,6 +266,11 @@ export function enumerateFusedForwardConfigs(problem: FusedForwardProblem, limit
       for (const stage of stages) {
         const config: FusedForwardConfig = { path: 'plain', queryTile: shape, keyTile: canonicalKeyTile(problem.rank, kp), stage };
         if (fusedForwardConfigProblem(problem, config, limits) === undefined) out.push(config);
+        if (limits.subgroupMinSize === undefined) continue;
+        for (const lanes of ENUMERATED_LANES) {
+          const split: FusedForwardConfig = { ...config, lanes };
+          if (fusedForwardConfigProblem(problem, split, limits) === undefined) out.push(split);
+        }
       }
     }
   }
@@ -240,10 +303,11 @@ function tileCost(problem: FusedForwardProblem, shape: readonly number[]): numbe
  * Heuristic default: the query-tile shape with the lowest `tileCost`, preferring 32 invocations (one SIMD group
  * on NVIDIA: measured best on H200 for 1-D, 2-D and 3-D, see the bench), then 64; a key chunk of 32; f16
  * staging for f16 inputs (half the workgroup-memory traffic; measured faster on H200). Ties go to tiles whose
- * extents grow toward the last (memory-contiguous) axis.
+ * extents grow toward the last (memory-contiguous) axis. Always single-lane: lane-split configs are for the
+ * autotuner and explicit configs only (not yet measured on a real GPU).
  */
 export function defaultFusedForwardConfig(problem: FusedForwardProblem, limits: FusedKernelLimits): FusedForwardConfig {
-  const all = enumerateFusedForwardConfigs(problem, limits);
+  const all = enumerateFusedForwardConfigs(problem, limits).filter((c) => c.lanes === undefined);
   if (all.length === 0) {
     throw new NattenArgumentError(
       `na${problem.rank}d_forward: no WebGPU kernel configuration fits head_dim=${problem.dim}, value head_dim=${problem.dimV} in this device's ${limits.maxComputeWorkgroupStorageSize} bytes of workgroup memory (the smallest key chunk, 16 keys, needs ${fusedForwardWorkgroupBytes({ dim: problem.dim, dimV: problem.dimV, keyChunk: 16, stage: problem.dtype === 'float16' ? 'f16' : 'f32' })})`,
@@ -290,6 +354,10 @@ export function checkFusedForwardSpec(spec: FusedForwardSpec): void {
   if (spec.stage === 'f16' && spec.dtype !== 'float16') bad(`f16 staging needs float16 inputs`);
   if (spec.qHalf === true && spec.dtype !== 'float16') bad(`f16 q registers need float16 inputs`);
   if (spec.hasRpb && (spec.causal.some((c) => c) || spec.kernelSize.some((k) => k % 2 === 0))) bad('rpb needs a non-causal window and odd kernel sizes');
+  if (spec.lanes !== undefined) {
+    const why = lanesDimProblem(spec.lanes, spec.dim, spec.dimV);
+    if (why !== undefined) bad(why);
+  }
 }
 
 /** Uniform fields, in struct order. */
@@ -378,7 +446,9 @@ ${comps}
 /** Generate the kernel for a spec. Pure: same spec, same text. */
 export function generateFusedForward(spec: FusedForwardSpec): GeneratedKernel {
   checkFusedForwardSpec(spec);
-  const key = kernelKey(FAMILY, GEN, spec);
+  const LN = spec.lanes ?? 1;
+  // lanes 1 is the single-lane kernel: the same key (and text) as a spec without the field.
+  const key = kernelKey(FAMILY, GEN, LN === 1 ? { ...spec, lanes: undefined } : spec);
   const r = spec.rank;
   const axes = Array.from({ length: r }, (_, a) => a);
   const T = wgslType(spec.dtype);
@@ -390,7 +460,7 @@ export function generateFusedForward(spec: FusedForwardSpec): GeneratedKernel {
   const vecQK = D % 4 === 0;
   const vecV = Dv % 4 === 0;
   const QH = spec.qHalf === true;
-  const WG = product(spec.queryTile);
+  const WG = product(spec.queryTile) * LN;
   const BK = spec.keyChunk;
   const TPK = Math.max(1, WG / BK);
   // Bank-conflict swizzle: lanes of a SIMD group read neighbouring staged rows at the same column, so the
@@ -404,6 +474,10 @@ export function generateFusedForward(spec: FusedForwardSpec): GeneratedKernel {
   const KSW = swizzleMask(D4);
   const VSW = swizzleMask(DV4);
   const col = (c: string, row: string, mask: number): string => (mask === 0 ? c : `(${c} ^ (${row} & ${mask}u))`);
+  // Lane split: register j of q / O holds vec4 column j*LN + lane (just j when LN == 1).
+  const D4L = D4 / LN;
+  const DV4L = DV4 / LN;
+  const lc = (j: number): string => (LN === 1 ? `${j}u` : `(${j * LN}u + lane)`);
   const uniforms = fusedForwardUniformFields(r);
   const bindings = fusedForwardBindings(spec);
   const elem: Record<string, string> = {
@@ -436,6 +510,9 @@ export function generateFusedForward(spec: FusedForwardSpec): GeneratedKernel {
   const header = [
     `// ${key}`,
     enableDirectives(spec.dtype).trimEnd(),
+    // The shuffles sit in query-dependent control flow (valid, the window walk). The uniformity analysis cannot
+    // see that the LN lanes of a query always branch alike, so every lane a shuffle reads from is active.
+    LN > 1 ? 'enable subgroups;\ndiagnostic(off, subgroup_uniformity);' : '',
     `const RANK: u32 = ${r}u;`,
     ...axes.map((a) => `const KERNEL_SIZE_${a}: i32 = ${spec.kernelSize[a]};`),
     ...axes.map((a) => `const IS_CAUSAL_${a}: bool = ${spec.causal[a] ? 'true' : 'false'};`),
@@ -446,6 +523,7 @@ export function generateFusedForward(spec: FusedForwardSpec): GeneratedKernel {
     `const DV4: u32 = ${DV4}u;`,
     `const KEY_CHUNK: u32 = ${BK}u;`,
     `const WORKGROUP_SIZE: u32 = ${WG}u;`,
+    LN > 1 ? `const LANES: u32 = ${LN}u;` : '',
     `const THREADS_PER_KEY: u32 = ${TPK}u;`,
     `const K_SWIZZLE: u32 = ${KSW}u;`,
     `const V_SWIZZLE: u32 = ${VSW}u;`,
@@ -458,8 +536,15 @@ export function generateFusedForward(spec: FusedForwardSpec): GeneratedKernel {
     .filter((l) => l.length > 0)
     .join('\n');
 
-  const qDot = Array.from({ length: D4 }, (_, c) => `          acc = fma(${QH ? `vec4<f32>(q_${c})` : `q_${c}`}, vec4<f32>(k_sh[kb + ${KSW === 0 ? `${c}u` : `(${c}u ^ ksw)`}]), acc);`).join('\n');
-  const update = softmaxUpdate(DV4, (c) => `vec4<f32>(v_sh[vb + ${VSW === 0 ? `${c}u` : `(${c}u ^ vsw)`}])`, '          ');
+  const qDot = Array.from({ length: D4L }, (_, c) => `          acc = fma(${QH ? `vec4<f32>(q_${c})` : `q_${c}`}, vec4<f32>(k_sh[kb + ${KSW === 0 ? lc(c) : `(${lc(c)} ^ ksw)`}]), acc);`).join('\n');
+  const update = softmaxUpdate(DV4L, (c) => `vec4<f32>(v_sh[vb + ${VSW === 0 ? lc(c) : `(${lc(c)} ^ vsw)`}])`, '          ');
+  // The logit: the lane's partial dot, then (lane split) the butterfly over the query's LN lanes.
+  const shuffles: string[] = [];
+  for (let m = 1; m < LN; m *= 2) shuffles.push(`            sc = sc + subgroupShuffleXor(sc, ${m}u);\n`);
+  const logit =
+    LN === 1
+      ? `            var sc = ${QH ? '(acc.x + acc.y + acc.z + acc.w) * params.scale_log2' : 'acc.x + acc.y + acc.z + acc.w'};\n`
+      : `            var sc = acc.x + acc.y + acc.z + acc.w;\n${shuffles.join('')}${QH ? '            sc = sc * params.scale_log2;\n' : ''}`;
   // Exact window walk: rows of the window (all axes but the last) in box-relative coordinates; each row is a
   // contiguous run of box-linear indices [lo, hi), clipped to the chunk [c0i, c1i).
   const last = r - 1;
@@ -469,8 +554,7 @@ export function generateFusedForward(spec: FusedForwardSpec): GeneratedKernel {
 ${KSW === 0 ? '' : `            let ksw = kl & ${KSW}u;\n`}${VSW === 0 ? '' : `            let vsw = kl & ${VSW}u;\n`}${spec.hasRpb ? `            let kr_${last} = k - row_base;
 ` : ''}            var acc = vec4<f32>(0.0);
 ${qDot.replace(/^ {10}/gm, '            ')}
-            var sc = ${QH ? '(acc.x + acc.y + acc.z + acc.w) * params.scale_log2' : 'acc.x + acc.y + acc.z + acc.w'};
-${spec.hasRpb ? `            sc = sc + f32(rpb[${rpbIndex()}]) * LOG2E;
+${logit}${spec.hasRpb ? `            sc = sc + f32(rpb[${rpbIndex()}]) * LOG2E;
 ` : ''}${update.replace(/^ {10}/gm, '            ')}`;
   let walk: string;
   if (r === 1) {
@@ -508,7 +592,7 @@ ${body.replace(/^/gm, '    ')}
   }
 
   const outWrite = vecV
-    ? Array.from({ length: DV4 }, (_, c) => `    output[obase / 4u + ${c}u] = vec4<${T}>(o_${c} * inv_l);`).join('\n')
+    ? Array.from({ length: DV4L }, (_, c) => `    output[obase / 4u + ${lc(c)}] = vec4<${T}>(o_${c} * inv_l);`).join('\n')
     : Array.from({ length: Dv }, (_, e) => `    output[obase + ${e}u] = ${T}(o_${e >> 2}.${AX[e & 3] as string} * inv_l);`).join('\n');
 
   const code = `${header}
@@ -563,7 +647,7 @@ ${axes
   let tok_base = b * params.tokens;
 
   // ---- this invocation's query (group coordinates qi_a) and its exact window [ws, we) in group coordinates
-  var lrest = lid;
+${LN === 1 ? '  var lrest = lid;' : '  let lane = lid % LANES;\n  var lrest = lid / LANES;'}
 ${axes
   .slice()
   .reverse()
@@ -571,7 +655,7 @@ ${axes
   .join('\n')}
   let valid = ${axes.map((a) => `qi_${a} < n_${a}`).join(' && ')};
 ${axes.map((a) => `  var ws_${a} = 0;\n  var we_${a} = 0;`).join('\n')}
-${Array.from({ length: D4 }, (_, c) => `  var q_${c} = vec4<${QH ? 'f16' : 'f32'}>(0.0);`).join('\n')}
+${Array.from({ length: D4L }, (_, c) => `  var q_${c} = vec4<${QH ? 'f16' : 'f32'}>(0.0);`).join('\n')}
   if (valid) {
 ${axes
   .map(
@@ -582,10 +666,10 @@ ${axes
   .join('\n')}
     let qtok = ${tokOf((a) => `qi_${a} * params.dil_${a} + g_${a}`)};
     let qbase = ((tok_base + qtok) * params.heads + h) * HEAD_DIM;
-${Array.from({ length: D4 }, (_, c) => `    q_${c} = load_q(qbase, ${c}u)${QH ? '' : ' * params.scale_log2'};`).join('\n')}
+${Array.from({ length: D4L }, (_, c) => `    q_${c} = load_q(qbase, ${lc(c)})${QH ? '' : ' * params.scale_log2'};`).join('\n')}
   }
 ${axes.map((a) => `  let qr_${a} = qi_${a} - bs_${a};`).join('\n')}
-${softmaxStateDecl(DV4)}
+${softmaxStateDecl(DV4L)}
 
   // ---- walk the union key box in chunks of KEY_CHUNK keys (row-major over the box)
   for (var ch = 0u; ch < n_chunks; ch++) {
@@ -624,7 +708,7 @@ ${walk}
     let qrow = (tok_base + qtok) * params.heads + h;
     let obase = qrow * HEAD_DIM_V;
 ${outWrite}
-${spec.hasLse ? `    logsumexp[qrow] = ${softmaxLse()};` : ''}
+${spec.hasLse ? (LN === 1 ? `    logsumexp[qrow] = ${softmaxLse()};` : `    if (lane == 0u) { logsumexp[qrow] = ${softmaxLse()}; }`) : ''}
   }
 }
 `;
@@ -636,6 +720,6 @@ ${spec.hasLse ? `    logsumexp[qrow] = ${softmaxLse()};` : ''}
     bindings,
     uniforms,
     workgroupBytes: fusedForwardWorkgroupBytes(spec),
-    features: spec.dtype === 'float16' ? ['shader-f16'] : [],
+    features: [...(spec.dtype === 'float16' ? ['shader-f16'] : []), ...(LN > 1 ? ['subgroups'] : [])],
   };
 }
