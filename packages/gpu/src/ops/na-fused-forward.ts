@@ -30,17 +30,23 @@ import {
 import { type DispatchCommand, foldWorkgroups, type GpuContext, type GpuTensor } from '../context.ts';
 import { defineGpuOp, type GpuOp } from './op.ts';
 
-/** The plain limits object config selection reads. */
+/**
+ * The plain limits object config selection reads. `subgroupMinSize` only when the device has the `subgroups`
+ * feature and the adapter reports its minimum subgroup size: then lane-split configs (`lanes` > 1) are valid and
+ * enumerated (never the heuristic default); otherwise they are rejected and not offered.
+ */
 export function fusedKernelLimits(ctx: GpuContext): FusedKernelLimits {
+  const sg = ctx.adapterInfo.subgroupMinSize;
   return {
     maxComputeWorkgroupStorageSize: ctx.limits.maxComputeWorkgroupStorageSize,
     maxComputeInvocationsPerWorkgroup: ctx.limits.maxComputeInvocationsPerWorkgroup,
     maxComputeWorkgroupSizeX: ctx.limits.maxComputeWorkgroupSizeX,
+    ...(ctx.hasSubgroups && sg !== undefined && sg > 0 ? { subgroupMinSize: sg } : {}),
   };
 }
 
 function describeConfig(c: FusedForwardConfig): string {
-  return `query_tile_size=${formatShape(c.queryTile)}, key_tile_size=${formatShape(c.keyTile)}, stage=${c.stage}`;
+  return `query_tile_size=${formatShape(c.queryTile)}, key_tile_size=${formatShape(c.keyTile)}, stage=${c.stage}${c.lanes !== undefined && c.lanes !== 1 ? `, lanes=${c.lanes}` : ''}`;
 }
 
 /**
