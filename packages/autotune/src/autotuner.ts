@@ -125,11 +125,15 @@ export function adapterIdentity(ctx: GpuContext): AdapterIdentity {
 }
 
 export function spaceLimits(ctx: GpuContext): SpaceLimits {
+  const sg = ctx.adapterInfo.subgroupMinSize;
   return {
     maxComputeWorkgroupStorageSize: ctx.limits.maxComputeWorkgroupStorageSize,
     maxComputeInvocationsPerWorkgroup: ctx.limits.maxComputeInvocationsPerWorkgroup,
     maxComputeWorkgroupSizeX: ctx.limits.maxComputeWorkgroupSizeX,
     maxComputeWorkgroupsPerDimension: ctx.limits.maxComputeWorkgroupsPerDimension,
+    // With subgroups, the forward space also holds the lane-split configs (`lanes` 2, 4), and cached entries
+    // with lanes stay valid; without, they are neither enumerated nor accepted.
+    ...(ctx.hasSubgroups && sg !== undefined && sg > 0 ? { subgroupMinSize: sg } : {}),
   };
 }
 

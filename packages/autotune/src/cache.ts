@@ -107,6 +107,7 @@ function validEntry(key: string, e: unknown): e is TuneEntry {
   if (!isIntList(c.queryTile) || !isIntList(c.keyTile)) return false;
   if (e.op === 'na-fused-forward') {
     if (c.path !== 'plain' || (c.stage !== 'f32' && c.stage !== 'f16')) return false;
+    if (c.lanes !== undefined && !Number.isInteger(c.lanes)) return false;
   } else if (e.op === 'na-fused-backward') {
     if (!isIntList(c.numSplitsKey) || typeof c.computeDeltaWithTorch !== 'boolean') return false;
   } else {

@@ -109,14 +109,18 @@ function tileEstimate(p: ForwardTuneProblem, tile: readonly number[], chunk: num
 const fmt = (xs: readonly number[]): string => xs.join('x');
 
 export function forwardLabel(c: FusedForwardConfig): string {
-  return `q=${fmt(c.queryTile)} k=${fmt(c.keyTile)} stage=${c.stage}`;
+  return `q=${fmt(c.queryTile)} k=${fmt(c.keyTile)} stage=${c.stage}${c.lanes !== undefined && c.lanes !== 1 ? ` lanes=${c.lanes}` : ''}`;
 }
 
 export function backwardLabel(c: FusedBackwardConfig): string {
   return `q=${fmt(c.queryTile)} k=${fmt(c.keyTile)} splits=${c.numSplitsKey.join(',')} delta=${c.computeDeltaWithTorch ? 'separate' : 'fused'}`;
 }
 
-/** Forward estimate: one kernel, query tile = workgroup, key chunk = key tile product. */
+/**
+ * Forward estimate: one kernel, query tile = workgroup, key chunk = key tile product. Lane-split configs
+ * (`lanes` > 1) get the estimate of their single-lane twin: no GPU has timed them yet, so the model does not
+ * guess; they sort right after the twin (label order) and only timing tells them apart.
+ */
 export function estimateForward(p: ForwardTuneProblem, c: FusedForwardConfig): CostEstimate {
   const e = tileEstimate(p, c.queryTile, product(c.keyTile), p.heads);
   // f16 staging halves the staged bytes but converts on every use: a small per-step surcharge.
@@ -184,6 +188,9 @@ function buildSpace<C>(all: readonly C[], def: C | undefined, estimate: (c: C) =
 export function forwardSpace(p: ForwardTuneProblem, limits: SpaceLimits, options: SpaceOptions = {}): ConfigSpace<FusedForwardConfig> {
   // Only configs the seed's tile arguments can select: given query/key tiles, the op stages K/V in the input's
   // precision, so a tuned choice is exactly what `config: 'auto'` then runs through those arguments.
+  // Exception: with subgroups (`limits.subgroupMinSize`), the lane-split configs are in the space too. The seed's
+  // tile arguments cannot express `lanes`, so a lane-split winner reaches natten-web's `config: 'auto'` as its
+  // tiles only (run single-lane); `Autotuner.forward` and `fusedForward.withConfig` run it as timed.
   const tileStage = p.dtype === 'float16' ? 'f16' : 'f32';
   const all = enumerateFusedForwardConfigs(p, limits).filter((c) => c.stage === tileStage);
   const def = all.length ? defaultFusedForwardConfig(p, limits) : undefined;

@@ -1,7 +1,7 @@
 import { product } from '@natten-web/core';
 import { fusedForwardConfigProblem } from '@natten-web/wgsl';
 import { describe, expect, it } from 'vitest';
-import { backwardSpace, describeBackward, describeForward, estimateForward, forwardSpace, type SpaceLimits } from '../src/index.ts';
+import { backwardSpace, describeBackward, describeForward, estimateForward, forwardLabel, forwardSpace, type SpaceLimits } from '../src/index.ts';
 
 const LIMITS: SpaceLimits = {
   maxComputeWorkgroupStorageSize: 32768,
@@ -76,6 +76,25 @@ describe('forward space', () => {
     expect(f16.candidates.length).toBeGreaterThan(1);
     const f = describeForward({ rank: 1, spatial: [64], dim: 16, kernelSize: 7, dtype: 'float32' });
     expect(new Set(forwardSpace(f, LIMITS, { maxCandidates: 1000 }).candidates.map((c) => c.config.stage))).toEqual(new Set(['f32']));
+  });
+
+  it('with subgroups the lane-split configs join the space (never the default); without, the space is unchanged', () => {
+    const q = describeForward({ rank: 2, spatial: [16, 16], heads: 2, dim: 16, kernelSize: 3 });
+    const plain = forwardSpace(q, LIMITS, { maxCandidates: 1000 });
+    const sg = forwardSpace(q, { ...LIMITS, subgroupMinSize: 8 }, { maxCandidates: 1000 });
+    const all = (s: typeof sg) => [...s.candidates, ...s.pruned];
+    expect(all(plain).every((c) => c.config.lanes === undefined)).toBe(true);
+    expect(all(sg).filter((c) => c.config.lanes === undefined).map((c) => c.config)).toEqual(expect.arrayContaining(all(plain).map((c) => c.config)));
+    // lanes 2 and 4 both split D=16 into whole vec4s; only a 128-query tile with 4 lanes passes 256 invocations
+    const q128 = all(plain).filter((c) => product(c.config.queryTile) === 128).length;
+    expect(sg.enumerated).toBe(3 * plain.enumerated - q128);
+    expect(new Set(all(sg).map((c) => c.config.lanes ?? 1))).toEqual(new Set([1, 2, 4]));
+    expect(sg.candidates[0]?.isDefault).toBe(true);
+    expect(sg.candidates[0]?.config).toEqual(plain.candidates[0]?.config);
+    const split = sg.candidates.find((c) => c.config.lanes === 4);
+    expect(split?.label).toMatch(/^q=\S+ k=\S+ stage=f32 lanes=4$/);
+    expect(forwardLabel({ path: 'plain', queryTile: [4, 8], keyTile: [4, 4], stage: 'f32', lanes: 2 })).toBe('q=4x8 k=4x4 stage=f32 lanes=2');
+    for (const c of sg.candidates) expect(fusedForwardConfigProblem(q, c.config, { ...LIMITS, subgroupMinSize: 8 })).toBeUndefined();
   });
 });
 
