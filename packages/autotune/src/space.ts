@@ -188,9 +188,8 @@ function buildSpace<C>(all: readonly C[], def: C | undefined, estimate: (c: C) =
 export function forwardSpace(p: ForwardTuneProblem, limits: SpaceLimits, options: SpaceOptions = {}): ConfigSpace<FusedForwardConfig> {
   // Only configs the seed's tile arguments can select: given query/key tiles, the op stages K/V in the input's
   // precision, so a tuned choice is exactly what `config: 'auto'` then runs through those arguments.
-  // Exception: with subgroups (`limits.subgroupMinSize`), the lane-split configs are in the space too. The seed's
-  // tile arguments cannot express `lanes`, so a lane-split winner reaches natten-web's `config: 'auto'` as its
-  // tiles only (run single-lane); `Autotuner.forward` and `fusedForward.withConfig` run it as timed.
+  // With subgroups (`limits.subgroupMinSize`), the lane-split configs are in the space too; their `lanes` travels
+  // with the tiles (core's `FusedForwardArgs.lanes`), so natten-web's `config: 'auto'` runs them as timed.
   const tileStage = p.dtype === 'float16' ? 'f16' : 'f32';
   const all = enumerateFusedForwardConfigs(p, limits).filter((c) => c.stage === tileStage);
   const def = all.length ? defaultFusedForwardConfig(p, limits) : undefined;

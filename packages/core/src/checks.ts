@@ -194,7 +194,15 @@ export interface FusedForwardArgs<T extends TensorLike = Tensor> extends NaParam
   readonly attnScale?: number | null | undefined;
   readonly queryTileSize?: readonly number[] | undefined;
   readonly keyTileSize?: readonly number[] | undefined;
+  /**
+   * Invocations per query of the WebGPU forward (lane split of the head dim over a subgroup; 1, 2, 4 or 8).
+   * Needs query_tile_size and key_tile_size; backends without such a kernel ignore it once validated.
+   */
+  readonly lanes?: number | undefined;
 }
+
+/** Valid `lanes` values of the fused forward. */
+export const FUSED_FORWARD_LANE_CHOICES = [1, 2, 4, 8] as const;
 
 function checkQkv(op: string, rank: NaRank, query: TensorLike, key: TensorLike, value: TensorLike) {
   expectTensor(op, 'query', query);
@@ -238,6 +246,14 @@ export function checkFusedForward(op: string, rank: NaRank, args: FusedForwardAr
     expectShape(op, 'logsumexp', lse, [q.batch, ...q.spatial, q.heads]);
   }
   checkTiles(op, rank, args.queryTileSize, args.keyTileSize, tiles, 'forward');
+  if (args.lanes !== undefined) {
+    if (!(FUSED_FORWARD_LANE_CHOICES as readonly number[]).includes(args.lanes)) {
+      throw new NattenArgumentError(`${op}: lanes=${String(args.lanes)} is not one of ${FUSED_FORWARD_LANE_CHOICES.join(', ')} (invocations per query)`);
+    }
+    if (args.lanes !== 1 && args.queryTileSize === undefined) {
+      throw new NattenArgumentError(`${op}: lanes=${args.lanes} needs query_tile_size and key_tile_size (it selects a variant of a tile config)`);
+    }
+  }
   return {
     op,
     rank,

@@ -266,6 +266,12 @@ describe('checks.ts: checkFusedForward', () => {
     expectArgError(() => checkFusedForward(op, 2, fwdArgs({ queryTileSize: [8, 16], keyTileSize: [8, 8] })), 'multiply to 128x64', 'not a forward tile');
     expectArgError(() => checkFusedForward(op, 2, fwdArgs({ queryTileSize: [8, 8], keyTileSize: [8, 8] }), [[32, 32]]), 'valid products (query x key) are 32x32');
   });
+  it('lanes: 1, 2, 4 or 8, and only with tile sizes', () => {
+    expect(() => checkFusedForward(op, 2, fwdArgs({ queryTileSize: [8, 8], keyTileSize: [8, 8], lanes: 4 }))).not.toThrow();
+    expect(() => checkFusedForward(op, 2, fwdArgs({ lanes: 1 }))).not.toThrow();
+    expectArgError(() => checkFusedForward(op, 2, fwdArgs({ queryTileSize: [8, 8], keyTileSize: [8, 8], lanes: 3 })), 'na2d_forward: lanes=3 is not one of 1, 2, 4, 8 (invocations per query)');
+    expectArgError(() => checkFusedForward(op, 2, fwdArgs({ lanes: 2 })), 'na2d_forward: lanes=2 needs query_tile_size and key_tile_size');
+  });
 });
 
 /** A valid fused backward problem (1-D, GQA 2/1, value dim 4). */

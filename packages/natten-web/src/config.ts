@@ -9,14 +9,22 @@ import { type AutotunerOptions, type ConfigProvider, createConfigProvider } from
 import { type FusedProblem, type NaRank, NattenArgumentError } from '@natten-web/core';
 import type { GpuContext } from '@natten-web/gpu';
 
-/** Forward tiles, NATTEN's `query_tile_size` / `key_tile_size` (per-axis, product = GEMM tile). */
-export interface ForwardConfig {
+/** Tiles, NATTEN's `query_tile_size` / `key_tile_size` (per-axis, product = GEMM tile). */
+export interface TileConfig {
   readonly queryTileSize?: readonly number[] | undefined;
   readonly keyTileSize?: readonly number[] | undefined;
 }
 
+/**
+ * Forward tiles, plus `lanes`: invocations per query of the WebGPU forward (1, 2, 4 or 8; > 1 splits the head dim
+ * over subgroup lanes and needs the `subgroups` feature). The CPU validates and ignores both.
+ */
+export interface ForwardConfig extends TileConfig {
+  readonly lanes?: number | undefined;
+}
+
 /** Backward tiles plus `num_splits_key` and `compute_delta_with_torch` (spec §3.2, §3.3). */
-export interface BackwardConfig extends ForwardConfig {
+export interface BackwardConfig extends TileConfig {
   readonly numSplitsKey?: number | readonly number[] | undefined;
   readonly computeDeltaWithTorch?: boolean | undefined;
 }
@@ -29,8 +37,9 @@ export interface KernelConfig {
 /** What the `config` option accepts. */
 export type KernelConfigOption = KernelConfig | 'auto';
 
-const FORWARD_KEYS = ['queryTileSize', 'keyTileSize'];
-const BACKWARD_KEYS = [...FORWARD_KEYS, 'numSplitsKey', 'computeDeltaWithTorch'];
+const TILE_KEYS = ['queryTileSize', 'keyTileSize'];
+const FORWARD_KEYS = [...TILE_KEYS, 'lanes'];
+const BACKWARD_KEYS = [...TILE_KEYS, 'numSplitsKey', 'computeDeltaWithTorch'];
 
 function checkKeys(op: string, where: string, value: object, allowed: readonly string[]): void {
   for (const key of Object.keys(value)) {
@@ -46,7 +55,7 @@ function checkKeys(op: string, where: string, value: object, allowed: readonly s
  */
 export function resolveKernelConfig(op: string, _rank: NaRank, pass: 'forward', config: unknown): ForwardConfig;
 export function resolveKernelConfig(op: string, _rank: NaRank, pass: 'backward', config: unknown): BackwardConfig;
-export function resolveKernelConfig(op: string, _rank: NaRank, pass: 'forward' | 'backward', config: unknown): BackwardConfig {
+export function resolveKernelConfig(op: string, _rank: NaRank, pass: 'forward' | 'backward', config: unknown): ForwardConfig & BackwardConfig {
   if (config === undefined || config === null || config === 'auto') return {};
   if (typeof config !== 'object' || Array.isArray(config)) {
     throw new NattenArgumentError(`${op}: config must be 'auto' or { forward?, backward? }, got ${typeof config === 'string' ? `'${config}'` : String(config)}`);
@@ -80,12 +89,13 @@ export function setAutotuneOptions(options: Omit<AutotunerOptions, 'ctx'>): void
  */
 export async function autoConfig(ctx: GpuContext, pass: 'forward', problem: FusedProblem): Promise<ForwardConfig>;
 export async function autoConfig(ctx: GpuContext, pass: 'backward', problem: FusedProblem & { hasGradRpb: boolean }): Promise<BackwardConfig>;
-export async function autoConfig(ctx: GpuContext, pass: 'forward' | 'backward', problem: FusedProblem & { hasGradRpb?: boolean }): Promise<BackwardConfig> {
+export async function autoConfig(ctx: GpuContext, pass: 'forward' | 'backward', problem: FusedProblem & { hasGradRpb?: boolean }): Promise<ForwardConfig | BackwardConfig> {
   provider ??= createConfigProvider(providerOptions);
   const tuner = provider(ctx);
   if (pass === 'forward') {
     const c = await tuner.forward(problem);
-    return { queryTileSize: c.queryTile, keyTileSize: c.keyTile };
+    // The tuned config runs exactly: its lane split travels with its tiles.
+    return { queryTileSize: c.queryTile, keyTileSize: c.keyTile, ...(c.lanes !== undefined && c.lanes > 1 ? { lanes: c.lanes } : {}) };
   }
   const c = await tuner.backward({ ...problem, hasGradRpb: problem.hasGradRpb ?? false });
   return { queryTileSize: c.queryTile, keyTileSize: c.keyTile, numSplitsKey: c.numSplitsKey, computeDeltaWithTorch: c.computeDeltaWithTorch };

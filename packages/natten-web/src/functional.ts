@@ -193,7 +193,7 @@ async function naForward(rank: NaRank, query: AnyTensor, key: AnyTensor, value: 
   const tuneProblem = { ...problem, hasLse: needLse };
   const tilesFor = async (ctx: GpuContext | undefined): Promise<ForwardConfig> => {
     const t = ctx && auto ? await autoConfig(ctx, 'forward', tuneProblem) : tiles;
-    return { queryTileSize: t.queryTileSize, keyTileSize: t.keyTileSize };
+    return { queryTileSize: t.queryTileSize, keyTileSize: t.keyTileSize, ...(t.lanes !== undefined ? { lanes: t.lanes } : {}) };
   };
 
   const result = await execute({

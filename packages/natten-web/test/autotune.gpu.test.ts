@@ -1,7 +1,9 @@
 /** `config: 'auto'` on WebGPU goes through @natten-web/autotune (here in 'tune' mode with an in-memory store). */
 import { memoryStore } from '@natten-web/autotune';
+import { checkFusedForward, type FusedProblem } from '@natten-web/core';
 import { afterAll, describe, expect, it } from 'vitest';
-import { configure, dispose, na2d, na2dBackward } from '../src/index.ts';
+import { autoConfig, setAutotuneOptions } from '../src/config.ts';
+import { configure, dispose, na2d, na2dBackward, ops } from '../src/index.ts';
 import { expectClose, rnd } from './helpers.ts';
 
 const store = memoryStore();
@@ -38,5 +40,35 @@ describe("config: 'auto'", () => {
     await na2d(q, k, v, { kernelSize: 3, config: 'auto', backend: 'webgpu', returnLse: true });
     expect(await entries()).toHaveLength(2);
     expect(warnings).toEqual([]);
+  });
+
+  it('runs a lane-split winner exactly as tuned (lanes travel with the tiles)', async () => {
+    const ctx = await ops.gpu.context();
+    const q = rnd([1, 8, 8, 1, 8]);
+    const k = rnd([1, 8, 8, 1, 8]);
+    const v = rnd([1, 8, 8, 1, 8]);
+    if (!ctx.hasSubgroups) {
+      // Lane-split configs exist only with subgroups (lavapipe has them); elsewhere they are refused up front.
+      await expect(na2d(q, k, v, { kernelSize: 3, backend: 'webgpu', config: { forward: { queryTileSize: [4, 4], keyTileSize: [4, 4], lanes: 2 } } })).rejects.toThrow(/subgroups/);
+      return;
+    }
+    const table = await store.load();
+    const [fwdKey, fwdEntry] = Object.entries(table.entries).find(([key]) => key.startsWith('na-fused-forward|')) ?? [];
+    expect(fwdKey).toBeDefined();
+    // The stored winner, turned into its lane-split twin (2 lanes per query; head dim 8 = 2 vec4 columns).
+    const lanesStore = memoryStore({ ...table, entries: { [fwdKey as string]: { ...(fwdEntry as object), config: { path: 'plain', queryTile: [4, 4], keyTile: [4, 4], stage: 'f32', lanes: 2 } } as never } });
+    setAutotuneOptions({ mode: 'cached', cache: lanesStore, progress: false });
+    try {
+      const problem: FusedProblem = checkFusedForward('na2d_forward', 2, { query: q, key: k, value: v, output: q, kernelSize: 3, logsumexp: { shape: [1, 8, 8, 1], dtype: 'float32' } });
+      expect(await autoConfig(ctx, 'forward', problem)).toEqual({ queryTileSize: [4, 4], keyTileSize: [4, 4], lanes: 2 });
+      const gpu = await na2d(q, k, v, { kernelSize: 3, config: 'auto', backend: 'webgpu', returnLse: true });
+      const cpu = await na2d(q, k, v, { kernelSize: 3, backend: 'cpu', returnLse: true });
+      expectClose(gpu.output, cpu.output, 1e-4);
+      expectClose(gpu.lse, cpu.lse, 1e-4);
+      const explicit = await na2d(q, k, v, { kernelSize: 3, backend: 'webgpu', config: { forward: { queryTileSize: [4, 4], keyTileSize: [4, 4], lanes: 2 } } });
+      expectClose(explicit, cpu.output, 1e-4);
+    } finally {
+      setAutotuneOptions({ mode: 'tune', cache: store, maxTuneMs: 60_000, warmup: 0, reps: 1, space: { maxCandidates: 2 }, progress: false, warn: (m: string) => warnings.push(m) });
+    }
   });
 });

@@ -63,8 +63,9 @@ describe('argument errors are NattenArgumentErrors naming the op, argument, valu
   it('config must be auto or { forward, backward } with known keys', async () => {
     await expect(na2d(q2, q2, q2, { kernelSize: 3, config: 'fast' as 'auto' })).rejects.toThrow("na2d: config must be 'auto' or { forward?, backward? }, got 'fast'");
     await expect(na2d(q2, q2, q2, { kernelSize: 3, config: { forward: { qTile: [8, 8] } as unknown as { queryTileSize: number[] } } })).rejects.toThrow(
-      "na2d: unknown key 'qTile' in config.forward; allowed keys are queryTileSize, keyTileSize",
+      "na2d: unknown key 'qTile' in config.forward; allowed keys are queryTileSize, keyTileSize, lanes",
     );
+    await expect(na2d(q2, q2, q2, { kernelSize: 3, config: { forward: { lanes: 3 } } })).rejects.toThrow('na2d_forward: lanes=3 is not one of 1, 2, 4, 8');
   });
 
   it('not a tensor, and host/GPU mixing', async () => {

@@ -183,7 +183,7 @@ export function planFusedForwardSgmat(
   config?: SgmatForwardConfig,
 ): { kernel: GeneratedKernel; command: DispatchCommand; config: SgmatForwardConfig; problem: FusedProblem } {
   const op = opName(rank, 'forward');
-  const problem = checkFusedForward(op, rank, { ...(args as FusedForwardArgs<TensorLike>), queryTileSize: undefined, keyTileSize: undefined }, FUSED_FORWARD_TILES);
+  const problem = checkFusedForward(op, rank, { ...(args as FusedForwardArgs<TensorLike>), queryTileSize: undefined, keyTileSize: undefined, lanes: undefined }, FUSED_FORWARD_TILES);
   const avail = sgmatAvailability(ctx);
   if ('why' in avail) throw new Error(`${op}: tensor-core path unavailable: ${avail.why}`);
   const fit = sgmatProblemFit(problem);

@@ -95,6 +95,7 @@ export function checkFusedForwardGpu(
       queryTile: [...args.queryTileSize],
       keyTile: [...args.keyTileSize],
       stage: problem.dtype === 'float16' ? 'f16' : 'f32',
+      ...(args.lanes !== undefined && args.lanes > 1 ? { lanes: args.lanes } : {}),
     };
   } else {
     config = defaultFusedForwardConfig(problem, limits);
@@ -162,9 +163,9 @@ export const fusedForward: FusedForwardOp = Object.assign(base, {
     runWithConfig(ctx, rank, args, config),
   plan: planFusedForward,
   configs: (ctx: GpuContext, rank: NaRank, args: FusedForwardArgs<TensorLike>) => {
-    const problem = checkFusedForward(opName(rank, 'forward'), rank, { ...args, queryTileSize: undefined, keyTileSize: undefined }, FUSED_FORWARD_TILES);
+    const problem = checkFusedForward(opName(rank, 'forward'), rank, { ...args, queryTileSize: undefined, keyTileSize: undefined, lanes: undefined }, FUSED_FORWARD_TILES);
     return enumerateFusedForwardConfigs(problem, fusedKernelLimits(ctx));
   },
   defaultConfig: (ctx: GpuContext, rank: NaRank, args: FusedForwardArgs<TensorLike>) =>
-    checkFusedForwardGpu(ctx, rank, { ...args, queryTileSize: undefined, keyTileSize: undefined }).config,
+    checkFusedForwardGpu(ctx, rank, { ...args, queryTileSize: undefined, keyTileSize: undefined, lanes: undefined }).config,
 });
