@@ -49,6 +49,29 @@ function at(values: ArrayLike<number>, i: number): number {
   return v;
 }
 
+/** `sum_c a[ao + c] * b[bo + c]` over `n` entries, in order. */
+function dotAt(a: ArrayLike<number>, ao: number, b: ArrayLike<number>, bo: number, n: number): number {
+  let dot = 0;
+  for (let c = 0; c < n; c++) dot += at(a, ao + c) * at(b, bo + c);
+  return dot;
+}
+
+/** `dst[o + c] += s * src[so + c]` over `n` entries. */
+function addScaled(dst: Float64Array, o: number, s: number, src: ArrayLike<number>, so: number, n: number): void {
+  for (let c = 0; c < n; c++) dst[o + c] = (dst[o + c] as number) + s * at(src, so + c);
+}
+
+/** Row-major coordinates of flat index `t` over axes of the given lengths. */
+function unravel(t: number, lengths: readonly number[]): number[] {
+  const c = new Array<number>(lengths.length);
+  for (let a = lengths.length - 1; a >= 0; a--) {
+    const L = at(lengths, a);
+    c[a] = t % L;
+    t = Math.floor(t / L);
+  }
+  return c;
+}
+
 /** The v0.17.5 Flex rule (spec §2.8) for stride 1: is key `k` in the window of query `q`? */
 export function flexKeep(q: number, k: number, ax: OracleAxis): boolean {
   const { length: L, kernelSize: K, dilation: d } = ax;
@@ -109,25 +132,13 @@ export function slotValidity(geometry: OracleGeometry): Uint8Array {
   const N = axes.reduce((n, a) => n * a.length, 1);
   const P = axes.reduce((n, a) => n * a.kernelSize, 1);
   const valid = new Uint8Array(N * P);
-  const rank = axes.length;
-  const cx = new Array<number>(rank).fill(0);
-  const ct = new Array<number>(rank).fill(0);
+  const lengths = axes.map((a) => a.length);
+  const kernel = axes.map((a) => a.kernelSize);
   for (let x = 0; x < N; x++) {
-    let r = x;
-    for (let a = rank - 1; a >= 0; a--) {
-      const L = (axes[a] as OracleAxis).length;
-      cx[a] = r % L;
-      r = Math.floor(r / L);
-    }
+    const cx = unravel(x, lengths);
     for (let t = 0; t < P; t++) {
-      let u = t;
-      let ok = true;
-      for (let a = rank - 1; a >= 0; a--) {
-        const K = (axes[a] as OracleAxis).kernelSize;
-        ct[a] = u % K;
-        u = Math.floor(u / K);
-        if ((ct[a] as number) >= ((counts[a] as Int32Array)[cx[a] as number] as number)) ok = false;
-      }
+      const ct = unravel(t, kernel);
+      const ok = ct.every((slot, a) => slot < at(counts[a] as Int32Array, at(cx, a)));
       valid[x * P + t] = ok ? 1 : 0;
     }
   }
@@ -180,16 +191,8 @@ export function buildMask(geometry: OracleGeometry): OracleMask {
   const rpbSize = axes.reduce((n, a) => n * (2 * a.kernelSize - 1), 1);
   const slot = new Int32Array(N * N).fill(-1);
   const rpb = new Int32Array(N * N).fill(-1);
-  const coords = (t: number): number[] => {
-    const c = new Array<number>(rank);
-    for (let a = rank - 1; a >= 0; a--) {
-      const L = (axes[a] as OracleAxis).length;
-      c[a] = t % L;
-      t = Math.floor(t / L);
-    }
-    return c;
-  };
-  const allCoords = Array.from({ length: N }, (_, t) => coords(t));
+  const lengths = axes.map((a) => a.length);
+  const allCoords = Array.from({ length: N }, (_, t) => unravel(t, lengths));
   for (let x = 0; x < N; x++) {
     const cx = allCoords[x] as number[];
     for (let j = 0; j < N; j++) {
@@ -236,6 +239,59 @@ function rpbValue(mask: OracleMask, rpb: ArrayLike<number> | undefined, h: numbe
   return at(rpb, h * mask.rpbSize + r);
 }
 
+/** d_rpb: adds `ds` to the bias cell of head `h` that the pair (query x, key j) reads. */
+function addRpbGrad(gradRpb: Float64Array, mask: OracleMask, h: number, x: number, j: number, ds: number): void {
+  const r = h * mask.rpbSize + (mask.rpb[x * mask.tokens + j] as number);
+  gradRpb[r] = (gradRpb[r] as number) + ds;
+}
+
+/** The heads-last (fused) shape a query loop needs. */
+type FusedShape = Pick<OracleFusedProblem, 'batch' | 'heads' | 'headsKv'>;
+
+/**
+ * Visits every (batch, query head, query token) of a heads-last problem of `N` tokens, in order,
+ * with the GQA KV head `hk = floor(h / (H / H_kv))` and the row indices (units of one head vector)
+ * of the query token and, through `kvRow(j)`, of key token j.
+ */
+function forEachFusedQuery(
+  p: FusedShape,
+  N: number,
+  visit: (h: number, x: number, row: number, kvRow: (j: number) => number) => void,
+): void {
+  const { batch: B, heads: H, headsKv: Hk } = p;
+  const group = H / Hk;
+  for (let b = 0; b < B; b++) {
+    for (let h = 0; h < H; h++) {
+      const hk = Math.floor(h / group);
+      const kvRow = (j: number): number => (b * N + j) * Hk + hk;
+      for (let x = 0; x < N; x++) visit(h, x, (b * N + x) * H + h, kvRow);
+    }
+  }
+}
+
+/**
+ * Visits every kept (query x, key j) pair of a heads-first (BMM) problem, in order, with the row
+ * indices of x and j in `[B, H, N, *]` tensors and the flat index `t` of the pair's slot in `attn`.
+ */
+function forEachBmmPair(
+  p: OracleBmmProblem,
+  mask: OracleMask,
+  visit: (h: number, x: number, j: number, xRow: number, jRow: number, t: number) => void,
+): void {
+  const { batch: B, heads: H } = p;
+  const N = mask.tokens;
+  const P = mask.slots;
+  const keys = keyLists(mask);
+  for (let b = 0; b < B; b++) {
+    for (let h = 0; h < H; h++) {
+      const base = (b * H + h) * N;
+      for (let x = 0; x < N; x++) {
+        for (const j of keys[x] as Int32Array) visit(h, x, j, base + x, base + j, (base + x) * P + (mask.slot[x * N + j] as number));
+      }
+    }
+  }
+}
+
 /** Keys of every query token, as lists (ascending token index). */
 function keyLists(mask: OracleMask): Int32Array[] {
   const N = mask.tokens;
@@ -267,42 +323,29 @@ export function oracleFusedForward(
   rpb?: ArrayLike<number>,
   mask: OracleMask = buildMask(p.geometry),
 ): OracleFusedForwardResult {
-  const { batch: B, heads: H, headsKv: Hk, dim: D, dimV: Dv, scale } = p;
+  const { batch: B, heads: H, dim: D, dimV: Dv, scale } = p;
   const N = mask.tokens;
-  const group = H / Hk;
   const keys = keyLists(mask);
   const output = new Float64Array(B * N * H * Dv);
   const lse = new Float64Array(B * N * H);
   const s = new Float64Array(N);
-  for (let b = 0; b < B; b++) {
-    for (let h = 0; h < H; h++) {
-      const hk = Math.floor(h / group);
-      for (let x = 0; x < N; x++) {
-        const qo = ((b * N + x) * H + h) * D;
-        const ks = keys[x] as Int32Array;
-        let m = Number.NEGATIVE_INFINITY;
-        for (let i = 0; i < ks.length; i++) {
-          const j = ks[i] as number;
-          const ko = ((b * N + j) * Hk + hk) * D;
-          let dot = 0;
-          for (let c = 0; c < D; c++) dot += at(q, qo + c) * at(k, ko + c);
-          const z = scale * dot + rpbValue(mask, rpb, h, x, j);
-          s[i] = z;
-          if (z > m) m = z;
-        }
-        let sum = 0;
-        for (let i = 0; i < ks.length; i++) sum += Math.exp((s[i] as number) - m);
-        const l = m + Math.log(sum);
-        lse[(b * N + x) * H + h] = l;
-        const oo = ((b * N + x) * H + h) * Dv;
-        for (let i = 0; i < ks.length; i++) {
-          const pr = Math.exp((s[i] as number) - l);
-          const vo = ((b * N + (ks[i] as number)) * Hk + hk) * Dv;
-          for (let c = 0; c < Dv; c++) output[oo + c] = (output[oo + c] as number) + pr * at(v, vo + c);
-        }
-      }
+  forEachFusedQuery(p, N, (h, x, row, kvRow) => {
+    const ks = keys[x] as Int32Array;
+    let m = Number.NEGATIVE_INFINITY;
+    for (let i = 0; i < ks.length; i++) {
+      const j = ks[i] as number;
+      const z = scale * dotAt(q, row * D, k, kvRow(j) * D, D) + rpbValue(mask, rpb, h, x, j);
+      s[i] = z;
+      if (z > m) m = z;
     }
-  }
+    let sum = 0;
+    for (let i = 0; i < ks.length; i++) sum += Math.exp((s[i] as number) - m);
+    const l = m + Math.log(sum);
+    lse[row] = l;
+    for (let i = 0; i < ks.length; i++) {
+      addScaled(output, row * Dv, Math.exp((s[i] as number) - l), v, kvRow(ks[i] as number) * Dv, Dv);
+    }
+  });
   return { output, lse };
 }
 
@@ -332,45 +375,27 @@ export function oracleFusedBackward(
 ): OracleFusedBackwardResult {
   const { batch: B, heads: H, headsKv: Hk, dim: D, dimV: Dv, scale } = p;
   const N = mask.tokens;
-  const group = H / Hk;
   const keys = keyLists(mask);
   const gradQuery = new Float64Array(B * N * H * D);
   const gradKey = new Float64Array(B * N * Hk * D);
   const gradValue = new Float64Array(B * N * Hk * Dv);
   const gradRpb = rpb ? new Float64Array(H * mask.rpbSize) : undefined;
-  for (let b = 0; b < B; b++) {
-    for (let h = 0; h < H; h++) {
-      const hk = Math.floor(h / group);
-      for (let x = 0; x < N; x++) {
-        const qo = ((b * N + x) * H + h) * D;
-        const oo = ((b * N + x) * H + h) * Dv;
-        let delta = 0;
-        for (let c = 0; c < Dv; c++) delta += at(gradOutput, oo + c) * at(output, oo + c);
-        const l = at(lse, (b * N + x) * H + h);
-        const ks = keys[x] as Int32Array;
-        for (let i = 0; i < ks.length; i++) {
-          const j = ks[i] as number;
-          const ko = ((b * N + j) * Hk + hk) * D;
-          const vo = ((b * N + j) * Hk + hk) * Dv;
-          let dot = 0;
-          for (let c = 0; c < D; c++) dot += at(q, qo + c) * at(k, ko + c);
-          const pr = Math.exp(scale * dot + rpbValue(mask, rpb, h, x, j) - l);
-          let dp = 0;
-          for (let c = 0; c < Dv; c++) dp += at(gradOutput, oo + c) * at(v, vo + c);
-          const ds = pr * (dp - delta);
-          for (let c = 0; c < Dv; c++) gradValue[vo + c] = (gradValue[vo + c] as number) + pr * at(gradOutput, oo + c);
-          for (let c = 0; c < D; c++) {
-            gradQuery[qo + c] = (gradQuery[qo + c] as number) + scale * ds * at(k, ko + c);
-            gradKey[ko + c] = (gradKey[ko + c] as number) + scale * ds * at(q, qo + c);
-          }
-          if (gradRpb) {
-            const r = h * mask.rpbSize + (mask.rpb[x * N + j] as number);
-            gradRpb[r] = (gradRpb[r] as number) + ds;
-          }
-        }
-      }
+  forEachFusedQuery(p, N, (h, x, row, kvRow) => {
+    const qo = row * D;
+    const oo = row * Dv;
+    const delta = dotAt(gradOutput, oo, output, oo, Dv);
+    const l = at(lse, row);
+    for (const j of keys[x] as Int32Array) {
+      const ko = kvRow(j) * D;
+      const vo = kvRow(j) * Dv;
+      const pr = Math.exp(scale * dotAt(q, qo, k, ko, D) + rpbValue(mask, rpb, h, x, j) - l);
+      const ds = pr * (dotAt(gradOutput, oo, v, vo, Dv) - delta);
+      addScaled(gradValue, vo, pr, gradOutput, oo, Dv);
+      addScaled(gradQuery, qo, scale * ds, k, ko, D);
+      addScaled(gradKey, ko, scale * ds, q, qo, D);
+      if (gradRpb) addRpbGrad(gradRpb, mask, h, x, j, ds);
     }
-  }
+  });
   return gradRpb ? { gradQuery, gradKey, gradValue, gradRpb } : { gradQuery, gradKey, gradValue };
 }
 
@@ -391,24 +416,10 @@ export function oracleQkForward(
   mask: OracleMask = buildMask(p.geometry),
 ): Float64Array {
   const { batch: B, heads: H, dim: D } = p;
-  const N = mask.tokens;
-  const P = mask.slots;
-  const keys = keyLists(mask);
-  const attn = new Float64Array(B * H * N * P).fill(Number.NEGATIVE_INFINITY);
-  for (let b = 0; b < B; b++) {
-    for (let h = 0; h < H; h++) {
-      const base = (b * H + h) * N;
-      for (let x = 0; x < N; x++) {
-        const qo = (base + x) * D;
-        for (const j of keys[x] as Int32Array) {
-          const ko = (base + j) * D;
-          let dot = 0;
-          for (let c = 0; c < D; c++) dot += at(q, qo + c) * at(k, ko + c);
-          attn[(base + x) * P + (mask.slot[x * N + j] as number)] = dot + rpbValue(mask, rpb, h, x, j);
-        }
-      }
-    }
-  }
+  const attn = new Float64Array(B * H * mask.tokens * mask.slots).fill(Number.NEGATIVE_INFINITY);
+  forEachBmmPair(p, mask, (h, x, j, xRow, jRow, t) => {
+    attn[t] = dotAt(q, xRow * D, k, jRow * D, D) + rpbValue(mask, rpb, h, x, j);
+  });
   return attn;
 }
 
@@ -429,31 +440,15 @@ export function oracleQkBackward(
 ): OracleQkBackwardResult {
   const { batch: B, heads: H, dim: D } = p;
   const N = mask.tokens;
-  const P = mask.slots;
-  const keys = keyLists(mask);
   const gradQuery = new Float64Array(B * H * N * D);
   const gradKey = new Float64Array(B * H * N * D);
   const gradRpb = withRpb ? new Float64Array(H * mask.rpbSize) : undefined;
-  for (let b = 0; b < B; b++) {
-    for (let h = 0; h < H; h++) {
-      const base = (b * H + h) * N;
-      for (let x = 0; x < N; x++) {
-        const qo = (base + x) * D;
-        for (const j of keys[x] as Int32Array) {
-          const ko = (base + j) * D;
-          const da = at(gradAttn, (base + x) * P + (mask.slot[x * N + j] as number));
-          for (let c = 0; c < D; c++) {
-            gradQuery[qo + c] = (gradQuery[qo + c] as number) + da * at(k, ko + c);
-            gradKey[ko + c] = (gradKey[ko + c] as number) + da * at(q, qo + c);
-          }
-          if (gradRpb) {
-            const r = h * mask.rpbSize + (mask.rpb[x * N + j] as number);
-            gradRpb[r] = (gradRpb[r] as number) + da;
-          }
-        }
-      }
-    }
-  }
+  forEachBmmPair(p, mask, (h, x, j, xRow, jRow, t) => {
+    const da = at(gradAttn, t);
+    addScaled(gradQuery, xRow * D, da, k, jRow * D, D);
+    addScaled(gradKey, jRow * D, da, q, xRow * D, D);
+    if (gradRpb) addRpbGrad(gradRpb, mask, h, x, j, da);
+  });
   return gradRpb ? { gradQuery, gradKey, gradRpb } : { gradQuery, gradKey };
 }
 
@@ -465,23 +460,10 @@ export function oracleAvForward(
   mask: OracleMask = buildMask(p.geometry),
 ): Float64Array {
   const { batch: B, heads: H, dim: D } = p;
-  const N = mask.tokens;
-  const P = mask.slots;
-  const keys = keyLists(mask);
-  const out = new Float64Array(B * H * N * D);
-  for (let b = 0; b < B; b++) {
-    for (let h = 0; h < H; h++) {
-      const base = (b * H + h) * N;
-      for (let x = 0; x < N; x++) {
-        const oo = (base + x) * D;
-        for (const j of keys[x] as Int32Array) {
-          const a = at(attn, (base + x) * P + (mask.slot[x * N + j] as number));
-          const vo = (base + j) * D;
-          for (let c = 0; c < D; c++) out[oo + c] = (out[oo + c] as number) + a * at(v, vo + c);
-        }
-      }
-    }
-  }
+  const out = new Float64Array(B * H * mask.tokens * D);
+  forEachBmmPair(p, mask, (_h, _x, _j, xRow, jRow, t) => {
+    addScaled(out, xRow * D, at(attn, t), v, jRow * D, D);
+  });
   return out;
 }
 
@@ -500,27 +482,12 @@ export function oracleAvBackward(
 ): OracleAvBackwardResult {
   const { batch: B, heads: H, dim: D } = p;
   const N = mask.tokens;
-  const P = mask.slots;
-  const keys = keyLists(mask);
-  const gradAttn = new Float64Array(B * H * N * P);
+  const gradAttn = new Float64Array(B * H * N * mask.slots);
   const gradValue = new Float64Array(B * H * N * D);
-  for (let b = 0; b < B; b++) {
-    for (let h = 0; h < H; h++) {
-      const base = (b * H + h) * N;
-      for (let x = 0; x < N; x++) {
-        const oo = (base + x) * D;
-        for (const j of keys[x] as Int32Array) {
-          const t = (base + x) * P + (mask.slot[x * N + j] as number);
-          const vo = (base + j) * D;
-          let dot = 0;
-          for (let c = 0; c < D; c++) dot += at(gradOutput, oo + c) * at(v, vo + c);
-          gradAttn[t] = dot;
-          const a = at(attn, t);
-          for (let c = 0; c < D; c++) gradValue[vo + c] = (gradValue[vo + c] as number) + a * at(gradOutput, oo + c);
-        }
-      }
-    }
-  }
+  forEachBmmPair(p, mask, (_h, _x, _j, xRow, jRow, t) => {
+    gradAttn[t] = dotAt(gradOutput, xRow * D, v, jRow * D, D);
+    addScaled(gradValue, jRow * D, at(attn, t), gradOutput, xRow * D, D);
+  });
   return { gradAttn, gradValue };
 }
 
@@ -535,45 +502,24 @@ export function denseAttention(
   v: ArrayLike<number>,
   keep: (x: readonly number[], j: readonly number[]) => boolean,
 ): Float64Array {
-  const { batch: B, heads: H, headsKv: Hk, dim: D, dimV: Dv, scale, spatial } = p;
+  const { batch: B, heads: H, dim: D, dimV: Dv, scale, spatial } = p;
   const N = spatial.reduce((a, b) => a * b, 1);
-  const coords = Array.from({ length: N }, (_, t) => {
-    const c = new Array<number>(spatial.length);
-    for (let a = spatial.length - 1; a >= 0; a--) {
-      const L = at(spatial, a);
-      c[a] = t % L;
-      t = Math.floor(t / L);
-    }
-    return c;
-  });
+  const coords = Array.from({ length: N }, (_, t) => unravel(t, spatial));
   const out = new Float64Array(B * N * H * Dv);
-  const group = H / Hk;
-  for (let b = 0; b < B; b++) {
-    for (let h = 0; h < H; h++) {
-      const hk = Math.floor(h / group);
-      for (let x = 0; x < N; x++) {
-        const qo = ((b * N + x) * H + h) * D;
-        const zs: number[] = [];
-        const js: number[] = [];
-        for (let j = 0; j < N; j++) {
-          if (!keep(coords[x] as number[], coords[j] as number[])) continue;
-          const ko = ((b * N + j) * Hk + hk) * D;
-          let dot = 0;
-          for (let c = 0; c < D; c++) dot += at(q, qo + c) * at(k, ko + c);
-          zs.push(scale * dot);
-          js.push(j);
-        }
-        const m = Math.max(...zs);
-        let sum = 0;
-        for (const z of zs) sum += Math.exp(z - m);
-        const oo = ((b * N + x) * H + h) * Dv;
-        zs.forEach((z, i) => {
-          const pr = Math.exp(z - m) / sum;
-          const vo = ((b * N + (js[i] as number)) * Hk + hk) * Dv;
-          for (let c = 0; c < Dv; c++) out[oo + c] = (out[oo + c] as number) + pr * at(v, vo + c);
-        });
-      }
+  forEachFusedQuery(p, N, (_h, x, row, kvRow) => {
+    const zs: number[] = [];
+    const js: number[] = [];
+    for (let j = 0; j < N; j++) {
+      if (!keep(coords[x] as number[], coords[j] as number[])) continue;
+      zs.push(scale * dotAt(q, row * D, k, kvRow(j) * D, D));
+      js.push(j);
     }
-  }
+    const m = Math.max(...zs);
+    let sum = 0;
+    for (const z of zs) sum += Math.exp(z - m);
+    zs.forEach((z, i) => {
+      addScaled(out, row * Dv, Math.exp(z - m) / sum, v, kvRow(js[i] as number) * Dv, Dv);
+    });
+  });
   return out;
 }
