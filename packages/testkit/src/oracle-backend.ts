@@ -14,7 +14,8 @@ import {
   toFloat64Values,
 } from '@natten-web/core';
 import {
-  buildMask,
+  type OracleBmmProblem,
+  type OracleFusedProblem,
   type OracleGeometry,
   oracleAvBackward,
   oracleAvForward,
@@ -34,6 +35,28 @@ function geometryOf(params: NaParams, spatial: readonly number[]): OracleGeometr
 
 const v = toFloat64Values;
 
+/** Adds `delta` into `t`: d_rpb accumulates, like NATTEN's backward kernels (spec §3.5). */
+function accumulate(t: Tensor, delta: Float64Array): void {
+  const prev = v(t);
+  write(t, delta.map((x, i) => x + (prev[i] as number)));
+}
+
+interface ValidatedProblem {
+  readonly batch: number;
+  readonly heads: number;
+  readonly dim: number;
+  readonly params: NaParams;
+  readonly spatial: readonly number[];
+}
+
+function bmmProblem(p: ValidatedProblem): OracleBmmProblem {
+  return { batch: p.batch, heads: p.heads, dim: p.dim, geometry: geometryOf(p.params, p.spatial) };
+}
+
+function fusedProblem(p: ValidatedProblem & { readonly headsKv: number; readonly dimV: number; readonly scale: number }): OracleFusedProblem {
+  return { ...bmmProblem(p), headsKv: p.headsKv, dimV: p.dimV, scale: p.scale };
+}
+
 /**
  * A `NaBackend` made of the dense oracle (O(N^2), f64 internally, any dtype on the outside).
  * Arguments go through core's validators. For small problems only: tests of the testkit itself
@@ -44,9 +67,8 @@ export function createOracleBackend(name = 'oracle'): NaBackend {
     name,
     async fusedForward(rank, args) {
       const p = checkFusedForward(opName(rank, 'forward'), rank, args);
-      const geometry = geometryOf(p.params, p.spatial);
       const r = oracleFusedForward(
-        { batch: p.batch, heads: p.heads, headsKv: p.headsKv, dim: p.dim, dimV: p.dimV, scale: p.scale, geometry },
+        fusedProblem(p),
         v(args.query),
         v(args.key),
         v(args.value),
@@ -57,9 +79,8 @@ export function createOracleBackend(name = 'oracle'): NaBackend {
     },
     async fusedBackward(rank, args) {
       const p = checkFusedBackward(opName(rank, 'backward'), rank, args);
-      const geometry = geometryOf(p.params, p.spatial);
       const r = oracleFusedBackward(
-        { batch: p.batch, heads: p.heads, headsKv: p.headsKv, dim: p.dim, dimV: p.dimV, scale: p.scale, geometry },
+        fusedProblem(p),
         v(args.query),
         v(args.key),
         v(args.value),
@@ -71,38 +92,26 @@ export function createOracleBackend(name = 'oracle'): NaBackend {
       write(args.gradQuery, r.gradQuery);
       write(args.gradKey, r.gradKey);
       write(args.gradValue, r.gradValue);
-      if (args.gradRpb && r.gradRpb) {
-        const prev = v(args.gradRpb);
-        write(args.gradRpb, r.gradRpb.map((x, i) => x + (prev[i] as number)));
-      }
+      if (args.gradRpb && r.gradRpb) accumulate(args.gradRpb, r.gradRpb);
     },
     async qkForward(rank, args) {
       const p = checkQkForward(opName(rank, 'qk_forward'), rank, args);
-      const geometry = geometryOf(p.params, p.spatial);
-      write(args.attn, oracleQkForward({ batch: p.batch, heads: p.heads, dim: p.dim, geometry }, v(args.query), v(args.key), args.rpb ? v(args.rpb) : undefined));
+      write(args.attn, oracleQkForward(bmmProblem(p), v(args.query), v(args.key), args.rpb ? v(args.rpb) : undefined));
     },
     async qkBackward(rank, args) {
       const p = checkQkBackward(opName(rank, 'qk_backward'), rank, args);
-      const geometry = geometryOf(p.params, p.spatial);
-      const r = oracleQkBackward({ batch: p.batch, heads: p.heads, dim: p.dim, geometry }, v(args.gradAttn), v(args.query), v(args.key), !!args.gradRpb);
+      const r = oracleQkBackward(bmmProblem(p), v(args.gradAttn), v(args.query), v(args.key), !!args.gradRpb);
       write(args.gradQuery, r.gradQuery);
       write(args.gradKey, r.gradKey);
-      if (args.gradRpb && r.gradRpb) {
-        // Accumulates, like NATTEN's qk backward (spec §3.5).
-        const prev = v(args.gradRpb);
-        write(args.gradRpb, r.gradRpb.map((x, i) => x + (prev[i] as number)));
-      }
+      if (args.gradRpb && r.gradRpb) accumulate(args.gradRpb, r.gradRpb);
     },
     async avForward(rank, args) {
       const p = checkAvForward(opName(rank, 'av_forward'), rank, args);
-      const geometry = geometryOf(p.params, p.spatial);
-      write(args.output, oracleAvForward({ batch: p.batch, heads: p.heads, dim: p.dim, geometry }, v(args.attn), v(args.value)));
+      write(args.output, oracleAvForward(bmmProblem(p), v(args.attn), v(args.value)));
     },
     async avBackward(rank, args) {
       const p = checkAvBackward(opName(rank, 'av_backward'), rank, args);
-      const geometry = geometryOf(p.params, p.spatial);
-      const mask = buildMask(geometry);
-      const r = oracleAvBackward({ batch: p.batch, heads: p.heads, dim: p.dim, geometry }, v(args.gradOutput), v(args.attn), v(args.value), mask);
+      const r = oracleAvBackward(bmmProblem(p), v(args.gradOutput), v(args.attn), v(args.value));
       write(args.gradAttn, r.gradAttn);
       write(args.gradValue, r.gradValue);
     },
