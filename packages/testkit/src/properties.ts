@@ -3,7 +3,7 @@ import fc from 'fast-check';
 import { afterAll, beforeAll, describe, it } from 'vitest';
 import { buildMask, denseAttention, type OracleGeometry } from './oracle.ts';
 import { roundValues, tensorFromValues } from './encode.ts';
-import { BASE_TOLERANCE, checkOutput, type Tolerance } from './run-case.ts';
+import { BASE_TOLERANCE, checkOutput, multiIndex, type Tolerance } from './run-case.ts';
 
 /**
  * Property tests (fast-check) of a backend's fused forward. Each property generates small random
@@ -148,14 +148,17 @@ function problemArb(geometry: (rank: NaRank) => fc.Arbitrary<OracleGeometry>, gq
   return rankArb.chain((rank) => fc.record({ geometry: geometry(rank), shapes: shapesArb(gqa) })).map(({ geometry: g, shapes }) => ({ ...shapes, geometry: g }));
 }
 
-function coordsOf(t: number, spatial: readonly number[]): number[] {
-  const c = new Array<number>(spatial.length);
-  for (let a = spatial.length - 1; a >= 0; a--) {
-    const L = spatial[a] as number;
-    c[a] = t % L;
-    t = Math.floor(t / L);
-  }
-  return c;
+/** A kernel as large as the whole (random) extent on every axis, d = s = 1. */
+function fullExtentArb(causal: boolean): fc.Arbitrary<PropertyProblem> {
+  return problemArb((rank) =>
+    perAxis(rank, fc.integer({ min: 2, max: MAX_EXTENT[rank] })).map((sp) => ({
+      spatial: sp,
+      kernelSize: sp,
+      dilation: ones(rank),
+      stride: ones(rank),
+      isCausal: sp.map(() => causal),
+    })),
+  );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -186,15 +189,7 @@ export interface NaProperty {
 export const NA_PROPERTIES: readonly NaProperty[] = [
   {
     name: 'a kernel covering the whole extent (d=1, non-causal) equals full attention',
-    arbitrary: problemArb((rank) =>
-      perAxis(rank, fc.integer({ min: 2, max: MAX_EXTENT[rank] })).map((sp) => ({
-        spatial: sp,
-        kernelSize: sp,
-        dilation: ones(rank),
-        stride: ones(rank),
-        isCausal: sp.map(() => false),
-      })),
-    ),
+    arbitrary: fullExtentArb(false),
     async check(ctx, p) {
       const x = makeInputs(p, ctx.dtype);
       const out = await runFusedForward(ctx.backend, ctx.dtype, p, x);
@@ -222,15 +217,7 @@ export const NA_PROPERTIES: readonly NaProperty[] = [
   },
   {
     name: 'causal with a full-extent kernel equals causal attention',
-    arbitrary: problemArb((rank) =>
-      perAxis(rank, fc.integer({ min: 2, max: MAX_EXTENT[rank] })).map((sp) => ({
-        spatial: sp,
-        kernelSize: sp,
-        dilation: ones(rank),
-        stride: ones(rank),
-        isCausal: sp.map(() => true),
-      })),
-    ),
+    arbitrary: fullExtentArb(true),
     async check(ctx, p) {
       const x = makeInputs(p, ctx.dtype);
       const out = await runFusedForward(ctx.backend, ctx.dtype, p, x);
@@ -272,7 +259,7 @@ export const NA_PROPERTIES: readonly NaProperty[] = [
         const subN = numel(subSp);
         // Token index in the full grid of each sub-grid token.
         const map = Array.from({ length: subN }, (_, t) => {
-          const c = coordsOf(t, subSp).map((ca, a) => ca * (g.dilation[a] as number) + (grp[a] as number));
+          const c = multiIndex(t, subSp).map((ca, a) => ca * (g.dilation[a] as number) + (grp[a] as number));
           return c.reduce((acc, ca, a) => acc * (g.spatial[a] as number) + ca, 0);
         });
         const gather = (src: Float64Array, H: number, D: number): Float64Array => {
