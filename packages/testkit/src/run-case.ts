@@ -175,6 +175,15 @@ export async function runOnBackend(backend: NaBackend, c: NaCase, inputs: NamedA
   const opt = (name: string): Tensor | undefined => (inputs[name] ? t(name) : undefined);
   const params = { kernelSize: [...c.kernelSize], dilation: [...c.dilation], stride: [...c.stride], isCausal: [...c.isCausal] };
   const outs: Record<string, Tensor> = {};
+  // Gradient outputs shaped like the named inputs (NaN), plus a zeroed d_rpb when the case has rpb;
+  // they are recorded in `outs` (in this order) and returned for the op's arguments.
+  const gradsLike = <N extends string>(like: Record<N, string>, withRpb: boolean): Record<N, Tensor> & { gradRpb?: Tensor } => {
+    const grads: Record<string, Tensor> = {};
+    for (const [grad, input] of Object.entries<string>(like)) grads[grad] = filled(get(inputs, input).shape, dtype, Number.NaN);
+    if (withRpb && c.rpb) grads.gradRpb = filled(rpbShapeOf(c), dtype, 0);
+    Object.assign(outs, grads);
+    return grads as Record<N, Tensor> & { gradRpb?: Tensor };
+  };
   switch (c.op) {
     case 'forward': {
       const s = fusedShapes(c);
@@ -194,15 +203,9 @@ export async function runOnBackend(backend: NaBackend, c: NaCase, inputs: NamedA
       break;
     }
     case 'backward': {
-      outs.gradQuery = filled(get(inputs, 'query').shape, dtype, Number.NaN);
-      outs.gradKey = filled(get(inputs, 'key').shape, dtype, Number.NaN);
-      outs.gradValue = filled(get(inputs, 'value').shape, dtype, Number.NaN);
-      if (c.rpb) outs.gradRpb = filled(rpbShapeOf(c), dtype, 0);
       await backend.fusedBackward(rank, {
         ...params,
-        gradQuery: outs.gradQuery,
-        gradKey: outs.gradKey,
-        gradValue: outs.gradValue,
+        ...gradsLike({ gradQuery: 'query', gradKey: 'key', gradValue: 'value' }, true),
         query: t('query'),
         key: t('key'),
         value: t('value'),
@@ -211,7 +214,6 @@ export async function runOnBackend(backend: NaBackend, c: NaCase, inputs: NamedA
         logsumexp: toTensor(get(inputs, 'logsumexp'), 'float32'),
         attnScale: c.attnScale,
         rpb: opt('rpb'),
-        gradRpb: outs.gradRpb,
       });
       break;
     }
@@ -221,14 +223,9 @@ export async function runOnBackend(backend: NaBackend, c: NaCase, inputs: NamedA
       break;
     }
     case 'qk_backward': {
-      outs.gradQuery = filled(get(inputs, 'query').shape, dtype, Number.NaN);
-      outs.gradKey = filled(get(inputs, 'key').shape, dtype, Number.NaN);
-      if (c.rpb) outs.gradRpb = filled(rpbShapeOf(c), dtype, 0);
       await backend.qkBackward(rank, {
         ...params,
-        gradQuery: outs.gradQuery,
-        gradKey: outs.gradKey,
-        gradRpb: outs.gradRpb,
+        ...gradsLike({ gradQuery: 'query', gradKey: 'key' }, true),
         gradAttn: t('gradAttn'),
         query: t('query'),
         key: t('key'),
@@ -241,12 +238,9 @@ export async function runOnBackend(backend: NaBackend, c: NaCase, inputs: NamedA
       break;
     }
     case 'av_backward': {
-      outs.gradAttn = filled(get(inputs, 'attn').shape, dtype, Number.NaN);
-      outs.gradValue = filled(get(inputs, 'value').shape, dtype, Number.NaN);
       await backend.avBackward(rank, {
         ...params,
-        gradAttn: outs.gradAttn,
-        gradValue: outs.gradValue,
+        ...gradsLike({ gradAttn: 'attn', gradValue: 'value' }, false),
         gradOutput: t('gradOutput'),
         attn: t('attn'),
         value: t('value'),
