@@ -1,6 +1,6 @@
 import type { DType } from './dtype.ts';
 import { NattenArgumentError } from './errors.ts';
-import { attnShape, headsFirstShape, parseHeadsFirst, parseHeadsLast, spatialNames } from './layout.ts';
+import { attnShape, type HeadsFirstShape, headsFirstShape, parseHeadsFirst, parseHeadsLast, spatialNames } from './layout.ts';
 import { anyCausal, type NaParams, type NaParamsInput, normalizeParams, numSlots, rpbShape } from './problem.ts';
 import { formatShape, type Tensor } from './tensor.ts';
 
@@ -378,6 +378,11 @@ export interface BmmProblem {
   readonly hasRpb: boolean;
 }
 
+/** The BmmProblem of a validated qk/av op; `x` is the query (qk ops) or the value (av ops). */
+function bmmProblem(op: string, rank: NaRank, dtype: DType, x: HeadsFirstShape, params: NaParams, hasRpb: boolean): BmmProblem {
+  return { op, rank, dtype, batch: x.batch, heads: x.heads, spatial: x.spatial, dim: x.dim, params, slots: numSlots(params), hasRpb };
+}
+
 export interface QkForwardArgs<T extends TensorLike = Tensor> extends NaParamsInput {
   readonly attn: T;
   readonly query: T;
@@ -403,7 +408,7 @@ export function checkQkForward(op: string, rank: NaRank, args: QkForwardArgs<Ten
   expectShape(op, 'attn', args.attn, attnShape(q.batch, q.heads, q.spatial, numSlots(p)));
   const rpb = args.rpb ?? undefined;
   if (rpb) checkRpb(op, rpb, q.heads, p, dtype);
-  return { op, rank, dtype, batch: q.batch, heads: q.heads, spatial: q.spatial, dim: q.dim, params: p, slots: numSlots(p), hasRpb: !!rpb };
+  return bmmProblem(op, rank, dtype, q, p, !!rpb);
 }
 
 export interface QkBackwardArgs<T extends TensorLike = Tensor> extends NaParamsInput {
@@ -427,7 +432,7 @@ export function checkQkBackward(op: string, rank: NaRank, args: QkBackwardArgs<T
   expectShape(op, 'grad_attn', args.gradAttn, attnShape(q.batch, q.heads, q.spatial, numSlots(p)));
   const gradRpb = args.gradRpb ?? undefined;
   if (gradRpb) checkRpb(op, gradRpb, q.heads, p, dtype, 'grad_rel_pos_bias');
-  return { op, rank, dtype, batch: q.batch, heads: q.heads, spatial: q.spatial, dim: q.dim, params: p, slots: numSlots(p), hasRpb: !!gradRpb };
+  return bmmProblem(op, rank, dtype, q, p, !!gradRpb);
 }
 
 export interface AvForwardArgs<T extends TensorLike = Tensor> extends NaParamsInput {
@@ -452,7 +457,7 @@ export function checkAvForward(op: string, rank: NaRank, args: AvForwardArgs<Ten
   expectTensor(op, 'output', args.output);
   const dtype = sameDType(op, { attn: args.attn, value: args.value, output: args.output });
   expectShape(op, 'output', args.output, headsFirstShape(v));
-  return { op, rank, dtype, batch: v.batch, heads: v.heads, spatial: v.spatial, dim: v.dim, params: p, slots: numSlots(p), hasRpb: false };
+  return bmmProblem(op, rank, dtype, v, p, false);
 }
 
 export interface AvBackwardArgs<T extends TensorLike = Tensor> extends NaParamsInput {
@@ -473,5 +478,5 @@ export function checkAvBackward(op: string, rank: NaRank, args: AvBackwardArgs<T
   expectShape(op, 'grad_attn', args.gradAttn, args.attn.shape);
   expectShape(op, 'grad_value', args.gradValue, args.value.shape);
   expectShape(op, 'grad_output', args.gradOutput, args.value.shape);
-  return { op, rank, dtype, batch: v.batch, heads: v.heads, spatial: v.spatial, dim: v.dim, params: p, slots: numSlots(p), hasRpb: false };
+  return bmmProblem(op, rank, dtype, v, p, false);
 }
