@@ -9,7 +9,6 @@ import {
   formatShape,
   NattenArgumentError,
   type NaRank,
-  NattenUnsupportedError,
   opName,
   product,
   type TensorLike,
@@ -28,7 +27,7 @@ import {
   type GeneratedKernel,
 } from '@natten-web/wgsl';
 import { type DispatchCommand, foldWorkgroups, type GpuContext, type GpuTensor } from '../context.ts';
-import { defineGpuOp, type GpuOp } from './op.ts';
+import { defineGpuOp, type GpuOp, requireF16Feature } from './op.ts';
 
 /**
  * The plain limits object config selection reads. `subgroupMinSize` only when the device has the `subgroups`
@@ -42,6 +41,56 @@ export function fusedKernelLimits(ctx: GpuContext): FusedKernelLimits {
     maxComputeInvocationsPerWorkgroup: ctx.limits.maxComputeInvocationsPerWorkgroup,
     maxComputeWorkgroupSizeX: ctx.limits.maxComputeWorkgroupSizeX,
     ...(ctx.hasSubgroups && sg !== undefined && sg > 0 ? { subgroupMinSize: sg } : {}),
+  };
+}
+
+/**
+ * The GPU rules every fused forward kernel (tiled or naive) applies after core's validator: a GPU dtype,
+ * the `shader-f16` feature for float16, and every tensor within the device's storage binding size.
+ */
+export function checkFusedForwardBindings(ctx: GpuContext, op: string, problem: FusedProblem, args: FusedForwardArgs<TensorLike>): void {
+  checkGpuDType(op, problem.dtype);
+  requireF16Feature(ctx, op, problem.dtype);
+  const maxBinding = ctx.limits.maxStorageBufferBindingSize;
+  const tensors: [string, TensorLike | null | undefined][] = [
+    ['query', args.query],
+    ['key', args.key],
+    ['value', args.value],
+    ['output', args.output],
+    ['rel_pos_bias', args.rpb],
+    ['logsumexp', args.logsumexp],
+  ];
+  for (const [name, t] of tensors) {
+    if (!t) continue;
+    const bytes = product(t.shape) * (t.dtype === 'float16' ? 2 : 4);
+    if (bytes > maxBinding) {
+      throw new NattenArgumentError(
+        `${op}: ${name} ${formatShape(t.shape)} ${t.dtype} needs ${bytes} bytes, over this device's maxStorageBufferBindingSize of ${maxBinding}`,
+      );
+    }
+  }
+}
+
+/**
+ * The dispatch command of a fused forward kernel: bindings in the generators' order (query, key, value,
+ * [rpb], output, [logsumexp]) and its flat workgroup count folded to this device's limit.
+ */
+export function fusedForwardCommand(
+  ctx: GpuContext,
+  kernel: GeneratedKernel,
+  problem: FusedProblem,
+  args: FusedForwardArgs<GpuTensor>,
+  dispatch: { readonly uniforms: Record<string, number>; readonly workgroups: number },
+): DispatchCommand {
+  const buffers: GPUBuffer[] = [args.query.buffer, args.key.buffer, args.value.buffer];
+  if (problem.hasRpb && args.rpb) buffers.push(args.rpb.buffer);
+  buffers.push(args.output.buffer);
+  if (problem.hasLse && args.logsumexp) buffers.push(args.logsumexp.buffer);
+  return {
+    kernel,
+    buffers,
+    uniforms: dispatch.uniforms,
+    workgroups: foldWorkgroups(dispatch.workgroups, ctx.limits.maxComputeWorkgroupsPerDimension),
   };
 }
 
@@ -62,28 +111,7 @@ export function checkFusedForwardGpu(
 ): { problem: FusedProblem; config: FusedForwardConfig } {
   const op = opName(rank, 'forward');
   const problem = checkFusedForward(op, rank, args, FUSED_FORWARD_TILES);
-  checkGpuDType(op, problem.dtype);
-  if (problem.dtype === 'float16' && !ctx.hasF16) {
-    throw new NattenUnsupportedError(`${op}: float16 needs the WebGPU feature 'shader-f16', which this adapter does not offer; use float32`);
-  }
-  const maxBinding = ctx.limits.maxStorageBufferBindingSize;
-  const tensors: [string, TensorLike | null | undefined][] = [
-    ['query', args.query],
-    ['key', args.key],
-    ['value', args.value],
-    ['output', args.output],
-    ['rel_pos_bias', args.rpb],
-    ['logsumexp', args.logsumexp],
-  ];
-  for (const [name, t] of tensors) {
-    if (!t) continue;
-    const bytes = product(t.shape) * (t.dtype === 'float16' ? 2 : 4);
-    if (bytes > maxBinding) {
-      throw new NattenArgumentError(
-        `${op}: ${name} ${formatShape(t.shape)} ${t.dtype} needs ${bytes} bytes, over this device's maxStorageBufferBindingSize of ${maxBinding}`,
-      );
-    }
-  }
+  checkFusedForwardBindings(ctx, op, problem, args);
   const limits = fusedKernelLimits(ctx);
   let config: FusedForwardConfig;
   if (forced) {
@@ -120,17 +148,7 @@ export function planFusedForward(
 ): { kernel: GeneratedKernel; command: DispatchCommand; config: FusedForwardConfig; problem: FusedProblem } {
   const { problem, config: cfg } = checkFusedForwardGpu(ctx, rank, args, config);
   const kernel = generateFusedForward(fusedForwardSpec(problem, cfg));
-  const { uniforms, workgroups } = fusedForwardDispatch(problem, cfg.queryTile);
-  const buffers: GPUBuffer[] = [args.query.buffer, args.key.buffer, args.value.buffer];
-  if (problem.hasRpb && args.rpb) buffers.push(args.rpb.buffer);
-  buffers.push(args.output.buffer);
-  if (problem.hasLse && args.logsumexp) buffers.push(args.logsumexp.buffer);
-  const command: DispatchCommand = {
-    kernel,
-    buffers,
-    uniforms,
-    workgroups: foldWorkgroups(workgroups, ctx.limits.maxComputeWorkgroupsPerDimension),
-  };
+  const command = fusedForwardCommand(ctx, kernel, problem, args, fusedForwardDispatch(problem, cfg.queryTile));
   return { kernel, command, config: cfg, problem };
 }
 

@@ -11,11 +11,11 @@ import {
   type NaRank,
   NattenUnsupportedError,
   opName,
-  product,
   type TensorLike,
 } from '@natten-web/core';
 import { checkGpuDType, type GeneratedKernel, generateNaiveForward, NAIVE_MAX_DIM_V, naiveForwardDispatch } from '@natten-web/wgsl';
-import { type DispatchCommand, foldWorkgroups, type GpuContext, type GpuTensor } from '../context.ts';
+import type { DispatchCommand, GpuContext, GpuTensor } from '../context.ts';
+import { checkFusedForwardBindings, fusedForwardCommand } from './na-fused-forward.ts';
 import { defineGpuOp, type GpuOp } from './op.ts';
 
 /** Validate on shapes and dtypes alone: core's forward rules plus the naive kernel's GPU rules. */
@@ -27,30 +27,9 @@ export function checkNaiveFusedForward(ctx: GpuContext, rank: NaRank, args: Fuse
     );
   }
   const problem = checkFusedForward(op, rank, args);
-  checkGpuDType(op, problem.dtype);
-  if (problem.dtype === 'float16' && !ctx.hasF16) {
-    throw new NattenUnsupportedError(`${op}: float16 needs the WebGPU feature 'shader-f16', which this adapter does not offer; use float32`);
-  }
+  checkFusedForwardBindings(ctx, op, problem, args);
   if (problem.dimV > NAIVE_MAX_DIM_V) {
     throw new NattenUnsupportedError(`${op}: value head_dim=${problem.dimV} exceeds the naive kernel's maximum of ${NAIVE_MAX_DIM_V}`);
-  }
-  const maxBinding = ctx.limits.maxStorageBufferBindingSize;
-  const tensors: [string, TensorLike | null | undefined][] = [
-    ['query', args.query],
-    ['key', args.key],
-    ['value', args.value],
-    ['output', args.output],
-    ['rel_pos_bias', args.rpb],
-    ['logsumexp', args.logsumexp],
-  ];
-  for (const [name, t] of tensors) {
-    if (!t) continue;
-    const bytes = product(t.shape) * (t.dtype === 'float16' ? 2 : 4);
-    if (bytes > maxBinding) {
-      throw new NattenArgumentError(
-        `${op}: ${name} ${formatShape(t.shape)} ${t.dtype} needs ${bytes} bytes, over this device's maxStorageBufferBindingSize of ${maxBinding}`,
-      );
-    }
   }
   return problem;
 }
@@ -73,17 +52,7 @@ export function planNaiveFusedForward(
     hasRpb: problem.hasRpb,
     hasLse: problem.hasLse,
   });
-  const { uniforms, workgroups } = naiveForwardDispatch(problem);
-  const buffers: GPUBuffer[] = [args.query.buffer, args.key.buffer, args.value.buffer];
-  if (problem.hasRpb && args.rpb) buffers.push(args.rpb.buffer);
-  buffers.push(args.output.buffer);
-  if (problem.hasLse && args.logsumexp) buffers.push(args.logsumexp.buffer);
-  const command: DispatchCommand = {
-    kernel,
-    buffers,
-    uniforms,
-    workgroups: foldWorkgroups(workgroups, ctx.limits.maxComputeWorkgroupsPerDimension),
-  };
+  const command = fusedForwardCommand(ctx, kernel, problem, args, naiveForwardDispatch(problem));
   return { kernel, command, problem };
 }
 

@@ -1,5 +1,12 @@
-import type { NaRank, TensorLike } from '@natten-web/core';
+import { type DType, type NaRank, NattenUnsupportedError, type TensorLike } from '@natten-web/core';
 import type { GpuContext } from '../context.ts';
+
+/** float16 runs only where the device has the `shader-f16` feature. */
+export function requireF16Feature(ctx: GpuContext, op: string, dtype: DType): void {
+  if (dtype === 'float16' && !ctx.hasF16) {
+    throw new NattenUnsupportedError(`${op}: float16 needs the WebGPU feature 'shader-f16', which this adapter does not offer; use float32`);
+  }
+}
 
 /**
  * A GPU op: runs on GPU tensors (outputs written in place) and carries `check`, which validates the
