@@ -4,32 +4,20 @@ import {
   checkAvBackward,
   checkAvForward,
   type NaRank,
-  opName,
 } from '@natten-web/core';
 import { defaultBmmTile, generateAvBackwardAttn, generateAvBackwardValue, generateAvForward } from '@natten-web/wgsl';
 import type { DispatchCommand, GpuContext, GpuTensor } from '../context.ts';
-import { bmmUniforms, bmmWorkgroups, checkBmmGpu, type GpuOpPlan, memoKernel, opSpecOf, runPlan } from './na-bmm.ts';
-import { defineGpuOp } from './op.ts';
+import { bmmCheck, bmmUniforms, bmmWorkgroups, defineBmmOp, type GpuOpPlan, memoKernel, opSpecOf } from './na-bmm.ts';
 
-function checkForward(ctx: GpuContext, rank: NaRank, args: unknown) {
-  const a = args as AvForwardArgs<GpuTensor>;
-  const p = checkAvForward(opName(rank, 'av_forward'), rank, a);
-  const dtype = checkBmmGpu(ctx, p, { attn: a.attn, value: a.value, output: a.output });
-  return { p, dtype };
-}
+const checkForward = bmmCheck<AvForwardArgs<GpuTensor>>('av_forward', checkAvForward, (a) => ({ attn: a.attn, value: a.value, output: a.output }));
 
-function checkBackward(ctx: GpuContext, rank: NaRank, args: unknown) {
-  const a = args as AvBackwardArgs<GpuTensor>;
-  const p = checkAvBackward(opName(rank, 'av_backward'), rank, a);
-  const dtype = checkBmmGpu(ctx, p, {
-    attn: a.attn,
-    value: a.value,
-    grad_output: a.gradOutput,
-    grad_attn: a.gradAttn,
-    grad_value: a.gradValue,
-  });
-  return { p, dtype };
-}
+const checkBackward = bmmCheck<AvBackwardArgs<GpuTensor>>('av_backward', checkAvBackward, (a) => ({
+  attn: a.attn,
+  value: a.value,
+  grad_output: a.gradOutput,
+  grad_attn: a.gradAttn,
+  grad_value: a.gradValue,
+}));
 
 /** The dispatches of `avForward` (validated), for timing or batching. */
 export function avForwardPlan(ctx: GpuContext, rank: NaRank, args: AvForwardArgs<GpuTensor>): GpuOpPlan {
@@ -43,12 +31,7 @@ export function avForwardPlan(ctx: GpuContext, rank: NaRank, args: AvForwardArgs
 }
 
 /** `na{1,2,3}d_av_forward` (spec §3.6): `out = sum_{valid t} attn[x,t] v_{n_t(x)}`; invalid slots never read. */
-export const avForward = defineGpuOp<AvForwardArgs<GpuTensor>>(
-  (ctx, rank, args) => runPlan(ctx, avForwardPlan(ctx, rank, args), opName(rank, 'av_forward')),
-  (ctx, rank, args) => {
-    checkForward(ctx, rank, args);
-  },
-);
+export const avForward = defineBmmOp('av_forward', avForwardPlan, checkForward);
 
 /** The dispatches of `avBackward` (validated): d_attn, then d_value. */
 export function avBackwardPlan(ctx: GpuContext, rank: NaRank, args: AvBackwardArgs<GpuTensor>): GpuOpPlan {
@@ -69,9 +52,4 @@ export function avBackwardPlan(ctx: GpuContext, rank: NaRank, args: AvBackwardAr
  * `na{1,2,3}d_av_backward` (spec §3.7, §7.4): d_attn (PN kernel in gradient mode on d_out, value; 0 in
  * invalid slots) and d_value (IN kernel on attn, d_out over the inverse neighborhood). One submission.
  */
-export const avBackward = defineGpuOp<AvBackwardArgs<GpuTensor>>(
-  (ctx, rank, args) => runPlan(ctx, avBackwardPlan(ctx, rank, args), opName(rank, 'av_backward')),
-  (ctx, rank, args) => {
-    checkBackward(ctx, rank, args);
-  },
-);
+export const avBackward = defineBmmOp('av_backward', avBackwardPlan, checkBackward);

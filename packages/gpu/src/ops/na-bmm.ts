@@ -6,7 +6,9 @@ import {
   type BmmProblem,
   formatShape,
   NattenArgumentError,
-  NattenUnsupportedError,
+  type NaRank,
+  type OpFamily,
+  opName,
   type TensorLike,
 } from '@natten-web/core';
 import {
@@ -18,13 +20,12 @@ import {
   padAxes,
 } from '@natten-web/wgsl';
 import { type DispatchCommand, foldWorkgroups, type GpuContext } from '../context.ts';
+import { defineGpuOp, type GpuOp, requireF16Feature } from './op.ts';
 
 /** GPU rules on top of core's validator: dtype, f16 feature, binding sizes, index range, dispatch size. */
 export function checkBmmGpu(ctx: GpuContext, p: BmmProblem, tensors: Readonly<Record<string, TensorLike | null | undefined>>): GpuDType {
   const dtype = checkGpuDType(p.op, p.dtype);
-  if (dtype === 'float16' && !ctx.hasF16) {
-    throw new NattenUnsupportedError(`${p.op}: float16 needs the WebGPU feature 'shader-f16', which this adapter does not offer; use float32`);
-  }
+  requireF16Feature(ctx, p.op, dtype);
   const bytes = dtype === 'float16' ? 2 : 4;
   const maxBinding = ctx.limits.maxStorageBufferBindingSize;
   for (const [name, t] of Object.entries(tensors)) {
@@ -45,6 +46,42 @@ export function checkBmmGpu(ctx: GpuContext, p: BmmProblem, tensors: Readonly<Re
     throw new NattenArgumentError(`${p.op}: the problem needs ${total} workgroups, over ${maxDim}^2; split the batch`);
   }
   return dtype;
+}
+
+/** A BMM op's validated call: core's problem and the GPU dtype it runs in. */
+export interface CheckedBmm {
+  readonly p: BmmProblem;
+  readonly dtype: GpuDType;
+}
+
+/**
+ * The `check` of a BMM op: core's validator for `family`, then `checkBmmGpu` on the tensors that `bindings`
+ * names (NATTEN's argument names, for the messages).
+ */
+export function bmmCheck<A>(
+  family: OpFamily,
+  validate: (op: string, rank: NaRank, args: A) => BmmProblem,
+  bindings: (args: A) => Readonly<Record<string, TensorLike | null | undefined>>,
+): (ctx: GpuContext, rank: NaRank, args: unknown) => CheckedBmm {
+  return (ctx, rank, args) => {
+    const a = args as A;
+    const p = validate(opName(rank, family), rank, a);
+    return { p, dtype: checkBmmGpu(ctx, p, bindings(a)) };
+  };
+}
+
+/** A BMM op that runs its plan in one submission, and whose `check` is `check`. */
+export function defineBmmOp<A>(
+  family: OpFamily,
+  plan: (ctx: GpuContext, rank: NaRank, args: A) => GpuOpPlan,
+  check: (ctx: GpuContext, rank: NaRank, args: unknown) => CheckedBmm,
+): GpuOp<A> {
+  return defineGpuOp<A>(
+    (ctx, rank, args) => runPlan(ctx, plan(ctx, rank, args), opName(rank, family)),
+    (ctx, rank, args) => {
+      check(ctx, rank, args);
+    },
+  );
 }
 
 export function opSpecOf(p: BmmProblem, dtype: GpuDType): BmmOpSpec {

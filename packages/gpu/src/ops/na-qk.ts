@@ -2,7 +2,6 @@ import {
   checkQkBackward,
   checkQkForward,
   type NaRank,
-  opName,
   type QkBackwardArgs,
   type QkForwardArgs,
 } from '@natten-web/core';
@@ -16,29 +15,18 @@ import {
   rpbCells,
 } from '@natten-web/wgsl';
 import { type DispatchCommand, foldWorkgroups, type GpuContext, type GpuTensor } from '../context.ts';
-import { bmmUniforms, bmmWorkgroupCount, bmmWorkgroups, checkBmmGpu, type GpuOpPlan, memoKernel, opSpecOf, runPlan } from './na-bmm.ts';
-import { defineGpuOp } from './op.ts';
+import { bmmCheck, bmmUniforms, bmmWorkgroupCount, bmmWorkgroups, defineBmmOp, type GpuOpPlan, memoKernel, opSpecOf } from './na-bmm.ts';
 
-function checkForward(ctx: GpuContext, rank: NaRank, args: unknown) {
-  const a = args as QkForwardArgs<GpuTensor>;
-  const p = checkQkForward(opName(rank, 'qk_forward'), rank, a);
-  const dtype = checkBmmGpu(ctx, p, { query: a.query, key: a.key, attn: a.attn, rel_pos_bias: a.rpb });
-  return { p, dtype };
-}
+const checkForward = bmmCheck<QkForwardArgs<GpuTensor>>('qk_forward', checkQkForward, (a) => ({ query: a.query, key: a.key, attn: a.attn, rel_pos_bias: a.rpb }));
 
-function checkBackward(ctx: GpuContext, rank: NaRank, args: unknown) {
-  const a = args as QkBackwardArgs<GpuTensor>;
-  const p = checkQkBackward(opName(rank, 'qk_backward'), rank, a);
-  const dtype = checkBmmGpu(ctx, p, {
-    query: a.query,
-    key: a.key,
-    grad_attn: a.gradAttn,
-    grad_query: a.gradQuery,
-    grad_key: a.gradKey,
-    grad_rel_pos_bias: a.gradRpb,
-  });
-  return { p, dtype };
-}
+const checkBackward = bmmCheck<QkBackwardArgs<GpuTensor>>('qk_backward', checkQkBackward, (a) => ({
+  query: a.query,
+  key: a.key,
+  grad_attn: a.gradAttn,
+  grad_query: a.gradQuery,
+  grad_key: a.gradKey,
+  grad_rel_pos_bias: a.gradRpb,
+}));
 
 /** The dispatches of `qkForward` (validated), for timing or batching; `qkForward` runs exactly this plan. */
 export function qkForwardPlan(ctx: GpuContext, rank: NaRank, args: QkForwardArgs<GpuTensor>): GpuOpPlan {
@@ -55,12 +43,7 @@ export function qkForwardPlan(ctx: GpuContext, rank: NaRank, args: QkForwardArgs
  * `na{1,2,3}d_qk_forward` (spec §3.4): `attn = q.k (+ rpb)`, no scaling, -inf in invalid causal slots.
  * One dispatch of the PN kernel.
  */
-export const qkForward = defineGpuOp<QkForwardArgs<GpuTensor>>(
-  (ctx, rank, args) => runPlan(ctx, qkForwardPlan(ctx, rank, args), opName(rank, 'qk_forward')),
-  (ctx, rank, args) => {
-    checkForward(ctx, rank, args);
-  },
-);
+export const qkForward = defineBmmOp('qk_forward', qkForwardPlan, checkForward);
 
 /** The dispatches of `qkBackward` (validated): dQ, dK and, with grad_rpb, the two d_rpb passes. */
 export function qkBackwardPlan(ctx: GpuContext, rank: NaRank, args: QkBackwardArgs<GpuTensor>): GpuOpPlan {
@@ -104,9 +87,4 @@ export function qkBackwardPlan(ctx: GpuContext, rank: NaRank, args: QkBackwardAr
  * query, inverse neighborhood) and, if given, d_rel_pos_bias ACCUMULATED (`+=`, like NATTEN: zero it
  * first) by a deterministic per-(head, cell) reduction. One submission.
  */
-export const qkBackward = defineGpuOp<QkBackwardArgs<GpuTensor>>(
-  (ctx, rank, args) => runPlan(ctx, qkBackwardPlan(ctx, rank, args), opName(rank, 'qk_backward')),
-  (ctx, rank, args) => {
-    checkBackward(ctx, rank, args);
-  },
-);
+export const qkBackward = defineBmmOp('qk_backward', qkBackwardPlan, checkBackward);
