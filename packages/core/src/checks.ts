@@ -201,8 +201,19 @@ export interface FusedForwardArgs<T extends TensorLike = Tensor> extends NaParam
   readonly lanes?: number | undefined;
 }
 
-/** Valid `lanes` values of the fused forward. */
+/** Valid `lanes` values of the fused forward (and of the fused backward). */
 export const FUSED_FORWARD_LANE_CHOICES = [1, 2, 4, 8] as const;
+
+/** `lanes`: one of FUSED_FORWARD_LANE_CHOICES, and > 1 only with tile sizes (it selects a variant of a tile config). */
+function checkLanes(op: string, lanes: number | undefined, queryTileSize: readonly number[] | undefined, per: 'query' | 'row'): void {
+  if (lanes === undefined) return;
+  if (!(FUSED_FORWARD_LANE_CHOICES as readonly number[]).includes(lanes)) {
+    throw new NattenArgumentError(`${op}: lanes=${String(lanes)} is not one of ${FUSED_FORWARD_LANE_CHOICES.join(', ')} (invocations per ${per})`);
+  }
+  if (lanes !== 1 && queryTileSize === undefined) {
+    throw new NattenArgumentError(`${op}: lanes=${lanes} needs query_tile_size and key_tile_size (it selects a variant of a tile config)`);
+  }
+}
 
 function checkQkv(op: string, rank: NaRank, query: TensorLike, key: TensorLike, value: TensorLike) {
   expectTensor(op, 'query', query);
@@ -246,14 +257,7 @@ export function checkFusedForward(op: string, rank: NaRank, args: FusedForwardAr
     expectShape(op, 'logsumexp', lse, [q.batch, ...q.spatial, q.heads]);
   }
   checkTiles(op, rank, args.queryTileSize, args.keyTileSize, tiles, 'forward');
-  if (args.lanes !== undefined) {
-    if (!(FUSED_FORWARD_LANE_CHOICES as readonly number[]).includes(args.lanes)) {
-      throw new NattenArgumentError(`${op}: lanes=${String(args.lanes)} is not one of ${FUSED_FORWARD_LANE_CHOICES.join(', ')} (invocations per query)`);
-    }
-    if (args.lanes !== 1 && args.queryTileSize === undefined) {
-      throw new NattenArgumentError(`${op}: lanes=${args.lanes} needs query_tile_size and key_tile_size (it selects a variant of a tile config)`);
-    }
-  }
+  checkLanes(op, args.lanes, args.queryTileSize, 'query');
   return {
     op,
     rank,
@@ -286,6 +290,12 @@ export interface FusedBackwardArgs<T extends TensorLike = Tensor> extends NaPara
   readonly keyTileSize?: readonly number[] | undefined;
   readonly numSplitsKey?: readonly number[] | number | undefined;
   readonly computeDeltaWithTorch?: boolean | undefined;
+  /**
+   * Invocations per row (query or key) of the WebGPU backward's dQ and dK/dV kernels (lane split of the head dims
+   * over a subgroup; 1, 2, 4 or 8). Needs query_tile_size and key_tile_size; backends without such a kernel
+   * ignore it once validated.
+   */
+  readonly lanes?: number | undefined;
   /** Beyond NATTEN: the forward's bias; then gradRpb (if given) receives d_rpb. */
   readonly rpb?: T | null | undefined;
   readonly gradRpb?: T | null | undefined;
@@ -333,6 +343,7 @@ export function checkFusedBackward(op: string, rank: NaRank, args: FusedBackward
     expectDType(op, 'grad_rel_pos_bias', gradRpb, dtype, ' (same dtype as the inputs)');
   }
   const t = checkTiles(op, rank, args.queryTileSize, args.keyTileSize, tiles, 'backward');
+  checkLanes(op, args.lanes, args.queryTileSize, 'row');
   const keyTile = t ? t.keyTile : defaultTile(rank);
   const numSplitsKey = checkNumSplitsKey(op, rank, args.numSplitsKey, q.spatial, params, keyTile);
   if (args.computeDeltaWithTorch !== undefined && typeof args.computeDeltaWithTorch !== 'boolean') {

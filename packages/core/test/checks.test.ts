@@ -355,6 +355,12 @@ describe('checks.ts: checkFusedBackward', () => {
     });
     expect(p2.numSplitsKey).toEqual([4, 2]);
   });
+  it('lanes: 1, 2, 4 or 8, and only with tile sizes', () => {
+    expect(() => checkFusedBackward(op, 1, bwdArgs({ queryTileSize: [64], keyTileSize: [64], lanes: 2 }))).not.toThrow();
+    expect(() => checkFusedBackward(op, 1, bwdArgs({ lanes: 1 }))).not.toThrow();
+    expectArgError(() => checkFusedBackward(op, 1, bwdArgs({ queryTileSize: [64], keyTileSize: [64], lanes: 6 })), 'na1d_backward: lanes=6 is not one of 1, 2, 4, 8 (invocations per row)');
+    expectArgError(() => checkFusedBackward(op, 1, bwdArgs({ lanes: 4 })), 'na1d_backward: lanes=4 needs query_tile_size and key_tile_size');
+  });
   it('compute_delta_with_torch must be a boolean', () => {
     expect(checkFusedBackward(op, 1, bwdArgs({ computeDeltaWithTorch: true })).computeDeltaWithTorch).toBe(true);
     expectArgError(() => checkFusedBackward(op, 1, bwdArgs({ computeDeltaWithTorch: 1 as unknown as boolean })), 'na1d_backward: compute_delta_with_torch must be a boolean, got 1');
