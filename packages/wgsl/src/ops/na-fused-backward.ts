@@ -23,6 +23,20 @@
  * named vec4 variables for rows of up to 32 vectors (private arrays ran ~4x slower on NVIDIA in the forward),
  * private arrays beyond. Staged rows keep the I/O dtype (f16 staging for f16 inputs); all math is f32.
  * Rows outside the dilation group are zero-filled and masked, and P is forced to 0 with `select` for them.
+ *
+ * Lane split (opt-in, config `lanes` = T in {2, 4, 8}; absent or 1 emits exactly the single-lane kernels): in dq
+ * and dkv, T invocations share one row (invocation `lid` serves row `lid / T`, lane `lid % T`), so the workgroup has
+ * T times the rows' invocations. Each lane owns the vec4 columns c with c % T == lane of the row's register vectors
+ * (q, dO and the dQ accumulator in dq; k, v and the dK/dV accumulators in dkv; D/4 and Dv/4 are multiples of T).
+ * Every head-dim dot (q.k for the logit, dO.v for dP, the fused-delta dO.O) is a partial dot over the lane's
+ * columns plus a `subgroupShuffleXor` butterfly over the masks 1 .. T/2, so every lane holds the bitwise-same sum
+ * and the same P and dS; each lane then updates only its own columns. Per-row scalar writes (the fused delta, the
+ * dS scratch for d_rpb) come from lane 0 only. Staging, walks and barriers are unchanged (every invocation
+ * stages, with the workgroup size as stride). The walks depend only on the row, so the T lanes of a row take the
+ * same branches; WGSL's uniformity analysis cannot see that, hence `diagnostic(off, subgroup_uniformity);`.
+ * ASSUMPTION (as in the lane-split forward): subgroups are contiguous, aligned ranges of local_invocation_index,
+ * so with T <= the adapter's minimum subgroup size and workgroup sizes that are multiples of it, the T lanes of a
+ * row share one subgroup. Config selection enforces both conditions.
  */
 import { type FusedBackwardProblem, type NaRank, product, type TileProducts } from '@natten-web/core';
 import { enableDirectives, type GpuDType, wgslType } from '../dtype.ts';
@@ -59,6 +73,11 @@ export interface BackwardLimits {
   readonly maxComputeInvocationsPerWorkgroup: number;
   readonly maxComputeWorkgroupSizeX: number;
   readonly maxComputeWorkgroupsPerDimension?: number;
+  /**
+   * The adapter's minimum subgroup size, present only when the device has the `subgroups` feature. When absent,
+   * configs with `lanes` > 1 are invalid and the enumerator offers exactly the single-lane configs.
+   */
+  readonly subgroupMinSize?: number;
 }
 
 /** A complete backward configuration: what NATTEN's query_tile_size / key_tile_size / num_splits_key / compute_delta_with_torch select. */
@@ -67,7 +86,19 @@ export interface FusedBackwardConfig {
   readonly keyTile: readonly number[];
   readonly numSplitsKey: readonly number[];
   readonly computeDeltaWithTorch: boolean;
+  /**
+   * Invocations sharing one row in the dq and dkv kernels (lane split of the head dims through subgroup
+   * shuffles), in {1, 2, 4, 8}; absent means 1. T > 1 needs subgroups with a minimum size >= T, head dims that are
+   * multiples of 4*T, and both workgroups (query tile * T, key tile * T invocations) multiples of the minimum
+   * subgroup size within the invocation limits. Opt-in: the default config never picks T > 1; the autotuner may.
+   */
+  readonly lanes?: number;
 }
+
+/** Lanes per row (`FusedBackwardConfig.lanes`) this backend compiles; > 1 needs subgroups. */
+export const FUSED_BACKWARD_LANES = [1, 2, 4, 8] as const;
+/** Lane counts the enumerator offers (with subgroups); 8 is valid in explicit configs only. */
+const ENUMERATED_LANES = [2, 4] as const;
 
 /** Problem facts the kernels bake (everything else is a uniform): the same as the fused forward's. */
 type BakedProblem = Pick<FusedForwardSpec, 'rank' | 'kernelSize' | 'causal' | 'dim' | 'dimV' | 'dtype'>;
@@ -77,6 +108,8 @@ interface TiledBackwardSpec extends BakedProblem {
   readonly queryTile: readonly number[];
   readonly keyTile: readonly number[];
   readonly rpb: boolean;
+  /** Lanes per row (see `FusedBackwardConfig.lanes`); set only when > 1, so single-lane keys are unchanged. */
+  readonly lanes?: number;
 }
 
 export interface FusedBackwardDqSpec extends TiledBackwardSpec {
@@ -142,7 +175,8 @@ interface Regs {
   eachScalar(n: number, f: (c: string, x: (name: string) => string) => string): string;
 }
 
-function regs(V: VecTypes): Regs {
+function regs(V: VecTypes, lanes = 1): Regs {
+  if (lanes > 1) return laneRegs(V, lanes);
   const named = V.DW <= MAX_NAMED_REGS && V.DVW <= MAX_NAMED_REGS;
   if (!named) {
     return {
@@ -161,6 +195,39 @@ function regs(V: VecTypes): Regs {
         .map((i) => f(`${i}u`, (name) => (V.W === 4 ? `${name}_${Math.floor(i / 4)}.${'xyzw'[i % 4] ?? 'x'}` : `${name}_${i}`)))
         .join('\n    '),
   };
+}
+
+/**
+ * Lane-split registers (W = 4): register i of a row holds vec4 column i*LANES + lane, so a row of n vectors has
+ * n / LANES registers per lane; `c` passed to the statements is that column (or, per scalar, its element index).
+ */
+function laneRegs(V: VecTypes, lanes: number): Regs {
+  const named = V.DW / lanes <= MAX_NAMED_REGS && V.DVW / lanes <= MAX_NAMED_REGS;
+  if (!named) {
+    return {
+      decl: (name, n) => `var ${name}: array<${V.VF}, ${n / lanes}>;`,
+      each: (n, f) => `for (var c = 0u; c < ${n / lanes}u; c++) { let cc = c * LANES + lane; ${f('cc', (name) => `${name}[c]`)} }`,
+      eachScalar: (n, f) =>
+        `for (var c = 0u; c < ${n / lanes}u; c++) { let cc = ((c / 4u) * LANES + lane) * 4u + c % 4u; ${f('cc', (name) => `${name}[c / 4u][c % 4u]`)} }`,
+    };
+  }
+  const idx = Array.from({ length: Math.max(V.DW, V.DVW) / lanes }, (_, i) => i);
+  return {
+    decl: (name, n) => idx.slice(0, n / lanes).map((i) => `var ${name}_${i} = ${V.VF}();`).join(' '),
+    each: (n, f) => idx.slice(0, n / lanes).map((i) => f(`(${i * lanes}u + lane)`, (name) => `${name}_${i}`)).join('\n    '),
+    eachScalar: (n, f) =>
+      idx
+        .slice(0, n / 4 / lanes)
+        .flatMap((i) => [0, 1, 2, 3].map((k) => f(`(${i * lanes * 4 + k}u + lane * 4u)`, (name) => `${name}_${i}.${'xyzw'[k] ?? 'x'}`)))
+        .join('\n    '),
+  };
+}
+
+/** Statements summing the f32 `name` over the LANES lanes of a row (a butterfly: every lane ends with the same bits). */
+function laneSum(name: string, lanes: number, indent: string): string {
+  const out: string[] = [];
+  for (let m = 1; m < lanes; m *= 2) out.push(`${name} = ${name} + subgroupShuffleXor(${name}, ${m}u);`);
+  return out.map((l) => `\n${indent}${l}`).join('');
 }
 
 /**
@@ -187,7 +254,7 @@ function swizzledCol(c: string, sw: string, mask: number): string {
 }
 
 /** Dot-product statements: `out` (a new f32 `let`) = sum over vectors c of dot(a(c), b(c)), vec4 fma chains. */
-function dotStmts(R: Regs, V: VecTypes, out: string, n: number, f: (c: string, r: (name: string) => string) => [string, string]): string {
+function dotStmts(R: Regs, V: VecTypes, out: string, n: number, f: (c: string, r: (name: string) => string) => [string, string], lanes = 1): string {
   const zero = V.W === 4 ? 'vec4<f32>(0.0)' : '0.0';
   const sum = V.W === 4 ? `${out}_v.x + ${out}_v.y + ${out}_v.z + ${out}_v.w` : `${out}_v`;
   return `var ${out}_v = ${zero};
@@ -195,7 +262,7 @@ function dotStmts(R: Regs, V: VecTypes, out: string, n: number, f: (c: string, r
           const [a, b] = f(c, r);
           return `${out}_v = fma(${a}, ${b}, ${out}_v);`;
         })}
-        let ${out} = ${sum};`;
+        ${lanes > 1 ? `var ${out} = ${sum};${laneSum(out, lanes, '        ')}` : `let ${out} = ${sum};`}`;
 }
 
 /** Row-major linear index (u32) of per-axis i32 coordinates `${prefix}_a` within a tile of extents `${ext}_a`. */
@@ -243,6 +310,42 @@ export function fusedBackwardTileProducts(
       dqWorkgroupBytes(p.rank, p.dim, p.dimV, p.dtype, k) <= limits.maxComputeWorkgroupStorageSize &&
       dkvWorkgroupBytes(p.rank, p.dim, p.dimV, p.dtype, q) <= limits.maxComputeWorkgroupStorageSize,
   );
+}
+
+/** Why `lanes` cannot split these head dims, or undefined. */
+function lanesProblem(lanes: number, dim: number, dimV: number): string | undefined {
+  if (!FUSED_BACKWARD_LANES.includes(lanes as (typeof FUSED_BACKWARD_LANES)[number])) return `lanes ${lanes} is not one of ${FUSED_BACKWARD_LANES.join(', ')}`;
+  if (lanes > 1 && (dim % (4 * lanes) !== 0 || dimV % (4 * lanes) !== 0)) {
+    return `lanes=${lanes} gives each lane whole vec4 columns, so head dims must be multiples of ${4 * lanes}; got head_dim=${dim}, value head_dim=${dimV}`;
+  }
+  return undefined;
+}
+
+/**
+ * Why a config's lane split cannot run a problem on a device, or undefined if it can (tile products, splits and
+ * workgroup memory are checked elsewhere: `fusedBackwardTileProducts`, core's `checkTiles` / `checkNumSplitsKey`).
+ * Both row kernels run tile * lanes invocations: the dq kernel prod(queryTile) * T, the dkv kernel prod(keyTile) * T.
+ */
+export function fusedBackwardLanesProblem(
+  problem: Pick<FusedBackwardProblem, 'dim' | 'dimV'>,
+  config: Pick<FusedBackwardConfig, 'queryTile' | 'keyTile' | 'lanes'>,
+  limits: BackwardLimits,
+): string | undefined {
+  const lanes = config.lanes ?? 1;
+  const why = lanesProblem(lanes, problem.dim, problem.dimV);
+  if (why !== undefined || lanes === 1) return why;
+  const sg = limits.subgroupMinSize;
+  if (sg === undefined) return `lanes=${lanes} needs the WebGPU feature 'subgroups', which this adapter does not offer`;
+  if (lanes > sg) return `lanes=${lanes} exceeds this adapter's minimum subgroup size ${sg} (the lanes of a row must share one subgroup)`;
+  const maxInv = Math.min(limits.maxComputeInvocationsPerWorkgroup, limits.maxComputeWorkgroupSizeX);
+  for (const [what, tile] of [['query', config.queryTile], ['key', config.keyTile]] as const) {
+    const inv = product(tile) * lanes;
+    if (inv % sg !== 0) {
+      return `lanes=${lanes} with a ${what} tile of ${product(tile)} gives ${inv} invocations per workgroup, not a multiple of this adapter's minimum subgroup size ${sg}`;
+    }
+    if (inv > maxInv) return `a ${what} tile of ${product(tile)} with ${lanes} lanes per row needs ${inv} invocations per workgroup; this device allows ${maxInv}`;
+  }
+  return undefined;
 }
 
 /** Every rank-length tuple of powers of two whose product is p (entries >= minEntry, <= maxPerAxis[a]). */
@@ -314,7 +417,8 @@ export function balancedShape(rank: NaRank, p: number): number[] {
  * Configs for the autotuner: tile pairs that fit the limits (shapes: powers of two >= 2 per axis like NATTEN's
  * vetted list, or 1 where the group extent is 1; entries capped at the next power of two of the group extent, as
  * larger tiles only add masked rows), x num_splits_key in {1s, 2 on every axis that has >= 2 key tiles} x both
- * delta modes.
+ * delta modes. Lanes: only when `limits.subgroupMinSize` is given (the device has subgroups), each config also with
+ * `lanes` 2 and 4 where valid (`fusedBackwardLanesProblem`); without it, exactly the single-lane list.
  */
 export function enumerateFusedBackwardConfigs(problem: FusedBackwardProblem & { readonly dtype: GpuDType }, limits: BackwardLimits): FusedBackwardConfig[] {
   const rank = problem.rank;
@@ -331,7 +435,15 @@ export function enumerateFusedBackwardConfigs(problem: FusedBackwardProblem & { 
         const two = nkt.map((n) => (n >= 2 ? 2 : 1));
         if (two.some((s) => s > 1)) splitOptions.push(two);
         for (const numSplitsKey of splitOptions) {
-          for (const computeDeltaWithTorch of [false, true]) out.push({ queryTile: qt, keyTile: kt, numSplitsKey, computeDeltaWithTorch });
+          for (const computeDeltaWithTorch of [false, true]) {
+            const config: FusedBackwardConfig = { queryTile: qt, keyTile: kt, numSplitsKey, computeDeltaWithTorch };
+            out.push(config);
+            if (limits.subgroupMinSize === undefined) continue;
+            for (const lanes of ENUMERATED_LANES) {
+              const split: FusedBackwardConfig = { ...config, lanes };
+              if (fusedBackwardLanesProblem(problem, split, limits) === undefined) out.push(split);
+            }
+          }
         }
       }
     }
@@ -339,9 +451,27 @@ export function enumerateFusedBackwardConfigs(problem: FusedBackwardProblem & { 
   return out;
 }
 
-function header(family: string, spec: object & { readonly dtype: GpuDType }, consts: Record<string, string | number>): string {
-  const key = kernelKey(family, GEN, spec);
-  const lines = [`// ${key}`, enableDirectives(spec.dtype).trimEnd()].filter((l) => l.length > 0);
+/** A kernel spec as the module head and kernel record see it. */
+type AnySpec = object & { readonly dtype: GpuDType; readonly lanes?: number };
+
+function specLanes(spec: AnySpec): number {
+  return spec.lanes ?? 1;
+}
+
+/** The kernel key; lanes 1 is the single-lane kernel, so it keys (and emits) like a spec without the field. */
+function backwardKey(family: string, spec: AnySpec): string {
+  return kernelKey(family, GEN, specLanes(spec) === 1 ? { ...spec, lanes: undefined } : spec);
+}
+
+function header(family: string, spec: AnySpec, consts: Record<string, string | number>): string {
+  const key = backwardKey(family, spec);
+  const lines = [
+    `// ${key}`,
+    enableDirectives(spec.dtype).trimEnd(),
+    // The shuffles sit in row-dependent control flow (the exact walks); the uniformity analysis cannot see that the
+    // LANES lanes of a row always branch alike, so every lane a shuffle reads from is active.
+    specLanes(spec) > 1 ? 'enable subgroups;\ndiagnostic(off, subgroup_uniformity);' : '',
+  ].filter((l) => l.length > 0);
   for (const [name, v] of Object.entries(consts)) {
     lines.push(`const ${name} = ${v};`);
   }
@@ -368,7 +498,7 @@ function fields(type: UniformField['type'], names: readonly string[]): UniformFi
 }
 
 /** Module head of every backward kernel: key comment, enables, baked consts, storage then uniform declarations. */
-function moduleHead(family: string, spec: object & { readonly dtype: GpuDType }, consts: Record<string, string | number>, bindings: readonly KernelBinding[], uniforms: readonly UniformField[]): string {
+function moduleHead(family: string, spec: AnySpec, consts: Record<string, string | number>, bindings: readonly KernelBinding[], uniforms: readonly UniformField[]): string {
   return `${header(family, spec, consts)}
 ${storageDecls(bindings)}
 ${uniformDecl(uniforms, bindings.length)}`;
@@ -388,7 +518,7 @@ function flatInvocation(name: string, bound: string): string {
 
 function namedKernel(
   family: string,
-  spec: object & { readonly dtype: GpuDType },
+  spec: AnySpec,
   code: string,
   workgroupSize: number,
   bindings: readonly KernelBinding[],
@@ -396,19 +526,19 @@ function namedKernel(
   workgroupBytes: number,
 ): NamedKernel {
   return {
-    key: kernelKey(family, GEN, spec),
+    key: backwardKey(family, spec),
     code,
     entryPoint: 'main',
     workgroupSize: [workgroupSize, 1, 1],
     bindings: bindings.map(({ name, access }) => ({ name, access })),
     uniforms,
     workgroupBytes,
-    features: spec.dtype === 'float16' ? ['shader-f16'] : [],
+    features: [...(spec.dtype === 'float16' ? ['shader-f16'] : []), ...(specLanes(spec) > 1 ? ['subgroups'] : [])],
     bufferNames: bindings.map((b) => b.buffer),
   };
 }
 
-function bakedConsts(s: BakedProblem & { queryTile: readonly number[]; keyTile: readonly number[] }): Record<string, string | number> {
+function bakedConsts(s: BakedProblem & { queryTile: readonly number[]; keyTile: readonly number[]; lanes?: number }): Record<string, string | number> {
   const c: Record<string, string | number> = {
     RANK: u(s.rank),
     D: u(s.dim),
@@ -426,6 +556,7 @@ function bakedConsts(s: BakedProblem & { queryTile: readonly number[]; keyTile: 
     c[`CAUSAL_${a}`] = String(s.causal[a] === true);
   }
   c.NSLOTS = u(product(s.kernelSize));
+  if ((s.lanes ?? 1) > 1) c.LANES = u(s.lanes ?? 1);
   return c;
 }
 
@@ -461,8 +592,9 @@ function tilesOver(a: number, start: string, end: string, T: string): string {
 }
 
 /** This invocation's own row `${coord}_a` of the tile at `${origin}_a` (extents `${T}_a`) and whether it lies in the group. */
-function ownRow(X: AxisText, T: string, origin: string, coord: string, valid: string): string {
-  return `${decodeRowMajor('lid', 'l', X.A.map((a) => `${T}_${a}`), 'll')}
+function ownRow(X: AxisText, T: string, origin: string, coord: string, valid: string, lanes = 1): string {
+  const head = lanes > 1 ? `let lane = lid % LANES;\n  let rid = lid / LANES;\n  ` : '';
+  return `${head}${decodeRowMajor(lanes > 1 ? 'rid' : 'lid', 'l', X.A.map((a) => `${T}_${a}`), 'll')}
   ${X.per((a) => `let ${coord}_${a} = ${origin}_${a} + l_${a};`)}
   let ${valid} = ${X.all((a) => `${coord}_${a} < n_${a}`)};`;
 }
@@ -582,16 +714,17 @@ function recomputeDs(o: {
   readonly delta: string;
 }): string {
   const { X, R, V, box, spec } = o;
+  const lanes = spec.lanes ?? 1;
   return [
     `let m = ${tileLinear(spec.rank, 'm', box.T)};`,
     X.per((a) => `let ${box.coord}_${a} = ${box.base}_${a} + m_${a};`, '\n        '),
     `let ${o.qkRows.sw} = m & ${o.qkRows.mask}u;`,
     `let ${o.dovRows.sw} = m & ${o.dovRows.mask}u;`,
-    dotStmts(R, V, 'sdot', V.DW, o.qk),
+    dotStmts(R, V, 'sdot', V.DW, o.qk, lanes),
     'var s = params.scale * sdot;',
     spec.rpb ? `s += f32(rpb_buf[${rpbIndexExpr(spec.rank, spec.kernelSize, 'j', 'i')}]);` : '',
     `let p = exp(s - ${o.lse});`,
-    dotStmts(R, V, 'dp', V.DVW, o.dov),
+    dotStmts(R, V, 'dp', V.DVW, o.dov, lanes),
     `let ds = p * (dp - ${o.delta});`,
   ].join('\n        ');
 }
@@ -617,6 +750,8 @@ const QUERY_BOX: StagedBox = { coord: 'i', start: 'ibs', end: 'ibe', tile: 'qt',
  */
 interface RowKernelSetup {
   readonly T: string;
+  /** Lanes per row (1: the single-lane kernel). */
+  readonly LN: number;
   readonly BQ: number;
   readonly BK: number;
   readonly V: VecTypes;
@@ -651,12 +786,16 @@ function rowKernelSetup(
   const T = wgslType(spec.dtype);
   const V = vecTypes(T, spec.dim, spec.dimV);
   const [[dt, ds], [vt, vs]] = staged;
+  const LN = spec.lanes ?? 1;
+  const why = lanesProblem(LN, spec.dim, spec.dimV);
+  if (why !== undefined) throw new Error(`fused backward spec: ${why}`);
   return {
     T,
+    LN,
     BQ: product(spec.queryTile),
     BK: product(spec.keyTile),
     V,
-    R: regs(V),
+    R: regs(V, LN),
     X: axisText(spec.rank),
     staged: [stagedRows(V, spec.dtype, dt, ds, 'DW'), stagedRows(V, spec.dtype, vt, vs, 'DVW')],
   };
@@ -666,10 +805,11 @@ function rowKernelSetup(
 export function generateFusedBackwardDq(spec: FusedBackwardDqSpec): NamedKernel {
   const { rank, dim: D, dimV: DV } = spec;
   const family = 'na-fused-backward-dq';
-  const { T, BQ, BK, V, R, X, staged } = rowKernelSetup(spec, [['k', 'k'], ['v', 'v']]);
+  const { T, LN, BQ, BK, V, R, X, staged } = rowKernelSetup(spec, [['k', 'k'], ['v', 'v']]);
   const [kRows, vRows] = staged;
   const { A, per } = X;
-  const box = KEY_BOX;
+  // Lane split: every invocation stages, so the staging stride is the workgroup size.
+  const box: StagedBox = LN > 1 ? { ...KEY_BOX, stride: '(BQ * LANES)' } : KEY_BOX;
   const bindings: KernelBinding[] = [bind('q_buf', 'read', V.VT, 'query'), bind('k_buf', 'read', V.VT, 'key'), bind('v_buf', 'read', V.VT, 'value')];
   if (spec.delta === 'fused') bindings.push(bind('o_buf', 'read', V.VT, 'output'));
   bindings.push(bind('do_buf', 'read', V.VT, 'gradOutput'), bind('lse_buf', 'read', 'f32', 'logsumexp'));
@@ -686,14 +826,14 @@ export function generateFusedBackwardDq(spec: FusedBackwardDqSpec): NamedKernel 
   const deltaLoad =
     spec.delta === 'fused'
       ? `var dl = 0.0;
-    ${R.each(V.DVW, (c, r) => `dl += dotw(${r('dov')}, ${V.VF}(o_buf[row * DVW + ${c}]));`)}
+    ${R.each(V.DVW, (c, r) => `dl += dotw(${r('dov')}, ${V.VF}(o_buf[row * DVW + ${c}]));`)}${laneSum('dl', LN, '    ')}
     delta_x = dl;
-    if (split == 0u) { delta_buf[row] = dl; }`
+    if (split == 0u${LN > 1 ? ' && lane == 0u' : ''}) { delta_buf[row] = dl; }`
       : `delta_x = delta_buf[row];`;
   const code = `${rowKernelHead(family, spec, bindings, uniforms, V, staged, BK)}
 var<workgroup> krow_sh: array<i32, ${BK}>;
 
-${entryPoint(BQ)}
+${entryPoint(BQ * LN)}
   ${decodeWorkgroup([['tile_lin', 'params.ntile_total'], ['split', 'params.splits'], ['gd', 'params.ngroups'], ['h', 'params.heads']], 'b')}
   let hk = h / (params.heads / params.heads_kv);
   ${tileDecode(X, 'tq')}
@@ -710,7 +850,7 @@ ${entryPoint(BQ)}
   let klo_${a} = (sp_${a} * nb_${a}) / params.spl_${a};
   let khi_${a} = ((sp_${a} + 1) * nb_${a}) / params.spl_${a};`,
   )}
-  ${ownRow(X, 'QT', 'q0', 'i', 'qvalid')}
+  ${ownRow(X, 'QT', 'q0', 'i', 'qvalid', LN)}
   ${per((a) => `var ws_${a} = 0;\n  var wc_${a} = 0;`)}
   var row = 0u;
   ${R.decl('qv', V.DW)}
@@ -766,7 +906,7 @@ ${entryPoint(BQ)}
           delta: 'delta_x',
         })}
         ${accumulate(R, V, 'acc', 'ds', kRows)}
-        ${spec.gradRpb ? `ds_buf[row * NSLOTS + ${A.reduce((e, a) => (a === 0 ? 'u32(j_0 - ws_0)' : `(${e} * u32(KS_${a}) + u32(j_${a} - ws_${a}))`), '')}] = ds;` : ''}`,
+        ${spec.gradRpb ? `${LN > 1 ? 'if (lane == 0u) { ' : ''}ds_buf[row * NSLOTS + ${A.reduce((e, a) => (a === 0 ? 'u32(j_0 - ws_0)' : `(${e} * u32(KS_${a}) + u32(j_${a} - ws_${a}))`), '')}] = ds;${LN > 1 ? ' }' : ''}` : ''}`,
       )}
     }`,
     '\n',
@@ -782,17 +922,18 @@ ${entryPoint(BQ)}
   }
 }
 `;
-  return namedKernel(family, spec, code, BQ, bindings, uniforms, dqWorkgroupBytes(rank, D, DV, spec.dtype, BK));
+  return namedKernel(family, spec, code, BQ * LN, bindings, uniforms, dqWorkgroupBytes(rank, D, DV, spec.dtype, BK));
 }
 
 /** The dK/dV kernel (pass 3). */
 export function generateFusedBackwardDkv(spec: FusedBackwardDkvSpec): NamedKernel {
   const { rank, dim: D, dimV: DV } = spec;
   const family = 'na-fused-backward-dkv';
-  const { T, BQ, BK, V, R, X, staged } = rowKernelSetup(spec, [['q', 'q'], ['do', 'o']]);
+  const { T, LN, BQ, BK, V, R, X, staged } = rowKernelSetup(spec, [['q', 'q'], ['do', 'o']]);
   const [qRows, oRows] = staged;
   const { A, per } = X;
-  const box = QUERY_BOX;
+  // Lane split: every invocation stages, so the staging stride is the workgroup size.
+  const box: StagedBox = LN > 1 ? { ...QUERY_BOX, stride: '(BK * LANES)' } : QUERY_BOX;
   const bindings: KernelBinding[] = [
     bind('q_buf', 'read', V.VT, 'query'),
     bind('k_buf', 'read', V.VT, 'key'),
@@ -814,7 +955,7 @@ var<workgroup> lse_sh: array<f32, ${BQ}>;
 var<workgroup> dl_sh: array<f32, ${BQ}>;
 var<workgroup> qrow_sh: array<i32, ${BQ}>;
 
-${entryPoint(BK)}
+${entryPoint(BK * LN)}
   ${decodeWorkgroup([['tile_lin', 'params.ntile_total'], ['gd', 'params.ngroups'], ['hk', 'params.heads_kv']], 'b')}
   let group_heads = params.heads / params.heads_kv;
   ${tileDecode(X, 'tk')}
@@ -829,7 +970,7 @@ ${entryPoint(BK)}
   let qlo_${a} = 0;
   let qhi_${a} = ${tilesOver(a, 'ibs', 'ibe', 'QT')};`,
   )}
-  ${ownRow(X, 'KT', 'k0', 'j', 'kvalid')}
+  ${ownRow(X, 'KT', 'k0', 'j', 'kvalid', LN)}
   var kvrow = 0u;
   ${R.decl('kv', V.DW)}
   ${R.decl('vv', V.DVW)}
@@ -907,7 +1048,7 @@ ${entryPoint(BK)}
   }
 }
 `;
-  return namedKernel(family, spec, code, BK, bindings, uniforms, dkvWorkgroupBytes(rank, D, DV, spec.dtype, BQ));
+  return namedKernel(family, spec, code, BK * LN, bindings, uniforms, dkvWorkgroupBytes(rank, D, DV, spec.dtype, BQ));
 }
 
 export interface FusedBackwardDeltaSpec {
@@ -1042,6 +1183,8 @@ export function planFusedBackward(
     dimV: problem.dimV,
     dtype,
   };
+  // Lane split: set only when > 1, so single-lane specs (and keys) are unchanged.
+  const laneSpec = config.lanes !== undefined && config.lanes > 1 ? { lanes: config.lanes } : {};
   const tokens = product(spatial);
   const rows = problem.batch * tokens * problem.heads;
   const ngroups = product(params.dilation);
@@ -1094,6 +1237,7 @@ export function planFusedBackward(
       gradRpb: problem.hasGradRpb,
       delta: deltaMode,
       partial,
+      ...laneSpec,
     }),
     uniforms: dqU,
     workgroups: fold(dqTotal, maxWorkgroupsPerDimension),
@@ -1112,7 +1256,7 @@ export function planFusedBackward(
   };
   for (const a of axes(rank)) dkvU[`ntile_${a}`] = nkt[a] as number;
   passes.push({
-    kernel: generateFusedBackwardDkv({ ...baked, queryTile: [...config.queryTile], keyTile: [...config.keyTile], rpb: problem.hasRpb }),
+    kernel: generateFusedBackwardDkv({ ...baked, queryTile: [...config.queryTile], keyTile: [...config.keyTile], rpb: problem.hasRpb, ...laneSpec }),
     uniforms: dkvU,
     workgroups: fold(dkvTotal, maxWorkgroupsPerDimension),
   });
