@@ -58,6 +58,7 @@ export function caseName(c: BwdCase): string {
       `s${c.config.numSplitsKey.join('x')}`,
       c.config.computeDeltaWithTorch ? 'delta-pass' : 'delta-fused',
     );
+    if (c.config.lanes !== undefined && c.config.lanes > 1) parts.push(`lanes${c.config.lanes}`);
   }
   return parts.join(' ');
 }
@@ -135,6 +136,7 @@ export function prepare(c: BwdCase): Prepared {
           keyTileSize: c.config.keyTile,
           numSplitsKey: c.config.numSplitsKey,
           computeDeltaWithTorch: c.config.computeDeltaWithTorch,
+          ...(c.config.lanes !== undefined ? { lanes: c.config.lanes } : {}),
         }
       : {}),
   };

@@ -2,6 +2,7 @@ import {
   checkFusedBackward,
   checkNumSplitsKey,
   checkTiles,
+  formatShape,
   type FusedBackwardArgs,
   type FusedBackwardProblem,
   NattenArgumentError,
@@ -11,16 +12,34 @@ import {
   type TensorLike,
 } from '@natten-web/core';
 import {
+  type BackwardLimits,
   checkGpuDType,
   defaultFusedBackwardConfig,
   FUSED_BACKWARD_TILES,
   type FusedBackwardConfig,
+  fusedBackwardLanesProblem,
   fusedBackwardTileProducts,
   type GpuDType,
   planFusedBackward,
 } from '@natten-web/wgsl';
 import type { DispatchCommand, GpuContext, GpuTensor } from '../context.ts';
 import { defineGpuOp, type GpuOp } from './op.ts';
+
+/**
+ * The limits backward config selection reads. `subgroupMinSize` only when the device has the `subgroups` feature
+ * and the adapter reports its minimum subgroup size: then lane-split configs (`lanes` > 1) are valid and
+ * enumerated (never the default); otherwise they are rejected.
+ */
+export function backwardKernelLimits(ctx: GpuContext): BackwardLimits {
+  const sg = ctx.adapterInfo.subgroupMinSize;
+  return {
+    maxComputeWorkgroupStorageSize: ctx.limits.maxComputeWorkgroupStorageSize,
+    maxComputeInvocationsPerWorkgroup: ctx.limits.maxComputeInvocationsPerWorkgroup,
+    maxComputeWorkgroupSizeX: ctx.limits.maxComputeWorkgroupSizeX,
+    maxComputeWorkgroupsPerDimension: ctx.limits.maxComputeWorkgroupsPerDimension,
+    ...(ctx.hasSubgroups && sg !== undefined && sg > 0 ? { subgroupMinSize: sg } : {}),
+  };
+}
 
 /** A validated backward problem on this device, with the config that will run. */
 export interface FusedBackwardSelection {
@@ -32,7 +51,8 @@ export interface FusedBackwardSelection {
  * Validate `na{1,2,3}d_backward` arguments for WebGPU: core's rules (shapes, dtypes, params, rpb, num_splits_key)
  * with this backend's tile table (products that fit the device's workgroup memory and invocation limits for this
  * head dim and dtype), then GPU rules (float32/float16, shader-f16, scratch sizes). Returns the config to run:
- * the given tiles, or the default config.
+ * the given tiles (with the args' `lanes`, checked against the device's subgroups), or the default config
+ * (always single-lane).
  */
 export function selectFusedBackward(ctx: GpuContext, rank: NaRank, args: FusedBackwardArgs<TensorLike>): FusedBackwardSelection {
   const op = opName(rank, 'backward');
@@ -56,7 +76,14 @@ export function selectFusedBackward(ctx: GpuContext, rank: NaRank, args: FusedBa
       keyTile: tiles.keyTile,
       numSplitsKey: base.numSplitsKey,
       computeDeltaWithTorch: base.computeDeltaWithTorch,
+      ...(args.lanes !== undefined && args.lanes > 1 ? { lanes: args.lanes } : {}),
     };
+    const why = fusedBackwardLanesProblem(problem, config, backwardKernelLimits(ctx));
+    if (why !== undefined) {
+      throw new NattenArgumentError(
+        `${op}: query_tile_size=${formatShape(config.queryTile)}, key_tile_size=${formatShape(config.keyTile)}, lanes=${String(config.lanes ?? 1)} cannot run here: ${why}`,
+      );
+    }
   } else {
     const def = defaultFusedBackwardConfig(problem, ctx.limits);
     if (!def) throw new NattenArgumentError(`${op}: no backward tile configuration fits this device`);
@@ -97,6 +124,7 @@ export function buildFusedBackward(ctx: GpuContext, rank: NaRank, args: FusedBac
         keyTileSize: config.keyTile,
         numSplitsKey: config.numSplitsKey,
         computeDeltaWithTorch: config.computeDeltaWithTorch,
+        lanes: config.lanes,
       }
     : args;
   const selection = selectFusedBackward(ctx, rank, forced);
