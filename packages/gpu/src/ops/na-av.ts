@@ -5,9 +5,9 @@ import {
   checkAvForward,
   type NaRank,
 } from '@natten-web/core';
-import { defaultBmmTile, generateAvBackwardAttn, generateAvBackwardValue, generateAvForward } from '@natten-web/wgsl';
+import { generateAvBackwardAttn, generateAvBackwardValue, generateAvForward } from '@natten-web/wgsl';
 import type { DispatchCommand, GpuContext, GpuTensor } from '../context.ts';
-import { bmmCheck, bmmUniforms, bmmWorkgroups, defineBmmOp, type GpuOpPlan, memoKernel, opSpecOf } from './na-bmm.ts';
+import { bmmCheck, bmmCommand, defineBmmOp, type GpuOpPlan, memoKernel, opSpecOf } from './na-bmm.ts';
 
 const checkForward = bmmCheck<AvForwardArgs<GpuTensor>>('av_forward', checkAvForward, (a) => ({ attn: a.attn, value: a.value, output: a.output }));
 
@@ -23,11 +23,7 @@ const checkBackward = bmmCheck<AvBackwardArgs<GpuTensor>>('av_backward', checkAv
 export function avForwardPlan(ctx: GpuContext, rank: NaRank, args: AvForwardArgs<GpuTensor>): GpuOpPlan {
   const { p, dtype } = checkForward(ctx, rank, args);
   const kernel = memoKernel('av-forward', opSpecOf(p, dtype), generateAvForward);
-  const tile = defaultBmmTile(rank);
-  return {
-    commands: [{ kernel, buffers: [args.attn.buffer, args.value.buffer, args.output.buffer], uniforms: bmmUniforms(p, kernel, tile), workgroups: bmmWorkgroups(p, tile) }],
-    release: () => {},
-  };
+  return { commands: [bmmCommand(p, kernel, [args.attn.buffer, args.value.buffer, args.output.buffer])], release: () => {} };
 }
 
 /** `na{1,2,3}d_av_forward` (spec §3.6): `out = sum_{valid t} attn[x,t] v_{n_t(x)}`; invalid slots never read. */
@@ -37,13 +33,9 @@ export const avForward = defineBmmOp('av_forward', avForwardPlan, checkForward);
 export function avBackwardPlan(ctx: GpuContext, rank: NaRank, args: AvBackwardArgs<GpuTensor>): GpuOpPlan {
   const { p, dtype } = checkBackward(ctx, rank, args);
   const spec = opSpecOf(p, dtype);
-  const tile = defaultBmmTile(rank);
-  const ka = memoKernel('av-backward-attn', spec, generateAvBackwardAttn);
-  const kv = memoKernel('av-backward-value', spec, generateAvBackwardValue);
-  const workgroups = bmmWorkgroups(p, tile);
   const commands: DispatchCommand[] = [
-    { kernel: ka, buffers: [args.gradOutput.buffer, args.value.buffer, args.gradAttn.buffer], uniforms: bmmUniforms(p, ka, tile), workgroups },
-    { kernel: kv, buffers: [args.attn.buffer, args.gradOutput.buffer, args.gradValue.buffer], uniforms: bmmUniforms(p, kv, tile), workgroups },
+    bmmCommand(p, memoKernel('av-backward-attn', spec, generateAvBackwardAttn), [args.gradOutput.buffer, args.value.buffer, args.gradAttn.buffer]),
+    bmmCommand(p, memoKernel('av-backward-value', spec, generateAvBackwardValue), [args.attn.buffer, args.gradOutput.buffer, args.gradValue.buffer]),
   ];
   return { commands, release: () => {} };
 }

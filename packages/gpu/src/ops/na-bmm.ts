@@ -165,6 +165,12 @@ export function bmmWorkgroups(p: BmmProblem, tile: readonly number[]): [number, 
   return foldWorkgroups(bmmWorkgroupCount(p, tile));
 }
 
+/** One dispatch of a BMM kernel over the problem's grid of default tiles. */
+export function bmmCommand(p: BmmProblem, kernel: GeneratedKernel, buffers: readonly GPUBuffer[]): DispatchCommand {
+  const tile = defaultBmmTile(p.rank);
+  return { kernel, buffers, uniforms: bmmUniforms(p, kernel, tile), workgroups: bmmWorkgroups(p, tile) };
+}
+
 /**
  * An op's validated dispatches plus the pooled scratch they use: run `commands` (with `ctx.dispatch`, or
  * many times with `timeDispatch`), then call `release()` once the last submission using them was made.

@@ -15,7 +15,7 @@ import {
   rpbCells,
 } from '@natten-web/wgsl';
 import { type DispatchCommand, foldWorkgroups, type GpuContext, type GpuTensor } from '../context.ts';
-import { bmmCheck, bmmUniforms, bmmWorkgroupCount, bmmWorkgroups, defineBmmOp, type GpuOpPlan, memoKernel, opSpecOf } from './na-bmm.ts';
+import { bmmCheck, bmmCommand, bmmWorkgroupCount, defineBmmOp, type GpuOpPlan, memoKernel, opSpecOf } from './na-bmm.ts';
 
 const checkForward = bmmCheck<QkForwardArgs<GpuTensor>>('qk_forward', checkQkForward, (a) => ({ query: a.query, key: a.key, attn: a.attn, rel_pos_bias: a.rpb }));
 
@@ -34,9 +34,8 @@ export function qkForwardPlan(ctx: GpuContext, rank: NaRank, args: QkForwardArgs
   const rpb = args.rpb ?? undefined;
   const spec = { ...opSpecOf(p, dtype), rpb: rpb !== undefined };
   const kernel = memoKernel('qk-forward', spec, generateQkForward);
-  const tile = defaultBmmTile(rank);
   const buffers = rpb ? [args.query.buffer, args.key.buffer, rpb.buffer, args.attn.buffer] : [args.query.buffer, args.key.buffer, args.attn.buffer];
-  return { commands: [{ kernel, buffers, uniforms: bmmUniforms(p, kernel, tile), workgroups: bmmWorkgroups(p, tile) }], release: () => {} };
+  return { commands: [bmmCommand(p, kernel, buffers)], release: () => {} };
 }
 
 /**
@@ -49,13 +48,9 @@ export const qkForward = defineBmmOp('qk_forward', qkForwardPlan, checkForward);
 export function qkBackwardPlan(ctx: GpuContext, rank: NaRank, args: QkBackwardArgs<GpuTensor>): GpuOpPlan {
   const { p, dtype } = checkBackward(ctx, rank, args);
   const spec = opSpecOf(p, dtype);
-  const tile = defaultBmmTile(rank);
-  const kq = memoKernel('qk-backward-query', spec, generateQkBackwardQuery);
-  const kk = memoKernel('qk-backward-key', spec, generateQkBackwardKey);
-  const workgroups = bmmWorkgroups(p, tile);
   const commands: DispatchCommand[] = [
-    { kernel: kq, buffers: [args.gradAttn.buffer, args.key.buffer, args.gradQuery.buffer], uniforms: bmmUniforms(p, kq, tile), workgroups },
-    { kernel: kk, buffers: [args.gradAttn.buffer, args.query.buffer, args.gradKey.buffer], uniforms: bmmUniforms(p, kk, tile), workgroups },
+    bmmCommand(p, memoKernel('qk-backward-query', spec, generateQkBackwardQuery), [args.gradAttn.buffer, args.key.buffer, args.gradQuery.buffer]),
+    bmmCommand(p, memoKernel('qk-backward-key', spec, generateQkBackwardKey), [args.gradAttn.buffer, args.query.buffer, args.gradKey.buffer]),
   ];
   const gradRpb = args.gradRpb ?? undefined;
   const scratch: GpuTensor[] = [];
@@ -66,11 +61,11 @@ export function qkBackwardPlan(ctx: GpuContext, rank: NaRank, args: QkBackwardAr
     const kp = memoKernel('rpb-partial', rpbSpec, generateRpbGradPartial);
     const kr = memoKernel('rpb-reduce', rpbSpec, generateRpbGradReduce);
     const cells = rpbCells(p.params.kernelSize);
-    const rowsTotal = bmmWorkgroupCount(p, tile);
+    const rowsTotal = bmmWorkgroupCount(p, defaultBmmTile(rank));
     const partial = ctx.tempTensor([rowsTotal, cells], 'float32', { label: `${p.op}.rpb_partial` });
     scratch.push(partial);
     commands.push(
-      { kernel: kp, buffers: [args.gradAttn.buffer, partial.buffer], uniforms: bmmUniforms(p, kp, tile), workgroups },
+      bmmCommand(p, kp, [args.gradAttn.buffer, partial.buffer]),
       {
         kernel: kr,
         buffers: [partial.buffer, gradRpb.buffer],
