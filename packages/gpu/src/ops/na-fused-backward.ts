@@ -78,7 +78,8 @@ export function selectFusedBackward(ctx: GpuContext, rank: NaRank, args: FusedBa
       computeDeltaWithTorch: base.computeDeltaWithTorch,
       ...(args.lanes !== undefined && args.lanes > 1 ? { lanes: args.lanes } : {}),
     };
-    const why = fusedBackwardLanesProblem(problem, config, backwardKernelLimits(ctx));
+    // Only lane-split configs depend on the device's subgroups (lanes 1 is the single-lane config, core-validated).
+    const why = config.lanes === undefined ? undefined : fusedBackwardLanesProblem(problem, config, backwardKernelLimits(ctx));
     if (why !== undefined) {
       throw new NattenArgumentError(
         `${op}: query_tile_size=${formatShape(config.queryTile)}, key_tile_size=${formatShape(config.keyTile)}, lanes=${String(config.lanes ?? 1)} cannot run here: ${why}`,
