@@ -86,7 +86,12 @@ export interface FwdResult {
 }
 
 /** Run a case on the GPU (forced config or the op's own choice) and on the CPU reference. */
-export async function runFwdCase(ctx: GpuContext, c: FwdCase, config?: FusedForwardConfig): Promise<FwdResult> {
+export function runFwdCase(ctx: GpuContext, c: FwdCase, config?: FusedForwardConfig): Promise<FwdResult> {
+  return runFwdCaseWith(ctx, c, (g) => (config ? fusedForward.withConfig(ctx, c.rank, g, config) : fusedForward(ctx, c.rank, g)));
+}
+
+/** Run a case on the GPU with `run` (any forward op, on the uploaded arguments) and on the CPU reference. */
+export async function runFwdCaseWith(ctx: GpuContext, c: FwdCase, run: (g: FusedForwardArgs<GpuTensor>) => Promise<void>): Promise<FwdResult> {
   const { args, dtype } = build(c);
   const ref = { ...args, output: zeros(args.output.shape, args.output.dtype), logsumexp: args.logsumexp ? zeros(args.logsumexp.shape, 'float32') : undefined };
   cpuFusedForward(c.rank, ref);
@@ -101,8 +106,7 @@ export async function runFwdCase(ctx: GpuContext, c: FwdCase, config?: FusedForw
     logsumexp: args.logsumexp ? ctx.createTensor(args.logsumexp.shape, 'float32') : undefined,
   };
   try {
-    if (config) await fusedForward.withConfig(ctx, c.rank, g, config);
-    else await fusedForward(ctx, c.rank, g);
+    await run(g);
     const out = compareTensors(await ctx.read(g.output), ref.output);
     const lse = g.logsumexp && ref.logsumexp ? compareTensors(await ctx.read(g.logsumexp), ref.logsumexp) : undefined;
     return { out, lse, dtype };

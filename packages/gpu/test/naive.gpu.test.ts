@@ -2,91 +2,19 @@
  * The naive fused forward (benchmark baseline) vs the CPU reference (f64 accumulation): every rank, f32 and
  * f16, dilation, causal, stride, GQA, rpb, lse, Dv != D; plus its argument rules. Small sizes (lavapipe).
  */
-import {
-  compareTensors,
-  type FusedForwardArgs,
-  lseShape,
-  type NaRank,
-  NattenArgumentError,
-  NattenUnsupportedError,
-  randn,
-  type Tensor,
-  zeros,
-} from '@natten-web/core';
-import { fusedForward as cpuFusedForward } from '@natten-web/cpu';
+import { NattenArgumentError, NattenUnsupportedError } from '@natten-web/core';
 import { afterAll, describe, expect, it } from 'vitest';
-import { GpuContext, type GpuTensor, naiveFusedForward } from '../src/index.ts';
+import { GpuContext, naiveFusedForward } from '../src/index.ts';
+import { expectFwdClose, type FwdCase, runFwdCaseWith } from './fused-forward-cases.ts';
 import { gpuContext } from './setup.ts';
 
 afterAll(async () => (await gpuContext()).destroy());
 
-interface Case {
-  readonly rank: NaRank;
-  readonly spatial: readonly number[];
-  readonly kernelSize: readonly number[];
-  readonly dilation?: readonly number[];
-  readonly isCausal?: readonly boolean[];
-  readonly stride?: readonly number[];
-  readonly heads?: number;
-  readonly headsKv?: number;
-  readonly dim?: number;
-  readonly dimV?: number;
-  readonly dtype?: 'float32' | 'float16';
-  readonly rpb?: boolean;
-  readonly lse?: boolean;
-  readonly batch?: number;
-}
-
-function hostArgs(c: Case): FusedForwardArgs<Tensor> {
-  const dtype = c.dtype ?? 'float32';
-  const B = c.batch ?? 1;
-  const H = c.heads ?? 2;
-  const Hkv = c.headsKv ?? H;
-  const D = c.dim ?? 8;
-  const Dv = c.dimV ?? D;
-  return {
-    query: randn([B, ...c.spatial, H, D], dtype, 11),
-    key: randn([B, ...c.spatial, Hkv, D], dtype, 12),
-    value: randn([B, ...c.spatial, Hkv, Dv], dtype, 13),
-    output: zeros([B, ...c.spatial, H, Dv], dtype),
-    logsumexp: c.lse === false ? undefined : zeros(lseShape(B, c.spatial, H), 'float32'),
-    rpb: c.rpb ? randn([H, ...c.kernelSize.map((k) => 2 * k - 1)], dtype, 14, 0.5) : undefined,
-    kernelSize: c.kernelSize,
-    dilation: c.dilation,
-    isCausal: c.isCausal,
-    stride: c.stride,
-  };
-}
-
-async function check(c: Case): Promise<void> {
+/** One case on the naive kernel vs the CPU reference (seeds 11..14 for q, k, v, rpb; STYLE §5 tolerances). */
+async function check(c: FwdCase): Promise<void> {
   const ctx = await gpuContext();
-  const args = hostArgs(c);
-  cpuFusedForward(c.rank, args);
-  const up = (t: Tensor | null | undefined): GpuTensor | undefined => (t ? ctx.upload(t) : undefined);
-  const g: FusedForwardArgs<GpuTensor> = {
-    ...args,
-    query: ctx.upload(args.query),
-    key: ctx.upload(args.key),
-    value: ctx.upload(args.value),
-    output: ctx.createTensor(args.output.shape, c.dtype ?? 'float32'),
-    rpb: up(args.rpb),
-    logsumexp: args.logsumexp ? ctx.createTensor(args.logsumexp.shape, 'float32') : undefined,
-  };
-  try {
-    await naiveFusedForward(ctx, c.rank, g);
-    const f16 = c.dtype === 'float16';
-    const out = compareTensors(await ctx.read(g.output), args.output);
-    const label = JSON.stringify(c);
-    expect(out.actualNonFinite, label).toBe(0);
-    expect(out.maxAbs, label).toBeLessThanOrEqual(f16 ? 1e-2 : 1e-4);
-    expect(out.nmse, label).toBeLessThanOrEqual(f16 ? 1e-6 : 1e-7);
-    if (g.logsumexp && args.logsumexp) {
-      const lse = compareTensors(await ctx.read(g.logsumexp), args.logsumexp);
-      expect(lse.maxAbs, `${label} lse`).toBeLessThanOrEqual(f16 ? 1e-2 : 1e-4);
-    }
-  } finally {
-    for (const t of [g.query, g.key, g.value, g.output, g.rpb, g.logsumexp]) t?.buffer.destroy();
-  }
+  const r = await runFwdCaseWith(ctx, { seed: 11, ...c }, (g) => naiveFusedForward(ctx, c.rank, g));
+  expectFwdClose(r, JSON.stringify(c));
 }
 
 const T = 300_000;
