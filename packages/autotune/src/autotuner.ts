@@ -15,6 +15,7 @@ import {
   defaultFusedForwardConfig,
   type FusedBackwardConfig,
   type FusedForwardConfig,
+  fusedBackwardLanesProblem,
   fusedBackwardTileProducts,
   fusedBackwardTilesPerAxis,
   fusedForwardConfigProblem,
@@ -131,8 +132,8 @@ export function spaceLimits(ctx: GpuContext): SpaceLimits {
     maxComputeInvocationsPerWorkgroup: ctx.limits.maxComputeInvocationsPerWorkgroup,
     maxComputeWorkgroupSizeX: ctx.limits.maxComputeWorkgroupSizeX,
     maxComputeWorkgroupsPerDimension: ctx.limits.maxComputeWorkgroupsPerDimension,
-    // With subgroups, the forward space also holds the lane-split configs (`lanes` 2, 4), and cached entries
-    // with lanes stay valid; without, they are neither enumerated nor accepted.
+    // With subgroups, the forward and backward spaces also hold the lane-split configs (`lanes` 2, 4), and cached
+    // entries with lanes stay valid; without, they are neither enumerated nor accepted.
     ...(ctx.hasSubgroups && sg !== undefined && sg > 0 ? { subgroupMinSize: sg } : {}),
   };
 }
@@ -212,7 +213,7 @@ export function createAutotuner(options: AutotunerOptions): Autotuner {
     if (!fusedBackwardTileProducts(p, limits).some(([q, k]) => q === qp && k === kp)) return `tile products ${qp}x${kp} do not fit this device`;
     const tiles = fusedBackwardTilesPerAxis(p.spatial, p.params.dilation, c.keyTile);
     if (c.numSplitsKey.some((s, a) => s > (tiles[a] as number))) return `num_splits_key ${c.numSplitsKey.join(',')} exceeds the key tiles per axis ${tiles.join(',')}`;
-    return undefined;
+    return fusedBackwardLanesProblem(p, c, limits);
   };
 
   async function lookup<C>(op: TuneOp, key: string, valid: (c: C) => string | undefined): Promise<Selection<C> | undefined> {

@@ -110,6 +110,7 @@ function validEntry(key: string, e: unknown): e is TuneEntry {
     if (c.lanes !== undefined && !Number.isInteger(c.lanes)) return false;
   } else if (e.op === 'na-fused-backward') {
     if (!isIntList(c.numSplitsKey) || typeof c.computeDeltaWithTorch !== 'boolean') return false;
+    if (c.lanes !== undefined && !Number.isInteger(c.lanes)) return false;
   } else {
     return false;
   }

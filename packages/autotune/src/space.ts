@@ -113,7 +113,7 @@ export function forwardLabel(c: FusedForwardConfig): string {
 }
 
 export function backwardLabel(c: FusedBackwardConfig): string {
-  return `q=${fmt(c.queryTile)} k=${fmt(c.keyTile)} splits=${c.numSplitsKey.join(',')} delta=${c.computeDeltaWithTorch ? 'separate' : 'fused'}`;
+  return `q=${fmt(c.queryTile)} k=${fmt(c.keyTile)} splits=${c.numSplitsKey.join(',')} delta=${c.computeDeltaWithTorch ? 'separate' : 'fused'}${c.lanes !== undefined && c.lanes !== 1 ? ` lanes=${c.lanes}` : ''}`;
 }
 
 /**
@@ -130,7 +130,8 @@ export function estimateForward(p: ForwardTuneProblem, c: FusedForwardConfig): C
 /**
  * Backward estimate: the dQ kernel (query tile lanes, key tile staged) plus the dK/dV kernel (key tile lanes, query
  * tile staged; the inverse neighbourhood has the same extent K), plus the reduction passes key splits add and the
- * separate delta pass.
+ * separate delta pass. Lane-split configs (`lanes` > 1) get the estimate of their single-lane twin, as in the
+ * forward: nothing has timed them on a real GPU, so only timing tells them apart.
  */
 export function estimateBackward(p: BackwardTuneProblem, c: FusedBackwardConfig): CostEstimate {
   const dq = tileEstimate(p, c.queryTile, product(c.keyTile), p.heads);
@@ -209,6 +210,9 @@ export function defaultBackward(p: BackwardTuneProblem & { readonly dtype: GpuDT
 
 /** Valid, pruned backward configs for a problem on a device, best first. */
 export function backwardSpace(p: BackwardTuneProblem & { readonly dtype: GpuDType }, limits: SpaceLimits, options: SpaceOptions = {}): ConfigSpace<FusedBackwardConfig> {
+  // With subgroups (`limits.subgroupMinSize`), the lane-split twins (`lanes` 2, 4) are in the space too; their
+  // `lanes` travels with the tiles (core's `FusedBackwardArgs.lanes`), so natten-web's `config: 'auto'` runs them as
+  // timed. The heuristic default stays single-lane.
   const helper = backwardHelperProblem(p);
   // Key splits only where every split axis has >= 2 key tiles (the enumerator's rule), re-checked here.
   const all = enumerateFusedBackwardConfigs(helper, limits).filter((c) =>

@@ -71,6 +71,8 @@ describe('every enumerated config matches the CPU reference', () => {
       const space = backwardSpace(p, spaceLimits(ctx), { maxCandidates: 1000 });
       const all = [...space.candidates, ...space.pruned];
       expect(all.length).toBeGreaterThanOrEqual(2);
+      // With subgroups (lavapipe has them) the lane-split twins (D=8: lanes 2) are in the space and checked too.
+      expect(all.some((c) => (c.config.lanes ?? 1) > 1)).toBe(ctx.hasSubgroups);
       for (const c of all) await checkBackwardConfig(ctx, p, c.config, `${text} ${c.label}`);
     }, LONG);
   }

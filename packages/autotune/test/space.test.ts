@@ -1,7 +1,7 @@
 import { product } from '@natten-web/core';
-import { fusedForwardConfigProblem } from '@natten-web/wgsl';
+import { fusedBackwardLanesProblem, fusedForwardConfigProblem } from '@natten-web/wgsl';
 import { describe, expect, it } from 'vitest';
-import { backwardSpace, describeBackward, describeForward, estimateForward, forwardLabel, forwardSpace, type SpaceLimits } from '../src/index.ts';
+import { backwardLabel, backwardSpace, describeBackward, describeForward, estimateBackward, estimateForward, forwardLabel, forwardSpace, type SpaceLimits } from '../src/index.ts';
 
 const LIMITS: SpaceLimits = {
   maxComputeWorkgroupStorageSize: 32768,
@@ -107,5 +107,25 @@ describe('backward space', () => {
     expect(new Set(cs.map((c) => c.computeDeltaWithTorch))).toEqual(new Set([false, true]));
     expect(cs.some((c) => c.numSplitsKey[0] === 2)).toBe(true);
     expect(cs.some((c) => c.numSplitsKey[0] === 1)).toBe(true);
+  });
+
+  it('with subgroups the lane-split twins join the space (never the default, estimated like their twin); without, the space is unchanged', () => {
+    const p = describeBackward({ rank: 2, spatial: [16, 16], heads: 2, dim: 16, kernelSize: 3 });
+    const sgLimits = { ...LIMITS, subgroupMinSize: 8 };
+    const plain = backwardSpace(p, LIMITS, { maxCandidates: 10_000 });
+    const sg = backwardSpace(p, sgLimits, { maxCandidates: 10_000 });
+    const all = (s: typeof sg) => [...s.candidates, ...s.pruned];
+    expect(all(plain).every((c) => c.config.lanes === undefined)).toBe(true);
+    expect(all(sg).filter((c) => c.config.lanes === undefined).map((c) => c.config)).toEqual(expect.arrayContaining(all(plain).map((c) => c.config)));
+    expect(new Set(all(sg).map((c) => c.config.lanes ?? 1))).toEqual(new Set([1, 2, 4]));
+    expect(sg.enumerated).toBeGreaterThan(2 * plain.enumerated);
+    expect(sg.candidates[0]?.isDefault).toBe(true);
+    expect(sg.candidates[0]?.config).toEqual(plain.candidates[0]?.config);
+    for (const c of all(sg)) {
+      expect(fusedBackwardLanesProblem(p, c.config, sgLimits)).toBeUndefined();
+      expect(c.estimate).toEqual(estimateBackward(p, { ...c.config, lanes: undefined }));
+    }
+    expect(backwardLabel({ queryTile: [4, 8], keyTile: [4, 4], numSplitsKey: [1, 1], computeDeltaWithTorch: false, lanes: 2 })).toBe('q=4x8 k=4x4 splits=1,1 delta=fused lanes=2');
+    expect(backwardLabel({ queryTile: [4, 8], keyTile: [4, 4], numSplitsKey: [1, 1], computeDeltaWithTorch: false })).toBe('q=4x8 k=4x4 splits=1,1 delta=fused');
   });
 });
