@@ -23,10 +23,15 @@ export interface ForwardConfig extends TileConfig {
   readonly lanes?: number | undefined;
 }
 
-/** Backward tiles plus `num_splits_key` and `compute_delta_with_torch` (spec §3.2, §3.3). */
+/**
+ * Backward tiles plus `num_splits_key` and `compute_delta_with_torch` (spec §3.2, §3.3), plus `lanes`: invocations
+ * per row of the WebGPU backward's dQ and dK/dV kernels (1, 2, 4 or 8; > 1 splits the head dims over subgroup lanes
+ * and needs the `subgroups` feature). The CPU validates and ignores `lanes`.
+ */
 export interface BackwardConfig extends TileConfig {
   readonly numSplitsKey?: number | readonly number[] | undefined;
   readonly computeDeltaWithTorch?: boolean | undefined;
+  readonly lanes?: number | undefined;
 }
 
 export interface KernelConfig {
@@ -39,7 +44,7 @@ export type KernelConfigOption = KernelConfig | 'auto';
 
 const TILE_KEYS = ['queryTileSize', 'keyTileSize'];
 const FORWARD_KEYS = [...TILE_KEYS, 'lanes'];
-const BACKWARD_KEYS = [...TILE_KEYS, 'numSplitsKey', 'computeDeltaWithTorch'];
+const BACKWARD_KEYS = [...TILE_KEYS, 'numSplitsKey', 'computeDeltaWithTorch', 'lanes'];
 
 function checkKeys(op: string, where: string, value: object, allowed: readonly string[]): void {
   for (const key of Object.keys(value)) {
@@ -98,5 +103,12 @@ export async function autoConfig(ctx: GpuContext, pass: 'forward' | 'backward', 
     return { queryTileSize: c.queryTile, keyTileSize: c.keyTile, ...(c.lanes !== undefined && c.lanes > 1 ? { lanes: c.lanes } : {}) };
   }
   const c = await tuner.backward({ ...problem, hasGradRpb: problem.hasGradRpb ?? false });
-  return { queryTileSize: c.queryTile, keyTileSize: c.keyTile, numSplitsKey: c.numSplitsKey, computeDeltaWithTorch: c.computeDeltaWithTorch };
+  // As in the forward: a lane-split winner's `lanes` travels with its tiles, so it runs exactly as timed.
+  return {
+    queryTileSize: c.queryTile,
+    keyTileSize: c.keyTile,
+    numSplitsKey: c.numSplitsKey,
+    computeDeltaWithTorch: c.computeDeltaWithTorch,
+    ...(c.lanes !== undefined && c.lanes > 1 ? { lanes: c.lanes } : {}),
+  };
 }

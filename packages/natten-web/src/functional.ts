@@ -295,7 +295,13 @@ async function naBackward(
   const auto = isAuto(o.config);
   const configFor = async (ctx: GpuContext | undefined): Promise<BackwardConfig> => {
     const c = ctx && auto ? await autoConfig(ctx, 'backward', { ...bwdProblem, hasGradRpb: rpb !== undefined }) : cfg;
-    return { queryTileSize: c.queryTileSize, keyTileSize: c.keyTileSize, numSplitsKey: c.numSplitsKey, computeDeltaWithTorch: c.computeDeltaWithTorch };
+    return {
+      queryTileSize: c.queryTileSize,
+      keyTileSize: c.keyTileSize,
+      numSplitsKey: c.numSplitsKey,
+      computeDeltaWithTorch: c.computeDeltaWithTorch,
+      ...(c.lanes !== undefined ? { lanes: c.lanes } : {}),
+    };
   };
   return execute({
     op,

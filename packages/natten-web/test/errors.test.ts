@@ -66,6 +66,12 @@ describe('argument errors are NattenArgumentErrors naming the op, argument, valu
       "na2d: unknown key 'qTile' in config.forward; allowed keys are queryTileSize, keyTileSize, lanes",
     );
     await expect(na2d(q2, q2, q2, { kernelSize: 3, config: { forward: { lanes: 3 } } })).rejects.toThrow('na2d_forward: lanes=3 is not one of 1, 2, 4, 8');
+    const lse2 = rnd([1, 6, 6, 2]);
+    await expect(na2dBackward(q2, q2, q2, q2, q2, lse2, { kernelSize: 3, config: { backward: { qTile: [8, 8] } as unknown as { queryTileSize: number[] } } })).rejects.toThrow(
+      "na2dBackward: unknown key 'qTile' in config.backward; allowed keys are queryTileSize, keyTileSize, numSplitsKey, computeDeltaWithTorch, lanes",
+    );
+    await expect(na2dBackward(q2, q2, q2, q2, q2, lse2, { kernelSize: 3, config: { backward: { lanes: 3 } } })).rejects.toThrow('na2d_backward: lanes=3 is not one of 1, 2, 4, 8 (invocations per row)');
+    await expect(na2dBackward(q2, q2, q2, q2, q2, lse2, { kernelSize: 3, config: { backward: { lanes: 2 } } })).rejects.toThrow('na2d_backward: lanes=2 needs query_tile_size and key_tile_size');
   });
 
   it('not a tensor, and host/GPU mixing', async () => {
