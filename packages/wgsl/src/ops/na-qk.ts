@@ -9,6 +9,9 @@ import { type GeneratedKernel, kernelKey, type UniformField, uniformDecl } from 
 import {
   BMM_UNIFORMS,
   type BmmKernelSpec,
+  bmmGridDecode,
+  bmmTileConsts,
+  bmmWindowConsts,
   defaultBmmChunk,
   defaultBmmTile,
   generateBmmKernel,
@@ -92,25 +95,14 @@ export function generateRpbGradPartial(spec: RpbGradSpec): GeneratedKernel {
   const key = kernelKey('na-rpb-partial', RPB_GEN, canonical);
   const T = wgslType(spec.dtype);
   const K = padAxes(spec.kernelSize, 1);
-  const R = K.map((k) => 2 * k - 1);
   const TL = padAxes(tile, 1);
   const wg = TL[0] * TL[1] * TL[2];
   const uniforms = [...BMM_UNIFORMS];
   const code = `${enableDirectives(spec.dtype)}// ${key}
 // d_rel_pos_bias partial sums per query tile, rank ${spec.rank} (padded to 3 axes), ${spec.dtype} d_attn, f32 sums.
-const RANK: i32 = ${spec.rank};
-const K0: i32 = ${K[0]};
-const K1: i32 = ${K[1]};
-const K2: i32 = ${K[2]};
-const P: i32 = ${K[0] * K[1] * K[2]};
-const R0: i32 = ${R[0]};
-const R1: i32 = ${R[1]};
-const R2: i32 = ${R[2]};
-const CELLS: i32 = ${R[0] * R[1] * R[2]};
-const TILE_0: i32 = ${TL[0]};
-const TILE_1: i32 = ${TL[1]};
-const TILE_2: i32 = ${TL[2]};
-const WG: i32 = ${wg};
+${bmmWindowConsts(spec.rank, K)}
+const CELLS: i32 = ${rpbCells(spec.kernelSize)};
+${bmmTileConsts(TL)}
 
 @group(0) @binding(0) var<storage, read> grad_attn: array<${T}>;
 @group(0) @binding(1) var<storage, read_write> partial: array<f32>;
@@ -122,20 +114,7 @@ var<workgroup> sh_c: array<vec4<i32>, ${wg}>;
 ${windowFunctions(K, [false, false, false])}
 @compute @workgroup_size(${wg})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lidx: u32) {
-  let gcount = params.d0 * params.d1 * params.d2;
-  let tcount = params.tiles0 * params.tiles1 * params.tiles2;
-  let wgi = i32(wid.x + wid.y * nwg.x);
-  if (wgi >= params.bh * gcount * tcount) { return; }
-  let tile = wgi % tcount;
-  let rest = wgi / tcount;
-  let gl = rest % gcount;
-  let bh = rest / gcount;
-  let g0 = gl / (params.d1 * params.d2);
-  let g1 = (gl / params.d2) % params.d1;
-  let g2 = gl % params.d2;
-  let n0 = na_group_len(params.L0, params.d0, g0);
-  let n1 = na_group_len(params.L1, params.d1, g1);
-  let n2 = na_group_len(params.L2, params.d2, g2);
+${bmmGridDecode(false)}
   let lid = i32(lidx);
   let li0 = (tile / (params.tiles1 * params.tiles2)) * TILE_0 + lid / (TILE_1 * TILE_2);
   let li1 = ((tile / params.tiles2) % params.tiles1) * TILE_1 + (lid / TILE_2) % TILE_1;

@@ -88,6 +88,49 @@ export function padAxes<T>(values: readonly T[], pad: T): [T, T, T] {
   return [out[0] as T, out[1] as T, out[2] as T];
 }
 
+/** WGSL consts of a padded 3-axis window: RANK (the real rank), K0..K2, P = prod(K), R0..R2 = 2K - 1 (bias extents). */
+export function bmmWindowConsts(rank: number, K: readonly [number, number, number]): string {
+  const R = K.map((k) => 2 * k - 1);
+  return `const RANK: i32 = ${rank};
+const K0: i32 = ${K[0]};
+const K1: i32 = ${K[1]};
+const K2: i32 = ${K[2]};
+const P: i32 = ${K[0] * K[1] * K[2]};
+const R0: i32 = ${R[0]};
+const R1: i32 = ${R[1]};
+const R2: i32 = ${R[2]};`;
+}
+
+/** WGSL consts of a padded 3-axis tile: TILE_0..TILE_2 and WG, its product (the workgroup size). */
+export function bmmTileConsts(TL: readonly [number, number, number]): string {
+  return `const TILE_0: i32 = ${TL[0]};
+const TILE_1: i32 = ${TL[1]};
+const TILE_2: i32 = ${TL[2]};
+const WG: i32 = ${TL[0] * TL[1] * TL[2]};`;
+}
+
+/**
+ * The first lines of a BMM-grid `main` (uniforms `BMM_UNIFORMS`, builtins `wid`, `nwg`): the flat workgroup
+ * index `wgi` (returning past the grid), its tile, dilation group (`g0..g2`) and batch*head `bh` (and head `h`
+ * when `withHead`), and the group's extents `n0..n2`.
+ */
+export function bmmGridDecode(withHead: boolean): string {
+  return `  let gcount = params.d0 * params.d1 * params.d2;
+  let tcount = params.tiles0 * params.tiles1 * params.tiles2;
+  let wgi = i32(wid.x + wid.y * nwg.x);
+  if (wgi >= params.bh * gcount * tcount) { return; }
+  let tile = wgi % tcount;
+  let rest = wgi / tcount;
+  let gl = rest % gcount;
+  let bh = rest / gcount;
+${withHead ? '  let h = bh % params.heads;\n' : ''}  let g0 = gl / (params.d1 * params.d2);
+  let g1 = (gl / params.d2) % params.d1;
+  let g2 = gl % params.d2;
+  let n0 = na_group_len(params.L0, params.d0, g0);
+  let n1 = na_group_len(params.L1, params.d1, g1);
+  let n2 = na_group_len(params.L2, params.d2, g2);`;
+}
+
 /** Default tile per rank: 64 invocations (64 / 8x8 / 4x4x4 tokens). */
 export function defaultBmmTile(rank: 1 | 2 | 3): number[] {
   return rank === 1 ? [64] : rank === 2 ? [8, 8] : [4, 4, 4];
@@ -150,7 +193,6 @@ export function generateBmmKernel(spec: BmmKernelSpec): GeneratedKernel {
   const DV = D / V;
   const BK = spec.chunk;
   const anyCausal = C.some((c) => c);
-  const R = K.map((k) => 2 * k - 1);
   const F = V === 4 ? 'vec4<f32>' : 'f32';
   const S = V === 4 ? `vec4<${T}>` : T;
   const zeroF = V === 4 ? 'vec4<f32>(0.0)' : '0.0';
@@ -280,24 +322,14 @@ ${rpbLine}        attn_out[(bh * N + tok) * P + (t0 * K1 + t1) * K2 + t2] = ${T}
     `// NATTEN BMM ${spec.kind.toUpperCase()} kernel, rank ${spec.rank} (padded to 3 axes), ${spec.dtype} storage, f32 math.`,
   ].join('\n');
   const code = `${enableDirectives(spec.dtype)}${header}
-const RANK: i32 = ${spec.rank};
-const K0: i32 = ${K[0]};
-const K1: i32 = ${K[1]};
-const K2: i32 = ${K[2]};
-const P: i32 = ${K[0] * K[1] * K[2]};
-const R0: i32 = ${R[0]};
-const R1: i32 = ${R[1]};
-const R2: i32 = ${R[2]};
+${bmmWindowConsts(spec.rank, K)}
 const CAUSAL_0: bool = ${C[0]};
 const CAUSAL_1: bool = ${C[1]};
 const CAUSAL_2: bool = ${C[2]};
 const HEAD_DIM: i32 = ${D};
 const VEC: i32 = ${V};
 const DV: i32 = ${DV};
-const TILE_0: i32 = ${TL[0]};
-const TILE_1: i32 = ${TL[1]};
-const TILE_2: i32 = ${TL[2]};
-const WG: i32 = ${wg};
+${bmmTileConsts(TL)}
 const BK: i32 = ${BK};
 
 ${decls}
@@ -308,21 +340,7 @@ ${isIn ? `var<workgroup> sh_cnt: array<vec4<i32>, ${BK}>;\n` : ''}
 ${windowFunctions(K, C)}
 @compute @workgroup_size(${wg})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lidx: u32) {
-  let gcount = params.d0 * params.d1 * params.d2;
-  let tcount = params.tiles0 * params.tiles1 * params.tiles2;
-  let wgi = i32(wid.x + wid.y * nwg.x);
-  if (wgi >= params.bh * gcount * tcount) { return; }
-  let tile = wgi % tcount;
-  let rest = wgi / tcount;
-  let gl = rest % gcount;
-  let bh = rest / gcount;
-  let h = bh % params.heads;
-  let g0 = gl / (params.d1 * params.d2);
-  let g1 = (gl / params.d2) % params.d1;
-  let g2 = gl % params.d2;
-  let n0 = na_group_len(params.L0, params.d0, g0);
-  let n1 = na_group_len(params.L1, params.d1, g1);
-  let n2 = na_group_len(params.L2, params.d2, g2);
+${bmmGridDecode(true)}
   let tq0 = (tile / (params.tiles1 * params.tiles2)) * TILE_0;
   let tq1 = ((tile / params.tiles2) % params.tiles1) * TILE_1;
   let tq2 = (tile % params.tiles2) * TILE_2;
