@@ -76,6 +76,32 @@ export interface RpbGradSpec {
 
 const RPB_GEN = 2;
 
+/** The kernel of one d_rpb pass: entry `main`, a 1-D workgroup of `wg`, reading binding `input`, writing `output`. */
+function rpbPassKernel(k: {
+  readonly key: string;
+  readonly code: string;
+  readonly wg: number;
+  readonly input: string;
+  readonly output: string;
+  readonly uniforms: readonly UniformField[];
+  readonly workgroupBytes: number;
+  readonly dtype: GpuDType;
+}): GeneratedKernel {
+  return {
+    key: k.key,
+    code: k.code,
+    entryPoint: 'main',
+    workgroupSize: [k.wg, 1, 1],
+    bindings: [
+      { name: k.input, access: 'read' },
+      { name: k.output, access: 'read_write' },
+    ],
+    uniforms: k.uniforms,
+    workgroupBytes: k.workgroupBytes,
+    features: k.dtype === 'float16' ? ['shader-f16'] : [],
+  };
+}
+
 /** Bias cells per head: prod(2K - 1). */
 export function rpbCells(kernelSize: readonly number[]): number {
   return kernelSize.reduce((acc, k) => acc * (2 * k - 1), 1);
@@ -155,19 +181,7 @@ ${bmmGridDecode(false)}
   }
 }
 `;
-  return {
-    key,
-    code,
-    entryPoint: 'main',
-    workgroupSize: [wg, 1, 1],
-    bindings: [
-      { name: 'grad_attn', access: 'read' },
-      { name: 'partial', access: 'read_write' },
-    ],
-    uniforms,
-    workgroupBytes: wg * 32,
-    features: spec.dtype === 'float16' ? ['shader-f16'] : [],
-  };
+  return rpbPassKernel({ key, code, wg, input: 'grad_attn', output: 'partial', uniforms, workgroupBytes: wg * 32, dtype: spec.dtype });
 }
 
 export const RPB_REDUCE_UNIFORMS: readonly UniformField[] = [
@@ -224,17 +238,5 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   }
 }
 `;
-  return {
-    key,
-    code,
-    entryPoint: 'main',
-    workgroupSize: [wg, 1, 1],
-    bindings: [
-      { name: 'partial', access: 'read' },
-      { name: 'grad_rpb', access: 'read_write' },
-    ],
-    uniforms,
-    workgroupBytes: wg * 4,
-    features: spec.dtype === 'float16' ? ['shader-f16'] : [],
-  };
+  return rpbPassKernel({ key, code, wg, input: 'partial', output: 'grad_rpb', uniforms, workgroupBytes: wg * 4, dtype: spec.dtype });
 }
