@@ -360,6 +360,40 @@ export function checkFusedForwardSpec(spec: FusedForwardSpec): void {
   }
 }
 
+/** The uniform fields of spatial axis `a` that every forward kernel (fused or naive) reads: `len_a`, `dil_a`, `str_a`. */
+export function forwardAxisUniformFields(a: number): UniformField[] {
+  return [
+    { name: `len_${a}`, type: 'i32' },
+    { name: `dil_${a}`, type: 'i32' },
+    { name: `str_${a}`, type: 'i32' },
+  ];
+}
+
+/**
+ * The uniform values every forward kernel (fused or naive) takes for a heads-last problem: `heads`, `heads_kv`,
+ * `gqa` (query heads per KV head), `tokens` and, per axis, `len_a`, `dil_a`, `str_a`.
+ */
+export function forwardProblemUniforms(problem: {
+  readonly rank: NaRank;
+  readonly spatial: readonly number[];
+  readonly heads: number;
+  readonly headsKv: number;
+  readonly params: { readonly dilation: readonly number[]; readonly stride: readonly number[] };
+}): Record<string, number> {
+  const u: Record<string, number> = {
+    heads: problem.heads,
+    heads_kv: problem.headsKv,
+    gqa: problem.heads / problem.headsKv,
+    tokens: product(problem.spatial),
+  };
+  for (let a = 0; a < problem.rank; a++) {
+    u[`len_${a}`] = problem.spatial[a] as number;
+    u[`dil_${a}`] = problem.params.dilation[a] as number;
+    u[`str_${a}`] = problem.params.stride[a] as number;
+  }
+  return u;
+}
+
 /** Uniform fields, in struct order. */
 export function fusedForwardUniformFields(rank: NaRank): UniformField[] {
   const f: UniformField[] = [
@@ -371,9 +405,7 @@ export function fusedForwardUniformFields(rank: NaRank): UniformField[] {
     { name: 'total_wg', type: 'u32' },
     { name: 'scale_log2', type: 'f32' },
   ];
-  for (let a = 0; a < rank; a++) {
-    f.push({ name: `len_${a}`, type: 'i32' }, { name: `dil_${a}`, type: 'i32' }, { name: `str_${a}`, type: 'i32' }, { name: `ntile_${a}`, type: 'u32' });
-  }
+  for (let a = 0; a < rank; a++) f.push(...forwardAxisUniformFields(a), { name: `ntile_${a}`, type: 'u32' });
   return f;
 }
 
@@ -384,21 +416,10 @@ export function fusedForwardDispatch(
 ): { uniforms: Record<string, number>; workgroups: number } {
   let tiles = 1;
   let groups = 1;
-  const u: Record<string, number> = {
-    batch: problem.batch,
-    heads: problem.heads,
-    heads_kv: problem.headsKv,
-    gqa: problem.heads / problem.headsKv,
-    tokens: product(problem.spatial),
-    scale_log2: problem.scale * Math.LOG2E,
-  };
+  const u: Record<string, number> = { batch: problem.batch, ...forwardProblemUniforms(problem), scale_log2: problem.scale * Math.LOG2E };
   for (let a = 0; a < problem.rank; a++) {
-    const L = problem.spatial[a] as number;
     const d = problem.params.dilation[a] as number;
-    const nt = Math.ceil(Math.ceil(L / d) / (queryTile[a] as number));
-    u[`len_${a}`] = L;
-    u[`dil_${a}`] = d;
-    u[`str_${a}`] = problem.params.stride[a] as number;
+    const nt = Math.ceil(Math.ceil((problem.spatial[a] as number) / d) / (queryTile[a] as number));
     u[`ntile_${a}`] = nt;
     tiles *= nt;
     groups *= d;

@@ -13,7 +13,7 @@ import { formatShape, NattenArgumentError, type NaRank, product } from '@natten-
 import { enableDirectives, type GpuDType, wgslType } from '../dtype.ts';
 import { type GeneratedKernel, kernelKey, type StorageBinding, type UniformField, uniformDecl } from '../kernel.ts';
 import { windowFunctions } from '../snippets/window.ts';
-import { fusedForwardBindings } from './na-fused-forward.ts';
+import { forwardAxisUniformFields, forwardProblemUniforms, fusedForwardBindings } from './na-fused-forward.ts';
 
 const FAMILY = 'na-naive-forward';
 const GEN = 1;
@@ -61,9 +61,7 @@ export function naiveForwardUniformFields(rank: NaRank): UniformField[] {
     { name: 'total', type: 'u32' },
     { name: 'scale', type: 'f32' },
   ];
-  for (let a = 0; a < rank; a++) {
-    f.push({ name: `len_${a}`, type: 'i32' }, { name: `dil_${a}`, type: 'i32' }, { name: `str_${a}`, type: 'i32' });
-  }
+  for (let a = 0; a < rank; a++) f.push(...forwardAxisUniformFields(a));
   return f;
 }
 
@@ -82,19 +80,7 @@ export function naiveForwardDispatch(problem: {
   if (total > 0xffffffff) {
     throw new NattenArgumentError(`naive forward: batch*tokens*heads=${total} exceeds the u32 invocation index`);
   }
-  const u: Record<string, number> = {
-    heads: problem.heads,
-    heads_kv: problem.headsKv,
-    gqa: problem.heads / problem.headsKv,
-    tokens,
-    total,
-    scale: problem.scale,
-  };
-  for (let a = 0; a < problem.rank; a++) {
-    u[`len_${a}`] = problem.spatial[a] as number;
-    u[`dil_${a}`] = problem.params.dilation[a] as number;
-    u[`str_${a}`] = problem.params.stride[a] as number;
-  }
+  const u: Record<string, number> = { ...forwardProblemUniforms(problem), total, scale: problem.scale };
   return { uniforms: u, workgroups: Math.ceil(total / NAIVE_WORKGROUP_SIZE) };
 }
 
