@@ -25,6 +25,7 @@ export { createGpuBackend } from './backend.ts';
 export { defineGpuOp, type GpuOp } from './ops/op.ts';
 export { checkFusedForwardGpu, type FusedForwardOp, fusedForward, fusedKernelLimits, planFusedForward } from './ops/na-fused-forward.ts';
 export {
+  backwardKernelLimits,
   buildFusedBackward,
   fusedBackward,
   type FusedBackwardCommands,

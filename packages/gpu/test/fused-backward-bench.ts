@@ -4,6 +4,7 @@
  *   npx tsx packages/gpu/test/fused-backward-bench.ts [--rank 2] [--size 128] [--heads 8] [--dim 64] [--kernel 7]
  *       [--dtype float16|float32|both] [--batch 1] [--reps 20] [--warmup 3] [--configs all|default|N] [--causal]
  *       [--balanced]   (only the most square tile shape per tile product, one split, fused delta: one row per product pair)
+ *       [--lanes]      (also the lane-split twins, lanes 2 and 4, where the device has subgroups)
  *
  * Defaults are the lead's H100 target (2-D 128x128, K=7, H=8, D=64), both dtypes. The forward output and
  * logsumexp come from the GPU fused forward. Every config of `enumerateFusedBackwardConfigs` (tiles x
@@ -15,7 +16,7 @@
 import { parseArgs } from 'node:util';
 import { type FusedBackwardArgs, fnaFlops, lseShape, type NaRank, randn } from '@natten-web/core';
 import { balancedShape, enumerateFusedBackwardConfigs, type FusedBackwardConfig } from '@natten-web/wgsl';
-import { buildFusedBackward, fusedForward, GpuContext, type GpuTensor, selectFusedBackward, timeDispatch } from '../src/index.ts';
+import { backwardKernelLimits, buildFusedBackward, fusedForward, GpuContext, type GpuTensor, selectFusedBackward, timeDispatch } from '../src/index.ts';
 
 const { values } = parseArgs({
   options: {
@@ -31,6 +32,7 @@ const { values } = parseArgs({
     configs: { type: 'string', default: 'all' },
     causal: { type: 'boolean', default: false },
     balanced: { type: 'boolean', default: false },
+    lanes: { type: 'boolean', default: false },
   },
 });
 
@@ -51,7 +53,7 @@ console.log(`limits: workgroup storage ${ctx.limits.maxComputeWorkgroupStorageSi
 const fwdFlops = fnaFlops({ batch: B, heads: H, spatial, dim: D, kernelSize: spatial.map(() => K) });
 const usefulFlops = 2.5 * fwdFlops;
 const key = (c: FusedBackwardConfig): string =>
-  `q=${c.queryTile.join('x')} k=${c.keyTile.join('x')} splits=${c.numSplitsKey.join('x')} delta=${c.computeDeltaWithTorch ? 'pass' : 'fused'}`;
+  `q=${c.queryTile.join('x')} k=${c.keyTile.join('x')} splits=${c.numSplitsKey.join('x')} delta=${c.computeDeltaWithTorch ? 'pass' : 'fused'}${c.lanes !== undefined && c.lanes > 1 ? ` lanes=${c.lanes}` : ''}`;
 
 const summary: Record<string, unknown>[] = [];
 for (const dtype of dtypes) {
@@ -90,8 +92,9 @@ for (const dtype of dtypes) {
       keyTile: balancedShape(rank, c.keyTile.reduce((x, y) => x * y, 1)),
       numSplitsKey: c.numSplitsKey.map(() => 1),
       computeDeltaWithTorch: false,
+      ...(c.lanes !== undefined ? { lanes: c.lanes } : {}),
     });
-  const all = enumerateFusedBackwardConfigs(sel.problem, ctx.limits).filter((c) => !values.balanced || isBalanced(c));
+  const all = enumerateFusedBackwardConfigs(sel.problem, values.lanes ? backwardKernelLimits(ctx) : ctx.limits).filter((c) => !values.balanced || isBalanced(c));
   const same = (x: FusedBackwardConfig, y: FusedBackwardConfig): boolean => key(x) === key(y);
   let list: FusedBackwardConfig[];
   if (values.configs === 'default') list = [def];

@@ -9,8 +9,7 @@
 import { NattenArgumentError } from '@natten-web/core';
 import { enumerateFusedBackwardConfigs, type FusedBackwardConfig, planFusedBackward } from '@natten-web/wgsl';
 import { afterAll, describe, expect, it } from 'vitest';
-import { selectFusedBackward } from '../src/index.ts';
-import { backwardKernelLimits } from '../src/ops/na-fused-backward.ts';
+import { backwardKernelLimits, selectFusedBackward } from '../src/index.ts';
 import { type BwdCase, bitEqual, caseName, compareGrads, maxAbs, prepare, runGpu, tolerance } from './fused-backward-cases.ts';
 import { gpuContext } from './setup.ts';
 
