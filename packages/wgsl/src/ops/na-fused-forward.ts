@@ -360,6 +360,14 @@ export function checkFusedForwardSpec(spec: FusedForwardSpec): void {
   }
 }
 
+/** Problem-shape uniform fields every forward kernel (fused or naive) declares; `forwardProblemUniforms` fills them. */
+export const FORWARD_SHAPE_UNIFORMS: readonly UniformField[] = [
+  { name: 'heads', type: 'u32' },
+  { name: 'heads_kv', type: 'u32' },
+  { name: 'gqa', type: 'u32' },
+  { name: 'tokens', type: 'u32' },
+];
+
 /** The uniform fields of spatial axis `a` that every forward kernel (fused or naive) reads: `len_a`, `dil_a`, `str_a`. */
 export function forwardAxisUniformFields(a: number): UniformField[] {
   return [
@@ -398,10 +406,7 @@ export function forwardProblemUniforms(problem: {
 export function fusedForwardUniformFields(rank: NaRank): UniformField[] {
   const f: UniformField[] = [
     { name: 'batch', type: 'u32' },
-    { name: 'heads', type: 'u32' },
-    { name: 'heads_kv', type: 'u32' },
-    { name: 'gqa', type: 'u32' },
-    { name: 'tokens', type: 'u32' },
+    ...FORWARD_SHAPE_UNIFORMS,
     { name: 'total_wg', type: 'u32' },
     { name: 'scale_log2', type: 'f32' },
   ];

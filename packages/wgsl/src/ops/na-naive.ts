@@ -13,7 +13,7 @@ import { formatShape, NattenArgumentError, type NaRank, product } from '@natten-
 import { enableDirectives, type GpuDType, wgslType } from '../dtype.ts';
 import { type GeneratedKernel, kernelKey, type StorageBinding, type UniformField, uniformDecl } from '../kernel.ts';
 import { windowFunctions } from '../snippets/window.ts';
-import { forwardAxisUniformFields, forwardProblemUniforms, fusedForwardBindings } from './na-fused-forward.ts';
+import { FORWARD_SHAPE_UNIFORMS, forwardAxisUniformFields, forwardProblemUniforms, fusedForwardBindings } from './na-fused-forward.ts';
 
 const FAMILY = 'na-naive-forward';
 const GEN = 1;
@@ -53,14 +53,7 @@ export function checkNaiveForwardSpec(spec: NaiveForwardSpec): void {
 
 /** Uniform fields, in struct order. */
 export function naiveForwardUniformFields(rank: NaRank): UniformField[] {
-  const f: UniformField[] = [
-    { name: 'heads', type: 'u32' },
-    { name: 'heads_kv', type: 'u32' },
-    { name: 'gqa', type: 'u32' },
-    { name: 'tokens', type: 'u32' },
-    { name: 'total', type: 'u32' },
-    { name: 'scale', type: 'f32' },
-  ];
+  const f: UniformField[] = [...FORWARD_SHAPE_UNIFORMS, { name: 'total', type: 'u32' }, { name: 'scale', type: 'f32' }];
   for (let a = 0; a < rank; a++) f.push(...forwardAxisUniformFields(a));
   return f;
 }
