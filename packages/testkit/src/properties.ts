@@ -170,7 +170,9 @@ export interface PropertyContext {
   readonly tolerance: Tolerance;
 }
 
-function dense(p: PropertyProblem, x: Inputs, keep: (xc: readonly number[], jc: readonly number[]) => boolean): Float64Array {
+type KeyFilter = (xc: readonly number[], jc: readonly number[]) => boolean;
+
+function dense(p: PropertyProblem, x: Inputs, keep: KeyFilter): Float64Array {
   return denseAttention(
     { batch: p.batch, heads: p.heads, headsKv: p.headsKv, dim: p.dim, dimV: p.dimV, scale: 1 / Math.sqrt(p.dim), spatial: p.geometry.spatial },
     x.q,
@@ -186,19 +188,25 @@ export interface NaProperty {
   readonly check: (ctx: PropertyContext, p: PropertyProblem) => Promise<void>;
 }
 
-export const NA_PROPERTIES: readonly NaProperty[] = [
-  {
-    name: 'a kernel covering the whole extent (d=1, non-causal) equals full attention',
-    arbitrary: fullExtentArb(false),
+/** A property whose ground truth is dense attention over the keys `keep(p)` lets each query see. */
+function denseProperty(name: string, label: string, arbitrary: fc.Arbitrary<PropertyProblem>, keep: (p: PropertyProblem) => KeyFilter): NaProperty {
+  return {
+    name,
+    arbitrary,
     async check(ctx, p) {
       const x = makeInputs(p, ctx.dtype);
       const out = await runFusedForward(ctx.backend, ctx.dtype, p, x);
-      assertClose('full extent', p, out, dense(p, x, () => true), ctx.tolerance);
+      assertClose(label, p, out, dense(p, x, keep(p)), ctx.tolerance);
     },
-  },
-  {
-    name: 'stride == kernel size equals blocked attention',
-    arbitrary: problemArb((rank) =>
+  };
+}
+
+export const NA_PROPERTIES: readonly NaProperty[] = [
+  denseProperty('a kernel covering the whole extent (d=1, non-causal) equals full attention', 'full extent', fullExtentArb(false), () => () => true),
+  denseProperty(
+    'stride == kernel size equals blocked attention',
+    'blocked',
+    problemArb((rank) =>
       perAxis(rank, fc.record({ K: fc.integer({ min: 2, max: 4 }), blocks: fc.integer({ min: 1, max: rank === 3 ? 2 : 3 }) })).map((axes) => ({
         spatial: axes.map((a) => a.K * a.blocks),
         kernelSize: axes.map((a) => a.K),
@@ -207,23 +215,14 @@ export const NA_PROPERTIES: readonly NaProperty[] = [
         isCausal: axes.map(() => false),
       })),
     ),
-    async check(ctx, p) {
-      const x = makeInputs(p, ctx.dtype);
-      const out = await runFusedForward(ctx.backend, ctx.dtype, p, x);
+    (p) => {
       const K = p.geometry.kernelSize;
-      const expected = dense(p, x, (xc, jc) => xc.every((xa, a) => Math.floor(xa / (K[a] as number)) === Math.floor((jc[a] as number) / (K[a] as number))));
-      assertClose('blocked', p, out, expected, ctx.tolerance);
+      return (xc, jc) => xc.every((xa, a) => Math.floor(xa / (K[a] as number)) === Math.floor((jc[a] as number) / (K[a] as number)));
     },
-  },
-  {
-    name: 'causal with a full-extent kernel equals causal attention',
-    arbitrary: fullExtentArb(true),
-    async check(ctx, p) {
-      const x = makeInputs(p, ctx.dtype);
-      const out = await runFusedForward(ctx.backend, ctx.dtype, p, x);
-      assertClose('causal full extent', p, out, dense(p, x, (xc, jc) => xc.every((xa, a) => (jc[a] as number) <= xa)), ctx.tolerance);
-    },
-  },
+  ),
+  denseProperty('causal with a full-extent kernel equals causal attention', 'causal full extent', fullExtentArb(true), () => (xc, jc) =>
+    xc.every((xa, a) => (jc[a] as number) <= xa),
+  ),
   {
     name: 'dilation d equals NA on each of the d interleaved sub-grids',
     arbitrary: problemArb((rank) =>
