@@ -10,10 +10,16 @@
  * Uniforms: batch, heads, kv heads, gqa, tokens, total invocations, scale, per-axis length/dilation/stride.
  */
 import { formatShape, NattenArgumentError, type NaRank, product } from '@natten-web/core';
-import { enableDirectives, type GpuDType, wgslType } from '../dtype.ts';
+import { enableDirectives, wgslType } from '../dtype.ts';
 import { type GeneratedKernel, kernelKey, type StorageBinding, type UniformField, uniformDecl } from '../kernel.ts';
 import { windowFunctions } from '../snippets/window.ts';
-import { FORWARD_SHAPE_UNIFORMS, forwardAxisUniformFields, forwardProblemUniforms, fusedForwardBindings } from './na-fused-forward.ts';
+import {
+  FORWARD_SHAPE_UNIFORMS,
+  type FusedForwardSpec,
+  forwardAxisUniformFields,
+  forwardProblemUniforms,
+  fusedForwardBindings,
+} from './na-fused-forward.ts';
 
 const FAMILY = 'na-naive-forward';
 const GEN = 1;
@@ -24,16 +30,8 @@ export const NAIVE_WORKGROUP_SIZE = 64;
 /** Largest value head dim: the output accumulator is a private f32 array of this many entries. */
 export const NAIVE_MAX_DIM_V = 1024;
 
-export interface NaiveForwardSpec {
-  readonly rank: NaRank;
-  readonly kernelSize: readonly number[];
-  readonly causal: readonly boolean[];
-  readonly dim: number;
-  readonly dimV: number;
-  readonly dtype: GpuDType;
-  readonly hasRpb: boolean;
-  readonly hasLse: boolean;
-}
+/** What the naive kernel bakes in: the fused forward's window, head dims, dtype and rpb/lse flags; no tiles. */
+export type NaiveForwardSpec = Pick<FusedForwardSpec, 'rank' | 'kernelSize' | 'causal' | 'dim' | 'dimV' | 'dtype' | 'hasRpb' | 'hasLse'>;
 
 /** Validate a spec before generating (internal consistency only). */
 export function checkNaiveForwardSpec(spec: NaiveForwardSpec): void {
