@@ -1,4 +1,4 @@
-import { checkFusedForward, type FusedProblem, tensor } from '@natten-web/core';
+import { checkFusedForward, type FusedProblem, NattenUnsupportedError, tensor } from '@natten-web/core';
 import { FUSED_FORWARD_TILES } from '@natten-web/wgsl';
 import { afterAll, describe, expect, it } from 'vitest';
 import { enumerateSgmatConfigs, fusedForwardSgmat, sgmatAvailability, sgmatConfigCost, sgmatProblemFit } from '../src/index.ts';
@@ -23,9 +23,9 @@ describe('tensor-core forward: availability and config choice', () => {
     expect(enumerateSgmatConfigs(ctx, problem([32, 32], [7, 7]))).toEqual([]);
     const shape = [1, 16, 16, 2, 16];
     const t = ctx.createTensor(shape, 'float16');
-    await expect(fusedForwardSgmat(ctx, 2, { output: t, query: t, key: t, value: t, kernelSize: 5 })).rejects.toThrow(
-      /tensor-core path unavailable: no 'chromium-experimental-subgroup-matrix' feature/,
-    );
+    const run = fusedForwardSgmat(ctx, 2, { output: t, query: t, key: t, value: t, kernelSize: 5 });
+    await expect(run).rejects.toThrow(/tensor-core path unavailable: no 'chromium-experimental-subgroup-matrix' feature/);
+    await expect(run).rejects.toBeInstanceOf(NattenUnsupportedError);
   });
   it('fits only float16 problems with head dims that are multiples of 16', () => {
     expect(sgmatProblemFit(problem([32, 32], [7, 7], 64, 'float32'))).toMatch(/needs float16/);

@@ -6,6 +6,8 @@
  */
 import {
   checkFusedForward,
+  NattenArgumentError,
+  NattenUnsupportedError,
   type FusedForwardArgs,
   type FusedProblem,
   type NaRank,
@@ -26,7 +28,8 @@ import {
   SGMAT_QUERY_PATCHES,
   tileShapes,
 } from '@natten-web/wgsl';
-import { type DispatchCommand, foldWorkgroups, type GpuContext, type GpuTensor } from '../context.ts';
+import { type DispatchCommand, type GpuContext, type GpuTensor } from '../context.ts';
+import { fusedForwardCommand } from './na-fused-forward.ts';
 
 /** A tensor-core forward configuration. */
 export interface SgmatForwardConfig {
@@ -185,23 +188,14 @@ export function planFusedForwardSgmat(
   const op = opName(rank, 'forward');
   const problem = checkFusedForward(op, rank, { ...(args as FusedForwardArgs<TensorLike>), queryTileSize: undefined, keyTileSize: undefined, lanes: undefined }, FUSED_FORWARD_TILES);
   const avail = sgmatAvailability(ctx);
-  if ('why' in avail) throw new Error(`${op}: tensor-core path unavailable: ${avail.why}`);
+  if ('why' in avail) throw new NattenUnsupportedError(`${op}: tensor-core path unavailable: ${avail.why}`);
   const fit = sgmatProblemFit(problem);
-  if (fit !== undefined) throw new Error(`${op}: tensor-core path cannot run this problem: ${fit}`);
+  if (fit !== undefined) throw new NattenArgumentError(`${op}: tensor-core path cannot run this problem: ${fit}`);
   const cfg = config ?? defaultSgmatConfig(ctx, problem);
-  if (!cfg) throw new Error(`${op}: no tensor-core config fits this device`);
+  if (!cfg) throw new NattenUnsupportedError(`${op}: no tensor-core config fits this device's limits (workgroup memory ${ctx.limits.maxComputeWorkgroupStorageSize} bytes)`);
   const kernel = generateFusedForwardSgmat(spec(problem, cfg, avail.subgroupSize));
   const { uniforms, workgroups } = fusedForwardDispatch(problem, cfg.queryTile);
-  const buffers: GPUBuffer[] = [args.query.buffer, args.key.buffer, args.value.buffer];
-  if (problem.hasRpb && args.rpb) buffers.push(args.rpb.buffer);
-  buffers.push(args.output.buffer);
-  if (problem.hasLse && args.logsumexp) buffers.push(args.logsumexp.buffer);
-  return {
-    kernel,
-    command: { kernel, buffers, uniforms, workgroups: foldWorkgroups(workgroups, ctx.limits.maxComputeWorkgroupsPerDimension) },
-    config: cfg,
-    problem,
-  };
+  return { kernel, command: fusedForwardCommand(ctx, kernel, problem, args, { uniforms, workgroups }), config: cfg, problem };
 }
 
 /** Run the tensor-core forward (throws when the path is unavailable for this device or problem). */
