@@ -9,7 +9,7 @@
  *   config in every process regardless of timing noise or what this machine tuned before.
  */
 import { NattenArgumentError, type NaRank, NattenError } from '@natten-web/core';
-import type { GpuContext } from '@natten-web/gpu';
+import { type GpuContext, kernelLimits } from '@natten-web/gpu';
 import {
   checkGpuDType,
   defaultFusedForwardConfig,
@@ -125,17 +125,12 @@ export function adapterIdentity(ctx: GpuContext): AdapterIdentity {
   return { vendor: a.vendor, architecture: a.architecture, device: a.device, description: a.description };
 }
 
+/**
+ * The device limits the config spaces read; with subgroups they also hold the lane-split configs (`lanes` 2, 4),
+ * and cached entries with lanes stay valid; without, those are neither enumerated nor accepted.
+ */
 export function spaceLimits(ctx: GpuContext): SpaceLimits {
-  const sg = ctx.adapterInfo.subgroupMinSize;
-  return {
-    maxComputeWorkgroupStorageSize: ctx.limits.maxComputeWorkgroupStorageSize,
-    maxComputeInvocationsPerWorkgroup: ctx.limits.maxComputeInvocationsPerWorkgroup,
-    maxComputeWorkgroupSizeX: ctx.limits.maxComputeWorkgroupSizeX,
-    maxComputeWorkgroupsPerDimension: ctx.limits.maxComputeWorkgroupsPerDimension,
-    // With subgroups, the forward and backward spaces also hold the lane-split configs (`lanes` 2, 4), and cached
-    // entries with lanes stay valid; without, they are neither enumerated nor accepted.
-    ...(ctx.hasSubgroups && sg !== undefined && sg > 0 ? { subgroupMinSize: sg } : {}),
-  };
+  return kernelLimits(ctx);
 }
 
 function gpuProblem<P extends { dtype: ForwardTuneProblem['dtype']; rank: NaRank }>(op: string, p: P): P & { dtype: GpuDType } {

@@ -22,7 +22,7 @@ export { BufferPool, type BufferPoolOptions, type BufferPoolStats, bucketSize } 
 export { median, timeDispatch, type TimingMethod, type TimingOptions, type TimingResult } from './timing.ts';
 export { NattenDeviceError, NattenShaderError } from './errors.ts';
 export { createGpuBackend } from './backend.ts';
-export { defineGpuOp, type GpuOp } from './ops/op.ts';
+export { defineGpuOp, type GpuOp, kernelLimits } from './ops/op.ts';
 export { checkFusedForwardGpu, type FusedForwardOp, fusedForward, fusedKernelLimits, planFusedForward } from './ops/na-fused-forward.ts';
 export {
   backwardKernelLimits,

@@ -23,22 +23,11 @@ import {
   planFusedBackward,
 } from '@natten-web/wgsl';
 import type { DispatchCommand, GpuContext, GpuTensor } from '../context.ts';
-import { defineGpuOp, type GpuOp } from './op.ts';
+import { defineGpuOp, type GpuOp, kernelLimits } from './op.ts';
 
-/**
- * The limits backward config selection reads. `subgroupMinSize` only when the device has the `subgroups` feature
- * and the adapter reports its minimum subgroup size: then lane-split configs (`lanes` > 1) are valid and
- * enumerated (never the default); otherwise they are rejected.
- */
+/** The limits backward config selection reads (`kernelLimits`). */
 export function backwardKernelLimits(ctx: GpuContext): BackwardLimits {
-  const sg = ctx.adapterInfo.subgroupMinSize;
-  return {
-    maxComputeWorkgroupStorageSize: ctx.limits.maxComputeWorkgroupStorageSize,
-    maxComputeInvocationsPerWorkgroup: ctx.limits.maxComputeInvocationsPerWorkgroup,
-    maxComputeWorkgroupSizeX: ctx.limits.maxComputeWorkgroupSizeX,
-    maxComputeWorkgroupsPerDimension: ctx.limits.maxComputeWorkgroupsPerDimension,
-    ...(ctx.hasSubgroups && sg !== undefined && sg > 0 ? { subgroupMinSize: sg } : {}),
-  };
+  return kernelLimits(ctx);
 }
 
 /** A validated backward problem on this device, with the config that will run. */

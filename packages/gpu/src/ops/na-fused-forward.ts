@@ -27,21 +27,11 @@ import {
   type GeneratedKernel,
 } from '@natten-web/wgsl';
 import { type DispatchCommand, foldWorkgroups, type GpuContext, type GpuTensor } from '../context.ts';
-import { defineGpuOp, type GpuOp, requireF16Feature } from './op.ts';
+import { defineGpuOp, type GpuOp, kernelLimits, requireF16Feature } from './op.ts';
 
-/**
- * The plain limits object config selection reads. `subgroupMinSize` only when the device has the `subgroups`
- * feature and the adapter reports its minimum subgroup size: then lane-split configs (`lanes` > 1) are valid and
- * enumerated (never the heuristic default); otherwise they are rejected and not offered.
- */
+/** The limits forward config selection reads (`kernelLimits`). */
 export function fusedKernelLimits(ctx: GpuContext): FusedKernelLimits {
-  const sg = ctx.adapterInfo.subgroupMinSize;
-  return {
-    maxComputeWorkgroupStorageSize: ctx.limits.maxComputeWorkgroupStorageSize,
-    maxComputeInvocationsPerWorkgroup: ctx.limits.maxComputeInvocationsPerWorkgroup,
-    maxComputeWorkgroupSizeX: ctx.limits.maxComputeWorkgroupSizeX,
-    ...(ctx.hasSubgroups && sg !== undefined && sg > 0 ? { subgroupMinSize: sg } : {}),
-  };
+  return kernelLimits(ctx);
 }
 
 /**

@@ -1,6 +1,29 @@
 import { type DType, type NaRank, NattenUnsupportedError, type TensorLike } from '@natten-web/core';
 import type { GpuContext } from '../context.ts';
 
+/**
+ * The device limits the kernels' config selection reads (a plain object, so the wgsl enumerators and the
+ * autotuner take it as is). `subgroupMinSize` only when the device has the `subgroups` feature and the adapter
+ * reports its minimum subgroup size: then lane-split configs (`lanes` > 1) are valid and enumerated (never the
+ * heuristic default); otherwise they are rejected and not offered.
+ */
+export function kernelLimits(ctx: GpuContext): {
+  readonly maxComputeWorkgroupStorageSize: number;
+  readonly maxComputeInvocationsPerWorkgroup: number;
+  readonly maxComputeWorkgroupSizeX: number;
+  readonly maxComputeWorkgroupsPerDimension: number;
+  readonly subgroupMinSize?: number;
+} {
+  const sg = ctx.adapterInfo.subgroupMinSize;
+  return {
+    maxComputeWorkgroupStorageSize: ctx.limits.maxComputeWorkgroupStorageSize,
+    maxComputeInvocationsPerWorkgroup: ctx.limits.maxComputeInvocationsPerWorkgroup,
+    maxComputeWorkgroupSizeX: ctx.limits.maxComputeWorkgroupSizeX,
+    maxComputeWorkgroupsPerDimension: ctx.limits.maxComputeWorkgroupsPerDimension,
+    ...(ctx.hasSubgroups && sg !== undefined && sg > 0 ? { subgroupMinSize: sg } : {}),
+  };
+}
+
 /** float16 runs only where the device has the `shader-f16` feature. */
 export function requireF16Feature(ctx: GpuContext, op: string, dtype: DType): void {
   if (dtype === 'float16' && !ctx.hasF16) {
