@@ -202,13 +202,13 @@ export interface FusedForwardArgs<T extends TensorLike = Tensor> extends NaParam
 }
 
 /** Valid `lanes` values of the fused forward (and of the fused backward). */
-export const FUSED_FORWARD_LANE_CHOICES = [1, 2, 4, 8] as const;
+export const FUSED_LANE_CHOICES = [1, 2, 4, 8] as const;
 
-/** `lanes`: one of FUSED_FORWARD_LANE_CHOICES, and > 1 only with tile sizes (it selects a variant of a tile config). */
+/** `lanes`: one of FUSED_LANE_CHOICES, and > 1 only with tile sizes (it selects a variant of a tile config). */
 function checkLanes(op: string, lanes: number | undefined, queryTileSize: readonly number[] | undefined, per: 'query' | 'row'): void {
   if (lanes === undefined) return;
-  if (!(FUSED_FORWARD_LANE_CHOICES as readonly number[]).includes(lanes)) {
-    throw new NattenArgumentError(`${op}: lanes=${String(lanes)} is not one of ${FUSED_FORWARD_LANE_CHOICES.join(', ')} (invocations per ${per})`);
+  if (!(FUSED_LANE_CHOICES as readonly number[]).includes(lanes)) {
+    throw new NattenArgumentError(`${op}: lanes=${String(lanes)} is not one of ${FUSED_LANE_CHOICES.join(', ')} (invocations per ${per})`);
   }
   if (lanes !== 1 && queryTileSize === undefined) {
     throw new NattenArgumentError(`${op}: lanes=${lanes} needs query_tile_size and key_tile_size (it selects a variant of a tile config)`);

@@ -109,7 +109,7 @@ export {
   type FusedBackwardProblem,
   type FusedForwardArgs,
   type FusedProblem,
-  FUSED_FORWARD_LANE_CHOICES,
+  FUSED_LANE_CHOICES,
   NATTEN_BACKWARD_TILES,
   NATTEN_FORWARD_TILES,
   type QkBackwardArgs,

@@ -110,5 +110,6 @@ export {
   generateFusedForwardSgmat,
   SGMAT_FRAGMENT,
   SGMAT_KEY_STEPS,
+  sgmatBlockShape,
   SGMAT_QUERY_PATCHES,
 } from './ops/na-fused-forward-sgmat.ts';

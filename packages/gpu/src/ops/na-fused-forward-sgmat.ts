@@ -1,8 +1,8 @@
 /**
  * Tensor-core fused NA forward through subgroup matrices (f16 -> f32, 16x16x16): planning, config choice and
- * dispatch of `@natten-web/wgsl`'s `generateFusedForwardSgmat`. Used by `fusedForward` when the adapter has
- * `chromium-experimental-subgroup-matrix` with an f16 16x16x16 config and a fixed subgroup size, for float16
- * problems whose head dims are multiples of 16.
+ * dispatch of `@natten-web/wgsl`'s `generateFusedForwardSgmat`. Opt-in (`fusedForwardSgmat`; `fusedForward` never
+ * chooses it, it is not yet faster): needs `chromium-experimental-subgroup-matrix` with an f16 16x16x16 config and
+ * a fixed subgroup size, float16 problems and head dims that are multiples of 16.
  */
 import {
   checkFusedForward,
@@ -26,6 +26,7 @@ import {
   SGMAT_FRAGMENT,
   SGMAT_KEY_STEPS,
   SGMAT_QUERY_PATCHES,
+  sgmatBlockShape,
   tileShapes,
 } from '@natten-web/wgsl';
 import { type DispatchCommand, type GpuContext, type GpuTensor } from '../context.ts';
@@ -89,17 +90,6 @@ function spec(problem: FusedProblem, config: SgmatForwardConfig, subgroupSize: n
   };
 }
 
-/** The 16-query row block of a patch: the patch's first 16 queries in row-major order. */
-function blockShape(tile: readonly number[]): number[] {
-  const out = tile.map(() => 1);
-  let left = SGMAT_FRAGMENT;
-  for (let a = tile.length - 1; a >= 0 && left > 1; a--) {
-    out[a] = Math.min(tile[a] as number, left);
-    left /= out[a] as number;
-  }
-  return out;
-}
-
 /**
  * Relative cost per real query of a config: the matrix work of each row block (box rows it needs x 16-key
  * fragments along the last axis), the K/V fragment loads (shared by the row blocks of a patch), and a fixed
@@ -110,7 +100,7 @@ export function sgmatConfigCost(problem: FusedProblem, config: SgmatForwardConfi
   const last = r - 1;
   const bq = product(config.queryTile);
   const mb = bq / SGMAT_FRAGMENT;
-  const blk = blockShape(config.queryTile);
+  const blk = sgmatBlockShape(config.queryTile);
   let patches = 1;
   let real = 1;
   let rowsWg = 1;

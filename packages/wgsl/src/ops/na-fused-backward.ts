@@ -38,8 +38,9 @@
  * so with T <= the adapter's minimum subgroup size and workgroup sizes that are multiples of it, the T lanes of a
  * row share one subgroup. Config selection enforces both conditions.
  */
-import { type FusedBackwardProblem, type NaRank, product, type TileProducts } from '@natten-web/core';
+import { FUSED_LANE_CHOICES, type FusedBackwardProblem, type NaRank, product, type TileProducts } from '@natten-web/core';
 import { enableDirectives, type GpuDType, wgslType } from '../dtype.ts';
+import { laneSplitProblem, lanesDimProblem } from '../lanes.ts';
 import { type GeneratedKernel, kernelKey, type StorageBinding, storageDecls, type UniformField, uniformDecl } from '../kernel.ts';
 import {
   type AxisText,
@@ -53,7 +54,7 @@ import {
   naCall,
   origCoord,
   rowIndex,
-} from '../snippets/backward-index.ts';
+} from '../snippets/fused-index.ts';
 import { windowFunctions } from '../snippets/window.ts';
 import { canonicalKeyTile, type FusedForwardSpec } from './na-fused-forward.ts';
 
@@ -96,7 +97,7 @@ export interface FusedBackwardConfig {
 }
 
 /** Lanes per row (`FusedBackwardConfig.lanes`) this backend compiles; > 1 needs subgroups. */
-export const FUSED_BACKWARD_LANES = [1, 2, 4, 8] as const;
+export const FUSED_BACKWARD_LANES = FUSED_LANE_CHOICES;
 /** Lane counts the enumerator offers (with subgroups); 8 is valid in explicit configs only. */
 const ENUMERATED_LANES = [2, 4] as const;
 
@@ -312,15 +313,6 @@ export function fusedBackwardTileProducts(
   );
 }
 
-/** Why `lanes` cannot split these head dims, or undefined. */
-function lanesProblem(lanes: number, dim: number, dimV: number): string | undefined {
-  if (!FUSED_BACKWARD_LANES.includes(lanes as (typeof FUSED_BACKWARD_LANES)[number])) return `lanes ${lanes} is not one of ${FUSED_BACKWARD_LANES.join(', ')}`;
-  if (lanes > 1 && (dim % (4 * lanes) !== 0 || dimV % (4 * lanes) !== 0)) {
-    return `lanes=${lanes} gives each lane whole vec4 columns, so head dims must be multiples of ${4 * lanes}; got head_dim=${dim}, value head_dim=${dimV}`;
-  }
-  return undefined;
-}
-
 /**
  * Why a config's lane split cannot run a problem on a device, or undefined if it can (tile products, splits and
  * workgroup memory are checked elsewhere: `fusedBackwardTileProducts`, core's `checkTiles` / `checkNumSplitsKey`).
@@ -331,21 +323,16 @@ export function fusedBackwardLanesProblem(
   config: Pick<FusedBackwardConfig, 'queryTile' | 'keyTile' | 'lanes'>,
   limits: BackwardLimits,
 ): string | undefined {
-  const lanes = config.lanes ?? 1;
-  const why = lanesProblem(lanes, problem.dim, problem.dimV);
-  if (why !== undefined || lanes === 1) return why;
-  const sg = limits.subgroupMinSize;
-  if (sg === undefined) return `lanes=${lanes} needs the WebGPU feature 'subgroups', which this adapter does not offer`;
-  if (lanes > sg) return `lanes=${lanes} exceeds this adapter's minimum subgroup size ${sg} (the lanes of a row must share one subgroup)`;
-  const maxInv = Math.min(limits.maxComputeInvocationsPerWorkgroup, limits.maxComputeWorkgroupSizeX);
-  for (const [what, tile] of [['query', config.queryTile], ['key', config.keyTile]] as const) {
-    const inv = product(tile) * lanes;
-    if (inv % sg !== 0) {
-      return `lanes=${lanes} with a ${what} tile of ${product(tile)} gives ${inv} invocations per workgroup, not a multiple of this adapter's minimum subgroup size ${sg}`;
-    }
-    if (inv > maxInv) return `a ${what} tile of ${product(tile)} with ${lanes} lanes per row needs ${inv} invocations per workgroup; this device allows ${maxInv}`;
-  }
-  return undefined;
+  return laneSplitProblem(
+    config.lanes ?? 1,
+    problem,
+    [
+      ['query', product(config.queryTile)],
+      ['key', product(config.keyTile)],
+    ],
+    limits,
+    'row',
+  );
 }
 
 /** Every rank-length tuple of powers of two whose product is p (entries >= minEntry, <= maxPerAxis[a]). */
@@ -787,7 +774,7 @@ function rowKernelSetup(
   const V = vecTypes(T, spec.dim, spec.dimV);
   const [[dt, ds], [vt, vs]] = staged;
   const LN = spec.lanes ?? 1;
-  const why = lanesProblem(LN, spec.dim, spec.dimV);
+  const why = lanesDimProblem(LN, spec.dim, spec.dimV);
   if (why !== undefined) throw new Error(`fused backward spec: ${why}`);
   return {
     T,

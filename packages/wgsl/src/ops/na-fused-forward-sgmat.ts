@@ -25,6 +25,7 @@
  */
 import { formatShape, NattenArgumentError, type NaRank, product } from '@natten-web/core';
 import { type GeneratedKernel, kernelKey, type StorageBinding, uniformDecl } from '../kernel.ts';
+import { rpbIndexExpr, tokenOf } from '../snippets/fused-index.ts';
 import { windowFunctions } from '../snippets/window.ts';
 import { fusedForwardBindings, fusedForwardUniformFields } from './na-fused-forward.ts';
 
@@ -114,6 +115,17 @@ export function fusedForwardSgmatSpecProblem(spec: FusedForwardSgmatSpec): strin
   return undefined;
 }
 
+/** The 16-query row block of a query patch: the patch's first 16 queries in row-major order, as a per-axis shape. */
+export function sgmatBlockShape(queryTile: readonly number[]): number[] {
+  const out = queryTile.map(() => 1);
+  let left = F;
+  for (let a = queryTile.length - 1; a >= 0 && left > 1; a--) {
+    out[a] = Math.min(queryTile[a] as number, left);
+    left /= out[a] as number;
+  }
+  return out;
+}
+
 /** Storage bindings: query, key, value, [rpb], output, [logsumexp] (the plain path's order). */
 export function fusedForwardSgmatBindings(spec: Pick<FusedForwardSgmatSpec, 'hasRpb' | 'hasLse'>): StorageBinding[] {
   return fusedForwardBindings(spec);
@@ -152,29 +164,19 @@ export function generateFusedForwardSgmat(spec: FusedForwardSgmatSpec): Generate
   const decls = bindings
     .map((b, i) => `@group(0) @binding(${i}) var<storage, ${b.access}> ${b.name}: array<${elem[b.name] ?? 'f16'}>;`)
     .join('\n');
-  const tokOf = (x: (a: number) => string): string => {
-    let e = `u32(${x(0)})`;
-    for (let a = 1; a < r; a++) e = `(${e}) * u32(params.len_${a}) + u32(${x(a)})`;
-    return e;
-  };
-  const rpbExt = spec.kernelSize.map((k) => 2 * k - 1);
-  const rpbPer = product(rpbExt);
-  const rpbIdx = (b: number): string => {
-    const c = (a: number): string => (a === last ? `kc` : `kr_${a}`);
-    let e = `u32(${c(0)} - qi_${b}_0 + ${(spec.kernelSize[0] as number) - 1})`;
-    for (let a = 1; a < r; a++) e = `(${e}) * ${rpbExt[a]}u + u32(${c(a)} - qi_${b}_${a} + ${(spec.kernelSize[a] as number) - 1})`;
-    return `h * ${rpbPer}u + ${e}`;
-  };
+  const tokOf = (x: (a: number) => string): string => tokenOf(r, x);
+  const rpbIdx = (b: number): string => rpbIndexExpr(spec.kernelSize, (a) => `${a === last ? 'kc' : `kr_${a}`} - qi_${b}_${a}`);
   const shuffles: string[] = [];
   for (let m = 1; m < LPR; m *= 2) shuffles.push(`${m}u`);
   const reduce = (v: string, op: (x: string, y: string) => string, ind: string): string =>
     shuffles.map((m) => `${ind}${v} = ${op(v, `subgroupShuffleXor(${v}, ${m})`)};`).join('\n');
   const LEFT = `subgroup_matrix_left<f16, ${F}, ${F}>`;
+  const RIGHT = `subgroup_matrix_right<f16, ${F}, ${F}>`;
   // A right-fragment loader straight from storage, with the gathered fallback for a fragment that would run
   // past the end of its buffer (or always, for the `gather` diagnostic).
-  const fragmentLoader = (name: string, buffer: string, colMajor: boolean, alwaysGather: boolean): string => `fn ${name}(base: u32, stride: u32, lane: u32) -> subgroup_matrix_right<f16, ${F}, ${F}> {
+  const fragmentLoader = (name: string, buffer: string, colMajor: boolean, alwaysGather: boolean): string => `fn ${name}(base: u32, stride: u32, lane: u32) -> ${RIGHT} {
   let n = arrayLength(&${buffer});
-  if (${alwaysGather ? 'false && ' : ''}base + ${F - 1}u * stride + ${F}u <= n) { return subgroupMatrixLoad<subgroup_matrix_right<f16, ${F}, ${F}>>(&${buffer}, base, ${colMajor}, stride); }
+  if (${alwaysGather ? 'false && ' : ''}base + ${F - 1}u * stride + ${F}u <= n) { return subgroupMatrixLoad<${RIGHT}>(&${buffer}, base, ${colMajor}, stride); }
   workgroupBarrier();
   for (var e = lane; e < ${F * F}u; e += ${SG}u) {
     let idx = base + (e / ${F}u) * stride + e % ${F}u;
@@ -183,9 +185,8 @@ export function generateFusedForwardSgmat(spec: FusedForwardSgmatSpec): Generate
     t_sh[(e / ${F}u) * ${F + 8}u + e % ${F}u] = v;
   }
   workgroupBarrier();
-  return subgroupMatrixLoad<subgroup_matrix_right<f16, ${F}, ${F}>>(&t_sh, 0u, ${colMajor}, ${F + 8}u);
+  return subgroupMatrixLoad<${RIGHT}>(&t_sh, 0u, ${colMajor}, ${F + 8}u);
 }`;
-  const RIGHT = `subgroup_matrix_right<f16, ${F}, ${F}>`;
   const RESULT = `subgroup_matrix_result<f32, ${F}, ${F}>`;
   const decompose = (target: string, src: string, tile: (a: number) => string, base: (a: number) => string, ind: string): string => {
     const lines = [`${ind}var ${target}_rest = ${src};`];
@@ -335,15 +336,7 @@ ${blocks.map((b) => `            ${guard(b, `o_${b}_${c} = subgroupMatrixMultipl
   // ---- optional per-block row skipping: each row block's union window over the outer axes, from workgroup-uniform
   // values (windows are monotone in the query, so the block's first and last coordinates bound it).
   const needed = outer.length > 0 && (MB > 1 || spec.rank > 1);
-  const bshape = (() => {
-    const out = spec.queryTile.map(() => 1);
-    let left = F;
-    for (let a = r - 1; a >= 0 && left > 1; a--) {
-      out[a] = Math.min(spec.queryTile[a] as number, left);
-      left /= out[a] as number;
-    }
-    return out;
-  })();
+  const bshape = sgmatBlockShape(spec.queryTile);
   const coordOf = (i: number): number[] => {
     const c = new Array<number>(r).fill(0);
     let rest = i;

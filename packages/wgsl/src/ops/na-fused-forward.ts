@@ -33,6 +33,7 @@
  * rpb/lse flags, path, lanes (T > 1 only). Uniforms: batch, heads, kv heads, extents, dilation, stride, tile counts, scale.
  */
 import {
+  FUSED_LANE_CHOICES,
   type FusedProblem,
   NattenArgumentError,
   type NaRank,
@@ -41,8 +42,10 @@ import {
   product,
 } from '@natten-web/core';
 import { type GpuDType, enableDirectives, wgslType } from '../dtype.ts';
+import { laneSplitProblem, lanesDimProblem } from '../lanes.ts';
 import { type GeneratedKernel, kernelKey, type StorageBinding, type UniformField, uniformDecl } from '../kernel.ts';
 import { FUSED_NEG, softmaxLse, softmaxStateDecl, softmaxUpdate } from '../snippets/fused-softmax.ts';
+import { rpbIndexExpr, tokenOf } from '../snippets/fused-index.ts';
 import { windowFunctions } from '../snippets/window.ts';
 
 const FAMILY = 'na-fused-forward';
@@ -64,7 +67,7 @@ export const FUSED_FORWARD_TILES: TileProducts = FUSED_FORWARD_QUERY_TILES.flatM
 );
 
 /** Lanes per query (`FusedForwardConfig.lanes`) this backend compiles; > 1 needs subgroups. */
-export const FUSED_FORWARD_LANES = [1, 2, 4, 8] as const;
+export const FUSED_FORWARD_LANES = FUSED_LANE_CHOICES;
 /** Lane counts the enumerator offers (with subgroups); 8 is valid in explicit configs only. */
 const ENUMERATED_LANES = [2, 4] as const;
 
@@ -195,15 +198,6 @@ export function fusedForwardSpec(problem: FusedForwardProblem, config: FusedForw
   };
 }
 
-/** Why `lanes` cannot split these head dims, or undefined. */
-function lanesDimProblem(lanes: number, dim: number, dimV: number): string | undefined {
-  if (!FUSED_FORWARD_LANES.includes(lanes as (typeof FUSED_FORWARD_LANES)[number])) return `lanes ${lanes} is not one of ${FUSED_FORWARD_LANES.join(', ')}`;
-  if (lanes > 1 && (dim % (4 * lanes) !== 0 || dimV % (4 * lanes) !== 0)) {
-    return `lanes=${lanes} gives each lane whole vec4 columns, so head dims must be multiples of ${4 * lanes}; got head_dim=${dim}, value head_dim=${dimV}`;
-  }
-  return undefined;
-}
-
 /** Why a config cannot run a problem on a device, or undefined if it can. */
 export function fusedForwardConfigProblem(problem: FusedForwardProblem, config: FusedForwardConfig, limits: FusedKernelLimits): string | undefined {
   if (config.path !== 'plain') return `path '${String(config.path)}' does not exist (only 'plain')`;
@@ -216,16 +210,8 @@ export function fusedForwardConfigProblem(problem: FusedForwardProblem, config: 
   if (config.queryTile.some((t) => !Number.isInteger(t) || t < 1)) return `query tile ${formatShape(config.queryTile)} has a factor < 1`;
   if (config.stage === 'f16' && problem.dtype !== 'float16') return `stage 'f16' needs float16 inputs`;
   const lanes = config.lanes ?? 1;
-  const lanesWhy = lanesDimProblem(lanes, problem.dim, problem.dimV);
+  const lanesWhy = laneSplitProblem(lanes, problem, [['query', qp]], limits, 'query');
   if (lanesWhy !== undefined) return lanesWhy;
-  if (lanes > 1) {
-    const sg = limits.subgroupMinSize;
-    if (sg === undefined) return `lanes=${lanes} needs the WebGPU feature 'subgroups', which this adapter does not offer`;
-    if (lanes > sg) return `lanes=${lanes} exceeds this adapter's minimum subgroup size ${sg} (the lanes of a query must share one subgroup)`;
-    if ((qp * lanes) % sg !== 0) {
-      return `lanes=${lanes} with a query tile of ${qp} gives ${qp * lanes} invocations per workgroup, not a multiple of this adapter's minimum subgroup size ${sg}`;
-    }
-  }
   const inv = qp * lanes;
   if (inv > limits.maxComputeInvocationsPerWorkgroup || inv > limits.maxComputeWorkgroupSizeX) {
     return `a query tile of ${qp}${lanes > 1 ? ` with ${lanes} lanes per query` : ''} needs ${inv} invocations per workgroup; this device allows ${Math.min(limits.maxComputeInvocationsPerWorkgroup, limits.maxComputeWorkgroupSizeX)}`;
@@ -518,20 +504,8 @@ export function generateFusedForward(spec: FusedForwardSpec): GeneratedKernel {
     .map((b, i) => `@group(0) @binding(${i}) var<storage, ${b.access}> ${b.name}: array<${elem[b.name] ?? T}>;`)
     .join('\n');
 
-  const tokOf = (x: (a: number) => string): string => {
-    let e = `u32(${x(0)})`;
-    for (let a = 1; a < r; a++) e = `(${e}) * u32(params.len_${a}) + u32(${x(a)})`;
-    return e;
-  };
-  const rpbExt = spec.kernelSize.map((k) => 2 * k - 1);
-  const rpbPer = product(rpbExt);
-  const rpbIndex = (): string => {
-    let e = `u32(kr_0 - qr_0 + ${(spec.kernelSize[0] as number) - 1})`;
-    for (let a = 1; a < r; a++) {
-      e = `(${e}) * ${rpbExt[a]}u + u32(kr_${a} - qr_${a} + ${(spec.kernelSize[a] as number) - 1})`;
-    }
-    return `h * ${rpbPer}u + ${e}`;
-  };
+  const tokOf = (x: (a: number) => string): string => tokenOf(r, x);
+  const rpbIndex = (): string => rpbIndexExpr(spec.kernelSize, (a) => `kr_${a} - qr_${a}`);
 
   const header = [
     `// ${key}`,

@@ -1,5 +1,5 @@
 /**
- * Index helpers shared by the fused-backward kernels (WGSL text, per-axis code emitted from TS).
+ * Index helpers shared by the fused kernels (WGSL text, per-axis code emitted from TS).
  *
  * Conventions: axis a has extent `params.len_a`, dilation `params.dil_a`, stride `params.str_a` (uniforms).
  * Coordinates named `*_a` are group coordinates (`x' = x div d`) unless noted; original coordinate = x' * d + g.
@@ -26,6 +26,27 @@ export function tokenIndex(prefix: string, rank: number): string {
   let e = `u32(${prefix}_0)`;
   for (let a = 1; a < rank; a++) e = `(${e} * u32(params.len_${a}) + u32(${prefix}_${a}))`;
   return e;
+}
+
+/**
+ * Linear token index (row-major over the spatial extents) of per-axis original-coordinate expressions `x(a)`, as
+ * the forward kernels spell it (`tokenIndex` is the backward kernels' spelling over named coordinates).
+ */
+export function tokenOf(rank: number, x: (a: number) => string): string {
+  let e = `u32(${x(0)})`;
+  for (let a = 1; a < rank; a++) e = `(${e}) * u32(params.len_${a}) + u32(${x(a)})`;
+  return e;
+}
+
+/**
+ * Index into an rpb tensor [H, 2K_0-1, ...] for head `h`: `rel(a)` is the key-minus-query offset along axis a
+ * (group coordinates), in [-(K_a-1), K_a-1].
+ */
+export function rpbIndexExpr(kernelSize: readonly number[], rel: (a: number) => string): string {
+  const ext = kernelSize.map((k) => 2 * k - 1);
+  let e = `u32(${rel(0)} + ${(kernelSize[0] as number) - 1})`;
+  for (let a = 1; a < kernelSize.length; a++) e = `(${e}) * ${ext[a]}u + u32(${rel(a)} + ${(kernelSize[a] as number) - 1})`;
+  return `h * ${ext.reduce((x, y) => x * y, 1)}u + ${e}`;
 }
 
 /** Uniform fields for per-axis extents, dilations and strides. */
