@@ -28,7 +28,8 @@ import { runTorch, type TorchResult } from './torch.ts';
 
 const USAGE = `usage: pnpm bench [--set quick|standard] [--filter str[,str...]] [--json path] [--no-torch]
   [--reps 20] [--warmup 3] [--budget-ms 3000] [--naive-max-ms 5000] [--cpu-max-flops 5e8]
-  [--python python3] [--torch-script bench/baselines/torch_na.py] [--torch-timeout-s 420]`;
+  [--python python3] [--torch-script bench/baselines/torch_na.py] [--torch-timeout-s 420]
+  [--backward-lanes 1|2|4]   backward with its default tiles but this many lanes per row (default: the heuristic)`;
 
 interface Options {
   readonly set: CaseSetName;
@@ -43,6 +44,8 @@ interface Options {
   readonly python: string;
   readonly torchScript: string;
   readonly torchTimeoutS: number;
+  /** Run the backward with its default tiles but this many lanes per row (1 = single-lane), instead of the default. */
+  readonly backwardLanes: number | undefined;
 }
 
 function parseOptions(argv: readonly string[]): Options {
@@ -61,6 +64,7 @@ function parseOptions(argv: readonly string[]): Options {
       python: { type: 'string', default: 'python3' },
       'torch-script': { type: 'string', default: 'bench/baselines/torch_na.py' },
       'torch-timeout-s': { type: 'string', default: '420' },
+      'backward-lanes': { type: 'string' },
       help: { type: 'boolean', default: false },
     },
     strict: true,
@@ -89,6 +93,7 @@ function parseOptions(argv: readonly string[]): Options {
     python: values.python,
     torchScript: values['torch-script'],
     torchTimeoutS: num('torch-timeout-s', values['torch-timeout-s'], 1),
+    backwardLanes: values['backward-lanes'] === undefined ? undefined : Math.floor(num('backward-lanes', values['backward-lanes'], 1)),
   };
 }
 
@@ -239,8 +244,12 @@ async function measureItem(
       const f = fusedForward.defaultConfig(ctx, rank, fwdArgs);
       let cfg = `fwd ${f.path} q${f.queryTile.join('x')}/k${f.keyTile.join('x')}/${f.stage}`;
       if (bwdArgs) {
+        const def = selectFusedBackward(ctx, rank, bwdArgs).config;
+        if (opts.backwardLanes !== undefined) {
+          bwdArgs = { ...bwdArgs, queryTileSize: def.queryTile, keyTileSize: def.keyTile, lanes: opts.backwardLanes };
+        }
         const b = selectFusedBackward(ctx, rank, bwdArgs).config;
-        cfg += `; bwd q${b.queryTile.join('x')}/k${b.keyTile.join('x')} splits ${b.numSplitsKey.join('x')}`;
+        cfg += `; bwd q${b.queryTile.join('x')}/k${b.keyTile.join('x')} splits ${b.numSplitsKey.join('x')}${(b.lanes ?? 1) > 1 ? ` lanes ${b.lanes}` : ''}`;
       }
       row.config = cfg;
       const b = bwdArgs;

@@ -212,7 +212,7 @@ export function defaultBackward(p: BackwardTuneProblem & { readonly dtype: GpuDT
 export function backwardSpace(p: BackwardTuneProblem & { readonly dtype: GpuDType }, limits: SpaceLimits, options: SpaceOptions = {}): ConfigSpace<FusedBackwardConfig> {
   // With subgroups (`limits.subgroupMinSize`), the lane-split twins (`lanes` 2, 4) are in the space too; their
   // `lanes` travels with the tiles (core's `FusedBackwardArgs.lanes`), so natten-web's `config: 'auto'` runs them as
-  // timed. The heuristic default stays single-lane.
+  // timed. The heuristic default is lane-split where subgroups are at least 16 wide (wgsl's defaultFusedBackwardConfig).
   const helper = backwardHelperProblem(p);
   // Key splits only where every split axis has >= 2 key tiles (the enumerator's rule), re-checked here.
   const all = enumerateFusedBackwardConfigs(helper, limits).filter((c) =>

@@ -22,6 +22,10 @@ const { values } = parseArgs({
   options: {
     rank: { type: 'string', default: '2' },
     size: { type: 'string', default: '128' },
+    // per-axis extents, e.g. 16x32x32 (overrides --size; the rank is its length)
+    spatial: { type: 'string' },
+    // per-axis kernel sizes, e.g. 3x7x7 (overrides --kernel)
+    kernels: { type: 'string' },
     heads: { type: 'string', default: '8' },
     dim: { type: 'string', default: '64' },
     kernel: { type: 'string', default: '7' },
@@ -36,11 +40,12 @@ const { values } = parseArgs({
   },
 });
 
-const rank = Number(values.rank) as NaRank;
-const spatial = Array.from({ length: rank }, () => Number(values.size));
+const rank = (values.spatial ? values.spatial.split('x').length : Number(values.rank)) as NaRank;
+const spatial = values.spatial ? values.spatial.split('x').map(Number) : Array.from({ length: rank }, () => Number(values.size));
 const H = Number(values.heads);
 const D = Number(values.dim);
 const K = Number(values.kernel);
+const kernelSize = values.kernels ? values.kernels.split('x').map(Number) : spatial.map(() => K);
 const B = Number(values.batch);
 const reps = Number(values.reps);
 const warmup = Number(values.warmup);
@@ -50,7 +55,7 @@ const ctx = await GpuContext.create();
 const a = ctx.adapterInfo;
 console.log(`adapter: ${a.vendor} / ${a.architecture} / ${a.device} (${a.description}); features ${[...ctx.features].join(',')}`);
 console.log(`limits: workgroup storage ${ctx.limits.maxComputeWorkgroupStorageSize} B, invocations ${ctx.limits.maxComputeInvocationsPerWorkgroup}`);
-const fwdFlops = fnaFlops({ batch: B, heads: H, spatial, dim: D, kernelSize: spatial.map(() => K) });
+const fwdFlops = fnaFlops({ batch: B, heads: H, spatial, dim: D, kernelSize });
 const usefulFlops = 2.5 * fwdFlops;
 const key = (c: FusedBackwardConfig): string =>
   `q=${c.queryTile.join('x')} k=${c.keyTile.join('x')} splits=${c.numSplitsKey.join('x')} delta=${c.computeDeltaWithTorch ? 'pass' : 'fused'}${c.lanes !== undefined && c.lanes > 1 ? ` lanes=${c.lanes}` : ''}`;
@@ -61,7 +66,7 @@ for (const dtype of dtypes) {
     console.log('float16: skipped, the device has no shader-f16');
     continue;
   }
-  console.log(`\nproblem: rank ${rank} ${spatial.join('x')} B=${B} H=${H} D=${D} K=${K} ${dtype}${values.causal ? ' causal' : ''}`);
+  console.log(`\nproblem: rank ${rank} ${spatial.join('x')} B=${B} H=${H} D=${D} K=${kernelSize.join("x")} ${dtype}${values.causal ? ' causal' : ''}`);
   const shape = [B, ...spatial, H, D];
   const up = (seed: number, scale = 1): GpuTensor => ctx.upload(randn(shape, dtype, seed, scale));
   const query = up(1);
@@ -69,7 +74,7 @@ for (const dtype of dtypes) {
   const value = up(3);
   const output = ctx.createTensor(shape, dtype);
   const logsumexp = ctx.createTensor(lseShape(B, spatial, H), 'float32');
-  await fusedForward(ctx, rank, { output, query, key: keyT, value, logsumexp, kernelSize: K, isCausal: values.causal });
+  await fusedForward(ctx, rank, { output, query, key: keyT, value, logsumexp, kernelSize, isCausal: values.causal });
   const args: FusedBackwardArgs<GpuTensor> = {
     gradQuery: ctx.createTensor(shape, dtype),
     gradKey: ctx.createTensor(shape, dtype),
@@ -80,7 +85,7 @@ for (const dtype of dtypes) {
     output,
     gradOutput: up(4, 0.05),
     logsumexp,
-    kernelSize: K,
+    kernelSize,
     isCausal: values.causal,
   };
   const sel = selectFusedBackward(ctx, rank, args);
@@ -100,10 +105,21 @@ for (const dtype of dtypes) {
   if (values.configs === 'default') list = [def];
   else if (values.configs === 'all') list = [def, ...all.filter((c) => !same(c, def))];
   else list = [def, ...all.filter((c) => !same(c, def))].slice(0, Number(values.configs));
+  // `--configs default --lanes`: the default tiles single-lane and with lanes 2 and 4.
+  if (values.lanes && values.configs === 'default') {
+    const { lanes: _, ...single } = def;
+    list = [single, ...[2, 4].map((lanes) => ({ ...single, lanes }))];
+  }
   console.log(`${all.length} enumerated configs; timing ${list.length}; default ${key(def)}`);
   const rows: { config: string; medianUs: number; minUs: number; method: string }[] = [];
   for (const c of list) {
-    const built = buildFusedBackward(ctx, rank, args, c);
+    let built: ReturnType<typeof buildFusedBackward>;
+    try {
+      built = buildFusedBackward(ctx, rank, args, c);
+    } catch (e) {
+      console.log(`${key(c).padEnd(52)} not valid: ${(e as Error).message.split('\n')[0]}`);
+      continue;
+    }
     try {
       const t0 = performance.now();
       const r = await timeDispatch(ctx, built.commands, { warmup, iterations: reps });

@@ -3,7 +3,7 @@
  *
  *   npx tsx packages/gpu/test/fused-forward-bench.ts [--rank 2] [--size 128] [--heads 8] [--dim 64] [--kernel 7]
  *       [--dtype float16] [--batch 1] [--reps 30] [--warmup 3] [--configs all|default|N] [--causal]
- *       [--tiles 8x4:32:f16,8x8:32:f32,8x4:32:f32:2] [--repeat 3] [--no-naive]
+ *       [--tiles 8x4:32:f16,8x8:32:f32,8x4:32:f32:2] [--repeat 3] [--no-naive] [--lanes]
  *
  * Defaults are the lead's H100 target (2-D 128x128, K=7, H=8, D=64, f16). Timing: the runtime's `timeDispatch`
  * (timing.ts): GPU timestamp queries per pass when the device has `timestamp-query` (DAWN_NODE_FLAGS disable
@@ -22,6 +22,10 @@ const { values } = parseArgs({
   options: {
     rank: { type: 'string', default: '2' },
     size: { type: 'string', default: '128' },
+    // per-axis extents, e.g. 16x32x32 (overrides --size; the rank is its length)
+    spatial: { type: 'string' },
+    // per-axis kernel sizes, e.g. 3x7x7 (overrides --kernel)
+    kernels: { type: 'string' },
     heads: { type: 'string', default: '8' },
     dim: { type: 'string', default: '64' },
     kernel: { type: 'string', default: '7' },
@@ -37,14 +41,17 @@ const { values } = parseArgs({
     tiles: { type: 'string' },
     // run the whole list this many times, interleaved (robust against a shared, noisy GPU)
     repeat: { type: 'string', default: '1' },
+    // the default config and its lane-split twins (lanes 2, 4, 8; those the problem and device allow)
+    lanes: { type: 'boolean', default: false },
   },
 });
 
-const rank = Number(values.rank) as NaRank;
-const spatial = Array.from({ length: rank }, () => Number(values.size));
+const rank = (values.spatial ? values.spatial.split('x').length : Number(values.rank)) as NaRank;
+const spatial = values.spatial ? values.spatial.split('x').map(Number) : Array.from({ length: rank }, () => Number(values.size));
 const H = Number(values.heads);
 const D = Number(values.dim);
 const K = Number(values.kernel);
+const kernelSize = values.kernels ? values.kernels.split('x').map(Number) : spatial.map(() => K);
 const B = Number(values.batch);
 const dtype = values.dtype === 'float32' ? 'float32' : 'float16';
 const reps = Number(values.reps);
@@ -53,7 +60,7 @@ const warmup = Number(values.warmup);
 const ctx = await GpuContext.create();
 const a = ctx.adapterInfo;
 console.log(`adapter: ${a.vendor} / ${a.architecture} / ${a.device} (${a.description}); features ${[...ctx.features].join(',')}`);
-console.log(`problem: rank ${rank} ${spatial.join('x')} B=${B} H=${H} D=${D} K=${K} ${dtype}${values.causal ? ' causal' : ''}`);
+console.log(`problem: rank ${rank} ${spatial.join('x')} B=${B} H=${H} D=${D} K=${kernelSize.join("x")} ${dtype}${values.causal ? ' causal' : ''}`);
 
 const shape = [B, ...spatial, H, D];
 const query = ctx.upload(randn(shape, dtype, 1));
@@ -67,10 +74,10 @@ const args = {
   value,
   output,
   logsumexp,
-  kernelSize: K,
+  kernelSize,
   isCausal: values.causal,
 };
-const flops = fnaFlops({ batch: B, heads: H, spatial, dim: D, kernelSize: spatial.map(() => K) });
+const flops = fnaFlops({ batch: B, heads: H, spatial, dim: D, kernelSize });
 
 const all = fusedForward.configs(ctx, rank, args);
 const def = fusedForward.defaultConfig(ctx, rank, args);
@@ -87,6 +94,7 @@ if (values.tiles) {
     return lanes === undefined || Number(lanes) === 1 ? config : { ...config, lanes: Number(lanes) };
   });
 }
+if (values.lanes) list = [def, ...[2, 4, 8].map((lanes) => ({ ...def, lanes }))];
 list = Array.from({ length: Number(values.repeat) }, () => list).flat();
 console.log(`${all.length} valid configs; timing ${list.length}; ${ctx.hasTimestamps ? 'timestamp queries' : 'submit-to-onSubmittedWorkDone wall time'} (timing.ts timeDispatch)`);
 
@@ -97,7 +105,13 @@ interface Row {
 }
 const rows: Row[] = [];
 for (const config of list) {
-  const { command } = fusedForward.plan(ctx, rank, args as typeof args & { output: GpuTensor }, config);
+  let command;
+  try {
+    command = fusedForward.plan(ctx, rank, args as typeof args & { output: GpuTensor }, config).command;
+  } catch (e) {
+    console.log(`${JSON.stringify(config)}: ${(e as Error).message.split('\n')[0]}`);
+    continue;
+  }
   const t0 = performance.now();
   await ctx.dispatch([command]);
   const firstMs = performance.now() - t0;

@@ -7,6 +7,8 @@
  *    CPU reference (f64 on the same f16 inputs): max abs error of out and lse, NaN check.
  * 2. Speed: the benchmark problems, tensor-core default config vs every enumerated tensor-core config (quick
  *    sweep) vs the plain path's default, GPU time from timestamp queries (median of runs).
+ * `--only a,b` keeps the speed problems whose name contains any of the parts. `--sweep probes` times the
+ * direct walk of the `--top` configs and its timing probes (`FusedForwardSgmatSpec.probe`).
  * `--sweep true` tries every config (check) or the `--top` cheapest by the cost model (speed); `--sweep variants`
  * tries the experimental walks (direct loads, row skipping) of the default (check) or of the `--top` configs
  * (speed); `--sweep gather` the K/V gather diagnostics. Next device session:
@@ -26,6 +28,8 @@ import {
   planFusedForwardSgmat,
   sgmatAvailability,
   type SgmatForwardConfig,
+  type DispatchCommand,
+  timeDispatch,
 } from '../src/index.ts';
 
 const { values } = parseArgs({
@@ -130,8 +134,13 @@ function free(g: FusedForwardArgs<GpuTensor>): void {
 function variants(c: SgmatForwardConfig): SgmatForwardConfig[] {
   return [c, { ...c, directWalk: true }, { ...c, directWalk: true, skipRows: true }];
 }
+/** Timing probes of a config (`--sweep probes`, speed only; wrong results by design): where the time goes. */
+function probes(c: SgmatForwardConfig): SgmatForwardConfig[] {
+  const d = { ...c, directWalk: true };
+  return [d, { ...d, probe: 'no-softmax' as const }, { ...d, probe: 'no-pv' as const }, { ...d, probe: 'fixed-kv' as const }];
+}
 function label(c: SgmatForwardConfig): string {
-  return `q=${c.queryTile.join('x')} bk=${c.keyChunk}${c.gather ? ` gather ${c.gather}` : ''}${c.directWalk ? ' direct' : ''}${c.skipRows ? ' skip' : ''}`;
+  return `q=${c.queryTile.join('x')} bk=${c.keyChunk}${c.gather ? ` gather ${c.gather}` : ''}${c.directWalk ? ' direct' : ''}${c.skipRows ? ' skip' : ''}${c.probe ? ` probe ${c.probe}` : ''}`;
 }
 
 let failures = 0;
@@ -175,16 +184,14 @@ if (values.mode !== 'speed' && !('why' in avail)) {
   }
 }
 
-async function timeOp(run: () => Promise<void>, reps: number): Promise<number> {
-  await run();
-  await run();
-  const samples: number[] = [];
-  for (let i = 0; i < reps; i++) {
-    const p = await ctx.profile(run);
-    samples.push(p.gpuNs ?? p.wallMs * 1e6);
-  }
-  samples.sort((x, y) => x - y);
-  return (samples[Math.floor(samples.length / 2)] as number) / 1e3;
+/**
+ * Median GPU time of one dispatch in us: `timeDispatch` (back-to-back iterations in one submission, as the
+ * benchmark harness's single-pass forward rows). Timing each run as its own submission after an idle gap
+ * (`ctx.profile`) read short kernels several times slower on the H200 (2-D 128x128 K=7: 1.5 ms vs 0.28 ms).
+ */
+async function timeOp(command: DispatchCommand, reps: number): Promise<number> {
+  const t = await timeDispatch(ctx, [command], { warmup: 2, iterations: reps });
+  return t.medianNs / 1e3;
 }
 
 if (values.mode !== 'check') {
@@ -197,7 +204,7 @@ if (values.mode !== 'check') {
     { name: '2d 256x256 K=15 H=16', rank: 2, spatial: [256, 256], heads: 16, dim: 64, kernelSize: [15, 15] },
     { name: '3d 16x32x32 K=3x7x7', rank: 3, spatial: [16, 32, 32], heads: 8, dim: 64, kernelSize: [3, 7, 7] },
     { name: 'flux 2d 256x256 K=80 H=24 D=128', rank: 2, spatial: [256, 256], heads: 24, dim: 128, kernelSize: [80, 80] },
-  ] as Problem[]).filter((p) => values.only === '' || p.name.includes(values.only as string));
+  ] as Problem[]).filter((p) => values.only === '' || (values.only as string).split(',').some((o) => p.name.includes(o)));
   console.log('\n== speed (f16, GPU time, median)');
   for (const p of speed) {
     const t = makeArgs(p, 11);
@@ -209,11 +216,11 @@ if (values.mode !== 'check') {
       const problem = planFusedForwardSgmat(ctx, p.rank, g, undefined).problem;
       const def = defaultSgmatConfig(ctx, problem) as SgmatForwardConfig;
       const ranked = enumerateSgmatConfigs(ctx, problem).sort((x, y) => sgmatConfigCost(problem, x) - sgmatConfigCost(problem, y));
-      const configs = values.sweep === 'true' ? ranked.slice(0, Number(values.top)) : values.sweep === 'variants' ? ranked.slice(0, Number(values.top)).flatMap(variants) : [def];
+      const configs = values.sweep === 'true' ? ranked.slice(0, Number(values.top)) : values.sweep === 'variants' ? ranked.slice(0, Number(values.top)).flatMap(variants) : values.sweep === 'probes' ? ranked.slice(0, Number(values.top)).flatMap(probes) : [def];
       if (!configs.some((c) => JSON.stringify(c) === JSON.stringify(def))) configs.unshift(def);
       for (const c of configs) {
         try {
-          const us = await timeOp(() => fusedForwardSgmat(ctx, p.rank, g, c), reps);
+          const us = await timeOp(planFusedForwardSgmat(ctx, p.rank, g, c).command, reps);
           row(`sgmat ${label(c)}${JSON.stringify(c) === JSON.stringify(def) ? ' *' : ''} cost ${sgmatConfigCost(problem, c).toFixed(0)}`, us);
         } catch (e) {
           console.log(`${p.name} sgmat ${c.queryTile.join('x')}: ${(e as Error).message.split('\n')[0]}`);
@@ -221,7 +228,7 @@ if (values.mode !== 'check') {
       }
     }
     try {
-      const us = await timeOp(() => fusedForward(ctx, p.rank, g), Math.min(reps, 10));
+      const us = await timeOp(fusedForward.plan(ctx, p.rank, g).command, Math.min(reps, 10));
       row('plain default', us);
     } catch (e) {
       console.log(`${p.name} plain: ${(e as Error).message.split('\n')[0]}`);

@@ -67,6 +67,7 @@ export {
   type BackwardPass,
   balancedShape,
   defaultFusedBackwardConfig,
+  DEFAULT_BACKWARD_LANES_MIN_SUBGROUP,
   dkvWorkgroupBytes,
   dqWorkgroupBytes,
   enumerateFusedBackwardConfigs,

@@ -10,6 +10,7 @@ import { WgslReflect } from 'wgsl_reflect/wgsl_reflect.module.js';
 import {
   type BackwardLimits,
   defaultFusedBackwardConfig,
+  DEFAULT_BACKWARD_LANES_MIN_SUBGROUP,
   enumerateFusedBackwardConfigs,
   FUSED_BACKWARD_TILES,
   type FusedBackwardConfig,
@@ -176,11 +177,26 @@ describe('enumeration and default', () => {
     // Head dim 8 splits over 2 lanes only.
     expect(new Set(enumerateFusedBackwardConfigs(problem(1, [40], [5], { dim: 8 }), SG8).map((x) => x.lanes))).toEqual(new Set([undefined, 2]));
   });
-  it('the default config is the same with or without subgroups, and single-lane', () => {
+  it('the default config is single-lane without subgroups or with subgroups narrower than 16', () => {
     for (const p of [problem(1, [40], [5]), problem(2, [16, 16], [3, 3], { dtype: 'float16' }), problem(3, [6, 6, 6], [3, 3, 3], { dim: 32 })]) {
       const d = defaultFusedBackwardConfig(p, SG8);
       expect(d).toEqual(defaultFusedBackwardConfig(p, LIMITS));
       expect(d?.lanes).toBeUndefined();
     }
+  });
+  it('the default config splits rows over 4 lanes (else 2) where subgroups are at least 16 wide, same tiles', () => {
+    const wide = (sg: number) => ({ ...LIMITS, subgroupMinSize: sg });
+    expect(DEFAULT_BACKWARD_LANES_MIN_SUBGROUP).toBe(16);
+    for (const p of [problem(1, [40], [5]), problem(2, [16, 16], [3, 3], { dtype: 'float16' }), problem(3, [6, 6, 6], [3, 3, 3], { dim: 32 })]) {
+      const single = defaultFusedBackwardConfig(p, LIMITS);
+      for (const sg of [16, 32, 64]) {
+        const d = defaultFusedBackwardConfig(p, wide(sg));
+        expect(d).toEqual({ ...single, lanes: 4 });
+        expect(fusedBackwardLanesProblem(p, d!, wide(sg))).toBeUndefined();
+      }
+    }
+    // Head dim 8: 4 lanes would leave 2 columns each, so 2 lanes (the same rule as the enumerator's).
+    const p8 = problem(1, [40], [5], { dim: 8 });
+    expect(defaultFusedBackwardConfig(p8, wide(32))?.lanes).toBe(2);
   });
 });

@@ -41,7 +41,7 @@ export interface FusedBackwardSelection {
  * with this backend's tile table (products that fit the device's workgroup memory and invocation limits for this
  * head dim and dtype), then GPU rules (float32/float16, shader-f16, scratch sizes). Returns the config to run:
  * the given tiles (with the args' `lanes`, checked against the device's subgroups), or the default config
- * (always single-lane).
+ * (lane-split on devices with subgroups at least 16 wide: `defaultFusedBackwardConfig`).
  */
 export function selectFusedBackward(ctx: GpuContext, rank: NaRank, args: FusedBackwardArgs<TensorLike>): FusedBackwardSelection {
   const op = opName(rank, 'backward');
@@ -75,7 +75,7 @@ export function selectFusedBackward(ctx: GpuContext, rank: NaRank, args: FusedBa
       );
     }
   } else {
-    const def = defaultFusedBackwardConfig(problem, ctx.limits);
+    const def = defaultFusedBackwardConfig(problem, backwardKernelLimits(ctx));
     if (!def) throw new NattenArgumentError(`${op}: no backward tile configuration fits this device`);
     config = {
       ...def,

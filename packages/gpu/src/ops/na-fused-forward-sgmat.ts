@@ -45,6 +45,8 @@ export interface SgmatForwardConfig {
   readonly directWalk?: boolean;
   /** Experimental, not yet measured on a device: see `FusedForwardSgmatSpec.skipRows`. */
   readonly skipRows?: boolean;
+  /** Timing diagnostic only (wrong results): see `FusedForwardSgmatSpec.probe`. */
+  readonly probe?: 'no-softmax' | 'no-pv' | 'fixed-kv';
 }
 
 /** The fixed subgroup size the tensor-core path can use on this context, or a reason it cannot run. */
@@ -87,6 +89,7 @@ function spec(problem: FusedProblem, config: SgmatForwardConfig, subgroupSize: n
     ...(config.gather ? { gather: config.gather } : {}),
     ...(config.directWalk ? { directWalk: true } : {}),
     ...(config.skipRows ? { skipRows: true } : {}),
+    ...(config.probe ? { probe: config.probe } : {}),
   };
 }
 

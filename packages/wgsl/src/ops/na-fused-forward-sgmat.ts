@@ -64,6 +64,12 @@ export interface FusedForwardSgmatSpec {
   readonly directWalk?: boolean;
   /** Experimental: skip the matrix work of a row block for box rows none of its queries needs (uniform test). */
   readonly skipRows?: boolean;
+  /**
+   * Timing diagnostic only (wrong results, never used by an op): `no-softmax` keeps S = Q K^T and O += P V but
+   * drops the mask/softmax between them, `no-pv` drops O += P V, `fixed-kv` loads every K/V fragment from the
+   * first key (cache hits), so the differences to the full kernel show where the time goes.
+   */
+  readonly probe?: 'no-softmax' | 'no-pv' | 'fixed-kv';
 }
 
 const F = SGMAT_FRAGMENT;
@@ -223,7 +229,7 @@ ${axes
   const oDecl = blocks.flatMap((b) => range(DV16).map((c) => `  var o_${b}_${c} = ${RESULT}();`)).join('\n');
   const guard = (b: number, stmt: string): string => (spec.skipRows && needed ? `if (need_${b}) { ${stmt} }` : stmt);
   const sBlock = (loadK: (offset: string) => string): string => `          let ktok = ${tokOf((a) => (a === last ? `(c0 + i32(gi * ${F}u)) * params.dil_${a} + g_${a}` : `kr_${a} * params.dil_${a} + g_${a}`))};
-          let kbase = ((tok_base + ktok) * params.heads_kv + hk) * HEAD_DIM;
+          let kbase = ${spec.probe === 'fixed-kv' ? '(0u * ktok + hk) * HEAD_DIM' : '((tok_base + ktok) * params.heads_kv + hk) * HEAD_DIM'};
 ${blocks.map((b) => `          var s_${b} = ${RESULT}();`).join('\n')}
 ${range(D16)
   .map(
@@ -305,7 +311,7 @@ ${blocks.map((b) => body(b, c)).join('\n')}
     }`,
   );
   const pvBlock = (loadV: (offset: string) => string): string => `          let vtok = ${tokOf((a) => (a === last ? `(c0 + i32(gi * ${F}u)) * params.dil_${a} + g_${a}` : `kr_${a} * params.dil_${a} + g_${a}`))};
-          let vbase = ((tok_base + vtok) * params.heads_kv + hk) * HEAD_DIM_V;
+          let vbase = ${spec.probe === 'fixed-kv' ? '(0u * vtok + hk) * HEAD_DIM_V' : '((tok_base + vtok) * params.heads_kv + hk) * HEAD_DIM_V'};
 ${blocks
   .map((b) =>
     spec.skipRows && needed
@@ -382,16 +388,24 @@ ${needDecl}    for (var f0 = 0u; f0 < nfrag; f0 += FRAGS_PER_STEP) {
       for (var gi = 0u; gi < nfs; gi++) {
 ${sBlock(loadK).replace(/^ {10}/gm, '        ')}
       }
-      workgroupBarrier();
+${
+  spec.probe === 'no-softmax'
+    ? ''
+    : `      workgroupBarrier();
       // ---- exact-window mask + online softmax (base 2, lazy rescale) on this lane's columns
 ${softmax.replace(/^ {8}/gm, '      ')}
       if (workgroupUniformLoad(&flag).x == step) {
 ${rescale}
       }
-      // ---- O += P V, V fragments straight from the value buffer
+`
+}${
+  spec.probe === 'no-pv'
+    ? ''
+    : `      // ---- O += P V, V fragments straight from the value buffer
       for (var gi = 0u; gi < nfs; gi++) {
 ${pvBlock(loadV).replace(/^ {10}/gm, '        ')}
-      }
+      }`
+}
     }
   }`;
   // The last fragment of the last box row has the largest offset in both buffers (tokens grow with every coordinate).
