@@ -29,7 +29,8 @@ import { runTorch, type TorchResult } from './torch.ts';
 const USAGE = `usage: pnpm bench [--set quick|standard] [--filter str[,str...]] [--json path] [--no-torch]
   [--reps 20] [--warmup 3] [--budget-ms 3000] [--naive-max-ms 5000] [--cpu-max-flops 5e8]
   [--python python3] [--torch-script bench/baselines/torch_na.py] [--torch-timeout-s 420]
-  [--backward-lanes 1|2|4]   backward with its default tiles but this many lanes per row (default: the heuristic)`;
+  [--forward-lanes 1|2|4|8]  forward with its default tiles but this many lanes per query (default: the heuristic)
+  [--backward-lanes 1|2|4|8] backward with its default tiles but this many lanes per row (default: the heuristic)`;
 
 interface Options {
   readonly set: CaseSetName;
@@ -46,6 +47,8 @@ interface Options {
   readonly torchTimeoutS: number;
   /** Run the backward with its default tiles but this many lanes per row (1 = single-lane), instead of the default. */
   readonly backwardLanes: number | undefined;
+  /** Run the forward with its default tiles but this many lanes per query (1 = single-lane), instead of the default. */
+  readonly forwardLanes: number | undefined;
 }
 
 function parseOptions(argv: readonly string[]): Options {
@@ -65,6 +68,7 @@ function parseOptions(argv: readonly string[]): Options {
       'torch-script': { type: 'string', default: 'bench/baselines/torch_na.py' },
       'torch-timeout-s': { type: 'string', default: '420' },
       'backward-lanes': { type: 'string' },
+      'forward-lanes': { type: 'string' },
       help: { type: 'boolean', default: false },
     },
     strict: true,
@@ -93,6 +97,7 @@ function parseOptions(argv: readonly string[]): Options {
     python: values.python,
     torchScript: values['torch-script'],
     torchTimeoutS: num('torch-timeout-s', values['torch-timeout-s'], 1),
+    forwardLanes: values['forward-lanes'] === undefined ? undefined : Math.floor(num('forward-lanes', values['forward-lanes'], 1)),
     backwardLanes: values['backward-lanes'] === undefined ? undefined : Math.floor(num('backward-lanes', values['backward-lanes'], 1)),
   };
 }
@@ -231,6 +236,8 @@ async function measureItem(
     await fillRandom(ctx, value, 3);
     const params = { kernelSize: c.kernelSize, dilation: c.dilation, isCausal: c.isCausal };
     const fwdArgs: FusedForwardArgs<GpuTensor> = { query, key, value, output, logsumexp, ...params };
+    // What our kernel runs: the default, or its tiles with forced lanes (--forward-lanes); baselines take fwdArgs.
+    let oursFwd = fwdArgs;
     let bwdArgs: FusedBackwardArgs<GpuTensor> | undefined;
     if (bwd) {
       const gradOutput = make(shape, dt);
@@ -241,8 +248,12 @@ async function measureItem(
     // ---- ours (default config)
     progress.step(index, item, 'ours (compile + warm-up)');
     try {
-      const f = fusedForward.defaultConfig(ctx, rank, fwdArgs);
-      let cfg = `fwd ${f.path} q${f.queryTile.join('x')}/k${f.keyTile.join('x')}/${f.stage}`;
+      if (opts.forwardLanes !== undefined) {
+        const d = fusedForward.defaultConfig(ctx, rank, fwdArgs);
+        oursFwd = { ...fwdArgs, queryTileSize: d.queryTile, keyTileSize: d.keyTile, lanes: opts.forwardLanes };
+      }
+      const f = fusedForward.plan(ctx, rank, oursFwd).config;
+      let cfg = `fwd ${f.path} q${f.queryTile.join('x')}/k${f.keyTile.join('x')}/${f.stage}${(f.lanes ?? 1) > 1 ? ` lanes ${f.lanes}` : ''}`;
       if (bwdArgs) {
         const def = selectFusedBackward(ctx, rank, bwdArgs).config;
         if (opts.backwardLanes !== undefined) {
@@ -255,10 +266,10 @@ async function measureItem(
       const b = bwdArgs;
       const run = b
         ? async () => {
-            await fusedForward(ctx, rank, fwdArgs);
+            await fusedForward(ctx, rank, oursFwd);
             await fusedBackward(ctx, rank, b);
           }
-        : () => fusedForward(ctx, rank, fwdArgs);
+        : () => fusedForward(ctx, rank, oursFwd);
       row.ours = await measureGpu(ctx, run, { warmup: Math.max(1, opts.warmup), reps: opts.reps, minReps: 3, budgetMs: opts.budgetMs });
     } catch (e) {
       row.oursError = errText(e);

@@ -3,13 +3,13 @@
  * head dim 64; every op; f32 and f16) on the WebGPU backend against the CPU reference in f64, with the suite's
  * own tolerances. For GPUs the 2-core CI machine cannot reach (the NVIDIA device machine):
  *   tools/device/bundle.sh packages/gpu/test/large-conformance-device.ts
- *   node .devkit/large-conformance-device.mjs [--ops forward,backward] [--ranks 2,3] [--budget-s 400]
+ *   node .devkit/large-conformance-device.mjs [--ops forward,backward] [--ranks 2,3] [--budget-s 400] [--set d128]
  * Prints one line per case and a summary; exit code = failures.
  */
 import { parseArgs } from 'node:util';
 import { type NaRank, OP_FAMILIES, type OpFamily } from '@natten-web/core';
 import { cpuBackend } from '@natten-web/cpu';
-import { buildCases, runNaCase } from '@natten-web/testkit';
+import { adaptToOp, buildCases, type CaseGeometry, caseKey, type NaCase, runNaCase, seedOf } from '@natten-web/testkit';
 import { createGpuBackend, GpuContext } from '../src/index.ts';
 
 const { values } = parseArgs({
@@ -18,18 +18,58 @@ const { values } = parseArgs({
     ranks: { type: 'string', default: '1,2,3' },
     dtypes: { type: 'string', default: 'float32,float16' },
     'budget-s': { type: 'string', default: '400' },
+    // 'large': the suite's large cases; 'd128': head dim 128 problems of the fused ops (the default forward and
+    // backward split rows over lanes there on GPUs with wide subgroups)
+    set: { type: 'string', default: 'large' },
   },
 });
 const ctx = await GpuContext.create({ powerPreference: 'high-performance' });
 const a = ctx.adapterInfo;
 console.log(`adapter: ${a.vendor} / ${a.device} (${a.description})`);
 const backend = createGpuBackend(ctx);
-const cases = buildCases({
-  size: 'large',
-  ops: (values.ops as string).split(',') as OpFamily[],
-  ranks: (values.ranks as string).split(',').map(Number) as NaRank[],
-  dtypes: (values.dtypes as string).split(',') as ('float32' | 'float16')[],
-});
+const ops = (values.ops as string).split(',') as OpFamily[];
+const ranks = (values.ranks as string).split(',').map(Number) as NaRank[];
+const dtypes = (values.dtypes as string).split(',') as ('float32' | 'float16')[];
+const cases = values.set === 'd128' ? d128Cases() : buildCases({ size: 'large', ops, ranks, dtypes });
+
+/** Head dim 128 geometries (Dv 128 or 64): rpb, causal, dilation, GQA; fused forward and backward only. */
+function d128Cases(): NaCase[] {
+  const g = (spatial: number[], kernelSize: number[], o: Partial<CaseGeometry> = {}): CaseGeometry => ({
+    spatial,
+    kernelSize,
+    dilation: spatial.map(() => 1),
+    stride: spatial.map(() => 1),
+    isCausal: spatial.map(() => false),
+    batch: 1,
+    heads: 2,
+    headsKv: 2,
+    dim: 128,
+    dimV: 128,
+    rpb: false,
+    lse: true,
+    ...o,
+  });
+  const geoms = [
+    g([512], [63], { rpb: true }),
+    g([600], [31], { dilation: [3], isCausal: [true], dimV: 64 }),
+    g([32, 40], [7, 9], { rpb: true }),
+    g([40, 40], [13, 13], { dilation: [2, 2], isCausal: [false, true], heads: 4, headsKv: 2 }),
+    g([8, 12, 12], [3, 5, 5]),
+    g([8, 10, 12], [3, 3, 5], { dilation: [1, 2, 1], isCausal: [true, false, false], dimV: 64 }),
+  ].filter((x) => ranks.includes(x.spatial.length as NaRank));
+  const out: NaCase[] = [];
+  for (const op of ops.filter((o) => o === 'forward' || o === 'backward')) {
+    for (const dtype of dtypes) {
+      for (const geom of geoms) {
+        const a = adaptToOp(geom, op);
+        if (!a) continue;
+        const key = caseKey(op, dtype, a);
+        out.push({ ...a, key, op, rank: a.spatial.length as NaRank, dtype, seed: seedOf(key) });
+      }
+    }
+  }
+  return out;
+}
 const t0 = performance.now();
 const budgetMs = Number(values['budget-s']) * 1000;
 let passed = 0;

@@ -39,6 +39,7 @@ export { generateAvBackwardAttn, generateAvBackwardValue, generateAvForward } fr
 export {
   canonicalKeyTile,
   checkFusedForwardSpec,
+  DEFAULT_FORWARD_LANES_MIN_DIM,
   defaultFusedForwardConfig,
   enumerateFusedForwardConfigs,
   FUSED_FORWARD_KEY_CHUNKS,
@@ -67,7 +68,6 @@ export {
   type BackwardPass,
   balancedShape,
   defaultFusedBackwardConfig,
-  DEFAULT_BACKWARD_LANES_MIN_SUBGROUP,
   dkvWorkgroupBytes,
   dqWorkgroupBytes,
   enumerateFusedBackwardConfigs,
@@ -114,3 +114,4 @@ export {
   sgmatBlockShape,
   SGMAT_QUERY_PATCHES,
 } from './ops/na-fused-forward-sgmat.ts';
+export { DEFAULT_LANES_MIN_SUBGROUP, type LaneLimits, laneSplitProblem, lanesDimProblem, withDefaultLanes } from './lanes.ts';

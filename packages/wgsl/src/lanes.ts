@@ -49,3 +49,28 @@ export function laneSplitProblem(
   }
   return undefined;
 }
+
+/**
+ * Narrowest subgroup (`subgroupMinSize`) for which the heuristic defaults split rows over lanes. SIMT GPUs have
+ * 16-64-wide subgroups and gain occupancy from the smaller per-invocation register footprint; CPU-like
+ * adapters (lavapipe: 8 wide) gain nothing, and keep the single-lane defaults.
+ */
+export const DEFAULT_LANES_MIN_SUBGROUP = 16;
+
+/**
+ * A default config with the first of `choices` lanes that `valid` accepts, on devices whose subgroups are at
+ * least `DEFAULT_LANES_MIN_SUBGROUP` wide; the config unchanged elsewhere or when no choice is valid.
+ */
+export function withDefaultLanes<C extends { readonly lanes?: number }>(
+  config: C,
+  limits: Pick<LaneLimits, 'subgroupMinSize'>,
+  choices: readonly number[],
+  valid: (split: C) => boolean,
+): C {
+  if ((limits.subgroupMinSize ?? 0) < DEFAULT_LANES_MIN_SUBGROUP) return config;
+  for (const lanes of choices) {
+    const split = { ...config, lanes };
+    if (valid(split)) return split;
+  }
+  return config;
+}

@@ -10,7 +10,7 @@ import { WgslReflect } from 'wgsl_reflect/wgsl_reflect.module.js';
 import {
   type BackwardLimits,
   defaultFusedBackwardConfig,
-  DEFAULT_BACKWARD_LANES_MIN_SUBGROUP,
+  DEFAULT_LANES_MIN_SUBGROUP,
   enumerateFusedBackwardConfigs,
   FUSED_BACKWARD_TILES,
   type FusedBackwardConfig,
@@ -186,7 +186,7 @@ describe('enumeration and default', () => {
   });
   it('the default config splits rows over 4 lanes (else 2) where subgroups are at least 16 wide, same tiles', () => {
     const wide = (sg: number) => ({ ...LIMITS, subgroupMinSize: sg });
-    expect(DEFAULT_BACKWARD_LANES_MIN_SUBGROUP).toBe(16);
+    expect(DEFAULT_LANES_MIN_SUBGROUP).toBe(16);
     for (const p of [problem(1, [40], [5]), problem(2, [16, 16], [3, 3], { dtype: 'float16' }), problem(3, [6, 6, 6], [3, 3, 3], { dim: 32 })]) {
       const single = defaultFusedBackwardConfig(p, LIMITS);
       for (const sg of [16, 32, 64]) {

@@ -6,6 +6,7 @@
 import { checkFusedForward, type FusedProblem, NattenArgumentError, type NaRank } from '@natten-web/core';
 import { describe, expect, it } from 'vitest';
 import {
+  DEFAULT_FORWARD_LANES_MIN_DIM,
   defaultFusedForwardConfig,
   enumerateFusedForwardConfigs,
   FUSED_FORWARD_TILES,
@@ -164,6 +165,24 @@ describe('enumeration and default', () => {
       expect(defaultFusedForwardConfig(p, SG8)).toEqual(defaultFusedForwardConfig(p, LIMITS));
       expect(defaultFusedForwardConfig(p, SG8).lanes).toBeUndefined();
     }
+  });
+  it('the default splits queries over 4 lanes (else 2) only for head dims >= 128 on subgroups >= 16 wide', () => {
+    const SG32 = { ...LIMITS, subgroupMinSize: 32 };
+    expect(DEFAULT_FORWARD_LANES_MIN_DIM).toBe(128);
+    // Head dim 64 (and the small problems above): single-lane even on wide subgroups.
+    for (const p of [...problems, problem(2, [16, 16], [5, 5], { dtype: 'float16', dim: 64 })]) {
+      expect(defaultFusedForwardConfig(p, SG32)).toEqual(defaultFusedForwardConfig(p, LIMITS));
+    }
+    for (const p of [problem(2, [16, 16], [5, 5], { dtype: 'float16', dim: 128 }), problem(1, [64], [9], { dim: 32, dimV: 128 })]) {
+      const single = defaultFusedForwardConfig(p, LIMITS);
+      expect(single.lanes).toBeUndefined();
+      expect(defaultFusedForwardConfig(p, SG8)).toEqual(single);
+      const d = defaultFusedForwardConfig(p, SG32);
+      expect(d).toEqual({ ...single, lanes: 4 });
+      expect(fusedForwardConfigProblem(p, d, SG32)).toBeUndefined();
+    }
+    // D=136 splits its 34 vec4 columns over 2 lanes, not 4.
+    expect(defaultFusedForwardConfig(problem(1, [64], [9], { dim: 136 }), SG32).lanes).toBe(2);
   });
   it('lanes are dropped where the invocation limit does not allow them', () => {
     const p = problem(2, [64, 64], [3, 3], { dim: 16 });

@@ -40,7 +40,7 @@
  */
 import { FUSED_LANE_CHOICES, type FusedBackwardProblem, type NaRank, product, type TileProducts } from '@natten-web/core';
 import { enableDirectives, type GpuDType, wgslType } from '../dtype.ts';
-import { laneSplitProblem, lanesDimProblem } from '../lanes.ts';
+import { laneSplitProblem, lanesDimProblem, withDefaultLanes } from '../lanes.ts';
 import { type GeneratedKernel, kernelKey, type StorageBinding, storageDecls, type UniformField, uniformDecl } from '../kernel.ts';
 import {
   type AxisText,
@@ -368,7 +368,7 @@ export function fusedBackwardTilesPerAxis(spatial: readonly number[], dilation: 
  * fitting smaller square-ish tiles (or the smallest larger ones); one key split (deterministic either way) and the
  * fused delta. 32 rather than NATTEN's 64: on an H100 (2-D 128x128, H=8, D=64, K=7) 4x8/4x8 ran ~20% faster than
  * 8x8/8x8, since half-size workgroups double the workgroup count and halve the rows each exact walk skips.
- * Lanes: on devices whose subgroups are at least `DEFAULT_BACKWARD_LANES_MIN_SUBGROUP` wide (`limits.subgroupMinSize`,
+ * Lanes: on devices whose subgroups are at least `DEFAULT_LANES_MIN_SUBGROUP` wide (`limits.subgroupMinSize`,
  * given only when the device has subgroups) the default splits each row over 4 lanes (else 2, where valid): on an
  * H200 (f16, D=64) that ran the whole backward 2.3x faster on 2-D 128x128 K=7 and 1.9x on 1-D 4096 K=127, because
  * each invocation keeps a quarter of the row's q/k/v/dO/dq registers. Narrower (CPU-like, e.g. lavapipe's 8-wide)
@@ -395,17 +395,10 @@ export function defaultFusedBackwardConfig(problem: FusedBackwardProblem & { rea
     numSplitsKey: new Array<number>(rank).fill(1),
     computeDeltaWithTorch: problem.computeDeltaWithTorch,
   };
-  if ((limits.subgroupMinSize ?? 0) < DEFAULT_BACKWARD_LANES_MIN_SUBGROUP) return config;
-  for (const lanes of DEFAULT_BACKWARD_LANES) {
-    const split = { ...config, lanes };
-    if (fusedBackwardLanesProblem(problem, split, limits) === undefined) return split;
-  }
-  return config;
+  return withDefaultLanes(config, limits, DEFAULT_BACKWARD_LANES, (split) => fusedBackwardLanesProblem(problem, split, limits) === undefined);
 }
 
-/** Narrowest subgroup (`subgroupMinSize`) for which the default backward splits rows over lanes. */
-export const DEFAULT_BACKWARD_LANES_MIN_SUBGROUP = 16;
-/** Lane counts the default backward tries, in order, on such devices. */
+/** Lane counts the default backward tries, in order, on devices with wide subgroups. */
 const DEFAULT_BACKWARD_LANES = [4, 2] as const;
 
 /**
