@@ -225,10 +225,23 @@ export function mergeResults(list: readonly BenchResults[]): BenchResults {
   }
   if (list.length === 1) return first;
   const filters = list.map((r) => r.filter).filter((f): f is string => f !== undefined);
+  // A measurement (case, dtype, pass) present in several files is taken from the last file that has it: a
+  // re-measured row replaces the earlier one in place, and each run lists how many of its rows the table kept.
+  const rowKey = (row: BenchRow): string => `${row.case}|${row.dtype}|${row.pass}`;
+  const latest = new Map<string, BenchRow>();
+  const owner = new Map<string, number>();
+  list.forEach((r, i) => {
+    for (const row of r.rows) {
+      latest.set(rowKey(row), row);
+      owner.set(rowKey(row), i);
+    }
+  });
+  // Map keys keep first-insertion order, so rows stay where they first appeared.
+  const rows = [...latest.values()];
   return {
     ...first,
     filter: filters.length === list.length ? filters.join(', ') : undefined,
-    rows: list.flatMap((r) => r.rows),
-    runs: list.map((r) => ({ date: r.env.date, commit: r.env.commit, reps: r.reps, warmup: r.warmup, filter: r.filter, rows: r.rows.length })),
+    rows,
+    runs: list.map((r, i) => ({ date: r.env.date, commit: r.env.commit, reps: r.reps, warmup: r.warmup, filter: r.filter, rows: r.rows.filter((row) => owner.get(rowKey(row)) === i).length })),
   };
 }

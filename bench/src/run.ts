@@ -18,7 +18,7 @@ import {
   zeros,
 } from '@natten-web/core';
 import { fusedBackward as cpuFusedBackward, fusedForward as cpuFusedForward } from '@natten-web/cpu';
-import { fusedBackward, fusedForward, GpuContext, type GpuTensor, naiveFusedForward, selectFusedBackward } from '@natten-web/gpu';
+import { fusedBackward, fusedForward, fusedForwardSgmat, GpuContext, type GpuTensor, naiveFusedForward, planFusedForwardSgmat, selectFusedBackward } from '@natten-web/gpu';
 import { type BenchItem, byteFloor, CASE_SETS, type CaseSetName, caseLabel, expandCases, itemFlops, torchProblems } from './cases.ts';
 import { adapterSlug, collectEnv, repoRoot } from './env.ts';
 import { fillRandom } from './fill.ts';
@@ -30,7 +30,8 @@ const USAGE = `usage: pnpm bench [--set quick|standard] [--filter str[,str...]] 
   [--reps 20] [--warmup 3] [--budget-ms 3000] [--naive-max-ms 5000] [--cpu-max-flops 5e8]
   [--python python3] [--torch-script bench/baselines/torch_na.py] [--torch-timeout-s 420]
   [--forward-lanes 1|2|4|8]  forward with its default tiles but this many lanes per query (default: the heuristic)
-  [--backward-lanes 1|2|4|8] backward with its default tiles but this many lanes per row (default: the heuristic)`;
+  [--backward-lanes 1|2|4|8] backward with its default tiles but this many lanes per row (default: the heuristic)
+  [--forward-path default|sgmat]  sgmat: the tensor-core forward (f16, subgroup matrices) at its default config`;
 
 interface Options {
   readonly set: CaseSetName;
@@ -49,6 +50,8 @@ interface Options {
   readonly backwardLanes: number | undefined;
   /** Run the forward with its default tiles but this many lanes per query (1 = single-lane), instead of the default. */
   readonly forwardLanes: number | undefined;
+  /** Forward kernel path: the default (`fusedForward`) or the tensor-core forward (`fusedForwardSgmat`, its default config). */
+  readonly forwardPath: 'default' | 'sgmat';
 }
 
 function parseOptions(argv: readonly string[]): Options {
@@ -69,6 +72,7 @@ function parseOptions(argv: readonly string[]): Options {
       'torch-timeout-s': { type: 'string', default: '420' },
       'backward-lanes': { type: 'string' },
       'forward-lanes': { type: 'string' },
+      'forward-path': { type: 'string', default: 'default' },
       help: { type: 'boolean', default: false },
     },
     strict: true,
@@ -84,9 +88,12 @@ function parseOptions(argv: readonly string[]): Options {
     if (!Number.isFinite(n) || n < min) throw new Error(`--${name} must be a number >= ${min}, got '${v}'\n${USAGE}`);
     return n;
   };
+  const forwardPath = values['forward-path'];
+  if (forwardPath !== 'default' && forwardPath !== 'sgmat') throw new Error(`--forward-path must be default or sgmat, got '${forwardPath}'\n${USAGE}`);
   return {
     set,
     filter: values.filter,
+    forwardPath,
     json: values.json,
     torch: !values['no-torch'],
     reps: Math.floor(num('reps', values.reps, 1)),
@@ -252,8 +259,17 @@ async function measureItem(
         const d = fusedForward.defaultConfig(ctx, rank, fwdArgs);
         oursFwd = { ...fwdArgs, queryTileSize: d.queryTile, keyTileSize: d.keyTile, lanes: opts.forwardLanes };
       }
-      const f = fusedForward.plan(ctx, rank, oursFwd).config;
-      let cfg = `fwd ${f.path} q${f.queryTile.join('x')}/k${f.keyTile.join('x')}/${f.stage}${(f.lanes ?? 1) > 1 ? ` lanes ${f.lanes}` : ''}`;
+      let cfg: string;
+      let forward: () => Promise<void>;
+      if (opts.forwardPath === 'sgmat') {
+        const f = planFusedForwardSgmat(ctx, rank, fwdArgs).config;
+        cfg = `fwd sgmat q${f.queryTile.join('x')}/bk${f.keyChunk}`;
+        forward = () => fusedForwardSgmat(ctx, rank, fwdArgs, f);
+      } else {
+        const f = fusedForward.plan(ctx, rank, oursFwd).config;
+        cfg = `fwd ${f.path} q${f.queryTile.join('x')}/k${f.keyTile.join('x')}/${f.stage}${(f.lanes ?? 1) > 1 ? ` lanes ${f.lanes}` : ''}`;
+        forward = () => fusedForward(ctx, rank, oursFwd);
+      }
       if (bwdArgs) {
         const def = selectFusedBackward(ctx, rank, bwdArgs).config;
         if (opts.backwardLanes !== undefined) {
@@ -266,10 +282,10 @@ async function measureItem(
       const b = bwdArgs;
       const run = b
         ? async () => {
-            await fusedForward(ctx, rank, oursFwd);
+            await forward();
             await fusedBackward(ctx, rank, b);
           }
-        : () => fusedForward(ctx, rank, oursFwd);
+        : forward;
       row.ours = await measureGpu(ctx, run, { warmup: Math.max(1, opts.warmup), reps: opts.reps, minReps: 3, budgetMs: opts.budgetMs });
     } catch (e) {
       row.oursError = errText(e);

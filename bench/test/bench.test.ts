@@ -17,7 +17,7 @@ import {
 } from '../src/cases.ts';
 import { adapterSlug, repoRoot } from '../src/env.ts';
 import { fmtMs, fmtRatio, geomeanRatio, mergeResults, renderMarkdownTable, renderReport, renderText, rowCells, TABLE_HEADER } from '../src/render.ts';
-import { type BenchResults, isSoftwareAdapter } from '../src/results.ts';
+import { type BenchResults, type BenchRow, isSoftwareAdapter } from '../src/results.ts';
 import { runTorch } from '../src/torch.ts';
 
 const fixture = JSON.parse(readFileSync(new URL('./fixtures/results-h100.json', import.meta.url), 'utf8')) as BenchResults;
@@ -224,6 +224,16 @@ describe('merging split runs', () => {
     const md = renderReport(m2, { source: 'x.json`, `y.json' });
     expect(md).toContain(`- **Dates:** ${a.env.date}, 2026-11-28T00:00:00.000Z (2 runs on the same adapter, merged)`);
     expect(md).toContain('median of up to 8 runs');
+  });
+  it('takes a measurement present in several runs from the last one, in the place it first appeared', () => {
+    const first: BenchResults = { ...fixture, filter: 'all', rows: fixture.rows };
+    const remeasured = { ...(fixture.rows[1] as BenchRow), config: 'remeasured' };
+    const again: BenchResults = { ...fixture, filter: 'one', env: { ...fixture.env, commit: 'def456' }, rows: [remeasured] };
+    const m = mergeResults([first, again]);
+    expect(m.rows.map((r) => `${r.case} ${r.dtype} ${r.pass}`)).toEqual(fixture.rows.map((r) => `${r.case} ${r.dtype} ${r.pass}`));
+    expect(m.rows[1]).toBe(remeasured);
+    expect(m.rows.filter((r) => r !== remeasured)).toEqual(fixture.rows.filter((_, i) => i !== 1));
+    expect(m.runs?.map((r) => r.rows)).toEqual([fixture.rows.length - 1, 1]);
   });
   it('refuses results of different adapters', () => {
     const other: BenchResults = { ...fixture, env: { ...fixture.env, adapter: { ...fixture.env.adapter, device: 'NVIDIA H200' } } };

@@ -24,7 +24,7 @@
  * private arrays beyond. Staged rows keep the I/O dtype (f16 staging for f16 inputs); all math is f32.
  * Rows outside the dilation group are zero-filled and masked, and P is forced to 0 with `select` for them.
  *
- * Lane split (opt-in, config `lanes` = T in {2, 4, 8}; absent or 1 emits exactly the single-lane kernels): in dq
+ * Lane split (config `lanes` = T in {2, 4, 8}; absent or 1 emits exactly the single-lane kernels): in dq
  * and dkv, T invocations share one row (invocation `lid` serves row `lid / T`, lane `lid % T`), so the workgroup has
  * T times the rows' invocations. Each lane owns the vec4 columns c with c % T == lane of the row's register vectors
  * (q, dO and the dQ accumulator in dq; k, v and the dK/dV accumulators in dkv; D/4 and Dv/4 are multiples of T).
@@ -91,7 +91,8 @@ export interface FusedBackwardConfig {
    * Invocations sharing one row in the dq and dkv kernels (lane split of the head dims through subgroup
    * shuffles), in {1, 2, 4, 8}; absent means 1. T > 1 needs subgroups with a minimum size >= T, head dims that are
    * multiples of 4*T, and both workgroups (query tile * T, key tile * T invocations) multiples of the minimum
-   * subgroup size within the invocation limits. Opt-in: the default config never picks T > 1; the autotuner may.
+   * subgroup size within the invocation limits. The default config takes T = 4 (else 2) on devices with subgroups
+   * at least 16 wide (`defaultFusedBackwardConfig`); the autotuner times 2 and 4.
    */
   readonly lanes?: number;
 }

@@ -14,7 +14,7 @@
  *   rescale, f32 state; snippets/fused-softmax.ts). Masked keys cost a compare, never an exp or a dot.
  * - O (f32 registers) is written once, divided by l, with the natural-log LSE (f32).
  *
- * Lane split (opt-in, `lanes` = T in {2, 4, 8}; absent or 1 emits exactly the single-lane kernel): T invocations
+ * Lane split (`lanes` = T in {2, 4, 8}; absent or 1 emits exactly the single-lane kernel): T invocations
  * cooperate on one query. The workgroup has prod(queryTile) * T invocations; invocation `lid` serves query
  * `lid / T` and owns the vec4 columns c with c % T == lid % T of q and of O (D/4 and Dv/4 are multiples of T).
  * Per key: a partial dot over its own columns, the full logit by `subgroupShuffleXor` over the masks 1 .. T/2
@@ -89,7 +89,8 @@ export interface FusedForwardConfig {
    * Invocations cooperating on one query (lane split of the head dims through subgroup shuffles), in
    * {1, 2, 4, 8}; absent means 1. T > 1 needs subgroups with a minimum size >= T, head dims that are multiples
    * of 4*T, and prod(queryTile) * T invocations per workgroup (a multiple of the minimum subgroup size).
-   * Opt-in: the heuristic default never picks T > 1 (not yet measured on a real GPU); the autotuner may.
+   * The heuristic default takes T = 4 (else 2) at head dims >= 128 on devices with subgroups at least 16 wide
+   * (`defaultFusedForwardConfig`); the autotuner times 2 and 4.
    */
   readonly lanes?: number;
 }
