@@ -3,7 +3,7 @@
  *
  *   npx tsx packages/gpu/test/fused-forward-bench.ts [--rank 2] [--size 128] [--heads 8] [--dim 64] [--kernel 7]
  *       [--dtype float16] [--batch 1] [--reps 30] [--warmup 3] [--configs all|default|N] [--causal]
- *       [--tiles 8x4:32:f16,8x8:32:f32,8x4:32:f32:2] [--repeat 3] [--no-naive] [--lanes]
+ *       [--tiles 8x4:32:f16,8x8:32:f32,8x4:32:f32:2,4x8:32:f16:1:2] [--repeat 3] [--no-naive] [--lanes] [--multi]
  *
  * Defaults are the lead's H100 target (2-D 128x128, K=7, H=8, D=64, f16). Timing: the runtime's `timeDispatch`
  * (timing.ts): GPU timestamp queries per pass when the device has `timestamp-query` (DAWN_NODE_FLAGS disable
@@ -37,12 +37,14 @@ const { values } = parseArgs({
     causal: { type: 'boolean', default: false },
     naive: { type: 'boolean', default: true },
     // explicit configs, e.g. --tiles 8x4:32:f16,4x8:32:f32:4 (query tile : key chunk : staging [: lanes per query,
-    // needs subgroups]); overrides --configs
+    // needs subgroups [: queries per invocation]]); overrides --configs
     tiles: { type: 'string' },
     // run the whole list this many times, interleaved (robust against a shared, noisy GPU)
     repeat: { type: 'string', default: '1' },
     // the default config and its lane-split twins (lanes 2, 4, 8; those the problem and device allow)
     lanes: { type: 'boolean', default: false },
+    // the default config with 2 and 4 queries per invocation, each single-lane and with lanes 2 and 4
+    multi: { type: 'boolean', default: false },
   },
 });
 
@@ -88,13 +90,24 @@ else if (values.configs === 'all') list = all;
 else list = [def, ...all.filter((c) => !sameConfig(c, def))].slice(0, Number(values.configs));
 if (values.tiles) {
   list = values.tiles.split(',').map((t) => {
-    const [q, k, stage, lanes] = t.split(':');
+    const [q, k, stage, lanes, qpi] = t.split(':');
     const queryTile = (q ?? '').split('x').map(Number);
-    const config: FusedForwardConfig = { path: 'plain', queryTile, keyTile: canonicalKeyTile(rank, Number(k)), stage: stage === 'f16' ? 'f16' : 'f32' };
-    return lanes === undefined || Number(lanes) === 1 ? config : { ...config, lanes: Number(lanes) };
+    const config: FusedForwardConfig = {
+      path: 'plain',
+      queryTile,
+      keyTile: canonicalKeyTile(rank, Number(k)),
+      stage: stage === 'f16' ? 'f16' : 'f32',
+      ...(lanes !== undefined && Number(lanes) > 1 ? { lanes: Number(lanes) } : {}),
+      ...(qpi !== undefined && Number(qpi) > 1 ? { queriesPerInvocation: Number(qpi) } : {}),
+    };
+    return config;
   });
 }
 if (values.lanes) list = [def, ...[2, 4, 8].map((lanes) => ({ ...def, lanes }))];
+if (values.multi) {
+  const { lanes: _, ...single } = def;
+  list = [def, ...[2, 4].flatMap((queriesPerInvocation) => [1, 2, 4].map((lanes) => ({ ...single, queriesPerInvocation, ...(lanes > 1 ? { lanes } : {}) })))];
+}
 list = Array.from({ length: Number(values.repeat) }, () => list).flat();
 console.log(`${all.length} valid configs; timing ${list.length}; ${ctx.hasTimestamps ? 'timestamp queries' : 'submit-to-onSubmittedWorkDone wall time'} (timing.ts timeDispatch)`);
 
@@ -120,7 +133,7 @@ for (const config of list) {
   const min = timing.minNs / 1e3;
   rows.push({ config, median, min });
   console.log(
-    `${JSON.stringify(config.queryTile)} x ${product(config.keyTile)} stage=${config.stage}${config.lanes === undefined ? '' : ` lanes=${config.lanes}`}: median ${median.toFixed(1)} us, min ${min.toFixed(1)} us, ${(flops / median / 1e3).toFixed(2)} GFLOP/s useful (first dispatch incl. compile ${firstMs.toFixed(0)} ms)${sameConfig(config, def) ? '  <- default' : ''}`,
+    `${JSON.stringify(config.queryTile)} x ${product(config.keyTile)} stage=${config.stage}${config.lanes === undefined ? '' : ` lanes=${config.lanes}`}${config.queriesPerInvocation === undefined ? '' : ` Q=${config.queriesPerInvocation}`}: median ${median.toFixed(1)} us, min ${min.toFixed(1)} us, ${(flops / median / 1e3).toFixed(2)} GFLOP/s useful (first dispatch incl. compile ${firstMs.toFixed(0)} ms)${sameConfig(config, def) ? '  <- default' : ''}`,
   );
 }
 if (values.naive) {

@@ -29,6 +29,15 @@
  * promise it), so with T <= the adapter's subgroupMinSize and a workgroup size that is a multiple of it, the T
  * lanes of a query (lids qT .. qT+T-1) share one subgroup. Config selection enforces both conditions.
  *
+ * Several queries per invocation (`queriesPerInvocation` = Q in {2, 4}; absent or 1 emits exactly the kernel
+ * above; experimental, explicit configs only): invocation i owns Q consecutive queries along the last axis of the
+ * query tile (so the workgroup has prod(queryTile) / Q * T invocations). Their windows share the rows of the outer
+ * axes, and along the last axis their union is at most K + (Q - 1) * stride keys, so the walk covers the union and
+ * each staged K vec4 read from workgroup memory feeds Q dot products, each V vec4 Q axpys: 1/Q of the
+ * workgroup-memory reads per FMA, the limit of the single-query walk on small windows (docs/performance.md). Each
+ * query masks the keys outside its own window (p = 0, no rescale); q, O and the softmax state are per query, so
+ * registers grow by Q (combine with `lanes` to keep them level).
+ *
  * Baked into the spec (and so the key): rank, K, causal, D, Dv, dtype, tile shapes, key chunk, staging type,
  * rpb/lse flags, path, lanes (T > 1 only). Uniforms: batch, heads, kv heads, extents, dilation, stride, tile counts, scale.
  */
@@ -44,7 +53,7 @@ import {
 import { type GpuDType, enableDirectives, wgslType } from '../dtype.ts';
 import { laneSplitProblem, lanesDimProblem, withDefaultLanes } from '../lanes.ts';
 import { type GeneratedKernel, kernelKey, type StorageBinding, type UniformField, uniformDecl } from '../kernel.ts';
-import { FUSED_NEG, softmaxLse, softmaxStateDecl, softmaxUpdate } from '../snippets/fused-softmax.ts';
+import { FUSED_NEG, softmaxLse, softmaxStateDecl, softmaxUpdate, softmaxWeight } from '../snippets/fused-softmax.ts';
 import { rpbIndexExpr, tokenOf } from '../snippets/fused-index.ts';
 import { windowFunctions } from '../snippets/window.ts';
 
@@ -93,6 +102,12 @@ export interface FusedForwardConfig {
    * (`defaultFusedForwardConfig`); the autotuner times 2 and 4.
    */
   readonly lanes?: number;
+  /**
+   * Experimental: queries per invocation along the last axis, in {1, 2, 4}; absent means 1. Q > 1 needs the query
+   * tile's last entry to be a multiple of Q and prod(queryTile) / Q * lanes invocations (a multiple of the minimum
+   * subgroup size when lanes > 1). Explicit configs only: neither the default nor the enumerator picks it yet.
+   */
+  readonly queriesPerInvocation?: number;
 }
 
 export interface FusedForwardSpec {
@@ -116,6 +131,21 @@ export interface FusedForwardSpec {
   readonly qHalf?: boolean;
   /** Lanes per query (see `FusedForwardConfig.lanes`); set only when > 1, so single-lane keys are unchanged. */
   readonly lanes?: number;
+  /** Queries per invocation (see `FusedForwardConfig.queriesPerInvocation`); set only when > 1. */
+  readonly queriesPerInvocation?: number;
+}
+
+/** Queries per invocation (`FusedForwardConfig.queriesPerInvocation`) this backend compiles. */
+export const FUSED_FORWARD_QUERIES_PER_INVOCATION = [1, 2, 4] as const;
+
+/** Why `queriesPerInvocation` cannot split a query tile, or undefined. */
+export function queriesPerInvocationProblem(qpi: number, queryTile: readonly number[]): string | undefined {
+  if (!(FUSED_FORWARD_QUERIES_PER_INVOCATION as readonly number[]).includes(qpi)) {
+    return `queriesPerInvocation ${qpi} is not one of ${FUSED_FORWARD_QUERIES_PER_INVOCATION.join(', ')}`;
+  }
+  const lastT = queryTile[queryTile.length - 1] as number;
+  if (lastT % qpi !== 0) return `queriesPerInvocation=${qpi} needs the query tile's last entry (${lastT}) to be a multiple of ${qpi}`;
+  return undefined;
 }
 
 /** The device limits config selection needs (a plain subset of GPUSupportedLimits). */
@@ -196,6 +226,7 @@ export function fusedForwardSpec(problem: FusedForwardProblem, config: FusedForw
     hasLse: problem.hasLse,
     ...(problem.dtype === 'float16' && problem.dim > Q_HALF_ABOVE ? { qHalf: true } : {}),
     ...(config.lanes !== undefined && config.lanes > 1 ? { lanes: config.lanes } : {}),
+    ...(config.queriesPerInvocation !== undefined && config.queriesPerInvocation > 1 ? { queriesPerInvocation: config.queriesPerInvocation } : {}),
   };
 }
 
@@ -211,9 +242,13 @@ export function fusedForwardConfigProblem(problem: FusedForwardProblem, config: 
   if (config.queryTile.some((t) => !Number.isInteger(t) || t < 1)) return `query tile ${formatShape(config.queryTile)} has a factor < 1`;
   if (config.stage === 'f16' && problem.dtype !== 'float16') return `stage 'f16' needs float16 inputs`;
   const lanes = config.lanes ?? 1;
-  const lanesWhy = laneSplitProblem(lanes, problem, [['query', qp]], limits, 'query');
+  const qpi = config.queriesPerInvocation ?? 1;
+  const qpiWhy = queriesPerInvocationProblem(qpi, config.queryTile);
+  if (qpiWhy !== undefined) return qpiWhy;
+  // The lane split's workgroup is the invocations that own queries: qp / Q of them, each times T lanes.
+  const lanesWhy = laneSplitProblem(lanes, problem, [['query', qp / qpi]], limits, 'query');
   if (lanesWhy !== undefined) return lanesWhy;
-  const inv = qp * lanes;
+  const inv = (qp / qpi) * lanes;
   if (inv > limits.maxComputeInvocationsPerWorkgroup || inv > limits.maxComputeWorkgroupSizeX) {
     return `a query tile of ${qp}${lanes > 1 ? ` with ${lanes} lanes per query` : ''} needs ${inv} invocations per workgroup; this device allows ${Math.min(limits.maxComputeInvocationsPerWorkgroup, limits.maxComputeWorkgroupSizeX)}`;
   }
@@ -354,6 +389,10 @@ export function checkFusedForwardSpec(spec: FusedForwardSpec): void {
     const why = lanesDimProblem(spec.lanes, spec.dim, spec.dimV);
     if (why !== undefined) bad(why);
   }
+  if (spec.queriesPerInvocation !== undefined) {
+    const why = queriesPerInvocationProblem(spec.queriesPerInvocation, spec.queryTile);
+    if (why !== undefined) bad(why);
+  }
 }
 
 /** Problem-shape uniform fields every forward kernel (fused or naive) declares; `forwardProblemUniforms` fills them. */
@@ -470,7 +509,9 @@ export function generateFusedForward(spec: FusedForwardSpec): GeneratedKernel {
   checkFusedForwardSpec(spec);
   const LN = spec.lanes ?? 1;
   // lanes 1 is the single-lane kernel: the same key (and text) as a spec without the field.
-  const key = kernelKey(FAMILY, GEN, LN === 1 ? { ...spec, lanes: undefined } : spec);
+  const QP = spec.queriesPerInvocation ?? 1;
+  // lanes 1 / one query per invocation are the plain kernel: the same key (and text) as a spec without the fields.
+  const key = kernelKey(FAMILY, GEN, { ...spec, lanes: LN === 1 ? undefined : LN, queriesPerInvocation: QP === 1 ? undefined : QP });
   const r = spec.rank;
   const axes = Array.from({ length: r }, (_, a) => a);
   const T = wgslType(spec.dtype);
@@ -482,7 +523,7 @@ export function generateFusedForward(spec: FusedForwardSpec): GeneratedKernel {
   const vecQK = D % 4 === 0;
   const vecV = Dv % 4 === 0;
   const QH = spec.qHalf === true;
-  const WG = product(spec.queryTile) * LN;
+  const WG = (product(spec.queryTile) / QP) * LN;
   const BK = spec.keyChunk;
   const TPK = Math.max(1, WG / BK);
   // Bank-conflict swizzle: lanes of a SIMD group read neighbouring staged rows at the same column, so the
@@ -534,6 +575,7 @@ export function generateFusedForward(spec: FusedForwardSpec): GeneratedKernel {
     `const KEY_CHUNK: u32 = ${BK}u;`,
     `const WORKGROUP_SIZE: u32 = ${WG}u;`,
     LN > 1 ? `const LANES: u32 = ${LN}u;` : '',
+    QP > 1 ? `const QUERIES_PER_INVOCATION: u32 = ${QP}u;` : '',
     `const THREADS_PER_KEY: u32 = ${TPK}u;`,
     `const K_SWIZZLE: u32 = ${KSW}u;`,
     `const V_SWIZZLE: u32 = ${VSW}u;`,
@@ -558,7 +600,122 @@ export function generateFusedForward(spec: FusedForwardSpec): GeneratedKernel {
   // Exact window walk: rows of the window (all axes but the last) in box-relative coordinates; each row is a
   // contiguous run of box-linear indices [lo, hi), clipped to the chunk [c0i, c1i).
   const last = r - 1;
-  const body = `            let kl = u32(k - c0i);
+  // ---- several queries per invocation (QP > 1): per-query names carry a `_j` suffix
+  const js = Array.from({ length: QP }, (_, j) => j);
+  const qv = (j: number, c: number): string => (QH ? `vec4<f32>(q_${j}_${c})` : `q_${j}_${c}`);
+  const qiLast = (j: number): string => (j === 0 ? `qi_${last}` : `(qi_${last} + ${j})`);
+  const qTok = (j: number): string => tokOf((a) => `${a === last ? qiLast(j) : `qi_${a}`} * params.dil_${a} + g_${a}`);
+  function multiBody(): string {
+    const dot = Array.from(
+      { length: D4L },
+      (_, c) => `            {
+              let kv = vec4<f32>(k_sh[kb + ${KSW === 0 ? lc(c) : `(${lc(c)} ^ ksw)`}]);
+${js.map((j) => `              acc_${j} = fma(${qv(j, c)}, kv, acc_${j});`).join('\n')}
+            }`,
+    ).join('\n');
+    const logits = js
+      .map((j) => {
+        const sum = `acc_${j}.x + acc_${j}.y + acc_${j}.z + acc_${j}.w`;
+        const sh: string[] = [];
+        for (let m = 1; m < LN; m *= 2) sh.push(`            sc_${j} = sc_${j} + subgroupShuffleXor(sc_${j}, ${m}u);\n`);
+        return `            var sc_${j} = ${sum};\n${sh.join('')}${QH ? `            sc_${j} = sc_${j} * params.scale_log2;\n` : ''}`;
+      })
+      .join('');
+    // Each query folds only the keys of its own window (the walk covers the union); the rest get p = 0.
+    const weights = js
+      .map(
+        (j) => `            var p_${j} = 0.0;
+            if (kc >= wl_${j}_s && kc < wl_${j}_e) {
+${spec.hasRpb ? `              sc_${j} = sc_${j} + f32(rpb[${rpbIndexExpr(spec.kernelSize, (a) => (a === last ? `kr_${a} - qr_${a}_${j}` : `kr_${a} - qr_${a}`))}]) * LOG2E;\n` : ''}${softmaxWeight(DV4L, `_${j}`, '              ')}
+            }`,
+      )
+      .join('\n');
+    const axpy = Array.from(
+      { length: DV4L },
+      (_, c) => `            {
+              let vv = vec4<f32>(v_sh[vb + ${VSW === 0 ? lc(c) : `(${lc(c)} ^ vsw)`}]);
+${js.map((j) => `              o_${j}_${c} = fma(vec4<f32>(p_${j}), vv, o_${j}_${c});`).join('\n')}
+            }`,
+    ).join('\n');
+    return `            let kl = u32(k - c0i);
+            let kb = kl * D4;
+            let vb = kl * DV4;
+${KSW === 0 ? '' : `            let ksw = kl & ${KSW}u;\n`}${VSW === 0 ? '' : `            let vsw = kl & ${VSW}u;\n`}${spec.hasRpb ? `            let kr_${last} = k - row_base;\n` : ''}            let kc = k - row_base + bs_${last};
+${js.map((j) => `            var acc_${j} = vec4<f32>(0.0);`).join('\n')}
+${dot}
+${logits}${weights}
+${axpy}`;
+  }
+  function multiQuerySetup(): string {
+    const ql = `(QUERY_TILE_${last} / QUERIES_PER_INVOCATION)`;
+    const decompose = axes
+      .slice()
+      .reverse()
+      .map((a) =>
+        a === last
+          ? `  let qi_${a} = qf_${a} + i32(QUERIES_PER_INVOCATION * (lrest % ${ql}));\n  lrest = lrest / ${ql};`
+          : `  let qi_${a} = qf_${a} + i32(lrest % QUERY_TILE_${a});\n  lrest = lrest / QUERY_TILE_${a};`,
+      )
+      .join('\n');
+    const outerWindows = axes
+      .filter((a) => a !== last)
+      .map(
+        (a) => `    let w_${a} = na_window_${a}(qi_${a} * params.dil_${a} + g_${a}, params.len_${a}, params.dil_${a}, params.str_${a});
+    ws_${a} = (w_${a}.x - g_${a}) / params.dil_${a};
+    we_${a} = ws_${a} + w_${a}.y;`,
+      )
+      .join('\n');
+    const perQuery = js
+      .map(
+        (j) => `    if (valid_${j}) {
+      let wq_${j} = na_window_${last}(${qiLast(j)} * params.dil_${last} + g_${last}, params.len_${last}, params.dil_${last}, params.str_${last});
+      wl_${j}_s = (wq_${j}.x - g_${last}) / params.dil_${last};
+      wl_${j}_e = wl_${j}_s + wq_${j}.y;
+      let qbase_${j} = ((tok_base + ${qTok(j)}) * params.heads + h) * HEAD_DIM;
+${Array.from({ length: D4L }, (_, c) => `      q_${j}_${c} = load_q(qbase_${j}, ${lc(c)})${QH ? '' : ' * params.scale_log2'};`).join('\n')}
+    }`,
+      )
+      .join('\n');
+    return `  // ---- this invocation's ${QP} queries (consecutive along the last axis), their exact windows, and the union
+  // of their last-axis windows [ws, we), which the walk covers (the outer axes' windows are shared)
+${LN === 1 ? '  var lrest = lid;' : '  let lane = lid % LANES;\n  var lrest = lid / LANES;'}
+${decompose}
+  let valid = ${axes.map((a) => `qi_${a} < n_${a}`).join(' && ')};
+${js.map((j) => (j === 0 ? '  let valid_0 = valid;' : `  let valid_${j} = valid && ${qiLast(j)} < n_${last};`)).join('\n')}
+${axes.map((a) => `  var ws_${a} = 0;\n  var we_${a} = 0;`).join('\n')}
+${js.map((j) => `  var wl_${j}_s = 0;\n  var wl_${j}_e = 0;`).join('\n')}
+${js.flatMap((j) => Array.from({ length: D4L }, (_, c) => `  var q_${j}_${c} = vec4<${QH ? 'f16' : 'f32'}>(0.0);`)).join('\n')}
+  if (valid) {
+${outerWindows ? `${outerWindows}\n` : ''}${perQuery}
+    ws_${last} = wl_0_s;
+    we_${last} = wl_0_e;
+${js
+  .slice(1)
+  .map((j) => `    if (valid_${j}) {\n      ws_${last} = min(ws_${last}, wl_${j}_s);\n      we_${last} = max(we_${last}, wl_${j}_e);\n    }`)
+  .join('\n')}
+  }
+${axes.filter((a) => a !== last).map((a) => `  let qr_${a} = qi_${a} - bs_${a};`).join('\n')}
+${js.map((j) => `  let qr_${last}_${j} = ${qiLast(j)} - bs_${last};`).join('\n')}
+${js.map((j) => softmaxStateDecl(DV4L, `_${j}`)).join('\n')}`;
+  }
+  function multiEpilogue(): string {
+    return `  // ---- epilogue, per query: O = o / l in the storage type, natural-log LSE in f32
+${js
+  .map((j) => {
+    const write = vecV
+      ? Array.from({ length: DV4L }, (_, c) => `    output[obase / 4u + ${lc(c)}] = vec4<${T}>(o_${j}_${c} * inv_l);`).join('\n')
+      : Array.from({ length: Dv }, (_, e) => `    output[obase + ${e}u] = ${T}(o_${j}_${e >> 2}.${AX[e & 3] as string} * inv_l);`).join('\n');
+    const lse = spec.hasLse ? `\n${LN === 1 ? `    logsumexp[qrow] = ${softmaxLse(`_${j}`)};` : `    if (lane == 0u) { logsumexp[qrow] = ${softmaxLse(`_${j}`)}; }`}` : '';
+    return `  if (valid_${j}) {
+    let inv_l = 1.0 / l_run_${j};
+    let qrow = (tok_base + ${qTok(j)}) * params.heads + h;
+    let obase = qrow * HEAD_DIM_V;
+${write}${lse}
+  }`;
+  })
+  .join('\n')}`;
+  }
+  const body = QP > 1 ? multiBody() : `            let kl = u32(k - c0i);
             let kb = kl * D4;
             let vb = kl * DV4;
 ${KSW === 0 ? '' : `            let ksw = kl & ${KSW}u;\n`}${VSW === 0 ? '' : `            let vsw = kl & ${VSW}u;\n`}${spec.hasRpb ? `            let kr_${last} = k - row_base;
@@ -605,6 +762,39 @@ ${body.replace(/^/gm, '    ')}
     ? Array.from({ length: DV4L }, (_, c) => `    output[obase / 4u + ${lc(c)}] = vec4<${T}>(o_${c} * inv_l);`).join('\n')
     : Array.from({ length: Dv }, (_, e) => `    output[obase + ${e}u] = ${T}(o_${e >> 2}.${AX[e & 3] as string} * inv_l);`).join('\n');
 
+  const querySetup = QP > 1 ? multiQuerySetup() : `  // ---- this invocation's query (group coordinates qi_a) and its exact window [ws, we) in group coordinates
+${LN === 1 ? '  var lrest = lid;' : '  let lane = lid % LANES;\n  var lrest = lid / LANES;'}
+${axes
+  .slice()
+  .reverse()
+  .map((a) => `  let qi_${a} = qf_${a} + i32(lrest % QUERY_TILE_${a});\n  lrest = lrest / QUERY_TILE_${a};`)
+  .join('\n')}
+  let valid = ${axes.map((a) => `qi_${a} < n_${a}`).join(' && ')};
+${axes.map((a) => `  var ws_${a} = 0;\n  var we_${a} = 0;`).join('\n')}
+${Array.from({ length: D4L }, (_, c) => `  var q_${c} = vec4<${QH ? 'f16' : 'f32'}>(0.0);`).join('\n')}
+  if (valid) {
+${axes
+  .map(
+    (a) => `    let w_${a} = na_window_${a}(qi_${a} * params.dil_${a} + g_${a}, params.len_${a}, params.dil_${a}, params.str_${a});
+    ws_${a} = (w_${a}.x - g_${a}) / params.dil_${a};
+    we_${a} = ws_${a} + w_${a}.y;`,
+  )
+  .join('\n')}
+    let qtok = ${tokOf((a) => `qi_${a} * params.dil_${a} + g_${a}`)};
+    let qbase = ((tok_base + qtok) * params.heads + h) * HEAD_DIM;
+${Array.from({ length: D4L }, (_, c) => `    q_${c} = load_q(qbase, ${lc(c)})${QH ? '' : ' * params.scale_log2'};`).join('\n')}
+  }
+${axes.map((a) => `  let qr_${a} = qi_${a} - bs_${a};`).join('\n')}
+${softmaxStateDecl(DV4L)}`;
+  const epilogue = QP > 1 ? multiEpilogue() : `  // ---- epilogue: O = o / l in the storage type, natural-log LSE in f32
+  if (valid) {
+    let inv_l = 1.0 / l_run;
+    let qtok = ${tokOf((a) => `qi_${a} * params.dil_${a} + g_${a}`)};
+    let qrow = (tok_base + qtok) * params.heads + h;
+    let obase = qrow * HEAD_DIM_V;
+${outWrite}
+${spec.hasLse ? (LN === 1 ? `    logsumexp[qrow] = ${softmaxLse()};` : `    if (lane == 0u) { logsumexp[qrow] = ${softmaxLse()}; }`) : ''}
+  }`;
   const code = `${header}
 
 ${decls}
@@ -656,30 +846,7 @@ ${axes
   let n_chunks = (box_n + KEY_CHUNK - 1u) / KEY_CHUNK;
   let tok_base = b * params.tokens;
 
-  // ---- this invocation's query (group coordinates qi_a) and its exact window [ws, we) in group coordinates
-${LN === 1 ? '  var lrest = lid;' : '  let lane = lid % LANES;\n  var lrest = lid / LANES;'}
-${axes
-  .slice()
-  .reverse()
-  .map((a) => `  let qi_${a} = qf_${a} + i32(lrest % QUERY_TILE_${a});\n  lrest = lrest / QUERY_TILE_${a};`)
-  .join('\n')}
-  let valid = ${axes.map((a) => `qi_${a} < n_${a}`).join(' && ')};
-${axes.map((a) => `  var ws_${a} = 0;\n  var we_${a} = 0;`).join('\n')}
-${Array.from({ length: D4L }, (_, c) => `  var q_${c} = vec4<${QH ? 'f16' : 'f32'}>(0.0);`).join('\n')}
-  if (valid) {
-${axes
-  .map(
-    (a) => `    let w_${a} = na_window_${a}(qi_${a} * params.dil_${a} + g_${a}, params.len_${a}, params.dil_${a}, params.str_${a});
-    ws_${a} = (w_${a}.x - g_${a}) / params.dil_${a};
-    we_${a} = ws_${a} + w_${a}.y;`,
-  )
-  .join('\n')}
-    let qtok = ${tokOf((a) => `qi_${a} * params.dil_${a} + g_${a}`)};
-    let qbase = ((tok_base + qtok) * params.heads + h) * HEAD_DIM;
-${Array.from({ length: D4L }, (_, c) => `    q_${c} = load_q(qbase, ${lc(c)})${QH ? '' : ' * params.scale_log2'};`).join('\n')}
-  }
-${axes.map((a) => `  let qr_${a} = qi_${a} - bs_${a};`).join('\n')}
-${softmaxStateDecl(DV4L)}
+${querySetup}
 
   // ---- walk the union key box in chunks of KEY_CHUNK keys (row-major over the box)
   for (var ch = 0u; ch < n_chunks; ch++) {
@@ -711,15 +878,7 @@ ${walk}
     workgroupBarrier();
   }
 
-  // ---- epilogue: O = o / l in the storage type, natural-log LSE in f32
-  if (valid) {
-    let inv_l = 1.0 / l_run;
-    let qtok = ${tokOf((a) => `qi_${a} * params.dil_${a} + g_${a}`)};
-    let qrow = (tok_base + qtok) * params.heads + h;
-    let obase = qrow * HEAD_DIM_V;
-${outWrite}
-${spec.hasLse ? (LN === 1 ? `    logsumexp[qrow] = ${softmaxLse()};` : `    if (lane == 0u) { logsumexp[qrow] = ${softmaxLse()}; }`) : ''}
-  }
+${epilogue}
 }
 `;
   return {

@@ -21,10 +21,10 @@ export const FUSED_LAZY_RESCALE = 8;
  * Declarations of the per-invocation softmax state: `m_run`, `l_run`, and the output accumulator as dv4
  * separate vec4 variables `o_0 .. o_{dv4-1}` (not an array: some drivers keep private arrays in local memory).
  */
-export function softmaxStateDecl(dv4: number): string {
-  const o = Array.from({ length: dv4 }, (_, c) => `  var o_${c} = vec4<f32>(0.0);`).join('\n');
-  return `  var m_run: f32 = ${FUSED_NEG};
-  var l_run: f32 = 0.0;
+export function softmaxStateDecl(dv4: number, suffix = ''): string {
+  const o = Array.from({ length: dv4 }, (_, c) => `  var o${suffix}_${c} = vec4<f32>(0.0);`).join('\n');
+  return `  var m_run${suffix}: f32 = ${FUSED_NEG};
+  var l_run${suffix}: f32 = 0.0;
 ${o}`;
 }
 
@@ -33,25 +33,33 @@ ${o}`;
  * c-th vec4 of the value row as vec4<f32>) into the state. Unrolled over the dv4 vec4s.
  */
 export function softmaxUpdate(dv4: number, vRow: (c: number) => string, indent = '        '): string {
-  const rescale: string[] = [];
   const accum: string[] = [];
-  for (let c = 0; c < dv4; c++) {
-    rescale.push(`${indent}  o_${c} = o_${c} * alpha;`);
-    accum.push(`${indent}o_${c} = fma(pv, ${vRow(c)}, o_${c});`);
-  }
-  return `${indent}if (sc > m_run + ${FUSED_LAZY_RESCALE}.0) {
-${indent}  let alpha = exp2(m_run - sc);
-${indent}  l_run = l_run * alpha;
-${rescale.join('\n')}
-${indent}  m_run = sc;
-${indent}}
-${indent}let p = exp2(sc - m_run);
-${indent}l_run = l_run + p;
+  for (let c = 0; c < dv4; c++) accum.push(`${indent}o_${c} = fma(pv, ${vRow(c)}, o_${c});`);
+  return `${softmaxWeight(dv4, '', indent, 'let p')}
 ${indent}let pv = vec4<f32>(p);
 ${accum.join('\n')}`;
 }
 
+/**
+ * The weight half of an update, for kernels that fold several states with one value row (suffix `_j` names the
+ * state `m_run_j`, `l_run_j`, `o_j_c` and the logit `sc_j`): the lazy rescale of the state when `sc` exceeds its
+ * max by more than `FUSED_LAZY_RESCALE`, then `<assign> = exp2(sc - m)` (for example `let p` or `p_1`) added to l.
+ */
+export function softmaxWeight(dv4: number, suffix: string, indent: string, assign = `p${suffix}`): string {
+  const rescale: string[] = [];
+  for (let c = 0; c < dv4; c++) rescale.push(`${indent}  o${suffix}_${c} = o${suffix}_${c} * alpha;`);
+  const p = assign.startsWith('let ') ? assign.slice(4) : assign;
+  return `${indent}if (sc${suffix} > m_run${suffix} + ${FUSED_LAZY_RESCALE}.0) {
+${indent}  let alpha = exp2(m_run${suffix} - sc${suffix});
+${indent}  l_run${suffix} = l_run${suffix} * alpha;
+${rescale.join('\n')}
+${indent}  m_run${suffix} = sc${suffix};
+${indent}}
+${indent}${assign} = exp2(sc${suffix} - m_run${suffix});
+${indent}l_run${suffix} = l_run${suffix} + ${p};`;
+}
+
 /** Natural-log LSE from the state: ln2 * (m + log2(l)). */
-export function softmaxLse(): string {
-  return '(m_run + log2(l_run)) * 0.6931471805599453';
+export function softmaxLse(suffix = ''): string {
+  return `(m_run${suffix} + log2(l_run${suffix})) * 0.6931471805599453`;
 }

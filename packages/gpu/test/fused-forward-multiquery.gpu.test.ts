@@ -1,0 +1,108 @@
+/**
+ * Several queries per invocation in the fused forward (`FusedForwardConfig.queriesPerInvocation` = Q > 1: Q
+ * consecutive queries along the last axis share every staged K/V read; experimental, explicit configs only) vs
+ * the CPU reference, with the fused-forward tolerances: ranks 1-3, causal, dilation, stride, rpb, lse on/off,
+ * GQA, Dv != D, head dims that are not multiples of 4, f16 (both stagings, q in f16 registers), extents that
+ * are not multiples of the tile (an invocation's later queries fall outside the group), and Q combined with
+ * the lane split. Each `it` compiles one kernel and runs a few shape variants through it.
+ */
+import { lseShape, zeros } from '@natten-web/core';
+import { type FusedForwardConfig, fusedForwardSpec, generateFusedForward } from '@natten-web/wgsl';
+import { afterAll, describe, expect, it } from 'vitest';
+import { fusedForward } from '../src/index.ts';
+import { checkFusedForwardGpu } from '../src/ops/na-fused-forward.ts';
+import { caseLabel, expectFwdClose, type FwdCase, runFwdCase } from './fused-forward-cases.ts';
+import { gpuContext } from './setup.ts';
+
+afterAll(async () => (await gpuContext()).destroy());
+
+const TIMEOUT = 600_000;
+
+/** Base, dilation 2 where it fits, and batch 2 + GQA (4 heads on 2 kv heads) + stride 2. */
+function variants(base: FwdCase): FwdCase[] {
+  const K = base.kernelSize;
+  return [
+    base,
+    { ...base, dilation: K.map((k, a) => (2 * k <= (base.spatial[a] as number) ? 2 : 1)) },
+    { ...base, batch: 2, heads: 4, headsKv: 2, stride: K.map((k) => Math.min(2, k)) },
+  ];
+}
+
+function cfg(queryTile: number[], keyTile: number[], qpi: number, opts: { stage?: 'f32' | 'f16'; lanes?: number } = {}): FusedForwardConfig {
+  return { path: 'plain', queryTile, keyTile, stage: opts.stage ?? 'f32', queriesPerInvocation: qpi, ...(opts.lanes ? { lanes: opts.lanes } : {}) };
+}
+
+function group(name: string, base: FwdCase, config: FusedForwardConfig): void {
+  it(`${name} (Q=${config.queriesPerInvocation}${config.lanes ? ` lanes=${config.lanes}` : ''}, q=${config.queryTile.join('x')})`, async () => {
+    const ctx = await gpuContext();
+    const { problem } = checkFusedForwardGpu(ctx, base.rank, shapes(base), config);
+    const kernel = generateFusedForward(fusedForwardSpec(problem, config));
+    const qp = config.queryTile.reduce((a, b) => a * b, 1);
+    expect(kernel.workgroupSize[0]).toBe((qp / (config.queriesPerInvocation ?? 1)) * (config.lanes ?? 1));
+    expect(kernel.key).toContain(`"queriesPerInvocation":${config.queriesPerInvocation}`);
+    for (const c of variants(base)) expectFwdClose(await runFwdCase(ctx, c, config), `${caseLabel(c)} Q=${config.queriesPerInvocation}`);
+  }, TIMEOUT);
+}
+
+/** Shapes-only arguments of a case (validation and planning need no data). */
+function shapes(c: FwdCase) {
+  const B = c.batch ?? 1;
+  const H = c.heads ?? 2;
+  const D = c.dim ?? 8;
+  const Dv = c.dimV ?? D;
+  const dtype = c.dtype ?? 'float32';
+  const t = (shape: number[], dt: 'float32' | 'float16' = dtype) => ({ shape, dtype: dt });
+  return {
+    query: t([B, ...c.spatial, H, D]),
+    key: t([B, ...c.spatial, c.headsKv ?? H, D]),
+    value: t([B, ...c.spatial, c.headsKv ?? H, Dv]),
+    output: t([B, ...c.spatial, H, Dv]),
+    rpb: c.rpb ? t([H, ...c.kernelSize.map((k) => 2 * k - 1)]) : undefined,
+    logsumexp: c.lse === false ? undefined : t(lseShape(B, c.spatial, H), 'float32'),
+    kernelSize: c.kernelSize,
+    isCausal: c.isCausal,
+  };
+}
+
+describe('float32', () => {
+  group('1-D K=5 causal, D=16, L=21 (partial tile)', { rank: 1, spatial: [21], kernelSize: [5], isCausal: [true], dim: 16 }, cfg([16], [16], 2));
+  group('1-D K=7 rpb, D=8, L=23', { rank: 1, spatial: [23], kernelSize: [7], rpb: true, dim: 8 }, cfg([32], [32], 4));
+  group('1-D K=4, D=6, Dv=5 (scalar rows)', { rank: 1, spatial: [19], kernelSize: [4], dim: 6, dimV: 5 }, cfg([16], [16], 2));
+  group('2-D K=(3,4) causal=FT, D=8, Dv=16', { rank: 2, spatial: [9, 11], kernelSize: [3, 4], isCausal: [false, true], dim: 8, dimV: 16 }, cfg([4, 8], [4, 4], 2));
+  group('2-D K=(3,5) rpb, D=16, Q=4', { rank: 2, spatial: [9, 13], kernelSize: [3, 5], rpb: true, dim: 16 }, cfg([2, 16], [4, 8], 4));
+  group('2-D K=(5,2) no lse, D=8', { rank: 2, spatial: [11, 7], kernelSize: [5, 2], lse: false, dim: 8 }, cfg([4, 4], [2, 8], 2));
+  group('3-D K=(3,2,3) causal=FFT, D=8', { rank: 3, spatial: [7, 5, 7], kernelSize: [3, 2, 3], isCausal: [false, false, true], dim: 8 }, cfg([2, 2, 4], [2, 2, 4], 2));
+  group('3-D K=(3,3,3) rpb, D=16, Q=4', { rank: 3, spatial: [5, 6, 9], kernelSize: [3, 3, 3], rpb: true, dim: 16 }, cfg([1, 2, 8], [2, 2, 4], 4));
+  group('2-D K=(3,3) rpb, D=16, with lanes 2', { rank: 2, spatial: [9, 11], kernelSize: [3, 3], rpb: true, dim: 16 }, cfg([4, 8], [4, 8], 2, { lanes: 2 }));
+});
+
+describe('float16 (f16 storage, f32 math, f32 lse)', () => {
+  group('1-D K=4 causal, D=16, f16 staging', { rank: 1, spatial: [21], kernelSize: [4], isCausal: [true], dim: 16, dtype: 'float16' }, cfg([32], [32], 2, { stage: 'f16' }));
+  group('2-D K=(3,3) D=80 Dv=48 (q in f16 registers), f16 staging', { rank: 2, spatial: [7, 9], kernelSize: [3, 3], dim: 80, dimV: 48, dtype: 'float16' }, cfg([4, 4], [4, 4], 2, { stage: 'f16' }));
+  group('3-D K=(2,3,3) causal=TFF, D=16, lanes 4, Q=2', { rank: 3, spatial: [4, 5, 6], kernelSize: [2, 3, 3], isCausal: [true, false, false], dim: 16, dtype: 'float16' }, cfg([2, 2, 8], [2, 2, 8], 2, { stage: 'f16', lanes: 4 }));
+});
+
+describe('validation', () => {
+  const host = (shape: number[]) => zeros(shape, 'float32');
+  const args = {
+    query: host([1, 8, 8, 2, 16]),
+    key: host([1, 8, 8, 2, 16]),
+    value: host([1, 8, 8, 2, 16]),
+    output: host([1, 8, 8, 2, 16]),
+    logsumexp: host(lseShape(1, [8, 8], 2)),
+    kernelSize: [3, 3],
+  };
+  it('Q must be 1, 2 or 4 and divide the last query-tile entry; never offered or defaulted', async () => {
+    const ctx = await gpuContext();
+    expect(() => checkFusedForwardGpu(ctx, 2, args, cfg([4, 4], [4, 4], 3))).toThrow(/queriesPerInvocation 3 is not one of 1, 2, 4/);
+    expect(() => checkFusedForwardGpu(ctx, 2, args, cfg([16, 2], [4, 4], 4))).toThrow(
+      /na2d_forward: query_tile_size=\[16, 2\], key_tile_size=\[4, 4\], stage=f32 cannot run here: queriesPerInvocation=4 needs the query tile's last entry \(2\) to be a multiple of 4/,
+    );
+    expect(fusedForward.configs(ctx, 2, args).every((c) => c.queriesPerInvocation === undefined)).toBe(true);
+    expect(fusedForward.defaultConfig(ctx, 2, args).queriesPerInvocation).toBeUndefined();
+    // Q = 1 is the single-query kernel, byte for byte.
+    const { problem } = checkFusedForwardGpu(ctx, 2, args, cfg([4, 8], [4, 8], 1));
+    const base: FusedForwardConfig = { path: 'plain', queryTile: [4, 8], keyTile: [4, 8], stage: 'f32' };
+    expect(generateFusedForward(fusedForwardSpec(problem, cfg([4, 8], [4, 8], 1))).code).toBe(generateFusedForward(fusedForwardSpec(problem, base)).code);
+  });
+});

@@ -1,0 +1,82 @@
+/**
+ * Several queries per invocation (`queriesPerInvocation` = Q) without a GPU: Q = 1 is the single-query kernel
+ * byte for byte, Q > 1 emits Q query states and a Q-times smaller workgroup, and invalid Q are rejected with
+ * their reason (spec and config validation).
+ */
+import { checkFusedForward, NattenArgumentError } from '@natten-web/core';
+import { describe, expect, it } from 'vitest';
+import {
+  FUSED_FORWARD_TILES,
+  type FusedForwardConfig,
+  type FusedForwardSpec,
+  type FusedKernelLimits,
+  fusedForwardConfigProblem,
+  generateFusedForward,
+  queriesPerInvocationProblem,
+} from '../src/index.ts';
+
+const base: FusedForwardSpec = {
+  path: 'plain',
+  rank: 2,
+  kernelSize: [3, 5],
+  causal: [false, false],
+  dim: 32,
+  dimV: 16,
+  dtype: 'float32',
+  queryTile: [4, 8],
+  keyChunk: 32,
+  stage: 'f32',
+  hasRpb: true,
+  hasLse: true,
+};
+const LIMITS: FusedKernelLimits = { maxComputeWorkgroupStorageSize: 32768, maxComputeInvocationsPerWorkgroup: 256, maxComputeWorkgroupSizeX: 256, subgroupMinSize: 8 };
+
+describe('queriesPerInvocation', () => {
+  it('Q = 1 is the single-query kernel; Q = 2 and 4 shrink the workgroup and keep Q query states', () => {
+    expect(generateFusedForward({ ...base, queriesPerInvocation: 1 })).toEqual(generateFusedForward(base));
+    for (const Q of [2, 4]) {
+      const k = generateFusedForward({ ...base, queriesPerInvocation: Q });
+      expect(k.workgroupSize[0]).toBe(32 / Q);
+      expect(k.key).toContain(`"queriesPerInvocation":${Q}`);
+      expect(k.code).toContain(`const QUERIES_PER_INVOCATION: u32 = ${Q}u;`);
+      for (let j = 0; j < Q; j++) {
+        expect(k.code).toContain(`var m_run_${j}: f32`);
+        expect(k.code).toContain(`logsumexp[qrow] = (m_run_${j} + log2(l_run_${j}))`);
+      }
+      expect(k.code).not.toContain(`var m_run_${Q}:`);
+      // Each staged K vec4 is read once and feeds every query's dot product.
+      expect(k.code.match(/let kv = vec4<f32>\(k_sh\[/g)?.length).toBe(8);
+    }
+    const lanes = generateFusedForward({ ...base, queriesPerInvocation: 2, lanes: 2 });
+    expect(lanes.workgroupSize[0]).toBe(32);
+    expect(lanes.code).toContain('sc_1 = sc_1 + subgroupShuffleXor(sc_1, 1u);');
+  });
+  it('rejects Q that is not compiled or does not divide the last query-tile entry', () => {
+    expect(queriesPerInvocationProblem(3, [4, 8])).toBe('queriesPerInvocation 3 is not one of 1, 2, 4');
+    expect(queriesPerInvocationProblem(4, [16, 2])).toBe("queriesPerInvocation=4 needs the query tile's last entry (2) to be a multiple of 4");
+    expect(() => generateFusedForward({ ...base, queryTile: [16, 2], queriesPerInvocation: 4 })).toThrow(NattenArgumentError);
+    const problem = checkFusedForward(
+      'na2d_forward',
+      2,
+      {
+        query: { shape: [1, 16, 16, 2, 16], dtype: 'float32' },
+        key: { shape: [1, 16, 16, 2, 16], dtype: 'float32' },
+        value: { shape: [1, 16, 16, 2, 16], dtype: 'float32' },
+        output: { shape: [1, 16, 16, 2, 16], dtype: 'float32' },
+        kernelSize: [3, 3],
+      },
+      FUSED_FORWARD_TILES,
+    );
+    const c = (queryTile: number[], q: number, lanes?: number): FusedForwardConfig => ({ path: 'plain', queryTile, keyTile: [4, 8], stage: 'f32', queriesPerInvocation: q, ...(lanes ? { lanes } : {}) });
+    expect(fusedForwardConfigProblem(problem, c([4, 8], 2), LIMITS)).toBeUndefined();
+    expect(fusedForwardConfigProblem(problem, c([4, 8], 4, 2), LIMITS)).toBeUndefined();
+    // 16 queries over Q=4 leave 4 invocations, x lanes 4 = 16: a multiple of the subgroup size 8.
+    expect(fusedForwardConfigProblem(problem, c([2, 8], 4, 4), LIMITS)).toBeUndefined();
+    expect(fusedForwardConfigProblem(problem, c([4, 4], 4), LIMITS)).toBeUndefined();
+    expect(fusedForwardConfigProblem(problem, c([8, 2], 4), LIMITS)).toMatch(/last entry \(2\) to be a multiple of 4/);
+    // 16 queries over Q=4 with lanes 2: 8 invocations, a multiple of the subgroup size 8.
+    expect(fusedForwardConfigProblem(problem, c([4, 4], 4, 2), LIMITS)).toBeUndefined();
+    // 16 queries over Q=4 with lanes 4 on a 32-wide subgroup: 16 invocations, not a multiple of 32.
+    expect(fusedForwardConfigProblem(problem, c([4, 4], 4, 4), { ...LIMITS, subgroupMinSize: 32 })).toMatch(/gives 16 invocations per workgroup, not a multiple of this adapter's minimum subgroup size 32/);
+  });
+});
