@@ -41,6 +41,39 @@ export function caseLabel(c: FwdCase): string {
   return `r${c.rank} L=${c.spatial.join('x')} K=${c.kernelSize.join(',')} d=${(c.dilation ?? []).join(',') || 1} causal=${(c.isCausal ?? []).map((x) => (x ? 'T' : 'F')).join('') || 'F'} s=${(c.stride ?? []).join(',') || 1} B=${c.batch ?? 1} H=${c.heads ?? 2}/${c.headsKv ?? c.heads ?? 2} D=${c.dim ?? 8}/${c.dimV ?? c.dim ?? 8} ${c.dtype ?? 'float32'}${c.rpb ? ' rpb' : ''}${c.lse === false ? ' nolse' : ''}`;
 }
 
+/**
+ * A case and two variants of it that reach every index path of a config: dilation 2 where it fits, and batch 2 +
+ * GQA (4 heads on 2 kv heads) + stride 2. Config tests compile one kernel and run all three through it.
+ */
+export function fwdVariants(base: FwdCase): FwdCase[] {
+  const K = base.kernelSize;
+  return [
+    base,
+    { ...base, dilation: K.map((k, a) => (2 * k <= (base.spatial[a] as number) ? 2 : 1)) },
+    { ...base, batch: 2, heads: 4, headsKv: 2, stride: K.map((k) => Math.min(2, k)) },
+  ];
+}
+
+/** Shapes-only arguments of a case (validation and planning need no data). */
+export function fwdShapes(c: FwdCase) {
+  const B = c.batch ?? 1;
+  const H = c.heads ?? 2;
+  const D = c.dim ?? 8;
+  const Dv = c.dimV ?? D;
+  const dtype = c.dtype ?? 'float32';
+  const t = (shape: number[], dt: 'float32' | 'float16' = dtype) => ({ shape, dtype: dt });
+  return {
+    query: t([B, ...c.spatial, H, D]),
+    key: t([B, ...c.spatial, c.headsKv ?? H, D]),
+    value: t([B, ...c.spatial, c.headsKv ?? H, Dv]),
+    output: t([B, ...c.spatial, H, Dv]),
+    rpb: c.rpb ? t([H, ...c.kernelSize.map((k) => 2 * k - 1)]) : undefined,
+    logsumexp: c.lse === false ? undefined : t(lseShape(B, c.spatial, H), 'float32'),
+    kernelSize: c.kernelSize,
+    isCausal: c.isCausal,
+  };
+}
+
 interface Built {
   readonly args: FusedForwardArgs<Tensor>;
   readonly dtype: DType;

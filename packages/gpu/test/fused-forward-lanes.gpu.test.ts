@@ -11,22 +11,12 @@ import { type FusedForwardConfig, fusedForwardSpec, generateFusedForward } from 
 import { afterAll, describe, expect, it } from 'vitest';
 import { fusedForward, fusedKernelLimits, GpuContext } from '../src/index.ts';
 import { checkFusedForwardGpu } from '../src/ops/na-fused-forward.ts';
-import { caseLabel, expectFwdClose, type FwdCase, runFwdCase } from './fused-forward-cases.ts';
+import { caseLabel, expectFwdClose, type FwdCase, fwdShapes, fwdVariants, runFwdCase } from './fused-forward-cases.ts';
 import { gpuContext } from './setup.ts';
 
 afterAll(async () => (await gpuContext()).destroy());
 
 const TIMEOUT = 600_000;
-
-/** Base, dilation 2 where it fits, and batch 2 + GQA (4 heads on 2 kv heads) + stride 2. */
-function variants(base: FwdCase): FwdCase[] {
-  const K = base.kernelSize;
-  return [
-    base,
-    { ...base, dilation: K.map((k, a) => (2 * k <= (base.spatial[a] as number) ? 2 : 1)) },
-    { ...base, batch: 2, heads: 4, headsKv: 2, stride: K.map((k) => Math.min(2, k)) },
-  ];
-}
 
 function cfg(queryTile: number[], keyTile: number[], lanes: number, stage: 'f32' | 'f16' = 'f32'): FusedForwardConfig {
   return { path: 'plain', queryTile, keyTile, stage, lanes };
@@ -35,34 +25,15 @@ function cfg(queryTile: number[], keyTile: number[], lanes: number, stage: 'f32'
 function group(name: string, base: FwdCase, config: FusedForwardConfig): void {
   it(`${name} (lanes=${config.lanes}, q=${config.queryTile.join('x')})`, async () => {
     const ctx = await gpuContext();
-    const { problem } = checkFusedForwardGpu(ctx, base.rank, probe(base), config);
+    const { problem } = checkFusedForwardGpu(ctx, base.rank, fwdShapes(base), config);
     const kernel = generateFusedForward(fusedForwardSpec(problem, config));
     expect(kernel.workgroupSize[0]).toBe(config.queryTile.reduce((a, b) => a * b, 1) * (config.lanes ?? 1));
     expect(kernel.features).toContain('subgroups');
     expect(kernel.key).toContain(`"lanes":${config.lanes}`);
-    for (const c of variants(base)) expectFwdClose(await runFwdCase(ctx, c, config), `${caseLabel(c)} lanes=${config.lanes}`);
+    for (const c of fwdVariants(base)) expectFwdClose(await runFwdCase(ctx, c, config), `${caseLabel(c)} lanes=${config.lanes}`);
   }, TIMEOUT);
 }
 
-/** Shapes-only arguments of a case (validation and planning need no data). */
-function probe(c: FwdCase) {
-  const B = c.batch ?? 1;
-  const H = c.heads ?? 2;
-  const D = c.dim ?? 8;
-  const Dv = c.dimV ?? D;
-  const dtype = c.dtype ?? 'float32';
-  const t = (shape: number[], dt: 'float32' | 'float16' = dtype) => ({ shape, dtype: dt });
-  return {
-    query: t([B, ...c.spatial, H, D]),
-    key: t([B, ...c.spatial, c.headsKv ?? H, D]),
-    value: t([B, ...c.spatial, c.headsKv ?? H, Dv]),
-    output: t([B, ...c.spatial, H, Dv]),
-    rpb: c.rpb ? t([H, ...c.kernelSize.map((k) => 2 * k - 1)]) : undefined,
-    logsumexp: c.lse === false ? undefined : t(lseShape(B, c.spatial, H), 'float32'),
-    kernelSize: c.kernelSize,
-    isCausal: c.isCausal,
-  };
-}
 
 describe('adapter', () => {
   it('has subgroups with a minimum size of at least 4 (lavapipe: 8)', async () => {
@@ -90,7 +61,7 @@ describe('float32', () => {
     const config = cfg([16], [16], 8);
     const sg = ctx.adapterInfo.subgroupMinSize ?? 0;
     if (sg >= 8) {
-      for (const v of variants(c)) expectFwdClose(await runFwdCase(ctx, v, config), `${caseLabel(v)} lanes=8`);
+      for (const v of fwdVariants(c)) expectFwdClose(await runFwdCase(ctx, v, config), `${caseLabel(v)} lanes=8`);
     } else {
       await expect(runFwdCase(ctx, c, config)).rejects.toThrow(/lanes=8 exceeds this adapter's minimum subgroup size/);
     }

@@ -11,22 +11,12 @@ import { type FusedForwardConfig, fusedForwardSpec, generateFusedForward } from 
 import { afterAll, describe, expect, it } from 'vitest';
 import { fusedForward } from '../src/index.ts';
 import { checkFusedForwardGpu } from '../src/ops/na-fused-forward.ts';
-import { caseLabel, expectFwdClose, type FwdCase, runFwdCase } from './fused-forward-cases.ts';
+import { caseLabel, expectFwdClose, type FwdCase, fwdShapes, fwdVariants, runFwdCase } from './fused-forward-cases.ts';
 import { gpuContext } from './setup.ts';
 
 afterAll(async () => (await gpuContext()).destroy());
 
 const TIMEOUT = 600_000;
-
-/** Base, dilation 2 where it fits, and batch 2 + GQA (4 heads on 2 kv heads) + stride 2. */
-function variants(base: FwdCase): FwdCase[] {
-  const K = base.kernelSize;
-  return [
-    base,
-    { ...base, dilation: K.map((k, a) => (2 * k <= (base.spatial[a] as number) ? 2 : 1)) },
-    { ...base, batch: 2, heads: 4, headsKv: 2, stride: K.map((k) => Math.min(2, k)) },
-  ];
-}
 
 function cfg(queryTile: number[], keyTile: number[], qpi: number, opts: { stage?: 'f32' | 'f16'; lanes?: number } = {}): FusedForwardConfig {
   return { path: 'plain', queryTile, keyTile, stage: opts.stage ?? 'f32', queriesPerInvocation: qpi, ...(opts.lanes ? { lanes: opts.lanes } : {}) };
@@ -35,34 +25,15 @@ function cfg(queryTile: number[], keyTile: number[], qpi: number, opts: { stage?
 function group(name: string, base: FwdCase, config: FusedForwardConfig): void {
   it(`${name} (Q=${config.queriesPerInvocation}${config.lanes ? ` lanes=${config.lanes}` : ''}, q=${config.queryTile.join('x')})`, async () => {
     const ctx = await gpuContext();
-    const { problem } = checkFusedForwardGpu(ctx, base.rank, shapes(base), config);
+    const { problem } = checkFusedForwardGpu(ctx, base.rank, fwdShapes(base), config);
     const kernel = generateFusedForward(fusedForwardSpec(problem, config));
     const qp = config.queryTile.reduce((a, b) => a * b, 1);
     expect(kernel.workgroupSize[0]).toBe((qp / (config.queriesPerInvocation ?? 1)) * (config.lanes ?? 1));
     expect(kernel.key).toContain(`"queriesPerInvocation":${config.queriesPerInvocation}`);
-    for (const c of variants(base)) expectFwdClose(await runFwdCase(ctx, c, config), `${caseLabel(c)} Q=${config.queriesPerInvocation}`);
+    for (const c of fwdVariants(base)) expectFwdClose(await runFwdCase(ctx, c, config), `${caseLabel(c)} Q=${config.queriesPerInvocation}`);
   }, TIMEOUT);
 }
 
-/** Shapes-only arguments of a case (validation and planning need no data). */
-function shapes(c: FwdCase) {
-  const B = c.batch ?? 1;
-  const H = c.heads ?? 2;
-  const D = c.dim ?? 8;
-  const Dv = c.dimV ?? D;
-  const dtype = c.dtype ?? 'float32';
-  const t = (shape: number[], dt: 'float32' | 'float16' = dtype) => ({ shape, dtype: dt });
-  return {
-    query: t([B, ...c.spatial, H, D]),
-    key: t([B, ...c.spatial, c.headsKv ?? H, D]),
-    value: t([B, ...c.spatial, c.headsKv ?? H, Dv]),
-    output: t([B, ...c.spatial, H, Dv]),
-    rpb: c.rpb ? t([H, ...c.kernelSize.map((k) => 2 * k - 1)]) : undefined,
-    logsumexp: c.lse === false ? undefined : t(lseShape(B, c.spatial, H), 'float32'),
-    kernelSize: c.kernelSize,
-    isCausal: c.isCausal,
-  };
-}
 
 describe('float32', () => {
   group('1-D K=5 causal, D=16, L=21 (partial tile)', { rank: 1, spatial: [21], kernelSize: [5], isCausal: [true], dim: 16 }, cfg([16], [16], 2));
@@ -96,7 +67,7 @@ describe('validation', () => {
     const ctx = await gpuContext();
     expect(() => checkFusedForwardGpu(ctx, 2, args, cfg([4, 4], [4, 4], 3))).toThrow(/queriesPerInvocation 3 is not one of 1, 2, 4/);
     expect(() => checkFusedForwardGpu(ctx, 2, args, cfg([16, 2], [4, 4], 4))).toThrow(
-      /na2d_forward: query_tile_size=\[16, 2\], key_tile_size=\[4, 4\], stage=f32 cannot run here: queriesPerInvocation=4 needs the query tile's last entry \(2\) to be a multiple of 4/,
+      /na2d_forward: query_tile_size=\[16, 2\], key_tile_size=\[4, 4\], stage=f32, queriesPerInvocation=4 cannot run here: queriesPerInvocation=4 needs the query tile's last entry \(2\) to be a multiple of 4/,
     );
     expect(fusedForward.configs(ctx, 2, args).every((c) => c.queriesPerInvocation === undefined)).toBe(true);
     expect(fusedForward.defaultConfig(ctx, 2, args).queriesPerInvocation).toBeUndefined();
