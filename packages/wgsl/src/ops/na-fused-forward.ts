@@ -39,7 +39,7 @@
  * registers grow by Q (combine with `lanes` to keep them level).
  *
  * Baked into the spec (and so the key): rank, K, causal, D, Dv, dtype, tile shapes, key chunk, staging type,
- * rpb/lse flags, path, lanes (T > 1 only). Uniforms: batch, heads, kv heads, extents, dilation, stride, tile counts, scale.
+ * rpb/lse flags, path, lanes (T > 1 only), queries per invocation (Q > 1 only). Uniforms: batch, heads, kv heads, extents, dilation, stride, tile counts, scale.
  */
 import {
   FUSED_LANE_CHOICES,
