@@ -5,6 +5,7 @@
  *       [--dtype float16|float32|both] [--batch 1] [--reps 20] [--warmup 3] [--configs all|default|N] [--causal]
  *       [--balanced]   (only the most square tile shape per tile product, one split, fused delta: one row per product pair)
  *       [--lanes]      (also the lane-split twins, lanes 2 and 4, where the device has subgroups)
+ *       [--multi]      (the default tiles with 1, 2 and 4 queries per dq invocation x lanes 1, 2 and 4)
  *
  * Defaults are the lead's H100 target (2-D 128x128, K=7, H=8, D=64), both dtypes. The forward output and
  * logsumexp come from the GPU fused forward. Every config of `enumerateFusedBackwardConfigs` (tiles x
@@ -37,6 +38,8 @@ const { values } = parseArgs({
     causal: { type: 'boolean', default: false },
     balanced: { type: 'boolean', default: false },
     lanes: { type: 'boolean', default: false },
+    // the default tiles with 2 and 4 queries per dq invocation (experimental), single-lane and with lanes 2 and 4
+    multi: { type: 'boolean', default: false },
   },
 });
 
@@ -58,7 +61,7 @@ console.log(`limits: workgroup storage ${ctx.limits.maxComputeWorkgroupStorageSi
 const fwdFlops = fnaFlops({ batch: B, heads: H, spatial, dim: D, kernelSize });
 const usefulFlops = 2.5 * fwdFlops;
 const key = (c: FusedBackwardConfig): string =>
-  `q=${c.queryTile.join('x')} k=${c.keyTile.join('x')} splits=${c.numSplitsKey.join('x')} delta=${c.computeDeltaWithTorch ? 'pass' : 'fused'}${c.lanes !== undefined && c.lanes > 1 ? ` lanes=${c.lanes}` : ''}`;
+  `q=${c.queryTile.join('x')} k=${c.keyTile.join('x')} splits=${c.numSplitsKey.join('x')} delta=${c.computeDeltaWithTorch ? 'pass' : 'fused'}${c.lanes !== undefined && c.lanes > 1 ? ` lanes=${c.lanes}` : ''}${c.queriesPerInvocation !== undefined && c.queriesPerInvocation > 1 ? ` Q=${c.queriesPerInvocation}` : ''}`;
 
 const summary: Record<string, unknown>[] = [];
 for (const dtype of dtypes) {
@@ -109,6 +112,10 @@ for (const dtype of dtypes) {
   if (values.lanes && values.configs === 'default') {
     const { lanes: _, ...single } = def;
     list = [single, ...[2, 4].map((lanes) => ({ ...single, lanes }))];
+  }
+  if (values.multi) {
+    const { lanes: _, ...single } = def;
+    list = [def, ...[1, 2, 4].flatMap((queriesPerInvocation) => [1, 2, 4].map((lanes) => ({ ...single, ...(queriesPerInvocation > 1 ? { queriesPerInvocation } : {}), ...(lanes > 1 ? { lanes } : {}) })))];
   }
   console.log(`${all.length} enumerated configs; timing ${list.length}; default ${key(def)}`);
   const rows: { config: string; medianUs: number; minUs: number; method: string }[] = [];

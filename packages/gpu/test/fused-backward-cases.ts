@@ -16,7 +16,7 @@ import {
 } from '@natten-web/core';
 import { fusedBackward as cpuFusedBackward, fusedForward as cpuFusedForward } from '@natten-web/cpu';
 import type { FusedBackwardConfig } from '@natten-web/wgsl';
-import { createGpuBackend, type GpuContext } from '../src/index.ts';
+import { createGpuBackend, fusedBackwardWithConfig, type GpuContext, type GpuTensor } from '../src/index.ts';
 
 export interface BwdCase {
   readonly rank: NaRank;
@@ -200,4 +200,44 @@ export function bitEqual(a: Tensor, b: Tensor): boolean {
   if (x.length !== y.length) return false;
   for (let i = 0; i < x.length; i++) if (x[i] !== y[i]) return false;
   return true;
+}
+
+/**
+ * Run the GPU backward with an explicit config (`fusedBackwardWithConfig`), for knobs that are not NATTEN
+ * arguments (queriesPerInvocation): host tensors uploaded, gradients read back into fresh host tensors.
+ */
+export async function runGpuWithConfig(ctx: GpuContext, rank: NaRank, args: FusedBackwardArgs, config: FusedBackwardConfig): Promise<FusedBackwardArgs> {
+  const a = freshOutputs(args);
+  const owned: GpuTensor[] = [];
+  const up = (t: Tensor): GpuTensor => {
+    const g = ctx.upload(t);
+    owned.push(g);
+    return g;
+  };
+  const g: FusedBackwardArgs<GpuTensor> = {
+    ...a,
+    query: up(a.query),
+    key: up(a.key),
+    value: up(a.value),
+    output: up(a.output),
+    gradOutput: up(a.gradOutput),
+    logsumexp: up(a.logsumexp),
+    rpb: a.rpb ? up(a.rpb) : null,
+    gradQuery: up(a.gradQuery),
+    gradKey: up(a.gradKey),
+    gradValue: up(a.gradValue),
+    gradRpb: a.gradRpb ? up(a.gradRpb) : null,
+  };
+  try {
+    await fusedBackwardWithConfig(ctx, rank, g, config);
+    return {
+      ...a,
+      gradQuery: await ctx.read(g.gradQuery),
+      gradKey: await ctx.read(g.gradKey),
+      gradValue: await ctx.read(g.gradValue),
+      gradRpb: g.gradRpb ? await ctx.read(g.gradRpb) : null,
+    };
+  } finally {
+    for (const t of owned) t.buffer.destroy();
+  }
 }

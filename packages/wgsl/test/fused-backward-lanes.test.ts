@@ -177,6 +177,16 @@ describe('enumeration and default', () => {
     // Head dim 8 splits over 2 lanes only.
     expect(new Set(enumerateFusedBackwardConfigs(problem(1, [40], [5], { dim: 8 }), SG8).map((x) => x.lanes))).toEqual(new Set([undefined, 2]));
   });
+  it('queries per dq invocation: Q must divide the last query-tile entry and shrinks the dq workgroup the lane rule sees', () => {
+    const p = problem(2, [16, 16], [3, 3]);
+    const c = (queryTile: number[], q: number, lanes?: number) => ({ queryTile, keyTile: [4, 8], queriesPerInvocation: q, ...(lanes ? { lanes } : {}) });
+    expect(fusedBackwardLanesProblem(p, c([4, 8], 2), LIMITS)).toBeUndefined();
+    expect(fusedBackwardLanesProblem(p, c([8, 2], 4), LIMITS)).toBe("queriesPerInvocation=4 needs the query tile's last entry (2) to be a multiple of 4");
+    expect(fusedBackwardLanesProblem(p, c([4, 8], 3), LIMITS)).toBe('queriesPerInvocation 3 is not one of 1, 2, 4');
+    // 32 query rows over Q=4 leave 8 invocations, x 2 lanes = 16: fine on 8-wide subgroups, not on 32-wide ones.
+    expect(fusedBackwardLanesProblem(p, c([4, 8], 4, 2), SG8)).toBeUndefined();
+    expect(fusedBackwardLanesProblem(p, c([4, 8], 4, 2), { ...LIMITS, subgroupMinSize: 32 })).toMatch(/gives 16 invocations per workgroup, not a multiple of this adapter's minimum subgroup size 32/);
+  });
   it('the default config is single-lane without subgroups or with subgroups narrower than 16', () => {
     for (const p of [problem(1, [40], [5]), problem(2, [16, 16], [3, 3], { dtype: 'float16' }), problem(3, [6, 6, 6], [3, 3, 3], { dim: 32 })]) {
       const d = defaultFusedBackwardConfig(p, SG8);

@@ -117,7 +117,16 @@ export function buildFusedBackward(ctx: GpuContext, rank: NaRank, args: FusedBac
         lanes: config.lanes,
       }
     : args;
-  const selection = selectFusedBackward(ctx, rank, forced);
+  const selected = selectFusedBackward(ctx, rank, forced);
+  // Queries per invocation (experimental) is not a NATTEN argument: it comes only with an explicit config.
+  const q = config?.queriesPerInvocation;
+  let selection = selected;
+  if (q !== undefined && q > 1) {
+    const withQ = { ...selected.config, queriesPerInvocation: q };
+    const why = fusedBackwardLanesProblem(selected.problem, withQ, backwardKernelLimits(ctx));
+    if (why !== undefined) throw new NattenArgumentError(`${op}: queriesPerInvocation=${q} cannot run here: ${why}`);
+    selection = { ...selected, config: withQ };
+  }
   const plan = planFusedBackward(selection.problem, selection.config, ctx.limits.maxComputeWorkgroupsPerDimension);
   const scratch = new Map<string, GpuTensor>();
   const release = (): void => {

@@ -56,7 +56,7 @@ import {
   rowIndex,
 } from '../snippets/fused-index.ts';
 import { windowFunctions } from '../snippets/window.ts';
-import { canonicalKeyTile, type FusedForwardSpec } from './na-fused-forward.ts';
+import { canonicalKeyTile, type FusedForwardSpec, queriesPerInvocationProblem } from './na-fused-forward.ts';
 
 const GEN = 5;
 
@@ -95,6 +95,13 @@ export interface FusedBackwardConfig {
    * at least 16 wide (`defaultFusedBackwardConfig`); the autotuner times 2 and 4.
    */
   readonly lanes?: number;
+  /**
+   * Experimental: queries per invocation of the dq kernel along the last axis, in {1, 2, 4}; absent means 1. Q > 1
+   * needs the query tile's last entry to be a multiple of Q (and, with lanes, prod(queryTile) / Q * lanes
+   * invocations a multiple of the minimum subgroup size). Explicit configs only: neither the default nor the
+   * enumerator picks it yet. The dK/dV kernel is unchanged.
+   */
+  readonly queriesPerInvocation?: number;
 }
 
 /** Lanes per row (`FusedBackwardConfig.lanes`) this backend compiles; > 1 needs subgroups. */
@@ -120,6 +127,8 @@ export interface FusedBackwardDqSpec extends TiledBackwardSpec {
   readonly delta: 'fused' | 'read';
   /** Write f32 per-split partials instead of the final dQ. */
   readonly partial: boolean;
+  /** Queries per invocation along the last axis (see `FusedBackwardConfig.queriesPerInvocation`); set only when > 1. */
+  readonly queriesPerInvocation?: number;
 }
 
 export type FusedBackwardDkvSpec = TiledBackwardSpec;
@@ -321,14 +330,17 @@ export function fusedBackwardTileProducts(
  */
 export function fusedBackwardLanesProblem(
   problem: Pick<FusedBackwardProblem, 'dim' | 'dimV'>,
-  config: Pick<FusedBackwardConfig, 'queryTile' | 'keyTile' | 'lanes'>,
+  config: Pick<FusedBackwardConfig, 'queryTile' | 'keyTile' | 'lanes' | 'queriesPerInvocation'>,
   limits: BackwardLimits,
 ): string | undefined {
+  const q = config.queriesPerInvocation ?? 1;
+  const why = queriesPerInvocationProblem(q, config.queryTile);
+  if (why !== undefined) return why;
   return laneSplitProblem(
     config.lanes ?? 1,
     problem,
     [
-      ['query', product(config.queryTile)],
+      ['query', product(config.queryTile) / q],
       ['key', product(config.keyTile)],
     ],
     limits,
@@ -805,8 +817,10 @@ export function generateFusedBackwardDq(spec: FusedBackwardDqSpec): NamedKernel 
   const { T, LN, BQ, BK, V, R, X, staged } = rowKernelSetup(spec, [['k', 'k'], ['v', 'v']]);
   const [kRows, vRows] = staged;
   const { A, per } = X;
-  // Lane split: every invocation stages, so the staging stride is the workgroup size.
-  const box: StagedBox = LN > 1 ? { ...KEY_BOX, stride: '(BQ * LANES)' } : KEY_BOX;
+  const Q = spec.queriesPerInvocation ?? 1;
+  const WGQ = (BQ / Q) * LN;
+  // Lane split / several queries per invocation: every invocation stages, so the staging stride is the workgroup size.
+  const box: StagedBox = Q > 1 ? { ...KEY_BOX, stride: `${WGQ}u` } : LN > 1 ? { ...KEY_BOX, stride: '(BQ * LANES)' } : KEY_BOX;
   const bindings: KernelBinding[] = [bind('q_buf', 'read', V.VT, 'query'), bind('k_buf', 'read', V.VT, 'key'), bind('v_buf', 'read', V.VT, 'value')];
   if (spec.delta === 'fused') bindings.push(bind('o_buf', 'read', V.VT, 'output'));
   bindings.push(bind('do_buf', 'read', V.VT, 'gradOutput'), bind('lse_buf', 'read', 'f32', 'logsumexp'));
@@ -827,27 +841,108 @@ export function generateFusedBackwardDq(spec: FusedBackwardDqSpec): NamedKernel 
     delta_x = dl;
     if (split == 0u${LN > 1 ? ' && lane == 0u' : ''}) { delta_buf[row] = dl; }`
       : `delta_x = delta_buf[row];`;
-  const code = `${rowKernelHead(family, spec, bindings, uniforms, V, staged, BK)}
-var<workgroup> krow_sh: array<i32, ${BK}>;
-
-${entryPoint(BQ * LN)}
-  ${decodeWorkgroup([['tile_lin', 'params.ntile_total'], ['split', 'params.splits'], ['gd', 'params.ngroups'], ['h', 'params.heads']], 'b')}
-  let hk = h / (params.heads / params.heads_kv);
-  ${tileDecode(X, 'tq')}
-  ${decodeRowMajor('split', 'sp', A.map((a) => `u32(params.spl_${a})`), 'ss')}
-  ${groupDecode(X)}
-  ${tileOrigin(X, 'tq', 'QT', 'q0')}
-  ${per((a) => `let q1_${a} = ${tileLast(a, 'q0', 'QT')};`)}
-  ${per(
-    (a) => `let wf_${a} = ${naCall('window', a, origCoord(a, 'q0'))};
-  let wl_${a} = ${naCall('window', a, origCoord(a, 'q1'))};
-  let bs_${a} = ${groupCoord(a, `wf_${a}.x`)};
-  let be_${a} = ${groupCoord(a, `wl_${a}.x`)} + wl_${a}.y;
-  let nb_${a} = ${tilesOver(a, 'bs', 'be', 'KT')};
-  let klo_${a} = (sp_${a} * nb_${a}) / params.spl_${a};
-  let khi_${a} = ((sp_${a} + 1) * nb_${a}) / params.spl_${a};`,
-  )}
-  ${ownRow(X, 'QT', 'q0', 'i', 'qvalid', LN)}
+  /**
+   * Q > 1 (`queriesPerInvocation`): this invocation owns queries i + (0 .. Q-1) along the last axis. The walk
+   * covers the union of their windows (the outer axes' windows are shared); each staged K/V vector read feeds the
+   * Q dot products and the Q dQ axpys, and each query keeps only the keys of its own window (dS = 0 elsewhere).
+   */
+  function dqMultiQuery(): { setup: string; walk: string; epilogue: string } {
+    const last = rank - 1;
+    const js = Array.from({ length: Q }, (_, j) => j);
+    const zero = V.W === 4 ? 'vec4<f32>(0.0)' : '0.0';
+    const sum = (v: string): string => (V.W === 4 ? `${v}.x + ${v}.y + ${v}.z + ${v}.w` : v);
+    const head = LN > 1 ? `let lane = lid % LANES;\n  let rid = lid / LANES;\n  ` : '';
+    const own = `${head}${decodeRowMajor(LN > 1 ? 'rid' : 'lid', 'l', A.map((a) => (a === last ? `(QT_${a} / ${Q}u)` : `QT_${a}`)), 'll')}
+  ${per((a) => `let i_${a} = q0_${a} + ${a === last ? `${Q} * l_${a}` : `l_${a}`};`)}
+  let qvalid = ${X.all((a) => `i_${a} < n_${a}`)};`;
+    const perQuery = (j: number): string => {
+      const deltaJ =
+        spec.delta === 'fused'
+          ? `var dl = 0.0;
+      ${R.each(V.DVW, (c, r) => `dl += dotw(${r(`dov_${j}`)}, ${V.VF}(o_buf[row_${j} * DVW + ${c}]));`)}${laneSum('dl', LN, '      ')}
+      delta_${j} = dl;
+      if (split == 0u${LN > 1 ? ' && lane == 0u' : ''}) { delta_buf[row_${j}] = dl; }`
+          : `delta_${j} = delta_buf[row_${j}];`;
+      return `if (qvalid_${j}) {
+      let wq_${j} = ${naCall('window', last, origCoord(last, `iq${j}`))};
+      wsq_${j} = ${groupCoord(last, `wq_${j}.x`)};
+      wcq_${j} = wq_${j}.y;
+      ${per((a) => `let x${j}_${a} = ${origCoord(a, `iq${j}`)};`, '\n      ')}
+      row_${j} = ${rowIndex(`x${j}`, rank, 'params.heads', 'h')};
+      ${loadRegs(R, V, `qv_${j}`, 'q_buf', `row_${j}`, 'DW', V.DW)}
+      ${loadRegs(R, V, `dov_${j}`, 'do_buf', `row_${j}`, 'DVW', V.DVW)}
+      lse_${j} = lse_buf[row_${j}];
+      ${deltaJ}
+    }`;
+    };
+    const setup = `${own}
+  ${js.map((j) => (j === 0 ? 'let qvalid_0 = qvalid;' : `let qvalid_${j} = qvalid && i_${last} + ${j} < n_${last};`)).join('\n  ')}
+  ${js.map((j) => per((a) => `let iq${j}_${a} = i_${a}${a === last && j > 0 ? ` + ${j}` : ''};`)).join('\n  ')}
+  ${per((a) => `var ws_${a} = 0;\n  var wc_${a} = 0;`)}
+  ${js.map((j) => `var wsq_${j} = 0;\n  var wcq_${j} = 0;\n  var row_${j} = 0u;\n  var lse_${j} = 0.0;\n  var delta_${j} = 0.0;`).join('\n  ')}
+  ${js.map((j) => `${R.decl(`qv_${j}`, V.DW)}\n  ${R.decl(`dov_${j}`, V.DVW)}\n  ${R.decl(`acc_${j}`, V.DW)}`).join('\n  ')}
+  if (qvalid) {
+    ${A.filter((a) => a !== last)
+      .map(
+        (a) => `let w_${a} = ${naCall('window', a, origCoord(a, 'i'))};
+    ws_${a} = ${groupCoord(a, `w_${a}.x`)};
+    wc_${a} = w_${a}.y;`,
+      )
+      .join('\n    ')}
+    ${js.map(perQuery).join('\n    ')}
+    ws_${last} = wsq_0;
+    var ue = wsq_0 + wcq_0;
+    ${js
+      .slice(1)
+      .map((j) => `if (qvalid_${j}) {\n      ws_${last} = min(ws_${last}, wsq_${j});\n      ue = max(ue, wsq_${j} + wcq_${j});\n    }`)
+      .join('\n    ')}
+    wc_${last} = ue - ws_${last};
+  }`;
+    const slot = (j: number): string =>
+      A.reduce((e, a) => {
+        const start = a === last ? `wsq_${j}` : `ws_${a}`;
+        return a === 0 ? `u32(j_0 - ${start})` : `(${e} * u32(KS_${a}) + u32(j_${a} - ${start}))`;
+      }, '');
+    const weight = (j: number): string => `var ds_${j} = 0.0;
+        if (qvalid_${j} && j_${last} >= wsq_${j} && j_${last} < wsq_${j} + wcq_${j}) {
+          var s = params.scale * sdot_${j};
+          ${spec.rpb ? `s += f32(rpb_buf[${rpbIndexExpr(rank, spec.kernelSize, 'j', `iq${j}`)}]);` : ''}
+          ds_${j} = exp(s - lse_${j}) * (dp_${j} - delta_${j});
+          ${spec.gradRpb ? `${LN > 1 ? 'if (lane == 0u) { ' : ''}ds_buf[row_${j} * NSLOTS + ${slot(j)}] = ds_${j};${LN > 1 ? ' }' : ''}` : ''}
+        }`;
+    const body = [
+      `let m = ${tileLinear(rank, 'm', box.T)};`,
+      per((a) => `let ${box.coord}_${a} = ${box.base}_${a} + m_${a};`, '\n        '),
+      `let ${kRows.sw} = m & ${kRows.mask}u;`,
+      `let ${vRows.sw} = m & ${vRows.mask}u;`,
+      js.map((j) => `var sd${j}_v = ${zero};\n        var dp${j}_v = ${zero};`).join('\n        '),
+      R.each(V.DW, (c, r) => `{ let kx = ${stagedAt(V, kRows, c)}; ${js.map((j) => `sd${j}_v = fma(${r(`qv_${j}`)}, kx, sd${j}_v);`).join(' ')} }`),
+      R.each(V.DVW, (c, r) => `{ let vx = ${stagedAt(V, vRows, c)}; ${js.map((j) => `dp${j}_v = fma(${r(`dov_${j}`)}, vx, dp${j}_v);`).join(' ')} }`),
+      js.map((j) => `var sdot_${j} = ${sum(`sd${j}_v`)};${laneSum(`sdot_${j}`, LN, '        ')}\n        var dp_${j} = ${sum(`dp${j}_v`)};${laneSum(`dp_${j}`, LN, '        ')}`).join('\n        '),
+      js.map(weight).join('\n        '),
+      R.each(V.DW, (c, r) => `{ let kx = ${stagedAt(V, kRows, c)}; ${js.map((j) => `${r(`acc_${j}`)} = fma(${V.VF}(ds_${j}), kx, ${r(`acc_${j}`)});`).join(' ')} }`),
+    ].join('\n        ');
+    const walk = `    if (qvalid) {
+      // Exact walk of the union of this invocation's windows; each query keeps its own window's keys.
+      ${walkBounds(X, box, (a) => `ws_${a}`, (a) => `ws_${a} + wc_${a}`)}
+      ${stagedWalk(rank, body)}
+    }`;
+    const epilogue = js
+      .map(
+        (j) => `  if (qvalid_${j}) {
+    ${
+      spec.partial
+        ? `let base = split * params.rows * D + row_${j} * D;
+    ${R.eachScalar(D, (c, x) => `dq_buf[base + ${c}] = params.scale * ${x(`acc_${j}`)};`)}`
+        : storeRow(R, `acc_${j}`, D, 'dq_buf', `row_${j}`, 'D', (x) => `${T}(params.scale * ${x})`)
+    }
+  }`,
+      )
+      .join('\n');
+    return { setup, walk, epilogue };
+  }
+  const multi = Q > 1 ? dqMultiQuery() : undefined;
+  const setup = multi ? multi.setup : `  ${ownRow(X, 'QT', 'q0', 'i', 'qvalid', LN)}
   ${per((a) => `var ws_${a} = 0;\n  var wc_${a} = 0;`)}
   var row = 0u;
   ${R.decl('qv', V.DW)}
@@ -869,22 +964,8 @@ ${entryPoint(BQ * LN)}
     lse_x = lse_buf[row];
     ${deltaLoad}
   }
-  ${axisLoops(
-    rank,
-    'kt',
-    'klo',
-    'khi',
-    `    workgroupBarrier();
-    ${stageCoords(X, box)}
-      ${A.map((a) => `let y_${a} = ${origCoord(a, 'j')};`).join('\n      ')}
-      let kvrow = ${rowIndex('y', rank, 'params.heads_kv', 'hk')};
-      krow_sh[e] = select(-1, i32(kvrow), ok);
-    }
-    workgroupBarrier();
-    ${stageRows(V, box, kRows, 'krow_sh')}
-    ${stageRows(V, box, vRows, 'krow_sh')}
-    workgroupBarrier();
-    if (qvalid) {
+`;
+  const walk = multi ? multi.walk : `    if (qvalid) {
       // Exact window walk: per axis only the staged keys of this query's own window (slot t = j - ws).
       ${walkBounds(X, box, (a) => `ws_${a}`, (a) => `ws_${a} + wc_${a}`)}
       ${stagedWalk(
@@ -905,21 +986,58 @@ ${entryPoint(BQ * LN)}
         ${accumulate(R, V, 'acc', 'ds', kRows)}
         ${spec.gradRpb ? `${LN > 1 ? 'if (lane == 0u) { ' : ''}ds_buf[row * NSLOTS + ${A.reduce((e, a) => (a === 0 ? 'u32(j_0 - ws_0)' : `(${e} * u32(KS_${a}) + u32(j_${a} - ws_${a}))`), '')}] = ds;${LN > 1 ? ' }' : ''}` : ''}`,
       )}
-    }`,
-    '\n',
-    '\n  ',
-  )}
-  if (qvalid) {
+    }`;
+  const epilogue = multi ? multi.epilogue : `  if (qvalid) {
     ${
       spec.partial
         ? `let base = split * params.rows * D + row * D;
     ${R.eachScalar(D, (c, x) => `dq_buf[base + ${c}] = params.scale * ${x('acc')};`)}`
         : storeRow(R, 'acc', D, 'dq_buf', 'row', 'D', (x) => `${T}(params.scale * ${x})`)
     }
-  }
+  }`;
+  const code = `${rowKernelHead(family, spec, bindings, uniforms, V, staged, BK)}
+var<workgroup> krow_sh: array<i32, ${BK}>;
+
+${entryPoint(WGQ)}
+  ${decodeWorkgroup([['tile_lin', 'params.ntile_total'], ['split', 'params.splits'], ['gd', 'params.ngroups'], ['h', 'params.heads']], 'b')}
+  let hk = h / (params.heads / params.heads_kv);
+  ${tileDecode(X, 'tq')}
+  ${decodeRowMajor('split', 'sp', A.map((a) => `u32(params.spl_${a})`), 'ss')}
+  ${groupDecode(X)}
+  ${tileOrigin(X, 'tq', 'QT', 'q0')}
+  ${per((a) => `let q1_${a} = ${tileLast(a, 'q0', 'QT')};`)}
+  ${per(
+    (a) => `let wf_${a} = ${naCall('window', a, origCoord(a, 'q0'))};
+  let wl_${a} = ${naCall('window', a, origCoord(a, 'q1'))};
+  let bs_${a} = ${groupCoord(a, `wf_${a}.x`)};
+  let be_${a} = ${groupCoord(a, `wl_${a}.x`)} + wl_${a}.y;
+  let nb_${a} = ${tilesOver(a, 'bs', 'be', 'KT')};
+  let klo_${a} = (sp_${a} * nb_${a}) / params.spl_${a};
+  let khi_${a} = ((sp_${a} + 1) * nb_${a}) / params.spl_${a};`,
+  )}
+${setup}  ${axisLoops(
+    rank,
+    'kt',
+    'klo',
+    'khi',
+    `    workgroupBarrier();
+    ${stageCoords(X, box)}
+      ${A.map((a) => `let y_${a} = ${origCoord(a, 'j')};`).join('\n      ')}
+      let kvrow = ${rowIndex('y', rank, 'params.heads_kv', 'hk')};
+      krow_sh[e] = select(-1, i32(kvrow), ok);
+    }
+    workgroupBarrier();
+    ${stageRows(V, box, kRows, 'krow_sh')}
+    ${stageRows(V, box, vRows, 'krow_sh')}
+    workgroupBarrier();
+${walk}`,
+    '\n',
+    '\n  ',
+  )}
+${epilogue}
 }
 `;
-  return namedKernel(family, spec, code, BQ * LN, bindings, uniforms, dqWorkgroupBytes(rank, D, DV, spec.dtype, BK));
+  return namedKernel(family, spec, code, WGQ, bindings, uniforms, dqWorkgroupBytes(rank, D, DV, spec.dtype, BK));
 }
 
 /** The dK/dV kernel (pass 3). */
@@ -1235,6 +1353,7 @@ export function planFusedBackward(
       delta: deltaMode,
       partial,
       ...laneSpec,
+      ...(config.queriesPerInvocation !== undefined && config.queriesPerInvocation > 1 ? { queriesPerInvocation: config.queriesPerInvocation } : {}),
     }),
     uniforms: dqU,
     workgroups: fold(dqTotal, maxWorkgroupsPerDimension),
