@@ -5,7 +5,8 @@
  *       [--dtype float16|float32|both] [--batch 1] [--reps 20] [--warmup 3] [--configs all|default|N] [--causal]
  *       [--balanced]   (only the most square tile shape per tile product, one split, fused delta: one row per product pair)
  *       [--lanes]      (also the lane-split twins, lanes 2 and 4, where the device has subgroups)
- *       [--multi]      (the default tiles with 1, 2 and 4 queries per dq invocation x lanes 1, 2 and 4)
+ *       [--multi]      (the default tiles with (queries per dq invocation, keys per dkv invocation) in
+ *                      (1,1) (2,1) (1,2) (2,2) (4,4), each with lanes 1, 2 and 4)
  *
  * Defaults are the lead's H100 target (2-D 128x128, K=7, H=8, D=64), both dtypes. The forward output and
  * logsumexp come from the GPU fused forward. Every config of `enumerateFusedBackwardConfigs` (tiles x
@@ -61,7 +62,7 @@ console.log(`limits: workgroup storage ${ctx.limits.maxComputeWorkgroupStorageSi
 const fwdFlops = fnaFlops({ batch: B, heads: H, spatial, dim: D, kernelSize });
 const usefulFlops = 2.5 * fwdFlops;
 const key = (c: FusedBackwardConfig): string =>
-  `q=${c.queryTile.join('x')} k=${c.keyTile.join('x')} splits=${c.numSplitsKey.join('x')} delta=${c.computeDeltaWithTorch ? 'pass' : 'fused'}${c.lanes !== undefined && c.lanes > 1 ? ` lanes=${c.lanes}` : ''}${c.queriesPerInvocation !== undefined && c.queriesPerInvocation > 1 ? ` Q=${c.queriesPerInvocation}` : ''}`;
+  `q=${c.queryTile.join('x')} k=${c.keyTile.join('x')} splits=${c.numSplitsKey.join('x')} delta=${c.computeDeltaWithTorch ? 'pass' : 'fused'}${c.lanes !== undefined && c.lanes > 1 ? ` lanes=${c.lanes}` : ''}${c.queriesPerInvocation !== undefined && c.queriesPerInvocation > 1 ? ` Q=${c.queriesPerInvocation}` : ''}${c.keysPerInvocation !== undefined && c.keysPerInvocation > 1 ? ` K=${c.keysPerInvocation}` : ''}`;
 
 const summary: Record<string, unknown>[] = [];
 for (const dtype of dtypes) {
@@ -115,7 +116,13 @@ for (const dtype of dtypes) {
   }
   if (values.multi) {
     const { lanes: _, ...single } = def;
-    list = [def, ...[1, 2, 4].flatMap((queriesPerInvocation) => [1, 2, 4].map((lanes) => ({ ...single, ...(queriesPerInvocation > 1 ? { queriesPerInvocation } : {}), ...(lanes > 1 ? { lanes } : {}) })))];
+    const groups: [number, number][] = [[1, 1], [2, 1], [1, 2], [2, 2], [4, 4]];
+    list = [
+      def,
+      ...groups.flatMap(([q, k]) =>
+        [1, 2, 4].map((lanes) => ({ ...single, ...(q > 1 ? { queriesPerInvocation: q } : {}), ...(k > 1 ? { keysPerInvocation: k } : {}), ...(lanes > 1 ? { lanes } : {}) })),
+      ),
+    ];
   }
   console.log(`${all.length} enumerated configs; timing ${list.length}; default ${key(def)}`);
   const rows: { config: string; medianUs: number; minUs: number; method: string }[] = [];

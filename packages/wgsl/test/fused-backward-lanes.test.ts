@@ -186,6 +186,9 @@ describe('enumeration and default', () => {
     // 32 query rows over Q=4 leave 8 invocations, x 2 lanes = 16: fine on 8-wide subgroups, not on 32-wide ones.
     expect(fusedBackwardLanesProblem(p, c([4, 8], 4, 2), SG8)).toBeUndefined();
     expect(fusedBackwardLanesProblem(p, c([4, 8], 4, 2), { ...LIMITS, subgroupMinSize: 32 })).toMatch(/gives 16 invocations per workgroup, not a multiple of this adapter's minimum subgroup size 32/);
+    // Keys per dkv invocation: the same rules on the key tile.
+    expect(fusedBackwardLanesProblem(p, { queryTile: [4, 8], keyTile: [8, 2], keysPerInvocation: 4 }, LIMITS)).toBe("keysPerInvocation=4 needs the key tile's last entry (2) to be a multiple of 4");
+    expect(fusedBackwardLanesProblem(p, { queryTile: [4, 8], keyTile: [4, 8], keysPerInvocation: 4, lanes: 2 }, { ...LIMITS, subgroupMinSize: 32 })).toMatch(/a key tile of 8 with 2 lanes per row needs|gives 16 invocations per workgroup/);
   });
   it('the default config is single-lane without subgroups or with subgroups narrower than 16', () => {
     for (const p of [problem(1, [40], [5]), problem(2, [16, 16], [3, 3], { dtype: 'float16' }), problem(3, [6, 6, 6], [3, 3, 3], { dim: 32 })]) {

@@ -118,14 +118,15 @@ export function buildFusedBackward(ctx: GpuContext, rank: NaRank, args: FusedBac
       }
     : args;
   const selected = selectFusedBackward(ctx, rank, forced);
-  // Queries per invocation (experimental) is not a NATTEN argument: it comes only with an explicit config.
-  const q = config?.queriesPerInvocation;
+  // Rows per invocation (experimental) are not NATTEN arguments: they come only with an explicit config.
+  const q = config?.queriesPerInvocation ?? 1;
+  const k = config?.keysPerInvocation ?? 1;
   let selection = selected;
-  if (q !== undefined && q > 1) {
-    const withQ = { ...selected.config, queriesPerInvocation: q };
-    const why = fusedBackwardLanesProblem(selected.problem, withQ, backwardKernelLimits(ctx));
-    if (why !== undefined) throw new NattenArgumentError(`${op}: queriesPerInvocation=${q} cannot run here: ${why}`);
-    selection = { ...selected, config: withQ };
+  if (q > 1 || k > 1) {
+    const grouped = { ...selected.config, ...(q > 1 ? { queriesPerInvocation: q } : {}), ...(k > 1 ? { keysPerInvocation: k } : {}) };
+    const why = fusedBackwardLanesProblem(selected.problem, grouped, backwardKernelLimits(ctx));
+    if (why !== undefined) throw new NattenArgumentError(`${op}: queriesPerInvocation=${q}, keysPerInvocation=${k} cannot run here: ${why}`);
+    selection = { ...selected, config: grouped };
   }
   const plan = planFusedBackward(selection.problem, selection.config, ctx.limits.maxComputeWorkgroupsPerDimension);
   const scratch = new Map<string, GpuTensor>();

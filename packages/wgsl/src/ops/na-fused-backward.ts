@@ -56,7 +56,7 @@ import {
   rowIndex,
 } from '../snippets/fused-index.ts';
 import { windowFunctions } from '../snippets/window.ts';
-import { canonicalKeyTile, type FusedForwardSpec, queriesPerInvocationProblem } from './na-fused-forward.ts';
+import { canonicalKeyTile, type FusedForwardSpec, queriesPerInvocationProblem, rowsPerInvocationProblem } from './na-fused-forward.ts';
 
 const GEN = 5;
 
@@ -99,9 +99,15 @@ export interface FusedBackwardConfig {
    * Experimental: queries per invocation of the dq kernel along the last axis, in {1, 2, 4}; absent means 1. Q > 1
    * needs the query tile's last entry to be a multiple of Q (and, with lanes, prod(queryTile) / Q * lanes
    * invocations a multiple of the minimum subgroup size). Explicit configs only: neither the default nor the
-   * enumerator picks it yet. The dK/dV kernel is unchanged.
+   * enumerator picks it yet. It changes the dq kernel only (`keysPerInvocation` is the dK/dV kernel's twin).
    */
   readonly queriesPerInvocation?: number;
+  /**
+   * Experimental: keys per invocation of the dK/dV kernel along the last axis, in {1, 2, 4}; absent means 1: the
+   * same grouping for the other kernel (the key tile's last entry a multiple of it; with lanes, prod(keyTile) / K *
+   * lanes invocations a multiple of the minimum subgroup size). Explicit configs only.
+   */
+  readonly keysPerInvocation?: number;
 }
 
 /** Lanes per row (`FusedBackwardConfig.lanes`) this backend compiles; > 1 needs subgroups. */
@@ -131,7 +137,10 @@ export interface FusedBackwardDqSpec extends TiledBackwardSpec {
   readonly queriesPerInvocation?: number;
 }
 
-export type FusedBackwardDkvSpec = TiledBackwardSpec;
+export interface FusedBackwardDkvSpec extends TiledBackwardSpec {
+  /** Keys per invocation along the last axis (see `FusedBackwardConfig.keysPerInvocation`); set only when > 1. */
+  readonly keysPerInvocation?: number;
+}
 
 const WG_1D = 64;
 
@@ -330,18 +339,19 @@ export function fusedBackwardTileProducts(
  */
 export function fusedBackwardLanesProblem(
   problem: Pick<FusedBackwardProblem, 'dim' | 'dimV'>,
-  config: Pick<FusedBackwardConfig, 'queryTile' | 'keyTile' | 'lanes' | 'queriesPerInvocation'>,
+  config: Pick<FusedBackwardConfig, 'queryTile' | 'keyTile' | 'lanes' | 'queriesPerInvocation' | 'keysPerInvocation'>,
   limits: BackwardLimits,
 ): string | undefined {
   const q = config.queriesPerInvocation ?? 1;
-  const why = queriesPerInvocationProblem(q, config.queryTile);
+  const k = config.keysPerInvocation ?? 1;
+  const why = queriesPerInvocationProblem(q, config.queryTile) ?? rowsPerInvocationProblem('keysPerInvocation', 'key', k, config.keyTile);
   if (why !== undefined) return why;
   return laneSplitProblem(
     config.lanes ?? 1,
     problem,
     [
       ['query', product(config.queryTile) / q],
-      ['key', product(config.keyTile)],
+      ['key', product(config.keyTile) / k],
     ],
     limits,
     'row',
@@ -1047,8 +1057,10 @@ export function generateFusedBackwardDkv(spec: FusedBackwardDkvSpec): NamedKerne
   const { T, LN, BQ, BK, V, R, X, staged } = rowKernelSetup(spec, [['q', 'q'], ['do', 'o']]);
   const [qRows, oRows] = staged;
   const { A, per } = X;
-  // Lane split: every invocation stages, so the staging stride is the workgroup size.
-  const box: StagedBox = LN > 1 ? { ...QUERY_BOX, stride: '(BK * LANES)' } : QUERY_BOX;
+  const K = spec.keysPerInvocation ?? 1;
+  const WGK = (BK / K) * LN;
+  // Lane split / several keys per invocation: every invocation stages, so the staging stride is the workgroup size.
+  const box: StagedBox = K > 1 ? { ...QUERY_BOX, stride: `${WGK}u` } : LN > 1 ? { ...QUERY_BOX, stride: '(BK * LANES)' } : QUERY_BOX;
   const bindings: KernelBinding[] = [
     bind('q_buf', 'read', V.VT, 'query'),
     bind('k_buf', 'read', V.VT, 'key'),
@@ -1065,27 +1077,94 @@ export function generateFusedBackwardDkv(spec: FusedBackwardDkvSpec): NamedKerne
     ...axisUniforms(rank),
     ...fields('u32', axes(rank).map((a) => `ntile_${a}`)),
   ];
-  const code = `${rowKernelHead(family, spec, bindings, uniforms, V, staged, BQ)}
-var<workgroup> lse_sh: array<f32, ${BQ}>;
-var<workgroup> dl_sh: array<f32, ${BQ}>;
-var<workgroup> qrow_sh: array<i32, ${BQ}>;
-
-${entryPoint(BK * LN)}
-  ${decodeWorkgroup([['tile_lin', 'params.ntile_total'], ['gd', 'params.ngroups'], ['hk', 'params.heads_kv']], 'b')}
-  let group_heads = params.heads / params.heads_kv;
-  ${tileDecode(X, 'tk')}
-  ${groupDecode(X)}
-  ${tileOrigin(X, 'tk', 'KT', 'k0')}
-  ${per(
-    (a) => `let k1_${a} = ${tileLast(a, 'k0', 'KT')};
-  let if_${a} = ${naCall('inverse', a, origCoord(a, 'k0'))};
-  let il_${a} = ${naCall('inverse', a, origCoord(a, 'k1'))};
-  let ibs_${a} = ${groupCoord(a, `if_${a}.x`)};
-  let ibe_${a} = ${groupCoord(a, `il_${a}.y`)};
-  let qlo_${a} = 0;
-  let qhi_${a} = ${tilesOver(a, 'ibs', 'ibe', 'QT')};`,
-  )}
-  ${ownRow(X, 'KT', 'k0', 'j', 'kvalid', LN)}
+  /**
+   * K > 1 (`keysPerInvocation`): this invocation owns keys j + (0 .. K-1) along the last axis. The walk covers
+   * the union of their exact inverse ranges (the outer axes' ranges are shared); each staged q / dO vector read
+   * feeds the K q.k and dO.v dots and the K dK / dV axpys, and each key keeps only the queries of its own inverse
+   * range (P = dS = 0 elsewhere).
+   */
+  function dkvMultiKey(): { setup: string; walk: string; epilogue: string } {
+    const last = rank - 1;
+    const js = Array.from({ length: K }, (_, j) => j);
+    const zero = V.W === 4 ? 'vec4<f32>(0.0)' : '0.0';
+    const sum = (v: string): string => (V.W === 4 ? `${v}.x + ${v}.y + ${v}.z + ${v}.w` : v);
+    const head = LN > 1 ? `let lane = lid % LANES;\n  let rid = lid / LANES;\n  ` : '';
+    const setup = `${head}${decodeRowMajor(LN > 1 ? 'rid' : 'lid', 'l', A.map((a) => (a === last ? `(KT_${a} / ${K}u)` : `KT_${a}`)), 'll')}
+  ${per((a) => `let j_${a} = k0_${a} + ${a === last ? `${K} * l_${a}` : `l_${a}`};`)}
+  let kvalid = ${X.all((a) => `j_${a} < n_${a}`)};
+  ${js.map((j) => (j === 0 ? 'let kvalid_0 = kvalid;' : `let kvalid_${j} = kvalid && j_${last} + ${j} < n_${last};`)).join('\n  ')}
+  ${js.map((j) => per((a) => `let jk${j}_${a} = j_${a}${a === last && j > 0 ? ` + ${j}` : ''};`)).join('\n  ')}
+  ${js.map((j) => `var kvrow_${j} = 0u;\n  var ifq_${j} = 0;\n  var ieq_${j} = 0;`).join('\n  ')}
+  ${js.map((j) => `${R.decl(`kv_${j}`, V.DW)}\n  ${R.decl(`vv_${j}`, V.DVW)}\n  ${R.decl(`dka_${j}`, V.DW)}\n  ${R.decl(`dva_${j}`, V.DVW)}`).join('\n  ')}
+  // The union of these keys' exact inverse ranges per axis (group coordinates): queries [ifs, ife).
+  ${per((a) => `var ifs_${a} = 0;
+  var ife_${a} = 0;`)}
+  if (kvalid) {
+    ${A.filter((a) => a !== last)
+      .map(
+        (a) => `let inv_${a} = ${naCall('inverse', a, origCoord(a, 'j'))};
+    ifs_${a} = ${groupCoord(a, `inv_${a}.x`)};
+    ife_${a} = ${groupCoord(a, `inv_${a}.y`)};`,
+      )
+      .join('\n    ')}
+    ${js
+      .map(
+        (j) => `if (kvalid_${j}) {
+      ${per((a) => `let y${j}_${a} = ${origCoord(a, `jk${j}`)};`, '\n      ')}
+      let invq_${j} = ${naCall('inverse', last, `y${j}_${last}`)};
+      ifq_${j} = ${groupCoord(last, `invq_${j}.x`)};
+      ieq_${j} = ${groupCoord(last, `invq_${j}.y`)};
+      kvrow_${j} = ${rowIndex(`y${j}`, rank, 'params.heads_kv', 'hk')};
+      ${loadRegs(R, V, `kv_${j}`, 'k_buf', `kvrow_${j}`, 'DW', V.DW)}
+      ${loadRegs(R, V, `vv_${j}`, 'v_buf', `kvrow_${j}`, 'DVW', V.DVW)}
+    }`,
+      )
+      .join('\n    ')}
+    ifs_${last} = ifq_0;
+    ife_${last} = ieq_0;
+    ${js
+      .slice(1)
+      .map((j) => `if (kvalid_${j}) {\n      ifs_${last} = min(ifs_${last}, ifq_${j});\n      ife_${last} = max(ife_${last}, ieq_${j});\n    }`)
+      .join('\n    ')}
+  }`;
+    const weight = (j: number): string => `var p_${j} = 0.0;
+        var ds_${j} = 0.0;
+        if (kvalid_${j} && i_${last} >= ifq_${j} && i_${last} < ieq_${j}) {
+          var s = params.scale * sdot_${j};
+          ${spec.rpb ? `s += f32(rpb_buf[${rpbIndexExpr(rank, spec.kernelSize, `jk${j}`, 'i')}]);` : ''}
+          p_${j} = exp(s - lse_sh[m]);
+          ds_${j} = p_${j} * (dp_${j} - dl_sh[m]);
+        }`;
+    const body = [
+      `let m = ${tileLinear(rank, 'm', box.T)};`,
+      per((a) => `let ${box.coord}_${a} = ${box.base}_${a} + m_${a};`, '\n        '),
+      `let ${qRows.sw} = m & ${qRows.mask}u;`,
+      `let ${oRows.sw} = m & ${oRows.mask}u;`,
+      js.map((j) => `var sd${j}_v = ${zero};\n        var dp${j}_v = ${zero};`).join('\n        '),
+      R.each(V.DW, (c, r) => `{ let qx = ${stagedAt(V, qRows, c)}; ${js.map((j) => `sd${j}_v = fma(qx, ${r(`kv_${j}`)}, sd${j}_v);`).join(' ')} }`),
+      R.each(V.DVW, (c, r) => `{ let ox = ${stagedAt(V, oRows, c)}; ${js.map((j) => `dp${j}_v = fma(ox, ${r(`vv_${j}`)}, dp${j}_v);`).join(' ')} }`),
+      js.map((j) => `var sdot_${j} = ${sum(`sd${j}_v`)};${laneSum(`sdot_${j}`, LN, '        ')}\n        var dp_${j} = ${sum(`dp${j}_v`)};${laneSum(`dp_${j}`, LN, '        ')}`).join('\n        '),
+      js.map(weight).join('\n        '),
+      R.each(V.DVW, (c, r) => `{ let ox = ${stagedAt(V, oRows, c)}; ${js.map((j) => `${r(`dva_${j}`)} = fma(${V.VF}(p_${j}), ox, ${r(`dva_${j}`)});`).join(' ')} }`),
+      R.each(V.DW, (c, r) => `{ let qx = ${stagedAt(V, qRows, c)}; ${js.map((j) => `${r(`dka_${j}`)} = fma(${V.VF}(ds_${j}), qx, ${r(`dka_${j}`)});`).join(' ')} }`),
+    ].join('\n        ');
+    const walk = `    if (kvalid) {
+      // Exact walk of the union of these keys' inverse ranges; each key keeps its own range's queries.
+      ${walkBounds(X, box, (a) => `ifs_${a}`, (a) => `ife_${a}`)}
+      ${stagedWalk(rank, body)}
+    }`;
+    const epilogue = js
+      .map(
+        (j) => `  if (kvalid_${j}) {
+    ${storeRow(R, `dka_${j}`, D, 'dk_buf', `kvrow_${j}`, 'D', (x) => `${T}(params.scale * ${x})`)}
+    ${storeRow(R, `dva_${j}`, DV, 'dv_buf', `kvrow_${j}`, 'DV', (x) => `${T}(${x})`)}
+  }`,
+      )
+      .join('\n');
+    return { setup, walk, epilogue };
+  }
+  const multi = K > 1 ? dkvMultiKey() : undefined;
+  const setup = multi ? multi.setup : `  ${ownRow(X, 'KT', 'k0', 'j', 'kvalid', LN)}
   var kvrow = 0u;
   ${R.decl('kv', V.DW)}
   ${R.decl('vv', V.DVW)}
@@ -1105,7 +1184,54 @@ ${entryPoint(BK * LN)}
     kvrow = ${rowIndex('y', rank, 'params.heads_kv', 'hk')};
     ${loadRegs(R, V, 'kv', 'k_buf', 'kvrow', 'DW', V.DW)}
     ${loadRegs(R, V, 'vv', 'v_buf', 'kvrow', 'DVW', V.DVW)}
-  }
+  }`;
+  const walk = multi ? multi.walk : `    if (kvalid) {
+      // Exact inverse walk: per axis only the staged queries in [ifs, ife) (no window membership test).
+      ${walkBounds(X, box, (a) => `ifs_${a}`, (a) => `ife_${a}`)}
+      ${stagedWalk(
+        rank,
+        `${recomputeDs({
+          X,
+          R,
+          V,
+          box,
+          qkRows: qRows,
+          dovRows: oRows,
+          qk: (c, r) => [stagedAt(V, qRows, c), r('kv')],
+          dov: (c, r) => [stagedAt(V, oRows, c), r('vv')],
+          spec,
+          lse: 'lse_sh[m]',
+          delta: 'dl_sh[m]',
+        })}
+        ${accumulate(R, V, 'dva', 'p', oRows)}
+        ${accumulate(R, V, 'dka', 'ds', qRows)}`,
+      )}
+    }`;
+  const epilogue = multi ? multi.epilogue : `  if (kvalid) {
+    ${storeRow(R, 'dka', D, 'dk_buf', 'kvrow', 'D', (x) => `${T}(params.scale * ${x})`)}
+    ${storeRow(R, 'dva', DV, 'dv_buf', 'kvrow', 'DV', (x) => `${T}(${x})`)}
+  }`;
+  const code = `${rowKernelHead(family, spec, bindings, uniforms, V, staged, BQ)}
+var<workgroup> lse_sh: array<f32, ${BQ}>;
+var<workgroup> dl_sh: array<f32, ${BQ}>;
+var<workgroup> qrow_sh: array<i32, ${BQ}>;
+
+${entryPoint(WGK)}
+  ${decodeWorkgroup([['tile_lin', 'params.ntile_total'], ['gd', 'params.ngroups'], ['hk', 'params.heads_kv']], 'b')}
+  let group_heads = params.heads / params.heads_kv;
+  ${tileDecode(X, 'tk')}
+  ${groupDecode(X)}
+  ${tileOrigin(X, 'tk', 'KT', 'k0')}
+  ${per(
+    (a) => `let k1_${a} = ${tileLast(a, 'k0', 'KT')};
+  let if_${a} = ${naCall('inverse', a, origCoord(a, 'k0'))};
+  let il_${a} = ${naCall('inverse', a, origCoord(a, 'k1'))};
+  let ibs_${a} = ${groupCoord(a, `if_${a}.x`)};
+  let ibe_${a} = ${groupCoord(a, `il_${a}.y`)};
+  let qlo_${a} = 0;
+  let qhi_${a} = ${tilesOver(a, 'ibs', 'ibe', 'QT')};`,
+  )}
+${setup}
   for (var hh = 0u; hh < group_heads; hh++) {
     let h = hk * group_heads + hh;
     ${axisLoops(
@@ -1131,39 +1257,15 @@ ${entryPoint(BK * LN)}
     ${stageRows(V, box, qRows, 'qrow_sh')}
     ${stageRows(V, box, oRows, 'qrow_sh')}
     workgroupBarrier();
-    if (kvalid) {
-      // Exact inverse walk: per axis only the staged queries in [ifs, ife) (no window membership test).
-      ${walkBounds(X, box, (a) => `ifs_${a}`, (a) => `ife_${a}`)}
-      ${stagedWalk(
-        rank,
-        `${recomputeDs({
-          X,
-          R,
-          V,
-          box,
-          qkRows: qRows,
-          dovRows: oRows,
-          qk: (c, r) => [stagedAt(V, qRows, c), r('kv')],
-          dov: (c, r) => [stagedAt(V, oRows, c), r('vv')],
-          spec,
-          lse: 'lse_sh[m]',
-          delta: 'dl_sh[m]',
-        })}
-        ${accumulate(R, V, 'dva', 'p', oRows)}
-        ${accumulate(R, V, 'dka', 'ds', qRows)}`,
-      )}
-    }`,
+${walk}`,
       '\n',
       '\n  ',
     )}
   }
-  if (kvalid) {
-    ${storeRow(R, 'dka', D, 'dk_buf', 'kvrow', 'D', (x) => `${T}(params.scale * ${x})`)}
-    ${storeRow(R, 'dva', DV, 'dv_buf', 'kvrow', 'DV', (x) => `${T}(${x})`)}
-  }
+${epilogue}
 }
 `;
-  return namedKernel(family, spec, code, BK * LN, bindings, uniforms, dkvWorkgroupBytes(rank, D, DV, spec.dtype, BQ));
+  return namedKernel(family, spec, code, WGK, bindings, uniforms, dkvWorkgroupBytes(rank, D, DV, spec.dtype, BQ));
 }
 
 export interface FusedBackwardDeltaSpec {
@@ -1372,7 +1474,14 @@ export function planFusedBackward(
   };
   for (const a of axes(rank)) dkvU[`ntile_${a}`] = nkt[a] as number;
   passes.push({
-    kernel: generateFusedBackwardDkv({ ...baked, queryTile: [...config.queryTile], keyTile: [...config.keyTile], rpb: problem.hasRpb, ...laneSpec }),
+    kernel: generateFusedBackwardDkv({
+      ...baked,
+      queryTile: [...config.queryTile],
+      keyTile: [...config.keyTile],
+      rpb: problem.hasRpb,
+      ...laneSpec,
+      ...(config.keysPerInvocation !== undefined && config.keysPerInvocation > 1 ? { keysPerInvocation: config.keysPerInvocation } : {}),
+    }),
     uniforms: dkvU,
     workgroups: fold(dkvTotal, maxWorkgroupsPerDimension),
   });

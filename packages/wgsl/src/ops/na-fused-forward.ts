@@ -140,11 +140,20 @@ export const FUSED_FORWARD_QUERIES_PER_INVOCATION = [1, 2, 4] as const;
 
 /** Why `queriesPerInvocation` cannot split a query tile, or undefined. */
 export function queriesPerInvocationProblem(qpi: number, queryTile: readonly number[]): string | undefined {
-  if (!(FUSED_FORWARD_QUERIES_PER_INVOCATION as readonly number[]).includes(qpi)) {
-    return `queriesPerInvocation ${qpi} is not one of ${FUSED_FORWARD_QUERIES_PER_INVOCATION.join(', ')}`;
+  return rowsPerInvocationProblem('queriesPerInvocation', 'query', qpi, queryTile);
+}
+
+/**
+ * Why `n` rows per invocation (field `field`, rows of the `what` tile) cannot split `tile`, or undefined: n must be
+ * one of FUSED_FORWARD_QUERIES_PER_INVOCATION and divide the tile's last entry (the rows of one invocation are
+ * consecutive along the last axis). Shared by the forward's and the backward's row-grouping knobs.
+ */
+export function rowsPerInvocationProblem(field: string, what: string, n: number, tile: readonly number[]): string | undefined {
+  if (!(FUSED_FORWARD_QUERIES_PER_INVOCATION as readonly number[]).includes(n)) {
+    return `${field} ${n} is not one of ${FUSED_FORWARD_QUERIES_PER_INVOCATION.join(', ')}`;
   }
-  const lastT = queryTile[queryTile.length - 1] as number;
-  if (lastT % qpi !== 0) return `queriesPerInvocation=${qpi} needs the query tile's last entry (${lastT}) to be a multiple of ${qpi}`;
+  const lastT = tile[tile.length - 1] as number;
+  if (lastT % n !== 0) return `${field}=${n} needs the ${what} tile's last entry (${lastT}) to be a multiple of ${n}`;
   return undefined;
 }
 
