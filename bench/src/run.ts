@@ -18,7 +18,7 @@ import {
   zeros,
 } from '@natten-web/core';
 import { fusedBackward as cpuFusedBackward, fusedForward as cpuFusedForward } from '@natten-web/cpu';
-import { fusedBackward, fusedForward, fusedForwardSgmat, GpuContext, type GpuTensor, naiveFusedForward, planFusedForwardSgmat, selectFusedBackward } from '@natten-web/gpu';
+import { fusedBackward, fusedBackwardWithConfig, fusedForward, fusedForwardSgmat, GpuContext, type GpuTensor, naiveFusedForward, planFusedForwardSgmat, selectFusedBackward } from '@natten-web/gpu';
 import { type BenchItem, byteFloor, CASE_SETS, type CaseSetName, caseLabel, expandCases, itemFlops, torchProblems } from './cases.ts';
 import { adapterSlug, collectEnv, repoRoot } from './env.ts';
 import { fillRandom } from './fill.ts';
@@ -31,7 +31,9 @@ const USAGE = `usage: pnpm bench [--set quick|standard] [--filter str[,str...]] 
   [--python python3] [--torch-script bench/baselines/torch_na.py] [--torch-timeout-s 420]
   [--forward-lanes 1|2|4|8]  forward with its default tiles but this many lanes per query (default: the heuristic)
   [--backward-lanes 1|2|4|8] backward with its default tiles but this many lanes per row (default: the heuristic)
-  [--forward-path default|sgmat]  sgmat: the tensor-core forward (f16, subgroup matrices) at its default config`;
+  [--forward-path default|sgmat]  sgmat: the tensor-core forward (f16, subgroup matrices) at its default config
+  [--forward-queries 1|2|4] [--backward-queries 1|2|4] [--backward-keys 1|2|4]
+                             the default configs with rows grouped per invocation (experimental knobs)`;
 
 interface Options {
   readonly set: CaseSetName;
@@ -52,6 +54,10 @@ interface Options {
   readonly forwardLanes: number | undefined;
   /** Forward kernel path: the default (`fusedForward`) or the tensor-core forward (`fusedForwardSgmat`, its default config). */
   readonly forwardPath: 'default' | 'sgmat';
+  /** Experimental row grouping (1 = the plain kernels): queries per forward / dq invocation, keys per dkv invocation. */
+  readonly forwardQueries: number;
+  readonly backwardQueries: number;
+  readonly backwardKeys: number;
 }
 
 function parseOptions(argv: readonly string[]): Options {
@@ -73,6 +79,9 @@ function parseOptions(argv: readonly string[]): Options {
       'backward-lanes': { type: 'string' },
       'forward-lanes': { type: 'string' },
       'forward-path': { type: 'string', default: 'default' },
+      'forward-queries': { type: 'string', default: '1' },
+      'backward-queries': { type: 'string', default: '1' },
+      'backward-keys': { type: 'string', default: '1' },
       help: { type: 'boolean', default: false },
     },
     strict: true,
@@ -94,6 +103,9 @@ function parseOptions(argv: readonly string[]): Options {
     set,
     filter: values.filter,
     forwardPath,
+    forwardQueries: Math.floor(num('forward-queries', values['forward-queries'], 1)),
+    backwardQueries: Math.floor(num('backward-queries', values['backward-queries'], 1)),
+    backwardKeys: Math.floor(num('backward-keys', values['backward-keys'], 1)),
     json: values.json,
     torch: !values['no-torch'],
     reps: Math.floor(num('reps', values.reps, 1)),
@@ -266,26 +278,37 @@ async function measureItem(
         cfg = `fwd sgmat q${f.queryTile.join('x')}/bk${f.keyChunk}`;
         forward = () => fusedForwardSgmat(ctx, rank, fwdArgs, f);
       } else {
-        const f = fusedForward.plan(ctx, rank, oursFwd).config;
-        cfg = `fwd ${f.path} q${f.queryTile.join('x')}/k${f.keyTile.join('x')}/${f.stage}${(f.lanes ?? 1) > 1 ? ` lanes ${f.lanes}` : ''}`;
-        forward = () => fusedForward(ctx, rank, oursFwd);
+        const planned = fusedForward.plan(ctx, rank, oursFwd).config;
+        // --forward-queries: the same config with several queries per invocation (an explicit config).
+        const f = opts.forwardQueries > 1 ? { ...planned, queriesPerInvocation: opts.forwardQueries } : planned;
+        cfg = `fwd ${f.path} q${f.queryTile.join('x')}/k${f.keyTile.join('x')}/${f.stage}${(f.lanes ?? 1) > 1 ? ` lanes ${f.lanes}` : ''}${opts.forwardQueries > 1 ? ` Q ${opts.forwardQueries}` : ''}`;
+        forward = opts.forwardQueries > 1 ? () => fusedForward.withConfig(ctx, rank, fwdArgs, f) : () => fusedForward(ctx, rank, oursFwd);
       }
+      let backward: ((a: FusedBackwardArgs<GpuTensor>) => Promise<void>) | undefined;
       if (bwdArgs) {
         const def = selectFusedBackward(ctx, rank, bwdArgs).config;
         if (opts.backwardLanes !== undefined) {
           bwdArgs = { ...bwdArgs, queryTileSize: def.queryTile, keyTileSize: def.keyTile, lanes: opts.backwardLanes };
         }
-        const b = selectFusedBackward(ctx, rank, bwdArgs).config;
-        cfg += `; bwd q${b.queryTile.join('x')}/k${b.keyTile.join('x')} splits ${b.numSplitsKey.join('x')}${(b.lanes ?? 1) > 1 ? ` lanes ${b.lanes}` : ''}`;
+        const sel = selectFusedBackward(ctx, rank, bwdArgs).config;
+        // --backward-queries / --backward-keys: the same config with rows grouped per invocation (an explicit config).
+        const grouped = opts.backwardQueries > 1 || opts.backwardKeys > 1;
+        const b = grouped
+          ? { ...sel, ...(opts.backwardQueries > 1 ? { queriesPerInvocation: opts.backwardQueries } : {}), ...(opts.backwardKeys > 1 ? { keysPerInvocation: opts.backwardKeys } : {}) }
+          : sel;
+        cfg += `; bwd q${b.queryTile.join('x')}/k${b.keyTile.join('x')} splits ${b.numSplitsKey.join('x')}${(b.lanes ?? 1) > 1 ? ` lanes ${b.lanes}` : ''}${grouped ? ` Q ${opts.backwardQueries} K ${opts.backwardKeys}` : ''}`;
+        backward = grouped ? (a) => fusedBackwardWithConfig(ctx, rank, a, b) : (a) => fusedBackward(ctx, rank, a);
       }
       row.config = cfg;
       const b = bwdArgs;
-      const run = b
-        ? async () => {
-            await forward();
-            await fusedBackward(ctx, rank, b);
-          }
-        : forward;
+      const runBackward = backward;
+      const run =
+        b && runBackward
+          ? async () => {
+              await forward();
+              await runBackward(b);
+            }
+          : forward;
       row.ours = await measureGpu(ctx, run, { warmup: Math.max(1, opts.warmup), reps: opts.reps, minReps: 3, budgetMs: opts.budgetMs });
     } catch (e) {
       row.oursError = errText(e);
