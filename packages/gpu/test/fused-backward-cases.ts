@@ -16,6 +16,7 @@ import {
 } from '@natten-web/core';
 import { fusedBackward as cpuFusedBackward, fusedForward as cpuFusedForward } from '@natten-web/cpu';
 import type { FusedBackwardConfig } from '@natten-web/wgsl';
+import { expect } from 'vitest';
 import { createGpuBackend, fusedBackwardWithConfig, type GpuContext, type GpuTensor } from '../src/index.ts';
 
 export interface BwdCase {
@@ -239,5 +240,20 @@ export async function runGpuWithConfig(ctx: GpuContext, rank: NaRank, args: Fuse
     };
   } finally {
     for (const t of owned) t.buffer.destroy();
+  }
+}
+
+/**
+ * Every gradient of `got` within the per-dtype tolerances of the reference (`tolerance`: d_rpb's atol scaled by
+ * its largest reference value), with no non-finite values; the failure message names the worst element.
+ */
+export function expectGradsClose(got: FusedBackwardArgs, ref: Prepared['ref'], dtype: 'float32' | 'float16', label: string): void {
+  for (const g of compareGrads(got, ref)) {
+    const refMax = g.name === 'grad_rpb' && ref.gradRpb ? maxAbs(ref.gradRpb) : 1;
+    const tol = tolerance(dtype, g.name, refMax);
+    const where = `${label} ${g.name}: worst index ${g.cmp.worstIndex}, expected ${g.cmp.worstExpected}, got ${g.cmp.worstActual}`;
+    expect(g.cmp.actualNonFinite, `${where} (non-finite values)`).toBe(0);
+    expect(g.cmp.maxAbs, where).toBeLessThanOrEqual(tol.atol);
+    expect(g.cmp.nmse, `${where} (nmse)`).toBeLessThanOrEqual(tol.nmse);
   }
 }

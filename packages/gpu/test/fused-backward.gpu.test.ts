@@ -1,5 +1,5 @@
 import { afterAll, describe, expect, it } from 'vitest';
-import { type BwdCase, bitEqual, caseName, compareGrads, maxAbs, prepare, runGpu, tolerance } from './fused-backward-cases.ts';
+import { bitEqual, type BwdCase, caseName, compareGrads, expectGradsClose, maxAbs, prepare, runGpu } from './fused-backward-cases.ts';
 import { gpuContext } from './setup.ts';
 
 /** Fused backward on WebGPU against the CPU reference (f64 math on f32 copies of the GPU's exact inputs). */
@@ -59,14 +59,7 @@ describe('na{1,2,3}d_backward on WebGPU vs the CPU reference', () => {
       const ctx = await gpuContext();
       const { args, ref } = prepare(c);
       const got = await runGpu(ctx, c.rank, args);
-      for (const g of compareGrads(got, ref)) {
-        const refMax = g.name === 'grad_rpb' && ref.gradRpb ? maxAbs(ref.gradRpb) : 1;
-        const tol = tolerance(c.dtype, g.name, refMax);
-        const where = `${caseName(c)} ${g.name}: worst index ${g.cmp.worstIndex}, expected ${g.cmp.worstExpected}, got ${g.cmp.worstActual}`;
-        expect(g.cmp.actualNonFinite, `${where} (non-finite values)`).toBe(0);
-        expect(g.cmp.maxAbs, where).toBeLessThanOrEqual(tol.atol);
-        expect(g.cmp.nmse, `${where} (nmse)`).toBeLessThanOrEqual(tol.nmse);
-      }
+      expectGradsClose(got, ref, c.dtype, caseName(c));
       // The reference gradients are not trivially zero (so the comparison can fail).
       expect(maxAbs(ref.gradQuery)).toBeGreaterThan(1e-3);
       expect(maxAbs(ref.gradValue)).toBeGreaterThan(1e-3);

@@ -618,6 +618,31 @@ function ownRow(X: AxisText, T: string, origin: string, coord: string, valid: st
   let ${valid} = ${X.all((a) => `${coord}_${a} < n_${a}`)};`;
 }
 
+/**
+ * The rows an invocation owns when `n` consecutive rows along the last axis share it (the experimental row
+ * grouping of the dq / dkv kernels): lane decode, coordinates `${coord}_a` of its first row in the tile of extents
+ * `${T}_a` from `${origin}_a`, `${valid}` (first row inside the group) and `${valid}_j` per row, and per-row
+ * coordinates `${rowPrefix}${j}_a`.
+ */
+function groupedOwnRows(X: AxisText, T: string, origin: string, coord: string, valid: string, n: number, lanes: number, rowPrefix: string): string {
+  const last = X.A.length - 1;
+  const js = Array.from({ length: n }, (_, j) => j);
+  const head = lanes > 1 ? `let lane = lid % LANES;\n  let rid = lid / LANES;\n  ` : '';
+  return `${head}${decodeRowMajor(lanes > 1 ? 'rid' : 'lid', 'l', X.A.map((a) => (a === last ? `(${T}_${a} / ${n}u)` : `${T}_${a}`)), 'll')}
+  ${X.per((a) => `let ${coord}_${a} = ${origin}_${a} + ${a === last ? `${n} * l_${a}` : `l_${a}`};`)}
+  let ${valid} = ${X.all((a) => `${coord}_${a} < n_${a}`)};
+  ${js.map((j) => (j === 0 ? `let ${valid}_0 = ${valid};` : `let ${valid}_${j} = ${valid} && ${coord}_${last} + ${j} < n_${last};`)).join('\n  ')}
+  ${js.map((j) => X.per((a) => `let ${rowPrefix}${j}_${a} = ${coord}_${a}${a === last && j > 0 ? ` + ${j}` : ''};`)).join('\n  ')}`;
+}
+
+/** A zero f32 row vector and the sum of one's components (the grouped walks' dot accumulators). */
+function vecZero(V: VecTypes): string {
+  return V.W === 4 ? 'vec4<f32>(0.0)' : '0.0';
+}
+function vecSum(V: VecTypes, v: string): string {
+  return V.W === 4 ? `${v}.x + ${v}.y + ${v}.z + ${v}.w` : v;
+}
+
 /** Register row `reg` = the f32 vectors of row `row` of `buf` (rows of `width` vectors). */
 function loadRegs(R: Regs, V: VecTypes, reg: string, buf: string, row: string, width: string, n: number): string {
   return R.each(n, (c, r) => `${r(reg)} = ${V.VF}(${buf}[${row} * ${width} + ${c}]);`);
@@ -859,12 +884,8 @@ export function generateFusedBackwardDq(spec: FusedBackwardDqSpec): NamedKernel 
   function dqMultiQuery(): { setup: string; walk: string; epilogue: string } {
     const last = rank - 1;
     const js = Array.from({ length: Q }, (_, j) => j);
-    const zero = V.W === 4 ? 'vec4<f32>(0.0)' : '0.0';
-    const sum = (v: string): string => (V.W === 4 ? `${v}.x + ${v}.y + ${v}.z + ${v}.w` : v);
-    const head = LN > 1 ? `let lane = lid % LANES;\n  let rid = lid / LANES;\n  ` : '';
-    const own = `${head}${decodeRowMajor(LN > 1 ? 'rid' : 'lid', 'l', A.map((a) => (a === last ? `(QT_${a} / ${Q}u)` : `QT_${a}`)), 'll')}
-  ${per((a) => `let i_${a} = q0_${a} + ${a === last ? `${Q} * l_${a}` : `l_${a}`};`)}
-  let qvalid = ${X.all((a) => `i_${a} < n_${a}`)};`;
+    const zero = vecZero(V);
+    const sum = (v: string): string => vecSum(V, v);
     const perQuery = (j: number): string => {
       const deltaJ =
         spec.delta === 'fused'
@@ -885,9 +906,7 @@ export function generateFusedBackwardDq(spec: FusedBackwardDqSpec): NamedKernel 
       ${deltaJ}
     }`;
     };
-    const setup = `${own}
-  ${js.map((j) => (j === 0 ? 'let qvalid_0 = qvalid;' : `let qvalid_${j} = qvalid && i_${last} + ${j} < n_${last};`)).join('\n  ')}
-  ${js.map((j) => per((a) => `let iq${j}_${a} = i_${a}${a === last && j > 0 ? ` + ${j}` : ''};`)).join('\n  ')}
+    const setup = `${groupedOwnRows(X, 'QT', 'q0', 'i', 'qvalid', Q, LN, 'iq')}
   ${per((a) => `var ws_${a} = 0;\n  var wc_${a} = 0;`)}
   ${js.map((j) => `var wsq_${j} = 0;\n  var wcq_${j} = 0;\n  var row_${j} = 0u;\n  var lse_${j} = 0.0;\n  var delta_${j} = 0.0;`).join('\n  ')}
   ${js.map((j) => `${R.decl(`qv_${j}`, V.DW)}\n  ${R.decl(`dov_${j}`, V.DVW)}\n  ${R.decl(`acc_${j}`, V.DW)}`).join('\n  ')}
@@ -1086,14 +1105,9 @@ export function generateFusedBackwardDkv(spec: FusedBackwardDkvSpec): NamedKerne
   function dkvMultiKey(): { setup: string; walk: string; epilogue: string } {
     const last = rank - 1;
     const js = Array.from({ length: K }, (_, j) => j);
-    const zero = V.W === 4 ? 'vec4<f32>(0.0)' : '0.0';
-    const sum = (v: string): string => (V.W === 4 ? `${v}.x + ${v}.y + ${v}.z + ${v}.w` : v);
-    const head = LN > 1 ? `let lane = lid % LANES;\n  let rid = lid / LANES;\n  ` : '';
-    const setup = `${head}${decodeRowMajor(LN > 1 ? 'rid' : 'lid', 'l', A.map((a) => (a === last ? `(KT_${a} / ${K}u)` : `KT_${a}`)), 'll')}
-  ${per((a) => `let j_${a} = k0_${a} + ${a === last ? `${K} * l_${a}` : `l_${a}`};`)}
-  let kvalid = ${X.all((a) => `j_${a} < n_${a}`)};
-  ${js.map((j) => (j === 0 ? 'let kvalid_0 = kvalid;' : `let kvalid_${j} = kvalid && j_${last} + ${j} < n_${last};`)).join('\n  ')}
-  ${js.map((j) => per((a) => `let jk${j}_${a} = j_${a}${a === last && j > 0 ? ` + ${j}` : ''};`)).join('\n  ')}
+    const zero = vecZero(V);
+    const sum = (v: string): string => vecSum(V, v);
+    const setup = `${groupedOwnRows(X, 'KT', 'k0', 'j', 'kvalid', K, LN, 'jk')}
   ${js.map((j) => `var kvrow_${j} = 0u;\n  var ifq_${j} = 0;\n  var ieq_${j} = 0;`).join('\n  ')}
   ${js.map((j) => `${R.decl(`kv_${j}`, V.DW)}\n  ${R.decl(`vv_${j}`, V.DVW)}\n  ${R.decl(`dka_${j}`, V.DW)}\n  ${R.decl(`dva_${j}`, V.DVW)}`).join('\n  ')}
   // The union of these keys' exact inverse ranges per axis (group coordinates): queries [ifs, ife).
