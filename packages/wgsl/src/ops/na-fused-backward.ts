@@ -275,14 +275,12 @@ function swizzledCol(c: string, sw: string, mask: number): string {
 
 /** Dot-product statements: `out` (a new f32 `let`) = sum over vectors c of dot(a(c), b(c)), vec4 fma chains. */
 function dotStmts(R: Regs, V: VecTypes, out: string, n: number, f: (c: string, r: (name: string) => string) => [string, string], lanes = 1): string {
-  const zero = V.W === 4 ? 'vec4<f32>(0.0)' : '0.0';
-  const sum = V.W === 4 ? `${out}_v.x + ${out}_v.y + ${out}_v.z + ${out}_v.w` : `${out}_v`;
-  return `var ${out}_v = ${zero};
+  return `var ${out}_v = ${vecZero(V)};
         ${R.each(n, (c, r) => {
           const [a, b] = f(c, r);
           return `${out}_v = fma(${a}, ${b}, ${out}_v);`;
         })}
-        ${lanes > 1 ? `var ${out} = ${sum};${laneSum(out, lanes, '        ')}` : `let ${out} = ${sum};`}`;
+        ${lanes > 1 ? `var ${out} = ${vecSum(V, `${out}_v`)};${laneSum(out, lanes, '        ')}` : `let ${out} = ${vecSum(V, `${out}_v`)};`}`;
 }
 
 /** Row-major linear index (u32) of per-axis i32 coordinates `${prefix}_a` within a tile of extents `${ext}_a`. */
@@ -643,6 +641,56 @@ function vecSum(V: VecTypes, v: string): string {
   return V.W === 4 ? `${v}.x + ${v}.y + ${v}.z + ${v}.w` : v;
 }
 
+/**
+ * The exact walk of a grouped-rows kernel (the dq or dkv kernel with n rows per invocation, `${valid}_j` per row):
+ * over the staged rows m in [lo, hi) per axis, each staged head-dim and value-dim vector is read once and feeds
+ * the n dots `sdot_j` (against head registers `head[1](j)`) and `dp_j` (against `value[1](j)`), summed over the
+ * lanes; then `weight(j)` (which sets the per-row scalars) and, per `[rows, acc, scalar]` of `axpys`, the n
+ * register rows acc(j) += scalar(j) * staged vector, again one read per vector.
+ */
+function groupedWalk(o: {
+  readonly X: AxisText;
+  readonly R: Regs;
+  readonly V: VecTypes;
+  readonly LN: number;
+  readonly box: StagedBox;
+  readonly n: number;
+  readonly valid: string;
+  readonly comment: string;
+  readonly lo: (a: number) => string;
+  readonly hi: (a: number) => string;
+  readonly head: readonly [StagedRows, (j: number) => string];
+  readonly value: readonly [StagedRows, (j: number) => string];
+  readonly weight: (j: number) => string;
+  readonly axpys: readonly (readonly [StagedRows, (j: number) => string, (j: number) => string])[];
+}): string {
+  const { X, R, V, LN, box } = o;
+  const js = Array.from({ length: o.n }, (_, j) => j);
+  const dots = (out: string, [rows, reg]: readonly [StagedRows, (j: number) => string]): string =>
+    [
+      js.map((j) => `var ${out}${j}_v = ${vecZero(V)};`).join('\n        '),
+      R.each(rows.n, (c, r) => `{ let sx = ${stagedAt(V, rows, c)}; ${js.map((j) => `${out}${j}_v = fma(sx, ${r(reg(j))}, ${out}${j}_v);`).join(' ')} }`),
+      js.map((j) => `var ${out}_${j} = ${vecSum(V, `${out}${j}_v`)};${laneSum(`${out}_${j}`, LN, '        ')}`).join('\n        '),
+    ].join('\n        ');
+  const body = [
+    `let m = ${tileLinear(X.A.length, 'm', box.T)};`,
+    X.per((a) => `let ${box.coord}_${a} = ${box.base}_${a} + m_${a};`, '\n        '),
+    `let ${o.head[0].sw} = m & ${o.head[0].mask}u;`,
+    `let ${o.value[0].sw} = m & ${o.value[0].mask}u;`,
+    dots('sdot', o.head),
+    dots('dp', o.value),
+    js.map(o.weight).join('\n        '),
+    ...o.axpys.map(([rows, acc, scalar]) =>
+      R.each(rows.n, (c, r) => `{ let sx = ${stagedAt(V, rows, c)}; ${js.map((j) => `${r(acc(j))} = fma(${V.VF}(${scalar(j)}), sx, ${r(acc(j))});`).join(' ')} }`),
+    ),
+  ].join('\n        ');
+  return `    if (${o.valid}) {
+      // Exact walk of the union of ${o.comment}.
+      ${walkBounds(X, box, o.lo, o.hi)}
+      ${stagedWalk(X.A.length, body)}
+    }`;
+}
+
 /** Register row `reg` = the f32 vectors of row `row` of `buf` (rows of `width` vectors). */
 function loadRegs(R: Regs, V: VecTypes, reg: string, buf: string, row: string, width: string, n: number): string {
   return R.each(n, (c, r) => `${r(reg)} = ${V.VF}(${buf}[${row} * ${width} + ${c}]);`);
@@ -884,8 +932,6 @@ export function generateFusedBackwardDq(spec: FusedBackwardDqSpec): NamedKernel 
   function dqMultiQuery(): { setup: string; walk: string; epilogue: string } {
     const last = rank - 1;
     const js = Array.from({ length: Q }, (_, j) => j);
-    const zero = vecZero(V);
-    const sum = (v: string): string => vecSum(V, v);
     const perQuery = (j: number): string => {
       const deltaJ =
         spec.delta === 'fused'
@@ -939,23 +985,22 @@ export function generateFusedBackwardDq(spec: FusedBackwardDqSpec): NamedKernel 
           ds_${j} = exp(s - lse_${j}) * (dp_${j} - delta_${j});
           ${spec.gradRpb ? `${LN > 1 ? 'if (lane == 0u) { ' : ''}ds_buf[row_${j} * NSLOTS + ${slot(j)}] = ds_${j};${LN > 1 ? ' }' : ''}` : ''}
         }`;
-    const body = [
-      `let m = ${tileLinear(rank, 'm', box.T)};`,
-      per((a) => `let ${box.coord}_${a} = ${box.base}_${a} + m_${a};`, '\n        '),
-      `let ${kRows.sw} = m & ${kRows.mask}u;`,
-      `let ${vRows.sw} = m & ${vRows.mask}u;`,
-      js.map((j) => `var sd${j}_v = ${zero};\n        var dp${j}_v = ${zero};`).join('\n        '),
-      R.each(V.DW, (c, r) => `{ let kx = ${stagedAt(V, kRows, c)}; ${js.map((j) => `sd${j}_v = fma(${r(`qv_${j}`)}, kx, sd${j}_v);`).join(' ')} }`),
-      R.each(V.DVW, (c, r) => `{ let vx = ${stagedAt(V, vRows, c)}; ${js.map((j) => `dp${j}_v = fma(${r(`dov_${j}`)}, vx, dp${j}_v);`).join(' ')} }`),
-      js.map((j) => `var sdot_${j} = ${sum(`sd${j}_v`)};${laneSum(`sdot_${j}`, LN, '        ')}\n        var dp_${j} = ${sum(`dp${j}_v`)};${laneSum(`dp_${j}`, LN, '        ')}`).join('\n        '),
-      js.map(weight).join('\n        '),
-      R.each(V.DW, (c, r) => `{ let kx = ${stagedAt(V, kRows, c)}; ${js.map((j) => `${r(`acc_${j}`)} = fma(${V.VF}(ds_${j}), kx, ${r(`acc_${j}`)});`).join(' ')} }`),
-    ].join('\n        ');
-    const walk = `    if (qvalid) {
-      // Exact walk of the union of this invocation's windows; each query keeps its own window's keys.
-      ${walkBounds(X, box, (a) => `ws_${a}`, (a) => `ws_${a} + wc_${a}`)}
-      ${stagedWalk(rank, body)}
-    }`;
+    const walk = groupedWalk({
+      X,
+      R,
+      V,
+      LN,
+      box,
+      n: Q,
+      valid: 'qvalid',
+      comment: "this invocation's windows; each query keeps its own window's keys",
+      lo: (a) => `ws_${a}`,
+      hi: (a) => `ws_${a} + wc_${a}`,
+      head: [kRows, (j) => `qv_${j}`],
+      value: [vRows, (j) => `dov_${j}`],
+      weight,
+      axpys: [[kRows, (j) => `acc_${j}`, (j) => `ds_${j}`]],
+    });
     const epilogue = js
       .map(
         (j) => `  if (qvalid_${j}) {
@@ -1105,8 +1150,6 @@ export function generateFusedBackwardDkv(spec: FusedBackwardDkvSpec): NamedKerne
   function dkvMultiKey(): { setup: string; walk: string; epilogue: string } {
     const last = rank - 1;
     const js = Array.from({ length: K }, (_, j) => j);
-    const zero = vecZero(V);
-    const sum = (v: string): string => vecSum(V, v);
     const setup = `${groupedOwnRows(X, 'KT', 'k0', 'j', 'kvalid', K, LN, 'jk')}
   ${js.map((j) => `var kvrow_${j} = 0u;\n  var ifq_${j} = 0;\n  var ieq_${j} = 0;`).join('\n  ')}
   ${js.map((j) => `${R.decl(`kv_${j}`, V.DW)}\n  ${R.decl(`vv_${j}`, V.DVW)}\n  ${R.decl(`dka_${j}`, V.DW)}\n  ${R.decl(`dva_${j}`, V.DVW)}`).join('\n  ')}
@@ -1149,24 +1192,25 @@ export function generateFusedBackwardDkv(spec: FusedBackwardDkvSpec): NamedKerne
           p_${j} = exp(s - lse_sh[m]);
           ds_${j} = p_${j} * (dp_${j} - dl_sh[m]);
         }`;
-    const body = [
-      `let m = ${tileLinear(rank, 'm', box.T)};`,
-      per((a) => `let ${box.coord}_${a} = ${box.base}_${a} + m_${a};`, '\n        '),
-      `let ${qRows.sw} = m & ${qRows.mask}u;`,
-      `let ${oRows.sw} = m & ${oRows.mask}u;`,
-      js.map((j) => `var sd${j}_v = ${zero};\n        var dp${j}_v = ${zero};`).join('\n        '),
-      R.each(V.DW, (c, r) => `{ let qx = ${stagedAt(V, qRows, c)}; ${js.map((j) => `sd${j}_v = fma(qx, ${r(`kv_${j}`)}, sd${j}_v);`).join(' ')} }`),
-      R.each(V.DVW, (c, r) => `{ let ox = ${stagedAt(V, oRows, c)}; ${js.map((j) => `dp${j}_v = fma(ox, ${r(`vv_${j}`)}, dp${j}_v);`).join(' ')} }`),
-      js.map((j) => `var sdot_${j} = ${sum(`sd${j}_v`)};${laneSum(`sdot_${j}`, LN, '        ')}\n        var dp_${j} = ${sum(`dp${j}_v`)};${laneSum(`dp_${j}`, LN, '        ')}`).join('\n        '),
-      js.map(weight).join('\n        '),
-      R.each(V.DVW, (c, r) => `{ let ox = ${stagedAt(V, oRows, c)}; ${js.map((j) => `${r(`dva_${j}`)} = fma(${V.VF}(p_${j}), ox, ${r(`dva_${j}`)});`).join(' ')} }`),
-      R.each(V.DW, (c, r) => `{ let qx = ${stagedAt(V, qRows, c)}; ${js.map((j) => `${r(`dka_${j}`)} = fma(${V.VF}(ds_${j}), qx, ${r(`dka_${j}`)});`).join(' ')} }`),
-    ].join('\n        ');
-    const walk = `    if (kvalid) {
-      // Exact walk of the union of these keys' inverse ranges; each key keeps its own range's queries.
-      ${walkBounds(X, box, (a) => `ifs_${a}`, (a) => `ife_${a}`)}
-      ${stagedWalk(rank, body)}
-    }`;
+    const walk = groupedWalk({
+      X,
+      R,
+      V,
+      LN,
+      box,
+      n: K,
+      valid: 'kvalid',
+      comment: "these keys' inverse ranges; each key keeps its own range's queries",
+      lo: (a) => `ifs_${a}`,
+      hi: (a) => `ife_${a}`,
+      head: [qRows, (j) => `kv_${j}`],
+      value: [oRows, (j) => `vv_${j}`],
+      weight,
+      axpys: [
+        [oRows, (j) => `dva_${j}`, (j) => `p_${j}`],
+        [qRows, (j) => `dka_${j}`, (j) => `ds_${j}`],
+      ],
+    });
     const epilogue = js
       .map(
         (j) => `  if (kvalid_${j}) {

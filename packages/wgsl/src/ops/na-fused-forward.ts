@@ -609,6 +609,11 @@ export function generateFusedForward(spec: FusedForwardSpec): GeneratedKernel {
   // Exact window walk: rows of the window (all axes but the last) in box-relative coordinates; each row is a
   // contiguous run of box-linear indices [lo, hi), clipped to the chunk [c0i, c1i).
   const last = r - 1;
+  // The staged key row of walk index k: its offsets in k_sh / v_sh, swizzles, and (rpb) its box-relative last coordinate.
+  const keyHead = `            let kl = u32(k - c0i);
+            let kb = kl * D4;
+            let vb = kl * DV4;
+${KSW === 0 ? '' : `            let ksw = kl & ${KSW}u;\n`}${VSW === 0 ? '' : `            let vsw = kl & ${VSW}u;\n`}${spec.hasRpb ? `            let kr_${last} = k - row_base;\n` : ''}`;
   // ---- several queries per invocation (QP > 1): per-query names carry a `_j` suffix
   const js = Array.from({ length: QP }, (_, j) => j);
   const qv = (j: number, c: number): string => (QH ? `vec4<f32>(q_${j}_${c})` : `q_${j}_${c}`);
@@ -646,10 +651,7 @@ ${spec.hasRpb ? `              sc_${j} = sc_${j} + f32(rpb[${rpbIndexExpr(spec.k
 ${js.map((j) => `              o_${j}_${c} = fma(vec4<f32>(p_${j}), vv, o_${j}_${c});`).join('\n')}
             }`,
     ).join('\n');
-    return `            let kl = u32(k - c0i);
-            let kb = kl * D4;
-            let vb = kl * DV4;
-${KSW === 0 ? '' : `            let ksw = kl & ${KSW}u;\n`}${VSW === 0 ? '' : `            let vsw = kl & ${VSW}u;\n`}${spec.hasRpb ? `            let kr_${last} = k - row_base;\n` : ''}            let kc = k - row_base + bs_${last};
+    return `${keyHead}            let kc = k - row_base + bs_${last};
 ${js.map((j) => `            var acc_${j} = vec4<f32>(0.0);`).join('\n')}
 ${dot}
 ${logits}${weights}
@@ -724,11 +726,7 @@ ${write}${lse}
   })
   .join('\n')}`;
   }
-  const body = QP > 1 ? multiBody() : `            let kl = u32(k - c0i);
-            let kb = kl * D4;
-            let vb = kl * DV4;
-${KSW === 0 ? '' : `            let ksw = kl & ${KSW}u;\n`}${VSW === 0 ? '' : `            let vsw = kl & ${VSW}u;\n`}${spec.hasRpb ? `            let kr_${last} = k - row_base;
-` : ''}            var acc = vec4<f32>(0.0);
+  const body = QP > 1 ? multiBody() : `${keyHead}            var acc = vec4<f32>(0.0);
 ${qDot.replace(/^ {10}/gm, '            ')}
 ${logit}${spec.hasRpb ? `            sc = sc + f32(rpb[${rpbIndex()}]) * LOG2E;
 ` : ''}${update.replace(/^ {10}/gm, '            ')}`;
