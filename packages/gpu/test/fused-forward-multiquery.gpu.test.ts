@@ -6,7 +6,6 @@
  * are not multiples of the tile (an invocation's later queries fall outside the group), and Q combined with
  * the lane split. Each `it` compiles one kernel and runs a few shape variants through it.
  */
-import { lseShape, zeros } from '@natten-web/core';
 import { type FusedForwardConfig, fusedForwardSpec, generateFusedForward } from '@natten-web/wgsl';
 import { afterAll, describe, expect, it } from 'vitest';
 import { fusedForward } from '../src/index.ts';
@@ -54,15 +53,8 @@ describe('float16 (f16 storage, f32 math, f32 lse)', () => {
 });
 
 describe('validation', () => {
-  const host = (shape: number[]) => zeros(shape, 'float32');
-  const args = {
-    query: host([1, 8, 8, 2, 16]),
-    key: host([1, 8, 8, 2, 16]),
-    value: host([1, 8, 8, 2, 16]),
-    output: host([1, 8, 8, 2, 16]),
-    logsumexp: host(lseShape(1, [8, 8], 2)),
-    kernelSize: [3, 3],
-  };
+  // Validation and planning need shapes only: 1x8x8, 2 heads, head dim 16, float32.
+  const args = fwdShapes({ rank: 2, spatial: [8, 8], kernelSize: [3, 3], dim: 16 });
   it('Q must be 1, 2 or 4 and divide the last query-tile entry; never offered or defaulted', async () => {
     const ctx = await gpuContext();
     expect(() => checkFusedForwardGpu(ctx, 2, args, cfg([4, 4], [4, 4], 3))).toThrow(/queriesPerInvocation 3 is not one of 1, 2, 4/);
