@@ -1,0 +1,101 @@
+/**
+ * Command-line options of the benchmark runner (`pnpm bench`, bench/src/run.ts).
+ */
+import { parseArgs } from 'node:util';
+import type { CaseSetName } from './cases.ts';
+
+export const USAGE = `usage: pnpm bench [--set quick|standard] [--filter str[,str...]] [--json path] [--no-torch]
+  [--reps 20] [--warmup 3] [--budget-ms 3000] [--naive-max-ms 5000] [--cpu-max-flops 5e8]
+  [--python python3] [--torch-script bench/baselines/torch_na.py] [--torch-timeout-s 420]
+  [--forward-lanes 1|2|4|8]  forward with its default tiles but this many lanes per query (default: the heuristic)
+  [--backward-lanes 1|2|4|8] backward with its default tiles but this many lanes per row (default: the heuristic)
+  [--forward-path default|sgmat]  sgmat: the tensor-core forward (f16, subgroup matrices) at its default config
+  [--forward-queries 1|2|4] [--backward-queries 1|2|4] [--backward-keys 1|2|4]
+                             the default configs with rows grouped per invocation (experimental knobs)`;
+
+export interface Options {
+  readonly set: CaseSetName;
+  readonly filter: string | undefined;
+  readonly json: string | undefined;
+  readonly torch: boolean;
+  readonly reps: number;
+  readonly warmup: number;
+  readonly budgetMs: number;
+  readonly naiveMaxMs: number;
+  readonly cpuMaxFlops: number;
+  readonly python: string;
+  readonly torchScript: string;
+  readonly torchTimeoutS: number;
+  /** Run the backward with its default tiles but this many lanes per row (1 = single-lane), instead of the default. */
+  readonly backwardLanes: number | undefined;
+  /** Run the forward with its default tiles but this many lanes per query (1 = single-lane), instead of the default. */
+  readonly forwardLanes: number | undefined;
+  /** Forward kernel path: the default (`fusedForward`) or the tensor-core forward (`fusedForwardSgmat`, its default config). */
+  readonly forwardPath: 'default' | 'sgmat';
+  /** Experimental row grouping (1 = the plain kernels): queries per forward / dq invocation, keys per dkv invocation. */
+  readonly forwardQueries: number;
+  readonly backwardQueries: number;
+  readonly backwardKeys: number;
+}
+
+/** The command line of `pnpm bench`; an invalid value throws an Error naming the flag, the value and the rule. */
+export function parseOptions(argv: readonly string[]): Options {
+  const { values } = parseArgs({
+    args: [...argv],
+    options: {
+      set: { type: 'string', default: 'standard' },
+      filter: { type: 'string' },
+      json: { type: 'string' },
+      'no-torch': { type: 'boolean', default: false },
+      reps: { type: 'string', default: '20' },
+      warmup: { type: 'string', default: '3' },
+      'budget-ms': { type: 'string', default: '3000' },
+      'naive-max-ms': { type: 'string', default: '5000' },
+      'cpu-max-flops': { type: 'string', default: '5e8' },
+      python: { type: 'string', default: 'python3' },
+      'torch-script': { type: 'string', default: 'bench/baselines/torch_na.py' },
+      'torch-timeout-s': { type: 'string', default: '420' },
+      'backward-lanes': { type: 'string' },
+      'forward-lanes': { type: 'string' },
+      'forward-path': { type: 'string', default: 'default' },
+      'forward-queries': { type: 'string', default: '1' },
+      'backward-queries': { type: 'string', default: '1' },
+      'backward-keys': { type: 'string', default: '1' },
+      help: { type: 'boolean', default: false },
+    },
+    strict: true,
+  });
+  if (values.help) {
+    console.log(USAGE);
+    process.exit(0);
+  }
+  const set = values.set;
+  if (set !== 'quick' && set !== 'standard') throw new Error(`--set must be quick or standard, got '${set}'\n${USAGE}`);
+  const num = (name: string, v: string, min: number): number => {
+    const n = Number(v);
+    if (!Number.isFinite(n) || n < min) throw new Error(`--${name} must be a number >= ${min}, got '${v}'\n${USAGE}`);
+    return n;
+  };
+  const forwardPath = values['forward-path'];
+  if (forwardPath !== 'default' && forwardPath !== 'sgmat') throw new Error(`--forward-path must be default or sgmat, got '${forwardPath}'\n${USAGE}`);
+  return {
+    set,
+    filter: values.filter,
+    forwardPath,
+    forwardQueries: Math.floor(num('forward-queries', values['forward-queries'], 1)),
+    backwardQueries: Math.floor(num('backward-queries', values['backward-queries'], 1)),
+    backwardKeys: Math.floor(num('backward-keys', values['backward-keys'], 1)),
+    json: values.json,
+    torch: !values['no-torch'],
+    reps: Math.floor(num('reps', values.reps, 1)),
+    warmup: Math.floor(num('warmup', values.warmup, 0)),
+    budgetMs: num('budget-ms', values['budget-ms'], 0),
+    naiveMaxMs: num('naive-max-ms', values['naive-max-ms'], 0),
+    cpuMaxFlops: num('cpu-max-flops', values['cpu-max-flops'], 0),
+    python: values.python,
+    torchScript: values['torch-script'],
+    torchTimeoutS: num('torch-timeout-s', values['torch-timeout-s'], 1),
+    forwardLanes: values['forward-lanes'] === undefined ? undefined : Math.floor(num('forward-lanes', values['forward-lanes'], 1)),
+    backwardLanes: values['backward-lanes'] === undefined ? undefined : Math.floor(num('backward-lanes', values['backward-lanes'], 1)),
+  };
+}
