@@ -44,6 +44,7 @@ export {
   defaultFusedForwardConfig,
   enumerateFusedForwardConfigs,
   FUSED_FORWARD_KEY_CHUNKS,
+  FUSED_FORWARD_KEY_UNROLLS,
   FUSED_FORWARD_LANES,
   FUSED_FORWARD_QUERIES_PER_INVOCATION,
   FUSED_FORWARD_QUERY_TILES,
@@ -61,6 +62,7 @@ export {
   fusedForwardUniformFields,
   fusedForwardWorkgroupBytes,
   generateFusedForward,
+  keyUnrollProblem,
   Q_HALF_ABOVE,
   tileShapes,
 } from './ops/na-fused-forward.ts';

@@ -85,7 +85,7 @@ export function fusedForwardCommand(
 }
 
 function describeConfig(c: FusedForwardConfig): string {
-  return `query_tile_size=${formatShape(c.queryTile)}, key_tile_size=${formatShape(c.keyTile)}, stage=${c.stage}${c.lanes !== undefined && c.lanes !== 1 ? `, lanes=${c.lanes}` : ''}${c.queriesPerInvocation !== undefined && c.queriesPerInvocation !== 1 ? `, queriesPerInvocation=${c.queriesPerInvocation}` : ''}`;
+  return `query_tile_size=${formatShape(c.queryTile)}, key_tile_size=${formatShape(c.keyTile)}, stage=${c.stage}${c.lanes !== undefined && c.lanes !== 1 ? `, lanes=${c.lanes}` : ''}${c.queriesPerInvocation !== undefined && c.queriesPerInvocation !== 1 ? `, queriesPerInvocation=${c.queriesPerInvocation}` : ''}${c.keyUnroll !== undefined && c.keyUnroll !== 1 ? `, keyUnroll=${c.keyUnroll}` : ''}`;
 }
 
 /**

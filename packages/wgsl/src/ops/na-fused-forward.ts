@@ -53,7 +53,7 @@ import {
 import { type GpuDType, enableDirectives, wgslType } from '../dtype.ts';
 import { laneSplitProblem, lanesDimProblem, withDefaultLanes } from '../lanes.ts';
 import { type GeneratedKernel, kernelKey, type StorageBinding, type UniformField, uniformDecl } from '../kernel.ts';
-import { FUSED_NEG, softmaxLse, softmaxStateDecl, softmaxUpdate, softmaxWeight } from '../snippets/fused-softmax.ts';
+import { FUSED_NEG, softmaxLse, softmaxStateDecl, softmaxUpdate, softmaxWeight, softmaxWeights } from '../snippets/fused-softmax.ts';
 import { rpbIndexExpr, tokenOf } from '../snippets/fused-index.ts';
 import { windowFunctions } from '../snippets/window.ts';
 
@@ -108,6 +108,13 @@ export interface FusedForwardConfig {
    * subgroup size when lanes > 1). Explicit configs only: neither the default nor the enumerator picks it yet.
    */
   readonly queriesPerInvocation?: number;
+  /**
+   * Experimental: keys per step of the window walk, in {1, 2, 4}; absent means 1. U > 1 folds U consecutive keys
+   * of a window row per loop iteration: U independent dot products (and shuffle butterflies), one max and at most
+   * one rescale for the U logits, then the U axpys, with a one-key remainder loop. More independent work per
+   * iteration for a latency-bound walk; needs `queriesPerInvocation` 1. Explicit configs only.
+   */
+  readonly keyUnroll?: number;
 }
 
 export interface FusedForwardSpec {
@@ -133,6 +140,22 @@ export interface FusedForwardSpec {
   readonly lanes?: number;
   /** Queries per invocation (see `FusedForwardConfig.queriesPerInvocation`); set only when > 1. */
   readonly queriesPerInvocation?: number;
+  /** Keys per walk step (see `FusedForwardConfig.keyUnroll`); set only when > 1. */
+  readonly keyUnroll?: number;
+}
+
+/** Keys per walk step (`FusedForwardConfig.keyUnroll`) this backend compiles. */
+export const FUSED_FORWARD_KEY_UNROLLS = [1, 2, 4] as const;
+
+/** Why `keyUnroll` cannot be used with a row grouping, or undefined. */
+export function keyUnrollProblem(keyUnroll: number, queriesPerInvocation: number): string | undefined {
+  if (!(FUSED_FORWARD_KEY_UNROLLS as readonly number[]).includes(keyUnroll)) {
+    return `keyUnroll ${keyUnroll} is not one of ${FUSED_FORWARD_KEY_UNROLLS.join(', ')}`;
+  }
+  if (keyUnroll > 1 && queriesPerInvocation > 1) {
+    return `keyUnroll=${keyUnroll} needs queriesPerInvocation 1 (got ${queriesPerInvocation}): the grouped walk folds one key at a time`;
+  }
+  return undefined;
 }
 
 /** Queries per invocation (`FusedForwardConfig.queriesPerInvocation`) this backend compiles. */
@@ -236,6 +259,7 @@ export function fusedForwardSpec(problem: FusedForwardProblem, config: FusedForw
     ...(problem.dtype === 'float16' && problem.dim > Q_HALF_ABOVE ? { qHalf: true } : {}),
     ...(config.lanes !== undefined && config.lanes > 1 ? { lanes: config.lanes } : {}),
     ...(config.queriesPerInvocation !== undefined && config.queriesPerInvocation > 1 ? { queriesPerInvocation: config.queriesPerInvocation } : {}),
+    ...(config.keyUnroll !== undefined && config.keyUnroll > 1 ? { keyUnroll: config.keyUnroll } : {}),
   };
 }
 
@@ -254,6 +278,8 @@ export function fusedForwardConfigProblem(problem: FusedForwardProblem, config: 
   const qpi = config.queriesPerInvocation ?? 1;
   const qpiWhy = queriesPerInvocationProblem(qpi, config.queryTile);
   if (qpiWhy !== undefined) return qpiWhy;
+  const unrollWhy = keyUnrollProblem(config.keyUnroll ?? 1, qpi);
+  if (unrollWhy !== undefined) return unrollWhy;
   // The lane split's workgroup is the invocations that own queries: qp / Q of them, each times T lanes.
   const lanesWhy = laneSplitProblem(lanes, problem, [['query', qp / qpi]], limits, 'query');
   if (lanesWhy !== undefined) return lanesWhy;
@@ -402,6 +428,10 @@ export function checkFusedForwardSpec(spec: FusedForwardSpec): void {
     const why = queriesPerInvocationProblem(spec.queriesPerInvocation, spec.queryTile);
     if (why !== undefined) bad(why);
   }
+  if (spec.keyUnroll !== undefined) {
+    const why = keyUnrollProblem(spec.keyUnroll, spec.queriesPerInvocation ?? 1);
+    if (why !== undefined) bad(why);
+  }
 }
 
 /** Problem-shape uniform fields every forward kernel (fused or naive) declares; `forwardProblemUniforms` fills them. */
@@ -520,7 +550,13 @@ export function generateFusedForward(spec: FusedForwardSpec): GeneratedKernel {
   // lanes 1 is the single-lane kernel: the same key (and text) as a spec without the field.
   const QP = spec.queriesPerInvocation ?? 1;
   // lanes 1 / one query per invocation are the plain kernel: the same key (and text) as a spec without the fields.
-  const key = kernelKey(FAMILY, GEN, { ...spec, lanes: LN === 1 ? undefined : LN, queriesPerInvocation: QP === 1 ? undefined : QP });
+  const KU = spec.keyUnroll ?? 1;
+  const key = kernelKey(FAMILY, GEN, {
+    ...spec,
+    lanes: LN === 1 ? undefined : LN,
+    queriesPerInvocation: QP === 1 ? undefined : QP,
+    keyUnroll: KU === 1 ? undefined : KU,
+  });
   const r = spec.rank;
   const axes = Array.from({ length: r }, (_, a) => a);
   const T = wgslType(spec.dtype);
@@ -730,14 +766,53 @@ ${write}${lse}
 ${qDot.replace(/^ {10}/gm, '            ')}
 ${logit}${spec.hasRpb ? `            sc = sc + f32(rpb[${rpbIndex()}]) * LOG2E;
 ` : ''}${update.replace(/^ {10}/gm, '            ')}`;
+  // ---- key unroll (KU > 1): KU consecutive keys of a window row per step, then a one-key remainder loop
+  const us = Array.from({ length: KU }, (_, u) => u);
+  function unrolledBody(): string {
+    const heads = us
+      .map((u) => {
+        const kk = u === 0 ? 'k' : `(k + ${u})`;
+        return `            let kl_${u} = u32(${kk} - c0i);
+            let kb_${u} = kl_${u} * D4;
+            let vb_${u} = kl_${u} * DV4;
+${KSW === 0 ? '' : `            let ksw_${u} = kl_${u} & ${KSW}u;\n`}${VSW === 0 ? '' : `            let vsw_${u} = kl_${u} & ${VSW}u;\n`}${spec.hasRpb ? `            let kr_${last}_${u} = ${kk} - row_base;\n` : ''}            var acc_${u} = vec4<f32>(0.0);`;
+      })
+      .join('\n');
+    const dot = Array.from({ length: D4L }, (_, c) =>
+      us.map((u) => `            acc_${u} = fma(${QH ? `vec4<f32>(q_${c})` : `q_${c}`}, vec4<f32>(k_sh[kb_${u} + ${KSW === 0 ? lc(c) : `(${lc(c)} ^ ksw_${u})`}]), acc_${u});`).join('\n'),
+    ).join('\n');
+    const sums = us.map((u) => `            var sc_${u} = acc_${u}.x + acc_${u}.y + acc_${u}.z + acc_${u}.w;`).join('\n');
+    const sh: string[] = [];
+    for (let m = 1; m < LN; m *= 2) for (const u of us) sh.push(`            sc_${u} = sc_${u} + subgroupShuffleXor(sc_${u}, ${m}u);`);
+    const scale = QH ? us.map((u) => `            sc_${u} = sc_${u} * params.scale_log2;`).join('\n') : '';
+    const bias = spec.hasRpb
+      ? us.map((u) => `            sc_${u} = sc_${u} + f32(rpb[${rpbIndexExpr(spec.kernelSize, (a) => (a === last ? `kr_${a}_${u} - qr_${a}` : `kr_${a} - qr_${a}`))}]) * LOG2E;`).join('\n')
+      : '';
+    const axpy = Array.from({ length: DV4L }, (_, c) =>
+      us.map((u) => `            o_${c} = fma(vec4<f32>(p_${u}), vec4<f32>(v_sh[vb_${u} + ${VSW === 0 ? lc(c) : `(${lc(c)} ^ vsw_${u})`}]), o_${c});`).join('\n'),
+    ).join('\n');
+    return [heads, dot, sums, sh.join('\n'), scale, bias, softmaxWeights(DV4L, KU, '            '), axpy].filter((x) => x.length > 0).join('\n');
+  }
+  // The loop over keys [lo, hi) of one window row, at the given indent.
+  const keyLoop = (pad: string): string => {
+    const one = `for (var k = lo; k < hi; k++) {
+${body.replace(/^/gm, pad)}
+${pad}      }`;
+    if (KU === 1) return `${pad}      ${one}`;
+    return `${pad}      var k = lo;
+${pad}      for (; k + ${KU - 1} < hi; k += ${KU}) {
+${unrolledBody().replace(/^/gm, pad)}
+${pad}      }
+${pad}      for (; k < hi; k++) {
+${body.replace(/^/gm, pad)}
+${pad}      }`;
+  };
   let walk: string;
   if (r === 1) {
     walk = `      let row_base = 0;
       let lo = max(ws_0 - bs_0, c0i);
       let hi = min(we_0 - bs_0, c1i);
-      for (var k = lo; k < hi; k++) {
-${body}
-      }`;
+${keyLoop('')}`;
   } else if (r === 2) {
     walk = `      let r_lo = max(ws_0 - bs_0, c0i / bw_1);
       let r_hi = min(we_0 - bs_0, (c1i - 1) / bw_1 + 1);
@@ -745,9 +820,7 @@ ${body}
         let row_base = kr_0 * bw_1;
         let lo = max(row_base + ws_1 - bs_1, c0i);
         let hi = min(row_base + we_1 - bs_1, c1i);
-        for (var k = lo; k < hi; k++) {
-${body.replace(/^/gm, '  ')}
-        }
+${keyLoop('  ')}
       }`;
   } else {
     walk = `      let plane = bw_1 * bw_2;
@@ -758,9 +831,7 @@ ${body.replace(/^/gm, '  ')}
           let row_base = (kr_0 * bw_1 + kr_1) * bw_2;
           let lo = max(row_base + ws_2 - bs_2, c0i);
           let hi = min(row_base + we_2 - bs_2, c1i);
-          for (var k = lo; k < hi; k++) {
-${body.replace(/^/gm, '    ')}
-          }
+${keyLoop('    ')}
         }
       }`;
   }

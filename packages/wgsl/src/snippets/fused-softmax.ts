@@ -59,6 +59,29 @@ ${indent}${assign} = exp2(sc${suffix} - m_run${suffix});
 ${indent}l_run${suffix} = l_run${suffix} + ${p};`;
 }
 
+/**
+ * The weight half of an update for `n` logits `sc_0 .. sc_{n-1}` folded together into one state (`m_run`, `l_run`,
+ * `o_c`): one lazy rescale against their max, then `let p_u = exp2(sc_u - m_run)` for each, all added to l. Every
+ * p_u <= 2^FUSED_LAZY_RESCALE afterwards, as with one logit at a time.
+ */
+export function softmaxWeights(dv4: number, n: number, indent: string): string {
+  const rescale: string[] = [];
+  for (let c = 0; c < dv4; c++) rescale.push(`${indent}  o_${c} = o_${c} * alpha;`);
+  let mx = 'sc_0';
+  for (let u = 1; u < n; u++) mx = `max(${mx}, sc_${u})`;
+  const ps = Array.from({ length: n }, (_, u) => `${indent}let p_${u} = exp2(sc_${u} - m_run);`).join('\n');
+  const sum = Array.from({ length: n }, (_, u) => `p_${u}`).join(' + ');
+  return `${indent}let s_max = ${mx};
+${indent}if (s_max > m_run + ${FUSED_LAZY_RESCALE}.0) {
+${indent}  let alpha = exp2(m_run - s_max);
+${indent}  l_run = l_run * alpha;
+${rescale.join('\n')}
+${indent}  m_run = s_max;
+${indent}}
+${ps}
+${indent}l_run = l_run + (${sum});`;
+}
+
 /** Natural-log LSE from the state: ln2 * (m + log2(l)). */
 export function softmaxLse(suffix = ''): string {
   return `(m_run${suffix} + log2(l_run${suffix})) * 0.6931471805599453`;
