@@ -7,7 +7,7 @@
  * includes its pipeline compile, which cannot be interrupted (seconds on lavapipe, ~0.1 s on real GPUs).
  */
 import { lseShape, type NaRank, randn, rpbShape } from '@natten-web/core';
-import { fusedBackwardWithConfig, fusedForward, type GpuContext, type GpuTensor, median } from '@natten-web/gpu';
+import { ClockWarmer, fusedBackwardWithConfig, fusedForward, type GpuContext, type GpuTensor, median } from '@natten-web/gpu';
 import type { FusedBackwardConfig, FusedForwardConfig, GpuDType } from '@natten-web/wgsl';
 import { isNode } from './cache.ts';
 import type { BackwardTuneProblem, ForwardTuneProblem } from './problem.ts';
@@ -44,7 +44,17 @@ export interface TimingSettings {
    * rewritten line when stderr is a TTY, plain lines otherwise.
    */
   readonly progress?: boolean | 'auto';
+  /**
+   * Keep the GPU busy around the timed runs so its clock governor holds the boost clock (`ClockWarmer`):
+   * `true`, `false`, or `'auto'` (default: on for hardware adapters, off for software ones such as lavapipe).
+   * Without it, short candidates timed one submission at a time can run at a fraction of the boost clock, and
+   * the clock, not the config, decides which one wins.
+   */
+  readonly warmClocks?: boolean | 'auto';
 }
+
+/** Wall time of warm work before the first candidate, in ms. */
+const TUNE_WARM_MS = 200;
 
 export interface CandidateResult<C> {
   readonly label: string;
@@ -130,42 +140,53 @@ export async function timeCandidates<C>(
   let best: CandidateResult<C> | undefined;
   let truncated = false;
   let usedWall = !ctx.hasTimestamps;
+  const warmSetting = settings.warmClocks ?? 'auto';
+  const warmer = (warmSetting === 'auto' ? ClockWarmer.useful(ctx) : warmSetting) ? await ClockWarmer.create(ctx) : undefined;
   emit({ phase: 'start', done: 0 });
-  for (const cand of candidates) {
-    if (elapsed() >= budgetMs) {
-      truncated = true;
-      break;
-    }
-    const samples: number[] = [];
-    let error: string | undefined;
-    try {
-      for (let i = 0; i < warmup && elapsed() < budgetMs; i++) await run(cand.config);
-      for (let i = 0; i < reps; i++) {
-        if (elapsed() >= budgetMs) {
-          truncated = true;
-          break;
-        }
-        const r = await ctx.profile(() => run(cand.config));
-        if (r.gpuNs !== undefined && r.dispatches > 0) samples.push(r.gpuNs);
-        else {
-          usedWall = true;
-          samples.push(r.wallMs * 1e6);
-        }
+  try {
+    if (warmer) await warmer.warm(TUNE_WARM_MS);
+    for (const cand of candidates) {
+      if (elapsed() >= budgetMs) {
+        truncated = true;
+        break;
       }
-    } catch (e) {
-      error = e instanceof Error ? e.message : String(e);
+      const samples: number[] = [];
+      let error: string | undefined;
+      try {
+        for (let i = 0; i < warmup && elapsed() < budgetMs; i++) {
+          warmer?.queue();
+          await run(cand.config);
+        }
+        for (let i = 0; i < reps; i++) {
+          if (elapsed() >= budgetMs) {
+            truncated = true;
+            break;
+          }
+          warmer?.queue();
+          const r = await ctx.profile(() => run(cand.config));
+          if (r.gpuNs !== undefined && r.dispatches > 0) samples.push(r.gpuNs);
+          else {
+            usedWall = true;
+            samples.push(r.wallMs * 1e6);
+          }
+        }
+      } catch (e) {
+        error = e instanceof Error ? e.message : String(e);
+      }
+      const res: CandidateResult<C> = {
+        label: cand.label,
+        config: cand.config,
+        samplesNs: samples,
+        medianNs: samples.length ? median(samples) : undefined,
+        error,
+      };
+      results.push(res);
+      if (res.medianNs !== undefined && error === undefined && (best?.medianNs === undefined || res.medianNs < best.medianNs)) best = res;
+      emit({ phase: error ? 'failed' : 'candidate', done: results.length, label: cand.label, medianNs: res.medianNs, bestLabel: best?.label, bestNs: best?.medianNs });
+      if (truncated) break;
     }
-    const res: CandidateResult<C> = {
-      label: cand.label,
-      config: cand.config,
-      samplesNs: samples,
-      medianNs: samples.length ? median(samples) : undefined,
-      error,
-    };
-    results.push(res);
-    if (res.medianNs !== undefined && error === undefined && (best?.medianNs === undefined || res.medianNs < best.medianNs)) best = res;
-    emit({ phase: error ? 'failed' : 'candidate', done: results.length, label: cand.label, medianNs: res.medianNs, bestLabel: best?.label, bestNs: best?.medianNs });
-    if (truncated) break;
+  } finally {
+    warmer?.release();
   }
   if (truncated) emit({ phase: 'budget', done: results.length, bestLabel: best?.label, bestNs: best?.medianNs });
   emit({ phase: 'done', done: results.length, bestLabel: best?.label, bestNs: best?.medianNs });

@@ -20,6 +20,7 @@ export {
 } from './context.ts';
 export { BufferPool, type BufferPoolOptions, type BufferPoolStats, bucketSize } from './pool.ts';
 export { median, timeDispatch, type TimingMethod, type TimingOptions, type TimingResult } from './timing.ts';
+export { ClockWarmer, type ClockWarmerOptions } from './clocks.ts';
 export { NattenDeviceError, NattenShaderError } from './errors.ts';
 export { createGpuBackend } from './backend.ts';
 export { defineGpuOp, type GpuOp, kernelLimits } from './ops/op.ts';

@@ -23,6 +23,14 @@ export interface TimingOptions {
   readonly iterations?: number;
   /** Use wall time even when timestamp queries exist (default false). */
   readonly forceWallClock?: boolean;
+  /**
+   * Keep the GPU's clock up (a `ClockWarmer`): `warm(warmMs)` before the warm-up iterations and, with timestamps,
+   * one queued warm dispatch right before the timed submission (the wall-clock path would count it, so there
+   * only the warm-up applies).
+   */
+  readonly warmer?: { warm(ms: number): Promise<void>; queue(): void };
+  /** Wall time of warm work before the warm-up iterations, in ms (default 200; only with `warmer`). */
+  readonly warmMs?: number;
 }
 
 export interface TimingResult {
@@ -80,6 +88,7 @@ export async function timeDispatch(ctx: GpuContext, commands: readonly DispatchC
     if (oom) throw new NattenDeviceError(`timeDispatch: GPU out of memory: ${oom.message}`);
   };
   try {
+    if (options.warmer) await options.warmer.warm(options.warmMs ?? 200);
     if (warmup > 0) {
       const enc = device.createCommandEncoder({ label: 'timeDispatch warmup' });
       for (let i = 0; i < warmup; i++) prepared.encode(enc);
@@ -97,6 +106,7 @@ export async function timeDispatch(ctx: GpuContext, commands: readonly DispatchC
       for (let i = 0; i < iterations; i++) prepared.encode(enc, { querySet, beginIndex: 2 * i, endIndex: 2 * i + 1 });
       enc.resolveQuerySet(querySet, 0, count, resolve, 0);
       enc.copyBufferToBuffer(resolve, 0, readback, 0, count * 8);
+      options.warmer?.queue();
       device.queue.submit([enc.finish()]);
       await popScopes();
       await ctx.workDone('timeDispatch');

@@ -18,7 +18,7 @@
 import { parseArgs } from 'node:util';
 import { type FusedBackwardArgs, fnaFlops, lseShape, type NaRank, randn } from '@natten-web/core';
 import { balancedShape, enumerateFusedBackwardConfigs, type FusedBackwardConfig } from '@natten-web/wgsl';
-import { backwardKernelLimits, buildFusedBackward, fusedForward, GpuContext, type GpuTensor, selectFusedBackward, timeDispatch } from '../src/index.ts';
+import { ClockWarmer, backwardKernelLimits, buildFusedBackward, fusedForward, GpuContext, type GpuTensor, selectFusedBackward, timeDispatch } from '../src/index.ts';
 
 const { values } = parseArgs({
   options: {
@@ -56,6 +56,8 @@ const warmup = Number(values.warmup);
 const dtypes = values.dtype === 'both' ? (['float16', 'float32'] as const) : values.dtype === 'float32' ? (['float32'] as const) : (['float16'] as const);
 
 const ctx = await GpuContext.create();
+// Keep the GPU's clock at boost while timing (see ClockWarmer); skipped on software adapters.
+const warmer = ClockWarmer.useful(ctx) ? await ClockWarmer.create(ctx) : undefined;
 const a = ctx.adapterInfo;
 console.log(`adapter: ${a.vendor} / ${a.architecture} / ${a.device} (${a.description}); features ${[...ctx.features].join(',')}`);
 console.log(`limits: workgroup storage ${ctx.limits.maxComputeWorkgroupStorageSize} B, invocations ${ctx.limits.maxComputeInvocationsPerWorkgroup}`);
@@ -136,7 +138,7 @@ for (const dtype of dtypes) {
     }
     try {
       const t0 = performance.now();
-      const r = await timeDispatch(ctx, built.commands, { warmup, iterations: reps });
+      const r = await timeDispatch(ctx, built.commands, { warmup, iterations: reps, warmer });
       const wall = performance.now() - t0;
       const row = { config: key(c), medianUs: r.medianNs / 1e3, minUs: r.minNs / 1e3, method: r.method };
       rows.push(row);
@@ -153,7 +155,7 @@ for (const dtype of dtypes) {
   const built = buildFusedBackward(ctx, rank, args, def);
   try {
     for (const cmd of built.commands) {
-      const r = await timeDispatch(ctx, [cmd], { warmup, iterations: reps });
+      const r = await timeDispatch(ctx, [cmd], { warmup, iterations: reps, warmer });
       console.log(`  pass ${cmd.kernel.key.split('/')[0]?.padEnd(32)} median ${(r.medianNs / 1e3).toFixed(1).padStart(9)} us  workgroups ${cmd.workgroups.join('x')}`);
     }
   } finally {

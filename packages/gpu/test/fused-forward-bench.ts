@@ -15,7 +15,7 @@
 import { parseArgs } from 'node:util';
 import { fnaFlops, lseShape, type NaRank, randn } from '@natten-web/core';
 import { canonicalKeyTile, type FusedForwardConfig } from '@natten-web/wgsl';
-import { fusedForward, GpuContext, type GpuTensor, planNaiveFusedForward, timeDispatch } from '../src/index.ts';
+import { ClockWarmer, fusedForward, GpuContext, type GpuTensor, planNaiveFusedForward, timeDispatch } from '../src/index.ts';
 
 const { values } = parseArgs({
   allowNegative: true,
@@ -60,6 +60,8 @@ const reps = Number(values.reps);
 const warmup = Number(values.warmup);
 
 const ctx = await GpuContext.create();
+// Keep the GPU's clock at boost while timing (see ClockWarmer); skipped on software adapters.
+const warmer = ClockWarmer.useful(ctx) ? await ClockWarmer.create(ctx) : undefined;
 const a = ctx.adapterInfo;
 console.log(`adapter: ${a.vendor} / ${a.architecture} / ${a.device} (${a.description}); features ${[...ctx.features].join(',')}`);
 console.log(`problem: rank ${rank} ${spatial.join('x')} B=${B} H=${H} D=${D} K=${kernelSize.join("x")} ${dtype}${values.causal ? ' causal' : ''}`);
@@ -128,7 +130,7 @@ for (const config of list) {
   const t0 = performance.now();
   await ctx.dispatch([command]);
   const firstMs = performance.now() - t0;
-  const timing = await timeDispatch(ctx, [command], { warmup, iterations: reps });
+  const timing = await timeDispatch(ctx, [command], { warmup, iterations: reps, warmer });
   const median = timing.medianNs / 1e3;
   const min = timing.minNs / 1e3;
   rows.push({ config, median, min });
@@ -138,7 +140,7 @@ for (const config of list) {
 }
 if (values.naive) {
   const { command } = planNaiveFusedForward(ctx, rank, args as typeof args & { output: GpuTensor });
-  const timing = await timeDispatch(ctx, [command], { warmup: Math.max(1, warmup), iterations: reps });
+  const timing = await timeDispatch(ctx, [command], { warmup: Math.max(1, warmup), iterations: reps, warmer });
   console.log(`naive baseline: median ${(timing.medianNs / 1e3).toFixed(1)} us, min ${(timing.minNs / 1e3).toFixed(1)} us, ${(flops / timing.medianNs).toFixed(2)} GFLOP/s useful`);
 }
 rows.sort((p, q) => p.median - q.median);

@@ -1,10 +1,11 @@
 import { randn } from '@natten-web/core';
 import { afterAll, describe, expect, it } from 'vitest';
-import { fusedForward } from '../src/index.ts';
+import { ClockWarmer, fusedForward } from '../src/index.ts';
 import { gpuContext } from './setup.ts';
 
+afterAll(async () => (await gpuContext()).destroy());
+
 describe('GpuContext.profile', () => {
-  afterAll(async () => (await gpuContext()).destroy());
   it('measures GPU time of every dispatch an op makes', async () => {
     const ctx = await gpuContext();
     const shape = [1, 16, 16, 2, 16];
@@ -25,5 +26,41 @@ describe('GpuContext.profile', () => {
     }
     const host = await ctx.read(out);
     expect(Array.from(host.data as Float32Array).every(Number.isFinite)).toBe(true);
+  });
+});
+
+describe('ClockWarmer', () => {
+  it('calibrates its dispatch time, and its queued work never counts in a profile', async () => {
+    const ctx = await gpuContext();
+    // Small dispatches: lavapipe runs them on the CPU.
+    const warmer = await ClockWarmer.create(ctx, { dispatchMs: 4, workgroups: 16 });
+    try {
+      // Calibrated to within a factor of a few of the target (CPU timing is noisy, but not 10x off).
+      expect(warmer.dispatchMs).toBeGreaterThan(4 / 8);
+      expect(warmer.dispatchMs).toBeLessThan(4 * 8);
+      expect(ClockWarmer.useful(ctx)).toBe(!ctx.adapterInfo.isFallbackAdapter);
+      const shape = [1, 16, 16, 2, 16];
+      const q = ctx.upload(randn(shape, 'float32', 1));
+      const out = ctx.createTensor(shape, 'float32');
+      const run = () => fusedForward(ctx, 2, { output: out, query: q, key: q, value: q, kernelSize: 5 });
+      await run();
+      await warmer.warm(20);
+      // Several warm dispatches queued ahead of the op: the profile still counts the op's own pass only.
+      for (let i = 0; i < 4; i++) warmer.queue();
+      const p = await ctx.profile(run);
+      if (ctx.hasTimestamps) {
+        expect(p.dispatches).toBe(1);
+        expect((p.gpuNs as number) / 1e6).toBeLessThan(4 * warmer.dispatchMs);
+        expect(p.wallMs).toBeGreaterThan(2 * warmer.dispatchMs);
+      }
+    } finally {
+      warmer.release();
+    }
+  });
+
+  it('rejects options outside their ranges, naming them', async () => {
+    const ctx = await gpuContext();
+    await expect(ClockWarmer.create(ctx, { dispatchMs: 0 })).rejects.toThrow('ClockWarmer: dispatchMs must be in (0, 100], got 0');
+    await expect(ClockWarmer.create(ctx, { workgroups: 1.5 })).rejects.toThrow(/ClockWarmer: workgroups must be an integer in \[1, \d+\], got 1.5/);
   });
 });

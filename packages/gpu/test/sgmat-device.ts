@@ -18,6 +18,7 @@ import { parseArgs } from 'node:util';
 import { type FusedForwardArgs, fnaFlops, type NaRank, randn, type Tensor, tensor, toFloat64Values } from '@natten-web/core';
 import { fusedForward as cpuFusedForward } from '@natten-web/cpu';
 import {
+  ClockWarmer,
   defaultSgmatConfig,
   sgmatConfigCost,
   enumerateSgmatConfigs,
@@ -58,6 +59,8 @@ interface Problem {
 }
 
 const ctx = await GpuContext.create({ powerPreference: 'high-performance' });
+// Keep the GPU's clock at boost while timing (see ClockWarmer); skipped on software adapters.
+const warmer = ClockWarmer.useful(ctx) ? await ClockWarmer.create(ctx) : undefined;
 const a = ctx.adapterInfo;
 console.log(`adapter: ${a.vendor} / ${a.architecture} / ${a.device} (${a.description}) subgroups ${a.subgroupMinSize}..${a.subgroupMaxSize}`);
 console.log(`features: ${[...ctx.features].join(', ')}`);
@@ -190,7 +193,7 @@ if (values.mode !== 'speed' && !('why' in avail)) {
  * (`ctx.profile`) read short kernels several times slower on the H200 (2-D 128x128 K=7: 1.5 ms vs 0.28 ms).
  */
 async function timeOp(command: DispatchCommand, reps: number): Promise<number> {
-  const t = await timeDispatch(ctx, [command], { warmup: 2, iterations: reps });
+  const t = await timeDispatch(ctx, [command], { warmup: 2, iterations: reps, warmer });
   return t.medianNs / 1e3;
 }
 

@@ -12,6 +12,7 @@ export {
 export { checkGpuDType, enableDirectives, type GpuDType, isGpuDType, wgslType } from './dtype.ts';
 export { windowFunctions } from './snippets/window.ts';
 export { generateWindowProbe, type WindowProbeSpec } from './ops/window-probe.ts';
+export { CLOCK_WARMER_WORKGROUP, generateClockWarmer } from './ops/clock-warmer.ts';
 export {
   BMM_UNIFORMS,
   type BmmFill,
