@@ -5,7 +5,9 @@ Each problem: {"name", "spatial": [..], "kernelSize": [..], "dilation": [..], "i
 "batch", "heads", "dim", "dtype": "float16"|"float32", "backward": bool}.
 Baselines: torch flex_attention (compiled, neighborhood mask_mod in pure arithmetic, block mask built
 with _compile=True outside the timed region) and dense scaled_dot_product_attention.
-Times are CUDA-event medians over repeated runs after warm-up.
+Times are CUDA-event medians over repeated runs after warm-up. As on our side (ClockWarmer), the GPU is kept
+busy around the timed runs (WARM_MS of matmuls first, one ~2 ms matmul burst queued before every run) so the
+clock governor holds the boost clock; the events bracket the baseline's own kernels only.
 """
 import json
 import math
@@ -57,12 +59,45 @@ def make_mask_mod(spatial, kernel, dilation, causal):
     return mask_mod
 
 
+WARM_MS = 300
+_heater = {}
+
+
+def heat():
+    """Queue about 2 ms of matmuls (calibrated once) and return without waiting."""
+    if not _heater:
+        a = torch.randn(2048, 2048, device="cuda", dtype=torch.float16)
+        for _ in range(3):
+            a @ a
+        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        s.record()
+        for _ in range(20):
+            a @ a
+        e.record()
+        torch.cuda.synchronize()
+        _heater["a"] = a
+        _heater["n"] = max(1, math.ceil(2.0 / (s.elapsed_time(e) / 20)))
+    a = _heater["a"]
+    for _ in range(_heater["n"]):
+        a @ a
+
+
+def warm_clocks(ms=WARM_MS):
+    end = time.perf_counter() + ms / 1000
+    while time.perf_counter() < end:
+        heat()
+        torch.cuda.synchronize()
+
+
 def bench(fn, warmup=5, iters=20):
+    warm_clocks()
     for _ in range(warmup):
+        heat()
         fn()
     torch.cuda.synchronize()
     times = []
     for _ in range(iters):
+        heat()
         s = torch.cuda.Event(enable_timing=True)
         e = torch.cuda.Event(enable_timing=True)
         s.record()
@@ -138,7 +173,7 @@ def main():
         print(json.dumps(r), flush=True)
         results.append(r)
         torch.cuda.empty_cache()
-    info = {"torch": torch.__version__, "gpu": torch.cuda.get_device_name(0)}
+    info = {"torch": torch.__version__, "gpu": torch.cuda.get_device_name(0), "warmClocks": True}
     json.dump({"env": info, "results": results}, open(sys.argv[2], "w"), indent=1)
 
 

@@ -11,7 +11,10 @@ export const USAGE = `usage: pnpm bench [--set quick|standard] [--filter str[,st
   [--backward-lanes 1|2|4|8] backward with its default tiles but this many lanes per row (default: the heuristic)
   [--forward-path default|sgmat]  sgmat: the tensor-core forward (f16, subgroup matrices) at its default config
   [--forward-queries 1|2|4] [--backward-queries 1|2|4] [--backward-keys 1|2|4]
-                             the default configs with rows grouped per invocation (experimental knobs)`;
+                             the default configs with rows grouped per invocation (experimental knobs)
+  [--forward-key-unroll 1|2|4]  the default forward config folding this many keys per walk step (experimental)
+  [--warm-clocks auto|on|off]   keep the GPU busy around our timed runs so its clock stays at boost
+                                (auto: on for hardware adapters, off for software ones such as lavapipe)`;
 
 export interface Options {
   readonly set: CaseSetName;
@@ -36,6 +39,10 @@ export interface Options {
   readonly forwardQueries: number;
   readonly backwardQueries: number;
   readonly backwardKeys: number;
+  /** Experimental: keys per forward walk step (1 = the one-key walk). */
+  readonly forwardKeyUnroll: number;
+  /** Keep the GPU's clock up while timing (`ClockWarmer`); auto = on for hardware adapters. */
+  readonly warmClocks: 'auto' | 'on' | 'off';
 }
 
 /** The command line of `pnpm bench`; an invalid value throws an Error naming the flag, the value and the rule. */
@@ -61,6 +68,8 @@ export function parseOptions(argv: readonly string[]): Options {
       'forward-queries': { type: 'string', default: '1' },
       'backward-queries': { type: 'string', default: '1' },
       'backward-keys': { type: 'string', default: '1' },
+      'forward-key-unroll': { type: 'string', default: '1' },
+      'warm-clocks': { type: 'string', default: 'auto' },
       help: { type: 'boolean', default: false },
     },
     strict: true,
@@ -78,13 +87,17 @@ export function parseOptions(argv: readonly string[]): Options {
   };
   const forwardPath = values['forward-path'];
   if (forwardPath !== 'default' && forwardPath !== 'sgmat') throw new Error(`--forward-path must be default or sgmat, got '${forwardPath}'\n${USAGE}`);
+  const warmClocks = values['warm-clocks'];
+  if (warmClocks !== 'auto' && warmClocks !== 'on' && warmClocks !== 'off') throw new Error(`--warm-clocks must be auto, on or off, got '${warmClocks}'\n${USAGE}`);
   return {
     set,
     filter: values.filter,
+    warmClocks,
     forwardPath,
     forwardQueries: Math.floor(num('forward-queries', values['forward-queries'], 1)),
     backwardQueries: Math.floor(num('backward-queries', values['backward-queries'], 1)),
     backwardKeys: Math.floor(num('backward-keys', values['backward-keys'], 1)),
+    forwardKeyUnroll: Math.floor(num('forward-key-unroll', values['forward-key-unroll'], 1)),
     json: values.json,
     torch: !values['no-torch'],
     reps: Math.floor(num('reps', values.reps, 1)),

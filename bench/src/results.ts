@@ -68,6 +68,12 @@ export interface BenchResults {
   readonly filter?: string | undefined;
   readonly reps: number;
   readonly warmup: number;
+  /**
+   * Whether the GPU was kept busy around our measurements so its clock governor held the boost clock (absent in
+   * files written before 2026-11-28 04:00 UTC: those ran at whatever clock the governor chose, see
+   * docs/device-results.md "Timing variance").
+   */
+  readonly clocks?: { readonly warmed: boolean; readonly warmMs?: number; readonly dispatchMs?: number };
   readonly env: BenchEnv;
   readonly rows: readonly BenchRow[];
   /** Set by `mergeResults`: each merged run's date, commit, sampling and filter, in file order. */

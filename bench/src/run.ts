@@ -17,7 +17,7 @@ import {
   zeros,
 } from '@natten-web/core';
 import { fusedBackward as cpuFusedBackward, fusedForward as cpuFusedForward } from '@natten-web/cpu';
-import { fusedBackward, fusedBackwardWithConfig, fusedForward, fusedForwardSgmat, GpuContext, type GpuTensor, naiveFusedForward, planFusedForwardSgmat, selectFusedBackward } from '@natten-web/gpu';
+import { ClockWarmer, fusedBackward, fusedBackwardWithConfig, fusedForward, fusedForwardSgmat, GpuContext, type GpuTensor, naiveFusedForward, planFusedForwardSgmat, selectFusedBackward } from '@natten-web/gpu';
 import { type BenchItem, byteFloor, CASE_SETS, caseLabel, expandCases, itemFlops, torchProblems } from './cases.ts';
 import { adapterSlug, collectEnv, repoRoot } from './env.ts';
 import { fillRandom } from './fill.ts';
@@ -50,6 +50,9 @@ class Progress {
   }
 }
 
+/** Wall time of warm work before each measurement's warm-up runs (the governor ramps within a few hundred ms). */
+const WARM_MS = 300;
+
 function median(xs: readonly number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   const m = s.length >> 1;
@@ -59,17 +62,26 @@ function median(xs: readonly number[]): number {
 /**
  * Warm-up runs (the first compiles the pipelines), then timed runs until `reps` samples, or until the budget
  * is spent once `minReps` samples exist. GPU time of every dispatch from `ctx.profile`, else wall time.
+ * With a clock warmer (GPU adapters, `--warm-clocks`), the GPU is first kept busy for WARM_MS, and every run
+ * is queued right behind one warm dispatch, so the clock governor holds the boost clock while short kernels
+ * are timed one submission at a time (the warm passes are not in the profile).
  */
 async function measureGpu(
   ctx: GpuContext,
   run: () => Promise<void>,
-  o: { warmup: number; reps: number; minReps: number; budgetMs: number },
+  o: { warmup: number; reps: number; minReps: number; budgetMs: number; warmer: ClockWarmer | undefined },
 ): Promise<Timing> {
-  for (let i = 0; i < o.warmup; i++) await run();
+  const warmer = o.warmer;
+  if (warmer) await warmer.warm(WARM_MS);
+  for (let i = 0; i < o.warmup; i++) {
+    warmer?.queue();
+    await run();
+  }
   const samples: number[] = [];
   let method: Timing['method'] = 'gpu-timestamp';
   const t0 = performance.now();
   while (samples.length < o.reps && (samples.length < o.minReps || performance.now() - t0 < o.budgetMs)) {
+    warmer?.queue();
     const p = await ctx.profile(run);
     if (p.gpuNs === undefined || p.dispatches === 0) {
       method = 'wall';
@@ -119,6 +131,7 @@ async function measureItem(
   torch: ReadonlyMap<string, TorchResult>,
   progress: Progress,
   index: number,
+  warmer: ClockWarmer | undefined,
 ): Promise<BenchRow> {
   const c = item.case;
   const rank = c.rank;
@@ -184,10 +197,13 @@ async function measureItem(
         forward = () => fusedForwardSgmat(ctx, rank, fwdArgs, f);
       } else {
         const planned = fusedForward.plan(ctx, rank, oursFwd).config;
-        // --forward-queries: the same config with several queries per invocation (an explicit config).
-        const f = opts.forwardQueries > 1 ? { ...planned, queriesPerInvocation: opts.forwardQueries } : planned;
-        cfg = `fwd ${f.path} q${f.queryTile.join('x')}/k${f.keyTile.join('x')}/${f.stage}${(f.lanes ?? 1) > 1 ? ` lanes ${f.lanes}` : ''}${opts.forwardQueries > 1 ? ` Q ${opts.forwardQueries}` : ''}`;
-        forward = opts.forwardQueries > 1 ? () => fusedForward.withConfig(ctx, rank, fwdArgs, f) : () => fusedForward(ctx, rank, oursFwd);
+        // --forward-queries / --forward-key-unroll: the same config with experimental knobs (an explicit config).
+        const explicit = opts.forwardQueries > 1 || opts.forwardKeyUnroll > 1;
+        const f = explicit
+          ? { ...planned, ...(opts.forwardQueries > 1 ? { queriesPerInvocation: opts.forwardQueries } : {}), ...(opts.forwardKeyUnroll > 1 ? { keyUnroll: opts.forwardKeyUnroll } : {}) }
+          : planned;
+        cfg = `fwd ${f.path} q${f.queryTile.join('x')}/k${f.keyTile.join('x')}/${f.stage}${(f.lanes ?? 1) > 1 ? ` lanes ${f.lanes}` : ''}${opts.forwardQueries > 1 ? ` Q ${opts.forwardQueries}` : ''}${opts.forwardKeyUnroll > 1 ? ` U ${opts.forwardKeyUnroll}` : ''}`;
+        forward = explicit ? () => fusedForward.withConfig(ctx, rank, fwdArgs, f) : () => fusedForward(ctx, rank, oursFwd);
       }
       let backward: ((a: FusedBackwardArgs<GpuTensor>) => Promise<void>) | undefined;
       if (bwdArgs) {
@@ -214,7 +230,7 @@ async function measureItem(
               await runBackward(b);
             }
           : forward;
-      row.ours = await measureGpu(ctx, run, { warmup: Math.max(1, opts.warmup), reps: opts.reps, minReps: 3, budgetMs: opts.budgetMs });
+      row.ours = await measureGpu(ctx, run, { warmup: Math.max(1, opts.warmup), reps: opts.reps, minReps: 3, budgetMs: opts.budgetMs, warmer });
     } catch (e) {
       row.oursError = errText(e);
     }
@@ -283,6 +299,7 @@ async function measureItem(
             reps: opts.reps,
             minReps: 1,
             budgetMs: opts.budgetMs,
+            warmer,
           });
           const rate = flops / row.naive.ms;
           naive.rate = naive.measured ? Math.min(naive.rate, rate) : rate;
@@ -341,10 +358,30 @@ async function main(): Promise<void> {
     console.log(`timing: ${ctx.hasTimestamps ? 'GPU timestamps (all dispatches of an op)' : 'wall clock (no timestamp-query)'}; set ${opts.set}, ${items.length} measurements`);
     if (isSoftwareAdapter(env)) console.log('NOTE: software adapter: times are not a performance claim');
 
+    const warm = opts.warmClocks === 'on' || (opts.warmClocks === 'auto' && ClockWarmer.useful(ctx));
+    const warmer = warm ? await ClockWarmer.create(ctx) : undefined;
+    console.log(
+      warmer
+        ? `clocks: warmed (${WARM_MS} ms of busy work before each measurement, one ${warmer.dispatchMs.toFixed(2)} ms warm dispatch queued before every run)`
+        : `clocks: not warmed (${opts.warmClocks === 'off' ? '--warm-clocks off' : 'software adapter'})`,
+    );
     const naive = { rate: isSoftwareAdapter(env) ? 1e6 : 1e8, measured: false };
     const rows: BenchRow[] = [];
-    for (const [i, item] of items.entries()) rows.push(await measureItem(ctx, item, opts, naive, torchMap, progress, i));
-    const results: BenchResults = { schema: RESULTS_SCHEMA, set: opts.set, filter: opts.filter, reps: opts.reps, warmup: opts.warmup, env, rows };
+    try {
+      for (const [i, item] of items.entries()) rows.push(await measureItem(ctx, item, opts, naive, torchMap, progress, i, warmer));
+    } finally {
+      warmer?.release();
+    }
+    const results: BenchResults = {
+      schema: RESULTS_SCHEMA,
+      set: opts.set,
+      filter: opts.filter,
+      reps: opts.reps,
+      warmup: opts.warmup,
+      clocks: warmer ? { warmed: true, warmMs: WARM_MS, dispatchMs: warmer.dispatchMs } : { warmed: false },
+      env,
+      rows,
+    };
     console.log('');
     console.log(renderText(results));
     const path = opts.json !== undefined ? resolve(opts.json) : defaultJsonPath(date, adapterSlug(env));
