@@ -235,6 +235,7 @@ export function createAutotuner(options: AutotunerOptions): Autotuner {
       seed: s?.seed ?? options.seed,
       onProgress: s?.onProgress ?? options.onProgress,
       progress: s?.progress ?? options.progress,
+      warmClocks: s?.warmClocks ?? options.warmClocks,
     };
   }
 

@@ -5,7 +5,7 @@
  *   natten-web-tune --list
  *   natten-web-tune --export table.json | --import table.json | --clear
  * Options: --cache <file> (else NATTEN_WEB_AUTOTUNE_CACHE, else the user cache dir), --mode, --reps, --warmup,
- * --json (machine-readable output).
+ * --warm-clocks, --json (machine-readable output).
  */
 import { parseArgs } from 'node:util';
 import type { GpuContext } from '@natten-web/gpu';
@@ -27,6 +27,8 @@ export const CLI_USAGE = `usage: natten-web-tune [options]
   --max-ms <ms>      time budget per tuning (default 20000)
   --max-candidates <n>  time at most n configs after pruning (default 24; 0 = no cap; the idle and occupancy rules still apply)
   --reps <n>         timed runs per candidate (default 5); --warmup <n> untimed runs (default 1)
+  --warm-clocks <auto|on|off>  keep the GPU at its boost clock while timing (default auto: on for hardware
+                     adapters, off for software ones such as lavapipe)
   --json             machine-readable output`;
 
 export interface CliIo {
@@ -56,6 +58,7 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
         reps: { type: 'string' },
         warmup: { type: 'string' },
         'max-candidates': { type: 'string' },
+        'warm-clocks': { type: 'string' },
         json: { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
       },
@@ -112,6 +115,9 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
       return { text, desc };
     });
     const maxCandidates = num('max-candidates', values['max-candidates']);
+    const warmText = values['warm-clocks'] ?? 'auto';
+    if (warmText !== 'auto' && warmText !== 'on' && warmText !== 'off') throw new Error(`--warm-clocks ${warmText} is not one of auto, on, off`);
+    const warmClocks = warmText === 'auto' ? 'auto' : warmText === 'on';
     if (parsed.length > 0) {
       const ctx = await io.context();
       const tuner = createAutotuner({
@@ -123,6 +129,7 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
         reps: num('reps', values.reps),
         warmup: num('warmup', values.warmup),
         progress: values.json ? false : true,
+        warmClocks,
         space: maxCandidates === undefined ? {} : { maxCandidates: maxCandidates === 0 ? Number.POSITIVE_INFINITY : maxCandidates },
       });
       for (const { text, desc } of parsed) {

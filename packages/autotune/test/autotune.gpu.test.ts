@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { GpuContext } from '@natten-web/gpu';
+import { ClockWarmer, GpuContext } from '@natten-web/gpu';
 import { defaultFusedForwardConfig } from '@natten-web/wgsl';
 import { afterAll, describe, expect, it, vi } from 'vitest';
 import {
@@ -139,6 +139,22 @@ describe('tuning', () => {
       expect(profile).not.toHaveBeenCalled();
     } finally {
       profile.mockRestore();
+    }
+  }, LONG);
+
+  it('with warmClocks on, one warm dispatch is queued before every run of every candidate', async () => {
+    const ctx = await gpuContext();
+    const p = describeForward(parseProblem(FWD_1D));
+    const queue = vi.spyOn(ClockWarmer.prototype, 'queue');
+    try {
+      const tuner = createAutotuner({ ctx, mode: 'tune', cache: memoryStore(), maxTuneMs: 600_000, reps: 2, warmup: 1, warmClocks: true, ...quiet });
+      const r = await tuner.tuneForward(p);
+      expect(r.truncated).toBe(false);
+      expect(r.results.every((x) => x.samplesNs.length === 2 && x.error === undefined)).toBe(true);
+      // warm() queues two per round; queue() is also called once before each warm-up and timed run
+      expect(queue.mock.calls.length).toBeGreaterThanOrEqual(3 * r.candidates);
+    } finally {
+      queue.mockRestore();
     }
   }, LONG);
 

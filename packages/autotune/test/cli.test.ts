@@ -93,5 +93,9 @@ describe('natten-web-tune (no GPU)', () => {
     const d = io();
     expect(await runCli(['--cache', join(dir, 'c.json'), '--mode', 'fast', '--problem', 'na1d 1x8x1x8 K=3'], d.io)).toBe(1);
     expect(d.err[0]).toMatch(/--mode fast is not one of off, cached, tune, deterministic/);
+    const e = io();
+    expect(await runCli(['--cache', join(dir, 'c.json'), '--warm-clocks', 'yes', '--problem', 'na1d 1x8x1x8 K=3'], e.io)).toBe(1);
+    expect(e.err[0]).toMatch(/--warm-clocks yes is not one of auto, on, off/);
+    expect(e.contexts()).toBe(0);
   });
 });
