@@ -118,14 +118,30 @@ export function buildFusedBackward(ctx: GpuContext, rank: NaRank, args: FusedBac
       }
     : args;
   const selected = selectFusedBackward(ctx, rank, forced);
-  // Rows per invocation (experimental) are not NATTEN arguments: they come only with an explicit config.
+  // Rows per invocation and walk unrolls (experimental) are not NATTEN arguments: they come only with an explicit
+  // config, and are validated (fusedBackwardLanesProblem) before any GPU work.
   const q = config?.queriesPerInvocation ?? 1;
   const k = config?.keysPerInvocation ?? 1;
+  const ku = config?.keyUnroll ?? 1;
+  const qu = config?.queryUnroll ?? 1;
   let selection = selected;
-  if (q > 1 || k > 1) {
-    const grouped = { ...selected.config, ...(q > 1 ? { queriesPerInvocation: q } : {}), ...(k > 1 ? { keysPerInvocation: k } : {}) };
+  if (q > 1 || k > 1 || ku !== 1 || qu !== 1) {
+    const grouped = {
+      ...selected.config,
+      ...(q > 1 ? { queriesPerInvocation: q } : {}),
+      ...(k > 1 ? { keysPerInvocation: k } : {}),
+      ...(ku !== 1 ? { keyUnroll: ku } : {}),
+      ...(qu !== 1 ? { queryUnroll: qu } : {}),
+    };
     const why = fusedBackwardLanesProblem(selected.problem, grouped, backwardKernelLimits(ctx));
-    if (why !== undefined) throw new NattenArgumentError(`${op}: queriesPerInvocation=${q}, keysPerInvocation=${k} cannot run here: ${why}`);
+    if (why !== undefined) {
+      const knobs = [
+        ...(q > 1 || k > 1 ? [`queriesPerInvocation=${q}`, `keysPerInvocation=${k}`] : []),
+        ...(ku !== 1 ? [`keyUnroll=${ku}`] : []),
+        ...(qu !== 1 ? [`queryUnroll=${qu}`] : []),
+      ];
+      throw new NattenArgumentError(`${op}: ${knobs.join(', ')} cannot run here: ${why}`);
+    }
     selection = { ...selected, config: grouped };
   }
   const plan = planFusedBackward(selection.problem, selection.config, ctx.limits.maxComputeWorkgroupsPerDimension);
@@ -184,7 +200,11 @@ export const fusedBackward: GpuOp<FusedBackwardArgs<GpuTensor>> = defineGpuOp<Fu
   selectFusedBackward(ctx, rank, args as FusedBackwardArgs<TensorLike>);
 });
 
-/** Run the backward with a forced config (autotune, bench): overrides the tile, split and delta arguments. */
+/**
+ * Run the backward with a forced config (autotune, bench): overrides the tile, split, delta and lane arguments, and
+ * carries the experimental knobs that are not NATTEN arguments (`queriesPerInvocation`, `keysPerInvocation`,
+ * `keyUnroll`, `queryUnroll`), each validated with a NattenArgumentError naming it before any GPU work.
+ */
 export function fusedBackwardWithConfig(ctx: GpuContext, rank: NaRank, args: FusedBackwardArgs<GpuTensor>, config: FusedBackwardConfig): Promise<void> {
   return runFusedBackward(ctx, rank, args, config);
 }

@@ -37,6 +37,15 @@
  * ASSUMPTION (as in the lane-split forward): subgroups are contiguous, aligned ranges of local_invocation_index,
  * so with T <= the adapter's minimum subgroup size and workgroup sizes that are multiples of it, the T lanes of a
  * row share one subgroup. Config selection enforces both conditions.
+ *
+ * Walk unroll (experimental, explicit configs only: `keyUnroll` for dq, `queryUnroll` for dkv, U in {2, 4}; absent
+ * or 1 emits exactly the plain kernels): the per-row walks are latency-bound chains (dot, butterfly, exp, dS,
+ * axpys) with few warps to hide them on small windows, so the innermost walked axis takes U consecutive staged
+ * rows per step: U independent q.k and dO.v dot chains (FMAs interleaved), their butterflies interleaved, then U
+ * P / dS, then the axpys, each register column still accumulating the rows in walk order; a remainder loop walks
+ * the last < U rows with the plain body. Every P, dS and accumulator sees exactly the plain kernel's operations, so
+ * only instruction order changes. Not combined with the row grouping (`queriesPerInvocation` /
+ * `keysPerInvocation` > 1): `fusedBackwardUnrollProblem` rejects that.
  */
 import { FUSED_LANE_CHOICES, type FusedBackwardProblem, type NaRank, product, type TileProducts } from '@natten-web/core';
 import { enableDirectives, type GpuDType, wgslType } from '../dtype.ts';
@@ -108,7 +117,24 @@ export interface FusedBackwardConfig {
    * lanes invocations a multiple of the minimum subgroup size). Explicit configs only.
    */
   readonly keysPerInvocation?: number;
+  /**
+   * Experimental instruction-level parallelism of the dq kernel's walk, in {1, 2, 4} (`FUSED_BACKWARD_UNROLLS`);
+   * absent means 1. U > 1: the innermost walk over the staged keys of a query's window row takes U consecutive keys
+   * per step, with U independent q.k / dO.v dot chains (and lane butterflies), then their P and dS, then the dQ
+   * axpys in key order; a remainder loop takes the last < U keys one at a time. Every per-key value and dQ itself
+   * are computed by the same operations as with U = 1. Not combinable with `queriesPerInvocation` > 1. Explicit
+   * configs only: neither the default nor the enumerator picks it (untimed on a GPU).
+   */
+  readonly keyUnroll?: number;
+  /**
+   * Experimental: the same unroll for the dK/dV kernel's walk over the staged queries of a key's inverse range
+   * row, in {1, 2, 4}; absent means 1. Not combinable with `keysPerInvocation` > 1. Explicit configs only.
+   */
+  readonly queryUnroll?: number;
 }
+
+/** Unroll factors (`FusedBackwardConfig.keyUnroll` / `queryUnroll`) the dq and dkv kernels compile. */
+export const FUSED_BACKWARD_UNROLLS = [1, 2, 4] as const;
 
 /** Lanes per row (`FusedBackwardConfig.lanes`) this backend compiles; > 1 needs subgroups. */
 export const FUSED_BACKWARD_LANES = FUSED_LANE_CHOICES;
@@ -135,11 +161,15 @@ export interface FusedBackwardDqSpec extends TiledBackwardSpec {
   readonly partial: boolean;
   /** Queries per invocation along the last axis (see `FusedBackwardConfig.queriesPerInvocation`); set only when > 1. */
   readonly queriesPerInvocation?: number;
+  /** Keys per step of the window walk (see `FusedBackwardConfig.keyUnroll`); set only when > 1. */
+  readonly keyUnroll?: number;
 }
 
 export interface FusedBackwardDkvSpec extends TiledBackwardSpec {
   /** Keys per invocation along the last axis (see `FusedBackwardConfig.keysPerInvocation`); set only when > 1. */
   readonly keysPerInvocation?: number;
+  /** Queries per step of the inverse walk (see `FusedBackwardConfig.queryUnroll`); set only when > 1. */
+  readonly queryUnroll?: number;
 }
 
 const WG_1D = 64;
@@ -331,18 +361,42 @@ export function fusedBackwardTileProducts(
 }
 
 /**
+ * Why a config's walk unrolls (`keyUnroll` for the dq kernel, `queryUnroll` for the dkv kernel) are invalid, or
+ * undefined: each must be one of FUSED_BACKWARD_UNROLLS, and an unroll > 1 does not combine with its kernel's row
+ * grouping (`queriesPerInvocation` / `keysPerInvocation` > 1, whose walk is not unrolled). Device-independent.
+ */
+export function fusedBackwardUnrollProblem(
+  config: Pick<FusedBackwardConfig, 'keyUnroll' | 'queryUnroll' | 'queriesPerInvocation' | 'keysPerInvocation'>,
+): string | undefined {
+  const rules = [
+    ['keyUnroll', config.keyUnroll ?? 1, 'queriesPerInvocation', config.queriesPerInvocation ?? 1],
+    ['queryUnroll', config.queryUnroll ?? 1, 'keysPerInvocation', config.keysPerInvocation ?? 1],
+  ] as const;
+  for (const [field, n, grouped, g] of rules) {
+    if (!(FUSED_BACKWARD_UNROLLS as readonly number[]).includes(n)) return `${field} ${n} is not one of ${FUSED_BACKWARD_UNROLLS.join(', ')}`;
+    if (n > 1 && g > 1) return `${field}=${n} cannot be combined with ${grouped}=${g} (the grouped-rows walk is not unrolled); set one of them to 1`;
+  }
+  return undefined;
+}
+
+/**
  * Why a config's lane split cannot run a problem on a device, or undefined if it can (tile products, splits and
  * workgroup memory are checked elsewhere: `fusedBackwardTileProducts`, core's `checkTiles` / `checkNumSplitsKey`).
  * Both row kernels run tile * lanes invocations: the dq kernel prod(queryTile) * T, the dkv kernel prod(keyTile) * T.
+ * The experimental per-invocation knobs are checked here too: row grouping (`queriesPerInvocation`,
+ * `keysPerInvocation`) and the walk unrolls (`fusedBackwardUnrollProblem`).
  */
 export function fusedBackwardLanesProblem(
   problem: Pick<FusedBackwardProblem, 'dim' | 'dimV'>,
-  config: Pick<FusedBackwardConfig, 'queryTile' | 'keyTile' | 'lanes' | 'queriesPerInvocation' | 'keysPerInvocation'>,
+  config: Pick<FusedBackwardConfig, 'queryTile' | 'keyTile' | 'lanes' | 'queriesPerInvocation' | 'keysPerInvocation' | 'keyUnroll' | 'queryUnroll'>,
   limits: BackwardLimits,
 ): string | undefined {
   const q = config.queriesPerInvocation ?? 1;
   const k = config.keysPerInvocation ?? 1;
-  const why = queriesPerInvocationProblem(q, config.queryTile) ?? rowsPerInvocationProblem('keysPerInvocation', 'key', k, config.keyTile);
+  const why =
+    queriesPerInvocationProblem(q, config.queryTile) ??
+    rowsPerInvocationProblem('keysPerInvocation', 'key', k, config.keyTile) ??
+    fusedBackwardUnrollProblem(config);
   if (why !== undefined) return why;
   return laneSplitProblem(
     config.lanes ?? 1,
@@ -475,9 +529,13 @@ function specLanes(spec: AnySpec): number {
   return spec.lanes ?? 1;
 }
 
-/** The kernel key; lanes 1 is the single-lane kernel, so it keys (and emits) like a spec without the field. */
+/**
+ * The kernel key; lanes 1 is the single-lane kernel, so it keys (and emits) like a spec without the field, and
+ * likewise a walk unroll of 1 (`keyUnroll` / `queryUnroll`).
+ */
 function backwardKey(family: string, spec: AnySpec): string {
-  return kernelKey(family, GEN, specLanes(spec) === 1 ? { ...spec, lanes: undefined } : spec);
+  const unit = (field: 'keyUnroll' | 'queryUnroll'): object => ((spec as Record<string, unknown>)[field] === 1 ? { [field]: undefined } : {});
+  return kernelKey(family, GEN, { ...spec, ...(specLanes(spec) === 1 ? { lanes: undefined } : {}), ...unit('keyUnroll'), ...unit('queryUnroll') });
 }
 
 function header(family: string, spec: AnySpec, consts: Record<string, string | number>): string {
@@ -772,9 +830,9 @@ function stageRows(V: VecTypes, box: StagedBox, s: StagedRows, rowSh: string): s
     }`;
 }
 
-/** Vector c (f32) of staged row m. */
-function stagedAt(V: VecTypes, s: StagedRows, c: string): string {
-  return `${V.VF}(${s.sh}[m * ${s.width} + ${swizzledCol(c, s.sw, s.mask)}])`;
+/** Vector c (f32) of staged row m (or of staged row `m` under swizzle variable `sw`, in the unrolled walks). */
+function stagedAt(V: VecTypes, s: StagedRows, c: string, m = 'm', sw = s.sw): string {
+  return `${V.VF}(${s.sh}[${m} * ${s.width} + ${swizzledCol(c, sw, s.mask)}])`;
 }
 
 /** Register row `reg` += scalar * staged row m of `s`. */
@@ -819,6 +877,102 @@ function recomputeDs(o: {
     dotStmts(R, V, 'dp', V.DVW, o.dov, lanes),
     `let ds = p * (dp - ${o.delta});`,
   ].join('\n        ');
+}
+
+/** Vector c of staged row `mu${u}` of `s` (row u of a step of the unrolled walk, swizzle variable `${s.sw}u${u}`). */
+function unitAt(V: VecTypes, s: StagedRows, c: string, u: number): string {
+  return stagedAt(V, s, c, `mu${u}`, `${s.sw}u${u}`);
+}
+
+/**
+ * One step of the unrolled exact walk (experimental `keyUnroll` in dq, `queryUnroll` in dkv): the U staged rows
+ * `mu0 .. mu{U-1}` = m .. m + U - 1 (consecutive along the last axis, walked coordinates `${coord}u${u}_a`, swizzle
+ * variables `${sw}u${u}`). First the U q.k dot chains with their FMAs interleaved (one independent accumulator
+ * per row), then the U dO.v chains likewise, then their sums and lane butterflies interleaved, then per row
+ * P = `p_u${u}` and dS = `ds_u${u}` (each value by exactly the operations of `recomputeDs`), then the axpys
+ * `[staged tensor, register row, 'p' | 'ds']` column by column with the U rows in walk order (so every register
+ * accumulator sees the single-row sequence of FMAs), then `tail(u)` per row (the dS scratch writes).
+ */
+function unrolledStep(o: {
+  readonly X: AxisText;
+  readonly R: Regs;
+  readonly V: VecTypes;
+  readonly box: StagedBox;
+  readonly U: number;
+  readonly qkRows: StagedRows;
+  readonly dovRows: StagedRows;
+  readonly qk: (c: string, r: (name: string) => string, u: number) => [string, string];
+  readonly dov: (c: string, r: (name: string) => string, u: number) => [string, string];
+  readonly spec: TiledBackwardSpec;
+  readonly lse: (u: number) => string;
+  readonly delta: (u: number) => string;
+  readonly axpys: readonly (readonly [StagedRows, string, 'p' | 'ds'])[];
+  readonly tail: (u: number) => string;
+}): string {
+  const { X, R, V, box, spec, U } = o;
+  const lanes = spec.lanes ?? 1;
+  const last = spec.rank - 1;
+  const us = Array.from({ length: U }, (_, u) => u);
+  const coord = (u: number): string => `${box.coord}u${u}`;
+  // rpb is indexed by (key, query): the walked side is this row's coordinates, the other the invocation's own row.
+  const key = (u: number): string => (box.coord === 'j' ? coord(u) : 'j');
+  const query = (u: number): string => (box.coord === 'i' ? coord(u) : 'i');
+  const chains = (out: string, n: number, f: typeof o.qk): string =>
+    [
+      us.map((u) => `var ${out}_u${u}_v = ${vecZero(V)};`).join(' '),
+      R.each(n, (c, r) =>
+        us
+          .map((u) => {
+            const [a, b] = f(c, r, u);
+            return `${out}_u${u}_v = fma(${a}, ${b}, ${out}_u${u}_v);`;
+          })
+          .join(' '),
+      ),
+    ].join('\n        ');
+  const sums = ['sdot', 'dp'].flatMap((out) => us.map((u) => `${out}_u${u}`));
+  const butterflies: string[] = [];
+  for (let mask = 1; mask < lanes; mask *= 2) butterflies.push(sums.map((x) => `${x} = ${x} + subgroupShuffleXor(${x}, ${mask}u);`).join(' '));
+  return [
+    `let mu0 = ${tileLinear(spec.rank, 'm', box.T)};`,
+    ...us.slice(1).map((u) => `let mu${u} = mu0 + ${u}u;`),
+    ...us.map((u) => X.per((a) => `let ${coord(u)}_${a} = ${box.base}_${a} + m_${a}${a === last && u > 0 ? ` + ${u}` : ''};`, ' ')),
+    ...us.map((u) => `let ${o.qkRows.sw}u${u} = mu${u} & ${o.qkRows.mask}u; let ${o.dovRows.sw}u${u} = mu${u} & ${o.dovRows.mask}u;`),
+    chains('sdot', V.DW, o.qk),
+    chains('dp', V.DVW, o.dov),
+    sums.map((x) => `${lanes > 1 ? 'var' : 'let'} ${x} = ${vecSum(V, `${x}_v`)};`).join(' '),
+    ...butterflies,
+    ...us.map((u) =>
+      [
+        `var s_u${u} = params.scale * sdot_u${u};`,
+        spec.rpb ? `s_u${u} += f32(rpb_buf[${rpbIndexExpr(spec.rank, spec.kernelSize, key(u), query(u))}]);` : '',
+        `let p_u${u} = exp(s_u${u} - ${o.lse(u)});`,
+        `let ds_u${u} = p_u${u} * (dp_u${u} - ${o.delta(u)});`,
+      ]
+        .filter((l) => l.length > 0)
+        .join(' '),
+    ),
+    ...o.axpys.map(([rows, acc, scalar]) =>
+      R.each(rows.n, (c, r) => us.map((u) => `${r(acc)} = fma(${V.VF}(${scalar}_u${u}), ${unitAt(V, rows, c, u)}, ${r(acc)});`).join(' ')),
+    ),
+    ...us.map(o.tail).filter((l) => l.length > 0),
+  ].join('\n        ');
+}
+
+/**
+ * The exact walk with its innermost axis unrolled by U (`keyUnroll` / `queryUnroll` > 1): steps of U consecutive
+ * staged rows (`step`, see `unrolledStep`), then a remainder loop over the last < U rows of the row, one at a
+ * time, with the plain single-row body `single`.
+ */
+function unrolledStagedWalk(rank: number, U: number, step: string, single: string): string {
+  const L = rank - 1;
+  const inner = `var m_${L} = mlo_${L};
+        for (; m_${L} + ${U} <= mhi_${L}; m_${L} += ${U}) {
+        ${step}
+        }
+        for (; m_${L} < mhi_${L}; m_${L}++) {
+        ${single}
+        }`;
+  return axisLoops(L, 'm', 'mlo', 'mhi', inner, '\n        ', '\n      ');
 }
 
 function rpbIndexExpr(rank: number, ks: readonly number[], key: string, query: string): string {
@@ -901,6 +1055,9 @@ export function generateFusedBackwardDq(spec: FusedBackwardDqSpec): NamedKernel 
   const [kRows, vRows] = staged;
   const { A, per } = X;
   const Q = spec.queriesPerInvocation ?? 1;
+  const KU = spec.keyUnroll ?? 1;
+  const unrollWhy = fusedBackwardUnrollProblem({ keyUnroll: KU, queriesPerInvocation: Q });
+  if (unrollWhy !== undefined) throw new Error(`fused backward spec: ${unrollWhy}`);
   const WGQ = (BQ / Q) * LN;
   // Lane split / several queries per invocation: every invocation stages, so the staging stride is the workgroup size.
   const box: StagedBox = Q > 1 ? { ...KEY_BOX, stride: `${WGQ}u` } : LN > 1 ? { ...KEY_BOX, stride: '(BQ * LANES)' } : KEY_BOX;
@@ -1039,27 +1196,52 @@ export function generateFusedBackwardDq(spec: FusedBackwardDqSpec): NamedKernel 
     ${deltaLoad}
   }
 `;
+  // The dS scratch write (d_rpb) of the key at coordinates `${coord}_a`: slot t = j - ws per axis.
+  const dsWrite = (coord: string, ds: string): string =>
+    spec.gradRpb
+      ? `${LN > 1 ? 'if (lane == 0u) { ' : ''}ds_buf[row * NSLOTS + ${A.reduce((e, a) => (a === 0 ? `u32(${coord}_0 - ws_0)` : `(${e} * u32(KS_${a}) + u32(${coord}_${a} - ws_${a}))`), '')}] = ${ds};${LN > 1 ? ' }' : ''}`
+      : '';
+  const singleKey = `${recomputeDs({
+    X,
+    R,
+    V,
+    box,
+    qkRows: kRows,
+    dovRows: vRows,
+    qk: (c, r) => [r('qv'), stagedAt(V, kRows, c)],
+    dov: (c, r) => [r('dov'), stagedAt(V, vRows, c)],
+    spec,
+    lse: 'lse_x',
+    delta: 'delta_x',
+  })}
+        ${accumulate(R, V, 'acc', 'ds', kRows)}
+        ${dsWrite('j', 'ds')}`;
+  const keySteps = (): string =>
+    unrolledStagedWalk(
+      rank,
+      KU,
+      unrolledStep({
+        X,
+        R,
+        V,
+        box,
+        U: KU,
+        qkRows: kRows,
+        dovRows: vRows,
+        qk: (c, r, u) => [r('qv'), unitAt(V, kRows, c, u)],
+        dov: (c, r, u) => [r('dov'), unitAt(V, vRows, c, u)],
+        spec,
+        lse: () => 'lse_x',
+        delta: () => 'delta_x',
+        axpys: [[kRows, 'acc', 'ds']],
+        tail: (u) => dsWrite(`ju${u}`, `ds_u${u}`),
+      }),
+      singleKey,
+    );
   const walk = multi ? multi.walk : `    if (qvalid) {
       // Exact window walk: per axis only the staged keys of this query's own window (slot t = j - ws).
       ${walkBounds(X, box, (a) => `ws_${a}`, (a) => `ws_${a} + wc_${a}`)}
-      ${stagedWalk(
-        rank,
-        `${recomputeDs({
-          X,
-          R,
-          V,
-          box,
-          qkRows: kRows,
-          dovRows: vRows,
-          qk: (c, r) => [r('qv'), stagedAt(V, kRows, c)],
-          dov: (c, r) => [r('dov'), stagedAt(V, vRows, c)],
-          spec,
-          lse: 'lse_x',
-          delta: 'delta_x',
-        })}
-        ${accumulate(R, V, 'acc', 'ds', kRows)}
-        ${spec.gradRpb ? `${LN > 1 ? 'if (lane == 0u) { ' : ''}ds_buf[row * NSLOTS + ${A.reduce((e, a) => (a === 0 ? 'u32(j_0 - ws_0)' : `(${e} * u32(KS_${a}) + u32(j_${a} - ws_${a}))`), '')}] = ds;${LN > 1 ? ' }' : ''}` : ''}`,
-      )}
+      ${KU > 1 ? keySteps() : stagedWalk(rank, singleKey)}
     }`;
   const epilogue = multi ? multi.epilogue : `  if (qvalid) {
     ${
@@ -1122,6 +1304,9 @@ export function generateFusedBackwardDkv(spec: FusedBackwardDkvSpec): NamedKerne
   const [qRows, oRows] = staged;
   const { A, per } = X;
   const K = spec.keysPerInvocation ?? 1;
+  const QU = spec.queryUnroll ?? 1;
+  const unrollWhy = fusedBackwardUnrollProblem({ queryUnroll: QU, keysPerInvocation: K });
+  if (unrollWhy !== undefined) throw new Error(`fused backward spec: ${unrollWhy}`);
   const WGK = (BK / K) * LN;
   // Lane split / several keys per invocation: every invocation stages, so the staging stride is the workgroup size.
   const box: StagedBox = K > 1 ? { ...QUERY_BOX, stride: `${WGK}u` } : LN > 1 ? { ...QUERY_BOX, stride: '(BK * LANES)' } : QUERY_BOX;
@@ -1243,27 +1428,50 @@ export function generateFusedBackwardDkv(spec: FusedBackwardDkvSpec): NamedKerne
     ${loadRegs(R, V, 'kv', 'k_buf', 'kvrow', 'DW', V.DW)}
     ${loadRegs(R, V, 'vv', 'v_buf', 'kvrow', 'DVW', V.DVW)}
   }`;
+  const singleQuery = `${recomputeDs({
+    X,
+    R,
+    V,
+    box,
+    qkRows: qRows,
+    dovRows: oRows,
+    qk: (c, r) => [stagedAt(V, qRows, c), r('kv')],
+    dov: (c, r) => [stagedAt(V, oRows, c), r('vv')],
+    spec,
+    lse: 'lse_sh[m]',
+    delta: 'dl_sh[m]',
+  })}
+        ${accumulate(R, V, 'dva', 'p', oRows)}
+        ${accumulate(R, V, 'dka', 'ds', qRows)}`;
+  const querySteps = (): string =>
+    unrolledStagedWalk(
+      rank,
+      QU,
+      unrolledStep({
+        X,
+        R,
+        V,
+        box,
+        U: QU,
+        qkRows: qRows,
+        dovRows: oRows,
+        qk: (c, r, u) => [unitAt(V, qRows, c, u), r('kv')],
+        dov: (c, r, u) => [unitAt(V, oRows, c, u), r('vv')],
+        spec,
+        lse: (u) => `lse_sh[mu${u}]`,
+        delta: (u) => `dl_sh[mu${u}]`,
+        axpys: [
+          [oRows, 'dva', 'p'],
+          [qRows, 'dka', 'ds'],
+        ],
+        tail: () => '',
+      }),
+      singleQuery,
+    );
   const walk = multi ? multi.walk : `    if (kvalid) {
       // Exact inverse walk: per axis only the staged queries in [ifs, ife) (no window membership test).
       ${walkBounds(X, box, (a) => `ifs_${a}`, (a) => `ife_${a}`)}
-      ${stagedWalk(
-        rank,
-        `${recomputeDs({
-          X,
-          R,
-          V,
-          box,
-          qkRows: qRows,
-          dovRows: oRows,
-          qk: (c, r) => [stagedAt(V, qRows, c), r('kv')],
-          dov: (c, r) => [stagedAt(V, oRows, c), r('vv')],
-          spec,
-          lse: 'lse_sh[m]',
-          delta: 'dl_sh[m]',
-        })}
-        ${accumulate(R, V, 'dva', 'p', oRows)}
-        ${accumulate(R, V, 'dka', 'ds', qRows)}`,
-      )}
+      ${QU > 1 ? querySteps() : stagedWalk(rank, singleQuery)}
     }`;
   const epilogue = multi ? multi.epilogue : `  if (kvalid) {
     ${storeRow(R, 'dka', D, 'dk_buf', 'kvrow', 'D', (x) => `${T}(params.scale * ${x})`)}
@@ -1514,6 +1722,7 @@ export function planFusedBackward(
       partial,
       ...laneSpec,
       ...(config.queriesPerInvocation !== undefined && config.queriesPerInvocation > 1 ? { queriesPerInvocation: config.queriesPerInvocation } : {}),
+      ...(config.keyUnroll !== undefined && config.keyUnroll !== 1 ? { keyUnroll: config.keyUnroll } : {}),
     }),
     uniforms: dqU,
     workgroups: fold(dqTotal, maxWorkgroupsPerDimension),
@@ -1539,6 +1748,7 @@ export function planFusedBackward(
       rpb: problem.hasRpb,
       ...laneSpec,
       ...(config.keysPerInvocation !== undefined && config.keysPerInvocation > 1 ? { keysPerInvocation: config.keysPerInvocation } : {}),
+      ...(config.queryUnroll !== undefined && config.queryUnroll !== 1 ? { queryUnroll: config.queryUnroll } : {}),
     }),
     uniforms: dkvU,
     workgroups: fold(dkvTotal, maxWorkgroupsPerDimension),
