@@ -12,7 +12,10 @@ export const USAGE = `usage: pnpm bench [--set quick|standard] [--filter str[,st
   [--forward-path default|sgmat]  sgmat: the tensor-core forward (f16, subgroup matrices) at its default config
   [--forward-queries 1|2|4] [--backward-queries 1|2|4] [--backward-keys 1|2|4]
                              the default configs with rows grouped per invocation (experimental knobs)
-  [--forward-key-unroll 1|2|4]  the default forward config folding this many keys per walk step (experimental)
+  [--forward-key-unroll 1|2|4]  the default forward tiles folding this many keys per walk step (default: the
+                                heuristic, 2 for float32 on subgroups >= 16 wide; 1 = one key per step)
+  [--backward-unroll 1|2|4]     the default backward tiles folding this many keys (dq) / queries (dK/dV) per
+                                walk step (default: the heuristic; 1 = one row per step)
   [--warm-clocks auto|on|off]   keep the GPU busy around our timed runs so its clock stays at boost
                                 (auto: on for hardware adapters, off for software ones such as lavapipe)`;
 
@@ -39,8 +42,10 @@ export interface Options {
   readonly forwardQueries: number;
   readonly backwardQueries: number;
   readonly backwardKeys: number;
-  /** Experimental: keys per forward walk step (1 = the one-key walk). */
-  readonly forwardKeyUnroll: number;
+  /** Keys per forward walk step instead of the heuristic's (1 = the one-key walk); undefined = the default. */
+  readonly forwardKeyUnroll: number | undefined;
+  /** Keys per dq walk step and queries per dK/dV walk step instead of the heuristic's; undefined = the default. */
+  readonly backwardUnroll: number | undefined;
   /** Keep the GPU's clock up while timing (`ClockWarmer`); auto = on for hardware adapters. */
   readonly warmClocks: 'auto' | 'on' | 'off';
 }
@@ -68,7 +73,8 @@ export function parseOptions(argv: readonly string[]): Options {
       'forward-queries': { type: 'string', default: '1' },
       'backward-queries': { type: 'string', default: '1' },
       'backward-keys': { type: 'string', default: '1' },
-      'forward-key-unroll': { type: 'string', default: '1' },
+      'forward-key-unroll': { type: 'string' },
+      'backward-unroll': { type: 'string' },
       'warm-clocks': { type: 'string', default: 'auto' },
       help: { type: 'boolean', default: false },
     },
@@ -97,7 +103,8 @@ export function parseOptions(argv: readonly string[]): Options {
     forwardQueries: Math.floor(num('forward-queries', values['forward-queries'], 1)),
     backwardQueries: Math.floor(num('backward-queries', values['backward-queries'], 1)),
     backwardKeys: Math.floor(num('backward-keys', values['backward-keys'], 1)),
-    forwardKeyUnroll: Math.floor(num('forward-key-unroll', values['forward-key-unroll'], 1)),
+    forwardKeyUnroll: values['forward-key-unroll'] === undefined ? undefined : Math.floor(num('forward-key-unroll', values['forward-key-unroll'], 1)),
+    backwardUnroll: values['backward-unroll'] === undefined ? undefined : Math.floor(num('backward-unroll', values['backward-unroll'], 1)),
     json: values.json,
     torch: !values['no-torch'],
     reps: Math.floor(num('reps', values.reps, 1)),

@@ -198,11 +198,15 @@ async function measureItem(
       } else {
         const planned = fusedForward.plan(ctx, rank, oursFwd).config;
         // --forward-queries / --forward-key-unroll: the same config with experimental knobs (an explicit config).
-        const explicit = opts.forwardQueries > 1 || opts.forwardKeyUnroll > 1;
+        const explicit = opts.forwardQueries > 1 || opts.forwardKeyUnroll !== undefined;
         const f = explicit
-          ? { ...planned, ...(opts.forwardQueries > 1 ? { queriesPerInvocation: opts.forwardQueries } : {}), ...(opts.forwardKeyUnroll > 1 ? { keyUnroll: opts.forwardKeyUnroll } : {}) }
+          ? {
+              ...planned,
+              ...(opts.forwardQueries > 1 ? { queriesPerInvocation: opts.forwardQueries } : {}),
+              ...(opts.forwardKeyUnroll !== undefined ? { keyUnroll: opts.forwardKeyUnroll } : opts.forwardQueries > 1 ? { keyUnroll: 1 } : {}),
+            }
           : planned;
-        cfg = `fwd ${f.path} q${f.queryTile.join('x')}/k${f.keyTile.join('x')}/${f.stage}${(f.lanes ?? 1) > 1 ? ` lanes ${f.lanes}` : ''}${opts.forwardQueries > 1 ? ` Q ${opts.forwardQueries}` : ''}${opts.forwardKeyUnroll > 1 ? ` U ${opts.forwardKeyUnroll}` : ''}`;
+        cfg = `fwd ${f.path} q${f.queryTile.join('x')}/k${f.keyTile.join('x')}/${f.stage}${(f.lanes ?? 1) > 1 ? ` lanes ${f.lanes}` : ''}${opts.forwardQueries > 1 ? ` Q ${opts.forwardQueries}` : ''}${(f.keyUnroll ?? 1) > 1 ? ` U ${f.keyUnroll}` : ''}`;
         forward = explicit ? () => fusedForward.withConfig(ctx, rank, fwdArgs, f) : () => fusedForward(ctx, rank, oursFwd);
       }
       let backward: ((a: FusedBackwardArgs<GpuTensor>) => Promise<void>) | undefined;
@@ -213,12 +217,21 @@ async function measureItem(
         }
         const sel = selectFusedBackward(ctx, rank, bwdArgs).config;
         // --backward-queries / --backward-keys: the same config with rows grouped per invocation (an explicit config).
+        // --backward-unroll: the same config with U rows per dq / dK-dV walk step (an explicit config).
         const grouped = opts.backwardQueries > 1 || opts.backwardKeys > 1;
-        const b = grouped
-          ? { ...sel, ...(opts.backwardQueries > 1 ? { queriesPerInvocation: opts.backwardQueries } : {}), ...(opts.backwardKeys > 1 ? { keysPerInvocation: opts.backwardKeys } : {}) }
+        const explicit = grouped || opts.backwardUnroll !== undefined;
+        // Grouped rows do not combine with the unroll: they run it at 1 unless --backward-unroll says otherwise.
+        const u = opts.backwardUnroll ?? (grouped ? 1 : undefined);
+        const b = explicit
+          ? {
+              ...sel,
+              ...(opts.backwardQueries > 1 ? { queriesPerInvocation: opts.backwardQueries } : {}),
+              ...(opts.backwardKeys > 1 ? { keysPerInvocation: opts.backwardKeys } : {}),
+              ...(u !== undefined ? { keyUnroll: u, queryUnroll: u } : {}),
+            }
           : sel;
-        cfg += `; bwd q${b.queryTile.join('x')}/k${b.keyTile.join('x')} splits ${b.numSplitsKey.join('x')}${(b.lanes ?? 1) > 1 ? ` lanes ${b.lanes}` : ''}${grouped ? ` Q ${opts.backwardQueries} K ${opts.backwardKeys}` : ''}`;
-        backward = grouped ? (a) => fusedBackwardWithConfig(ctx, rank, a, b) : (a) => fusedBackward(ctx, rank, a);
+        cfg += `; bwd q${b.queryTile.join('x')}/k${b.keyTile.join('x')} splits ${b.numSplitsKey.join('x')}${(b.lanes ?? 1) > 1 ? ` lanes ${b.lanes}` : ''}${grouped ? ` Q ${opts.backwardQueries} K ${opts.backwardKeys}` : ''}${(b.keyUnroll ?? 1) > 1 ? ` U ${b.keyUnroll}` : ''}`;
+        backward = explicit ? (a) => fusedBackwardWithConfig(ctx, rank, a, b) : (a) => fusedBackward(ctx, rank, a);
       }
       row.config = cfg;
       const b = bwdArgs;

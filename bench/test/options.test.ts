@@ -5,13 +5,13 @@ import { parseOptions } from '../src/options.ts';
 describe('bench options', () => {
   it('defaults: the standard set with torch, the default kernels', () => {
     const o = parseOptions([]);
-    expect(o).toMatchObject({ set: 'standard', torch: true, reps: 20, warmup: 3, forwardPath: 'default', forwardQueries: 1, backwardQueries: 1, backwardKeys: 1, forwardKeyUnroll: 1, warmClocks: 'auto' });
+    expect(o).toMatchObject({ set: 'standard', torch: true, reps: 20, warmup: 3, forwardPath: 'default', forwardQueries: 1, backwardQueries: 1, backwardKeys: 1, forwardKeyUnroll: undefined, backwardUnroll: undefined, warmClocks: 'auto' });
     expect(o.forwardLanes).toBeUndefined();
     expect(o.backwardLanes).toBeUndefined();
   });
   it('experiment switches parse to numbers and the tensor-core path', () => {
-    const o = parseOptions(['--forward-path', 'sgmat', '--forward-lanes', '4', '--backward-lanes', '1', '--forward-queries', '2', '--backward-queries', '4', '--backward-keys', '2', '--forward-key-unroll', '4', '--warm-clocks', 'off']);
-    expect(o).toMatchObject({ forwardPath: 'sgmat', forwardLanes: 4, backwardLanes: 1, forwardQueries: 2, backwardQueries: 4, backwardKeys: 2, forwardKeyUnroll: 4, warmClocks: 'off' });
+    const o = parseOptions(['--forward-path', 'sgmat', '--forward-lanes', '4', '--backward-lanes', '1', '--forward-queries', '2', '--backward-queries', '4', '--backward-keys', '2', '--forward-key-unroll', '4', '--backward-unroll', '2', '--warm-clocks', 'off']);
+    expect(o).toMatchObject({ forwardPath: 'sgmat', forwardLanes: 4, backwardLanes: 1, forwardQueries: 2, backwardQueries: 4, backwardKeys: 2, forwardKeyUnroll: 4, backwardUnroll: 2, warmClocks: 'off' });
   });
   it('rejects invalid values with the flag, the value and the rule', () => {
     expect(() => parseOptions(['--set', 'huge'])).toThrow("--set must be quick or standard, got 'huge'");

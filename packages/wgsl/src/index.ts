@@ -65,6 +65,7 @@ export {
   generateFusedForward,
   keyUnrollProblem,
   Q_HALF_ABOVE,
+  withDefaultForwardUnroll,
   tileShapes,
 } from './ops/na-fused-forward.ts';
 export { FUSED_LAZY_RESCALE, FUSED_NEG, softmaxLse, softmaxStateDecl, softmaxUpdate } from './snippets/fused-softmax.ts';
@@ -96,7 +97,10 @@ export {
   type NamedKernel,
   fusedBackwardTileShapes,
   fusedBackwardTilesPerAxis,
+  fusedBackwardUnrollProblem,
+  FUSED_BACKWARD_UNROLLS,
   planFusedBackward,
+  withDefaultBackwardUnroll,
 } from './ops/na-fused-backward.ts';
 export {
   checkNaiveForwardSpec,
@@ -119,4 +123,4 @@ export {
   sgmatBlockShape,
   SGMAT_QUERY_PATCHES,
 } from './ops/na-fused-forward-sgmat.ts';
-export { DEFAULT_LANES_MIN_SUBGROUP, type LaneLimits, laneSplitProblem, lanesDimProblem, withDefaultLanes } from './lanes.ts';
+export { DEFAULT_LANES_MIN_SUBGROUP, DEFAULT_UNROLL, hasWideSubgroups, type LaneLimits, laneSplitProblem, lanesDimProblem, withDefaultLanes } from './lanes.ts';

@@ -67,10 +67,18 @@ export function withDefaultLanes<C extends { readonly lanes?: number }>(
   choices: readonly number[],
   valid: (split: C) => boolean,
 ): C {
-  if ((limits.subgroupMinSize ?? 0) < DEFAULT_LANES_MIN_SUBGROUP) return config;
+  if (!hasWideSubgroups(limits)) return config;
   for (const lanes of choices) {
     const split = { ...config, lanes };
     if (valid(split)) return split;
   }
   return config;
+}
+
+/** Rows per walk step (`keyUnroll` / `queryUnroll`) of the heuristic defaults on devices with wide subgroups. */
+export const DEFAULT_UNROLL = 2;
+
+/** Whether a device gets the SIMT-GPU defaults (lane split, unrolled walks): subgroups at least 16 wide. */
+export function hasWideSubgroups(limits: Pick<LaneLimits, 'subgroupMinSize'>): boolean {
+  return (limits.subgroupMinSize ?? 0) >= DEFAULT_LANES_MIN_SUBGROUP;
 }

@@ -3,7 +3,7 @@
  * kernel) without a GPU: U = 1 is byte-identical to a spec / config without the field, U > 1 emits a different
  * kernel (text and key, same workgroup and bindings) with U-row steps and a remainder loop, each knob changes only
  * its kernel, every invalid value (and a combination with the kernel's row grouping) is rejected with its rule,
- * and neither the default config nor the enumerator picks an unroll.
+ * and on wide subgroups the default and the lane-split configs unroll by 2 (withDefaultBackwardUnroll).
  */
 import { checkFusedBackward, type NaRank, zeros } from '@natten-web/core';
 import { describe, expect, it } from 'vitest';
@@ -21,6 +21,7 @@ import {
   generateFusedBackwardDq,
   type GpuDType,
   planFusedBackward,
+  withDefaultBackwardUnroll,
 } from '../src/index.ts';
 import { FUSED_BACKWARD_UNROLLS, fusedBackwardUnrollProblem } from '../src/ops/na-fused-backward.ts';
 
@@ -198,13 +199,31 @@ describe('validation', () => {
 });
 
 describe('enumeration and default', () => {
-  it('neither the default config nor the enumerator picks an unroll, with or without subgroups', () => {
-    for (const p of [problem(1, [40], [5]), problem(2, [16, 16], [3, 3], { dtype: 'float16', gradRpb: true }), problem(3, [6, 6, 6], [3, 3, 3], { dim: 32 })]) {
-      for (const limits of [LIMITS, SG16]) {
+  it('the default and the lane-split configs of the enumerator unroll by 2 on wide subgroups, except float16 at rank 3', () => {
+    const f16r3 = problem(3, [6, 6, 6], [3, 3, 3], { dim: 32, dtype: 'float16' });
+    for (const p of [problem(1, [40], [5]), problem(2, [16, 16], [3, 3], { dtype: 'float16', gradRpb: true }), problem(3, [6, 6, 6], [3, 3, 3], { dim: 32 }), f16r3]) {
+      const unrolls = p !== f16r3;
+      // Without wide subgroups (none, or 8 wide as on lavapipe): never.
+      for (const limits of [LIMITS, { ...LIMITS, subgroupMinSize: 8 }]) {
         const d = defaultFusedBackwardConfig(p, limits);
         expect(d && ('keyUnroll' in d || 'queryUnroll' in d)).toBe(false);
         for (const x of enumerateFusedBackwardConfigs(p, limits)) expect('keyUnroll' in x || 'queryUnroll' in x).toBe(false);
       }
+      const d = defaultFusedBackwardConfig(p, SG16) as FusedBackwardConfig;
+      expect([d.keyUnroll, d.queryUnroll]).toEqual(unrolls ? [2, 2] : [undefined, undefined]);
+      for (const x of enumerateFusedBackwardConfigs(p, SG16)) {
+        const expected = unrolls && (x.lanes ?? 1) > 1 ? [2, 2] : [undefined, undefined];
+        expect([x.keyUnroll, x.queryUnroll]).toEqual(expected);
+      }
+    }
+  });
+
+  it('withDefaultBackwardUnroll keeps explicit unrolls, single-lane and grouped configs as they are', () => {
+    const p = problem(2, [16, 16], [3, 3]);
+    const base: FusedBackwardConfig = { queryTile: [4, 8], keyTile: [4, 8], numSplitsKey: [1, 1], computeDeltaWithTorch: false, lanes: 4 };
+    expect(withDefaultBackwardUnroll(p, base, SG16)).toEqual({ ...base, keyUnroll: 2, queryUnroll: 2 });
+    for (const c of [{ ...base, keyUnroll: 1 }, { ...base, queryUnroll: 4 }, { ...base, lanes: undefined }, { ...base, queriesPerInvocation: 2 }, { ...base, keysPerInvocation: 2 }]) {
+      expect(withDefaultBackwardUnroll(p, c, SG16)).toEqual(c);
     }
   });
 });

@@ -16,6 +16,7 @@ import {
   fusedForwardConfigProblem,
   fusedForwardSpec,
   generateFusedForward,
+  withDefaultForwardUnroll,
 } from '../src/index.ts';
 
 const LIMITS: FusedKernelLimits = { maxComputeWorkgroupStorageSize: 32768, maxComputeInvocationsPerWorkgroup: 1024, maxComputeWorkgroupSizeX: 1024 };
@@ -170,8 +171,9 @@ describe('enumeration and default', () => {
     const SG32 = { ...LIMITS, subgroupMinSize: 32 };
     expect(DEFAULT_FORWARD_LANES_MIN_DIM).toBe(128);
     // Head dim 64 (and the small problems above): single-lane even on wide subgroups.
+    // (float32 problems get the hardware-class key unroll there instead: withDefaultForwardUnroll.)
     for (const p of [...problems, problem(2, [16, 16], [5, 5], { dtype: 'float16', dim: 64 })]) {
-      expect(defaultFusedForwardConfig(p, SG32)).toEqual(defaultFusedForwardConfig(p, LIMITS));
+      expect(defaultFusedForwardConfig(p, SG32)).toEqual(withDefaultForwardUnroll(p, defaultFusedForwardConfig(p, LIMITS), SG32));
     }
     for (const p of [problem(2, [16, 16], [5, 5], { dtype: 'float16', dim: 128 }), problem(1, [64], [9], { dim: 32, dimV: 128 })]) {
       const single = defaultFusedForwardConfig(p, LIMITS);
@@ -183,6 +185,19 @@ describe('enumeration and default', () => {
     }
     // D=136 splits its 34 vec4 columns over 2 lanes, not 4.
     expect(defaultFusedForwardConfig(problem(1, [64], [9], { dim: 136 }), SG32).lanes).toBe(2);
+  });
+  it('float32 single-lane configs unroll keys by 2 on subgroups >= 16 wide (default, enumerator); float16 never', () => {
+    const SG16 = { ...LIMITS, subgroupMinSize: 16 };
+    const f32 = problem(2, [16, 16], [5, 5], { dim: 64 });
+    const f16 = problem(2, [16, 16], [5, 5], { dtype: 'float16', dim: 64 });
+    expect(defaultFusedForwardConfig(f32, SG16).keyUnroll).toBe(2);
+    for (const limits of [LIMITS, SG8]) expect(defaultFusedForwardConfig(f32, limits).keyUnroll).toBeUndefined();
+    expect(defaultFusedForwardConfig(f16, SG16).keyUnroll).toBeUndefined();
+    for (const c of enumerateFusedForwardConfigs(f32, SG16)) expect(c.keyUnroll).toBe((c.lanes ?? 1) === 1 ? 2 : undefined);
+    for (const c of enumerateFusedForwardConfigs(f16, SG16)) expect(c.keyUnroll).toBeUndefined();
+    // Explicit unrolls, lane splits and grouped rows are left as they are.
+    const base = defaultFusedForwardConfig(f32, LIMITS);
+    for (const c of [{ ...base, keyUnroll: 1 }, { ...base, lanes: 2 }, { ...base, queriesPerInvocation: 2 }]) expect(withDefaultForwardUnroll(f32, c, SG16)).toEqual(c);
   });
   it('lanes are dropped where the invocation limit does not allow them', () => {
     const p = problem(2, [64, 64], [3, 3], { dim: 16 });

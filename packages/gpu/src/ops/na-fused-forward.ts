@@ -25,6 +25,7 @@ import {
   fusedForwardSpec,
   generateFusedForward,
   type GeneratedKernel,
+  withDefaultForwardUnroll,
 } from '@natten-web/wgsl';
 import { type DispatchCommand, foldWorkgroups, type GpuContext, type GpuTensor } from '../context.ts';
 import { defineGpuOp, type GpuOp, kernelLimits, requireF16Feature } from './op.ts';
@@ -108,13 +109,18 @@ export function checkFusedForwardGpu(
     config = forced;
   } else if (args.queryTileSize !== undefined && args.keyTileSize !== undefined) {
     // f16 inputs stage K/V as f16 (half the workgroup memory and its traffic; measured faster on H200).
-    config = {
-      path: 'plain',
-      queryTile: [...args.queryTileSize],
-      keyTile: [...args.keyTileSize],
-      stage: problem.dtype === 'float16' ? 'f16' : 'f32',
-      ...(args.lanes !== undefined && args.lanes > 1 ? { lanes: args.lanes } : {}),
-    };
+    // The hardware-class key unroll applies to given tiles as to the default and the tuner's configs.
+    config = withDefaultForwardUnroll(
+      problem,
+      {
+        path: 'plain',
+        queryTile: [...args.queryTileSize],
+        keyTile: [...args.keyTileSize],
+        stage: problem.dtype === 'float16' ? 'f16' : 'f32',
+        ...(args.lanes !== undefined && args.lanes > 1 ? { lanes: args.lanes } : {}),
+      },
+      limits,
+    );
   } else {
     config = defaultFusedForwardConfig(problem, limits);
   }
