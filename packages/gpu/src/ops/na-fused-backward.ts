@@ -68,8 +68,8 @@ export function selectFusedBackward(ctx: GpuContext, rank: NaRank, args: FusedBa
       computeDeltaWithTorch: base.computeDeltaWithTorch,
       ...(args.lanes !== undefined && args.lanes > 1 ? { lanes: args.lanes } : {}),
     };
-    // The hardware-class unroll applies to given tiles as to the default and the tuner's configs.
-    config = withDefaultBackwardUnroll(problem, config, backwardKernelLimits(ctx));
+    // The hardware-class unroll applies to given tiles as to the default and the tuner's configs (it needs lanes).
+    if (config.lanes !== undefined) config = withDefaultBackwardUnroll(problem, config, backwardKernelLimits(ctx));
     // Only lane-split configs depend on the device's subgroups (lanes 1 is the single-lane config, core-validated).
     const why = config.lanes === undefined ? undefined : fusedBackwardLanesProblem(problem, config, backwardKernelLimits(ctx));
     if (why !== undefined) {
