@@ -153,6 +153,7 @@ export function renderReport(results: BenchResults, options: ReportOptions = {})
   if (env.subgroupMatrix.length) lines.push(`- **Subgroup matrix configs:** ${env.subgroupMatrix.join('; ')}`);
   lines.push(`- **Versions:** node ${env.node}, webgpu (Dawn) ${env.webgpu}, natten-web commit ${runs && runs.length > 1 ? runs.map((r) => `\`${r.commit}\``).join(', ') : `\`${env.commit}\``}, ${env.platform}`);
   lines.push(`- **Torch:** ${env.torch ? `torch ${env.torch.torch} on ${env.torch.gpu}` : `not run${env.torchNote ? ` (${env.torchNote})` : ''}`}`);
+  lines.push(`- **Clocks:** ${clocksText(runs && runs.length > 1 ? runs.map((r) => r.clocks) : [results.clocks])}`);
   if (runs && runs.length > 1) {
     lines.push(`- **Set:** \`${results.set}\`${options.source ? `; sources \`${options.source}\`` : ''}`);
     for (const r of runs) {
@@ -212,6 +213,17 @@ export function renderReport(results: BenchResults, options: ReportOptions = {})
   return lines.join('\n');
 }
 
+/** The clock line of the report: whether every merged run kept the GPU at its boost clock while timing. */
+export function clocksText(clocks: readonly BenchResults['clocks'][]): string {
+  if (clocks.every((c) => c?.warmed === true)) {
+    const ms = clocks[0]?.dispatchMs;
+    return `warmed: the GPU was kept busy around every timed run (${clocks[0]?.warmMs ?? '-'} ms of warm work before each measurement, one ${ms !== undefined ? `${ms.toFixed(2)} ms ` : ''}warm dispatch queued before each run; the torch baselines likewise), so the clock governor held the boost clock`;
+  }
+  if (clocks.every((c) => c?.warmed === false)) return 'not warmed (software adapter, or --warm-clocks off)';
+  if (clocks.every((c) => c === undefined)) return 'not recorded (files written before clock warming existed: short kernels may have run below the boost clock)';
+  return `mixed: ${clocks.map((c) => (c === undefined ? 'not recorded' : c.warmed ? 'warmed' : 'not warmed')).join(', ')} (per run, in order)`;
+}
+
 /**
  * Merge results files of one machine (a standard set split over several device runs with `--filter`): rows in
  * file order, the first file's env, and each run's date, commit and sampling in `runs`. Throws if the adapters differ (numbers from different GPUs never share a table).
@@ -242,6 +254,14 @@ export function mergeResults(list: readonly BenchResults[]): BenchResults {
     ...first,
     filter: filters.length === list.length ? filters.join(', ') : undefined,
     rows,
-    runs: list.map((r, i) => ({ date: r.env.date, commit: r.env.commit, reps: r.reps, warmup: r.warmup, filter: r.filter, rows: r.rows.filter((row) => owner.get(rowKey(row)) === i).length })),
+    runs: list.map((r, i) => ({
+      date: r.env.date,
+      commit: r.env.commit,
+      reps: r.reps,
+      warmup: r.warmup,
+      filter: r.filter,
+      rows: r.rows.filter((row) => owner.get(rowKey(row)) === i).length,
+      ...(r.clocks ? { clocks: r.clocks } : {}),
+    })),
   };
 }

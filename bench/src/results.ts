@@ -88,6 +88,7 @@ export interface BenchRunInfo {
   readonly warmup: number;
   readonly filter?: string | undefined;
   readonly rows: number;
+  readonly clocks?: BenchResults['clocks'];
 }
 
 /** True for software adapters (lavapipe/llvmpipe, SwiftShader, WARP): their times are no performance claim. */

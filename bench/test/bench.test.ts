@@ -224,6 +224,12 @@ describe('merging split runs', () => {
     const md = renderReport(m2, { source: 'x.json`, `y.json' });
     expect(md).toContain(`- **Dates:** ${a.env.date}, 2026-11-28T00:00:00.000Z (2 runs on the same adapter, merged)`);
     expect(md).toContain('median of up to 8 runs');
+    expect(md).toContain('- **Clocks:** not recorded');
+    // Every run warmed: one line saying so; a mix names each run's state.
+    const warm = { warmed: true, warmMs: 300, dispatchMs: 2 };
+    const w = renderReport(mergeResults([{ ...a, clocks: warm }, { ...later, clocks: warm }]));
+    expect(w).toContain('- **Clocks:** warmed: the GPU was kept busy around every timed run (300 ms of warm work before each measurement, one 2.00 ms warm dispatch');
+    expect(renderReport(mergeResults([{ ...a, clocks: warm }, later]))).toContain('- **Clocks:** mixed: warmed, not recorded (per run, in order)');
   });
   it('takes a measurement present in several runs from the last one, in the place it first appeared', () => {
     const first: BenchResults = { ...fixture, filter: 'all', rows: fixture.rows };
