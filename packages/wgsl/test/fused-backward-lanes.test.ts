@@ -1,67 +1,26 @@
 /**
  * Lane-split fused backward (`lanes` = T > 1 in the dq and dkv kernels) without a GPU: T = 1 stays byte-identical
  * to a spec / config without the field, T > 1 emits the subgroup kernels (and leaves delta / reductions alone),
- * every invalid T is rejected with its reason, and the enumerator changes only when the caller says the device has
- * subgroups while the default config stays single-lane.
+ * every invalid T is rejected with its reason, and the enumerator and the default config split lanes only when the
+ * caller says the device has subgroups (the default only where they are at least 16 wide).
  */
-import { checkFusedBackward, type NaRank, zeros } from '@natten-web/core';
 import { describe, expect, it } from 'vitest';
-import { WgslReflect } from 'wgsl_reflect/wgsl_reflect.module.js';
+import { dqSpec, LIMITS, parse, problem } from './backward-fixtures.ts';
 import {
   type BackwardLimits,
   defaultFusedBackwardConfig,
   DEFAULT_LANES_MIN_SUBGROUP,
   enumerateFusedBackwardConfigs,
-  FUSED_BACKWARD_TILES,
   type FusedBackwardConfig,
-  type FusedBackwardDqSpec,
   fusedBackwardLanesProblem,
   generateFusedBackwardDkv,
   generateFusedBackwardDq,
-  type GpuDType,
   planFusedBackward,
 } from '../src/index.ts';
 
-const LIMITS: BackwardLimits = { maxComputeWorkgroupStorageSize: 32768, maxComputeInvocationsPerWorkgroup: 256, maxComputeWorkgroupSizeX: 256 };
 const SG8: BackwardLimits = { ...LIMITS, subgroupMinSize: 8 };
 
-function problem(rank: NaRank, spatial: number[], kernelSize: number[], opts: { dim?: number; dimV?: number; dtype?: GpuDType; gradRpb?: boolean } = {}) {
-  const dtype = opts.dtype ?? 'float32';
-  const D = opts.dim ?? 16;
-  const Dv = opts.dimV ?? D;
-  const q = zeros([1, ...spatial, 2, D], dtype);
-  const o = zeros([1, ...spatial, 2, Dv], dtype);
-  const rpb = opts.gradRpb ? zeros([2, ...kernelSize.map((k) => 2 * k - 1)], dtype) : null;
-  const p = checkFusedBackward(
-    `na${rank}d_backward`,
-    rank,
-    { gradQuery: q, gradKey: q, gradValue: o, query: q, key: q, value: o, output: o, gradOutput: o, logsumexp: zeros([1, ...spatial, 2], 'float32'), kernelSize, rpb, gradRpb: rpb },
-    FUSED_BACKWARD_TILES,
-  );
-  return { ...p, dtype };
-}
-
-const dqSpec = (over: Partial<FusedBackwardDqSpec> = {}): FusedBackwardDqSpec => ({
-  rank: 2,
-  kernelSize: [3, 5],
-  causal: [false, true],
-  dim: 16,
-  dimV: 32,
-  dtype: 'float32',
-  queryTile: [4, 4],
-  keyTile: [4, 8],
-  rpb: true,
-  gradRpb: true,
-  delta: 'fused',
-  partial: true,
-  ...over,
-});
-
 const count = (s: string, sub: string): number => s.split(sub).length - 1;
-
-function parse(code: string): void {
-  expect(new WgslReflect(code).entry.compute.length).toBe(1);
-}
 
 describe('T = 1 is the single-lane kernel', () => {
   it('lanes 1 emits the same text and key as a spec without the field (dq in every mode, dkv)', () => {

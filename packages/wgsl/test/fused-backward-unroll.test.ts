@@ -5,65 +5,24 @@
  * its kernel, every invalid value (and a combination with the kernel's row grouping) is rejected with its rule,
  * and on wide subgroups the default and the lane-split configs unroll by 2 (withDefaultBackwardUnroll).
  */
-import { checkFusedBackward, type NaRank, zeros } from '@natten-web/core';
 import { describe, expect, it } from 'vitest';
-import { WgslReflect } from 'wgsl_reflect/wgsl_reflect.module.js';
+import { dkvSpec, dqSpec, LIMITS, parse, problem } from './backward-fixtures.ts';
 import {
   type BackwardLimits,
   defaultFusedBackwardConfig,
   enumerateFusedBackwardConfigs,
-  FUSED_BACKWARD_TILES,
   type FusedBackwardConfig,
   type FusedBackwardDkvSpec,
   type FusedBackwardDqSpec,
   fusedBackwardLanesProblem,
   generateFusedBackwardDkv,
   generateFusedBackwardDq,
-  type GpuDType,
   planFusedBackward,
   withDefaultBackwardUnroll,
 } from '../src/index.ts';
 import { FUSED_BACKWARD_UNROLLS, fusedBackwardUnrollProblem } from '../src/ops/na-fused-backward.ts';
 
-const LIMITS: BackwardLimits = { maxComputeWorkgroupStorageSize: 32768, maxComputeInvocationsPerWorkgroup: 256, maxComputeWorkgroupSizeX: 256 };
 const SG16: BackwardLimits = { ...LIMITS, subgroupMinSize: 16 };
-
-function problem(rank: NaRank, spatial: number[], kernelSize: number[], opts: { dim?: number; dimV?: number; dtype?: GpuDType; gradRpb?: boolean } = {}) {
-  const dtype = opts.dtype ?? 'float32';
-  const D = opts.dim ?? 16;
-  const Dv = opts.dimV ?? D;
-  const q = zeros([1, ...spatial, 2, D], dtype);
-  const o = zeros([1, ...spatial, 2, Dv], dtype);
-  const rpb = opts.gradRpb ? zeros([2, ...kernelSize.map((k) => 2 * k - 1)], dtype) : null;
-  const p = checkFusedBackward(
-    `na${rank}d_backward`,
-    rank,
-    { gradQuery: q, gradKey: q, gradValue: o, query: q, key: q, value: o, output: o, gradOutput: o, logsumexp: zeros([1, ...spatial, 2], 'float32'), kernelSize, rpb, gradRpb: rpb },
-    FUSED_BACKWARD_TILES,
-  );
-  return { ...p, dtype };
-}
-
-const dqSpec = (over: Partial<FusedBackwardDqSpec> = {}): FusedBackwardDqSpec => ({
-  rank: 2,
-  kernelSize: [3, 5],
-  causal: [false, true],
-  dim: 16,
-  dimV: 32,
-  dtype: 'float32',
-  queryTile: [4, 4],
-  keyTile: [4, 8],
-  rpb: true,
-  gradRpb: true,
-  delta: 'fused',
-  partial: true,
-  ...over,
-});
-
-const dkvSpec = (over: Partial<FusedBackwardDkvSpec> = {}): FusedBackwardDkvSpec => {
-  const { gradRpb: _g, delta: _d, partial: _p, ...base } = dqSpec();
-  return { ...base, ...over };
-};
 
 /** Spec variations: ranks, dtypes, scalar and private-array head dims, lanes, delta modes, row grouping. */
 const VARIANTS: readonly Partial<FusedBackwardDqSpec & FusedBackwardDkvSpec>[] = [
@@ -77,10 +36,6 @@ const VARIANTS: readonly Partial<FusedBackwardDqSpec & FusedBackwardDkvSpec>[] =
   { rank: 3, kernelSize: [3, 3, 3], causal: [true, false, false], queryTile: [2, 2, 4], keyTile: [2, 4, 4], lanes: 2 },
   { queriesPerInvocation: 2, keysPerInvocation: 4 },
 ];
-
-function parse(code: string): void {
-  expect(new WgslReflect(code).entry.compute.length).toBe(1);
-}
 
 describe('U = 1 is the plain kernel', () => {
   it('keyUnroll 1 (dq) and queryUnroll 1 (dkv) emit the same text and key as a spec without the field', () => {
