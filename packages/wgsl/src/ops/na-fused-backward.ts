@@ -38,9 +38,9 @@
  * so with T <= the adapter's minimum subgroup size and workgroup sizes that are multiples of it, the T lanes of a
  * row share one subgroup. Config selection enforces both conditions.
  *
- * Walk unroll (experimental, explicit configs only: `keyUnroll` for dq, `queryUnroll` for dkv, U in {2, 4}; absent
- * or 1 emits exactly the plain kernels): the per-row walks are latency-bound chains (dot, butterfly, exp, dS,
- * axpys) with few warps to hide them on small windows, so the innermost walked axis takes U consecutive staged
+ * Walk unroll (`keyUnroll` for dq, `queryUnroll` for dkv, U in {2, 4}; absent or 1 emits exactly the plain kernels;
+ * U = 2 is the default on wide-subgroup devices where it measured faster, `withDefaultBackwardUnroll`): the per-row
+ * walks are chains (dot, butterfly, exp, dS, axpys) with few warps to hide them, so the innermost walked axis takes U consecutive staged
  * rows per step: U independent q.k and dO.v dot chains (FMAs interleaved), their butterflies interleaved, then U
  * P / dS, then the axpys, each register column still accumulating the rows in walk order; a remainder loop walks
  * the last < U rows with the plain body. Every P, dS and accumulator sees exactly the plain kernel's operations, so
@@ -118,17 +118,18 @@ export interface FusedBackwardConfig {
    */
   readonly keysPerInvocation?: number;
   /**
-   * Experimental instruction-level parallelism of the dq kernel's walk, in {1, 2, 4} (`FUSED_BACKWARD_UNROLLS`);
+   * Instruction-level parallelism of the dq kernel's walk, in {1, 2, 4} (`FUSED_BACKWARD_UNROLLS`);
    * absent means 1. U > 1: the innermost walk over the staged keys of a query's window row takes U consecutive keys
    * per step, with U independent q.k / dO.v dot chains (and lane butterflies), then their P and dS, then the dQ
    * axpys in key order; a remainder loop takes the last < U keys one at a time. Every per-key value and dQ itself
-   * are computed by the same operations as with U = 1. Not combinable with `queriesPerInvocation` > 1. Explicit
-   * configs only: neither the default nor the enumerator picks it (untimed on a GPU).
+   * are computed by the same operations as with U = 1. Not combinable with `queriesPerInvocation` > 1. The default
+   * and the enumerator set 2 where `withDefaultBackwardUnroll` says (measured faster on an H200).
    */
   readonly keyUnroll?: number;
   /**
-   * Experimental: the same unroll for the dK/dV kernel's walk over the staged queries of a key's inverse range
-   * row, in {1, 2, 4}; absent means 1. Not combinable with `keysPerInvocation` > 1. Explicit configs only.
+   * The same unroll for the dK/dV kernel's walk over the staged queries of a key's inverse range row, in {1, 2, 4};
+   * absent means 1. Not combinable with `keysPerInvocation` > 1. Set together with `keyUnroll` by
+   * `withDefaultBackwardUnroll`.
    */
   readonly queryUnroll?: number;
 }

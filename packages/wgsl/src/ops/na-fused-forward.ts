@@ -34,12 +34,17 @@
  * query tile (so the workgroup has prod(queryTile) / Q * T invocations). Their windows share the rows of the outer
  * axes, and along the last axis their union is at most K + (Q - 1) * stride keys, so the walk covers the union and
  * each staged K vec4 read from workgroup memory feeds Q dot products, each V vec4 Q axpys: 1/Q of the
- * workgroup-memory reads per FMA, the limit of the single-query walk on small windows (docs/performance.md). Each
+ * workgroup-memory reads per FMA (one cost of the single-query walk on small windows, docs/performance.md). Each
  * query masks the keys outside its own window (p = 0, no rescale); q, O and the softmax state are per query, so
- * registers grow by Q (combine with `lanes` to keep them level).
+ * registers grow by Q (combine with `lanes` to keep them level). Measured slower than the default on an H200.
+ *
+ * Key unroll (`keyUnroll` = U in {2, 4}; absent or 1 emits exactly the kernel above): the innermost loop over a
+ * window row's keys takes U keys per step (U independent dots and butterflies, one max and at most one rescale,
+ * then the U axpys) and a one-key remainder loop. U = 2 is the default for float32 on wide-subgroup devices
+ * (`withDefaultForwardUnroll`, 1-5% faster on an H200).
  *
  * Baked into the spec (and so the key): rank, K, causal, D, Dv, dtype, tile shapes, key chunk, staging type,
- * rpb/lse flags, path, lanes (T > 1 only), queries per invocation (Q > 1 only). Uniforms: batch, heads, kv heads, extents, dilation, stride, tile counts, scale.
+ * rpb/lse flags, path, lanes (T > 1 only), queries per invocation (Q > 1 only), key unroll (U > 1 only). Uniforms: batch, heads, kv heads, extents, dilation, stride, tile counts, scale.
  */
 import {
   FUSED_LANE_CHOICES,
@@ -109,10 +114,10 @@ export interface FusedForwardConfig {
    */
   readonly queriesPerInvocation?: number;
   /**
-   * Experimental: keys per step of the window walk, in {1, 2, 4}; absent means 1. U > 1 folds U consecutive keys
-   * of a window row per loop iteration: U independent dot products (and shuffle butterflies), one max and at most
-   * one rescale for the U logits, then the U axpys, with a one-key remainder loop. More independent work per
-   * iteration for a latency-bound walk; needs `queriesPerInvocation` 1. Explicit configs only.
+   * Keys per step of the window walk, in {1, 2, 4}; absent means 1. U > 1 folds U consecutive keys of a window row
+   * per loop iteration: U independent dot products (and shuffle butterflies), one max and at most one rescale for
+   * the U logits, then the U axpys, with a one-key remainder loop. Needs `queriesPerInvocation` 1. The default and
+   * the enumerator set 2 where `withDefaultForwardUnroll` says (float32 on wide-subgroup devices).
    */
   readonly keyUnroll?: number;
 }
