@@ -9,7 +9,8 @@ export const USAGE = `usage: pnpm bench [--set quick|standard] [--filter str[,st
   [--python python3] [--torch-script bench/baselines/torch_na.py] [--torch-timeout-s 420]
   [--forward-lanes 1|2|4|8]  forward with its default tiles but this many lanes per query (default: the heuristic)
   [--backward-lanes 1|2|4|8] backward with its default tiles but this many lanes per row (default: the heuristic)
-  [--forward-path default|sgmat]  sgmat: the tensor-core forward (f16, subgroup matrices) at its default config
+  [--forward-path default|sgmat|tile]  sgmat: the tensor-core forward (f16, subgroup matrices) at its default
+                             config; tile: the dense register-tiled forward (experimental) at its default config
   [--forward-queries 1|2|4] [--backward-queries 1|2|4] [--backward-keys 1|2|4]
                              the default configs with rows grouped per invocation (experimental knobs)
   [--forward-key-unroll 1|2|4]  the default forward tiles folding this many keys per walk step (default: the
@@ -37,7 +38,7 @@ export interface Options {
   /** Run the forward with its default tiles but this many lanes per query (1 = single-lane), instead of the default. */
   readonly forwardLanes: number | undefined;
   /** Forward kernel path: the default (`fusedForward`) or the tensor-core forward (`fusedForwardSgmat`, its default config). */
-  readonly forwardPath: 'default' | 'sgmat';
+  readonly forwardPath: 'default' | 'sgmat' | 'tile';
   /** Experimental row grouping (1 = the plain kernels): queries per forward / dq invocation, keys per dkv invocation. */
   readonly forwardQueries: number;
   readonly backwardQueries: number;
@@ -92,7 +93,7 @@ export function parseOptions(argv: readonly string[]): Options {
     return n;
   };
   const forwardPath = values['forward-path'];
-  if (forwardPath !== 'default' && forwardPath !== 'sgmat') throw new Error(`--forward-path must be default or sgmat, got '${forwardPath}'\n${USAGE}`);
+  if (forwardPath !== 'default' && forwardPath !== 'sgmat' && forwardPath !== 'tile') throw new Error(`--forward-path must be default, sgmat or tile, got '${forwardPath}'\n${USAGE}`);
   const warmClocks = values['warm-clocks'];
   if (warmClocks !== 'auto' && warmClocks !== 'on' && warmClocks !== 'off') throw new Error(`--warm-clocks must be auto, on or off, got '${warmClocks}'\n${USAGE}`);
   return {

@@ -17,7 +17,7 @@ import {
   zeros,
 } from '@natten-web/core';
 import { fusedBackward as cpuFusedBackward, fusedForward as cpuFusedForward } from '@natten-web/cpu';
-import { ClockWarmer, fusedBackward, fusedBackwardWithConfig, fusedForward, fusedForwardSgmat, GpuContext, type GpuTensor, naiveFusedForward, planFusedForwardSgmat, selectFusedBackward } from '@natten-web/gpu';
+import { ClockWarmer, fusedBackward, fusedBackwardWithConfig, fusedForward, fusedForwardSgmat, fusedForwardTile, GpuContext, type GpuTensor, naiveFusedForward, planFusedForwardSgmat, planFusedForwardTile, selectFusedBackward } from '@natten-web/gpu';
 import { type BenchItem, byteFloor, CASE_SETS, caseLabel, expandCases, itemFlops, torchProblems } from './cases.ts';
 import { adapterSlug, collectEnv, repoRoot } from './env.ts';
 import { fillRandom } from './fill.ts';
@@ -195,6 +195,10 @@ async function measureItem(
         const f = planFusedForwardSgmat(ctx, rank, fwdArgs).config;
         cfg = `fwd sgmat q${f.queryTile.join('x')}/bk${f.keyChunk}`;
         forward = () => fusedForwardSgmat(ctx, rank, fwdArgs, f);
+      } else if (opts.forwardPath === 'tile') {
+        const f = planFusedForwardTile(ctx, rank, fwdArgs).config;
+        cfg = `fwd tile q${f.queryTile.join('x')}/bk${f.keyChunk}`;
+        forward = () => fusedForwardTile(ctx, rank, fwdArgs, f);
       } else {
         const planned = fusedForward.plan(ctx, rank, oursFwd).config;
         // --forward-queries / --forward-key-unroll: the same config with experimental knobs (an explicit config).

@@ -48,3 +48,11 @@ export {
   type SgmatForwardConfig,
   sgmatProblemFit,
 } from './ops/na-fused-forward-sgmat.ts';
+export {
+  defaultTileForwardConfig,
+  enumerateTileForwardConfigs,
+  fusedForwardTile,
+  planFusedForwardTile,
+  type TileForwardConfig,
+  tileForwardConfigProblem,
+} from './ops/na-fused-forward-tile.ts';

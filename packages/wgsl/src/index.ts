@@ -14,6 +14,17 @@ export { windowFunctions } from './snippets/window.ts';
 export { generateWindowProbe, type WindowProbeSpec } from './ops/window-probe.ts';
 export { CLOCK_WARMER_WORKGROUP, generateClockWarmer } from './ops/clock-warmer.ts';
 export {
+  type FusedForwardTileSpec,
+  fusedForwardTileSpecProblem,
+  generateFusedForwardTile,
+  TILE_FORWARD_KEY_CHUNKS,
+  TILE_FORWARD_QUERY_TILES,
+  tileDensity,
+  tileForwardInvocations,
+  tileForwardRowLanes,
+  tileForwardWorkgroupBytes,
+} from './ops/na-fused-forward-tile.ts';
+export {
   BMM_UNIFORMS,
   type BmmFill,
   type BmmKernelSpec,

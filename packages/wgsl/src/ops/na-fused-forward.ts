@@ -544,7 +544,7 @@ export function fusedForwardBindings(spec: Pick<FusedForwardSpec, 'hasRpb' | 'ha
 const AX = ['x', 'y', 'z', 'w'];
 
 /** WGSL loader of the c-th vec4 of a row starting at element `base`, as vec4<S>, for vec4 or scalar bindings. */
-function rowLoader(name: string, buffer: string, n: number, vec: boolean, s: string): string {
+export function rowLoader(name: string, buffer: string, n: number, vec: boolean, s: string): string {
   if (vec) {
     return `fn ${name}(base: u32, c: u32) -> vec4<${s}> { return vec4<${s}>(${buffer}[base / 4u + c]); }`;
   }
@@ -561,6 +561,84 @@ function rowLoader(name: string, buffer: string, n: number, vec: boolean, s: str
 ${comps}
   return r;
 }`;
+}
+
+/**
+ * WGSL of the fused forwards' workgroup-uniform prologue (inside `main`, which has `wg_id`, `wg_num`): the
+ * (batch, head, dilation group, query tile) this workgroup owns, its group extents `n_a`, first query `qf_a`, the
+ * union key box `bs_a` + `bw_a` (group coordinates) with `box_n` keys and `n_chunks` chunks, and `tok_base`.
+ * Needs the module constants QUERY_TILE_a and KEY_CHUNK, `params` (`fusedForwardUniformFields`) and the window
+ * functions. Workgroups past the end and tiles past the group return (uniformly).
+ */
+export function forwardWorkgroupPrologue(r: NaRank): string {
+  const axes = Array.from({ length: r }, (_, a) => a);
+  return `  // ---- workgroup-uniform prologue: which (batch, head, dilation group, query tile) this workgroup owns
+  let wid = wg_id.x + wg_id.y * wg_num.x;
+  if (wid >= params.total_wg) { return; }
+  var rest = wid;
+${axes
+  .slice()
+  .reverse()
+  .map((a) => `  let tile_${a} = rest % params.ntile_${a};\n  rest = rest / params.ntile_${a};`)
+  .join('\n')}
+${axes
+  .slice()
+  .reverse()
+  .map((a) => `  let g_${a} = i32(rest % u32(params.dil_${a}));\n  rest = rest / u32(params.dil_${a});`)
+  .join('\n')}
+  let h = rest % params.heads;
+  let b = rest / params.heads;
+  let hk = h / params.gqa;
+${axes
+  .map(
+    (a) => `  let n_${a} = na_group_len(params.len_${a}, params.dil_${a}, g_${a});
+  let qf_${a} = i32(tile_${a} * QUERY_TILE_${a});`,
+  )
+  .join('\n')}
+  if (${axes.map((a) => `qf_${a} >= n_${a}`).join(' || ')}) { return; }
+${axes
+  .map(
+    (a) => `  let ql_${a} = min(qf_${a} + i32(QUERY_TILE_${a}), n_${a}) - 1;
+  let wfirst_${a} = na_window_${a}(qf_${a} * params.dil_${a} + g_${a}, params.len_${a}, params.dil_${a}, params.str_${a});
+  let wlast_${a} = na_window_${a}(ql_${a} * params.dil_${a} + g_${a}, params.len_${a}, params.dil_${a}, params.str_${a});
+  let bs_${a} = (wfirst_${a}.x - g_${a}) / params.dil_${a};
+  let bw_${a} = (wlast_${a}.x - g_${a}) / params.dil_${a} + wlast_${a}.y - bs_${a};`,
+  )
+  .join('\n')}
+  let box_n = u32(${axes.map((a) => `bw_${a}`).join(' * ')});
+  let n_chunks = (box_n + KEY_CHUNK - 1u) / KEY_CHUNK;
+  let tok_base = b * params.tokens;
+`;
+}
+
+/**
+ * WGSL of one chunk's staging (inside the chunk loop, with `c0` its first box index): the K and V rows of box
+ * indices c0 .. c0 + KEY_CHUNK - 1 that lie in the box, loaded with `load_k` / `load_v` into `k_sh[kIndex(rr, c)]`
+ * and `v_sh[vIndex(rr, c)]` (rr the chunk row, c the vec4 column). Needs the constants KEY_CHUNK, WORKGROUP_SIZE,
+ * THREADS_PER_KEY, D4, DV4, HEAD_DIM, HEAD_DIM_V and the prologue's names.
+ */
+export function forwardStageChunk(r: NaRank, kIndex: (rr: string, c: string) => string, vIndex: (rr: string, c: string) => string): string {
+  const axes = Array.from({ length: r }, (_, a) => a);
+  const tokOf = (x: (a: number) => string): string => tokenOf(r, x);
+  return `    for (var rr = lid / THREADS_PER_KEY; rr < KEY_CHUNK; rr += WORKGROUP_SIZE / THREADS_PER_KEY) {
+      let kbox = c0 + rr;
+      if (kbox < box_n) {
+        var krest = i32(kbox);
+${axes
+  .slice()
+  .reverse()
+  .map((a) => (a === 0 ? `        let kg_0 = bs_0 + krest;` : `        let kg_${a} = bs_${a} + krest % bw_${a};\n        krest = krest / bw_${a};`))
+  .join('\n')}
+        let ktok = ${tokOf((a) => `kg_${a} * params.dil_${a} + g_${a}`)};
+        let krow = (tok_base + ktok) * params.heads_kv + hk;
+        let kbase = krow * HEAD_DIM;
+        let vbase = krow * HEAD_DIM_V;
+        let sub = lid % THREADS_PER_KEY;
+        for (var c = sub; c < D4; c += THREADS_PER_KEY) { k_sh[${kIndex('rr', 'c')}] = load_k(kbase, c); }
+        for (var c = sub; c < DV4; c += THREADS_PER_KEY) { v_sh[${vIndex('rr', 'c')}] = load_v(vbase, c); }
+      }
+    }
+`;
 }
 
 /** Generate the kernel for a spec. Pure: same spec, same text. */
@@ -907,67 +985,13 @@ var<workgroup> v_sh: array<vec4<${S}>, ${BK * DV4}>;
 
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(num_workgroups) wg_num: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  // ---- workgroup-uniform prologue: which (batch, head, dilation group, query tile) this workgroup owns
-  let wid = wg_id.x + wg_id.y * wg_num.x;
-  if (wid >= params.total_wg) { return; }
-  var rest = wid;
-${axes
-  .slice()
-  .reverse()
-  .map((a) => `  let tile_${a} = rest % params.ntile_${a};\n  rest = rest / params.ntile_${a};`)
-  .join('\n')}
-${axes
-  .slice()
-  .reverse()
-  .map((a) => `  let g_${a} = i32(rest % u32(params.dil_${a}));\n  rest = rest / u32(params.dil_${a});`)
-  .join('\n')}
-  let h = rest % params.heads;
-  let b = rest / params.heads;
-  let hk = h / params.gqa;
-${axes
-  .map(
-    (a) => `  let n_${a} = na_group_len(params.len_${a}, params.dil_${a}, g_${a});
-  let qf_${a} = i32(tile_${a} * QUERY_TILE_${a});`,
-  )
-  .join('\n')}
-  if (${axes.map((a) => `qf_${a} >= n_${a}`).join(' || ')}) { return; }
-${axes
-  .map(
-    (a) => `  let ql_${a} = min(qf_${a} + i32(QUERY_TILE_${a}), n_${a}) - 1;
-  let wfirst_${a} = na_window_${a}(qf_${a} * params.dil_${a} + g_${a}, params.len_${a}, params.dil_${a}, params.str_${a});
-  let wlast_${a} = na_window_${a}(ql_${a} * params.dil_${a} + g_${a}, params.len_${a}, params.dil_${a}, params.str_${a});
-  let bs_${a} = (wfirst_${a}.x - g_${a}) / params.dil_${a};
-  let bw_${a} = (wlast_${a}.x - g_${a}) / params.dil_${a} + wlast_${a}.y - bs_${a};`,
-  )
-  .join('\n')}
-  let box_n = u32(${axes.map((a) => `bw_${a}`).join(' * ')});
-  let n_chunks = (box_n + KEY_CHUNK - 1u) / KEY_CHUNK;
-  let tok_base = b * params.tokens;
-
+${forwardWorkgroupPrologue(r)}
 ${querySetup}
 
   // ---- walk the union key box in chunks of KEY_CHUNK keys (row-major over the box)
   for (var ch = 0u; ch < n_chunks; ch++) {
     let c0 = ch * KEY_CHUNK;
-    for (var rr = lid / THREADS_PER_KEY; rr < KEY_CHUNK; rr += WORKGROUP_SIZE / THREADS_PER_KEY) {
-      let kbox = c0 + rr;
-      if (kbox < box_n) {
-        var krest = i32(kbox);
-${axes
-  .slice()
-  .reverse()
-  .map((a) => (a === 0 ? `        let kg_0 = bs_0 + krest;` : `        let kg_${a} = bs_${a} + krest % bw_${a};\n        krest = krest / bw_${a};`))
-  .join('\n')}
-        let ktok = ${tokOf((a) => `kg_${a} * params.dil_${a} + g_${a}`)};
-        let krow = (tok_base + ktok) * params.heads_kv + hk;
-        let kbase = krow * HEAD_DIM;
-        let vbase = krow * HEAD_DIM_V;
-        let sub = lid % THREADS_PER_KEY;
-        for (var c = sub; c < D4; c += THREADS_PER_KEY) { k_sh[rr * D4 + ${col('c', 'rr', KSW)}] = load_k(kbase, c); }
-        for (var c = sub; c < DV4; c += THREADS_PER_KEY) { v_sh[rr * DV4 + ${col('c', 'rr', VSW)}] = load_v(vbase, c); }
-      }
-    }
-    workgroupBarrier();
+${forwardStageChunk(r, (rr, c) => `rr * D4 + ${col(c, rr, KSW)}`, (rr, c) => `rr * DV4 + ${col(c, rr, VSW)}`)}    workgroupBarrier();
     if (valid) {
       let c0i = i32(c0);
       let c1i = i32(min(c0 + KEY_CHUNK, box_n));
