@@ -49,22 +49,27 @@ export class ClockWarmer {
     }
     const sink = ctx.device.createBuffer({ size: CLOCK_WARMER_WORKGROUP * 4, usage: 0x80 /* STORAGE */, label: 'natten-web clock warmer' });
     const kernel = generateClockWarmer();
-    const prepare = (iters: number): Promise<PreparedDispatch> =>
-      ctx.prepare([{ kernel, buffers: [sink], uniforms: { iters }, workgroups: [workgroups, 1, 1] }], 'ClockWarmer');
     const command = (iters: number) => ({ kernel, buffers: [sink], uniforms: { iters }, workgroups: [workgroups, 1, 1] as [number, number, number] });
     const timeMs = async (iters: number): Promise<number> => (await timeDispatch(ctx, [command(iters)], { warmup: 1, iterations: 3 })).medianNs / 1e6;
     let iters = START_ITERS;
-    const warmer = new ClockWarmer(ctx, sink, await ctx.prepare([command(iters)], 'ClockWarmer'), 0);
-    // Calibrate twice: the first round may time an idle clock; the second runs right behind warm work.
-    for (let round = 0; round < 2; round++) {
-      if (round === 0) await warmer.warm(100);
-      const ms = await timeMs(iters);
-      iters = Math.max(16, Math.min(MAX_ITERS, Math.round((iters * target) / Math.max(ms, 1e-3))));
-      warmer.prepared.release();
-      warmer.prepared = await ctx.prepare([command(iters)], 'ClockWarmer');
+    let warmer: ClockWarmer | undefined;
+    try {
+      warmer = new ClockWarmer(ctx, sink, await ctx.prepare([command(iters)], 'ClockWarmer'), 0);
+      // Calibrate twice: the first round may time an idle clock; the second runs right behind warm work.
+      for (let round = 0; round < 2; round++) {
+        if (round === 0) await warmer.warm(100);
+        const ms = await timeMs(iters);
+        iters = Math.max(16, Math.min(MAX_ITERS, Math.round((iters * target) / Math.max(ms, 1e-3))));
+        warmer.prepared.release();
+        warmer.prepared = await ctx.prepare([command(iters)], 'ClockWarmer');
+      }
+      warmer.dispatchMs = await timeMs(iters);
+      return warmer;
+    } catch (e) {
+      if (warmer) warmer.release();
+      else sink.destroy();
+      throw e;
     }
-    warmer.dispatchMs = await timeMs(iters);
-    return warmer;
   }
 
   /** Queue one warm dispatch and return at once (the next submission runs right behind it). */
