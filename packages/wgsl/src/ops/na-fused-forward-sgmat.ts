@@ -27,7 +27,7 @@ import { formatShape, NattenArgumentError, type NaRank, product } from '@natten-
 import { type GeneratedKernel, kernelKey, type StorageBinding, uniformDecl } from '../kernel.ts';
 import { rpbIndexExpr, tokenOf } from '../snippets/fused-index.ts';
 import { windowFunctions } from '../snippets/window.ts';
-import { fusedForwardBindings, fusedForwardUniformFields } from './na-fused-forward.ts';
+import { forwardTileOrigin, fusedForwardBindings, fusedForwardUniformFields } from './na-fused-forward.ts';
 
 const FAMILY = 'na-fused-forward-sgmat';
 /** Bump when the emitted text changes for an unchanged spec. */
@@ -465,26 +465,7 @@ ${fragmentLoader('load_v', 'value', false, spec.gather === 'kv')}
 
 @compute @workgroup_size(${SG})
 fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(num_workgroups) wg_num: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32, @builtin(local_invocation_index) lid: u32) {
-  let wid = wg_id.x + wg_id.y * wg_num.x;
-  if (wid >= params.total_wg) { return; }
-  var rest = wid;
-${axes.slice().reverse().map((a) => `  let tile_${a} = rest % params.ntile_${a};\n  rest = rest / params.ntile_${a};`).join('\n')}
-${axes.slice().reverse().map((a) => `  let g_${a} = i32(rest % u32(params.dil_${a}));\n  rest = rest / u32(params.dil_${a});`).join('\n')}
-  let h = rest % params.heads;
-  let b = rest / params.heads;
-  let hk = h / params.gqa;
-${axes.map((a) => `  let n_${a} = na_group_len(params.len_${a}, params.dil_${a}, g_${a});\n  let qf_${a} = i32(tile_${a} * QUERY_TILE_${a});`).join('\n')}
-  if (${axes.map((a) => `qf_${a} >= n_${a}`).join(' || ')}) { return; }
-${axes
-  .map(
-    (a) => `  let ql_${a} = min(qf_${a} + i32(QUERY_TILE_${a}), n_${a}) - 1;
-  let wfirst_${a} = na_window_${a}(qf_${a} * params.dil_${a} + g_${a}, params.len_${a}, params.dil_${a}, params.str_${a});
-  let wlast_${a} = na_window_${a}(ql_${a} * params.dil_${a} + g_${a}, params.len_${a}, params.dil_${a}, params.str_${a});
-  let bs_${a} = (wfirst_${a}.x - g_${a}) / params.dil_${a};
-  let bw_${a} = (wlast_${a}.x - g_${a}) / params.dil_${a} + wlast_${a}.y - bs_${a};`,
-  )
-  .join('\n')}
-  let tok_base = b * params.tokens;
+${forwardTileOrigin(r)}  let tok_base = b * params.tokens;
   let kstride = u32(params.dil_${last}) * params.heads_kv * HEAD_DIM;
   let vstride = u32(params.dil_${last}) * params.heads_kv * HEAD_DIM_V;
 

@@ -570,10 +570,14 @@ ${comps}
  * Needs the module constants QUERY_TILE_a and KEY_CHUNK, `params` (`fusedForwardUniformFields`) and the window
  * functions. Workgroups past the end and tiles past the group return (uniformly).
  */
-export function forwardWorkgroupPrologue(r: NaRank): string {
+/**
+ * WGSL of the workgroup decode every fused forward shares (inside `main`): `wid`, the (batch `b`, head `h`, kv head
+ * `hk`, dilation group `g_a`, query tile) it owns, the group extents `n_a`, the first query `qf_a`, and the union key
+ * box `bs_a` + `bw_a` in group coordinates. Returns (uniformly) for workgroups past the end and tiles past the group.
+ */
+export function forwardTileOrigin(r: NaRank): string {
   const axes = Array.from({ length: r }, (_, a) => a);
-  return `  // ---- workgroup-uniform prologue: which (batch, head, dilation group, query tile) this workgroup owns
-  let wid = wg_id.x + wg_id.y * wg_num.x;
+  return `  let wid = wg_id.x + wg_id.y * wg_num.x;
   if (wid >= params.total_wg) { return; }
   var rest = wid;
 ${axes
@@ -605,7 +609,13 @@ ${axes
   let bw_${a} = (wlast_${a}.x - g_${a}) / params.dil_${a} + wlast_${a}.y - bs_${a};`,
   )
   .join('\n')}
-  let box_n = u32(${axes.map((a) => `bw_${a}`).join(' * ')});
+`;
+}
+
+export function forwardWorkgroupPrologue(r: NaRank): string {
+  const axes = Array.from({ length: r }, (_, a) => a);
+  return `  // ---- workgroup-uniform prologue: which (batch, head, dilation group, query tile) this workgroup owns
+${forwardTileOrigin(r)}  let box_n = u32(${axes.map((a) => `bw_${a}`).join(' * ')});
   let n_chunks = (box_n + KEY_CHUNK - 1u) / KEY_CHUNK;
   let tok_base = b * params.tokens;
 `;
