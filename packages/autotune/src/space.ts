@@ -109,11 +109,11 @@ function tileEstimate(p: ForwardTuneProblem, tile: readonly number[], chunk: num
 const fmt = (xs: readonly number[]): string => xs.join('x');
 
 export function forwardLabel(c: FusedForwardConfig): string {
-  return `q=${fmt(c.queryTile)} k=${fmt(c.keyTile)} stage=${c.stage}${c.lanes !== undefined && c.lanes !== 1 ? ` lanes=${c.lanes}` : ''}`;
+  return `q=${fmt(c.queryTile)} k=${fmt(c.keyTile)} stage=${c.stage}${c.lanes !== undefined && c.lanes !== 1 ? ` lanes=${c.lanes}` : ''}${(c.keyUnroll ?? 1) > 1 ? ` unroll=${c.keyUnroll}` : ''}`;
 }
 
 export function backwardLabel(c: FusedBackwardConfig): string {
-  return `q=${fmt(c.queryTile)} k=${fmt(c.keyTile)} splits=${c.numSplitsKey.join(',')} delta=${c.computeDeltaWithTorch ? 'separate' : 'fused'}${c.lanes !== undefined && c.lanes !== 1 ? ` lanes=${c.lanes}` : ''}`;
+  return `q=${fmt(c.queryTile)} k=${fmt(c.keyTile)} splits=${c.numSplitsKey.join(',')} delta=${c.computeDeltaWithTorch ? 'separate' : 'fused'}${c.lanes !== undefined && c.lanes !== 1 ? ` lanes=${c.lanes}` : ''}${(c.keyUnroll ?? 1) > 1 ? ` unroll=${c.keyUnroll}` : ''}`;
 }
 
 /**

@@ -1,5 +1,5 @@
 import { product } from '@natten-web/core';
-import { fusedBackwardLanesProblem, fusedForwardConfigProblem } from '@natten-web/wgsl';
+import { fusedBackwardLanesProblem, fusedForwardConfigProblem, withDefaultBackwardUnroll, withDefaultForwardUnroll } from '@natten-web/wgsl';
 import { describe, expect, it } from 'vitest';
 import { backwardLabel, backwardSpace, describeBackward, describeForward, estimateBackward, estimateForward, forwardLabel, forwardSpace, type SpaceLimits } from '../src/index.ts';
 
@@ -127,5 +127,36 @@ describe('backward space', () => {
     }
     expect(backwardLabel({ queryTile: [4, 8], keyTile: [4, 4], numSplitsKey: [1, 1], computeDeltaWithTorch: false, lanes: 2 })).toBe('q=4x8 k=4x4 splits=1,1 delta=fused lanes=2');
     expect(backwardLabel({ queryTile: [4, 8], keyTile: [4, 4], numSplitsKey: [1, 1], computeDeltaWithTorch: false })).toBe('q=4x8 k=4x4 splits=1,1 delta=fused');
+  });
+});
+
+describe('unroll defaults on wide subgroups', () => {
+  // natten-web hands a tuned config back to the op as tile arguments (tiles, lanes, and for the backward splits and
+  // delta mode); the op re-applies the hardware-class unroll rule to them. Every candidate must come back unchanged,
+  // so `config: 'auto'` runs exactly the kernel that was timed.
+  const wide = { ...LIMITS, subgroupMinSize: 32 };
+  it('every forward candidate is what its tile arguments select', () => {
+    for (const dtype of ['float32', 'float16'] as const) {
+      const p = describeForward({ rank: 2, spatial: [16, 16], heads: 2, dim: 16, kernelSize: 3, dtype });
+      const space = forwardSpace(p, wide);
+      for (const { config: c } of [...space.candidates, ...space.pruned]) {
+        const fromArgs = withDefaultForwardUnroll(p, { path: 'plain', queryTile: c.queryTile, keyTile: c.keyTile, stage: c.stage, ...(c.lanes !== undefined ? { lanes: c.lanes } : {}) }, wide);
+        expect(fromArgs).toEqual(c);
+      }
+      expect(space.candidates.some((x) => x.config.keyUnroll === 2)).toBe(dtype === 'float32');
+    }
+    expect(forwardLabel({ path: 'plain', queryTile: [4, 8], keyTile: [4, 4], stage: 'f32', keyUnroll: 2 })).toBe('q=4x8 k=4x4 stage=f32 unroll=2');
+  });
+  it('every backward candidate is what its tile arguments select', () => {
+    const p = describeBackward({ rank: 2, spatial: [16, 16], heads: 2, dim: 16, kernelSize: 3 });
+    const space = backwardSpace(p, wide);
+    for (const { config: c } of [...space.candidates, ...space.pruned]) {
+      const { keyUnroll: _k, queryUnroll: _q, ...args } = c;
+      expect(withDefaultBackwardUnroll(p, args, wide)).toEqual(c);
+    }
+    expect(space.candidates.some((x) => x.config.keyUnroll === 2 && x.config.queryUnroll === 2)).toBe(true);
+    expect(backwardLabel({ queryTile: [4, 8], keyTile: [4, 4], numSplitsKey: [1, 1], computeDeltaWithTorch: false, lanes: 4, keyUnroll: 2, queryUnroll: 2 })).toBe(
+      'q=4x8 k=4x4 splits=1,1 delta=fused lanes=4 unroll=2',
+    );
   });
 });
