@@ -52,6 +52,7 @@ export {
   canonicalKeyTile,
   checkFusedForwardSpec,
   DEFAULT_FORWARD_LANES_MIN_DIM,
+  forwardProblemFields,
   queriesPerInvocationProblem,
   defaultFusedForwardConfig,
   enumerateFusedForwardConfigs,

@@ -7,6 +7,7 @@
 import { NattenArgumentError, NattenUnsupportedError, type FusedForwardArgs, type FusedProblem, type NaRank, formatShape, opName, product, type TensorLike } from '@natten-web/core';
 import {
   type FusedForwardTileSpec,
+  forwardProblemFields,
   fusedForwardDispatch,
   fusedForwardTileSpecProblem,
   type GeneratedKernel,
@@ -34,17 +35,10 @@ export interface TileForwardConfig {
 
 function spec(problem: FusedProblem, config: TileForwardConfig): FusedForwardTileSpec {
   return {
-    rank: problem.rank,
-    kernelSize: [...problem.params.kernelSize],
-    causal: [...problem.params.isCausal],
-    dim: problem.dim,
-    dimV: problem.dimV,
-    dtype: problem.dtype === 'float16' ? 'float16' : 'float32',
+    ...forwardProblemFields(problem),
     queryTile: [...config.queryTile],
     keyChunk: config.keyChunk,
     stage: config.stage ?? (problem.dtype === 'float16' ? 'f16' : 'f32'),
-    hasRpb: problem.hasRpb,
-    hasLse: problem.hasLse,
   };
 }
 

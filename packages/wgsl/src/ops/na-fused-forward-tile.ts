@@ -25,13 +25,13 @@
  * pays where the window covers most of the union box (density prod(K) / prod(K + tile - 1), see `tileDensity`).
  */
 import { NattenArgumentError, type NaRank, formatShape, product } from '@natten-web/core';
-import { enableDirectives, type GpuDType, wgslType } from '../dtype.ts';
+import { enableDirectives, wgslType } from '../dtype.ts';
 import { type GeneratedKernel, kernelKey, uniformDecl } from '../kernel.ts';
 import { FUSED_NEG } from '../snippets/fused-softmax.ts';
 import { rpbIndexExpr, tokenOf } from '../snippets/fused-index.ts';
 import { windowFunctions } from '../snippets/window.ts';
 import {
-  type FusedStage,
+  type FusedForwardSpec,
   forwardStageChunk,
   forwardWorkgroupPrologue,
   fusedForwardBindings,
@@ -47,21 +47,14 @@ export const TILE_FORWARD_QUERY_TILES = [16, 32, 64] as const;
 /** Key-chunk products of the tile path. */
 export const TILE_FORWARD_KEY_CHUNKS = [16, 32] as const;
 
-export interface FusedForwardTileSpec {
-  readonly rank: NaRank;
-  readonly kernelSize: readonly number[];
-  readonly causal: readonly boolean[];
-  readonly dim: number;
-  readonly dimV: number;
-  readonly dtype: GpuDType;
-  /** Query tile per axis (group coordinates); product in TILE_FORWARD_QUERY_TILES. */
-  readonly queryTile: readonly number[];
-  /** Keys per chunk, in TILE_FORWARD_KEY_CHUNKS. */
-  readonly keyChunk: number;
-  readonly stage: FusedStage;
-  readonly hasRpb: boolean;
-  readonly hasLse: boolean;
-}
+/**
+ * A tile-path kernel spec: the plain spec's problem fields, its query tile (product in TILE_FORWARD_QUERY_TILES),
+ * key chunk (in TILE_FORWARD_KEY_CHUNKS) and staging type.
+ */
+export type FusedForwardTileSpec = Pick<
+  FusedForwardSpec,
+  'rank' | 'kernelSize' | 'causal' | 'dim' | 'dimV' | 'dtype' | 'queryTile' | 'keyChunk' | 'stage' | 'hasRpb' | 'hasLse'
+>;
 
 /** Invocations of a spec's workgroup: (BQ / 4) * (BK / 4). */
 export function tileForwardInvocations(spec: Pick<FusedForwardTileSpec, 'queryTile' | 'keyChunk'>): number {

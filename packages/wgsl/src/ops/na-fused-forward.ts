@@ -246,21 +246,30 @@ function groupExtents(problem: FusedForwardProblem): number[] {
 
 const nextPow2 = (n: number): number => 2 ** Math.ceil(Math.log2(Math.max(1, n)));
 
-/** The spec a config gives for a problem. */
-export function fusedForwardSpec(problem: FusedForwardProblem, config: FusedForwardConfig): FusedForwardSpec {
+/** The fields of a forward kernel spec that the problem alone decides (shared by the plain and tile paths). */
+export function forwardProblemFields(
+  problem: FusedForwardProblem,
+): Pick<FusedForwardSpec, 'rank' | 'kernelSize' | 'causal' | 'dim' | 'dimV' | 'dtype' | 'hasRpb' | 'hasLse'> {
   return {
-    path: config.path,
     rank: problem.rank,
     kernelSize: [...problem.params.kernelSize],
     causal: [...problem.params.isCausal],
     dim: problem.dim,
     dimV: problem.dimV,
     dtype: problem.dtype === 'float16' ? 'float16' : 'float32',
+    hasRpb: problem.hasRpb,
+    hasLse: problem.hasLse,
+  };
+}
+
+/** The spec a config gives for a problem. */
+export function fusedForwardSpec(problem: FusedForwardProblem, config: FusedForwardConfig): FusedForwardSpec {
+  return {
+    path: config.path,
+    ...forwardProblemFields(problem),
     queryTile: [...config.queryTile],
     keyChunk: product(config.keyTile),
     stage: config.stage,
-    hasRpb: problem.hasRpb,
-    hasLse: problem.hasLse,
     ...(problem.dtype === 'float16' && problem.dim > Q_HALF_ABOVE ? { qHalf: true } : {}),
     ...(config.lanes !== undefined && config.lanes > 1 ? { lanes: config.lanes } : {}),
     ...(config.queriesPerInvocation !== undefined && config.queriesPerInvocation > 1 ? { queriesPerInvocation: config.queriesPerInvocation } : {}),
