@@ -154,6 +154,12 @@ export function renderReport(results: BenchResults, options: ReportOptions = {})
   lines.push(`- **Versions:** node ${env.node}, webgpu (Dawn) ${env.webgpu}, natten-web commit ${runs && runs.length > 1 ? runs.map((r) => `\`${r.commit}\``).join(', ') : `\`${env.commit}\``}, ${env.platform}`);
   lines.push(`- **Torch:** ${env.torch ? `torch ${env.torch.torch} on ${env.torch.gpu}` : `not run${env.torchNote ? ` (${env.torchNote})` : ''}`}`);
   lines.push(`- **Clocks:** ${clocksText(runs && runs.length > 1 ? runs.map((r) => r.clocks) : [results.clocks])}`);
+  const sm = results.rows.flatMap((r) => (r.oursClock ? [r.oursClock] : []));
+  if (sm.length > 0) {
+    lines.push(
+      `- **SM clock while our kernels were timed (nvidia-smi):** ${Math.min(...sm.map((c) => c.minMHz))}-${Math.max(...sm.map((c) => c.maxMHz))} MHz over ${sm.length} of ${results.rows.length} rows (lowest row median ${Math.min(...sm.map((c) => c.medianMHz))} MHz)`,
+    );
+  }
   if (runs && runs.length > 1) {
     lines.push(`- **Set:** \`${results.set}\`${options.source ? `; sources \`${options.source}\`` : ''}`);
     for (const r of runs) {

@@ -1,5 +1,6 @@
 /** The results JSON the harness writes and the report renders (`bench/results/<date>-<adapter>.json`). */
 import type { BenchDType, BenchPass, CaseSetName } from './cases.ts';
+import type { ClockWindow } from './smclock.ts';
 
 export const RESULTS_SCHEMA = 1;
 
@@ -11,6 +12,7 @@ export interface Timing {
   /** `gpu-timestamp`: summed GPU time of every dispatch (timestamp queries); `wall`: host wall clock. */
   readonly method: 'gpu-timestamp' | 'wall';
 }
+
 
 export interface BenchRow {
   readonly case: string;
@@ -26,6 +28,8 @@ export interface BenchRow {
   readonly config?: string;
   readonly ours?: Timing;
   readonly oursError?: string;
+  /** SM clock during our timing, from nvidia-smi where it exists (see bench/src/smclock.ts). */
+  readonly oursClock?: ClockWindow;
   /** Our naive kernel (forward only). */
   readonly naive?: Timing;
   readonly naiveNote?: string;

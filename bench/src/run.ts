@@ -24,6 +24,7 @@ import { fillRandom } from './fill.ts';
 import { type Options, parseOptions } from './options.ts';
 import { fmtMs, renderText } from './render.ts';
 import { type BenchResults, type BenchRow, isSoftwareAdapter, RESULTS_SCHEMA, type Timing } from './results.ts';
+import { type ClockSampler, startClockSampler } from './smclock.ts';
 import { runTorch, type TorchResult } from './torch.ts';
 
 /** Progress on stderr: a live line on a TTY, else one line per finished case. */
@@ -41,6 +42,7 @@ class Progress {
       row.naive ? `naive ${fmtMs(row.naive.ms)} ms` : undefined,
       row.cpu ? `cpu ${fmtMs(row.cpu.ms)} ms` : undefined,
       row.flexMs !== undefined ? `flex ${fmtMs(row.flexMs)} ms` : undefined,
+      row.oursClock ? `SM clock ${row.oursClock.minMHz}-${row.oursClock.maxMHz} MHz` : undefined,
     ].filter((p): p is string => p !== undefined);
     const line = `[${i + 1}/${this.total}] ${item.case.name} ${item.dtype} ${item.pass}: ${parts.join(', ')}`;
     process.stderr.write(this.tty ? `\r\x1b[K${line}\n` : `${line}\n`);
@@ -132,6 +134,7 @@ async function measureItem(
   progress: Progress,
   index: number,
   warmer: ClockWarmer | undefined,
+  clocks: ClockSampler | undefined,
 ): Promise<BenchRow> {
   const c = item.case;
   const rank = c.rank;
@@ -247,7 +250,10 @@ async function measureItem(
               await runBackward(b);
             }
           : forward;
+      const t0 = Date.now();
       row.ours = await measureGpu(ctx, run, { warmup: Math.max(1, opts.warmup), reps: opts.reps, minReps: 3, budgetMs: opts.budgetMs, warmer });
+      const clock = clocks?.window(t0, Date.now());
+      if (clock) row.oursClock = clock;
     } catch (e) {
       row.oursError = errText(e);
     }
@@ -382,12 +388,16 @@ async function main(): Promise<void> {
         ? `clocks: warmed (${WARM_MS} ms of busy work before each measurement, one ${warmer.dispatchMs.toFixed(2)} ms warm dispatch queued before every run)`
         : `clocks: not warmed (${opts.warmClocks === 'off' ? '--warm-clocks off' : 'software adapter'})`,
     );
+    // nvidia-smi, where present, records the SM clock during each row's timing (results JSON `oursClock`).
+    const clocks = startClockSampler();
+    if (clocks) console.log('clocks: sampling the SM clock with nvidia-smi during our timing (oursClock in the JSON)');
     const naive = { rate: isSoftwareAdapter(env) ? 1e6 : 1e8, measured: false };
     const rows: BenchRow[] = [];
     try {
-      for (const [i, item] of items.entries()) rows.push(await measureItem(ctx, item, opts, naive, torchMap, progress, i, warmer));
+      for (const [i, item] of items.entries()) rows.push(await measureItem(ctx, item, opts, naive, torchMap, progress, i, warmer, clocks));
     } finally {
       warmer?.release();
+      clocks?.stop();
     }
     const results: BenchResults = {
       schema: RESULTS_SCHEMA,
