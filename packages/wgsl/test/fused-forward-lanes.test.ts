@@ -3,13 +3,13 @@
  * without the field, T > 1 emits the subgroup kernel, every invalid T is rejected with its reason, and the
  * enumerator / heuristic default change only when the caller says the device has subgroups.
  */
-import { checkFusedForward, type FusedProblem, NattenArgumentError, type NaRank } from '@natten-web/core';
+import { NattenArgumentError, type NaRank } from '@natten-web/core';
 import { describe, expect, it } from 'vitest';
+import { plainSpec, problem as forwardProblem } from './forward-fixtures.ts';
 import {
   DEFAULT_FORWARD_LANES_MIN_DIM,
   defaultFusedForwardConfig,
   enumerateFusedForwardConfigs,
-  FUSED_FORWARD_TILES,
   type FusedForwardConfig,
   type FusedForwardSpec,
   type FusedKernelLimits,
@@ -22,41 +22,11 @@ import {
 const LIMITS: FusedKernelLimits = { maxComputeWorkgroupStorageSize: 32768, maxComputeInvocationsPerWorkgroup: 1024, maxComputeWorkgroupSizeX: 1024 };
 const SG8: FusedKernelLimits = { ...LIMITS, subgroupMinSize: 8 };
 
-function problem(rank: NaRank, spatial: number[], kernelSize: number[], opts: { dim?: number; dimV?: number; dtype?: 'float32' | 'float16'; rpb?: boolean } = {}): FusedProblem {
-  const dtype = opts.dtype ?? 'float32';
-  const D = opts.dim ?? 16;
-  const Dv = opts.dimV ?? D;
-  const t = (shape: number[], dt: 'float32' | 'float16' = dtype) => ({ shape, dtype: dt });
-  return checkFusedForward(
-    `na${rank}d_forward`,
-    rank,
-    {
-      query: t([1, ...spatial, 2, D]),
-      key: t([1, ...spatial, 2, D]),
-      value: t([1, ...spatial, 2, Dv]),
-      output: t([1, ...spatial, 2, Dv]),
-      rpb: opts.rpb ? t([2, ...kernelSize.map((k) => 2 * k - 1)]) : undefined,
-      logsumexp: t([1, ...spatial, 2], 'float32'),
-      kernelSize,
-    },
-    FUSED_FORWARD_TILES,
-  );
-}
+// Head dim 16 unless given.
+const problem = (rank: NaRank, spatial: number[], kernelSize: number[], opts: Parameters<typeof forwardProblem>[3] = {}) =>
+  forwardProblem(rank, spatial, kernelSize, { dim: 16, ...opts });
 
-const base: FusedForwardSpec = {
-  path: 'plain',
-  rank: 2,
-  kernelSize: [3, 3],
-  causal: [false, false],
-  dim: 32,
-  dimV: 16,
-  dtype: 'float32',
-  queryTile: [4, 8],
-  keyChunk: 32,
-  stage: 'f32',
-  hasRpb: true,
-  hasLse: true,
-};
+const base = plainSpec({ kernelSize: [3, 3] });
 
 describe('lanes = 1 is the single-lane kernel, byte for byte', () => {
   const specs: FusedForwardSpec[] = [

@@ -3,32 +3,18 @@
  * byte for byte, Q > 1 emits Q query states and a Q-times smaller workgroup, and invalid Q are rejected with
  * their reason (spec and config validation).
  */
-import { checkFusedForward, NattenArgumentError } from '@natten-web/core';
+import { NattenArgumentError } from '@natten-web/core';
 import { describe, expect, it } from 'vitest';
+import { plainSpec, problem as forwardProblem } from './forward-fixtures.ts';
 import {
-  FUSED_FORWARD_TILES,
   type FusedForwardConfig,
-  type FusedForwardSpec,
   type FusedKernelLimits,
   fusedForwardConfigProblem,
   generateFusedForward,
   queriesPerInvocationProblem,
 } from '../src/index.ts';
 
-const base: FusedForwardSpec = {
-  path: 'plain',
-  rank: 2,
-  kernelSize: [3, 5],
-  causal: [false, false],
-  dim: 32,
-  dimV: 16,
-  dtype: 'float32',
-  queryTile: [4, 8],
-  keyChunk: 32,
-  stage: 'f32',
-  hasRpb: true,
-  hasLse: true,
-};
+const base = plainSpec();
 const LIMITS: FusedKernelLimits = { maxComputeWorkgroupStorageSize: 32768, maxComputeInvocationsPerWorkgroup: 256, maxComputeWorkgroupSizeX: 256, subgroupMinSize: 8 };
 
 describe('queriesPerInvocation', () => {
@@ -55,18 +41,7 @@ describe('queriesPerInvocation', () => {
     expect(queriesPerInvocationProblem(3, [4, 8])).toBe('queriesPerInvocation 3 is not one of 1, 2, 4');
     expect(queriesPerInvocationProblem(4, [16, 2])).toBe("queriesPerInvocation=4 needs the query tile's last entry (2) to be a multiple of 4");
     expect(() => generateFusedForward({ ...base, queryTile: [16, 2], queriesPerInvocation: 4 })).toThrow(NattenArgumentError);
-    const problem = checkFusedForward(
-      'na2d_forward',
-      2,
-      {
-        query: { shape: [1, 16, 16, 2, 16], dtype: 'float32' },
-        key: { shape: [1, 16, 16, 2, 16], dtype: 'float32' },
-        value: { shape: [1, 16, 16, 2, 16], dtype: 'float32' },
-        output: { shape: [1, 16, 16, 2, 16], dtype: 'float32' },
-        kernelSize: [3, 3],
-      },
-      FUSED_FORWARD_TILES,
-    );
+    const problem = forwardProblem(2, [16, 16], [3, 3], { dim: 16 });
     const c = (queryTile: number[], q: number, lanes?: number): FusedForwardConfig => ({ path: 'plain', queryTile, keyTile: [4, 8], stage: 'f32', queriesPerInvocation: q, ...(lanes ? { lanes } : {}) });
     expect(fusedForwardConfigProblem(problem, c([4, 8], 2), LIMITS)).toBeUndefined();
     expect(fusedForwardConfigProblem(problem, c([4, 8], 4, 2), LIMITS)).toBeUndefined();

@@ -1,6 +1,7 @@
-import { checkFusedForward, NattenArgumentError, type FusedProblem, type NaRank } from '@natten-web/core';
+import { NattenArgumentError, type NaRank } from '@natten-web/core';
 import { WgslReflect } from 'wgsl_reflect/wgsl_reflect.module.js';
 import { describe, expect, it } from 'vitest';
+import { plainSpec, problem } from './forward-fixtures.ts';
 import {
   canonicalKeyTile,
   defaultFusedForwardConfig,
@@ -21,28 +22,6 @@ import {
 const LAVAPIPE: FusedKernelLimits = { maxComputeWorkgroupStorageSize: 32768, maxComputeInvocationsPerWorkgroup: 1024, maxComputeWorkgroupSizeX: 1024 };
 const BROWSER: FusedKernelLimits = { maxComputeWorkgroupStorageSize: 16384, maxComputeInvocationsPerWorkgroup: 256, maxComputeWorkgroupSizeX: 256 };
 
-function problem(rank: NaRank, spatial: number[], kernelSize: number[], opts: { dim?: number; dimV?: number; dtype?: 'float32' | 'float16'; causal?: boolean[]; dilation?: number[]; rpb?: boolean } = {}): FusedProblem {
-  const dtype = opts.dtype ?? 'float32';
-  const D = opts.dim ?? 32;
-  const Dv = opts.dimV ?? D;
-  const t = (shape: number[], dt: 'float32' | 'float16' = dtype) => ({ shape, dtype: dt });
-  return checkFusedForward(
-    `na${rank}d_forward`,
-    rank,
-    {
-      query: t([1, ...spatial, 2, D]),
-      key: t([1, ...spatial, 2, D]),
-      value: t([1, ...spatial, 2, Dv]),
-      output: t([1, ...spatial, 2, Dv]),
-      rpb: opts.rpb ? t([2, ...kernelSize.map((k) => 2 * k - 1)]) : undefined,
-      logsumexp: t([1, ...spatial, 2], 'float32'),
-      kernelSize,
-      isCausal: opts.causal,
-      dilation: opts.dilation,
-    },
-    FUSED_FORWARD_TILES,
-  );
-}
 
 function combos(rank: number): boolean[][] {
   return Array.from({ length: 2 ** rank }, (_, m) => Array.from({ length: rank }, (_, a) => ((m >> a) & 1) === 1));
@@ -150,20 +129,7 @@ describe('generateFusedForward: every variant of a spec grid parses (wgsl_reflec
 });
 
 describe('fused forward keys and code', () => {
-  const base: FusedForwardSpec = {
-    path: 'plain',
-    rank: 2,
-    kernelSize: [3, 5],
-    causal: [false, true],
-    dim: 16,
-    dimV: 16,
-    dtype: 'float32',
-    queryTile: [8, 8],
-    keyChunk: 32,
-    stage: 'f32',
-    hasRpb: false,
-    hasLse: true,
-  };
+  const base = plainSpec({ causal: [false, true], dim: 16, dimV: 16, queryTile: [8, 8], hasRpb: false });
 
   it('the same spec gives the same key and code; problems that share a spec share the kernel', () => {
     const a = generateFusedForward(base);
