@@ -15,7 +15,7 @@ import {
   zeros,
 } from '@natten-web/core';
 import { fusedBackward as cpuFusedBackward, fusedForward as cpuFusedForward } from '@natten-web/cpu';
-import type { FusedBackwardConfig } from '@natten-web/wgsl';
+import type { FusedBackwardConfig, planFusedBackward } from '@natten-web/wgsl';
 import { expect } from 'vitest';
 import { createGpuBackend, fusedBackwardWithConfig, type GpuContext, type GpuTensor } from '../src/index.ts';
 
@@ -256,4 +256,16 @@ export function expectGradsClose(got: FusedBackwardArgs, ref: Prepared['ref'], d
     expect(g.cmp.maxAbs, where).toBeLessThanOrEqual(tol.atol);
     expect(g.cmp.nmse, `${where} (nmse)`).toBeLessThanOrEqual(tol.nmse);
   }
+}
+
+type BackwardPlan = ReturnType<typeof planFusedBackward>;
+
+/** The pass of a backward plan whose kernel belongs to `family` (e.g. 'na-fused-backward-dq'). */
+export function planPass(plan: BackwardPlan, family: string): BackwardPlan['passes'][number] | undefined {
+  return plan.passes.find((p) => p.kernel.key.startsWith(`${family}/`));
+}
+
+/** The code of every pass of a backward plan except the dq and dK/dV row kernels (delta, reductions). */
+export function nonRowKernelCode(plan: BackwardPlan): string[] {
+  return plan.passes.filter((p) => !/^na-fused-backward-(dq|dkv)\//.test(p.kernel.key)).map((p) => p.kernel.code);
 }

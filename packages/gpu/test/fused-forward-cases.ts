@@ -14,9 +14,10 @@ import {
   zeros,
 } from '@natten-web/core';
 import { fusedForward as cpuFusedForward } from '@natten-web/cpu';
-import type { FusedForwardConfig } from '@natten-web/wgsl';
+import { type FusedForwardConfig, fusedForwardSpec, type GeneratedKernel, generateFusedForward } from '@natten-web/wgsl';
 import { expect } from 'vitest';
 import { fusedForward, type GpuContext, type GpuTensor } from '../src/index.ts';
+import { checkFusedForwardGpu } from '../src/ops/na-fused-forward.ts';
 
 export interface FwdCase {
   readonly rank: NaRank;
@@ -161,4 +162,15 @@ export function expectFwdClose(r: FwdResult, label: string): void {
   check(r.out, 'output', f16 ? 1e-2 : 1e-4, f16 ? 1e-6 : 1e-7);
   // f16 inputs give f16-rounded q/k, but the lse itself is accumulated in f32 on both sides.
   if (r.lse) check(r.lse, 'logsumexp', f16 ? 1e-2 : 1e-4, f16 ? 1e-6 : 1e-7);
+}
+
+/** The kernel a forward config generates for a case's problem, validated on this device first. */
+export function configKernel(ctx: GpuContext, base: FwdCase, config: FusedForwardConfig): GeneratedKernel {
+  const { problem } = checkFusedForwardGpu(ctx, base.rank, fwdShapes(base), config);
+  return generateFusedForward(fusedForwardSpec(problem, config));
+}
+
+/** Run a case and its variants (`fwdVariants`) through one forward config against the CPU reference. */
+export async function expectVariantsClose(ctx: GpuContext, base: FwdCase, config: FusedForwardConfig, tag: string): Promise<void> {
+  for (const c of fwdVariants(base)) expectFwdClose(await runFwdCase(ctx, c, config), `${caseLabel(c)} ${tag}`);
 }

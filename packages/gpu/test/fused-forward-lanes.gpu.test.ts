@@ -7,11 +7,11 @@
  * and rejects invalid ones before any GPU work.
  */
 import { lseShape, NattenArgumentError, type NaRank, zeros } from '@natten-web/core';
-import { type FusedForwardConfig, fusedForwardSpec, generateFusedForward } from '@natten-web/wgsl';
+import type { FusedForwardConfig } from '@natten-web/wgsl';
 import { afterAll, describe, expect, it } from 'vitest';
 import { fusedForward, fusedKernelLimits, GpuContext } from '../src/index.ts';
 import { checkFusedForwardGpu } from '../src/ops/na-fused-forward.ts';
-import { caseLabel, expectFwdClose, type FwdCase, fwdShapes, fwdVariants, runFwdCase } from './fused-forward-cases.ts';
+import { caseLabel, configKernel, expectFwdClose, expectVariantsClose, type FwdCase, fwdVariants, runFwdCase } from './fused-forward-cases.ts';
 import { gpuContext } from './setup.ts';
 
 afterAll(async () => (await gpuContext()).destroy());
@@ -25,12 +25,11 @@ function cfg(queryTile: number[], keyTile: number[], lanes: number, stage: 'f32'
 function group(name: string, base: FwdCase, config: FusedForwardConfig): void {
   it(`${name} (lanes=${config.lanes}, q=${config.queryTile.join('x')})`, async () => {
     const ctx = await gpuContext();
-    const { problem } = checkFusedForwardGpu(ctx, base.rank, fwdShapes(base), config);
-    const kernel = generateFusedForward(fusedForwardSpec(problem, config));
+    const kernel = configKernel(ctx, base, config);
     expect(kernel.workgroupSize[0]).toBe(config.queryTile.reduce((a, b) => a * b, 1) * (config.lanes ?? 1));
     expect(kernel.features).toContain('subgroups');
     expect(kernel.key).toContain(`"lanes":${config.lanes}`);
-    for (const c of fwdVariants(base)) expectFwdClose(await runFwdCase(ctx, c, config), `${caseLabel(c)} lanes=${config.lanes}`);
+    await expectVariantsClose(ctx, base, config, `lanes=${config.lanes}`);
   }, TIMEOUT);
 }
 

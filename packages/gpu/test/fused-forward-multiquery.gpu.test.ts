@@ -10,7 +10,7 @@ import { type FusedForwardConfig, fusedForwardSpec, generateFusedForward } from 
 import { afterAll, describe, expect, it } from 'vitest';
 import { fusedForward } from '../src/index.ts';
 import { checkFusedForwardGpu } from '../src/ops/na-fused-forward.ts';
-import { caseLabel, expectFwdClose, type FwdCase, fwdShapes, fwdVariants, runFwdCase } from './fused-forward-cases.ts';
+import { configKernel, expectVariantsClose, type FwdCase, fwdShapes } from './fused-forward-cases.ts';
 import { gpuContext } from './setup.ts';
 
 afterAll(async () => (await gpuContext()).destroy());
@@ -24,12 +24,11 @@ function cfg(queryTile: number[], keyTile: number[], qpi: number, opts: { stage?
 function group(name: string, base: FwdCase, config: FusedForwardConfig): void {
   it(`${name} (Q=${config.queriesPerInvocation}${config.lanes ? ` lanes=${config.lanes}` : ''}, q=${config.queryTile.join('x')})`, async () => {
     const ctx = await gpuContext();
-    const { problem } = checkFusedForwardGpu(ctx, base.rank, fwdShapes(base), config);
-    const kernel = generateFusedForward(fusedForwardSpec(problem, config));
+    const kernel = configKernel(ctx, base, config);
     const qp = config.queryTile.reduce((a, b) => a * b, 1);
     expect(kernel.workgroupSize[0]).toBe((qp / (config.queriesPerInvocation ?? 1)) * (config.lanes ?? 1));
     expect(kernel.key).toContain(`"queriesPerInvocation":${config.queriesPerInvocation}`);
-    for (const c of fwdVariants(base)) expectFwdClose(await runFwdCase(ctx, c, config), `${caseLabel(c)} Q=${config.queriesPerInvocation}`);
+    await expectVariantsClose(ctx, base, config, `Q=${config.queriesPerInvocation}`);
   }, TIMEOUT);
 }
 

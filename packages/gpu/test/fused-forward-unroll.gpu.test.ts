@@ -10,7 +10,7 @@ import { type FusedForwardConfig, fusedForwardSpec, generateFusedForward } from 
 import { afterAll, describe, expect, it } from 'vitest';
 import { fusedForward } from '../src/index.ts';
 import { checkFusedForwardGpu } from '../src/ops/na-fused-forward.ts';
-import { caseLabel, expectFwdClose, type FwdCase, fwdShapes, fwdVariants, runFwdCase } from './fused-forward-cases.ts';
+import { configKernel, expectVariantsClose, type FwdCase, fwdShapes } from './fused-forward-cases.ts';
 import { gpuContext } from './setup.ts';
 
 afterAll(async () => (await gpuContext()).destroy());
@@ -24,10 +24,9 @@ function cfg(queryTile: number[], keyTile: number[], keyUnroll: number, opts: { 
 function group(name: string, base: FwdCase, config: FusedForwardConfig): void {
   it(`${name} (U=${config.keyUnroll}${config.lanes ? ` lanes=${config.lanes}` : ''}, q=${config.queryTile.join('x')})`, async () => {
     const ctx = await gpuContext();
-    const { problem } = checkFusedForwardGpu(ctx, base.rank, fwdShapes(base), config);
-    const kernel = generateFusedForward(fusedForwardSpec(problem, config));
+    const kernel = configKernel(ctx, base, config);
     expect(kernel.key).toContain(`"keyUnroll":${config.keyUnroll}`);
-    for (const c of fwdVariants(base)) expectFwdClose(await runFwdCase(ctx, c, config), `${caseLabel(c)} U=${config.keyUnroll}`);
+    await expectVariantsClose(ctx, base, config, `U=${config.keyUnroll}`);
   }, TIMEOUT);
 }
 
