@@ -750,8 +750,12 @@ export function generateFusedForward(spec: FusedForwardSpec): GeneratedKernel {
     .filter((l) => l.length > 0)
     .join('\n');
 
-  const qDot = Array.from({ length: D4L }, (_, c) => `          acc = fma(${QH ? `vec4<f32>(q_${c})` : `q_${c}`}, vec4<f32>(k_sh[kb + ${KSW === 0 ? lc(c) : `(${lc(c)} ^ ksw)`}]), acc);`).join('\n');
-  const update = softmaxUpdate(DV4L, (c) => `vec4<f32>(v_sh[vb + ${VSW === 0 ? lc(c) : `(${lc(c)} ^ vsw)`}])`, '          ');
+  // Register q column c (f32), and staged K / V vec4 column c of the key row at kb{sfx} / vb{sfx} (swizzled), as f32.
+  const qAt = (c: number): string => (QH ? `vec4<f32>(q_${c})` : `q_${c}`);
+  const kAt = (c: number, sfx = ''): string => `vec4<f32>(k_sh[kb${sfx} + ${KSW === 0 ? lc(c) : `(${lc(c)} ^ ksw${sfx})`}])`;
+  const vAt = (c: number, sfx = ''): string => `vec4<f32>(v_sh[vb${sfx} + ${VSW === 0 ? lc(c) : `(${lc(c)} ^ vsw${sfx})`}])`;
+  const qDot = Array.from({ length: D4L }, (_, c) => `          acc = fma(${qAt(c)}, ${kAt(c)}, acc);`).join('\n');
+  const update = softmaxUpdate(DV4L, (c) => vAt(c), '          ');
   // The logit: the lane's partial dot, then (lane split) the butterfly over the query's LN lanes.
   const shuffles: string[] = [];
   for (let m = 1; m < LN; m *= 2) shuffles.push(`            sc = sc + subgroupShuffleXor(sc, ${m}u);\n`);
@@ -762,11 +766,13 @@ export function generateFusedForward(spec: FusedForwardSpec): GeneratedKernel {
   // Exact window walk: rows of the window (all axes but the last) in box-relative coordinates; each row is a
   // contiguous run of box-linear indices [lo, hi), clipped to the chunk [c0i, c1i).
   const last = r - 1;
-  // The staged key row of walk index k: its offsets in k_sh / v_sh, swizzles, and (rpb) its box-relative last coordinate.
-  const keyHead = `            let kl = u32(k - c0i);
-            let kb = kl * D4;
-            let vb = kl * DV4;
-${KSW === 0 ? '' : `            let ksw = kl & ${KSW}u;\n`}${VSW === 0 ? '' : `            let vsw = kl & ${VSW}u;\n`}${spec.hasRpb ? `            let kr_${last} = k - row_base;\n` : ''}`;
+  // The staged key row of walk index `k`: its offsets in k_sh / v_sh, swizzles, and (rpb) its box-relative last
+  // coordinate, every name suffixed `sfx` (empty for the one-key walk, `_u` for row u of an unrolled step).
+  const keyHeadFor = (k: string, sfx: string): string => `            let kl${sfx} = u32(${k} - c0i);
+            let kb${sfx} = kl${sfx} * D4;
+            let vb${sfx} = kl${sfx} * DV4;
+${KSW === 0 ? '' : `            let ksw${sfx} = kl${sfx} & ${KSW}u;\n`}${VSW === 0 ? '' : `            let vsw${sfx} = kl${sfx} & ${VSW}u;\n`}${spec.hasRpb ? `            let kr_${last}${sfx} = ${k} - row_base;\n` : ''}`;
+  const keyHead = keyHeadFor('k', '');
   // ---- several queries per invocation (QP > 1): per-query names carry a `_j` suffix
   const js = Array.from({ length: QP }, (_, j) => j);
   const qv = (j: number, c: number): string => (QH ? `vec4<f32>(q_${j}_${c})` : `q_${j}_${c}`);
@@ -776,7 +782,7 @@ ${KSW === 0 ? '' : `            let ksw = kl & ${KSW}u;\n`}${VSW === 0 ? '' : ` 
     const dot = Array.from(
       { length: D4L },
       (_, c) => `            {
-              let kv = vec4<f32>(k_sh[kb + ${KSW === 0 ? lc(c) : `(${lc(c)} ^ ksw)`}]);
+              let kv = ${kAt(c)};
 ${js.map((j) => `              acc_${j} = fma(${qv(j, c)}, kv, acc_${j});`).join('\n')}
             }`,
     ).join('\n');
@@ -800,7 +806,7 @@ ${spec.hasRpb ? `              sc_${j} = sc_${j} + f32(rpb[${rpbIndexExpr(spec.k
     const axpy = Array.from(
       { length: DV4L },
       (_, c) => `            {
-              let vv = vec4<f32>(v_sh[vb + ${VSW === 0 ? lc(c) : `(${lc(c)} ^ vsw)`}]);
+              let vv = ${vAt(c)};
 ${js.map((j) => `              o_${j}_${c} = fma(vec4<f32>(p_${j}), vv, o_${j}_${c});`).join('\n')}
             }`,
     ).join('\n');
@@ -886,18 +892,8 @@ ${logit}${spec.hasRpb ? `            sc = sc + f32(rpb[${rpbIndex()}]) * LOG2E;
   // ---- key unroll (KU > 1): KU consecutive keys of a window row per step, then a one-key remainder loop
   const us = Array.from({ length: KU }, (_, u) => u);
   function unrolledBody(): string {
-    const heads = us
-      .map((u) => {
-        const kk = u === 0 ? 'k' : `(k + ${u})`;
-        return `            let kl_${u} = u32(${kk} - c0i);
-            let kb_${u} = kl_${u} * D4;
-            let vb_${u} = kl_${u} * DV4;
-${KSW === 0 ? '' : `            let ksw_${u} = kl_${u} & ${KSW}u;\n`}${VSW === 0 ? '' : `            let vsw_${u} = kl_${u} & ${VSW}u;\n`}${spec.hasRpb ? `            let kr_${last}_${u} = ${kk} - row_base;\n` : ''}            var acc_${u} = vec4<f32>(0.0);`;
-      })
-      .join('\n');
-    const dot = Array.from({ length: D4L }, (_, c) =>
-      us.map((u) => `            acc_${u} = fma(${QH ? `vec4<f32>(q_${c})` : `q_${c}`}, vec4<f32>(k_sh[kb_${u} + ${KSW === 0 ? lc(c) : `(${lc(c)} ^ ksw_${u})`}]), acc_${u});`).join('\n'),
-    ).join('\n');
+    const heads = us.map((u) => `${keyHeadFor(u === 0 ? 'k' : `(k + ${u})`, `_${u}`)}            var acc_${u} = vec4<f32>(0.0);`).join('\n');
+    const dot = Array.from({ length: D4L }, (_, c) => us.map((u) => `            acc_${u} = fma(${qAt(c)}, ${kAt(c, `_${u}`)}, acc_${u});`).join('\n')).join('\n');
     const sums = us.map((u) => `            var sc_${u} = acc_${u}.x + acc_${u}.y + acc_${u}.z + acc_${u}.w;`).join('\n');
     const sh: string[] = [];
     for (let m = 1; m < LN; m *= 2) for (const u of us) sh.push(`            sc_${u} = sc_${u} + subgroupShuffleXor(sc_${u}, ${m}u);`);
@@ -906,7 +902,7 @@ ${KSW === 0 ? '' : `            let ksw_${u} = kl_${u} & ${KSW}u;\n`}${VSW === 0
       ? us.map((u) => `            sc_${u} = sc_${u} + f32(rpb[${rpbIndexExpr(spec.kernelSize, (a) => (a === last ? `kr_${a}_${u} - qr_${a}` : `kr_${a} - qr_${a}`))}]) * LOG2E;`).join('\n')
       : '';
     const axpy = Array.from({ length: DV4L }, (_, c) =>
-      us.map((u) => `            o_${c} = fma(vec4<f32>(p_${u}), vec4<f32>(v_sh[vb_${u} + ${VSW === 0 ? lc(c) : `(${lc(c)} ^ vsw_${u})`}]), o_${c});`).join('\n'),
+      us.map((u) => `            o_${c} = fma(vec4<f32>(p_${u}), ${vAt(c, `_${u}`)}, o_${c});`).join('\n'),
     ).join('\n');
     return [heads, dot, sums, sh.join('\n'), scale, bias, softmaxWeights(DV4L, KU, '            '), axpy].filter((x) => x.length > 0).join('\n');
   }
