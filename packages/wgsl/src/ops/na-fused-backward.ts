@@ -892,12 +892,27 @@ function recomputeDs(o: {
     `let ${o.qkRows.sw} = m & ${o.qkRows.mask}u;`,
     `let ${o.dovRows.sw} = m & ${o.dovRows.mask}u;`,
     dotStmts(R, V, 'sdot', V.DW, o.qk, lanes),
-    'var s = params.scale * sdot;',
-    spec.rpb ? `s += f32(rpb_buf[${rpbIndexExpr(spec.rank, spec.kernelSize, 'j', 'i')}]);` : '',
-    `let p = exp(s - ${o.lse});`,
+    ...probStmts(spec, '', 'j', 'i', o.lse),
     dotStmts(R, V, 'dp', V.DVW, o.dov, lanes),
-    `let ds = p * (dp - ${o.delta});`,
+    dsStmt('', o.delta),
   ].join('\n        ');
+}
+
+/**
+ * P of a (query, key) pair from its logit dot `sdot${sfx}`: s = scale * q.k (+ rpb[key, query]), p = exp(s - lse),
+ * as statements (the rpb one empty without rpb). The one formula of the plain walk and the unrolled step.
+ */
+function probStmts(spec: TiledBackwardSpec, sfx: string, key: string, query: string, lse: string): string[] {
+  return [
+    `var s${sfx} = params.scale * sdot${sfx};`,
+    spec.rpb ? `s${sfx} += f32(rpb_buf[${rpbIndexExpr(spec.rank, spec.kernelSize, key, query)}]);` : '',
+    `let p${sfx} = exp(s${sfx} - ${lse});`,
+  ];
+}
+
+/** dS of the pair from its P and its dO.v dot `dp${sfx}`: ds = p * (dp - delta). */
+function dsStmt(sfx: string, delta: string): string {
+  return `let ds${sfx} = p${sfx} * (dp${sfx} - ${delta});`;
 }
 
 /** Vector c of staged row `mu${u}` of `s` (row u of a step of the unrolled walk, swizzle variable `${s.sw}u${u}`). */
@@ -963,14 +978,7 @@ function unrolledStep(o: {
     sums.map((x) => `${lanes > 1 ? 'var' : 'let'} ${x} = ${vecSum(V, `${x}_v`)};`).join(' '),
     ...butterflies,
     ...us.map((u) =>
-      [
-        `var s_u${u} = params.scale * sdot_u${u};`,
-        spec.rpb ? `s_u${u} += f32(rpb_buf[${rpbIndexExpr(spec.rank, spec.kernelSize, key(u), query(u))}]);` : '',
-        `let p_u${u} = exp(s_u${u} - ${o.lse(u)});`,
-        `let ds_u${u} = p_u${u} * (dp_u${u} - ${o.delta(u)});`,
-      ]
-        .filter((l) => l.length > 0)
-        .join(' '),
+      [...probStmts(spec, `_u${u}`, key(u), query(u), o.lse(u)), dsStmt(`_u${u}`, o.delta(u))].filter((l) => l.length > 0).join(' '),
     ),
     ...o.axpys.map(([rows, acc, scalar]) =>
       R.each(rows.n, (c, r) => us.map((u) => `${r(acc)} = fma(${V.VF}(${scalar}_u${u}), ${unitAt(V, rows, c, u)}, ${r(acc)});`).join(' ')),
