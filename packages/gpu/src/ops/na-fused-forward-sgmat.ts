@@ -187,8 +187,7 @@ export function planFusedForwardSgmat(
   const cfg = config ?? defaultSgmatConfig(ctx, problem);
   if (!cfg) throw new NattenUnsupportedError(`${op}: no tensor-core config fits this device's limits (workgroup memory ${ctx.limits.maxComputeWorkgroupStorageSize} bytes)`);
   const kernel = generateFusedForwardSgmat(spec(problem, cfg, avail.subgroupSize));
-  const { uniforms, workgroups } = fusedForwardDispatch(problem, cfg.queryTile);
-  return { kernel, command: fusedForwardCommand(ctx, kernel, problem, args, { uniforms, workgroups }), config: cfg, problem };
+  return { kernel, command: fusedForwardCommand(ctx, kernel, problem, args, fusedForwardDispatch(problem, cfg.queryTile)), config: cfg, problem };
 }
 
 /** Run the tensor-core forward (throws when the path is unavailable for this device or problem). */

@@ -114,8 +114,7 @@ export function planFusedForwardTile(
   const why = tileForwardConfigProblem(ctx, problem, cfg);
   if (why !== undefined) throw new NattenArgumentError(`${op}: tile path query_tile=${formatShape(cfg.queryTile)}, key_chunk=${cfg.keyChunk} cannot run here: ${why}`);
   const kernel = generateFusedForwardTile(spec(problem, cfg));
-  const { uniforms, workgroups } = fusedForwardDispatch(problem, cfg.queryTile);
-  return { kernel, command: fusedForwardCommand(ctx, kernel, problem, args, { uniforms, workgroups }), config: cfg, problem };
+  return { kernel, command: fusedForwardCommand(ctx, kernel, problem, args, fusedForwardDispatch(problem, cfg.queryTile)), config: cfg, problem };
 }
 
 /** Run the forward on the tile path (throws when it cannot run this problem on this device). */
