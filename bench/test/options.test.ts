@@ -18,6 +18,8 @@ describe('bench options', () => {
     expect(() => parseOptions(['--forward-path', 'tensor'])).toThrow("--forward-path must be default, sgmat or tile, got 'tensor'");
     expect(() => parseOptions(['--forward-queries', '0'])).toThrow("--forward-queries must be a number >= 1, got '0'");
     expect(() => parseOptions(['--warm-clocks', 'yes'])).toThrow("--warm-clocks must be auto, on or off, got 'yes'");
+    expect(() => parseOptions(['--forward-key-unroll', '0'])).toThrow("--forward-key-unroll must be a number >= 1, got '0'");
+    expect(() => parseOptions(['--backward-unroll', 'two'])).toThrow("--backward-unroll must be a number >= 1, got 'two'");
     expect(() => parseOptions(['--backward-keys', 'x'])).toThrow("--backward-keys must be a number >= 1, got 'x'");
     expect(() => parseOptions(['--backward-lanes', '0'])).toThrow("--backward-lanes must be a number >= 1, got '0'");
     expect(() => parseOptions(['--reps', '0'])).toThrow("--reps must be a number >= 1, got '0'");

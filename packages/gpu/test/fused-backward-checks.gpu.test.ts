@@ -2,7 +2,7 @@ import { type FusedBackwardArgs, NattenArgumentError, NattenUnsupportedError, ra
 import { enumerateFusedBackwardConfigs, fusedBackwardTileProducts } from '@natten-web/wgsl';
 import { afterAll, describe, expect, it } from 'vitest';
 import { createGpuBackend, type GpuContext, selectFusedBackward } from '../src/index.ts';
-import { gpuContext } from './setup.ts';
+import { gpuContext, limitsOf } from './setup.ts';
 
 /** Validation of na{1,2,3}d_backward on WebGPU: every rule this backend adds, checked by its message, before any GPU work. */
 
@@ -24,16 +24,6 @@ function args2d(dim: number, extra: Partial<FusedBackwardArgs> = {}, dtype: 'flo
   };
 }
 
-function limitsOf(ctx: GpuContext): Record<string, number> {
-  const l = ctx.limits as unknown as Record<string, number>;
-  return {
-    maxComputeWorkgroupStorageSize: l.maxComputeWorkgroupStorageSize as number,
-    maxComputeInvocationsPerWorkgroup: l.maxComputeInvocationsPerWorkgroup as number,
-    maxComputeWorkgroupSizeX: l.maxComputeWorkgroupSizeX as number,
-    maxComputeWorkgroupsPerDimension: l.maxComputeWorkgroupsPerDimension as number,
-    maxStorageBufferBindingSize: l.maxStorageBufferBindingSize as number,
-  };
-}
 
 describe('na2d_backward argument checks (WebGPU)', () => {
   afterAll(async () => (await gpuContext()).destroy(), 60_000);

@@ -6,11 +6,17 @@
  * runs a few shape variants through it.
  */
 import { afterAll, describe, expect, it } from 'vitest';
-import { fusedForwardTile, planFusedForwardTile, type TileForwardConfig } from '../src/index.ts';
+import { fusedForwardTile, type GpuContext, planFusedForwardTile, type TileForwardConfig, tileForwardConfigProblem } from '../src/index.ts';
 import { caseLabel, expectFwdClose, type FwdCase, fwdVariants, runFwdCaseWith } from './fused-forward-cases.ts';
-import { gpuContext } from './setup.ts';
+import { gpuContext, limitsOf } from './setup.ts';
 
 afterAll(async () => (await gpuContext()).destroy());
+
+/** Shapes-only 1-D arguments (L=64, 2 heads, head dims 32). */
+function tileArgs(ctx: GpuContext) {
+  const t = () => ctx.createTensor([1, 64, 2, 32], 'float32');
+  return { query: t(), key: t(), value: t(), output: t(), kernelSize: [9] };
+}
 
 const TIMEOUT = 600_000;
 
@@ -53,5 +59,27 @@ describe('validation', () => {
     // With chunk 16 (4 invocations per row) it runs.
     expect(planFusedForwardTile(ctx, 2, args, { path: 'tile', queryTile: [4, 4], keyChunk: 16 }).kernel.workgroupSize[0]).toBe(16);
     for (const x of Object.values(args)) if (typeof x === 'object' && 'buffer' in x) x.buffer.destroy();
+  });
+
+  it('names the device rule a config breaks: subgroups, their width, workgroup memory', async () => {
+    const ctx = await gpuContext();
+    const args = tileArgs(ctx);
+    const { problem } = planFusedForwardTile(ctx, 1, args, { path: 'tile', queryTile: [16], keyChunk: 16 });
+    for (const t of [args.query, args.key, args.value, args.output]) t.buffer.destroy();
+    const fake = (over: { hasSubgroups?: boolean; subgroupMinSize?: number; storage?: number }) =>
+      ({
+        hasSubgroups: over.hasSubgroups ?? true,
+        adapterInfo: { ...ctx.adapterInfo, subgroupMinSize: over.subgroupMinSize ?? 8 },
+        limits: { ...limitsOf(ctx), maxComputeWorkgroupStorageSize: over.storage ?? 32768 },
+      }) as unknown as GpuContext;
+    const c32: TileForwardConfig = { path: 'tile', queryTile: [32], keyChunk: 32 };
+    expect(tileForwardConfigProblem(fake({}), problem, c32)).toBeUndefined();
+    expect(tileForwardConfigProblem(fake({ hasSubgroups: false }), problem, c32)).toBe("the tile path needs the WebGPU feature 'subgroups'");
+    expect(tileForwardConfigProblem(fake({ subgroupMinSize: 4 }), problem, c32)).toBe(
+      "key chunk 32 shares each query row over 8 invocations, more than this adapter's minimum subgroup size 4",
+    );
+    expect(tileForwardConfigProblem(fake({ storage: 8192 }), problem, c32)).toMatch(
+      /^query tile \[32\] with key chunk 32 needs \d+ bytes of workgroup memory; this device allows 8192$/,
+    );
   });
 });

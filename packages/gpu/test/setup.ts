@@ -23,3 +23,15 @@ export function gpuContext(): Promise<GpuContext> {
  * new kernel variant costs seconds of LLVM compile time, so the full sweep is for GPUs and nightly runs.
  */
 export const EXTENDED = (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env?.NATTEN_WEB_EXTENDED === '1';
+
+/** The device limits config selection reads, as a plain object (to override one in a fake context). */
+export function limitsOf(ctx: GpuContext): Record<string, number> {
+  const l = ctx.limits as unknown as Record<string, number>;
+  return {
+    maxComputeWorkgroupStorageSize: l.maxComputeWorkgroupStorageSize as number,
+    maxComputeInvocationsPerWorkgroup: l.maxComputeInvocationsPerWorkgroup as number,
+    maxComputeWorkgroupSizeX: l.maxComputeWorkgroupSizeX as number,
+    maxComputeWorkgroupsPerDimension: l.maxComputeWorkgroupsPerDimension as number,
+    maxStorageBufferBindingSize: l.maxStorageBufferBindingSize as number,
+  };
+}
