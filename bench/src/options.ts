@@ -1,6 +1,8 @@
 /**
  * Command-line options of the benchmark runner (`pnpm bench`, bench/src/run.ts).
  */
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import type { CaseSetName } from './cases.ts';
 
@@ -18,7 +20,31 @@ export const USAGE = `usage: pnpm bench [--set quick|standard] [--filter str[,st
   [--backward-unroll 1|2|4]     the default backward tiles folding this many keys (dq) / queries (dK/dV) per
                                 walk step (default: the heuristic; 1 = one row per step)
   [--warm-clocks auto|on|off]   keep the GPU busy around our timed runs so its clock stays at boost
-                                (auto: on for hardware adapters, off for software ones such as lavapipe)`;
+                                (auto: on for hardware adapters, off for software ones such as lavapipe)
+  [--tuned]                     time the config @natten-web/autotune picks for each row (mode 'tune': the cache,
+                                else timed now and stored) instead of the heuristic default; tuning runs before
+                                the row's timing, outside it. Not with the config switches above (--forward-path
+                                sgmat|tile, --forward-lanes, --backward-lanes, --forward-queries, --backward-queries,
+                                --backward-keys, --forward-key-unroll, --backward-unroll)
+  [--tune-cache path]           the autotuner's JSON cache, reused by later --tuned runs (default: tune-cache.json
+                                beside --json when given, else in the OS temp dir)
+  [--tune-budget-ms 20000]      tuning time budget per op (forward; backward) of each row`;
+
+/** The flags that choose our kernel config by hand, which `--tuned` leaves to the autotuner. */
+export const TUNED_CONFLICTS = [
+  'forward-lanes',
+  'backward-lanes',
+  'forward-queries',
+  'backward-queries',
+  'backward-keys',
+  'forward-key-unroll',
+  'backward-unroll',
+] as const;
+
+/** The default `--tune-cache`: `tune-cache.json` beside the `--json` output when given, else in the OS temp dir. */
+export function defaultTuneCache(json: string | undefined): string {
+  return json !== undefined ? join(dirname(resolve(json)), 'tune-cache.json') : join(tmpdir(), 'tune-cache.json');
+}
 
 export interface Options {
   readonly set: CaseSetName;
@@ -49,6 +75,12 @@ export interface Options {
   readonly backwardUnroll: number | undefined;
   /** Keep the GPU's clock up while timing (`ClockWarmer`); auto = on for hardware adapters. */
   readonly warmClocks: 'auto' | 'on' | 'off';
+  /** Time the autotuner's pick per row (`--tuned`) instead of the heuristic default config. */
+  readonly tuned: boolean;
+  /** The autotuner's cache file (absolute) with `--tuned`, else undefined. */
+  readonly tuneCache: string | undefined;
+  /** Tuning budget per op of each row, in ms (`--tune-budget-ms`; used with `--tuned`). */
+  readonly tuneBudgetMs: number;
 }
 
 /** The command line of `pnpm bench`; an invalid value throws an Error naming the flag, the value and the rule. */
@@ -71,12 +103,16 @@ export function parseOptions(argv: readonly string[]): Options {
       'backward-lanes': { type: 'string' },
       'forward-lanes': { type: 'string' },
       'forward-path': { type: 'string', default: 'default' },
-      'forward-queries': { type: 'string', default: '1' },
-      'backward-queries': { type: 'string', default: '1' },
-      'backward-keys': { type: 'string', default: '1' },
+      // No parser defaults for these three (1, applied below): --tuned must see whether they were given.
+      'forward-queries': { type: 'string' },
+      'backward-queries': { type: 'string' },
+      'backward-keys': { type: 'string' },
       'forward-key-unroll': { type: 'string' },
       'backward-unroll': { type: 'string' },
       'warm-clocks': { type: 'string', default: 'auto' },
+      tuned: { type: 'boolean', default: false },
+      'tune-cache': { type: 'string' },
+      'tune-budget-ms': { type: 'string' },
       help: { type: 'boolean', default: false },
     },
     strict: true,
@@ -96,14 +132,29 @@ export function parseOptions(argv: readonly string[]): Options {
   if (forwardPath !== 'default' && forwardPath !== 'sgmat' && forwardPath !== 'tile') throw new Error(`--forward-path must be default, sgmat or tile, got '${forwardPath}'\n${USAGE}`);
   const warmClocks = values['warm-clocks'];
   if (warmClocks !== 'auto' && warmClocks !== 'on' && warmClocks !== 'off') throw new Error(`--warm-clocks must be auto, on or off, got '${warmClocks}'\n${USAGE}`);
+  const tuned = values.tuned;
+  if (tuned) {
+    if (forwardPath !== 'default') {
+      throw new Error(`--tuned cannot be combined with --forward-path ${forwardPath}: --tuned times the autotuner's pick of the default (plain) forward; drop one of the two\n${USAGE}`);
+    }
+    for (const flag of TUNED_CONFLICTS) {
+      if (values[flag] !== undefined) {
+        throw new Error(`--tuned cannot be combined with --${flag}: --tuned times the config the autotuner picks (tiles, lanes, unroll), --${flag} forces part of it by hand; drop one of the two\n${USAGE}`);
+      }
+    }
+  } else {
+    for (const flag of ['tune-cache', 'tune-budget-ms'] as const) {
+      if (values[flag] !== undefined) throw new Error(`--${flag} needs --tuned (it only applies to tuned runs)\n${USAGE}`);
+    }
+  }
   return {
     set,
     filter: values.filter,
     warmClocks,
     forwardPath,
-    forwardQueries: Math.floor(num('forward-queries', values['forward-queries'], 1)),
-    backwardQueries: Math.floor(num('backward-queries', values['backward-queries'], 1)),
-    backwardKeys: Math.floor(num('backward-keys', values['backward-keys'], 1)),
+    forwardQueries: Math.floor(num('forward-queries', values['forward-queries'] ?? '1', 1)),
+    backwardQueries: Math.floor(num('backward-queries', values['backward-queries'] ?? '1', 1)),
+    backwardKeys: Math.floor(num('backward-keys', values['backward-keys'] ?? '1', 1)),
     forwardKeyUnroll: values['forward-key-unroll'] === undefined ? undefined : Math.floor(num('forward-key-unroll', values['forward-key-unroll'], 1)),
     backwardUnroll: values['backward-unroll'] === undefined ? undefined : Math.floor(num('backward-unroll', values['backward-unroll'], 1)),
     json: values.json,
@@ -118,5 +169,8 @@ export function parseOptions(argv: readonly string[]): Options {
     torchTimeoutS: num('torch-timeout-s', values['torch-timeout-s'], 1),
     forwardLanes: values['forward-lanes'] === undefined ? undefined : Math.floor(num('forward-lanes', values['forward-lanes'], 1)),
     backwardLanes: values['backward-lanes'] === undefined ? undefined : Math.floor(num('backward-lanes', values['backward-lanes'], 1)),
+    tuned,
+    tuneCache: tuned ? resolve(values['tune-cache'] ?? defaultTuneCache(values.json)) : undefined,
+    tuneBudgetMs: num('tune-budget-ms', values['tune-budget-ms'] ?? '20000', 1),
   };
 }

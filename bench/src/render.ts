@@ -154,6 +154,8 @@ export function renderReport(results: BenchResults, options: ReportOptions = {})
   lines.push(`- **Versions:** node ${env.node}, webgpu (Dawn) ${env.webgpu}, natten-web commit ${runs && runs.length > 1 ? runs.map((r) => `\`${r.commit}\``).join(', ') : `\`${env.commit}\``}, ${env.platform}`);
   lines.push(`- **Torch:** ${env.torch ? `torch ${env.torch.torch} on ${env.torch.gpu}` : `not run${env.torchNote ? ` (${env.torchNote})` : ''}`}`);
   lines.push(`- **Clocks:** ${clocksText(runs && runs.length > 1 ? runs.map((r) => r.clocks) : [results.clocks])}`);
+  const tuning = tuningText(runs && runs.length > 1 ? runs : [results]);
+  if (tuning !== undefined) lines.push(`- **Tuning:** ${tuning}`);
   const sm = results.rows.flatMap((r) => (r.oursClock ? [r.oursClock] : []));
   if (sm.length > 0) {
     lines.push(
@@ -189,7 +191,13 @@ export function renderReport(results: BenchResults, options: ReportOptions = {})
   lines.push('');
   lines.push('## How to read this', '');
   lines.push(
-    '- **ours ms**: our fused kernels at their default configuration (`fusedForward`, plus `fusedBackward` for fwd+bwd),',
+    ...(tuning === undefined
+      ? ['- **ours ms**: our fused kernels at their default configuration (`fusedForward`, plus `fusedBackward` for fwd+bwd),']
+      : [
+          '- **ours ms**: our fused kernels (`fusedForward`, plus `fusedBackward` for fwd+bwd) at the configuration the autotuner',
+          `  picked for the row (\`pnpm bench --tuned\`, see Tuning above; tuning is not timed; the row's \`config\` in the results`,
+          `  JSON starts with \`tuned\`)${tuning.startsWith('mixed') ? ' in the tuned runs, else at their default configuration' : ''},`,
+        ]),
     '  median GPU time of every dispatch the op makes (`GpuContext.profile`, timestamp queries), or host wall time marked `(wall)`',
     '  when the adapter has no `timestamp-query`.',
     '- **NA TFLOP/s**: useful FLOPs as NATTEN counts them (core `fnaFlops` = 4·B·N·H·prod(K)·d for the forward;',
@@ -231,6 +239,20 @@ export function clocksText(clocks: readonly BenchResults['clocks'][]): string {
 }
 
 /**
+ * The tuning line of the report, or undefined when no run was `--tuned` (the report then has no such line): which
+ * configs our kernels ran. One entry per merged run, in order.
+ */
+export function tuningText(runs: readonly Pick<BenchResults, 'tuned' | 'tuneCache' | 'tuneBudgetMs'>[]): string | undefined {
+  const tuned = runs.filter((r) => r.tuned === true);
+  if (tuned.length === 0) return undefined;
+  const distinct = (xs: readonly (string | number | undefined)[]): string =>
+    [...new Set(xs.filter((x) => x !== undefined))].map((x) => (typeof x === 'string' ? `\`${x}\`` : String(x))).join(', ') || '-';
+  const how = `the config \`@natten-web/autotune\` picked for each row (mode 'tune': the tune cache, else timed within ${distinct(tuned.map((r) => r.tuneBudgetMs))} ms per op and stored; cache ${distinct(tuned.map((r) => r.tuneCache))}), tuned before each row's timing and outside it`;
+  if (tuned.length === runs.length) return `tuned: ours ran ${how}, not the heuristic default`;
+  return `mixed: ${runs.map((r) => (r.tuned === true ? 'tuned' : 'default configs')).join(', ')} (per run, in order); the tuned runs ran ${how}`;
+}
+
+/**
  * Merge results files of one machine (a standard set split over several device runs with `--filter`): rows in
  * file order, the first file's env, and each run's date, commit and sampling in `runs`. Throws if the adapters differ (numbers from different GPUs never share a table).
  */
@@ -268,6 +290,7 @@ export function mergeResults(list: readonly BenchResults[]): BenchResults {
       filter: r.filter,
       rows: r.rows.filter((row) => owner.get(rowKey(row)) === i).length,
       ...(r.clocks ? { clocks: r.clocks } : {}),
+      ...(r.tuned ? { tuned: true, tuneCache: r.tuneCache, tuneBudgetMs: r.tuneBudgetMs } : {}),
     })),
   };
 }

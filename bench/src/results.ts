@@ -13,6 +13,19 @@ export interface Timing {
   readonly method: 'gpu-timestamp' | 'wall';
 }
 
+/** How `--tuned` chose one op's config for a row (`@natten-web/autotune` `Selection`), outside the timed region. */
+export interface TuneInfo {
+  /** `tuned`: timed in this run and stored in the cache; `cache`: found in the cache (an earlier row or run tuned it). */
+  readonly source: 'tuned' | 'cache';
+  /** Wall time of the selection (tuning or cache lookup), in ms. */
+  readonly ms: number;
+  /** From the cache entry: candidates timed / in the space, and whether the budget cut tuning short. */
+  readonly timed?: number;
+  readonly candidates?: number;
+  readonly truncated?: boolean;
+  /** The winner's median while tuning (ns), as the autotuner measured it. */
+  readonly medianNs?: number;
+}
 
 export interface BenchRow {
   readonly case: string;
@@ -24,10 +37,14 @@ export interface BenchRow {
   readonly flops: number;
   /** Bytes if every q/k/v/o (and dO/dq/dk/dv) tensor is read or written once. */
   readonly byteFloor: number;
-  /** Our kernel configuration (default config) for the forward and, with backward, the backward. */
+  /** Our kernel configuration (default config, or `tuned ...` with `--tuned`) for the forward and, with backward, the backward. */
   readonly config?: string;
   readonly ours?: Timing;
   readonly oursError?: string;
+  /** With `--tuned`: how the forward (and backward) configs were chosen, and how long it took. */
+  readonly tuning?: { readonly forward: TuneInfo; readonly backward?: TuneInfo };
+  /** With `--tuned`: why tuning failed for this row (ours was then not timed; `oursError` says so too). */
+  readonly tuneError?: string;
   /** SM clock during our timing, from nvidia-smi where it exists (see bench/src/smclock.ts). */
   readonly oursClock?: ClockWindow;
   /** Our naive kernel (forward only). */
@@ -78,6 +95,13 @@ export interface BenchResults {
    * docs/device-results.md "Timing variance").
    */
   readonly clocks?: { readonly warmed: boolean; readonly warmMs?: number; readonly dispatchMs?: number };
+  /**
+   * `--tuned`: ours ran the config `@natten-web/autotune` picked per row (mode 'tune', cache file `tuneCache`,
+   * `tuneBudgetMs` per op), not the heuristic default. Absent for default-config runs.
+   */
+  readonly tuned?: boolean;
+  readonly tuneCache?: string;
+  readonly tuneBudgetMs?: number;
   readonly env: BenchEnv;
   readonly rows: readonly BenchRow[];
   /** Set by `mergeResults`: each merged run's date, commit, sampling and filter, in file order. */
@@ -93,6 +117,10 @@ export interface BenchRunInfo {
   readonly filter?: string | undefined;
   readonly rows: number;
   readonly clocks?: BenchResults['clocks'];
+  /** The run was `--tuned` (absent: default configs), with its cache and budget. */
+  readonly tuned?: boolean;
+  readonly tuneCache?: string;
+  readonly tuneBudgetMs?: number;
 }
 
 /** True for software adapters (lavapipe/llvmpipe, SwiftShader, WARP): their times are no performance claim. */

@@ -1,7 +1,8 @@
 /**
  * The benchmark harness: `pnpm bench [--set quick|standard] [--filter str[,str...]] [--json path] [--no-torch]`.
  *
- * For each case x dtype x pass it measures our fused kernels (default config), our naive kernel (forward only),
+ * For each case x dtype x pass it measures our fused kernels (default config; with `--tuned`, the config
+ * `@natten-web/autotune` picks for the row, tuned before and outside the timing), our naive kernel (forward only),
  * the CPU reference (small problems) and, when torch with CUDA is there, torch flex_attention and SDPA
  * (bench/baselines/torch_na.py, run once for the whole set before our kernels). Prints the device and a table,
  * writes a results JSON (bench/results/<date>-<adapter>.json by default). Progress goes to stderr.
@@ -22,15 +23,16 @@ import { type BenchItem, byteFloor, CASE_SETS, caseLabel, expandCases, itemFlops
 import { adapterSlug, collectEnv, repoRoot } from './env.ts';
 import { fillRandom } from './fill.ts';
 import { type Options, parseOptions } from './options.ts';
-import { fmtMs, renderText } from './render.ts';
+import { fmtMs, renderText, tuningText } from './render.ts';
 import { type BenchResults, type BenchRow, isSoftwareAdapter, RESULTS_SCHEMA, type Timing } from './results.ts';
 import { type ClockSampler, startClockSampler } from './smclock.ts';
 import { runTorch, type TorchResult } from './torch.ts';
+import { backwardConfigLabel, createRowTuner, forwardConfigLabel, type RowTuner, type TunedPick } from './tuned.ts';
 
 /** Progress on stderr: a live line on a TTY, else one line per finished case. */
 class Progress {
   private readonly tty = process.stderr.isTTY === true;
-  constructor(private readonly total: number) {}
+  constructor(readonly total: number) {}
   step(i: number, item: BenchItem, what: string): void {
     if (!this.tty) return;
     const line = `[${i + 1}/${this.total}] ${item.case.name} ${item.dtype} ${item.pass}: ${what}`;
@@ -119,6 +121,9 @@ function maxAbsOf(pairs: readonly [Tensor, Tensor][]): number {
   return m;
 }
 
+/** Thrown inside ours' block to skip it (a tuned row whose tuning failed: the row already says why). */
+class SkipOurs extends Error {}
+
 /** Slowest naive throughput seen so far (FLOP per ms), for the skip estimate. */
 interface NaiveState {
   rate: number;
@@ -135,6 +140,7 @@ async function measureItem(
   index: number,
   warmer: ClockWarmer | undefined,
   clocks: ClockSampler | undefined,
+  tuner: RowTuner | undefined,
 ): Promise<BenchRow> {
   const c = item.case;
   const rank = c.rank;
@@ -165,6 +171,25 @@ async function measureItem(
     return g;
   };
   try {
+    // ---- --tuned: the autotuner's pick for this problem (cache, else timed now), before our inputs exist and
+    // outside every timed region; a failure is recorded in the row and ours is not timed.
+    let pick: TunedPick | undefined;
+    if (tuner) {
+      progress.step(index, item, 'tuning');
+      try {
+        pick = await tuner.pick(item, {
+          onProgress: (e) => progress.step(index, item, `tuning ${e.op} [${e.done}/${e.total}]${e.bestLabel ? ` best ${e.bestLabel}` : ''}`),
+          onOp: (op, problem, label, info) =>
+            progress.note(
+              `[${index + 1}/${progress.total}] ${item.case.name} ${item.dtype} ${item.pass}: ${op} ${info.source === 'tuned' ? `tuned in ${(info.ms / 1000).toFixed(1)} s (${info.timed ?? '?'}/${info.candidates ?? '?'} candidates${info.truncated ? ', budget cut' : ''})` : `from the tune cache (${info.ms.toFixed(0)} ms)`}: ${label} [${problem}]`,
+            ),
+        });
+        row.tuning = pick.tuning;
+      } catch (e) {
+        row.tuneError = errText(e);
+        row.oursError = `tuning failed: ${row.tuneError}`;
+      }
+    }
     progress.step(index, item, 'allocating inputs');
     const query = make(shape, dt);
     const key = make(shape, dt);
@@ -185,16 +210,22 @@ async function measureItem(
       bwdArgs = { query, key, value, output, logsumexp, gradOutput, gradQuery: make(shape, dt), gradKey: make(shape, dt), gradValue: make(shape, dt), ...params };
     }
 
-    // ---- ours (default config)
+    // ---- ours (default config, or the tuned pick)
     progress.step(index, item, 'ours (compile + warm-up)');
     try {
+      if (tuner && !pick) throw new SkipOurs();
       if (opts.forwardLanes !== undefined) {
         const d = fusedForward.defaultConfig(ctx, rank, fwdArgs);
         oursFwd = { ...fwdArgs, queryTileSize: d.queryTile, keyTileSize: d.keyTile, lanes: opts.forwardLanes };
       }
       let cfg: string;
       let forward: () => Promise<void>;
-      if (opts.forwardPath === 'sgmat') {
+      if (pick) {
+        // Exactly the config the autotuner timed (its runner calls the same explicit-config entry).
+        const f = pick.forward;
+        cfg = pick.label;
+        forward = () => fusedForward.withConfig(ctx, rank, fwdArgs, f);
+      } else if (opts.forwardPath === 'sgmat') {
         const f = planFusedForwardSgmat(ctx, rank, fwdArgs).config;
         cfg = `fwd sgmat q${f.queryTile.join('x')}/bk${f.keyChunk}`;
         forward = () => fusedForwardSgmat(ctx, rank, fwdArgs, f);
@@ -213,11 +244,15 @@ async function measureItem(
               ...(opts.forwardKeyUnroll !== undefined ? { keyUnroll: opts.forwardKeyUnroll } : opts.forwardQueries > 1 ? { keyUnroll: 1 } : {}),
             }
           : planned;
-        cfg = `fwd ${f.path} q${f.queryTile.join('x')}/k${f.keyTile.join('x')}/${f.stage}${(f.lanes ?? 1) > 1 ? ` lanes ${f.lanes}` : ''}${opts.forwardQueries > 1 ? ` Q ${opts.forwardQueries}` : ''}${(f.keyUnroll ?? 1) > 1 ? ` U ${f.keyUnroll}` : ''}`;
+        cfg = forwardConfigLabel(f);
         forward = explicit ? () => fusedForward.withConfig(ctx, rank, fwdArgs, f) : () => fusedForward(ctx, rank, oursFwd);
       }
       let backward: ((a: FusedBackwardArgs<GpuTensor>) => Promise<void>) | undefined;
-      if (bwdArgs) {
+      if (bwdArgs && pick) {
+        const b = pick.backward;
+        if (!b) throw new Error('internal: a tuned fwd+bwd row without a backward config');
+        backward = (a) => fusedBackwardWithConfig(ctx, rank, a, b);
+      } else if (bwdArgs) {
         const def = selectFusedBackward(ctx, rank, bwdArgs).config;
         if (opts.backwardLanes !== undefined) {
           bwdArgs = { ...bwdArgs, queryTileSize: def.queryTile, keyTileSize: def.keyTile, lanes: opts.backwardLanes };
@@ -237,7 +272,7 @@ async function measureItem(
               ...(u !== undefined ? { keyUnroll: u, queryUnroll: u } : {}),
             }
           : sel;
-        cfg += `; bwd q${b.queryTile.join('x')}/k${b.keyTile.join('x')} splits ${b.numSplitsKey.join('x')}${(b.lanes ?? 1) > 1 ? ` lanes ${b.lanes}` : ''}${grouped ? ` Q ${opts.backwardQueries} K ${opts.backwardKeys}` : ''}${(b.keyUnroll ?? 1) > 1 ? ` U ${b.keyUnroll}` : ''}`;
+        cfg += `; ${backwardConfigLabel(b)}`;
         backward = explicit ? (a) => fusedBackwardWithConfig(ctx, rank, a, b) : (a) => fusedBackward(ctx, rank, a);
       }
       row.config = cfg;
@@ -255,7 +290,7 @@ async function measureItem(
       const clock = clocks?.window(t0, Date.now());
       if (clock) row.oursClock = clock;
     } catch (e) {
-      row.oursError = errText(e);
+      if (!(e instanceof SkipOurs)) row.oursError = errText(e);
     }
 
     // ---- CPU reference (small problems), and our outputs checked against it
@@ -391,10 +426,14 @@ async function main(): Promise<void> {
     // nvidia-smi, where present, records the SM clock during each row's timing (results JSON `oursClock`).
     const clocks = startClockSampler();
     if (clocks) console.log('clocks: sampling the SM clock with nvidia-smi during our timing (oursClock in the JSON)');
+    // --tuned: one autotuner for the run, with the bench's clock-warming decision and a persistent cache.
+    const tuneCache = opts.tuneCache;
+    const tuner = opts.tuned && tuneCache !== undefined ? createRowTuner({ ctx, cache: { path: tuneCache }, budgetMs: opts.tuneBudgetMs, warmClocks: warm }) : undefined;
+    if (tuner && tuneCache !== undefined) console.log(`configs: ${tuningText([{ tuned: true, tuneCache, tuneBudgetMs: opts.tuneBudgetMs }])}`);
     const naive = { rate: isSoftwareAdapter(env) ? 1e6 : 1e8, measured: false };
     const rows: BenchRow[] = [];
     try {
-      for (const [i, item] of items.entries()) rows.push(await measureItem(ctx, item, opts, naive, torchMap, progress, i, warmer, clocks));
+      for (const [i, item] of items.entries()) rows.push(await measureItem(ctx, item, opts, naive, torchMap, progress, i, warmer, clocks, tuner));
     } finally {
       warmer?.release();
       clocks?.stop();
@@ -406,6 +445,7 @@ async function main(): Promise<void> {
       reps: opts.reps,
       warmup: opts.warmup,
       clocks: warmer ? { warmed: true, warmMs: WARM_MS, dispatchMs: warmer.dispatchMs } : { warmed: false },
+      ...(tuner ? { tuned: true, tuneCache, tuneBudgetMs: opts.tuneBudgetMs } : {}),
       env,
       rows,
     };

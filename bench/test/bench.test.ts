@@ -16,9 +16,10 @@ import {
   torchProblems,
 } from '../src/cases.ts';
 import { adapterSlug, repoRoot } from '../src/env.ts';
-import { fmtMs, fmtRatio, geomeanRatio, mergeResults, renderMarkdownTable, renderReport, renderText, rowCells, TABLE_HEADER } from '../src/render.ts';
+import { fmtMs, fmtRatio, geomeanRatio, mergeResults, renderMarkdownTable, renderReport, renderText, rowCells, TABLE_HEADER, tuningText } from '../src/render.ts';
 import { type BenchResults, type BenchRow, isSoftwareAdapter } from '../src/results.ts';
 import { runTorch } from '../src/torch.ts';
+import { backwardConfigLabel, forwardConfigLabel, rowProblems } from '../src/tuned.ts';
 
 const fixture = JSON.parse(readFileSync(new URL('./fixtures/results-h100.json', import.meta.url), 'utf8')) as BenchResults;
 
@@ -204,6 +205,65 @@ describe('report page', () => {
     const md = renderReport(soft);
     expect(md).toContain('**Software adapter (llvmpipe): these numbers are NOT a performance claim.**');
     expect(md).toContain('- **Torch:** not run (disabled with --no-torch)');
+  });
+});
+
+describe('tuned runs (--tuned)', () => {
+  const tuned: BenchResults = { ...fixture, tuned: true, tuneCache: '/data/tune-cache.json', tuneBudgetMs: 20000 };
+  const line =
+    "- **Tuning:** tuned: ours ran the config `@natten-web/autotune` picked for each row (mode 'tune': the tune cache, else timed within 20000 ms per op and stored; cache `/data/tune-cache.json`), tuned before each row's timing and outside it, not the heuristic default";
+
+  it('the report states it in a header line after the clocks, and says so where it explains ours', () => {
+    const md = renderReport(tuned);
+    expect(md).toContain(line);
+    const lines = md.split('\n');
+    expect(lines.indexOf(line)).toBe(lines.findIndex((l) => l.startsWith('- **Clocks:**')) + 1);
+    expect(md).toContain('at the configuration the autotuner');
+    expect(md).not.toContain('our fused kernels at their default configuration');
+  });
+
+  it('a default-config run has no tuning line and reads as before', () => {
+    const md = renderReport(fixture);
+    expect(md).not.toContain('**Tuning:**');
+    expect(md).toContain('- **ours ms**: our fused kernels at their default configuration');
+    expect(tuningText([fixture])).toBeUndefined();
+    expect(tuningText([{ tuned: false }])).toBeUndefined();
+  });
+
+  it('merged runs: one line when every run was tuned, per-run states when some were not', () => {
+    const a: BenchResults = { ...tuned, filter: '2d-128', rows: fixture.rows.slice(0, 2) };
+    const b: BenchResults = { ...tuned, filter: 'flux', rows: fixture.rows.slice(2), tuneBudgetMs: 5000 };
+    const m = mergeResults([a, b]);
+    expect(m.runs?.map((r) => [r.tuned, r.tuneBudgetMs])).toEqual([[true, 20000], [true, 5000]]);
+    expect(renderReport(m)).toContain('- **Tuning:** tuned: ours ran the config `@natten-web/autotune` picked for each row (mode \'tune\': the tune cache, else timed within 20000, 5000 ms per op and stored; cache `/data/tune-cache.json`)');
+    const plain: BenchResults = { ...fixture, filter: 'flux', rows: fixture.rows.slice(2) };
+    const mixed = renderReport(mergeResults([a, plain]));
+    expect(mixed).toContain('- **Tuning:** mixed: tuned, default configs (per run, in order); the tuned runs ran the config `@natten-web/autotune` picked');
+    expect(mixed).toContain('in the tuned runs, else at their default configuration');
+    expect(mergeResults([plain, { ...plain, filter: 'x' }]).runs?.some((r) => 'tuned' in r)).toBe(false);
+  });
+
+  it('config labels: tiles, staging, lanes, grouping and unroll, neutral values omitted', () => {
+    expect(forwardConfigLabel({ path: 'plain', queryTile: [8, 8], keyTile: [4, 8], stage: 'f32' })).toBe('fwd plain q8x8/k4x8/f32');
+    expect(forwardConfigLabel({ path: 'plain', queryTile: [64], keyTile: [32], stage: 'f16', lanes: 4, keyUnroll: 2 })).toBe('fwd plain q64/k32/f16 lanes 4 U 2');
+    expect(forwardConfigLabel({ path: 'plain', queryTile: [4, 8], keyTile: [4, 8], stage: 'f32', lanes: 1, queriesPerInvocation: 2, keyUnroll: 1 })).toBe('fwd plain q4x8/k4x8/f32 Q 2');
+    const b = { queryTile: [8, 8], keyTile: [8, 8], numSplitsKey: [1, 2], computeDeltaWithTorch: false };
+    expect(backwardConfigLabel(b)).toBe('bwd q8x8/k8x8 splits 1x2');
+    expect(backwardConfigLabel({ ...b, lanes: 4, keyUnroll: 2, queryUnroll: 2 })).toBe('bwd q8x8/k8x8 splits 1x2 lanes 4 U 2');
+    expect(backwardConfigLabel({ ...b, queriesPerInvocation: 2, keyUnroll: 1, queryUnroll: 1 })).toBe('bwd q8x8/k8x8 splits 1x2 Q 2 K 1');
+    expect(backwardConfigLabel({ ...b, keyUnroll: 2, queryUnroll: 1, computeDeltaWithTorch: true })).toBe('bwd q8x8/k8x8 splits 1x2 U 2/1 delta separate');
+  });
+
+  it("a row's tune problems: the forward stores the LSE as the bench's does; fwd+bwd rows add the backward", () => {
+    const [fwd, bwd] = expandCases(QUICK_CASES, 'q-2d');
+    if (!fwd || !bwd) throw new Error('quick set has no q-2d rows');
+    const f = rowProblems(fwd);
+    expect(f.backward).toBeUndefined();
+    expect(f.forward).toMatchObject({ rank: 2, dtype: 'float32', batch: 1, spatial: [24, 24], heads: 2, headsKv: 2, dim: 32, dimV: 32, hasRpb: false, hasLse: true });
+    expect(f.forward.params).toMatchObject({ kernelSize: [5, 5], dilation: [2, 2], isCausal: [false, false] });
+    const fb = rowProblems(bwd);
+    expect(fb.forward).toEqual(f.forward);
+    expect(fb.backward).toMatchObject({ spatial: [24, 24], hasLse: true, hasGradRpb: false });
   });
 });
 
