@@ -135,4 +135,14 @@ export {
   sgmatBlockShape,
   SGMAT_QUERY_PATCHES,
 } from './ops/na-fused-forward-sgmat.ts';
+export {
+  type FusedForwardMmaSpec,
+  fusedForwardMmaSpecProblem,
+  fusedForwardMmaWorkgroupBytes,
+  generateFusedForwardMma,
+  MMA_FRAGMENT,
+  MMA_KEY_CHUNKS,
+  MMA_SUBGROUP_COUNTS,
+  MMA_SUBGROUP_SIZE,
+} from './ops/na-fused-forward-mma.ts';
 export { DEFAULT_LANES_MIN_SUBGROUP, DEFAULT_UNROLL, hasWideSubgroups, type LaneLimits, laneSplitProblem, lanesDimProblem, withDefaultLanes } from './lanes.ts';

@@ -1,0 +1,385 @@
+/**
+ * Fused neighborhood-attention forward on tensor cores, generation 3 ("mma" path): several subgroups per
+ * workgroup sharing staged key chunks, through WebGPU subgroup matrices (`chromium-experimental-subgroup-matrix`,
+ * f16 x f16 -> f32, 16x16x16). kernels.md §3; measured in docs/device-results.md.
+ *
+ * The generation-2 path (na-fused-forward-sgmat.ts) gives each workgroup one subgroup and loads K/V fragments
+ * straight from storage, so every fragment feeds one or two multiplies. Here:
+ * - One workgroup = (batch, head, dilation group, query tile of 16 * NSG queries), decoded and boxed exactly as the
+ *   plain path does (`forwardWorkgroupPrologue`): the union key box of the tile in group coordinates, walked in
+ *   linear chunks of BK keys (row-major, last axis fastest).
+ * - NSG subgroups of 32 lanes; subgroup s owns tile rows 16s .. 16s+15 (tile-linear, last axis fastest). Its Q
+ *   fragments (D/16 left matrices) are gathered once through workgroup memory and kept for the whole walk.
+ * - Per chunk, the whole workgroup stages the chunk's K and V rows (f16, rows padded by 8 halves) and each key's
+ *   group coordinates; every staged fragment then feeds all NSG subgroups.
+ * - S = Q K^T (f32) per subgroup into its own rows of a scratch; two lanes per query row read their interleaved
+ *   vec4 columns, mask each key with the row's exact window on every axis (causal, dilation, stride as the window
+ *   functions compute them), run the online softmax in base 2 with lazy rescaling (the max moves only when a logit
+ *   exceeds it by more than 2^8, so P <= 256 fits f16), and write P (f16). A rescale of O, when any row of the
+ *   workgroup needs one, goes through the scratch, decided workgroup-uniformly with `workgroupUniformLoad`.
+ * - O += P V with O in result fragments (registers) for the whole walk; the epilogue divides by l through the
+ *   scratch and writes the natural-log LSE.
+ * Subgroup-matrix offsets that depend on the subgroup index are not provably uniform to WGSL's analysis, so the
+ * kernel turns off `chromium.subgroup_matrix_uniformity`. ASSUMPTION (as the lane split): subgroups are the
+ * aligned runs of 32 consecutive local invocation indices; config selection requires a fixed subgroup size of 32.
+ * float16 inputs only, D and Dv multiples of 16, no relative positional bias (the plain path serves rpb).
+ */
+import { NattenArgumentError, type NaRank, formatShape, product } from '@natten-web/core';
+import { type GeneratedKernel, kernelKey, uniformDecl } from '../kernel.ts';
+import { tokenOf } from '../snippets/fused-index.ts';
+import { windowFunctions } from '../snippets/window.ts';
+import { type FusedForwardSpec, forwardWorkgroupPrologue, fusedForwardBindings, fusedForwardUniformFields, rowLoader } from './na-fused-forward.ts';
+
+const FAMILY = 'na-fused-forward-mma';
+/** Bump when the emitted text changes for an unchanged spec. */
+const GEN = 1;
+
+/** Fragment size (M = N = K). */
+export const MMA_FRAGMENT = 16;
+/** The subgroup size the kernel is written for (two lanes per query row of a 16-row fragment). */
+export const MMA_SUBGROUP_SIZE = 32;
+/** Subgroups per workgroup this path compiles. */
+export const MMA_SUBGROUP_COUNTS = [2, 4, 8] as const;
+/** Keys per chunk this path compiles. */
+export const MMA_KEY_CHUNKS = [32, 64] as const;
+
+/** A tensor-core (generation 3) forward kernel spec. */
+export type FusedForwardMmaSpec = Pick<FusedForwardSpec, 'rank' | 'kernelSize' | 'causal' | 'dim' | 'dimV' | 'queryTile' | 'keyChunk' | 'hasLse'> & {
+  /** Subgroups per workgroup (NSG); the query tile has 16 * NSG queries. */
+  readonly subgroups: number;
+};
+
+const F = MMA_FRAGMENT;
+const range = (n: number): number[] => Array.from({ length: n }, (_, i) => i);
+
+interface Layout {
+  readonly bq: number;
+  readonly ldk: number;
+  readonly ldv: number;
+  readonly lds: number;
+  readonly ldp: number;
+  /** f16 elements of the K + V staging area. */
+  readonly kvElems: number;
+  /** Q rows one staging pass gathers (a multiple of 16). */
+  readonly qRowsPerPass: number;
+}
+
+function layout(spec: Pick<FusedForwardMmaSpec, 'dim' | 'dimV' | 'keyChunk' | 'subgroups'>): Layout {
+  const ldk = spec.dim + 8;
+  const ldv = spec.dimV + 8;
+  const kvElems = spec.keyChunk * (ldk + ldv);
+  return {
+    bq: F * spec.subgroups,
+    ldk,
+    ldv,
+    lds: spec.keyChunk + 4,
+    ldp: spec.keyChunk + 8,
+    kvElems,
+    qRowsPerPass: Math.min(F * spec.subgroups, F * Math.floor(kvElems / ldk / F)),
+  };
+}
+
+/** Bytes of workgroup memory a spec declares (K/V staging, S scratch, P, key coordinates, flag). */
+export function fusedForwardMmaWorkgroupBytes(spec: Pick<FusedForwardMmaSpec, 'dim' | 'dimV' | 'keyChunk' | 'subgroups'>): number {
+  const l = layout(spec);
+  return 2 * l.kvElems + 4 * l.bq * l.lds + 2 * l.bq * l.ldp + 16 * spec.keyChunk + 16;
+}
+
+/** Why a spec cannot be generated (internal consistency, not device limits), or undefined. */
+export function fusedForwardMmaSpecProblem(spec: FusedForwardMmaSpec): string | undefined {
+  const r = spec.rank;
+  if (spec.kernelSize.length !== r || spec.causal.length !== r || spec.queryTile.length !== r) return `kernelSize, causal and queryTile need ${r} entries`;
+  if (!(MMA_SUBGROUP_COUNTS as readonly number[]).includes(spec.subgroups)) return `subgroups=${spec.subgroups} is not one of ${MMA_SUBGROUP_COUNTS.join(', ')}`;
+  if (product(spec.queryTile) !== F * spec.subgroups) return `query tile ${formatShape(spec.queryTile)} must have ${F * spec.subgroups} queries (16 per subgroup)`;
+  if (!(MMA_KEY_CHUNKS as readonly number[]).includes(spec.keyChunk)) return `key chunk ${spec.keyChunk} is not one of ${MMA_KEY_CHUNKS.join(', ')}`;
+  if (spec.dim % F !== 0 || spec.dimV % F !== 0) return `head dims ${spec.dim}/${spec.dimV} must be multiples of ${F}`;
+  if (layout(spec).qRowsPerPass < F) return `head_dim=${spec.dim} is too large for key chunk ${spec.keyChunk}`;
+  return undefined;
+}
+
+/** Generate the kernel for a spec. Pure: same spec, same text. */
+export function generateFusedForwardMma(spec: FusedForwardMmaSpec): GeneratedKernel {
+  const why = fusedForwardMmaSpecProblem(spec);
+  if (why !== undefined) throw new NattenArgumentError(`generateFusedForwardMma: ${why}`);
+  const key = kernelKey(FAMILY, GEN, spec);
+  const r = spec.rank;
+  const axes = range(r);
+  const L = layout(spec);
+  const NSG = spec.subgroups;
+  const WG = MMA_SUBGROUP_SIZE * NSG;
+  const BK = spec.keyChunk;
+  const D4 = spec.dim / 4;
+  const DV4 = spec.dimV / 4;
+  const D16 = spec.dim / F;
+  const DV16 = spec.dimV / F;
+  const BK16 = BK / F;
+  const VPL = BK / 8; // vec4 columns per lane (two lanes per row)
+  const TPK = WG / BK; // staging threads per key row
+  const VOFF = BK * L.ldk;
+  const LEFT = `subgroup_matrix_left<f16, ${F}, ${F}>`;
+  const RIGHT = `subgroup_matrix_right<f16, ${F}, ${F}>`;
+  const RESULT = `subgroup_matrix_result<f32, ${F}, ${F}>`;
+  const uniforms = fusedForwardUniformFields(r);
+  const bindings = fusedForwardBindings({ hasRpb: false, hasLse: spec.hasLse });
+  const elem: Record<string, string> = { query: 'vec4<f16>', key: 'vec4<f16>', value: 'vec4<f16>', output: 'vec4<f16>', logsumexp: 'f32' };
+  const decls = bindings.map((b, i) => `@group(0) @binding(${i}) var<storage, ${b.access}> ${b.name}: array<${elem[b.name] as string}>;`).join('\n');
+  const tokOf = (x: (a: number) => string): string => tokenOf(r, x);
+  // Decode a tile-linear index (last axis fastest) into per-axis offsets `${p}_a` (i32).
+  const decodeTile = (idx: string, p: string, ind: string): string =>
+    [`${ind}var ${p}_rest = ${idx};`, ...axes.slice().reverse().map((a) => `${ind}let ${p}_${a} = i32(${p}_rest % QUERY_TILE_${a}); ${p}_rest = ${p}_rest / QUERY_TILE_${a};`)].join('\n');
+  const store4 = (arr: string, at: string, v: string): string => `${arr}[${at}] = ${v}.x; ${arr}[${at} + 1u] = ${v}.y; ${arr}[${at} + 2u] = ${v}.z; ${arr}[${at} + 3u] = ${v}.w;`;
+  const COORD = ['x', 'y', 'z'];
+  // Box-linear index (i32) of per-axis group coordinates, last axis fastest.
+  const linOf = (c: (a: number) => string): string =>
+    axes.map((a) => `(${c(a)} - bs_${a})${axes.slice(a + 1).map((b) => ` * bw_${b}`).join('')}`).join(' + ');
+  // Parenthesized: `a < b, c > d` inside a call would otherwise parse as a template list.
+  const inWindow = (kc: string): string => axes.map((a) => `(${kc}.${COORD[a] as string} >= ws_${a}) && (${kc}.${COORD[a] as string} < we_${a})`).join(' && ');
+
+  // ---- Q fragments: gather the tile's rows through the K/V staging area, pass by pass
+  const qPasses = range(Math.ceil(L.bq / L.qRowsPerPass));
+  const qGather = qPasses
+    .map((p) => {
+      const first = p * L.qRowsPerPass;
+      const rows = Math.min(L.qRowsPerPass, L.bq - first);
+      return `  for (var e = lid; e < ${rows * D4}u; e += ${WG}u) {
+    let rr = e / ${D4}u;
+    let c = e % ${D4}u;
+${decodeTile(`${first}u + rr`, 'sq', '    ')}
+    let in_q = ${axes.map((a) => `qf_${a} + sq_${a} < n_${a}`).join(' && ')};
+    let qtok = ${tokOf((a) => `(qf_${a} + sq_${a}) * params.dil_${a} + g_${a}`)};
+    let qv = select(vec4<f16>(0.0), load_q(select(0u, ((tok_base + qtok) * params.heads + h) * HEAD_DIM, in_q), c), in_q);
+    ${store4('kv_sh', 'rr * LDK + 4u * c', 'qv')}
+  }
+  workgroupBarrier();
+  if (rbase >= ${first}u && rbase < ${first + rows}u) {
+${range(D16)
+  .map((kk) => `    q_${kk} = subgroupMatrixLoad<${LEFT}>(&kv_sh, (rbase - ${first}u) * LDK + ${kk * F}u, false, LDK);`)
+  .join('\n')}
+  }
+  workgroupBarrier();`;
+    })
+    .join('\n');
+
+  // ---- chunk staging: K and V rows (f16, padded) and each key's group coordinates (a sentinel past the box)
+  const stageChunk = `    {
+      let rr = lid / ${TPK}u;
+      let sub = lid % ${TPK}u;
+      let kbox = c0 + rr;
+      if (kbox < box_n) {
+        var krest = i32(kbox);
+${axes
+  .slice()
+  .reverse()
+  .map((a) => (a === 0 ? `        let kg_0 = bs_0 + krest;` : `        let kg_${a} = bs_${a} + krest % bw_${a};\n        krest = krest / bw_${a};`))
+  .join('\n')}
+        let ktok = ${tokOf((a) => `kg_${a} * params.dil_${a} + g_${a}`)};
+        let krow = (tok_base + ktok) * params.heads_kv + hk;
+        for (var c = sub; c < ${D4}u; c += ${TPK}u) { let kv = load_k(krow * HEAD_DIM, c); ${store4('kv_sh', 'rr * LDK + 4u * c', 'kv')} }
+        for (var c = sub; c < ${DV4}u; c += ${TPK}u) { let vv = load_v(krow * HEAD_DIM_V, c); ${store4('kv_sh', `${VOFF}u + rr * LDV + 4u * c`, 'vv')} }
+        if (sub == 0u) { kc_sh[rr] = vec4<i32>(${axes.map((a) => `kg_${a}`).join(', ')}${', 0'.repeat(4 - r)}); }
+      } else if (sub == 0u) {
+        kc_sh[rr] = vec4<i32>(-1073741824);
+      }
+    }
+    workgroupBarrier();`;
+
+  // ---- S = Q K^T into this subgroup's scratch rows
+  const sBlock = `    if (need) {\n${range(BK16)
+    .map(
+      (n) => `    {
+      var s = ${RESULT}();
+${range(D16)
+  .map((kk) => `      s = subgroupMatrixMultiplyAccumulate(q_${kk}, subgroupMatrixLoad<${RIGHT}>(&kv_sh, ${n * F}u * LDK + ${kk * F}u, true, LDK), s);`)
+  .join('\n')}
+      subgroupMatrixStore(&s_sh, rbase * LDS + ${n * F}u, s, false, LDS);
+    }`,
+    )
+    .join('\n')}\n    }`;
+
+  // ---- mask + online softmax on this lane's interleaved vec4 columns of its row. Rank 1: a key's coordinate is
+  // bs_0 + its box index, and a chunk inside the row's whole window (most chunks of a large window) skips the test.
+  const maskStmt = (v: number): string =>
+    r === 1
+      ? `if (!inside) {
+        let kk = vec4<i32>(bs_0 + i32(c0 + cc${v})) + vec4<i32>(0, 1, 2, 3);
+        x${v} = select(vec4<f32>(NEG), x${v}, (kk >= vec4<i32>(ws_0)) & (kk < vec4<i32>(we_0)));
+      }`
+      : `{
+        let k0 = kc_sh[cc${v}]; let k1 = kc_sh[cc${v} + 1u]; let k2 = kc_sh[cc${v} + 2u]; let k3 = kc_sh[cc${v} + 3u];
+        let inw = vec4<bool>(${[0, 1, 2, 3].map((i) => inWindow(`k${i}`)).join(', ')});
+        x${v} = select(vec4<f32>(NEG), x${v}, inw);
+      }`;
+  const col = (v: number): string => `${v * 2}u + hf`;
+  const softmax = `    if (need) {
+      let srow = row * LDS;
+${range(VPL)
+  .map(
+    (v) => `      let cc${v} = (${col(v)}) * 4u;
+      var x${v} = vec4<f32>(s_sh[srow + cc${v}], s_sh[srow + cc${v} + 1u], s_sh[srow + cc${v} + 2u], s_sh[srow + cc${v} + 3u]) * params.scale_log2;
+      ${maskStmt(v)}`,
+  )
+  .join('\n')}
+      var cmax = ${range(VPL)
+        .map((v) => `max(max(x${v}.x, x${v}.y), max(x${v}.z, x${v}.w))`)
+        .reduce((a, b) => `max(${a}, ${b})`)};
+      cmax = max(cmax, subgroupShuffleXor(cmax, 1u));
+      if (cmax > m + 8.0) {
+        if (l > 0.0) { alpha = exp2(m - cmax); }
+        m = cmax;
+      }
+      if (alpha != 1.0) { flag.x = step; }
+      var psum = 0.0;
+      let prow = row * LDP;
+${range(VPL)
+  .map(
+    (v) => `      {
+        let p = select(vec4<f32>(0.0), exp2(x${v} - vec4<f32>(m)), x${v} > vec4<f32>(NEG));
+        psum = psum + (p.x + p.y) + (p.z + p.w);
+        let ph = vec4<f16>(p);
+        ${store4('p_sh', `prow + cc${v}`, 'ph')}
+      }`,
+  )
+  .join('\n')}
+      psum = psum + subgroupShuffleXor(psum, 1u);
+      l = l * alpha + psum;
+    }`;
+
+  // ---- O tiles through the scratch, BK16 tiles per round: store, barrier, per-row work, barrier, [reload]
+  const rounds = range(Math.ceil(DV16 / BK16));
+  const throughScratch = (body: (j0: number, nt: number) => string, reload: boolean, ind: string): string =>
+    rounds
+      .map((rd) => {
+        const tiles = range(DV16).slice(rd * BK16, rd * BK16 + BK16);
+        return `${tiles.map((j) => `${ind}subgroupMatrixStore(&s_sh, rbase * LDS + ${(j - rd * BK16) * F}u, o_${j}, false, LDS);`).join('\n')}
+${ind}workgroupBarrier();
+${body(rd * BK16, tiles.length).replace(/^/gm, ind)}
+${ind}workgroupBarrier();${reload ? `\n${tiles.map((j) => `${ind}o_${j} = subgroupMatrixLoad<${RESULT}>(&s_sh, rbase * LDS + ${(j - rd * BK16) * F}u, false, LDS);`).join('\n')}` : ''}`;
+      })
+      .join('\n');
+  const rescale = throughScratch((_j0, nt) => `for (var c = hf; c < ${nt * F}u; c += 2u) { s_sh[row * LDS + c] = s_sh[row * LDS + c] * alpha; }`, true, '      ');
+  const epilogue = throughScratch(
+    (j0, nt) => `if (valid) {
+  let inv_l = 1.0 / l;
+  for (var c = hf; c < ${nt * 4}u; c += 2u) {
+    let o = row * LDS + 4u * c;
+    output[orow * DV4 + ${j0 * 4}u + c] = vec4<f16>(vec4<f32>(s_sh[o], s_sh[o + 1u], s_sh[o + 2u], s_sh[o + 3u]) * inv_l);
+  }
+}`,
+    false,
+    '  ',
+  );
+
+  const pv = `    if (need) {\n${range(BK16)
+    .map((n) => `    let p_${n} = subgroupMatrixLoad<${LEFT}>(&p_sh, rbase * LDP + ${n * F}u, false, LDP);`)
+    .join('\n')}
+${range(DV16)
+  .map(
+    (j) =>
+      `    o_${j} = ${range(BK16).reduce(
+        (acc, n) => `subgroupMatrixMultiplyAccumulate(p_${n}, subgroupMatrixLoad<${RIGHT}>(&kv_sh, ${VOFF}u + ${n * F}u * LDV + ${j * F}u, false, LDV), ${acc})`,
+        `o_${j}`,
+      )};`,
+  )
+  .join('\n')}\n    }`;
+
+  const code = `// ${key}
+enable f16;
+enable subgroups;
+enable chromium_experimental_subgroup_matrix;
+diagnostic(off, chromium.subgroup_matrix_uniformity);
+diagnostic(off, subgroup_uniformity);
+${axes.map((a) => `const QUERY_TILE_${a}: u32 = ${spec.queryTile[a]}u;`).join('\n')}
+const HEAD_DIM: u32 = ${spec.dim}u;
+const HEAD_DIM_V: u32 = ${spec.dimV}u;
+const DV4: u32 = ${DV4}u;
+const KEY_CHUNK: u32 = ${BK}u;
+const LDK: u32 = ${L.ldk}u;
+const LDV: u32 = ${L.ldv}u;
+const LDS: u32 = ${L.lds}u;
+const LDP: u32 = ${L.ldp}u;
+const NEG: f32 = -1.0e30;
+
+${decls}
+${uniformDecl(uniforms, bindings.length)}
+${windowFunctions(spec.kernelSize, spec.causal)}
+${rowLoader('load_q', 'query', spec.dim, true, 'f16')}
+${rowLoader('load_k', 'key', spec.dim, true, 'f16')}
+${rowLoader('load_v', 'value', spec.dimV, true, 'f16')}
+
+// Every workgroup variable is a multiple of 16 bytes: matrix stores into workgroup memory misplace data when a
+// variable starts off a 16-byte boundary (seen on NVIDIA through Dawn/Vulkan).
+var<workgroup> kv_sh: array<f16, ${L.kvElems}>;
+var<workgroup> s_sh: array<f32, ${L.bq * L.lds}>;
+var<workgroup> p_sh: array<f16, ${L.bq * L.ldp}>;
+var<workgroup> kc_sh: array<vec4<i32>, ${BK}>;
+var<workgroup> flag: vec4<u32>;
+
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(num_workgroups) wg_num: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+${forwardWorkgroupPrologue(r)}  let rbase = (lid / ${MMA_SUBGROUP_SIZE}u) * ${F}u;
+  let lane = lid % ${MMA_SUBGROUP_SIZE}u;
+  let hf = lane % 2u;
+  let row = rbase + lane / 2u;
+
+  // ---- this lane's query row: coordinates, validity, exact window (group coordinates)
+${decodeTile('row', 'qo', '  ')}
+${axes.map((a) => `  let qi_${a} = qf_${a} + qo_${a};`).join('\n')}
+  let valid = ${axes.map((a) => `qi_${a} < n_${a}`).join(' && ')};
+${axes
+  .map(
+    (a) => `  let w_${a} = na_window_${a}(min(qi_${a}, n_${a} - 1) * params.dil_${a} + g_${a}, params.len_${a}, params.dil_${a}, params.str_${a});
+  let ws_${a} = select(0, (w_${a}.x - g_${a}) / params.dil_${a}, valid);
+  let we_${a} = select(0, (w_${a}.x - g_${a}) / params.dil_${a} + w_${a}.y, valid);`,
+  )
+  .join('\n')}
+  // Box-linear span of this row's window (row-major over the box): a chunk outside the span of every row of the
+  // subgroup skips its matrix work and softmax (P stays out of O). Invalid rows span nothing.
+  let lin_lo = select(2147483647, ${linOf((a) => `ws_${a}`)}, valid);
+  let lin_hi = select(-1, ${linOf((a) => `we_${a} - 1`)}, valid);
+  let span_lo = subgroupMin(lin_lo);
+  let span_hi = subgroupMax(lin_hi);
+
+${range(D16)
+  .map((kk) => `  var q_${kk} = ${LEFT}();`)
+  .join('\n')}
+${qGather}
+${range(DV16)
+  .map((j) => `  var o_${j} = ${RESULT}();`)
+  .join('\n')}
+  var m = NEG;
+  var l = 0.0;
+  var step = 0u;
+  for (var ch = 0u; ch < n_chunks; ch++) {
+    let c0 = ch * KEY_CHUNK;
+    step = step + 1u;
+    let need = i32(c0) <= span_hi && i32(c0 + KEY_CHUNK) > span_lo;
+${r === 1 ? '    let inside = bs_0 + i32(c0) >= ws_0 && bs_0 + i32(c0 + KEY_CHUNK) <= we_0;' : ''}
+${stageChunk}
+${sBlock}
+    workgroupBarrier();
+    var alpha = 1.0;
+${softmax}
+    if (workgroupUniformLoad(&flag).x == step) {
+${rescale}
+    }
+${pv}
+    workgroupBarrier();
+  }
+
+  // ---- epilogue: O / l (f16) through the scratch, natural-log LSE (f32)
+  let orow = (tok_base + ${tokOf((a) => `min(qi_${a}, n_${a} - 1) * params.dil_${a} + g_${a}`)}) * params.heads + h;
+${epilogue}
+${spec.hasLse ? '  if (valid && hf == 0u) { logsumexp[orow] = (m + log2(l)) * 0.6931471805599453; }' : ''}
+}
+`;
+  return {
+    key,
+    code,
+    entryPoint: 'main',
+    workgroupSize: [WG, 1, 1],
+    bindings,
+    uniforms,
+    workgroupBytes: fusedForwardMmaWorkgroupBytes(spec),
+    features: ['shader-f16', 'subgroups', 'chromium-experimental-subgroup-matrix'],
+  };
+}

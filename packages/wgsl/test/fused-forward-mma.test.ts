@@ -1,0 +1,88 @@
+import { describe, expect, it } from 'vitest';
+import { type FusedForwardMmaSpec, fusedForwardMmaSpecProblem, fusedForwardMmaWorkgroupBytes, generateFusedForwardMma } from '../src/index.ts';
+
+const base: FusedForwardMmaSpec = {
+  rank: 2,
+  kernelSize: [13, 13],
+  causal: [false, false],
+  dim: 64,
+  dimV: 64,
+  queryTile: [16, 8],
+  keyChunk: 32,
+  subgroups: 8,
+  hasLse: true,
+};
+
+describe('tensor-core (mma) fused forward generator', () => {
+  it('emits the subgroup-matrix enables, the uniformity diagnostic by its real name, 32 lanes per subgroup', () => {
+    const k = generateFusedForwardMma(base);
+    expect(k.code).toContain('enable chromium_experimental_subgroup_matrix;');
+    // The rule is `chromium.subgroup_matrix_uniformity`: an unknown name is only a warning, and the kernel (whose
+    // matrix offsets depend on the subgroup index) then fails to compile.
+    expect(k.code).toContain('diagnostic(off, chromium.subgroup_matrix_uniformity);');
+    expect(k.workgroupSize).toEqual([256, 1, 1]);
+    expect(k.features).toEqual(['shader-f16', 'subgroups', 'chromium-experimental-subgroup-matrix']);
+    expect(k.workgroupBytes).toBe(fusedForwardMmaWorkgroupBytes(base));
+    expect(k.bindings.map((b) => b.name)).toEqual(['query', 'key', 'value', 'output', 'logsumexp']);
+    expect(generateFusedForwardMma({ ...base, hasLse: false }).bindings.map((b) => b.name)).toEqual(['query', 'key', 'value', 'output']);
+  });
+  it('is pure and keyed by every field', () => {
+    expect(generateFusedForwardMma(base).code).toBe(generateFusedForwardMma({ ...base }).code);
+    const variants: FusedForwardMmaSpec[] = [
+      base,
+      { ...base, keyChunk: 64, subgroups: 4, queryTile: [8, 8] },
+      { ...base, causal: [true, false] },
+      { ...base, dimV: 32 },
+      { ...base, kernelSize: [13, 11] },
+      { ...base, hasLse: false },
+    ];
+    expect(new Set(variants.map((s) => generateFusedForwardMma(s).key)).size).toBe(variants.length);
+  });
+  it('rejects specs it cannot generate, naming the rule', () => {
+    expect(fusedForwardMmaSpecProblem({ ...base, subgroups: 3 })).toMatch(/subgroups=3 is not one of 2, 4, 8/);
+    expect(fusedForwardMmaSpecProblem({ ...base, queryTile: [8, 8] })).toMatch(/query tile \[8, 8\] must have 128 queries \(16 per subgroup\)/);
+    expect(fusedForwardMmaSpecProblem({ ...base, keyChunk: 16 })).toMatch(/key chunk 16 is not one of 32, 64/);
+    expect(fusedForwardMmaSpecProblem({ ...base, dim: 40 })).toMatch(/head dims 40\/64 must be multiples of 16/);
+    expect(fusedForwardMmaSpecProblem({ ...base, queryTile: [16] })).toMatch(/need 2 entries/);
+    expect(() => generateFusedForwardMma({ ...base, keyChunk: 48 })).toThrow(/generateFusedForwardMma: key chunk 48/);
+  });
+  it('fits 48 KiB of workgroup memory at 8 subgroups with 32-key chunks up to head dim 128', () => {
+    for (const dim of [16, 64, 128]) expect(fusedForwardMmaWorkgroupBytes({ dim, dimV: dim, keyChunk: 32, subgroups: 8 })).toBeLessThanOrEqual(49152);
+    expect(fusedForwardMmaWorkgroupBytes({ dim: 128, dimV: 128, keyChunk: 64, subgroups: 8 })).toBeGreaterThan(49152);
+  });
+  it('keeps every workgroup variable a multiple of 16 bytes and every matrix row stride 16-byte aligned', () => {
+    const bytesOf: Record<string, number> = { f16: 2, f32: 4, 'vec4<i32>': 16, 'vec4<u32>': 16 };
+    for (const dim of [16, 48, 128]) {
+      for (const [keyChunk, subgroups, queryTile] of [
+        [32, 8, [16, 8]],
+        [64, 2, [4, 8]],
+      ] as const) {
+        const code = generateFusedForwardMma({ ...base, dim, dimV: dim, keyChunk, subgroups, queryTile }).code;
+        for (const m of code.matchAll(/var<workgroup> (\w+): (?:array<([\w<>]+), (\d+)>|([\w<>]+));/g)) {
+          const bytes = m[2] ? (bytesOf[m[2]] as number) * Number(m[3]) : (bytesOf[m[4] as string] as number);
+          expect(bytes % 16, `${m[1]} at dim ${dim}`).toBe(0);
+        }
+        for (const ld of ['LDK', 'LDV', 'LDP']) expect((Number(new RegExp(`const ${ld}: u32 = (\\d+)u;`).exec(code)?.[1]) * 2) % 16).toBe(0);
+        expect((Number(/const LDS: u32 = (\d+)u;/.exec(code)?.[1]) * 4) % 16).toBe(0);
+      }
+    }
+  });
+  it('parenthesizes the window test (a < b, c > d inside a call parses as a template list)', () => {
+    const code = generateFusedForwardMma(base).code;
+    expect(code).toContain('(k0.x >= ws_0) && (k0.x < we_0) && (k0.y >= ws_1) && (k0.y < we_1)');
+    expect(code).not.toMatch(/vec4<bool>\([^;]*[^(]k\d\.\w < we_/);
+  });
+  it('rank 1 computes key coordinates from the box index and skips the test for chunks inside the window', () => {
+    const code = generateFusedForwardMma({ ...base, rank: 1, kernelSize: [127], causal: [true], queryTile: [128] }).code;
+    expect(code).toContain('let inside = bs_0 + i32(c0) >= ws_0 && bs_0 + i32(c0 + KEY_CHUNK) <= we_0;');
+    expect(code).toContain('if (!inside) {');
+    expect(code).not.toContain('kc_sh[cc0]');
+  });
+  it('skips the matrix work of chunks outside the box-linear span of a subgroup’s windows', () => {
+    const code = generateFusedForwardMma(base).code;
+    expect(code).toContain('let lin_lo = select(2147483647, (ws_0 - bs_0) * bw_1 + (ws_1 - bs_1), valid);');
+    expect(code).toContain('let lin_hi = select(-1, (we_0 - 1 - bs_0) * bw_1 + (we_1 - 1 - bs_1), valid);');
+    expect(code).toContain('let need = i32(c0) <= span_hi && i32(c0 + KEY_CHUNK) > span_lo;');
+    expect(code.match(/if \(need\) \{/g)?.length).toBe(3);
+  });
+});
