@@ -39,6 +39,19 @@ export type { GpuOpPlan } from './ops/na-bmm.ts';
 export { avBackward, avBackwardPlan, avForward, avForwardPlan } from './ops/na-av.ts';
 export { checkNaiveFusedForward, naiveFusedForward, planNaiveFusedForward } from './ops/na-naive.ts';
 export {
+  defaultForwardMma,
+  defaultMmaConfig,
+  enumerateMmaConfigs,
+  MMA_MIN_DENSITY,
+  mmaWindowDensity,
+  fusedForwardMma,
+  mmaAvailability,
+  mmaConfigCost,
+  type MmaForwardConfig,
+  mmaProblemFit,
+  planFusedForwardMma,
+} from './ops/na-fused-forward-mma.ts';
+export {
   defaultSgmatConfig,
   enumerateSgmatConfigs,
   fusedForwardSgmat,

@@ -28,6 +28,7 @@ import {
   withDefaultForwardUnroll,
 } from '@natten-web/wgsl';
 import { type DispatchCommand, foldWorkgroups, type GpuContext, type GpuTensor } from '../context.ts';
+import { defaultForwardMma, fusedForwardMma, type MmaForwardConfig } from './na-fused-forward-mma.ts';
 import { defineGpuOp, type GpuOp, kernelLimits, requireF16Feature } from './op.ts';
 
 /** The limits forward config selection reads (`kernelLimits`). */
@@ -153,19 +154,36 @@ async function runWithConfig(ctx: GpuContext, rank: NaRank, args: FusedForwardAr
   await ctx.dispatch([command], opName(rank, 'forward'));
 }
 
+/**
+ * The tensor-core (mma) config a call without tiles runs on this device, or undefined when it runs the plain path
+ * (given tiles or lanes always select the plain path; see `defaultForwardMma` for the rule).
+ */
+function defaultRoute(ctx: GpuContext, rank: NaRank, args: FusedForwardArgs<TensorLike>): MmaForwardConfig | undefined {
+  if (args.queryTileSize !== undefined || args.keyTileSize !== undefined || args.lanes !== undefined) return undefined;
+  return defaultForwardMma(ctx, checkFusedForwardGpu(ctx, rank, args).problem);
+}
+
+async function runDefault(ctx: GpuContext, rank: NaRank, args: FusedForwardArgs<GpuTensor>): Promise<void> {
+  const mma = defaultRoute(ctx, rank, args as FusedForwardArgs<TensorLike>);
+  if (mma) await fusedForwardMma(ctx, rank, args, mma);
+  else await runWithConfig(ctx, rank, args);
+}
+
 export interface FusedForwardOp extends GpuOp<FusedForwardArgs<GpuTensor>> {
   /** Run with a forced configuration (autotuner, benchmarks); the config is validated first. */
   withConfig(ctx: GpuContext, rank: NaRank, args: FusedForwardArgs<GpuTensor>, config: FusedForwardConfig): Promise<void>;
-  /** Kernel + dispatch command for a call, without running it. */
+  /** Kernel + dispatch command of the plain path for a call, without running it (the default may run the mma path: `route`). */
   plan: typeof planFusedForward;
+  /** The tensor-core (mma) config a call without a config runs, or undefined when it runs the plain path. */
+  route(ctx: GpuContext, rank: NaRank, args: FusedForwardArgs<TensorLike>): MmaForwardConfig | undefined;
   /** Valid configurations for a call's problem on this device. */
   configs(ctx: GpuContext, rank: NaRank, args: FusedForwardArgs<TensorLike>): FusedForwardConfig[];
-  /** The configuration a call runs when no tiles are given. */
+  /** The plain-path configuration a call runs when no tiles are given and `route` is undefined. */
   defaultConfig(ctx: GpuContext, rank: NaRank, args: FusedForwardArgs<TensorLike>): FusedForwardConfig;
 }
 
 const base = defineGpuOp<FusedForwardArgs<GpuTensor>>(
-  (ctx, rank, args) => runWithConfig(ctx, rank, args),
+  (ctx, rank, args) => runDefault(ctx, rank, args),
   (ctx, rank, args) => {
     checkFusedForwardGpu(ctx, rank, args as FusedForwardArgs<TensorLike>);
   },
@@ -176,6 +194,7 @@ export const fusedForward: FusedForwardOp = Object.assign(base, {
   withConfig: (ctx: GpuContext, rank: NaRank, args: FusedForwardArgs<GpuTensor>, config: FusedForwardConfig) =>
     runWithConfig(ctx, rank, args, config),
   plan: planFusedForward,
+  route: defaultRoute,
   configs: (ctx: GpuContext, rank: NaRank, args: FusedForwardArgs<TensorLike>) => {
     const problem = checkFusedForward(opName(rank, 'forward'), rank, { ...args, queryTileSize: undefined, keyTileSize: undefined, lanes: undefined }, FUSED_FORWARD_TILES);
     return enumerateFusedForwardConfigs(problem, fusedKernelLimits(ctx));

@@ -1,0 +1,245 @@
+/**
+ * Tensor-core fused NA forward, generation 3 (`@natten-web/wgsl`'s `generateFusedForwardMma`): several subgroups
+ * per workgroup share each staged key chunk, through subgroup matrices (f16 -> f32, 16x16x16). Planning, config
+ * choice and dispatch. Needs `chromium-experimental-subgroup-matrix` with an f16 16x16x16 config and a fixed
+ * subgroup size of 32, float16 inputs, head dims that are multiples of 16 and no relative positional bias.
+ */
+import {
+  checkFusedForward,
+  type FusedForwardArgs,
+  type FusedProblem,
+  NattenArgumentError,
+  type NaRank,
+  NattenUnsupportedError,
+  opName,
+  product,
+  type TensorLike,
+} from '@natten-web/core';
+import {
+  FUSED_FORWARD_TILES,
+  type FusedForwardMmaSpec,
+  fusedForwardDispatch,
+  fusedForwardMmaSpecProblem,
+  fusedForwardMmaWorkgroupBytes,
+  generateFusedForwardMma,
+  type GeneratedKernel,
+  MMA_FRAGMENT,
+  MMA_KEY_CHUNKS,
+  MMA_SUBGROUP_COUNTS,
+  MMA_SUBGROUP_SIZE,
+  tileShapes,
+} from '@natten-web/wgsl';
+import type { DispatchCommand, GpuContext, GpuTensor } from '../context.ts';
+import { fusedForwardCommand } from './na-fused-forward.ts';
+
+/** A tensor-core (generation 3) forward configuration. */
+export interface MmaForwardConfig {
+  readonly path: 'mma';
+  /** Query tile per axis; product 16 x subgroups. */
+  readonly queryTile: readonly number[];
+  /** Keys per staged chunk: 32 or 64. */
+  readonly keyChunk: 32 | 64;
+  /** Subgroups per workgroup: 2, 4 or 8. */
+  readonly subgroups: 2 | 4 | 8;
+}
+
+/** Whether this context can run the mma path, or why not. */
+export function mmaAvailability(ctx: GpuContext): { ok: true } | { why: string } {
+  if (!ctx.features.has('chromium-experimental-subgroup-matrix')) return { why: "no 'chromium-experimental-subgroup-matrix' feature" };
+  if (!ctx.hasF16) return { why: "no 'shader-f16' feature" };
+  const f16 = ctx.subgroupMatrix.some(
+    (c) => c.componentType === 'f16' && c.resultComponentType === 'f32' && c.M === MMA_FRAGMENT && c.N === MMA_FRAGMENT && c.K === MMA_FRAGMENT,
+  );
+  if (!f16) return { why: 'no f16 -> f32 16x16x16 subgroup-matrix config' };
+  const { subgroupMinSize: lo, subgroupMaxSize: hi } = ctx.adapterInfo;
+  if (lo !== MMA_SUBGROUP_SIZE || hi !== MMA_SUBGROUP_SIZE) return { why: `the subgroup size must be fixed at ${MMA_SUBGROUP_SIZE} (adapter reports ${lo}..${hi})` };
+  return { ok: true };
+}
+
+/** Why the mma path cannot run this problem (dtype, head dims, rpb), or undefined. */
+export function mmaProblemFit(problem: FusedProblem): string | undefined {
+  if (problem.dtype !== 'float16') return 'the tensor-core path needs float16 inputs';
+  if (problem.hasRpb) return 'the tensor-core path has no relative positional bias (the plain path serves rpb)';
+  if (problem.dim % MMA_FRAGMENT !== 0 || problem.dimV % MMA_FRAGMENT !== 0) return `head dims ${problem.dim}/${problem.dimV} are not multiples of ${MMA_FRAGMENT}`;
+  if (problem.dim > 256 || problem.dimV > 256) return `head dims ${problem.dim}/${problem.dimV} exceed 256`;
+  return undefined;
+}
+
+function mmaSpec(problem: FusedProblem, config: MmaForwardConfig): FusedForwardMmaSpec {
+  return {
+    rank: problem.rank,
+    kernelSize: [...problem.params.kernelSize],
+    causal: [...problem.params.isCausal],
+    dim: problem.dim,
+    dimV: problem.dimV,
+    queryTile: [...config.queryTile],
+    keyChunk: config.keyChunk,
+    subgroups: config.subgroups,
+    hasLse: problem.hasLse,
+  };
+}
+
+function groupExtents(problem: FusedProblem): number[] {
+  return problem.spatial.map((L, a) => Math.ceil(L / (problem.params.dilation[a] as number)));
+}
+
+/**
+ * Relative cost per real query: per tile, the chunks of its union key box (staging and barriers, paid by every
+ * subgroup) plus, per subgroup, the chunks its rows' windows span (matrix work and softmax; the kernel skips the
+ * others). A subgroup owns 16 consecutive tile rows (last axis fastest).
+ */
+export function mmaConfigCost(problem: FusedProblem, config: MmaForwardConfig): number {
+  const ext = groupExtents(problem);
+  const r = problem.rank;
+  const bw: number[] = [];
+  const sub: number[] = [];
+  let rest = MMA_FRAGMENT;
+  let real = 1;
+  let tiles = 1;
+  for (let a = r - 1; a >= 0; a--) {
+    const t = config.queryTile[a] as number;
+    const n = ext[a] as number;
+    const K = problem.params.kernelSize[a] as number;
+    bw[a] = Math.min(t + K - 1, n);
+    sub[a] = Math.min(t, rest);
+    rest = Math.max(1, rest / t);
+    real *= n;
+    tiles *= Math.ceil(n / t);
+  }
+  let box = 1;
+  let span = 1;
+  let stride = 1;
+  for (let a = r - 1; a >= 0; a--) {
+    const K = problem.params.kernelSize[a] as number;
+    span += (Math.min((sub[a] as number) + K - 1, bw[a] as number) - 1) * stride;
+    stride *= bw[a] as number;
+    box *= bw[a] as number;
+  }
+  const boxChunks = Math.ceil(box / config.keyChunk);
+  const subChunks = Math.min(boxChunks, Math.ceil(span / config.keyChunk) + 1);
+  return (tiles * config.subgroups * (0.35 * boxChunks + subChunks) * config.keyChunk) / real;
+}
+
+/** Workgroups of a config's dispatch (batch x heads x dilation groups x tiles). */
+function mmaWorkgroups(problem: FusedProblem, config: Pick<MmaForwardConfig, 'queryTile'>): number {
+  let w = problem.batch * problem.heads;
+  problem.spatial.forEach((L, a) => {
+    const d = problem.params.dilation[a] as number;
+    w *= d * Math.ceil(Math.ceil(L / d) / (config.queryTile[a] as number));
+  });
+  return w;
+}
+
+/** Every mma config that fits this device, for a problem (empty when the path cannot run). */
+export function enumerateMmaConfigs(ctx: GpuContext, problem: FusedProblem): MmaForwardConfig[] {
+  if ('why' in mmaAvailability(ctx) || mmaProblemFit(problem) !== undefined) return [];
+  const ext = groupExtents(problem);
+  const out: MmaForwardConfig[] = [];
+  for (const subgroups of MMA_SUBGROUP_COUNTS) {
+    if (subgroups * MMA_SUBGROUP_SIZE > ctx.limits.maxComputeInvocationsPerWorkgroup) continue;
+    for (const tile of tileShapes(problem.rank, MMA_FRAGMENT * subgroups)) {
+      // Factors beyond the next power of two of the group extent only add padded queries.
+      if (tile.some((t, a) => t > 2 ** Math.ceil(Math.log2(Math.max(1, ext[a] as number))))) continue;
+      for (const keyChunk of MMA_KEY_CHUNKS) {
+        const config: MmaForwardConfig = { path: 'mma', queryTile: tile, keyChunk, subgroups };
+        const s = mmaSpec(problem, config);
+        if (fusedForwardMmaSpecProblem(s) !== undefined) continue;
+        if (fusedForwardMmaWorkgroupBytes(s) > ctx.limits.maxComputeWorkgroupStorageSize) continue;
+        out.push(config);
+      }
+    }
+  }
+  return out;
+}
+
+/** Below this many workgroups with 8 subgroups, the default takes 4 (more workgroups; 1-D L=4096 K=127 on an H200). */
+export const MMA_MIN_WORKGROUPS = 512;
+
+/**
+ * Heuristic default: 32-key chunks and 8 subgroups (fastest in every measured problem on an H200 but the smallest),
+ * 4 when 8 would give fewer than `MMA_MIN_WORKGROUPS` workgroups, else the largest count that fits; the query tile
+ * shape with the lowest `mmaConfigCost`.
+ */
+export function defaultMmaConfig(ctx: GpuContext, problem: FusedProblem): MmaForwardConfig | undefined {
+  const all = enumerateMmaConfigs(ctx, problem).filter((c) => c.keyChunk === 32);
+  if (all.length === 0) return undefined;
+  const best = (nsg: number): MmaForwardConfig | undefined => {
+    let pick: MmaForwardConfig | undefined;
+    let score = Number.POSITIVE_INFINITY;
+    for (const c of all) {
+      if (c.subgroups !== nsg) continue;
+      const x = mmaConfigCost(problem, c);
+      if (x < score) {
+        pick = c;
+        score = x;
+      }
+    }
+    return pick;
+  };
+  const nsg = Math.max(...all.map((c) => c.subgroups));
+  const top = best(nsg);
+  if (top && nsg === 8 && mmaWorkgroups(problem, top) < MMA_MIN_WORKGROUPS) return best(4) ?? top;
+  return top;
+}
+
+/** Window density below which the default forward keeps the plain path (measured on an H200, see `defaultForwardMma`). */
+export const MMA_MIN_DENSITY = 0.25;
+
+/**
+ * Fraction of a config's dense tile work that lands inside a window: prod(K_a) / prod(min(t_a + K_a - 1, n_a)), the
+ * window over the union key box of one query tile (the mma path computes the whole box and masks the rest).
+ */
+export function mmaWindowDensity(problem: FusedProblem, config: Pick<MmaForwardConfig, 'queryTile'>): number {
+  const ext = groupExtents(problem);
+  let d = 1;
+  for (let a = 0; a < problem.rank; a++) {
+    const K = problem.params.kernelSize[a] as number;
+    d *= K / Math.min((config.queryTile[a] as number) + K - 1, ext[a] as number);
+  }
+  return d;
+}
+
+/**
+ * The mma config the default forward (`fusedForward` without tiles) runs, or undefined for the plain path: where
+ * the path can run with 4 or 8 subgroups and its tile's window density is at least `MMA_MIN_DENSITY`.
+ * Measured on an H200 against the plain default (f16 forward, same run): density 0.5-0.94 (1-D K=127, K=2047;
+ * FLUX-like K=80) 2-5.7x faster, 0.30-0.34 (2-D K=13 dilated, 2-D 256x256 K=15) 1.3-1.45x faster, 0.16-0.19 (2-D
+ * K=7, 3-D 3x7x7) 2-4x slower.
+ */
+export function defaultForwardMma(ctx: GpuContext, problem: FusedProblem): MmaForwardConfig | undefined {
+  const config = defaultMmaConfig(ctx, problem);
+  if (!config || config.subgroups < 4) return undefined;
+  return mmaWindowDensity(problem, config) >= MMA_MIN_DENSITY ? config : undefined;
+}
+
+/** Kernel and dispatch for one call on the mma path (validated; no GPU work). */
+export function planFusedForwardMma(
+  ctx: GpuContext,
+  rank: NaRank,
+  args: FusedForwardArgs<GpuTensor>,
+  config?: MmaForwardConfig,
+): { kernel: GeneratedKernel; command: DispatchCommand; config: MmaForwardConfig; problem: FusedProblem } {
+  const op = opName(rank, 'forward');
+  const problem = checkFusedForward(op, rank, { ...(args as FusedForwardArgs<TensorLike>), queryTileSize: undefined, keyTileSize: undefined, lanes: undefined }, FUSED_FORWARD_TILES);
+  const avail = mmaAvailability(ctx);
+  if ('why' in avail) throw new NattenUnsupportedError(`${op}: tensor-core (mma) path unavailable: ${avail.why}`);
+  const fit = mmaProblemFit(problem);
+  if (fit !== undefined) throw new NattenArgumentError(`${op}: tensor-core (mma) path cannot run this problem: ${fit}`);
+  const cfg = config ?? defaultMmaConfig(ctx, problem);
+  if (!cfg) throw new NattenUnsupportedError(`${op}: no tensor-core (mma) config fits this device's limits (workgroup memory ${ctx.limits.maxComputeWorkgroupStorageSize} bytes)`);
+  const s = mmaSpec(problem, cfg);
+  const why = fusedForwardMmaSpecProblem(s);
+  if (why !== undefined) throw new NattenArgumentError(`${op}: tensor-core (mma) config cannot run: ${why}`);
+  const bytes = fusedForwardMmaWorkgroupBytes(s);
+  if (bytes > ctx.limits.maxComputeWorkgroupStorageSize) {
+    throw new NattenArgumentError(`${op}: tensor-core (mma) config needs ${bytes} bytes of workgroup memory, over this device's ${ctx.limits.maxComputeWorkgroupStorageSize}`);
+  }
+  const kernel = generateFusedForwardMma(s);
+  return { kernel, command: fusedForwardCommand(ctx, kernel, problem, args, fusedForwardDispatch(problem, cfg.queryTile)), config: cfg, problem };
+}
+
+/** Run the mma forward (throws when the path is unavailable for this device or problem). */
+export async function fusedForwardMma(ctx: GpuContext, rank: NaRank, args: FusedForwardArgs<GpuTensor>, config?: MmaForwardConfig): Promise<void> {
+  const { command } = planFusedForwardMma(ctx, rank, args, config);
+  await ctx.dispatch([command], opName(rank, 'forward'));
+}

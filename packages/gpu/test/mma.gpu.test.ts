@@ -1,0 +1,158 @@
+import { checkFusedForward, type FusedProblem, NattenUnsupportedError, tensor } from '@natten-web/core';
+import { FUSED_FORWARD_TILES, type FusedForwardMmaSpec, generateFusedForwardMma } from '@natten-web/wgsl';
+import { afterAll, describe, expect, it } from 'vitest';
+import {
+  defaultForwardMma,
+  defaultMmaConfig,
+  enumerateMmaConfigs,
+  fusedForward,
+  fusedForwardMma,
+  type GpuContext,
+  MMA_MIN_DENSITY,
+  mmaAvailability,
+  mmaConfigCost,
+  mmaProblemFit,
+  mmaWindowDensity,
+} from '../src/index.ts';
+import { gpuContext } from './setup.ts';
+
+interface ProblemOptions {
+  readonly heads?: number;
+  readonly dim?: number;
+  readonly dtype?: 'float16' | 'float32';
+  readonly dilation?: number;
+  readonly causal?: boolean;
+  readonly rpb?: boolean;
+}
+
+function problem(spatial: number[], kernelSize: number[], o: ProblemOptions = {}): FusedProblem {
+  const dtype = o.dtype ?? 'float16';
+  const t = tensor([1, ...spatial, o.heads ?? 8, o.dim ?? 64], dtype);
+  const rank = spatial.length as 1 | 2 | 3;
+  const rpb = o.rpb ? tensor([o.heads ?? 8, ...kernelSize.map((k) => 2 * k - 1)], dtype) : null;
+  return checkFusedForward(
+    'na_forward',
+    rank,
+    { output: t, query: t, key: t, value: t, rpb, kernelSize, dilation: o.dilation ?? 1, isCausal: o.causal ?? false },
+    FUSED_FORWARD_TILES,
+  );
+}
+
+/** A context shaped like the H200 through Dawn/Vulkan (subgroup matrices, fixed 32-wide subgroups, 48 KiB). */
+function fakeTensorCoreContext(subgroup = 32): GpuContext {
+  return {
+    features: new Set(['chromium-experimental-subgroup-matrix', 'shader-f16', 'subgroups']),
+    hasF16: true,
+    subgroupMatrix: [{ componentType: 'f16', resultComponentType: 'f32', M: 16, N: 16, K: 16 }],
+    adapterInfo: { subgroupMinSize: subgroup, subgroupMaxSize: subgroup },
+    limits: { maxComputeInvocationsPerWorkgroup: 1024, maxComputeWorkgroupStorageSize: 49152 },
+  } as unknown as GpuContext;
+}
+
+/**
+ * The kernel with its subgroup-matrix types and builtins replaced by plain vec4 stand-ins of the same arity, so an
+ * adapter without subgroup matrices (lavapipe) can parse and type-check everything else in it.
+ */
+function skeleton(code: string): string {
+  const s = code
+    .replace('enable chromium_experimental_subgroup_matrix;\n', '')
+    .replace('diagnostic(off, chromium.subgroup_matrix_uniformity);\n', '')
+    .replace(/subgroupMatrixLoad<subgroup_matrix_(left|right|result)<[^>]*>>\(&(\w+), /g, 'sm_load_$1_$2(')
+    .replace(/subgroupMatrixStore\(&(\w+), /g, 'sm_store_$1(')
+    .replace(/subgroupMatrixMultiplyAccumulate\(/g, 'sm_mma(')
+    .replace(/subgroup_matrix_(left|right)<f16, 16, 16>/g, 'vec4<f16>')
+    .replace(/subgroup_matrix_result<f32, 16, 16>/g, 'vec4<f32>');
+  return `${s}
+fn sm_load_left_kv_sh(o: u32, cm: bool, ld: u32) -> vec4<f16> { return vec4<f16>(kv_sh[o + select(0u, ld, cm)]); }
+fn sm_load_right_kv_sh(o: u32, cm: bool, ld: u32) -> vec4<f16> { return vec4<f16>(kv_sh[o + select(0u, ld, cm)]); }
+fn sm_load_left_p_sh(o: u32, cm: bool, ld: u32) -> vec4<f16> { return vec4<f16>(p_sh[o + select(0u, ld, cm)]); }
+fn sm_load_result_s_sh(o: u32, cm: bool, ld: u32) -> vec4<f32> { return vec4<f32>(s_sh[o + select(0u, ld, cm)]); }
+fn sm_store_s_sh(o: u32, v: vec4<f32>, cm: bool, ld: u32) { s_sh[o + select(0u, ld, cm)] = v.x; }
+fn sm_mma(a: vec4<f16>, b: vec4<f16>, c: vec4<f32>) -> vec4<f32> { return c + vec4<f32>(a * b); }
+`;
+}
+
+describe('tensor-core (mma) forward: availability, config choice and the default route', () => {
+  afterAll(async () => (await gpuContext()).destroy());
+
+  it('says why it cannot run on this adapter, and throws before any GPU work; the default stays on the plain path', async () => {
+    const ctx = await gpuContext();
+    const avail = mmaAvailability(ctx);
+    if (ctx.features.has('chromium-experimental-subgroup-matrix')) return;
+    expect(avail).toEqual({ why: "no 'chromium-experimental-subgroup-matrix' feature" });
+    expect(enumerateMmaConfigs(ctx, problem([64, 64], [15, 15]))).toEqual([]);
+    const t = ctx.createTensor([1, 64, 64, 2, 64], 'float16');
+    const args = { output: t, query: t, key: t, value: t, kernelSize: 15 };
+    const run = fusedForwardMma(ctx, 2, args);
+    await expect(run).rejects.toThrow(/na2d_forward: tensor-core \(mma\) path unavailable: no 'chromium-experimental-subgroup-matrix' feature/);
+    await expect(run).rejects.toBeInstanceOf(NattenUnsupportedError);
+    expect(fusedForward.route(ctx, 2, args)).toBeUndefined();
+    ctx.releaseTensor(t);
+  });
+
+  it('needs a fixed 32-wide subgroup and an f16 -> f32 16x16x16 matrix config', () => {
+    expect(mmaAvailability(fakeTensorCoreContext())).toEqual({ ok: true });
+    expect(mmaAvailability(fakeTensorCoreContext(16))).toEqual({ why: 'the subgroup size must be fixed at 32 (adapter reports 16..16)' });
+    const noF32 = { ...fakeTensorCoreContext(), subgroupMatrix: [{ componentType: 'f16', resultComponentType: 'f16', M: 16, N: 16, K: 16 }] };
+    expect(mmaAvailability(noF32 as unknown as GpuContext)).toEqual({ why: 'no f16 -> f32 16x16x16 subgroup-matrix config' });
+  });
+
+  it('fits float16 problems without rpb whose head dims are multiples of 16', () => {
+    expect(mmaProblemFit(problem([32, 32], [7, 7], { dtype: 'float32' }))).toMatch(/needs float16 inputs/);
+    expect(mmaProblemFit(problem([32, 32], [7, 7], { dim: 40 }))).toMatch(/head dims 40\/40 are not multiples of 16/);
+    expect(mmaProblemFit(problem([32, 32], [7, 7], { rpb: true }))).toMatch(/no relative positional bias/);
+    expect(mmaProblemFit(problem([32, 32], [7, 7]))).toBeUndefined();
+  });
+
+  it('routes the default forward by window density, as measured on an H200', () => {
+    const ctx = fakeTensorCoreContext();
+    const cases: [string, FusedProblem, boolean][] = [
+      ['1-D 4096 K=127', problem([4096], [127]), true],
+      ['1-D 32768 K=2047 causal', problem([32768], [2047], { causal: true }), true],
+      ['2-D 128x128 K=13 dilation 2', problem([128, 128], [13, 13], { dilation: 2 }), true],
+      ['2-D 256x256 K=15', problem([256, 256], [15, 15], { heads: 16 }), true],
+      ['FLUX-like K=80 D=128', problem([256, 256], [80, 80], { heads: 24, dim: 128 }), true],
+      ['2-D 128x128 K=7', problem([128, 128], [7, 7]), false],
+      ['3-D 16x32x32 K=3x7x7', problem([16, 32, 32], [3, 7, 7]), false],
+      ['f32', problem([4096], [127], { dtype: 'float32' }), false],
+      ['rpb', problem([4096], [127], { rpb: true }), false],
+    ];
+    for (const [name, p, routed] of cases) {
+      const c = defaultForwardMma(ctx, p);
+      expect(c !== undefined, name).toBe(routed);
+      if (c) expect(mmaWindowDensity(p, c), name).toBeGreaterThanOrEqual(MMA_MIN_DENSITY);
+    }
+  });
+
+  it('takes 8 subgroups and 32-key chunks by default, 4 subgroups where 8 would give too few workgroups', () => {
+    const ctx = fakeTensorCoreContext();
+    expect(defaultMmaConfig(ctx, problem([32768], [2047], { causal: true }))).toEqual({ path: 'mma', queryTile: [128], keyChunk: 32, subgroups: 8 });
+    // 8 heads x 4096 / 128 = 256 workgroups at 8 subgroups: 4 subgroups (512) measured faster (55 vs 61 us).
+    expect(defaultMmaConfig(ctx, problem([4096], [127]))).toEqual({ path: 'mma', queryTile: [64], keyChunk: 32, subgroups: 4 });
+    const flux = defaultMmaConfig(ctx, problem([256, 256], [80, 80], { heads: 24, dim: 128 }));
+    expect(flux).toMatchObject({ keyChunk: 32, subgroups: 8 });
+  });
+
+  it('costs configs by box chunks and the chunks each subgroup’s windows span', () => {
+    const k7 = problem([128, 128], [7, 7]);
+    // 16 consecutive queries of a 16x8 tile are 2 rows: their windows span 8 of the box's 22 rows; of an 8x16 tile,
+    // 1 row whose windows span 7 rows of 22 keys each against 14 of 14: the taller tile wastes less.
+    expect(mmaConfigCost(k7, { path: 'mma', queryTile: [16, 8], keyChunk: 32, subgroups: 8 })).toBeLessThan(
+      mmaConfigCost(k7, { path: 'mma', queryTile: [4, 32], keyChunk: 32, subgroups: 8 }),
+    );
+  });
+
+  it('generates kernels whose non-matrix WGSL compiles on this adapter (matrix builtins stubbed)', async () => {
+    const ctx = await gpuContext();
+    const specs: FusedForwardMmaSpec[] = [
+      { rank: 1, kernelSize: [127], causal: [true], dim: 64, dimV: 64, queryTile: [128], keyChunk: 32, subgroups: 8, hasLse: true },
+      { rank: 2, kernelSize: [7, 9], causal: [false, true], dim: 128, dimV: 64, queryTile: [8, 8], keyChunk: 64, subgroups: 4, hasLse: false },
+      { rank: 3, kernelSize: [3, 5, 7], causal: [false, false, false], dim: 32, dimV: 48, queryTile: [2, 4, 4], keyChunk: 32, subgroups: 2, hasLse: true },
+    ];
+    for (const spec of specs) {
+      const module = ctx.device.createShaderModule({ code: skeleton(generateFusedForwardMma(spec).code) });
+      const errors = (await module.getCompilationInfo()).messages.filter((m) => m.type === 'error').map((m) => `${m.lineNum}:${m.linePos} ${m.message}`);
+      expect(errors, `rank ${spec.rank}`).toEqual([]);
+    }
+  });
+});
