@@ -11,8 +11,11 @@ export const USAGE = `usage: pnpm bench [--set quick|standard] [--filter str[,st
   [--python python3] [--torch-script bench/baselines/torch_na.py] [--torch-timeout-s 420]
   [--forward-lanes 1|2|4|8]  forward with its default tiles but this many lanes per query (default: the heuristic)
   [--backward-lanes 1|2|4|8] backward with its default tiles but this many lanes per row (default: the heuristic)
-  [--forward-path default|sgmat|tile]  sgmat: the tensor-core forward (f16, subgroup matrices) at its default
-                             config; tile: the dense register-tiled forward (experimental) at its default config
+  [--forward-path default|plain|sgmat|tile|mma]  default: what fusedForward runs (the mma path where its rule picks
+                             it, else plain); plain: the plain path's default config; sgmat: the tensor-core forward
+                             (generation 2, one subgroup per workgroup) at its default
+                             config; tile: the dense register-tiled forward (experimental) at its default config;
+                             mma: the multi-subgroup tensor-core forward (f16, generation 3) at its default config, wherever it can run
   [--forward-queries 1|2|4] [--backward-queries 1|2|4] [--backward-keys 1|2|4]
                              the default configs with rows grouped per invocation (experimental knobs)
   [--forward-key-unroll 1|2|4]  the default forward tiles folding this many keys per walk step (default: the
@@ -64,7 +67,7 @@ export interface Options {
   /** Run the forward with its default tiles but this many lanes per query (1 = single-lane), instead of the default. */
   readonly forwardLanes: number | undefined;
   /** Forward kernel path: the default (`fusedForward`) or the tensor-core forward (`fusedForwardSgmat`, its default config). */
-  readonly forwardPath: 'default' | 'sgmat' | 'tile';
+  readonly forwardPath: 'default' | 'plain' | 'sgmat' | 'tile' | 'mma';
   /** Experimental row grouping (1 = the plain kernels): queries per forward / dq invocation, keys per dkv invocation. */
   readonly forwardQueries: number;
   readonly backwardQueries: number;
@@ -129,7 +132,8 @@ export function parseOptions(argv: readonly string[]): Options {
     return n;
   };
   const forwardPath = values['forward-path'];
-  if (forwardPath !== 'default' && forwardPath !== 'sgmat' && forwardPath !== 'tile') throw new Error(`--forward-path must be default, sgmat or tile, got '${forwardPath}'\n${USAGE}`);
+  const isPath = (x: unknown): x is Options['forwardPath'] => typeof x === 'string' && ['default', 'plain', 'sgmat', 'tile', 'mma'].includes(x);
+  if (!isPath(forwardPath)) throw new Error(`--forward-path must be default, plain, sgmat, tile or mma, got '${forwardPath}'\n${USAGE}`);
   const warmClocks = values['warm-clocks'];
   if (warmClocks !== 'auto' && warmClocks !== 'on' && warmClocks !== 'off') throw new Error(`--warm-clocks must be auto, on or off, got '${warmClocks}'\n${USAGE}`);
   const tuned = values.tuned;

@@ -18,7 +18,7 @@ import {
   zeros,
 } from '@natten-web/core';
 import { fusedBackward as cpuFusedBackward, fusedForward as cpuFusedForward } from '@natten-web/cpu';
-import { ClockWarmer, fusedBackward, fusedBackwardWithConfig, fusedForward, fusedForwardSgmat, fusedForwardTile, GpuContext, type GpuTensor, naiveFusedForward, planFusedForwardSgmat, planFusedForwardTile, selectFusedBackward } from '@natten-web/gpu';
+import { ClockWarmer, fusedBackward, fusedBackwardWithConfig, fusedForward, fusedForwardMma, fusedForwardSgmat, fusedForwardTile, GpuContext, type GpuTensor, naiveFusedForward, planFusedForwardMma, planFusedForwardSgmat, planFusedForwardTile, selectFusedBackward } from '@natten-web/gpu';
 import { type BenchItem, byteFloor, CASE_SETS, caseLabel, expandCases, itemFlops, torchProblems } from './cases.ts';
 import { adapterSlug, collectEnv, repoRoot } from './env.ts';
 import { fillRandom } from './fill.ts';
@@ -229,6 +229,10 @@ async function measureItem(
         const f = planFusedForwardSgmat(ctx, rank, fwdArgs).config;
         cfg = `fwd sgmat q${f.queryTile.join('x')}/bk${f.keyChunk}`;
         forward = () => fusedForwardSgmat(ctx, rank, fwdArgs, f);
+      } else if (opts.forwardPath === 'mma') {
+        const f = planFusedForwardMma(ctx, rank, fwdArgs).config;
+        cfg = `fwd mma q${f.queryTile.join('x')}/bk${f.keyChunk}/sg${f.subgroups}`;
+        forward = () => fusedForwardMma(ctx, rank, fwdArgs, f);
       } else if (opts.forwardPath === 'tile') {
         const f = planFusedForwardTile(ctx, rank, fwdArgs).config;
         cfg = `fwd tile q${f.queryTile.join('x')}/bk${f.keyChunk}`;
@@ -244,8 +248,15 @@ async function measureItem(
               ...(opts.forwardKeyUnroll !== undefined ? { keyUnroll: opts.forwardKeyUnroll } : opts.forwardQueries > 1 ? { keyUnroll: 1 } : {}),
             }
           : planned;
-        cfg = forwardConfigLabel(f);
-        forward = explicit ? () => fusedForward.withConfig(ctx, rank, fwdArgs, f) : () => fusedForward(ctx, rank, oursFwd);
+        // The default may route to the tensor-core (mma) path; --forward-path plain forces the plain default.
+        const route = explicit || opts.forwardPath === 'plain' ? undefined : fusedForward.route(ctx, rank, oursFwd);
+        if (route) {
+          cfg = `fwd mma q${route.queryTile.join('x')}/bk${route.keyChunk}/sg${route.subgroups}`;
+          forward = () => fusedForward(ctx, rank, oursFwd);
+        } else {
+          cfg = forwardConfigLabel(f);
+          forward = explicit || opts.forwardPath === 'plain' ? () => fusedForward.withConfig(ctx, rank, fwdArgs, f) : () => fusedForward(ctx, rank, oursFwd);
+        }
       }
       let backward: ((a: FusedBackwardArgs<GpuTensor>) => Promise<void>) | undefined;
       if (bwdArgs && pick) {

@@ -18,7 +18,7 @@ describe('bench options', () => {
   });
   it('rejects invalid values with the flag, the value and the rule', () => {
     expect(() => parseOptions(['--set', 'huge'])).toThrow("--set must be quick or standard, got 'huge'");
-    expect(() => parseOptions(['--forward-path', 'tensor'])).toThrow("--forward-path must be default, sgmat or tile, got 'tensor'");
+    expect(() => parseOptions(['--forward-path', 'tensor'])).toThrow("--forward-path must be default, plain, sgmat, tile or mma, got 'tensor'");
     expect(() => parseOptions(['--forward-queries', '0'])).toThrow("--forward-queries must be a number >= 1, got '0'");
     expect(() => parseOptions(['--warm-clocks', 'yes'])).toThrow("--warm-clocks must be auto, on or off, got 'yes'");
     expect(() => parseOptions(['--forward-key-unroll', '0'])).toThrow("--forward-key-unroll must be a number >= 1, got '0'");
