@@ -4,6 +4,7 @@
  */
 import {
   type BoolDimsOrScalar,
+  type FusedForwardArgs,
   checkFusedBackward,
   checkFusedForward,
   type DimsOrScalar,
@@ -192,6 +193,10 @@ async function naForward(rank: NaRank, query: AnyTensor, key: AnyTensor, value: 
   const auto = isAuto(o.config);
   const tuneProblem = { ...problem, hasLse: needLse };
   const tilesFor = async (ctx: GpuContext | undefined): Promise<ForwardConfig> => {
+    // Where the device's default runs the tensor-core (mma) forward, 'auto' keeps it: the tuner times plain-path
+    // tiles only, and the mma path beat every plain config where the route picks it (docs/performance.md).
+    const shapes: FusedForwardArgs<TensorLike> = { ...args, query, key, value, rpb: rpb ?? null, output: like(outShape, query.dtype), logsumexp: needLse ? like(lseDims, 'float32') : undefined };
+    if (ctx && auto && gpuFusedForward.route(ctx, rank, shapes) !== undefined) return { queryTileSize: undefined, keyTileSize: undefined };
     const t = ctx && auto ? await autoConfig(ctx, 'forward', tuneProblem) : tiles;
     return { queryTileSize: t.queryTileSize, keyTileSize: t.keyTileSize, ...(t.lanes !== undefined ? { lanes: t.lanes } : {}) };
   };
