@@ -2,6 +2,7 @@
  * Pure rendering of results: the table cells (shared by the harness's console table and the markdown report),
  * a plain-text aligned table, and the `docs/benchmarks.md` page.
  */
+import { CASE_SETS, expandCases } from './cases.ts';
 import { type BenchResults, type BenchRow, isSoftwareAdapter, type Timing } from './results.ts';
 
 export const TABLE_HEADER = [
@@ -254,7 +255,7 @@ export function tuningText(runs: readonly Pick<BenchResults, 'tuned' | 'tuneCach
 
 /**
  * Merge results files of one machine (a standard set split over several device runs with `--filter`): rows in
- * file order, the first file's env, and each run's date, commit and sampling in `runs`. Throws if the adapters differ (numbers from different GPUs never share a table).
+ * the set's order, the first file's env, and each run's date, commit and sampling in `runs`. Throws if the adapters differ (numbers from different GPUs never share a table).
  */
 export function mergeResults(list: readonly BenchResults[]): BenchResults {
   const first = list[0];
@@ -276,8 +277,11 @@ export function mergeResults(list: readonly BenchResults[]): BenchResults {
       owner.set(rowKey(row), i);
     }
   });
-  // Map keys keep first-insertion order, so rows stay where they first appeared.
-  const rows = [...latest.values()];
+  // Rows in the set's own order (case, dtype, pass, as a full run prints them) whatever order the files came in;
+  // rows the set does not list keep their first-insertion place after those.
+  const canonical = new Map(expandCases(CASE_SETS[first.set] ?? []).map((it, i) => [`${it.case.name}|${it.dtype}|${it.pass}`, i]));
+  const place = (row: BenchRow): number => canonical.get(rowKey(row)) ?? Number.MAX_SAFE_INTEGER;
+  const rows = [...latest.values()].map((row, i) => ({ row, i })).sort((a, b) => place(a.row) - place(b.row) || a.i - b.i).map((x) => x.row);
   return {
     ...first,
     filter: filters.length === list.length ? filters.join(', ') : undefined,

@@ -268,12 +268,14 @@ describe('tuned runs (--tuned)', () => {
 });
 
 describe('merging split runs', () => {
-  it('concatenates rows of one adapter in file order and joins the filters', () => {
+  it('merges rows of one adapter in the set\'s order and joins the filters', () => {
     const a: BenchResults = { ...fixture, filter: '2d-128', rows: fixture.rows.slice(0, 2) };
     const b: BenchResults = { ...fixture, filter: 'flux', rows: fixture.rows.slice(2) };
     const m = mergeResults([a, b]);
     expect(m.rows.map((r) => `${r.case} ${r.pass}`)).toEqual(fixture.rows.map((r) => `${r.case} ${r.pass}`));
     expect(m.filter).toBe('2d-128, flux');
+    // Files in the other order: the rows still come in the set's order (the FLUX-like case is last in it).
+    expect(mergeResults([b, a]).rows.map((r) => `${r.case} ${r.pass}`)).toEqual(fixture.rows.map((r) => `${r.case} ${r.pass}`));
     expect(m.env).toBe(a.env);
     const later: BenchResults = { ...b, reps: 8, env: { ...b.env, date: '2026-11-28T00:00:00.000Z', commit: 'abc123' } };
     const m2 = mergeResults([a, later]);
