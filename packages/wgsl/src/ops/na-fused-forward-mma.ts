@@ -28,7 +28,7 @@ import { NattenArgumentError, type NaRank, formatShape, product } from '@natten-
 import { type GeneratedKernel, kernelKey, uniformDecl } from '../kernel.ts';
 import { tokenOf } from '../snippets/fused-index.ts';
 import { windowFunctions } from '../snippets/window.ts';
-import { type FusedForwardSpec, forwardWorkgroupPrologue, fusedForwardBindings, fusedForwardUniformFields, rowLoader } from './na-fused-forward.ts';
+import { boxKeyRow, type FusedForwardSpec, forwardWorkgroupPrologue, fusedForwardBindings, fusedForwardUniformFields, rowLoader } from './na-fused-forward.ts';
 
 const FAMILY = 'na-fused-forward-mma';
 /** Bump when the emitted text changes for an unchanged spec. */
@@ -166,14 +166,7 @@ ${range(D16)
       let sub = lid % ${TPK}u;
       let kbox = c0 + rr;
       if (kbox < box_n) {
-        var krest = i32(kbox);
-${axes
-  .slice()
-  .reverse()
-  .map((a) => (a === 0 ? `        let kg_0 = bs_0 + krest;` : `        let kg_${a} = bs_${a} + krest % bw_${a};\n        krest = krest / bw_${a};`))
-  .join('\n')}
-        let ktok = ${tokOf((a) => `kg_${a} * params.dil_${a} + g_${a}`)};
-        let krow = (tok_base + ktok) * params.heads_kv + hk;
+${boxKeyRow(r)}
         for (var c = sub; c < ${D4}u; c += ${TPK}u) { let kv = load_k(krow * HEAD_DIM, c); ${store4('kv_sh', 'rr * LDK + 4u * c', 'kv')} }
         for (var c = sub; c < ${DV4}u; c += ${TPK}u) { let vv = load_v(krow * HEAD_DIM_V, c); ${store4('kv_sh', `${VOFF}u + rr * LDV + 4u * c`, 'vv')} }
         if (sub == 0u) { kc_sh[rr] = vec4<i32>(${axes.map((a) => `kg_${a}`).join(', ')}${', 0'.repeat(4 - r)}); }

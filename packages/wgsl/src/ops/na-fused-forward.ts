@@ -637,19 +637,10 @@ ${forwardTileOrigin(r)}  let box_n = u32(${axes.map((a) => `bw_${a}`).join(' * '
  * THREADS_PER_KEY, D4, DV4, HEAD_DIM, HEAD_DIM_V and the prologue's names.
  */
 export function forwardStageChunk(r: NaRank, kIndex: (rr: string, c: string) => string, vIndex: (rr: string, c: string) => string): string {
-  const axes = Array.from({ length: r }, (_, a) => a);
-  const tokOf = (x: (a: number) => string): string => tokenOf(r, x);
   return `    for (var rr = lid / THREADS_PER_KEY; rr < KEY_CHUNK; rr += WORKGROUP_SIZE / THREADS_PER_KEY) {
       let kbox = c0 + rr;
       if (kbox < box_n) {
-        var krest = i32(kbox);
-${axes
-  .slice()
-  .reverse()
-  .map((a) => (a === 0 ? `        let kg_0 = bs_0 + krest;` : `        let kg_${a} = bs_${a} + krest % bw_${a};\n        krest = krest / bw_${a};`))
-  .join('\n')}
-        let ktok = ${tokOf((a) => `kg_${a} * params.dil_${a} + g_${a}`)};
-        let krow = (tok_base + ktok) * params.heads_kv + hk;
+${boxKeyRow(r)}
         let kbase = krow * HEAD_DIM;
         let vbase = krow * HEAD_DIM_V;
         let sub = lid % THREADS_PER_KEY;
@@ -658,6 +649,22 @@ ${axes
       }
     }
 `;
+}
+
+/**
+ * WGSL (inside a staging loop, 8-space indent) that decodes the box index `kbox` into the key's group coordinates
+ * `kg_a` (last axis fastest), its token `ktok` and its K/V row `krow`. Needs the prologue's names.
+ */
+export function boxKeyRow(r: NaRank): string {
+  const axes = Array.from({ length: r }, (_, a) => a);
+  return `        var krest = i32(kbox);
+${axes
+  .slice()
+  .reverse()
+  .map((a) => (a === 0 ? `        let kg_0 = bs_0 + krest;` : `        let kg_${a} = bs_${a} + krest % bw_${a};\n        krest = krest / bw_${a};`))
+  .join('\n')}
+        let ktok = ${tokenOf(r, (a) => `kg_${a} * params.dil_${a} + g_${a}`)};
+        let krow = (tok_base + ktok) * params.heads_kv + hk;`;
 }
 
 /** Generate the kernel for a spec. Pure: same spec, same text. */
