@@ -17,6 +17,7 @@ import {
 } from '@natten-web/core';
 import {
   FUSED_FORWARD_TILES,
+  forwardProblemFields,
   type FusedForwardMmaSpec,
   fusedForwardDispatch,
   fusedForwardMmaSpecProblem,
@@ -31,6 +32,7 @@ import {
 } from '@natten-web/wgsl';
 import type { DispatchCommand, GpuContext, GpuTensor } from '../context.ts';
 import { fusedForwardCommand } from './na-fused-forward.ts';
+import { sgmatProblemFit, subgroupMatrixF16Missing } from './na-fused-forward-sgmat.ts';
 
 /** A tensor-core (generation 3) forward configuration. */
 export interface MmaForwardConfig {
@@ -45,12 +47,8 @@ export interface MmaForwardConfig {
 
 /** Whether this context can run the mma path, or why not. */
 export function mmaAvailability(ctx: GpuContext): { ok: true } | { why: string } {
-  if (!ctx.features.has('chromium-experimental-subgroup-matrix')) return { why: "no 'chromium-experimental-subgroup-matrix' feature" };
-  if (!ctx.hasF16) return { why: "no 'shader-f16' feature" };
-  const f16 = ctx.subgroupMatrix.some(
-    (c) => c.componentType === 'f16' && c.resultComponentType === 'f32' && c.M === MMA_FRAGMENT && c.N === MMA_FRAGMENT && c.K === MMA_FRAGMENT,
-  );
-  if (!f16) return { why: 'no f16 -> f32 16x16x16 subgroup-matrix config' };
+  const missing = subgroupMatrixF16Missing(ctx);
+  if (missing !== undefined) return { why: missing };
   const { subgroupMinSize: lo, subgroupMaxSize: hi } = ctx.adapterInfo;
   if (lo !== MMA_SUBGROUP_SIZE || hi !== MMA_SUBGROUP_SIZE) return { why: `the subgroup size must be fixed at ${MMA_SUBGROUP_SIZE} (adapter reports ${lo}..${hi})` };
   return { ok: true };
@@ -58,20 +56,17 @@ export function mmaAvailability(ctx: GpuContext): { ok: true } | { why: string }
 
 /** Why the mma path cannot run this problem (dtype, head dims, rpb), or undefined. */
 export function mmaProblemFit(problem: FusedProblem): string | undefined {
-  if (problem.dtype !== 'float16') return 'the tensor-core path needs float16 inputs';
-  if (problem.hasRpb) return 'the tensor-core path has no relative positional bias (the plain path serves rpb)';
-  if (problem.dim % MMA_FRAGMENT !== 0 || problem.dimV % MMA_FRAGMENT !== 0) return `head dims ${problem.dim}/${problem.dimV} are not multiples of ${MMA_FRAGMENT}`;
-  if (problem.dim > 256 || problem.dimV > 256) return `head dims ${problem.dim}/${problem.dimV} exceed 256`;
-  return undefined;
+  return sgmatProblemFit(problem) ?? (problem.hasRpb ? 'the tensor-core path has no relative positional bias (the plain path serves rpb)' : undefined);
 }
 
 function mmaSpec(problem: FusedProblem, config: MmaForwardConfig): FusedForwardMmaSpec {
+  const { rank, kernelSize, causal, dim, dimV } = forwardProblemFields(problem);
   return {
-    rank: problem.rank,
-    kernelSize: [...problem.params.kernelSize],
-    causal: [...problem.params.isCausal],
-    dim: problem.dim,
-    dimV: problem.dimV,
+    rank,
+    kernelSize,
+    causal,
+    dim,
+    dimV,
     queryTile: [...config.queryTile],
     keyChunk: config.keyChunk,
     subgroups: config.subgroups,

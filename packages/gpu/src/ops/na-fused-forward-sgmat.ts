@@ -49,14 +49,23 @@ export interface SgmatForwardConfig {
   readonly probe?: 'no-softmax' | 'no-pv' | 'fixed-kv';
 }
 
-/** The fixed subgroup size the tensor-core path can use on this context, or a reason it cannot run. */
-export function sgmatAvailability(ctx: GpuContext): { subgroupSize: number } | { why: string } {
-  if (!ctx.features.has('chromium-experimental-subgroup-matrix')) return { why: "no 'chromium-experimental-subgroup-matrix' feature" };
-  if (!ctx.hasF16) return { why: "no 'shader-f16' feature" };
+/**
+ * Why this context has no f16 -> f32 16x16x16 subgroup-matrix multiply (the feature, `shader-f16`, the config), or
+ * undefined when it has one. Both tensor-core paths need it.
+ */
+export function subgroupMatrixF16Missing(ctx: GpuContext): string | undefined {
+  if (!ctx.features.has('chromium-experimental-subgroup-matrix')) return "no 'chromium-experimental-subgroup-matrix' feature";
+  if (!ctx.hasF16) return "no 'shader-f16' feature";
   const f16 = ctx.subgroupMatrix.some(
     (c) => c.componentType === 'f16' && c.resultComponentType === 'f32' && c.M === SGMAT_FRAGMENT && c.N === SGMAT_FRAGMENT && c.K === SGMAT_FRAGMENT,
   );
-  if (!f16) return { why: 'no f16 -> f32 16x16x16 subgroup-matrix config' };
+  return f16 ? undefined : 'no f16 -> f32 16x16x16 subgroup-matrix config';
+}
+
+/** The fixed subgroup size the tensor-core path can use on this context, or a reason it cannot run. */
+export function sgmatAvailability(ctx: GpuContext): { subgroupSize: number } | { why: string } {
+  const missing = subgroupMatrixF16Missing(ctx);
+  if (missing !== undefined) return { why: missing };
   const { subgroupMinSize: lo, subgroupMaxSize: hi } = ctx.adapterInfo;
   if (lo === undefined || hi === undefined || lo !== hi || ![16, 32, 64].includes(hi)) {
     return { why: `subgroup size must be fixed at 16, 32 or 64 (adapter reports ${lo}..${hi})` };
