@@ -11,7 +11,7 @@
  * `--only a,b` keeps the speed problems whose name contains any of the parts.
  */
 import { parseArgs } from 'node:util';
-import { type FusedForwardArgs, fnaFlops, type NaRank, randn, type Tensor, tensor, toFloat64Values } from '@natten-web/core';
+import { fnaFlops, tensor } from '@natten-web/core';
 import { fusedForward as cpuFusedForward } from '@natten-web/cpu';
 import {
   ClockWarmer,
@@ -28,6 +28,7 @@ import {
   planFusedForwardMma,
   timeDispatch,
 } from '../src/index.ts';
+import { free, gpuArgs, hostArgs, makeArgs, maxErr, type Problem } from './device-forward-problems.ts';
 
 const { values } = parseArgs({
   options: {
@@ -39,21 +40,6 @@ const { values } = parseArgs({
   },
 });
 
-interface Problem {
-  name: string;
-  rank: NaRank;
-  spatial: number[];
-  heads: number;
-  headsKv?: number;
-  dim: number;
-  dimV?: number;
-  kernelSize: number[];
-  dilation?: number[];
-  isCausal?: boolean[];
-  rpb?: boolean;
-  batch?: number;
-}
-
 const ctx = await GpuContext.create({ powerPreference: 'high-performance' });
 // Keep the GPU's clock at boost while timing (see ClockWarmer); skipped on software adapters.
 const warmer = ClockWarmer.useful(ctx) ? await ClockWarmer.create(ctx) : undefined;
@@ -64,70 +50,6 @@ console.log(`subgroup matrix: ${ctx.subgroupMatrix.map((c) => `${c.componentType
 const avail = mmaAvailability(ctx);
 console.log(`mma path: ${'why' in avail ? `unavailable (${avail.why})` : 'available'}`);
 
-function makeArgs(p: Problem, seed: number) {
-  const B = p.batch ?? 1;
-  const hk = p.headsKv ?? p.heads;
-  const dv = p.dimV ?? p.dim;
-  const q = randn([B, ...p.spatial, p.heads, p.dim], 'float16', seed);
-  const k = randn([B, ...p.spatial, hk, p.dim], 'float16', seed + 1);
-  const v = randn([B, ...p.spatial, hk, dv], 'float16', seed + 2);
-  const rpb = p.rpb ? randn([p.heads, ...p.kernelSize.map((x) => 2 * x - 1)], 'float16', seed + 3) : undefined;
-  const out = tensor([B, ...p.spatial, p.heads, dv], 'float16');
-  const lse = tensor([B, ...p.spatial, p.heads], 'float32');
-  return { q, k, v, rpb, out, lse };
-}
-
-function hostArgs(p: Problem, t: ReturnType<typeof makeArgs>): FusedForwardArgs {
-  return {
-    output: t.out,
-    query: t.q,
-    key: t.k,
-    value: t.v,
-    rpb: t.rpb ?? null,
-    logsumexp: t.lse,
-    kernelSize: p.kernelSize,
-    dilation: p.dilation ?? 1,
-    isCausal: p.isCausal ?? false,
-  };
-}
-
-function gpuArgs(p: Problem, t: ReturnType<typeof makeArgs>): FusedForwardArgs<GpuTensor> {
-  return {
-    output: ctx.createTensor(t.out.shape, 'float16'),
-    query: ctx.upload(t.q),
-    key: ctx.upload(t.k),
-    value: ctx.upload(t.v),
-    rpb: t.rpb ? ctx.upload(t.rpb) : null,
-    logsumexp: ctx.createTensor(t.lse.shape, 'float32'),
-    kernelSize: p.kernelSize,
-    dilation: p.dilation ?? 1,
-    isCausal: p.isCausal ?? false,
-  };
-}
-
-function maxErr(got: Tensor, want: Tensor): { err: number; nan: number; bad: number; first: number; n: number } {
-  const g = toFloat64Values(got);
-  const w = toFloat64Values(want);
-  let err = 0;
-  let nan = 0;
-  let bad = 0;
-  let first = -1;
-  for (let i = 0; i < g.length; i++) {
-    const x = g[i] as number;
-    const e = Math.abs(x - (w[i] as number));
-    if (!Number.isFinite(x)) nan++;
-    else err = Math.max(err, e);
-    if (!(e <= 1e-2)) {
-      bad++;
-      if (first < 0) first = i;
-    }
-  }
-  return { err, nan, bad, first, n: g.length };
-}
-
-function free(g: FusedForwardArgs<GpuTensor>): void {
-  for (const t of [g.output, g.query, g.key, g.value, g.rpb, g.logsumexp]) t?.buffer.destroy();
-}
 
 function label(c: MmaForwardConfig): string {
   return `q=${c.queryTile.join('x')} bk=${c.keyChunk} nsg=${c.subgroups}`;
@@ -155,7 +77,7 @@ if (values.mode !== 'speed' && !('why' in avail)) {
     const t = makeArgs(p, 7);
     const ref = { out: tensor(t.out.shape, 'float16'), lse: tensor(t.lse.shape, 'float32') };
     cpuFusedForward(p.rank, { ...hostArgs(p, t), output: ref.out, logsumexp: ref.lse });
-    const g = gpuArgs(p, t);
+    const g = gpuArgs(ctx, p, t);
     const problem = planFusedForwardMma(ctx, p.rank, g, undefined).problem;
     const def = defaultMmaConfig(ctx, problem) as MmaForwardConfig;
     const configs = values.sweep === 'true' ? enumerateMmaConfigs(ctx, problem) : [def];
@@ -200,7 +122,7 @@ if (values.mode !== 'check') {
   console.log('\n== speed (f16, GPU time, median)');
   for (const p of speed) {
     const t = makeArgs(p, 11);
-    const g = gpuArgs(p, t);
+    const g = gpuArgs(ctx, p, t);
     const flops = fnaFlops({ batch: 1, heads: p.heads, spatial: p.spatial, dim: p.dim, kernelSize: p.kernelSize });
     const row = (label: string, us: number) =>
       console.log(`${p.name.padEnd(34)} ${label.padEnd(30)} ${us.toFixed(1).padStart(10)} us  ${(flops / us / 1e6).toFixed(2).padStart(7)} TFLOP/s`);
