@@ -3,7 +3,8 @@
  * problem, the CPU-reference and GPU argument sets built from them, the max-error check, buffer release.
  */
 import { type FusedForwardArgs, type NaRank, randn, type Tensor, tensor, toFloat64Values } from '@natten-web/core';
-import type { GpuContext, GpuTensor } from '../src/index.ts';
+import { parseArgs } from 'node:util';
+import { ClockWarmer, type DispatchCommand, GpuContext, type GpuTensor, timeDispatch } from '../src/index.ts';
 
 export interface Problem {
   name: string;
@@ -83,4 +84,69 @@ export function maxErr(got: Tensor, want: Tensor): { err: number; nan: number; b
 
 export function free(g: FusedForwardArgs<GpuTensor>): void {
   for (const t of [g.output, g.query, g.key, g.value, g.rpb, g.logsumexp]) t?.buffer.destroy();
+}
+
+/** Run one config against the CPU reference and print its line; true when out and lse are within 1e-2 and finite. */
+export async function checkConfig(ctx: GpuContext, p: Problem, label: string, g: FusedForwardArgs<GpuTensor>, ref: { out: Tensor; lse: Tensor }, run: () => Promise<void>): Promise<boolean> {
+  try {
+    await run();
+    const o = maxErr(await ctx.read(g.output), ref.out);
+    const l = maxErr(await ctx.read(g.logsumexp as GpuTensor), ref.lse);
+    const ok = o.err <= 1e-2 && l.err <= 1e-2 && o.nan === 0 && l.nan === 0;
+    console.log(`${ok ? 'ok  ' : 'FAIL'} ${p.name.padEnd(34)} ${label}  out ${o.err.toExponential(2)} lse ${l.err.toExponential(2)}${ok ? '' : ` bad out ${o.bad}/${o.n} first ${o.first}, bad lse ${l.bad}/${l.n} first ${l.first}`}${o.nan + l.nan ? ` NaN/Inf ${o.nan + l.nan}` : ''}`);
+    return ok;
+  } catch (e) {
+    console.log(`FAIL ${p.name}: ${(e as Error).message.split('\n').slice(0, 6).join(' | ')}`);
+    return false;
+  }
+}
+
+/**
+ * Median GPU time of one dispatch in us: `timeDispatch` (back-to-back iterations in one submission, as the
+ * benchmark harness's single-pass forward rows). Timing each run as its own submission after an idle gap
+ * (`ctx.profile`) read short kernels several times slower on the H200 (2-D 128x128 K=7: 1.5 ms vs 0.28 ms).
+ */
+export async function timeCommand(ctx: GpuContext, command: DispatchCommand, reps: number, warmer: ClockWarmer | undefined): Promise<number> {
+  const t = await timeDispatch(ctx, [command], { warmup: 2, iterations: reps, ...(warmer ? { warmer } : {}) });
+  return t.medianNs / 1e3;
+}
+
+/** The benchmark problems (f16 speed), those whose name contains a part of `only` (comma-separated; '' = all). */
+export function speedProblems(only: string): Problem[] {
+  const all: Problem[] = [
+    { name: '1d L=4096 K=127', rank: 1, spatial: [4096], heads: 8, dim: 64, kernelSize: [127] },
+    { name: '1d L=32768 K=2047 causal', rank: 1, spatial: [32768], heads: 8, dim: 64, kernelSize: [2047], isCausal: [true] },
+    { name: '2d 128x128 K=7', rank: 2, spatial: [128, 128], heads: 8, dim: 64, kernelSize: [7, 7] },
+    { name: '2d 128x128 K=13 d=2', rank: 2, spatial: [128, 128], heads: 8, dim: 64, kernelSize: [13, 13], dilation: [2, 2] },
+    { name: '2d 256x256 K=15 H=16', rank: 2, spatial: [256, 256], heads: 16, dim: 64, kernelSize: [15, 15] },
+    { name: '3d 16x32x32 K=3x7x7', rank: 3, spatial: [16, 32, 32], heads: 8, dim: 64, kernelSize: [3, 7, 7] },
+    { name: 'flux 2d 256x256 K=80 H=24 D=128', rank: 2, spatial: [256, 256], heads: 24, dim: 128, kernelSize: [80, 80] },
+  ];
+  return all.filter((p) => only === '' || only.split(',').some((o) => p.name.includes(o)));
+}
+
+/** The device scripts' shared options (`--mode`, `--sweep`, `--only`, `--reps`, `--top`). */
+export function deviceScriptOptions(): { mode: string; sweep: string; only: string; reps: string; top: string } {
+  const { values } = parseArgs({
+    options: {
+      mode: { type: 'string', default: 'both' },
+      sweep: { type: 'string', default: 'false' },
+      only: { type: 'string', default: '' },
+      reps: { type: 'string', default: '20' },
+      top: { type: 'string', default: '8' },
+    },
+  });
+  return values as { mode: string; sweep: string; only: string; reps: string; top: string };
+}
+
+/** The high-performance adapter's context, a clock warmer on hardware adapters, and the adapter printed. */
+export async function openDevice(): Promise<{ ctx: GpuContext; warmer: ClockWarmer | undefined }> {
+  const ctx = await GpuContext.create({ powerPreference: 'high-performance' });
+  // Keep the GPU's clock at boost while timing (see ClockWarmer); skipped on software adapters.
+  const warmer = ClockWarmer.useful(ctx) ? await ClockWarmer.create(ctx) : undefined;
+  const a = ctx.adapterInfo;
+  console.log(`adapter: ${a.vendor} / ${a.architecture} / ${a.device} (${a.description}) subgroups ${a.subgroupMinSize}..${a.subgroupMaxSize}`);
+  console.log(`features: ${[...ctx.features].join(', ')}`);
+  console.log(`subgroup matrix: ${ctx.subgroupMatrix.map((c) => `${c.componentType}->${c.resultComponentType} ${c.M}x${c.N}x${c.K}`).join(', ') || 'none'}`);
+  return { ctx, warmer };
 }

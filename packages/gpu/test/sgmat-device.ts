@@ -14,43 +14,22 @@
  * (speed); `--sweep gather` the K/V gather diagnostics. Next device session:
  *   node .devkit/sgmat-device.mjs --mode check --sweep variants && node .devkit/sgmat-device.mjs --mode speed --sweep variants --top 2
  */
-import { parseArgs } from 'node:util';
 import { fnaFlops, tensor } from '@natten-web/core';
 import { fusedForward as cpuFusedForward } from '@natten-web/cpu';
 import {
-  ClockWarmer,
   defaultSgmatConfig,
   sgmatConfigCost,
   enumerateSgmatConfigs,
   fusedForward,
   fusedForwardSgmat,
-  GpuContext,
-  type GpuTensor,
   planFusedForwardSgmat,
   sgmatAvailability,
   type SgmatForwardConfig,
-  type DispatchCommand,
-  timeDispatch,
 } from '../src/index.ts';
-import { free, gpuArgs, hostArgs, makeArgs, maxErr, type Problem } from './device-forward-problems.ts';
+import { checkConfig, deviceScriptOptions, free, gpuArgs, hostArgs, makeArgs, type Problem, openDevice, speedProblems, timeCommand } from './device-forward-problems.ts';
 
-const { values } = parseArgs({
-  options: {
-    mode: { type: 'string', default: 'both' },
-    sweep: { type: 'string', default: 'false' },
-    only: { type: 'string', default: '' },
-    reps: { type: 'string', default: '20' },
-    top: { type: 'string', default: '8' },
-  },
-});
-
-const ctx = await GpuContext.create({ powerPreference: 'high-performance' });
-// Keep the GPU's clock at boost while timing (see ClockWarmer); skipped on software adapters.
-const warmer = ClockWarmer.useful(ctx) ? await ClockWarmer.create(ctx) : undefined;
-const a = ctx.adapterInfo;
-console.log(`adapter: ${a.vendor} / ${a.architecture} / ${a.device} (${a.description}) subgroups ${a.subgroupMinSize}..${a.subgroupMaxSize}`);
-console.log(`features: ${[...ctx.features].join(', ')}`);
-console.log(`subgroup matrix: ${ctx.subgroupMatrix.map((c) => `${c.componentType}->${c.resultComponentType} ${c.M}x${c.N}x${c.K}`).join(', ') || 'none'}`);
+const values = deviceScriptOptions();
+const { ctx, warmer } = await openDevice();
 const avail = sgmatAvailability(ctx);
 console.log(`tensor-core path: ${'why' in avail ? `unavailable (${avail.why})` : `subgroup size ${avail.subgroupSize}`}`);
 
@@ -93,43 +72,15 @@ if (values.mode !== 'speed' && !('why' in avail)) {
     const def = defaultSgmatConfig(ctx, problem) as SgmatForwardConfig;
     const configs = values.sweep === 'true' ? enumerateSgmatConfigs(ctx, problem) : values.sweep === 'gather' ? [def, { ...def, gather: 'k' as const }, { ...def, gather: 'kv' as const }] : values.sweep === 'variants' ? variants(def) : [def];
     for (const c of configs) {
-      try {
-        await fusedForwardSgmat(ctx, p.rank, g, c);
-        const o = maxErr(await ctx.read(g.output), ref.out);
-        const l = maxErr(await ctx.read(g.logsumexp as GpuTensor), ref.lse);
-        const ok = o.err <= 1e-2 && l.err <= 1e-2 && o.nan === 0 && l.nan === 0;
-        if (!ok) failures++;
-        console.log(`${ok ? 'ok  ' : 'FAIL'} ${p.name.padEnd(34)} ${label(c)}  out ${o.err.toExponential(2)} lse ${l.err.toExponential(2)}${ok ? '' : ` bad out ${o.bad}/${o.n} first ${o.first}, bad lse ${l.bad}/${l.n} first ${l.first}`}${o.nan + l.nan ? ` NaN/Inf ${o.nan + l.nan}` : ''}`);
-      } catch (e) {
-        failures++;
-        console.log(`FAIL ${p.name}: ${(e as Error).message.split('\n').slice(0, 6).join(' | ')}`);
-      }
+      if (!(await checkConfig(ctx, p, label(c), g, ref, () => fusedForwardSgmat(ctx, p.rank, g, c)))) failures++;
     }
     free(g);
   }
 }
 
-/**
- * Median GPU time of one dispatch in us: `timeDispatch` (back-to-back iterations in one submission, as the
- * benchmark harness's single-pass forward rows). Timing each run as its own submission after an idle gap
- * (`ctx.profile`) read short kernels several times slower on the H200 (2-D 128x128 K=7: 1.5 ms vs 0.28 ms).
- */
-async function timeOp(command: DispatchCommand, reps: number): Promise<number> {
-  const t = await timeDispatch(ctx, [command], { warmup: 2, iterations: reps, warmer });
-  return t.medianNs / 1e3;
-}
-
 if (values.mode !== 'check') {
   const reps = Number(values.reps);
-  const speed: Problem[] = ([
-    { name: '1d L=4096 K=127', rank: 1, spatial: [4096], heads: 8, dim: 64, kernelSize: [127] },
-    { name: '1d L=32768 K=2047 causal', rank: 1, spatial: [32768], heads: 8, dim: 64, kernelSize: [2047], isCausal: [true] },
-    { name: '2d 128x128 K=7', rank: 2, spatial: [128, 128], heads: 8, dim: 64, kernelSize: [7, 7] },
-    { name: '2d 128x128 K=13 d=2', rank: 2, spatial: [128, 128], heads: 8, dim: 64, kernelSize: [13, 13], dilation: [2, 2] },
-    { name: '2d 256x256 K=15 H=16', rank: 2, spatial: [256, 256], heads: 16, dim: 64, kernelSize: [15, 15] },
-    { name: '3d 16x32x32 K=3x7x7', rank: 3, spatial: [16, 32, 32], heads: 8, dim: 64, kernelSize: [3, 7, 7] },
-    { name: 'flux 2d 256x256 K=80 H=24 D=128', rank: 2, spatial: [256, 256], heads: 24, dim: 128, kernelSize: [80, 80] },
-  ] as Problem[]).filter((p) => values.only === '' || (values.only as string).split(',').some((o) => p.name.includes(o)));
+  const speed = speedProblems(values.only as string);
   console.log('\n== speed (f16, GPU time, median)');
   for (const p of speed) {
     const t = makeArgs(p, 11);
@@ -145,7 +96,7 @@ if (values.mode !== 'check') {
       if (!configs.some((c) => JSON.stringify(c) === JSON.stringify(def))) configs.unshift(def);
       for (const c of configs) {
         try {
-          const us = await timeOp(planFusedForwardSgmat(ctx, p.rank, g, c).command, reps);
+          const us = await timeCommand(ctx, planFusedForwardSgmat(ctx, p.rank, g, c).command, reps, warmer);
           row(`sgmat ${label(c)}${JSON.stringify(c) === JSON.stringify(def) ? ' *' : ''} cost ${sgmatConfigCost(problem, c).toFixed(0)}`, us);
         } catch (e) {
           console.log(`${p.name} sgmat ${c.queryTile.join('x')}: ${(e as Error).message.split('\n')[0]}`);
@@ -153,7 +104,7 @@ if (values.mode !== 'check') {
       }
     }
     try {
-      const us = await timeOp(fusedForward.plan(ctx, p.rank, g).command, Math.min(reps, 10));
+      const us = await timeCommand(ctx, fusedForward.plan(ctx, p.rank, g).command, Math.min(reps, 10), warmer);
       row('plain default', us);
     } catch (e) {
       console.log(`${p.name} plain: ${(e as Error).message.split('\n')[0]}`);
