@@ -43,6 +43,7 @@ export {
   defaultMmaConfig,
   enumerateMmaConfigs,
   MMA_MIN_DENSITY,
+  MMA_MIN_WORKGROUPS,
   mmaWindowDensity,
   fusedForwardMma,
   mmaAvailability,

@@ -23,6 +23,7 @@ interface ProblemOptions {
   readonly dilation?: number;
   readonly causal?: boolean;
   readonly rpb?: boolean;
+  readonly stride?: number;
 }
 
 function problem(spatial: number[], kernelSize: number[], o: ProblemOptions = {}): FusedProblem {
@@ -33,7 +34,7 @@ function problem(spatial: number[], kernelSize: number[], o: ProblemOptions = {}
   return checkFusedForward(
     'na_forward',
     rank,
-    { output: t, query: t, key: t, value: t, rpb, kernelSize, dilation: o.dilation ?? 1, isCausal: o.causal ?? false },
+    { output: t, query: t, key: t, value: t, rpb, kernelSize, dilation: o.dilation ?? 1, isCausal: o.causal ?? false, ...(o.stride ? { stride: o.stride } : {}) },
     FUSED_FORWARD_TILES,
   );
 }
@@ -116,6 +117,7 @@ describe('tensor-core (mma) forward: availability, config choice and the default
       ['3-D 16x32x32 K=3x7x7', problem([16, 32, 32], [3, 7, 7]), false],
       ['f32', problem([4096], [127], { dtype: 'float32' }), false],
       ['rpb', problem([4096], [127], { rpb: true }), false],
+      ['stride 2 (not yet checked on a device)', problem([4096], [127], { stride: 2 }), false],
     ];
     for (const [name, p, routed] of cases) {
       const c = defaultForwardMma(ctx, p);

@@ -196,12 +196,15 @@ export function mmaWindowDensity(problem: FusedProblem, config: Pick<MmaForwardC
 
 /**
  * The mma config the default forward (`fusedForward` without tiles) runs, or undefined for the plain path: where
- * the path can run with 4 or 8 subgroups and its tile's window density is at least `MMA_MIN_DENSITY`.
+ * the path can run with 4 or 8 subgroups, no axis has a stride, and its tile's window density is at least
+ * `MMA_MIN_DENSITY`.
  * Measured on an H200 against the plain default (f16 forward, same run): density 0.5-0.94 (1-D K=127, K=2047;
  * FLUX-like K=80) 2-5.7x faster, 0.30-0.34 (2-D K=13 dilated, 2-D 256x256 K=15) 1.3-1.45x faster, 0.16-0.19 (2-D
  * K=7, 3-D 3x7x7) 2-4x slower.
  */
 export function defaultForwardMma(ctx: GpuContext, problem: FusedProblem): MmaForwardConfig | undefined {
+  // Strided windows run correctly through the shared window functions but have not been checked on a device yet.
+  if (problem.params.stride.some((x) => x !== 1)) return undefined;
   const config = defaultMmaConfig(ctx, problem);
   if (!config || config.subgroups < 4) return undefined;
   return mmaWindowDensity(problem, config) >= MMA_MIN_DENSITY ? config : undefined;

@@ -28,7 +28,7 @@ import {
   withDefaultForwardUnroll,
 } from '@natten-web/wgsl';
 import { type DispatchCommand, foldWorkgroups, type GpuContext, type GpuTensor } from '../context.ts';
-import { defaultForwardMma, fusedForwardMma, type MmaForwardConfig } from './na-fused-forward-mma.ts';
+import { defaultForwardMma, fusedForwardMma, mmaAvailability, type MmaForwardConfig } from './na-fused-forward-mma.ts';
 import { defineGpuOp, type GpuOp, kernelLimits, requireF16Feature } from './op.ts';
 
 /** The limits forward config selection reads (`kernelLimits`). */
@@ -160,6 +160,8 @@ async function runWithConfig(ctx: GpuContext, rank: NaRank, args: FusedForwardAr
  */
 function defaultRoute(ctx: GpuContext, rank: NaRank, args: FusedForwardArgs<TensorLike>): MmaForwardConfig | undefined {
   if (args.queryTileSize !== undefined || args.keyTileSize !== undefined || args.lanes !== undefined) return undefined;
+  // Cheap exits first: every call on an adapter without tensor cores, and every float32 call, takes the plain path.
+  if (args.query.dtype !== 'float16' || 'why' in mmaAvailability(ctx)) return undefined;
   return defaultForwardMma(ctx, checkFusedForwardGpu(ctx, rank, args).problem);
 }
 
