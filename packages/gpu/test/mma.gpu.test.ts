@@ -1,5 +1,6 @@
-import { checkFusedForward, type FusedProblem, NattenUnsupportedError, tensor } from '@natten-web/core';
-import { FUSED_FORWARD_TILES, type FusedForwardMmaSpec, generateFusedForwardMma } from '@natten-web/wgsl';
+import { checkFusedForward, type FusedForwardArgs, type FusedProblem, NattenUnsupportedError, randn, type Tensor, type TensorLike, tensor, toFloat64Values } from '@natten-web/core';
+import { fusedForward as cpuFusedForward } from '@natten-web/cpu';
+import { FUSED_FORWARD_TILES, type FusedForwardMmaSpec, fusedForwardDispatch, generateFusedForwardMma } from '@natten-web/wgsl';
 import { afterAll, describe, expect, it } from 'vitest';
 import {
   defaultForwardMma,
@@ -14,6 +15,8 @@ import {
   mmaProblemFit,
   mmaWindowDensity,
 } from '../src/index.ts';
+import { fusedForwardCommand } from '../src/ops/na-fused-forward.ts';
+import { emulateSubgroupMatrix } from './sgmat-emulation.ts';
 import { gpuContext } from './setup.ts';
 
 interface ProblemOptions {
@@ -73,9 +76,9 @@ fn sm_mma(a: vec4<f16>, b: vec4<f16>, c: vec4<f32>) -> vec4<f32> { return c + ve
 `;
 }
 
-describe('tensor-core (mma) forward: availability, config choice and the default route', () => {
-  afterAll(async () => (await gpuContext()).destroy());
+afterAll(async () => (await gpuContext()).destroy());
 
+describe('tensor-core (mma) forward: availability, config choice and the default route', () => {
   it('says why it cannot run on this adapter, and throws before any GPU work; the default stays on the plain path', async () => {
     const ctx = await gpuContext();
     const avail = mmaAvailability(ctx);
@@ -158,3 +161,78 @@ describe('tensor-core (mma) forward: availability, config choice and the default
     }
   });
 });
+
+describe('tensor-core (mma) forward, emulated on this adapter, against the CPU reference', () => {
+  interface EmuCase {
+    readonly name: string;
+    readonly spatial: number[];
+    readonly kernelSize: number[];
+    readonly heads?: number;
+    readonly headsKv?: number;
+    readonly dim: number;
+    readonly dimV?: number;
+    readonly dilation?: number[];
+    readonly causal?: boolean[];
+    readonly batch?: number;
+    readonly scale?: number;
+    readonly config: { queryTile: number[]; keyChunk: 32 | 64; subgroups: 2 | 4 | 8 };
+  }
+  const cases: EmuCase[] = [
+    { name: '1-D L=37 K=7, a partial tile', spatial: [37], kernelSize: [7], dim: 16, config: { queryTile: [64], keyChunk: 32, subgroups: 4 } },
+    { name: '1-D L=100 K=9 dilation 3 causal', spatial: [100], kernelSize: [9], dim: 16, dilation: [3], causal: [true], config: { queryTile: [32], keyChunk: 64, subgroups: 2 } },
+    { name: '1-D L=300 K=127 (whole chunks inside windows skip the test)', spatial: [300], kernelSize: [127], dim: 16, config: { queryTile: [32], keyChunk: 32, subgroups: 2 } },
+    { name: '1-D L=200 K=65, logits large enough to rescale O', spatial: [200], kernelSize: [65], dim: 16, scale: 4, config: { queryTile: [32], keyChunk: 32, subgroups: 2 } },
+    { name: '2-D 19x23 K=5x7 (chunk skipping per subgroup)', spatial: [19, 23], kernelSize: [5, 7], dim: 32, config: { queryTile: [8, 8], keyChunk: 32, subgroups: 4 } },
+    { name: '2-D 20x17 K=4x6 dilation 2x1 causal on axis 0', spatial: [20, 17], kernelSize: [4, 6], dim: 16, dilation: [2, 1], causal: [true, false], config: { queryTile: [4, 8], keyChunk: 32, subgroups: 2 } },
+    { name: "2-D 16x16 K=7 GQA 4/2 heads, Dv=16, batch 2", spatial: [16, 16], kernelSize: [7, 7], heads: 4, headsKv: 2, dim: 16, dimV: 16, batch: 2, config: { queryTile: [16, 8], keyChunk: 32, subgroups: 8 } },
+    { name: '3-D 6x9x11 K=3x5x5 causal on axis 1', spatial: [6, 9, 11], kernelSize: [3, 5, 5], dim: 16, causal: [false, true, false], config: { queryTile: [2, 4, 8], keyChunk: 32, subgroups: 4 } },
+    { name: '3-D 4x10x14 K=3x5x7 dilation 1x2x2 GQA, Dv=32', spatial: [4, 10, 14], kernelSize: [3, 5, 7], heads: 2, headsKv: 1, dim: 16, dimV: 32, dilation: [1, 2, 2], config: { queryTile: [1, 4, 8], keyChunk: 64, subgroups: 2 } },
+  ];
+
+  for (const c of cases) {
+    it(c.name, async () => {
+      const ctx = await gpuContext();
+      const rank = c.spatial.length as 1 | 2 | 3;
+      const B = c.batch ?? 1;
+      const H = c.heads ?? 2;
+      const Hk = c.headsKv ?? H;
+      const Dv = c.dimV ?? c.dim;
+      const q = randn([B, ...c.spatial, H, c.dim], 'float16', 21);
+      const k = randn([B, ...c.spatial, Hk, c.dim], 'float16', 22);
+      const v = randn([B, ...c.spatial, Hk, Dv], 'float16', 23);
+      const params = { kernelSize: c.kernelSize, dilation: c.dilation ?? 1, isCausal: c.causal ?? false, ...(c.scale ? { attnScale: c.scale } : {}) };
+      const ref = { out: tensor([B, ...c.spatial, H, Dv], 'float16'), lse: tensor([B, ...c.spatial, H], 'float32') };
+      cpuFusedForward(rank, { ...params, query: q, key: k, value: v, output: ref.out, logsumexp: ref.lse, rpb: null });
+      const g = { ...params, query: ctx.upload(q), key: ctx.upload(k), value: ctx.upload(v), output: ctx.createTensor(ref.out.shape, 'float16'), logsumexp: ctx.createTensor(ref.lse.shape, 'float32'), rpb: null };
+      const problem = checkFusedForward('na_forward', rank, g as FusedForwardArgs<TensorLike>, FUSED_FORWARD_TILES);
+      const spec: FusedForwardMmaSpec = { rank, kernelSize: [...problem.params.kernelSize], causal: [...problem.params.isCausal], dim: c.dim, dimV: Dv, hasLse: true, ...c.config };
+      const kernel = generateFusedForwardMma(spec);
+      const emulated = {
+        ...kernel,
+        key: `${kernel.key}:emulated`,
+        code: emulateSubgroupMatrix(kernel.code, { loads: [['left', 'kv_sh'], ['right', 'kv_sh'], ['left', 'p_sh'], ['result', 's_sh']], stores: ['s_sh'] }),
+        features: ['shader-f16', 'subgroups'],
+      };
+      if (emulated.workgroupBytes > ctx.limits.maxComputeWorkgroupStorageSize) throw new Error(`case needs ${emulated.workgroupBytes} bytes of workgroup memory`);
+      await ctx.dispatch([fusedForwardCommand(ctx, emulated, problem, g, fusedForwardDispatch(problem, c.config.queryTile))], 'mma emulated');
+      expectClose(await ctx.read(g.output), ref.out, 1e-2, 'output');
+      expectClose(await ctx.read(g.logsumexp), ref.lse, 1e-3, 'logsumexp');
+      for (const t of [g.query, g.key, g.value, g.output, g.logsumexp]) ctx.releaseTensor(t);
+    });
+  }
+});
+
+function expectClose(got: Tensor, want: Tensor, atol: number, what: string): void {
+  const g = toFloat64Values(got);
+  const w = toFloat64Values(want);
+  let worst = 0;
+  let at = -1;
+  for (let i = 0; i < w.length; i++) {
+    const e = Math.abs((g[i] as number) - (w[i] as number));
+    if (!(e <= worst)) {
+      worst = e;
+      at = i;
+    }
+  }
+  expect(worst, `${what}: max error at flat index ${at} (got ${g[at]}, want ${w[at]})`).toBeLessThanOrEqual(atol);
+}

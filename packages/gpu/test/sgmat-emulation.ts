@@ -1,0 +1,87 @@
+/**
+ * Subgroup-matrix emulation for adapters without `chromium-experimental-subgroup-matrix` (lavapipe in CI), so the
+ * tensor-core kernels' logic (indexing, masking, softmax, chunk skipping, rescale, epilogue) runs against the CPU
+ * reference without the device.
+ *
+ * In the kernels' layout the two lanes of a query row own fragment row (lane % 32) / 2 of every 16-row fragment,
+ * and every other row of a left or result fragment belongs to other lanes. So an invocation here holds only its
+ * own row of a left or result matrix (`array<T, 16>`): loads read that row, stores write it, and a
+ * multiply-accumulate adds that row of A times B. A right matrix is kept as a reference (offset, column-major flag,
+ * stride, source array) and read from workgroup memory when it is multiplied, which is exact because the kernels
+ * multiply a right fragment before the next barrier that could overwrite its source. Per query row this is the
+ * computation the kernel does on a subgroup; what it does not test is the hardware's matrix layout, which the
+ * device scripts check (packages/gpu/test/mma-device.ts).
+ *
+ * `emulateSubgroupMatrix(code, views)` rewrites a kernel: `views` names each (matrix kind, workgroup array) pair the
+ * kernel loads or stores, so one loader per pair can be emitted (WGSL has no generic pointers).
+ */
+
+type Kind = 'left' | 'right' | 'result';
+
+export interface MatrixViews {
+  /** Workgroup arrays each kind is loaded from. */
+  readonly loads: readonly (readonly [Kind, string])[];
+  /** Workgroup arrays result matrices are stored to. */
+  readonly stores: readonly string[];
+}
+
+const elem = (k: Kind): string => (k === 'result' ? 'f32' : 'f16');
+
+export function emulateSubgroupMatrix(code: string, views: MatrixViews): string {
+  const out = code
+    .replace('enable chromium_experimental_subgroup_matrix;\n', '')
+    .replace('diagnostic(off, chromium.subgroup_matrix_uniformity);\n', '')
+    .replace(/subgroupMatrixLoad<subgroup_matrix_(left|right|result)<[^>]*>>\(&(\w+), /g, 'sm_load_$1_$2(')
+    .replace(/subgroupMatrixStore\(&(\w+), /g, 'sm_store_$1(')
+    .replace(/subgroupMatrixMultiplyAccumulate\(/g, 'sm_mma(')
+    .replace(/subgroup_matrix_left<f16, 16, 16>/g, 'sm_left')
+    .replace(/subgroup_matrix_right<f16, 16, 16>/g, 'sm_right')
+    .replace(/subgroup_matrix_result<f32, 16, 16>/g, 'sm_result')
+    // The owner row of a store comes from the invocation index the kernel already has.
+    .replace(/@builtin\(local_invocation_index\) lid: u32\) \{\n/, '@builtin(local_invocation_index) lid: u32) {\n  sm_lid = lid;\n');
+  const rights = views.loads.filter(([k]) => k === 'right').map(([, arr]) => arr);
+  const loaders = views.loads.map(([k, arr]) =>
+    k === 'right'
+      ? `fn sm_load_right_${arr}(o: u32, cm: bool, ld: u32) -> sm_right { return vec4<u32>(o, select(0u, 1u, cm), ld, ${rights.indexOf(arr)}u); }`
+      : `fn sm_load_${k}_${arr}(o: u32, cm: bool, ld: u32) -> sm_${k} {
+  let i = (sm_lid % 32u) / 2u;
+  var m: sm_${k};
+  for (var j = 0u; j < sm_n(); j++) { m[j] = ${elem(k)}(${arr}[select(o + i * ld + j, o + j * ld + i, cm)]); }
+  return m;
+}`,
+  );
+  const storers = views.stores.map(
+    (arr) => `fn sm_store_${arr}(o: u32, v: sm_result, cm: bool, ld: u32) {
+  let i = (sm_lid % 32u) / 2u;
+  for (var j = 0u; j < sm_n(); j++) { ${arr}[select(o + i * ld + j, o + j * ld + i, cm)] = v[j]; }
+}`,
+  );
+  // Element (k, j) of a right matrix reference, from whichever array it points into.
+  const rightAt = `fn sm_right_at(b: sm_right, k: u32, j: u32) -> f32 {
+  let e = select(b.x + k * b.z + j, b.x + j * b.z + k, b.y == 1u);
+${rights.map((arr, i) => `  if (b.w == ${i}u) { return f32(${arr}[e]); }`).join('\n')}
+  return 0.0;
+}`;
+  return `${out}
+// ---- subgroup-matrix emulation (tests only): this invocation's row of left/result matrices, right matrices by reference
+alias sm_left = array<f16, 16>;
+alias sm_right = vec4<u32>;
+alias sm_result = array<f32, 16>;
+var<private> sm_lid: u32;
+// 16, from a value the shader compiler cannot fold, so it keeps these loops rolled (lavapipe's LLVM otherwise
+// unrolls every emulated multiply and takes minutes to compile a kernel).
+fn sm_n() -> u32 { return 16u + (sm_lid >> 31u); }
+${rightAt}
+fn sm_mma(a: sm_left, b: sm_right, c: sm_result) -> sm_result {
+  var r = c;
+  for (var j = 0u; j < sm_n(); j++) {
+    var acc = r[j];
+    for (var k = 0u; k < sm_n(); k++) { acc = acc + f32(a[k]) * sm_right_at(b, k, j); }
+    r[j] = acc;
+  }
+  return r;
+}
+${loaders.join('\n')}
+${storers.join('\n')}
+`;
+}
