@@ -40,6 +40,8 @@ if (values.mode !== 'speed' && !('why' in avail)) {
     { name: '1d L=37 K=7', rank: 1, spatial: [37], heads: 2, dim: 32, kernelSize: [7] },
     { name: '1d L=100 K=9 d=3 causal', rank: 1, spatial: [100], heads: 2, dim: 16, kernelSize: [9], dilation: [3], isCausal: [true] },
     { name: '2d 19x23 K=5x7', rank: 2, spatial: [19, 23], heads: 2, dim: 64, kernelSize: [5, 7] },
+    { name: '2d 19x23 K=5x7 rpb', rank: 2, spatial: [19, 23], heads: 2, dim: 64, kernelSize: [5, 7], rpb: true },
+    { name: '2d 45x50 K=33 rpb D=128', rank: 2, spatial: [45, 50], heads: 2, dim: 128, kernelSize: [33, 33], rpb: true },
     { name: '2d 20x17 K=4x6 d=2x1 causal TF', rank: 2, spatial: [20, 17], heads: 3, dim: 32, kernelSize: [4, 6], dilation: [2, 1], isCausal: [true, false] },
     { name: '2d 16x16 K=7 GQA Dv=32', rank: 2, spatial: [16, 16], heads: 4, headsKv: 2, dim: 64, dimV: 32, kernelSize: [7, 7] },
     { name: '2d 33x40 K=13 d=2 D=128', rank: 2, spatial: [33, 40], heads: 2, dim: 128, kernelSize: [13, 13], dilation: [2, 2] },

@@ -101,10 +101,10 @@ describe('tensor-core (mma) forward: availability, config choice and the default
     expect(mmaAvailability(noF32 as unknown as GpuContext)).toEqual({ why: 'no f16 -> f32 16x16x16 subgroup-matrix config' });
   });
 
-  it('fits float16 problems without rpb whose head dims are multiples of 16', () => {
+  it('fits float16 problems whose head dims are multiples of 16 (with or without rpb)', () => {
     expect(mmaProblemFit(problem([32, 32], [7, 7], { dtype: 'float32' }))).toMatch(/needs float16 inputs/);
     expect(mmaProblemFit(problem([32, 32], [7, 7], { dim: 40 }))).toMatch(/head dims 40\/40 are not multiples of 16/);
-    expect(mmaProblemFit(problem([32, 32], [7, 7], { rpb: true }))).toMatch(/no relative positional bias/);
+    expect(mmaProblemFit(problem([32, 32], [7, 7], { rpb: true }))).toBeUndefined();
     expect(mmaProblemFit(problem([32, 32], [7, 7]))).toBeUndefined();
   });
 
@@ -119,7 +119,7 @@ describe('tensor-core (mma) forward: availability, config choice and the default
       ['2-D 128x128 K=7', problem([128, 128], [7, 7]), false],
       ['3-D 16x32x32 K=3x7x7', problem([16, 32, 32], [3, 7, 7]), false],
       ['f32', problem([4096], [127], { dtype: 'float32' }), false],
-      ['rpb', problem([4096], [127], { rpb: true }), false],
+      ['rpb (not yet timed on a device)', problem([4096], [127], { rpb: true }), false],
       ['stride 2 (not yet checked on a device)', problem([4096], [127], { stride: 2 }), false],
     ];
     for (const [name, p, routed] of cases) {
@@ -175,6 +175,7 @@ describe('tensor-core (mma) forward, emulated on this adapter, against the CPU r
     readonly causal?: boolean[];
     readonly batch?: number;
     readonly scale?: number;
+    readonly rpb?: boolean;
     readonly config: { queryTile: number[]; keyChunk: 32 | 64; subgroups: 2 | 4 | 8 };
   }
   const cases: EmuCase[] = [
@@ -186,6 +187,9 @@ describe('tensor-core (mma) forward, emulated on this adapter, against the CPU r
     { name: '2-D 20x17 K=4x6 dilation 2x1 causal on axis 0', spatial: [20, 17], kernelSize: [4, 6], dim: 16, dilation: [2, 1], causal: [true, false], config: { queryTile: [4, 8], keyChunk: 32, subgroups: 2 } },
     { name: "2-D 16x16 K=7 GQA 4/2 heads, Dv=16, batch 2", spatial: [16, 16], kernelSize: [7, 7], heads: 4, headsKv: 2, dim: 16, dimV: 16, batch: 2, config: { queryTile: [16, 8], keyChunk: 32, subgroups: 8 } },
     { name: '3-D 6x9x11 K=3x5x5 causal on axis 1', spatial: [6, 9, 11], kernelSize: [3, 5, 5], dim: 16, causal: [false, true, false], config: { queryTile: [2, 4, 8], keyChunk: 32, subgroups: 4 } },
+    { name: '1-D L=150 K=33 with rpb', spatial: [150], kernelSize: [33], dim: 16, rpb: true, config: { queryTile: [32], keyChunk: 32, subgroups: 2 } },
+    { name: '2-D 18x21 K=5x7 dilation 2x1 with rpb', spatial: [18, 21], kernelSize: [5, 7], dim: 16, dilation: [2, 1], rpb: true, config: { queryTile: [4, 8], keyChunk: 32, subgroups: 2 } },
+    { name: '3-D 5x8x9 K=3x3x5 with rpb, GQA', spatial: [5, 8, 9], kernelSize: [3, 3, 5], heads: 2, headsKv: 1, dim: 16, rpb: true, config: { queryTile: [2, 2, 8], keyChunk: 32, subgroups: 2 } },
     { name: '3-D 4x10x14 K=3x5x7 dilation 1x2x2 GQA, Dv=32', spatial: [4, 10, 14], kernelSize: [3, 5, 7], heads: 2, headsKv: 1, dim: 16, dimV: 32, dilation: [1, 2, 2], config: { queryTile: [1, 4, 8], keyChunk: 64, subgroups: 2 } },
   ];
 
@@ -201,11 +205,12 @@ describe('tensor-core (mma) forward, emulated on this adapter, against the CPU r
       const k = randn([B, ...c.spatial, Hk, c.dim], 'float16', 22);
       const v = randn([B, ...c.spatial, Hk, Dv], 'float16', 23);
       const params = { kernelSize: c.kernelSize, dilation: c.dilation ?? 1, isCausal: c.causal ?? false, ...(c.scale ? { attnScale: c.scale } : {}) };
+      const rpb = c.rpb ? randn([H, ...c.kernelSize.map((x) => 2 * x - 1)], 'float16', 24) : null;
       const ref = { out: tensor([B, ...c.spatial, H, Dv], 'float16'), lse: tensor([B, ...c.spatial, H], 'float32') };
-      cpuFusedForward(rank, { ...params, query: q, key: k, value: v, output: ref.out, logsumexp: ref.lse, rpb: null });
-      const g = { ...params, query: ctx.upload(q), key: ctx.upload(k), value: ctx.upload(v), output: ctx.createTensor(ref.out.shape, 'float16'), logsumexp: ctx.createTensor(ref.lse.shape, 'float32'), rpb: null };
+      cpuFusedForward(rank, { ...params, query: q, key: k, value: v, output: ref.out, logsumexp: ref.lse, rpb });
+      const g = { ...params, query: ctx.upload(q), key: ctx.upload(k), value: ctx.upload(v), output: ctx.createTensor(ref.out.shape, 'float16'), logsumexp: ctx.createTensor(ref.lse.shape, 'float32'), rpb: rpb ? ctx.upload(rpb) : null };
       const problem = checkFusedForward('na_forward', rank, g as FusedForwardArgs<TensorLike>, FUSED_FORWARD_TILES);
-      const spec: FusedForwardMmaSpec = { rank, kernelSize: [...problem.params.kernelSize], causal: [...problem.params.isCausal], dim: c.dim, dimV: Dv, hasLse: true, ...c.config };
+      const spec: FusedForwardMmaSpec = { rank, kernelSize: [...problem.params.kernelSize], causal: [...problem.params.isCausal], dim: c.dim, dimV: Dv, hasLse: true, ...(c.rpb ? { hasRpb: true } : {}), ...c.config };
       const kernel = generateFusedForwardMma(spec);
       const emulated = {
         ...kernel,
@@ -217,7 +222,7 @@ describe('tensor-core (mma) forward, emulated on this adapter, against the CPU r
       await ctx.dispatch([fusedForwardCommand(ctx, emulated, problem, g, fusedForwardDispatch(problem, c.config.queryTile))], 'mma emulated');
       expectClose(await ctx.read(g.output), ref.out, 1e-2, 'output');
       expectClose(await ctx.read(g.logsumexp), ref.lse, 1e-3, 'logsumexp');
-      for (const t of [g.query, g.key, g.value, g.output, g.logsumexp]) ctx.releaseTensor(t);
+      for (const t of [g.query, g.key, g.value, g.output, g.logsumexp, g.rpb]) if (t) ctx.releaseTensor(t);
     });
   }
 });

@@ -25,6 +25,7 @@ describe('tensor-core (mma) fused forward generator', () => {
     expect(k.workgroupBytes).toBe(fusedForwardMmaWorkgroupBytes(base));
     expect(k.bindings.map((b) => b.name)).toEqual(['query', 'key', 'value', 'output', 'logsumexp']);
     expect(generateFusedForwardMma({ ...base, hasLse: false }).bindings.map((b) => b.name)).toEqual(['query', 'key', 'value', 'output']);
+    expect(generateFusedForwardMma({ ...base, hasRpb: true }).bindings.map((b) => b.name)).toEqual(['query', 'key', 'value', 'rpb', 'output', 'logsumexp']);
   });
   it('is pure and keyed by every field', () => {
     expect(generateFusedForwardMma(base).code).toBe(generateFusedForwardMma({ ...base }).code);
@@ -35,6 +36,7 @@ describe('tensor-core (mma) fused forward generator', () => {
       { ...base, dimV: 32 },
       { ...base, kernelSize: [13, 11] },
       { ...base, hasLse: false },
+      { ...base, hasRpb: true },
     ];
     expect(new Set(variants.map((s) => generateFusedForwardMma(s).key)).size).toBe(variants.length);
   });
@@ -45,6 +47,8 @@ describe('tensor-core (mma) fused forward generator', () => {
     expect(fusedForwardMmaSpecProblem({ ...base, dim: 40 })).toMatch(/head dims 40\/64 must be multiples of 16/);
     expect(fusedForwardMmaSpecProblem({ ...base, queryTile: [16] })).toMatch(/need 2 entries/);
     expect(() => generateFusedForwardMma({ ...base, keyChunk: 48 })).toThrow(/generateFusedForwardMma: key chunk 48/);
+    expect(fusedForwardMmaSpecProblem({ ...base, hasRpb: true, causal: [true, false] })).toMatch(/rpb needs a non-causal window and odd kernel sizes/);
+    expect(fusedForwardMmaSpecProblem({ ...base, hasRpb: true, kernelSize: [12, 13] })).toMatch(/rpb needs a non-causal window/);
   });
   it('fits 48 KiB of workgroup memory at 8 subgroups with 32-key chunks up to head dim 128', () => {
     for (const dim of [16, 64, 128]) expect(fusedForwardMmaWorkgroupBytes({ dim, dimV: dim, keyChunk: 32, subgroups: 8 })).toBeLessThanOrEqual(49152);

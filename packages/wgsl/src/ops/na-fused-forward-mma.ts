@@ -26,7 +26,7 @@
  */
 import { NattenArgumentError, type NaRank, formatShape, product } from '@natten-web/core';
 import { type GeneratedKernel, kernelKey, uniformDecl } from '../kernel.ts';
-import { tokenOf } from '../snippets/fused-index.ts';
+import { rpbIndexExpr, tokenOf } from '../snippets/fused-index.ts';
 import { windowFunctions } from '../snippets/window.ts';
 import { boxKeyRow, type FusedForwardSpec, forwardWorkgroupPrologue, fusedForwardBindings, fusedForwardUniformFields, rowLoader } from './na-fused-forward.ts';
 
@@ -47,6 +47,8 @@ export const MMA_KEY_CHUNKS = [32, 64] as const;
 export type FusedForwardMmaSpec = Pick<FusedForwardSpec, 'rank' | 'kernelSize' | 'causal' | 'dim' | 'dimV' | 'queryTile' | 'keyChunk' | 'hasLse'> & {
   /** Subgroups per workgroup (NSG); the query tile has 16 * NSG queries. */
   readonly subgroups: number;
+  /** Relative positional bias [H, 2K-1, ...] added to the logits (non-causal, odd kernel sizes); absent = none. */
+  readonly hasRpb?: boolean;
 };
 
 const F = MMA_FRAGMENT;
@@ -94,6 +96,7 @@ export function fusedForwardMmaSpecProblem(spec: FusedForwardMmaSpec): string | 
   if (!(MMA_KEY_CHUNKS as readonly number[]).includes(spec.keyChunk)) return `key chunk ${spec.keyChunk} is not one of ${MMA_KEY_CHUNKS.join(', ')}`;
   if (spec.dim % F !== 0 || spec.dimV % F !== 0) return `head dims ${spec.dim}/${spec.dimV} must be multiples of ${F}`;
   if (layout(spec).qRowsPerPass < F) return `head_dim=${spec.dim} is too large for key chunk ${spec.keyChunk}`;
+  if (spec.hasRpb && (spec.causal.some((c) => c) || spec.kernelSize.some((k) => k % 2 === 0))) return 'rpb needs a non-causal window and odd kernel sizes';
   return undefined;
 }
 
@@ -120,8 +123,8 @@ export function generateFusedForwardMma(spec: FusedForwardMmaSpec): GeneratedKer
   const RIGHT = `subgroup_matrix_right<f16, ${F}, ${F}>`;
   const RESULT = `subgroup_matrix_result<f32, ${F}, ${F}>`;
   const uniforms = fusedForwardUniformFields(r);
-  const bindings = fusedForwardBindings({ hasRpb: false, hasLse: spec.hasLse });
-  const elem: Record<string, string> = { query: 'vec4<f16>', key: 'vec4<f16>', value: 'vec4<f16>', output: 'vec4<f16>', logsumexp: 'f32' };
+  const bindings = fusedForwardBindings({ hasRpb: spec.hasRpb === true, hasLse: spec.hasLse });
+  const elem: Record<string, string> = { query: 'vec4<f16>', key: 'vec4<f16>', value: 'vec4<f16>', rpb: 'f16', output: 'vec4<f16>', logsumexp: 'f32' };
   const decls = bindings.map((b, i) => `@group(0) @binding(${i}) var<storage, ${b.access}> ${b.name}: array<${elem[b.name] as string}>;`).join('\n');
   const tokOf = (x: (a: number) => string): string => tokenOf(r, x);
   // Decode a tile-linear index (last axis fastest) into per-axis offsets `${p}_a` (i32).
@@ -191,7 +194,8 @@ ${range(D16)
 
   // ---- mask + online softmax on this lane's interleaved vec4 columns of its row. Rank 1: a key's coordinate is
   // bs_0 + its box index, and a chunk inside the row's whole window (most chunks of a large window) skips the test.
-  const maskStmt = (v: number): string =>
+  const maskStmt = (v: number): string => (spec.hasRpb ? maskRpbStmt(v) : maskOnlyStmt(v));
+  const maskOnlyStmt = (v: number): string =>
     r === 1
       ? `if (!inside) {
         let kk = vec4<i32>(bs_0 + i32(c0 + cc${v})) + vec4<i32>(0, 1, 2, 3);
@@ -202,6 +206,17 @@ ${range(D16)
         let inw = vec4<bool>(${[0, 1, 2, 3].map((i) => inWindow(`k${i}`)).join(', ')});
         x${v} = select(vec4<f32>(NEG), x${v}, inw);
       }`;
+  // With rpb: each in-window logit gains rpb[h, key - query + K - 1 per axis] (base 2); the index of a masked key
+  // may be out of range, so it reads entry 0 and the mask drops it.
+  const maskRpbStmt = (v: number): string => {
+    const keys = r === 1 ? [0, 1, 2, 3].map((i) => `vec4<i32>(bs_0 + i32(c0 + cc${v}) + ${i}, 0, 0, 0)`) : [0, 1, 2, 3].map((i) => `kc_sh[cc${v} + ${i}u]`);
+    return `{
+${[0, 1, 2, 3].map((i) => `        let k${i} = ${keys[i]};`).join('\n')}
+        let inw = vec4<bool>(${[0, 1, 2, 3].map((i) => inWindow(`k${i}`)).join(', ')});
+        let bias = vec4<f32>(${[0, 1, 2, 3].map((i) => `f32(rpb[select(0u, ${rpbIndexExpr(spec.kernelSize, (a) => `k${i}.${COORD[a] as string} - qi_${a}`)}, inw[${i}])])`).join(', ')});
+        x${v} = select(vec4<f32>(NEG), x${v} + bias * LOG2E, inw);
+      }`;
+  };
   const col = (v: number): string => `${v * 2}u + hf`;
   const softmax = `    if (need) {
       let srow = row * LDS;
@@ -291,7 +306,7 @@ const LDV: u32 = ${L.ldv}u;
 const LDS: u32 = ${L.lds}u;
 const LDP: u32 = ${L.ldp}u;
 const NEG: f32 = -1.0e30;
-
+${spec.hasRpb ? 'const LOG2E: f32 = 1.4426950408889634;\n' : ''}
 ${decls}
 ${uniformDecl(uniforms, bindings.length)}
 ${windowFunctions(spec.kernelSize, spec.causal)}
