@@ -39,6 +39,14 @@ export type { GpuOpPlan } from './ops/na-bmm.ts';
 export { avBackward, avBackwardPlan, avForward, avForwardPlan } from './ops/na-av.ts';
 export { checkNaiveFusedForward, naiveFusedForward, planNaiveFusedForward } from './ops/na-naive.ts';
 export {
+  checkFusedBackwardMma,
+  defaultMmaBackwardConfig,
+  fusedBackwardMma,
+  type MmaBackwardConfig,
+  mmaBackwardCommands,
+  mmaBackwardProblemFit,
+} from './ops/na-fused-backward-mma.ts';
+export {
   defaultForwardMma,
   defaultMmaConfig,
   enumerateMmaConfigs,

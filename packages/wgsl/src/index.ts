@@ -145,4 +145,13 @@ export {
   MMA_SUBGROUP_COUNTS,
   MMA_SUBGROUP_SIZE,
 } from './ops/na-fused-forward-mma.ts';
+export {
+  type FusedBackwardMmaSpec,
+  fusedBackwardMmaDkvUniformFields,
+  fusedBackwardMmaSpecProblem,
+  fusedBackwardMmaWorkgroupBytes,
+  generateFusedBackwardMmaDkv,
+  generateFusedBackwardMmaDq,
+  MMA_BACKWARD_CHUNKS,
+} from './ops/na-fused-backward-mma.ts';
 export { DEFAULT_LANES_MIN_SUBGROUP, DEFAULT_UNROLL, hasWideSubgroups, type LaneLimits, laneSplitProblem, lanesDimProblem, withDefaultLanes } from './lanes.ts';

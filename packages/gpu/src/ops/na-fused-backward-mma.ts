@@ -1,0 +1,152 @@
+/**
+ * Tensor-core fused NA backward (experimental, opt-in; `@natten-web/wgsl`'s `generateFusedBackwardMmaDq` and
+ * `generateFusedBackwardMmaDkv`): planning and dispatch. Needs what the mma forward needs (subgroup matrices with an
+ * f16 -> f32 16x16x16 config, a fixed 32-wide subgroup), float16 tensors, head dims that are multiples of 16, and
+ * no relative positional bias. Checked against the CPU reference through an emulation on lavapipe; not yet run on a
+ * device, so `fusedBackward` never chooses it.
+ */
+import { checkFusedBackward, type FusedBackwardArgs, type FusedBackwardProblem, NattenArgumentError, NattenUnsupportedError, type NaRank, opName, type TensorLike } from '@natten-web/core';
+import {
+  FUSED_BACKWARD_TILES,
+  type FusedBackwardMmaSpec,
+  fusedBackwardMmaSpecProblem,
+  fusedBackwardMmaWorkgroupBytes,
+  fusedForwardDispatch,
+  generateFusedBackwardMmaDkv,
+  generateFusedBackwardMmaDq,
+  type GeneratedKernel,
+  MMA_FRAGMENT,
+  tileShapes,
+} from '@natten-web/wgsl';
+import { type DispatchCommand, foldWorkgroups, type GpuContext, type GpuTensor } from '../context.ts';
+import { mmaAvailability, mmaConfigCost } from './na-fused-forward-mma.ts';
+import { sgmatProblemFit } from './na-fused-forward-sgmat.ts';
+
+/** A tensor-core backward configuration: the dq query tile and the dkv key tile (16 rows per subgroup each). */
+export interface MmaBackwardConfig {
+  readonly path: 'mma';
+  readonly queryTile: readonly number[];
+  readonly keyTile: readonly number[];
+  /** Keys (dq) and queries (dkv) staged per step: 32. */
+  readonly chunk: 32;
+  readonly subgroups: 2 | 4 | 8;
+}
+
+/** Why the mma backward cannot run this problem (dtype, head dims, rpb), or undefined. */
+export function mmaBackwardProblemFit(problem: FusedBackwardProblem): string | undefined {
+  return sgmatProblemFit(problem) ?? (problem.hasRpb || problem.hasGradRpb ? 'the tensor-core backward has no relative positional bias (fusedBackward serves rpb)' : undefined);
+}
+
+function specOf(problem: FusedBackwardProblem, config: MmaBackwardConfig, tile: readonly number[]): FusedBackwardMmaSpec {
+  return {
+    rank: problem.rank,
+    kernelSize: [...problem.params.kernelSize],
+    causal: [...problem.params.isCausal],
+    dim: problem.dim,
+    dimV: problem.dimV,
+    tile: [...tile],
+    chunk: config.chunk,
+    subgroups: config.subgroups,
+  };
+}
+
+function fits(ctx: GpuContext, problem: FusedBackwardProblem, config: MmaBackwardConfig): boolean {
+  for (const [tile, kernel] of [
+    [config.queryTile, 'dq'],
+    [config.keyTile, 'dkv'],
+  ] as const) {
+    const s = specOf(problem, config, tile);
+    if (fusedBackwardMmaSpecProblem(s) !== undefined || fusedBackwardMmaWorkgroupBytes(s, kernel) > ctx.limits.maxComputeWorkgroupStorageSize) return false;
+  }
+  return config.subgroups * 32 <= ctx.limits.maxComputeInvocationsPerWorkgroup;
+}
+
+/**
+ * Heuristic default: the most subgroups (of 4 and 2) whose kernels fit the device, 32-row chunks, and for both tiles
+ * the shape the forward's cost model ranks best (the inverse neighbourhood has the window's extent).
+ */
+export function defaultMmaBackwardConfig(ctx: GpuContext, problem: FusedBackwardProblem): MmaBackwardConfig | undefined {
+  if ('why' in mmaAvailability(ctx) || mmaBackwardProblemFit(problem) !== undefined) return undefined;
+  for (const subgroups of [4, 2] as const) {
+    let best: MmaBackwardConfig | undefined;
+    let bestCost = Number.POSITIVE_INFINITY;
+    for (const tile of tileShapes(problem.rank, MMA_FRAGMENT * subgroups)) {
+      const config: MmaBackwardConfig = { path: 'mma', queryTile: tile, keyTile: tile, chunk: 32, subgroups };
+      if (!fits(ctx, problem, config)) continue;
+      const cost = mmaConfigCost(problem, { path: 'mma', queryTile: tile, keyChunk: 32, subgroups });
+      if (cost < bestCost) {
+        best = config;
+        bestCost = cost;
+      }
+    }
+    if (best) return best;
+  }
+  return undefined;
+}
+
+/**
+ * The two dispatches (dq, then dkv) for given kernels; `delta` is a float32 scratch shaped like the logsumexp. For
+ * tests that substitute emulated kernels; `fusedBackwardMma` runs the real ones.
+ */
+export function mmaBackwardCommands(
+  ctx: GpuContext,
+  kernels: { readonly dq: GeneratedKernel; readonly dkv: GeneratedKernel },
+  problem: FusedBackwardProblem,
+  args: FusedBackwardArgs<GpuTensor>,
+  config: MmaBackwardConfig,
+  delta: GpuTensor,
+): DispatchCommand[] {
+  const max = ctx.limits.maxComputeWorkgroupsPerDimension;
+  const dq = fusedForwardDispatch(problem, config.queryTile);
+  const kv = fusedForwardDispatch(problem, config.keyTile);
+  const kvTotal = (kv.workgroups / problem.heads) * problem.headsKv;
+  return [
+    {
+      kernel: kernels.dq,
+      buffers: [args.query.buffer, args.key.buffer, args.value.buffer, args.output.buffer, args.gradOutput.buffer, args.logsumexp.buffer, args.gradQuery.buffer, delta.buffer],
+      uniforms: dq.uniforms,
+      workgroups: foldWorkgroups(dq.workgroups, max),
+    },
+    {
+      kernel: kernels.dkv,
+      buffers: [args.query.buffer, args.key.buffer, args.value.buffer, args.gradOutput.buffer, args.logsumexp.buffer, delta.buffer, args.gradKey.buffer, args.gradValue.buffer],
+      uniforms: { ...kv.uniforms, total_wg: kvTotal },
+      workgroups: foldWorkgroups(kvTotal, max),
+    },
+  ];
+}
+
+/** Validate a call for the mma backward and pick its config (no GPU work). */
+export function checkFusedBackwardMma(
+  ctx: GpuContext,
+  rank: NaRank,
+  args: FusedBackwardArgs<TensorLike>,
+  config?: MmaBackwardConfig,
+): { problem: FusedBackwardProblem; config: MmaBackwardConfig; kernels: { dq: GeneratedKernel; dkv: GeneratedKernel } } {
+  const op = opName(rank, 'backward');
+  const problem = checkFusedBackward(op, rank, { ...args, queryTileSize: undefined, keyTileSize: undefined, lanes: undefined }, FUSED_BACKWARD_TILES);
+  const avail = mmaAvailability(ctx);
+  if ('why' in avail) throw new NattenUnsupportedError(`${op}: tensor-core (mma) backward unavailable: ${avail.why}`);
+  const fit = mmaBackwardProblemFit(problem);
+  if (fit !== undefined) throw new NattenArgumentError(`${op}: tensor-core (mma) backward cannot run this problem: ${fit}`);
+  const cfg = config ?? defaultMmaBackwardConfig(ctx, problem);
+  if (!cfg || !fits(ctx, problem, cfg)) {
+    throw new NattenArgumentError(`${op}: no tensor-core (mma) backward config fits this device (workgroup memory ${ctx.limits.maxComputeWorkgroupStorageSize} bytes)`);
+  }
+  return {
+    problem,
+    config: cfg,
+    kernels: { dq: generateFusedBackwardMmaDq(specOf(problem, cfg, cfg.queryTile)), dkv: generateFusedBackwardMmaDkv(specOf(problem, cfg, cfg.keyTile)) },
+  };
+}
+
+/** Run the mma backward: gradQuery, gradKey, gradValue written in place (throws where it cannot run). */
+export async function fusedBackwardMma(ctx: GpuContext, rank: NaRank, args: FusedBackwardArgs<GpuTensor>, config?: MmaBackwardConfig): Promise<void> {
+  const { problem, config: cfg, kernels } = checkFusedBackwardMma(ctx, rank, args, config);
+  const delta = ctx.tempTensor(args.logsumexp.shape, 'float32', { label: 'mma backward delta' });
+  try {
+    await ctx.dispatch(mmaBackwardCommands(ctx, kernels, problem, args, cfg, delta), opName(rank, 'backward'));
+  } finally {
+    ctx.releaseTensor(delta);
+  }
+}

@@ -1,0 +1,132 @@
+import { checkFusedBackward, type FusedBackwardArgs, NattenUnsupportedError, randn, type Tensor, type TensorLike, tensor, toFloat64Values } from '@natten-web/core';
+import { fusedBackward as cpuFusedBackward, fusedForward as cpuFusedForward } from '@natten-web/cpu';
+import { FUSED_BACKWARD_TILES, generateFusedBackwardMmaDkv, generateFusedBackwardMmaDq } from '@natten-web/wgsl';
+import { afterAll, describe, expect, it } from 'vitest';
+import { fusedBackwardMma, type GpuTensor, type MmaBackwardConfig, mmaBackwardCommands } from '../src/index.ts';
+import { emulateSubgroupMatrix } from './sgmat-emulation.ts';
+import { gpuContext } from './setup.ts';
+
+afterAll(async () => (await gpuContext()).destroy());
+
+interface Case {
+  readonly name: string;
+  readonly spatial: number[];
+  readonly kernelSize: number[];
+  readonly heads?: number;
+  readonly headsKv?: number;
+  readonly dim: number;
+  readonly dimV?: number;
+  readonly dilation?: number[];
+  readonly causal?: boolean[];
+  readonly batch?: number;
+  readonly config: { queryTile: number[]; keyTile: number[]; subgroups: 2 | 4 };
+}
+
+function scaled(t: Tensor, s: number): Tensor {
+  const v = toFloat64Values(t).map((x) => x * s);
+  const out = tensor(t.shape, t.dtype);
+  const d = out.data as Uint16Array;
+  const f = new Float32Array(1);
+  const u = new Uint32Array(f.buffer);
+  v.forEach((x, i) => {
+    f[0] = x;
+    const b = u[0] as number;
+    // float32 -> float16 bits (round to nearest even), enough for test values of moderate size
+    const sign = (b >>> 16) & 0x8000;
+    const e = ((b >>> 23) & 0xff) - 127 + 15;
+    const m = b & 0x7fffff;
+    if (e <= 0) d[i] = sign;
+    else d[i] = sign | (e << 10) | ((m + 0x1000) >>> 13);
+  });
+  return out;
+}
+
+describe('tensor-core (mma) backward', () => {
+  it('says why it cannot run on this adapter, before any GPU work', async () => {
+    const ctx = await gpuContext();
+    if (ctx.features.has('chromium-experimental-subgroup-matrix')) return;
+    const t = ctx.createTensor([1, 32, 2, 16], 'float16');
+    const l = ctx.createTensor([1, 32, 2], 'float32');
+    const run = fusedBackwardMma(ctx, 1, { query: t, key: t, value: t, output: t, gradOutput: t, logsumexp: l, gradQuery: t, gradKey: t, gradValue: t, kernelSize: 7 });
+    await expect(run).rejects.toThrow(/na1d_backward: tensor-core \(mma\) backward unavailable: no 'chromium-experimental-subgroup-matrix' feature/);
+    await expect(run).rejects.toBeInstanceOf(NattenUnsupportedError);
+    ctx.releaseTensor(t);
+    ctx.releaseTensor(l);
+  });
+});
+
+describe('tensor-core (mma) backward, emulated on this adapter, against the CPU reference', () => {
+  const cases: Case[] = [
+    { name: '1-D L=40 K=7', spatial: [40], kernelSize: [7], dim: 16, config: { queryTile: [32], keyTile: [32], subgroups: 2 } },
+    { name: '1-D L=90 K=17 dilation 2 causal', spatial: [90], kernelSize: [17], dim: 16, dilation: [2], causal: [true], config: { queryTile: [32], keyTile: [32], subgroups: 2 } },
+    { name: '2-D 14x17 K=5x7, GQA 4/2 heads, Dv=32', spatial: [14, 17], kernelSize: [5, 7], heads: 4, headsKv: 2, dim: 16, dimV: 32, config: { queryTile: [4, 8], keyTile: [8, 4], subgroups: 2 } },
+    { name: '2-D 18x13 K=4x5 dilation 2x1 causal on axis 0, batch 2', spatial: [18, 13], kernelSize: [4, 5], dim: 16, dilation: [2, 1], causal: [true, false], batch: 2, config: { queryTile: [4, 8], keyTile: [4, 8], subgroups: 2 } },
+    { name: '3-D 5x7x9 K=3x3x5', spatial: [5, 7, 9], kernelSize: [3, 3, 5], dim: 16, config: { queryTile: [2, 2, 8], keyTile: [2, 4, 4], subgroups: 2 } },
+  ];
+  for (const c of cases) {
+    it(c.name, async () => {
+      const ctx = await gpuContext();
+      const rank = c.spatial.length as 1 | 2 | 3;
+      const B = c.batch ?? 1;
+      const H = c.heads ?? 2;
+      const Hk = c.headsKv ?? H;
+      const Dv = c.dimV ?? c.dim;
+      const params = { kernelSize: c.kernelSize, dilation: c.dilation ?? 1, isCausal: c.causal ?? false };
+      const q = randn([B, ...c.spatial, H, c.dim], 'float16', 31);
+      const k = randn([B, ...c.spatial, Hk, c.dim], 'float16', 32);
+      const v = randn([B, ...c.spatial, Hk, Dv], 'float16', 33);
+      const dO = scaled(randn([B, ...c.spatial, H, Dv], 'float16', 34), 0.05);
+      const out = tensor([B, ...c.spatial, H, Dv], 'float16');
+      const lse = tensor([B, ...c.spatial, H], 'float32');
+      cpuFusedForward(rank, { ...params, query: q, key: k, value: v, output: out, logsumexp: lse, rpb: null });
+      const ref = { dq: tensor(q.shape, 'float16'), dk: tensor(k.shape, 'float16'), dv: tensor(v.shape, 'float16') };
+      cpuFusedBackward(rank, { ...params, query: q, key: k, value: v, output: out, gradOutput: dO, logsumexp: lse, gradQuery: ref.dq, gradKey: ref.dk, gradValue: ref.dv });
+      const g: FusedBackwardArgs<GpuTensor> = {
+        ...params,
+        query: ctx.upload(q),
+        key: ctx.upload(k),
+        value: ctx.upload(v),
+        output: ctx.upload(out),
+        gradOutput: ctx.upload(dO),
+        logsumexp: ctx.upload(lse),
+        gradQuery: ctx.createTensor(q.shape, 'float16'),
+        gradKey: ctx.createTensor(k.shape, 'float16'),
+        gradValue: ctx.createTensor(v.shape, 'float16'),
+      };
+      const problem = checkFusedBackward('na_backward', rank, g as FusedBackwardArgs<TensorLike>, FUSED_BACKWARD_TILES);
+      const config: MmaBackwardConfig = { path: 'mma', chunk: 32, ...c.config };
+      const base = { rank, kernelSize: [...problem.params.kernelSize], causal: [...problem.params.isCausal], dim: c.dim, dimV: Dv, chunk: 32, subgroups: c.config.subgroups };
+      const emulate = (kernel: ReturnType<typeof generateFusedBackwardMmaDq>, lefts: string[]) => ({
+        ...kernel,
+        key: `${kernel.key}:emulated`,
+        code: emulateSubgroupMatrix(kernel.code, { loads: [...lefts.map((a) => ['left', a] as const), ['right', 'st']], stores: ['s_sh', 'dp_sh'] }),
+        features: ['shader-f16', 'subgroups'],
+      });
+      const kernels = {
+        dq: emulate(generateFusedBackwardMmaDq({ ...base, tile: c.config.queryTile }), ['st', 'ds_sh']),
+        dkv: emulate(generateFusedBackwardMmaDkv({ ...base, tile: c.config.keyTile }), ['st', 'p_sh', 'ds_sh']),
+      };
+      const delta = ctx.createTensor(lse.shape, 'float32');
+      await ctx.dispatch(mmaBackwardCommands(ctx, kernels, problem, g, config, delta), 'mma backward emulated');
+      expectClose(await ctx.read(g.gradQuery), ref.dq, 1e-2, 'dQ');
+      expectClose(await ctx.read(g.gradKey), ref.dk, 1e-2, 'dK');
+      expectClose(await ctx.read(g.gradValue), ref.dv, 1e-2, 'dV');
+      for (const t of [g.query, g.key, g.value, g.output, g.gradOutput, g.logsumexp, g.gradQuery, g.gradKey, g.gradValue, delta]) ctx.releaseTensor(t);
+    });
+  }
+});
+
+function expectClose(got: Tensor, want: Tensor, atol: number, what: string): void {
+  const g = toFloat64Values(got);
+  const w = toFloat64Values(want);
+  let worst = 0;
+  let at = -1;
+  for (let i = 0; i < w.length; i++) {
+    const e = Math.abs((g[i] as number) - (w[i] as number));
+    if (!(e <= worst)) {
+      worst = e;
+      at = i;
+    }
+  }
+  expect(worst, `${what}: max error ${worst} at flat index ${at} (got ${g[at]}, want ${w[at]}; max |want| ${Math.max(...w.map(Math.abs))})`).toBeLessThanOrEqual(atol);
+}

@@ -1,0 +1,608 @@
+/**
+ * Fused neighborhood-attention backward on tensor cores (experimental, opt-in: `fusedBackwardMma` in
+ * @natten-web/gpu): the multi-subgroup structure of the mma forward (na-fused-forward-mma.ts) applied to the two
+ * gradient kernels of the plain backward (na-fused-backward.ts), f16 inputs, no relative positional bias.
+ * Deterministic: each kernel owns its output rows, no atomics.
+ *
+ * 1. `dq` (one workgroup per query tile of 16 x NSG queries, decoded and boxed as the forward): its prologue computes
+ *    delta = rowsum(dO * O) per query (two lanes per row) and writes it for pass 2; Q and dO fragments are gathered
+ *    once; per chunk of the union key box it stages K, V and the keys' coordinates, computes S = Q K^T and
+ *    dP = dO V^T per subgroup into two scratches, then per element P = exp2(S * scale log2(e) - lse log2(e)) inside
+ *    the row's window (else 0) and dS = P (dP - delta) (f16), and accumulates dQ += dS K in result fragments;
+ *    dQ * scale is written at the end.
+ * 2. `dkv` (one workgroup per key tile of 16 x NSG keys of one KV head): the union of the tile's exact inverse
+ *    neighbourhoods (`na_inverse_a`) is the query box; for every query head of the KV head's GQA group it stages
+ *    chunks of Q, dO, and each query's window, lse and delta, computes S^T = K Q^T and dP^T = V dO^T, then
+ *    P^T and dS^T masked by "key inside the query's window", and accumulates dV += P^T dO and dK += dS^T Q.
+ * Both skip nothing yet (every chunk of the box is multiplied) and stage through workgroup memory like the forward.
+ * Same assumptions as the forward: 32-wide subgroups that are aligned runs of local_invocation_index, and
+ * `chromium.subgroup_matrix_uniformity` off for offsets that depend on the subgroup index.
+ */
+import { NattenArgumentError, type NaRank, formatShape, product } from '@natten-web/core';
+import { type GeneratedKernel, kernelKey, type StorageBinding, type UniformField, uniformDecl } from '../kernel.ts';
+import { tokenOf } from '../snippets/fused-index.ts';
+import { windowFunctions } from '../snippets/window.ts';
+import { boxKeyRow, forwardAxisUniformFields, forwardWorkgroupPrologue, fusedForwardUniformFields, rowLoader } from './na-fused-forward.ts';
+import { MMA_FRAGMENT, MMA_SUBGROUP_COUNTS, MMA_SUBGROUP_SIZE } from './na-fused-forward-mma.ts';
+
+const GEN = 1;
+const F = MMA_FRAGMENT;
+const range = (n: number): number[] => Array.from({ length: n }, (_, i) => i);
+const LEFT = `subgroup_matrix_left<f16, ${F}, ${F}>`;
+const RIGHT = `subgroup_matrix_right<f16, ${F}, ${F}>`;
+const RESULT = `subgroup_matrix_result<f32, ${F}, ${F}>`;
+const COORD = ['x', 'y', 'z'];
+
+/** Chunk sizes (keys for dq, queries for dkv) the backward compiles. */
+export const MMA_BACKWARD_CHUNKS = [32] as const;
+
+/** A tensor-core backward kernel spec (both kernels): `tile` is the dq query tile or the dkv key tile. */
+export interface FusedBackwardMmaSpec {
+  readonly rank: NaRank;
+  readonly kernelSize: readonly number[];
+  readonly causal: readonly boolean[];
+  readonly dim: number;
+  readonly dimV: number;
+  /** Rows per axis a workgroup owns (queries in dq, keys in dkv); product 16 x subgroups. */
+  readonly tile: readonly number[];
+  /** Keys (dq) or queries (dkv) staged per step. */
+  readonly chunk: number;
+  readonly subgroups: number;
+}
+
+interface Layout {
+  readonly rows: number;
+  readonly ldk: number;
+  readonly ldv: number;
+  readonly lds: number;
+  readonly ldp: number;
+  readonly stageElems: number;
+  readonly gatherRows: number;
+}
+
+function layout(spec: Pick<FusedBackwardMmaSpec, 'dim' | 'dimV' | 'chunk' | 'subgroups'>): Layout {
+  const ldk = spec.dim + 8;
+  const ldv = spec.dimV + 8;
+  const stageElems = spec.chunk * (ldk + ldv);
+  return {
+    rows: F * spec.subgroups,
+    ldk,
+    ldv,
+    lds: spec.chunk + 4,
+    ldp: spec.chunk + 8,
+    stageElems,
+    gatherRows: Math.min(F * spec.subgroups, F * Math.floor(stageElems / Math.max(ldk, ldv) / F)),
+  };
+}
+
+/** Bytes of workgroup memory of either kernel (staging, two f32 scratches, P/dS, per-chunk row tables). */
+export function fusedBackwardMmaWorkgroupBytes(spec: Pick<FusedBackwardMmaSpec, 'dim' | 'dimV' | 'chunk' | 'subgroups'>, kernel: 'dq' | 'dkv'): number {
+  const l = layout(spec);
+  const tables = kernel === 'dq' ? 16 * spec.chunk : 2 * 16 * spec.chunk + 2 * 4 * spec.chunk;
+  const pds = kernel === 'dq' ? 2 * l.rows * l.ldp : 2 * 2 * l.rows * l.ldp;
+  return 2 * l.stageElems + 2 * 4 * l.rows * l.lds + pds + tables + 16;
+}
+
+/** Why a spec cannot be generated, or undefined. */
+export function fusedBackwardMmaSpecProblem(spec: FusedBackwardMmaSpec): string | undefined {
+  const r = spec.rank;
+  if (spec.kernelSize.length !== r || spec.causal.length !== r || spec.tile.length !== r) return `kernelSize, causal and tile need ${r} entries`;
+  if (!(MMA_SUBGROUP_COUNTS as readonly number[]).includes(spec.subgroups)) return `subgroups=${spec.subgroups} is not one of ${MMA_SUBGROUP_COUNTS.join(', ')}`;
+  if (product(spec.tile) !== F * spec.subgroups) return `tile ${formatShape(spec.tile)} must have ${F * spec.subgroups} rows (16 per subgroup)`;
+  if (!(MMA_BACKWARD_CHUNKS as readonly number[]).includes(spec.chunk)) return `chunk ${spec.chunk} is not one of ${MMA_BACKWARD_CHUNKS.join(', ')}`;
+  if (spec.dim % F !== 0 || spec.dimV % F !== 0) return `head dims ${spec.dim}/${spec.dimV} must be multiples of ${F}`;
+  if (layout(spec).gatherRows < F) return `head dims ${spec.dim}/${spec.dimV} are too large for chunk ${spec.chunk}`;
+  return undefined;
+}
+
+/** Uniform fields of the dkv kernel: the forward's, with `ntile_a` counting key tiles and `total_wg` over KV heads. */
+export function fusedBackwardMmaDkvUniformFields(rank: NaRank): UniformField[] {
+  return fusedForwardUniformFields(rank);
+}
+
+const HEADER = `enable f16;
+enable subgroups;
+enable chromium_experimental_subgroup_matrix;
+diagnostic(off, chromium.subgroup_matrix_uniformity);
+diagnostic(off, subgroup_uniformity);`;
+
+function bindingDecls(bindings: readonly StorageBinding[], elem: Record<string, string>): string {
+  return bindings.map((b, i) => `@group(0) @binding(${i}) var<storage, ${b.access}> ${b.name}: array<${elem[b.name] as string}>;`).join('\n');
+}
+
+const store4 = (arr: string, at: string, v: string): string => `${arr}[${at}] = ${v}.x; ${arr}[${at} + 1u] = ${v}.y; ${arr}[${at} + 2u] = ${v}.z; ${arr}[${at} + 3u] = ${v}.w;`;
+
+/** Decode a tile-linear index (last axis fastest) into per-axis offsets `${p}_a` (i32); `TILE_a` constants. */
+function decodeTile(r: number, idx: string, p: string, ind: string): string {
+  return [`${ind}var ${p}_rest = ${idx};`, ...range(r).reverse().map((a) => `${ind}let ${p}_${a} = i32(${p}_rest % TILE_${a}); ${p}_rest = ${p}_rest / TILE_${a};`)].join('\n');
+}
+
+/**
+ * Gather `frags` per tile row into left fragments `${name}_kk` through the staging area `st` (row stride `ld`), pass
+ * by pass: `loadRow(row, c)` is the vec4 of tile row `row` (u32), column c, or zero.
+ */
+function gatherFragments(o: { rows: number; passRows: number; width4: number; ld: string; name: string; frags: number; wg: number; rowValue: (rr: string, c: string) => string }): string {
+  return range(Math.ceil(o.rows / o.passRows))
+    .map((p) => {
+      const first = p * o.passRows;
+      const rows = Math.min(o.passRows, o.rows - first);
+      return `  for (var e = lid; e < ${rows * o.width4}u; e += ${o.wg}u) {
+    let rr = e / ${o.width4}u;
+    let c = e % ${o.width4}u;
+    let gv = ${o.rowValue(`${first}u + rr`, 'c')};
+    ${store4('st', `rr * ${o.ld} + 4u * c`, 'gv')}
+  }
+  workgroupBarrier();
+  if (rbase >= ${first}u && rbase < ${first + rows}u) {
+${range(o.frags)
+  .map((kk) => `    ${o.name}_${kk} = subgroupMatrixLoad<${LEFT}>(&st, (rbase - ${first}u) * ${o.ld} + ${kk * F}u, false, ${o.ld});`)
+  .join('\n')}
+  }
+  workgroupBarrier();`;
+    })
+    .join('\n');
+}
+
+/** S-like products of the subgroup's 16 rows against `n16` 16-column blocks of a staged chunk, stored to `dst`. */
+function productsInto(dst: string, lefts: string, nk: number, n16: number, rightOffset: (n: number, kk: number) => string, ld: string): string {
+  return range(n16)
+    .map(
+      (n) => `    {
+      var acc = ${RESULT}();
+${range(nk)
+  .map((kk) => `      acc = subgroupMatrixMultiplyAccumulate(${lefts}_${kk}, subgroupMatrixLoad<${RIGHT}>(&st, ${rightOffset(n, kk)}, true, ${ld}), acc);`)
+  .join('\n')}
+      subgroupMatrixStore(&${dst}, rbase * LDS + ${n * F}u, acc, false, LDS);
+    }`,
+    )
+    .join('\n');
+}
+
+/** acc_j += left(p_n) x right(rows of the chunk, columns j) for j < outs, n < n16. */
+function accumulateFrom(acc: string, leftArr: string, outs: number, n16: number, rightBase: string, ld: string): string {
+  return `${range(n16)
+    .map((n) => `    let ${leftArr}_f${n} = subgroupMatrixLoad<${LEFT}>(&${leftArr}, rbase * LDP + ${n * F}u, false, LDP);`)
+    .join('\n')}
+${range(outs)
+  .map(
+    (j) =>
+      `    ${acc}_${j} = ${range(n16).reduce(
+        (a, n) => `subgroupMatrixMultiplyAccumulate(${leftArr}_f${n}, subgroupMatrixLoad<${RIGHT}>(&st, ${rightBase} + ${n * F}u * ${ld} + ${j * F}u, false, ${ld}), ${a})`,
+        `${acc}_${j}`,
+      )};`,
+  )
+  .join('\n')}`;
+}
+
+/** Write result fragments `${acc}_j` (scaled by `scale`) to `out` rows through the scratch, BK/16 tiles per round. */
+function writeThroughScratch(o: { acc: string; frags: number; n16: number; out: string; row4: string; scale: string; valid: string }): string {
+  return range(Math.ceil(o.frags / o.n16))
+    .map((rd) => {
+      const tiles = range(o.frags).slice(rd * o.n16, rd * o.n16 + o.n16);
+      return `${tiles.map((j) => `  subgroupMatrixStore(&s_sh, rbase * LDS + ${(j - rd * o.n16) * F}u, ${o.acc}_${j}, false, LDS);`).join('\n')}
+  workgroupBarrier();
+  if (${o.valid}) {
+    for (var c = hf; c < ${tiles.length * 4}u; c += 2u) {
+      let s = row * LDS + 4u * c;
+      ${o.out}[${o.row4} + ${rd * o.n16 * 4}u + c] = vec4<f16>(vec4<f32>(s_sh[s], s_sh[s + 1u], s_sh[s + 2u], s_sh[s + 3u]) * ${o.scale});
+    }
+  }
+  workgroupBarrier();`;
+    })
+    .join('\n');
+}
+
+/**
+ * The per-element masked P and dS of this lane's interleaved vec4 columns: `inw(i)` is the in-window test of column
+ * `cc + i`, `lse(c)` / `delta(c)` the (log2-scaled) lse and delta of a column or row; P^T/dS^T go to `pArr`/`dsArr`
+ * (dq writes dS only).
+ */
+function pdsStmts(o: { vpl: number; inw: (v: number, i: number) => string; lse: (v: number) => string; delta: (v: number) => string; pArr?: string; dsArr: string }): string {
+  return range(o.vpl)
+    .map(
+      (v) => `      {
+        let cc = (${v * 2}u + hf) * 4u;
+        let s = vec4<f32>(s_sh[srow + cc], s_sh[srow + cc + 1u], s_sh[srow + cc + 2u], s_sh[srow + cc + 3u]);
+        let dp = vec4<f32>(dp_sh[srow + cc], dp_sh[srow + cc + 1u], dp_sh[srow + cc + 2u], dp_sh[srow + cc + 3u]);
+        let inw = vec4<bool>(${[0, 1, 2, 3].map((i) => o.inw(v, i)).join(', ')});
+        let p = select(vec4<f32>(0.0), exp2(s * params.scale_log2 - ${o.lse(v)}), inw);
+        let ds = p * (dp - ${o.delta(v)});
+${o.pArr ? `        let ph = vec4<f16>(p);\n        ${store4(o.pArr, 'prow + cc', 'ph')}\n` : ''}        let dh = vec4<f16>(ds);
+        ${store4(o.dsArr, 'prow + cc', 'dh')}
+      }`,
+    )
+    .join('\n');
+}
+
+/** The dq kernel (pass 1). */
+export function generateFusedBackwardMmaDq(spec: FusedBackwardMmaSpec): GeneratedKernel {
+  const why = fusedBackwardMmaSpecProblem(spec);
+  if (why !== undefined) throw new NattenArgumentError(`generateFusedBackwardMmaDq: ${why}`);
+  const key = kernelKey('na-fused-backward-mma-dq', GEN, spec);
+  const r = spec.rank;
+  const axes = range(r);
+  const L = layout(spec);
+  const WG = MMA_SUBGROUP_SIZE * spec.subgroups;
+  const BK = spec.chunk;
+  const D4 = spec.dim / 4;
+  const DV4 = spec.dimV / 4;
+  const D16 = spec.dim / F;
+  const DV16 = spec.dimV / F;
+  const BK16 = BK / F;
+  const VOFF = BK * L.ldk;
+  const TPK = WG / BK;
+  const uniforms = fusedForwardUniformFields(r);
+  const bindings: StorageBinding[] = [
+    { name: 'query', access: 'read' },
+    { name: 'key', access: 'read' },
+    { name: 'value', access: 'read' },
+    { name: 'output', access: 'read' },
+    { name: 'grad_output', access: 'read' },
+    { name: 'logsumexp', access: 'read' },
+    { name: 'grad_query', access: 'read_write' },
+    { name: 'delta', access: 'read_write' },
+  ];
+  const elem: Record<string, string> = { query: 'vec4<f16>', key: 'vec4<f16>', value: 'vec4<f16>', output: 'vec4<f16>', grad_output: 'vec4<f16>', logsumexp: 'f32', grad_query: 'vec4<f16>', delta: 'f32' };
+  const tokOf = (x: (a: number) => string): string => tokenOf(r, x);
+  const qrowOf = (c: (a: number) => string): string => `((tok_base + ${tokOf((a) => `${c(a)} * params.dil_${a} + g_${a}`)}) * params.heads + h)`;
+  const inWindow = (k: string): string => axes.map((a) => `(${k}.${COORD[a] as string} >= ws_${a}) && (${k}.${COORD[a] as string} < we_${a})`).join(' && ');
+
+  const code = `// ${key}
+${HEADER}
+${axes.map((a) => `const TILE_${a}: u32 = ${spec.tile[a]}u;\nconst QUERY_TILE_${a}: u32 = ${spec.tile[a]}u;`).join('\n')}
+const HEAD_DIM: u32 = ${spec.dim}u;
+const HEAD_DIM_V: u32 = ${spec.dimV}u;
+const KEY_CHUNK: u32 = ${BK}u;
+const LDK: u32 = ${L.ldk}u;
+const LDV: u32 = ${L.ldv}u;
+const LDS: u32 = ${L.lds}u;
+const LDP: u32 = ${L.ldp}u;
+const LOG2E: f32 = 1.4426950408889634;
+
+${bindingDecls(bindings, elem)}
+${uniformDecl(uniforms, bindings.length)}
+${windowFunctions(spec.kernelSize, spec.causal)}
+${rowLoader('load_q', 'query', spec.dim, true, 'f16')}
+${rowLoader('load_k', 'key', spec.dim, true, 'f16')}
+${rowLoader('load_v', 'value', spec.dimV, true, 'f16')}
+${rowLoader('load_do', 'grad_output', spec.dimV, true, 'f16')}
+
+var<workgroup> st: array<f16, ${L.stageElems}>;
+var<workgroup> s_sh: array<f32, ${L.rows * L.lds}>;
+var<workgroup> dp_sh: array<f32, ${L.rows * L.lds}>;
+var<workgroup> ds_sh: array<f16, ${L.rows * L.ldp}>;
+var<workgroup> kc_sh: array<vec4<i32>, ${BK}>;
+
+var<private> p_tok_base: u32;
+var<private> p_h: u32;
+var<private> p_g: vec4<i32>;
+var<private> p_qf: vec4<i32>;
+var<private> p_n: vec4<i32>;
+
+// Query row (token x heads + head) of tile row rr, or the invalid marker 0xffffffff past the group's extent.
+fn gather_row(rr: u32) -> u32 {
+${decodeTile(r, 'rr', 'gq', '  ')}
+  if (${axes.map((a) => `p_qf[${a}] + gq_${a} >= p_n[${a}]`).join(' || ')}) { return 0xffffffffu; }
+  return (p_tok_base + ${tokOf((a) => `(p_qf[${a}] + gq_${a}) * params.dil_${a} + p_g[${a}]`)}) * params.heads + p_h;
+}
+fn load_or_zero(which: u32, rowIdx: u32, width: u32, c: u32) -> vec4<f16> {
+  if (rowIdx == 0xffffffffu) { return vec4<f16>(0.0); }
+  if (which == 0u) { return load_q(rowIdx * width, c); }
+  return load_do(rowIdx * width, c);
+}
+
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(num_workgroups) wg_num: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+${forwardWorkgroupPrologue(r)}  p_tok_base = tok_base;
+  p_h = h;
+${axes.map((a) => `  p_g[${a}] = g_${a};\n  p_qf[${a}] = qf_${a};\n  p_n[${a}] = n_${a};`).join('\n')}
+  let rbase = (lid / ${MMA_SUBGROUP_SIZE}u) * ${F}u;
+  let lane = lid % ${MMA_SUBGROUP_SIZE}u;
+  let hf = lane % 2u;
+  let row = rbase + lane / 2u;
+
+  // ---- this lane's query row: coordinates, window, lse, and delta = rowsum(dO * O) (written for the dkv pass)
+${decodeTile(r, 'row', 'qo', '  ')}
+${axes.map((a) => `  let qi_${a} = qf_${a} + qo_${a};`).join('\n')}
+  let valid = ${axes.map((a) => `qi_${a} < n_${a}`).join(' && ')};
+${axes
+  .map(
+    (a) => `  let w_${a} = na_window_${a}(min(qi_${a}, n_${a} - 1) * params.dil_${a} + g_${a}, params.len_${a}, params.dil_${a}, params.str_${a});
+  let ws_${a} = select(0, (w_${a}.x - g_${a}) / params.dil_${a}, valid);
+  let we_${a} = select(0, (w_${a}.x - g_${a}) / params.dil_${a} + w_${a}.y, valid);`,
+  )
+  .join('\n')}
+  let qrow = ${qrowOf((a) => `min(qi_${a}, n_${a} - 1)`)};
+  var dsum = 0.0;
+  if (valid) {
+    for (var c = hf; c < ${DV4}u; c += 2u) { dsum = dsum + dot(vec4<f32>(grad_output[qrow * ${DV4}u + c]), vec4<f32>(output[qrow * ${DV4}u + c])); }
+  }
+  let delta_r = dsum + subgroupShuffleXor(dsum, 1u);
+  if (valid && hf == 0u) { delta[qrow] = delta_r; }
+  let lse_r = select(0.0, logsumexp[qrow] * LOG2E, valid);
+
+${range(D16)
+  .map((kk) => `  var q_${kk} = ${LEFT}();`)
+  .join('\n')}
+${range(DV16)
+  .map((kk) => `  var do_${kk} = ${LEFT}();`)
+  .join('\n')}
+${gatherFragments({ rows: L.rows, passRows: Math.floor(L.stageElems / L.ldk / F) * F, width4: D4, ld: 'LDK', name: 'q', frags: D16, wg: WG, rowValue: (rr, c) => `load_or_zero(0u, gather_row(${rr}), HEAD_DIM, ${c})` })}
+${gatherFragments({ rows: L.rows, passRows: Math.floor(L.stageElems / L.ldv / F) * F, width4: DV4, ld: 'LDV', name: 'do', frags: DV16, wg: WG, rowValue: (rr, c) => `load_or_zero(1u, gather_row(${rr}), HEAD_DIM_V, ${c})` })}
+${range(D16)
+  .map((j) => `  var dq_${j} = ${RESULT}();`)
+  .join('\n')}
+  for (var ch = 0u; ch < n_chunks; ch++) {
+    let c0 = ch * KEY_CHUNK;
+    {
+      let rr = lid / ${TPK}u;
+      let sub = lid % ${TPK}u;
+      let kbox = c0 + rr;
+      if (kbox < box_n) {
+${boxKeyRow(r)}
+        for (var c = sub; c < ${D4}u; c += ${TPK}u) { let kv = load_k(krow * HEAD_DIM, c); ${store4('st', 'rr * LDK + 4u * c', 'kv')} }
+        for (var c = sub; c < ${DV4}u; c += ${TPK}u) { let vv = load_v(krow * HEAD_DIM_V, c); ${store4('st', `${VOFF}u + rr * LDV + 4u * c`, 'vv')} }
+        if (sub == 0u) { kc_sh[rr] = vec4<i32>(${axes.map((a) => `kg_${a}`).join(', ')}${', 0'.repeat(4 - r)}); }
+      } else if (sub == 0u) {
+        kc_sh[rr] = vec4<i32>(-1073741824);
+      }
+    }
+    workgroupBarrier();
+    // ---- S = Q K^T and dP = dO V^T for this subgroup's rows
+${productsInto('s_sh', 'q', D16, BK16, (n, kk) => `${n * F}u * LDK + ${kk * F}u`, 'LDK')}
+${productsInto('dp_sh', 'do', DV16, BK16, (n, kk) => `${VOFF}u + ${n * F}u * LDV + ${kk * F}u`, 'LDV')}
+    workgroupBarrier();
+    {
+      let srow = row * LDS;
+      let prow = row * LDP;
+${pdsStmts({ vpl: BK / 8, inw: (v, i) => `${inWindow(`kc_sh[(${v * 2}u + hf) * 4u + ${i}u]`)}`, lse: () => 'vec4<f32>(lse_r)', delta: () => 'vec4<f32>(delta_r)', dsArr: 'ds_sh' })}
+    }
+    workgroupBarrier();
+    // ---- dQ += dS K
+${accumulateFrom('dq', 'ds_sh', D16, BK16, '0u', 'LDK')}
+    workgroupBarrier();
+  }
+  // ---- dQ * scale
+  let scale = params.scale_log2 * 0.6931471805599453;
+${writeThroughScratch({ acc: 'dq', frags: D16, n16: BK16, out: 'grad_query', row4: `qrow * ${D4}u`, scale: 'scale', valid: 'valid' })}
+}
+`;
+  return {
+    key,
+    code,
+    entryPoint: 'main',
+    workgroupSize: [WG, 1, 1],
+    bindings,
+    uniforms,
+    workgroupBytes: fusedBackwardMmaWorkgroupBytes(spec, 'dq'),
+    features: ['shader-f16', 'subgroups', 'chromium-experimental-subgroup-matrix'],
+  };
+}
+
+/**
+ * WGSL of the dkv kernel's workgroup decode: (batch, KV head, dilation group, key tile), the group extents `n_a`, the
+ * first key `kf_a`, and the query box `qbs_a` + `qbw_a` (group coordinates): the union of the exact inverse
+ * neighbourhoods of the tile's first and last keys per axis (monotone in the key). Returns (uniformly) past the end.
+ */
+function keyTilePrologue(r: NaRank): string {
+  const axes = range(r);
+  return `  let wid = wg_id.x + wg_id.y * wg_num.x;
+  if (wid >= params.total_wg) { return; }
+  var rest = wid;
+${axes
+  .slice()
+  .reverse()
+  .map((a) => `  let tile_${a} = rest % params.ntile_${a};\n  rest = rest / params.ntile_${a};`)
+  .join('\n')}
+${axes
+  .slice()
+  .reverse()
+  .map((a) => `  let g_${a} = i32(rest % u32(params.dil_${a}));\n  rest = rest / u32(params.dil_${a});`)
+  .join('\n')}
+  let hk = rest % params.heads_kv;
+  let b = rest / params.heads_kv;
+${axes
+  .map(
+    (a) => `  let n_${a} = na_group_len(params.len_${a}, params.dil_${a}, g_${a});
+  let kf_${a} = i32(tile_${a} * TILE_${a});`,
+  )
+  .join('\n')}
+  if (${axes.map((a) => `kf_${a} >= n_${a}`).join(' || ')}) { return; }
+${axes
+  .map(
+    (a) => `  let kl_${a} = min(kf_${a} + i32(TILE_${a}), n_${a}) - 1;
+  let ifirst_${a} = na_inverse_${a}(kf_${a} * params.dil_${a} + g_${a}, params.len_${a}, params.dil_${a}, params.str_${a});
+  let ilast_${a} = na_inverse_${a}(kl_${a} * params.dil_${a} + g_${a}, params.len_${a}, params.dil_${a}, params.str_${a});
+  let qbs_${a} = (ifirst_${a}.x - g_${a}) / params.dil_${a};
+  let qbw_${a} = (ilast_${a}.y - g_${a}) / params.dil_${a} - qbs_${a};`,
+  )
+  .join('\n')}
+  let box_n = u32(${axes.map((a) => `qbw_${a}`).join(' * ')});
+  let n_chunks = (box_n + QUERY_CHUNK - 1u) / QUERY_CHUNK;
+  let tok_base = b * params.tokens;
+`;
+}
+
+/** The dkv kernel (pass 2). Uniforms as the forward's, with key tiles in `ntile_a` and KV heads in `total_wg`. */
+export function generateFusedBackwardMmaDkv(spec: FusedBackwardMmaSpec): GeneratedKernel {
+  const why = fusedBackwardMmaSpecProblem(spec);
+  if (why !== undefined) throw new NattenArgumentError(`generateFusedBackwardMmaDkv: ${why}`);
+  const key = kernelKey('na-fused-backward-mma-dkv', GEN, spec);
+  const r = spec.rank;
+  const axes = range(r);
+  const L = layout(spec);
+  const WG = MMA_SUBGROUP_SIZE * spec.subgroups;
+  const QC = spec.chunk;
+  const D4 = spec.dim / 4;
+  const DV4 = spec.dimV / 4;
+  const D16 = spec.dim / F;
+  const DV16 = spec.dimV / F;
+  const QC16 = QC / F;
+  const OOFF = QC * L.ldk; // dO rows after the Q rows
+  const TPQ = WG / QC;
+  const uniforms = fusedBackwardMmaDkvUniformFields(r);
+  const bindings: StorageBinding[] = [
+    { name: 'query', access: 'read' },
+    { name: 'key', access: 'read' },
+    { name: 'value', access: 'read' },
+    { name: 'grad_output', access: 'read' },
+    { name: 'logsumexp', access: 'read' },
+    { name: 'delta', access: 'read' },
+    { name: 'grad_key', access: 'read_write' },
+    { name: 'grad_value', access: 'read_write' },
+  ];
+  const elem: Record<string, string> = { query: 'vec4<f16>', key: 'vec4<f16>', value: 'vec4<f16>', grad_output: 'vec4<f16>', logsumexp: 'f32', delta: 'f32', grad_key: 'vec4<f16>', grad_value: 'vec4<f16>' };
+  const tokOf = (x: (a: number) => string): string => tokenOf(r, x);
+  // Key k (this lane's row) inside staged query c's window, on every axis.
+  const inWindow = (c: string): string => `kvalid && ${axes.map((a) => `(ki_${a} >= qws_sh[${c}].${COORD[a] as string}) && (ki_${a} < qwe_sh[${c}].${COORD[a] as string})`).join(' && ')}`;
+
+  const code = `// ${key}
+${HEADER}
+${axes.map((a) => `const TILE_${a}: u32 = ${spec.tile[a]}u;`).join('\n')}
+const HEAD_DIM: u32 = ${spec.dim}u;
+const HEAD_DIM_V: u32 = ${spec.dimV}u;
+const QUERY_CHUNK: u32 = ${QC}u;
+const LDK: u32 = ${L.ldk}u;
+const LDV: u32 = ${L.ldv}u;
+const LDS: u32 = ${L.lds}u;
+const LDP: u32 = ${L.ldp}u;
+const LOG2E: f32 = 1.4426950408889634;
+
+${bindingDecls(bindings, elem)}
+${uniformDecl(uniforms, bindings.length)}
+${windowFunctions(spec.kernelSize, spec.causal)}
+${rowLoader('load_q', 'query', spec.dim, true, 'f16')}
+${rowLoader('load_k', 'key', spec.dim, true, 'f16')}
+${rowLoader('load_v', 'value', spec.dimV, true, 'f16')}
+${rowLoader('load_do', 'grad_output', spec.dimV, true, 'f16')}
+
+var<workgroup> st: array<f16, ${L.stageElems}>;
+var<workgroup> s_sh: array<f32, ${L.rows * L.lds}>;
+var<workgroup> dp_sh: array<f32, ${L.rows * L.lds}>;
+var<workgroup> p_sh: array<f16, ${L.rows * L.ldp}>;
+var<workgroup> ds_sh: array<f16, ${L.rows * L.ldp}>;
+var<workgroup> qws_sh: array<vec4<i32>, ${QC}>;
+var<workgroup> qwe_sh: array<vec4<i32>, ${QC}>;
+var<workgroup> lse_sh: array<vec4<f32>, ${QC / 4}>;
+var<workgroup> delta_sh: array<vec4<f32>, ${QC / 4}>;
+
+var<private> p_tok_base: u32;
+var<private> p_hk: u32;
+var<private> p_g: vec4<i32>;
+var<private> p_kf: vec4<i32>;
+var<private> p_n: vec4<i32>;
+
+// Key row (token x kv heads + kv head) of tile row rr, or 0xffffffff past the group's extent.
+fn key_row(rr: u32) -> u32 {
+${decodeTile(r, 'rr', 'gk', '  ')}
+  if (${axes.map((a) => `p_kf[${a}] + gk_${a} >= p_n[${a}]`).join(' || ')}) { return 0xffffffffu; }
+  return (p_tok_base + ${tokOf((a) => `(p_kf[${a}] + gk_${a}) * params.dil_${a} + p_g[${a}]`)}) * params.heads_kv + p_hk;
+}
+fn load_or_zero(which: u32, rowIdx: u32, width: u32, c: u32) -> vec4<f16> {
+  if (rowIdx == 0xffffffffu) { return vec4<f16>(0.0); }
+  if (which == 0u) { return load_k(rowIdx * width, c); }
+  return load_v(rowIdx * width, c);
+}
+
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(num_workgroups) wg_num: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+${keyTilePrologue(r)}  p_tok_base = tok_base;
+  p_hk = hk;
+${axes.map((a) => `  p_g[${a}] = g_${a};\n  p_kf[${a}] = kf_${a};\n  p_n[${a}] = n_${a};`).join('\n')}
+  let rbase = (lid / ${MMA_SUBGROUP_SIZE}u) * ${F}u;
+  let lane = lid % ${MMA_SUBGROUP_SIZE}u;
+  let hf = lane % 2u;
+  let row = rbase + lane / 2u;
+
+  // ---- this lane's key row
+${decodeTile(r, 'row', 'ko', '  ')}
+${axes.map((a) => `  let ki_${a} = kf_${a} + ko_${a};`).join('\n')}
+  let kvalid = ${axes.map((a) => `ki_${a} < n_${a}`).join(' && ')};
+  let krow = (tok_base + ${tokOf((a) => `min(ki_${a}, n_${a} - 1) * params.dil_${a} + g_${a}`)}) * params.heads_kv + hk;
+
+${range(D16)
+  .map((kk) => `  var k_${kk} = ${LEFT}();`)
+  .join('\n')}
+${range(DV16)
+  .map((kk) => `  var v_${kk} = ${LEFT}();`)
+  .join('\n')}
+${gatherFragments({ rows: L.rows, passRows: Math.floor(L.stageElems / L.ldk / F) * F, width4: D4, ld: 'LDK', name: 'k', frags: D16, wg: WG, rowValue: (rr, c) => `load_or_zero(0u, key_row(${rr}), HEAD_DIM, ${c})` })}
+${gatherFragments({ rows: L.rows, passRows: Math.floor(L.stageElems / L.ldv / F) * F, width4: DV4, ld: 'LDV', name: 'v', frags: DV16, wg: WG, rowValue: (rr, c) => `load_or_zero(1u, key_row(${rr}), HEAD_DIM_V, ${c})` })}
+${range(D16)
+  .map((j) => `  var dk_${j} = ${RESULT}();`)
+  .join('\n')}
+${range(DV16)
+  .map((j) => `  var dv_${j} = ${RESULT}();`)
+  .join('\n')}
+  for (var qh = 0u; qh < params.gqa; qh++) {
+    let h = hk * params.gqa + qh;
+    for (var ch = 0u; ch < n_chunks; ch++) {
+      let c0 = ch * QUERY_CHUNK;
+      // ---- stage Q and dO rows of the chunk's queries, with each query's window, lse and delta
+      {
+        let rr = lid / ${TPQ}u;
+        let sub = lid % ${TPQ}u;
+        let qbox = c0 + rr;
+        let in_box = qbox < box_n;
+        var qrest = i32(qbox);
+${axes
+  .slice()
+  .reverse()
+  .map((a) => (a === 0 ? `        let qg_0 = qbs_0 + qrest;` : `        let qg_${a} = qbs_${a} + qrest % qbw_${a};\n        qrest = qrest / qbw_${a};`))
+  .join('\n')}
+        let qtok = ${tokOf((a) => `qg_${a} * params.dil_${a} + g_${a}`)};
+        let qrow = (tok_base + qtok) * params.heads + h;
+        for (var c = sub; c < ${D4}u; c += ${TPQ}u) { let qv = select(vec4<f16>(0.0), load_q(select(0u, qrow * HEAD_DIM, in_box), c), in_box); ${store4('st', 'rr * LDK + 4u * c', 'qv')} }
+        for (var c = sub; c < ${DV4}u; c += ${TPQ}u) { let ov = select(vec4<f16>(0.0), load_do(select(0u, qrow * HEAD_DIM_V, in_box), c), in_box); ${store4('st', `${OOFF}u + rr * LDV + 4u * c`, 'ov')} }
+        if (sub == 0u) {
+          var ws = vec4<i32>(0);
+          var we = vec4<i32>(0);
+          if (in_box) {
+${axes
+  .map(
+    (a) => `            let w_${a} = na_window_${a}(qg_${a} * params.dil_${a} + g_${a}, params.len_${a}, params.dil_${a}, params.str_${a});
+            ws.${COORD[a] as string} = (w_${a}.x - g_${a}) / params.dil_${a};
+            we.${COORD[a] as string} = (w_${a}.x - g_${a}) / params.dil_${a} + w_${a}.y;`,
+  )
+  .join('\n')}
+          }
+          qws_sh[rr] = ws;
+          qwe_sh[rr] = we;
+          lse_sh[rr / 4u][rr % 4u] = select(0.0, logsumexp[select(0u, qrow, in_box)] * LOG2E, in_box);
+          delta_sh[rr / 4u][rr % 4u] = select(0.0, delta[select(0u, qrow, in_box)], in_box);
+        }
+      }
+      workgroupBarrier();
+      // ---- S^T = K Q^T and dP^T = V dO^T for this subgroup's keys
+${productsInto('s_sh', 'k', D16, QC16, (n, kk) => `${n * F}u * LDK + ${kk * F}u`, 'LDK').replace(/^/gm, '  ')}
+${productsInto('dp_sh', 'v', DV16, QC16, (n, kk) => `${OOFF}u + ${n * F}u * LDV + ${kk * F}u`, 'LDV').replace(/^/gm, '  ')}
+      workgroupBarrier();
+      {
+        let srow = row * LDS;
+        let prow = row * LDP;
+${pdsStmts({ vpl: QC / 8, inw: (v, i) => inWindow(`(${v * 2}u + hf) * 4u + ${i}u`), lse: (v) => `lse_sh[${v * 2}u + hf]`, delta: (v) => `delta_sh[${v * 2}u + hf]`, pArr: 'p_sh', dsArr: 'ds_sh' }).replace(/^/gm, '  ')}
+      }
+      workgroupBarrier();
+      // ---- dV += P^T dO, dK += dS^T Q
+${accumulateFrom('dv', 'p_sh', DV16, QC16, `${OOFF}u`, 'LDV').replace(/^/gm, '  ')}
+${accumulateFrom('dk', 'ds_sh', D16, QC16, '0u', 'LDK').replace(/^/gm, '  ')}
+      workgroupBarrier();
+    }
+  }
+  // ---- dK * scale, dV
+  let scale = params.scale_log2 * 0.6931471805599453;
+${writeThroughScratch({ acc: 'dk', frags: D16, n16: QC16, out: 'grad_key', row4: `krow * ${D4}u`, scale: 'scale', valid: 'kvalid' })}
+${writeThroughScratch({ acc: 'dv', frags: DV16, n16: QC16, out: 'grad_value', row4: `krow * ${DV4}u`, scale: '1.0', valid: 'kvalid' })}
+}
+`;
+  return {
+    key,
+    code,
+    entryPoint: 'main',
+    workgroupSize: [WG, 1, 1],
+    bindings,
+    uniforms,
+    workgroupBytes: fusedBackwardMmaWorkgroupBytes(spec, 'dkv'),
+    features: ['shader-f16', 'subgroups', 'chromium-experimental-subgroup-matrix'],
+  };
+}
