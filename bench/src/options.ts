@@ -20,6 +20,7 @@ export const USAGE = `usage: pnpm bench [--set quick|standard] [--filter str[,st
                              the default configs with rows grouped per invocation (experimental knobs)
   [--forward-key-unroll 1|2|4]  the default forward tiles folding this many keys per walk step (default: the
                                 heuristic, 2 for float32 on subgroups >= 16 wide; 1 = one key per step)
+  [--backward-path default|mma]  mma: the tensor-core backward (f16, experimental, opt-in) at its default config
   [--backward-unroll 1|2|4]     the default backward tiles folding this many keys (dq) / queries (dK/dV) per
                                 walk step (default: the heuristic; 1 = one row per step)
   [--warm-clocks auto|on|off]   keep the GPU busy around our timed runs so its clock stays at boost
@@ -64,6 +65,8 @@ export interface Options {
   readonly torchTimeoutS: number;
   /** Run the backward with its default tiles but this many lanes per row (1 = single-lane), instead of the default. */
   readonly backwardLanes: number | undefined;
+  /** Backward kernel path: the default (`fusedBackward`) or the tensor-core backward (`fusedBackwardMma`). */
+  readonly backwardPath: 'default' | 'mma';
   /** Run the forward with its default tiles but this many lanes per query (1 = single-lane), instead of the default. */
   readonly forwardLanes: number | undefined;
   /** Forward kernel path: the default (`fusedForward`) or the tensor-core forward (`fusedForwardSgmat`, its default config). */
@@ -104,6 +107,7 @@ export function parseOptions(argv: readonly string[]): Options {
       'torch-script': { type: 'string', default: 'bench/baselines/torch_na.py' },
       'torch-timeout-s': { type: 'string', default: '420' },
       'backward-lanes': { type: 'string' },
+      'backward-path': { type: 'string', default: 'default' },
       'forward-lanes': { type: 'string' },
       'forward-path': { type: 'string', default: 'default' },
       // No parser defaults for these three (1, applied below): --tuned must see whether they were given.
@@ -134,10 +138,18 @@ export function parseOptions(argv: readonly string[]): Options {
   const forwardPath = values['forward-path'];
   const isPath = (x: unknown): x is Options['forwardPath'] => typeof x === 'string' && ['default', 'plain', 'sgmat', 'tile', 'mma'].includes(x);
   if (!isPath(forwardPath)) throw new Error(`--forward-path must be default, plain, sgmat, tile or mma, got '${forwardPath}'\n${USAGE}`);
+  const backwardPath = values['backward-path'];
+  if (backwardPath !== 'default' && backwardPath !== 'mma') throw new Error(`--backward-path must be default or mma, got '${backwardPath}'\n${USAGE}`);
+  if (backwardPath === 'mma') {
+    for (const flag of ['backward-lanes', 'backward-queries', 'backward-keys', 'backward-unroll'] as const) {
+      if (values[flag] !== undefined) throw new Error(`--backward-path mma cannot be combined with --${flag}: that flag shapes the plain backward's kernels\n${USAGE}`);
+    }
+  }
   const warmClocks = values['warm-clocks'];
   if (warmClocks !== 'auto' && warmClocks !== 'on' && warmClocks !== 'off') throw new Error(`--warm-clocks must be auto, on or off, got '${warmClocks}'\n${USAGE}`);
   const tuned = values.tuned;
   if (tuned) {
+    if (backwardPath !== 'default') throw new Error(`--tuned cannot be combined with --backward-path ${backwardPath}: --tuned times the autotuner's pick of the plain backward; drop one of the two\n${USAGE}`);
     if (forwardPath !== 'default') {
       throw new Error(`--tuned cannot be combined with --forward-path ${forwardPath}: --tuned times the autotuner's pick of the default (plain) forward; drop one of the two\n${USAGE}`);
     }
@@ -156,6 +168,7 @@ export function parseOptions(argv: readonly string[]): Options {
     filter: values.filter,
     warmClocks,
     forwardPath,
+    backwardPath,
     forwardQueries: Math.floor(num('forward-queries', values['forward-queries'] ?? '1', 1)),
     backwardQueries: Math.floor(num('backward-queries', values['backward-queries'] ?? '1', 1)),
     backwardKeys: Math.floor(num('backward-keys', values['backward-keys'] ?? '1', 1)),

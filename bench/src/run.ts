@@ -18,7 +18,7 @@ import {
   zeros,
 } from '@natten-web/core';
 import { fusedBackward as cpuFusedBackward, fusedForward as cpuFusedForward } from '@natten-web/cpu';
-import { ClockWarmer, fusedBackward, fusedBackwardWithConfig, fusedForward, fusedForwardMma, fusedForwardSgmat, fusedForwardTile, GpuContext, type GpuTensor, naiveFusedForward, planFusedForwardMma, planFusedForwardSgmat, planFusedForwardTile, selectFusedBackward } from '@natten-web/gpu';
+import { checkFusedBackwardMma, ClockWarmer, fusedBackward, fusedBackwardMma, fusedBackwardWithConfig, fusedForward, fusedForwardMma, fusedForwardSgmat, fusedForwardTile, GpuContext, type GpuTensor, naiveFusedForward, planFusedForwardMma, planFusedForwardSgmat, planFusedForwardTile, selectFusedBackward } from '@natten-web/gpu';
 import { type BenchItem, byteFloor, CASE_SETS, caseLabel, expandCases, itemFlops, torchProblems } from './cases.ts';
 import { adapterSlug, collectEnv, repoRoot } from './env.ts';
 import { fillRandom } from './fill.ts';
@@ -263,6 +263,10 @@ async function measureItem(
         const b = pick.backward;
         if (!b) throw new Error('internal: a tuned fwd+bwd row without a backward config');
         backward = (a) => fusedBackwardWithConfig(ctx, rank, a, b);
+      } else if (bwdArgs && opts.backwardPath === 'mma') {
+        const m = checkFusedBackwardMma(ctx, rank, bwdArgs).config;
+        cfg += `; bwd mma q${m.queryTile.join('x')}/k${m.keyTile.join('x')}/sg${m.subgroups}`;
+        backward = (a) => fusedBackwardMma(ctx, rank, a, m);
       } else if (bwdArgs) {
         const def = selectFusedBackward(ctx, rank, bwdArgs).config;
         if (opts.backwardLanes !== undefined) {

@@ -18,6 +18,11 @@ describe('bench options', () => {
   });
   it('rejects invalid values with the flag, the value and the rule', () => {
     expect(() => parseOptions(['--set', 'huge'])).toThrow("--set must be quick or standard, got 'huge'");
+    expect(parseOptions(['--backward-path', 'mma']).backwardPath).toBe('mma');
+    expect(parseOptions([]).backwardPath).toBe('default');
+    expect(() => parseOptions(['--backward-path', 'tc'])).toThrow("--backward-path must be default or mma, got 'tc'");
+    expect(() => parseOptions(['--backward-path', 'mma', '--backward-lanes', '2'])).toThrow('--backward-path mma cannot be combined with --backward-lanes');
+    expect(() => parseOptions(['--tuned', '--backward-path', 'mma'])).toThrow('--tuned cannot be combined with --backward-path mma');
     expect(() => parseOptions(['--forward-path', 'tensor'])).toThrow("--forward-path must be default, plain, sgmat, tile or mma, got 'tensor'");
     expect(() => parseOptions(['--forward-queries', '0'])).toThrow("--forward-queries must be a number >= 1, got '0'");
     expect(() => parseOptions(['--warm-clocks', 'yes'])).toThrow("--warm-clocks must be auto, on or off, got 'yes'");

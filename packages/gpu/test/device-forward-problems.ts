@@ -150,3 +150,16 @@ export async function openDevice(): Promise<{ ctx: GpuContext; warmer: ClockWarm
   console.log(`subgroup matrix: ${ctx.subgroupMatrix.map((c) => `${c.componentType}->${c.resultComponentType} ${c.M}x${c.N}x${c.K}`).join(', ') || 'none'}`);
   return { ctx, warmer };
 }
+
+/** Median GPU time of an op in ms (`ctx.profile`, every dispatch it makes), with the clock held up as the bench does. */
+export async function timeRun(ctx: GpuContext, run: () => Promise<void>, reps: number, warmer: ClockWarmer | undefined): Promise<number> {
+  if (warmer) await warmer.warm(300);
+  await run();
+  const samples: number[] = [];
+  for (let i = 0; i < reps; i++) {
+    warmer?.queue();
+    const p = await ctx.profile(run);
+    samples.push(p.gpuNs === undefined ? p.wallMs : p.gpuNs / 1e6);
+  }
+  return samples.sort((a, b) => a - b)[Math.floor(samples.length / 2)] as number;
+}

@@ -11,18 +11,21 @@
  * `--only a,b` keeps the speed problems whose name contains any of the parts.
  */
 import { fnaFlops, tensor } from '@natten-web/core';
-import { fusedForward as cpuFusedForward } from '@natten-web/cpu';
+import { fusedBackward as cpuFusedBackward, fusedForward as cpuFusedForward } from '@natten-web/cpu';
 import {
   defaultMmaConfig,
   enumerateMmaConfigs,
+  fusedBackward,
+  fusedBackwardMma,
   fusedForward,
   fusedForwardMma,
+  type GpuTensor,
   mmaAvailability,
   mmaConfigCost,
   type MmaForwardConfig,
   planFusedForwardMma,
 } from '../src/index.ts';
-import { checkConfig, deviceScriptOptions, free, gpuArgs, hostArgs, makeArgs, type Problem, openDevice, speedProblems, timeCommand } from './device-forward-problems.ts';
+import { checkConfig, deviceScriptOptions, free, gpuArgs, hostArgs, makeArgs, maxErr, type Problem, openDevice, speedProblems, timeCommand, timeRun } from './device-forward-problems.ts';
 
 const values = deviceScriptOptions();
 const { ctx, warmer } = await openDevice();
@@ -35,7 +38,7 @@ function label(c: MmaForwardConfig): string {
 }
 
 let failures = 0;
-if (values.mode !== 'speed' && !('why' in avail)) {
+if ((values.mode === 'check' || values.mode === 'both') && !('why' in avail)) {
   const checks: Problem[] = [
     { name: '1d L=37 K=7', rank: 1, spatial: [37], heads: 2, dim: 32, kernelSize: [7] },
     { name: '1d L=100 K=9 d=3 causal', rank: 1, spatial: [100], heads: 2, dim: 16, kernelSize: [9], dilation: [3], isCausal: [true] },
@@ -69,7 +72,7 @@ if (values.mode !== 'speed' && !('why' in avail)) {
   }
 }
 
-if (values.mode !== 'check') {
+if (values.mode === 'speed' || values.mode === 'both') {
   const reps = Number(values.reps);
   const speed = speedProblems(values.only as string);
   console.log('\n== speed (f16, GPU time, median)');
@@ -101,6 +104,63 @@ if (values.mode !== 'check') {
       console.log(`${p.name} plain: ${(e as Error).message.split('\n')[0]}`);
     }
     free(g);
+  }
+}
+// ---- the experimental tensor-core backward (`--mode bcheck | bspeed | backward`)
+if ((values.mode === 'bcheck' || values.mode === 'backward') && !('why' in avail)) {
+  const checks: Problem[] = [
+    { name: '1d L=100 K=9 d=3 causal', rank: 1, spatial: [100], heads: 2, dim: 32, kernelSize: [9], dilation: [3], isCausal: [true] },
+    { name: '1d L=300 K=127 D=64', rank: 1, spatial: [300], heads: 2, dim: 64, kernelSize: [127] },
+    { name: '2d 19x23 K=5x7', rank: 2, spatial: [19, 23], heads: 2, dim: 64, kernelSize: [5, 7] },
+    { name: '2d 16x16 K=7 GQA Dv=32', rank: 2, spatial: [16, 16], heads: 4, headsKv: 2, dim: 64, dimV: 32, kernelSize: [7, 7] },
+    { name: '2d 33x40 K=13 d=2 D=128', rank: 2, spatial: [33, 40], heads: 2, dim: 128, kernelSize: [13, 13], dilation: [2, 2] },
+    { name: '3d 6x9x11 K=3x5x5 causal FTF', rank: 3, spatial: [6, 9, 11], heads: 2, dim: 32, kernelSize: [3, 5, 5], isCausal: [false, true, false] },
+  ];
+  console.log('\n== mma backward vs CPU reference (f16; dO scaled by 0.05; tolerance 1e-2)');
+  for (const p of checks) {
+    const t = makeArgs(p, 5);
+    const h = hostArgs(p, t);
+    cpuFusedForward(p.rank, h);
+    const dO = tensor(t.out.shape, 'float16');
+    const dov = dO.data as Uint16Array;
+    for (let i = 0; i < dov.length; i++) dov[i] = 0x2a66 ^ (i % 7 === 0 ? 0x8000 : 0) ^ ((i * 2654435761) >>> 22 & 0x3f); // about +-0.05, deterministic
+    const ref = { dq: tensor(t.q.shape, 'float16'), dk: tensor(t.k.shape, 'float16'), dv: tensor(t.v.shape, 'float16') };
+    cpuFusedBackward(p.rank, { ...h, logsumexp: t.lse, gradOutput: dO, gradQuery: ref.dq, gradKey: ref.dk, gradValue: ref.dv, rpb: null });
+    const g = { ...h, query: ctx.upload(t.q), key: ctx.upload(t.k), value: ctx.upload(t.v), output: ctx.upload(t.out), logsumexp: ctx.upload(t.lse), gradOutput: ctx.upload(dO), gradQuery: ctx.createTensor(t.q.shape, 'float16'), gradKey: ctx.createTensor(t.k.shape, 'float16'), gradValue: ctx.createTensor(t.v.shape, 'float16'), rpb: null };
+    try {
+      await fusedBackwardMma(ctx, p.rank, g);
+      const errs = [maxErr(await ctx.read(g.gradQuery), ref.dq), maxErr(await ctx.read(g.gradKey), ref.dk), maxErr(await ctx.read(g.gradValue), ref.dv)];
+      const ok = errs.every((e) => e.err <= 1e-2 && e.nan === 0);
+      if (!ok) failures++;
+      console.log(`${ok ? 'ok  ' : 'FAIL'} ${p.name.padEnd(34)} dQ ${errs[0]?.err.toExponential(2)} dK ${errs[1]?.err.toExponential(2)} dV ${errs[2]?.err.toExponential(2)}`);
+    } catch (e) {
+      failures++;
+      console.log(`FAIL ${p.name}: ${(e as Error).message.split('\n').slice(0, 6).join(' | ')}`);
+    }
+    for (const x of [g.query, g.key, g.value, g.output, g.logsumexp, g.gradOutput, g.gradQuery, g.gradKey, g.gradValue]) x.buffer.destroy();
+  }
+}
+if ((values.mode === 'bspeed' || values.mode === 'backward') && !('why' in avail)) {
+  const reps = Number(values.reps);
+  console.log('\n== backward speed (f16, GPU time of all dispatches, median): mma vs the default fusedBackward');
+  for (const p of speedProblems(values.only as string)) {
+    const t = makeArgs(p, 11);
+    const f = gpuArgs(ctx, p, t);
+    await fusedForward(ctx, p.rank, f);
+    const g = { ...f, logsumexp: f.logsumexp as GpuTensor, gradOutput: ctx.upload(t.out), gradQuery: ctx.createTensor(t.q.shape, 'float16'), gradKey: ctx.createTensor(t.k.shape, 'float16'), gradValue: ctx.createTensor(t.v.shape, 'float16') };
+    for (const [name, run] of [
+      ['mma', () => fusedBackwardMma(ctx, p.rank, g)],
+      ['default', () => fusedBackward(ctx, p.rank, g)],
+    ] as const) {
+      try {
+        const ms = await timeRun(ctx, run, reps, warmer);
+        console.log(`${p.name.padEnd(34)} backward ${name.padEnd(8)} ${ms.toFixed(3).padStart(10)} ms`);
+      } catch (e) {
+        console.log(`${p.name} backward ${name}: ${(e as Error).message.split('\n')[0]}`);
+      }
+    }
+    free(f);
+    for (const x of [g.gradOutput, g.gradQuery, g.gradKey, g.gradValue]) x.buffer.destroy();
   }
 }
 ctx.destroy();
