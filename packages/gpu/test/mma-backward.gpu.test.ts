@@ -3,7 +3,9 @@ import { fusedBackward as cpuFusedBackward, fusedForward as cpuFusedForward } fr
 import { FUSED_BACKWARD_TILES, generateFusedBackwardMmaDkv, generateFusedBackwardMmaDq } from '@natten-web/wgsl';
 import { afterAll, describe, expect, it } from 'vitest';
 import { fusedBackwardMma, type GpuTensor, type MmaBackwardConfig, mmaBackwardCommands } from '../src/index.ts';
+import { tensorFromValues } from '@natten-web/testkit';
 import { emulateSubgroupMatrix } from './sgmat-emulation.ts';
+import { expectClose } from './expect-close.ts';
 import { gpuContext } from './setup.ts';
 
 afterAll(async () => (await gpuContext()).destroy());
@@ -22,23 +24,9 @@ interface Case {
   readonly config: { queryTile: number[]; keyTile: number[]; subgroups: 2 | 4 };
 }
 
+/** `t` times `s`, rounded to the tensor's dtype. */
 function scaled(t: Tensor, s: number): Tensor {
-  const v = toFloat64Values(t).map((x) => x * s);
-  const out = tensor(t.shape, t.dtype);
-  const d = out.data as Uint16Array;
-  const f = new Float32Array(1);
-  const u = new Uint32Array(f.buffer);
-  v.forEach((x, i) => {
-    f[0] = x;
-    const b = u[0] as number;
-    // float32 -> float16 bits (round to nearest even), enough for test values of moderate size
-    const sign = (b >>> 16) & 0x8000;
-    const e = ((b >>> 23) & 0xff) - 127 + 15;
-    const m = b & 0x7fffff;
-    if (e <= 0) d[i] = sign;
-    else d[i] = sign | (e << 10) | ((m + 0x1000) >>> 13);
-  });
-  return out;
+  return tensorFromValues(t.shape, t.dtype, toFloat64Values(t).map((x) => x * s));
 }
 
 describe('tensor-core (mma) backward', () => {
@@ -115,18 +103,3 @@ describe('tensor-core (mma) backward, emulated on this adapter, against the CPU 
     });
   }
 });
-
-function expectClose(got: Tensor, want: Tensor, atol: number, what: string): void {
-  const g = toFloat64Values(got);
-  const w = toFloat64Values(want);
-  let worst = 0;
-  let at = -1;
-  for (let i = 0; i < w.length; i++) {
-    const e = Math.abs((g[i] as number) - (w[i] as number));
-    if (!(e <= worst)) {
-      worst = e;
-      at = i;
-    }
-  }
-  expect(worst, `${what}: max error ${worst} at flat index ${at} (got ${g[at]}, want ${w[at]}; max |want| ${Math.max(...w.map(Math.abs))})`).toBeLessThanOrEqual(atol);
-}

@@ -1,4 +1,4 @@
-import { checkFusedForward, type FusedForwardArgs, type FusedProblem, NattenUnsupportedError, randn, type Tensor, type TensorLike, tensor, toFloat64Values } from '@natten-web/core';
+import { checkFusedForward, type FusedForwardArgs, type FusedProblem, NattenUnsupportedError, randn, type TensorLike, tensor } from '@natten-web/core';
 import { fusedForward as cpuFusedForward } from '@natten-web/cpu';
 import { FUSED_FORWARD_TILES, type FusedForwardMmaSpec, fusedForwardDispatch, generateFusedForwardMma } from '@natten-web/wgsl';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -17,6 +17,7 @@ import {
 } from '../src/index.ts';
 import { fusedForwardCommand } from '../src/ops/na-fused-forward.ts';
 import { emulateSubgroupMatrix } from './sgmat-emulation.ts';
+import { expectClose } from './expect-close.ts';
 import { gpuContext } from './setup.ts';
 
 interface ProblemOptions {
@@ -226,18 +227,3 @@ describe('tensor-core (mma) forward, emulated on this adapter, against the CPU r
     });
   }
 });
-
-function expectClose(got: Tensor, want: Tensor, atol: number, what: string): void {
-  const g = toFloat64Values(got);
-  const w = toFloat64Values(want);
-  let worst = 0;
-  let at = -1;
-  for (let i = 0; i < w.length; i++) {
-    const e = Math.abs((g[i] as number) - (w[i] as number));
-    if (!(e <= worst)) {
-      worst = e;
-      at = i;
-    }
-  }
-  expect(worst, `${what}: max error at flat index ${at} (got ${g[at]}, want ${w[at]})`).toBeLessThanOrEqual(atol);
-}

@@ -23,7 +23,7 @@ import { type GeneratedKernel, kernelKey, type StorageBinding, type UniformField
 import { tokenOf } from '../snippets/fused-index.ts';
 import { windowFunctions } from '../snippets/window.ts';
 import { boxKeyRow, forwardAxisUniformFields, forwardWorkgroupPrologue, fusedForwardUniformFields, rowLoader } from './na-fused-forward.ts';
-import { MMA_FRAGMENT, MMA_SUBGROUP_COUNTS, MMA_SUBGROUP_SIZE } from './na-fused-forward-mma.ts';
+import { COORD, MMA_FRAGMENT, MMA_HEADER, MMA_SUBGROUP_COUNTS, MMA_SUBGROUP_SIZE, mmaBindingDecls, mmaDecodeTile, store4 } from './na-fused-forward-mma.ts';
 
 const GEN = 1;
 const F = MMA_FRAGMENT;
@@ -31,7 +31,6 @@ const range = (n: number): number[] => Array.from({ length: n }, (_, i) => i);
 const LEFT = `subgroup_matrix_left<f16, ${F}, ${F}>`;
 const RIGHT = `subgroup_matrix_right<f16, ${F}, ${F}>`;
 const RESULT = `subgroup_matrix_result<f32, ${F}, ${F}>`;
-const COORD = ['x', 'y', 'z'];
 
 /** Chunk sizes (keys for dq, queries for dkv) the backward compiles. */
 export const MMA_BACKWARD_CHUNKS = [32] as const;
@@ -100,21 +99,79 @@ export function fusedBackwardMmaDkvUniformFields(rank: NaRank): UniformField[] {
   return fusedForwardUniformFields(rank);
 }
 
-const HEADER = `enable f16;
-enable subgroups;
-enable chromium_experimental_subgroup_matrix;
-diagnostic(off, chromium.subgroup_matrix_uniformity);
-diagnostic(off, subgroup_uniformity);`;
+/**
+ * The module text both kernels share up to the workgroup variables: header, tile and head-dim constants, bindings,
+ * uniforms, window functions and the q/k/v/dO row loaders.
+ */
+function moduleHead(key: string, spec: FusedBackwardMmaSpec, bindings: readonly StorageBinding[], elem: Readonly<Record<string, string>>, uniforms: readonly UniformField[], extraConsts: string): string {
+  const L = layout(spec);
+  return `// ${key}
+${MMA_HEADER}
+${range(spec.rank)
+  .map((a) => `const TILE_${a}: u32 = ${spec.tile[a]}u;`)
+  .join('\n')}
+${extraConsts}const HEAD_DIM: u32 = ${spec.dim}u;
+const HEAD_DIM_V: u32 = ${spec.dimV}u;
+const LDK: u32 = ${L.ldk}u;
+const LDV: u32 = ${L.ldv}u;
+const LDS: u32 = ${L.lds}u;
+const LDP: u32 = ${L.ldp}u;
+const LOG2E: f32 = 1.4426950408889634;
 
-function bindingDecls(bindings: readonly StorageBinding[], elem: Record<string, string>): string {
-  return bindings.map((b, i) => `@group(0) @binding(${i}) var<storage, ${b.access}> ${b.name}: array<${elem[b.name] as string}>;`).join('\n');
+${mmaBindingDecls(bindings, elem)}
+${uniformDecl(uniforms, bindings.length)}
+${windowFunctions(spec.kernelSize, spec.causal)}
+${rowLoader('load_q', 'query', spec.dim, true, 'f16')}
+${rowLoader('load_k', 'key', spec.dim, true, 'f16')}
+${rowLoader('load_v', 'value', spec.dimV, true, 'f16')}
+${rowLoader('load_do', 'grad_output', spec.dimV, true, 'f16')}
+
+var<workgroup> st: array<f16, ${L.stageElems}>;
+var<workgroup> s_sh: array<f32, ${L.rows * L.lds}>;
+var<workgroup> dp_sh: array<f32, ${L.rows * L.lds}>;`;
 }
 
-const store4 = (arr: string, at: string, v: string): string => `${arr}[${at}] = ${v}.x; ${arr}[${at} + 1u] = ${v}.y; ${arr}[${at} + 2u] = ${v}.z; ${arr}[${at} + 3u] = ${v}.w;`;
+/** The lane's position: subgroup row base, lane, half (two lanes per row) and tile row. */
+const LANE_POSITION = `  let rbase = (lid / ${MMA_SUBGROUP_SIZE}u) * ${F}u;
+  let lane = lid % ${MMA_SUBGROUP_SIZE}u;
+  let hf = lane % 2u;
+  let row = rbase + lane / 2u;`;
 
-/** Decode a tile-linear index (last axis fastest) into per-axis offsets `${p}_a` (i32); `TILE_a` constants. */
+/** Decode a tile-linear index into per-axis offsets over the `TILE_a` constants. */
 function decodeTile(r: number, idx: string, p: string, ind: string): string {
-  return [`${ind}var ${p}_rest = ${idx};`, ...range(r).reverse().map((a) => `${ind}let ${p}_${a} = i32(${p}_rest % TILE_${a}); ${p}_rest = ${p}_rest / TILE_${a};`)].join('\n');
+  return mmaDecodeTile(r, idx, p, ind, 'TILE');
+}
+
+/**
+ * The workgroup's tile rows as buffer rows, for gathering fragments: `tile_row(rr)` (token x heads + head of tile row
+ * rr, or 0xffffffff past the group's extent) and `load_or_zero(which, row, width, c)` (vec4 c of loader 0 or 1's
+ * row, zero for 0xffffffff). `init` copies the prologue's names into private variables the functions read.
+ */
+function tileRows(r: NaRank, o: { readonly first: string; readonly head: string; readonly heads: string; readonly loaders: readonly [string, string] }): { decls: string; init: string } {
+  const axes = range(r);
+  return {
+    decls: `var<private> p_tok_base: u32;
+var<private> p_head: u32;
+var<private> p_g: vec4<i32>;
+var<private> p_first: vec4<i32>;
+var<private> p_n: vec4<i32>;
+
+// Buffer row (token x heads + head) of tile row rr, or the invalid marker 0xffffffff past the group's extent.
+fn tile_row(rr: u32) -> u32 {
+${decodeTile(r, 'rr', 'tr', '  ')}
+  if (${axes.map((a) => `p_first[${a}] + tr_${a} >= p_n[${a}]`).join(' || ')}) { return 0xffffffffu; }
+  return (p_tok_base + ${tokenOf(r, (a) => `(p_first[${a}] + tr_${a}) * params.dil_${a} + p_g[${a}]`)}) * params.${o.heads} + p_head;
+}
+fn load_or_zero(which: u32, rowIdx: u32, width: u32, c: u32) -> vec4<f16> {
+  if (rowIdx == 0xffffffffu) { return vec4<f16>(0.0); }
+  if (which == 0u) { return ${o.loaders[0]}(rowIdx * width, c); }
+  return ${o.loaders[1]}(rowIdx * width, c);
+}`,
+    init: `  p_tok_base = tok_base;
+  p_head = ${o.head};
+${axes.map((a) => `  p_g[${a}] = g_${a};\n  p_first[${a}] = ${o.first}_${a};\n  p_n[${a}] = n_${a};`).join('\n')}
+`,
+  };
 }
 
 /**
@@ -247,59 +304,17 @@ export function generateFusedBackwardMmaDq(spec: FusedBackwardMmaSpec): Generate
   const qrowOf = (c: (a: number) => string): string => `((tok_base + ${tokOf((a) => `${c(a)} * params.dil_${a} + g_${a}`)}) * params.heads + h)`;
   const inWindow = (k: string): string => axes.map((a) => `(${k}.${COORD[a] as string} >= ws_${a}) && (${k}.${COORD[a] as string} < we_${a})`).join(' && ');
 
-  const code = `// ${key}
-${HEADER}
-${axes.map((a) => `const TILE_${a}: u32 = ${spec.tile[a]}u;\nconst QUERY_TILE_${a}: u32 = ${spec.tile[a]}u;`).join('\n')}
-const HEAD_DIM: u32 = ${spec.dim}u;
-const HEAD_DIM_V: u32 = ${spec.dimV}u;
-const KEY_CHUNK: u32 = ${BK}u;
-const LDK: u32 = ${L.ldk}u;
-const LDV: u32 = ${L.ldv}u;
-const LDS: u32 = ${L.lds}u;
-const LDP: u32 = ${L.ldp}u;
-const LOG2E: f32 = 1.4426950408889634;
-
-${bindingDecls(bindings, elem)}
-${uniformDecl(uniforms, bindings.length)}
-${windowFunctions(spec.kernelSize, spec.causal)}
-${rowLoader('load_q', 'query', spec.dim, true, 'f16')}
-${rowLoader('load_k', 'key', spec.dim, true, 'f16')}
-${rowLoader('load_v', 'value', spec.dimV, true, 'f16')}
-${rowLoader('load_do', 'grad_output', spec.dimV, true, 'f16')}
-
-var<workgroup> st: array<f16, ${L.stageElems}>;
-var<workgroup> s_sh: array<f32, ${L.rows * L.lds}>;
-var<workgroup> dp_sh: array<f32, ${L.rows * L.lds}>;
+  const rows = tileRows(r, { first: 'qf', head: 'h', heads: 'heads', loaders: ['load_q', 'load_do'] });
+  const code = `${moduleHead(key, spec, bindings, elem, uniforms, `${axes.map((a) => `const QUERY_TILE_${a}: u32 = ${spec.tile[a]}u;`).join('\n')}\nconst KEY_CHUNK: u32 = ${BK}u;\n`)}
 var<workgroup> ds_sh: array<f16, ${L.rows * L.ldp}>;
 var<workgroup> kc_sh: array<vec4<i32>, ${BK}>;
 
-var<private> p_tok_base: u32;
-var<private> p_h: u32;
-var<private> p_g: vec4<i32>;
-var<private> p_qf: vec4<i32>;
-var<private> p_n: vec4<i32>;
-
-// Query row (token x heads + head) of tile row rr, or the invalid marker 0xffffffff past the group's extent.
-fn gather_row(rr: u32) -> u32 {
-${decodeTile(r, 'rr', 'gq', '  ')}
-  if (${axes.map((a) => `p_qf[${a}] + gq_${a} >= p_n[${a}]`).join(' || ')}) { return 0xffffffffu; }
-  return (p_tok_base + ${tokOf((a) => `(p_qf[${a}] + gq_${a}) * params.dil_${a} + p_g[${a}]`)}) * params.heads + p_h;
-}
-fn load_or_zero(which: u32, rowIdx: u32, width: u32, c: u32) -> vec4<f16> {
-  if (rowIdx == 0xffffffffu) { return vec4<f16>(0.0); }
-  if (which == 0u) { return load_q(rowIdx * width, c); }
-  return load_do(rowIdx * width, c);
-}
+${rows.decls}
 
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(num_workgroups) wg_num: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-${forwardWorkgroupPrologue(r)}  p_tok_base = tok_base;
-  p_h = h;
-${axes.map((a) => `  p_g[${a}] = g_${a};\n  p_qf[${a}] = qf_${a};\n  p_n[${a}] = n_${a};`).join('\n')}
-  let rbase = (lid / ${MMA_SUBGROUP_SIZE}u) * ${F}u;
-  let lane = lid % ${MMA_SUBGROUP_SIZE}u;
-  let hf = lane % 2u;
-  let row = rbase + lane / 2u;
+${forwardWorkgroupPrologue(r)}${rows.init}
+${LANE_POSITION}
 
   // ---- this lane's query row: coordinates, window, lse, and delta = rowsum(dO * O) (written for the dkv pass)
 ${decodeTile(r, 'row', 'qo', '  ')}
@@ -327,8 +342,8 @@ ${range(D16)
 ${range(DV16)
   .map((kk) => `  var do_${kk} = ${LEFT}();`)
   .join('\n')}
-${gatherFragments({ rows: L.rows, passRows: Math.floor(L.stageElems / L.ldk / F) * F, width4: D4, ld: 'LDK', name: 'q', frags: D16, wg: WG, rowValue: (rr, c) => `load_or_zero(0u, gather_row(${rr}), HEAD_DIM, ${c})` })}
-${gatherFragments({ rows: L.rows, passRows: Math.floor(L.stageElems / L.ldv / F) * F, width4: DV4, ld: 'LDV', name: 'do', frags: DV16, wg: WG, rowValue: (rr, c) => `load_or_zero(1u, gather_row(${rr}), HEAD_DIM_V, ${c})` })}
+${gatherFragments({ rows: L.rows, passRows: Math.floor(L.stageElems / L.ldk / F) * F, width4: D4, ld: 'LDK', name: 'q', frags: D16, wg: WG, rowValue: (rr, c) => `load_or_zero(0u, tile_row(${rr}), HEAD_DIM, ${c})` })}
+${gatherFragments({ rows: L.rows, passRows: Math.floor(L.stageElems / L.ldv / F) * F, width4: DV4, ld: 'LDV', name: 'do', frags: DV16, wg: WG, rowValue: (rr, c) => `load_or_zero(1u, tile_row(${rr}), HEAD_DIM_V, ${c})` })}
 ${range(D16)
   .map((j) => `  var dq_${j} = ${RESULT}();`)
   .join('\n')}
@@ -456,29 +471,8 @@ export function generateFusedBackwardMmaDkv(spec: FusedBackwardMmaSpec): Generat
   // Key k (this lane's row) inside staged query c's window, on every axis.
   const inWindow = (c: string): string => `kvalid && ${axes.map((a) => `(ki_${a} >= qws_sh[${c}].${COORD[a] as string}) && (ki_${a} < qwe_sh[${c}].${COORD[a] as string})`).join(' && ')}`;
 
-  const code = `// ${key}
-${HEADER}
-${axes.map((a) => `const TILE_${a}: u32 = ${spec.tile[a]}u;`).join('\n')}
-const HEAD_DIM: u32 = ${spec.dim}u;
-const HEAD_DIM_V: u32 = ${spec.dimV}u;
-const QUERY_CHUNK: u32 = ${QC}u;
-const LDK: u32 = ${L.ldk}u;
-const LDV: u32 = ${L.ldv}u;
-const LDS: u32 = ${L.lds}u;
-const LDP: u32 = ${L.ldp}u;
-const LOG2E: f32 = 1.4426950408889634;
-
-${bindingDecls(bindings, elem)}
-${uniformDecl(uniforms, bindings.length)}
-${windowFunctions(spec.kernelSize, spec.causal)}
-${rowLoader('load_q', 'query', spec.dim, true, 'f16')}
-${rowLoader('load_k', 'key', spec.dim, true, 'f16')}
-${rowLoader('load_v', 'value', spec.dimV, true, 'f16')}
-${rowLoader('load_do', 'grad_output', spec.dimV, true, 'f16')}
-
-var<workgroup> st: array<f16, ${L.stageElems}>;
-var<workgroup> s_sh: array<f32, ${L.rows * L.lds}>;
-var<workgroup> dp_sh: array<f32, ${L.rows * L.lds}>;
+  const rows = tileRows(r, { first: 'kf', head: 'hk', heads: 'heads_kv', loaders: ['load_k', 'load_v'] });
+  const code = `${moduleHead(key, spec, bindings, elem, uniforms, `const QUERY_CHUNK: u32 = ${QC}u;\n`)}
 var<workgroup> p_sh: array<f16, ${L.rows * L.ldp}>;
 var<workgroup> ds_sh: array<f16, ${L.rows * L.ldp}>;
 var<workgroup> qws_sh: array<vec4<i32>, ${QC}>;
@@ -486,33 +480,12 @@ var<workgroup> qwe_sh: array<vec4<i32>, ${QC}>;
 var<workgroup> lse_sh: array<vec4<f32>, ${QC / 4}>;
 var<workgroup> delta_sh: array<vec4<f32>, ${QC / 4}>;
 
-var<private> p_tok_base: u32;
-var<private> p_hk: u32;
-var<private> p_g: vec4<i32>;
-var<private> p_kf: vec4<i32>;
-var<private> p_n: vec4<i32>;
-
-// Key row (token x kv heads + kv head) of tile row rr, or 0xffffffff past the group's extent.
-fn key_row(rr: u32) -> u32 {
-${decodeTile(r, 'rr', 'gk', '  ')}
-  if (${axes.map((a) => `p_kf[${a}] + gk_${a} >= p_n[${a}]`).join(' || ')}) { return 0xffffffffu; }
-  return (p_tok_base + ${tokOf((a) => `(p_kf[${a}] + gk_${a}) * params.dil_${a} + p_g[${a}]`)}) * params.heads_kv + p_hk;
-}
-fn load_or_zero(which: u32, rowIdx: u32, width: u32, c: u32) -> vec4<f16> {
-  if (rowIdx == 0xffffffffu) { return vec4<f16>(0.0); }
-  if (which == 0u) { return load_k(rowIdx * width, c); }
-  return load_v(rowIdx * width, c);
-}
+${rows.decls}
 
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(num_workgroups) wg_num: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-${keyTilePrologue(r)}  p_tok_base = tok_base;
-  p_hk = hk;
-${axes.map((a) => `  p_g[${a}] = g_${a};\n  p_kf[${a}] = kf_${a};\n  p_n[${a}] = n_${a};`).join('\n')}
-  let rbase = (lid / ${MMA_SUBGROUP_SIZE}u) * ${F}u;
-  let lane = lid % ${MMA_SUBGROUP_SIZE}u;
-  let hf = lane % 2u;
-  let row = rbase + lane / 2u;
+${keyTilePrologue(r)}${rows.init}
+${LANE_POSITION}
 
   // ---- this lane's key row
 ${decodeTile(r, 'row', 'ko', '  ')}
@@ -526,8 +499,8 @@ ${range(D16)
 ${range(DV16)
   .map((kk) => `  var v_${kk} = ${LEFT}();`)
   .join('\n')}
-${gatherFragments({ rows: L.rows, passRows: Math.floor(L.stageElems / L.ldk / F) * F, width4: D4, ld: 'LDK', name: 'k', frags: D16, wg: WG, rowValue: (rr, c) => `load_or_zero(0u, key_row(${rr}), HEAD_DIM, ${c})` })}
-${gatherFragments({ rows: L.rows, passRows: Math.floor(L.stageElems / L.ldv / F) * F, width4: DV4, ld: 'LDV', name: 'v', frags: DV16, wg: WG, rowValue: (rr, c) => `load_or_zero(1u, key_row(${rr}), HEAD_DIM_V, ${c})` })}
+${gatherFragments({ rows: L.rows, passRows: Math.floor(L.stageElems / L.ldk / F) * F, width4: D4, ld: 'LDK', name: 'k', frags: D16, wg: WG, rowValue: (rr, c) => `load_or_zero(0u, tile_row(${rr}), HEAD_DIM, ${c})` })}
+${gatherFragments({ rows: L.rows, passRows: Math.floor(L.stageElems / L.ldv / F) * F, width4: DV4, ld: 'LDV', name: 'v', frags: DV16, wg: WG, rowValue: (rr, c) => `load_or_zero(1u, tile_row(${rr}), HEAD_DIM_V, ${c})` })}
 ${range(D16)
   .map((j) => `  var dk_${j} = ${RESULT}();`)
   .join('\n')}

@@ -25,7 +25,7 @@
  * float16 inputs only, D and Dv multiples of 16, no relative positional bias (the plain path serves rpb).
  */
 import { NattenArgumentError, type NaRank, formatShape, product } from '@natten-web/core';
-import { type GeneratedKernel, kernelKey, uniformDecl } from '../kernel.ts';
+import { type GeneratedKernel, kernelKey, type StorageBinding, uniformDecl } from '../kernel.ts';
 import { rpbIndexExpr, tokenOf } from '../snippets/fused-index.ts';
 import { windowFunctions } from '../snippets/window.ts';
 import { boxKeyRow, type FusedForwardSpec, forwardWorkgroupPrologue, fusedForwardBindings, fusedForwardUniformFields, rowLoader } from './na-fused-forward.ts';
@@ -42,6 +42,36 @@ export const MMA_SUBGROUP_SIZE = 32;
 export const MMA_SUBGROUP_COUNTS = [2, 4, 8] as const;
 /** Keys per chunk this path compiles. */
 export const MMA_KEY_CHUNKS = [32, 64] as const;
+
+/** The enables and diagnostics of every mma kernel (the subgroup-matrix offsets depend on the subgroup index). */
+export const MMA_HEADER = `enable f16;
+enable subgroups;
+enable chromium_experimental_subgroup_matrix;
+diagnostic(off, chromium.subgroup_matrix_uniformity);
+diagnostic(off, subgroup_uniformity);`;
+
+/** Per-axis coordinate components of the kernels' vec4 coordinate tables. */
+export const COORD = ['x', 'y', 'z'];
+
+/** WGSL storage declarations of bindings, each with its element type from `elem`. */
+export function mmaBindingDecls(bindings: readonly StorageBinding[], elem: Readonly<Record<string, string>>): string {
+  return bindings.map((b, i) => `@group(0) @binding(${i}) var<storage, ${b.access}> ${b.name}: array<${elem[b.name] as string}>;`).join('\n');
+}
+
+/** WGSL storing the components of vec4 `v` to scalar array `arr` at `at` .. `at + 3`. */
+export function store4(arr: string, at: string, v: string): string {
+  return `${arr}[${at}] = ${v}.x; ${arr}[${at} + 1u] = ${v}.y; ${arr}[${at} + 2u] = ${v}.z; ${arr}[${at} + 3u] = ${v}.w;`;
+}
+
+/** WGSL decoding tile-linear index `idx` (last axis fastest) into per-axis offsets `${p}_a` (i32) over `${tile}_a`. */
+export function mmaDecodeTile(r: number, idx: string, p: string, ind: string, tile: string): string {
+  return [
+    `${ind}var ${p}_rest = ${idx};`,
+    ...range(r)
+      .reverse()
+      .map((a) => `${ind}let ${p}_${a} = i32(${p}_rest % ${tile}_${a}); ${p}_rest = ${p}_rest / ${tile}_${a};`),
+  ].join('\n');
+}
 
 /** A tensor-core (generation 3) forward kernel spec. */
 export type FusedForwardMmaSpec = Pick<FusedForwardSpec, 'rank' | 'kernelSize' | 'causal' | 'dim' | 'dimV' | 'queryTile' | 'keyChunk' | 'hasLse'> & {
@@ -125,13 +155,9 @@ export function generateFusedForwardMma(spec: FusedForwardMmaSpec): GeneratedKer
   const uniforms = fusedForwardUniformFields(r);
   const bindings = fusedForwardBindings({ hasRpb: spec.hasRpb === true, hasLse: spec.hasLse });
   const elem: Record<string, string> = { query: 'vec4<f16>', key: 'vec4<f16>', value: 'vec4<f16>', rpb: 'f16', output: 'vec4<f16>', logsumexp: 'f32' };
-  const decls = bindings.map((b, i) => `@group(0) @binding(${i}) var<storage, ${b.access}> ${b.name}: array<${elem[b.name] as string}>;`).join('\n');
+  const decls = mmaBindingDecls(bindings, elem);
   const tokOf = (x: (a: number) => string): string => tokenOf(r, x);
-  // Decode a tile-linear index (last axis fastest) into per-axis offsets `${p}_a` (i32).
-  const decodeTile = (idx: string, p: string, ind: string): string =>
-    [`${ind}var ${p}_rest = ${idx};`, ...axes.slice().reverse().map((a) => `${ind}let ${p}_${a} = i32(${p}_rest % QUERY_TILE_${a}); ${p}_rest = ${p}_rest / QUERY_TILE_${a};`)].join('\n');
-  const store4 = (arr: string, at: string, v: string): string => `${arr}[${at}] = ${v}.x; ${arr}[${at} + 1u] = ${v}.y; ${arr}[${at} + 2u] = ${v}.z; ${arr}[${at} + 3u] = ${v}.w;`;
-  const COORD = ['x', 'y', 'z'];
+  const decodeTile = (idx: string, p: string, ind: string): string => mmaDecodeTile(r, idx, p, ind, 'QUERY_TILE');
   // Box-linear index (i32) of per-axis group coordinates, last axis fastest.
   const linOf = (c: (a: number) => string): string =>
     axes.map((a) => `(${c(a)} - bs_${a})${axes.slice(a + 1).map((b) => ` * bw_${b}`).join('')}`).join(' + ');
@@ -291,11 +317,7 @@ ${range(DV16)
   .join('\n')}\n    }`;
 
   const code = `// ${key}
-enable f16;
-enable subgroups;
-enable chromium_experimental_subgroup_matrix;
-diagnostic(off, chromium.subgroup_matrix_uniformity);
-diagnostic(off, subgroup_uniformity);
+${MMA_HEADER}
 ${axes.map((a) => `const QUERY_TILE_${a}: u32 = ${spec.queryTile[a]}u;`).join('\n')}
 const HEAD_DIM: u32 = ${spec.dim}u;
 const HEAD_DIM_V: u32 = ${spec.dimV}u;
