@@ -14,7 +14,8 @@
  *    neighbourhoods (`na_inverse_a`) is the query box; for every query head of the KV head's GQA group it stages
  *    chunks of Q, dO, and each query's window, lse and delta, computes S^T = K Q^T and dP^T = V dO^T, then
  *    P^T and dS^T masked by "key inside the query's window", and accumulates dV += P^T dO and dK += dS^T Q.
- * Both skip nothing yet (every chunk of the box is multiplied) and stage through workgroup memory like the forward.
+ * Both stage through workgroup memory like the forward, and a subgroup skips the work of a chunk outside the
+ * box-linear span of its rows' windows (dq) or inverse windows (dkv).
  * Same assumptions as the forward: 32-wide subgroups that are aligned runs of local_invocation_index, and
  * `chromium.subgroup_matrix_uniformity` off for offsets that depend on the subgroup index.
  */
@@ -136,6 +137,22 @@ const LANE_POSITION = `  let rbase = (lid / ${MMA_SUBGROUP_SIZE}u) * ${F}u;
   let lane = lid % ${MMA_SUBGROUP_SIZE}u;
   let hf = lane % 2u;
   let row = rbase + lane / 2u;`;
+
+/**
+ * WGSL of this subgroup's span over a staged box (box-linear, last axis fastest): `lo(a)` / `hi(a)` are the first and
+ * last group coordinates of this lane's row's range per axis, the box starts at `${bs}_a` with widths `${bw}_a`.
+ * Chunks outside [span_lo, span_hi] are skipped (their P and dS are zero for every row of the subgroup).
+ */
+function subgroupSpan(r: number, valid: string, lo: (a: number) => string, hi: (a: number) => string, bs: string, bw: string): string {
+  const lin = (c: (a: number) => string): string =>
+    range(r)
+      .map((a) => `(${c(a)} - ${bs}_${a})${range(r).slice(a + 1).map((b) => ` * ${bw}_${b}`).join('')}`)
+      .join(' + ');
+  return `  let lin_lo = select(2147483647, ${lin(lo)}, ${valid});
+  let lin_hi = select(-1, ${lin(hi)}, ${valid});
+  let span_lo = subgroupMin(lin_lo);
+  let span_hi = subgroupMax(lin_hi);`;
+}
 
 /** Decode a tile-linear index into per-axis offsets over the `TILE_a` constants. */
 function decodeTile(r: number, idx: string, p: string, ind: string): string {
@@ -335,6 +352,7 @@ ${axes
   let delta_r = dsum + subgroupShuffleXor(dsum, 1u);
   if (valid && hf == 0u) { delta[qrow] = delta_r; }
   let lse_r = select(0.0, logsumexp[qrow] * LOG2E, valid);
+${subgroupSpan(r, 'valid', (a) => `ws_${a}`, (a) => `we_${a} - 1`, 'bs', 'bw')}
 
 ${range(D16)
   .map((kk) => `  var q_${kk} = ${LEFT}();`)
@@ -349,6 +367,7 @@ ${range(D16)
   .join('\n')}
   for (var ch = 0u; ch < n_chunks; ch++) {
     let c0 = ch * KEY_CHUNK;
+    let need = i32(c0) <= span_hi && i32(c0 + KEY_CHUNK) > span_lo;
     {
       let rr = lid / ${TPK}u;
       let sub = lid % ${TPK}u;
@@ -363,18 +382,22 @@ ${boxKeyRow(r)}
       }
     }
     workgroupBarrier();
-    // ---- S = Q K^T and dP = dO V^T for this subgroup's rows
+    // ---- S = Q K^T and dP = dO V^T for this subgroup's rows (chunks outside its windows' span skip all work)
+    if (need) {
 ${productsInto('s_sh', 'q', D16, BK16, (n, kk) => `${n * F}u * LDK + ${kk * F}u`, 'LDK')}
 ${productsInto('dp_sh', 'do', DV16, BK16, (n, kk) => `${VOFF}u + ${n * F}u * LDV + ${kk * F}u`, 'LDV')}
+    }
     workgroupBarrier();
-    {
+    if (need) {
       let srow = row * LDS;
       let prow = row * LDP;
 ${pdsStmts({ vpl: BK / 8, inw: (v, i) => `${inWindow(`kc_sh[(${v * 2}u + hf) * 4u + ${i}u]`)}`, lse: () => 'vec4<f32>(lse_r)', delta: () => 'vec4<f32>(delta_r)', dsArr: 'ds_sh' })}
     }
     workgroupBarrier();
     // ---- dQ += dS K
+    if (need) {
 ${accumulateFrom('dq', 'ds_sh', D16, BK16, '0u', 'LDK')}
+    }
     workgroupBarrier();
   }
   // ---- dQ * scale
@@ -492,6 +515,8 @@ ${decodeTile(r, 'row', 'ko', '  ')}
 ${axes.map((a) => `  let ki_${a} = kf_${a} + ko_${a};`).join('\n')}
   let kvalid = ${axes.map((a) => `ki_${a} < n_${a}`).join(' && ')};
   let krow = (tok_base + ${tokOf((a) => `min(ki_${a}, n_${a} - 1) * params.dil_${a} + g_${a}`)}) * params.heads_kv + hk;
+${axes.map((a) => `  let inv_${a} = na_inverse_${a}(min(ki_${a}, n_${a} - 1) * params.dil_${a} + g_${a}, params.len_${a}, params.dil_${a}, params.str_${a});`).join('\n')}
+${subgroupSpan(r, 'kvalid', (a) => `(inv_${a}.x - g_${a}) / params.dil_${a}`, (a) => `(inv_${a}.y - g_${a}) / params.dil_${a} - 1`, 'qbs', 'qbw')}
 
 ${range(D16)
   .map((kk) => `  var k_${kk} = ${LEFT}();`)
@@ -511,6 +536,7 @@ ${range(DV16)
     let h = hk * params.gqa + qh;
     for (var ch = 0u; ch < n_chunks; ch++) {
       let c0 = ch * QUERY_CHUNK;
+      let need = i32(c0) <= span_hi && i32(c0 + QUERY_CHUNK) > span_lo;
       // ---- stage Q and dO rows of the chunk's queries, with each query's window, lse and delta
       {
         let rr = lid / ${TPQ}u;
@@ -546,19 +572,23 @@ ${axes
         }
       }
       workgroupBarrier();
-      // ---- S^T = K Q^T and dP^T = V dO^T for this subgroup's keys
+      // ---- S^T = K Q^T and dP^T = V dO^T for this subgroup's keys (chunks outside its keys' inverse span skip)
+      if (need) {
 ${productsInto('s_sh', 'k', D16, QC16, (n, kk) => `${n * F}u * LDK + ${kk * F}u`, 'LDK').replace(/^/gm, '  ')}
 ${productsInto('dp_sh', 'v', DV16, QC16, (n, kk) => `${OOFF}u + ${n * F}u * LDV + ${kk * F}u`, 'LDV').replace(/^/gm, '  ')}
+      }
       workgroupBarrier();
-      {
+      if (need) {
         let srow = row * LDS;
         let prow = row * LDP;
 ${pdsStmts({ vpl: QC / 8, inw: (v, i) => inWindow(`(${v * 2}u + hf) * 4u + ${i}u`), lse: (v) => `lse_sh[${v * 2}u + hf]`, delta: (v) => `delta_sh[${v * 2}u + hf]`, pArr: 'p_sh', dsArr: 'ds_sh' }).replace(/^/gm, '  ')}
       }
       workgroupBarrier();
       // ---- dV += P^T dO, dK += dS^T Q
+      if (need) {
 ${accumulateFrom('dv', 'p_sh', DV16, QC16, `${OOFF}u`, 'LDV').replace(/^/gm, '  ')}
 ${accumulateFrom('dk', 'ds_sh', D16, QC16, '0u', 'LDK').replace(/^/gm, '  ')}
+      }
       workgroupBarrier();
     }
   }
