@@ -122,6 +122,7 @@ describe('tensor-core (mma) forward: availability, config choice and the default
       ['f32', problem([4096], [127], { dtype: 'float32' }), false],
       ['rpb (not yet timed on a device)', problem([4096], [127], { rpb: true }), false],
       ['stride 2 (not yet checked on a device)', problem([4096], [127], { stride: 2 }), false],
+      ['head dim 256 (not yet timed)', problem([4096], [127], { dim: 256 }), false],
     ];
     for (const [name, p, routed] of cases) {
       const c = defaultForwardMma(ctx, p);

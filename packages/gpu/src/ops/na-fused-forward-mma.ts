@@ -197,8 +197,8 @@ export function mmaWindowDensity(problem: FusedProblem, config: Pick<MmaForwardC
 
 /**
  * The mma config the default forward (`fusedForward` without tiles) runs, or undefined for the plain path: where
- * the path can run with 4 or 8 subgroups, the problem has no rpb and no stride (both not yet measured on a device),
- * and its tile's window density is at least `MMA_MIN_DENSITY`.
+ * the path can run with 4 or 8 subgroups, the problem has no rpb, no stride and head dims of at most 128 (the rest
+ * is not yet measured on a device), and its tile's window density is at least `MMA_MIN_DENSITY`.
  * Measured on an H200 against the plain default (f16 forward, same run): density 0.5-0.94 (1-D K=127, K=2047;
  * FLUX-like K=80) 2-5.7x faster, 0.30-0.34 (2-D K=13 dilated, 2-D 256x256 K=15) 1.3-1.45x faster, 0.16-0.19 (2-D
  * K=7, 3-D 3x7x7) 2-4x slower.
@@ -207,6 +207,8 @@ export function defaultForwardMma(ctx: GpuContext, problem: FusedProblem): MmaFo
   // Strided windows run correctly through the shared window functions but have not been checked on a device yet;
   // rpb is checked (lavapipe, emulated) but its cost on a device is not measured yet.
   if (problem.hasRpb || problem.params.stride.some((x) => x !== 1)) return undefined;
+  // Measured up to head dim 128; beyond it the fragments held per subgroup (q and O) grow past what was timed.
+  if (problem.dim > 128 || problem.dimV > 128) return undefined;
   const config = defaultMmaConfig(ctx, problem);
   if (!config || config.subgroups < 4) return undefined;
   return mmaWindowDensity(problem, config) >= MMA_MIN_DENSITY ? config : undefined;
