@@ -1,8 +1,10 @@
 /**
- * Tensor-core fused NA forward through subgroup matrices (f16 -> f32, 16x16x16): planning, config choice and
- * dispatch of `@natten-web/wgsl`'s `generateFusedForwardSgmat`. Opt-in (`fusedForwardSgmat`; `fusedForward` never
- * chooses it, it is not yet faster): needs `chromium-experimental-subgroup-matrix` with an f16 16x16x16 config and
- * a fixed subgroup size, float16 problems and head dims that are multiples of 16.
+ * Tensor-core fused NA forward, generation 2 (one subgroup per workgroup, K/V fragments from storage): planning,
+ * config choice and dispatch of `@natten-web/wgsl`'s `generateFusedForwardSgmat`. Opt-in (`fusedForwardSgmat`) and
+ * superseded by the generation-3 mma path (`fusedForwardMma`), which `fusedForward` routes to; this one measured
+ * 2-7x slower than the plain path. Needs `chromium-experimental-subgroup-matrix` with an f16 16x16x16 config and
+ * a fixed subgroup size, float16 problems and head dims that are multiples of 16. Its adapter and problem checks
+ * (`subgroupMatrixF16Missing`, `sgmatProblemFit`) are shared with the mma paths.
  */
 import {
   checkFusedForward,
