@@ -49,6 +49,7 @@ describe('tensor-core (mma) backward, emulated on this adapter, against the CPU 
     { name: '1-D L=90 K=17 dilation 2 causal', spatial: [90], kernelSize: [17], dim: 16, dilation: [2], causal: [true], config: { queryTile: [32], keyTile: [32], subgroups: 2 } },
     { name: '2-D 14x17 K=5x7, GQA 4/2 heads, Dv=32', spatial: [14, 17], kernelSize: [5, 7], heads: 4, headsKv: 2, dim: 16, dimV: 32, config: { queryTile: [4, 8], keyTile: [8, 4], subgroups: 2 } },
     { name: '2-D 18x13 K=4x5 dilation 2x1 causal on axis 0, batch 2', spatial: [18, 13], kernelSize: [4, 5], dim: 16, dilation: [2, 1], causal: [true, false], batch: 2, config: { queryTile: [4, 8], keyTile: [4, 8], subgroups: 2 } },
+    { name: '2-D 16x18 K=7x5 at head dim 64 (4 fragments per row)', spatial: [16, 18], kernelSize: [7, 5], dim: 64, config: { queryTile: [4, 8], keyTile: [8, 4], subgroups: 2 } },
     { name: '3-D 5x7x9 K=3x3x5', spatial: [5, 7, 9], kernelSize: [3, 3, 5], dim: 16, config: { queryTile: [2, 2, 8], keyTile: [2, 4, 4], subgroups: 2 } },
   ];
   for (const c of cases) {

@@ -184,6 +184,7 @@ describe('tensor-core (mma) forward, emulated on this adapter, against the CPU r
     { name: '1-D L=37 K=7, a partial tile', spatial: [37], kernelSize: [7], dim: 16, config: { queryTile: [64], keyChunk: 32, subgroups: 4 } },
     { name: '1-D L=100 K=9 dilation 3 causal', spatial: [100], kernelSize: [9], dim: 16, dilation: [3], causal: [true], config: { queryTile: [32], keyChunk: 64, subgroups: 2 } },
     { name: '1-D L=300 K=127 (whole chunks inside windows skip the test)', spatial: [300], kernelSize: [127], dim: 16, config: { queryTile: [32], keyChunk: 32, subgroups: 2 } },
+    { name: '2-D 24x20 K=9x11 at head dim 64 (4 fragments per row)', spatial: [24, 20], kernelSize: [9, 11], dim: 64, config: { queryTile: [8, 8], keyChunk: 32, subgroups: 4 } },
     { name: '1-D L=200 K=65, logits large enough to rescale O', spatial: [200], kernelSize: [65], dim: 16, scale: 4, config: { queryTile: [32], keyChunk: 32, subgroups: 2 } },
     { name: '2-D 19x23 K=5x7 (chunk skipping per subgroup)', spatial: [19, 23], kernelSize: [5, 7], dim: 32, config: { queryTile: [8, 8], keyChunk: 32, subgroups: 4 } },
     { name: '2-D 20x17 K=4x6 dilation 2x1 causal on axis 0', spatial: [20, 17], kernelSize: [4, 6], dim: 16, dilation: [2, 1], causal: [true, false], config: { queryTile: [4, 8], keyChunk: 32, subgroups: 2 } },
