@@ -26,7 +26,7 @@
  */
 import { NattenArgumentError, type NaRank, formatShape, product } from '@natten-web/core';
 import { type GeneratedKernel, kernelKey, type StorageBinding, uniformDecl } from '../kernel.ts';
-import { rpbIndexExpr, tokenOf } from '../snippets/fused-index.ts';
+import { rpbIndexExpr, rpbWindowProblem, tokenOf } from '../snippets/fused-index.ts';
 import { windowFunctions } from '../snippets/window.ts';
 import { boxKeyRow, type FusedForwardSpec, forwardWorkgroupPrologue, fusedForwardBindings, fusedForwardUniformFields, rowLoader } from './na-fused-forward.ts';
 
@@ -126,8 +126,7 @@ export function fusedForwardMmaSpecProblem(spec: FusedForwardMmaSpec): string | 
   if (!(MMA_KEY_CHUNKS as readonly number[]).includes(spec.keyChunk)) return `key chunk ${spec.keyChunk} is not one of ${MMA_KEY_CHUNKS.join(', ')}`;
   if (spec.dim % F !== 0 || spec.dimV % F !== 0) return `head dims ${spec.dim}/${spec.dimV} must be multiples of ${F}`;
   if (layout(spec).qRowsPerPass < F) return `head_dim=${spec.dim} is too large for key chunk ${spec.keyChunk}`;
-  if (spec.hasRpb && (spec.causal.some((c) => c) || spec.kernelSize.some((k) => k % 2 === 0))) return 'rpb needs a non-causal window and odd kernel sizes';
-  return undefined;
+  return rpbWindowProblem(spec);
 }
 
 /** Generate the kernel for a spec. Pure: same spec, same text. */

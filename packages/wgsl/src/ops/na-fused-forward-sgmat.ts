@@ -25,7 +25,7 @@
  */
 import { formatShape, NattenArgumentError, type NaRank, product } from '@natten-web/core';
 import { type GeneratedKernel, kernelKey, type StorageBinding, uniformDecl } from '../kernel.ts';
-import { rpbIndexExpr, tokenOf } from '../snippets/fused-index.ts';
+import { rpbIndexExpr, rpbWindowProblem, tokenOf } from '../snippets/fused-index.ts';
 import { windowFunctions } from '../snippets/window.ts';
 import { forwardTileOrigin, fusedForwardBindings, fusedForwardUniformFields } from './na-fused-forward.ts';
 
@@ -115,10 +115,7 @@ export function fusedForwardSgmatSpecProblem(spec: FusedForwardSgmatSpec): strin
   if (spec.dim % F !== 0 || spec.dimV % F !== 0) return `head dims ${spec.dim}/${spec.dimV} must be multiples of ${F}`;
   if (spec.dim > 256 || spec.dimV > 256) return `head dims ${spec.dim}/${spec.dimV} must be <= 256`;
   if (![16, 32, 64].includes(spec.subgroupSize)) return `subgroup size ${spec.subgroupSize} must be 16, 32 or 64`;
-  if (spec.hasRpb && (spec.causal.some((c) => c) || spec.kernelSize.some((k) => k % 2 === 0))) {
-    return 'rpb needs a non-causal window and odd kernel sizes';
-  }
-  return undefined;
+  return rpbWindowProblem(spec);
 }
 
 /** The 16-query row block of a query patch: the patch's first 16 queries in row-major order, as a per-axis shape. */

@@ -28,7 +28,7 @@ import { NattenArgumentError, type NaRank, formatShape, product } from '@natten-
 import { enableDirectives, wgslType } from '../dtype.ts';
 import { type GeneratedKernel, kernelKey, uniformDecl } from '../kernel.ts';
 import { FUSED_NEG } from '../snippets/fused-softmax.ts';
-import { rpbIndexExpr, tokenOf } from '../snippets/fused-index.ts';
+import { rpbIndexExpr, rpbWindowProblem, tokenOf } from '../snippets/fused-index.ts';
 import { windowFunctions } from '../snippets/window.ts';
 import {
   type FusedForwardSpec,
@@ -97,8 +97,7 @@ export function fusedForwardTileSpecProblem(spec: FusedForwardTileSpec): string 
   if (spec.dim % 4 !== 0) return `head_dim=${spec.dim} must be a multiple of 4`;
   if (spec.dimV % (4 * kg) !== 0) return `value head_dim=${spec.dimV} must be a multiple of ${4 * kg} (4 x the ${kg} invocations sharing a query row with key chunk ${spec.keyChunk})`;
   if (spec.stage === 'f16' && spec.dtype !== 'float16') return `f16 staging needs float16 inputs`;
-  if (spec.hasRpb && (spec.causal.some((c) => c) || spec.kernelSize.some((k) => k % 2 === 0))) return 'rpb needs a non-causal window and odd kernel sizes';
-  return undefined;
+  return rpbWindowProblem(spec);
 }
 
 /** Generate the kernel for a spec. Pure: same spec, same text. */

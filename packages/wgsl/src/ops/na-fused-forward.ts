@@ -59,7 +59,7 @@ import { type GpuDType, enableDirectives, wgslType } from '../dtype.ts';
 import { DEFAULT_UNROLL, hasWideSubgroups, laneSplitProblem, lanesDimProblem, withDefaultLanes } from '../lanes.ts';
 import { type GeneratedKernel, kernelKey, type StorageBinding, type UniformField, uniformDecl } from '../kernel.ts';
 import { FUSED_NEG, softmaxLse, softmaxStateDecl, softmaxUpdate, softmaxWeight, softmaxWeights } from '../snippets/fused-softmax.ts';
-import { rpbIndexExpr, tokenOf } from '../snippets/fused-index.ts';
+import { rpbIndexExpr, rpbWindowProblem, tokenOf } from '../snippets/fused-index.ts';
 import { windowFunctions } from '../snippets/window.ts';
 
 const FAMILY = 'na-fused-forward';
@@ -448,7 +448,8 @@ export function checkFusedForwardSpec(spec: FusedForwardSpec): void {
   if (!FUSED_FORWARD_KEY_CHUNKS.includes(spec.keyChunk as (typeof FUSED_FORWARD_KEY_CHUNKS)[number])) bad(`key chunk ${spec.keyChunk} is not one of ${FUSED_FORWARD_KEY_CHUNKS.join(', ')}`);
   if (spec.stage === 'f16' && spec.dtype !== 'float16') bad(`f16 staging needs float16 inputs`);
   if (spec.qHalf === true && spec.dtype !== 'float16') bad(`f16 q registers need float16 inputs`);
-  if (spec.hasRpb && (spec.causal.some((c) => c) || spec.kernelSize.some((k) => k % 2 === 0))) bad('rpb needs a non-causal window and odd kernel sizes');
+  const rpb = rpbWindowProblem(spec);
+  if (rpb !== undefined) bad(rpb);
   if (spec.lanes !== undefined) {
     const why = lanesDimProblem(spec.lanes, spec.dim, spec.dimV);
     if (why !== undefined) bad(why);

@@ -12,6 +12,7 @@
 import { formatShape, NattenArgumentError, type NaRank, product } from '@natten-web/core';
 import { enableDirectives, wgslType } from '../dtype.ts';
 import { type GeneratedKernel, kernelKey, type StorageBinding, type UniformField, uniformDecl } from '../kernel.ts';
+import { rpbWindowProblem } from '../snippets/fused-index.ts';
 import { windowFunctions } from '../snippets/window.ts';
 import {
   FORWARD_SHAPE_UNIFORMS,
@@ -46,7 +47,8 @@ export function checkNaiveForwardSpec(spec: NaiveForwardSpec): void {
   if (!Number.isInteger(spec.dimV) || spec.dimV < 1 || spec.dimV > NAIVE_MAX_DIM_V) {
     bad(`value head_dim must be an integer in 1..${NAIVE_MAX_DIM_V} (private f32 accumulator), got ${spec.dimV}`);
   }
-  if (spec.hasRpb && (spec.causal.some((c) => c) || spec.kernelSize.some((k) => k % 2 === 0))) bad('rpb needs a non-causal window and odd kernel sizes');
+  const rpb = rpbWindowProblem(spec);
+  if (rpb !== undefined) bad(rpb);
 }
 
 /** Uniform fields, in struct order. */

@@ -39,6 +39,14 @@ export function tokenOf(rank: number, x: (a: number) => string): string {
 }
 
 /**
+ * Why a kernel spec cannot take an rpb, or undefined: `rpbIndexExpr` indexes a bias centred on the query, which
+ * needs a non-causal window and odd kernel sizes.
+ */
+export function rpbWindowProblem(spec: { readonly hasRpb?: boolean; readonly causal: readonly boolean[]; readonly kernelSize: readonly number[] }): string | undefined {
+  return spec.hasRpb && (spec.causal.some((c) => c) || spec.kernelSize.some((k) => k % 2 === 0)) ? 'rpb needs a non-causal window and odd kernel sizes' : undefined;
+}
+
+/**
  * Index into an rpb tensor [H, 2K_0-1, ...] for head `h`: `rel(a)` is the key-minus-query offset along axis a
  * (group coordinates), in [-(K_a-1), K_a-1].
  */
