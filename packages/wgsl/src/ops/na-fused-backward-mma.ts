@@ -23,7 +23,7 @@ import { NattenArgumentError, type NaRank, formatShape, product } from '@natten-
 import { type GeneratedKernel, kernelKey, type StorageBinding, type UniformField, uniformDecl } from '../kernel.ts';
 import { tokenOf } from '../snippets/fused-index.ts';
 import { windowFunctions } from '../snippets/window.ts';
-import { boxKeyRow, forwardAxisUniformFields, forwardWorkgroupPrologue, fusedForwardUniformFields, rowLoader } from './na-fused-forward.ts';
+import { boxKeyRow, forwardWorkgroupPrologue, fusedForwardUniformFields, rowLoader, workgroupTileDecode } from './na-fused-forward.ts';
 import { COORD, MMA_FRAGMENT, MMA_HEADER, MMA_SUBGROUP_COUNTS, MMA_SUBGROUP_SIZE, mmaBindingDecls, mmaDecodeTile, store4 } from './na-fused-forward-mma.ts';
 
 const GEN = 1;
@@ -424,28 +424,7 @@ ${writeThroughScratch({ acc: 'dq', frags: D16, n16: BK16, out: 'grad_query', row
  */
 function keyTilePrologue(r: NaRank): string {
   const axes = range(r);
-  return `  let wid = wg_id.x + wg_id.y * wg_num.x;
-  if (wid >= params.total_wg) { return; }
-  var rest = wid;
-${axes
-  .slice()
-  .reverse()
-  .map((a) => `  let tile_${a} = rest % params.ntile_${a};\n  rest = rest / params.ntile_${a};`)
-  .join('\n')}
-${axes
-  .slice()
-  .reverse()
-  .map((a) => `  let g_${a} = i32(rest % u32(params.dil_${a}));\n  rest = rest / u32(params.dil_${a});`)
-  .join('\n')}
-  let hk = rest % params.heads_kv;
-  let b = rest / params.heads_kv;
-${axes
-  .map(
-    (a) => `  let n_${a} = na_group_len(params.len_${a}, params.dil_${a}, g_${a});
-  let kf_${a} = i32(tile_${a} * TILE_${a});`,
-  )
-  .join('\n')}
-  if (${axes.map((a) => `kf_${a} >= n_${a}`).join(' || ')}) { return; }
+  return `${workgroupTileDecode(r, { head: 'hk', heads: 'heads_kv', first: 'kf', tile: 'TILE' })}
 ${axes
   .map(
     (a) => `  let kl_${a} = min(kf_${a} + i32(TILE_${a}), n_${a}) - 1;

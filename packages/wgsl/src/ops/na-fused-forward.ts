@@ -574,18 +574,33 @@ ${comps}
 }
 
 /**
- * WGSL of the fused forwards' workgroup-uniform prologue (inside `main`, which has `wg_id`, `wg_num`): the
- * (batch, head, dilation group, query tile) this workgroup owns, its group extents `n_a`, first query `qf_a`, the
- * union key box `bs_a` + `bw_a` (group coordinates) with `box_n` keys and `n_chunks` chunks, and `tok_base`.
- * Needs the module constants QUERY_TILE_a and KEY_CHUNK, `params` (`fusedForwardUniformFields`) and the window
- * functions. Workgroups past the end and tiles past the group return (uniformly).
- */
-/**
  * WGSL of the workgroup decode every fused forward shares (inside `main`): `wid`, the (batch `b`, head `h`, kv head
  * `hk`, dilation group `g_a`, query tile) it owns, the group extents `n_a`, the first query `qf_a`, and the union key
  * box `bs_a` + `bw_a` in group coordinates. Returns (uniformly) for workgroups past the end and tiles past the group.
  */
 export function forwardTileOrigin(r: NaRank): string {
+  const axes = Array.from({ length: r }, (_, a) => a);
+  return `${workgroupTileDecode(r, { head: 'h', heads: 'heads', after: '  let hk = h / params.gqa;\n', first: 'qf', tile: 'QUERY_TILE' })}
+${axes
+  .map(
+    (a) => `  let ql_${a} = min(qf_${a} + i32(QUERY_TILE_${a}), n_${a}) - 1;
+  let wfirst_${a} = na_window_${a}(qf_${a} * params.dil_${a} + g_${a}, params.len_${a}, params.dil_${a}, params.str_${a});
+  let wlast_${a} = na_window_${a}(ql_${a} * params.dil_${a} + g_${a}, params.len_${a}, params.dil_${a}, params.str_${a});
+  let bs_${a} = (wfirst_${a}.x - g_${a}) / params.dil_${a};
+  let bw_${a} = (wlast_${a}.x - g_${a}) / params.dil_${a} + wlast_${a}.y - bs_${a};`,
+  )
+  .join('\n')}
+`;
+}
+
+/**
+ * WGSL (inside `main`, which has `wg_id` and `wg_num`) decoding the flat workgroup index into per-axis tiles
+ * `tile_a` (over `params.ntile_a`), dilation groups `g_a`, the head `o.head` (over `params.${o.heads}`) and batch `b`,
+ * then (after the `o.after` lines) the group extents `n_a` and the tile's first row `${o.first}_a` (tile constants
+ * `${o.tile}_a`). Returns (uniformly) for workgroups past the end and tiles past the group. Shared by the forwards'
+ * query tiles and the tensor-core backward's key tiles.
+ */
+export function workgroupTileDecode(r: NaRank, o: { readonly head: string; readonly heads: string; readonly after?: string; readonly first: string; readonly tile: string }): string {
   const axes = Array.from({ length: r }, (_, a) => a);
   return `  let wid = wg_id.x + wg_id.y * wg_num.x;
   if (wid >= params.total_wg) { return; }
@@ -600,28 +615,24 @@ ${axes
   .reverse()
   .map((a) => `  let g_${a} = i32(rest % u32(params.dil_${a}));\n  rest = rest / u32(params.dil_${a});`)
   .join('\n')}
-  let h = rest % params.heads;
-  let b = rest / params.heads;
-  let hk = h / params.gqa;
-${axes
+  let ${o.head} = rest % params.${o.heads};
+  let b = rest / params.${o.heads};
+${o.after ?? ''}${axes
   .map(
     (a) => `  let n_${a} = na_group_len(params.len_${a}, params.dil_${a}, g_${a});
-  let qf_${a} = i32(tile_${a} * QUERY_TILE_${a});`,
+  let ${o.first}_${a} = i32(tile_${a} * ${o.tile}_${a});`,
   )
   .join('\n')}
-  if (${axes.map((a) => `qf_${a} >= n_${a}`).join(' || ')}) { return; }
-${axes
-  .map(
-    (a) => `  let ql_${a} = min(qf_${a} + i32(QUERY_TILE_${a}), n_${a}) - 1;
-  let wfirst_${a} = na_window_${a}(qf_${a} * params.dil_${a} + g_${a}, params.len_${a}, params.dil_${a}, params.str_${a});
-  let wlast_${a} = na_window_${a}(ql_${a} * params.dil_${a} + g_${a}, params.len_${a}, params.dil_${a}, params.str_${a});
-  let bs_${a} = (wfirst_${a}.x - g_${a}) / params.dil_${a};
-  let bw_${a} = (wlast_${a}.x - g_${a}) / params.dil_${a} + wlast_${a}.y - bs_${a};`,
-  )
-  .join('\n')}
-`;
+  if (${axes.map((a) => `${o.first}_${a} >= n_${a}`).join(' || ')}) { return; }`;
 }
 
+/**
+ * WGSL of the fused forwards' workgroup-uniform prologue (inside `main`, which has `wg_id`, `wg_num`): the
+ * (batch, head, dilation group, query tile) this workgroup owns, its group extents `n_a`, first query `qf_a`, the
+ * union key box `bs_a` + `bw_a` (group coordinates) with `box_n` keys and `n_chunks` chunks, and `tok_base`.
+ * Needs the module constants QUERY_TILE_a and KEY_CHUNK, `params` (`fusedForwardUniformFields`) and the window
+ * functions. Workgroups past the end and tiles past the group return (uniformly).
+ */
 export function forwardWorkgroupPrologue(r: NaRank): string {
   const axes = Array.from({ length: r }, (_, a) => a);
   return `  // ---- workgroup-uniform prologue: which (batch, head, dilation group, query tile) this workgroup owns
