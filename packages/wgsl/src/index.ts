@@ -147,7 +147,6 @@ export {
 } from './ops/na-fused-forward-mma.ts';
 export {
   type FusedBackwardMmaSpec,
-  fusedBackwardMmaDkvUniformFields,
   fusedBackwardMmaSpecProblem,
   fusedBackwardMmaWorkgroupBytes,
   generateFusedBackwardMmaDkv,

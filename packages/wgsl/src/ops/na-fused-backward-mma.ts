@@ -19,12 +19,12 @@
  * Same assumptions as the forward: 32-wide subgroups that are aligned runs of local_invocation_index, and
  * `chromium.subgroup_matrix_uniformity` off for offsets that depend on the subgroup index.
  */
-import { NattenArgumentError, type NaRank, formatShape, product } from '@natten-web/core';
+import { NattenArgumentError, type NaRank } from '@natten-web/core';
 import { type GeneratedKernel, kernelKey, type StorageBinding, type UniformField, uniformDecl } from '../kernel.ts';
 import { tokenOf } from '../snippets/fused-index.ts';
 import { windowFunctions } from '../snippets/window.ts';
 import { boxKeyRow, forwardWorkgroupPrologue, fusedForwardUniformFields, rowLoader, workgroupTileDecode } from './na-fused-forward.ts';
-import { COORD, MMA_FRAGMENT, MMA_HEADER, MMA_SUBGROUP_COUNTS, MMA_SUBGROUP_SIZE, mmaBindingDecls, mmaDecodeTile, store4 } from './na-fused-forward-mma.ts';
+import { COORD, MMA_FRAGMENT, MMA_HEADER, MMA_SUBGROUP_SIZE, type MmaLayout, mmaBindingDecls, mmaDecodeTile, mmaLayout, mmaPassRows, mmaShapeProblem, store4 } from './na-fused-forward-mma.ts';
 
 const GEN = 1;
 const F = MMA_FRAGMENT;
@@ -50,28 +50,25 @@ export interface FusedBackwardMmaSpec {
   readonly subgroups: number;
 }
 
-interface Layout {
-  readonly rows: number;
-  readonly ldk: number;
-  readonly ldv: number;
-  readonly lds: number;
-  readonly ldp: number;
-  readonly stageElems: number;
-  readonly gatherRows: number;
+function layout(spec: Pick<FusedBackwardMmaSpec, 'dim' | 'dimV' | 'chunk' | 'subgroups'>): MmaLayout {
+  return mmaLayout(spec.dim, spec.dimV, spec.chunk, spec.subgroups);
 }
 
-function layout(spec: Pick<FusedBackwardMmaSpec, 'dim' | 'dimV' | 'chunk' | 'subgroups'>): Layout {
-  const ldk = spec.dim + 8;
-  const ldv = spec.dimV + 8;
-  const stageElems = spec.chunk * (ldk + ldv);
+/** The sizes both kernels derive from a spec: workgroup size, vec4 and fragment counts, staging threads per row. */
+function sizes(spec: FusedBackwardMmaSpec) {
+  const WG = MMA_SUBGROUP_SIZE * spec.subgroups;
   return {
-    rows: F * spec.subgroups,
-    ldk,
-    ldv,
-    lds: spec.chunk + 4,
-    ldp: spec.chunk + 8,
-    stageElems,
-    gatherRows: Math.min(F * spec.subgroups, F * Math.floor(stageElems / Math.max(ldk, ldv) / F)),
+    r: spec.rank,
+    axes: range(spec.rank),
+    L: layout(spec),
+    WG,
+    D4: spec.dim / 4,
+    DV4: spec.dimV / 4,
+    D16: spec.dim / F,
+    DV16: spec.dimV / F,
+    C16: spec.chunk / F,
+    /** Invocations staging one chunk row. */
+    TPR: WG / spec.chunk,
   };
 }
 
@@ -85,19 +82,11 @@ export function fusedBackwardMmaWorkgroupBytes(spec: Pick<FusedBackwardMmaSpec, 
 
 /** Why a spec cannot be generated, or undefined. */
 export function fusedBackwardMmaSpecProblem(spec: FusedBackwardMmaSpec): string | undefined {
-  const r = spec.rank;
-  if (spec.kernelSize.length !== r || spec.causal.length !== r || spec.tile.length !== r) return `kernelSize, causal and tile need ${r} entries`;
-  if (!(MMA_SUBGROUP_COUNTS as readonly number[]).includes(spec.subgroups)) return `subgroups=${spec.subgroups} is not one of ${MMA_SUBGROUP_COUNTS.join(', ')}`;
-  if (product(spec.tile) !== F * spec.subgroups) return `tile ${formatShape(spec.tile)} must have ${F * spec.subgroups} rows (16 per subgroup)`;
-  if (!(MMA_BACKWARD_CHUNKS as readonly number[]).includes(spec.chunk)) return `chunk ${spec.chunk} is not one of ${MMA_BACKWARD_CHUNKS.join(', ')}`;
-  if (spec.dim % F !== 0 || spec.dimV % F !== 0) return `head dims ${spec.dim}/${spec.dimV} must be multiples of ${F}`;
-  if (layout(spec).gatherRows < F) return `head dims ${spec.dim}/${spec.dimV} are too large for chunk ${spec.chunk}`;
+  const shape = mmaShapeProblem({ ...spec, chunks: MMA_BACKWARD_CHUNKS, names: { tileField: 'tile', tile: 'tile', rows: 'rows', chunk: 'chunk' } });
+  if (shape !== undefined) return shape;
+  const l = layout(spec);
+  if (mmaPassRows(l, Math.max(l.ldk, l.ldv)) < F) return `head dims ${spec.dim}/${spec.dimV} are too large for chunk ${spec.chunk}`;
   return undefined;
-}
-
-/** Uniform fields of the dkv kernel: the forward's, with `ntile_a` counting key tiles and `total_wg` over KV heads. */
-export function fusedBackwardMmaDkvUniformFields(rank: NaRank): UniformField[] {
-  return fusedForwardUniformFields(rank);
 }
 
 /**
@@ -293,18 +282,9 @@ export function generateFusedBackwardMmaDq(spec: FusedBackwardMmaSpec): Generate
   const why = fusedBackwardMmaSpecProblem(spec);
   if (why !== undefined) throw new NattenArgumentError(`generateFusedBackwardMmaDq: ${why}`);
   const key = kernelKey('na-fused-backward-mma-dq', GEN, spec);
-  const r = spec.rank;
-  const axes = range(r);
-  const L = layout(spec);
-  const WG = MMA_SUBGROUP_SIZE * spec.subgroups;
+  const { r, axes, L, WG, D4, DV4, D16, DV16, C16: BK16, TPR: TPK } = sizes(spec);
   const BK = spec.chunk;
-  const D4 = spec.dim / 4;
-  const DV4 = spec.dimV / 4;
-  const D16 = spec.dim / F;
-  const DV16 = spec.dimV / F;
-  const BK16 = BK / F;
   const VOFF = BK * L.ldk;
-  const TPK = WG / BK;
   const uniforms = fusedForwardUniformFields(r);
   const bindings: StorageBinding[] = [
     { name: 'query', access: 'read' },
@@ -360,8 +340,8 @@ ${range(D16)
 ${range(DV16)
   .map((kk) => `  var do_${kk} = ${LEFT}();`)
   .join('\n')}
-${gatherFragments({ rows: L.rows, passRows: Math.floor(L.stageElems / L.ldk / F) * F, width4: D4, ld: 'LDK', name: 'q', frags: D16, wg: WG, rowValue: (rr, c) => `load_or_zero(0u, tile_row(${rr}), HEAD_DIM, ${c})` })}
-${gatherFragments({ rows: L.rows, passRows: Math.floor(L.stageElems / L.ldv / F) * F, width4: DV4, ld: 'LDV', name: 'do', frags: DV16, wg: WG, rowValue: (rr, c) => `load_or_zero(1u, tile_row(${rr}), HEAD_DIM_V, ${c})` })}
+${gatherFragments({ rows: L.rows, passRows: mmaPassRows(L, L.ldk), width4: D4, ld: 'LDK', name: 'q', frags: D16, wg: WG, rowValue: (rr, c) => `load_or_zero(0u, tile_row(${rr}), HEAD_DIM, ${c})` })}
+${gatherFragments({ rows: L.rows, passRows: mmaPassRows(L, L.ldv), width4: DV4, ld: 'LDV', name: 'do', frags: DV16, wg: WG, rowValue: (rr, c) => `load_or_zero(1u, tile_row(${rr}), HEAD_DIM_V, ${c})` })}
 ${range(D16)
   .map((j) => `  var dq_${j} = ${RESULT}();`)
   .join('\n')}
@@ -445,19 +425,11 @@ export function generateFusedBackwardMmaDkv(spec: FusedBackwardMmaSpec): Generat
   const why = fusedBackwardMmaSpecProblem(spec);
   if (why !== undefined) throw new NattenArgumentError(`generateFusedBackwardMmaDkv: ${why}`);
   const key = kernelKey('na-fused-backward-mma-dkv', GEN, spec);
-  const r = spec.rank;
-  const axes = range(r);
-  const L = layout(spec);
-  const WG = MMA_SUBGROUP_SIZE * spec.subgroups;
+  const { r, axes, L, WG, D4, DV4, D16, DV16, C16: QC16, TPR: TPQ } = sizes(spec);
   const QC = spec.chunk;
-  const D4 = spec.dim / 4;
-  const DV4 = spec.dimV / 4;
-  const D16 = spec.dim / F;
-  const DV16 = spec.dimV / F;
-  const QC16 = QC / F;
   const OOFF = QC * L.ldk; // dO rows after the Q rows
-  const TPQ = WG / QC;
-  const uniforms = fusedBackwardMmaDkvUniformFields(r);
+  // The forward's uniforms: `ntile_a` counts key tiles here and `total_wg` runs over KV heads.
+  const uniforms = fusedForwardUniformFields(r);
   const bindings: StorageBinding[] = [
     { name: 'query', access: 'read' },
     { name: 'key', access: 'read' },
@@ -503,8 +475,8 @@ ${range(D16)
 ${range(DV16)
   .map((kk) => `  var v_${kk} = ${LEFT}();`)
   .join('\n')}
-${gatherFragments({ rows: L.rows, passRows: Math.floor(L.stageElems / L.ldk / F) * F, width4: D4, ld: 'LDK', name: 'k', frags: D16, wg: WG, rowValue: (rr, c) => `load_or_zero(0u, tile_row(${rr}), HEAD_DIM, ${c})` })}
-${gatherFragments({ rows: L.rows, passRows: Math.floor(L.stageElems / L.ldv / F) * F, width4: DV4, ld: 'LDV', name: 'v', frags: DV16, wg: WG, rowValue: (rr, c) => `load_or_zero(1u, tile_row(${rr}), HEAD_DIM_V, ${c})` })}
+${gatherFragments({ rows: L.rows, passRows: mmaPassRows(L, L.ldk), width4: D4, ld: 'LDK', name: 'k', frags: D16, wg: WG, rowValue: (rr, c) => `load_or_zero(0u, tile_row(${rr}), HEAD_DIM, ${c})` })}
+${gatherFragments({ rows: L.rows, passRows: mmaPassRows(L, L.ldv), width4: DV4, ld: 'LDV', name: 'v', frags: DV16, wg: WG, rowValue: (rr, c) => `load_or_zero(1u, tile_row(${rr}), HEAD_DIM_V, ${c})` })}
 ${range(D16)
   .map((j) => `  var dk_${j} = ${RESULT}();`)
   .join('\n')}

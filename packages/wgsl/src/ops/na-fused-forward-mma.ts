@@ -84,48 +84,78 @@ export type FusedForwardMmaSpec = Pick<FusedForwardSpec, 'rank' | 'kernelSize' |
 const F = MMA_FRAGMENT;
 const range = (n: number): number[] => Array.from({ length: n }, (_, i) => i);
 
-interface Layout {
-  readonly bq: number;
+/**
+ * Workgroup-memory layout of the mma kernels: 16 rows per subgroup; a staging area for one chunk of rows of both
+ * head dims (K and V, or Q and dO), rows padded by 8 halves (bank conflicts; 16-byte matrix strides); an f32 scratch
+ * row of `chunk + 4` and an f16 P row of `chunk + 8` per fragment row.
+ */
+export interface MmaLayout {
+  readonly rows: number;
   readonly ldk: number;
   readonly ldv: number;
   readonly lds: number;
   readonly ldp: number;
-  /** f16 elements of the K + V staging area. */
-  readonly kvElems: number;
-  /** Q rows one staging pass gathers (a multiple of 16). */
-  readonly qRowsPerPass: number;
+  /** f16 elements of the staging area. */
+  readonly stageElems: number;
 }
 
-function layout(spec: Pick<FusedForwardMmaSpec, 'dim' | 'dimV' | 'keyChunk' | 'subgroups'>): Layout {
-  const ldk = spec.dim + 8;
-  const ldv = spec.dimV + 8;
-  const kvElems = spec.keyChunk * (ldk + ldv);
-  return {
-    bq: F * spec.subgroups,
-    ldk,
-    ldv,
-    lds: spec.keyChunk + 4,
-    ldp: spec.keyChunk + 8,
-    kvElems,
-    qRowsPerPass: Math.min(F * spec.subgroups, F * Math.floor(kvElems / ldk / F)),
-  };
+export function mmaLayout(dim: number, dimV: number, chunk: number, subgroups: number): MmaLayout {
+  const ldk = dim + 8;
+  const ldv = dimV + 8;
+  return { rows: F * subgroups, ldk, ldv, lds: chunk + 4, ldp: chunk + 8, stageElems: chunk * (ldk + ldv) };
+}
+
+/** Rows of stride `ld` one pass through the staging area gathers: a multiple of 16, at most the layout's rows. */
+export function mmaPassRows(l: MmaLayout, ld: number): number {
+  return Math.min(l.rows, F * Math.floor(l.stageElems / ld / F));
+}
+
+/**
+ * The shape rules every mma kernel spec shares, in order (entries per axis, subgroup count, 16 rows per subgroup,
+ * chunk size, head dims multiples of 16), worded with the kernel's names for its tile and chunk; or undefined.
+ */
+export function mmaShapeProblem(o: {
+  readonly rank: number;
+  readonly kernelSize: readonly number[];
+  readonly causal: readonly boolean[];
+  readonly tile: readonly number[];
+  readonly subgroups: number;
+  readonly chunk: number;
+  readonly dim: number;
+  readonly dimV: number;
+  readonly chunks: readonly number[];
+  readonly names: { readonly tileField: string; readonly tile: string; readonly rows: string; readonly chunk: string };
+}): string | undefined {
+  const r = o.rank;
+  if (o.kernelSize.length !== r || o.causal.length !== r || o.tile.length !== r) return `kernelSize, causal and ${o.names.tileField} need ${r} entries`;
+  if (!(MMA_SUBGROUP_COUNTS as readonly number[]).includes(o.subgroups)) return `subgroups=${o.subgroups} is not one of ${MMA_SUBGROUP_COUNTS.join(', ')}`;
+  if (product(o.tile) !== F * o.subgroups) return `${o.names.tile} ${formatShape(o.tile)} must have ${F * o.subgroups} ${o.names.rows} (16 per subgroup)`;
+  if (!o.chunks.includes(o.chunk)) return `${o.names.chunk} ${o.chunk} is not one of ${o.chunks.join(', ')}`;
+  if (o.dim % F !== 0 || o.dimV % F !== 0) return `head dims ${o.dim}/${o.dimV} must be multiples of ${F}`;
+  return undefined;
+}
+
+function layout(spec: Pick<FusedForwardMmaSpec, 'dim' | 'dimV' | 'keyChunk' | 'subgroups'>): MmaLayout {
+  return mmaLayout(spec.dim, spec.dimV, spec.keyChunk, spec.subgroups);
 }
 
 /** Bytes of workgroup memory a spec declares (K/V staging, S scratch, P, key coordinates, flag). */
 export function fusedForwardMmaWorkgroupBytes(spec: Pick<FusedForwardMmaSpec, 'dim' | 'dimV' | 'keyChunk' | 'subgroups'>): number {
   const l = layout(spec);
-  return 2 * l.kvElems + 4 * l.bq * l.lds + 2 * l.bq * l.ldp + 16 * spec.keyChunk + 16;
+  return 2 * l.stageElems + 4 * l.rows * l.lds + 2 * l.rows * l.ldp + 16 * spec.keyChunk + 16;
 }
 
 /** Why a spec cannot be generated (internal consistency, not device limits), or undefined. */
 export function fusedForwardMmaSpecProblem(spec: FusedForwardMmaSpec): string | undefined {
-  const r = spec.rank;
-  if (spec.kernelSize.length !== r || spec.causal.length !== r || spec.queryTile.length !== r) return `kernelSize, causal and queryTile need ${r} entries`;
-  if (!(MMA_SUBGROUP_COUNTS as readonly number[]).includes(spec.subgroups)) return `subgroups=${spec.subgroups} is not one of ${MMA_SUBGROUP_COUNTS.join(', ')}`;
-  if (product(spec.queryTile) !== F * spec.subgroups) return `query tile ${formatShape(spec.queryTile)} must have ${F * spec.subgroups} queries (16 per subgroup)`;
-  if (!(MMA_KEY_CHUNKS as readonly number[]).includes(spec.keyChunk)) return `key chunk ${spec.keyChunk} is not one of ${MMA_KEY_CHUNKS.join(', ')}`;
-  if (spec.dim % F !== 0 || spec.dimV % F !== 0) return `head dims ${spec.dim}/${spec.dimV} must be multiples of ${F}`;
-  if (layout(spec).qRowsPerPass < F) return `head_dim=${spec.dim} is too large for key chunk ${spec.keyChunk}`;
+  const shape = mmaShapeProblem({
+    ...spec,
+    tile: spec.queryTile,
+    chunk: spec.keyChunk,
+    chunks: MMA_KEY_CHUNKS,
+    names: { tileField: 'queryTile', tile: 'query tile', rows: 'queries', chunk: 'key chunk' },
+  });
+  if (shape !== undefined) return shape;
+  if (mmaPassRows(layout(spec), layout(spec).ldk) < F) return `head_dim=${spec.dim} is too large for key chunk ${spec.keyChunk}`;
   return rpbWindowProblem(spec);
 }
 
@@ -164,11 +194,12 @@ export function generateFusedForwardMma(spec: FusedForwardMmaSpec): GeneratedKer
   const inWindow = (kc: string): string => axes.map((a) => `(${kc}.${COORD[a] as string} >= ws_${a}) && (${kc}.${COORD[a] as string} < we_${a})`).join(' && ');
 
   // ---- Q fragments: gather the tile's rows through the K/V staging area, pass by pass
-  const qPasses = range(Math.ceil(L.bq / L.qRowsPerPass));
+  const qRowsPerPass = mmaPassRows(L, L.ldk);
+  const qPasses = range(Math.ceil(L.rows / qRowsPerPass));
   const qGather = qPasses
     .map((p) => {
-      const first = p * L.qRowsPerPass;
-      const rows = Math.min(L.qRowsPerPass, L.bq - first);
+      const first = p * qRowsPerPass;
+      const rows = Math.min(qRowsPerPass, L.rows - first);
       return `  for (var e = lid; e < ${rows * D4}u; e += ${WG}u) {
     let rr = e / ${D4}u;
     let c = e % ${D4}u;
@@ -337,9 +368,9 @@ ${rowLoader('load_v', 'value', spec.dimV, true, 'f16')}
 
 // Every workgroup variable is a multiple of 16 bytes: matrix stores into workgroup memory misplace data when a
 // variable starts off a 16-byte boundary (seen on NVIDIA through Dawn/Vulkan).
-var<workgroup> kv_sh: array<f16, ${L.kvElems}>;
-var<workgroup> s_sh: array<f32, ${L.bq * L.lds}>;
-var<workgroup> p_sh: array<f16, ${L.bq * L.ldp}>;
+var<workgroup> kv_sh: array<f16, ${L.stageElems}>;
+var<workgroup> s_sh: array<f32, ${L.rows * L.lds}>;
+var<workgroup> p_sh: array<f16, ${L.rows * L.ldp}>;
 var<workgroup> kc_sh: array<vec4<i32>, ${BK}>;
 var<workgroup> flag: vec4<u32>;
 
