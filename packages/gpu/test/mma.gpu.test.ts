@@ -54,29 +54,6 @@ function fakeTensorCoreContext(subgroup = 32): GpuContext {
   } as unknown as GpuContext;
 }
 
-/**
- * The kernel with its subgroup-matrix types and builtins replaced by plain vec4 stand-ins of the same arity, so an
- * adapter without subgroup matrices (lavapipe) can parse and type-check everything else in it.
- */
-function skeleton(code: string): string {
-  const s = code
-    .replace('enable chromium_experimental_subgroup_matrix;\n', '')
-    .replace('diagnostic(off, chromium.subgroup_matrix_uniformity);\n', '')
-    .replace(/subgroupMatrixLoad<subgroup_matrix_(left|right|result)<[^>]*>>\(&(\w+), /g, 'sm_load_$1_$2(')
-    .replace(/subgroupMatrixStore\(&(\w+), /g, 'sm_store_$1(')
-    .replace(/subgroupMatrixMultiplyAccumulate\(/g, 'sm_mma(')
-    .replace(/subgroup_matrix_(left|right)<f16, 16, 16>/g, 'vec4<f16>')
-    .replace(/subgroup_matrix_result<f32, 16, 16>/g, 'vec4<f32>');
-  return `${s}
-fn sm_load_left_kv_sh(o: u32, cm: bool, ld: u32) -> vec4<f16> { return vec4<f16>(kv_sh[o + select(0u, ld, cm)]); }
-fn sm_load_right_kv_sh(o: u32, cm: bool, ld: u32) -> vec4<f16> { return vec4<f16>(kv_sh[o + select(0u, ld, cm)]); }
-fn sm_load_left_p_sh(o: u32, cm: bool, ld: u32) -> vec4<f16> { return vec4<f16>(p_sh[o + select(0u, ld, cm)]); }
-fn sm_load_result_s_sh(o: u32, cm: bool, ld: u32) -> vec4<f32> { return vec4<f32>(s_sh[o + select(0u, ld, cm)]); }
-fn sm_store_s_sh(o: u32, v: vec4<f32>, cm: bool, ld: u32) { s_sh[o + select(0u, ld, cm)] = v.x; }
-fn sm_mma(a: vec4<f16>, b: vec4<f16>, c: vec4<f32>) -> vec4<f32> { return c + vec4<f32>(a * b); }
-`;
-}
-
 afterAll(async () => (await gpuContext()).destroy());
 
 describe('tensor-core (mma) forward: availability, config choice and the default route', () => {
@@ -149,7 +126,7 @@ describe('tensor-core (mma) forward: availability, config choice and the default
     );
   });
 
-  it('generates kernels whose non-matrix WGSL compiles on this adapter (matrix builtins stubbed)', async () => {
+  it('generates kernels whose non-matrix WGSL compiles on this adapter (matrix builtins emulated)', async () => {
     const ctx = await gpuContext();
     const specs: FusedForwardMmaSpec[] = [
       { rank: 1, kernelSize: [127], causal: [true], dim: 64, dimV: 64, queryTile: [128], keyChunk: 32, subgroups: 8, hasLse: true },
@@ -157,7 +134,8 @@ describe('tensor-core (mma) forward: availability, config choice and the default
       { rank: 3, kernelSize: [3, 5, 7], causal: [false, false, false], dim: 32, dimV: 48, queryTile: [2, 4, 4], keyChunk: 32, subgroups: 2, hasLse: true },
     ];
     for (const spec of specs) {
-      const module = ctx.device.createShaderModule({ code: skeleton(generateFusedForwardMma(spec).code) });
+      const code = emulateSubgroupMatrix(generateFusedForwardMma(spec).code, { loads: [['left', 'kv_sh'], ['right', 'kv_sh'], ['left', 'p_sh'], ['result', 's_sh']], stores: ['s_sh'] });
+      const module = ctx.device.createShaderModule({ code });
       const errors = (await module.getCompilationInfo()).messages.filter((m) => m.type === 'error').map((m) => `${m.lineNum}:${m.linePos} ${m.message}`);
       expect(errors, `rank ${spec.rank}`).toEqual([]);
     }

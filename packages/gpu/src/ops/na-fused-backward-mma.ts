@@ -8,6 +8,7 @@
 import { checkFusedBackward, type FusedBackwardArgs, type FusedBackwardProblem, NattenArgumentError, NattenUnsupportedError, type NaRank, opName, type TensorLike } from '@natten-web/core';
 import {
   FUSED_BACKWARD_TILES,
+  forwardProblemFields,
   type FusedBackwardMmaSpec,
   fusedBackwardMmaSpecProblem,
   fusedBackwardMmaWorkgroupBytes,
@@ -38,12 +39,13 @@ export function mmaBackwardProblemFit(problem: FusedBackwardProblem): string | u
 }
 
 function specOf(problem: FusedBackwardProblem, config: MmaBackwardConfig, tile: readonly number[]): FusedBackwardMmaSpec {
+  const { rank, kernelSize, causal, dim, dimV } = forwardProblemFields(problem);
   return {
-    rank: problem.rank,
-    kernelSize: [...problem.params.kernelSize],
-    causal: [...problem.params.isCausal],
-    dim: problem.dim,
-    dimV: problem.dimV,
+    rank,
+    kernelSize,
+    causal,
+    dim,
+    dimV,
     tile: [...tile],
     chunk: config.chunk,
     subgroups: config.subgroups,
