@@ -23,8 +23,8 @@ import { NattenArgumentError, type NaRank } from '@natten-web/core';
 import { type GeneratedKernel, kernelKey, type StorageBinding, type UniformField, uniformDecl } from '../kernel.ts';
 import { tokenOf } from '../snippets/fused-index.ts';
 import { windowFunctions } from '../snippets/window.ts';
-import { boxKeyRow, forwardWorkgroupPrologue, fusedForwardUniformFields, rowLoader, workgroupTileDecode } from './na-fused-forward.ts';
-import { COORD, MMA_FRAGMENT, MMA_HEADER, MMA_SUBGROUP_SIZE, type MmaLayout, mmaBindingDecls, mmaDecodeTile, mmaLayout, mmaPassRows, mmaShapeProblem, store4 } from './na-fused-forward-mma.ts';
+import { forwardWorkgroupPrologue, fusedForwardUniformFields, rowLoader, workgroupTileDecode } from './na-fused-forward.ts';
+import { COORD, MMA_FRAGMENT, MMA_HEADER, MMA_SUBGROUP_SIZE, type MmaLayout, mmaBindingDecls, mmaDecodeTile, mmaInWindow, mmaLayout, mmaPassRows, mmaShapeProblem, mmaStageKeyChunk, store4 } from './na-fused-forward-mma.ts';
 
 const GEN = 1;
 const F = MMA_FRAGMENT;
@@ -299,7 +299,6 @@ export function generateFusedBackwardMmaDq(spec: FusedBackwardMmaSpec): Generate
   const elem: Record<string, string> = { query: 'vec4<f16>', key: 'vec4<f16>', value: 'vec4<f16>', output: 'vec4<f16>', grad_output: 'vec4<f16>', logsumexp: 'f32', grad_query: 'vec4<f16>', delta: 'f32' };
   const tokOf = (x: (a: number) => string): string => tokenOf(r, x);
   const qrowOf = (c: (a: number) => string): string => `((tok_base + ${tokOf((a) => `${c(a)} * params.dil_${a} + g_${a}`)}) * params.heads + h)`;
-  const inWindow = (k: string): string => axes.map((a) => `(${k}.${COORD[a] as string} >= ws_${a}) && (${k}.${COORD[a] as string} < we_${a})`).join(' && ');
 
   const rows = tileRows(r, { first: 'qf', head: 'h', heads: 'heads', loaders: ['load_q', 'load_do'] });
   const code = `${moduleHead(key, spec, bindings, elem, uniforms, `${axes.map((a) => `const QUERY_TILE_${a}: u32 = ${spec.tile[a]}u;`).join('\n')}\nconst KEY_CHUNK: u32 = ${BK}u;\n`)}
@@ -348,20 +347,7 @@ ${range(D16)
   for (var ch = 0u; ch < n_chunks; ch++) {
     let c0 = ch * KEY_CHUNK;
     let need = i32(c0) <= span_hi && i32(c0 + KEY_CHUNK) > span_lo;
-    {
-      let rr = lid / ${TPK}u;
-      let sub = lid % ${TPK}u;
-      let kbox = c0 + rr;
-      if (kbox < box_n) {
-${boxKeyRow(r)}
-        for (var c = sub; c < ${D4}u; c += ${TPK}u) { let kv = load_k(krow * HEAD_DIM, c); ${store4('st', 'rr * LDK + 4u * c', 'kv')} }
-        for (var c = sub; c < ${DV4}u; c += ${TPK}u) { let vv = load_v(krow * HEAD_DIM_V, c); ${store4('st', `${VOFF}u + rr * LDV + 4u * c`, 'vv')} }
-        if (sub == 0u) { kc_sh[rr] = vec4<i32>(${axes.map((a) => `kg_${a}`).join(', ')}${', 0'.repeat(4 - r)}); }
-      } else if (sub == 0u) {
-        kc_sh[rr] = vec4<i32>(-1073741824);
-      }
-    }
-    workgroupBarrier();
+${mmaStageKeyChunk({ r, arr: 'st', tpk: TPK, d4: D4, dv4: DV4, voff: VOFF })}
     // ---- S = Q K^T and dP = dO V^T for this subgroup's rows (chunks outside its windows' span skip all work)
     if (need) {
 ${productsInto('s_sh', 'q', D16, BK16, (n, kk) => `${n * F}u * LDK + ${kk * F}u`, 'LDK')}
@@ -371,7 +357,7 @@ ${productsInto('dp_sh', 'do', DV16, BK16, (n, kk) => `${VOFF}u + ${n * F}u * LDV
     if (need) {
       let srow = row * LDS;
       let prow = row * LDP;
-${pdsStmts({ vpl: BK / 8, inw: (v, i) => `${inWindow(`kc_sh[(${v * 2}u + hf) * 4u + ${i}u]`)}`, lse: () => 'vec4<f32>(lse_r)', delta: () => 'vec4<f32>(delta_r)', dsArr: 'ds_sh' })}
+${pdsStmts({ vpl: BK / 8, inw: (v, i) => mmaInWindow(r, `kc_sh[(${v * 2}u + hf) * 4u + ${i}u]`), lse: () => 'vec4<f32>(lse_r)', delta: () => 'vec4<f32>(delta_r)', dsArr: 'ds_sh' })}
     }
     workgroupBarrier();
     // ---- dQ += dS K

@@ -73,6 +73,40 @@ export function mmaDecodeTile(r: number, idx: string, p: string, ind: string, ti
   ].join('\n');
 }
 
+/**
+ * WGSL testing whether the key with coordinates `kc` (a vec4<i32> expression) is inside the window [ws_a, we_a) of
+ * this lane's row on every axis. Parenthesized: `a < b, c > d` inside a call would otherwise parse as a template list.
+ */
+export function mmaInWindow(r: number, kc: string): string {
+  return range(r)
+    .map((a) => `(${kc}.${COORD[a] as string} >= ws_${a}) && (${kc}.${COORD[a] as string} < we_${a})`)
+    .join(' && ');
+}
+
+/**
+ * WGSL (inside the chunk loop, with `c0` its first box index) staging a chunk of the union key box: K rows at
+ * `rr * LDK` and V rows at `voff + rr * LDV` of `arr` (f16), `tpk` invocations per row, and each key's group
+ * coordinates in `kc_sh` (a sentinel past the box, outside every window); then a workgroup barrier.
+ */
+export function mmaStageKeyChunk(o: { readonly r: number; readonly arr: string; readonly tpk: number; readonly d4: number; readonly dv4: number; readonly voff: number }): string {
+  return `    {
+      let rr = lid / ${o.tpk}u;
+      let sub = lid % ${o.tpk}u;
+      let kbox = c0 + rr;
+      if (kbox < box_n) {
+${boxKeyRow(o.r as NaRank)}
+        for (var c = sub; c < ${o.d4}u; c += ${o.tpk}u) { let kv = load_k(krow * HEAD_DIM, c); ${store4(o.arr, 'rr * LDK + 4u * c', 'kv')} }
+        for (var c = sub; c < ${o.dv4}u; c += ${o.tpk}u) { let vv = load_v(krow * HEAD_DIM_V, c); ${store4(o.arr, `${o.voff}u + rr * LDV + 4u * c`, 'vv')} }
+        if (sub == 0u) { kc_sh[rr] = vec4<i32>(${range(o.r)
+          .map((a) => `kg_${a}`)
+          .join(', ')}${', 0'.repeat(4 - o.r)}); }
+      } else if (sub == 0u) {
+        kc_sh[rr] = vec4<i32>(-1073741824);
+      }
+    }
+    workgroupBarrier();`;
+}
+
 /** A tensor-core (generation 3) forward kernel spec. */
 export type FusedForwardMmaSpec = Pick<FusedForwardSpec, 'rank' | 'kernelSize' | 'causal' | 'dim' | 'dimV' | 'queryTile' | 'keyChunk' | 'hasLse'> & {
   /** Subgroups per workgroup (NSG); the query tile has 16 * NSG queries. */
@@ -190,8 +224,7 @@ export function generateFusedForwardMma(spec: FusedForwardMmaSpec): GeneratedKer
   // Box-linear index (i32) of per-axis group coordinates, last axis fastest.
   const linOf = (c: (a: number) => string): string =>
     axes.map((a) => `(${c(a)} - bs_${a})${axes.slice(a + 1).map((b) => ` * bw_${b}`).join('')}`).join(' + ');
-  // Parenthesized: `a < b, c > d` inside a call would otherwise parse as a template list.
-  const inWindow = (kc: string): string => axes.map((a) => `(${kc}.${COORD[a] as string} >= ws_${a}) && (${kc}.${COORD[a] as string} < we_${a})`).join(' && ');
+  const inWindow = (kc: string): string => mmaInWindow(r, kc);
 
   // ---- Q fragments: gather the tile's rows through the K/V staging area, pass by pass
   const qRowsPerPass = mmaPassRows(L, L.ldk);
@@ -219,21 +252,7 @@ ${range(D16)
     })
     .join('\n');
 
-  // ---- chunk staging: K and V rows (f16, padded) and each key's group coordinates (a sentinel past the box)
-  const stageChunk = `    {
-      let rr = lid / ${TPK}u;
-      let sub = lid % ${TPK}u;
-      let kbox = c0 + rr;
-      if (kbox < box_n) {
-${boxKeyRow(r)}
-        for (var c = sub; c < ${D4}u; c += ${TPK}u) { let kv = load_k(krow * HEAD_DIM, c); ${store4('kv_sh', 'rr * LDK + 4u * c', 'kv')} }
-        for (var c = sub; c < ${DV4}u; c += ${TPK}u) { let vv = load_v(krow * HEAD_DIM_V, c); ${store4('kv_sh', `${VOFF}u + rr * LDV + 4u * c`, 'vv')} }
-        if (sub == 0u) { kc_sh[rr] = vec4<i32>(${axes.map((a) => `kg_${a}`).join(', ')}${', 0'.repeat(4 - r)}); }
-      } else if (sub == 0u) {
-        kc_sh[rr] = vec4<i32>(-1073741824);
-      }
-    }
-    workgroupBarrier();`;
+  const stageChunk = mmaStageKeyChunk({ r, arr: 'kv_sh', tpk: TPK, d4: D4, dv4: DV4, voff: VOFF });
 
   // ---- S = Q K^T into this subgroup's scratch rows
   const sBlock = `    if (need) {\n${range(BK16)
