@@ -162,7 +162,11 @@ function defaultRoute(ctx: GpuContext, rank: NaRank, args: FusedForwardArgs<Tens
   if (args.queryTileSize !== undefined || args.keyTileSize !== undefined || args.lanes !== undefined) return undefined;
   // Cheap exits first: every call on an adapter without tensor cores, and every float32 call, takes the plain path.
   if (args.query.dtype !== 'float16' || 'why' in mmaAvailability(ctx)) return undefined;
-  return defaultForwardMma(ctx, checkFusedForwardGpu(ctx, rank, args).problem);
+  // Core's rules and the binding sizes only: the plain path's config choice is not needed to route.
+  const op = opName(rank, 'forward');
+  const problem = checkFusedForward(op, rank, args, FUSED_FORWARD_TILES);
+  checkFusedForwardBindings(ctx, op, problem, args);
+  return defaultForwardMma(ctx, problem);
 }
 
 async function runDefault(ctx: GpuContext, rank: NaRank, args: FusedForwardArgs<GpuTensor>): Promise<void> {
