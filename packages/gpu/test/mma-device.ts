@@ -10,7 +10,8 @@
  *    with `--sweep true`) next to the plain path's default, GPU time from timestamp queries (median, warm clocks).
  * `--only a,b` keeps the speed problems whose name contains any of the parts.
  */
-import { fnaFlops, tensor } from '@natten-web/core';
+import { fnaFlops, randn, tensor, toFloat64Values } from '@natten-web/core';
+import { tensorFromValues } from '@natten-web/testkit';
 import { fusedBackward as cpuFusedBackward, fusedForward as cpuFusedForward } from '@natten-web/cpu';
 import {
   defaultMmaConfig,
@@ -121,9 +122,8 @@ if ((values.mode === 'bcheck' || values.mode === 'backward') && !('why' in avail
     const t = makeArgs(p, 5);
     const h = hostArgs(p, t);
     cpuFusedForward(p.rank, h);
-    const dO = tensor(t.out.shape, 'float16');
-    const dov = dO.data as Uint16Array;
-    for (let i = 0; i < dov.length; i++) dov[i] = 0x2a66 ^ (i % 7 === 0 ? 0x8000 : 0) ^ ((i * 2654435761) >>> 22 & 0x3f); // about +-0.05, deterministic
+    // dO scaled by 0.05, as NATTEN's backward tests do.
+    const dO = tensorFromValues(t.out.shape, 'float16', toFloat64Values(randn(t.out.shape, 'float16', 6)).map((x) => x * 0.05));
     const ref = { dq: tensor(t.q.shape, 'float16'), dk: tensor(t.k.shape, 'float16'), dv: tensor(t.v.shape, 'float16') };
     cpuFusedBackward(p.rank, { ...h, logsumexp: t.lse, gradOutput: dO, gradQuery: ref.dq, gradKey: ref.dk, gradValue: ref.dv, rpb: null });
     const g = { ...h, query: ctx.upload(t.q), key: ctx.upload(t.k), value: ctx.upload(t.v), output: ctx.upload(t.out), logsumexp: ctx.upload(t.lse), gradOutput: ctx.upload(dO), gradQuery: ctx.createTensor(t.q.shape, 'float16'), gradKey: ctx.createTensor(t.k.shape, 'float16'), gradValue: ctx.createTensor(t.v.shape, 'float16'), rpb: null };
