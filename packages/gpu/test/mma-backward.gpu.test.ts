@@ -2,7 +2,7 @@ import { checkFusedBackward, type FusedBackwardArgs, NattenUnsupportedError, ran
 import { fusedBackward as cpuFusedBackward, fusedForward as cpuFusedForward } from '@natten-web/cpu';
 import { FUSED_BACKWARD_TILES, generateFusedBackwardMmaDkv, generateFusedBackwardMmaDq } from '@natten-web/wgsl';
 import { afterAll, describe, expect, it } from 'vitest';
-import { fusedBackwardMma, type GpuTensor, type MmaBackwardConfig, mmaBackwardCommands } from '../src/index.ts';
+import { fusedBackwardMma, type GpuTensor, type MmaBackwardConfig, mmaBackwardCommands, mmaBackwardProblemFit } from '../src/index.ts';
 import { tensorFromValues } from '@natten-web/testkit';
 import { emulateSubgroupMatrix } from './sgmat-emulation.ts';
 import { expectClose } from './expect-close.ts';
@@ -30,6 +30,19 @@ function scaled(t: Tensor, s: number): Tensor {
 }
 
 describe('tensor-core (mma) backward', () => {
+  it('fits float16 problems without rpb whose head dims are multiples of 16', () => {
+    const fit = (dtype: 'float16' | 'float32', dim: number, rpb: boolean) => {
+      const t = tensor([1, 32, 2, dim], dtype);
+      const l = tensor([1, 32, 2], 'float32');
+      const bias = rpb ? tensor([2, 13], dtype) : null;
+      const p = checkFusedBackward('na1d_backward', 1, { query: t, key: t, value: t, output: t, gradOutput: t, logsumexp: l, gradQuery: t, gradKey: t, gradValue: t, kernelSize: 7, rpb: bias }, FUSED_BACKWARD_TILES);
+      return mmaBackwardProblemFit(p);
+    };
+    expect(fit('float32', 64, false)).toMatch(/needs float16 inputs/);
+    expect(fit('float16', 40, false)).toMatch(/head dims 40\/40 are not multiples of 16/);
+    expect(fit('float16', 64, true)).toMatch(/the tensor-core backward has no relative positional bias \(fusedBackward serves rpb\)/);
+    expect(fit('float16', 64, false)).toBeUndefined();
+  });
   it('says why it cannot run on this adapter, before any GPU work', async () => {
     const ctx = await gpuContext();
     if (ctx.features.has('chromium-experimental-subgroup-matrix')) return;

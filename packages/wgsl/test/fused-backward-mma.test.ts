@@ -1,0 +1,28 @@
+import { describe, expect, it } from 'vitest';
+import { type FusedBackwardMmaSpec, fusedBackwardMmaSpecProblem, fusedBackwardMmaWorkgroupBytes, generateFusedBackwardMmaDkv, generateFusedBackwardMmaDq } from '../src/index.ts';
+
+const base: FusedBackwardMmaSpec = { rank: 2, kernelSize: [7, 9], causal: [false, true], dim: 64, dimV: 32, tile: [8, 8], chunk: 32, subgroups: 4 };
+
+describe('tensor-core (mma) backward generators', () => {
+  it('rejects specs they cannot generate, naming the rule', () => {
+    expect(fusedBackwardMmaSpecProblem({ ...base, tile: [8] })).toMatch(/kernelSize, causal and tile need 2 entries/);
+    expect(fusedBackwardMmaSpecProblem({ ...base, subgroups: 8, tile: [8, 8] })).toMatch(/tile \[8, 8\] must have 128 rows \(16 per subgroup\)/);
+    expect(fusedBackwardMmaSpecProblem({ ...base, subgroups: 3 })).toMatch(/subgroups=3 is not one of 2, 4, 8/);
+    expect(fusedBackwardMmaSpecProblem({ ...base, chunk: 64 })).toMatch(/chunk 64 is not one of 32/);
+    expect(fusedBackwardMmaSpecProblem({ ...base, dimV: 40 })).toMatch(/head dims 64\/40 must be multiples of 16/);
+    expect(fusedBackwardMmaSpecProblem(base)).toBeUndefined();
+    expect(() => generateFusedBackwardMmaDq({ ...base, chunk: 16 })).toThrow(/generateFusedBackwardMmaDq: chunk 16/);
+    expect(() => generateFusedBackwardMmaDkv({ ...base, subgroups: 1 })).toThrow(/generateFusedBackwardMmaDkv: subgroups=1/);
+  });
+  it('declare their bindings in dispatch order, and their workgroup memory', () => {
+    const dq = generateFusedBackwardMmaDq(base);
+    const dkv = generateFusedBackwardMmaDkv(base);
+    expect(dq.bindings.map((b) => b.name)).toEqual(['query', 'key', 'value', 'output', 'grad_output', 'logsumexp', 'grad_query', 'delta']);
+    expect(dkv.bindings.map((b) => b.name)).toEqual(['query', 'key', 'value', 'grad_output', 'logsumexp', 'delta', 'grad_key', 'grad_value']);
+    expect(dq.workgroupBytes).toBe(fusedBackwardMmaWorkgroupBytes(base, 'dq'));
+    expect(dkv.workgroupBytes).toBe(fusedBackwardMmaWorkgroupBytes(base, 'dkv'));
+    expect(dkv.workgroupBytes).toBeLessThanOrEqual(49152);
+    expect(dq.code).toContain('diagnostic(off, chromium.subgroup_matrix_uniformity);');
+    expect(generateFusedBackwardMmaDq({ ...base })).toEqual(dq);
+  });
+});
