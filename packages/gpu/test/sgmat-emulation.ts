@@ -31,8 +31,8 @@ export function emulateSubgroupMatrix(code: string, views: MatrixViews): string 
   const out = code
     .replace('enable chromium_experimental_subgroup_matrix;\n', '')
     .replace('diagnostic(off, chromium.subgroup_matrix_uniformity);\n', '')
-    .replace(/subgroupMatrixLoad<subgroup_matrix_(left|right|result)<[^>]*>>\(&(\w+), /g, 'sm_load_$1_$2(')
-    .replace(/subgroupMatrixStore\(&(\w+), /g, 'sm_store_$1(')
+    .replace(/subgroupMatrixLoad<subgroup_matrix_(left|right|result)<[^>]*>, (row|col)_major>\(&(\w+), /g, 'sm_load_$1_$3_$2(')
+    .replace(/subgroupMatrixStore<(row|col)_major>\(&(\w+), /g, 'sm_store_$2_$1(')
     .replace(/subgroupMatrixMultiplyAccumulate\(/g, 'sm_mma(')
     .replace(/subgroup_matrix_left<f16, 16, 16>/g, 'sm_left')
     .replace(/subgroup_matrix_right<f16, 16, 16>/g, 'sm_right')
@@ -40,21 +40,30 @@ export function emulateSubgroupMatrix(code: string, views: MatrixViews): string 
     // The owner row of a store comes from the invocation index the kernel already has.
     .replace(/@builtin\(local_invocation_index\) lid: u32\) \{\n/, '@builtin(local_invocation_index) lid: u32) {\n  sm_lid = lid;\n');
   const rights = views.loads.filter(([k]) => k === 'right').map(([, arr]) => arr);
-  const loaders = views.loads.map(([k, arr]) =>
-    k === 'right'
-      ? `fn sm_load_right_${arr}(o: u32, cm: bool, ld: u32) -> sm_right { return vec4<u32>(o, select(0u, 1u, cm), ld, ${rights.indexOf(arr)}u); }`
-      : `fn sm_load_${k}_${arr}(o: u32, cm: bool, ld: u32) -> sm_${k} {
+  // One loader and storer per (array, layout): the layout is a template argument of the builtins.
+  const layouts = [
+    ['row', 'false'],
+    ['col', 'true'],
+  ] as const;
+  const loaders = views.loads.flatMap(([k, arr]) =>
+    layouts.map(([l, cm]) =>
+      k === 'right'
+        ? `fn sm_load_right_${arr}_${l}(o: u32, ld: u32) -> sm_right { return vec4<u32>(o, select(0u, 1u, ${cm}), ld, ${rights.indexOf(arr)}u); }`
+        : `fn sm_load_${k}_${arr}_${l}(o: u32, ld: u32) -> sm_${k} {
   let i = (sm_lid % 32u) / 2u;
   var m: sm_${k};
-  for (var j = 0u; j < sm_n(); j++) { m[j] = ${elem(k)}(${arr}[select(o + i * ld + j, o + j * ld + i, cm)]); }
+  for (var j = 0u; j < sm_n(); j++) { m[j] = ${elem(k)}(${arr}[select(o + i * ld + j, o + j * ld + i, ${cm})]); }
   return m;
 }`,
+    ),
   );
-  const storers = views.stores.map(
-    (arr) => `fn sm_store_${arr}(o: u32, v: sm_result, cm: bool, ld: u32) {
+  const storers = views.stores.flatMap((arr) =>
+    layouts.map(
+      ([l, cm]) => `fn sm_store_${arr}_${l}(o: u32, v: sm_result, ld: u32) {
   let i = (sm_lid % 32u) / 2u;
-  for (var j = 0u; j < sm_n(); j++) { ${arr}[select(o + i * ld + j, o + j * ld + i, cm)] = v[j]; }
+  for (var j = 0u; j < sm_n(); j++) { ${arr}[select(o + i * ld + j, o + j * ld + i, ${cm})] = v[j]; }
 }`,
+    ),
   );
   // Element (k, j) of a right matrix reference, from whichever array it points into.
   const rightAt = `fn sm_right_at(b: sm_right, k: u32, j: u32) -> f32 {

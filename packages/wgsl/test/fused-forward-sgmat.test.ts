@@ -20,7 +20,7 @@ describe('tensor-core fused forward generator', () => {
     expect(k.code).toContain('enable chromium_experimental_subgroup_matrix;');
     expect(k.code).toContain('subgroup_matrix_left<f16, 16, 16>');
     expect(k.workgroupSize).toEqual([32, 1, 1]);
-    expect(k.code).toContain('subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>>(&key,');
+    expect(k.code).toContain('subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>, col_major>(&key,');
     expect(k.features).toEqual(['shader-f16', 'subgroups', 'chromium-experimental-subgroup-matrix']);
     expect(k.workgroupBytes).toBe(fusedForwardSgmatWorkgroupBytes(base));
     expect(k.workgroupBytes).toBeLessThanOrEqual(49152);
@@ -65,8 +65,8 @@ describe('tensor-core fused forward generator', () => {
   });
   it('loads K^T and V fragments straight from storage, with a gathered fallback at the end of the buffer', () => {
     const code = generateFusedForwardSgmat(base).code;
-    expect(code).toContain('subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>>(&key, base, true, stride)');
-    expect(code).toContain('subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>>(&value, base, false, stride)');
+    expect(code).toContain('subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>, col_major>(&key, base, stride)');
+    expect(code).toContain('subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>, row_major>(&value, base, stride)');
     expect(code).toMatch(/if \(base \+ 15u \* stride \+ 16u <= n\)/);
     expect(generateFusedForwardSgmat({ ...base, gather: 'kv' }).code).toMatch(/if \(false && base/);
   });
@@ -75,7 +75,7 @@ describe('tensor-core fused forward generator', () => {
     expect(plain.code).not.toContain('if (direct)');
     const direct = generateFusedForwardSgmat({ ...base, directWalk: true });
     expect(direct.code).toContain('if (direct) {');
-    expect(direct.code).toContain('subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>>(&key, kbase + 0u, true, kstride)');
+    expect(direct.code).toContain('subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>, col_major>(&key, kbase + 0u, kstride)');
     expect(direct.code).toContain('load_kt(kbase + 0u, kstride, lane)');
     const skip = generateFusedForwardSgmat({ ...base, directWalk: true, skipRows: true });
     expect(skip.code).toMatch(/let need_1 = bvalid_1 && kr_0 >= blo_1_0 && kr_0 < bhi_1_0;/);

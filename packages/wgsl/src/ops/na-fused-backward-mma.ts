@@ -26,7 +26,7 @@ import { windowFunctions } from '../snippets/window.ts';
 import { forwardWorkgroupPrologue, fusedForwardUniformFields, rowLoader, workgroupTileDecode } from './na-fused-forward.ts';
 import { COORD, MMA_FRAGMENT, MMA_HEADER, MMA_SUBGROUP_SIZE, type MmaLayout, mmaBindingDecls, mmaDecodeTile, mmaInWindow, mmaLayout, mmaPassRows, mmaShapeProblem, mmaStageKeyChunk, store4 } from './na-fused-forward-mma.ts';
 
-const GEN = 1;
+const GEN = 2;
 const F = MMA_FRAGMENT;
 const range = (n: number): number[] => Array.from({ length: n }, (_, i) => i);
 const LEFT = `subgroup_matrix_left<f16, ${F}, ${F}>`;
@@ -198,7 +198,7 @@ function gatherFragments(o: { rows: number; passRows: number; width4: number; ld
   workgroupBarrier();
   if (rbase >= ${first}u && rbase < ${first + rows}u) {
 ${range(o.frags)
-  .map((kk) => `    ${o.name}_${kk} = subgroupMatrixLoad<${LEFT}>(&st, (rbase - ${first}u) * ${o.ld} + ${kk * F}u, false, ${o.ld});`)
+  .map((kk) => `    ${o.name}_${kk} = subgroupMatrixLoad<${LEFT}, row_major>(&st, (rbase - ${first}u) * ${o.ld} + ${kk * F}u, ${o.ld});`)
   .join('\n')}
   }
   workgroupBarrier();`;
@@ -213,9 +213,9 @@ function productsInto(dst: string, lefts: string, nk: number, n16: number, right
       (n) => `    {
       var acc = ${RESULT}();
 ${range(nk)
-  .map((kk) => `      acc = subgroupMatrixMultiplyAccumulate(${lefts}_${kk}, subgroupMatrixLoad<${RIGHT}>(&st, ${rightOffset(n, kk)}, true, ${ld}), acc);`)
+  .map((kk) => `      acc = subgroupMatrixMultiplyAccumulate(${lefts}_${kk}, subgroupMatrixLoad<${RIGHT}, col_major>(&st, ${rightOffset(n, kk)}, ${ld}), acc);`)
   .join('\n')}
-      subgroupMatrixStore(&${dst}, rbase * LDS + ${n * F}u, acc, false, LDS);
+      subgroupMatrixStore<row_major>(&${dst}, rbase * LDS + ${n * F}u, acc, LDS);
     }`,
     )
     .join('\n');
@@ -224,13 +224,13 @@ ${range(nk)
 /** acc_j += left(p_n) x right(rows of the chunk, columns j) for j < outs, n < n16. */
 function accumulateFrom(acc: string, leftArr: string, outs: number, n16: number, rightBase: string, ld: string): string {
   return `${range(n16)
-    .map((n) => `    let ${leftArr}_f${n} = subgroupMatrixLoad<${LEFT}>(&${leftArr}, rbase * LDP + ${n * F}u, false, LDP);`)
+    .map((n) => `    let ${leftArr}_f${n} = subgroupMatrixLoad<${LEFT}, row_major>(&${leftArr}, rbase * LDP + ${n * F}u, LDP);`)
     .join('\n')}
 ${range(outs)
   .map(
     (j) =>
       `    ${acc}_${j} = ${range(n16).reduce(
-        (a, n) => `subgroupMatrixMultiplyAccumulate(${leftArr}_f${n}, subgroupMatrixLoad<${RIGHT}>(&st, ${rightBase} + ${n * F}u * ${ld} + ${j * F}u, false, ${ld}), ${a})`,
+        (a, n) => `subgroupMatrixMultiplyAccumulate(${leftArr}_f${n}, subgroupMatrixLoad<${RIGHT}, row_major>(&st, ${rightBase} + ${n * F}u * ${ld} + ${j * F}u, ${ld}), ${a})`,
         `${acc}_${j}`,
       )};`,
   )
@@ -242,7 +242,7 @@ function writeThroughScratch(o: { acc: string; frags: number; n16: number; out: 
   return range(Math.ceil(o.frags / o.n16))
     .map((rd) => {
       const tiles = range(o.frags).slice(rd * o.n16, rd * o.n16 + o.n16);
-      return `${tiles.map((j) => `  subgroupMatrixStore(&s_sh, rbase * LDS + ${(j - rd * o.n16) * F}u, ${o.acc}_${j}, false, LDS);`).join('\n')}
+      return `${tiles.map((j) => `  subgroupMatrixStore<row_major>(&s_sh, rbase * LDS + ${(j - rd * o.n16) * F}u, ${o.acc}_${j}, LDS);`).join('\n')}
   workgroupBarrier();
   if (${o.valid}) {
     for (var c = hf; c < ${tiles.length * 4}u; c += 2u) {

@@ -32,7 +32,7 @@ import { boxKeyRow, type FusedForwardSpec, forwardWorkgroupPrologue, fusedForwar
 
 const FAMILY = 'na-fused-forward-mma';
 /** Bump when the emitted text changes for an unchanged spec. */
-const GEN = 1;
+const GEN = 2;
 
 /** Fragment size (M = N = K). */
 export const MMA_FRAGMENT = 16;
@@ -245,7 +245,7 @@ ${decodeTile(`${first}u + rr`, 'sq', '    ')}
   workgroupBarrier();
   if (rbase >= ${first}u && rbase < ${first + rows}u) {
 ${range(D16)
-  .map((kk) => `    q_${kk} = subgroupMatrixLoad<${LEFT}>(&kv_sh, (rbase - ${first}u) * LDK + ${kk * F}u, false, LDK);`)
+  .map((kk) => `    q_${kk} = subgroupMatrixLoad<${LEFT}, row_major>(&kv_sh, (rbase - ${first}u) * LDK + ${kk * F}u, LDK);`)
   .join('\n')}
   }
   workgroupBarrier();`;
@@ -260,9 +260,9 @@ ${range(D16)
       (n) => `    {
       var s = ${RESULT}();
 ${range(D16)
-  .map((kk) => `      s = subgroupMatrixMultiplyAccumulate(q_${kk}, subgroupMatrixLoad<${RIGHT}>(&kv_sh, ${n * F}u * LDK + ${kk * F}u, true, LDK), s);`)
+  .map((kk) => `      s = subgroupMatrixMultiplyAccumulate(q_${kk}, subgroupMatrixLoad<${RIGHT}, col_major>(&kv_sh, ${n * F}u * LDK + ${kk * F}u, LDK), s);`)
   .join('\n')}
-      subgroupMatrixStore(&s_sh, rbase * LDS + ${n * F}u, s, false, LDS);
+      subgroupMatrixStore<row_major>(&s_sh, rbase * LDS + ${n * F}u, s, LDS);
     }`,
     )
     .join('\n')}\n    }`;
@@ -333,10 +333,10 @@ ${range(VPL)
     rounds
       .map((rd) => {
         const tiles = range(DV16).slice(rd * BK16, rd * BK16 + BK16);
-        return `${tiles.map((j) => `${ind}subgroupMatrixStore(&s_sh, rbase * LDS + ${(j - rd * BK16) * F}u, o_${j}, false, LDS);`).join('\n')}
+        return `${tiles.map((j) => `${ind}subgroupMatrixStore<row_major>(&s_sh, rbase * LDS + ${(j - rd * BK16) * F}u, o_${j}, LDS);`).join('\n')}
 ${ind}workgroupBarrier();
 ${body(rd * BK16, tiles.length).replace(/^/gm, ind)}
-${ind}workgroupBarrier();${reload ? `\n${tiles.map((j) => `${ind}o_${j} = subgroupMatrixLoad<${RESULT}>(&s_sh, rbase * LDS + ${(j - rd * BK16) * F}u, false, LDS);`).join('\n')}` : ''}`;
+${ind}workgroupBarrier();${reload ? `\n${tiles.map((j) => `${ind}o_${j} = subgroupMatrixLoad<${RESULT}, row_major>(&s_sh, rbase * LDS + ${(j - rd * BK16) * F}u, LDS);`).join('\n')}` : ''}`;
       })
       .join('\n');
   const rescale = throughScratch((_j0, nt) => `for (var c = hf; c < ${nt * F}u; c += 2u) { s_sh[row * LDS + c] = s_sh[row * LDS + c] * alpha; }`, true, '      ');
@@ -353,13 +353,13 @@ ${ind}workgroupBarrier();${reload ? `\n${tiles.map((j) => `${ind}o_${j} = subgro
   );
 
   const pv = `    if (need) {\n${range(BK16)
-    .map((n) => `    let p_${n} = subgroupMatrixLoad<${LEFT}>(&p_sh, rbase * LDP + ${n * F}u, false, LDP);`)
+    .map((n) => `    let p_${n} = subgroupMatrixLoad<${LEFT}, row_major>(&p_sh, rbase * LDP + ${n * F}u, LDP);`)
     .join('\n')}
 ${range(DV16)
   .map(
     (j) =>
       `    o_${j} = ${range(BK16).reduce(
-        (acc, n) => `subgroupMatrixMultiplyAccumulate(p_${n}, subgroupMatrixLoad<${RIGHT}>(&kv_sh, ${VOFF}u + ${n * F}u * LDV + ${j * F}u, false, LDV), ${acc})`,
+        (acc, n) => `subgroupMatrixMultiplyAccumulate(p_${n}, subgroupMatrixLoad<${RIGHT}, row_major>(&kv_sh, ${VOFF}u + ${n * F}u * LDV + ${j * F}u, LDV), ${acc})`,
         `o_${j}`,
       )};`,
   )

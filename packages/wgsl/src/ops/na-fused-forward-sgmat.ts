@@ -31,7 +31,7 @@ import { forwardTileOrigin, fusedForwardBindings, fusedForwardUniformFields } fr
 
 const FAMILY = 'na-fused-forward-sgmat';
 /** Bump when the emitted text changes for an unchanged spec. */
-const GEN = 4;
+const GEN = 5;
 
 /** Fragment size (M = N = K) this path uses. */
 export const SGMAT_FRAGMENT = 16;
@@ -179,7 +179,7 @@ export function generateFusedForwardSgmat(spec: FusedForwardSgmatSpec): Generate
   // past the end of its buffer (or always, for the `gather` diagnostic).
   const fragmentLoader = (name: string, buffer: string, colMajor: boolean, alwaysGather: boolean): string => `fn ${name}(base: u32, stride: u32, lane: u32) -> ${RIGHT} {
   let n = arrayLength(&${buffer});
-  if (${alwaysGather ? 'false && ' : ''}base + ${F - 1}u * stride + ${F}u <= n) { return subgroupMatrixLoad<${RIGHT}>(&${buffer}, base, ${colMajor}, stride); }
+  if (${alwaysGather ? 'false && ' : ''}base + ${F - 1}u * stride + ${F}u <= n) { return subgroupMatrixLoad<${RIGHT}, ${colMajor ? 'col_major' : 'row_major'}>(&${buffer}, base, stride); }
   workgroupBarrier();
   for (var e = lane; e < ${F * F}u; e += ${SG}u) {
     let idx = base + (e / ${F}u) * stride + e % ${F}u;
@@ -188,7 +188,7 @@ export function generateFusedForwardSgmat(spec: FusedForwardSgmatSpec): Generate
     t_sh[(e / ${F}u) * ${F + 8}u + e % ${F}u] = v;
   }
   workgroupBarrier();
-  return subgroupMatrixLoad<${RIGHT}>(&t_sh, 0u, ${colMajor}, ${F + 8}u);
+  return subgroupMatrixLoad<${RIGHT}, ${colMajor ? 'col_major' : 'row_major'}>(&t_sh, 0u, ${F + 8}u);
 }`;
   const RESULT = `subgroup_matrix_result<f32, ${F}, ${F}>`;
   const decompose = (target: string, src: string, tile: (a: number) => string, base: (a: number) => string, ind: string): string => {
@@ -221,7 +221,7 @@ ${axes
     })
     .join('\n');
   const qFragDecl = blocks
-    .flatMap((b) => range(D16).map((kk) => `  let q_${b}_${kk} = subgroupMatrixLoad<${LEFT}>(&q_sh, ${b * F * Lay.ldq + kk * F}u, false, LDQ);`))
+    .flatMap((b) => range(D16).map((kk) => `  let q_${b}_${kk} = subgroupMatrixLoad<${LEFT}, row_major>(&q_sh, ${b * F * Lay.ldq + kk * F}u, LDQ);`))
     .join('\n');
   const oDecl = blocks.flatMap((b) => range(DV16).map((c) => `  var o_${b}_${c} = ${RESULT}();`)).join('\n');
   const guard = (b: number, stmt: string): string => (spec.skipRows && needed ? `if (need_${b}) { ${stmt} }` : stmt);
@@ -236,7 +236,7 @@ ${blocks.map((b) => `            ${guard(b, `s_${b} = subgroupMatrixMultiplyAccu
           }`,
   )
   .join('\n')}
-${blocks.map((b) => `          ${guard(b, `subgroupMatrixStore(&s_sh, ${b * F}u * LDS + gi * ${F}u, s_${b}, false, LDS);`)}`).join('\n')}`;
+${blocks.map((b) => `          ${guard(b, `subgroupMatrixStore<row_major>(&s_sh, ${b * F}u * LDS + gi * ${F}u, s_${b}, LDS);`)}`).join('\n')}`;
   const softmax = blocks
     .map(
       (b) => `        {
@@ -280,7 +280,7 @@ ${reduce('psum', (x, y) => `${x} + ${y}`, '          ')}
   const viaScratch = (body: (b: number, c: number) => string): string =>
     range(DV16)
       .map(
-        (c) => `${blocks.map((b) => `    subgroupMatrixStore(&o_sh, ${b * F}u * LDO, o_${b}_${c}, false, LDO);`).join('\n')}
+        (c) => `${blocks.map((b) => `    subgroupMatrixStore<row_major>(&o_sh, ${b * F}u * LDO, o_${b}_${c}, LDO);`).join('\n')}
     workgroupBarrier();
 ${blocks.map((b) => body(b, c)).join('\n')}
     workgroupBarrier();`,
@@ -293,7 +293,7 @@ ${blocks.map((b) => body(b, c)).join('\n')}
       for (var j = hf; j < ${F}u; j += LANES_PER_ROW) { o_sh[row * LDO + j] = o_sh[row * LDO + j] * a; }
     }
     workgroupBarrier();
-    o_${b}_${c} = subgroupMatrixLoad<${RESULT}>(&o_sh, ${b * F}u * LDO, false, LDO);`,
+    o_${b}_${c} = subgroupMatrixLoad<${RESULT}, row_major>(&o_sh, ${b * F}u * LDO, LDO);`,
   ).replace(/^/gm, '      ');
   const epilogue = viaScratch(
     (b, c) => `    if (valid_${b}) {
@@ -312,8 +312,8 @@ ${blocks.map((b) => body(b, c)).join('\n')}
 ${blocks
   .map((b) =>
     spec.skipRows && needed
-      ? `          var p_${b} = ${LEFT}();\n          if (need_${b}) { p_${b} = subgroupMatrixLoad<${LEFT}>(&p_sh, ${b * F}u * LDP + gi * ${F}u, false, LDP); }`
-      : `          let p_${b} = subgroupMatrixLoad<${LEFT}>(&p_sh, ${b * F}u * LDP + gi * ${F}u, false, LDP);`,
+      ? `          var p_${b} = ${LEFT}();\n          if (need_${b}) { p_${b} = subgroupMatrixLoad<${LEFT}, row_major>(&p_sh, ${b * F}u * LDP + gi * ${F}u, LDP); }`
+      : `          let p_${b} = subgroupMatrixLoad<${LEFT}, row_major>(&p_sh, ${b * F}u * LDP + gi * ${F}u, LDP);`,
   )
   .join('\n')}
 ${range(DV16)
@@ -372,8 +372,8 @@ ${outer
       : '';
   const guardedK = (o: string): string => `load_kt(${o}, kstride, lane)`;
   const guardedV = (o: string): string => `load_v(${o}, vstride, lane)`;
-  const directK = (o: string): string => `subgroupMatrixLoad<${RIGHT}>(&key, ${o}, true, kstride)`;
-  const directV = (o: string): string => `subgroupMatrixLoad<${RIGHT}>(&value, ${o}, false, vstride)`;
+  const directK = (o: string): string => `subgroupMatrixLoad<${RIGHT}, col_major>(&key, ${o}, kstride)`;
+  const directV = (o: string): string => `subgroupMatrixLoad<${RIGHT}, row_major>(&value, ${o}, vstride)`;
   const walk = (loadK: (o: string) => string, loadV: (o: string) => string): string => `  for (var ro = 0u; ro < nrows; ro++) {
 ${rowDecompose}
 ${needDecl}    for (var f0 = 0u; f0 < nfrag; f0 += FRAGS_PER_STEP) {
