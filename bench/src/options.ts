@@ -20,7 +20,9 @@ export const USAGE = `usage: pnpm bench [--set quick|standard] [--filter str[,st
                              the default configs with rows grouped per invocation (experimental knobs)
   [--forward-key-unroll 1|2|4]  the default forward tiles folding this many keys per walk step (default: the
                                 heuristic, 2 for float32 on subgroups >= 16 wide; 1 = one key per step)
-  [--backward-path default|mma]  mma: the tensor-core backward (f16, experimental, opt-in) at its default config
+  [--backward-path default|plain|mma]  default: what fusedBackward runs without a config (the tensor-core backward
+                             where it routes there, else plain); plain: the plain backward's default config;
+                             mma: the tensor-core backward (f16) at its default config, wherever it can run
   [--backward-unroll 1|2|4]     the default backward tiles folding this many keys (dq) / queries (dK/dV) per
                                 walk step (default: the heuristic; 1 = one row per step)
   [--warm-clocks auto|on|off]   keep the GPU busy around our timed runs so its clock stays at boost
@@ -66,7 +68,7 @@ export interface Options {
   /** Run the backward with its default tiles but this many lanes per row (1 = single-lane), instead of the default. */
   readonly backwardLanes: number | undefined;
   /** Backward kernel path: the default (`fusedBackward`) or the tensor-core backward (`fusedBackwardMma`). */
-  readonly backwardPath: 'default' | 'mma';
+  readonly backwardPath: 'default' | 'plain' | 'mma';
   /** Run the forward with its default tiles but this many lanes per query (1 = single-lane), instead of the default. */
   readonly forwardLanes: number | undefined;
   /** Forward kernel path: the default (`fusedForward`) or the tensor-core forward (`fusedForwardSgmat`, its default config). */
@@ -139,7 +141,7 @@ export function parseOptions(argv: readonly string[]): Options {
   const isPath = (x: unknown): x is Options['forwardPath'] => typeof x === 'string' && ['default', 'plain', 'sgmat', 'tile', 'mma'].includes(x);
   if (!isPath(forwardPath)) throw new Error(`--forward-path must be default, plain, sgmat, tile or mma, got '${forwardPath}'\n${USAGE}`);
   const backwardPath = values['backward-path'];
-  if (backwardPath !== 'default' && backwardPath !== 'mma') throw new Error(`--backward-path must be default or mma, got '${backwardPath}'\n${USAGE}`);
+  if (backwardPath !== 'default' && backwardPath !== 'plain' && backwardPath !== 'mma') throw new Error(`--backward-path must be default, plain or mma, got '${backwardPath}'\n${USAGE}`);
   if (backwardPath === 'mma') {
     for (const flag of ['backward-lanes', 'backward-queries', 'backward-keys', 'backward-unroll'] as const) {
       if (values[flag] !== undefined) throw new Error(`--backward-path mma cannot be combined with --${flag}: that flag shapes the plain backward's kernels\n${USAGE}`);

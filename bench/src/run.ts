@@ -287,8 +287,15 @@ async function measureItem(
               ...(u !== undefined ? { keyUnroll: u, queryUnroll: u } : {}),
             }
           : sel;
-        cfg += `; ${backwardConfigLabel(b)}`;
-        backward = explicit ? (a) => fusedBackwardWithConfig(ctx, rank, a, b) : (a) => fusedBackward(ctx, rank, a);
+        // The default may route to the tensor-core (mma) backward; --backward-path plain forces the plain default.
+        const route = explicit || opts.backwardPath === 'plain' ? undefined : fusedBackward.route(ctx, rank, bwdArgs);
+        if (route) {
+          cfg += `; bwd mma q${route.queryTile.join('x')}/k${route.keyTile.join('x')}/sg${route.subgroups}`;
+          backward = (a) => fusedBackward(ctx, rank, a);
+        } else {
+          cfg += `; ${backwardConfigLabel(b)}`;
+          backward = explicit || opts.backwardPath === 'plain' ? (a) => fusedBackwardWithConfig(ctx, rank, a, b) : (a) => fusedBackward(ctx, rank, a);
+        }
       }
       row.config = cfg;
       const b = bwdArgs;

@@ -20,7 +20,8 @@ describe('bench options', () => {
     expect(() => parseOptions(['--set', 'huge'])).toThrow("--set must be quick or standard, got 'huge'");
     expect(parseOptions(['--backward-path', 'mma']).backwardPath).toBe('mma');
     expect(parseOptions([]).backwardPath).toBe('default');
-    expect(() => parseOptions(['--backward-path', 'tc'])).toThrow("--backward-path must be default or mma, got 'tc'");
+    expect(parseOptions(['--backward-path', 'plain']).backwardPath).toBe('plain');
+    expect(() => parseOptions(['--backward-path', 'tc'])).toThrow("--backward-path must be default, plain or mma, got 'tc'");
     expect(() => parseOptions(['--backward-path', 'mma', '--backward-lanes', '2'])).toThrow('--backward-path mma cannot be combined with --backward-lanes');
     expect(() => parseOptions(['--tuned', '--backward-path', 'mma'])).toThrow('--tuned cannot be combined with --backward-path mma');
     expect(() => parseOptions(['--forward-path', 'tensor'])).toThrow("--forward-path must be default, plain, sgmat, tile or mma, got 'tensor'");

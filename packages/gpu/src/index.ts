@@ -30,6 +30,7 @@ export {
   buildFusedBackward,
   fusedBackward,
   type FusedBackwardCommands,
+  type FusedBackwardOp,
   type FusedBackwardSelection,
   fusedBackwardWithConfig,
   selectFusedBackward,
@@ -40,6 +41,7 @@ export { avBackward, avBackwardPlan, avForward, avForwardPlan } from './ops/na-a
 export { checkNaiveFusedForward, naiveFusedForward, planNaiveFusedForward } from './ops/na-naive.ts';
 export {
   checkFusedBackwardMma,
+  defaultBackwardMma,
   defaultMmaBackwardConfig,
   fusedBackwardMma,
   type MmaBackwardConfig,
@@ -50,9 +52,9 @@ export {
   defaultForwardMma,
   defaultMmaConfig,
   enumerateMmaConfigs,
-  MMA_MIN_DENSITY,
+  MMA_MIN_WINDOW_USE,
   MMA_MIN_WORKGROUPS,
-  mmaWindowDensity,
+  mmaWindowUse,
   fusedForwardMma,
   mmaAvailability,
   mmaConfigCost,

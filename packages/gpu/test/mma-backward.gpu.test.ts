@@ -2,10 +2,11 @@ import { checkFusedBackward, type FusedBackwardArgs, NattenUnsupportedError, ran
 import { fusedBackward as cpuFusedBackward, fusedForward as cpuFusedForward } from '@natten-web/cpu';
 import { FUSED_BACKWARD_TILES, generateFusedBackwardMmaDkv, generateFusedBackwardMmaDq } from '@natten-web/wgsl';
 import { afterAll, describe, expect, it } from 'vitest';
-import { fusedBackwardMma, type GpuTensor, type MmaBackwardConfig, mmaBackwardCommands, mmaBackwardProblemFit } from '../src/index.ts';
+import { defaultBackwardMma, fusedBackward, fusedBackwardMma, type GpuTensor, type MmaBackwardConfig, mmaBackwardCommands, mmaBackwardProblemFit } from '../src/index.ts';
 import { tensorFromValues } from '@natten-web/testkit';
 import { emulateSubgroupMatrix } from './sgmat-emulation.ts';
 import { expectClose } from './expect-close.ts';
+import { fakeTensorCoreContext } from './fake-tensor-core.ts';
 import { gpuContext } from './setup.ts';
 
 afterAll(async () => (await gpuContext()).destroy());
@@ -53,6 +54,40 @@ describe('tensor-core (mma) backward', () => {
     await expect(run).rejects.toBeInstanceOf(NattenUnsupportedError);
     ctx.releaseTensor(t);
     ctx.releaseTensor(l);
+  });
+  it('is what fusedBackward runs without a config on a tensor-core adapter, for float16 problems it fits', () => {
+    const ctx = fakeTensorCoreContext();
+    const args = (o: { dtype?: 'float16' | 'float32'; dim?: number; rpb?: boolean; stride?: number } = {}): FusedBackwardArgs<TensorLike> => {
+      const dtype = o.dtype ?? 'float16';
+      const t = tensor([1, 64, 64, 4, o.dim ?? 64], dtype);
+      const l = tensor([1, 64, 64, 4], 'float32');
+      const r = o.rpb ? tensor([4, 13, 13], dtype) : null;
+      return { query: t, key: t, value: t, output: t, gradOutput: t, logsumexp: l, gradQuery: t, gradKey: t, gradValue: t, gradRpb: r, rpb: r, kernelSize: 7, ...(o.stride ? { stride: o.stride } : {}) };
+    };
+    const routed = fusedBackward.route(ctx, 2, args());
+    expect(routed).toMatchObject({ path: 'mma', chunk: 32, subgroups: 4 });
+    const problem = checkFusedBackward('na2d_backward', 2, args(), FUSED_BACKWARD_TILES);
+    expect(routed).toEqual(defaultBackwardMma(ctx, problem));
+    const plain: [string, FusedBackwardArgs<TensorLike>][] = [
+      ['float32', args({ dtype: 'float32' })],
+      ['rpb', args({ rpb: true })],
+      ['stride 2 (not yet checked on a device)', args({ stride: 2 })],
+      ['head dim 256 (not timed)', args({ dim: 256 })],
+      ['given tiles', { ...args(), queryTileSize: [8, 8], keyTileSize: [8, 8] }],
+      ['given lanes', { ...args(), lanes: 2 }],
+      ['given num_splits_key', { ...args(), numSplitsKey: 1 }],
+      ['given compute_delta_with_torch', { ...args(), computeDeltaWithTorch: false }],
+    ];
+    for (const [name, a] of plain) expect(fusedBackward.route(ctx, 2, a), name).toBeUndefined();
+    // Without subgroup matrices every call takes the plain path.
+    expect(fusedBackward.route({ ...ctx, features: new Set(['shader-f16', 'subgroups']) } as unknown as typeof ctx, 2, args())).toBeUndefined();
+  });
+  it('routes nothing on this adapter unless it has subgroup matrices', async () => {
+    const ctx = await gpuContext();
+    if (ctx.features.has('chromium-experimental-subgroup-matrix')) return;
+    const t = tensor([1, 32, 2, 16], 'float16');
+    const l = tensor([1, 32, 2], 'float32');
+    expect(fusedBackward.route(ctx, 1, { query: t, key: t, value: t, output: t, gradOutput: t, logsumexp: l, gradQuery: t, gradKey: t, gradValue: t, kernelSize: 7 })).toBeUndefined();
   });
 });
 

@@ -8,23 +8,31 @@
  *    config, or every config with `--sweep true`.
  * 2. Speed (`--mode speed`): the benchmark problems, the default config (and the `--top` cheapest by the cost model
  *    with `--sweep true`) next to the plain path's default, GPU time from timestamp queries (median, warm clocks).
+ * 3. Backward (`--mode bcheck | bspeed | backward`): the mma backward against the CPU reference, and timed against
+ *    the plain backward; `--mode bsweep` times its dq and dkv kernels alone per subgroup count and tile.
  * `--only a,b` keeps the speed problems whose name contains any of the parts.
  */
 import { fnaFlops, randn, tensor, toFloat64Values } from '@natten-web/core';
 import { tensorFromValues } from '@natten-web/testkit';
 import { fusedBackward as cpuFusedBackward, fusedForward as cpuFusedForward } from '@natten-web/cpu';
+import { tileShapes } from '@natten-web/wgsl';
 import {
+  checkFusedBackwardMma,
+  type DispatchCommand,
   defaultMmaConfig,
   enumerateMmaConfigs,
-  fusedBackward,
+  fusedBackwardWithConfig,
   fusedBackwardMma,
   fusedForward,
   fusedForwardMma,
   type GpuTensor,
   mmaAvailability,
   mmaConfigCost,
+  type MmaBackwardConfig,
+  mmaBackwardCommands,
   type MmaForwardConfig,
   planFusedForwardMma,
+  selectFusedBackward,
 } from '../src/index.ts';
 import { checkConfig, deviceScriptOptions, free, gpuArgs, hostArgs, makeArgs, maxErr, type Problem, openDevice, speedProblems, timeCommand, timeRun } from './device-forward-problems.ts';
 
@@ -142,7 +150,7 @@ if ((values.mode === 'bcheck' || values.mode === 'backward') && !('why' in avail
 }
 if ((values.mode === 'bspeed' || values.mode === 'backward') && !('why' in avail)) {
   const reps = Number(values.reps);
-  console.log('\n== backward speed (f16, GPU time of all dispatches, median): mma vs the default fusedBackward');
+  console.log('\n== backward speed (f16, GPU time of all dispatches, median): mma vs the plain default');
   for (const p of speedProblems(values.only as string)) {
     const t = makeArgs(p, 11);
     const f = gpuArgs(ctx, p, t);
@@ -150,7 +158,8 @@ if ((values.mode === 'bspeed' || values.mode === 'backward') && !('why' in avail
     const g = { ...f, logsumexp: f.logsumexp as GpuTensor, gradOutput: ctx.upload(t.out), gradQuery: ctx.createTensor(t.q.shape, 'float16'), gradKey: ctx.createTensor(t.k.shape, 'float16'), gradValue: ctx.createTensor(t.v.shape, 'float16') };
     for (const [name, run] of [
       ['mma', () => fusedBackwardMma(ctx, p.rank, g)],
-      ['default', () => fusedBackward(ctx, p.rank, g)],
+      // The plain backward's default config (fusedBackward itself now routes to the mma path here).
+      ['plain', () => fusedBackwardWithConfig(ctx, p.rank, g, selectFusedBackward(ctx, p.rank, g).config)],
     ] as const) {
       try {
         const ms = await timeRun(ctx, run, reps, warmer);
@@ -161,6 +170,46 @@ if ((values.mode === 'bspeed' || values.mode === 'backward') && !('why' in avail
     }
     free(f);
     for (const x of [g.gradOutput, g.gradQuery, g.gradKey, g.gradValue]) x.buffer.destroy();
+  }
+}
+// ---- backward config sweep (`--mode bsweep`): the dq and dkv kernels timed alone for each subgroup count and
+// the `--top` tiles by the forward's cost model, so each kernel's best tile can be chosen independently.
+if (values.mode === 'bsweep' && !('why' in avail)) {
+  const reps = Number(values.reps);
+  console.log('\n== backward sweep (f16, GPU time per kernel, median): dq and dkv alone per config');
+  for (const p of speedProblems(values.only as string)) {
+    const t = makeArgs(p, 11);
+    const f = gpuArgs(ctx, p, t);
+    await fusedForward(ctx, p.rank, f);
+    const g = { ...f, logsumexp: f.logsumexp as GpuTensor, gradOutput: ctx.upload(t.out), gradQuery: ctx.createTensor(t.q.shape, 'float16'), gradKey: ctx.createTensor(t.k.shape, 'float16'), gradValue: ctx.createTensor(t.v.shape, 'float16') };
+    const def = checkFusedBackwardMma(ctx, p.rank, g);
+    const delta = ctx.createTensor(t.lse.shape, 'float32');
+    const best = { dq: Number.POSITIVE_INFINITY, dkv: Number.POSITIVE_INFINITY, dqAt: '', dkvAt: '' };
+    for (const subgroups of [2, 4, 8] as const) {
+      const tiles = tileShapes(p.rank, 16 * subgroups)
+        .map((tile) => ({ tile, cost: mmaConfigCost(def.problem, { path: 'mma', queryTile: tile, keyChunk: 32, subgroups }) }))
+        .sort((x, y) => x.cost - y.cost)
+        .slice(0, Number(values.top));
+      for (const { tile } of tiles) {
+        const config: MmaBackwardConfig = { path: 'mma', queryTile: tile, keyTile: tile, chunk: 32, subgroups };
+        const name = `sg${subgroups} ${tile.join('x')}${JSON.stringify(config) === JSON.stringify(def.config) ? ' *' : ''}`;
+        try {
+          const { kernels } = checkFusedBackwardMma(ctx, p.rank, g, config);
+          const [dq, dkv] = mmaBackwardCommands(ctx, kernels, def.problem, g, config, delta) as [DispatchCommand, DispatchCommand];
+          // dq first (it writes delta, which dkv reads).
+          const dqUs = await timeCommand(ctx, dq, reps, warmer);
+          const dkvUs = await timeCommand(ctx, dkv, reps, warmer);
+          if (dqUs < best.dq) Object.assign(best, { dq: dqUs, dqAt: name });
+          if (dkvUs < best.dkv) Object.assign(best, { dkv: dkvUs, dkvAt: name });
+          console.log(`${p.name.padEnd(34)} ${name.padEnd(16)} dq ${dqUs.toFixed(1).padStart(9)} us  dkv ${dkvUs.toFixed(1).padStart(9)} us`);
+        } catch (e) {
+          console.log(`${p.name.padEnd(34)} ${name.padEnd(16)} ${(e as Error).message.split('\n')[0]}`);
+        }
+      }
+    }
+    console.log(`${p.name.padEnd(34)} BEST dq ${best.dqAt} ${best.dq.toFixed(1)} us; dkv ${best.dkvAt} ${best.dkv.toFixed(1)} us`);
+    free(f);
+    for (const x of [g.gradOutput, g.gradQuery, g.gradKey, g.gradValue, delta]) x.buffer.destroy();
   }
 }
 ctx.destroy();

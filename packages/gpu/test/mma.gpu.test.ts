@@ -9,15 +9,16 @@ import {
   fusedForward,
   fusedForwardMma,
   type GpuContext,
-  MMA_MIN_DENSITY,
+  MMA_MIN_WINDOW_USE,
   mmaAvailability,
   mmaConfigCost,
   mmaProblemFit,
-  mmaWindowDensity,
+  mmaWindowUse,
 } from '../src/index.ts';
 import { fusedForwardCommand } from '../src/ops/na-fused-forward.ts';
 import { emulateSubgroupMatrix } from './sgmat-emulation.ts';
 import { expectClose } from './expect-close.ts';
+import { fakeTensorCoreContext } from './fake-tensor-core.ts';
 import { gpuContext } from './setup.ts';
 
 interface ProblemOptions {
@@ -41,17 +42,6 @@ function problem(spatial: number[], kernelSize: number[], o: ProblemOptions = {}
     { output: t, query: t, key: t, value: t, rpb, kernelSize, dilation: o.dilation ?? 1, isCausal: o.causal ?? false, ...(o.stride ? { stride: o.stride } : {}) },
     FUSED_FORWARD_TILES,
   );
-}
-
-/** A context shaped like the H200 through Dawn/Vulkan (subgroup matrices, fixed 32-wide subgroups, 48 KiB). */
-function fakeTensorCoreContext(subgroup = 32): GpuContext {
-  return {
-    features: new Set(['chromium-experimental-subgroup-matrix', 'shader-f16', 'subgroups']),
-    hasF16: true,
-    subgroupMatrix: [{ componentType: 'f16', resultComponentType: 'f32', M: 16, N: 16, K: 16 }],
-    adapterInfo: { subgroupMinSize: subgroup, subgroupMaxSize: subgroup },
-    limits: { maxComputeInvocationsPerWorkgroup: 1024, maxComputeWorkgroupStorageSize: 49152 },
-  } as unknown as GpuContext;
 }
 
 afterAll(async () => (await gpuContext()).destroy());
@@ -86,7 +76,7 @@ describe('tensor-core (mma) forward: availability, config choice and the default
     expect(mmaProblemFit(problem([32, 32], [7, 7]))).toBeUndefined();
   });
 
-  it('routes the default forward by window density, as measured on an H200', () => {
+  it('routes the default forward by window use, as measured on an H200', () => {
     const ctx = fakeTensorCoreContext();
     const cases: [string, FusedProblem, boolean][] = [
       ['1-D 4096 K=127', problem([4096], [127]), true],
@@ -95,7 +85,7 @@ describe('tensor-core (mma) forward: availability, config choice and the default
       ['2-D 256x256 K=15', problem([256, 256], [15, 15], { heads: 16 }), true],
       ['FLUX-like K=80 D=128', problem([256, 256], [80, 80], { heads: 24, dim: 128 }), true],
       ['2-D 128x128 K=7', problem([128, 128], [7, 7]), false],
-      ['3-D 16x32x32 K=3x7x7', problem([16, 32, 32], [3, 7, 7]), false],
+      ['3-D 16x32x32 K=3x7x7', problem([16, 32, 32], [3, 7, 7]), true],
       ['f32', problem([4096], [127], { dtype: 'float32' }), false],
       ['rpb (not yet timed on a device)', problem([4096], [127], { rpb: true }), false],
       ['stride 2 (not yet checked on a device)', problem([4096], [127], { stride: 2 }), false],
@@ -104,7 +94,7 @@ describe('tensor-core (mma) forward: availability, config choice and the default
     for (const [name, p, routed] of cases) {
       const c = defaultForwardMma(ctx, p);
       expect(c !== undefined, name).toBe(routed);
-      if (c) expect(mmaWindowDensity(p, c), name).toBeGreaterThanOrEqual(MMA_MIN_DENSITY);
+      if (c) expect(mmaWindowUse(p, c), name).toBeGreaterThanOrEqual(MMA_MIN_WINDOW_USE);
     }
   });
 

@@ -24,6 +24,8 @@ import {
   withDefaultBackwardUnroll,
 } from '@natten-web/wgsl';
 import type { DispatchCommand, GpuContext, GpuTensor } from '../context.ts';
+import { defaultBackwardMma, fusedBackwardMma, type MmaBackwardConfig } from './na-fused-backward-mma.ts';
+import { mmaAvailability } from './na-fused-forward-mma.ts';
 import { defineGpuOp, type GpuOp, kernelLimits } from './op.ts';
 
 /** The limits backward config selection reads (`kernelLimits`). */
@@ -196,12 +198,45 @@ async function runFusedBackward(ctx: GpuContext, rank: NaRank, args: FusedBackwa
 }
 
 /**
- * `na{1,2,3}d_backward` on WebGPU (deterministic: two kernels plus fixed-order reductions, no float atomics).
- * query_tile_size / key_tile_size / num_splits_key / compute_delta_with_torch select the kernel configuration.
+ * The tensor-core (mma) backward config a call without a config runs on this device, or undefined when it runs the
+ * plain path (given tiles, lanes, num_splits_key or compute_delta_with_torch always select the plain path; see
+ * `defaultBackwardMma` for the rule).
  */
-export const fusedBackward: GpuOp<FusedBackwardArgs<GpuTensor>> = defineGpuOp<FusedBackwardArgs<GpuTensor>>((ctx, rank, args) => runFusedBackward(ctx, rank, args), (ctx, rank, args) => {
-  selectFusedBackward(ctx, rank, args as FusedBackwardArgs<TensorLike>);
-});
+function defaultBackwardRoute(ctx: GpuContext, rank: NaRank, args: FusedBackwardArgs<TensorLike>): MmaBackwardConfig | undefined {
+  if (args.queryTileSize !== undefined || args.keyTileSize !== undefined || args.lanes !== undefined) return undefined;
+  if (args.numSplitsKey !== undefined || args.computeDeltaWithTorch !== undefined) return undefined;
+  // Cheap exits first: every call on an adapter without tensor cores, and every float32 call, takes the plain path.
+  if (args.query.dtype !== 'float16' || 'why' in mmaAvailability(ctx)) return undefined;
+  // Validated with every GPU rule of the plain path (the same errors whichever path runs).
+  const { problem } = selectFusedBackward(ctx, rank, args);
+  return defaultBackwardMma(ctx, problem);
+}
+
+async function runDefaultBackward(ctx: GpuContext, rank: NaRank, args: FusedBackwardArgs<GpuTensor>): Promise<void> {
+  const mma = defaultBackwardRoute(ctx, rank, args as FusedBackwardArgs<TensorLike>);
+  if (mma) await fusedBackwardMma(ctx, rank, args, mma);
+  else await runFusedBackward(ctx, rank, args);
+}
+
+export interface FusedBackwardOp extends GpuOp<FusedBackwardArgs<GpuTensor>> {
+  /** The tensor-core (mma) config a call without a config runs, or undefined when it runs the plain path. */
+  route(ctx: GpuContext, rank: NaRank, args: FusedBackwardArgs<TensorLike>): MmaBackwardConfig | undefined;
+}
+
+/**
+ * `na{1,2,3}d_backward` on WebGPU (deterministic: no float atomics on either path). query_tile_size /
+ * key_tile_size / num_splits_key / compute_delta_with_torch select the plain kernels' configuration; without them,
+ * float16 calls on adapters with tensor cores run the mma backward where it measured faster (`route`).
+ */
+export const fusedBackward: FusedBackwardOp = Object.assign(
+  defineGpuOp<FusedBackwardArgs<GpuTensor>>(
+    (ctx, rank, args) => runDefaultBackward(ctx, rank, args),
+    (ctx, rank, args) => {
+      selectFusedBackward(ctx, rank, args as FusedBackwardArgs<TensorLike>);
+    },
+  ),
+  { route: defaultBackwardRoute },
+);
 
 /**
  * Run the backward with a forced config (autotune, bench): overrides the tile, split, delta and lane arguments, and

@@ -80,11 +80,11 @@ function groupExtents(problem: FusedProblem): number[] {
 }
 
 /**
- * Relative cost per real query: per tile, the chunks of its union key box (staging and barriers, paid by every
- * subgroup) plus, per subgroup, the chunks its rows' windows span (matrix work and softmax; the kernel skips the
- * others). A subgroup owns 16 consecutive tile rows (last axis fastest).
+ * Chunk counts of a config: per query tile, the chunks of its union key box (`boxChunks`); per subgroup (16
+ * consecutive tile rows, last axis fastest), the chunks its rows' windows span (`subChunks`; the kernel skips the
+ * others); the tile count and the real (group) query count they are spread over.
  */
-export function mmaConfigCost(problem: FusedProblem, config: MmaForwardConfig): number {
+function mmaChunkCounts(problem: FusedProblem, config: MmaForwardConfig): { boxChunks: number; subChunks: number; tiles: number; real: number } {
   const ext = groupExtents(problem);
   const r = problem.rank;
   const bw: number[] = [];
@@ -112,8 +112,25 @@ export function mmaConfigCost(problem: FusedProblem, config: MmaForwardConfig): 
     box *= bw[a] as number;
   }
   const boxChunks = Math.ceil(box / config.keyChunk);
-  const subChunks = Math.min(boxChunks, Math.ceil(span / config.keyChunk) + 1);
+  return { boxChunks, subChunks: Math.min(boxChunks, Math.ceil(span / config.keyChunk) + 1), tiles, real };
+}
+
+/**
+ * Relative cost per real query: per tile, the chunks of its union key box (staging and barriers, paid by every
+ * subgroup) plus, per subgroup, the chunks its rows' windows span (matrix work and softmax).
+ */
+export function mmaConfigCost(problem: FusedProblem, config: MmaForwardConfig): number {
+  const { boxChunks, subChunks, tiles, real } = mmaChunkCounts(problem, config);
   return (tiles * config.subgroups * (0.35 * boxChunks + subChunks) * config.keyChunk) / real;
+}
+
+/**
+ * Fraction of the keys a subgroup computes (the chunks its 16 rows' windows span) that lie in a row's window:
+ * prod(K_a) / (subChunks * keyChunk). The mma path multiplies and masks every key of those chunks.
+ */
+export function mmaWindowUse(problem: FusedProblem, config: MmaForwardConfig): number {
+  const K = problem.params.kernelSize.reduce((x, y) => x * y, 1);
+  return K / (mmaChunkCounts(problem, config).subChunks * config.keyChunk);
 }
 
 /** Workgroups of a config's dispatch (batch x heads x dilation groups x tiles). */
@@ -178,30 +195,19 @@ export function defaultMmaConfig(ctx: GpuContext, problem: FusedProblem): MmaFor
   return top;
 }
 
-/** Window density below which the default forward keeps the plain path (measured on an H200, see `defaultForwardMma`). */
-export const MMA_MIN_DENSITY = 0.25;
-
 /**
- * Fraction of a config's dense tile work that lands inside a window: prod(K_a) / prod(min(t_a + K_a - 1, n_a)), the
- * window over the union key box of one query tile (the mma path computes the whole box and masks the rest).
+ * Window use (`mmaWindowUse`) below which the default forward keeps the plain path: measured on an H200 (f16, same
+ * run as the plain default), 0.31 (2-D 128x128 K=7) ran 1.14x slower, 0.42 (3-D 16x32x32 K=3x7x7) 1.37x faster.
  */
-export function mmaWindowDensity(problem: FusedProblem, config: Pick<MmaForwardConfig, 'queryTile'>): number {
-  const ext = groupExtents(problem);
-  let d = 1;
-  for (let a = 0; a < problem.rank; a++) {
-    const K = problem.params.kernelSize[a] as number;
-    d *= K / Math.min((config.queryTile[a] as number) + K - 1, ext[a] as number);
-  }
-  return d;
-}
+export const MMA_MIN_WINDOW_USE = 0.35;
 
 /**
  * The mma config the default forward (`fusedForward` without tiles) runs, or undefined for the plain path: where
  * the path can run with 4 or 8 subgroups, the problem has no rpb, no stride and head dims of at most 128 (the rest
- * is not yet measured on a device), and its tile's window density is at least `MMA_MIN_DENSITY`.
- * Measured on an H200 against the plain default (f16 forward, same run): density 0.5-0.94 (1-D K=127, K=2047;
- * FLUX-like K=80) 2-5.7x faster, 0.30-0.34 (2-D K=13 dilated, 2-D 256x256 K=15) 1.3-1.45x faster, 0.16-0.19 (2-D
- * K=7, 3-D 3x7x7) 2-4x slower.
+ * is not yet measured on a device), and its config's window use is at least `MMA_MIN_WINDOW_USE`.
+ * Measured on an H200 against the plain default (f16 forward, same run): window use 0.53-0.97 (1-D K=127, K=2047;
+ * 2-D K=13 dilated, 256x256 K=15; FLUX-like K=80) 1.3-5.7x faster, 0.42 (3-D 3x7x7, with chunk skipping) 1.37x
+ * faster, 0.31 (2-D K=7) 1.14x slower.
  */
 export function defaultForwardMma(ctx: GpuContext, problem: FusedProblem): MmaForwardConfig | undefined {
   // Strided windows run correctly through the shared window functions but have not been checked on a device yet;
@@ -211,7 +217,7 @@ export function defaultForwardMma(ctx: GpuContext, problem: FusedProblem): MmaFo
   if (problem.dim > 128 || problem.dimV > 128) return undefined;
   const config = defaultMmaConfig(ctx, problem);
   if (!config || config.subgroups < 4) return undefined;
-  return mmaWindowDensity(problem, config) >= MMA_MIN_DENSITY ? config : undefined;
+  return mmaWindowUse(problem, config) >= MMA_MIN_WINDOW_USE ? config : undefined;
 }
 
 /** Kernel and dispatch for one call on the mma path (validated; no GPU work). */
