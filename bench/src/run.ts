@@ -27,7 +27,7 @@ import { fmtMs, renderText, tuningText } from './render.ts';
 import { type BenchResults, type BenchRow, isSoftwareAdapter, RESULTS_SCHEMA, type Timing } from './results.ts';
 import { type ClockSampler, startClockSampler } from './smclock.ts';
 import { runTorch, type TorchResult } from './torch.ts';
-import { backwardConfigLabel, createRowTuner, forwardConfigLabel, type RowTuner, type TunedPick } from './tuned.ts';
+import { backwardConfigLabel, createRowTuner, forwardConfigLabel, mmaBackwardLabel, type RowTuner, type TunedPick } from './tuned.ts';
 
 /** Progress on stderr: a live line on a TTY, else one line per finished case. */
 class Progress {
@@ -265,7 +265,7 @@ async function measureItem(
         backward = (a) => fusedBackwardWithConfig(ctx, rank, a, b);
       } else if (bwdArgs && opts.backwardPath === 'mma') {
         const m = checkFusedBackwardMma(ctx, rank, bwdArgs).config;
-        cfg += `; bwd mma q${m.queryTile.join('x')}/k${m.keyTile.join('x')}/sg${m.subgroups}`;
+        cfg += `; ${mmaBackwardLabel(m)}`;
         backward = (a) => fusedBackwardMma(ctx, rank, a, m);
       } else if (bwdArgs) {
         const def = selectFusedBackward(ctx, rank, bwdArgs).config;
@@ -290,7 +290,7 @@ async function measureItem(
         // The default may route to the tensor-core (mma) backward; --backward-path plain forces the plain default.
         const route = explicit || opts.backwardPath === 'plain' ? undefined : fusedBackward.route(ctx, rank, bwdArgs);
         if (route) {
-          cfg += `; bwd mma q${route.queryTile.join('x')}/k${route.keyTile.join('x')}/sg${route.subgroups}`;
+          cfg += `; ${mmaBackwardLabel(route)}`;
           backward = (a) => fusedBackward(ctx, rank, a);
         } else {
           cfg += `; ${backwardConfigLabel(b)}`;

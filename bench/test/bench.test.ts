@@ -19,7 +19,7 @@ import { adapterSlug, repoRoot } from '../src/env.ts';
 import { fmtMs, fmtRatio, geomeanRatio, mergeResults, renderMarkdownTable, renderReport, renderText, rowCells, TABLE_HEADER, tuningText } from '../src/render.ts';
 import { type BenchResults, type BenchRow, isSoftwareAdapter } from '../src/results.ts';
 import { runTorch } from '../src/torch.ts';
-import { backwardConfigLabel, forwardConfigLabel, rowProblems } from '../src/tuned.ts';
+import { backwardConfigLabel, forwardConfigLabel, mmaBackwardLabel, rowProblems } from '../src/tuned.ts';
 
 const fixture = JSON.parse(readFileSync(new URL('./fixtures/results-h100.json', import.meta.url), 'utf8')) as BenchResults;
 
@@ -252,6 +252,7 @@ describe('tuned runs (--tuned)', () => {
     expect(backwardConfigLabel({ ...b, lanes: 4, keyUnroll: 2, queryUnroll: 2 })).toBe('bwd q8x8/k8x8 splits 1x2 lanes 4 U 2');
     expect(backwardConfigLabel({ ...b, queriesPerInvocation: 2, keyUnroll: 1, queryUnroll: 1 })).toBe('bwd q8x8/k8x8 splits 1x2 Q 2 K 1');
     expect(backwardConfigLabel({ ...b, keyUnroll: 2, queryUnroll: 1, computeDeltaWithTorch: true })).toBe('bwd q8x8/k8x8 splits 1x2 U 2/1 delta separate');
+    expect(mmaBackwardLabel({ path: 'mma', queryTile: [4, 8], querySubgroups: 2, keyTile: [8, 8], keySubgroups: 4, chunk: 32 })).toBe('bwd mma q4x8/sg2 k8x8/sg4');
   });
 
   it("a row's tune problems: the forward stores the LSE as the bench's does; fwd+bwd rows add the backward", () => {

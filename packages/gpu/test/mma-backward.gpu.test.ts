@@ -2,7 +2,7 @@ import { checkFusedBackward, type FusedBackwardArgs, NattenUnsupportedError, ran
 import { fusedBackward as cpuFusedBackward, fusedForward as cpuFusedForward } from '@natten-web/cpu';
 import { FUSED_BACKWARD_TILES, generateFusedBackwardMmaDkv, generateFusedBackwardMmaDq } from '@natten-web/wgsl';
 import { afterAll, describe, expect, it } from 'vitest';
-import { defaultBackwardMma, fusedBackward, fusedBackwardMma, type GpuTensor, type MmaBackwardConfig, mmaBackwardCommands, mmaBackwardProblemFit } from '../src/index.ts';
+import { defaultBackwardMma, defaultMmaBackwardConfig, fusedBackward, fusedBackwardMma, type GpuTensor, type MmaBackwardConfig, mmaBackwardCommands, mmaBackwardProblemFit } from '../src/index.ts';
 import { tensorFromValues } from '@natten-web/testkit';
 import { emulateSubgroupMatrix } from './sgmat-emulation.ts';
 import { expectClose } from './expect-close.ts';
@@ -22,7 +22,7 @@ interface Case {
   readonly dilation?: number[];
   readonly causal?: boolean[];
   readonly batch?: number;
-  readonly config: { queryTile: number[]; keyTile: number[]; subgroups: 2 | 4 };
+  readonly config: { queryTile: number[]; querySubgroups: 2 | 4; keyTile: number[]; keySubgroups: 2 | 4 };
 }
 
 /** `t` times `s`, rounded to the tensor's dtype. */
@@ -65,7 +65,7 @@ describe('tensor-core (mma) backward', () => {
       return { query: t, key: t, value: t, output: t, gradOutput: t, logsumexp: l, gradQuery: t, gradKey: t, gradValue: t, gradRpb: r, rpb: r, kernelSize: 7, ...(o.stride ? { stride: o.stride } : {}) };
     };
     const routed = fusedBackward.route(ctx, 2, args());
-    expect(routed).toMatchObject({ path: 'mma', chunk: 32, subgroups: 4 });
+    expect(routed).toEqual({ path: 'mma', queryTile: [4, 8], querySubgroups: 2, keyTile: [8, 8], keySubgroups: 4, chunk: 32 });
     const problem = checkFusedBackward('na2d_backward', 2, args(), FUSED_BACKWARD_TILES);
     expect(routed).toEqual(defaultBackwardMma(ctx, problem));
     const plain: [string, FusedBackwardArgs<TensorLike>][] = [
@@ -82,6 +82,20 @@ describe('tensor-core (mma) backward', () => {
     // Without subgroup matrices every call takes the plain path.
     expect(fusedBackward.route({ ...ctx, features: new Set(['shader-f16', 'subgroups']) } as unknown as typeof ctx, 2, args())).toBeUndefined();
   });
+  it('chooses per kernel: dq with 2 subgroups for small windows (4 for large), dkv with 4, tiles of the smallest key box', () => {
+    const ctx = fakeTensorCoreContext();
+    const config = (spatial: number[], kernelSize: number[], heads: number, dim: number) => {
+      const t = tensor([1, ...spatial, heads, dim], 'float16');
+      const l = tensor([1, ...spatial, heads], 'float32');
+      const rank = spatial.length as 1 | 2 | 3;
+      return defaultMmaBackwardConfig(ctx, checkFusedBackward('x', rank, { query: t, key: t, value: t, output: t, gradOutput: t, logsumexp: l, gradQuery: t, gradKey: t, gradValue: t, kernelSize }, FUSED_BACKWARD_TILES));
+    };
+    // As swept on an H200: 2-D K=15 dq 4x8 with 2 subgroups, dkv 8x8 with 4; FLUX-like dq and dkv 8x8 with 4.
+    expect(config([256, 256], [15, 15], 16, 64)).toEqual({ path: 'mma', queryTile: [4, 8], querySubgroups: 2, keyTile: [8, 8], keySubgroups: 4, chunk: 32 });
+    expect(config([256, 256], [80, 80], 24, 128)).toEqual({ path: 'mma', queryTile: [8, 8], querySubgroups: 4, keyTile: [8, 8], keySubgroups: 4, chunk: 32 });
+    expect(config([16, 32, 32], [3, 7, 7], 8, 64)).toMatchObject({ queryTile: [2, 4, 4], querySubgroups: 2 });
+    expect(config([32768], [2047], 8, 64)).toMatchObject({ queryTile: [64], querySubgroups: 4, keyTile: [64], keySubgroups: 4 });
+  });
   it('routes nothing on this adapter unless it has subgroup matrices', async () => {
     const ctx = await gpuContext();
     if (ctx.features.has('chromium-experimental-subgroup-matrix')) return;
@@ -93,12 +107,12 @@ describe('tensor-core (mma) backward', () => {
 
 describe('tensor-core (mma) backward, emulated on this adapter, against the CPU reference', () => {
   const cases: Case[] = [
-    { name: '1-D L=40 K=7', spatial: [40], kernelSize: [7], dim: 16, config: { queryTile: [32], keyTile: [32], subgroups: 2 } },
-    { name: '1-D L=90 K=17 dilation 2 causal', spatial: [90], kernelSize: [17], dim: 16, dilation: [2], causal: [true], config: { queryTile: [32], keyTile: [32], subgroups: 2 } },
-    { name: '2-D 14x17 K=5x7, GQA 4/2 heads, Dv=32', spatial: [14, 17], kernelSize: [5, 7], heads: 4, headsKv: 2, dim: 16, dimV: 32, config: { queryTile: [4, 8], keyTile: [8, 4], subgroups: 2 } },
-    { name: '2-D 18x13 K=4x5 dilation 2x1 causal on axis 0, batch 2', spatial: [18, 13], kernelSize: [4, 5], dim: 16, dilation: [2, 1], causal: [true, false], batch: 2, config: { queryTile: [4, 8], keyTile: [4, 8], subgroups: 2 } },
-    { name: '2-D 16x18 K=7x5 at head dim 64 (4 fragments per row)', spatial: [16, 18], kernelSize: [7, 5], dim: 64, config: { queryTile: [4, 8], keyTile: [8, 4], subgroups: 2 } },
-    { name: '3-D 5x7x9 K=3x3x5', spatial: [5, 7, 9], kernelSize: [3, 3, 5], dim: 16, config: { queryTile: [2, 2, 8], keyTile: [2, 4, 4], subgroups: 2 } },
+    { name: '1-D L=40 K=7', spatial: [40], kernelSize: [7], dim: 16, config: { queryTile: [32], querySubgroups: 2, keyTile: [32], keySubgroups: 2 } },
+    { name: '1-D L=90 K=17 dilation 2 causal', spatial: [90], kernelSize: [17], dim: 16, dilation: [2], causal: [true], config: { queryTile: [32], querySubgroups: 2, keyTile: [32], keySubgroups: 2 } },
+    { name: '2-D 14x17 K=5x7, GQA 4/2 heads, Dv=32', spatial: [14, 17], kernelSize: [5, 7], heads: 4, headsKv: 2, dim: 16, dimV: 32, config: { queryTile: [4, 8], querySubgroups: 2, keyTile: [8, 4], keySubgroups: 2 } },
+    { name: '2-D 18x13 K=4x5 dilation 2x1 causal on axis 0, batch 2', spatial: [18, 13], kernelSize: [4, 5], dim: 16, dilation: [2, 1], causal: [true, false], batch: 2, config: { queryTile: [4, 8], querySubgroups: 2, keyTile: [4, 8], keySubgroups: 2 } },
+    { name: '2-D 16x18 K=7x5 at head dim 64 (4 fragments per row)', spatial: [16, 18], kernelSize: [7, 5], dim: 64, config: { queryTile: [4, 8], querySubgroups: 2, keyTile: [8, 4], keySubgroups: 2 } },
+    { name: '3-D 5x7x9 K=3x3x5, dq with 4 subgroups', spatial: [5, 7, 9], kernelSize: [3, 3, 5], dim: 16, config: { queryTile: [2, 4, 8], querySubgroups: 4, keyTile: [2, 4, 4], keySubgroups: 2 } },
   ];
   for (const c of cases) {
     it(c.name, async () => {
@@ -132,7 +146,7 @@ describe('tensor-core (mma) backward, emulated on this adapter, against the CPU 
       };
       const problem = checkFusedBackward('na_backward', rank, g as FusedBackwardArgs<TensorLike>, FUSED_BACKWARD_TILES);
       const config: MmaBackwardConfig = { path: 'mma', chunk: 32, ...c.config };
-      const base = { rank, kernelSize: [...problem.params.kernelSize], causal: [...problem.params.isCausal], dim: c.dim, dimV: Dv, chunk: 32, subgroups: c.config.subgroups };
+      const base = { rank, kernelSize: [...problem.params.kernelSize], causal: [...problem.params.isCausal], dim: c.dim, dimV: Dv, chunk: 32 };
       const emulate = (kernel: ReturnType<typeof generateFusedBackwardMmaDq>, lefts: string[]) => ({
         ...kernel,
         key: `${kernel.key}:emulated`,
@@ -140,8 +154,8 @@ describe('tensor-core (mma) backward, emulated on this adapter, against the CPU 
         features: ['shader-f16', 'subgroups'],
       });
       const kernels = {
-        dq: emulate(generateFusedBackwardMmaDq({ ...base, tile: c.config.queryTile }), ['st', 'ds_sh']),
-        dkv: emulate(generateFusedBackwardMmaDkv({ ...base, tile: c.config.keyTile }), ['st', 'p_sh', 'ds_sh']),
+        dq: emulate(generateFusedBackwardMmaDq({ ...base, tile: c.config.queryTile, subgroups: c.config.querySubgroups }), ['st', 'ds_sh']),
+        dkv: emulate(generateFusedBackwardMmaDkv({ ...base, tile: c.config.keyTile, subgroups: c.config.keySubgroups }), ['st', 'p_sh', 'ds_sh']),
       };
       const delta = ctx.createTensor(lse.shape, 'float32');
       await ctx.dispatch(mmaBackwardCommands(ctx, kernels, problem, g, config, delta), 'mma backward emulated');

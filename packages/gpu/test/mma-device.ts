@@ -173,7 +173,8 @@ if ((values.mode === 'bspeed' || values.mode === 'backward') && !('why' in avail
   }
 }
 // ---- backward config sweep (`--mode bsweep`): the dq and dkv kernels timed alone for each subgroup count and
-// the `--top` tiles by the forward's cost model, so each kernel's best tile can be chosen independently.
+// the `--top` tiles by the forward's cost model (and the default's), so each kernel's best tile can be chosen
+// independently; a '*' in the first / second mark column is the default's dq / dkv choice.
 if (values.mode === 'bsweep' && !('why' in avail)) {
   const reps = Number(values.reps);
   console.log('\n== backward sweep (f16, GPU time per kernel, median): dq and dkv alone per config');
@@ -190,9 +191,14 @@ if (values.mode === 'bsweep' && !('why' in avail)) {
         .map((tile) => ({ tile, cost: mmaConfigCost(def.problem, { path: 'mma', queryTile: tile, keyChunk: 32, subgroups }) }))
         .sort((x, y) => x.cost - y.cost)
         .slice(0, Number(values.top));
+      // The default's own tiles are always timed.
+      for (const [tile, n] of [[def.config.queryTile, def.config.querySubgroups], [def.config.keyTile, def.config.keySubgroups]] as const) {
+        if (n === subgroups && !tiles.some((x) => x.tile.join() === tile.join())) tiles.push({ tile: [...tile], cost: 0 });
+      }
       for (const { tile } of tiles) {
-        const config: MmaBackwardConfig = { path: 'mma', queryTile: tile, keyTile: tile, chunk: 32, subgroups };
-        const name = `sg${subgroups} ${tile.join('x')}${JSON.stringify(config) === JSON.stringify(def.config) ? ' *' : ''}`;
+        const config: MmaBackwardConfig = { path: 'mma', queryTile: tile, querySubgroups: subgroups, keyTile: tile, keySubgroups: subgroups, chunk: 32 };
+        const mark = (t: readonly number[], n: number) => (t.join() === tile.join() && n === subgroups ? '*' : ' ');
+        const name = `sg${subgroups} ${tile.join('x')} ${mark(def.config.queryTile, def.config.querySubgroups)}${mark(def.config.keyTile, def.config.keySubgroups)}`;
         try {
           const { kernels } = checkFusedBackwardMma(ctx, p.rank, g, config);
           const [dq, dkv] = mmaBackwardCommands(ctx, kernels, def.problem, g, config, delta) as [DispatchCommand, DispatchCommand];

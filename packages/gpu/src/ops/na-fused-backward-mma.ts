@@ -21,17 +21,21 @@ import {
   tileShapes,
 } from '@natten-web/wgsl';
 import { type DispatchCommand, foldWorkgroups, type GpuContext, type GpuTensor } from '../context.ts';
-import { mmaAvailability, mmaConfigCost } from './na-fused-forward-mma.ts';
+import { mmaAvailability } from './na-fused-forward-mma.ts';
 import { sgmatProblemFit } from './na-fused-forward-sgmat.ts';
 
-/** A tensor-core backward configuration: the dq query tile and the dkv key tile (16 rows per subgroup each). */
+/**
+ * A tensor-core backward configuration: the dq kernel's query tile and subgroup count, the dkv kernel's key tile and
+ * subgroup count (16 rows per subgroup in both), and the rows staged per step.
+ */
 export interface MmaBackwardConfig {
   readonly path: 'mma';
   readonly queryTile: readonly number[];
+  readonly querySubgroups: 2 | 4 | 8;
   readonly keyTile: readonly number[];
+  readonly keySubgroups: 2 | 4 | 8;
   /** Keys (dq) and queries (dkv) staged per step: 32. */
   readonly chunk: 32;
-  readonly subgroups: 2 | 4 | 8;
 }
 
 /** Why the mma backward cannot run this problem (dtype, head dims, rpb), or undefined. */
@@ -39,7 +43,7 @@ export function mmaBackwardProblemFit(problem: FusedBackwardProblem): string | u
   return sgmatProblemFit(problem) ?? (problem.hasRpb || problem.hasGradRpb ? 'the tensor-core backward has no relative positional bias (fusedBackward serves rpb)' : undefined);
 }
 
-function specOf(problem: FusedBackwardProblem, config: MmaBackwardConfig, tile: readonly number[]): FusedBackwardMmaSpec {
+function specOf(problem: FusedBackwardProblem, config: MmaBackwardConfig, kernel: 'dq' | 'dkv'): FusedBackwardMmaSpec {
   const { rank, kernelSize, causal, dim, dimV } = forwardProblemFields(problem);
   return {
     rank,
@@ -47,44 +51,61 @@ function specOf(problem: FusedBackwardProblem, config: MmaBackwardConfig, tile: 
     causal,
     dim,
     dimV,
-    tile: [...tile],
+    tile: [...(kernel === 'dq' ? config.queryTile : config.keyTile)],
     chunk: config.chunk,
-    subgroups: config.subgroups,
+    subgroups: kernel === 'dq' ? config.querySubgroups : config.keySubgroups,
   };
 }
 
-function fits(ctx: GpuContext, problem: FusedBackwardProblem, config: MmaBackwardConfig): boolean {
-  for (const [tile, kernel] of [
-    [config.queryTile, 'dq'],
-    [config.keyTile, 'dkv'],
-  ] as const) {
-    const s = specOf(problem, config, tile);
-    if (fusedBackwardMmaSpecProblem(s) !== undefined || fusedBackwardMmaWorkgroupBytes(s, kernel) > ctx.limits.maxComputeWorkgroupStorageSize) return false;
-  }
-  return config.subgroups * 32 <= ctx.limits.maxComputeInvocationsPerWorkgroup;
+function kernelFits(ctx: GpuContext, problem: FusedBackwardProblem, config: MmaBackwardConfig, kernel: 'dq' | 'dkv'): boolean {
+  const s = specOf(problem, config, kernel);
+  return (
+    fusedBackwardMmaSpecProblem(s) === undefined &&
+    fusedBackwardMmaWorkgroupBytes(s, kernel) <= ctx.limits.maxComputeWorkgroupStorageSize &&
+    s.subgroups * 32 <= ctx.limits.maxComputeInvocationsPerWorkgroup
+  );
 }
 
+function fits(ctx: GpuContext, problem: FusedBackwardProblem, config: MmaBackwardConfig): boolean {
+  return kernelFits(ctx, problem, config, 'dq') && kernelFits(ctx, problem, config, 'dkv');
+}
+
+/** Windows of at most this many keys run the dq kernel with 2 subgroups by default (more workgroups), else 4. */
+export const MMA_BACKWARD_SMALL_WINDOW = 512;
+
 /**
- * Heuristic default: the most subgroups (of 4 and 2) whose kernels fit the device, 32-row chunks, and for both tiles
- * the shape the forward's cost model ranks best (the inverse neighbourhood has the window's extent).
+ * Heuristic default, per kernel: the subgroup count (dkv 4; dq 2 for windows of at most
+ * `MMA_BACKWARD_SMALL_WINDOW` keys, else 4; the other where it does not fit) and the tile whose union box
+ * (prod(min(t_a + K_a - 1, group extent))) is smallest, ties to the longer last axis (a subgroup's 16 rows then span fewer rows).
+ * Chosen from a sweep of both kernels alone on an H200 (f16, the seven benchmark problems): 4% (FLUX-like) to 17%
+ * (2-D K=7) faster than one 4-subgroup tile by the forward's cost model for both.
  */
 export function defaultMmaBackwardConfig(ctx: GpuContext, problem: FusedBackwardProblem): MmaBackwardConfig | undefined {
   if ('why' in mmaAvailability(ctx) || mmaBackwardProblemFit(problem) !== undefined) return undefined;
-  for (const subgroups of [4, 2] as const) {
-    let best: MmaBackwardConfig | undefined;
-    let bestCost = Number.POSITIVE_INFINITY;
-    for (const tile of tileShapes(problem.rank, MMA_FRAGMENT * subgroups)) {
-      const config: MmaBackwardConfig = { path: 'mma', queryTile: tile, keyTile: tile, chunk: 32, subgroups };
-      if (!fits(ctx, problem, config)) continue;
-      const cost = mmaConfigCost(problem, { path: 'mma', queryTile: tile, keyChunk: 32, subgroups });
-      if (cost < bestCost) {
-        best = config;
-        bestCost = cost;
+  const windowKeys = problem.params.kernelSize.reduce((x, y) => x * y, 1);
+  // Union key box of a tile in dilation-group coordinates.
+  const box = (tile: readonly number[]): number =>
+    tile.reduce((v, t, a) => {
+      const group = Math.ceil((problem.spatial[a] as number) / (problem.params.dilation[a] as number));
+      return v * Math.min(t + (problem.params.kernelSize[a] as number) - 1, group);
+    }, 1);
+  const pick = (kernel: 'dq' | 'dkv', counts: readonly (2 | 4)[]): { tile: number[]; subgroups: 2 | 4 } | undefined => {
+    for (const subgroups of counts) {
+      let best: number[] | undefined;
+      for (const tile of tileShapes(problem.rank, MMA_FRAGMENT * subgroups)) {
+        const probe: MmaBackwardConfig = { path: 'mma', queryTile: tile, querySubgroups: subgroups, keyTile: tile, keySubgroups: subgroups, chunk: 32 };
+        if (!kernelFits(ctx, problem, probe, kernel)) continue;
+        const last = problem.rank - 1;
+        if (!best || box(tile) < box(best) || (box(tile) === box(best) && (tile[last] as number) > (best[last] as number))) best = tile;
       }
+      if (best) return { tile: best, subgroups };
     }
-    if (best) return best;
-  }
-  return undefined;
+    return undefined;
+  };
+  const dq = pick('dq', windowKeys <= MMA_BACKWARD_SMALL_WINDOW ? [2, 4] : [4, 2]);
+  const dkv = pick('dkv', [4, 2]);
+  if (!dq || !dkv) return undefined;
+  return { path: 'mma', queryTile: dq.tile, querySubgroups: dq.subgroups, keyTile: dkv.tile, keySubgroups: dkv.subgroups, chunk: 32 };
 }
 
 /**
@@ -151,7 +172,7 @@ export function checkFusedBackwardMma(
   return {
     problem,
     config: cfg,
-    kernels: { dq: generateFusedBackwardMmaDq(specOf(problem, cfg, cfg.queryTile)), dkv: generateFusedBackwardMmaDkv(specOf(problem, cfg, cfg.keyTile)) },
+    kernels: { dq: generateFusedBackwardMmaDq(specOf(problem, cfg, 'dq')), dkv: generateFusedBackwardMmaDkv(specOf(problem, cfg, 'dkv')) },
   };
 }
 
