@@ -107,12 +107,77 @@ ${boxKeyRow(o.r as NaRank)}
     workgroupBarrier();`;
 }
 
+/**
+ * Register prefetch of a key chunk (`prefetch` specs): `mmaFetchKeyChunk` loads the staging thread's K and V vec4s
+ * and the key's coordinates of the chunk starting at `c0` into registers (zeros and an out-of-box coordinate past
+ * the box), so the global loads of chunk i+1 are in flight while chunk i is multiplied; `mmaCommitKeyChunk` writes
+ * them to workgroup memory at the top of the next step. `mmaFetchDecls` declares the registers.
+ */
+function fetchCounts(o: { readonly tpk: number; readonly d4: number; readonly dv4: number }): { nk: number; nv: number } {
+  return { nk: Math.ceil(o.d4 / o.tpk), nv: Math.ceil(o.dv4 / o.tpk) };
+}
+
+export function mmaFetchDecls(o: { readonly tpk: number; readonly d4: number; readonly dv4: number }): string {
+  const { nk, nv } = fetchCounts(o);
+  return `  let st_row = lid / ${o.tpk}u;
+  let st_sub = lid % ${o.tpk}u;
+${range(nk)
+  .map((i) => `  var pk_${i} = vec4<f16>(0.0);`)
+  .join('\n')}
+${range(nv)
+  .map((i) => `  var pv_${i} = vec4<f16>(0.0);`)
+  .join('\n')}
+  var pkc = vec4<i32>(-1073741824);`;
+}
+
+export function mmaFetchKeyChunk(o: { readonly r: number; readonly tpk: number; readonly d4: number; readonly dv4: number }, c0: string, ind: string): string {
+  const { nk, nv } = fetchCounts(o);
+  const guard = (n: number, d4: number, i: number): string => (n * o.tpk === d4 ? '' : `if (st_sub + ${i * o.tpk}u < ${d4}u) `);
+  return `${ind}{
+${ind}  let kbox = ${c0} + st_row;
+${ind}  pkc = vec4<i32>(-1073741824);
+${range(nk)
+  .map((i) => `${ind}  pk_${i} = vec4<f16>(0.0);`)
+  .join('\n')}
+${range(nv)
+  .map((i) => `${ind}  pv_${i} = vec4<f16>(0.0);`)
+  .join('\n')}
+${ind}  if (kbox < box_n) {
+${boxKeyRow(o.r as NaRank)}
+${ind}    pkc = vec4<i32>(${range(o.r)
+    .map((a) => `kg_${a}`)
+    .join(', ')}${', 0'.repeat(4 - o.r)});
+${range(nk)
+  .map((i) => `${ind}    ${guard(nk, o.d4, i)}{ pk_${i} = load_k(krow * HEAD_DIM, st_sub + ${i * o.tpk}u); }`)
+  .join('\n')}
+${range(nv)
+  .map((i) => `${ind}    ${guard(nv, o.dv4, i)}{ pv_${i} = load_v(krow * HEAD_DIM_V, st_sub + ${i * o.tpk}u); }`)
+  .join('\n')}
+${ind}  }
+${ind}}`;
+}
+
+export function mmaCommitKeyChunk(o: { readonly tpk: number; readonly d4: number; readonly dv4: number; readonly arr: string; readonly voff: number }): string {
+  const { nk, nv } = fetchCounts(o);
+  const guard = (n: number, d4: number, i: number): string => (n * o.tpk === d4 ? '' : `if (st_sub + ${i * o.tpk}u < ${d4}u) `);
+  return `${range(nk)
+    .map((i) => `    ${guard(nk, o.d4, i)}{ ${store4(o.arr, `st_row * LDK + 4u * (st_sub + ${i * o.tpk}u)`, `pk_${i}`)} }`)
+    .join('\n')}
+${range(nv)
+  .map((i) => `    ${guard(nv, o.dv4, i)}{ ${store4(o.arr, `${o.voff}u + st_row * LDV + 4u * (st_sub + ${i * o.tpk}u)`, `pv_${i}`)} }`)
+  .join('\n')}
+    if (st_sub == 0u) { kc_sh[st_row] = pkc; }
+    workgroupBarrier();`;
+}
+
 /** A tensor-core (generation 3) forward kernel spec. */
 export type FusedForwardMmaSpec = Pick<FusedForwardSpec, 'rank' | 'kernelSize' | 'causal' | 'dim' | 'dimV' | 'queryTile' | 'keyChunk' | 'hasLse'> & {
   /** Subgroups per workgroup (NSG); the query tile has 16 * NSG queries. */
   readonly subgroups: number;
   /** Relative positional bias [H, 2K-1, ...] added to the logits (non-causal, odd kernel sizes); absent = none. */
   readonly hasRpb?: boolean;
+  /** Load the next key chunk into registers while this one is multiplied (experimental); absent = off. */
+  readonly prefetch?: boolean;
 };
 
 const F = MMA_FRAGMENT;
@@ -252,7 +317,12 @@ ${range(D16)
     })
     .join('\n');
 
-  const stageChunk = mmaStageKeyChunk({ r, arr: 'kv_sh', tpk: TPK, d4: D4, dv4: DV4, voff: VOFF });
+  const stageChunk = spec.prefetch
+    ? `${mmaCommitKeyChunk({ arr: 'kv_sh', tpk: TPK, d4: D4, dv4: DV4, voff: VOFF })}
+    if (ch + 1u < n_chunks) {
+${mmaFetchKeyChunk({ r, tpk: TPK, d4: D4, dv4: DV4 }, 'c0 + KEY_CHUNK', '      ')}
+    }`
+    : mmaStageKeyChunk({ r, arr: 'kv_sh', tpk: TPK, d4: D4, dv4: DV4, voff: VOFF });
 
   // ---- S = Q K^T into this subgroup's scratch rows
   const sBlock = `    if (need) {\n${range(BK16)
@@ -428,6 +498,7 @@ ${range(DV16)
   var m = NEG;
   var l = 0.0;
   var step = 0u;
+${spec.prefetch ? `${mmaFetchDecls({ tpk: TPK, d4: D4, dv4: DV4 })}\n${mmaFetchKeyChunk({ r, tpk: TPK, d4: D4, dv4: DV4 }, '0u', '  ')}` : ''}
   for (var ch = 0u; ch < n_chunks; ch++) {
     let c0 = ch * KEY_CHUNK;
     step = step + 1u;
