@@ -90,11 +90,14 @@ export const CASE_SETS: Readonly<Record<CaseSetName, readonly BenchCase[]>> = {
 };
 
 /** Every (case, dtype, pass) of a set whose name contains `filter` (comma-separated alternatives; all when undefined), in set order. */
-export function expandCases(cases: readonly BenchCase[], filter?: string): BenchItem[] {
+export function expandCases(cases: readonly BenchCase[], filter?: string, only?: BenchDType): BenchItem[] {
   const out: BenchItem[] = [];
   for (const c of cases) {
     if (filter !== undefined && !filter.split(',').some((f) => c.name.includes(f))) continue;
-    for (const dtype of c.dtypes) for (const pass of c.passes) out.push({ case: c, dtype, pass });
+    for (const dtype of c.dtypes) {
+      if (only !== undefined && dtype !== only) continue;
+      for (const pass of c.passes) out.push({ case: c, dtype, pass });
+    }
   }
   return out;
 }

@@ -6,7 +6,7 @@ import { dirname, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import type { CaseSetName } from './cases.ts';
 
-export const USAGE = `usage: pnpm bench [--set quick|standard] [--filter str[,str...]] [--json path] [--no-torch]
+export const USAGE = `usage: pnpm bench [--set quick|standard] [--filter str[,str...]] [--dtype f16|f32] [--json path] [--no-torch]
   [--reps 20] [--warmup 3] [--budget-ms 3000] [--naive-max-ms 5000] [--cpu-max-flops 5e8]
   [--python python3] [--torch-script bench/baselines/torch_na.py] [--torch-timeout-s 420]
   [--forward-lanes 1|2|4|8]  forward with its default tiles but this many lanes per query (default: the heuristic)
@@ -55,6 +55,8 @@ export function defaultTuneCache(json: string | undefined): string {
 export interface Options {
   readonly set: CaseSetName;
   readonly filter: string | undefined;
+  /** Only this dtype's rows (and torch problems); undefined = every dtype of each case. */
+  readonly dtype: 'float16' | 'float32' | undefined;
   readonly json: string | undefined;
   readonly torch: boolean;
   readonly reps: number;
@@ -98,6 +100,7 @@ export function parseOptions(argv: readonly string[]): Options {
     options: {
       set: { type: 'string', default: 'standard' },
       filter: { type: 'string' },
+      dtype: { type: 'string' },
       json: { type: 'string' },
       'no-torch': { type: 'boolean', default: false },
       reps: { type: 'string', default: '20' },
@@ -137,6 +140,9 @@ export function parseOptions(argv: readonly string[]): Options {
     if (!Number.isFinite(n) || n < min) throw new Error(`--${name} must be a number >= ${min}, got '${v}'\n${USAGE}`);
     return n;
   };
+  const dtypeArg = values.dtype;
+  if (dtypeArg !== undefined && dtypeArg !== 'f16' && dtypeArg !== 'f32') throw new Error(`--dtype must be f16 or f32, got '${dtypeArg}'\n${USAGE}`);
+  const dtype = dtypeArg === undefined ? undefined : dtypeArg === 'f16' ? 'float16' : 'float32';
   const forwardPath = values['forward-path'];
   const isPath = (x: unknown): x is Options['forwardPath'] => typeof x === 'string' && ['default', 'plain', 'sgmat', 'tile', 'mma'].includes(x);
   if (!isPath(forwardPath)) throw new Error(`--forward-path must be default, plain, sgmat, tile or mma, got '${forwardPath}'\n${USAGE}`);
@@ -168,6 +174,7 @@ export function parseOptions(argv: readonly string[]): Options {
   return {
     set,
     filter: values.filter,
+    dtype,
     warmClocks,
     forwardPath,
     backwardPath,

@@ -404,8 +404,8 @@ function defaultJsonPath(date: Date, slug: string): string {
 
 async function main(): Promise<void> {
   const opts = parseOptions(process.argv.slice(2));
-  const items = expandCases(CASE_SETS[opts.set], opts.filter);
-  if (items.length === 0) throw new Error(`no case of set '${opts.set}' matches --filter '${opts.filter ?? ''}'`);
+  const items = expandCases(CASE_SETS[opts.set], opts.filter, opts.dtype);
+  if (items.length === 0) throw new Error(`no case of set '${opts.set}' matches --filter '${opts.filter ?? ''}'${opts.dtype ? ` and --dtype ${opts.dtype}` : ''}`);
   const progress = new Progress(items.length);
   const date = new Date();
 

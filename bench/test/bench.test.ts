@@ -55,6 +55,8 @@ describe('case sets', () => {
 
   it('expands case x dtype x pass in order, and filters by name', () => {
     expect(expandCases(STANDARD_CASES)).toHaveLength(6 * 2 * 2 + 1 * 2);
+    expect(expandCases(STANDARD_CASES, undefined, 'float16')).toHaveLength(6 * 2 + 1 * 2);
+    expect(expandCases(STANDARD_CASES, 'flux', 'float32')).toHaveLength(0);
     const flux = expandCases(STANDARD_CASES, 'flux');
     expect(flux.map((i) => `${i.dtype} ${i.pass}`)).toEqual(['float16 forward', 'float16 forward+backward']);
     const first = expandCases(STANDARD_CASES, '2d-128x128-K7');

@@ -21,6 +21,9 @@ describe('bench options', () => {
     expect(parseOptions(['--backward-path', 'mma']).backwardPath).toBe('mma');
     expect(parseOptions([]).backwardPath).toBe('default');
     expect(parseOptions(['--backward-path', 'plain']).backwardPath).toBe('plain');
+    expect(parseOptions(['--dtype', 'f16']).dtype).toBe('float16');
+    expect(parseOptions([]).dtype).toBeUndefined();
+    expect(() => parseOptions(['--dtype', 'bf16'])).toThrow("--dtype must be f16 or f32, got 'bf16'");
     expect(() => parseOptions(['--backward-path', 'tc'])).toThrow("--backward-path must be default, plain or mma, got 'tc'");
     expect(() => parseOptions(['--backward-path', 'mma', '--backward-lanes', '2'])).toThrow('--backward-path mma cannot be combined with --backward-lanes');
     expect(() => parseOptions(['--tuned', '--backward-path', 'mma'])).toThrow('--tuned cannot be combined with --backward-path mma');

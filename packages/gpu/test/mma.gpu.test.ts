@@ -146,7 +146,7 @@ describe('tensor-core (mma) forward, emulated on this adapter, against the CPU r
     readonly batch?: number;
     readonly scale?: number;
     readonly rpb?: boolean;
-    readonly config: { queryTile: number[]; keyChunk: 32 | 64; subgroups: 2 | 4 | 8; prefetch?: boolean };
+    readonly config: { queryTile: number[]; keyChunk: 32 | 64; subgroups: 2 | 4 | 8 };
   }
   const cases: EmuCase[] = [
     { name: '1-D L=37 K=7, a partial tile', spatial: [37], kernelSize: [7], dim: 16, config: { queryTile: [64], keyChunk: 32, subgroups: 4 } },
@@ -162,12 +162,7 @@ describe('tensor-core (mma) forward, emulated on this adapter, against the CPU r
     { name: '2-D 18x21 K=5x7 dilation 2x1 with rpb', spatial: [18, 21], kernelSize: [5, 7], dim: 16, dilation: [2, 1], rpb: true, config: { queryTile: [4, 8], keyChunk: 32, subgroups: 2 } },
     { name: '3-D 5x8x9 K=3x3x5 with rpb, GQA', spatial: [5, 8, 9], kernelSize: [3, 3, 5], heads: 2, headsKv: 1, dim: 16, rpb: true, config: { queryTile: [2, 2, 8], keyChunk: 32, subgroups: 2 } },
     { name: '3-D 4x10x14 K=3x5x7 dilation 1x2x2 GQA, Dv=32', spatial: [4, 10, 14], kernelSize: [3, 5, 7], heads: 2, headsKv: 1, dim: 16, dimV: 32, dilation: [1, 2, 2], config: { queryTile: [1, 4, 8], keyChunk: 64, subgroups: 2 } },
-    // Register prefetch of the next key chunk: whole and partial vec4 shares per staging thread, the chunk past the box.
-    { name: 'prefetch: 1-D L=37 K=7, a partial tile', spatial: [37], kernelSize: [7], dim: 16, config: { queryTile: [64], keyChunk: 32, subgroups: 4, prefetch: true } },
-    { name: 'prefetch: 2-D 24x20 K=9x11 at head dim 64', spatial: [24, 20], kernelSize: [9, 11], dim: 64, config: { queryTile: [8, 8], keyChunk: 32, subgroups: 4, prefetch: true } },
-    { name: 'prefetch: 2-D 16x16 K=7 GQA, batch 2, 8 subgroups (staging threads past the head dim)', spatial: [16, 16], kernelSize: [7, 7], heads: 4, headsKv: 2, dim: 16, dimV: 16, batch: 2, config: { queryTile: [16, 8], keyChunk: 32, subgroups: 8, prefetch: true } },
-    { name: 'prefetch: 3-D 4x10x14 K=3x5x7 dilation 1x2x2, Dv=32, 64-key chunks', spatial: [4, 10, 14], kernelSize: [3, 5, 7], heads: 2, headsKv: 1, dim: 16, dimV: 32, dilation: [1, 2, 2], config: { queryTile: [1, 4, 8], keyChunk: 64, subgroups: 2, prefetch: true } },
-    { name: 'prefetch: 1-D L=200 K=65 causal, rescaling O', spatial: [200], kernelSize: [65], dim: 16, causal: [true], scale: 4, config: { queryTile: [32], keyChunk: 32, subgroups: 2, prefetch: true } },
+    { name: '1-D L=200 K=65 causal, rescaling O', spatial: [200], kernelSize: [65], dim: 16, causal: [true], scale: 4, config: { queryTile: [32], keyChunk: 32, subgroups: 2 } },
   ];
 
   for (const c of cases) {

@@ -43,8 +43,6 @@ export interface MmaForwardConfig {
   readonly keyChunk: 32 | 64;
   /** Subgroups per workgroup: 2, 4 or 8. */
   readonly subgroups: 2 | 4 | 8;
-  /** Load the next key chunk into registers while this one is multiplied (experimental); absent = off. */
-  readonly prefetch?: boolean;
 }
 
 /** Whether this context can run the mma path, or why not. */
@@ -74,7 +72,6 @@ function mmaSpec(problem: FusedProblem, config: MmaForwardConfig): FusedForwardM
     subgroups: config.subgroups,
     hasLse: problem.hasLse,
     ...(problem.hasRpb ? { hasRpb: true } : {}),
-    ...(config.prefetch ? { prefetch: true } : {}),
   };
 }
 

@@ -24,9 +24,9 @@ import { type GeneratedKernel, kernelKey, type StorageBinding, type UniformField
 import { tokenOf } from '../snippets/fused-index.ts';
 import { windowFunctions } from '../snippets/window.ts';
 import { forwardWorkgroupPrologue, fusedForwardUniformFields, rowLoader, workgroupTileDecode } from './na-fused-forward.ts';
-import { COORD, MMA_FRAGMENT, MMA_HEADER, MMA_SUBGROUP_SIZE, type MmaLayout, mmaBindingDecls, mmaDecodeTile, mmaInWindow, mmaLayout, mmaPassRows, mmaShapeProblem, mmaStageKeyChunk, store4 } from './na-fused-forward-mma.ts';
+import { COORD, MMA_FRAGMENT, MMA_HEADER, MMA_SUBGROUP_SIZE, type MmaLayout, mmaBindingDecls, mmaDecodeTile, mmaInWindow, mmaLayout, mmaPassRows, mmaShapeProblem, mmaStagedKeyLoop, store4 } from './na-fused-forward-mma.ts';
 
-const GEN = 2;
+const GEN = 3;
 const F = MMA_FRAGMENT;
 const range = (n: number): number[] => Array.from({ length: n }, (_, i) => i);
 const LEFT = `subgroup_matrix_left<f16, ${F}, ${F}>`;
@@ -285,6 +285,7 @@ export function generateFusedBackwardMmaDq(spec: FusedBackwardMmaSpec): Generate
   const { r, axes, L, WG, D4, DV4, D16, DV16, C16: BK16, TPR: TPK } = sizes(spec);
   const BK = spec.chunk;
   const VOFF = BK * L.ldk;
+  const staging = mmaStagedKeyLoop({ r, arr: 'st', tpk: TPK, d4: D4, dv4: DV4, voff: VOFF });
   const uniforms = fusedForwardUniformFields(r);
   const bindings: StorageBinding[] = [
     { name: 'query', access: 'read' },
@@ -344,10 +345,11 @@ ${gatherFragments({ rows: L.rows, passRows: mmaPassRows(L, L.ldv), width4: DV4, 
 ${range(D16)
   .map((j) => `  var dq_${j} = ${RESULT}();`)
   .join('\n')}
+${staging.before}
   for (var ch = 0u; ch < n_chunks; ch++) {
     let c0 = ch * KEY_CHUNK;
     let need = i32(c0) <= span_hi && i32(c0 + KEY_CHUNK) > span_lo;
-${mmaStageKeyChunk({ r, arr: 'st', tpk: TPK, d4: D4, dv4: DV4, voff: VOFF })}
+${staging.step}
     // ---- S = Q K^T and dP = dO V^T for this subgroup's rows (chunks outside its windows' span skip all work)
     if (need) {
 ${productsInto('s_sh', 'q', D16, BK16, (n, kk) => `${n * F}u * LDK + ${kk * F}u`, 'LDK')}

@@ -32,7 +32,7 @@ import { boxKeyRow, type FusedForwardSpec, forwardWorkgroupPrologue, fusedForwar
 
 const FAMILY = 'na-fused-forward-mma';
 /** Bump when the emitted text changes for an unchanged spec. */
-const GEN = 2;
+const GEN = 3;
 
 /** Fragment size (M = N = K). */
 export const MMA_FRAGMENT = 16;
@@ -83,41 +83,21 @@ export function mmaInWindow(r: number, kc: string): string {
     .join(' && ');
 }
 
-/**
- * WGSL (inside the chunk loop, with `c0` its first box index) staging a chunk of the union key box: K rows at
- * `rr * LDK` and V rows at `voff + rr * LDV` of `arr` (f16), `tpk` invocations per row, and each key's group
- * coordinates in `kc_sh` (a sentinel past the box, outside every window); then a workgroup barrier.
- */
-export function mmaStageKeyChunk(o: { readonly r: number; readonly arr: string; readonly tpk: number; readonly d4: number; readonly dv4: number; readonly voff: number }): string {
-  return `    {
-      let rr = lid / ${o.tpk}u;
-      let sub = lid % ${o.tpk}u;
-      let kbox = c0 + rr;
-      if (kbox < box_n) {
-${boxKeyRow(o.r as NaRank)}
-        for (var c = sub; c < ${o.d4}u; c += ${o.tpk}u) { let kv = load_k(krow * HEAD_DIM, c); ${store4(o.arr, 'rr * LDK + 4u * c', 'kv')} }
-        for (var c = sub; c < ${o.dv4}u; c += ${o.tpk}u) { let vv = load_v(krow * HEAD_DIM_V, c); ${store4(o.arr, `${o.voff}u + rr * LDV + 4u * c`, 'vv')} }
-        if (sub == 0u) { kc_sh[rr] = vec4<i32>(${range(o.r)
-          .map((a) => `kg_${a}`)
-          .join(', ')}${', 0'.repeat(4 - o.r)}); }
-      } else if (sub == 0u) {
-        kc_sh[rr] = vec4<i32>(-1073741824);
-      }
-    }
-    workgroupBarrier();`;
-}
 
 /**
- * Register prefetch of a key chunk (`prefetch` specs): `mmaFetchKeyChunk` loads the staging thread's K and V vec4s
- * and the key's coordinates of the chunk starting at `c0` into registers (zeros and an out-of-box coordinate past
- * the box), so the global loads of chunk i+1 are in flight while chunk i is multiplied; `mmaCommitKeyChunk` writes
- * them to workgroup memory at the top of the next step. `mmaFetchDecls` declares the registers.
+ * Key-chunk staging with register prefetch, shared by the forward and the dq kernel: `mmaFetchKeyChunk` loads the
+ * staging thread's K and V vec4s and the key's coordinates of the chunk starting at `c0` into registers (zeros and
+ * an out-of-box coordinate past the box), `mmaCommitKeyChunk` writes them to workgroup memory (K rows at 0, V rows at
+ * `voff`, coordinates to kc_sh), and `mmaStagedKeyLoop` places them: the first fetch before the chunk loop, then per
+ * step the commit, a barrier, and the next chunk's fetch, so its global loads are in flight while this chunk is
+ * multiplied. Measured on an H200 (f16 forward): 1.5-1.9x faster than loading each chunk after the previous one's
+ * last barrier (FLUX-like 85 -> 45 ms, 2-D 256x256 K=15 4.27 -> 2.27 ms, 1-D K=2047 causal 2.74 -> 1.77 ms).
  */
 function fetchCounts(o: { readonly tpk: number; readonly d4: number; readonly dv4: number }): { nk: number; nv: number } {
   return { nk: Math.ceil(o.d4 / o.tpk), nv: Math.ceil(o.dv4 / o.tpk) };
 }
 
-export function mmaFetchDecls(o: { readonly tpk: number; readonly d4: number; readonly dv4: number }): string {
+function mmaFetchDecls(o: { readonly tpk: number; readonly d4: number; readonly dv4: number }): string {
   const { nk, nv } = fetchCounts(o);
   return `  let st_row = lid / ${o.tpk}u;
   let st_sub = lid % ${o.tpk}u;
@@ -130,7 +110,7 @@ ${range(nv)
   var pkc = vec4<i32>(-1073741824);`;
 }
 
-export function mmaFetchKeyChunk(o: { readonly r: number; readonly tpk: number; readonly d4: number; readonly dv4: number }, c0: string, ind: string): string {
+function mmaFetchKeyChunk(o: { readonly r: number; readonly tpk: number; readonly d4: number; readonly dv4: number }, c0: string, ind: string): string {
   const { nk, nv } = fetchCounts(o);
   const guard = (n: number, d4: number, i: number): string => (n * o.tpk === d4 ? '' : `if (st_sub + ${i * o.tpk}u < ${d4}u) `);
   return `${ind}{
@@ -157,7 +137,7 @@ ${ind}  }
 ${ind}}`;
 }
 
-export function mmaCommitKeyChunk(o: { readonly tpk: number; readonly d4: number; readonly dv4: number; readonly arr: string; readonly voff: number }): string {
+function mmaCommitKeyChunk(o: { readonly tpk: number; readonly d4: number; readonly dv4: number; readonly arr: string; readonly voff: number }): string {
   const { nk, nv } = fetchCounts(o);
   const guard = (n: number, d4: number, i: number): string => (n * o.tpk === d4 ? '' : `if (st_sub + ${i * o.tpk}u < ${d4}u) `);
   return `${range(nk)
@@ -170,14 +150,23 @@ ${range(nv)
     workgroupBarrier();`;
 }
 
+/** The staging of `mmaFetchKeyChunk`/`mmaCommitKeyChunk`: code before the chunk loop, and at the top of each step. */
+export function mmaStagedKeyLoop(o: { readonly r: number; readonly arr: string; readonly tpk: number; readonly d4: number; readonly dv4: number; readonly voff: number }): { readonly before: string; readonly step: string } {
+  return {
+    before: `${mmaFetchDecls(o)}\n${mmaFetchKeyChunk(o, '0u', '  ')}`,
+    step: `${mmaCommitKeyChunk(o)}
+    if (ch + 1u < n_chunks) {
+${mmaFetchKeyChunk(o, 'c0 + KEY_CHUNK', '      ')}
+    }`,
+  };
+}
+
 /** A tensor-core (generation 3) forward kernel spec. */
 export type FusedForwardMmaSpec = Pick<FusedForwardSpec, 'rank' | 'kernelSize' | 'causal' | 'dim' | 'dimV' | 'queryTile' | 'keyChunk' | 'hasLse'> & {
   /** Subgroups per workgroup (NSG); the query tile has 16 * NSG queries. */
   readonly subgroups: number;
   /** Relative positional bias [H, 2K-1, ...] added to the logits (non-causal, odd kernel sizes); absent = none. */
   readonly hasRpb?: boolean;
-  /** Load the next key chunk into registers while this one is multiplied (experimental); absent = off. */
-  readonly prefetch?: boolean;
 };
 
 const F = MMA_FRAGMENT;
@@ -317,12 +306,7 @@ ${range(D16)
     })
     .join('\n');
 
-  const stageChunk = spec.prefetch
-    ? `${mmaCommitKeyChunk({ arr: 'kv_sh', tpk: TPK, d4: D4, dv4: DV4, voff: VOFF })}
-    if (ch + 1u < n_chunks) {
-${mmaFetchKeyChunk({ r, tpk: TPK, d4: D4, dv4: DV4 }, 'c0 + KEY_CHUNK', '      ')}
-    }`
-    : mmaStageKeyChunk({ r, arr: 'kv_sh', tpk: TPK, d4: D4, dv4: DV4, voff: VOFF });
+  const staging = mmaStagedKeyLoop({ r, arr: 'kv_sh', tpk: TPK, d4: D4, dv4: DV4, voff: VOFF });
 
   // ---- S = Q K^T into this subgroup's scratch rows
   const sBlock = `    if (need) {\n${range(BK16)
@@ -498,13 +482,13 @@ ${range(DV16)
   var m = NEG;
   var l = 0.0;
   var step = 0u;
-${spec.prefetch ? `${mmaFetchDecls({ tpk: TPK, d4: D4, dv4: DV4 })}\n${mmaFetchKeyChunk({ r, tpk: TPK, d4: D4, dv4: DV4 }, '0u', '  ')}` : ''}
+${staging.before}
   for (var ch = 0u; ch < n_chunks; ch++) {
     let c0 = ch * KEY_CHUNK;
     step = step + 1u;
     let need = i32(c0) <= span_hi && i32(c0 + KEY_CHUNK) > span_lo;
 ${r === 1 ? '    let inside = bs_0 + i32(c0) >= ws_0 && bs_0 + i32(c0 + KEY_CHUNK) <= we_0;' : ''}
-${stageChunk}
+${staging.step}
 ${sBlock}
     workgroupBarrier();
     var alpha = 1.0;
