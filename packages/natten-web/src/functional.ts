@@ -195,7 +195,7 @@ async function naForward(rank: NaRank, query: AnyTensor, key: AnyTensor, value: 
   const tuneProblem = { ...problem, hasLse: needLse };
   const tilesFor = async (ctx: GpuContext | undefined): Promise<ForwardConfig> => {
     // Where the device's default runs the tensor-core (mma) forward, 'auto' keeps it: the tuner times plain-path
-    // tiles only, which gain 0-10% over the plain default, and the mma route measured 1.4-5.8x faster than that
+    // tiles only, which gain 0-10% over the plain default, and the mma route measured 1.5-10.8x faster than that
     // default where it applies (docs/performance.md).
     if (ctx && auto) {
       const shapes: FusedForwardArgs<TensorLike> = { ...args, query, key, value, rpb: rpb ?? null, output: like(outShape, query.dtype), logsumexp: needLse ? like(lseDims, 'float32') : undefined };

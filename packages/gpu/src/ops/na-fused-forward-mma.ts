@@ -196,18 +196,19 @@ export function defaultMmaConfig(ctx: GpuContext, problem: FusedProblem): MmaFor
 }
 
 /**
- * Window use (`mmaWindowUse`) below which the default forward keeps the plain path: measured on an H200 (f16, same
- * run as the plain default), 0.31 (2-D 128x128 K=7) ran 1.14x slower, 0.42 (3-D 16x32x32 K=3x7x7) 1.37x faster.
+ * Window use (`mmaWindowUse`) below which the default forward keeps the plain path. Measured on an H200 (f16, same
+ * run as the plain default, with register prefetch): the lowest window use of the benchmark problems, 0.31 (2-D
+ * 128x128 K=7), ran 1.5x faster than the plain path; below it (small windows such as 2-D K=3) is not measured, so
+ * those stay on the plain path.
  */
-export const MMA_MIN_WINDOW_USE = 0.35;
+export const MMA_MIN_WINDOW_USE = 0.25;
 
 /**
  * The mma config the default forward (`fusedForward` without tiles) runs, or undefined for the plain path: where
  * the path can run with 4 or 8 subgroups, the problem has no rpb, no stride and head dims of at most 128 (the rest
  * is not yet measured on a device), and its config's window use is at least `MMA_MIN_WINDOW_USE`.
- * Measured on an H200 against the plain default (f16 forward, same run): window use 0.53-0.97 (1-D K=127, K=2047;
- * 2-D K=13 dilated, 256x256 K=15; FLUX-like K=80) 1.3-5.7x faster, 0.42 (3-D 3x7x7, with chunk skipping) 1.37x
- * faster, 0.31 (2-D K=7) 1.14x slower.
+ * Measured on an H200 against the plain default (f16 forward, same run, register prefetch): 1.5x (2-D K=7, window
+ * use 0.31) to 10.8x (FLUX-like) faster on all seven benchmark problems (docs/performance.md).
  */
 export function defaultForwardMma(ctx: GpuContext, problem: FusedProblem): MmaForwardConfig | undefined {
   // Strided windows run correctly through the shared window functions but have not been checked on a device yet;

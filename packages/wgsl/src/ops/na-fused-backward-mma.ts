@@ -1,6 +1,6 @@
 /**
- * Fused neighborhood-attention backward on tensor cores (experimental, opt-in: `fusedBackwardMma` in
- * @natten-web/gpu): the multi-subgroup structure of the mma forward (na-fused-forward-mma.ts) applied to the two
+ * Fused neighborhood-attention backward on tensor cores (`fusedBackwardMma` in @natten-web/gpu, which
+ * `fusedBackward` runs by default for f16 on adapters with subgroup matrices): the multi-subgroup structure of the mma forward (na-fused-forward-mma.ts) applied to the two
  * gradient kernels of the plain backward (na-fused-backward.ts), f16 inputs, no relative positional bias.
  * Deterministic: each kernel owns its output rows, no atomics.
  *
