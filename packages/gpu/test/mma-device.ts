@@ -135,15 +135,19 @@ if ((values.mode === 'bcheck' || values.mode === 'backward') && !('why' in avail
     const ref = { dq: tensor(t.q.shape, 'float16'), dk: tensor(t.k.shape, 'float16'), dv: tensor(t.v.shape, 'float16') };
     cpuFusedBackward(p.rank, { ...h, logsumexp: t.lse, gradOutput: dO, gradQuery: ref.dq, gradKey: ref.dk, gradValue: ref.dv, rpb: null });
     const g = { ...h, query: ctx.upload(t.q), key: ctx.upload(t.k), value: ctx.upload(t.v), output: ctx.upload(t.out), logsumexp: ctx.upload(t.lse), gradOutput: ctx.upload(dO), gradQuery: ctx.createTensor(t.q.shape, 'float16'), gradKey: ctx.createTensor(t.k.shape, 'float16'), gradValue: ctx.createTensor(t.v.shape, 'float16'), rpb: null };
-    try {
-      await fusedBackwardMma(ctx, p.rank, g);
-      const errs = [maxErr(await ctx.read(g.gradQuery), ref.dq), maxErr(await ctx.read(g.gradKey), ref.dk), maxErr(await ctx.read(g.gradValue), ref.dv)];
-      const ok = errs.every((e) => e.err <= 1e-2 && e.nan === 0);
-      if (!ok) failures++;
-      console.log(`${ok ? 'ok  ' : 'FAIL'} ${p.name.padEnd(34)} dQ ${errs[0]?.err.toExponential(2)} dK ${errs[1]?.err.toExponential(2)} dV ${errs[2]?.err.toExponential(2)}`);
-    } catch (e) {
-      failures++;
-      console.log(`FAIL ${p.name}: ${(e as Error).message.split('\n').slice(0, 6).join(' | ')}`);
+    // The default config, and the same with the dkv kernel's register prefetch (experimental).
+    const def = checkFusedBackwardMma(ctx, p.rank, g).config;
+    for (const [variant, config] of [['default', def], ['dkv prefetch', { ...def, dkvPrefetch: true }]] as const) {
+      try {
+        await fusedBackwardMma(ctx, p.rank, g, config);
+        const errs = [maxErr(await ctx.read(g.gradQuery), ref.dq), maxErr(await ctx.read(g.gradKey), ref.dk), maxErr(await ctx.read(g.gradValue), ref.dv)];
+        const ok = errs.every((e) => e.err <= 1e-2 && e.nan === 0);
+        if (!ok) failures++;
+        console.log(`${ok ? 'ok  ' : 'FAIL'} ${p.name.padEnd(34)} ${variant.padEnd(12)} dQ ${errs[0]?.err.toExponential(2)} dK ${errs[1]?.err.toExponential(2)} dV ${errs[2]?.err.toExponential(2)}`);
+      } catch (e) {
+        failures++;
+        console.log(`FAIL ${p.name} ${variant}: ${(e as Error).message.split('\n').slice(0, 6).join(' | ')}`);
+      }
     }
     for (const x of [g.query, g.key, g.value, g.output, g.logsumexp, g.gradOutput, g.gradQuery, g.gradKey, g.gradValue]) x.buffer.destroy();
   }
@@ -156,14 +160,16 @@ if ((values.mode === 'bspeed' || values.mode === 'backward') && !('why' in avail
     const f = gpuArgs(ctx, p, t);
     await fusedForward(ctx, p.rank, f);
     const g = { ...f, logsumexp: f.logsumexp as GpuTensor, gradOutput: ctx.upload(t.out), gradQuery: ctx.createTensor(t.q.shape, 'float16'), gradKey: ctx.createTensor(t.k.shape, 'float16'), gradValue: ctx.createTensor(t.v.shape, 'float16') };
+    const def = checkFusedBackwardMma(ctx, p.rank, g).config;
     for (const [name, run] of [
-      ['mma', () => fusedBackwardMma(ctx, p.rank, g)],
+      ['mma', () => fusedBackwardMma(ctx, p.rank, g, def)],
+      ['mma dkv prefetch', () => fusedBackwardMma(ctx, p.rank, g, { ...def, dkvPrefetch: true })],
       // The plain backward's default config (fusedBackward itself now routes to the mma path here).
       ['plain', () => fusedBackwardWithConfig(ctx, p.rank, g, selectFusedBackward(ctx, p.rank, g).config)],
     ] as const) {
       try {
         const ms = await timeRun(ctx, run, reps, warmer);
-        console.log(`${p.name.padEnd(34)} backward ${name.padEnd(8)} ${ms.toFixed(3).padStart(10)} ms`);
+        console.log(`${p.name.padEnd(34)} backward ${name.padEnd(16)} ${ms.toFixed(3).padStart(10)} ms`);
       } catch (e) {
         console.log(`${p.name} backward ${name}: ${(e as Error).message.split('\n')[0]}`);
       }

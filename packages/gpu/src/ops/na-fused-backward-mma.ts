@@ -36,6 +36,8 @@ export interface MmaBackwardConfig {
   readonly keySubgroups: 2 | 4 | 8;
   /** Keys (dq) and queries (dkv) staged per step: 32. */
   readonly chunk: 32;
+  /** Stage the dkv kernel's query chunks through registers (experimental, not yet timed on a device); absent = off. */
+  readonly dkvPrefetch?: boolean;
 }
 
 /** Why the mma backward cannot run this problem (dtype, head dims, rpb), or undefined. */
@@ -54,6 +56,7 @@ function specOf(problem: FusedBackwardProblem, config: MmaBackwardConfig, kernel
     tile: [...(kernel === 'dq' ? config.queryTile : config.keyTile)],
     chunk: config.chunk,
     subgroups: kernel === 'dq' ? config.querySubgroups : config.keySubgroups,
+    ...(kernel === 'dkv' && config.dkvPrefetch ? { prefetch: true } : {}),
   };
 }
 

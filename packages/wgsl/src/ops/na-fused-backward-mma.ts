@@ -48,6 +48,11 @@ export interface FusedBackwardMmaSpec {
   /** Keys (dq) or queries (dkv) staged per step. */
   readonly chunk: number;
   readonly subgroups: number;
+  /**
+   * dkv kernel: stage each query chunk through registers while the previous one is multiplied, over one flattened
+   * (query head, chunk) walk (experimental, not yet timed on a device; absent = off). The dq kernel always prefetches.
+   */
+  readonly prefetch?: boolean;
 }
 
 function layout(spec: Pick<FusedBackwardMmaSpec, 'dim' | 'dimV' | 'chunk' | 'subgroups'>): MmaLayout {
@@ -433,45 +438,8 @@ export function generateFusedBackwardMmaDkv(spec: FusedBackwardMmaSpec): Generat
   // Key k (this lane's row) inside staged query c's window, on every axis.
   const inWindow = (c: string): string => `kvalid && ${axes.map((a) => `(ki_${a} >= qws_sh[${c}].${COORD[a] as string}) && (ki_${a} < qwe_sh[${c}].${COORD[a] as string})`).join(' && ')}`;
 
-  const rows = tileRows(r, { first: 'kf', head: 'hk', heads: 'heads_kv', loaders: ['load_k', 'load_v'] });
-  const code = `${moduleHead(key, spec, bindings, elem, uniforms, `const QUERY_CHUNK: u32 = ${QC}u;\n`)}
-var<workgroup> p_sh: array<f16, ${L.rows * L.ldp}>;
-var<workgroup> ds_sh: array<f16, ${L.rows * L.ldp}>;
-var<workgroup> qws_sh: array<vec4<i32>, ${QC}>;
-var<workgroup> qwe_sh: array<vec4<i32>, ${QC}>;
-var<workgroup> lse_sh: array<vec4<f32>, ${QC / 4}>;
-var<workgroup> delta_sh: array<vec4<f32>, ${QC / 4}>;
-
-${rows.decls}
-
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(num_workgroups) wg_num: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-${keyTilePrologue(r)}${rows.init}
-${LANE_POSITION}
-
-  // ---- this lane's key row
-${decodeTile(r, 'row', 'ko', '  ')}
-${axes.map((a) => `  let ki_${a} = kf_${a} + ko_${a};`).join('\n')}
-  let kvalid = ${axes.map((a) => `ki_${a} < n_${a}`).join(' && ')};
-  let krow = (tok_base + ${tokOf((a) => `min(ki_${a}, n_${a} - 1) * params.dil_${a} + g_${a}`)}) * params.heads_kv + hk;
-${axes.map((a) => `  let inv_${a} = na_inverse_${a}(min(ki_${a}, n_${a} - 1) * params.dil_${a} + g_${a}, params.len_${a}, params.dil_${a}, params.str_${a});`).join('\n')}
-${subgroupSpan(r, 'kvalid', (a) => `(inv_${a}.x - g_${a}) / params.dil_${a}`, (a) => `(inv_${a}.y - g_${a}) / params.dil_${a} - 1`, 'qbs', 'qbw')}
-
-${range(D16)
-  .map((kk) => `  var k_${kk} = ${LEFT}();`)
-  .join('\n')}
-${range(DV16)
-  .map((kk) => `  var v_${kk} = ${LEFT}();`)
-  .join('\n')}
-${gatherFragments({ rows: L.rows, passRows: mmaPassRows(L, L.ldk), width4: D4, ld: 'LDK', name: 'k', frags: D16, wg: WG, rowValue: (rr, c) => `load_or_zero(0u, tile_row(${rr}), HEAD_DIM, ${c})` })}
-${gatherFragments({ rows: L.rows, passRows: mmaPassRows(L, L.ldv), width4: DV4, ld: 'LDV', name: 'v', frags: DV16, wg: WG, rowValue: (rr, c) => `load_or_zero(1u, tile_row(${rr}), HEAD_DIM_V, ${c})` })}
-${range(D16)
-  .map((j) => `  var dk_${j} = ${RESULT}();`)
-  .join('\n')}
-${range(DV16)
-  .map((j) => `  var dv_${j} = ${RESULT}();`)
-  .join('\n')}
-  for (var qh = 0u; qh < params.gqa; qh++) {
+  // The original walk: per query head, per chunk, staging after the previous chunk's last barrier.
+  const plainWalkHead = `  for (var qh = 0u; qh < params.gqa; qh++) {
     let h = hk * params.gqa + qh;
     for (var ch = 0u; ch < n_chunks; ch++) {
       let c0 = ch * QUERY_CHUNK;
@@ -510,7 +478,120 @@ ${axes
           delta_sh[rr / 4u][rr % 4u] = select(0.0, delta[select(0u, qrow, in_box)], in_box);
         }
       }
+`;
+  // With prefetch: one flattened (query head, chunk) walk; the next step's query rows, windows, lse and delta are
+  // loaded into registers right after this step's are committed to workgroup memory.
+  const NQ = Math.ceil(D4 / TPQ);
+  const NO = Math.ceil(DV4 / TPQ);
+  const part = (n: number, d4: number, i: number): string => (n * TPQ === d4 ? '' : `if (st_sub + ${i * TPQ}u < ${d4}u) `);
+  const fetchStep = (it: string, ind: string): string => `${ind}{
+${ind}  let f_qh = (${it}) / n_chunks;
+${ind}  let qbox = ((${it}) % n_chunks) * QUERY_CHUNK + st_row;
+${ind}  let in_box = qbox < box_n;
+${ind}  var qrest = i32(qbox);
+${axes
+  .slice()
+  .reverse()
+  .map((a) => (a === 0 ? `${ind}  let qg_0 = qbs_0 + qrest;` : `${ind}  let qg_${a} = qbs_${a} + qrest % qbw_${a};\n${ind}  qrest = qrest / qbw_${a};`))
+  .join('\n')}
+${ind}  let qtok = ${tokOf((a) => `qg_${a} * params.dil_${a} + g_${a}`)};
+${ind}  let qrow = (tok_base + qtok) * params.heads + hk * params.gqa + f_qh;
+${range(NQ)
+  .map((i) => `${ind}  ${part(NQ, D4, i)}{ pq_${i} = select(vec4<f16>(0.0), load_q(select(0u, qrow * HEAD_DIM, in_box), st_sub + ${i * TPQ}u), in_box); }`)
+  .join('\n')}
+${range(NO)
+  .map((i) => `${ind}  ${part(NO, DV4, i)}{ po_${i} = select(vec4<f16>(0.0), load_do(select(0u, qrow * HEAD_DIM_V, in_box), st_sub + ${i * TPQ}u), in_box); }`)
+  .join('\n')}
+${ind}  if (st_sub == 0u) {
+${ind}    pws = vec4<i32>(0);
+${ind}    pwe = vec4<i32>(0);
+${ind}    if (in_box) {
+${axes
+  .map(
+    (a) => `${ind}      let w_${a} = na_window_${a}(qg_${a} * params.dil_${a} + g_${a}, params.len_${a}, params.dil_${a}, params.str_${a});
+${ind}      pws.${COORD[a] as string} = (w_${a}.x - g_${a}) / params.dil_${a};
+${ind}      pwe.${COORD[a] as string} = (w_${a}.x - g_${a}) / params.dil_${a} + w_${a}.y;`,
+  )
+  .join('\n')}
+${ind}    }
+${ind}    plse = select(0.0, logsumexp[select(0u, qrow, in_box)] * LOG2E, in_box);
+${ind}    pdelta = select(0.0, delta[select(0u, qrow, in_box)], in_box);
+${ind}  }
+${ind}}`;
+  const prefetchWalk = `  let st_row = lid / ${TPQ}u;
+  let st_sub = lid % ${TPQ}u;
+${range(NQ)
+  .map((i) => `  var pq_${i} = vec4<f16>(0.0);`)
+  .join('\n')}
+${range(NO)
+  .map((i) => `  var po_${i} = vec4<f16>(0.0);`)
+  .join('\n')}
+  var pws = vec4<i32>(0);
+  var pwe = vec4<i32>(0);
+  var plse = 0.0;
+  var pdelta = 0.0;
+  let n_steps = params.gqa * n_chunks;
+${fetchStep('0u', '  ')}
+    for (var it = 0u; it < n_steps; it++) {
+      let c0 = (it % n_chunks) * QUERY_CHUNK;
+      let need = i32(c0) <= span_hi && i32(c0 + QUERY_CHUNK) > span_lo;
+      // ---- commit this step's query rows (Q, dO, window, lse, delta), then load the next step's into registers
+${range(NQ)
+  .map((i) => `      ${part(NQ, D4, i)}{ ${store4('st', `st_row * LDK + 4u * (st_sub + ${i * TPQ}u)`, `pq_${i}`)} }`)
+  .join('\n')}
+${range(NO)
+  .map((i) => `      ${part(NO, DV4, i)}{ ${store4('st', `${OOFF}u + st_row * LDV + 4u * (st_sub + ${i * TPQ}u)`, `po_${i}`)} }`)
+  .join('\n')}
+      if (st_sub == 0u) {
+        qws_sh[st_row] = pws;
+        qwe_sh[st_row] = pwe;
+        lse_sh[st_row / 4u][st_row % 4u] = plse;
+        delta_sh[st_row / 4u][st_row % 4u] = pdelta;
+      }
       workgroupBarrier();
+      if (it + 1u < n_steps) {
+${fetchStep('it + 1u', '        ')}
+      }
+`;
+  const rows = tileRows(r, { first: 'kf', head: 'hk', heads: 'heads_kv', loaders: ['load_k', 'load_v'] });
+  const code = `${moduleHead(key, spec, bindings, elem, uniforms, `const QUERY_CHUNK: u32 = ${QC}u;\n`)}
+var<workgroup> p_sh: array<f16, ${L.rows * L.ldp}>;
+var<workgroup> ds_sh: array<f16, ${L.rows * L.ldp}>;
+var<workgroup> qws_sh: array<vec4<i32>, ${QC}>;
+var<workgroup> qwe_sh: array<vec4<i32>, ${QC}>;
+var<workgroup> lse_sh: array<vec4<f32>, ${QC / 4}>;
+var<workgroup> delta_sh: array<vec4<f32>, ${QC / 4}>;
+
+${rows.decls}
+
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(num_workgroups) wg_num: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+${keyTilePrologue(r)}${rows.init}
+${LANE_POSITION}
+
+  // ---- this lane's key row
+${decodeTile(r, 'row', 'ko', '  ')}
+${axes.map((a) => `  let ki_${a} = kf_${a} + ko_${a};`).join('\n')}
+  let kvalid = ${axes.map((a) => `ki_${a} < n_${a}`).join(' && ')};
+  let krow = (tok_base + ${tokOf((a) => `min(ki_${a}, n_${a} - 1) * params.dil_${a} + g_${a}`)}) * params.heads_kv + hk;
+${axes.map((a) => `  let inv_${a} = na_inverse_${a}(min(ki_${a}, n_${a} - 1) * params.dil_${a} + g_${a}, params.len_${a}, params.dil_${a}, params.str_${a});`).join('\n')}
+${subgroupSpan(r, 'kvalid', (a) => `(inv_${a}.x - g_${a}) / params.dil_${a}`, (a) => `(inv_${a}.y - g_${a}) / params.dil_${a} - 1`, 'qbs', 'qbw')}
+
+${range(D16)
+  .map((kk) => `  var k_${kk} = ${LEFT}();`)
+  .join('\n')}
+${range(DV16)
+  .map((kk) => `  var v_${kk} = ${LEFT}();`)
+  .join('\n')}
+${gatherFragments({ rows: L.rows, passRows: mmaPassRows(L, L.ldk), width4: D4, ld: 'LDK', name: 'k', frags: D16, wg: WG, rowValue: (rr, c) => `load_or_zero(0u, tile_row(${rr}), HEAD_DIM, ${c})` })}
+${gatherFragments({ rows: L.rows, passRows: mmaPassRows(L, L.ldv), width4: DV4, ld: 'LDV', name: 'v', frags: DV16, wg: WG, rowValue: (rr, c) => `load_or_zero(1u, tile_row(${rr}), HEAD_DIM_V, ${c})` })}
+${range(D16)
+  .map((j) => `  var dk_${j} = ${RESULT}();`)
+  .join('\n')}
+${range(DV16)
+  .map((j) => `  var dv_${j} = ${RESULT}();`)
+  .join('\n')}
+${spec.prefetch ? prefetchWalk : plainWalkHead}      workgroupBarrier();
       // ---- S^T = K Q^T and dP^T = V dO^T for this subgroup's keys (chunks outside its keys' inverse span skip)
       if (need) {
 ${productsInto('s_sh', 'k', D16, QC16, (n, kk) => `${n * F}u * LDK + ${kk * F}u`, 'LDK').replace(/^/gm, '  ')}
@@ -529,8 +610,7 @@ ${accumulateFrom('dv', 'p_sh', DV16, QC16, `${OOFF}u`, 'LDV').replace(/^/gm, '  
 ${accumulateFrom('dk', 'ds_sh', D16, QC16, '0u', 'LDK').replace(/^/gm, '  ')}
       }
       workgroupBarrier();
-    }
-  }
+    }${spec.prefetch ? '' : '\n  }'}
   // ---- dK * scale, dV
   let scale = params.scale_log2 * 0.6931471805599453;
 ${writeThroughScratch({ acc: 'dk', frags: D16, n16: QC16, out: 'grad_key', row4: `krow * ${D4}u`, scale: 'scale', valid: 'kvalid' })}
