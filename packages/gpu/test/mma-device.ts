@@ -115,6 +115,15 @@ if (values.mode === 'speed' || values.mode === 'both') {
     free(g);
   }
 }
+/** A speed problem's backward arguments on the GPU: inputs, a forward run for O and the LSE, dO, gradient outputs. */
+async function backwardArgs(p: Problem) {
+  const t = makeArgs(p, 11);
+  const f = gpuArgs(ctx, p, t);
+  await fusedForward(ctx, p.rank, f);
+  const g = { ...f, logsumexp: f.logsumexp as GpuTensor, gradOutput: ctx.upload(t.out), gradQuery: ctx.createTensor(t.q.shape, 'float16'), gradKey: ctx.createTensor(t.k.shape, 'float16'), gradValue: ctx.createTensor(t.v.shape, 'float16') };
+  return { t, f, g };
+}
+
 // ---- the experimental tensor-core backward (`--mode bcheck | bspeed | backward`)
 if ((values.mode === 'bcheck' || values.mode === 'backward') && !('why' in avail)) {
   const checks: Problem[] = [
@@ -156,10 +165,7 @@ if ((values.mode === 'bspeed' || values.mode === 'backward') && !('why' in avail
   const reps = Number(values.reps);
   console.log('\n== backward speed (f16, GPU time of all dispatches, median): mma vs the plain default');
   for (const p of speedProblems(values.only as string)) {
-    const t = makeArgs(p, 11);
-    const f = gpuArgs(ctx, p, t);
-    await fusedForward(ctx, p.rank, f);
-    const g = { ...f, logsumexp: f.logsumexp as GpuTensor, gradOutput: ctx.upload(t.out), gradQuery: ctx.createTensor(t.q.shape, 'float16'), gradKey: ctx.createTensor(t.k.shape, 'float16'), gradValue: ctx.createTensor(t.v.shape, 'float16') };
+    const { f, g } = await backwardArgs(p);
     const def = checkFusedBackwardMma(ctx, p.rank, g).config;
     for (const [name, run] of [
       ['mma', () => fusedBackwardMma(ctx, p.rank, g, def)],
@@ -185,10 +191,7 @@ if (values.mode === 'bsweep' && !('why' in avail)) {
   const reps = Number(values.reps);
   console.log('\n== backward sweep (f16, GPU time per kernel, median): dq and dkv alone per config');
   for (const p of speedProblems(values.only as string)) {
-    const t = makeArgs(p, 11);
-    const f = gpuArgs(ctx, p, t);
-    await fusedForward(ctx, p.rank, f);
-    const g = { ...f, logsumexp: f.logsumexp as GpuTensor, gradOutput: ctx.upload(t.out), gradQuery: ctx.createTensor(t.q.shape, 'float16'), gradKey: ctx.createTensor(t.k.shape, 'float16'), gradValue: ctx.createTensor(t.v.shape, 'float16') };
+    const { t, f, g } = await backwardArgs(p);
     const def = checkFusedBackwardMma(ctx, p.rank, g);
     const delta = ctx.createTensor(t.lse.shape, 'float32');
     const best = { dq: Number.POSITIVE_INFINITY, dkv: Number.POSITIVE_INFINITY, dqAt: '', dkvAt: '' };

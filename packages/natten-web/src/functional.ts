@@ -285,7 +285,8 @@ async function naBackward(
   const scale = resolveScale(op, o.scale, query.shape[query.shape.length - 1] as number);
   const cfg = resolveKernelConfig(op, rank, 'backward', o.config);
   const params = naParams(o);
-  const bwdProblem = checkFusedBackward(op, rank, {
+  // The call's shapes (no data), for validation and for the GPU route below.
+  const shapes: FusedBackwardArgs<TensorLike> = {
     query,
     key,
     value,
@@ -298,29 +299,15 @@ async function naBackward(
     rpb,
     ...params,
     attnScale: scale,
-  });
+  };
+  const bwdProblem = checkFusedBackward(op, rank, shapes);
   const extra = additionalKv(op, o, query, value, rank);
   const args = { ...params, attnScale: scale };
   const auto = isAuto(o.config);
   const configFor = async (ctx: GpuContext | undefined): Promise<BackwardConfig> => {
     // As for the forward: where the device's default runs the tensor-core (mma) backward, 'auto' keeps it (the
     // tuner times plain-path configs only; the mma backward measured 1.02-2.6x faster than the plain default).
-    if (ctx && auto) {
-      const shapes: FusedBackwardArgs<TensorLike> = {
-        ...args,
-        query,
-        key,
-        value,
-        output,
-        gradOutput,
-        logsumexp: lse,
-        rpb: rpb ?? null,
-        gradQuery: like(query.shape, query.dtype),
-        gradKey: like(key.shape, key.dtype),
-        gradValue: like(value.shape, value.dtype),
-      };
-      if (gpuFusedBackward.route(ctx, rank, shapes) !== undefined) return {};
-    }
+    if (ctx && auto && gpuFusedBackward.route(ctx, rank, shapes) !== undefined) return {};
     const c = ctx && auto ? await autoConfig(ctx, 'backward', { ...bwdProblem, hasGradRpb: rpb !== undefined }) : cfg;
     return {
       queryTileSize: c.queryTileSize,

@@ -25,7 +25,7 @@ import {
 } from '@natten-web/wgsl';
 import type { DispatchCommand, GpuContext, GpuTensor } from '../context.ts';
 import { defaultBackwardMma, fusedBackwardMma, type MmaBackwardConfig } from './na-fused-backward-mma.ts';
-import { mmaAvailability } from './na-fused-forward-mma.ts';
+import { mayRouteToMma } from './na-fused-forward-mma.ts';
 import { defineGpuOp, type GpuOp, kernelLimits } from './op.ts';
 
 /** The limits backward config selection reads (`kernelLimits`). */
@@ -203,10 +203,7 @@ async function runFusedBackward(ctx: GpuContext, rank: NaRank, args: FusedBackwa
  * `defaultBackwardMma` for the rule).
  */
 function defaultBackwardRoute(ctx: GpuContext, rank: NaRank, args: FusedBackwardArgs<TensorLike>): MmaBackwardConfig | undefined {
-  if (args.queryTileSize !== undefined || args.keyTileSize !== undefined || args.lanes !== undefined) return undefined;
-  if (args.numSplitsKey !== undefined || args.computeDeltaWithTorch !== undefined) return undefined;
-  // Cheap exits first: every call on an adapter without tensor cores, and every float32 call, takes the plain path.
-  if (args.query.dtype !== 'float16' || 'why' in mmaAvailability(ctx)) return undefined;
+  if (!mayRouteToMma(ctx, args) || args.numSplitsKey !== undefined || args.computeDeltaWithTorch !== undefined) return undefined;
   // Validated with every GPU rule of the plain path (the same errors whichever path runs).
   const { problem } = selectFusedBackward(ctx, rank, args);
   return defaultBackwardMma(ctx, problem);

@@ -45,6 +45,15 @@ export interface MmaForwardConfig {
   readonly subgroups: 2 | 4 | 8;
 }
 
+/**
+ * The cheap half of both default routes (forward and backward): a call given no tiles or lanes, in float16, on an
+ * adapter that can run the mma kernels. Everything else takes the plain path without further checks.
+ */
+export function mayRouteToMma(ctx: GpuContext, args: { readonly query: TensorLike; readonly queryTileSize?: unknown; readonly keyTileSize?: unknown; readonly lanes?: unknown }): boolean {
+  if (args.queryTileSize !== undefined || args.keyTileSize !== undefined || args.lanes !== undefined) return false;
+  return args.query.dtype === 'float16' && !('why' in mmaAvailability(ctx));
+}
+
 /** Whether this context can run the mma path, or why not. */
 export function mmaAvailability(ctx: GpuContext): { ok: true } | { why: string } {
   const missing = subgroupMatrixF16Missing(ctx);

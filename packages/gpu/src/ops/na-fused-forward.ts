@@ -28,7 +28,7 @@ import {
   withDefaultForwardUnroll,
 } from '@natten-web/wgsl';
 import { type DispatchCommand, foldWorkgroups, type GpuContext, type GpuTensor } from '../context.ts';
-import { defaultForwardMma, fusedForwardMma, mmaAvailability, type MmaForwardConfig } from './na-fused-forward-mma.ts';
+import { defaultForwardMma, fusedForwardMma, mayRouteToMma, type MmaForwardConfig } from './na-fused-forward-mma.ts';
 import { defineGpuOp, type GpuOp, kernelLimits, requireF16Feature } from './op.ts';
 
 /** The limits forward config selection reads (`kernelLimits`). */
@@ -159,9 +159,7 @@ async function runWithConfig(ctx: GpuContext, rank: NaRank, args: FusedForwardAr
  * (given tiles or lanes always select the plain path; see `defaultForwardMma` for the rule).
  */
 function defaultRoute(ctx: GpuContext, rank: NaRank, args: FusedForwardArgs<TensorLike>): MmaForwardConfig | undefined {
-  if (args.queryTileSize !== undefined || args.keyTileSize !== undefined || args.lanes !== undefined) return undefined;
-  // Cheap exits first: every call on an adapter without tensor cores, and every float32 call, takes the plain path.
-  if (args.query.dtype !== 'float16' || 'why' in mmaAvailability(ctx)) return undefined;
+  if (!mayRouteToMma(ctx, args)) return undefined;
   // Core's rules and the binding sizes only: the plain path's config choice is not needed to route.
   const op = opName(rank, 'forward');
   const problem = checkFusedForward(op, rank, args, FUSED_FORWARD_TILES);
