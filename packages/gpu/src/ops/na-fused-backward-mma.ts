@@ -80,8 +80,9 @@ export const MMA_BACKWARD_SMALL_WINDOW = 512;
  * Heuristic default, per kernel: the subgroup count (dkv 4; dq 2 for windows of at most
  * `MMA_BACKWARD_SMALL_WINDOW` keys, else 4; the other where it does not fit) and the tile whose union box
  * (prod(min(t_a + K_a - 1, group extent))) is smallest, ties to the longer last axis (a subgroup's 16 rows then span fewer rows).
- * Chosen from a sweep of both kernels alone on an H200 (f16, the seven benchmark problems): 4% (FLUX-like) to 17%
- * (2-D K=7) faster than one 4-subgroup tile by the forward's cost model for both.
+ * Chosen from a sweep of both kernels alone on an H200 (f16, the seven benchmark problems): the sum of the two
+ * kernels 0% (1-D 4096) to 10% (2-D K=7, K=13 dilated) faster than one 4-subgroup tile by the forward's cost model
+ * for both; dq alone up to 20% (3-D: 0.92 vs 1.15 ms).
  */
 export function defaultMmaBackwardConfig(ctx: GpuContext, problem: FusedBackwardProblem): MmaBackwardConfig | undefined {
   if ('why' in mmaAvailability(ctx) || mmaBackwardProblemFit(problem) !== undefined) return undefined;
