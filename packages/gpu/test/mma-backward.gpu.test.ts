@@ -162,9 +162,15 @@ describe('tensor-core (mma) backward, emulated on this adapter, against the CPU 
       };
       const delta = ctx.createTensor(lse.shape, 'float32');
       await ctx.dispatch(mmaBackwardCommands(ctx, kernels, problem, g, config, delta), 'mma backward emulated');
-      expectClose(await ctx.read(g.gradQuery), ref.dq, 1e-2, 'dQ');
-      expectClose(await ctx.read(g.gradKey), ref.dk, 1e-2, 'dK');
-      expectClose(await ctx.read(g.gradValue), ref.dv, 1e-2, 'dV');
+      const first = [await ctx.read(g.gradQuery), await ctx.read(g.gradKey), await ctx.read(g.gradValue)] as const;
+      expectClose(first[0], ref.dq, 1e-2, 'dQ');
+      expectClose(first[1], ref.dk, 1e-2, 'dK');
+      expectClose(first[2], ref.dv, 1e-2, 'dV');
+      // Deterministic by construction (each kernel owns its output rows, no atomics): a second run is bit-identical.
+      await ctx.dispatch(mmaBackwardCommands(ctx, kernels, problem, g, config, delta), 'mma backward emulated, again');
+      const again = [await ctx.read(g.gradQuery), await ctx.read(g.gradKey), await ctx.read(g.gradValue)];
+      const bytes = (t: Tensor): Buffer => Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength);
+      again.forEach((t, i) => expect(bytes(t).equals(bytes(first[i] as Tensor)), `run 2, gradient ${['dQ', 'dK', 'dV'][i]}`).toBe(true));
       for (const t of [g.query, g.key, g.value, g.output, g.gradOutput, g.logsumexp, g.gradQuery, g.gradKey, g.gradValue, delta]) ctx.releaseTensor(t);
     });
   }
