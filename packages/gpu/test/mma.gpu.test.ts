@@ -16,7 +16,7 @@ import {
   mmaWindowUse,
 } from '../src/index.ts';
 import { fusedForwardCommand } from '../src/ops/na-fused-forward.ts';
-import { emulateSubgroupMatrix } from './sgmat-emulation.ts';
+import { emulateSubgroupMatrix, matrixViews } from './sgmat-emulation.ts';
 import { expectClose } from './expect-close.ts';
 import { fakeTensorCoreContext } from './fake-tensor-core.ts';
 import { gpuContext } from './setup.ts';
@@ -106,6 +106,23 @@ describe('tensor-core (mma) forward: availability, config choice and the default
     expect(defaultMmaConfig(ctx, problem([4096], [127]))).toEqual({ path: 'mma', queryTile: [64], keyChunk: 32, subgroups: 4 });
     const flux = defaultMmaConfig(ctx, problem([256, 256], [80, 80], { heads: 24, dim: 128 }));
     expect(flux).toMatchObject({ keyChunk: 32, subgroups: 8 });
+  });
+
+  it('runs groups smaller than a query tile too (every tile pads them), and prefers tiles within the group extent', () => {
+    const ctx = fakeTensorCoreContext();
+    // L=9, dilation 2: groups of 5 and 4 queries, under the smallest tile (32 queries).
+    const tiny = enumerateMmaConfigs(ctx, problem([9], [3], { dilation: 2 }));
+    expect(tiny.length).toBeGreaterThan(0);
+    // 2-D 128x128: no tile factor beyond the extent's next power of two.
+    expect(enumerateMmaConfigs(ctx, problem([128, 128], [7, 7])).every((c) => c.queryTile.every((t) => t <= 128))).toBe(true);
+    expect(enumerateMmaConfigs(ctx, problem([4, 128], [3, 7])).every((c) => (c.queryTile[0] as number) <= 4)).toBe(true);
+  });
+
+  it('reads the emulation views (matrix kinds per workgroup array) from a kernel text', () => {
+    const code = generateFusedForwardMma({ rank: 2, kernelSize: [7, 7], causal: [false, false], dim: 32, dimV: 32, queryTile: [8, 8], keyChunk: 32, subgroups: 4, hasLse: true }).code;
+    const v = matrixViews(code);
+    expect(new Set(v.loads.map(([k, a]) => `${k}:${a}`))).toEqual(new Set(['left:kv_sh', 'right:kv_sh', 'left:p_sh', 'result:s_sh']));
+    expect(v.stores).toEqual(['s_sh']);
   });
 
   it('costs configs by box chunks and the chunks each subgroup’s windows span', () => {

@@ -13,7 +13,8 @@
  * device scripts check (packages/gpu/test/mma-device.ts).
  *
  * `emulateSubgroupMatrix(code, views)` rewrites a kernel: `views` names each (matrix kind, workgroup array) pair the
- * kernel loads or stores, so one loader per pair can be emitted (WGSL has no generic pointers).
+ * kernel loads or stores, so one loader per pair can be emitted (WGSL has no generic pointers); without it they are
+ * read from the kernel's text (`matrixViews`).
  */
 
 type Kind = 'left' | 'right' | 'result';
@@ -27,7 +28,18 @@ export interface MatrixViews {
 
 const elem = (k: Kind): string => (k === 'result' ? 'f32' : 'f16');
 
-export function emulateSubgroupMatrix(code: string, views: MatrixViews): string {
+/** The (kind, workgroup array) pairs a kernel loads and the arrays it stores result matrices to, read from its text. */
+export function matrixViews(code: string): MatrixViews {
+  const loads = new Map<string, readonly [Kind, string]>();
+  for (const m of code.matchAll(/subgroupMatrixLoad<subgroup_matrix_(left|right|result)<[^>]*>, (?:row|col)_major>\(&(\w+), /g)) {
+    loads.set(`${m[1]}:${m[2]}`, [m[1] as Kind, m[2] as string]);
+  }
+  const stores = new Set<string>();
+  for (const m of code.matchAll(/subgroupMatrixStore<(?:row|col)_major>\(&(\w+), /g)) stores.add(m[1] as string);
+  return { loads: [...loads.values()], stores: [...stores] };
+}
+
+export function emulateSubgroupMatrix(code: string, views: MatrixViews = matrixViews(code)): string {
   const out = code
     .replace('enable chromium_experimental_subgroup_matrix;\n', '')
     .replace('diagnostic(off, chromium.subgroup_matrix_uniformity);\n', '')

@@ -156,22 +156,23 @@ function mmaWorkgroups(problem: FusedProblem, config: Pick<MmaForwardConfig, 'qu
 export function enumerateMmaConfigs(ctx: GpuContext, problem: FusedProblem): MmaForwardConfig[] {
   if ('why' in mmaAvailability(ctx) || mmaProblemFit(problem) !== undefined) return [];
   const ext = groupExtents(problem);
-  const out: MmaForwardConfig[] = [];
+  const all: MmaForwardConfig[] = [];
   for (const subgroups of MMA_SUBGROUP_COUNTS) {
     if (subgroups * MMA_SUBGROUP_SIZE > ctx.limits.maxComputeInvocationsPerWorkgroup) continue;
     for (const tile of tileShapes(problem.rank, MMA_FRAGMENT * subgroups)) {
-      // Factors beyond the next power of two of the group extent only add padded queries.
-      if (tile.some((t, a) => t > 2 ** Math.ceil(Math.log2(Math.max(1, ext[a] as number))))) continue;
       for (const keyChunk of MMA_KEY_CHUNKS) {
         const config: MmaForwardConfig = { path: 'mma', queryTile: tile, keyChunk, subgroups };
         const s = mmaSpec(problem, config);
         if (fusedForwardMmaSpecProblem(s) !== undefined) continue;
         if (fusedForwardMmaWorkgroupBytes(s) > ctx.limits.maxComputeWorkgroupStorageSize) continue;
-        out.push(config);
+        all.push(config);
       }
     }
   }
-  return out;
+  // Factors beyond the next power of two of the group extent only add padded queries: such tiles are left out,
+  // unless every tile has one (a group smaller than 32 queries), where they are all the path has.
+  const tight = all.filter((c) => !c.queryTile.some((t, a) => t > 2 ** Math.ceil(Math.log2(Math.max(1, ext[a] as number)))));
+  return tight.length > 0 ? tight : all;
 }
 
 /** Below this many workgroups with 8 subgroups, the default takes 4 (more workgroups; 1-D L=4096 K=127 on an H200). */

@@ -1,0 +1,118 @@
+/**
+ * The shared conformance suite on the tensor-core (mma) kernels, through the subgroup-matrix emulation, on this
+ * adapter (lavapipe in CI has no subgroup matrices; the emulation runs the kernels' own indexing, masking, softmax,
+ * prefetch and chunk skipping per query row, see sgmat-emulation.ts; the device scripts check the real matrices).
+ *
+ * The quick grid's float16 forward and backward cases, with head dims raised to multiples of 16 (the mma kernels'
+ * rule: 4, 8, 12 -> 16, 16 -> 32, so Dv != D cases stay Dv != D) and keyed anew; every case the mma path can run
+ * is registered (the backward has no rpb), each run at the path's default config against the CPU reference.
+ */
+import { type DType, type FusedBackwardArgs, type FusedForwardArgs, type NaBackend, type NaRank, type Tensor, type TensorLike, checkFusedBackward, checkFusedForward } from '@natten-web/core';
+import { caseKey, conformanceCases, defineNaConformance, type NaCase, seedOf } from '@natten-web/testkit';
+import { FUSED_BACKWARD_TILES, FUSED_FORWARD_TILES, type GeneratedKernel } from '@natten-web/wgsl';
+import { checkFusedBackwardMma, type GpuContext, type GpuTensor, mmaBackwardCommands, mmaBackwardProblemFit, mmaProblemFit, planFusedForwardMma } from '../src/index.ts';
+import { emulateSubgroupMatrix } from './sgmat-emulation.ts';
+import { gpuContext } from './setup.ts';
+
+/** The real context as the mma planners see it: subgroup matrices (f16 -> f32 16x16x16) and fixed 32-wide subgroups. */
+function tensorCoreView(ctx: GpuContext): GpuContext {
+  const features = new Set([...ctx.features, 'chromium-experimental-subgroup-matrix']);
+  return new Proxy(ctx, {
+    get(target, prop, receiver) {
+      if (prop === 'features') return features;
+      if (prop === 'subgroupMatrix') return [{ componentType: 'f16', resultComponentType: 'f32', M: 16, N: 16, K: 16 }];
+      if (prop === 'adapterInfo') return { ...target.adapterInfo, subgroupMinSize: 32, subgroupMaxSize: 32 };
+      return Reflect.get(target, prop, receiver);
+    },
+  });
+}
+
+function emulated(kernel: GeneratedKernel): GeneratedKernel {
+  return { ...kernel, key: `${kernel.key}:emulated`, code: emulateSubgroupMatrix(kernel.code), features: kernel.features.filter((f) => f !== 'chromium-experimental-subgroup-matrix') };
+}
+
+type HostArgs = Record<string, unknown>;
+
+/** Upload the args' tensors, run, read the named outputs back into the host tensors. */
+async function onGpu(ctx: GpuContext, args: HostArgs, outputs: readonly string[], run: (g: HostArgs) => Promise<void>): Promise<void> {
+  const uploaded = new Map<string, GpuTensor>();
+  try {
+    for (const [f, v] of Object.entries(args)) {
+      if (v && typeof v === 'object' && 'shape' in v && 'data' in v) uploaded.set(f, ctx.upload(v as Tensor, `mma-conformance.${f}`));
+    }
+    const g: HostArgs = { ...args };
+    for (const [f, t] of uploaded) g[f] = t;
+    await run(g);
+    for (const f of outputs) {
+      const t = uploaded.get(f);
+      if (t) await ctx.readInto(t, args[f] as Tensor);
+    }
+  } finally {
+    for (const t of uploaded.values()) t.buffer.destroy();
+  }
+}
+
+function mmaBackend(ctx: GpuContext): NaBackend {
+  const view = tensorCoreView(ctx);
+  const unsupported = (op: string) => () => {
+    throw new Error(`${op}: not part of the mma conformance backend`);
+  };
+  return {
+    name: 'webgpu-mma-emulated',
+    fusedForward: (rank: NaRank, args: FusedForwardArgs) =>
+      onGpu(ctx, args as unknown as HostArgs, ['output', 'logsumexp'], async (g) => {
+        const { command } = planFusedForwardMma(view, rank, g as unknown as FusedForwardArgs<GpuTensor>);
+        await ctx.dispatch([{ ...command, kernel: emulated(command.kernel) }], 'mma forward (emulated)');
+      }),
+    fusedBackward: (rank: NaRank, args: FusedBackwardArgs) =>
+      onGpu(ctx, args as unknown as HostArgs, ['gradQuery', 'gradKey', 'gradValue'], async (g) => {
+        const a = g as unknown as FusedBackwardArgs<GpuTensor>;
+        const { problem, config, kernels } = checkFusedBackwardMma(view, rank, a);
+        const delta = ctx.createTensor(a.logsumexp.shape, 'float32', 'mma-conformance.delta');
+        try {
+          await ctx.dispatch(mmaBackwardCommands(ctx, { dq: emulated(kernels.dq), dkv: emulated(kernels.dkv) }, problem, a, config, delta), 'mma backward (emulated)');
+        } finally {
+          delta.buffer.destroy();
+        }
+      }),
+    qkForward: unsupported('qkForward'),
+    qkBackward: unsupported('qkBackward'),
+    avForward: unsupported('avForward'),
+    avBackward: unsupported('avBackward'),
+  } as unknown as NaBackend;
+}
+
+/** A tensor of this shape and dtype, for the fit checks (no data). */
+const like = (shape: readonly number[], dtype: DType): TensorLike => ({ shape, dtype }) as TensorLike;
+
+/** The quick grid's f16 fused cases with head dims raised to multiples of 16, those the mma path can run. */
+function mmaCases(): NaCase[] {
+  const raise = (d: number): number => (d <= 16 ? (d === 16 ? 32 : 16) : 16 * Math.ceil(d / 16));
+  const out: NaCase[] = [];
+  for (const c of conformanceCases({ dtypes: ['float16'], ops: ['forward', 'backward'] })) {
+    const g = { ...c, dim: raise(c.dim), dimV: raise(c.dimV) };
+    const key = caseKey(c.op, c.dtype, g);
+    const rank = c.rank;
+    const q = like([g.batch, ...g.spatial, g.heads, g.dim], 'float16');
+    const k = like([g.batch, ...g.spatial, g.headsKv, g.dim], 'float16');
+    const v = like([g.batch, ...g.spatial, g.headsKv, g.dimV], 'float16');
+    const o = like([g.batch, ...g.spatial, g.heads, g.dimV], 'float16');
+    const l = like([g.batch, ...g.spatial, g.heads], 'float32');
+    const rpb = g.rpb ? like([g.heads, ...g.kernelSize.map((x) => 2 * x - 1)], 'float16') : null;
+    const params = { kernelSize: [...g.kernelSize], dilation: [...g.dilation], stride: [...g.stride], isCausal: [...g.isCausal] };
+    const fit =
+      c.op === 'forward'
+        ? mmaProblemFit(checkFusedForward('x', rank, { ...params, query: q, key: k, value: v, output: o, rpb, logsumexp: l }, FUSED_FORWARD_TILES))
+        : mmaBackwardProblemFit(checkFusedBackward('x', rank, { ...params, query: q, key: k, value: v, output: o, gradOutput: o, logsumexp: l, gradQuery: q, gradKey: k, gradValue: v, rpb, gradRpb: rpb }, FUSED_BACKWARD_TILES));
+    if (fit === undefined) out.push({ ...g, key, seed: seedOf(key) });
+  }
+  return out;
+}
+
+defineNaConformance({
+  name: 'webgpu tensor-core kernels (emulated matrices)',
+  makeBackend: async () => mmaBackend(await gpuContext()),
+  dtypes: ['float16'],
+  reference: 'cpu',
+  cases: mmaCases(),
+});
