@@ -9,9 +9,9 @@
  */
 import { type DType, type FusedBackwardArgs, type FusedForwardArgs, type NaBackend, type NaRank, type Tensor, type TensorLike, checkFusedBackward, checkFusedForward } from '@natten-web/core';
 import { caseKey, conformanceCases, defineNaConformance, type NaCase, seedOf } from '@natten-web/testkit';
-import { FUSED_BACKWARD_TILES, FUSED_FORWARD_TILES, type GeneratedKernel } from '@natten-web/wgsl';
+import { FUSED_BACKWARD_TILES, FUSED_FORWARD_TILES } from '@natten-web/wgsl';
 import { checkFusedBackwardMma, type GpuContext, type GpuTensor, mmaBackwardCommands, mmaBackwardProblemFit, mmaProblemFit, planFusedForwardMma } from '../src/index.ts';
-import { emulateSubgroupMatrix } from './sgmat-emulation.ts';
+import { emulatedKernel } from './sgmat-emulation.ts';
 import { gpuContext } from './setup.ts';
 
 /** The real context as the mma planners see it: subgroup matrices (f16 -> f32 16x16x16) and fixed 32-wide subgroups. */
@@ -25,10 +25,6 @@ function tensorCoreView(ctx: GpuContext): GpuContext {
       return Reflect.get(target, prop, receiver);
     },
   });
-}
-
-function emulated(kernel: GeneratedKernel): GeneratedKernel {
-  return { ...kernel, key: `${kernel.key}:emulated`, code: emulateSubgroupMatrix(kernel.code), features: kernel.features.filter((f) => f !== 'chromium-experimental-subgroup-matrix') };
 }
 
 type HostArgs = Record<string, unknown>;
@@ -62,7 +58,7 @@ function mmaBackend(ctx: GpuContext): NaBackend {
     fusedForward: (rank: NaRank, args: FusedForwardArgs) =>
       onGpu(ctx, args as unknown as HostArgs, ['output', 'logsumexp'], async (g) => {
         const { command } = planFusedForwardMma(view, rank, g as unknown as FusedForwardArgs<GpuTensor>);
-        await ctx.dispatch([{ ...command, kernel: emulated(command.kernel) }], 'mma forward (emulated)');
+        await ctx.dispatch([{ ...command, kernel: emulatedKernel(command.kernel) }], 'mma forward (emulated)');
       }),
     fusedBackward: (rank: NaRank, args: FusedBackwardArgs) =>
       onGpu(ctx, args as unknown as HostArgs, ['gradQuery', 'gradKey', 'gradValue'], async (g) => {
@@ -70,7 +66,7 @@ function mmaBackend(ctx: GpuContext): NaBackend {
         const { problem, config, kernels } = checkFusedBackwardMma(view, rank, a);
         const delta = ctx.createTensor(a.logsumexp.shape, 'float32', 'mma-conformance.delta');
         try {
-          await ctx.dispatch(mmaBackwardCommands(ctx, { dq: emulated(kernels.dq), dkv: emulated(kernels.dkv) }, problem, a, config, delta), 'mma backward (emulated)');
+          await ctx.dispatch(mmaBackwardCommands(ctx, { dq: emulatedKernel(kernels.dq), dkv: emulatedKernel(kernels.dkv) }, problem, a, config, delta), 'mma backward (emulated)');
         } finally {
           delta.buffer.destroy();
         }

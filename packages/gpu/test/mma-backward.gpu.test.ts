@@ -4,7 +4,7 @@ import { FUSED_BACKWARD_TILES, generateFusedBackwardMmaDkv, generateFusedBackwar
 import { afterAll, describe, expect, it } from 'vitest';
 import { defaultBackwardMma, defaultMmaBackwardConfig, fusedBackward, fusedBackwardMma, type GpuTensor, type MmaBackwardConfig, mmaBackwardCommands, mmaBackwardProblemFit } from '../src/index.ts';
 import { tensorFromValues } from '@natten-web/testkit';
-import { emulateSubgroupMatrix } from './sgmat-emulation.ts';
+import { emulatedKernel } from './sgmat-emulation.ts';
 import { expectClose } from './expect-close.ts';
 import { fakeTensorCoreContext } from './fake-tensor-core.ts';
 import { gpuContext } from './setup.ts';
@@ -150,15 +150,9 @@ describe('tensor-core (mma) backward, emulated on this adapter, against the CPU 
       const problem = checkFusedBackward('na_backward', rank, g as FusedBackwardArgs<TensorLike>, FUSED_BACKWARD_TILES);
       const config: MmaBackwardConfig = { path: 'mma', chunk: 32, ...c.config };
       const base = { rank, kernelSize: [...problem.params.kernelSize], causal: [...problem.params.isCausal], dim: c.dim, dimV: Dv, chunk: 32 };
-      const emulate = (kernel: ReturnType<typeof generateFusedBackwardMmaDq>, lefts: string[]) => ({
-        ...kernel,
-        key: `${kernel.key}:emulated`,
-        code: emulateSubgroupMatrix(kernel.code, { loads: [...lefts.map((a) => ['left', a] as const), ['right', 'st']], stores: ['s_sh', 'dp_sh'] }),
-        features: ['shader-f16', 'subgroups'],
-      });
       const kernels = {
-        dq: emulate(generateFusedBackwardMmaDq({ ...base, tile: c.config.queryTile, subgroups: c.config.querySubgroups }), ['st', 'ds_sh']),
-        dkv: emulate(generateFusedBackwardMmaDkv({ ...base, tile: c.config.keyTile, subgroups: c.config.keySubgroups, ...(c.config.dkvPrefetch ? { prefetch: true } : {}) }), ['st', 'p_sh', 'ds_sh']),
+        dq: emulatedKernel(generateFusedBackwardMmaDq({ ...base, tile: c.config.queryTile, subgroups: c.config.querySubgroups })),
+        dkv: emulatedKernel(generateFusedBackwardMmaDkv({ ...base, tile: c.config.keyTile, subgroups: c.config.keySubgroups, ...(c.config.dkvPrefetch ? { prefetch: true } : {}) })),
       };
       const delta = ctx.createTensor(lse.shape, 'float32');
       await ctx.dispatch(mmaBackwardCommands(ctx, kernels, problem, g, config, delta), 'mma backward emulated');

@@ -16,7 +16,7 @@ import {
   mmaWindowUse,
 } from '../src/index.ts';
 import { fusedForwardCommand } from '../src/ops/na-fused-forward.ts';
-import { emulateSubgroupMatrix, matrixViews } from './sgmat-emulation.ts';
+import { emulatedKernel, emulateSubgroupMatrix, matrixViews } from './sgmat-emulation.ts';
 import { expectClose } from './expect-close.ts';
 import { fakeTensorCoreContext } from './fake-tensor-core.ts';
 import { gpuContext } from './setup.ts';
@@ -142,7 +142,7 @@ describe('tensor-core (mma) forward: availability, config choice and the default
       { rank: 3, kernelSize: [3, 5, 7], causal: [false, false, false], dim: 32, dimV: 48, queryTile: [2, 4, 4], keyChunk: 32, subgroups: 2, hasLse: true },
     ];
     for (const spec of specs) {
-      const code = emulateSubgroupMatrix(generateFusedForwardMma(spec).code, { loads: [['left', 'kv_sh'], ['right', 'kv_sh'], ['left', 'p_sh'], ['result', 's_sh']], stores: ['s_sh'] });
+      const code = emulateSubgroupMatrix(generateFusedForwardMma(spec).code);
       const module = ctx.device.createShaderModule({ code });
       const errors = (await module.getCompilationInfo()).messages.filter((m) => m.type === 'error').map((m) => `${m.lineNum}:${m.linePos} ${m.message}`);
       expect(errors, `rank ${spec.rank}`).toEqual([]);
@@ -201,13 +201,7 @@ describe('tensor-core (mma) forward, emulated on this adapter, against the CPU r
       const g = { ...params, query: ctx.upload(q), key: ctx.upload(k), value: ctx.upload(v), output: ctx.createTensor(ref.out.shape, 'float16'), logsumexp: ctx.createTensor(ref.lse.shape, 'float32'), rpb: rpb ? ctx.upload(rpb) : null };
       const problem = checkFusedForward('na_forward', rank, g as FusedForwardArgs<TensorLike>, FUSED_FORWARD_TILES);
       const spec: FusedForwardMmaSpec = { rank, kernelSize: [...problem.params.kernelSize], causal: [...problem.params.isCausal], dim: c.dim, dimV: Dv, hasLse: true, ...(c.rpb ? { hasRpb: true } : {}), ...c.config };
-      const kernel = generateFusedForwardMma(spec);
-      const emulated = {
-        ...kernel,
-        key: `${kernel.key}:emulated`,
-        code: emulateSubgroupMatrix(kernel.code, { loads: [['left', 'kv_sh'], ['right', 'kv_sh'], ['left', 'p_sh'], ['result', 's_sh']], stores: ['s_sh'] }),
-        features: ['shader-f16', 'subgroups'],
-      };
+      const emulated = emulatedKernel(generateFusedForwardMma(spec));
       if (emulated.workgroupBytes > ctx.limits.maxComputeWorkgroupStorageSize) throw new Error(`case needs ${emulated.workgroupBytes} bytes of workgroup memory`);
       await ctx.dispatch([fusedForwardCommand(ctx, emulated, problem, g, fusedForwardDispatch(problem, c.config.queryTile))], 'mma emulated');
       expectClose(await ctx.read(g.output), ref.out, 1e-2, 'output');

@@ -17,6 +17,8 @@
  * read from the kernel's text (`matrixViews`).
  */
 
+import type { GeneratedKernel } from '@natten-web/wgsl';
+
 type Kind = 'left' | 'right' | 'result';
 
 export interface MatrixViews {
@@ -105,4 +107,14 @@ fn sm_mma(a: sm_left, b: sm_right, c: sm_result) -> sm_result {
 ${loaders.join('\n')}
 ${storers.join('\n')}
 `;
+}
+
+/** A generated kernel with its matrix builtins emulated (its own cache key; no subgroup-matrix feature needed). */
+export function emulatedKernel(kernel: GeneratedKernel): GeneratedKernel {
+  return {
+    ...kernel,
+    key: `${kernel.key}:emulated`,
+    code: emulateSubgroupMatrix(kernel.code),
+    features: kernel.features.filter((f) => f !== 'chromium-experimental-subgroup-matrix'),
+  };
 }
