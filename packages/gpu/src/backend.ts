@@ -16,7 +16,7 @@ import { fusedBackward } from './ops/na-fused-backward.ts';
 import { fusedForward } from './ops/na-fused-forward.ts';
 import { qkBackward, qkForward } from './ops/na-qk.ts';
 
-type HostArgs = Record<string, unknown>;
+export type HostArgs = Record<string, unknown>;
 
 /** Host-tensor fields of an args object (anything with shape, dtype and data). */
 function tensorFields(args: HostArgs): string[] {
@@ -30,7 +30,7 @@ function tensorFields(args: HostArgs): string[] {
  * Run a GPU op on host tensors: validate on the host first (no GPU work for bad input), upload every tensor
  * argument (outputs too, so accumulating outputs keep their contents), run, read the outputs back in place.
  */
-async function onGpu<A extends HostArgs>(
+export async function onGpu<A extends HostArgs>(
   ctx: GpuContext,
   op: string,
   args: A,

@@ -11,6 +11,7 @@ import { type DType, type FusedBackwardArgs, type FusedForwardArgs, type NaBacke
 import { caseKey, conformanceCases, defineNaConformance, type NaCase, seedOf } from '@natten-web/testkit';
 import { FUSED_BACKWARD_TILES, FUSED_FORWARD_TILES } from '@natten-web/wgsl';
 import { checkFusedBackwardMma, type GpuContext, type GpuTensor, mmaBackwardCommands, mmaBackwardProblemFit, mmaProblemFit, planFusedForwardMma } from '../src/index.ts';
+import { type HostArgs, onGpu } from '../src/backend.ts';
 import { emulatedKernel } from './sgmat-emulation.ts';
 import { gpuContext } from './setup.ts';
 
@@ -27,27 +28,6 @@ function tensorCoreView(ctx: GpuContext): GpuContext {
   });
 }
 
-type HostArgs = Record<string, unknown>;
-
-/** Upload the args' tensors, run, read the named outputs back into the host tensors. */
-async function onGpu(ctx: GpuContext, args: HostArgs, outputs: readonly string[], run: (g: HostArgs) => Promise<void>): Promise<void> {
-  const uploaded = new Map<string, GpuTensor>();
-  try {
-    for (const [f, v] of Object.entries(args)) {
-      if (v && typeof v === 'object' && 'shape' in v && 'data' in v) uploaded.set(f, ctx.upload(v as Tensor, `mma-conformance.${f}`));
-    }
-    const g: HostArgs = { ...args };
-    for (const [f, t] of uploaded) g[f] = t;
-    await run(g);
-    for (const f of outputs) {
-      const t = uploaded.get(f);
-      if (t) await ctx.readInto(t, args[f] as Tensor);
-    }
-  } finally {
-    for (const t of uploaded.values()) t.buffer.destroy();
-  }
-}
-
 function mmaBackend(ctx: GpuContext): NaBackend {
   const view = tensorCoreView(ctx);
   const unsupported = (op: string) => () => {
@@ -56,12 +36,12 @@ function mmaBackend(ctx: GpuContext): NaBackend {
   return {
     name: 'webgpu-mma-emulated',
     fusedForward: (rank: NaRank, args: FusedForwardArgs) =>
-      onGpu(ctx, args as unknown as HostArgs, ['output', 'logsumexp'], async (g) => {
+      onGpu(ctx, `na${rank}d_forward`, args as unknown as HostArgs, ['output', 'logsumexp'], () => {}, async (g) => {
         const { command } = planFusedForwardMma(view, rank, g as unknown as FusedForwardArgs<GpuTensor>);
         await ctx.dispatch([{ ...command, kernel: emulatedKernel(command.kernel) }], 'mma forward (emulated)');
       }),
     fusedBackward: (rank: NaRank, args: FusedBackwardArgs) =>
-      onGpu(ctx, args as unknown as HostArgs, ['gradQuery', 'gradKey', 'gradValue'], async (g) => {
+      onGpu(ctx, `na${rank}d_backward`, args as unknown as HostArgs, ['gradQuery', 'gradKey', 'gradValue'], () => {}, async (g) => {
         const a = g as unknown as FusedBackwardArgs<GpuTensor>;
         const { problem, config, kernels } = checkFusedBackwardMma(view, rank, a);
         const delta = ctx.createTensor(a.logsumexp.shape, 'float32', 'mma-conformance.delta');
