@@ -108,6 +108,16 @@ describe('tensor-core (mma) forward: availability, config choice and the default
     expect(flux).toMatchObject({ keyChunk: 32, subgroups: 8 });
   });
 
+  it('chooses the default config once per problem and device (the routes run on every call)', () => {
+    const ctx = fakeTensorCoreContext();
+    const p = problem([16, 32, 32], [3, 7, 7]);
+    const first = defaultMmaConfig(ctx, p);
+    expect(defaultMmaConfig(ctx, { ...p })).toBe(first);
+    const other = defaultMmaConfig(fakeTensorCoreContext(), p);
+    expect(other).not.toBe(first);
+    expect(other).toEqual(first);
+  });
+
   it('runs groups smaller than a query tile too (every tile pads them), and prefers tiles within the group extent', () => {
     const ctx = fakeTensorCoreContext();
     // L=9, dilation 2: groups of 5 and 4 queries, under the smallest tile (32 queries).

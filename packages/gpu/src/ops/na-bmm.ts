@@ -94,19 +94,6 @@ export function opSpecOf(p: BmmProblem, dtype: GpuDType): BmmOpSpec {
   };
 }
 
-const memo = new Map<string, GeneratedKernel>();
-
-/** Generate once per (generator, spec); the pipeline itself is cached by key in the context. */
-export function memoKernel<S>(name: string, spec: S, generate: (s: S) => GeneratedKernel): GeneratedKernel {
-  const k = `${name}:${JSON.stringify(spec)}`;
-  let kernel = memo.get(k);
-  if (!kernel) {
-    kernel = generate(spec);
-    memo.set(k, kernel);
-  }
-  return kernel;
-}
-
 interface Padded {
   readonly L: [number, number, number];
   readonly d: [number, number, number];

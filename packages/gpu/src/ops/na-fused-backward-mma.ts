@@ -23,6 +23,7 @@ import {
 import { type DispatchCommand, foldWorkgroups, type GpuContext, type GpuTensor } from '../context.ts';
 import { mmaAvailability } from './na-fused-forward-mma.ts';
 import { sgmatProblemFit } from './na-fused-forward-sgmat.ts';
+import { memoKernel, memoPerContext } from './op.ts';
 
 /**
  * A tensor-core backward configuration: the dq kernel's query tile and subgroup count, the dkv kernel's key tile and
@@ -85,6 +86,10 @@ export const MMA_BACKWARD_SMALL_WINDOW = 512;
  * for both; dq alone up to 20% (3-D: 0.92 vs 1.15 ms).
  */
 export function defaultMmaBackwardConfig(ctx: GpuContext, problem: FusedBackwardProblem): MmaBackwardConfig | undefined {
+  return memoPerContext(ctx, 'mma-backward-config', problem, () => chooseMmaBackwardConfig(ctx, problem));
+}
+
+function chooseMmaBackwardConfig(ctx: GpuContext, problem: FusedBackwardProblem): MmaBackwardConfig | undefined {
   if ('why' in mmaAvailability(ctx) || mmaBackwardProblemFit(problem) !== undefined) return undefined;
   const windowKeys = problem.params.kernelSize.reduce((x, y) => x * y, 1);
   // Union key box of a tile in dilation-group coordinates.
@@ -176,7 +181,10 @@ export function checkFusedBackwardMma(
   return {
     problem,
     config: cfg,
-    kernels: { dq: generateFusedBackwardMmaDq(specOf(problem, cfg, 'dq')), dkv: generateFusedBackwardMmaDkv(specOf(problem, cfg, 'dkv')) },
+    kernels: {
+      dq: memoKernel('fused-backward-mma-dq', specOf(problem, cfg, 'dq'), generateFusedBackwardMmaDq),
+      dkv: memoKernel('fused-backward-mma-dkv', specOf(problem, cfg, 'dkv'), generateFusedBackwardMmaDkv),
+    },
   };
 }
 

@@ -204,9 +204,10 @@ async function runFusedBackward(ctx: GpuContext, rank: NaRank, args: FusedBackwa
  */
 function defaultBackwardRoute(ctx: GpuContext, rank: NaRank, args: FusedBackwardArgs<TensorLike>): MmaBackwardConfig | undefined {
   if (!mayRouteToMma(ctx, args) || args.numSplitsKey !== undefined || args.computeDeltaWithTorch !== undefined) return undefined;
-  // Validated with every GPU rule of the plain path (the same errors whichever path runs).
-  const { problem } = selectFusedBackward(ctx, rank, args);
-  return defaultBackwardMma(ctx, problem);
+  // Core's rules only: the plain path's config choice is not needed to route (a call the route leaves on the plain
+  // path is validated there in full; routed calls are float16 with head dims up to 128, which every device that
+  // runs the mma kernels fits).
+  return defaultBackwardMma(ctx, checkFusedBackward(opName(rank, 'backward'), rank, args, FUSED_BACKWARD_TILES));
 }
 
 async function runDefaultBackward(ctx: GpuContext, rank: NaRank, args: FusedBackwardArgs<GpuTensor>): Promise<void> {

@@ -33,6 +33,7 @@ import {
 import type { DispatchCommand, GpuContext, GpuTensor } from '../context.ts';
 import { fusedForwardCommand } from './na-fused-forward.ts';
 import { sgmatProblemFit, subgroupMatrixF16Missing } from './na-fused-forward-sgmat.ts';
+import { memoKernel, memoPerContext } from './op.ts';
 
 /** A tensor-core (generation 3) forward configuration. */
 export interface MmaForwardConfig {
@@ -184,6 +185,10 @@ export const MMA_MIN_WORKGROUPS = 512;
  * shape with the lowest `mmaConfigCost`.
  */
 export function defaultMmaConfig(ctx: GpuContext, problem: FusedProblem): MmaForwardConfig | undefined {
+  return memoPerContext(ctx, 'mma-forward-config', problem, () => chooseMmaConfig(ctx, problem));
+}
+
+function chooseMmaConfig(ctx: GpuContext, problem: FusedProblem): MmaForwardConfig | undefined {
   const all = enumerateMmaConfigs(ctx, problem).filter((c) => c.keyChunk === 32);
   if (all.length === 0) return undefined;
   const best = (nsg: number): MmaForwardConfig | undefined => {
@@ -253,7 +258,7 @@ export function planFusedForwardMma(
   if (bytes > ctx.limits.maxComputeWorkgroupStorageSize) {
     throw new NattenArgumentError(`${op}: tensor-core (mma) config needs ${bytes} bytes of workgroup memory, over this device's ${ctx.limits.maxComputeWorkgroupStorageSize}`);
   }
-  const kernel = generateFusedForwardMma(s);
+  const kernel = memoKernel('fused-forward-mma', s, generateFusedForwardMma);
   return { kernel, command: fusedForwardCommand(ctx, kernel, problem, args, fusedForwardDispatch(problem, cfg.queryTile)), config: cfg, problem };
 }
 

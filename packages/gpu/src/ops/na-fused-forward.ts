@@ -29,7 +29,7 @@ import {
 } from '@natten-web/wgsl';
 import { type DispatchCommand, foldWorkgroups, type GpuContext, type GpuTensor } from '../context.ts';
 import { defaultForwardMma, fusedForwardMma, mayRouteToMma, type MmaForwardConfig } from './na-fused-forward-mma.ts';
-import { defineGpuOp, type GpuOp, kernelLimits, requireF16Feature } from './op.ts';
+import { defineGpuOp, type GpuOp, kernelLimits, memoKernel, requireF16Feature } from './op.ts';
 
 /** The limits forward config selection reads (`kernelLimits`). */
 export function fusedKernelLimits(ctx: GpuContext): FusedKernelLimits {
@@ -144,7 +144,7 @@ export function planFusedForward(
   config?: FusedForwardConfig,
 ): { kernel: GeneratedKernel; command: DispatchCommand; config: FusedForwardConfig; problem: FusedProblem } {
   const { problem, config: cfg } = checkFusedForwardGpu(ctx, rank, args, config);
-  const kernel = generateFusedForward(fusedForwardSpec(problem, cfg));
+  const kernel = memoKernel('fused-forward', fusedForwardSpec(problem, cfg), generateFusedForward);
   const command = fusedForwardCommand(ctx, kernel, problem, args, fusedForwardDispatch(problem, cfg.queryTile));
   return { kernel, command, config: cfg, problem };
 }

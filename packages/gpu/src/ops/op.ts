@@ -1,4 +1,5 @@
 import { type DType, type NaRank, NattenUnsupportedError, type TensorLike } from '@natten-web/core';
+import type { GeneratedKernel } from '@natten-web/wgsl';
 import type { GpuContext } from '../context.ts';
 
 /**
@@ -50,3 +51,36 @@ export function defineGpuOp<A>(
 }
 
 export type { TensorLike };
+
+const kernelMemo = new Map<string, GeneratedKernel>();
+
+/** Generate once per (generator, spec); the pipeline itself is cached by key in the context. */
+export function memoKernel<S>(name: string, spec: S, generate: (s: S) => GeneratedKernel): GeneratedKernel {
+  const k = `${name}:${JSON.stringify(spec)}`;
+  let kernel = kernelMemo.get(k);
+  if (!kernel) {
+    kernel = generate(spec);
+    kernelMemo.set(k, kernel);
+  }
+  return kernel;
+}
+
+const choiceMemo = new WeakMap<GpuContext, Map<string, unknown>>();
+
+/**
+ * Compute once per (context, name, key) a choice that depends only on the key and the context's adapter (a default
+ * config from a problem's shapes): the default routes run on every call, and their config searches take
+ * milliseconds of CPU for 2-D and 3-D problems.
+ */
+export function memoPerContext<T>(ctx: GpuContext, name: string, key: unknown, compute: () => T): T {
+  let memo = choiceMemo.get(ctx);
+  if (!memo) {
+    memo = new Map();
+    choiceMemo.set(ctx, memo);
+  }
+  const k = `${name}:${JSON.stringify(key)}`;
+  if (memo.has(k)) return memo.get(k) as T;
+  const value = compute();
+  memo.set(k, value);
+  return value;
+}
