@@ -98,7 +98,7 @@ export function fusedBackwardMmaSpecProblem(spec: FusedBackwardMmaSpec): string 
  * The module text both kernels share up to the workgroup variables: header, tile and head-dim constants, bindings,
  * uniforms, window functions and the q/k/v/dO row loaders.
  */
-function moduleHead(key: string, spec: FusedBackwardMmaSpec, bindings: readonly StorageBinding[], elem: Readonly<Record<string, string>>, uniforms: readonly UniformField[], extraConsts: string): string {
+function moduleHead(key: string, spec: FusedBackwardMmaSpec, bindings: readonly StorageBinding[], uniforms: readonly UniformField[], extraConsts: string): string {
   const L = layout(spec);
   return `// ${key}
 ${MMA_HEADER}
@@ -113,7 +113,7 @@ const LDS: u32 = ${L.lds}u;
 const LDP: u32 = ${L.ldp}u;
 const LOG2E: f32 = 1.4426950408889634;
 
-${mmaBindingDecls(bindings, elem)}
+${mmaBindingDecls(bindings)}
 ${uniformDecl(uniforms, bindings.length)}
 ${windowFunctions(spec.kernelSize, spec.causal)}
 ${rowLoader('load_q', 'query', spec.dim, true, 'f16')}
@@ -302,12 +302,11 @@ export function generateFusedBackwardMmaDq(spec: FusedBackwardMmaSpec): Generate
     { name: 'grad_query', access: 'read_write' },
     { name: 'delta', access: 'read_write' },
   ];
-  const elem: Record<string, string> = { query: 'vec4<f16>', key: 'vec4<f16>', value: 'vec4<f16>', output: 'vec4<f16>', grad_output: 'vec4<f16>', logsumexp: 'f32', grad_query: 'vec4<f16>', delta: 'f32' };
   const tokOf = (x: (a: number) => string): string => tokenOf(r, x);
   const qrowOf = (c: (a: number) => string): string => `((tok_base + ${tokOf((a) => `${c(a)} * params.dil_${a} + g_${a}`)}) * params.heads + h)`;
 
   const rows = tileRows(r, { first: 'qf', head: 'h', heads: 'heads', loaders: ['load_q', 'load_do'] });
-  const code = `${moduleHead(key, spec, bindings, elem, uniforms, `${axes.map((a) => `const QUERY_TILE_${a}: u32 = ${spec.tile[a]}u;`).join('\n')}\nconst KEY_CHUNK: u32 = ${BK}u;\n`)}
+  const code = `${moduleHead(key, spec, bindings, uniforms, `${axes.map((a) => `const QUERY_TILE_${a}: u32 = ${spec.tile[a]}u;`).join('\n')}\nconst KEY_CHUNK: u32 = ${BK}u;\n`)}
 var<workgroup> ds_sh: array<f16, ${L.rows * L.ldp}>;
 var<workgroup> kc_sh: array<vec4<i32>, ${BK}>;
 
@@ -433,7 +432,6 @@ export function generateFusedBackwardMmaDkv(spec: FusedBackwardMmaSpec): Generat
     { name: 'grad_key', access: 'read_write' },
     { name: 'grad_value', access: 'read_write' },
   ];
-  const elem: Record<string, string> = { query: 'vec4<f16>', key: 'vec4<f16>', value: 'vec4<f16>', grad_output: 'vec4<f16>', logsumexp: 'f32', delta: 'f32', grad_key: 'vec4<f16>', grad_value: 'vec4<f16>' };
   const tokOf = (x: (a: number) => string): string => tokenOf(r, x);
   // Key k (this lane's row) inside staged query c's window, on every axis.
   const inWindow = (c: string): string => `kvalid && ${axes.map((a) => `(ki_${a} >= qws_sh[${c}].${COORD[a] as string}) && (ki_${a} < qwe_sh[${c}].${COORD[a] as string})`).join(' && ')}`;
@@ -554,7 +552,7 @@ ${fetchStep('it + 1u', '        ')}
       }
 `;
   const rows = tileRows(r, { first: 'kf', head: 'hk', heads: 'heads_kv', loaders: ['load_k', 'load_v'] });
-  const code = `${moduleHead(key, spec, bindings, elem, uniforms, `const QUERY_CHUNK: u32 = ${QC}u;\n`)}
+  const code = `${moduleHead(key, spec, bindings, uniforms, `const QUERY_CHUNK: u32 = ${QC}u;\n`)}
 var<workgroup> p_sh: array<f16, ${L.rows * L.ldp}>;
 var<workgroup> ds_sh: array<f16, ${L.rows * L.ldp}>;
 var<workgroup> qws_sh: array<vec4<i32>, ${QC}>;

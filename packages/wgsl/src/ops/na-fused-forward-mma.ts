@@ -53,9 +53,11 @@ diagnostic(off, subgroup_uniformity);`;
 /** Per-axis coordinate components of the kernels' vec4 coordinate tables. */
 export const COORD = ['x', 'y', 'z'];
 
-/** WGSL storage declarations of bindings, each with its element type from `elem`. */
-export function mmaBindingDecls(bindings: readonly StorageBinding[], elem: Readonly<Record<string, string>>): string {
-  return bindings.map((b, i) => `@group(0) @binding(${i}) var<storage, ${b.access}> ${b.name}: array<${elem[b.name] as string}>;`).join('\n');
+/** WGSL storage declarations of the mma kernels' bindings, each with its element type (by binding name). */
+export function mmaBindingDecls(bindings: readonly StorageBinding[]): string {
+  // f32 rows (logsumexp, delta), f16 scalars (rpb), vec4<f16> tensors (everything else).
+  const elem = (name: string): string => (name === 'logsumexp' || name === 'delta' ? 'f32' : name === 'rpb' ? 'f16' : 'vec4<f16>');
+  return bindings.map((b, i) => `@group(0) @binding(${i}) var<storage, ${b.access}> ${b.name}: array<${elem(b.name)}>;`).join('\n');
 }
 
 /** WGSL storing the components of vec4 `v` to scalar array `arr` at `at` .. `at + 3`. */
@@ -271,8 +273,7 @@ export function generateFusedForwardMma(spec: FusedForwardMmaSpec): GeneratedKer
   const RESULT = `subgroup_matrix_result<f32, ${F}, ${F}>`;
   const uniforms = fusedForwardUniformFields(r);
   const bindings = fusedForwardBindings({ hasRpb: spec.hasRpb === true, hasLse: spec.hasLse });
-  const elem: Record<string, string> = { query: 'vec4<f16>', key: 'vec4<f16>', value: 'vec4<f16>', rpb: 'f16', output: 'vec4<f16>', logsumexp: 'f32' };
-  const decls = mmaBindingDecls(bindings, elem);
+  const decls = mmaBindingDecls(bindings);
   const tokOf = (x: (a: number) => string): string => tokenOf(r, x);
   const decodeTile = (idx: string, p: string, ind: string): string => mmaDecodeTile(r, idx, p, ind, 'QUERY_TILE');
   // Box-linear index (i32) of per-axis group coordinates, last axis fastest.
