@@ -24,7 +24,7 @@ import { type GeneratedKernel, kernelKey, type StorageBinding, type UniformField
 import { tokenOf } from '../snippets/fused-index.ts';
 import { windowFunctions } from '../snippets/window.ts';
 import { forwardWorkgroupPrologue, fusedForwardUniformFields, rowLoader, workgroupTileDecode } from './na-fused-forward.ts';
-import { COORD, MMA_FRAGMENT, MMA_HEADER, MMA_SUBGROUP_SIZE, type MmaLayout, mmaBindingDecls, mmaDecodeTile, mmaInWindow, mmaLayout, mmaPassRows, mmaShapeProblem, mmaStagedKeyLoop, store4 } from './na-fused-forward-mma.ts';
+import { COORD, MMA_FRAGMENT, MMA_HEADER, MMA_SUBGROUP_SIZE, type MmaLayout, mmaBindingDecls, mmaDecodeTile, mmaInWindow, mmaLayout, mmaPassRows, mmaQueryRowWindow, mmaShapeProblem, mmaStagedKeyLoop, mmaSubgroupSpan, store4 } from './na-fused-forward-mma.ts';
 
 const GEN = 3;
 const F = MMA_FRAGMENT;
@@ -132,21 +132,6 @@ const LANE_POSITION = `  let rbase = (lid / ${MMA_SUBGROUP_SIZE}u) * ${F}u;
   let hf = lane % 2u;
   let row = rbase + lane / 2u;`;
 
-/**
- * WGSL of this subgroup's span over a staged box (box-linear, last axis fastest): `lo(a)` / `hi(a)` are the first and
- * last group coordinates of this lane's row's range per axis, the box starts at `${bs}_a` with widths `${bw}_a`.
- * Chunks outside [span_lo, span_hi] are skipped (their P and dS are zero for every row of the subgroup).
- */
-function subgroupSpan(r: number, valid: string, lo: (a: number) => string, hi: (a: number) => string, bs: string, bw: string): string {
-  const lin = (c: (a: number) => string): string =>
-    range(r)
-      .map((a) => `(${c(a)} - ${bs}_${a})${range(r).slice(a + 1).map((b) => ` * ${bw}_${b}`).join('')}`)
-      .join(' + ');
-  return `  let lin_lo = select(2147483647, ${lin(lo)}, ${valid});
-  let lin_hi = select(-1, ${lin(hi)}, ${valid});
-  let span_lo = subgroupMin(lin_lo);
-  let span_hi = subgroupMax(lin_hi);`;
-}
 
 /** Decode a tile-linear index into per-axis offsets over the `TILE_a` constants. */
 function decodeTile(r: number, idx: string, p: string, ind: string): string {
@@ -318,16 +303,7 @@ ${forwardWorkgroupPrologue(r)}${rows.init}
 ${LANE_POSITION}
 
   // ---- this lane's query row: coordinates, window, lse, and delta = rowsum(dO * O) (written for the dkv pass)
-${decodeTile(r, 'row', 'qo', '  ')}
-${axes.map((a) => `  let qi_${a} = qf_${a} + qo_${a};`).join('\n')}
-  let valid = ${axes.map((a) => `qi_${a} < n_${a}`).join(' && ')};
-${axes
-  .map(
-    (a) => `  let w_${a} = na_window_${a}(min(qi_${a}, n_${a} - 1) * params.dil_${a} + g_${a}, params.len_${a}, params.dil_${a}, params.str_${a});
-  let ws_${a} = select(0, (w_${a}.x - g_${a}) / params.dil_${a}, valid);
-  let we_${a} = select(0, (w_${a}.x - g_${a}) / params.dil_${a} + w_${a}.y, valid);`,
-  )
-  .join('\n')}
+${mmaQueryRowWindow(r, 'TILE')}
   let qrow = ${qrowOf((a) => `min(qi_${a}, n_${a} - 1)`)};
   var dsum = 0.0;
   if (valid) {
@@ -336,7 +312,7 @@ ${axes
   let delta_r = dsum + subgroupShuffleXor(dsum, 1u);
   if (valid && hf == 0u) { delta[qrow] = delta_r; }
   let lse_r = select(0.0, logsumexp[qrow] * LOG2E, valid);
-${subgroupSpan(r, 'valid', (a) => `ws_${a}`, (a) => `we_${a} - 1`, 'bs', 'bw')}
+${mmaSubgroupSpan(r, 'valid', (a) => `ws_${a}`, (a) => `we_${a} - 1`, 'bs', 'bw')}
 
 ${range(D16)
   .map((kk) => `  var q_${kk} = ${LEFT}();`)
@@ -573,7 +549,7 @@ ${axes.map((a) => `  let ki_${a} = kf_${a} + ko_${a};`).join('\n')}
   let kvalid = ${axes.map((a) => `ki_${a} < n_${a}`).join(' && ')};
   let krow = (tok_base + ${tokOf((a) => `min(ki_${a}, n_${a} - 1) * params.dil_${a} + g_${a}`)}) * params.heads_kv + hk;
 ${axes.map((a) => `  let inv_${a} = na_inverse_${a}(min(ki_${a}, n_${a} - 1) * params.dil_${a} + g_${a}, params.len_${a}, params.dil_${a}, params.str_${a});`).join('\n')}
-${subgroupSpan(r, 'kvalid', (a) => `(inv_${a}.x - g_${a}) / params.dil_${a}`, (a) => `(inv_${a}.y - g_${a}) / params.dil_${a} - 1`, 'qbs', 'qbw')}
+${mmaSubgroupSpan(r, 'kvalid', (a) => `(inv_${a}.x - g_${a}) / params.dil_${a}`, (a) => `(inv_${a}.y - g_${a}) / params.dil_${a} - 1`, 'qbs', 'qbw')}
 
 ${range(D16)
   .map((kk) => `  var k_${kk} = ${LEFT}();`)

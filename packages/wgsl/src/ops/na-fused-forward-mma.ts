@@ -60,6 +60,40 @@ export function mmaBindingDecls(bindings: readonly StorageBinding[]): string {
   return bindings.map((b, i) => `@group(0) @binding(${i}) var<storage, ${b.access}> ${b.name}: array<${elem(b.name)}>;`).join('\n');
 }
 
+/**
+ * WGSL of this subgroup's span over a staged box (box-linear, last axis fastest): `lo(a)` / `hi(a)` are the first and
+ * last group coordinates of this lane's row's range per axis, the box starts at `${bs}_a` with widths `${bw}_a`.
+ * Chunks outside [span_lo, span_hi] are skipped (their P and dS are zero for every row of the subgroup).
+ */
+export function mmaSubgroupSpan(r: number, valid: string, lo: (a: number) => string, hi: (a: number) => string, bs: string, bw: string): string {
+  const lin = (c: (a: number) => string): string =>
+    range(r)
+      .map((a) => `(${c(a)} - ${bs}_${a})${range(r).slice(a + 1).map((b) => ` * ${bw}_${b}`).join('')}`)
+      .join(' + ');
+  return `  let lin_lo = select(2147483647, ${lin(lo)}, ${valid});
+  let lin_hi = select(-1, ${lin(hi)}, ${valid});
+  let span_lo = subgroupMin(lin_lo);
+  let span_hi = subgroupMax(lin_hi);`;
+}
+
+/**
+ * WGSL of this lane's query row (tile row `row` over the `${tile}_a` constants, first query `qf_a`): coordinates
+ * `qi_a`, `valid`, and the exact window per axis in group coordinates, `[ws_a, we_a)` (empty for invalid rows).
+ */
+export function mmaQueryRowWindow(r: number, tile: string): string {
+  const axes = range(r);
+  return `${mmaDecodeTile(r, 'row', 'qo', '  ', tile)}
+${axes.map((a) => `  let qi_${a} = qf_${a} + qo_${a};`).join('\n')}
+  let valid = ${axes.map((a) => `qi_${a} < n_${a}`).join(' && ')};
+${axes
+  .map(
+    (a) => `  let w_${a} = na_window_${a}(min(qi_${a}, n_${a} - 1) * params.dil_${a} + g_${a}, params.len_${a}, params.dil_${a}, params.str_${a});
+  let ws_${a} = select(0, (w_${a}.x - g_${a}) / params.dil_${a}, valid);
+  let we_${a} = select(0, (w_${a}.x - g_${a}) / params.dil_${a} + w_${a}.y, valid);`,
+  )
+  .join('\n')}`;
+}
+
 /** WGSL storing the components of vec4 `v` to scalar array `arr` at `at` .. `at + 3`. */
 export function store4(arr: string, at: string, v: string): string {
   return `${arr}[${at}] = ${v}.x; ${arr}[${at} + 1u] = ${v}.y; ${arr}[${at} + 2u] = ${v}.z; ${arr}[${at} + 3u] = ${v}.w;`;
@@ -276,9 +310,6 @@ export function generateFusedForwardMma(spec: FusedForwardMmaSpec): GeneratedKer
   const decls = mmaBindingDecls(bindings);
   const tokOf = (x: (a: number) => string): string => tokenOf(r, x);
   const decodeTile = (idx: string, p: string, ind: string): string => mmaDecodeTile(r, idx, p, ind, 'QUERY_TILE');
-  // Box-linear index (i32) of per-axis group coordinates, last axis fastest.
-  const linOf = (c: (a: number) => string): string =>
-    axes.map((a) => `(${c(a)} - bs_${a})${axes.slice(a + 1).map((b) => ` * bw_${b}`).join('')}`).join(' + ');
   const inWindow = (kc: string): string => mmaInWindow(r, kc);
 
   // ---- Q fragments: gather the tile's rows through the K/V staging area, pass by pass
@@ -456,22 +487,10 @@ ${forwardWorkgroupPrologue(r)}  let rbase = (lid / ${MMA_SUBGROUP_SIZE}u) * ${F}
   let row = rbase + lane / 2u;
 
   // ---- this lane's query row: coordinates, validity, exact window (group coordinates)
-${decodeTile('row', 'qo', '  ')}
-${axes.map((a) => `  let qi_${a} = qf_${a} + qo_${a};`).join('\n')}
-  let valid = ${axes.map((a) => `qi_${a} < n_${a}`).join(' && ')};
-${axes
-  .map(
-    (a) => `  let w_${a} = na_window_${a}(min(qi_${a}, n_${a} - 1) * params.dil_${a} + g_${a}, params.len_${a}, params.dil_${a}, params.str_${a});
-  let ws_${a} = select(0, (w_${a}.x - g_${a}) / params.dil_${a}, valid);
-  let we_${a} = select(0, (w_${a}.x - g_${a}) / params.dil_${a} + w_${a}.y, valid);`,
-  )
-  .join('\n')}
+${mmaQueryRowWindow(r, 'QUERY_TILE')}
   // Box-linear span of this row's window (row-major over the box): a chunk outside the span of every row of the
   // subgroup skips its matrix work and softmax (P stays out of O). Invalid rows span nothing.
-  let lin_lo = select(2147483647, ${linOf((a) => `ws_${a}`)}, valid);
-  let lin_hi = select(-1, ${linOf((a) => `we_${a} - 1`)}, valid);
-  let span_lo = subgroupMin(lin_lo);
-  let span_hi = subgroupMax(lin_hi);
+${mmaSubgroupSpan(r, 'valid', (a) => `ws_${a}`, (a) => `we_${a} - 1`, 'bs', 'bw')}
 
 ${range(D16)
   .map((kk) => `  var q_${kk} = ${LEFT}();`)
