@@ -2,7 +2,7 @@
  * Problems and helpers the tensor-core device scripts (sgmat-device.ts, mma-device.ts) share: f16 inputs of a
  * problem, the CPU-reference and GPU argument sets built from them, the max-error check, buffer release.
  */
-import { type FusedForwardArgs, type NaRank, randn, type Tensor, tensor, toFloat64Values } from '@natten-web/core';
+import { fnaFlops, type FusedForwardArgs, type NaRank, randn, type Tensor, tensor, toFloat64Values } from '@natten-web/core';
 import { parseArgs } from 'node:util';
 import { ClockWarmer, type DispatchCommand, GpuContext, type GpuTensor, timeDispatch } from '../src/index.ts';
 
@@ -162,4 +162,10 @@ export async function timeRun(ctx: GpuContext, run: () => Promise<void>, reps: n
     samples.push(p.gpuNs === undefined ? p.wallMs : p.gpuNs / 1e6);
   }
   return samples.sort((a, b) => a - b)[Math.floor(samples.length / 2)] as number;
+}
+
+/** A speed-table row printer for a problem: name, label, GPU microseconds and NA TFLOP/s. */
+export function speedRow(p: Problem): (label: string, us: number) => void {
+  const flops = fnaFlops({ batch: 1, heads: p.heads, spatial: p.spatial, dim: p.dim, kernelSize: p.kernelSize });
+  return (label, us) => console.log(`${p.name.padEnd(34)} ${label.padEnd(30)} ${us.toFixed(1).padStart(10)} us  ${(flops / us / 1e6).toFixed(2).padStart(7)} TFLOP/s`);
 }

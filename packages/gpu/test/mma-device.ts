@@ -12,7 +12,7 @@
  *    the plain backward; `--mode bsweep` times its dq and dkv kernels alone per subgroup count and tile.
  * `--only a,b` keeps the speed problems whose name contains any of the parts.
  */
-import { fnaFlops, randn, tensor, toFloat64Values } from '@natten-web/core';
+import { randn, tensor, toFloat64Values } from '@natten-web/core';
 import { tensorFromValues } from '@natten-web/testkit';
 import { fusedBackward as cpuFusedBackward, fusedForward as cpuFusedForward } from '@natten-web/cpu';
 import { tileShapes } from '@natten-web/wgsl';
@@ -34,7 +34,7 @@ import {
   planFusedForwardMma,
   selectFusedBackward,
 } from '../src/index.ts';
-import { checkConfig, deviceScriptOptions, free, gpuArgs, hostArgs, makeArgs, maxErr, type Problem, openDevice, speedProblems, timeCommand, timeRun } from './device-forward-problems.ts';
+import { checkConfig, deviceScriptOptions, free, gpuArgs, hostArgs, makeArgs, maxErr, type Problem, openDevice, speedProblems, speedRow, timeCommand, timeRun } from './device-forward-problems.ts';
 
 const values = deviceScriptOptions();
 const { ctx, warmer } = await openDevice();
@@ -88,9 +88,7 @@ if (values.mode === 'speed' || values.mode === 'both') {
   for (const p of speed) {
     const t = makeArgs(p, 11);
     const g = gpuArgs(ctx, p, t);
-    const flops = fnaFlops({ batch: 1, heads: p.heads, spatial: p.spatial, dim: p.dim, kernelSize: p.kernelSize });
-    const row = (label: string, us: number) =>
-      console.log(`${p.name.padEnd(34)} ${label.padEnd(30)} ${us.toFixed(1).padStart(10)} us  ${(flops / us / 1e6).toFixed(2).padStart(7)} TFLOP/s`);
+    const row = speedRow(p);
     if (!('why' in avail)) {
       const problem = planFusedForwardMma(ctx, p.rank, g, undefined).problem;
       const def = defaultMmaConfig(ctx, problem) as MmaForwardConfig;

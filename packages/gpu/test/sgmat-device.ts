@@ -14,7 +14,7 @@
  * (speed); `--sweep gather` the K/V gather diagnostics. Next device session:
  *   node .devkit/sgmat-device.mjs --mode check --sweep variants && node .devkit/sgmat-device.mjs --mode speed --sweep variants --top 2
  */
-import { fnaFlops, tensor } from '@natten-web/core';
+import { tensor } from '@natten-web/core';
 import { fusedForward as cpuFusedForward } from '@natten-web/cpu';
 import {
   defaultSgmatConfig,
@@ -26,7 +26,7 @@ import {
   sgmatAvailability,
   type SgmatForwardConfig,
 } from '../src/index.ts';
-import { checkConfig, deviceScriptOptions, free, gpuArgs, hostArgs, makeArgs, type Problem, openDevice, speedProblems, timeCommand } from './device-forward-problems.ts';
+import { checkConfig, deviceScriptOptions, free, gpuArgs, hostArgs, makeArgs, type Problem, openDevice, speedProblems, speedRow, timeCommand } from './device-forward-problems.ts';
 
 const values = deviceScriptOptions();
 const { ctx, warmer } = await openDevice();
@@ -85,9 +85,7 @@ if (values.mode !== 'check') {
   for (const p of speed) {
     const t = makeArgs(p, 11);
     const g = gpuArgs(ctx, p, t);
-    const flops = fnaFlops({ batch: 1, heads: p.heads, spatial: p.spatial, dim: p.dim, kernelSize: p.kernelSize });
-    const row = (label: string, us: number) =>
-      console.log(`${p.name.padEnd(34)} ${label.padEnd(30)} ${us.toFixed(1).padStart(10)} us  ${(flops / us / 1e6).toFixed(2).padStart(7)} TFLOP/s`);
+    const row = speedRow(p);
     if (!('why' in avail)) {
       const problem = planFusedForwardSgmat(ctx, p.rank, g, undefined).problem;
       const def = defaultSgmatConfig(ctx, problem) as SgmatForwardConfig;
