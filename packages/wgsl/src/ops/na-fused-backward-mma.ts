@@ -23,7 +23,7 @@ import { NattenArgumentError, type NaRank } from '@natten-web/core';
 import { type GeneratedKernel, kernelKey, type StorageBinding, type UniformField, uniformDecl } from '../kernel.ts';
 import { tokenOf } from '../snippets/fused-index.ts';
 import { windowFunctions } from '../snippets/window.ts';
-import { forwardWorkgroupPrologue, fusedForwardUniformFields, rowLoader, workgroupTileDecode } from './na-fused-forward.ts';
+import { boxRow, forwardWorkgroupPrologue, fusedForwardUniformFields, rowLoader, workgroupTileDecode } from './na-fused-forward.ts';
 import { COORD, MMA_FRAGMENT, MMA_HEADER, MMA_SUBGROUP_SIZE, type MmaLayout, mmaBindingDecls, mmaDecodeTile, mmaInWindow, mmaLayout, mmaPassRows, mmaQueryRowWindow, mmaShapeProblem, mmaStagedKeyLoop, mmaSubgroupSpan, store4 } from './na-fused-forward-mma.ts';
 
 const GEN = 3;
@@ -412,6 +412,17 @@ export function generateFusedBackwardMmaDkv(spec: FusedBackwardMmaSpec): Generat
   // Key k (this lane's row) inside staged query c's window, on every axis.
   const inWindow = (c: string): string => `kvalid && ${axes.map((a) => `(ki_${a} >= qws_sh[${c}].${COORD[a] as string}) && (ki_${a} < qwe_sh[${c}].${COORD[a] as string})`).join(' && ')}`;
 
+  // Staged query row `qbox` (of the union of the tile's inverse windows) of query head `head`: coordinates, token, row.
+  const queryRow = (ind: string, head: string): string => boxRow(r, { p: 'q', bs: 'qbs', bw: 'qbw', heads: 'heads', head, ind });
+  // That query's window per axis (group coordinates) into the vec4s `ws` / `we`.
+  const queryWindowInto = (ind: string, ws: string, we: string): string =>
+    axes
+      .map(
+        (a) => `${ind}let w_${a} = na_window_${a}(qg_${a} * params.dil_${a} + g_${a}, params.len_${a}, params.dil_${a}, params.str_${a});
+${ind}${ws}.${COORD[a] as string} = (w_${a}.x - g_${a}) / params.dil_${a};
+${ind}${we}.${COORD[a] as string} = (w_${a}.x - g_${a}) / params.dil_${a} + w_${a}.y;`,
+      )
+      .join('\n');
   // The original walk: per query head, per chunk, staging after the previous chunk's last barrier.
   const plainWalkHead = `  for (var qh = 0u; qh < params.gqa; qh++) {
     let h = hk * params.gqa + qh;
@@ -424,27 +435,14 @@ export function generateFusedBackwardMmaDkv(spec: FusedBackwardMmaSpec): Generat
         let sub = lid % ${TPQ}u;
         let qbox = c0 + rr;
         let in_box = qbox < box_n;
-        var qrest = i32(qbox);
-${axes
-  .slice()
-  .reverse()
-  .map((a) => (a === 0 ? `        let qg_0 = qbs_0 + qrest;` : `        let qg_${a} = qbs_${a} + qrest % qbw_${a};\n        qrest = qrest / qbw_${a};`))
-  .join('\n')}
-        let qtok = ${tokOf((a) => `qg_${a} * params.dil_${a} + g_${a}`)};
-        let qrow = (tok_base + qtok) * params.heads + h;
+${queryRow('        ', 'h')}
         for (var c = sub; c < ${D4}u; c += ${TPQ}u) { let qv = select(vec4<f16>(0.0), load_q(select(0u, qrow * HEAD_DIM, in_box), c), in_box); ${store4('st', 'rr * LDK + 4u * c', 'qv')} }
         for (var c = sub; c < ${DV4}u; c += ${TPQ}u) { let ov = select(vec4<f16>(0.0), load_do(select(0u, qrow * HEAD_DIM_V, in_box), c), in_box); ${store4('st', `${OOFF}u + rr * LDV + 4u * c`, 'ov')} }
         if (sub == 0u) {
           var ws = vec4<i32>(0);
           var we = vec4<i32>(0);
           if (in_box) {
-${axes
-  .map(
-    (a) => `            let w_${a} = na_window_${a}(qg_${a} * params.dil_${a} + g_${a}, params.len_${a}, params.dil_${a}, params.str_${a});
-            ws.${COORD[a] as string} = (w_${a}.x - g_${a}) / params.dil_${a};
-            we.${COORD[a] as string} = (w_${a}.x - g_${a}) / params.dil_${a} + w_${a}.y;`,
-  )
-  .join('\n')}
+${queryWindowInto('            ', 'ws', 'we')}
           }
           qws_sh[rr] = ws;
           qwe_sh[rr] = we;
@@ -462,14 +460,7 @@ ${axes
 ${ind}  let f_qh = (${it}) / n_chunks;
 ${ind}  let qbox = ((${it}) % n_chunks) * QUERY_CHUNK + st_row;
 ${ind}  let in_box = qbox < box_n;
-${ind}  var qrest = i32(qbox);
-${axes
-  .slice()
-  .reverse()
-  .map((a) => (a === 0 ? `${ind}  let qg_0 = qbs_0 + qrest;` : `${ind}  let qg_${a} = qbs_${a} + qrest % qbw_${a};\n${ind}  qrest = qrest / qbw_${a};`))
-  .join('\n')}
-${ind}  let qtok = ${tokOf((a) => `qg_${a} * params.dil_${a} + g_${a}`)};
-${ind}  let qrow = (tok_base + qtok) * params.heads + hk * params.gqa + f_qh;
+${queryRow(`${ind}  `, 'hk * params.gqa + f_qh')}
 ${range(NQ)
   .map((i) => `${ind}  ${part(NQ, D4, i)}{ pq_${i} = select(vec4<f16>(0.0), load_q(select(0u, qrow * HEAD_DIM, in_box), st_sub + ${i * TPQ}u), in_box); }`)
   .join('\n')}
@@ -480,13 +471,7 @@ ${ind}  if (st_sub == 0u) {
 ${ind}    pws = vec4<i32>(0);
 ${ind}    pwe = vec4<i32>(0);
 ${ind}    if (in_box) {
-${axes
-  .map(
-    (a) => `${ind}      let w_${a} = na_window_${a}(qg_${a} * params.dil_${a} + g_${a}, params.len_${a}, params.dil_${a}, params.str_${a});
-${ind}      pws.${COORD[a] as string} = (w_${a}.x - g_${a}) / params.dil_${a};
-${ind}      pwe.${COORD[a] as string} = (w_${a}.x - g_${a}) / params.dil_${a} + w_${a}.y;`,
-  )
-  .join('\n')}
+${queryWindowInto(`${ind}      `, 'pws', 'pwe')}
 ${ind}    }
 ${ind}    plse = select(0.0, logsumexp[select(0u, qrow, in_box)] * LOG2E, in_box);
 ${ind}    pdelta = select(0.0, delta[select(0u, qrow, in_box)], in_box);

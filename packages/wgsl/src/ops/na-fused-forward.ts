@@ -664,19 +664,26 @@ ${boxKeyRow(r)}
 }
 
 /**
- * WGSL (inside a staging loop, 8-space indent) that decodes the box index `kbox` into the key's group coordinates
- * `kg_a` (last axis fastest), its token `ktok` and its K/V row `krow`. Needs the prologue's names.
+ * WGSL that decodes a staged box index `${p}box` into group coordinates `${p}g_a` (last axis fastest; the box starts
+ * at `${bs}_a` with widths `${bw}_a`), the token `${p}tok` and the row `${p}row` of head `head` among `heads` heads.
+ * Needs the prologue's names (`tok_base`, `g_a`, `params`).
  */
-export function boxKeyRow(r: NaRank): string {
+export function boxRow(r: NaRank, o: { readonly p: string; readonly bs: string; readonly bw: string; readonly heads: string; readonly head: string; readonly ind: string }): string {
   const axes = Array.from({ length: r }, (_, a) => a);
-  return `        var krest = i32(kbox);
+  const { p, ind } = o;
+  return `${ind}var ${p}rest = i32(${p}box);
 ${axes
   .slice()
   .reverse()
-  .map((a) => (a === 0 ? `        let kg_0 = bs_0 + krest;` : `        let kg_${a} = bs_${a} + krest % bw_${a};\n        krest = krest / bw_${a};`))
+  .map((a) => (a === 0 ? `${ind}let ${p}g_0 = ${o.bs}_0 + ${p}rest;` : `${ind}let ${p}g_${a} = ${o.bs}_${a} + ${p}rest % ${o.bw}_${a};\n${ind}${p}rest = ${p}rest / ${o.bw}_${a};`))
   .join('\n')}
-        let ktok = ${tokenOf(r, (a) => `kg_${a} * params.dil_${a} + g_${a}`)};
-        let krow = (tok_base + ktok) * params.heads_kv + hk;`;
+${ind}let ${p}tok = ${tokenOf(r, (a) => `${p}g_${a} * params.dil_${a} + g_${a}`)};
+${ind}let ${p}row = (tok_base + ${p}tok) * params.${o.heads} + ${o.head};`;
+}
+
+/** `boxRow` of a staged key (`kbox` -> `kg_a`, `ktok`, `krow` of KV head `hk`) at the staging loops' 8-space indent. */
+export function boxKeyRow(r: NaRank): string {
+  return boxRow(r, { p: 'k', bs: 'bs', bw: 'bw', heads: 'heads_kv', head: 'hk', ind: '        ' });
 }
 
 /** Generate the kernel for a spec. Pure: same spec, same text. */
