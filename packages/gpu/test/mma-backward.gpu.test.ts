@@ -4,24 +4,14 @@ import { FUSED_BACKWARD_TILES, generateFusedBackwardMmaDkv, generateFusedBackwar
 import { afterAll, describe, expect, it } from 'vitest';
 import { defaultBackwardMma, defaultMmaBackwardConfig, fusedBackward, fusedBackwardMma, type GpuTensor, type MmaBackwardConfig, mmaBackwardCommands, mmaBackwardProblemFit } from '../src/index.ts';
 import { tensorFromValues } from '@natten-web/testkit';
-import { emulatedKernel } from './sgmat-emulation.ts';
+import { type EmulatedProblem, emulatedKernel } from './sgmat-emulation.ts';
 import { expectClose } from './expect-close.ts';
 import { fakeTensorCoreContext } from './fake-tensor-core.ts';
 import { gpuContext } from './setup.ts';
 
 afterAll(async () => (await gpuContext()).destroy());
 
-interface Case {
-  readonly name: string;
-  readonly spatial: number[];
-  readonly kernelSize: number[];
-  readonly heads?: number;
-  readonly headsKv?: number;
-  readonly dim: number;
-  readonly dimV?: number;
-  readonly dilation?: number[];
-  readonly causal?: boolean[];
-  readonly batch?: number;
+interface Case extends EmulatedProblem {
   readonly config: { queryTile: number[]; querySubgroups: 2 | 4; keyTile: number[]; keySubgroups: 2 | 4; dkvPrefetch?: boolean };
 }
 

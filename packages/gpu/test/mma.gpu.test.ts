@@ -16,7 +16,7 @@ import {
   mmaWindowUse,
 } from '../src/index.ts';
 import { fusedForwardCommand } from '../src/ops/na-fused-forward.ts';
-import { emulatedKernel, emulateSubgroupMatrix, matrixViews } from './sgmat-emulation.ts';
+import { type EmulatedProblem, emulatedKernel, emulateSubgroupMatrix, matrixViews } from './sgmat-emulation.ts';
 import { expectClose } from './expect-close.ts';
 import { fakeTensorCoreContext } from './fake-tensor-core.ts';
 import { gpuContext } from './setup.ts';
@@ -161,17 +161,7 @@ describe('tensor-core (mma) forward: availability, config choice and the default
 });
 
 describe('tensor-core (mma) forward, emulated on this adapter, against the CPU reference', () => {
-  interface EmuCase {
-    readonly name: string;
-    readonly spatial: number[];
-    readonly kernelSize: number[];
-    readonly heads?: number;
-    readonly headsKv?: number;
-    readonly dim: number;
-    readonly dimV?: number;
-    readonly dilation?: number[];
-    readonly causal?: boolean[];
-    readonly batch?: number;
+  interface EmuCase extends EmulatedProblem {
     readonly scale?: number;
     readonly rpb?: boolean;
     readonly config: { queryTile: number[]; keyChunk: 32 | 64; subgroups: 2 | 4 | 8 };

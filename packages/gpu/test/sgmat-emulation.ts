@@ -21,6 +21,20 @@ import type { GeneratedKernel } from '@natten-web/wgsl';
 
 type Kind = 'left' | 'right' | 'result';
 
+/** The problem of an emulated tensor-core test case (heads 2, batch 1, Dv = D, no dilation, non-causal unless set). */
+export interface EmulatedProblem {
+  readonly name: string;
+  readonly spatial: number[];
+  readonly kernelSize: number[];
+  readonly heads?: number;
+  readonly headsKv?: number;
+  readonly dim: number;
+  readonly dimV?: number;
+  readonly dilation?: number[];
+  readonly causal?: boolean[];
+  readonly batch?: number;
+}
+
 export interface MatrixViews {
   /** Workgroup arrays each kind is loaded from. */
   readonly loads: readonly (readonly [Kind, string])[];
