@@ -4,7 +4,7 @@ import { FUSED_BACKWARD_TILES, generateFusedBackwardMmaDkv, generateFusedBackwar
 import { afterAll, describe, expect, it } from 'vitest';
 import { defaultBackwardMma, defaultMmaBackwardConfig, fusedBackward, fusedBackwardMma, type GpuTensor, type MmaBackwardConfig, mmaBackwardCommands, mmaBackwardProblemFit } from '../src/index.ts';
 import { tensorFromValues } from '@natten-web/testkit';
-import { type EmulatedProblem, emulatedKernel } from './sgmat-emulation.ts';
+import { type EmulatedProblem, emulatedKernel, emulatedSizes } from './sgmat-emulation.ts';
 import { expectClose } from './expect-close.ts';
 import { fakeTensorCoreContext } from './fake-tensor-core.ts';
 import { gpuContext } from './setup.ts';
@@ -110,11 +110,7 @@ describe('tensor-core (mma) backward, emulated on this adapter, against the CPU 
   for (const c of cases) {
     it(c.name, async () => {
       const ctx = await gpuContext();
-      const rank = c.spatial.length as 1 | 2 | 3;
-      const B = c.batch ?? 1;
-      const H = c.heads ?? 2;
-      const Hk = c.headsKv ?? H;
-      const Dv = c.dimV ?? c.dim;
+      const { rank, B, H, Hk, Dv } = emulatedSizes(c);
       const params = { kernelSize: c.kernelSize, dilation: c.dilation ?? 1, isCausal: c.causal ?? false };
       const q = randn([B, ...c.spatial, H, c.dim], 'float16', 31);
       const k = randn([B, ...c.spatial, Hk, c.dim], 'float16', 32);

@@ -16,7 +16,7 @@ import {
   mmaWindowUse,
 } from '../src/index.ts';
 import { fusedForwardCommand } from '../src/ops/na-fused-forward.ts';
-import { type EmulatedProblem, emulatedKernel, emulateSubgroupMatrix, matrixViews } from './sgmat-emulation.ts';
+import { type EmulatedProblem, emulatedKernel, emulatedSizes, emulateSubgroupMatrix, matrixViews } from './sgmat-emulation.ts';
 import { expectClose } from './expect-close.ts';
 import { fakeTensorCoreContext } from './fake-tensor-core.ts';
 import { gpuContext } from './setup.ts';
@@ -186,11 +186,7 @@ describe('tensor-core (mma) forward, emulated on this adapter, against the CPU r
   for (const c of cases) {
     it(c.name, async () => {
       const ctx = await gpuContext();
-      const rank = c.spatial.length as 1 | 2 | 3;
-      const B = c.batch ?? 1;
-      const H = c.heads ?? 2;
-      const Hk = c.headsKv ?? H;
-      const Dv = c.dimV ?? c.dim;
+      const { rank, B, H, Hk, Dv } = emulatedSizes(c);
       const q = randn([B, ...c.spatial, H, c.dim], 'float16', 21);
       const k = randn([B, ...c.spatial, Hk, c.dim], 'float16', 22);
       const v = randn([B, ...c.spatial, Hk, Dv], 'float16', 23);

@@ -35,6 +35,12 @@ export interface EmulatedProblem {
   readonly batch?: number;
 }
 
+/** An emulated case's rank and sizes with the defaults applied. */
+export function emulatedSizes(c: EmulatedProblem): { rank: 1 | 2 | 3; B: number; H: number; Hk: number; Dv: number } {
+  const H = c.heads ?? 2;
+  return { rank: c.spatial.length as 1 | 2 | 3, B: c.batch ?? 1, H, Hk: c.headsKv ?? H, Dv: c.dimV ?? c.dim };
+}
+
 export interface MatrixViews {
   /** Workgroup arrays each kind is loaded from. */
   readonly loads: readonly (readonly [Kind, string])[];
