@@ -12,7 +12,7 @@ import { gpuContext } from './setup.ts';
 afterAll(async () => (await gpuContext()).destroy());
 
 interface Case extends EmulatedProblem {
-  readonly config: { queryTile: number[]; querySubgroups: 2 | 4; keyTile: number[]; keySubgroups: 2 | 4; dkvPrefetch?: boolean };
+  readonly config: { queryTile: number[]; querySubgroups: 2 | 4; keyTile: number[]; keySubgroups: 2 | 4 };
 }
 
 /** `t` times `s`, rounded to the tensor's dtype. */
@@ -103,9 +103,7 @@ describe('tensor-core (mma) backward, emulated on this adapter, against the CPU 
     { name: '2-D 18x13 K=4x5 dilation 2x1 causal on axis 0, batch 2', spatial: [18, 13], kernelSize: [4, 5], dim: 16, dilation: [2, 1], causal: [true, false], batch: 2, config: { queryTile: [4, 8], querySubgroups: 2, keyTile: [4, 8], keySubgroups: 2 } },
     { name: '2-D 16x18 K=7x5 at head dim 64 (4 fragments per row)', spatial: [16, 18], kernelSize: [7, 5], dim: 64, config: { queryTile: [4, 8], querySubgroups: 2, keyTile: [8, 4], keySubgroups: 2 } },
     { name: '3-D 5x7x9 K=3x3x5, dq with 4 subgroups', spatial: [5, 7, 9], kernelSize: [3, 3, 5], dim: 16, config: { queryTile: [2, 4, 8], querySubgroups: 4, keyTile: [2, 4, 4], keySubgroups: 2 } },
-    // The dkv kernel's register prefetch (experimental): one walk over (query head, chunk), so GQA crosses heads.
-    { name: 'dkv prefetch: 2-D 14x17 K=5x7, GQA 4/2 heads, Dv=32', spatial: [14, 17], kernelSize: [5, 7], heads: 4, headsKv: 2, dim: 16, dimV: 32, config: { queryTile: [4, 8], querySubgroups: 2, keyTile: [8, 4], keySubgroups: 2, dkvPrefetch: true } },
-    { name: 'dkv prefetch: 1-D L=90 K=17 dilation 2 causal, GQA 3/1 heads', spatial: [90], kernelSize: [17], heads: 3, headsKv: 1, dim: 16, dilation: [2], causal: [true], config: { queryTile: [32], querySubgroups: 2, keyTile: [32], keySubgroups: 2, dkvPrefetch: true } },
+    { name: '1-D L=90 K=17 dilation 2 causal, GQA 3/1 heads (the dkv walk crosses query heads)', spatial: [90], kernelSize: [17], heads: 3, headsKv: 1, dim: 16, dilation: [2], causal: [true], config: { queryTile: [32], querySubgroups: 2, keyTile: [32], keySubgroups: 2 } },
   ];
   for (const c of cases) {
     it(c.name, async () => {
@@ -138,7 +136,7 @@ describe('tensor-core (mma) backward, emulated on this adapter, against the CPU 
       const base = { rank, kernelSize: [...problem.params.kernelSize], causal: [...problem.params.isCausal], dim: c.dim, dimV: Dv, chunk: 32 };
       const kernels = {
         dq: emulatedKernel(generateFusedBackwardMmaDq({ ...base, tile: c.config.queryTile, subgroups: c.config.querySubgroups })),
-        dkv: emulatedKernel(generateFusedBackwardMmaDkv({ ...base, tile: c.config.keyTile, subgroups: c.config.keySubgroups, ...(c.config.dkvPrefetch ? { prefetch: true } : {}) })),
+        dkv: emulatedKernel(generateFusedBackwardMmaDkv({ ...base, tile: c.config.keyTile, subgroups: c.config.keySubgroups })),
       };
       const delta = ctx.createTensor(lse.shape, 'float32');
       await ctx.dispatch(mmaBackwardCommands(ctx, kernels, problem, g, config, delta), 'mma backward emulated');

@@ -142,9 +142,8 @@ if ((values.mode === 'bcheck' || values.mode === 'backward') && !('why' in avail
     const ref = { dq: tensor(t.q.shape, 'float16'), dk: tensor(t.k.shape, 'float16'), dv: tensor(t.v.shape, 'float16') };
     cpuFusedBackward(p.rank, { ...h, logsumexp: t.lse, gradOutput: dO, gradQuery: ref.dq, gradKey: ref.dk, gradValue: ref.dv, rpb: null });
     const g = { ...h, query: ctx.upload(t.q), key: ctx.upload(t.k), value: ctx.upload(t.v), output: ctx.upload(t.out), logsumexp: ctx.upload(t.lse), gradOutput: ctx.upload(dO), gradQuery: ctx.createTensor(t.q.shape, 'float16'), gradKey: ctx.createTensor(t.k.shape, 'float16'), gradValue: ctx.createTensor(t.v.shape, 'float16'), rpb: null };
-    // The default config, and the same with the dkv kernel's register prefetch (experimental).
     const def = checkFusedBackwardMma(ctx, p.rank, g).config;
-    for (const [variant, config] of [['default', def], ['dkv prefetch', { ...def, dkvPrefetch: true }]] as const) {
+    for (const [variant, config] of [['default', def]] as const) {
       try {
         await fusedBackwardMma(ctx, p.rank, g, config);
         const errs = [maxErr(await ctx.read(g.gradQuery), ref.dq), maxErr(await ctx.read(g.gradKey), ref.dk), maxErr(await ctx.read(g.gradValue), ref.dv)];
@@ -167,7 +166,6 @@ if ((values.mode === 'bspeed' || values.mode === 'backward') && !('why' in avail
     const def = checkFusedBackwardMma(ctx, p.rank, g).config;
     for (const [name, run] of [
       ['mma', () => fusedBackwardMma(ctx, p.rank, g, def)],
-      ['mma dkv prefetch', () => fusedBackwardMma(ctx, p.rank, g, { ...def, dkvPrefetch: true })],
       // The plain backward's default config (fusedBackward itself now routes to the mma path here).
       ['plain', () => fusedBackwardWithConfig(ctx, p.rank, g, selectFusedBackward(ctx, p.rank, g).config)],
     ] as const) {

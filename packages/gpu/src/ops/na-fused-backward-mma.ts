@@ -37,8 +37,6 @@ export interface MmaBackwardConfig {
   readonly keySubgroups: 2 | 4 | 8;
   /** Keys (dq) and queries (dkv) staged per step: 32. */
   readonly chunk: 32;
-  /** Stage the dkv kernel's query chunks through registers (experimental, not yet timed on a device); absent = off. */
-  readonly dkvPrefetch?: boolean;
 }
 
 /** Why the mma backward cannot run this problem (dtype, head dims, rpb), or undefined. */
@@ -57,7 +55,6 @@ function specOf(problem: FusedBackwardProblem, config: MmaBackwardConfig, kernel
     tile: [...(kernel === 'dq' ? config.queryTile : config.keyTile)],
     chunk: config.chunk,
     subgroups: kernel === 'dq' ? config.querySubgroups : config.keySubgroups,
-    ...(kernel === 'dkv' && config.dkvPrefetch ? { prefetch: true } : {}),
   };
 }
 

@@ -11,8 +11,9 @@
  *    the row's window (else 0) and dS = P (dP - delta) (f16), and accumulates dQ += dS K in result fragments;
  *    dQ * scale is written at the end.
  * 2. `dkv` (one workgroup per key tile of 16 x NSG keys of one KV head): the union of the tile's exact inverse
- *    neighbourhoods (`na_inverse_a`) is the query box; for every query head of the KV head's GQA group it stages
- *    chunks of Q, dO, and each query's window, lse and delta, computes S^T = K Q^T and dP^T = V dO^T, then
+ *    neighbourhoods (`na_inverse_a`) is the query box; over one flattened walk of (query head of the KV head's GQA
+ *    group, chunk) it stages chunks of Q, dO, and each query's window, lse and delta (loaded into registers while
+ *    the previous step is multiplied: register prefetch, as the dq kernel's key chunks), computes S^T = K Q^T and dP^T = V dO^T, then
  *    P^T and dS^T masked by "key inside the query's window", and accumulates dV += P^T dO and dK += dS^T Q.
  * Both stage through workgroup memory like the forward, and a subgroup skips the work of a chunk outside the
  * box-linear span of its rows' windows (dq) or inverse windows (dkv).
@@ -26,7 +27,7 @@ import { windowFunctions } from '../snippets/window.ts';
 import { boxRow, forwardWorkgroupPrologue, fusedForwardUniformFields, rowLoader, workgroupTileDecode } from './na-fused-forward.ts';
 import { COORD, MMA_FRAGMENT, MMA_HEADER, MMA_SUBGROUP_SIZE, type MmaLayout, mmaBindingDecls, mmaDecodeTile, mmaInWindow, mmaLayout, mmaPassRows, mmaQueryRowWindow, mmaShapeProblem, mmaStagedKeyLoop, mmaSubgroupSpan, store4 } from './na-fused-forward-mma.ts';
 
-const GEN = 3;
+const GEN = 4;
 const F = MMA_FRAGMENT;
 const range = (n: number): number[] => Array.from({ length: n }, (_, i) => i);
 const LEFT = `subgroup_matrix_left<f16, ${F}, ${F}>`;
@@ -48,11 +49,6 @@ export interface FusedBackwardMmaSpec {
   /** Keys (dq) or queries (dkv) staged per step. */
   readonly chunk: number;
   readonly subgroups: number;
-  /**
-   * dkv kernel: stage each query chunk through registers while the previous one is multiplied, over one flattened
-   * (query head, chunk) walk (experimental, not yet timed on a device; absent = off). The dq kernel always prefetches.
-   */
-  readonly prefetch?: boolean;
 }
 
 function layout(spec: Pick<FusedBackwardMmaSpec, 'dim' | 'dimV' | 'chunk' | 'subgroups'>): MmaLayout {
@@ -423,35 +419,7 @@ ${ind}${ws}.${COORD[a] as string} = (w_${a}.x - g_${a}) / params.dil_${a};
 ${ind}${we}.${COORD[a] as string} = (w_${a}.x - g_${a}) / params.dil_${a} + w_${a}.y;`,
       )
       .join('\n');
-  // The original walk: per query head, per chunk, staging after the previous chunk's last barrier.
-  const plainWalkHead = `  for (var qh = 0u; qh < params.gqa; qh++) {
-    let h = hk * params.gqa + qh;
-    for (var ch = 0u; ch < n_chunks; ch++) {
-      let c0 = ch * QUERY_CHUNK;
-      let need = i32(c0) <= span_hi && i32(c0 + QUERY_CHUNK) > span_lo;
-      // ---- stage Q and dO rows of the chunk's queries, with each query's window, lse and delta
-      {
-        let rr = lid / ${TPQ}u;
-        let sub = lid % ${TPQ}u;
-        let qbox = c0 + rr;
-        let in_box = qbox < box_n;
-${queryRow('        ', 'h')}
-        for (var c = sub; c < ${D4}u; c += ${TPQ}u) { let qv = select(vec4<f16>(0.0), load_q(select(0u, qrow * HEAD_DIM, in_box), c), in_box); ${store4('st', 'rr * LDK + 4u * c', 'qv')} }
-        for (var c = sub; c < ${DV4}u; c += ${TPQ}u) { let ov = select(vec4<f16>(0.0), load_do(select(0u, qrow * HEAD_DIM_V, in_box), c), in_box); ${store4('st', `${OOFF}u + rr * LDV + 4u * c`, 'ov')} }
-        if (sub == 0u) {
-          var ws = vec4<i32>(0);
-          var we = vec4<i32>(0);
-          if (in_box) {
-${queryWindowInto('            ', 'ws', 'we')}
-          }
-          qws_sh[rr] = ws;
-          qwe_sh[rr] = we;
-          lse_sh[rr / 4u][rr % 4u] = select(0.0, logsumexp[select(0u, qrow, in_box)] * LOG2E, in_box);
-          delta_sh[rr / 4u][rr % 4u] = select(0.0, delta[select(0u, qrow, in_box)], in_box);
-        }
-      }
-`;
-  // With prefetch: one flattened (query head, chunk) walk; the next step's query rows, windows, lse and delta are
+  // One flattened (query head, chunk) walk; the next step's query rows, windows, lse and delta are
   // loaded into registers right after this step's are committed to workgroup memory.
   const NQ = Math.ceil(D4 / TPQ);
   const NO = Math.ceil(DV4 / TPQ);
@@ -477,7 +445,7 @@ ${ind}    plse = select(0.0, logsumexp[select(0u, qrow, in_box)] * LOG2E, in_box
 ${ind}    pdelta = select(0.0, delta[select(0u, qrow, in_box)], in_box);
 ${ind}  }
 ${ind}}`;
-  const prefetchWalk = `  let st_row = lid / ${TPQ}u;
+  const walkHead = `  let st_row = lid / ${TPQ}u;
   let st_sub = lid % ${TPQ}u;
 ${range(NQ)
   .map((i) => `  var pq_${i} = vec4<f16>(0.0);`)
@@ -550,7 +518,7 @@ ${range(D16)
 ${range(DV16)
   .map((j) => `  var dv_${j} = ${RESULT}();`)
   .join('\n')}
-${spec.prefetch ? prefetchWalk : plainWalkHead}      workgroupBarrier();
+${walkHead}      workgroupBarrier();
       // ---- S^T = K Q^T and dP^T = V dO^T for this subgroup's keys (chunks outside its keys' inverse span skip)
       if (need) {
 ${productsInto('s_sh', 'k', D16, QC16, (n, kk) => `${n * F}u * LDK + ${kk * F}u`, 'LDK').replace(/^/gm, '  ')}
@@ -569,7 +537,7 @@ ${accumulateFrom('dv', 'p_sh', DV16, QC16, `${OOFF}u`, 'LDV').replace(/^/gm, '  
 ${accumulateFrom('dk', 'ds_sh', D16, QC16, '0u', 'LDK').replace(/^/gm, '  ')}
       }
       workgroupBarrier();
-    }${spec.prefetch ? '' : '\n  }'}
+    }
   // ---- dK * scale, dV
   let scale = params.scale_log2 * 0.6931471805599453;
 ${writeThroughScratch({ acc: 'dk', frags: D16, n16: QC16, out: 'grad_key', row4: `krow * ${D4}u`, scale: 'scale', valid: 'kvalid' })}
