@@ -53,10 +53,13 @@ diagnostic(off, subgroup_uniformity);`;
 /** Per-axis coordinate components of the kernels' vec4 coordinate tables. */
 export const COORD = ['x', 'y', 'z'];
 
-/** WGSL storage declarations of the mma kernels' bindings, each with its element type (by binding name). */
-export function mmaBindingDecls(bindings: readonly StorageBinding[]): string {
-  // f32 rows (logsumexp, delta), f16 scalars (rpb), vec4<f16> tensors (everything else).
-  const elem = (name: string): string => (name === 'logsumexp' || name === 'delta' ? 'f32' : name === 'rpb' ? 'f16' : 'vec4<f16>');
+/**
+ * WGSL storage declarations of the mma kernels' bindings, each with its element type (by binding name); `tensor` is
+ * the element type of the tensors (f32 for the split forward).
+ */
+export function mmaBindingDecls(bindings: readonly StorageBinding[], tensor: 'f16' | 'f32' = 'f16'): string {
+  // f32 rows (logsumexp, delta) and scales, scalars of the tensor type (rpb), vec4s of it (everything else).
+  const elem = (name: string): string => (name === 'logsumexp' || name === 'delta' || name === 'scales' ? 'f32' : name === 'rpb' ? tensor : `vec4<${tensor}>`);
   return bindings.map((b, i) => `@group(0) @binding(${i}) var<storage, ${b.access}> ${b.name}: array<${elem(b.name)}>;`).join('\n');
 }
 
@@ -129,34 +132,61 @@ export function mmaInWindow(r: number, kc: string): string {
  * multiplied. Measured on an H200 (f16 forward): 1.5-1.9x faster than loading each chunk after the previous one's
  * last barrier (FLUX-like 85 -> 45 ms, 2-D 256x256 K=15 4.27 -> 2.27 ms, 1-D K=2047 causal 2.74 -> 1.77 ms).
  */
-function fetchCounts(o: { readonly tpk: number; readonly d4: number; readonly dv4: number }): { nk: number; nv: number } {
+/**
+ * Split staging (float32 tensors): each staged vec4 x, times the tensor's power-of-two scale, is written as hi to the
+ * staging array and lo = f16(x - hi) to `lo` at the same offset, where hi is x with its mantissa cut to f16's 10
+ * bits by masking (exact in f16 for normal values). Not hi = f16(x), lo = f16(x - f32(hi)): compilers may fold
+ * f32(f16(x)) to x (lavapipe does), which zeroes lo.
+ */
+export interface MmaSplitStaging {
+  readonly lo: string;
+  readonly scaleK: string;
+  readonly scaleV: string;
+}
+
+interface StagingShape {
+  readonly tpk: number;
+  readonly d4: number;
+  readonly dv4: number;
+  readonly split?: MmaSplitStaging;
+}
+
+function fetchCounts(o: StagingShape): { nk: number; nv: number } {
   return { nk: Math.ceil(o.d4 / o.tpk), nv: Math.ceil(o.dv4 / o.tpk) };
 }
 
-function mmaFetchDecls(o: { readonly tpk: number; readonly d4: number; readonly dv4: number }): string {
+const fetchType = (o: StagingShape): string => `vec4<${o.split ? 'f32' : 'f16'}>`;
+
+/** WGSL storing vec4 `v` to `arr` at `at`; with a split, `v` times `scale` as hi to `arr` and lo to `split.lo`. */
+export function storeSplit4(arr: string, at: string, v: string, split?: { readonly lo: string }, scale?: string): string {
+  if (!split) return store4(arr, at, v);
+  return `{ let sx = ${v} * ${scale}; let sx_hi = bitcast<vec4<f32>>(bitcast<vec4<u32>>(sx) & vec4<u32>(0xffffe000u)); let sh = vec4<f16>(sx_hi); let sl = vec4<f16>(sx - sx_hi); ${store4(arr, at, 'sh')} ${store4(split.lo, at, 'sl')} }`;
+}
+
+function mmaFetchDecls(o: StagingShape): string {
   const { nk, nv } = fetchCounts(o);
   return `  let st_row = lid / ${o.tpk}u;
   let st_sub = lid % ${o.tpk}u;
 ${range(nk)
-  .map((i) => `  var pk_${i} = vec4<f16>(0.0);`)
+  .map((i) => `  var pk_${i} = ${fetchType(o)}(0.0);`)
   .join('\n')}
 ${range(nv)
-  .map((i) => `  var pv_${i} = vec4<f16>(0.0);`)
+  .map((i) => `  var pv_${i} = ${fetchType(o)}(0.0);`)
   .join('\n')}
   var pkc = vec4<i32>(-1073741824);`;
 }
 
-function mmaFetchKeyChunk(o: { readonly r: number; readonly tpk: number; readonly d4: number; readonly dv4: number }, c0: string, ind: string): string {
+function mmaFetchKeyChunk(o: StagingShape & { readonly r: number }, c0: string, ind: string): string {
   const { nk, nv } = fetchCounts(o);
   const guard = (n: number, d4: number, i: number): string => (n * o.tpk === d4 ? '' : `if (st_sub + ${i * o.tpk}u < ${d4}u) `);
   return `${ind}{
 ${ind}  let kbox = ${c0} + st_row;
 ${ind}  pkc = vec4<i32>(-1073741824);
 ${range(nk)
-  .map((i) => `${ind}  pk_${i} = vec4<f16>(0.0);`)
+  .map((i) => `${ind}  pk_${i} = ${fetchType(o)}(0.0);`)
   .join('\n')}
 ${range(nv)
-  .map((i) => `${ind}  pv_${i} = vec4<f16>(0.0);`)
+  .map((i) => `${ind}  pv_${i} = ${fetchType(o)}(0.0);`)
   .join('\n')}
 ${ind}  if (kbox < box_n) {
 ${boxKeyRow(o.r as NaRank)}
@@ -173,21 +203,21 @@ ${ind}  }
 ${ind}}`;
 }
 
-function mmaCommitKeyChunk(o: { readonly tpk: number; readonly d4: number; readonly dv4: number; readonly arr: string; readonly voff: number }): string {
+function mmaCommitKeyChunk(o: StagingShape & { readonly arr: string; readonly voff: number }): string {
   const { nk, nv } = fetchCounts(o);
   const guard = (n: number, d4: number, i: number): string => (n * o.tpk === d4 ? '' : `if (st_sub + ${i * o.tpk}u < ${d4}u) `);
   return `${range(nk)
-    .map((i) => `    ${guard(nk, o.d4, i)}{ ${store4(o.arr, `st_row * LDK + 4u * (st_sub + ${i * o.tpk}u)`, `pk_${i}`)} }`)
+    .map((i) => `    ${guard(nk, o.d4, i)}{ ${storeSplit4(o.arr, `st_row * LDK + 4u * (st_sub + ${i * o.tpk}u)`, `pk_${i}`, o.split, o.split?.scaleK)} }`)
     .join('\n')}
 ${range(nv)
-  .map((i) => `    ${guard(nv, o.dv4, i)}{ ${store4(o.arr, `${o.voff}u + st_row * LDV + 4u * (st_sub + ${i * o.tpk}u)`, `pv_${i}`)} }`)
+  .map((i) => `    ${guard(nv, o.dv4, i)}{ ${storeSplit4(o.arr, `${o.voff}u + st_row * LDV + 4u * (st_sub + ${i * o.tpk}u)`, `pv_${i}`, o.split, o.split?.scaleV)} }`)
   .join('\n')}
     if (st_sub == 0u) { kc_sh[st_row] = pkc; }
     workgroupBarrier();`;
 }
 
 /** The staging of `mmaFetchKeyChunk`/`mmaCommitKeyChunk`: code before the chunk loop, and at the top of each step. */
-export function mmaStagedKeyLoop(o: { readonly r: number; readonly arr: string; readonly tpk: number; readonly d4: number; readonly dv4: number; readonly voff: number }): { readonly before: string; readonly step: string } {
+export function mmaStagedKeyLoop(o: StagingShape & { readonly r: number; readonly arr: string; readonly voff: number }): { readonly before: string; readonly step: string } {
   return {
     before: `${mmaFetchDecls(o)}\n${mmaFetchKeyChunk(o, '0u', '  ')}`,
     step: `${mmaCommitKeyChunk(o)}
@@ -203,9 +233,28 @@ export type FusedForwardMmaSpec = Pick<FusedForwardSpec, 'rank' | 'kernelSize' |
   readonly subgroups: number;
   /** Relative positional bias [H, 2K-1, ...] added to the logits (non-causal, odd kernel sizes); absent = none. */
   readonly hasRpb?: boolean;
+  /**
+   * float32 tensors on the f16 tensor cores ("split"): Q, K, V (and P) are scaled by a power of two per tensor so
+   * that max |x| lands in (2^13, 2^14] (the `scales` binding holds max |Q|, max |K|, max |V|, see
+   * `generateAbsMax`), split into hi = f16(x) and lo = f16(x - hi), and every product takes three multiplies
+   * (hi hi + hi lo + lo hi, f32 accumulation): about 2^-22 relative error per product against f16's 2^-11.
+   * Absent = float16 tensors.
+   */
+  readonly split?: boolean;
 };
 
 const F = MMA_FRAGMENT;
+/**
+ * The split's scale for a tensor whose max |x| is `m`: 2^(14 - ceil(log2 m)), exact (ldexp), so max |x| times it is
+ * at most 2^14 (f16's largest finite is 65504); the exponent is clamped to [-60, 60] so that products of two scales
+ * stay finite in f32 (tensors beyond 2^74 overflow S in f32 on any path); 1 for m = 0, infinities and NaN (those
+ * propagate as on the plain path).
+ */
+const SPLIT_SCALE_FN = `fn split_scale(m: f32) -> f32 {
+  if (!(m > 0.0) || m > 3.0e38) { return 1.0; }
+  return ldexp(1.0, clamp(14 - i32(ceil(log2(m))), -60, 60));
+}
+`;
 const range = (n: number): number[] => Array.from({ length: n }, (_, i) => i);
 
 /**
@@ -263,10 +312,11 @@ function layout(spec: Pick<FusedForwardMmaSpec, 'dim' | 'dimV' | 'keyChunk' | 's
   return mmaLayout(spec.dim, spec.dimV, spec.keyChunk, spec.subgroups);
 }
 
-/** Bytes of workgroup memory a spec declares (K/V staging, S scratch, P, key coordinates, flag). */
-export function fusedForwardMmaWorkgroupBytes(spec: Pick<FusedForwardMmaSpec, 'dim' | 'dimV' | 'keyChunk' | 'subgroups'>): number {
+/** Bytes of workgroup memory a spec declares (K/V staging, S scratch, P, key coordinates, flag; split: lo halves). */
+export function fusedForwardMmaWorkgroupBytes(spec: Pick<FusedForwardMmaSpec, 'dim' | 'dimV' | 'keyChunk' | 'subgroups' | 'split'>): number {
   const l = layout(spec);
-  return 2 * l.stageElems + 4 * l.rows * l.lds + 2 * l.rows * l.ldp + 16 * spec.keyChunk + 16;
+  const halves = (spec.split === true ? 2 : 1) * (l.stageElems + l.rows * l.ldp);
+  return 2 * halves + 4 * l.rows * l.lds + 16 * spec.keyChunk + 16;
 }
 
 /** Why a spec cannot be generated (internal consistency, not device limits), or undefined. */
@@ -294,6 +344,8 @@ export function generateFusedForwardMma(spec: FusedForwardMmaSpec): GeneratedKer
   const NSG = spec.subgroups;
   const WG = MMA_SUBGROUP_SIZE * NSG;
   const BK = spec.keyChunk;
+  const SPLIT = spec.split === true;
+  const T = SPLIT ? 'f32' : 'f16';
   const D4 = spec.dim / 4;
   const DV4 = spec.dimV / 4;
   const D16 = spec.dim / F;
@@ -306,8 +358,14 @@ export function generateFusedForwardMma(spec: FusedForwardMmaSpec): GeneratedKer
   const RIGHT = `subgroup_matrix_right<f16, ${F}, ${F}>`;
   const RESULT = `subgroup_matrix_result<f32, ${F}, ${F}>`;
   const uniforms = fusedForwardUniformFields(r);
-  const bindings = fusedForwardBindings({ hasRpb: spec.hasRpb === true, hasLse: spec.hasLse });
-  const decls = mmaBindingDecls(bindings);
+  const bindings: StorageBinding[] = [...fusedForwardBindings({ hasRpb: spec.hasRpb === true, hasLse: spec.hasLse }), ...(SPLIT ? [{ name: 'scales', access: 'read' as const }] : [])];
+  const decls = mmaBindingDecls(bindings, T);
+  const split = SPLIT ? { lo: 'kvlo_sh', scaleK: 'sk', scaleV: 'sv' } : undefined;
+  // Three multiplies per product with a split (hi hi + hi lo + lo hi), one without.
+  const mul = (a: string, aLo: string, b: (lo: boolean) => string, acc: string): string =>
+    SPLIT
+      ? `subgroupMatrixMultiplyAccumulate(${aLo}, ${b(false)}, subgroupMatrixMultiplyAccumulate(${a}, ${b(true)}, subgroupMatrixMultiplyAccumulate(${a}, ${b(false)}, ${acc})))`
+      : `subgroupMatrixMultiplyAccumulate(${a}, ${b(false)}, ${acc})`;
   const tokOf = (x: (a: number) => string): string => tokenOf(r, x);
   const decodeTile = (idx: string, p: string, ind: string): string => mmaDecodeTile(r, idx, p, ind, 'QUERY_TILE');
   const inWindow = (kc: string): string => mmaInWindow(r, kc);
@@ -325,20 +383,23 @@ export function generateFusedForwardMma(spec: FusedForwardMmaSpec): GeneratedKer
 ${decodeTile(`${first}u + rr`, 'sq', '    ')}
     let in_q = ${axes.map((a) => `qf_${a} + sq_${a} < n_${a}`).join(' && ')};
     let qtok = ${tokOf((a) => `(qf_${a} + sq_${a}) * params.dil_${a} + g_${a}`)};
-    let qv = select(vec4<f16>(0.0), load_q(select(0u, ((tok_base + qtok) * params.heads + h) * HEAD_DIM, in_q), c), in_q);
-    ${store4('kv_sh', 'rr * LDK + 4u * c', 'qv')}
+    let qv = select(vec4<${T}>(0.0), load_q(select(0u, ((tok_base + qtok) * params.heads + h) * HEAD_DIM, in_q), c), in_q);
+    ${storeSplit4('kv_sh', 'rr * LDK + 4u * c', 'qv', split, 'sq')}
   }
   workgroupBarrier();
   if (rbase >= ${first}u && rbase < ${first + rows}u) {
 ${range(D16)
-  .map((kk) => `    q_${kk} = subgroupMatrixLoad<${LEFT}, row_major>(&kv_sh, (rbase - ${first}u) * LDK + ${kk * F}u, LDK);`)
+  .map(
+    (kk) =>
+      `    q_${kk} = subgroupMatrixLoad<${LEFT}, row_major>(&kv_sh, (rbase - ${first}u) * LDK + ${kk * F}u, LDK);${SPLIT ? `\n    qlo_${kk} = subgroupMatrixLoad<${LEFT}, row_major>(&kvlo_sh, (rbase - ${first}u) * LDK + ${kk * F}u, LDK);` : ''}`,
+  )
   .join('\n')}
   }
   workgroupBarrier();`;
     })
     .join('\n');
 
-  const staging = mmaStagedKeyLoop({ r, arr: 'kv_sh', tpk: TPK, d4: D4, dv4: DV4, voff: VOFF });
+  const staging = mmaStagedKeyLoop({ r, arr: 'kv_sh', tpk: TPK, d4: D4, dv4: DV4, voff: VOFF, ...(split ? { split } : {}) });
 
   // ---- S = Q K^T into this subgroup's scratch rows
   const sBlock = `    if (need) {\n${range(BK16)
@@ -346,7 +407,7 @@ ${range(D16)
       (n) => `    {
       var s = ${RESULT}();
 ${range(D16)
-  .map((kk) => `      s = subgroupMatrixMultiplyAccumulate(q_${kk}, subgroupMatrixLoad<${RIGHT}, col_major>(&kv_sh, ${n * F}u * LDK + ${kk * F}u, LDK), s);`)
+  .map((kk) => `      s = ${mul(`q_${kk}`, `qlo_${kk}`, (lo) => `subgroupMatrixLoad<${RIGHT}, col_major>(&${lo ? 'kvlo_sh' : 'kv_sh'}, ${n * F}u * LDK + ${kk * F}u, LDK)`, 's')};`)
   .join('\n')}
       subgroupMatrixStore<row_major>(&s_sh, rbase * LDS + ${n * F}u, s, LDS);
     }`,
@@ -384,7 +445,7 @@ ${[0, 1, 2, 3].map((i) => `        let k${i} = ${keys[i]};`).join('\n')}
 ${range(VPL)
   .map(
     (v) => `      let cc${v} = (${col(v)}) * 4u;
-      var x${v} = vec4<f32>(s_sh[srow + cc${v}], s_sh[srow + cc${v} + 1u], s_sh[srow + cc${v} + 2u], s_sh[srow + cc${v} + 3u]) * params.scale_log2;
+      var x${v} = vec4<f32>(s_sh[srow + cc${v}], s_sh[srow + cc${v} + 1u], s_sh[srow + cc${v} + 2u], s_sh[srow + cc${v} + 3u]) * ${SPLIT ? 'sscale' : 'params.scale_log2'};
       ${maskStmt(v)}`,
   )
   .join('\n')}
@@ -404,8 +465,8 @@ ${range(VPL)
     (v) => `      {
         let p = select(vec4<f32>(0.0), exp2(x${v} - vec4<f32>(m)), x${v} > vec4<f32>(NEG));
         psum = psum + (p.x + p.y) + (p.z + p.w);
-        let ph = vec4<f16>(p);
-        ${store4('p_sh', `prow + cc${v}`, 'ph')}
+        ${SPLIT ? storeSplit4('p_sh', `prow + cc${v}`, 'p', { lo: 'plo_sh' }, '1.0') : `let ph = vec4<f16>(p);
+        ${store4('p_sh', `prow + cc${v}`, 'ph')}`}
       }`,
   )
   .join('\n')}
@@ -428,10 +489,10 @@ ${ind}workgroupBarrier();${reload ? `\n${tiles.map((j) => `${ind}o_${j} = subgro
   const rescale = throughScratch((_j0, nt) => `for (var c = hf; c < ${nt * F}u; c += 2u) { s_sh[row * LDS + c] = s_sh[row * LDS + c] * alpha; }`, true, '      ');
   const epilogue = throughScratch(
     (j0, nt) => `if (valid) {
-  let inv_l = 1.0 / l;
+  let inv_l = 1.0 / ${SPLIT ? '(l * sv)' : 'l'};
   for (var c = hf; c < ${nt * 4}u; c += 2u) {
     let o = row * LDS + 4u * c;
-    output[orow * DV4 + ${j0 * 4}u + c] = vec4<f16>(vec4<f32>(s_sh[o], s_sh[o + 1u], s_sh[o + 2u], s_sh[o + 3u]) * inv_l);
+    output[orow * DV4 + ${j0 * 4}u + c] = vec4<${T}>(vec4<f32>(s_sh[o], s_sh[o + 1u], s_sh[o + 2u], s_sh[o + 3u]) * inv_l);
   }
 }`,
     false,
@@ -439,13 +500,16 @@ ${ind}workgroupBarrier();${reload ? `\n${tiles.map((j) => `${ind}o_${j} = subgro
   );
 
   const pv = `    if (need) {\n${range(BK16)
-    .map((n) => `    let p_${n} = subgroupMatrixLoad<${LEFT}, row_major>(&p_sh, rbase * LDP + ${n * F}u, LDP);`)
+    .map(
+      (n) =>
+        `    let p_${n} = subgroupMatrixLoad<${LEFT}, row_major>(&p_sh, rbase * LDP + ${n * F}u, LDP);${SPLIT ? `\n    let plo_${n} = subgroupMatrixLoad<${LEFT}, row_major>(&plo_sh, rbase * LDP + ${n * F}u, LDP);` : ''}`,
+    )
     .join('\n')}
 ${range(DV16)
   .map(
     (j) =>
       `    o_${j} = ${range(BK16).reduce(
-        (acc, n) => `subgroupMatrixMultiplyAccumulate(p_${n}, subgroupMatrixLoad<${RIGHT}, row_major>(&kv_sh, ${VOFF}u + ${n * F}u * LDV + ${j * F}u, LDV), ${acc})`,
+        (acc, n) => mul(`p_${n}`, `plo_${n}`, (lo) => `subgroupMatrixLoad<${RIGHT}, row_major>(&${lo ? 'kvlo_sh' : 'kv_sh'}, ${VOFF}u + ${n * F}u * LDV + ${j * F}u, LDV)`, acc),
         `o_${j}`,
       )};`,
   )
@@ -467,16 +531,16 @@ ${spec.hasRpb ? 'const LOG2E: f32 = 1.4426950408889634;\n' : ''}
 ${decls}
 ${uniformDecl(uniforms, bindings.length)}
 ${windowFunctions(spec.kernelSize, spec.causal)}
-${rowLoader('load_q', 'query', spec.dim, true, 'f16')}
-${rowLoader('load_k', 'key', spec.dim, true, 'f16')}
-${rowLoader('load_v', 'value', spec.dimV, true, 'f16')}
-
+${rowLoader('load_q', 'query', spec.dim, true, T)}
+${rowLoader('load_k', 'key', spec.dim, true, T)}
+${rowLoader('load_v', 'value', spec.dimV, true, T)}
+${SPLIT ? SPLIT_SCALE_FN : ''}
 // Every workgroup variable is a multiple of 16 bytes: matrix stores into workgroup memory misplace data when a
 // variable starts off a 16-byte boundary (seen on NVIDIA through Dawn/Vulkan).
 var<workgroup> kv_sh: array<f16, ${L.stageElems}>;
 var<workgroup> s_sh: array<f32, ${L.rows * L.lds}>;
 var<workgroup> p_sh: array<f16, ${L.rows * L.ldp}>;
-var<workgroup> kc_sh: array<vec4<i32>, ${BK}>;
+${SPLIT ? `var<workgroup> kvlo_sh: array<f16, ${L.stageElems}>;\nvar<workgroup> plo_sh: array<f16, ${L.rows * L.ldp}>;\n` : ''}var<workgroup> kc_sh: array<vec4<i32>, ${BK}>;
 var<workgroup> flag: vec4<u32>;
 
 @compute @workgroup_size(${WG})
@@ -492,8 +556,13 @@ ${mmaQueryRowWindow(r, 'QUERY_TILE')}
   // subgroup skips its matrix work and softmax (P stays out of O). Invalid rows span nothing.
 ${mmaSubgroupSpan(r, 'valid', (a) => `ws_${a}`, (a) => `we_${a} - 1`, 'bs', 'bw')}
 
-${range(D16)
-  .map((kk) => `  var q_${kk} = ${LEFT}();`)
+${SPLIT ? `  // Per-tensor power-of-two scales of the split (max |x| of Q, K, V into (2^13, 2^14]); S and O are unscaled after.
+  let sq = split_scale(scales[0]);
+  let sk = split_scale(scales[1]);
+  let sv = split_scale(scales[2]);
+  let sscale = params.scale_log2 / (sq * sk);
+` : ''}${range(D16)
+  .map((kk) => `  var q_${kk} = ${LEFT}();${SPLIT ? `\n  var qlo_${kk} = ${LEFT}();` : ''}`)
   .join('\n')}
 ${qGather}
 ${range(DV16)
