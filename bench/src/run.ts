@@ -231,7 +231,7 @@ async function measureItem(
         forward = () => fusedForwardSgmat(ctx, rank, fwdArgs, f);
       } else if (opts.forwardPath === 'mma') {
         const f = planFusedForwardMma(ctx, rank, fwdArgs).config;
-        cfg = `fwd mma q${f.queryTile.join('x')}/bk${f.keyChunk}/sg${f.subgroups}`;
+        cfg = `fwd mma${dt === 'float32' ? ' split' : ''} q${f.queryTile.join('x')}/bk${f.keyChunk}/sg${f.subgroups}`;
         forward = () => fusedForwardMma(ctx, rank, fwdArgs, f);
       } else if (opts.forwardPath === 'tile') {
         const f = planFusedForwardTile(ctx, rank, fwdArgs).config;
@@ -251,7 +251,7 @@ async function measureItem(
         // The default may route to the tensor-core (mma) path; --forward-path plain forces the plain default.
         const route = explicit || opts.forwardPath === 'plain' ? undefined : fusedForward.route(ctx, rank, oursFwd);
         if (route) {
-          cfg = `fwd mma q${route.queryTile.join('x')}/bk${route.keyChunk}/sg${route.subgroups}`;
+          cfg = `fwd mma${dt === 'float32' ? ' split' : ''} q${route.queryTile.join('x')}/bk${route.keyChunk}/sg${route.subgroups}`;
           forward = () => fusedForward(ctx, rank, oursFwd);
         } else {
           cfg = forwardConfigLabel(f);

@@ -3,30 +3,20 @@
  * adapter (lavapipe in CI has no subgroup matrices; the emulation runs the kernels' own indexing, masking, softmax,
  * prefetch and chunk skipping per query row, see sgmat-emulation.ts; the device scripts check the real matrices).
  *
- * The quick grid's float16 forward and backward cases, with head dims raised to multiples of 16 (the mma kernels'
- * rule: 4, 8, 12 -> 16, 16 -> 32, so Dv != D cases stay Dv != D) and keyed anew; every case the mma path can run
- * is registered (the backward has no rpb), each run at the path's default config against the CPU reference.
+ * The quick grid's float16 forward and backward cases and its float32 forward cases (the split forward: f16 hi + lo
+ * halves, three multiplies per product, checked at float32's tolerance), with head dims raised to multiples of 16
+ * (the mma kernels' rule: 4, 8, 12 -> 16, 16 -> 32, so Dv != D cases stay Dv != D) and keyed anew; every case the mma
+ * path can run is registered (the backward has no rpb and no float32), each run at the path's default config
+ * against the CPU reference.
  */
 import { type DType, type FusedBackwardArgs, type FusedForwardArgs, type NaBackend, type NaRank, type Tensor, type TensorLike, checkFusedBackward, checkFusedForward } from '@natten-web/core';
 import { caseKey, conformanceCases, defineNaConformance, type NaCase, seedOf } from '@natten-web/testkit';
 import { FUSED_BACKWARD_TILES, FUSED_FORWARD_TILES } from '@natten-web/wgsl';
 import { checkFusedBackwardMma, type GpuContext, type GpuTensor, mmaBackwardCommands, mmaBackwardProblemFit, mmaProblemFit, planFusedForwardMma } from '../src/index.ts';
 import { type HostArgs, onGpu } from '../src/backend.ts';
+import { tensorCoreView } from './fake-tensor-core.ts';
 import { emulatedKernel } from './sgmat-emulation.ts';
 import { gpuContext } from './setup.ts';
-
-/** The real context as the mma planners see it: subgroup matrices (f16 -> f32 16x16x16) and fixed 32-wide subgroups. */
-function tensorCoreView(ctx: GpuContext): GpuContext {
-  const features = new Set([...ctx.features, 'chromium-experimental-subgroup-matrix']);
-  return new Proxy(ctx, {
-    get(target, prop, receiver) {
-      if (prop === 'features') return features;
-      if (prop === 'subgroupMatrix') return [{ componentType: 'f16', resultComponentType: 'f32', M: 16, N: 16, K: 16 }];
-      if (prop === 'adapterInfo') return { ...target.adapterInfo, subgroupMinSize: 32, subgroupMaxSize: 32 };
-      return Reflect.get(target, prop, receiver);
-    },
-  });
-}
 
 function mmaBackend(ctx: GpuContext): NaBackend {
   const view = tensorCoreView(ctx);
@@ -37,8 +27,13 @@ function mmaBackend(ctx: GpuContext): NaBackend {
     name: 'webgpu-mma-emulated',
     fusedForward: (rank: NaRank, args: FusedForwardArgs) =>
       onGpu(ctx, `na${rank}d_forward`, args as unknown as HostArgs, ['output', 'logsumexp'], () => {}, async (g) => {
-        const { command } = planFusedForwardMma(view, rank, g as unknown as FusedForwardArgs<GpuTensor>);
-        await ctx.dispatch([{ ...command, kernel: emulatedKernel(command.kernel) }], 'mma forward (emulated)');
+        const { kernel, commands, release } = planFusedForwardMma(view, rank, g as unknown as FusedForwardArgs<GpuTensor>);
+        try {
+          // float32 runs an abs-max dispatch first (no matrices); the forward itself is emulated.
+          await ctx.dispatch(commands.map((c) => (c.kernel === kernel ? { ...c, kernel: emulatedKernel(kernel) } : c)), 'mma forward (emulated)');
+        } finally {
+          release();
+        }
       }),
     fusedBackward: (rank: NaRank, args: FusedBackwardArgs) =>
       onGpu(ctx, `na${rank}d_backward`, args as unknown as HostArgs, ['gradQuery', 'gradKey', 'gradValue'], () => {}, async (g) => {
@@ -61,20 +56,22 @@ function mmaBackend(ctx: GpuContext): NaBackend {
 /** A tensor of this shape and dtype, for the fit checks (no data). */
 const like = (shape: readonly number[], dtype: DType): TensorLike => ({ shape, dtype }) as TensorLike;
 
-/** The quick grid's f16 fused cases with head dims raised to multiples of 16, those the mma path can run. */
+/** The quick grid's fused cases with head dims raised to multiples of 16, those the mma path can run. */
 function mmaCases(): NaCase[] {
   const raise = (d: number): number => (d <= 16 ? (d === 16 ? 32 : 16) : 16 * Math.ceil(d / 16));
   const out: NaCase[] = [];
-  for (const c of conformanceCases({ dtypes: ['float16'], ops: ['forward', 'backward'] })) {
+  const grid = [...conformanceCases({ dtypes: ['float16'], ops: ['forward', 'backward'] }), ...conformanceCases({ dtypes: ['float32'], ops: ['forward'] })];
+  for (const c of grid) {
     const g = { ...c, dim: raise(c.dim), dimV: raise(c.dimV) };
     const key = caseKey(c.op, c.dtype, g);
     const rank = c.rank;
-    const q = like([g.batch, ...g.spatial, g.heads, g.dim], 'float16');
-    const k = like([g.batch, ...g.spatial, g.headsKv, g.dim], 'float16');
-    const v = like([g.batch, ...g.spatial, g.headsKv, g.dimV], 'float16');
-    const o = like([g.batch, ...g.spatial, g.heads, g.dimV], 'float16');
+    const dt = c.dtype;
+    const q = like([g.batch, ...g.spatial, g.heads, g.dim], dt);
+    const k = like([g.batch, ...g.spatial, g.headsKv, g.dim], dt);
+    const v = like([g.batch, ...g.spatial, g.headsKv, g.dimV], dt);
+    const o = like([g.batch, ...g.spatial, g.heads, g.dimV], dt);
     const l = like([g.batch, ...g.spatial, g.heads], 'float32');
-    const rpb = g.rpb ? like([g.heads, ...g.kernelSize.map((x) => 2 * x - 1)], 'float16') : null;
+    const rpb = g.rpb ? like([g.heads, ...g.kernelSize.map((x) => 2 * x - 1)], dt) : null;
     const params = { kernelSize: [...g.kernelSize], dilation: [...g.dilation], stride: [...g.stride], isCausal: [...g.isCausal] };
     const fit =
       c.op === 'forward'
@@ -88,7 +85,7 @@ function mmaCases(): NaCase[] {
 defineNaConformance({
   name: 'webgpu tensor-core kernels (emulated matrices)',
   makeBackend: async () => mmaBackend(await gpuContext()),
-  dtypes: ['float16'],
+  dtypes: ['float16', 'float32'],
   reference: 'cpu',
   cases: mmaCases(),
 });

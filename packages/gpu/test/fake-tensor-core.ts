@@ -20,3 +20,16 @@ export function fakeTensorCoreContext(subgroup = 32): GpuContext {
     },
   } as unknown as GpuContext;
 }
+
+/** The real context as the mma planners see it: subgroup matrices (f16 -> f32 16x16x16) and fixed 32-wide subgroups. */
+export function tensorCoreView(ctx: GpuContext): GpuContext {
+  const features = new Set([...ctx.features, 'chromium-experimental-subgroup-matrix']);
+  return new Proxy(ctx, {
+    get(target, prop, receiver) {
+      if (prop === 'features') return features;
+      if (prop === 'subgroupMatrix') return [{ componentType: 'f16', resultComponentType: 'f32', M: 16, N: 16, K: 16 }];
+      if (prop === 'adapterInfo') return { ...target.adapterInfo, subgroupMinSize: 32, subgroupMaxSize: 32 };
+      return Reflect.get(target, prop, receiver);
+    },
+  });
+}

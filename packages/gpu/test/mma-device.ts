@@ -65,10 +65,13 @@ if ((values.mode === 'check' || values.mode === 'both') && !('why' in avail)) {
     { name: '2d 70x90 K=21x33 d=1x2 GQA', rank: 2, spatial: [70, 90], heads: 4, headsKv: 2, dim: 64, kernelSize: [21, 33], dilation: [1, 2], batch: 2 },
     { name: '3d 5x12x20 K=3x5x7 d=1x2x2 GQA', rank: 3, spatial: [5, 12, 20], heads: 4, headsKv: 1, dim: 64, dimV: 48, kernelSize: [3, 5, 7], dilation: [1, 2, 2] },
   ];
-  console.log('\n== correctness vs CPU reference (f16 inputs; tolerance out 1e-2, lse 1e-2)');
-  for (const p of checks) {
+  // --dtype float32: the same problems on the split forward (f16 hi + lo, three multiplies), tolerance 1e-4.
+  const dtype: 'float16' | 'float32' = values.dtype === 'float32' ? 'float32' : 'float16';
+  console.log(`\n== correctness vs CPU reference (${dtype} inputs; tolerance out and lse ${dtype === 'float32' ? '1e-4' : '1e-2'})`);
+  for (const p0 of checks) {
+    const p = { ...p0, dtype };
     const t = makeArgs(p, 7);
-    const ref = { out: tensor(t.out.shape, 'float16'), lse: tensor(t.lse.shape, 'float32') };
+    const ref = { out: tensor(t.out.shape, dtype), lse: tensor(t.lse.shape, 'float32') };
     cpuFusedForward(p.rank, { ...hostArgs(p, t), output: ref.out, logsumexp: ref.lse });
     const g = gpuArgs(ctx, p, t);
     const problem = planFusedForwardMma(ctx, p.rank, g, undefined).problem;
@@ -84,8 +87,10 @@ if ((values.mode === 'check' || values.mode === 'both') && !('why' in avail)) {
 if (values.mode === 'speed' || values.mode === 'both') {
   const reps = Number(values.reps);
   const speed = speedProblems(values.only as string);
-  console.log('\n== speed (f16, GPU time, median)');
-  for (const p of speed) {
+  const dtype: 'float16' | 'float32' = values.dtype === 'float32' ? 'float32' : 'float16';
+  console.log(`\n== speed (${dtype}, GPU time, median)`);
+  for (const p0 of speed) {
+    const p = { ...p0, dtype };
     const t = makeArgs(p, 11);
     const g = gpuArgs(ctx, p, t);
     const row = speedRow(p);
@@ -97,7 +102,7 @@ if (values.mode === 'speed' || values.mode === 'both') {
       if (!configs.some((c) => JSON.stringify(c) === JSON.stringify(def))) configs.unshift(def);
       for (const c of configs) {
         try {
-          const us = await timeCommand(ctx, planFusedForwardMma(ctx, p.rank, g, c).command, reps, warmer);
+          const us = await timeCommand(ctx, planFusedForwardMma(ctx, p.rank, g, c).commands, reps, warmer);
           row(`mma ${label(c)}${JSON.stringify(c) === JSON.stringify(def) ? ' *' : ''} cost ${mmaConfigCost(problem, c).toFixed(0)}`, us);
         } catch (e) {
           console.log(`${p.name} mma ${label(c)}: ${(e as Error).message.split('\n')[0]}`);

@@ -69,8 +69,8 @@ describe('tensor-core (mma) forward: availability, config choice and the default
     expect(mmaAvailability(noF32 as unknown as GpuContext)).toEqual({ why: 'no f16 -> f32 16x16x16 subgroup-matrix config' });
   });
 
-  it('fits float16 problems whose head dims are multiples of 16 (with or without rpb)', () => {
-    expect(mmaProblemFit(problem([32, 32], [7, 7], { dtype: 'float32' }))).toMatch(/needs float16 inputs/);
+  it('fits float16 and float32 problems whose head dims are multiples of 16 (with or without rpb)', () => {
+    expect(mmaProblemFit(problem([32, 32], [7, 7], { dtype: 'float32' }))).toBeUndefined();
     expect(mmaProblemFit(problem([32, 32], [7, 7], { dim: 40 }))).toMatch(/head dims 40\/40 are not multiples of 16/);
     expect(mmaProblemFit(problem([32, 32], [7, 7], { rpb: true }))).toBeUndefined();
     expect(mmaProblemFit(problem([32, 32], [7, 7]))).toBeUndefined();
@@ -87,7 +87,13 @@ describe('tensor-core (mma) forward: availability, config choice and the default
       ['2-D 128x128 K=7', problem([128, 128], [7, 7]), true],
       ['2-D 128x128 K=3 (window use below the measured range)', problem([128, 128], [3, 3]), false],
       ['3-D 16x32x32 K=3x7x7', problem([16, 32, 32], [3, 7, 7]), true],
-      ['f32', problem([4096], [127], { dtype: 'float32' }), false],
+      ['f32 1-D 4096 K=127 (split)', problem([4096], [127], { dtype: 'float32' }), true],
+      ['f32 1-D 32768 K=2047 causal', problem([32768], [2047], { causal: true, dtype: 'float32' }), true],
+      ['f32 2-D 128x128 K=7', problem([128, 128], [7, 7], { dtype: 'float32' }), true],
+      ['f32 3-D 16x32x32 K=3x7x7', problem([16, 32, 32], [3, 7, 7], { dtype: 'float32' }), true],
+      ['f32 FLUX-like K=80 D=128 (2 subgroups fit)', problem([256, 256], [80, 80], { heads: 24, dim: 128, dtype: 'float32' }), true],
+      ['f32 2-D 128x128 K=3', problem([128, 128], [3, 3], { dtype: 'float32' }), false],
+      ['f32 rpb', problem([4096], [127], { rpb: true, dtype: 'float32' }), false],
       ['rpb (not yet timed on a device)', problem([4096], [127], { rpb: true }), false],
       ['stride 2 (not yet checked on a device)', problem([4096], [127], { stride: 2 }), false],
       ['head dim 256 (not yet timed)', problem([4096], [127], { dim: 256 }), false],
@@ -106,6 +112,9 @@ describe('tensor-core (mma) forward: availability, config choice and the default
     expect(defaultMmaConfig(ctx, problem([4096], [127]))).toEqual({ path: 'mma', queryTile: [64], keyChunk: 32, subgroups: 4 });
     const flux = defaultMmaConfig(ctx, problem([256, 256], [80, 80], { heads: 24, dim: 128 }));
     expect(flux).toMatchObject({ keyChunk: 32, subgroups: 8 });
+    // float32 (split: lo halves of K, V and P double those areas): 8 subgroups need over 48 KiB at head dim 64.
+    expect(defaultMmaConfig(ctx, problem([32768], [2047], { causal: true, dtype: 'float32' }))).toEqual({ path: 'mma', queryTile: [64], keyChunk: 32, subgroups: 4 });
+    expect(defaultMmaConfig(ctx, problem([256, 256], [80, 80], { heads: 24, dim: 128, dtype: 'float32' }))).toMatchObject({ subgroups: 2 });
   });
 
   it('chooses the default config once per problem and device (the routes run on every call)', () => {

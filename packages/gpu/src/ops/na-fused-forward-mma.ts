@@ -2,7 +2,9 @@
  * Tensor-core fused NA forward, generation 3 (`@natten-web/wgsl`'s `generateFusedForwardMma`): several subgroups
  * per workgroup share each staged key chunk, through subgroup matrices (f16 -> f32, 16x16x16). Planning, config
  * choice and dispatch. Needs `chromium-experimental-subgroup-matrix` with an f16 16x16x16 config and a fixed
- * subgroup size of 32, float16 inputs and head dims that are multiples of 16.
+ * subgroup size of 32, and head dims that are multiples of 16. float16 tensors run as they are; float32 tensors run
+ * "split" (each operand as f16 hi + lo after a per-tensor power-of-two scale, three multiplies per product; a small
+ * abs-max dispatch first computes the scales).
  */
 import {
   checkFusedForward,
@@ -22,6 +24,7 @@ import {
   fusedForwardDispatch,
   fusedForwardMmaSpecProblem,
   fusedForwardMmaWorkgroupBytes,
+  generateAbsMax,
   generateFusedForwardMma,
   type GeneratedKernel,
   MMA_FRAGMENT,
@@ -32,7 +35,7 @@ import {
 } from '@natten-web/wgsl';
 import type { DispatchCommand, GpuContext, GpuTensor } from '../context.ts';
 import { fusedForwardCommand } from './na-fused-forward.ts';
-import { sgmatProblemFit, subgroupMatrixF16Missing } from './na-fused-forward-sgmat.ts';
+import { subgroupMatrixF16Missing, tensorCoreHeadDimFit } from './na-fused-forward-sgmat.ts';
 import { memoKernel, memoPerContext } from './op.ts';
 
 /** A tensor-core (generation 3) forward configuration. */
@@ -47,12 +50,17 @@ export interface MmaForwardConfig {
 }
 
 /**
- * The cheap half of both default routes (forward and backward): a call given no tiles or lanes, in float16, on an
- * adapter that can run the mma kernels. Everything else takes the plain path without further checks.
+ * The cheap half of both default routes (forward and backward): a call given no tiles or lanes, in `dtypes`
+ * (float16 for the backward; float16 and float32 for the forward), on an adapter that can run the mma kernels.
+ * Everything else takes the plain path without further checks.
  */
-export function mayRouteToMma(ctx: GpuContext, args: { readonly query: TensorLike; readonly queryTileSize?: unknown; readonly keyTileSize?: unknown; readonly lanes?: unknown }): boolean {
+export function mayRouteToMma(
+  ctx: GpuContext,
+  args: { readonly query: TensorLike; readonly queryTileSize?: unknown; readonly keyTileSize?: unknown; readonly lanes?: unknown },
+  dtypes: readonly string[] = ['float16'],
+): boolean {
   if (args.queryTileSize !== undefined || args.keyTileSize !== undefined || args.lanes !== undefined) return false;
-  return args.query.dtype === 'float16' && !('why' in mmaAvailability(ctx));
+  return dtypes.includes(args.query.dtype) && !('why' in mmaAvailability(ctx));
 }
 
 /** Whether this context can run the mma path, or why not. */
@@ -66,7 +74,8 @@ export function mmaAvailability(ctx: GpuContext): { ok: true } | { why: string }
 
 /** Why the mma path cannot run this problem (dtype, head dims), or undefined. */
 export function mmaProblemFit(problem: FusedProblem): string | undefined {
-  return sgmatProblemFit(problem);
+  if (problem.dtype !== 'float16' && problem.dtype !== 'float32') return `the tensor-core (mma) forward needs float16 or float32 tensors, not ${problem.dtype}`;
+  return tensorCoreHeadDimFit(problem);
 }
 
 function mmaSpec(problem: FusedProblem, config: MmaForwardConfig): FusedForwardMmaSpec {
@@ -82,6 +91,7 @@ function mmaSpec(problem: FusedProblem, config: MmaForwardConfig): FusedForwardM
     subgroups: config.subgroups,
     hasLse: problem.hasLse,
     ...(problem.hasRpb ? { hasRpb: true } : {}),
+    ...(problem.dtype === 'float32' ? { split: true } : {}),
   };
 }
 
@@ -220,10 +230,11 @@ export const MMA_MIN_WINDOW_USE = 0.25;
 
 /**
  * The mma config the default forward (`fusedForward` without tiles) runs, or undefined for the plain path: where
- * the path can run with 4 or 8 subgroups, the problem has no rpb, no stride and head dims of at most 128 (the rest
- * is not yet measured on a device), and its config's window use is at least `MMA_MIN_WINDOW_USE`.
- * Measured on an H200 against the plain default (f16 forward, same run, register prefetch): 1.5x (2-D K=7, window
- * use 0.31) to 10.8x (FLUX-like) faster on all seven benchmark problems (docs/performance.md).
+ * the path can run with 4 or 8 subgroups (float32: 2 where 4 do not fit), the problem has no rpb, no stride and
+ * head dims of at most 128 (the rest is not yet measured on a device), and its config's window use is at least
+ * `MMA_MIN_WINDOW_USE`. Measured on an H200 against the plain default (same run): float16 (register prefetch) 1.5x
+ * (2-D K=7, window use 0.31) to 10.8x (FLUX-like) faster on all seven benchmark problems; float32 (split) 1.1x
+ * (2-D K=7) to 3.0x (1-D K=2047 causal) on all seven, FLUX-like at 2 subgroups 2.7x (docs/performance.md).
  */
 export function defaultForwardMma(ctx: GpuContext, problem: FusedProblem): MmaForwardConfig | undefined {
   // Strided windows run correctly through the shared window functions but have not been checked on a device yet;
@@ -232,17 +243,21 @@ export function defaultForwardMma(ctx: GpuContext, problem: FusedProblem): MmaFo
   // Measured up to head dim 128; beyond it the fragments held per subgroup (q and O) grow past what was timed.
   if (problem.dim > 128 || problem.dimV > 128) return undefined;
   const config = defaultMmaConfig(ctx, problem);
-  if (!config || config.subgroups < 4) return undefined;
+  if (!config || config.subgroups < (problem.dtype === 'float32' ? 2 : 4)) return undefined;
   return mmaWindowUse(problem, config) >= MMA_MIN_WINDOW_USE ? config : undefined;
 }
 
-/** Kernel and dispatch for one call on the mma path (validated; no GPU work). */
+/**
+ * Kernel and dispatches for one call on the mma path (validated; no GPU work): `commands` is the forward alone for
+ * float16, and an abs-max dispatch (the split's per-tensor scales, into a pooled scratch) then the forward for
+ * float32; `release()` returns that scratch to the pool once the commands were submitted.
+ */
 export function planFusedForwardMma(
   ctx: GpuContext,
   rank: NaRank,
   args: FusedForwardArgs<GpuTensor>,
   config?: MmaForwardConfig,
-): { kernel: GeneratedKernel; command: DispatchCommand; config: MmaForwardConfig; problem: FusedProblem } {
+): { kernel: GeneratedKernel; commands: DispatchCommand[]; release: () => void; config: MmaForwardConfig; problem: FusedProblem } {
   const op = opName(rank, 'forward');
   const problem = checkFusedForward(op, rank, { ...(args as FusedForwardArgs<TensorLike>), queryTileSize: undefined, keyTileSize: undefined, lanes: undefined }, FUSED_FORWARD_TILES);
   const avail = mmaAvailability(ctx);
@@ -259,11 +274,35 @@ export function planFusedForwardMma(
     throw new NattenArgumentError(`${op}: tensor-core (mma) config needs ${bytes} bytes of workgroup memory, over this device's ${ctx.limits.maxComputeWorkgroupStorageSize}`);
   }
   const kernel = memoKernel('fused-forward-mma', s, generateFusedForwardMma);
-  return { kernel, command: fusedForwardCommand(ctx, kernel, problem, args, fusedForwardDispatch(problem, cfg.queryTile)), config: cfg, problem };
+  const command = fusedForwardCommand(ctx, kernel, problem, args, fusedForwardDispatch(problem, cfg.queryTile));
+  if (s.split !== true) return { kernel, commands: [command], release: () => {}, config: cfg, problem };
+  const scales = ctx.tempTensor([4], 'float32', { zero: true, label: 'mma forward split scales' });
+  const commands = [absMaxCommand(ctx, args, scales), { ...command, buffers: [...command.buffers, scales.buffer] }];
+  return { kernel, commands, release: () => ctx.releaseTensor(scales), config: cfg, problem };
+}
+
+/** Vec4s each abs-max workgroup reads at least (grid-stride beyond), and the most workgroups per tensor. */
+const ABS_MAX_VEC4_PER_WORKGROUP = 4096;
+const ABS_MAX_MAX_WORKGROUPS = 1024;
+
+/** The abs-max dispatch of the split: max |x| of query, key and value into `scales[0..2]` (zeroed). */
+function absMaxCommand(ctx: GpuContext, args: FusedForwardArgs<GpuTensor>, scales: GpuTensor): DispatchCommand {
+  const n = [args.query, args.key, args.value].map((t) => t.numel / 4);
+  const x = Math.min(ABS_MAX_MAX_WORKGROUPS, ctx.limits.maxComputeWorkgroupsPerDimension, Math.max(1, Math.ceil(Math.max(...n) / ABS_MAX_VEC4_PER_WORKGROUP)));
+  return {
+    kernel: memoKernel('abs-max3', {}, generateAbsMax),
+    buffers: [args.query.buffer, args.key.buffer, args.value.buffer, scales.buffer],
+    uniforms: { n_q: n[0] as number, n_k: n[1] as number, n_v: n[2] as number },
+    workgroups: [x, 3, 1],
+  };
 }
 
 /** Run the mma forward (throws when the path is unavailable for this device or problem). */
 export async function fusedForwardMma(ctx: GpuContext, rank: NaRank, args: FusedForwardArgs<GpuTensor>, config?: MmaForwardConfig): Promise<void> {
-  const { command } = planFusedForwardMma(ctx, rank, args, config);
-  await ctx.dispatch([command], opName(rank, 'forward'));
+  const { commands, release } = planFusedForwardMma(ctx, rank, args, config);
+  try {
+    await ctx.dispatch(commands, opName(rank, 'forward'));
+  } finally {
+    release();
+  }
 }

@@ -78,6 +78,11 @@ export function sgmatAvailability(ctx: GpuContext): { subgroupSize: number } | {
 /** Why the tensor-core path cannot run this problem (dtype, head dims), or undefined. */
 export function sgmatProblemFit(problem: FusedProblem): string | undefined {
   if (problem.dtype !== 'float16') return 'the tensor-core path needs float16 inputs';
+  return tensorCoreHeadDimFit(problem);
+}
+
+/** Why the tensor-core kernels cannot take these head dims (multiples of 16, at most 256), or undefined. */
+export function tensorCoreHeadDimFit(problem: Pick<FusedProblem, 'dim' | 'dimV'>): string | undefined {
   if (problem.dim % SGMAT_FRAGMENT !== 0 || problem.dimV % SGMAT_FRAGMENT !== 0) {
     return `head dims ${problem.dim}/${problem.dimV} are not multiples of ${SGMAT_FRAGMENT}`;
   }

@@ -159,7 +159,7 @@ async function runWithConfig(ctx: GpuContext, rank: NaRank, args: FusedForwardAr
  * (given tiles or lanes always select the plain path; see `defaultForwardMma` for the rule).
  */
 function defaultRoute(ctx: GpuContext, rank: NaRank, args: FusedForwardArgs<TensorLike>): MmaForwardConfig | undefined {
-  if (!mayRouteToMma(ctx, args)) return undefined;
+  if (!mayRouteToMma(ctx, args, ['float16', 'float32'])) return undefined;
   // Core's rules and the binding sizes only: the plain path's config choice is not needed to route.
   const op = opName(rank, 'forward');
   const problem = checkFusedForward(op, rank, args, FUSED_FORWARD_TILES);
