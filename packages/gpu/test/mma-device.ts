@@ -43,7 +43,7 @@ console.log(`mma path: ${'why' in avail ? `unavailable (${avail.why})` : 'availa
 
 
 function label(c: MmaForwardConfig): string {
-  return `q=${c.queryTile.join('x')} bk=${c.keyChunk} nsg=${c.subgroups}${c.doubleV ? ' 2V' : ''}`;
+  return `q=${c.queryTile.join('x')} bk=${c.keyChunk} nsg=${c.subgroups}`;
 }
 
 let failures = 0;
@@ -76,7 +76,7 @@ if ((values.mode === 'check' || values.mode === 'both') && !('why' in avail)) {
     const g = gpuArgs(ctx, p, t);
     const problem = planFusedForwardMma(ctx, p.rank, g, undefined).problem;
     const def = defaultMmaConfig(ctx, problem) as MmaForwardConfig;
-    const configs = values.sweep === 'true' ? enumerateMmaConfigs(ctx, problem) : [def, { ...def, doubleV: true }];
+    const configs = values.sweep === 'true' ? enumerateMmaConfigs(ctx, problem) : [def];
     for (const c of configs) {
       if (!(await checkConfig(ctx, p, label(c), g, ref, () => fusedForwardMma(ctx, p.rank, g, c)))) failures++;
     }
@@ -98,7 +98,7 @@ if (values.mode === 'speed' || values.mode === 'both') {
       const problem = planFusedForwardMma(ctx, p.rank, g, undefined).problem;
       const def = defaultMmaConfig(ctx, problem) as MmaForwardConfig;
       const ranked = enumerateMmaConfigs(ctx, problem).sort((x, y) => mmaConfigCost(problem, x) - mmaConfigCost(problem, y));
-      const configs = values.sweep === 'true' ? ranked.slice(0, Number(values.top)) : [def, { ...def, doubleV: true }];
+      const configs = values.sweep === 'true' ? ranked.slice(0, Number(values.top)) : [def];
       if (!configs.some((c) => JSON.stringify(c) === JSON.stringify(def))) configs.unshift(def);
       for (const c of configs) {
         try {

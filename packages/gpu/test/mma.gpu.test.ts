@@ -173,7 +173,7 @@ describe('tensor-core (mma) forward, emulated on this adapter, against the CPU r
   interface EmuCase extends EmulatedProblem {
     readonly scale?: number;
     readonly rpb?: boolean;
-    readonly config: { queryTile: number[]; keyChunk: 32 | 64; subgroups: 2 | 4 | 8; doubleV?: boolean };
+    readonly config: { queryTile: number[]; keyChunk: 32 | 64; subgroups: 2 | 4 | 8 };
   }
   const cases: EmuCase[] = [
     { name: '1-D L=37 K=7, a partial tile', spatial: [37], kernelSize: [7], dim: 16, config: { queryTile: [64], keyChunk: 32, subgroups: 4 } },
@@ -190,9 +190,6 @@ describe('tensor-core (mma) forward, emulated on this adapter, against the CPU r
     { name: '3-D 5x8x9 K=3x3x5 with rpb, GQA', spatial: [5, 8, 9], kernelSize: [3, 3, 5], heads: 2, headsKv: 1, dim: 16, rpb: true, config: { queryTile: [2, 2, 8], keyChunk: 32, subgroups: 2 } },
     { name: '3-D 4x10x14 K=3x5x7 dilation 1x2x2 GQA, Dv=32', spatial: [4, 10, 14], kernelSize: [3, 5, 7], heads: 2, headsKv: 1, dim: 16, dimV: 32, dilation: [1, 2, 2], config: { queryTile: [1, 4, 8], keyChunk: 64, subgroups: 2 } },
     { name: '1-D L=200 K=65 causal, rescaling O', spatial: [200], kernelSize: [65], dim: 16, causal: [true], scale: 4, config: { queryTile: [32], keyChunk: 32, subgroups: 2 } },
-    // Two alternating V buffers (no barrier after P V): chunks of both parities, O rescales, GQA across chunks.
-    { name: 'two V buffers: 1-D L=200 K=65 causal, rescaling O', spatial: [200], kernelSize: [65], dim: 16, causal: [true], scale: 4, config: { queryTile: [32], keyChunk: 32, subgroups: 2, doubleV: true } },
-    { name: 'two V buffers: 2-D 24x20 K=9x11, head dim 64, Dv=32, GQA', spatial: [24, 20], kernelSize: [9, 11], heads: 4, headsKv: 2, dim: 64, dimV: 32, config: { queryTile: [8, 8], keyChunk: 32, subgroups: 4, doubleV: true } },
   ];
 
   for (const c of cases) {

@@ -47,8 +47,6 @@ export interface MmaForwardConfig {
   readonly keyChunk: 32 | 64;
   /** Subgroups per workgroup: 2, 4 or 8. */
   readonly subgroups: 2 | 4 | 8;
-  /** Two alternating V staging buffers (one barrier fewer per chunk, more workgroup memory); absent = one. */
-  readonly doubleV?: boolean;
 }
 
 /**
@@ -94,7 +92,6 @@ function mmaSpec(problem: FusedProblem, config: MmaForwardConfig): FusedForwardM
     hasLse: problem.hasLse,
     ...(problem.hasRpb ? { hasRpb: true } : {}),
     ...(problem.dtype === 'float32' ? { split: true } : {}),
-    ...(config.doubleV === true ? { doubleV: true } : {}),
   };
 }
 

@@ -203,22 +203,21 @@ ${ind}  }
 ${ind}}`;
 }
 
-function mmaCommitKeyChunk(o: StagingShape & { readonly arr: string; readonly voff: number | string }): string {
-  const voff = typeof o.voff === 'number' ? `${o.voff}u` : o.voff;
+function mmaCommitKeyChunk(o: StagingShape & { readonly arr: string; readonly voff: number }): string {
   const { nk, nv } = fetchCounts(o);
   const guard = (n: number, d4: number, i: number): string => (n * o.tpk === d4 ? '' : `if (st_sub + ${i * o.tpk}u < ${d4}u) `);
   return `${range(nk)
     .map((i) => `    ${guard(nk, o.d4, i)}{ ${storeSplit4(o.arr, `st_row * LDK + 4u * (st_sub + ${i * o.tpk}u)`, `pk_${i}`, o.split, o.split?.scaleK)} }`)
     .join('\n')}
 ${range(nv)
-  .map((i) => `    ${guard(nv, o.dv4, i)}{ ${storeSplit4(o.arr, `${voff} + st_row * LDV + 4u * (st_sub + ${i * o.tpk}u)`, `pv_${i}`, o.split, o.split?.scaleV)} }`)
+  .map((i) => `    ${guard(nv, o.dv4, i)}{ ${storeSplit4(o.arr, `${o.voff}u + st_row * LDV + 4u * (st_sub + ${i * o.tpk}u)`, `pv_${i}`, o.split, o.split?.scaleV)} }`)
   .join('\n')}
     if (st_sub == 0u) { kc_sh[st_row] = pkc; }
     workgroupBarrier();`;
 }
 
 /** The staging of `mmaFetchKeyChunk`/`mmaCommitKeyChunk`: code before the chunk loop, and at the top of each step. */
-export function mmaStagedKeyLoop(o: StagingShape & { readonly r: number; readonly arr: string; readonly voff: number | string }): { readonly before: string; readonly step: string } {
+export function mmaStagedKeyLoop(o: StagingShape & { readonly r: number; readonly arr: string; readonly voff: number }): { readonly before: string; readonly step: string } {
   return {
     before: `${mmaFetchDecls(o)}\n${mmaFetchKeyChunk(o, '0u', '  ')}`,
     step: `${mmaCommitKeyChunk(o)}
@@ -242,12 +241,6 @@ export type FusedForwardMmaSpec = Pick<FusedForwardSpec, 'rank' | 'kernelSize' |
    * Absent = float16 tensors.
    */
   readonly split?: boolean;
-  /**
-   * Two V staging buffers, alternating per chunk: the next chunk's staging then never overwrites V rows that this
-   * chunk's P V still reads, so the barrier that closed each step goes (three barriers per chunk instead of four).
-   * Absent = one buffer.
-   */
-  readonly doubleV?: boolean;
 };
 
 const F = MMA_FRAGMENT;
@@ -315,13 +308,12 @@ export function mmaShapeProblem(o: {
   return undefined;
 }
 
-function layout(spec: Pick<FusedForwardMmaSpec, 'dim' | 'dimV' | 'keyChunk' | 'subgroups' | 'doubleV'>): MmaLayout {
-  const l = mmaLayout(spec.dim, spec.dimV, spec.keyChunk, spec.subgroups);
-  return spec.doubleV === true ? { ...l, stageElems: l.stageElems + spec.keyChunk * l.ldv } : l;
+function layout(spec: Pick<FusedForwardMmaSpec, 'dim' | 'dimV' | 'keyChunk' | 'subgroups'>): MmaLayout {
+  return mmaLayout(spec.dim, spec.dimV, spec.keyChunk, spec.subgroups);
 }
 
 /** Bytes of workgroup memory a spec declares (K/V staging, S scratch, P, key coordinates, flag; split: lo halves). */
-export function fusedForwardMmaWorkgroupBytes(spec: Pick<FusedForwardMmaSpec, 'dim' | 'dimV' | 'keyChunk' | 'subgroups' | 'split' | 'doubleV'>): number {
+export function fusedForwardMmaWorkgroupBytes(spec: Pick<FusedForwardMmaSpec, 'dim' | 'dimV' | 'keyChunk' | 'subgroups' | 'split'>): number {
   const l = layout(spec);
   const halves = (spec.split === true ? 2 : 1) * (l.stageElems + l.rows * l.ldp);
   return 2 * halves + 4 * l.rows * l.lds + 16 * spec.keyChunk + 16;
@@ -407,10 +399,7 @@ ${range(D16)
     })
     .join('\n');
 
-  const DOUBLE_V = spec.doubleV === true;
-  // V rows of this chunk: one buffer at VOFF, or two alternating (doubleV).
-  const vBase = DOUBLE_V ? 'vbase' : `${VOFF}u`;
-  const staging = mmaStagedKeyLoop({ r, arr: 'kv_sh', tpk: TPK, d4: D4, dv4: DV4, voff: DOUBLE_V ? vBase : VOFF, ...(split ? { split } : {}) });
+  const staging = mmaStagedKeyLoop({ r, arr: 'kv_sh', tpk: TPK, d4: D4, dv4: DV4, voff: VOFF, ...(split ? { split } : {}) });
 
   // ---- S = Q K^T into this subgroup's scratch rows
   const sBlock = `    if (need) {\n${range(BK16)
@@ -520,7 +509,7 @@ ${range(DV16)
   .map(
     (j) =>
       `    o_${j} = ${range(BK16).reduce(
-        (acc, n) => mul(`p_${n}`, `plo_${n}`, (lo) => `subgroupMatrixLoad<${RIGHT}, row_major>(&${lo ? 'kvlo_sh' : 'kv_sh'}, ${vBase} + ${n * F}u * LDV + ${j * F}u, LDV)`, acc),
+        (acc, n) => mul(`p_${n}`, `plo_${n}`, (lo) => `subgroupMatrixLoad<${RIGHT}, row_major>(&${lo ? 'kvlo_sh' : 'kv_sh'}, ${VOFF}u + ${n * F}u * LDV + ${j * F}u, LDV)`, acc),
         `o_${j}`,
       )};`,
   )
@@ -587,7 +576,7 @@ ${staging.before}
     let c0 = ch * KEY_CHUNK;
     step = step + 1u;
     let need = i32(c0) <= span_hi && i32(c0 + KEY_CHUNK) > span_lo;
-${DOUBLE_V ? `    let vbase = ${VOFF}u + (ch & 1u) * ${BK * L.ldv}u;\n` : ''}${r === 1 ? '    let inside = bs_0 + i32(c0) >= ws_0 && bs_0 + i32(c0 + KEY_CHUNK) <= we_0;' : ''}
+${r === 1 ? '    let inside = bs_0 + i32(c0) >= ws_0 && bs_0 + i32(c0 + KEY_CHUNK) <= we_0;' : ''}
 ${staging.step}
 ${sBlock}
     workgroupBarrier();
@@ -597,7 +586,8 @@ ${softmax}
 ${rescale}
     }
 ${pv}
-${DOUBLE_V ? '' : '    workgroupBarrier();\n'}  }
+    workgroupBarrier();
+  }
 
   // ---- epilogue: O / l (f16) through the scratch, natural-log LSE (f32)
   let orow = (tok_base + ${tokOf((a) => `min(qi_${a}, n_${a} - 1) * params.dil_${a} + g_${a}`)}) * params.heads + h;
