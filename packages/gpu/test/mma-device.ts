@@ -12,7 +12,7 @@
  *    the plain backward; `--mode bsweep` times its dq and dkv kernels alone per subgroup count and tile.
  * `--only a,b` keeps the speed problems whose name contains any of the parts.
  */
-import { randn, tensor, toFloat64Values } from '@natten-web/core';
+import { type FusedProblem, randn, tensor, toFloat64Values } from '@natten-web/core';
 import { tensorFromValues } from '@natten-web/testkit';
 import { fusedBackward as cpuFusedBackward, fusedForward as cpuFusedForward } from '@natten-web/cpu';
 import { tileShapes } from '@natten-web/wgsl';
@@ -46,6 +46,16 @@ function label(c: MmaForwardConfig): string {
   return `q=${c.queryTile.join('x')} bk=${c.keyChunk} nsg=${c.subgroups}`;
 }
 
+/** With `--chunk16 true`: the cheapest 16-key-chunk config per subgroup count (4, 8) that fits, beside the default. */
+function chunk16Variants(problem: FusedProblem): MmaForwardConfig[] {
+  if (values.chunk16 !== 'true') return [];
+  const all = enumerateMmaConfigs(ctx, problem).filter((c) => c.keyChunk === 16);
+  return ([4, 8] as const).flatMap((nsg) => {
+    const c = all.filter((x) => x.subgroups === nsg).sort((x, y) => mmaConfigCost(problem, x) - mmaConfigCost(problem, y))[0];
+    return c ? [c] : [];
+  });
+}
+
 let failures = 0;
 if ((values.mode === 'check' || values.mode === 'both') && !('why' in avail)) {
   const checks: Problem[] = [
@@ -76,7 +86,7 @@ if ((values.mode === 'check' || values.mode === 'both') && !('why' in avail)) {
     const g = gpuArgs(ctx, p, t);
     const problem = planFusedForwardMma(ctx, p.rank, g, undefined).problem;
     const def = defaultMmaConfig(ctx, problem) as MmaForwardConfig;
-    const configs = values.sweep === 'true' ? enumerateMmaConfigs(ctx, problem) : [def];
+    const configs = values.sweep === 'true' ? enumerateMmaConfigs(ctx, problem) : [def, ...chunk16Variants(problem)];
     for (const c of configs) {
       if (!(await checkConfig(ctx, p, label(c), g, ref, () => fusedForwardMma(ctx, p.rank, g, c)))) failures++;
     }
@@ -98,7 +108,7 @@ if (values.mode === 'speed' || values.mode === 'both') {
       const problem = planFusedForwardMma(ctx, p.rank, g, undefined).problem;
       const def = defaultMmaConfig(ctx, problem) as MmaForwardConfig;
       const ranked = enumerateMmaConfigs(ctx, problem).sort((x, y) => mmaConfigCost(problem, x) - mmaConfigCost(problem, y));
-      const configs = values.sweep === 'true' ? ranked.slice(0, Number(values.top)) : [def];
+      const configs = values.sweep === 'true' ? ranked.slice(0, Number(values.top)) : [def, ...chunk16Variants(problem)];
       if (!configs.some((c) => JSON.stringify(c) === JSON.stringify(def))) configs.unshift(def);
       for (const c of configs) {
         try {

@@ -66,6 +66,7 @@ describe('split forward (float32 on f16 tensor cores)', () => {
   const cases = [
     { name: '1-D L=90 K=13: V to 5e6, Q to 3e4, K to 1e-4', spatial: [90], kernelSize: [13], q: 3e4, k: 1e-4, v: 5e6, attnScale: 0.02 },
     { name: '2-D 12x14 K=5x7 causal on axis 1: Q and K to 1e-7, V to 1e-6', spatial: [12, 14], kernelSize: [5, 7], q: 1e-7, k: 1e-7, v: 1e-6, attnScale: 1e13, isCausal: [false, true] },
+    { name: '2-D 12x14 K=5x7, 16-key chunks and 8 subgroups: V to 5e6', spatial: [12, 14], kernelSize: [5, 7], q: 1, k: 1, v: 5e6, attnScale: 0.25, config: { path: 'mma' as const, queryTile: [8, 16], keyChunk: 16 as const, subgroups: 8 as const } },
   ];
   for (const c of cases) {
     it(c.name, async () => {
@@ -80,7 +81,7 @@ describe('split forward (float32 on f16 tensor cores)', () => {
       const ref = { output: tensorFromValues(v.shape, 'float32', new Array(v.data.length).fill(0)), logsumexp: tensorFromValues([1, ...c.spatial, H], 'float32', new Array(q.data.length / D).fill(0)) };
       cpuFusedForward(rank, { ...params, query: q, key: k, value: v, ...ref });
       const g = { ...params, query: real.upload(q), key: real.upload(k), value: real.upload(v), output: real.createTensor(v.shape, 'float32'), logsumexp: real.createTensor(ref.logsumexp.shape, 'float32') };
-      const { kernel, commands, release } = planFusedForwardMma(ctx, rank, g as FusedForwardArgs<GpuTensor>);
+      const { kernel, commands, release } = planFusedForwardMma(ctx, rank, g as FusedForwardArgs<GpuTensor>, 'config' in c ? c.config : undefined);
       try {
         await real.dispatch(commands.map((x) => (x.kernel === kernel ? { ...x, kernel: emulatedKernel(kernel) } : x)), 'split forward (emulated)');
       } finally {

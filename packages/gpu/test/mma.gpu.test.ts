@@ -173,7 +173,7 @@ describe('tensor-core (mma) forward, emulated on this adapter, against the CPU r
   interface EmuCase extends EmulatedProblem {
     readonly scale?: number;
     readonly rpb?: boolean;
-    readonly config: { queryTile: number[]; keyChunk: 32 | 64; subgroups: 2 | 4 | 8 };
+    readonly config: { queryTile: number[]; keyChunk: 16 | 32 | 64; subgroups: 2 | 4 | 8 };
   }
   const cases: EmuCase[] = [
     { name: '1-D L=37 K=7, a partial tile', spatial: [37], kernelSize: [7], dim: 16, config: { queryTile: [64], keyChunk: 32, subgroups: 4 } },
@@ -190,6 +190,9 @@ describe('tensor-core (mma) forward, emulated on this adapter, against the CPU r
     { name: '3-D 5x8x9 K=3x3x5 with rpb, GQA', spatial: [5, 8, 9], kernelSize: [3, 3, 5], heads: 2, headsKv: 1, dim: 16, rpb: true, config: { queryTile: [2, 2, 8], keyChunk: 32, subgroups: 2 } },
     { name: '3-D 4x10x14 K=3x5x7 dilation 1x2x2 GQA, Dv=32', spatial: [4, 10, 14], kernelSize: [3, 5, 7], heads: 2, headsKv: 1, dim: 16, dimV: 32, dilation: [1, 2, 2], config: { queryTile: [1, 4, 8], keyChunk: 64, subgroups: 2 } },
     { name: '1-D L=200 K=65 causal, rescaling O', spatial: [200], kernelSize: [65], dim: 16, causal: [true], scale: 4, config: { queryTile: [32], keyChunk: 32, subgroups: 2 } },
+    // 16-key chunks (one fragment per chunk; the float32 split's way to 8 subgroups in 48 KiB).
+    { name: '16-key chunks: 1-D L=200 K=65 causal, rescaling O, 8 subgroups', spatial: [200], kernelSize: [65], dim: 32, causal: [true], scale: 4, config: { queryTile: [128], keyChunk: 16, subgroups: 8 } },
+    { name: '16-key chunks: 3-D 5x8x9 K=3x3x5 with rpb, GQA, Dv=32', spatial: [5, 8, 9], kernelSize: [3, 3, 5], heads: 2, headsKv: 1, dim: 16, dimV: 32, rpb: true, config: { queryTile: [2, 2, 8], keyChunk: 16, subgroups: 2 } },
   ];
 
   for (const c of cases) {

@@ -43,8 +43,8 @@ export interface MmaForwardConfig {
   readonly path: 'mma';
   /** Query tile per axis; product 16 x subgroups. */
   readonly queryTile: readonly number[];
-  /** Keys per staged chunk: 32 or 64. */
-  readonly keyChunk: 32 | 64;
+  /** Keys per staged chunk: 16, 32 or 64. */
+  readonly keyChunk: 16 | 32 | 64;
   /** Subgroups per workgroup: 2, 4 or 8. */
   readonly subgroups: 2 | 4 | 8;
 }

@@ -41,7 +41,7 @@ export const MMA_SUBGROUP_SIZE = 32;
 /** Subgroups per workgroup this path compiles. */
 export const MMA_SUBGROUP_COUNTS = [2, 4, 8] as const;
 /** Keys per chunk this path compiles. */
-export const MMA_KEY_CHUNKS = [32, 64] as const;
+export const MMA_KEY_CHUNKS = [16, 32, 64] as const;
 
 /** The enables and diagnostics of every mma kernel (the subgroup-matrix offsets depend on the subgroup index). */
 export const MMA_HEADER = `enable f16;
