@@ -105,16 +105,20 @@ describe('tensor-core (mma) forward: availability, config choice and the default
     }
   });
 
-  it('takes 8 subgroups and 32-key chunks by default, 4 subgroups where 8 would give too few workgroups', () => {
+  it('takes 8 subgroups and 32-key chunks by default, 4 subgroups where 8 would give too few workgroups, 16-key chunks for sparse windows and float32', () => {
     const ctx = fakeTensorCoreContext();
     expect(defaultMmaConfig(ctx, problem([32768], [2047], { causal: true }))).toEqual({ path: 'mma', queryTile: [128], keyChunk: 32, subgroups: 8 });
     // 8 heads x 4096 / 128 = 256 workgroups at 8 subgroups: 4 subgroups (512) measured faster (55 vs 61 us).
     expect(defaultMmaConfig(ctx, problem([4096], [127]))).toEqual({ path: 'mma', queryTile: [64], keyChunk: 32, subgroups: 4 });
     const flux = defaultMmaConfig(ctx, problem([256, 256], [80, 80], { heads: 24, dim: 128 }));
     expect(flux).toMatchObject({ keyChunk: 32, subgroups: 8 });
-    // float32 (split: lo halves of K, V and P double those areas): 8 subgroups need over 48 KiB at head dim 64.
-    expect(defaultMmaConfig(ctx, problem([32768], [2047], { causal: true, dtype: 'float32' }))).toEqual({ path: 'mma', queryTile: [64], keyChunk: 32, subgroups: 4 });
-    expect(defaultMmaConfig(ctx, problem([256, 256], [80, 80], { heads: 24, dim: 128, dtype: 'float32' }))).toMatchObject({ subgroups: 2 });
+    // Window use below 0.5 at 32-key chunks (2-D K=7: 0.31; 3-D 3x7x7: 0.42): 16-key chunks, same subgroups.
+    expect(defaultMmaConfig(ctx, problem([128, 128], [7, 7]))).toEqual({ path: 'mma', queryTile: [16, 8], keyChunk: 16, subgroups: 8 });
+    expect(defaultMmaConfig(ctx, problem([16, 32, 32], [3, 7, 7]))).toMatchObject({ keyChunk: 16, subgroups: 8 });
+    expect(defaultMmaConfig(ctx, problem([128, 128], [13, 13], { dilation: 2 }))).toMatchObject({ keyChunk: 32, subgroups: 8 });
+    // float32 (split): 16-key chunks with 4 subgroups (8 measured slower; with 32-key chunks 8 would not fit 48 KiB).
+    expect(defaultMmaConfig(ctx, problem([32768], [2047], { causal: true, dtype: 'float32' }))).toEqual({ path: 'mma', queryTile: [64], keyChunk: 16, subgroups: 4 });
+    expect(defaultMmaConfig(ctx, problem([256, 256], [80, 80], { heads: 24, dim: 128, dtype: 'float32' }))).toMatchObject({ keyChunk: 16, subgroups: 4 });
   });
 
   it('chooses the default config once per problem and device (the routes run on every call)', () => {
