@@ -12,7 +12,7 @@ import { gpuContext } from './setup.ts';
 afterAll(async () => (await gpuContext()).destroy());
 
 interface Case extends EmulatedProblem {
-  readonly config: { queryTile: number[]; querySubgroups: 2 | 4; keyTile: number[]; keySubgroups: 2 | 4 };
+  readonly config: { queryTile: number[]; querySubgroups: 2 | 4 | 8; keyTile: number[]; keySubgroups: 2 | 4 | 8; chunk?: 16 | 32 };
 }
 
 /** `t` times `s`, rounded to the tensor's dtype. */
@@ -98,6 +98,9 @@ describe('tensor-core (mma) backward', () => {
 describe('tensor-core (mma) backward, emulated on this adapter, against the CPU reference', () => {
   const cases: Case[] = [
     { name: '1-D L=40 K=7', spatial: [40], kernelSize: [7], dim: 16, config: { queryTile: [32], querySubgroups: 2, keyTile: [32], keySubgroups: 2 } },
+    // 16-row chunks (opt-in; on the H200 8 subgroups fit 48 KiB with them): GQA across the dkv walk's heads, causal, dilation.
+    { name: '16-row chunks: 1-D L=150 K=33 dilation 2 causal, GQA 2/1, 4 subgroups', spatial: [150], kernelSize: [33], heads: 2, headsKv: 1, dim: 16, dilation: [2], causal: [true], config: { queryTile: [64], querySubgroups: 4, keyTile: [64], keySubgroups: 4, chunk: 16 } },
+    { name: '16-row chunks: 2-D 14x17 K=5x7, Dv=32, 2 subgroups', spatial: [14, 17], kernelSize: [5, 7], dim: 16, dimV: 32, config: { queryTile: [4, 8], querySubgroups: 2, keyTile: [8, 4], keySubgroups: 2, chunk: 16 } },
     { name: '1-D L=90 K=17 dilation 2 causal', spatial: [90], kernelSize: [17], dim: 16, dilation: [2], causal: [true], config: { queryTile: [32], querySubgroups: 2, keyTile: [32], keySubgroups: 2 } },
     { name: '2-D 14x17 K=5x7, GQA 4/2 heads, Dv=32', spatial: [14, 17], kernelSize: [5, 7], heads: 4, headsKv: 2, dim: 16, dimV: 32, config: { queryTile: [4, 8], querySubgroups: 2, keyTile: [8, 4], keySubgroups: 2 } },
     { name: '2-D 18x13 K=4x5 dilation 2x1 causal on axis 0, batch 2', spatial: [18, 13], kernelSize: [4, 5], dim: 16, dilation: [2, 1], causal: [true, false], batch: 2, config: { queryTile: [4, 8], querySubgroups: 2, keyTile: [4, 8], keySubgroups: 2 } },
@@ -133,7 +136,7 @@ describe('tensor-core (mma) backward, emulated on this adapter, against the CPU 
       };
       const problem = checkFusedBackward('na_backward', rank, g as FusedBackwardArgs<TensorLike>, FUSED_BACKWARD_TILES);
       const config: MmaBackwardConfig = { path: 'mma', chunk: 32, ...c.config };
-      const base = { rank, kernelSize: [...problem.params.kernelSize], causal: [...problem.params.isCausal], dim: c.dim, dimV: Dv, chunk: 32 };
+      const base = { rank, kernelSize: [...problem.params.kernelSize], causal: [...problem.params.isCausal], dim: c.dim, dimV: Dv, chunk: config.chunk };
       const kernels = {
         dq: emulatedKernel(generateFusedBackwardMmaDq({ ...base, tile: c.config.queryTile, subgroups: c.config.querySubgroups })),
         dkv: emulatedKernel(generateFusedBackwardMmaDkv({ ...base, tile: c.config.keyTile, subgroups: c.config.keySubgroups })),

@@ -215,10 +215,11 @@ if (values.mode === 'bsweep' && !('why' in avail)) {
       for (const [tile, n] of [[def.config.queryTile, def.config.querySubgroups], [def.config.keyTile, def.config.keySubgroups]] as const) {
         if (n === subgroups && !tiles.some((x) => x.tile.join() === tile.join())) tiles.push({ tile: [...tile], cost: 0 });
       }
-      for (const { tile } of tiles) {
-        const config: MmaBackwardConfig = { path: 'mma', queryTile: tile, querySubgroups: subgroups, keyTile: tile, keySubgroups: subgroups, chunk: 32 };
-        const mark = (t: readonly number[], n: number) => (t.join() === tile.join() && n === subgroups ? '*' : ' ');
-        const name = `sg${subgroups} ${tile.join('x')} ${mark(def.config.queryTile, def.config.querySubgroups)}${mark(def.config.keyTile, def.config.keySubgroups)}`;
+      // --chunk16 true: each tile with 16-row chunks too (half the workgroup memory; 8 subgroups fit).
+      for (const [{ tile }, chunk] of tiles.flatMap((x) => (values.chunk16 === 'true' ? [[x, 32], [x, 16]] : [[x, 32]]) as [typeof x, 16 | 32][])) {
+        const config: MmaBackwardConfig = { path: 'mma', queryTile: tile, querySubgroups: subgroups, keyTile: tile, keySubgroups: subgroups, chunk };
+        const mark = (t: readonly number[], n: number) => (t.join() === tile.join() && n === subgroups && chunk === 32 ? '*' : ' ');
+        const name = `sg${subgroups} ${tile.join('x')}${chunk === 16 ? ' c16' : ''} ${mark(def.config.queryTile, def.config.querySubgroups)}${mark(def.config.keyTile, def.config.keySubgroups)}`;
         try {
           const { kernels } = checkFusedBackwardMma(ctx, p.rank, g, config);
           const [dq, dkv] = mmaBackwardCommands(ctx, kernels, def.problem, g, config, delta) as [DispatchCommand, DispatchCommand];

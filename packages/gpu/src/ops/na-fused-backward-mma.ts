@@ -35,8 +35,11 @@ export interface MmaBackwardConfig {
   readonly querySubgroups: 2 | 4 | 8;
   readonly keyTile: readonly number[];
   readonly keySubgroups: 2 | 4 | 8;
-  /** Keys (dq) and queries (dkv) staged per step: 32. */
-  readonly chunk: 32;
+  /**
+   * Keys (dq) and queries (dkv) staged per step: 32 (the default), or 16 (half the workgroup memory per chunk, room
+   * for 8 subgroups; emulated in CI, not yet timed on a device).
+   */
+  readonly chunk: 16 | 32;
 }
 
 /** Why the mma backward cannot run this problem (dtype, head dims, rpb), or undefined. */

@@ -35,7 +35,7 @@ const RIGHT = `subgroup_matrix_right<f16, ${F}, ${F}>`;
 const RESULT = `subgroup_matrix_result<f32, ${F}, ${F}>`;
 
 /** Chunk sizes (keys for dq, queries for dkv) the backward compiles. */
-export const MMA_BACKWARD_CHUNKS = [32] as const;
+export const MMA_BACKWARD_CHUNKS = [16, 32] as const;
 
 /** A tensor-core backward kernel spec (both kernels): `tile` is the dq query tile or the dkv key tile. */
 export interface FusedBackwardMmaSpec {
