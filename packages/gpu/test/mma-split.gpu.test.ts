@@ -67,6 +67,8 @@ describe('split forward (float32 on f16 tensor cores)', () => {
     { name: '1-D L=90 K=13: V to 5e6, Q to 3e4, K to 1e-4', spatial: [90], kernelSize: [13], q: 3e4, k: 1e-4, v: 5e6, attnScale: 0.02 },
     { name: '2-D 12x14 K=5x7 causal on axis 1: Q and K to 1e-7, V to 1e-6', spatial: [12, 14], kernelSize: [5, 7], q: 1e-7, k: 1e-7, v: 1e-6, attnScale: 1e13, isCausal: [false, true] },
     { name: '2-D 12x14 K=5x7, 16-key chunks and 8 subgroups: V to 5e6', spatial: [12, 14], kernelSize: [5, 7], q: 1, k: 1, v: 5e6, attnScale: 0.25, config: { path: 'mma' as const, queryTile: [8, 16], keyChunk: 16 as const, subgroups: 8 as const } },
+    // One outlier: the scale follows it, so typical values sit 2^20 lower, still normal f16 halves.
+    { name: '1-D L=90 K=13: one value of V at 1e6, the rest about 1', spatial: [90], kernelSize: [13], q: 1, k: 1, v: 1, attnScale: 0.25, outlier: 1e6 },
   ];
   for (const c of cases) {
     it(c.name, async () => {
@@ -76,7 +78,8 @@ describe('split forward (float32 on f16 tensor cores)', () => {
       const [H, D] = [2, 16];
       const q = scaled([1, ...c.spatial, H, D], 41, c.q);
       const k = scaled([1, ...c.spatial, H, D], 42, c.k);
-      const v = scaled([1, ...c.spatial, H, D], 43, c.v);
+      const v0 = scaled([1, ...c.spatial, H, D], 43, c.v);
+      const v = 'outlier' in c ? tensorFromValues(v0.shape, 'float32', toFloat64Values(v0).map((x, i) => (i === 77 ? (c.outlier as number) : x))) : v0;
       const params = { kernelSize: c.kernelSize, attnScale: c.attnScale, isCausal: c.isCausal ?? false };
       const ref = { output: tensorFromValues(v.shape, 'float32', new Array(v.data.length).fill(0)), logsumexp: tensorFromValues([1, ...c.spatial, H], 'float32', new Array(q.data.length / D).fill(0)) };
       cpuFusedForward(rank, { ...params, query: q, key: k, value: v, ...ref });
@@ -89,8 +92,15 @@ describe('split forward (float32 on f16 tensor cores)', () => {
       }
       const out = toFloat64Values(await real.read(g.output));
       const want = toFloat64Values(ref.output);
-      const worst = out.reduce((m, x, i) => Math.max(m, Math.abs(x - (want[i] as number))), 0);
-      expect(worst / maxAbs(ref.output)).toBeLessThan(1e-5);
+      if ('outlier' in c) {
+        // Every output within float32's 1e-4 plus 1e-6 relative (the outputs that attend the outlier are near 1e6,
+        // where one float32 step is 0.06): the outputs that do not attend it keep their full precision.
+        const bad = Array.from(out).filter((x, i) => !(Math.abs(x - (want[i] as number)) <= 1e-4 + 1e-6 * Math.abs(want[i] as number)));
+        expect(bad).toEqual([]);
+      } else {
+        const worst = out.reduce((m, x, i) => Math.max(m, Math.abs(x - (want[i] as number))), 0);
+        expect(worst / maxAbs(ref.output)).toBeLessThan(1e-5);
+      }
       const lse = toFloat64Values(await real.read(g.logsumexp));
       const lseWant = toFloat64Values(ref.logsumexp);
       expect(lse.reduce((m, x, i) => Math.max(m, Math.abs(x - (lseWant[i] as number))), 0)).toBeLessThan(1e-4);
