@@ -8,7 +8,7 @@ describe('tensor-core (mma) backward generators', () => {
     expect(fusedBackwardMmaSpecProblem({ ...base, tile: [8] })).toMatch(/kernelSize, causal and tile need 2 entries/);
     expect(fusedBackwardMmaSpecProblem({ ...base, subgroups: 8, tile: [8, 8] })).toMatch(/tile \[8, 8\] must have 128 rows \(16 per subgroup\)/);
     expect(fusedBackwardMmaSpecProblem({ ...base, subgroups: 3 })).toMatch(/subgroups=3 is not one of 2, 4, 8/);
-    expect(fusedBackwardMmaSpecProblem({ ...base, chunk: 64 })).toMatch(/chunk 64 is not one of 32/);
+    expect(fusedBackwardMmaSpecProblem({ ...base, chunk: 64 })).toMatch(/chunk 64 is not one of 16, 32/);
     expect(fusedBackwardMmaSpecProblem({ ...base, dimV: 40 })).toMatch(/head dims 64\/40 must be multiples of 16/);
     expect(fusedBackwardMmaSpecProblem(base)).toBeUndefined();
     expect(() => generateFusedBackwardMmaDq({ ...base, chunk: 16 })).toThrow(/generateFusedBackwardMmaDq: chunk 16/);

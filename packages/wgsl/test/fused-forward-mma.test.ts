@@ -43,7 +43,7 @@ describe('tensor-core (mma) fused forward generator', () => {
   it('rejects specs it cannot generate, naming the rule', () => {
     expect(fusedForwardMmaSpecProblem({ ...base, subgroups: 3 })).toMatch(/subgroups=3 is not one of 2, 4, 8/);
     expect(fusedForwardMmaSpecProblem({ ...base, queryTile: [8, 8] })).toMatch(/query tile \[8, 8\] must have 128 queries \(16 per subgroup\)/);
-    expect(fusedForwardMmaSpecProblem({ ...base, keyChunk: 16 })).toMatch(/key chunk 16 is not one of 32, 64/);
+    expect(fusedForwardMmaSpecProblem({ ...base, keyChunk: 8 })).toMatch(/key chunk 8 is not one of 16, 32, 64/);
     expect(fusedForwardMmaSpecProblem({ ...base, dim: 40 })).toMatch(/head dims 40\/64 must be multiples of 16/);
     expect(fusedForwardMmaSpecProblem({ ...base, queryTile: [16] })).toMatch(/need 2 entries/);
     expect(() => generateFusedForwardMma({ ...base, keyChunk: 48 })).toThrow(/generateFusedForwardMma: key chunk 48/);
