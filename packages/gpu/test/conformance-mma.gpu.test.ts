@@ -3,8 +3,10 @@
  * adapter (lavapipe in CI has no subgroup matrices; the emulation runs the kernels' own indexing, masking, softmax,
  * prefetch and chunk skipping per query row, see sgmat-emulation.ts; the device scripts check the real matrices).
  *
- * The quick grid's float16 forward and backward cases and its float32 forward cases (the split forward: f16 hi + lo
- * halves, three multiplies per product, checked at float32's tolerance), with head dims raised to multiples of 16
+ * The quick grid's float16 forward and backward cases and, of its float32 forward cases, those that add a feature
+ * not yet covered (`featureCover`: rank, rpb, GQA, Dv != D, causal, dilation, stride, no LSE, batch, attention
+ * scale; the split forward: f16 hi + lo halves, three multiplies per product, checked at float32's tolerance; its
+ * emulated kernels take about 15 s each to compile on lavapipe, so not all 29), with head dims raised to multiples of 16
  * (the mma kernels' rule: 4, 8, 12 -> 16, 16 -> 32, so Dv != D cases stay Dv != D) and keyed anew; every case the mma
  * path can run is registered (the backward has no rpb and no float32), each run at the path's default config
  * against the CPU reference.
@@ -56,11 +58,33 @@ function mmaBackend(ctx: GpuContext): NaBackend {
 /** A tensor of this shape and dtype, for the fit checks (no data). */
 const like = (shape: readonly number[], dtype: DType): TensorLike => ({ shape, dtype }) as TensorLike;
 
+/** The cases, in order, that each add a feature (per rank) no earlier kept case had. */
+function featureCover(cases: readonly NaCase[]): NaCase[] {
+  const seen = new Set<string>();
+  return cases.filter((c) => {
+    const tags = [
+      'any',
+      c.rpb && 'rpb',
+      c.headsKv !== c.heads && 'gqa',
+      c.dimV !== c.dim && 'dv',
+      c.isCausal.some(Boolean) && 'causal',
+      c.dilation.some((d) => d > 1) && 'dilation',
+      c.stride.some((x) => x > 1) && 'stride',
+      !c.lse && 'no-lse',
+      c.batch > 1 && 'batch',
+      c.attnScale !== undefined && 'scale',
+    ].filter((t): t is string => typeof t === 'string').map((t) => `${c.rank}:${t}`);
+    const fresh = tags.filter((t) => !seen.has(t));
+    for (const t of fresh) seen.add(t);
+    return fresh.length > 0;
+  });
+}
+
 /** The quick grid's fused cases with head dims raised to multiples of 16, those the mma path can run. */
 function mmaCases(): NaCase[] {
   const raise = (d: number): number => (d <= 16 ? (d === 16 ? 32 : 16) : 16 * Math.ceil(d / 16));
   const out: NaCase[] = [];
-  const grid = [...conformanceCases({ dtypes: ['float16'], ops: ['forward', 'backward'] }), ...conformanceCases({ dtypes: ['float32'], ops: ['forward'] })];
+  const grid = [...conformanceCases({ dtypes: ['float16'], ops: ['forward', 'backward'] }), ...featureCover(conformanceCases({ dtypes: ['float32'], ops: ['forward'] }))];
   for (const c of grid) {
     const g = { ...c, dim: raise(c.dim), dimV: raise(c.dimV) };
     const key = caseKey(c.op, c.dtype, g);
