@@ -124,15 +124,6 @@ export function mmaInWindow(r: number, kc: string): string {
 
 
 /**
- * Key-chunk staging with register prefetch, shared by the forward and the dq kernel: `mmaFetchKeyChunk` loads the
- * staging thread's K and V vec4s and the key's coordinates of the chunk starting at `c0` into registers (zeros and
- * an out-of-box coordinate past the box), `mmaCommitKeyChunk` writes them to workgroup memory (K rows at 0, V rows at
- * `voff`, coordinates to kc_sh), and `mmaStagedKeyLoop` places them: the first fetch before the chunk loop, then per
- * step the commit, a barrier, and the next chunk's fetch, so its global loads are in flight while this chunk is
- * multiplied. Measured on an H200 (f16 forward): 1.5-1.9x faster than loading each chunk after the previous one's
- * last barrier (FLUX-like 85 -> 45 ms, 2-D 256x256 K=15 4.27 -> 2.27 ms, 1-D K=2047 causal 2.74 -> 1.77 ms).
- */
-/**
  * Split staging (float32 tensors): each staged vec4 x, times the tensor's power-of-two scale, is written as hi to the
  * staging array and lo = f16(x - hi) to `lo` at the same offset, where hi is x with its mantissa cut to f16's 10
  * bits by masking (exact in f16 for normal values). Not hi = f16(x), lo = f16(x - f32(hi)): compilers may fold
@@ -151,6 +142,15 @@ interface StagingShape {
   readonly split?: MmaSplitStaging;
 }
 
+/**
+ * Key-chunk staging with register prefetch, shared by the forward and the dq kernel: `mmaFetchKeyChunk` loads the
+ * staging thread's K and V vec4s and the key's coordinates of the chunk starting at `c0` into registers (zeros and
+ * an out-of-box coordinate past the box), `mmaCommitKeyChunk` writes them to workgroup memory (K rows at 0, V rows at
+ * `voff`, coordinates to kc_sh), and `mmaStagedKeyLoop` places them: the first fetch before the chunk loop, then per
+ * step the commit, a barrier, and the next chunk's fetch, so its global loads are in flight while this chunk is
+ * multiplied. Measured on an H200 (f16 forward): 1.5-1.9x faster than loading each chunk after the previous one's
+ * last barrier (FLUX-like 85 -> 45 ms, 2-D 256x256 K=15 4.27 -> 2.27 ms, 1-D K=2047 causal 2.74 -> 1.77 ms).
+ */
 function fetchCounts(o: StagingShape): { nk: number; nv: number } {
   return { nk: Math.ceil(o.d4 / o.tpk), nv: Math.ceil(o.dv4 / o.tpk) };
 }
@@ -236,7 +236,8 @@ export type FusedForwardMmaSpec = Pick<FusedForwardSpec, 'rank' | 'kernelSize' |
   /**
    * float32 tensors on the f16 tensor cores ("split"): Q, K, V (and P) are scaled by a power of two per tensor so
    * that max |x| lands in (2^13, 2^14] (the `scales` binding holds max |Q|, max |K|, max |V|, see
-   * `generateAbsMax`), split into hi = f16(x) and lo = f16(x - hi), and every product takes three multiplies
+   * `generateAbsMax`), split into hi (x with its mantissa masked to f16's 10 bits) and lo = f16(x - hi)
+   * (`storeSplit4`), and every product takes three multiplies
    * (hi hi + hi lo + lo hi, f32 accumulation): about 2^-22 relative error per product against f16's 2^-11.
    * Absent = float16 tensors.
    */
