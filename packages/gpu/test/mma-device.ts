@@ -12,7 +12,7 @@
  *    the plain backward; `--mode bsweep` times its dq and dkv kernels alone per subgroup count and tile.
  * `--only a,b` keeps the speed problems whose name contains any of the parts.
  */
-import { type FusedProblem, randn, tensor, toFloat64Values } from '@natten-web/core';
+import { type FusedBackwardArgs, type FusedProblem, type NaRank, randn, tensor, toFloat64Values } from '@natten-web/core';
 import { tensorFromValues } from '@natten-web/testkit';
 import { fusedBackward as cpuFusedBackward, fusedForward as cpuFusedForward } from '@natten-web/cpu';
 import { tileShapes } from '@natten-web/wgsl';
@@ -54,6 +54,30 @@ function chunk16Variants(problem: FusedProblem): MmaForwardConfig[] {
     const c = all.filter((x) => x.subgroups === nsg).sort((x, y) => mmaConfigCost(problem, x) - mmaConfigCost(problem, y))[0];
     return c ? [c] : [];
   });
+}
+
+/**
+ * With `--chunk16 true`: the default backward config with 16-row chunks, and the same with 8 subgroups for both
+ * kernels (each kernel's tile with the smallest union box, by the forward's cost model), where they fit.
+ */
+function backwardChunk16Variants(rank: NaRank, def: MmaBackwardConfig, g: FusedBackwardArgs<GpuTensor>): (readonly [string, MmaBackwardConfig])[] {
+  if (values.chunk16 !== 'true') return [];
+  const widest = (tile: readonly number[]): number[] => {
+    // Double the tile's last axis: twice the rows (16 x 8 subgroups) with the same leading extents.
+    const t = [...tile];
+    t[rank - 1] = (t[rank - 1] as number) * (8 / def.querySubgroups);
+    return t;
+  };
+  const sg8: MmaBackwardConfig = { ...def, chunk: 16, queryTile: widest(def.queryTile), querySubgroups: 8, keyTile: def.keyTile.map((x, a) => (a === rank - 1 ? x * (8 / def.keySubgroups) : x)), keySubgroups: 8 };
+  const fits = (c: MmaBackwardConfig): boolean => {
+    try {
+      checkFusedBackwardMma(ctx, rank, g, c);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  return ([['c16', { ...def, chunk: 16 }], ['c16 sg8', sg8]] as const).filter(([, c]) => fits(c));
 }
 
 let failures = 0;
@@ -158,7 +182,7 @@ if ((values.mode === 'bcheck' || values.mode === 'backward') && !('why' in avail
     cpuFusedBackward(p.rank, { ...h, logsumexp: t.lse, gradOutput: dO, gradQuery: ref.dq, gradKey: ref.dk, gradValue: ref.dv, rpb: null });
     const g = { ...h, query: ctx.upload(t.q), key: ctx.upload(t.k), value: ctx.upload(t.v), output: ctx.upload(t.out), logsumexp: ctx.upload(t.lse), gradOutput: ctx.upload(dO), gradQuery: ctx.createTensor(t.q.shape, 'float16'), gradKey: ctx.createTensor(t.k.shape, 'float16'), gradValue: ctx.createTensor(t.v.shape, 'float16'), rpb: null };
     const def = checkFusedBackwardMma(ctx, p.rank, g).config;
-    for (const [variant, config] of [['default', def]] as const) {
+    for (const [variant, config] of [['default', def] as const, ...backwardChunk16Variants(p.rank, def, g)]) {
       try {
         await fusedBackwardMma(ctx, p.rank, g, config);
         const errs = [maxErr(await ctx.read(g.gradQuery), ref.dq), maxErr(await ctx.read(g.gradKey), ref.dk), maxErr(await ctx.read(g.gradValue), ref.dv)];
@@ -180,7 +204,8 @@ if ((values.mode === 'bspeed' || values.mode === 'backward') && !('why' in avail
     const { f, g } = await backwardArgs(p);
     const def = checkFusedBackwardMma(ctx, p.rank, g).config;
     for (const [name, run] of [
-      ['mma', () => fusedBackwardMma(ctx, p.rank, g, def)],
+      ['mma', () => fusedBackwardMma(ctx, p.rank, g, def)] as const,
+      ...backwardChunk16Variants(p.rank, def, g).map(([v, c]) => [`mma ${v}`, () => fusedBackwardMma(ctx, p.rank, g, c)] as const),
       // The plain backward's default config (fusedBackward itself now routes to the mma path here).
       ['plain', () => fusedBackwardWithConfig(ctx, p.rank, g, selectFusedBackward(ctx, p.rank, g).config)],
     ] as const) {
