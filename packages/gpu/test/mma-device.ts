@@ -58,7 +58,7 @@ function chunk16Variants(problem: FusedProblem): MmaForwardConfig[] {
 
 /**
  * With `--chunk16 true`: the default backward config with 16-row chunks, and the same with 8 subgroups for both
- * kernels (each kernel's tile with the smallest union box, by the forward's cost model), where they fit.
+ * kernels (the default tiles widened along the last axis to 128 rows), where they fit this device.
  */
 function backwardChunk16Variants(rank: NaRank, def: MmaBackwardConfig, g: FusedBackwardArgs<GpuTensor>): (readonly [string, MmaBackwardConfig])[] {
   if (values.chunk16 !== 'true') return [];
