@@ -52,6 +52,7 @@ export {
   defaultForwardMma,
   defaultMmaConfig,
   enumerateMmaConfigs,
+  MMA_CHUNK16_WINDOW_USE,
   MMA_MIN_WINDOW_USE,
   MMA_MIN_WORKGROUPS,
   mmaWindowUse,
