@@ -21,6 +21,11 @@ export interface DispatchCommand {
   readonly buffers: readonly GPUBuffer[];
   readonly uniforms?: Readonly<Record<string, number>>;
   readonly workgroups: readonly [number, number, number];
+  /**
+   * Buffers zeroed (`clearBuffer`) right before this command's pass, each time the command is encoded: scratch that
+   * the kernel accumulates into (atomics) stays correct when prepared commands are encoded many times.
+   */
+  readonly clear?: readonly GPUBuffer[];
 }
 
 /** Where a prepared dispatch writes its GPU timestamps: begin of the first pass, end of the last. */
@@ -312,7 +317,7 @@ export class GpuContext {
     this.assertAlive(op);
     const device = this.device;
     const temp: GPUBuffer[] = [];
-    const passes: { pipeline: GPUComputePipeline; bindGroup: GPUBindGroup; workgroups: readonly [number, number, number]; label: string }[] = [];
+    const passes: { pipeline: GPUComputePipeline; bindGroup: GPUBindGroup; workgroups: readonly [number, number, number]; label: string; clear: readonly GPUBuffer[] }[] = [];
     device.pushErrorScope('validation');
     commands.forEach((c, i) => {
       const pipeline = pipelines[i] as GPUComputePipeline;
@@ -326,7 +331,7 @@ export class GpuContext {
       }
       if (c.workgroups.some((w) => w === 0)) return;
       const bindGroup = device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries, label: c.kernel.key });
-      passes.push({ pipeline, bindGroup, workgroups: c.workgroups, label: c.kernel.key });
+      passes.push({ pipeline, bindGroup, workgroups: c.workgroups, label: c.kernel.key, clear: c.clear ?? [] });
     });
     const bindError = await device.popErrorScope();
     let released = false;
@@ -351,6 +356,7 @@ export class GpuContext {
                   ...(i === 0 ? { beginningOfPassWriteIndex: timestamps.beginIndex } : {}),
                   ...(i === passes.length - 1 ? { endOfPassWriteIndex: timestamps.endIndex } : {}),
                 };
+          for (const b of p.clear) enc.clearBuffer(b);
           const pass = enc.beginComputePass({
             label: p.label,
             ...(tw !== undefined && (i === 0 || i === passes.length - 1) ? { timestampWrites: tw } : {}),

@@ -292,7 +292,7 @@ export function planFusedForwardMma(
   const kernel = memoKernel('fused-forward-mma', s, generateFusedForwardMma);
   const command = fusedForwardCommand(ctx, kernel, problem, args, fusedForwardDispatch(problem, cfg.queryTile));
   if (s.split !== true) return { kernel, commands: [command], release: () => {}, config: cfg, problem };
-  const scales = ctx.tempTensor([4], 'float32', { zero: true, label: 'mma forward split scales' });
+  const scales = ctx.tempTensor([4], 'float32', { label: 'mma forward split scales' });
   const commands = [absMaxCommand(ctx, args, scales), { ...command, buffers: [...command.buffers, scales.buffer] }];
   return { kernel, commands, release: () => ctx.releaseTensor(scales), config: cfg, problem };
 }
@@ -301,7 +301,7 @@ export function planFusedForwardMma(
 const ABS_MAX_VEC4_PER_WORKGROUP = 4096;
 const ABS_MAX_MAX_WORKGROUPS = 1024;
 
-/** The abs-max dispatch of the split: max |x| of query, key and value into `scales[0..2]` (zeroed). */
+/** The abs-max dispatch of the split: max |x| of query, key and value into `scales[0..2]` (cleared before its pass). */
 function absMaxCommand(ctx: GpuContext, args: FusedForwardArgs<GpuTensor>, scales: GpuTensor): DispatchCommand {
   const n = [args.query, args.key, args.value].map((t) => t.numel / 4);
   const x = Math.min(ABS_MAX_MAX_WORKGROUPS, ctx.limits.maxComputeWorkgroupsPerDimension, Math.max(1, Math.ceil(Math.max(...n) / ABS_MAX_VEC4_PER_WORKGROUP)));
@@ -310,6 +310,7 @@ function absMaxCommand(ctx: GpuContext, args: FusedForwardArgs<GpuTensor>, scale
     buffers: [args.query.buffer, args.key.buffer, args.value.buffer, scales.buffer],
     uniforms: { n_q: n[0] as number, n_k: n[1] as number, n_v: n[2] as number },
     workgroups: [x, 3, 1],
+    clear: [scales.buffer],
   };
 }
 

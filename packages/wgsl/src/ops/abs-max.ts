@@ -3,7 +3,7 @@
  * `FusedForwardMmaSpec.split`). Workgroup (x, y): tensor y (0 query, 1 key, 2 value), vec4s x * 256 + lid with a
  * stride of all x-workgroups. A workgroup reduces into a workgroup atomic, then one atomicMax per workgroup into
  * `scales[y]` (the f32 bits of a non-negative float order as u32 do; NaN orders above +inf). `scales` must be zero
- * before the dispatch.
+ * before the dispatch (the runtime's `DispatchCommand.clear`).
  */
 import { type GeneratedKernel, kernelKey, type StorageBinding, type UniformField, uniformDecl } from '../kernel.ts';
 
