@@ -27,7 +27,7 @@ import { fmtMs, renderText, tuningText } from './render.ts';
 import { type BenchResults, type BenchRow, isSoftwareAdapter, RESULTS_SCHEMA, type Timing } from './results.ts';
 import { type ClockSampler, startClockSampler } from './smclock.ts';
 import { runTorch, type TorchResult } from './torch.ts';
-import { backwardConfigLabel, createRowTuner, forwardConfigLabel, mmaBackwardLabel, type RowTuner, type TunedPick } from './tuned.ts';
+import { backwardConfigLabel, createRowTuner, forwardConfigLabel, mmaBackwardLabel, mmaForwardLabel, type RowTuner, type TunedPick } from './tuned.ts';
 
 /** Progress on stderr: a live line on a TTY, else one line per finished case. */
 class Progress {
@@ -231,7 +231,7 @@ async function measureItem(
         forward = () => fusedForwardSgmat(ctx, rank, fwdArgs, f);
       } else if (opts.forwardPath === 'mma') {
         const f = planFusedForwardMma(ctx, rank, fwdArgs).config;
-        cfg = `fwd mma${dt === 'float32' ? ' split' : ''} q${f.queryTile.join('x')}/bk${f.keyChunk}/sg${f.subgroups}`;
+        cfg = mmaForwardLabel(f, dt);
         forward = () => fusedForwardMma(ctx, rank, fwdArgs, f);
       } else if (opts.forwardPath === 'tile') {
         const f = planFusedForwardTile(ctx, rank, fwdArgs).config;
@@ -251,7 +251,7 @@ async function measureItem(
         // The default may route to the tensor-core (mma) path; --forward-path plain forces the plain default.
         const route = explicit || opts.forwardPath === 'plain' ? undefined : fusedForward.route(ctx, rank, oursFwd);
         if (route) {
-          cfg = `fwd mma${dt === 'float32' ? ' split' : ''} q${route.queryTile.join('x')}/bk${route.keyChunk}/sg${route.subgroups}`;
+          cfg = mmaForwardLabel(route, dt);
           forward = () => fusedForward(ctx, rank, oursFwd);
         } else {
           cfg = forwardConfigLabel(f);

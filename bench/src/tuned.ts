@@ -15,7 +15,7 @@ import {
   type ProgressEvent,
   type Selection,
 } from '@natten-web/autotune';
-import type { GpuContext, MmaBackwardConfig } from '@natten-web/gpu';
+import type { GpuContext, MmaBackwardConfig, MmaForwardConfig } from '@natten-web/gpu';
 import type { FusedBackwardConfig, FusedForwardConfig } from '@natten-web/wgsl';
 import type { BenchItem } from './cases.ts';
 import type { TuneInfo } from './results.ts';
@@ -39,6 +39,11 @@ export function backwardConfigLabel(b: FusedBackwardConfig): string {
   const qu = b.queryUnroll ?? 1;
   const unroll = ku === qu ? (ku > 1 ? ` U ${ku}` : '') : ` U ${ku}/${qu}`;
   return `bwd q${b.queryTile.join('x')}/k${b.keyTile.join('x')} splits ${b.numSplitsKey.join('x')}${(b.lanes ?? 1) > 1 ? ` lanes ${b.lanes}` : ''}${q > 1 || k > 1 ? ` Q ${q} K ${k}` : ''}${unroll}${b.computeDeltaWithTorch ? ' delta separate' : ''}`;
+}
+
+/** A tensor-core forward config as a row label: `fwd mma q16x8/bk16/sg8` (`fwd mma split ...` for float32). */
+export function mmaForwardLabel(f: MmaForwardConfig, dtype: string): string {
+  return `fwd mma${dtype === 'float32' ? ' split' : ''} q${f.queryTile.join('x')}/bk${f.keyChunk}/sg${f.subgroups}`;
 }
 
 /** A tensor-core backward config as a row label: `bwd mma q4x8/sg2 k8x8/sg4` (each kernel's tile and subgroups). */
