@@ -25,7 +25,7 @@ import { type GeneratedKernel, kernelKey, type StorageBinding, type UniformField
 import { tokenOf } from '../snippets/fused-index.ts';
 import { windowFunctions } from '../snippets/window.ts';
 import { boxRow, forwardWorkgroupPrologue, fusedForwardUniformFields, rowLoader, workgroupTileDecode } from './na-fused-forward.ts';
-import { COORD, MMA_FRAGMENT, MMA_HEADER, MMA_SUBGROUP_SIZE, type MmaLayout, mmaBindingDecls, mmaDecodeTile, mmaInWindow, mmaLayout, mmaPassRows, mmaQueryRowWindow, mmaShapeProblem, mmaStagedKeyLoop, mmaSubgroupSpan, store4 } from './na-fused-forward-mma.ts';
+import { COORD, MMA_FRAGMENT, MMA_HEADER, MMA_SUBGROUP_SIZE, type MmaLayout, mmaBindingDecls, mmaDecodeTile, mmaInWindow, mmaLayout, mmaPassRows, mmaQueryRowWindow, mmaShapeProblem, mmaStagedKeyLoop, mmaSubgroupSpan, stagingPartGuard, store4 } from './na-fused-forward-mma.ts';
 
 const GEN = 4;
 const F = MMA_FRAGMENT;
@@ -423,7 +423,7 @@ ${ind}${we}.${COORD[a] as string} = (w_${a}.x - g_${a}) / params.dil_${a} + w_${
   // loaded into registers right after this step's are committed to workgroup memory.
   const NQ = Math.ceil(D4 / TPQ);
   const NO = Math.ceil(DV4 / TPQ);
-  const part = (n: number, d4: number, i: number): string => (n * TPQ === d4 ? '' : `if (st_sub + ${i * TPQ}u < ${d4}u) `);
+  const part = (n: number, d4: number, i: number): string => stagingPartGuard(n, TPQ, d4, i);
   const fetchStep = (it: string, ind: string): string => `${ind}{
 ${ind}  let f_qh = (${it}) / n_chunks;
 ${ind}  let qbox = ((${it}) % n_chunks) * QUERY_CHUNK + st_row;
