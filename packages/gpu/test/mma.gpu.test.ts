@@ -24,7 +24,7 @@ import { gpuContext } from './setup.ts';
 interface ProblemOptions {
   readonly heads?: number;
   readonly dim?: number;
-  readonly dtype?: 'float16' | 'float32';
+  readonly dtype?: 'float16' | 'float32' | 'float64';
   readonly dilation?: number;
   readonly causal?: boolean;
   readonly rpb?: boolean;
@@ -71,6 +71,7 @@ describe('tensor-core (mma) forward: availability, config choice and the default
 
   it('fits float16 and float32 problems whose head dims are multiples of 16 (with or without rpb)', () => {
     expect(mmaProblemFit(problem([32, 32], [7, 7], { dtype: 'float32' }))).toBeUndefined();
+    expect(mmaProblemFit(problem([32, 32], [7, 7], { dtype: 'float64' }))).toBe('the tensor-core (mma) forward needs float16 or float32 tensors, not float64');
     expect(mmaProblemFit(problem([32, 32], [7, 7], { dim: 40 }))).toMatch(/head dims 40\/40 are not multiples of 16/);
     expect(mmaProblemFit(problem([32, 32], [7, 7], { rpb: true }))).toBeUndefined();
     expect(mmaProblemFit(problem([32, 32], [7, 7]))).toBeUndefined();
