@@ -48,7 +48,7 @@ export function mmaForwardLabel(f: MmaForwardConfig, dtype: string): string {
 
 /** A tensor-core backward config as a row label: `bwd mma q4x8/sg2 k8x8/sg4` (each kernel's tile and subgroups). */
 export function mmaBackwardLabel(m: MmaBackwardConfig): string {
-  return `bwd mma q${m.queryTile.join('x')}/sg${m.querySubgroups} k${m.keyTile.join('x')}/sg${m.keySubgroups}`;
+  return `bwd mma q${m.queryTile.join('x')}/sg${m.querySubgroups} k${m.keyTile.join('x')}/sg${m.keySubgroups} c${m.chunk}`;
 }
 
 /** The autotuner's problems of a row: the forward (storing the LSE, as the bench's forward does) and, for fwd+bwd, the backward. */

@@ -254,7 +254,7 @@ describe('tuned runs (--tuned)', () => {
     expect(backwardConfigLabel({ ...b, lanes: 4, keyUnroll: 2, queryUnroll: 2 })).toBe('bwd q8x8/k8x8 splits 1x2 lanes 4 U 2');
     expect(backwardConfigLabel({ ...b, queriesPerInvocation: 2, keyUnroll: 1, queryUnroll: 1 })).toBe('bwd q8x8/k8x8 splits 1x2 Q 2 K 1');
     expect(backwardConfigLabel({ ...b, keyUnroll: 2, queryUnroll: 1, computeDeltaWithTorch: true })).toBe('bwd q8x8/k8x8 splits 1x2 U 2/1 delta separate');
-    expect(mmaBackwardLabel({ path: 'mma', queryTile: [4, 8], querySubgroups: 2, keyTile: [8, 8], keySubgroups: 4, chunk: 32 })).toBe('bwd mma q4x8/sg2 k8x8/sg4');
+    expect(mmaBackwardLabel({ path: 'mma', queryTile: [4, 8], querySubgroups: 2, keyTile: [8, 8], keySubgroups: 4, chunk: 32 })).toBe('bwd mma q4x8/sg2 k8x8/sg4 c32');
     expect(mmaForwardLabel({ path: 'mma', queryTile: [16, 8], keyChunk: 16, subgroups: 8 }, 'float16')).toBe('fwd mma q16x8/bk16/sg8');
     expect(mmaForwardLabel({ path: 'mma', queryTile: [64], keyChunk: 16, subgroups: 4 }, 'float32')).toBe('fwd mma split q64/bk16/sg4');
   });

@@ -36,8 +36,8 @@ export interface MmaBackwardConfig {
   readonly keyTile: readonly number[];
   readonly keySubgroups: 2 | 4 | 8;
   /**
-   * Keys (dq) and queries (dkv) staged per step: 32 (the default), or 16 (half the workgroup memory per chunk, room
-   * for 8 subgroups; emulated in CI, not yet timed on a device).
+   * Keys (dq) and queries (dkv) staged per step: 16 (the default: half the workgroup memory per chunk, room for 8
+   * subgroups, and 1.3-2.3x faster per kernel on an H200) or 32.
    */
   readonly chunk: 16 | 32;
 }
@@ -74,16 +74,20 @@ function fits(ctx: GpuContext, problem: FusedBackwardProblem, config: MmaBackwar
   return kernelFits(ctx, problem, config, 'dq') && kernelFits(ctx, problem, config, 'dkv');
 }
 
-/** Windows of at most this many keys run the dq kernel with 2 subgroups by default (more workgroups), else 4. */
+/** Windows of at most this many keys run the dq kernel with 2 subgroups by default (more workgroups), else 4 or 8. */
 export const MMA_BACKWARD_SMALL_WINDOW = 512;
+/** Windows of more than this many keys run both kernels with 8 subgroups by default (FLUX-like: 6400 keys). */
+export const MMA_BACKWARD_LARGE_WINDOW = 4096;
 
 /**
- * Heuristic default, per kernel: the subgroup count (dkv 4; dq 2 for windows of at most
- * `MMA_BACKWARD_SMALL_WINDOW` keys, else 4; the other where it does not fit) and the tile whose union box
- * (prod(min(t_a + K_a - 1, group extent))) is smallest, ties to the longer last axis (a subgroup's 16 rows then span fewer rows).
- * Chosen from a sweep of both kernels alone on an H200 (f16, the seven benchmark problems): the sum of the two
- * kernels 0% (1-D 4096) to 10% (2-D K=7, K=13 dilated) faster than one 4-subgroup tile by the forward's cost model
- * for both; dq alone up to 20% (3-D: 0.92 vs 1.15 ms).
+ * Heuristic default, per kernel, with 16-row chunks: the subgroup count (dq 2 for windows of at most
+ * `MMA_BACKWARD_SMALL_WINDOW` keys, dkv 4; both 8 above `MMA_BACKWARD_LARGE_WINDOW` keys, else 4; the next that
+ * fits where one does not) and the tile whose union box (prod(min(t_a + K_a - 1, group extent))) is smallest, ties
+ * to the longer last axis (a subgroup's 16 rows then span fewer rows).
+ * Chosen from sweeps of both kernels alone on an H200 (f16, benchmark problems): 16-row chunks made each kernel
+ * 1.3-2.3x faster than 32-row chunks at the same tile (2-D K=7: dq 329 -> 198 us, dkv 927 -> 401 us), and the whole
+ * backward 1.2-1.4x (1-D 4096 about 0.18 -> 0.124 ms, FLUX-like 315 -> 271 ms); with 8 subgroups FLUX-like took
+ * 203 ms, while 8 subgroups were slower on every smaller window (1-D K=2047 causal 7.3 vs 6.8 ms).
  */
 export function defaultMmaBackwardConfig(ctx: GpuContext, problem: FusedBackwardProblem): MmaBackwardConfig | undefined {
   return memoPerContext(ctx, 'mma-backward-config', problem, () => chooseMmaBackwardConfig(ctx, problem));
@@ -98,11 +102,11 @@ function chooseMmaBackwardConfig(ctx: GpuContext, problem: FusedBackwardProblem)
       const group = Math.ceil((problem.spatial[a] as number) / (problem.params.dilation[a] as number));
       return v * Math.min(t + (problem.params.kernelSize[a] as number) - 1, group);
     }, 1);
-  const pick = (kernel: 'dq' | 'dkv', counts: readonly (2 | 4)[]): { tile: number[]; subgroups: 2 | 4 } | undefined => {
+  const pick = (kernel: 'dq' | 'dkv', counts: readonly (2 | 4 | 8)[]): { tile: number[]; subgroups: 2 | 4 | 8 } | undefined => {
     for (const subgroups of counts) {
       let best: number[] | undefined;
       for (const tile of tileShapes(problem.rank, MMA_FRAGMENT * subgroups)) {
-        const probe: MmaBackwardConfig = { path: 'mma', queryTile: tile, querySubgroups: subgroups, keyTile: tile, keySubgroups: subgroups, chunk: 32 };
+        const probe: MmaBackwardConfig = { path: 'mma', queryTile: tile, querySubgroups: subgroups, keyTile: tile, keySubgroups: subgroups, chunk: 16 };
         if (!kernelFits(ctx, problem, probe, kernel)) continue;
         const last = problem.rank - 1;
         if (!best || box(tile) < box(best) || (box(tile) === box(best) && (tile[last] as number) > (best[last] as number))) best = tile;
@@ -111,10 +115,11 @@ function chooseMmaBackwardConfig(ctx: GpuContext, problem: FusedBackwardProblem)
     }
     return undefined;
   };
-  const dq = pick('dq', windowKeys <= MMA_BACKWARD_SMALL_WINDOW ? [2, 4] : [4, 2]);
-  const dkv = pick('dkv', [4, 2]);
+  const large = windowKeys > MMA_BACKWARD_LARGE_WINDOW;
+  const dq = pick('dq', large ? [8, 4, 2] : windowKeys <= MMA_BACKWARD_SMALL_WINDOW ? [2, 4, 8] : [4, 2, 8]);
+  const dkv = pick('dkv', large ? [8, 4, 2] : [4, 2, 8]);
   if (!dq || !dkv) return undefined;
-  return { path: 'mma', queryTile: dq.tile, querySubgroups: dq.subgroups, keyTile: dkv.tile, keySubgroups: dkv.subgroups, chunk: 32 };
+  return { path: 'mma', queryTile: dq.tile, querySubgroups: dq.subgroups, keyTile: dkv.tile, keySubgroups: dkv.subgroups, chunk: 16 };
 }
 
 /**
