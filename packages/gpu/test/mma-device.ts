@@ -134,14 +134,6 @@ if (values.mode === 'speed' || values.mode === 'both') {
       const ranked = enumerateMmaConfigs(ctx, problem).sort((x, y) => mmaConfigCost(problem, x) - mmaConfigCost(problem, y));
       const configs = values.sweep === 'true' ? ranked.slice(0, Number(values.top)) : [def, ...chunk16Variants(problem)];
       if (!configs.some((c) => JSON.stringify(c) === JSON.stringify(def))) configs.unshift(def);
-      if (dtype === 'float32') {
-        // The split's abs-max dispatch (over V) alone, at its own workgroup count and at 4x and 16x as many (grid-stride).
-        const absMax = planFusedForwardMma(ctx, p.rank, g, def).commands[0] as DispatchCommand;
-        for (const f of [1, 4, 16]) {
-          const x = Math.min(65535, absMax.workgroups[0] * f);
-          row(`abs-max alone x=${x}`, await timeCommand(ctx, { ...absMax, workgroups: [x, 1, 1] }, reps, warmer));
-        }
-      }
       for (const c of configs) {
         try {
           const us = await timeCommand(ctx, planFusedForwardMma(ctx, p.rank, g, c).commands, reps, warmer);

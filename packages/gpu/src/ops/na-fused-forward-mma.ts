@@ -3,8 +3,8 @@
  * per workgroup share each staged key chunk, through subgroup matrices (f16 -> f32, 16x16x16). Planning, config
  * choice and dispatch. Needs `chromium-experimental-subgroup-matrix` with an f16 16x16x16 config and a fixed
  * subgroup size of 32, and head dims that are multiples of 16. float16 tensors run as they are; float32 tensors run
- * "split" (each operand as f16 hi + lo after a power-of-two scale, per row for Q and K and per tensor for V, three
- * multiplies per product; a small abs-max dispatch over V first computes its scale).
+ * "split" (each operand as f16 hi + lo after a per-tensor power-of-two scale, three multiplies per product; a small
+ * abs-max dispatch first computes the scales).
  */
 import {
   checkFusedForward,
@@ -265,7 +265,7 @@ export function defaultForwardMma(ctx: GpuContext, problem: FusedProblem): MmaFo
 
 /**
  * Kernel and dispatches for one call on the mma path (validated; no GPU work): `commands` is the forward alone for
- * float16, and an abs-max dispatch (max |V| for the split's V scale, into a pooled scratch) then the forward for
+ * float16, and an abs-max dispatch (the split's per-tensor scales, into a pooled scratch) then the forward for
  * float32; `release()` returns that scratch to the pool once the commands were submitted.
  */
 export function planFusedForwardMma(
@@ -297,19 +297,19 @@ export function planFusedForwardMma(
   return { kernel, commands, release: () => ctx.releaseTensor(scales), config: cfg, problem };
 }
 
-/** Vec4s each abs-max workgroup reads at least (grid-stride beyond), and the most workgroups. */
-const ABS_MAX_VEC4_PER_WORKGROUP = 1024;
-const ABS_MAX_MAX_WORKGROUPS = 2048;
+/** Vec4s each abs-max workgroup reads at least (grid-stride beyond), and the most workgroups per tensor. */
+const ABS_MAX_VEC4_PER_WORKGROUP = 4096;
+const ABS_MAX_MAX_WORKGROUPS = 1024;
 
-/** The abs-max dispatch of the split: max |V| into `scales[0]` (cleared before its pass). */
+/** The abs-max dispatch of the split: max |x| of query, key and value into `scales[0..2]` (cleared before its pass). */
 function absMaxCommand(ctx: GpuContext, args: FusedForwardArgs<GpuTensor>, scales: GpuTensor): DispatchCommand {
-  const n = args.value.numel / 4;
-  const x = Math.min(ABS_MAX_MAX_WORKGROUPS, ctx.limits.maxComputeWorkgroupsPerDimension, Math.max(1, Math.ceil(n / ABS_MAX_VEC4_PER_WORKGROUP)));
+  const n = [args.query, args.key, args.value].map((t) => t.numel / 4);
+  const x = Math.min(ABS_MAX_MAX_WORKGROUPS, ctx.limits.maxComputeWorkgroupsPerDimension, Math.max(1, Math.ceil(Math.max(...n) / ABS_MAX_VEC4_PER_WORKGROUP)));
   return {
-    kernel: memoKernel('abs-max', {}, generateAbsMax),
-    buffers: [args.value.buffer, scales.buffer],
-    uniforms: { n },
-    workgroups: [x, 1, 1],
+    kernel: memoKernel('abs-max3', {}, generateAbsMax),
+    buffers: [args.query.buffer, args.key.buffer, args.value.buffer, scales.buffer],
+    uniforms: { n_q: n[0] as number, n_k: n[1] as number, n_v: n[2] as number },
+    workgroups: [x, 3, 1],
     clear: [scales.buffer],
   };
 }

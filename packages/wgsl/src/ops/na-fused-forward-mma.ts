@@ -31,12 +31,8 @@ import { windowFunctions } from '../snippets/window.ts';
 import { boxKeyRow, type FusedForwardSpec, forwardWorkgroupPrologue, fusedForwardBindings, fusedForwardUniformFields, rowLoader } from './na-fused-forward.ts';
 
 const FAMILY = 'na-fused-forward-mma';
-/**
- * Bump when the emitted text changes for an unchanged spec: float16 kernels are at 3; the split (float32) kernels at 4
- * since their Q and K scales became per row (f16 kernel text unchanged, so their keys and compiled shaders stay).
- */
+/** Bump when the emitted text changes for an unchanged spec. */
 const GEN = 3;
-const SPLIT_GEN = 4;
 
 /** Fragment size (M = N = K). */
 export const MMA_FRAGMENT = 16;
@@ -128,16 +124,14 @@ export function mmaInWindow(r: number, kc: string): string {
 
 
 /**
- * Split staging (float32 tensors): each staged vec4 x, times a power-of-two scale, is written as hi to the staging
- * array and lo = f16(x - hi) to `lo` at the same offset, where hi is x with its mantissa cut to f16's 10 bits by
- * masking (exact in f16 for normal values). Not hi = f16(x), lo = f16(x - f32(hi)): compilers may fold f32(f16(x))
- * to x (lavapipe does), which zeroes lo. K rows take a scale per key (their max |x| into (2^13, 2^14], reduced over
- * the key's staging threads with shuffles), whose inverse goes to `keyScales[key]` for the softmax; V rows take the
- * tensor's scale `scaleV`.
+ * Split staging (float32 tensors): each staged vec4 x, times the tensor's power-of-two scale, is written as hi to the
+ * staging array and lo = f16(x - hi) to `lo` at the same offset, where hi is x with its mantissa cut to f16's 10
+ * bits by masking (exact in f16 for normal values). Not hi = f16(x), lo = f16(x - f32(hi)): compilers may fold
+ * f32(f16(x)) to x (lavapipe does), which zeroes lo.
  */
 export interface MmaSplitStaging {
   readonly lo: string;
-  readonly keyScales: string;
+  readonly scaleK: string;
   readonly scaleV: string;
 }
 
@@ -217,24 +211,11 @@ ${ind}  }
 ${ind}}`;
 }
 
-/** WGSL of a split's per-key scale `ksc` from the staging thread's K registers (see `MmaSplitStaging`). */
-function keyScale(o: StagingShape & { readonly split: MmaSplitStaging }): string {
-  const { nk } = fetchCounts(o);
-  const shuffles = range(Math.log2(o.tpk)).map((b) => `    kmx = max(kmx, subgroupShuffleXor(kmx, ${1 << b}u));`);
-  return `    let kv4 = ${range(nk)
-    .map((i) => `abs(pk_${i})`)
-    .reduce((a, b) => `max(${a}, ${b})`)};
-    var kmx = max(max(kv4.x, kv4.y), max(kv4.z, kv4.w));
-${shuffles.join('\n')}${shuffles.length ? '\n' : ''}    let ksc = split_scale(kmx);
-    if (st_sub == 0u) { ${o.split.keyScales}[st_row] = 1.0 / ksc; }
-`;
-}
-
 function mmaCommitKeyChunk(o: StagingShape & { readonly arr: string; readonly voff: number }): string {
   const { nk, nv } = fetchCounts(o);
   const guard = (n: number, d4: number, i: number): string => stagingPartGuard(n, o.tpk, d4, i);
-  return `${o.split ? keyScale({ ...o, split: o.split }) : ''}${range(nk)
-    .map((i) => `    ${guard(nk, o.d4, i)}{ ${storeSplit4(o.arr, `st_row * LDK + 4u * (st_sub + ${i * o.tpk}u)`, `pk_${i}`, o.split, 'ksc')} }`)
+  return `${range(nk)
+    .map((i) => `    ${guard(nk, o.d4, i)}{ ${storeSplit4(o.arr, `st_row * LDK + 4u * (st_sub + ${i * o.tpk}u)`, `pk_${i}`, o.split, o.split?.scaleK)} }`)
     .join('\n')}
 ${range(nv)
   .map((i) => `    ${guard(nv, o.dv4, i)}{ ${storeSplit4(o.arr, `${o.voff}u + st_row * LDV + 4u * (st_sub + ${i * o.tpk}u)`, `pv_${i}`, o.split, o.split?.scaleV)} }`)
@@ -340,11 +321,11 @@ function layout(spec: Pick<FusedForwardMmaSpec, 'dim' | 'dimV' | 'keyChunk' | 's
   return mmaLayout(spec.dim, spec.dimV, spec.keyChunk, spec.subgroups);
 }
 
-/** Bytes of workgroup memory a spec declares (K/V staging, S scratch, P, key coordinates, flag; split: lo halves, key scales). */
+/** Bytes of workgroup memory a spec declares (K/V staging, S scratch, P, key coordinates, flag; split: lo halves). */
 export function fusedForwardMmaWorkgroupBytes(spec: Pick<FusedForwardMmaSpec, 'dim' | 'dimV' | 'keyChunk' | 'subgroups' | 'split'>): number {
   const l = layout(spec);
   const halves = (spec.split === true ? 2 : 1) * (l.stageElems + l.rows * l.ldp);
-  return 2 * halves + 4 * l.rows * l.lds + 16 * spec.keyChunk + 16 + (spec.split === true ? 4 * spec.keyChunk : 0);
+  return 2 * halves + 4 * l.rows * l.lds + 16 * spec.keyChunk + 16;
 }
 
 /** Why a spec cannot be generated (internal consistency, not device limits), or undefined. */
@@ -365,7 +346,7 @@ export function fusedForwardMmaSpecProblem(spec: FusedForwardMmaSpec): string | 
 export function generateFusedForwardMma(spec: FusedForwardMmaSpec): GeneratedKernel {
   const why = fusedForwardMmaSpecProblem(spec);
   if (why !== undefined) throw new NattenArgumentError(`generateFusedForwardMma: ${why}`);
-  const key = kernelKey(FAMILY, spec.split === true ? SPLIT_GEN : GEN, spec);
+  const key = kernelKey(FAMILY, GEN, spec);
   const r = spec.rank;
   const axes = range(r);
   const L = layout(spec);
@@ -388,7 +369,7 @@ export function generateFusedForwardMma(spec: FusedForwardMmaSpec): GeneratedKer
   const uniforms = fusedForwardUniformFields(r);
   const bindings: StorageBinding[] = [...fusedForwardBindings({ hasRpb: spec.hasRpb === true, hasLse: spec.hasLse }), ...(SPLIT ? [{ name: 'scales', access: 'read' as const }] : [])];
   const decls = mmaBindingDecls(bindings, T);
-  const split = SPLIT ? { lo: 'kvlo_sh', keyScales: 'ks_sh', scaleV: 'sv' } : undefined;
+  const split = SPLIT ? { lo: 'kvlo_sh', scaleK: 'sk', scaleV: 'sv' } : undefined;
   // Three multiplies per product with a split (hi hi + hi lo + lo hi), one without.
   const mul = (a: string, aLo: string, b: (lo: boolean) => string, acc: string): string =>
     SPLIT
@@ -412,7 +393,7 @@ ${decodeTile(`${first}u + rr`, 'sq', '    ')}
     let in_q = ${axes.map((a) => `qf_${a} + sq_${a} < n_${a}`).join(' && ')};
     let qtok = ${tokOf((a) => `(qf_${a} + sq_${a}) * params.dil_${a} + g_${a}`)};
     let qv = select(vec4<${T}>(0.0), load_q(select(0u, ((tok_base + qtok) * params.heads + h) * HEAD_DIM, in_q), c), in_q);
-    ${storeSplit4('kv_sh', 'rr * LDK + 4u * c', 'qv', split, `s_sh[(${first}u + rr) * LDS]`)}
+    ${storeSplit4('kv_sh', 'rr * LDK + 4u * c', 'qv', split, 'sq')}
   }
   workgroupBarrier();
   if (rbase >= ${first}u && rbase < ${first + rows}u) {
@@ -473,7 +454,7 @@ ${[0, 1, 2, 3].map((i) => `        let k${i} = ${keys[i]};`).join('\n')}
 ${range(VPL)
   .map(
     (v) => `      let cc${v} = (${col(v)}) * 4u;
-      var x${v} = vec4<f32>(s_sh[srow + cc${v}], s_sh[srow + cc${v} + 1u], s_sh[srow + cc${v} + 2u], s_sh[srow + cc${v} + 3u]) * ${SPLIT ? `(sscale * vec4<f32>(ks_sh[cc${v}], ks_sh[cc${v} + 1u], ks_sh[cc${v} + 2u], ks_sh[cc${v} + 3u]))` : 'params.scale_log2'};
+      var x${v} = vec4<f32>(s_sh[srow + cc${v}], s_sh[srow + cc${v} + 1u], s_sh[srow + cc${v} + 2u], s_sh[srow + cc${v} + 3u]) * ${SPLIT ? 'sscale' : 'params.scale_log2'};
       ${maskStmt(v)}`,
   )
   .join('\n')}
@@ -568,7 +549,7 @@ ${SPLIT ? SPLIT_SCALE_FN : ''}
 var<workgroup> kv_sh: array<f16, ${L.stageElems}>;
 var<workgroup> s_sh: array<f32, ${L.rows * L.lds}>;
 var<workgroup> p_sh: array<f16, ${L.rows * L.ldp}>;
-${SPLIT ? `var<workgroup> kvlo_sh: array<f16, ${L.stageElems}>;\nvar<workgroup> plo_sh: array<f16, ${L.rows * L.ldp}>;\nvar<workgroup> ks_sh: array<f32, ${BK}>;\n` : ''}var<workgroup> kc_sh: array<vec4<i32>, ${BK}>;
+${SPLIT ? `var<workgroup> kvlo_sh: array<f16, ${L.stageElems}>;\nvar<workgroup> plo_sh: array<f16, ${L.rows * L.ldp}>;\n` : ''}var<workgroup> kc_sh: array<vec4<i32>, ${BK}>;
 var<workgroup> flag: vec4<u32>;
 
 @compute @workgroup_size(${WG})
@@ -584,23 +565,11 @@ ${mmaQueryRowWindow(r, 'QUERY_TILE')}
   // subgroup skips its matrix work and softmax (P stays out of O). Invalid rows span nothing.
 ${mmaSubgroupSpan(r, 'valid', (a) => `ws_${a}`, (a) => `we_${a} - 1`, 'bs', 'bw')}
 
-${SPLIT ? `  // The split's power-of-two scales (max |x| into (2^13, 2^14]): V's per tensor (max |V| from the abs-max
-  // dispatch), this row's Q scale from its own values (the lane pair of the row), to s_sh[row * LDS] for the Q
-  // gather before the walk uses s_sh; each key's K scale is taken as it is staged. S and O are unscaled after.
-  let sv = split_scale(scales[0]);
-  var qmx = 0.0;
-  if (valid) {
-    let qbase = ((tok_base + ${tokOf((a) => `qi_${a} * params.dil_${a} + g_${a}`)}) * params.heads + h) * HEAD_DIM;
-    for (var c = hf; c < ${D4}u; c += 2u) {
-      let a = abs(load_q(qbase, c));
-      qmx = max(qmx, max(max(a.x, a.y), max(a.z, a.w)));
-    }
-  }
-  qmx = max(qmx, subgroupShuffleXor(qmx, 1u));
-  let sq = split_scale(qmx);
-  let sscale = params.scale_log2 / sq;
-  if (hf == 0u) { s_sh[row * LDS] = sq; }
-  workgroupBarrier();
+${SPLIT ? `  // Per-tensor power-of-two scales of the split (max |x| of Q, K, V into (2^13, 2^14]); S and O are unscaled after.
+  let sq = split_scale(scales[0]);
+  let sk = split_scale(scales[1]);
+  let sv = split_scale(scales[2]);
+  let sscale = params.scale_log2 / (sq * sk);
 ` : ''}${range(D16)
   .map((kk) => `  var q_${kk} = ${LEFT}();${SPLIT ? `\n  var qlo_${kk} = ${LEFT}();` : ''}`)
   .join('\n')}
