@@ -21,7 +21,7 @@ import {
   tileShapes,
 } from '@natten-web/wgsl';
 import { type DispatchCommand, foldWorkgroups, type GpuContext, type GpuTensor } from '../context.ts';
-import { mmaAvailability } from './na-fused-forward-mma.ts';
+import { MMA_LARGE_WINDOW, mmaAvailability, windowKeys } from './na-fused-forward-mma.ts';
 import { sgmatProblemFit } from './na-fused-forward-sgmat.ts';
 import { memoKernel, memoPerContext } from './op.ts';
 
@@ -76,12 +76,10 @@ function fits(ctx: GpuContext, problem: FusedBackwardProblem, config: MmaBackwar
 
 /** Windows of at most this many keys run the dq kernel with 2 subgroups by default (more workgroups), else 4 or 8. */
 export const MMA_BACKWARD_SMALL_WINDOW = 512;
-/** Windows of more than this many keys run both kernels with 8 subgroups by default (FLUX-like: 6400 keys). */
-export const MMA_BACKWARD_LARGE_WINDOW = 4096;
 
 /**
  * Heuristic default, per kernel, with 16-row chunks: the subgroup count (dq 2 for windows of at most
- * `MMA_BACKWARD_SMALL_WINDOW` keys, dkv 4; both 8 above `MMA_BACKWARD_LARGE_WINDOW` keys, else 4; the next that
+ * `MMA_BACKWARD_SMALL_WINDOW` keys, dkv 4; both 8 above `MMA_LARGE_WINDOW` keys, else 4; the next that
  * fits where one does not) and the tile whose union box (prod(min(t_a + K_a - 1, group extent))) is smallest, ties
  * to the longer last axis (a subgroup's 16 rows then span fewer rows).
  * Chosen from sweeps of both kernels alone on an H200 (f16, benchmark problems): 16-row chunks made each kernel
@@ -95,7 +93,7 @@ export function defaultMmaBackwardConfig(ctx: GpuContext, problem: FusedBackward
 
 function chooseMmaBackwardConfig(ctx: GpuContext, problem: FusedBackwardProblem): MmaBackwardConfig | undefined {
   if ('why' in mmaAvailability(ctx) || mmaBackwardProblemFit(problem) !== undefined) return undefined;
-  const windowKeys = problem.params.kernelSize.reduce((x, y) => x * y, 1);
+  const keys = windowKeys(problem);
   // Union key box of a tile in dilation-group coordinates.
   const box = (tile: readonly number[]): number =>
     tile.reduce((v, t, a) => {
@@ -115,8 +113,8 @@ function chooseMmaBackwardConfig(ctx: GpuContext, problem: FusedBackwardProblem)
     }
     return undefined;
   };
-  const large = windowKeys > MMA_BACKWARD_LARGE_WINDOW;
-  const dq = pick('dq', large ? [8, 4, 2] : windowKeys <= MMA_BACKWARD_SMALL_WINDOW ? [2, 4, 8] : [4, 2, 8]);
+  const large = keys > MMA_LARGE_WINDOW;
+  const dq = pick('dq', large ? [8, 4, 2] : keys <= MMA_BACKWARD_SMALL_WINDOW ? [2, 4, 8] : [4, 2, 8]);
   const dkv = pick('dkv', large ? [8, 4, 2] : [4, 2, 8]);
   if (!dq || !dkv) return undefined;
   return { path: 'mma', queryTile: dq.tile, querySubgroups: dq.subgroups, keyTile: dkv.tile, keySubgroups: dkv.subgroups, chunk: 16 };

@@ -189,6 +189,12 @@ export function enumerateMmaConfigs(ctx: GpuContext, problem: FusedProblem): Mma
 /** Below this many workgroups with 8 subgroups, the default takes 4 (more workgroups; 1-D L=4096 K=127 on an H200). */
 export const MMA_MIN_WORKGROUPS = 512;
 
+/**
+ * Windows of more than this many keys (FLUX-like: 6400) take 8 subgroups in the float32 forward and in both backward
+ * kernels by default (H200: float32 FLUX-like forward 139 -> 95 ms, f16 backward 271 -> 203 ms).
+ */
+export const MMA_LARGE_WINDOW = 4096;
+
 /** float16 windows whose 32-key default has a window use below this take 16-key chunks (`defaultMmaConfig`). */
 export const MMA_CHUNK16_WINDOW_USE = 0.5;
 
@@ -198,7 +204,7 @@ export const MMA_CHUNK16_WINDOW_USE = 0.5;
  * shape with the lowest `mmaConfigCost`. Then 16-key chunks (same subgroup count, tile by cost) where that config's
  * window use is below `MMA_CHUNK16_WINDOW_USE` (H200, f16: 2-D K=7 at 0.31 185 -> 147 us, 3-D at 0.42 449 -> 340
  * us). float32 (split) takes 16-key chunks with at most 4 subgroups (H200: 1.23-1.36x faster than 32-key chunks on
- * five problems, 8 subgroups slower).
+ * five problems, 8 subgroups 1.1-1.4x slower on all six with head dim 64), 8 above `MMA_LARGE_WINDOW` keys.
  */
 export function defaultMmaConfig(ctx: GpuContext, problem: FusedProblem): MmaForwardConfig | undefined {
   return memoPerContext(ctx, 'mma-forward-config', problem, () => chooseMmaConfig(ctx, problem));
@@ -207,7 +213,8 @@ export function defaultMmaConfig(ctx: GpuContext, problem: FusedProblem): MmaFor
 function chooseMmaConfig(ctx: GpuContext, problem: FusedProblem): MmaForwardConfig | undefined {
   const configs = enumerateMmaConfigs(ctx, problem);
   if (problem.dtype === 'float32') {
-    const c16 = configs.filter((c) => c.keyChunk === 16 && c.subgroups <= 4);
+    const cap = windowKeys(problem) > MMA_LARGE_WINDOW ? 8 : 4;
+    const c16 = configs.filter((c) => c.keyChunk === 16 && c.subgroups <= cap);
     if (c16.length > 0) return cheapest(problem, c16, Math.max(...c16.map((c) => c.subgroups)));
   }
   const all = configs.filter((c) => c.keyChunk === 32);
@@ -219,6 +226,11 @@ function chooseMmaConfig(ctx: GpuContext, problem: FusedProblem): MmaForwardConf
     return cheapest(problem, configs.filter((c) => c.keyChunk === 16), top.subgroups) ?? top;
   }
   return top;
+}
+
+/** Keys in one query's window (the product of the kernel size). */
+export function windowKeys(problem: Pick<FusedProblem, 'params'>): number {
+  return problem.params.kernelSize.reduce((x, y) => x * y, 1);
 }
 
 /** The config of `nsg` subgroups with the lowest `mmaConfigCost`, or undefined. */
