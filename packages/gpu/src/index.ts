@@ -52,7 +52,6 @@ export {
   defaultForwardMma,
   defaultMmaConfig,
   enumerateMmaConfigs,
-  MMA_CHUNK16_WINDOW_USE,
   MMA_LARGE_WINDOW,
   MMA_MIN_WINDOW_USE,
   MMA_MIN_WORKGROUPS,

@@ -9,6 +9,7 @@ import {
   fusedForward,
   fusedForwardMma,
   type GpuContext,
+  MMA_LARGE_WINDOW,
   MMA_MIN_WINDOW_USE,
   mmaAvailability,
   mmaConfigCost,
@@ -106,17 +107,18 @@ describe('tensor-core (mma) forward: availability, config choice and the default
     }
   });
 
-  it('takes 8 subgroups and 32-key chunks by default, 4 subgroups where 8 would give too few workgroups, 16-key chunks for sparse windows and float32', () => {
+  it('takes 16-key chunks with 8 subgroups by default, 32-key chunks for windows over MMA_LARGE_WINDOW keys (4 subgroups where 8 give too few workgroups), 4 subgroups for float32', () => {
     const ctx = fakeTensorCoreContext();
-    expect(defaultMmaConfig(ctx, problem([32768], [2047], { causal: true }))).toEqual({ path: 'mma', queryTile: [128], keyChunk: 32, subgroups: 8 });
-    // 8 heads x 4096 / 128 = 256 workgroups at 8 subgroups: 4 subgroups (512) measured faster (55 vs 61 us).
-    expect(defaultMmaConfig(ctx, problem([4096], [127]))).toEqual({ path: 'mma', queryTile: [64], keyChunk: 32, subgroups: 4 });
-    const flux = defaultMmaConfig(ctx, problem([256, 256], [80, 80], { heads: 24, dim: 128 }));
-    expect(flux).toMatchObject({ keyChunk: 32, subgroups: 8 });
-    // Window use below 0.5 at 32-key chunks (2-D K=7: 0.31; 3-D 3x7x7: 0.42): 16-key chunks, same subgroups.
+    expect(MMA_LARGE_WINDOW).toBe(4096);
+    expect(defaultMmaConfig(ctx, problem([32768], [2047], { causal: true }))).toEqual({ path: 'mma', queryTile: [128], keyChunk: 16, subgroups: 8 });
+    // 8 heads x 4096 / 128 = 256 workgroups at 8 subgroups: with 16-key chunks as fast as 4 subgroups (38.4 vs 45.3 us).
+    expect(defaultMmaConfig(ctx, problem([4096], [127]))).toEqual({ path: 'mma', queryTile: [128], keyChunk: 16, subgroups: 8 });
     expect(defaultMmaConfig(ctx, problem([128, 128], [7, 7]))).toEqual({ path: 'mma', queryTile: [16, 8], keyChunk: 16, subgroups: 8 });
     expect(defaultMmaConfig(ctx, problem([16, 32, 32], [3, 7, 7]))).toMatchObject({ keyChunk: 16, subgroups: 8 });
-    expect(defaultMmaConfig(ctx, problem([128, 128], [13, 13], { dilation: 2 }))).toMatchObject({ keyChunk: 32, subgroups: 8 });
+    expect(defaultMmaConfig(ctx, problem([128, 128], [13, 13], { dilation: 2 }))).toMatchObject({ keyChunk: 16, subgroups: 8 });
+    // Large windows: 32-key chunks (FLUX-like 45.3 vs 55.2 ms with 16), 8 subgroups; 4 where 8 give too few workgroups.
+    expect(defaultMmaConfig(ctx, problem([256, 256], [80, 80], { heads: 24, dim: 128 }))).toMatchObject({ keyChunk: 32, subgroups: 8 });
+    expect(defaultMmaConfig(ctx, problem([8192], [4097], { heads: 2 }))).toMatchObject({ keyChunk: 32, subgroups: 4 });
     // float32 (split): 16-key chunks with 4 subgroups (8 measured slower; with 32-key chunks 8 would not fit 48 KiB),
     // 8 above MMA_LARGE_WINDOW keys (FLUX-like: 139 -> 95 ms on the H200).
     expect(defaultMmaConfig(ctx, problem([32768], [2047], { causal: true, dtype: 'float32' }))).toEqual({ path: 'mma', queryTile: [64], keyChunk: 16, subgroups: 4 });

@@ -186,25 +186,25 @@ export function enumerateMmaConfigs(ctx: GpuContext, problem: FusedProblem): Mma
   return tight.length > 0 ? tight : all;
 }
 
-/** Below this many workgroups with 8 subgroups, the default takes 4 (more workgroups; 1-D L=4096 K=127 on an H200). */
+/** Below this many workgroups with 8 subgroups, the 32-key default takes 4 (more workgroups; 1-D L=4096 K=127 on an H200). */
 export const MMA_MIN_WORKGROUPS = 512;
 
 /**
- * Windows of more than this many keys (FLUX-like: 6400) take 8 subgroups in the float32 forward and in both backward
- * kernels by default (H200: float32 FLUX-like forward 139 -> 95 ms, f16 backward 271 -> 203 ms).
+ * Windows of more than this many keys (FLUX-like: 6400) are "large": the float16 forward keeps 32-key chunks there,
+ * and the float32 forward and both backward kernels take 8 subgroups (H200: f16 FLUX-like forward 45.3 ms with
+ * 32-key chunks vs 55.2 with 16; float32 FLUX-like forward 139 -> 95 ms; f16 backward 271 -> 203 ms).
  */
 export const MMA_LARGE_WINDOW = 4096;
 
-/** float16 windows whose 32-key default has a window use below this take 16-key chunks (`defaultMmaConfig`). */
-export const MMA_CHUNK16_WINDOW_USE = 0.5;
-
 /**
- * Heuristic default: 32-key chunks and 8 subgroups (fastest in every measured problem on an H200 but the smallest),
- * 4 when 8 would give fewer than `MMA_MIN_WORKGROUPS` workgroups, else the largest count that fits; the query tile
- * shape with the lowest `mmaConfigCost`. Then 16-key chunks (same subgroup count, tile by cost) where that config's
- * window use is below `MMA_CHUNK16_WINDOW_USE` (H200, f16: 2-D K=7 at 0.31 185 -> 147 us, 3-D at 0.42 449 -> 340
- * us). float32 (split) takes 16-key chunks with at most 4 subgroups (H200: 1.23-1.36x faster than 32-key chunks on
- * five problems, 8 subgroups 1.1-1.4x slower on all six with head dim 64), 8 above `MMA_LARGE_WINDOW` keys.
+ * Heuristic default (each the query tile shape with the lowest `mmaConfigCost`):
+ * - float16: 16-key chunks with 8 subgroups (the largest count that fits), where the window has at most
+ *   `MMA_LARGE_WINDOW` keys. Timed on an H200 against 32-key chunks: 2-D 256x256 K=15 2265 -> 1814 us, 2-D K=13
+ *   dilated 256 -> 210 us, 1-D K=2047 causal 1779 -> 1505 us, 2-D K=7 185 -> 147 us, 3-D 449 -> 340 us, 1-D 4096
+ *   39.7 -> 38.4 us. Larger windows: 32-key chunks with 8 subgroups, 4 when 8 would give fewer than
+ *   `MMA_MIN_WORKGROUPS` workgroups.
+ * - float32 (split): 16-key chunks with at most 4 subgroups (H200: 1.23-1.36x faster than 32-key chunks on five
+ *   problems, 8 subgroups 1.1-1.4x slower on all six with head dim 64), 8 above `MMA_LARGE_WINDOW` keys.
  */
 export function defaultMmaConfig(ctx: GpuContext, problem: FusedProblem): MmaForwardConfig | undefined {
   return memoPerContext(ctx, 'mma-forward-config', problem, () => chooseMmaConfig(ctx, problem));
@@ -212,19 +212,17 @@ export function defaultMmaConfig(ctx: GpuContext, problem: FusedProblem): MmaFor
 
 function chooseMmaConfig(ctx: GpuContext, problem: FusedProblem): MmaForwardConfig | undefined {
   const configs = enumerateMmaConfigs(ctx, problem);
-  if (problem.dtype === 'float32') {
-    const cap = windowKeys(problem) > MMA_LARGE_WINDOW ? 8 : 4;
+  const large = windowKeys(problem) > MMA_LARGE_WINDOW;
+  if (problem.dtype === 'float32' || !large) {
+    const cap = problem.dtype === 'float32' && !large ? 4 : 8;
     const c16 = configs.filter((c) => c.keyChunk === 16 && c.subgroups <= cap);
     if (c16.length > 0) return cheapest(problem, c16, Math.max(...c16.map((c) => c.subgroups)));
   }
   const all = configs.filter((c) => c.keyChunk === 32);
   if (all.length === 0) return undefined;
   const nsg = Math.max(...all.map((c) => c.subgroups));
-  let top = cheapest(problem, all, nsg);
-  if (top && nsg === 8 && mmaWorkgroups(problem, top) < MMA_MIN_WORKGROUPS) top = cheapest(problem, all, 4) ?? top;
-  if (top && mmaWindowUse(problem, top) < MMA_CHUNK16_WINDOW_USE) {
-    return cheapest(problem, configs.filter((c) => c.keyChunk === 16), top.subgroups) ?? top;
-  }
+  const top = cheapest(problem, all, nsg);
+  if (top && nsg === 8 && mmaWorkgroups(problem, top) < MMA_MIN_WORKGROUPS) return cheapest(problem, all, 4) ?? top;
   return top;
 }
 
