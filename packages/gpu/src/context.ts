@@ -76,12 +76,6 @@ export class GpuContext {
   private profiling: { querySet: GPUQuerySet; resolve: GPUBuffer; gpuNs: number; dispatches: number } | undefined;
   /** Resolves when the device is lost or destroyed (never rejects). */
   private readonly lostPromise: Promise<void>;
-  /**
-   * Encode the dispatches of one `prepare` in one compute pass (a new pass only where a command clears buffers)
-   * instead of one pass each (false). WebGPU orders the dispatches of a pass as it orders passes (each dispatch is
-   * its own usage scope), so results are the same; read when `prepare` is called.
-   */
-  mergePasses = true;
 
   private constructor(acquired: Awaited<ReturnType<typeof acquireDevice>>) {
     this.adapter = acquired.adapter;
@@ -350,35 +344,26 @@ export class GpuContext {
       release();
       throw new NattenDeviceError(`${op}: WebGPU validation error while binding: ${bindError.message}`);
     }
-    // Passes: one per dispatch, or (mergePasses) runs of dispatches that start at a command with clears.
-    const groups: (typeof passes)[] = [];
-    for (const p of passes) {
-      const last = groups[groups.length - 1];
-      if (last && this.mergePasses && p.clear.length === 0) last.push(p);
-      else groups.push([p]);
-    }
     return {
-      passCount: groups.length,
+      passCount: passes.length,
       encode(enc: GPUCommandEncoder, timestamps?: PassTimestamps): void {
-        groups.forEach((group, i) => {
+        passes.forEach((p, i) => {
           const tw: GPUComputePassTimestampWrites | undefined =
             timestamps === undefined
               ? undefined
               : {
                   querySet: timestamps.querySet,
                   ...(i === 0 ? { beginningOfPassWriteIndex: timestamps.beginIndex } : {}),
-                  ...(i === groups.length - 1 ? { endOfPassWriteIndex: timestamps.endIndex } : {}),
+                  ...(i === passes.length - 1 ? { endOfPassWriteIndex: timestamps.endIndex } : {}),
                 };
-          for (const b of (group[0] as (typeof passes)[number]).clear) enc.clearBuffer(b);
+          for (const b of p.clear) enc.clearBuffer(b);
           const pass = enc.beginComputePass({
-            label: group.map((p) => p.label).join(' + '),
-            ...(tw !== undefined && (i === 0 || i === groups.length - 1) ? { timestampWrites: tw } : {}),
+            label: p.label,
+            ...(tw !== undefined && (i === 0 || i === passes.length - 1) ? { timestampWrites: tw } : {}),
           });
-          for (const p of group) {
-            pass.setPipeline(p.pipeline);
-            pass.setBindGroup(0, p.bindGroup);
-            pass.dispatchWorkgroups(p.workgroups[0], p.workgroups[1], p.workgroups[2]);
-          }
+          pass.setPipeline(p.pipeline);
+          pass.setBindGroup(0, p.bindGroup);
+          pass.dispatchWorkgroups(p.workgroups[0], p.workgroups[1], p.workgroups[2]);
           pass.end();
         });
       },

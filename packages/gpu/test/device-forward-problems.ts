@@ -133,11 +133,10 @@ export function speedProblems(only: string): Problem[] {
 }
 
 /** The device scripts' shared options (`--mode`, `--sweep`, `--only`, `--reps`, `--top`). */
-export function deviceScriptOptions(): { mode: string; sweep: string; only: string; reps: string; top: string; dtype: string; chunk16: string; merge: string } {
+export function deviceScriptOptions(): { mode: string; sweep: string; only: string; reps: string; top: string; dtype: string; chunk16: string } {
   const { values } = parseArgs({
     options: {
       chunk16: { type: 'string', default: 'false' },
-      merge: { type: 'string', default: 'false' },
       dtype: { type: 'string', default: 'float16' },
       mode: { type: 'string', default: 'both' },
       sweep: { type: 'string', default: 'false' },
@@ -146,7 +145,7 @@ export function deviceScriptOptions(): { mode: string; sweep: string; only: stri
       top: { type: 'string', default: '8' },
     },
   });
-  return values as { mode: string; sweep: string; only: string; reps: string; top: string; dtype: string; chunk16: string; merge: string };
+  return values as { mode: string; sweep: string; only: string; reps: string; top: string; dtype: string; chunk16: string };
 }
 
 /** The high-performance adapter's context, a clock warmer on hardware adapters, and the adapter printed. */

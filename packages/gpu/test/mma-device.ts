@@ -138,14 +138,6 @@ if (values.mode === 'speed' || values.mode === 'both') {
         try {
           const us = await timeCommand(ctx, planFusedForwardMma(ctx, p.rank, g, c).commands, reps, warmer);
           row(`mma ${label(c)}${JSON.stringify(c) === JSON.stringify(def) ? ' *' : ''} cost ${mmaConfigCost(problem, c).toFixed(0)}`, us);
-          if (values.merge === 'true' && JSON.stringify(c) === JSON.stringify(def)) {
-            // --merge true: the default's dispatches again, in as few compute passes as their clears allow.
-            for (const merged of [true, false]) {
-              ctx.mergePasses = merged;
-              row(`mma ${label(c)} * ${merged ? 'one pass' : 'pass each'}`, await timeCommand(ctx, planFusedForwardMma(ctx, p.rank, g, c).commands, reps, warmer));
-            }
-            ctx.mergePasses = false;
-          }
         } catch (e) {
           console.log(`${p.name} mma ${label(c)}: ${(e as Error).message.split('\n')[0]}`);
         }
@@ -213,17 +205,6 @@ if ((values.mode === 'bspeed' || values.mode === 'backward') && !('why' in avail
     const def = checkFusedBackwardMma(ctx, p.rank, g).config;
     for (const [name, run] of [
       ['mma', () => fusedBackwardMma(ctx, p.rank, g, def)] as const,
-      // --merge true: the same with its two dispatches in one compute pass, then one pass each again.
-      ...(values.merge === 'true'
-        ? ([true, false] as const).map((merged) => [`mma ${merged ? 'one pass' : 'pass each'}`, async () => {
-            ctx.mergePasses = merged;
-            try {
-              await fusedBackwardMma(ctx, p.rank, g, def);
-            } finally {
-              ctx.mergePasses = false;
-            }
-          }] as const)
-        : []),
       ...backwardChunk16Variants(p.rank, def, g).map(([v, c]) => [`mma ${v}`, () => fusedBackwardMma(ctx, p.rank, g, c)] as const),
       // The plain backward's default config (fusedBackward itself now routes to the mma path here).
       ['plain', () => fusedBackwardWithConfig(ctx, p.rank, g, selectFusedBackward(ctx, p.rank, g).config)],

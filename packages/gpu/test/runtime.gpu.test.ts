@@ -2,16 +2,14 @@ import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { NattenArgumentError, NattenUnsupportedError, randn, zeros } from '@natten-web/core';
-import { tensorFromValues } from '@natten-web/testkit';
 import type { GeneratedKernel } from '@natten-web/wgsl';
-import { generateAbsMax, generateAvForward, generateQkBackwardKey, generateQkForward, generateRpbGradPartial, generateRpbGradReduce } from '@natten-web/wgsl';
+import { generateAvForward, generateQkBackwardKey, generateQkForward, generateRpbGradPartial, generateRpbGradReduce } from '@natten-web/wgsl';
 import { afterAll, describe, expect, it, vi } from 'vitest';
 import {
   bucketSize,
   BufferPool,
   createGpuBackend,
   GpuContext,
-  type GpuTensor,
   median,
   NattenDeviceError,
   NattenShaderError,
@@ -374,48 +372,5 @@ describe('browser acquisition path', () => {
     const device = readFileSync(join(root, 'device.ts'), 'utf8');
     expect(device).toMatch(/navigator/);
     expect(device).toMatch(/await import\(/);
-  });
-});
-
-describe('mergePasses', () => {
-  it('encodes runs of dispatches in one pass, starts a pass where a command clears, and gives the same results', async () => {
-    const ctx = await gpuContext();
-    // The abs-max kernel (max |x| of three tensors into scales[0..2] by atomicMax): a later command accumulates into
-    // the scratch an earlier one wrote unless it clears it first.
-    const kernel = generateAbsMax();
-    // x1 is 100x larger: its maximum shows wherever a clear after it went missing or moved.
-    const big = tensorFromValues([64, 4], 'float32', Array.from(randn([64, 4], 'float32', 2).data, (v) => 100 * v));
-    const t = [randn([64, 4], 'float32', 1), big, randn([64, 4], 'float32', 3)].map((x) => ctx.upload(x));
-    const a = ctx.createTensor([4], 'float32');
-    const b = ctx.createTensor([4], 'float32');
-    const cmd = (x: GpuTensor, out: GpuTensor, clear: boolean) => ({
-      kernel,
-      buffers: [x.buffer, x.buffer, x.buffer, out.buffer],
-      uniforms: { n_q: 64, n_k: 64, n_v: 64 },
-      workgroups: [2, 3, 1] as [number, number, number],
-      ...(clear ? { clear: [out.buffer] } : {}),
-    });
-    const [x0, x1, x2] = t as [GpuTensor, GpuTensor, GpuTensor];
-    // a = max(x0, x1); b gets x1, then is cleared and gets x2 and x0. Passes when merged: [0, 1], [2], [3, 4].
-    const commands = [cmd(x0, a, true), cmd(x1, a, false), cmd(x1, b, true), cmd(x2, b, true), cmd(x0, b, false)];
-    const results: number[][] = [];
-    try {
-      for (const merged of [false, true]) {
-        ctx.mergePasses = merged;
-        const prepared = await ctx.prepare(commands, 'merge test');
-        expect(prepared.passCount).toBe(merged ? 3 : 5);
-        prepared.release();
-        await ctx.dispatch(commands, 'merge test');
-        results.push([...((await ctx.read(a)).data as Float32Array), ...((await ctx.read(b)).data as Float32Array)]);
-      }
-    } finally {
-      ctx.mergePasses = false;
-    }
-    const maxAbs = async (x: GpuTensor) => Math.max(...Array.from((await ctx.read(x)).data as Float32Array, Math.abs));
-    const [m0, m1, m2] = [await maxAbs(x0), await maxAbs(x1), await maxAbs(x2)];
-    expect(results[0]?.slice(0, 3)).toEqual([Math.max(m0, m1), Math.max(m0, m1), Math.max(m0, m1)]);
-    expect(results[0]?.slice(4, 7)).toEqual([Math.max(m2, m0), Math.max(m2, m0), Math.max(m2, m0)]);
-    expect(results[1]).toEqual(results[0]);
-    for (const x of [...t, a, b]) x.buffer.destroy();
   });
 });
