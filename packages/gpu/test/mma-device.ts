@@ -57,8 +57,8 @@ function chunk16Variants(problem: FusedProblem): MmaForwardConfig[] {
 }
 
 /**
- * With `--chunk16 true`: the default backward config with 16-row chunks, and the same with 8 subgroups for both
- * kernels (the default tiles widened along the last axis to 128 rows), where they fit this device.
+ * With `--chunk16 true`: the default backward config (16-row chunks since session 8) with 32-row chunks, and with
+ * 8 subgroups for both kernels (the default tiles widened along the last axis to 128 rows), where they fit.
  */
 function backwardChunk16Variants(rank: NaRank, def: MmaBackwardConfig, g: FusedBackwardArgs<GpuTensor>): (readonly [string, MmaBackwardConfig])[] {
   if (values.chunk16 !== 'true') return [];
@@ -77,7 +77,7 @@ function backwardChunk16Variants(rank: NaRank, def: MmaBackwardConfig, g: FusedB
       return false;
     }
   };
-  return ([['c16', { ...def, chunk: 16 }], ['c16 sg8', sg8]] as const).filter(([, c]) => fits(c));
+  return ([['c32', { ...def, chunk: 32 }], ['c16 sg8', sg8]] as const).filter(([, c]) => fits(c));
 }
 
 let failures = 0;
