@@ -72,7 +72,7 @@ describe('tensor-core (mma) backward', () => {
     // Without subgroup matrices every call takes the plain path.
     expect(fusedBackward.route({ ...ctx, features: new Set(['shader-f16', 'subgroups']) } as unknown as typeof ctx, 2, args())).toBeUndefined();
   });
-  it('chooses per kernel: 16-row chunks, dq with 2 subgroups for small windows, 8 for both kernels on the largest, tiles of the smallest key box', () => {
+  it('chooses per kernel: 16-row chunks; dq with 2 subgroups for small windows, else 8 (4 at head dim 128); dkv 4, 8 on the largest windows; tiles of the smallest key box', () => {
     const ctx = fakeTensorCoreContext();
     const config = (spatial: number[], kernelSize: number[], heads: number, dim: number) => {
       const t = tensor([1, ...spatial, heads, dim], 'float16');
@@ -80,12 +80,13 @@ describe('tensor-core (mma) backward', () => {
       const rank = spatial.length as 1 | 2 | 3;
       return defaultMmaBackwardConfig(ctx, checkFusedBackward('x', rank, { query: t, key: t, value: t, output: t, gradOutput: t, logsumexp: l, gradQuery: t, gradKey: t, gradValue: t, kernelSize }, FUSED_BACKWARD_TILES));
     };
-    // As swept on an H200: 2-D K=15 dq 4x8 with 2 subgroups, dkv 8x8 with 4; FLUX-like (6400 keys) both with 8.
+    // As swept on an H200: 2-D K=15 dq 4x8 with 2 subgroups, dkv 8x8 with 4; FLUX-like (6400 keys, head dim 128)
+    // dq with 4, dkv with 8.
     expect(config([256, 256], [15, 15], 16, 64)).toEqual({ path: 'mma', queryTile: [4, 8], querySubgroups: 2, keyTile: [8, 8], keySubgroups: 4, chunk: 16 });
-    expect(config([256, 256], [80, 80], 24, 128)).toEqual({ path: 'mma', queryTile: [8, 16], querySubgroups: 8, keyTile: [8, 16], keySubgroups: 8, chunk: 16 });
+    expect(config([256, 256], [80, 80], 24, 128)).toEqual({ path: 'mma', queryTile: [8, 8], querySubgroups: 4, keyTile: [8, 16], keySubgroups: 8, chunk: 16 });
     expect(config([16, 32, 32], [3, 7, 7], 8, 64)).toMatchObject({ queryTile: [2, 4, 4], querySubgroups: 2, chunk: 16 });
-    // 2047 keys: between the thresholds, 4 subgroups for both (8 measured slower there).
-    expect(config([32768], [2047], 8, 64)).toMatchObject({ queryTile: [64], querySubgroups: 4, keyTile: [64], keySubgroups: 4, chunk: 16 });
+    // 2047 keys at head dim 64: dq with 8, dkv with 4 (8 measured slower for dkv there).
+    expect(config([32768], [2047], 8, 64)).toMatchObject({ queryTile: [128], querySubgroups: 8, keyTile: [64], keySubgroups: 4, chunk: 16 });
   });
   it('routes nothing on this adapter unless it has subgroup matrices', async () => {
     const ctx = await gpuContext();

@@ -74,18 +74,19 @@ function fits(ctx: GpuContext, problem: FusedBackwardProblem, config: MmaBackwar
   return kernelFits(ctx, problem, config, 'dq') && kernelFits(ctx, problem, config, 'dkv');
 }
 
-/** Windows of at most this many keys run the dq kernel with 2 subgroups by default (more workgroups), else 4 or 8. */
+/** Windows of at most this many keys run the dq kernel with 2 subgroups by default (more workgroups), else 8 or 4. */
 export const MMA_BACKWARD_SMALL_WINDOW = 512;
 
 /**
- * Heuristic default, per kernel, with 16-row chunks: the subgroup count (dq 2 for windows of at most
- * `MMA_BACKWARD_SMALL_WINDOW` keys, dkv 4; both 8 above `MMA_LARGE_WINDOW` keys, else 4; the next that
- * fits where one does not) and the tile whose union box (prod(min(t_a + K_a - 1, group extent))) is smallest, ties
- * to the longer last axis (a subgroup's 16 rows then span fewer rows).
- * Chosen from sweeps of both kernels alone on an H200 (f16, benchmark problems): 16-row chunks made each kernel
- * 1.3-2.3x faster than 32-row chunks at the same tile (2-D K=7: dq 329 -> 198 us, dkv 927 -> 401 us), and the whole
- * backward 1.2-1.4x (1-D 4096 about 0.18 -> 0.124 ms, FLUX-like 315 -> 271 ms); with 8 subgroups FLUX-like took
- * 203 ms, while 8 subgroups were slower on every smaller window (1-D K=2047 causal 7.3 vs 6.8 ms).
+ * Heuristic default, per kernel, with 16-row chunks: the subgroup count (dq: 2 for windows of at most
+ * `MMA_BACKWARD_SMALL_WINDOW` keys, else 8 at head dims up to 64 and 4 above; dkv: 8 above `MMA_LARGE_WINDOW`
+ * keys, else 4; the next that fits where one does not) and the tile whose union box
+ * (prod(min(t_a + K_a - 1, group extent))) is smallest, ties to the longer last axis (a subgroup's 16 rows then span
+ * fewer rows). Chosen from sweeps of both kernels alone on an H200 (f16, benchmark problems): 16-row chunks made
+ * each kernel 1.3-2.3x faster than 32-row chunks at the same tile (2-D K=7: dq 329 -> 198 us, dkv 927 -> 401 us);
+ * per kernel at 16 rows, 1-D K=2047 causal dq 2.16 ms with 8 subgroups vs 2.30 with 4, dkv 4.56 ms with 4 vs 5.26
+ * with 8; FLUX-like (head dim 128) dq 57.7 ms with 4 vs 69.0 with 8, dkv 131 ms with 8 vs 213 with 4; smaller
+ * windows dq 2 (2-D K=7 197 us vs 205 with 4, 3-D 352 vs 434) and dkv 4 (1-D 4096 78 us vs 89 with 2).
  */
 export function defaultMmaBackwardConfig(ctx: GpuContext, problem: FusedBackwardProblem): MmaBackwardConfig | undefined {
   return memoPerContext(ctx, 'mma-backward-config', problem, () => chooseMmaBackwardConfig(ctx, problem));
@@ -114,7 +115,7 @@ function chooseMmaBackwardConfig(ctx: GpuContext, problem: FusedBackwardProblem)
     return undefined;
   };
   const large = keys > MMA_LARGE_WINDOW;
-  const dq = pick('dq', large ? [8, 4, 2] : keys <= MMA_BACKWARD_SMALL_WINDOW ? [2, 4, 8] : [4, 2, 8]);
+  const dq = pick('dq', keys <= MMA_BACKWARD_SMALL_WINDOW ? [2, 4, 8] : Math.max(problem.dim, problem.dimV) > 64 ? [4, 8, 2] : [8, 4, 2]);
   const dkv = pick('dkv', large ? [8, 4, 2] : [4, 2, 8]);
   if (!dq || !dkv) return undefined;
   return { path: 'mma', queryTile: dq.tile, querySubgroups: dq.subgroups, keyTile: dkv.tile, keySubgroups: dkv.subgroups, chunk: 16 };
