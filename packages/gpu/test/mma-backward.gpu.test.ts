@@ -102,6 +102,8 @@ describe('tensor-core (mma) backward, emulated on this adapter, against the CPU 
     { name: '1-D L=40 K=7', spatial: [40], kernelSize: [7], dim: 16, config: { queryTile: [32], querySubgroups: 2, keyTile: [32], keySubgroups: 2 } },
     // 16-row chunks (opt-in; on the H200 8 subgroups fit 48 KiB with them): GQA across the dkv walk's heads, causal, dilation.
     { name: '16-row chunks: 1-D L=150 K=33 dilation 2 causal, GQA 2/1, 4 subgroups', spatial: [150], kernelSize: [33], heads: 2, headsKv: 1, dim: 16, dilation: [2], causal: [true], config: { queryTile: [64], querySubgroups: 4, keyTile: [64], keySubgroups: 4, chunk: 16 } },
+    // The default's dq above 512 keys at head dims up to 64: 8 subgroups (128 rows), 16-row chunks.
+    { name: '16-row chunks: 1-D L=300 K=33 causal, dq with 8 subgroups, dkv with 4', spatial: [300], kernelSize: [33], dim: 16, causal: [true], config: { queryTile: [128], querySubgroups: 8, keyTile: [64], keySubgroups: 4, chunk: 16 } },
     { name: '16-row chunks: 2-D 14x17 K=5x7, Dv=32, 2 subgroups', spatial: [14, 17], kernelSize: [5, 7], dim: 16, dimV: 32, config: { queryTile: [4, 8], querySubgroups: 2, keyTile: [8, 4], keySubgroups: 2, chunk: 16 } },
     { name: '1-D L=90 K=17 dilation 2 causal', spatial: [90], kernelSize: [17], dim: 16, dilation: [2], causal: [true], config: { queryTile: [32], querySubgroups: 2, keyTile: [32], keySubgroups: 2 } },
     { name: '2-D 14x17 K=5x7, GQA 4/2 heads, Dv=32', spatial: [14, 17], kernelSize: [5, 7], heads: 4, headsKv: 2, dim: 16, dimV: 32, config: { queryTile: [4, 8], querySubgroups: 2, keyTile: [8, 4], keySubgroups: 2 } },
