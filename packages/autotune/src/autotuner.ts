@@ -9,7 +9,7 @@
  *   config in every process regardless of timing noise or what this machine tuned before.
  */
 import { NattenArgumentError, type NaRank, NattenError } from '@natten-web/core';
-import { type GpuContext, kernelLimits } from '@natten-web/gpu';
+import { defaultForwardMma, enumerateMmaConfigs, type GpuContext, kernelLimits, type MmaForwardConfig } from '@natten-web/gpu';
 import {
   checkGpuDType,
   defaultFusedForwardConfig,
@@ -44,10 +44,13 @@ import {
   defaultBackward,
   forwardLabel,
   forwardSpace,
+  mmaForwardSpace,
+  mmaHelperProblem,
+  mmaLabel,
   type SpaceLimits,
   type SpaceOptions,
 } from './space.ts';
-import { backwardInputs, backwardRunner, forwardInputs, forwardRunner, type TimingSettings, timeCandidates, type TuneResult } from './tune.ts';
+import { backwardInputs, backwardRunner, forwardInputs, forwardRunner, mmaForwardRunner, type TimingSettings, timeCandidates, type TuneResult } from './tune.ts';
 
 export type AutotuneMode = 'off' | 'cached' | 'tune' | 'deterministic';
 export const AUTOTUNE_MODES: readonly AutotuneMode[] = ['off', 'cached', 'tune', 'deterministic'];
@@ -97,6 +100,11 @@ export interface DryRunRow {
 export interface ConfigProvider {
   forward(problem: ForwardTuneProblem): Promise<FusedForwardConfig>;
   backward(problem: BackwardTuneProblem): Promise<FusedBackwardConfig>;
+  /**
+   * The tensor-core (mma) forward's config where the device's default routes the problem to that path
+   * (`defaultForwardMma`), else undefined (then `forward` applies).
+   */
+  forwardMma(problem: ForwardTuneProblem): Promise<MmaForwardConfig | undefined>;
 }
 
 export interface Autotuner extends ConfigProvider {
@@ -106,14 +114,20 @@ export interface Autotuner extends ConfigProvider {
   store(): Promise<TuneStore>;
   selectForward(problem: ForwardTuneProblem): Promise<Selection<FusedForwardConfig>>;
   selectBackward(problem: BackwardTuneProblem): Promise<Selection<FusedBackwardConfig>>;
+  /** The mma forward's selection (as `selectForward`), or undefined where the default does not take that path. */
+  selectForwardMma(problem: ForwardTuneProblem): Promise<Selection<MmaForwardConfig> | undefined>;
   /** Time the forward candidates now (any mode) and store the winner. */
   tuneForward(problem: ForwardTuneProblem, settings?: TimingSettings): Promise<TuneResult<FusedForwardConfig>>;
   tuneBackward(problem: BackwardTuneProblem, settings?: TimingSettings): Promise<TuneResult<FusedBackwardConfig>>;
+  /** Time the mma forward's candidates now (any mode) and store the winner; undefined where the default does not take that path. */
+  tuneForwardMma(problem: ForwardTuneProblem, settings?: TimingSettings): Promise<TuneResult<MmaForwardConfig> | undefined>;
   /** The configs a tune would time, with estimates; no GPU work. */
   dryRun(problem: ForwardTuneProblem, op?: 'forward'): DryRunReport;
   dryRun(problem: BackwardTuneProblem, op: 'backward'): DryRunReport;
   forwardSpace(problem: ForwardTuneProblem): ConfigSpace<FusedForwardConfig>;
   backwardSpace(problem: BackwardTuneProblem): ConfigSpace<FusedBackwardConfig>;
+  /** The mma forward's candidates (empty where the default does not take that path). */
+  mmaForwardSpace(problem: ForwardTuneProblem): ConfigSpace<MmaForwardConfig>;
   /** The stored (persistent) table. */
   exportTable(): Promise<TuneTable>;
   /** Add a table's entries to the shipped layer (and, with persist, to the store). Returns the entry count. */
@@ -239,7 +253,7 @@ export function createAutotuner(options: AutotunerOptions): Autotuner {
     };
   }
 
-  function entryOf<C extends FusedForwardConfig | FusedBackwardConfig>(op: TuneOp, problem: string, r: TuneResult<C>): TuneEntry {
+  function entryOf<C extends FusedForwardConfig | FusedBackwardConfig | MmaForwardConfig>(op: TuneOp, problem: string, r: TuneResult<C>): TuneEntry {
     return {
       op,
       problem,
@@ -289,6 +303,24 @@ export function createAutotuner(options: AutotunerOptions): Autotuner {
       const r: TuneResult<FusedBackwardConfig> = { ...t, config, label: t.best?.label ?? backwardLabel(config), medianNs: t.best?.medianNs ?? Number.NaN };
       if (t.best) await remember(cacheKey(adapter, 'na-fused-backward', p), entryOf('na-fused-backward', formatProblem(p), r));
       else failedAll('backward', p, t.results);
+      return r;
+    } finally {
+      x.release();
+    }
+  }
+
+  async function tuneForwardMma(problem: ForwardTuneProblem, s?: TimingSettings): Promise<TuneResult<MmaForwardConfig> | undefined> {
+    const p = gpuProblem('forward', problem);
+    const space = mmaForwardSpace(ctx, p, options.space);
+    const def = space.candidates.find((c) => c.isDefault)?.config;
+    if (!def) return undefined;
+    const settings = settingsOf(s);
+    const x = forwardInputs(ctx, p, settings.seed ?? 1);
+    try {
+      const t = await timeCandidates(ctx, 'forward', formatProblem(p), space.candidates, mmaForwardRunner(ctx, p.rank, p, x), settings);
+      const r: TuneResult<MmaForwardConfig> = { ...t, config: t.best?.config ?? def, label: t.best?.label ?? mmaLabel(def), medianNs: t.best?.medianNs ?? Number.NaN };
+      if (t.best) await remember(cacheKey(adapter, 'na-fused-forward-mma', p), entryOf('na-fused-forward-mma', formatProblem(p), r));
+      else failedAll('forward', p, t.results);
       return r;
     } finally {
       x.release();
@@ -352,6 +384,27 @@ export function createAutotuner(options: AutotunerOptions): Autotuner {
     return { config: r.config, source: 'tuned', key, entry: (await loaded()).get(key) };
   }
 
+  async function selectForwardMma(problem: ForwardTuneProblem): Promise<Selection<MmaForwardConfig> | undefined> {
+    const p = gpuProblem('forward', problem);
+    const fp = mmaHelperProblem(p);
+    const dflt = defaultForwardMma(ctx, fp);
+    if (!dflt) return undefined;
+    const key = cacheKey(adapter, 'na-fused-forward-mma', p);
+    const def = (): Selection<MmaForwardConfig> => ({ config: dflt, source: 'default', key });
+    if (mode === 'off') return def();
+    // A stored config must be one this device and problem can run (the enumerator's list), as for the plain ops.
+    const valid = (c: MmaForwardConfig): string | undefined =>
+      enumerateMmaConfigs(ctx, fp).some((x) => x.keyChunk === c.keyChunk && x.subgroups === c.subgroups && x.queryTile.join() === c.queryTile?.join())
+        ? undefined
+        : `tensor-core config ${mmaLabel(c)} does not fit this device and problem`;
+    const hit = await lookup<MmaForwardConfig>('na-fused-forward-mma', key, valid);
+    if (hit) return hit;
+    if (mode !== 'tune') return def();
+    const r = await tuneOrWarn(key, p, () => once(key, () => tuneForwardMma(p)));
+    if (!r || r.timed === 0) return def();
+    return { config: r.config, source: 'tuned', key, entry: (await loaded()).get(key) };
+  }
+
   function dryRun(problem: ForwardTuneProblem | BackwardTuneProblem, op: 'forward' | 'backward' = 'forward'): DryRunReport {
     if (op === 'backward') {
       if (!('hasGradRpb' in problem)) throw new NattenArgumentError(`autotune dryRun: op='backward' needs a backward problem (with hasGradRpb)`);
@@ -370,12 +423,16 @@ export function createAutotuner(options: AutotunerOptions): Autotuner {
     store,
     selectForward,
     selectBackward,
+    selectForwardMma,
+    tuneForwardMma: (p, s) => once(cacheKey(adapter, 'na-fused-forward-mma', gpuProblem('forward', p)), () => tuneForwardMma(p, s)),
     tuneForward: (p, s) => once(cacheKey(adapter, 'na-fused-forward', gpuProblem('forward', p)), () => tuneForward(p, s)),
     tuneBackward: (p, s) => once(cacheKey(adapter, 'na-fused-backward', gpuProblem('backward', p)), () => tuneBackward(p, s)),
     dryRun: dryRun as Autotuner['dryRun'],
     forwardSpace: (p) => forwardSpace(gpuProblem('forward', p), limits, options.space),
     backwardSpace: (p) => backwardSpace(gpuProblem('backward', p), limits, options.space),
+    mmaForwardSpace: (p) => mmaForwardSpace(ctx, gpuProblem('forward', p), options.space),
     forward: async (p) => (await selectForward(p)).config,
+    forwardMma: async (p) => (await selectForwardMma(p))?.config,
     backward: async (p) => (await selectBackward(p)).config,
     exportTable: async () => ({ ...emptyTable(), entries: Object.fromEntries(await loaded()) }),
     importTable: async (table, o) => {

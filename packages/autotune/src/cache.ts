@@ -15,6 +15,7 @@
  * (idb-keyval) or localStorage in browsers. A corrupt file or one from another schema / package version is
  * ignored with a warning, never an error.
  */
+import type { MmaForwardConfig } from '@natten-web/gpu';
 import type { FusedBackwardConfig, FusedForwardConfig } from '@natten-web/wgsl';
 import type { BackwardTuneProblem, ForwardTuneProblem } from './problem.ts';
 
@@ -24,7 +25,8 @@ export const CACHE_SCHEMA = 1;
 export const AUTOTUNE_VERSION = '0.1.0';
 export const TABLE_PACKAGE = '@natten-web/autotune';
 
-export type TuneOp = 'na-fused-forward' | 'na-fused-backward';
+/** What was tuned: the plain fused forward or backward, or the tensor-core (mma) forward's config. */
+export type TuneOp = 'na-fused-forward' | 'na-fused-backward' | 'na-fused-forward-mma';
 
 export interface AdapterIdentity {
   readonly vendor: string;
@@ -39,7 +41,7 @@ export interface TuneEntry {
   readonly problem: string;
   /** `vendor/architecture/device/description`. */
   readonly adapter: string;
-  readonly config: FusedForwardConfig | FusedBackwardConfig;
+  readonly config: FusedForwardConfig | FusedBackwardConfig | MmaForwardConfig;
   /** Median time of the winner (ns) and how it was measured. */
   readonly medianNs: number;
   readonly method: 'gpu-timestamps' | 'wall-clock';
@@ -104,6 +106,10 @@ const isIntList = (x: unknown): boolean => Array.isArray(x) && x.length >= 1 && 
 function validEntry(key: string, e: unknown): e is TuneEntry {
   if (!isObject(e) || !isObject(e.config)) return false;
   const c = e.config;
+  if (e.op === 'na-fused-forward-mma') {
+    if (c.path !== 'mma' || !isIntList(c.queryTile) || !Number.isInteger(c.keyChunk) || !Number.isInteger(c.subgroups)) return false;
+    return key.startsWith(`${e.op}|`) && typeof e.medianNs === 'number';
+  }
   if (!isIntList(c.queryTile) || !isIntList(c.keyTile)) return false;
   if (e.op === 'na-fused-forward') {
     if (c.path !== 'plain' || (c.stage !== 'f32' && c.stage !== 'f16')) return false;

@@ -9,7 +9,8 @@
  * amortized over the tile's real queries, plus a barrier cost per chunk. It orders candidates (the likely best
  * first, so a time budget cut keeps good ones) and is what a dry run shows; only timing decides.
  */
-import { product } from '@natten-web/core';
+import { type FusedProblem, product } from '@natten-web/core';
+import { defaultForwardMma, enumerateMmaConfigs, type GpuContext, type MmaForwardConfig, mmaConfigCost, mmaWindowUse, mmaWorkgroups } from '@natten-web/gpu';
 import {
   type BackwardLimits,
   defaultFusedBackwardConfig,
@@ -195,6 +196,29 @@ export function forwardSpace(p: ForwardTuneProblem, limits: SpaceLimits, options
   const all = enumerateFusedForwardConfigs(p, limits).filter((c) => c.stage === tileStage);
   const def = all.length ? defaultFusedForwardConfig(p, limits) : undefined;
   return buildSpace(all, def && def.stage === tileStage ? def : all[0], (c) => estimateForward(p, c), forwardLabel, options);
+}
+
+/** The core problem the gpu package's tensor-core (mma) helpers take, from a tune problem. */
+export function mmaHelperProblem(p: ForwardTuneProblem): FusedProblem {
+  return { ...p, op: `na${p.rank}d_forward`, scale: 1 / Math.sqrt(p.dim) };
+}
+
+export function mmaLabel(c: MmaForwardConfig): string {
+  return `mma q=${fmt(c.queryTile)} bk=${c.keyChunk} sg=${c.subgroups}`;
+}
+
+/**
+ * The tensor-core (mma) forward's configs for a problem the default routes to that path (`defaultForwardMma`),
+ * best estimate first (`mmaConfigCost`: staged chunks plus the chunks each subgroup's windows span); the default
+ * first of all. Empty where the default does not take the mma path (the plain space is tuned there). `useful` is
+ * the window use (`mmaWindowUse`); no tile is idle beyond its padding, so `idle` is 0.
+ */
+export function mmaForwardSpace(ctx: GpuContext, p: ForwardTuneProblem, options: SpaceOptions = {}): ConfigSpace<MmaForwardConfig> {
+  const fp = mmaHelperProblem(p);
+  const def = defaultForwardMma(ctx, fp);
+  if (!def) return { candidates: [], pruned: [], enumerated: 0 };
+  const estimate = (c: MmaForwardConfig): CostEstimate => ({ cost: mmaConfigCost(fp, c), useful: mmaWindowUse(fp, c), idle: 0, workgroups: mmaWorkgroups(fp, c) });
+  return buildSpace(enumerateMmaConfigs(ctx, fp), def, estimate, mmaLabel, options);
 }
 
 /** The full core-problem shape the wgsl backward helpers take, from a tune problem. */

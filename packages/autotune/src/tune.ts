@@ -7,7 +7,7 @@
  * includes its pipeline compile, which cannot be interrupted (seconds on lavapipe, ~0.1 s on real GPUs).
  */
 import { lseShape, type NaRank, randn, rpbShape } from '@natten-web/core';
-import { ClockWarmer, fusedBackwardWithConfig, fusedForward, type GpuContext, type GpuTensor, median } from '@natten-web/gpu';
+import { ClockWarmer, fusedBackwardWithConfig, fusedForward, fusedForwardMma, type GpuContext, type GpuTensor, type MmaForwardConfig, median } from '@natten-web/gpu';
 import type { FusedBackwardConfig, FusedForwardConfig, GpuDType } from '@natten-web/wgsl';
 import { isNode } from './cache.ts';
 import type { BackwardTuneProblem, ForwardTuneProblem } from './problem.ts';
@@ -257,6 +257,12 @@ function paramsOf(p: ForwardTuneProblem) {
 export function forwardRunner(ctx: GpuContext, rank: NaRank, p: ForwardTuneProblem, x: ForwardInputs): (c: FusedForwardConfig) => Promise<void> {
   const args = { ...paramsOf(p), query: x.query, key: x.key, value: x.value, output: x.output, rpb: x.rpb, logsumexp: p.hasLse ? x.logsumexp : undefined };
   return (c) => fusedForward.withConfig(ctx, rank, args, c);
+}
+
+/** A runner for tensor-core (mma) forward candidates on one set of inputs. */
+export function mmaForwardRunner(ctx: GpuContext, rank: NaRank, p: ForwardTuneProblem, x: ForwardInputs): (c: MmaForwardConfig) => Promise<void> {
+  const args = { ...paramsOf(p), query: x.query, key: x.key, value: x.value, output: x.output, rpb: x.rpb, logsumexp: p.hasLse ? x.logsumexp : undefined };
+  return (c) => fusedForwardMma(ctx, rank, args, c);
 }
 
 export interface BackwardInputs extends ForwardInputs {

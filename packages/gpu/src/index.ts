@@ -56,6 +56,7 @@ export {
   MMA_MIN_WINDOW_USE,
   MMA_MIN_WORKGROUPS,
   mmaWindowUse,
+  mmaWorkgroups,
   fusedForwardMma,
   mmaAvailability,
   mmaConfigCost,

@@ -7,7 +7,7 @@
  */
 import { type AutotunerOptions, type ConfigProvider, createConfigProvider } from '@natten-web/autotune';
 import { type FusedProblem, type NaRank, NattenArgumentError } from '@natten-web/core';
-import type { GpuContext } from '@natten-web/gpu';
+import type { GpuContext, MmaForwardConfig } from '@natten-web/gpu';
 
 /** Tiles, NATTEN's `query_tile_size` / `key_tile_size` (per-axis, product = GEMM tile). */
 export interface TileConfig {
@@ -86,6 +86,15 @@ let provider: ((ctx: GpuContext) => ConfigProvider) | undefined;
 export function setAutotuneOptions(options: Omit<AutotunerOptions, 'ctx'>): void {
   providerOptions = options;
   provider = undefined;
+}
+
+/**
+ * The tensor-core (mma) forward's config for `config: 'auto'` where the device's default routes the problem to
+ * that path: tuned, cached, tabled or the default, as for the plain tiles; undefined where the route does not apply.
+ */
+export async function autoMmaConfig(ctx: GpuContext, problem: FusedProblem): Promise<MmaForwardConfig | undefined> {
+  provider ??= createConfigProvider(providerOptions);
+  return provider(ctx).forwardMma(problem);
 }
 
 /**

@@ -18,7 +18,7 @@ import {
   type TensorLike,
   zeros,
 } from '@natten-web/core';
-import { fusedBackward as gpuFusedBackward, fusedForward as gpuFusedForward, type GpuContext, type GpuTensor } from '@natten-web/gpu';
+import { fusedBackward as gpuFusedBackward, fusedForward as gpuFusedForward, fusedForwardMma, type GpuContext, type GpuTensor, type MmaForwardConfig } from '@natten-web/gpu';
 import {
   checkOptions,
   defined,
@@ -31,7 +31,7 @@ import {
   values,
   withGpuOutputs,
 } from './common.ts';
-import { autoConfig, type BackwardConfig, type ForwardConfig, isAuto, type KernelConfigOption, resolveKernelConfig } from './config.ts';
+import { autoConfig, autoMmaConfig, type BackwardConfig, type ForwardConfig, isAuto, type KernelConfigOption, resolveKernelConfig } from './config.ts';
 import { type DenseDims, denseBackward, denseDims, denseForward, mergeF64 } from './dense.ts';
 import { type BackendName, runHost } from './runtime.ts';
 import type { AnyTensor, OutputOf, SameAs } from './tensors.ts';
@@ -193,13 +193,16 @@ async function naForward(rank: NaRank, query: AnyTensor, key: AnyTensor, value: 
   const args = { ...params, attnScale: scale };
   const auto = isAuto(o.config);
   const tuneProblem = { ...problem, hasLse: needLse };
-  const tilesFor = async (ctx: GpuContext | undefined): Promise<ForwardConfig> => {
-    // Where the device's default runs the tensor-core (mma) forward, 'auto' keeps it: the tuner times plain-path
-    // tiles only, which gain 0-10% over the plain default, and the mma route measured 1.5-10.8x faster than that
-    // default where it applies (docs/performance.md).
+  const tilesFor = async (ctx: GpuContext | undefined): Promise<ForwardConfig & { readonly mma?: MmaForwardConfig }> => {
+    // Where the device's default runs the tensor-core (mma) forward, 'auto' keeps that path (it measured 1.5-10.8x
+    // faster than the plain default where it applies, docs/performance.md) and asks the tuner for its config among
+    // the mma configs (cached, tabled, timed in 'tune' mode, else the default).
     if (ctx && auto) {
       const shapes: FusedForwardArgs<TensorLike> = { ...args, query, key, value, rpb: rpb ?? null, output: like(outShape, query.dtype), logsumexp: needLse ? like(lseDims, 'float32') : undefined };
-      if (gpuFusedForward.route(ctx, rank, shapes) !== undefined) return { queryTileSize: undefined, keyTileSize: undefined };
+      if (gpuFusedForward.route(ctx, rank, shapes) !== undefined) {
+        const mma = await autoMmaConfig(ctx, tuneProblem);
+        return { queryTileSize: undefined, keyTileSize: undefined, ...(mma ? { mma } : {}) };
+      }
     }
     const t = ctx && auto ? await autoConfig(ctx, 'forward', tuneProblem) : tiles;
     return { queryTileSize: t.queryTileSize, keyTileSize: t.keyTileSize, ...(t.lanes !== undefined ? { lanes: t.lanes } : {}) };
@@ -212,18 +215,22 @@ async function naForward(rank: NaRank, query: AnyTensor, key: AnyTensor, value: 
     async host(t, backend) {
       const output = zeros(outShape, query.dtype);
       const lse = needLse ? zeros(lseDims, 'float32') : undefined;
-      await runHost(op, backend, query.dtype, async (b, ctx) =>
-        b.fusedForward(rank, { ...args, ...(await tilesFor(ctx)), output, query: t.query as Tensor, key: t.key as Tensor, value: t.value as Tensor, rpb: t.rpb, logsumexp: lse }),
-      );
+      await runHost(op, backend, query.dtype, async (b, ctx) => {
+        const { mma: _mma, ...tiles } = await tilesFor(ctx);
+        return b.fusedForward(rank, { ...args, ...tiles, output, query: t.query as Tensor, key: t.key as Tensor, value: t.value as Tensor, rpb: t.rpb, logsumexp: lse });
+      });
       if (!extra || !lse) return defined({ output, lse });
       return mergeAdditionalHost(extra.dims, t, output, lse, scale);
     },
     async gpu(ctx, g) {
       const dtype = query.dtype as GpuTensor['dtype'];
-      const gArgs = { ...args, ...(await tilesFor(ctx)), query: g.query as GpuTensor, key: g.key as GpuTensor, value: g.value as GpuTensor, rpb: g.rpb };
+      const { mma, ...tiles } = await tilesFor(ctx);
+      const gArgs = { ...args, ...tiles, query: g.query as GpuTensor, key: g.key as GpuTensor, value: g.value as GpuTensor, rpb: g.rpb };
       gpuFusedForward.check(ctx, rank, { ...gArgs, output: like(outShape, dtype), logsumexp: needLse ? like(lseDims, 'float32') : undefined });
       const outs = await withGpuOutputs(ctx, op, { output: { shape: outShape, dtype }, lse: needLse ? { shape: lseDims, dtype: 'float32' } : undefined }, (r) =>
-        gpuFusedForward(ctx, rank, { ...gArgs, output: r.output as GpuTensor, logsumexp: r.lse }),
+        mma
+          ? fusedForwardMma(ctx, rank, { ...gArgs, output: r.output as GpuTensor, logsumexp: r.lse }, mma)
+          : gpuFusedForward(ctx, rank, { ...gArgs, output: r.output as GpuTensor, logsumexp: r.lse }),
       );
       if (!extra || !outs.lse || !outs.output) return defined(outs);
       // No GPU kernel for dense attention / merge yet: read back, merge on the host, upload.

@@ -154,7 +154,7 @@ export function mmaWindowUse(problem: FusedProblem, config: MmaForwardConfig): n
 }
 
 /** Workgroups of a config's dispatch (batch x heads x dilation groups x tiles). */
-function mmaWorkgroups(problem: FusedProblem, config: Pick<MmaForwardConfig, 'queryTile'>): number {
+export function mmaWorkgroups(problem: FusedProblem, config: Pick<MmaForwardConfig, 'queryTile'>): number {
   let w = problem.batch * problem.heads;
   problem.spatial.forEach((L, a) => {
     const d = problem.params.dilation[a] as number;

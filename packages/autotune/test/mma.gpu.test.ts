@@ -1,0 +1,89 @@
+/**
+ * The autotuner on the tensor-core (mma) forward: its config space and selections by the device's rules (a context
+ * shaped like the H200, no GPU work), and a real tune on this adapter through the subgroup-matrix emulation (the mma
+ * kernels rewritten to plain WGSL, as the gpu package's emulated tests run them).
+ */
+import { defaultForwardMma, GpuContext, type MmaForwardConfig, mmaConfigCost } from '@natten-web/gpu';
+import { afterAll, describe, expect, it } from 'vitest';
+import { fakeTensorCoreContext, tensorCoreView } from '../../gpu/test/fake-tensor-core.ts';
+import { emulatedKernel } from '../../gpu/test/sgmat-emulation.ts';
+import { createAutotuner, describeForward, emptyTable, memoryStore, mmaForwardSpace, mmaHelperProblem, parseProblem, type TuneEntry } from '../src/index.ts';
+
+const quiet = { progress: false as const, warn: () => {} };
+const K7 = describeForward(parseProblem('na2d 1x128x128x8x64 K=7 f16'));
+const K3 = describeForward(parseProblem('na2d 1x128x128x8x64 K=3 f16'));
+
+describe('tensor-core (mma) forward configs in the autotuner', () => {
+  it('spaces hold the mma configs where the default takes that path: the default first, then by estimate', () => {
+    const ctx = fakeTensorCoreContext();
+    const space = mmaForwardSpace(ctx, K7, { maxCandidates: 6 });
+    const def = defaultForwardMma(ctx, mmaHelperProblem(K7)) as MmaForwardConfig;
+    expect(space.candidates[0]?.config).toEqual(def);
+    expect(space.candidates[0]?.isDefault).toBe(true);
+    const costs = space.candidates.slice(1).map((c) => c.estimate.cost);
+    expect(costs).toEqual([...costs].sort((a, b) => a - b));
+    expect(costs[0]).toBe(mmaConfigCost(mmaHelperProblem(K7), space.candidates[1]?.config as MmaForwardConfig));
+    // Both subgroup counts the H200 timed on sparse windows are candidates (2 and 8).
+    expect(new Set(space.candidates.map((c) => c.config.subgroups))).toEqual(new Set([2, 4, 8]));
+    expect(space.candidates[0]?.label).toBe(`mma q=${def.queryTile.join('x')} bk=${def.keyChunk} sg=${def.subgroups}`);
+    // K=3 stays on the plain path (window use below the measured range): nothing to tune here.
+    expect(mmaForwardSpace(ctx, K3).candidates).toEqual([]);
+  });
+
+  it('selects a stored config, refuses one the device cannot run, and gives the default otherwise', async () => {
+    const ctx = fakeTensorCoreContext();
+    const warnings: string[] = [];
+    const def = defaultForwardMma(ctx, mmaHelperProblem(K7)) as MmaForwardConfig;
+    const other = mmaForwardSpace(ctx, K7).candidates[1]?.config as MmaForwardConfig;
+    const probe = createAutotuner({ ctx, mode: 'cached', cache: memoryStore(), ...quiet });
+    const first = await probe.selectForwardMma(K7);
+    expect(first).toMatchObject({ config: def, source: 'default' });
+    const key = first?.key as string;
+    expect(key.startsWith('na-fused-forward-mma|')).toBe(true);
+    const entry = (config: unknown): TuneEntry => ({ op: 'na-fused-forward-mma', problem: 'p', adapter: 'a', config, medianNs: 1, method: 'gpu-timestamps', timed: 1, candidates: 1, truncated: false, tunedAt: '' }) as TuneEntry;
+    const table = { ...emptyTable(), entries: { [key]: entry(other) } };
+    const tabled = createAutotuner({ ctx, mode: 'deterministic', table, ...quiet, warn: (m) => warnings.push(m) });
+    expect(await tabled.selectForwardMma(K7)).toMatchObject({ config: other, source: 'table' });
+    expect(await tabled.forwardMma(K7)).toEqual(other);
+    // 16 subgroups do not exist on this path: warned about and skipped.
+    const bad = { ...emptyTable(), entries: { [key]: entry({ ...other, subgroups: 16 }) } };
+    const refused = createAutotuner({ ctx, mode: 'deterministic', table: bad, ...quiet, warn: (m) => warnings.push(m) });
+    expect(await refused.selectForwardMma(K7)).toMatchObject({ config: def, source: 'default' });
+    expect(warnings.some((w) => w.includes('does not fit this device and problem'))).toBe(true);
+    // Problems the default leaves on the plain path: no mma selection (the plain tiles are tuned there).
+    expect(await probe.selectForwardMma(K3)).toBeUndefined();
+    expect(await probe.forwardMma(K3)).toBeUndefined();
+  });
+});
+
+describe('tuning the mma forward on this adapter (emulated subgroup matrices)', () => {
+  let real: GpuContext | undefined;
+  afterAll(() => real?.destroy());
+  it('times the candidates, stores the winner, and later selections reuse it', async () => {
+    real = await GpuContext.create();
+    const base = tensorCoreView(real);
+    // Every mma kernel the tuner dispatches runs through the emulation (plain WGSL with the same results).
+    const swap = (commands: readonly { kernel: { features: readonly string[] } }[]) =>
+      commands.map((c) => (c.kernel.features.includes('chromium-experimental-subgroup-matrix') ? { ...c, kernel: emulatedKernel(c.kernel as Parameters<typeof emulatedKernel>[0]) } : c));
+    const ctx = new Proxy(base, {
+      get(target, prop, receiver) {
+        if (prop === 'dispatch' || prop === 'prepare') {
+          const f = Reflect.get(target, prop, receiver) as (c: unknown, op?: string) => Promise<unknown>;
+          return (commands: Parameters<typeof swap>[0], op?: string) => f.call(receiver, swap(commands), op);
+        }
+        return Reflect.get(target, prop, receiver);
+      },
+    }) as GpuContext;
+    const p = describeForward(parseProblem('na1d 1x160x1x16 K=33 f16'));
+    const store = memoryStore();
+    const tuner = createAutotuner({ ctx, mode: 'tune', cache: store, space: { maxCandidates: 2 }, reps: 2, warmClocks: false, ...quiet });
+    const space = tuner.mmaForwardSpace(p);
+    expect(space.candidates.length).toBe(2);
+    const tuned = await tuner.selectForwardMma(p);
+    expect(tuned?.source).toBe('tuned');
+    expect(space.candidates.map((c) => c.config)).toContainEqual(tuned?.config);
+    expect(tuned?.entry).toMatchObject({ op: 'na-fused-forward-mma', timed: 2, candidates: 2 });
+    const again = createAutotuner({ ctx, mode: 'cached', cache: store, ...quiet });
+    expect(await again.selectForwardMma(p)).toMatchObject({ config: tuned?.config, source: 'cache' });
+  }, 300_000);
+});
