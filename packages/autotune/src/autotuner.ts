@@ -78,7 +78,8 @@ export interface Selection<C> {
 }
 
 export interface DryRunReport {
-  readonly op: 'forward' | 'backward';
+  /** 'forward-mma' where the default runs the forward on the tensor cores (its configs are what a tune times). */
+  readonly op: 'forward' | 'backward' | 'forward-mma';
   readonly problem: string;
   readonly key: string;
   readonly enumerated: number;
@@ -88,7 +89,7 @@ export interface DryRunReport {
 
 export interface DryRunRow {
   readonly label: string;
-  readonly config: FusedForwardConfig | FusedBackwardConfig;
+  readonly config: FusedForwardConfig | FusedBackwardConfig | MmaForwardConfig;
   readonly cost: number;
   readonly useful: number;
   readonly idle: number;
@@ -151,7 +152,7 @@ function gpuProblem<P extends { dtype: ForwardTuneProblem['dtype']; rank: NaRank
   return { ...p, dtype: checkGpuDType(`autotune: na${p.rank}d_${op}`, p.dtype) };
 }
 
-function toRows(space: ConfigSpace<FusedForwardConfig> | ConfigSpace<FusedBackwardConfig>) {
+function toRows(space: ConfigSpace<FusedForwardConfig> | ConfigSpace<FusedBackwardConfig> | ConfigSpace<MmaForwardConfig>) {
   const row = (c: (typeof space.candidates)[number]): DryRunRow => ({
     label: c.label,
     config: c.config,
@@ -413,6 +414,10 @@ export function createAutotuner(options: AutotunerOptions): Autotuner {
       return { op, problem: formatProblem(p), key: cacheKey(adapter, 'na-fused-backward', p), enumerated: space.enumerated, ...toRows(space) };
     }
     const p = gpuProblem('forward', problem);
+    const mma = mmaForwardSpace(ctx, p, options.space);
+    if (mma.candidates.length > 0) {
+      return { op: 'forward-mma', problem: formatProblem(p), key: cacheKey(adapter, 'na-fused-forward-mma', p), enumerated: mma.enumerated, ...toRows(mma) };
+    }
     const space = forwardSpace(p, limits, options.space);
     return { op, problem: formatProblem(p), key: cacheKey(adapter, 'na-fused-forward', p), enumerated: space.enumerated, ...toRows(space) };
   }

@@ -28,6 +28,13 @@ describe('tensor-core (mma) forward configs in the autotuner', () => {
     expect(space.candidates[0]?.label).toBe(`mma q=${def.queryTile.join('x')} bk=${def.keyChunk} sg=${def.subgroups}`);
     // K=3 stays on the plain path (window use below the measured range): nothing to tune here.
     expect(mmaForwardSpace(ctx, K3).candidates).toEqual([]);
+    // A dry run shows what a tune would time: the mma configs here, the plain tiles for K=3.
+    const tuner = createAutotuner({ ctx, mode: 'cached', cache: memoryStore(), ...quiet });
+    const dry = tuner.dryRun(K7);
+    expect(dry.op).toBe('forward-mma');
+    expect(dry.candidates[0]).toMatchObject({ config: def, isDefault: true });
+    expect(dry.key.startsWith('na-fused-forward-mma|')).toBe(true);
+    expect(tuner.dryRun(K3).op).toBe('forward');
   });
 
   it('selects a stored config, refuses one the device cannot run, and gives the default otherwise', async () => {
