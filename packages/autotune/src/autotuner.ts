@@ -9,7 +9,7 @@
  *   config in every process regardless of timing noise or what this machine tuned before.
  */
 import { NattenArgumentError, type NaRank, NattenError } from '@natten-web/core';
-import { defaultForwardMma, enumerateMmaConfigs, type GpuContext, kernelLimits, type MmaForwardConfig } from '@natten-web/gpu';
+import { defaultForwardMma, enumerateMmaConfigs, type GpuContext, kernelLimits, type MmaBackwardConfig, type MmaForwardConfig } from '@natten-web/gpu';
 import {
   checkGpuDType,
   defaultFusedForwardConfig,
@@ -44,13 +44,15 @@ import {
   defaultBackward,
   forwardLabel,
   forwardSpace,
+  mmaBackwardLabel,
+  mmaBackwardSpace,
   mmaForwardSpace,
   mmaHelperProblem,
   mmaLabel,
   type SpaceLimits,
   type SpaceOptions,
 } from './space.ts';
-import { backwardInputs, backwardRunner, forwardInputs, forwardRunner, mmaForwardRunner, type TimingSettings, timeCandidates, type TuneResult } from './tune.ts';
+import { backwardInputs, backwardRunner, forwardInputs, forwardRunner, mmaBackwardRunner, mmaForwardRunner, type TimingSettings, timeCandidates, type TuneResult } from './tune.ts';
 
 export type AutotuneMode = 'off' | 'cached' | 'tune' | 'deterministic';
 export const AUTOTUNE_MODES: readonly AutotuneMode[] = ['off', 'cached', 'tune', 'deterministic'];
@@ -79,7 +81,7 @@ export interface Selection<C> {
 
 export interface DryRunReport {
   /** 'forward-mma' where the default runs the forward on the tensor cores (its configs are what a tune times). */
-  readonly op: 'forward' | 'backward' | 'forward-mma';
+  readonly op: 'forward' | 'backward' | 'forward-mma' | 'backward-mma';
   readonly problem: string;
   readonly key: string;
   readonly enumerated: number;
@@ -89,7 +91,7 @@ export interface DryRunReport {
 
 export interface DryRunRow {
   readonly label: string;
-  readonly config: FusedForwardConfig | FusedBackwardConfig | MmaForwardConfig;
+  readonly config: FusedForwardConfig | FusedBackwardConfig | MmaForwardConfig | MmaBackwardConfig;
   readonly cost: number;
   readonly useful: number;
   readonly idle: number;
@@ -106,6 +108,8 @@ export interface ConfigProvider {
    * (`defaultForwardMma`), else undefined (then `forward` applies).
    */
   forwardMma(problem: ForwardTuneProblem): Promise<MmaForwardConfig | undefined>;
+  /** The tensor-core (mma) backward's config where the default routes the problem to that path, else undefined. */
+  backwardMma(problem: BackwardTuneProblem): Promise<MmaBackwardConfig | undefined>;
 }
 
 export interface Autotuner extends ConfigProvider {
@@ -117,11 +121,15 @@ export interface Autotuner extends ConfigProvider {
   selectBackward(problem: BackwardTuneProblem): Promise<Selection<FusedBackwardConfig>>;
   /** The mma forward's selection (as `selectForward`), or undefined where the default does not take that path. */
   selectForwardMma(problem: ForwardTuneProblem): Promise<Selection<MmaForwardConfig> | undefined>;
+  /** The mma backward's selection, or undefined where the default does not take that path. */
+  selectBackwardMma(problem: BackwardTuneProblem): Promise<Selection<MmaBackwardConfig> | undefined>;
   /** Time the forward candidates now (any mode) and store the winner. */
   tuneForward(problem: ForwardTuneProblem, settings?: TimingSettings): Promise<TuneResult<FusedForwardConfig>>;
   tuneBackward(problem: BackwardTuneProblem, settings?: TimingSettings): Promise<TuneResult<FusedBackwardConfig>>;
   /** Time the mma forward's candidates now (any mode) and store the winner; undefined where the default does not take that path. */
   tuneForwardMma(problem: ForwardTuneProblem, settings?: TimingSettings): Promise<TuneResult<MmaForwardConfig> | undefined>;
+  /** Time the mma backward's candidates now and store the winner; undefined where the default does not take that path. */
+  tuneBackwardMma(problem: BackwardTuneProblem, settings?: TimingSettings): Promise<TuneResult<MmaBackwardConfig> | undefined>;
   /** The configs a tune would time, with estimates; no GPU work. */
   dryRun(problem: ForwardTuneProblem, op?: 'forward'): DryRunReport;
   dryRun(problem: BackwardTuneProblem, op: 'backward'): DryRunReport;
@@ -129,6 +137,8 @@ export interface Autotuner extends ConfigProvider {
   backwardSpace(problem: BackwardTuneProblem): ConfigSpace<FusedBackwardConfig>;
   /** The mma forward's candidates (empty where the default does not take that path). */
   mmaForwardSpace(problem: ForwardTuneProblem): ConfigSpace<MmaForwardConfig>;
+  /** The mma backward's candidates (empty where the default does not take that path). */
+  mmaBackwardSpace(problem: BackwardTuneProblem): ConfigSpace<MmaBackwardConfig>;
   /** The stored (persistent) table. */
   exportTable(): Promise<TuneTable>;
   /** Add a table's entries to the shipped layer (and, with persist, to the store). Returns the entry count. */
@@ -152,7 +162,7 @@ function gpuProblem<P extends { dtype: ForwardTuneProblem['dtype']; rank: NaRank
   return { ...p, dtype: checkGpuDType(`autotune: na${p.rank}d_${op}`, p.dtype) };
 }
 
-function toRows(space: ConfigSpace<FusedForwardConfig> | ConfigSpace<FusedBackwardConfig> | ConfigSpace<MmaForwardConfig>) {
+function toRows(space: ConfigSpace<FusedForwardConfig> | ConfigSpace<FusedBackwardConfig> | ConfigSpace<MmaForwardConfig> | ConfigSpace<MmaBackwardConfig>) {
   const row = (c: (typeof space.candidates)[number]): DryRunRow => ({
     label: c.label,
     config: c.config,
@@ -254,7 +264,7 @@ export function createAutotuner(options: AutotunerOptions): Autotuner {
     };
   }
 
-  function entryOf<C extends FusedForwardConfig | FusedBackwardConfig | MmaForwardConfig>(op: TuneOp, problem: string, r: TuneResult<C>): TuneEntry {
+  function entryOf<C extends FusedForwardConfig | FusedBackwardConfig | MmaForwardConfig | MmaBackwardConfig>(op: TuneOp, problem: string, r: TuneResult<C>): TuneEntry {
     return {
       op,
       problem,
@@ -322,6 +332,24 @@ export function createAutotuner(options: AutotunerOptions): Autotuner {
       const r: TuneResult<MmaForwardConfig> = { ...t, config: t.best?.config ?? def, label: t.best?.label ?? mmaLabel(def), medianNs: t.best?.medianNs ?? Number.NaN };
       if (t.best) await remember(cacheKey(adapter, 'na-fused-forward-mma', p), entryOf('na-fused-forward-mma', formatProblem(p), r));
       else failedAll('forward', p, t.results);
+      return r;
+    } finally {
+      x.release();
+    }
+  }
+
+  async function tuneBackwardMma(problem: BackwardTuneProblem, s?: TimingSettings): Promise<TuneResult<MmaBackwardConfig> | undefined> {
+    const p = gpuProblem('backward', problem);
+    const space = mmaBackwardSpace(ctx, p, options.space);
+    const def = space.candidates.find((c) => c.isDefault)?.config;
+    if (!def) return undefined;
+    const settings = settingsOf(s);
+    const x = await backwardInputs(ctx, p, settings.seed ?? 1);
+    try {
+      const t = await timeCandidates(ctx, 'backward', formatProblem(p), space.candidates, mmaBackwardRunner(ctx, p.rank, p, x), settings);
+      const r: TuneResult<MmaBackwardConfig> = { ...t, config: t.best?.config ?? def, label: t.best?.label ?? mmaBackwardLabel(def), medianNs: t.best?.medianNs ?? Number.NaN };
+      if (t.best) await remember(cacheKey(adapter, 'na-fused-backward-mma', p), entryOf('na-fused-backward-mma', formatProblem(p), r));
+      else failedAll('backward', p, t.results);
       return r;
     } finally {
       x.release();
@@ -406,10 +434,35 @@ export function createAutotuner(options: AutotunerOptions): Autotuner {
     return { config: r.config, source: 'tuned', key, entry: (await loaded()).get(key) };
   }
 
+  async function selectBackwardMma(problem: BackwardTuneProblem): Promise<Selection<MmaBackwardConfig> | undefined> {
+    const p = gpuProblem('backward', problem);
+    const space = mmaBackwardSpace(ctx, p, { maxCandidates: Number.POSITIVE_INFINITY });
+    const dflt = space.candidates.find((c) => c.isDefault)?.config;
+    if (!dflt) return undefined;
+    const key = cacheKey(adapter, 'na-fused-backward-mma', p);
+    const def = (): Selection<MmaBackwardConfig> => ({ config: dflt, source: 'default', key });
+    if (mode === 'off') return def();
+    // A stored config must be one of the space's (the same kernels and tiles this device and problem can run).
+    const valid = (c: MmaBackwardConfig): string | undefined =>
+      space.candidates.some((x) => JSON.stringify(x.config) === JSON.stringify({ path: 'mma', queryTile: c.queryTile, querySubgroups: c.querySubgroups, keyTile: c.keyTile, keySubgroups: c.keySubgroups, chunk: c.chunk }))
+        ? undefined
+        : `tensor-core backward config ${mmaBackwardLabel(c)} does not fit this device and problem`;
+    const hit = await lookup<MmaBackwardConfig>('na-fused-backward-mma', key, valid);
+    if (hit) return hit;
+    if (mode !== 'tune') return def();
+    const r = await tuneOrWarn(key, p, () => once(key, () => tuneBackwardMma(p)));
+    if (!r || r.timed === 0) return def();
+    return { config: r.config, source: 'tuned', key, entry: (await loaded()).get(key) };
+  }
+
   function dryRun(problem: ForwardTuneProblem | BackwardTuneProblem, op: 'forward' | 'backward' = 'forward'): DryRunReport {
     if (op === 'backward') {
       if (!('hasGradRpb' in problem)) throw new NattenArgumentError(`autotune dryRun: op='backward' needs a backward problem (with hasGradRpb)`);
       const p = gpuProblem('backward', problem);
+      const mma = mmaBackwardSpace(ctx, p, options.space);
+      if (mma.candidates.length > 0) {
+        return { op: 'backward-mma', problem: formatProblem(p), key: cacheKey(adapter, 'na-fused-backward-mma', p), enumerated: mma.enumerated, ...toRows(mma) };
+      }
       const space = backwardSpace(p, limits, options.space);
       return { op, problem: formatProblem(p), key: cacheKey(adapter, 'na-fused-backward', p), enumerated: space.enumerated, ...toRows(space) };
     }
@@ -429,6 +482,8 @@ export function createAutotuner(options: AutotunerOptions): Autotuner {
     selectForward,
     selectBackward,
     selectForwardMma,
+    selectBackwardMma,
+    tuneBackwardMma: (p, s) => once(cacheKey(adapter, 'na-fused-backward-mma', gpuProblem('backward', p)), () => tuneBackwardMma(p, s)),
     tuneForwardMma: (p, s) => once(cacheKey(adapter, 'na-fused-forward-mma', gpuProblem('forward', p)), () => tuneForwardMma(p, s)),
     tuneForward: (p, s) => once(cacheKey(adapter, 'na-fused-forward', gpuProblem('forward', p)), () => tuneForward(p, s)),
     tuneBackward: (p, s) => once(cacheKey(adapter, 'na-fused-backward', gpuProblem('backward', p)), () => tuneBackward(p, s)),
@@ -436,8 +491,10 @@ export function createAutotuner(options: AutotunerOptions): Autotuner {
     forwardSpace: (p) => forwardSpace(gpuProblem('forward', p), limits, options.space),
     backwardSpace: (p) => backwardSpace(gpuProblem('backward', p), limits, options.space),
     mmaForwardSpace: (p) => mmaForwardSpace(ctx, gpuProblem('forward', p), options.space),
+    mmaBackwardSpace: (p) => mmaBackwardSpace(ctx, gpuProblem('backward', p), options.space),
     forward: async (p) => (await selectForward(p)).config,
     forwardMma: async (p) => (await selectForwardMma(p))?.config,
+    backwardMma: async (p) => (await selectBackwardMma(p))?.config,
     backward: async (p) => (await selectBackward(p)).config,
     exportTable: async () => ({ ...emptyTable(), entries: Object.fromEntries(await loaded()) }),
     importTable: async (table, o) => {

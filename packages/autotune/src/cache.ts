@@ -15,7 +15,7 @@
  * (idb-keyval) or localStorage in browsers. A corrupt file or one from another schema / package version is
  * ignored with a warning, never an error.
  */
-import type { MmaForwardConfig } from '@natten-web/gpu';
+import type { MmaBackwardConfig, MmaForwardConfig } from '@natten-web/gpu';
 import type { FusedBackwardConfig, FusedForwardConfig } from '@natten-web/wgsl';
 import type { BackwardTuneProblem, ForwardTuneProblem } from './problem.ts';
 
@@ -25,8 +25,8 @@ export const CACHE_SCHEMA = 1;
 export const AUTOTUNE_VERSION = '0.1.0';
 export const TABLE_PACKAGE = '@natten-web/autotune';
 
-/** What was tuned: the plain fused forward or backward, or the tensor-core (mma) forward's config. */
-export type TuneOp = 'na-fused-forward' | 'na-fused-backward' | 'na-fused-forward-mma';
+/** What was tuned: the plain fused forward or backward, or the tensor-core (mma) forward's or backward's config. */
+export type TuneOp = 'na-fused-forward' | 'na-fused-backward' | 'na-fused-forward-mma' | 'na-fused-backward-mma';
 
 export interface AdapterIdentity {
   readonly vendor: string;
@@ -41,7 +41,7 @@ export interface TuneEntry {
   readonly problem: string;
   /** `vendor/architecture/device/description`. */
   readonly adapter: string;
-  readonly config: FusedForwardConfig | FusedBackwardConfig | MmaForwardConfig;
+  readonly config: FusedForwardConfig | FusedBackwardConfig | MmaForwardConfig | MmaBackwardConfig;
   /** Median time of the winner (ns) and how it was measured. */
   readonly medianNs: number;
   readonly method: 'gpu-timestamps' | 'wall-clock';
@@ -111,6 +111,10 @@ function validEntry(key: string, e: unknown): e is TuneEntry {
     return key.startsWith(`${e.op}|`) && typeof e.medianNs === 'number';
   }
   if (!isIntList(c.queryTile) || !isIntList(c.keyTile)) return false;
+  if (e.op === 'na-fused-backward-mma') {
+    if (c.path !== 'mma' || !Number.isInteger(c.querySubgroups) || !Number.isInteger(c.keySubgroups) || !Number.isInteger(c.chunk)) return false;
+    return key.startsWith(`${e.op}|`) && typeof e.medianNs === 'number';
+  }
   if (e.op === 'na-fused-forward') {
     if (c.path !== 'plain' || (c.stage !== 'f32' && c.stage !== 'f16')) return false;
     if (c.lanes !== undefined && !Number.isInteger(c.lanes)) return false;

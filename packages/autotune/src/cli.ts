@@ -140,8 +140,11 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
             io.out(values.json ? JSON.stringify(r) : formatDryRun(r));
             continue;
           }
-          // A forward the default runs on the tensor cores tunes those configs (what `config: 'auto'` then uses).
-          const r = pass === 'forward' ? ((await tuner.tuneForwardMma(problem)) ?? (await tuner.tuneForward(problem))) : await tuner.tuneBackward(describeBackward(desc));
+          // A pass the default runs on the tensor cores tunes those configs (what `config: 'auto'` then uses).
+          const r =
+            pass === 'forward'
+              ? ((await tuner.tuneForwardMma(problem)) ?? (await tuner.tuneForward(problem)))
+              : ((await tuner.tuneBackwardMma(describeBackward(desc))) ?? (await tuner.tuneBackward(describeBackward(desc))));
           if (values.json) {
             io.out(JSON.stringify({ op: pass, problem: text, config: r.config, medianNs: r.medianNs, method: r.method, timed: r.timed, candidates: r.candidates, truncated: r.truncated, elapsedMs: r.elapsedMs }));
           } else {

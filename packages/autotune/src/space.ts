@@ -10,7 +10,18 @@
  * first, so a time budget cut keeps good ones) and is what a dry run shows; only timing decides.
  */
 import { type FusedProblem, product } from '@natten-web/core';
-import { defaultForwardMma, enumerateMmaConfigs, type GpuContext, type MmaForwardConfig, mmaConfigCost, mmaWindowUse, mmaWorkgroups } from '@natten-web/gpu';
+import {
+  defaultBackwardMma,
+  defaultForwardMma,
+  enumerateMmaConfigs,
+  type GpuContext,
+  type MmaBackwardConfig,
+  type MmaForwardConfig,
+  mmaBackwardTile,
+  mmaConfigCost,
+  mmaWindowUse,
+  mmaWorkgroups,
+} from '@natten-web/gpu';
 import {
   type BackwardLimits,
   defaultFusedBackwardConfig,
@@ -230,6 +241,40 @@ export function backwardHelperProblem(p: BackwardTuneProblem & { readonly dtype:
 /** The heuristic backward default (wgsl's), or undefined when nothing fits. */
 export function defaultBackward(p: BackwardTuneProblem & { readonly dtype: GpuDType }, limits: SpaceLimits): FusedBackwardConfig | undefined {
   return defaultFusedBackwardConfig(backwardHelperProblem(p), limits);
+}
+
+export function mmaBackwardLabel(c: MmaBackwardConfig): string {
+  return `mma dq=${fmt(c.queryTile)}/sg${c.querySubgroups} dkv=${fmt(c.keyTile)}/sg${c.keySubgroups} chunk=${c.chunk}`;
+}
+
+/**
+ * The tensor-core (mma) backward's configs for a problem the default routes to that path (`defaultBackwardMma`):
+ * per chunk size (16, 32), every subgroup count of each kernel (2, 4, 8) with that kernel's smallest-box tile
+ * (`mmaBackwardTile`), the default first, then by estimate (the forward's `mmaConfigCost` of each kernel's tile,
+ * weighted by its matrix products per pair: dq 3, dK/dV 4). Empty where the default takes the plain path.
+ */
+export function mmaBackwardSpace(ctx: GpuContext, p: BackwardTuneProblem & { readonly dtype: GpuDType }, options: SpaceOptions = {}): ConfigSpace<MmaBackwardConfig> {
+  const bp = backwardHelperProblem(p);
+  const def = defaultBackwardMma(ctx, bp);
+  if (!def) return { candidates: [], pruned: [], enumerated: 0 };
+  const fp = mmaHelperProblem(p);
+  const counts = [2, 4, 8] as const;
+  const all: MmaBackwardConfig[] = [];
+  for (const chunk of [16, 32] as const) {
+    for (const qs of counts) {
+      const qt = mmaBackwardTile(ctx, bp, 'dq', qs, chunk);
+      for (const ks of counts) {
+        const kt = mmaBackwardTile(ctx, bp, 'dkv', ks, chunk);
+        if (qt && kt) all.push({ path: 'mma', queryTile: qt, querySubgroups: qs, keyTile: kt, keySubgroups: ks, chunk });
+      }
+    }
+  }
+  const estimate = (c: MmaBackwardConfig): CostEstimate => {
+    const dq = { path: 'mma' as const, queryTile: c.queryTile, keyChunk: c.chunk, subgroups: c.querySubgroups };
+    const dkv = { path: 'mma' as const, queryTile: c.keyTile, keyChunk: c.chunk, subgroups: c.keySubgroups };
+    return { cost: 3 * mmaConfigCost(fp, dq) + 4 * mmaConfigCost(fp, dkv), useful: mmaWindowUse(fp, dq), idle: 0, workgroups: mmaWorkgroups(fp, dq) + mmaWorkgroups(fp, dkv) };
+  };
+  return buildSpace(all, def, estimate, mmaBackwardLabel, options);
 }
 
 /** Valid, pruned backward configs for a problem on a device, best first. */

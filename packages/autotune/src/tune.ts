@@ -7,7 +7,18 @@
  * includes its pipeline compile, which cannot be interrupted (seconds on lavapipe, ~0.1 s on real GPUs).
  */
 import { lseShape, type NaRank, randn, rpbShape } from '@natten-web/core';
-import { ClockWarmer, fusedBackwardWithConfig, fusedForward, fusedForwardMma, type GpuContext, type GpuTensor, type MmaForwardConfig, median } from '@natten-web/gpu';
+import {
+  ClockWarmer,
+  fusedBackwardMma,
+  fusedBackwardWithConfig,
+  fusedForward,
+  fusedForwardMma,
+  type GpuContext,
+  type GpuTensor,
+  type MmaBackwardConfig,
+  type MmaForwardConfig,
+  median,
+} from '@natten-web/gpu';
 import type { FusedBackwardConfig, FusedForwardConfig, GpuDType } from '@natten-web/wgsl';
 import { isNode } from './cache.ts';
 import type { BackwardTuneProblem, ForwardTuneProblem } from './problem.ts';
@@ -303,7 +314,8 @@ export async function backwardInputs(ctx: GpuContext, p: BackwardTuneProblem & {
   }
 }
 
-export function backwardRunner(ctx: GpuContext, rank: NaRank, p: BackwardTuneProblem, x: BackwardInputs): (c: FusedBackwardConfig) => Promise<void> {
+/** The backward call's arguments on one set of inputs. */
+function backwardArgs(p: BackwardTuneProblem, x: BackwardInputs) {
   const lse = x.logsumexp;
   if (!lse) throw new Error('autotune: internal: backward inputs without an LSE');
   const args = {
@@ -320,5 +332,17 @@ export function backwardRunner(ctx: GpuContext, rank: NaRank, p: BackwardTunePro
     rpb: x.rpb,
     gradRpb: x.gradRpb,
   };
+  return args;
+}
+
+/** A runner for backward candidates on one set of inputs. */
+export function backwardRunner(ctx: GpuContext, rank: NaRank, p: BackwardTuneProblem, x: BackwardInputs): (c: FusedBackwardConfig) => Promise<void> {
+  const args = backwardArgs(p, x);
   return (c) => fusedBackwardWithConfig(ctx, rank, args, c);
+}
+
+/** A runner for tensor-core (mma) backward candidates on one set of inputs. */
+export function mmaBackwardRunner(ctx: GpuContext, rank: NaRank, p: BackwardTuneProblem, x: BackwardInputs): (c: MmaBackwardConfig) => Promise<void> {
+  const args = backwardArgs(p, x);
+  return (c) => fusedBackwardMma(ctx, rank, args, c);
 }

@@ -3,13 +3,25 @@
  * shaped like the H200, no GPU work), and a real tune on this adapter through the subgroup-matrix emulation (the mma
  * kernels rewritten to plain WGSL, as the gpu package's emulated tests run them).
  */
-import { defaultForwardMma, GpuContext, type MmaForwardConfig, mmaConfigCost } from '@natten-web/gpu';
+import { defaultBackwardMma, defaultForwardMma, GpuContext, type MmaBackwardConfig, type MmaForwardConfig, mmaConfigCost } from '@natten-web/gpu';
 import { afterAll, describe, expect, it } from 'vitest';
-import { fakeTensorCoreContext, tensorCoreView } from '../../gpu/test/fake-tensor-core.ts';
-import { emulatedKernel } from '../../gpu/test/sgmat-emulation.ts';
-import { createAutotuner, describeForward, emptyTable, memoryStore, mmaForwardSpace, mmaHelperProblem, parseProblem, type TuneEntry } from '../src/index.ts';
+import { emulatingTensorCoreView, fakeTensorCoreContext as fakeContext } from '@natten-web/testkit';
+import {
+  backwardHelperProblem,
+  createAutotuner,
+  describeBackward,
+  describeForward,
+  emptyTable,
+  memoryStore,
+  mmaBackwardSpace,
+  mmaForwardSpace,
+  mmaHelperProblem,
+  parseProblem,
+  type TuneEntry,
+} from '../src/index.ts';
 
 const quiet = { progress: false as const, warn: () => {} };
+const fakeTensorCoreContext = (): GpuContext => fakeContext() as GpuContext;
 const K7 = describeForward(parseProblem('na2d 1x128x128x8x64 K=7 f16'));
 const K3 = describeForward(parseProblem('na2d 1x128x128x8x64 K=3 f16'));
 
@@ -63,24 +75,51 @@ describe('tensor-core (mma) forward configs in the autotuner', () => {
   });
 });
 
-describe('tuning the mma forward on this adapter (emulated subgroup matrices)', () => {
+describe('tensor-core (mma) backward configs in the autotuner', () => {
+  const B7 = describeBackward(parseProblem('na2d 1x128x128x8x64 K=7 f16'));
+  it('spaces hold both kernels per subgroup count and chunk size where the default takes that path', () => {
+    const ctx = fakeTensorCoreContext();
+    const def = defaultBackwardMma(ctx, backwardHelperProblem(B7)) as MmaBackwardConfig;
+    const space = mmaBackwardSpace(ctx, B7, { maxCandidates: 1000 });
+    expect(space.candidates[0]).toMatchObject({ config: def, isDefault: true });
+    // 16- and 32-row chunks, and each kernel with 2, 4 and 8 subgroups (8 with 32-row chunks does not fit 48 KiB).
+    expect(new Set(space.candidates.map((c) => c.config.chunk))).toEqual(new Set([16, 32]));
+    expect(new Set(space.candidates.map((c) => c.config.querySubgroups))).toEqual(new Set([2, 4, 8]));
+    expect(new Set(space.candidates.map((c) => c.config.keySubgroups))).toEqual(new Set([2, 4, 8]));
+    expect(space.candidates.filter((c) => c.config.chunk === 32).every((c) => c.config.querySubgroups < 8)).toBe(true);
+    // float32 backwards and rpb stay on the plain kernels.
+    expect(mmaBackwardSpace(ctx, describeBackward(parseProblem('na2d 1x128x128x8x64 K=7'))).candidates).toEqual([]);
+    expect(mmaBackwardSpace(ctx, describeBackward(parseProblem('na2d 1x128x128x8x64 K=7 f16 rpb'))).candidates).toEqual([]);
+  });
+
+  it('selects a stored config, refuses one outside the space, and gives the default otherwise', async () => {
+    const ctx = fakeTensorCoreContext();
+    const warnings: string[] = [];
+    const def = defaultBackwardMma(ctx, backwardHelperProblem(B7)) as MmaBackwardConfig;
+    const other = mmaBackwardSpace(ctx, B7).candidates[1]?.config as MmaBackwardConfig;
+    const first = await createAutotuner({ ctx, mode: 'cached', cache: memoryStore(), ...quiet }).selectBackwardMma(B7);
+    expect(first).toMatchObject({ config: def, source: 'default' });
+    const key = first?.key as string;
+    expect(key.startsWith('na-fused-backward-mma|')).toBe(true);
+    const entry = (config: unknown): TuneEntry => ({ op: 'na-fused-backward-mma', problem: 'p', adapter: 'a', config, medianNs: 1, method: 'gpu-timestamps', timed: 1, candidates: 1, truncated: false, tunedAt: '' }) as TuneEntry;
+    const tabled = createAutotuner({ ctx, mode: 'deterministic', table: { ...emptyTable(), entries: { [key]: entry(other) } }, ...quiet });
+    expect(await tabled.backwardMma(B7)).toEqual(other);
+    // A dK/dV tile with the wrong row count for its subgroups is outside the space: warned about and skipped.
+    const bad = { ...emptyTable(), entries: { [key]: entry({ ...other, keyTile: [3, 5] }) } };
+    const refused = createAutotuner({ ctx, mode: 'deterministic', table: bad, ...quiet, warn: (m) => warnings.push(m) });
+    expect(await refused.selectBackwardMma(B7)).toMatchObject({ config: def, source: 'default' });
+    expect(warnings.some((w) => w.includes('does not fit this device and problem'))).toBe(true);
+    expect(refused.dryRun(B7, 'backward').op).toBe('backward-mma');
+  });
+});
+
+describe('tuning the mma forward and backward on this adapter (emulated subgroup matrices)', () => {
   let real: GpuContext | undefined;
   afterAll(() => real?.destroy());
   it('times the candidates, stores the winner, and later selections reuse it', async () => {
     real = await GpuContext.create();
-    const base = tensorCoreView(real);
     // Every mma kernel the tuner dispatches runs through the emulation (plain WGSL with the same results).
-    const swap = (commands: readonly { kernel: { features: readonly string[] } }[]) =>
-      commands.map((c) => (c.kernel.features.includes('chromium-experimental-subgroup-matrix') ? { ...c, kernel: emulatedKernel(c.kernel as Parameters<typeof emulatedKernel>[0]) } : c));
-    const ctx = new Proxy(base, {
-      get(target, prop, receiver) {
-        if (prop === 'dispatch' || prop === 'prepare') {
-          const f = Reflect.get(target, prop, receiver) as (c: unknown, op?: string) => Promise<unknown>;
-          return (commands: Parameters<typeof swap>[0], op?: string) => f.call(receiver, swap(commands), op);
-        }
-        return Reflect.get(target, prop, receiver);
-      },
-    }) as GpuContext;
+    const ctx = emulatingTensorCoreView(real);
     const p = describeForward(parseProblem('na1d 1x160x1x16 K=33 f16'));
     const store = memoryStore();
     const tuner = createAutotuner({ ctx, mode: 'tune', cache: store, space: { maxCandidates: 2 }, reps: 2, warmClocks: false, ...quiet });
@@ -92,5 +131,18 @@ describe('tuning the mma forward on this adapter (emulated subgroup matrices)', 
     expect(tuned?.entry).toMatchObject({ op: 'na-fused-forward-mma', timed: 2, candidates: 2 });
     const again = createAutotuner({ ctx, mode: 'cached', cache: store, ...quiet });
     expect(await again.selectForwardMma(p)).toMatchObject({ config: tuned?.config, source: 'cache' });
+  }, 300_000);
+
+  it('tunes the backward the same way', async () => {
+    real ??= await GpuContext.create();
+    const ctx = emulatingTensorCoreView(real);
+    const p = describeBackward(parseProblem('na1d 1x96x1x16 K=17 f16'));
+    const store = memoryStore();
+    const tuner = createAutotuner({ ctx, mode: 'tune', cache: store, space: { maxCandidates: 2 }, reps: 2, warmClocks: false, ...quiet });
+    const tuned = await tuner.selectBackwardMma(p);
+    expect(tuned?.source).toBe('tuned');
+    expect(tuner.mmaBackwardSpace(p).candidates.map((c) => c.config)).toContainEqual(tuned?.config);
+    expect(tuned?.entry).toMatchObject({ op: 'na-fused-backward-mma', timed: 2, candidates: 2 });
+    expect(await createAutotuner({ ctx, mode: 'cached', cache: store, ...quiet }).selectBackwardMma(p)).toMatchObject({ config: tuned?.config, source: 'cache' });
   }, 300_000);
 });

@@ -47,6 +47,7 @@ export {
   type MmaBackwardConfig,
   mmaBackwardCommands,
   mmaBackwardProblemFit,
+  mmaBackwardTile,
 } from './ops/na-fused-backward-mma.ts';
 export {
   defaultForwardMma,

@@ -1,7 +1,7 @@
 /**
  * The shared conformance suite on the tensor-core (mma) kernels, through the subgroup-matrix emulation, on this
  * adapter (lavapipe in CI has no subgroup matrices; the emulation runs the kernels' own indexing, masking, softmax,
- * prefetch and chunk skipping per query row, see sgmat-emulation.ts; the device scripts check the real matrices).
+ * prefetch and chunk skipping per query row, see @natten-web/testkit's tensor-core-emulation.ts; the device scripts check the real matrices).
  *
  * The quick grid's float16 forward and backward cases and, of its float32 forward cases, those that add a feature
  * not yet covered (`featureCover`: rank, rpb, GQA, Dv != D, causal, dilation, stride, no LSE, batch, attention
@@ -17,7 +17,7 @@ import { FUSED_BACKWARD_TILES, FUSED_FORWARD_TILES } from '@natten-web/wgsl';
 import { checkFusedBackwardMma, type GpuContext, type GpuTensor, mmaBackwardCommands, mmaBackwardProblemFit, mmaProblemFit, planFusedForwardMma } from '../src/index.ts';
 import { type HostArgs, onGpu } from '../src/backend.ts';
 import { tensorCoreView } from './fake-tensor-core.ts';
-import { emulatedKernel } from './sgmat-emulation.ts';
+import { emulatedKernel } from '@natten-web/testkit';
 import { gpuContext } from './setup.ts';
 
 function mmaBackend(ctx: GpuContext): NaBackend {

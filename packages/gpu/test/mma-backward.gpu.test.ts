@@ -4,7 +4,7 @@ import { FUSED_BACKWARD_TILES, generateFusedBackwardMmaDkv, generateFusedBackwar
 import { afterAll, describe, expect, it } from 'vitest';
 import { defaultBackwardMma, defaultMmaBackwardConfig, fusedBackward, fusedBackwardMma, type GpuTensor, type MmaBackwardConfig, mmaBackwardCommands, mmaBackwardProblemFit } from '../src/index.ts';
 import { tensorFromValues } from '@natten-web/testkit';
-import { type EmulatedProblem, emulatedKernel, emulatedSizes } from './sgmat-emulation.ts';
+import { type EmulatedProblem, emulatedKernel, emulatedSizes } from '@natten-web/testkit';
 import { expectClose } from './expect-close.ts';
 import { fakeTensorCoreContext } from './fake-tensor-core.ts';
 import { gpuContext } from './setup.ts';

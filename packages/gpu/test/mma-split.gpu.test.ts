@@ -11,7 +11,7 @@ import { generateAbsMax } from '@natten-web/wgsl';
 import { afterAll, describe, expect, it } from 'vitest';
 import { type GpuTensor, planFusedForwardMma } from '../src/index.ts';
 import { tensorCoreView } from './fake-tensor-core.ts';
-import { emulatedKernel } from './sgmat-emulation.ts';
+import { emulatedKernel } from '@natten-web/testkit';
 import { gpuContext } from './setup.ts';
 
 afterAll(async () => (await gpuContext()).destroy());

@@ -17,7 +17,7 @@ import {
   mmaWindowUse,
 } from '../src/index.ts';
 import { fusedForwardCommand } from '../src/ops/na-fused-forward.ts';
-import { type EmulatedProblem, emulatedKernel, emulatedSizes, emulateSubgroupMatrix, matrixViews } from './sgmat-emulation.ts';
+import { type EmulatedProblem, emulatedKernel, emulatedSizes, emulateSubgroupMatrix, matrixViews } from '@natten-web/testkit';
 import { expectClose } from './expect-close.ts';
 import { fakeTensorCoreContext } from './fake-tensor-core.ts';
 import { gpuContext } from './setup.ts';

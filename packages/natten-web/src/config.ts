@@ -6,8 +6,8 @@
  * Without `config`, the backend's heuristic default is used and the autotuner is not consulted.
  */
 import { type AutotunerOptions, type ConfigProvider, createConfigProvider } from '@natten-web/autotune';
-import { type FusedProblem, type NaRank, NattenArgumentError } from '@natten-web/core';
-import type { GpuContext, MmaForwardConfig } from '@natten-web/gpu';
+import { type FusedBackwardProblem, type FusedProblem, type NaRank, NattenArgumentError } from '@natten-web/core';
+import type { GpuContext, MmaBackwardConfig, MmaForwardConfig } from '@natten-web/gpu';
 
 /** Tiles, NATTEN's `query_tile_size` / `key_tile_size` (per-axis, product = GEMM tile). */
 export interface TileConfig {
@@ -95,6 +95,12 @@ export function setAutotuneOptions(options: Omit<AutotunerOptions, 'ctx'>): void
 export async function autoMmaConfig(ctx: GpuContext, problem: FusedProblem): Promise<MmaForwardConfig | undefined> {
   provider ??= createConfigProvider(providerOptions);
   return provider(ctx).forwardMma(problem);
+}
+
+/** The tensor-core (mma) backward's config for `config: 'auto'`, as `autoMmaConfig` for the forward. */
+export async function autoMmaBackwardConfig(ctx: GpuContext, problem: FusedBackwardProblem): Promise<MmaBackwardConfig | undefined> {
+  provider ??= createConfigProvider(providerOptions);
+  return provider(ctx).backwardMma(problem);
 }
 
 /**

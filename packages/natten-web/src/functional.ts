@@ -18,7 +18,16 @@ import {
   type TensorLike,
   zeros,
 } from '@natten-web/core';
-import { fusedBackward as gpuFusedBackward, fusedForward as gpuFusedForward, fusedForwardMma, type GpuContext, type GpuTensor, type MmaForwardConfig } from '@natten-web/gpu';
+import {
+  fusedBackwardMma,
+  fusedBackward as gpuFusedBackward,
+  fusedForward as gpuFusedForward,
+  fusedForwardMma,
+  type GpuContext,
+  type GpuTensor,
+  type MmaBackwardConfig,
+  type MmaForwardConfig,
+} from '@natten-web/gpu';
 import {
   checkOptions,
   defined,
@@ -31,7 +40,7 @@ import {
   values,
   withGpuOutputs,
 } from './common.ts';
-import { autoConfig, autoMmaConfig, type BackwardConfig, type ForwardConfig, isAuto, type KernelConfigOption, resolveKernelConfig } from './config.ts';
+import { autoConfig, autoMmaBackwardConfig, autoMmaConfig, type BackwardConfig, type ForwardConfig, isAuto, type KernelConfigOption, resolveKernelConfig } from './config.ts';
 import { type DenseDims, denseBackward, denseDims, denseForward, mergeF64 } from './dense.ts';
 import { type BackendName, runHost } from './runtime.ts';
 import type { AnyTensor, OutputOf, SameAs } from './tensors.ts';
@@ -311,10 +320,13 @@ async function naBackward(
   const extra = additionalKv(op, o, query, value, rank);
   const args = { ...params, attnScale: scale };
   const auto = isAuto(o.config);
-  const configFor = async (ctx: GpuContext | undefined): Promise<BackwardConfig> => {
-    // As for the forward: where the device's default runs the tensor-core (mma) backward, 'auto' keeps it (the
-    // tuner times plain-path configs only; the mma backward measured 1.02-2.6x faster than the plain default).
-    if (ctx && auto && gpuFusedBackward.route(ctx, rank, shapes) !== undefined) return {};
+  const configFor = async (ctx: GpuContext | undefined): Promise<BackwardConfig & { readonly mma?: MmaBackwardConfig }> => {
+    // As for the forward: where the device's default runs the tensor-core (mma) backward, 'auto' keeps that path
+    // (measured 1.02-2.6x faster than the plain default) and asks the tuner for its config among the mma configs.
+    if (ctx && auto && gpuFusedBackward.route(ctx, rank, shapes) !== undefined) {
+      const mma = await autoMmaBackwardConfig(ctx, bwdProblem);
+      return mma ? { mma } : {};
+    }
     const c = ctx && auto ? await autoConfig(ctx, 'backward', { ...bwdProblem, hasGradRpb: rpb !== undefined }) : cfg;
     return {
       queryTileSize: c.queryTileSize,
@@ -333,10 +345,11 @@ async function naBackward(
       const gradKey = zeros(key.shape, key.dtype);
       const gradValue = zeros(value.shape, value.dtype);
       const gradRpb = t.rpb ? zeros(t.rpb.shape, t.rpb.dtype) : undefined;
-      await runHost(op, backend, query.dtype, async (b, ctx) =>
-        b.fusedBackward(rank, {
+      await runHost(op, backend, query.dtype, async (b, ctx) => {
+        const { mma: _mma, ...tiles } = await configFor(ctx);
+        return b.fusedBackward(rank, {
           ...args,
-          ...(await configFor(ctx)),
+          ...tiles,
           gradQuery,
           gradKey,
           gradValue,
@@ -348,16 +361,17 @@ async function naBackward(
           gradOutput: t.gradOutput as Tensor,
           logsumexp: t.lse as Tensor,
           rpb: t.rpb,
-        }),
-      );
+        });
+      });
       if (!extra) return defined({ gradQuery, gradKey, gradValue, gradRpb });
       return defined({ ...additionalBackwardHost(extra.dims, t, gradQuery, scale), gradKey, gradValue, gradRpb });
     },
     async gpu(ctx, g) {
       const dtype = query.dtype as GpuTensor['dtype'];
+      const { mma, ...tiles } = await configFor(ctx);
       const gArgs = {
         ...args,
-        ...(await configFor(ctx)),
+        ...tiles,
         query: g.query as GpuTensor,
         key: g.key as GpuTensor,
         value: g.value as GpuTensor,
@@ -379,9 +393,10 @@ async function naBackward(
         gradValue: like(value.shape, dtype),
         gradRpb: specs.gradRpb ? like(specs.gradRpb.shape, dtype) : undefined,
       });
-      const outs = await withGpuOutputs(ctx, op, specs, (r) =>
-        gpuFusedBackward(ctx, rank, { ...gArgs, gradQuery: r.gradQuery as GpuTensor, gradKey: r.gradKey as GpuTensor, gradValue: r.gradValue as GpuTensor, gradRpb: r.gradRpb }),
-      );
+      const outs = await withGpuOutputs(ctx, op, specs, (r) => {
+        const a = { ...gArgs, gradQuery: r.gradQuery as GpuTensor, gradKey: r.gradKey as GpuTensor, gradValue: r.gradValue as GpuTensor, gradRpb: r.gradRpb };
+        return mma ? fusedBackwardMma(ctx, rank, a, mma) : gpuFusedBackward(ctx, rank, a);
+      });
       if (!extra || !outs.gradQuery) return defined(outs);
       const host = await readAll(ctx, g);
       const dq = await ctx.read(outs.gradQuery);

@@ -90,3 +90,15 @@ export {
   type PropertyProblem,
   runFusedForward,
 } from './properties.ts';
+export {
+  type EmulatedProblem,
+  emulatedKernel,
+  emulatedSizes,
+  emulateSubgroupMatrix,
+  emulatingTensorCoreView,
+  fakeTensorCoreContext,
+  type KernelText,
+  type MatrixViews,
+  matrixViews,
+  tensorCoreView,
+} from './tensor-core-emulation.ts';

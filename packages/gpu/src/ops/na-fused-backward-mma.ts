@@ -92,25 +92,34 @@ export function defaultMmaBackwardConfig(ctx: GpuContext, problem: FusedBackward
   return memoPerContext(ctx, 'mma-backward-config', problem, () => chooseMmaBackwardConfig(ctx, problem));
 }
 
-function chooseMmaBackwardConfig(ctx: GpuContext, problem: FusedBackwardProblem): MmaBackwardConfig | undefined {
-  if ('why' in mmaAvailability(ctx) || mmaBackwardProblemFit(problem) !== undefined) return undefined;
-  const keys = windowKeys(problem);
+/**
+ * The tile of `subgroups` x 16 rows whose union box (prod(min(t_a + K_a - 1, group extent))) is smallest for one
+ * kernel of the mma backward at a chunk size, ties to the longer last axis; undefined where none fits this device.
+ */
+export function mmaBackwardTile(ctx: GpuContext, problem: FusedBackwardProblem, kernel: 'dq' | 'dkv', subgroups: 2 | 4 | 8, chunk: 16 | 32): number[] | undefined {
   // Union key box of a tile in dilation-group coordinates.
   const box = (tile: readonly number[]): number =>
     tile.reduce((v, t, a) => {
       const group = Math.ceil((problem.spatial[a] as number) / (problem.params.dilation[a] as number));
       return v * Math.min(t + (problem.params.kernelSize[a] as number) - 1, group);
     }, 1);
+  let best: number[] | undefined;
+  for (const tile of tileShapes(problem.rank, MMA_FRAGMENT * subgroups)) {
+    const probe: MmaBackwardConfig = { path: 'mma', queryTile: tile, querySubgroups: subgroups, keyTile: tile, keySubgroups: subgroups, chunk };
+    if (!kernelFits(ctx, problem, probe, kernel)) continue;
+    const last = problem.rank - 1;
+    if (!best || box(tile) < box(best) || (box(tile) === box(best) && (tile[last] as number) > (best[last] as number))) best = tile;
+  }
+  return best;
+}
+
+function chooseMmaBackwardConfig(ctx: GpuContext, problem: FusedBackwardProblem): MmaBackwardConfig | undefined {
+  if ('why' in mmaAvailability(ctx) || mmaBackwardProblemFit(problem) !== undefined) return undefined;
+  const keys = windowKeys(problem);
   const pick = (kernel: 'dq' | 'dkv', counts: readonly (2 | 4 | 8)[]): { tile: number[]; subgroups: 2 | 4 | 8 } | undefined => {
     for (const subgroups of counts) {
-      let best: number[] | undefined;
-      for (const tile of tileShapes(problem.rank, MMA_FRAGMENT * subgroups)) {
-        const probe: MmaBackwardConfig = { path: 'mma', queryTile: tile, querySubgroups: subgroups, keyTile: tile, keySubgroups: subgroups, chunk: 16 };
-        if (!kernelFits(ctx, problem, probe, kernel)) continue;
-        const last = problem.rank - 1;
-        if (!best || box(tile) < box(best) || (box(tile) === box(best) && (tile[last] as number) > (best[last] as number))) best = tile;
-      }
-      if (best) return { tile: best, subgroups };
+      const tile = mmaBackwardTile(ctx, problem, kernel, subgroups, 16);
+      if (tile) return { tile, subgroups };
     }
     return undefined;
   };

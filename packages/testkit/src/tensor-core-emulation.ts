@@ -17,7 +17,12 @@
  * read from the kernel's text (`matrixViews`).
  */
 
-import type { GeneratedKernel } from '@natten-web/wgsl';
+/** The fields of a generated kernel (`@natten-web/wgsl`'s GeneratedKernel) the emulation reads and rewrites. */
+export interface KernelText {
+  readonly key: string;
+  readonly code: string;
+  readonly features: readonly string[];
+}
 
 type Kind = 'left' | 'right' | 'result';
 
@@ -130,11 +135,63 @@ ${storers.join('\n')}
 }
 
 /** A generated kernel with its matrix builtins emulated (its own cache key; no subgroup-matrix feature needed). */
-export function emulatedKernel(kernel: GeneratedKernel): GeneratedKernel {
+export function emulatedKernel<K extends KernelText>(kernel: K): K {
   return {
     ...kernel,
     key: `${kernel.key}:emulated`,
     code: emulateSubgroupMatrix(kernel.code),
     features: kernel.features.filter((f) => f !== 'chromium-experimental-subgroup-matrix'),
   };
+}
+
+/**
+ * A context shaped like the H200 through Dawn/Vulkan (subgroup matrices, fixed 32-wide subgroups, 48 KiB of
+ * workgroup memory) for rule tests that choose configs and routes without GPU work (cast it to `GpuContext`).
+ */
+export function fakeTensorCoreContext(subgroup = 32): unknown {
+  return {
+    features: new Set(['chromium-experimental-subgroup-matrix', 'shader-f16', 'subgroups']),
+    hasF16: true,
+    hasSubgroups: true,
+    subgroupMatrix: [{ componentType: 'f16', resultComponentType: 'f32', M: 16, N: 16, K: 16 }],
+    adapterInfo: { subgroupMinSize: subgroup, subgroupMaxSize: subgroup },
+    limits: {
+      maxComputeInvocationsPerWorkgroup: 1024,
+      maxComputeWorkgroupStorageSize: 49152,
+      maxComputeWorkgroupSizeX: 1024,
+      maxComputeWorkgroupsPerDimension: 65535,
+      maxStorageBufferBindingSize: 2 ** 31,
+    },
+  };
+}
+
+/** A real context as the mma planners see it: subgroup matrices (f16 -> f32 16x16x16) and fixed 32-wide subgroups. */
+export function tensorCoreView<C extends { readonly features: ReadonlySet<string>; readonly adapterInfo: object }>(ctx: C): C {
+  const features = new Set([...ctx.features, 'chromium-experimental-subgroup-matrix']);
+  return new Proxy(ctx, {
+    get(target, prop, receiver) {
+      if (prop === 'features') return features;
+      if (prop === 'subgroupMatrix') return [{ componentType: 'f16', resultComponentType: 'f32', M: 16, N: 16, K: 16 }];
+      if (prop === 'adapterInfo') return { ...target.adapterInfo, subgroupMinSize: 32, subgroupMaxSize: 32 };
+      return Reflect.get(target, prop, receiver);
+    },
+  });
+}
+
+/**
+ * `tensorCoreView` whose dispatches run every subgroup-matrix kernel through the emulation (`emulatedKernel`), so
+ * code that plans and dispatches tensor-core kernels itself (the autotuner) runs on this adapter.
+ */
+export function emulatingTensorCoreView<C extends { readonly features: ReadonlySet<string>; readonly adapterInfo: object }>(ctx: C): C {
+  const swap = (commands: readonly { readonly kernel: KernelText }[]) =>
+    commands.map((c) => (c.kernel.features.includes('chromium-experimental-subgroup-matrix') ? { ...c, kernel: emulatedKernel(c.kernel) } : c));
+  return new Proxy(tensorCoreView(ctx), {
+    get(target, prop, receiver) {
+      if (prop === 'dispatch' || prop === 'prepare') {
+        const f = Reflect.get(target, prop, receiver) as (commands: unknown, op?: string) => Promise<unknown>;
+        return (commands: readonly { readonly kernel: KernelText }[], op?: string) => f.call(receiver, swap(commands), op);
+      }
+      return Reflect.get(target, prop, receiver);
+    },
+  });
 }
