@@ -224,7 +224,7 @@ async function measureItem(
         // Exactly the config the autotuner timed (its runner calls the same explicit-config entry).
         const f = pick.forward;
         cfg = pick.label;
-        forward = () => fusedForward.withConfig(ctx, rank, fwdArgs, f);
+        forward = f.path === 'mma' ? () => fusedForwardMma(ctx, rank, fwdArgs, f) : () => fusedForward.withConfig(ctx, rank, fwdArgs, f);
       } else if (opts.forwardPath === 'sgmat') {
         const f = planFusedForwardSgmat(ctx, rank, fwdArgs).config;
         cfg = `fwd sgmat q${f.queryTile.join('x')}/bk${f.keyChunk}`;
@@ -262,7 +262,7 @@ async function measureItem(
       if (bwdArgs && pick) {
         const b = pick.backward;
         if (!b) throw new Error('internal: a tuned fwd+bwd row without a backward config');
-        backward = (a) => fusedBackwardWithConfig(ctx, rank, a, b);
+        backward = 'querySubgroups' in b ? (a) => fusedBackwardMma(ctx, rank, a, b) : (a) => fusedBackwardWithConfig(ctx, rank, a, b);
       } else if (bwdArgs && opts.backwardPath === 'mma') {
         const m = checkFusedBackwardMma(ctx, rank, bwdArgs).config;
         cfg += `; ${mmaBackwardLabel(m)}`;

@@ -69,10 +69,13 @@ export function rowProblems(item: BenchItem): { forward: ForwardTuneProblem; bac
   return { forward: describeForward(d), backward: item.pass === 'forward+backward' ? describeBackward(d) : undefined };
 }
 
-/** What `--tuned` times for a row. */
+/**
+ * What `--tuned` times for a row: as natten-web's `config: 'auto'`, the tensor-core (mma) configs where the default
+ * routes the op to that path, else the plain ones.
+ */
 export interface TunedPick {
-  readonly forward: FusedForwardConfig;
-  readonly backward?: FusedBackwardConfig | undefined;
+  readonly forward: FusedForwardConfig | MmaForwardConfig;
+  readonly backward?: FusedBackwardConfig | MmaBackwardConfig | undefined;
   /** The row's `config`: `tuned fwd ...` and, for fwd+bwd, `; tuned bwd ...`. */
   readonly label: string;
   readonly tuning: { readonly forward: TuneInfo; readonly backward?: TuneInfo };
@@ -155,14 +158,16 @@ export function createRowTuner(o: RowTunerOptions): RowTuner {
       try {
         const p = rowProblems(item);
         const fp = formatProblem(p.forward);
-        const f = await select('forward', fp, () => autotuner.selectForward(p.forward));
-        const fLabel = `tuned ${forwardConfigLabel(f.config)}`;
+        const fm = await autotuner.selectForwardMma(p.forward);
+        const f = fm ? await select('forward', fp, async () => fm) : await select('forward', fp, () => autotuner.selectForward(p.forward));
+        const fLabel = `tuned ${f.config.path === 'mma' ? mmaForwardLabel(f.config, item.dtype) : forwardConfigLabel(f.config)}`;
         hooks.onOp?.('forward', fp, fLabel, f.info);
         if (!p.backward) return { forward: f.config, label: fLabel, tuning: { forward: f.info } };
         const bwdProblem = p.backward;
         const bp = formatProblem(bwdProblem);
-        const b = await select('backward', bp, () => autotuner.selectBackward(bwdProblem));
-        const bLabel = `tuned ${backwardConfigLabel(b.config)}`;
+        const bm = await autotuner.selectBackwardMma(bwdProblem);
+        const b = bm ? await select('backward', bp, async () => bm) : await select('backward', bp, () => autotuner.selectBackward(bwdProblem));
+        const bLabel = `tuned ${'querySubgroups' in b.config ? mmaBackwardLabel(b.config) : backwardConfigLabel(b.config)}`;
         hooks.onOp?.('backward', bp, bLabel, b.info);
         return { forward: f.config, backward: b.config, label: `${fLabel}; ${bLabel}`, tuning: { forward: f.info, backward: b.info } };
       } finally {

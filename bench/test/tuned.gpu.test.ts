@@ -12,6 +12,7 @@ import { memoryStore, type TuneTable } from '@natten-web/autotune';
 import { compareTensors, lseShape, randn, zeros } from '@natten-web/core';
 import { fusedForward as cpuFusedForward } from '@natten-web/cpu';
 import { fusedForward, GpuContext } from '@natten-web/gpu';
+import type { FusedBackwardConfig, FusedForwardConfig } from '@natten-web/wgsl';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { expandCases, QUICK_CASES } from '../src/cases.ts';
 import { backwardConfigLabel, createRowTuner, forwardConfigLabel, type TunedPick } from '../src/tuned.ts';
@@ -45,20 +46,24 @@ describe('--tuned row tuner', () => {
       onProgress: (e) => events.push(`${e.op} ${e.phase}`),
       onOp: (op, problem, label, info) => ops.push(`${op} ${info.source} ${problem} ${label}`),
     });
+    // This adapter has no subgroup matrices: both picks are plain-path configs (the tensor-core ones are tuned
+    // where the default routes there; packages/autotune/test/mma.gpu.test.ts).
+    expect(first.forward.path).toBe('plain');
+    expect(first.backward && 'querySubgroups' in first.backward).toBe(false);
     const table = JSON.parse(readFileSync(cachePath, 'utf8')) as TuneTable;
     const entries = Object.values(table.entries);
     expect(entries.map((e) => e.op).sort()).toEqual(['na-fused-backward', 'na-fused-forward']);
     expect(entries.find((e) => e.op === 'na-fused-forward')?.config).toEqual(first.forward);
     expect(entries.find((e) => e.op === 'na-fused-backward')?.config).toEqual(first.backward);
     if (!first.backward) throw new Error('no backward config');
-    expect(first.label).toBe(`tuned ${forwardConfigLabel(first.forward)}; tuned ${backwardConfigLabel(first.backward)}`);
+    expect(first.label).toBe(`tuned ${forwardConfigLabel(first.forward as FusedForwardConfig)}; tuned ${backwardConfigLabel(first.backward as FusedBackwardConfig)}`);
     expect(first.label).toMatch(/^tuned fwd plain q\S+\/k\S+\/f32.*; tuned bwd q\S+\/k\S+ splits /);
     expect(first.tuning.forward).toMatchObject({ source: 'tuned', timed: expect.any(Number), candidates: expect.any(Number) });
     expect(first.tuning.backward).toMatchObject({ source: 'tuned' });
     expect(first.tuning.forward.ms).toBeGreaterThan(0);
     expect(ops).toEqual([
-      `forward tuned na2d 1x24x24x2x32 K=5,5 d=2,2 f32 tuned ${forwardConfigLabel(first.forward)}`,
-      `backward tuned na2d 1x24x24x2x32 K=5,5 d=2,2 f32 tuned ${backwardConfigLabel(first.backward)}`,
+      `forward tuned na2d 1x24x24x2x32 K=5,5 d=2,2 f32 tuned ${forwardConfigLabel(first.forward as FusedForwardConfig)}`,
+      `backward tuned na2d 1x24x24x2x32 K=5,5 d=2,2 f32 tuned ${backwardConfigLabel(first.backward as FusedBackwardConfig)}`,
     ]);
     expect(events).toContain('forward done');
     expect(events).toContain('backward done');
@@ -85,7 +90,7 @@ describe('--tuned row tuner', () => {
     const lse = lseShape(c.batch, c.spatial, c.heads);
     const g = { query: ctx.upload(q), key: ctx.upload(k), value: ctx.upload(v), output: ctx.createTensor(shape, 'float32'), logsumexp: ctx.createTensor(lse, 'float32') };
     try {
-      await fusedForward.withConfig(ctx, c.rank, { ...g, ...params }, first.forward);
+      await fusedForward.withConfig(ctx, c.rank, { ...g, ...params }, first.forward as FusedForwardConfig);
       const want = zeros(shape, 'float32');
       cpuFusedForward(c.rank, { query: q, key: k, value: v, output: want, logsumexp: zeros(lse, 'float32'), ...params });
       expect(compareTensors(await ctx.read(g.output), want).maxAbs).toBeLessThan(1e-5);
