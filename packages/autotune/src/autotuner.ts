@@ -9,7 +9,7 @@
  *   config in every process regardless of timing noise or what this machine tuned before.
  */
 import { NattenArgumentError, type NaRank, NattenError } from '@natten-web/core';
-import { defaultForwardMma, enumerateMmaConfigs, type GpuContext, kernelLimits, type MmaBackwardConfig, type MmaForwardConfig } from '@natten-web/gpu';
+import { defaultBackwardMma, defaultForwardMma, enumerateMmaConfigs, type GpuContext, kernelLimits, type MmaBackwardConfig, type MmaForwardConfig } from '@natten-web/gpu';
 import {
   checkGpuDType,
   defaultFusedForwardConfig,
@@ -44,6 +44,7 @@ import {
   defaultBackward,
   forwardLabel,
   forwardSpace,
+  backwardHelperProblem,
   mmaBackwardLabel,
   mmaBackwardSpace,
   mmaForwardSpace,
@@ -436,15 +437,16 @@ export function createAutotuner(options: AutotunerOptions): Autotuner {
 
   async function selectBackwardMma(problem: BackwardTuneProblem): Promise<Selection<MmaBackwardConfig> | undefined> {
     const p = gpuProblem('backward', problem);
-    const space = mmaBackwardSpace(ctx, p, { maxCandidates: Number.POSITIVE_INFINITY });
-    const dflt = space.candidates.find((c) => c.isDefault)?.config;
+    const dflt = defaultBackwardMma(ctx, backwardHelperProblem(p));
     if (!dflt) return undefined;
     const key = cacheKey(adapter, 'na-fused-backward-mma', p);
     const def = (): Selection<MmaBackwardConfig> => ({ config: dflt, source: 'default', key });
     if (mode === 'off') return def();
     // A stored config must be one of the space's (the same kernels and tiles this device and problem can run).
     const valid = (c: MmaBackwardConfig): string | undefined =>
-      space.candidates.some((x) => JSON.stringify(x.config) === JSON.stringify({ path: 'mma', queryTile: c.queryTile, querySubgroups: c.querySubgroups, keyTile: c.keyTile, keySubgroups: c.keySubgroups, chunk: c.chunk }))
+      mmaBackwardSpace(ctx, p, { maxCandidates: Number.POSITIVE_INFINITY }).candidates.some(
+        (x) => JSON.stringify(x.config) === JSON.stringify({ path: 'mma', queryTile: c.queryTile, querySubgroups: c.querySubgroups, keyTile: c.keyTile, keySubgroups: c.keySubgroups, chunk: c.chunk }),
+      )
         ? undefined
         : `tensor-core backward config ${mmaBackwardLabel(c)} does not fit this device and problem`;
     const hit = await lookup<MmaBackwardConfig>('na-fused-backward-mma', key, valid);
