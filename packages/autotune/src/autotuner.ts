@@ -40,6 +40,7 @@ import { type BackwardTuneProblem, type ForwardTuneProblem, formatProblem } from
 import {
   backwardLabel,
   backwardSpace,
+  type Candidate,
   type ConfigSpace,
   defaultBackward,
   forwardLabel,
@@ -265,7 +266,7 @@ export function createAutotuner(options: AutotunerOptions): Autotuner {
     };
   }
 
-  function entryOf<C extends FusedForwardConfig | FusedBackwardConfig | MmaForwardConfig | MmaBackwardConfig>(op: TuneOp, problem: string, r: TuneResult<C>): TuneEntry {
+  function entryOf<C extends TuneEntry['config']>(op: TuneOp, problem: string, r: TuneResult<C>): TuneEntry {
     return {
       op,
       problem,
@@ -280,45 +281,47 @@ export function createAutotuner(options: AutotunerOptions): Autotuner {
     };
   }
 
-  async function tuneForward(problem: ForwardTuneProblem, s?: TimingSettings): Promise<TuneResult<FusedForwardConfig>> {
-    const p = gpuProblem('forward', problem);
-    const space = forwardSpace(p, limits, options.space);
+  /**
+   * Time `candidates` on fresh seeded inputs (released after), store the winner under `op`, and return it, or
+   * `fallback` (with a warning) when every candidate failed.
+   */
+  async function tuneSpace<C extends TuneEntry['config'], X extends { release(): void }>(
+    op: TuneOp,
+    p: ForwardTuneProblem,
+    candidates: readonly Candidate<C>[],
+    fallback: C,
+    label: (c: C) => string,
+    inputs: (seed: number) => X | Promise<X>,
+    runner: (x: X) => (c: C) => Promise<void>,
+    s: TimingSettings | undefined,
+  ): Promise<TuneResult<C>> {
+    const pass = op === 'na-fused-forward' || op === 'na-fused-forward-mma' ? 'forward' : 'backward';
     const settings = settingsOf(s);
-    const x = forwardInputs(ctx, p, settings.seed ?? 1);
+    const x = await inputs(settings.seed ?? 1);
     try {
-      const t = await timeCandidates(ctx, 'forward', formatProblem(p), space.candidates, forwardRunner(ctx, p.rank, p, x), settings);
-      const fallback = defaultFusedForwardConfig(p, limits);
-      const r: TuneResult<FusedForwardConfig> = {
-        ...t,
-        config: t.best?.config ?? fallback,
-        label: t.best?.label ?? forwardLabel(fallback),
-        medianNs: t.best?.medianNs ?? Number.NaN,
-      };
-      if (t.best) await remember(cacheKey(adapter, 'na-fused-forward', p), entryOf('na-fused-forward', formatProblem(p), r));
-      else failedAll('forward', p, t.results);
+      const t = await timeCandidates(ctx, pass, formatProblem(p), candidates, runner(x), settings);
+      const r: TuneResult<C> = { ...t, config: t.best?.config ?? fallback, label: t.best?.label ?? label(fallback), medianNs: t.best?.medianNs ?? Number.NaN };
+      if (t.best) await remember(cacheKey(adapter, op, p), entryOf(op, formatProblem(p), r));
+      else failedAll(pass, p, t.results);
       return r;
     } finally {
       x.release();
     }
   }
 
+  async function tuneForward(problem: ForwardTuneProblem, s?: TimingSettings): Promise<TuneResult<FusedForwardConfig>> {
+    const p = gpuProblem('forward', problem);
+    const space = forwardSpace(p, limits, options.space);
+    const fallback = defaultFusedForwardConfig(p, limits);
+    return tuneSpace('na-fused-forward', p, space.candidates, fallback, forwardLabel, (seed) => forwardInputs(ctx, p, seed), (x) => forwardRunner(ctx, p.rank, p, x), s);
+  }
+
   async function tuneBackward(problem: BackwardTuneProblem, s?: TimingSettings): Promise<TuneResult<FusedBackwardConfig>> {
     const p = gpuProblem('backward', problem);
     const space = backwardSpace(p, limits, options.space);
-    const settings = settingsOf(s);
-    const x = await backwardInputs(ctx, p, settings.seed ?? 1);
-    try {
-      const t = await timeCandidates(ctx, 'backward', formatProblem(p), space.candidates, backwardRunner(ctx, p.rank, p, x), settings);
-      const fallback = defaultBackward(p, limits);
-      const config = t.best?.config ?? fallback;
-      if (!config) throw new NattenArgumentError(`autotune: na${p.rank}d_backward: no backward tile configuration fits this device`);
-      const r: TuneResult<FusedBackwardConfig> = { ...t, config, label: t.best?.label ?? backwardLabel(config), medianNs: t.best?.medianNs ?? Number.NaN };
-      if (t.best) await remember(cacheKey(adapter, 'na-fused-backward', p), entryOf('na-fused-backward', formatProblem(p), r));
-      else failedAll('backward', p, t.results);
-      return r;
-    } finally {
-      x.release();
-    }
+    const fallback = defaultBackward(p, limits);
+    if (!fallback) throw new NattenArgumentError(`autotune: na${p.rank}d_backward: no backward tile configuration fits this device`);
+    return tuneSpace('na-fused-backward', p, space.candidates, fallback, backwardLabel, (seed) => backwardInputs(ctx, p, seed), (x) => backwardRunner(ctx, p.rank, p, x), s);
   }
 
   async function tuneForwardMma(problem: ForwardTuneProblem, s?: TimingSettings): Promise<TuneResult<MmaForwardConfig> | undefined> {
@@ -326,17 +329,7 @@ export function createAutotuner(options: AutotunerOptions): Autotuner {
     const space = mmaForwardSpace(ctx, p, options.space);
     const def = space.candidates.find((c) => c.isDefault)?.config;
     if (!def) return undefined;
-    const settings = settingsOf(s);
-    const x = forwardInputs(ctx, p, settings.seed ?? 1);
-    try {
-      const t = await timeCandidates(ctx, 'forward', formatProblem(p), space.candidates, mmaForwardRunner(ctx, p.rank, p, x), settings);
-      const r: TuneResult<MmaForwardConfig> = { ...t, config: t.best?.config ?? def, label: t.best?.label ?? mmaLabel(def), medianNs: t.best?.medianNs ?? Number.NaN };
-      if (t.best) await remember(cacheKey(adapter, 'na-fused-forward-mma', p), entryOf('na-fused-forward-mma', formatProblem(p), r));
-      else failedAll('forward', p, t.results);
-      return r;
-    } finally {
-      x.release();
-    }
+    return tuneSpace('na-fused-forward-mma', p, space.candidates, def, mmaLabel, (seed) => forwardInputs(ctx, p, seed), (x) => mmaForwardRunner(ctx, p.rank, p, x), s);
   }
 
   async function tuneBackwardMma(problem: BackwardTuneProblem, s?: TimingSettings): Promise<TuneResult<MmaBackwardConfig> | undefined> {
@@ -344,17 +337,7 @@ export function createAutotuner(options: AutotunerOptions): Autotuner {
     const space = mmaBackwardSpace(ctx, p, options.space);
     const def = space.candidates.find((c) => c.isDefault)?.config;
     if (!def) return undefined;
-    const settings = settingsOf(s);
-    const x = await backwardInputs(ctx, p, settings.seed ?? 1);
-    try {
-      const t = await timeCandidates(ctx, 'backward', formatProblem(p), space.candidates, mmaBackwardRunner(ctx, p.rank, p, x), settings);
-      const r: TuneResult<MmaBackwardConfig> = { ...t, config: t.best?.config ?? def, label: t.best?.label ?? mmaBackwardLabel(def), medianNs: t.best?.medianNs ?? Number.NaN };
-      if (t.best) await remember(cacheKey(adapter, 'na-fused-backward-mma', p), entryOf('na-fused-backward-mma', formatProblem(p), r));
-      else failedAll('backward', p, t.results);
-      return r;
-    } finally {
-      x.release();
-    }
+    return tuneSpace('na-fused-backward-mma', p, space.candidates, def, mmaBackwardLabel, (seed) => backwardInputs(ctx, p, seed), (x) => mmaBackwardRunner(ctx, p.rank, p, x), s);
   }
 
   function failedAll(op: string, p: ForwardTuneProblem, results: readonly { label: string; error?: string | undefined }[]): void {
