@@ -261,11 +261,11 @@ export function mmaBackwardSpace(ctx: GpuContext, p: BackwardTuneProblem & { rea
   const counts = [2, 4, 8] as const;
   const all: MmaBackwardConfig[] = [];
   for (const chunk of [16, 32] as const) {
-    for (const qs of counts) {
-      const qt = mmaBackwardTile(ctx, bp, 'dq', qs, chunk);
-      for (const ks of counts) {
-        const kt = mmaBackwardTile(ctx, bp, 'dkv', ks, chunk);
-        if (qt && kt) all.push({ path: 'mma', queryTile: qt, querySubgroups: qs, keyTile: kt, keySubgroups: ks, chunk });
+    const tiles = (kernel: 'dq' | 'dkv') => counts.map((n) => ({ n, tile: mmaBackwardTile(ctx, bp, kernel, n, chunk) }));
+    const dkv = tiles('dkv');
+    for (const q of tiles('dq')) {
+      for (const k of dkv) {
+        if (q.tile && k.tile) all.push({ path: 'mma', queryTile: q.tile, querySubgroups: q.n, keyTile: k.tile, keySubgroups: k.n, chunk });
       }
     }
   }
