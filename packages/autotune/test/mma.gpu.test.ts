@@ -5,6 +5,7 @@
  */
 import { defaultBackwardMma, defaultForwardMma, GpuContext, type MmaBackwardConfig, type MmaForwardConfig, mmaConfigCost } from '@natten-web/gpu';
 import { afterAll, describe, expect, it } from 'vitest';
+import { checkBackwardConfig, checkForwardConfig } from './reference.ts';
 import { emulatingTensorCoreView, fakeTensorCoreContext as fakeContext } from '@natten-web/testkit';
 import {
   backwardHelperProblem,
@@ -111,6 +112,36 @@ describe('tensor-core (mma) backward configs in the autotuner', () => {
     expect(warnings.some((w) => w.includes('does not fit this device and problem'))).toBe(true);
     expect(refused.dryRun(B7, 'backward').op).toBe('backward-mma');
   });
+});
+
+describe('the mma configs a tune may pick match the CPU reference (emulated subgroup matrices)', () => {
+  // Every config `config: 'auto'` may now run must be correct, not only the default: the best estimates of each
+  // space (the order a budget-cut tune times them), on small problems that leave partial tiles.
+  let real: GpuContext | undefined;
+  afterAll(() => real?.destroy());
+  const cases = [
+    { text: 'na1d 1x150x2x16 K=33 causal=1 f16', top: 4 },
+    { text: 'na2d 1x12x14x2x16 K=5,7 f16', top: 3 },
+    { text: 'na2d 1x12x14x2x16 K=5,7', top: 2 }, // float32: the split
+  ];
+  for (const c of cases) {
+    it(`forward ${c.text}: the ${c.top} best configs`, async () => {
+      real ??= await GpuContext.create();
+      const ctx = emulatingTensorCoreView(real);
+      const p = describeForward(parseProblem(c.text));
+      const space = mmaForwardSpace(ctx, p, { maxCandidates: c.top });
+      expect(space.candidates.length).toBe(c.top);
+      for (const x of space.candidates) await checkForwardConfig(ctx, p, x.config, x.label);
+    }, 300_000);
+  }
+  it('backward na2d 1x12x14x2x16 K=5,7 f16: the 3 best configs', async () => {
+    real ??= await GpuContext.create();
+    const ctx = emulatingTensorCoreView(real);
+    const p = describeBackward(parseProblem('na2d 1x12x14x2x16 K=5,7 f16'));
+    const space = mmaBackwardSpace(ctx, p, { maxCandidates: 3 });
+    expect(space.candidates.length).toBe(3);
+    for (const x of space.candidates) await checkBackwardConfig(ctx, p, x.config, x.label);
+  }, 300_000);
 });
 
 describe('tuning the mma forward and backward on this adapter (emulated subgroup matrices)', () => {

@@ -4,7 +4,7 @@
  */
 import { compareTensors, type Comparison, lseShape, randn, rpbShape, type Tensor, toFloat64Values, zeros } from '@natten-web/core';
 import { fusedBackward as cpuFusedBackward, fusedForward as cpuFusedForward } from '@natten-web/cpu';
-import { fusedBackwardWithConfig, fusedForward, type GpuContext, type GpuTensor } from '@natten-web/gpu';
+import { fusedBackwardMma, fusedBackwardWithConfig, fusedForward, fusedForwardMma, type GpuContext, type GpuTensor, type MmaBackwardConfig, type MmaForwardConfig } from '@natten-web/gpu';
 import type { FusedBackwardConfig, FusedForwardConfig } from '@natten-web/wgsl';
 import { expect } from 'vitest';
 import type { BackwardTuneProblem, ForwardTuneProblem } from '../src/index.ts';
@@ -31,7 +31,8 @@ export function expectClose(cmp: Comparison, f16: boolean, label: string, atolSc
   expect(cmp.nmse, msg).toBeLessThanOrEqual(f16 ? 1e-6 : 1e-7);
 }
 
-export async function checkForwardConfig(ctx: GpuContext, p: ForwardTuneProblem, config: FusedForwardConfig, label: string): Promise<void> {
+/** A forced config (plain or tensor-core) against the CPU reference. */
+export async function checkForwardConfig(ctx: GpuContext, p: ForwardTuneProblem, config: FusedForwardConfig | MmaForwardConfig, label: string): Promise<void> {
   const h = hostInputs(p, 11);
   const out = zeros(h.outShape, h.dtype);
   const lse = p.hasLse ? zeros(h.lseShape, 'float32') : undefined;
@@ -52,7 +53,7 @@ export async function checkForwardConfig(ctx: GpuContext, p: ForwardTuneProblem,
       output: up(zeros(h.outShape, h.dtype)),
       logsumexp: lse ? up(zeros(h.lseShape, 'float32')) : undefined,
     };
-    await fusedForward.withConfig(ctx, p.rank, g, config);
+    await (config.path === 'mma' ? fusedForwardMma(ctx, p.rank, g, config) : fusedForward.withConfig(ctx, p.rank, g, config));
     expectClose(compareTensors(await ctx.read(g.output), out), p.dtype === 'float16', `${label} output`);
     if (lse && g.logsumexp) expectClose(compareTensors(await ctx.read(g.logsumexp), lse), p.dtype === 'float16', `${label} lse`);
   } finally {
@@ -60,7 +61,8 @@ export async function checkForwardConfig(ctx: GpuContext, p: ForwardTuneProblem,
   }
 }
 
-export async function checkBackwardConfig(ctx: GpuContext, p: BackwardTuneProblem, config: FusedBackwardConfig, label: string): Promise<void> {
+/** A forced config (plain or tensor-core) against the CPU reference. */
+export async function checkBackwardConfig(ctx: GpuContext, p: BackwardTuneProblem, config: FusedBackwardConfig | MmaBackwardConfig, label: string): Promise<void> {
   const h = hostInputs(p, 21);
   const out = zeros(h.outShape, h.dtype);
   const lse = zeros(h.lseShape, 'float32');
@@ -94,7 +96,7 @@ export async function checkBackwardConfig(ctx: GpuContext, p: BackwardTuneProble
       gradValue: up(zeros(h.value.shape, h.dtype)),
       gradRpb: ref.gradRpb ? up(zeros(ref.gradRpb.shape, h.dtype)) : undefined,
     };
-    await fusedBackwardWithConfig(ctx, p.rank, g, config);
+    await ('querySubgroups' in config ? fusedBackwardMma(ctx, p.rank, g, config) : fusedBackwardWithConfig(ctx, p.rank, g, config));
     const f16 = p.dtype === 'float16';
     expectClose(compareTensors(await ctx.read(g.gradQuery), ref.gradQuery), f16, `${label} dQ`);
     expectClose(compareTensors(await ctx.read(g.gradKey), ref.gradKey), f16, `${label} dK`);
