@@ -397,6 +397,21 @@ export function createAutotuner(options: AutotunerOptions): Autotuner {
     return { config: r.config, source: 'tuned', key, entry: (await loaded()).get(key) };
   }
 
+  /**
+   * Whether a stored tensor-core config fits (`check`, which enumerates the device's configs), remembered per key
+   * and config: `config: 'auto'` asks on every call, and the answer cannot change for this context.
+   */
+  const fitted = new Map<string, boolean>();
+  function fitsOnce(key: string, config: unknown, check: () => boolean): boolean {
+    const k = `${key}#${JSON.stringify(config)}`;
+    let ok = fitted.get(k);
+    if (ok === undefined) {
+      ok = check();
+      fitted.set(k, ok);
+    }
+    return ok;
+  }
+
   async function selectForwardMma(problem: ForwardTuneProblem): Promise<Selection<MmaForwardConfig> | undefined> {
     const p = gpuProblem('forward', problem);
     const fp = mmaHelperProblem(p);
@@ -407,7 +422,7 @@ export function createAutotuner(options: AutotunerOptions): Autotuner {
     if (mode === 'off') return def();
     // A stored config must be one this device and problem can run (the enumerator's list), as for the plain ops.
     const valid = (c: MmaForwardConfig): string | undefined =>
-      enumerateMmaConfigs(ctx, fp).some((x) => x.keyChunk === c.keyChunk && x.subgroups === c.subgroups && x.queryTile.join() === c.queryTile?.join())
+      fitsOnce(key, c, () => enumerateMmaConfigs(ctx, fp).some((x) => x.keyChunk === c.keyChunk && x.subgroups === c.subgroups && x.queryTile.join() === c.queryTile?.join()))
         ? undefined
         : `tensor-core config ${mmaLabel(c)} does not fit this device and problem`;
     const hit = await lookup<MmaForwardConfig>('na-fused-forward-mma', key, valid);
@@ -427,8 +442,10 @@ export function createAutotuner(options: AutotunerOptions): Autotuner {
     if (mode === 'off') return def();
     // A stored config must be one of the space's (the same kernels and tiles this device and problem can run).
     const valid = (c: MmaBackwardConfig): string | undefined =>
-      mmaBackwardSpace(ctx, p, { maxCandidates: Number.POSITIVE_INFINITY }).candidates.some(
-        (x) => JSON.stringify(x.config) === JSON.stringify({ path: 'mma', queryTile: c.queryTile, querySubgroups: c.querySubgroups, keyTile: c.keyTile, keySubgroups: c.keySubgroups, chunk: c.chunk }),
+      fitsOnce(key, c, () =>
+        mmaBackwardSpace(ctx, p, { maxCandidates: Number.POSITIVE_INFINITY }).candidates.some(
+          (x) => JSON.stringify(x.config) === JSON.stringify({ path: 'mma', queryTile: c.queryTile, querySubgroups: c.querySubgroups, keyTile: c.keyTile, keySubgroups: c.keySubgroups, chunk: c.chunk }),
+        ),
       )
         ? undefined
         : `tensor-core backward config ${mmaBackwardLabel(c)} does not fit this device and problem`;
