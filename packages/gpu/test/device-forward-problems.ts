@@ -133,10 +133,11 @@ export function speedProblems(only: string): Problem[] {
 }
 
 /** The device scripts' shared options (`--mode`, `--sweep`, `--only`, `--reps`, `--top`). */
-export function deviceScriptOptions(): { mode: string; sweep: string; only: string; reps: string; top: string; dtype: string; chunk16: string } {
+export function deviceScriptOptions(): { mode: string; sweep: string; only: string; reps: string; top: string; dtype: string; chunk16: string; wide: string } {
   const { values } = parseArgs({
     options: {
       chunk16: { type: 'string', default: 'false' },
+      wide: { type: 'string', default: 'false' },
       dtype: { type: 'string', default: 'float16' },
       mode: { type: 'string', default: 'both' },
       sweep: { type: 'string', default: 'false' },
@@ -145,7 +146,7 @@ export function deviceScriptOptions(): { mode: string; sweep: string; only: stri
       top: { type: 'string', default: '8' },
     },
   });
-  return values as { mode: string; sweep: string; only: string; reps: string; top: string; dtype: string; chunk16: string };
+  return values as { mode: string; sweep: string; only: string; reps: string; top: string; dtype: string; chunk16: string; wide: string };
 }
 
 /** The high-performance adapter's context, a clock warmer on hardware adapters, and the adapter printed. */

@@ -43,7 +43,12 @@ console.log(`mma path: ${'why' in avail ? `unavailable (${avail.why})` : 'availa
 
 
 function label(c: MmaForwardConfig): string {
-  return `q=${c.queryTile.join('x')} bk=${c.keyChunk} nsg=${c.subgroups}`;
+  return `q=${c.queryTile.join('x')} bk=${c.keyChunk} nsg=${c.subgroups}${c.wideScratch ? ' wide' : ''}`;
+}
+
+/** With `--wide true`: the default config with scratch rows as wide as the value head dim (opt-in `wideScratch`). */
+function wideVariants(def: MmaForwardConfig): MmaForwardConfig[] {
+  return values.wide === 'true' ? [{ ...def, wideScratch: true }] : [];
 }
 
 /** With `--chunk16 true`: the cheapest 16-key-chunk config per subgroup count (4, 8) that fits, beside the default. */
@@ -110,7 +115,7 @@ if ((values.mode === 'check' || values.mode === 'both') && !('why' in avail)) {
     const g = gpuArgs(ctx, p, t);
     const problem = planFusedForwardMma(ctx, p.rank, g, undefined).problem;
     const def = defaultMmaConfig(ctx, problem) as MmaForwardConfig;
-    const configs = values.sweep === 'true' ? enumerateMmaConfigs(ctx, problem) : [def, ...chunk16Variants(problem)];
+    const configs = values.sweep === 'true' ? enumerateMmaConfigs(ctx, problem) : [def, ...chunk16Variants(problem), ...wideVariants(def)];
     for (const c of configs) {
       if (!(await checkConfig(ctx, p, label(c), g, ref, () => fusedForwardMma(ctx, p.rank, g, c)))) failures++;
     }
@@ -132,7 +137,7 @@ if (values.mode === 'speed' || values.mode === 'both') {
       const problem = planFusedForwardMma(ctx, p.rank, g, undefined).problem;
       const def = defaultMmaConfig(ctx, problem) as MmaForwardConfig;
       const ranked = enumerateMmaConfigs(ctx, problem).sort((x, y) => mmaConfigCost(problem, x) - mmaConfigCost(problem, y));
-      const configs = values.sweep === 'true' ? ranked.slice(0, Number(values.top)) : [def, ...chunk16Variants(problem)];
+      const configs = values.sweep === 'true' ? ranked.slice(0, Number(values.top)) : [def, ...chunk16Variants(problem), ...wideVariants(def)];
       if (!configs.some((c) => JSON.stringify(c) === JSON.stringify(def))) configs.unshift(def);
       // A problem's first readings on the H200 were often 2-4x slow (docs/device-results.md): one discarded timing
       // of the default first, and the default timed again after the others.

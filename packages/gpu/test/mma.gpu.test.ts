@@ -181,7 +181,7 @@ describe('tensor-core (mma) forward, emulated on this adapter, against the CPU r
   interface EmuCase extends EmulatedProblem {
     readonly scale?: number;
     readonly rpb?: boolean;
-    readonly config: { queryTile: number[]; keyChunk: 16 | 32 | 64; subgroups: 2 | 4 | 8 };
+    readonly config: { queryTile: number[]; keyChunk: 16 | 32 | 64; subgroups: 2 | 4 | 8; wideScratch?: boolean };
   }
   const cases: EmuCase[] = [
     { name: '1-D L=37 K=7, a partial tile', spatial: [37], kernelSize: [7], dim: 16, config: { queryTile: [64], keyChunk: 32, subgroups: 4 } },
@@ -201,6 +201,9 @@ describe('tensor-core (mma) forward, emulated on this adapter, against the CPU r
     // 16-key chunks (one fragment per chunk; the float32 split's way to 8 subgroups in 48 KiB).
     { name: '16-key chunks: 1-D L=200 K=65 causal, rescaling O, 8 subgroups', spatial: [200], kernelSize: [65], dim: 32, causal: [true], scale: 4, config: { queryTile: [128], keyChunk: 16, subgroups: 8 } },
     { name: '16-key chunks: 3-D 5x8x9 K=3x3x5 with rpb, GQA, Dv=32', spatial: [5, 8, 9], kernelSize: [3, 3, 5], heads: 2, headsKv: 1, dim: 16, dimV: 32, rpb: true, config: { queryTile: [2, 2, 8], keyChunk: 16, subgroups: 2 } },
+    // wideScratch (opt-in): O through the scratch in one round; rescales (scale 4) and the epilogue at Dv 64 and 48.
+    { name: 'wide scratch: 1-D L=200 K=65 causal at head dim 64, rescaling O, 16-key chunks', spatial: [200], kernelSize: [65], dim: 64, causal: [true], scale: 4, config: { queryTile: [64], keyChunk: 16, subgroups: 4, wideScratch: true } },
+    { name: 'wide scratch: 2-D 14x17 K=5x7, Dv=48 (three tiles), 32-key chunks', spatial: [14, 17], kernelSize: [5, 7], dim: 16, dimV: 48, scale: 4, config: { queryTile: [4, 8], keyChunk: 32, subgroups: 2, wideScratch: true } },
   ];
 
   for (const c of cases) {

@@ -47,6 +47,11 @@ export interface MmaForwardConfig {
   readonly keyChunk: 16 | 32 | 64;
   /** Subgroups per workgroup: 2, 4 or 8. */
   readonly subgroups: 2 | 4 | 8;
+  /**
+   * Opt-in (not yet timed on a device): S scratch rows as wide as the value head dim, so the epilogue and rescales
+   * move O in one round (see `FusedForwardMmaSpec.wideScratch`). Never chosen by the defaults or the autotuner.
+   */
+  readonly wideScratch?: boolean;
 }
 
 /**
@@ -89,6 +94,7 @@ function mmaSpec(problem: FusedProblem, config: MmaForwardConfig): FusedForwardM
     queryTile: [...config.queryTile],
     keyChunk: config.keyChunk,
     subgroups: config.subgroups,
+    ...(config.wideScratch === true ? { wideScratch: true } : {}),
     hasLse: problem.hasLse,
     ...(problem.hasRpb ? { hasRpb: true } : {}),
     ...(problem.dtype === 'float32' ? { split: true } : {}),

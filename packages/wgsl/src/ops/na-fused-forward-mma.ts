@@ -250,6 +250,13 @@ export type FusedForwardMmaSpec = Pick<FusedForwardSpec, 'rank' | 'kernelSize' |
    * Absent = float16 tensors.
    */
   readonly split?: boolean;
+  /**
+   * S scratch rows as wide as the value head dim (when it exceeds the key chunk), so the epilogue and a rescale move
+   * all of O through the scratch in one round (two barriers) instead of one round per key chunk's width of O
+   * (DV / chunk rounds: four at head dim 64 with 16-key chunks). Costs rows x (DV - chunk) x 4 bytes of workgroup
+   * memory. Absent = scratch rows of the chunk's width.
+   */
+  readonly wideScratch?: boolean;
 };
 
 const F = MMA_FRAGMENT;
@@ -317,12 +324,13 @@ export function mmaShapeProblem(o: {
   return undefined;
 }
 
-function layout(spec: Pick<FusedForwardMmaSpec, 'dim' | 'dimV' | 'keyChunk' | 'subgroups'>): MmaLayout {
-  return mmaLayout(spec.dim, spec.dimV, spec.keyChunk, spec.subgroups);
+function layout(spec: Pick<FusedForwardMmaSpec, 'dim' | 'dimV' | 'keyChunk' | 'subgroups' | 'wideScratch'>): MmaLayout {
+  const l = mmaLayout(spec.dim, spec.dimV, spec.keyChunk, spec.subgroups);
+  return spec.wideScratch === true ? { ...l, lds: Math.max(spec.keyChunk, spec.dimV) + 4 } : l;
 }
 
 /** Bytes of workgroup memory a spec declares (K/V staging, S scratch, P, key coordinates, flag; split: lo halves). */
-export function fusedForwardMmaWorkgroupBytes(spec: Pick<FusedForwardMmaSpec, 'dim' | 'dimV' | 'keyChunk' | 'subgroups' | 'split'>): number {
+export function fusedForwardMmaWorkgroupBytes(spec: Pick<FusedForwardMmaSpec, 'dim' | 'dimV' | 'keyChunk' | 'subgroups' | 'split' | 'wideScratch'>): number {
   const l = layout(spec);
   const halves = (spec.split === true ? 2 : 1) * (l.stageElems + l.rows * l.ldp);
   return 2 * halves + 4 * l.rows * l.lds + 16 * spec.keyChunk + 16;
@@ -483,16 +491,18 @@ ${range(VPL)
       l = l * alpha + psum;
     }`;
 
-  // ---- O tiles through the scratch, BK16 tiles per round: store, barrier, per-row work, barrier, [reload]
-  const rounds = range(Math.ceil(DV16 / BK16));
+  // ---- O tiles through the scratch, as many per round as a scratch row holds (the chunk's width, or the value
+  // head dim with wideScratch): store, barrier, per-row work, barrier, [reload]
+  const TPR = Math.floor((L.lds - 4) / F);
+  const rounds = range(Math.ceil(DV16 / TPR));
   const throughScratch = (body: (j0: number, nt: number) => string, reload: boolean, ind: string): string =>
     rounds
       .map((rd) => {
-        const tiles = range(DV16).slice(rd * BK16, rd * BK16 + BK16);
-        return `${tiles.map((j) => `${ind}subgroupMatrixStore<row_major>(&s_sh, rbase * LDS + ${(j - rd * BK16) * F}u, o_${j}, LDS);`).join('\n')}
+        const tiles = range(DV16).slice(rd * TPR, rd * TPR + TPR);
+        return `${tiles.map((j) => `${ind}subgroupMatrixStore<row_major>(&s_sh, rbase * LDS + ${(j - rd * TPR) * F}u, o_${j}, LDS);`).join('\n')}
 ${ind}workgroupBarrier();
-${body(rd * BK16, tiles.length).replace(/^/gm, ind)}
-${ind}workgroupBarrier();${reload ? `\n${tiles.map((j) => `${ind}o_${j} = subgroupMatrixLoad<${RESULT}, row_major>(&s_sh, rbase * LDS + ${(j - rd * BK16) * F}u, LDS);`).join('\n')}` : ''}`;
+${body(rd * TPR, tiles.length).replace(/^/gm, ind)}
+${ind}workgroupBarrier();${reload ? `\n${tiles.map((j) => `${ind}o_${j} = subgroupMatrixLoad<${RESULT}, row_major>(&s_sh, rbase * LDS + ${(j - rd * TPR) * F}u, LDS);`).join('\n')}` : ''}`;
       })
       .join('\n');
   const rescale = throughScratch((_j0, nt) => `for (var c = hf; c < ${nt * F}u; c += 2u) { s_sh[row * LDS + c] = s_sh[row * LDS + c] * alpha; }`, true, '      ');
