@@ -9,7 +9,7 @@
  *   config in every process regardless of timing noise or what this machine tuned before.
  */
 import { NattenArgumentError, type NaRank, NattenError } from '@natten-web/core';
-import { defaultBackwardMma, defaultForwardMma, enumerateMmaConfigs, type GpuContext, kernelLimits, type MmaBackwardConfig, type MmaForwardConfig } from '@natten-web/gpu';
+import { defaultBackwardMma, defaultForwardMma, type GpuContext, mmaConfigFits, kernelLimits, type MmaBackwardConfig, type MmaForwardConfig } from '@natten-web/gpu';
 import {
   checkGpuDType,
   defaultFusedForwardConfig,
@@ -420,9 +420,9 @@ export function createAutotuner(options: AutotunerOptions): Autotuner {
     const key = cacheKey(adapter, 'na-fused-forward-mma', p);
     const def = (): Selection<MmaForwardConfig> => ({ config: dflt, source: 'default', key });
     if (mode === 'off') return def();
-    // A stored config must be one this device and problem can run (the enumerator's list), as for the plain ops.
+    // A stored config must be one this device and problem can run (its spec and workgroup memory), as for the plain ops.
     const valid = (c: MmaForwardConfig): string | undefined =>
-      fitsOnce(key, c, () => enumerateMmaConfigs(ctx, fp).some((x) => x.keyChunk === c.keyChunk && x.subgroups === c.subgroups && x.queryTile.join() === c.queryTile?.join()))
+      fitsOnce(key, c, () => Array.isArray(c.queryTile) && c.queryTile.length === fp.rank && mmaConfigFits(ctx, fp, { path: 'mma', queryTile: c.queryTile, keyChunk: c.keyChunk, subgroups: c.subgroups, ...(c.wideScratch === true ? { wideScratch: true } : {}) }))
         ? undefined
         : `tensor-core config ${mmaLabel(c)} does not fit this device and problem`;
     const hit = await lookup<MmaForwardConfig>('na-fused-forward-mma', key, valid);

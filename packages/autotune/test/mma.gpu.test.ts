@@ -39,6 +39,10 @@ describe('tensor-core (mma) forward configs in the autotuner', () => {
     // Both subgroup counts the H200 timed on sparse windows are candidates (2 and 8).
     expect(new Set(space.candidates.map((c) => c.config.subgroups))).toEqual(new Set([2, 4, 8]));
     expect(space.candidates[0]?.label).toBe(`mma q=${def.queryTile.join('x')} bk=${def.keyChunk} sg=${def.subgroups}`);
+    // The default's twin with wide scratch rows (opt-in, untimed) is a candidate where Dv exceeds the chunk.
+    const all = mmaForwardSpace(ctx, K7, { maxCandidates: 1000 }).candidates;
+    expect(all.filter((c) => c.config.wideScratch === true).map((c) => c.config)).toEqual([{ ...def, wideScratch: true }]);
+    expect(all.find((c) => c.config.wideScratch === true)?.label).toBe(`${space.candidates[0]?.label} wide`);
     // K=3 stays on the plain path (window use below the measured range): nothing to tune here.
     expect(mmaForwardSpace(ctx, K3).candidates).toEqual([]);
     // A dry run shows what a tune would time: the mma configs here, the plain tiles for K=3.
@@ -65,6 +69,9 @@ describe('tensor-core (mma) forward configs in the autotuner', () => {
     const tabled = createAutotuner({ ctx, mode: 'deterministic', table, ...quiet, warn: (m) => warnings.push(m) });
     expect(await tabled.selectForwardMma(K7)).toMatchObject({ config: other, source: 'table' });
     expect(await tabled.forwardMma(K7)).toEqual(other);
+    // A stored wide-scratch config (the default's twin) runs as stored.
+    const wide = createAutotuner({ ctx, mode: 'deterministic', table: { ...emptyTable(), entries: { [key]: entry({ ...def, wideScratch: true }) } }, ...quiet });
+    expect(await wide.forwardMma(K7)).toEqual({ ...def, wideScratch: true });
     // 16 subgroups do not exist on this path: warned about and skipped.
     const bad = { ...emptyTable(), entries: { [key]: entry({ ...other, subgroups: 16 }) } };
     const refused = createAutotuner({ ctx, mode: 'deterministic', table: bad, ...quiet, warn: (m) => warnings.push(m) });

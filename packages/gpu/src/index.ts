@@ -53,6 +53,7 @@ export {
   defaultForwardMma,
   defaultMmaConfig,
   enumerateMmaConfigs,
+  mmaConfigFits,
   MMA_LARGE_WINDOW,
   MMA_MIN_WINDOW_USE,
   MMA_MIN_WORKGROUPS,

@@ -169,20 +169,23 @@ export function mmaWorkgroups(problem: FusedProblem, config: Pick<MmaForwardConf
   return w;
 }
 
+/** Whether a config can run a problem on this device (its spec is consistent and its workgroup memory fits). */
+export function mmaConfigFits(ctx: GpuContext, problem: FusedProblem, config: MmaForwardConfig): boolean {
+  if (config.subgroups * MMA_SUBGROUP_SIZE > ctx.limits.maxComputeInvocationsPerWorkgroup) return false;
+  const s = mmaSpec(problem, config);
+  return fusedForwardMmaSpecProblem(s) === undefined && fusedForwardMmaWorkgroupBytes(s) <= ctx.limits.maxComputeWorkgroupStorageSize;
+}
+
 /** Every mma config that fits this device, for a problem (empty when the path cannot run). */
 export function enumerateMmaConfigs(ctx: GpuContext, problem: FusedProblem): MmaForwardConfig[] {
   if ('why' in mmaAvailability(ctx) || mmaProblemFit(problem) !== undefined) return [];
   const ext = groupExtents(problem);
   const all: MmaForwardConfig[] = [];
   for (const subgroups of MMA_SUBGROUP_COUNTS) {
-    if (subgroups * MMA_SUBGROUP_SIZE > ctx.limits.maxComputeInvocationsPerWorkgroup) continue;
     for (const tile of tileShapes(problem.rank, MMA_FRAGMENT * subgroups)) {
       for (const keyChunk of MMA_KEY_CHUNKS) {
         const config: MmaForwardConfig = { path: 'mma', queryTile: tile, keyChunk, subgroups };
-        const s = mmaSpec(problem, config);
-        if (fusedForwardMmaSpecProblem(s) !== undefined) continue;
-        if (fusedForwardMmaWorkgroupBytes(s) > ctx.limits.maxComputeWorkgroupStorageSize) continue;
-        all.push(config);
+        if (mmaConfigFits(ctx, problem, config)) all.push(config);
       }
     }
   }
