@@ -367,17 +367,33 @@ export function createAutotuner(options: AutotunerOptions): Autotuner {
     return p;
   }
 
+  /**
+   * The selection flow every op shares: the default in mode 'off'; else a valid stored entry (cache, then table;
+   * table only when deterministic); else in mode 'tune' a tune (once per key, warning and falling back on failure);
+   * else the default.
+   */
+  async function selectWith<C>(
+    op: TuneOp,
+    key: string,
+    p: ForwardTuneProblem,
+    def: () => Selection<C>,
+    valid: (c: C) => string | undefined,
+    tune: () => Promise<TuneResult<C> | undefined>,
+  ): Promise<Selection<C>> {
+    if (mode === 'off') return def();
+    const hit = await lookup<C>(op, key, valid);
+    if (hit) return hit;
+    if (mode !== 'tune') return def();
+    const r = await tuneOrWarn(key, p, () => once(key, tune));
+    if (!r || r.timed === 0) return def();
+    return { config: r.config, source: 'tuned', key, entry: (await loaded()).get(key) };
+  }
+
   async function selectForward(problem: ForwardTuneProblem): Promise<Selection<FusedForwardConfig>> {
     const p = gpuProblem('forward', problem);
     const key = cacheKey(adapter, 'na-fused-forward', p);
     const def = (): Selection<FusedForwardConfig> => ({ config: defaultFusedForwardConfig(p, limits), source: 'default', key });
-    if (mode === 'off') return def();
-    const hit = await lookup<FusedForwardConfig>('na-fused-forward', key, (c) => fwdValid(p, c));
-    if (hit) return hit;
-    if (mode !== 'tune') return def();
-    const r = await tuneOrWarn(key, p, () => once(key, () => tuneForward(p)));
-    if (!r || r.timed === 0) return def();
-    return { config: r.config, source: 'tuned', key, entry: (await loaded()).get(key) };
+    return selectWith('na-fused-forward', key, p, def, (c) => fwdValid(p, c), () => tuneForward(p));
   }
 
   async function selectBackward(problem: BackwardTuneProblem): Promise<Selection<FusedBackwardConfig>> {
@@ -388,18 +404,12 @@ export function createAutotuner(options: AutotunerOptions): Autotuner {
       if (!config) throw new NattenArgumentError(`autotune: na${p.rank}d_backward: no backward tile configuration fits this device`);
       return { config, source: 'default', key };
     };
-    if (mode === 'off') return def();
-    const hit = await lookup<FusedBackwardConfig>('na-fused-backward', key, (c) => bwdValid(p, c));
-    if (hit) return hit;
-    if (mode !== 'tune') return def();
-    const r = await tuneOrWarn(key, p, () => once(key, () => tuneBackward(p)));
-    if (!r || r.timed === 0) return def();
-    return { config: r.config, source: 'tuned', key, entry: (await loaded()).get(key) };
+    return selectWith('na-fused-backward', key, p, def, (c) => bwdValid(p, c), () => tuneBackward(p));
   }
 
   /**
-   * Whether a stored tensor-core config fits (`check`, which enumerates the device's configs), remembered per key
-   * and config: `config: 'auto'` asks on every call, and the answer cannot change for this context.
+   * Whether a stored tensor-core config fits (`check`), remembered per key and config: `config: 'auto'` asks on
+   * every call, and the answer cannot change for this context.
    */
   const fitted = new Map<string, boolean>();
   function fitsOnce(key: string, config: unknown, check: () => boolean): boolean {
@@ -419,18 +429,10 @@ export function createAutotuner(options: AutotunerOptions): Autotuner {
     if (!dflt) return undefined;
     const key = cacheKey(adapter, 'na-fused-forward-mma', p);
     const def = (): Selection<MmaForwardConfig> => ({ config: dflt, source: 'default', key });
-    if (mode === 'off') return def();
     // A stored config must be one this device and problem can run (its spec and workgroup memory), as for the plain ops.
     const valid = (c: MmaForwardConfig): string | undefined =>
-      fitsOnce(key, c, () => Array.isArray(c.queryTile) && c.queryTile.length === fp.rank && mmaConfigFits(ctx, fp, { path: 'mma', queryTile: c.queryTile, keyChunk: c.keyChunk, subgroups: c.subgroups, ...(c.wideScratch === true ? { wideScratch: true } : {}) }))
-        ? undefined
-        : `tensor-core config ${mmaLabel(c)} does not fit this device and problem`;
-    const hit = await lookup<MmaForwardConfig>('na-fused-forward-mma', key, valid);
-    if (hit) return hit;
-    if (mode !== 'tune') return def();
-    const r = await tuneOrWarn(key, p, () => once(key, () => tuneForwardMma(p)));
-    if (!r || r.timed === 0) return def();
-    return { config: r.config, source: 'tuned', key, entry: (await loaded()).get(key) };
+      fitsOnce(key, c, () => mmaConfigFits(ctx, fp, c)) ? undefined : `tensor-core config ${mmaLabel(c)} does not fit this device and problem`;
+    return selectWith('na-fused-forward-mma', key, p, def, valid, () => tuneForwardMma(p));
   }
 
   async function selectBackwardMma(problem: BackwardTuneProblem): Promise<Selection<MmaBackwardConfig> | undefined> {
@@ -439,7 +441,6 @@ export function createAutotuner(options: AutotunerOptions): Autotuner {
     if (!dflt) return undefined;
     const key = cacheKey(adapter, 'na-fused-backward-mma', p);
     const def = (): Selection<MmaBackwardConfig> => ({ config: dflt, source: 'default', key });
-    if (mode === 'off') return def();
     // A stored config must be one of the space's (the same kernels and tiles this device and problem can run).
     const valid = (c: MmaBackwardConfig): string | undefined =>
       fitsOnce(key, c, () =>
@@ -449,12 +450,7 @@ export function createAutotuner(options: AutotunerOptions): Autotuner {
       )
         ? undefined
         : `tensor-core backward config ${mmaBackwardLabel(c)} does not fit this device and problem`;
-    const hit = await lookup<MmaBackwardConfig>('na-fused-backward-mma', key, valid);
-    if (hit) return hit;
-    if (mode !== 'tune') return def();
-    const r = await tuneOrWarn(key, p, () => once(key, () => tuneBackwardMma(p)));
-    if (!r || r.timed === 0) return def();
-    return { config: r.config, source: 'tuned', key, entry: (await loaded()).get(key) };
+    return selectWith('na-fused-backward-mma', key, p, def, valid, () => tuneBackwardMma(p));
   }
 
   function dryRun(problem: ForwardTuneProblem | BackwardTuneProblem, op: 'forward' | 'backward' = 'forward'): DryRunReport {

@@ -106,16 +106,14 @@ const isIntList = (x: unknown): boolean => Array.isArray(x) && x.length >= 1 && 
 function validEntry(key: string, e: unknown): e is TuneEntry {
   if (!isObject(e) || !isObject(e.config)) return false;
   const c = e.config;
+  if (!isIntList(c.queryTile)) return false;
   if (e.op === 'na-fused-forward-mma') {
-    if (c.path !== 'mma' || !isIntList(c.queryTile) || !Number.isInteger(c.keyChunk) || !Number.isInteger(c.subgroups)) return false;
-    return key.startsWith(`${e.op}|`) && typeof e.medianNs === 'number';
-  }
-  if (!isIntList(c.queryTile) || !isIntList(c.keyTile)) return false;
-  if (e.op === 'na-fused-backward-mma') {
+    if (c.path !== 'mma' || !Number.isInteger(c.keyChunk) || !Number.isInteger(c.subgroups)) return false;
+  } else if (!isIntList(c.keyTile)) {
+    return false;
+  } else if (e.op === 'na-fused-backward-mma') {
     if (c.path !== 'mma' || !Number.isInteger(c.querySubgroups) || !Number.isInteger(c.keySubgroups) || !Number.isInteger(c.chunk)) return false;
-    return key.startsWith(`${e.op}|`) && typeof e.medianNs === 'number';
-  }
-  if (e.op === 'na-fused-forward') {
+  } else if (e.op === 'na-fused-forward') {
     if (c.path !== 'plain' || (c.stage !== 'f32' && c.stage !== 'f16')) return false;
     if (c.lanes !== undefined && !Number.isInteger(c.lanes)) return false;
   } else if (e.op === 'na-fused-backward') {

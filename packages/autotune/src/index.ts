@@ -28,6 +28,7 @@ export {
   type ProblemDescription,
 } from './problem.ts';
 export {
+  backwardHelperProblem,
   backwardLabel,
   backwardSpace,
   type Candidate,
@@ -37,7 +38,6 @@ export {
   estimateForward,
   forwardLabel,
   forwardSpace,
-  backwardHelperProblem,
   mmaBackwardLabel,
   mmaBackwardSpace,
   mmaForwardSpace,
