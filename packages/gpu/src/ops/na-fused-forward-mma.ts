@@ -49,7 +49,8 @@ export interface MmaForwardConfig {
   readonly subgroups: 2 | 4 | 8;
   /**
    * Opt-in (not yet timed on a device): S scratch rows as wide as the value head dim, so the epilogue and rescales
-   * move O in one round (see `FusedForwardMmaSpec.wideScratch`). Never chosen by the defaults or the autotuner.
+   * move O in one round (see `FusedForwardMmaSpec.wideScratch`). No default takes it; the autotuner's space offers
+   * the default's twin with it, so a tune decides.
    */
   readonly wideScratch?: boolean;
 }
@@ -155,8 +156,7 @@ export function mmaConfigCost(problem: FusedProblem, config: MmaForwardConfig): 
  * prod(K_a) / (subChunks * keyChunk). The mma path multiplies and masks every key of those chunks.
  */
 export function mmaWindowUse(problem: FusedProblem, config: MmaForwardConfig): number {
-  const K = problem.params.kernelSize.reduce((x, y) => x * y, 1);
-  return K / (mmaChunkCounts(problem, config).subChunks * config.keyChunk);
+  return windowKeys(problem) / (mmaChunkCounts(problem, config).subChunks * config.keyChunk);
 }
 
 /** Workgroups of a config's dispatch (batch x heads x dilation groups x tiles). */
@@ -237,7 +237,7 @@ function chooseMmaConfig(ctx: GpuContext, problem: FusedProblem): MmaForwardConf
 
 /** Keys in one query's window (the product of the kernel size). */
 export function windowKeys(problem: Pick<FusedProblem, 'params'>): number {
-  return problem.params.kernelSize.reduce((x, y) => x * y, 1);
+  return product(problem.params.kernelSize);
 }
 
 /** The config of `nsg` subgroups with the lowest `mmaConfigCost`, or undefined. */
