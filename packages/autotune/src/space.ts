@@ -15,7 +15,6 @@ import {
   defaultForwardMma,
   enumerateMmaConfigs,
   type GpuContext,
-  mmaConfigFits,
   type MmaBackwardConfig,
   type MmaForwardConfig,
   mmaBackwardTile,
@@ -216,7 +215,7 @@ export function mmaHelperProblem(p: ForwardTuneProblem): FusedProblem {
 }
 
 export function mmaLabel(c: MmaForwardConfig): string {
-  return `mma q=${fmt(c.queryTile)} bk=${c.keyChunk} sg=${c.subgroups}${c.wideScratch ? ' wide' : ''}`;
+  return `mma q=${fmt(c.queryTile)} bk=${c.keyChunk} sg=${c.subgroups}${c.tightScratch ? ' tight' : ''}`;
 }
 
 /**
@@ -230,11 +229,7 @@ export function mmaForwardSpace(ctx: GpuContext, p: ForwardTuneProblem, options:
   const def = defaultForwardMma(ctx, fp);
   if (!def) return { candidates: [], pruned: [], enumerated: 0 };
   const estimate = (c: MmaForwardConfig): CostEstimate => ({ cost: mmaConfigCost(fp, c), useful: mmaWindowUse(fp, c), idle: 0, workgroups: mmaWorkgroups(fp, c) });
-  // The default's twin with wide scratch rows (opt-in, not yet timed on a device) where it changes the kernel and
-  // fits: timing tells whether it wins on this GPU.
-  const wide: MmaForwardConfig = { ...def, wideScratch: true };
-  const twins = p.dimV > def.keyChunk && mmaConfigFits(ctx, fp, wide) ? [wide] : [];
-  return buildSpace([...enumerateMmaConfigs(ctx, fp), ...twins], def, estimate, mmaLabel, options);
+  return buildSpace(enumerateMmaConfigs(ctx, fp), def, estimate, mmaLabel, options);
 }
 
 /** The full core-problem shape the wgsl backward helpers take, from a tune problem. */

@@ -36,13 +36,17 @@ describe('tensor-core (mma) forward configs in the autotuner', () => {
     const costs = space.candidates.slice(1).map((c) => c.estimate.cost);
     expect(costs).toEqual([...costs].sort((a, b) => a - b));
     expect(costs[0]).toBe(mmaConfigCost(mmaHelperProblem(K7), space.candidates[1]?.config as MmaForwardConfig));
-    // Both subgroup counts the H200 timed on sparse windows are candidates (2 and 8).
-    expect(new Set(space.candidates.map((c) => c.config.subgroups))).toEqual(new Set([2, 4, 8]));
-    expect(space.candidates[0]?.label).toBe(`mma q=${def.queryTile.join('x')} bk=${def.keyChunk} sg=${def.subgroups}`);
-    // The default's twin with wide scratch rows (opt-in, untimed) is a candidate where Dv exceeds the chunk.
+    // The float16 default has unpadded scratch rows; its padded twin is a candidate too, and so is every 16-key
+    // config's other layout.
+    expect(def.tightScratch).toBe(true);
+    expect(space.candidates[0]?.label).toBe(`mma q=${def.queryTile.join('x')} bk=${def.keyChunk} sg=${def.subgroups} tight`);
     const all = mmaForwardSpace(ctx, K7, { maxCandidates: 1000 }).candidates;
-    expect(all.filter((c) => c.config.wideScratch === true).map((c) => c.config)).toEqual([{ ...def, wideScratch: true }]);
-    expect(all.find((c) => c.config.wideScratch === true)?.label).toBe(`${space.candidates[0]?.label} wide`);
+    const { tightScratch: _t, ...padded } = def;
+    expect(all.filter((c) => JSON.stringify(c.config) === JSON.stringify(padded))).toHaveLength(1);
+    // Every subgroup count the H200 timed on sparse windows is a candidate.
+    expect(new Set(all.map((c) => c.config.subgroups))).toEqual(new Set([2, 4, 8]));
+    const c16 = all.filter((c) => c.config.keyChunk === 16);
+    expect(c16.filter((c) => c.config.tightScratch === true).length).toBe(c16.length / 2);
     // K=3 stays on the plain path (window use below the measured range): nothing to tune here.
     expect(mmaForwardSpace(ctx, K3).candidates).toEqual([]);
     // A dry run shows what a tune would time: the mma configs here, the plain tiles for K=3.
@@ -69,9 +73,10 @@ describe('tensor-core (mma) forward configs in the autotuner', () => {
     const tabled = createAutotuner({ ctx, mode: 'deterministic', table, ...quiet, warn: (m) => warnings.push(m) });
     expect(await tabled.selectForwardMma(K7)).toMatchObject({ config: other, source: 'table' });
     expect(await tabled.forwardMma(K7)).toEqual(other);
-    // A stored wide-scratch config (the default's twin) runs as stored.
-    const wide = createAutotuner({ ctx, mode: 'deterministic', table: { ...emptyTable(), entries: { [key]: entry({ ...def, wideScratch: true }) } }, ...quiet });
-    expect(await wide.forwardMma(K7)).toEqual({ ...def, wideScratch: true });
+    // A stored padded-scratch config (the default's twin) runs as stored.
+    const { tightScratch: _t, ...padded } = def;
+    const twin = createAutotuner({ ctx, mode: 'deterministic', table: { ...emptyTable(), entries: { [key]: entry(padded) } }, ...quiet });
+    expect(await twin.forwardMma(K7)).toEqual(padded);
     // 16 subgroups do not exist on this path: warned about and skipped.
     const bad = { ...emptyTable(), entries: { [key]: entry({ ...other, subgroups: 16 }) } };
     const refused = createAutotuner({ ctx, mode: 'deterministic', table: bad, ...quiet, warn: (m) => warnings.push(m) });

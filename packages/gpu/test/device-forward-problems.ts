@@ -128,25 +128,32 @@ export function speedProblems(only: string): Problem[] {
     { name: '2d 256x256 K=15 H=16', rank: 2, spatial: [256, 256], heads: 16, dim: 64, kernelSize: [15, 15] },
     { name: '3d 16x32x32 K=3x7x7', rank: 3, spatial: [16, 32, 32], heads: 8, dim: 64, kernelSize: [3, 7, 7] },
     { name: 'flux 2d 256x256 K=80 H=24 D=128', rank: 2, spatial: [256, 256], heads: 24, dim: 128, kernelSize: [80, 80] },
+    // Between the standard problems' windows (up to 225 keys in 2-D) and FLUX-like's 6400: where rules change.
+    { name: '2d 128x128 K=31', rank: 2, spatial: [128, 128], heads: 8, dim: 64, kernelSize: [31, 31] },
+    { name: '2d 128x128 K=45', rank: 2, spatial: [128, 128], heads: 8, dim: 64, kernelSize: [45, 45] },
   ];
   return all.filter((p) => only === '' || only.split(',').some((o) => p.name.includes(o)));
 }
 
-/** The device scripts' shared options (`--mode`, `--sweep`, `--only`, `--reps`, `--top`). */
-export function deviceScriptOptions(): { mode: string; sweep: string; only: string; reps: string; top: string; dtype: string; chunk16: string; wide: string } {
+type DeviceScriptOptions = { mode: string; sweep: string; only: string; reps: string; top: string; dtype: string; chunk16: string; tight: string; nsg: string };
+
+/** The device scripts' shared options (`--mode`, `--sweep`, `--only`, `--reps`, `--top`, `--nsg`, ...). */
+export function deviceScriptOptions(): DeviceScriptOptions {
   const { values } = parseArgs({
     options: {
       chunk16: { type: 'string', default: 'false' },
-      wide: { type: 'string', default: 'false' },
+      tight: { type: 'string', default: 'false' },
       dtype: { type: 'string', default: 'float16' },
       mode: { type: 'string', default: 'both' },
       sweep: { type: 'string', default: 'false' },
       only: { type: 'string', default: '' },
       reps: { type: 'string', default: '20' },
       top: { type: 'string', default: '8' },
+      nsg: { type: 'string', default: '' },
+
     },
   });
-  return values as { mode: string; sweep: string; only: string; reps: string; top: string; dtype: string; chunk16: string; wide: string };
+  return values as DeviceScriptOptions;
 }
 
 /** The high-performance adapter's context, a clock warmer on hardware adapters, and the adapter printed. */

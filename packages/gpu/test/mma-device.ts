@@ -10,7 +10,9 @@
  *    with `--sweep true`) next to the plain path's default, GPU time from timestamp queries (median, warm clocks).
  * 3. Backward (`--mode bcheck | bspeed | backward`): the mma backward against the CPU reference, and timed against
  *    the plain backward; `--mode bsweep` times its dq and dkv kernels alone per subgroup count and tile.
- * `--only a,b` keeps the speed problems whose name contains any of the parts.
+ * `--only a,b` keeps the speed problems whose name contains any of the parts; with `--sweep true`, `--top N` takes
+ * the N cheapest configs of each subgroup count and `--nsg 2,4` keeps those counts; `--tight true` adds each 16-key
+ * config's twin with the other scratch layout (`tightScratch`).
  */
 import { type FusedBackwardArgs, type FusedProblem, type NaRank, randn, tensor, toFloat64Values } from '@natten-web/core';
 import { tensorFromValues } from '@natten-web/testkit';
@@ -43,12 +45,29 @@ console.log(`mma path: ${'why' in avail ? `unavailable (${avail.why})` : 'availa
 
 
 function label(c: MmaForwardConfig): string {
-  return `q=${c.queryTile.join('x')} bk=${c.keyChunk} nsg=${c.subgroups}${c.wideScratch ? ' wide' : ''}`;
+  return `q=${c.queryTile.join('x')} bk=${c.keyChunk} nsg=${c.subgroups}${c.tightScratch ? ' tight' : ''}`;
 }
 
-/** With `--wide true`: the default config with scratch rows as wide as the value head dim (opt-in `wideScratch`). */
-function wideVariants(def: MmaForwardConfig): MmaForwardConfig[] {
-  return values.wide === 'true' ? [{ ...def, wideScratch: true }] : [];
+/** With `--tight true`: each 16-key config's twin with the other scratch layout (padded rows <-> `tightScratch`). */
+function twinVariants(...configs: MmaForwardConfig[]): MmaForwardConfig[] {
+  if (values.tight !== 'true') return [];
+  return configs.filter((c) => c.keyChunk === 16).map(({ tightScratch, ...c }) => (tightScratch ? c : { ...c, tightScratch: true }));
+}
+
+/** `--nsg 1,2`: keep the configs with these subgroup counts (all when absent). */
+function nsgFilter(configs: MmaForwardConfig[]): MmaForwardConfig[] {
+  const keep = values.nsg !== '' ? values.nsg.split(',').map(Number) : undefined;
+  return keep ? configs.filter((c) => keep.includes(c.subgroups)) : configs;
+}
+
+/**
+ * With `--sweep true`: the `--top` cheapest configs (by `mmaConfigCost`) of each subgroup count, after `--nsg`,
+ * padded scratch rows only (`--tight true` adds their twins).
+ */
+function sweepConfigs(problem: FusedProblem, top: number): MmaForwardConfig[] {
+  const ranked = nsgFilter(enumerateMmaConfigs(ctx, problem).filter((c) => c.tightScratch !== true)).sort((x, y) => mmaConfigCost(problem, x) - mmaConfigCost(problem, y));
+  const counts = [...new Set(ranked.map((c) => c.subgroups))].sort((a, b) => a - b);
+  return counts.flatMap((n) => ranked.filter((c) => c.subgroups === n).slice(0, top));
 }
 
 /** With `--chunk16 true`: the cheapest 16-key-chunk config per subgroup count (4, 8) that fits, beside the default. */
@@ -115,7 +134,8 @@ if ((values.mode === 'check' || values.mode === 'both') && !('why' in avail)) {
     const g = gpuArgs(ctx, p, t);
     const problem = planFusedForwardMma(ctx, p.rank, g, undefined).problem;
     const def = defaultMmaConfig(ctx, problem) as MmaForwardConfig;
-    const configs = values.sweep === 'true' ? enumerateMmaConfigs(ctx, problem) : [def, ...chunk16Variants(problem), ...wideVariants(def)];
+    const base = values.sweep === 'true' ? nsgFilter(enumerateMmaConfigs(ctx, problem)) : [def, ...chunk16Variants(problem)];
+    const configs = [...base, ...twinVariants(...base)];
     for (const c of configs) {
       if (!(await checkConfig(ctx, p, label(c), g, ref, () => fusedForwardMma(ctx, p.rank, g, c)))) failures++;
     }
@@ -136,8 +156,8 @@ if (values.mode === 'speed' || values.mode === 'both') {
     if (!('why' in avail)) {
       const problem = planFusedForwardMma(ctx, p.rank, g, undefined).problem;
       const def = defaultMmaConfig(ctx, problem) as MmaForwardConfig;
-      const ranked = enumerateMmaConfigs(ctx, problem).sort((x, y) => mmaConfigCost(problem, x) - mmaConfigCost(problem, y));
-      const configs = values.sweep === 'true' ? ranked.slice(0, Number(values.top)) : [def, ...chunk16Variants(problem), ...wideVariants(def)];
+      const base = values.sweep === 'true' ? sweepConfigs(problem, Number(values.top)) : [def, ...chunk16Variants(problem)];
+      const configs = [...base, ...twinVariants(...base)];
       if (!configs.some((c) => JSON.stringify(c) === JSON.stringify(def))) configs.unshift(def);
       // A problem's first readings on the H200 were often 2-4x slow (docs/device-results.md): one discarded timing
       // of the default first, and the default timed again after the others.

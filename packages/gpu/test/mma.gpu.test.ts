@@ -107,22 +107,23 @@ describe('tensor-core (mma) forward: availability, config choice and the default
     }
   });
 
-  it('takes 16-key chunks with 8 subgroups by default, 32-key chunks for windows over MMA_LARGE_WINDOW keys (4 subgroups where 8 give too few workgroups), 4 subgroups for float32', () => {
+  it('takes 16-key chunks with unpadded scratch rows and 4 subgroups by default (2 in 3-D), 32-key chunks for windows over MMA_LARGE_WINDOW keys (4 subgroups where 8 give too few workgroups), 4 subgroups for float32', () => {
     const ctx = fakeTensorCoreContext();
     expect(MMA_LARGE_WINDOW).toBe(4096);
-    expect(defaultMmaConfig(ctx, problem([32768], [2047], { causal: true }))).toEqual({ path: 'mma', queryTile: [128], keyChunk: 16, subgroups: 8 });
-    // 8 heads x 4096 / 128 = 256 workgroups at 8 subgroups: with 16-key chunks as fast as 4 subgroups (38.4 vs 45.3 us).
-    expect(defaultMmaConfig(ctx, problem([4096], [127]))).toEqual({ path: 'mma', queryTile: [128], keyChunk: 16, subgroups: 8 });
-    expect(defaultMmaConfig(ctx, problem([128, 128], [7, 7]))).toEqual({ path: 'mma', queryTile: [16, 8], keyChunk: 16, subgroups: 8 });
-    expect(defaultMmaConfig(ctx, problem([16, 32, 32], [3, 7, 7]))).toMatchObject({ keyChunk: 16, subgroups: 8 });
-    expect(defaultMmaConfig(ctx, problem([128, 128], [13, 13], { dilation: 2 }))).toMatchObject({ keyChunk: 16, subgroups: 8 });
+    // H200, same run against 8 subgroups with padded rows: 1498 -> 1385 us, 38.5 -> 33.4 us, 146 -> 121 us.
+    expect(defaultMmaConfig(ctx, problem([32768], [2047], { causal: true }))).toEqual({ path: 'mma', queryTile: [64], keyChunk: 16, subgroups: 4, tightScratch: true });
+    expect(defaultMmaConfig(ctx, problem([4096], [127]))).toEqual({ path: 'mma', queryTile: [64], keyChunk: 16, subgroups: 4, tightScratch: true });
+    expect(defaultMmaConfig(ctx, problem([128, 128], [7, 7]))).toEqual({ path: 'mma', queryTile: [8, 8], keyChunk: 16, subgroups: 4, tightScratch: true });
+    expect(defaultMmaConfig(ctx, problem([128, 128], [13, 13], { dilation: 2 }))).toMatchObject({ keyChunk: 16, subgroups: 4, tightScratch: true });
+    // 3-D: 2 subgroups (338 -> 234 us; 268 with 4).
+    expect(defaultMmaConfig(ctx, problem([16, 32, 32], [3, 7, 7]))).toEqual({ path: 'mma', queryTile: [2, 4, 4], keyChunk: 16, subgroups: 2, tightScratch: true });
     // Large windows: 32-key chunks (FLUX-like 45.3 vs 55.2 ms with 16), 8 subgroups; 4 where 8 give too few workgroups.
-    expect(defaultMmaConfig(ctx, problem([256, 256], [80, 80], { heads: 24, dim: 128 }))).toMatchObject({ keyChunk: 32, subgroups: 8 });
+    expect(defaultMmaConfig(ctx, problem([256, 256], [80, 80], { heads: 24, dim: 128 }))).toEqual({ path: 'mma', queryTile: [16, 8], keyChunk: 32, subgroups: 8 });
     expect(defaultMmaConfig(ctx, problem([8192], [4097], { heads: 2 }))).toMatchObject({ keyChunk: 32, subgroups: 4 });
-    // float32 (split): 16-key chunks with 4 subgroups (8 measured slower; with 32-key chunks 8 would not fit 48 KiB),
+    // float32 (split): 16-key chunks with 4 subgroups and padded rows (8 measured slower; unpadded rows not timed),
     // 8 above MMA_LARGE_WINDOW keys (FLUX-like: 139 -> 95 ms on the H200).
     expect(defaultMmaConfig(ctx, problem([32768], [2047], { causal: true, dtype: 'float32' }))).toEqual({ path: 'mma', queryTile: [64], keyChunk: 16, subgroups: 4 });
-    expect(defaultMmaConfig(ctx, problem([256, 256], [80, 80], { heads: 24, dim: 128, dtype: 'float32' }))).toMatchObject({ keyChunk: 16, subgroups: 8 });
+    expect(defaultMmaConfig(ctx, problem([256, 256], [80, 80], { heads: 24, dim: 128, dtype: 'float32' }))).toEqual({ path: 'mma', queryTile: [16, 8], keyChunk: 16, subgroups: 8 });
   });
 
   it('chooses the default config once per problem and device (the routes run on every call)', () => {
@@ -181,7 +182,7 @@ describe('tensor-core (mma) forward, emulated on this adapter, against the CPU r
   interface EmuCase extends EmulatedProblem {
     readonly scale?: number;
     readonly rpb?: boolean;
-    readonly config: { queryTile: number[]; keyChunk: 16 | 32 | 64; subgroups: 2 | 4 | 8; wideScratch?: boolean };
+    readonly config: { queryTile: number[]; keyChunk: 16 | 32 | 64; subgroups: 2 | 4 | 8; tightScratch?: boolean };
   }
   const cases: EmuCase[] = [
     { name: '1-D L=37 K=7, a partial tile', spatial: [37], kernelSize: [7], dim: 16, config: { queryTile: [64], keyChunk: 32, subgroups: 4 } },
@@ -201,9 +202,11 @@ describe('tensor-core (mma) forward, emulated on this adapter, against the CPU r
     // 16-key chunks (one fragment per chunk; the float32 split's way to 8 subgroups in 48 KiB).
     { name: '16-key chunks: 1-D L=200 K=65 causal, rescaling O, 8 subgroups', spatial: [200], kernelSize: [65], dim: 32, causal: [true], scale: 4, config: { queryTile: [128], keyChunk: 16, subgroups: 8 } },
     { name: '16-key chunks: 3-D 5x8x9 K=3x3x5 with rpb, GQA, Dv=32', spatial: [5, 8, 9], kernelSize: [3, 3, 5], heads: 2, headsKv: 1, dim: 16, dimV: 32, rpb: true, config: { queryTile: [2, 2, 8], keyChunk: 16, subgroups: 2 } },
-    // wideScratch (opt-in): O through the scratch in one round; rescales (scale 4) and the epilogue at Dv 64 and 48.
-    { name: 'wide scratch: 1-D L=200 K=65 causal at head dim 64, rescaling O, 16-key chunks', spatial: [200], kernelSize: [65], dim: 64, causal: [true], scale: 4, config: { queryTile: [64], keyChunk: 16, subgroups: 4, wideScratch: true } },
-    { name: 'wide scratch: 2-D 14x17 K=5x7, Dv=48 (three tiles), 32-key chunks', spatial: [14, 17], kernelSize: [5, 7], dim: 16, dimV: 48, scale: 4, config: { queryTile: [4, 8], keyChunk: 32, subgroups: 2, wideScratch: true } },
+    // Unpadded scratch rows (tightScratch; the float16 default): rescales, rpb, GQA, Dv 48, 2, 4 and 8 subgroups.
+    { name: 'tight scratch: 2-D 19x23 K=7 at head dim 64, 4 subgroups, rescaling O', spatial: [19, 23], kernelSize: [7, 7], dim: 64, scale: 4, config: { queryTile: [8, 8], keyChunk: 16, subgroups: 4, tightScratch: true } },
+    { name: 'tight scratch: 1-D L=200 K=65 causal, rescaling O, 8 subgroups', spatial: [200], kernelSize: [65], dim: 32, causal: [true], scale: 4, config: { queryTile: [128], keyChunk: 16, subgroups: 8, tightScratch: true } },
+    { name: 'tight scratch: 3-D 4x10x14 K=3x5x7 dilation 1x2x2 GQA, Dv=48, 2 subgroups', spatial: [4, 10, 14], kernelSize: [3, 5, 7], heads: 2, headsKv: 1, dim: 16, dimV: 48, dilation: [1, 2, 2], config: { queryTile: [1, 4, 8], keyChunk: 16, subgroups: 2, tightScratch: true } },
+    { name: 'tight scratch: 2-D 18x21 K=5x7 dilation 2x1 with rpb', spatial: [18, 21], kernelSize: [5, 7], dim: 16, dilation: [2, 1], rpb: true, config: { queryTile: [4, 8], keyChunk: 16, subgroups: 2, tightScratch: true } },
   ];
 
   for (const c of cases) {

@@ -48,11 +48,10 @@ export interface MmaForwardConfig {
   /** Subgroups per workgroup: 2, 4 or 8. */
   readonly subgroups: 2 | 4 | 8;
   /**
-   * Opt-in (not yet timed on a device): S scratch rows as wide as the value head dim, so the epilogue and rescales
-   * move O in one round (see `FusedForwardMmaSpec.wideScratch`). No default takes it; the autotuner's space offers
-   * the default's twin with it, so a tune decides.
+   * S and P scratch rows without bank-conflict padding (less workgroup memory; see `FusedForwardMmaSpec.tightScratch`).
+   * The float16 default takes it with 16-key chunks up to `MMA_LARGE_WINDOW` keys.
    */
-  readonly wideScratch?: boolean;
+  readonly tightScratch?: boolean;
 }
 
 /**
@@ -95,7 +94,7 @@ function mmaSpec(problem: FusedProblem, config: MmaForwardConfig): FusedForwardM
     queryTile: [...config.queryTile],
     keyChunk: config.keyChunk,
     subgroups: config.subgroups,
-    ...(config.wideScratch === true ? { wideScratch: true } : {}),
+    ...(config.tightScratch === true ? { tightScratch: true } : {}),
     hasLse: problem.hasLse,
     ...(problem.hasRpb ? { hasRpb: true } : {}),
     ...(problem.dtype === 'float32' ? { split: true } : {}),
@@ -176,7 +175,10 @@ export function mmaConfigFits(ctx: GpuContext, problem: FusedProblem, config: Mm
   return fusedForwardMmaSpecProblem(s) === undefined && fusedForwardMmaWorkgroupBytes(s) <= ctx.limits.maxComputeWorkgroupStorageSize;
 }
 
-/** Every mma config that fits this device, for a problem (empty when the path cannot run). */
+/**
+ * Every mma config that fits this device, for a problem (empty when the path cannot run); 16-key configs also with
+ * unpadded scratch rows (`tightScratch`), each right after its padded twin.
+ */
 export function enumerateMmaConfigs(ctx: GpuContext, problem: FusedProblem): MmaForwardConfig[] {
   if ('why' in mmaAvailability(ctx) || mmaProblemFit(problem) !== undefined) return [];
   const ext = groupExtents(problem);
@@ -185,7 +187,8 @@ export function enumerateMmaConfigs(ctx: GpuContext, problem: FusedProblem): Mma
     for (const tile of tileShapes(problem.rank, MMA_FRAGMENT * subgroups)) {
       for (const keyChunk of MMA_KEY_CHUNKS) {
         const config: MmaForwardConfig = { path: 'mma', queryTile: tile, keyChunk, subgroups };
-        if (mmaConfigFits(ctx, problem, config)) all.push(config);
+        const twins: MmaForwardConfig[] = keyChunk === 16 ? [config, { ...config, tightScratch: true }] : [config];
+        for (const c of twins) if (mmaConfigFits(ctx, problem, c)) all.push(c);
       }
     }
   }
@@ -207,11 +210,14 @@ export const MMA_LARGE_WINDOW = 4096;
 
 /**
  * Heuristic default (each the query tile shape with the lowest `mmaConfigCost`):
- * - float16: 16-key chunks with 8 subgroups (the largest count that fits), where the window has at most
- *   `MMA_LARGE_WINDOW` keys. Timed on an H200 against 32-key chunks: 2-D 256x256 K=15 2265 -> 1814 us, 2-D K=13
- *   dilated 256 -> 210 us, 1-D K=2047 causal 1779 -> 1505 us, 2-D K=7 185 -> 147 us, 3-D 449 -> 340 us, 1-D 4096
- *   39.7 -> 38.4 us. Larger windows: 32-key chunks with 8 subgroups, 4 when 8 would give fewer than
- *   `MMA_MIN_WORKGROUPS` workgroups.
+ * - float16, windows of at most `MMA_LARGE_WINDOW` keys: 16-key chunks with unpadded scratch rows (`tightScratch`)
+ *   and 4 subgroups, 2 in 3-D (or the most that fit below that). Timed on an H200 (same run) against the previous
+ *   default (16-key chunks, padded rows, 8 subgroups): 1-D L=4096 K=127 38.5 -> 33.4 us, 1-D K=2047 causal 1498 ->
+ *   1385 us, 2-D 128x128 K=7 146 -> 121 us, K=13 dilated 211 -> 182 us, 2-D 256x256 K=15 1809 -> 1525 us, 3-D
+ *   16x32x32 K=3x7x7 338 -> 234 us (4 subgroups there: 268 us; 2 subgroups were also faster than 4 on 3-D with
+ *   padded rows, 243 vs 305 us). 16-key chunks had beaten 32-key chunks on all six (2-D 256x256 K=15 2265 -> 1814
+ *   us). Larger windows: 32-key chunks with 8 subgroups, 4 when 8 would give fewer than `MMA_MIN_WORKGROUPS`
+ *   workgroups.
  * - float32 (split): 16-key chunks with at most 4 subgroups (H200: 1.23-1.36x faster than 32-key chunks on five
  *   problems, 8 subgroups 1.1-1.4x slower on all six with head dim 64), 8 above `MMA_LARGE_WINDOW` keys.
  */
@@ -222,9 +228,10 @@ export function defaultMmaConfig(ctx: GpuContext, problem: FusedProblem): MmaFor
 function chooseMmaConfig(ctx: GpuContext, problem: FusedProblem): MmaForwardConfig | undefined {
   const configs = enumerateMmaConfigs(ctx, problem);
   const large = windowKeys(problem) > MMA_LARGE_WINDOW;
-  if (problem.dtype === 'float32' || !large) {
-    const cap = problem.dtype === 'float32' && !large ? 4 : 8;
-    const c16 = configs.filter((c) => c.keyChunk === 16 && c.subgroups <= cap);
+  const f16 = problem.dtype !== 'float32';
+  if (!f16 || !large) {
+    const cap = f16 ? (problem.rank === 3 ? 2 : 4) : large ? 8 : 4;
+    const c16 = configs.filter((c) => c.keyChunk === 16 && c.subgroups <= cap && (c.tightScratch === true) === f16);
     if (c16.length > 0) return cheapest(problem, c16, Math.max(...c16.map((c) => c.subgroups)));
   }
   const all = configs.filter((c) => c.keyChunk === 32);
@@ -265,11 +272,11 @@ export const MMA_MIN_WINDOW_USE = 0.25;
 
 /**
  * The mma config the default forward (`fusedForward` without tiles) runs, or undefined for the plain path: where
- * the path can run with 4 or 8 subgroups (float32: 2 where 4 do not fit), the problem has no rpb, no stride and
- * head dims of at most 128 (the rest is not yet measured on a device), and its config's window use is at least
- * `MMA_MIN_WINDOW_USE`. Measured on an H200 against the plain default (same run): float16 (register prefetch) 1.5x
- * (2-D K=7, window use 0.31) to 10.8x (FLUX-like) faster on all seven benchmark problems; float32 (split) 1.1x
- * (2-D K=7) to 3.0x (1-D K=2047 causal) on all seven, FLUX-like at 2 subgroups 2.7x (docs/performance.md).
+ * the path has a default config, the problem has no rpb, no stride and head dims of at most 128 (the rest is not
+ * yet measured on a device), and its config's window use is at least `MMA_MIN_WINDOW_USE`. Measured on an H200
+ * against the plain default (same run): float16 2.3x (2-D K=7, window use 0.38) to 10.8x (FLUX-like) faster on all
+ * seven benchmark problems; float32 (split) 1.1x (2-D K=7) to 3.0x (1-D K=2047 causal) on all seven, FLUX-like at 2
+ * subgroups 2.7x (docs/performance.md).
  */
 export function defaultForwardMma(ctx: GpuContext, problem: FusedProblem): MmaForwardConfig | undefined {
   // Strided windows run correctly through the shared window functions but have not been checked on a device yet;
@@ -278,7 +285,7 @@ export function defaultForwardMma(ctx: GpuContext, problem: FusedProblem): MmaFo
   // Measured up to head dim 128; beyond it the fragments held per subgroup (q and O) grow past what was timed.
   if (problem.dim > 128 || problem.dimV > 128) return undefined;
   const config = defaultMmaConfig(ctx, problem);
-  if (!config || config.subgroups < (problem.dtype === 'float32' ? 2 : 4)) return undefined;
+  if (!config) return undefined;
   return mmaWindowUse(problem, config) >= MMA_MIN_WINDOW_USE ? config : undefined;
 }
 
