@@ -16,6 +16,7 @@ import {
   enumerateMmaConfigs,
   type GpuContext,
   type MmaBackwardConfig,
+  mmaBackwardConfigFits,
   type MmaForwardConfig,
   mmaBackwardTile,
   mmaConfigCost,
@@ -244,7 +245,7 @@ export function defaultBackward(p: BackwardTuneProblem & { readonly dtype: GpuDT
 }
 
 export function mmaBackwardLabel(c: MmaBackwardConfig): string {
-  return `mma dq=${fmt(c.queryTile)}/sg${c.querySubgroups} dkv=${fmt(c.keyTile)}/sg${c.keySubgroups} chunk=${c.chunk}`;
+  return `mma dq=${fmt(c.queryTile)}/sg${c.querySubgroups} dkv=${fmt(c.keyTile)}/sg${c.keySubgroups} chunk=${c.chunk}${c.tightScratch ? ' tight' : ''}`;
 }
 
 /**
@@ -265,7 +266,11 @@ export function mmaBackwardSpace(ctx: GpuContext, p: BackwardTuneProblem & { rea
     const dkv = tiles('dkv');
     for (const q of tiles('dq')) {
       for (const k of dkv) {
-        if (q.tile && k.tile) all.push({ path: 'mma', queryTile: q.tile, querySubgroups: q.n, keyTile: k.tile, keySubgroups: k.n, chunk });
+        if (!q.tile || !k.tile) continue;
+        const c: MmaBackwardConfig = { path: 'mma', queryTile: q.tile, querySubgroups: q.n, keyTile: k.tile, keySubgroups: k.n, chunk };
+        // Each config also with unpadded scratch rows (opt-in, untimed on a device), where both kernels still fit.
+        const tight: MmaBackwardConfig = { ...c, tightScratch: true };
+        all.push(c, ...(mmaBackwardConfigFits(ctx, bp, tight) ? [tight] : []));
       }
     }
   }

@@ -46,6 +46,7 @@ export {
   fusedBackwardMma,
   type MmaBackwardConfig,
   mmaBackwardCommands,
+  mmaBackwardConfigFits,
   mmaBackwardProblemFit,
   mmaBackwardTile,
 } from './ops/na-fused-backward-mma.ts';

@@ -12,7 +12,7 @@ import { gpuContext } from './setup.ts';
 afterAll(async () => (await gpuContext()).destroy());
 
 interface Case extends EmulatedProblem {
-  readonly config: { queryTile: number[]; querySubgroups: 2 | 4 | 8; keyTile: number[]; keySubgroups: 2 | 4 | 8; chunk?: 16 | 32 };
+  readonly config: { queryTile: number[]; querySubgroups: 2 | 4 | 8; keyTile: number[]; keySubgroups: 2 | 4 | 8; chunk?: 16 | 32; tightScratch?: boolean };
 }
 
 /** `t` times `s`, rounded to the tensor's dtype. */
@@ -105,6 +105,9 @@ describe('tensor-core (mma) backward, emulated on this adapter, against the CPU 
     // The default's dq above 512 keys at head dims up to 64: 8 subgroups (128 rows), 16-row chunks.
     { name: '16-row chunks: 1-D L=300 K=33 causal, dq with 8 subgroups, dkv with 4', spatial: [300], kernelSize: [33], dim: 16, causal: [true], config: { queryTile: [128], querySubgroups: 8, keyTile: [64], keySubgroups: 4, chunk: 16 } },
     { name: '16-row chunks: 2-D 14x17 K=5x7, Dv=32, 2 subgroups', spatial: [14, 17], kernelSize: [5, 7], dim: 16, dimV: 32, config: { queryTile: [4, 8], querySubgroups: 2, keyTile: [8, 4], keySubgroups: 2, chunk: 16 } },
+    // Unpadded scratch and P/dS rows (opt-in tightScratch): both kernels, GQA, Dv != D, causal, 3-D.
+    { name: 'tight scratch: 2-D 14x17 K=5x7, GQA 4/2 heads, Dv=32, 16-row chunks', spatial: [14, 17], kernelSize: [5, 7], heads: 4, headsKv: 2, dim: 16, dimV: 32, config: { queryTile: [4, 8], querySubgroups: 2, keyTile: [8, 8], keySubgroups: 4, chunk: 16, tightScratch: true } },
+    { name: 'tight scratch: 3-D 5x7x9 K=3x3x5 causal on axis 2, 32-row chunks', spatial: [5, 7, 9], kernelSize: [3, 3, 5], dim: 32, causal: [false, false, true], config: { queryTile: [2, 4, 4], querySubgroups: 2, keyTile: [2, 4, 4], keySubgroups: 2, chunk: 32, tightScratch: true } },
     { name: '1-D L=90 K=17 dilation 2 causal', spatial: [90], kernelSize: [17], dim: 16, dilation: [2], causal: [true], config: { queryTile: [32], querySubgroups: 2, keyTile: [32], keySubgroups: 2 } },
     { name: '2-D 14x17 K=5x7, GQA 4/2 heads, Dv=32', spatial: [14, 17], kernelSize: [5, 7], heads: 4, headsKv: 2, dim: 16, dimV: 32, config: { queryTile: [4, 8], querySubgroups: 2, keyTile: [8, 4], keySubgroups: 2 } },
     { name: '2-D 18x13 K=4x5 dilation 2x1 causal on axis 0, batch 2', spatial: [18, 13], kernelSize: [4, 5], dim: 16, dilation: [2, 1], causal: [true, false], batch: 2, config: { queryTile: [4, 8], querySubgroups: 2, keyTile: [4, 8], keySubgroups: 2 } },

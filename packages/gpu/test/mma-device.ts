@@ -82,10 +82,10 @@ function chunk16Variants(problem: FusedProblem): MmaForwardConfig[] {
 
 /**
  * With `--chunk16 true`: the default backward config (16-row chunks since session 8) with 32-row chunks, and with
- * 8 subgroups for both kernels (the default tiles widened along the last axis to 128 rows), where they fit.
+ * 8 subgroups for both kernels (the default tiles widened along the last axis to 128 rows); with `--tight true`:
+ * the default with unpadded scratch rows (opt-in `tightScratch`); each where it fits.
  */
-function backwardChunk16Variants(rank: NaRank, def: MmaBackwardConfig, g: FusedBackwardArgs<GpuTensor>): (readonly [string, MmaBackwardConfig])[] {
-  if (values.chunk16 !== 'true') return [];
+function backwardVariants(rank: NaRank, def: MmaBackwardConfig, g: FusedBackwardArgs<GpuTensor>): (readonly [string, MmaBackwardConfig])[] {
   const widest = (tile: readonly number[]): number[] => {
     // Double the tile's last axis: twice the rows (16 x 8 subgroups) with the same leading extents.
     const t = [...tile];
@@ -101,7 +101,9 @@ function backwardChunk16Variants(rank: NaRank, def: MmaBackwardConfig, g: FusedB
       return false;
     }
   };
-  return ([['c32', { ...def, chunk: 32 }], ['c16 sg8', sg8]] as const).filter(([, c]) => fits(c));
+  const tight = values.tight === 'true' ? ([['tight', { ...def, tightScratch: true }]] as const) : [];
+  const chunks = values.chunk16 === 'true' ? ([['c32', { ...def, chunk: 32 }], ['c16 sg8', sg8]] as const) : [];
+  return [...chunks, ...tight].filter(([, c]) => fits(c));
 }
 
 let failures = 0;
@@ -211,7 +213,7 @@ if ((values.mode === 'bcheck' || values.mode === 'backward') && !('why' in avail
     cpuFusedBackward(p.rank, { ...h, logsumexp: t.lse, gradOutput: dO, gradQuery: ref.dq, gradKey: ref.dk, gradValue: ref.dv, rpb: null });
     const g = { ...h, query: ctx.upload(t.q), key: ctx.upload(t.k), value: ctx.upload(t.v), output: ctx.upload(t.out), logsumexp: ctx.upload(t.lse), gradOutput: ctx.upload(dO), gradQuery: ctx.createTensor(t.q.shape, 'float16'), gradKey: ctx.createTensor(t.k.shape, 'float16'), gradValue: ctx.createTensor(t.v.shape, 'float16'), rpb: null };
     const def = checkFusedBackwardMma(ctx, p.rank, g).config;
-    for (const [variant, config] of [['default', def] as const, ...backwardChunk16Variants(p.rank, def, g)]) {
+    for (const [variant, config] of [['default', def] as const, ...backwardVariants(p.rank, def, g)]) {
       try {
         await fusedBackwardMma(ctx, p.rank, g, config);
         const errs = [maxErr(await ctx.read(g.gradQuery), ref.dq), maxErr(await ctx.read(g.gradKey), ref.dk), maxErr(await ctx.read(g.gradValue), ref.dv)];
@@ -236,7 +238,7 @@ if ((values.mode === 'bspeed' || values.mode === 'backward') && !('why' in avail
     await timeRun(ctx, () => fusedBackwardMma(ctx, p.rank, g, def), reps, warmer);
     for (const [name, run] of [
       ['mma', () => fusedBackwardMma(ctx, p.rank, g, def)] as const,
-      ...backwardChunk16Variants(p.rank, def, g).map(([v, c]) => [`mma ${v}`, () => fusedBackwardMma(ctx, p.rank, g, c)] as const),
+      ...backwardVariants(p.rank, def, g).map(([v, c]) => [`mma ${v}`, () => fusedBackwardMma(ctx, p.rank, g, c)] as const),
       // The plain backward's default config (fusedBackward itself now routes to the mma path here).
       ['plain', () => fusedBackwardWithConfig(ctx, p.rank, g, selectFusedBackward(ctx, p.rank, g).config)],
       ['mma again', () => fusedBackwardMma(ctx, p.rank, g, def)],
@@ -274,11 +276,15 @@ if (values.mode === 'bsweep' && !('why' in avail)) {
       for (const [tile, n] of [[def.config.queryTile, def.config.querySubgroups], [def.config.keyTile, def.config.keySubgroups]] as const) {
         if (n === subgroups && !tiles.some((x) => x.tile.join() === tile.join())) tiles.push({ tile: [...tile], cost: 0 });
       }
-      // --chunk16 true: each tile with 16-row chunks too (half the workgroup memory; 8 subgroups fit).
-      for (const [{ tile }, chunk] of tiles.flatMap((x) => (values.chunk16 === 'true' ? [[x, 32], [x, 16]] : [[x, 32]]) as [typeof x, 16 | 32][])) {
-        const config: MmaBackwardConfig = { path: 'mma', queryTile: tile, querySubgroups: subgroups, keyTile: tile, keySubgroups: subgroups, chunk };
-        const mark = (t: readonly number[], n: number) => (t.join() === tile.join() && n === subgroups && chunk === 32 ? '*' : ' ');
-        const name = `sg${subgroups} ${tile.join('x')}${chunk === 16 ? ' c16' : ''} ${mark(def.config.queryTile, def.config.querySubgroups)}${mark(def.config.keyTile, def.config.keySubgroups)}`;
+      // Each tile with 16-row chunks (the default); --chunk16 true: with 32-row chunks too; --tight true: each also
+      // with unpadded scratch rows (opt-in tightScratch).
+      const chunks: (16 | 32)[] = values.chunk16 === 'true' ? [16, 32] : [16];
+      const layouts = values.tight === 'true' ? [false, true] : [false];
+      for (const [{ tile }, chunk, tight] of tiles.flatMap((x) => chunks.flatMap((c) => layouts.map((t) => [x, c, t] as const)))) {
+        const config: MmaBackwardConfig = { path: 'mma', queryTile: tile, querySubgroups: subgroups, keyTile: tile, keySubgroups: subgroups, chunk, ...(tight ? { tightScratch: true } : {}) };
+        const same = chunk === def.config.chunk && tight === (def.config.tightScratch === true);
+        const mark = (t: readonly number[], n: number) => (t.join() === tile.join() && n === subgroups && same ? '*' : ' ');
+        const name = `sg${subgroups} ${tile.join('x')}${chunk === 32 ? ' c32' : ''}${tight ? ' tight' : ''} ${mark(def.config.queryTile, def.config.querySubgroups)}${mark(def.config.keyTile, def.config.keySubgroups)}`;
         try {
           const { kernels } = checkFusedBackwardMma(ctx, p.rank, g, config);
           const [dq, dkv] = mmaBackwardCommands(ctx, kernels, def.problem, g, config, delta) as [DispatchCommand, DispatchCommand];

@@ -40,6 +40,12 @@ export interface MmaBackwardConfig {
    * subgroups, and 1.3-2.3x faster per kernel on an H200) or 32.
    */
   readonly chunk: 16 | 32;
+  /**
+   * Opt-in (not yet timed on a device): both kernels' scratch and P/dS rows without bank-conflict padding (less
+   * workgroup memory; see `FusedBackwardMmaSpec.tightScratch`). No default takes it; the autotuner's space offers
+   * every config with it, so a tune decides per GPU.
+   */
+  readonly tightScratch?: boolean;
 }
 
 /** Why the mma backward cannot run this problem (dtype, head dims, rpb), or undefined. */
@@ -58,6 +64,7 @@ function specOf(problem: FusedBackwardProblem, config: MmaBackwardConfig, kernel
     tile: [...(kernel === 'dq' ? config.queryTile : config.keyTile)],
     chunk: config.chunk,
     subgroups: kernel === 'dq' ? config.querySubgroups : config.keySubgroups,
+    ...(config.tightScratch === true ? { tightScratch: true } : {}),
   };
 }
 
@@ -70,7 +77,8 @@ function kernelFits(ctx: GpuContext, problem: FusedBackwardProblem, config: MmaB
   );
 }
 
-function fits(ctx: GpuContext, problem: FusedBackwardProblem, config: MmaBackwardConfig): boolean {
+/** Whether both kernels of a backward config can run a problem on this device (spec and workgroup memory). */
+export function mmaBackwardConfigFits(ctx: GpuContext, problem: FusedBackwardProblem, config: MmaBackwardConfig): boolean {
   return kernelFits(ctx, problem, config, 'dq') && kernelFits(ctx, problem, config, 'dkv');
 }
 
@@ -188,7 +196,7 @@ export function checkFusedBackwardMma(
   const fit = mmaBackwardProblemFit(problem);
   if (fit !== undefined) throw new NattenArgumentError(`${op}: tensor-core (mma) backward cannot run this problem: ${fit}`);
   const cfg = config ?? defaultMmaBackwardConfig(ctx, problem);
-  if (!cfg || !fits(ctx, problem, cfg)) {
+  if (!cfg || !mmaBackwardConfigFits(ctx, problem, cfg)) {
     throw new NattenArgumentError(`${op}: no tensor-core (mma) backward config fits this device (workgroup memory ${ctx.limits.maxComputeWorkgroupStorageSize} bytes)`);
   }
   return {

@@ -49,10 +49,16 @@ export interface FusedBackwardMmaSpec {
   /** Keys (dq) or queries (dkv) staged per step. */
   readonly chunk: number;
   readonly subgroups: number;
+  /**
+   * f32 scratch and f16 P/dS rows of exactly the chunk, without bank-conflict padding (less workgroup memory; the
+   * forward's `tightScratch`, measured faster there with 2 and 4 subgroups). Absent = padded rows.
+   */
+  readonly tightScratch?: boolean;
 }
 
-function layout(spec: Pick<FusedBackwardMmaSpec, 'dim' | 'dimV' | 'chunk' | 'subgroups'>): MmaLayout {
-  return mmaLayout(spec.dim, spec.dimV, spec.chunk, spec.subgroups);
+function layout(spec: Pick<FusedBackwardMmaSpec, 'dim' | 'dimV' | 'chunk' | 'subgroups' | 'tightScratch'>): MmaLayout {
+  const l = mmaLayout(spec.dim, spec.dimV, spec.chunk, spec.subgroups);
+  return spec.tightScratch === true ? { ...l, lds: spec.chunk, ldp: spec.chunk } : l;
 }
 
 /** The sizes both kernels derive from a spec: workgroup size, vec4 and fragment counts, staging threads per row. */
@@ -74,7 +80,7 @@ function sizes(spec: FusedBackwardMmaSpec) {
 }
 
 /** Bytes of workgroup memory of either kernel (staging, two f32 scratches, P/dS, per-chunk row tables). */
-export function fusedBackwardMmaWorkgroupBytes(spec: Pick<FusedBackwardMmaSpec, 'dim' | 'dimV' | 'chunk' | 'subgroups'>, kernel: 'dq' | 'dkv'): number {
+export function fusedBackwardMmaWorkgroupBytes(spec: Pick<FusedBackwardMmaSpec, 'dim' | 'dimV' | 'chunk' | 'subgroups' | 'tightScratch'>, kernel: 'dq' | 'dkv'): number {
   const l = layout(spec);
   const tables = kernel === 'dq' ? 16 * spec.chunk : 2 * 16 * spec.chunk + 2 * 4 * spec.chunk;
   const pds = kernel === 'dq' ? 2 * l.rows * l.ldp : 2 * 2 * l.rows * l.ldp;
