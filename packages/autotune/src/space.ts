@@ -268,7 +268,7 @@ export function mmaBackwardSpace(ctx: GpuContext, p: BackwardTuneProblem & { rea
       for (const k of dkv) {
         if (!q.tile || !k.tile) continue;
         const c: MmaBackwardConfig = { path: 'mma', queryTile: q.tile, querySubgroups: q.n, keyTile: k.tile, keySubgroups: k.n, chunk };
-        // Each config also with unpadded scratch rows (opt-in, untimed on a device), where both kernels still fit.
+        // Each config with padded and with unpadded scratch rows, where both kernels fit.
         const tight: MmaBackwardConfig = { ...c, tightScratch: true };
         all.push(c, ...(mmaBackwardConfigFits(ctx, bp, tight) ? [tight] : []));
       }

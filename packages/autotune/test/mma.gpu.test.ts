@@ -100,8 +100,11 @@ describe('tensor-core (mma) backward configs in the autotuner', () => {
     expect(new Set(space.candidates.map((c) => c.config.querySubgroups))).toEqual(new Set([2, 4, 8]));
     expect(new Set(space.candidates.map((c) => c.config.keySubgroups))).toEqual(new Set([2, 4, 8]));
     expect(space.candidates.filter((c) => c.config.chunk === 32).every((c) => c.config.querySubgroups < 8)).toBe(true);
-    // Every config also with unpadded scratch rows (opt-in, untimed), where both kernels fit.
-    expect(space.candidates.filter((c) => JSON.stringify(c.config) === JSON.stringify({ ...def, tightScratch: true }))).toHaveLength(1);
+    // Every config with padded and with unpadded scratch rows: here the default is unpadded (2-D K=7), its padded
+    // twin a candidate.
+    expect(def.tightScratch).toBe(true);
+    const { tightScratch: _t, ...padded } = def;
+    expect(space.candidates.filter((c) => JSON.stringify(c.config) === JSON.stringify(padded))).toHaveLength(1);
     expect(space.candidates.filter((c) => c.config.tightScratch === true).length).toBe(space.candidates.length / 2);
     // float32 backwards and rpb stay on the plain kernels.
     expect(mmaBackwardSpace(ctx, describeBackward(parseProblem('na2d 1x128x128x8x64 K=7'))).candidates).toEqual([]);

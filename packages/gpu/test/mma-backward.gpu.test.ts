@@ -55,7 +55,7 @@ describe('tensor-core (mma) backward', () => {
       return { query: t, key: t, value: t, output: t, gradOutput: t, logsumexp: l, gradQuery: t, gradKey: t, gradValue: t, gradRpb: r, rpb: r, kernelSize: 7, ...(o.stride ? { stride: o.stride } : {}) };
     };
     const routed = fusedBackward.route(ctx, 2, args());
-    expect(routed).toEqual({ path: 'mma', queryTile: [4, 8], querySubgroups: 2, keyTile: [8, 8], keySubgroups: 4, chunk: 16 });
+    expect(routed).toEqual({ path: 'mma', queryTile: [8, 8], querySubgroups: 4, keyTile: [4, 8], keySubgroups: 2, chunk: 16, tightScratch: true });
     const problem = checkFusedBackward('na2d_backward', 2, args(), FUSED_BACKWARD_TILES);
     expect(routed).toEqual(defaultBackwardMma(ctx, problem));
     const plain: [string, FusedBackwardArgs<TensorLike>][] = [
@@ -72,7 +72,7 @@ describe('tensor-core (mma) backward', () => {
     // Without subgroup matrices every call takes the plain path.
     expect(fusedBackward.route({ ...ctx, features: new Set(['shader-f16', 'subgroups']) } as unknown as typeof ctx, 2, args())).toBeUndefined();
   });
-  it('chooses per kernel: 16-row chunks; dq with 2 subgroups for small windows, else 8 (4 at head dim 128); dkv 4, 8 on the largest windows; tiles of the smallest key box', () => {
+  it('chooses per kernel: 16-row chunks; small windows in 2-D and 3-D unpadded with dq 4 and dkv 2 subgroups; else dq with 2 subgroups for small windows, else 8 (4 at head dim 128); dkv 4, 8 on the largest windows; tiles of the smallest key box', () => {
     const ctx = fakeTensorCoreContext();
     const config = (spatial: number[], kernelSize: number[], heads: number, dim: number) => {
       const t = tensor([1, ...spatial, heads, dim], 'float16');
@@ -80,11 +80,15 @@ describe('tensor-core (mma) backward', () => {
       const rank = spatial.length as 1 | 2 | 3;
       return defaultMmaBackwardConfig(ctx, checkFusedBackward('x', rank, { query: t, key: t, value: t, output: t, gradOutput: t, logsumexp: l, gradQuery: t, gradKey: t, gradValue: t, kernelSize }, FUSED_BACKWARD_TILES));
     };
-    // As swept on an H200: 2-D K=15 dq 4x8 with 2 subgroups, dkv 8x8 with 4; FLUX-like (6400 keys, head dim 128)
-    // dq with 4, dkv with 8.
-    expect(config([256, 256], [15, 15], 16, 64)).toEqual({ path: 'mma', queryTile: [4, 8], querySubgroups: 2, keyTile: [8, 8], keySubgroups: 4, chunk: 16 });
+    // As swept on an H200 (session 9, each kernel alone): 2-D K=7 dq 8x8 with 4 subgroups and dkv 4x8 with 2, both
+    // with unpadded rows (dq 199 -> 194 us, dkv 418 -> 324 us); 3-D likewise (dq 354 -> 311 us, dkv 1060 -> 852 us); 2-D K=15 (225
+    // keys) takes the same rule. FLUX-like (6400 keys, head dim 128): dq with 4, dkv with 8, padded.
+    expect(config([128, 128], [7, 7], 8, 64)).toEqual({ path: 'mma', queryTile: [8, 8], querySubgroups: 4, keyTile: [4, 8], keySubgroups: 2, chunk: 16, tightScratch: true });
+    expect(config([256, 256], [15, 15], 16, 64)).toMatchObject({ querySubgroups: 4, keySubgroups: 2, chunk: 16, tightScratch: true });
     expect(config([256, 256], [80, 80], 24, 128)).toEqual({ path: 'mma', queryTile: [8, 8], querySubgroups: 4, keyTile: [8, 16], keySubgroups: 8, chunk: 16 });
-    expect(config([16, 32, 32], [3, 7, 7], 8, 64)).toMatchObject({ queryTile: [2, 4, 4], querySubgroups: 2, chunk: 16 });
+    expect(config([16, 32, 32], [3, 7, 7], 8, 64)).toEqual({ path: 'mma', queryTile: [2, 4, 8], querySubgroups: 4, keyTile: [2, 4, 4], keySubgroups: 2, chunk: 16, tightScratch: true });
+    // 1-D small windows keep dq 2, dkv 4, padded (1-D 4096: dkv 78 us with 4 vs 89 with 2, session 8).
+    expect(config([4096], [127], 8, 64)).toEqual({ path: 'mma', queryTile: [32], querySubgroups: 2, keyTile: [64], keySubgroups: 4, chunk: 16 });
     // 2047 keys at head dim 64: dq with 8, dkv with 4 (8 measured slower for dkv there).
     expect(config([32768], [2047], 8, 64)).toMatchObject({ queryTile: [128], querySubgroups: 8, keyTile: [64], keySubgroups: 4, chunk: 16 });
   });
@@ -107,6 +111,7 @@ describe('tensor-core (mma) backward, emulated on this adapter, against the CPU 
     { name: '16-row chunks: 2-D 14x17 K=5x7, Dv=32, 2 subgroups', spatial: [14, 17], kernelSize: [5, 7], dim: 16, dimV: 32, config: { queryTile: [4, 8], querySubgroups: 2, keyTile: [8, 4], keySubgroups: 2, chunk: 16 } },
     // Unpadded scratch and P/dS rows (opt-in tightScratch): both kernels, GQA, Dv != D, causal, 3-D.
     { name: 'tight scratch: 2-D 14x17 K=5x7, GQA 4/2 heads, Dv=32, 16-row chunks', spatial: [14, 17], kernelSize: [5, 7], heads: 4, headsKv: 2, dim: 16, dimV: 32, config: { queryTile: [4, 8], querySubgroups: 2, keyTile: [8, 8], keySubgroups: 4, chunk: 16, tightScratch: true } },
+    { name: 'tight scratch, the small-window default: 2-D 16x18 K=7x5 at head dim 64, dq 4 subgroups, dkv 2', spatial: [16, 18], kernelSize: [7, 5], dim: 64, config: { queryTile: [8, 8], querySubgroups: 4, keyTile: [4, 8], keySubgroups: 2, chunk: 16, tightScratch: true } },
     { name: 'tight scratch: 3-D 5x7x9 K=3x3x5 causal on axis 2, 32-row chunks', spatial: [5, 7, 9], kernelSize: [3, 3, 5], dim: 32, causal: [false, false, true], config: { queryTile: [2, 4, 4], querySubgroups: 2, keyTile: [2, 4, 4], keySubgroups: 2, chunk: 32, tightScratch: true } },
     { name: '1-D L=90 K=17 dilation 2 causal', spatial: [90], kernelSize: [17], dim: 16, dilation: [2], causal: [true], config: { queryTile: [32], querySubgroups: 2, keyTile: [32], keySubgroups: 2 } },
     { name: '2-D 14x17 K=5x7, GQA 4/2 heads, Dv=32', spatial: [14, 17], kernelSize: [5, 7], heads: 4, headsKv: 2, dim: 16, dimV: 32, config: { queryTile: [4, 8], querySubgroups: 2, keyTile: [8, 4], keySubgroups: 2 } },

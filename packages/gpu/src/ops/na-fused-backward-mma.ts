@@ -41,9 +41,9 @@ export interface MmaBackwardConfig {
    */
   readonly chunk: 16 | 32;
   /**
-   * Opt-in (not yet timed on a device): both kernels' scratch and P/dS rows without bank-conflict padding (less
-   * workgroup memory; see `FusedBackwardMmaSpec.tightScratch`). No default takes it; the autotuner's space offers
-   * every config with it, so a tune decides per GPU.
+   * Both kernels' scratch and P/dS rows without bank-conflict padding (less workgroup memory; see
+   * `FusedBackwardMmaSpec.tightScratch`). The default takes it on windows of at most `MMA_BACKWARD_SMALL_WINDOW`
+   * keys in 2-D and 3-D (timed there); the autotuner's space offers every config with it.
    */
   readonly tightScratch?: boolean;
 }
@@ -88,7 +88,9 @@ export const MMA_BACKWARD_SMALL_WINDOW = 512;
 /**
  * Heuristic default, per kernel, with 16-row chunks: the subgroup count (dq: 2 for windows of at most
  * `MMA_BACKWARD_SMALL_WINDOW` keys, else 8 at head dims up to 64 and 4 above; dkv: 8 above `MMA_LARGE_WINDOW`
- * keys, else 4; the next that fits where one does not) and the tile whose union box
+ * keys, else 4; the next that fits where one does not; in 2-D and 3-D with at most `MMA_BACKWARD_SMALL_WINDOW`
+ * keys instead unpadded scratch rows (`tightScratch`), dq 4 and dkv 2: H200 session 9, each kernel alone, same run,
+ * 2-D 128x128 K=7 dq 199 -> 194 us, dkv 418 -> 324 us; 3-D 16x32x32 K=3x7x7 dq 354 -> 311 us, dkv 1060 -> 852 us) and the tile whose union box
  * (prod(min(t_a + K_a - 1, group extent))) is smallest, ties to the longer last axis (a subgroup's 16 rows then span
  * fewer rows). Chosen from sweeps of both kernels alone on an H200 (f16, benchmark problems): 16-row chunks made
  * each kernel 1.3-2.3x faster than 32-row chunks at the same tile (2-D K=7: dq 329 -> 198 us, dkv 927 -> 401 us);
@@ -132,10 +134,13 @@ function chooseMmaBackwardConfig(ctx: GpuContext, problem: FusedBackwardProblem)
     return undefined;
   };
   const large = keys > MMA_LARGE_WINDOW;
-  const dq = pick('dq', keys <= MMA_BACKWARD_SMALL_WINDOW ? [2, 4, 8] : Math.max(problem.dim, problem.dimV) > 64 ? [4, 8, 2] : [8, 4, 2]);
-  const dkv = pick('dkv', large ? [8, 4, 2] : [4, 2, 8]);
+  const small = keys <= MMA_BACKWARD_SMALL_WINDOW;
+  // Small windows in 2-D and 3-D: unpadded scratch rows, dq with 4 subgroups and dkv with 2.
+  const sparse = small && problem.rank >= 2;
+  const dq = pick('dq', sparse ? [4, 2, 8] : small ? [2, 4, 8] : Math.max(problem.dim, problem.dimV) > 64 ? [4, 8, 2] : [8, 4, 2]);
+  const dkv = pick('dkv', large ? [8, 4, 2] : sparse ? [2, 4, 8] : [4, 2, 8]);
   if (!dq || !dkv) return undefined;
-  return { path: 'mma', queryTile: dq.tile, querySubgroups: dq.subgroups, keyTile: dkv.tile, keySubgroups: dkv.subgroups, chunk: 16 };
+  return { path: 'mma', queryTile: dq.tile, querySubgroups: dq.subgroups, keyTile: dkv.tile, keySubgroups: dkv.subgroups, chunk: 16, ...(sparse ? { tightScratch: true } : {}) };
 }
 
 /**

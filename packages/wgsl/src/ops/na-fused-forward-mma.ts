@@ -252,8 +252,8 @@ export type FusedForwardMmaSpec = Pick<FusedForwardSpec, 'rank' | 'kernelSize' |
   readonly split?: boolean;
   /**
    * S and P scratch rows of exactly the key chunk, without the bank-conflict padding (S +4 floats, P +8 halves):
-   * less workgroup memory per query. Measured on an H200 (f16, 16-key chunks, same run): with 4 subgroups 1.07-1.32x
-   * faster on six problems (2-D 128x128 K=7 156 -> 121 us), with 8 subgroups 1.0-1.05x slower. The K/V staging rows
+   * less workgroup memory per query. Measured on an H200 (f16, 16-key chunks, same run): with 4 subgroups 1.07-1.34x
+   * faster on six problems (2-D 128x128 K=7 156 -> 121 us), with 8 subgroups 1.01-1.08x slower. The K/V staging rows
    * keep their padding (unpadded, they ran 1.5-2.3x slower). Absent = padded rows.
    */
   readonly tightScratch?: boolean;
