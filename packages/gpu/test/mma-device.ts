@@ -12,7 +12,8 @@
  *    the plain backward; `--mode bsweep` times its dq and dkv kernels alone per subgroup count and tile.
  * `--only a,b` keeps the speed problems whose name contains any of the parts; with `--sweep true`, `--top N` takes
  * the N cheapest configs of each subgroup count and `--nsg 2,4` keeps those counts; `--tight true` adds each 16-key
- * config's twin with the other scratch layout (`tightScratch`).
+ * config's twin with the other scratch layout (`tightScratch`), `--inturn true` each config's twin with K and V
+ * staged in turn (`kvInTurn`).
  */
 import { type FusedBackwardArgs, type FusedProblem, type NaRank, randn, tensor, toFloat64Values } from '@natten-web/core';
 import { tensorFromValues } from '@natten-web/testkit';
@@ -45,13 +46,17 @@ console.log(`mma path: ${'why' in avail ? `unavailable (${avail.why})` : 'availa
 
 
 function label(c: MmaForwardConfig): string {
-  return `q=${c.queryTile.join('x')} bk=${c.keyChunk} nsg=${c.subgroups}${c.tightScratch ? ' tight' : ''}`;
+  return `q=${c.queryTile.join('x')} bk=${c.keyChunk} nsg=${c.subgroups}${c.tightScratch ? ' tight' : ''}${c.kvInTurn ? ' inturn' : ''}`;
 }
 
-/** With `--tight true`: each 16-key config's twin with the other scratch layout (padded rows <-> `tightScratch`). */
+/**
+ * With `--tight true`: each 16-key config's twin with the other scratch layout (padded rows <-> `tightScratch`);
+ * with `--inturn true`: each config's twin with K and V staged in turn (opt-in `kvInTurn`).
+ */
 function twinVariants(...configs: MmaForwardConfig[]): MmaForwardConfig[] {
-  if (values.tight !== 'true') return [];
-  return configs.filter((c) => c.keyChunk === 16).map(({ tightScratch, ...c }) => (tightScratch ? c : { ...c, tightScratch: true }));
+  const tight = values.tight !== 'true' ? [] : configs.filter((c) => c.keyChunk === 16).map(({ tightScratch, ...c }) => (tightScratch ? c : { ...c, tightScratch: true }));
+  const inTurn = values.inturn !== 'true' ? [] : configs.filter((c) => c.kvInTurn !== true).map((c) => ({ ...c, kvInTurn: true }));
+  return [...tight, ...inTurn];
 }
 
 /** `--nsg 1,2`: keep the configs with these subgroup counts (all when absent). */

@@ -68,6 +68,7 @@ describe('split forward (float32 on f16 tensor cores)', () => {
     { name: '2-D 12x14 K=5x7 causal on axis 1: Q and K to 1e-7, V to 1e-6', spatial: [12, 14], kernelSize: [5, 7], q: 1e-7, k: 1e-7, v: 1e-6, attnScale: 1e13, isCausal: [false, true] },
     { name: '2-D 12x14 K=5x7, 16-key chunks and 8 subgroups: V to 5e6', spatial: [12, 14], kernelSize: [5, 7], q: 1, k: 1, v: 5e6, attnScale: 0.25, config: { path: 'mma' as const, queryTile: [8, 16], keyChunk: 16 as const, subgroups: 8 as const } },
     { name: '2-D 12x14 K=5x7, unpadded scratch rows (16-key chunks, 2 subgroups): V to 5e6', spatial: [12, 14], kernelSize: [5, 7], q: 1, k: 1, v: 5e6, attnScale: 0.25, config: { path: 'mma' as const, queryTile: [8, 4], keyChunk: 16 as const, subgroups: 2 as const, tightScratch: true } },
+    { name: '2-D 12x14 K=5x7, K and V in turn (16-key chunks, 4 subgroups): V to 5e6', spatial: [12, 14], kernelSize: [5, 7], q: 1, k: 1, v: 5e6, attnScale: 0.25, config: { path: 'mma' as const, queryTile: [8, 8], keyChunk: 16 as const, subgroups: 4 as const, kvInTurn: true } },
     // One outlier: the scale follows it, so typical values sit 2^20 lower, still normal f16 halves.
     { name: '1-D L=90 K=13: one value of V at 1e6, the rest about 1', spatial: [90], kernelSize: [13], q: 1, k: 1, v: 1, attnScale: 0.25, outlier: 1e6 },
   ];

@@ -52,6 +52,11 @@ export interface MmaForwardConfig {
    * The float16 default takes it with 16-key chunks up to `MMA_LARGE_WINDOW` keys.
    */
   readonly tightScratch?: boolean;
+  /**
+   * Opt-in (not yet timed on a device): K and V staged in turn through one chunk-sized area, half the staging's
+   * workgroup memory (see `FusedForwardMmaSpec.kvInTurn`). No default or tune takes it yet.
+   */
+  readonly kvInTurn?: boolean;
 }
 
 /**
@@ -95,6 +100,7 @@ function mmaSpec(problem: FusedProblem, config: MmaForwardConfig): FusedForwardM
     keyChunk: config.keyChunk,
     subgroups: config.subgroups,
     ...(config.tightScratch === true ? { tightScratch: true } : {}),
+    ...(config.kvInTurn === true ? { kvInTurn: true } : {}),
     hasLse: problem.hasLse,
     ...(problem.hasRpb ? { hasRpb: true } : {}),
     ...(problem.dtype === 'float32' ? { split: true } : {}),

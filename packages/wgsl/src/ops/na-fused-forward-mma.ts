@@ -211,17 +211,39 @@ ${ind}  }
 ${ind}}`;
 }
 
-function mmaCommitKeyChunk(o: StagingShape & { readonly arr: string; readonly voff: number }): string {
+/** Which rows a commit writes: K with the key coordinates, V, or both (then the barrier). */
+type CommitParts = 'k' | 'v' | 'both';
+
+function mmaCommitKeyChunk(o: StagingShape & { readonly arr: string; readonly voff: number }, parts: CommitParts = 'both'): string {
   const { nk, nv } = fetchCounts(o);
   const guard = (n: number, d4: number, i: number): string => stagingPartGuard(n, o.tpk, d4, i);
-  return `${range(nk)
+  const k = range(nk)
     .map((i) => `    ${guard(nk, o.d4, i)}{ ${storeSplit4(o.arr, `st_row * LDK + 4u * (st_sub + ${i * o.tpk}u)`, `pk_${i}`, o.split, o.split?.scaleK)} }`)
-    .join('\n')}
-${range(nv)
-  .map((i) => `    ${guard(nv, o.dv4, i)}{ ${storeSplit4(o.arr, `${o.voff}u + st_row * LDV + 4u * (st_sub + ${i * o.tpk}u)`, `pv_${i}`, o.split, o.split?.scaleV)} }`)
-  .join('\n')}
-    if (st_sub == 0u) { kc_sh[st_row] = pkc; }
-    workgroupBarrier();`;
+    .join('\n');
+  const v = range(nv)
+    .map((i) => `    ${guard(nv, o.dv4, i)}{ ${storeSplit4(o.arr, `${o.voff}u + st_row * LDV + 4u * (st_sub + ${i * o.tpk}u)`, `pv_${i}`, o.split, o.split?.scaleV)} }`)
+    .join('\n');
+  const kc = '    if (st_sub == 0u) { kc_sh[st_row] = pkc; }';
+  const barrier = '    workgroupBarrier();';
+  return [...(parts === 'v' ? [] : [k]), ...(parts === 'k' ? [] : [v]), ...(parts === 'v' ? [] : [kc, barrier])].join('\n');
+}
+
+/**
+ * K and V in turn through one chunk-sized staging area (`FusedForwardMmaSpec.kvInTurn`): `top` commits the chunk's
+ * K rows and coordinates (then a barrier), `afterS` goes after the barrier that follows S = Q K^T (every subgroup
+ * is done with K): it commits the chunk's V rows over them and fetches the next chunk into registers, so the
+ * barrier before P V makes V visible with P. Same barriers per chunk as `mmaStagedKeyLoop`; the next chunk's loads
+ * are issued after S instead of before it.
+ */
+function mmaStagedKeyLoopInTurn(o: StagingShape & { readonly r: number; readonly arr: string; readonly voff: number }): { readonly before: string; readonly top: string; readonly afterS: string } {
+  return {
+    before: `${mmaFetchDecls(o)}\n${mmaFetchKeyChunk(o, '0u', '  ')}`,
+    top: mmaCommitKeyChunk(o, 'k'),
+    afterS: `${mmaCommitKeyChunk(o, 'v')}
+    if (ch + 1u < n_chunks) {
+${mmaFetchKeyChunk(o, 'c0 + KEY_CHUNK', '      ')}
+    }`,
+  };
 }
 
 /** The staging of `mmaFetchKeyChunk`/`mmaCommitKeyChunk`: code before the chunk loop, and at the top of each step. */
@@ -257,6 +279,12 @@ export type FusedForwardMmaSpec = Pick<FusedForwardSpec, 'rank' | 'kernelSize' |
    * keep their padding (unpadded, they ran 1.5-2.3x slower). Absent = padded rows.
    */
   readonly tightScratch?: boolean;
+  /**
+   * K and V staged in turn through one chunk-sized area (K for S, then V over it for P V) instead of side by side:
+   * half the staging's workgroup memory, the same barriers per chunk, the next chunk's loads issued after S instead
+   * of before it. Opt-in (not yet timed on a device). Absent = K and V side by side.
+   */
+  readonly kvInTurn?: boolean;
 };
 
 const F = MMA_FRAGMENT;
@@ -324,13 +352,17 @@ export function mmaShapeProblem(o: {
   return undefined;
 }
 
-function layout(spec: Pick<FusedForwardMmaSpec, 'dim' | 'dimV' | 'keyChunk' | 'subgroups' | 'tightScratch'>): MmaLayout {
+function layout(spec: Pick<FusedForwardMmaSpec, 'dim' | 'dimV' | 'keyChunk' | 'subgroups' | 'tightScratch' | 'kvInTurn'>): MmaLayout {
   const l = mmaLayout(spec.dim, spec.dimV, spec.keyChunk, spec.subgroups);
-  return spec.tightScratch === true ? { ...l, lds: spec.keyChunk, ldp: spec.keyChunk } : l;
+  return {
+    ...l,
+    ...(spec.tightScratch === true ? { lds: spec.keyChunk, ldp: spec.keyChunk } : {}),
+    ...(spec.kvInTurn === true ? { stageElems: spec.keyChunk * Math.max(l.ldk, l.ldv) } : {}),
+  };
 }
 
 /** Bytes of workgroup memory a spec declares (K/V staging, S scratch, P, key coordinates, flag; split: lo halves). */
-export function fusedForwardMmaWorkgroupBytes(spec: Pick<FusedForwardMmaSpec, 'dim' | 'dimV' | 'keyChunk' | 'subgroups' | 'split' | 'tightScratch'>): number {
+export function fusedForwardMmaWorkgroupBytes(spec: Pick<FusedForwardMmaSpec, 'dim' | 'dimV' | 'keyChunk' | 'subgroups' | 'split' | 'tightScratch' | 'kvInTurn'>): number {
   const l = layout(spec);
   const halves = (spec.split === true ? 2 : 1) * (l.stageElems + l.rows * l.ldp);
   return 2 * halves + 4 * l.rows * l.lds + 16 * spec.keyChunk + 16;
@@ -370,7 +402,9 @@ export function generateFusedForwardMma(spec: FusedForwardMmaSpec): GeneratedKer
   const BK16 = BK / F;
   const VPL = BK / 8; // vec4 columns per lane (two lanes per row)
   const TPK = WG / BK; // staging threads per key row
-  const VOFF = BK * L.ldk;
+  const IN_TURN = spec.kvInTurn === true;
+  // V's offset in the staging area: after the chunk's K rows, or at 0 where V takes K's place (kvInTurn).
+  const VOFF = IN_TURN ? 0 : BK * L.ldk;
   const LEFT = `subgroup_matrix_left<f16, ${F}, ${F}>`;
   const RIGHT = `subgroup_matrix_right<f16, ${F}, ${F}>`;
   const RESULT = `subgroup_matrix_result<f32, ${F}, ${F}>`;
@@ -416,7 +450,9 @@ ${range(D16)
     })
     .join('\n');
 
-  const staging = mmaStagedKeyLoop({ r, arr: 'kv_sh', tpk: TPK, d4: D4, dv4: DV4, voff: VOFF, ...(split ? { split } : {}) });
+  const stagingShape = { r, arr: 'kv_sh', tpk: TPK, d4: D4, dv4: DV4, voff: VOFF, ...(split ? { split } : {}) };
+  const staging = mmaStagedKeyLoop(stagingShape);
+  const turn = mmaStagedKeyLoopInTurn(stagingShape);
 
   // ---- S = Q K^T into this subgroup's scratch rows
   const sBlock = `    if (need) {\n${range(BK16)
@@ -590,16 +626,17 @@ ${range(DV16)
   var m = NEG;
   var l = 0.0;
   var step = 0u;
-${staging.before}
+${IN_TURN ? turn.before : staging.before}
   for (var ch = 0u; ch < n_chunks; ch++) {
     let c0 = ch * KEY_CHUNK;
     step = step + 1u;
     let need = i32(c0) <= span_hi && i32(c0 + KEY_CHUNK) > span_lo;
 ${r === 1 ? '    let inside = bs_0 + i32(c0) >= ws_0 && bs_0 + i32(c0 + KEY_CHUNK) <= we_0;' : ''}
-${staging.step}
+${IN_TURN ? turn.top : staging.step}
 ${sBlock}
     workgroupBarrier();
-    var alpha = 1.0;
+${IN_TURN ? `${turn.afterS}
+` : ''}    var alpha = 1.0;
 ${softmax}
     if (workgroupUniformLoad(&flag).x == step) {
 ${rescale}
