@@ -13,7 +13,7 @@
  * `--only a,b` keeps the speed problems whose name contains any of the parts; with `--sweep true`, `--top N` takes
  * the N cheapest configs of each subgroup count and `--nsg 2,4` keeps those counts; `--tight true` adds each 16-key
  * config's twin with the other scratch layout (`tightScratch`), `--inturn true` each config's twin with K and V
- * staged in turn (`kvInTurn`).
+ * staged in turn (`kvInTurn`), `--pk true` each config's twin with P over the staged K rows (`pOverK`).
  */
 import { type FusedBackwardArgs, type FusedProblem, type NaRank, randn, tensor, toFloat64Values } from '@natten-web/core';
 import { tensorFromValues } from '@natten-web/testkit';
@@ -46,7 +46,7 @@ console.log(`mma path: ${'why' in avail ? `unavailable (${avail.why})` : 'availa
 
 
 function label(c: MmaForwardConfig): string {
-  return `q=${c.queryTile.join('x')} bk=${c.keyChunk} nsg=${c.subgroups}${c.tightScratch ? ' tight' : ''}${c.kvInTurn ? ' inturn' : ''}`;
+  return `q=${c.queryTile.join('x')} bk=${c.keyChunk} nsg=${c.subgroups}${c.tightScratch ? ' tight' : ''}${c.kvInTurn ? ' inturn' : ''}${c.pOverK ? ' pk' : ''}`;
 }
 
 /**
@@ -56,7 +56,9 @@ function label(c: MmaForwardConfig): string {
 function twinVariants(...configs: MmaForwardConfig[]): MmaForwardConfig[] {
   const tight = values.tight !== 'true' ? [] : configs.filter((c) => c.keyChunk === 16).map(({ tightScratch, ...c }) => (tightScratch ? c : { ...c, tightScratch: true }));
   const inTurn = values.inturn !== 'true' ? [] : configs.filter((c) => c.kvInTurn !== true).map((c) => ({ ...c, kvInTurn: true }));
-  return [...tight, ...inTurn];
+  // With `--pk true`: each config's twin with P over the staged K rows (opt-in `pOverK`), where it fits.
+  const pOverK = values.pk !== 'true' ? [] : configs.filter((c) => c.pOverK !== true && c.kvInTurn !== true).map((c) => ({ ...c, pOverK: true }));
+  return [...tight, ...inTurn, ...pOverK];
 }
 
 /** `--nsg 1,2`: keep the configs with these subgroup counts (all when absent). */

@@ -69,6 +69,7 @@ describe('split forward (float32 on f16 tensor cores)', () => {
     { name: '2-D 12x14 K=5x7, 16-key chunks and 8 subgroups: V to 5e6', spatial: [12, 14], kernelSize: [5, 7], q: 1, k: 1, v: 5e6, attnScale: 0.25, config: { path: 'mma' as const, queryTile: [8, 16], keyChunk: 16 as const, subgroups: 8 as const } },
     { name: '2-D 12x14 K=5x7, unpadded scratch rows (16-key chunks, 2 subgroups): V to 5e6', spatial: [12, 14], kernelSize: [5, 7], q: 1, k: 1, v: 5e6, attnScale: 0.25, config: { path: 'mma' as const, queryTile: [8, 4], keyChunk: 16 as const, subgroups: 2 as const, tightScratch: true } },
     { name: '2-D 12x14 K=5x7, K and V in turn (16-key chunks, 4 subgroups): V to 5e6', spatial: [12, 14], kernelSize: [5, 7], q: 1, k: 1, v: 5e6, attnScale: 0.25, config: { path: 'mma' as const, queryTile: [8, 8], keyChunk: 16 as const, subgroups: 4 as const, kvInTurn: true } },
+    { name: '2-D 12x14 K=5x7 at head dim 64, P over the staged K rows (16-key chunks, 4 subgroups): V to 5e6', spatial: [12, 14], kernelSize: [5, 7], dim: 64, q: 1, k: 1, v: 5e6, attnScale: 0.25, config: { path: 'mma' as const, queryTile: [8, 8], keyChunk: 16 as const, subgroups: 4 as const, tightScratch: true, pOverK: true } },
     // One outlier: the scale follows it, so typical values sit 2^20 lower, still normal f16 halves.
     { name: '1-D L=90 K=13: one value of V at 1e6, the rest about 1', spatial: [90], kernelSize: [13], q: 1, k: 1, v: 1, attnScale: 0.25, outlier: 1e6 },
   ];
@@ -77,7 +78,7 @@ describe('split forward (float32 on f16 tensor cores)', () => {
       const real = await gpuContext();
       const ctx = tensorCoreView(real);
       const rank = c.spatial.length as 1 | 2;
-      const [H, D] = [2, 16];
+      const [H, D] = [2, 'dim' in c ? (c.dim as number) : 16];
       const q = scaled([1, ...c.spatial, H, D], 41, c.q);
       const k = scaled([1, ...c.spatial, H, D], 42, c.k);
       const v0 = scaled([1, ...c.spatial, H, D], 43, c.v);

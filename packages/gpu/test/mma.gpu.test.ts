@@ -182,7 +182,7 @@ describe('tensor-core (mma) forward, emulated on this adapter, against the CPU r
   interface EmuCase extends EmulatedProblem {
     readonly scale?: number;
     readonly rpb?: boolean;
-    readonly config: { queryTile: number[]; keyChunk: 16 | 32 | 64; subgroups: 2 | 4 | 8; tightScratch?: boolean; kvInTurn?: boolean };
+    readonly config: { queryTile: number[]; keyChunk: 16 | 32 | 64; subgroups: 2 | 4 | 8; tightScratch?: boolean; kvInTurn?: boolean; pOverK?: boolean };
   }
   const cases: EmuCase[] = [
     { name: '1-D L=37 K=7, a partial tile', spatial: [37], kernelSize: [7], dim: 16, config: { queryTile: [64], keyChunk: 32, subgroups: 4 } },
@@ -212,6 +212,10 @@ describe('tensor-core (mma) forward, emulated on this adapter, against the CPU r
     { name: 'K/V in turn: 1-D L=200 K=65 causal, rescaling O, 2 subgroups, 32-key chunks', spatial: [200], kernelSize: [65], dim: 32, causal: [true], scale: 4, config: { queryTile: [32], keyChunk: 32, subgroups: 2, kvInTurn: true } },
     { name: 'K/V in turn: 3-D 5x8x9 K=3x3x5 with rpb, GQA, D=16 and Dv=48', spatial: [5, 8, 9], kernelSize: [3, 3, 5], heads: 2, headsKv: 1, dim: 16, dimV: 48, rpb: true, config: { queryTile: [2, 2, 8], keyChunk: 16, subgroups: 2, kvInTurn: true } },
     { name: 'K/V in turn: 2-D 14x17 K=5x7, D=48 and Dv=16', spatial: [14, 17], kernelSize: [5, 7], dim: 48, dimV: 16, config: { queryTile: [4, 8], keyChunk: 16, subgroups: 2, kvInTurn: true } },
+    // P over the chunk's staged K rows (opt-in pOverK): rescales, causal, rpb, GQA, D != Dv, 32-key chunks.
+    { name: 'P over K: 2-D 19x23 K=7 at head dim 64, 4 subgroups, unpadded scratch, rescaling O', spatial: [19, 23], kernelSize: [7, 7], dim: 64, scale: 4, config: { queryTile: [8, 8], keyChunk: 16, subgroups: 4, tightScratch: true, pOverK: true } },
+    { name: 'P over K: 1-D L=200 K=65 causal, rescaling O, 2 subgroups, 32-key chunks', spatial: [200], kernelSize: [65], dim: 32, causal: [true], scale: 4, config: { queryTile: [32], keyChunk: 32, subgroups: 2, pOverK: true } },
+    { name: 'P over K: 3-D 5x8x9 K=3x3x5 with rpb, GQA, D=32 and Dv=16', spatial: [5, 8, 9], kernelSize: [3, 3, 5], heads: 2, headsKv: 1, dim: 32, dimV: 16, rpb: true, config: { queryTile: [2, 2, 8], keyChunk: 16, subgroups: 2, tightScratch: true, pOverK: true } },
     { name: 'tight scratch: 2-D 18x21 K=5x7 dilation 2x1 with rpb', spatial: [18, 21], kernelSize: [5, 7], dim: 16, dilation: [2, 1], rpb: true, config: { queryTile: [4, 8], keyChunk: 16, subgroups: 2, tightScratch: true } },
   ];
 

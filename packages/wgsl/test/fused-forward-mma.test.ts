@@ -42,6 +42,11 @@ describe('tensor-core (mma) fused forward generator', () => {
   });
   it('rejects specs it cannot generate, naming the rule', () => {
     expect(fusedForwardMmaSpecProblem({ ...base, subgroups: 3 })).toMatch(/subgroups=3 is not one of 2, 4, 8/);
+    // P over the staged K rows: only where they hold it, and not with K and V in turn.
+    expect(fusedForwardMmaSpecProblem({ ...base, pOverK: true, kvInTurn: true })).toMatch(/pOverK needs K and V side by side/);
+    expect(fusedForwardMmaSpecProblem({ ...base, pOverK: true, keyChunk: 16, subgroups: 8, queryTile: [8, 16], tightScratch: true })).toMatch(/pOverK: P \(128 rows of 16\) does not fit the chunk's K rows \(16 of 72\)/);
+    expect(fusedForwardMmaSpecProblem({ ...base, pOverK: true, keyChunk: 16, subgroups: 4, queryTile: [8, 8], tightScratch: true })).toBeUndefined();
+    expect(fusedForwardMmaWorkgroupBytes({ ...base, keyChunk: 16, subgroups: 4, tightScratch: true }) - fusedForwardMmaWorkgroupBytes({ ...base, keyChunk: 16, subgroups: 4, tightScratch: true, pOverK: true })).toBe(64 * 16 * 2);
     expect(fusedForwardMmaSpecProblem({ ...base, queryTile: [8, 8] })).toMatch(/query tile \[8, 8\] must have 128 queries \(16 per subgroup\)/);
     expect(fusedForwardMmaSpecProblem({ ...base, keyChunk: 8 })).toMatch(/key chunk 8 is not one of 16, 32, 64/);
     expect(fusedForwardMmaSpecProblem({ ...base, dim: 40 })).toMatch(/head dims 40\/64 must be multiples of 16/);

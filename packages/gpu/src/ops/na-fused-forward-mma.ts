@@ -57,6 +57,11 @@ export interface MmaForwardConfig {
    * workgroup memory (see `FusedForwardMmaSpec.kvInTurn`). No default or tune takes it yet.
    */
   readonly kvInTurn?: boolean;
+  /**
+   * Opt-in (not yet timed on a device): P written over the chunk's staged K rows instead of its own array (see
+   * `FusedForwardMmaSpec.pOverK`; up to 4 subgroups at 16-key chunks). No default or tune takes it yet.
+   */
+  readonly pOverK?: boolean;
 }
 
 /**
@@ -101,6 +106,7 @@ function mmaSpec(problem: FusedProblem, config: MmaForwardConfig): FusedForwardM
     subgroups: config.subgroups,
     ...(config.tightScratch === true ? { tightScratch: true } : {}),
     ...(config.kvInTurn === true ? { kvInTurn: true } : {}),
+    ...(config.pOverK === true ? { pOverK: true } : {}),
     hasLse: problem.hasLse,
     ...(problem.hasRpb ? { hasRpb: true } : {}),
     ...(problem.dtype === 'float32' ? { split: true } : {}),

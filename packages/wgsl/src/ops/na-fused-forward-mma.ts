@@ -285,6 +285,13 @@ export type FusedForwardMmaSpec = Pick<FusedForwardSpec, 'rank' | 'kernelSize' |
    * of before it. Opt-in (not yet timed on a device). Absent = K and V side by side.
    */
   readonly kvInTurn?: boolean;
+  /**
+   * P (f16) written over the chunk's staged K rows, dead once every subgroup has passed the barrier after S, instead
+   * of into its own array: rows x P-row bytes less workgroup memory, no other change. Needs the K rows to hold P
+   * (16 x subgroups x P row <= chunk x K row: up to 4 subgroups at 16-key chunks) and K and V side by side (not
+   * with `kvInTurn`). Opt-in (not yet timed on a device).
+   */
+  readonly pOverK?: boolean;
 };
 
 const F = MMA_FRAGMENT;
@@ -362,9 +369,9 @@ function layout(spec: Pick<FusedForwardMmaSpec, 'dim' | 'dimV' | 'keyChunk' | 's
 }
 
 /** Bytes of workgroup memory a spec declares (K/V staging, S scratch, P, key coordinates, flag; split: lo halves). */
-export function fusedForwardMmaWorkgroupBytes(spec: Pick<FusedForwardMmaSpec, 'dim' | 'dimV' | 'keyChunk' | 'subgroups' | 'split' | 'tightScratch' | 'kvInTurn'>): number {
+export function fusedForwardMmaWorkgroupBytes(spec: Pick<FusedForwardMmaSpec, 'dim' | 'dimV' | 'keyChunk' | 'subgroups' | 'split' | 'tightScratch' | 'kvInTurn' | 'pOverK'>): number {
   const l = layout(spec);
-  const halves = (spec.split === true ? 2 : 1) * (l.stageElems + l.rows * l.ldp);
+  const halves = (spec.split === true ? 2 : 1) * (l.stageElems + (spec.pOverK === true ? 0 : l.rows * l.ldp));
   return 2 * halves + 4 * l.rows * l.lds + 16 * spec.keyChunk + 16;
 }
 
@@ -379,6 +386,11 @@ export function fusedForwardMmaSpecProblem(spec: FusedForwardMmaSpec): string | 
   });
   if (shape !== undefined) return shape;
   if (mmaPassRows(layout(spec), layout(spec).ldk) < F) return `head_dim=${spec.dim} is too large for key chunk ${spec.keyChunk}`;
+  if (spec.pOverK === true) {
+    const l = layout(spec);
+    if (spec.kvInTurn === true) return 'pOverK needs K and V side by side (not kvInTurn)';
+    if (l.rows * l.ldp > spec.keyChunk * l.ldk) return `pOverK: P (${l.rows} rows of ${l.ldp}) does not fit the chunk's K rows (${spec.keyChunk} of ${l.ldk})`;
+  }
   return rpbWindowProblem(spec);
 }
 
@@ -403,6 +415,10 @@ export function generateFusedForwardMma(spec: FusedForwardMmaSpec): GeneratedKer
   const VPL = BK / 8; // vec4 columns per lane (two lanes per row)
   const TPK = WG / BK; // staging threads per key row
   const IN_TURN = spec.kvInTurn === true;
+  // P's array: its own, or the chunk's K rows (offset 0 of the staging area) once S is done with them (pOverK).
+  const P_OVER_K = spec.pOverK === true;
+  const P_ARR = P_OVER_K ? 'kv_sh' : 'p_sh';
+  const PLO_ARR = P_OVER_K ? 'kvlo_sh' : 'plo_sh';
   // V's offset in the staging area: after the chunk's K rows, or at 0 where V takes K's place (kvInTurn).
   const VOFF = IN_TURN ? 0 : BK * L.ldk;
   const LEFT = `subgroup_matrix_left<f16, ${F}, ${F}>`;
@@ -518,8 +534,8 @@ ${range(VPL)
     (v) => `      {
         let p = select(vec4<f32>(0.0), exp2(x${v} - vec4<f32>(m)), x${v} > vec4<f32>(NEG));
         psum = psum + (p.x + p.y) + (p.z + p.w);
-        ${SPLIT ? storeSplit4('p_sh', `prow + cc${v}`, 'p', { lo: 'plo_sh' }, '1.0') : `let ph = vec4<f16>(p);
-        ${store4('p_sh', `prow + cc${v}`, 'ph')}`}
+        ${SPLIT ? storeSplit4(P_ARR, `prow + cc${v}`, 'p', { lo: PLO_ARR }, '1.0') : `let ph = vec4<f16>(p);
+        ${store4(P_ARR, `prow + cc${v}`, 'ph')}`}
       }`,
   )
   .join('\n')}
@@ -557,7 +573,7 @@ ${ind}workgroupBarrier();${reload ? `\n${tiles.map((j) => `${ind}o_${j} = subgro
   const pv = `    if (need) {\n${range(BK16)
     .map(
       (n) =>
-        `    let p_${n} = subgroupMatrixLoad<${LEFT}, row_major>(&p_sh, rbase * LDP + ${n * F}u, LDP);${SPLIT ? `\n    let plo_${n} = subgroupMatrixLoad<${LEFT}, row_major>(&plo_sh, rbase * LDP + ${n * F}u, LDP);` : ''}`,
+        `    let p_${n} = subgroupMatrixLoad<${LEFT}, row_major>(&${P_ARR}, rbase * LDP + ${n * F}u, LDP);${SPLIT ? `\n    let plo_${n} = subgroupMatrixLoad<${LEFT}, row_major>(&${PLO_ARR}, rbase * LDP + ${n * F}u, LDP);` : ''}`,
     )
     .join('\n')}
 ${range(DV16)
@@ -594,8 +610,7 @@ ${SPLIT ? SPLIT_SCALE_FN : ''}
 // variable starts off a 16-byte boundary (seen on NVIDIA through Dawn/Vulkan).
 var<workgroup> kv_sh: array<f16, ${L.stageElems}>;
 var<workgroup> s_sh: array<f32, ${L.rows * L.lds}>;
-var<workgroup> p_sh: array<f16, ${L.rows * L.ldp}>;
-${SPLIT ? `var<workgroup> kvlo_sh: array<f16, ${L.stageElems}>;\nvar<workgroup> plo_sh: array<f16, ${L.rows * L.ldp}>;\n` : ''}var<workgroup> kc_sh: array<vec4<i32>, ${BK}>;
+${P_OVER_K ? '' : `var<workgroup> p_sh: array<f16, ${L.rows * L.ldp}>;\n`}${SPLIT ? `var<workgroup> kvlo_sh: array<f16, ${L.stageElems}>;\n${P_OVER_K ? '' : `var<workgroup> plo_sh: array<f16, ${L.rows * L.ldp}>;\n`}` : ''}var<workgroup> kc_sh: array<vec4<i32>, ${BK}>;
 var<workgroup> flag: vec4<u32>;
 
 @compute @workgroup_size(${WG})
