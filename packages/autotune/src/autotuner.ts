@@ -441,13 +441,12 @@ export function createAutotuner(options: AutotunerOptions): Autotuner {
     if (!dflt) return undefined;
     const key = cacheKey(adapter, 'na-fused-backward-mma', p);
     const def = (): Selection<MmaBackwardConfig> => ({ config: dflt, source: 'default', key });
-    // A stored config must be one of the space's (the same kernels and tiles this device and problem can run).
+    // A stored config must be one of the space's (the same kernels, tiles and scratch layout this device and problem
+    // can run), compared on those fields alone.
+    const fields = (x: MmaBackwardConfig): string =>
+      JSON.stringify({ path: 'mma', queryTile: x.queryTile, querySubgroups: x.querySubgroups, keyTile: x.keyTile, keySubgroups: x.keySubgroups, chunk: x.chunk, tightScratch: x.tightScratch === true });
     const valid = (c: MmaBackwardConfig): string | undefined =>
-      fitsOnce(key, c, () =>
-        mmaBackwardSpace(ctx, p, { maxCandidates: Number.POSITIVE_INFINITY }).candidates.some(
-          (x) => JSON.stringify(x.config) === JSON.stringify({ path: 'mma', queryTile: c.queryTile, querySubgroups: c.querySubgroups, keyTile: c.keyTile, keySubgroups: c.keySubgroups, chunk: c.chunk }),
-        ),
-      )
+      fitsOnce(key, c, () => mmaBackwardSpace(ctx, p, { maxCandidates: Number.POSITIVE_INFINITY }).candidates.some((x) => fields(x.config) === fields(c)))
         ? undefined
         : `tensor-core backward config ${mmaBackwardLabel(c)} does not fit this device and problem`;
     return selectWith('na-fused-backward-mma', key, p, def, valid, () => tuneBackwardMma(p));

@@ -123,6 +123,12 @@ describe('tensor-core (mma) backward configs in the autotuner', () => {
     const entry = (config: unknown): TuneEntry => ({ op: 'na-fused-backward-mma', problem: 'p', adapter: 'a', config, medianNs: 1, method: 'gpu-timestamps', timed: 1, candidates: 1, truncated: false, tunedAt: '' }) as TuneEntry;
     const tabled = createAutotuner({ ctx, mode: 'deterministic', table: { ...emptyTable(), entries: { [key]: entry(other) } }, ...quiet });
     expect(await tabled.backwardMma(B7)).toEqual(other);
+    // Both scratch layouts of a space config run as stored (the layout is part of what is compared).
+    const { tightScratch: _t, ...padded } = def;
+    for (const stored of [def, padded]) {
+      const t = createAutotuner({ ctx, mode: 'deterministic', table: { ...emptyTable(), entries: { [key]: entry(stored) } }, ...quiet });
+      expect(await t.selectBackwardMma(B7)).toMatchObject({ config: stored, source: 'table' });
+    }
     // A dK/dV tile with the wrong row count for its subgroups is outside the space: warned about and skipped.
     const bad = { ...emptyTable(), entries: { [key]: entry({ ...other, keyTile: [3, 5] }) } };
     const refused = createAutotuner({ ctx, mode: 'deterministic', table: bad, ...quiet, warn: (m) => warnings.push(m) });
