@@ -58,8 +58,7 @@ export interface FusedBackwardMmaSpec {
 }
 
 function layout(spec: Pick<FusedBackwardMmaSpec, 'dim' | 'dimV' | 'chunk' | 'subgroups' | 'tightScratch'>): MmaLayout {
-  const l = mmaLayout(spec.dim, spec.dimV, spec.chunk, spec.subgroups);
-  return spec.tightScratch === true ? { ...l, lds: spec.chunk, ldp: spec.chunk } : l;
+  return mmaLayout(spec.dim, spec.dimV, spec.chunk, spec.subgroups, spec.tightScratch === true);
 }
 
 /** The sizes both kernels derive from a spec: workgroup size, vec4 and fragment counts, staging threads per row. */

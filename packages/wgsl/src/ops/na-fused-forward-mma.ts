@@ -143,15 +143,6 @@ interface StagingShape {
 }
 
 /**
- * Key-chunk staging with register prefetch, shared by the forward and the dq kernel: `mmaFetchKeyChunk` loads the
- * staging thread's K and V vec4s and the key's coordinates of the chunk starting at `c0` into registers (zeros and
- * an out-of-box coordinate past the box), `mmaCommitKeyChunk` writes them to workgroup memory (K rows at 0, V rows at
- * `voff`, coordinates to kc_sh), and `mmaStagedKeyLoop` places them: the first fetch before the chunk loop, then per
- * step the commit, a barrier, and the next chunk's fetch, so its global loads are in flight while this chunk is
- * multiplied. Measured on an H200 (f16 forward): 1.5-1.9x faster than loading each chunk after the previous one's
- * last barrier (FLUX-like 85 -> 45 ms, 2-D 256x256 K=15 4.27 -> 2.27 ms, 1-D K=2047 causal 2.74 -> 1.77 ms).
- */
-/**
  * WGSL guard of a staging thread's i-th vec4 of a row of `d4` vec4s, when `n` passes of `tpk` threads cover it:
  * empty when they cover it exactly, else `if (st_sub + i * tpk < d4) `.
  */
@@ -225,7 +216,8 @@ function mmaCommitKeyChunk(o: StagingShape & { readonly arr: string; readonly vo
     .join('\n');
   const kc = '    if (st_sub == 0u) { kc_sh[st_row] = pkc; }';
   const barrier = '    workgroupBarrier();';
-  return [...(parts === 'v' ? [] : [k]), ...(parts === 'k' ? [] : [v]), ...(parts === 'v' ? [] : [kc, barrier])].join('\n');
+  if (parts === 'v') return v;
+  return [k, ...(parts === 'both' ? [v] : []), kc, barrier].join('\n');
 }
 
 /**
@@ -246,7 +238,15 @@ ${mmaFetchKeyChunk(o, 'c0 + KEY_CHUNK', '      ')}
   };
 }
 
-/** The staging of `mmaFetchKeyChunk`/`mmaCommitKeyChunk`: code before the chunk loop, and at the top of each step. */
+/**
+ * Key-chunk staging with register prefetch, shared by the forward and the dq kernel: `mmaFetchKeyChunk` loads the
+ * staging thread's K and V vec4s and the key's coordinates of the chunk starting at `c0` into registers (zeros and
+ * an out-of-box coordinate past the box), `mmaCommitKeyChunk` writes them to workgroup memory (K rows at 0, V rows at
+ * `voff`, coordinates to kc_sh), and `mmaStagedKeyLoop` places them: the first fetch before the chunk loop, then per
+ * step the commit, a barrier, and the next chunk's fetch, so its global loads are in flight while this chunk is
+ * multiplied. Measured on an H200 (f16 forward): 1.5-1.9x faster than loading each chunk after the previous one's
+ * last barrier (FLUX-like 85 -> 45 ms, 2-D 256x256 K=15 4.27 -> 2.27 ms, 1-D K=2047 causal 2.74 -> 1.77 ms).
+ */
 export function mmaStagedKeyLoop(o: StagingShape & { readonly r: number; readonly arr: string; readonly voff: number }): { readonly before: string; readonly step: string } {
   return {
     before: `${mmaFetchDecls(o)}\n${mmaFetchKeyChunk(o, '0u', '  ')}`,
@@ -311,7 +311,8 @@ const range = (n: number): number[] => Array.from({ length: n }, (_, i) => i);
 /**
  * Workgroup-memory layout of the mma kernels: 16 rows per subgroup; a staging area for one chunk of rows of both
  * head dims (K and V, or Q and dO), rows padded by 8 halves (bank conflicts; 16-byte matrix strides); an f32 scratch
- * row of `chunk + 4` and an f16 P row of `chunk + 8` per fragment row.
+ * row of `chunk + 4` and an f16 P row of `chunk + 8` per fragment row, or of exactly `chunk` with `tightScratch`
+ * (less workgroup memory; the kernels' `tightScratch` spec field).
  */
 export interface MmaLayout {
   readonly rows: number;
@@ -323,10 +324,10 @@ export interface MmaLayout {
   readonly stageElems: number;
 }
 
-export function mmaLayout(dim: number, dimV: number, chunk: number, subgroups: number): MmaLayout {
+export function mmaLayout(dim: number, dimV: number, chunk: number, subgroups: number, tightScratch = false): MmaLayout {
   const ldk = dim + 8;
   const ldv = dimV + 8;
-  return { rows: F * subgroups, ldk, ldv, lds: chunk + 4, ldp: chunk + 8, stageElems: chunk * (ldk + ldv) };
+  return { rows: F * subgroups, ldk, ldv, lds: tightScratch ? chunk : chunk + 4, ldp: tightScratch ? chunk : chunk + 8, stageElems: chunk * (ldk + ldv) };
 }
 
 /** Rows of stride `ld` one pass through the staging area gathers: a multiple of 16, at most the layout's rows. */
@@ -360,12 +361,8 @@ export function mmaShapeProblem(o: {
 }
 
 function layout(spec: Pick<FusedForwardMmaSpec, 'dim' | 'dimV' | 'keyChunk' | 'subgroups' | 'tightScratch' | 'kvInTurn'>): MmaLayout {
-  const l = mmaLayout(spec.dim, spec.dimV, spec.keyChunk, spec.subgroups);
-  return {
-    ...l,
-    ...(spec.tightScratch === true ? { lds: spec.keyChunk, ldp: spec.keyChunk } : {}),
-    ...(spec.kvInTurn === true ? { stageElems: spec.keyChunk * Math.max(l.ldk, l.ldv) } : {}),
-  };
+  const l = mmaLayout(spec.dim, spec.dimV, spec.keyChunk, spec.subgroups, spec.tightScratch === true);
+  return spec.kvInTurn === true ? { ...l, stageElems: spec.keyChunk * Math.max(l.ldk, l.ldv) } : l;
 }
 
 /** Bytes of workgroup memory a spec declares (K/V staging, S scratch, P, key coordinates, flag; split: lo halves). */
@@ -385,9 +382,9 @@ export function fusedForwardMmaSpecProblem(spec: FusedForwardMmaSpec): string | 
     names: { tileField: 'queryTile', tile: 'query tile', rows: 'queries', chunk: 'key chunk' },
   });
   if (shape !== undefined) return shape;
-  if (mmaPassRows(layout(spec), layout(spec).ldk) < F) return `head_dim=${spec.dim} is too large for key chunk ${spec.keyChunk}`;
+  const l = layout(spec);
+  if (mmaPassRows(l, l.ldk) < F) return `head_dim=${spec.dim} is too large for key chunk ${spec.keyChunk}`;
   if (spec.pOverK === true) {
-    const l = layout(spec);
     if (spec.kvInTurn === true) return 'pOverK needs K and V side by side (not kvInTurn)';
     if (l.rows * l.ldp > spec.keyChunk * l.ldk) return `pOverK: P (${l.rows} rows of ${l.ldp}) does not fit the chunk's K rows (${spec.keyChunk} of ${l.ldk})`;
   }
