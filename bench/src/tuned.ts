@@ -158,15 +158,15 @@ export function createRowTuner(o: RowTunerOptions): RowTuner {
       try {
         const p = rowProblems(item);
         const fp = formatProblem(p.forward);
-        const fm = await autotuner.selectForwardMma(p.forward);
-        const f = fm ? await select('forward', fp, async () => fm) : await select('forward', fp, () => autotuner.selectForward(p.forward));
+        // The mma selection (a tune, where the default takes that path) runs inside `select`, so its time and
+        // warnings are the row's.
+        const f = await select<FusedForwardConfig | MmaForwardConfig>('forward', fp, async () => (await autotuner.selectForwardMma(p.forward)) ?? autotuner.selectForward(p.forward));
         const fLabel = `tuned ${f.config.path === 'mma' ? mmaForwardLabel(f.config, item.dtype) : forwardConfigLabel(f.config)}`;
         hooks.onOp?.('forward', fp, fLabel, f.info);
         if (!p.backward) return { forward: f.config, label: fLabel, tuning: { forward: f.info } };
         const bwdProblem = p.backward;
         const bp = formatProblem(bwdProblem);
-        const bm = await autotuner.selectBackwardMma(bwdProblem);
-        const b = bm ? await select('backward', bp, async () => bm) : await select('backward', bp, () => autotuner.selectBackward(bwdProblem));
+        const b = await select<FusedBackwardConfig | MmaBackwardConfig>('backward', bp, async () => (await autotuner.selectBackwardMma(bwdProblem)) ?? autotuner.selectBackward(bwdProblem));
         const bLabel = `tuned ${'querySubgroups' in b.config ? mmaBackwardLabel(b.config) : backwardConfigLabel(b.config)}`;
         hooks.onOp?.('backward', bp, bLabel, b.info);
         return { forward: f.config, backward: b.config, label: `${fLabel}; ${bLabel}`, tuning: { forward: f.info, backward: b.info } };
