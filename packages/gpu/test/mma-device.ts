@@ -11,8 +11,8 @@
  * 3. Backward (`--mode bcheck | bspeed | backward`): the mma backward against the CPU reference, and timed against
  *    the plain backward; `--mode bsweep` times its dq and dkv kernels alone per subgroup count and tile.
  * `--only a,b` keeps the speed problems whose name contains any of the parts; with `--sweep true`, `--top N` takes
- * the N cheapest configs of each subgroup count and `--nsg 2,4` keeps those counts; `--tight true` adds each 16-key
- * config's twin with the other scratch layout (`tightScratch`), `--inturn true` each config's twin with K and V
+ * the N cheapest configs of each subgroup count and `--nsg 2,4` keeps those counts; `--tight true` adds each
+ * config's twin with the other scratch layout (`tightScratch`), `--inturn true` each config's (and layout twin's) twin with K and V
  * staged in turn (`kvInTurn`), `--pk true` each config's twin with P over the staged K rows (`pOverK`).
  */
 import { type FusedBackwardArgs, type FusedProblem, type NaRank, randn, tensor, toFloat64Values } from '@natten-web/core';
@@ -31,6 +31,7 @@ import {
   type GpuTensor,
   mmaAvailability,
   mmaConfigCost,
+  mmaConfigFits,
   type MmaBackwardConfig,
   mmaBackwardCommands,
   type MmaForwardConfig,
@@ -50,15 +51,18 @@ function label(c: MmaForwardConfig): string {
 }
 
 /**
- * With `--tight true`: each 16-key config's twin with the other scratch layout (padded rows <-> `tightScratch`);
- * with `--inturn true`: each config's twin with K and V staged in turn (opt-in `kvInTurn`).
+ * With `--tight true`: each config's twin with the other scratch layout (padded rows <-> `tightScratch`; the tune
+ * space offers it at 16-key chunks only); with `--inturn true` / `--pk true`: each config's and each layout twin's
+ * twin with K and V staged in turn (opt-in `kvInTurn`) / with P over the staged K rows (opt-in `pOverK`, where it fits).
  */
-function twinVariants(...configs: MmaForwardConfig[]): MmaForwardConfig[] {
-  const tight = values.tight !== 'true' ? [] : configs.filter((c) => c.keyChunk === 16).map(({ tightScratch, ...c }) => (tightScratch ? c : { ...c, tightScratch: true }));
-  const inTurn = values.inturn !== 'true' ? [] : configs.filter((c) => c.kvInTurn !== true).map((c) => ({ ...c, kvInTurn: true }));
+function twinVariants(problem: FusedProblem, ...configs: MmaForwardConfig[]): MmaForwardConfig[] {
+  const tight = values.tight !== 'true' ? [] : configs.map(({ tightScratch, ...c }) => (tightScratch ? c : { ...c, tightScratch: true }));
+  // The memory twins of every config and of its layout twin.
+  const bases = [...configs, ...tight];
+  const inTurn = values.inturn !== 'true' ? [] : bases.filter((c) => c.kvInTurn !== true).map((c) => ({ ...c, kvInTurn: true }));
   // With `--pk true`: each config's twin with P over the staged K rows (opt-in `pOverK`), where it fits.
-  const pOverK = values.pk !== 'true' ? [] : configs.filter((c) => c.pOverK !== true && c.kvInTurn !== true).map((c) => ({ ...c, pOverK: true }));
-  return [...tight, ...inTurn, ...pOverK];
+  const pOverK = values.pk !== 'true' ? [] : bases.filter((c) => c.pOverK !== true && c.kvInTurn !== true).map((c) => ({ ...c, pOverK: true }));
+  return [...tight, ...inTurn, ...pOverK.filter((c) => mmaConfigFits(ctx, problem, c))];
 }
 
 /** `--nsg 1,2`: keep the configs with these subgroup counts (all when absent). */
@@ -144,7 +148,7 @@ if ((values.mode === 'check' || values.mode === 'both') && !('why' in avail)) {
     const problem = planFusedForwardMma(ctx, p.rank, g, undefined).problem;
     const def = defaultMmaConfig(ctx, problem) as MmaForwardConfig;
     const base = values.sweep === 'true' ? nsgFilter(enumerateMmaConfigs(ctx, problem)) : [def, ...chunk16Variants(problem)];
-    const configs = [...base, ...twinVariants(...base)];
+    const configs = [...base, ...twinVariants(problem, ...base)];
     for (const c of configs) {
       if (!(await checkConfig(ctx, p, label(c), g, ref, () => fusedForwardMma(ctx, p.rank, g, c)))) failures++;
     }
@@ -166,7 +170,7 @@ if (values.mode === 'speed' || values.mode === 'both') {
       const problem = planFusedForwardMma(ctx, p.rank, g, undefined).problem;
       const def = defaultMmaConfig(ctx, problem) as MmaForwardConfig;
       const base = values.sweep === 'true' ? sweepConfigs(problem, Number(values.top)) : [def, ...chunk16Variants(problem)];
-      const configs = [...base, ...twinVariants(...base)];
+      const configs = [...base, ...twinVariants(problem, ...base)];
       if (!configs.some((c) => JSON.stringify(c) === JSON.stringify(def))) configs.unshift(def);
       // A problem's first readings on the H200 were often 2-4x slow (docs/device-results.md): one discarded timing
       // of the default first, and the default timed again after the others.
