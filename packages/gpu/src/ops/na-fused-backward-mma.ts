@@ -43,7 +43,7 @@ export interface MmaBackwardConfig {
   /**
    * Both kernels' scratch and P/dS rows without bank-conflict padding (less workgroup memory; see
    * `FusedBackwardMmaSpec.tightScratch`). The default takes it on windows of at most `MMA_BACKWARD_SMALL_WINDOW`
-   * keys in 2-D and 3-D (timed there); the autotuner's space offers every config with it.
+   * keys (timed there); the autotuner's space offers every config with it.
    */
   readonly tightScratch?: boolean;
 }
@@ -86,17 +86,20 @@ export function mmaBackwardConfigFits(ctx: GpuContext, problem: FusedBackwardPro
 export const MMA_BACKWARD_SMALL_WINDOW = 512;
 
 /**
- * Heuristic default, per kernel, with 16-row chunks: the subgroup count (dq: 2 for windows of at most
- * `MMA_BACKWARD_SMALL_WINDOW` keys, else 8 at head dims up to 64 and 4 above; dkv: 8 above `MMA_LARGE_WINDOW`
- * keys, else 4; the next that fits where one does not; in 2-D and 3-D with at most `MMA_BACKWARD_SMALL_WINDOW`
- * keys instead unpadded scratch rows (`tightScratch`), dq 4 and dkv 2: H200 session 9, each kernel alone, same run,
- * 2-D 128x128 K=7 dq 199 -> 194 us, dkv 418 -> 324 us; 3-D 16x32x32 K=3x7x7 dq 354 -> 311 us, dkv 1060 -> 852 us) and the tile whose union box
+ * Heuristic default, per kernel, with 16-row chunks: the subgroup count (windows of at most
+ * `MMA_BACKWARD_SMALL_WINDOW` keys: unpadded scratch rows (`tightScratch`), dq 4 in 2-D and 3-D and 2 in 1-D, dkv
+ * 2; H200, each kernel alone, same run: session 9 2-D 128x128 K=7 dq 199 -> 194 us, dkv 418 -> 324 us; 3-D
+ * 16x32x32 K=3x7x7 dq 354 -> 311 us, dkv 1060 -> 852 us; session 10 1-D L=4096 K=127 dq 45.6 -> 46.9 us, dkv 77.6
+ * (4 subgroups, padded) -> 71.8 us, 2-D K=13 dilated both already best; larger windows: dq 8 at head dims up to 64
+ * and 4 above, dkv 8 above `MMA_LARGE_WINDOW` keys, else 4, padded rows (unpadded rows timed there in session 10:
+ * FLUX-like 189.8 -> 192.0 ms, 1-D K=2047 causal 6.72 -> 6.80 ms); the next count that fits where one does not)
+ * and the tile whose union box
  * (prod(min(t_a + K_a - 1, group extent))) is smallest, ties to the longer last axis (a subgroup's 16 rows then span
  * fewer rows). Chosen from sweeps of both kernels alone on an H200 (f16, benchmark problems): 16-row chunks made
  * each kernel 1.3-2.3x faster than 32-row chunks at the same tile (2-D K=7: dq 329 -> 198 us, dkv 927 -> 401 us);
  * per kernel at 16 rows, 1-D K=2047 causal dq 2.16 ms with 8 subgroups vs 2.30 with 4, dkv 4.56 ms with 4 vs 5.26
  * with 8; FLUX-like (head dim 128) dq 57.7 ms with 4 vs 69.0 with 8, dkv 131 ms with 8 vs 213 with 4; smaller
- * windows dq 2 (2-D K=7 197 us vs 205 with 4, 3-D 352 vs 434) and dkv 4 (1-D 4096 78 us vs 89 with 2).
+ * windows dq 2 (2-D K=7 197 us vs 205 with 4, 3-D 352 vs 434) and dkv 4 (1-D 4096 78 us vs 89 with 2), both padded.
  */
 export function defaultMmaBackwardConfig(ctx: GpuContext, problem: FusedBackwardProblem): MmaBackwardConfig | undefined {
   return memoPerContext(ctx, 'mma-backward-config', problem, () => chooseMmaBackwardConfig(ctx, problem));
@@ -135,12 +138,11 @@ function chooseMmaBackwardConfig(ctx: GpuContext, problem: FusedBackwardProblem)
   };
   const large = keys > MMA_LARGE_WINDOW;
   const small = keys <= MMA_BACKWARD_SMALL_WINDOW;
-  // Small windows in 2-D and 3-D: unpadded scratch rows, dq with 4 subgroups and dkv with 2.
-  const sparse = small && problem.rank >= 2;
-  const dq = pick('dq', sparse ? [4, 2, 8] : small ? [2, 4, 8] : Math.max(problem.dim, problem.dimV) > 64 ? [4, 8, 2] : [8, 4, 2]);
-  const dkv = pick('dkv', large ? [8, 4, 2] : sparse ? [2, 4, 8] : [4, 2, 8]);
+  // Small windows: unpadded scratch rows, dkv with 2 subgroups, dq with 4 in 2-D and 3-D and 2 in 1-D.
+  const dq = pick('dq', small ? (problem.rank >= 2 ? [4, 2, 8] : [2, 4, 8]) : Math.max(problem.dim, problem.dimV) > 64 ? [4, 8, 2] : [8, 4, 2]);
+  const dkv = pick('dkv', large ? [8, 4, 2] : small ? [2, 4, 8] : [4, 2, 8]);
   if (!dq || !dkv) return undefined;
-  return { path: 'mma', queryTile: dq.tile, querySubgroups: dq.subgroups, keyTile: dkv.tile, keySubgroups: dkv.subgroups, chunk: 16, ...(sparse ? { tightScratch: true } : {}) };
+  return { path: 'mma', queryTile: dq.tile, querySubgroups: dq.subgroups, keyTile: dkv.tile, keySubgroups: dkv.subgroups, chunk: 16, ...(small ? { tightScratch: true } : {}) };
 }
 
 /**
