@@ -41,6 +41,17 @@ describe('split forward (float32 on f16 tensor cores)', () => {
       const got = Array.from((await ctx.read(scales)).data as Float32Array);
       expect(got.slice(0, 3)).toEqual([maxAbs(q), maxAbs(k), 123456.75]);
     }
+    // The largest |x| of key planted where each of an invocation's four loads of a loop step reads it (7
+    // workgroups of 256: a stride of 1792 vec4s), in a later step, and in the last vec4 (a partial step).
+    const kv = toFloat64Values(k);
+    for (const at of [5, 5 + 1792, 5 + 2 * 1792, 5 + 3 * 1792, 5 + 9 * 1792 + 300, 69999]) {
+      const planted = kv.slice();
+      planted[at * 4 + 2] = -777.5;
+      const gk = ctx.upload(tensorFromValues(k.shape, 'float32', planted));
+      await ctx.dispatch([{ ...command, buffers: [g[0].buffer, gk.buffer, g[2].buffer, scales.buffer] }], 'abs-max');
+      expect(((await ctx.read(scales)).data as Float32Array)[1], `planted at vec4 ${at}`).toBe(777.5);
+      gk.buffer.destroy();
+    }
     for (const t of [...g, scales]) t.buffer.destroy();
   });
 
@@ -49,7 +60,7 @@ describe('split forward (float32 on f16 tensor cores)', () => {
     const t = ctx.createTensor([1, 64, 2, 16], 'float32');
     const lse = ctx.createTensor([1, 64, 2], 'float32');
     const plan = planFusedForwardMma(ctx, 1, { query: t, key: t, value: t, output: t, logsumexp: lse, kernelSize: 7 });
-    expect(plan.commands.map((c) => c.kernel.key.split(':')[0])).toEqual(['abs-max3/v1', 'na-fused-forward-mma/v3']);
+    expect(plan.commands.map((c) => c.kernel.key.split(':')[0])).toEqual(['abs-max3/v2', 'na-fused-forward-mma/v3']);
     expect(plan.kernel.bindings.map((b) => b.name)).toEqual(['query', 'key', 'value', 'output', 'logsumexp', 'scales']);
     expect(plan.commands[1]?.buffers.length).toBe(plan.kernel.bindings.length);
     expect(plan.commands[0]?.buffers[3]).toBe(plan.commands[1]?.buffers[5]);

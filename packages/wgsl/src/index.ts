@@ -145,7 +145,7 @@ export {
   MMA_SUBGROUP_COUNTS,
   MMA_SUBGROUP_SIZE,
 } from './ops/na-fused-forward-mma.ts';
-export { ABS_MAX_WORKGROUP, generateAbsMax } from './ops/abs-max.ts';
+export { ABS_MAX_UNROLL, ABS_MAX_WORKGROUP, generateAbsMax } from './ops/abs-max.ts';
 export {
   type FusedBackwardMmaSpec,
   fusedBackwardMmaSpecProblem,
