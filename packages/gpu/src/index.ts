@@ -58,6 +58,7 @@ export {
   MMA_LARGE_WINDOW,
   MMA_MIN_WINDOW_USE,
   MMA_MIN_WORKGROUPS,
+  MMA_SPLIT_MIN_WORKGROUPS,
   mmaWindowUse,
   mmaWorkgroups,
   fusedForwardMma,

@@ -10,6 +10,7 @@ import {
   fusedForwardMma,
   type GpuContext,
   MMA_LARGE_WINDOW,
+  MMA_SPLIT_MIN_WORKGROUPS,
   MMA_MIN_WINDOW_USE,
   mmaAvailability,
   mmaConfigCost,
@@ -107,7 +108,7 @@ describe('tensor-core (mma) forward: availability, config choice and the default
     }
   });
 
-  it('takes 16-key chunks with unpadded scratch rows and 4 subgroups by default (2 in 3-D), 32-key chunks for windows over MMA_LARGE_WINDOW keys (4 subgroups where 8 give too few workgroups), 4 subgroups for float32', () => {
+  it('takes 16-key chunks with unpadded scratch rows and 4 subgroups by default (2 in 3-D), 32-key chunks for windows over MMA_LARGE_WINDOW keys (4 subgroups where 8 give too few workgroups); float32 with K and V in turn', () => {
     const ctx = fakeTensorCoreContext();
     expect(MMA_LARGE_WINDOW).toBe(4096);
     // H200, same run against 8 subgroups with padded rows: 1498 -> 1385 us, 38.5 -> 33.4 us, 146 -> 121 us.
@@ -120,9 +121,16 @@ describe('tensor-core (mma) forward: availability, config choice and the default
     // Large windows: 32-key chunks (FLUX-like 45.3 vs 55.2 ms with 16), 8 subgroups; 4 where 8 give too few workgroups.
     expect(defaultMmaConfig(ctx, problem([256, 256], [80, 80], { heads: 24, dim: 128 }))).toEqual({ path: 'mma', queryTile: [16, 8], keyChunk: 32, subgroups: 8 });
     expect(defaultMmaConfig(ctx, problem([8192], [4097], { heads: 2 }))).toMatchObject({ keyChunk: 32, subgroups: 4 });
-    // float32 (split): 16-key chunks with 4 subgroups and padded rows (8 measured slower; unpadded rows not timed),
-    // 8 above MMA_LARGE_WINDOW keys (FLUX-like: 139 -> 95 ms on the H200).
-    expect(defaultMmaConfig(ctx, problem([32768], [2047], { causal: true, dtype: 'float32' }))).toEqual({ path: 'mma', queryTile: [64], keyChunk: 16, subgroups: 4 });
+    // float32 (split): 16-key chunks, K and V in turn, 4 subgroups with padded rows (H200 session 10: 2705 -> 2301
+    // us, 251 -> 215 us, 3227 -> 2567 us); 2 subgroups with unpadded rows in 3-D (478 -> 368 us); 2 where 4 give
+    // fewer than MMA_SPLIT_MIN_WORKGROUPS workgroups (1-D L=4096 H=8: 512 with 4; 62.4 -> 60.3 us); 8 subgroups,
+    // side by side, above MMA_LARGE_WINDOW keys (FLUX-like: 139 -> 95 ms).
+    expect(MMA_SPLIT_MIN_WORKGROUPS).toBe(1024);
+    expect(defaultMmaConfig(ctx, problem([32768], [2047], { causal: true, dtype: 'float32' }))).toEqual({ path: 'mma', queryTile: [64], keyChunk: 16, subgroups: 4, kvInTurn: true });
+    expect(defaultMmaConfig(ctx, problem([128, 128], [7, 7], { dtype: 'float32' }))).toEqual({ path: 'mma', queryTile: [8, 8], keyChunk: 16, subgroups: 4, kvInTurn: true });
+    expect(defaultMmaConfig(ctx, problem([16, 32, 32], [3, 7, 7], { dtype: 'float32' }))).toEqual({ path: 'mma', queryTile: [2, 4, 4], keyChunk: 16, subgroups: 2, tightScratch: true, kvInTurn: true });
+    expect(defaultMmaConfig(ctx, problem([4096], [127], { dtype: 'float32' }))).toEqual({ path: 'mma', queryTile: [32], keyChunk: 16, subgroups: 2, kvInTurn: true });
+    expect(defaultMmaConfig(ctx, problem([4096], [127], { heads: 16, dtype: 'float32' }))).toMatchObject({ subgroups: 4, kvInTurn: true });
     expect(defaultMmaConfig(ctx, problem([256, 256], [80, 80], { heads: 24, dim: 128, dtype: 'float32' }))).toEqual({ path: 'mma', queryTile: [16, 8], keyChunk: 16, subgroups: 8 });
   });
 

@@ -201,7 +201,9 @@ export function enumerateMmaConfigs(ctx: GpuContext, problem: FusedProblem): Mma
     for (const tile of tileShapes(problem.rank, MMA_FRAGMENT * subgroups)) {
       for (const keyChunk of MMA_KEY_CHUNKS) {
         const config: MmaForwardConfig = { path: 'mma', queryTile: tile, keyChunk, subgroups };
-        const twins: MmaForwardConfig[] = keyChunk === 16 ? [config, { ...config, tightScratch: true }] : [config];
+        const layouts: MmaForwardConfig[] = keyChunk === 16 ? [config, { ...config, tightScratch: true }] : [config];
+        // float32: each also with K and V in turn (its default; float16 timed no faster with it).
+        const twins = problem.dtype === 'float32' ? layouts.flatMap((c) => [c, { ...c, kvInTurn: true }]) : layouts;
         for (const c of twins) if (mmaConfigFits(ctx, problem, c)) all.push(c);
       }
     }
@@ -214,6 +216,12 @@ export function enumerateMmaConfigs(ctx: GpuContext, problem: FusedProblem): Mma
 
 /** Below this many workgroups with 8 subgroups, the 32-key default takes 4 (more workgroups; 1-D L=4096 K=127 on an H200). */
 export const MMA_MIN_WORKGROUPS = 512;
+
+/**
+ * Below this many workgroups with 4 subgroups, the float32 default takes 2 (1-D L=4096 K=127, 512 workgroups with
+ * 4: 68.8 us with 4 subgroups and K/V in turn, 60.3 with 2, on an H200).
+ */
+export const MMA_SPLIT_MIN_WORKGROUPS = 1024;
 
 /**
  * Windows of more than this many keys (FLUX-like: 6400) are "large": the float16 forward keeps 32-key chunks there,
@@ -232,8 +240,14 @@ export const MMA_LARGE_WINDOW = 4096;
  *   padded rows, 243 vs 305 us). 16-key chunks had beaten 32-key chunks on all six (2-D 256x256 K=15 2265 -> 1814
  *   us). Larger windows: 32-key chunks with 8 subgroups, 4 when 8 would give fewer than `MMA_MIN_WORKGROUPS`
  *   workgroups.
- * - float32 (split): 16-key chunks with at most 4 subgroups (H200: 1.23-1.36x faster than 32-key chunks on five
- *   problems, 8 subgroups 1.1-1.4x slower on all six with head dim 64), 8 above `MMA_LARGE_WINDOW` keys.
+ * - float32 (split), windows of at most `MMA_LARGE_WINDOW` keys: 16-key chunks with K and V staged in turn
+ *   (`kvInTurn`), 4 subgroups with padded rows; in 3-D 2 subgroups with unpadded rows; 2 where 4 give fewer than
+ *   `MMA_SPLIT_MIN_WORKGROUPS` workgroups. H200, two calls, same run against session 8's default (4 subgroups,
+ *   padded, K and V side by side): 1-D K=2047 causal 2705 -> 2301 us, 1-D L=4096 K=127 62.4 -> 60.3 us (2
+ *   subgroups), 2-D 128x128 K=7 251 -> 215 us, K=13 dilated 380 -> 315 us, 2-D 256x256 K=15 3227 -> 2567 us, 3-D
+ *   478 -> 368 us (the split stages hi and lo halves, so half the staging is 9 KiB less workgroup memory). Earlier:
+ *   16-key chunks 1.23-1.36x faster than 32-key on five problems, 8 subgroups 1.1-1.4x slower on all six with head
+ *   dim 64. Larger windows: 8 subgroups, K and V side by side (K/V in turn untimed there).
  */
 export function defaultMmaConfig(ctx: GpuContext, problem: FusedProblem): MmaForwardConfig | undefined {
   return memoPerContext(ctx, 'mma-forward-config', problem, () => chooseMmaConfig(ctx, problem));
@@ -243,10 +257,17 @@ function chooseMmaConfig(ctx: GpuContext, problem: FusedProblem): MmaForwardConf
   const configs = enumerateMmaConfigs(ctx, problem);
   const large = windowKeys(problem) > MMA_LARGE_WINDOW;
   const f16 = problem.dtype !== 'float32';
+  // float32 up to MMA_LARGE_WINDOW keys: K and V in turn; in 3-D unpadded rows and 2 subgroups, as float16.
+  const split = !f16 && !large;
+  const tight = f16 || (split && problem.rank === 3);
+  const pick16 = (cap: number): MmaForwardConfig | undefined => {
+    const c16 = configs.filter((c) => c.keyChunk === 16 && c.subgroups <= cap && (c.tightScratch === true) === tight && (c.kvInTurn === true) === split);
+    return c16.length > 0 ? cheapest(problem, c16, Math.max(...c16.map((c) => c.subgroups))) : undefined;
+  };
   if (!f16 || !large) {
-    const cap = f16 ? (problem.rank === 3 ? 2 : 4) : large ? 8 : 4;
-    const c16 = configs.filter((c) => c.keyChunk === 16 && c.subgroups <= cap && (c.tightScratch === true) === f16);
-    if (c16.length > 0) return cheapest(problem, c16, Math.max(...c16.map((c) => c.subgroups)));
+    const pick = pick16(problem.rank === 3 && (f16 || split) ? 2 : large ? 8 : 4);
+    if (pick && split && pick.subgroups === 4 && mmaWorkgroups(problem, pick) < MMA_SPLIT_MIN_WORKGROUPS) return pick16(2) ?? pick;
+    if (pick) return pick;
   }
   const all = configs.filter((c) => c.keyChunk === 32);
   if (all.length === 0) return undefined;
