@@ -41,14 +41,17 @@ export function backwardConfigLabel(b: FusedBackwardConfig): string {
   return `bwd q${b.queryTile.join('x')}/k${b.keyTile.join('x')} splits ${b.numSplitsKey.join('x')}${(b.lanes ?? 1) > 1 ? ` lanes ${b.lanes}` : ''}${q > 1 || k > 1 ? ` Q ${q} K ${k}` : ''}${unroll}${b.computeDeltaWithTorch ? ' delta separate' : ''}`;
 }
 
-/** A tensor-core forward config as a row label: `fwd mma q16x8/bk16/sg8` (`fwd mma split ...` for float32). */
+/**
+ * A tensor-core forward config as a row label: `fwd mma q16x8/bk16/sg8` (`fwd mma split ...` for float32), with
+ * ` tight` (unpadded scratch rows), ` inturn` (K and V in turn) and ` pk` (P over K) where set.
+ */
 export function mmaForwardLabel(f: MmaForwardConfig, dtype: string): string {
-  return `fwd mma${dtype === 'float32' ? ' split' : ''} q${f.queryTile.join('x')}/bk${f.keyChunk}/sg${f.subgroups}`;
+  return `fwd mma${dtype === 'float32' ? ' split' : ''} q${f.queryTile.join('x')}/bk${f.keyChunk}/sg${f.subgroups}${f.tightScratch ? ' tight' : ''}${f.kvInTurn ? ' inturn' : ''}${f.pOverK ? ' pk' : ''}`;
 }
 
-/** A tensor-core backward config as a row label: `bwd mma q4x8/sg2 k8x8/sg4` (each kernel's tile and subgroups). */
+/** A tensor-core backward config as a row label: `bwd mma q4x8/sg2 k8x8/sg4 c16` (each kernel's tile and subgroups, the chunk, ` tight` for unpadded rows). */
 export function mmaBackwardLabel(m: MmaBackwardConfig): string {
-  return `bwd mma q${m.queryTile.join('x')}/sg${m.querySubgroups} k${m.keyTile.join('x')}/sg${m.keySubgroups} c${m.chunk}`;
+  return `bwd mma q${m.queryTile.join('x')}/sg${m.querySubgroups} k${m.keyTile.join('x')}/sg${m.keySubgroups} c${m.chunk}${m.tightScratch ? ' tight' : ''}`;
 }
 
 /** The autotuner's problems of a row: the forward (storing the LSE, as the bench's forward does) and, for fwd+bwd, the backward. */

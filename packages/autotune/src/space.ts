@@ -216,7 +216,7 @@ export function mmaHelperProblem(p: ForwardTuneProblem): FusedProblem {
 }
 
 export function mmaLabel(c: MmaForwardConfig): string {
-  return `mma q=${fmt(c.queryTile)} bk=${c.keyChunk} sg=${c.subgroups}${c.tightScratch ? ' tight' : ''}`;
+  return `mma q=${fmt(c.queryTile)} bk=${c.keyChunk} sg=${c.subgroups}${c.tightScratch ? ' tight' : ''}${c.kvInTurn ? ' inturn' : ''}${c.pOverK ? ' pk' : ''}`;
 }
 
 /**

@@ -47,6 +47,15 @@ describe('tensor-core (mma) forward configs in the autotuner', () => {
     expect(new Set(all.map((c) => c.config.subgroups))).toEqual(new Set([2, 4, 8]));
     const c16 = all.filter((c) => c.config.keyChunk === 16);
     expect(c16.filter((c) => c.config.tightScratch === true).length).toBe(c16.length / 2);
+    // float16 offers no K/V-in-turn twins (timed no faster); float32 offers one for every config (its default).
+    expect(all.some((c) => c.config.kvInTurn === true)).toBe(false);
+    const split = mmaForwardSpace(ctx, describeForward(parseProblem('na2d 1x128x128x8x64 K=7')), { maxCandidates: 1000 }).candidates;
+    expect(split[0]?.config).toMatchObject({ kvInTurn: true, subgroups: 4 });
+    const { kvInTurn: _k, ...sideBySide } = split[0]?.config as MmaForwardConfig;
+    expect(split.filter((c) => JSON.stringify(c.config) === JSON.stringify(sideBySide))).toHaveLength(1);
+    expect(split.filter((c) => c.config.kvInTurn === true).length).toBeGreaterThan(split.length / 4);
+    expect(new Set(split.map((c) => c.label)).size).toBe(split.length);
+    expect(split[0]?.label).toMatch(/ inturn$/);
     // K=3 stays on the plain path (window use below the measured range): nothing to tune here.
     expect(mmaForwardSpace(ctx, K3).candidates).toEqual([]);
     // A dry run shows what a tune would time: the mma configs here, the plain tiles for K=3.
