@@ -122,7 +122,7 @@ describe('tensor-core (mma) forward: availability, config choice and the default
     expect(defaultMmaConfig(ctx, problem([256, 256], [80, 80], { heads: 24, dim: 128 }))).toEqual({ path: 'mma', queryTile: [16, 8], keyChunk: 32, subgroups: 8 });
     expect(defaultMmaConfig(ctx, problem([8192], [4097], { heads: 2 }))).toMatchObject({ keyChunk: 32, subgroups: 4 });
     // float32 (split): 16-key chunks, K and V in turn, 4 subgroups with padded rows (H200 session 10: 2705 -> 2301
-    // us, 251 -> 215 us, 3227 -> 2567 us); 2 subgroups with unpadded rows in 3-D (478 -> 368 us); 2 where 4 give
+    // us, 251 -> 213 us, 3227 -> 2567 us); 2 subgroups with unpadded rows in 3-D (478 -> 368 us); 2 where 4 give
     // fewer than MMA_SPLIT_MIN_WORKGROUPS workgroups (1-D L=4096 H=8: 512 with 4; 62.4 -> 60.3 us); 8 subgroups,
     // side by side, above MMA_LARGE_WINDOW keys (FLUX-like: 139 -> 95 ms).
     expect(MMA_SPLIT_MIN_WORKGROUPS).toBe(1024);

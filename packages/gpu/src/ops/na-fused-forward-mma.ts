@@ -244,7 +244,7 @@ export const MMA_LARGE_WINDOW = 4096;
  *   (`kvInTurn`), 4 subgroups with padded rows; in 3-D 2 subgroups with unpadded rows; 2 where 4 give fewer than
  *   `MMA_SPLIT_MIN_WORKGROUPS` workgroups. H200, two calls, same run against session 8's default (4 subgroups,
  *   padded, K and V side by side): 1-D K=2047 causal 2705 -> 2301 us, 1-D L=4096 K=127 62.4 -> 60.3 us (2
- *   subgroups), 2-D 128x128 K=7 251 -> 215 us, K=13 dilated 380 -> 315 us, 2-D 256x256 K=15 3227 -> 2567 us, 3-D
+ *   subgroups), 2-D 128x128 K=7 251 -> 213 us, K=13 dilated 380 -> 315 us, 2-D 256x256 K=15 3227 -> 2567 us, 3-D
  *   478 -> 368 us (the split stages hi and lo halves, so half the staging is 9 KiB less workgroup memory). Earlier:
  *   16-key chunks 1.23-1.36x faster than 32-key on five problems, 8 subgroups 1.1-1.4x slower on all six with head
  *   dim 64. Larger windows: 8 subgroups, K and V side by side (K/V in turn untimed there).
