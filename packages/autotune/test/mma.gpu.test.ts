@@ -115,6 +115,10 @@ describe('tensor-core (mma) backward configs in the autotuner', () => {
     const { tightScratch: _t, ...padded } = def;
     expect(space.candidates.filter((c) => JSON.stringify(c.config) === JSON.stringify(padded))).toHaveLength(1);
     expect(space.candidates.filter((c) => c.config.tightScratch === true).length).toBe(space.candidates.length / 2);
+    // And with the dq kernel's S and dP in one scratch and in two (the default has one here).
+    const { dqSharedScratch: _s, ...twoScratches } = def;
+    expect(space.candidates.filter((c) => JSON.stringify(c.config) === JSON.stringify(twoScratches))).toHaveLength(1);
+    expect(space.candidates.filter((c) => c.config.dqSharedScratch === true).length).toBe(space.candidates.length / 2);
     // float32 backwards and rpb stay on the plain kernels.
     expect(mmaBackwardSpace(ctx, describeBackward(parseProblem('na2d 1x128x128x8x64 K=7'))).candidates).toEqual([]);
     expect(mmaBackwardSpace(ctx, describeBackward(parseProblem('na2d 1x128x128x8x64 K=7 f16 rpb'))).candidates).toEqual([]);
@@ -132,9 +136,12 @@ describe('tensor-core (mma) backward configs in the autotuner', () => {
     const entry = (config: unknown): TuneEntry => ({ op: 'na-fused-backward-mma', problem: 'p', adapter: 'a', config, medianNs: 1, method: 'gpu-timestamps', timed: 1, candidates: 1, truncated: false, tunedAt: '' }) as TuneEntry;
     const tabled = createAutotuner({ ctx, mode: 'deterministic', table: { ...emptyTable(), entries: { [key]: entry(other) } }, ...quiet });
     expect(await tabled.backwardMma(B7)).toEqual(other);
-    // Both scratch layouts of a space config run as stored (the layout is part of what is compared).
+    // Both scratch layouts and both dq scratch counts of a space config run as stored (both are part of what is
+    // compared).
     const { tightScratch: _t, ...padded } = def;
-    for (const stored of [def, padded]) {
+    const { dqSharedScratch: _s, ...twoScratches } = def;
+    expect(def.dqSharedScratch).toBe(true);
+    for (const stored of [def, padded, twoScratches]) {
       const t = createAutotuner({ ctx, mode: 'deterministic', table: { ...emptyTable(), entries: { [key]: entry(stored) } }, ...quiet });
       expect(await t.selectBackwardMma(B7)).toMatchObject({ config: stored, source: 'table' });
     }
@@ -143,6 +150,7 @@ describe('tensor-core (mma) backward configs in the autotuner', () => {
     const refused = createAutotuner({ ctx, mode: 'deterministic', table: bad, ...quiet, warn: (m) => warnings.push(m) });
     expect(await refused.selectBackwardMma(B7)).toMatchObject({ config: def, source: 'default' });
     expect(warnings.some((w) => w.includes('does not fit this device and problem'))).toBe(true);
+
     expect(refused.dryRun(B7, 'backward').op).toBe('backward-mma');
   });
 });

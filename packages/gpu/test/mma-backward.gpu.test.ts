@@ -12,7 +12,7 @@ import { gpuContext } from './setup.ts';
 afterAll(async () => (await gpuContext()).destroy());
 
 interface Case extends EmulatedProblem {
-  readonly config: { queryTile: number[]; querySubgroups: 2 | 4 | 8; keyTile: number[]; keySubgroups: 2 | 4 | 8; chunk?: 16 | 32; tightScratch?: boolean };
+  readonly config: { queryTile: number[]; querySubgroups: 2 | 4 | 8; keyTile: number[]; keySubgroups: 2 | 4 | 8; chunk?: 16 | 32; tightScratch?: boolean; dqSharedScratch?: boolean };
 }
 
 /** `t` times `s`, rounded to the tensor's dtype. */
@@ -55,7 +55,7 @@ describe('tensor-core (mma) backward', () => {
       return { query: t, key: t, value: t, output: t, gradOutput: t, logsumexp: l, gradQuery: t, gradKey: t, gradValue: t, gradRpb: r, rpb: r, kernelSize: 7, ...(o.stride ? { stride: o.stride } : {}) };
     };
     const routed = fusedBackward.route(ctx, 2, args());
-    expect(routed).toEqual({ path: 'mma', queryTile: [8, 8], querySubgroups: 4, keyTile: [4, 8], keySubgroups: 2, chunk: 16, tightScratch: true });
+    expect(routed).toEqual({ path: 'mma', queryTile: [8, 8], querySubgroups: 4, keyTile: [4, 8], keySubgroups: 2, chunk: 16, tightScratch: true, dqSharedScratch: true });
     const problem = checkFusedBackward('na2d_backward', 2, args(), FUSED_BACKWARD_TILES);
     expect(routed).toEqual(defaultBackwardMma(ctx, problem));
     const plain: [string, FusedBackwardArgs<TensorLike>][] = [
@@ -83,10 +83,12 @@ describe('tensor-core (mma) backward', () => {
     // As swept on an H200 (session 9, each kernel alone): 2-D K=7 dq 8x8 with 4 subgroups and dkv 4x8 with 2, both
     // with unpadded rows (dq 199 -> 194 us, dkv 418 -> 324 us); 3-D likewise (dq 354 -> 311 us, dkv 1060 -> 852 us); 2-D K=15 (225
     // keys) takes the same rule. FLUX-like (6400 keys, head dim 128): dq with 4, dkv with 8, padded.
-    expect(config([128, 128], [7, 7], 8, 64)).toEqual({ path: 'mma', queryTile: [8, 8], querySubgroups: 4, keyTile: [4, 8], keySubgroups: 2, chunk: 16, tightScratch: true });
-    expect(config([256, 256], [15, 15], 16, 64)).toMatchObject({ querySubgroups: 4, keySubgroups: 2, chunk: 16, tightScratch: true });
+    // Session 10: dq with S and dP through one scratch in 2-D and 3-D (the dq kernel alone: 2-D K=7 192.1 -> 155.9
+    // us, 3-D 309.1 -> 299.6 us).
+    expect(config([128, 128], [7, 7], 8, 64)).toEqual({ path: 'mma', queryTile: [8, 8], querySubgroups: 4, keyTile: [4, 8], keySubgroups: 2, chunk: 16, tightScratch: true, dqSharedScratch: true });
+    expect(config([256, 256], [15, 15], 16, 64)).toMatchObject({ querySubgroups: 4, keySubgroups: 2, chunk: 16, tightScratch: true, dqSharedScratch: true });
     expect(config([256, 256], [80, 80], 24, 128)).toEqual({ path: 'mma', queryTile: [8, 8], querySubgroups: 4, keyTile: [8, 16], keySubgroups: 8, chunk: 16 });
-    expect(config([16, 32, 32], [3, 7, 7], 8, 64)).toEqual({ path: 'mma', queryTile: [2, 4, 8], querySubgroups: 4, keyTile: [2, 4, 4], keySubgroups: 2, chunk: 16, tightScratch: true });
+    expect(config([16, 32, 32], [3, 7, 7], 8, 64)).toEqual({ path: 'mma', queryTile: [2, 4, 8], querySubgroups: 4, keyTile: [2, 4, 4], keySubgroups: 2, chunk: 16, tightScratch: true, dqSharedScratch: true });
     // 1-D small windows: dq 2, dkv 2, unpadded (1-D 4096, session 10: dkv 77.6 us with 4 padded, 88.4 with 2
     // padded, 71.8 with 2 unpadded; dq 45.6 padded, 46.9 unpadded).
     expect(config([4096], [127], 8, 64)).toEqual({ path: 'mma', queryTile: [32], querySubgroups: 2, keyTile: [32], keySubgroups: 2, chunk: 16, tightScratch: true });
@@ -114,6 +116,11 @@ describe('tensor-core (mma) backward, emulated on this adapter, against the CPU 
     { name: 'tight scratch: 2-D 14x17 K=5x7, GQA 4/2 heads, Dv=32, 16-row chunks', spatial: [14, 17], kernelSize: [5, 7], heads: 4, headsKv: 2, dim: 16, dimV: 32, config: { queryTile: [4, 8], querySubgroups: 2, keyTile: [8, 8], keySubgroups: 4, chunk: 16, tightScratch: true } },
     { name: 'tight scratch, the small-window default: 2-D 16x18 K=7x5 at head dim 64, dq 4 subgroups, dkv 2', spatial: [16, 18], kernelSize: [7, 5], dim: 64, config: { queryTile: [8, 8], querySubgroups: 4, keyTile: [4, 8], keySubgroups: 2, chunk: 16, tightScratch: true } },
     { name: 'tight scratch: 3-D 5x7x9 K=3x3x5 causal on axis 2, 32-row chunks', spatial: [5, 7, 9], kernelSize: [3, 3, 5], dim: 32, causal: [false, false, true], config: { queryTile: [2, 4, 4], querySubgroups: 2, keyTile: [2, 4, 4], keySubgroups: 2, chunk: 32, tightScratch: true } },
+    // The dq kernel's S and dP through one scratch (dqSharedScratch, the small-window default in 2-D and 3-D): GQA,
+    // Dv != D, causal, 3-D, 32-row chunks, padded rows. Reading S after dP is stored over it fails all three.
+    { name: 'dq one scratch: 2-D 14x17 K=5x7, GQA 4/2 heads, Dv=32, 16-row chunks, unpadded', spatial: [14, 17], kernelSize: [5, 7], heads: 4, headsKv: 2, dim: 16, dimV: 32, config: { queryTile: [4, 8], querySubgroups: 2, keyTile: [8, 8], keySubgroups: 4, chunk: 16, tightScratch: true, dqSharedScratch: true } },
+    { name: 'dq one scratch: 2-D 16x18 K=7x5 at head dim 64, dq 4 subgroups, dkv 2 (the small-window default)', spatial: [16, 18], kernelSize: [7, 5], dim: 64, config: { queryTile: [8, 8], querySubgroups: 4, keyTile: [4, 8], keySubgroups: 2, chunk: 16, tightScratch: true, dqSharedScratch: true } },
+    { name: 'dq one scratch: 3-D 5x7x9 K=3x3x5 causal on axis 2, 32-row chunks, padded', spatial: [5, 7, 9], kernelSize: [3, 3, 5], dim: 32, causal: [false, false, true], config: { queryTile: [2, 4, 4], querySubgroups: 2, keyTile: [2, 4, 4], keySubgroups: 2, chunk: 32, dqSharedScratch: true } },
     { name: '1-D L=90 K=17 dilation 2 causal', spatial: [90], kernelSize: [17], dim: 16, dilation: [2], causal: [true], config: { queryTile: [32], querySubgroups: 2, keyTile: [32], keySubgroups: 2 } },
     { name: '2-D 14x17 K=5x7, GQA 4/2 heads, Dv=32', spatial: [14, 17], kernelSize: [5, 7], heads: 4, headsKv: 2, dim: 16, dimV: 32, config: { queryTile: [4, 8], querySubgroups: 2, keyTile: [8, 4], keySubgroups: 2 } },
     { name: '2-D 18x13 K=4x5 dilation 2x1 causal on axis 0, batch 2', spatial: [18, 13], kernelSize: [4, 5], dim: 16, dilation: [2, 1], causal: [true, false], batch: 2, config: { queryTile: [4, 8], querySubgroups: 2, keyTile: [4, 8], keySubgroups: 2 } },

@@ -25,4 +25,15 @@ describe('tensor-core (mma) backward generators', () => {
     expect(dq.code).toContain('diagnostic(off, chromium.subgroup_matrix_uniformity);');
     expect(generateFusedBackwardMmaDq({ ...base })).toEqual(dq);
   });
+  it('runs the dq kernel with S and dP through one scratch on request (sharedScratch), not the dkv kernel', () => {
+    const shared = { ...base, sharedScratch: true };
+    const dq = generateFusedBackwardMmaDq(shared);
+    // One 64-row f32 scratch of 32 + 4 floats less, and no dP array.
+    expect(fusedBackwardMmaWorkgroupBytes(base, 'dq') - dq.workgroupBytes).toBe(64 * 36 * 4);
+    expect(dq.workgroupBytes).toBe(fusedBackwardMmaWorkgroupBytes(shared, 'dq'));
+    expect(dq.code).not.toContain('dp_sh');
+    expect(dq.code).toContain('sreg_0');
+    expect(generateFusedBackwardMmaDq(base).code).not.toContain('sreg_0');
+    expect(() => generateFusedBackwardMmaDkv(shared)).toThrow(/generateFusedBackwardMmaDkv: sharedScratch is a dq-kernel option/);
+  });
 });

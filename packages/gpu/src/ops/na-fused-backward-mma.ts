@@ -46,6 +46,13 @@ export interface MmaBackwardConfig {
    * keys (timed there); the autotuner's space offers every config with it.
    */
   readonly tightScratch?: boolean;
+  /**
+   * The dq kernel's S and dP through one f32 scratch (`FusedBackwardMmaSpec.sharedScratch`: S read into registers
+   * first, two more barriers per chunk, one scratch less workgroup memory). The default takes it on windows of at
+   * most `MMA_BACKWARD_SMALL_WINDOW` keys in 2-D and 3-D (timed there); the autotuner's space offers every config
+   * with it.
+   */
+  readonly dqSharedScratch?: boolean;
 }
 
 /** Why the mma backward cannot run this problem (dtype, head dims, rpb), or undefined. */
@@ -65,6 +72,7 @@ function specOf(problem: FusedBackwardProblem, config: MmaBackwardConfig, kernel
     chunk: config.chunk,
     subgroups: kernel === 'dq' ? config.querySubgroups : config.keySubgroups,
     ...(config.tightScratch === true ? { tightScratch: true } : {}),
+    ...(kernel === 'dq' && config.dqSharedScratch === true ? { sharedScratch: true } : {}),
   };
 }
 
@@ -92,7 +100,9 @@ export const MMA_BACKWARD_SMALL_WINDOW = 512;
  * 16x32x32 K=3x7x7 dq 354 -> 311 us, dkv 1060 -> 852 us; session 10 1-D L=4096 K=127 dq 45.6 -> 46.9 us, dkv 77.6
  * (4 subgroups, padded) -> 71.8 us, 2-D K=13 dilated both already best; larger windows: dq 8 at head dims up to 64
  * and 4 above, dkv 8 above `MMA_LARGE_WINDOW` keys, else 4, padded rows (unpadded rows timed there in session 10:
- * FLUX-like 189.8 -> 192.0 ms, 1-D K=2047 causal 6.72 -> 6.80 ms); the next count that fits where one does not)
+ * FLUX-like 189.8 -> 192.0 ms, 1-D K=2047 causal 6.72 -> 6.80 ms); the next count that fits where one does not;
+ * in 2-D and 3-D with small windows the dq kernel's S and dP through one scratch (`dqSharedScratch`; session 10,
+ * the dq kernel alone, same run: 2-D K=7 192.1 -> 155.9 us, 3-D 309.1 -> 299.6 us; 6/6 device checks))
  * and the tile whose union box
  * (prod(min(t_a + K_a - 1, group extent))) is smallest, ties to the longer last axis (a subgroup's 16 rows then span
  * fewer rows). Chosen from sweeps of both kernels alone on an H200 (f16, benchmark problems): 16-row chunks made
@@ -138,11 +148,22 @@ function chooseMmaBackwardConfig(ctx: GpuContext, problem: FusedBackwardProblem)
   };
   const large = keys > MMA_LARGE_WINDOW;
   const small = keys <= MMA_BACKWARD_SMALL_WINDOW;
-  // Small windows: unpadded scratch rows, dkv with 2 subgroups, dq with 4 in 2-D and 3-D and 2 in 1-D.
-  const dq = pick('dq', small ? (problem.rank >= 2 ? [4, 2, 8] : [2, 4, 8]) : Math.max(problem.dim, problem.dimV) > 64 ? [4, 8, 2] : [8, 4, 2]);
+  // Small windows: unpadded scratch rows, dkv with 2 subgroups, dq with 4 in 2-D and 3-D (S and dP through one
+  // scratch there) and 2 in 1-D.
+  const sparse = small && problem.rank >= 2;
+  const dq = pick('dq', small ? (sparse ? [4, 2, 8] : [2, 4, 8]) : Math.max(problem.dim, problem.dimV) > 64 ? [4, 8, 2] : [8, 4, 2]);
   const dkv = pick('dkv', large ? [8, 4, 2] : small ? [2, 4, 8] : [4, 2, 8]);
   if (!dq || !dkv) return undefined;
-  return { path: 'mma', queryTile: dq.tile, querySubgroups: dq.subgroups, keyTile: dkv.tile, keySubgroups: dkv.subgroups, chunk: 16, ...(small ? { tightScratch: true } : {}) };
+  return {
+    path: 'mma',
+    queryTile: dq.tile,
+    querySubgroups: dq.subgroups,
+    keyTile: dkv.tile,
+    keySubgroups: dkv.subgroups,
+    chunk: 16,
+    ...(small ? { tightScratch: true } : {}),
+    ...(sparse ? { dqSharedScratch: true } : {}),
+  };
 }
 
 /**

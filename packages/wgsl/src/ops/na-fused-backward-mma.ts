@@ -55,6 +55,13 @@ export interface FusedBackwardMmaSpec {
    * rows.
    */
   readonly tightScratch?: boolean;
+  /**
+   * The dq kernel's S and dP through one f32 scratch instead of two: each lane reads its S values into registers, a
+   * barrier, then dP is stored over S (two more barriers per chunk, rows x scratch row f32 less workgroup memory).
+   * H200, the dq kernel alone: 2-D 128x128 K=7 192 -> 156 us, 3-D 16x32x32 K=3x7x7 309 -> 300 us; the same in the
+   * dkv kernel ran 1.02-1.06x slower, so the dkv kernel has no such option. Absent = two scratches.
+   */
+  readonly sharedScratch?: boolean;
 }
 
 function layout(spec: Pick<FusedBackwardMmaSpec, 'dim' | 'dimV' | 'chunk' | 'subgroups' | 'tightScratch'>): MmaLayout {
@@ -80,11 +87,12 @@ function sizes(spec: FusedBackwardMmaSpec) {
 }
 
 /** Bytes of workgroup memory of either kernel (staging, two f32 scratches, P/dS, per-chunk row tables). */
-export function fusedBackwardMmaWorkgroupBytes(spec: Pick<FusedBackwardMmaSpec, 'dim' | 'dimV' | 'chunk' | 'subgroups' | 'tightScratch'>, kernel: 'dq' | 'dkv'): number {
+export function fusedBackwardMmaWorkgroupBytes(spec: Pick<FusedBackwardMmaSpec, 'dim' | 'dimV' | 'chunk' | 'subgroups' | 'tightScratch' | 'sharedScratch'>, kernel: 'dq' | 'dkv'): number {
   const l = layout(spec);
   const tables = kernel === 'dq' ? 16 * spec.chunk : 2 * 16 * spec.chunk + 2 * 4 * spec.chunk;
   const pds = kernel === 'dq' ? 2 * l.rows * l.ldp : 2 * 2 * l.rows * l.ldp;
-  return 2 * l.stageElems + 2 * 4 * l.rows * l.lds + pds + tables + 16;
+  const scratches = kernel === 'dq' && spec.sharedScratch === true ? 1 : 2;
+  return 2 * l.stageElems + scratches * 4 * l.rows * l.lds + pds + tables + 16;
 }
 
 /** Why a spec cannot be generated, or undefined. */
@@ -124,8 +132,8 @@ ${rowLoader('load_v', 'value', spec.dimV, true, 'f16')}
 ${rowLoader('load_do', 'grad_output', spec.dimV, true, 'f16')}
 
 var<workgroup> st: array<f16, ${L.stageElems}>;
-var<workgroup> s_sh: array<f32, ${L.rows * L.lds}>;
-var<workgroup> dp_sh: array<f32, ${L.rows * L.lds}>;`;
+var<workgroup> s_sh: array<f32, ${L.rows * L.lds}>;${spec.sharedScratch === true ? '' : `
+var<workgroup> dp_sh: array<f32, ${L.rows * L.lds}>;`}`;
 }
 
 /** The lane's position: subgroup row base, lane, half (two lanes per row) and tile row. */
@@ -247,18 +255,65 @@ function writeThroughScratch(o: { acc: string; frags: number; n16: number; out: 
     .join('\n');
 }
 
+/** WGSL of the vec4 at column `cc` of this lane's row of f32 scratch `arr`. */
+const scratchVec4 = (arr: string): string => `vec4<f32>(${arr}[srow + cc], ${arr}[srow + cc + 1u], ${arr}[srow + cc + 2u], ${arr}[srow + cc + 3u])`;
+
+/**
+ * Both kernels' S and dP products and the per-element P/dS (`s(dst)` / `dp(dst)` store S or dP into a scratch,
+ * `pds` is the per-element block), indented for the kernel's loop (`ind` added to every line). With two scratches:
+ * both products, a barrier, P/dS. With one (the dq kernel's `sharedScratch`): S, a barrier, each lane's S values
+ * into registers `sreg_v`, a barrier, dP over S, a barrier, P/dS.
+ */
+function productsAndPds(o: { shared: boolean; vpl: number; s: (dst: string) => string; dp: (dst: string) => string; pds: string; ind: string }): string {
+  const text = !o.shared
+    ? `    if (need) {
+${o.s('s_sh')}
+${o.dp('dp_sh')}
+    }
+    workgroupBarrier();
+    if (need) {
+      let srow = row * LDS;
+      let prow = row * LDP;
+${o.pds}
+    }`
+    : `    if (need) {
+${o.s('s_sh')}
+    }
+    workgroupBarrier();
+${range(o.vpl)
+  .map((v) => `    var sreg_${v} = vec4<f32>(0.0);`)
+  .join('\n')}
+    if (need) {
+      let srow = row * LDS;
+${range(o.vpl)
+  .map((v) => `      { let cc = (${v * 2}u + hf) * 4u; sreg_${v} = ${scratchVec4('s_sh')}; }`)
+  .join('\n')}
+    }
+    workgroupBarrier();
+    if (need) {
+${o.dp('s_sh')}
+    }
+    workgroupBarrier();
+    if (need) {
+      let srow = row * LDS;
+      let prow = row * LDP;
+${o.pds}
+    }`;
+  return o.ind === '' ? text : text.replace(/^/gm, o.ind);
+}
+
 /**
  * The per-element masked P and dS of this lane's interleaved vec4 columns: `inw(i)` is the in-window test of column
  * `cc + i`, `lse(c)` / `delta(c)` the (log2-scaled) lse and delta of a column or row; P^T/dS^T go to `pArr`/`dsArr`
  * (dq writes dS only).
  */
-function pdsStmts(o: { vpl: number; inw: (v: number, i: number) => string; lse: (v: number) => string; delta: (v: number) => string; pArr?: string; dsArr: string }): string {
+function pdsStmts(o: { vpl: number; inw: (v: number, i: number) => string; lse: (v: number) => string; delta: (v: number) => string; pArr?: string; dsArr: string; shared?: boolean }): string {
   return range(o.vpl)
     .map(
       (v) => `      {
         let cc = (${v * 2}u + hf) * 4u;
-        let s = vec4<f32>(s_sh[srow + cc], s_sh[srow + cc + 1u], s_sh[srow + cc + 2u], s_sh[srow + cc + 3u]);
-        let dp = vec4<f32>(dp_sh[srow + cc], dp_sh[srow + cc + 1u], dp_sh[srow + cc + 2u], dp_sh[srow + cc + 3u]);
+        let s = ${o.shared ? `sreg_${v}` : scratchVec4('s_sh')};
+        let dp = ${scratchVec4(o.shared ? 's_sh' : 'dp_sh')};
         let inw = vec4<bool>(${[0, 1, 2, 3].map((i) => o.inw(v, i)).join(', ')});
         let p = select(vec4<f32>(0.0), exp2(s * params.scale_log2 - ${o.lse(v)}), inw);
         let ds = p * (dp - ${o.delta(v)});
@@ -277,6 +332,7 @@ export function generateFusedBackwardMmaDq(spec: FusedBackwardMmaSpec): Generate
   const { r, axes, L, WG, D4, DV4, D16, DV16, C16: BK16, TPR: TPK } = sizes(spec);
   const BK = spec.chunk;
   const VOFF = BK * L.ldk;
+  const SHARED = spec.sharedScratch === true;
   const staging = mmaStagedKeyLoop({ r, arr: 'st', tpk: TPK, d4: D4, dv4: DV4, voff: VOFF });
   const uniforms = fusedForwardUniformFields(r);
   const bindings: StorageBinding[] = [
@@ -333,16 +389,14 @@ ${staging.before}
     let need = i32(c0) <= span_hi && i32(c0 + KEY_CHUNK) > span_lo;
 ${staging.step}
     // ---- S = Q K^T and dP = dO V^T for this subgroup's rows (chunks outside its windows' span skip all work)
-    if (need) {
-${productsInto('s_sh', 'q', D16, BK16, (n, kk) => `${n * F}u * LDK + ${kk * F}u`, 'LDK')}
-${productsInto('dp_sh', 'do', DV16, BK16, (n, kk) => `${VOFF}u + ${n * F}u * LDV + ${kk * F}u`, 'LDV')}
-    }
-    workgroupBarrier();
-    if (need) {
-      let srow = row * LDS;
-      let prow = row * LDP;
-${pdsStmts({ vpl: BK / 8, inw: (v, i) => mmaInWindow(r, `kc_sh[(${v * 2}u + hf) * 4u + ${i}u]`), lse: () => 'vec4<f32>(lse_r)', delta: () => 'vec4<f32>(delta_r)', dsArr: 'ds_sh' })}
-    }
+${productsAndPds({
+  shared: SHARED,
+  vpl: BK / 8,
+  s: (dst) => productsInto(dst, 'q', D16, BK16, (n, kk) => `${n * F}u * LDK + ${kk * F}u`, 'LDK'),
+  dp: (dst) => productsInto(dst, 'do', DV16, BK16, (n, kk) => `${VOFF}u + ${n * F}u * LDV + ${kk * F}u`, 'LDV'),
+  pds: pdsStmts({ vpl: BK / 8, inw: (v, i) => mmaInWindow(r, `kc_sh[(${v * 2}u + hf) * 4u + ${i}u]`), lse: () => 'vec4<f32>(lse_r)', delta: () => 'vec4<f32>(delta_r)', dsArr: 'ds_sh', shared: SHARED }),
+  ind: '',
+})}
     workgroupBarrier();
     // ---- dQ += dS K
     if (need) {
@@ -392,7 +446,7 @@ ${axes
 
 /** The dkv kernel (pass 2). Uniforms as the forward's, with key tiles in `ntile_a` and KV heads in `total_wg`. */
 export function generateFusedBackwardMmaDkv(spec: FusedBackwardMmaSpec): GeneratedKernel {
-  const why = fusedBackwardMmaSpecProblem(spec);
+  const why = fusedBackwardMmaSpecProblem(spec) ?? (spec.sharedScratch === true ? 'sharedScratch is a dq-kernel option (one scratch timed slower in dkv)' : undefined);
   if (why !== undefined) throw new NattenArgumentError(`generateFusedBackwardMmaDkv: ${why}`);
   const key = kernelKey('na-fused-backward-mma-dkv', GEN, spec);
   const { r, axes, L, WG, D4, DV4, D16, DV16, C16: QC16, TPR: TPQ } = sizes(spec);
@@ -526,16 +580,14 @@ ${range(DV16)
   .join('\n')}
 ${walkHead}      workgroupBarrier();
       // ---- S^T = K Q^T and dP^T = V dO^T for this subgroup's keys (chunks outside its keys' inverse span skip)
-      if (need) {
-${productsInto('s_sh', 'k', D16, QC16, (n, kk) => `${n * F}u * LDK + ${kk * F}u`, 'LDK').replace(/^/gm, '  ')}
-${productsInto('dp_sh', 'v', DV16, QC16, (n, kk) => `${OOFF}u + ${n * F}u * LDV + ${kk * F}u`, 'LDV').replace(/^/gm, '  ')}
-      }
-      workgroupBarrier();
-      if (need) {
-        let srow = row * LDS;
-        let prow = row * LDP;
-${pdsStmts({ vpl: QC / 8, inw: (v, i) => inWindow(`(${v * 2}u + hf) * 4u + ${i}u`), lse: (v) => `lse_sh[${v * 2}u + hf]`, delta: (v) => `delta_sh[${v * 2}u + hf]`, pArr: 'p_sh', dsArr: 'ds_sh' }).replace(/^/gm, '  ')}
-      }
+${productsAndPds({
+  shared: false,
+  vpl: QC / 8,
+  s: (dst) => productsInto(dst, 'k', D16, QC16, (n, kk) => `${n * F}u * LDK + ${kk * F}u`, 'LDK'),
+  dp: (dst) => productsInto(dst, 'v', DV16, QC16, (n, kk) => `${OOFF}u + ${n * F}u * LDV + ${kk * F}u`, 'LDV'),
+  pds: pdsStmts({ vpl: QC / 8, inw: (v, i) => inWindow(`(${v * 2}u + hf) * 4u + ${i}u`), lse: (v) => `lse_sh[${v * 2}u + hf]`, delta: (v) => `delta_sh[${v * 2}u + hf]`, pArr: 'p_sh', dsArr: 'ds_sh' }),
+  ind: '  ',
+})}
       workgroupBarrier();
       // ---- dV += P^T dO, dK += dS^T Q
       if (need) {
