@@ -259,7 +259,7 @@ describe('tuned runs (--tuned)', () => {
     expect(mmaForwardLabel({ path: 'mma', queryTile: [64], keyChunk: 16, subgroups: 4 }, 'float32')).toBe('fwd mma split q64/bk16/sg4');
     expect(mmaForwardLabel({ path: 'mma', queryTile: [2, 4, 4], keyChunk: 16, subgroups: 2, tightScratch: true, kvInTurn: true }, 'float32')).toBe('fwd mma split q2x4x4/bk16/sg2 tight inturn');
     expect(mmaForwardLabel({ path: 'mma', queryTile: [64], keyChunk: 16, subgroups: 4, pOverK: true }, 'float16')).toBe('fwd mma q64/bk16/sg4 pk');
-    expect(mmaBackwardLabel({ path: 'mma', queryTile: [8, 8], querySubgroups: 4, keyTile: [4, 8], keySubgroups: 2, chunk: 16, tightScratch: true })).toBe('bwd mma q8x8/sg4 k4x8/sg2 c16 tight');
+    expect(mmaBackwardLabel({ path: 'mma', queryTile: [8, 8], querySubgroups: 4, keyTile: [4, 8], keySubgroups: 2, chunk: 16, tightScratch: true, dqSharedScratch: true })).toBe('bwd mma q8x8/sg4 k4x8/sg2 c16 tight dq-shared');
   });
 
   it("a row's tune problems: the forward stores the LSE as the bench's does; fwd+bwd rows add the backward", () => {
