@@ -265,40 +265,17 @@ const scratchVec4 = (arr: string): string => `vec4<f32>(${arr}[srow + cc], ${arr
  * into registers `sreg_v`, a barrier, dP over S, a barrier, P/dS.
  */
 function productsAndPds(o: { shared: boolean; vpl: number; s: (dst: string) => string; dp: (dst: string) => string; pds: string; ind: string }): string {
-  const text = !o.shared
-    ? `    if (need) {
-${o.s('s_sh')}
-${o.dp('dp_sh')}
-    }
-    workgroupBarrier();
-    if (need) {
-      let srow = row * LDS;
-      let prow = row * LDP;
-${o.pds}
-    }`
-    : `    if (need) {
-${o.s('s_sh')}
-    }
-    workgroupBarrier();
-${range(o.vpl)
-  .map((v) => `    var sreg_${v} = vec4<f32>(0.0);`)
-  .join('\n')}
-    if (need) {
-      let srow = row * LDS;
-${range(o.vpl)
-  .map((v) => `      { let cc = (${v * 2}u + hf) * 4u; sreg_${v} = ${scratchVec4('s_sh')}; }`)
-  .join('\n')}
-    }
-    workgroupBarrier();
-    if (need) {
-${o.dp('s_sh')}
-    }
-    workgroupBarrier();
-    if (need) {
-      let srow = row * LDS;
-      let prow = row * LDP;
-${o.pds}
-    }`;
+  const guarded = (body: string): string => `    if (need) {\n${body}\n    }`;
+  const pdsBlock = guarded(`      let srow = row * LDS;\n      let prow = row * LDP;\n${o.pds}`);
+  const sRegs = `${range(o.vpl)
+    .map((v) => `    var sreg_${v} = vec4<f32>(0.0);`)
+    .join('\n')}
+${guarded(`      let srow = row * LDS;\n${range(o.vpl)
+    .map((v) => `      { let cc = (${v * 2}u + hf) * 4u; sreg_${v} = ${scratchVec4('s_sh')}; }`)
+    .join('\n')}`)}`;
+  const barrier = '    workgroupBarrier();';
+  const parts = !o.shared ? [guarded(`${o.s('s_sh')}\n${o.dp('dp_sh')}`), barrier, pdsBlock] : [guarded(o.s('s_sh')), barrier, sRegs, barrier, guarded(o.dp('s_sh')), barrier, pdsBlock];
+  const text = parts.join('\n');
   return o.ind === '' ? text : text.replace(/^/gm, o.ind);
 }
 
