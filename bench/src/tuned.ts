@@ -51,7 +51,7 @@ export function mmaForwardLabel(f: MmaForwardConfig, dtype: string): string {
 
 /** A tensor-core backward config as a row label: `bwd mma q4x8/sg2 k8x8/sg4 c16` (each kernel's tile and subgroups, the chunk, ` tight` for unpadded rows, ` dq-shared` for dq's one scratch). */
 export function mmaBackwardLabel(m: MmaBackwardConfig): string {
-  return `bwd mma q${m.queryTile.join('x')}/sg${m.querySubgroups} k${m.keyTile.join('x')}/sg${m.keySubgroups} c${m.chunk}${m.tightScratch ? ' tight' : ''}${m.dqSharedScratch ? ' dq-shared' : ''}`;
+  return `bwd mma q${m.queryTile.join('x')}/sg${m.querySubgroups} k${m.keyTile.join('x')}/sg${m.keySubgroups} c${m.chunk}${m.tightScratch ? ' tight' : ''}${m.dqSharedScratch ? ' dq-shared' : ''}${m.dqDsOverV ? ' ds-over-v' : ''}`;
 }
 
 /** The autotuner's problems of a row: the forward (storing the LSE, as the bench's forward does) and, for fwd+bwd, the backward. */

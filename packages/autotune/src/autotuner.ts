@@ -444,7 +444,7 @@ export function createAutotuner(options: AutotunerOptions): Autotuner {
     // A stored config must be one of the space's (the same kernels, tiles and scratch layout this device and problem
     // can run), compared on those fields alone.
     const fields = (x: MmaBackwardConfig): string =>
-      JSON.stringify({ path: 'mma', queryTile: x.queryTile, querySubgroups: x.querySubgroups, keyTile: x.keyTile, keySubgroups: x.keySubgroups, chunk: x.chunk, tightScratch: x.tightScratch === true, dqSharedScratch: x.dqSharedScratch === true });
+      JSON.stringify({ path: 'mma', queryTile: x.queryTile, querySubgroups: x.querySubgroups, keyTile: x.keyTile, keySubgroups: x.keySubgroups, chunk: x.chunk, tightScratch: x.tightScratch === true, dqSharedScratch: x.dqSharedScratch === true, dqDsOverV: x.dqDsOverV === true });
     const valid = (c: MmaBackwardConfig): string | undefined =>
       fitsOnce(key, c, () => mmaBackwardSpace(ctx, p, { maxCandidates: Number.POSITIVE_INFINITY }).candidates.some((x) => fields(x.config) === fields(c)))
         ? undefined

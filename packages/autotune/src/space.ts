@@ -245,7 +245,7 @@ export function defaultBackward(p: BackwardTuneProblem & { readonly dtype: GpuDT
 }
 
 export function mmaBackwardLabel(c: MmaBackwardConfig): string {
-  return `mma dq=${fmt(c.queryTile)}/sg${c.querySubgroups} dkv=${fmt(c.keyTile)}/sg${c.keySubgroups} chunk=${c.chunk}${c.tightScratch ? ' tight' : ''}${c.dqSharedScratch ? ' dq-shared' : ''}`;
+  return `mma dq=${fmt(c.queryTile)}/sg${c.querySubgroups} dkv=${fmt(c.keyTile)}/sg${c.keySubgroups} chunk=${c.chunk}${c.tightScratch ? ' tight' : ''}${c.dqSharedScratch ? ' dq-shared' : ''}${c.dqDsOverV ? ' ds-over-v' : ''}`;
 }
 
 /**

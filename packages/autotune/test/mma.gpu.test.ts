@@ -145,6 +145,10 @@ describe('tensor-core (mma) backward configs in the autotuner', () => {
       const t = createAutotuner({ ctx, mode: 'deterministic', table: { ...emptyTable(), entries: { [key]: entry(stored) } }, ...quiet });
       expect(await t.selectBackwardMma(B7)).toMatchObject({ config: stored, source: 'table' });
     }
+    // The opt-in dS over V is in no space: a stored config with it is refused, not matched to its twin.
+    const overV = createAutotuner({ ctx, mode: 'deterministic', table: { ...emptyTable(), entries: { [key]: entry({ ...def, dqDsOverV: true }) } }, ...quiet, warn: (m) => warnings.push(m) });
+    expect(await overV.selectBackwardMma(B7)).toMatchObject({ config: def, source: 'default' });
+    expect(warnings.filter((w) => w.includes('ds-over-v'))).toHaveLength(1);
     // A dK/dV tile with the wrong row count for its subgroups is outside the space: warned about and skipped.
     const bad = { ...emptyTable(), entries: { [key]: entry({ ...other, keyTile: [3, 5] }) } };
     const refused = createAutotuner({ ctx, mode: 'deterministic', table: bad, ...quiet, warn: (m) => warnings.push(m) });

@@ -12,7 +12,7 @@ import { gpuContext } from './setup.ts';
 afterAll(async () => (await gpuContext()).destroy());
 
 interface Case extends EmulatedProblem {
-  readonly config: { queryTile: number[]; querySubgroups: 2 | 4 | 8; keyTile: number[]; keySubgroups: 2 | 4 | 8; chunk?: 16 | 32; tightScratch?: boolean; dqSharedScratch?: boolean };
+  readonly config: { queryTile: number[]; querySubgroups: 2 | 4 | 8; keyTile: number[]; keySubgroups: 2 | 4 | 8; chunk?: 16 | 32; tightScratch?: boolean; dqSharedScratch?: boolean; dqDsOverV?: boolean };
 }
 
 /** `t` times `s`, rounded to the tensor's dtype. */
@@ -121,6 +121,11 @@ describe('tensor-core (mma) backward, emulated on this adapter, against the CPU 
     { name: 'dq one scratch: 2-D 14x17 K=5x7, GQA 4/2 heads, Dv=32, 16-row chunks, unpadded', spatial: [14, 17], kernelSize: [5, 7], heads: 4, headsKv: 2, dim: 16, dimV: 32, config: { queryTile: [4, 8], querySubgroups: 2, keyTile: [8, 8], keySubgroups: 4, chunk: 16, tightScratch: true, dqSharedScratch: true } },
     { name: 'dq one scratch: 2-D 16x18 K=7x5 at head dim 64, dq 4 subgroups, dkv 2 (the small-window default)', spatial: [16, 18], kernelSize: [7, 5], dim: 64, config: { queryTile: [8, 8], querySubgroups: 4, keyTile: [4, 8], keySubgroups: 2, chunk: 16, tightScratch: true, dqSharedScratch: true } },
     { name: 'dq one scratch: 3-D 5x7x9 K=3x3x5 causal on axis 2, 32-row chunks, padded', spatial: [5, 7, 9], kernelSize: [3, 3, 5], dim: 32, causal: [false, false, true], config: { queryTile: [2, 4, 4], querySubgroups: 2, keyTile: [2, 4, 4], keySubgroups: 2, chunk: 32, dqSharedScratch: true } },
+    // dq's dS over the staged V rows (opt-in dqDsOverV), with one and with two scratches; GQA, Dv != D, 3-D causal.
+    // Writing dS over the K rows instead (which dQ += dS K reads) fails them.
+    { name: 'dS over V: 2-D 16x18 K=7x5 at head dim 64, the small-window default plus dS over V', spatial: [16, 18], kernelSize: [7, 5], dim: 64, config: { queryTile: [8, 8], querySubgroups: 4, keyTile: [4, 8], keySubgroups: 2, chunk: 16, tightScratch: true, dqSharedScratch: true, dqDsOverV: true } },
+    { name: 'dS over V: 2-D 14x17 K=5x7, GQA 4/2 heads, Dv=32, two scratches', spatial: [14, 17], kernelSize: [5, 7], heads: 4, headsKv: 2, dim: 16, dimV: 32, config: { queryTile: [4, 8], querySubgroups: 2, keyTile: [8, 8], keySubgroups: 4, chunk: 16, tightScratch: true, dqDsOverV: true } },
+    { name: 'dS over V: 3-D 5x7x9 K=3x3x5 causal on axis 2, 32-row chunks, padded', spatial: [5, 7, 9], kernelSize: [3, 3, 5], dim: 32, causal: [false, false, true], config: { queryTile: [2, 4, 4], querySubgroups: 2, keyTile: [2, 4, 4], keySubgroups: 2, chunk: 32, dqDsOverV: true } },
     { name: '1-D L=90 K=17 dilation 2 causal', spatial: [90], kernelSize: [17], dim: 16, dilation: [2], causal: [true], config: { queryTile: [32], querySubgroups: 2, keyTile: [32], keySubgroups: 2 } },
     { name: '2-D 14x17 K=5x7, GQA 4/2 heads, Dv=32', spatial: [14, 17], kernelSize: [5, 7], heads: 4, headsKv: 2, dim: 16, dimV: 32, config: { queryTile: [4, 8], querySubgroups: 2, keyTile: [8, 4], keySubgroups: 2 } },
     { name: '2-D 18x13 K=4x5 dilation 2x1 causal on axis 0, batch 2', spatial: [18, 13], kernelSize: [4, 5], dim: 16, dilation: [2, 1], causal: [true, false], batch: 2, config: { queryTile: [4, 8], querySubgroups: 2, keyTile: [4, 8], keySubgroups: 2 } },

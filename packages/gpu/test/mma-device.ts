@@ -14,7 +14,8 @@
  * the N cheapest configs of each subgroup count and `--nsg 2,4` keeps those counts; `--tight true` adds each
  * config's twin with the other scratch layout (`tightScratch`), `--inturn true` each config's (and layout twin's) twin with K and V
  * staged in turn (`kvInTurn`), `--pk true` each config's twin with P over the staged K rows (`pOverK`); for the
- * backward modes `--tight true` / `--shared true` add the unpadded-row / dq one-scratch twins (`dqSharedScratch`).
+ * backward modes `--tight true` / `--shared true` / `--dsv true` add the unpadded-row / dq scratch-count
+ * (`dqSharedScratch`) / dS-over-V (`dqDsOverV`) twins.
  */
 import { type FusedBackwardArgs, type FusedProblem, type NaRank, randn, tensor, toFloat64Values } from '@natten-web/core';
 import { tensorFromValues } from '@natten-web/testkit';
@@ -96,7 +97,8 @@ function chunk16Variants(problem: FusedProblem): MmaForwardConfig[] {
  * With `--chunk16 true`: the default backward config (16-row chunks since session 8) with 32-row chunks, and with
  * 8 subgroups for both kernels (the default tiles widened along the last axis to 128 rows); with `--tight true`:
  * the default with unpadded scratch rows (`tightScratch`); with `--shared true`: the default with the other dq
- * scratch count (`dqSharedScratch`); each where it fits.
+ * scratch count (`dqSharedScratch`); with `--dsv true`: the default with dq's dS over the V rows (`dqDsOverV`); each
+ * where it fits.
  */
 function backwardVariants(rank: NaRank, def: MmaBackwardConfig, g: FusedBackwardArgs<GpuTensor>): (readonly [string, MmaBackwardConfig])[] {
   const widest = (tile: readonly number[]): number[] => {
@@ -116,8 +118,9 @@ function backwardVariants(rank: NaRank, def: MmaBackwardConfig, g: FusedBackward
   };
   const tight = values.tight === 'true' ? ([['tight', { ...def, tightScratch: true }]] as const) : [];
   const shared = values.shared === 'true' ? ([['dq-shared', { ...def, dqSharedScratch: !def.dqSharedScratch }]] as const) : [];
+  const dsv = values.dsv === 'true' ? ([['ds-over-v', { ...def, dqDsOverV: true }]] as const) : [];
   const chunks = values.chunk16 === 'true' ? ([['c32', { ...def, chunk: 32 }], ['c16 sg8', sg8]] as const) : [];
-  return [...chunks, ...tight, ...shared].filter(([, c]) => fits(c));
+  return [...chunks, ...tight, ...shared, ...dsv].filter(([, c]) => fits(c));
 }
 
 let failures = 0;
@@ -291,16 +294,18 @@ if (values.mode === 'bsweep' && !('why' in avail)) {
         if (n === subgroups && !tiles.some((x) => x.tile.join() === tile.join())) tiles.push({ tile: [...tile], cost: 0 });
       }
       // Each tile with 16-row chunks (the default); --chunk16 true: with 32-row chunks too; --tight true: each also
-      // with unpadded scratch rows (tightScratch); --shared true: each also with the dq kernel's S and dP through one
-      // scratch (dqSharedScratch; the dkv column then repeats).
+      // with unpadded scratch rows (tightScratch); --shared true: each also with the dq kernel's S and dP in one
+      // scratch and in two (dqSharedScratch; else the default's choice); --dsv true: each also with dq's dS over the
+      // V rows (dqDsOverV); the dkv column then repeats.
       const chunks: (16 | 32)[] = values.chunk16 === 'true' ? [16, 32] : [16];
       const layouts = values.tight === 'true' ? [false, true] : [false];
-      const sharing = values.shared === 'true' ? [false, true] : [false];
-      for (const [{ tile }, chunk, tight, shared] of tiles.flatMap((x) => chunks.flatMap((c) => layouts.flatMap((t) => sharing.map((sh) => [x, c, t, sh] as const))))) {
-        const config: MmaBackwardConfig = { path: 'mma', queryTile: tile, querySubgroups: subgroups, keyTile: tile, keySubgroups: subgroups, chunk, ...(tight ? { tightScratch: true } : {}), ...(shared ? { dqSharedScratch: true } : {}) };
-        const same = chunk === def.config.chunk && tight === (def.config.tightScratch === true) && shared === (def.config.dqSharedScratch === true);
+      const sharing = values.shared === 'true' ? [false, true] : [def.config.dqSharedScratch === true];
+      const dsv = values.dsv === 'true' ? [false, true] : [false];
+      for (const [{ tile }, chunk, tight, shared, overV] of tiles.flatMap((x) => chunks.flatMap((c) => layouts.flatMap((t) => sharing.flatMap((sh) => dsv.map((o) => [x, c, t, sh, o] as const)))))) {
+        const config: MmaBackwardConfig = { path: 'mma', queryTile: tile, querySubgroups: subgroups, keyTile: tile, keySubgroups: subgroups, chunk, ...(tight ? { tightScratch: true } : {}), ...(shared ? { dqSharedScratch: true } : {}), ...(overV ? { dqDsOverV: true } : {}) };
+        const same = chunk === def.config.chunk && tight === (def.config.tightScratch === true) && shared === (def.config.dqSharedScratch === true) && !overV;
         const mark = (t: readonly number[], n: number) => (t.join() === tile.join() && n === subgroups && same ? '*' : ' ');
-        const name = `sg${subgroups} ${tile.join('x')}${chunk === 32 ? ' c32' : ''}${tight ? ' tight' : ''}${shared ? ' dqsh' : ''} ${mark(def.config.queryTile, def.config.querySubgroups)}${mark(def.config.keyTile, def.config.keySubgroups)}`;
+        const name = `sg${subgroups} ${tile.join('x')}${chunk === 32 ? ' c32' : ''}${tight ? ' tight' : ''}${shared ? ' dqsh' : ''}${overV ? ' dsv' : ''} ${mark(def.config.queryTile, def.config.querySubgroups)}${mark(def.config.keyTile, def.config.keySubgroups)}`;
         try {
           const { kernels } = checkFusedBackwardMma(ctx, p.rank, g, config);
           const [dq, dkv] = mmaBackwardCommands(ctx, kernels, def.problem, g, config, delta) as [DispatchCommand, DispatchCommand];

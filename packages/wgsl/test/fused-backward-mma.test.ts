@@ -36,4 +36,16 @@ describe('tensor-core (mma) backward generators', () => {
     expect(generateFusedBackwardMmaDq(base).code).not.toContain('sreg_0');
     expect(() => generateFusedBackwardMmaDkv(shared)).toThrow(/generateFusedBackwardMmaDkv: sharedScratch is a dq-kernel option/);
   });
+  it('writes dS over the staged V rows in the dq kernel on request (dsOverV), where they hold it', () => {
+    const small = { ...base, chunk: 16, tightScratch: true, dimV: 64 };
+    const over = { ...small, dsOverV: true };
+    // 64 rows of 16 halves fit 16 V rows of 72.
+    expect(fusedBackwardMmaSpecProblem(over)).toBeUndefined();
+    const dq = generateFusedBackwardMmaDq(over);
+    expect(fusedBackwardMmaWorkgroupBytes(small, 'dq') - dq.workgroupBytes).toBe(64 * 16 * 2);
+    expect(dq.code).not.toContain('ds_sh');
+    // Padded dS rows (24 halves) do not: 64 x 24 > 16 x 72.
+    expect(fusedBackwardMmaSpecProblem({ ...over, tightScratch: false })).toMatch(/dsOverV: dS \(64 rows of 24\) does not fit the chunk's V rows \(16 of 72\)/);
+    expect(() => generateFusedBackwardMmaDkv(over)).toThrow(/generateFusedBackwardMmaDkv: dsOverV is a dq-kernel option/);
+  });
 });

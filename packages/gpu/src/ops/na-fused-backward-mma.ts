@@ -53,6 +53,12 @@ export interface MmaBackwardConfig {
    * with it.
    */
   readonly dqSharedScratch?: boolean;
+  /**
+   * The dq kernel's dS written over the chunk's staged V rows once dP is formed (`FusedBackwardMmaSpec.dsOverV`):
+   * no dS array. Opt-in, not yet timed on a device; no default or tune space takes it (a stored config with it is
+   * refused).
+   */
+  readonly dqDsOverV?: boolean;
 }
 
 /** Why the mma backward cannot run this problem (dtype, head dims, rpb), or undefined. */
@@ -73,6 +79,7 @@ function specOf(problem: FusedBackwardProblem, config: MmaBackwardConfig, kernel
     subgroups: kernel === 'dq' ? config.querySubgroups : config.keySubgroups,
     ...(config.tightScratch === true ? { tightScratch: true } : {}),
     ...(kernel === 'dq' && config.dqSharedScratch === true ? { sharedScratch: true } : {}),
+    ...(kernel === 'dq' && config.dqDsOverV === true ? { dsOverV: true } : {}),
   };
 }
 

@@ -62,6 +62,13 @@ export interface FusedBackwardMmaSpec {
    * dkv kernel ran 1.02-1.06x slower, so the dkv kernel has no such option. Absent = two scratches.
    */
   readonly sharedScratch?: boolean;
+  /**
+   * The dq kernel's dS (f16) written over the chunk's staged V rows, dead once every subgroup has passed the barrier
+   * after dP = dO V^T, instead of into its own array (rows x dS-row bytes less workgroup memory). Needs the V rows to
+   * hold dS (16 x subgroups x dS row <= chunk x V row: up to 4 subgroups at 16-row chunks and head dim 64). Opt-in
+   * (not yet timed on a device). Absent = dS in its own array.
+   */
+  readonly dsOverV?: boolean;
 }
 
 function layout(spec: Pick<FusedBackwardMmaSpec, 'dim' | 'dimV' | 'chunk' | 'subgroups' | 'tightScratch'>): MmaLayout {
@@ -87,10 +94,10 @@ function sizes(spec: FusedBackwardMmaSpec) {
 }
 
 /** Bytes of workgroup memory of either kernel (staging, two f32 scratches, P/dS, per-chunk row tables). */
-export function fusedBackwardMmaWorkgroupBytes(spec: Pick<FusedBackwardMmaSpec, 'dim' | 'dimV' | 'chunk' | 'subgroups' | 'tightScratch' | 'sharedScratch'>, kernel: 'dq' | 'dkv'): number {
+export function fusedBackwardMmaWorkgroupBytes(spec: Pick<FusedBackwardMmaSpec, 'dim' | 'dimV' | 'chunk' | 'subgroups' | 'tightScratch' | 'sharedScratch' | 'dsOverV'>, kernel: 'dq' | 'dkv'): number {
   const l = layout(spec);
   const tables = kernel === 'dq' ? 16 * spec.chunk : 2 * 16 * spec.chunk + 2 * 4 * spec.chunk;
-  const pds = kernel === 'dq' ? 2 * l.rows * l.ldp : 2 * 2 * l.rows * l.ldp;
+  const pds = kernel === 'dq' ? (spec.dsOverV === true ? 0 : 2 * l.rows * l.ldp) : 2 * 2 * l.rows * l.ldp;
   const scratches = kernel === 'dq' && spec.sharedScratch === true ? 1 : 2;
   return 2 * l.stageElems + scratches * 4 * l.rows * l.lds + pds + tables + 16;
 }
@@ -101,6 +108,7 @@ export function fusedBackwardMmaSpecProblem(spec: FusedBackwardMmaSpec): string 
   if (shape !== undefined) return shape;
   const l = layout(spec);
   if (mmaPassRows(l, Math.max(l.ldk, l.ldv)) < F) return `head dims ${spec.dim}/${spec.dimV} are too large for chunk ${spec.chunk}`;
+  if (spec.dsOverV === true && l.rows * l.ldp > spec.chunk * l.ldv) return `dsOverV: dS (${l.rows} rows of ${l.ldp}) does not fit the chunk's V rows (${spec.chunk} of ${l.ldv})`;
   return undefined;
 }
 
@@ -221,10 +229,10 @@ ${range(nk)
     .join('\n');
 }
 
-/** acc_j += left(p_n) x right(rows of the chunk, columns j) for j < outs, n < n16. */
-function accumulateFrom(acc: string, leftArr: string, outs: number, n16: number, rightBase: string, ld: string): string {
+/** acc_j += left(p_n) x right(rows of the chunk, columns j) for j < outs, n < n16; the left rows start at `leftBase` in `leftArr`. */
+function accumulateFrom(acc: string, leftArr: string, outs: number, n16: number, rightBase: string, ld: string, leftBase = ''): string {
   return `${range(n16)
-    .map((n) => `    let ${leftArr}_f${n} = subgroupMatrixLoad<${LEFT}, row_major>(&${leftArr}, rbase * LDP + ${n * F}u, LDP);`)
+    .map((n) => `    let ${leftArr}_f${n} = subgroupMatrixLoad<${LEFT}, row_major>(&${leftArr}, ${leftBase}rbase * LDP + ${n * F}u, LDP);`)
     .join('\n')}
 ${range(outs)
   .map(
@@ -260,13 +268,14 @@ const scratchVec4 = (arr: string): string => `vec4<f32>(${arr}[srow + cc], ${arr
 
 /**
  * Both kernels' S and dP products and the per-element P/dS (`s(dst)` / `dp(dst)` store S or dP into a scratch,
- * `pds` is the per-element block), indented for the kernel's loop (`ind` added to every line). With two scratches:
+ * `pds` is the per-element block writing at `prow`, which starts at `pBase`), indented for the kernel's loop (`ind`
+ * added to every line). With two scratches:
  * both products, a barrier, P/dS. With one (the dq kernel's `sharedScratch`): S, a barrier, each lane's S values
  * into registers `sreg_v`, a barrier, dP over S, a barrier, P/dS.
  */
-function productsAndPds(o: { shared: boolean; vpl: number; s: (dst: string) => string; dp: (dst: string) => string; pds: string; ind: string }): string {
+function productsAndPds(o: { shared: boolean; vpl: number; s: (dst: string) => string; dp: (dst: string) => string; pds: string; ind: string; pBase?: string }): string {
   const guarded = (body: string): string => `    if (need) {\n${body}\n    }`;
-  const pdsBlock = guarded(`      let srow = row * LDS;\n      let prow = row * LDP;\n${o.pds}`);
+  const pdsBlock = guarded(`      let srow = row * LDS;\n      let prow = ${o.pBase ?? ''}row * LDP;\n${o.pds}`);
   const sRegs = `${range(o.vpl)
     .map((v) => `    var sreg_${v} = vec4<f32>(0.0);`)
     .join('\n')}
@@ -310,6 +319,10 @@ export function generateFusedBackwardMmaDq(spec: FusedBackwardMmaSpec): Generate
   const BK = spec.chunk;
   const VOFF = BK * L.ldk;
   const SHARED = spec.sharedScratch === true;
+  // dS's array: its own, or the chunk's V rows (offset VOFF of the staging area) once dP is done with them (dsOverV).
+  const DS_OVER_V = spec.dsOverV === true;
+  const DS_ARR = DS_OVER_V ? 'st' : 'ds_sh';
+  const DS_BASE = DS_OVER_V ? `${VOFF}u + ` : '';
   const staging = mmaStagedKeyLoop({ r, arr: 'st', tpk: TPK, d4: D4, dv4: DV4, voff: VOFF });
   const uniforms = fusedForwardUniformFields(r);
   const bindings: StorageBinding[] = [
@@ -327,8 +340,7 @@ export function generateFusedBackwardMmaDq(spec: FusedBackwardMmaSpec): Generate
 
   const rows = tileRows(r, { first: 'qf', head: 'h', heads: 'heads', loaders: ['load_q', 'load_do'] });
   const code = `${moduleHead(key, spec, bindings, uniforms, `${axes.map((a) => `const QUERY_TILE_${a}: u32 = ${spec.tile[a]}u;`).join('\n')}\nconst KEY_CHUNK: u32 = ${BK}u;\n`)}
-var<workgroup> ds_sh: array<f16, ${L.rows * L.ldp}>;
-var<workgroup> kc_sh: array<vec4<i32>, ${BK}>;
+${DS_OVER_V ? '' : `var<workgroup> ds_sh: array<f16, ${L.rows * L.ldp}>;\n`}var<workgroup> kc_sh: array<vec4<i32>, ${BK}>;
 
 ${rows.decls}
 
@@ -371,13 +383,14 @@ ${productsAndPds({
   vpl: BK / 8,
   s: (dst) => productsInto(dst, 'q', D16, BK16, (n, kk) => `${n * F}u * LDK + ${kk * F}u`, 'LDK'),
   dp: (dst) => productsInto(dst, 'do', DV16, BK16, (n, kk) => `${VOFF}u + ${n * F}u * LDV + ${kk * F}u`, 'LDV'),
-  pds: pdsStmts({ vpl: BK / 8, inw: (v, i) => mmaInWindow(r, `kc_sh[(${v * 2}u + hf) * 4u + ${i}u]`), lse: () => 'vec4<f32>(lse_r)', delta: () => 'vec4<f32>(delta_r)', dsArr: 'ds_sh', shared: SHARED }),
+  pds: pdsStmts({ vpl: BK / 8, inw: (v, i) => mmaInWindow(r, `kc_sh[(${v * 2}u + hf) * 4u + ${i}u]`), lse: () => 'vec4<f32>(lse_r)', delta: () => 'vec4<f32>(delta_r)', dsArr: DS_ARR, shared: SHARED }),
   ind: '',
+  pBase: DS_BASE,
 })}
     workgroupBarrier();
     // ---- dQ += dS K
     if (need) {
-${accumulateFrom('dq', 'ds_sh', D16, BK16, '0u', 'LDK')}
+${accumulateFrom('dq', DS_ARR, D16, BK16, '0u', 'LDK', DS_BASE)}
     }
     workgroupBarrier();
   }
@@ -423,7 +436,9 @@ ${axes
 
 /** The dkv kernel (pass 2). Uniforms as the forward's, with key tiles in `ntile_a` and KV heads in `total_wg`. */
 export function generateFusedBackwardMmaDkv(spec: FusedBackwardMmaSpec): GeneratedKernel {
-  const why = fusedBackwardMmaSpecProblem(spec) ?? (spec.sharedScratch === true ? 'sharedScratch is a dq-kernel option (one scratch timed slower in dkv)' : undefined);
+  const why =
+    fusedBackwardMmaSpecProblem(spec) ??
+    (spec.sharedScratch === true ? 'sharedScratch is a dq-kernel option (one scratch timed slower in dkv)' : spec.dsOverV === true ? 'dsOverV is a dq-kernel option (the dkv kernel reads its Q and dO rows to the end of each step)' : undefined);
   if (why !== undefined) throw new NattenArgumentError(`generateFusedBackwardMmaDkv: ${why}`);
   const key = kernelKey('na-fused-backward-mma-dkv', GEN, spec);
   const { r, axes, L, WG, D4, DV4, D16, DV16, C16: QC16, TPR: TPQ } = sizes(spec);
