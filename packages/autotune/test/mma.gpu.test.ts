@@ -112,13 +112,17 @@ describe('tensor-core (mma) backward configs in the autotuner', () => {
     // Every config with padded and with unpadded scratch rows: here the default is unpadded (2-D K=7), its padded
     // twin a candidate.
     expect(def.tightScratch).toBe(true);
-    const { tightScratch: _t, ...padded } = def;
+    const { tightScratch: _t, dqSharedScratch: _d, ...padded } = def;
     expect(space.candidates.filter((c) => JSON.stringify(c.config) === JSON.stringify(padded))).toHaveLength(1);
-    expect(space.candidates.filter((c) => c.config.tightScratch === true).length).toBe(space.candidates.length / 2);
-    // And with the dq kernel's S and dP in one scratch and in two (the default has one here).
+    // Unpadded configs also with the dq kernel's S and dP in one scratch (the default has one here): every padded
+    // config has its unpadded twin, and every unpadded one its one-scratch twin, among all the space enumerates.
     const { dqSharedScratch: _s, ...twoScratches } = def;
     expect(space.candidates.filter((c) => JSON.stringify(c.config) === JSON.stringify(twoScratches))).toHaveLength(1);
-    expect(space.candidates.filter((c) => c.config.dqSharedScratch === true).length).toBe(space.candidates.length / 2);
+    const every = [...space.candidates, ...space.pruned].map((c) => c.config);
+    const count = (f: (c: MmaBackwardConfig) => boolean): number => every.filter(f).length;
+    expect(count((c) => c.dqSharedScratch === true)).toBe(count((c) => c.tightScratch === true && c.dqSharedScratch !== true));
+    expect(count((c) => c.tightScratch !== true)).toBe(count((c) => c.tightScratch === true && c.dqSharedScratch !== true));
+    expect(every.filter((c) => c.dqSharedScratch === true).every((c) => c.tightScratch === true)).toBe(true);
     // float32 backwards and rpb stay on the plain kernels.
     expect(mmaBackwardSpace(ctx, describeBackward(parseProblem('na2d 1x128x128x8x64 K=7'))).candidates).toEqual([]);
     expect(mmaBackwardSpace(ctx, describeBackward(parseProblem('na2d 1x128x128x8x64 K=7 f16 rpb'))).candidates).toEqual([]);
@@ -138,7 +142,7 @@ describe('tensor-core (mma) backward configs in the autotuner', () => {
     expect(await tabled.backwardMma(B7)).toEqual(other);
     // Both scratch layouts and both dq scratch counts of a space config run as stored (both are part of what is
     // compared).
-    const { tightScratch: _t, ...padded } = def;
+    const { tightScratch: _t, dqSharedScratch: _d, ...padded } = def;
     const { dqSharedScratch: _s, ...twoScratches } = def;
     expect(def.dqSharedScratch).toBe(true);
     for (const stored of [def, padded, twoScratches]) {
