@@ -134,17 +134,18 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
       });
       for (const { text, desc } of parsed) {
         for (const pass of passes) {
-          const problem = pass === 'forward' ? describeForward(desc) : describeBackward(desc);
+          // The pass's problem, described (and validated) once.
+          const job = pass === 'forward' ? ({ pass, problem: describeForward(desc) } as const) : ({ pass, problem: describeBackward(desc) } as const);
           if (values['dry-run']) {
-            const r = pass === 'forward' ? tuner.dryRun(problem, 'forward') : tuner.dryRun(describeBackward(desc), 'backward');
+            const r = job.pass === 'forward' ? tuner.dryRun(job.problem, 'forward') : tuner.dryRun(job.problem, 'backward');
             io.out(values.json ? JSON.stringify(r) : formatDryRun(r));
             continue;
           }
           // A pass the default runs on the tensor cores tunes those configs (what `config: 'auto'` then uses).
           const r =
-            pass === 'forward'
-              ? ((await tuner.tuneForwardMma(problem)) ?? (await tuner.tuneForward(problem)))
-              : ((await tuner.tuneBackwardMma(describeBackward(desc))) ?? (await tuner.tuneBackward(describeBackward(desc))));
+            job.pass === 'forward'
+              ? ((await tuner.tuneForwardMma(job.problem)) ?? (await tuner.tuneForward(job.problem)))
+              : ((await tuner.tuneBackwardMma(job.problem)) ?? (await tuner.tuneBackward(job.problem)));
           if (values.json) {
             io.out(JSON.stringify({ op: pass, problem: text, config: r.config, medianNs: r.medianNs, method: r.method, timed: r.timed, candidates: r.candidates, truncated: r.truncated, elapsedMs: r.elapsedMs }));
           } else {
