@@ -88,30 +88,30 @@ export function setAutotuneOptions(options: Omit<AutotunerOptions, 'ctx'>): void
   provider = undefined;
 }
 
+/** The autotuner's config provider for a GPU context: the single hook between natten-web and @natten-web/autotune. */
+function tunerFor(ctx: GpuContext): ConfigProvider {
+  provider ??= createConfigProvider(providerOptions);
+  return provider(ctx);
+}
+
 /**
  * The tensor-core (mma) forward's config for `config: 'auto'` where the device's default routes the problem to
  * that path: tuned, cached, tabled or the default, as for the plain tiles; undefined where the route does not apply.
  */
 export async function autoMmaConfig(ctx: GpuContext, problem: FusedProblem): Promise<MmaForwardConfig | undefined> {
-  provider ??= createConfigProvider(providerOptions);
-  return provider(ctx).forwardMma(problem);
+  return tunerFor(ctx).forwardMma(problem);
 }
 
 /** The tensor-core (mma) backward's config for `config: 'auto'`, as `autoMmaConfig` for the forward. */
 export async function autoMmaBackwardConfig(ctx: GpuContext, problem: FusedBackwardProblem): Promise<MmaBackwardConfig | undefined> {
-  provider ??= createConfigProvider(providerOptions);
-  return provider(ctx).backwardMma(problem);
+  return tunerFor(ctx).backwardMma(problem);
 }
 
-/**
- * The tuned (or cached / tabled / default) config for a fused problem on a GPU context, as the seed
- * op's tile arguments. The single hook between natten-web and @natten-web/autotune.
- */
+/** The tuned (or cached / tabled / default) config for a fused problem on a GPU context, as the seed op's tile arguments. */
 export async function autoConfig(ctx: GpuContext, pass: 'forward', problem: FusedProblem): Promise<ForwardConfig>;
 export async function autoConfig(ctx: GpuContext, pass: 'backward', problem: FusedProblem & { hasGradRpb: boolean }): Promise<BackwardConfig>;
 export async function autoConfig(ctx: GpuContext, pass: 'forward' | 'backward', problem: FusedProblem & { hasGradRpb?: boolean }): Promise<ForwardConfig | BackwardConfig> {
-  provider ??= createConfigProvider(providerOptions);
-  const tuner = provider(ctx);
+  const tuner = tunerFor(ctx);
   if (pass === 'forward') {
     const c = await tuner.forward(problem);
     // The tuned config runs exactly: its lane split travels with its tiles.

@@ -347,8 +347,8 @@ async function naBackward(
       const gradKey = zeros(key.shape, key.dtype);
       const gradValue = zeros(value.shape, value.dtype);
       const gradRpb = t.rpb ? zeros(t.rpb.shape, t.rpb.dtype) : undefined;
-      await runHost(op, backend, query.dtype, async (b, ctx) => {
-        return b.fusedBackward(rank, {
+      await runHost(op, backend, query.dtype, async (b, ctx) =>
+        b.fusedBackward(rank, {
           ...args,
           ...(await configFor(ctx, false)),
           gradQuery,
@@ -362,8 +362,8 @@ async function naBackward(
           gradOutput: t.gradOutput as Tensor,
           logsumexp: t.lse as Tensor,
           rpb: t.rpb,
-        });
-      });
+        }),
+      );
       if (!extra) return defined({ gradQuery, gradKey, gradValue, gradRpb });
       return defined({ ...additionalBackwardHost(extra.dims, t, gradQuery, scale), gradKey, gradValue, gradRpb });
     },
