@@ -268,14 +268,14 @@ const scratchVec4 = (arr: string): string => `vec4<f32>(${arr}[srow + cc], ${arr
 
 /**
  * Both kernels' S and dP products and the per-element P/dS (`s(dst)` / `dp(dst)` store S or dP into a scratch,
- * `pds` is the per-element block writing at `prow`, which starts at `pBase`), indented for the kernel's loop (`ind`
+ * `pds(shared)` is the per-element block writing at `prow`, which starts at `pBase`), indented for the kernel's loop (`ind`
  * added to every line). With two scratches:
  * both products, a barrier, P/dS. With one (the dq kernel's `sharedScratch`): S, a barrier, each lane's S values
  * into registers `sreg_v`, a barrier, dP over S, a barrier, P/dS.
  */
-function productsAndPds(o: { shared: boolean; vpl: number; s: (dst: string) => string; dp: (dst: string) => string; pds: string; ind: string; pBase?: string }): string {
+function productsAndPds(o: { shared: boolean; vpl: number; s: (dst: string) => string; dp: (dst: string) => string; pds: (shared: boolean) => string; ind: string; pBase?: string }): string {
   const guarded = (body: string): string => `    if (need) {\n${body}\n    }`;
-  const pdsBlock = guarded(`      let srow = row * LDS;\n      let prow = ${o.pBase ?? ''}row * LDP;\n${o.pds}`);
+  const pdsBlock = guarded(`      let srow = row * LDS;\n      let prow = ${o.pBase ?? ''}row * LDP;\n${o.pds(o.shared)}`);
   const sRegs = `${range(o.vpl)
     .map((v) => `    var sreg_${v} = vec4<f32>(0.0);`)
     .join('\n')}
@@ -383,7 +383,7 @@ ${productsAndPds({
   vpl: BK / 8,
   s: (dst) => productsInto(dst, 'q', D16, BK16, (n, kk) => `${n * F}u * LDK + ${kk * F}u`, 'LDK'),
   dp: (dst) => productsInto(dst, 'do', DV16, BK16, (n, kk) => `${VOFF}u + ${n * F}u * LDV + ${kk * F}u`, 'LDV'),
-  pds: pdsStmts({ vpl: BK / 8, inw: (v, i) => mmaInWindow(r, `kc_sh[(${v * 2}u + hf) * 4u + ${i}u]`), lse: () => 'vec4<f32>(lse_r)', delta: () => 'vec4<f32>(delta_r)', dsArr: DS_ARR, shared: SHARED }),
+  pds: (shared) => pdsStmts({ vpl: BK / 8, inw: (v, i) => mmaInWindow(r, `kc_sh[(${v * 2}u + hf) * 4u + ${i}u]`), lse: () => 'vec4<f32>(lse_r)', delta: () => 'vec4<f32>(delta_r)', dsArr: DS_ARR, shared }),
   ind: '',
   pBase: DS_BASE,
 })}
@@ -577,7 +577,7 @@ ${productsAndPds({
   vpl: QC / 8,
   s: (dst) => productsInto(dst, 'k', D16, QC16, (n, kk) => `${n * F}u * LDK + ${kk * F}u`, 'LDK'),
   dp: (dst) => productsInto(dst, 'v', DV16, QC16, (n, kk) => `${OOFF}u + ${n * F}u * LDV + ${kk * F}u`, 'LDV'),
-  pds: pdsStmts({ vpl: QC / 8, inw: (v, i) => inWindow(`(${v * 2}u + hf) * 4u + ${i}u`), lse: (v) => `lse_sh[${v * 2}u + hf]`, delta: (v) => `delta_sh[${v * 2}u + hf]`, pArr: 'p_sh', dsArr: 'ds_sh' }),
+  pds: (shared) => pdsStmts({ vpl: QC / 8, inw: (v, i) => inWindow(`(${v * 2}u + hf) * 4u + ${i}u`), lse: (v) => `lse_sh[${v * 2}u + hf]`, delta: (v) => `delta_sh[${v * 2}u + hf]`, pArr: 'p_sh', dsArr: 'ds_sh', shared }),
   ind: '  ',
 })}
       workgroupBarrier();
