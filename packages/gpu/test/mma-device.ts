@@ -36,6 +36,7 @@ import {
   mmaConfigFits,
   type MmaBackwardConfig,
   mmaBackwardCommands,
+  mmaBackwardConfigFits,
   type MmaForwardConfig,
   planFusedForwardMma,
   selectFusedBackward,
@@ -108,14 +109,8 @@ function backwardVariants(rank: NaRank, def: MmaBackwardConfig, g: FusedBackward
     return t;
   };
   const sg8: MmaBackwardConfig = { ...def, chunk: 16, queryTile: widest(def.queryTile), querySubgroups: 8, keyTile: def.keyTile.map((x, a) => (a === rank - 1 ? x * (8 / def.keySubgroups) : x)), keySubgroups: 8 };
-  const fits = (c: MmaBackwardConfig): boolean => {
-    try {
-      checkFusedBackwardMma(ctx, rank, g, c);
-      return true;
-    } catch {
-      return false;
-    }
-  };
+  const { problem } = checkFusedBackwardMma(ctx, rank, g);
+  const fits = (c: MmaBackwardConfig): boolean => mmaBackwardConfigFits(ctx, problem, c);
   const tight = values.tight === 'true' ? ([['tight', { ...def, tightScratch: true }]] as const) : [];
   const shared = values.shared === 'true' ? ([['dq-shared', { ...def, dqSharedScratch: !def.dqSharedScratch }]] as const) : [];
   const dsv = values.dsv === 'true' ? ([['ds-over-v', { ...def, dqDsOverV: true }]] as const) : [];
