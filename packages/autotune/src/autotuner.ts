@@ -442,9 +442,13 @@ export function createAutotuner(options: AutotunerOptions): Autotuner {
     const key = cacheKey(adapter, 'na-fused-backward-mma', p);
     const def = (): Selection<MmaBackwardConfig> => ({ config: dflt, source: 'default', key });
     // A stored config must be one of the space's (the same kernels, tiles and scratch layout this device and problem
-    // can run), compared on those fields alone.
+    // can run), compared on every field, an absent flag equal to false (so a new flag needs no change here).
     const fields = (x: MmaBackwardConfig): string =>
-      JSON.stringify({ path: 'mma', queryTile: x.queryTile, querySubgroups: x.querySubgroups, keyTile: x.keyTile, keySubgroups: x.keySubgroups, chunk: x.chunk, tightScratch: x.tightScratch === true, dqSharedScratch: x.dqSharedScratch === true, dqDsOverV: x.dqDsOverV === true });
+      JSON.stringify(
+        Object.entries(x)
+          .filter(([, v]) => v !== undefined && v !== false)
+          .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)),
+      );
     const valid = (c: MmaBackwardConfig): string | undefined =>
       fitsOnce(key, c, () => mmaBackwardSpace(ctx, p, { maxCandidates: Number.POSITIVE_INFINITY }).candidates.some((x) => fields(x.config) === fields(c)))
         ? undefined

@@ -123,6 +123,8 @@ describe('tensor-core (mma) backward configs in the autotuner', () => {
     expect(count((c) => c.dqSharedScratch === true)).toBe(count((c) => c.tightScratch === true && c.dqSharedScratch !== true));
     expect(count((c) => c.tightScratch !== true)).toBe(count((c) => c.tightScratch === true && c.dqSharedScratch !== true));
     expect(every.filter((c) => c.dqSharedScratch === true).every((c) => c.tightScratch === true)).toBe(true);
+    // No head splits (timed slower everywhere on the H200).
+    expect(count((c) => c.dqHeadSplit === true || c.dkvHeadSplit === true)).toBe(0);
     // float32 backwards and rpb stay on the plain kernels.
     expect(mmaBackwardSpace(ctx, describeBackward(parseProblem('na2d 1x128x128x8x64 K=7'))).candidates).toEqual([]);
     expect(mmaBackwardSpace(ctx, describeBackward(parseProblem('na2d 1x128x128x8x64 K=7 f16 rpb'))).candidates).toEqual([]);

@@ -135,7 +135,7 @@ export function speedProblems(only: string): Problem[] {
   return all.filter((p) => only === '' || only.split(',').some((o) => p.name.includes(o)));
 }
 
-type DeviceScriptOptions = { mode: string; sweep: string; only: string; reps: string; top: string; dtype: string; chunk16: string; tight: string; inturn: string; pk: string; shared: string; dsv: string; nsg: string };
+type DeviceScriptOptions = { mode: string; sweep: string; only: string; reps: string; top: string; dtype: string; chunk16: string; tight: string; inturn: string; pk: string; shared: string; dsv: string; hsplit: string; nsg: string };
 
 /** The device scripts' shared options (`--mode`, `--sweep`, `--only`, `--reps`, `--top`, `--nsg`, ...). */
 export function deviceScriptOptions(): DeviceScriptOptions {
@@ -147,6 +147,7 @@ export function deviceScriptOptions(): DeviceScriptOptions {
       pk: { type: 'string', default: 'false' },
       shared: { type: 'string', default: 'false' },
       dsv: { type: 'string', default: 'false' },
+      hsplit: { type: 'string', default: 'false' },
       dtype: { type: 'string', default: 'float16' },
       mode: { type: 'string', default: 'both' },
       sweep: { type: 'string', default: 'false' },

@@ -14,8 +14,8 @@
  * the N cheapest configs of each subgroup count and `--nsg 2,4` keeps those counts; `--tight true` adds each
  * config's twin with the other scratch layout (`tightScratch`), `--inturn true` each config's (and layout twin's) twin with K and V
  * staged in turn (`kvInTurn`), `--pk true` each config's twin with P over the staged K rows (`pOverK`); for the
- * backward modes `--tight true` / `--shared true` / `--dsv true` add the unpadded-row / dq scratch-count
- * (`dqSharedScratch`) / dS-over-V (`dqDsOverV`) twins.
+ * backward modes `--tight true` / `--shared true` / `--dsv true` / `--hsplit true` add the unpadded-row / dq
+ * scratch-count (`dqSharedScratch`) / dS-over-V (`dqDsOverV`) / head-split (`dqHeadSplit`, `dkvHeadSplit`) twins.
  */
 import { type FusedBackwardArgs, type FusedProblem, type NaRank, randn, tensor, toFloat64Values } from '@natten-web/core';
 import { tensorFromValues } from '@natten-web/testkit';
@@ -37,6 +37,7 @@ import {
   type MmaBackwardConfig,
   mmaBackwardCommands,
   mmaBackwardConfigFits,
+  mmaBackwardTile,
   type MmaForwardConfig,
   planFusedForwardMma,
   selectFusedBackward,
@@ -115,7 +116,22 @@ function backwardVariants(rank: NaRank, def: MmaBackwardConfig, g: FusedBackward
   const shared = values.shared === 'true' ? ([['dq-shared', { ...def, dqSharedScratch: !def.dqSharedScratch }]] as const) : [];
   const dsv = values.dsv === 'true' ? ([['ds-over-v', { ...def, dqDsOverV: true }]] as const) : [];
   const chunks = values.chunk16 === 'true' ? ([['c32', { ...def, chunk: 32 }], ['c16 sg8', sg8]] as const) : [];
-  return [...chunks, ...tight, ...shared, ...dsv].filter(([, c]) => fits(c));
+  // --hsplit true: the dkv kernel with two subgroups per 16 keys (dkvHeadSplit) at the default's subgroup count
+  // (half the keys per workgroup) and at twice it (the same keys), and both kernels split.
+  const split: (readonly [string, MmaBackwardConfig])[] = [];
+  if (values.hsplit === 'true') {
+    const kv = (n: 2 | 4 | 8): MmaBackwardConfig | undefined => {
+      const tile = mmaBackwardTile(ctx, problem, 'dkv', n, def.chunk, true);
+      return tile ? { ...def, keyTile: tile, keySubgroups: n, dkvHeadSplit: true } : undefined;
+    };
+    const same = kv(def.keySubgroups);
+    const twice = def.keySubgroups < 8 ? kv((def.keySubgroups * 2) as 4 | 8) : undefined;
+    const qTile = mmaBackwardTile(ctx, problem, 'dq', def.querySubgroups, def.chunk, true);
+    if (same) split.push(['dkv-split', same]);
+    if (twice) split.push([`dkv-split sg${twice.keySubgroups}`, twice]);
+    if (same && qTile) split.push(['both-split', { ...same, queryTile: qTile, dqHeadSplit: true, dqSharedScratch: false }]);
+  }
+  return [...chunks, ...tight, ...shared, ...dsv, ...split].filter(([, c]) => fits(c));
 }
 
 let failures = 0;
@@ -279,14 +295,18 @@ if (values.mode === 'bsweep' && !('why' in avail)) {
     const best = { dq: Number.POSITIVE_INFINITY, dkv: Number.POSITIVE_INFINITY, dqAt: '', dkvAt: '' };
     // One discarded timing of the default's kernels first (a problem's first readings were often 2-4x slow).
     for (const c of mmaBackwardCommands(ctx, def.kernels, def.problem, g, def.config, delta)) await timeCommand(ctx, c, reps, warmer);
-    for (const subgroups of [2, 4, 8] as const) {
-      const tiles = tileShapes(p.rank, 16 * subgroups)
-        .map((tile) => ({ tile, cost: mmaConfigCost(def.problem, { path: 'mma', queryTile: tile, keyChunk: 32, subgroups }) }))
+    // --hsplit true: each subgroup count also with two subgroups per 16 rows in both kernels (dqHeadSplit,
+    // dkvHeadSplit; tiles of 8 rows per subgroup, one scratch each, no dS over V).
+    const splits = values.hsplit === 'true' ? [false, true] : [false];
+    for (const [subgroups, split] of ([2, 4, 8] as const).flatMap((n) => splits.map((h) => [n, h] as const))) {
+      const rows = (split ? 8 : 16) * subgroups;
+      const tiles = tileShapes(p.rank, rows)
+        .map((tile) => ({ tile, cost: mmaConfigCost(def.problem, { path: 'mma', queryTile: tile, keyChunk: 32, subgroups: (rows / 16) as 2 | 4 | 8 }) }))
         .sort((x, y) => x.cost - y.cost)
         .slice(0, Number(values.top));
       // The default's own tiles are always timed.
-      for (const [tile, n] of [[def.config.queryTile, def.config.querySubgroups], [def.config.keyTile, def.config.keySubgroups]] as const) {
-        if (n === subgroups && !tiles.some((x) => x.tile.join() === tile.join())) tiles.push({ tile: [...tile], cost: 0 });
+      for (const [tile, n, h] of [[def.config.queryTile, def.config.querySubgroups, def.config.dqHeadSplit === true], [def.config.keyTile, def.config.keySubgroups, def.config.dkvHeadSplit === true]] as const) {
+        if (n === subgroups && h === split && !tiles.some((x) => x.tile.join() === tile.join())) tiles.push({ tile: [...tile], cost: 0 });
       }
       // Each tile with 16-row chunks (the default); --chunk16 true: with 32-row chunks too; --tight true: each also
       // with unpadded scratch rows (tightScratch); --shared true: each also with the dq kernel's S and dP in one
@@ -294,13 +314,15 @@ if (values.mode === 'bsweep' && !('why' in avail)) {
       // V rows (dqDsOverV); the dkv column then repeats.
       const chunks: (16 | 32)[] = values.chunk16 === 'true' ? [16, 32] : [16];
       const layouts = values.tight === 'true' ? [false, true] : [false];
-      const sharing = values.shared === 'true' ? [false, true] : [def.config.dqSharedScratch === true];
-      const dsv = values.dsv === 'true' ? [false, true] : [false];
+      const sharing = split ? [false] : values.shared === 'true' ? [false, true] : [def.config.dqSharedScratch === true];
+      const dsv = values.dsv === 'true' && !split ? [false, true] : [false];
       for (const [{ tile }, chunk, tight, shared, overV] of tiles.flatMap((x) => chunks.flatMap((c) => layouts.flatMap((t) => sharing.flatMap((sh) => dsv.map((o) => [x, c, t, sh, o] as const)))))) {
-        const config: MmaBackwardConfig = { path: 'mma', queryTile: tile, querySubgroups: subgroups, keyTile: tile, keySubgroups: subgroups, chunk, ...(tight ? { tightScratch: true } : {}), ...(shared ? { dqSharedScratch: true } : {}), ...(overV ? { dqDsOverV: true } : {}) };
-        const same = chunk === def.config.chunk && tight === (def.config.tightScratch === true) && shared === (def.config.dqSharedScratch === true) && !overV;
-        const mark = (t: readonly number[], n: number) => (t.join() === tile.join() && n === subgroups && same ? '*' : ' ');
-        const name = `sg${subgroups} ${tile.join('x')}${chunk === 32 ? ' c32' : ''}${tight ? ' tight' : ''}${shared ? ' dqsh' : ''}${overV ? ' dsv' : ''} ${mark(def.config.queryTile, def.config.querySubgroups)}${mark(def.config.keyTile, def.config.keySubgroups)}`;
+        const config: MmaBackwardConfig = { path: 'mma', queryTile: tile, querySubgroups: subgroups, keyTile: tile, keySubgroups: subgroups, chunk, ...(tight ? { tightScratch: true } : {}), ...(shared ? { dqSharedScratch: true } : {}), ...(overV ? { dqDsOverV: true } : {}), ...(split ? { dqHeadSplit: true, dkvHeadSplit: true } : {}) };
+        const same = chunk === def.config.chunk && tight === (def.config.tightScratch === true) && !overV;
+        const dqSame = same && shared === (def.config.dqSharedScratch === true) && split === (def.config.dqHeadSplit === true);
+        const kvSame = same && split === (def.config.dkvHeadSplit === true);
+        const mark = (t: readonly number[], n: number, ok: boolean) => (t.join() === tile.join() && n === subgroups && ok ? '*' : ' ');
+        const name = `sg${subgroups} ${tile.join('x')}${chunk === 32 ? ' c32' : ''}${tight ? ' tight' : ''}${shared ? ' dqsh' : ''}${overV ? ' dsv' : ''}${split ? ' hsplit' : ''} ${mark(def.config.queryTile, def.config.querySubgroups, dqSame)}${mark(def.config.keyTile, def.config.keySubgroups, kvSame)}`;
         try {
           const { kernels } = checkFusedBackwardMma(ctx, p.rank, g, config);
           const [dq, dkv] = mmaBackwardCommands(ctx, kernels, def.problem, g, config, delta) as [DispatchCommand, DispatchCommand];

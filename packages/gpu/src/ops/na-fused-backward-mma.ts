@@ -27,7 +27,8 @@ import { memoKernel, memoPerContext } from './op.ts';
 
 /**
  * A tensor-core backward configuration: the dq kernel's query tile and subgroup count, the dkv kernel's key tile and
- * subgroup count (16 rows per subgroup in both), and the rows staged per step.
+ * subgroup count (16 rows per subgroup in both, or per pair of subgroups with a head split), and the rows staged per
+ * step.
  */
 export interface MmaBackwardConfig {
   readonly path: 'mma';
@@ -59,6 +60,15 @@ export interface MmaBackwardConfig {
    * refused).
    */
   readonly dqDsOverV?: boolean;
+  /**
+   * The dq kernel with two subgroups per 16 query rows, each owning half of the head dims
+   * (`FusedBackwardMmaSpec.headSplit`): the query tile then has 8 x `querySubgroups` rows. Half the fragments and
+   * accumulators per subgroup for the same matrix work; head dims multiples of 32; not with `dqSharedScratch` or
+   * `dqDsOverV`.
+   */
+  readonly dqHeadSplit?: boolean;
+  /** The dkv kernel with two subgroups per 16 key rows, each owning half of the head dims (as `dqHeadSplit`). */
+  readonly dkvHeadSplit?: boolean;
 }
 
 /** Why the mma backward cannot run this problem (dtype, head dims, rpb), or undefined. */
@@ -80,6 +90,7 @@ function specOf(problem: FusedBackwardProblem, config: MmaBackwardConfig, kernel
     ...(config.tightScratch === true ? { tightScratch: true } : {}),
     ...(kernel === 'dq' && config.dqSharedScratch === true ? { sharedScratch: true } : {}),
     ...(kernel === 'dq' && config.dqDsOverV === true ? { dsOverV: true } : {}),
+    ...((kernel === 'dq' ? config.dqHeadSplit : config.dkvHeadSplit) === true ? { headSplit: true } : {}),
   };
 }
 
@@ -102,14 +113,17 @@ export const MMA_BACKWARD_SMALL_WINDOW = 512;
 
 /**
  * Heuristic default, per kernel, with 16-row chunks: the subgroup count (windows of at most
- * `MMA_BACKWARD_SMALL_WINDOW` keys: unpadded scratch rows (`tightScratch`), dq 4 in 2-D and 3-D and 2 in 1-D, dkv
- * 2; H200, each kernel alone, same run: session 9 2-D 128x128 K=7 dq 199 -> 194 us, dkv 418 -> 324 us; 3-D
+ * `MMA_BACKWARD_SMALL_WINDOW` keys: unpadded scratch rows (`tightScratch`), dq 4 with S and dP through one scratch,
+ * dkv 2; H200, each kernel alone, same run: session 9 2-D 128x128 K=7 dq 199 -> 194 us, dkv 418 -> 324 us; 3-D
  * 16x32x32 K=3x7x7 dq 354 -> 311 us, dkv 1060 -> 852 us; session 10 1-D L=4096 K=127 dq 45.6 -> 46.9 us, dkv 77.6
  * (4 subgroups, padded) -> 71.8 us, 2-D K=13 dilated both already best; larger windows: dq 8 at head dims up to 64
  * and 4 above, dkv 8 above `MMA_LARGE_WINDOW` keys, else 4, padded rows (unpadded rows timed there in session 10:
  * FLUX-like 189.8 -> 192.0 ms, 1-D K=2047 causal 6.72 -> 6.80 ms); the next count that fits where one does not;
- * in 2-D and 3-D with small windows the dq kernel's S and dP through one scratch (`dqSharedScratch`; session 10,
- * the dq kernel alone, same run: 2-D K=7 192.1 -> 155.9 us, 3-D 309.1 -> 299.6 us; 6/6 device checks))
+ * with small windows the dq kernel's S and dP through one scratch (`dqSharedScratch`; session 10, the dq kernel
+ * alone, same run: 2-D K=7 192.1 -> 155.9 us, 3-D 309.1 -> 299.6 us; 6/6 device checks; session 11, 1-D L=4096
+ * K=127 with 4 subgroups: 46.9 (2, two scratches) -> 37.5 us), and on larger windows at head dims up to 64 (session
+ * 11, the whole backward of 1-D K=2047 causal: 6.71 -> 6.14 ms; FLUX-like at head dim 128 191.3 -> 193.7 ms, so
+ * not there))
  * and the tile whose union box
  * (prod(min(t_a + K_a - 1, group extent))) is smallest, ties to the longer last axis (a subgroup's 16 rows then span
  * fewer rows). Chosen from sweeps of both kernels alone on an H200 (f16, benchmark problems): 16-row chunks made
@@ -123,10 +137,11 @@ export function defaultMmaBackwardConfig(ctx: GpuContext, problem: FusedBackward
 }
 
 /**
- * The tile of `subgroups` x 16 rows whose union box (prod(min(t_a + K_a - 1, group extent))) is smallest for one
- * kernel of the mma backward at a chunk size, ties to the longer last axis; undefined where none fits this device.
+ * The tile of `subgroups` x 16 rows (x 8 with `headSplit`) whose union box (prod(min(t_a + K_a - 1, group extent)))
+ * is smallest for one kernel of the mma backward at a chunk size, ties to the longer last axis; undefined where none
+ * fits this device.
  */
-export function mmaBackwardTile(ctx: GpuContext, problem: FusedBackwardProblem, kernel: 'dq' | 'dkv', subgroups: 2 | 4 | 8, chunk: 16 | 32): number[] | undefined {
+export function mmaBackwardTile(ctx: GpuContext, problem: FusedBackwardProblem, kernel: 'dq' | 'dkv', subgroups: 2 | 4 | 8, chunk: 16 | 32, headSplit = false): number[] | undefined {
   // Union key box of a tile in dilation-group coordinates.
   const box = (tile: readonly number[]): number =>
     tile.reduce((v, t, a) => {
@@ -134,8 +149,9 @@ export function mmaBackwardTile(ctx: GpuContext, problem: FusedBackwardProblem, 
       return v * Math.min(t + (problem.params.kernelSize[a] as number) - 1, group);
     }, 1);
   let best: number[] | undefined;
-  for (const tile of tileShapes(problem.rank, MMA_FRAGMENT * subgroups)) {
-    const probe: MmaBackwardConfig = { path: 'mma', queryTile: tile, querySubgroups: subgroups, keyTile: tile, keySubgroups: subgroups, chunk };
+  const split = headSplit ? (kernel === 'dq' ? { dqHeadSplit: true } : { dkvHeadSplit: true }) : {};
+  for (const tile of tileShapes(problem.rank, (headSplit ? MMA_FRAGMENT / 2 : MMA_FRAGMENT) * subgroups)) {
+    const probe: MmaBackwardConfig = { path: 'mma', queryTile: tile, querySubgroups: subgroups, keyTile: tile, keySubgroups: subgroups, chunk, ...split };
     if (!kernelFits(ctx, problem, probe, kernel)) continue;
     const last = problem.rank - 1;
     if (!best || box(tile) < box(best) || (box(tile) === box(best) && (tile[last] as number) > (best[last] as number))) best = tile;
@@ -155,10 +171,10 @@ function chooseMmaBackwardConfig(ctx: GpuContext, problem: FusedBackwardProblem)
   };
   const large = keys > MMA_LARGE_WINDOW;
   const small = keys <= MMA_BACKWARD_SMALL_WINDOW;
-  // Small windows: unpadded scratch rows, dkv with 2 subgroups, dq with 4 in 2-D and 3-D (S and dP through one
-  // scratch there) and 2 in 1-D.
-  const sparse = small && problem.rank >= 2;
-  const dq = pick('dq', small ? (sparse ? [4, 2, 8] : [2, 4, 8]) : Math.max(problem.dim, problem.dimV) > 64 ? [4, 8, 2] : [8, 4, 2]);
+  // Small windows: unpadded scratch rows, dkv with 2 subgroups, dq with 4. The dq kernel's S and dP through one
+  // scratch at head dims up to 64 (at 128, FLUX-like, it timed 1% slower).
+  const wide = Math.max(problem.dim, problem.dimV) > 64;
+  const dq = pick('dq', small ? [4, 2, 8] : wide ? [4, 8, 2] : [8, 4, 2]);
   const dkv = pick('dkv', large ? [8, 4, 2] : small ? [2, 4, 8] : [4, 2, 8]);
   if (!dq || !dkv) return undefined;
   return {
@@ -169,7 +185,7 @@ function chooseMmaBackwardConfig(ctx: GpuContext, problem: FusedBackwardProblem)
     keySubgroups: dkv.subgroups,
     chunk: 16,
     ...(small ? { tightScratch: true } : {}),
-    ...(sparse ? { dqSharedScratch: true } : {}),
+    ...(small || !wide ? { dqSharedScratch: true } : {}),
   };
 }
 

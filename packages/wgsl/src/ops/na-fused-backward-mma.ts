@@ -12,9 +12,11 @@
  *    dQ * scale is written at the end.
  * 2. `dkv` (one workgroup per key tile of 16 x NSG keys of one KV head): the union of the tile's exact inverse
  *    neighbourhoods (`na_inverse_a`) is the query box; over one flattened walk of (query head of the KV head's GQA
- *    group, chunk) it stages chunks of Q, dO, and each query's window, lse and delta (loaded into registers while
- *    the previous step is multiplied: register prefetch, as the dq kernel's key chunks), computes S^T = K Q^T and dP^T = V dO^T, then
- *    P^T and dS^T masked by "key inside the query's window", and accumulates dV += P^T dO and dK += dS^T Q.
+ *    group, chunk) it stages chunks of Q, dO, and each query's coordinates, lse and delta (loaded into registers
+ *    while the previous step is multiplied: register prefetch, as the dq kernel's key chunks), computes S^T = K Q^T
+ *    and dP^T = V dO^T, then P^T and dS^T masked by "key inside the query's window", tested as "query inside the
+ *    key's exact inverse neighbourhood" (one staged vec4 per query; until session 11 each query's window, two), and
+ *    accumulates dV += P^T dO and dK += dS^T Q.
  * Both stage through workgroup memory like the forward, and a subgroup skips the work of a chunk outside the
  * box-linear span of its rows' windows (dq) or inverse windows (dkv).
  * Same assumptions as the forward: 32-wide subgroups that are aligned runs of local_invocation_index, and
@@ -27,7 +29,7 @@ import { windowFunctions } from '../snippets/window.ts';
 import { boxRow, forwardWorkgroupPrologue, fusedForwardUniformFields, rowLoader, workgroupTileDecode } from './na-fused-forward.ts';
 import { COORD, MMA_FRAGMENT, MMA_HEADER, MMA_SUBGROUP_SIZE, type MmaLayout, mmaBindingDecls, mmaDecodeTile, mmaInWindow, mmaLayout, mmaPassRows, mmaQueryRowWindow, mmaShapeProblem, mmaStagedKeyLoop, mmaSubgroupSpan, stagingPartGuard, store4 } from './na-fused-forward-mma.ts';
 
-const GEN = 4;
+const GEN = 5;
 const F = MMA_FRAGMENT;
 const range = (n: number): number[] => Array.from({ length: n }, (_, i) => i);
 const LEFT = `subgroup_matrix_left<f16, ${F}, ${F}>`;
@@ -69,6 +71,16 @@ export interface FusedBackwardMmaSpec {
    * (not yet timed on a device). Absent = dS in its own array.
    */
   readonly dsOverV?: boolean;
+  /**
+   * Two subgroups per 16 rows, each owning half of the head dims: subgroup 2b + h multiplies head-dim half h of
+   * block b's rows (its fragments of Q and dO, or K and V, and half of the dQ, or dK and dV, accumulators), S and dP
+   * are the sums of the pair's two partial products (added in the per-element step, which each subgroup runs on
+   * half of the chunk's columns), and both read the block's P/dS. Half the registers per subgroup for the same
+   * matrix work: for head dim 128 the dkv kernel otherwise holds 16 accumulator fragments and 16 operand fragments
+   * per subgroup. The tile has 8 x subgroups rows; needs head dims that are multiples of 32; not with
+   * `sharedScratch` or `dsOverV`. Absent = one subgroup per 16 rows.
+   */
+  readonly headSplit?: boolean;
 }
 
 function layout(spec: Pick<FusedBackwardMmaSpec, 'dim' | 'dimV' | 'chunk' | 'subgroups' | 'tightScratch'>): MmaLayout {
@@ -78,8 +90,13 @@ function layout(spec: Pick<FusedBackwardMmaSpec, 'dim' | 'dimV' | 'chunk' | 'sub
 /** The sizes both kernels derive from a spec: workgroup size, vec4 and fragment counts, staging threads per row. */
 function sizes(spec: FusedBackwardMmaSpec) {
   const WG = MMA_SUBGROUP_SIZE * spec.subgroups;
+  const split = spec.headSplit === true;
   return {
     r: spec.rank,
+    /** Two subgroups per 16 rows (`headSplit`). */
+    split,
+    /** Rows of the tile (16 per subgroup, or per pair of subgroups with `headSplit`). */
+    ROWS: (split ? F / 2 : F) * spec.subgroups,
     axes: range(spec.rank),
     L: layout(spec),
     WG,
@@ -94,10 +111,12 @@ function sizes(spec: FusedBackwardMmaSpec) {
 }
 
 /** Bytes of workgroup memory of either kernel (staging, two f32 scratches, P/dS, per-chunk row tables). */
-export function fusedBackwardMmaWorkgroupBytes(spec: Pick<FusedBackwardMmaSpec, 'dim' | 'dimV' | 'chunk' | 'subgroups' | 'tightScratch' | 'sharedScratch' | 'dsOverV'>, kernel: 'dq' | 'dkv'): number {
+export function fusedBackwardMmaWorkgroupBytes(spec: Pick<FusedBackwardMmaSpec, 'dim' | 'dimV' | 'chunk' | 'subgroups' | 'tightScratch' | 'sharedScratch' | 'dsOverV' | 'headSplit'>, kernel: 'dq' | 'dkv'): number {
   const l = layout(spec);
-  const tables = kernel === 'dq' ? 16 * spec.chunk : 2 * 16 * spec.chunk + 2 * 4 * spec.chunk;
-  const pds = kernel === 'dq' ? (spec.dsOverV === true ? 0 : 2 * l.rows * l.ldp) : 2 * 2 * l.rows * l.ldp;
+  const tables = kernel === 'dq' ? 16 * spec.chunk : 16 * spec.chunk + 2 * 4 * spec.chunk;
+  // P/dS rows: one per tile row (half the scratch's rows with headSplit, whose scratches hold both partials).
+  const pdsRows = spec.headSplit === true ? l.rows / 2 : l.rows;
+  const pds = kernel === 'dq' ? (spec.dsOverV === true ? 0 : 2 * pdsRows * l.ldp) : 2 * 2 * pdsRows * l.ldp;
   const scratches = kernel === 'dq' && spec.sharedScratch === true ? 1 : 2;
   return 2 * l.stageElems + scratches * 4 * l.rows * l.lds + pds + tables + 16;
 }
@@ -109,6 +128,10 @@ export function fusedBackwardMmaSpecProblem(spec: FusedBackwardMmaSpec): string 
   const l = layout(spec);
   if (mmaPassRows(l, Math.max(l.ldk, l.ldv)) < F) return `head dims ${spec.dim}/${spec.dimV} are too large for chunk ${spec.chunk}`;
   if (spec.dsOverV === true && l.rows * l.ldp > spec.chunk * l.ldv) return `dsOverV: dS (${l.rows} rows of ${l.ldp}) does not fit the chunk's V rows (${spec.chunk} of ${l.ldv})`;
+  if (spec.headSplit === true) {
+    if (spec.dim % (2 * F) !== 0 || spec.dimV % (2 * F) !== 0) return `headSplit: head dims ${spec.dim}/${spec.dimV} must be multiples of ${2 * F} (a whole number of fragments per half)`;
+    if (spec.sharedScratch === true || spec.dsOverV === true) return 'headSplit does not combine with sharedScratch or dsOverV (the scratch holds both partial products)';
+  }
   return undefined;
 }
 
@@ -149,6 +172,23 @@ const LANE_POSITION = `  let rbase = (lid / ${MMA_SUBGROUP_SIZE}u) * ${F}u;
   let lane = lid % ${MMA_SUBGROUP_SIZE}u;
   let hf = lane % 2u;
   let row = rbase + lane / 2u;`;
+
+/**
+ * The lane's position with `headSplit`: its subgroup's rows of the f32 scratches (`rbase`), head-dim half `hd` and
+ * the column offsets of that half (`hoff_d`, `hoff_dv`), the block's first tile row (`pbase`, also its first P/dS
+ * row), lane, half (two lanes per row) and tile row.
+ */
+function laneSplitPosition(dim: number, dimV: number): string {
+  return `  let sg = lid / ${MMA_SUBGROUP_SIZE}u;
+  let rbase = sg * ${F}u;
+  let hd = sg % 2u;
+  let hoff_d = hd * ${dim / 2}u;
+  let hoff_dv = hd * ${dimV / 2}u;
+  let pbase = (sg / 2u) * ${F}u;
+  let lane = lid % ${MMA_SUBGROUP_SIZE}u;
+  let hf = lane % 2u;
+  let row = pbase + lane / 2u;`;
+}
 
 
 /** Decode a tile-linear index into per-axis offsets over the `TILE_a` constants. */
@@ -192,7 +232,9 @@ ${axes.map((a) => `  p_g[${a}] = g_${a};\n  p_first[${a}] = ${o.first}_${a};\n  
  * Gather `frags` per tile row into left fragments `${name}_kk` through the staging area `st` (row stride `ld`), pass
  * by pass: `loadRow(row, c)` is the vec4 of tile row `row` (u32), column c, or zero.
  */
-function gatherFragments(o: { rows: number; passRows: number; width4: number; ld: string; name: string; frags: number; wg: number; rowValue: (rr: string, c: string) => string }): string {
+function gatherFragments(o: { rows: number; passRows: number; width4: number; ld: string; name: string; frags: number; wg: number; rowValue: (rr: string, c: string) => string; base?: string; colOff?: string }): string {
+  const base = o.base ?? 'rbase';
+  const colOff = o.colOff === undefined ? '' : ` + ${o.colOff}`;
   return range(Math.ceil(o.rows / o.passRows))
     .map((p) => {
       const first = p * o.passRows;
@@ -204,9 +246,9 @@ function gatherFragments(o: { rows: number; passRows: number; width4: number; ld
     ${store4('st', `rr * ${o.ld} + 4u * c`, 'gv')}
   }
   workgroupBarrier();
-  if (rbase >= ${first}u && rbase < ${first + rows}u) {
+  if (${base} >= ${first}u && ${base} < ${first + rows}u) {
 ${range(o.frags)
-  .map((kk) => `    ${o.name}_${kk} = subgroupMatrixLoad<${LEFT}, row_major>(&st, (rbase - ${first}u) * ${o.ld} + ${kk * F}u, ${o.ld});`)
+  .map((kk) => `    ${o.name}_${kk} = subgroupMatrixLoad<${LEFT}, row_major>(&st, (${base} - ${first}u) * ${o.ld} + ${kk * F}u${colOff}, ${o.ld});`)
   .join('\n')}
   }
   workgroupBarrier();`;
@@ -230,15 +272,17 @@ ${range(nk)
 }
 
 /** acc_j += left(p_n) x right(rows of the chunk, columns j) for j < outs, n < n16; the left rows start at `leftBase` in `leftArr`. */
-function accumulateFrom(acc: string, leftArr: string, outs: number, n16: number, rightBase: string, ld: string, leftBase = ''): string {
+function accumulateFrom(acc: string, leftArr: string, outs: number, n16: number, rightBase: string, ld: string, leftBase = '', split?: { readonly colOff: string }): string {
+  const leftRow = split ? 'pbase' : 'rbase';
+  const colOff = split ? ` + ${split.colOff}` : '';
   return `${range(n16)
-    .map((n) => `    let ${leftArr}_f${n} = subgroupMatrixLoad<${LEFT}, row_major>(&${leftArr}, ${leftBase}rbase * LDP + ${n * F}u, LDP);`)
+    .map((n) => `    let ${leftArr}_f${n} = subgroupMatrixLoad<${LEFT}, row_major>(&${leftArr}, ${leftBase}${leftRow} * LDP + ${n * F}u, LDP);`)
     .join('\n')}
 ${range(outs)
   .map(
     (j) =>
       `    ${acc}_${j} = ${range(n16).reduce(
-        (a, n) => `subgroupMatrixMultiplyAccumulate(${leftArr}_f${n}, subgroupMatrixLoad<${RIGHT}, row_major>(&st, ${rightBase} + ${n * F}u * ${ld} + ${j * F}u, ${ld}), ${a})`,
+        (a, n) => `subgroupMatrixMultiplyAccumulate(${leftArr}_f${n}, subgroupMatrixLoad<${RIGHT}, row_major>(&st, ${rightBase} + ${n * F}u * ${ld} + ${j * F}u${colOff}, ${ld}), ${a})`,
         `${acc}_${j}`,
       )};`,
   )
@@ -246,7 +290,10 @@ ${range(outs)
 }
 
 /** Write result fragments `${acc}_j` (scaled by `scale`) to `out` rows through the scratch, BK/16 tiles per round. */
-function writeThroughScratch(o: { acc: string; frags: number; n16: number; out: string; row4: string; scale: string; valid: string }): string {
+function writeThroughScratch(o: { acc: string; frags: number; n16: number; out: string; row4: string; scale: string; valid: string; split?: boolean }): string {
+  // With headSplit: this subgroup's own scratch rows, and its half's columns (frags x 4 vec4s per half).
+  const srow = o.split === true ? '(rbase + lane / 2u)' : 'row';
+  const half = o.split === true ? ` + hd * ${o.frags * 4}u` : '';
   return range(Math.ceil(o.frags / o.n16))
     .map((rd) => {
       const tiles = range(o.frags).slice(rd * o.n16, rd * o.n16 + o.n16);
@@ -254,8 +301,8 @@ function writeThroughScratch(o: { acc: string; frags: number; n16: number; out: 
   workgroupBarrier();
   if (${o.valid}) {
     for (var c = hf; c < ${tiles.length * 4}u; c += 2u) {
-      let s = row * LDS + 4u * c;
-      ${o.out}[${o.row4} + ${rd * o.n16 * 4}u + c] = vec4<f16>(vec4<f32>(s_sh[s], s_sh[s + 1u], s_sh[s + 2u], s_sh[s + 3u]) * ${o.scale});
+      let s = ${srow} * LDS + 4u * c;
+      ${o.out}[${o.row4}${half} + ${rd * o.n16 * 4}u + c] = vec4<f16>(vec4<f32>(s_sh[s], s_sh[s + 1u], s_sh[s + 2u], s_sh[s + 3u]) * ${o.scale});
     }
   }
   workgroupBarrier();`;
@@ -264,7 +311,7 @@ function writeThroughScratch(o: { acc: string; frags: number; n16: number; out: 
 }
 
 /** WGSL of the vec4 at column `cc` of this lane's row of f32 scratch `arr`. */
-const scratchVec4 = (arr: string): string => `vec4<f32>(${arr}[srow + cc], ${arr}[srow + cc + 1u], ${arr}[srow + cc + 2u], ${arr}[srow + cc + 3u])`;
+const scratchVec4 = (arr: string, srow = 'srow'): string => `vec4<f32>(${arr}[${srow} + cc], ${arr}[${srow} + cc + 1u], ${arr}[${srow} + cc + 2u], ${arr}[${srow} + cc + 3u])`;
 
 /**
  * Both kernels' S and dP products and the per-element P/dS (`s(dst)` / `dp(dst)` store S or dP into a scratch,
@@ -273,9 +320,11 @@ const scratchVec4 = (arr: string): string => `vec4<f32>(${arr}[srow + cc], ${arr
  * both products, a barrier, P/dS. With one (the dq kernel's `sharedScratch`): S, a barrier, each lane's S values
  * into registers `sreg_v`, a barrier, dP over S, a barrier, P/dS.
  */
-function productsAndPds(o: { shared: boolean; vpl: number; s: (dst: string) => string; dp: (dst: string) => string; pds: (shared: boolean) => string; ind: string; pBase?: string }): string {
+function productsAndPds(o: { shared: boolean; vpl: number; s: (dst: string) => string; dp: (dst: string) => string; pds: (shared: boolean) => string; ind: string; pBase?: string; split?: boolean }): string {
   const guarded = (body: string): string => `    if (need) {\n${body}\n    }`;
-  const pdsBlock = guarded(`      let srow = row * LDS;\n      let prow = ${o.pBase ?? ''}row * LDP;\n${o.pds(o.shared)}`);
+  // headSplit: the pair's partial products are rows 2 pbase + lane / 2 (its first subgroup) and 16 rows on.
+  const srows = o.split === true ? `      let srow = (2u * pbase + lane / 2u) * LDS;\n      let srow2 = srow + ${F}u * LDS;` : '      let srow = row * LDS;';
+  const pdsBlock = guarded(`${srows}\n      let prow = ${o.pBase ?? ''}row * LDP;\n${o.pds(o.shared)}`);
   const sRegs = `${range(o.vpl)
     .map((v) => `    var sreg_${v} = vec4<f32>(0.0);`)
     .join('\n')}
@@ -289,20 +338,23 @@ ${guarded(`      let srow = row * LDS;\n${range(o.vpl)
 }
 
 /**
- * The per-element masked P and dS of this lane's interleaved vec4 columns: `inw(i)` is the in-window test of column
- * `cc + i`, `lse(c)` / `delta(c)` the (log2-scaled) lse and delta of a column or row; P^T/dS^T go to `pArr`/`dsArr`
- * (dq writes dS only).
+ * The per-element masked P and dS of this lane's interleaved vec4 columns (`vpl` of them; vec4 index `vi`):
+ * `inw(vi, i)` is the in-window test of column `4 vi + i`, `lse(vi)` / `delta(vi)` the (log2-scaled) lse and delta of
+ * a column or row; P^T/dS^T go to `pArr`/`dsArr` (dq writes dS only). With `split` (headSplit) the lane's subgroup
+ * takes half of the columns and S and dP are the sums of the rows at `srow` and `srow2`.
  */
-function pdsStmts(o: { vpl: number; inw: (v: number, i: number) => string; lse: (v: number) => string; delta: (v: number) => string; pArr?: string; dsArr: string; shared?: boolean }): string {
+function pdsStmts(o: { vpl: number; inw: (vi: string, i: number) => string; lse: (vi: string) => string; delta: (vi: string) => string; pArr?: string; dsArr: string; shared?: boolean; split?: boolean }): string {
+  const vi = (v: number): string => (o.split === true ? `${v * 2}u + hf + ${2 * o.vpl}u * hd` : `${v * 2}u + hf`);
+  const sum = (arr: string): string => (o.split === true ? `${scratchVec4(arr)} + ${scratchVec4(arr, 'srow2')}` : scratchVec4(arr));
   return range(o.vpl)
     .map(
       (v) => `      {
-        let cc = (${v * 2}u + hf) * 4u;
-        let s = ${o.shared ? `sreg_${v}` : scratchVec4('s_sh')};
-        let dp = ${scratchVec4(o.shared ? 's_sh' : 'dp_sh')};
-        let inw = vec4<bool>(${[0, 1, 2, 3].map((i) => o.inw(v, i)).join(', ')});
-        let p = select(vec4<f32>(0.0), exp2(s * params.scale_log2 - ${o.lse(v)}), inw);
-        let ds = p * (dp - ${o.delta(v)});
+        let cc = (${vi(v)}) * 4u;
+        let s = ${o.shared ? `sreg_${v}` : sum('s_sh')};
+        let dp = ${o.shared ? scratchVec4('s_sh') : sum('dp_sh')};
+        let inw = vec4<bool>(${[0, 1, 2, 3].map((i) => o.inw(vi(v), i)).join(', ')});
+        let p = select(vec4<f32>(0.0), exp2(s * params.scale_log2 - ${o.lse(vi(v))}), inw);
+        let ds = p * (dp - ${o.delta(vi(v))});
 ${o.pArr ? `        let ph = vec4<f16>(p);\n        ${store4(o.pArr, 'prow + cc', 'ph')}\n` : ''}        let dh = vec4<f16>(ds);
         ${store4(o.dsArr, 'prow + cc', 'dh')}
       }`,
@@ -315,8 +367,11 @@ export function generateFusedBackwardMmaDq(spec: FusedBackwardMmaSpec): Generate
   const why = fusedBackwardMmaSpecProblem(spec);
   if (why !== undefined) throw new NattenArgumentError(`generateFusedBackwardMmaDq: ${why}`);
   const key = kernelKey('na-fused-backward-mma-dq', GEN, spec);
-  const { r, axes, L, WG, D4, DV4, D16, DV16, C16: BK16, TPR: TPK } = sizes(spec);
+  const { r, axes, L, WG, D4, DV4, D16, DV16, C16: BK16, TPR: TPK, split, ROWS } = sizes(spec);
   const BK = spec.chunk;
+  // Fragments per subgroup (half the head dims with headSplit) and their column offsets.
+  const HS = split ? 2 : 1;
+  const hoff = (name: string): string => (split ? ` + ${name}` : '');
   const VOFF = BK * L.ldk;
   const SHARED = spec.sharedScratch === true;
   // dS's array: its own, or the chunk's V rows (offset VOFF of the staging area) once dP is done with them (dsOverV).
@@ -340,14 +395,14 @@ export function generateFusedBackwardMmaDq(spec: FusedBackwardMmaSpec): Generate
 
   const rows = tileRows(r, { first: 'qf', head: 'h', heads: 'heads', loaders: ['load_q', 'load_do'] });
   const code = `${moduleHead(key, spec, bindings, uniforms, `${axes.map((a) => `const QUERY_TILE_${a}: u32 = ${spec.tile[a]}u;`).join('\n')}\nconst KEY_CHUNK: u32 = ${BK}u;\n`)}
-${DS_OVER_V ? '' : `var<workgroup> ds_sh: array<f16, ${L.rows * L.ldp}>;\n`}var<workgroup> kc_sh: array<vec4<i32>, ${BK}>;
+${DS_OVER_V ? '' : `var<workgroup> ds_sh: array<f16, ${ROWS * L.ldp}>;\n`}var<workgroup> kc_sh: array<vec4<i32>, ${BK}>;
 
 ${rows.decls}
 
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(num_workgroups) wg_num: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
 ${forwardWorkgroupPrologue(r)}${rows.init}
-${LANE_POSITION}
+${split ? laneSplitPosition(spec.dim, spec.dimV) : LANE_POSITION}
 
   // ---- this lane's query row: coordinates, window, lse, and delta = rowsum(dO * O) (written for the dkv pass)
 ${mmaQueryRowWindow(r, 'TILE')}
@@ -357,19 +412,19 @@ ${mmaQueryRowWindow(r, 'TILE')}
     for (var c = hf; c < ${DV4}u; c += 2u) { dsum = dsum + dot(vec4<f32>(grad_output[qrow * ${DV4}u + c]), vec4<f32>(output[qrow * ${DV4}u + c])); }
   }
   let delta_r = dsum + subgroupShuffleXor(dsum, 1u);
-  if (valid && hf == 0u) { delta[qrow] = delta_r; }
+  if (valid && hf == 0u${split ? ' && hd == 0u' : ''}) { delta[qrow] = delta_r; }
   let lse_r = select(0.0, logsumexp[qrow] * LOG2E, valid);
 ${mmaSubgroupSpan(r, 'valid', (a) => `ws_${a}`, (a) => `we_${a} - 1`, 'bs', 'bw')}
 
-${range(D16)
+${range(D16 / HS)
   .map((kk) => `  var q_${kk} = ${LEFT}();`)
   .join('\n')}
-${range(DV16)
+${range(DV16 / HS)
   .map((kk) => `  var do_${kk} = ${LEFT}();`)
   .join('\n')}
-${gatherFragments({ rows: L.rows, passRows: mmaPassRows(L, L.ldk), width4: D4, ld: 'LDK', name: 'q', frags: D16, wg: WG, rowValue: (rr, c) => `load_or_zero(0u, tile_row(${rr}), HEAD_DIM, ${c})` })}
-${gatherFragments({ rows: L.rows, passRows: mmaPassRows(L, L.ldv), width4: DV4, ld: 'LDV', name: 'do', frags: DV16, wg: WG, rowValue: (rr, c) => `load_or_zero(1u, tile_row(${rr}), HEAD_DIM_V, ${c})` })}
-${range(D16)
+${gatherFragments({ rows: ROWS, passRows: mmaPassRows(L, L.ldk), width4: D4, ld: 'LDK', name: 'q', frags: D16 / HS, wg: WG, rowValue: (rr, c) => `load_or_zero(0u, tile_row(${rr}), HEAD_DIM, ${c})`, ...(split ? { base: 'pbase', colOff: 'hoff_d' } : {}) })}
+${gatherFragments({ rows: ROWS, passRows: mmaPassRows(L, L.ldv), width4: DV4, ld: 'LDV', name: 'do', frags: DV16 / HS, wg: WG, rowValue: (rr, c) => `load_or_zero(1u, tile_row(${rr}), HEAD_DIM_V, ${c})`, ...(split ? { base: 'pbase', colOff: 'hoff_dv' } : {}) })}
+${range(D16 / HS)
   .map((j) => `  var dq_${j} = ${RESULT}();`)
   .join('\n')}
 ${staging.before}
@@ -381,22 +436,23 @@ ${staging.step}
 ${productsAndPds({
   shared: SHARED,
   vpl: BK / 8,
-  s: (dst) => productsInto(dst, 'q', D16, BK16, (n, kk) => `${n * F}u * LDK + ${kk * F}u`, 'LDK'),
-  dp: (dst) => productsInto(dst, 'do', DV16, BK16, (n, kk) => `${VOFF}u + ${n * F}u * LDV + ${kk * F}u`, 'LDV'),
-  pds: (shared) => pdsStmts({ vpl: BK / 8, inw: (v, i) => mmaInWindow(r, `kc_sh[(${v * 2}u + hf) * 4u + ${i}u]`), lse: () => 'vec4<f32>(lse_r)', delta: () => 'vec4<f32>(delta_r)', dsArr: DS_ARR, shared }),
+  s: (dst) => productsInto(dst, 'q', D16 / HS, BK16, (n, kk) => `${n * F}u * LDK + ${kk * F}u${hoff('hoff_d')}`, 'LDK'),
+  dp: (dst) => productsInto(dst, 'do', DV16 / HS, BK16, (n, kk) => `${VOFF}u + ${n * F}u * LDV + ${kk * F}u${hoff('hoff_dv')}`, 'LDV'),
+  pds: (shared) => pdsStmts({ vpl: BK / 8 / HS, inw: (vi, i) => mmaInWindow(r, `kc_sh[(${vi}) * 4u + ${i}u]`), lse: () => 'vec4<f32>(lse_r)', delta: () => 'vec4<f32>(delta_r)', dsArr: DS_ARR, shared, split }),
   ind: '',
   pBase: DS_BASE,
+  split,
 })}
     workgroupBarrier();
     // ---- dQ += dS K
     if (need) {
-${accumulateFrom('dq', DS_ARR, D16, BK16, '0u', 'LDK', DS_BASE)}
+${accumulateFrom('dq', DS_ARR, D16 / HS, BK16, '0u', 'LDK', DS_BASE, split ? { colOff: 'hoff_d' } : undefined)}
     }
     workgroupBarrier();
   }
   // ---- dQ * scale
   let scale = params.scale_log2 * 0.6931471805599453;
-${writeThroughScratch({ acc: 'dq', frags: D16, n16: BK16, out: 'grad_query', row4: `qrow * ${D4}u`, scale: 'scale', valid: 'valid' })}
+${writeThroughScratch({ acc: 'dq', frags: D16 / HS, n16: BK16, out: 'grad_query', row4: `qrow * ${D4}u`, scale: 'scale', valid: 'valid', split })}
 }
 `;
   return {
@@ -441,8 +497,11 @@ export function generateFusedBackwardMmaDkv(spec: FusedBackwardMmaSpec): Generat
     (spec.sharedScratch === true ? 'sharedScratch is a dq-kernel option (one scratch timed slower in dkv)' : spec.dsOverV === true ? 'dsOverV is a dq-kernel option (the dkv kernel reads its Q and dO rows to the end of each step)' : undefined);
   if (why !== undefined) throw new NattenArgumentError(`generateFusedBackwardMmaDkv: ${why}`);
   const key = kernelKey('na-fused-backward-mma-dkv', GEN, spec);
-  const { r, axes, L, WG, D4, DV4, D16, DV16, C16: QC16, TPR: TPQ } = sizes(spec);
+  const { r, axes, L, WG, D4, DV4, D16, DV16, C16: QC16, TPR: TPQ, split, ROWS } = sizes(spec);
   const QC = spec.chunk;
+  // Fragments per subgroup (half the head dims with headSplit) and their column offsets.
+  const HS = split ? 2 : 1;
+  const hoff = (name: string): string => (split ? ` + ${name}` : '');
   const OOFF = QC * L.ldk; // dO rows after the Q rows
   // The forward's uniforms: `ntile_a` counts key tiles here and `total_wg` runs over KV heads.
   const uniforms = fusedForwardUniformFields(r);
@@ -457,21 +516,13 @@ export function generateFusedBackwardMmaDkv(spec: FusedBackwardMmaSpec): Generat
     { name: 'grad_value', access: 'read_write' },
   ];
   const tokOf = (x: (a: number) => string): string => tokenOf(r, x);
-  // Key k (this lane's row) inside staged query c's window, on every axis.
-  const inWindow = (c: string): string => `kvalid && ${axes.map((a) => `(ki_${a} >= qws_sh[${c}].${COORD[a] as string}) && (ki_${a} < qwe_sh[${c}].${COORD[a] as string})`).join(' && ')}`;
+  // Key k (this lane's row) inside staged query c's window, on every axis: the query inside the key's exact inverse
+  // neighbourhood [ilo_a, ihi_a) (core's window tests check the equivalence exhaustively), one staged vec4 per query.
+  const inWindow = (c: string): string => `kvalid && ${axes.map((a) => `(qc_sh[${c}].${COORD[a] as string} >= ilo_${a}) && (qc_sh[${c}].${COORD[a] as string} < ihi_${a})`).join(' && ')}`;
 
   // Staged query row `qbox` (of the union of the tile's inverse windows) of query head `head`: coordinates, token, row.
   const queryRow = (ind: string, head: string): string => boxRow(r, { p: 'q', bs: 'qbs', bw: 'qbw', heads: 'heads', head, ind });
-  // That query's window per axis (group coordinates) into the vec4s `ws` / `we`.
-  const queryWindowInto = (ind: string, ws: string, we: string): string =>
-    axes
-      .map(
-        (a) => `${ind}let w_${a} = na_window_${a}(qg_${a} * params.dil_${a} + g_${a}, params.len_${a}, params.dil_${a}, params.str_${a});
-${ind}${ws}.${COORD[a] as string} = (w_${a}.x - g_${a}) / params.dil_${a};
-${ind}${we}.${COORD[a] as string} = (w_${a}.x - g_${a}) / params.dil_${a} + w_${a}.y;`,
-      )
-      .join('\n');
-  // One flattened (query head, chunk) walk; the next step's query rows, windows, lse and delta are
+  // One flattened (query head, chunk) walk; the next step's query rows, coordinates, lse and delta are
   // loaded into registers right after this step's are committed to workgroup memory.
   const NQ = Math.ceil(D4 / TPQ);
   const NO = Math.ceil(DV4 / TPQ);
@@ -488,11 +539,9 @@ ${range(NO)
   .map((i) => `${ind}  ${part(NO, DV4, i)}{ po_${i} = select(vec4<f16>(0.0), load_do(select(0u, qrow * HEAD_DIM_V, in_box), st_sub + ${i * TPQ}u), in_box); }`)
   .join('\n')}
 ${ind}  if (st_sub == 0u) {
-${ind}    pws = vec4<i32>(0);
-${ind}    pwe = vec4<i32>(0);
-${ind}    if (in_box) {
-${queryWindowInto(`${ind}      `, 'pws', 'pwe')}
-${ind}    }
+${ind}    pqc = select(vec4<i32>(-1073741824), vec4<i32>(${range(4)
+    .map((a) => (a < r ? `qg_${a}` : '0'))
+    .join(', ')}), in_box);
 ${ind}    plse = select(0.0, logsumexp[select(0u, qrow, in_box)] * LOG2E, in_box);
 ${ind}    pdelta = select(0.0, delta[select(0u, qrow, in_box)], in_box);
 ${ind}  }
@@ -505,8 +554,7 @@ ${range(NQ)
 ${range(NO)
   .map((i) => `  var po_${i} = vec4<f16>(0.0);`)
   .join('\n')}
-  var pws = vec4<i32>(0);
-  var pwe = vec4<i32>(0);
+  var pqc = vec4<i32>(-1073741824);
   var plse = 0.0;
   var pdelta = 0.0;
   let n_steps = params.gqa * n_chunks;
@@ -522,8 +570,7 @@ ${range(NO)
   .map((i) => `      ${part(NO, DV4, i)}{ ${store4('st', `${OOFF}u + st_row * LDV + 4u * (st_sub + ${i * TPQ}u)`, `po_${i}`)} }`)
   .join('\n')}
       if (st_sub == 0u) {
-        qws_sh[st_row] = pws;
-        qwe_sh[st_row] = pwe;
+        qc_sh[st_row] = pqc;
         lse_sh[st_row / 4u][st_row % 4u] = plse;
         delta_sh[st_row / 4u][st_row % 4u] = pdelta;
       }
@@ -534,10 +581,9 @@ ${fetchStep('it + 1u', '        ')}
 `;
   const rows = tileRows(r, { first: 'kf', head: 'hk', heads: 'heads_kv', loaders: ['load_k', 'load_v'] });
   const code = `${moduleHead(key, spec, bindings, uniforms, `const QUERY_CHUNK: u32 = ${QC}u;\n`)}
-var<workgroup> p_sh: array<f16, ${L.rows * L.ldp}>;
-var<workgroup> ds_sh: array<f16, ${L.rows * L.ldp}>;
-var<workgroup> qws_sh: array<vec4<i32>, ${QC}>;
-var<workgroup> qwe_sh: array<vec4<i32>, ${QC}>;
+var<workgroup> p_sh: array<f16, ${ROWS * L.ldp}>;
+var<workgroup> ds_sh: array<f16, ${ROWS * L.ldp}>;
+var<workgroup> qc_sh: array<vec4<i32>, ${QC}>;
 var<workgroup> lse_sh: array<vec4<f32>, ${QC / 4}>;
 var<workgroup> delta_sh: array<vec4<f32>, ${QC / 4}>;
 
@@ -546,7 +592,7 @@ ${rows.decls}
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(num_workgroups) wg_num: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
 ${keyTilePrologue(r)}${rows.init}
-${LANE_POSITION}
+${split ? laneSplitPosition(spec.dim, spec.dimV) : LANE_POSITION}
 
   // ---- this lane's key row
 ${decodeTile(r, 'row', 'ko', '  ')}
@@ -554,20 +600,22 @@ ${axes.map((a) => `  let ki_${a} = kf_${a} + ko_${a};`).join('\n')}
   let kvalid = ${axes.map((a) => `ki_${a} < n_${a}`).join(' && ')};
   let krow = (tok_base + ${tokOf((a) => `min(ki_${a}, n_${a} - 1) * params.dil_${a} + g_${a}`)}) * params.heads_kv + hk;
 ${axes.map((a) => `  let inv_${a} = na_inverse_${a}(min(ki_${a}, n_${a} - 1) * params.dil_${a} + g_${a}, params.len_${a}, params.dil_${a}, params.str_${a});`).join('\n')}
-${mmaSubgroupSpan(r, 'kvalid', (a) => `(inv_${a}.x - g_${a}) / params.dil_${a}`, (a) => `(inv_${a}.y - g_${a}) / params.dil_${a} - 1`, 'qbs', 'qbw')}
+${axes.map((a) => `  let ilo_${a} = (inv_${a}.x - g_${a}) / params.dil_${a};
+  let ihi_${a} = (inv_${a}.y - g_${a}) / params.dil_${a};`).join('\n')}
+${mmaSubgroupSpan(r, 'kvalid', (a) => `ilo_${a}`, (a) => `ihi_${a} - 1`, 'qbs', 'qbw')}
 
-${range(D16)
+${range(D16 / HS)
   .map((kk) => `  var k_${kk} = ${LEFT}();`)
   .join('\n')}
-${range(DV16)
+${range(DV16 / HS)
   .map((kk) => `  var v_${kk} = ${LEFT}();`)
   .join('\n')}
-${gatherFragments({ rows: L.rows, passRows: mmaPassRows(L, L.ldk), width4: D4, ld: 'LDK', name: 'k', frags: D16, wg: WG, rowValue: (rr, c) => `load_or_zero(0u, tile_row(${rr}), HEAD_DIM, ${c})` })}
-${gatherFragments({ rows: L.rows, passRows: mmaPassRows(L, L.ldv), width4: DV4, ld: 'LDV', name: 'v', frags: DV16, wg: WG, rowValue: (rr, c) => `load_or_zero(1u, tile_row(${rr}), HEAD_DIM_V, ${c})` })}
-${range(D16)
+${gatherFragments({ rows: ROWS, passRows: mmaPassRows(L, L.ldk), width4: D4, ld: 'LDK', name: 'k', frags: D16 / HS, wg: WG, rowValue: (rr, c) => `load_or_zero(0u, tile_row(${rr}), HEAD_DIM, ${c})`, ...(split ? { base: 'pbase', colOff: 'hoff_d' } : {}) })}
+${gatherFragments({ rows: ROWS, passRows: mmaPassRows(L, L.ldv), width4: DV4, ld: 'LDV', name: 'v', frags: DV16 / HS, wg: WG, rowValue: (rr, c) => `load_or_zero(1u, tile_row(${rr}), HEAD_DIM_V, ${c})`, ...(split ? { base: 'pbase', colOff: 'hoff_dv' } : {}) })}
+${range(D16 / HS)
   .map((j) => `  var dk_${j} = ${RESULT}();`)
   .join('\n')}
-${range(DV16)
+${range(DV16 / HS)
   .map((j) => `  var dv_${j} = ${RESULT}();`)
   .join('\n')}
 ${walkHead}      workgroupBarrier();
@@ -575,23 +623,24 @@ ${walkHead}      workgroupBarrier();
 ${productsAndPds({
   shared: false,
   vpl: QC / 8,
-  s: (dst) => productsInto(dst, 'k', D16, QC16, (n, kk) => `${n * F}u * LDK + ${kk * F}u`, 'LDK'),
-  dp: (dst) => productsInto(dst, 'v', DV16, QC16, (n, kk) => `${OOFF}u + ${n * F}u * LDV + ${kk * F}u`, 'LDV'),
-  pds: (shared) => pdsStmts({ vpl: QC / 8, inw: (v, i) => inWindow(`(${v * 2}u + hf) * 4u + ${i}u`), lse: (v) => `lse_sh[${v * 2}u + hf]`, delta: (v) => `delta_sh[${v * 2}u + hf]`, pArr: 'p_sh', dsArr: 'ds_sh', shared }),
+  s: (dst) => productsInto(dst, 'k', D16 / HS, QC16, (n, kk) => `${n * F}u * LDK + ${kk * F}u${hoff('hoff_d')}`, 'LDK'),
+  dp: (dst) => productsInto(dst, 'v', DV16 / HS, QC16, (n, kk) => `${OOFF}u + ${n * F}u * LDV + ${kk * F}u${hoff('hoff_dv')}`, 'LDV'),
+  pds: (shared) => pdsStmts({ vpl: QC / 8 / HS, inw: (vi, i) => inWindow(`(${vi}) * 4u + ${i}u`), lse: (vi) => `lse_sh[${vi}]`, delta: (vi) => `delta_sh[${vi}]`, pArr: 'p_sh', dsArr: 'ds_sh', shared, split }),
   ind: '  ',
+  split,
 })}
       workgroupBarrier();
       // ---- dV += P^T dO, dK += dS^T Q
       if (need) {
-${accumulateFrom('dv', 'p_sh', DV16, QC16, `${OOFF}u`, 'LDV').replace(/^/gm, '  ')}
-${accumulateFrom('dk', 'ds_sh', D16, QC16, '0u', 'LDK').replace(/^/gm, '  ')}
+${accumulateFrom('dv', 'p_sh', DV16 / HS, QC16, `${OOFF}u`, 'LDV', '', split ? { colOff: 'hoff_dv' } : undefined).replace(/^/gm, '  ')}
+${accumulateFrom('dk', 'ds_sh', D16 / HS, QC16, '0u', 'LDK', '', split ? { colOff: 'hoff_d' } : undefined).replace(/^/gm, '  ')}
       }
       workgroupBarrier();
     }
   // ---- dK * scale, dV
   let scale = params.scale_log2 * 0.6931471805599453;
-${writeThroughScratch({ acc: 'dk', frags: D16, n16: QC16, out: 'grad_key', row4: `krow * ${D4}u`, scale: 'scale', valid: 'kvalid' })}
-${writeThroughScratch({ acc: 'dv', frags: DV16, n16: QC16, out: 'grad_value', row4: `krow * ${DV4}u`, scale: '1.0', valid: 'kvalid' })}
+${writeThroughScratch({ acc: 'dk', frags: D16 / HS, n16: QC16, out: 'grad_key', row4: `krow * ${D4}u`, scale: 'scale', valid: 'kvalid', split })}
+${writeThroughScratch({ acc: 'dv', frags: DV16 / HS, n16: QC16, out: 'grad_value', row4: `krow * ${DV4}u`, scale: '1.0', valid: 'kvalid', split })}
 }
 `;
   return {

@@ -351,11 +351,15 @@ export function mmaShapeProblem(o: {
   readonly dimV: number;
   readonly chunks: readonly number[];
   readonly names: { readonly tileField: string; readonly tile: string; readonly rows: string; readonly chunk: string };
+  /** Two subgroups per 16 rows, each owning half the head dims (the backward's `headSplit`). */
+  readonly headSplit?: boolean;
 }): string | undefined {
   const r = o.rank;
   if (o.kernelSize.length !== r || o.causal.length !== r || o.tile.length !== r) return `kernelSize, causal and ${o.names.tileField} need ${r} entries`;
   if (!(MMA_SUBGROUP_COUNTS as readonly number[]).includes(o.subgroups)) return `subgroups=${o.subgroups} is not one of ${MMA_SUBGROUP_COUNTS.join(', ')}`;
-  if (product(o.tile) !== F * o.subgroups) return `${o.names.tile} ${formatShape(o.tile)} must have ${F * o.subgroups} ${o.names.rows} (16 per subgroup)`;
+  if (o.headSplit === true) {
+    if (product(o.tile) !== (F / 2) * o.subgroups) return `${o.names.tile} ${formatShape(o.tile)} must have ${(F / 2) * o.subgroups} ${o.names.rows} (16 per pair of subgroups with headSplit)`;
+  } else if (product(o.tile) !== F * o.subgroups) return `${o.names.tile} ${formatShape(o.tile)} must have ${F * o.subgroups} ${o.names.rows} (16 per subgroup)`;
   if (!o.chunks.includes(o.chunk)) return `${o.names.chunk} ${o.chunk} is not one of ${o.chunks.join(', ')}`;
   if (o.dim % F !== 0 || o.dimV % F !== 0) return `head dims ${o.dim}/${o.dimV} must be multiples of ${F}`;
   return undefined;
