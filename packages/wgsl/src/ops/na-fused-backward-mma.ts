@@ -26,10 +26,10 @@ import { NattenArgumentError, type NaRank } from '@natten-web/core';
 import { type GeneratedKernel, kernelKey, type StorageBinding, type UniformField, uniformDecl } from '../kernel.ts';
 import { tokenOf } from '../snippets/fused-index.ts';
 import { windowFunctions } from '../snippets/window.ts';
-import { boxRow, forwardWorkgroupPrologue, fusedForwardUniformFields, rowLoader, workgroupTileDecode } from './na-fused-forward.ts';
-import { COORD, MMA_FRAGMENT, MMA_HEADER, MMA_SUBGROUP_SIZE, type MmaLayout, mmaBindingDecls, mmaDecodeTile, mmaInWindow, mmaLayout, mmaPassRows, mmaQueryRowWindow, mmaShapeProblem, mmaStagedKeyLoop, mmaSubgroupSpan, stagingPartGuard, store4 } from './na-fused-forward-mma.ts';
+import { forwardWorkgroupPrologue, fusedForwardUniformFields, rowLoader, workgroupTileDecode } from './na-fused-forward.ts';
+import { COORD, MMA_FRAGMENT, MMA_HEADER, MMA_SUBGROUP_SIZE, type MmaLayout, mmaBindingDecls, mmaBoxCursor, mmaDecodeTile, mmaInWindow, mmaLayout, mmaPassRows, mmaQueryRowWindow, mmaShapeProblem, mmaStagedKeyLoop, mmaSubgroupSpan, stagingPartGuard, store4 } from './na-fused-forward-mma.ts';
 
-const GEN = 5;
+const GEN = 6;
 const F = MMA_FRAGMENT;
 const range = (n: number): number[] => Array.from({ length: n }, (_, i) => i);
 const LEFT = `subgroup_matrix_left<f16, ${F}, ${F}>`;
@@ -520,18 +520,19 @@ export function generateFusedBackwardMmaDkv(spec: FusedBackwardMmaSpec): Generat
   // neighbourhood [ilo_a, ihi_a) (core's window tests check the equivalence exhaustively), one staged vec4 per query.
   const inWindow = (c: string): string => `kvalid && ${axes.map((a) => `(qc_sh[${c}].${COORD[a] as string} >= ilo_${a}) && (qc_sh[${c}].${COORD[a] as string} < ihi_${a})`).join(' && ')}`;
 
-  // Staged query row `qbox` (of the union of the tile's inverse windows) of query head `head`: coordinates, token, row.
-  const queryRow = (ind: string, head: string): string => boxRow(r, { p: 'q', bs: 'qbs', bw: 'qbw', heads: 'heads', head, ind });
+  // The staging thread's query row in the box (the union of the tile's inverse windows) as a cursor: decoded once,
+  // advanced a chunk per step and reset at each query head (`mmaBoxCursor`: no integer division per step).
+  const cursor = mmaBoxCursor({ r, p: 'q', start: 'st_row', step: 'QUERY_CHUNK', bs: 'qbs', bw: 'qbw' });
   // One flattened (query head, chunk) walk; the next step's query rows, coordinates, lse and delta are
   // loaded into registers right after this step's are committed to workgroup memory.
   const NQ = Math.ceil(D4 / TPQ);
   const NO = Math.ceil(DV4 / TPQ);
   const part = (n: number, d4: number, i: number): string => stagingPartGuard(n, TPQ, d4, i);
-  const fetchStep = (it: string, ind: string): string => `${ind}{
-${ind}  let f_qh = (${it}) / n_chunks;
-${ind}  let qbox = ((${it}) % n_chunks) * QUERY_CHUNK + st_row;
+  // The next step's query head `f_qh` and chunk `f_ch` advance with the cursor.
+  const fetchStep = (ind: string): string => `${ind}{
+${ind}  let qbox = f_ch * QUERY_CHUNK + st_row;
 ${ind}  let in_box = qbox < box_n;
-${queryRow(`${ind}  `, 'hk * params.gqa + f_qh')}
+${cursor.row(`${ind}  `, 'heads', 'hk * params.gqa + f_qh')}
 ${range(NQ)
   .map((i) => `${ind}  ${part(NQ, D4, i)}{ pq_${i} = select(vec4<f16>(0.0), load_q(select(0u, qrow * HEAD_DIM, in_box), st_sub + ${i * TPQ}u), in_box); }`)
   .join('\n')}
@@ -544,6 +545,14 @@ ${ind}    pqc = select(vec4<i32>(-1073741824), vec4<i32>(${range(4)
     .join(', ')}), in_box);
 ${ind}    plse = select(0.0, logsumexp[select(0u, qrow, in_box)] * LOG2E, in_box);
 ${ind}    pdelta = select(0.0, delta[select(0u, qrow, in_box)], in_box);
+${ind}  }
+${ind}  f_ch = f_ch + 1u;
+${ind}  if (f_ch == n_chunks) {
+${ind}    f_ch = 0u;
+${ind}    f_qh = f_qh + 1u;
+${cursor.reset(`${ind}    `)}
+${ind}  } else {
+${cursor.advance(`${ind}    `)}
 ${ind}  }
 ${ind}}`;
   const walkHead = `  let st_row = lid / ${TPQ}u;
@@ -558,11 +567,16 @@ ${range(NO)
   var plse = 0.0;
   var pdelta = 0.0;
   let n_steps = params.gqa * n_chunks;
-${fetchStep('0u', '  ')}
+${cursor.decls}
+  var f_qh = 0u;
+  var f_ch = 0u;
+  var w_ch = 0u;
+${fetchStep('  ')}
     for (var it = 0u; it < n_steps; it++) {
-      let c0 = (it % n_chunks) * QUERY_CHUNK;
+      let c0 = w_ch * QUERY_CHUNK;
+      w_ch = select(w_ch + 1u, 0u, w_ch + 1u == n_chunks);
       let need = i32(c0) <= span_hi && i32(c0 + QUERY_CHUNK) > span_lo;
-      // ---- commit this step's query rows (Q, dO, window, lse, delta), then load the next step's into registers
+      // ---- commit this step's query rows (Q, dO, coordinates, lse, delta), then load the next step's into registers
 ${range(NQ)
   .map((i) => `      ${part(NQ, D4, i)}{ ${store4('st', `st_row * LDK + 4u * (st_sub + ${i * TPQ}u)`, `pq_${i}`)} }`)
   .join('\n')}
@@ -576,7 +590,7 @@ ${range(NO)
       }
       workgroupBarrier();
       if (it + 1u < n_steps) {
-${fetchStep('it + 1u', '        ')}
+${fetchStep('        ')}
       }
 `;
   const rows = tileRows(r, { first: 'kf', head: 'hk', heads: 'heads_kv', loaders: ['load_k', 'load_v'] });

@@ -28,11 +28,11 @@ import { NattenArgumentError, type NaRank, formatShape, product } from '@natten-
 import { type GeneratedKernel, kernelKey, type StorageBinding, uniformDecl } from '../kernel.ts';
 import { rpbIndexExpr, rpbWindowProblem, tokenOf } from '../snippets/fused-index.ts';
 import { windowFunctions } from '../snippets/window.ts';
-import { boxKeyRow, type FusedForwardSpec, forwardWorkgroupPrologue, fusedForwardBindings, fusedForwardUniformFields, rowLoader } from './na-fused-forward.ts';
+import { type FusedForwardSpec, forwardWorkgroupPrologue, fusedForwardBindings, fusedForwardUniformFields, rowLoader } from './na-fused-forward.ts';
 
 const FAMILY = 'na-fused-forward-mma';
 /** Bump when the emitted text changes for an unchanged spec. */
-const GEN = 3;
+const GEN = 4;
 
 /** Fragment size (M = N = K). */
 export const MMA_FRAGMENT = 16;
@@ -162,10 +162,62 @@ export function storeSplit4(arr: string, at: string, v: string, split?: { readon
   return `{ let sx = ${v} * ${scale}; let sx_hi = bitcast<vec4<f32>>(bitcast<vec4<u32>>(sx) & vec4<u32>(0xffffe000u)); let sh = vec4<f16>(sx_hi); let sl = vec4<f16>(sx - sx_hi); ${store4(arr, at, 'sh')} ${store4(split.lo, at, 'sl')} }`;
 }
 
-function mmaFetchDecls(o: StagingShape): string {
+/**
+ * A staging thread's box cursor, so that no chunk decodes its box index with integer divisions (tens of
+ * instructions each on GPUs): `decls` decodes box index `start` once into offsets `${p}b_a` (last axis fastest,
+ * widths `${bw}_a`; `${p}b0_a` keep them for `reset`), `advance` moves them `step` rows on with one compare on the
+ * last axis and a short carry loop on the middle one (the step's quotient and remainder by the last width are
+ * workgroup-uniform, computed once), `row` gives group coordinates `${p}g_a` = `${bs}_a` + offset, token and buffer
+ * row of head `head` among `heads`. The offsets past the box's end are never used (callers test the box index).
+ */
+export function mmaBoxCursor(o: { readonly r: number; readonly p: string; readonly start: string; readonly step: string; readonly bs: string; readonly bw: string }): {
+  readonly decls: string;
+  readonly advance: (ind: string) => string;
+  readonly reset: (ind: string) => string;
+  readonly row: (ind: string, heads: string, head: string) => string;
+} {
+  const { r, p, bw } = o;
+  const last = r - 1;
+  const axes = range(r);
+  const decode =
+    r === 1
+      ? `  let ${p}b0_0 = i32(${o.start});`
+      : `  var ${p}b_rest = i32(${o.start});
+${axes
+  .slice(1)
+  .reverse()
+  .map((a) => `  let ${p}b0_${a} = ${p}b_rest % ${bw}_${a};\n  ${p}b_rest = ${p}b_rest / ${bw}_${a};`)
+  .join('\n')}
+  let ${p}b0_0 = ${p}b_rest;
+  let ${p}b_q = i32(${o.step}) / ${bw}_${last};
+  let ${p}b_r = i32(${o.step}) % ${bw}_${last};`;
+  return {
+    decls: `${decode}\n${axes.map((a) => `  var ${p}b_${a} = ${p}b0_${a};`).join('\n')}`,
+    advance: (ind) =>
+      r === 1
+        ? `${ind}${p}b_0 = ${p}b_0 + i32(${o.step});`
+        : [
+            `${ind}${p}b_${last} = ${p}b_${last} + ${p}b_r; ${p}b_${last - 1} = ${p}b_${last - 1} + ${p}b_q;`,
+            `${ind}if (${p}b_${last} >= ${bw}_${last}) { ${p}b_${last} = ${p}b_${last} - ${bw}_${last}; ${p}b_${last - 1} = ${p}b_${last - 1} + 1; }`,
+            ...(r === 3 ? [`${ind}while (${p}b_1 >= ${bw}_1) { ${p}b_1 = ${p}b_1 - ${bw}_1; ${p}b_0 = ${p}b_0 + 1; }`] : []),
+          ].join('\n'),
+    reset: (ind) => axes.map((a) => `${ind}${p}b_${a} = ${p}b0_${a};`).join('\n'),
+    row: (ind, heads, head) => `${axes.map((a) => `${ind}let ${p}g_${a} = ${o.bs}_${a} + ${p}b_${a};`).join('\n')}
+${ind}let ${p}tok = ${tokenOf(r as NaRank, (a) => `${p}g_${a} * params.dil_${a} + g_${a}`)};
+${ind}let ${p}row = (tok_base + ${p}tok) * params.${heads} + ${head};`,
+  };
+}
+
+/** The key cursor of the chunk staging (forward and dq): box index st_row, advanced a chunk per fetch. */
+function keyCursor(r: number) {
+  return mmaBoxCursor({ r, p: 'k', start: 'st_row', step: 'KEY_CHUNK', bs: 'bs', bw: 'bw' });
+}
+
+function mmaFetchDecls(o: StagingShape & { readonly r: number }): string {
   const { nk, nv } = fetchCounts(o);
   return `  let st_row = lid / ${o.tpk}u;
   let st_sub = lid % ${o.tpk}u;
+${keyCursor(o.r).decls}
 ${range(nk)
   .map((i) => `  var pk_${i} = ${fetchType(o)}(0.0);`)
   .join('\n')}
@@ -188,7 +240,7 @@ ${range(nv)
   .map((i) => `${ind}  pv_${i} = ${fetchType(o)}(0.0);`)
   .join('\n')}
 ${ind}  if (kbox < box_n) {
-${boxKeyRow(o.r as NaRank)}
+${keyCursor(o.r).row(`${ind}    `, 'heads_kv', 'hk')}
 ${ind}    pkc = vec4<i32>(${range(o.r)
     .map((a) => `kg_${a}`)
     .join(', ')}${', 0'.repeat(4 - o.r)});
@@ -199,6 +251,7 @@ ${range(nv)
   .map((i) => `${ind}    ${guard(nv, o.dv4, i)}{ pv_${i} = load_v(krow * HEAD_DIM_V, st_sub + ${i * o.tpk}u); }`)
   .join('\n')}
 ${ind}  }
+${keyCursor(o.r).advance(`${ind}  `)}
 ${ind}}`;
 }
 
