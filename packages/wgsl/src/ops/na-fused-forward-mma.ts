@@ -28,7 +28,7 @@ import { NattenArgumentError, type NaRank, formatShape, product } from '@natten-
 import { type GeneratedKernel, kernelKey, type StorageBinding, uniformDecl } from '../kernel.ts';
 import { rpbIndexExpr, rpbWindowProblem, tokenOf } from '../snippets/fused-index.ts';
 import { windowFunctions } from '../snippets/window.ts';
-import { type FusedForwardSpec, forwardWorkgroupPrologue, fusedForwardBindings, fusedForwardUniformFields, rowLoader } from './na-fused-forward.ts';
+import { boxKeyRow, type FusedForwardSpec, forwardWorkgroupPrologue, fusedForwardBindings, fusedForwardUniformFields, rowLoader } from './na-fused-forward.ts';
 
 const FAMILY = 'na-fused-forward-mma';
 /** Bump when the emitted text changes for an unchanged spec. */
@@ -208,17 +208,22 @@ ${ind}let ${p}row = (tok_base + ${p}tok) * params.${heads} + ${head};`,
   };
 }
 
-/** The key cursor of the chunk staging (forward and dq): box index st_row, advanced a chunk per fetch. */
+/**
+ * The key cursor of the chunk staging (forward and dq): box index st_row, advanced a chunk per fetch; in 3-D the
+ * box index is decoded per chunk instead (`boxKeyRow`): with the cursor the 3-D forward ran 1.03x and the dq
+ * kernel 1.08-1.24x slower on an H200 (session 11; 2-D 1.02-1.05x faster, the dkv kernel 1.09-1.15x faster in 2-D
+ * and 3-D).
+ */
 function keyCursor(r: number) {
-  return mmaBoxCursor({ r, p: 'k', start: 'st_row', step: 'KEY_CHUNK', bs: 'bs', bw: 'bw' });
+  const c = mmaBoxCursor({ r, p: 'k', start: 'st_row', step: 'KEY_CHUNK', bs: 'bs', bw: 'bw' });
+  return r === 3 ? { decls: '', advance: () => '', row: () => boxKeyRow(r as NaRank) } : c;
 }
 
 function mmaFetchDecls(o: StagingShape & { readonly r: number }): string {
   const { nk, nv } = fetchCounts(o);
   return `  let st_row = lid / ${o.tpk}u;
   let st_sub = lid % ${o.tpk}u;
-${keyCursor(o.r).decls}
-${range(nk)
+${keyCursor(o.r).decls}${o.r === 3 ? '' : '\n'}${range(nk)
   .map((i) => `  var pk_${i} = ${fetchType(o)}(0.0);`)
   .join('\n')}
 ${range(nv)
@@ -251,8 +256,7 @@ ${range(nv)
   .map((i) => `${ind}    ${guard(nv, o.dv4, i)}{ pv_${i} = load_v(krow * HEAD_DIM_V, st_sub + ${i * o.tpk}u); }`)
   .join('\n')}
 ${ind}  }
-${keyCursor(o.r).advance(`${ind}  `)}
-${ind}}`;
+${o.r === 3 ? '' : `${keyCursor(o.r).advance(`${ind}  `)}\n`}${ind}}`;
 }
 
 /** Which rows a commit writes: K with the key coordinates, V, or both (then the barrier). */
