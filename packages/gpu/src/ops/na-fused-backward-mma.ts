@@ -56,15 +56,16 @@ export interface MmaBackwardConfig {
   readonly dqSharedScratch?: boolean;
   /**
    * The dq kernel's dS written over the chunk's staged V rows once dP is formed (`FusedBackwardMmaSpec.dsOverV`):
-   * no dS array. Opt-in, not yet timed on a device; no default or tune space takes it (a stored config with it is
-   * refused).
+   * no dS array. Opt-in, timed no faster on an H200 (session 11); no default or tune space takes it (a stored
+   * config with it is refused).
    */
   readonly dqDsOverV?: boolean;
   /**
    * The dq kernel with two subgroups per 16 query rows, each owning half of the head dims
    * (`FusedBackwardMmaSpec.headSplit`): the query tile then has 8 x `querySubgroups` rows. Half the fragments and
    * accumulators per subgroup for the same matrix work; head dims multiples of 32; not with `dqSharedScratch` or
-   * `dqDsOverV`.
+   * `dqDsOverV`. Opt-in: 1.1-1.7x slower per kernel on an H200 (session 11); no default or tune space takes it (a
+   * stored config with it is refused).
    */
   readonly dqHeadSplit?: boolean;
   /** The dkv kernel with two subgroups per 16 key rows, each owning half of the head dims (as `dqHeadSplit`). */

@@ -68,7 +68,7 @@ export interface FusedBackwardMmaSpec {
    * The dq kernel's dS (f16) written over the chunk's staged V rows, dead once every subgroup has passed the barrier
    * after dP = dO V^T, instead of into its own array (rows x dS-row bytes less workgroup memory). Needs the V rows to
    * hold dS (16 x subgroups x dS row <= chunk x V row: up to 4 subgroups at 16-row chunks and head dim 64). Opt-in
-   * (not yet timed on a device). Absent = dS in its own array.
+   * (H200, session 11: no faster, 3-D dq 295.1 -> 294.7 us). Absent = dS in its own array.
    */
   readonly dsOverV?: boolean;
   /**
@@ -78,7 +78,8 @@ export interface FusedBackwardMmaSpec {
    * half of the chunk's columns), and both read the block's P/dS. Half the registers per subgroup for the same
    * matrix work: for head dim 128 the dkv kernel otherwise holds 16 accumulator fragments and 16 operand fragments
    * per subgroup. The tile has 8 x subgroups rows; needs head dims that are multiples of 32; not with
-   * `sharedScratch` or `dsOverV`. Absent = one subgroup per 16 rows.
+   * `sharedScratch` or `dsOverV`. Opt-in: on an H200 (session 11) 1.1-1.7x slower per kernel on every problem timed,
+   * FLUX-like's head dim 128 included (whole backward 191 -> 285 ms). Absent = one subgroup per 16 rows.
    */
   readonly headSplit?: boolean;
 }
