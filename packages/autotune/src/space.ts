@@ -251,7 +251,7 @@ export function mmaBackwardLabel(c: MmaBackwardConfig): string {
 /**
  * The tensor-core (mma) backward's configs for a problem the default routes to that path (`defaultBackwardMma`):
  * per chunk size (16, 32), every subgroup count of each kernel (2, 4, 8) with that kernel's smallest-box tile
- * (`mmaBackwardTile`), both scratch layouts, unpadded rows also with dq's one scratch (`dqSharedScratch`), the
+ * (`mmaBackwardTile`), both scratch layouts, each also with dq's one scratch (`dqSharedScratch`), the
  * default first, then by estimate (the forward's `mmaConfigCost` of each kernel's tile, weighted by its matrix
  * products per pair: dq 3, dK/dV 4). Empty where the default takes the plain path. The head split
  * (`dqHeadSplit`, `dkvHeadSplit`) is not in it: 1.1-1.7x slower per kernel on every problem timed (H200, session 11).
@@ -270,11 +270,12 @@ export function mmaBackwardSpace(ctx: GpuContext, p: BackwardTuneProblem & { rea
       for (const k of dkv) {
         if (!q.tile || !k.tile) continue;
         const c: MmaBackwardConfig = { path: 'mma', queryTile: q.tile, querySubgroups: q.n, keyTile: k.tile, keySubgroups: k.n, chunk };
-        // Each config with padded and with unpadded scratch rows, the unpadded one also with the dq kernel's S and
-        // dP in one scratch (timed with unpadded rows: the small-window default), where both kernels fit.
+        // Each config with padded and with unpadded scratch rows, each also with the dq kernel's S and dP in one
+        // scratch (the default on small windows, unpadded, and on larger ones at head dims up to 64, padded), where
+        // both kernels fit.
         const tight: MmaBackwardConfig = { ...c, tightScratch: true };
         all.push(c);
-        for (const y of [tight, { ...tight, dqSharedScratch: true }]) if (mmaBackwardConfigFits(ctx, bp, y)) all.push(y);
+        for (const y of [{ ...c, dqSharedScratch: true }, tight, { ...tight, dqSharedScratch: true }]) if (mmaBackwardConfigFits(ctx, bp, y)) all.push(y);
       }
     }
   }

@@ -114,15 +114,16 @@ describe('tensor-core (mma) backward configs in the autotuner', () => {
     expect(def.tightScratch).toBe(true);
     const { tightScratch: _t, dqSharedScratch: _d, ...padded } = def;
     expect(space.candidates.filter((c) => JSON.stringify(c.config) === JSON.stringify(padded))).toHaveLength(1);
-    // Unpadded configs also with the dq kernel's S and dP in one scratch (the default has one here): every padded
-    // config has its unpadded twin, and every unpadded one its one-scratch twin, among all the space enumerates.
+    // Every config also with the dq kernel's S and dP in one scratch (the default has one here; on windows over 512
+    // keys at head dims up to 64 the default is padded with one scratch): every padded config has its unpadded twin,
+    // and every config its one-scratch twin, among all the space enumerates.
     const { dqSharedScratch: _s, ...twoScratches } = def;
     expect(space.candidates.filter((c) => JSON.stringify(c.config) === JSON.stringify(twoScratches))).toHaveLength(1);
     const every = [...space.candidates, ...space.pruned].map((c) => c.config);
     const count = (f: (c: MmaBackwardConfig) => boolean): number => every.filter(f).length;
-    expect(count((c) => c.dqSharedScratch === true)).toBe(count((c) => c.tightScratch === true && c.dqSharedScratch !== true));
-    expect(count((c) => c.tightScratch !== true)).toBe(count((c) => c.tightScratch === true && c.dqSharedScratch !== true));
-    expect(every.filter((c) => c.dqSharedScratch === true).every((c) => c.tightScratch === true)).toBe(true);
+    expect(count((c) => c.dqSharedScratch === true)).toBe(count((c) => c.dqSharedScratch !== true));
+    expect(count((c) => c.tightScratch !== true)).toBe(count((c) => c.tightScratch === true));
+    expect(count((c) => c.dqSharedScratch === true && c.tightScratch !== true)).toBeGreaterThan(0);
     // No head splits (timed slower everywhere on the H200).
     expect(count((c) => c.dqHeadSplit === true || c.dkvHeadSplit === true)).toBe(0);
     // float32 backwards and rpb stay on the plain kernels.

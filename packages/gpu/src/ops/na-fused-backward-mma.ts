@@ -50,8 +50,8 @@ export interface MmaBackwardConfig {
   /**
    * The dq kernel's S and dP through one f32 scratch (`FusedBackwardMmaSpec.sharedScratch`: S read into registers
    * first, two more barriers per chunk, one scratch less workgroup memory). The default takes it on windows of at
-   * most `MMA_BACKWARD_SMALL_WINDOW` keys in 2-D and 3-D (timed there); the autotuner's space offers every unpadded
-   * config with it.
+   * most `MMA_BACKWARD_SMALL_WINDOW` keys and on larger windows at head dims up to 64 (timed there); the autotuner's
+   * space offers every config with it.
    */
   readonly dqSharedScratch?: boolean;
   /**
