@@ -98,6 +98,10 @@ function sizes(spec: FusedBackwardMmaSpec) {
     split,
     /** Rows of the tile (16 per subgroup, or per pair of subgroups with `headSplit`). */
     ROWS: (split ? F / 2 : F) * spec.subgroups,
+    /** Head-dim halves per subgroup's fragments: 2 with `headSplit` (each subgroup holds D16 / HS of them). */
+    HS: split ? 2 : 1,
+    /** WGSL ` + name` (a head-dim half's column offset) with `headSplit`, else empty. */
+    hoff: (name: string): string => (split ? ` + ${name}` : ''),
     axes: range(spec.rank),
     L: layout(spec),
     WG,
@@ -368,11 +372,8 @@ export function generateFusedBackwardMmaDq(spec: FusedBackwardMmaSpec): Generate
   const why = fusedBackwardMmaSpecProblem(spec);
   if (why !== undefined) throw new NattenArgumentError(`generateFusedBackwardMmaDq: ${why}`);
   const key = kernelKey('na-fused-backward-mma-dq', GEN, spec);
-  const { r, axes, L, WG, D4, DV4, D16, DV16, C16: BK16, TPR: TPK, split, ROWS } = sizes(spec);
+  const { r, axes, L, WG, D4, DV4, D16, DV16, C16: BK16, TPR: TPK, split, ROWS, HS, hoff } = sizes(spec);
   const BK = spec.chunk;
-  // Fragments per subgroup (half the head dims with headSplit) and their column offsets.
-  const HS = split ? 2 : 1;
-  const hoff = (name: string): string => (split ? ` + ${name}` : '');
   const VOFF = BK * L.ldk;
   const SHARED = spec.sharedScratch === true;
   // dS's array: its own, or the chunk's V rows (offset VOFF of the staging area) once dP is done with them (dsOverV).
@@ -498,11 +499,8 @@ export function generateFusedBackwardMmaDkv(spec: FusedBackwardMmaSpec): Generat
     (spec.sharedScratch === true ? 'sharedScratch is a dq-kernel option (one scratch timed slower in dkv)' : spec.dsOverV === true ? 'dsOverV is a dq-kernel option (the dkv kernel reads its Q and dO rows to the end of each step)' : undefined);
   if (why !== undefined) throw new NattenArgumentError(`generateFusedBackwardMmaDkv: ${why}`);
   const key = kernelKey('na-fused-backward-mma-dkv', GEN, spec);
-  const { r, axes, L, WG, D4, DV4, D16, DV16, C16: QC16, TPR: TPQ, split, ROWS } = sizes(spec);
+  const { r, axes, L, WG, D4, DV4, D16, DV16, C16: QC16, TPR: TPQ, split, ROWS, HS, hoff } = sizes(spec);
   const QC = spec.chunk;
-  // Fragments per subgroup (half the head dims with headSplit) and their column offsets.
-  const HS = split ? 2 : 1;
-  const hoff = (name: string): string => (split ? ` + ${name}` : '');
   const OOFF = QC * L.ldk; // dO rows after the Q rows
   // The forward's uniforms: `ntile_a` counts key tiles here and `total_wg` runs over KV heads.
   const uniforms = fusedForwardUniformFields(r);

@@ -214,16 +214,17 @@ ${ind}let ${p}row = (tok_base + ${p}tok) * params.${heads} + ${head};`,
  * kernel 1.08-1.24x slower on an H200 (session 11; 2-D 1.02-1.05x faster, the dkv kernel 1.09-1.15x faster in 2-D
  * and 3-D).
  */
-function keyCursor(r: number) {
+function keyCursor(r: number): { readonly decls: string; readonly advance: (ind: string) => string; readonly row: (ind: string) => string } {
+  if (r === 3) return { decls: '', advance: () => '', row: () => boxKeyRow(r) };
   const c = mmaBoxCursor({ r, p: 'k', start: 'st_row', step: 'KEY_CHUNK', bs: 'bs', bw: 'bw' });
-  return r === 3 ? { decls: '', advance: () => '', row: () => boxKeyRow(r as NaRank) } : c;
+  return { decls: `${c.decls}\n`, advance: (ind) => `${c.advance(ind)}\n`, row: (ind) => c.row(ind, 'heads_kv', 'hk') };
 }
 
 function mmaFetchDecls(o: StagingShape & { readonly r: number }): string {
   const { nk, nv } = fetchCounts(o);
   return `  let st_row = lid / ${o.tpk}u;
   let st_sub = lid % ${o.tpk}u;
-${keyCursor(o.r).decls}${o.r === 3 ? '' : '\n'}${range(nk)
+${keyCursor(o.r).decls}${range(nk)
   .map((i) => `  var pk_${i} = ${fetchType(o)}(0.0);`)
   .join('\n')}
 ${range(nv)
@@ -245,7 +246,7 @@ ${range(nv)
   .map((i) => `${ind}  pv_${i} = ${fetchType(o)}(0.0);`)
   .join('\n')}
 ${ind}  if (kbox < box_n) {
-${keyCursor(o.r).row(`${ind}    `, 'heads_kv', 'hk')}
+${keyCursor(o.r).row(`${ind}    `)}
 ${ind}    pkc = vec4<i32>(${range(o.r)
     .map((a) => `kg_${a}`)
     .join(', ')}${', 0'.repeat(4 - o.r)});
@@ -256,7 +257,7 @@ ${range(nv)
   .map((i) => `${ind}    ${guard(nv, o.dv4, i)}{ pv_${i} = load_v(krow * HEAD_DIM_V, st_sub + ${i * o.tpk}u); }`)
   .join('\n')}
 ${ind}  }
-${o.r === 3 ? '' : `${keyCursor(o.r).advance(`${ind}  `)}\n`}${ind}}`;
+${keyCursor(o.r).advance(`${ind}  `)}${ind}}`;
 }
 
 /** Which rows a commit writes: K with the key coordinates, V, or both (then the barrier). */
