@@ -48,4 +48,19 @@ describe('tensor-core (mma) backward generators', () => {
     expect(fusedBackwardMmaSpecProblem({ ...over, tightScratch: false })).toMatch(/dsOverV: dS \(64 rows of 24\) does not fit the chunk's V rows \(16 of 72\)/);
     expect(() => generateFusedBackwardMmaDkv(over)).toThrow(/generateFusedBackwardMmaDkv: dsOverV is a dq-kernel option/);
   });
+  it('splits each 16-row block over two subgroups on request (headSplit): 8 tile rows per subgroup, half-size P/dS', () => {
+    const split = { ...base, dimV: 64, tile: [4, 8], headSplit: true };
+    expect(fusedBackwardMmaSpecProblem(split)).toBeUndefined();
+    expect(fusedBackwardMmaSpecProblem({ ...split, tile: [8, 8] })).toMatch(/tile \[8, 8\] must have 32 rows \(16 per pair of subgroups with headSplit\)/);
+    expect(fusedBackwardMmaSpecProblem({ ...split, dim: 48 })).toMatch(/headSplit: head dims 48\/64 must be multiples of 32 \(a whole number of fragments per half\)/);
+    expect(fusedBackwardMmaSpecProblem({ ...split, sharedScratch: true })).toMatch(/headSplit does not combine with sharedScratch or dsOverV/);
+    expect(() => generateFusedBackwardMmaDq({ ...split, chunk: 16, tightScratch: true, dsOverV: true })).toThrow(/generateFusedBackwardMmaDq: headSplit does not combine with sharedScratch or dsOverV/);
+    // The P/dS arrays hold one row per tile row (32), the f32 scratches both partials (64 rows).
+    const unsplit = { ...base, dimV: 64, tile: [8, 8] };
+    expect(fusedBackwardMmaWorkgroupBytes(unsplit, 'dkv') - fusedBackwardMmaWorkgroupBytes(split, 'dkv')).toBe(2 * 2 * 32 * 40);
+    const dkv = generateFusedBackwardMmaDkv(split);
+    expect(dkv.workgroupBytes).toBe(fusedBackwardMmaWorkgroupBytes(split, 'dkv'));
+    expect(dkv.code).toContain('let hoff_d = hd * 32u;');
+    expect(generateFusedBackwardMmaDkv(unsplit).code).not.toContain('hoff_d');
+  });
 });
