@@ -135,7 +135,7 @@ export function speedProblems(only: string): Problem[] {
   return all.filter((p) => only === '' || only.split(',').some((o) => p.name.includes(o)));
 }
 
-type DeviceScriptOptions = { mode: string; sweep: string; only: string; reps: string; top: string; dtype: string; chunk16: string; tight: string; inturn: string; pk: string; shared: string; dsv: string; hsplit: string; nsg: string };
+type DeviceScriptOptions = { mode: string; sweep: string; only: string; reps: string; top: string; dtype: string; chunk16: string; tight: string; inturn: string; pk: string; probes: string; shared: string; dsv: string; hsplit: string; nsg: string };
 
 /** The device scripts' shared options (`--mode`, `--sweep`, `--only`, `--reps`, `--top`, `--nsg`, ...). */
 export function deviceScriptOptions(): DeviceScriptOptions {
@@ -145,6 +145,7 @@ export function deviceScriptOptions(): DeviceScriptOptions {
       tight: { type: 'string', default: 'false' },
       inturn: { type: 'string', default: 'false' },
       pk: { type: 'string', default: 'false' },
+      probes: { type: 'string', default: '' },
       shared: { type: 'string', default: 'false' },
       dsv: { type: 'string', default: 'false' },
       hsplit: { type: 'string', default: 'false' },

@@ -10,6 +10,8 @@
  *    with `--sweep true`) next to the plain path's default, GPU time from timestamp queries (median, warm clocks).
  * 3. Backward (`--mode bcheck | bspeed | backward`): the mma backward against the CPU reference, and timed against
  *    the plain backward; `--mode bsweep` times its dq and dkv kernels alone per subgroup count and tile.
+ * 4. Probes (`--mode probe`, `--probes a,b` to pick some): the default forward's text patched to isolate one cost
+ *    each (mma-probes.ts), next to the unpatched kernel.
  * `--only a,b` keeps the speed problems whose name contains any of the parts; with `--sweep true`, `--top N` takes
  * the N cheapest configs of each subgroup count and `--nsg 2,4` keeps those counts; `--tight true` adds each
  * config's twin with the other scratch layout (`tightScratch`), `--inturn true` each config's (and layout twin's) twin with K and V
@@ -42,6 +44,7 @@ import {
   planFusedForwardMma,
   selectFusedBackward,
 } from '../src/index.ts';
+import { PROBES } from './mma-probes.ts';
 import { checkConfig, deviceScriptOptions, free, gpuArgs, hostArgs, makeArgs, maxErr, type Problem, openDevice, speedProblems, speedRow, timeCommand, timeRun } from './device-forward-problems.ts';
 
 const values = deviceScriptOptions();
@@ -169,6 +172,40 @@ if ((values.mode === 'check' || values.mode === 'both') && !('why' in avail)) {
     for (const c of configs) {
       if (!(await checkConfig(ctx, p, label(c), g, ref, () => fusedForwardMma(ctx, p.rank, g, c)))) failures++;
     }
+    free(g);
+  }
+}
+
+if (values.mode === 'probe' && !('why' in avail)) {
+  const reps = Number(values.reps);
+  console.log('\n== timing probes (float16, default config, patched kernel texts; GPU time, median)');
+  for (const p0 of speedProblems(values.only as string)) {
+    const p = { ...p0, dtype: 'float16' as const };
+    const t = makeArgs(p, 11);
+    const g = gpuArgs(ctx, p, t);
+    const row = speedRow(p);
+    const plan = planFusedForwardMma(ctx, p.rank, g, undefined);
+    const def = defaultMmaConfig(ctx, plan.problem) as MmaForwardConfig;
+    const commands = planFusedForwardMma(ctx, p.rank, g, def).commands;
+    await timeCommand(ctx, commands, reps, warmer);
+    row(`probe ${label(def)} unpatched`, await timeCommand(ctx, commands, reps, warmer));
+    for (const [name, probe] of Object.entries(PROBES).filter(([n]) => values.probes === '' || values.probes.split(',').includes(n))) {
+      const patched = commands.map((x) => {
+        const code = probe.patch(x.kernel.code);
+        if (code === x.kernel.code) return x;
+        return { ...x, kernel: { ...x.kernel, key: `${x.kernel.key}#probe-${name}`, code, workgroupBytes: x.kernel.workgroupBytes + (probe.bytes ?? 0) } };
+      });
+      if (patched.every((x, i) => x === commands[i])) {
+        console.log(`${p.name} probe ${name}: the patch matched nothing`);
+        continue;
+      }
+      try {
+        row(`probe ${name}`, await timeCommand(ctx, patched, reps, warmer));
+      } catch (e) {
+        console.log(`${p.name} probe ${name}: ${(e as Error).message.split('\n')[0]}`);
+      }
+    }
+    row(`probe ${label(def)} unpatched again`, await timeCommand(ctx, commands, reps, warmer));
     free(g);
   }
 }

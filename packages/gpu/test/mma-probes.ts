@@ -1,0 +1,77 @@
+/**
+ * Timing probes of the tensor-core forward for the device script (`mma-device.ts --mode probe`; not tests): the
+ * default forward's text patched to isolate one cost each, timed next to the unpatched kernel in the same process.
+ * Most probes give wrong results; they only time. Session 12's readings (H200) are in docs/device-results.md.
+ * - `pad1k` .. `pad8k`: that many more bytes of workgroup memory, declared and never touched in practice
+ *   (occupancy: how many workgroups fit in the SM's shared memory).
+ * - `regs16` / `regs32`: 16 / 32 more floats kept live across the walk (register pressure).
+ * - `v-over-k`: V staged over K, so the staging area's V half is not declared (less workgroup memory, same work).
+ * - `kc-free`: the key coordinates computed from the column instead of loaded from workgroup memory.
+ * - `no-mask`: no per-element mask. `no-fetch`: staged values made from the key row instead of global loads.
+ * - `no-stage`: no staging stores (the fetch goes with them). `no-s-mma` / `no-pv`: no S = Q K^T / O += P V.
+ * - `no-flag`: no rescale decision (its two barriers). `no-end-barrier`: no barrier at the end of a step.
+ */
+export interface Probe {
+  readonly patch: (code: string) => string;
+  /** Workgroup bytes the patch adds (the kernel's declared total is raised by as much). */
+  readonly bytes?: number;
+}
+
+const pad = (bytes: number): Probe => ({ patch: (c) => padWorkgroup(c, bytes), bytes });
+
+export const PROBES: Record<string, Probe> = {
+  pad1k: pad(1024),
+  pad2k: pad(2048),
+  pad4k: pad(4096),
+  pad8k: pad(8192),
+  regs16: { patch: (c) => liveRegisters(c, 4) },
+  regs32: { patch: (c) => liveRegisters(c, 8) },
+  'v-over-k': { patch: (c) => vOverK(c) },
+  'kc-free': {
+    patch: (c) => c.replace(/kc_sh\[([^\]]+)\]/g, (m, i: string) => (m.includes('st_row') ? m : `vec4<i32>(i32(${i}) >> 2, i32(${i}) & 3, i32(${i}) >> 1, 0)`)),
+  },
+  'no-mask': { patch: (c) => c.replace(/x(\d+) = select\(vec4<f32>\(NEG\), x\1, inw\);/g, '') },
+  // Each keeps one cached read of its buffer, so that the binding stays in the kernel's layout.
+  'no-fetch': {
+    patch: (c) =>
+      c.replace(
+        /load_([kv])\(krow \* HEAD_DIM(_V)?, ([^)]+)\)/g,
+        (_m, k: string, _v, i: string) => `(vec4<f16>(f16(krow & 7u), f16(${i}), 0.0, 1.0) + ${k === 'k' ? 'key' : 'value'}[0] * f16(0.0))`,
+      ),
+  },
+  'no-stage': { patch: (c) => c.replace(/\{ kv_sh\[st_row \* LD[KV][^}]*\}/g, '{}').replace(/\{ kv_sh\[\d+u \+ st_row \* LD[KV][^}]*\}/g, '{}') },
+  'no-s-mma': { patch: (c) => c.replace(/\n\s*s = subgroupMatrixMultiplyAccumulate\(q_\d+, [^\n]*/g, '') },
+  'no-pv': { patch: (c) => c.replace(/\n\s*o_\d+ = subgroupMatrixMultiplyAccumulate\(p_0, [^\n]*/g, '') },
+  'no-flag': { patch: (c) => c.replace('workgroupUniformLoad(&flag).x == step', 'false') },
+  'no-end-barrier': { patch: (c) => c.replace(/\n {4}workgroupBarrier\(\);\n {2}\}\n\n {2}\/\/ ---- epilogue/, '\n  }\n\n  // ---- epilogue') },
+};
+
+/** `bytes` more workgroup memory, written only when a uniform that is never zero is zero (so it stays declared). */
+function padWorkgroup(code: string, bytes: number): string {
+  const n = bytes / 16;
+  return code
+    .replace('var<workgroup> flag: vec4<u32>;', `var<workgroup> flag: vec4<u32>;\nvar<workgroup> pad_sh: array<vec4<u32>, ${n}>;`)
+    .replace(/(@builtin\(local_invocation_index\) lid: u32\) \{\n)/, `$1  if (params.total_wg == 0u) { pad_sh[lid % ${n}u] = vec4<u32>(lid); }\n`);
+}
+
+/** V staged over K (wrong results, the same instructions): the staging area's V half is not declared. */
+function vOverK(code: string): string {
+  const voff = /kv_sh\[(\d+)u \+ st_row \* LDV/.exec(code)?.[1];
+  if (voff === undefined) return code;
+  return code
+    .replace(`var<workgroup> kv_sh: array<f16, ${2 * Number(voff)}>;`, `var<workgroup> kv_sh: array<f16, ${voff}>;`)
+    .replaceAll(`kv_sh[${voff}u + st_row * LDV`, 'kv_sh[st_row * LDV')
+    .replaceAll(`&kv_sh, ${voff}u + `, '&kv_sh, ');
+}
+
+/** `n` vec4<f32> values kept live across the chunk loop (register pressure), folded into a workgroup write. */
+function liveRegisters(code: string, n: number): string {
+  const ids = Array.from({ length: n }, (_, i) => i);
+  return code
+    .replace('  var step = 0u;\n', `  var step = 0u;\n${ids.map((i) => `  var jk${i} = vec4<f32>(f32(lid + ${i}u));`).join('\n')}\n`)
+    .replace(
+      '    step = step + 1u;\n',
+      `    step = step + 1u;\n${ids.map((i) => `    jk${i} = fma(jk${i}, vec4<f32>(1.0001), ${i === 0 ? 'vec4<f32>(f32(step))' : `jk${i - 1}`});`).join('\n')}\n`,
+    )
+    .replace('  // ---- epilogue', `  if (dot(${ids.map((i) => `jk${i}`).join(' + ')}, vec4<f32>(1.0)) == 1.25e-30) { flag.y = 1u; }\n  // ---- epilogue`);
+}
