@@ -1,8 +1,8 @@
-import { checkFusedBackward, type FusedBackwardArgs, NattenUnsupportedError, randn, type Tensor, type TensorLike, tensor, toFloat64Values } from '@natten-web/core';
+import { checkFusedBackward, type FusedBackwardArgs, NattenArgumentError, NattenUnsupportedError, randn, type Tensor, type TensorLike, tensor, toFloat64Values } from '@natten-web/core';
 import { fusedBackward as cpuFusedBackward, fusedForward as cpuFusedForward } from '@natten-web/cpu';
 import { FUSED_BACKWARD_TILES } from '@natten-web/wgsl';
 import { afterAll, describe, expect, it } from 'vitest';
-import { defaultBackwardMma, defaultMmaBackwardConfig, fusedBackward, fusedBackwardMma, type GpuTensor, type MmaBackwardConfig, mmaBackwardProblemFit } from '../src/index.ts';
+import { checkFusedBackwardMma, defaultBackwardMma, defaultMmaBackwardConfig, fusedBackward, fusedBackwardMma, type GpuTensor, type MmaBackwardConfig, mmaBackwardProblemFit } from '../src/index.ts';
 import { tensorFromValues } from '@natten-web/testkit';
 import { type EmulatedProblem, emulatedSizes, emulatingTensorCoreView } from '@natten-web/testkit';
 import { expectClose } from './expect-close.ts';
@@ -95,6 +95,22 @@ describe('tensor-core (mma) backward', () => {
     // 2047 keys at head dim 64: dq with 8, dkv with 4 (8 measured slower for dkv there), padded, dq with one scratch
     // (session 11, the whole backward: 6.71 -> 6.14 ms).
     expect(config([32768], [2047], 8, 64)).toEqual({ path: 'mma', queryTile: [128], querySubgroups: 8, keyTile: [64], keySubgroups: 4, chunk: 16, dqSharedScratch: true });
+  });
+  it('names the rule a given config breaks (which kernel, which rule or limit), before any GPU work', () => {
+    const ctx = fakeTensorCoreContext();
+    const t = tensor([1, 32, 32, 2, 128], 'float16');
+    const l = tensor([1, 32, 32, 2], 'float32');
+    const args: FusedBackwardArgs<TensorLike> = { query: t, key: t, value: t, output: t, gradOutput: t, logsumexp: l, gradQuery: t, gradKey: t, gradValue: t, kernelSize: 7 };
+    const base: MmaBackwardConfig = { path: 'mma', queryTile: [8, 8], querySubgroups: 4, keyTile: [4, 8], keySubgroups: 2, chunk: 16 };
+    const refused = (config: MmaBackwardConfig, message: RegExp): void => {
+      expect(() => checkFusedBackwardMma(ctx, 2, args, config)).toThrow(message);
+      expect(() => checkFusedBackwardMma(ctx, 2, args, config)).toThrow(NattenArgumentError);
+    };
+    refused({ ...base, queryTile: [4, 8], dqHeadSplit: true, dqSharedScratch: true }, /na2d_backward: tensor-core \(mma\) backward config cannot run: its dq kernel: headSplit does not combine with sharedScratch or dsOverV/);
+    refused({ ...base, keyTile: [8, 8] }, /its dkv kernel: tile \[8, 8\] must have 32 rows \(16 per subgroup\)/);
+    // Head dim 128 with 8 subgroups and 32-row chunks: the dkv kernel's staging, scratches and P/dS pass 48 KiB.
+    refused({ ...base, keyTile: [8, 16], keySubgroups: 8, chunk: 32 }, /its dkv kernel needs \d+ bytes of workgroup memory, over this device's 49152/);
+    expect(checkFusedBackwardMma(ctx, 2, args, base).config).toEqual(base);
   });
   it('routes nothing on this adapter unless it has subgroup matrices', async () => {
     const ctx = await gpuContext();

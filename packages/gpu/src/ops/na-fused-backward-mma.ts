@@ -18,6 +18,7 @@ import {
   generateFusedBackwardMmaDq,
   type GeneratedKernel,
   MMA_FRAGMENT,
+  MMA_SUBGROUP_SIZE,
   tileShapes,
 } from '@natten-web/wgsl';
 import { type DispatchCommand, foldWorkgroups, type GpuContext, type GpuTensor } from '../context.ts';
@@ -95,13 +96,23 @@ function specOf(problem: FusedBackwardProblem, config: MmaBackwardConfig, kernel
   };
 }
 
-function kernelFits(ctx: GpuContext, problem: FusedBackwardProblem, config: MmaBackwardConfig, kernel: 'dq' | 'dkv'): boolean {
+/**
+ * Why one kernel of a backward config cannot run a problem on this device (its spec's rule, its workgroup memory or
+ * its invocations against the device's limits), worded for an error message; undefined where it can.
+ */
+function kernelProblem(ctx: GpuContext, problem: FusedBackwardProblem, config: MmaBackwardConfig, kernel: 'dq' | 'dkv'): string | undefined {
   const s = specOf(problem, config, kernel);
-  return (
-    fusedBackwardMmaSpecProblem(s) === undefined &&
-    fusedBackwardMmaWorkgroupBytes(s, kernel) <= ctx.limits.maxComputeWorkgroupStorageSize &&
-    s.subgroups * 32 <= ctx.limits.maxComputeInvocationsPerWorkgroup
-  );
+  const why = fusedBackwardMmaSpecProblem(s);
+  if (why !== undefined) return `its ${kernel} kernel: ${why}`;
+  const bytes = fusedBackwardMmaWorkgroupBytes(s, kernel);
+  if (bytes > ctx.limits.maxComputeWorkgroupStorageSize) return `its ${kernel} kernel needs ${bytes} bytes of workgroup memory, over this device's ${ctx.limits.maxComputeWorkgroupStorageSize}`;
+  const invocations = s.subgroups * MMA_SUBGROUP_SIZE;
+  if (invocations > ctx.limits.maxComputeInvocationsPerWorkgroup) return `its ${kernel} kernel needs ${invocations} invocations per workgroup, over this device's ${ctx.limits.maxComputeInvocationsPerWorkgroup}`;
+  return undefined;
+}
+
+function kernelFits(ctx: GpuContext, problem: FusedBackwardProblem, config: MmaBackwardConfig, kernel: 'dq' | 'dkv'): boolean {
+  return kernelProblem(ctx, problem, config, kernel) === undefined;
 }
 
 /** Whether both kernels of a backward config can run a problem on this device (spec and workgroup memory). */
@@ -248,9 +259,9 @@ export function checkFusedBackwardMma(
   const fit = mmaBackwardProblemFit(problem);
   if (fit !== undefined) throw new NattenArgumentError(`${op}: tensor-core (mma) backward cannot run this problem: ${fit}`);
   const cfg = config ?? defaultMmaBackwardConfig(ctx, problem);
-  if (!cfg || !mmaBackwardConfigFits(ctx, problem, cfg)) {
-    throw new NattenArgumentError(`${op}: no tensor-core (mma) backward config fits this device (workgroup memory ${ctx.limits.maxComputeWorkgroupStorageSize} bytes)`);
-  }
+  if (!cfg) throw new NattenUnsupportedError(`${op}: no tensor-core (mma) backward config fits this device's limits (workgroup memory ${ctx.limits.maxComputeWorkgroupStorageSize} bytes)`);
+  const why = kernelProblem(ctx, problem, cfg, 'dq') ?? kernelProblem(ctx, problem, cfg, 'dkv');
+  if (why !== undefined) throw new NattenArgumentError(`${op}: tensor-core (mma) backward config cannot run: ${why}`);
   return {
     problem,
     config: cfg,
