@@ -60,6 +60,7 @@ export {
   MMA_MIN_WORKGROUPS,
   MMA_SPLIT_MIN_WORKGROUPS,
   mmaWindowUse,
+  packedCoordsFit,
   mmaWorkgroups,
   fusedForwardMma,
   mmaAvailability,

@@ -16,6 +16,7 @@ import {
   mmaConfigCost,
   mmaProblemFit,
   mmaWindowUse,
+  packedCoordsFit,
 } from '../src/index.ts';
 import { fusedForwardCommand } from '../src/ops/na-fused-forward.ts';
 import { type EmulatedProblem, emulatedKernel, emulatedSizes, emulateSubgroupMatrix, matrixViews } from '@natten-web/testkit';
@@ -154,6 +155,19 @@ describe('tensor-core (mma) forward: availability, config choice and the default
     expect(enumerateMmaConfigs(ctx, problem([4, 128], [3, 7])).every((c) => (c.queryTile[0] as number) <= 4)).toBe(true);
   });
 
+  it('packs key coordinates in 2-D and 3-D without rpb while every dilation group fits the packed fields', () => {
+    const p = (spatial: number[], o: { dilation?: number[]; rpb?: boolean } = {}) => ({ rank: spatial.length as 1 | 2 | 3, spatial, hasRpb: o.rpb === true, params: { dilation: o.dilation ?? spatial.map(() => 1) } }) as unknown as FusedProblem;
+    expect(packedCoordsFit(p([128, 128]))).toBe(true);
+    expect(packedCoordsFit(p([16, 32, 32]))).toBe(true);
+    expect(packedCoordsFit(p([4, 1023, 8]))).toBe(true);
+    // 3-D fields are 10 bits: a group extent of 1024 does not fit, unless dilation splits it.
+    expect(packedCoordsFit(p([4, 1024, 8]))).toBe(false);
+    expect(packedCoordsFit(p([4, 1024, 8], { dilation: [1, 2, 1] }))).toBe(true);
+    expect(packedCoordsFit(p([65535, 8]))).toBe(true);
+    expect(packedCoordsFit(p([65536, 8]))).toBe(false);
+    expect(packedCoordsFit(p([4096]))).toBe(false);
+    expect(packedCoordsFit(p([128, 128], { rpb: true }))).toBe(false);
+  });
   it('reads the emulation views (matrix kinds per workgroup array) from a kernel text', () => {
     const code = generateFusedForwardMma({ rank: 2, kernelSize: [7, 7], causal: [false, false], dim: 32, dimV: 32, queryTile: [8, 8], keyChunk: 32, subgroups: 4, hasLse: true }).code;
     const v = matrixViews(code);
@@ -190,7 +204,7 @@ describe('tensor-core (mma) forward, emulated on this adapter, against the CPU r
   interface EmuCase extends EmulatedProblem {
     readonly scale?: number;
     readonly rpb?: boolean;
-    readonly config: { queryTile: number[]; keyChunk: 16 | 32 | 64; subgroups: 2 | 4 | 8; tightScratch?: boolean; kvInTurn?: boolean; pOverK?: boolean };
+    readonly config: { queryTile: number[]; keyChunk: 16 | 32 | 64; subgroups: 2 | 4 | 8; tightScratch?: boolean; kvInTurn?: boolean; pOverK?: boolean; packedCoords?: boolean };
   }
   const cases: EmuCase[] = [
     { name: '1-D L=37 K=7, a partial tile', spatial: [37], kernelSize: [7], dim: 16, config: { queryTile: [64], keyChunk: 32, subgroups: 4 } },
@@ -225,6 +239,12 @@ describe('tensor-core (mma) forward, emulated on this adapter, against the CPU r
     { name: 'P over K: 1-D L=200 K=65 causal, rescaling O, 2 subgroups, 32-key chunks', spatial: [200], kernelSize: [65], dim: 32, causal: [true], scale: 4, config: { queryTile: [32], keyChunk: 32, subgroups: 2, pOverK: true } },
     { name: 'P over K: 3-D 5x8x9 K=3x3x5 with rpb, GQA, D=32 and Dv=16', spatial: [5, 8, 9], kernelSize: [3, 3, 5], heads: 2, headsKv: 1, dim: 32, dimV: 16, rpb: true, config: { queryTile: [2, 2, 8], keyChunk: 16, subgroups: 2, tightScratch: true, pOverK: true } },
     { name: 'tight scratch: 2-D 18x21 K=5x7 dilation 2x1 with rpb', spatial: [18, 21], kernelSize: [5, 7], dim: 16, dilation: [2, 1], rpb: true, config: { queryTile: [4, 8], keyChunk: 16, subgroups: 2, tightScratch: true } },
+    // Packed key coordinates (packedCoords, the default in 2-D and 3-D without rpb): rescales, causal, dilation, GQA,
+    // Dv != D, 16- and 32-key chunks, partial tiles, chunks past the box (all-ones coordinates, out of every window).
+    { name: 'packed coordinates: 2-D 19x23 K=7 at head dim 64, 4 subgroups, unpadded scratch, rescaling O', spatial: [19, 23], kernelSize: [7, 7], dim: 64, scale: 4, config: { queryTile: [8, 8], keyChunk: 16, subgroups: 4, tightScratch: true, packedCoords: true } },
+    { name: 'packed coordinates: 2-D 20x17 K=4x6 dilation 2x1 causal on axis 0, 32-key chunks', spatial: [20, 17], kernelSize: [4, 6], dim: 16, dilation: [2, 1], causal: [true, false], config: { queryTile: [4, 8], keyChunk: 32, subgroups: 2, packedCoords: true } },
+    { name: 'packed coordinates: 3-D 4x10x14 K=3x5x7 dilation 1x2x2 GQA, Dv=48, 2 subgroups', spatial: [4, 10, 14], kernelSize: [3, 5, 7], heads: 2, headsKv: 1, dim: 16, dimV: 48, dilation: [1, 2, 2], config: { queryTile: [1, 4, 8], keyChunk: 16, subgroups: 2, tightScratch: true, packedCoords: true } },
+    { name: 'packed coordinates: 3-D 6x9x11 K=3x5x5 causal on axis 1, rescaling O', spatial: [6, 9, 11], kernelSize: [3, 5, 5], dim: 16, causal: [false, true, false], scale: 4, config: { queryTile: [2, 4, 4], keyChunk: 16, subgroups: 2, tightScratch: true, packedCoords: true } },
   ];
 
   for (const c of cases) {

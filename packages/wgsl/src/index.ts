@@ -144,6 +144,8 @@ export {
   MMA_KEY_CHUNKS,
   MMA_SUBGROUP_COUNTS,
   MMA_SUBGROUP_SIZE,
+  mmaPackedCoords,
+  mmaPackedMaxExtent,
 } from './ops/na-fused-forward-mma.ts';
 export { ABS_MAX_UNROLL, ABS_MAX_WORKGROUP, generateAbsMax } from './ops/abs-max.ts';
 export {

@@ -22,7 +22,7 @@ import {
   tileShapes,
 } from '@natten-web/wgsl';
 import { type DispatchCommand, foldWorkgroups, type GpuContext, type GpuTensor } from '../context.ts';
-import { MMA_LARGE_WINDOW, mmaAvailability, windowKeys } from './na-fused-forward-mma.ts';
+import { MMA_LARGE_WINDOW, mmaAvailability, packedCoordsFit, windowKeys } from './na-fused-forward-mma.ts';
 import { sgmatProblemFit } from './na-fused-forward-sgmat.ts';
 import { memoKernel, memoPerContext } from './op.ts';
 
@@ -93,6 +93,7 @@ function specOf(problem: FusedBackwardProblem, config: MmaBackwardConfig, kernel
     ...(kernel === 'dq' && config.dqSharedScratch === true ? { sharedScratch: true } : {}),
     ...(kernel === 'dq' && config.dqDsOverV === true ? { dsOverV: true } : {}),
     ...((kernel === 'dq' ? config.dqHeadSplit : config.dkvHeadSplit) === true ? { headSplit: true } : {}),
+    ...(kernel === 'dq' && packedCoordsFit(problem) ? { packedCoords: true } : {}),
   };
 }
 

@@ -33,6 +33,7 @@ import {
   MMA_KEY_CHUNKS,
   MMA_SUBGROUP_COUNTS,
   MMA_SUBGROUP_SIZE,
+  mmaPackedMaxExtent,
   tileShapes,
 } from '@natten-web/wgsl';
 import type { DispatchCommand, GpuContext, GpuTensor } from '../context.ts';
@@ -113,7 +114,18 @@ function mmaSpec(problem: FusedProblem, config: MmaForwardConfig): FusedForwardM
     hasLse: problem.hasLse,
     ...(problem.hasRpb ? { hasRpb: true } : {}),
     ...(problem.dtype === 'float32' ? { split: true } : {}),
+    ...(packedCoordsFit(problem) ? { packedCoords: true } : {}),
   };
+}
+
+/**
+ * Whether the mma kernels stage packed key coordinates for a problem (`FusedForwardMmaSpec.packedCoords`): ranks 2
+ * and 3 without rpb whose dilation-group extents all fit the packed fields (`mmaPackedMaxExtent`).
+ */
+export function packedCoordsFit(problem: Pick<FusedProblem, 'rank' | 'spatial' | 'params' | 'hasRpb'>): boolean {
+  if (problem.rank < 2 || problem.hasRpb) return false;
+  const max = mmaPackedMaxExtent(problem.rank);
+  return problem.spatial.every((L, a) => Math.ceil(L / (problem.params.dilation[a] as number)) <= max);
 }
 
 function groupExtents(problem: FusedProblem): number[] {

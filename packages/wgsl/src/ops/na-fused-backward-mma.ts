@@ -27,7 +27,7 @@ import { type GeneratedKernel, kernelKey, type StorageBinding, type UniformField
 import { tokenOf } from '../snippets/fused-index.ts';
 import { windowFunctions } from '../snippets/window.ts';
 import { forwardWorkgroupPrologue, fusedForwardUniformFields, rowLoader, workgroupTileDecode } from './na-fused-forward.ts';
-import { COORD, MMA_FRAGMENT, MMA_HEADER, MMA_SUBGROUP_SIZE, type MmaLayout, mmaBindingDecls, mmaBoxCursor, mmaDecodeTile, mmaInWindow, mmaLayout, mmaPassRows, mmaQueryRowWindow, mmaShapeProblem, mmaStagedKeyLoop, mmaSubgroupSpan, stagingPartGuard, store4 } from './na-fused-forward-mma.ts';
+import { COORD, MMA_FRAGMENT, MMA_HEADER, MMA_SUBGROUP_SIZE, type MmaLayout, mmaBindingDecls, mmaBoxCursor, mmaDecodeTile, mmaInWindow, mmaLayout, mmaPackedCoords, mmaPassRows, mmaQueryRowWindow, mmaShapeProblem, mmaStagedKeyLoop, mmaSubgroupSpan, stagingPartGuard, store4 } from './na-fused-forward-mma.ts';
 
 const GEN = 6;
 const F = MMA_FRAGMENT;
@@ -82,6 +82,12 @@ export interface FusedBackwardMmaSpec {
    * FLUX-like's head dim 128 included (whole backward 191 -> 285 ms). Absent = one subgroup per 16 rows.
    */
   readonly headSplit?: boolean;
+  /**
+   * The dq kernel's key coordinates packed into one u32 per staged key (see `FusedForwardMmaSpec.packedCoords`):
+   * ranks 2 and 3; the caller guarantees every group extent is at most `mmaPackedMaxExtent(rank)`. The dkv kernel
+   * stages query coordinates its own way and ignores it. Absent = a vec4<i32> per key.
+   */
+  readonly packedCoords?: boolean;
 }
 
 function layout(spec: Pick<FusedBackwardMmaSpec, 'dim' | 'dimV' | 'chunk' | 'subgroups' | 'tightScratch'>): MmaLayout {
@@ -116,9 +122,12 @@ function sizes(spec: FusedBackwardMmaSpec) {
 }
 
 /** Bytes of workgroup memory of either kernel (staging, two f32 scratches, P/dS, per-chunk row tables). */
-export function fusedBackwardMmaWorkgroupBytes(spec: Pick<FusedBackwardMmaSpec, 'dim' | 'dimV' | 'chunk' | 'subgroups' | 'tightScratch' | 'sharedScratch' | 'dsOverV' | 'headSplit'>, kernel: 'dq' | 'dkv'): number {
+export function fusedBackwardMmaWorkgroupBytes(
+  spec: Pick<FusedBackwardMmaSpec, 'dim' | 'dimV' | 'chunk' | 'subgroups' | 'tightScratch' | 'sharedScratch' | 'dsOverV' | 'headSplit' | 'packedCoords'>,
+  kernel: 'dq' | 'dkv',
+): number {
   const l = layout(spec);
-  const tables = kernel === 'dq' ? 16 * spec.chunk : 16 * spec.chunk + 2 * 4 * spec.chunk;
+  const tables = kernel === 'dq' ? (spec.packedCoords === true ? 4 : 16) * spec.chunk : 16 * spec.chunk + 2 * 4 * spec.chunk;
   // P/dS rows: one per tile row (half the scratch's rows with headSplit, whose scratches hold both partials).
   const pdsRows = spec.headSplit === true ? l.rows / 2 : l.rows;
   const pds = kernel === 'dq' ? (spec.dsOverV === true ? 0 : 2 * pdsRows * l.ldp) : 2 * 2 * pdsRows * l.ldp;
@@ -133,6 +142,7 @@ export function fusedBackwardMmaSpecProblem(spec: FusedBackwardMmaSpec): string 
   const l = layout(spec);
   if (mmaPassRows(l, Math.max(l.ldk, l.ldv)) < F) return `head dims ${spec.dim}/${spec.dimV} are too large for chunk ${spec.chunk}`;
   if (spec.dsOverV === true && l.rows * l.ldp > spec.chunk * l.ldv) return `dsOverV: dS (${l.rows} rows of ${l.ldp}) does not fit the chunk's V rows (${spec.chunk} of ${l.ldv})`;
+  if (spec.packedCoords === true && spec.rank < 2) return `packedCoords needs rank 2 or 3 (rank ${spec.rank})`;
   if (spec.headSplit === true) {
     if (spec.dim % (2 * F) !== 0 || spec.dimV % (2 * F) !== 0) return `headSplit: head dims ${spec.dim}/${spec.dimV} must be multiples of ${2 * F} (a whole number of fragments per half)`;
     if (spec.sharedScratch === true || spec.dsOverV === true) return 'headSplit does not combine with sharedScratch or dsOverV (the scratch holds both partial products)';
@@ -348,7 +358,7 @@ ${guarded(`      let srow = row * LDS;\n${range(o.vpl)
  * a column or row; P^T/dS^T go to `pArr`/`dsArr` (dq writes dS only). With `split` (headSplit) the lane's subgroup
  * takes half of the columns and S and dP are the sums of the rows at `srow` and `srow2`.
  */
-function pdsStmts(o: { vpl: number; inw: (vi: string, i: number) => string; lse: (vi: string) => string; delta: (vi: string) => string; pArr?: string; dsArr: string; shared?: boolean; split?: boolean }): string {
+function pdsStmts(o: { vpl: number; inw: (vi: string, i: number) => string; inw4?: (vi: string) => string; lse: (vi: string) => string; delta: (vi: string) => string; pArr?: string; dsArr: string; shared?: boolean; split?: boolean }): string {
   const vi = (v: number): string => (o.split === true ? `${v * 2}u + hf + ${2 * o.vpl}u * hd` : `${v * 2}u + hf`);
   const sum = (arr: string): string => (o.split === true ? `${scratchVec4(arr)} + ${scratchVec4(arr, 'srow2')}` : scratchVec4(arr));
   return range(o.vpl)
@@ -357,7 +367,7 @@ function pdsStmts(o: { vpl: number; inw: (vi: string, i: number) => string; lse:
         let cc = (${vi(v)}) * 4u;
         let s = ${o.shared ? `sreg_${v}` : sum('s_sh')};
         let dp = ${o.shared ? scratchVec4('s_sh') : sum('dp_sh')};
-        let inw = vec4<bool>(${[0, 1, 2, 3].map((i) => o.inw(vi(v), i)).join(', ')});
+        let inw = ${o.inw4 ? o.inw4(vi(v)) : `vec4<bool>(${[0, 1, 2, 3].map((i) => o.inw(vi(v), i)).join(', ')})`};
         let p = select(vec4<f32>(0.0), exp2(s * params.scale_log2 - ${o.lse(vi(v))}), inw);
         let ds = p * (dp - ${o.delta(vi(v))});
 ${o.pArr ? `        let ph = vec4<f16>(p);\n        ${store4(o.pArr, 'prow + cc', 'ph')}\n` : ''}        let dh = vec4<f16>(ds);
@@ -380,7 +390,9 @@ export function generateFusedBackwardMmaDq(spec: FusedBackwardMmaSpec): Generate
   const DS_OVER_V = spec.dsOverV === true;
   const DS_ARR = DS_OVER_V ? 'st' : 'ds_sh';
   const DS_BASE = DS_OVER_V ? `${VOFF}u + ` : '';
-  const staging = mmaStagedKeyLoop({ r, arr: 'st', tpk: TPK, d4: D4, dv4: DV4, voff: VOFF });
+  const PACKED = spec.packedCoords === true;
+  const packing = mmaPackedCoords(r);
+  const staging = mmaStagedKeyLoop({ r, arr: 'st', tpk: TPK, d4: D4, dv4: DV4, voff: VOFF, ...(PACKED ? { packed: true } : {}) });
   const uniforms = fusedForwardUniformFields(r);
   const bindings: StorageBinding[] = [
     { name: 'query', access: 'read' },
@@ -397,7 +409,7 @@ export function generateFusedBackwardMmaDq(spec: FusedBackwardMmaSpec): Generate
 
   const rows = tileRows(r, { first: 'qf', head: 'h', heads: 'heads', loaders: ['load_q', 'load_do'] });
   const code = `${moduleHead(key, spec, bindings, uniforms, `${axes.map((a) => `const QUERY_TILE_${a}: u32 = ${spec.tile[a]}u;`).join('\n')}\nconst KEY_CHUNK: u32 = ${BK}u;\n`)}
-${DS_OVER_V ? '' : `var<workgroup> ds_sh: array<f16, ${ROWS * L.ldp}>;\n`}var<workgroup> kc_sh: array<vec4<i32>, ${BK}>;
+${DS_OVER_V ? '' : `var<workgroup> ds_sh: array<f16, ${ROWS * L.ldp}>;\n`}var<workgroup> kc_sh: ${PACKED ? `array<vec4<u32>, ${BK / 4}>` : `array<vec4<i32>, ${BK}>`};
 
 ${rows.decls}
 
@@ -417,7 +429,7 @@ ${mmaQueryRowWindow(r, 'TILE')}
   if (valid && hf == 0u${split ? ' && hd == 0u' : ''}) { delta[qrow] = delta_r; }
   let lse_r = select(0.0, logsumexp[qrow] * LOG2E, valid);
 ${mmaSubgroupSpan(r, 'valid', (a) => `ws_${a}`, (a) => `we_${a} - 1`, 'bs', 'bw')}
-
+${PACKED ? `${packing.lane}\n` : ''}
 ${range(D16 / HS)
   .map((kk) => `  var q_${kk} = ${LEFT}();`)
   .join('\n')}
@@ -440,7 +452,7 @@ ${productsAndPds({
   vpl: BK / 8,
   s: (dst) => productsInto(dst, 'q', D16 / HS, BK16, (n, kk) => `${n * F}u * LDK + ${kk * F}u${hoff('hoff_d')}`, 'LDK'),
   dp: (dst) => productsInto(dst, 'do', DV16 / HS, BK16, (n, kk) => `${VOFF}u + ${n * F}u * LDV + ${kk * F}u${hoff('hoff_dv')}`, 'LDV'),
-  pds: (shared) => pdsStmts({ vpl: BK / 8 / HS, inw: (vi, i) => mmaInWindow(r, `kc_sh[(${vi}) * 4u + ${i}u]`), lse: () => 'vec4<f32>(lse_r)', delta: () => 'vec4<f32>(delta_r)', dsArr: DS_ARR, shared, split }),
+  pds: (shared) => pdsStmts({ vpl: BK / 8 / HS, inw: (vi, i) => mmaInWindow(r, `kc_sh[(${vi}) * 4u + ${i}u]`), ...(PACKED ? { inw4: (vi: string) => packing.inw4(`kc_sh[${vi}]`) } : {}), lse: () => 'vec4<f32>(lse_r)', delta: () => 'vec4<f32>(delta_r)', dsArr: DS_ARR, shared, split }),
   ind: '',
   pBase: DS_BASE,
   split,

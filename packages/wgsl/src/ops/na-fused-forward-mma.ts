@@ -140,6 +140,42 @@ interface StagingShape {
   readonly d4: number;
   readonly dv4: number;
   readonly split?: MmaSplitStaging;
+  /** Key coordinates packed into one u32 per key (`mmaPackedCoords`); absent = a vec4<i32> per key. */
+  readonly packed?: boolean;
+}
+
+/**
+ * Packed key coordinates (the forward's and dq kernel's `packedCoords`, ranks 2 and 3): each staged key's offsets in
+ * the union key box, axis a in bits [B a, B a + B) of one u32 (B = 16 in 2-D, 10 in 3-D), so a lane reads four
+ * keys' coordinates with one vec4 load instead of four, and the staging thread holds one register instead of four.
+ * Keys past the box are all ones, which no window holds as long as every box width is below 2^B (callers
+ * guarantee it: `MMA_PACKED_MAX_EXTENT`). `lane` declares this lane's window relative to the box (`klo_a`, and
+ * `kcnt_a` = its width, 0 for invalid rows); `inw4(kp)` tests the four keys of vec4<u32> `kp`.
+ */
+export function mmaPackedCoords(r: number): {
+  readonly bits: number;
+  readonly pack: (offset: (a: number) => string) => string;
+  readonly lane: string;
+  readonly inw4: (kp: string) => string;
+} {
+  const bits = r === 2 ? 16 : 10;
+  const mask = (1 << bits) - 1;
+  const axes = range(r);
+  const field = (kp: string, a: number): string => {
+    const shifted = a === 0 ? kp : `(${kp} >> vec4<u32>(${bits * a}u))`;
+    return a === r - 1 ? shifted : `(${shifted} & vec4<u32>(${mask}u))`;
+  };
+  return {
+    bits,
+    pack: (offset) => axes.map((a) => (a === 0 ? `u32(${offset(a)})` : `(u32(${offset(a)}) << ${bits * a}u)`)).join(' | '),
+    lane: axes.map((a) => `  let klo_${a} = u32(ws_${a} - bs_${a});\n  let kcnt_${a} = u32(we_${a} - ws_${a});`).join('\n'),
+    inw4: (kp) => axes.map((a) => `((${field(kp, a)} - vec4<u32>(klo_${a})) < vec4<u32>(kcnt_${a}))`).join(' & '),
+  };
+}
+
+/** The largest group extent per axis for which the packed coordinates are exact (box widths stay below 2^B). */
+export function mmaPackedMaxExtent(r: number): number {
+  return (1 << mmaPackedCoords(r).bits) - 1;
 }
 
 /**
@@ -209,13 +245,15 @@ ${ind}let ${p}row = (tok_base + ${p}tok) * params.${heads} + ${head};`,
 }
 
 /**
- * The key cursor of the chunk staging (forward and dq): box index st_row, advanced a chunk per fetch; in 3-D the
- * box index is decoded per chunk instead (`boxKeyRow`): with the cursor the 3-D forward ran 1.03x and the dq
- * kernel 1.08-1.24x slower on an H200 (session 11; 2-D 1.02-1.05x faster, the dkv kernel 1.09-1.15x faster in 2-D
- * and 3-D).
+ * The key cursor of the chunk staging (forward and dq): box index st_row, advanced a chunk per fetch; in 3-D and in
+ * the float32 split the box index is decoded per chunk instead (`boxKeyRow`): with the cursor the 3-D forward ran
+ * 1.03x and the dq kernel 1.08-1.24x slower on an H200 (session 11; 2-D 1.02-1.05x faster, the dkv kernel
+ * 1.09-1.15x faster in 2-D and 3-D), and the split forward 5-9% slower in 1-D and 2-D (session 12's float32 table
+ * against session 10's; its 3-D row, which never had the cursor, held). Those kernels hold more registers, and
+ * extra live registers cost them occupancy (session 12's timing probes).
  */
-function keyCursor(r: number): { readonly decls: string; readonly advance: (ind: string) => string; readonly row: (ind: string) => string } {
-  if (r === 3) return { decls: '', advance: () => '', row: () => boxKeyRow(r) };
+function keyCursor(r: number, split: boolean): { readonly decls: string; readonly advance: (ind: string) => string; readonly row: (ind: string) => string } {
+  if (r === 3 || split) return { decls: '', advance: () => '', row: () => boxKeyRow(r as NaRank) };
   const c = mmaBoxCursor({ r, p: 'k', start: 'st_row', step: 'KEY_CHUNK', bs: 'bs', bw: 'bw' });
   return { decls: `${c.decls}\n`, advance: (ind) => `${c.advance(ind)}\n`, row: (ind) => c.row(ind, 'heads_kv', 'hk') };
 }
@@ -224,21 +262,24 @@ function mmaFetchDecls(o: StagingShape & { readonly r: number }): string {
   const { nk, nv } = fetchCounts(o);
   return `  let st_row = lid / ${o.tpk}u;
   let st_sub = lid % ${o.tpk}u;
-${keyCursor(o.r).decls}${range(nk)
+${keyCursor(o.r, o.split !== undefined).decls}${range(nk)
   .map((i) => `  var pk_${i} = ${fetchType(o)}(0.0);`)
   .join('\n')}
 ${range(nv)
   .map((i) => `  var pv_${i} = ${fetchType(o)}(0.0);`)
   .join('\n')}
-  var pkc = vec4<i32>(-1073741824);`;
+  var pkc = ${noKey(o)};`;
 }
+
+/** The staged coordinates of a key past the box: out of every window. */
+const noKey = (o: { readonly packed?: boolean }): string => (o.packed === true ? '0xffffffffu' : 'vec4<i32>(-1073741824)');
 
 function mmaFetchKeyChunk(o: StagingShape & { readonly r: number }, c0: string, ind: string): string {
   const { nk, nv } = fetchCounts(o);
   const guard = (n: number, d4: number, i: number): string => stagingPartGuard(n, o.tpk, d4, i);
   return `${ind}{
 ${ind}  let kbox = ${c0} + st_row;
-${ind}  pkc = vec4<i32>(-1073741824);
+${ind}  pkc = ${noKey(o)};
 ${range(nk)
   .map((i) => `${ind}  pk_${i} = ${fetchType(o)}(0.0);`)
   .join('\n')}
@@ -246,10 +287,14 @@ ${range(nv)
   .map((i) => `${ind}  pv_${i} = ${fetchType(o)}(0.0);`)
   .join('\n')}
 ${ind}  if (kbox < box_n) {
-${keyCursor(o.r).row(`${ind}    `)}
-${ind}    pkc = vec4<i32>(${range(o.r)
-    .map((a) => `kg_${a}`)
-    .join(', ')}${', 0'.repeat(4 - o.r)});
+${keyCursor(o.r, o.split !== undefined).row(`${ind}    `)}
+${ind}    pkc = ${
+      o.packed === true
+        ? mmaPackedCoords(o.r).pack((a) => `kg_${a} - bs_${a}`)
+        : `vec4<i32>(${range(o.r)
+            .map((a) => `kg_${a}`)
+            .join(', ')}${', 0'.repeat(4 - o.r)})`
+    };
 ${range(nk)
   .map((i) => `${ind}    ${guard(nk, o.d4, i)}{ pk_${i} = load_k(krow * HEAD_DIM, st_sub + ${i * o.tpk}u); }`)
   .join('\n')}
@@ -257,7 +302,7 @@ ${range(nv)
   .map((i) => `${ind}    ${guard(nv, o.dv4, i)}{ pv_${i} = load_v(krow * HEAD_DIM_V, st_sub + ${i * o.tpk}u); }`)
   .join('\n')}
 ${ind}  }
-${keyCursor(o.r).advance(`${ind}  `)}${ind}}`;
+${keyCursor(o.r, o.split !== undefined).advance(`${ind}  `)}${ind}}`;
 }
 
 /** Which rows a commit writes: K with the key coordinates, V, or both (then the barrier). */
@@ -272,7 +317,7 @@ function mmaCommitKeyChunk(o: StagingShape & { readonly arr: string; readonly vo
   const v = range(nv)
     .map((i) => `    ${guard(nv, o.dv4, i)}{ ${storeSplit4(o.arr, `${o.voff}u + st_row * LDV + 4u * (st_sub + ${i * o.tpk}u)`, `pv_${i}`, o.split, o.split?.scaleV)} }`)
     .join('\n');
-  const kc = '    if (st_sub == 0u) { kc_sh[st_row] = pkc; }';
+  const kc = o.packed === true ? '    if (st_sub == 0u) { kc_sh[st_row / 4u][st_row % 4u] = pkc; }' : '    if (st_sub == 0u) { kc_sh[st_row] = pkc; }';
   const barrier = '    workgroupBarrier();';
   if (parts === 'v') return v;
   return [k, ...(parts === 'both' ? [v] : []), kc, barrier].join('\n');
@@ -351,6 +396,13 @@ export type FusedForwardMmaSpec = Pick<FusedForwardSpec, 'rank' | 'kernelSize' |
    * with `kvInTurn`). H200 (session 10): about as fast as `kvInTurn` in float32, no faster than the default in float16.
    */
   readonly pOverK?: boolean;
+  /**
+   * Key coordinates packed into one u32 per staged key (`mmaPackedCoords`): a quarter of the coordinate loads per
+   * lane and one register per staging thread instead of four. Ranks 2 and 3 without rpb; the caller guarantees every
+   * group extent is at most `mmaPackedMaxExtent(rank)` (box widths stay below the field width). Absent = a vec4<i32>
+   * per key.
+   */
+  readonly packedCoords?: boolean;
 };
 
 const F = MMA_FRAGMENT;
@@ -429,10 +481,12 @@ function layout(spec: Pick<FusedForwardMmaSpec, 'dim' | 'dimV' | 'keyChunk' | 's
 }
 
 /** Bytes of workgroup memory a spec declares (K/V staging, S scratch, P, key coordinates, flag; split: lo halves). */
-export function fusedForwardMmaWorkgroupBytes(spec: Pick<FusedForwardMmaSpec, 'dim' | 'dimV' | 'keyChunk' | 'subgroups' | 'split' | 'tightScratch' | 'kvInTurn' | 'pOverK'>): number {
+export function fusedForwardMmaWorkgroupBytes(
+  spec: Pick<FusedForwardMmaSpec, 'dim' | 'dimV' | 'keyChunk' | 'subgroups' | 'split' | 'tightScratch' | 'kvInTurn' | 'pOverK' | 'packedCoords'>,
+): number {
   const l = layout(spec);
   const halves = (spec.split === true ? 2 : 1) * (l.stageElems + (spec.pOverK === true ? 0 : l.rows * l.ldp));
-  return 2 * halves + 4 * l.rows * l.lds + 16 * spec.keyChunk + 16;
+  return 2 * halves + 4 * l.rows * l.lds + (spec.packedCoords === true ? 4 : 16) * spec.keyChunk + 16;
 }
 
 /** Why a spec cannot be generated (internal consistency, not device limits), or undefined. */
@@ -451,6 +505,7 @@ export function fusedForwardMmaSpecProblem(spec: FusedForwardMmaSpec): string | 
     if (spec.kvInTurn === true) return 'pOverK needs K and V side by side (not kvInTurn)';
     if (l.rows * l.ldp > spec.keyChunk * l.ldk) return `pOverK: P (${l.rows} rows of ${l.ldp}) does not fit the chunk's K rows (${spec.keyChunk} of ${l.ldk})`;
   }
+  if (spec.packedCoords === true && (spec.rank < 2 || spec.hasRpb === true)) return `packedCoords needs rank 2 or 3 without rpb (rank ${spec.rank}${spec.hasRpb === true ? ', rpb' : ''})`;
   return rpbWindowProblem(spec);
 }
 
@@ -475,6 +530,8 @@ export function generateFusedForwardMma(spec: FusedForwardMmaSpec): GeneratedKer
   const VPL = BK / 8; // vec4 columns per lane (two lanes per row)
   const TPK = WG / BK; // staging threads per key row
   const IN_TURN = spec.kvInTurn === true;
+  const PACKED = spec.packedCoords === true;
+  const packing = mmaPackedCoords(r);
   // P's array: its own, or the chunk's K rows (offset 0 of the staging area) once S is done with them (pOverK).
   const P_OVER_K = spec.pOverK === true;
   const P_ARR = P_OVER_K ? 'kv_sh' : 'p_sh';
@@ -526,7 +583,7 @@ ${range(D16)
     })
     .join('\n');
 
-  const stagingShape = { r, arr: 'kv_sh', tpk: TPK, d4: D4, dv4: DV4, voff: VOFF, ...(split ? { split } : {}) };
+  const stagingShape = { r, arr: 'kv_sh', tpk: TPK, d4: D4, dv4: DV4, voff: VOFF, ...(split ? { split } : {}), ...(PACKED ? { packed: true } : {}) };
   const staging = mmaStagedKeyLoop(stagingShape);
   const turn = mmaStagedKeyLoopInTurn(stagingShape);
 
@@ -552,7 +609,9 @@ ${range(D16)
         let kk = vec4<i32>(bs_0 + i32(c0 + cc${v})) + vec4<i32>(0, 1, 2, 3);
         x${v} = select(vec4<f32>(NEG), x${v}, (kk >= vec4<i32>(ws_0)) & (kk < vec4<i32>(we_0)));
       }`
-      : `{
+      : PACKED
+        ? `x${v} = select(vec4<f32>(NEG), x${v}, ${packing.inw4(`kc_sh[${col(v)}]`)});`
+        : `{
         let k0 = kc_sh[cc${v}]; let k1 = kc_sh[cc${v} + 1u]; let k2 = kc_sh[cc${v} + 2u]; let k3 = kc_sh[cc${v} + 3u];
         let inw = vec4<bool>(${[0, 1, 2, 3].map((i) => inWindow(`k${i}`)).join(', ')});
         x${v} = select(vec4<f32>(NEG), x${v}, inw);
@@ -670,7 +729,7 @@ ${SPLIT ? SPLIT_SCALE_FN : ''}
 // variable starts off a 16-byte boundary (seen on NVIDIA through Dawn/Vulkan).
 var<workgroup> kv_sh: array<f16, ${L.stageElems}>;
 var<workgroup> s_sh: array<f32, ${L.rows * L.lds}>;
-${P_OVER_K ? '' : `var<workgroup> p_sh: array<f16, ${L.rows * L.ldp}>;\n`}${SPLIT ? `var<workgroup> kvlo_sh: array<f16, ${L.stageElems}>;\n${P_OVER_K ? '' : `var<workgroup> plo_sh: array<f16, ${L.rows * L.ldp}>;\n`}` : ''}var<workgroup> kc_sh: array<vec4<i32>, ${BK}>;
+${P_OVER_K ? '' : `var<workgroup> p_sh: array<f16, ${L.rows * L.ldp}>;\n`}${SPLIT ? `var<workgroup> kvlo_sh: array<f16, ${L.stageElems}>;\n${P_OVER_K ? '' : `var<workgroup> plo_sh: array<f16, ${L.rows * L.ldp}>;\n`}` : ''}var<workgroup> kc_sh: ${PACKED ? `array<vec4<u32>, ${BK / 4}>` : `array<vec4<i32>, ${BK}>`};
 var<workgroup> flag: vec4<u32>;
 
 @compute @workgroup_size(${WG})
@@ -685,7 +744,7 @@ ${mmaQueryRowWindow(r, 'QUERY_TILE')}
   // Box-linear span of this row's window (row-major over the box): a chunk outside the span of every row of the
   // subgroup skips its matrix work and softmax (P stays out of O). Invalid rows span nothing.
 ${mmaSubgroupSpan(r, 'valid', (a) => `ws_${a}`, (a) => `we_${a} - 1`, 'bs', 'bw')}
-
+${PACKED ? `${packing.lane}\n` : ''}
 ${SPLIT ? `  // Per-tensor power-of-two scales of the split (max |x| of Q, K, V into (2^13, 2^14]); S and O are unscaled after.
   let sq = split_scale(scales[0]);
   let sk = split_scale(scales[1]);
