@@ -63,4 +63,18 @@ describe('tensor-core (mma) backward generators', () => {
     expect(dkv.code).toContain('let hoff_d = hd * 32u;');
     expect(generateFusedBackwardMmaDkv(unsplit).code).not.toContain('hoff_d');
   });
+  it('pack the staged coordinates on request (packedCoords): dq its keys, dkv its queries, one u32 each', () => {
+    const packed = { ...base, packedCoords: true };
+    const dq = generateFusedBackwardMmaDq(packed);
+    const dkv = generateFusedBackwardMmaDkv(packed);
+    expect(dq.code).toContain('var<workgroup> kc_sh: array<vec4<u32>, 8>;');
+    expect(dkv.code).toContain('var<workgroup> qc_sh: array<vec4<u32>, 8>;');
+    expect(dkv.code).toContain('pqc = select(0xffffffffu, u32(qg_0 - qbs_0) | (u32(qg_1 - qbs_1) << 16u), in_box);');
+    // The key's inverse window relative to the query box; an invalid key row counts nothing.
+    expect(dkv.code).toContain('let kcnt_0 = select(0u, u32(ihi_0 - ilo_0), kvalid);');
+    for (const k of ['dq', 'dkv'] as const) expect(fusedBackwardMmaWorkgroupBytes(base, k) - fusedBackwardMmaWorkgroupBytes(packed, k)).toBe(12 * base.chunk);
+    expect(dq.workgroupBytes).toBe(fusedBackwardMmaWorkgroupBytes(packed, 'dq'));
+    expect(dkv.workgroupBytes).toBe(fusedBackwardMmaWorkgroupBytes(packed, 'dkv'));
+    expect(fusedBackwardMmaSpecProblem({ ...base, rank: 1, kernelSize: [7], causal: [false], tile: [64], packedCoords: true })).toMatch(/packedCoords needs rank 2 or 3/);
+  });
 });

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { type FusedForwardMmaSpec, fusedForwardMmaSpecProblem, fusedForwardMmaWorkgroupBytes, generateFusedForwardMma } from '../src/index.ts';
+import { type FusedForwardMmaSpec, fusedForwardMmaSpecProblem, fusedForwardMmaWorkgroupBytes, generateFusedForwardMma, mmaPackedCoords, mmaPackedMaxExtent } from '../src/index.ts';
 
 const base: FusedForwardMmaSpec = {
   rank: 2,
@@ -93,5 +93,25 @@ describe('tensor-core (mma) fused forward generator', () => {
     expect(code).toContain('let lin_hi = select(-1, (we_0 - 1 - bs_0) * bw_1 + (we_1 - 1 - bs_1), valid);');
     expect(code).toContain('let need = i32(c0) <= span_hi && i32(c0 + KEY_CHUNK) > span_lo;');
     expect(code.match(/if \(need\) \{/g)?.length).toBe(3);
+  });
+  it('packs key coordinates on request (packedCoords): one u32 per key, four tested per vec4 load, ranks 2 and 3 without rpb', () => {
+    const packed = generateFusedForwardMma({ ...base, packedCoords: true });
+    expect(packed.code).toContain('var<workgroup> kc_sh: array<vec4<u32>, 8>;');
+    expect(packed.code).toContain('kc_sh[st_row / 4u][st_row % 4u] = pkc;');
+    expect(packed.code).toContain('pkc = u32(kg_0 - bs_0) | (u32(kg_1 - bs_1) << 16u);');
+    // A quarter of the coordinate bytes.
+    expect(fusedForwardMmaWorkgroupBytes(base) - packed.workgroupBytes).toBe(12 * base.keyChunk);
+    expect(packed.workgroupBytes).toBe(fusedForwardMmaWorkgroupBytes({ ...base, packedCoords: true }));
+    expect(generateFusedForwardMma(base).code).not.toContain('klo_0');
+    expect(fusedForwardMmaSpecProblem({ ...base, packedCoords: true, hasRpb: true })).toMatch(/packedCoords needs rank 2 or 3 without rpb/);
+    expect(fusedForwardMmaSpecProblem({ ...base, rank: 1, kernelSize: [13], causal: [false], queryTile: [128], packedCoords: true })).toMatch(/packedCoords needs rank 2 or 3/);
+    // Field widths: 16 bits per axis in 2-D, 10 in 3-D; keys past the box are all ones (outside every window while
+    // box widths stay below 2^bits).
+    expect(mmaPackedMaxExtent(2)).toBe(65535);
+    expect(mmaPackedMaxExtent(3)).toBe(1023);
+    const p3 = mmaPackedCoords(3);
+    expect(p3.pack((a) => `o${a}`)).toBe('u32(o0) | (u32(o1) << 10u) | (u32(o2) << 20u)');
+    expect(p3.inw4('kp')).toContain('((kp >> vec4<u32>(20u)) - vec4<u32>(klo_2)) < vec4<u32>(kcnt_2)');
+    expect(p3.laneOf({ lo: (a) => `l${a}`, hi: (a) => `h${a}`, base: (a) => `b${a}`, valid: 'ok' })).toContain('let kcnt_0 = select(0u, u32(h0 - l0), ok);');
   });
 });

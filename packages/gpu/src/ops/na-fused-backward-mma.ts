@@ -93,7 +93,7 @@ function specOf(problem: FusedBackwardProblem, config: MmaBackwardConfig, kernel
     ...(kernel === 'dq' && config.dqSharedScratch === true ? { sharedScratch: true } : {}),
     ...(kernel === 'dq' && config.dqDsOverV === true ? { dsOverV: true } : {}),
     ...((kernel === 'dq' ? config.dqHeadSplit : config.dkvHeadSplit) === true ? { headSplit: true } : {}),
-    ...(kernel === 'dq' && packedCoordsFit(problem) ? { packedCoords: true } : {}),
+    ...(packedCoordsFit(problem) ? { packedCoords: true } : {}),
   };
 }
 

@@ -83,9 +83,9 @@ export interface FusedBackwardMmaSpec {
    */
   readonly headSplit?: boolean;
   /**
-   * The dq kernel's key coordinates packed into one u32 per staged key (see `FusedForwardMmaSpec.packedCoords`):
-   * ranks 2 and 3; the caller guarantees every group extent is at most `mmaPackedMaxExtent(rank)`. The dkv kernel
-   * stages query coordinates its own way and ignores it. Absent = a vec4<i32> per key.
+   * Staged coordinates packed into one u32 per staged row (see `FusedForwardMmaSpec.packedCoords`): the dq
+   * kernel's key coordinates and the dkv kernel's query coordinates, as offsets in their union box. Ranks 2 and 3;
+   * the caller guarantees every group extent is at most `mmaPackedMaxExtent(rank)`. Absent = a vec4<i32> per row.
    */
   readonly packedCoords?: boolean;
 }
@@ -127,7 +127,8 @@ export function fusedBackwardMmaWorkgroupBytes(
   kernel: 'dq' | 'dkv',
 ): number {
   const l = layout(spec);
-  const tables = kernel === 'dq' ? (spec.packedCoords === true ? 4 : 16) * spec.chunk : 16 * spec.chunk + 2 * 4 * spec.chunk;
+  const coords = (spec.packedCoords === true ? 4 : 16) * spec.chunk;
+  const tables = kernel === 'dq' ? coords : coords + 2 * 4 * spec.chunk;
   // P/dS rows: one per tile row (half the scratch's rows with headSplit, whose scratches hold both partials).
   const pdsRows = spec.headSplit === true ? l.rows / 2 : l.rows;
   const pds = kernel === 'dq' ? (spec.dsOverV === true ? 0 : 2 * pdsRows * l.ldp) : 2 * 2 * pdsRows * l.ldp;
@@ -530,6 +531,10 @@ export function generateFusedBackwardMmaDkv(spec: FusedBackwardMmaSpec): Generat
   // Key k (this lane's row) inside staged query c's window, on every axis: the query inside the key's exact inverse
   // neighbourhood [ilo_a, ihi_a) (core's window tests check the equivalence exhaustively), one staged vec4 per query.
   const inWindow = (c: string): string => `kvalid && ${axes.map((a) => `(qc_sh[${c}].${COORD[a] as string} >= ilo_${a}) && (qc_sh[${c}].${COORD[a] as string} < ihi_${a})`).join(' && ')}`;
+  // Packed (spec.packedCoords): each query's offsets in the query box in one u32, tested four at a time.
+  const PACKED = spec.packedCoords === true;
+  const packing = mmaPackedCoords(r);
+  const NOQ = PACKED ? '0xffffffffu' : 'vec4<i32>(-1073741824)';
 
   // The staging thread's query row in the box (the union of the tile's inverse windows) as a cursor: decoded once,
   // advanced a chunk per step and reset at each query head (`mmaBoxCursor`: no integer division per step).
@@ -551,9 +556,13 @@ ${range(NO)
   .map((i) => `${ind}  ${part(NO, DV4, i)}{ po_${i} = select(vec4<f16>(0.0), load_do(select(0u, qrow * HEAD_DIM_V, in_box), st_sub + ${i * TPQ}u), in_box); }`)
   .join('\n')}
 ${ind}  if (st_sub == 0u) {
-${ind}    pqc = select(vec4<i32>(-1073741824), vec4<i32>(${range(4)
-    .map((a) => (a < r ? `qg_${a}` : '0'))
-    .join(', ')}), in_box);
+${ind}    pqc = select(${NOQ}, ${
+    PACKED
+      ? packing.pack((a) => `qg_${a} - qbs_${a}`)
+      : `vec4<i32>(${range(4)
+          .map((a) => (a < r ? `qg_${a}` : '0'))
+          .join(', ')})`
+  }, in_box);
 ${ind}    plse = select(0.0, logsumexp[select(0u, qrow, in_box)] * LOG2E, in_box);
 ${ind}    pdelta = select(0.0, delta[select(0u, qrow, in_box)], in_box);
 ${ind}  }
@@ -574,7 +583,7 @@ ${range(NQ)
 ${range(NO)
   .map((i) => `  var po_${i} = vec4<f16>(0.0);`)
   .join('\n')}
-  var pqc = vec4<i32>(-1073741824);
+  var pqc = ${NOQ};
   var plse = 0.0;
   var pdelta = 0.0;
   let n_steps = params.gqa * n_chunks;
@@ -595,7 +604,7 @@ ${range(NO)
   .map((i) => `      ${part(NO, DV4, i)}{ ${store4('st', `${OOFF}u + st_row * LDV + 4u * (st_sub + ${i * TPQ}u)`, `po_${i}`)} }`)
   .join('\n')}
       if (st_sub == 0u) {
-        qc_sh[st_row] = pqc;
+        ${PACKED ? 'qc_sh[st_row / 4u][st_row % 4u] = pqc;' : 'qc_sh[st_row] = pqc;'}
         lse_sh[st_row / 4u][st_row % 4u] = plse;
         delta_sh[st_row / 4u][st_row % 4u] = pdelta;
       }
@@ -608,7 +617,7 @@ ${fetchStep('        ')}
   const code = `${moduleHead(key, spec, bindings, uniforms, `const QUERY_CHUNK: u32 = ${QC}u;\n`)}
 var<workgroup> p_sh: array<f16, ${ROWS * L.ldp}>;
 var<workgroup> ds_sh: array<f16, ${ROWS * L.ldp}>;
-var<workgroup> qc_sh: array<vec4<i32>, ${QC}>;
+var<workgroup> qc_sh: ${PACKED ? `array<vec4<u32>, ${QC / 4}>` : `array<vec4<i32>, ${QC}>`};
 var<workgroup> lse_sh: array<vec4<f32>, ${QC / 4}>;
 var<workgroup> delta_sh: array<vec4<f32>, ${QC / 4}>;
 
@@ -628,7 +637,7 @@ ${axes.map((a) => `  let inv_${a} = na_inverse_${a}(min(ki_${a}, n_${a} - 1) * p
 ${axes.map((a) => `  let ilo_${a} = (inv_${a}.x - g_${a}) / params.dil_${a};
   let ihi_${a} = (inv_${a}.y - g_${a}) / params.dil_${a};`).join('\n')}
 ${mmaSubgroupSpan(r, 'kvalid', (a) => `ilo_${a}`, (a) => `ihi_${a} - 1`, 'qbs', 'qbw')}
-
+${PACKED ? `${packing.laneOf({ lo: (a) => `ilo_${a}`, hi: (a) => `ihi_${a}`, base: (a) => `qbs_${a}`, valid: 'kvalid' })}\n` : ''}
 ${range(D16 / HS)
   .map((kk) => `  var k_${kk} = ${LEFT}();`)
   .join('\n')}
@@ -650,7 +659,7 @@ ${productsAndPds({
   vpl: QC / 8,
   s: (dst) => productsInto(dst, 'k', D16 / HS, QC16, (n, kk) => `${n * F}u * LDK + ${kk * F}u${hoff('hoff_d')}`, 'LDK'),
   dp: (dst) => productsInto(dst, 'v', DV16 / HS, QC16, (n, kk) => `${OOFF}u + ${n * F}u * LDV + ${kk * F}u${hoff('hoff_dv')}`, 'LDV'),
-  pds: (shared) => pdsStmts({ vpl: QC / 8 / HS, inw: (vi, i) => inWindow(`(${vi}) * 4u + ${i}u`), lse: (vi) => `lse_sh[${vi}]`, delta: (vi) => `delta_sh[${vi}]`, pArr: 'p_sh', dsArr: 'ds_sh', shared, split }),
+  pds: (shared) => pdsStmts({ vpl: QC / 8 / HS, inw: (vi, i) => inWindow(`(${vi}) * 4u + ${i}u`), ...(PACKED ? { inw4: (vi: string) => packing.inw4(`qc_sh[${vi}]`) } : {}), lse: (vi) => `lse_sh[${vi}]`, delta: (vi) => `delta_sh[${vi}]`, pArr: 'p_sh', dsArr: 'ds_sh', shared, split }),
   ind: '  ',
   split,
 })}

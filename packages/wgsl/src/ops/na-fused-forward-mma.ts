@@ -149,18 +149,30 @@ interface StagingShape {
  * the union key box, axis a in bits [B a, B a + B) of one u32 (B = 16 in 2-D, 10 in 3-D), so a lane reads four
  * keys' coordinates with one vec4 load instead of four, and the staging thread holds one register instead of four.
  * Keys past the box are all ones, which no window holds as long as every box width is below 2^B (callers
- * guarantee it: `MMA_PACKED_MAX_EXTENT`). `lane` declares this lane's window relative to the box (`klo_a`, and
- * `kcnt_a` = its width, 0 for invalid rows); `inw4(kp)` tests the four keys of vec4<u32> `kp`.
+ * guarantee it: `mmaPackedMaxExtent`). `lane` declares this lane's window relative to the box (`klo_a`, and
+ * `kcnt_a` = its width, 0 for invalid rows): by default the forward's and dq's names (window `[ws_a, we_a)`, empty
+ * for invalid rows; box start `bs_a`), or given ones (the dkv kernel: its key's inverse window, box start and
+ * validity); `inw4(kp)` tests the four entries of vec4<u32> `kp`.
  */
 export function mmaPackedCoords(r: number): {
   readonly bits: number;
   readonly pack: (offset: (a: number) => string) => string;
   readonly lane: string;
+  readonly laneOf: (o: { readonly lo: (a: number) => string; readonly hi: (a: number) => string; readonly base: (a: number) => string; readonly valid?: string }) => string;
   readonly inw4: (kp: string) => string;
 } {
   const bits = r === 2 ? 16 : 10;
   const mask = (1 << bits) - 1;
   const axes = range(r);
+  // An invalid row's count is 0 on the first axis (so nothing is inside), where `valid` is given.
+  function laneOf(o: { readonly lo: (a: number) => string; readonly hi: (a: number) => string; readonly base: (a: number) => string; readonly valid?: string }): string {
+    return axes
+      .map((a) => {
+        const cnt = `u32(${o.hi(a)} - ${o.lo(a)})`;
+        return `  let klo_${a} = u32(${o.lo(a)} - ${o.base(a)});\n  let kcnt_${a} = ${a === 0 && o.valid !== undefined ? `select(0u, ${cnt}, ${o.valid})` : cnt};`;
+      })
+      .join('\n');
+  }
   const field = (kp: string, a: number): string => {
     const shifted = a === 0 ? kp : `(${kp} >> vec4<u32>(${bits * a}u))`;
     return a === r - 1 ? shifted : `(${shifted} & vec4<u32>(${mask}u))`;
@@ -168,7 +180,8 @@ export function mmaPackedCoords(r: number): {
   return {
     bits,
     pack: (offset) => axes.map((a) => (a === 0 ? `u32(${offset(a)})` : `(u32(${offset(a)}) << ${bits * a}u)`)).join(' | '),
-    lane: axes.map((a) => `  let klo_${a} = u32(ws_${a} - bs_${a});\n  let kcnt_${a} = u32(we_${a} - ws_${a});`).join('\n'),
+    lane: laneOf({ lo: (a) => `ws_${a}`, hi: (a) => `we_${a}`, base: (a) => `bs_${a}` }),
+    laneOf,
     inw4: (kp) => axes.map((a) => `((${field(kp, a)} - vec4<u32>(klo_${a})) < vec4<u32>(kcnt_${a}))`).join(' & '),
   };
 }
