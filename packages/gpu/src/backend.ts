@@ -13,7 +13,9 @@ import { checkGpuDType } from '@natten-web/wgsl';
 import type { GpuContext, GpuTensor } from './context.ts';
 import { avBackward, avForward } from './ops/na-av.ts';
 import { fusedBackward } from './ops/na-fused-backward.ts';
+import { checkFusedBackwardMma, fusedBackwardMma, type MmaBackwardConfig } from './ops/na-fused-backward-mma.ts';
 import { fusedForward } from './ops/na-fused-forward.ts';
+import { checkFusedForwardMma, fusedForwardMma, type MmaForwardConfig } from './ops/na-fused-forward-mma.ts';
 import { qkBackward, qkForward } from './ops/na-qk.ts';
 
 export type HostArgs = Record<string, unknown>;
@@ -54,6 +56,38 @@ export async function onGpu<A extends HostArgs>(
   } finally {
     for (const g of uploaded.values()) g.buffer.destroy();
   }
+}
+
+/**
+ * The tensor-core (mma) forward with a given config on host tensors, as the backend's `fusedForward` runs the
+ * default path: validated on the host first (no GPU work for bad input or a config that cannot run), uploaded, run,
+ * read back in place. For callers that chose the config themselves (the umbrella's `config: 'auto'`).
+ */
+export function fusedForwardMmaOnHost(ctx: GpuContext, rank: NaRank, args: FusedForwardArgs, config: MmaForwardConfig): Promise<void> {
+  return onGpu(
+    ctx,
+    `na${rank}d_forward`,
+    args as unknown as HostArgs,
+    ['output', 'logsumexp'],
+    () => {
+      checkFusedForwardMma(ctx, rank, args, config);
+    },
+    (g) => fusedForwardMma(ctx, rank, g as unknown as FusedForwardArgs<GpuTensor>, config),
+  );
+}
+
+/** The tensor-core (mma) backward with a given config on host tensors (as `fusedForwardMmaOnHost`). */
+export function fusedBackwardMmaOnHost(ctx: GpuContext, rank: NaRank, args: FusedBackwardArgs, config: MmaBackwardConfig): Promise<void> {
+  return onGpu(
+    ctx,
+    `na${rank}d_backward`,
+    args as unknown as HostArgs,
+    ['gradQuery', 'gradKey', 'gradValue'],
+    () => {
+      checkFusedBackwardMma(ctx, rank, args, config);
+    },
+    (g) => fusedBackwardMma(ctx, rank, g as unknown as FusedBackwardArgs<GpuTensor>, config),
+  );
 }
 
 /** The WebGPU backend as a `NaBackend` on host tensors (used by the conformance suite and the umbrella). */

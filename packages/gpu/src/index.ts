@@ -22,7 +22,7 @@ export { BufferPool, type BufferPoolOptions, type BufferPoolStats, bucketSize } 
 export { median, timeDispatch, type TimingMethod, type TimingOptions, type TimingResult } from './timing.ts';
 export { ClockWarmer, type ClockWarmerOptions } from './clocks.ts';
 export { NattenDeviceError, NattenShaderError } from './errors.ts';
-export { createGpuBackend } from './backend.ts';
+export { createGpuBackend, fusedBackwardMmaOnHost, fusedForwardMmaOnHost } from './backend.ts';
 export { defineGpuOp, type GpuOp, kernelLimits } from './ops/op.ts';
 export { checkFusedForwardGpu, type FusedForwardOp, fusedForward, fusedKernelLimits, planFusedForward } from './ops/na-fused-forward.ts';
 export {
@@ -67,6 +67,7 @@ export {
   mmaConfigCost,
   type MmaForwardConfig,
   mmaProblemFit,
+  checkFusedForwardMma,
   planFusedForwardMma,
 } from './ops/na-fused-forward-mma.ts';
 export {

@@ -2,7 +2,7 @@ import { checkFusedBackward, type FusedBackwardArgs, NattenArgumentError, Natten
 import { fusedBackward as cpuFusedBackward, fusedForward as cpuFusedForward } from '@natten-web/cpu';
 import { FUSED_BACKWARD_TILES } from '@natten-web/wgsl';
 import { afterAll, describe, expect, it } from 'vitest';
-import { checkFusedBackwardMma, defaultBackwardMma, defaultMmaBackwardConfig, fusedBackward, fusedBackwardMma, type GpuTensor, type MmaBackwardConfig, mmaBackwardProblemFit } from '../src/index.ts';
+import { checkFusedBackwardMma, defaultBackwardMma, defaultMmaBackwardConfig, fusedBackward, fusedBackwardMma, fusedBackwardMmaOnHost, type GpuTensor, type MmaBackwardConfig, mmaBackwardProblemFit } from '../src/index.ts';
 import { tensorFromValues } from '@natten-web/testkit';
 import { type EmulatedProblem, emulatedSizes, emulatingTensorCoreView } from '@natten-web/testkit';
 import { expectClose } from './expect-close.ts';
@@ -204,3 +204,28 @@ describe('tensor-core (mma) backward, emulated on this adapter, against the CPU 
     });
   }
 });
+
+describe('tensor-core (mma) backward on host tensors with a given config (the umbrella\'s tuned configs)', () => {
+  it('uploads, runs the config, reads the gradients back: matches the CPU reference (emulated on this adapter)', async () => {
+    const ctx = emulatingTensorCoreView(await gpuContext());
+    const shape = [1, 10, 12, 2, 16];
+    const q = randn(shape, 'float16', 41);
+    const k = randn(shape, 'float16', 42);
+    const v = randn(shape, 'float16', 43);
+    const params = { kernelSize: [5, 7] };
+    const out = tensor(shape, 'float16');
+    const lse = tensor([1, 10, 12, 2], 'float32');
+    cpuFusedForward(2, { ...params, query: q, key: k, value: v, output: out, logsumexp: lse });
+    const dO = scaled(randn(shape, 'float16', 44), 0.05);
+    const ref = { dq: tensor(shape, 'float16'), dk: tensor(shape, 'float16'), dv: tensor(shape, 'float16') };
+    cpuFusedBackward(2, { ...params, query: q, key: k, value: v, output: out, gradOutput: dO, logsumexp: lse, gradQuery: ref.dq, gradKey: ref.dk, gradValue: ref.dv });
+    const got = { dq: tensor(shape, 'float16'), dk: tensor(shape, 'float16'), dv: tensor(shape, 'float16') };
+    // Not the default: both kernels with 2 subgroups, 32-row chunks.
+    const config: MmaBackwardConfig = { path: 'mma', queryTile: [4, 8], querySubgroups: 2, keyTile: [4, 8], keySubgroups: 2, chunk: 32 };
+    await fusedBackwardMmaOnHost(ctx, 2, { ...params, query: q, key: k, value: v, output: out, gradOutput: dO, logsumexp: lse, gradQuery: got.dq, gradKey: got.dk, gradValue: got.dv }, config);
+    expectClose(got.dq, ref.dq, 1e-2, 'dQ');
+    expectClose(got.dk, ref.dk, 1e-2, 'dK');
+    expectClose(got.dv, ref.dv, 1e-2, 'dV');
+  });
+});
+

@@ -1,4 +1,4 @@
-import { checkFusedForward, type FusedForwardArgs, type FusedProblem, NattenUnsupportedError, randn, type TensorLike, tensor } from '@natten-web/core';
+import { checkFusedForward, type FusedForwardArgs, type FusedProblem, NattenArgumentError, NattenUnsupportedError, randn, type TensorLike, tensor } from '@natten-web/core';
 import { fusedForward as cpuFusedForward } from '@natten-web/cpu';
 import { FUSED_FORWARD_TILES, type FusedForwardMmaSpec, fusedForwardDispatch, generateFusedForwardMma } from '@natten-web/wgsl';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -8,6 +8,7 @@ import {
   enumerateMmaConfigs,
   fusedForward,
   fusedForwardMma,
+  fusedForwardMmaOnHost,
   type GpuContext,
   MMA_LARGE_WINDOW,
   MMA_SPLIT_MIN_WORKGROUPS,
@@ -19,7 +20,7 @@ import {
   packedCoordsFit,
 } from '../src/index.ts';
 import { fusedForwardCommand } from '../src/ops/na-fused-forward.ts';
-import { type EmulatedProblem, emulatedKernel, emulatedSizes, emulateSubgroupMatrix, matrixViews } from '@natten-web/testkit';
+import { type EmulatedProblem, emulatedKernel, emulatedSizes, emulateSubgroupMatrix, emulatingTensorCoreView, matrixViews } from '@natten-web/testkit';
 import { expectClose } from './expect-close.ts';
 import { fakeTensorCoreContext } from './fake-tensor-core.ts';
 import { gpuContext } from './setup.ts';
@@ -270,3 +271,28 @@ describe('tensor-core (mma) forward, emulated on this adapter, against the CPU r
     });
   }
 });
+
+describe('tensor-core (mma) forward on host tensors with a given config (the umbrella\'s tuned configs)', () => {
+  it('uploads, runs the config, reads back: matches the CPU reference (emulated on this adapter)', async () => {
+    const ctx = emulatingTensorCoreView(await gpuContext());
+    const q = randn([1, 12, 14, 2, 16], 'float16', 31);
+    const k = randn([1, 12, 14, 2, 16], 'float16', 32);
+    const v = randn([1, 12, 14, 2, 16], 'float16', 33);
+    const ref = { out: tensor([1, 12, 14, 2, 16], 'float16'), lse: tensor([1, 12, 14, 2], 'float32') };
+    cpuFusedForward(2, { query: q, key: k, value: v, output: ref.out, logsumexp: ref.lse, kernelSize: [5, 7] });
+    const out = tensor([1, 12, 14, 2, 16], 'float16');
+    const lse = tensor([1, 12, 14, 2], 'float32');
+    // Not the default (16-key chunks, 4 subgroups): 32-key chunks with 2 subgroups.
+    await fusedForwardMmaOnHost(ctx, 2, { query: q, key: k, value: v, output: out, logsumexp: lse, kernelSize: [5, 7] }, { path: 'mma', queryTile: [4, 8], keyChunk: 32, subgroups: 2 });
+    expectClose(out, ref.out, 1e-2, 'output');
+    expectClose(lse, ref.lse, 1e-3, 'logsumexp');
+  });
+  it('refuses a config that cannot run before uploading anything, naming the rule', async () => {
+    const ctx = emulatingTensorCoreView(await gpuContext());
+    const t = tensor([1, 12, 14, 2, 16], 'float16');
+    const run = fusedForwardMmaOnHost(ctx, 2, { query: t, key: t, value: t, output: tensor([1, 12, 14, 2, 16], 'float16'), kernelSize: 5 }, { path: 'mma', queryTile: [8, 8], keyChunk: 32, subgroups: 2 });
+    await expect(run).rejects.toThrow(/na2d_forward: tensor-core \(mma\) config cannot run: query tile \[8, 8\] must have 32 queries \(16 per subgroup\)/);
+    await expect(run).rejects.toBeInstanceOf(NattenArgumentError);
+  });
+});
+

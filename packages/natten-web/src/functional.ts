@@ -20,9 +20,11 @@ import {
 } from '@natten-web/core';
 import {
   fusedBackwardMma,
+  fusedBackwardMmaOnHost,
   fusedBackward as gpuFusedBackward,
   fusedForward as gpuFusedForward,
   fusedForwardMma,
+  fusedForwardMmaOnHost,
   type GpuContext,
   type GpuTensor,
   type MmaBackwardConfig,
@@ -202,16 +204,16 @@ async function naForward(rank: NaRank, query: AnyTensor, key: AnyTensor, value: 
   const args = { ...params, attnScale: scale };
   const auto = isAuto(o.config);
   const tuneProblem = { ...problem, hasLse: needLse };
-  // `withMma`: the caller runs an mma config itself (GPU tensors); the host backend runs the route's default one,
-  // so it does not ask the tuner for a config it would drop.
-  const tilesFor = async (ctx: GpuContext | undefined, withMma: boolean): Promise<ForwardConfig & { readonly mma?: MmaForwardConfig }> => {
+  // Where the route takes the mma path, the tuner's mma config comes back as `mma` and the caller runs it (GPU
+  // tensors directly, host tensors through `fusedForwardMmaOnHost`); without a context nothing is tuned.
+  const tilesFor = async (ctx: GpuContext | undefined): Promise<ForwardConfig & { readonly mma?: MmaForwardConfig }> => {
     // Where the device's default runs the tensor-core (mma) forward, 'auto' keeps that path (it measured 1.5-10.8x
     // faster than the plain default where it applies, docs/performance.md) and asks the tuner for its config among
     // the mma configs (cached, tabled, timed in 'tune' mode, else the default).
     if (ctx && auto) {
       const shapes: FusedForwardArgs<TensorLike> = { ...args, query, key, value, rpb: rpb ?? null, output: like(outShape, query.dtype), logsumexp: needLse ? like(lseDims, 'float32') : undefined };
       if (gpuFusedForward.route(ctx, rank, shapes) !== undefined) {
-        const mma = withMma ? await autoMmaConfig(ctx, tuneProblem) : undefined;
+        const mma = await autoMmaConfig(ctx, tuneProblem);
         return { queryTileSize: undefined, keyTileSize: undefined, ...(mma ? { mma } : {}) };
       }
     }
@@ -226,15 +228,19 @@ async function naForward(rank: NaRank, query: AnyTensor, key: AnyTensor, value: 
     async host(t, backend) {
       const output = zeros(outShape, query.dtype);
       const lse = needLse ? zeros(lseDims, 'float32') : undefined;
-      await runHost(op, backend, query.dtype, async (b, ctx) =>
-        b.fusedForward(rank, { ...args, ...(await tilesFor(ctx, false)), output, query: t.query as Tensor, key: t.key as Tensor, value: t.value as Tensor, rpb: t.rpb, logsumexp: lse }),
-      );
+      await runHost(op, backend, query.dtype, async (b, ctx) => {
+        const { mma, ...tiles } = await tilesFor(ctx);
+        const hostArgs = { ...args, ...tiles, output, query: t.query as Tensor, key: t.key as Tensor, value: t.value as Tensor, rpb: t.rpb, logsumexp: lse };
+        // A tuned tensor-core config runs as tuned on host tensors too (the backend's own op runs the default one).
+        if (ctx && mma) await fusedForwardMmaOnHost(ctx, rank, hostArgs, mma);
+        else await b.fusedForward(rank, hostArgs);
+      });
       if (!extra || !lse) return defined({ output, lse });
       return mergeAdditionalHost(extra.dims, t, output, lse, scale);
     },
     async gpu(ctx, g) {
       const dtype = query.dtype as GpuTensor['dtype'];
-      const { mma, ...tiles } = await tilesFor(ctx, true);
+      const { mma, ...tiles } = await tilesFor(ctx);
       const gArgs = { ...args, ...tiles, query: g.query as GpuTensor, key: g.key as GpuTensor, value: g.value as GpuTensor, rpb: g.rpb };
       gpuFusedForward.check(ctx, rank, { ...gArgs, output: like(outShape, dtype), logsumexp: needLse ? like(lseDims, 'float32') : undefined });
       const outs = await withGpuOutputs(ctx, op, { output: { shape: outShape, dtype }, lse: needLse ? { shape: lseDims, dtype: 'float32' } : undefined }, (r) =>
@@ -321,12 +327,12 @@ async function naBackward(
   const extra = additionalKv(op, o, query, value, rank);
   const args = { ...params, attnScale: scale };
   const auto = isAuto(o.config);
-  const configFor = async (ctx: GpuContext | undefined, withMma: boolean): Promise<BackwardConfig & { readonly mma?: MmaBackwardConfig }> => {
+  const configFor = async (ctx: GpuContext | undefined): Promise<BackwardConfig & { readonly mma?: MmaBackwardConfig }> => {
     // As for the forward: where the device's default runs the tensor-core (mma) backward, 'auto' keeps that path
-    // (measured 1.02-2.6x faster than the plain default) and asks the tuner for its config among the mma configs
-    // where the caller runs it (`withMma`: GPU tensors).
+    // (measured 1.02-2.6x faster than the plain default) and asks the tuner for its config among the mma configs,
+    // which the caller runs (GPU tensors directly, host tensors through `fusedBackwardMmaOnHost`).
     if (ctx && auto && gpuFusedBackward.route(ctx, rank, shapes) !== undefined) {
-      const mma = withMma ? await autoMmaBackwardConfig(ctx, bwdProblem) : undefined;
+      const mma = await autoMmaBackwardConfig(ctx, bwdProblem);
       return mma ? { mma } : {};
     }
     const c = ctx && auto ? await autoConfig(ctx, 'backward', { ...bwdProblem, hasGradRpb: rpb !== undefined }) : cfg;
@@ -347,10 +353,11 @@ async function naBackward(
       const gradKey = zeros(key.shape, key.dtype);
       const gradValue = zeros(value.shape, value.dtype);
       const gradRpb = t.rpb ? zeros(t.rpb.shape, t.rpb.dtype) : undefined;
-      await runHost(op, backend, query.dtype, async (b, ctx) =>
-        b.fusedBackward(rank, {
+      await runHost(op, backend, query.dtype, async (b, ctx) => {
+        const { mma, ...tiles } = await configFor(ctx);
+        const hostArgs = {
           ...args,
-          ...(await configFor(ctx, false)),
+          ...tiles,
           gradQuery,
           gradKey,
           gradValue,
@@ -362,14 +369,17 @@ async function naBackward(
           gradOutput: t.gradOutput as Tensor,
           logsumexp: t.lse as Tensor,
           rpb: t.rpb,
-        }),
-      );
+        };
+        // As in the forward: a tuned tensor-core config runs as tuned on host tensors too.
+        if (ctx && mma) await fusedBackwardMmaOnHost(ctx, rank, hostArgs, mma);
+        else await b.fusedBackward(rank, hostArgs);
+      });
       if (!extra) return defined({ gradQuery, gradKey, gradValue, gradRpb });
       return defined({ ...additionalBackwardHost(extra.dims, t, gradQuery, scale), gradKey, gradValue, gradRpb });
     },
     async gpu(ctx, g) {
       const dtype = query.dtype as GpuTensor['dtype'];
-      const { mma, ...tiles } = await configFor(ctx, true);
+      const { mma, ...tiles } = await configFor(ctx);
       const gArgs = {
         ...args,
         ...tiles,

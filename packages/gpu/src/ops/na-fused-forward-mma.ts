@@ -339,18 +339,18 @@ export function defaultForwardMma(ctx: GpuContext, problem: FusedProblem): MmaFo
 }
 
 /**
- * Kernel and dispatches for one call on the mma path (validated; no GPU work): `commands` is the forward alone for
- * float16, and an abs-max dispatch (the split's per-tensor scales, into a pooled scratch) then the forward for
- * float32; `release()` returns that scratch to the pool once the commands were submitted.
+ * Validate a call for the mma forward and pick its config (no GPU work): the problem, the config (the given one or
+ * the device's default) and its kernel spec; throws naming the rule where it cannot run (tensors may be host
+ * tensors).
  */
-export function planFusedForwardMma(
+export function checkFusedForwardMma(
   ctx: GpuContext,
   rank: NaRank,
-  args: FusedForwardArgs<GpuTensor>,
+  args: FusedForwardArgs<TensorLike>,
   config?: MmaForwardConfig,
-): { kernel: GeneratedKernel; commands: DispatchCommand[]; release: () => void; config: MmaForwardConfig; problem: FusedProblem } {
+): { problem: FusedProblem; config: MmaForwardConfig; spec: FusedForwardMmaSpec } {
   const op = opName(rank, 'forward');
-  const problem = checkFusedForward(op, rank, { ...(args as FusedForwardArgs<TensorLike>), queryTileSize: undefined, keyTileSize: undefined, lanes: undefined }, FUSED_FORWARD_TILES);
+  const problem = checkFusedForward(op, rank, { ...args, queryTileSize: undefined, keyTileSize: undefined, lanes: undefined }, FUSED_FORWARD_TILES);
   const avail = mmaAvailability(ctx);
   if ('why' in avail) throw new NattenUnsupportedError(`${op}: tensor-core (mma) path unavailable: ${avail.why}`);
   const fit = mmaProblemFit(problem);
@@ -364,6 +364,21 @@ export function planFusedForwardMma(
   if (bytes > ctx.limits.maxComputeWorkgroupStorageSize) {
     throw new NattenArgumentError(`${op}: tensor-core (mma) config needs ${bytes} bytes of workgroup memory, over this device's ${ctx.limits.maxComputeWorkgroupStorageSize}`);
   }
+  return { problem, config: cfg, spec: s };
+}
+
+/**
+ * Kernel and dispatches for one call on the mma path (validated; no GPU work): `commands` is the forward alone for
+ * float16, and an abs-max dispatch (the split's per-tensor scales, into a pooled scratch) then the forward for
+ * float32; `release()` returns that scratch to the pool once the commands were submitted.
+ */
+export function planFusedForwardMma(
+  ctx: GpuContext,
+  rank: NaRank,
+  args: FusedForwardArgs<GpuTensor>,
+  config?: MmaForwardConfig,
+): { kernel: GeneratedKernel; commands: DispatchCommand[]; release: () => void; config: MmaForwardConfig; problem: FusedProblem } {
+  const { problem, config: cfg, spec: s } = checkFusedForwardMma(ctx, rank, args as FusedForwardArgs<TensorLike>, config);
   const kernel = memoKernel('fused-forward-mma', s, generateFusedForwardMma);
   const command = fusedForwardCommand(ctx, kernel, problem, args, fusedForwardDispatch(problem, cfg.queryTile));
   if (s.split !== true) return { kernel, commands: [command], release: () => {}, config: cfg, problem };
