@@ -11,7 +11,8 @@
  * 3. Backward (`--mode bcheck | bspeed | backward`): the mma backward against the CPU reference, and timed against
  *    the plain backward; `--mode bsweep` times its dq and dkv kernels alone per subgroup count and tile.
  * 4. Probes (`--mode probe`, `--probes a,b` to pick some): the default forward's text patched to isolate one cost
- *    each (mma-probes.ts), next to the unpatched kernel.
+ *    each (mma-probes.ts), next to the unpatched kernel; `--mode bprobe`: the memory and register probes on the
+ *    default backward's dq and dkv kernels, each timed alone.
  * `--only a,b` keeps the speed problems whose name contains any of the parts; with `--sweep true`, `--top N` takes
  * the N cheapest configs of each subgroup count and `--nsg 2,4` keeps those counts; `--tight true` adds each
  * config's twin with the other scratch layout (`tightScratch`), `--inturn true` each config's (and layout twin's) twin with K and V
@@ -44,7 +45,7 @@ import {
   planFusedForwardMma,
   selectFusedBackward,
 } from '../src/index.ts';
-import { PROBES } from './mma-probes.ts';
+import { BACKWARD_PROBES, type Probe, PROBES } from './mma-probes.ts';
 import { checkConfig, deviceScriptOptions, free, gpuArgs, hostArgs, makeArgs, maxErr, type Problem, openDevice, speedProblems, speedRow, timeCommand, timeRun } from './device-forward-problems.ts';
 
 const values = deviceScriptOptions();
@@ -322,6 +323,43 @@ if ((values.mode === 'bspeed' || values.mode === 'backward') && !('why' in avail
 // ---- backward config sweep (`--mode bsweep`): the dq and dkv kernels timed alone for each subgroup count and
 // the `--top` tiles by the forward's cost model (and the default's), so each kernel's best tile can be chosen
 // independently; a '*' in the first / second mark column is the default's dq / dkv choice.
+// ---- backward timing probes (`--mode bprobe`): the default backward's dq and dkv kernels, each alone, with the
+// memory and register probes of mma-probes.ts (`--probes a,b` picks some).
+if (values.mode === 'bprobe' && !('why' in avail)) {
+  const reps = Number(values.reps);
+  console.log('\n== backward timing probes (f16, default config, each kernel alone, patched kernel texts; GPU time, median)');
+  for (const p of speedProblems(values.only as string)) {
+    const { t, f, g } = await backwardArgs(p);
+    const def = checkFusedBackwardMma(ctx, p.rank, g);
+    const delta = ctx.createTensor(t.lse.shape, 'float32');
+    const [dq, dkv] = mmaBackwardCommands(ctx, def.kernels, def.problem, g, def.config, delta) as [DispatchCommand, DispatchCommand];
+    // dq first (it writes delta, which dkv reads); one discarded timing of each.
+    for (const c of [dq, dkv]) await timeCommand(ctx, c, reps, warmer);
+    const names = BACKWARD_PROBES.filter((n) => values.probes === '' || values.probes.split(',').includes(n));
+    for (const [kernel, c] of [['dq', dq], ['dkv', dkv]] as const) {
+      const row = (name: string, us: number) => console.log(`${p.name.padEnd(34)} ${kernel.padEnd(3)} ${name.padEnd(22)} ${us.toFixed(1).padStart(10)} us`);
+      row('unpatched', await timeCommand(ctx, c, reps, warmer));
+      for (const name of names) {
+        const probe = PROBES[name] as Probe;
+        const code = probe.patch(c.kernel.code);
+        if (code === c.kernel.code) {
+          console.log(`${p.name} ${kernel} probe ${name}: the patch matched nothing`);
+          continue;
+        }
+        const patched = { ...c, kernel: { ...c.kernel, key: `${c.kernel.key}#probe-${name}`, code, workgroupBytes: c.kernel.workgroupBytes + (probe.bytes ?? 0) } };
+        try {
+          row(name, await timeCommand(ctx, patched, reps, warmer));
+        } catch (e) {
+          console.log(`${p.name} ${kernel} probe ${name}: ${(e as Error).message.split('\n')[0]}`);
+        }
+      }
+      row('unpatched again', await timeCommand(ctx, c, reps, warmer));
+    }
+    free(f);
+    for (const x of [g.gradOutput, g.gradQuery, g.gradKey, g.gradValue, delta]) x.buffer.destroy();
+  }
+}
+
 if (values.mode === 'bsweep' && !('why' in avail)) {
   const reps = Number(values.reps);
   console.log('\n== backward sweep (f16, GPU time per kernel, median): dq and dkv alone per config');

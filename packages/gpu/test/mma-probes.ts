@@ -10,6 +10,7 @@
  * - `no-mask`: no per-element mask. `no-fetch`: staged values made from the key row instead of global loads.
  * - `no-stage`: no staging stores (the fetch goes with them). `no-s-mma` / `no-pv`: no S = Q K^T / O += P V.
  * - `no-flag`: no rescale decision (its two barriers). `no-end-barrier`: no barrier at the end of a step.
+ * The memory and register probes also apply to the backward's kernels (`BACKWARD_PROBES`).
  */
 export interface Probe {
   readonly patch: (code: string) => string;
@@ -50,7 +51,7 @@ export const PROBES: Record<string, Probe> = {
 function padWorkgroup(code: string, bytes: number): string {
   const n = bytes / 16;
   return code
-    .replace('var<workgroup> flag: vec4<u32>;', `var<workgroup> flag: vec4<u32>;\nvar<workgroup> pad_sh: array<vec4<u32>, ${n}>;`)
+    .replace(/\n@compute/, `\nvar<workgroup> pad_sh: array<vec4<u32>, ${n}>;\n@compute`)
     .replace(/(@builtin\(local_invocation_index\) lid: u32\) \{\n)/, `$1  if (params.total_wg == 0u) { pad_sh[lid % ${n}u] = vec4<u32>(lid); }\n`);
 }
 
@@ -64,14 +65,29 @@ function vOverK(code: string): string {
     .replaceAll(`&kv_sh, ${voff}u + `, '&kv_sh, ');
 }
 
-/** `n` vec4<f32> values kept live across the chunk loop (register pressure), folded into a workgroup write. */
+/**
+ * `n` vec4<f32> values kept live across the walk (register pressure): declared before its loop (the forward's and
+ * dq's chunk loop, the dkv kernel's step loop), updated at the top of every step and tested there against a value
+ * they never reach, which would write a workgroup variable (so none is dropped).
+ */
 function liveRegisters(code: string, n: number): string {
   const ids = Array.from({ length: n }, (_, i) => i);
+  const loop = /\n( *)for \(var (ch|it) = 0u; \2 < (n_chunks|n_steps); \2\+\+\) \{\n/;
+  const m = loop.exec(code);
+  if (!m) return code;
+  const [whole, ind, v] = m as unknown as [string, string, string];
+  const decls = ids.map((i) => `${ind}var jk${i} = vec4<f32>(f32(lid + ${i}u));`).join('\n');
+  const body = [
+    ...ids.map((i) => `${ind}  jk${i} = fma(jk${i}, vec4<f32>(1.0001), ${i === 0 ? `vec4<f32>(f32(${v}))` : `jk${i - 1}`});`),
+    `${ind}  if (dot(${ids.map((i) => `jk${i}`).join(' + ')}, vec4<f32>(1.0)) == 1.25e-30) { probe_sink.x = 1u; }`,
+  ].join('\n');
   return code
-    .replace('  var step = 0u;\n', `  var step = 0u;\n${ids.map((i) => `  var jk${i} = vec4<f32>(f32(lid + ${i}u));`).join('\n')}\n`)
-    .replace(
-      '    step = step + 1u;\n',
-      `    step = step + 1u;\n${ids.map((i) => `    jk${i} = fma(jk${i}, vec4<f32>(1.0001), ${i === 0 ? 'vec4<f32>(f32(step))' : `jk${i - 1}`});`).join('\n')}\n`,
-    )
-    .replace('  // ---- epilogue', `  if (dot(${ids.map((i) => `jk${i}`).join(' + ')}, vec4<f32>(1.0)) == 1.25e-30) { flag.y = 1u; }\n  // ---- epilogue`);
+    .replace(/\n@compute/, '\nvar<workgroup> probe_sink: vec4<u32>;\n@compute')
+    .replace(whole, `\n${decls}${whole}${body}\n`);
 }
+
+/**
+ * The probes that apply to the backward's dq and dkv kernels alone (`mma-device.mjs --mode bprobe`): workgroup
+ * memory and live registers.
+ */
+export const BACKWARD_PROBES = ['pad1k', 'pad2k', 'pad4k', 'regs16', 'regs32'] as const;
