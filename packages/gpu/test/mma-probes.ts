@@ -68,7 +68,8 @@ function vOverK(code: string): string {
 /**
  * `n` vec4<f32> values kept live across the walk (register pressure): declared before its loop (the forward's and
  * dq's chunk loop, the dkv kernel's step loop), updated at the top of every step and tested there against a value
- * they never reach, which would write a workgroup variable (so none is dropped).
+ * they never reach, which would write a workgroup variable (so none is dropped). (Session 12's forward readings
+ * updated them after the step counter and tested them once after the walk: the same live range.)
  */
 function liveRegisters(code: string, n: number): string {
   const ids = Array.from({ length: n }, (_, i) => i);
