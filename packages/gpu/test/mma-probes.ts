@@ -28,10 +28,16 @@ export const PROBES: Record<string, Probe> = {
   regs16: { patch: (c) => liveRegisters(c, 4) },
   regs32: { patch: (c) => liveRegisters(c, 8) },
   'v-over-k': { patch: (c) => vOverK(c) },
+  // Packed coordinates (a vec4<u32> of four keys per read) or a vec4<i32> per key, as the kernel declares them.
   'kc-free': {
-    patch: (c) => c.replace(/kc_sh\[([^\]]+)\]/g, (m, i: string) => (m.includes('st_row') ? m : `vec4<i32>(i32(${i}) >> 2, i32(${i}) & 3, i32(${i}) >> 1, 0)`)),
+    patch: (c) => {
+      const packed = c.includes('var<workgroup> kc_sh: array<vec4<u32>');
+      return c.replace(/kc_sh\[([^\]]+)\]/g, (m, i: string) =>
+        m.includes('st_row') ? m : packed ? `(vec4<u32>(${i}) * vec4<u32>(65537u, 131073u, 65538u, 196609u))` : `vec4<i32>(i32(${i}) >> 2, i32(${i}) & 3, i32(${i}) >> 1, 0)`,
+      );
+    },
   },
-  'no-mask': { patch: (c) => c.replace(/x(\d+) = select\(vec4<f32>\(NEG\), x\1, inw\);/g, '') },
+  'no-mask': { patch: (c) => c.replace(/x(\d+) = select\(vec4<f32>\(NEG\), x\1, [^;]*\);/g, '') },
   // Each keeps one cached read of its buffer, so that the binding stays in the kernel's layout.
   'no-fetch': {
     patch: (c) =>

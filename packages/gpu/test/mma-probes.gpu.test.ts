@@ -1,0 +1,51 @@
+/**
+ * The device script's timing probes (mma-probes.ts) patch kernel texts by anchors in them: every probe must still
+ * find its anchor in the default kernels it is meant for, and patched kernels must still compile (matrix builtins
+ * emulated on this adapter), or a device call would time nothing ("the patch matched nothing") or fail to compile.
+ */
+import { generateFusedBackwardMmaDkv, generateFusedBackwardMmaDq, generateFusedForwardMma } from '@natten-web/wgsl';
+import { emulateSubgroupMatrix } from '@natten-web/testkit';
+import { afterAll, describe, expect, it } from 'vitest';
+import { BACKWARD_PROBES, PROBES } from './mma-probes.ts';
+import { gpuContext } from './setup.ts';
+
+afterAll(async () => (await gpuContext()).destroy());
+
+// The float16 defaults' shapes of 2-D K=7 and 3-D K=3x7x7 (packed coordinates), at head dim 16 to keep compiles short.
+const forward2d = generateFusedForwardMma({ rank: 2, kernelSize: [7, 7], causal: [false, false], dim: 16, dimV: 16, queryTile: [8, 8], keyChunk: 16, subgroups: 4, tightScratch: true, hasLse: true, packedCoords: true }).code;
+const forward3d = generateFusedForwardMma({ rank: 3, kernelSize: [3, 7, 7], causal: [false, false, false], dim: 16, dimV: 16, queryTile: [2, 4, 4], keyChunk: 16, subgroups: 2, tightScratch: true, hasLse: true, packedCoords: true }).code;
+const backward = { rank: 3 as const, kernelSize: [3, 7, 7], causal: [false, false, false], dim: 16, dimV: 16, chunk: 16 as const, tightScratch: true, packedCoords: true };
+const dq = generateFusedBackwardMmaDq({ ...backward, tile: [2, 4, 8], subgroups: 4, sharedScratch: true }).code;
+const dkv = generateFusedBackwardMmaDkv({ ...backward, tile: [2, 4, 4], subgroups: 2 }).code;
+
+describe('device timing probes (mma-probes.ts)', () => {
+  it('every forward probe finds its anchors in the 2-D and 3-D default forwards; the memory and register probes in dq and dkv', () => {
+    for (const [name, probe] of Object.entries(PROBES)) {
+      expect(probe.patch(forward2d), `${name} (2-D forward)`).not.toBe(forward2d);
+      expect(probe.patch(forward3d), `${name} (3-D forward)`).not.toBe(forward3d);
+    }
+    for (const name of BACKWARD_PROBES) {
+      const probe = PROBES[name];
+      expect(probe, name).toBeDefined();
+      expect(probe?.patch(dq), `${name} (dq)`).not.toBe(dq);
+      expect(probe?.patch(dkv), `${name} (dkv)`).not.toBe(dkv);
+    }
+  });
+  it('patched kernels compile on this adapter (matrix builtins emulated): memory and registers in each kernel, fetch, coordinates and mask in the forward', async () => {
+    const ctx = await gpuContext();
+    const cases: [string, string, string][] = [
+      ['pad2k', 'forward', forward2d],
+      ['regs16', 'forward', forward2d],
+      ['no-fetch', 'forward', forward3d],
+      ['kc-free', 'forward', forward3d],
+      ['no-mask', 'forward', forward2d],
+      ['pad2k', 'dq', dq],
+      ['regs16', 'dkv', dkv],
+    ];
+    for (const [name, kernel, code] of cases) {
+      const module = ctx.device.createShaderModule({ code: emulateSubgroupMatrix((PROBES[name] as (typeof PROBES)[string]).patch(code)) });
+      const errors = (await module.getCompilationInfo()).messages.filter((m) => m.type === 'error').map((m) => `${m.lineNum}:${m.linePos} ${m.message}`);
+      expect(errors, `${name} on ${kernel}`).toEqual([]);
+    }
+  });
+});
