@@ -320,18 +320,19 @@ if ((values.mode === 'bspeed' || values.mode === 'backward') && !('why' in avail
     for (const x of [g.gradOutput, g.gradQuery, g.gradKey, g.gradValue]) x.buffer.destroy();
   }
 }
-// ---- backward config sweep (`--mode bsweep`): the dq and dkv kernels timed alone for each subgroup count and
-// the `--top` tiles by the forward's cost model (and the default's), so each kernel's best tile can be chosen
-// independently; a '*' in the first / second mark column is the default's dq / dkv choice.
+/** A speed problem's backward arguments, its default mma backward (checked) and a delta scratch for its kernels. */
+async function backwardDefault(p: Problem) {
+  const { t, f, g } = await backwardArgs(p);
+  return { f, g, def: checkFusedBackwardMma(ctx, p.rank, g), delta: ctx.createTensor(t.lse.shape, 'float32') };
+}
+
 // ---- backward timing probes (`--mode bprobe`): the default backward's dq and dkv kernels, each alone, with the
 // memory and register probes of mma-probes.ts (`--probes a,b` picks some).
 if (values.mode === 'bprobe' && !('why' in avail)) {
   const reps = Number(values.reps);
   console.log('\n== backward timing probes (f16, default config, each kernel alone, patched kernel texts; GPU time, median)');
   for (const p of speedProblems(values.only as string)) {
-    const { t, f, g } = await backwardArgs(p);
-    const def = checkFusedBackwardMma(ctx, p.rank, g);
-    const delta = ctx.createTensor(t.lse.shape, 'float32');
+    const { f, g, def, delta } = await backwardDefault(p);
     const [dq, dkv] = mmaBackwardCommands(ctx, def.kernels, def.problem, g, def.config, delta) as [DispatchCommand, DispatchCommand];
     // dq first (it writes delta, which dkv reads); one discarded timing of each.
     for (const c of [dq, dkv]) await timeCommand(ctx, c, reps, warmer);
@@ -360,13 +361,14 @@ if (values.mode === 'bprobe' && !('why' in avail)) {
   }
 }
 
+// ---- backward config sweep (`--mode bsweep`): the dq and dkv kernels timed alone for each subgroup count and
+// the `--top` tiles by the forward's cost model (and the default's), so each kernel's best tile can be chosen
+// independently; a '*' in the first / second mark column is the default's dq / dkv choice.
 if (values.mode === 'bsweep' && !('why' in avail)) {
   const reps = Number(values.reps);
   console.log('\n== backward sweep (f16, GPU time per kernel, median): dq and dkv alone per config');
   for (const p of speedProblems(values.only as string)) {
-    const { t, f, g } = await backwardArgs(p);
-    const def = checkFusedBackwardMma(ctx, p.rank, g);
-    const delta = ctx.createTensor(t.lse.shape, 'float32');
+    const { f, g, def, delta } = await backwardDefault(p);
     const best = { dq: Number.POSITIVE_INFINITY, dkv: Number.POSITIVE_INFINITY, dqAt: '', dkvAt: '' };
     // One discarded timing of the default's kernels first (a problem's first readings were often 2-4x slow).
     for (const c of mmaBackwardCommands(ctx, def.kernels, def.problem, g, def.config, delta)) await timeCommand(ctx, c, reps, warmer);
