@@ -125,10 +125,11 @@ function mmaSpec(problem: FusedProblem, config: MmaForwardConfig): FusedForwardM
 export function packedCoordsFit(problem: Pick<FusedProblem, 'rank' | 'spatial' | 'params' | 'hasRpb'>): boolean {
   if (problem.rank < 2 || problem.hasRpb) return false;
   const max = mmaPackedMaxExtent(problem.rank);
-  return problem.spatial.every((L, a) => Math.ceil(L / (problem.params.dilation[a] as number)) <= max);
+  return groupExtents(problem).every((n) => n <= max);
 }
 
-function groupExtents(problem: FusedProblem): number[] {
+/** Extent of a dilation group per axis (the longest group: ceil(L / dilation)). */
+function groupExtents(problem: Pick<FusedProblem, 'spatial' | 'params'>): number[] {
   return problem.spatial.map((L, a) => Math.ceil(L / (problem.params.dilation[a] as number)));
 }
 

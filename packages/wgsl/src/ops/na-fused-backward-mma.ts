@@ -27,7 +27,7 @@ import { type GeneratedKernel, kernelKey, type StorageBinding, type UniformField
 import { tokenOf } from '../snippets/fused-index.ts';
 import { windowFunctions } from '../snippets/window.ts';
 import { forwardWorkgroupPrologue, fusedForwardUniformFields, rowLoader, workgroupTileDecode } from './na-fused-forward.ts';
-import { COORD, MMA_FRAGMENT, MMA_HEADER, MMA_SUBGROUP_SIZE, type MmaLayout, mmaBindingDecls, mmaBoxCursor, mmaDecodeTile, mmaInWindow, mmaLayout, mmaPackedCoords, mmaPassRows, mmaQueryRowWindow, mmaShapeProblem, mmaStagedKeyLoop, mmaSubgroupSpan, stagingPartGuard, store4 } from './na-fused-forward-mma.ts';
+import { COORD, MMA_FRAGMENT, MMA_HEADER, MMA_SUBGROUP_SIZE, type MmaLayout, mmaBindingDecls, mmaBoxCursor, mmaDecodeTile, mmaInWindow, mmaCoordTable, mmaLayout, mmaPackedCoords, mmaPassRows, mmaQueryRowWindow, mmaShapeProblem, mmaStagedKeyLoop, mmaSubgroupSpan, stagingPartGuard, store4 } from './na-fused-forward-mma.ts';
 
 const GEN = 6;
 const F = MMA_FRAGMENT;
@@ -127,7 +127,7 @@ export function fusedBackwardMmaWorkgroupBytes(
   kernel: 'dq' | 'dkv',
 ): number {
   const l = layout(spec);
-  const coords = (spec.packedCoords === true ? 4 : 16) * spec.chunk;
+  const coords = mmaCoordTable(spec.packedCoords === true, kernel === 'dq' ? 'kc_sh' : 'qc_sh').bytes(spec.chunk);
   const tables = kernel === 'dq' ? coords : coords + 2 * 4 * spec.chunk;
   // P/dS rows: one per tile row (half the scratch's rows with headSplit, whose scratches hold both partials).
   const pdsRows = spec.headSplit === true ? l.rows / 2 : l.rows;
@@ -410,7 +410,7 @@ export function generateFusedBackwardMmaDq(spec: FusedBackwardMmaSpec): Generate
 
   const rows = tileRows(r, { first: 'qf', head: 'h', heads: 'heads', loaders: ['load_q', 'load_do'] });
   const code = `${moduleHead(key, spec, bindings, uniforms, `${axes.map((a) => `const QUERY_TILE_${a}: u32 = ${spec.tile[a]}u;`).join('\n')}\nconst KEY_CHUNK: u32 = ${BK}u;\n`)}
-${DS_OVER_V ? '' : `var<workgroup> ds_sh: array<f16, ${ROWS * L.ldp}>;\n`}var<workgroup> kc_sh: ${PACKED ? `array<vec4<u32>, ${BK / 4}>` : `array<vec4<i32>, ${BK}>`};
+${DS_OVER_V ? '' : `var<workgroup> ds_sh: array<f16, ${ROWS * L.ldp}>;\n`}var<workgroup> kc_sh: ${mmaCoordTable(PACKED, 'kc_sh').type(BK)};
 
 ${rows.decls}
 
@@ -534,7 +534,7 @@ export function generateFusedBackwardMmaDkv(spec: FusedBackwardMmaSpec): Generat
   // Packed (spec.packedCoords): each query's offsets in the query box in one u32, tested four at a time.
   const PACKED = spec.packedCoords === true;
   const packing = mmaPackedCoords(r);
-  const NOQ = PACKED ? '0xffffffffu' : 'vec4<i32>(-1073741824)';
+  const queryCoords = mmaCoordTable(PACKED, 'qc_sh');
 
   // The staging thread's query row in the box (the union of the tile's inverse windows) as a cursor: decoded once,
   // advanced a chunk per step and reset at each query head (`mmaBoxCursor`: no integer division per step).
@@ -556,7 +556,7 @@ ${range(NO)
   .map((i) => `${ind}  ${part(NO, DV4, i)}{ po_${i} = select(vec4<f16>(0.0), load_do(select(0u, qrow * HEAD_DIM_V, in_box), st_sub + ${i * TPQ}u), in_box); }`)
   .join('\n')}
 ${ind}  if (st_sub == 0u) {
-${ind}    pqc = select(${NOQ}, ${
+${ind}    pqc = select(${queryCoords.none}, ${
     PACKED
       ? packing.pack((a) => `qg_${a} - qbs_${a}`)
       : `vec4<i32>(${range(4)
@@ -583,7 +583,7 @@ ${range(NQ)
 ${range(NO)
   .map((i) => `  var po_${i} = vec4<f16>(0.0);`)
   .join('\n')}
-  var pqc = ${NOQ};
+  var pqc = ${queryCoords.none};
   var plse = 0.0;
   var pdelta = 0.0;
   let n_steps = params.gqa * n_chunks;
@@ -604,7 +604,7 @@ ${range(NO)
   .map((i) => `      ${part(NO, DV4, i)}{ ${store4('st', `${OOFF}u + st_row * LDV + 4u * (st_sub + ${i * TPQ}u)`, `po_${i}`)} }`)
   .join('\n')}
       if (st_sub == 0u) {
-        ${PACKED ? 'qc_sh[st_row / 4u][st_row % 4u] = pqc;' : 'qc_sh[st_row] = pqc;'}
+        ${queryCoords.store('st_row', 'pqc')}
         lse_sh[st_row / 4u][st_row % 4u] = plse;
         delta_sh[st_row / 4u][st_row % 4u] = pdelta;
       }
@@ -617,7 +617,7 @@ ${fetchStep('        ')}
   const code = `${moduleHead(key, spec, bindings, uniforms, `const QUERY_CHUNK: u32 = ${QC}u;\n`)}
 var<workgroup> p_sh: array<f16, ${ROWS * L.ldp}>;
 var<workgroup> ds_sh: array<f16, ${ROWS * L.ldp}>;
-var<workgroup> qc_sh: ${PACKED ? `array<vec4<u32>, ${QC / 4}>` : `array<vec4<i32>, ${QC}>`};
+var<workgroup> qc_sh: ${queryCoords.type(QC)};
 var<workgroup> lse_sh: array<vec4<f32>, ${QC / 4}>;
 var<workgroup> delta_sh: array<vec4<f32>, ${QC / 4}>;
 

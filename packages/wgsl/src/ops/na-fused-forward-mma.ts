@@ -186,6 +186,23 @@ export function mmaPackedCoords(r: number): {
   };
 }
 
+/**
+ * A table of staged coordinates in workgroup memory (`arr`: one entry per staged row, the forward's and dq's keys,
+ * the dkv kernel's queries), packed (`mmaPackedCoords`: a vec4<u32> holds four rows) or a vec4<i32> per row: its
+ * WGSL type and bytes for `rows` rows, the value of a row past the box (out of every window), and the store of a
+ * row's value.
+ */
+export function mmaCoordTable(packed: boolean, arr: string): {
+  readonly type: (rows: number) => string;
+  readonly bytes: (rows: number) => number;
+  readonly none: string;
+  readonly store: (row: string, value: string) => string;
+} {
+  return packed
+    ? { type: (rows) => `array<vec4<u32>, ${rows / 4}>`, bytes: (rows) => 4 * rows, none: '0xffffffffu', store: (row, value) => `${arr}[${row} / 4u][${row} % 4u] = ${value};` }
+    : { type: (rows) => `array<vec4<i32>, ${rows}>`, bytes: (rows) => 16 * rows, none: 'vec4<i32>(-1073741824)', store: (row, value) => `${arr}[${row}] = ${value};` };
+}
+
 /** The largest group extent per axis for which the packed coordinates are exact (box widths stay below 2^B). */
 export function mmaPackedMaxExtent(r: number): number {
   return (1 << mmaPackedCoords(r).bits) - 1;
@@ -281,18 +298,18 @@ ${keyCursor(o.r, o.split !== undefined).decls}${range(nk)
 ${range(nv)
   .map((i) => `  var pv_${i} = ${fetchType(o)}(0.0);`)
   .join('\n')}
-  var pkc = ${noKey(o)};`;
+  var pkc = ${keyCoords(o).none};`;
 }
 
-/** The staged coordinates of a key past the box: out of every window. */
-const noKey = (o: { readonly packed?: boolean }): string => (o.packed === true ? '0xffffffffu' : 'vec4<i32>(-1073741824)');
+/** The staging's key-coordinate table (`kc_sh`, one row per staged key). */
+const keyCoords = (o: { readonly packed?: boolean }) => mmaCoordTable(o.packed === true, 'kc_sh');
 
 function mmaFetchKeyChunk(o: StagingShape & { readonly r: number }, c0: string, ind: string): string {
   const { nk, nv } = fetchCounts(o);
   const guard = (n: number, d4: number, i: number): string => stagingPartGuard(n, o.tpk, d4, i);
   return `${ind}{
 ${ind}  let kbox = ${c0} + st_row;
-${ind}  pkc = ${noKey(o)};
+${ind}  pkc = ${keyCoords(o).none};
 ${range(nk)
   .map((i) => `${ind}  pk_${i} = ${fetchType(o)}(0.0);`)
   .join('\n')}
@@ -330,7 +347,7 @@ function mmaCommitKeyChunk(o: StagingShape & { readonly arr: string; readonly vo
   const v = range(nv)
     .map((i) => `    ${guard(nv, o.dv4, i)}{ ${storeSplit4(o.arr, `${o.voff}u + st_row * LDV + 4u * (st_sub + ${i * o.tpk}u)`, `pv_${i}`, o.split, o.split?.scaleV)} }`)
     .join('\n');
-  const kc = o.packed === true ? '    if (st_sub == 0u) { kc_sh[st_row / 4u][st_row % 4u] = pkc; }' : '    if (st_sub == 0u) { kc_sh[st_row] = pkc; }';
+  const kc = `    if (st_sub == 0u) { ${keyCoords(o).store('st_row', 'pkc')} }`;
   const barrier = '    workgroupBarrier();';
   if (parts === 'v') return v;
   return [k, ...(parts === 'both' ? [v] : []), kc, barrier].join('\n');
@@ -499,7 +516,7 @@ export function fusedForwardMmaWorkgroupBytes(
 ): number {
   const l = layout(spec);
   const halves = (spec.split === true ? 2 : 1) * (l.stageElems + (spec.pOverK === true ? 0 : l.rows * l.ldp));
-  return 2 * halves + 4 * l.rows * l.lds + (spec.packedCoords === true ? 4 : 16) * spec.keyChunk + 16;
+  return 2 * halves + 4 * l.rows * l.lds + mmaCoordTable(spec.packedCoords === true, 'kc_sh').bytes(spec.keyChunk) + 16;
 }
 
 /** Why a spec cannot be generated (internal consistency, not device limits), or undefined. */
@@ -742,7 +759,7 @@ ${SPLIT ? SPLIT_SCALE_FN : ''}
 // variable starts off a 16-byte boundary (seen on NVIDIA through Dawn/Vulkan).
 var<workgroup> kv_sh: array<f16, ${L.stageElems}>;
 var<workgroup> s_sh: array<f32, ${L.rows * L.lds}>;
-${P_OVER_K ? '' : `var<workgroup> p_sh: array<f16, ${L.rows * L.ldp}>;\n`}${SPLIT ? `var<workgroup> kvlo_sh: array<f16, ${L.stageElems}>;\n${P_OVER_K ? '' : `var<workgroup> plo_sh: array<f16, ${L.rows * L.ldp}>;\n`}` : ''}var<workgroup> kc_sh: ${PACKED ? `array<vec4<u32>, ${BK / 4}>` : `array<vec4<i32>, ${BK}>`};
+${P_OVER_K ? '' : `var<workgroup> p_sh: array<f16, ${L.rows * L.ldp}>;\n`}${SPLIT ? `var<workgroup> kvlo_sh: array<f16, ${L.stageElems}>;\n${P_OVER_K ? '' : `var<workgroup> plo_sh: array<f16, ${L.rows * L.ldp}>;\n`}` : ''}var<workgroup> kc_sh: ${mmaCoordTable(PACKED, 'kc_sh').type(BK)};
 var<workgroup> flag: vec4<u32>;
 
 @compute @workgroup_size(${WG})
