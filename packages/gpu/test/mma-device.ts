@@ -45,7 +45,7 @@ import {
   planFusedForwardMma,
   selectFusedBackward,
 } from '../src/index.ts';
-import { BACKWARD_PROBES, type Probe, PROBES } from './mma-probes.ts';
+import { BACKWARD_PROBES, countResidency, type Probe, PROBES, residencyKernel } from './mma-probes.ts';
 import { checkConfig, deviceScriptOptions, free, gpuArgs, hostArgs, makeArgs, maxErr, type Problem, openDevice, speedProblems, speedRow, timeCommand, timeRun } from './device-forward-problems.ts';
 
 const values = deviceScriptOptions();
@@ -359,6 +359,68 @@ if (values.mode === 'bprobe' && !('why' in avail)) {
     free(f);
     for (const x of [g.gradOutput, g.gradQuery, g.gradKey, g.gradValue, delta]) x.buffer.destroy();
   }
+}
+
+// ---- residency (`--mode occupancy`): how many workgroups of a kernel an SM holds at once, counted by the kernel
+// itself (`countResidency`): the default forward, its memory and register probes, and the backward's dq and dkv;
+// first the ceiling rows, a kernel that only sits resident with a given workgroup size and memory.
+if (values.mode === 'occupancy' && !('why' in avail)) {
+  const SMS = 132; // H200 SXM; WebGPU does not say
+  const occ = ctx.createTensor([4], 'float32');
+  const resident = async (commands: readonly DispatchCommand[]): Promise<number> => {
+    ctx.zero(occ);
+    await ctx.dispatch(commands.map((c) => ({ ...c, kernel: { ...c.kernel, key: `${c.kernel.key}#occ`, code: countResidency(c.kernel.code, c.kernel.bindings.length), bindings: [...c.kernel.bindings, { name: 'occ', access: 'read_write' as const }] }, buffers: [...c.buffers, occ.buffer] })));
+    const t = await ctx.read(occ);
+    return new Uint32Array(new Float32Array(t.data as Float32Array).buffer)[1] as number;
+  };
+  const fmt = (peak: number, total: number) => `${String(peak).padStart(6)} resident of ${String(total).padStart(7)} = ${(peak / SMS).toFixed(2).padStart(6)} per SM`;
+  console.log(`\n== residency ceiling (a kernel that only sits resident; ${SMS} SMs assumed)`);
+  for (const threads of [64, 128, 256]) {
+    for (const bytes of [0, 4096, 8192, 11264, 12288, 16384, 24576, 32768, 40960, 49152]) {
+      const kernel = residencyKernel(threads, bytes, 20000);
+      try {
+        ctx.zero(occ);
+        await ctx.dispatch([{ kernel, buffers: [occ.buffer], workgroups: [SMS * 40, 1, 1] }]);
+        const t = await ctx.read(occ);
+        const peak = new Uint32Array(new Float32Array(t.data as Float32Array).buffer)[1] as number;
+        console.log(`ceiling threads ${String(threads).padStart(3)} bytes ${String(bytes).padStart(6)}: ${fmt(peak, SMS * 40)}`);
+      } catch (e) {
+        console.log(`ceiling threads ${threads} bytes ${bytes}: ${(e as Error).message.split('\n')[0]}`);
+      }
+    }
+  }
+  console.log('\n== residency of the default kernels (f16)');
+  const total = (cs: readonly DispatchCommand[]) => cs.reduce((n, c) => n + c.workgroups[0] * c.workgroups[1] * c.workgroups[2], 0);
+  for (const p0 of speedProblems(values.only as string)) {
+    const p = { ...p0, dtype: 'float16' as const };
+    const t = makeArgs(p, 11);
+    const g = gpuArgs(ctx, p, t);
+    const def = defaultMmaConfig(ctx, planFusedForwardMma(ctx, p.rank, g, undefined).problem) as MmaForwardConfig;
+    const commands = planFusedForwardMma(ctx, p.rank, g, def).commands;
+    const names = ['unpatched', ...Object.keys(PROBES).filter((n) => values.probes === '' || values.probes.split(',').includes(n))];
+    for (const name of names) {
+      const probe = PROBES[name];
+      const cs = probe ? commands.map((x) => ({ ...x, kernel: { ...x.kernel, key: `${x.kernel.key}#probe-${name}`, code: probe.patch(x.kernel.code), workgroupBytes: x.kernel.workgroupBytes + (probe.bytes ?? 0) } })) : commands;
+      try {
+        console.log(`${p.name.padEnd(34)} fwd ${label(def)} ${name.padEnd(10)} ${String(cs[0]?.kernel.workgroupBytes).padStart(6)} B: ${fmt(await resident(cs), total(cs))}`);
+      } catch (e) {
+        console.log(`${p.name} fwd ${name}: ${(e as Error).message.split('\n')[0]}`);
+      }
+    }
+    free(g);
+    const b = await backwardDefault(p);
+    const [dq, dkv] = mmaBackwardCommands(ctx, b.def.kernels, b.def.problem, b.g, b.def.config, b.delta) as [DispatchCommand, DispatchCommand];
+    for (const [kernel, c] of [['dq', dq], ['dkv', dkv]] as const) {
+      try {
+        console.log(`${p.name.padEnd(34)} ${kernel.padEnd(3)} ${String(c.kernel.workgroupBytes).padStart(6)} B: ${fmt(await resident([c]), total([c]))}`);
+      } catch (e) {
+        console.log(`${p.name} ${kernel}: ${(e as Error).message.split('\n')[0]}`);
+      }
+    }
+    free(b.f);
+    for (const x of [b.g.gradOutput, b.g.gradQuery, b.g.gradKey, b.g.gradValue, b.delta]) x.buffer.destroy();
+  }
+  occ.buffer.destroy();
 }
 
 // ---- backward config sweep (`--mode bsweep`): the dq and dkv kernels timed alone for each subgroup count and

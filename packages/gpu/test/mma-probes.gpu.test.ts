@@ -6,7 +6,7 @@
 import { generateFusedBackwardMmaDkv, generateFusedBackwardMmaDq, generateFusedForwardMma } from '@natten-web/wgsl';
 import { emulateSubgroupMatrix } from '@natten-web/testkit';
 import { afterAll, describe, expect, it } from 'vitest';
-import { BACKWARD_PROBES, PROBES } from './mma-probes.ts';
+import { BACKWARD_PROBES, countResidency, PROBES, residencyKernel } from './mma-probes.ts';
 import { gpuContext } from './setup.ts';
 
 afterAll(async () => (await gpuContext()).destroy());
@@ -47,5 +47,26 @@ describe('device timing probes (mma-probes.ts)', () => {
       const errors = (await module.getCompilationInfo()).messages.filter((m) => m.type === 'error').map((m) => `${m.lineNum}:${m.linePos} ${m.message}`);
       expect(errors, `${name} on ${kernel}`).toEqual([]);
     }
+  });
+  it('the residency counter compiles into each default kernel, and counts a resident workgroup in and out', async () => {
+    const ctx = await gpuContext();
+    for (const [kernel, code] of [['forward', forward2d], ['dq', dq], ['dkv', dkv]] as const) {
+      const k = (code.match(/var<storage, /g) ?? []).length;
+      const patched = countResidency(code, k);
+      expect(patched, kernel).toContain(`@binding(${k}) var<storage, read_write> occ`);
+      expect(patched, kernel).toContain(`@binding(${k + 1}) var<uniform>`);
+      const module = ctx.device.createShaderModule({ code: emulateSubgroupMatrix(patched) });
+      const errors = (await module.getCompilationInfo()).messages.filter((m) => m.type === 'error').map((m) => `${m.lineNum}:${m.linePos} ${m.message}`);
+      expect(errors, kernel).toEqual([]);
+    }
+    const occ = ctx.createTensor([4], 'float32');
+    ctx.zero(occ);
+    await ctx.dispatch([{ kernel: residencyKernel(64, 4096, 100), buffers: [occ.buffer], workgroups: [8, 1, 1] }]);
+    const counts = new Uint32Array(new Float32Array((await ctx.read(occ)).data as Float32Array).buffer);
+    // Every workgroup left (occ[0] back to 0), at least one was seen resident, at most all eight.
+    expect(counts[0]).toBe(0);
+    expect(counts[1]).toBeGreaterThanOrEqual(1);
+    expect(counts[1]).toBeLessThanOrEqual(8);
+    occ.buffer.destroy();
   });
 });

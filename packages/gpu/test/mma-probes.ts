@@ -12,6 +12,8 @@
  * - `no-flag`: no rescale decision (its two barriers). `no-end-barrier`: no barrier at the end of a step.
  * The memory and register probes also apply to the backward's kernels (`BACKWARD_PROBES`).
  */
+import type { GeneratedKernel } from '@natten-web/wgsl';
+
 export interface Probe {
   readonly patch: (code: string) => string;
   /** Workgroup bytes the patch adds (the kernel's declared total is raised by as much). */
@@ -98,3 +100,47 @@ function liveRegisters(code: string, n: number): string {
  * memory and live registers.
  */
 export const BACKWARD_PROBES = ['pad1k', 'pad2k', 'pad4k', 'regs16', 'regs32'] as const;
+
+/**
+ * A residency counter (`mma-device.mjs --mode occupancy`): the kernel's text with one more storage binding `occ`
+ * (binding index `k` = its storage bindings, the uniform block moves to k + 1; the command appends a 16-byte buffer)
+ * where invocation 0 of each workgroup increments occ[0] on entry, raises occ[1] to the count it saw, and decrements
+ * occ[0] on every exit. occ[1] after a dispatch of many waves is how many workgroups were resident at once (the
+ * first wave fills every slot): divided by the SM count, the workgroups per SM the kernel's registers and
+ * workgroup memory allow. The kernel's results are unchanged.
+ */
+export function countResidency(code: string, k: number): string {
+  const exit = 'if (lid == 0u) { atomicSub(&occ[0], 1u); }';
+  const decl = `@group(0) @binding(${k}) var<storage, read_write> occ: array<atomic<u32>>;`;
+  const uniform = `@group(0) @binding(${k}) var<uniform>`;
+  const withDecl = code.includes(uniform) ? code.replace(uniform, `${decl}\n@group(0) @binding(${k + 1}) var<uniform>`) : code.replace(/\n@compute/, `\n${decl}\n@compute`);
+  const start = withDecl.search(/\nfn main\(/);
+  if (start < 0) return code;
+  const open = withDecl.indexOf('{\n', start) + 2;
+  const close = withDecl.lastIndexOf('}');
+  const body = withDecl.slice(open, close).replace(/\breturn;/g, `{ ${exit} return; }`);
+  return `${withDecl.slice(0, open)}  if (lid == 0u) { let occ_c = atomicAdd(&occ[0], 1u) + 1u; atomicMax(&occ[1], occ_c); }\n${body}  ${exit}\n${withDecl.slice(close)}`;
+}
+
+/**
+ * A kernel that only sits resident (`--mode occupancy`'s ceiling rows): `threads` invocations, `bytes` of workgroup
+ * memory (touched), a dependent integer loop of `iters` steps, and the residency counter of `countResidency`.
+ */
+export function residencyKernel(threads: number, bytes: number, iters: number): GeneratedKernel {
+  const n = Math.max(1, bytes / 16);
+  const pad = bytes > 0;
+  const code = `@group(0) @binding(0) var<storage, read_write> occ: array<atomic<u32>>;
+${pad ? `var<workgroup> pad_sh: array<vec4<u32>, ${n}>;` : ''}
+@compute @workgroup_size(${threads})
+fn main(@builtin(local_invocation_index) lid: u32) {
+  if (lid == 0u) { let occ_c = atomicAdd(&occ[0], 1u) + 1u; atomicMax(&occ[1], occ_c); }
+  var x = lid;
+${pad ? `  for (var i = lid; i < ${n}u; i += ${threads}u) { pad_sh[i] = vec4<u32>(i); }\n  workgroupBarrier();\n  x = pad_sh[(lid * 7u) % ${n}u].x;` : ''}
+  for (var i = 0u; i < ${iters}u; i++) { x = x * 1664525u + 1013904223u; }
+  if (x == 7u) { atomicAdd(&occ[2], 1u); }
+  workgroupBarrier();
+  if (lid == 0u) { atomicSub(&occ[0], 1u); }
+}
+`;
+  return { key: `occ-ceiling-${threads}-${bytes}-${iters}`, code, entryPoint: 'main', workgroupSize: [threads, 1, 1], bindings: [{ name: 'occ', access: 'read_write' }], uniforms: [], workgroupBytes: bytes, features: [] };
+}
