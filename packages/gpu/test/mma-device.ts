@@ -55,7 +55,7 @@ console.log(`mma path: ${'why' in avail ? `unavailable (${avail.why})` : 'availa
 
 
 function label(c: MmaForwardConfig): string {
-  return `q=${c.queryTile.join('x')} bk=${c.keyChunk} nsg=${c.subgroups}${c.tightScratch ? ' tight' : ''}${c.kvInTurn ? ' inturn' : ''}${c.pOverK ? ' pk' : ''}`;
+  return `q=${c.queryTile.join('x')} bk=${c.keyChunk} nsg=${c.subgroups}${c.tightScratch ? ' tight' : ''}${c.kvInTurn ? ' inturn' : ''}${c.pOverK ? ' pk' : ''}${c.padS ? ' padS' : ''}${c.skewSoftmax ? ' skew' : ''}`;
 }
 
 /**
@@ -70,7 +70,13 @@ function twinVariants(problem: FusedProblem, ...configs: MmaForwardConfig[]): Mm
   const inTurn = values.inturn !== 'true' ? [] : bases.filter((c) => c.kvInTurn !== true).map((c) => ({ ...c, kvInTurn: true }));
   // With `--pk true`: each config's twin with P over the staged K rows (opt-in `pOverK`), where it fits.
   const pOverK = values.pk !== 'true' ? [] : bases.filter((c) => c.pOverK !== true && c.kvInTurn !== true).map((c) => ({ ...c, pOverK: true }));
-  return [...tight, ...inTurn, ...pOverK.filter((c) => mmaConfigFits(ctx, problem, c))];
+  // With `--skew true`: each config's twin with the skewed softmax (opt-in `skewSoftmax`; no rpb), and for unpadded
+  // rows its twins with S padded (`padS`), with and without the skew.
+  const skew =
+    values.skew !== 'true' || problem.hasRpb
+      ? []
+      : configs.flatMap((c) => [{ ...c, skewSoftmax: true }, ...(c.tightScratch === true ? [{ ...c, padS: true }, { ...c, padS: true, skewSoftmax: true }] : [])]);
+  return [...tight, ...inTurn, ...[...pOverK, ...skew].filter((c) => mmaConfigFits(ctx, problem, c))];
 }
 
 /** `--nsg 1,2`: keep the configs with these subgroup counts (all when absent). */

@@ -146,6 +146,7 @@ export {
   MMA_SUBGROUP_SIZE,
   mmaPackedCoords,
   mmaPackedMaxExtent,
+  mmaSoftmaxSkew,
 } from './ops/na-fused-forward-mma.ts';
 export { ABS_MAX_UNROLL, ABS_MAX_WORKGROUP, generateAbsMax } from './ops/abs-max.ts';
 export {

@@ -66,6 +66,10 @@ export interface MmaForwardConfig {
    * to 4 subgroups at 16-key chunks). Timed on an H200 no faster than the defaults; no default or tune takes it.
    */
   readonly pOverK?: boolean;
+  /** Opt-in: S rows padded, P rows exact (with `tightScratch`; see `FusedForwardMmaSpec.padS`). */
+  readonly padS?: boolean;
+  /** Opt-in: the softmax reads S and writes P along a bank-conflict-free rotation (see `FusedForwardMmaSpec.skewSoftmax`; no rpb). */
+  readonly skewSoftmax?: boolean;
 }
 
 /**
@@ -111,6 +115,8 @@ function mmaSpec(problem: FusedProblem, config: MmaForwardConfig): FusedForwardM
     ...(config.tightScratch === true ? { tightScratch: true } : {}),
     ...(config.kvInTurn === true ? { kvInTurn: true } : {}),
     ...(config.pOverK === true ? { pOverK: true } : {}),
+    ...(config.padS === true ? { padS: true } : {}),
+    ...(config.skewSoftmax === true ? { skewSoftmax: true } : {}),
     hasLse: problem.hasLse,
     ...(problem.hasRpb ? { hasRpb: true } : {}),
     ...(problem.dtype === 'float32' ? { split: true } : {}),
