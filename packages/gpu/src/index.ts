@@ -61,6 +61,8 @@ export {
   MMA_SPLIT_MIN_WORKGROUPS,
   mmaWindowUse,
   packedCoordsFit,
+  paddingIsFree,
+  residentWorkgroups,
   mmaWorkgroups,
   fusedForwardMma,
   mmaAvailability,

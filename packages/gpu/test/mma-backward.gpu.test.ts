@@ -12,7 +12,7 @@ import { gpuContext } from './setup.ts';
 afterAll(async () => (await gpuContext()).destroy());
 
 interface Case extends EmulatedProblem {
-  readonly config: { queryTile: number[]; querySubgroups: 2 | 4 | 8; keyTile: number[]; keySubgroups: 2 | 4 | 8; chunk?: 16 | 32; tightScratch?: boolean; dqSharedScratch?: boolean; dqDsOverV?: boolean; dqHeadSplit?: boolean; dkvHeadSplit?: boolean };
+  readonly config: { queryTile: number[]; querySubgroups: 2 | 4 | 8; keyTile: number[]; keySubgroups: 2 | 4 | 8; chunk?: 16 | 32; tightScratch?: boolean; dqSharedScratch?: boolean; dqDsOverV?: boolean; dqHeadSplit?: boolean; dkvHeadSplit?: boolean; dqPadS?: boolean; dkvPadS?: boolean };
 }
 
 /** `t` times `s`, rounded to the tensor's dtype. */
@@ -55,7 +55,7 @@ describe('tensor-core (mma) backward', () => {
       return { query: t, key: t, value: t, output: t, gradOutput: t, logsumexp: l, gradQuery: t, gradKey: t, gradValue: t, gradRpb: r, rpb: r, kernelSize: 7, ...(o.stride ? { stride: o.stride } : {}) };
     };
     const routed = fusedBackward.route(ctx, 2, args());
-    expect(routed).toEqual({ path: 'mma', queryTile: [8, 8], querySubgroups: 4, keyTile: [4, 8], keySubgroups: 2, chunk: 16, tightScratch: true, dqSharedScratch: true });
+    expect(routed).toEqual({ path: 'mma', queryTile: [8, 8], querySubgroups: 4, keyTile: [4, 8], keySubgroups: 2, chunk: 16, tightScratch: true, dqSharedScratch: true, dqPadS: true, dkvPadS: true });
     const problem = checkFusedBackward('na2d_backward', 2, args(), FUSED_BACKWARD_TILES);
     expect(routed).toEqual(defaultBackwardMma(ctx, problem));
     const plain: [string, FusedBackwardArgs<TensorLike>][] = [
@@ -85,13 +85,13 @@ describe('tensor-core (mma) backward', () => {
     // keys) takes the same rule. FLUX-like (6400 keys, head dim 128): dq with 4, dkv with 8, padded.
     // Session 10: dq with S and dP through one scratch in 2-D and 3-D (the dq kernel alone: 2-D K=7 192.1 -> 155.9
     // us, 3-D 309.1 -> 299.6 us).
-    expect(config([128, 128], [7, 7], 8, 64)).toEqual({ path: 'mma', queryTile: [8, 8], querySubgroups: 4, keyTile: [4, 8], keySubgroups: 2, chunk: 16, tightScratch: true, dqSharedScratch: true });
+    expect(config([128, 128], [7, 7], 8, 64)).toEqual({ path: 'mma', queryTile: [8, 8], querySubgroups: 4, keyTile: [4, 8], keySubgroups: 2, chunk: 16, tightScratch: true, dqSharedScratch: true, dqPadS: true, dkvPadS: true });
     expect(config([256, 256], [15, 15], 16, 64)).toMatchObject({ querySubgroups: 4, keySubgroups: 2, chunk: 16, tightScratch: true, dqSharedScratch: true });
     expect(config([256, 256], [80, 80], 24, 128)).toEqual({ path: 'mma', queryTile: [8, 8], querySubgroups: 4, keyTile: [8, 16], keySubgroups: 8, chunk: 16 });
-    expect(config([16, 32, 32], [3, 7, 7], 8, 64)).toEqual({ path: 'mma', queryTile: [2, 4, 8], querySubgroups: 4, keyTile: [2, 4, 4], keySubgroups: 2, chunk: 16, tightScratch: true, dqSharedScratch: true });
+    expect(config([16, 32, 32], [3, 7, 7], 8, 64)).toEqual({ path: 'mma', queryTile: [2, 4, 8], querySubgroups: 4, keyTile: [2, 4, 4], keySubgroups: 2, chunk: 16, tightScratch: true, dqSharedScratch: true, dqPadS: true, dkvPadS: true });
     // 1-D small windows: dkv 2, unpadded (1-D 4096, session 10: dkv 77.6 us with 4 padded, 88.4 with 2 padded, 71.8
     // with 2 unpadded); dq 4 with one scratch (session 11: 37.5 us against 46.9 with 2 and two scratches).
-    expect(config([4096], [127], 8, 64)).toEqual({ path: 'mma', queryTile: [64], querySubgroups: 4, keyTile: [32], keySubgroups: 2, chunk: 16, tightScratch: true, dqSharedScratch: true });
+    expect(config([4096], [127], 8, 64)).toEqual({ path: 'mma', queryTile: [64], querySubgroups: 4, keyTile: [32], keySubgroups: 2, chunk: 16, tightScratch: true, dqSharedScratch: true, dqPadS: true, dkvPadS: true });
     // 2047 keys at head dim 64: dq with 8, dkv with 4 (8 measured slower for dkv there), padded, dq with one scratch
     // (session 11, the whole backward: 6.71 -> 6.14 ms).
     expect(config([32768], [2047], 8, 64)).toEqual({ path: 'mma', queryTile: [128], querySubgroups: 8, keyTile: [64], keySubgroups: 4, chunk: 16, dqSharedScratch: true });
@@ -138,6 +138,11 @@ describe('tensor-core (mma) backward, emulated on this adapter, against the CPU 
     { name: 'dq one scratch: 2-D 14x17 K=5x7, GQA 4/2 heads, Dv=32, 16-row chunks, unpadded', spatial: [14, 17], kernelSize: [5, 7], heads: 4, headsKv: 2, dim: 16, dimV: 32, config: { queryTile: [4, 8], querySubgroups: 2, keyTile: [8, 8], keySubgroups: 4, chunk: 16, tightScratch: true, dqSharedScratch: true } },
     { name: 'dq one scratch: 2-D 16x18 K=7x5 at head dim 64, dq 4 subgroups, dkv 2 (the small-window default)', spatial: [16, 18], kernelSize: [7, 5], dim: 64, config: { queryTile: [8, 8], querySubgroups: 4, keyTile: [4, 8], keySubgroups: 2, chunk: 16, tightScratch: true, dqSharedScratch: true } },
     { name: 'dq one scratch: 3-D 5x7x9 K=3x3x5 causal on axis 2, 32-row chunks, padded', spatial: [5, 7, 9], kernelSize: [3, 3, 5], dim: 32, causal: [false, false, true], config: { queryTile: [2, 4, 4], querySubgroups: 2, keyTile: [2, 4, 4], keySubgroups: 2, chunk: 32, dqSharedScratch: true } },
+    // Scratch rows padded, P/dS rows exact (dqPadS, dkvPadS; the small-window default where free): the default's
+    // shape, GQA, Dv != D, 3-D causal with 32-row chunks, each kernel alone.
+    { name: 'scratch padded: 2-D 16x18 K=7x5 at head dim 64, the small-window default', spatial: [16, 18], kernelSize: [7, 5], dim: 64, config: { queryTile: [8, 8], querySubgroups: 4, keyTile: [4, 8], keySubgroups: 2, chunk: 16, tightScratch: true, dqSharedScratch: true, dqPadS: true, dkvPadS: true } },
+    { name: 'scratch padded: 2-D 14x17 K=5x7, GQA 4/2 heads, Dv=32, dq two scratches, dkv only', spatial: [14, 17], kernelSize: [5, 7], heads: 4, headsKv: 2, dim: 16, dimV: 32, config: { queryTile: [4, 8], querySubgroups: 2, keyTile: [8, 8], keySubgroups: 4, chunk: 16, tightScratch: true, dkvPadS: true } },
+    { name: 'scratch padded: 3-D 5x7x9 K=3x3x5 causal on axis 2, 32-row chunks, dq only', spatial: [5, 7, 9], kernelSize: [3, 3, 5], dim: 32, causal: [false, false, true], config: { queryTile: [2, 4, 4], querySubgroups: 2, keyTile: [2, 4, 4], keySubgroups: 2, chunk: 32, tightScratch: true, dqPadS: true } },
     // dq's dS over the staged V rows (opt-in dqDsOverV), with one and with two scratches; GQA, Dv != D, 3-D causal.
     // Writing dS over the K rows instead (which dQ += dS K reads) fails them.
     { name: 'dS over V: 2-D 16x18 K=7x5 at head dim 64, the small-window default plus dS over V', spatial: [16, 18], kernelSize: [7, 5], dim: 64, config: { queryTile: [8, 8], querySubgroups: 4, keyTile: [4, 8], keySubgroups: 2, chunk: 16, tightScratch: true, dqSharedScratch: true, dqDsOverV: true } },

@@ -141,7 +141,10 @@ function backwardVariants(rank: NaRank, def: MmaBackwardConfig, g: FusedBackward
     if (twice) split.push([`dkv-split sg${twice.keySubgroups}`, twice]);
     if (same && qTile) split.push(['both-split', { ...same, queryTile: qTile, dqHeadSplit: true, dqSharedScratch: false }]);
   }
-  return [...chunks, ...tight, ...shared, ...dsv, ...split].filter(([, c]) => fits(c));
+  // --skew true: the default without its scratch padding, and with it in one kernel only (dqPadS, dkvPadS).
+  const { dqPadS: _dq, dkvPadS: _dkv, ...bare } = def;
+  const pads = values.skew === 'true' ? ([['no-pads', bare], ['dq-pads', { ...bare, dqPadS: true }], ['dkv-pads', { ...bare, dkvPadS: true }]] as const) : [];
+  return [...chunks, ...tight, ...shared, ...dsv, ...split, ...pads].filter(([, c]) => fits(c));
 }
 
 let failures = 0;

@@ -114,11 +114,14 @@ describe('tensor-core (mma) forward: availability, config choice and the default
     const ctx = fakeTensorCoreContext();
     expect(MMA_LARGE_WINDOW).toBe(4096);
     // H200, same run against 8 subgroups with padded rows: 1498 -> 1385 us, 38.5 -> 33.4 us, 146 -> 121 us.
-    expect(defaultMmaConfig(ctx, problem([32768], [2047], { causal: true }))).toEqual({ path: 'mma', queryTile: [64], keyChunk: 16, subgroups: 4, tightScratch: true });
-    expect(defaultMmaConfig(ctx, problem([4096], [127]))).toEqual({ path: 'mma', queryTile: [64], keyChunk: 16, subgroups: 4, tightScratch: true });
-    expect(defaultMmaConfig(ctx, problem([128, 128], [7, 7]))).toEqual({ path: 'mma', queryTile: [8, 8], keyChunk: 16, subgroups: 4, tightScratch: true });
-    expect(defaultMmaConfig(ctx, problem([128, 128], [13, 13], { dilation: 2 }))).toMatchObject({ keyChunk: 16, subgroups: 4, tightScratch: true });
-    // 3-D: 2 subgroups (338 -> 234 us; 268 with 4).
+    // S rows padded where that keeps 4 workgroups per compute unit (48 KiB: 11,024 -> 12,048 bytes in 1-D, 10,832 ->
+    // 11,856 in 2-D; H200 session 13: 33.6 -> 31.9 us, 116.0 -> 112.7 us).
+    expect(defaultMmaConfig(ctx, problem([32768], [2047], { causal: true }))).toEqual({ path: 'mma', queryTile: [64], keyChunk: 16, subgroups: 4, tightScratch: true, padS: true });
+    expect(defaultMmaConfig(ctx, problem([4096], [127]))).toEqual({ path: 'mma', queryTile: [64], keyChunk: 16, subgroups: 4, tightScratch: true, padS: true });
+    expect(defaultMmaConfig(ctx, problem([128, 128], [7, 7]))).toEqual({ path: 'mma', queryTile: [8, 8], keyChunk: 16, subgroups: 4, tightScratch: true, padS: true });
+    expect(defaultMmaConfig(ctx, problem([128, 128], [13, 13], { dilation: 2 }))).toMatchObject({ keyChunk: 16, subgroups: 4, tightScratch: true, padS: true });
+    // 3-D: 2 subgroups (338 -> 234 us; 268 with 4); no padding there, which would cost a workgroup per unit (7,760 ->
+    // 8,272 bytes: 6 -> 5; 222.5 -> 233.7 us).
     expect(defaultMmaConfig(ctx, problem([16, 32, 32], [3, 7, 7]))).toEqual({ path: 'mma', queryTile: [2, 4, 4], keyChunk: 16, subgroups: 2, tightScratch: true });
     // Large windows: 32-key chunks (FLUX-like 45.3 vs 55.2 ms with 16), 8 subgroups; 4 where 8 give too few workgroups.
     expect(defaultMmaConfig(ctx, problem([256, 256], [80, 80], { heads: 24, dim: 128 }))).toEqual({ path: 'mma', queryTile: [16, 8], keyChunk: 32, subgroups: 8 });

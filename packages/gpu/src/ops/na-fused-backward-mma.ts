@@ -22,7 +22,7 @@ import {
   tileShapes,
 } from '@natten-web/wgsl';
 import { type DispatchCommand, foldWorkgroups, type GpuContext, type GpuTensor } from '../context.ts';
-import { MMA_LARGE_WINDOW, mmaAvailability, packedCoordsFit, windowKeys } from './na-fused-forward-mma.ts';
+import { MMA_LARGE_WINDOW, mmaAvailability, packedCoordsFit, paddingIsFree, windowKeys } from './na-fused-forward-mma.ts';
 import { sgmatProblemFit } from './na-fused-forward-sgmat.ts';
 import { memoKernel, memoPerContext } from './op.ts';
 
@@ -71,6 +71,12 @@ export interface MmaBackwardConfig {
   readonly dqHeadSplit?: boolean;
   /** The dkv kernel with two subgroups per 16 key rows, each owning half of the head dims (as `dqHeadSplit`). */
   readonly dkvHeadSplit?: boolean;
+  /**
+   * The dq / dkv kernel's f32 scratch rows padded, its P/dS rows exact (with `tightScratch`; see
+   * `FusedBackwardMmaSpec.padS`). The default takes each wherever the padding is free (`paddingIsFree`).
+   */
+  readonly dqPadS?: boolean;
+  readonly dkvPadS?: boolean;
 }
 
 /** Why the mma backward cannot run this problem (dtype, head dims, rpb), or undefined. */
@@ -93,6 +99,7 @@ function specOf(problem: FusedBackwardProblem, config: MmaBackwardConfig, kernel
     ...(kernel === 'dq' && config.dqSharedScratch === true ? { sharedScratch: true } : {}),
     ...(kernel === 'dq' && config.dqDsOverV === true ? { dsOverV: true } : {}),
     ...((kernel === 'dq' ? config.dqHeadSplit : config.dkvHeadSplit) === true ? { headSplit: true } : {}),
+    ...((kernel === 'dq' ? config.dqPadS : config.dkvPadS) === true ? { padS: true } : {}),
     ...(packedCoordsFit(problem) ? { packedCoords: true } : {}),
   };
 }
@@ -190,7 +197,7 @@ function chooseMmaBackwardConfig(ctx: GpuContext, problem: FusedBackwardProblem)
   const dq = pick('dq', small ? [4, 2, 8] : wide ? [4, 8, 2] : [8, 4, 2]);
   const dkv = pick('dkv', large ? [8, 4, 2] : small ? [2, 4, 8] : [4, 2, 8]);
   if (!dq || !dkv) return undefined;
-  return {
+  const config: MmaBackwardConfig = {
     path: 'mma',
     queryTile: dq.tile,
     querySubgroups: dq.subgroups,
@@ -200,6 +207,12 @@ function chooseMmaBackwardConfig(ctx: GpuContext, problem: FusedBackwardProblem)
     ...(small ? { tightScratch: true } : {}),
     ...(small || !wide ? { dqSharedScratch: true } : {}),
   };
+  if (!small) return config;
+  // Each kernel's scratch rows padded where that keeps its workgroups per compute unit.
+  const bytes = (c: MmaBackwardConfig, kernel: 'dq' | 'dkv'): number => fusedBackwardMmaWorkgroupBytes(specOf(problem, c, kernel), kernel);
+  const padded: MmaBackwardConfig = { ...config, dqPadS: true, dkvPadS: true };
+  const free = (kernel: 'dq' | 'dkv'): boolean => kernelFits(ctx, problem, padded, kernel) && paddingIsFree(ctx, bytes(config, kernel), bytes(padded, kernel));
+  return { ...config, ...(free('dq') ? { dqPadS: true } : {}), ...(free('dkv') ? { dkvPadS: true } : {}) };
 }
 
 /**

@@ -66,7 +66,12 @@ export interface MmaForwardConfig {
    * to 4 subgroups at 16-key chunks). Timed on an H200 no faster than the defaults; no default or tune takes it.
    */
   readonly pOverK?: boolean;
-  /** Opt-in: S rows padded, P rows exact (with `tightScratch`; see `FusedForwardMmaSpec.padS`). */
+  /**
+   * S rows padded, P rows exact (with `tightScratch`; see `FusedForwardMmaSpec.padS`). The float16 default takes it
+   * wherever the padding is free (`paddingIsFree`: as many workgroups per compute unit either way). H200, same call
+   * (session 13): 1-D L=4096 K=127 33.6 -> 31.9 us, 1-D K=2047 causal 1402 -> 1386, 2-D 128x128 K=7 116.0 -> 112.7,
+   * K=13 dilated 169.6 -> 166.2, 256x256 K=15 1402 -> 1375; 3-D (where it costs a workgroup per SM) 222.5 -> 233.7.
+   */
   readonly padS?: boolean;
   /** Opt-in: the softmax reads S and writes P along a bank-conflict-free rotation (see `FusedForwardMmaSpec.skewSoftmax`; no rpb). */
   readonly skewSoftmax?: boolean;
@@ -271,7 +276,28 @@ export const MMA_LARGE_WINDOW = 4096;
  *   windows: 8 subgroups, K and V side by side (FLUX-like float32 85.9 ms, 86.7 in turn).
  */
 export function defaultMmaConfig(ctx: GpuContext, problem: FusedProblem): MmaForwardConfig | undefined {
-  return memoPerContext(ctx, 'mma-forward-config', problem, () => chooseMmaConfig(ctx, problem));
+  return memoPerContext(ctx, 'mma-forward-config', problem, () => {
+    const c = chooseMmaConfig(ctx, problem);
+    if (!c || problem.dtype === 'float32' || c.tightScratch !== true) return c;
+    const padded: MmaForwardConfig = { ...c, padS: true };
+    const bytes = (x: MmaForwardConfig): number => fusedForwardMmaWorkgroupBytes(mmaSpec(problem, x));
+    return mmaConfigFits(ctx, problem, padded) && paddingIsFree(ctx, bytes(c), bytes(padded)) ? padded : c;
+  });
+}
+
+/**
+ * Workgroups of `bytes` workgroup memory that one compute unit holds at once, counting memory only: the device's
+ * per-workgroup limit divided by `bytes`. On an H200 (Dawn/Vulkan, 48 KiB per workgroup) a kernel that only sits
+ * resident showed exactly that for every size from 4 to 48 KiB and 64 to 256 invocations (session 13,
+ * `mma-device.mjs --mode occupancy`): the driver gives each SM 48 KiB of shared memory for these kernels.
+ */
+export function residentWorkgroups(ctx: GpuContext, bytes: number): number {
+  return Math.floor(ctx.limits.maxComputeWorkgroupStorageSize / Math.max(1, bytes));
+}
+
+/** Whether growing a kernel's workgroup memory from `bytes` to `padded` leaves `residentWorkgroups` unchanged. */
+export function paddingIsFree(ctx: GpuContext, bytes: number, padded: number): boolean {
+  return residentWorkgroups(ctx, padded) === residentWorkgroups(ctx, bytes);
 }
 
 function chooseMmaConfig(ctx: GpuContext, problem: FusedProblem): MmaForwardConfig | undefined {

@@ -88,10 +88,15 @@ export interface FusedBackwardMmaSpec {
    * the caller guarantees every group extent is at most `mmaPackedMaxExtent(rank)`. Absent = a vec4<i32> per row.
    */
   readonly packedCoords?: boolean;
+  /**
+   * The f32 scratch rows (S, dP) padded by 4 floats while the f16 P/dS rows stay exactly the chunk, with
+   * `tightScratch` (as the forward's `padS`). Absent = both as `tightScratch` says.
+   */
+  readonly padS?: boolean;
 }
 
-function layout(spec: Pick<FusedBackwardMmaSpec, 'dim' | 'dimV' | 'chunk' | 'subgroups' | 'tightScratch'>): MmaLayout {
-  return mmaLayout(spec.dim, spec.dimV, spec.chunk, spec.subgroups, spec.tightScratch === true);
+function layout(spec: Pick<FusedBackwardMmaSpec, 'dim' | 'dimV' | 'chunk' | 'subgroups' | 'tightScratch' | 'padS'>): MmaLayout {
+  return mmaLayout(spec.dim, spec.dimV, spec.chunk, spec.subgroups, spec.tightScratch === true, spec.padS === true);
 }
 
 /** The sizes both kernels derive from a spec: workgroup size, vec4 and fragment counts, staging threads per row. */
@@ -123,7 +128,7 @@ function sizes(spec: FusedBackwardMmaSpec) {
 
 /** Bytes of workgroup memory of either kernel (staging, two f32 scratches, P/dS, per-chunk row tables). */
 export function fusedBackwardMmaWorkgroupBytes(
-  spec: Pick<FusedBackwardMmaSpec, 'dim' | 'dimV' | 'chunk' | 'subgroups' | 'tightScratch' | 'sharedScratch' | 'dsOverV' | 'headSplit' | 'packedCoords'>,
+  spec: Pick<FusedBackwardMmaSpec, 'dim' | 'dimV' | 'chunk' | 'subgroups' | 'tightScratch' | 'sharedScratch' | 'dsOverV' | 'headSplit' | 'packedCoords' | 'padS'>,
   kernel: 'dq' | 'dkv',
 ): number {
   const l = layout(spec);
@@ -144,6 +149,7 @@ export function fusedBackwardMmaSpecProblem(spec: FusedBackwardMmaSpec): string 
   if (mmaPassRows(l, Math.max(l.ldk, l.ldv)) < F) return `head dims ${spec.dim}/${spec.dimV} are too large for chunk ${spec.chunk}`;
   if (spec.dsOverV === true && l.rows * l.ldp > spec.chunk * l.ldv) return `dsOverV: dS (${l.rows} rows of ${l.ldp}) does not fit the chunk's V rows (${spec.chunk} of ${l.ldv})`;
   if (spec.packedCoords === true && spec.rank < 2) return `packedCoords needs rank 2 or 3 (rank ${spec.rank})`;
+  if (spec.padS === true && spec.tightScratch !== true) return 'padS needs tightScratch (the padded layout already pads the scratch)';
   if (spec.headSplit === true) {
     if (spec.dim % (2 * F) !== 0 || spec.dimV % (2 * F) !== 0) return `headSplit: head dims ${spec.dim}/${spec.dimV} must be multiples of ${2 * F} (a whole number of fragments per half)`;
     if (spec.sharedScratch === true || spec.dsOverV === true) return 'headSplit does not combine with sharedScratch or dsOverV (the scratch holds both partial products)';

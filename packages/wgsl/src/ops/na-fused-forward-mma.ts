@@ -548,7 +548,7 @@ const range = (n: number): number[] => Array.from({ length: n }, (_, i) => i);
  * Workgroup-memory layout of the mma kernels: 16 rows per subgroup; a staging area for one chunk of rows of both
  * head dims (K and V, or Q and dO), rows padded by 8 halves (bank conflicts; 16-byte matrix strides); an f32 scratch
  * row of `chunk + 4` and an f16 P row of `chunk + 8` per fragment row, or of exactly `chunk` with `tightScratch`
- * (less workgroup memory; the kernels' `tightScratch` spec field).
+ * (less workgroup memory; the kernels' `tightScratch` spec field), S rows still padded with `padS`.
  */
 export interface MmaLayout {
   readonly rows: number;
@@ -560,10 +560,10 @@ export interface MmaLayout {
   readonly stageElems: number;
 }
 
-export function mmaLayout(dim: number, dimV: number, chunk: number, subgroups: number, tightScratch = false): MmaLayout {
+export function mmaLayout(dim: number, dimV: number, chunk: number, subgroups: number, tightScratch = false, padS = false): MmaLayout {
   const ldk = dim + 8;
   const ldv = dimV + 8;
-  return { rows: F * subgroups, ldk, ldv, lds: tightScratch ? chunk : chunk + 4, ldp: tightScratch ? chunk : chunk + 8, stageElems: chunk * (ldk + ldv) };
+  return { rows: F * subgroups, ldk, ldv, lds: tightScratch && !padS ? chunk : chunk + 4, ldp: tightScratch ? chunk : chunk + 8, stageElems: chunk * (ldk + ldv) };
 }
 
 /** Rows of stride `ld` one pass through the staging area gathers: a multiple of 16, at most the layout's rows. */
@@ -601,8 +601,7 @@ export function mmaShapeProblem(o: {
 }
 
 function layout(spec: Pick<FusedForwardMmaSpec, 'dim' | 'dimV' | 'keyChunk' | 'subgroups' | 'tightScratch' | 'kvInTurn' | 'padS'>): MmaLayout {
-  const l0 = mmaLayout(spec.dim, spec.dimV, spec.keyChunk, spec.subgroups, spec.tightScratch === true);
-  const l = spec.padS === true ? { ...l0, lds: spec.keyChunk + 4 } : l0;
+  const l = mmaLayout(spec.dim, spec.dimV, spec.keyChunk, spec.subgroups, spec.tightScratch === true, spec.padS === true);
   return spec.kvInTurn === true ? { ...l, stageElems: spec.keyChunk * Math.max(l.ldk, l.ldv) } : l;
 }
 
