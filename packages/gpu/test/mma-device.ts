@@ -55,7 +55,7 @@ console.log(`mma path: ${'why' in avail ? `unavailable (${avail.why})` : 'availa
 
 
 function label(c: MmaForwardConfig): string {
-  return `q=${c.queryTile.join('x')} bk=${c.keyChunk} nsg=${c.subgroups}${c.tightScratch ? ' tight' : ''}${c.kvInTurn ? ' inturn' : ''}${c.pOverK ? ' pk' : ''}${c.padS ? ' padS' : ''}${c.skewSoftmax ? ' skew' : ''}`;
+  return `q=${c.queryTile.join('x')} bk=${c.keyChunk} nsg=${c.subgroups}${c.tightScratch ? ' tight' : ''}${c.kvInTurn ? ' inturn' : ''}${c.pOverK ? ' pk' : ''}${c.padS ? ' padS' : ''}${c.skewSoftmax ? ' skew' : ''}${c.wideLoads ? ' wide' : ''}`;
 }
 
 /**
@@ -76,7 +76,9 @@ function twinVariants(problem: FusedProblem, ...configs: MmaForwardConfig[]): Mm
     values.skew !== 'true' || problem.hasRpb
       ? []
       : configs.flatMap((c) => [{ ...c, skewSoftmax: true }, ...(c.tightScratch === true ? [{ ...c, padS: true }, { ...c, padS: true, skewSoftmax: true }] : [])]);
-  return [...tight, ...inTurn, ...[...pOverK, ...skew].filter((c) => mmaConfigFits(ctx, problem, c))];
+  // With `--wide true`: each config's twin with 16-byte K and V loads (opt-in `wideLoads`, float16).
+  const wide = values.wide !== 'true' || problem.dtype === 'float32' ? [] : configs.map((c) => ({ ...c, wideLoads: true }));
+  return [...tight, ...inTurn, ...[...pOverK, ...skew, ...wide].filter((c) => mmaConfigFits(ctx, problem, c))];
 }
 
 /** `--nsg 1,2`: keep the configs with these subgroup counts (all when absent). */

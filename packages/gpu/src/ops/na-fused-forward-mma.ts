@@ -75,6 +75,8 @@ export interface MmaForwardConfig {
   readonly padS?: boolean;
   /** Opt-in: the softmax reads S and writes P along a bank-conflict-free rotation (see `FusedForwardMmaSpec.skewSoftmax`; no rpb). */
   readonly skewSoftmax?: boolean;
+  /** Opt-in: K and V loaded 16 bytes at a time (float16; see `FusedForwardMmaSpec.wideLoads`). */
+  readonly wideLoads?: boolean;
 }
 
 /**
@@ -122,6 +124,7 @@ function mmaSpec(problem: FusedProblem, config: MmaForwardConfig): FusedForwardM
     ...(config.pOverK === true ? { pOverK: true } : {}),
     ...(config.padS === true ? { padS: true } : {}),
     ...(config.skewSoftmax === true ? { skewSoftmax: true } : {}),
+    ...(config.wideLoads === true ? { wideLoads: true } : {}),
     hasLse: problem.hasLse,
     ...(problem.hasRpb ? { hasRpb: true } : {}),
     ...(problem.dtype === 'float32' ? { split: true } : {}),

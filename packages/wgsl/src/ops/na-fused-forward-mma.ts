@@ -57,9 +57,11 @@ export const COORD = ['x', 'y', 'z'];
  * WGSL storage declarations of the mma kernels' bindings, each with its element type (by binding name); `tensor` is
  * the element type of the tensors (f32 for the split forward).
  */
-export function mmaBindingDecls(bindings: readonly StorageBinding[], tensor: 'f16' | 'f32' = 'f16'): string {
-  // f32 rows (logsumexp, delta) and scales, scalars of the tensor type (rpb), vec4s of it (everything else).
-  const elem = (name: string): string => (name === 'logsumexp' || name === 'delta' || name === 'scales' ? 'f32' : name === 'rpb' ? tensor : `vec4<${tensor}>`);
+export function mmaBindingDecls(bindings: readonly StorageBinding[], tensor: 'f16' | 'f32' = 'f16', wide: readonly string[] = []): string {
+  // f32 rows (logsumexp, delta) and scales, scalars of the tensor type (rpb), vec4s of it (everything else); the
+  // `wide` ones as vec4<u32> (16 bytes: eight halves per load).
+  const elem = (name: string): string =>
+    wide.includes(name) ? 'vec4<u32>' : name === 'logsumexp' || name === 'delta' || name === 'scales' ? 'f32' : name === 'rpb' ? tensor : `vec4<${tensor}>`;
   return bindings.map((b, i) => `@group(0) @binding(${i}) var<storage, ${b.access}> ${b.name}: array<${elem(b.name)}>;`).join('\n');
 }
 
@@ -142,6 +144,11 @@ interface StagingShape {
   readonly split?: MmaSplitStaging;
   /** Key coordinates packed into one u32 per key (`mmaPackedCoords`); absent = a vec4<i32> per key. */
   readonly packed?: boolean;
+  /**
+   * 16-byte loads (f16, no split): K and V read as vec4<u32> through `load_k8` / `load_v8` (eight halves each),
+   * `d4` / `dv4` still counting vec4s of halves. Absent = 8-byte vec4<f16> loads.
+   */
+  readonly wide?: boolean;
 }
 
 /**
@@ -216,11 +223,20 @@ export function stagingPartGuard(n: number, tpk: number, d4: number, i: number):
   return n * tpk === d4 ? '' : `if (st_sub + ${i * tpk}u < ${d4}u) `;
 }
 
+/** Loads per staged row part: vec4s of the tensor type, or 16-byte units (two vec4<f16>) when `wide`. */
+const units = (o: StagingShape, n4: number): number => (o.wide === true ? n4 / 2 : n4);
+
 function fetchCounts(o: StagingShape): { nk: number; nv: number } {
-  return { nk: Math.ceil(o.d4 / o.tpk), nv: Math.ceil(o.dv4 / o.tpk) };
+  return { nk: Math.ceil(units(o, o.d4) / o.tpk), nv: Math.ceil(units(o, o.dv4) / o.tpk) };
 }
 
-const fetchType = (o: StagingShape): string => `vec4<${o.split ? 'f32' : 'f16'}>`;
+const fetchType = (o: StagingShape): string => (o.wide === true ? 'vec4<u32>' : `vec4<${o.split ? 'f32' : 'f16'}>`);
+const fetchZero = (o: StagingShape): string => `${fetchType(o)}(${o.wide === true ? '0u' : '0.0'})`;
+
+/** WGSL storing 16-byte unit `u` (eight halves in a vec4<u32>) to f16 array `arr` at `at` .. `at + 7`. */
+function storeWide(arr: string, at: string, u: string): string {
+  return `{ let wa = vec4<f16>(bitcast<vec2<f16>>(${u}.x), bitcast<vec2<f16>>(${u}.y)); let wb = vec4<f16>(bitcast<vec2<f16>>(${u}.z), bitcast<vec2<f16>>(${u}.w)); ${store4(arr, at, 'wa')} ${store4(arr, `${at} + 4u`, 'wb')} }`;
+}
 
 /** WGSL storing vec4 `v` to `arr` at `at`; with a split, `v` times `scale` as hi to `arr` and lo to `split.lo`. */
 export function storeSplit4(arr: string, at: string, v: string, split?: { readonly lo: string }, scale?: string): string {
@@ -304,10 +320,10 @@ function mmaFetchDecls(o: StagingShape & { readonly r: number }): string {
   return `  let st_row = lid / ${o.tpk}u;
   let st_sub = lid % ${o.tpk}u;
 ${keyCursor(o.r, o.split !== undefined).decls}${range(nk)
-  .map((i) => `  var pk_${i} = ${fetchType(o)}(0.0);`)
+  .map((i) => `  var pk_${i} = ${fetchZero(o)};`)
   .join('\n')}
 ${range(nv)
-  .map((i) => `  var pv_${i} = ${fetchType(o)}(0.0);`)
+  .map((i) => `  var pv_${i} = ${fetchZero(o)};`)
   .join('\n')}
   var pkc = ${keyCoords(o).none};`;
 }
@@ -322,10 +338,10 @@ function mmaFetchKeyChunk(o: StagingShape & { readonly r: number }, c0: string, 
 ${ind}  let kbox = ${c0} + st_row;
 ${ind}  pkc = ${keyCoords(o).none};
 ${range(nk)
-  .map((i) => `${ind}  pk_${i} = ${fetchType(o)}(0.0);`)
+  .map((i) => `${ind}  pk_${i} = ${fetchZero(o)};`)
   .join('\n')}
 ${range(nv)
-  .map((i) => `${ind}  pv_${i} = ${fetchType(o)}(0.0);`)
+  .map((i) => `${ind}  pv_${i} = ${fetchZero(o)};`)
   .join('\n')}
 ${ind}  if (kbox < box_n) {
 ${keyCursor(o.r, o.split !== undefined).row(`${ind}    `)}
@@ -337,10 +353,10 @@ ${ind}    pkc = ${
             .join(', ')}${', 0'.repeat(4 - o.r)})`
     };
 ${range(nk)
-  .map((i) => `${ind}    ${guard(nk, o.d4, i)}{ pk_${i} = load_k(krow * HEAD_DIM, st_sub + ${i * o.tpk}u); }`)
+  .map((i) => `${ind}    ${guard(nk, units(o, o.d4), i)}{ pk_${i} = ${o.wide === true ? 'load_k8(krow * (HEAD_DIM / 8u)' : 'load_k(krow * HEAD_DIM'}, st_sub + ${i * o.tpk}u); }`)
   .join('\n')}
 ${range(nv)
-  .map((i) => `${ind}    ${guard(nv, o.dv4, i)}{ pv_${i} = load_v(krow * HEAD_DIM_V, st_sub + ${i * o.tpk}u); }`)
+  .map((i) => `${ind}    ${guard(nv, units(o, o.dv4), i)}{ pv_${i} = ${o.wide === true ? 'load_v8(krow * (HEAD_DIM_V / 8u)' : 'load_v(krow * HEAD_DIM_V'}, st_sub + ${i * o.tpk}u); }`)
   .join('\n')}
 ${ind}  }
 ${keyCursor(o.r, o.split !== undefined).advance(`${ind}  `)}${ind}}`;
@@ -352,11 +368,14 @@ type CommitParts = 'k' | 'v' | 'both';
 function mmaCommitKeyChunk(o: StagingShape & { readonly arr: string; readonly voff: number }, parts: CommitParts = 'both'): string {
   const { nk, nv } = fetchCounts(o);
   const guard = (n: number, d4: number, i: number): string => stagingPartGuard(n, o.tpk, d4, i);
+  // A wide unit covers eight halves of its row, a vec4 four.
+  const step = o.wide === true ? 8 : 4;
+  const put = (at: string, x: string, scale?: string): string => (o.wide === true ? storeWide(o.arr, at, x) : storeSplit4(o.arr, at, x, o.split, scale));
   const k = range(nk)
-    .map((i) => `    ${guard(nk, o.d4, i)}{ ${storeSplit4(o.arr, `st_row * LDK + 4u * (st_sub + ${i * o.tpk}u)`, `pk_${i}`, o.split, o.split?.scaleK)} }`)
+    .map((i) => `    ${guard(nk, units(o, o.d4), i)}{ ${put(`st_row * LDK + ${step}u * (st_sub + ${i * o.tpk}u)`, `pk_${i}`, o.split?.scaleK)} }`)
     .join('\n');
   const v = range(nv)
-    .map((i) => `    ${guard(nv, o.dv4, i)}{ ${storeSplit4(o.arr, `${o.voff}u + st_row * LDV + 4u * (st_sub + ${i * o.tpk}u)`, `pv_${i}`, o.split, o.split?.scaleV)} }`)
+    .map((i) => `    ${guard(nv, units(o, o.dv4), i)}{ ${put(`${o.voff}u + st_row * LDV + ${step}u * (st_sub + ${i * o.tpk}u)`, `pv_${i}`, o.split?.scaleV)} }`)
     .join('\n');
   const kc = `    if (st_sub == 0u) { ${keyCoords(o).store('st_row', 'pkc')} }`;
   const barrier = '    workgroupBarrier();';
@@ -457,6 +476,11 @@ export type FusedForwardMmaSpec = Pick<FusedForwardSpec, 'rank' | 'kernelSize' |
    * columns.
    */
   readonly skewSoftmax?: boolean;
+  /**
+   * K and V loaded 16 bytes (eight halves) per load instead of 8 (float16 only): half the staging's global loads
+   * per thread. Absent = vec4<f16> loads.
+   */
+  readonly wideLoads?: boolean;
 };
 
 const F = MMA_FRAGMENT;
@@ -632,6 +656,7 @@ export function fusedForwardMmaSpecProblem(spec: FusedForwardMmaSpec): string | 
   }
   if (spec.padS === true && spec.tightScratch !== true) return 'padS needs tightScratch (the padded layout already pads S)';
   if (spec.skewSoftmax === true && spec.hasRpb === true) return 'skewSoftmax has no rpb form';
+  if (spec.wideLoads === true && spec.split === true) return 'wideLoads is for float16 tensors (the split loads f32)';
   if (spec.packedCoords === true && (spec.rank < 2 || spec.hasRpb === true)) return `packedCoords needs rank 2 or 3 without rpb (rank ${spec.rank}${spec.hasRpb === true ? ', rpb' : ''})`;
   return rpbWindowProblem(spec);
 }
@@ -671,7 +696,8 @@ export function generateFusedForwardMma(spec: FusedForwardMmaSpec): GeneratedKer
   const RESULT = `subgroup_matrix_result<f32, ${F}, ${F}>`;
   const uniforms = fusedForwardUniformFields(r);
   const bindings: StorageBinding[] = [...fusedForwardBindings({ hasRpb: spec.hasRpb === true, hasLse: spec.hasLse }), ...(SPLIT ? [{ name: 'scales', access: 'read' as const }] : [])];
-  const decls = mmaBindingDecls(bindings, T);
+  const WIDE = spec.wideLoads === true;
+  const decls = mmaBindingDecls(bindings, T, WIDE ? ['key', 'value'] : []);
   const split = SPLIT ? { lo: 'kvlo_sh', scaleK: 'sk', scaleV: 'sv' } : undefined;
   // Three multiplies per product with a split (hi hi + hi lo + lo hi), one without.
   const mul = (a: string, aLo: string, b: (lo: boolean) => string, acc: string): string =>
@@ -711,7 +737,7 @@ ${range(D16)
     })
     .join('\n');
 
-  const stagingShape = { r, arr: 'kv_sh', tpk: TPK, d4: D4, dv4: DV4, voff: VOFF, ...(split ? { split } : {}), ...(PACKED ? { packed: true } : {}) };
+  const stagingShape = { r, arr: 'kv_sh', tpk: TPK, d4: D4, dv4: DV4, voff: VOFF, ...(split ? { split } : {}), ...(PACKED ? { packed: true } : {}), ...(WIDE ? { wide: true } : {}) };
   const staging = mmaStagedKeyLoop(stagingShape);
   const turn = mmaStagedKeyLoopInTurn(stagingShape);
 
@@ -873,8 +899,13 @@ ${decls}
 ${uniformDecl(uniforms, bindings.length)}
 ${windowFunctions(spec.kernelSize, spec.causal)}
 ${rowLoader('load_q', 'query', spec.dim, true, T)}
-${rowLoader('load_k', 'key', spec.dim, true, T)}
-${rowLoader('load_v', 'value', spec.dimV, true, T)}
+${
+  WIDE
+    ? `fn load_k8(base: u32, c: u32) -> vec4<u32> { return key[base + c]; }
+fn load_v8(base: u32, c: u32) -> vec4<u32> { return value[base + c]; }`
+    : `${rowLoader('load_k', 'key', spec.dim, true, T)}
+${rowLoader('load_v', 'value', spec.dimV, true, T)}`
+}
 ${SPLIT ? SPLIT_SCALE_FN : ''}
 // Every workgroup variable is a multiple of 16 bytes: matrix stores into workgroup memory misplace data when a
 // variable starts off a 16-byte boundary (seen on NVIDIA through Dawn/Vulkan).
