@@ -216,7 +216,7 @@ export function mmaHelperProblem(p: ForwardTuneProblem): FusedProblem {
 }
 
 export function mmaLabel(c: MmaForwardConfig): string {
-  return `mma q=${fmt(c.queryTile)} bk=${c.keyChunk} sg=${c.subgroups}${c.tightScratch ? ' tight' : ''}${c.kvInTurn ? ' inturn' : ''}${c.pOverK ? ' pk' : ''}`;
+  return `mma q=${fmt(c.queryTile)} bk=${c.keyChunk} sg=${c.subgroups}${c.tightScratch ? ' tight' : ''}${c.kvInTurn ? ' inturn' : ''}${c.pOverK ? ' pk' : ''}${c.padS ? ' padS' : ''}${c.wideLoads ? ' wide' : ''}${c.skewSoftmax ? ' skew' : ''}`;
 }
 
 /**
@@ -275,7 +275,10 @@ export function mmaBackwardSpace(ctx: GpuContext, p: BackwardTuneProblem & { rea
         // both kernels fit.
         const tight: MmaBackwardConfig = { ...c, tightScratch: true };
         all.push(c);
-        for (const y of [{ ...c, dqSharedScratch: true }, tight, { ...tight, dqSharedScratch: true }]) if (mmaBackwardConfigFits(ctx, bp, y)) all.push(y);
+        // Unpadded ones also with both kernels' f32 scratch rows padded (dqPadS, dkvPadS: the default where free).
+        const unpadded: MmaBackwardConfig[] = [tight, { ...tight, dqSharedScratch: true }];
+        const twins = [...unpadded, ...unpadded.map((y) => ({ ...y, dqPadS: true, dkvPadS: true }))];
+        for (const y of [{ ...c, dqSharedScratch: true }, ...twins]) if (mmaBackwardConfigFits(ctx, bp, y)) all.push(y);
       }
     }
   }

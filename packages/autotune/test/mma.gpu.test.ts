@@ -39,14 +39,16 @@ describe('tensor-core (mma) forward configs in the autotuner', () => {
     // The float16 default has unpadded scratch rows; its padded twin is a candidate too, and so is every 16-key
     // config's other layout.
     expect(def.tightScratch).toBe(true);
-    expect(space.candidates[0]?.label).toBe(`mma q=${def.queryTile.join('x')} bk=${def.keyChunk} sg=${def.subgroups} tight`);
+    expect(space.candidates[0]?.label).toBe(`mma q=${def.queryTile.join('x')} bk=${def.keyChunk} sg=${def.subgroups} tight padS`);
     const all = mmaForwardSpace(ctx, K7, { maxCandidates: 1000 }).candidates;
-    const { tightScratch: _t, ...padded } = def;
+    const { tightScratch: _t, padS: _p, ...padded } = def;
     expect(all.filter((c) => JSON.stringify(c.config) === JSON.stringify(padded))).toHaveLength(1);
     // Every subgroup count the H200 timed on sparse windows is a candidate.
     expect(new Set(all.map((c) => c.config.subgroups))).toEqual(new Set([2, 4, 8]));
     const c16 = all.filter((c) => c.config.keyChunk === 16);
-    expect(c16.filter((c) => c.config.tightScratch === true).length).toBe(c16.length / 2);
+    // (each unpadded one also with S padded: padS)
+    expect(c16.filter((c) => c.config.tightScratch === true && c.config.padS !== true).length).toBe(c16.filter((c) => c.config.tightScratch !== true).length);
+    expect(c16.filter((c) => c.config.padS === true).length).toBe(c16.filter((c) => c.config.tightScratch !== true).length);
     // float16 offers no K/V-in-turn twins (timed no faster); float32 offers one for every config (its default).
     expect(all.some((c) => c.config.kvInTurn === true)).toBe(false);
     const split = mmaForwardSpace(ctx, describeForward(parseProblem('na2d 1x128x128x8x64 K=7')), { maxCandidates: 1000 }).candidates;
@@ -83,7 +85,7 @@ describe('tensor-core (mma) forward configs in the autotuner', () => {
     expect(await tabled.selectForwardMma(K7)).toMatchObject({ config: other, source: 'table' });
     expect(await tabled.forwardMma(K7)).toEqual(other);
     // A stored padded-scratch config (the default's twin) runs as stored.
-    const { tightScratch: _t, ...padded } = def;
+    const { tightScratch: _t, padS: _p, ...padded } = def;
     const twin = createAutotuner({ ctx, mode: 'deterministic', table: { ...emptyTable(), entries: { [key]: entry(padded) } }, ...quiet });
     expect(await twin.forwardMma(K7)).toEqual(padded);
     // 16 subgroups do not exist on this path: warned about and skipped.
@@ -112,7 +114,7 @@ describe('tensor-core (mma) backward configs in the autotuner', () => {
     // Every config with padded and with unpadded scratch rows: here the default is unpadded (2-D K=7), its padded
     // twin a candidate.
     expect(def.tightScratch).toBe(true);
-    const { tightScratch: _t, dqSharedScratch: _d, ...padded } = def;
+    const { tightScratch: _t, dqSharedScratch: _d, dqPadS: _dp, dkvPadS: _kp, ...padded } = def;
     expect(space.candidates.filter((c) => JSON.stringify(c.config) === JSON.stringify(padded))).toHaveLength(1);
     // Every config also with the dq kernel's S and dP in one scratch (the default has one here; on windows over 512
     // keys at head dims up to 64 the default is padded with one scratch): every padded config has its unpadded twin,
@@ -122,7 +124,8 @@ describe('tensor-core (mma) backward configs in the autotuner', () => {
     const every = [...space.candidates, ...space.pruned].map((c) => c.config);
     const count = (f: (c: MmaBackwardConfig) => boolean): number => every.filter(f).length;
     expect(count((c) => c.dqSharedScratch === true)).toBe(count((c) => c.dqSharedScratch !== true));
-    expect(count((c) => c.tightScratch !== true)).toBe(count((c) => c.tightScratch === true));
+    expect(count((c) => c.tightScratch !== true)).toBe(count((c) => c.tightScratch === true && c.dqPadS !== true));
+    expect(count((c) => c.dqPadS === true && c.dkvPadS === true)).toBeGreaterThan(0);
     expect(count((c) => c.dqSharedScratch === true && c.tightScratch !== true)).toBeGreaterThan(0);
     // No head splits (timed slower everywhere on the H200).
     expect(count((c) => c.dqHeadSplit === true || c.dkvHeadSplit === true)).toBe(0);
@@ -145,7 +148,7 @@ describe('tensor-core (mma) backward configs in the autotuner', () => {
     expect(await tabled.backwardMma(B7)).toEqual(other);
     // Both scratch layouts and both dq scratch counts of a space config run as stored (both are part of what is
     // compared).
-    const { tightScratch: _t, dqSharedScratch: _d, ...padded } = def;
+    const { tightScratch: _t, dqSharedScratch: _d, dqPadS: _dp, dkvPadS: _kp, ...padded } = def;
     const { dqSharedScratch: _s, ...twoScratches } = def;
     expect(def.dqSharedScratch).toBe(true);
     for (const stored of [def, padded, twoScratches]) {

@@ -116,15 +116,16 @@ describe('tensor-core (mma) forward: availability, config choice and the default
     // H200, same run against 8 subgroups with padded rows: 1498 -> 1385 us, 38.5 -> 33.4 us, 146 -> 121 us.
     // S rows padded where that keeps 4 workgroups per compute unit (48 KiB: 11,024 -> 12,048 bytes in 1-D, 10,832 ->
     // 11,856 in 2-D; H200 session 13: 33.6 -> 31.9 us, 116.0 -> 112.7 us).
-    expect(defaultMmaConfig(ctx, problem([32768], [2047], { causal: true }))).toEqual({ path: 'mma', queryTile: [64], keyChunk: 16, subgroups: 4, tightScratch: true, padS: true });
-    expect(defaultMmaConfig(ctx, problem([4096], [127]))).toEqual({ path: 'mma', queryTile: [64], keyChunk: 16, subgroups: 4, tightScratch: true, padS: true });
+    // 1-D and large windows: 16-byte K/V loads (session 13: 1374 -> 1299 us, 31.3 -> 30.5 us, FLUX-like 41.2 -> 39.4 ms).
+    expect(defaultMmaConfig(ctx, problem([32768], [2047], { causal: true }))).toEqual({ path: 'mma', queryTile: [64], keyChunk: 16, subgroups: 4, tightScratch: true, padS: true, wideLoads: true });
+    expect(defaultMmaConfig(ctx, problem([4096], [127]))).toEqual({ path: 'mma', queryTile: [64], keyChunk: 16, subgroups: 4, tightScratch: true, padS: true, wideLoads: true });
     expect(defaultMmaConfig(ctx, problem([128, 128], [7, 7]))).toEqual({ path: 'mma', queryTile: [8, 8], keyChunk: 16, subgroups: 4, tightScratch: true, padS: true });
     expect(defaultMmaConfig(ctx, problem([128, 128], [13, 13], { dilation: 2 }))).toMatchObject({ keyChunk: 16, subgroups: 4, tightScratch: true, padS: true });
     // 3-D: 2 subgroups (338 -> 234 us; 268 with 4); no padding there, which would cost a workgroup per unit (7,760 ->
     // 8,272 bytes: 6 -> 5; 222.5 -> 233.7 us).
     expect(defaultMmaConfig(ctx, problem([16, 32, 32], [3, 7, 7]))).toEqual({ path: 'mma', queryTile: [2, 4, 4], keyChunk: 16, subgroups: 2, tightScratch: true });
     // Large windows: 32-key chunks (FLUX-like 45.3 vs 55.2 ms with 16), 8 subgroups; 4 where 8 give too few workgroups.
-    expect(defaultMmaConfig(ctx, problem([256, 256], [80, 80], { heads: 24, dim: 128 }))).toEqual({ path: 'mma', queryTile: [16, 8], keyChunk: 32, subgroups: 8 });
+    expect(defaultMmaConfig(ctx, problem([256, 256], [80, 80], { heads: 24, dim: 128 }))).toEqual({ path: 'mma', queryTile: [16, 8], keyChunk: 32, subgroups: 8, wideLoads: true });
     expect(defaultMmaConfig(ctx, problem([8192], [4097], { heads: 2 }))).toMatchObject({ keyChunk: 32, subgroups: 4 });
     // float32 (split): 16-key chunks, K and V in turn, 4 subgroups with padded rows (H200 session 10: 2705 -> 2301
     // us, 251 -> 213 us, 3227 -> 2567 us); 2 subgroups with unpadded rows in 3-D (478 -> 368 us); 2 where 4 give

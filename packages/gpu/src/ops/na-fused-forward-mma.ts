@@ -75,7 +75,11 @@ export interface MmaForwardConfig {
   readonly padS?: boolean;
   /** Opt-in: the softmax reads S and writes P along a bank-conflict-free rotation (see `FusedForwardMmaSpec.skewSoftmax`; no rpb). */
   readonly skewSoftmax?: boolean;
-  /** Opt-in: K and V loaded 16 bytes at a time (float16; see `FusedForwardMmaSpec.wideLoads`). */
+  /**
+   * K and V loaded 16 bytes at a time (float16; see `FusedForwardMmaSpec.wideLoads`). The float16 default takes it
+   * in 1-D and on windows over `MMA_LARGE_WINDOW` keys, where it timed faster (not in 2-D and 3-D small windows,
+   * where it timed 2-10% slower).
+   */
   readonly wideLoads?: boolean;
 }
 
@@ -229,7 +233,9 @@ export function enumerateMmaConfigs(ctx: GpuContext, problem: FusedProblem): Mma
     for (const tile of tileShapes(problem.rank, MMA_FRAGMENT * subgroups)) {
       for (const keyChunk of MMA_KEY_CHUNKS) {
         const config: MmaForwardConfig = { path: 'mma', queryTile: tile, keyChunk, subgroups };
-        const layouts: MmaForwardConfig[] = keyChunk === 16 ? [config, { ...config, tightScratch: true }] : [config];
+        // float16: unpadded ones also with S padded (padS, the default where free).
+        const tight: MmaForwardConfig[] = keyChunk === 16 ? [{ ...config, tightScratch: true }, ...(problem.dtype === 'float32' ? [] : [{ ...config, tightScratch: true, padS: true }])] : [];
+        const layouts: MmaForwardConfig[] = [config, ...tight];
         // float32: each also with K and V in turn (its default; float16 timed no faster with it).
         const twins = problem.dtype === 'float32' ? layouts.flatMap((c) => [c, { ...c, kvInTurn: true }]) : layouts;
         for (const c of twins) if (mmaConfigFits(ctx, problem, c)) all.push(c);
@@ -280,8 +286,13 @@ export const MMA_LARGE_WINDOW = 4096;
  */
 export function defaultMmaConfig(ctx: GpuContext, problem: FusedProblem): MmaForwardConfig | undefined {
   return memoPerContext(ctx, 'mma-forward-config', problem, () => {
-    const c = chooseMmaConfig(ctx, problem);
-    if (!c || problem.dtype === 'float32' || c.tightScratch !== true) return c;
+    const chosen = chooseMmaConfig(ctx, problem);
+    if (!chosen || problem.dtype === 'float32') return chosen;
+    // float16: 16-byte K/V loads in 1-D and on large windows (H200, session 13: 1-D L=4096 K=127 31.3 -> 30.5 us,
+    // K=2047 causal 1374 -> 1299, FLUX-like 41.2 -> 39.4 ms; 2-D K=7 111.5 -> 121.6 and 3-D 220.5 -> 224.1 slower).
+    const wide = problem.rank === 1 || windowKeys(problem) > MMA_LARGE_WINDOW;
+    const c: MmaForwardConfig = wide && mmaConfigFits(ctx, problem, { ...chosen, wideLoads: true }) ? { ...chosen, wideLoads: true } : chosen;
+    if (c.tightScratch !== true) return c;
     const padded: MmaForwardConfig = { ...c, padS: true };
     const bytes = (x: MmaForwardConfig): number => fusedForwardMmaWorkgroupBytes(mmaSpec(problem, x));
     return mmaConfigFits(ctx, problem, padded) && paddingIsFree(ctx, bytes(c), bytes(padded)) ? padded : c;
