@@ -209,7 +209,7 @@ describe('tensor-core (mma) forward, emulated on this adapter, against the CPU r
   interface EmuCase extends EmulatedProblem {
     readonly scale?: number;
     readonly rpb?: boolean;
-    readonly config: { queryTile: number[]; keyChunk: 16 | 32 | 64; subgroups: 2 | 4 | 8; tightScratch?: boolean; kvInTurn?: boolean; pOverK?: boolean; packedCoords?: boolean; padS?: boolean; skewSoftmax?: boolean; wideLoads?: boolean };
+    readonly config: { queryTile: number[]; keyChunk: 16 | 32 | 64; subgroups: 2 | 4 | 8; tightScratch?: boolean; kvInTurn?: boolean; pOverK?: boolean; packedCoords?: boolean; padS?: boolean; skewSoftmax?: boolean; wideLoads?: boolean; fastDivide?: boolean; earlyFetch?: boolean };
   }
   const cases: EmuCase[] = [
     { name: '1-D L=37 K=7, a partial tile', spatial: [37], kernelSize: [7], dim: 16, config: { queryTile: [64], keyChunk: 32, subgroups: 4 } },
@@ -264,6 +264,11 @@ describe('tensor-core (mma) forward, emulated on this adapter, against the CPU r
     { name: 'wide loads: 2-D 19x23 K=7 at head dim 64, 4 subgroups, S padded, packed, rescaling O', spatial: [19, 23], kernelSize: [7, 7], dim: 64, scale: 4, config: { queryTile: [8, 8], keyChunk: 16, subgroups: 4, tightScratch: true, padS: true, packedCoords: true, wideLoads: true } },
     { name: 'wide loads: 3-D 4x10x14 K=3x5x7 dilation 1x2x2 GQA, Dv=48, 2 subgroups', spatial: [4, 10, 14], kernelSize: [3, 5, 7], heads: 2, headsKv: 1, dim: 16, dimV: 48, dilation: [1, 2, 2], config: { queryTile: [1, 4, 8], keyChunk: 16, subgroups: 2, tightScratch: true, packedCoords: true, wideLoads: true } },
     { name: 'wide loads: 1-D L=150 K=33 with rpb, 32-key chunks', spatial: [150], kernelSize: [33], dim: 32, rpb: true, config: { queryTile: [32], keyChunk: 32, subgroups: 2, wideLoads: true } },
+    // Float-reciprocal box decoding (fastDivide: 3-D decodes per chunk) and the first fetch before the Q gather
+    // (earlyFetch): partial tiles, dilation, GQA, causal, rescales.
+    { name: 'fast box decoding, early fetch: 3-D 4x10x14 K=3x5x7 dilation 1x2x2 GQA, Dv=48, 2 subgroups', spatial: [4, 10, 14], kernelSize: [3, 5, 7], heads: 2, headsKv: 1, dim: 16, dimV: 48, dilation: [1, 2, 2], config: { queryTile: [1, 4, 8], keyChunk: 16, subgroups: 2, tightScratch: true, packedCoords: true, fastDivide: true, earlyFetch: true } },
+    { name: 'fast box decoding: 3-D 6x9x11 K=3x5x5 causal on axis 1, rescaling O, vec4 coordinates', spatial: [6, 9, 11], kernelSize: [3, 5, 5], dim: 16, causal: [false, true, false], scale: 4, config: { queryTile: [2, 4, 4], keyChunk: 16, subgroups: 2, tightScratch: true, fastDivide: true } },
+    { name: 'early fetch: 2-D 19x23 K=7 at head dim 64, 4 subgroups, S padded, packed, rescaling O', spatial: [19, 23], kernelSize: [7, 7], dim: 64, scale: 4, config: { queryTile: [8, 8], keyChunk: 16, subgroups: 4, tightScratch: true, padS: true, packedCoords: true, earlyFetch: true } },
   ];
 
   for (const c of cases) {

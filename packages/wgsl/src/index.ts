@@ -147,6 +147,7 @@ export {
   mmaPackedCoords,
   mmaPackedMaxExtent,
   mmaSoftmaxSkew,
+  MMA_FAST_DIVIDE_ROWS,
 } from './ops/na-fused-forward-mma.ts';
 export { ABS_MAX_UNROLL, ABS_MAX_WORKGROUP, generateAbsMax } from './ops/abs-max.ts';
 export {

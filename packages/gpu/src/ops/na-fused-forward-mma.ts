@@ -29,6 +29,7 @@ import {
   generateAbsMax,
   generateFusedForwardMma,
   type GeneratedKernel,
+  MMA_FAST_DIVIDE_ROWS,
   MMA_FRAGMENT,
   MMA_KEY_CHUNKS,
   MMA_SUBGROUP_COUNTS,
@@ -81,6 +82,13 @@ export interface MmaForwardConfig {
    * where it timed 2-10% slower).
    */
   readonly wideLoads?: boolean;
+  /**
+   * Opt-in: the staged key's box index decoded by float reciprocal where it is decoded per chunk (3-D, float32), on
+   * problems whose key boxes stay under `MMA_FAST_DIVIDE_ROWS` rows (elsewhere the kernel keeps integer division).
+   */
+  readonly fastDivide?: boolean;
+  /** Opt-in: the first chunk's K/V loads issued before the Q gather (see `FusedForwardMmaSpec.earlyFetch`). */
+  readonly earlyFetch?: boolean;
 }
 
 /**
@@ -129,11 +137,19 @@ function mmaSpec(problem: FusedProblem, config: MmaForwardConfig): FusedForwardM
     ...(config.padS === true ? { padS: true } : {}),
     ...(config.skewSoftmax === true ? { skewSoftmax: true } : {}),
     ...(config.wideLoads === true ? { wideLoads: true } : {}),
+    ...(config.fastDivide === true && keyBoxRowsBound(problem, config.queryTile) < MMA_FAST_DIVIDE_ROWS ? { fastDivide: true } : {}),
+    ...(config.earlyFetch === true ? { earlyFetch: true } : {}),
     hasLse: problem.hasLse,
     ...(problem.hasRpb ? { hasRpb: true } : {}),
     ...(problem.dtype === 'float32' ? { split: true } : {}),
     ...(packedCoordsFit(problem) ? { packedCoords: true } : {}),
   };
+}
+
+/** An upper bound on a query tile's union key box rows: per axis the tile plus the window, at most the group extent. */
+export function keyBoxRowsBound(problem: FusedProblem, tile: readonly number[]): number {
+  const ext = groupExtents(problem);
+  return tile.reduce((v, t, a) => v * Math.min(t + (problem.params.kernelSize[a] as number) - 1, ext[a] as number), 1);
 }
 
 /**

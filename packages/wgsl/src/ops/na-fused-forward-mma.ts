@@ -149,6 +149,11 @@ interface StagingShape {
    * `d4` / `dv4` still counting vec4s of halves. Absent = 8-byte vec4<f16> loads.
    */
   readonly wide?: boolean;
+  /**
+   * Where the staged row's box index is decoded per chunk (3-D, the split): by `box_divmod` (a float reciprocal
+   * and one correction step, exact below 2^22 box rows) instead of integer division and remainder. Absent = integer.
+   */
+  readonly fastDivide?: boolean;
 }
 
 /**
@@ -309,17 +314,46 @@ ${ind}let ${p}row = (tok_base + ${p}tok) * params.${heads} + ${head};`,
  * against session 10's; its 3-D row, which never had the cursor, held). Those kernels hold more registers, and
  * extra live registers cost them occupancy (session 12's timing probes).
  */
-function keyCursor(r: number, split: boolean): { readonly decls: string; readonly advance: (ind: string) => string; readonly row: (ind: string) => string } {
-  if (r === 3 || split) return { decls: '', advance: () => '', row: () => boxKeyRow(r as NaRank) };
+function keyCursor(r: number, split: boolean, fast = false): { readonly decls: string; readonly advance: (ind: string) => string; readonly row: (ind: string) => string } {
+  if (r === 3 || split) return { decls: '', advance: () => '', row: () => (fast && r > 1 ? boxKeyRowFast(r) : boxKeyRow(r as NaRank)) };
   const c = mmaBoxCursor({ r, p: 'k', start: 'st_row', step: 'KEY_CHUNK', bs: 'bs', bw: 'bw' });
   return { decls: `${c.decls}\n`, advance: (ind) => `${c.advance(ind)}\n`, row: (ind) => c.row(ind, 'heads_kv', 'hk') };
+}
+
+/**
+ * WGSL of `box_divmod(n, w, inv)`: (n / w, n % w) for n below 2^22 and inv = 1 / f32(w): the float quotient is off by
+ * at most one there (relative error under 2^-22 on a quotient below 2^22), and one step corrects it.
+ */
+export const BOX_DIVMOD_FN = `fn box_divmod(n: u32, w: u32, inv: f32) -> vec2<u32> {
+  var q = u32(f32(n) * inv);
+  var r = i32(n) - i32(q * w);
+  if (r < 0) { q = q - 1u; r = r + i32(w); } else if (r >= i32(w)) { q = q + 1u; r = r - i32(w); }
+  return vec2<u32>(q, u32(r));
+}
+`;
+
+/** `boxKeyRow` with `box_divmod` (reciprocals `inv_bw_a` of the box widths, a >= 1, declared by the kernel). */
+function boxKeyRowFast(r: number): string {
+  const ind = '        ';
+  const axes = range(r);
+  return `${ind}var krest = kbox;
+${axes
+  .slice(1)
+  .reverse()
+  .map((a) => `${ind}let kd_${a} = box_divmod(krest, u32(bw_${a}), inv_bw_${a});
+${ind}let kg_${a} = bs_${a} + i32(kd_${a}.y);
+${ind}krest = kd_${a}.x;`)
+  .join('\n')}
+${ind}let kg_0 = bs_0 + i32(krest);
+${ind}let ktok = ${tokenOf(r as NaRank, (a) => `kg_${a} * params.dil_${a} + g_${a}`)};
+${ind}let krow = (tok_base + ktok) * params.heads_kv + hk;`;
 }
 
 function mmaFetchDecls(o: StagingShape & { readonly r: number }): string {
   const { nk, nv } = fetchCounts(o);
   return `  let st_row = lid / ${o.tpk}u;
   let st_sub = lid % ${o.tpk}u;
-${keyCursor(o.r, o.split !== undefined).decls}${range(nk)
+${keyCursor(o.r, o.split !== undefined, o.fastDivide === true).decls}${range(nk)
   .map((i) => `  var pk_${i} = ${fetchZero(o)};`)
   .join('\n')}
 ${range(nv)
@@ -344,7 +378,7 @@ ${range(nv)
   .map((i) => `${ind}  pv_${i} = ${fetchZero(o)};`)
   .join('\n')}
 ${ind}  if (kbox < box_n) {
-${keyCursor(o.r, o.split !== undefined).row(`${ind}    `)}
+${keyCursor(o.r, o.split !== undefined, o.fastDivide === true).row(`${ind}    `)}
 ${ind}    pkc = ${
       o.packed === true
         ? mmaPackedCoords(o.r).pack((a) => `kg_${a} - bs_${a}`)
@@ -359,7 +393,7 @@ ${range(nv)
   .map((i) => `${ind}    ${guard(nv, units(o, o.dv4), i)}{ pv_${i} = ${o.wide === true ? 'load_v8(krow * (HEAD_DIM_V / 8u)' : 'load_v(krow * HEAD_DIM_V'}, st_sub + ${i * o.tpk}u); }`)
   .join('\n')}
 ${ind}  }
-${keyCursor(o.r, o.split !== undefined).advance(`${ind}  `)}${ind}}`;
+${keyCursor(o.r, o.split !== undefined, o.fastDivide === true).advance(`${ind}  `)}${ind}}`;
 }
 
 /** Which rows a commit writes: K with the key coordinates, V, or both (then the barrier). */
@@ -481,7 +515,18 @@ export type FusedForwardMmaSpec = Pick<FusedForwardSpec, 'rank' | 'kernelSize' |
    * per thread. Absent = vec4<f16> loads.
    */
   readonly wideLoads?: boolean;
+  /**
+   * The staged key's box index decoded by float reciprocal (`box_divmod`) where it is decoded per chunk (3-D, the
+   * split). The caller guarantees the key box has fewer than 2^22 rows (`MMA_FAST_DIVIDE_ROWS`). Absent = integer
+   * division.
+   */
+  readonly fastDivide?: boolean;
+  /** The first chunk's K/V loads issued before the Q gather (both in flight at once). Absent = after it. */
+  readonly earlyFetch?: boolean;
 };
+
+/** Key-box rows below which `fastDivide` is exact. */
+export const MMA_FAST_DIVIDE_ROWS = 1 << 22;
 
 const F = MMA_FRAGMENT;
 
@@ -737,7 +782,9 @@ ${range(D16)
     })
     .join('\n');
 
-  const stagingShape = { r, arr: 'kv_sh', tpk: TPK, d4: D4, dv4: DV4, voff: VOFF, ...(split ? { split } : {}), ...(PACKED ? { packed: true } : {}), ...(WIDE ? { wide: true } : {}) };
+  const EARLY = spec.earlyFetch === true;
+  const FAST_DIV = spec.fastDivide === true && (r === 3 || SPLIT) && r > 1;
+  const stagingShape = { r, arr: 'kv_sh', tpk: TPK, d4: D4, dv4: DV4, voff: VOFF, ...(split ? { split } : {}), ...(PACKED ? { packed: true } : {}), ...(WIDE ? { wide: true } : {}), ...(FAST_DIV ? { fastDivide: true } : {}) };
   const staging = mmaStagedKeyLoop(stagingShape);
   const turn = mmaStagedKeyLoopInTurn(stagingShape);
 
@@ -906,7 +953,7 @@ fn load_v8(base: u32, c: u32) -> vec4<u32> { return value[base + c]; }`
     : `${rowLoader('load_k', 'key', spec.dim, true, T)}
 ${rowLoader('load_v', 'value', spec.dimV, true, T)}`
 }
-${SPLIT ? SPLIT_SCALE_FN : ''}
+${SPLIT ? SPLIT_SCALE_FN : ''}${FAST_DIV ? BOX_DIVMOD_FN : ''}
 // Every workgroup variable is a multiple of 16 bytes: matrix stores into workgroup memory misplace data when a
 // variable starts off a 16-byte boundary (seen on NVIDIA through Dawn/Vulkan).
 var<workgroup> kv_sh: array<f16, ${L.stageElems}>;
@@ -926,13 +973,13 @@ ${mmaQueryRowWindow(r, 'QUERY_TILE')}
   // Box-linear span of this row's window (row-major over the box): a chunk outside the span of every row of the
   // subgroup skips its matrix work and softmax (P stays out of O). Invalid rows span nothing.
 ${mmaSubgroupSpan(r, 'valid', (a) => `ws_${a}`, (a) => `we_${a} - 1`, 'bs', 'bw')}
-${PACKED ? `${packing.lane}\n` : ''}
+${PACKED ? `${packing.lane}\n` : ''}${FAST_DIV ? `${range(r).slice(1).map((a) => `  let inv_bw_${a} = 1.0 / f32(bw_${a});`).join('\n')}\n` : ''}
 ${SPLIT ? `  // Per-tensor power-of-two scales of the split (max |x| of Q, K, V into (2^13, 2^14]); S and O are unscaled after.
   let sq = split_scale(scales[0]);
   let sk = split_scale(scales[1]);
   let sv = split_scale(scales[2]);
   let sscale = params.scale_log2 / (sq * sk);
-` : ''}${range(D16)
+` : ''}${EARLY ? `${IN_TURN ? turn.before : staging.before}\n` : ''}${range(D16)
   .map((kk) => `  var q_${kk} = ${LEFT}();${SPLIT ? `\n  var qlo_${kk} = ${LEFT}();` : ''}`)
   .join('\n')}
 ${qGather}
@@ -942,7 +989,7 @@ ${range(DV16)
   var m = NEG;
   var l = 0.0;
   var step = 0u;
-${IN_TURN ? turn.before : staging.before}
+${EARLY ? '' : IN_TURN ? turn.before : staging.before}
   for (var ch = 0u; ch < n_chunks; ch++) {
     let c0 = ch * KEY_CHUNK;
     step = step + 1u;
