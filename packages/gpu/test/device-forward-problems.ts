@@ -135,7 +135,7 @@ export function speedProblems(only: string): Problem[] {
   return all.filter((p) => only === '' || only.split(',').some((o) => p.name.includes(o)));
 }
 
-type DeviceScriptOptions = { mode: string; sweep: string; only: string; reps: string; top: string; dtype: string; chunk16: string; tight: string; inturn: string; pk: string; probes: string; shared: string; dsv: string; hsplit: string; nsg: string; skew: string; wide: string; early: string };
+type DeviceScriptOptions = { mode: string; sweep: string; only: string; reps: string; top: string; dtype: string; chunk16: string; tight: string; inturn: string; pk: string; probes: string; shared: string; dsv: string; hsplit: string; nsg: string; skew: string; wide: string };
 
 /** The device scripts' shared options (`--mode`, `--sweep`, `--only`, `--reps`, `--top`, `--nsg`, ...). */
 export function deviceScriptOptions(): DeviceScriptOptions {
@@ -158,7 +158,6 @@ export function deviceScriptOptions(): DeviceScriptOptions {
       nsg: { type: 'string', default: '' },
       skew: { type: 'string', default: 'false' },
       wide: { type: 'string', default: 'false' },
-      early: { type: 'string', default: 'false' },
     },
   });
   return values as DeviceScriptOptions;

@@ -55,7 +55,7 @@ console.log(`mma path: ${'why' in avail ? `unavailable (${avail.why})` : 'availa
 
 
 function label(c: MmaForwardConfig): string {
-  return `q=${c.queryTile.join('x')} bk=${c.keyChunk} nsg=${c.subgroups}${c.tightScratch ? ' tight' : ''}${c.kvInTurn ? ' inturn' : ''}${c.pOverK ? ' pk' : ''}${c.padS ? ' padS' : ''}${c.skewSoftmax ? ' skew' : ''}${c.wideLoads ? ' wide' : ''}${c.earlyFetch ? ' early' : ''}${c.fastDivide ? ' fdiv' : ''}`;
+  return `q=${c.queryTile.join('x')} bk=${c.keyChunk} nsg=${c.subgroups}${c.tightScratch ? ' tight' : ''}${c.kvInTurn ? ' inturn' : ''}${c.pOverK ? ' pk' : ''}${c.padS ? ' padS' : ''}${c.skewSoftmax ? ' skew' : ''}${c.wideLoads ? ' wide' : ''}`;
 }
 
 /**
@@ -78,14 +78,7 @@ function twinVariants(problem: FusedProblem, ...configs: MmaForwardConfig[]): Mm
       : configs.flatMap((c) => [{ ...c, skewSoftmax: true }, ...(c.tightScratch === true ? [{ ...c, padS: true }, { ...c, padS: true, skewSoftmax: true }] : [])]);
   // With `--wide true`: each config's twin with 16-byte K and V loads (opt-in `wideLoads`, float16).
   const wide = values.wide !== 'true' || problem.dtype === 'float32' ? [] : configs.map((c) => ({ ...c, wideLoads: true }));
-  // With `--early true`: each config's twin with the first chunk fetched before the Q gather (opt-in `earlyFetch`),
-  // and with float-reciprocal box decoding (opt-in `fastDivide`, where the kernel decodes per chunk: 3-D, float32),
-  // and with both.
-  const early =
-    values.early !== 'true'
-      ? []
-      : configs.flatMap((c) => [{ ...c, earlyFetch: true }, ...(problem.rank === 3 || (problem.dtype === 'float32' && problem.rank === 2) ? [{ ...c, fastDivide: true }, { ...c, earlyFetch: true, fastDivide: true }] : [])]);
-  return [...tight, ...inTurn, ...[...pOverK, ...skew, ...wide, ...early].filter((c) => mmaConfigFits(ctx, problem, c))];
+  return [...tight, ...inTurn, ...[...pOverK, ...skew, ...wide].filter((c) => mmaConfigFits(ctx, problem, c))];
 }
 
 /** `--nsg 1,2`: keep the configs with these subgroup counts (all when absent). */

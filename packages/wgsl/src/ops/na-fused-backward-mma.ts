@@ -27,7 +27,7 @@ import { type GeneratedKernel, kernelKey, type StorageBinding, type UniformField
 import { tokenOf } from '../snippets/fused-index.ts';
 import { windowFunctions } from '../snippets/window.ts';
 import { forwardWorkgroupPrologue, fusedForwardUniformFields, rowLoader, workgroupTileDecode } from './na-fused-forward.ts';
-import { COORD, MMA_FRAGMENT, MMA_HEADER, MMA_SUBGROUP_SIZE, type MmaLayout, mmaBindingDecls, mmaBoxCursor, mmaDecodeTile, mmaInWindow, mmaCoordTable, mmaLayout, mmaPackedCoords, mmaPassRows, mmaQueryRowWindow, mmaShapeProblem, mmaStagedKeyLoop, mmaSubgroupSpan, stagingPartGuard, store4 } from './na-fused-forward-mma.ts';
+import { COORD, MMA_FRAGMENT, MMA_HEADER, MMA_SUBGROUP_SIZE, type MmaLayout, mmaBindingDecls, mmaBoxCursor, mmaDecodeTile, mmaInWindow, mmaCoordTable, mmaLayout, mmaPackedCoords, mmaPassRows, mmaQueryRowWindow, mmaShapeProblem, mmaStagedKeyLoop, mmaSubgroupSpan, stagingPartGuard, store4, BOX_DIVMOD_FN } from './na-fused-forward-mma.ts';
 
 const GEN = 6;
 const F = MMA_FRAGMENT;
@@ -93,6 +93,11 @@ export interface FusedBackwardMmaSpec {
    * `tightScratch` (as the forward's `padS`). Absent = both as `tightScratch` says.
    */
   readonly padS?: boolean;
+  /**
+   * The dq kernel decodes each staged key's box index (3-D) by float reciprocal (`box_divmod`, as the forward's
+   * `fastDivide`); the caller guarantees fewer than `MMA_FAST_DIVIDE_ROWS` key-box rows. Absent = integer division.
+   */
+  readonly fastDivide?: boolean;
 }
 
 function layout(spec: Pick<FusedBackwardMmaSpec, 'dim' | 'dimV' | 'chunk' | 'subgroups' | 'tightScratch' | 'padS'>): MmaLayout {
@@ -399,7 +404,8 @@ export function generateFusedBackwardMmaDq(spec: FusedBackwardMmaSpec): Generate
   const DS_BASE = DS_OVER_V ? `${VOFF}u + ` : '';
   const PACKED = spec.packedCoords === true;
   const packing = mmaPackedCoords(r);
-  const staging = mmaStagedKeyLoop({ r, arr: 'st', tpk: TPK, d4: D4, dv4: DV4, voff: VOFF, ...(PACKED ? { packed: true } : {}) });
+  const FAST_DIV = spec.fastDivide === true && r === 3;
+  const staging = mmaStagedKeyLoop({ r, arr: 'st', tpk: TPK, d4: D4, dv4: DV4, voff: VOFF, ...(PACKED ? { packed: true } : {}), ...(FAST_DIV ? { fastDivide: true } : {}) });
   const uniforms = fusedForwardUniformFields(r);
   const bindings: StorageBinding[] = [
     { name: 'query', access: 'read' },
@@ -416,7 +422,7 @@ export function generateFusedBackwardMmaDq(spec: FusedBackwardMmaSpec): Generate
 
   const rows = tileRows(r, { first: 'qf', head: 'h', heads: 'heads', loaders: ['load_q', 'load_do'] });
   const code = `${moduleHead(key, spec, bindings, uniforms, `${axes.map((a) => `const QUERY_TILE_${a}: u32 = ${spec.tile[a]}u;`).join('\n')}\nconst KEY_CHUNK: u32 = ${BK}u;\n`)}
-${DS_OVER_V ? '' : `var<workgroup> ds_sh: array<f16, ${ROWS * L.ldp}>;\n`}var<workgroup> kc_sh: ${mmaCoordTable(PACKED, 'kc_sh').type(BK)};
+${DS_OVER_V ? '' : `var<workgroup> ds_sh: array<f16, ${ROWS * L.ldp}>;\n`}var<workgroup> kc_sh: ${mmaCoordTable(PACKED, 'kc_sh').type(BK)};${FAST_DIV ? `\n${BOX_DIVMOD_FN}` : ''}
 
 ${rows.decls}
 
@@ -436,7 +442,7 @@ ${mmaQueryRowWindow(r, 'TILE')}
   if (valid && hf == 0u${split ? ' && hd == 0u' : ''}) { delta[qrow] = delta_r; }
   let lse_r = select(0.0, logsumexp[qrow] * LOG2E, valid);
 ${mmaSubgroupSpan(r, 'valid', (a) => `ws_${a}`, (a) => `we_${a} - 1`, 'bs', 'bw')}
-${PACKED ? `${packing.lane}\n` : ''}
+${PACKED ? `${packing.lane}\n` : ''}${FAST_DIV ? `${range(r).slice(1).map((a) => `  let inv_bw_${a} = 1.0 / f32(bw_${a});`).join('\n')}\n` : ''}
 ${range(D16 / HS)
   .map((kk) => `  var q_${kk} = ${LEFT}();`)
   .join('\n')}
