@@ -46,12 +46,12 @@ export function backwardConfigLabel(b: FusedBackwardConfig): string {
  * ` tight` (unpadded scratch rows), ` inturn` (K and V in turn) and ` pk` (P over K) where set.
  */
 export function mmaForwardLabel(f: MmaForwardConfig, dtype: string): string {
-  return `fwd mma${dtype === 'float32' ? ' split' : ''} q${f.queryTile.join('x')}/bk${f.keyChunk}/sg${f.subgroups}${f.tightScratch ? ' tight' : ''}${f.kvInTurn ? ' inturn' : ''}${f.pOverK ? ' pk' : ''}`;
+  return `fwd mma${dtype === 'float32' ? ' split' : ''} q${f.queryTile.join('x')}/bk${f.keyChunk}/sg${f.subgroups}${f.tightScratch ? ' tight' : ''}${f.padS ? ' padS' : ''}${f.kvInTurn ? ' inturn' : ''}${f.pOverK ? ' pk' : ''}${f.wideLoads ? ' wide' : ''}`;
 }
 
 /** A tensor-core backward config as a row label: `bwd mma q4x8/sg2 k8x8/sg4 c16` (each kernel's tile and subgroups, the chunk, ` tight` for unpadded rows, ` dq-shared` for dq's one scratch). */
 export function mmaBackwardLabel(m: MmaBackwardConfig): string {
-  return `bwd mma q${m.queryTile.join('x')}/sg${m.querySubgroups} k${m.keyTile.join('x')}/sg${m.keySubgroups} c${m.chunk}${m.tightScratch ? ' tight' : ''}${m.dqSharedScratch ? ' dq-shared' : ''}${m.dqDsOverV ? ' ds-over-v' : ''}`;
+  return `bwd mma q${m.queryTile.join('x')}/sg${m.querySubgroups} k${m.keyTile.join('x')}/sg${m.keySubgroups} c${m.chunk}${m.tightScratch ? ' tight' : ''}${m.dqSharedScratch ? ' dq-shared' : ''}${m.dqDsOverV ? ' ds-over-v' : ''}${m.dqPadS ? ' dq-padS' : ''}${m.dkvPadS ? ' dkv-padS' : ''}`;
 }
 
 /** The autotuner's problems of a row: the forward (storing the LSE, as the bench's forward does) and, for fwd+bwd, the backward. */
