@@ -62,6 +62,7 @@ export {
   mmaWindowUse,
   packedCoordsFit,
   paddingIsFree,
+  keyBoxRowsBound,
   residentWorkgroups,
   mmaWorkgroups,
   fusedForwardMma,
