@@ -148,6 +148,7 @@ export {
   mmaPackedMaxExtent,
   mmaSoftmaxSkew,
   MMA_FAST_DIVIDE_ROWS,
+  BOX_DIVMOD_FN,
 } from './ops/na-fused-forward-mma.ts';
 export { ABS_MAX_UNROLL, ABS_MAX_WORKGROUP, generateAbsMax } from './ops/abs-max.ts';
 export {

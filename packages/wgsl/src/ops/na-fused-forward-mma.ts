@@ -151,7 +151,7 @@ interface StagingShape {
   readonly wide?: boolean;
   /**
    * Where the staged row's box index is decoded per chunk (3-D, the split): by `box_divmod` (a float reciprocal
-   * and one correction step, exact below 2^22 box rows) instead of integer division and remainder. Absent = integer.
+   * and one correction step, exact below 2^21 box rows) instead of integer division and remainder. Absent = integer.
    */
   readonly fastDivide?: boolean;
 }
@@ -321,8 +321,10 @@ function keyCursor(r: number, split: boolean, fast = false): { readonly decls: s
 }
 
 /**
- * WGSL of `box_divmod(n, w, inv)`: (n / w, n % w) for n below 2^22 and inv = 1 / f32(w): the float quotient is off by
- * at most one there (relative error under 2^-22 on a quotient below 2^22), and one step corrects it.
+ * WGSL of `box_divmod(n, w, inv)`: (n / w, n % w) for n below 2^21 (`MMA_FAST_DIVIDE_ROWS`) and inv = 1 / f32(w)
+ * computed on the GPU: with the division up to 2.5 ulp off (WGSL's bound) and the product rounded, the float
+ * quotient is off by less than one there (3 x 2^-23 relative on a quotient below 2^21: under 0.75), and one step
+ * corrects it.
  */
 export const BOX_DIVMOD_FN = `fn box_divmod(n: u32, w: u32, inv: f32) -> vec2<u32> {
   var q = u32(f32(n) * inv);
@@ -517,7 +519,7 @@ export type FusedForwardMmaSpec = Pick<FusedForwardSpec, 'rank' | 'kernelSize' |
   readonly wideLoads?: boolean;
   /**
    * The staged key's box index decoded by float reciprocal (`box_divmod`) where it is decoded per chunk (3-D, the
-   * split). The caller guarantees the key box has fewer than 2^22 rows (`MMA_FAST_DIVIDE_ROWS`). Absent = integer
+   * split). The caller guarantees the key box has fewer than 2^21 rows (`MMA_FAST_DIVIDE_ROWS`). Absent = integer
    * division.
    */
   readonly fastDivide?: boolean;
@@ -526,7 +528,7 @@ export type FusedForwardMmaSpec = Pick<FusedForwardSpec, 'rank' | 'kernelSize' |
 };
 
 /** Key-box rows below which `fastDivide` is exact. */
-export const MMA_FAST_DIVIDE_ROWS = 1 << 22;
+export const MMA_FAST_DIVIDE_ROWS = 1 << 21;
 
 const F = MMA_FRAGMENT;
 
