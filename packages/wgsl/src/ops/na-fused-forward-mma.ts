@@ -312,7 +312,9 @@ ${ind}let ${p}row = (tok_base + ${p}tok) * params.${heads} + ${head};`,
  * 1.03x and the dq kernel 1.08-1.24x slower on an H200 (session 11; 2-D 1.02-1.05x faster, the dkv kernel
  * 1.09-1.15x faster in 2-D and 3-D), and the split forward 5-9% slower in 1-D and 2-D (session 12's float32 table
  * against session 10's; its 3-D row, which never had the cursor, held). Those kernels hold more registers, and
- * extra live registers cost them occupancy (session 12's timing probes).
+ * extra live values cost them (session 12's timing probes; session 13 counted their residency, unchanged: the cost
+ * is the work on each chunk's path, not occupancy). There, where the decode stays, it divides by float reciprocal
+ * (`fastDivide`).
  */
 function keyCursor(r: number, split: boolean, fast = false): { readonly decls: string; readonly advance: (ind: string) => string; readonly row: (ind: string) => string } {
   if (r === 3 || split) return { decls: '', advance: () => '', row: () => (fast && r > 1 ? boxKeyRowFast(r) : boxKeyRow(r as NaRank)) };
