@@ -142,10 +142,14 @@ function mmaSpec(problem: FusedProblem, config: MmaForwardConfig): FusedForwardM
   };
 }
 
-/** An upper bound on a query tile's union key box rows: per axis the tile plus the window, at most the group extent. */
+/**
+ * An upper bound on a query tile's union key box rows: per axis the tile plus the window (plus stride - 1: strided
+ * window starts move in steps of the stride), at most the group extent.
+ */
 export function keyBoxRowsBound(problem: Pick<FusedProblem, 'spatial' | 'params'>, tile: readonly number[]): number {
   const ext = groupExtents(problem);
-  return tile.reduce((v, t, a) => v * Math.min(t + (problem.params.kernelSize[a] as number) - 1, ext[a] as number), 1);
+  const { kernelSize, stride } = problem.params;
+  return tile.reduce((v, t, a) => v * Math.min(t + (kernelSize[a] as number) - 1 + (stride[a] as number) - 1, ext[a] as number), 1);
 }
 
 /**
