@@ -39,6 +39,9 @@ describe('device timing probes (mma-probes.ts)', () => {
       ['no-fetch', 'forward', forward3d],
       ['kc-free', 'forward', forward3d],
       ['no-mask', 'forward', forward2d],
+      ['no-exp', 'forward', forward3d],
+      ['no-s', 'forward', forward2d],
+      ['no-p-store', 'forward', forward3d],
       ['pad2k', 'dq', dq],
       ['regs16', 'dkv', dkv],
     ];

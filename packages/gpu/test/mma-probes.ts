@@ -10,6 +10,8 @@
  * - `no-mask`: no per-element mask. `no-fetch`: staged values made from the key row instead of global loads.
  * - `no-stage`: no staging stores (the fetch goes with them). `no-s-mma` / `no-pv`: no S = Q K^T / O += P V.
  * - `no-flag`: no rescale decision (its two barriers). `no-end-barrier`: no barrier at the end of a step.
+ * - `no-exp`, `no-s-read`, `no-p-store`, `no-s`: the softmax's exponentials, its S reads, its P stores, all of S
+ *   (store, multiplies, K loads and reads); not yet run on a device.
  * The memory and register probes also apply to the backward's kernels (`BACKWARD_PROBES`).
  */
 import type { GeneratedKernel } from '@natten-web/wgsl';
@@ -52,8 +54,20 @@ export const PROBES: Record<string, Probe> = {
   'no-s-mma': { patch: (c) => c.replace(/\n\s*s = subgroupMatrixMultiplyAccumulate\(q_\d+, [^\n]*/g, '') },
   'no-pv': { patch: (c) => c.replace(/\n\s*o_\d+ = subgroupMatrixMultiplyAccumulate\(p_0, [^\n]*/g, '') },
   'no-flag': { patch: (c) => c.replace('workgroupUniformLoad(&flag).x == step', 'false') },
+  // The softmax's parts (session 13, for the next device call): no exponentials (P = x - m), no S reads (logits made
+  // from the column), no P stores (P V multiplies stale P), no S at all (no store, so no K loads and no S multiplies,
+  // and no reads: stale logits could set off rescales and time those instead).
+  'no-exp': { patch: (c) => c.replace(/exp2\(x(\d+) - vec4<f32>\(m\)\)/g, '(x$1 - vec4<f32>(m))') },
+  'no-s-read': { patch: (c) => noSRead(c) },
+  'no-p-store': { patch: (c) => c.replace(/\n(\s*)p_sh\[prow \+ cc\d+[^\n]*/g, '') },
+  'no-s': { patch: (c) => noSRead(c).replace(/\n\s*subgroupMatrixStore<row_major>\(&s_sh, rbase \* LDS \+ \d+u, s, LDS\);/g, '') },
   'no-end-barrier': { patch: (c) => c.replace(/\n {4}workgroupBarrier\(\);\n {2}\}\n\n {2}\/\/ ---- epilogue/, '\n  }\n\n  // ---- epilogue') },
 };
+
+/** The softmax's S reads replaced by values made from the column (bounded, so no rescales follow). */
+function noSRead(code: string): string {
+  return code.replace(/vec4<f32>\(s_sh\[srow \+ cc(\d+)\], s_sh\[srow \+ cc\1 \+ 1u\], s_sh\[srow \+ cc\1 \+ 2u\], s_sh\[srow \+ cc\1 \+ 3u\]\)/g, 'vec4<f32>(f32(cc$1) * 0.01, 0.02, 0.03, 0.04)');
+}
 
 /** `bytes` more workgroup memory, written only when a uniform that is never zero is zero (so it stays declared). */
 function padWorkgroup(code: string, bytes: number): string {
