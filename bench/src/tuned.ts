@@ -15,7 +15,7 @@ import {
   type ProgressEvent,
   type Selection,
 } from '@natten-web/autotune';
-import type { GpuContext, MmaBackwardConfig, MmaForwardConfig } from '@natten-web/gpu';
+import { type GpuContext, type MmaBackwardConfig, type MmaForwardConfig, mmaBackwardFlags, mmaForwardFlags } from '@natten-web/gpu';
 import type { FusedBackwardConfig, FusedForwardConfig } from '@natten-web/wgsl';
 import type { BenchItem } from './cases.ts';
 import type { TuneInfo } from './results.ts';
@@ -42,16 +42,16 @@ export function backwardConfigLabel(b: FusedBackwardConfig): string {
 }
 
 /**
- * A tensor-core forward config as a row label: `fwd mma q16x8/bk16/sg8` (`fwd mma split ...` for float32), with
- * ` tight` (unpadded scratch rows), ` inturn` (K and V in turn) and ` pk` (P over K) where set.
+ * A tensor-core forward config as a row label: `fwd mma q16x8/bk16/sg8` (`fwd mma split ...` for float32), then the
+ * config's flags (`mmaForwardFlags`: ` tight`, ` padS`, ` inturn`, ` pk`, ` wide`, ` skew`) where set.
  */
 export function mmaForwardLabel(f: MmaForwardConfig, dtype: string): string {
-  return `fwd mma${dtype === 'float32' ? ' split' : ''} q${f.queryTile.join('x')}/bk${f.keyChunk}/sg${f.subgroups}${f.tightScratch ? ' tight' : ''}${f.padS ? ' padS' : ''}${f.kvInTurn ? ' inturn' : ''}${f.pOverK ? ' pk' : ''}${f.wideLoads ? ' wide' : ''}`;
+  return [`fwd mma${dtype === 'float32' ? ' split' : ''} q${f.queryTile.join('x')}/bk${f.keyChunk}/sg${f.subgroups}`, ...mmaForwardFlags(f)].join(' ');
 }
 
-/** A tensor-core backward config as a row label: `bwd mma q4x8/sg2 k8x8/sg4 c16` (each kernel's tile and subgroups, the chunk, ` tight` for unpadded rows, ` dq-shared` for dq's one scratch). */
+/** A tensor-core backward config as a row label: `bwd mma q4x8/sg2 k8x8/sg4 c16` (each kernel's tile and subgroups, the chunk), then its flags (`mmaBackwardFlags`: ` tight`, ` dq-shared`, ...) where set. */
 export function mmaBackwardLabel(m: MmaBackwardConfig): string {
-  return `bwd mma q${m.queryTile.join('x')}/sg${m.querySubgroups} k${m.keyTile.join('x')}/sg${m.keySubgroups} c${m.chunk}${m.tightScratch ? ' tight' : ''}${m.dqSharedScratch ? ' dq-shared' : ''}${m.dqDsOverV ? ' ds-over-v' : ''}${m.dqPadS ? ' dq-padS' : ''}${m.dkvPadS ? ' dkv-padS' : ''}`;
+  return [`bwd mma q${m.queryTile.join('x')}/sg${m.querySubgroups} k${m.keyTile.join('x')}/sg${m.keySubgroups} c${m.chunk}`, ...mmaBackwardFlags(m)].join(' ');
 }
 
 /** The autotuner's problems of a row: the forward (storing the LSE, as the bench's forward does) and, for fwd+bwd, the backward. */

@@ -17,8 +17,10 @@ import {
   type GpuContext,
   type MmaBackwardConfig,
   mmaBackwardConfigFits,
+  mmaBackwardFlags,
   type MmaForwardConfig,
   mmaBackwardTile,
+  mmaForwardFlags,
   mmaConfigCost,
   mmaWindowUse,
   mmaWorkgroups,
@@ -216,7 +218,7 @@ export function mmaHelperProblem(p: ForwardTuneProblem): FusedProblem {
 }
 
 export function mmaLabel(c: MmaForwardConfig): string {
-  return `mma q=${fmt(c.queryTile)} bk=${c.keyChunk} sg=${c.subgroups}${c.tightScratch ? ' tight' : ''}${c.kvInTurn ? ' inturn' : ''}${c.pOverK ? ' pk' : ''}${c.padS ? ' padS' : ''}${c.wideLoads ? ' wide' : ''}${c.skewSoftmax ? ' skew' : ''}`;
+  return [`mma q=${fmt(c.queryTile)} bk=${c.keyChunk} sg=${c.subgroups}`, ...mmaForwardFlags(c)].join(' ');
 }
 
 /**
@@ -245,7 +247,7 @@ export function defaultBackward(p: BackwardTuneProblem & { readonly dtype: GpuDT
 }
 
 export function mmaBackwardLabel(c: MmaBackwardConfig): string {
-  return `mma dq=${fmt(c.queryTile)}/sg${c.querySubgroups}${c.dqHeadSplit ? '-split' : ''} dkv=${fmt(c.keyTile)}/sg${c.keySubgroups}${c.dkvHeadSplit ? '-split' : ''} chunk=${c.chunk}${c.tightScratch ? ' tight' : ''}${c.dqSharedScratch ? ' dq-shared' : ''}${c.dqDsOverV ? ' ds-over-v' : ''}`;
+  return [`mma dq=${fmt(c.queryTile)}/sg${c.querySubgroups}${c.dqHeadSplit ? '-split' : ''} dkv=${fmt(c.keyTile)}/sg${c.keySubgroups}${c.dkvHeadSplit ? '-split' : ''} chunk=${c.chunk}`, ...mmaBackwardFlags(c)].join(' ');
 }
 
 /**

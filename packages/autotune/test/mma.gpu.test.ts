@@ -126,6 +126,8 @@ describe('tensor-core (mma) backward configs in the autotuner', () => {
     expect(count((c) => c.dqSharedScratch === true)).toBe(count((c) => c.dqSharedScratch !== true));
     expect(count((c) => c.tightScratch !== true)).toBe(count((c) => c.tightScratch === true && c.dqPadS !== true));
     expect(count((c) => c.dqPadS === true && c.dkvPadS === true)).toBeGreaterThan(0);
+    // Every candidate has its own label (the padded twins included: they once read the same as their unpadded ones).
+    expect(new Set(space.candidates.map((c) => c.label)).size).toBe(space.candidates.length);
     expect(count((c) => c.dqSharedScratch === true && c.tightScratch !== true)).toBeGreaterThan(0);
     // No head splits (timed slower everywhere on the H200).
     expect(count((c) => c.dqHeadSplit === true || c.dkvHeadSplit === true)).toBe(0);

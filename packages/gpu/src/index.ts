@@ -47,6 +47,7 @@ export {
   type MmaBackwardConfig,
   mmaBackwardCommands,
   mmaBackwardConfigFits,
+  mmaBackwardFlags,
   mmaBackwardProblemFit,
   mmaBackwardTile,
 } from './ops/na-fused-backward-mma.ts';
@@ -69,6 +70,7 @@ export {
   mmaAvailability,
   mmaConfigCost,
   type MmaForwardConfig,
+  mmaForwardFlags,
   mmaProblemFit,
   checkFusedForwardMma,
   planFusedForwardMma,

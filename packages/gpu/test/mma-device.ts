@@ -42,6 +42,7 @@ import {
   mmaBackwardConfigFits,
   mmaBackwardTile,
   type MmaForwardConfig,
+  mmaForwardFlags,
   planFusedForwardMma,
   selectFusedBackward,
 } from '../src/index.ts';
@@ -55,7 +56,7 @@ console.log(`mma path: ${'why' in avail ? `unavailable (${avail.why})` : 'availa
 
 
 function label(c: MmaForwardConfig): string {
-  return `q=${c.queryTile.join('x')} bk=${c.keyChunk} nsg=${c.subgroups}${c.tightScratch ? ' tight' : ''}${c.kvInTurn ? ' inturn' : ''}${c.pOverK ? ' pk' : ''}${c.padS ? ' padS' : ''}${c.skewSoftmax ? ' skew' : ''}${c.wideLoads ? ' wide' : ''}`;
+  return [`q=${c.queryTile.join('x')} bk=${c.keyChunk} nsg=${c.subgroups}`, ...mmaForwardFlags(c)].join(' ');
 }
 
 /**

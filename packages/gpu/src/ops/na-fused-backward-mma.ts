@@ -80,6 +80,22 @@ export interface MmaBackwardConfig {
   readonly dkvPadS?: boolean;
 }
 
+/**
+ * A backward config's scratch choices as short words, in one order, for labels (the autotuner's, the benchmark's):
+ * `tight`, `dq-shared`, `ds-over-v`, `dq-padS`, `dkv-padS`, each where set (the head splits are labelled with the
+ * tiles they change).
+ */
+export function mmaBackwardFlags(c: MmaBackwardConfig): string[] {
+  const flags: [boolean | undefined, string][] = [
+    [c.tightScratch, 'tight'],
+    [c.dqSharedScratch, 'dq-shared'],
+    [c.dqDsOverV, 'ds-over-v'],
+    [c.dqPadS, 'dq-padS'],
+    [c.dkvPadS, 'dkv-padS'],
+  ];
+  return flags.filter(([on]) => on === true).map(([, word]) => word);
+}
+
 /** Why the mma backward cannot run this problem (dtype, head dims, rpb), or undefined. */
 export function mmaBackwardProblemFit(problem: FusedBackwardProblem): string | undefined {
   return sgmatProblemFit(problem) ?? (problem.hasRpb || problem.hasGradRpb ? 'the tensor-core backward has no relative positional bias (fusedBackward serves rpb)' : undefined);

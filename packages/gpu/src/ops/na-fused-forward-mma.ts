@@ -85,6 +85,22 @@ export interface MmaForwardConfig {
 }
 
 /**
+ * A forward config's layout and loading choices as short words, in one order, for labels (the autotuner's, the
+ * benchmark's): `tight`, `padS`, `inturn`, `pk`, `wide`, `skew`, each where set.
+ */
+export function mmaForwardFlags(c: MmaForwardConfig): string[] {
+  const flags: [boolean | undefined, string][] = [
+    [c.tightScratch, 'tight'],
+    [c.padS, 'padS'],
+    [c.kvInTurn, 'inturn'],
+    [c.pOverK, 'pk'],
+    [c.wideLoads, 'wide'],
+    [c.skewSoftmax, 'skew'],
+  ];
+  return flags.filter(([on]) => on === true).map(([, word]) => word);
+}
+
+/**
  * The cheap half of both default routes (forward and backward): a call given no tiles or lanes, in `dtypes`
  * (float16 for the backward; float16 and float32 for the forward), on an adapter that can run the mma kernels.
  * Everything else takes the plain path without further checks.
