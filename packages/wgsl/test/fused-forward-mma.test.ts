@@ -94,6 +94,21 @@ describe('tensor-core (mma) fused forward generator', () => {
     expect(code).toContain('let need = i32(c0) <= span_hi && i32(c0 + KEY_CHUNK) > span_lo;');
     expect(code.match(/if \(need\) \{/g)?.length).toBe(3);
   });
+  it('divides by float reciprocal on request (fastDivide) only where the staging decodes per chunk: 3-D and the split, not the 2-D cursor or rank 1', () => {
+    const fast = (spec: FusedForwardMmaSpec): boolean => {
+      const code = generateFusedForwardMma({ ...spec, fastDivide: true }).code;
+      const uses = code.includes('box_divmod(krest');
+      expect(code.includes('fn box_divmod'), 'the function is declared exactly where it is used').toBe(uses);
+      expect(code.includes('let inv_bw_1 = 1.0 / f32(bw_1);'), 'the reciprocals are declared exactly where they are used').toBe(uses);
+      return uses;
+    };
+    const threeD = { ...base, rank: 3 as const, kernelSize: [3, 7, 7], causal: [false, false, false], queryTile: [2, 4, 4], keyChunk: 16, subgroups: 2 };
+    expect(fast(threeD)).toBe(true);
+    expect(fast({ ...base, split: true })).toBe(true);
+    expect(fast(base)).toBe(false);
+    expect(fast({ ...base, rank: 1, kernelSize: [13], causal: [false], queryTile: [128], split: true })).toBe(false);
+    expect(generateFusedForwardMma(threeD).code.includes('box_divmod')).toBe(false);
+  });
   it('packs key coordinates on request (packedCoords): one u32 per key, four tested per vec4 load, ranks 2 and 3 without rpb', () => {
     const packed = generateFusedForwardMma({ ...base, packedCoords: true });
     expect(packed.code).toContain('var<workgroup> kc_sh: array<vec4<u32>, 8>;');

@@ -27,7 +27,7 @@ import { type GeneratedKernel, kernelKey, type StorageBinding, type UniformField
 import { tokenOf } from '../snippets/fused-index.ts';
 import { windowFunctions } from '../snippets/window.ts';
 import { forwardWorkgroupPrologue, fusedForwardUniformFields, rowLoader, workgroupTileDecode } from './na-fused-forward.ts';
-import { COORD, MMA_FRAGMENT, MMA_HEADER, MMA_SUBGROUP_SIZE, type MmaLayout, mmaBindingDecls, mmaBoxCursor, mmaDecodeTile, mmaInWindow, mmaCoordTable, mmaLayout, mmaPackedCoords, mmaPassRows, mmaQueryRowWindow, mmaShapeProblem, mmaStagedKeyLoop, mmaSubgroupSpan, stagingPartGuard, store4, BOX_DIVMOD_FN } from './na-fused-forward-mma.ts';
+import { COORD, MMA_FRAGMENT, MMA_HEADER, MMA_SUBGROUP_SIZE, type MmaLayout, mmaBindingDecls, mmaBoxCursor, mmaDecodeTile, mmaInWindow, mmaCoordTable, mmaLayout, mmaPackedCoords, mmaPassRows, mmaQueryRowWindow, mmaShapeProblem, mmaStagedKeyLoop, mmaSubgroupSpan, stagingPartGuard, store4, BOX_DIVMOD_FN, mmaFastDivide } from './na-fused-forward-mma.ts';
 
 const GEN = 6;
 const F = MMA_FRAGMENT;
@@ -404,7 +404,7 @@ export function generateFusedBackwardMmaDq(spec: FusedBackwardMmaSpec): Generate
   const DS_BASE = DS_OVER_V ? `${VOFF}u + ` : '';
   const PACKED = spec.packedCoords === true;
   const packing = mmaPackedCoords(r);
-  const FAST_DIV = spec.fastDivide === true && r === 3;
+  const FAST_DIV = mmaFastDivide(r, false, spec.fastDivide);
   const staging = mmaStagedKeyLoop({ r, arr: 'st', tpk: TPK, d4: D4, dv4: DV4, voff: VOFF, ...(PACKED ? { packed: true } : {}), ...(FAST_DIV ? { fastDivide: true } : {}) });
   const uniforms = fusedForwardUniformFields(r);
   const bindings: StorageBinding[] = [
@@ -442,7 +442,7 @@ ${mmaQueryRowWindow(r, 'TILE')}
   if (valid && hf == 0u${split ? ' && hd == 0u' : ''}) { delta[qrow] = delta_r; }
   let lse_r = select(0.0, logsumexp[qrow] * LOG2E, valid);
 ${mmaSubgroupSpan(r, 'valid', (a) => `ws_${a}`, (a) => `we_${a} - 1`, 'bs', 'bw')}
-${PACKED ? `${packing.lane}\n` : ''}${FAST_DIV ? `${range(r).slice(1).map((a) => `  let inv_bw_${a} = 1.0 / f32(bw_${a});`).join('\n')}\n` : ''}
+${PACKED ? `${packing.lane}\n` : ''}
 ${range(D16 / HS)
   .map((kk) => `  var q_${kk} = ${LEFT}();`)
   .join('\n')}

@@ -316,10 +316,28 @@ ${ind}let ${p}row = (tok_base + ${p}tok) * params.${heads} + ${head};`,
  * is the work on each chunk's path, not occupancy). There, where the decode stays, it divides by float reciprocal
  * (`fastDivide`).
  */
-function keyCursor(r: number, split: boolean, fast = false): { readonly decls: string; readonly advance: (ind: string) => string; readonly row: (ind: string) => string } {
-  if (r === 3 || split) return { decls: '', advance: () => '', row: () => (fast && r > 1 ? boxKeyRowFast(r) : boxKeyRow(r as NaRank)) };
+function keyCursor(r: number, split: boolean, fastDivide = false): { readonly decls: string; readonly advance: (ind: string) => string; readonly row: (ind: string) => string } {
+  if (decodesPerChunk(r, split)) {
+    // With `fastDivide`: the box widths' reciprocals once, then `box_divmod` per staged row.
+    const fast = mmaFastDivide(r, split, fastDivide);
+    const decls = fast ? `${range(r).slice(1).map((a) => `  let inv_bw_${a} = 1.0 / f32(bw_${a});`).join('\n')}\n` : '';
+    return { decls, advance: () => '', row: () => (fast ? boxKeyRowFast(r) : boxKeyRow(r as NaRank)) };
+  }
   const c = mmaBoxCursor({ r, p: 'k', start: 'st_row', step: 'KEY_CHUNK', bs: 'bs', bw: 'bw' });
   return { decls: `${c.decls}\n`, advance: (ind) => `${c.advance(ind)}\n`, row: (ind) => c.row(ind, 'heads_kv', 'hk') };
+}
+
+/** Whether the key staging decodes each staged row's box index per chunk (3-D, the split) instead of by cursor. */
+function decodesPerChunk(r: number, split: boolean): boolean {
+  return r === 3 || split;
+}
+
+/**
+ * Whether a kernel's key staging divides by float reciprocal: `fastDivide` asked for where the staging decodes per
+ * chunk (rank 1 has nothing to divide); such a kernel includes `BOX_DIVMOD_FN`.
+ */
+export function mmaFastDivide(r: number, split: boolean, fastDivide: boolean | undefined): boolean {
+  return fastDivide === true && r > 1 && decodesPerChunk(r, split);
 }
 
 /**
@@ -336,7 +354,7 @@ export const BOX_DIVMOD_FN = `fn box_divmod(n: u32, w: u32, inv: f32) -> vec2<u3
 }
 `;
 
-/** `boxKeyRow` with `box_divmod` (reciprocals `inv_bw_a` of the box widths, a >= 1, declared by the kernel). */
+/** `boxKeyRow` with `box_divmod` (reciprocals `inv_bw_a` of the box widths, a >= 1, from `keyCursor`'s decls). */
 function boxKeyRowFast(r: number): string {
   const ind = '        ';
   const axes = range(r);
@@ -787,7 +805,7 @@ ${range(D16)
     .join('\n');
 
   const EARLY = spec.earlyFetch === true;
-  const FAST_DIV = spec.fastDivide === true && (r === 3 || SPLIT) && r > 1;
+  const FAST_DIV = mmaFastDivide(r, SPLIT, spec.fastDivide);
   const stagingShape = { r, arr: 'kv_sh', tpk: TPK, d4: D4, dv4: DV4, voff: VOFF, ...(split ? { split } : {}), ...(PACKED ? { packed: true } : {}), ...(WIDE ? { wide: true } : {}), ...(FAST_DIV ? { fastDivide: true } : {}) };
   const staging = mmaStagedKeyLoop(stagingShape);
   const turn = mmaStagedKeyLoopInTurn(stagingShape);
@@ -977,7 +995,7 @@ ${mmaQueryRowWindow(r, 'QUERY_TILE')}
   // Box-linear span of this row's window (row-major over the box): a chunk outside the span of every row of the
   // subgroup skips its matrix work and softmax (P stays out of O). Invalid rows span nothing.
 ${mmaSubgroupSpan(r, 'valid', (a) => `ws_${a}`, (a) => `we_${a} - 1`, 'bs', 'bw')}
-${PACKED ? `${packing.lane}\n` : ''}${FAST_DIV ? `${range(r).slice(1).map((a) => `  let inv_bw_${a} = 1.0 / f32(bw_${a});`).join('\n')}\n` : ''}
+${PACKED ? `${packing.lane}\n` : ''}
 ${SPLIT ? `  // Per-tensor power-of-two scales of the split (max |x| of Q, K, V into (2^13, 2^14]); S and O are unscaled after.
   let sq = split_scale(scales[0]);
   let sk = split_scale(scales[1]);
