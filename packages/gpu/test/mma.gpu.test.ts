@@ -21,7 +21,7 @@ import {
   packedCoordsFit,
 } from '../src/index.ts';
 import { fusedForwardCommand } from '../src/ops/na-fused-forward.ts';
-import { type EmulatedProblem, emulatedKernel, emulatedSizes, emulateSubgroupMatrix, emulatingTensorCoreView, matrixViews } from '@natten-web/testkit';
+import { axisGrid, type EmulatedProblem, emulatedKernel, emulatedSizes, emulateSubgroupMatrix, emulatingTensorCoreView, matrixViews } from '@natten-web/testkit';
 import { expectClose } from './expect-close.ts';
 import { fakeTensorCoreContext } from './fake-tensor-core.ts';
 import { gpuContext } from './setup.ts';
@@ -323,34 +323,26 @@ describe('tensor-core (mma) forward on host tensors with a given config (the umb
 describe('keyBoxRowsBound (where the kernels may decode box indices by float reciprocal)', () => {
   it('is at least every query tile\'s union key box, for every 1-D length to 40, window, dilation, stride and causal choice', () => {
     let checked = 0;
-    for (let L = 1; L <= 40; L++) {
-      for (let K = 1; K <= L; K++) {
-        for (let d = 1; K * d <= L; d++) {
-          for (let st = 1; st <= K; st++) {
-            for (const causal of [false, true]) {
-              for (const t of [16, 32]) {
-                const p = { length: L, kernelSize: K, dilation: d, causal, stride: st };
-                let widest = 0;
-                for (let g = 0; g < d; g++) {
-                  const n = Math.ceil((L - g) / d);
-                  for (let qf = 0; qf < n; qf += t) {
-                    let lo = Number.POSITIVE_INFINITY;
-                    let hi = 0;
-                    for (let i = qf; i < Math.min(qf + t, n); i++) {
-                      const w = axisWindow(i * d + g, p);
-                      lo = Math.min(lo, (w.start - g) / d);
-                      hi = Math.max(hi, (w.start - g) / d + w.count);
-                    }
-                    widest = Math.max(widest, hi - lo);
-                  }
-                }
-                const bound = keyBoxRowsBound({ spatial: [L], params: { kernelSize: [K], dilation: [d], stride: [st], isCausal: [causal] } } as unknown as FusedProblem, [t]);
-                expect(bound, `L=${L} K=${K} d=${d} stride=${st} causal=${causal} tile=${t}`).toBeGreaterThanOrEqual(widest);
-                checked++;
-              }
+    for (const p of axisGrid({ maxLength: 40, minKernel: 1 })) {
+      const { length: L, kernelSize: K, dilation: d, stride: st, causal } = p;
+      for (const t of [16, 32]) {
+        let widest = 0;
+        for (let g = 0; g < d; g++) {
+          const n = Math.ceil((L - g) / d);
+          for (let qf = 0; qf < n; qf += t) {
+            let lo = Number.POSITIVE_INFINITY;
+            let hi = 0;
+            for (let i = qf; i < Math.min(qf + t, n); i++) {
+              const w = axisWindow(i * d + g, p);
+              lo = Math.min(lo, (w.start - g) / d);
+              hi = Math.max(hi, (w.start - g) / d + w.count);
             }
+            widest = Math.max(widest, hi - lo);
           }
         }
+        const bound = keyBoxRowsBound({ spatial: [L], params: { kernelSize: [K], dilation: [d], stride: [st], isCausal: [causal] } } as unknown as FusedProblem, [t]);
+        expect(bound, `L=${L} K=${K} d=${d} stride=${st} causal=${causal} tile=${t}`).toBeGreaterThanOrEqual(widest);
+        checked++;
       }
     }
     expect(checked).toBeGreaterThan(10000);

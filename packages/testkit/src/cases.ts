@@ -1,4 +1,4 @@
-import { type DType, type NaRank, OP_FAMILIES, type OpFamily, opName } from '@natten-web/core';
+import { type AxisParams, type DType, type NaRank, OP_FAMILIES, type OpFamily, opName } from '@natten-web/core';
 
 /**
  * Conformance cases as data. A case is one op call: op family x rank x dtype x neighborhood
@@ -319,4 +319,21 @@ export function countCases(cases: readonly NaCase[]): Record<string, Partial<Rec
     row[c.dtype] = (row[c.dtype] ?? 0) + 1;
   }
   return out;
+}
+
+/**
+ * Every valid single axis of an exhaustive window sweep, in the order the window tests enumerate them: lengths
+ * `minLength`..`maxLength`, kernel sizes from `minKernel` up to the length, dilations with K x d <= L, strides 1..K,
+ * non-causal then causal.
+ */
+export function* axisGrid(o: { readonly maxLength: number; readonly minLength?: number; readonly minKernel?: number }): Generator<AxisParams> {
+  for (let length = o.minLength ?? 1; length <= o.maxLength; length++) {
+    for (let kernelSize = o.minKernel ?? 2; kernelSize <= length; kernelSize++) {
+      for (let dilation = 1; kernelSize * dilation <= length; dilation++) {
+        for (let stride = 1; stride <= kernelSize; stride++) {
+          for (const causal of [false, true]) yield { length, kernelSize, dilation, stride, causal };
+        }
+      }
+    }
+  }
 }

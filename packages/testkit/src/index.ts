@@ -1,5 +1,6 @@
 export {
   adaptToOp,
+  axisGrid,
   buildCases,
   type CaseGeometry,
   caseGeometries,
