@@ -23,7 +23,7 @@ import {
   tileShapes,
 } from '@natten-web/wgsl';
 import { type DispatchCommand, foldWorkgroups, type GpuContext, type GpuTensor } from '../context.ts';
-import { keyBoxRowsBound, MMA_LARGE_WINDOW, mmaAvailability, packedCoordsFit, paddingIsFree, windowKeys } from './na-fused-forward-mma.ts';
+import { flagWords, keyBoxRowsBound, MMA_LARGE_WINDOW, mmaAvailability, packedCoordsFit, paddingIsFree, windowKeys } from './na-fused-forward-mma.ts';
 import { sgmatProblemFit } from './na-fused-forward-sgmat.ts';
 import { memoKernel, memoPerContext } from './op.ts';
 
@@ -86,14 +86,13 @@ export interface MmaBackwardConfig {
  * tiles they change).
  */
 export function mmaBackwardFlags(c: MmaBackwardConfig): string[] {
-  const flags: [boolean | undefined, string][] = [
+  return flagWords([
     [c.tightScratch, 'tight'],
     [c.dqSharedScratch, 'dq-shared'],
     [c.dqDsOverV, 'ds-over-v'],
     [c.dqPadS, 'dq-padS'],
     [c.dkvPadS, 'dkv-padS'],
-  ];
-  return flags.filter(([on]) => on === true).map(([, word]) => word);
+  ]);
 }
 
 /** Why the mma backward cannot run this problem (dtype, head dims, rpb), or undefined. */

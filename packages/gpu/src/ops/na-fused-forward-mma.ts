@@ -89,14 +89,18 @@ export interface MmaForwardConfig {
  * benchmark's): `tight`, `padS`, `inturn`, `pk`, `wide`, `skew`, each where set.
  */
 export function mmaForwardFlags(c: MmaForwardConfig): string[] {
-  const flags: [boolean | undefined, string][] = [
+  return flagWords([
     [c.tightScratch, 'tight'],
     [c.padS, 'padS'],
     [c.kvInTurn, 'inturn'],
     [c.pOverK, 'pk'],
     [c.wideLoads, 'wide'],
     [c.skewSoftmax, 'skew'],
-  ];
+  ]);
+}
+
+/** The words of the flags that are set, in the order given (the config flag lists for labels). */
+export function flagWords(flags: readonly (readonly [boolean | undefined, string])[]): string[] {
   return flags.filter(([on]) => on === true).map(([, word]) => word);
 }
 
