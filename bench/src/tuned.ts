@@ -43,7 +43,7 @@ export function backwardConfigLabel(b: FusedBackwardConfig): string {
 
 /**
  * A tensor-core forward config as a row label: `fwd mma q16x8/bk16/sg8` (`fwd mma split ...` for float32), then the
- * config's flags (`mmaForwardFlags`: ` tight`, ` padS`, ` inturn`, ` pk`, ` wide`, ` skew`) where set.
+ * config's flags (`mmaForwardFlags`: ` tight`, ` padS`, ` inturn`, ` pk`, ` wide`) where set.
  */
 export function mmaForwardLabel(f: MmaForwardConfig, dtype: string): string {
   return [`fwd mma${dtype === 'float32' ? ' split' : ''} q${f.queryTile.join('x')}/bk${f.keyChunk}/sg${f.subgroups}`, ...mmaForwardFlags(f)].join(' ');

@@ -71,15 +71,11 @@ function twinVariants(problem: FusedProblem, ...configs: MmaForwardConfig[]): Mm
   const inTurn = values.inturn !== 'true' ? [] : bases.filter((c) => c.kvInTurn !== true).map((c) => ({ ...c, kvInTurn: true }));
   // With `--pk true`: each config's twin with P over the staged K rows (opt-in `pOverK`), where it fits.
   const pOverK = values.pk !== 'true' ? [] : bases.filter((c) => c.pOverK !== true && c.kvInTurn !== true).map((c) => ({ ...c, pOverK: true }));
-  // With `--skew true`: each config's twin with the skewed softmax (opt-in `skewSoftmax`; no rpb), and for unpadded
-  // rows its twins with S padded (`padS`), with and without the skew.
-  const skew =
-    values.skew !== 'true' || problem.hasRpb
-      ? []
-      : configs.flatMap((c) => [{ ...c, skewSoftmax: true }, ...(c.tightScratch === true ? [{ ...c, padS: true }, { ...c, padS: true, skewSoftmax: true }] : [])]);
+  // With `--pads true`: each unpadded config's twin with S padded (`padS`), or the padded one's without it.
+  const pads = values.pads !== 'true' ? [] : configs.filter((c) => c.tightScratch === true).map(({ padS, ...c }) => (padS === true ? c : { ...c, padS: true }));
   // With `--wide true`: each config's twin with 16-byte K and V loads (opt-in `wideLoads`, float16).
   const wide = values.wide !== 'true' || problem.dtype === 'float32' ? [] : configs.map((c) => ({ ...c, wideLoads: true }));
-  return [...tight, ...inTurn, ...[...pOverK, ...skew, ...wide].filter((c) => mmaConfigFits(ctx, problem, c))];
+  return [...tight, ...inTurn, ...[...pOverK, ...pads, ...wide].filter((c) => mmaConfigFits(ctx, problem, c))];
 }
 
 /** `--nsg 1,2`: keep the configs with these subgroup counts (all when absent). */
@@ -144,9 +140,9 @@ function backwardVariants(rank: NaRank, def: MmaBackwardConfig, g: FusedBackward
     if (twice) split.push([`dkv-split sg${twice.keySubgroups}`, twice]);
     if (same && qTile) split.push(['both-split', { ...same, queryTile: qTile, dqHeadSplit: true, dqSharedScratch: false }]);
   }
-  // --skew true: the default without its scratch padding, and with it in one kernel only (dqPadS, dkvPadS).
+  // --pads true: the default without its scratch padding, and with it in one kernel only (dqPadS, dkvPadS).
   const { dqPadS: _dq, dkvPadS: _dkv, ...bare } = def;
-  const pads = values.skew === 'true' ? ([['no-pads', bare], ['dq-pads', { ...bare, dqPadS: true }], ['dkv-pads', { ...bare, dkvPadS: true }]] as const) : [];
+  const pads = values.pads === 'true' ? ([['no-pads', bare], ['dq-pads', { ...bare, dqPadS: true }], ['dkv-pads', { ...bare, dkvPadS: true }]] as const) : [];
   return [...chunks, ...tight, ...shared, ...dsv, ...split, ...pads].filter(([, c]) => fits(c));
 }
 

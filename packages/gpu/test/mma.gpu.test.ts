@@ -210,7 +210,7 @@ describe('tensor-core (mma) forward, emulated on this adapter, against the CPU r
   interface EmuCase extends EmulatedProblem {
     readonly scale?: number;
     readonly rpb?: boolean;
-    readonly config: { queryTile: number[]; keyChunk: 16 | 32 | 64; subgroups: 2 | 4 | 8; tightScratch?: boolean; kvInTurn?: boolean; pOverK?: boolean; packedCoords?: boolean; padS?: boolean; skewSoftmax?: boolean; wideLoads?: boolean; fastDivide?: boolean; earlyFetch?: boolean };
+    readonly config: { queryTile: number[]; keyChunk: 16 | 32 | 64; subgroups: 2 | 4 | 8; tightScratch?: boolean; kvInTurn?: boolean; pOverK?: boolean; packedCoords?: boolean; padS?: boolean; wideLoads?: boolean; fastDivide?: boolean; earlyFetch?: boolean };
   }
   const cases: EmuCase[] = [
     { name: '1-D L=37 K=7, a partial tile', spatial: [37], kernelSize: [7], dim: 16, config: { queryTile: [64], keyChunk: 32, subgroups: 4 } },
@@ -251,15 +251,9 @@ describe('tensor-core (mma) forward, emulated on this adapter, against the CPU r
     { name: 'packed coordinates: 2-D 20x17 K=4x6 dilation 2x1 causal on axis 0, 32-key chunks', spatial: [20, 17], kernelSize: [4, 6], dim: 16, dilation: [2, 1], causal: [true, false], config: { queryTile: [4, 8], keyChunk: 32, subgroups: 2, packedCoords: true } },
     { name: 'packed coordinates: 3-D 4x10x14 K=3x5x7 dilation 1x2x2 GQA, Dv=48, 2 subgroups', spatial: [4, 10, 14], kernelSize: [3, 5, 7], heads: 2, headsKv: 1, dim: 16, dimV: 48, dilation: [1, 2, 2], config: { queryTile: [1, 4, 8], keyChunk: 16, subgroups: 2, tightScratch: true, packedCoords: true } },
     { name: 'packed coordinates: 3-D 6x9x11 K=3x5x5 causal on axis 1, rescaling O', spatial: [6, 9, 11], kernelSize: [3, 5, 5], dim: 16, causal: [false, true, false], scale: 4, config: { queryTile: [2, 4, 4], keyChunk: 16, subgroups: 2, tightScratch: true, packedCoords: true } },
-    // The skewed softmax (opt-in skewSoftmax; with padS: S rows padded, P rows exact): every rank, packed and vec4
-    // coordinates, rescales, 16-, 32- and 64-key chunks, Dv != D.
-    { name: 'skewed softmax: 2-D 19x23 K=7 at head dim 64, 4 subgroups, packed, rescaling O', spatial: [19, 23], kernelSize: [7, 7], dim: 64, scale: 4, config: { queryTile: [8, 8], keyChunk: 16, subgroups: 4, tightScratch: true, packedCoords: true, skewSoftmax: true } },
-    { name: 'skewed softmax, S padded: 2-D 19x23 K=7 at head dim 64, 4 subgroups, packed, rescaling O', spatial: [19, 23], kernelSize: [7, 7], dim: 64, scale: 4, config: { queryTile: [8, 8], keyChunk: 16, subgroups: 4, tightScratch: true, padS: true, packedCoords: true, skewSoftmax: true } },
+    // S rows padded, P rows exact (padS, the float16 default where free): rescales, causal, dilation.
+    { name: 'S padded: 2-D 19x23 K=7 at head dim 64, 4 subgroups, packed, rescaling O', spatial: [19, 23], kernelSize: [7, 7], dim: 64, scale: 4, config: { queryTile: [8, 8], keyChunk: 16, subgroups: 4, tightScratch: true, padS: true, packedCoords: true } },
     { name: 'S padded: 2-D 20x17 K=4x6 dilation 2x1 causal on axis 0', spatial: [20, 17], kernelSize: [4, 6], dim: 16, dilation: [2, 1], causal: [true, false], config: { queryTile: [4, 8], keyChunk: 16, subgroups: 2, tightScratch: true, padS: true } },
-    { name: 'skewed softmax: 1-D L=200 K=65 causal, rescaling O, 8 subgroups, 16-key chunks', spatial: [200], kernelSize: [65], dim: 32, causal: [true], scale: 4, config: { queryTile: [128], keyChunk: 16, subgroups: 8, tightScratch: true, skewSoftmax: true } },
-    { name: 'skewed softmax: 1-D L=300 K=127, 32-key chunks, padded rows', spatial: [300], kernelSize: [127], dim: 16, config: { queryTile: [32], keyChunk: 32, subgroups: 2, skewSoftmax: true } },
-    { name: 'skewed softmax: 3-D 6x9x11 K=3x5x5 causal on axis 1, packed, rescaling O', spatial: [6, 9, 11], kernelSize: [3, 5, 5], dim: 16, causal: [false, true, false], scale: 4, config: { queryTile: [2, 4, 4], keyChunk: 16, subgroups: 2, tightScratch: true, packedCoords: true, skewSoftmax: true } },
-    { name: 'skewed softmax: 3-D 4x10x14 K=3x5x7 dilation 1x2x2 GQA, Dv=32, vec4 coordinates, 64-key chunks', spatial: [4, 10, 14], kernelSize: [3, 5, 7], heads: 2, headsKv: 1, dim: 16, dimV: 32, dilation: [1, 2, 2], config: { queryTile: [1, 4, 8], keyChunk: 64, subgroups: 2, skewSoftmax: true } },
     // 16-byte K/V loads (opt-in wideLoads): one and two loads per staging thread, a partial pass (Dv=48 over 4
     // threads per row), GQA, rpb, every rank.
     { name: 'wide loads: 2-D 19x23 K=7 at head dim 64, 4 subgroups, S padded, packed, rescaling O', spatial: [19, 23], kernelSize: [7, 7], dim: 64, scale: 4, config: { queryTile: [8, 8], keyChunk: 16, subgroups: 4, tightScratch: true, padS: true, packedCoords: true, wideLoads: true } },

@@ -146,7 +146,6 @@ export {
   MMA_SUBGROUP_SIZE,
   mmaPackedCoords,
   mmaPackedMaxExtent,
-  mmaSoftmaxSkew,
   MMA_FAST_DIVIDE_ROWS,
   BOX_DIVMOD_FN,
 } from './ops/na-fused-forward-mma.ts';

@@ -74,8 +74,6 @@ export interface MmaForwardConfig {
    * K=13 dilated 169.6 -> 166.2, 256x256 K=15 1402 -> 1375; 3-D (where it costs a workgroup per SM) 222.5 -> 233.7.
    */
   readonly padS?: boolean;
-  /** Opt-in: the softmax reads S and writes P along a bank-conflict-free rotation (see `FusedForwardMmaSpec.skewSoftmax`; no rpb). */
-  readonly skewSoftmax?: boolean;
   /**
    * K and V loaded 16 bytes at a time (float16; see `FusedForwardMmaSpec.wideLoads`). The float16 default takes it
    * in 1-D and on windows over `MMA_LARGE_WINDOW` keys, where it timed faster (not in 2-D and 3-D small windows,
@@ -86,7 +84,7 @@ export interface MmaForwardConfig {
 
 /**
  * A forward config's layout and loading choices as short words, in one order, for labels (the autotuner's, the
- * benchmark's): `tight`, `padS`, `inturn`, `pk`, `wide`, `skew`, each where set.
+ * benchmark's): `tight`, `padS`, `inturn`, `pk`, `wide`, each where set.
  */
 export function mmaForwardFlags(c: MmaForwardConfig): string[] {
   return flagWords([
@@ -95,7 +93,6 @@ export function mmaForwardFlags(c: MmaForwardConfig): string[] {
     [c.kvInTurn, 'inturn'],
     [c.pOverK, 'pk'],
     [c.wideLoads, 'wide'],
-    [c.skewSoftmax, 'skew'],
   ]);
 }
 
@@ -148,7 +145,6 @@ function mmaSpec(problem: FusedProblem, config: MmaForwardConfig): FusedForwardM
     ...(config.kvInTurn === true ? { kvInTurn: true } : {}),
     ...(config.pOverK === true ? { pOverK: true } : {}),
     ...(config.padS === true ? { padS: true } : {}),
-    ...(config.skewSoftmax === true ? { skewSoftmax: true } : {}),
     ...(config.wideLoads === true ? { wideLoads: true } : {}),
     // Both never slower on an H200 (session 13, same call): the first fetch before the Q gather 0.5-1.3% faster on
     // every f16 problem; float-reciprocal box decoding 3-D f16 222.4 -> 213.0 us, float32 2-D K=7 211.6 -> 207.4,

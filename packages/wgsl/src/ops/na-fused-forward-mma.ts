@@ -250,17 +250,6 @@ export function storeSplit4(arr: string, at: string, v: string, split?: { readon
 }
 
 /**
- * WGSL storing the components of vec4<f32> `v` to `arr` at `at(0)` .. `at(3)` (any four offsets) as f16; with a
- * split, hi to `arr` and lo to `split.lo` as `storeSplit4` does (scale 1).
- */
-export function storeSplitScatter(arr: string, at: (j: number) => string, v: string, split?: { readonly lo: string }): string {
-  const c = ['x', 'y', 'z', 'w'];
-  const put = (a: string, h: string): string => [0, 1, 2, 3].map((j) => `${a}[${at(j)}] = ${h}.${c[j] as string};`).join(' ');
-  if (!split) return `let ph = vec4<f16>(${v});\n        ${put(arr, 'ph')}`;
-  return `{ let sx_hi = bitcast<vec4<f32>>(bitcast<vec4<u32>>(${v}) & vec4<u32>(0xffffe000u)); let sh = vec4<f16>(sx_hi); let sl = vec4<f16>(${v} - sx_hi); ${put(arr, 'sh')} ${put(split.lo, 'sl')} }`;
-}
-
-/**
  * A staging thread's box cursor, so that no chunk decodes its box index with integer divisions (tens of
  * instructions each on GPUs): `decls` decodes box index `start` once into offsets `${p}b_a` (last axis fastest,
  * widths `${bw}_a`; `${p}b0_a` keep them for `reset`), `advance` moves them `step` rows on with one compare on the
@@ -526,13 +515,6 @@ export type FusedForwardMmaSpec = Pick<FusedForwardSpec, 'rank' | 'kernelSize' |
    */
   readonly padS?: boolean;
   /**
-   * The softmax's lanes read S and write P along a per-row rotation (`mmaSoftmaxSkew`) instead of interleaved vec4
-   * columns: lane (row, hf) takes the columns of parity hf, starting at 2 t(row), so that the 32 lanes of a subgroup
-   * hit 32 different banks on every scalar S read and P write with the scratch's row strides. No rpb. Absent = vec4
-   * columns.
-   */
-  readonly skewSoftmax?: boolean;
-  /**
    * K and V loaded 16 bytes (eight halves) per load instead of 8 (float16 only): half the staging's global loads
    * per thread. Absent = vec4<f16> loads.
    */
@@ -552,76 +534,6 @@ export const MMA_FAST_DIVIDE_ROWS = 1 << 21;
 
 const F = MMA_FRAGMENT;
 
-const skewCache = new Map<string, number[]>();
-/**
- * The softmax's column rotation per fragment row (`FusedForwardMmaSpec.skewSoftmax`): t(r) for local rows r = 0..15
- * such that lane (r, hf) reading column hf + 2 ((t(r) + i) mod chunk/2) of S rows `lds` floats apart, and writing it
- * to P rows `ldp` halves apart (the row's two lanes share a 32-bit word), hits a different bank than every other
- * lane of the subgroup for every i (32 banks of 4 bytes). A rotation without any conflict where a bounded
- * depth-first search (rows in order) finds one, else the greedy least-conflicting one. Pure: the same table for the same
- * strides.
- */
-export function mmaSoftmaxSkew(lds: number, ldp: number, chunk: number): number[] {
-  const id = `${lds}/${ldp}/${chunk}`;
-  const hit = skewCache.get(id);
-  if (hit) return hit;
-  const half = chunk / 2;
-  // Conflicts of rows 0..ts.length-1: per i, the extra lanes on the busiest S bank and P word bank.
-  const conflicts = (ts: readonly number[]): number => {
-    let c = 0;
-    for (let i = 0; i < half; i++) {
-      const sb = new Map<number, number>();
-      const pb = new Map<number, number>();
-      ts.forEach((t, r) => {
-        const k = (t + i) % half;
-        for (const hf of [0, 1]) {
-          const b = (r * lds + hf + 2 * k) % 32;
-          sb.set(b, (sb.get(b) ?? 0) + 1);
-        }
-        const w = Math.floor((r * ldp + 2 * k) / 2) % 32;
-        pb.set(w, (pb.get(w) ?? 0) + 1);
-      });
-      c += Math.max(...sb.values()) - 1 + Math.max(...pb.values()) - 1;
-    }
-    return c;
-  };
-  const ts: number[] = [];
-  // The search gives up after this many partial rotations (strides without a conflict-free one take it all).
-  let budget = 4096;
-  const perfect = (r: number): boolean => {
-    if (r === F) return true;
-    for (let t = 0; t < half && budget > 0; t++) {
-      budget--;
-      ts.push(t);
-      if (conflicts(ts) === 0 && perfect(r + 1)) return true;
-      ts.pop();
-    }
-    return false;
-  };
-  let out: number[];
-  if (perfect(0)) out = [...ts];
-  else {
-    out = [];
-    for (let r = 0; r < F; r++) {
-      let best = 0;
-      let bestC = Number.POSITIVE_INFINITY;
-      for (let t = 0; t < half; t++) {
-        const c = conflicts([...out, t]);
-        if (c < bestC) [best, bestC] = [t, c];
-      }
-      out.push(best);
-    }
-  }
-  skewCache.set(id, out);
-  return out;
-}
-
-/** WGSL of this lane's rotation `sk_t` (from local row `lane / 2`), the table packed 5 bits per row in u32 constants. */
-function skewDecl(ts: readonly number[]): string {
-  const words = [0, 1, 2].map((w) => ts.slice(6 * w, 6 * w + 6).reduce((acc, t, i) => acc + t * 2 ** (5 * i), 0));
-  return `  let sk_r = lane / 2u;
-  let sk_t = (select(select(${words[0]}u, ${words[1]}u, sk_r >= 6u), ${words[2]}u, sk_r >= 12u) >> (5u * (sk_r % 6u))) & 31u;`;
-}
 /**
  * The split's scale for a tensor whose max |x| is `m`: 2^(14 - ceil(log2 m)), exact (ldexp), so max |x| times it is
  * at most 2^14 (f16's largest finite is 65504); the exponent is clamped to [-60, 60] so that products of two scales
@@ -722,7 +634,6 @@ export function fusedForwardMmaSpecProblem(spec: FusedForwardMmaSpec): string | 
     if (l.rows * l.ldp > spec.keyChunk * l.ldk) return `pOverK: P (${l.rows} rows of ${l.ldp}) does not fit the chunk's K rows (${spec.keyChunk} of ${l.ldk})`;
   }
   if (spec.padS === true && spec.tightScratch !== true) return 'padS needs tightScratch (the padded layout already pads S)';
-  if (spec.skewSoftmax === true && spec.hasRpb === true) return 'skewSoftmax has no rpb form';
   if (spec.wideLoads === true && spec.split === true) return 'wideLoads is for float16 tensors (the split loads f32)';
   if (spec.packedCoords === true && (spec.rank < 2 || spec.hasRpb === true)) return `packedCoords needs rank 2 or 3 without rpb (rank ${spec.rank}${spec.hasRpb === true ? ', rpb' : ''})`;
   return rpbWindowProblem(spec);
@@ -750,7 +661,6 @@ export function generateFusedForwardMma(spec: FusedForwardMmaSpec): GeneratedKer
   const TPK = WG / BK; // staging threads per key row
   const IN_TURN = spec.kvInTurn === true;
   const PACKED = spec.packedCoords === true;
-  const SKEW = spec.skewSoftmax === true;
   const packing = mmaPackedCoords(r);
   // P's array: its own, or the chunk's K rows (offset 0 of the staging area) once S is done with them (pOverK).
   const P_OVER_K = spec.pOverK === true;
@@ -825,23 +735,7 @@ ${range(D16)
 
   // ---- mask + online softmax on this lane's interleaved vec4 columns of its row. Rank 1: a key's coordinate is
   // bs_0 + its box index, and a chunk inside the row's whole window (most chunks of a large window) skips the test.
-  const maskStmt = (v: number): string => (spec.hasRpb ? maskRpbStmt(v) : SKEW ? maskSkewStmt(v) : maskOnlyStmt(v));
-  // Skewed columns (`skewSoftmax`): element j of vec4 v is column cs(4v + j) of the row, any key of the chunk.
-  const cs = (v: number, j: number): string => `cs${4 * v + j}`;
-  const cs4 = (v: number, f: (c: string) => string): string => [0, 1, 2, 3].map((j) => f(cs(v, j))).join(', ');
-  const maskSkewStmt = (v: number): string =>
-    r === 1
-      ? `if (!inside) {
-        let kk = vec4<i32>(bs_0 + i32(c0)) + vec4<i32>(${cs4(v, (c) => `i32(${c})`)});
-        x${v} = select(vec4<f32>(NEG), x${v}, (kk >= vec4<i32>(ws_0)) & (kk < vec4<i32>(we_0)));
-      }`
-      : PACKED
-        ? `x${v} = select(vec4<f32>(NEG), x${v}, ${packing.inw4(`vec4<u32>(${cs4(v, (c) => `kc_sh[${c} / 4u][${c} % 4u]`)})`)});`
-        : `{
-        ${[0, 1, 2, 3].map((j) => `let k${j} = kc_sh[${cs(v, j)}];`).join(' ')}
-        let inw = vec4<bool>(${[0, 1, 2, 3].map((i) => inWindow(`k${i}`)).join(', ')});
-        x${v} = select(vec4<f32>(NEG), x${v}, inw);
-      }`;
+  const maskStmt = (v: number): string => (spec.hasRpb ? maskRpbStmt(v) : maskOnlyStmt(v));
   const maskOnlyStmt = (v: number): string =>
     r === 1
       ? `if (!inside) {
@@ -869,11 +763,10 @@ ${[0, 1, 2, 3].map((i) => `        let k${i} = ${keys[i]};`).join('\n')}
   const col = (v: number): string => `${v * 2}u + hf`;
   const softmax = `    if (need) {
       let srow = row * LDS;
-${SKEW ? `${range(BK / 2)
-  .map((i) => `      let cs${i} = hf + 2u * ((sk_t + ${i}u) & ${BK / 2 - 1}u);`)
-  .join('\n')}\n` : ''}${range(VPL)
+${range(VPL)
   .map(
-    (v) => `${SKEW ? '' : `      let cc${v} = (${col(v)}) * 4u;\n`}      var x${v} = vec4<f32>(${SKEW ? cs4(v, (c) => `s_sh[srow + ${c}]`) : `s_sh[srow + cc${v}], s_sh[srow + cc${v} + 1u], s_sh[srow + cc${v} + 2u], s_sh[srow + cc${v} + 3u]`}) * ${SPLIT ? 'sscale' : 'params.scale_log2'};
+    (v) => `      let cc${v} = (${col(v)}) * 4u;
+      var x${v} = vec4<f32>(s_sh[srow + cc${v}], s_sh[srow + cc${v} + 1u], s_sh[srow + cc${v} + 2u], s_sh[srow + cc${v} + 3u]) * ${SPLIT ? 'sscale' : 'params.scale_log2'};
       ${maskStmt(v)}`,
   )
   .join('\n')}
@@ -893,14 +786,8 @@ ${range(VPL)
     (v) => `      {
         let p = select(vec4<f32>(0.0), exp2(x${v} - vec4<f32>(m)), x${v} > vec4<f32>(NEG));
         psum = psum + (p.x + p.y) + (p.z + p.w);
-        ${
-          SKEW
-            ? storeSplitScatter(P_ARR, (j) => `prow + ${cs(v, j)}`, 'p', SPLIT ? { lo: PLO_ARR } : undefined)
-            : SPLIT
-              ? storeSplit4(P_ARR, `prow + cc${v}`, 'p', { lo: PLO_ARR }, '1.0')
-              : `let ph = vec4<f16>(p);
-        ${store4(P_ARR, `prow + cc${v}`, 'ph')}`
-        }
+        ${SPLIT ? storeSplit4(P_ARR, `prow + cc${v}`, 'p', { lo: PLO_ARR }, '1.0') : `let ph = vec4<f16>(p);
+        ${store4(P_ARR, `prow + cc${v}`, 'ph')}`}
       }`,
   )
   .join('\n')}
@@ -989,7 +876,7 @@ ${forwardWorkgroupPrologue(r)}  let rbase = (lid / ${MMA_SUBGROUP_SIZE}u) * ${F}
   let lane = lid % ${MMA_SUBGROUP_SIZE}u;
   let hf = lane % 2u;
   let row = rbase + lane / 2u;
-${SKEW ? `${skewDecl(mmaSoftmaxSkew(L.lds, L.ldp, BK))}\n` : ''}
+
   // ---- this lane's query row: coordinates, validity, exact window (group coordinates)
 ${mmaQueryRowWindow(r, 'QUERY_TILE')}
   // Box-linear span of this row's window (row-major over the box): a chunk outside the span of every row of the
