@@ -11,6 +11,8 @@ describe('tensor-core (mma) backward generators', () => {
     expect(fusedBackwardMmaSpecProblem({ ...base, chunk: 64 })).toMatch(/chunk 64 is not one of 16, 32/);
     expect(fusedBackwardMmaSpecProblem({ ...base, dimV: 40 })).toMatch(/head dims 64\/40 must be multiples of 16/);
     expect(fusedBackwardMmaSpecProblem(base)).toBeUndefined();
+    expect(fusedBackwardMmaSpecProblem({ ...base, padS: true })).toMatch(/padS needs tightScratch \(the padded layout already pads the scratch\)/);
+    expect(fusedBackwardMmaSpecProblem({ ...base, tightScratch: true, padS: true })).toBeUndefined();
     expect(() => generateFusedBackwardMmaDq({ ...base, chunk: 8 })).toThrow(/generateFusedBackwardMmaDq: chunk 8 is not one of 16, 32/);
     expect(() => generateFusedBackwardMmaDkv({ ...base, subgroups: 1 })).toThrow(/generateFusedBackwardMmaDkv: subgroups=1/);
   });

@@ -54,6 +54,14 @@ describe('tensor-core (mma) fused forward generator', () => {
     expect(() => generateFusedForwardMma({ ...base, keyChunk: 48 })).toThrow(/generateFusedForwardMma: key chunk 48/);
     expect(fusedForwardMmaSpecProblem({ ...base, hasRpb: true, causal: [true, false] })).toMatch(/rpb needs a non-causal window and odd kernel sizes/);
     expect(fusedForwardMmaSpecProblem({ ...base, hasRpb: true, kernelSize: [12, 13] })).toMatch(/rpb needs a non-causal window/);
+    // S rows padded only over unpadded ones (the padded layout pads them already); 16-byte loads only for float16.
+    expect(fusedForwardMmaSpecProblem({ ...base, padS: true })).toMatch(/padS needs tightScratch \(the padded layout already pads S\)/);
+    const tight4: FusedForwardMmaSpec = { ...base, keyChunk: 16, subgroups: 4, queryTile: [8, 8], tightScratch: true };
+    expect(fusedForwardMmaSpecProblem({ ...tight4, padS: true })).toBeUndefined();
+    // padS: 4 more floats per S row (64 rows), P rows unchanged.
+    expect(fusedForwardMmaWorkgroupBytes({ ...tight4, padS: true }) - fusedForwardMmaWorkgroupBytes(tight4)).toBe(64 * 4 * 4);
+    expect(fusedForwardMmaSpecProblem({ ...base, split: true, wideLoads: true })).toMatch(/wideLoads is for float16 tensors \(the split loads f32\)/);
+    expect(fusedForwardMmaSpecProblem({ ...base, wideLoads: true })).toBeUndefined();
   });
   it('fits 48 KiB of workgroup memory at 8 subgroups with 32-key chunks up to head dim 128', () => {
     for (const dim of [16, 64, 128]) expect(fusedForwardMmaWorkgroupBytes({ dim, dimV: dim, keyChunk: 32, subgroups: 8 })).toBeLessThanOrEqual(49152);
