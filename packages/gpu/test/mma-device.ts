@@ -46,7 +46,7 @@ import {
   planFusedForwardMma,
   selectFusedBackward,
 } from '../src/index.ts';
-import { BACKWARD_PROBES, countResidency, type Probe, PROBES, residencyKernel } from './mma-probes.ts';
+import { BACKWARD_PROBES, countResidency, type Probe, PROBES, probeBytes, probeOf, residencyKernel } from './mma-probes.ts';
 import { checkConfig, deviceScriptOptions, free, gpuArgs, hostArgs, makeArgs, maxErr, type Problem, openDevice, speedProblems, speedRow, timeCommand, timeRun } from './device-forward-problems.ts';
 
 const values = deviceScriptOptions();
@@ -198,11 +198,16 @@ if (values.mode === 'probe' && !('why' in avail)) {
     const commands = planFusedForwardMma(ctx, p.rank, g, def).commands;
     await timeCommand(ctx, commands, reps, warmer);
     row(`probe ${label(def)} unpatched`, await timeCommand(ctx, commands, reps, warmer));
-    for (const [name, probe] of Object.entries(PROBES).filter(([n]) => values.probes === '' || values.probes.split(',').includes(n))) {
+    const named = values.probes === '' ? Object.keys(PROBES) : values.probes.split(',');
+    for (const [name, probe] of named.map((n) => [n, probeOf(n)] as const)) {
+      if (!probe) {
+        console.log(`${p.name} probe ${name}: no such probe`);
+        continue;
+      }
       const patched = commands.map((x) => {
         const code = probe.patch(x.kernel.code);
         if (code === x.kernel.code) return x;
-        return { ...x, kernel: { ...x.kernel, key: `${x.kernel.key}#probe-${name}`, code, workgroupBytes: x.kernel.workgroupBytes + (probe.bytes ?? 0) } };
+        return { ...x, kernel: { ...x.kernel, key: `${x.kernel.key}#probe-${name}`, code, workgroupBytes: x.kernel.workgroupBytes + probeBytes(probe, x.kernel.code) } };
       });
       if (patched.every((x, i) => x === commands[i])) {
         console.log(`${p.name} probe ${name}: the patch matched nothing`);
@@ -355,7 +360,7 @@ if (values.mode === 'bprobe' && !('why' in avail)) {
           console.log(`${p.name} ${kernel} probe ${name}: the patch matched nothing`);
           continue;
         }
-        const patched = { ...c, kernel: { ...c.kernel, key: `${c.kernel.key}#probe-${name}`, code, workgroupBytes: c.kernel.workgroupBytes + (probe.bytes ?? 0) } };
+        const patched = { ...c, kernel: { ...c.kernel, key: `${c.kernel.key}#probe-${name}`, code, workgroupBytes: c.kernel.workgroupBytes + probeBytes(probe, c.kernel.code) } };
         try {
           row(name, await timeCommand(ctx, patched, reps, warmer));
         } catch (e) {
@@ -408,7 +413,7 @@ if (values.mode === 'occupancy' && !('why' in avail)) {
     const names = ['unpatched', ...Object.keys(PROBES).filter((n) => values.probes === '' || values.probes.split(',').includes(n))];
     for (const name of names) {
       const probe = PROBES[name];
-      const cs = probe ? commands.map((x) => ({ ...x, kernel: { ...x.kernel, key: `${x.kernel.key}#probe-${name}`, code: probe.patch(x.kernel.code), workgroupBytes: x.kernel.workgroupBytes + (probe.bytes ?? 0) } })) : commands;
+      const cs = probe ? commands.map((x) => ({ ...x, kernel: { ...x.kernel, key: `${x.kernel.key}#probe-${name}`, code: probe.patch(x.kernel.code), workgroupBytes: x.kernel.workgroupBytes + probeBytes(probe, x.kernel.code) } })) : commands;
       try {
         console.log(`${p.name.padEnd(34)} fwd ${label(def)} ${name.padEnd(10)} ${String(cs[0]?.kernel.workgroupBytes).padStart(6)} B: ${fmt(await resident(cs), total(cs))}`);
       } catch (e) {

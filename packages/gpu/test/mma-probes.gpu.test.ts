@@ -6,7 +6,7 @@
 import { generateFusedBackwardMmaDkv, generateFusedBackwardMmaDq, generateFusedForwardMma } from '@natten-web/wgsl';
 import { emulateSubgroupMatrix } from '@natten-web/testkit';
 import { afterAll, describe, expect, it } from 'vitest';
-import { BACKWARD_PROBES, countResidency, PROBES, residencyKernel } from './mma-probes.ts';
+import { BACKWARD_PROBES, countResidency, type Probe, PROBES, probeOf, residencyKernel } from './mma-probes.ts';
 import { gpuContext } from './setup.ts';
 
 afterAll(async () => (await gpuContext()).destroy());
@@ -42,11 +42,17 @@ describe('device timing probes (mma-probes.ts)', () => {
       ['no-exp', 'forward', forward3d],
       ['no-s', 'forward', forward2d],
       ['no-p-store', 'forward', forward3d],
+      ['no-walk', 'forward', forward2d],
+      ['one-chunk', 'forward', forward3d],
+      ['no-out', 'forward', forward2d],
+      ['empty', 'forward', forward3d],
+      ['no-q-load', 'forward', forward2d],
+      ['no-walk+no-epilogue', 'forward', forward2d],
       ['pad2k', 'dq', dq],
       ['regs16', 'dkv', dkv],
     ];
     for (const [name, kernel, code] of cases) {
-      const module = ctx.device.createShaderModule({ code: emulateSubgroupMatrix((PROBES[name] as (typeof PROBES)[string]).patch(code)) });
+      const module = ctx.device.createShaderModule({ code: emulateSubgroupMatrix((probeOf(name) as Probe).patch(code)) });
       const errors = (await module.getCompilationInfo()).messages.filter((m) => m.type === 'error').map((m) => `${m.lineNum}:${m.linePos} ${m.message}`);
       expect(errors, `${name} on ${kernel}`).toEqual([]);
     }

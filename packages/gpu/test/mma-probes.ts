@@ -12,15 +12,35 @@
  * - `no-flag`: no rescale decision (its two barriers). `no-end-barrier`: no barrier at the end of a step.
  * - `no-exp`, `no-s-read`, `no-p-store`, `no-s`: the softmax's exponentials, its S reads, its P stores, all of S
  *   (store, multiplies, K loads and reads); not yet run on a device.
+ * - `no-walk`: no chunk step (the prologue, Q gather and epilogue alone); `one-chunk`: at most one step, so
+ *   (unpatched - one-chunk) / (steps - 1) is a step's cost; `no-out`: the epilogue without its global writes
+ *   (its scratch rounds and barriers stay); `empty`: the workgroup returns after its prologue's decode;
+ *   `no-q-load`: the Q gather without its global loads; `no-epilogue`: no epilogue (scratch rounds, writes, LSE).
+ *   Session 14. A probe name joined with '+' applies each patch in turn (`--probes no-walk+no-epilogue`).
  * The memory and register probes also apply to the backward's kernels (`BACKWARD_PROBES`).
  */
 import type { GeneratedKernel } from '@natten-web/wgsl';
 
 export interface Probe {
   readonly patch: (code: string) => string;
-  /** Workgroup bytes the patch adds (the kernel's declared total is raised by as much). */
-  readonly bytes?: number;
+  /** Workgroup bytes the patch adds (the kernel's declared total is raised by as much), or their count from the text. */
+  readonly bytes?: number | ((code: string) => number);
 }
+
+/** The workgroup bytes a probe adds to kernel text `code`. */
+export function probeBytes(probe: Probe, code: string): number {
+  return typeof probe.bytes === 'function' ? probe.bytes(code) : (probe.bytes ?? 0);
+}
+
+/** The probe of a name, or of names joined with '+' (each patch in turn, their bytes added); undefined if unknown. */
+export function probeOf(name: string): Probe | undefined {
+  const parts = name.split('+').map((n) => PROBES[n]);
+  if (parts.some((x) => x === undefined)) return undefined;
+  const ps = parts as Probe[];
+  if (ps.length === 1) return ps[0];
+  return { patch: (c) => ps.reduce((code, x) => x.patch(code), c), bytes: (c) => ps.reduce((sum, x) => sum + probeBytes(x, c), 0) };
+}
+
 
 const pad = (bytes: number): Probe => ({ patch: (c) => padWorkgroup(c, bytes), bytes });
 
@@ -61,6 +81,15 @@ export const PROBES: Record<string, Probe> = {
   'no-s-read': { patch: (c) => noSRead(c) },
   'no-p-store': { patch: (c) => c.replace(/\n(\s*)p_sh\[prow \+ cc\d+[^\n]*/g, '') },
   'no-s': { patch: (c) => noSRead(c).replace(/\n\s*subgroupMatrixStore<row_major>\(&s_sh, rbase \* LDS \+ \d+u, s, LDS\);/g, '') },
+  // The walk's length, bounded by a uniform that is never zero, so the compiler keeps the loop and the epilogue.
+  'no-walk': { patch: (c) => c.replace('ch < n_chunks;', 'ch < select(n_chunks, 0u, params.total_wg != 0u);') },
+  'one-chunk': { patch: (c) => c.replace('ch < n_chunks;', 'ch < min(n_chunks, select(0u, 1u, params.total_wg != 0u));') },
+  'no-out': { patch: (c) => c.replace(/\n(\s*)output\[orow/g, '\n$1if (params.total_wg == 0u) { output[orow').replace(/(if \(params\.total_wg == 0u\) \{ output\[orow[^\n]*;)/g, '$1 }') },
+  'empty': { patch: (c) => c.replace(/(\n {2}let tok_base = [^\n]*\n)/, '$1  if (params.total_wg != 0u) { return; }\n') },
+  'no-q-load': { patch: (c) => c.replace(/load_q\(select\(0u, [^;]*, in_q\), c\)/g, '(query[0] * 0.0 + vec4<f16>(f16(c)))') },
+  'no-epilogue': {
+    patch: (c) => c.replace(/(\n {2}\/\/ ---- epilogue[^\n]*\n)([\s\S]*)\n\}\n$/, '$1  if (params.total_wg == 0u) {\n$2\n  }\n}\n'),
+  },
   'no-end-barrier': { patch: (c) => c.replace(/\n {4}workgroupBarrier\(\);\n {2}\}\n\n {2}\/\/ ---- epilogue/, '\n  }\n\n  // ---- epilogue') },
 };
 
