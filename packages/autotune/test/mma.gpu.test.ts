@@ -46,11 +46,14 @@ describe('tensor-core (mma) forward configs in the autotuner', () => {
     // Every subgroup count the H200 timed on sparse windows is a candidate.
     expect(new Set(all.map((c) => c.config.subgroups))).toEqual(new Set([2, 4, 8]));
     const c16 = all.filter((c) => c.config.keyChunk === 16);
-    // (each unpadded one also with S padded: padS)
-    expect(c16.filter((c) => c.config.tightScratch === true && c.config.padS !== true).length).toBe(c16.filter((c) => c.config.tightScratch !== true).length);
-    expect(c16.filter((c) => c.config.padS === true).length).toBe(c16.filter((c) => c.config.tightScratch !== true).length);
-    // float16 offers no K/V-in-turn twins (timed no faster); float32 offers one for every config (its default).
-    expect(all.some((c) => c.config.kvInTurn === true)).toBe(false);
+    // (each unpadded one also with S padded: padS; each padded one also with K and V in turn, float16's 3-D default)
+    const padded16 = c16.filter((c) => c.config.tightScratch !== true && c.config.kvInTurn !== true);
+    expect(c16.filter((c) => c.config.tightScratch === true && c.config.padS !== true).length).toBe(padded16.length);
+    expect(c16.filter((c) => c.config.padS === true).length).toBe(padded16.length);
+    expect(c16.filter((c) => c.config.kvInTurn === true).length).toBe(padded16.length);
+    expect(c16.some((c) => c.config.kvInTurn === true && c.config.tightScratch === true)).toBe(false);
+    // float16's K/V-in-turn twins are 16-key padded ones only; float32 offers one for every config (its default).
+    expect(all.some((c) => c.config.kvInTurn === true && c.config.keyChunk !== 16)).toBe(false);
     const split = mmaForwardSpace(ctx, describeForward(parseProblem('na2d 1x128x128x8x64 K=7')), { maxCandidates: 1000 }).candidates;
     expect(split[0]?.config).toMatchObject({ kvInTurn: true, subgroups: 4 });
     const { kvInTurn: _k, ...sideBySide } = split[0]?.config as MmaForwardConfig;

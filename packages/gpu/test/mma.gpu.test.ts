@@ -111,7 +111,7 @@ describe('tensor-core (mma) forward: availability, config choice and the default
     }
   });
 
-  it('takes 16-key chunks with unpadded scratch rows and 4 subgroups by default (2 in 3-D), 32-key chunks for windows over MMA_LARGE_WINDOW keys (4 subgroups where 8 give too few workgroups); float32 with K and V in turn', () => {
+  it('takes 16-key chunks with unpadded scratch rows and 4 subgroups by default (2 in 3-D, with K and V in turn there), 32-key chunks for windows over MMA_LARGE_WINDOW keys (4 subgroups where 8 give too few workgroups); float32 with K and V in turn', () => {
     const ctx = fakeTensorCoreContext();
     expect(MMA_LARGE_WINDOW).toBe(4096);
     // H200, same run against 8 subgroups with padded rows: 1498 -> 1385 us, 38.5 -> 33.4 us, 146 -> 121 us.
@@ -122,9 +122,10 @@ describe('tensor-core (mma) forward: availability, config choice and the default
     expect(defaultMmaConfig(ctx, problem([4096], [127]))).toEqual({ path: 'mma', queryTile: [64], keyChunk: 16, subgroups: 4, tightScratch: true, padS: true, wideLoads: true });
     expect(defaultMmaConfig(ctx, problem([128, 128], [7, 7]))).toEqual({ path: 'mma', queryTile: [8, 8], keyChunk: 16, subgroups: 4, tightScratch: true, padS: true });
     expect(defaultMmaConfig(ctx, problem([128, 128], [13, 13], { dilation: 2 }))).toMatchObject({ keyChunk: 16, subgroups: 4, tightScratch: true, padS: true });
-    // 3-D: 2 subgroups (338 -> 234 us; 268 with 4); no padding there, which would cost a workgroup per unit (7,760 ->
-    // 8,272 bytes: 6 -> 5; 222.5 -> 233.7 us).
-    expect(defaultMmaConfig(ctx, problem([16, 32, 32], [3, 7, 7]))).toEqual({ path: 'mma', queryTile: [2, 4, 4], keyChunk: 16, subgroups: 2, tightScratch: true });
+    // 3-D: 2 subgroups (338 -> 234 us; 268 with 4), K and V in turn with padded rows (session 14: 6,480 bytes, 7
+    // workgroups per unit where unpadded side by side fit 6: 211.6 -> 201.9 us; S padding there cost a workgroup
+    // per unit: 7,760 -> 8,272 bytes, 6 -> 5, 222.5 -> 233.7 us).
+    expect(defaultMmaConfig(ctx, problem([16, 32, 32], [3, 7, 7]))).toEqual({ path: 'mma', queryTile: [2, 4, 4], keyChunk: 16, subgroups: 2, kvInTurn: true });
     // Large windows: 32-key chunks (FLUX-like 45.3 vs 55.2 ms with 16), 8 subgroups; 4 where 8 give too few workgroups.
     expect(defaultMmaConfig(ctx, problem([256, 256], [80, 80], { heads: 24, dim: 128 }))).toEqual({ path: 'mma', queryTile: [16, 8], keyChunk: 32, subgroups: 8, wideLoads: true });
     expect(defaultMmaConfig(ctx, problem([8192], [4097], { heads: 2 }))).toMatchObject({ keyChunk: 32, subgroups: 4 });
@@ -210,7 +211,7 @@ describe('tensor-core (mma) forward, emulated on this adapter, against the CPU r
   interface EmuCase extends EmulatedProblem {
     readonly scale?: number;
     readonly rpb?: boolean;
-    readonly config: { queryTile: number[]; keyChunk: 16 | 32 | 64; subgroups: 2 | 4 | 8; tightScratch?: boolean; kvInTurn?: boolean; pOverK?: boolean; packedCoords?: boolean; padS?: boolean; wideLoads?: boolean; fastDivide?: boolean; earlyFetch?: boolean };
+    readonly config: { queryTile: number[]; keyChunk: 16 | 32 | 64; subgroups: 2 | 4 | 8; tightScratch?: boolean; kvInTurn?: boolean; pOverK?: boolean; packedCoords?: boolean; padS?: boolean; wideLoads?: boolean; fastDivide?: boolean; earlyFetch?: boolean; batchedQGather?: boolean };
   }
   const cases: EmuCase[] = [
     { name: '1-D L=37 K=7, a partial tile', spatial: [37], kernelSize: [7], dim: 16, config: { queryTile: [64], keyChunk: 32, subgroups: 4 } },
@@ -264,6 +265,11 @@ describe('tensor-core (mma) forward, emulated on this adapter, against the CPU r
     { name: 'fast box decoding, early fetch: 3-D 4x10x14 K=3x5x7 dilation 1x2x2 GQA, Dv=48, 2 subgroups', spatial: [4, 10, 14], kernelSize: [3, 5, 7], heads: 2, headsKv: 1, dim: 16, dimV: 48, dilation: [1, 2, 2], config: { queryTile: [1, 4, 8], keyChunk: 16, subgroups: 2, tightScratch: true, packedCoords: true, fastDivide: true, earlyFetch: true } },
     { name: 'fast box decoding: 3-D 6x9x11 K=3x5x5 causal on axis 1, rescaling O, vec4 coordinates', spatial: [6, 9, 11], kernelSize: [3, 5, 5], dim: 16, causal: [false, true, false], scale: 4, config: { queryTile: [2, 4, 4], keyChunk: 16, subgroups: 2, tightScratch: true, fastDivide: true } },
     { name: 'early fetch: 2-D 19x23 K=7 at head dim 64, 4 subgroups, S padded, packed, rescaling O', spatial: [19, 23], kernelSize: [7, 7], dim: 64, scale: 4, config: { queryTile: [8, 8], keyChunk: 16, subgroups: 4, tightScratch: true, padS: true, packedCoords: true, earlyFetch: true } },
+    // The 3-D float16 default's layout (K and V in turn with padded rows, packed, fast decoding, early fetch) and the
+    // batched Q gather (its passes' loads issued before their stores; 1-D and 3-D float16): whole passes of the
+    // workgroup, and passes of fewer vec4s than invocations (16 rows of 16 dims over 256 invocations: guarded).
+    { name: "batched Q gather, 3-D default's layout: 6x9x11 K=3x5x5 causal on axis 1, K/V in turn, rescaling O", spatial: [6, 9, 11], kernelSize: [3, 5, 5], dim: 32, causal: [false, true, false], scale: 4, config: { queryTile: [2, 4, 4], keyChunk: 16, subgroups: 2, kvInTurn: true, packedCoords: true, fastDivide: true, earlyFetch: true, batchedQGather: true } },
+    { name: 'batched Q gather: 1-D L=200 K=65 causal, rescaling O, 8 subgroups (passes shorter than the workgroup)', spatial: [200], kernelSize: [65], dim: 16, causal: [true], scale: 4, config: { queryTile: [128], keyChunk: 16, subgroups: 8, tightScratch: true, padS: true, wideLoads: true, earlyFetch: true, batchedQGather: true } },
   ];
 
   for (const c of cases) {

@@ -59,7 +59,8 @@ export interface MmaForwardConfig {
   /**
    * K and V staged in turn through one chunk-sized area, half the staging's workgroup memory (see
    * `FusedForwardMmaSpec.kvInTurn`): the float32 default up to `MMA_LARGE_WINDOW` keys and in its tune space;
-   * float16 timed no faster with it.
+   * float16's in 3-D with padded rows (H200, session 14: 211.6 -> 201.9 us; 2% slower in 2-D), and in its tune
+   * space beside every padded 16-key config.
    */
   readonly kvInTurn?: boolean;
   /**
@@ -151,6 +152,10 @@ function mmaSpec(problem: FusedProblem, config: MmaForwardConfig): FusedForwardM
     // 3-D 363.1 -> 347.7 (both: 212.0, 206.6, 344.6).
     earlyFetch: true,
     ...(keyBoxRowsBound(problem, config.queryTile) < MMA_FAST_DIVIDE_ROWS ? { fastDivide: true } : {}),
+    // A Q gather pass's loads all issued before its stores: float16 in 1-D and 3-D, where it timed faster (H200,
+    // session 14, same calls: 1-D L=4096 K=127 31.3 -> 30.4 us, 1-D K=2047 causal 1316 -> 1305, 3-D 202 -> 193);
+    // in 2-D it timed 3-8% slower (K=7 110.5 -> 114.3, K=13 dilated 164.4 -> 177.6, 256x256 1366 -> 1467 us).
+    ...(problem.dtype !== 'float32' && problem.rank !== 2 ? { batchedQGather: true } : {}),
     hasLse: problem.hasLse,
     ...(problem.hasRpb ? { hasRpb: true } : {}),
     ...(problem.dtype === 'float32' ? { split: true } : {}),
@@ -268,8 +273,14 @@ export function enumerateMmaConfigs(ctx: GpuContext, problem: FusedProblem): Mma
         // float16: unpadded ones also with S padded (padS, the default where free).
         const tight: MmaForwardConfig[] = keyChunk === 16 ? [{ ...config, tightScratch: true }, ...(problem.dtype === 'float32' ? [] : [{ ...config, tightScratch: true, padS: true }])] : [];
         const layouts: MmaForwardConfig[] = [config, ...tight];
-        // float32: each also with K and V in turn (its default; float16 timed no faster with it).
-        const twins = problem.dtype === 'float32' ? layouts.flatMap((c) => [c, { ...c, kvInTurn: true }]) : layouts;
+        // Each also with K and V in turn: float32's default; float16's in 3-D (16-key chunks; unpadded rows and S
+        // padding stay K and V side by side there, as the default).
+        const twins =
+          problem.dtype === 'float32'
+            ? layouts.flatMap((c) => [c, { ...c, kvInTurn: true }])
+            : keyChunk === 16
+              ? layouts.flatMap((c) => (c.tightScratch === true ? [c] : [c, { ...c, kvInTurn: true }]))
+              : layouts;
         for (const c of twins) if (mmaConfigFits(ctx, problem, c)) all.push(c);
       }
     }
@@ -304,7 +315,10 @@ export const MMA_LARGE_WINDOW = 4096;
  *   1385 us, 2-D 128x128 K=7 146 -> 121 us, K=13 dilated 211 -> 182 us, 2-D 256x256 K=15 1809 -> 1525 us, 3-D
  *   16x32x32 K=3x7x7 338 -> 234 us (4 subgroups there: 268 us; 2 subgroups were also faster than 4 on 3-D with
  *   padded rows, 243 vs 305 us). 16-key chunks had beaten 32-key chunks on all six (2-D 256x256 K=15 2265 -> 1814
- *   us). Larger windows: 32-key chunks with 8 subgroups, 4 when 8 would give fewer than `MMA_MIN_WORKGROUPS`
+ *   us). In 3-D, K and V in turn through one staging area with padded rows (6,480 bytes, 7 workgroups per SM
+ *   where the unpadded side-by-side default's 7,760 fit 6): 3-D 16x32x32 K=3x7x7 211.6 -> 201.9 us, and 211.1 ->
+ *   202.3 in a second call (H200, session 14; in turn with unpadded rows 206.5 and 208.8; in 2-D in turn was 2%
+ *   slower). Larger windows: 32-key chunks with 8 subgroups, 4 when 8 would give fewer than `MMA_MIN_WORKGROUPS`
  *   workgroups.
  * - float32 (split), windows of at most `MMA_LARGE_WINDOW` keys: 16-key chunks with K and V staged in turn
  *   (`kvInTurn`), 4 subgroups with padded rows; in 3-D 2 subgroups with unpadded rows; 2 where 4 give fewer than
@@ -350,11 +364,14 @@ function chooseMmaConfig(ctx: GpuContext, problem: FusedProblem): MmaForwardConf
   const configs = enumerateMmaConfigs(ctx, problem);
   const large = windowKeys(problem) > MMA_LARGE_WINDOW;
   const f16 = problem.dtype !== 'float32';
-  // float32 up to MMA_LARGE_WINDOW keys: K and V in turn; in 3-D unpadded rows and 2 subgroups, as float16.
+  // float32 up to MMA_LARGE_WINDOW keys: K and V in turn; in 3-D unpadded rows and 2 subgroups. float16: unpadded
+  // rows, but in 3-D K and V in turn with padded rows (and 2 subgroups).
   const split = !f16 && !large;
-  const tight = f16 || (split && problem.rank === 3);
+  const f16Turn = f16 && problem.rank === 3;
+  const inTurn = split || f16Turn;
+  const tight = (f16 && !f16Turn) || (split && problem.rank === 3);
   const pick16 = (cap: number): MmaForwardConfig | undefined => {
-    const c16 = configs.filter((c) => c.keyChunk === 16 && c.subgroups <= cap && (c.tightScratch === true) === tight && (c.kvInTurn === true) === split);
+    const c16 = configs.filter((c) => c.keyChunk === 16 && c.subgroups <= cap && (c.tightScratch === true) === tight && c.padS !== true && (c.kvInTurn === true) === inTurn);
     return c16.length > 0 ? cheapest(problem, c16, Math.max(...c16.map((c) => c.subgroups))) : undefined;
   };
   if (!f16 || !large) {

@@ -527,6 +527,11 @@ export type FusedForwardMmaSpec = Pick<FusedForwardSpec, 'rank' | 'kernelSize' |
   readonly fastDivide?: boolean;
   /** The first chunk's K/V loads issued before the Q gather (both in flight at once). Absent = after it. */
   readonly earlyFetch?: boolean;
+  /**
+   * Each Q gather pass issues all of its global loads before storing any (their latencies overlap). Absent = a loop
+   * that waits on each load before the next.
+   */
+  readonly batchedQGather?: boolean;
 };
 
 /** Key-box rows below which `fastDivide` is exact. */
@@ -685,22 +690,47 @@ export function generateFusedForwardMma(spec: FusedForwardMmaSpec): GeneratedKer
   const decodeTile = (idx: string, p: string, ind: string): string => mmaDecodeTile(r, idx, p, ind, 'QUERY_TILE');
   const inWindow = (kc: string): string => mmaInWindow(r, kc);
 
-  // ---- Q fragments: gather the tile's rows through the K/V staging area, pass by pass
+  // ---- Q fragments: gather the tile's rows through the K/V staging area, pass by pass: each pass stores its rows,
+  // and the subgroups owning them load their fragments. With `batchedQGather` a pass issues all of its global loads
+  // first, each into its own registers, so that their latencies overlap; else a loop waits on each load in turn.
+  const BATCHED = spec.batchedQGather === true;
   const qRowsPerPass = mmaPassRows(L, L.ldk);
-  const qPasses = range(Math.ceil(L.rows / qRowsPerPass));
-  const qGather = qPasses
+  // One vec4 of the gather: element `e` of the pass starting at tile row `first`, into `qv` (declared here, or
+  // assigned to a variable declared before).
+  const qLoad = (e: string, first: number, guard: string, qv: string, ind: string, declare: boolean): string => `${ind}let rr = ${e} / ${D4}u;
+${ind}let c = ${e} % ${D4}u;
+${decodeTile(`${first}u + rr`, 'sq', ind)}
+${ind}let in_q = ${axes.map((a) => `qf_${a} + sq_${a} < n_${a}`).join(' && ')}${guard === '' ? '' : ` && ${guard}`};
+${ind}let qtok = ${tokOf((a) => `(qf_${a} + sq_${a}) * params.dil_${a} + g_${a}`)};
+${ind}${declare ? 'let ' : ''}${qv} = select(vec4<${T}>(0.0), load_q(select(0u, ((tok_base + qtok) * params.heads + h) * HEAD_DIM, in_q), c), in_q);`;
+  const qStore = (qv: string): string => storeSplit4('kv_sh', 'rr * LDK + 4u * c', qv, split, 'sq');
+  const qGather = range(Math.ceil(L.rows / qRowsPerPass))
     .map((p) => {
       const first = p * qRowsPerPass;
       const rows = Math.min(qRowsPerPass, L.rows - first);
-      return `  for (var e = lid; e < ${rows * D4}u; e += ${WG}u) {
-    let rr = e / ${D4}u;
-    let c = e % ${D4}u;
-${decodeTile(`${first}u + rr`, 'sq', '    ')}
-    let in_q = ${axes.map((a) => `qf_${a} + sq_${a} < n_${a}`).join(' && ')};
-    let qtok = ${tokOf((a) => `(qf_${a} + sq_${a}) * params.dil_${a} + g_${a}`)};
-    let qv = select(vec4<${T}>(0.0), load_q(select(0u, ((tok_base + qtok) * params.heads + h) * HEAD_DIM, in_q), c), in_q);
-    ${storeSplit4('kv_sh', 'rr * LDK + 4u * c', 'qv', split, 'sq')}
-  }
+      const n = rows * D4;
+      let stage: string;
+      if (BATCHED) {
+        const parts = range(Math.ceil(n / WG));
+        // The pass's guard where its rows' vec4s are not a whole number of workgroup widths.
+        const inPass = (e: string): string => (n % WG === 0 ? '' : `${e} < ${n}u`);
+        const loads = parts.map((i) => `  let qe_${p}_${i} = lid + ${i * WG}u;
+  var qv_${p}_${i} = vec4<${T}>(0.0);
+  {
+${qLoad(`qe_${p}_${i}`, first, inPass(`qe_${p}_${i}`), `qv_${p}_${i}`, '    ', false)}
+  }`);
+        const stores = parts.map((i) => {
+          const g = inPass(`qe_${p}_${i}`);
+          return `  ${g === '' ? '' : `if (${g}) `}{ let rr = qe_${p}_${i} / ${D4}u; let c = qe_${p}_${i} % ${D4}u; ${qStore(`qv_${p}_${i}`)} }`;
+        });
+        stage = [...loads, ...stores].join('\n');
+      } else {
+        stage = `  for (var e = lid; e < ${n}u; e += ${WG}u) {
+${qLoad('e', first, '', 'qv', '    ', true)}
+    ${qStore('qv')}
+  }`;
+      }
+      return `${stage}
   workgroupBarrier();
   if (rbase >= ${first}u && rbase < ${first + rows}u) {
 ${range(D16)
