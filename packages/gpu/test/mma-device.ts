@@ -238,7 +238,9 @@ if (values.mode === 'speed' || values.mode === 'both') {
       const problem = planFusedForwardMma(ctx, p.rank, g, undefined).problem;
       const def = defaultMmaConfig(ctx, problem) as MmaForwardConfig;
       const base = values.sweep === 'true' ? sweepConfigs(problem, Number(values.top)) : [def, ...chunk16Variants(problem)];
-      const configs = [...base, ...twinVariants(problem, ...base)];
+      // `--configs '[{...}]'`: these configs too (each `{ path: 'mma', ... }` fields of MmaForwardConfig).
+      const given = values.configs === '' ? [] : (JSON.parse(values.configs) as Omit<MmaForwardConfig, 'path'>[]).map((c): MmaForwardConfig => ({ ...c, path: 'mma' }));
+      const configs = [...base, ...twinVariants(problem, ...base), ...given.filter((c) => mmaConfigFits(ctx, problem, c))];
       if (!configs.some((c) => JSON.stringify(c) === JSON.stringify(def))) configs.unshift(def);
       // A problem's first readings on the H200 were often 2-4x slow (docs/device-results.md): one discarded timing
       // of the default first, and the default timed again after the others.
