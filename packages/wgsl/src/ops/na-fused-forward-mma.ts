@@ -465,6 +465,74 @@ ${mmaFetchKeyChunk(o, 'c0 + KEY_CHUNK', '      ')}
   };
 }
 
+/**
+ * WGSL gathering a tile's rows into fragments through a staging area, pass by pass (`passRows` rows of `width4` vec4s
+ * each, over `wg` invocations): per element `e` of a pass, `rr` = e / width4 (the pass's row) and `c` = e % width4
+ * (its vec4) are in scope for `value(first, guard)` (statements before the load; `guard` is a condition the element
+ * needs, or '' when every element of the pass is real), `load(first)` (the vec4 expression) and `store(v)` (statements
+ * storing vec4 `v` at rr, c); after each pass a barrier, `fragments(first, rows)` (the owners' fragment loads) and a
+ * barrier. Loop: each invocation loads and stores its elements in turn, waiting on each load. `batched`: a pass's
+ * elements are loaded first into registers (`${tag}v_p_i`), so their latencies overlap, then stored.
+ */
+export function mmaGatherPasses(o: {
+  readonly rows: number;
+  readonly passRows: number;
+  readonly width4: number;
+  readonly wg: number;
+  readonly batched: boolean;
+  readonly tag: string;
+  readonly type: string;
+  readonly value: (first: number, guard: string) => string;
+  readonly load: (first: number) => string;
+  readonly store: (v: string) => string;
+  readonly fragments: (first: number, rows: number) => string;
+}): string {
+  const { width4: w, wg, tag } = o;
+  return range(Math.ceil(o.rows / o.passRows))
+    .map((p) => {
+      const first = p * o.passRows;
+      const rows = Math.min(o.passRows, o.rows - first);
+      const n = rows * w;
+      let stage: string;
+      if (o.batched) {
+        const parts = range(Math.ceil(n / wg));
+        // The pass's guard where its rows' vec4s are not a whole number of workgroup widths.
+        const inPass = (e: string): string => (n % wg === 0 ? '' : `${e} < ${n}u`);
+        const e = (i: number): string => `${tag}e_${p}_${i}`;
+        const v = (i: number): string => `${tag}v_${p}_${i}`;
+        const loads = parts.map(
+          (i) => `  let ${e(i)} = lid + ${i * wg}u;
+  var ${v(i)} = ${o.type}(0.0);
+  {
+    let rr = ${e(i)} / ${w}u;
+    let c = ${e(i)} % ${w}u;
+${withBody(o.value(first, inPass(e(i))))}    ${v(i)} = ${o.load(first)};
+  }`,
+        );
+        const stores = parts.map((i) => {
+          const g = inPass(e(i));
+          return `  ${g === '' ? '' : `if (${g}) `}{ let rr = ${e(i)} / ${w}u; let c = ${e(i)} % ${w}u; ${o.store(v(i))} }`;
+        });
+        stage = [...loads, ...stores].join('\n');
+      } else {
+        stage = `  for (var e = lid; e < ${n}u; e += ${wg}u) {
+    let rr = e / ${w}u;
+    let c = e % ${w}u;
+${withBody(o.value(first, ''))}    let ${tag}v = ${o.load(first)};
+    ${o.store(`${tag}v`)}
+  }`;
+      }
+      return `${stage}
+  workgroupBarrier();
+${o.fragments(first, rows)}
+  workgroupBarrier();`;
+    })
+    .join('\n');
+}
+
+/** Statements followed by a newline, or nothing. */
+const withBody = (x: string): string => (x === '' ? '' : `${x}\n`);
+
 /** A tensor-core (generation 3) forward kernel spec. */
 export type FusedForwardMmaSpec = Pick<FusedForwardSpec, 'rank' | 'kernelSize' | 'causal' | 'dim' | 'dimV' | 'queryTile' | 'keyChunk' | 'hasLse'> & {
   /** Subgroups per workgroup (NSG); the query tile has 16 * NSG queries. */
@@ -690,59 +758,29 @@ export function generateFusedForwardMma(spec: FusedForwardMmaSpec): GeneratedKer
   const decodeTile = (idx: string, p: string, ind: string): string => mmaDecodeTile(r, idx, p, ind, 'QUERY_TILE');
   const inWindow = (kc: string): string => mmaInWindow(r, kc);
 
-  // ---- Q fragments: gather the tile's rows through the K/V staging area, pass by pass: each pass stores its rows,
-  // and the subgroups owning them load their fragments. With `batchedQGather` a pass issues all of its global loads
-  // first, each into its own registers, so that their latencies overlap; else a loop waits on each load in turn.
-  const BATCHED = spec.batchedQGather === true;
-  const qRowsPerPass = mmaPassRows(L, L.ldk);
-  // One vec4 of the gather: element `e` of the pass starting at tile row `first`, into `qv` (declared here, or
-  // assigned to a variable declared before).
-  const qLoad = (e: string, first: number, guard: string, qv: string, ind: string, declare: boolean): string => `${ind}let rr = ${e} / ${D4}u;
-${ind}let c = ${e} % ${D4}u;
-${decodeTile(`${first}u + rr`, 'sq', ind)}
-${ind}let in_q = ${axes.map((a) => `qf_${a} + sq_${a} < n_${a}`).join(' && ')}${guard === '' ? '' : ` && ${guard}`};
-${ind}let qtok = ${tokOf((a) => `(qf_${a} + sq_${a}) * params.dil_${a} + g_${a}`)};
-${ind}${declare ? 'let ' : ''}${qv} = select(vec4<${T}>(0.0), load_q(select(0u, ((tok_base + qtok) * params.heads + h) * HEAD_DIM, in_q), c), in_q);`;
-  const qStore = (qv: string): string => storeSplit4('kv_sh', 'rr * LDK + 4u * c', qv, split, 'sq');
-  const qGather = range(Math.ceil(L.rows / qRowsPerPass))
-    .map((p) => {
-      const first = p * qRowsPerPass;
-      const rows = Math.min(qRowsPerPass, L.rows - first);
-      const n = rows * D4;
-      let stage: string;
-      if (BATCHED) {
-        const parts = range(Math.ceil(n / WG));
-        // The pass's guard where its rows' vec4s are not a whole number of workgroup widths.
-        const inPass = (e: string): string => (n % WG === 0 ? '' : `${e} < ${n}u`);
-        const loads = parts.map((i) => `  let qe_${p}_${i} = lid + ${i * WG}u;
-  var qv_${p}_${i} = vec4<${T}>(0.0);
-  {
-${qLoad(`qe_${p}_${i}`, first, inPass(`qe_${p}_${i}`), `qv_${p}_${i}`, '    ', false)}
-  }`);
-        const stores = parts.map((i) => {
-          const g = inPass(`qe_${p}_${i}`);
-          return `  ${g === '' ? '' : `if (${g}) `}{ let rr = qe_${p}_${i} / ${D4}u; let c = qe_${p}_${i} % ${D4}u; ${qStore(`qv_${p}_${i}`)} }`;
-        });
-        stage = [...loads, ...stores].join('\n');
-      } else {
-        stage = `  for (var e = lid; e < ${n}u; e += ${WG}u) {
-${qLoad('e', first, '', 'qv', '    ', true)}
-    ${qStore('qv')}
-  }`;
-      }
-      return `${stage}
-  workgroupBarrier();
-  if (rbase >= ${first}u && rbase < ${first + rows}u) {
+  // ---- Q fragments: gather the tile's rows through the K/V staging area, pass by pass (`mmaGatherPasses`).
+  const qGather = mmaGatherPasses({
+    rows: L.rows,
+    passRows: mmaPassRows(L, L.ldk),
+    width4: D4,
+    wg: WG,
+    batched: spec.batchedQGather === true,
+    tag: 'q',
+    type: `vec4<${T}>`,
+    value: (first, guard) => `${decodeTile(`${first}u + rr`, 'sq', '    ')}
+    let in_q = ${axes.map((a) => `qf_${a} + sq_${a} < n_${a}`).join(' && ')}${guard === '' ? '' : ` && ${guard}`};
+    let qtok = ${tokOf((a) => `(qf_${a} + sq_${a}) * params.dil_${a} + g_${a}`)};`,
+    load: () => `select(vec4<${T}>(0.0), load_q(select(0u, ((tok_base + qtok) * params.heads + h) * HEAD_DIM, in_q), c), in_q)`,
+    store: (v) => storeSplit4('kv_sh', 'rr * LDK + 4u * c', v, split, 'sq'),
+    fragments: (first, rows) => `  if (rbase >= ${first}u && rbase < ${first + rows}u) {
 ${range(D16)
   .map(
     (kk) =>
       `    q_${kk} = subgroupMatrixLoad<${LEFT}, row_major>(&kv_sh, (rbase - ${first}u) * LDK + ${kk * F}u, LDK);${SPLIT ? `\n    qlo_${kk} = subgroupMatrixLoad<${LEFT}, row_major>(&kvlo_sh, (rbase - ${first}u) * LDK + ${kk * F}u, LDK);` : ''}`,
   )
   .join('\n')}
-  }
-  workgroupBarrier();`;
-    })
-    .join('\n');
+  }`,
+  });
 
   const EARLY = spec.earlyFetch === true;
   const FAST_DIV = mmaFastDivide(r, SPLIT, spec.fastDivide);
