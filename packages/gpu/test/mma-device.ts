@@ -11,7 +11,7 @@
  * 3. Backward (`--mode bcheck | bspeed | backward`): the mma backward against the CPU reference, and timed against
  *    the plain backward; `--mode bsweep` times its dq and dkv kernels alone per subgroup count and tile.
  * 4. Probes (`--mode probe`, `--probes a,b` to pick some): the default forward's text patched to isolate one cost
- *    each (mma-probes.ts), next to the unpatched kernel; `--mode bprobe`: the memory and register probes on the
+ *    each (mma-probes.ts), next to the unpatched kernel; `--mode bprobe`: the memory, register and walk-length probes on the
  *    default backward's dq and dkv kernels, each timed alone.
  * `--only a,b` keeps the speed problems whose name contains any of the parts; with `--sweep true`, `--top N` takes
  * the N cheapest configs of each subgroup count and `--nsg 2,4` keeps those counts; `--tight true` adds each

@@ -50,6 +50,8 @@ describe('device timing probes (mma-probes.ts)', () => {
       ['no-walk+no-epilogue', 'forward', forward2d],
       ['pad2k', 'dq', dq],
       ['regs16', 'dkv', dkv],
+      ['no-walk', 'dkv', dkv],
+      ['one-chunk', 'dq', dq],
     ];
     for (const [name, kernel, code] of cases) {
       const module = ctx.device.createShaderModule({ code: emulateSubgroupMatrix((probeOf(name) as Probe).patch(code)) });

@@ -17,7 +17,8 @@
  *   (its scratch rounds and barriers stay); `empty`: the workgroup returns after its prologue's decode;
  *   `no-q-load`: the Q gather without its global loads; `no-epilogue`: no epilogue (scratch rounds, writes, LSE).
  *   Session 14. A probe name joined with '+' applies each patch in turn (`--probes no-walk+no-epilogue`).
- * The memory and register probes also apply to the backward's kernels (`BACKWARD_PROBES`).
+ * The memory and register probes and the walk's length (`no-walk`, `one-chunk`) also apply to the backward's kernels
+ * (`BACKWARD_PROBES`).
  */
 import type { GeneratedKernel } from '@natten-web/wgsl';
 
@@ -82,8 +83,11 @@ export const PROBES: Record<string, Probe> = {
   'no-p-store': { patch: (c) => c.replace(/\n(\s*)p_sh\[prow \+ cc\d+[^\n]*/g, '') },
   'no-s': { patch: (c) => noSRead(c).replace(/\n\s*subgroupMatrixStore<row_major>\(&s_sh, rbase \* LDS \+ \d+u, s, LDS\);/g, '') },
   // The walk's length, bounded by a uniform that is never zero, so the compiler keeps the loop and the epilogue.
-  'no-walk': { patch: (c) => c.replace('ch < n_chunks;', 'ch < select(n_chunks, 0u, params.total_wg != 0u);') },
-  'one-chunk': { patch: (c) => c.replace('ch < n_chunks;', 'ch < min(n_chunks, select(0u, 1u, params.total_wg != 0u));') },
+  // (The forward's and dq's loop runs `ch < n_chunks`, the dkv kernel's `it < n_steps`.)
+  'no-walk': { patch: (c) => c.replace('ch < n_chunks;', 'ch < select(n_chunks, 0u, params.total_wg != 0u);').replace('it < n_steps;', 'it < select(n_steps, 0u, params.total_wg != 0u);') },
+  'one-chunk': {
+    patch: (c) => c.replace('ch < n_chunks;', 'ch < min(n_chunks, select(0u, 1u, params.total_wg != 0u));').replace('it < n_steps;', 'it < min(n_steps, select(0u, 1u, params.total_wg != 0u));'),
+  },
   'no-out': { patch: (c) => c.replace(/\n(\s*)output\[orow/g, '\n$1if (params.total_wg == 0u) { output[orow').replace(/(if \(params\.total_wg == 0u\) \{ output\[orow[^\n]*;)/g, '$1 }') },
   'empty': { patch: (c) => c.replace(/(\n {2}let tok_base = [^\n]*\n)/, '$1  if (params.total_wg != 0u) { return; }\n') },
   'no-q-load': { patch: (c) => c.replace(/load_q\(select\(0u, [^;]*, in_q\), c\)/g, '(query[0] * 0.0 + vec4<f16>(f16(c)))') },
@@ -142,7 +146,7 @@ function liveRegisters(code: string, n: number): string {
  * The probes that apply to the backward's dq and dkv kernels alone (`mma-device.mjs --mode bprobe`): workgroup
  * memory and live registers.
  */
-export const BACKWARD_PROBES = ['pad1k', 'pad2k', 'pad4k', 'regs16', 'regs32'] as const;
+export const BACKWARD_PROBES = ['pad1k', 'pad2k', 'pad4k', 'regs16', 'regs32', 'no-walk', 'one-chunk'] as const;
 
 /**
  * A residency counter (`mma-device.mjs --mode occupancy`): the kernel's text with one more storage binding `occ`
