@@ -310,7 +310,7 @@ function keyCursor(r: number, split: boolean, fastDivide = false): { readonly de
     // With `fastDivide`: the box widths' reciprocals once, then `box_divmod` per staged row.
     const fast = mmaFastDivide(r, split, fastDivide);
     const decls = fast ? `${range(r).slice(1).map((a) => `  let inv_bw_${a} = 1.0 / f32(bw_${a});`).join('\n')}\n` : '';
-    return { decls, advance: () => '', row: () => (fast ? boxKeyRowFast(r) : boxKeyRow(r as NaRank)) };
+    return { decls, advance: () => '', row: () => boxKeyRow(r as NaRank, fast) };
   }
   const c = mmaBoxCursor({ r, p: 'k', start: 'st_row', step: 'KEY_CHUNK', bs: 'bs', bw: 'bw' });
   return { decls: `${c.decls}\n`, advance: (ind) => `${c.advance(ind)}\n`, row: (ind) => c.row(ind, 'heads_kv', 'hk') };
@@ -343,28 +343,14 @@ export const BOX_DIVMOD_FN = `fn box_divmod(n: u32, w: u32, inv: f32) -> vec2<u3
 }
 `;
 
-/** `boxKeyRow` with `box_divmod` (reciprocals `inv_bw_a` of the box widths, a >= 1, from `keyCursor`'s decls). */
-function boxKeyRowFast(r: number): string {
-  const ind = '        ';
-  const axes = range(r);
-  return `${ind}var krest = kbox;
-${axes
-  .slice(1)
-  .reverse()
-  .map((a) => `${ind}let kd_${a} = box_divmod(krest, u32(bw_${a}), inv_bw_${a});
-${ind}let kg_${a} = bs_${a} + i32(kd_${a}.y);
-${ind}krest = kd_${a}.x;`)
-  .join('\n')}
-${ind}let kg_0 = bs_0 + i32(krest);
-${ind}let ktok = ${tokenOf(r as NaRank, (a) => `kg_${a} * params.dil_${a} + g_${a}`)};
-${ind}let krow = (tok_base + ktok) * params.heads_kv + hk;`;
-}
+/** The staging's key cursor (`keyCursor`) for a staging shape. */
+const stagingCursor = (o: StagingShape & { readonly r: number }) => keyCursor(o.r, o.split !== undefined, o.fastDivide === true);
 
 function mmaFetchDecls(o: StagingShape & { readonly r: number }): string {
   const { nk, nv } = fetchCounts(o);
   return `  let st_row = lid / ${o.tpk}u;
   let st_sub = lid % ${o.tpk}u;
-${keyCursor(o.r, o.split !== undefined, o.fastDivide === true).decls}${range(nk)
+${stagingCursor(o).decls}${range(nk)
   .map((i) => `  var pk_${i} = ${fetchZero(o)};`)
   .join('\n')}
 ${range(nv)
@@ -378,6 +364,7 @@ const keyCoords = (o: { readonly packed?: boolean }) => mmaCoordTable(o.packed =
 
 function mmaFetchKeyChunk(o: StagingShape & { readonly r: number }, c0: string, ind: string): string {
   const { nk, nv } = fetchCounts(o);
+  const cursor = stagingCursor(o);
   const guard = (n: number, d4: number, i: number): string => stagingPartGuard(n, o.tpk, d4, i);
   return `${ind}{
 ${ind}  let kbox = ${c0} + st_row;
@@ -389,7 +376,7 @@ ${range(nv)
   .map((i) => `${ind}  pv_${i} = ${fetchZero(o)};`)
   .join('\n')}
 ${ind}  if (kbox < box_n) {
-${keyCursor(o.r, o.split !== undefined, o.fastDivide === true).row(`${ind}    `)}
+${cursor.row(`${ind}    `)}
 ${ind}    pkc = ${
       o.packed === true
         ? mmaPackedCoords(o.r).pack((a) => `kg_${a} - bs_${a}`)
@@ -404,7 +391,7 @@ ${range(nv)
   .map((i) => `${ind}    ${guard(nv, units(o, o.dv4), i)}{ pv_${i} = ${o.wide === true ? 'load_v8(krow * (HEAD_DIM_V / 8u)' : 'load_v(krow * HEAD_DIM_V'}, st_sub + ${i * o.tpk}u); }`)
   .join('\n')}
 ${ind}  }
-${keyCursor(o.r, o.split !== undefined, o.fastDivide === true).advance(`${ind}  `)}${ind}}`;
+${cursor.advance(`${ind}  `)}${ind}}`;
 }
 
 /** Which rows a commit writes: K with the key coordinates, V, or both (then the barrier). */

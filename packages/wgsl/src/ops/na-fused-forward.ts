@@ -666,24 +666,41 @@ ${boxKeyRow(r)}
 /**
  * WGSL that decodes a staged box index `${p}box` into group coordinates `${p}g_a` (last axis fastest; the box starts
  * at `${bs}_a` with widths `${bw}_a`), the token `${p}tok` and the row `${p}row` of head `head` among `heads` heads.
- * Needs the prologue's names (`tok_base`, `g_a`, `params`).
+ * Needs the prologue's names (`tok_base`, `g_a`, `params`). With `fastDivide` each axis past the first divides by
+ * float reciprocal (`box_divmod` with `inv_${bw}_a` = 1 / f32(`${bw}_a`) in scope; the mma kernels' `BOX_DIVMOD_FN`)
+ * instead of WGSL's integer division and remainder.
  */
-export function boxRow(r: NaRank, o: { readonly p: string; readonly bs: string; readonly bw: string; readonly heads: string; readonly head: string; readonly ind: string }): string {
+export function boxRow(r: NaRank, o: { readonly p: string; readonly bs: string; readonly bw: string; readonly heads: string; readonly head: string; readonly ind: string; readonly fastDivide?: boolean }): string {
   const axes = Array.from({ length: r }, (_, a) => a);
-  const { p, ind } = o;
-  return `${ind}var ${p}rest = i32(${p}box);
+  const { p, ind, bs, bw } = o;
+  const decode =
+    o.fastDivide === true
+      ? `${ind}var ${p}rest = ${p}box;
+${axes
+  .slice(1)
+  .reverse()
+  .map((a) => `${ind}let ${p}d_${a} = box_divmod(${p}rest, u32(${bw}_${a}), inv_${bw}_${a});
+${ind}let ${p}g_${a} = ${bs}_${a} + i32(${p}d_${a}.y);
+${ind}${p}rest = ${p}d_${a}.x;`)
+  .join('\n')}
+${ind}let ${p}g_0 = ${bs}_0 + i32(${p}rest);`
+      : `${ind}var ${p}rest = i32(${p}box);
 ${axes
   .slice()
   .reverse()
-  .map((a) => (a === 0 ? `${ind}let ${p}g_0 = ${o.bs}_0 + ${p}rest;` : `${ind}let ${p}g_${a} = ${o.bs}_${a} + ${p}rest % ${o.bw}_${a};\n${ind}${p}rest = ${p}rest / ${o.bw}_${a};`))
-  .join('\n')}
+  .map((a) => (a === 0 ? `${ind}let ${p}g_0 = ${bs}_0 + ${p}rest;` : `${ind}let ${p}g_${a} = ${bs}_${a} + ${p}rest % ${bw}_${a};\n${ind}${p}rest = ${p}rest / ${bw}_${a};`))
+  .join('\n')}`;
+  return `${decode}
 ${ind}let ${p}tok = ${tokenOf(r, (a) => `${p}g_${a} * params.dil_${a} + g_${a}`)};
 ${ind}let ${p}row = (tok_base + ${p}tok) * params.${o.heads} + ${o.head};`;
 }
 
-/** `boxRow` of a staged key (`kbox` -> `kg_a`, `ktok`, `krow` of KV head `hk`) at the staging loops' 8-space indent. */
-export function boxKeyRow(r: NaRank): string {
-  return boxRow(r, { p: 'k', bs: 'bs', bw: 'bw', heads: 'heads_kv', head: 'hk', ind: '        ' });
+/**
+ * `boxRow` of a staged key (`kbox` -> `kg_a`, `ktok`, `krow` of KV head `hk`) at the staging loops' 8-space indent;
+ * `fastDivide` as `boxRow`'s.
+ */
+export function boxKeyRow(r: NaRank, fastDivide = false): string {
+  return boxRow(r, { p: 'k', bs: 'bs', bw: 'bw', heads: 'heads_kv', head: 'hk', ind: '        ', ...(fastDivide ? { fastDivide } : {}) });
 }
 
 /** Generate the kernel for a spec. Pure: same spec, same text. */
