@@ -46,7 +46,7 @@ import {
   planFusedForwardMma,
   selectFusedBackward,
 } from '../src/index.ts';
-import { BACKWARD_PROBES, countResidency, type Probe, PROBES, probeBytes, probeOf, residencyKernel } from './mma-probes.ts';
+import { BACKWARD_PROBES, countResidency, type Probe, PROBES, probedCommand, probeOf, residencyKernel } from './mma-probes.ts';
 import { checkConfig, deviceScriptOptions, free, gpuArgs, hostArgs, makeArgs, maxErr, type Problem, openDevice, speedProblems, speedRow, timeCommand, timeRun } from './device-forward-problems.ts';
 
 const values = deviceScriptOptions();
@@ -205,9 +205,8 @@ if (values.mode === 'probe' && !('why' in avail)) {
         continue;
       }
       const patched = commands.map((x) => {
-        const code = probe.patch(x.kernel.code);
-        if (code === x.kernel.code) return x;
-        return { ...x, kernel: { ...x.kernel, key: `${x.kernel.key}#probe-${name}`, code, workgroupBytes: x.kernel.workgroupBytes + probeBytes(probe, x.kernel.code) } };
+        const y = probedCommand(x, name, probe);
+        return y.kernel.code === x.kernel.code ? x : y;
       });
       if (patched.every((x, i) => x === commands[i])) {
         console.log(`${p.name} probe ${name}: the patch matched nothing`);
@@ -356,13 +355,11 @@ if (values.mode === 'bprobe' && !('why' in avail)) {
       const row = (name: string, us: number) => console.log(`${p.name.padEnd(34)} ${kernel.padEnd(3)} ${name.padEnd(22)} ${us.toFixed(1).padStart(10)} us`);
       row('unpatched', await timeCommand(ctx, c, reps, warmer));
       for (const name of names) {
-        const probe = PROBES[name] as Probe;
-        const code = probe.patch(c.kernel.code);
-        if (code === c.kernel.code) {
+        const patched = probedCommand(c, name, PROBES[name] as Probe);
+        if (patched.kernel.code === c.kernel.code) {
           console.log(`${p.name} ${kernel} probe ${name}: the patch matched nothing`);
           continue;
         }
-        const patched = { ...c, kernel: { ...c.kernel, key: `${c.kernel.key}#probe-${name}`, code, workgroupBytes: c.kernel.workgroupBytes + probeBytes(probe, c.kernel.code) } };
         try {
           row(name, await timeCommand(ctx, patched, reps, warmer));
         } catch (e) {
@@ -382,23 +379,23 @@ if (values.mode === 'bprobe' && !('why' in avail)) {
 if (values.mode === 'occupancy' && !('why' in avail)) {
   const SMS = 132; // H200 SXM; WebGPU does not say
   const occ = ctx.createTensor([4], 'float32');
-  const resident = async (commands: readonly DispatchCommand[]): Promise<number> => {
+  // The counter's peak (its second word) after running commands that count themselves into `occ`.
+  const peak = async (commands: readonly DispatchCommand[]): Promise<number> => {
     ctx.zero(occ);
-    await ctx.dispatch(commands.map((c) => ({ ...c, kernel: { ...c.kernel, key: `${c.kernel.key}#occ`, code: countResidency(c.kernel.code, c.kernel.bindings.length), bindings: [...c.kernel.bindings, { name: 'occ', access: 'read_write' as const }] }, buffers: [...c.buffers, occ.buffer] })));
+    await ctx.dispatch(commands);
     const t = await ctx.read(occ);
     return new Uint32Array(new Float32Array(t.data as Float32Array).buffer)[1] as number;
   };
+  const resident = (commands: readonly DispatchCommand[]): Promise<number> =>
+    peak(commands.map((c) => ({ ...c, kernel: { ...c.kernel, key: `${c.kernel.key}#occ`, code: countResidency(c.kernel.code, c.kernel.bindings.length), bindings: [...c.kernel.bindings, { name: 'occ', access: 'read_write' as const }] }, buffers: [...c.buffers, occ.buffer] })));
   const fmt = (peak: number, total: number) => `${String(peak).padStart(6)} resident of ${String(total).padStart(7)} = ${(peak / SMS).toFixed(2).padStart(6)} per SM`;
   console.log(`\n== residency ceiling (a kernel that only sits resident; ${SMS} SMs assumed)`);
   for (const threads of [64, 128, 256]) {
     for (const bytes of [0, 4096, 8192, 11264, 12288, 16384, 24576, 32768, 40960, 49152]) {
       const kernel = residencyKernel(threads, bytes, 20000);
       try {
-        ctx.zero(occ);
-        await ctx.dispatch([{ kernel, buffers: [occ.buffer], workgroups: [SMS * 40, 1, 1] }]);
-        const t = await ctx.read(occ);
-        const peak = new Uint32Array(new Float32Array(t.data as Float32Array).buffer)[1] as number;
-        console.log(`ceiling threads ${String(threads).padStart(3)} bytes ${String(bytes).padStart(6)}: ${fmt(peak, SMS * 40)}`);
+        const n = await peak([{ kernel, buffers: [occ.buffer], workgroups: [SMS * 40, 1, 1] }]);
+        console.log(`ceiling threads ${String(threads).padStart(3)} bytes ${String(bytes).padStart(6)}: ${fmt(n, SMS * 40)}`);
       } catch (e) {
         console.log(`ceiling threads ${threads} bytes ${bytes}: ${(e as Error).message.split('\n')[0]}`);
       }
@@ -415,7 +412,7 @@ if (values.mode === 'occupancy' && !('why' in avail)) {
     const names = ['unpatched', ...Object.keys(PROBES).filter((n) => values.probes === '' || values.probes.split(',').includes(n))];
     for (const name of names) {
       const probe = PROBES[name];
-      const cs = probe ? commands.map((x) => ({ ...x, kernel: { ...x.kernel, key: `${x.kernel.key}#probe-${name}`, code: probe.patch(x.kernel.code), workgroupBytes: x.kernel.workgroupBytes + probeBytes(probe, x.kernel.code) } })) : commands;
+      const cs = probe ? commands.map((x) => probedCommand(x, name, probe)) : commands;
       try {
         console.log(`${p.name.padEnd(34)} fwd ${label(def)} ${name.padEnd(10)} ${String(cs[0]?.kernel.workgroupBytes).padStart(6)} B: ${fmt(await resident(cs), total(cs))}`);
       } catch (e) {

@@ -21,6 +21,7 @@
  * (`BACKWARD_PROBES`).
  */
 import type { GeneratedKernel } from '@natten-web/wgsl';
+import type { DispatchCommand } from '../src/index.ts';
 
 export interface Probe {
   readonly patch: (code: string) => string;
@@ -31,6 +32,11 @@ export interface Probe {
 /** The workgroup bytes a probe adds to kernel text `code`. */
 export function probeBytes(probe: Probe, code: string): number {
   return typeof probe.bytes === 'function' ? probe.bytes(code) : (probe.bytes ?? 0);
+}
+
+/** Command `c` with its kernel text patched by `probe` (keyed `#probe-${name}`), its declared workgroup bytes adjusted. */
+export function probedCommand(c: DispatchCommand, name: string, probe: Probe): DispatchCommand {
+  return { ...c, kernel: { ...c.kernel, key: `${c.kernel.key}#probe-${name}`, code: probe.patch(c.kernel.code), workgroupBytes: c.kernel.workgroupBytes + probeBytes(probe, c.kernel.code) } };
 }
 
 /** The probe of a name, or of names joined with '+' (each patch in turn, their bytes added); undefined if unknown. */
