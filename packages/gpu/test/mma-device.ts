@@ -143,7 +143,9 @@ function backwardVariants(rank: NaRank, def: MmaBackwardConfig, g: FusedBackward
   // --pads true: the default without its scratch padding, and with it in one kernel only (dqPadS, dkvPadS).
   const { dqPadS: _dq, dkvPadS: _dkv, ...bare } = def;
   const pads = values.pads === 'true' ? ([['no-pads', bare], ['dq-pads', { ...bare, dqPadS: true }], ['dkv-pads', { ...bare, dkvPadS: true }]] as const) : [];
-  return [...chunks, ...tight, ...shared, ...dsv, ...split, ...pads].filter(([, c]) => fits(c));
+  // --configs '[{...}]' (backward modes): the default with each object's fields over it (tiles, subgroups, flags).
+  const given = values.configs === '' ? [] : (JSON.parse(values.configs) as Partial<MmaBackwardConfig>[]).map((c) => [JSON.stringify(c), { ...def, ...c }] as const);
+  return [...chunks, ...tight, ...shared, ...dsv, ...split, ...pads, ...given].filter(([, c]) => fits(c));
 }
 
 let failures = 0;

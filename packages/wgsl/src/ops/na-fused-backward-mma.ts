@@ -27,9 +27,9 @@ import { type GeneratedKernel, kernelKey, type StorageBinding, type UniformField
 import { tokenOf } from '../snippets/fused-index.ts';
 import { windowFunctions } from '../snippets/window.ts';
 import { forwardWorkgroupPrologue, fusedForwardUniformFields, rowLoader, workgroupTileDecode } from './na-fused-forward.ts';
-import { COORD, MMA_FRAGMENT, MMA_HEADER, MMA_SUBGROUP_SIZE, type MmaLayout, mmaBindingDecls, mmaBoxCursor, mmaDecodeTile, mmaInWindow, mmaCoordTable, mmaLayout, mmaPackedCoords, mmaPassRows, mmaQueryRowWindow, mmaShapeProblem, mmaStagedKeyLoop, mmaSubgroupSpan, stagingPartGuard, store4, BOX_DIVMOD_FN, mmaFastDivide, mmaGatherPasses } from './na-fused-forward-mma.ts';
+import { COORD, MMA_FRAGMENT, MMA_HEADER, MMA_SUBGROUP_SIZE, type MmaLayout, mmaBindingDecls, mmaBoxCursor, mmaDecodeTile, mmaInWindow, mmaCoordTable, mmaLayout, mmaPackedCoords, mmaPassRows, mmaQueryRowWindow, mmaShapeProblem, mmaStagedKeyLoop, mmaSubgroupSpan, stagingPartGuard, store4, BOX_DIVMOD_FN, mmaFastDivide, mmaGatherPasses, mmaScratchEpilogue, PACK8_FN } from './na-fused-forward-mma.ts';
 
-const GEN = 7;
+const GEN = 8;
 const F = MMA_FRAGMENT;
 const range = (n: number): number[] => Array.from({ length: n }, (_, i) => i);
 const LEFT = `subgroup_matrix_left<f16, ${F}, ${F}>`;
@@ -181,7 +181,8 @@ const LDS: u32 = ${L.lds}u;
 const LDP: u32 = ${L.ldp}u;
 const LOG2E: f32 = 1.4426950408889634;
 
-${mmaBindingDecls(bindings)}
+${mmaBindingDecls(bindings, 'f16', ['grad_query', 'grad_key', 'grad_value'])}
+${PACK8_FN}
 ${uniformDecl(uniforms, bindings.length)}
 ${windowFunctions(spec.kernelSize, spec.causal)}
 ${rowLoader('load_q', 'query', spec.dim, true, 'f16')}
@@ -318,25 +319,30 @@ ${range(outs)
   .join('\n')}`;
 }
 
-/** Write result fragments `${acc}_j` (scaled by `scale`) to `out` rows through the scratch, BK/16 tiles per round. */
-function writeThroughScratch(o: { acc: string; frags: number; n16: number; out: string; row4: string; scale: string; valid: string; split?: boolean }): string {
-  // With headSplit: this subgroup's own scratch rows, and its half's columns (frags x 4 vec4s per half).
-  const srow = o.split === true ? '(rbase + lane / 2u)' : 'row';
-  const half = o.split === true ? ` + hd * ${o.frags * 4}u` : '';
-  return range(Math.ceil(o.frags / o.n16))
-    .map((rd) => {
-      const tiles = range(o.frags).slice(rd * o.n16, rd * o.n16 + o.n16);
-      return `${tiles.map((j) => `  subgroupMatrixStore<row_major>(&s_sh, rbase * LDS + ${(j - rd * o.n16) * F}u, ${o.acc}_${j}, LDS);`).join('\n')}
-  workgroupBarrier();
-  if (${o.valid}) {
-    for (var c = hf; c < ${tiles.length * 4}u; c += 2u) {
-      let s = ${srow} * LDS + 4u * c;
-      ${o.out}[${o.row4}${half} + ${rd * o.n16 * 4}u + c] = vec4<f16>(vec4<f32>(s_sh[s], s_sh[s + 1u], s_sh[s + 2u], s_sh[s + 3u]) * ${o.scale});
-    }
-  }
-  workgroupBarrier();`;
-    })
-    .join('\n');
+/**
+ * WGSL writing result fragments (`outs`: `${acc}_j` scaled by `scale`, to binding `out` at row `row8` in vec4<u32>
+ * units, eight halves each) through the f32 scratches (`mmaScratchEpilogue`): the S scratch, and the dP scratch where
+ * the kernel has one (half the rounds). With headSplit each subgroup writes its own head-dim half from its own rows.
+ */
+function writeThroughScratch(o: {
+  outs: readonly { acc: string; frags: number; out: string; row8: string; scale: string }[];
+  n16: number;
+  valid: string;
+  twoScratches: boolean;
+  split?: boolean;
+}): string {
+  return mmaScratchEpilogue({
+    outs: o.outs.map((x) => ({
+      acc: x.acc,
+      frags: x.frags,
+      write: (j: number, lo: string, hi: string) =>
+        `${x.out}[${x.row8}${o.split === true ? ` + hd * ${x.frags * 2}u` : ''} + ${2 * j}u + hf] = pack8(${lo}${x.scale === '1.0' ? '' : ` * ${x.scale}`}, ${hi}${x.scale === '1.0' ? '' : ` * ${x.scale}`});`,
+    })),
+    scratches: o.twoScratches ? ['s_sh', 'dp_sh'] : ['s_sh'],
+    perScratch: o.n16,
+    srow: o.split === true ? '(rbase + lane / 2u)' : 'row',
+    guard: o.valid,
+  });
 }
 
 /** WGSL of the vec4 at column `cc` of this lane's row of f32 scratch `arr`. */
@@ -423,6 +429,10 @@ export function generateFusedBackwardMmaDq(spec: FusedBackwardMmaSpec): Generate
   const qrowOf = (c: (a: number) => string): string => `((tok_base + ${tokOf((a) => `${c(a)} * params.dil_${a} + g_${a}`)}) * params.heads + h)`;
 
   const rows = tileRows(r, { first: 'qf', head: 'h', heads: 'heads', loaders: ['load_q', 'load_do'] });
+  const gathers = [
+    gatherFragments({ rows: ROWS, passRows: mmaPassRows(L, L.ldk), width4: D4, ld: 'LDK', name: 'q', frags: D16 / HS, wg: WG, rowValue: (rr, c) => `load_or_zero(0u, tile_row(${rr}), HEAD_DIM, ${c})`, ...(split ? { base: 'pbase', colOff: 'hoff_d' } : {}) }),
+    gatherFragments({ rows: ROWS, passRows: mmaPassRows(L, L.ldv), width4: DV4, ld: 'LDV', name: 'do', frags: DV16 / HS, wg: WG, rowValue: (rr, c) => `load_or_zero(1u, tile_row(${rr}), HEAD_DIM_V, ${c})`, ...(split ? { base: 'pbase', colOff: 'hoff_dv' } : {}) }),
+  ].join('\n');
   const code = `${moduleHead(key, spec, bindings, uniforms, `${axes.map((a) => `const QUERY_TILE_${a}: u32 = ${spec.tile[a]}u;`).join('\n')}\nconst KEY_CHUNK: u32 = ${BK}u;\n`)}
 ${DS_OVER_V ? '' : `var<workgroup> ds_sh: array<f16, ${ROWS * L.ldp}>;\n`}var<workgroup> kc_sh: ${mmaCoordTable(PACKED, 'kc_sh').type(BK)};${FAST_DIV ? `\n${BOX_DIVMOD_FN}` : ''}
 
@@ -438,7 +448,7 @@ ${mmaQueryRowWindow(r, 'TILE')}
   let qrow = ${qrowOf((a) => `min(qi_${a}, n_${a} - 1)`)};
   var dsum = 0.0;
   if (valid) {
-    for (var c = hf; c < ${DV4}u; c += 2u) { dsum = dsum + dot(vec4<f32>(grad_output[qrow * ${DV4}u + c]), vec4<f32>(output[qrow * ${DV4}u + c])); }
+    for (var c = hf; c < ${DV4}u; c += 2u) { dsum = dsum + dot(vec4<f32>(load_do(qrow * HEAD_DIM_V, c)), vec4<f32>(output[qrow * ${DV4}u + c])); }
   }
   let delta_r = dsum + subgroupShuffleXor(dsum, 1u);
   if (valid && hf == 0u${split ? ' && hd == 0u' : ''}) { delta[qrow] = delta_r; }
@@ -451,8 +461,7 @@ ${range(D16 / HS)
 ${range(DV16 / HS)
   .map((kk) => `  var do_${kk} = ${LEFT}();`)
   .join('\n')}
-${gatherFragments({ rows: ROWS, passRows: mmaPassRows(L, L.ldk), width4: D4, ld: 'LDK', name: 'q', frags: D16 / HS, wg: WG, rowValue: (rr, c) => `load_or_zero(0u, tile_row(${rr}), HEAD_DIM, ${c})`, ...(split ? { base: 'pbase', colOff: 'hoff_d' } : {}) })}
-${gatherFragments({ rows: ROWS, passRows: mmaPassRows(L, L.ldv), width4: DV4, ld: 'LDV', name: 'do', frags: DV16 / HS, wg: WG, rowValue: (rr, c) => `load_or_zero(1u, tile_row(${rr}), HEAD_DIM_V, ${c})`, ...(split ? { base: 'pbase', colOff: 'hoff_dv' } : {}) })}
+${gathers}
 ${range(D16 / HS)
   .map((j) => `  var dq_${j} = ${RESULT}();`)
   .join('\n')}
@@ -481,7 +490,7 @@ ${accumulateFrom('dq', DS_ARR, D16 / HS, BK16, '0u', 'LDK', DS_BASE, split ? { c
   }
   // ---- dQ * scale
   let scale = params.scale_log2 * 0.6931471805599453;
-${writeThroughScratch({ acc: 'dq', frags: D16 / HS, n16: BK16, out: 'grad_query', row4: `qrow * ${D4}u`, scale: 'scale', valid: 'valid', split })}
+${writeThroughScratch({ outs: [{ acc: 'dq', frags: D16 / HS, out: 'grad_query', row8: `qrow * ${spec.dim / 8}u`, scale: 'scale' }], n16: BK16, valid: 'valid', twoScratches: spec.sharedScratch !== true, split })}
 }
 `;
   return {
@@ -628,6 +637,10 @@ ${fetchStep('        ')}
       }
 `;
   const rows = tileRows(r, { first: 'kf', head: 'hk', heads: 'heads_kv', loaders: ['load_k', 'load_v'] });
+  const gathers = [
+    gatherFragments({ rows: ROWS, passRows: mmaPassRows(L, L.ldk), width4: D4, ld: 'LDK', name: 'k', frags: D16 / HS, wg: WG, rowValue: (rr, c) => `load_or_zero(0u, tile_row(${rr}), HEAD_DIM, ${c})`, ...(split ? { base: 'pbase', colOff: 'hoff_d' } : {}) }),
+    gatherFragments({ rows: ROWS, passRows: mmaPassRows(L, L.ldv), width4: DV4, ld: 'LDV', name: 'v', frags: DV16 / HS, wg: WG, rowValue: (rr, c) => `load_or_zero(1u, tile_row(${rr}), HEAD_DIM_V, ${c})`, ...(split ? { base: 'pbase', colOff: 'hoff_dv' } : {}) }),
+  ].join('\n');
   const code = `${moduleHead(key, spec, bindings, uniforms, `const QUERY_CHUNK: u32 = ${QC}u;\n`)}
 var<workgroup> p_sh: array<f16, ${ROWS * L.ldp}>;
 var<workgroup> ds_sh: array<f16, ${ROWS * L.ldp}>;
@@ -658,8 +671,7 @@ ${range(D16 / HS)
 ${range(DV16 / HS)
   .map((kk) => `  var v_${kk} = ${LEFT}();`)
   .join('\n')}
-${gatherFragments({ rows: ROWS, passRows: mmaPassRows(L, L.ldk), width4: D4, ld: 'LDK', name: 'k', frags: D16 / HS, wg: WG, rowValue: (rr, c) => `load_or_zero(0u, tile_row(${rr}), HEAD_DIM, ${c})`, ...(split ? { base: 'pbase', colOff: 'hoff_d' } : {}) })}
-${gatherFragments({ rows: ROWS, passRows: mmaPassRows(L, L.ldv), width4: DV4, ld: 'LDV', name: 'v', frags: DV16 / HS, wg: WG, rowValue: (rr, c) => `load_or_zero(1u, tile_row(${rr}), HEAD_DIM_V, ${c})`, ...(split ? { base: 'pbase', colOff: 'hoff_dv' } : {}) })}
+${gathers}
 ${range(D16 / HS)
   .map((j) => `  var dk_${j} = ${RESULT}();`)
   .join('\n')}
@@ -687,8 +699,16 @@ ${accumulateFrom('dk', 'ds_sh', D16 / HS, QC16, '0u', 'LDK', '', split ? { colOf
     }
   // ---- dK * scale, dV
   let scale = params.scale_log2 * 0.6931471805599453;
-${writeThroughScratch({ acc: 'dk', frags: D16 / HS, n16: QC16, out: 'grad_key', row4: `krow * ${D4}u`, scale: 'scale', valid: 'kvalid', split })}
-${writeThroughScratch({ acc: 'dv', frags: DV16 / HS, n16: QC16, out: 'grad_value', row4: `krow * ${DV4}u`, scale: '1.0', valid: 'kvalid', split })}
+${writeThroughScratch({
+  outs: [
+    { acc: 'dk', frags: D16 / HS, out: 'grad_key', row8: `krow * ${spec.dim / 8}u`, scale: 'scale' },
+    { acc: 'dv', frags: DV16 / HS, out: 'grad_value', row8: `krow * ${spec.dimV / 8}u`, scale: '1.0' },
+  ],
+  n16: QC16,
+  valid: 'kvalid',
+  twoScratches: true,
+  split,
+})}
 }
 `;
   return {

@@ -32,7 +32,7 @@ import { boxKeyRow, type FusedForwardSpec, forwardWorkgroupPrologue, fusedForwar
 
 const FAMILY = 'na-fused-forward-mma';
 /** Bump when the emitted text changes for an unchanged spec. */
-const GEN = 4;
+const GEN = 5;
 
 /** Fragment size (M = N = K). */
 export const MMA_FRAGMENT = 16;
@@ -59,7 +59,7 @@ export const COORD = ['x', 'y', 'z'];
  */
 export function mmaBindingDecls(bindings: readonly StorageBinding[], tensor: 'f16' | 'f32' = 'f16', wide: readonly string[] = []): string {
   // f32 rows (logsumexp, delta) and scales, scalars of the tensor type (rpb), vec4s of it (everything else); the
-  // `wide` ones as vec4<u32> (16 bytes: eight halves per load).
+  // `wide` ones as vec4<u32> (16 bytes: eight halves per load or store).
   const elem = (name: string): string =>
     wide.includes(name) ? 'vec4<u32>' : name === 'logsumexp' || name === 'delta' || name === 'scales' ? 'f32' : name === 'rpb' ? tensor : `vec4<${tensor}>`;
   return bindings.map((b, i) => `@group(0) @binding(${i}) var<storage, ${b.access}> ${b.name}: array<${elem(b.name)}>;`).join('\n');
@@ -517,6 +517,65 @@ ${o.fragments(first, rows)}
     .join('\n');
 }
 
+/** One accumulator written by `mmaScratchEpilogue`: fragments `${acc}_0 .. ${acc}_{frags-1}`. */
+export interface MmaEpilogueOut {
+  readonly acc: string;
+  readonly frags: number;
+  /**
+   * WGSL storing this lane's eight columns of fragment `j` (its columns 8 hf .. 8 hf + 7, as vec4<f32> `lo` and `hi`)
+   * to the output row.
+   */
+  readonly write: (j: number, lo: string, hi: string) => string;
+}
+
+/**
+ * WGSL writing result fragments to their output rows through f32 scratch rows (`LDS` floats each; `perScratch`
+ * fragments side by side per row), in rounds that fill every scratch given: store this subgroup's fragments, barrier,
+ * each lane reads its row's eight columns of each (`srow` its scratch row) and writes them under `guard`, barrier
+ * (none after the last round: nothing after the epilogue touches workgroup memory). A round holds
+ * `perScratch x scratches` fragments, so a kernel with two free scratches (the backward's S and dP) needs half the
+ * rounds; one 16-byte write per lane per fragment (two lanes per row).
+ */
+export function mmaScratchEpilogue(o: {
+  readonly outs: readonly MmaEpilogueOut[];
+  readonly scratches: readonly string[];
+  readonly perScratch: number;
+  readonly srow: string;
+  readonly guard: string;
+  /** Statements at the top of each round's guarded block (e.g. the 1 / l). */
+  readonly pre?: string;
+}): string {
+  const items = o.outs.flatMap((out) => range(out.frags).map((j) => ({ out, j })));
+  const cap = o.perScratch * o.scratches.length;
+  const rounds = range(Math.ceil(items.length / cap)).map((rd) => items.slice(rd * cap, rd * cap + cap));
+  return rounds
+    .map((round, rd) => {
+      const at = (t: number): { arr: string; col: number } => ({ arr: o.scratches[Math.floor(t / o.perScratch)] as string, col: (t % o.perScratch) * F });
+      const stores = round.map(({ out, j }, t) => `  subgroupMatrixStore<row_major>(&${at(t).arr}, rbase * LDS + ${at(t).col}u, ${out.acc}_${j}, LDS);`);
+      const writes = round.map(({ out, j }, t) => {
+        const { arr, col } = at(t);
+        return `    {
+      let e = ${o.srow} * LDS + ${col}u + 8u * hf;
+      let lo = vec4<f32>(${arr}[e], ${arr}[e + 1u], ${arr}[e + 2u], ${arr}[e + 3u]);
+      let hi = vec4<f32>(${arr}[e + 4u], ${arr}[e + 5u], ${arr}[e + 6u], ${arr}[e + 7u]);
+      ${out.write(j, 'lo', 'hi')}
+    }`;
+      });
+      return `${stores.join('\n')}
+  workgroupBarrier();
+  if (${o.guard}) {
+${o.pre === undefined ? '' : `    ${o.pre}\n`}${writes.join('\n')}
+  }${rd + 1 < rounds.length ? '\n  workgroupBarrier();' : ''}`;
+    })
+    .join('\n');
+}
+
+/** WGSL of the helper packing eight f32s into eight f16s as one 16-byte store (`pack8`). */
+export const PACK8_FN = `fn pack8(a: vec4<f32>, b: vec4<f32>) -> vec4<u32> {
+  return vec4<u32>(bitcast<vec2<u32>>(vec4<f16>(a)), bitcast<vec2<u32>>(vec4<f16>(b)));
+}
+`;
+
 /** Statements followed by a newline, or nothing. */
 const withBody = (x: string): string => (x === '' ? '' : `${x}\n`);
 
@@ -734,7 +793,7 @@ export function generateFusedForwardMma(spec: FusedForwardMmaSpec): GeneratedKer
   const uniforms = fusedForwardUniformFields(r);
   const bindings: StorageBinding[] = [...fusedForwardBindings({ hasRpb: spec.hasRpb === true, hasLse: spec.hasLse }), ...(SPLIT ? [{ name: 'scales', access: 'read' as const }] : [])];
   const WIDE = spec.wideLoads === true;
-  const decls = mmaBindingDecls(bindings, T, WIDE ? ['key', 'value'] : []);
+  const decls = mmaBindingDecls(bindings, T, [...(WIDE ? ['key', 'value'] : []), ...(SPLIT ? [] : ['output'])]);
   const split = SPLIT ? { lo: 'kvlo_sh', scaleK: 'sk', scaleV: 'sv' } : undefined;
   // Three multiplies per product with a split (hi hi + hi lo + lo hi), one without.
   const mul = (a: string, aLo: string, b: (lo: boolean) => string, acc: string): string =>
@@ -865,17 +924,24 @@ ${ind}workgroupBarrier();${reload ? `\n${tiles.map((j) => `${ind}o_${j} = subgro
       })
       .join('\n');
   const rescale = throughScratch((_j0, nt) => `for (var c = hf; c < ${nt * F}u; c += 2u) { s_sh[row * LDS + c] = s_sh[row * LDS + c] * alpha; }`, true, '      ');
-  const epilogue = throughScratch(
-    (j0, nt) => `if (valid) {
-  let inv_l = 1.0 / ${SPLIT ? '(l * sv)' : 'l'};
-  for (var c = hf; c < ${nt * 4}u; c += 2u) {
-    let o = row * LDS + 4u * c;
-    output[orow * DV4 + ${j0 * 4}u + c] = vec4<${T}>(vec4<f32>(s_sh[o], s_sh[o + 1u], s_sh[o + 2u], s_sh[o + 3u]) * inv_l);
-  }
-}`,
-    false,
-    '  ',
-  );
+  // ---- the epilogue: O / l through the scratch, one 16-byte write per lane and fragment (float16: eight halves packed)
+  const epilogue = mmaScratchEpilogue({
+    outs: [
+      {
+        acc: 'o',
+        frags: DV16,
+        write: (j, lo, hi) =>
+          SPLIT
+            ? `output[orow * DV4 + ${4 * j}u + 2u * hf] = ${lo} * inv_l; output[orow * DV4 + ${4 * j}u + 2u * hf + 1u] = ${hi} * inv_l;`
+            : `output[orow * ${spec.dimV / 8}u + ${2 * j}u + hf] = pack8(${lo} * inv_l, ${hi} * inv_l);`,
+      },
+    ],
+    scratches: ['s_sh'],
+    perScratch: TPR,
+    srow: 'row',
+    guard: 'valid',
+    pre: `let inv_l = 1.0 / ${SPLIT ? '(l * sv)' : 'l'};`,
+  });
 
   const pv = `    if (need) {\n${range(BK16)
     .map(
@@ -917,7 +983,7 @@ fn load_v8(base: u32, c: u32) -> vec4<u32> { return value[base + c]; }`
     : `${rowLoader('load_k', 'key', spec.dim, true, T)}
 ${rowLoader('load_v', 'value', spec.dimV, true, T)}`
 }
-${SPLIT ? SPLIT_SCALE_FN : ''}${FAST_DIV ? BOX_DIVMOD_FN : ''}
+${SPLIT ? SPLIT_SCALE_FN : PACK8_FN}${FAST_DIV ? BOX_DIVMOD_FN : ''}
 // Every workgroup variable is a multiple of 16 bytes: matrix stores into workgroup memory misplace data when a
 // variable starts off a 16-byte boundary (seen on NVIDIA through Dawn/Vulkan).
 var<workgroup> kv_sh: array<f16, ${L.stageElems}>;
