@@ -29,7 +29,7 @@ import { windowFunctions } from '../snippets/window.ts';
 import { forwardWorkgroupPrologue, fusedForwardUniformFields, rowLoader, workgroupTileDecode } from './na-fused-forward.ts';
 import { COORD, MMA_FRAGMENT, MMA_HEADER, MMA_SUBGROUP_SIZE, type MmaLayout, mmaBindingDecls, mmaBoxCursor, mmaDecodeTile, mmaInWindow, mmaCoordTable, mmaLayout, mmaPackedCoords, mmaPassRows, mmaQueryRowWindow, mmaShapeProblem, mmaStagedKeyLoop, mmaSubgroupSpan, stagingPartGuard, store4, BOX_DIVMOD_FN, mmaFastDivide, mmaGatherPasses, mmaScratchEpilogue, PACK8_FN } from './na-fused-forward-mma.ts';
 
-const GEN = 8;
+const GEN = 9;
 const F = MMA_FRAGMENT;
 const range = (n: number): number[] => Array.from({ length: n }, (_, i) => i);
 const LEFT = `subgroup_matrix_left<f16, ${F}, ${F}>`;
@@ -345,6 +345,16 @@ function writeThroughScratch(o: {
   });
 }
 
+/**
+ * WGSL of the rank-1 mask of the four staged rows at columns `cc` .. `cc + 3` of the chunk starting at box index `c0`:
+ * their coordinates are the box start `bs` plus their box indices, so the test is arithmetic (no coordinate table
+ * read); inside [lo, hi). Rows past the box are past every window (the box is the union of the windows).
+ */
+const rangeMask4 = (bs: string, lo: string, hi: string): string => {
+  const c = `(vec4<i32>(${bs} + i32(c0 + cc)) + vec4<i32>(0, 1, 2, 3))`;
+  return `((${c} >= vec4<i32>(${lo})) & (${c} < vec4<i32>(${hi})))`;
+};
+
 /** WGSL of the vec4 at column `cc` of this lane's row of f32 scratch `arr`. */
 const scratchVec4 = (arr: string, srow = 'srow'): string => `vec4<f32>(${arr}[${srow} + cc], ${arr}[${srow} + cc + 1u], ${arr}[${srow} + cc + 2u], ${arr}[${srow} + cc + 3u])`;
 
@@ -476,7 +486,7 @@ ${productsAndPds({
   vpl: BK / 8,
   s: (dst) => productsInto(dst, 'q', D16 / HS, BK16, (n, kk) => `${n * F}u * LDK + ${kk * F}u${hoff('hoff_d')}`, 'LDK'),
   dp: (dst) => productsInto(dst, 'do', DV16 / HS, BK16, (n, kk) => `${VOFF}u + ${n * F}u * LDV + ${kk * F}u${hoff('hoff_dv')}`, 'LDV'),
-  pds: (shared) => pdsStmts({ vpl: BK / 8 / HS, inw: (vi, i) => mmaInWindow(r, `kc_sh[(${vi}) * 4u + ${i}u]`), ...(PACKED ? { inw4: (vi: string) => packing.inw4(`kc_sh[${vi}]`) } : {}), lse: () => 'vec4<f32>(lse_r)', delta: () => 'vec4<f32>(delta_r)', dsArr: DS_ARR, shared, split }),
+  pds: (shared) => pdsStmts({ vpl: BK / 8 / HS, inw: (vi, i) => mmaInWindow(r, `kc_sh[(${vi}) * 4u + ${i}u]`), ...(PACKED ? { inw4: (vi: string) => packing.inw4(`kc_sh[${vi}]`) } : r === 1 ? { inw4: () => rangeMask4('bs_0', 'ws_0', 'we_0') } : {}), lse: () => 'vec4<f32>(lse_r)', delta: () => 'vec4<f32>(delta_r)', dsArr: DS_ARR, shared, split }),
   ind: '',
   pBase: DS_BASE,
   split,
@@ -685,7 +695,7 @@ ${productsAndPds({
   vpl: QC / 8,
   s: (dst) => productsInto(dst, 'k', D16 / HS, QC16, (n, kk) => `${n * F}u * LDK + ${kk * F}u${hoff('hoff_d')}`, 'LDK'),
   dp: (dst) => productsInto(dst, 'v', DV16 / HS, QC16, (n, kk) => `${OOFF}u + ${n * F}u * LDV + ${kk * F}u${hoff('hoff_dv')}`, 'LDV'),
-  pds: (shared) => pdsStmts({ vpl: QC / 8 / HS, inw: (vi, i) => inWindow(`(${vi}) * 4u + ${i}u`), ...(PACKED ? { inw4: (vi: string) => packing.inw4(`qc_sh[${vi}]`) } : {}), lse: (vi) => `lse_sh[${vi}]`, delta: (vi) => `delta_sh[${vi}]`, pArr: 'p_sh', dsArr: 'ds_sh', shared, split }),
+  pds: (shared) => pdsStmts({ vpl: QC / 8 / HS, inw: (vi, i) => inWindow(`(${vi}) * 4u + ${i}u`), ...(PACKED ? { inw4: (vi: string) => packing.inw4(`qc_sh[${vi}]`) } : r === 1 ? { inw4: () => `vec4<bool>(kvalid) & ${rangeMask4('qbs_0', 'ilo_0', 'ihi_0')}` } : {}), lse: (vi) => `lse_sh[${vi}]`, delta: (vi) => `delta_sh[${vi}]`, pArr: 'p_sh', dsArr: 'ds_sh', shared, split }),
   ind: '  ',
   split,
 })}
