@@ -115,9 +115,8 @@ describe('tensor-core (mma) forward: availability, config choice and the default
     const ctx = fakeTensorCoreContext();
     expect(MMA_LARGE_WINDOW).toBe(4096);
     // H200, same run against 8 subgroups with padded rows: 1498 -> 1385 us, 38.5 -> 33.4 us, 146 -> 121 us.
-    // S rows padded where that keeps 4 workgroups per compute unit (48 KiB: 10,768 -> 11,792 bytes in 1-D, which has
-    // no key-coordinate table since session 15, 10,832 -> 11,856 in 2-D; H200 session 13: 33.6 -> 31.9 us, 116.0 ->
-    // 112.7 us).
+    // S rows padded where that keeps 4 workgroups per compute unit (48 KiB: 11,024 -> 12,048 bytes in 1-D, 10,832 ->
+    // 11,856 in 2-D; H200 session 13: 33.6 -> 31.9 us, 116.0 -> 112.7 us).
     // 1-D and large windows: 16-byte K/V loads (session 13: 1374 -> 1299 us, 31.3 -> 30.5 us, FLUX-like 41.2 -> 39.4 ms).
     expect(defaultMmaConfig(ctx, problem([32768], [2047], { causal: true }))).toEqual({ path: 'mma', queryTile: [64], keyChunk: 16, subgroups: 4, tightScratch: true, padS: true, wideLoads: true });
     expect(defaultMmaConfig(ctx, problem([4096], [127]))).toEqual({ path: 'mma', queryTile: [64], keyChunk: 16, subgroups: 4, tightScratch: true, padS: true, wideLoads: true });

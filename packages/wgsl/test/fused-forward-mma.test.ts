@@ -64,8 +64,8 @@ describe('tensor-core (mma) fused forward generator', () => {
     expect(fusedForwardMmaSpecProblem({ ...base, wideLoads: true })).toBeUndefined();
   });
   it('fits 48 KiB of workgroup memory at 8 subgroups with 32-key chunks up to head dim 128', () => {
-    for (const dim of [16, 64, 128]) expect(fusedForwardMmaWorkgroupBytes({ rank: 2, dim, dimV: dim, keyChunk: 32, subgroups: 8 })).toBeLessThanOrEqual(49152);
-    expect(fusedForwardMmaWorkgroupBytes({ rank: 2, dim: 128, dimV: 128, keyChunk: 64, subgroups: 8 })).toBeGreaterThan(49152);
+    for (const dim of [16, 64, 128]) expect(fusedForwardMmaWorkgroupBytes({ dim, dimV: dim, keyChunk: 32, subgroups: 8 })).toBeLessThanOrEqual(49152);
+    expect(fusedForwardMmaWorkgroupBytes({ dim: 128, dimV: 128, keyChunk: 64, subgroups: 8 })).toBeGreaterThan(49152);
   });
   it('keeps every workgroup variable a multiple of 16 bytes and every matrix row stride 16-byte aligned', () => {
     const bytesOf: Record<string, number> = { f16: 2, f32: 4, 'vec4<i32>': 16, 'vec4<u32>': 16 };

@@ -29,7 +29,7 @@ import { windowFunctions } from '../snippets/window.ts';
 import { forwardWorkgroupPrologue, fusedForwardUniformFields, rowLoader, workgroupTileDecode } from './na-fused-forward.ts';
 import { COORD, MMA_FRAGMENT, MMA_HEADER, MMA_SUBGROUP_SIZE, type MmaLayout, mmaBindingDecls, mmaBoxCursor, mmaDecodeTile, mmaInWindow, mmaCoordTable, mmaLayout, mmaPackedCoords, mmaPassRows, mmaQueryRowWindow, mmaShapeProblem, mmaStagedKeyLoop, mmaSubgroupSpan, stagingPartGuard, store4, BOX_DIVMOD_FN, mmaFastDivide, mmaGatherPasses, mmaScratchEpilogue, PACK8_FN } from './na-fused-forward-mma.ts';
 
-const GEN = 10;
+const GEN = 9;
 const F = MMA_FRAGMENT;
 const range = (n: number): number[] => Array.from({ length: n }, (_, i) => i);
 const LEFT = `subgroup_matrix_left<f16, ${F}, ${F}>`;
@@ -131,14 +131,13 @@ function sizes(spec: FusedBackwardMmaSpec) {
   };
 }
 
-/** Bytes of workgroup memory of either kernel (staging, two f32 scratches, P/dS, per-chunk row tables; no coordinates in 1-D). */
+/** Bytes of workgroup memory of either kernel (staging, two f32 scratches, P/dS, per-chunk row tables). */
 export function fusedBackwardMmaWorkgroupBytes(
-  spec: Pick<FusedBackwardMmaSpec, 'rank' | 'dim' | 'dimV' | 'chunk' | 'subgroups' | 'tightScratch' | 'sharedScratch' | 'dsOverV' | 'headSplit' | 'packedCoords' | 'padS'>,
+  spec: Pick<FusedBackwardMmaSpec, 'dim' | 'dimV' | 'chunk' | 'subgroups' | 'tightScratch' | 'sharedScratch' | 'dsOverV' | 'headSplit' | 'packedCoords' | 'padS'>,
   kernel: 'dq' | 'dkv',
 ): number {
   const l = layout(spec);
-  // Rank 1 masks by arithmetic on the box index: no coordinate table.
-  const coords = spec.rank === 1 ? 0 : mmaCoordTable(spec.packedCoords === true, kernel === 'dq' ? 'kc_sh' : 'qc_sh').bytes(spec.chunk);
+  const coords = mmaCoordTable(spec.packedCoords === true, kernel === 'dq' ? 'kc_sh' : 'qc_sh').bytes(spec.chunk);
   const tables = kernel === 'dq' ? coords : coords + 2 * 4 * spec.chunk;
   // P/dS rows: one per tile row (half the scratch's rows with headSplit, whose scratches hold both partials).
   const pdsRows = spec.headSplit === true ? l.rows / 2 : l.rows;
@@ -424,7 +423,7 @@ export function generateFusedBackwardMmaDq(spec: FusedBackwardMmaSpec): Generate
   const PACKED = spec.packedCoords === true;
   const packing = mmaPackedCoords(r);
   const FAST_DIV = mmaFastDivide(r, false, spec.fastDivide);
-  const staging = mmaStagedKeyLoop({ r, arr: 'st', tpk: TPK, d4: D4, dv4: DV4, voff: VOFF, ...(PACKED ? { packed: true } : {}), ...(FAST_DIV ? { fastDivide: true } : {}), ...(r === 1 ? { noCoords: true } : {}) });
+  const staging = mmaStagedKeyLoop({ r, arr: 'st', tpk: TPK, d4: D4, dv4: DV4, voff: VOFF, ...(PACKED ? { packed: true } : {}), ...(FAST_DIV ? { fastDivide: true } : {}) });
   const uniforms = fusedForwardUniformFields(r);
   const bindings: StorageBinding[] = [
     { name: 'query', access: 'read' },
@@ -445,7 +444,7 @@ export function generateFusedBackwardMmaDq(spec: FusedBackwardMmaSpec): Generate
     gatherFragments({ rows: ROWS, passRows: mmaPassRows(L, L.ldv), width4: DV4, ld: 'LDV', name: 'do', frags: DV16 / HS, wg: WG, rowValue: (rr, c) => `load_or_zero(1u, tile_row(${rr}), HEAD_DIM_V, ${c})`, ...(split ? { base: 'pbase', colOff: 'hoff_dv' } : {}) }),
   ].join('\n');
   const code = `${moduleHead(key, spec, bindings, uniforms, `${axes.map((a) => `const QUERY_TILE_${a}: u32 = ${spec.tile[a]}u;`).join('\n')}\nconst KEY_CHUNK: u32 = ${BK}u;\n`)}
-${DS_OVER_V ? '' : `var<workgroup> ds_sh: array<f16, ${ROWS * L.ldp}>;\n`}${r === 1 ? '' : `var<workgroup> kc_sh: ${mmaCoordTable(PACKED, 'kc_sh').type(BK)};`}${FAST_DIV ? `\n${BOX_DIVMOD_FN}` : ''}
+${DS_OVER_V ? '' : `var<workgroup> ds_sh: array<f16, ${ROWS * L.ldp}>;\n`}var<workgroup> kc_sh: ${mmaCoordTable(PACKED, 'kc_sh').type(BK)};${FAST_DIV ? `\n${BOX_DIVMOD_FN}` : ''}
 
 ${rows.decls}
 
@@ -590,17 +589,14 @@ ${range(NO)
   .map((i) => `${ind}  ${part(NO, DV4, i)}{ po_${i} = select(vec4<f16>(0.0), load_do(select(0u, qrow * HEAD_DIM_V, in_box), st_sub + ${i * TPQ}u), in_box); }`)
   .join('\n')}
 ${ind}  if (st_sub == 0u) {
-${
-  r === 1
-    ? ''
-    : `${ind}    pqc = select(${queryCoords.none}, ${
-        PACKED
-          ? packing.pack((a) => `qg_${a} - qbs_${a}`)
-          : `vec4<i32>(${range(4)
-              .map((a) => (a < r ? `qg_${a}` : '0'))
-              .join(', ')})`
-      }, in_box);\n`
-}${ind}    plse = select(0.0, logsumexp[select(0u, qrow, in_box)] * LOG2E, in_box);
+${ind}    pqc = select(${queryCoords.none}, ${
+    PACKED
+      ? packing.pack((a) => `qg_${a} - qbs_${a}`)
+      : `vec4<i32>(${range(4)
+          .map((a) => (a < r ? `qg_${a}` : '0'))
+          .join(', ')})`
+  }, in_box);
+${ind}    plse = select(0.0, logsumexp[select(0u, qrow, in_box)] * LOG2E, in_box);
 ${ind}    pdelta = select(0.0, delta[select(0u, qrow, in_box)], in_box);
 ${ind}  }
 ${ind}  f_ch = f_ch + 1u;
@@ -620,7 +616,8 @@ ${range(NQ)
 ${range(NO)
   .map((i) => `  var po_${i} = vec4<f16>(0.0);`)
   .join('\n')}
-${r === 1 ? '' : `  var pqc = ${queryCoords.none};\n`}  var plse = 0.0;
+  var pqc = ${queryCoords.none};
+  var plse = 0.0;
   var pdelta = 0.0;
   let n_steps = params.gqa * n_chunks;
 ${cursor.decls}
@@ -640,7 +637,8 @@ ${range(NO)
   .map((i) => `      ${part(NO, DV4, i)}{ ${store4('st', `${OOFF}u + st_row * LDV + 4u * (st_sub + ${i * TPQ}u)`, `po_${i}`)} }`)
   .join('\n')}
       if (st_sub == 0u) {
-${r === 1 ? '' : `        ${queryCoords.store('st_row', 'pqc')}\n`}        lse_sh[st_row / 4u][st_row % 4u] = plse;
+        ${queryCoords.store('st_row', 'pqc')}
+        lse_sh[st_row / 4u][st_row % 4u] = plse;
         delta_sh[st_row / 4u][st_row % 4u] = pdelta;
       }
       workgroupBarrier();
@@ -656,7 +654,8 @@ ${fetchStep('        ')}
   const code = `${moduleHead(key, spec, bindings, uniforms, `const QUERY_CHUNK: u32 = ${QC}u;\n`)}
 var<workgroup> p_sh: array<f16, ${ROWS * L.ldp}>;
 var<workgroup> ds_sh: array<f16, ${ROWS * L.ldp}>;
-${r === 1 ? '' : `var<workgroup> qc_sh: ${queryCoords.type(QC)};\n`}var<workgroup> lse_sh: array<vec4<f32>, ${QC / 4}>;
+var<workgroup> qc_sh: ${queryCoords.type(QC)};
+var<workgroup> lse_sh: array<vec4<f32>, ${QC / 4}>;
 var<workgroup> delta_sh: array<vec4<f32>, ${QC / 4}>;
 
 ${rows.decls}

@@ -32,7 +32,7 @@ import { boxKeyRow, type FusedForwardSpec, forwardWorkgroupPrologue, fusedForwar
 
 const FAMILY = 'na-fused-forward-mma';
 /** Bump when the emitted text changes for an unchanged spec. */
-const GEN = 6;
+const GEN = 5;
 
 /** Fragment size (M = N = K). */
 export const MMA_FRAGMENT = 16;
@@ -154,11 +154,6 @@ interface StagingShape {
    * and one correction step, exact below 2^21 box rows) instead of integer division and remainder. Absent = integer.
    */
   readonly fastDivide?: boolean;
-  /**
-   * No key-coordinate table (`kc_sh`, `pkc`): the kernel masks by arithmetic on the box index (rank 1). Absent = the
-   * staging writes each key's coordinates.
-   */
-  readonly noCoords?: boolean;
 }
 
 /**
@@ -360,7 +355,8 @@ ${stagingCursor(o).decls}${range(nk)
   .join('\n')}
 ${range(nv)
   .map((i) => `  var pv_${i} = ${fetchZero(o)};`)
-  .join('\n')}${o.noCoords === true ? '' : `\n  var pkc = ${keyCoords(o).none};`}`;
+  .join('\n')}
+  var pkc = ${keyCoords(o).none};`;
 }
 
 /** The staging's key-coordinate table (`kc_sh`, one row per staged key). */
@@ -372,7 +368,8 @@ function mmaFetchKeyChunk(o: StagingShape & { readonly r: number }, c0: string, 
   const guard = (n: number, d4: number, i: number): string => stagingPartGuard(n, o.tpk, d4, i);
   return `${ind}{
 ${ind}  let kbox = ${c0} + st_row;
-${o.noCoords === true ? '' : `${ind}  pkc = ${keyCoords(o).none};\n`}${range(nk)
+${ind}  pkc = ${keyCoords(o).none};
+${range(nk)
   .map((i) => `${ind}  pk_${i} = ${fetchZero(o)};`)
   .join('\n')}
 ${range(nv)
@@ -380,17 +377,14 @@ ${range(nv)
   .join('\n')}
 ${ind}  if (kbox < box_n) {
 ${cursor.row(`${ind}    `)}
-${
-  o.noCoords === true
-    ? ''
-    : `${ind}    pkc = ${
-        o.packed === true
-          ? mmaPackedCoords(o.r).pack((a) => `kg_${a} - bs_${a}`)
-          : `vec4<i32>(${range(o.r)
-              .map((a) => `kg_${a}`)
-              .join(', ')}${', 0'.repeat(4 - o.r)})`
-      };\n`
-}${range(nk)
+${ind}    pkc = ${
+      o.packed === true
+        ? mmaPackedCoords(o.r).pack((a) => `kg_${a} - bs_${a}`)
+        : `vec4<i32>(${range(o.r)
+            .map((a) => `kg_${a}`)
+            .join(', ')}${', 0'.repeat(4 - o.r)})`
+    };
+${range(nk)
   .map((i) => `${ind}    ${guard(nk, units(o, o.d4), i)}{ pk_${i} = ${o.wide === true ? 'load_k8(krow * (HEAD_DIM / 8u)' : 'load_k(krow * HEAD_DIM'}, st_sub + ${i * o.tpk}u); }`)
   .join('\n')}
 ${range(nv)
@@ -415,10 +409,10 @@ function mmaCommitKeyChunk(o: StagingShape & { readonly arr: string; readonly vo
   const v = range(nv)
     .map((i) => `    ${guard(nv, units(o, o.dv4), i)}{ ${put(`${o.voff}u + st_row * LDV + ${step}u * (st_sub + ${i * o.tpk}u)`, `pv_${i}`, o.split?.scaleV)} }`)
     .join('\n');
-  const kc = o.noCoords === true ? [] : [`    if (st_sub == 0u) { ${keyCoords(o).store('st_row', 'pkc')} }`];
+  const kc = `    if (st_sub == 0u) { ${keyCoords(o).store('st_row', 'pkc')} }`;
   const barrier = '    workgroupBarrier();';
   if (parts === 'v') return v;
-  return [k, ...(parts === 'both' ? [v] : []), ...kc, barrier].join('\n');
+  return [k, ...(parts === 'both' ? [v] : []), kc, barrier].join('\n');
 }
 
 /**
@@ -733,15 +727,13 @@ function layout(spec: Pick<FusedForwardMmaSpec, 'dim' | 'dimV' | 'keyChunk' | 's
   return spec.kvInTurn === true ? { ...l, stageElems: spec.keyChunk * Math.max(l.ldk, l.ldv) } : l;
 }
 
-/** Bytes of workgroup memory a spec declares (K/V staging, S scratch, P, key coordinates (not in 1-D), flag; split: lo halves). */
+/** Bytes of workgroup memory a spec declares (K/V staging, S scratch, P, key coordinates, flag; split: lo halves). */
 export function fusedForwardMmaWorkgroupBytes(
-  spec: Pick<FusedForwardMmaSpec, 'rank' | 'dim' | 'dimV' | 'keyChunk' | 'subgroups' | 'split' | 'tightScratch' | 'kvInTurn' | 'pOverK' | 'packedCoords' | 'padS'>,
+  spec: Pick<FusedForwardMmaSpec, 'dim' | 'dimV' | 'keyChunk' | 'subgroups' | 'split' | 'tightScratch' | 'kvInTurn' | 'pOverK' | 'packedCoords' | 'padS'>,
 ): number {
   const l = layout(spec);
   const halves = (spec.split === true ? 2 : 1) * (l.stageElems + (spec.pOverK === true ? 0 : l.rows * l.ldp));
-  // Rank 1 masks by arithmetic on the box index: no key-coordinate table.
-  const coords = spec.rank === 1 ? 0 : mmaCoordTable(spec.packedCoords === true, 'kc_sh').bytes(spec.keyChunk);
-  return 2 * halves + 4 * l.rows * l.lds + coords + 16;
+  return 2 * halves + 4 * l.rows * l.lds + mmaCoordTable(spec.packedCoords === true, 'kc_sh').bytes(spec.keyChunk) + 16;
 }
 
 /** Why a spec cannot be generated (internal consistency, not device limits), or undefined. */
@@ -838,7 +830,7 @@ ${range(D16)
 
   const EARLY = spec.earlyFetch === true;
   const FAST_DIV = mmaFastDivide(r, SPLIT, spec.fastDivide);
-  const stagingShape = { r, arr: 'kv_sh', tpk: TPK, d4: D4, dv4: DV4, voff: VOFF, ...(split ? { split } : {}), ...(PACKED ? { packed: true } : {}), ...(WIDE ? { wide: true } : {}), ...(FAST_DIV ? { fastDivide: true } : {}), ...(r === 1 ? { noCoords: true } : {}) };
+  const stagingShape = { r, arr: 'kv_sh', tpk: TPK, d4: D4, dv4: DV4, voff: VOFF, ...(split ? { split } : {}), ...(PACKED ? { packed: true } : {}), ...(WIDE ? { wide: true } : {}), ...(FAST_DIV ? { fastDivide: true } : {}) };
   const staging = mmaStagedKeyLoop(stagingShape);
   const turn = mmaStagedKeyLoopInTurn(stagingShape);
 
@@ -996,7 +988,7 @@ ${SPLIT ? SPLIT_SCALE_FN : PACK8_FN}${FAST_DIV ? BOX_DIVMOD_FN : ''}
 // variable starts off a 16-byte boundary (seen on NVIDIA through Dawn/Vulkan).
 var<workgroup> kv_sh: array<f16, ${L.stageElems}>;
 var<workgroup> s_sh: array<f32, ${L.rows * L.lds}>;
-${P_OVER_K ? '' : `var<workgroup> p_sh: array<f16, ${L.rows * L.ldp}>;\n`}${SPLIT ? `var<workgroup> kvlo_sh: array<f16, ${L.stageElems}>;\n${P_OVER_K ? '' : `var<workgroup> plo_sh: array<f16, ${L.rows * L.ldp}>;\n`}` : ''}${r === 1 ? '' : `var<workgroup> kc_sh: ${mmaCoordTable(PACKED, 'kc_sh').type(BK)};\n`}
+${P_OVER_K ? '' : `var<workgroup> p_sh: array<f16, ${L.rows * L.ldp}>;\n`}${SPLIT ? `var<workgroup> kvlo_sh: array<f16, ${L.stageElems}>;\n${P_OVER_K ? '' : `var<workgroup> plo_sh: array<f16, ${L.rows * L.ldp}>;\n`}` : ''}var<workgroup> kc_sh: ${mmaCoordTable(PACKED, 'kc_sh').type(BK)};
 var<workgroup> flag: vec4<u32>;
 
 @compute @workgroup_size(${WG})
