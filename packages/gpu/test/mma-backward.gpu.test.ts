@@ -112,6 +112,20 @@ describe('tensor-core (mma) backward', () => {
     refused({ ...base, keyTile: [8, 16], keySubgroups: 8, chunk: 32 }, /its dkv kernel needs \d+ bytes of workgroup memory, over this device's 49152/);
     expect(checkFusedBackwardMma(ctx, 2, args, base).config).toEqual(base);
   });
+  it('compiles dilation and stride 1 into both kernels where the problem has them, except causal problems', () => {
+    const ctx = fakeTensorCoreContext();
+    const kernels = (o: { dilation?: number; isCausal?: boolean }) => {
+      const t = tensor([1, 64, 64, 2, 64], 'float16');
+      const l = tensor([1, 64, 64, 2], 'float32');
+      const args: FusedBackwardArgs<TensorLike> = { query: t, key: t, value: t, output: t, gradOutput: t, logsumexp: l, gradQuery: t, gradKey: t, gradValue: t, kernelSize: 7, ...o };
+      const k = checkFusedBackwardMma(ctx, 2, args).kernels;
+      return [k.dq.code, k.dkv.code];
+    };
+    for (const code of kernels({})) expect(code).not.toMatch(/params\.(dil|str)_\d/);
+    // H200, session 15: the 1-D K=2047 causal backward ran slower with it (4.12 -> 4.24 ms).
+    for (const code of kernels({ isCausal: true })) expect(code).toMatch(/params\.dil_0/);
+    for (const code of kernels({ dilation: 2 })) expect(code).toMatch(/params\.dil_0/);
+  });
   it('routes nothing on this adapter unless it has subgroup matrices', async () => {
     const ctx = await gpuContext();
     if (ctx.features.has('chromium-experimental-subgroup-matrix')) return;

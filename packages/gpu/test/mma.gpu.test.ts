@@ -3,6 +3,7 @@ import { fusedForward as cpuFusedForward } from '@natten-web/cpu';
 import { FUSED_FORWARD_TILES, type FusedForwardMmaSpec, fusedForwardDispatch, generateFusedForwardMma } from '@natten-web/wgsl';
 import { afterAll, describe, expect, it } from 'vitest';
 import {
+  checkFusedForwardMma,
   defaultForwardMma,
   defaultMmaConfig,
   enumerateMmaConfigs,
@@ -111,6 +112,17 @@ describe('tensor-core (mma) forward: availability, config choice and the default
     }
   });
 
+  it('compiles dilation and stride 1 into the kernel where the problem has them (unitSteps), causal or not', () => {
+    const ctx = fakeTensorCoreContext();
+    const spec = (spatial: number[], kernelSize: number[], o: { dilation?: number; isCausal?: boolean; stride?: number } = {}) => {
+      const t = tensor([1, ...spatial, 8, 64], 'float16');
+      return checkFusedForwardMma(ctx, spatial.length as 1 | 2 | 3, { query: t, key: t, value: t, output: t, kernelSize, ...o }).spec;
+    };
+    expect(spec([128, 128], [7, 7]).unitSteps).toBe(true);
+    expect(spec([4096], [127], { isCausal: true }).unitSteps).toBe(true);
+    expect(spec([128, 128], [13, 13], { dilation: 2 }).unitSteps).toBeUndefined();
+    expect(spec([4096], [127], { stride: 2 }).unitSteps).toBeUndefined();
+  });
   it('takes 16-key chunks with unpadded scratch rows and 4 subgroups by default (2 in 3-D, with K and V in turn there), 32-key chunks for windows over MMA_LARGE_WINDOW keys (4 subgroups where 8 give too few workgroups); float32 with K and V in turn', () => {
     const ctx = fakeTensorCoreContext();
     expect(MMA_LARGE_WINDOW).toBe(4096);

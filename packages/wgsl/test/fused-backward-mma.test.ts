@@ -65,6 +65,32 @@ describe('tensor-core (mma) backward generators', () => {
     expect(dkv.code).toContain('let hoff_d = hd * 32u;');
     expect(generateFusedBackwardMmaDkv(unsplit).code).not.toContain('hoff_d');
   });
+  it('write dK and dV through both scratches at once, eight halves per lane per store', () => {
+    const spec: FusedBackwardMmaSpec = { rank: 1, kernelSize: [127], causal: [false], dim: 64, dimV: 64, tile: [32], chunk: 16, subgroups: 2, tightScratch: true };
+    const code = generateFusedBackwardMmaDkv(spec).code;
+    const epilogue = code.slice(code.indexOf('// ---- dK * scale, dV'));
+    // Four rounds (dk_j into the S scratch, dv_j into the dP scratch), two barriers each but the last.
+    expect(epilogue.match(/workgroupBarrier\(\)/g)).toHaveLength(7);
+    expect(epilogue).toContain('subgroupMatrixStore<row_major>(&dp_sh, rbase * LDS + 0u, dv_3, LDS);');
+    expect(epilogue).toContain('grad_key[krow * 8u + 6u + hf] = pack8(lo * scale, hi * scale);');
+    expect(epilogue).toContain('grad_value[krow * 8u + 6u + hf] = pack8(lo, hi);');
+    // dq with one scratch: four rounds of dQ.
+    const dq = generateFusedBackwardMmaDq({ ...spec, tile: [64], subgroups: 4, sharedScratch: true }).code;
+    expect(dq.slice(dq.indexOf('// ---- dQ * scale')).match(/workgroupBarrier\(\)/g)).toHaveLength(7);
+  });
+  it('mask rank-1 chunks by arithmetic on the box index (no coordinate reads), and compile unit steps in on request', () => {
+    const spec: FusedBackwardMmaSpec = { rank: 1, kernelSize: [127], causal: [true], dim: 64, dimV: 64, tile: [32], chunk: 16, subgroups: 2, tightScratch: true };
+    const dkv = generateFusedBackwardMmaDkv(spec).code;
+    expect(dkv).toContain('let inw = vec4<bool>(kvalid) & (((vec4<i32>(qbs_0 + i32(c0 + cc)) + vec4<i32>(0, 1, 2, 3)) >= vec4<i32>(ilo_0))');
+    expect(dkv).not.toMatch(/qc_sh\[\(/);
+    const dq = generateFusedBackwardMmaDq(spec).code;
+    expect(dq).toContain('let inw = (((vec4<i32>(bs_0 + i32(c0 + cc)) + vec4<i32>(0, 1, 2, 3)) >= vec4<i32>(ws_0))');
+    expect(dq).not.toMatch(/kc_sh\[\(/);
+    for (const gen of [generateFusedBackwardMmaDq, generateFusedBackwardMmaDkv]) {
+      expect(gen(spec).code).toMatch(/params\.dil_0/);
+      expect(gen({ ...spec, unitSteps: true }).code).not.toMatch(/params\.(dil|str)_\d/);
+    }
+  });
   it('pack the staged coordinates on request (packedCoords): dq its keys, dkv its queries, one u32 each', () => {
     const packed = { ...base, packedCoords: true };
     const dq = generateFusedBackwardMmaDq(packed);

@@ -95,6 +95,31 @@ describe('tensor-core (mma) fused forward generator', () => {
     expect(code).toContain('if (!inside) {');
     expect(code).not.toContain('kc_sh[cc0]');
   });
+  it('compiles dilation and stride 1 in on request (unitSteps): no uniform dilation or stride is read', () => {
+    const plain = generateFusedForwardMma(base).code;
+    const unit = generateFusedForwardMma({ ...base, unitSteps: true }).code;
+    expect(plain).toMatch(/params\.dil_1/);
+    expect(plain).toMatch(/params\.str_0/);
+    expect(unit).not.toMatch(/params\.(dil|str)_\d/);
+    expect(unit).toContain('na_window_1(qf_1 * 1i + g_1, params.len_1, 1i, 1i)');
+    // The uniforms keep their fields (one layout for both texts).
+    expect(unit).toContain('dil_0: i32,');
+  });
+  it('writes O through the scratch in rounds of what a scratch row holds, one 16-byte store per lane and fragment', () => {
+    // 16-key chunks: one 16-column block per row, so four rounds for head dim 64, and no barrier after the last.
+    const code = generateFusedForwardMma({ ...base, keyChunk: 16, subgroups: 4, queryTile: [8, 8], tightScratch: true, padS: true }).code;
+    const epilogue = code.slice(code.indexOf('// ---- epilogue'));
+    expect(epilogue.match(/subgroupMatrixStore/g)).toHaveLength(4);
+    expect(epilogue.match(/workgroupBarrier\(\)/g)).toHaveLength(7);
+    expect(epilogue).toContain('output[orow * 8u + 6u + hf] = pack8(lo * inv_l, hi * inv_l);');
+    expect(code).toContain('var<storage, read_write> output: array<vec4<u32>>;');
+    // 32-key chunks hold two blocks per row: two rounds.
+    const wide = generateFusedForwardMma(base).code;
+    expect(wide.slice(wide.indexOf('// ---- epilogue')).match(/workgroupBarrier\(\)/g)).toHaveLength(3);
+    // float32 (split): f32 stores, two per lane and fragment.
+    const split = generateFusedForwardMma({ ...base, split: true }).code;
+    expect(split).toContain('output[orow * DV4 + 12u + 2u * hf + 1u] = hi * inv_l;');
+  });
   it('skips the matrix work of chunks outside the box-linear span of a subgroup’s windows', () => {
     const code = generateFusedForwardMma(base).code;
     expect(code).toContain('let lin_lo = select(2147483647, (ws_0 - bs_0) * bw_1 + (ws_1 - bs_1), valid);');

@@ -27,9 +27,9 @@ import { type GeneratedKernel, kernelKey, type StorageBinding, type UniformField
 import { tokenOf } from '../snippets/fused-index.ts';
 import { windowFunctions } from '../snippets/window.ts';
 import { forwardWorkgroupPrologue, fusedForwardUniformFields, rowLoader, workgroupTileDecode } from './na-fused-forward.ts';
-import { COORD, MMA_FRAGMENT, MMA_HEADER, MMA_SUBGROUP_SIZE, type MmaLayout, mmaBindingDecls, mmaBoxCursor, mmaDecodeTile, mmaInWindow, mmaCoordTable, mmaLayout, mmaPackedCoords, mmaPassRows, mmaQueryRowWindow, mmaShapeProblem, mmaStagedKeyLoop, mmaSubgroupSpan, stagingPartGuard, store4, BOX_DIVMOD_FN, mmaFastDivide, mmaGatherPasses, mmaScratchEpilogue, PACK8_FN } from './na-fused-forward-mma.ts';
+import { COORD, MMA_FRAGMENT, MMA_HEADER, MMA_SUBGROUP_SIZE, type MmaLayout, mmaBindingDecls, mmaBoxCursor, mmaDecodeTile, mmaInWindow, mmaCoordTable, mmaLayout, mmaPackedCoords, mmaPassRows, mmaQueryRowWindow, mmaShapeProblem, mmaStagedKeyLoop, mmaSubgroupSpan, stagingPartGuard, store4, BOX_DIVMOD_FN, mmaFastDivide, mmaGatherPasses, mmaScratchEpilogue, PACK8_FN, withUnitSteps } from './na-fused-forward-mma.ts';
 
-const GEN = 9;
+const GEN = 11;
 const F = MMA_FRAGMENT;
 const range = (n: number): number[] => Array.from({ length: n }, (_, i) => i);
 const LEFT = `subgroup_matrix_left<f16, ${F}, ${F}>`;
@@ -98,6 +98,8 @@ export interface FusedBackwardMmaSpec {
    * `fastDivide`); the caller guarantees fewer than `MMA_FAST_DIVIDE_ROWS` key-box rows. Absent = integer division.
    */
   readonly fastDivide?: boolean;
+  /** Dilation and stride 1 on every axis, compiled in (`withUnitSteps`); absent = read from the uniforms. */
+  readonly unitSteps?: boolean;
 }
 
 function layout(spec: Pick<FusedBackwardMmaSpec, 'dim' | 'dimV' | 'chunk' | 'subgroups' | 'tightScratch' | 'padS'>): MmaLayout {
@@ -443,7 +445,7 @@ export function generateFusedBackwardMmaDq(spec: FusedBackwardMmaSpec): Generate
     gatherFragments({ rows: ROWS, passRows: mmaPassRows(L, L.ldk), width4: D4, ld: 'LDK', name: 'q', frags: D16 / HS, wg: WG, rowValue: (rr, c) => `load_or_zero(0u, tile_row(${rr}), HEAD_DIM, ${c})`, ...(split ? { base: 'pbase', colOff: 'hoff_d' } : {}) }),
     gatherFragments({ rows: ROWS, passRows: mmaPassRows(L, L.ldv), width4: DV4, ld: 'LDV', name: 'do', frags: DV16 / HS, wg: WG, rowValue: (rr, c) => `load_or_zero(1u, tile_row(${rr}), HEAD_DIM_V, ${c})`, ...(split ? { base: 'pbase', colOff: 'hoff_dv' } : {}) }),
   ].join('\n');
-  const code = `${moduleHead(key, spec, bindings, uniforms, `${axes.map((a) => `const QUERY_TILE_${a}: u32 = ${spec.tile[a]}u;`).join('\n')}\nconst KEY_CHUNK: u32 = ${BK}u;\n`)}
+  const code = withUnitSteps(`${moduleHead(key, spec, bindings, uniforms, `${axes.map((a) => `const QUERY_TILE_${a}: u32 = ${spec.tile[a]}u;`).join('\n')}\nconst KEY_CHUNK: u32 = ${BK}u;\n`)}
 ${DS_OVER_V ? '' : `var<workgroup> ds_sh: array<f16, ${ROWS * L.ldp}>;\n`}var<workgroup> kc_sh: ${mmaCoordTable(PACKED, 'kc_sh').type(BK)};${FAST_DIV ? `\n${BOX_DIVMOD_FN}` : ''}
 
 ${rows.decls}
@@ -502,7 +504,7 @@ ${accumulateFrom('dq', DS_ARR, D16 / HS, BK16, '0u', 'LDK', DS_BASE, split ? { c
   let scale = params.scale_log2 * 0.6931471805599453;
 ${writeThroughScratch({ outs: [{ acc: 'dq', frags: D16 / HS, out: 'grad_query', row8: `qrow * ${spec.dim / 8}u`, scale: 'scale' }], n16: BK16, valid: 'valid', twoScratches: spec.sharedScratch !== true, split })}
 }
-`;
+`, spec.unitSteps);
   return {
     key,
     code,
@@ -651,7 +653,7 @@ ${fetchStep('        ')}
     gatherFragments({ rows: ROWS, passRows: mmaPassRows(L, L.ldk), width4: D4, ld: 'LDK', name: 'k', frags: D16 / HS, wg: WG, rowValue: (rr, c) => `load_or_zero(0u, tile_row(${rr}), HEAD_DIM, ${c})`, ...(split ? { base: 'pbase', colOff: 'hoff_d' } : {}) }),
     gatherFragments({ rows: ROWS, passRows: mmaPassRows(L, L.ldv), width4: DV4, ld: 'LDV', name: 'v', frags: DV16 / HS, wg: WG, rowValue: (rr, c) => `load_or_zero(1u, tile_row(${rr}), HEAD_DIM_V, ${c})`, ...(split ? { base: 'pbase', colOff: 'hoff_dv' } : {}) }),
   ].join('\n');
-  const code = `${moduleHead(key, spec, bindings, uniforms, `const QUERY_CHUNK: u32 = ${QC}u;\n`)}
+  const code = withUnitSteps(`${moduleHead(key, spec, bindings, uniforms, `const QUERY_CHUNK: u32 = ${QC}u;\n`)}
 var<workgroup> p_sh: array<f16, ${ROWS * L.ldp}>;
 var<workgroup> ds_sh: array<f16, ${ROWS * L.ldp}>;
 var<workgroup> qc_sh: ${queryCoords.type(QC)};
@@ -720,7 +722,7 @@ ${writeThroughScratch({
   split,
 })}
 }
-`;
+`, spec.unitSteps);
   return {
     key,
     code,

@@ -32,7 +32,7 @@ import { boxKeyRow, type FusedForwardSpec, forwardWorkgroupPrologue, fusedForwar
 
 const FAMILY = 'na-fused-forward-mma';
 /** Bump when the emitted text changes for an unchanged spec. */
-const GEN = 5;
+const GEN = 7;
 
 /** Fragment size (M = N = K). */
 export const MMA_FRAGMENT = 16;
@@ -576,6 +576,15 @@ export const PACK8_FN = `fn pack8(a: vec4<f32>, b: vec4<f32>) -> vec4<u32> {
 }
 `;
 
+/**
+ * A kernel's text specialised to dilation and stride 1 on every axis (the specs' `unitSteps`): each
+ * `params.dil_a` and `params.str_a` becomes the constant 1, so the divisions and remainders by them in the window
+ * functions, the tile decode and the token arithmetic fold away when the shader is compiled.
+ */
+export function withUnitSteps(code: string, on: boolean | undefined): string {
+  return on === true ? code.replace(/\bparams\.(dil|str)_(\d)\b/g, '1i') : code;
+}
+
 /** Statements followed by a newline, or nothing. */
 const withBody = (x: string): string => (x === '' ? '' : `${x}\n`);
 
@@ -646,6 +655,11 @@ export type FusedForwardMmaSpec = Pick<FusedForwardSpec, 'rank' | 'kernelSize' |
    * that waits on each load before the next.
    */
   readonly batchedQGather?: boolean;
+  /**
+   * Dilation and stride 1 on every axis, compiled in (`withUnitSteps`): the window math and the tile decode lose their
+   * divisions by them. The caller guarantees the problem has them. Absent = read from the uniforms.
+   */
+  readonly unitSteps?: boolean;
 };
 
 /** Key-box rows below which `fastDivide` is exact. */
@@ -959,7 +973,7 @@ ${range(DV16)
   )
   .join('\n')}\n    }`;
 
-  const code = `// ${key}
+  const code = withUnitSteps(`// ${key}
 ${MMA_HEADER}
 ${axes.map((a) => `const QUERY_TILE_${a}: u32 = ${spec.queryTile[a]}u;`).join('\n')}
 const HEAD_DIM: u32 = ${spec.dim}u;
@@ -1043,7 +1057,7 @@ ${pv}
 ${epilogue}
 ${spec.hasLse ? '  if (valid && hf == 0u) { logsumexp[orow] = (m + log2(l)) * 0.6931471805599453; }' : ''}
 }
-`;
+`, spec.unitSteps);
   return {
     key,
     code,
