@@ -923,21 +923,20 @@ ${range(VPL)
       l = l * alpha + psum;
     }`;
 
-  // ---- O tiles through the scratch, as many per round as a scratch row holds (the chunk's width): store, barrier,
-  // per-row work, barrier, [reload]
+  // ---- the rare rescale of O by each row's alpha: its tiles through the scratch, as many per round as a scratch row
+  // holds (the chunk's width): store, barrier, scale, barrier, reload
   const TPR = Math.floor(L.lds / F);
-  const rounds = range(Math.ceil(DV16 / TPR));
-  const throughScratch = (body: (j0: number, nt: number) => string, reload: boolean, ind: string): string =>
-    rounds
-      .map((rd) => {
-        const tiles = range(DV16).slice(rd * TPR, rd * TPR + TPR);
-        return `${tiles.map((j) => `${ind}subgroupMatrixStore<row_major>(&s_sh, rbase * LDS + ${(j - rd * TPR) * F}u, o_${j}, LDS);`).join('\n')}
-${ind}workgroupBarrier();
-${body(rd * TPR, tiles.length).replace(/^/gm, ind)}
-${ind}workgroupBarrier();${reload ? `\n${tiles.map((j) => `${ind}o_${j} = subgroupMatrixLoad<${RESULT}, row_major>(&s_sh, rbase * LDS + ${(j - rd * TPR) * F}u, LDS);`).join('\n')}` : ''}`;
-      })
-      .join('\n');
-  const rescale = throughScratch((_j0, nt) => `for (var c = hf; c < ${nt * F}u; c += 2u) { s_sh[row * LDS + c] = s_sh[row * LDS + c] * alpha; }`, true, '      ');
+  const rescale = range(Math.ceil(DV16 / TPR))
+    .map((rd) => {
+      const tiles = range(DV16).slice(rd * TPR, rd * TPR + TPR);
+      const at = (j: number): string => `rbase * LDS + ${(j - rd * TPR) * F}u`;
+      return `${tiles.map((j) => `      subgroupMatrixStore<row_major>(&s_sh, ${at(j)}, o_${j}, LDS);`).join('\n')}
+      workgroupBarrier();
+      for (var c = hf; c < ${tiles.length * F}u; c += 2u) { s_sh[row * LDS + c] = s_sh[row * LDS + c] * alpha; }
+      workgroupBarrier();
+${tiles.map((j) => `      o_${j} = subgroupMatrixLoad<${RESULT}, row_major>(&s_sh, ${at(j)}, LDS);`).join('\n')}`;
+    })
+    .join('\n');
   // ---- the epilogue: O / l through the scratch, one 16-byte write per lane and fragment (float16: eight halves packed)
   const epilogue = mmaScratchEpilogue({
     outs: [
