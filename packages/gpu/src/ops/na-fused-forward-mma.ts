@@ -164,8 +164,9 @@ function mmaSpec(problem: FusedProblem, config: MmaForwardConfig): FusedForwardM
     // Dilation and stride 1 compiled in where the problem has them, so the window math's divisions fold away (H200,
     // session 15, same call: 1-D L=4096 K=127 29.4 -> 27.8 us, K=2047 causal 1294 -> 1278, 2-D 128x128 K=7 106.0 ->
     // 94.4, 256x256 K=15 1332 -> 1264, 3-D 188.9 -> 186.2), up to MMA_LARGE_WINDOW keys: the FLUX-like forward (6,400
-    // keys, 32-key chunks, 8 subgroups at head dim 128) ran slower with it (39.8 -> 43.3 ms).
-    ...(unitSteps(problem.params) && windowKeys(problem) <= MMA_LARGE_WINDOW ? { unitSteps: true } : {}),
+    // keys, 32-key chunks, 8 subgroups at head dim 128) ran slower with it (39.8 -> 43.3 ms). float16 only: the
+    // float32 split has not been timed with it.
+    ...(problem.dtype !== 'float32' && unitSteps(problem.params) && windowKeys(problem) <= MMA_LARGE_WINDOW ? { unitSteps: true } : {}),
     hasLse: problem.hasLse,
     ...(problem.hasRpb ? { hasRpb: true } : {}),
     ...(problem.dtype === 'float32' ? { split: true } : {}),
