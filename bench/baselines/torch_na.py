@@ -6,8 +6,13 @@ Each problem: {"name", "spatial": [..], "kernelSize": [..], "dilation": [..], "i
 Baselines: torch flex_attention (compiled, neighborhood mask_mod in pure arithmetic, block mask built
 with _compile=True outside the timed region) and dense scaled_dot_product_attention.
 Times are CUDA-event medians over repeated runs after warm-up. As on our side (ClockWarmer), the GPU is kept
-busy around the timed runs (WARM_MS of matmuls first, one ~2 ms matmul burst queued before every run) so the
-clock governor holds the boost clock; the events bracket the baseline's own kernels only.
+busy around the timed runs (WARM_MS of matmuls first, one HEAT_MS matmul burst queued before every run) so the
+clock governor holds the boost clock. The burst also lets the host enqueue the whole timed call before the GPU
+reaches it, so the events bracket the baseline's own kernels only: our side times GPU work alone (timestamps of
+its passes), and so must this side. Until session 15 the burst was 2 ms. A small problem's flex fwd+bwd (compiled
+forward, autograd, compiled backward) may take about that long to enqueue, and the reading then includes host time.
+That is the likely reason the 1-D L=4096 fwd+bwd read 0.087, 0.19, 0.29 and 0.82 ms in different runs while its
+forward read 0.025 every time. The 10 ms burst has not been run on the device yet.
 """
 import json
 import math
@@ -60,11 +65,13 @@ def make_mask_mod(spatial, kernel, dilation, causal):
 
 
 WARM_MS = 300
+# Matmul work queued before every timed run (ms): longer than the host takes to enqueue any timed call.
+HEAT_MS = 10.0
 _heater = {}
 
 
-def heat():
-    """Queue about 2 ms of matmuls (calibrated once) and return without waiting."""
+def heat(ms=HEAT_MS):
+    """Queue about `ms` ms of matmuls (the per-matmul time calibrated once) and return without waiting."""
     if not _heater:
         a = torch.randn(2048, 2048, device="cuda", dtype=torch.float16)
         for _ in range(3):
@@ -76,16 +83,16 @@ def heat():
         e.record()
         torch.cuda.synchronize()
         _heater["a"] = a
-        _heater["n"] = max(1, math.ceil(2.0 / (s.elapsed_time(e) / 20)))
+        _heater["ms_each"] = s.elapsed_time(e) / 20
     a = _heater["a"]
-    for _ in range(_heater["n"]):
+    for _ in range(max(1, math.ceil(ms / _heater["ms_each"]))):
         a @ a
 
 
 def warm_clocks(ms=WARM_MS):
     end = time.perf_counter() + ms / 1000
     while time.perf_counter() < end:
-        heat()
+        heat(2.0)
         torch.cuda.synchronize()
 
 

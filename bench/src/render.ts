@@ -232,7 +232,7 @@ export function renderReport(results: BenchResults, options: ReportOptions = {})
 export function clocksText(clocks: readonly BenchResults['clocks'][]): string {
   if (clocks.every((c) => c?.warmed === true)) {
     const ms = clocks[0]?.dispatchMs;
-    return `warmed: the GPU was kept busy around every timed run (${clocks[0]?.warmMs ?? '-'} ms of warm work before each measurement, one ${ms !== undefined ? `${ms.toFixed(2)} ms ` : ''}warm dispatch queued before each run; the torch baselines likewise), so the clock governor held the boost clock`;
+    return `warmed: the GPU was kept busy around every timed run (${clocks[0]?.warmMs ?? '-'} ms of warm work before each measurement, one ${ms !== undefined ? `${ms.toFixed(2)} ms ` : ''}warm dispatch queued before each run; the torch baselines likewise, with their own burst before each run (HEAT_MS in bench/baselines/torch_na.py)), so the clock governor held the boost clock`;
   }
   if (clocks.every((c) => c?.warmed === false)) return 'not warmed (software adapter, or --warm-clocks off)';
   if (clocks.every((c) => c === undefined)) return 'not recorded (files written before clock warming existed: short kernels may have run below the boost clock)';
