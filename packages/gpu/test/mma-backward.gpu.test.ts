@@ -125,6 +125,17 @@ describe('tensor-core (mma) backward', () => {
     // H200, session 15: the 1-D K=2047 causal backward ran slower with it (4.12 -> 4.24 ms).
     for (const code of kernels({ isCausal: true })) expect(code).toMatch(/params\.dil_0/);
     for (const code of kernels({ dilation: 2 })) expect(code).toMatch(/params\.dil_0/);
+    // A config's dqUnitSteps / dkvUnitSteps decide per kernel (to time which kernel the causal rule is for).
+    const t = tensor([1, 64, 64, 2, 64], 'float16');
+    const l = tensor([1, 64, 64, 2], 'float32');
+    const args: FusedBackwardArgs<TensorLike> = { query: t, key: t, value: t, output: t, gradOutput: t, logsumexp: l, gradQuery: t, gradKey: t, gradValue: t, kernelSize: 7, isCausal: true };
+    const def = checkFusedBackwardMma(ctx, 2, args).config;
+    const forced = checkFusedBackwardMma(ctx, 2, args, { ...def, dqUnitSteps: true }).kernels;
+    expect(forced.dq.code).not.toMatch(/params\.dil_0/);
+    expect(forced.dkv.code).toMatch(/params\.dil_0/);
+    const off = checkFusedBackwardMma(ctx, 2, { ...args, isCausal: false }, { ...def, dkvUnitSteps: false }).kernels;
+    expect(off.dq.code).not.toMatch(/params\.dil_0/);
+    expect(off.dkv.code).toMatch(/params\.dil_0/);
   });
   it('routes nothing on this adapter unless it has subgroup matrices', async () => {
     const ctx = await gpuContext();

@@ -127,6 +127,13 @@ describe('tensor-core (mma) forward: availability, config choice and the default
     // float16 only (the float32 split has not been timed with it).
     const t32 = tensor([1, 128, 128, 8, 64], 'float32');
     expect(checkFusedForwardMma(ctx, 2, { query: t32, key: t32, value: t32, output: t32, kernelSize: [7, 7] }).spec.unitSteps).toBeUndefined();
+    // A config's `unitSteps` decides where the problem has unit steps (to time the rule's exceptions).
+    const t16 = tensor([1, 128, 128, 8, 64], 'float16');
+    const withConfig = (t: TensorLike, extra: object, o: { dilation?: number } = {}) =>
+      checkFusedForwardMma(ctx, 2, { query: t, key: t, value: t, output: t, kernelSize: [7, 7], ...o }, { ...checkFusedForwardMma(ctx, 2, { query: t, key: t, value: t, output: t, kernelSize: [7, 7], ...o }).config, ...extra }).spec.unitSteps;
+    expect(withConfig(t16, { unitSteps: false })).toBeUndefined();
+    expect(withConfig(t32, { unitSteps: true })).toBe(true);
+    expect(withConfig(t16, { unitSteps: true }, { dilation: 2 })).toBeUndefined();
   });
   it('takes 16-key chunks with unpadded scratch rows and 4 subgroups by default (2 in 3-D, with K and V in turn there), 32-key chunks for windows over MMA_LARGE_WINDOW keys (4 subgroups where 8 give too few workgroups); float32 with K and V in turn', () => {
     const ctx = fakeTensorCoreContext();

@@ -81,11 +81,17 @@ export interface MmaForwardConfig {
    * where it timed 2-10% slower).
    */
   readonly wideLoads?: boolean;
+  /**
+   * Dilation and stride 1 compiled into the kernel (`FusedForwardMmaSpec.unitSteps`) where the problem has them:
+   * `true` or `false` decides; absent = the default rule (float16 windows up to `MMA_LARGE_WINDOW` keys: 2-D K=7
+   * 1.12x faster on an H200, the FLUX-like forward 1.09x slower; the float32 split not yet timed with it).
+   */
+  readonly unitSteps?: boolean;
 }
 
 /**
  * A forward config's layout and loading choices as short words, in one order, for labels (the autotuner's, the
- * benchmark's): `tight`, `padS`, `inturn`, `pk`, `wide`, each where set.
+ * benchmark's): `tight`, `padS`, `inturn`, `pk`, `wide`, `unit` / `no-unit`, each where set.
  */
 export function mmaForwardFlags(c: MmaForwardConfig): string[] {
   return flagWords([
@@ -94,6 +100,8 @@ export function mmaForwardFlags(c: MmaForwardConfig): string[] {
     [c.kvInTurn, 'inturn'],
     [c.pOverK, 'pk'],
     [c.wideLoads, 'wide'],
+    [c.unitSteps === true, 'unit'],
+    [c.unitSteps === false, 'no-unit'],
   ]);
 }
 
@@ -166,7 +174,7 @@ function mmaSpec(problem: FusedProblem, config: MmaForwardConfig): FusedForwardM
     // 94.4, 256x256 K=15 1332 -> 1264, 3-D 188.9 -> 186.2), up to MMA_LARGE_WINDOW keys: the FLUX-like forward (6,400
     // keys, 32-key chunks, 8 subgroups at head dim 128) ran slower with it (39.8 -> 43.3 ms). float16 only: the
     // float32 split has not been timed with it.
-    ...(problem.dtype !== 'float32' && unitSteps(problem.params) && windowKeys(problem) <= MMA_LARGE_WINDOW ? { unitSteps: true } : {}),
+    ...(unitSteps(problem.params) && (config.unitSteps ?? (problem.dtype !== 'float32' && windowKeys(problem) <= MMA_LARGE_WINDOW)) ? { unitSteps: true } : {}),
     hasLse: problem.hasLse,
     ...(problem.hasRpb ? { hasRpb: true } : {}),
     ...(problem.dtype === 'float32' ? { split: true } : {}),
