@@ -135,7 +135,7 @@ export function speedProblems(only: string): Problem[] {
   return all.filter((p) => only === '' || only.split(',').some((o) => p.name.includes(o)));
 }
 
-type DeviceScriptOptions = { mode: string; sweep: string; only: string; reps: string; top: string; dtype: string; chunk16: string; tight: string; inturn: string; pk: string; probes: string; shared: string; dsv: string; hsplit: string; nsg: string; pads: string; wide: string; configs: string };
+type DeviceScriptOptions = { mode: string; sweep: string; only: string; reps: string; top: string; dtype: string; chunk16: string; tight: string; inturn: string; pk: string; probes: string; shared: string; dsv: string; hsplit: string; nsg: string; pads: string; wide: string; unit: string; configs: string };
 
 /** The device scripts' shared options (`--mode`, `--sweep`, `--only`, `--reps`, `--top`, `--nsg`, ...). */
 export function deviceScriptOptions(): DeviceScriptOptions {
@@ -158,6 +158,7 @@ export function deviceScriptOptions(): DeviceScriptOptions {
       nsg: { type: 'string', default: '' },
       pads: { type: 'string', default: 'false' },
       wide: { type: 'string', default: 'false' },
+      unit: { type: 'string', default: 'false' },
       configs: { type: 'string', default: '' },
     },
   });

@@ -75,7 +75,10 @@ function twinVariants(problem: FusedProblem, ...configs: MmaForwardConfig[]): Mm
   const pads = values.pads !== 'true' ? [] : configs.filter((c) => c.tightScratch === true).map(({ padS, ...c }) => (padS === true ? c : { ...c, padS: true }));
   // With `--wide true`: each config's twin with 16-byte K and V loads (opt-in `wideLoads`, float16).
   const wide = values.wide !== 'true' || problem.dtype === 'float32' ? [] : configs.map((c) => ({ ...c, wideLoads: true }));
-  return [...tight, ...inTurn, ...[...pOverK, ...pads, ...wide].filter((c) => mmaConfigFits(ctx, problem, c))];
+  // With `--unit true`: each config's twins with unit steps forced on and off (`unitSteps`; one of them is what the
+  // default rule gives the config).
+  const unit = values.unit !== 'true' ? [] : configs.flatMap((c) => [{ ...c, unitSteps: true }, { ...c, unitSteps: false }]);
+  return [...tight, ...inTurn, ...[...pOverK, ...pads, ...wide, ...unit].filter((c) => mmaConfigFits(ctx, problem, c))];
 }
 
 /** `--nsg 1,2`: keep the configs with these subgroup counts (all when absent). */
