@@ -29,7 +29,7 @@ import { windowFunctions } from '../snippets/window.ts';
 import { forwardWorkgroupPrologue, fusedForwardUniformFields, rowLoader, workgroupTileDecode } from './na-fused-forward.ts';
 import { COORD, MMA_FRAGMENT, MMA_HEADER, MMA_SUBGROUP_SIZE, type MmaLayout, mmaBindingDecls, mmaBoxCursor, mmaDecodeTile, mmaInWindow, mmaCoordTable, mmaLayout, mmaPackedCoords, mmaPassRows, mmaQueryRowWindow, mmaShapeProblem, mmaStagedKeyLoop, mmaSubgroupSpan, stagingPartGuard, store4, BOX_DIVMOD_FN, mmaFastDivide, mmaGatherPasses, mmaScratchEpilogue, PACK8_FN, withUnitSteps } from './na-fused-forward-mma.ts';
 
-const GEN = 11;
+const GEN = 12;
 const F = MMA_FRAGMENT;
 const range = (n: number): number[] => Array.from({ length: n }, (_, i) => i);
 const LEFT = `subgroup_matrix_left<f16, ${F}, ${F}>`;
@@ -288,6 +288,19 @@ ${range(o.frags)
   });
 }
 
+/**
+ * Both kernels' tile gathers into left fragments: `${first}_kk` from the rows of head dim D (dq: Q, dkv: K) and
+ * `${second}_kk` from those of Dv (dq: dO, dkv: V), through the row loaders of `tileRows` (`load_or_zero` 0 and 1).
+ * With headSplit each pair of subgroups shares its rows (`pbase`) and each takes its half's columns.
+ */
+function tileGathers(spec: FusedBackwardMmaSpec, first: string, second: string): string {
+  const { L, WG, D4, DV4, D16, DV16, split, ROWS, HS } = sizes(spec);
+  return [
+    gatherFragments({ rows: ROWS, passRows: mmaPassRows(L, L.ldk), width4: D4, ld: 'LDK', name: first, frags: D16 / HS, wg: WG, rowValue: (rr, c) => `load_or_zero(0u, tile_row(${rr}), HEAD_DIM, ${c})`, ...(split ? { base: 'pbase', colOff: 'hoff_d' } : {}) }),
+    gatherFragments({ rows: ROWS, passRows: mmaPassRows(L, L.ldv), width4: DV4, ld: 'LDV', name: second, frags: DV16 / HS, wg: WG, rowValue: (rr, c) => `load_or_zero(1u, tile_row(${rr}), HEAD_DIM_V, ${c})`, ...(split ? { base: 'pbase', colOff: 'hoff_dv' } : {}) }),
+  ].join('\n');
+}
+
 /** S-like products of the subgroup's 16 rows against `n16` 16-column blocks of a staged chunk, stored to `dst`. */
 function productsInto(dst: string, lefts: string, nk: number, n16: number, rightOffset: (n: number, kk: number) => string, ld: string): string {
   return range(n16)
@@ -322,12 +335,12 @@ ${range(outs)
 }
 
 /**
- * WGSL writing result fragments (`outs`: `${acc}_j` scaled by `scale`, to binding `out` at row `row8` in vec4<u32>
+ * WGSL writing result fragments (`outs`: `${acc}_j`, times `scale` where given, to binding `out` at row `row8` in vec4<u32>
  * units, eight halves each) through the f32 scratches (`mmaScratchEpilogue`): the S scratch, and the dP scratch where
  * the kernel has one (half the rounds). With headSplit each subgroup writes its own head-dim half from its own rows.
  */
 function writeThroughScratch(o: {
-  outs: readonly { acc: string; frags: number; out: string; row8: string; scale: string }[];
+  outs: readonly { acc: string; frags: number; out: string; row8: string; scale?: string }[];
   n16: number;
   valid: string;
   twoScratches: boolean;
@@ -337,8 +350,10 @@ function writeThroughScratch(o: {
     outs: o.outs.map((x) => ({
       acc: x.acc,
       frags: x.frags,
-      write: (j: number, lo: string, hi: string) =>
-        `${x.out}[${x.row8}${o.split === true ? ` + hd * ${x.frags * 2}u` : ''} + ${2 * j}u + hf] = pack8(${lo}${x.scale === '1.0' ? '' : ` * ${x.scale}`}, ${hi}${x.scale === '1.0' ? '' : ` * ${x.scale}`});`,
+      write: (j: number, lo: string, hi: string) => {
+        const scaled = x.scale === undefined ? '' : ` * ${x.scale}`;
+        return `${x.out}[${x.row8}${o.split === true ? ` + hd * ${x.frags * 2}u` : ''} + ${2 * j}u + hf] = pack8(${lo}${scaled}, ${hi}${scaled});`;
+      },
     })),
     scratches: o.twoScratches ? ['s_sh', 'dp_sh'] : ['s_sh'],
     perScratch: o.n16,
@@ -441,10 +456,6 @@ export function generateFusedBackwardMmaDq(spec: FusedBackwardMmaSpec): Generate
   const qrowOf = (c: (a: number) => string): string => `((tok_base + ${tokOf((a) => `${c(a)} * params.dil_${a} + g_${a}`)}) * params.heads + h)`;
 
   const rows = tileRows(r, { first: 'qf', head: 'h', heads: 'heads', loaders: ['load_q', 'load_do'] });
-  const gathers = [
-    gatherFragments({ rows: ROWS, passRows: mmaPassRows(L, L.ldk), width4: D4, ld: 'LDK', name: 'q', frags: D16 / HS, wg: WG, rowValue: (rr, c) => `load_or_zero(0u, tile_row(${rr}), HEAD_DIM, ${c})`, ...(split ? { base: 'pbase', colOff: 'hoff_d' } : {}) }),
-    gatherFragments({ rows: ROWS, passRows: mmaPassRows(L, L.ldv), width4: DV4, ld: 'LDV', name: 'do', frags: DV16 / HS, wg: WG, rowValue: (rr, c) => `load_or_zero(1u, tile_row(${rr}), HEAD_DIM_V, ${c})`, ...(split ? { base: 'pbase', colOff: 'hoff_dv' } : {}) }),
-  ].join('\n');
   const code = withUnitSteps(`${moduleHead(key, spec, bindings, uniforms, `${axes.map((a) => `const QUERY_TILE_${a}: u32 = ${spec.tile[a]}u;`).join('\n')}\nconst KEY_CHUNK: u32 = ${BK}u;\n`)}
 ${DS_OVER_V ? '' : `var<workgroup> ds_sh: array<f16, ${ROWS * L.ldp}>;\n`}var<workgroup> kc_sh: ${mmaCoordTable(PACKED, 'kc_sh').type(BK)};${FAST_DIV ? `\n${BOX_DIVMOD_FN}` : ''}
 
@@ -460,7 +471,7 @@ ${mmaQueryRowWindow(r, 'TILE')}
   let qrow = ${qrowOf((a) => `min(qi_${a}, n_${a} - 1)`)};
   var dsum = 0.0;
   if (valid) {
-    for (var c = hf; c < ${DV4}u; c += 2u) { dsum = dsum + dot(vec4<f32>(load_do(qrow * HEAD_DIM_V, c)), vec4<f32>(output[qrow * ${DV4}u + c])); }
+    for (var c = hf; c < ${DV4}u; c += 2u) { dsum = dsum + dot(vec4<f32>(grad_output[qrow * ${DV4}u + c]), vec4<f32>(output[qrow * ${DV4}u + c])); }
   }
   let delta_r = dsum + subgroupShuffleXor(dsum, 1u);
   if (valid && hf == 0u${split ? ' && hd == 0u' : ''}) { delta[qrow] = delta_r; }
@@ -473,7 +484,7 @@ ${range(D16 / HS)
 ${range(DV16 / HS)
   .map((kk) => `  var do_${kk} = ${LEFT}();`)
   .join('\n')}
-${gathers}
+${tileGathers(spec, 'q', 'do')}
 ${range(D16 / HS)
   .map((j) => `  var dq_${j} = ${RESULT}();`)
   .join('\n')}
@@ -649,10 +660,6 @@ ${fetchStep('        ')}
       }
 `;
   const rows = tileRows(r, { first: 'kf', head: 'hk', heads: 'heads_kv', loaders: ['load_k', 'load_v'] });
-  const gathers = [
-    gatherFragments({ rows: ROWS, passRows: mmaPassRows(L, L.ldk), width4: D4, ld: 'LDK', name: 'k', frags: D16 / HS, wg: WG, rowValue: (rr, c) => `load_or_zero(0u, tile_row(${rr}), HEAD_DIM, ${c})`, ...(split ? { base: 'pbase', colOff: 'hoff_d' } : {}) }),
-    gatherFragments({ rows: ROWS, passRows: mmaPassRows(L, L.ldv), width4: DV4, ld: 'LDV', name: 'v', frags: DV16 / HS, wg: WG, rowValue: (rr, c) => `load_or_zero(1u, tile_row(${rr}), HEAD_DIM_V, ${c})`, ...(split ? { base: 'pbase', colOff: 'hoff_dv' } : {}) }),
-  ].join('\n');
   const code = withUnitSteps(`${moduleHead(key, spec, bindings, uniforms, `const QUERY_CHUNK: u32 = ${QC}u;\n`)}
 var<workgroup> p_sh: array<f16, ${ROWS * L.ldp}>;
 var<workgroup> ds_sh: array<f16, ${ROWS * L.ldp}>;
@@ -683,7 +690,7 @@ ${range(D16 / HS)
 ${range(DV16 / HS)
   .map((kk) => `  var v_${kk} = ${LEFT}();`)
   .join('\n')}
-${gathers}
+${tileGathers(spec, 'k', 'v')}
 ${range(D16 / HS)
   .map((j) => `  var dk_${j} = ${RESULT}();`)
   .join('\n')}
@@ -714,7 +721,7 @@ ${accumulateFrom('dk', 'ds_sh', D16 / HS, QC16, '0u', 'LDK', '', split ? { colOf
 ${writeThroughScratch({
   outs: [
     { acc: 'dk', frags: D16 / HS, out: 'grad_key', row8: `krow * ${spec.dim / 8}u`, scale: 'scale' },
-    { acc: 'dv', frags: DV16 / HS, out: 'grad_value', row8: `krow * ${spec.dimV / 8}u`, scale: '1.0' },
+    { acc: 'dv', frags: DV16 / HS, out: 'grad_value', row8: `krow * ${spec.dimV / 8}u` },
   ],
   n16: QC16,
   valid: 'kvalid',

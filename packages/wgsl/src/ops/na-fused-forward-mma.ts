@@ -32,7 +32,7 @@ import { boxKeyRow, type FusedForwardSpec, forwardWorkgroupPrologue, fusedForwar
 
 const FAMILY = 'na-fused-forward-mma';
 /** Bump when the emitted text changes for an unchanged spec. */
-const GEN = 7;
+const GEN = 8;
 
 /** Fragment size (M = N = K). */
 export const MMA_FRAGMENT = 16;
@@ -542,8 +542,6 @@ export function mmaScratchEpilogue(o: {
   readonly perScratch: number;
   readonly srow: string;
   readonly guard: string;
-  /** Statements at the top of each round's guarded block (e.g. the 1 / l). */
-  readonly pre?: string;
 }): string {
   const items = o.outs.flatMap((out) => range(out.frags).map((j) => ({ out, j })));
   const cap = o.perScratch * o.scratches.length;
@@ -564,7 +562,7 @@ export function mmaScratchEpilogue(o: {
       return `${stores.join('\n')}
   workgroupBarrier();
   if (${o.guard}) {
-${o.pre === undefined ? '' : `    ${o.pre}\n`}${writes.join('\n')}
+${writes.join('\n')}
   }${rd + 1 < rounds.length ? '\n  workgroupBarrier();' : ''}`;
     })
     .join('\n');
@@ -953,7 +951,6 @@ ${tiles.map((j) => `      o_${j} = subgroupMatrixLoad<${RESULT}, row_major>(&s_s
     perScratch: TPR,
     srow: 'row',
     guard: 'valid',
-    pre: `let inv_l = 1.0 / ${SPLIT ? '(l * sv)' : 'l'};`,
   });
 
   const pv = `    if (need) {\n${range(BK16)
@@ -1053,6 +1050,7 @@ ${pv}
 
   // ---- epilogue: O / l (f16) through the scratch, natural-log LSE (f32)
   let orow = (tok_base + ${tokOf((a) => `min(qi_${a}, n_${a} - 1) * params.dil_${a} + g_${a}`)}) * params.heads + h;
+  let inv_l = 1.0 / ${SPLIT ? '(l * sv)' : 'l'};
 ${epilogue}
 ${spec.hasLse ? '  if (valid && hf == 0u) { logsumexp[orow] = (m + log2(l)) * 0.6931471805599453; }' : ''}
 }
