@@ -83,8 +83,8 @@ export interface MmaForwardConfig {
   readonly wideLoads?: boolean;
   /**
    * Dilation and stride 1 compiled into the kernel (`FusedForwardMmaSpec.unitSteps`) where the problem has them:
-   * `true` or `false` decides; absent = the default rule (float16 windows up to `MMA_LARGE_WINDOW` keys: 2-D K=7
-   * 1.12x faster on an H200, the FLUX-like forward 1.09x slower; the float32 split not yet timed with it).
+   * `true` or `false` decides; absent = the default rule (windows up to `MMA_LARGE_WINDOW` keys: float16 2-D K=7
+   * 1.12x faster on an H200, the FLUX-like forward 1.09x slower; the float32 split 1.03-1.08x faster).
    */
   readonly unitSteps?: boolean;
 }
@@ -172,9 +172,9 @@ function mmaSpec(problem: FusedProblem, config: MmaForwardConfig): FusedForwardM
     // Dilation and stride 1 compiled in where the problem has them, so the window math's divisions fold away (H200,
     // session 15, same call: 1-D L=4096 K=127 29.4 -> 27.8 us, K=2047 causal 1294 -> 1278, 2-D 128x128 K=7 106.0 ->
     // 94.4, 256x256 K=15 1332 -> 1264, 3-D 188.9 -> 186.2), up to MMA_LARGE_WINDOW keys: the FLUX-like forward (6,400
-    // keys, 32-key chunks, 8 subgroups at head dim 128) ran slower with it (39.8 -> 43.3 ms). float16 only: the
-    // float32 split has not been timed with it.
-    ...(unitSteps(problem.params) && (config.unitSteps ?? (problem.dtype !== 'float32' && windowKeys(problem) <= MMA_LARGE_WINDOW)) ? { unitSteps: true } : {}),
+    // keys, 32-key chunks, 8 subgroups at head dim 128) ran slower with it (39.8 -> 43.3 ms). The float32 split too
+    // (session 16, same call: 1-D L=4096 K=127 58.4 -> 56.5 us, 2-D 128x128 K=7 203.6 -> 190.7, 3-D 343.3 -> 318.7).
+    ...(unitSteps(problem.params) && (config.unitSteps ?? windowKeys(problem) <= MMA_LARGE_WINDOW) ? { unitSteps: true } : {}),
     hasLse: problem.hasLse,
     ...(problem.hasRpb ? { hasRpb: true } : {}),
     ...(problem.dtype === 'float32' ? { split: true } : {}),
