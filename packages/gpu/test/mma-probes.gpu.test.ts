@@ -46,6 +46,7 @@ describe('device timing probes (mma-probes.ts)', () => {
       ['one-chunk', 'forward', forward3d],
       ['no-out', 'forward', forward2d],
       ['empty', 'forward', forward3d],
+      ['empty-first', 'forward', forward2d],
       ['no-q-load', 'forward', forward2d],
       ['no-walk+no-epilogue', 'forward', forward2d],
       ['pad2k', 'dq', dq],

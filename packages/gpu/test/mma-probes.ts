@@ -14,7 +14,8 @@
  *   (store, multiplies, K loads and reads); not yet run on a device.
  * - `no-walk`: no chunk step (the prologue, Q gather and epilogue alone); `one-chunk`: at most one step, so
  *   (unpatched - one-chunk) / (steps - 1) is a step's cost; `no-out`: the epilogue without its global writes
- *   (its scratch rounds and barriers stay); `empty`: the workgroup returns after its prologue's decode;
+ *   (its scratch rounds and barriers stay); `empty`: the workgroup returns after its prologue's decode
+ *   (`empty-first`: before it, session 16);
  *   `no-q-load`: the Q gather without its global loads; `no-epilogue`: no epilogue (scratch rounds, writes, LSE).
  *   Session 14. A probe name joined with '+' applies each patch in turn (`--probes no-walk+no-epilogue`).
  * The memory and register probes and the walk's length (`no-walk`, `one-chunk`) also apply to the backward's kernels
@@ -68,7 +69,7 @@ export const PROBES: Record<string, Probe> = {
       );
     },
   },
-  'no-mask': { patch: (c) => c.replace(/x(\d+) = select\(vec4<f32>\(NEG\), x\1, [^;]*\);/g, '') },
+  'no-mask': { patch: (c) => c.replace(/x(\d+) = select\(vec4<f32>\(MASKED\), x\1, [^;]*\);/g, '') },
   // Each keeps one cached read of its buffer, so that the binding stays in the kernel's layout.
   'no-fetch': {
     patch: (c) =>
@@ -96,6 +97,8 @@ export const PROBES: Record<string, Probe> = {
   },
   'no-out': { patch: (c) => c.replace(/\n(\s*)output\[orow/g, '\n$1if (params.total_wg == 0u) { output[orow').replace(/(if \(params\.total_wg == 0u\) \{ output\[orow[^\n]*;)/g, '$1 }') },
   'empty': { patch: (c) => c.replace(/(\n {2}let tok_base = [^\n]*\n)/, '$1  if (params.total_wg != 0u) { return; }\n') },
+  // Returns before the decode (the dispatch alone): `empty` minus this is the decode and the box's window math.
+  'empty-first': { patch: (c) => c.replace(/(\n {2}if \(wid >= params\.total_wg\) \{ return; \}\n)/, '$1  if (params.total_wg != 0u) { return; }\n') },
   'no-q-load': { patch: (c) => c.replace(/load_q\(select\(0u, [^;]*, in_q\), c\)/g, '(query[0] * 0.0 + vec4<f16>(f16(c)))') },
   'no-epilogue': {
     patch: (c) => c.replace(/(\n {2}\/\/ ---- epilogue[^\n]*\n)([\s\S]*)\n\}\n$/, '$1  if (params.total_wg == 0u) {\n$2\n  }\n}\n'),

@@ -236,7 +236,7 @@ describe('tensor-core (mma) forward, emulated on this adapter, against the CPU r
   interface EmuCase extends EmulatedProblem {
     readonly scale?: number;
     readonly rpb?: boolean;
-    readonly config: { queryTile: number[]; keyChunk: 16 | 32 | 64; subgroups: 2 | 4 | 8; tightScratch?: boolean; kvInTurn?: boolean; pOverK?: boolean; packedCoords?: boolean; padS?: boolean; wideLoads?: boolean; fastDivide?: boolean; earlyFetch?: boolean; batchedQGather?: boolean; unitSteps?: boolean };
+    readonly config: { queryTile: number[]; keyChunk: 16 | 32 | 64; subgroups: 2 | 4 | 8; tightScratch?: boolean; kvInTurn?: boolean; pOverK?: boolean; packedCoords?: boolean; padS?: boolean; wideLoads?: boolean; fastDivide?: boolean; earlyFetch?: boolean; batchedQGather?: boolean };
   }
   const cases: EmuCase[] = [
     { name: '1-D L=37 K=7, a partial tile', spatial: [37], kernelSize: [7], dim: 16, config: { queryTile: [64], keyChunk: 32, subgroups: 4 } },

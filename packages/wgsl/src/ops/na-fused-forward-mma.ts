@@ -32,7 +32,7 @@ import { boxKeyRow, type FusedForwardSpec, forwardWorkgroupPrologue, fusedForwar
 
 const FAMILY = 'na-fused-forward-mma';
 /** Bump when the emitted text changes for an unchanged spec. */
-const GEN = 8;
+const GEN = 9;
 
 /** Fragment size (M = N = K). */
 export const MMA_FRAGMENT = 16;
@@ -845,6 +845,7 @@ ${range(D16)
   const stagingShape = { r, arr: 'kv_sh', tpk: TPK, d4: D4, dv4: DV4, voff: VOFF, ...(split ? { split } : {}), ...(PACKED ? { packed: true } : {}), ...(WIDE ? { wide: true } : {}), ...(FAST_DIV ? { fastDivide: true } : {}) };
   const staging = mmaStagedKeyLoop(stagingShape);
   const turn = mmaStagedKeyLoopInTurn(stagingShape);
+  const fetchFirst = IN_TURN ? turn.before : staging.before;
 
   // ---- S = Q K^T into this subgroup's scratch rows
   const sBlock = `    if (need) {\n${range(BK16)
@@ -861,19 +862,21 @@ ${range(D16)
 
   // ---- mask + online softmax on this lane's interleaved vec4 columns of its row. Rank 1: a key's coordinate is
   // bs_0 + its box index, and a chunk inside the row's whole window (most chunks of a large window) skips the test.
+  // A masked logit is MASKED (-3e38), below the running max's floor NEG (-1e30): exp2(x - m) is 0 for it without a
+  // test, since m stays NEG until the row meets a key in its window and a chunk of masked keys never moves it.
   const maskStmt = (v: number): string => (spec.hasRpb ? maskRpbStmt(v) : maskOnlyStmt(v));
   const maskOnlyStmt = (v: number): string =>
     r === 1
       ? `if (!inside) {
         let kk = vec4<i32>(bs_0 + i32(c0 + cc${v})) + vec4<i32>(0, 1, 2, 3);
-        x${v} = select(vec4<f32>(NEG), x${v}, (kk >= vec4<i32>(ws_0)) & (kk < vec4<i32>(we_0)));
+        x${v} = select(vec4<f32>(MASKED), x${v}, (kk >= vec4<i32>(ws_0)) & (kk < vec4<i32>(we_0)));
       }`
       : PACKED
-        ? `x${v} = select(vec4<f32>(NEG), x${v}, ${packing.inw4(`kc_sh[${col(v)}]`)});`
+        ? `x${v} = select(vec4<f32>(MASKED), x${v}, ${packing.inw4(`kc_sh[${col(v)}]`)});`
         : `{
         let k0 = kc_sh[cc${v}]; let k1 = kc_sh[cc${v} + 1u]; let k2 = kc_sh[cc${v} + 2u]; let k3 = kc_sh[cc${v} + 3u];
         let inw = vec4<bool>(${[0, 1, 2, 3].map((i) => inWindow(`k${i}`)).join(', ')});
-        x${v} = select(vec4<f32>(NEG), x${v}, inw);
+        x${v} = select(vec4<f32>(MASKED), x${v}, inw);
       }`;
   // With rpb: each in-window logit gains rpb[h, key - query + K - 1 per axis] (base 2); the index of a masked key
   // may be out of range, so it reads entry 0 and the mask drops it.
@@ -883,7 +886,7 @@ ${range(D16)
 ${[0, 1, 2, 3].map((i) => `        let k${i} = ${keys[i]};`).join('\n')}
         let inw = vec4<bool>(${[0, 1, 2, 3].map((i) => inWindow(`k${i}`)).join(', ')});
         let bias = vec4<f32>(${[0, 1, 2, 3].map((i) => `f32(rpb[select(0u, ${rpbIndexExpr(spec.kernelSize, (a) => `k${i}.${COORD[a] as string} - qi_${a}`)}, inw[${i}])])`).join(', ')});
-        x${v} = select(vec4<f32>(NEG), x${v} + bias * LOG2E, inw);
+        x${v} = select(vec4<f32>(MASKED), x${v} + bias * LOG2E, inw);
       }`;
   };
   const col = (v: number): string => `${v * 2}u + hf`;
@@ -910,7 +913,7 @@ ${range(VPL)
 ${range(VPL)
   .map(
     (v) => `      {
-        let p = select(vec4<f32>(0.0), exp2(x${v} - vec4<f32>(m)), x${v} > vec4<f32>(NEG));
+        let p = exp2(x${v} - vec4<f32>(m));
         psum = psum + (p.x + p.y) + (p.z + p.w);
         ${SPLIT ? storeSplit4(P_ARR, `prow + cc${v}`, 'p', { lo: PLO_ARR }, '1.0') : `let ph = vec4<f16>(p);
         ${store4(P_ARR, `prow + cc${v}`, 'ph')}`}
@@ -981,6 +984,7 @@ const LDV: u32 = ${L.ldv}u;
 const LDS: u32 = ${L.lds}u;
 const LDP: u32 = ${L.ldp}u;
 const NEG: f32 = -1.0e30;
+const MASKED: f32 = -3.0e38;
 ${spec.hasRpb ? 'const LOG2E: f32 = 1.4426950408889634;\n' : ''}
 ${decls}
 ${uniformDecl(uniforms, bindings.length)}
@@ -1019,7 +1023,7 @@ ${SPLIT ? `  // Per-tensor power-of-two scales of the split (max |x| of Q, K, V 
   let sk = split_scale(scales[1]);
   let sv = split_scale(scales[2]);
   let sscale = params.scale_log2 / (sq * sk);
-` : ''}${EARLY ? `${IN_TURN ? turn.before : staging.before}\n` : ''}${range(D16)
+` : ''}${EARLY ? `${fetchFirst}\n` : ''}${range(D16)
   .map((kk) => `  var q_${kk} = ${LEFT}();${SPLIT ? `\n  var qlo_${kk} = ${LEFT}();` : ''}`)
   .join('\n')}
 ${qGather}
@@ -1029,7 +1033,7 @@ ${range(DV16)
   var m = NEG;
   var l = 0.0;
   var step = 0u;
-${EARLY ? '' : IN_TURN ? turn.before : staging.before}
+${EARLY ? '' : fetchFirst}
   for (var ch = 0u; ch < n_chunks; ch++) {
     let c0 = ch * KEY_CHUNK;
     step = step + 1u;
