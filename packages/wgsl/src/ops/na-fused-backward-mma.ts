@@ -29,7 +29,7 @@ import { windowFunctions } from '../snippets/window.ts';
 import { forwardWorkgroupPrologue, fusedForwardUniformFields, rowLoader, workgroupTileDecode } from './na-fused-forward.ts';
 import { COORD, MMA_FRAGMENT, MMA_HEADER, MMA_SUBGROUP_SIZE, type MmaLayout, mmaBindingDecls, mmaBoxCursor, mmaDecodeTile, mmaInWindow, mmaCoordTable, mmaLayout, mmaPackedCoords, mmaPassRows, mmaQueryRowWindow, mmaShapeProblem, mmaStagedKeyLoop, mmaSubgroupSpan, stagingPartGuard, store4, BOX_DIVMOD_FN, mmaFastDivide, mmaGatherPasses, mmaScratchEpilogue, PACK8_FN, withUnitSteps } from './na-fused-forward-mma.ts';
 
-const GEN = 12;
+const GEN = 13;
 const F = MMA_FRAGMENT;
 const range = (n: number): number[] => Array.from({ length: n }, (_, i) => i);
 const LEFT = `subgroup_matrix_left<f16, ${F}, ${F}>`;
@@ -469,9 +469,13 @@ ${split ? laneSplitPosition(spec.dim, spec.dimV) : LANE_POSITION}
   // ---- this lane's query row: coordinates, window, lse, and delta = rowsum(dO * O) (written for the dkv pass)
 ${mmaQueryRowWindow(r, 'TILE')}
   let qrow = ${qrowOf((a) => `min(qi_${a}, n_${a} - 1)`)};
+  // The first chunk's K/V fetch, then this lane's half of the row's dO and O loads, all in flight together.
+${staging.before}
   var dsum = 0.0;
   if (valid) {
-    for (var c = hf; c < ${DV4}u; c += 2u) { dsum = dsum + dot(vec4<f32>(grad_output[qrow * ${DV4}u + c]), vec4<f32>(output[qrow * ${DV4}u + c])); }
+${range(Math.ceil(DV4 / 2))
+  .map((i) => `    ${2 * i + 1 < DV4 ? '' : 'if (hf == 0u) '}{ let c = hf + ${2 * i}u; dsum = dsum + dot(vec4<f32>(grad_output[qrow * ${DV4}u + c]), vec4<f32>(output[qrow * ${DV4}u + c])); }`)
+  .join('\n')}
   }
   let delta_r = dsum + subgroupShuffleXor(dsum, 1u);
   if (valid && hf == 0u${split ? ' && hd == 0u' : ''}) { delta[qrow] = delta_r; }
@@ -488,7 +492,6 @@ ${tileGathers(spec, 'q', 'do')}
 ${range(D16 / HS)
   .map((j) => `  var dq_${j} = ${RESULT}();`)
   .join('\n')}
-${staging.before}
   for (var ch = 0u; ch < n_chunks; ch++) {
     let c0 = ch * KEY_CHUNK;
     let need = i32(c0) <= span_hi && i32(c0 + KEY_CHUNK) > span_lo;
@@ -621,7 +624,8 @@ ${ind}  } else {
 ${cursor.advance(`${ind}    `)}
 ${ind}  }
 ${ind}}`;
-  const walkHead = `  let st_row = lid / ${TPQ}u;
+  // The first step's fetch goes before the K/V gather, so its loads are in flight during it.
+  const walkPre = `  let st_row = lid / ${TPQ}u;
   let st_sub = lid % ${TPQ}u;
 ${range(NQ)
   .map((i) => `  var pq_${i} = vec4<f16>(0.0);`)
@@ -637,8 +641,8 @@ ${cursor.decls}
   var f_qh = 0u;
   var f_ch = 0u;
   var w_ch = 0u;
-${fetchStep('  ')}
-    for (var it = 0u; it < n_steps; it++) {
+${fetchStep('  ')}`;
+  const walkHead = `    for (var it = 0u; it < n_steps; it++) {
       let c0 = w_ch * QUERY_CHUNK;
       w_ch = select(w_ch + 1u, 0u, w_ch + 1u == n_chunks);
       let need = i32(c0) <= span_hi && i32(c0 + QUERY_CHUNK) > span_lo;
@@ -684,6 +688,7 @@ ${axes.map((a) => `  let ilo_${a} = (inv_${a}.x - g_${a}) / params.dil_${a};
   let ihi_${a} = (inv_${a}.y - g_${a}) / params.dil_${a};`).join('\n')}
 ${mmaSubgroupSpan(r, 'kvalid', (a) => `ilo_${a}`, (a) => `ihi_${a} - 1`, 'qbs', 'qbw')}
 ${PACKED ? `${packing.laneOf({ lo: (a) => `ilo_${a}`, hi: (a) => `ihi_${a}`, base: (a) => `qbs_${a}`, valid: 'kvalid' })}\n` : ''}
+${walkPre}
 ${range(D16 / HS)
   .map((kk) => `  var k_${kk} = ${LEFT}();`)
   .join('\n')}
