@@ -473,8 +473,8 @@ ${mmaQueryRowWindow(r, 'TILE')}
 ${staging.before}
   var dsum = 0.0;
   if (valid) {
-${range(Math.ceil(DV4 / 2))
-  .map((i) => `    ${2 * i + 1 < DV4 ? '' : 'if (hf == 0u) '}{ let c = hf + ${2 * i}u; dsum = dsum + dot(vec4<f32>(grad_output[qrow * ${DV4}u + c]), vec4<f32>(output[qrow * ${DV4}u + c])); }`)
+${range(DV4 / 2)
+  .map((i) => `    { let c = hf + ${2 * i}u; dsum = dsum + dot(vec4<f32>(grad_output[qrow * ${DV4}u + c]), vec4<f32>(output[qrow * ${DV4}u + c])); }`)
   .join('\n')}
   }
   let delta_r = dsum + subgroupShuffleXor(dsum, 1u);
@@ -624,9 +624,9 @@ ${ind}  } else {
 ${cursor.advance(`${ind}    `)}
 ${ind}  }
 ${ind}}`;
-  // The first step's fetch, after the K/V gather (before it, the dkv kernel ran 1.01-1.09x slower on an H200,
+  // The first step's fetch comes after the K/V gather (before it, the dkv kernel ran 1.01-1.09x slower on an H200,
   // session 16, while the dq kernel's early fetch paid).
-  const walkPre = `  let st_row = lid / ${TPQ}u;
+  const walkHead = `  let st_row = lid / ${TPQ}u;
   let st_sub = lid % ${TPQ}u;
 ${range(NQ)
   .map((i) => `  var pq_${i} = vec4<f16>(0.0);`)
@@ -642,8 +642,8 @@ ${cursor.decls}
   var f_qh = 0u;
   var f_ch = 0u;
   var w_ch = 0u;
-${fetchStep('  ')}`;
-  const walkHead = `    for (var it = 0u; it < n_steps; it++) {
+${fetchStep('  ')}
+    for (var it = 0u; it < n_steps; it++) {
       let c0 = w_ch * QUERY_CHUNK;
       w_ch = select(w_ch + 1u, 0u, w_ch + 1u == n_chunks);
       let need = i32(c0) <= span_hi && i32(c0 + QUERY_CHUNK) > span_lo;
@@ -702,7 +702,6 @@ ${range(D16 / HS)
 ${range(DV16 / HS)
   .map((j) => `  var dv_${j} = ${RESULT}();`)
   .join('\n')}
-${walkPre}
 ${walkHead}      workgroupBarrier();
       // ---- S^T = K Q^T and dP^T = V dO^T for this subgroup's keys (chunks outside its keys' inverse span skip)
 ${productsAndPds({
