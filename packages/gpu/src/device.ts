@@ -27,6 +27,26 @@ export const DAWN_NODE_FLAGS = [
   'disable-dawn-features=timestamp_quantization',
 ];
 
+/** Environment variable naming extra Dawn toggles to enable in Node (comma-separated, e.g. `disable_workgroup_init`). */
+export const DAWN_TOGGLES_ENV = 'NATTEN_WEB_DAWN_TOGGLES';
+
+/**
+ * The flags Node's Dawn instance is created with: `DAWN_NODE_FLAGS`, plus the toggles named in `extra` (the value of
+ * `NATTEN_WEB_DAWN_TOGGLES`) appended to the enabled ones. Each must be a Dawn toggle name (lower case, digits and
+ * underscores); anything else throws, naming the variable and the entry.
+ */
+export function dawnNodeFlags(extra: string | undefined): string[] {
+  const names = (extra ?? '')
+    .split(',')
+    .map((t) => t.trim())
+    .filter((t) => t !== '');
+  for (const t of names) {
+    if (!/^[a-z0-9_]+$/.test(t)) throw new NattenDeviceError(`${DAWN_TOGGLES_ENV}: '${t}' is not a Dawn toggle name (lower case letters, digits and underscores)`);
+  }
+  if (names.length === 0) return [...DAWN_NODE_FLAGS];
+  return DAWN_NODE_FLAGS.map((f) => (f.startsWith('enable-dawn-features=') ? `${f},${names.join(',')}` : f));
+}
+
 // Dawn's instance must stay reachable while any adapter/device lives (toolchain notes: GC of the
 // instance aborts the process). Module-level on purpose.
 let nodeGpu: GPU | undefined;
@@ -46,7 +66,7 @@ async function nodeGpuInstance(): Promise<GPU | undefined> {
     );
   }
   if (mod.globals) Object.assign(globalThis, mod.globals);
-  nodeGpu = mod.create(DAWN_NODE_FLAGS);
+  nodeGpu = mod.create(dawnNodeFlags(process.env[DAWN_TOGGLES_ENV]));
   return nodeGpu;
 }
 

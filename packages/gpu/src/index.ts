@@ -4,6 +4,8 @@ export {
   type AdapterReport,
   acquireDevice,
   DAWN_NODE_FLAGS,
+  DAWN_TOGGLES_ENV,
+  dawnNodeFlags,
   describeAdapter,
   getGpu,
   OPTIONAL_FEATURES,

@@ -8,7 +8,7 @@
  */
 import { type GeneratedKernel, kernelKey, type StorageBinding, type UniformField, uniformDecl } from '../kernel.ts';
 
-const GEN = 2;
+const GEN = 3;
 
 /** Threads per workgroup of the abs-max kernel. */
 export const ABS_MAX_WORKGROUP = 256;
@@ -52,6 +52,8 @@ fn vmax(v: vec4<f32>) -> f32 {
 
 @compute @workgroup_size(${ABS_MAX_WORKGROUP})
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  // The workgroup max starts at zero by this store, not by Dawn's zero-initialization (which Node may turn off).
+  if (lid == 0u) { atomicStore(&wmax, 0u); }
   let stride = nwg.x * ${ABS_MAX_WORKGROUP}u;
   var m = 0u;
   if (wg.y == 0u) {
@@ -67,6 +69,7 @@ ${unrolled('key', 'n_k')}
 ${unrolled('value', 'n_v')}
     }
   }
+  workgroupBarrier();
   atomicMax(&wmax, m);
   workgroupBarrier();
   if (lid == 0u) { atomicMax(&scales[wg.y], atomicLoad(&wmax)); }

@@ -32,7 +32,7 @@ import { boxKeyRow, type FusedForwardSpec, forwardWorkgroupPrologue, fusedForwar
 
 const FAMILY = 'na-fused-forward-mma';
 /** Bump when the emitted text changes for an unchanged spec. */
-const GEN = 9;
+const GEN = 10;
 
 /** Fragment size (M = N = K). */
 export const MMA_FRAGMENT = 16;
@@ -1023,7 +1023,9 @@ ${SPLIT ? `  // Per-tensor power-of-two scales of the split (max |x| of Q, K, V 
   let sk = split_scale(scales[1]);
   let sv = split_scale(scales[2]);
   let sscale = params.scale_log2 / (sq * sk);
-` : ''}${EARLY ? `${fetchFirst}\n` : ''}${range(D16)
+` : ''}  // The rescale flag starts at zero by this store (the Q gather's barriers follow), not by Dawn's zero-initialization.
+  if (lid == 0u) { flag = vec4<u32>(0u); }
+${EARLY ? `${fetchFirst}\n` : ''}${range(D16)
   .map((kk) => `  var q_${kk} = ${LEFT}();${SPLIT ? `\n  var qlo_${kk} = ${LEFT}();` : ''}`)
   .join('\n')}
 ${qGather}

@@ -31,7 +31,7 @@ import { forwardTileOrigin, fusedForwardBindings, fusedForwardUniformFields } fr
 
 const FAMILY = 'na-fused-forward-sgmat';
 /** Bump when the emitted text changes for an unchanged spec. */
-const GEN = 5;
+const GEN = 6;
 
 /** Fragment size (M = N = K) this path uses. */
 export const SGMAT_FRAGMENT = 16;
@@ -466,6 +466,8 @@ ${forwardTileOrigin(r)}  let tok_base = b * params.tokens;
   let kstride = u32(params.dil_${last}) * params.heads_kv * HEAD_DIM;
   let vstride = u32(params.dil_${last}) * params.heads_kv * HEAD_DIM_V;
 
+  // The rescale flag starts at zero by this store, not by Dawn's zero-initialization (which Node may turn off).
+  if (lid == 0u) { flag = vec4<u32>(0u); }
   // ---- Q patch staged once (raw f16; the scale is applied to S), rows outside the group are zero
   for (var e = lid; e < BQ * ${D / 4}u; e += SUBGROUP_SIZE) {
     let row = e / ${D / 4}u;
