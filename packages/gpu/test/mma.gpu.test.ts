@@ -149,8 +149,8 @@ describe('tensor-core (mma) forward: availability, config choice and the default
     expect(defaultMmaConfig(ctx, problem([128, 128], [13, 13], { dilation: 2 }))).toMatchObject({ keyChunk: 16, subgroups: 4, tightScratch: true, padS: true });
     // 3-D: 2 subgroups (338 -> 234 us; 268 with 4), K and V in turn with padded rows (session 14: 6,480 bytes, 7
     // workgroups per unit where unpadded side by side fit 6: 211.6 -> 201.9 us; S padding there cost a workgroup
-    // per unit: 7,760 -> 8,272 bytes, 6 -> 5, 222.5 -> 233.7 us).
-    expect(defaultMmaConfig(ctx, problem([16, 32, 32], [3, 7, 7]))).toEqual({ path: 'mma', queryTile: [2, 4, 4], keyChunk: 16, subgroups: 2, kvInTurn: true });
+    // per unit: 7,760 -> 8,272 bytes, 6 -> 5, 222.5 -> 233.7 us); 16-byte K/V loads (session 17: 183.0 -> 170.9 us).
+    expect(defaultMmaConfig(ctx, problem([16, 32, 32], [3, 7, 7]))).toEqual({ path: 'mma', queryTile: [2, 4, 4], keyChunk: 16, subgroups: 2, kvInTurn: true, wideLoads: true });
     // Large windows: 32-key chunks (FLUX-like 45.3 vs 55.2 ms with 16), 8 subgroups; 4 where 8 give too few workgroups.
     expect(defaultMmaConfig(ctx, problem([256, 256], [80, 80], { heads: 24, dim: 128 }))).toEqual({ path: 'mma', queryTile: [16, 8], keyChunk: 32, subgroups: 8, wideLoads: true });
     expect(defaultMmaConfig(ctx, problem([8192], [4097], { heads: 2 }))).toMatchObject({ keyChunk: 32, subgroups: 4 });
@@ -284,6 +284,7 @@ describe('tensor-core (mma) forward, emulated on this adapter, against the CPU r
     // threads per row), GQA, rpb, every rank.
     { name: 'wide loads: 2-D 19x23 K=7 at head dim 64, 4 subgroups, S padded, packed, rescaling O', spatial: [19, 23], kernelSize: [7, 7], dim: 64, scale: 4, config: { queryTile: [8, 8], keyChunk: 16, subgroups: 4, tightScratch: true, padS: true, packedCoords: true, wideLoads: true } },
     { name: 'wide loads: 3-D 4x10x14 K=3x5x7 dilation 1x2x2 GQA, Dv=48, 2 subgroups', spatial: [4, 10, 14], kernelSize: [3, 5, 7], heads: 2, headsKv: 1, dim: 16, dimV: 48, dilation: [1, 2, 2], config: { queryTile: [1, 4, 8], keyChunk: 16, subgroups: 2, tightScratch: true, packedCoords: true, wideLoads: true } },
+    { name: 'wide loads with K/V in turn: 3-D 5x12x20 K=3x5x7 dilation 1x2x2 causal FTF, padded rows, rescaling O', spatial: [5, 12, 20], kernelSize: [3, 5, 7], dim: 64, dilation: [1, 2, 2], causal: [false, true, false], scale: 4, config: { queryTile: [2, 4, 4], keyChunk: 16, subgroups: 2, kvInTurn: true, packedCoords: true, wideLoads: true, fastDivide: true, earlyFetch: true, batchedQGather: true } },
     { name: 'wide loads: 1-D L=150 K=33 with rpb, 32-key chunks', spatial: [150], kernelSize: [33], dim: 32, rpb: true, config: { queryTile: [32], keyChunk: 32, subgroups: 2, wideLoads: true } },
     // Float-reciprocal box decoding (fastDivide: 3-D decodes per chunk) and the first fetch before the Q gather
     // (earlyFetch): partial tiles, dilation, GQA, causal, rescales.

@@ -353,9 +353,10 @@ export function defaultMmaConfig(ctx: GpuContext, problem: FusedProblem): MmaFor
   return memoPerContext(ctx, 'mma-forward-config', problem, () => {
     const chosen = chooseMmaConfig(ctx, problem);
     if (!chosen || problem.dtype === 'float32') return chosen;
-    // float16: 16-byte K/V loads in 1-D and on large windows (H200, session 13: 1-D L=4096 K=127 31.3 -> 30.5 us,
-    // K=2047 causal 1374 -> 1299, FLUX-like 41.2 -> 39.4 ms; 2-D K=7 111.5 -> 121.6 and 3-D 220.5 -> 224.1 slower).
-    const wide = problem.rank === 1 || windowKeys(problem) > MMA_LARGE_WINDOW;
+    // float16: 16-byte K/V loads in 1-D, 3-D and on large windows (H200, session 13: 1-D L=4096 K=127 31.3 -> 30.5
+    // us, K=2047 causal 1374 -> 1299, FLUX-like 41.2 -> 39.4 ms; 2-D K=7 111.5 -> 121.6 slower; 3-D then 220.5 ->
+    // 224.1, but session 17, same call, with the kernel as it is now: 183.0 -> 170.9 us).
+    const wide = problem.rank !== 2 || windowKeys(problem) > MMA_LARGE_WINDOW;
     const c: MmaForwardConfig = wide && mmaConfigFits(ctx, problem, { ...chosen, wideLoads: true }) ? { ...chosen, wideLoads: true } : chosen;
     if (c.tightScratch !== true) return c;
     const padded: MmaForwardConfig = { ...c, padS: true };
