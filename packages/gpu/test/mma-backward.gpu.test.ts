@@ -12,7 +12,7 @@ import { gpuContext } from './setup.ts';
 afterAll(async () => (await gpuContext()).destroy());
 
 interface Case extends EmulatedProblem {
-  readonly config: { queryTile: number[]; querySubgroups: 2 | 4 | 8; keyTile: number[]; keySubgroups: 2 | 4 | 8; chunk?: 16 | 32; tightScratch?: boolean; dqSharedScratch?: boolean; dqDsOverV?: boolean; dqHeadSplit?: boolean; dkvHeadSplit?: boolean; dqPadS?: boolean; dkvPadS?: boolean };
+  readonly config: { queryTile: number[]; querySubgroups: 2 | 4 | 8; keyTile: number[]; keySubgroups: 2 | 4 | 8; chunk?: 16 | 32; tightScratch?: boolean; dqSharedScratch?: boolean; dqDsOverV?: boolean; dqHeadSplit?: boolean; dkvHeadSplit?: boolean; dqPadS?: boolean; dkvPadS?: boolean; dqWideLoads?: boolean };
 }
 
 /** `t` times `s`, rounded to the tensor's dtype. */
@@ -181,6 +181,9 @@ describe('tensor-core (mma) backward, emulated on this adapter, against the CPU 
     // The dkv walk's box cursor (advanced a chunk per step, without division): a last box width of 2 moves the
     // middle axis 8 rows a step, past its width of 6, so the carry loop runs more than once; two query heads per KV
     // head reset it.
+    // The dq kernel's 16-byte K/V staging loads (opt-in dqWideLoads): one and two loads per staging thread, Dv != D.
+    { name: 'dq wide loads: 3-D 5x7x9 K=3x3x5 causal on axis 2, the small-window default, head dim 64', spatial: [5, 7, 9], kernelSize: [3, 3, 5], dim: 64, causal: [false, false, true], config: { queryTile: [2, 4, 8], querySubgroups: 4, keyTile: [2, 4, 4], keySubgroups: 2, chunk: 16, tightScratch: true, dqSharedScratch: true, dqPadS: true, dkvPadS: true, dqWideLoads: true } },
+    { name: 'dq wide loads: 1-D L=150 K=33 dilation 2, GQA 2/1, D=32, Dv=64, 2 subgroups', spatial: [150], kernelSize: [33], heads: 2, headsKv: 1, dim: 32, dimV: 64, dilation: [2], config: { queryTile: [32], querySubgroups: 2, keyTile: [32], keySubgroups: 2, chunk: 16, dqWideLoads: true } },
     { name: 'box cursor: 3-D 6x7x5 K=3x3x2, key tile 8x4x1, GQA 2/1', spatial: [6, 7, 5], kernelSize: [3, 3, 2], heads: 2, headsKv: 1, dim: 16, config: { queryTile: [2, 4, 4], querySubgroups: 2, keyTile: [8, 4, 1], keySubgroups: 2, chunk: 16 } },
     { name: '1-D L=90 K=17 dilation 2 causal', spatial: [90], kernelSize: [17], dim: 16, dilation: [2], causal: [true], config: { queryTile: [32], querySubgroups: 2, keyTile: [32], keySubgroups: 2 } },
     { name: '2-D 14x17 K=5x7, GQA 4/2 heads, Dv=32', spatial: [14, 17], kernelSize: [5, 7], heads: 4, headsKv: 2, dim: 16, dimV: 32, config: { queryTile: [4, 8], querySubgroups: 2, keyTile: [8, 4], keySubgroups: 2 } },

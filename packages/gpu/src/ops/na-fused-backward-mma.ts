@@ -85,11 +85,13 @@ export interface MmaBackwardConfig {
    */
   readonly dqUnitSteps?: boolean;
   readonly dkvUnitSteps?: boolean;
+  /** The dq kernel stages K and V with 16-byte loads (`FusedBackwardMmaSpec.wideLoads`). */
+  readonly dqWideLoads?: boolean;
 }
 
 /**
  * A backward config's scratch choices as short words, in one order, for labels (the autotuner's, the benchmark's):
- * `tight`, `dq-shared`, `ds-over-v`, `dq-padS`, `dkv-padS`, `dq-unit` / `dq-no-unit`, `dkv-unit` / `dkv-no-unit`, each
+ * `tight`, `dq-shared`, `ds-over-v`, `dq-padS`, `dkv-padS`, `dq-unit` / `dq-no-unit`, `dkv-unit` / `dkv-no-unit`, `dq-wide`, each
  * where set (the head splits are labelled with the tiles they change).
  */
 export function mmaBackwardFlags(c: MmaBackwardConfig): string[] {
@@ -103,6 +105,7 @@ export function mmaBackwardFlags(c: MmaBackwardConfig): string[] {
     [c.dqUnitSteps === false, 'dq-no-unit'],
     [c.dkvUnitSteps === true, 'dkv-unit'],
     [c.dkvUnitSteps === false, 'dkv-no-unit'],
+    [c.dqWideLoads, 'dq-wide'],
   ]);
 }
 
@@ -127,6 +130,7 @@ function specOf(problem: FusedBackwardProblem, config: MmaBackwardConfig, kernel
     ...(kernel === 'dq' && config.dqDsOverV === true ? { dsOverV: true } : {}),
     ...((kernel === 'dq' ? config.dqHeadSplit : config.dkvHeadSplit) === true ? { headSplit: true } : {}),
     ...((kernel === 'dq' ? config.dqPadS : config.dkvPadS) === true ? { padS: true } : {}),
+    ...(kernel === 'dq' && config.dqWideLoads === true ? { wideLoads: true } : {}),
     // The dq kernel's 3-D key-box decoding by float reciprocal, as the forward's (3-D forward 222.4 -> 213.0 us).
     ...(kernel === 'dq' && rank === 3 && keyBoxRowsBound(problem, config.queryTile) < MMA_FAST_DIVIDE_ROWS ? { fastDivide: true } : {}),
     ...(packedCoordsFit(problem) ? { packedCoords: true } : {}),

@@ -29,7 +29,7 @@ import { windowFunctions } from '../snippets/window.ts';
 import { forwardWorkgroupPrologue, fusedForwardUniformFields, rowLoader, workgroupTileDecode } from './na-fused-forward.ts';
 import { COORD, MMA_FRAGMENT, MMA_HEADER, MMA_SUBGROUP_SIZE, type MmaLayout, mmaBindingDecls, mmaBoxCursor, mmaDecodeTile, mmaInWindow, mmaCoordTable, mmaLayout, mmaPackedCoords, mmaPassRows, mmaQueryRowWindow, mmaShapeProblem, mmaStagedKeyLoop, mmaSubgroupSpan, stagingPartGuard, store4, BOX_DIVMOD_FN, mmaFastDivide, mmaGatherPasses, mmaScratchEpilogue, PACK8_FN, withUnitSteps } from './na-fused-forward-mma.ts';
 
-const GEN = 13;
+const GEN = 14;
 const F = MMA_FRAGMENT;
 const range = (n: number): number[] => Array.from({ length: n }, (_, i) => i);
 const LEFT = `subgroup_matrix_left<f16, ${F}, ${F}>`;
@@ -100,6 +100,11 @@ export interface FusedBackwardMmaSpec {
   readonly fastDivide?: boolean;
   /** Dilation and stride 1 on every axis, compiled in (`withUnitSteps`); absent = read from the uniforms. */
   readonly unitSteps?: boolean;
+  /**
+   * The dq kernel stages its key chunks' K and V rows with 16-byte loads (eight halves each, `key` and `value` bound
+   * as vec4<u32>), as the forward's `wideLoads`: half the staging loads per thread. Absent = vec4<f16> loads.
+   */
+  readonly wideLoads?: boolean;
 }
 
 function layout(spec: Pick<FusedBackwardMmaSpec, 'dim' | 'dimV' | 'chunk' | 'subgroups' | 'tightScratch' | 'padS'>): MmaLayout {
@@ -170,6 +175,7 @@ export function fusedBackwardMmaSpecProblem(spec: FusedBackwardMmaSpec): string 
  */
 function moduleHead(key: string, spec: FusedBackwardMmaSpec, bindings: readonly StorageBinding[], uniforms: readonly UniformField[], extraConsts: string): string {
   const L = layout(spec);
+  const WIDE = spec.wideLoads === true;
   return `// ${key}
 ${MMA_HEADER}
 ${range(spec.rank)
@@ -183,13 +189,18 @@ const LDS: u32 = ${L.lds}u;
 const LDP: u32 = ${L.ldp}u;
 const LOG2E: f32 = 1.4426950408889634;
 
-${mmaBindingDecls(bindings, 'f16', ['grad_query', 'grad_key', 'grad_value'])}
+${mmaBindingDecls(bindings, 'f16', ['grad_query', 'grad_key', 'grad_value', ...(WIDE ? ['key', 'value'] : [])])}
 ${PACK8_FN}
 ${uniformDecl(uniforms, bindings.length)}
 ${windowFunctions(spec.kernelSize, spec.causal)}
 ${rowLoader('load_q', 'query', spec.dim, true, 'f16')}
-${rowLoader('load_k', 'key', spec.dim, true, 'f16')}
-${rowLoader('load_v', 'value', spec.dimV, true, 'f16')}
+${
+  WIDE
+    ? `fn load_k8(base: u32, c: u32) -> vec4<u32> { return key[base + c]; }
+fn load_v8(base: u32, c: u32) -> vec4<u32> { return value[base + c]; }`
+    : `${rowLoader('load_k', 'key', spec.dim, true, 'f16')}
+${rowLoader('load_v', 'value', spec.dimV, true, 'f16')}`
+}
 ${rowLoader('load_do', 'grad_output', spec.dimV, true, 'f16')}
 
 var<workgroup> st: array<f16, ${L.stageElems}>;
@@ -440,7 +451,7 @@ export function generateFusedBackwardMmaDq(spec: FusedBackwardMmaSpec): Generate
   const PACKED = spec.packedCoords === true;
   const packing = mmaPackedCoords(r);
   const FAST_DIV = mmaFastDivide(r, false, spec.fastDivide);
-  const staging = mmaStagedKeyLoop({ r, arr: 'st', tpk: TPK, d4: D4, dv4: DV4, voff: VOFF, ...(PACKED ? { packed: true } : {}), ...(FAST_DIV ? { fastDivide: true } : {}) });
+  const staging = mmaStagedKeyLoop({ r, arr: 'st', tpk: TPK, d4: D4, dv4: DV4, voff: VOFF, ...(PACKED ? { packed: true } : {}), ...(FAST_DIV ? { fastDivide: true } : {}), ...(spec.wideLoads === true ? { wide: true } : {}) });
   const uniforms = fusedForwardUniformFields(r);
   const bindings: StorageBinding[] = [
     { name: 'query', access: 'read' },
@@ -558,7 +569,13 @@ ${axes
 export function generateFusedBackwardMmaDkv(spec: FusedBackwardMmaSpec): GeneratedKernel {
   const why =
     fusedBackwardMmaSpecProblem(spec) ??
-    (spec.sharedScratch === true ? 'sharedScratch is a dq-kernel option (one scratch timed slower in dkv)' : spec.dsOverV === true ? 'dsOverV is a dq-kernel option (the dkv kernel reads its Q and dO rows to the end of each step)' : undefined);
+    (spec.sharedScratch === true
+      ? 'sharedScratch is a dq-kernel option (one scratch timed slower in dkv)'
+      : spec.dsOverV === true
+        ? 'dsOverV is a dq-kernel option (the dkv kernel reads its Q and dO rows to the end of each step)'
+        : spec.wideLoads === true
+          ? 'wideLoads is a dq-kernel option (the dkv kernel gathers K and V once)'
+          : undefined);
   if (why !== undefined) throw new NattenArgumentError(`generateFusedBackwardMmaDkv: ${why}`);
   const key = kernelKey('na-fused-backward-mma-dkv', GEN, spec);
   const { r, axes, L, WG, D4, DV4, D16, DV16, C16: QC16, TPR: TPQ, split, ROWS, HS, hoff } = sizes(spec);
