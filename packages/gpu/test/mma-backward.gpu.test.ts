@@ -12,7 +12,7 @@ import { gpuContext } from './setup.ts';
 afterAll(async () => (await gpuContext()).destroy());
 
 interface Case extends EmulatedProblem {
-  readonly config: { queryTile: number[]; querySubgroups: 2 | 4 | 8; keyTile: number[]; keySubgroups: 2 | 4 | 8; chunk?: 16 | 32; tightScratch?: boolean; dqSharedScratch?: boolean; dqDsOverV?: boolean; dqHeadSplit?: boolean; dkvHeadSplit?: boolean; dqPadS?: boolean; dkvPadS?: boolean; dqWideLoads?: boolean };
+  readonly config: { queryTile: number[]; querySubgroups: 2 | 4 | 8; keyTile: number[]; keySubgroups: 2 | 4 | 8; chunk?: 16 | 32; tightScratch?: boolean; dqSharedScratch?: boolean; dqDsOverV?: boolean; dqHeadSplit?: boolean; dkvHeadSplit?: boolean; dqPadS?: boolean; dkvPadS?: boolean; dqWideLoads?: boolean; dkvLeanScratch?: boolean };
 }
 
 /** `t` times `s`, rounded to the tensor's dtype. */
@@ -106,7 +106,8 @@ describe('tensor-core (mma) backward', () => {
       expect(() => checkFusedBackwardMma(ctx, 2, args, config)).toThrow(message);
       expect(() => checkFusedBackwardMma(ctx, 2, args, config)).toThrow(NattenArgumentError);
     };
-    refused({ ...base, queryTile: [4, 8], dqHeadSplit: true, dqSharedScratch: true }, /na2d_backward: tensor-core \(mma\) backward config cannot run: its dq kernel: headSplit does not combine with sharedScratch or dsOverV/);
+    refused({ ...base, queryTile: [4, 8], dqHeadSplit: true, dqSharedScratch: true }, /na2d_backward: tensor-core \(mma\) backward config cannot run: its dq kernel: headSplit does not combine with sharedScratch, dsOverV or leanScratch/);
+    refused({ ...base, keyTile: [2, 8], dkvHeadSplit: true, dkvLeanScratch: true }, /its dkv kernel: headSplit does not combine with sharedScratch, dsOverV or leanScratch/);
     refused({ ...base, keyTile: [8, 8] }, /its dkv kernel: tile \[8, 8\] must have 32 rows \(16 per subgroup\)/);
     // Head dim 128 with 8 subgroups and 32-row chunks: the dkv kernel's staging, scratches and P/dS pass 48 KiB.
     refused({ ...base, keyTile: [8, 16], keySubgroups: 8, chunk: 32 }, /its dkv kernel needs \d+ bytes of workgroup memory, over this device's 49152/);
@@ -181,6 +182,10 @@ describe('tensor-core (mma) backward, emulated on this adapter, against the CPU 
     // The dkv walk's box cursor (advanced a chunk per step, without division): a last box width of 2 moves the
     // middle axis 8 rows a step, past its width of 6, so the carry loop runs more than once; two query heads per KV
     // head reset it.
+    // The dkv kernel's lean layout (opt-in dkvLeanScratch): one f32 scratch, P^T then dS^T through one f16 array.
+    { name: 'dkv lean: 1-D L=300 K=127 at head dim 64, 4 subgroups (64-key tiles), padded scratch', spatial: [300], kernelSize: [127], dim: 64, config: { queryTile: [64], querySubgroups: 4, keyTile: [64], keySubgroups: 4, chunk: 16, tightScratch: true, dqSharedScratch: true, dqPadS: true, dkvPadS: true, dkvLeanScratch: true } },
+    { name: 'dkv lean: 2-D 14x17 K=5x7, GQA 4/2 heads, Dv=32, 2 subgroups, unpadded', spatial: [14, 17], kernelSize: [5, 7], heads: 4, headsKv: 2, dim: 16, dimV: 32, config: { queryTile: [4, 8], querySubgroups: 2, keyTile: [4, 8], keySubgroups: 2, chunk: 16, tightScratch: true, dkvLeanScratch: true } },
+    { name: 'dkv lean: 3-D 5x7x9 K=3x3x5 causal on axis 2, 4 subgroups, 32-row chunks', spatial: [5, 7, 9], kernelSize: [3, 3, 5], dim: 32, causal: [false, false, true], config: { queryTile: [2, 4, 4], querySubgroups: 2, keyTile: [2, 4, 8], keySubgroups: 4, chunk: 32, dkvLeanScratch: true } },
     // The dq kernel's 16-byte K/V staging loads (opt-in dqWideLoads): one and two loads per staging thread, Dv != D.
     { name: 'dq wide loads: 3-D 5x7x9 K=3x3x5 causal on axis 2, the small-window default, head dim 64', spatial: [5, 7, 9], kernelSize: [3, 3, 5], dim: 64, causal: [false, false, true], config: { queryTile: [2, 4, 8], querySubgroups: 4, keyTile: [2, 4, 4], keySubgroups: 2, chunk: 16, tightScratch: true, dqSharedScratch: true, dqPadS: true, dkvPadS: true, dqWideLoads: true } },
     { name: 'dq wide loads: 1-D L=150 K=33 dilation 2, GQA 2/1, D=32, Dv=64, 2 subgroups', spatial: [150], kernelSize: [33], heads: 2, headsKv: 1, dim: 32, dimV: 64, dilation: [2], config: { queryTile: [32], querySubgroups: 2, keyTile: [32], keySubgroups: 2, chunk: 16, dqWideLoads: true } },

@@ -87,11 +87,16 @@ export interface MmaBackwardConfig {
   readonly dkvUnitSteps?: boolean;
   /** The dq kernel stages K and V with 16-byte loads (`FusedBackwardMmaSpec.wideLoads`). */
   readonly dqWideLoads?: boolean;
+  /**
+   * The dkv kernel's lean layout (`FusedBackwardMmaSpec.leanScratch`): one f32 scratch and one f16 P/dS array, so
+   * 4 subgroups (64-key tiles) hold as little workgroup memory as 2 do without it.
+   */
+  readonly dkvLeanScratch?: boolean;
 }
 
 /**
  * A backward config's scratch choices as short words, in one order, for labels (the autotuner's, the benchmark's):
- * `tight`, `dq-shared`, `ds-over-v`, `dq-padS`, `dkv-padS`, `dq-unit` / `dq-no-unit`, `dkv-unit` / `dkv-no-unit`, `dq-wide`, each
+ * `tight`, `dq-shared`, `ds-over-v`, `dq-padS`, `dkv-padS`, `dq-unit` / `dq-no-unit`, `dkv-unit` / `dkv-no-unit`, `dq-wide`, `dkv-lean`, each
  * where set (the head splits are labelled with the tiles they change).
  */
 export function mmaBackwardFlags(c: MmaBackwardConfig): string[] {
@@ -106,6 +111,7 @@ export function mmaBackwardFlags(c: MmaBackwardConfig): string[] {
     [c.dkvUnitSteps === true, 'dkv-unit'],
     [c.dkvUnitSteps === false, 'dkv-no-unit'],
     [c.dqWideLoads, 'dq-wide'],
+    [c.dkvLeanScratch, 'dkv-lean'],
   ]);
 }
 
@@ -131,6 +137,7 @@ function specOf(problem: FusedBackwardProblem, config: MmaBackwardConfig, kernel
     ...((kernel === 'dq' ? config.dqHeadSplit : config.dkvHeadSplit) === true ? { headSplit: true } : {}),
     ...((kernel === 'dq' ? config.dqPadS : config.dkvPadS) === true ? { padS: true } : {}),
     ...(kernel === 'dq' && config.dqWideLoads === true ? { wideLoads: true } : {}),
+    ...(kernel === 'dkv' && config.dkvLeanScratch === true ? { leanScratch: true } : {}),
     // The dq kernel's 3-D key-box decoding by float reciprocal, as the forward's (3-D forward 222.4 -> 213.0 us).
     ...(kernel === 'dq' && rank === 3 && keyBoxRowsBound(problem, config.queryTile) < MMA_FAST_DIVIDE_ROWS ? { fastDivide: true } : {}),
     ...(packedCoordsFit(problem) ? { packedCoords: true } : {}),

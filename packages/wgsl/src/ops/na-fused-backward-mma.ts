@@ -29,7 +29,7 @@ import { windowFunctions } from '../snippets/window.ts';
 import { forwardWorkgroupPrologue, fusedForwardUniformFields, rowLoader, workgroupTileDecode } from './na-fused-forward.ts';
 import { COORD, MMA_FRAGMENT, MMA_HEADER, MMA_SUBGROUP_SIZE, type MmaLayout, mmaBindingDecls, mmaBoxCursor, mmaDecodeTile, mmaInWindow, mmaCoordTable, mmaLayout, mmaPackedCoords, mmaPassRows, mmaQueryRowWindow, mmaShapeProblem, mmaStagedKeyLoop, mmaSubgroupSpan, stagingPartGuard, store4, BOX_DIVMOD_FN, mmaFastDivide, mmaGatherPasses, mmaScratchEpilogue, PACK8_FN, withUnitSteps } from './na-fused-forward-mma.ts';
 
-const GEN = 14;
+const GEN = 15;
 const F = MMA_FRAGMENT;
 const range = (n: number): number[] => Array.from({ length: n }, (_, i) => i);
 const LEFT = `subgroup_matrix_left<f16, ${F}, ${F}>`;
@@ -105,6 +105,14 @@ export interface FusedBackwardMmaSpec {
    * as vec4<u32>), as the forward's `wideLoads`: half the staging loads per thread. Absent = vec4<f16> loads.
    */
   readonly wideLoads?: boolean;
+  /**
+   * The dkv kernel's lean layout: one f32 scratch (S^T, read into registers, then dP^T over it, as the dq kernel's
+   * `sharedScratch`) and one f16 array (P^T for dV += P^T dO, then dS^T over it for dK += dS^T Q): four more
+   * barriers per step and twice the epilogue rounds, for about 6 KiB less workgroup memory at 64 rows, so 4
+   * subgroups (64-key tiles) fit as many workgroups per SM as 2 do without it. Not with `headSplit`. Absent = two
+   * scratches and two arrays.
+   */
+  readonly leanScratch?: boolean;
 }
 
 function layout(spec: Pick<FusedBackwardMmaSpec, 'dim' | 'dimV' | 'chunk' | 'subgroups' | 'tightScratch' | 'padS'>): MmaLayout {
@@ -140,7 +148,7 @@ function sizes(spec: FusedBackwardMmaSpec) {
 
 /** Bytes of workgroup memory of either kernel (staging, two f32 scratches, P/dS, per-chunk row tables). */
 export function fusedBackwardMmaWorkgroupBytes(
-  spec: Pick<FusedBackwardMmaSpec, 'dim' | 'dimV' | 'chunk' | 'subgroups' | 'tightScratch' | 'sharedScratch' | 'dsOverV' | 'headSplit' | 'packedCoords' | 'padS'>,
+  spec: Pick<FusedBackwardMmaSpec, 'dim' | 'dimV' | 'chunk' | 'subgroups' | 'tightScratch' | 'sharedScratch' | 'dsOverV' | 'headSplit' | 'packedCoords' | 'padS' | 'leanScratch'>,
   kernel: 'dq' | 'dkv',
 ): number {
   const l = layout(spec);
@@ -148,8 +156,9 @@ export function fusedBackwardMmaWorkgroupBytes(
   const tables = kernel === 'dq' ? coords : coords + 2 * 4 * spec.chunk;
   // P/dS rows: one per tile row (half the scratch's rows with headSplit, whose scratches hold both partials).
   const pdsRows = spec.headSplit === true ? l.rows / 2 : l.rows;
-  const pds = kernel === 'dq' ? (spec.dsOverV === true ? 0 : 2 * pdsRows * l.ldp) : 2 * 2 * pdsRows * l.ldp;
-  const scratches = kernel === 'dq' && spec.sharedScratch === true ? 1 : 2;
+  const lean = kernel === 'dkv' && spec.leanScratch === true;
+  const pds = kernel === 'dq' ? (spec.dsOverV === true ? 0 : 2 * pdsRows * l.ldp) : (lean ? 1 : 2) * 2 * pdsRows * l.ldp;
+  const scratches = (kernel === 'dq' && spec.sharedScratch === true) || lean ? 1 : 2;
   return 2 * l.stageElems + scratches * 4 * l.rows * l.lds + pds + tables + 16;
 }
 
@@ -164,7 +173,7 @@ export function fusedBackwardMmaSpecProblem(spec: FusedBackwardMmaSpec): string 
   if (spec.padS === true && spec.tightScratch !== true) return 'padS needs tightScratch (the padded layout already pads the scratch)';
   if (spec.headSplit === true) {
     if (spec.dim % (2 * F) !== 0 || spec.dimV % (2 * F) !== 0) return `headSplit: head dims ${spec.dim}/${spec.dimV} must be multiples of ${2 * F} (a whole number of fragments per half)`;
-    if (spec.sharedScratch === true || spec.dsOverV === true) return 'headSplit does not combine with sharedScratch or dsOverV (the scratch holds both partial products)';
+    if (spec.sharedScratch === true || spec.dsOverV === true || spec.leanScratch === true) return 'headSplit does not combine with sharedScratch, dsOverV or leanScratch (the scratch holds both partial products)';
   }
   return undefined;
 }
@@ -204,7 +213,7 @@ ${rowLoader('load_v', 'value', spec.dimV, true, 'f16')}`
 ${rowLoader('load_do', 'grad_output', spec.dimV, true, 'f16')}
 
 var<workgroup> st: array<f16, ${L.stageElems}>;
-var<workgroup> s_sh: array<f32, ${L.rows * L.lds}>;${spec.sharedScratch === true ? '' : `
+var<workgroup> s_sh: array<f32, ${L.rows * L.lds}>;${spec.sharedScratch === true || spec.leanScratch === true ? '' : `
 var<workgroup> dp_sh: array<f32, ${L.rows * L.lds}>;`}`;
 }
 
@@ -413,10 +422,11 @@ ${guarded(`      let srow = row * LDS;\n${range(o.vpl)
 /**
  * The per-element masked P and dS of this lane's interleaved vec4 columns (`vpl` of them; vec4 index `vi`):
  * `inw(vi, i)` is the in-window test of column `4 vi + i`, `lse(vi)` / `delta(vi)` the (log2-scaled) lse and delta of
- * a column or row; P^T/dS^T go to `pArr`/`dsArr` (dq writes dS only). With `split` (headSplit) the lane's subgroup
- * takes half of the columns and S and dP are the sums of the rows at `srow` and `srow2`.
+ * a column or row; P^T/dS^T go to `pArr`/`dsArr` (dq writes dS only), or dS^T to registers `dsreg_v` with
+ * `dsRegs` (the dkv kernel's `leanScratch`: stored by `dsRegsStore` once dV has read P^T). With `split` (headSplit) the
+ * lane's subgroup takes half of the columns and S and dP are the sums of the rows at `srow` and `srow2`.
  */
-function pdsStmts(o: { vpl: number; inw: (vi: string, i: number) => string; inw4?: (vi: string) => string; lse: (vi: string) => string; delta: (vi: string) => string; pArr?: string; dsArr: string; shared?: boolean; split?: boolean }): string {
+function pdsStmts(o: { vpl: number; inw: (vi: string, i: number) => string; inw4?: (vi: string) => string; lse: (vi: string) => string; delta: (vi: string) => string; pArr?: string; dsArr: string; dsRegs?: boolean; shared?: boolean; split?: boolean }): string {
   const vi = (v: number): string => (o.split === true ? `${v * 2}u + hf + ${2 * o.vpl}u * hd` : `${v * 2}u + hf`);
   const sum = (arr: string): string => (o.split === true ? `${scratchVec4(arr)} + ${scratchVec4(arr, 'srow2')}` : scratchVec4(arr));
   return range(o.vpl)
@@ -429,15 +439,22 @@ function pdsStmts(o: { vpl: number; inw: (vi: string, i: number) => string; inw4
         let p = select(vec4<f32>(0.0), exp2(s * params.scale_log2 - ${o.lse(vi(v))}), inw);
         let ds = p * (dp - ${o.delta(vi(v))});
 ${o.pArr ? `        let ph = vec4<f16>(p);\n        ${store4(o.pArr, 'prow + cc', 'ph')}\n` : ''}        let dh = vec4<f16>(ds);
-        ${store4(o.dsArr, 'prow + cc', 'dh')}
+        ${o.dsRegs === true ? `dsreg_${v} = dh;` : store4(o.dsArr, 'prow + cc', 'dh')}
       }`,
     )
     .join('\n');
 }
 
+/** WGSL storing registers `dsreg_v` (`pdsStmts` with `dsRegs`) to this lane's columns of f16 array `arr` (rows `prow`). */
+function dsRegsStore(vpl: number, arr: string): string {
+  return range(vpl)
+    .map((v) => `        { let cc = (${v * 2}u + hf) * 4u; ${store4(arr, 'prow + cc', `dsreg_${v}`)} }`)
+    .join('\n');
+}
+
 /** The dq kernel (pass 1). */
 export function generateFusedBackwardMmaDq(spec: FusedBackwardMmaSpec): GeneratedKernel {
-  const why = fusedBackwardMmaSpecProblem(spec);
+  const why = fusedBackwardMmaSpecProblem(spec) ?? (spec.leanScratch === true ? 'leanScratch is a dkv-kernel option (the dq kernel has sharedScratch and dsOverV)' : undefined);
   if (why !== undefined) throw new NattenArgumentError(`generateFusedBackwardMmaDq: ${why}`);
   const key = kernelKey('na-fused-backward-mma-dq', GEN, spec);
   const { r, axes, L, WG, D4, DV4, D16, DV16, C16: BK16, TPR: TPK, split, ROWS, HS, hoff } = sizes(spec);
@@ -601,6 +618,10 @@ export function generateFusedBackwardMmaDkv(spec: FusedBackwardMmaSpec): Generat
   const PACKED = spec.packedCoords === true;
   const packing = mmaPackedCoords(r);
   const queryCoords = mmaCoordTable(PACKED, 'qc_sh');
+  // leanScratch: S^T and dP^T through one scratch, P^T and then dS^T through one f16 array (dS^T held in registers
+  // while dV += P^T dO reads P^T).
+  const LEAN = spec.leanScratch === true;
+  const DS_ARR = LEAN ? 'p_sh' : 'ds_sh';
 
   // The staging thread's query row in the box (the union of the tile's inverse windows) as a cursor: decoded once,
   // advanced a chunk per step and reset at each query head (`mmaBoxCursor`: no integer division per step).
@@ -684,8 +705,8 @@ ${fetchStep('        ')}
   const rows = tileRows(r, { first: 'kf', head: 'hk', heads: 'heads_kv', loaders: ['load_k', 'load_v'] });
   const code = withUnitSteps(`${moduleHead(key, spec, bindings, uniforms, `const QUERY_CHUNK: u32 = ${QC}u;\n`)}
 var<workgroup> p_sh: array<f16, ${ROWS * L.ldp}>;
-var<workgroup> ds_sh: array<f16, ${ROWS * L.ldp}>;
-var<workgroup> qc_sh: ${queryCoords.type(QC)};
+${LEAN ? '' : `var<workgroup> ds_sh: array<f16, ${ROWS * L.ldp}>;
+`}var<workgroup> qc_sh: ${queryCoords.type(QC)};
 var<workgroup> lse_sh: array<vec4<f32>, ${QC / 4}>;
 var<workgroup> delta_sh: array<vec4<f32>, ${QC / 4}>;
 
@@ -720,21 +741,35 @@ ${range(DV16 / HS)
   .map((j) => `  var dv_${j} = ${RESULT}();`)
   .join('\n')}
 ${walkHead}      workgroupBarrier();
-      // ---- S^T = K Q^T and dP^T = V dO^T for this subgroup's keys (chunks outside its keys' inverse span skip)
+${LEAN ? `${range(QC / 8)
+  .map((v) => `      var dsreg_${v} = vec4<f16>(0.0);`)
+  .join('\n')}\n` : ''}      // ---- S^T = K Q^T and dP^T = V dO^T for this subgroup's keys (chunks outside its keys' inverse span skip)
 ${productsAndPds({
-  shared: false,
+  shared: LEAN,
   vpl: QC / 8,
   s: (dst) => productsInto(dst, 'k', D16 / HS, QC16, (n, kk) => `${n * F}u * LDK + ${kk * F}u${hoff('hoff_d')}`, 'LDK'),
   dp: (dst) => productsInto(dst, 'v', DV16 / HS, QC16, (n, kk) => `${OOFF}u + ${n * F}u * LDV + ${kk * F}u${hoff('hoff_dv')}`, 'LDV'),
-  pds: (shared) => pdsStmts({ vpl: QC / 8 / HS, inw: (vi, i) => inWindow(`(${vi}) * 4u + ${i}u`), ...(PACKED ? { inw4: (vi: string) => packing.inw4(`qc_sh[${vi}]`) } : r === 1 ? { inw4: () => `vec4<bool>(kvalid) & ${rangeMask4('qbs_0', 'ilo_0', 'ihi_0')}` } : {}), lse: (vi) => `lse_sh[${vi}]`, delta: (vi) => `delta_sh[${vi}]`, pArr: 'p_sh', dsArr: 'ds_sh', shared, split }),
+  pds: (shared) => pdsStmts({ vpl: QC / 8 / HS, inw: (vi, i) => inWindow(`(${vi}) * 4u + ${i}u`), ...(PACKED ? { inw4: (vi: string) => packing.inw4(`qc_sh[${vi}]`) } : r === 1 ? { inw4: () => `vec4<bool>(kvalid) & ${rangeMask4('qbs_0', 'ilo_0', 'ihi_0')}` } : {}), lse: (vi) => `lse_sh[${vi}]`, delta: (vi) => `delta_sh[${vi}]`, pArr: 'p_sh', dsArr: DS_ARR, dsRegs: LEAN, shared, split }),
   ind: '  ',
   split,
 })}
       workgroupBarrier();
-      // ---- dV += P^T dO, dK += dS^T Q
+      // ---- dV += P^T dO, dK += dS^T Q${LEAN ? ' (dS^T over P^T in between)' : ''}
       if (need) {
 ${accumulateFrom('dv', 'p_sh', DV16 / HS, QC16, `${OOFF}u`, 'LDV', '', split ? { colOff: 'hoff_dv' } : undefined).replace(/^/gm, '  ')}
-${accumulateFrom('dk', 'ds_sh', D16 / HS, QC16, '0u', 'LDK', '', split ? { colOff: 'hoff_d' } : undefined).replace(/^/gm, '  ')}
+${
+  LEAN
+    ? `      }
+      workgroupBarrier();
+      if (need) {
+        let prow = row * LDP;
+${dsRegsStore(QC / 8, 'p_sh')}
+      }
+      workgroupBarrier();
+      if (need) {
+`
+    : ''
+}${accumulateFrom('dk', DS_ARR, D16 / HS, QC16, '0u', 'LDK', '', split ? { colOff: 'hoff_d' } : undefined).replace(/^/gm, '  ')}
       }
       workgroupBarrier();
     }
@@ -747,7 +782,7 @@ ${writeThroughScratch({
   ],
   n16: QC16,
   valid: 'kvalid',
-  twoScratches: true,
+  twoScratches: !LEAN,
   split,
 })}
 }
