@@ -282,6 +282,8 @@ if ((values.mode === 'bcheck' || values.mode === 'backward') && !('why' in avail
   const checks: Problem[] = [
     { name: '1d L=100 K=9 d=3 causal', rank: 1, spatial: [100], heads: 2, dim: 32, kernelSize: [9], dilation: [3], isCausal: [true] },
     { name: '1d L=300 K=127 D=64', rank: 1, spatial: [300], heads: 2, dim: 64, kernelSize: [127] },
+    // A window over MMA_BACKWARD_SMALL_WINDOW keys: the large-window default (dkv's lean layout, padded rows).
+    { name: '1d L=1500 K=1025 causal D=64', rank: 1, spatial: [1500], heads: 2, dim: 64, kernelSize: [1025], isCausal: [true] },
     { name: '2d 19x23 K=5x7', rank: 2, spatial: [19, 23], heads: 2, dim: 64, kernelSize: [5, 7] },
     { name: '2d 16x16 K=7 GQA Dv=32', rank: 2, spatial: [16, 16], heads: 4, headsKv: 2, dim: 64, dimV: 32, kernelSize: [7, 7] },
     { name: '2d 33x40 K=13 d=2 D=128', rank: 2, spatial: [33, 40], heads: 2, dim: 128, kernelSize: [13, 13], dilation: [2, 2] },

@@ -23,7 +23,7 @@ import {
   tileShapes,
 } from '@natten-web/wgsl';
 import { type DispatchCommand, foldWorkgroups, type GpuContext, type GpuTensor } from '../context.ts';
-import { flagWords, keyBoxRowsBound, MMA_LARGE_WINDOW, mmaAvailability, packedCoordsFit, paddingIsFree, unitSteps, windowKeys } from './na-fused-forward-mma.ts';
+import { flagWords, keyBoxRowsBound, MMA_LARGE_WINDOW, mmaAvailability, packedCoordsFit, paddingIsFree, residentWorkgroups, unitSteps, windowKeys } from './na-fused-forward-mma.ts';
 import { sgmatProblemFit } from './na-fused-forward-sgmat.ts';
 import { memoKernel, memoPerContext } from './op.ts';
 
@@ -251,9 +251,18 @@ function chooseMmaBackwardConfig(ctx: GpuContext, problem: FusedBackwardProblem)
     ...(small ? { tightScratch: true } : {}),
     ...(small || !wide ? { dqSharedScratch: true } : {}),
   };
-  if (!small) return config;
-  // Each kernel's scratch rows padded where that keeps its workgroups per compute unit.
   const bytes = (c: MmaBackwardConfig, kernel: 'dq' | 'dkv'): number => fusedBackwardMmaWorkgroupBytes(specOf(problem, c, kernel), kernel);
+  if (!small) {
+    // Larger windows: the dkv kernel's lean layout where it lets a compute unit hold more of its workgroups (H200,
+    // session 17, the whole backward of 1-D L=32768 K=2047 causal, same call: 4.151 -> 3.837 ms, 4 subgroups at 2
+    // -> 3 per SM). Not on small windows, where it timed slower although it raised residency too (1-D L=4096 K=127
+    // 0.077 -> 0.081 ms, 2-D 128x128 K=7 0.261 -> 0.272, 3-D 0.540 -> 0.572), nor where residency stays (its
+    // extra barriers, and twice the epilogue rounds, are then all it changes).
+    const lean: MmaBackwardConfig = { ...config, dkvLeanScratch: true };
+    const more = kernelFits(ctx, problem, lean, 'dkv') && residentWorkgroups(ctx, bytes(lean, 'dkv')) > residentWorkgroups(ctx, bytes(config, 'dkv'));
+    return more ? lean : config;
+  }
+  // Each kernel's scratch rows padded where that keeps its workgroups per compute unit.
   const padded: MmaBackwardConfig = { ...config, dqPadS: true, dkvPadS: true };
   const free = (kernel: 'dq' | 'dkv'): boolean => kernelFits(ctx, problem, padded, kernel) && paddingIsFree(ctx, bytes(config, kernel), bytes(padded, kernel));
   return { ...config, ...(free('dq') ? { dqPadS: true } : {}), ...(free('dkv') ? { dkvPadS: true } : {}) };
