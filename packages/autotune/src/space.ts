@@ -20,7 +20,9 @@ import {
   mmaBackwardFlags,
   type MmaForwardConfig,
   mmaBackwardTile,
+  mmaBackwardTwins,
   mmaForwardFlags,
+  mmaForwardTwins,
   mmaConfigCost,
   mmaWindowUse,
   mmaWorkgroups,
@@ -169,7 +171,12 @@ function sameJson(a: unknown, b: unknown): boolean {
   return JSON.stringify(a) === JSON.stringify(b);
 }
 
-function buildSpace<C>(all: readonly C[], def: C | undefined, estimate: (c: C) => CostEstimate, label: (c: C) => string, options: SpaceOptions): ConfigSpace<C> {
+/**
+ * The candidates of a space: the default first, then `twins` (the default's codegen twins: the same work compiled
+ * another way, which only timing can rank), then the rest by estimate, `maxCandidates` in all (the default always
+ * stays).
+ */
+function buildSpace<C>(all: readonly C[], def: C | undefined, estimate: (c: C) => CostEstimate, label: (c: C) => string, options: SpaceOptions, twins: readonly C[] = []): ConfigSpace<C> {
   const maxCandidates = options.maxCandidates ?? 24;
   const maxIdle = options.maxIdle ?? 0.5;
   const scored = all.map((config) => ({ config, estimate: estimate(config), label: label(config), isDefault: def !== undefined && sameJson(config, def) }));
@@ -194,7 +201,11 @@ function buildSpace<C>(all: readonly C[], def: C | undefined, estimate: (c: C) =
     });
   }
   const defaults = kept.filter((c) => c.isDefault);
-  const rest = kept.filter((c) => !c.isDefault);
+  const pinned = twins.filter((t, i) => !defaults.some((d) => sameJson(d.config, t)) && twins.findIndex((u) => sameJson(u, t)) === i);
+  const isTwin = (c: Candidate<C>): boolean => pinned.some((t) => sameJson(c.config, t));
+  const twinRows = pinned.map((config) => ({ config, estimate: estimate(config), label: label(config), isDefault: false }));
+  const rest = [...twinRows, ...kept.filter((c) => !c.isDefault && !isTwin(c))];
+  for (let i = pruned.length - 1; i >= 0; i--) if (isTwin(pruned[i] as Candidate<C>)) pruned.splice(i, 1);
   const room = Math.max(0, maxCandidates - defaults.length);
   for (const c of rest.slice(room)) pruned.push({ ...c, reason: `beyond the ${maxCandidates} best estimates` });
   return { candidates: [...defaults, ...rest.slice(0, room)], pruned, enumerated: all.length };
@@ -224,7 +235,8 @@ export function mmaLabel(c: MmaForwardConfig): string {
 /**
  * The tensor-core (mma) forward's configs for a problem the default routes to that path (`defaultForwardMma`),
  * best estimate first (`mmaConfigCost`: staged chunks plus the chunks each subgroup's windows span); the default
- * first of all. Empty where the default does not take the mma path (the plain space is tuned there). `useful` is
+ * first of all, then its codegen twins (`mmaForwardTwins`: the same work compiled another way, which only timing can
+ * rank). Empty where the default does not take the mma path (the plain space is tuned there). `useful` is
  * the window use (`mmaWindowUse`); no tile is idle beyond its padding, so `idle` is 0.
  */
 export function mmaForwardSpace(ctx: GpuContext, p: ForwardTuneProblem, options: SpaceOptions = {}): ConfigSpace<MmaForwardConfig> {
@@ -232,7 +244,7 @@ export function mmaForwardSpace(ctx: GpuContext, p: ForwardTuneProblem, options:
   const def = defaultForwardMma(ctx, fp);
   if (!def) return { candidates: [], pruned: [], enumerated: 0 };
   const estimate = (c: MmaForwardConfig): CostEstimate => ({ cost: mmaConfigCost(fp, c), useful: mmaWindowUse(fp, c), idle: 0, workgroups: mmaWorkgroups(fp, c) });
-  return buildSpace(enumerateMmaConfigs(ctx, fp), def, estimate, mmaLabel, options);
+  return buildSpace(enumerateMmaConfigs(ctx, fp), def, estimate, mmaLabel, options, mmaForwardTwins(ctx, fp, def));
 }
 
 /** The full core-problem shape the wgsl backward helpers take, from a tune problem. */
@@ -254,7 +266,7 @@ export function mmaBackwardLabel(c: MmaBackwardConfig): string {
  * The tensor-core (mma) backward's configs for a problem the default routes to that path (`defaultBackwardMma`):
  * per chunk size (16, 32), every subgroup count of each kernel (2, 4, 8) with that kernel's smallest-box tile
  * (`mmaBackwardTile`), both scratch layouts, each also with dq's one scratch (`dqSharedScratch`), the
- * default first, then by estimate (the forward's `mmaConfigCost` of each kernel's tile, weighted by its matrix
+ * default first, then its codegen twins (`mmaBackwardTwins`), then by estimate (the forward's `mmaConfigCost` of each kernel's tile, weighted by its matrix
  * products per pair: dq 3, dK/dV 4). Empty where the default takes the plain path. The head split
  * (`dqHeadSplit`, `dkvHeadSplit`) is not in it: 1.1-1.7x slower per kernel on every problem timed (H200, session 11).
  */
@@ -289,7 +301,7 @@ export function mmaBackwardSpace(ctx: GpuContext, p: BackwardTuneProblem & { rea
     const dkv = { path: 'mma' as const, queryTile: c.keyTile, keyChunk: c.chunk, subgroups: c.keySubgroups };
     return { cost: 3 * mmaConfigCost(fp, dq) + 4 * mmaConfigCost(fp, dkv), useful: mmaWindowUse(fp, dq), idle: 0, workgroups: mmaWorkgroups(fp, dq) + mmaWorkgroups(fp, dkv) };
   };
-  return buildSpace(all, def, estimate, mmaBackwardLabel, options);
+  return buildSpace(all, def, estimate, mmaBackwardLabel, options, mmaBackwardTwins(ctx, bp, def));
 }
 
 /** Valid, pruned backward configs for a problem on a device, best first. */

@@ -3,7 +3,7 @@
  * shaped like the H200, no GPU work), and a real tune on this adapter through the subgroup-matrix emulation (the mma
  * kernels rewritten to plain WGSL, as the gpu package's emulated tests run them).
  */
-import { defaultBackwardMma, defaultForwardMma, GpuContext, type MmaBackwardConfig, type MmaForwardConfig, mmaConfigCost } from '@natten-web/gpu';
+import { defaultBackwardMma, defaultForwardMma, GpuContext, type MmaBackwardConfig, mmaBackwardTwins, type MmaForwardConfig, mmaConfigCost, mmaForwardTwins } from '@natten-web/gpu';
 import { afterAll, describe, expect, it } from 'vitest';
 import { checkBackwardConfig, checkForwardConfig } from './reference.ts';
 import { emulatingTensorCoreView, fakeTensorCoreContext as fakeContext } from '@natten-web/testkit';
@@ -33,9 +33,17 @@ describe('tensor-core (mma) forward configs in the autotuner', () => {
     const def = defaultForwardMma(ctx, mmaHelperProblem(K7)) as MmaForwardConfig;
     expect(space.candidates[0]?.config).toEqual(def);
     expect(space.candidates[0]?.isDefault).toBe(true);
-    const costs = space.candidates.slice(1).map((c) => c.estimate.cost);
+    // Then the default's codegen twins (16-byte loads flipped, unit steps flipped: the same work), then by estimate.
+    const twins = mmaForwardTwins(ctx, mmaHelperProblem(K7), def);
+    expect(twins).toEqual([{ ...def, wideLoads: true }, { ...def, unitSteps: false }]);
+    expect(space.candidates.slice(1, 3).map((c) => c.config)).toEqual(twins);
+    expect(space.candidates.slice(1, 3).map((c) => c.label)).toEqual([`${space.candidates[0]?.label} wide`, `${space.candidates[0]?.label} no-unit`]);
+    const costs = space.candidates.slice(3).map((c) => c.estimate.cost);
     expect(costs).toEqual([...costs].sort((a, b) => a - b));
-    expect(costs[0]).toBe(mmaConfigCost(mmaHelperProblem(K7), space.candidates[1]?.config as MmaForwardConfig));
+    expect(costs[0]).toBe(mmaConfigCost(mmaHelperProblem(K7), space.candidates[3]?.config as MmaForwardConfig));
+    // They count against maxCandidates, after the default.
+    expect(mmaForwardSpace(ctx, K7, { maxCandidates: 2 }).candidates.map((c) => c.config)).toEqual([def, twins[0]]);
+    const isTwin = (c: MmaForwardConfig): boolean => twins.some((t) => JSON.stringify(t) === JSON.stringify(c));
     // The float16 default has unpadded scratch rows; its padded twin is a candidate too, and so is every 16-key
     // config's other layout.
     expect(def.tightScratch).toBe(true);
@@ -45,7 +53,7 @@ describe('tensor-core (mma) forward configs in the autotuner', () => {
     expect(all.filter((c) => JSON.stringify(c.config) === JSON.stringify(padded))).toHaveLength(1);
     // Every subgroup count the H200 timed on sparse windows is a candidate.
     expect(new Set(all.map((c) => c.config.subgroups))).toEqual(new Set([2, 4, 8]));
-    const c16 = all.filter((c) => c.config.keyChunk === 16);
+    const c16 = all.filter((c) => c.config.keyChunk === 16 && !isTwin(c.config));
     // (each unpadded one also with S padded: padS; each padded one also with K and V in turn, float16's 3-D default)
     const padded16 = c16.filter((c) => c.config.tightScratch !== true && c.config.kvInTurn !== true);
     expect(c16.filter((c) => c.config.tightScratch === true && c.config.padS !== true).length).toBe(padded16.length);
@@ -56,6 +64,8 @@ describe('tensor-core (mma) forward configs in the autotuner', () => {
     expect(all.some((c) => c.config.kvInTurn === true && c.config.keyChunk !== 16)).toBe(false);
     const split = mmaForwardSpace(ctx, describeForward(parseProblem('na2d 1x128x128x8x64 K=7')), { maxCandidates: 1000 }).candidates;
     expect(split[0]?.config).toMatchObject({ kvInTurn: true, subgroups: 4 });
+    // float32 has no 16-byte loads: its one twin is unit steps flipped.
+    expect(split[1]?.config).toEqual({ ...split[0]?.config, unitSteps: false });
     const { kvInTurn: _k, ...sideBySide } = split[0]?.config as MmaForwardConfig;
     expect(split.filter((c) => JSON.stringify(c.config) === JSON.stringify(sideBySide))).toHaveLength(1);
     expect(split.filter((c) => c.config.kvInTurn === true).length).toBeGreaterThan(split.length / 4);
@@ -124,7 +134,12 @@ describe('tensor-core (mma) backward configs in the autotuner', () => {
     // and every config its one-scratch twin, among all the space enumerates.
     const { dqSharedScratch: _s, ...twoScratches } = def;
     expect(space.candidates.filter((c) => JSON.stringify(c.config) === JSON.stringify(twoScratches))).toHaveLength(1);
-    const every = [...space.candidates, ...space.pruned].map((c) => c.config);
+    // After the default, its codegen twins: dq's 16-byte loads, dkv's lean layout, each kernel's unit steps flipped.
+    const twins = mmaBackwardTwins(ctx, backwardHelperProblem(B7), def);
+    expect(twins).toEqual([{ ...def, dqWideLoads: true }, { ...def, dkvLeanScratch: true }, { ...def, dqUnitSteps: false }, { ...def, dkvUnitSteps: false }]);
+    expect(space.candidates.slice(1, 5).map((c) => c.config)).toEqual(twins);
+    const isTwin = (c: MmaBackwardConfig): boolean => twins.some((t) => JSON.stringify(t) === JSON.stringify(c));
+    const every = [...space.candidates, ...space.pruned].map((c) => c.config).filter((c) => !isTwin(c));
     const count = (f: (c: MmaBackwardConfig) => boolean): number => every.filter(f).length;
     expect(count((c) => c.dqSharedScratch === true)).toBe(count((c) => c.dqSharedScratch !== true));
     expect(count((c) => c.tightScratch !== true)).toBe(count((c) => c.tightScratch === true && c.dqPadS !== true));
@@ -156,7 +171,9 @@ describe('tensor-core (mma) backward configs in the autotuner', () => {
     const { tightScratch: _t, dqSharedScratch: _d, dqPadS: _dp, dkvPadS: _kp, ...padded } = def;
     const { dqSharedScratch: _s, ...twoScratches } = def;
     expect(def.dqSharedScratch).toBe(true);
-    for (const stored of [def, padded, twoScratches]) {
+    // So do the default's codegen twins (the lean dkv layout here).
+    const lean = { ...def, dkvLeanScratch: true };
+    for (const stored of [def, padded, twoScratches, lean]) {
       const t = createAutotuner({ ctx, mode: 'deterministic', table: { ...emptyTable(), entries: { [key]: entry(stored) } }, ...quiet });
       expect(await t.selectBackwardMma(B7)).toMatchObject({ config: stored, source: 'table' });
     }

@@ -52,12 +52,15 @@ export {
   mmaBackwardFlags,
   mmaBackwardProblemFit,
   mmaBackwardTile,
+  mmaBackwardTwins,
 } from './ops/na-fused-backward-mma.ts';
 export {
   defaultForwardMma,
   defaultMmaConfig,
   enumerateMmaConfigs,
   mmaConfigFits,
+  mmaForwardTwins,
+  flipFlag,
   MMA_LARGE_WINDOW,
   MMA_MIN_WINDOW_USE,
   MMA_MIN_WORKGROUPS,

@@ -23,7 +23,7 @@ import {
   tileShapes,
 } from '@natten-web/wgsl';
 import { type DispatchCommand, foldWorkgroups, type GpuContext, type GpuTensor } from '../context.ts';
-import { flagWords, keyBoxRowsBound, MMA_LARGE_WINDOW, mmaAvailability, packedCoordsFit, paddingIsFree, residentWorkgroups, unitSteps, windowKeys } from './na-fused-forward-mma.ts';
+import { flagWords, flipFlag, keyBoxRowsBound, MMA_LARGE_WINDOW, mmaAvailability, packedCoordsFit, paddingIsFree, residentWorkgroups, unitSteps, windowKeys } from './na-fused-forward-mma.ts';
 import { sgmatProblemFit } from './na-fused-forward-sgmat.ts';
 import { memoKernel, memoPerContext } from './op.ts';
 
@@ -266,6 +266,22 @@ function chooseMmaBackwardConfig(ctx: GpuContext, problem: FusedBackwardProblem)
   const padded: MmaBackwardConfig = { ...config, dqPadS: true, dkvPadS: true };
   const free = (kernel: 'dq' | 'dkv'): boolean => kernelFits(ctx, problem, padded, kernel) && paddingIsFree(ctx, bytes(config, kernel), bytes(padded, kernel));
   return { ...config, ...(free('dq') ? { dqPadS: true } : {}), ...(free('dkv') ? { dkvPadS: true } : {}) };
+}
+
+/**
+ * A backward config's codegen twins (as `mmaForwardTwins`): the same tiles and layouts with one compile-time choice
+ * flipped, where they fit: the dq kernel's 16-byte K/V loads, the dkv kernel's lean layout (not with its head
+ * split), and each kernel's unit steps (where the problem has dilation and stride 1; the twin states the choice its
+ * config left to the default rule). The autotuner times the default's twins right after it.
+ */
+export function mmaBackwardTwins(ctx: GpuContext, problem: FusedBackwardProblem, config: MmaBackwardConfig): MmaBackwardConfig[] {
+  const twins: MmaBackwardConfig[] = [flipFlag(config, 'dqWideLoads')];
+  if (config.dkvHeadSplit !== true) twins.push(flipFlag(config, 'dkvLeanScratch'));
+  if (unitSteps(problem.params)) {
+    const rule = !problem.params.isCausal.some((c) => c);
+    twins.push({ ...config, dqUnitSteps: !(config.dqUnitSteps ?? rule) }, { ...config, dkvUnitSteps: !(config.dkvUnitSteps ?? rule) });
+  }
+  return twins.filter((c) => mmaBackwardConfigFits(ctx, problem, c));
 }
 
 /**

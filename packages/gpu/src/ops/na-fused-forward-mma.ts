@@ -365,6 +365,27 @@ export function defaultMmaConfig(ctx: GpuContext, problem: FusedProblem): MmaFor
   });
 }
 
+/** `c` with boolean flag `key` flipped: set to true where it was not, removed where it was (configs hold no `false`). */
+export function flipFlag<C extends object>(c: C, key: keyof C & string): C {
+  const { [key]: was, ...rest } = c as Record<string, unknown>;
+  return (was === true ? rest : { ...rest, [key]: true }) as C;
+}
+
+/**
+ * A forward config's codegen twins: the same tiles, chunk and layout with one compile-time choice flipped, where
+ * they fit: 16-byte K/V loads (float16), and dilation and stride 1 compiled in (where the problem has them; the
+ * twin states the choice its config left to the default rule). They do the same work, so the cost model cannot
+ * rank them; on an H200 such flips moved a kernel by up to 10% either way, differently per problem (the compiler
+ * schedules each text anew; session 17: 16-byte loads 1.07x faster in 3-D, 1.09x slower in 2-D). The autotuner
+ * times the default's twins right after it.
+ */
+export function mmaForwardTwins(ctx: GpuContext, problem: FusedProblem, config: MmaForwardConfig): MmaForwardConfig[] {
+  const twins: MmaForwardConfig[] = [];
+  if (problem.dtype !== 'float32') twins.push(flipFlag(config, 'wideLoads'));
+  if (unitSteps(problem.params)) twins.push({ ...config, unitSteps: !(config.unitSteps ?? windowKeys(problem) <= MMA_LARGE_WINDOW) });
+  return twins.filter((c) => mmaConfigFits(ctx, problem, c));
+}
+
 /**
  * Workgroups of `bytes` workgroup memory that one compute unit holds at once, counting memory only: the device's
  * per-workgroup limit divided by `bytes`. On an H200 (Dawn/Vulkan, 48 KiB per workgroup) a kernel that only sits
