@@ -60,7 +60,7 @@ describe('split forward (float32 on f16 tensor cores)', () => {
     const t = ctx.createTensor([1, 64, 2, 16], 'float32');
     const lse = ctx.createTensor([1, 64, 2], 'float32');
     const plan = planFusedForwardMma(ctx, 1, { query: t, key: t, value: t, output: t, logsumexp: lse, kernelSize: 7 });
-    expect(plan.commands.map((c) => c.kernel.key.split(':')[0])).toEqual(['abs-max3/v2', 'na-fused-forward-mma/v9']);
+    expect(plan.commands.map((c) => c.kernel.key.split(':')[0])).toEqual(['abs-max3/v3', 'na-fused-forward-mma/v10']);
     expect(plan.kernel.bindings.map((b) => b.name)).toEqual(['query', 'key', 'value', 'output', 'logsumexp', 'scales']);
     expect(plan.commands[1]?.buffers.length).toBe(plan.kernel.bindings.length);
     expect(plan.commands[0]?.buffers[3]).toBe(plan.commands[1]?.buffers[5]);

@@ -38,6 +38,40 @@ describe('tensor-core (mma) backward generators', () => {
     expect(generateFusedBackwardMmaDq(base).code).not.toContain('sreg_0');
     expect(() => generateFusedBackwardMmaDkv(shared)).toThrow(/generateFusedBackwardMmaDkv: sharedScratch is a dq-kernel option/);
   });
+  it('runs the dkv kernel lean on request (leanScratch): one f32 scratch, P^T then dS^T through one f16 array, not the dq kernel', () => {
+    const lean = { ...base, leanScratch: true };
+    const dkv = generateFusedBackwardMmaDkv(lean);
+    // One 64-row f32 scratch of 32 + 4 floats and one 64-row f16 array of 32 + 8 halves less.
+    expect(fusedBackwardMmaWorkgroupBytes(base, 'dkv') - dkv.workgroupBytes).toBe(64 * 36 * 4 + 64 * 40 * 2);
+    expect(dkv.workgroupBytes).toBe(fusedBackwardMmaWorkgroupBytes(lean, 'dkv'));
+    expect(dkv.code).not.toContain('dp_sh');
+    expect(dkv.code).not.toContain('ds_sh');
+    // S^T read into registers before dP^T goes over it; dS^T kept in registers until dV has read P^T, then stored
+    // over it, with a barrier on each side.
+    expect(dkv.code).toContain('sreg_0');
+    expect(dkv.code).toMatch(/dsreg_0 = dh;/);
+    const at = (x: string): number => dkv.code.indexOf(x);
+    const between = (a: number, b: number): number => dkv.code.slice(a, b).split('workgroupBarrier();').length - 1;
+    const dvAcc = at('dv_0 = subgroupMatrixMultiplyAccumulate');
+    const dsStore = at('= dsreg_0.x;');
+    const dkAcc = at('dk_0 = subgroupMatrixMultiplyAccumulate');
+    expect(dvAcc).toBeGreaterThan(0);
+    expect(dsStore).toBeGreaterThan(dvAcc);
+    expect(dkAcc).toBeGreaterThan(dsStore);
+    expect(between(dvAcc, dsStore)).toBe(1);
+    expect(between(dsStore, dkAcc)).toBe(1);
+    expect(() => generateFusedBackwardMmaDq(lean)).toThrow(/generateFusedBackwardMmaDq: leanScratch is a dkv-kernel option/);
+  });
+  it("stage the dq kernel's K and V 16 bytes at a time on request (wideLoads), not the dkv kernel's", () => {
+    const wide = { ...base, wideLoads: true };
+    const dq = generateFusedBackwardMmaDq(wide);
+    expect(dq.code).toMatch(/var<storage, read> key: array<vec4<u32>>;/);
+    expect(dq.code).toMatch(/var<storage, read> value: array<vec4<u32>>;/);
+    expect(dq.code).toContain('load_k8(krow * (HEAD_DIM / 8u)');
+    expect(dq.code).not.toContain('fn load_k(');
+    expect(generateFusedBackwardMmaDq(base).code).toMatch(/var<storage, read> key: array<vec4<f16>>;/);
+    expect(() => generateFusedBackwardMmaDkv(wide)).toThrow(/generateFusedBackwardMmaDkv: wideLoads is a dq-kernel option/);
+  });
   it('writes dS over the staged V rows in the dq kernel on request (dsOverV), where they hold it', () => {
     const small = { ...base, chunk: 16, tightScratch: true, dimV: 64 };
     const over = { ...small, dsOverV: true };
@@ -55,8 +89,8 @@ describe('tensor-core (mma) backward generators', () => {
     expect(fusedBackwardMmaSpecProblem(split)).toBeUndefined();
     expect(fusedBackwardMmaSpecProblem({ ...split, tile: [8, 8] })).toMatch(/tile \[8, 8\] must have 32 rows \(16 per pair of subgroups with headSplit\)/);
     expect(fusedBackwardMmaSpecProblem({ ...split, dim: 48 })).toMatch(/headSplit: head dims 48\/64 must be multiples of 32 \(a whole number of fragments per half\)/);
-    expect(fusedBackwardMmaSpecProblem({ ...split, sharedScratch: true })).toMatch(/headSplit does not combine with sharedScratch or dsOverV/);
-    expect(() => generateFusedBackwardMmaDq({ ...split, chunk: 16, tightScratch: true, dsOverV: true })).toThrow(/generateFusedBackwardMmaDq: headSplit does not combine with sharedScratch or dsOverV/);
+    expect(fusedBackwardMmaSpecProblem({ ...split, sharedScratch: true })).toMatch(/headSplit does not combine with sharedScratch, dsOverV or leanScratch/);
+    expect(() => generateFusedBackwardMmaDq({ ...split, chunk: 16, tightScratch: true, dsOverV: true })).toThrow(/generateFusedBackwardMmaDq: headSplit does not combine with sharedScratch, dsOverV or leanScratch/);
     // The P/dS arrays hold one row per tile row (32), the f32 scratches both partials (64 rows).
     const unsplit = { ...base, dimV: 64, tile: [8, 8] };
     expect(fusedBackwardMmaWorkgroupBytes(unsplit, 'dkv') - fusedBackwardMmaWorkgroupBytes(split, 'dkv')).toBe(2 * 2 * 32 * 40);
