@@ -266,8 +266,8 @@ export function mmaBackwardLabel(c: MmaBackwardConfig): string {
  * The tensor-core (mma) backward's configs for a problem the default routes to that path (`defaultBackwardMma`):
  * per chunk size (16, 32), every subgroup count of each kernel (2, 4, 8) with that kernel's smallest-box tile
  * (`mmaBackwardTile`), both scratch layouts, each also with dq's one scratch (`dqSharedScratch`), the
- * default first, then its codegen twins (`mmaBackwardTwins`), then by estimate (the forward's `mmaConfigCost` of each kernel's tile, weighted by its matrix
- * products per pair: dq 3, dK/dV 4). Empty where the default takes the plain path. The head split
+ * default first, then its codegen twins (`mmaBackwardTwins`), then by estimate (the forward's `mmaConfigCost` of
+ * each kernel's tile, weighted by its matrix products per pair: dq 3, dK/dV 4). Empty where the default takes the plain path. The head split
  * (`dqHeadSplit`, `dkvHeadSplit`) is not in it: 1.1-1.7x slower per kernel on every problem timed (H200, session 11).
  */
 export function mmaBackwardSpace(ctx: GpuContext, p: BackwardTuneProblem & { readonly dtype: GpuDType }, options: SpaceOptions = {}): ConfigSpace<MmaBackwardConfig> {

@@ -96,8 +96,8 @@ export interface MmaBackwardConfig {
 
 /**
  * A backward config's scratch choices as short words, in one order, for labels (the autotuner's, the benchmark's):
- * `tight`, `dq-shared`, `ds-over-v`, `dq-padS`, `dkv-padS`, `dq-unit` / `dq-no-unit`, `dkv-unit` / `dkv-no-unit`, `dq-wide`, `dkv-lean`, each
- * where set (the head splits are labelled with the tiles they change).
+ * `tight`, `dq-shared`, `ds-over-v`, `dq-padS`, `dkv-padS`, `dq-unit` / `dq-no-unit`, `dkv-unit` / `dkv-no-unit`,
+ * `dq-wide`, `dkv-lean`, each where set (the head splits are labelled with the tiles they change).
  */
 export function mmaBackwardFlags(c: MmaBackwardConfig): string[] {
   return flagWords([
