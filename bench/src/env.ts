@@ -4,7 +4,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { GpuContext } from '@natten-web/gpu';
+import { DAWN_TOGGLES_ENV, type GpuContext } from '@natten-web/gpu';
 import type { BenchEnv } from './results.ts';
 
 const LIMIT_NAMES = [
@@ -59,6 +59,7 @@ export function webgpuVersion(): string {
 }
 
 export function collectEnv(ctx: GpuContext, date: Date): BenchEnv {
+  const toggles = process.env[DAWN_TOGGLES_ENV]?.trim();
   const limits: Record<string, number> = {};
   const src = ctx.limits as unknown as Record<string, unknown>;
   for (const name of LIMIT_NAMES) {
@@ -84,6 +85,7 @@ export function collectEnv(ctx: GpuContext, date: Date): BenchEnv {
     webgpu: webgpuVersion(),
     commit: gitCommit(),
     platform: `${process.platform}-${process.arch}`,
+    ...(toggles ? { dawnToggles: toggles } : {}),
   };
 }
 

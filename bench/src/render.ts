@@ -153,6 +153,7 @@ export function renderReport(results: BenchResults, options: ReportOptions = {})
   lines.push(`- **Features:** ${env.features.length ? env.features.join(', ') : 'none'}`);
   if (env.subgroupMatrix.length) lines.push(`- **Subgroup matrix configs:** ${env.subgroupMatrix.join('; ')}`);
   lines.push(`- **Versions:** node ${env.node}, webgpu (Dawn) ${env.webgpu}, natten-web commit ${runs && runs.length > 1 ? runs.map((r) => `\`${r.commit}\``).join(', ') : `\`${env.commit}\``}, ${env.platform}`);
+  if (env.dawnToggles) lines.push(`- **Dawn toggles:** \`${env.dawnToggles}\` (\`NATTEN_WEB_DAWN_TOGGLES\`: Dawn's safety features off for this run; docs/performance.md)`);
   lines.push(`- **Torch:** ${env.torch ? `torch ${env.torch.torch} on ${env.torch.gpu}` : `not run${env.torchNote ? ` (${env.torchNote})` : ''}`}`);
   lines.push(`- **Clocks:** ${clocksText(runs && runs.length > 1 ? runs.map((r) => r.clocks) : [results.clocks])}`);
   const tuning = tuningText(runs && runs.length > 1 ? runs : [results]);
@@ -263,6 +264,9 @@ export function mergeResults(list: readonly BenchResults[]): BenchResults {
   const id = (r: BenchResults): string => `${r.env.adapter.vendor}|${r.env.adapter.device}|${r.env.adapter.description}`;
   for (const r of list) {
     if (id(r) !== id(first)) throw new Error(`mergeResults: results from different adapters (${id(first)} vs ${id(r)}) cannot share one table`);
+    if ((r.env.dawnToggles ?? '') !== (first.env.dawnToggles ?? '')) {
+      throw new Error(`mergeResults: results with different Dawn toggles ('${first.env.dawnToggles ?? ''}' vs '${r.env.dawnToggles ?? ''}') cannot share one table`);
+    }
   }
   if (list.length === 1) return first;
   const filters = list.map((r) => r.filter).filter((f): f is string => f !== undefined);

@@ -81,6 +81,8 @@ export interface BenchEnv {
   readonly platform: string;
   readonly torch?: { readonly torch: string; readonly gpu: string } | undefined;
   readonly torchNote?: string | undefined;
+  /** Extra Dawn toggles the run's instance had (`NATTEN_WEB_DAWN_TOGGLES`); absent when none. */
+  readonly dawnToggles?: string | undefined;
 }
 
 export interface BenchResults {

@@ -435,6 +435,7 @@ async function main(): Promise<void> {
     console.log(`limits: ${Object.entries(env.limits).map(([k, v]) => `${k}=${v}`).join(' ')}`);
     if (env.subgroupMatrix.length) console.log(`subgroup matrix: ${env.subgroupMatrix.join('; ')}`);
     console.log(`node ${env.node}, webgpu ${env.webgpu}, commit ${env.commit}; torch: ${torchEnv ? `${torchEnv.torch} on ${torchEnv.gpu}` : (torchNote ?? 'no')}`);
+    if (env.dawnToggles) console.log(`Dawn toggles (NATTEN_WEB_DAWN_TOGGLES): ${env.dawnToggles}`);
     console.log(`timing: ${ctx.hasTimestamps ? 'GPU timestamps (all dispatches of an op)' : 'wall clock (no timestamp-query)'}; set ${opts.set}, ${items.length} measurements`);
     if (isSoftwareAdapter(env)) console.log('NOTE: software adapter: times are not a performance claim');
 

@@ -316,6 +316,13 @@ describe('merging split runs', () => {
     expect(() => mergeResults([fixture, other])).toThrow(/results from different adapters .* cannot share one table/);
     expect(() => mergeResults([])).toThrow('mergeResults: no results given');
   });
+  it("states a run's extra Dawn toggles, and keeps runs with different toggles out of one table", () => {
+    const toggled: BenchResults = { ...fixture, env: { ...fixture.env, dawnToggles: 'disable_robustness' } };
+    expect(renderReport(toggled)).toContain("- **Dawn toggles:** `disable_robustness` (`NATTEN_WEB_DAWN_TOGGLES`: Dawn's safety features off for this run; docs/performance.md)");
+    expect(renderReport(fixture)).not.toContain('Dawn toggles');
+    expect(() => mergeResults([fixture, toggled])).toThrow(/results with different Dawn toggles \('' vs 'disable_robustness'\) cannot share one table/);
+    expect(mergeResults([toggled, toggled]).env.dawnToggles).toBe('disable_robustness');
+  });
 });
 
 describe('env helpers', () => {
