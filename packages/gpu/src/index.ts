@@ -60,7 +60,6 @@ export {
   enumerateMmaConfigs,
   mmaConfigFits,
   mmaForwardTwins,
-  flipFlag,
   MMA_LARGE_WINDOW,
   MMA_MIN_WINDOW_USE,
   MMA_MIN_WORKGROUPS,
