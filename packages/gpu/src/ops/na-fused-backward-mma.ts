@@ -120,6 +120,11 @@ export function mmaBackwardProblemFit(problem: FusedBackwardProblem): string | u
   return sgmatProblemFit(problem) ?? (problem.hasRpb || problem.hasGradRpb ? 'the tensor-core backward has no relative positional bias (fusedBackward serves rpb)' : undefined);
 }
 
+/** Whether a kernel whose config leaves its unit steps unset compiles them in (where the problem has them): non-causal problems. */
+function unitStepsByDefault(problem: FusedBackwardProblem): boolean {
+  return !problem.params.isCausal.some((c) => c);
+}
+
 function specOf(problem: FusedBackwardProblem, config: MmaBackwardConfig, kernel: 'dq' | 'dkv'): FusedBackwardMmaSpec {
   const { rank, kernelSize, causal, dim, dimV } = forwardProblemFields(problem);
   return {
@@ -144,7 +149,7 @@ function specOf(problem: FusedBackwardProblem, config: MmaBackwardConfig, kernel
     // Dilation and stride 1 compiled in (H200, session 15, same call: 1-D L=4096 K=127 0.083 -> 0.078 ms, 2-D 128x128
     // K=7 0.296 -> 0.266, 3-D 0.593 -> 0.548), except on causal problems, where the 1-D K=2047 causal backward ran
     // slower with it (4.12 -> 4.24 ms).
-    ...(unitSteps(problem.params) && ((kernel === 'dq' ? config.dqUnitSteps : config.dkvUnitSteps) ?? !problem.params.isCausal.some((c) => c)) ? { unitSteps: true } : {}),
+    ...(unitSteps(problem.params) && ((kernel === 'dq' ? config.dqUnitSteps : config.dkvUnitSteps) ?? unitStepsByDefault(problem)) ? { unitSteps: true } : {}),
   };
 }
 
@@ -278,7 +283,7 @@ export function mmaBackwardTwins(ctx: GpuContext, problem: FusedBackwardProblem,
   const twins: MmaBackwardConfig[] = [flipFlag(config, 'dqWideLoads')];
   if (config.dkvHeadSplit !== true) twins.push(flipFlag(config, 'dkvLeanScratch'));
   if (unitSteps(problem.params)) {
-    const rule = !problem.params.isCausal.some((c) => c);
+    const rule = unitStepsByDefault(problem);
     twins.push({ ...config, dqUnitSteps: !(config.dqUnitSteps ?? rule) }, { ...config, dkvUnitSteps: !(config.dkvUnitSteps ?? rule) });
   }
   return twins.filter((c) => mmaBackwardConfigFits(ctx, problem, c));

@@ -144,6 +144,11 @@ export function unitSteps(params: { readonly dilation: readonly number[]; readon
   return params.dilation.every((d) => d === 1) && params.stride.every((s) => s === 1);
 }
 
+/** Whether a config that leaves `unitSteps` unset compiles unit steps in (where the problem has them): up to `MMA_LARGE_WINDOW` keys. */
+function unitStepsByDefault(problem: FusedProblem): boolean {
+  return windowKeys(problem) <= MMA_LARGE_WINDOW;
+}
+
 function mmaSpec(problem: FusedProblem, config: MmaForwardConfig): FusedForwardMmaSpec {
   const { rank, kernelSize, causal, dim, dimV } = forwardProblemFields(problem);
   return {
@@ -174,7 +179,7 @@ function mmaSpec(problem: FusedProblem, config: MmaForwardConfig): FusedForwardM
     // 94.4, 256x256 K=15 1332 -> 1264, 3-D 188.9 -> 186.2), up to MMA_LARGE_WINDOW keys: the FLUX-like forward (6,400
     // keys, 32-key chunks, 8 subgroups at head dim 128) ran slower with it (39.8 -> 43.3 ms). The float32 split too
     // (session 16, same call: 1-D L=4096 K=127 58.4 -> 56.5 us, 2-D 128x128 K=7 203.6 -> 190.7, 3-D 343.3 -> 318.7).
-    ...(unitSteps(problem.params) && (config.unitSteps ?? windowKeys(problem) <= MMA_LARGE_WINDOW) ? { unitSteps: true } : {}),
+    ...(unitSteps(problem.params) && (config.unitSteps ?? unitStepsByDefault(problem)) ? { unitSteps: true } : {}),
     hasLse: problem.hasLse,
     ...(problem.hasRpb ? { hasRpb: true } : {}),
     ...(problem.dtype === 'float32' ? { split: true } : {}),
@@ -382,7 +387,7 @@ export function flipFlag<C extends object>(c: C, key: keyof C & string): C {
 export function mmaForwardTwins(ctx: GpuContext, problem: FusedProblem, config: MmaForwardConfig): MmaForwardConfig[] {
   const twins: MmaForwardConfig[] = [];
   if (problem.dtype !== 'float32') twins.push(flipFlag(config, 'wideLoads'));
-  if (unitSteps(problem.params)) twins.push({ ...config, unitSteps: !(config.unitSteps ?? windowKeys(problem) <= MMA_LARGE_WINDOW) });
+  if (unitSteps(problem.params)) twins.push({ ...config, unitSteps: !(config.unitSteps ?? unitStepsByDefault(problem)) });
   return twins.filter((c) => mmaConfigFits(ctx, problem, c));
 }
 

@@ -27,7 +27,7 @@ import { type GeneratedKernel, kernelKey, type StorageBinding, type UniformField
 import { tokenOf } from '../snippets/fused-index.ts';
 import { windowFunctions } from '../snippets/window.ts';
 import { forwardWorkgroupPrologue, fusedForwardUniformFields, rowLoader, workgroupTileDecode } from './na-fused-forward.ts';
-import { COORD, MMA_FRAGMENT, MMA_HEADER, MMA_SUBGROUP_SIZE, type MmaLayout, mmaBindingDecls, mmaBoxCursor, mmaDecodeTile, mmaInWindow, mmaCoordTable, mmaLayout, mmaPackedCoords, mmaPassRows, mmaQueryRowWindow, mmaShapeProblem, mmaStagedKeyLoop, mmaSubgroupSpan, stagingPartGuard, store4, BOX_DIVMOD_FN, mmaFastDivide, mmaGatherPasses, mmaScratchEpilogue, PACK8_FN, withUnitSteps } from './na-fused-forward-mma.ts';
+import { COORD, MMA_FRAGMENT, MMA_HEADER, MMA_SUBGROUP_SIZE, type MmaLayout, mmaBindingDecls, mmaBoxCursor, mmaDecodeTile, mmaInWindow, mmaCoordTable, mmaLayout, mmaPackedCoords, mmaPassRows, mmaQueryRowWindow, mmaShapeProblem, mmaStagedKeyLoop, mmaSubgroupSpan, stagingPartGuard, store4, BOX_DIVMOD_FN, mmaFastDivide, mmaGatherPasses, mmaScratchEpilogue, PACK8_FN, WIDE_KV_LOADERS, withUnitSteps } from './na-fused-forward-mma.ts';
 
 const GEN = 15;
 const F = MMA_FRAGMENT;
@@ -205,8 +205,7 @@ ${windowFunctions(spec.kernelSize, spec.causal)}
 ${rowLoader('load_q', 'query', spec.dim, true, 'f16')}
 ${
   WIDE
-    ? `fn load_k8(base: u32, c: u32) -> vec4<u32> { return key[base + c]; }
-fn load_v8(base: u32, c: u32) -> vec4<u32> { return value[base + c]; }`
+    ? WIDE_KV_LOADERS
     : `${rowLoader('load_k', 'key', spec.dim, true, 'f16')}
 ${rowLoader('load_v', 'value', spec.dimV, true, 'f16')}`
 }

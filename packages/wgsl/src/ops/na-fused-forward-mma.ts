@@ -568,6 +568,10 @@ ${writes.join('\n')}
     .join('\n');
 }
 
+/** WGSL of the K and V row loaders of 16-byte staging loads (`wide`): `load_k8` / `load_v8`, eight halves each. */
+export const WIDE_KV_LOADERS = `fn load_k8(base: u32, c: u32) -> vec4<u32> { return key[base + c]; }
+fn load_v8(base: u32, c: u32) -> vec4<u32> { return value[base + c]; }`;
+
 /** WGSL of the helper packing eight f32s into eight f16s as one 16-byte store (`pack8`). */
 export const PACK8_FN = `fn pack8(a: vec4<f32>, b: vec4<f32>) -> vec4<u32> {
   return vec4<u32>(bitcast<vec2<u32>>(vec4<f16>(a)), bitcast<vec2<u32>>(vec4<f16>(b)));
@@ -992,8 +996,7 @@ ${windowFunctions(spec.kernelSize, spec.causal)}
 ${rowLoader('load_q', 'query', spec.dim, true, T)}
 ${
   WIDE
-    ? `fn load_k8(base: u32, c: u32) -> vec4<u32> { return key[base + c]; }
-fn load_v8(base: u32, c: u32) -> vec4<u32> { return value[base + c]; }`
+    ? WIDE_KV_LOADERS
     : `${rowLoader('load_k', 'key', spec.dim, true, T)}
 ${rowLoader('load_v', 'value', spec.dimV, true, T)}`
 }
