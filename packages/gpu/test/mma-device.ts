@@ -9,7 +9,8 @@
  * 2. Speed (`--mode speed`): the benchmark problems, the default config (and the `--top` cheapest by the cost model
  *    with `--sweep true`) next to the plain path's default, GPU time from timestamp queries (median, warm clocks).
  * 3. Backward (`--mode bcheck | bspeed | backward`): the mma backward against the CPU reference, and timed against
- *    the plain backward; `--mode bsweep` times its dq and dkv kernels alone per subgroup count and tile.
+ *    the plain backward; `--mode bsweep` times its dq and dkv kernels alone per subgroup count and tile; `--mode
+ *    bkernels` times the default and each `--configs` config whole and each of its two dispatches alone.
  * 4. Probes (`--mode probe`, `--probes a,b` to pick some): the default forward's text patched to isolate one cost
  *    each (mma-probes.ts), next to the unpatched kernel; `--mode bprobe`: the memory, register and walk-length probes on the
  *    default backward's dq and dkv kernels, each timed alone.
@@ -341,6 +342,34 @@ if ((values.mode === 'bspeed' || values.mode === 'backward') && !('why' in avail
     for (const x of [g.gradOutput, g.gradQuery, g.gradKey, g.gradValue]) x.buffer.destroy();
   }
 }
+// ---- per-kernel backward times (`--mode bkernels`): the default and each `--configs` config, whole (both
+// dispatches, as `fusedBackwardMma` runs them) and each of its two dispatches alone (dq, which writes delta, then dkv).
+if (values.mode === 'bkernels' && !('why' in avail)) {
+  const reps = Number(values.reps);
+  console.log('\n== backward per kernel (f16, GPU time, median): whole, then each dispatch alone');
+  for (const p of speedProblems(values.only as string)) {
+    const { t, f, g } = await backwardArgs(p);
+    const def = checkFusedBackwardMma(ctx, p.rank, g).config;
+    const delta = ctx.createTensor(t.lse.shape, 'float32');
+    // One discarded timing first (a problem's first readings were often slow), and the default again last.
+    await timeRun(ctx, () => fusedBackwardMma(ctx, p.rank, g, def), reps, warmer);
+    for (const [name, config] of [['default', def] as const, ...backwardVariants(p.rank, def, g), ['default again', def] as const]) {
+      try {
+        const whole = await timeRun(ctx, () => fusedBackwardMma(ctx, p.rank, g, config), reps, warmer);
+        const plan = checkFusedBackwardMma(ctx, p.rank, g, config);
+        const [dq, dkv] = mmaBackwardCommands(ctx, plan.kernels, plan.problem, g, plan.config, delta) as [DispatchCommand, DispatchCommand];
+        const each = [await timeCommand(ctx, dq, reps, warmer), await timeCommand(ctx, dkv, reps, warmer)];
+        console.log(`${p.name.padEnd(34)} ${name.slice(0, 60).padEnd(60)} ${(whole * 1000).toFixed(1).padStart(9)} us = dq ${each[0]?.toFixed(1)} + dkv ${each[1]?.toFixed(1)} us`);
+      } catch (e) {
+        failures++;
+        console.log(`${p.name} ${name}: ${(e as Error).message.split('\n')[0]}`);
+      }
+    }
+    free(f);
+    for (const x of [g.gradOutput, g.gradQuery, g.gradKey, g.gradValue, delta]) x.buffer.destroy();
+  }
+}
+
 /** A speed problem's backward arguments, its default mma backward (checked) and a delta scratch for its kernels. */
 async function backwardDefault(p: Problem) {
   const { t, f, g } = await backwardArgs(p);
