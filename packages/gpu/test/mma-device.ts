@@ -455,6 +455,16 @@ if (values.mode === 'occupancy' && !('why' in avail)) {
         console.log(`${p.name} fwd ${name}: ${(e as Error).message.split('\n')[0]}`);
       }
     }
+    // --configs '[{...}]': these forward configs' residency too (each `{ path: 'mma', ... }` fields of MmaForwardConfig).
+    for (const c0 of values.configs === '' ? [] : (JSON.parse(values.configs) as Omit<MmaForwardConfig, 'path'>[])) {
+      const c: MmaForwardConfig = { ...c0, path: 'mma' };
+      try {
+        const cs = planFusedForwardMma(ctx, p.rank, g, c).commands;
+        console.log(`${p.name.padEnd(34)} fwd ${label(c)} ${String(cs[0]?.kernel.workgroupBytes).padStart(6)} B: ${fmt(await resident(cs), total(cs))}`);
+      } catch (e) {
+        console.log(`${p.name} fwd ${label(c)}: ${(e as Error).message.split('\n')[0]}`);
+      }
+    }
     free(g);
     const b = await backwardDefault(p);
     const [dq, dkv] = mmaBackwardCommands(ctx, b.def.kernels, b.def.problem, b.g, b.def.config, b.delta) as [DispatchCommand, DispatchCommand];
