@@ -47,7 +47,7 @@ export {
   type SpaceLimits,
   type SpaceOptions,
 } from './space.ts';
-export { type CandidateResult, type ProgressEvent, progressPrinter, type ProgressStream, type TimingSettings, type TuneResult } from './tune.ts';
+export { CANDIDATE_WARM_MS, type CandidateResult, type ProgressEvent, progressPrinter, type ProgressStream, type TimingSettings, type TuneResult } from './tune.ts';
 export {
   adapterIdentity,
   AUTOTUNE_MODES,

@@ -67,6 +67,14 @@ export interface TimingSettings {
 /** Wall time of warm work before the first candidate, in ms. */
 const TUNE_WARM_MS = 200;
 
+/**
+ * Wall time of warm work before each candidate's timed runs, after its warm-up runs (whose first compiles its
+ * pipelines while the GPU idles), in ms. Without it (until session 18) the clock fell during each compile and one
+ * 2 ms warm dispatch per run did not lift it again: on an H200 the later candidates of a 24-candidate run read 2-5x
+ * their time (2-D 56x56 K=7 backward: the default 35.5 us first, the same config 143-153 us later in the run).
+ */
+export const CANDIDATE_WARM_MS = 100;
+
 export interface CandidateResult<C> {
   readonly label: string;
   readonly config: C;
@@ -168,6 +176,7 @@ export async function timeCandidates<C>(
           warmer?.queue();
           await run(cand.config);
         }
+        if (warmer && elapsed() < budgetMs) await warmer.warm(CANDIDATE_WARM_MS);
         for (let i = 0; i < reps; i++) {
           if (elapsed() >= budgetMs) {
             truncated = true;

@@ -14,6 +14,7 @@ import { defaultFusedForwardConfig } from '@natten-web/wgsl';
 import { afterAll, describe, expect, it, vi } from 'vitest';
 import {
   backwardSpace,
+  CANDIDATE_WARM_MS,
   createAutotuner,
   createConfigProvider,
   describeBackward,
@@ -142,10 +143,11 @@ describe('tuning', () => {
     }
   }, LONG);
 
-  it('with warmClocks on, one warm dispatch is queued before every run of every candidate', async () => {
+  it('with warmClocks on, one warm dispatch is queued before every run of every candidate, and the clock is warmed again after each candidate\'s warm-up (its compile)', async () => {
     const ctx = await gpuContext();
     const p = describeForward(parseProblem(FWD_1D));
     const queue = vi.spyOn(ClockWarmer.prototype, 'queue');
+    const warm = vi.spyOn(ClockWarmer.prototype, 'warm');
     try {
       const tuner = createAutotuner({ ctx, mode: 'tune', cache: memoryStore(), maxTuneMs: 600_000, reps: 2, warmup: 1, warmClocks: true, ...quiet });
       const r = await tuner.tuneForward(p);
@@ -153,8 +155,13 @@ describe('tuning', () => {
       expect(r.results.every((x) => x.samplesNs.length === 2 && x.error === undefined)).toBe(true);
       // warm() queues two per round; queue() is also called once before each warm-up and timed run
       expect(queue.mock.calls.length).toBeGreaterThanOrEqual(3 * r.candidates);
+      // the warmer's calibration, once before the first candidate, then once per candidate between its warm-up
+      // and its timed runs
+      expect(warm.mock.calls).toHaveLength(r.candidates + 2);
+      expect(warm.mock.calls.slice(-r.candidates).every(([ms]) => ms === CANDIDATE_WARM_MS)).toBe(true);
     } finally {
       queue.mockRestore();
+      warm.mockRestore();
     }
   }, LONG);
 
