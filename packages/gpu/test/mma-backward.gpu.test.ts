@@ -96,6 +96,14 @@ describe('tensor-core (mma) backward', () => {
     // (session 11, the whole backward: 6.71 -> 6.14 ms); dkv's lean layout, which lifts it from 2 to 3 workgroups
     // per SM (session 17: 4.151 -> 3.837 ms). FLUX-like's dkv stays at 1 per SM either way, so it keeps two scratches.
     expect(config([32768], [2047], 8, 64)).toEqual({ path: 'mma', queryTile: [128], querySubgroups: 8, keyTile: [64], keySubgroups: 4, chunk: 16, dqSharedScratch: true, dkvLeanScratch: true });
+    // Tiles ranked by the keys of all their boxes, so a tile that overruns a small extent pays for its empty rows
+    // (session 18: by the box alone 3-D 8x32x32 took dq tiles of 64x1x1, 8 real queries of 64, and its backward ran
+    // 628 us; with 2x4x8, 238 us). dq with 2 subgroups where 4 give fewer than MMA_F16_MIN_WORKGROUPS workgroups
+    // (2-D 56x56 K=7 4 heads 35.9 -> 31.0 us, 28x28 8 heads 33.6 -> 29.1, 14x14 16 heads 33.4 -> 28.9).
+    expect(config([8, 32, 32], [3, 5, 5], 8, 64)).toMatchObject({ queryTile: [2, 4, 8], querySubgroups: 4, keyTile: [2, 4, 4], keySubgroups: 2 });
+    expect(config([56, 56], [7, 7], 4, 32)).toMatchObject({ queryTile: [4, 8], querySubgroups: 2, keyTile: [4, 8], keySubgroups: 2, tightScratch: true, dqSharedScratch: true });
+    expect(config([28, 28], [7, 7], 8, 32)).toMatchObject({ queryTile: [4, 8], querySubgroups: 2, keyTile: [4, 8], keySubgroups: 2 });
+    expect(config([14, 14], [7, 7], 16, 32)).toMatchObject({ queryTile: [2, 16], querySubgroups: 2, keyTile: [2, 16], keySubgroups: 2 });
   });
   it('names the rule a given config breaks (which kernel, which rule or limit), before any GPU work', () => {
     const ctx = fakeTensorCoreContext();

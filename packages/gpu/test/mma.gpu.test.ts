@@ -13,6 +13,7 @@ import {
   type GpuContext,
   keyBoxRowsBound,
   MMA_LARGE_WINDOW,
+  MMA_F16_MIN_WORKGROUPS,
   MMA_SPLIT_MIN_WORKGROUPS,
   MMA_MIN_WINDOW_USE,
   mmaAvailability,
@@ -151,6 +152,12 @@ describe('tensor-core (mma) forward: availability, config choice and the default
     // workgroups per unit where unpadded side by side fit 6: 211.6 -> 201.9 us; S padding there cost a workgroup
     // per unit: 7,760 -> 8,272 bytes, 6 -> 5, 222.5 -> 233.7 us); 16-byte K/V loads (session 17: 183.0 -> 170.9 us).
     expect(defaultMmaConfig(ctx, problem([16, 32, 32], [3, 7, 7]))).toEqual({ path: 'mma', queryTile: [2, 4, 4], keyChunk: 16, subgroups: 2, kvInTurn: true, wideLoads: true });
+    // 2 subgroups where 4 give fewer than MMA_F16_MIN_WORKGROUPS workgroups (session 18: 2-D 56x56 K=7 4 heads, 196
+    // with 4, 21.5 -> 18.0 us; 28x28 8 heads, 112, 22.0 -> 16.9); the benchmark problems have 512 or more.
+    expect(MMA_F16_MIN_WORKGROUPS).toBe(256);
+    expect(defaultMmaConfig(ctx, problem([56, 56], [7, 7], { heads: 4, dim: 32 }))).toMatchObject({ keyChunk: 16, subgroups: 2, tightScratch: true });
+    expect(defaultMmaConfig(ctx, problem([28, 28], [7, 7], { dim: 32 }))).toMatchObject({ keyChunk: 16, subgroups: 2, tightScratch: true });
+    expect(defaultMmaConfig(ctx, problem([64, 64], [13, 13], { heads: 12 }))).toMatchObject({ subgroups: 4 });
     // Large windows: 32-key chunks (FLUX-like 45.3 vs 55.2 ms with 16), 8 subgroups; 4 where 8 give too few workgroups.
     expect(defaultMmaConfig(ctx, problem([256, 256], [80, 80], { heads: 24, dim: 128 }))).toEqual({ path: 'mma', queryTile: [16, 8], keyChunk: 32, subgroups: 8, wideLoads: true });
     expect(defaultMmaConfig(ctx, problem([8192], [4097], { heads: 2 }))).toMatchObject({ keyChunk: 32, subgroups: 4 });

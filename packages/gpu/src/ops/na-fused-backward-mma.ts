@@ -23,7 +23,7 @@ import {
   tileShapes,
 } from '@natten-web/wgsl';
 import { type DispatchCommand, foldWorkgroups, type GpuContext, type GpuTensor } from '../context.ts';
-import { flagWords, flipFlag, keyBoxRowsBound, MMA_LARGE_WINDOW, mmaAvailability, packedCoordsFit, paddingIsFree, residentWorkgroups, unitSteps, windowKeys } from './na-fused-forward-mma.ts';
+import { flagWords, flipFlag, keyBoxRowsBound, MMA_F16_MIN_WORKGROUPS, MMA_LARGE_WINDOW, mmaAvailability, packedCoordsFit, paddingIsFree, residentWorkgroups, unitSteps, windowKeys } from './na-fused-forward-mma.ts';
 import { sgmatProblemFit } from './na-fused-forward-sgmat.ts';
 import { memoKernel, memoPerContext } from './op.ts';
 
@@ -182,8 +182,8 @@ export const MMA_BACKWARD_SMALL_WINDOW = 512;
 
 /**
  * Heuristic default, per kernel, with 16-row chunks: the subgroup count (windows of at most
- * `MMA_BACKWARD_SMALL_WINDOW` keys: unpadded scratch rows (`tightScratch`), dq 4 with S and dP through one scratch,
- * dkv 2; H200, each kernel alone, same run: session 9 2-D 128x128 K=7 dq 199 -> 194 us, dkv 418 -> 324 us; 3-D
+ * `MMA_BACKWARD_SMALL_WINDOW` keys: unpadded scratch rows (`tightScratch`), dq 4 with S and dP through one scratch
+ * (2 where 4 give fewer than `MMA_F16_MIN_WORKGROUPS` workgroups), dkv 2; H200, each kernel alone, same run: session 9 2-D 128x128 K=7 dq 199 -> 194 us, dkv 418 -> 324 us; 3-D
  * 16x32x32 K=3x7x7 dq 354 -> 311 us, dkv 1060 -> 852 us; session 10 1-D L=4096 K=127 dq 45.6 -> 46.9 us, dkv 77.6
  * (4 subgroups, padded) -> 71.8 us, 2-D K=13 dilated both already best; larger windows: dq 8 at head dims up to 64
  * and 4 above, dkv 8 above `MMA_LARGE_WINDOW` keys, else 4, padded rows (unpadded rows timed there in session 10:
@@ -206,16 +206,18 @@ export function defaultMmaBackwardConfig(ctx: GpuContext, problem: FusedBackward
 }
 
 /**
- * The tile of `subgroups` x 16 rows (x 8 with `headSplit`) whose union box (prod(min(t_a + K_a - 1, group extent)))
- * is smallest for one kernel of the mma backward at a chunk size, ties to the longer last axis; undefined where none
- * fits this device.
+ * The tile of `subgroups` x 16 rows (x 8 with `headSplit`) whose union boxes (prod(min(t_a + K_a - 1, group extent))
+ * per tile) hold the fewest keys over a dilation group's tiles, for one kernel of the mma backward at a chunk size,
+ * ties to the longer last axis; undefined where none fits this device. Counting every tile charges a tile that
+ * overruns a small extent for its empty rows: by the box alone (until session 18), a 3-D 8x32x32 problem took dq
+ * tiles of 64x1x1 (8 real queries of 64) and a 2-D 28x28 one 1x64.
  */
 export function mmaBackwardTile(ctx: GpuContext, problem: FusedBackwardProblem, kernel: 'dq' | 'dkv', subgroups: 2 | 4 | 8, chunk: 16 | 32, headSplit = false): number[] | undefined {
-  // Union key box of a tile in dilation-group coordinates.
+  // Keys of the union boxes of a group's tiles, in dilation-group coordinates.
   const box = (tile: readonly number[]): number =>
     tile.reduce((v, t, a) => {
       const group = Math.ceil((problem.spatial[a] as number) / (problem.params.dilation[a] as number));
-      return v * Math.min(t + (problem.params.kernelSize[a] as number) - 1, group);
+      return v * Math.ceil(group / t) * Math.min(t + (problem.params.kernelSize[a] as number) - 1, group);
     }, 1);
   let best: number[] | undefined;
   const split = headSplit ? (kernel === 'dq' ? { dqHeadSplit: true } : { dkvHeadSplit: true }) : {};
@@ -243,7 +245,12 @@ function chooseMmaBackwardConfig(ctx: GpuContext, problem: FusedBackwardProblem)
   // Small windows: unpadded scratch rows, dkv with 2 subgroups, dq with 4. The dq kernel's S and dP through one
   // scratch at head dims up to 64 (at 128, FLUX-like, it timed 1% slower).
   const wide = Math.max(problem.dim, problem.dimV) > 64;
-  const dq = pick('dq', small ? [4, 2, 8] : wide ? [4, 8, 2] : [8, 4, 2]);
+  const dq0 = pick('dq', small ? [4, 2, 8] : wide ? [4, 8, 2] : [8, 4, 2]);
+  // Small windows: dq with 2 subgroups where 4 give fewer than MMA_F16_MIN_WORKGROUPS workgroups (H200, session
+  // 18, autotuner runs, the whole backward: 2-D 56x56 K=7 4 heads 35.9 -> 31.0 us, 28x28 8 heads 33.6 -> 29.1,
+  // 14x14 16 heads 33.4 -> 28.9; at 1024 workgroups, 3-D 8x32x32, the two tied within 2%).
+  const few = small && dq0?.subgroups === 4 && fusedForwardDispatch(problem, dq0.tile).workgroups < MMA_F16_MIN_WORKGROUPS;
+  const dq = few ? (pick('dq', [2]) ?? dq0) : dq0;
   const dkv = pick('dkv', large ? [8, 4, 2] : small ? [2, 4, 8] : [4, 2, 8]);
   if (!dq || !dkv) return undefined;
   const config: MmaBackwardConfig = {

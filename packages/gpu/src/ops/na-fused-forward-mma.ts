@@ -325,6 +325,14 @@ export const MMA_MIN_WORKGROUPS = 512;
 export const MMA_SPLIT_MIN_WORKGROUPS = 1024;
 
 /**
+ * Below this many workgroups with 4 subgroups, the float16 default takes 2 on windows of at most `MMA_LARGE_WINDOW`
+ * keys (more workgroups than compute units; H200, session 18, autotuner runs: 2-D 56x56 K=7 4 heads head dim 32,
+ * 196 workgroups with 4, 21.5 us -> 17.7-17.9 with 2; 2-D 28x28 K=7 8 heads, 112 workgroups, 22.0 -> 17.1-17.9; at
+ * 256 and 768 workgroups the two tied within 3%). The benchmark problems all have 512 or more.
+ */
+export const MMA_F16_MIN_WORKGROUPS = 256;
+
+/**
  * Windows of more than this many keys (FLUX-like: 6400) are "large": the float16 forward keeps 32-key chunks there,
  * and the float32 forward and both backward kernels take 8 subgroups (H200: f16 FLUX-like forward 45.3 ms with
  * 32-key chunks vs 55.2 with 16; float32 FLUX-like forward 139 -> 95 ms; f16 backward 271 -> 203 ms).
@@ -334,7 +342,8 @@ export const MMA_LARGE_WINDOW = 4096;
 /**
  * Heuristic default (each the query tile shape with the lowest `mmaConfigCost`):
  * - float16, windows of at most `MMA_LARGE_WINDOW` keys: 16-key chunks with unpadded scratch rows (`tightScratch`)
- *   and 4 subgroups, 2 in 3-D (or the most that fit below that). Timed on an H200 (same run) against the previous
+ *   and 4 subgroups, 2 in 3-D (or the most that fit below that), 2 where 4 give fewer than
+ *   `MMA_F16_MIN_WORKGROUPS` workgroups. Timed on an H200 (same run) against the previous
  *   default (16-key chunks, padded rows, 8 subgroups): 1-D L=4096 K=127 38.5 -> 33.4 us, 1-D K=2047 causal 1498 ->
  *   1385 us, 2-D 128x128 K=7 146 -> 121 us, K=13 dilated 211 -> 182 us, 2-D 256x256 K=15 1809 -> 1525 us, 3-D
  *   16x32x32 K=3x7x7 338 -> 234 us (4 subgroups there: 268 us; 2 subgroups were also faster than 4 on 3-D with
@@ -422,7 +431,7 @@ function chooseMmaConfig(ctx: GpuContext, problem: FusedProblem): MmaForwardConf
   };
   if (!f16 || !large) {
     const pick = pick16(problem.rank === 3 && (f16 || split) ? 2 : large ? 8 : 4);
-    if (pick && split && pick.subgroups === 4 && mmaWorkgroups(problem, pick) < MMA_SPLIT_MIN_WORKGROUPS) return pick16(2) ?? pick;
+    if (pick && pick.subgroups === 4 && mmaWorkgroups(problem, pick) < (split ? MMA_SPLIT_MIN_WORKGROUPS : MMA_F16_MIN_WORKGROUPS)) return pick16(2) ?? pick;
     if (pick) return pick;
   }
   const all = configs.filter((c) => c.keyChunk === 32);
