@@ -183,8 +183,8 @@ export const MMA_BACKWARD_SMALL_WINDOW = 512;
 /**
  * Heuristic default, per kernel, with 16-row chunks: the subgroup count (windows of at most
  * `MMA_BACKWARD_SMALL_WINDOW` keys: unpadded scratch rows (`tightScratch`), dq 4 with S and dP through one scratch
- * (2 where 4 give fewer than `MMA_F16_MIN_WORKGROUPS` workgroups), dkv 2; H200, each kernel alone, same run: session 9 2-D 128x128 K=7 dq 199 -> 194 us, dkv 418 -> 324 us; 3-D
- * 16x32x32 K=3x7x7 dq 354 -> 311 us, dkv 1060 -> 852 us; session 10 1-D L=4096 K=127 dq 45.6 -> 46.9 us, dkv 77.6
+ * (2 where 4 give fewer than `MMA_F16_MIN_WORKGROUPS` workgroups), dkv 2; H200, each kernel alone, same run:
+ * session 9 2-D 128x128 K=7 dq 199 -> 194 us, dkv 418 -> 324 us; 3-D 16x32x32 K=3x7x7 dq 354 -> 311 us, dkv 1060 -> 852 us; session 10 1-D L=4096 K=127 dq 45.6 -> 46.9 us, dkv 77.6
  * (4 subgroups, padded) -> 71.8 us, 2-D K=13 dilated both already best; larger windows: dq 8 at head dims up to 64
  * and 4 above, dkv 8 above `MMA_LARGE_WINDOW` keys, else 4, padded rows (unpadded rows timed there in session 10:
  * FLUX-like 189.8 -> 192.0 ms, 1-D K=2047 causal 6.72 -> 6.80 ms); the next count that fits where one does not;
