@@ -23,7 +23,7 @@ import {
   tileShapes,
 } from '@natten-web/wgsl';
 import { type DispatchCommand, foldWorkgroups, type GpuContext, type GpuTensor } from '../context.ts';
-import { flagWords, flipFlag, keyBoxRowsBound, MMA_F16_MIN_WORKGROUPS, MMA_LARGE_WINDOW, mmaAvailability, packedCoordsFit, paddingIsFree, residentWorkgroups, unitSteps, windowKeys } from './na-fused-forward-mma.ts';
+import { flagWords, flipFlag, keyBoxRowsBound, MMA_F16_MIN_WORKGROUPS, MMA_LARGE_WINDOW, mmaAvailability, mmaWorkgroups, packedCoordsFit, paddingIsFree, residentWorkgroups, unitSteps, windowKeys } from './na-fused-forward-mma.ts';
 import { sgmatProblemFit } from './na-fused-forward-sgmat.ts';
 import { memoKernel, memoPerContext } from './op.ts';
 
@@ -184,10 +184,11 @@ export const MMA_BACKWARD_SMALL_WINDOW = 512;
  * Heuristic default, per kernel, with 16-row chunks: the subgroup count (windows of at most
  * `MMA_BACKWARD_SMALL_WINDOW` keys: unpadded scratch rows (`tightScratch`), dq 4 with S and dP through one scratch
  * (2 where 4 give fewer than `MMA_F16_MIN_WORKGROUPS` workgroups), dkv 2; H200, each kernel alone, same run:
- * session 9 2-D 128x128 K=7 dq 199 -> 194 us, dkv 418 -> 324 us; 3-D 16x32x32 K=3x7x7 dq 354 -> 311 us, dkv 1060 -> 852 us; session 10 1-D L=4096 K=127 dq 45.6 -> 46.9 us, dkv 77.6
- * (4 subgroups, padded) -> 71.8 us, 2-D K=13 dilated both already best; larger windows: dq 8 at head dims up to 64
- * and 4 above, dkv 8 above `MMA_LARGE_WINDOW` keys, else 4, padded rows (unpadded rows timed there in session 10:
- * FLUX-like 189.8 -> 192.0 ms, 1-D K=2047 causal 6.72 -> 6.80 ms); the next count that fits where one does not;
+ * session 9 2-D 128x128 K=7 dq 199 -> 194 us, dkv 418 -> 324 us; 3-D 16x32x32 K=3x7x7 dq 354 -> 311 us, dkv 1060
+ * -> 852 us; session 10 1-D L=4096 K=127 dq 45.6 -> 46.9 us, dkv 77.6 (4 subgroups, padded) -> 71.8 us, 2-D K=13
+ * dilated both already best; larger windows: dq 8 at head dims up to 64 and 4 above, dkv 8 above
+ * `MMA_LARGE_WINDOW` keys, else 4, padded rows (unpadded rows timed there in session 10: FLUX-like 189.8 -> 192.0
+ * ms, 1-D K=2047 causal 6.72 -> 6.80 ms); the next count that fits where one does not;
  * with small windows the dq kernel's S and dP through one scratch (`dqSharedScratch`; session 10, the dq kernel
  * alone, same run: 2-D K=7 192.1 -> 155.9 us, 3-D 309.1 -> 299.6 us; 6/6 device checks; session 11, 1-D L=4096
  * K=127 with 4 subgroups: 46.9 (2, two scratches) -> 37.5 us), and on larger windows at head dims up to 64 (session
@@ -249,7 +250,7 @@ function chooseMmaBackwardConfig(ctx: GpuContext, problem: FusedBackwardProblem)
   // Small windows: dq with 2 subgroups where 4 give fewer than MMA_F16_MIN_WORKGROUPS workgroups (H200, session
   // 18, autotuner runs, the whole backward: 2-D 56x56 K=7 4 heads 35.9 -> 31.0 us, 28x28 8 heads 33.6 -> 29.1,
   // 14x14 16 heads 33.4 -> 28.9; at 1024 workgroups, 3-D 8x32x32, the two tied within 2%).
-  const few = small && dq0?.subgroups === 4 && fusedForwardDispatch(problem, dq0.tile).workgroups < MMA_F16_MIN_WORKGROUPS;
+  const few = small && dq0?.subgroups === 4 && mmaWorkgroups(problem, { queryTile: dq0.tile }) < MMA_F16_MIN_WORKGROUPS;
   const dq = few ? (pick('dq', [2]) ?? dq0) : dq0;
   const dkv = pick('dkv', large ? [8, 4, 2] : small ? [2, 4, 8] : [4, 2, 8]);
   if (!dq || !dkv) return undefined;
