@@ -25,7 +25,13 @@ export interface DispatchCommand {
    * Buffers zeroed (`clearBuffer`) right before this command's pass, each time the command is encoded: scratch that
    * the kernel accumulates into (atomics) stays correct when prepared commands are encoded many times.
    */
-  readonly clear?: readonly GPUBuffer[];
+  readonly clear?: readonly (GPUBuffer | ClearRange)[];
+}
+
+/** The first `size` bytes of a buffer, to zero before a pass (`DispatchCommand.clear`). */
+export interface ClearRange {
+  readonly buffer: GPUBuffer;
+  readonly size: number;
 }
 
 /** Where a prepared dispatch writes its GPU timestamps: begin of the first pass, end of the last. */
@@ -317,7 +323,7 @@ export class GpuContext {
     this.assertAlive(op);
     const device = this.device;
     const temp: GPUBuffer[] = [];
-    const passes: { pipeline: GPUComputePipeline; bindGroup: GPUBindGroup; workgroups: readonly [number, number, number]; label: string; clear: readonly GPUBuffer[] }[] = [];
+    const passes: { pipeline: GPUComputePipeline; bindGroup: GPUBindGroup; workgroups: readonly [number, number, number]; label: string; clear: readonly (GPUBuffer | ClearRange)[] }[] = [];
     device.pushErrorScope('validation');
     commands.forEach((c, i) => {
       const pipeline = pipelines[i] as GPUComputePipeline;
@@ -356,7 +362,10 @@ export class GpuContext {
                   ...(i === 0 ? { beginningOfPassWriteIndex: timestamps.beginIndex } : {}),
                   ...(i === passes.length - 1 ? { endOfPassWriteIndex: timestamps.endIndex } : {}),
                 };
-          for (const b of p.clear) enc.clearBuffer(b);
+          for (const b of p.clear) {
+            if ('buffer' in b) enc.clearBuffer(b.buffer, 0, b.size);
+            else enc.clearBuffer(b);
+          }
           const pass = enc.beginComputePass({
             label: p.label,
             ...(tw !== undefined && (i === 0 || i === passes.length - 1) ? { timestampWrites: tw } : {}),

@@ -13,6 +13,7 @@ export {
   subgroupMatrixConfigs,
 } from './device.ts';
 export {
+  type ClearRange,
   type DispatchCommand,
   foldWorkgroups,
   GpuContext,
@@ -64,6 +65,8 @@ export {
   MMA_MIN_WINDOW_USE,
   MMA_MIN_WORKGROUPS,
   MMA_F16_MIN_WORKGROUPS,
+  MMA_F16_NARROW_HEAD_DIM,
+  MMA_F16_WIDE_HEAD_DIM,
   MMA_SPLIT_MIN_WORKGROUPS,
   mmaWindowUse,
   packedCoordsFit,

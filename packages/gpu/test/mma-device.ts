@@ -24,7 +24,7 @@
 import { type FusedBackwardArgs, type FusedProblem, type NaRank, randn, tensor, toFloat64Values } from '@natten-web/core';
 import { tensorFromValues } from '@natten-web/testkit';
 import { fusedBackward as cpuFusedBackward, fusedForward as cpuFusedForward } from '@natten-web/cpu';
-import { tileShapes } from '@natten-web/wgsl';
+import { generateFusedBackwardDelta, packUniforms, tileShapes } from '@natten-web/wgsl';
 import {
   checkFusedBackwardMma,
   type DispatchCommand,
@@ -368,6 +368,120 @@ if (values.mode === 'bkernels' && !('why' in avail)) {
     free(f);
     for (const x of [g.gradOutput, g.gradQuery, g.gradKey, g.gradValue, delta]) x.buffer.destroy();
   }
+}
+
+// ---- overlapped backward dispatches (`--mode bconcurrent`): Dawn puts a barrier before a dispatch whose written
+// buffers were last written by a compute dispatch, and that barrier waits for every dispatch before it. A 4-byte
+// clear of such a buffer before the first pass leaves its last write a transfer, so the dispatch is ordered only
+// after the clear and may run beside the one before. dq writes its delta to a scratch here and dkv reads a delta
+// computed once (or by the separate delta kernel first), so neither waits for the other's data.
+if (values.mode === 'bconcurrent' && !('why' in avail)) {
+  const reps = Number(values.reps);
+  console.log('\n== backward dispatches overlapped (f16, GPU time, median; touch = 4-byte clears of the written buffers first)');
+  for (const p of speedProblems(values.only as string)) {
+    const { f, g, def, delta } = await backwardDefault(p);
+    const scratch = ctx.createTensor(g.logsumexp.shape, 'float32');
+    const [dq, dkv] = mmaBackwardCommands(ctx, def.kernels, def.problem, g, def.config, delta) as [DispatchCommand, DispatchCommand];
+    const dqS: DispatchCommand = { ...dq, buffers: [...dq.buffers.slice(0, -1), scratch.buffer] };
+    const rows = g.logsumexp.shape.reduce((a, b) => a * b, 1);
+    const deltaCmd: DispatchCommand = {
+      kernel: generateFusedBackwardDelta({ dimV: p.dimV ?? p.dim, dtype: 'float16' }),
+      buffers: [g.output.buffer, g.gradOutput.buffer, delta.buffer],
+      uniforms: { rows },
+      workgroups: [Math.ceil(rows / 64), 1, 1],
+    };
+    const touch = (...b: GpuTensor[]) => b.map((x) => ({ buffer: x.buffer, size: 4 }));
+    const first = (c: DispatchCommand, ...b: GpuTensor[]): DispatchCommand => ({ ...c, clear: touch(...b) });
+    const variants: [string, DispatchCommand[]][] = [
+      ['default [dq, dkv]', [dq, dkv]],
+      ['dq alone', [dq]],
+      ['dkv alone', [dkv]],
+      ['delta kernel alone', [deltaCmd]],
+      ['[dkv, dq] serial', [dkv, dqS]],
+      ['[dkv, dq] touch', [first(dkv, g.gradQuery, scratch), dqS]],
+      ['[dq, dkv] touch', [first(dqS, g.gradKey, g.gradValue), dkv]],
+      ['[delta, dkv, dq] serial', [deltaCmd, dkv, dqS]],
+      ['[delta, dkv, dq] touch', [first(deltaCmd, g.gradQuery, scratch), dkv, dqS]],
+      ['default again', [dq, dkv]],
+    ];
+    // Two independent dq dispatches (the second writes other buffers): overlap shows as less than twice dq alone.
+    const gq2 = ctx.createTensor(g.gradQuery.shape, 'float16');
+    const scratch2 = ctx.createTensor(g.logsumexp.shape, 'float32');
+    const dq2: DispatchCommand = { ...dq, buffers: [...dq.buffers.slice(0, -2), gq2.buffer, scratch2.buffer] };
+    variants.push(
+      ['[dq, dq2] serial', [dqS, dq2]],
+      ['[dq, dq2] touch', [first(dqS, gq2, scratch2), dq2]],
+      ['[dq, dq2] touch one pass', [first(dqS, gq2, scratch2), dq2]],
+      ['[dkv, dq] touch one pass', [first(dkv, g.gradQuery, scratch), dqS]],
+      ['[dq, dkv] touch one pass', [first(dqS, g.gradKey, g.gradValue), dkv]],
+      ['[dq, dkv] one pass', [dq, dkv]],
+    );
+    // Reference gradients from the default, then each touch variant's once (a race would change them).
+    await ctx.dispatch([dq, dkv]);
+    const ref = await Promise.all([g.gradQuery, g.gradKey, g.gradValue].map((x) => ctx.read(x)));
+    for (const [name, cmds] of variants) {
+      try {
+        const us = name.endsWith('one pass') ? await timeOnePass(cmds, reps) : await timeCommand(ctx, cmds, reps, warmer);
+        let diff = '';
+        if (name.includes('touch') && !name.includes('dq2')) {
+          for (const x of [g.gradQuery, g.gradKey, g.gradValue]) ctx.zero(x);
+          await ctx.dispatch(cmds);
+          const got = await Promise.all([g.gradQuery, g.gradKey, g.gradValue].map((x) => ctx.read(x)));
+          diff = `  max |diff| vs default (dq dk dv) ${got.map((v, i) => maxErr(v, ref[i] as typeof v).err.toExponential(2)).join(' ')}`;
+        }
+        console.log(`${p.name.padEnd(34)} ${name.padEnd(26)} ${us.toFixed(1).padStart(9)} us${diff}`);
+      } catch (e) {
+        failures++;
+        console.log(`${p.name} ${name}: ${(e as Error).message.split('\n')[0]}`);
+      }
+    }
+    free(f);
+    for (const x of [g.gradOutput, g.gradQuery, g.gradKey, g.gradValue, delta, scratch, gq2, scratch2]) x.buffer.destroy();
+  }
+}
+
+/** GPU time (median) of commands as dispatches of one compute pass, each command's clears before the pass. */
+async function timeOnePass(cmds: readonly DispatchCommand[], reps: number): Promise<number> {
+  const device = ctx.device;
+  const parts = await Promise.all(
+    cmds.map(async (c) => {
+      const pipeline = await ctx.pipeline(c.kernel);
+      const entries: GPUBindGroupEntry[] = c.buffers.map((buffer, binding) => ({ binding, resource: { buffer } }));
+      if (c.kernel.uniforms.length > 0) {
+        const data = packUniforms(c.kernel.uniforms, c.uniforms ?? {});
+        const ub = device.createBuffer({ size: data.byteLength, usage: 0x40 | 0x8 });
+        device.queue.writeBuffer(ub, 0, data);
+        entries.push({ binding: c.buffers.length, resource: { buffer: ub } });
+      }
+      return { pipeline, bindGroup: device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries }), c };
+    }),
+  );
+  const n = reps + 3;
+  const qs = device.createQuerySet({ type: 'timestamp', count: 2 * n });
+  const resolve = device.createBuffer({ size: 16 * n, usage: 0x200 | 0x4 });
+  const readback = device.createBuffer({ size: 16 * n, usage: 0x1 | 0x8 });
+  if (warmer) await warmer.warm(200);
+  const enc = device.createCommandEncoder();
+  for (let i = 0; i < n; i++) {
+    for (const { c } of parts) for (const b of c.clear ?? []) 'buffer' in b ? enc.clearBuffer(b.buffer, 0, b.size) : enc.clearBuffer(b);
+    const pass = enc.beginComputePass({ timestampWrites: { querySet: qs, beginningOfPassWriteIndex: 2 * i, endOfPassWriteIndex: 2 * i + 1 } });
+    for (const { pipeline, bindGroup, c } of parts) {
+      pass.setPipeline(pipeline);
+      pass.setBindGroup(0, bindGroup);
+      pass.dispatchWorkgroups(...(c.workgroups as [number, number, number]));
+    }
+    pass.end();
+  }
+  enc.resolveQuerySet(qs, 0, 2 * n, resolve, 0);
+  enc.copyBufferToBuffer(resolve, 0, readback, 0, 16 * n);
+  device.queue.submit([enc.finish()]);
+  await readback.mapAsync(0x1);
+  const t = new BigInt64Array(readback.getMappedRange().slice(0));
+  readback.unmap();
+  const samples: number[] = [];
+  for (let i = 3; i < n; i++) samples.push(Number((t[2 * i + 1] as bigint) - (t[2 * i] as bigint)) / 1e3);
+  for (const x of [qs, resolve, readback]) x.destroy();
+  return samples.sort((a, b) => a - b)[Math.floor(samples.length / 2)] as number;
 }
 
 /** A speed problem's backward arguments, its default mma backward (checked) and a delta scratch for its kernels. */
