@@ -14,6 +14,8 @@ import {
   keyBoxRowsBound,
   MMA_LARGE_WINDOW,
   MMA_F16_MIN_WORKGROUPS,
+  MMA_F16_NARROW_HEAD_DIM,
+  MMA_F16_WIDE_HEAD_DIM,
   MMA_SPLIT_MIN_WORKGROUPS,
   MMA_MIN_WINDOW_USE,
   mmaAvailability,
@@ -158,6 +160,16 @@ describe('tensor-core (mma) forward: availability, config choice and the default
     expect(defaultMmaConfig(ctx, problem([56, 56], [7, 7], { heads: 4, dim: 32 }))).toMatchObject({ keyChunk: 16, subgroups: 2, tightScratch: true });
     expect(defaultMmaConfig(ctx, problem([28, 28], [7, 7], { dim: 32 }))).toMatchObject({ keyChunk: 16, subgroups: 2, tightScratch: true });
     expect(defaultMmaConfig(ctx, problem([64, 64], [13, 13], { heads: 12 }))).toMatchObject({ subgroups: 4 });
+    // 2 subgroups at head dims up to MMA_F16_NARROW_HEAD_DIM at any grid size (session 19: 2-D 128x128 K=7 head dim
+    // 32, 2048 workgroups with 4, 80.3 -> 67.5 us), and from MMA_F16_WIDE_HEAD_DIM, there with S unpadded (head dim
+    // 128, 2-D 64x64 K=9 8 heads 75.7 -> 68.8 us); head dim 64 keeps 4.
+    expect([MMA_F16_NARROW_HEAD_DIM, MMA_F16_WIDE_HEAD_DIM]).toEqual([32, 128]);
+    expect(defaultMmaConfig(ctx, problem([128, 128], [7, 7], { dim: 32 }))).toMatchObject({ keyChunk: 16, subgroups: 2, tightScratch: true });
+    expect(defaultMmaConfig(ctx, problem([128, 128], [7, 7]))).toMatchObject({ keyChunk: 16, subgroups: 4, tightScratch: true });
+    const wide = defaultMmaConfig(ctx, problem([64, 64], [9, 9], { dim: 128 }));
+    expect(wide).toMatchObject({ keyChunk: 16, subgroups: 2, tightScratch: true });
+    expect(wide?.padS).toBeUndefined();
+    expect(defaultMmaConfig(ctx, problem([128, 128], [7, 7], { dim: 32, dtype: 'float32' }))).toMatchObject({ subgroups: 4 });
     // Large windows: 32-key chunks (FLUX-like 45.3 vs 55.2 ms with 16), 8 subgroups; 4 where 8 give too few workgroups.
     expect(defaultMmaConfig(ctx, problem([256, 256], [80, 80], { heads: 24, dim: 128 }))).toEqual({ path: 'mma', queryTile: [16, 8], keyChunk: 32, subgroups: 8, wideLoads: true });
     expect(defaultMmaConfig(ctx, problem([8192], [4097], { heads: 2 }))).toMatchObject({ keyChunk: 32, subgroups: 4 });

@@ -70,9 +70,10 @@ export interface MmaForwardConfig {
   readonly pOverK?: boolean;
   /**
    * S rows padded, P rows exact (with `tightScratch`; see `FusedForwardMmaSpec.padS`). The float16 default takes it
-   * wherever the padding is free (`paddingIsFree`: as many workgroups per compute unit either way). H200, same call
-   * (session 13): 1-D L=4096 K=127 33.6 -> 31.9 us, 1-D K=2047 causal 1402 -> 1386, 2-D 128x128 K=7 116.0 -> 112.7,
-   * K=13 dilated 169.6 -> 166.2, 256x256 K=15 1402 -> 1375; 3-D (where it costs a workgroup per SM) 222.5 -> 233.7.
+   * wherever the padding is free (`paddingIsFree`: as many workgroups per compute unit either way), at head dims below
+   * `MMA_F16_WIDE_HEAD_DIM`. H200, same call (session 13): 1-D L=4096 K=127 33.6 -> 31.9 us, 1-D K=2047 causal
+   * 1402 -> 1386, 2-D 128x128 K=7 116.0 -> 112.7, K=13 dilated 169.6 -> 166.2, 256x256 K=15 1402 -> 1375; 3-D (where
+   * it costs a workgroup per SM) 222.5 -> 233.7.
    */
   readonly padS?: boolean;
   /**
@@ -333,6 +334,24 @@ export const MMA_SPLIT_MIN_WORKGROUPS = 1024;
 export const MMA_F16_MIN_WORKGROUPS = 256;
 
 /**
+ * Head dims (of queries and values) up to this: the float16 forward takes 2 subgroups on windows of at most
+ * `MMA_LARGE_WINDOW` keys, at any grid size (a chunk step is half the work of head dim 64, and 4 subgroups wait on
+ * each other's barriers more than they share). H200, session 19, autotuner runs, the default first: 2-D 128x128 K=7
+ * 8 heads head dim 32 (2048 workgroups with 4) 80.3 -> 67.5 us; 2 batches 96x96 K=7 dilation 2 6 heads 80.7 ->
+ * 65.3; 64x64 8 heads 25.0 -> 23.6; 32x32 K=13 16 heads 28.7 -> 26.6; 1-D L=4096 K=127 24.8 -> 23.8.
+ */
+export const MMA_F16_NARROW_HEAD_DIM = 32;
+
+/**
+ * Head dims from this up: the float16 forward takes 2 subgroups on windows of at most `MMA_LARGE_WINDOW` keys, with
+ * S unpadded (`padS` is free by workgroup memory there, but not by registers). H200, session 19, autotuner runs, the
+ * default first, head dim 128 (against 4 subgroups with S padded): 2-D 64x64 K=9 8 heads 75.7 -> 68.8 us, 4 heads
+ * 45.2 -> 35.2-36.9, 128x128 K=13 4 heads 191.9 -> 180.7, 1-D L=4096 K=127 4 heads 54.1 -> 35.0; one problem lost
+ * (64x64 K=9 6 heads: 47.8-51.1 -> 57.5-58.8, in two runs); there the autotuner finds the 4-subgroup config.
+ */
+export const MMA_F16_WIDE_HEAD_DIM = 128;
+
+/**
  * Windows of more than this many keys (FLUX-like: 6400) are "large": the float16 forward keeps 32-key chunks there,
  * and the float32 forward and both backward kernels take 8 subgroups (H200: f16 FLUX-like forward 45.3 ms with
  * 32-key chunks vs 55.2 with 16; float32 FLUX-like forward 139 -> 95 ms; f16 backward 271 -> 203 ms).
@@ -341,18 +360,17 @@ export const MMA_LARGE_WINDOW = 4096;
 
 /**
  * Heuristic default (each the query tile shape with the lowest `mmaConfigCost`):
- * - float16, windows of at most `MMA_LARGE_WINDOW` keys: 16-key chunks with unpadded scratch rows (`tightScratch`)
- *   and 4 subgroups, 2 in 3-D (or the most that fit below that), 2 where 4 give fewer than
- *   `MMA_F16_MIN_WORKGROUPS` workgroups. Timed on an H200 (same run) against the previous
- *   default (16-key chunks, padded rows, 8 subgroups): 1-D L=4096 K=127 38.5 -> 33.4 us, 1-D K=2047 causal 1498 ->
- *   1385 us, 2-D 128x128 K=7 146 -> 121 us, K=13 dilated 211 -> 182 us, 2-D 256x256 K=15 1809 -> 1525 us, 3-D
- *   16x32x32 K=3x7x7 338 -> 234 us (4 subgroups there: 268 us; 2 subgroups were also faster than 4 on 3-D with
- *   padded rows, 243 vs 305 us). 16-key chunks had beaten 32-key chunks on all six (2-D 256x256 K=15 2265 -> 1814
- *   us). In 3-D, K and V in turn through one staging area with padded rows (6,480 bytes, 7 workgroups per SM
- *   where the unpadded side-by-side default's 7,760 fit 6): 3-D 16x32x32 K=3x7x7 211.6 -> 201.9 us, and 211.1 ->
- *   202.3 in a second call (H200, session 14; in turn with unpadded rows 206.5 and 208.8; in 2-D in turn was 2%
- *   slower). Larger windows: 32-key chunks with 8 subgroups, 4 when 8 would give fewer than `MMA_MIN_WORKGROUPS`
- *   workgroups.
+ * - float16, windows of at most `MMA_LARGE_WINDOW` keys: 16-key chunks with unpadded scratch rows (`tightScratch`) and
+ *   4 subgroups, 2 in 3-D (or the most that fit below that), 2 where 4 give fewer than `MMA_F16_MIN_WORKGROUPS`
+ *   workgroups or at head dims up to `MMA_F16_NARROW_HEAD_DIM` or from `MMA_F16_WIDE_HEAD_DIM`. Timed on an H200 (same
+ *   run) against the previous default (16-key chunks, padded rows, 8 subgroups): 1-D L=4096 K=127 38.5 -> 33.4 us, 1-D
+ *   K=2047 causal 1498 -> 1385 us, 2-D 128x128 K=7 146 -> 121 us, K=13 dilated 211 -> 182 us, 2-D 256x256 K=15 1809 ->
+ *   1525 us, 3-D 16x32x32 K=3x7x7 338 -> 234 us (4 subgroups there: 268 us; 2 subgroups were also faster than 4 on 3-D
+ *   with padded rows, 243 vs 305 us). 16-key chunks had beaten 32-key chunks on all six (2-D 256x256 K=15 2265 -> 1814
+ *   us). In 3-D, K and V in turn through one staging area with padded rows (6,480 bytes, 7 workgroups per SM where the
+ *   unpadded side-by-side default's 7,760 fit 6): 3-D 16x32x32 K=3x7x7 211.6 -> 201.9 us, and 211.1 -> 202.3 in a
+ *   second call (H200, session 14; in turn with unpadded rows 206.5 and 208.8; in 2-D in turn was 2% slower). Larger
+ *   windows: 32-key chunks with 8 subgroups, 4 when 8 would give fewer than `MMA_MIN_WORKGROUPS` workgroups.
  * - float32 (split), windows of at most `MMA_LARGE_WINDOW` keys: 16-key chunks with K and V staged in turn
  *   (`kvInTurn`), 4 subgroups with padded rows; in 3-D 2 subgroups with unpadded rows; 2 where 4 give fewer than
  *   `MMA_SPLIT_MIN_WORKGROUPS` workgroups. H200, two calls, same run against session 8's default (4 subgroups,
@@ -372,7 +390,7 @@ export function defaultMmaConfig(ctx: GpuContext, problem: FusedProblem): MmaFor
     // 224.1, but session 17, same call, with the kernel as it is now: 183.0 -> 170.9 us).
     const wide = problem.rank !== 2 || windowKeys(problem) > MMA_LARGE_WINDOW;
     const c: MmaForwardConfig = wide && mmaConfigFits(ctx, problem, { ...chosen, wideLoads: true }) ? { ...chosen, wideLoads: true } : chosen;
-    if (c.tightScratch !== true) return c;
+    if (c.tightScratch !== true || Math.max(problem.dim, problem.dimV) >= MMA_F16_WIDE_HEAD_DIM) return c;
     const padded: MmaForwardConfig = { ...c, padS: true };
     const bytes = (x: MmaForwardConfig): number => fusedForwardMmaWorkgroupBytes(mmaSpec(problem, x));
     return mmaConfigFits(ctx, problem, padded) && paddingIsFree(ctx, bytes(c), bytes(padded)) ? padded : c;
@@ -430,7 +448,9 @@ function chooseMmaConfig(ctx: GpuContext, problem: FusedProblem): MmaForwardConf
     return c16.length > 0 ? cheapest(problem, c16, Math.max(...c16.map((c) => c.subgroups))) : undefined;
   };
   if (!f16 || !large) {
-    const pick = pick16(problem.rank === 3 && (f16 || split) ? 2 : large ? 8 : 4);
+    const headDim = Math.max(problem.dim, problem.dimV);
+    const narrow = f16 && (headDim <= MMA_F16_NARROW_HEAD_DIM || headDim >= MMA_F16_WIDE_HEAD_DIM);
+    const pick = pick16((problem.rank === 3 && (f16 || split)) || narrow ? 2 : large ? 8 : 4);
     if (pick && pick.subgroups === 4 && mmaWorkgroups(problem, pick) < (split ? MMA_SPLIT_MIN_WORKGROUPS : MMA_F16_MIN_WORKGROUPS)) return pick16(2) ?? pick;
     if (pick) return pick;
   }
