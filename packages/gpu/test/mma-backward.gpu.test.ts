@@ -104,6 +104,14 @@ describe('tensor-core (mma) backward', () => {
     expect(config([56, 56], [7, 7], 4, 32)).toMatchObject({ queryTile: [4, 8], querySubgroups: 2, keyTile: [4, 8], keySubgroups: 2, tightScratch: true, dqSharedScratch: true });
     expect(config([28, 28], [7, 7], 8, 32)).toMatchObject({ queryTile: [4, 8], querySubgroups: 2, keyTile: [4, 8], keySubgroups: 2 });
     expect(config([14, 14], [7, 7], 16, 32)).toMatchObject({ queryTile: [2, 16], querySubgroups: 2, keyTile: [2, 16], keySubgroups: 2 });
+    // Head dims up to MMA_F16_NARROW_HEAD_DIM in 1-D and 2-D, windows up to 128 keys: dkv's lean layout too (session
+    // 19, head dim 32: 2-D 128x128 K=7 189.6 -> 182.0 us, 1-D L=4096 K=127 57.7 -> 54.5); not on 2-D K=13 (70.3 ->
+    // 73.0) nor in 3-D (96.5 -> 100.3), nor at head dims 64 (above) and 128.
+    expect(config([128, 128], [7, 7], 8, 32)).toMatchObject({ querySubgroups: 4, keySubgroups: 2, tightScratch: true, dkvLeanScratch: true });
+    expect(config([4096], [127], 8, 32)).toMatchObject({ dkvLeanScratch: true });
+    for (const [spatial, k, d] of [[[32, 32], [13, 13], 32], [[16, 16, 16], [5, 5, 5], 32], [[64, 64], [9, 9], 128]] as const) {
+      expect(config([...spatial], [...k], 8, d)?.dkvLeanScratch).toBeUndefined();
+    }
   });
   it('names the rule a given config breaks (which kernel, which rule or limit), before any GPU work', () => {
     const ctx = fakeTensorCoreContext();

@@ -23,7 +23,7 @@ import {
   tileShapes,
 } from '@natten-web/wgsl';
 import { type DispatchCommand, foldWorkgroups, type GpuContext, type GpuTensor } from '../context.ts';
-import { flagWords, flipFlag, keyBoxRowsBound, MMA_F16_MIN_WORKGROUPS, MMA_LARGE_WINDOW, mmaAvailability, mmaWorkgroups, packedCoordsFit, paddingIsFree, residentWorkgroups, unitSteps, windowKeys } from './na-fused-forward-mma.ts';
+import { flagWords, flipFlag, keyBoxRowsBound, MMA_F16_MIN_WORKGROUPS, MMA_F16_NARROW_HEAD_DIM, MMA_LARGE_WINDOW, mmaAvailability, mmaWorkgroups, packedCoordsFit, paddingIsFree, residentWorkgroups, unitSteps, windowKeys } from './na-fused-forward-mma.ts';
 import { sgmatProblemFit } from './na-fused-forward-sgmat.ts';
 import { memoKernel, memoPerContext } from './op.ts';
 
@@ -183,7 +183,8 @@ export const MMA_BACKWARD_SMALL_WINDOW = 512;
 /**
  * Heuristic default, per kernel, with 16-row chunks: the subgroup count (windows of at most
  * `MMA_BACKWARD_SMALL_WINDOW` keys: unpadded scratch rows (`tightScratch`), dq 4 with S and dP through one scratch
- * (2 where 4 give fewer than `MMA_F16_MIN_WORKGROUPS` workgroups), dkv 2; H200, each kernel alone, same run:
+ * (2 where 4 give fewer than `MMA_F16_MIN_WORKGROUPS` workgroups), dkv 2 (with its lean layout at head dims up to
+ * `MMA_F16_NARROW_HEAD_DIM` in 1-D and 2-D on windows up to 128 keys); H200, each kernel alone, same run:
  * session 9 2-D 128x128 K=7 dq 199 -> 194 us, dkv 418 -> 324 us; 3-D 16x32x32 K=3x7x7 dq 354 -> 311 us, dkv 1060
  * -> 852 us; session 10 1-D L=4096 K=127 dq 45.6 -> 46.9 us, dkv 77.6 (4 subgroups, padded) -> 71.8 us, 2-D K=13
  * dilated both already best; larger windows: dq 8 at head dims up to 64 and 4 above, dkv 8 above
@@ -278,7 +279,16 @@ function chooseMmaBackwardConfig(ctx: GpuContext, problem: FusedBackwardProblem)
   // Each kernel's scratch rows padded where that keeps its workgroups per compute unit.
   const padded: MmaBackwardConfig = { ...config, dqPadS: true, dkvPadS: true };
   const free = (kernel: 'dq' | 'dkv'): boolean => kernelFits(ctx, problem, padded, kernel) && paddingIsFree(ctx, bytes(config, kernel), bytes(padded, kernel));
-  return { ...config, ...(free('dq') ? { dqPadS: true } : {}), ...(free('dkv') ? { dkvPadS: true } : {}) };
+  const chosen: MmaBackwardConfig = { ...config, ...(free('dq') ? { dqPadS: true } : {}), ...(free('dkv') ? { dkvPadS: true } : {}) };
+  // Head dims up to MMA_F16_NARROW_HEAD_DIM in 1-D and 2-D, windows up to 128 keys: the dkv kernel's lean layout too
+  // (H200, session 19, autotuner runs, the default and its lean twin in the same run, head dim 32: 2-D 128x128 K=7 8
+  // heads 189.6 -> 182.0, 186.3 -> 182.1 and 188.4 -> 180.7 us; 64x64 54.5 -> 51.2 and 53.4 -> 51.9; 2 batches
+  // 96x96 K=7 dilation 2 188.6 -> 179.5 and 186.8 -> 178.8; 1-D L=4096 K=127 57.7 -> 54.5, 56.9 -> 54.2 and 58.0 ->
+  // 54.0). Larger windows and 3-D lost (2-D 32x32 K=13 16 heads 70.3 -> 73.0 and 69.7 -> 72.3; 3-D 16^3 K=5 4 heads
+  // 96.5 -> 100.3); head dim 64 lost too (above), and 128 much (1-D L=4096 94.8 -> 176.7 us).
+  const lean: MmaBackwardConfig = { ...chosen, dkvLeanScratch: true };
+  const narrow = Math.max(problem.dim, problem.dimV) <= MMA_F16_NARROW_HEAD_DIM && problem.rank < 3 && keys <= 128;
+  return narrow && kernelFits(ctx, problem, lean, 'dkv') ? lean : chosen;
 }
 
 /**
