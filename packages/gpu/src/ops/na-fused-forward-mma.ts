@@ -338,7 +338,7 @@ export const MMA_F16_MIN_WORKGROUPS = 256;
  * `MMA_LARGE_WINDOW` keys, at any grid size (a chunk step is half the work of head dim 64, and 4 subgroups wait on
  * each other's barriers more than they share). H200, session 19, autotuner runs, the default first: 2-D 128x128 K=7
  * 8 heads head dim 32 (2048 workgroups with 4) 80.3 -> 67.5 us; 2 batches 96x96 K=7 dilation 2 6 heads 80.7 ->
- * 65.3; 64x64 8 heads 25.0 -> 23.6; 32x32 K=13 16 heads 28.7 -> 26.6; 1-D L=4096 K=127 24.8 -> 23.8.
+ * 65.3; 64x64 8 heads 25.0 -> 23.6; 32x32 K=13 16 heads 28.7 -> 26.6; 1-D L=4096 K=127 tied (23.8 against 23.9-24.8).
  */
 export const MMA_F16_NARROW_HEAD_DIM = 32;
 
