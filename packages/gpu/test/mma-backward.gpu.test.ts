@@ -112,6 +112,13 @@ describe('tensor-core (mma) backward', () => {
     for (const [spatial, k, d] of [[[32, 32], [13, 13], 32], [[16, 16, 16], [5, 5, 5], 32], [[64, 64], [9, 9], 128]] as const) {
       expect(config([...spatial], [...k], 8, d)?.dkvLeanScratch).toBeUndefined();
     }
+    // There dq takes 2 subgroups instead (2-D 32x32 K=13 16 heads 69.7-70.3 -> 63.4-64.7 us, 3-D 16^3 K=5 4 heads
+    // 96.0-96.5 -> 87.0-91.0); with the lean layout it keeps 4 (above), and so does head dim 64.
+    expect(config([32, 32], [13, 13], 16, 32)).toMatchObject({ querySubgroups: 2, keySubgroups: 2, tightScratch: true, dqSharedScratch: true });
+    expect(config([16, 16, 16], [5, 5, 5], 4, 32)).toMatchObject({ querySubgroups: 2, keySubgroups: 2 });
+    expect(config([32, 32], [13, 13], 16, 64)).toMatchObject({ querySubgroups: 4 });
+    // Not the lean layout below MMA_F16_MIN_WORKGROUPS (2-D 28x28 K=7 8 heads 30.0 -> 31.9 us with it).
+    expect(config([28, 28], [7, 7], 8, 32)?.dkvLeanScratch).toBeUndefined();
   });
   it('names the rule a given config breaks (which kernel, which rule or limit), before any GPU work', () => {
     const ctx = fakeTensorCoreContext();

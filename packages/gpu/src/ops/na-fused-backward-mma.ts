@@ -183,8 +183,9 @@ export const MMA_BACKWARD_SMALL_WINDOW = 512;
 /**
  * Heuristic default, per kernel, with 16-row chunks: the subgroup count (windows of at most
  * `MMA_BACKWARD_SMALL_WINDOW` keys: unpadded scratch rows (`tightScratch`), dq 4 with S and dP through one scratch
- * (2 where 4 give fewer than `MMA_F16_MIN_WORKGROUPS` workgroups), dkv 2 (with its lean layout at head dims up to
- * `MMA_F16_NARROW_HEAD_DIM` in 1-D and 2-D on windows up to 128 keys); H200, each kernel alone, same run:
+ * (2 where 4 give fewer than `MMA_F16_MIN_WORKGROUPS` workgroups), dkv 2; at head dims up to
+ * `MMA_F16_NARROW_HEAD_DIM`, dkv with its lean layout in 1-D and 2-D on windows up to 128 keys, dq with 2 elsewhere;
+ * H200, each kernel alone, same run:
  * session 9 2-D 128x128 K=7 dq 199 -> 194 us, dkv 418 -> 324 us; 3-D 16x32x32 K=3x7x7 dq 354 -> 311 us, dkv 1060
  * -> 852 us; session 10 1-D L=4096 K=127 dq 45.6 -> 46.9 us, dkv 77.6 (4 subgroups, padded) -> 71.8 us, 2-D K=13
  * dilated both already best; larger windows: dq 8 at head dims up to 64 and 4 above, dkv 8 above
@@ -251,7 +252,17 @@ function chooseMmaBackwardConfig(ctx: GpuContext, problem: FusedBackwardProblem)
   // Small windows: dq with 2 subgroups where 4 give fewer than MMA_F16_MIN_WORKGROUPS workgroups (H200, session
   // 18, autotuner runs, the whole backward: 2-D 56x56 K=7 4 heads 35.9 -> 31.0 us, 28x28 8 heads 33.6 -> 29.1,
   // 14x14 16 heads 33.4 -> 28.9; at 1024 workgroups, 3-D 8x32x32, the two tied within 2%).
-  const few = small && dq0?.subgroups === 4 && mmaWorkgroups(problem, { queryTile: dq0.tile }) < MMA_F16_MIN_WORKGROUPS;
+  // Head dims up to MMA_F16_NARROW_HEAD_DIM: in 1-D and 2-D on windows up to 128 keys the dkv kernel's lean layout
+  // (below); elsewhere on small windows dq with 2 subgroups (H200, session 19, autotuner runs, head dim 32, whole
+  // backward: 2-D 32x32 K=13 16 heads 69.7-70.3 -> 63.4-64.7 us in three runs, 3-D 16^3 K=5 4 heads 96.0-96.5 ->
+  // 87.0-91.0 in two; where the lean layout applies, dq with 2 tied or lost: 2-D 128x128 K=7 178.4-179.8 against
+  // 180.7, 1-D L=4096 K=127 59.1 against 54.0).
+  // Below MMA_F16_MIN_WORKGROUPS no lean layout (2-D 28x28 K=7 8 heads 30.0 -> 31.9 us with it, 56x56 4 heads
+  // 33.8 -> 34.0).
+  const fewWorkgroups = small && dq0?.subgroups === 4 && mmaWorkgroups(problem, { queryTile: dq0.tile }) < MMA_F16_MIN_WORKGROUPS;
+  const narrow = Math.max(problem.dim, problem.dimV) <= MMA_F16_NARROW_HEAD_DIM;
+  const leanNarrow = narrow && problem.rank < 3 && keys <= 128 && !fewWorkgroups;
+  const few = fewWorkgroups || (small && dq0?.subgroups === 4 && narrow && !leanNarrow);
   const dq = few ? (pick('dq', [2]) ?? dq0) : dq0;
   const dkv = pick('dkv', large ? [8, 4, 2] : small ? [2, 4, 8] : [4, 2, 8]);
   if (!dq || !dkv) return undefined;
@@ -287,8 +298,7 @@ function chooseMmaBackwardConfig(ctx: GpuContext, problem: FusedBackwardProblem)
   // 54.0). Larger windows and 3-D lost (2-D 32x32 K=13 16 heads 70.3 -> 73.0 and 69.7 -> 72.3; 3-D 16^3 K=5 4 heads
   // 96.5 -> 100.3); head dim 64 lost too (above), and 128 much (1-D L=4096 94.8 -> 176.7 us).
   const lean: MmaBackwardConfig = { ...chosen, dkvLeanScratch: true };
-  const narrow = Math.max(problem.dim, problem.dimV) <= MMA_F16_NARROW_HEAD_DIM && problem.rank < 3 && keys <= 128;
-  return narrow && kernelFits(ctx, problem, lean, 'dkv') ? lean : chosen;
+  return leanNarrow && kernelFits(ctx, problem, lean, 'dkv') ? lean : chosen;
 }
 
 /**
