@@ -17,6 +17,7 @@ export interface Problem {
   kernelSize: number[];
   dilation?: number[];
   isCausal?: boolean[];
+  stride?: number[];
   rpb?: boolean;
   batch?: number;
   /** Tensor dtype (float16 unless set; the mma forward runs float32 split). */
@@ -48,6 +49,7 @@ export function hostArgs(p: Problem, t: ReturnType<typeof makeArgs>): FusedForwa
     kernelSize: p.kernelSize,
     dilation: p.dilation ?? 1,
     isCausal: p.isCausal ?? false,
+    ...(p.stride ? { stride: p.stride } : {}),
   };
 }
 
@@ -62,6 +64,7 @@ export function gpuArgs(ctx: GpuContext, p: Problem, t: ReturnType<typeof makeAr
     kernelSize: p.kernelSize,
     dilation: p.dilation ?? 1,
     isCausal: p.isCausal ?? false,
+    ...(p.stride ? { stride: p.stride } : {}),
   };
 }
 
@@ -135,7 +138,29 @@ export function speedProblems(only: string): Problem[] {
   return all.filter((p) => only === '' || only.split(',').some((o) => p.name.includes(o)));
 }
 
-type DeviceScriptOptions = { mode: string; sweep: string; only: string; reps: string; top: string; dtype: string; chunk16: string; tight: string; inturn: string; pk: string; probes: string; shared: string; dsv: string; hsplit: string; nsg: string; pads: string; wide: string; unit: string; configs: string };
+/**
+ * Problems the default route kept off the tensor-core path until session 19 (`--routes true` in the speed modes):
+ * relative positional bias (vision stages of NAT / DiNAT shape: head dim 32, K=7, some dilated) and stride.
+ */
+export function routeProblems(only: string): Problem[] {
+  const all: Problem[] = [
+    { name: 'rpb 2d 56x56 K=7 H=2 D=32', rank: 2, spatial: [56, 56], heads: 2, dim: 32, kernelSize: [7, 7], rpb: true, batch: 8 },
+    { name: 'rpb 2d 28x28 K=7 H=4 D=32 d=2', rank: 2, spatial: [28, 28], heads: 4, dim: 32, kernelSize: [7, 7], dilation: [2, 2], rpb: true, batch: 8 },
+    { name: 'rpb 2d 14x14 K=7 H=8 D=32', rank: 2, spatial: [14, 14], heads: 8, dim: 32, kernelSize: [7, 7], rpb: true, batch: 8 },
+    { name: 'rpb 2d 128x128 K=7', rank: 2, spatial: [128, 128], heads: 8, dim: 64, kernelSize: [7, 7], rpb: true },
+    { name: 'rpb 2d 128x128 K=13 d=2', rank: 2, spatial: [128, 128], heads: 8, dim: 64, kernelSize: [13, 13], dilation: [2, 2], rpb: true },
+    { name: 'rpb 3d 16x32x32 K=3x7x7', rank: 3, spatial: [16, 32, 32], heads: 8, dim: 64, kernelSize: [3, 7, 7], rpb: true },
+    { name: 'rpb 1d L=4096 K=127', rank: 1, spatial: [4096], heads: 8, dim: 64, kernelSize: [127], rpb: true },
+    { name: 'stride 2d 128x128 K=7 s=2', rank: 2, spatial: [128, 128], heads: 8, dim: 64, kernelSize: [7, 7], stride: [2, 2] },
+    { name: 'stride 2d 128x128 K=13 s=4x2', rank: 2, spatial: [128, 128], heads: 8, dim: 64, kernelSize: [13, 13], stride: [4, 2] },
+    { name: 'stride 3d 16x32x32 K=3x7x7 s=1x2x2', rank: 3, spatial: [16, 32, 32], heads: 8, dim: 64, kernelSize: [3, 7, 7], stride: [1, 2, 2] },
+    { name: 'stride 1d L=4096 K=127 s=16', rank: 1, spatial: [4096], heads: 8, dim: 64, kernelSize: [127], stride: [16] },
+    { name: 'stride 1d L=8192 K=511 s=64 causal', rank: 1, spatial: [8192], heads: 8, dim: 64, kernelSize: [511], stride: [64], isCausal: [true] },
+  ];
+  return all.filter((p) => only === '' || only.split(',').some((o) => p.name.includes(o)));
+}
+
+type DeviceScriptOptions = { mode: string; routes: string; sweep: string; only: string; reps: string; top: string; dtype: string; chunk16: string; tight: string; inturn: string; pk: string; probes: string; shared: string; dsv: string; hsplit: string; nsg: string; pads: string; wide: string; unit: string; configs: string };
 
 /** The device scripts' shared options (`--mode`, `--sweep`, `--only`, `--reps`, `--top`, `--nsg`, ...). */
 export function deviceScriptOptions(): DeviceScriptOptions {
@@ -151,6 +176,7 @@ export function deviceScriptOptions(): DeviceScriptOptions {
       hsplit: { type: 'string', default: 'false' },
       dtype: { type: 'string', default: 'float16' },
       mode: { type: 'string', default: 'both' },
+      routes: { type: 'string', default: 'false' },
       sweep: { type: 'string', default: 'false' },
       only: { type: 'string', default: '' },
       reps: { type: 'string', default: '20' },

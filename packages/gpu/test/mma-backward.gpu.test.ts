@@ -58,10 +58,11 @@ describe('tensor-core (mma) backward', () => {
     expect(routed).toEqual({ path: 'mma', queryTile: [8, 8], querySubgroups: 4, keyTile: [4, 8], keySubgroups: 2, chunk: 16, tightScratch: true, dqSharedScratch: true, dqPadS: true, dkvPadS: true });
     const problem = checkFusedBackward('na2d_backward', 2, args(), FUSED_BACKWARD_TILES);
     expect(routed).toEqual(defaultBackwardMma(ctx, problem));
+    // Strides too (session 19, H200: checked, and 3.6-6.2x faster than the plain backward).
+    expect(fusedBackward.route(ctx, 2, args({ stride: 2 }))).toMatchObject({ path: 'mma' });
     const plain: [string, FusedBackwardArgs<TensorLike>][] = [
       ['float32', args({ dtype: 'float32' })],
       ['rpb', args({ rpb: true })],
-      ['stride 2 (not yet checked on a device)', args({ stride: 2 })],
       ['head dim 256 (not timed)', args({ dim: 256 })],
       ['given tiles', { ...args(), queryTileSize: [8, 8], keyTileSize: [8, 8] }],
       ['given lanes', { ...args(), lanes: 2 }],

@@ -48,7 +48,7 @@ import {
   selectFusedBackward,
 } from '../src/index.ts';
 import { BACKWARD_PROBES, countResidency, type Probe, PROBES, probedCommand, probeOf, residencyKernel } from './mma-probes.ts';
-import { checkConfig, deviceScriptOptions, free, gpuArgs, hostArgs, makeArgs, maxErr, type Problem, openDevice, speedProblems, speedRow, timeCommand, timeRun } from './device-forward-problems.ts';
+import { checkConfig, deviceScriptOptions, free, gpuArgs, hostArgs, makeArgs, maxErr, type Problem, openDevice, routeProblems, speedProblems, speedRow, timeCommand, timeRun } from './device-forward-problems.ts';
 
 const values = deviceScriptOptions();
 const { ctx, warmer } = await openDevice();
@@ -170,6 +170,13 @@ if ((values.mode === 'check' || values.mode === 'both') && !('why' in avail)) {
     { name: '1d L=600 K=255 causal D=128', rank: 1, spatial: [600], heads: 1, dim: 128, kernelSize: [255], isCausal: [true] },
     { name: '2d 70x90 K=21x33 d=1x2 GQA', rank: 2, spatial: [70, 90], heads: 4, headsKv: 2, dim: 64, kernelSize: [21, 33], dilation: [1, 2], batch: 2 },
     { name: '3d 5x12x20 K=3x5x7 d=1x2x2 GQA', rank: 3, spatial: [5, 12, 20], heads: 4, headsKv: 1, dim: 64, dimV: 48, kernelSize: [3, 5, 7], dilation: [1, 2, 2] },
+    // Strides and larger rpb problems (session 19: before the default route took them).
+    { name: '2d 30x34 K=7 s=2x3', rank: 2, spatial: [30, 34], heads: 2, dim: 64, kernelSize: [7, 7], stride: [2, 3] },
+    { name: '1d L=300 K=31 s=4 causal', rank: 1, spatial: [300], heads: 2, dim: 32, kernelSize: [31], stride: [4], isCausal: [true] },
+    { name: '3d 8x12x12 K=3x5x5 s=1x2x3 d=1x2x1', rank: 3, spatial: [8, 12, 12], heads: 2, dim: 32, kernelSize: [3, 5, 5], stride: [1, 2, 3], dilation: [1, 2, 1] },
+    { name: '2d 56x56 K=7 d=2 rpb D=32 B=2', rank: 2, spatial: [56, 56], heads: 2, dim: 32, kernelSize: [7, 7], dilation: [2, 2], rpb: true, batch: 2 },
+    { name: '1d L=500 K=63 rpb', rank: 1, spatial: [500], heads: 2, dim: 64, kernelSize: [63], rpb: true },
+    { name: '3d 8x12x12 K=3x5x5 rpb', rank: 3, spatial: [8, 12, 12], heads: 2, dim: 64, kernelSize: [3, 5, 5], rpb: true },
   ];
   // --dtype float32: the same problems on the split forward (f16 hi + lo, three multiplies), tolerance 1e-4.
   const dtype: 'float16' | 'float32' = values.dtype === 'float32' ? 'float32' : 'float16';
@@ -231,7 +238,8 @@ if (values.mode === 'probe' && !('why' in avail)) {
 
 if (values.mode === 'speed' || values.mode === 'both') {
   const reps = Number(values.reps);
-  const speed = speedProblems(values.only as string);
+  // `--routes true`: the rpb and stride problems (mma default against the plain default) instead.
+  const speed = values.routes === 'true' ? routeProblems(values.only as string) : speedProblems(values.only as string);
   const dtype: 'float16' | 'float32' = values.dtype === 'float32' ? 'float32' : 'float16';
   console.log(`\n== speed (${dtype}, GPU time, median)`);
   for (const p0 of speed) {
@@ -289,6 +297,10 @@ if ((values.mode === 'bcheck' || values.mode === 'backward') && !('why' in avail
     { name: '2d 16x16 K=7 GQA Dv=32', rank: 2, spatial: [16, 16], heads: 4, headsKv: 2, dim: 64, dimV: 32, kernelSize: [7, 7] },
     { name: '2d 33x40 K=13 d=2 D=128', rank: 2, spatial: [33, 40], heads: 2, dim: 128, kernelSize: [13, 13], dilation: [2, 2] },
     { name: '3d 6x9x11 K=3x5x5 causal FTF', rank: 3, spatial: [6, 9, 11], heads: 2, dim: 32, kernelSize: [3, 5, 5], isCausal: [false, true, false] },
+    // Strides (session 19: before the default route took them).
+    { name: '2d 30x34 K=7 s=2x3', rank: 2, spatial: [30, 34], heads: 2, dim: 64, kernelSize: [7, 7], stride: [2, 3] },
+    { name: '1d L=300 K=31 s=4 causal', rank: 1, spatial: [300], heads: 2, dim: 32, kernelSize: [31], stride: [4], isCausal: [true] },
+    { name: '3d 8x12x12 K=3x5x5 s=1x2x3 d=1x2x1', rank: 3, spatial: [8, 12, 12], heads: 2, dim: 32, kernelSize: [3, 5, 5], stride: [1, 2, 3], dilation: [1, 2, 1] },
   ];
   console.log('\n== mma backward vs CPU reference (f16; dO scaled by 0.05; tolerance 1e-2)');
   for (const p of checks) {
@@ -319,7 +331,9 @@ if ((values.mode === 'bcheck' || values.mode === 'backward') && !('why' in avail
 if ((values.mode === 'bspeed' || values.mode === 'backward') && !('why' in avail)) {
   const reps = Number(values.reps);
   console.log('\n== backward speed (f16, GPU time of all dispatches, median): mma vs the plain default');
-  for (const p of speedProblems(values.only as string)) {
+  // `--routes true`: the stride problems (the mma backward has no rpb).
+  const problems = values.routes === 'true' ? routeProblems(values.only as string).filter((p) => p.rpb !== true) : speedProblems(values.only as string);
+  for (const p of problems) {
     const { f, g } = await backwardArgs(p);
     const def = checkFusedBackwardMma(ctx, p.rank, g).config;
     // One discarded timing first, and the default again last (first readings were often 2-4x slow on the H200).
