@@ -449,8 +449,8 @@ function chooseMmaConfig(ctx: GpuContext, problem: FusedProblem): MmaForwardConf
   };
   if (!f16 || !large) {
     const headDim = Math.max(problem.dim, problem.dimV);
-    const narrow = f16 && (headDim <= MMA_F16_NARROW_HEAD_DIM || headDim >= MMA_F16_WIDE_HEAD_DIM);
-    const pick = pick16((problem.rank === 3 && (f16 || split)) || narrow ? 2 : large ? 8 : 4);
+    const twoByHeadDim = f16 && (headDim <= MMA_F16_NARROW_HEAD_DIM || headDim >= MMA_F16_WIDE_HEAD_DIM);
+    const pick = pick16((problem.rank === 3 && (f16 || split)) || twoByHeadDim ? 2 : large ? 8 : 4);
     if (pick && pick.subgroups === 4 && mmaWorkgroups(problem, pick) < (split ? MMA_SPLIT_MIN_WORKGROUPS : MMA_F16_MIN_WORKGROUPS)) return pick16(2) ?? pick;
     if (pick) return pick;
   }
