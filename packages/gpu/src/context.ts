@@ -23,7 +23,9 @@ export interface DispatchCommand {
   readonly workgroups: readonly [number, number, number];
   /**
    * Buffers zeroed (`clearBuffer`) right before this command's pass, each time the command is encoded: scratch that
-   * the kernel accumulates into (atomics) stays correct when prepared commands are encoded many times.
+   * the kernel accumulates into (atomics) stays correct when prepared commands are encoded many times. A
+   * `ClearRange` zeroes only a buffer's first bytes (the device script's `--mode bconcurrent` uses 4 of them to make
+   * a buffer's last write a transfer, so Dawn owes no compute barrier before the next dispatch that writes it).
    */
   readonly clear?: readonly (GPUBuffer | ClearRange)[];
 }
