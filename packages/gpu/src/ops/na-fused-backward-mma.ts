@@ -247,7 +247,8 @@ function chooseMmaBackwardConfig(ctx: GpuContext, problem: FusedBackwardProblem)
   const small = keys <= MMA_BACKWARD_SMALL_WINDOW;
   // Small windows: unpadded scratch rows, dkv with 2 subgroups, dq with 4. The dq kernel's S and dP through one
   // scratch at head dims up to 64 (at 128, FLUX-like, it timed 1% slower).
-  const wide = Math.max(problem.dim, problem.dimV) > 64;
+  const headDim = Math.max(problem.dim, problem.dimV);
+  const wide = headDim > 64;
   const dq0 = pick('dq', small ? [4, 2, 8] : wide ? [4, 8, 2] : [8, 4, 2]);
   // Small windows: dq with 2 subgroups where 4 give fewer than MMA_F16_MIN_WORKGROUPS workgroups (H200, session
   // 18, autotuner runs, the whole backward: 2-D 56x56 K=7 4 heads 35.9 -> 31.0 us, 28x28 8 heads 33.6 -> 29.1,
@@ -260,7 +261,7 @@ function chooseMmaBackwardConfig(ctx: GpuContext, problem: FusedBackwardProblem)
   // Below MMA_F16_MIN_WORKGROUPS no lean layout (2-D 28x28 K=7 8 heads 30.0 -> 31.9 us with it, 56x56 4 heads
   // 33.8 -> 34.0).
   const fewWorkgroups = small && dq0?.subgroups === 4 && mmaWorkgroups(problem, { queryTile: dq0.tile }) < MMA_F16_MIN_WORKGROUPS;
-  const narrow = Math.max(problem.dim, problem.dimV) <= MMA_F16_NARROW_HEAD_DIM;
+  const narrow = headDim <= MMA_F16_NARROW_HEAD_DIM;
   const leanNarrow = narrow && problem.rank < 3 && keys <= 128 && !fewWorkgroups;
   const few = fewWorkgroups || (small && dq0?.subgroups === 4 && narrow && !leanNarrow);
   const dq = few ? (pick('dq', [2]) ?? dq0) : dq0;
