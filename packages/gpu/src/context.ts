@@ -47,7 +47,11 @@ export interface PassTimestamps {
 export interface PreparedDispatch {
   /** Compute passes per `encode` (commands with zero workgroups are skipped). */
   readonly passCount: number;
-  encode(enc: GPUCommandEncoder, timestamps?: PassTimestamps): void;
+  /**
+   * Encode the dispatches, a compute pass each; with `onePass`, every command's clears first and then all dispatches
+   * in one compute pass (the timestamps then bracket that pass).
+   */
+  encode(enc: GPUCommandEncoder, timestamps?: PassTimestamps, onePass?: boolean): void;
   /** Return the uniform buffers to the pool (idempotent). */
   release(): void;
 }
@@ -354,27 +358,41 @@ export class GpuContext {
     }
     return {
       passCount: passes.length,
-      encode(enc: GPUCommandEncoder, timestamps?: PassTimestamps): void {
-        passes.forEach((p, i) => {
-          const tw: GPUComputePassTimestampWrites | undefined =
-            timestamps === undefined
-              ? undefined
-              : {
+      encode(enc: GPUCommandEncoder, timestamps?: PassTimestamps, onePass = false): void {
+        // Timestamps at the beginning of the first pass and the end of the last.
+        const passDescriptor = (label: string, first: boolean, last: boolean): GPUComputePassDescriptor =>
+          timestamps === undefined || !(first || last)
+            ? { label }
+            : {
+                label,
+                timestampWrites: {
                   querySet: timestamps.querySet,
-                  ...(i === 0 ? { beginningOfPassWriteIndex: timestamps.beginIndex } : {}),
-                  ...(i === passes.length - 1 ? { endOfPassWriteIndex: timestamps.endIndex } : {}),
-                };
+                  ...(first ? { beginningOfPassWriteIndex: timestamps.beginIndex } : {}),
+                  ...(last ? { endOfPassWriteIndex: timestamps.endIndex } : {}),
+                },
+              };
+        const clear = (p: (typeof passes)[number]): void => {
           for (const b of p.clear) {
             if ('buffer' in b) enc.clearBuffer(b.buffer, 0, b.size);
             else enc.clearBuffer(b);
           }
-          const pass = enc.beginComputePass({
-            label: p.label,
-            ...(tw !== undefined && (i === 0 || i === passes.length - 1) ? { timestampWrites: tw } : {}),
-          });
+        };
+        const dispatch = (pass: GPUComputePassEncoder, p: (typeof passes)[number]): void => {
           pass.setPipeline(p.pipeline);
           pass.setBindGroup(0, p.bindGroup);
           pass.dispatchWorkgroups(p.workgroups[0], p.workgroups[1], p.workgroups[2]);
+        };
+        if (onePass && passes.length > 0) {
+          passes.forEach(clear);
+          const pass = enc.beginComputePass(passDescriptor(passes.map((p) => p.label).join(' + '), true, true));
+          for (const p of passes) dispatch(pass, p);
+          pass.end();
+          return;
+        }
+        passes.forEach((p, i) => {
+          clear(p);
+          const pass = enc.beginComputePass(passDescriptor(p.label, i === 0, i === passes.length - 1));
+          dispatch(pass, p);
           pass.end();
         });
       },

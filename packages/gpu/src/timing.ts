@@ -31,6 +31,8 @@ export interface TimingOptions {
   readonly warmer?: { warm(ms: number): Promise<void>; queue(): void };
   /** Wall time of warm work before the warm-up iterations, in ms (default 200; only with `warmer`). */
   readonly warmMs?: number;
+  /** All commands as dispatches of one compute pass, each command's clears first (default false: a pass each). */
+  readonly onePass?: boolean;
 }
 
 export interface TimingResult {
@@ -91,7 +93,7 @@ export async function timeDispatch(ctx: GpuContext, commands: readonly DispatchC
     if (options.warmer) await options.warmer.warm(options.warmMs ?? 200);
     if (warmup > 0) {
       const enc = device.createCommandEncoder({ label: 'timeDispatch warmup' });
-      for (let i = 0; i < warmup; i++) prepared.encode(enc);
+      for (let i = 0; i < warmup; i++) prepared.encode(enc, undefined, options.onePass);
       device.queue.submit([enc.finish()]);
       await ctx.workDone('timeDispatch');
     }
@@ -103,7 +105,7 @@ export async function timeDispatch(ctx: GpuContext, commands: readonly DispatchC
       const readback = device.createBuffer({ size: count * 8, usage: 0x1 /* MAP_READ */ | 0x8 /* COPY_DST */ });
       resources.push(resolve, readback);
       const enc = device.createCommandEncoder({ label: 'timeDispatch' });
-      for (let i = 0; i < iterations; i++) prepared.encode(enc, { querySet, beginIndex: 2 * i, endIndex: 2 * i + 1 });
+      for (let i = 0; i < iterations; i++) prepared.encode(enc, { querySet, beginIndex: 2 * i, endIndex: 2 * i + 1 }, options.onePass);
       enc.resolveQuerySet(querySet, 0, count, resolve, 0);
       enc.copyBufferToBuffer(resolve, 0, readback, 0, count * 8);
       options.warmer?.queue();
@@ -122,7 +124,7 @@ export async function timeDispatch(ctx: GpuContext, commands: readonly DispatchC
     const samples: number[] = [];
     for (let i = 0; i < iterations; i++) {
       const enc = device.createCommandEncoder({ label: 'timeDispatch' });
-      prepared.encode(enc);
+      prepared.encode(enc, undefined, options.onePass);
       const cb = enc.finish();
       const t0 = now();
       device.queue.submit([cb]);

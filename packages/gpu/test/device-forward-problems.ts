@@ -116,8 +116,8 @@ export async function checkConfig(ctx: GpuContext, p: Problem, label: string, g:
  * benchmark harness's single-pass forward rows). Timing each run as its own submission after an idle gap
  * (`ctx.profile`) read short kernels several times slower on the H200 (2-D 128x128 K=7: 1.5 ms vs 0.28 ms).
  */
-export async function timeCommand(ctx: GpuContext, command: DispatchCommand | readonly DispatchCommand[], reps: number, warmer: ClockWarmer | undefined): Promise<number> {
-  const t = await timeDispatch(ctx, Array.isArray(command) ? command : [command as DispatchCommand], { warmup: 2, iterations: reps, ...(warmer ? { warmer } : {}) });
+export async function timeCommand(ctx: GpuContext, command: DispatchCommand | readonly DispatchCommand[], reps: number, warmer: ClockWarmer | undefined, onePass = false): Promise<number> {
+  const t = await timeDispatch(ctx, Array.isArray(command) ? command : [command as DispatchCommand], { warmup: 2, iterations: reps, onePass, ...(warmer ? { warmer } : {}) });
   return t.medianNs / 1e3;
 }
 

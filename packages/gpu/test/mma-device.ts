@@ -24,7 +24,7 @@
 import { type FusedBackwardArgs, type FusedProblem, type NaRank, randn, tensor, toFloat64Values } from '@natten-web/core';
 import { tensorFromValues } from '@natten-web/testkit';
 import { fusedBackward as cpuFusedBackward, fusedForward as cpuFusedForward } from '@natten-web/cpu';
-import { generateFusedBackwardDelta, packUniforms, tileShapes } from '@natten-web/wgsl';
+import { generateFusedBackwardDelta, tileShapes } from '@natten-web/wgsl';
 import {
   checkFusedBackwardMma,
   type DispatchCommand,
@@ -435,7 +435,7 @@ if (values.mode === 'bconcurrent' && !('why' in avail)) {
     const ref = await Promise.all([g.gradQuery, g.gradKey, g.gradValue].map((x) => ctx.read(x)));
     for (const [name, cmds] of variants) {
       try {
-        const us = name.endsWith('one pass') ? await timeOnePass(cmds, reps) : await timeCommand(ctx, cmds, reps, warmer);
+        const us = await timeCommand(ctx, cmds, reps, warmer, name.endsWith('one pass'));
         let diff = '';
         if (name.includes('touch') && !name.includes('dq2')) {
           for (const x of [g.gradQuery, g.gradKey, g.gradValue]) ctx.zero(x);
@@ -452,50 +452,6 @@ if (values.mode === 'bconcurrent' && !('why' in avail)) {
     free(f);
     for (const x of [g.gradOutput, g.gradQuery, g.gradKey, g.gradValue, delta, scratch, gq2, scratch2]) x.buffer.destroy();
   }
-}
-
-/** GPU time (median) of commands as dispatches of one compute pass, each command's clears before the pass. */
-async function timeOnePass(cmds: readonly DispatchCommand[], reps: number): Promise<number> {
-  const device = ctx.device;
-  const parts = await Promise.all(
-    cmds.map(async (c) => {
-      const pipeline = await ctx.pipeline(c.kernel);
-      const entries: GPUBindGroupEntry[] = c.buffers.map((buffer, binding) => ({ binding, resource: { buffer } }));
-      if (c.kernel.uniforms.length > 0) {
-        const data = packUniforms(c.kernel.uniforms, c.uniforms ?? {});
-        const ub = device.createBuffer({ size: data.byteLength, usage: 0x40 | 0x8 });
-        device.queue.writeBuffer(ub, 0, data);
-        entries.push({ binding: c.buffers.length, resource: { buffer: ub } });
-      }
-      return { pipeline, bindGroup: device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries }), c };
-    }),
-  );
-  const n = reps + 3;
-  const qs = device.createQuerySet({ type: 'timestamp', count: 2 * n });
-  const resolve = device.createBuffer({ size: 16 * n, usage: 0x200 | 0x4 });
-  const readback = device.createBuffer({ size: 16 * n, usage: 0x1 | 0x8 });
-  if (warmer) await warmer.warm(200);
-  const enc = device.createCommandEncoder();
-  for (let i = 0; i < n; i++) {
-    for (const { c } of parts) for (const b of c.clear ?? []) 'buffer' in b ? enc.clearBuffer(b.buffer, 0, b.size) : enc.clearBuffer(b);
-    const pass = enc.beginComputePass({ timestampWrites: { querySet: qs, beginningOfPassWriteIndex: 2 * i, endOfPassWriteIndex: 2 * i + 1 } });
-    for (const { pipeline, bindGroup, c } of parts) {
-      pass.setPipeline(pipeline);
-      pass.setBindGroup(0, bindGroup);
-      pass.dispatchWorkgroups(...(c.workgroups as [number, number, number]));
-    }
-    pass.end();
-  }
-  enc.resolveQuerySet(qs, 0, 2 * n, resolve, 0);
-  enc.copyBufferToBuffer(resolve, 0, readback, 0, 16 * n);
-  device.queue.submit([enc.finish()]);
-  await readback.mapAsync(0x1);
-  const t = new BigInt64Array(readback.getMappedRange().slice(0));
-  readback.unmap();
-  const samples: number[] = [];
-  for (let i = 3; i < n; i++) samples.push(Number((t[2 * i + 1] as bigint) - (t[2 * i] as bigint)) / 1e3);
-  for (const x of [qs, resolve, readback]) x.destroy();
-  return samples.sort((a, b) => a - b)[Math.floor(samples.length / 2)] as number;
 }
 
 /** A speed problem's backward arguments, its default mma backward (checked) and a delta scratch for its kernels. */

@@ -309,6 +309,27 @@ describe('timeDispatch', () => {
     out.buffer.destroy();
   });
 
+  it('times commands in one compute pass with onePass, and a ClearRange zeroes only its first bytes', async () => {
+    const ctx = await gpuContext();
+    const a = ctx.createTensor([64], 'float32');
+    const b = ctx.createTensor([64], 'float32');
+    const fill = (out: typeof a, value: number) => ({ kernel: FILL, buffers: [out.buffer], uniforms: { n: 64, value }, workgroups: [1, 1, 1] as [number, number, number] });
+    // b filled, then a filled with b's first 8 bytes zeroed before a's pass.
+    const cmds = [fill(b, 10), { ...fill(a, 1), clear: [{ buffer: b.buffer, size: 8 }] }];
+    await ctx.dispatch(cmds);
+    expect(Array.from((await ctx.read(b)).data).slice(0, 4)).toEqual([0, 0, 12, 13]);
+    expect(Array.from((await ctx.read(a)).data).slice(0, 2)).toEqual([1, 2]);
+    ctx.zero(a);
+    const r = await timeDispatch(ctx, cmds, { warmup: 1, iterations: 3, onePass: true });
+    expect(r.method).toBe('timestamp-query');
+    expect(r.samplesNs).toHaveLength(3);
+    for (const x of r.samplesNs) expect(x).toBeGreaterThan(0);
+    // In one pass every clear comes first, so b's refill (the pass's first dispatch) overwrites its cleared bytes.
+    expect(Array.from((await ctx.read(b)).data).slice(0, 2)).toEqual([10, 11]);
+    expect(Array.from((await ctx.read(a)).data).slice(0, 2)).toEqual([1, 2]);
+    for (const t of [a, b]) t.buffer.destroy();
+  });
+
   it('times an op plan; release() returns its pooled scratch', async () => {
     const ctx = await gpuContext();
     const L = 20;
