@@ -30,6 +30,8 @@ const cases: BwdCase[] = [
   { rank: 1, batch: 1, spatial: [15], heads: 2, dim: 8, kernelSize: [5], rpb: true, dtype: 'float32' },
   { rank: 1, batch: 1, spatial: [21], heads: 4, headsKv: 1, dim: 16, dimV: 8, kernelSize: [6], causal: [true], dtype: 'float16' },
   { rank: 1, batch: 1, spatial: [21], heads: 2, dim: 8, kernelSize: [5], rpb: true, gradRpb: true, dtype: 'float16' },
+  // d_rpb blocks of 35 queries over a 32-invocation workgroup: the partial pass's sigma table takes two rounds.
+  { rank: 1, batch: 1, spatial: [140000], heads: 1, dim: 4, kernelSize: [3], rpb: true, gradRpb: true, dtype: 'float32' },
   // rank 2: every causal combination (odd and even K), dilation, stride, rpb, GQA, Dv != D, f16, partial tiles at every border.
   ...causalCombos(2).map(
     (causal): BwdCase => ({ rank: 2, batch: 1, spatial: [7, 9], heads: 2, dim: 8, kernelSize: [3, 4], causal, dtype: 'float32', config: split([4, 4], [4, 4], [1, 1]) }),
@@ -43,6 +45,8 @@ const cases: BwdCase[] = [
   { rank: 2, batch: 1, spatial: [8, 8], heads: 6, headsKv: 2, dim: 16, dimV: 8, kernelSize: [3, 3], dtype: 'float32', config: split([4, 4], [4, 4], [2, 2], true) },
   { rank: 2, batch: 1, spatial: [6, 6], heads: 1, dim: 4, kernelSize: [6, 3], dilation: [1, 2], dtype: 'float32' },
   { rank: 2, batch: 1, spatial: [12, 12], heads: 2, dim: 32, kernelSize: [7, 7], dtype: 'float32' },
+  // 65x65 bias cells: more than the d_rpb partial pass keeps in workgroup memory, so its sums go through storage.
+  { rank: 2, batch: 1, spatial: [33, 34], heads: 1, dim: 4, kernelSize: [33, 33], rpb: true, gradRpb: true, dtype: 'float32' },
   // rank 3: every causal combination, dilation, rpb, GQA, splits, f16.
   ...causalCombos(3).map(
     (causal): BwdCase => ({ rank: 3, batch: 1, spatial: [4, 5, 6], heads: 1, dim: 8, kernelSize: [3, 2, 3], causal, dtype: 'float32', config: split([2, 2, 4], [4, 2, 2], [1, 1, 1]) }),

@@ -94,7 +94,8 @@ describe('T > 1 text', () => {
       ['na-fused-backward-dq', 32, true],
       ['na-fused-backward-dkv', 32, true],
       ['na-fused-backward-dq-reduce', 64, false],
-      ['na-fused-backward-rpb-reduce', 64, false],
+      ['na-fused-backward-rpb-partial', 32, false],
+      ['na-fused-backward-rpb-reduce', 256, false],
     ]);
   });
 });

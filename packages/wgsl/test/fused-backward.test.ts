@@ -148,10 +148,13 @@ describe('fused backward WGSL generation', () => {
       'na-fused-backward-dq',
       'na-fused-backward-dkv',
       'na-fused-backward-dq-reduce',
+      'na-fused-backward-rpb-partial',
       'na-fused-backward-rpb-reduce',
     ]);
     expect(p3.scratch.dqPartial).toBe(2 * 8 * 9 * 2 * 8);
     expect(p3.scratch.dsScratch).toBe(8 * 9 * 2 * 9);
+    // d_rpb: 72 query rows in 3 blocks (at least 32 rows each), 2 heads x 5x5 cells of partials.
+    expect(p3.scratch.rpbPartial).toBe(2 * 3 * 25);
   });
 
   it('tile table follows the limits: invocations, workgroup memory by head dims and dtype', () => {

@@ -14,7 +14,8 @@
  *     delta in workgroup memory. Each key walks only the staged queries of its own exact inverse range [first, end)
  *     per axis (no membership test), so every key visits exactly the queries that attend it.
  *  4. `dq-reduce` (only with splits): dQ = sum over splits in fixed order, cast to the I/O dtype.
- *  5. `rpb-reduce` (only with gradRpb): d_rpb[h, cell] = sum over batch, queries, slots mapping to the cell of dS.
+ *  5. `rpb-partial` and `rpb-reduce` (only with gradRpb): d_rpb[h, cell] = sum over batch, queries, slots mapping
+ *     to the cell of dS, per block of queries, then over the blocks (fixed order).
  *
  * In `dq` each query likewise walks only the staged keys of its own window per axis (slot t = j - window start), so
  * it touches exactly prod(K) keys (the previous design tested every staged key of every chunk).
@@ -1613,48 +1614,192 @@ export interface FusedBackwardRpbReduceSpec {
   readonly dtype: GpuDType;
 }
 
+/** Invocations per workgroup of the d_rpb reduce pass (8 cells x 32 block lanes). */
+export const RPB_REDUCE_WORKGROUP = 256;
+const RPB_REDUCE_CELLS = 8;
+const RPB_REDUCE_LANES = RPB_REDUCE_WORKGROUP / RPB_REDUCE_CELLS;
+
 /**
- * d_rpb (pass 5): one invocation per (head, bias cell); sums dS over batch, then queries in token order, of the
- * slot whose key sits at the cell's relative offset (fixed order, so deterministic).
+ * Bias cells whose per-block sums the partial pass keeps in workgroup memory (14 KiB of WebGPU's smallest limit,
+ * 16 KiB, beside its sigma table); more go through storage.
  */
-export function generateFusedBackwardRpbReduce(spec: FusedBackwardRpbReduceSpec): NamedKernel {
+export const RPB_PARTIAL_SHARED_CELLS = 3584;
+
+/**
+ * Query rows per block of the d_rpb partial pass: blocks enough for about `RPB_PARTIAL_WORKGROUPS` workgroups over
+ * the heads, at least 32 rows each.
+ */
+export function rpbQueryBlock(rows: number, heads: number): number {
+  const blocks = Math.max(1, Math.min(Math.ceil(RPB_PARTIAL_WORKGROUPS / heads), Math.ceil(rows / 32)));
+  return Math.ceil(rows / blocks);
+}
+
+/** Workgroups the d_rpb partial pass aims at (its walks are latency-bound: an H200 holds about 4000 of them). */
+const RPB_PARTIAL_WORKGROUPS = 4096;
+
+/** Queries whose dS loads the partial pass issues together before adding them in order. */
+const RPB_PARTIAL_UNROLL = 4;
+
+/** The partial pass's invocations: one per window slot (a power of two from 32 to 256; more slots loop). */
+function rpbPartialWorkgroup(slots: number): number {
+  let wg = 32;
+  while (wg < slots && wg < 256) wg *= 2;
+  return wg;
+}
+
+/**
+ * d_rpb, pass 5a (`rpb-partial`): one workgroup per (head, block of `qblock` query rows of the flattened (batch,
+ * token) order), one invocation per window slot t (looping where the window has more slots than invocations). Along
+ * each axis a query's slot t holds the key at bias cell t + sigma, where sigma = (window start - query) / dilation
+ * + K - 1 depends on the query alone (interior queries share one sigma; those near a border differ). Each invocation
+ * sums its slots' dS over a run of queries with the same sigma (reading each dS row whole, coalesced, four queries'
+ * loads in flight together), and where sigma changes adds the run to cell t + sigma of the block's sums (distinct
+ * cells for distinct slots, so no two invocations meet; a barrier between runs). The queries' sigmas are computed
+ * once per query into workgroup memory, with a word of "sigma changes here" flags per 32 queries that every
+ * invocation reads uniformly (`workgroupUniformLoad`), so the runs' barriers sit in uniform control flow. The block's
+ * cell sums then go to the partials. Runs and blocks are in query order, so the sums are deterministic.
+ * (Session 20's first versions walked bias cells, (2K-1)^d per query instead of K^d slots, or had every invocation
+ * decode every query's window: 0.12-2.5 ms on NAT-sized problems.)
+ */
+export function generateFusedBackwardRpbPartial(spec: FusedBackwardRpbReduceSpec): NamedKernel {
   const { rank } = spec;
-  const T = wgslType(spec.dtype);
-  const family = 'na-fused-backward-rpb-reduce';
+  const family = 'na-fused-backward-rpb-partial';
   const A = axes(rank);
-  const bindings = [bind('ds_buf', 'read', 'f32', 'dsScratch'), bind('drpb_buf', 'read_write', T, 'gradRpb')];
-  const uniforms = [...fields('u32', ['batch', 'heads', 'tokens', 'cells']), ...axisUniforms(rank)];
-  const consts: Record<string, string | number> = { RANK: u(rank), WG: u(WG_1D), NSLOTS: u(product(spec.kernelSize)) };
+  const slots = product(spec.kernelSize);
+  const ext = spec.kernelSize.map((k) => 2 * k - 1);
+  const cells = product(ext);
+  // Cell strides (row-major over the (2K-1) extents).
+  const cstride = A.map((a) => product(ext.slice(a + 1)));
+  const WG = rpbPartialWorkgroup(slots);
+  const SPT = Math.ceil(slots / WG);
+  const SHARED = cells <= RPB_PARTIAL_SHARED_CELLS;
+  const bindings = [bind('ds_buf', 'read', 'f32', 'dsScratch'), bind('part_buf', 'read_write', 'f32', 'rpbPartial')];
+  const uniforms = [...fields('u32', ['batch', 'heads', 'tokens', 'cells', 'qblock', 'nblocks']), ...axisUniforms(rank)];
+  const consts: Record<string, string | number> = { RANK: u(rank), WG: u(WG), NSLOTS: u(slots), NCELLS: u(cells) };
   for (const a of A) consts[`KS_${a}`] = `${spec.kernelSize[a] as number}i`;
-  let body = `acc += ds_buf[(${rowIndex('x', rank, 'params.heads', 'h')}) * NSLOTS + ${A.reduce(
-    (e, a) => (a === 0 ? 'u32(t_0)' : `(${e} * u32(KS_${a}) + u32(t_${a}))`),
-    '',
-  )}];`;
-  for (let a = rank - 1; a >= 0; a--) {
-    body = `for (var x_${a} = 0; x_${a} < params.len_${a}; x_${a}++) {
-      let y_${a} = x_${a} + off_${a} * params.dil_${a};
-      if (y_${a} < 0 || y_${a} >= params.len_${a}) { continue; }
-      let w_${a} = ${naCall('window', a, `x_${a}`)};
-      let t_${a} = (y_${a} - w_${a}.x) / params.dil_${a};
-      if (y_${a} < w_${a}.x || t_${a} >= w_${a}.y) { continue; }
-      ${body}
-    }`;
-  }
+  const J = Array.from({ length: SPT }, (_, j) => j);
+  const U = RPB_PARTIAL_UNROLL;
+  const Us = Array.from({ length: U }, (_, q) => q);
+  // The block's cell sums: workgroup memory, or the block's own partials in storage where the cells do not fit.
+  const acc = (c: string): string => (SHARED ? `cellacc[${c}]` : `part_buf[idx * NCELLS + ${c}]`);
+  const barrier = SHARED ? 'workgroupBarrier();' : 'storageBarrier();';
+  const flush = J.map((j) => `if (ok${j}) { ${acc(`tcell${j} + cur`)} += run${j}; }\n            run${j} = 0.0;`).join('\n            ');
   const code = `${moduleHead(family, spec, consts, bindings, uniforms)}
 ${windowFunctions(spec.kernelSize, spec.causal)}
-${entryPoint(WG_1D)}
-  ${flatInvocation('idx', 'params.heads * params.cells')}
-  let h = idx / params.cells;
-  ${decodeRowMajor('idx % params.cells', 'r', A.map((a) => `u32(2 * KS_${a} - 1)`), 'rr')}
-  ${A.map((a) => `let off_${a} = r_${a} - (KS_${a} - 1);`).join('\n  ')}
-  var acc = 0.0;
-  for (var b = 0u; b < params.batch; b++) {
-    ${body}
+${SHARED ? `var<workgroup> cellacc: array<f32, ${cells}>;\n` : ''}var<workgroup> sig_sh: array<u32, ${WG}>;
+var<workgroup> flag_sh: array<u32, ${WG / 32}>;
+
+${entryPoint(WG)}
+  let idx = wid.x + wid.y * nwg.x;
+  if (idx >= params.heads * params.nblocks) { return; }
+  let h = idx / params.nblocks;
+  let blk = idx % params.nblocks;
+  let first = blk * params.qblock;
+  let last = min(first + params.qblock, params.batch * params.tokens);
+  for (var c = lid; c < NCELLS; c += WG) { ${acc('c')} = 0.0; }
+  ${J.map(
+    (j) => `let slot${j} = lid + ${j * WG}u;
+  let ok${j} = slot${j} < NSLOTS;
+  ${decodeRowMajor(`min(slot${j}, NSLOTS - 1u)`, `t${j}`, A.map((a) => `u32(KS_${a})`), `tr${j}`)}
+  let tcell${j} = ${A.map((a) => `u32(t${j}_${a}) * ${cstride[a] as number}u`).join(' + ')};
+  var run${j} = 0.0;`,
+  ).join('\n  ')}
+  // The current run's sigma (as a cell offset), whether a run has started, the previous sub-block's last sigma.
+  var cur = 0u;
+  var started = false;
+  var prevsig = 0u;
+  for (var base = first; base < last; base += WG) {
+    let n = min(WG, last - base);
+    ${barrier}
+    if (lid < n) {
+      ${decodeRowMajor('(base + lid) % params.tokens', 'x', A.map((a) => `u32(params.len_${a})`), 'xr')}
+      sig_sh[lid] = ${A.map((a) => `u32((${naCall('window', a, `x_${a}`)}.x - x_${a}) / params.dil_${a} + KS_${a} - 1) * ${cstride[a] as number}u`).join(' + ')};
+    }
+    workgroupBarrier();
+    if (lid * 32u < n) {
+      var f = 0u;
+      for (var q = 0u; q < 32u; q++) {
+        let k = lid * 32u + q;
+        if (k < n) {
+          let before = select(prevsig, sig_sh[max(k, 1u) - 1u], k > 0u);
+          if ((k == 0u && !started) || sig_sh[k] != before) { f = f | (1u << q); }
+        }
+      }
+      flag_sh[lid] = f;
+    }
+    workgroupBarrier();
+    let lastsig = sig_sh[n - 1u];
+    for (var g = 0u; g * 32u < n; g++) {
+      let flags = workgroupUniformLoad(&flag_sh[g]);
+      for (var q0 = 0u; q0 < 32u; q0 += ${U}u) {
+        // The loads of ${U} queries first (in flight together), then their runs in query order.
+        ${Us.map(
+          (q) => `let k${q} = g * 32u + q0 + ${q}u;
+        let live${q} = k${q} < n;
+        let row${q} = ((base + min(k${q}, n - 1u)) * params.heads + h) * NSLOTS;
+        ${J.map((j) => `let v${q}_${j} = ds_buf[row${q} + min(slot${j}, NSLOTS - 1u)];`).join('\n        ')}`,
+        ).join('\n        ')}
+        ${Us.map(
+          (q) => `if (live${q}) {
+          if (((flags >> (q0 + ${q}u)) & 1u) != 0u) {
+            if (started) {
+            ${flush}
+            }
+            ${barrier}
+            cur = sig_sh[k${q}];
+            started = true;
+          }
+          ${J.map((j) => `run${j} += v${q}_${j};`).join('\n          ')}
+        }`,
+        ).join('\n        ')}
+      }
+    }
+    prevsig = lastsig;
   }
-  drpb_buf[idx] = ${T}(acc);
+  if (started) {
+            ${flush}
+  }
+  ${barrier}
+${SHARED ? `  for (var c = lid; c < NCELLS; c += WG) { part_buf[idx * NCELLS + c] = cellacc[c]; }\n` : ''}}
+`;
+  return namedKernel(family, spec, code, WG, bindings, uniforms, (SHARED ? 4 * cells : 0) + 4 * WG + 4 * (WG / 32));
+}
+
+/**
+ * d_rpb, pass 5b (`rpb-reduce`): one workgroup per (head, 8 bias cells); its 32 lanes per cell sum every 32nd
+ * block's partial (lane l: blocks l, l + 32, ...), then lane 0 sums the 32 lane sums in lane order. Fixed order,
+ * so deterministic.
+ */
+export function generateFusedBackwardRpbReduce(spec: FusedBackwardRpbReduceSpec): NamedKernel {
+  const T = wgslType(spec.dtype);
+  const family = 'na-fused-backward-rpb-reduce';
+  const WG = RPB_REDUCE_WORKGROUP;
+  const bindings = [bind('part_buf', 'read', 'f32', 'rpbPartial'), bind('drpb_buf', 'read_write', T, 'gradRpb')];
+  const uniforms = fields('u32', ['heads', 'cells', 'nblocks']);
+  const code = `${moduleHead(family, spec, { WG: u(WG), CELLS_PER_WG: u(RPB_REDUCE_CELLS), LANES: u(RPB_REDUCE_LANES) }, bindings, uniforms)}
+var<workgroup> lanes: array<f32, ${WG}>;
+
+${entryPoint(WG)}
+  let groups = (params.cells + CELLS_PER_WG - 1u) / CELLS_PER_WG;
+  let idx = wid.x + wid.y * nwg.x;
+  if (idx >= params.heads * groups) { return; }
+  let h = idx / groups;
+  let c = (idx % groups) * CELLS_PER_WG + lid % CELLS_PER_WG;
+  let lane = lid / CELLS_PER_WG;
+  var acc = 0.0;
+  if (c < params.cells) {
+    for (var blk = lane; blk < params.nblocks; blk += LANES) { acc += part_buf[(h * params.nblocks + blk) * params.cells + c]; }
+  }
+  lanes[lid] = acc;
+  workgroupBarrier();
+  if (lane == 0u && c < params.cells) {
+    var sum = 0.0;
+    for (var l = 0u; l < LANES; l++) { sum += lanes[l * CELLS_PER_WG + lid]; }
+    drpb_buf[h * params.cells + c] = ${T}(sum);
+  }
 }
 `;
-  return namedKernel(family, spec, code, WG_1D, bindings, uniforms, 0);
+  return namedKernel(family, spec, code, WG, bindings, uniforms, 4 * WG);
 }
 
 /** A kernel plus the names of the buffers it binds, in binding order. */
@@ -1739,7 +1884,7 @@ export function planFusedBackward(
     dqU[`spl_${a}`] = config.numSplitsKey[a] as number;
   }
   if (partial) scratch.dqPartial = S * rows * problem.dim;
-  if (problem.hasGradRpb) scratch.dsScratch = rows * product(params.kernelSize);
+  if (problem.hasGradRpb) scratch.dsScratch = rpbDsScratchElements(problem);
   passes.push({
     kernel: generateFusedBackwardDq({
       ...baked,
@@ -1791,12 +1936,50 @@ export function planFusedBackward(
     });
   }
   if (problem.hasGradRpb) {
-    const cells = product(params.kernelSize.map((k) => 2 * k - 1));
-    passes.push({
-      kernel: generateFusedBackwardRpbReduce({ rank, kernelSize: baked.kernelSize, causal: baked.causal, dtype }),
-      uniforms: { batch: problem.batch, heads: problem.heads, tokens, cells, ...axisU },
-      workgroups: fold(Math.ceil((problem.heads * cells) / WG_1D), maxWorkgroupsPerDimension),
-    });
+    const rpbPlan = planRpbReducePasses(problem, dtype, maxWorkgroupsPerDimension);
+    scratch.rpbPartial = rpbPlan.partialElements;
+    passes.push(...rpbPlan.passes);
   }
   return { passes, scratch };
+}
+
+/** Elements (f32) of the dS scratch the d_rpb passes read: one row of prod(K) window slots per query row. */
+export function rpbDsScratchElements(problem: FusedBackwardProblem): number {
+  return problem.batch * product(problem.spatial) * problem.heads * product(problem.params.kernelSize);
+}
+
+/**
+ * The d_rpb passes (`generateFusedBackwardRpbPartial`, then `generateFusedBackwardRpbReduce`) of a problem with
+ * gradRpb, reading the dS scratch (in window order, `rpbDsScratchElements`) that the plain dq kernel or the
+ * tensor-core one (`gradRpb`) wrote, through an f32 scratch of `partialElements` block partials (`rpbPartial`).
+ */
+export function planRpbReducePasses(problem: FusedBackwardProblem, dtype: GpuDType, maxWorkgroupsPerDimension = 65535): { passes: [BackwardPass, BackwardPass]; partialElements: number } {
+  const { rank, spatial, params } = problem;
+  const tokens = product(spatial);
+  const cells = product(params.kernelSize.map((k) => 2 * k - 1));
+  const rows = problem.batch * tokens;
+  const qblock = rpbQueryBlock(rows, problem.heads);
+  const nblocks = Math.ceil(rows / qblock);
+  const axisU: Record<string, number> = {};
+  for (const a of axes(rank)) {
+    axisU[`len_${a}`] = spatial[a] as number;
+    axisU[`dil_${a}`] = params.dilation[a] as number;
+    axisU[`str_${a}`] = params.stride[a] as number;
+  }
+  const spec: FusedBackwardRpbReduceSpec = { rank, kernelSize: [...params.kernelSize], causal: [...params.isCausal], dtype };
+  return {
+    passes: [
+      {
+        kernel: generateFusedBackwardRpbPartial(spec),
+        uniforms: { batch: problem.batch, heads: problem.heads, tokens, cells, qblock, nblocks, ...axisU },
+        workgroups: fold(problem.heads * nblocks, maxWorkgroupsPerDimension),
+      },
+      {
+        kernel: generateFusedBackwardRpbReduce(spec),
+        uniforms: { heads: problem.heads, cells, nblocks },
+        workgroups: fold(problem.heads * Math.ceil(cells / RPB_REDUCE_CELLS), maxWorkgroupsPerDimension),
+      },
+    ],
+    partialElements: problem.heads * nblocks * cells,
+  };
 }
