@@ -82,7 +82,7 @@ export function fusedBackwardMmaOnHost(ctx: GpuContext, rank: NaRank, args: Fuse
     ctx,
     `na${rank}d_backward`,
     args as unknown as HostArgs,
-    ['gradQuery', 'gradKey', 'gradValue'],
+    ['gradQuery', 'gradKey', 'gradValue', 'gradRpb'],
     () => {
       checkFusedBackwardMma(ctx, rank, args, config);
     },

@@ -8,13 +8,13 @@
  * scale; the split forward: f16 hi + lo halves, three multiplies per product, checked at float32's tolerance; its
  * emulated kernels take about 15 s each to compile on lavapipe, so not all 29), with head dims raised to multiples of 16
  * (the mma kernels' rule: 4, 8, 12 -> 16, 16 -> 32, so Dv != D cases stay Dv != D) and keyed anew; every case the mma
- * path can run is registered (the backward has no rpb and no float32), each run at the path's default config
- * against the CPU reference.
+ * path can run is registered (the backward has no float32; its rpb cases check d_rpb too), each run at the path's
+ * default config against the CPU reference.
  */
 import { type DType, type FusedBackwardArgs, type FusedForwardArgs, type NaBackend, type NaRank, type Tensor, type TensorLike, checkFusedBackward, checkFusedForward } from '@natten-web/core';
 import { caseKey, conformanceCases, defineNaConformance, type NaCase, seedOf } from '@natten-web/testkit';
 import { FUSED_BACKWARD_TILES, FUSED_FORWARD_TILES } from '@natten-web/wgsl';
-import { checkFusedBackwardMma, type GpuContext, type GpuTensor, mmaBackwardCommands, mmaBackwardProblemFit, mmaProblemFit, planFusedForwardMma } from '../src/index.ts';
+import { checkFusedBackwardMma, type GpuContext, type GpuTensor, mmaBackwardCommands, mmaBackwardProblemFit, mmaBackwardScratch, mmaProblemFit, planFusedForwardMma } from '../src/index.ts';
 import { type HostArgs, onGpu } from '../src/backend.ts';
 import { tensorCoreView } from './fake-tensor-core.ts';
 import { emulatedKernel } from '@natten-web/testkit';
@@ -38,14 +38,16 @@ function mmaBackend(ctx: GpuContext): NaBackend {
         }
       }),
     fusedBackward: (rank: NaRank, args: FusedBackwardArgs) =>
-      onGpu(ctx, `na${rank}d_backward`, args as unknown as HostArgs, ['gradQuery', 'gradKey', 'gradValue'], () => {}, async (g) => {
+      onGpu(ctx, `na${rank}d_backward`, args as unknown as HostArgs, ['gradQuery', 'gradKey', 'gradValue', 'gradRpb'], () => {}, async (g) => {
         const a = g as unknown as FusedBackwardArgs<GpuTensor>;
         const { problem, config, kernels } = checkFusedBackwardMma(view, rank, a);
-        const delta = ctx.createTensor(a.logsumexp.shape, 'float32', 'mma-conformance.delta');
+        const scratch = mmaBackwardScratch(ctx, problem, a.logsumexp.shape);
         try {
-          await ctx.dispatch(mmaBackwardCommands(ctx, { dq: emulatedKernel(kernels.dq), dkv: emulatedKernel(kernels.dkv) }, problem, a, config, delta), 'mma backward (emulated)');
+          // The d_rpb pass has no matrices: it runs as generated.
+          const emulated = { ...kernels, dq: emulatedKernel(kernels.dq), dkv: emulatedKernel(kernels.dkv) };
+          await ctx.dispatch(mmaBackwardCommands(ctx, emulated, problem, a, config, scratch), 'mma backward (emulated)');
         } finally {
-          delta.buffer.destroy();
+          scratch.release();
         }
       }),
     qkForward: unsupported('qkForward'),

@@ -139,8 +139,9 @@ export function speedProblems(only: string): Problem[] {
 }
 
 /**
- * Problems the default route kept off the tensor-core path until session 19 (`--routes true` in the speed modes):
- * relative positional bias (vision stages of NAT / DiNAT shape: head dim 32, K=7, some dilated) and stride.
+ * Problems the default route kept off the tensor-core path until session 19 or 20 (`--routes true` in the speed
+ * modes): relative positional bias (vision stages of NAT / DiNAT shape: head dim 32, K=7, some dilated; the backward
+ * with d_rpb since session 20), stride, and both together.
  */
 export function routeProblems(only: string): Problem[] {
   const all: Problem[] = [
@@ -156,6 +157,8 @@ export function routeProblems(only: string): Problem[] {
     { name: 'stride 3d 16x32x32 K=3x7x7 s=1x2x2', rank: 3, spatial: [16, 32, 32], heads: 8, dim: 64, kernelSize: [3, 7, 7], stride: [1, 2, 2] },
     { name: 'stride 1d L=4096 K=127 s=16', rank: 1, spatial: [4096], heads: 8, dim: 64, kernelSize: [127], stride: [16] },
     { name: 'stride 1d L=8192 K=511 s=64 causal', rank: 1, spatial: [8192], heads: 8, dim: 64, kernelSize: [511], stride: [64], isCausal: [true] },
+    { name: 'rpb+stride 2d 128x128 K=7 s=2', rank: 2, spatial: [128, 128], heads: 8, dim: 64, kernelSize: [7, 7], stride: [2, 2], rpb: true },
+    { name: 'rpb+stride 3d 16x32x32 K=3x7x7 s=1x2x2', rank: 3, spatial: [16, 32, 32], heads: 8, dim: 64, kernelSize: [3, 7, 7], stride: [1, 2, 2], rpb: true },
   ];
   return all.filter((p) => only === '' || only.split(',').some((o) => p.name.includes(o)));
 }

@@ -12,6 +12,9 @@ import { gpuContext } from './setup.ts';
 afterAll(async () => (await gpuContext()).destroy());
 
 interface Case extends EmulatedProblem {
+  /** Relative positional bias, with d_rpb. */
+  readonly rpb?: boolean;
+  readonly stride?: number[];
   readonly config: { queryTile: number[]; querySubgroups: 2 | 4 | 8; keyTile: number[]; keySubgroups: 2 | 4 | 8; chunk?: 16 | 32; tightScratch?: boolean; dqSharedScratch?: boolean; dqDsOverV?: boolean; dqHeadSplit?: boolean; dkvHeadSplit?: boolean; dqPadS?: boolean; dkvPadS?: boolean; dqWideLoads?: boolean; dkvLeanScratch?: boolean };
 }
 
@@ -21,7 +24,7 @@ function scaled(t: Tensor, s: number): Tensor {
 }
 
 describe('tensor-core (mma) backward', () => {
-  it('fits float16 problems without rpb whose head dims are multiples of 16', () => {
+  it('fits float16 problems whose head dims are multiples of 16, rpb included', () => {
     const fit = (dtype: 'float16' | 'float32', dim: number, rpb: boolean) => {
       const t = tensor([1, 32, 2, dim], dtype);
       const l = tensor([1, 32, 2], 'float32');
@@ -31,7 +34,7 @@ describe('tensor-core (mma) backward', () => {
     };
     expect(fit('float32', 64, false)).toMatch(/needs float16 inputs/);
     expect(fit('float16', 40, false)).toMatch(/head dims 40\/40 are not multiples of 16/);
-    expect(fit('float16', 64, true)).toMatch(/the tensor-core backward has no relative positional bias \(fusedBackward serves rpb\)/);
+    expect(fit('float16', 64, true)).toBeUndefined();
     expect(fit('float16', 64, false)).toBeUndefined();
   });
   it('says why it cannot run on this adapter, before any GPU work', async () => {
@@ -58,11 +61,13 @@ describe('tensor-core (mma) backward', () => {
     expect(routed).toEqual({ path: 'mma', queryTile: [8, 8], querySubgroups: 4, keyTile: [4, 8], keySubgroups: 2, chunk: 16, tightScratch: true, dqSharedScratch: true, dqPadS: true, dkvPadS: true });
     const problem = checkFusedBackward('na2d_backward', 2, args(), FUSED_BACKWARD_TILES);
     expect(routed).toEqual(defaultBackwardMma(ctx, problem));
-    // Strides too (session 19, H200: checked, and 3.6-6.2x faster than the plain backward).
+    // Strides too (session 19, H200: checked, and 3.6-6.2x faster than the plain backward), and rpb with d_rpb,
+    // strided or not (session 20: 2.4-4.8x faster than the plain backward with the same d_rpb passes).
     expect(fusedBackward.route(ctx, 2, args({ stride: 2 }))).toMatchObject({ path: 'mma' });
+    expect(fusedBackward.route(ctx, 2, args({ rpb: true }))).toMatchObject({ path: 'mma' });
+    expect(fusedBackward.route(ctx, 2, args({ rpb: true, stride: 2 }))).toMatchObject({ path: 'mma' });
     const plain: [string, FusedBackwardArgs<TensorLike>][] = [
       ['float32', args({ dtype: 'float32' })],
-      ['rpb', args({ rpb: true })],
       ['head dim 256 (not timed)', args({ dim: 256 })],
       ['given tiles', { ...args(), queryTileSize: [8, 8], keyTileSize: [8, 8] }],
       ['given lanes', { ...args(), lanes: 2 }],
@@ -222,21 +227,31 @@ describe('tensor-core (mma) backward, emulated on this adapter, against the CPU 
     { name: '2-D 16x18 K=7x5 at head dim 64 (4 fragments per row)', spatial: [16, 18], kernelSize: [7, 5], dim: 64, config: { queryTile: [4, 8], querySubgroups: 2, keyTile: [8, 4], keySubgroups: 2 } },
     { name: '3-D 5x7x9 K=3x3x5, dq with 4 subgroups', spatial: [5, 7, 9], kernelSize: [3, 3, 5], dim: 16, config: { queryTile: [2, 4, 8], querySubgroups: 4, keyTile: [2, 4, 4], keySubgroups: 2 } },
     { name: '1-D L=90 K=17 dilation 2 causal, GQA 3/1 heads (the dkv walk crosses query heads)', spatial: [90], kernelSize: [17], heads: 3, headsKv: 1, dim: 16, dilation: [2], causal: [true], config: { queryTile: [32], querySubgroups: 2, keyTile: [32], keySubgroups: 2 } },
+    // rpb with d_rpb (session 20): the bias in both kernels' P, dS in window order from the dq kernel, the two d_rpb
+    // passes (300 and 476 query rows: several blocks of partials). GQA 3/1 (the dkv walk's query head picks the
+    // bias), dilation, the head splits, the lean dkv, dS over V, 3-D, rpb with a stride. A bias indexed query minus
+    // key in the dkv kernel fails dK and dV; the dS slot counted from the box start fails d_rpb.
+    { name: 'rpb: 1-D L=150 K=33 dilation 2, GQA 3/1, batch 2, the default', rpb: true, spatial: [150], kernelSize: [33], heads: 3, headsKv: 1, dim: 16, dilation: [2], batch: 2, config: { queryTile: [64], querySubgroups: 4, keyTile: [32], keySubgroups: 2, chunk: 16, tightScratch: true, dqSharedScratch: true } },
+    { name: 'rpb: 2-D 14x17 K=5x7, GQA 4/2, D=32, Dv=64, head splits', rpb: true, spatial: [14, 17], kernelSize: [5, 7], heads: 4, headsKv: 2, dim: 32, dimV: 64, batch: 2, config: { queryTile: [4, 8], querySubgroups: 4, keyTile: [4, 8], keySubgroups: 4, chunk: 16, dqHeadSplit: true, dkvHeadSplit: true } },
+    { name: 'rpb: 2-D 16x18 K=7x5, dS over V, dkv lean', rpb: true, spatial: [16, 18], kernelSize: [7, 5], dim: 32, config: { queryTile: [4, 8], querySubgroups: 2, keyTile: [4, 8], keySubgroups: 2, chunk: 16, tightScratch: true, dqSharedScratch: true, dqDsOverV: true, dkvLeanScratch: true } },
+    { name: 'rpb: 3-D 5x7x9 K=3x3x5 dilation 1x2x1', rpb: true, spatial: [5, 7, 9], kernelSize: [3, 3, 5], dim: 16, dilation: [1, 2, 1], config: { queryTile: [2, 4, 4], querySubgroups: 2, keyTile: [2, 4, 4], keySubgroups: 2, chunk: 16 } },
+    { name: 'rpb with stride: 2-D 15x16 K=5x7 stride 2x3', rpb: true, stride: [2, 3], spatial: [15, 16], kernelSize: [5, 7], dim: 16, config: { queryTile: [4, 8], querySubgroups: 2, keyTile: [8, 4], keySubgroups: 2, chunk: 16 } },
   ];
   for (const c of cases) {
     it(c.name, async () => {
       const ctx = await gpuContext();
       const { rank, B, H, Hk, Dv } = emulatedSizes(c);
-      const params = { kernelSize: c.kernelSize, dilation: c.dilation ?? 1, isCausal: c.causal ?? false };
+      const params = { kernelSize: c.kernelSize, dilation: c.dilation ?? 1, isCausal: c.causal ?? false, ...(c.stride ? { stride: c.stride } : {}) };
+      const rpb = c.rpb === true ? randn([H, ...c.kernelSize.map((x) => 2 * x - 1)], 'float16', 35) : null;
       const q = randn([B, ...c.spatial, H, c.dim], 'float16', 31);
       const k = randn([B, ...c.spatial, Hk, c.dim], 'float16', 32);
       const v = randn([B, ...c.spatial, Hk, Dv], 'float16', 33);
       const dO = scaled(randn([B, ...c.spatial, H, Dv], 'float16', 34), 0.05);
       const out = tensor([B, ...c.spatial, H, Dv], 'float16');
       const lse = tensor([B, ...c.spatial, H], 'float32');
-      cpuFusedForward(rank, { ...params, query: q, key: k, value: v, output: out, logsumexp: lse, rpb: null });
-      const ref = { dq: tensor(q.shape, 'float16'), dk: tensor(k.shape, 'float16'), dv: tensor(v.shape, 'float16') };
-      cpuFusedBackward(rank, { ...params, query: q, key: k, value: v, output: out, gradOutput: dO, logsumexp: lse, gradQuery: ref.dq, gradKey: ref.dk, gradValue: ref.dv });
+      cpuFusedForward(rank, { ...params, query: q, key: k, value: v, output: out, logsumexp: lse, rpb });
+      const ref = { dq: tensor(q.shape, 'float16'), dk: tensor(k.shape, 'float16'), dv: tensor(v.shape, 'float16'), drpb: rpb ? tensor(rpb.shape, 'float16') : null };
+      cpuFusedBackward(rank, { ...params, query: q, key: k, value: v, output: out, gradOutput: dO, logsumexp: lse, gradQuery: ref.dq, gradKey: ref.dk, gradValue: ref.dv, rpb, gradRpb: ref.drpb });
       const g: FusedBackwardArgs<GpuTensor> = {
         ...params,
         query: ctx.upload(q),
@@ -248,6 +263,8 @@ describe('tensor-core (mma) backward, emulated on this adapter, against the CPU 
         gradQuery: ctx.createTensor(q.shape, 'float16'),
         gradKey: ctx.createTensor(k.shape, 'float16'),
         gradValue: ctx.createTensor(v.shape, 'float16'),
+        rpb: rpb ? ctx.upload(rpb) : null,
+        gradRpb: rpb ? ctx.createTensor(rpb.shape, 'float16') : null,
       };
       // The config runs as `fusedBackwardMma` runs it (its own specs and dispatches), each mma kernel swapped for
       // its emulation. (Until session 10 this test built the kernels' specs itself and dropped the configs' scratch
@@ -255,16 +272,20 @@ describe('tensor-core (mma) backward, emulated on this adapter, against the CPU 
       const config: MmaBackwardConfig = { path: 'mma', chunk: 32, ...c.config };
       const view = emulatingTensorCoreView(ctx);
       await fusedBackwardMma(view, rank, g, config);
-      const first = [await ctx.read(g.gradQuery), await ctx.read(g.gradKey), await ctx.read(g.gradValue)] as const;
-      expectClose(first[0], ref.dq, 1e-2, 'dQ');
-      expectClose(first[1], ref.dk, 1e-2, 'dK');
-      expectClose(first[2], ref.dv, 1e-2, 'dV');
-      // Deterministic by construction (each kernel owns its output rows, no atomics): a second run is bit-identical.
+      const read = async (): Promise<Tensor[]> => [await ctx.read(g.gradQuery), await ctx.read(g.gradKey), await ctx.read(g.gradValue), ...(g.gradRpb ? [await ctx.read(g.gradRpb)] : [])];
+      const first = await read();
+      expectClose(first[0] as Tensor, ref.dq, 1e-2, 'dQ');
+      expectClose(first[1] as Tensor, ref.dk, 1e-2, 'dK');
+      expectClose(first[2] as Tensor, ref.dv, 1e-2, 'dV');
+      // d_rpb sums dS over every query of the batch: its tolerance scales with its largest entry (f16 output).
+      if (ref.drpb) expectClose(first[3] as Tensor, ref.drpb, 1e-2 * Math.max(1, ...toFloat64Values(ref.drpb).map(Math.abs)), 'dRpb');
+      // Deterministic by construction (each kernel owns its output rows, no atomics; d_rpb sums in a fixed order): a
+      // second run is bit-identical.
       await fusedBackwardMma(view, rank, g, config);
-      const again = [await ctx.read(g.gradQuery), await ctx.read(g.gradKey), await ctx.read(g.gradValue)];
+      const again = await read();
       const bytes = (t: Tensor): Buffer => Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength);
-      again.forEach((t, i) => expect(bytes(t).equals(bytes(first[i] as Tensor)), `run 2, gradient ${['dQ', 'dK', 'dV'][i]}`).toBe(true));
-      for (const t of [g.query, g.key, g.value, g.output, g.gradOutput, g.logsumexp, g.gradQuery, g.gradKey, g.gradValue]) ctx.releaseTensor(t);
+      again.forEach((t, i) => expect(bytes(t).equals(bytes(first[i] as Tensor)), `run 2, gradient ${['dQ', 'dK', 'dV', 'dRpb'][i]}`).toBe(true));
+      for (const t of [g.query, g.key, g.value, g.output, g.gradOutput, g.logsumexp, g.gradQuery, g.gradKey, g.gradValue, g.rpb, g.gradRpb]) if (t) ctx.releaseTensor(t);
     });
   }
 });

@@ -40,6 +40,7 @@ import {
   mmaConfigFits,
   type MmaBackwardConfig,
   mmaBackwardCommands,
+  mmaBackwardScratch,
   mmaBackwardConfigFits,
   mmaBackwardTile,
   type MmaForwardConfig,
@@ -177,6 +178,10 @@ if ((values.mode === 'check' || values.mode === 'both') && !('why' in avail)) {
     { name: '2d 56x56 K=7 d=2 rpb D=32 B=2', rank: 2, spatial: [56, 56], heads: 2, dim: 32, kernelSize: [7, 7], dilation: [2, 2], rpb: true, batch: 2 },
     { name: '1d L=500 K=63 rpb', rank: 1, spatial: [500], heads: 2, dim: 64, kernelSize: [63], rpb: true },
     { name: '3d 8x12x12 K=3x5x5 rpb', rank: 3, spatial: [8, 12, 12], heads: 2, dim: 64, kernelSize: [3, 5, 5], rpb: true },
+    // rpb with strides (session 20: the default route keeps them on the plain path until checked here).
+    { name: '2d 30x34 K=7 s=2x3 rpb', rank: 2, spatial: [30, 34], heads: 2, dim: 64, kernelSize: [7, 7], stride: [2, 3], rpb: true },
+    { name: '1d L=300 K=31 s=4 rpb D=32', rank: 1, spatial: [300], heads: 2, dim: 32, kernelSize: [31], stride: [4], rpb: true },
+    { name: '3d 8x12x12 K=3x5x5 s=1x2x3 d=1x2x1 rpb', rank: 3, spatial: [8, 12, 12], heads: 2, dim: 32, kernelSize: [3, 5, 5], stride: [1, 2, 3], dilation: [1, 2, 1], rpb: true },
   ];
   // --dtype float32: the same problems on the split forward (f16 hi + lo, three multiplies), tolerance 1e-4.
   const dtype: 'float16' | 'float32' = values.dtype === 'float32' ? 'float32' : 'float16';
@@ -282,7 +287,15 @@ async function backwardArgs(p: Problem) {
   const t = makeArgs(p, 11);
   const f = gpuArgs(ctx, p, t);
   await fusedForward(ctx, p.rank, f);
-  const g = { ...f, logsumexp: f.logsumexp as GpuTensor, gradOutput: ctx.upload(t.out), gradQuery: ctx.createTensor(t.q.shape, 'float16'), gradKey: ctx.createTensor(t.k.shape, 'float16'), gradValue: ctx.createTensor(t.v.shape, 'float16') };
+  const g = {
+    ...f,
+    logsumexp: f.logsumexp as GpuTensor,
+    gradOutput: ctx.upload(t.out),
+    gradQuery: ctx.createTensor(t.q.shape, 'float16'),
+    gradKey: ctx.createTensor(t.k.shape, 'float16'),
+    gradValue: ctx.createTensor(t.v.shape, 'float16'),
+    gradRpb: t.rpb ? ctx.createTensor(t.rpb.shape, 'float16') : null,
+  };
   return { t, f, g };
 }
 
@@ -301,38 +314,65 @@ if ((values.mode === 'bcheck' || values.mode === 'backward') && !('why' in avail
     { name: '2d 30x34 K=7 s=2x3', rank: 2, spatial: [30, 34], heads: 2, dim: 64, kernelSize: [7, 7], stride: [2, 3] },
     { name: '1d L=300 K=31 s=4 causal', rank: 1, spatial: [300], heads: 2, dim: 32, kernelSize: [31], stride: [4], isCausal: [true] },
     { name: '3d 8x12x12 K=3x5x5 s=1x2x3 d=1x2x1', rank: 3, spatial: [8, 12, 12], heads: 2, dim: 32, kernelSize: [3, 5, 5], stride: [1, 2, 3], dilation: [1, 2, 1] },
+    // rpb with d_rpb (session 20: the mma backward's bias and dS scratch), then rpb with strides.
+    { name: '2d 19x23 K=5x7 rpb', rank: 2, spatial: [19, 23], heads: 2, dim: 64, kernelSize: [5, 7], rpb: true },
+    { name: '2d 16x16 K=7 GQA rpb', rank: 2, spatial: [16, 16], heads: 4, headsKv: 2, dim: 64, kernelSize: [7, 7], rpb: true },
+    { name: '2d 56x56 K=7 d=2 rpb D=32 B=2', rank: 2, spatial: [56, 56], heads: 2, dim: 32, kernelSize: [7, 7], dilation: [2, 2], rpb: true, batch: 2 },
+    { name: '2d 45x50 K=33 rpb D=128', rank: 2, spatial: [45, 50], heads: 2, dim: 128, kernelSize: [33, 33], rpb: true },
+    { name: '1d L=500 K=63 rpb', rank: 1, spatial: [500], heads: 2, dim: 64, kernelSize: [63], rpb: true },
+    { name: '1d L=1500 K=1025 rpb D=64', rank: 1, spatial: [1500], heads: 2, dim: 64, kernelSize: [1025], rpb: true },
+    { name: '3d 8x12x12 K=3x5x5 rpb', rank: 3, spatial: [8, 12, 12], heads: 2, dim: 64, kernelSize: [3, 5, 5], rpb: true },
+    { name: '2d 30x34 K=7 s=2x3 rpb', rank: 2, spatial: [30, 34], heads: 2, dim: 64, kernelSize: [7, 7], stride: [2, 3], rpb: true },
+    { name: '1d L=300 K=31 s=4 rpb D=32', rank: 1, spatial: [300], heads: 2, dim: 32, kernelSize: [31], stride: [4], rpb: true },
   ];
-  console.log('\n== mma backward vs CPU reference (f16; dO scaled by 0.05; tolerance 1e-2)');
+  console.log('\n== mma backward vs CPU reference (f16; dO scaled by 0.05; tolerance 1e-2, d_rpb 1e-2 x max(1, max |d_rpb|))');
   for (const p of checks) {
     const t = makeArgs(p, 5);
     const h = hostArgs(p, t);
     cpuFusedForward(p.rank, h);
     // dO scaled by 0.05, as NATTEN's backward tests do.
     const dO = tensorFromValues(t.out.shape, 'float16', toFloat64Values(randn(t.out.shape, 'float16', 6)).map((x) => x * 0.05));
-    const ref = { dq: tensor(t.q.shape, 'float16'), dk: tensor(t.k.shape, 'float16'), dv: tensor(t.v.shape, 'float16') };
-    cpuFusedBackward(p.rank, { ...h, logsumexp: t.lse, gradOutput: dO, gradQuery: ref.dq, gradKey: ref.dk, gradValue: ref.dv, rpb: null });
-    const g = { ...h, query: ctx.upload(t.q), key: ctx.upload(t.k), value: ctx.upload(t.v), output: ctx.upload(t.out), logsumexp: ctx.upload(t.lse), gradOutput: ctx.upload(dO), gradQuery: ctx.createTensor(t.q.shape, 'float16'), gradKey: ctx.createTensor(t.k.shape, 'float16'), gradValue: ctx.createTensor(t.v.shape, 'float16'), rpb: null };
+    const ref = { dq: tensor(t.q.shape, 'float16'), dk: tensor(t.k.shape, 'float16'), dv: tensor(t.v.shape, 'float16'), drpb: t.rpb ? tensor(t.rpb.shape, 'float16') : null };
+    cpuFusedBackward(p.rank, { ...h, logsumexp: t.lse, gradOutput: dO, gradQuery: ref.dq, gradKey: ref.dk, gradValue: ref.dv, gradRpb: ref.drpb });
+    const g = {
+      ...h,
+      query: ctx.upload(t.q),
+      key: ctx.upload(t.k),
+      value: ctx.upload(t.v),
+      output: ctx.upload(t.out),
+      logsumexp: ctx.upload(t.lse),
+      gradOutput: ctx.upload(dO),
+      gradQuery: ctx.createTensor(t.q.shape, 'float16'),
+      gradKey: ctx.createTensor(t.k.shape, 'float16'),
+      gradValue: ctx.createTensor(t.v.shape, 'float16'),
+      rpb: t.rpb ? ctx.upload(t.rpb) : null,
+      gradRpb: t.rpb ? ctx.createTensor(t.rpb.shape, 'float16') : null,
+    };
     const def = checkFusedBackwardMma(ctx, p.rank, g).config;
     for (const [variant, config] of [['default', def] as const, ...backwardVariants(p.rank, def, g)]) {
       try {
         await fusedBackwardMma(ctx, p.rank, g, config);
         const errs = [maxErr(await ctx.read(g.gradQuery), ref.dq), maxErr(await ctx.read(g.gradKey), ref.dk), maxErr(await ctx.read(g.gradValue), ref.dv)];
-        const ok = errs.every((e) => e.err <= 1e-2 && e.nan === 0);
+        const drpb = g.gradRpb && ref.drpb ? maxErr(await ctx.read(g.gradRpb), ref.drpb) : undefined;
+        const drpbScale = ref.drpb ? Math.max(1, ...toFloat64Values(ref.drpb).map(Math.abs)) : 1;
+        const ok = errs.every((e) => e.err <= 1e-2 && e.nan === 0) && (drpb === undefined || (drpb.err <= 1e-2 * drpbScale && drpb.nan === 0));
         if (!ok) failures++;
-        console.log(`${ok ? 'ok  ' : 'FAIL'} ${p.name.padEnd(34)} ${variant.padEnd(12)} dQ ${errs[0]?.err.toExponential(2)} dK ${errs[1]?.err.toExponential(2)} dV ${errs[2]?.err.toExponential(2)}`);
+        console.log(
+          `${ok ? 'ok  ' : 'FAIL'} ${p.name.padEnd(34)} ${variant.padEnd(12)} dQ ${errs[0]?.err.toExponential(2)} dK ${errs[1]?.err.toExponential(2)} dV ${errs[2]?.err.toExponential(2)}${drpb ? ` dRpb ${drpb.err.toExponential(2)} (of ${drpbScale.toFixed(2)})` : ''}`,
+        );
       } catch (e) {
         failures++;
         console.log(`FAIL ${p.name} ${variant}: ${(e as Error).message.split('\n').slice(0, 6).join(' | ')}`);
       }
     }
-    for (const x of [g.query, g.key, g.value, g.output, g.logsumexp, g.gradOutput, g.gradQuery, g.gradKey, g.gradValue]) x.buffer.destroy();
+    for (const x of [g.query, g.key, g.value, g.output, g.logsumexp, g.gradOutput, g.gradQuery, g.gradKey, g.gradValue, g.rpb, g.gradRpb]) x?.buffer.destroy();
   }
 }
 if ((values.mode === 'bspeed' || values.mode === 'backward') && !('why' in avail)) {
   const reps = Number(values.reps);
   console.log('\n== backward speed (f16, GPU time of all dispatches, median): mma vs the plain default');
-  // `--routes true`: the stride problems (the mma backward has no rpb).
-  const problems = values.routes === 'true' ? routeProblems(values.only as string).filter((p) => p.rpb !== true) : speedProblems(values.only as string);
+  // `--routes true`: the rpb (with d_rpb) and stride problems.
+  const problems = values.routes === 'true' ? routeProblems(values.only as string) : speedProblems(values.only as string);
   for (const p of problems) {
     const { f, g } = await backwardArgs(p);
     const def = checkFusedBackwardMma(ctx, p.rank, g).config;
@@ -341,6 +381,8 @@ if ((values.mode === 'bspeed' || values.mode === 'backward') && !('why' in avail
     for (const [name, run] of [
       ['mma', () => fusedBackwardMma(ctx, p.rank, g, def)] as const,
       ...backwardVariants(p.rank, def, g).map(([v, c]) => [`mma ${v}`, () => fusedBackwardMma(ctx, p.rank, g, c)] as const),
+      // With rpb: the same without d_rpb (what the dS scratch and the d_rpb passes cost).
+      ...(g.gradRpb ? [['mma no d_rpb', () => fusedBackwardMma(ctx, p.rank, { ...g, gradRpb: null }, def)] as const] : []),
       // The plain backward's default config (fusedBackward itself now routes to the mma path here).
       ['plain', () => fusedBackwardWithConfig(ctx, p.rank, g, selectFusedBackward(ctx, p.rank, g).config)],
       ['mma again', () => fusedBackwardMma(ctx, p.rank, g, def)],
@@ -353,7 +395,7 @@ if ((values.mode === 'bspeed' || values.mode === 'backward') && !('why' in avail
       }
     }
     free(f);
-    for (const x of [g.gradOutput, g.gradQuery, g.gradKey, g.gradValue]) x.buffer.destroy();
+    for (const x of [g.gradOutput, g.gradQuery, g.gradKey, g.gradValue, g.gradRpb]) x?.buffer.destroy();
   }
 }
 // ---- per-kernel backward times (`--mode bkernels`): the default and each `--configs` config, whole (both
@@ -361,26 +403,29 @@ if ((values.mode === 'bspeed' || values.mode === 'backward') && !('why' in avail
 if (values.mode === 'bkernels' && !('why' in avail)) {
   const reps = Number(values.reps);
   console.log('\n== backward per kernel (f16, GPU time, median): whole, then each dispatch alone');
-  for (const p of speedProblems(values.only as string)) {
-    const { t, f, g } = await backwardArgs(p);
+  // `--routes true`: the rpb (dq, dkv, then the two d_rpb passes) and stride problems.
+  for (const p of values.routes === 'true' ? routeProblems(values.only as string) : speedProblems(values.only as string)) {
+    const { f, g } = await backwardArgs(p);
     const def = checkFusedBackwardMma(ctx, p.rank, g).config;
-    const delta = ctx.createTensor(t.lse.shape, 'float32');
     // One discarded timing first (a problem's first readings were often slow), and the default again last.
     await timeRun(ctx, () => fusedBackwardMma(ctx, p.rank, g, def), reps, warmer);
     for (const [name, config] of [['default', def] as const, ...backwardVariants(p.rank, def, g), ['default again', def] as const]) {
       try {
         const whole = await timeRun(ctx, () => fusedBackwardMma(ctx, p.rank, g, config), reps, warmer);
         const plan = checkFusedBackwardMma(ctx, p.rank, g, config);
-        const [dq, dkv] = mmaBackwardCommands(ctx, plan.kernels, plan.problem, g, plan.config, delta) as [DispatchCommand, DispatchCommand];
-        const each = [await timeCommand(ctx, dq, reps, warmer), await timeCommand(ctx, dkv, reps, warmer)];
-        console.log(`${p.name.padEnd(34)} ${name.slice(0, 60).padEnd(60)} ${(whole * 1000).toFixed(1).padStart(9)} us = dq ${each[0]?.toFixed(1)} + dkv ${each[1]?.toFixed(1)} us`);
+        const scratch = mmaBackwardScratch(ctx, plan.problem, g.logsumexp.shape);
+        const names = ['dq', 'dkv', 'rpb-partial', 'rpb-reduce'];
+        const each: string[] = [];
+        for (const [i, c] of mmaBackwardCommands(ctx, plan.kernels, plan.problem, g, plan.config, scratch).entries()) each.push(`${names[i] ?? i} ${(await timeCommand(ctx, c, reps, warmer)).toFixed(1)}`);
+        scratch.release();
+        console.log(`${p.name.padEnd(34)} ${name.slice(0, 60).padEnd(60)} ${(whole * 1000).toFixed(1).padStart(9)} us = ${each.join(' + ')} us`);
       } catch (e) {
         failures++;
         console.log(`${p.name} ${name}: ${(e as Error).message.split('\n')[0]}`);
       }
     }
     free(f);
-    for (const x of [g.gradOutput, g.gradQuery, g.gradKey, g.gradValue, delta]) x.buffer.destroy();
+    for (const x of [g.gradOutput, g.gradQuery, g.gradKey, g.gradValue, g.gradRpb]) x?.buffer.destroy();
   }
 }
 
@@ -395,7 +440,7 @@ if (values.mode === 'bconcurrent' && !('why' in avail)) {
   for (const p of speedProblems(values.only as string)) {
     const { f, g, def, delta } = await backwardDefault(p);
     const scratch = ctx.createTensor(g.logsumexp.shape, 'float32');
-    const [dq, dkv] = mmaBackwardCommands(ctx, def.kernels, def.problem, g, def.config, delta) as [DispatchCommand, DispatchCommand];
+    const [dq, dkv] = mmaBackwardCommands(ctx, def.kernels, def.problem, g, def.config, { delta }) as [DispatchCommand, DispatchCommand];
     const dqS: DispatchCommand = { ...dq, buffers: [...dq.buffers.slice(0, -1), scratch.buffer] };
     const rows = g.logsumexp.shape.reduce((a, b) => a * b, 1);
     const deltaCmd: DispatchCommand = {
@@ -467,7 +512,7 @@ if (values.mode === 'bprobe' && !('why' in avail)) {
   console.log('\n== backward timing probes (f16, default config, each kernel alone, patched kernel texts; GPU time, median)');
   for (const p of speedProblems(values.only as string)) {
     const { f, g, def, delta } = await backwardDefault(p);
-    const [dq, dkv] = mmaBackwardCommands(ctx, def.kernels, def.problem, g, def.config, delta) as [DispatchCommand, DispatchCommand];
+    const [dq, dkv] = mmaBackwardCommands(ctx, def.kernels, def.problem, g, def.config, { delta }) as [DispatchCommand, DispatchCommand];
     // dq first (it writes delta, which dkv reads); one discarded timing of each.
     for (const c of [dq, dkv]) await timeCommand(ctx, c, reps, warmer);
     const names = BACKWARD_PROBES.filter((n) => values.probes === '' || values.probes.split(',').includes(n));
@@ -551,7 +596,7 @@ if (values.mode === 'occupancy' && !('why' in avail)) {
     }
     free(g);
     const b = await backwardDefault(p);
-    const [dq, dkv] = mmaBackwardCommands(ctx, b.def.kernels, b.def.problem, b.g, b.def.config, b.delta) as [DispatchCommand, DispatchCommand];
+    const [dq, dkv] = mmaBackwardCommands(ctx, b.def.kernels, b.def.problem, b.g, b.def.config, { delta: b.delta }) as [DispatchCommand, DispatchCommand];
     for (const [kernel, c] of [['dq', dq], ['dkv', dkv]] as const) {
       try {
         console.log(`${p.name.padEnd(34)} ${kernel.padEnd(3)} ${String(c.kernel.workgroupBytes).padStart(6)} B: ${fmt(await resident([c]), total([c]))}`);
@@ -575,7 +620,7 @@ if (values.mode === 'bsweep' && !('why' in avail)) {
     const { f, g, def, delta } = await backwardDefault(p);
     const best = { dq: Number.POSITIVE_INFINITY, dkv: Number.POSITIVE_INFINITY, dqAt: '', dkvAt: '' };
     // One discarded timing of the default's kernels first (a problem's first readings were often 2-4x slow).
-    for (const c of mmaBackwardCommands(ctx, def.kernels, def.problem, g, def.config, delta)) await timeCommand(ctx, c, reps, warmer);
+    for (const c of mmaBackwardCommands(ctx, def.kernels, def.problem, g, def.config, { delta })) await timeCommand(ctx, c, reps, warmer);
     // --hsplit true: each subgroup count also with two subgroups per 16 rows in both kernels (dqHeadSplit,
     // dkvHeadSplit; tiles of 8 rows per subgroup, one scratch each, no dS over V).
     const splits = values.hsplit === 'true' ? [false, true] : [false];
@@ -606,7 +651,7 @@ if (values.mode === 'bsweep' && !('why' in avail)) {
         const name = `sg${subgroups} ${tile.join('x')}${chunk === 32 ? ' c32' : ''}${tight ? ' tight' : ''}${shared ? ' dqsh' : ''}${overV ? ' dsv' : ''}${split ? ' hsplit' : ''} ${mark(def.config.queryTile, def.config.querySubgroups, dqSame)}${mark(def.config.keyTile, def.config.keySubgroups, kvSame)}`;
         try {
           const { kernels } = checkFusedBackwardMma(ctx, p.rank, g, config);
-          const [dq, dkv] = mmaBackwardCommands(ctx, kernels, def.problem, g, config, delta) as [DispatchCommand, DispatchCommand];
+          const [dq, dkv] = mmaBackwardCommands(ctx, kernels, def.problem, g, config, { delta }) as [DispatchCommand, DispatchCommand];
           // dq first (it writes delta, which dkv reads).
           const dqUs = await timeCommand(ctx, dq, reps, warmer);
           const dkvUs = await timeCommand(ctx, dkv, reps, warmer);

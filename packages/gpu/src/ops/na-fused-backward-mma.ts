@@ -1,8 +1,9 @@
 /**
  * Tensor-core fused NA backward (`@natten-web/wgsl`'s `generateFusedBackwardMmaDq` and `generateFusedBackwardMmaDkv`):
  * planning and dispatch. Needs what the mma forward needs (subgroup matrices with an f16 -> f32 16x16x16 config, a
- * fixed 32-wide subgroup), float16 tensors, head dims that are multiples of 16, and no relative positional bias.
- * Checked against the CPU reference through an emulation on lavapipe and on an H200, where it measured 1.02-2.6x
+ * fixed 32-wide subgroup), float16 tensors and head dims that are multiples of 16. With relative positional bias
+ * both kernels add it to the recomputed logits and, for d_rpb, the dq kernel writes dS in window order for the plain
+ * backward's fixed-order d_rpb passes (`planRpbReducePasses`). Checked against the CPU reference through an emulation on lavapipe and on an H200, where it measured 1.02-2.6x
  * faster than the plain backward on every benchmark problem: `fusedBackward` without a config runs it there
  * (`defaultBackwardMma`).
  */
@@ -20,6 +21,9 @@ import {
   MMA_FAST_DIVIDE_ROWS,
   MMA_FRAGMENT,
   MMA_SUBGROUP_SIZE,
+  type NamedKernel,
+  planRpbReducePasses,
+  rpbDsScratchElements,
   tileShapes,
 } from '@natten-web/wgsl';
 import { type DispatchCommand, foldWorkgroups, type GpuContext, type GpuTensor } from '../context.ts';
@@ -115,9 +119,9 @@ export function mmaBackwardFlags(c: MmaBackwardConfig): string[] {
   ]);
 }
 
-/** Why the mma backward cannot run this problem (dtype, head dims, rpb), or undefined. */
+/** Why the mma backward cannot run this problem (dtype, head dims), or undefined. */
 export function mmaBackwardProblemFit(problem: FusedBackwardProblem): string | undefined {
-  return sgmatProblemFit(problem) ?? (problem.hasRpb || problem.hasGradRpb ? 'the tensor-core backward has no relative positional bias (fusedBackward serves rpb)' : undefined);
+  return sgmatProblemFit(problem);
 }
 
 /** Whether a kernel whose config leaves its unit steps unset compiles them in (where the problem has them): non-causal problems. */
@@ -145,7 +149,10 @@ function specOf(problem: FusedBackwardProblem, config: MmaBackwardConfig, kernel
     ...(kernel === 'dkv' && config.dkvLeanScratch === true ? { leanScratch: true } : {}),
     // The dq kernel's 3-D key-box decoding by float reciprocal, as the forward's (3-D forward 222.4 -> 213.0 us).
     ...(kernel === 'dq' && rank === 3 && keyBoxRowsBound(problem, config.queryTile) < MMA_FAST_DIVIDE_ROWS ? { fastDivide: true } : {}),
-    ...(packedCoordsFit(problem) ? { packedCoords: true } : {}),
+    // Packed coordinates carry offsets in the box, and the bias needs each staged row's coordinates.
+    ...(packedCoordsFit(problem) && !problem.hasRpb ? { packedCoords: true } : {}),
+    ...(problem.hasRpb ? { hasRpb: true } : {}),
+    ...(kernel === 'dq' && problem.hasGradRpb ? { gradRpb: true } : {}),
     // Dilation and stride 1 compiled in (H200, session 15, same call: 1-D L=4096 K=127 0.083 -> 0.078 ms, 2-D 128x128
     // K=7 0.296 -> 0.266, 3-D 0.593 -> 0.548), except on causal problems, where the 1-D K=2047 causal backward ran
     // slower with it (4.12 -> 4.24 ms).
@@ -320,46 +327,97 @@ export function mmaBackwardTwins(ctx: GpuContext, problem: FusedBackwardProblem,
 
 /**
  * The mma backward config the default backward (`fusedBackward` without tiles, lanes, splits or a delta choice)
- * runs, or undefined for the plain path: where the path can run (float16, no rpb, head dims multiples of 16) and
- * head dims up to 128 (as measured). Measured on an H200 against the plain default backward (f16, same run): 1.02x
- * (2-D K=7) to 2.6x (FLUX-like) faster on all seven benchmark problems; with strides (session 19) 3.6x (1-D L=4096
- * K=127 stride 16, 0.084 against 0.298 ms) to 6.2x (2-D 128x128 K=13 stride 4x2, 0.470 against 2.891 ms).
+ * runs, or undefined for the plain path: where the path can run (float16, head dims multiples of 16) and head dims
+ * up to 128 (as measured). Measured on an H200 against the plain default backward (f16, same run): 1.02x (2-D K=7)
+ * to 2.6x (FLUX-like) faster on all seven benchmark problems; with strides (session 19) 3.6x (1-D L=4096 K=127
+ * stride 16, 0.084 against 0.298 ms) to 6.2x (2-D 128x128 K=13 stride 4x2, 0.470 against 2.891 ms); with rpb and
+ * d_rpb (session 20; both paths with the same d_rpb passes) 2.4x (2-D 14x14 K=7 head dim 32 batch 8, 0.072 against
+ * 0.173 ms) to 4.8x (3-D 16x32x32 K=3x7x7, 1.010 against 4.862 ms), with rpb and strides 3.3x and 4.0x.
  */
 export function defaultBackwardMma(ctx: GpuContext, problem: FusedBackwardProblem): MmaBackwardConfig | undefined {
   if (problem.dim > 128 || problem.dimV > 128) return undefined;
   return defaultMmaBackwardConfig(ctx, problem);
 }
 
+/** The mma backward's kernels: dq, dkv, and with gradRpb the two d_rpb passes (block partials, then their sum). */
+export interface MmaBackwardKernels {
+  readonly dq: GeneratedKernel;
+  readonly dkv: GeneratedKernel;
+  readonly rpbPasses?: readonly [NamedKernel, NamedKernel];
+}
+
 /**
- * The two dispatches (dq, then dkv) for given kernels; `delta` is a float32 scratch shaped like the logsumexp. For
- * tests that substitute emulated kernels; `fusedBackwardMma` runs the real ones.
+ * The float32 scratches a call needs: delta (shaped like the logsumexp) and, with gradRpb, dS in window order and
+ * the d_rpb block partials.
+ */
+export interface MmaBackwardScratch {
+  readonly delta: GpuTensor;
+  readonly ds?: GpuTensor;
+  readonly rpbPartial?: GpuTensor;
+}
+
+/** Allocate a call's scratches (`release` them after the dispatch). */
+export function mmaBackwardScratch(ctx: GpuContext, problem: FusedBackwardProblem, logsumexpShape: readonly number[]): MmaBackwardScratch & { release(): void } {
+  const delta = ctx.tempTensor(logsumexpShape, 'float32', { label: 'mma backward delta' });
+  const ds = problem.hasGradRpb ? ctx.tempTensor([rpbDsScratchElements(problem)], 'float32', { label: 'mma backward dS (d_rpb)' }) : undefined;
+  const rpbPartial = problem.hasGradRpb ? ctx.tempTensor([planRpbReducePasses(problem, 'float16').partialElements], 'float32', { label: 'mma backward d_rpb partials' }) : undefined;
+  return {
+    delta,
+    ...(ds ? { ds } : {}),
+    ...(rpbPartial ? { rpbPartial } : {}),
+    release: () => {
+      for (const t of [delta, ds, rpbPartial]) if (t) ctx.releaseTensor(t);
+    },
+  };
+}
+
+/**
+ * The dispatches (dq, dkv, and with gradRpb the d_rpb pass) for given kernels and scratches. For tests that
+ * substitute emulated kernels; `fusedBackwardMma` runs the real ones.
  */
 export function mmaBackwardCommands(
   ctx: GpuContext,
-  kernels: { readonly dq: GeneratedKernel; readonly dkv: GeneratedKernel },
+  kernels: MmaBackwardKernels,
   problem: FusedBackwardProblem,
   args: FusedBackwardArgs<GpuTensor>,
   config: MmaBackwardConfig,
-  delta: GpuTensor,
+  scratch: MmaBackwardScratch,
 ): DispatchCommand[] {
   const max = ctx.limits.maxComputeWorkgroupsPerDimension;
   const dq = fusedForwardDispatch(problem, config.queryTile);
   const kv = fusedForwardDispatch(problem, config.keyTile);
   const kvTotal = (kv.workgroups / problem.heads) * problem.headsKv;
-  return [
+  const rpb = problem.hasRpb && args.rpb ? [args.rpb.buffer] : [];
+  const wantsDs = problem.hasGradRpb && args.gradRpb;
+  if (wantsDs && (!scratch.ds || !scratch.rpbPartial || !kernels.rpbPasses)) throw new NattenArgumentError('mmaBackwardCommands: gradRpb needs the dS and partial scratches and the d_rpb kernels');
+  const commands: DispatchCommand[] = [
     {
       kernel: kernels.dq,
-      buffers: [args.query.buffer, args.key.buffer, args.value.buffer, args.output.buffer, args.gradOutput.buffer, args.logsumexp.buffer, args.gradQuery.buffer, delta.buffer],
+      buffers: [args.query.buffer, args.key.buffer, args.value.buffer, args.output.buffer, args.gradOutput.buffer, args.logsumexp.buffer, args.gradQuery.buffer, scratch.delta.buffer, ...rpb, ...(wantsDs && scratch.ds ? [scratch.ds.buffer] : [])],
       uniforms: dq.uniforms,
       workgroups: foldWorkgroups(dq.workgroups, max),
     },
     {
       kernel: kernels.dkv,
-      buffers: [args.query.buffer, args.key.buffer, args.value.buffer, args.gradOutput.buffer, args.logsumexp.buffer, delta.buffer, args.gradKey.buffer, args.gradValue.buffer],
+      buffers: [args.query.buffer, args.key.buffer, args.value.buffer, args.gradOutput.buffer, args.logsumexp.buffer, scratch.delta.buffer, args.gradKey.buffer, args.gradValue.buffer, ...rpb],
       uniforms: { ...kv.uniforms, total_wg: kvTotal },
       workgroups: foldWorkgroups(kvTotal, max),
     },
   ];
+  if (wantsDs && scratch.ds && scratch.rpbPartial && kernels.rpbPasses && args.gradRpb) {
+    const [partial, reduce] = planRpbReducePasses(problem, 'float16', max).passes;
+    commands.push(
+      { kernel: kernels.rpbPasses[0], buffers: [scratch.ds.buffer, scratch.rpbPartial.buffer], uniforms: partial.uniforms, workgroups: partial.workgroups },
+      { kernel: kernels.rpbPasses[1], buffers: [scratch.rpbPartial.buffer, args.gradRpb.buffer], uniforms: reduce.uniforms, workgroups: reduce.workgroups },
+    );
+  }
+  return commands;
+}
+
+/** The d_rpb passes' kernels of a problem (they do not depend on the config). */
+function rpbKernels(problem: FusedBackwardProblem): readonly [NamedKernel, NamedKernel] {
+  const [partial, reduce] = planRpbReducePasses(problem, 'float16').passes;
+  return [partial.kernel, reduce.kernel];
 }
 
 /** Validate a call for the mma backward and pick its config (no GPU work). */
@@ -368,7 +426,7 @@ export function checkFusedBackwardMma(
   rank: NaRank,
   args: FusedBackwardArgs<TensorLike>,
   config?: MmaBackwardConfig,
-): { problem: FusedBackwardProblem; config: MmaBackwardConfig; kernels: { dq: GeneratedKernel; dkv: GeneratedKernel } } {
+): { problem: FusedBackwardProblem; config: MmaBackwardConfig; kernels: MmaBackwardKernels } {
   const op = opName(rank, 'backward');
   const problem = checkFusedBackward(op, rank, { ...args, queryTileSize: undefined, keyTileSize: undefined, lanes: undefined }, FUSED_BACKWARD_TILES);
   const avail = mmaAvailability(ctx);
@@ -385,6 +443,7 @@ export function checkFusedBackwardMma(
     kernels: {
       dq: memoKernel('fused-backward-mma-dq', specOf(problem, cfg, 'dq'), generateFusedBackwardMmaDq),
       dkv: memoKernel('fused-backward-mma-dkv', specOf(problem, cfg, 'dkv'), generateFusedBackwardMmaDkv),
+      ...(problem.hasGradRpb ? { rpbPasses: rpbKernels(problem) } : {}),
     },
   };
 }
@@ -392,10 +451,10 @@ export function checkFusedBackwardMma(
 /** Run the mma backward: gradQuery, gradKey, gradValue written in place (throws where it cannot run). */
 export async function fusedBackwardMma(ctx: GpuContext, rank: NaRank, args: FusedBackwardArgs<GpuTensor>, config?: MmaBackwardConfig): Promise<void> {
   const { problem, config: cfg, kernels } = checkFusedBackwardMma(ctx, rank, args, config);
-  const delta = ctx.tempTensor(args.logsumexp.shape, 'float32', { label: 'mma backward delta' });
+  const scratch = mmaBackwardScratch(ctx, problem, args.logsumexp.shape);
   try {
-    await ctx.dispatch(mmaBackwardCommands(ctx, kernels, problem, args, cfg, delta), opName(rank, 'backward'));
+    await ctx.dispatch(mmaBackwardCommands(ctx, kernels, problem, args, cfg, scratch), opName(rank, 'backward'));
   } finally {
-    ctx.releaseTensor(delta);
+    scratch.release();
   }
 }

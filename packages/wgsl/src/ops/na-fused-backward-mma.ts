@@ -1,8 +1,10 @@
 /**
  * Fused neighborhood-attention backward on tensor cores (`fusedBackwardMma` in @natten-web/gpu, which
  * `fusedBackward` runs by default for f16 on adapters with subgroup matrices): the multi-subgroup structure of the mma forward (na-fused-forward-mma.ts) applied to the two
- * gradient kernels of the plain backward (na-fused-backward.ts), f16 inputs, no relative positional bias.
- * Deterministic: each kernel owns its output rows, no atomics.
+ * gradient kernels of the plain backward (na-fused-backward.ts), f16 inputs. Deterministic: each kernel owns its
+ * output rows, no atomics. With relative positional bias (`hasRpb`) both kernels add the bias to the recomputed
+ * logits, and the dq kernel (`gradRpb`) writes each in-window dS (f32) to the plain backward's dS scratch in window
+ * order, which the plain backward's `rpb-reduce` pass sums in a fixed order into d_rpb.
  *
  * 1. `dq` (one workgroup per query tile of 16 x NSG queries, decoded and boxed as the forward): its prologue computes
  *    delta = rowsum(dO * O) per query (two lanes per row) and writes it for pass 2; Q and dO fragments are gathered
@@ -24,7 +26,7 @@
  */
 import { NattenArgumentError, type NaRank } from '@natten-web/core';
 import { type GeneratedKernel, kernelKey, type StorageBinding, type UniformField, uniformDecl } from '../kernel.ts';
-import { tokenOf } from '../snippets/fused-index.ts';
+import { rpbIndexExpr, rpbWindowProblem, tokenOf } from '../snippets/fused-index.ts';
 import { windowFunctions } from '../snippets/window.ts';
 import { forwardWorkgroupPrologue, fusedForwardUniformFields, rowLoader, workgroupTileDecode } from './na-fused-forward.ts';
 import { COORD, MMA_FRAGMENT, MMA_HEADER, MMA_SUBGROUP_SIZE, type MmaLayout, mmaBindingDecls, mmaBoxCursor, mmaDecodeTile, mmaInWindow, mmaCoordTable, mmaLayout, mmaPackedCoords, mmaPassRows, mmaQueryRowWindow, mmaShapeProblem, mmaStagedKeyLoop, mmaSubgroupSpan, stagingPartGuard, store4, BOX_DIVMOD_FN, mmaFastDivide, mmaGatherPasses, mmaScratchEpilogue, PACK8_FN, WIDE_KV_LOADERS, withUnitSteps } from './na-fused-forward-mma.ts';
@@ -32,6 +34,12 @@ import { COORD, MMA_FRAGMENT, MMA_HEADER, MMA_SUBGROUP_SIZE, type MmaLayout, mma
 const GEN = 15;
 const F = MMA_FRAGMENT;
 const range = (n: number): number[] => Array.from({ length: n }, (_, i) => i);
+const product = (xs: readonly number[]): number => xs.reduce((a, b) => a * b, 1);
+
+/** WGSL of a key's slot in a query's window (row-major over the kernel, last axis fastest) from its offsets `off(a)` from the window's start. */
+function windowSlot(kernelSize: readonly number[], off: (a: number) => string): string {
+  return kernelSize.reduce<string>((e, k, a) => (a === 0 ? `u32(${off(0)})` : `(${e}) * ${k}u + u32(${off(a)})`), '');
+}
 const LEFT = `subgroup_matrix_left<f16, ${F}, ${F}>`;
 const RIGHT = `subgroup_matrix_right<f16, ${F}, ${F}>`;
 const RESULT = `subgroup_matrix_result<f32, ${F}, ${F}>`;
@@ -113,6 +121,18 @@ export interface FusedBackwardMmaSpec {
    * scratches and two arrays.
    */
   readonly leanScratch?: boolean;
+  /**
+   * Relative positional bias: both kernels add rpb[h, key - query + K - 1 per axis] to each in-window logit before
+   * the softmax is recomputed (bound as `rpb` after their other bindings). Needs a non-causal window and odd kernel
+   * sizes (NATTEN's rule), not with `packedCoords`.
+   */
+  readonly hasRpb?: boolean;
+  /**
+   * The dq kernel writes each in-window dS (f32, before its f16 rounding) to `ds_scratch[query row x prod(K) +
+   * slot]` (the plain backward's dS scratch layout, slot = the key's index in the query's window), for the
+   * `rpb-reduce` pass (d_rpb). Needs `hasRpb`; dq kernel only.
+   */
+  readonly gradRpb?: boolean;
 }
 
 function layout(spec: Pick<FusedBackwardMmaSpec, 'dim' | 'dimV' | 'chunk' | 'subgroups' | 'tightScratch' | 'padS'>): MmaLayout {
@@ -171,6 +191,12 @@ export function fusedBackwardMmaSpecProblem(spec: FusedBackwardMmaSpec): string 
   if (spec.dsOverV === true && l.rows * l.ldp > spec.chunk * l.ldv) return `dsOverV: dS (${l.rows} rows of ${l.ldp}) does not fit the chunk's V rows (${spec.chunk} of ${l.ldv})`;
   if (spec.packedCoords === true && spec.rank < 2) return `packedCoords needs rank 2 or 3 (rank ${spec.rank})`;
   if (spec.padS === true && spec.tightScratch !== true) return 'padS needs tightScratch (the padded layout already pads the scratch)';
+  if (spec.gradRpb === true && spec.hasRpb !== true) return 'gradRpb needs hasRpb';
+  if (spec.hasRpb === true) {
+    const why = rpbWindowProblem(spec);
+    if (why !== undefined) return why;
+    if (spec.packedCoords === true) return 'packedCoords does not combine with hasRpb (the bias needs each staged row\'s coordinates)';
+  }
   if (spec.headSplit === true) {
     if (spec.dim % (2 * F) !== 0 || spec.dimV % (2 * F) !== 0) return `headSplit: head dims ${spec.dim}/${spec.dimV} must be multiples of ${2 * F} (a whole number of fragments per half)`;
     if (spec.sharedScratch === true || spec.dsOverV === true || spec.leanScratch === true) return 'headSplit does not combine with sharedScratch, dsOverV or leanScratch (the scratch holds both partial products)';
@@ -425,7 +451,22 @@ ${guarded(`      let srow = row * LDS;\n${range(o.vpl)
  * `dsRegs` (the dkv kernel's `leanScratch`: stored by `dsRegsStore` once dV has read P^T). With `split` (headSplit) the
  * lane's subgroup takes half of the columns and S and dP are the sums of the rows at `srow` and `srow2`.
  */
-function pdsStmts(o: { vpl: number; inw: (vi: string, i: number) => string; inw4?: (vi: string) => string; lse: (vi: string) => string; delta: (vi: string) => string; pArr?: string; dsArr: string; dsRegs?: boolean; shared?: boolean; split?: boolean }): string {
+function pdsStmts(o: {
+  vpl: number;
+  inw: (vi: string, i: number) => string;
+  inw4?: (vi: string) => string;
+  lse: (vi: string) => string;
+  delta: (vi: string) => string;
+  pArr?: string;
+  dsArr: string;
+  dsRegs?: boolean;
+  shared?: boolean;
+  split?: boolean;
+  /** The rpb index (u32) of column `4 vi + i`, read where the column is in the window (`hasRpb`). */
+  rpbIndex?: (vi: string, i: number) => string;
+  /** Statements storing the f32 `ds` of column `4 vi + i` where it is in the window (`gradRpb`). */
+  dsOut?: (vi: string, i: number) => string;
+}): string {
   const vi = (v: number): string => (o.split === true ? `${v * 2}u + hf + ${2 * o.vpl}u * hd` : `${v * 2}u + hf`);
   const sum = (arr: string): string => (o.split === true ? `${scratchVec4(arr)} + ${scratchVec4(arr, 'srow2')}` : scratchVec4(arr));
   return range(o.vpl)
@@ -435,9 +476,13 @@ function pdsStmts(o: { vpl: number; inw: (vi: string, i: number) => string; inw4
         let s = ${o.shared ? `sreg_${v}` : sum('s_sh')};
         let dp = ${o.shared ? scratchVec4('s_sh') : sum('dp_sh')};
         let inw = ${o.inw4 ? o.inw4(vi(v)) : `vec4<bool>(${[0, 1, 2, 3].map((i) => o.inw(vi(v), i)).join(', ')})`};
-        let p = select(vec4<f32>(0.0), exp2(s * params.scale_log2 - ${o.lse(vi(v))}), inw);
+${
+  o.rpbIndex
+    ? `        let bias = vec4<f32>(${[0, 1, 2, 3].map((i) => `f32(rpb[select(0u, ${o.rpbIndex?.(vi(v), i) ?? ''}, inw[${i}])])`).join(', ')}) * LOG2E;\n`
+    : ''
+}        let p = select(vec4<f32>(0.0), exp2(s * params.scale_log2${o.rpbIndex ? ' + bias' : ''} - ${o.lse(vi(v))}), inw);
         let ds = p * (dp - ${o.delta(vi(v))});
-${o.pArr ? `        let ph = vec4<f16>(p);\n        ${store4(o.pArr, 'prow + cc', 'ph')}\n` : ''}        let dh = vec4<f16>(ds);
+${o.dsOut ? `${[0, 1, 2, 3].map((i) => `        if (inw[${i}]) { ${o.dsOut?.(vi(v), i) ?? ''} }`).join('\n')}\n` : ''}${o.pArr ? `        let ph = vec4<f16>(p);\n        ${store4(o.pArr, 'prow + cc', 'ph')}\n` : ''}        let dh = vec4<f16>(ds);
         ${o.dsRegs === true ? `dsreg_${v} = dh;` : store4(o.dsArr, 'prow + cc', 'dh')}
       }`,
     )
@@ -478,9 +523,13 @@ export function generateFusedBackwardMmaDq(spec: FusedBackwardMmaSpec): Generate
     { name: 'logsumexp', access: 'read' },
     { name: 'grad_query', access: 'read_write' },
     { name: 'delta', access: 'read_write' },
+    ...(spec.hasRpb === true ? [{ name: 'rpb', access: 'read' as const }] : []),
+    ...(spec.gradRpb === true ? [{ name: 'ds_scratch', access: 'read_write' as const }] : []),
   ];
   const tokOf = (x: (a: number) => string): string => tokenOf(r, x);
   const qrowOf = (c: (a: number) => string): string => `((tok_base + ${tokOf((a) => `${c(a)} * params.dil_${a} + g_${a}`)}) * params.heads + h)`;
+  // The staged coordinates (group coordinates, vec4<i32>) of column 4 vi + i of the chunk.
+  const keyAt = (vi: string, i: number): string => `kc_sh[(${vi}) * 4u + ${i}u]`;
 
   const rows = tileRows(r, { first: 'qf', head: 'h', heads: 'heads', loaders: ['load_q', 'load_do'] });
   const code = withUnitSteps(`${moduleHead(key, spec, bindings, uniforms, `${axes.map((a) => `const QUERY_TILE_${a}: u32 = ${spec.tile[a]}u;`).join('\n')}\nconst KEY_CHUNK: u32 = ${BK}u;\n`)}
@@ -529,7 +578,19 @@ ${productsAndPds({
   vpl: BK / 8,
   s: (dst) => productsInto(dst, 'q', D16 / HS, BK16, (n, kk) => `${n * F}u * LDK + ${kk * F}u${hoff('hoff_d')}`, 'LDK'),
   dp: (dst) => productsInto(dst, 'do', DV16 / HS, BK16, (n, kk) => `${VOFF}u + ${n * F}u * LDV + ${kk * F}u${hoff('hoff_dv')}`, 'LDV'),
-  pds: (shared) => pdsStmts({ vpl: BK / 8 / HS, inw: (vi, i) => mmaInWindow(r, `kc_sh[(${vi}) * 4u + ${i}u]`), ...(PACKED ? { inw4: (vi: string) => packing.inw4(`kc_sh[${vi}]`) } : r === 1 ? { inw4: () => rangeMask4('bs_0', 'ws_0', 'we_0') } : {}), lse: () => 'vec4<f32>(lse_r)', delta: () => 'vec4<f32>(delta_r)', dsArr: DS_ARR, shared, split }),
+  pds: (shared) =>
+    pdsStmts({
+      vpl: BK / 8 / HS,
+      inw: (vi, i) => mmaInWindow(r, keyAt(vi, i)),
+      ...(PACKED ? { inw4: (vi: string) => packing.inw4(`kc_sh[${vi}]`) } : r === 1 ? { inw4: () => rangeMask4('bs_0', 'ws_0', 'we_0') } : {}),
+      lse: () => 'vec4<f32>(lse_r)',
+      delta: () => 'vec4<f32>(delta_r)',
+      dsArr: DS_ARR,
+      shared,
+      split,
+      ...(spec.hasRpb === true ? { rpbIndex: (vi: string, i: number) => rpbIndexExpr(spec.kernelSize, (a) => `${keyAt(vi, i)}.${COORD[a] as string} - qi_${a}`) } : {}),
+      ...(spec.gradRpb === true ? { dsOut: (vi: string, i: number) => `ds_scratch[qrow * ${product(spec.kernelSize)}u + ${windowSlot(spec.kernelSize, (a) => `${keyAt(vi, i)}.${COORD[a] as string} - ws_${a}`)}] = ds[${i}];` } : {}),
+    }),
   ind: '',
   pBase: DS_BASE,
   split,
@@ -591,7 +652,9 @@ export function generateFusedBackwardMmaDkv(spec: FusedBackwardMmaSpec): Generat
         ? 'dsOverV is a dq-kernel option (the dkv kernel reads its Q and dO rows to the end of each step)'
         : spec.wideLoads === true
           ? 'wideLoads is a dq-kernel option (the dkv kernel gathers K and V once)'
-          : undefined);
+          : spec.gradRpb === true
+            ? 'gradRpb is a dq-kernel option (the dq kernel writes dS for d_rpb)'
+            : undefined);
   if (why !== undefined) throw new NattenArgumentError(`generateFusedBackwardMmaDkv: ${why}`);
   const key = kernelKey('na-fused-backward-mma-dkv', GEN, spec);
   const { r, axes, L, WG, D4, DV4, D16, DV16, C16: QC16, TPR: TPQ, split, ROWS, HS, hoff } = sizes(spec);
@@ -608,7 +671,9 @@ export function generateFusedBackwardMmaDkv(spec: FusedBackwardMmaSpec): Generat
     { name: 'delta', access: 'read' },
     { name: 'grad_key', access: 'read_write' },
     { name: 'grad_value', access: 'read_write' },
+    ...(spec.hasRpb === true ? [{ name: 'rpb', access: 'read' as const }] : []),
   ];
+  const RPB = spec.hasRpb === true;
   const tokOf = (x: (a: number) => string): string => tokenOf(r, x);
   // Key k (this lane's row) inside staged query c's window, on every axis: the query inside the key's exact inverse
   // neighbourhood [ilo_a, ihi_a) (core's window tests check the equivalence exhaustively), one staged vec4 per query.
@@ -678,11 +743,11 @@ ${range(NO)
 ${cursor.decls}
   var f_qh = 0u;
   var f_ch = 0u;
-  var w_ch = 0u;
+  var w_ch = 0u;${RPB ? '\n  var w_qh = 0u;' : ''}
 ${fetchStep('  ')}
     for (var it = 0u; it < n_steps; it++) {
-      let c0 = w_ch * QUERY_CHUNK;
-      w_ch = select(w_ch + 1u, 0u, w_ch + 1u == n_chunks);
+      let c0 = w_ch * QUERY_CHUNK;${RPB ? '\n      // The step\'s query head (the rpb\'s head).\n      let h = hk * params.gqa + w_qh;' : ''}
+      w_ch = select(w_ch + 1u, 0u, w_ch + 1u == n_chunks);${RPB ? '\n      w_qh = select(w_qh, w_qh + 1u, w_ch == 0u);' : ''}
       let need = i32(c0) <= span_hi && i32(c0 + QUERY_CHUNK) > span_lo;
       // ---- commit this step's query rows (Q, dO, coordinates, lse, delta), then load the next step's into registers
 ${range(NQ)
@@ -748,7 +813,21 @@ ${productsAndPds({
   vpl: QC / 8,
   s: (dst) => productsInto(dst, 'k', D16 / HS, QC16, (n, kk) => `${n * F}u * LDK + ${kk * F}u${hoff('hoff_d')}`, 'LDK'),
   dp: (dst) => productsInto(dst, 'v', DV16 / HS, QC16, (n, kk) => `${OOFF}u + ${n * F}u * LDV + ${kk * F}u${hoff('hoff_dv')}`, 'LDV'),
-  pds: (shared) => pdsStmts({ vpl: QC / 8 / HS, inw: (vi, i) => inWindow(`(${vi}) * 4u + ${i}u`), ...(PACKED ? { inw4: (vi: string) => packing.inw4(`qc_sh[${vi}]`) } : r === 1 ? { inw4: () => `vec4<bool>(kvalid) & ${rangeMask4('qbs_0', 'ilo_0', 'ihi_0')}` } : {}), lse: (vi) => `lse_sh[${vi}]`, delta: (vi) => `delta_sh[${vi}]`, pArr: 'p_sh', dsArr: DS_ARR, dsRegs: LEAN, shared, split }),
+  pds: (shared) =>
+    pdsStmts({
+      vpl: QC / 8 / HS,
+      inw: (vi, i) => inWindow(`(${vi}) * 4u + ${i}u`),
+      ...(PACKED ? { inw4: (vi: string) => packing.inw4(`qc_sh[${vi}]`) } : r === 1 ? { inw4: () => `vec4<bool>(kvalid) & ${rangeMask4('qbs_0', 'ilo_0', 'ihi_0')}` } : {}),
+      lse: (vi) => `lse_sh[${vi}]`,
+      delta: (vi) => `delta_sh[${vi}]`,
+      pArr: 'p_sh',
+      dsArr: DS_ARR,
+      dsRegs: LEAN,
+      shared,
+      split,
+      // The bias of (this lane's key, staged query): key - query per axis.
+      ...(RPB ? { rpbIndex: (vi: string, i: number) => rpbIndexExpr(spec.kernelSize, (a) => `ki_${a} - qc_sh[(${vi}) * 4u + ${i}u].${COORD[a] as string}`) } : {}),
+    }),
   ind: '  ',
   split,
 })}

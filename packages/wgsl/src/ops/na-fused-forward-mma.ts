@@ -22,7 +22,8 @@
  * Subgroup-matrix offsets that depend on the subgroup index are not provably uniform to WGSL's analysis, so the
  * kernel turns off `chromium.subgroup_matrix_uniformity`. ASSUMPTION (as the lane split): subgroups are the
  * aligned runs of 32 consecutive local invocation indices; config selection requires a fixed subgroup size of 32.
- * float16 inputs only, D and Dv multiples of 16, no relative positional bias (the plain path serves rpb).
+ * float16 inputs (or float32 through the split: f16 hi + lo halves), D and Dv multiples of 16; relative positional
+ * bias (`hasRpb`) is added to each in-window logit.
  */
 import { NattenArgumentError, type NaRank, formatShape, product } from '@natten-web/core';
 import { type GeneratedKernel, kernelKey, type StorageBinding, uniformDecl } from '../kernel.ts';
@@ -58,10 +59,10 @@ export const COORD = ['x', 'y', 'z'];
  * the element type of the tensors (f32 for the split forward).
  */
 export function mmaBindingDecls(bindings: readonly StorageBinding[], tensor: 'f16' | 'f32' = 'f16', wide: readonly string[] = []): string {
-  // f32 rows (logsumexp, delta) and scales, scalars of the tensor type (rpb), vec4s of it (everything else); the
+  // f32 rows (logsumexp, delta, the backward's dS scratch) and scales, scalars of the tensor type (rpb), vec4s of it (everything else); the
   // `wide` ones as vec4<u32> (16 bytes: eight halves per load or store).
   const elem = (name: string): string =>
-    wide.includes(name) ? 'vec4<u32>' : name === 'logsumexp' || name === 'delta' || name === 'scales' ? 'f32' : name === 'rpb' ? tensor : `vec4<${tensor}>`;
+    wide.includes(name) ? 'vec4<u32>' : name === 'logsumexp' || name === 'delta' || name === 'scales' || name === 'ds_scratch' ? 'f32' : name === 'rpb' ? tensor : `vec4<${tensor}>`;
   return bindings.map((b, i) => `@group(0) @binding(${i}) var<storage, ${b.access}> ${b.name}: array<${elem(b.name)}>;`).join('\n');
 }
 
