@@ -493,15 +493,16 @@ export const MMA_MIN_WINDOW_USE = 0.25;
 /**
  * The mma config the default forward (`fusedForward` without tiles) runs, or undefined for the plain path: where
  * the path has a default config, the problem has head dims of at most 128 (the rest is not yet measured on a
- * device) and not both rpb and a stride (not checked on a device), and its config's window use is at least
+ * device), and its config's window use is at least
  * `MMA_MIN_WINDOW_USE`. Measured on an H200 against the plain default (same run): float16 2.3x (2-D K=7, window use
  * 0.38) to 10.8x (FLUX-like) faster on all seven benchmark problems; float32 (split) 1.1x (2-D K=7) to 3.0x (1-D
  * K=2047 causal) on all seven, FLUX-like at 2 subgroups 2.7x (docs/performance.md). With rpb (session 19, float16):
  * 1.5x (2-D 56x56 K=7 head dim 32, 38.9 against 58.5 us) to 4.9x (3-D 16x32x32 K=3x7x7, 201 against 992 us); with
- * strides 2.5x (2-D 128x128 K=7 stride 2) to 6.6x (1-D L=8192 K=511 stride 64 causal).
+ * strides 2.5x (2-D 128x128 K=7 stride 2) to 6.6x (1-D L=8192 K=511 stride 64 causal); with both (session 20)
+ * float16 2.1x (2-D 128x128 K=7 stride 2, 124.0 against 254.5 us) and 3.9x (3-D 16x32x32 K=3x7x7 stride 1x2x2,
+ * 209.7 against 808.1), float32 1.6x and 2.7x.
  */
 export function defaultForwardMma(ctx: GpuContext, problem: FusedProblem): MmaForwardConfig | undefined {
-  if (problem.hasRpb && problem.params.stride.some((x) => x !== 1)) return undefined;
   // Measured up to head dim 128; beyond it the fragments held per subgroup (q and O) grow past what was timed.
   if (problem.dim > 128 || problem.dimV > 128) return undefined;
   const config = defaultMmaConfig(ctx, problem);
