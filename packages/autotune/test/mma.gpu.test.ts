@@ -149,9 +149,10 @@ describe('tensor-core (mma) backward configs in the autotuner', () => {
     expect(count((c) => c.dqSharedScratch === true && c.tightScratch !== true)).toBeGreaterThan(0);
     // No head splits (timed slower everywhere on the H200).
     expect(count((c) => c.dqHeadSplit === true || c.dkvHeadSplit === true)).toBe(0);
-    // float32 backwards and rpb stay on the plain kernels.
+    // float32 backwards stay on the plain kernels; rpb ones (with d_rpb) take the tensor cores since session 20.
     expect(mmaBackwardSpace(ctx, describeBackward(parseProblem('na2d 1x128x128x8x64 K=7'))).candidates).toEqual([]);
-    expect(mmaBackwardSpace(ctx, describeBackward(parseProblem('na2d 1x128x128x8x64 K=7 f16 rpb'))).candidates).toEqual([]);
+    const rpb = describeBackward(parseProblem('na2d 1x128x128x8x64 K=7 f16 rpb'));
+    expect(mmaBackwardSpace(ctx, rpb).candidates[0]).toMatchObject({ config: defaultBackwardMma(ctx, backwardHelperProblem(rpb)), isDefault: true });
   });
 
   it('selects a stored config, refuses one outside the space, and gives the default otherwise', async () => {
