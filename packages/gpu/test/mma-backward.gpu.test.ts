@@ -142,6 +142,13 @@ describe('tensor-core (mma) backward', () => {
     // Head dim 128 with 8 subgroups and 32-row chunks: the dkv kernel's staging, scratches and P/dS pass 48 KiB.
     refused({ ...base, keyTile: [8, 16], keySubgroups: 8, chunk: 32 }, /its dkv kernel needs \d+ bytes of workgroup memory, over this device's 49152/);
     expect(checkFusedBackwardMma(ctx, 2, args, base).config).toEqual(base);
+    // d_rpb's dS scratch (1 x 1024 tokens x 2 heads x 49 slots x 4 bytes = 401408) over a device's binding limit.
+    const bias = tensor([2, 13, 13], 'float16');
+    const small = { ...ctx, limits: { ...ctx.limits, maxStorageBufferBindingSize: 400_000 } } as typeof ctx;
+    expect(() => checkFusedBackwardMma(small, 2, { ...args, rpb: bias, gradRpb: bias }, base)).toThrow(
+      /na2d_backward: the dsScratch scratch buffer needs 401408 bytes, over this device's maxStorageBufferBindingSize of 400000 \(d_rpb keeps batch x tokens x heads x prod\(kernel_size\) floats of dS\); pass gradRpb = null/,
+    );
+    expect(checkFusedBackwardMma(small, 2, { ...args, rpb: bias, gradRpb: null }, base).config).toEqual(base);
   });
   it('compiles dilation and stride 1 into both kernels where the problem has them, except causal problems', () => {
     const ctx = fakeTensorCoreContext();

@@ -339,6 +339,12 @@ export function defaultBackwardMma(ctx: GpuContext, problem: FusedBackwardProble
   return defaultMmaBackwardConfig(ctx, problem);
 }
 
+/**
+ * What to do when d_rpb's scratches are over the device's limit (both paths): the dS scratch holds batch x tokens x
+ * heads x prod(kernel_size) floats.
+ */
+export const RPB_SCRATCH_HINT = ' (d_rpb keeps batch x tokens x heads x prod(kernel_size) floats of dS); pass gradRpb = null, or run the batch in parts and sum their d_rpb';
+
 /** The mma backward's kernels: dq, dkv, and with gradRpb the two d_rpb passes (block partials, then their sum). */
 export interface MmaBackwardKernels {
   readonly dq: GeneratedKernel;
@@ -437,6 +443,17 @@ export function checkFusedBackwardMma(
   if (!cfg) throw new NattenUnsupportedError(`${op}: no tensor-core (mma) backward config fits this device's limits (workgroup memory ${ctx.limits.maxComputeWorkgroupStorageSize} bytes)`);
   const why = kernelProblem(ctx, problem, cfg, 'dq') ?? kernelProblem(ctx, problem, cfg, 'dkv');
   if (why !== undefined) throw new NattenArgumentError(`${op}: tensor-core (mma) backward config cannot run: ${why}`);
+  if (problem.hasGradRpb) {
+    const scratch: [string, number][] = [
+      ['dsScratch', rpbDsScratchElements(problem)],
+      ['rpbPartial', planRpbReducePasses(problem, 'float16').partialElements],
+    ];
+    for (const [name, elems] of scratch) {
+      if (elems * 4 > ctx.limits.maxStorageBufferBindingSize) {
+        throw new NattenArgumentError(`${op}: the ${name} scratch buffer needs ${elems * 4} bytes, over this device's maxStorageBufferBindingSize of ${ctx.limits.maxStorageBufferBindingSize}${RPB_SCRATCH_HINT}`);
+      }
+    }
+  }
   return {
     problem,
     config: cfg,

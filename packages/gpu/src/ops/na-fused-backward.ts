@@ -24,7 +24,7 @@ import {
   withDefaultBackwardUnroll,
 } from '@natten-web/wgsl';
 import type { DispatchCommand, GpuContext, GpuTensor } from '../context.ts';
-import { defaultBackwardMma, fusedBackwardMma, type MmaBackwardConfig } from './na-fused-backward-mma.ts';
+import { defaultBackwardMma, fusedBackwardMma, type MmaBackwardConfig, RPB_SCRATCH_HINT } from './na-fused-backward-mma.ts';
 import { mayRouteToMma } from './na-fused-forward-mma.ts';
 import { defineGpuOp, type GpuOp, kernelLimits } from './op.ts';
 
@@ -91,7 +91,7 @@ export function selectFusedBackward(ctx: GpuContext, rank: NaRank, args: FusedBa
   for (const [name, elems] of Object.entries(plan.scratch)) {
     if (elems * 4 > ctx.limits.maxStorageBufferBindingSize) {
       throw new NattenArgumentError(
-        `${op}: the ${name} scratch buffer needs ${elems * 4} bytes, over this device's maxStorageBufferBindingSize of ${ctx.limits.maxStorageBufferBindingSize}${name === 'dqPartial' ? '; use fewer num_splits_key' : ''}`,
+        `${op}: the ${name} scratch buffer needs ${elems * 4} bytes, over this device's maxStorageBufferBindingSize of ${ctx.limits.maxStorageBufferBindingSize}${name === 'dqPartial' ? '; use fewer num_splits_key' : name === 'dsScratch' ? RPB_SCRATCH_HINT : ''}`,
       );
     }
   }
