@@ -1682,7 +1682,8 @@ export function generateFusedBackwardRpbPartial(spec: FusedBackwardRpbReduceSpec
   const Us = Array.from({ length: U }, (_, q) => q);
   // The block's cell sums: workgroup memory, or the block's own partials in storage where the cells do not fit.
   const acc = (c: string): string => (SHARED ? `cellacc[${c}]` : `part_buf[idx * NCELLS + ${c}]`);
-  const barrier = SHARED ? 'workgroupBarrier();' : 'storageBarrier();';
+  // Through storage, the runs' barriers order the partials (storage) and the sigma table (workgroup memory) both.
+  const barrier = SHARED ? 'workgroupBarrier();' : 'storageBarrier(); workgroupBarrier();';
   const flush = J.map((j) => `if (ok${j}) { ${acc(`tcell${j} + cur`)} += run${j}; }\n            run${j} = 0.0;`).join('\n            ');
   const code = `${moduleHead(family, spec, consts, bindings, uniforms)}
 ${windowFunctions(spec.kernelSize, spec.causal)}
