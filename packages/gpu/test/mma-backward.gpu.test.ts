@@ -12,8 +12,9 @@ import { gpuContext } from './setup.ts';
 afterAll(async () => (await gpuContext()).destroy());
 
 interface Case extends EmulatedProblem {
-  /** Relative positional bias, with d_rpb. */
+  /** Relative positional bias, with d_rpb unless `noGradRpb`. */
   readonly rpb?: boolean;
+  readonly noGradRpb?: boolean;
   readonly stride?: number[];
   readonly config: { queryTile: number[]; querySubgroups: 2 | 4 | 8; keyTile: number[]; keySubgroups: 2 | 4 | 8; chunk?: 16 | 32; tightScratch?: boolean; dqSharedScratch?: boolean; dqDsOverV?: boolean; dqHeadSplit?: boolean; dkvHeadSplit?: boolean; dqPadS?: boolean; dkvPadS?: boolean; dqWideLoads?: boolean; dkvLeanScratch?: boolean };
 }
@@ -242,6 +243,7 @@ describe('tensor-core (mma) backward, emulated on this adapter, against the CPU 
     { name: 'rpb: 2-D 14x17 K=5x7, GQA 4/2, D=32, Dv=64, head splits', rpb: true, spatial: [14, 17], kernelSize: [5, 7], heads: 4, headsKv: 2, dim: 32, dimV: 64, batch: 2, config: { queryTile: [4, 8], querySubgroups: 4, keyTile: [4, 8], keySubgroups: 4, chunk: 16, dqHeadSplit: true, dkvHeadSplit: true } },
     { name: 'rpb: 2-D 16x18 K=7x5, dS over V, dkv lean', rpb: true, spatial: [16, 18], kernelSize: [7, 5], dim: 32, config: { queryTile: [4, 8], querySubgroups: 2, keyTile: [4, 8], keySubgroups: 2, chunk: 16, tightScratch: true, dqSharedScratch: true, dqDsOverV: true, dkvLeanScratch: true } },
     { name: 'rpb: 3-D 5x7x9 K=3x3x5 dilation 1x2x1', rpb: true, spatial: [5, 7, 9], kernelSize: [3, 3, 5], dim: 16, dilation: [1, 2, 1], config: { queryTile: [2, 4, 4], querySubgroups: 2, keyTile: [2, 4, 4], keySubgroups: 2, chunk: 16 } },
+    { name: 'rpb without d_rpb (no dS stores, no d_rpb passes): 2-D 14x17 K=5x7, GQA 4/2', rpb: true, noGradRpb: true, spatial: [14, 17], kernelSize: [5, 7], heads: 4, headsKv: 2, dim: 16, config: { queryTile: [4, 8], querySubgroups: 2, keyTile: [8, 4], keySubgroups: 2, chunk: 16 } },
     { name: 'rpb with stride: 2-D 15x16 K=5x7 stride 2x3', rpb: true, stride: [2, 3], spatial: [15, 16], kernelSize: [5, 7], dim: 16, config: { queryTile: [4, 8], querySubgroups: 2, keyTile: [8, 4], keySubgroups: 2, chunk: 16 } },
   ];
   for (const c of cases) {
@@ -257,7 +259,7 @@ describe('tensor-core (mma) backward, emulated on this adapter, against the CPU 
       const out = tensor([B, ...c.spatial, H, Dv], 'float16');
       const lse = tensor([B, ...c.spatial, H], 'float32');
       cpuFusedForward(rank, { ...params, query: q, key: k, value: v, output: out, logsumexp: lse, rpb });
-      const ref = { dq: tensor(q.shape, 'float16'), dk: tensor(k.shape, 'float16'), dv: tensor(v.shape, 'float16'), drpb: rpb ? tensor(rpb.shape, 'float16') : null };
+      const ref = { dq: tensor(q.shape, 'float16'), dk: tensor(k.shape, 'float16'), dv: tensor(v.shape, 'float16'), drpb: rpb && c.noGradRpb !== true ? tensor(rpb.shape, 'float16') : null };
       cpuFusedBackward(rank, { ...params, query: q, key: k, value: v, output: out, gradOutput: dO, logsumexp: lse, gradQuery: ref.dq, gradKey: ref.dk, gradValue: ref.dv, rpb, gradRpb: ref.drpb });
       const g: FusedBackwardArgs<GpuTensor> = {
         ...params,
@@ -271,7 +273,7 @@ describe('tensor-core (mma) backward, emulated on this adapter, against the CPU 
         gradKey: ctx.createTensor(k.shape, 'float16'),
         gradValue: ctx.createTensor(v.shape, 'float16'),
         rpb: rpb ? ctx.upload(rpb) : null,
-        gradRpb: rpb ? ctx.createTensor(rpb.shape, 'float16') : null,
+        gradRpb: rpb && c.noGradRpb !== true ? ctx.createTensor(rpb.shape, 'float16') : null,
       };
       // The config runs as `fusedBackwardMma` runs it (its own specs and dispatches), each mma kernel swapped for
       // its emulation. (Until session 10 this test built the kernels' specs itself and dropped the configs' scratch
