@@ -56,9 +56,31 @@ const cases: BwdCase[] = [
   { rank: 3, batch: 1, spatial: [4, 5, 6], heads: 1, dim: 8, kernelSize: [3, 3, 3], causal: [true, false, true], dtype: 'float16', config: split([2, 2, 4], [2, 2, 4], [1, 2, 1], true) },
 ];
 
+/**
+ * Random d_rpb problems (a fixed seed, so the same cases every run): rank 1-3, odd K 3-7, dilation 1-2, stride 1-K,
+ * batch and heads 1-3, extents from K x dilation up, so that the partial pass's runs of one bias offset break at
+ * borders, dilation groups, stride groups and batch boundaries in many patterns.
+ */
+function randomRpbCases(n: number, seed: number): BwdCase[] {
+  let state = seed >>> 0;
+  const next = (): number => {
+    state = (Math.imul(state, 1664525) + 1013904223) >>> 0;
+    return state / 2 ** 32;
+  };
+  const pick = (lo: number, hi: number): number => lo + Math.floor(next() * (hi - lo + 1));
+  return Array.from({ length: n }, (_, i): BwdCase => {
+    const rank = pick(1, 3) as 1 | 2 | 3;
+    const kernelSize = Array.from({ length: rank }, () => 2 * pick(1, rank === 3 ? 2 : 3) + 1);
+    const dilation = kernelSize.map(() => pick(1, 2));
+    const stride = kernelSize.map((k) => (next() < 0.3 ? pick(2, k) : 1));
+    const spatial = kernelSize.map((k, a) => k * (dilation[a] as number) + pick(0, rank === 1 ? 40 : 6));
+    return { rank, batch: pick(1, 3), spatial, heads: pick(1, 3), dim: 4, kernelSize, dilation, stride, rpb: true, gradRpb: true, dtype: 'float32', seed: 1000 + i };
+  });
+}
+
 describe('na{1,2,3}d_backward on WebGPU vs the CPU reference', () => {
   afterAll(async () => (await gpuContext()).destroy(), 60_000);
-  for (const c of cases) {
+  for (const c of [...cases, ...randomRpbCases(10, 20)]) {
     it(caseName(c), async () => {
       const ctx = await gpuContext();
       const { args, ref } = prepare(c);
