@@ -108,6 +108,8 @@ export {
   generateFusedBackwardRpbPartial,
   generateFusedBackwardRpbReduce,
   planRpbReducePasses,
+  type RpbReduceLayout,
+  rpbReduceLayout,
   RPB_REDUCE_WORKGROUP,
   rpbDsScratchElements,
   rpbQueryBlock,

@@ -21,15 +21,16 @@ import {
   MMA_FAST_DIVIDE_ROWS,
   MMA_FRAGMENT,
   MMA_SUBGROUP_SIZE,
-  type NamedKernel,
-  planRpbReducePasses,
+  generateFusedBackwardRpbPartial,
+  generateFusedBackwardRpbReduce,
   rpbDsScratchElements,
+  rpbReduceLayout,
   tileShapes,
 } from '@natten-web/wgsl';
 import { type DispatchCommand, foldWorkgroups, type GpuContext, type GpuTensor } from '../context.ts';
 import { flagWords, flipFlag, keyBoxRowsBound, MMA_F16_MIN_WORKGROUPS, MMA_F16_NARROW_HEAD_DIM, MMA_LARGE_WINDOW, mmaAvailability, mmaWorkgroups, packedCoordsFit, paddingIsFree, residentWorkgroups, unitSteps, windowKeys } from './na-fused-forward-mma.ts';
 import { sgmatProblemFit } from './na-fused-forward-sgmat.ts';
-import { memoKernel, memoPerContext } from './op.ts';
+import { checkScratchSize, memoKernel, memoPerContext, RPB_SCRATCH_HINT } from './op.ts';
 
 /**
  * A tensor-core backward configuration: the dq kernel's query tile and subgroup count, the dkv kernel's key tile and
@@ -339,17 +340,11 @@ export function defaultBackwardMma(ctx: GpuContext, problem: FusedBackwardProble
   return defaultMmaBackwardConfig(ctx, problem);
 }
 
-/**
- * What to do when d_rpb's scratches are over the device's limit (both paths): the dS scratch holds batch x tokens x
- * heads x prod(kernel_size) floats.
- */
-export const RPB_SCRATCH_HINT = ' (d_rpb keeps batch x tokens x heads x prod(kernel_size) floats of dS); pass gradRpb = null, or run the batch in parts and sum their d_rpb';
-
 /** The mma backward's kernels: dq, dkv, and with gradRpb the two d_rpb passes (block partials, then their sum). */
 export interface MmaBackwardKernels {
   readonly dq: GeneratedKernel;
   readonly dkv: GeneratedKernel;
-  readonly rpbPasses?: readonly [NamedKernel, NamedKernel];
+  readonly rpbPasses?: readonly [GeneratedKernel, GeneratedKernel];
 }
 
 /**
@@ -366,7 +361,7 @@ export interface MmaBackwardScratch {
 export function mmaBackwardScratch(ctx: GpuContext, problem: FusedBackwardProblem, logsumexpShape: readonly number[]): MmaBackwardScratch & { release(): void } {
   const delta = ctx.tempTensor(logsumexpShape, 'float32', { label: 'mma backward delta' });
   const ds = problem.hasGradRpb ? ctx.tempTensor([rpbDsScratchElements(problem)], 'float32', { label: 'mma backward dS (d_rpb)' }) : undefined;
-  const rpbPartial = problem.hasGradRpb ? ctx.tempTensor([planRpbReducePasses(problem, 'float16').partialElements], 'float32', { label: 'mma backward d_rpb partials' }) : undefined;
+  const rpbPartial = problem.hasGradRpb ? ctx.tempTensor([rpbReduceLayout(problem, 'float16').partialElements], 'float32', { label: 'mma backward d_rpb partials' }) : undefined;
   return {
     delta,
     ...(ds ? { ds } : {}),
@@ -411,7 +406,7 @@ export function mmaBackwardCommands(
     },
   ];
   if (wantsDs && scratch.ds && scratch.rpbPartial && kernels.rpbPasses && args.gradRpb) {
-    const [partial, reduce] = planRpbReducePasses(problem, 'float16', max).passes;
+    const { partial, reduce } = rpbReduceLayout(problem, 'float16', max);
     commands.push(
       { kernel: kernels.rpbPasses[0], buffers: [scratch.ds.buffer, scratch.rpbPartial.buffer], uniforms: partial.uniforms, workgroups: partial.workgroups },
       { kernel: kernels.rpbPasses[1], buffers: [scratch.rpbPartial.buffer, args.gradRpb.buffer], uniforms: reduce.uniforms, workgroups: reduce.workgroups },
@@ -420,10 +415,10 @@ export function mmaBackwardCommands(
   return commands;
 }
 
-/** The d_rpb passes' kernels of a problem (they do not depend on the config). */
-function rpbKernels(problem: FusedBackwardProblem): readonly [NamedKernel, NamedKernel] {
-  const [partial, reduce] = planRpbReducePasses(problem, 'float16').passes;
-  return [partial.kernel, reduce.kernel];
+/** The d_rpb passes' kernels of a problem (they do not depend on the config), generated once per spec. */
+function rpbKernels(problem: FusedBackwardProblem): readonly [GeneratedKernel, GeneratedKernel] {
+  const { spec } = rpbReduceLayout(problem, 'float16');
+  return [memoKernel('fused-backward-rpb-partial', spec, generateFusedBackwardRpbPartial), memoKernel('fused-backward-rpb-reduce', spec, generateFusedBackwardRpbReduce)];
 }
 
 /** Validate a call for the mma backward and pick its config (no GPU work). */
@@ -444,15 +439,8 @@ export function checkFusedBackwardMma(
   const why = kernelProblem(ctx, problem, cfg, 'dq') ?? kernelProblem(ctx, problem, cfg, 'dkv');
   if (why !== undefined) throw new NattenArgumentError(`${op}: tensor-core (mma) backward config cannot run: ${why}`);
   if (problem.hasGradRpb) {
-    const scratch: [string, number][] = [
-      ['dsScratch', rpbDsScratchElements(problem)],
-      ['rpbPartial', planRpbReducePasses(problem, 'float16').partialElements],
-    ];
-    for (const [name, elems] of scratch) {
-      if (elems * 4 > ctx.limits.maxStorageBufferBindingSize) {
-        throw new NattenArgumentError(`${op}: the ${name} scratch buffer needs ${elems * 4} bytes, over this device's maxStorageBufferBindingSize of ${ctx.limits.maxStorageBufferBindingSize}${RPB_SCRATCH_HINT}`);
-      }
-    }
+    checkScratchSize(ctx, op, 'dsScratch', rpbDsScratchElements(problem), RPB_SCRATCH_HINT);
+    checkScratchSize(ctx, op, 'rpbPartial', rpbReduceLayout(problem, 'float16').partialElements, RPB_SCRATCH_HINT);
   }
   return {
     problem,

@@ -24,9 +24,9 @@ import {
   withDefaultBackwardUnroll,
 } from '@natten-web/wgsl';
 import type { DispatchCommand, GpuContext, GpuTensor } from '../context.ts';
-import { defaultBackwardMma, fusedBackwardMma, type MmaBackwardConfig, RPB_SCRATCH_HINT } from './na-fused-backward-mma.ts';
+import { defaultBackwardMma, fusedBackwardMma, type MmaBackwardConfig } from './na-fused-backward-mma.ts';
 import { mayRouteToMma } from './na-fused-forward-mma.ts';
-import { defineGpuOp, type GpuOp, kernelLimits } from './op.ts';
+import { checkScratchSize, defineGpuOp, type GpuOp, kernelLimits, RPB_SCRATCH_HINT } from './op.ts';
 
 /** The limits backward config selection reads (`kernelLimits`). */
 export function backwardKernelLimits(ctx: GpuContext): BackwardLimits {
@@ -89,11 +89,7 @@ export function selectFusedBackward(ctx: GpuContext, rank: NaRank, args: FusedBa
   }
   const plan = planFusedBackward(problem, config);
   for (const [name, elems] of Object.entries(plan.scratch)) {
-    if (elems * 4 > ctx.limits.maxStorageBufferBindingSize) {
-      throw new NattenArgumentError(
-        `${op}: the ${name} scratch buffer needs ${elems * 4} bytes, over this device's maxStorageBufferBindingSize of ${ctx.limits.maxStorageBufferBindingSize}${name === 'dqPartial' ? '; use fewer num_splits_key' : name === 'dsScratch' ? RPB_SCRATCH_HINT : ''}`,
-      );
-    }
+    checkScratchSize(ctx, op, name, elems, name === 'dqPartial' ? '; use fewer num_splits_key' : name === 'dsScratch' ? RPB_SCRATCH_HINT : '');
   }
   return { problem, config };
 }

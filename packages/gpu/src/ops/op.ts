@@ -1,4 +1,4 @@
-import { type DType, type NaRank, NattenUnsupportedError, type TensorLike } from '@natten-web/core';
+import { type DType, type NaRank, NattenArgumentError, NattenUnsupportedError, type TensorLike } from '@natten-web/core';
 import type { GeneratedKernel } from '@natten-web/wgsl';
 import type { GpuContext } from '../context.ts';
 
@@ -33,6 +33,19 @@ export function requireF16Feature(ctx: GpuContext, op: string, dtype: DType): vo
 }
 
 /**
+ * What to do when d_rpb's dS scratch is over the device's limit (both backward paths): it holds batch x tokens x
+ * heads x prod(kernel_size) floats.
+ */
+export const RPB_SCRATCH_HINT = ' (d_rpb keeps batch x tokens x heads x prod(kernel_size) floats of dS); pass gradRpb = null, or run the batch in parts and sum their d_rpb';
+
+/** Throw (before any GPU work) where an op's f32 scratch buffer of `elems` elements is over the binding limit; `hint` says what to do. */
+export function checkScratchSize(ctx: GpuContext, op: string, name: string, elems: number, hint = ''): void {
+  if (elems * 4 > ctx.limits.maxStorageBufferBindingSize) {
+    throw new NattenArgumentError(`${op}: the ${name} scratch buffer needs ${elems * 4} bytes, over this device's maxStorageBufferBindingSize of ${ctx.limits.maxStorageBufferBindingSize}${hint}`);
+  }
+}
+
+/**
  * A GPU op: runs on GPU tensors (outputs written in place) and carries `check`, which validates the
  * same arguments on shapes/dtypes alone (host or GPU tensors), throwing before any GPU work.
  */
@@ -55,9 +68,9 @@ export type { TensorLike };
 const kernelMemo = new Map<string, GeneratedKernel>();
 
 /** Generate once per (generator, spec); the pipeline itself is cached by key in the context. */
-export function memoKernel<S>(name: string, spec: S, generate: (s: S) => GeneratedKernel): GeneratedKernel {
+export function memoKernel<S, K extends GeneratedKernel = GeneratedKernel>(name: string, spec: S, generate: (s: S) => K): K {
   const k = `${name}:${JSON.stringify(spec)}`;
-  let kernel = kernelMemo.get(k);
+  let kernel = kernelMemo.get(k) as K | undefined;
   if (!kernel) {
     kernel = generate(spec);
     kernelMemo.set(k, kernel);

@@ -24,9 +24,9 @@
  * Same assumptions as the forward: 32-wide subgroups that are aligned runs of local_invocation_index, and
  * `chromium.subgroup_matrix_uniformity` off for offsets that depend on the subgroup index.
  */
-import { NattenArgumentError, type NaRank } from '@natten-web/core';
+import { NattenArgumentError, type NaRank, product } from '@natten-web/core';
 import { type GeneratedKernel, kernelKey, type StorageBinding, type UniformField, uniformDecl } from '../kernel.ts';
-import { rpbIndexExpr, rpbWindowProblem, tokenOf } from '../snippets/fused-index.ts';
+import { rpbIndexExpr, rpbWindowProblem, tokenOf, windowSlot } from '../snippets/fused-index.ts';
 import { windowFunctions } from '../snippets/window.ts';
 import { forwardWorkgroupPrologue, fusedForwardUniformFields, rowLoader, workgroupTileDecode } from './na-fused-forward.ts';
 import { COORD, MMA_FRAGMENT, MMA_HEADER, MMA_SUBGROUP_SIZE, type MmaLayout, mmaBindingDecls, mmaBoxCursor, mmaDecodeTile, mmaInWindow, mmaCoordTable, mmaLayout, mmaPackedCoords, mmaPassRows, mmaQueryRowWindow, mmaShapeProblem, mmaStagedKeyLoop, mmaSubgroupSpan, stagingPartGuard, store4, BOX_DIVMOD_FN, mmaFastDivide, mmaGatherPasses, mmaScratchEpilogue, PACK8_FN, WIDE_KV_LOADERS, withUnitSteps } from './na-fused-forward-mma.ts';
@@ -34,12 +34,6 @@ import { COORD, MMA_FRAGMENT, MMA_HEADER, MMA_SUBGROUP_SIZE, type MmaLayout, mma
 const GEN = 15;
 const F = MMA_FRAGMENT;
 const range = (n: number): number[] => Array.from({ length: n }, (_, i) => i);
-const product = (xs: readonly number[]): number => xs.reduce((a, b) => a * b, 1);
-
-/** WGSL of a key's slot in a query's window (row-major over the kernel, last axis fastest) from its offsets `off(a)` from the window's start. */
-function windowSlot(kernelSize: readonly number[], off: (a: number) => string): string {
-  return kernelSize.reduce<string>((e, k, a) => (a === 0 ? `u32(${off(0)})` : `(${e}) * ${k}u + u32(${off(a)})`), '');
-}
 const LEFT = `subgroup_matrix_left<f16, ${F}, ${F}>`;
 const RIGHT = `subgroup_matrix_right<f16, ${F}, ${F}>`;
 const RESULT = `subgroup_matrix_result<f32, ${F}, ${F}>`;
@@ -129,8 +123,8 @@ export interface FusedBackwardMmaSpec {
   readonly hasRpb?: boolean;
   /**
    * The dq kernel writes each in-window dS (f32, before its f16 rounding) to `ds_scratch[query row x prod(K) +
-   * slot]` (the plain backward's dS scratch layout, slot = the key's index in the query's window), for the
-   * `rpb-reduce` pass (d_rpb). Needs `hasRpb`; dq kernel only.
+   * slot]` (the plain backward's dS scratch layout, slot = the key's index in the query's window), for the d_rpb
+   * passes (`planRpbReducePasses`). Needs `hasRpb`; dq kernel only.
    */
   readonly gradRpb?: boolean;
 }

@@ -58,12 +58,14 @@ import {
   axisLoops,
   axisText,
   axisUniformNames,
+  axisUniformValues,
   decodeRowMajor,
   decodeWorkgroup,
   groupCoord,
   naCall,
   origCoord,
   rowIndex,
+  windowSlot,
 } from '../snippets/fused-index.ts';
 import { windowFunctions } from '../snippets/window.ts';
 import { canonicalKeyTile, type FusedForwardSpec, queriesPerInvocationProblem, rowsPerInvocationProblem } from './na-fused-forward.ts';
@@ -1160,11 +1162,7 @@ export function generateFusedBackwardDq(spec: FusedBackwardDqSpec): NamedKernel 
       .join('\n    ')}
     wc_${last} = ue - ws_${last};
   }`;
-    const slot = (j: number): string =>
-      A.reduce((e, a) => {
-        const start = a === last ? `wsq_${j}` : `ws_${a}`;
-        return a === 0 ? `u32(j_0 - ${start})` : `(${e} * u32(KS_${a}) + u32(j_${a} - ${start}))`;
-      }, '');
+    const slot = (j: number): string => windowSlot(spec.kernelSize, (a) => `j_${a} - ${a === last ? `wsq_${j}` : `ws_${a}`}`);
     const weight = (j: number): string => `var ds_${j} = 0.0;
         if (qvalid_${j} && j_${last} >= wsq_${j} && j_${last} < wsq_${j} + wcq_${j}) {
           var s = params.scale * sdot_${j};
@@ -1848,12 +1846,7 @@ export function planFusedBackward(
   const ngroups = product(params.dilation);
   const S = product(config.numSplitsKey);
   const partial = S > 1;
-  const axisU: Record<string, number> = {};
-  for (const a of axes(rank)) {
-    axisU[`len_${a}`] = spatial[a] as number;
-    axisU[`dil_${a}`] = params.dilation[a] as number;
-    axisU[`str_${a}`] = params.stride[a] as number;
-  }
+  const axisU = axisUniformValues(problem);
   const ntq = fusedBackwardTilesPerAxis(spatial, params.dilation, config.queryTile);
   const nkt = fusedBackwardTilesPerAxis(spatial, params.dilation, config.keyTile);
   const passes: BackwardPass[] = [];
@@ -1949,38 +1942,47 @@ export function rpbDsScratchElements(problem: FusedBackwardProblem): number {
   return problem.batch * product(problem.spatial) * problem.heads * product(problem.params.kernelSize);
 }
 
-/**
- * The d_rpb passes (`generateFusedBackwardRpbPartial`, then `generateFusedBackwardRpbReduce`) of a problem with
- * gradRpb, reading the dS scratch (in window order, `rpbDsScratchElements`) that the plain dq kernel or the
- * tensor-core one (`gradRpb`) wrote, through an f32 scratch of `partialElements` block partials (`rpbPartial`).
- */
-export function planRpbReducePasses(problem: FusedBackwardProblem, dtype: GpuDType, maxWorkgroupsPerDimension = 65535): { passes: [BackwardPass, BackwardPass]; partialElements: number } {
+/** The sizes, uniforms and dispatch sizes of a problem's d_rpb passes (`planRpbReducePasses` without the kernels). */
+export interface RpbReduceLayout {
+  /** The passes' kernel spec. */
+  readonly spec: FusedBackwardRpbReduceSpec;
+  readonly partial: { readonly uniforms: Readonly<Record<string, number>>; readonly workgroups: readonly [number, number, number] };
+  readonly reduce: { readonly uniforms: Readonly<Record<string, number>>; readonly workgroups: readonly [number, number, number] };
+  /** f32 elements of the block partials' scratch (`rpbPartial`). */
+  readonly partialElements: number;
+}
+
+/** The d_rpb passes' layout for a problem with gradRpb: blocks of queries, uniforms, workgroups, scratch size. */
+export function rpbReduceLayout(problem: FusedBackwardProblem, dtype: GpuDType, maxWorkgroupsPerDimension = 65535): RpbReduceLayout {
   const { rank, spatial, params } = problem;
   const tokens = product(spatial);
   const cells = product(params.kernelSize.map((k) => 2 * k - 1));
   const rows = problem.batch * tokens;
   const qblock = rpbQueryBlock(rows, problem.heads);
   const nblocks = Math.ceil(rows / qblock);
-  const axisU: Record<string, number> = {};
-  for (const a of axes(rank)) {
-    axisU[`len_${a}`] = spatial[a] as number;
-    axisU[`dil_${a}`] = params.dilation[a] as number;
-    axisU[`str_${a}`] = params.stride[a] as number;
-  }
-  const spec: FusedBackwardRpbReduceSpec = { rank, kernelSize: [...params.kernelSize], causal: [...params.isCausal], dtype };
+  return {
+    spec: { rank, kernelSize: [...params.kernelSize], causal: [...params.isCausal], dtype },
+    partial: {
+      uniforms: { batch: problem.batch, heads: problem.heads, tokens, cells, qblock, nblocks, ...axisUniformValues(problem) },
+      workgroups: fold(problem.heads * nblocks, maxWorkgroupsPerDimension),
+    },
+    reduce: { uniforms: { heads: problem.heads, cells, nblocks }, workgroups: fold(problem.heads * Math.ceil(cells / RPB_REDUCE_CELLS), maxWorkgroupsPerDimension) },
+    partialElements: problem.heads * nblocks * cells,
+  };
+}
+
+/**
+ * The d_rpb passes (`generateFusedBackwardRpbPartial`, then `generateFusedBackwardRpbReduce`) of a problem with
+ * gradRpb, reading the dS scratch (in window order, `rpbDsScratchElements`) that the plain dq kernel or the
+ * tensor-core one (`gradRpb`) wrote, through an f32 scratch of `partialElements` block partials (`rpbPartial`).
+ */
+export function planRpbReducePasses(problem: FusedBackwardProblem, dtype: GpuDType, maxWorkgroupsPerDimension = 65535): { passes: [BackwardPass, BackwardPass]; partialElements: number } {
+  const layout = rpbReduceLayout(problem, dtype, maxWorkgroupsPerDimension);
   return {
     passes: [
-      {
-        kernel: generateFusedBackwardRpbPartial(spec),
-        uniforms: { batch: problem.batch, heads: problem.heads, tokens, cells, qblock, nblocks, ...axisU },
-        workgroups: fold(problem.heads * nblocks, maxWorkgroupsPerDimension),
-      },
-      {
-        kernel: generateFusedBackwardRpbReduce(spec),
-        uniforms: { heads: problem.heads, cells, nblocks },
-        workgroups: fold(problem.heads * Math.ceil(cells / RPB_REDUCE_CELLS), maxWorkgroupsPerDimension),
-      },
+      { kernel: generateFusedBackwardRpbPartial(layout.spec), ...layout.partial },
+      { kernel: generateFusedBackwardRpbReduce(layout.spec), ...layout.reduce },
     ],
-    partialElements: problem.heads * nblocks * cells,
+    partialElements: layout.partialElements,
   };
 }

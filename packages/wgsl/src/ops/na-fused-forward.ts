@@ -59,7 +59,7 @@ import { type GpuDType, enableDirectives, wgslType } from '../dtype.ts';
 import { DEFAULT_UNROLL, hasWideSubgroups, laneSplitProblem, lanesDimProblem, withDefaultLanes } from '../lanes.ts';
 import { type GeneratedKernel, kernelKey, type StorageBinding, type UniformField, uniformDecl } from '../kernel.ts';
 import { FUSED_NEG, softmaxLse, softmaxStateDecl, softmaxUpdate, softmaxWeight, softmaxWeights } from '../snippets/fused-softmax.ts';
-import { rpbIndexExpr, rpbWindowProblem, tokenOf } from '../snippets/fused-index.ts';
+import { axisUniformValues, rpbIndexExpr, rpbWindowProblem, tokenOf } from '../snippets/fused-index.ts';
 import { windowFunctions } from '../snippets/window.ts';
 
 const FAMILY = 'na-fused-forward';
@@ -497,12 +497,8 @@ export function forwardProblemUniforms(problem: {
     heads_kv: problem.headsKv,
     gqa: problem.heads / problem.headsKv,
     tokens: product(problem.spatial),
+    ...axisUniformValues(problem),
   };
-  for (let a = 0; a < problem.rank; a++) {
-    u[`len_${a}`] = problem.spatial[a] as number;
-    u[`dil_${a}`] = problem.params.dilation[a] as number;
-    u[`str_${a}`] = problem.params.stride[a] as number;
-  }
   return u;
 }
 

@@ -64,6 +64,25 @@ export function axisUniformNames(rank: number): string[] {
   return out;
 }
 
+/** The values of `axisUniformNames`' fields for a problem: `len_a`, `dil_a`, `str_a` per axis. */
+export function axisUniformValues(problem: { readonly rank: number; readonly spatial: readonly number[]; readonly params: { readonly dilation: readonly number[]; readonly stride: readonly number[] } }): Record<string, number> {
+  const u: Record<string, number> = {};
+  for (const a of axes(problem.rank)) {
+    u[`len_${a}`] = problem.spatial[a] as number;
+    u[`dil_${a}`] = problem.params.dilation[a] as number;
+    u[`str_${a}`] = problem.params.stride[a] as number;
+  }
+  return u;
+}
+
+/**
+ * WGSL of a key's slot in a query's window (row-major over the kernel, last axis fastest) from its per-axis offsets
+ * `off(a)` (i32 expressions, in slots) from the window's start.
+ */
+export function windowSlot(kernelSize: readonly number[], off: (a: number) => string): string {
+  return kernelSize.reduce<string>((e, k, a) => (a === 0 ? `u32(${off(0)})` : `(${e}) * ${k}u + u32(${off(a)})`), '');
+}
+
 /** Per-axis text builders for one rank: statements per axis, and any/all conditions over the axes. */
 export interface AxisText {
   readonly A: readonly number[];
