@@ -79,6 +79,13 @@ describe('na2d_backward argument checks (WebGPU)', () => {
       'na2d_backward: the dqPartial scratch buffer needs 131072 bytes, over this device\'s maxStorageBufferBindingSize of 40000; use fewer num_splits_key',
     );
     expect(selectFusedBackward(small, 2, { ...a, numSplitsKey: [1, 1] }).config.numSplitsKey).toEqual([1, 1]);
+    // d_rpb's dS scratch: 1 x 16 x 16 tokens x 2 heads x 9 slots x 4 bytes = 18432 bytes.
+    const tiny = { hasF16: true, limits: { ...limitsOf(ctx), maxStorageBufferBindingSize: 18_000 } } as unknown as GpuContext;
+    const bias = zeros([2, 5, 5], 'float32');
+    expect(() => selectFusedBackward(tiny, 2, args2d(4, { queryTileSize: [4, 4], keyTileSize: [4, 4], rpb: bias, gradRpb: bias }))).toThrow(
+      "na2d_backward: the dsScratch scratch buffer needs 18432 bytes, over this device's maxStorageBufferBindingSize of 18000 (d_rpb keeps batch x tokens x heads x prod(kernel_size) floats of dS); pass gradRpb = null, or run the batch in parts and sum their d_rpb",
+    );
+    expect(selectFusedBackward(tiny, 2, args2d(4, { queryTileSize: [4, 4], keyTileSize: [4, 4], rpb: bias, gradRpb: null })).problem.hasGradRpb).toBe(false);
   });
 
   it('float64 is unsupported on WebGPU', async () => {
