@@ -1,6 +1,6 @@
 import { bytesPerElement, formatShape, NattenArgumentError, numel, type Tensor, tensor } from '@natten-web/core';
 import { type GeneratedKernel, type GpuDType, isGpuDType, packUniforms } from '@natten-web/wgsl';
-import { type AcquireOptions, type AdapterReport, acquireDevice, type SubgroupMatrixConfig } from './device.ts';
+import { type AcquiredDevice, type AcquireOptions, type AdapterReport, acquireDevice, type SubgroupMatrixConfig } from './device.ts';
 import { NattenDeviceError, NattenShaderError } from './errors.ts';
 import { BufferPool } from './pool.ts';
 
@@ -28,6 +28,12 @@ export interface DispatchCommand {
    * a buffer's last write a transfer, so Dawn owes no compute barrier before the next dispatch that writes it).
    */
   readonly clear?: readonly (GPUBuffer | ClearRange)[];
+}
+
+/** Commands that passed `checkAndCompile`: their pipelines and packed uniforms. */
+interface CheckedCommands {
+  readonly pipelines: readonly GPUComputePipeline[];
+  readonly uniformData: readonly (ArrayBuffer | undefined)[];
 }
 
 /** The first `size` bytes of a buffer, to zero before a pass (`DispatchCommand.clear`). */
@@ -88,8 +94,15 @@ export class GpuContext {
   private profiling: { querySet: GPUQuerySet; resolve: GPUBuffer; gpuNs: number; dispatches: number } | undefined;
   /** Resolves when the device is lost or destroyed (never rejects). */
   private readonly lostPromise: Promise<void>;
+  /**
+   * Make every op wait until the GPU has finished its work (false: an op resolves once its work is submitted and
+   * its error scopes have settled; `read`, `workDone` and later ops see the results in queue order). Turn it on to
+   * time single ops by wall clock or to pin a GPU fault on the op that caused it; it costs a host round trip per op.
+   */
+  blocking: boolean;
 
-  private constructor(acquired: Awaited<ReturnType<typeof acquireDevice>>) {
+  private constructor(acquired: Awaited<ReturnType<typeof acquireDevice>>, blocking: boolean) {
+    this.blocking = blocking;
     this.adapter = acquired.adapter;
     this.device = acquired.device;
     this.adapterInfo = acquired.adapterInfo;
@@ -106,8 +119,16 @@ export class GpuContext {
     };
   }
 
-  static async create(options: AcquireOptions = {}): Promise<GpuContext> {
-    return new GpuContext(await acquireDevice(options));
+  static async create(options: AcquireOptions & { readonly blocking?: boolean } = {}): Promise<GpuContext> {
+    return new GpuContext(await acquireDevice(options), options.blocking === true);
+  }
+
+  /**
+   * A context over a device the caller already has (an application's own `GPUDevice`, with its adapter report and
+   * the features it was created with). `destroy()` destroys that device: callers that keep it just drop the context.
+   */
+  static wrap(acquired: AcquiredDevice, options: { readonly blocking?: boolean } = {}): GpuContext {
+    return new GpuContext(acquired, options.blocking === true);
   }
 
   get hasF16(): boolean {
@@ -307,6 +328,19 @@ export class GpuContext {
    * that uses them completed.
    */
   async prepare(commands: readonly DispatchCommand[], op = 'dispatch'): Promise<PreparedDispatch> {
+    const checked = await this.checkAndCompile(commands, op);
+    this.device.pushErrorScope('validation');
+    const prepared = this.bind(commands, checked);
+    const bindError = await this.device.popErrorScope();
+    if (bindError) {
+      prepared.release();
+      throw new NattenDeviceError(`${op}: WebGPU validation error while binding: ${bindError.message}`);
+    }
+    return prepared;
+  }
+
+  /** Check the commands' bindings, grids and uniforms (throws), then get their pipelines. */
+  private async checkAndCompile(commands: readonly DispatchCommand[], op: string): Promise<CheckedCommands> {
     this.assertAlive(op);
     const maxDim = this.limits.maxComputeWorkgroupsPerDimension;
     for (const c of commands) {
@@ -327,10 +361,14 @@ export class GpuContext {
     const uniformData = commands.map((c) => (c.kernel.uniforms.length > 0 ? packUniforms(c.kernel.uniforms, c.uniforms ?? {}) : undefined));
     const pipelines = await Promise.all(commands.map((c) => this.pipeline(c.kernel)));
     this.assertAlive(op);
+    return { pipelines, uniformData };
+  }
+
+  /** Uniform buffers and bind groups of checked commands (inside the caller's error scope). */
+  private bind(commands: readonly DispatchCommand[], { pipelines, uniformData }: CheckedCommands): PreparedDispatch {
     const device = this.device;
     const temp: GPUBuffer[] = [];
     const passes: { pipeline: GPUComputePipeline; bindGroup: GPUBindGroup; workgroups: readonly [number, number, number]; label: string; clear: readonly (GPUBuffer | ClearRange)[] }[] = [];
-    device.pushErrorScope('validation');
     commands.forEach((c, i) => {
       const pipeline = pipelines[i] as GPUComputePipeline;
       const entries: GPUBindGroupEntry[] = c.buffers.map((buffer, binding) => ({ binding, resource: { buffer } }));
@@ -345,17 +383,12 @@ export class GpuContext {
       const bindGroup = device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries, label: c.kernel.key });
       passes.push({ pipeline, bindGroup, workgroups: c.workgroups, label: c.kernel.key, clear: c.clear ?? [] });
     });
-    const bindError = await device.popErrorScope();
     let released = false;
     const release = (): void => {
       if (released) return;
       released = true;
       for (const b of temp) this.pool.release(b);
     };
-    if (bindError) {
-      release();
-      throw new NattenDeviceError(`${op}: WebGPU validation error while binding: ${bindError.message}`);
-    }
     return {
       passCount: passes.length,
       encode(enc: GPUCommandEncoder, timestamps?: PassTimestamps, onePass = false): void {
@@ -402,17 +435,22 @@ export class GpuContext {
 
   /**
    * Run dispatches in order, one compute pass each, in one submission, inside validation and OOM error scopes.
-   * Resolves once the GPU finished the work; a validation or out-of-memory error is thrown as `NattenDeviceError`.
+   * Resolves once the work is submitted and its error scopes have settled (a validation or out-of-memory error is
+   * thrown as `NattenDeviceError`), without waiting for the GPU to finish it: WebGPU runs a queue's work in order,
+   * so later ops and `read` see its results. `blocking` contexts, and `profile()`, wait for the GPU as well.
    */
   async dispatch(commands: readonly DispatchCommand[], op = 'dispatch'): Promise<void> {
-    const prepared = await this.prepare(commands, op);
+    const checked = await this.checkAndCompile(commands, op);
     const device = this.device;
+    device.pushErrorScope('out-of-memory');
+    device.pushErrorScope('validation');
+    let prepared: PreparedDispatch | undefined;
+    let readback: GPUBuffer | undefined;
+    let prof: typeof this.profiling;
     try {
-      device.pushErrorScope('out-of-memory');
-      device.pushErrorScope('validation');
+      prepared = this.bind(commands, checked);
       const enc = device.createCommandEncoder({ label: op });
-      const prof = prepared.passCount > 0 ? this.profiling : undefined;
-      let readback: GPUBuffer | undefined;
+      prof = prepared.passCount > 0 ? this.profiling : undefined;
       if (prof) {
         prepared.encode(enc, { querySet: prof.querySet, beginIndex: 0, endIndex: 1 });
         enc.resolveQuerySet(prof.querySet, 0, 2, prof.resolve, 0);
@@ -422,21 +460,24 @@ export class GpuContext {
         prepared.encode(enc);
       }
       device.queue.submit([enc.finish()]);
+    } finally {
+      // Temporaries go back to the pool at once: later users of a pooled buffer come later in queue order.
+      prepared?.release();
       const validation = await device.popErrorScope();
       const oom = await device.popErrorScope();
-      await this.workDone(op);
       if (validation) throw new NattenDeviceError(`${op}: WebGPU validation error: ${validation.message}`);
       if (oom) throw new NattenDeviceError(`${op}: GPU out of memory: ${oom.message}`);
-      if (prof && readback) {
-        await readback.mapAsync(0x1 /* READ */);
-        const t = new BigInt64Array(readback.getMappedRange());
-        prof.gpuNs += Number((t[1] as bigint) - (t[0] as bigint));
-        prof.dispatches++;
-        readback.unmap();
-        readback.destroy();
-      }
-    } finally {
-      prepared.release();
+    }
+    if (prof && readback) {
+      await this.workDone(op);
+      await readback.mapAsync(0x1 /* READ */);
+      const t = new BigInt64Array(readback.getMappedRange());
+      prof.gpuNs += Number((t[1] as bigint) - (t[0] as bigint));
+      prof.dispatches++;
+      readback.unmap();
+      readback.destroy();
+    } else if (this.blocking) {
+      await this.workDone(op);
     }
     this.assertAlive(op);
   }

@@ -9,6 +9,7 @@ import {
   bucketSize,
   BufferPool,
   createGpuBackend,
+  fusedForward,
   GpuContext,
   median,
   NattenDeviceError,
@@ -56,7 +57,83 @@ function qkArgs(dtype: 'float32' | 'float16' = 'float32', L = 9) {
   };
 }
 
+/** One workgroup spinning `params.n` dependent steps per invocation (long on a software adapter). */
+const SPIN: GeneratedKernel = {
+  ...FILL,
+  key: 'test/spin/v1',
+  code: `@group(0) @binding(0) var<storage, read_write> out: array<f32>;
+struct Params { n: u32, value: f32, }
+@group(0) @binding(1) var<uniform> params: Params;
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  var x = params.value;
+  for (var i = 0u; i < params.n; i++) { x = x * 0.999999 + 1.0; }
+  out[gid.x] = x;
+}
+`,
+};
+
+describe('queued ops', () => {
+  it('an op resolves once its work is queued; later ops and read see its results in queue order', async () => {
+    const ctx = await gpuContext();
+    expect(ctx.blocking).toBe(false);
+    const out = ctx.createTensor([64], 'float32');
+    await ctx.dispatch([{ kernel: SPIN, buffers: [out.buffer], uniforms: { n: 1, value: 0 }, workgroups: [1, 1, 1] }]);
+    await ctx.workDone();
+    // Long work: the op resolves before the GPU has finished it.
+    let done = false;
+    await ctx.dispatch([{ kernel: SPIN, buffers: [out.buffer], uniforms: { n: 20_000_000, value: 0 }, workgroups: [1, 1, 1] }]);
+    void ctx.device.queue.onSubmittedWorkDone().then(() => {
+      done = true;
+    });
+    await Promise.resolve();
+    expect(done).toBe(false);
+    // A fill queued behind it lands after it: the read sees the fill's values, not the spin's.
+    await ctx.dispatch([{ kernel: FILL, buffers: [out.buffer], uniforms: { n: 64, value: 7 }, workgroups: [1, 1, 1] }]);
+    expect(Array.from((await ctx.read(out)).data).slice(0, 3)).toEqual([7, 8, 9]);
+    expect(done).toBe(true);
+    out.buffer.destroy();
+  });
+
+  it('a blocking context (GpuContext.wrap over the same device) waits for the GPU in every op', async () => {
+    const base = await gpuContext();
+    const ctx = GpuContext.wrap(
+      { adapter: base.adapter, device: base.device, adapterInfo: base.adapterInfo, features: base.features, subgroupMatrix: base.subgroupMatrix },
+      { blocking: true },
+    );
+    expect(ctx.blocking).toBe(true);
+    const out = ctx.createTensor([64], 'float32');
+    await ctx.dispatch([{ kernel: SPIN, buffers: [out.buffer], uniforms: { n: 1, value: 0 }, workgroups: [1, 1, 1] }]);
+    // The op took the GPU's time; draining the queue after it takes next to nothing.
+    const t0 = performance.now();
+    await ctx.dispatch([{ kernel: SPIN, buffers: [out.buffer], uniforms: { n: 20_000_000, value: 0 }, workgroups: [1, 1, 1] }]);
+    const t1 = performance.now();
+    await ctx.workDone();
+    const t2 = performance.now();
+    expect(t2 - t1).toBeLessThan((t1 - t0) / 4);
+    await ctx.dispatch([{ kernel: FILL, buffers: [out.buffer], uniforms: { n: 64, value: 1 }, workgroups: [1, 1, 1] }]);
+    expect(Array.from((await ctx.read(out)).data).slice(0, 2)).toEqual([1, 2]);
+    out.buffer.destroy();
+    // Not destroyed: the device belongs to the shared test context.
+  });
+});
+
 describe('errors', () => {
+  it('a memoised check still refuses bad arguments on every call, and each problem is checked on its own', async () => {
+    const ctx = await gpuContext();
+    const q = ctx.upload(randn([1, 8, 2, 4], 'float32', 1));
+    const out = ctx.createTensor([1, 8, 2, 4], 'float32');
+    const args = { query: q, key: q, value: q, output: out, logsumexp: null, rpb: null };
+    for (let i = 0; i < 2; i++) {
+      await expect(fusedForward(ctx, 1, { ...args, kernelSize: 9 })).rejects.toThrow(/na1d_forward: kernel_size=9 times dilation=1 exceeds input length 8/);
+    }
+    await fusedForward(ctx, 1, { ...args, kernelSize: 3 });
+    await fusedForward(ctx, 1, { ...args, kernelSize: 3 });
+    const wrongOut = ctx.createTensor([1, 8, 2, 5], 'float32');
+    await expect(fusedForward(ctx, 1, { ...args, output: wrongOut, kernelSize: 3 })).rejects.toBeInstanceOf(NattenArgumentError);
+    for (const t of [q, out, wrongOut]) t.buffer.destroy();
+  });
+
   it('an injected WGSL error gives NattenShaderError with the key and the compiler messages', async () => {
     const ctx = await gpuContext();
     const bad: GeneratedKernel = { ...FILL, key: 'test/broken/v1', code: FILL.code.replace('params.value + f32(gid.x)', 'params.value + undefined_name') };
