@@ -30,7 +30,7 @@ import {
 import { type DispatchCommand, foldWorkgroups, type GpuContext, type GpuTensor } from '../context.ts';
 import { flagWords, flipFlag, keyBoxRowsBound, MMA_F16_MIN_WORKGROUPS, MMA_F16_NARROW_HEAD_DIM, MMA_LARGE_WINDOW, mmaAvailability, mmaWorkgroups, packedCoordsFit, paddingIsFree, residentWorkgroups, unitSteps, windowKeys } from './na-fused-forward-mma.ts';
 import { sgmatProblemFit } from './na-fused-forward-sgmat.ts';
-import { checkScratchSize, memoKernel, memoPerContext, RPB_SCRATCH_HINT } from './op.ts';
+import { callKey, checkScratchSize, memoKernel, memoPerContext, RPB_SCRATCH_HINT } from './op.ts';
 
 /**
  * A tensor-core backward configuration: the dq kernel's query tile and subgroup count, the dkv kernel's key tile and
@@ -428,29 +428,31 @@ export function checkFusedBackwardMma(
   args: FusedBackwardArgs<TensorLike>,
   config?: MmaBackwardConfig,
 ): { problem: FusedBackwardProblem; config: MmaBackwardConfig; kernels: MmaBackwardKernels } {
-  const op = opName(rank, 'backward');
-  const problem = checkFusedBackward(op, rank, { ...args, queryTileSize: undefined, keyTileSize: undefined, lanes: undefined }, FUSED_BACKWARD_TILES);
-  const avail = mmaAvailability(ctx);
-  if ('why' in avail) throw new NattenUnsupportedError(`${op}: tensor-core (mma) backward unavailable: ${avail.why}`);
-  const fit = mmaBackwardProblemFit(problem);
-  if (fit !== undefined) throw new NattenArgumentError(`${op}: tensor-core (mma) backward cannot run this problem: ${fit}`);
-  const cfg = config ?? defaultMmaBackwardConfig(ctx, problem);
-  if (!cfg) throw new NattenUnsupportedError(`${op}: no tensor-core (mma) backward config fits this device's limits (workgroup memory ${ctx.limits.maxComputeWorkgroupStorageSize} bytes)`);
-  const why = kernelProblem(ctx, problem, cfg, 'dq') ?? kernelProblem(ctx, problem, cfg, 'dkv');
-  if (why !== undefined) throw new NattenArgumentError(`${op}: tensor-core (mma) backward config cannot run: ${why}`);
-  if (problem.hasGradRpb) {
-    checkScratchSize(ctx, op, 'dsScratch', rpbDsScratchElements(problem), RPB_SCRATCH_HINT);
-    checkScratchSize(ctx, op, 'rpbPartial', rpbReduceLayout(problem, 'float16').partialElements, RPB_SCRATCH_HINT);
-  }
-  return {
-    problem,
-    config: cfg,
-    kernels: {
-      dq: memoKernel('fused-backward-mma-dq', specOf(problem, cfg, 'dq'), generateFusedBackwardMmaDq),
-      dkv: memoKernel('fused-backward-mma-dkv', specOf(problem, cfg, 'dkv'), generateFusedBackwardMmaDkv),
-      ...(problem.hasGradRpb ? { rpbPasses: rpbKernels(problem) } : {}),
-    },
-  };
+  return memoPerContext(ctx, 'mma-backward-check', callKey(rank, args, config), () => {
+    const op = opName(rank, 'backward');
+    const problem = checkFusedBackward(op, rank, { ...args, queryTileSize: undefined, keyTileSize: undefined, lanes: undefined }, FUSED_BACKWARD_TILES);
+    const avail = mmaAvailability(ctx);
+    if ('why' in avail) throw new NattenUnsupportedError(`${op}: tensor-core (mma) backward unavailable: ${avail.why}`);
+    const fit = mmaBackwardProblemFit(problem);
+    if (fit !== undefined) throw new NattenArgumentError(`${op}: tensor-core (mma) backward cannot run this problem: ${fit}`);
+    const cfg = config ?? defaultMmaBackwardConfig(ctx, problem);
+    if (!cfg) throw new NattenUnsupportedError(`${op}: no tensor-core (mma) backward config fits this device's limits (workgroup memory ${ctx.limits.maxComputeWorkgroupStorageSize} bytes)`);
+    const why = kernelProblem(ctx, problem, cfg, 'dq') ?? kernelProblem(ctx, problem, cfg, 'dkv');
+    if (why !== undefined) throw new NattenArgumentError(`${op}: tensor-core (mma) backward config cannot run: ${why}`);
+    if (problem.hasGradRpb) {
+      checkScratchSize(ctx, op, 'dsScratch', rpbDsScratchElements(problem), RPB_SCRATCH_HINT);
+      checkScratchSize(ctx, op, 'rpbPartial', rpbReduceLayout(problem, 'float16').partialElements, RPB_SCRATCH_HINT);
+    }
+    return {
+      problem,
+      config: cfg,
+      kernels: {
+        dq: memoKernel('fused-backward-mma-dq', specOf(problem, cfg, 'dq'), generateFusedBackwardMmaDq),
+        dkv: memoKernel('fused-backward-mma-dkv', specOf(problem, cfg, 'dkv'), generateFusedBackwardMmaDkv),
+        ...(problem.hasGradRpb ? { rpbPasses: rpbKernels(problem) } : {}),
+      },
+    };
+  });
 }
 
 /** Run the mma backward: gradQuery, gradKey, gradValue written in place (throws where it cannot run). */

@@ -26,7 +26,7 @@ import {
 import type { DispatchCommand, GpuContext, GpuTensor } from '../context.ts';
 import { defaultBackwardMma, fusedBackwardMma, type MmaBackwardConfig } from './na-fused-backward-mma.ts';
 import { mayRouteToMma } from './na-fused-forward-mma.ts';
-import { checkScratchSize, defineGpuOp, type GpuOp, kernelLimits, RPB_SCRATCH_HINT } from './op.ts';
+import { callKey, checkScratchSize, defineGpuOp, type GpuOp, kernelLimits, memoPerContext, memoPure, RPB_SCRATCH_HINT } from './op.ts';
 
 /** The limits backward config selection reads (`kernelLimits`). */
 export function backwardKernelLimits(ctx: GpuContext): BackwardLimits {
@@ -47,51 +47,53 @@ export interface FusedBackwardSelection {
  * (lane-split on devices with subgroups at least 16 wide: `defaultFusedBackwardConfig`).
  */
 export function selectFusedBackward(ctx: GpuContext, rank: NaRank, args: FusedBackwardArgs<TensorLike>): FusedBackwardSelection {
-  const op = opName(rank, 'backward');
-  const base = checkFusedBackward(op, rank, args, FUSED_BACKWARD_TILES);
-  const dtype = checkGpuDType(op, base.dtype);
-  if (dtype === 'float16' && !ctx.hasF16) {
-    throw new NattenUnsupportedError(`${op}: float16 needs the WebGPU feature 'shader-f16', which this adapter does not offer; use float32`);
-  }
-  const problem = { ...base, dtype };
-  const products = fusedBackwardTileProducts(problem, ctx.limits);
-  if (products.length === 0) {
-    throw new NattenArgumentError(
-      `${op}: head_dim=${problem.dim} and value head_dim=${problem.dimV} (${dtype}) are too large for every backward tile of this device (workgroup memory ${ctx.limits.maxComputeWorkgroupStorageSize} bytes); the smallest tile (16 rows) needs 16*(head_dim+value_head_dim)*bytes`,
-    );
-  }
-  let config: FusedBackwardConfig;
-  const tiles = checkTiles(op, rank, args.queryTileSize, args.keyTileSize, products, 'backward');
-  if (tiles) {
-    config = {
-      queryTile: tiles.queryTile,
-      keyTile: tiles.keyTile,
-      numSplitsKey: base.numSplitsKey,
-      computeDeltaWithTorch: base.computeDeltaWithTorch,
-      ...(args.lanes !== undefined && args.lanes > 1 ? { lanes: args.lanes } : {}),
-    };
-    // The hardware-class unroll applies to given tiles as to the default and the tuner's configs (it needs lanes).
-    if (config.lanes !== undefined) config = withDefaultBackwardUnroll(problem, config, backwardKernelLimits(ctx));
-    // Only lane-split configs depend on the device's subgroups (lanes 1 is the single-lane config, core-validated).
-    const why = config.lanes === undefined ? undefined : fusedBackwardLanesProblem(problem, config, backwardKernelLimits(ctx));
-    if (why !== undefined) {
+  return memoPerContext(ctx, 'fused-backward-select', callKey(rank, args), () => {
+    const op = opName(rank, 'backward');
+    const base = checkFusedBackward(op, rank, args, FUSED_BACKWARD_TILES);
+    const dtype = checkGpuDType(op, base.dtype);
+    if (dtype === 'float16' && !ctx.hasF16) {
+      throw new NattenUnsupportedError(`${op}: float16 needs the WebGPU feature 'shader-f16', which this adapter does not offer; use float32`);
+    }
+    const problem = { ...base, dtype };
+    const products = fusedBackwardTileProducts(problem, ctx.limits);
+    if (products.length === 0) {
       throw new NattenArgumentError(
-        `${op}: query_tile_size=${formatShape(config.queryTile)}, key_tile_size=${formatShape(config.keyTile)}, lanes=${String(config.lanes ?? 1)} cannot run here: ${why}`,
+        `${op}: head_dim=${problem.dim} and value head_dim=${problem.dimV} (${dtype}) are too large for every backward tile of this device (workgroup memory ${ctx.limits.maxComputeWorkgroupStorageSize} bytes); the smallest tile (16 rows) needs 16*(head_dim+value_head_dim)*bytes`,
       );
     }
-  } else {
-    const def = defaultFusedBackwardConfig(problem, backwardKernelLimits(ctx));
-    if (!def) throw new NattenArgumentError(`${op}: no backward tile configuration fits this device`);
-    config = {
-      ...def,
-      numSplitsKey: checkNumSplitsKey(op, rank, args.numSplitsKey, problem.spatial, problem.params, def.keyTile),
-    };
-  }
-  const plan = planFusedBackward(problem, config);
-  for (const [name, elems] of Object.entries(plan.scratch)) {
-    checkScratchSize(ctx, op, name, elems, name === 'dqPartial' ? '; use fewer num_splits_key' : name === 'dsScratch' ? RPB_SCRATCH_HINT : '');
-  }
-  return { problem, config };
+    let config: FusedBackwardConfig;
+    const tiles = checkTiles(op, rank, args.queryTileSize, args.keyTileSize, products, 'backward');
+    if (tiles) {
+      config = {
+        queryTile: tiles.queryTile,
+        keyTile: tiles.keyTile,
+        numSplitsKey: base.numSplitsKey,
+        computeDeltaWithTorch: base.computeDeltaWithTorch,
+        ...(args.lanes !== undefined && args.lanes > 1 ? { lanes: args.lanes } : {}),
+      };
+      // The hardware-class unroll applies to given tiles as to the default and the tuner's configs (it needs lanes).
+      if (config.lanes !== undefined) config = withDefaultBackwardUnroll(problem, config, backwardKernelLimits(ctx));
+      // Only lane-split configs depend on the device's subgroups (lanes 1 is the single-lane config, core-validated).
+      const why = config.lanes === undefined ? undefined : fusedBackwardLanesProblem(problem, config, backwardKernelLimits(ctx));
+      if (why !== undefined) {
+        throw new NattenArgumentError(
+          `${op}: query_tile_size=${formatShape(config.queryTile)}, key_tile_size=${formatShape(config.keyTile)}, lanes=${String(config.lanes ?? 1)} cannot run here: ${why}`,
+        );
+      }
+    } else {
+      const def = defaultFusedBackwardConfig(problem, backwardKernelLimits(ctx));
+      if (!def) throw new NattenArgumentError(`${op}: no backward tile configuration fits this device`);
+      config = {
+        ...def,
+        numSplitsKey: checkNumSplitsKey(op, rank, args.numSplitsKey, problem.spatial, problem.params, def.keyTile),
+      };
+    }
+    const plan = memoPure('fused-backward-plan', [problem, config], () => planFusedBackward(problem, config));
+    for (const [name, elems] of Object.entries(plan.scratch)) {
+      checkScratchSize(ctx, op, name, elems, name === 'dqPartial' ? '; use fewer num_splits_key' : name === 'dsScratch' ? RPB_SCRATCH_HINT : '');
+    }
+    return { problem, config };
+  });
 }
 
 /** The dispatches of one backward (bound to the given tensors) plus the scratch buffers they use. */
@@ -145,7 +147,8 @@ export function buildFusedBackward(ctx: GpuContext, rank: NaRank, args: FusedBac
     }
     selection = { ...selected, config: grouped };
   }
-  const plan = planFusedBackward(selection.problem, selection.config, ctx.limits.maxComputeWorkgroupsPerDimension);
+  const maxDim = ctx.limits.maxComputeWorkgroupsPerDimension;
+  const plan = memoPure('fused-backward-plan', [selection.problem, selection.config, maxDim], () => planFusedBackward(selection.problem, selection.config, maxDim));
   const scratch = new Map<string, GpuTensor>();
   const release = (): void => {
     for (const t of scratch.values()) t.buffer.destroy();

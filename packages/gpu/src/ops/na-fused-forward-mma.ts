@@ -40,7 +40,7 @@ import {
 import type { DispatchCommand, GpuContext, GpuTensor } from '../context.ts';
 import { fusedForwardCommand } from './na-fused-forward.ts';
 import { subgroupMatrixF16Missing, tensorCoreHeadDimFit } from './na-fused-forward-sgmat.ts';
-import { memoKernel, memoPerContext } from './op.ts';
+import { callKey, memoKernel, memoPerContext } from './op.ts';
 
 /** A tensor-core (generation 3) forward configuration. */
 export interface MmaForwardConfig {
@@ -521,22 +521,24 @@ export function checkFusedForwardMma(
   args: FusedForwardArgs<TensorLike>,
   config?: MmaForwardConfig,
 ): { problem: FusedProblem; config: MmaForwardConfig; spec: FusedForwardMmaSpec } {
-  const op = opName(rank, 'forward');
-  const problem = checkFusedForward(op, rank, { ...args, queryTileSize: undefined, keyTileSize: undefined, lanes: undefined }, FUSED_FORWARD_TILES);
-  const avail = mmaAvailability(ctx);
-  if ('why' in avail) throw new NattenUnsupportedError(`${op}: tensor-core (mma) path unavailable: ${avail.why}`);
-  const fit = mmaProblemFit(problem);
-  if (fit !== undefined) throw new NattenArgumentError(`${op}: tensor-core (mma) path cannot run this problem: ${fit}`);
-  const cfg = config ?? defaultMmaConfig(ctx, problem);
-  if (!cfg) throw new NattenUnsupportedError(`${op}: no tensor-core (mma) config fits this device's limits (workgroup memory ${ctx.limits.maxComputeWorkgroupStorageSize} bytes)`);
-  const s = mmaSpec(problem, cfg);
-  const why = fusedForwardMmaSpecProblem(s);
-  if (why !== undefined) throw new NattenArgumentError(`${op}: tensor-core (mma) config cannot run: ${why}`);
-  const bytes = fusedForwardMmaWorkgroupBytes(s);
-  if (bytes > ctx.limits.maxComputeWorkgroupStorageSize) {
-    throw new NattenArgumentError(`${op}: tensor-core (mma) config needs ${bytes} bytes of workgroup memory, over this device's ${ctx.limits.maxComputeWorkgroupStorageSize}`);
-  }
-  return { problem, config: cfg, spec: s };
+  return memoPerContext(ctx, 'mma-forward-check', callKey(rank, args, config), () => {
+    const op = opName(rank, 'forward');
+    const problem = checkFusedForward(op, rank, { ...args, queryTileSize: undefined, keyTileSize: undefined, lanes: undefined }, FUSED_FORWARD_TILES);
+    const avail = mmaAvailability(ctx);
+    if ('why' in avail) throw new NattenUnsupportedError(`${op}: tensor-core (mma) path unavailable: ${avail.why}`);
+    const fit = mmaProblemFit(problem);
+    if (fit !== undefined) throw new NattenArgumentError(`${op}: tensor-core (mma) path cannot run this problem: ${fit}`);
+    const cfg = config ?? defaultMmaConfig(ctx, problem);
+    if (!cfg) throw new NattenUnsupportedError(`${op}: no tensor-core (mma) config fits this device's limits (workgroup memory ${ctx.limits.maxComputeWorkgroupStorageSize} bytes)`);
+    const s = mmaSpec(problem, cfg);
+    const why = fusedForwardMmaSpecProblem(s);
+    if (why !== undefined) throw new NattenArgumentError(`${op}: tensor-core (mma) config cannot run: ${why}`);
+    const bytes = fusedForwardMmaWorkgroupBytes(s);
+    if (bytes > ctx.limits.maxComputeWorkgroupStorageSize) {
+      throw new NattenArgumentError(`${op}: tensor-core (mma) config needs ${bytes} bytes of workgroup memory, over this device's ${ctx.limits.maxComputeWorkgroupStorageSize}`);
+    }
+    return { problem, config: cfg, spec: s };
+  });
 }
 
 /**

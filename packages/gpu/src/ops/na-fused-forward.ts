@@ -29,7 +29,7 @@ import {
 } from '@natten-web/wgsl';
 import { type DispatchCommand, foldWorkgroups, type GpuContext, type GpuTensor } from '../context.ts';
 import { defaultForwardMma, fusedForwardMma, mayRouteToMma, type MmaForwardConfig } from './na-fused-forward-mma.ts';
-import { defineGpuOp, type GpuOp, kernelLimits, memoKernel, requireF16Feature } from './op.ts';
+import { callKey, defineGpuOp, type GpuOp, kernelLimits, memoKernel, memoPerContext, requireF16Feature } from './op.ts';
 
 /** The limits forward config selection reads (`kernelLimits`). */
 export function fusedKernelLimits(ctx: GpuContext): FusedKernelLimits {
@@ -101,39 +101,41 @@ export function checkFusedForwardGpu(
   args: FusedForwardArgs<TensorLike>,
   forced?: FusedForwardConfig,
 ): { problem: FusedProblem; config: FusedForwardConfig } {
-  const op = opName(rank, 'forward');
-  const problem = checkFusedForward(op, rank, args, FUSED_FORWARD_TILES);
-  checkFusedForwardBindings(ctx, op, problem, args);
-  const limits = fusedKernelLimits(ctx);
-  let config: FusedForwardConfig;
-  if (forced) {
-    config = forced;
-  } else if (args.queryTileSize !== undefined && args.keyTileSize !== undefined) {
-    // f16 inputs stage K/V as f16 (half the workgroup memory and its traffic; measured faster on H200).
-    // The hardware-class key unroll applies to given tiles as to the default and the tuner's configs.
-    config = withDefaultForwardUnroll(
-      problem,
-      {
-        path: 'plain',
-        queryTile: [...args.queryTileSize],
-        keyTile: [...args.keyTileSize],
-        stage: problem.dtype === 'float16' ? 'f16' : 'f32',
-        ...(args.lanes !== undefined && args.lanes > 1 ? { lanes: args.lanes } : {}),
-      },
-      limits,
-    );
-  } else {
-    config = defaultFusedForwardConfig(problem, limits);
-  }
-  const why = fusedForwardConfigProblem(problem, config, limits);
-  if (why !== undefined) {
-    const valid = enumerateFusedForwardConfigs(problem, limits);
-    const products = [...new Set(valid.map((c) => `${product(c.queryTile)}x${product(c.keyTile)}`))];
-    throw new NattenArgumentError(
-      `${op}: ${describeConfig(config)} cannot run here: ${why}; valid tile products (query x key) for this rank-${rank} ${problem.dtype} problem on this device are ${products.length ? products.join(', ') : 'none'}`,
-    );
-  }
-  return { problem, config };
+  return memoPerContext(ctx, 'fused-forward-check', callKey(rank, args, forced), () => {
+    const op = opName(rank, 'forward');
+    const problem = checkFusedForward(op, rank, args, FUSED_FORWARD_TILES);
+    checkFusedForwardBindings(ctx, op, problem, args);
+    const limits = fusedKernelLimits(ctx);
+    let config: FusedForwardConfig;
+    if (forced) {
+      config = forced;
+    } else if (args.queryTileSize !== undefined && args.keyTileSize !== undefined) {
+      // f16 inputs stage K/V as f16 (half the workgroup memory and its traffic; measured faster on H200).
+      // The hardware-class key unroll applies to given tiles as to the default and the tuner's configs.
+      config = withDefaultForwardUnroll(
+        problem,
+        {
+          path: 'plain',
+          queryTile: [...args.queryTileSize],
+          keyTile: [...args.keyTileSize],
+          stage: problem.dtype === 'float16' ? 'f16' : 'f32',
+          ...(args.lanes !== undefined && args.lanes > 1 ? { lanes: args.lanes } : {}),
+        },
+        limits,
+      );
+    } else {
+      config = defaultFusedForwardConfig(problem, limits);
+    }
+    const why = fusedForwardConfigProblem(problem, config, limits);
+    if (why !== undefined) {
+      const valid = enumerateFusedForwardConfigs(problem, limits);
+      const products = [...new Set(valid.map((c) => `${product(c.queryTile)}x${product(c.keyTile)}`))];
+      throw new NattenArgumentError(
+        `${op}: ${describeConfig(config)} cannot run here: ${why}; valid tile products (query x key) for this rank-${rank} ${problem.dtype} problem on this device are ${products.length ? products.join(', ') : 'none'}`,
+      );
+    }
+    return { problem, config };
+  });
 }
 
 /** Build the kernel and the dispatch command for a call (no GPU work). For the autotuner and benchmarks. */

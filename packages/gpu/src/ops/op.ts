@@ -65,17 +65,38 @@ export function defineGpuOp<A>(
 
 export type { TensorLike };
 
-const kernelMemo = new Map<string, GeneratedKernel>();
+/** Entries each memo keeps (the oldest goes first): generated kernels and plans, a few KiB to a few hundred each. */
+const MEMO_ENTRIES = 1024;
+
+/** A map that forgets its oldest entry past `MEMO_ENTRIES` (a long-running app meeting many shapes stays bounded). */
+function boundedGet<T>(memo: Map<string, unknown>, k: string, compute: () => T): T {
+  if (memo.has(k)) return memo.get(k) as T;
+  const value = compute();
+  memo.set(k, value);
+  if (memo.size > MEMO_ENTRIES) memo.delete(memo.keys().next().value as string);
+  return value;
+}
+
+const pureMemo = new Map<string, unknown>();
 
 /** Generate once per (generator, spec); the pipeline itself is cached by key in the context. */
 export function memoKernel<S, K extends GeneratedKernel = GeneratedKernel>(name: string, spec: S, generate: (s: S) => K): K {
-  const k = `${name}:${JSON.stringify(spec)}`;
-  let kernel = kernelMemo.get(k) as K | undefined;
-  if (!kernel) {
-    kernel = generate(spec);
-    kernelMemo.set(k, kernel);
-  }
-  return kernel;
+  return boundedGet(pureMemo, `kernel:${name}:${JSON.stringify(spec)}`, () => generate(spec));
+}
+
+/** Compute once per (name, key) a pure function of the key (a backward's kernels and scratch sizes from its problem and config). */
+export function memoPure<T>(name: string, key: unknown, compute: () => T): T {
+  return boundedGet(pureMemo, `${name}:${JSON.stringify(key)}`, compute);
+}
+
+/**
+ * A call's arguments as a memo key: tensors (host or GPU) by shape and dtype, every other argument as given. What an
+ * op checks and chooses from its arguments depends on nothing else, so the key can stand for the call.
+ */
+export function callKey(rank: NaRank, args: unknown, extra?: unknown): string {
+  return JSON.stringify([rank, args, extra ?? null], (_k, v: unknown) =>
+    v !== null && typeof v === 'object' && 'shape' in v && 'dtype' in v ? [(v as TensorLike).shape, (v as TensorLike).dtype] : v,
+  );
 }
 
 const choiceMemo = new WeakMap<GpuContext, Map<string, unknown>>();
@@ -91,9 +112,5 @@ export function memoPerContext<T>(ctx: GpuContext, name: string, key: unknown, c
     memo = new Map();
     choiceMemo.set(ctx, memo);
   }
-  const k = `${name}:${JSON.stringify(key)}`;
-  if (memo.has(k)) return memo.get(k) as T;
-  const value = compute();
-  memo.set(k, value);
-  return value;
+  return boundedGet(memo, `${name}:${typeof key === 'string' ? key : JSON.stringify(key)}`, compute);
 }
