@@ -13,6 +13,7 @@ import {
   NattenError,
   NattenNotImplementedError,
   randn,
+  synchronize,
   type Tensor,
   toGpu,
   toHost,
@@ -38,12 +39,14 @@ function checksum(t: Tensor): number {
   return s;
 }
 
+/** Median wall time of `runs` calls; a WebGPU op resolves once its work is queued, so wait for the GPU too. */
 async function timed<T>(runs: number, f: () => Promise<T>): Promise<{ result: T; ms: number }> {
   const times: number[] = [];
   let result = await f();
   for (let i = 0; i < runs; i++) {
     const t0 = performance.now();
     result = await f();
+    await synchronize();
     times.push(performance.now() - t0);
   }
   return { result, ms: median(times) };

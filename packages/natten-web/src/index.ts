@@ -58,6 +58,7 @@ export {
   info,
   type RuntimeOptions,
   setBackend,
+  synchronize,
   useDevice,
 } from './runtime.ts';
 export { type AnyTensor, fromGpuBuffer, isGpuTensor, isHostTensor, type OutputOf, toGpu, toHost } from './tensors.ts';

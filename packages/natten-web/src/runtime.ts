@@ -26,6 +26,12 @@ export interface RuntimeOptions {
   readonly gpu?: GPU | undefined;
   /** Where one-line notices go (fallbacks); default `console.warn`. */
   readonly notice?: ((message: string) => void) | undefined;
+  /**
+   * Make every WebGPU op wait until the GPU has finished it (default false: an op resolves once its work is
+   * queued, and `toHost`, `synchronize` and later ops see its results in queue order). For timing single ops by
+   * wall clock, or pinning a GPU fault on the op that caused it; it costs a host round trip per op.
+   */
+  readonly blocking?: boolean | undefined;
 }
 
 interface State {
@@ -33,6 +39,7 @@ interface State {
   gpu: GPU | undefined;
   notice: (message: string) => void;
   context: Promise<GpuContext> | undefined;
+  blocking: boolean;
   /** False when the context wraps a device the caller owns (`useDevice`): dispose leaves it alive. */
   ownsDevice: boolean;
   gpuBackend: { ctx: GpuContext; backend: NaBackend } | undefined;
@@ -46,6 +53,7 @@ const state: State = {
   gpu: undefined,
   notice: defaultNotice,
   context: undefined,
+  blocking: false,
   ownsDevice: true,
   gpuBackend: undefined,
   noticed: new Set(),
@@ -77,6 +85,13 @@ export function configure(options: RuntimeOptions): void {
     state.gpu = options.gpu;
   }
   if ('notice' in options) state.notice = options.notice ?? defaultNotice;
+  if ('blocking' in options) {
+    state.blocking = options.blocking === true;
+    // The live context follows at once (no new device needed).
+    void state.context?.then((ctx) => {
+      ctx.blocking = state.blocking;
+    }, () => undefined);
+  }
   if ('autotune' in options) setAutotuneOptions(options.autotune ?? {});
 }
 
@@ -99,7 +114,7 @@ export function noticeOnce(key: string, message: string): void {
 
 function contextPromise(): Promise<GpuContext> {
   if (!state.context) {
-    state.context = GpuContext.create(state.gpu ? { gpu: state.gpu } : {});
+    state.context = GpuContext.create({ ...(state.gpu ? { gpu: state.gpu } : {}), blocking: state.blocking });
     // A failure is remembered (no adapter now means no adapter later); dispose() forgets it.
     state.context.catch(() => undefined);
   }
@@ -158,11 +173,8 @@ export function useDevice(device: GPUDevice, adapter?: GPUAdapter): void {
     features: new Set([...device.features].map(String)),
     subgroupMatrix: [],
   };
-  // @natten-web/gpu has no public "wrap an existing device" constructor yet (GpuContext's constructor
-  // is private); its constructor only stores the acquired fields, so construct through it directly.
-  const Ctor = GpuContext as unknown as new (acquired: AcquiredDevice) => GpuContext;
   releaseContext();
-  state.context = Promise.resolve(new Ctor(acquired));
+  state.context = Promise.resolve(GpuContext.wrap(acquired, { blocking: state.blocking }));
   state.ownsDevice = false;
 }
 
@@ -289,6 +301,23 @@ export async function info(): Promise<BackendInfo> {
     limits,
     version: VERSION,
   };
+}
+
+/**
+ * Wait until the GPU has finished every op queued so far (WebGPU ops resolve once their work is queued, so time a
+ * sequence of them as `t0 = performance.now(); ...ops; await synchronize()`). Resolves at once when no GPU context
+ * exists; throws `NattenDeviceError` when the device was lost.
+ */
+export async function synchronize(): Promise<void> {
+  const pending = state.context;
+  if (!pending) return;
+  let ctx: GpuContext;
+  try {
+    ctx = await pending;
+  } catch {
+    return;
+  }
+  await ctx.workDone('synchronize');
 }
 
 /** Free the GPU context (a device given to `useDevice` is left alive). The next GPU op creates a new one. */

@@ -6,6 +6,7 @@ import type { Tensor } from '@natten-web/core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   attention,
+  configure,
   dispose,
   info,
   isGpuTensor,
@@ -27,9 +28,11 @@ import {
   na3dBackward,
   na3dQk,
   setBackend,
+  synchronize,
   toGpu,
   toHost,
 } from '../src/index.ts';
+import { gpuContext } from '../src/runtime.ts';
 import { expectClose, rnd } from './helpers.ts';
 
 beforeAll(async () => {
@@ -38,6 +41,27 @@ beforeAll(async () => {
   console.log(`[natten-web gpu] ${i.adapter?.vendor} / ${i.adapter?.architecture} / ${i.adapter?.device} features=${i.features.join(',')}`);
 });
 afterAll(() => dispose());
+
+describe('when WebGPU ops finish', () => {
+  it('ops queue back to back; synchronize() waits for them; configure({ blocking }) reaches the live context', async () => {
+    const host = rnd([1, 16, 2, 8]);
+    const q = await toGpu(host);
+    let out = await na1d(q, q, q, { kernelSize: 3 });
+    for (let i = 0; i < 3; i++) out = await na1d(out, q, q, { kernelSize: 3 });
+    await synchronize();
+    let want = await na1d(host, host, host, { kernelSize: 3, backend: 'cpu' });
+    for (let i = 0; i < 3; i++) want = await na1d(want, host, host, { kernelSize: 3, backend: 'cpu' });
+    expectClose(await toHost(out), want, 1e-4);
+    const ctx = await gpuContext('test');
+    expect(ctx.blocking).toBe(false);
+    configure({ blocking: true });
+    await synchronize();
+    expect(ctx.blocking).toBe(true);
+    configure({ blocking: false });
+    await synchronize();
+    expect(ctx.blocking).toBe(false);
+  });
+});
 
 type Fwd = (q: Tensor, k: Tensor, v: Tensor, o: Record<string, unknown>) => Promise<{ output: Tensor; lse: Tensor }>;
 type Bwd = (q: Tensor, k: Tensor, v: Tensor, o: Tensor, dO: Tensor, lse: Tensor, opts: Record<string, unknown>) => Promise<Record<string, Tensor>>;
