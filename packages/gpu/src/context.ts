@@ -63,6 +63,9 @@ export interface PreparedDispatch {
 }
 
 const UNIFORM_USAGE = 0x40 /* UNIFORM */ | 0x8; /* COPY_DST */
+
+/** Distinct uniform contents a context keeps a buffer for (each 16-256 bytes). */
+const UNIFORM_CACHE_ENTRIES = 512;
 const STAGING_USAGE = 0x1 /* MAP_READ */ | 0x8; /* COPY_DST */
 
 /** Buffer usage for every tensor buffer. */
@@ -94,6 +97,9 @@ export class GpuContext {
   private profiling: { querySet: GPUQuerySet; resolve: GPUBuffer; gpuNs: number; dispatches: number } | undefined;
   /** Resolves when the device is lost or destroyed (never rejects). */
   private readonly lostPromise: Promise<void>;
+  private readonly layouts = new WeakMap<GPUComputePipeline, GPUBindGroupLayout>();
+  /** Uniform buffers by content, least recently used first (`uniformBuffer`). */
+  private readonly uniforms = new Map<string, GPUBuffer>();
   /**
    * Make every op wait until the GPU has finished its work (false: an op resolves once its work is submitted and
    * its error scopes have settled; `read`, `workDone` and later ops see the results in queue order). Turn it on to
@@ -364,31 +370,58 @@ export class GpuContext {
     return { pipelines, uniformData };
   }
 
+  /** A pipeline's bind group layout (Dawn makes a new layout object on every `getBindGroupLayout` call). */
+  private layoutOf(pipeline: GPUComputePipeline): GPUBindGroupLayout {
+    let layout = this.layouts.get(pipeline);
+    if (!layout) {
+      layout = pipeline.getBindGroupLayout(0);
+      this.layouts.set(pipeline, layout);
+    }
+    return layout;
+  }
+
+  /**
+   * A uniform buffer holding exactly `data`, written once and shared by every dispatch with the same values (a
+   * model's calls repeat their shapes), so a call writes no uniforms. The oldest of more than
+   * `UNIFORM_CACHE_ENTRIES` distinct contents is destroyed (WebGPU frees it after the work already submitted).
+   */
+  private uniformBuffer(data: ArrayBuffer): GPUBuffer {
+    const key = Array.from(new Uint32Array(data)).join(',');
+    const cached = this.uniforms.get(key);
+    if (cached) {
+      // Most recently used last.
+      this.uniforms.delete(key);
+      this.uniforms.set(key, cached);
+      return cached;
+    }
+    const buffer = this.device.createBuffer({ size: data.byteLength, usage: UNIFORM_USAGE, label: 'natten-web uniforms' });
+    this.device.queue.writeBuffer(buffer, 0, data);
+    this.uniforms.set(key, buffer);
+    if (this.uniforms.size > UNIFORM_CACHE_ENTRIES) {
+      const [oldest, b] = this.uniforms.entries().next().value as [string, GPUBuffer];
+      this.uniforms.delete(oldest);
+      b.destroy();
+    }
+    return buffer;
+  }
+
   /** Uniform buffers and bind groups of checked commands (inside the caller's error scope). */
   private bind(commands: readonly DispatchCommand[], { pipelines, uniformData }: CheckedCommands): PreparedDispatch {
     const device = this.device;
-    const temp: GPUBuffer[] = [];
     const passes: { pipeline: GPUComputePipeline; bindGroup: GPUBindGroup; workgroups: readonly [number, number, number]; label: string; clear: readonly (GPUBuffer | ClearRange)[] }[] = [];
     commands.forEach((c, i) => {
       const pipeline = pipelines[i] as GPUComputePipeline;
       const entries: GPUBindGroupEntry[] = c.buffers.map((buffer, binding) => ({ binding, resource: { buffer } }));
       const data = uniformData[i];
       if (data !== undefined) {
-        const ub = this.pool.acquire(data.byteLength, UNIFORM_USAGE, 'natten-web uniforms');
-        device.queue.writeBuffer(ub, 0, data);
-        temp.push(ub);
-        entries.push({ binding: c.buffers.length, resource: { buffer: ub, size: data.byteLength } });
+        entries.push({ binding: c.buffers.length, resource: { buffer: this.uniformBuffer(data), size: data.byteLength } });
       }
       if (c.workgroups.some((w) => w === 0)) return;
-      const bindGroup = device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries, label: c.kernel.key });
+      const bindGroup = device.createBindGroup({ layout: this.layoutOf(pipeline), entries, label: c.kernel.key });
       passes.push({ pipeline, bindGroup, workgroups: c.workgroups, label: c.kernel.key, clear: c.clear ?? [] });
     });
-    let released = false;
-    const release = (): void => {
-      if (released) return;
-      released = true;
-      for (const b of temp) this.pool.release(b);
-    };
+    // Nothing to give back now (uniform buffers are cached by content); kept for callers that release after use.
+    const release = (): void => {};
     return {
       passCount: passes.length,
       encode(enc: GPUCommandEncoder, timestamps?: PassTimestamps, onePass = false): void {
@@ -463,8 +496,8 @@ export class GpuContext {
     } finally {
       // Temporaries go back to the pool at once: later users of a pooled buffer come later in queue order.
       prepared?.release();
-      const validation = await device.popErrorScope();
-      const oom = await device.popErrorScope();
+      // Both scopes settle together (one wait on Dawn's events instead of two).
+      const [validation, oom] = await Promise.all([device.popErrorScope(), device.popErrorScope()]);
       if (validation) throw new NattenDeviceError(`${op}: WebGPU validation error: ${validation.message}`);
       if (oom) throw new NattenDeviceError(`${op}: GPU out of memory: ${oom.message}`);
     }
@@ -524,6 +557,8 @@ export class GpuContext {
     this.destroyed = true;
     this.pipelines.clear();
     this.pool.dispose();
+    for (const b of this.uniforms.values()) b.destroy();
+    this.uniforms.clear();
     this.device.destroy();
   }
 }
