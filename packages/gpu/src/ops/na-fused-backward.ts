@@ -206,7 +206,9 @@ function defaultBackwardRoute(ctx: GpuContext, rank: NaRank, args: FusedBackward
   // Core's rules only: the plain path's config choice is not needed to route (a call the route leaves on the plain
   // path is validated there in full; routed calls are float16 with head dims up to 128, which every device that
   // runs the mma kernels fits).
-  return defaultBackwardMma(ctx, checkFusedBackward(opName(rank, 'backward'), rank, args, FUSED_BACKWARD_TILES));
+  return memoPerContext(ctx, 'fused-backward-route', callKey(rank, args), () =>
+    defaultBackwardMma(ctx, checkFusedBackward(opName(rank, 'backward'), rank, args, FUSED_BACKWARD_TILES)),
+  );
 }
 
 async function runDefaultBackward(ctx: GpuContext, rank: NaRank, args: FusedBackwardArgs<GpuTensor>): Promise<void> {

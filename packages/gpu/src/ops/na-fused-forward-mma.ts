@@ -552,9 +552,12 @@ export function planFusedForwardMma(
   args: FusedForwardArgs<GpuTensor>,
   config?: MmaForwardConfig,
 ): { kernel: GeneratedKernel; commands: DispatchCommand[]; release: () => void; config: MmaForwardConfig; problem: FusedProblem } {
-  const { problem, config: cfg, spec: s } = checkFusedForwardMma(ctx, rank, args as FusedForwardArgs<TensorLike>, config);
-  const kernel = memoKernel('fused-forward-mma', s, generateFusedForwardMma);
-  const command = fusedForwardCommand(ctx, kernel, problem, args, fusedForwardDispatch(problem, cfg.queryTile));
+  // What depends on the call's shapes alone (checks, config, kernel, grid and uniforms) is worked out once per signature.
+  const { problem, config: cfg, spec: s, kernel, dispatch } = memoPerContext(ctx, 'mma-forward-plan', callKey(rank, args, config), () => {
+    const checked = checkFusedForwardMma(ctx, rank, args as FusedForwardArgs<TensorLike>, config);
+    return { ...checked, kernel: memoKernel('fused-forward-mma', checked.spec, generateFusedForwardMma), dispatch: fusedForwardDispatch(checked.problem, checked.config.queryTile) };
+  });
+  const command = fusedForwardCommand(ctx, kernel, problem, args, dispatch);
   if (s.split !== true) return { kernel, commands: [command], release: () => {}, config: cfg, problem };
   const scales = ctx.tempTensor([4], 'float32', { label: 'mma forward split scales' });
   const commands = [absMaxCommand(ctx, args, scales), { ...command, buffers: [...command.buffers, scales.buffer] }];

@@ -145,9 +145,15 @@ export function planFusedForward(
   args: FusedForwardArgs<GpuTensor>,
   config?: FusedForwardConfig,
 ): { kernel: GeneratedKernel; command: DispatchCommand; config: FusedForwardConfig; problem: FusedProblem } {
-  const { problem, config: cfg } = checkFusedForwardGpu(ctx, rank, args, config);
-  const kernel = memoKernel('fused-forward', fusedForwardSpec(problem, cfg), generateFusedForward);
-  const command = fusedForwardCommand(ctx, kernel, problem, args, fusedForwardDispatch(problem, cfg.queryTile));
+  const { problem, config: cfg, kernel, dispatch } = memoPerContext(ctx, 'fused-forward-plan', callKey(rank, args, config), () => {
+    const checked = checkFusedForwardGpu(ctx, rank, args, config);
+    return {
+      ...checked,
+      kernel: memoKernel('fused-forward', fusedForwardSpec(checked.problem, checked.config), generateFusedForward),
+      dispatch: fusedForwardDispatch(checked.problem, checked.config.queryTile),
+    };
+  });
+  const command = fusedForwardCommand(ctx, kernel, problem, args, dispatch);
   return { kernel, command, config: cfg, problem };
 }
 
@@ -162,11 +168,13 @@ async function runWithConfig(ctx: GpuContext, rank: NaRank, args: FusedForwardAr
  */
 function defaultRoute(ctx: GpuContext, rank: NaRank, args: FusedForwardArgs<TensorLike>): MmaForwardConfig | undefined {
   if (!mayRouteToMma(ctx, args, ['float16', 'float32'])) return undefined;
-  // Core's rules and the binding sizes only: the plain path's config choice is not needed to route.
-  const op = opName(rank, 'forward');
-  const problem = checkFusedForward(op, rank, args, FUSED_FORWARD_TILES);
-  checkFusedForwardBindings(ctx, op, problem, args);
-  return defaultForwardMma(ctx, problem);
+  return memoPerContext(ctx, 'fused-forward-route', callKey(rank, args), () => {
+    // Core's rules and the binding sizes only: the plain path's config choice is not needed to route.
+    const op = opName(rank, 'forward');
+    const problem = checkFusedForward(op, rank, args, FUSED_FORWARD_TILES);
+    checkFusedForwardBindings(ctx, op, problem, args);
+    return defaultForwardMma(ctx, problem);
+  });
 }
 
 async function runDefault(ctx: GpuContext, rank: NaRank, args: FusedForwardArgs<GpuTensor>): Promise<void> {
