@@ -104,3 +104,4 @@ export {
   type TileForwardConfig,
   tileForwardConfigProblem,
 } from './ops/na-fused-forward-tile.ts';
+export { linear, type LinearArgs, linearCommand } from './ops/linear.ts';

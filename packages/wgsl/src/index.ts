@@ -166,3 +166,4 @@ export {
   MMA_BACKWARD_CHUNKS,
 } from './ops/na-fused-backward-mma.ts';
 export { DEFAULT_LANES_MIN_SUBGROUP, DEFAULT_UNROLL, hasWideSubgroups, type LaneLimits, laneSplitProblem, lanesDimProblem, withDefaultLanes } from './lanes.ts';
+export { generateLinear, LINEAR_TILE, LINEAR_UNIFORMS, type LinearSpec } from './ops/linear.ts';
