@@ -1,7 +1,9 @@
 /**
  * `NeighborhoodAttention{1,2,3}D`, NATTEN's modules (spec §3.8): qkv projection, heads split as
- * `qkv(x).reshape(B, *spatial, 3, H, D)`, fused NA, output projection. The linear layers run on the
- * host (f64 accumulation) in this version; only the attention goes to the chosen backend.
+ * `qkv(x).reshape(B, *spatial, 3, H, D)`, fused NA, output projection. A host tensor in: the linear layers run on
+ * the host (f64 accumulation) and the attention on the chosen backend. A GPU tensor in: everything runs on the GPU
+ * (`@natten-web/gpu`'s `linear`, f32 accumulation, its qkv projection writing q, k and v directly), and the result
+ * is a GPU tensor; the weights are uploaded once per GPU context and dtype, and again after `loadWeights`.
  */
 import {
   type BoolDimsOrScalar,
@@ -17,10 +19,11 @@ import {
   type Tensor,
   tensor,
 } from '@natten-web/core';
+import { fusedForward as gpuFusedForward, type GpuContext, type GpuTensor, linear as gpuLinear } from '@natten-web/gpu';
 import { hostTensor, values } from './common.ts';
 import { na1d, na2d, na3d } from './functional.ts';
-import { type BackendName, checkBackendName } from './runtime.ts';
-import { isHostTensor } from './tensors.ts';
+import { type BackendName, checkBackendName, gpuContext } from './runtime.ts';
+import { isGpuTensor, isHostTensor } from './tensors.ts';
 
 export interface NeighborhoodAttentionOptions<R extends NaRank> {
   /** Embedding dim C (NATTEN's `dim` / `embed_dim`). */
@@ -66,6 +69,8 @@ class NeighborhoodAttentionBase<R extends NaRank> {
   readonly backend: BackendName | undefined;
   private readonly params: Map<string, Param>;
   private readonly name: string;
+  /** The weights on a GPU context in one dtype (`forward` with a GPU tensor); dropped by `loadWeights`. */
+  private gpuWeights: { readonly ctx: GpuContext; readonly dtype: 'float32' | 'float16'; readonly tensors: Map<string, GpuTensor> } | undefined;
 
   protected constructor(rank: R, options: NeighborhoodAttentionOptions<R>) {
     const name = `NeighborhoodAttention${rank}D`;
@@ -163,6 +168,7 @@ class NeighborhoodAttentionBase<R extends NaRank> {
       staged.set(key, f);
     }
     for (const [key, data] of staged) (this.params.get(key) as Param).data = data;
+    this.releaseGpuWeights();
     return this;
   }
 
@@ -173,14 +179,20 @@ class NeighborhoodAttentionBase<R extends NaRank> {
     return out;
   }
 
-  /** x `[B, *spatial, C]` (host tensor, float32/float16/float64) -> `[B, *spatial, C]` of x's dtype. */
-  async forward(x: Tensor): Promise<Tensor> {
+  /**
+   * x `[B, *spatial, C]` -> `[B, *spatial, C]` of x's dtype: a host tensor (float32/float16/float64) gives a host
+   * tensor, a GPU tensor (float32/float16) a GPU tensor computed on the GPU alone.
+   */
+  async forward(x: Tensor): Promise<Tensor>;
+  async forward(x: GpuTensor): Promise<GpuTensor>;
+  async forward(x: Tensor | GpuTensor): Promise<Tensor | GpuTensor> {
     const op = `${this.name}.forward`;
-    if (!isHostTensor(x)) throw new NattenArgumentError(`${op}: x must be a host tensor (this version runs the linear layers on the host); use toHost() first`);
+    if (!isHostTensor(x) && !isGpuTensor(x)) throw new NattenArgumentError(`${op}: x must be a host tensor or a GPU tensor`);
     const R = this.rank;
     if (x.shape.length !== R + 2 || x.shape[R + 1] !== this.dim) {
       throw new NattenArgumentError(`${op}: x must have shape [batch, ${R === 1 ? 'length' : R === 2 ? 'height, width' : 'depth, height, width'}, ${this.dim}], got ${formatShape(x.shape)}`);
     }
+    if (isGpuTensor(x)) return this.forwardGpu(op, x);
     const C = this.dim;
     const H = this.numHeads;
     const D = this.headDim;
@@ -212,6 +224,65 @@ class NeighborhoodAttentionBase<R extends NaRank> {
 
   private param(key: string): Float32Array {
     return (this.params.get(key) as Param).data;
+  }
+
+  /** The whole layer on the GPU: qkv projection into q, k and v, fused NA, output projection. */
+  private async forwardGpu(op: string, x: GpuTensor): Promise<GpuTensor> {
+    if (this.backend === 'cpu') {
+      throw new NattenArgumentError(`${op}: x is a GPU tensor but this module was built with backend 'cpu'; pass a host tensor (toHost) or build it with backend 'webgpu' or 'auto'`);
+    }
+    const ctx = await gpuContext(op);
+    const dtype = x.dtype;
+    const w = this.weightsOn(ctx, dtype);
+    const headShape = [...x.shape.slice(0, this.rank + 1), this.numHeads, this.headDim];
+    // q, k, v and the attention's output are pooled temporaries: released once their work is queued, they serve the
+    // next forward (WebGPU runs the queue in order); a fresh allocation of each per call cost more than the layer.
+    const [q, k, v, attn] = ['q', 'k', 'v', 'attention'].map((n) => ctx.tempTensor(headShape, dtype, { label: `${op}.${n}` })) as [GpuTensor, GpuTensor, GpuTensor, GpuTensor];
+    try {
+      await gpuLinear(ctx, { input: x, weight: w.get('qkv.weight') as GpuTensor, bias: w.get('qkv.bias') ?? null, outputs: [q, k, v] });
+      await gpuFusedForward(ctx, this.rank, {
+        query: q,
+        key: k,
+        value: v,
+        output: attn,
+        logsumexp: null,
+        rpb: w.get('rpb') ?? null,
+        kernelSize: this.kernelSize,
+        dilation: this.dilation,
+        stride: this.stride,
+        isCausal: this.isCausal,
+        attnScale: this.scale,
+      });
+      const y = ctx.createTensor(x.shape, dtype, `${op}.output`);
+      try {
+        await gpuLinear(ctx, { input: attn, weight: w.get('proj.weight') as GpuTensor, bias: w.get('proj.bias') as GpuTensor, outputs: [y] });
+      } catch (e) {
+        y.buffer.destroy();
+        throw e;
+      }
+      return y;
+    } finally {
+      for (const t of [q, k, v, attn]) ctx.releaseTensor(t);
+    }
+  }
+
+  /** The weights on `ctx` in `dtype`, uploaded on first use (and again for another context or dtype). */
+  private weightsOn(ctx: GpuContext, dtype: 'float32' | 'float16'): Map<string, GpuTensor> {
+    const cached = this.gpuWeights;
+    if (cached && cached.ctx === ctx && cached.dtype === dtype) return cached.tensors;
+    this.releaseGpuWeights();
+    const tensors = new Map<string, GpuTensor>();
+    for (const [key, p] of this.params) tensors.set(key, ctx.upload(hostTensor(p.shape, dtype, p.data), `${this.name}.${key}`));
+    this.gpuWeights = { ctx, dtype, tensors };
+    return tensors;
+  }
+
+  /** Free the weights' GPU copies (the next GPU forward uploads them again). */
+  releaseGpuWeights(): void {
+    const cached = this.gpuWeights;
+    this.gpuWeights = undefined;
+    if (!cached) return;
+    for (const t of cached.tensors.values()) t.buffer.destroy();
   }
 }
 
