@@ -15,6 +15,7 @@ import {
   na2d,
   na2dQk,
   NattenNotImplementedError,
+  synchronize,
   type Tensor,
   tensor,
   toGpu,
@@ -83,9 +84,11 @@ function median(xs: readonly number[]): number {
   return s.length % 2 === 1 ? (s[m] ?? 0) : ((s[m - 1] ?? 0) + (s[m] ?? 0)) / 2;
 }
 
+/** Wall time of `f`; WebGPU ops resolve once their work is queued, so the clock stops when the GPU is done too. */
 async function timed<T>(f: () => Promise<T>): Promise<{ value: T; ms: number }> {
   const t0 = performance.now();
   const value = await f();
+  await synchronize();
   return { value, ms: performance.now() - t0 };
 }
 

@@ -525,7 +525,9 @@ export class GpuContext {
     if (this.profiling) throw new NattenDeviceError('profile: already profiling (nested profile() calls are not supported)');
     const start = globalThis.performance.now();
     if (!this.hasTimestamps) {
+      // Ops resolve once their work is queued: the wall time includes the GPU's only once the queue has drained.
       const result = await fn();
+      await this.workDone('profile');
       return { result, gpuNs: undefined, wallMs: globalThis.performance.now() - start, dispatches: 0 };
     }
     const querySet = this.device.createQuerySet({ type: 'timestamp', count: 2 });

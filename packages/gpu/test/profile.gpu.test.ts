@@ -1,11 +1,32 @@
 import { randn } from '@natten-web/core';
 import { afterAll, describe, expect, it } from 'vitest';
-import { ClockWarmer, fusedForward } from '../src/index.ts';
+import { ClockWarmer, fusedForward, GpuContext } from '../src/index.ts';
 import { gpuContext } from './setup.ts';
+import { SPIN } from './test-kernels.ts';
 
 afterAll(async () => (await gpuContext()).destroy());
 
 describe('GpuContext.profile', () => {
+  it('without timestamp queries, the wall time waits for the GPU (ops themselves only queue their work)', async () => {
+    const ctx = await GpuContext.create({ disableFeatures: ['timestamp-query'] });
+    try {
+      expect(ctx.hasTimestamps).toBe(false);
+      const out = ctx.createTensor([64], 'float32');
+      const spin = () => ctx.dispatch([{ kernel: SPIN, buffers: [out.buffer], uniforms: { n: 20_000_000, value: 0 }, workgroups: [1, 1, 1] }]);
+      await spin();
+      await ctx.workDone();
+      const t0 = performance.now();
+      await spin();
+      const queued = performance.now() - t0;
+      await ctx.workDone();
+      const p = await ctx.profile(spin);
+      expect(p.gpuNs).toBeUndefined();
+      expect(p.wallMs).toBeGreaterThan(4 * queued);
+    } finally {
+      ctx.destroy();
+    }
+  });
+
   it('measures GPU time of every dispatch an op makes', async () => {
     const ctx = await gpuContext();
     const shape = [1, 16, 16, 2, 16];

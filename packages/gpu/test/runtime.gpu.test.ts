@@ -19,6 +19,7 @@ import {
   timeDispatch,
 } from '../src/index.ts';
 import { gpuContext } from './setup.ts';
+import { FILL, SPIN } from './test-kernels.ts';
 
 afterAll(async () => (await gpuContext()).destroy());
 
@@ -26,27 +27,6 @@ afterAll(async () => (await gpuContext()).destroy());
 function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   return Promise.race([p, new Promise<T>((_, reject) => setTimeout(() => reject(new Error(`${what} hung for ${ms} ms`)), ms))]);
 }
-
-const FILL: GeneratedKernel = {
-  key: 'test/fill/v1',
-  code: `@group(0) @binding(0) var<storage, read_write> out: array<f32>;
-struct Params { n: u32, value: f32, }
-@group(0) @binding(1) var<uniform> params: Params;
-@compute @workgroup_size(64)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-  if (gid.x < params.n) { out[gid.x] = params.value + f32(gid.x); }
-}
-`,
-  entryPoint: 'main',
-  workgroupSize: [64, 1, 1],
-  bindings: [{ name: 'out', access: 'read_write' }],
-  uniforms: [
-    { name: 'n', type: 'u32' },
-    { name: 'value', type: 'f32' },
-  ],
-  workgroupBytes: 0,
-  features: [],
-};
 
 function qkArgs(dtype: 'float32' | 'float16' = 'float32', L = 9) {
   return {
@@ -56,22 +36,6 @@ function qkArgs(dtype: 'float32' | 'float16' = 'float32', L = 9) {
     attn: zeros([1, 2, L, 3], dtype),
   };
 }
-
-/** One workgroup spinning `params.n` dependent steps per invocation (long on a software adapter). */
-const SPIN: GeneratedKernel = {
-  ...FILL,
-  key: 'test/spin/v1',
-  code: `@group(0) @binding(0) var<storage, read_write> out: array<f32>;
-struct Params { n: u32, value: f32, }
-@group(0) @binding(1) var<uniform> params: Params;
-@compute @workgroup_size(64)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-  var x = params.value;
-  for (var i = 0u; i < params.n; i++) { x = x * 0.999999 + 1.0; }
-  out[gid.x] = x;
-}
-`,
-};
 
 describe('queued ops', () => {
   it('an op resolves once its work is queued; later ops and read see its results in queue order', async () => {
