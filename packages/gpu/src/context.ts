@@ -336,7 +336,9 @@ export class GpuContext {
   async prepare(commands: readonly DispatchCommand[], op = 'dispatch'): Promise<PreparedDispatch> {
     const checked = await this.checkAndCompile(commands, op);
     this.device.pushErrorScope('validation');
-    const prepared = this.bind(commands, checked);
+    // Its own uniform buffers (not the shared cache, which may drop them): a prepared dispatch can live long (the
+    // clock warmer's) and be encoded again and again.
+    const prepared = this.bind(commands, checked, false);
     const bindError = await this.device.popErrorScope();
     if (bindError) {
       prepared.release();
@@ -405,23 +407,38 @@ export class GpuContext {
     return buffer;
   }
 
-  /** Uniform buffers and bind groups of checked commands (inside the caller's error scope). */
-  private bind(commands: readonly DispatchCommand[], { pipelines, uniformData }: CheckedCommands): PreparedDispatch {
+  /**
+   * Uniform buffers and bind groups of checked commands (inside the caller's error scope): uniforms from the shared
+   * cache (`shared`, one submission right after), or in pooled buffers of their own that `release` gives back.
+   */
+  private bind(commands: readonly DispatchCommand[], { pipelines, uniformData }: CheckedCommands, shared: boolean): PreparedDispatch {
     const device = this.device;
+    const own: GPUBuffer[] = [];
     const passes: { pipeline: GPUComputePipeline; bindGroup: GPUBindGroup; workgroups: readonly [number, number, number]; label: string; clear: readonly (GPUBuffer | ClearRange)[] }[] = [];
     commands.forEach((c, i) => {
       const pipeline = pipelines[i] as GPUComputePipeline;
       const entries: GPUBindGroupEntry[] = c.buffers.map((buffer, binding) => ({ binding, resource: { buffer } }));
       const data = uniformData[i];
       if (data !== undefined) {
-        entries.push({ binding: c.buffers.length, resource: { buffer: this.uniformBuffer(data), size: data.byteLength } });
+        let ub: GPUBuffer;
+        if (shared) ub = this.uniformBuffer(data);
+        else {
+          ub = this.pool.acquire(data.byteLength, UNIFORM_USAGE, 'natten-web uniforms');
+          device.queue.writeBuffer(ub, 0, data);
+          own.push(ub);
+        }
+        entries.push({ binding: c.buffers.length, resource: { buffer: ub, size: data.byteLength } });
       }
       if (c.workgroups.some((w) => w === 0)) return;
       const bindGroup = device.createBindGroup({ layout: this.layoutOf(pipeline), entries, label: c.kernel.key });
       passes.push({ pipeline, bindGroup, workgroups: c.workgroups, label: c.kernel.key, clear: c.clear ?? [] });
     });
-    // Nothing to give back now (uniform buffers are cached by content); kept for callers that release after use.
-    const release = (): void => {};
+    let released = false;
+    const release = (): void => {
+      if (released) return;
+      released = true;
+      for (const b of own) this.pool.release(b);
+    };
     return {
       passCount: passes.length,
       encode(enc: GPUCommandEncoder, timestamps?: PassTimestamps, onePass = false): void {
@@ -481,7 +498,7 @@ export class GpuContext {
     let readback: GPUBuffer | undefined;
     let prof: typeof this.profiling;
     try {
-      prepared = this.bind(commands, checked);
+      prepared = this.bind(commands, checked, true);
       const enc = device.createCommandEncoder({ label: op });
       prof = prepared.passCount > 0 ? this.profiling : undefined;
       if (prof) {
@@ -494,7 +511,6 @@ export class GpuContext {
       }
       device.queue.submit([enc.finish()]);
     } finally {
-      // Temporaries go back to the pool at once: later users of a pooled buffer come later in queue order.
       prepared?.release();
       // Both scopes settle together (one wait on Dawn's events instead of two).
       const [validation, oom] = await Promise.all([device.popErrorScope(), device.popErrorScope()]);

@@ -328,9 +328,16 @@ describe('BufferPool', () => {
     // The first call's uniforms were not overwritten by the second's.
     await fill(0);
     expect(await read()).toEqual([0, 1, 2, 3]);
+    // A prepared dispatch (encoded again and again, as the clock warmer's) keeps uniforms of its own.
+    const prepared = await ctx.prepare([{ kernel: FILL, buffers: [out.buffer], uniforms: { n: 4, value: -3 }, workgroups: [1, 1, 1] }]);
     // More distinct contents than the cache keeps: the oldest buffers are destroyed, queued work still reads its own.
     for (let v = 1; v <= 600; v++) await fill(v);
     expect(await read()).toEqual([600, 601, 602, 603]);
+    const enc = ctx.device.createCommandEncoder();
+    prepared.encode(enc);
+    ctx.device.queue.submit([enc.finish()]);
+    expect(await read()).toEqual([-3, -2, -1, 0]);
+    prepared.release();
     await fill(0);
     expect(await read()).toEqual([0, 1, 2, 3]);
     out.buffer.destroy();
