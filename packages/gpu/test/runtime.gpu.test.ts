@@ -311,6 +311,24 @@ describe('BufferPool', () => {
     }
   });
 
+  it('bind groups are reused per pipeline and buffers: each dispatch still writes its own buffer', async () => {
+    const ctx = await gpuContext();
+    let a = ctx.createTensor([4], 'float32');
+    const b = ctx.createTensor([4], 'float32');
+    const fill = (t: typeof a, value: number): Promise<void> => ctx.dispatch([{ kernel: FILL, buffers: [t.buffer], uniforms: { n: 4, value }, workgroups: [1, 1, 1] }]);
+    await fill(a, 1);
+    await fill(b, 10);
+    await fill(a, 20);
+    expect(Array.from((await ctx.read(a)).data)).toEqual([20, 21, 22, 23]);
+    expect(Array.from((await ctx.read(b)).data)).toEqual([10, 11, 12, 13]);
+    // A destroyed buffer's replacement is a new buffer, bound afresh.
+    a.buffer.destroy();
+    a = ctx.createTensor([4], 'float32');
+    await fill(a, 1);
+    expect(Array.from((await ctx.read(a)).data)).toEqual([1, 2, 3, 4]);
+    for (const t of [a, b]) t.buffer.destroy();
+  });
+
   it('context temporaries come from the context pool; uniform buffers are shared by content', async () => {
     const ctx = await gpuContext();
     const t = ctx.tempTensor([3, 5], 'float32', { zero: true });
