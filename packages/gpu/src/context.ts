@@ -66,8 +66,9 @@ const UNIFORM_USAGE = 0x40 /* UNIFORM */ | 0x8; /* COPY_DST */
 
 /** Distinct uniform contents a context keeps a buffer for (each 16-256 bytes). */
 const UNIFORM_CACHE_ENTRIES = 512;
-/** Bind groups a context keeps for reuse (each holds its buffers alive until dropped). */
+/** Bind groups a context keeps for reuse (each holds its buffers alive until dropped), and the bytes they may bind. */
 const BIND_GROUP_CACHE_ENTRIES = 64;
+const BIND_GROUP_CACHE_BYTES = 256 * 1024 * 1024;
 const STAGING_USAGE = 0x1 /* MAP_READ */ | 0x8; /* COPY_DST */
 
 /** Buffer usage for every tensor buffer. */
@@ -102,8 +103,9 @@ export class GpuContext {
   private readonly layouts = new WeakMap<GPUComputePipeline, GPUBindGroupLayout>();
   /** Uniform buffers by content, least recently used first (`uniformBuffer`). */
   private readonly uniforms = new Map<string, GPUBuffer>();
-  /** Bind groups by (layout, buffers), least recently used first (`sharedBindGroup`). */
-  private readonly bindGroups = new Map<string, GPUBindGroup>();
+  /** Bind groups by (layout, buffers), least recently used first, and the bytes they bind (`sharedBindGroup`). */
+  private readonly bindGroups = new Map<string, { readonly group: GPUBindGroup; readonly bytes: number }>();
+  private bindGroupBytes = 0;
   private readonly objectIds = new WeakMap<object, number>();
   private nextObjectId = 1;
   /**
@@ -388,6 +390,11 @@ export class GpuContext {
     return layout;
   }
 
+  /** What the context's caches hold (diagnostics): uniform buffers, bind groups and the bytes those bind. */
+  cacheStats(): { uniformBuffers: number; bindGroups: number; bindGroupBytes: number } {
+    return { uniformBuffers: this.uniforms.size, bindGroups: this.bindGroups.size, bindGroupBytes: this.bindGroupBytes };
+  }
+
   /** A small number per object (buffer, layout), for bind group keys. */
   private idOf(obj: object): number {
     let id = this.objectIds.get(obj);
@@ -399,23 +406,33 @@ export class GpuContext {
   }
 
   /**
-   * The bind group of a pipeline over these buffers, made once and reused while it is among the last
-   * `BIND_GROUP_CACHE_ENTRIES` used (a model's loop binds the same buffers call after call, and making a bind group
-   * took 30-43 us of host time on the H200's host). An entry keeps its buffers alive until it is dropped, so the cache
-   * stays small; a buffer destroyed meanwhile is never bound again through it (a new buffer is a new key).
+   * The bind group of a pipeline over these buffers, made once and reused while it is among the most recently used
+   * (a model's loop binds the same buffers call after call, and making a bind group took 30-43 us of host time on the
+   * H200's host). An entry keeps its buffers alive until it is dropped, so the cache holds at most
+   * `BIND_GROUP_CACHE_ENTRIES` entries and `BIND_GROUP_CACHE_BYTES` of the buffers they bind (counted per entry):
+   * tensors a caller drops without destroying them are held back by at most that much. A buffer destroyed meanwhile
+   * is never bound again through the cache (a new buffer is a new key).
    */
   private sharedBindGroup(pipeline: GPUComputePipeline, entries: GPUBindGroupEntry[], label: string): GPUBindGroup {
     const layout = this.layoutOf(pipeline);
-    const key = `${this.idOf(layout)}:${entries.map((e) => this.idOf((e.resource as GPUBufferBinding).buffer)).join(',')}`;
+    const buffers = entries.map((e) => (e.resource as GPUBufferBinding).buffer);
+    const key = `${this.idOf(layout)}:${buffers.map((b) => this.idOf(b)).join(',')}`;
     const cached = this.bindGroups.get(key);
     if (cached) {
       this.bindGroups.delete(key);
       this.bindGroups.set(key, cached);
-      return cached;
+      return cached.group;
     }
     const group = this.device.createBindGroup({ layout, entries, label });
-    this.bindGroups.set(key, group);
-    if (this.bindGroups.size > BIND_GROUP_CACHE_ENTRIES) this.bindGroups.delete(this.bindGroups.keys().next().value as string);
+    const bytes = buffers.reduce((sum, b) => sum + b.size, 0);
+    if (bytes > BIND_GROUP_CACHE_BYTES) return group;
+    this.bindGroups.set(key, { group, bytes });
+    this.bindGroupBytes += bytes;
+    while (this.bindGroups.size > BIND_GROUP_CACHE_ENTRIES || this.bindGroupBytes > BIND_GROUP_CACHE_BYTES) {
+      const [oldest, entry] = this.bindGroups.entries().next().value as [string, { bytes: number }];
+      this.bindGroups.delete(oldest);
+      this.bindGroupBytes -= entry.bytes;
+    }
     return group;
   }
 
@@ -615,6 +632,7 @@ export class GpuContext {
     for (const b of this.uniforms.values()) b.destroy();
     this.uniforms.clear();
     this.bindGroups.clear();
+    this.bindGroupBytes = 0;
     this.device.destroy();
   }
 }

@@ -329,6 +329,21 @@ describe('BufferPool', () => {
     for (const t of [a, b]) t.buffer.destroy();
   });
 
+  it('the bind group cache is bounded by entries and by the bytes its entries bind', async () => {
+    const ctx = await gpuContext();
+    const fill = (buffer: GPUBuffer): Promise<void> => ctx.dispatch([{ kernel: FILL, buffers: [buffer], uniforms: { n: 4, value: 0 }, workgroups: [1, 1, 1] }]);
+    const small = Array.from({ length: 70 }, () => ctx.device.createBuffer({ size: 256, usage: 0x80 /* STORAGE */ }));
+    for (const b of small) await fill(b);
+    expect(ctx.cacheStats().bindGroups).toBeLessThanOrEqual(64);
+    // Three 90 MiB buffers: past 256 MiB the oldest entries go, so dropped tensors are not held back without bound.
+    const big = Array.from({ length: 3 }, () => ctx.device.createBuffer({ size: 90 * 1024 * 1024, usage: 0x80 /* STORAGE */ }));
+    for (const b of big) await fill(b);
+    expect(ctx.cacheStats().bindGroupBytes).toBeLessThanOrEqual(256 * 1024 * 1024);
+    expect(ctx.cacheStats().bindGroupBytes).toBeGreaterThanOrEqual(2 * 90 * 1024 * 1024);
+    await ctx.workDone();
+    for (const b of [...small, ...big]) b.destroy();
+  });
+
   it('context temporaries come from the context pool; uniform buffers are shared by content', async () => {
     const ctx = await gpuContext();
     const t = ctx.tempTensor([3, 5], 'float32', { zero: true });
