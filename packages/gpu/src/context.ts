@@ -2,6 +2,7 @@ import { bytesPerElement, formatShape, NattenArgumentError, numel, type Tensor, 
 import { type GeneratedKernel, type GpuDType, isGpuDType, packUniforms } from '@natten-web/wgsl';
 import { type AcquiredDevice, type AcquireOptions, type AdapterReport, acquireDevice, type SubgroupMatrixConfig } from './device.ts';
 import { NattenDeviceError, NattenShaderError } from './errors.ts';
+import { LruCache } from './lru.ts';
 import { BufferPool } from './pool.ts';
 
 /** A tensor living in a GPU storage buffer (dense, row-major). */
@@ -101,11 +102,10 @@ export class GpuContext {
   /** Resolves when the device is lost or destroyed (never rejects). */
   private readonly lostPromise: Promise<void>;
   private readonly layouts = new WeakMap<GPUComputePipeline, GPUBindGroupLayout>();
-  /** Uniform buffers by content, least recently used first (`uniformBuffer`). */
-  private readonly uniforms = new Map<string, GPUBuffer>();
-  /** Bind groups by (layout, buffers), least recently used first, and the bytes they bind (`sharedBindGroup`). */
-  private readonly bindGroups = new Map<string, { readonly group: GPUBindGroup; readonly bytes: number }>();
-  private bindGroupBytes = 0;
+  /** Uniform buffers by content (`uniformBuffer`); a dropped one is destroyed (WebGPU frees it after the work already queued). */
+  private readonly uniforms = new LruCache<GPUBuffer>({ maxEntries: UNIFORM_CACHE_ENTRIES, onEvict: (b) => b.destroy() });
+  /** Bind groups by (layout, buffers), weighed by the bytes they bind (`sharedBindGroup`). */
+  private readonly bindGroups = new LruCache<GPUBindGroup>({ maxEntries: BIND_GROUP_CACHE_ENTRIES, maxWeight: BIND_GROUP_CACHE_BYTES });
   private readonly objectIds = new WeakMap<object, number>();
   private nextObjectId = 1;
   /**
@@ -392,7 +392,7 @@ export class GpuContext {
 
   /** What the context's caches hold (diagnostics): uniform buffers, bind groups and the bytes those bind. */
   cacheStats(): { uniformBuffers: number; bindGroups: number; bindGroupBytes: number } {
-    return { uniformBuffers: this.uniforms.size, bindGroups: this.bindGroups.size, bindGroupBytes: this.bindGroupBytes };
+    return { uniformBuffers: this.uniforms.size, bindGroups: this.bindGroups.size, bindGroupBytes: this.bindGroups.weight };
   }
 
   /** A small number per object (buffer, layout), for bind group keys. */
@@ -418,21 +418,9 @@ export class GpuContext {
     const buffers = entries.map((e) => (e.resource as GPUBufferBinding).buffer);
     const key = `${this.idOf(layout)}:${buffers.map((b) => this.idOf(b)).join(',')}`;
     const cached = this.bindGroups.get(key);
-    if (cached) {
-      this.bindGroups.delete(key);
-      this.bindGroups.set(key, cached);
-      return cached.group;
-    }
+    if (cached) return cached;
     const group = this.device.createBindGroup({ layout, entries, label });
-    const bytes = buffers.reduce((sum, b) => sum + b.size, 0);
-    if (bytes > BIND_GROUP_CACHE_BYTES) return group;
-    this.bindGroups.set(key, { group, bytes });
-    this.bindGroupBytes += bytes;
-    while (this.bindGroups.size > BIND_GROUP_CACHE_ENTRIES || this.bindGroupBytes > BIND_GROUP_CACHE_BYTES) {
-      const [oldest, entry] = this.bindGroups.entries().next().value as [string, { bytes: number }];
-      this.bindGroups.delete(oldest);
-      this.bindGroupBytes -= entry.bytes;
-    }
+    this.bindGroups.set(key, group, buffers.reduce((sum, b) => sum + b.size, 0));
     return group;
   }
 
@@ -444,20 +432,10 @@ export class GpuContext {
   private uniformBuffer(data: ArrayBuffer): GPUBuffer {
     const key = Array.from(new Uint32Array(data)).join(',');
     const cached = this.uniforms.get(key);
-    if (cached) {
-      // Most recently used last.
-      this.uniforms.delete(key);
-      this.uniforms.set(key, cached);
-      return cached;
-    }
+    if (cached) return cached;
     const buffer = this.device.createBuffer({ size: data.byteLength, usage: UNIFORM_USAGE, label: 'natten-web uniforms' });
     this.device.queue.writeBuffer(buffer, 0, data);
     this.uniforms.set(key, buffer);
-    if (this.uniforms.size > UNIFORM_CACHE_ENTRIES) {
-      const [oldest, b] = this.uniforms.entries().next().value as [string, GPUBuffer];
-      this.uniforms.delete(oldest);
-      b.destroy();
-    }
     return buffer;
   }
 
@@ -629,10 +607,8 @@ export class GpuContext {
     this.destroyed = true;
     this.pipelines.clear();
     this.pool.dispose();
-    for (const b of this.uniforms.values()) b.destroy();
     this.uniforms.clear();
     this.bindGroups.clear();
-    this.bindGroupBytes = 0;
     this.device.destroy();
   }
 }

@@ -1,6 +1,7 @@
 import { type DType, type NaRank, NattenArgumentError, NattenUnsupportedError, type TensorLike } from '@natten-web/core';
 import type { GeneratedKernel } from '@natten-web/wgsl';
 import type { GpuContext } from '../context.ts';
+import { LruCache } from '../lru.ts';
 
 /**
  * The device limits the kernels' config selection reads (a plain object, so the wgsl enumerators and the
@@ -65,28 +66,19 @@ export function defineGpuOp<A>(
 
 export type { TensorLike };
 
-/** Entries each memo keeps (the oldest goes first): generated kernels and plans, a few KiB to a few hundred each. */
+/** Entries each memo keeps (the least recently used go first): generated kernels and plans, a few KiB to a few hundred each. */
 const MEMO_ENTRIES = 1024;
 
-/** A map that forgets its oldest entry past `MEMO_ENTRIES` (a long-running app meeting many shapes stays bounded). */
-function boundedGet<T>(memo: Map<string, unknown>, k: string, compute: () => T): T {
-  if (memo.has(k)) return memo.get(k) as T;
-  const value = compute();
-  memo.set(k, value);
-  if (memo.size > MEMO_ENTRIES) memo.delete(memo.keys().next().value as string);
-  return value;
-}
-
-const pureMemo = new Map<string, unknown>();
+const pureMemo = new LruCache<unknown>({ maxEntries: MEMO_ENTRIES });
 
 /** Generate once per (generator, spec); the pipeline itself is cached by key in the context. */
 export function memoKernel<S, K extends GeneratedKernel = GeneratedKernel>(name: string, spec: S, generate: (s: S) => K): K {
-  return boundedGet(pureMemo, `kernel:${name}:${JSON.stringify(spec)}`, () => generate(spec));
+  return pureMemo.getOrCompute(`kernel:${name}:${JSON.stringify(spec)}`, () => generate(spec)) as K;
 }
 
 /** Compute once per (name, key) a pure function of the key (a backward's kernels and scratch sizes from its problem and config). */
 export function memoPure<T>(name: string, key: unknown, compute: () => T): T {
-  return boundedGet(pureMemo, `${name}:${JSON.stringify(key)}`, compute);
+  return pureMemo.getOrCompute(`${name}:${JSON.stringify(key)}`, compute) as T;
 }
 
 /**
@@ -99,7 +91,7 @@ export function callKey(rank: NaRank, args: unknown, extra?: unknown): string {
   );
 }
 
-const choiceMemo = new WeakMap<GpuContext, Map<string, unknown>>();
+const choiceMemo = new WeakMap<GpuContext, LruCache<unknown>>();
 
 /**
  * Compute once per (context, name, key) a choice that depends only on the key and the context's adapter (a default
@@ -109,8 +101,8 @@ const choiceMemo = new WeakMap<GpuContext, Map<string, unknown>>();
 export function memoPerContext<T>(ctx: GpuContext, name: string, key: unknown, compute: () => T): T {
   let memo = choiceMemo.get(ctx);
   if (!memo) {
-    memo = new Map();
+    memo = new LruCache<unknown>({ maxEntries: MEMO_ENTRIES });
     choiceMemo.set(ctx, memo);
   }
-  return boundedGet(memo, `${name}:${typeof key === 'string' ? key : JSON.stringify(key)}`, compute);
+  return memo.getOrCompute(`${name}:${typeof key === 'string' ? key : JSON.stringify(key)}`, compute) as T;
 }
