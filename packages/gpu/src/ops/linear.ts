@@ -24,14 +24,9 @@ export interface LinearArgs {
 
 const OP = 'linear';
 
-function shapeOf(t: GpuTensor | null): readonly number[] | null {
-  return t ? t.shape : null;
-}
-
 /** Validate on shapes and dtypes (throws naming the argument); the plan's size-only parts, memoised. */
 function checkLinear(ctx: GpuContext, args: LinearArgs): { rows: number; nIn: number; nOut: number; parts: 1 | 3; dtype: 'float32' | 'float16' } {
-  const key = callKey(1, { i: shapeOf(args.input), id: args.input.dtype, w: shapeOf(args.weight), wd: args.weight.dtype, b: shapeOf(args.bias), bd: args.bias?.dtype ?? null, o: args.outputs.map((t) => [t.shape, t.dtype]) });
-  return memoPerContext(ctx, 'linear-check', key, () => {
+  return memoPerContext(ctx, 'linear-check', callKey(1, args), () => {
     const { input, weight, bias, outputs } = args;
     const dtype = checkGpuDType(OP, input.dtype);
     requireF16Feature(ctx, OP, dtype);
@@ -81,7 +76,5 @@ export function linearCommand(ctx: GpuContext, args: LinearArgs): DispatchComman
 
 /** `y = x W^T + b` on GPU tensors (outputs written in place). */
 export async function linear(ctx: GpuContext, args: LinearArgs): Promise<void> {
-  const command = linearCommand(ctx, args);
-  if (command.workgroups[0] === 0 || command.workgroups[1] === 0) return;
-  await ctx.dispatch([command], OP);
+  await ctx.dispatch([linearCommand(ctx, args)], OP);
 }
