@@ -40,6 +40,15 @@ export interface FusedBackwardSelection {
 }
 
 /**
+ * A backward's kernels, dispatches and scratch sizes on this device, generated once per (problem, config): the
+ * argument check reads its scratch sizes and the run its dispatches.
+ */
+function backwardPlan(ctx: GpuContext, problem: FusedBackwardSelection['problem'], config: FusedBackwardConfig): ReturnType<typeof planFusedBackward> {
+  const maxDim = ctx.limits.maxComputeWorkgroupsPerDimension;
+  return memoPure('fused-backward-plan', [problem, config, maxDim], () => planFusedBackward(problem, config, maxDim));
+}
+
+/**
  * Validate `na{1,2,3}d_backward` arguments for WebGPU: core's rules (shapes, dtypes, params, rpb, num_splits_key)
  * with this backend's tile table (products that fit the device's workgroup memory and invocation limits for this
  * head dim and dtype), then GPU rules (float32/float16, shader-f16, scratch sizes). Returns the config to run:
@@ -88,7 +97,7 @@ export function selectFusedBackward(ctx: GpuContext, rank: NaRank, args: FusedBa
         numSplitsKey: checkNumSplitsKey(op, rank, args.numSplitsKey, problem.spatial, problem.params, def.keyTile),
       };
     }
-    const plan = memoPure('fused-backward-plan', [problem, config], () => planFusedBackward(problem, config));
+    const plan = backwardPlan(ctx, problem, config);
     for (const [name, elems] of Object.entries(plan.scratch)) {
       checkScratchSize(ctx, op, name, elems, name === 'dqPartial' ? '; use fewer num_splits_key' : name === 'dsScratch' ? RPB_SCRATCH_HINT : '');
     }
@@ -147,8 +156,7 @@ export function buildFusedBackward(ctx: GpuContext, rank: NaRank, args: FusedBac
     }
     selection = { ...selected, config: grouped };
   }
-  const maxDim = ctx.limits.maxComputeWorkgroupsPerDimension;
-  const plan = memoPure('fused-backward-plan', [selection.problem, selection.config, maxDim], () => planFusedBackward(selection.problem, selection.config, maxDim));
+  const plan = backwardPlan(ctx, selection.problem, selection.config);
   const scratch = new Map<string, GpuTensor>();
   const release = (): void => {
     for (const t of scratch.values()) t.buffer.destroy();
