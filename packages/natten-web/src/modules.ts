@@ -20,7 +20,7 @@ import {
   tensor,
 } from '@natten-web/core';
 import { fusedForward as gpuFusedForward, type GpuContext, type GpuTensor, linear as gpuLinear } from '@natten-web/gpu';
-import { hostTensor, values } from './common.ts';
+import { hostTensor, values, withGpuOutputs } from './common.ts';
 import { na1d, na2d, na3d } from './functional.ts';
 import { type BackendName, checkBackendName, gpuContext } from './runtime.ts';
 import { isGpuTensor, isHostTensor } from './tensors.ts';
@@ -253,14 +253,10 @@ class NeighborhoodAttentionBase<R extends NaRank> {
         isCausal: this.isCausal,
         attnScale: this.scale,
       });
-      const y = ctx.createTensor(x.shape, dtype, `${op}.output`);
-      try {
-        await gpuLinear(ctx, { input: attn, weight: w.get('proj.weight') as GpuTensor, bias: w.get('proj.bias') as GpuTensor, outputs: [y] });
-      } catch (e) {
-        y.buffer.destroy();
-        throw e;
-      }
-      return y;
+      const { output } = await withGpuOutputs(ctx, op, { output: { shape: x.shape, dtype } }, (outs) =>
+        gpuLinear(ctx, { input: attn, weight: w.get('proj.weight') as GpuTensor, bias: w.get('proj.bias') as GpuTensor, outputs: [outs.output as GpuTensor] }),
+      );
+      return output as GpuTensor;
     } finally {
       for (const t of [q, k, v, attn]) ctx.releaseTensor(t);
     }
