@@ -2,7 +2,7 @@
  * Problems and helpers the tensor-core device scripts (sgmat-device.ts, mma-device.ts) share: f16 inputs of a
  * problem, the CPU-reference and GPU argument sets built from them, the max-error check, buffer release.
  */
-import { fnaFlops, type FusedForwardArgs, type NaRank, randn, type Tensor, tensor, toFloat64Values } from '@natten-web/core';
+import { fnaFlops, type FusedBackwardArgs, type FusedForwardArgs, type NaRank, randn, type Tensor, tensor, toFloat64Values } from '@natten-web/core';
 import { parseArgs } from 'node:util';
 import { ClockWarmer, type DispatchCommand, GpuContext, type GpuTensor, timeDispatch } from '../src/index.ts';
 
@@ -65,6 +65,20 @@ export function gpuArgs(ctx: GpuContext, p: Problem, t: ReturnType<typeof makeAr
     dilation: p.dilation ?? 1,
     isCausal: p.isCausal ?? false,
     ...(p.stride ? { stride: p.stride } : {}),
+  };
+}
+
+/** A backward's arguments over a forward's GPU arguments: a random dO (seed 9), fresh gradient tensors, no d_rpb. */
+export function gpuBackwardArgs(ctx: GpuContext, p: Problem, g: FusedForwardArgs<GpuTensor>): FusedBackwardArgs<GpuTensor> {
+  const grad = (t: GpuTensor): GpuTensor => ctx.createTensor(t.shape, t.dtype);
+  return {
+    ...g,
+    gradOutput: ctx.upload(makeArgs(p, 9).out),
+    gradQuery: grad(g.query),
+    gradKey: grad(g.key),
+    gradValue: grad(g.value),
+    gradRpb: null,
+    logsumexp: g.logsumexp as GpuTensor,
   };
 }
 

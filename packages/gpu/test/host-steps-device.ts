@@ -6,9 +6,8 @@
  * packages/gpu/test/host-steps-device.ts` and run there (`tiny` as the first argument: fewer calls).
  */
 import { packUniforms } from '@natten-web/wgsl';
-import type { FusedBackwardArgs } from '@natten-web/core';
-import { fusedBackward, fusedForward, type GpuTensor } from '../src/index.ts';
-import { gpuArgs, makeArgs, openDevice, type Problem } from './device-forward-problems.ts';
+import { fusedBackward, fusedForward } from '../src/index.ts';
+import { gpuArgs, gpuBackwardArgs, makeArgs, openDevice, type Problem } from './device-forward-problems.ts';
 
 const { ctx } = await openDevice();
 const tiny = process.argv[2] === 'tiny';
@@ -78,14 +77,7 @@ await ctx.workDone();
 const total = [...acc.values()].reduce((a, b) => a + b, 0);
 console.log(`${route ? 'mma' : 'plain'} forward, ${n} calls: ${((total / n) * 1e3).toFixed(1)} us per call = ${steps.map((s) => `${s} ${(((acc.get(s) as number) / n) * 1e3).toFixed(1)}`).join(', ')}`);
 // The whole ops, for comparison (the library keeps layouts and uniform buffers, so it skips those steps).
-const b = {
-  ...g,
-  gradOutput: ctx.upload(makeArgs(p, 9).out),
-  gradQuery: ctx.createTensor(g.query.shape, g.query.dtype),
-  gradKey: ctx.createTensor(g.key.shape, g.key.dtype),
-  gradValue: ctx.createTensor(g.value.shape, g.value.dtype),
-  logsumexp: g.logsumexp,
-} as unknown as FusedBackwardArgs<GpuTensor>;
+const b = gpuBackwardArgs(ctx, p, g);
 for (const [name, op] of [
   ['fusedForward', () => fusedForward(ctx, p.rank, g)],
   ['fusedBackward', () => fusedBackward(ctx, p.rank, b)],

@@ -4,9 +4,8 @@
  * where the context has it (before it existed, every op waited for the GPU). Bundle with `tools/device/bundle.sh
  * packages/gpu/test/host-time-device.ts` and run there (also from an older checkout, for an A/B).
  */
-import type { FusedBackwardArgs } from '@natten-web/core';
-import { fusedBackward, fusedForward, type GpuTensor, planFusedForwardMma } from '../src/index.ts';
-import { free, gpuArgs, makeArgs, openDevice, type Problem } from './device-forward-problems.ts';
+import { fusedBackward, fusedForward, planFusedForwardMma } from '../src/index.ts';
+import { free, gpuArgs, gpuBackwardArgs, makeArgs, openDevice, type Problem } from './device-forward-problems.ts';
 
 const { ctx, warmer } = await openDevice();
 const label = process.argv[2] ?? '';
@@ -66,16 +65,7 @@ async function perCall(f: () => unknown, batches: number, batch: number): Promis
 }
 for (const p of problems) {
   const g = gpuArgs(ctx, p, makeArgs(p, 1));
-  const grad = (t: GpuTensor): GpuTensor => ctx.createTensor(t.shape, t.dtype);
-  const b = {
-    ...g,
-    gradOutput: ctx.upload(makeArgs(p, 9).out),
-    gradQuery: grad(g.query),
-    gradKey: grad(g.key),
-    gradValue: grad(g.value),
-    gradRpb: null,
-    logsumexp: g.logsumexp,
-  } as unknown as FusedBackwardArgs<GpuTensor>;
+  const b = gpuBackwardArgs(ctx, p, g);
   const cells: string[] = [];
   for (const pass of ['fwd', 'fwd+bwd'] as const) {
     const once = async (): Promise<void> => {
