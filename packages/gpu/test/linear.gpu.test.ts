@@ -87,6 +87,13 @@ describe('linear arguments', () => {
       'linear: output must hold 4 rows x 6 columns (out / 1) = 24 values, got [4, 5]',
     );
     await expect(linear(ctx, { input: x, weight: ctx.createTensor([7, 8], 'float32'), bias: null, outputs: [y, y, y] })).rejects.toThrow('linear: out=7 does not split into 3 equal parts');
+    await expect(linear(ctx, { input: x, weight: ctx.createTensor([6, 8, 1], 'float32'), bias: null, outputs: [y] })).rejects.toThrow(
+      'linear: weight must be [out, in] with out, in >= 1, got [6, 8, 1]',
+    );
+    await expect(linear(ctx, { input: x, weight: ctx.createTensor([6, 8], 'float16'), bias: null, outputs: [y] })).rejects.toThrow(
+      'linear: weight is float16 but input is float32; pass one dtype',
+    );
+    await expect(linear(ctx, { input: x, weight: w, bias: null, outputs: [ctx.createTensor([4, 6], 'float16')] })).rejects.toThrow('linear: output is float16 but input is float32');
     await expect(linear(ctx, { input: x, weight: w, bias: null, outputs: [y] })).resolves.toBeUndefined();
     await expect(linear(ctx, { input: x, weight: w, bias: null, outputs: [y, y] })).rejects.toBeInstanceOf(NattenArgumentError);
   });
