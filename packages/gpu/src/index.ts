@@ -104,4 +104,4 @@ export {
   type TileForwardConfig,
   tileForwardConfigProblem,
 } from './ops/na-fused-forward-tile.ts';
-export { linear, type LinearArgs, linearCommand } from './ops/linear.ts';
+export { linear, type LinearArgs, linearCommand, type LinearOptions } from './ops/linear.ts';

@@ -167,3 +167,4 @@ export {
 } from './ops/na-fused-backward-mma.ts';
 export { DEFAULT_LANES_MIN_SUBGROUP, DEFAULT_UNROLL, hasWideSubgroups, type LaneLimits, laneSplitProblem, lanesDimProblem, withDefaultLanes } from './lanes.ts';
 export { generateLinear, LINEAR_TILE, LINEAR_UNIFORMS, type LinearSpec } from './ops/linear.ts';
+export { generateLinearMma, LINEAR_MMA_FRAGS, LINEAR_MMA_ROWS, LINEAR_MMA_UNIFORMS, type LinearMmaSpec } from './ops/linear-mma.ts';
