@@ -19,7 +19,8 @@ const shapes = [
   { name: 'GEMM 8192x1024 -> 4096', rows: 8192, nIn: 1024, nOut: 4096, parts: 1 as const },
   { name: 'GEMM 8192x4096 -> 4096', rows: 8192, nIn: 4096, nOut: 4096, parts: 1 as const },
 ];
-const only = process.argv[2];
+const sweepMode = process.argv.includes('--sweep');
+const only = process.argv.slice(2).find((a) => !a.startsWith('--'));
 for (const s of shapes) {
   if (only && !s.name.includes(only)) continue;
   for (const dtype of ['float16', 'float32'] as const) {
@@ -36,22 +37,32 @@ for (const s of shapes) {
     const wv = toFloat64Values(w);
     const bv = toFloat64Values(b);
     const sample = Array.from({ length: 48 }, (_, i) => Math.floor((i * (s.rows - 1)) / 47));
+    // `--sweep`: the tensor-core kernel's layouts, twice each in turn (float16 only); else tiled, the layouts, auto.
+    const sweep: [string, LinearOptions][] = [
+      ['mma 64', { path: 'mma', frags: 4 }],
+      ['mma 128', { path: 'mma', frags: 8 }],
+      ['mma 2x2', { path: 'mma', rowFrags: 2 }],
+    ];
     const variants: [string, LinearOptions][] =
-      dtype === 'float16'
-        ? [
-            ['tiled', { path: 'tiled' }],
-            ['mma 64 cols', { path: 'mma', frags: 4 }],
-            ['mma 128 cols', { path: 'mma', frags: 8 }],
-            ['mma 2x2', { path: 'mma', rowFrags: 2 }],
-            ['auto', {}],
-          ]
-        : [['tiled', { path: 'tiled' }]];
+      dtype === 'float32'
+        ? sweepMode
+          ? []
+          : [['tiled', { path: 'tiled' }]]
+        : sweepMode
+          ? [...sweep, ...sweep]
+          : [
+              ['tiled', { path: 'tiled' }],
+              ['mma 64 cols', { path: 'mma', frags: 4 }],
+              ['mma 128 cols', { path: 'mma', frags: 8 }],
+              ['mma 2x2', { path: 'mma', rowFrags: 2 }],
+              ['auto', {}],
+            ];
     for (const [label, options] of variants) {
       let command: ReturnType<typeof linearCommand>;
       try {
         command = linearCommand(ctx, args, options);
       } catch (e) {
-        console.log(`${s.name.padEnd(26)} ${dtype} ${label.padEnd(13)} ${(e as Error).message}`);
+        console.log(`${s.name.padEnd(26)} ${dtype} ${label.padEnd(16)} ${(e as Error).message}`);
         continue;
       }
       await ctx.dispatch([command], 'linear');
@@ -71,7 +82,7 @@ for (const s of shapes) {
       const us = t.medianNs / 1e3;
       const tflops = (2 * s.rows * s.nIn * s.nOut) / (us * 1e-6) / 1e12;
       console.log(
-        `${s.name.padEnd(26)} ${dtype} ${label.padEnd(13)} ${us.toFixed(1).padStart(9)} us ${tflops.toFixed(1).padStart(6)} TFLOP/s  max err ${maxErr.toExponential(2)} (max |y| ${maxRef.toFixed(2)})  ${command.kernel.key.split(':')[0]} grid ${command.workgroups.join('x')}`,
+        `${s.name.padEnd(26)} ${dtype} ${label.padEnd(16)} ${us.toFixed(1).padStart(9)} us ${tflops.toFixed(1).padStart(6)} TFLOP/s  max err ${maxErr.toExponential(2)} (max |y| ${maxRef.toFixed(2)})  ${command.kernel.key.split(':')[0]} grid ${command.workgroups.join('x')}`,
       );
     }
     for (const t of [gx, gw, gb, ...outs]) t.buffer.destroy();
