@@ -37,6 +37,21 @@ interface CheckedCommands {
   readonly uniformData: readonly (ArrayBuffer | undefined)[];
 }
 
+/** Dispatches recorded by `GpuContext.batch`, submitted together at its end (or before a read inside it). */
+interface Recording {
+  readonly commands: DispatchCommand[];
+  readonly pipelines: GPUComputePipeline[];
+  readonly uniformData: (ArrayBuffer | undefined)[];
+  /** The ops that recorded, for error messages. */
+  readonly ops: Set<string>;
+  /** Buffers zeroed (`zero`) after the last recorded dispatch with workgroups: cleared at the submission's end. */
+  clears: GPUBuffer[];
+  /** Buffers to destroy once the recorded work is submitted (`retire`). */
+  readonly retired: GPUBuffer[];
+}
+
+const newRecording = (): Recording => ({ commands: [], pipelines: [], uniformData: [], ops: new Set(), clears: [], retired: [] });
+
 /** The first `size` bytes of a buffer, to zero before a pass (`DispatchCommand.clear`). */
 export interface ClearRange {
   readonly buffer: GPUBuffer;
@@ -97,13 +112,15 @@ export class GpuContext {
   readonly pool: BufferPool;
   private lostReason: string | undefined;
   private destroyed = false;
+  /** Set while `batch()` runs: dispatches are recorded and submitted together at its end. */
+  private recording: Recording | undefined;
   /** Set while `profile()` runs: every dispatch then records its GPU time. */
   private profiling: { querySet: GPUQuerySet; resolve: GPUBuffer; gpuNs: number; dispatches: number } | undefined;
   /** Resolves when the device is lost or destroyed (never rejects). */
   private readonly lostPromise: Promise<void>;
   private readonly layouts = new WeakMap<GPUComputePipeline, GPUBindGroupLayout>();
   /** Uniform buffers by content (`uniformBuffer`); a dropped one is destroyed (WebGPU frees it after the work already queued). */
-  private readonly uniforms = new LruCache<GPUBuffer>({ maxEntries: UNIFORM_CACHE_ENTRIES, onEvict: (b) => b.destroy() });
+  private readonly uniforms = new LruCache<GPUBuffer>({ maxEntries: UNIFORM_CACHE_ENTRIES, onEvict: (b) => this.retire(b) });
   /** Bind groups by (layout, buffers), weighed by the bytes they bind (`sharedBindGroup`). */
   private readonly bindGroups = new LruCache<GPUBindGroup>({ maxEntries: BIND_GROUP_CACHE_ENTRIES, maxWeight: BIND_GROUP_CACHE_BYTES });
   private readonly objectIds = new WeakMap<object, number>();
@@ -123,7 +140,7 @@ export class GpuContext {
     this.features = acquired.features;
     this.subgroupMatrix = acquired.subgroupMatrix;
     this.limits = acquired.device.limits;
-    this.pool = new BufferPool(acquired.device);
+    this.pool = new BufferPool(acquired.device, { destroy: (b) => this.retire(b) });
     this.lostPromise = this.device.lost.then((info) => {
       if (!this.destroyed) this.lostReason = `${info.reason === 'destroyed' ? 'destroyed' : info.reason}: ${info.message || 'no message'}`;
     });
@@ -294,6 +311,7 @@ export class GpuContext {
   /** Read a GPU tensor back into a new host tensor. */
   async read(g: GpuTensor): Promise<Tensor> {
     this.assertAlive('read');
+    if (this.recording) await this.flushRecording('read');
     const size = Math.max(4, Math.ceil(g.byteLength / 4) * 4);
     const staging = this.pool.acquire(size, STAGING_USAGE, 'natten-web staging');
     const enc = this.device.createCommandEncoder();
@@ -328,8 +346,12 @@ export class GpuContext {
     (out.data as Float32Array | Uint16Array).set(t.data as Float32Array | Uint16Array);
   }
 
-  /** Fill a tensor's buffer with zeros. */
+  /** Fill a tensor's buffer with zeros (in queue order: inside `batch`, after the work recorded before it). */
   zero(g: GpuTensor): void {
+    if (this.recording) {
+      this.recording.clears.push(g.buffer);
+      return;
+    }
     const enc = this.device.createCommandEncoder();
     enc.clearBuffer(g.buffer);
     this.device.queue.submit([enc.finish()]);
@@ -342,6 +364,8 @@ export class GpuContext {
    * that uses them completed.
    */
   async prepare(commands: readonly DispatchCommand[], op = 'dispatch'): Promise<PreparedDispatch> {
+    // Its encodings are submitted by the caller, in its own order: submit a batch's recorded work first.
+    if (this.recording) await this.flushRecording(op);
     const checked = await this.checkAndCompile(commands, op);
     this.device.pushErrorScope('validation');
     // Its own uniform buffers (not the shared cache, which may drop them): a prepared dispatch can live long (the
@@ -523,6 +547,76 @@ export class GpuContext {
    */
   async dispatch(commands: readonly DispatchCommand[], op = 'dispatch'): Promise<void> {
     const checked = await this.checkAndCompile(commands, op);
+    const rec = this.recording;
+    if (rec) {
+      // Zeroings recorded since the last dispatch with workgroups clear before this one's first pass that runs.
+      const runs = commands.findIndex((c) => c.workgroups.every((w) => w > 0));
+      commands.forEach((c, i) => {
+        rec.commands.push(i === runs && rec.clears.length > 0 ? { ...c, clear: [...rec.clears, ...(c.clear ?? [])] } : c);
+      });
+      if (runs >= 0) rec.clears = [];
+      rec.pipelines.push(...checked.pipelines);
+      rec.uniformData.push(...checked.uniformData);
+      rec.ops.add(op);
+      return;
+    }
+    await this.submitChecked(commands, checked, op, []);
+  }
+
+  /**
+   * Run `fn` (any sequence of ops on this context) with its dispatches recorded, then submit them all in one command
+   * buffer under one pair of error scopes: one submission and one host round trip instead of one per op (the
+   * modules' forward runs its three ops this way). The ops see each other's results in order, as when submitted one
+   * by one. Inside it, `read` and `workDone` first submit what was recorded; a validation or out-of-memory error is
+   * thrown at the end, naming the ops that recorded. Temporaries released inside it are reused or destroyed only in
+   * queue order (`retire`). A nested `batch` joins the outer one.
+   */
+  async batch<T>(fn: () => Promise<T>, op = 'batch'): Promise<T> {
+    if (this.recording) return fn();
+    this.assertAlive(op);
+    const rec = newRecording();
+    this.recording = rec;
+    let result: T;
+    try {
+      result = await fn();
+    } catch (error) {
+      if (this.recording === rec) this.recording = undefined;
+      // The ops before the failing one did their work; submit it, and report the op's error rather than the batch's.
+      await this.submitRecording(rec, op).catch(() => undefined);
+      throw error;
+    }
+    const last = this.recording ?? rec;
+    this.recording = undefined;
+    await this.submitRecording(last, op);
+    return result;
+  }
+
+  /** Destroy `buffer` once the work recorded so far is submitted: at once outside `batch`, after its submission inside. */
+  retire(buffer: GPUBuffer): void {
+    if (this.recording) this.recording.retired.push(buffer);
+    else buffer.destroy();
+  }
+
+  /** Inside `batch`: submit what was recorded so far (a read or wait needs it) and go on recording. */
+  private async flushRecording(op: string): Promise<void> {
+    const rec = this.recording;
+    if (!rec) return;
+    this.recording = newRecording();
+    await this.submitRecording(rec, op);
+  }
+
+  private async submitRecording(rec: Recording, op: string): Promise<void> {
+    try {
+      if (rec.commands.length > 0 || rec.clears.length > 0) {
+        await this.submitChecked(rec.commands, { pipelines: rec.pipelines, uniformData: rec.uniformData }, `${op} (${[...rec.ops].join(', ') || 'zeroing'})`, rec.clears);
+      }
+    } finally {
+      for (const b of rec.retired) b.destroy();
+    }
+  }
+
+  /** Bind, encode and submit checked commands (then `clears`), under one pair of error scopes. */
+  private async submitChecked(commands: readonly DispatchCommand[], checked: CheckedCommands, op: string, clears: readonly GPUBuffer[]): Promise<void> {
     const device = this.device;
     device.pushErrorScope('out-of-memory');
     device.pushErrorScope('validation');
@@ -541,6 +635,7 @@ export class GpuContext {
       } else {
         prepared.encode(enc);
       }
+      for (const b of clears) enc.clearBuffer(b);
       device.queue.submit([enc.finish()]);
     } finally {
       prepared?.release();
@@ -550,7 +645,7 @@ export class GpuContext {
       if (oom) throw new NattenDeviceError(`${op}: GPU out of memory: ${oom.message}`);
     }
     if (prof && readback) {
-      await this.workDone(op);
+      await this.drain(op);
       await readback.mapAsync(0x1 /* READ */);
       const t = new BigInt64Array(readback.getMappedRange());
       prof.gpuNs += Number((t[1] as bigint) - (t[0] as bigint));
@@ -558,7 +653,7 @@ export class GpuContext {
       readback.unmap();
       readback.destroy();
     } else if (this.blocking) {
-      await this.workDone(op);
+      await this.drain(op);
     }
     this.assertAlive(op);
   }
@@ -570,12 +665,13 @@ export class GpuContext {
    * Profiling adds a small readback per dispatch, so use it for benchmarks and tuning, not in production.
    */
   async profile<T>(fn: () => Promise<T>): Promise<{ result: T; gpuNs: number | undefined; wallMs: number; dispatches: number }> {
+    if (this.recording) throw new NattenDeviceError('profile: not inside batch() (its work is submitted at the batch\'s end); profile the batch instead');
     if (this.profiling) throw new NattenDeviceError('profile: already profiling (nested profile() calls are not supported)');
     const start = globalThis.performance.now();
     if (!this.hasTimestamps) {
       // Ops resolve once their work is queued: the wall time includes the GPU's only once the queue has drained.
       const result = await fn();
-      await this.workDone('profile');
+      await this.drain('profile');
       return { result, gpuNs: undefined, wallMs: globalThis.performance.now() - start, dispatches: 0 };
     }
     const querySet = this.device.createQuerySet({ type: 'timestamp', count: 2 });
@@ -597,6 +693,12 @@ export class GpuContext {
    * never report its work done). Throws `NattenDeviceError` when the device is gone.
    */
   async workDone(op = 'natten-web'): Promise<void> {
+    if (this.recording) await this.flushRecording(op);
+    await this.drain(op);
+  }
+
+  /** Wait for the queue to drain (what is submitted; `workDone` also submits a batch's recorded work first). */
+  private async drain(op: string): Promise<void> {
     await Promise.race([this.device.queue.onSubmittedWorkDone(), this.lostPromise]);
     this.assertAlive(op);
   }

@@ -27,6 +27,12 @@ export interface BufferPoolStats {
 export interface BufferPoolOptions {
   /** Free buffers beyond this many bytes are destroyed on release instead of kept (default 256 MiB). */
   readonly maxFreeBytes?: number;
+  /**
+   * Destroys a buffer the pool drops (over `maxFreeBytes`, or `trim`); default `buffer.destroy()`. A context hands
+   * its `retire`, which waits for a batch's submission (`GpuContext.batch`): work recorded before the release may still
+   * use the buffer.
+   */
+  readonly destroy?: (buffer: GPUBuffer) => void;
 }
 
 /** The bucket size for a request: the smallest 2^k * {1, 1.25, 1.5, 1.75} >= size, at least 16 bytes. */
@@ -52,9 +58,11 @@ export class BufferPool {
   private misses = 0;
   private disposed = false;
 
+  private readonly destroyBuffer: (buffer: GPUBuffer) => void;
   constructor(device: GPUDevice, options: BufferPoolOptions = {}) {
     this.device = device;
     this.maxFreeBytes = options.maxFreeBytes ?? 256 * 1024 * 1024;
+    this.destroyBuffer = options.destroy ?? ((b) => b.destroy());
   }
 
   private static keyOf(size: number, usage: number): string {
@@ -88,7 +96,7 @@ export class BufferPool {
     if (this.freeBytes + buffer.size > this.maxFreeBytes) {
       this.owned.delete(buffer);
       this.ownedBytes -= buffer.size;
-      buffer.destroy();
+      this.destroyBuffer(buffer);
       return;
     }
     const key = BufferPool.keyOf(buffer.size, buffer.usage);
@@ -107,7 +115,7 @@ export class BufferPool {
       for (const b of list) {
         this.owned.delete(b);
         this.ownedBytes -= b.size;
-        b.destroy();
+        this.destroyBuffer(b);
       }
     }
     this.freeLists.clear();

@@ -58,6 +58,7 @@ export {
   info,
   type RuntimeOptions,
   setBackend,
+  batch,
   synchronize,
   useDevice,
 } from './runtime.ts';

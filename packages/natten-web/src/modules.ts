@@ -239,24 +239,27 @@ class NeighborhoodAttentionBase<R extends NaRank> {
     // next forward (WebGPU runs the queue in order); a fresh allocation of each per call cost more than the layer.
     const [q, k, v, attn] = ['q', 'k', 'v', 'attention'].map((n) => ctx.tempTensor(headShape, dtype, { label: `${op}.${n}` })) as [GpuTensor, GpuTensor, GpuTensor, GpuTensor];
     try {
-      await gpuLinear(ctx, { input: x, weight: w.get('qkv.weight') as GpuTensor, bias: w.get('qkv.bias') ?? null, outputs: [q, k, v] });
-      await gpuFusedForward(ctx, this.rank, {
-        query: q,
-        key: k,
-        value: v,
-        output: attn,
-        logsumexp: null,
-        rpb: w.get('rpb') ?? null,
-        kernelSize: this.kernelSize,
-        dilation: this.dilation,
-        stride: this.stride,
-        isCausal: this.isCausal,
-        attnScale: this.scale,
-      });
-      const { output } = await withGpuOutputs(ctx, op, { output: { shape: x.shape, dtype } }, (outs) =>
-        gpuLinear(ctx, { input: attn, weight: w.get('proj.weight') as GpuTensor, bias: w.get('proj.bias') as GpuTensor, outputs: [outs.output as GpuTensor] }),
-      );
-      return output as GpuTensor;
+      // The three ops in one submission: one host round trip instead of three.
+      return await ctx.batch(async () => {
+        await gpuLinear(ctx, { input: x, weight: w.get('qkv.weight') as GpuTensor, bias: w.get('qkv.bias') ?? null, outputs: [q, k, v] });
+        await gpuFusedForward(ctx, this.rank, {
+          query: q,
+          key: k,
+          value: v,
+          output: attn,
+          logsumexp: null,
+          rpb: w.get('rpb') ?? null,
+          kernelSize: this.kernelSize,
+          dilation: this.dilation,
+          stride: this.stride,
+          isCausal: this.isCausal,
+          attnScale: this.scale,
+        });
+        const { output } = await withGpuOutputs(ctx, op, { output: { shape: x.shape, dtype } }, (outs) =>
+          gpuLinear(ctx, { input: attn, weight: w.get('proj.weight') as GpuTensor, bias: w.get('proj.bias') as GpuTensor, outputs: [outs.output as GpuTensor] }),
+        );
+        return output as GpuTensor;
+      }, op);
     } finally {
       for (const t of [q, k, v, attn]) ctx.releaseTensor(t);
     }

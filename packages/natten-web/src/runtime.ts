@@ -320,6 +320,17 @@ export async function synchronize(): Promise<void> {
   await ctx.workDone('synchronize');
 }
 
+/**
+ * Run `fn` with every WebGPU op inside it submitted together, in one command buffer with one host round trip,
+ * instead of one per op (`GpuContext.batch`): for a model's layers on GPU tensors. The ops see each other's results in
+ * order as usual; `toHost` / `read` inside it first submit what was recorded. An error in the batch's submission is
+ * thrown when it ends, naming its ops. With the CPU backend selected, or where WebGPU is unavailable, `fn` just runs.
+ */
+export async function batch<T>(fn: () => Promise<T>): Promise<T> {
+  const ctx = state.selected === 'cpu' ? undefined : await tryGpuContext();
+  return ctx ? ctx.batch(fn) : fn();
+}
+
 /** Free the GPU context (a device given to `useDevice` is left alive). The next GPU op creates a new one. */
 export async function dispose(): Promise<void> {
   const pending = state.context;

@@ -6,6 +6,7 @@ import type { Tensor } from '@natten-web/core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   attention,
+  batch,
   configure,
   dispose,
   info,
@@ -60,6 +61,45 @@ describe('when WebGPU ops finish', () => {
     configure({ blocking: false });
     await synchronize();
     expect(ctx.blocking).toBe(false);
+  });
+});
+
+describe('batch()', () => {
+  it('runs a chain of ops as one submission, with the results of running them one by one', async () => {
+    const host = rnd([1, 16, 2, 8]);
+    const q = await toGpu(host);
+    const ctx = await gpuContext('test');
+    const submits: number[] = [];
+    const submit = ctx.device.queue.submit.bind(ctx.device.queue);
+    ctx.device.queue.submit = (buffers) => {
+      const list = [...buffers];
+      submits.push(list.length);
+      submit(list);
+    };
+    let out: Awaited<ReturnType<typeof na1d>>;
+    try {
+      out = await batch(async () => {
+        let o = await na1d(q, q, q, { kernelSize: 3 });
+        for (let i = 0; i < 3; i++) o = await na1d(o, q, q, { kernelSize: 3 });
+        return o;
+      });
+    } finally {
+      ctx.device.queue.submit = submit;
+    }
+    expect(submits).toEqual([1]);
+    let want = await na1d(host, host, host, { kernelSize: 3, backend: 'cpu' });
+    for (let i = 0; i < 3; i++) want = await na1d(want, host, host, { kernelSize: 3, backend: 'cpu' });
+    expectClose(await toHost(out), want, 1e-4);
+    // toHost inside a batch submits what was recorded, then reads.
+    const inside = await batch(async () => toHost(await na1d(q, q, q, { kernelSize: 3 })));
+    expectClose(inside, await na1d(host, host, host, { kernelSize: 3, backend: 'cpu' }), 1e-4);
+    // With the CPU backend selected it just runs its function.
+    setBackend('cpu');
+    try {
+      expectClose(await batch(() => na1d(host, host, host, { kernelSize: 3 })), await na1d(host, host, host, { kernelSize: 3, backend: 'cpu' }), 0);
+    } finally {
+      setBackend('webgpu');
+    }
   });
 });
 
