@@ -34,7 +34,10 @@ export const USAGE = `usage: pnpm bench [--set quick|standard] [--filter str[,st
                                 --backward-keys, --forward-key-unroll, --backward-unroll)
   [--tune-cache path]           the autotuner's JSON cache, reused by later --tuned runs (default: tune-cache.json
                                 beside --json when given, else in the OS temp dir)
-  [--tune-budget-ms 20000]      tuning time budget per op (forward; backward) of each row`;
+  [--tune-budget-ms 20000]      tuning time budget per op (forward; backward) of each row
+  [--separate-spans]            time fwd+bwd as the sum of the two ops' GPU spans, each op submitted alone (before
+                                session 22); default: one span around both, submitted together (batch()), as torch's
+                                CUDA events time flex's forward and backward`;
 
 /** The flags that choose our kernel config by hand, which `--tuned` leaves to the autotuner. */
 export const TUNED_CONFLICTS = [
@@ -87,6 +90,8 @@ export interface Options {
   readonly warmClocks: 'auto' | 'on' | 'off';
   /** Time the autotuner's pick per row (`--tuned`) instead of the heuristic default config. */
   readonly tuned: boolean;
+  /** fwd+bwd timed as two spans (each op submitted alone) instead of one span around both (`batch`). */
+  readonly separateSpans: boolean;
   /** The autotuner's cache file (absolute) with `--tuned`, else undefined. */
   readonly tuneCache: string | undefined;
   /** Tuning budget per op of each row, in ms (`--tune-budget-ms`; used with `--tuned`). */
@@ -103,6 +108,7 @@ export function parseOptions(argv: readonly string[]): Options {
       dtype: { type: 'string' },
       json: { type: 'string' },
       'no-torch': { type: 'boolean', default: false },
+      'separate-spans': { type: 'boolean', default: false },
       reps: { type: 'string', default: '20' },
       warmup: { type: 'string', default: '3' },
       'budget-ms': { type: 'string', default: '3000' },
@@ -185,6 +191,7 @@ export function parseOptions(argv: readonly string[]): Options {
     backwardUnroll: values['backward-unroll'] === undefined ? undefined : Math.floor(num('backward-unroll', values['backward-unroll'], 1)),
     json: values.json,
     torch: !values['no-torch'],
+    separateSpans: values['separate-spans'] === true,
     reps: Math.floor(num('reps', values.reps, 1)),
     warmup: Math.floor(num('warmup', values.warmup, 0)),
     budgetMs: num('budget-ms', values['budget-ms'], 0),

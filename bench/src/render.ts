@@ -167,10 +167,10 @@ export function renderReport(results: BenchResults, options: ReportOptions = {})
   if (runs && runs.length > 1) {
     lines.push(`- **Set:** \`${results.set}\`${options.source ? `; sources \`${options.source}\`` : ''}`);
     for (const r of runs) {
-      lines.push(`  - ${r.date}: ${r.rows} rows${r.filter ? ` (filter \`${r.filter}\`)` : ''}, commit \`${r.commit}\`, median of up to ${r.reps} runs after ${r.warmup} warm-up runs`);
+      lines.push(`  - ${r.date}: ${r.rows} rows${r.filter ? ` (filter \`${r.filter}\`)` : ''}, commit \`${r.commit}\`, median of up to ${r.reps} runs after ${r.warmup} warm-up runs; fwd+bwd ${spanText(r.fwdBwdSpan)}`);
     }
   } else {
-    lines.push(`- **Set:** \`${results.set}\`${results.filter ? ` (filter \`${results.filter}\`)` : ''}; median of up to ${results.reps} runs after ${results.warmup} warm-up runs${options.source ? `; source \`${options.source}\`` : ''}`);
+    lines.push(`- **Set:** \`${results.set}\`${results.filter ? ` (filter \`${results.filter}\`)` : ''}; median of up to ${results.reps} runs after ${results.warmup} warm-up runs; fwd+bwd ${spanText(results.fwdBwdSpan)}${options.source ? `; source \`${options.source}\`` : ''}`);
   }
   lines.push('');
   lines.push('## Results', '');
@@ -201,7 +201,9 @@ export function renderReport(results: BenchResults, options: ReportOptions = {})
           `  JSON starts with \`tuned\`)${tuning.startsWith('mixed') ? ' in the tuned runs, else at their default configuration' : ''},`,
         ]),
     '  median GPU time of every dispatch the op makes (`GpuContext.profile`, timestamp queries), or host wall time marked `(wall)`',
-    '  when the adapter has no `timestamp-query`.',
+    '  when the adapter has no `timestamp-query`. fwd+bwd is one span from the forward\'s first pass to the backward\'s last,',
+    '  the two ops submitted together (`batch`), as torch\'s CUDA events time flex; runs marked "two spans summed" timed',
+    '  each op submitted alone and added their spans (each span carries about 5 us of timestamp floor on the H200).',
     '- **NA TFLOP/s**: useful FLOPs as NATTEN counts them (core `fnaFlops` = 4·B·N·H·prod(K)·d for the forward;',
     '  the backward is 2.5x the forward, so fwd+bwd is 3.5x) over our time.',
     '- **GB/s (floor)**: the byte floor (q, k, v read and o written once; fwd+bwd adds q, k, v, o, dO read and',
@@ -244,6 +246,11 @@ export function clocksText(clocks: readonly BenchResults['clocks'][]): string {
  * The tuning line of the report, or undefined when no run was `--tuned` (the report then has no such line): which
  * configs our kernels ran. One entry per merged run, in order.
  */
+/** How a run timed its fwd+bwd rows (`BenchResults.fwdBwdSpan`; absent in files before session 22: two spans). */
+export function spanText(span: 'one' | 'sum' | undefined): string {
+  return span === 'one' ? 'one span (both ops in one submission)' : 'two spans summed';
+}
+
 export function tuningText(runs: readonly Pick<BenchResults, 'tuned' | 'tuneCache' | 'tuneBudgetMs'>[]): string | undefined {
   const tuned = runs.filter((r) => r.tuned === true);
   if (tuned.length === 0) return undefined;
@@ -299,6 +306,7 @@ export function mergeResults(list: readonly BenchResults[]): BenchResults {
       rows: r.rows.filter((row) => owner.get(rowKey(row)) === i).length,
       ...(r.clocks ? { clocks: r.clocks } : {}),
       ...(r.tuned ? { tuned: true, tuneCache: r.tuneCache, tuneBudgetMs: r.tuneBudgetMs } : {}),
+      ...(r.fwdBwdSpan ? { fwdBwdSpan: r.fwdBwdSpan } : {}),
     })),
   };
 }

@@ -104,6 +104,12 @@ export interface BenchResults {
   readonly tuned?: boolean;
   readonly tuneCache?: string;
   readonly tuneBudgetMs?: number;
+  /**
+   * How fwd+bwd rows were timed: `one` span from the forward's first pass to the backward's last, both submitted
+   * together (`batch`), as torch's events time flex; `sum` of the two ops' spans, each submitted alone. Absent = `sum`
+   * (files before session 22).
+   */
+  readonly fwdBwdSpan?: 'one' | 'sum';
   readonly env: BenchEnv;
   readonly rows: readonly BenchRow[];
   /** Set by `mergeResults`: each merged run's date, commit, sampling and filter, in file order. */
@@ -123,6 +129,7 @@ export interface BenchRunInfo {
   readonly tuned?: boolean;
   readonly tuneCache?: string;
   readonly tuneBudgetMs?: number;
+  readonly fwdBwdSpan?: 'one' | 'sum';
 }
 
 /** True for software adapters (lavapipe/llvmpipe, SwiftShader, WARP): their times are no performance claim. */

@@ -300,13 +300,13 @@ async function measureItem(
       row.config = cfg;
       const b = bwdArgs;
       const runBackward = backward;
-      const run =
-        b && runBackward
-          ? async () => {
-              await forward();
-              await runBackward(b);
-            }
-          : forward;
+      // fwd+bwd: both ops submitted together and timed as one span (as torch's events time flex), or with
+      // --separate-spans each submitted alone and their spans summed.
+      const both = async (): Promise<void> => {
+        await forward();
+        await (runBackward as NonNullable<typeof runBackward>)(b as FusedBackwardArgs<GpuTensor>);
+      };
+      const run = b && runBackward ? (opts.separateSpans ? both : () => ctx.batch(both, 'fwd+bwd')) : forward;
       const t0 = Date.now();
       row.ours = await measureGpu(ctx, run, { warmup: Math.max(1, opts.warmup), reps: opts.reps, minReps: 3, budgetMs: opts.budgetMs, warmer });
       const clock = clocks?.window(t0, Date.now());
@@ -469,6 +469,7 @@ async function main(): Promise<void> {
       warmup: opts.warmup,
       clocks: warmer ? { warmed: true, warmMs: WARM_MS, dispatchMs: warmer.dispatchMs } : { warmed: false },
       ...(tuner ? { tuned: true, tuneCache, tuneBudgetMs: opts.tuneBudgetMs } : {}),
+      fwdBwdSpan: opts.separateSpans ? 'sum' : 'one',
       env,
       rows,
     };

@@ -294,6 +294,12 @@ describe('merging split runs', () => {
     const md = renderReport(m2, { source: 'x.json`, `y.json' });
     expect(md).toContain(`- **Dates:** ${a.env.date}, 2026-11-28T00:00:00.000Z (2 runs on the same adapter, merged)`);
     expect(md).toContain('median of up to 8 runs');
+    // Files before session 22 timed fwd+bwd as two spans; newer ones say how.
+    expect(md).toContain('warm-up runs; fwd+bwd two spans summed');
+    const spans = renderReport(mergeResults([{ ...a, fwdBwdSpan: 'one' }, { ...later, fwdBwdSpan: 'sum' }]));
+    expect(spans).toContain('warm-up runs; fwd+bwd one span (both ops in one submission)');
+    expect(spans).toContain('warm-up runs; fwd+bwd two spans summed');
+    expect(renderReport({ ...fixture, fwdBwdSpan: 'one' })).toContain('warm-up runs; fwd+bwd one span (both ops in one submission)');
     expect(md).toContain('- **Clocks:** not recorded');
     // Every run warmed: one line saying so; a mix names each run's state.
     const warm = { warmed: true, warmMs: 300, dispatchMs: 2 };

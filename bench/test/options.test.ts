@@ -10,7 +10,8 @@ describe('bench options', () => {
     expect(o).toMatchObject({ set: 'standard', torch: true, reps: 20, warmup: 3, forwardPath: 'default', forwardQueries: 1, backwardQueries: 1, backwardKeys: 1, forwardKeyUnroll: undefined, backwardUnroll: undefined, warmClocks: 'auto' });
     expect(o.forwardLanes).toBeUndefined();
     expect(o.backwardLanes).toBeUndefined();
-    expect(o).toMatchObject({ tuned: false, tuneCache: undefined, tuneBudgetMs: 20000 });
+    expect(o).toMatchObject({ tuned: false, tuneCache: undefined, tuneBudgetMs: 20000, separateSpans: false });
+    expect(parseOptions(['--separate-spans']).separateSpans).toBe(true);
   });
   it('experiment switches parse to numbers and the tensor-core path', () => {
     const o = parseOptions(['--forward-path', 'sgmat', '--forward-lanes', '4', '--backward-lanes', '1', '--forward-queries', '2', '--backward-queries', '4', '--backward-keys', '2', '--forward-key-unroll', '4', '--backward-unroll', '2', '--warm-clocks', 'off']);
