@@ -59,6 +59,7 @@ export {
   type RuntimeOptions,
   setBackend,
   batch,
+  free,
   synchronize,
   useDevice,
 } from './runtime.ts';

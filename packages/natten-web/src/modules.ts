@@ -281,7 +281,8 @@ class NeighborhoodAttentionBase<R extends NaRank> {
     const cached = this.gpuWeights;
     this.gpuWeights = undefined;
     if (!cached) return;
-    for (const t of cached.tensors.values()) t.buffer.destroy();
+    // retire: inside a batch, its recorded forwards still use them.
+    for (const t of cached.tensors.values()) cached.ctx.retire(t.buffer);
   }
 }
 

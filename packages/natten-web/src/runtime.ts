@@ -11,7 +11,7 @@ import {
   NattenNotImplementedError,
   NattenUnsupportedError,
 } from '@natten-web/core';
-import { type AcquiredDevice, type AdapterReport, createGpuBackend, GpuContext } from '@natten-web/gpu';
+import { type AcquiredDevice, type AdapterReport, createGpuBackend, GpuContext, type GpuTensor } from '@natten-web/gpu';
 import { setAutotuneOptions } from './config.ts';
 import { VERSION } from './version.ts';
 
@@ -39,6 +39,8 @@ interface State {
   gpu: GPU | undefined;
   notice: (message: string) => void;
   context: Promise<GpuContext> | undefined;
+  /** The context once `context` has resolved (for calls that cannot wait, such as `free`). */
+  resolved: GpuContext | undefined;
   blocking: boolean;
   /** False when the context wraps a device the caller owns (`useDevice`): dispose leaves it alive. */
   ownsDevice: boolean;
@@ -53,6 +55,7 @@ const state: State = {
   gpu: undefined,
   notice: defaultNotice,
   context: undefined,
+  resolved: undefined,
   blocking: false,
   ownsDevice: true,
   gpuBackend: undefined,
@@ -100,6 +103,7 @@ function releaseContext(): void {
   const pending = state.context;
   const owns = state.ownsDevice;
   state.context = undefined;
+  state.resolved = undefined;
   state.gpuBackend = undefined;
   state.ownsDevice = true;
   if (pending && owns) void pending.then((ctx) => ctx.destroy(), () => undefined);
@@ -114,9 +118,15 @@ export function noticeOnce(key: string, message: string): void {
 
 function contextPromise(): Promise<GpuContext> {
   if (!state.context) {
-    state.context = GpuContext.create({ ...(state.gpu ? { gpu: state.gpu } : {}), blocking: state.blocking });
+    const pending = GpuContext.create({ ...(state.gpu ? { gpu: state.gpu } : {}), blocking: state.blocking });
+    state.context = pending;
     // A failure is remembered (no adapter now means no adapter later); dispose() forgets it.
-    state.context.catch(() => undefined);
+    pending.then(
+      (ctx) => {
+        if (state.context === pending) state.resolved = ctx;
+      },
+      () => undefined,
+    );
   }
   return state.context;
 }
@@ -174,7 +184,9 @@ export function useDevice(device: GPUDevice, adapter?: GPUAdapter): void {
     subgroupMatrix: [],
   };
   releaseContext();
-  state.context = Promise.resolve(GpuContext.wrap(acquired, { blocking: state.blocking }));
+  const ctx = GpuContext.wrap(acquired, { blocking: state.blocking });
+  state.context = Promise.resolve(ctx);
+  state.resolved = ctx;
   state.ownsDevice = false;
 }
 
@@ -331,11 +343,23 @@ export async function batch<T>(fn: () => Promise<T>): Promise<T> {
   return ctx ? ctx.batch(fn) : fn();
 }
 
+/**
+ * Free a GPU tensor's memory (its buffer) once the work already queued with it is done with it: at once, or inside
+ * `batch` after the batch's submission (destroying the buffer directly there would fail the batch, whose recorded
+ * work still uses it). Use the tensor no more afterwards.
+ */
+export function free(t: GpuTensor): void {
+  const ctx = state.resolved;
+  if (ctx) ctx.retire(t.buffer);
+  else t.buffer.destroy();
+}
+
 /** Free the GPU context (a device given to `useDevice` is left alive). The next GPU op creates a new one. */
 export async function dispose(): Promise<void> {
   const pending = state.context;
   const owns = state.ownsDevice;
   state.context = undefined;
+  state.resolved = undefined;
   state.gpuBackend = undefined;
   state.ownsDevice = true;
   if (!pending) return;

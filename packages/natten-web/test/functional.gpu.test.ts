@@ -9,6 +9,7 @@ import {
   batch,
   configure,
   dispose,
+  free,
   info,
   isGpuTensor,
   mergeAttentions,
@@ -93,6 +94,17 @@ describe('batch()', () => {
     // toHost inside a batch submits what was recorded, then reads.
     const inside = await batch(async () => toHost(await na1d(q, q, q, { kernelSize: 3 })));
     expectClose(inside, await na1d(host, host, host, { kernelSize: 3, backend: 'cpu' }), 1e-4);
+    // free() inside a batch waits for its submission (the recorded work still uses the tensor); outside, it frees at
+    // once: an op given the freed tensor then fails.
+    const chain = await batch(async () => {
+      const a = await na1d(q, q, q, { kernelSize: 3 });
+      const b = await na1d(a, q, q, { kernelSize: 3 });
+      free(a);
+      return b;
+    });
+    expectClose(await toHost(chain), await na1d(await na1d(host, host, host, { kernelSize: 3, backend: 'cpu' }), host, host, { kernelSize: 3, backend: 'cpu' }), 1e-4);
+    free(chain);
+    await expect(na1d(chain, q, q, { kernelSize: 3 })).rejects.toThrow(/destroyed/);
     // With the CPU backend selected it just runs its function.
     setBackend('cpu');
     try {

@@ -5,7 +5,7 @@
  */
 import { compareTensors, randn } from '@natten-web/core';
 import { ClockWarmer, linear } from '@natten-web/gpu';
-import { dispose, info, na2d, NeighborhoodAttention2D, setBackend, synchronize, toGpu, toHost } from '../src/index.ts';
+import { batch, dispose, free, info, na2d, NeighborhoodAttention2D, setBackend, synchronize, toGpu, toHost } from '../src/index.ts';
 import { gpuContext } from '../src/runtime.ts';
 
 setBackend('webgpu');
@@ -35,6 +35,35 @@ for (const l of layers) {
     for (let r = 0; r < n; r++) await m.forward(gx);
     await synchronize();
     const gpuMs = (performance.now() - t1) / n;
+    // A stack of 8 such layers, each output freed once the next layer has used it: one batch per stack, or each
+    // layer submitted on its own; wall time per layer.
+    const stack = async (batched: boolean): Promise<number> => {
+      const once = async (): Promise<void> => {
+        let h = gx;
+        for (let j = 0; j < 8; j++) {
+          const y = await m.forward(h);
+          if (h !== gx) free(h);
+          h = y;
+        }
+        free(h);
+      };
+      const go = () => (batched ? batch(once) : once());
+      await go();
+      await synchronize();
+      const reps = tiny ? 2 : 10;
+      const t = performance.now();
+      for (let r = 0; r < reps; r++) await go();
+      await synchronize();
+      return (performance.now() - t) / reps / 8;
+    };
+    const stackMs = await stack(false);
+    const stackBatchMs = await stack(true);
+    // Output allocation alone: a tensor of the layer's output size created and destroyed, per call (host time).
+    const ctx0 = await gpuContext('module-device');
+    const ta = performance.now();
+    for (let r = 0; r < 100; r++) ctx0.createTensor(l.shape, dtype).buffer.destroy();
+    const allocUs = ((performance.now() - ta) / 100) * 1e3;
+    console.log(`${l.name} ${dtype}: stack of 8 layers, ms per layer (wall): one submission per layer ${stackMs.toFixed(3)}, the stack in one batch ${stackBatchMs.toFixed(3)}; output allocation ${allocUs.toFixed(1)} us per call`);
     // The layer's parts alone, GPU time (ctx.profile): the qkv projection, the attention, the output projection.
     const ctx = await gpuContext('module-device');
     const H = l.heads;
