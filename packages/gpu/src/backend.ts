@@ -54,7 +54,7 @@ export async function onGpu<A extends HostArgs>(
       if (g) await ctx.readInto(g, args[f] as Tensor);
     }
   } finally {
-    for (const g of uploaded.values()) ctx.retire(g.buffer);
+    for (const g of uploaded.values()) ctx.freeTensor(g);
   }
 }
 

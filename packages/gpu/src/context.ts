@@ -87,6 +87,9 @@ const BIND_GROUP_CACHE_ENTRIES = 64;
 const BIND_GROUP_CACHE_BYTES = 256 * 1024 * 1024;
 const STAGING_USAGE = 0x1 /* MAP_READ */ | 0x8; /* COPY_DST */
 
+/** Tensors from this size up are recycled through the pool by `freeTensor` (below it, creating a buffer is cheap). */
+const RECYCLE_MIN_BYTES = 1 << 20;
+
 /** Buffer usage for every tensor buffer. */
 const TENSOR_USAGE = 0x80 /* STORAGE */ | 0x4 /* COPY_SRC */ | 0x8; /* COPY_DST */
 
@@ -124,6 +127,8 @@ export class GpuContext {
   /** Bind groups by (layout, buffers), weighed by the bytes they bind (`sharedBindGroup`). */
   private readonly bindGroups = new LruCache<GPUBindGroup>({ maxEntries: BIND_GROUP_CACHE_ENTRIES, maxWeight: BIND_GROUP_CACHE_BYTES });
   private readonly objectIds = new WeakMap<object, number>();
+  /** Large buffers `createTensor` made that `freeTensor` may give to the pool (weakly held: dropped ones are collected). */
+  private readonly recyclable = new WeakSet<GPUBuffer>();
   private nextObjectId = 1;
   /**
    * Make every op wait until the GPU has finished its work (false: an op resolves once its work is submitted and
@@ -248,8 +253,16 @@ export class GpuContext {
     return pipeline;
   }
 
-  /** Allocate an uninitialized (zeroed by WebGPU) GPU tensor. */
+  /** Allocate a zeroed GPU tensor. */
   createTensor(shape: readonly number[], dtype: GpuDType, label?: string): GpuTensor {
+    return this.allocTensor(shape, dtype, label, true);
+  }
+
+  /**
+   * A new tensor's buffer: a large one freed with `freeTensor` if the pool has one of its size (zeroed when `zero`),
+   * else a new buffer (WebGPU zeroes those).
+   */
+  private allocTensor(shape: readonly number[], dtype: GpuDType, label: string | undefined, zero: boolean): GpuTensor {
     this.assertAlive();
     if (!isGpuDType(dtype)) throw new NattenArgumentError(`createTensor: dtype ${String(dtype)} is not a GPU dtype (float32 or float16)`);
     if (dtype === 'float16' && !this.hasF16) {
@@ -263,8 +276,33 @@ export class GpuContext {
       );
     }
     const size = Math.max(4, Math.ceil(byteLength / 4) * 4);
+    // A large buffer freed with `freeTensor` serves again (creating one costs 0.1-0.2 ms of host time). Not for an
+    // upload inside `batch`: its write would land before recorded work that may still use the buffer.
+    if (size >= RECYCLE_MIN_BYTES && (zero || !this.recording)) {
+      const reused = this.pool.take(size, TENSOR_USAGE);
+      if (reused) {
+        const t: GpuTensor = { shape: [...shape], dtype, buffer: reused, numel: n, byteLength };
+        if (label) reused.label = label;
+        this.recyclable.add(reused);
+        if (zero) this.zero(t);
+        return t;
+      }
+    }
     const buffer = this.device.createBuffer({ size, usage: TENSOR_USAGE, ...(label ? { label } : {}) });
+    if (size >= RECYCLE_MIN_BYTES) this.recyclable.add(buffer);
     return { shape: [...shape], dtype, buffer, numel: n, byteLength };
+  }
+
+  /**
+   * Free a tensor this context made with `createTensor` or `upload` (the ops' outputs): a large one goes to the pool
+   * and serves a later `createTensor` of its size (zeroed again); others, and buffers made elsewhere, are destroyed
+   * (`retire`: inside `batch`, after its submission). Safe as soon as the work using the tensor is queued or
+   * recorded. Freeing one twice is harmless; use the tensor no more afterwards.
+   */
+  freeTensor(t: GpuTensor): void {
+    const b = t.buffer;
+    if (this.recyclable.delete(b)) this.pool.adopt(b);
+    else if (!this.pool.owns(b)) this.retire(b);
   }
 
   /**
@@ -296,7 +334,7 @@ export class GpuContext {
     if (!isGpuDType(t.dtype)) {
       throw new NattenArgumentError(`upload: dtype ${t.dtype} cannot live on the GPU (WGSL has no f64); cast to float32 first`);
     }
-    const g = this.createTensor(t.shape, t.dtype, label);
+    const g = this.allocTensor(t.shape, t.dtype, label, false);
     const src = t.data as Float32Array | Uint16Array;
     const bytes = new Uint8Array(src.buffer, src.byteOffset, src.byteLength);
     if (bytes.byteLength % 4 === 0) this.device.queue.writeBuffer(g.buffer, 0, bytes);

@@ -89,6 +89,47 @@ export class BufferPool {
     return buffer;
   }
 
+  /**
+   * A free buffer of exactly `size` bytes, else of `size`'s bucket, with exactly `usage`, handed over for good: the
+   * pool forgets it (a caller that drops it leaves it to the garbage collector), or undefined when none is free.
+   */
+  take(size: number, usage: GPUBufferUsageFlags): GPUBuffer | undefined {
+    if (this.disposed) return undefined;
+    for (const s of [size, bucketSize(size)]) {
+      const buffer = this.freeLists.get(BufferPool.keyOf(s, usage))?.pop();
+      if (buffer) {
+        this.hits++;
+        this.freeBytes -= buffer.size;
+        this.owned.delete(buffer);
+        this.ownedBytes -= buffer.size;
+        return buffer;
+      }
+    }
+    return undefined;
+  }
+
+  /**
+   * Take in a buffer the pool did not make (one `take` handed out, or any the caller owns and will not use again), as
+   * a free buffer for later `acquire` / `take` calls; destroyed instead past `maxFreeBytes`. A buffer the pool already
+   * owns is left as it is (so a second `adopt` of one is harmless).
+   */
+  adopt(buffer: GPUBuffer): void {
+    if (this.disposed) {
+      this.destroyBuffer(buffer);
+      return;
+    }
+    if (this.owned.has(buffer)) return;
+    this.owned.add(buffer);
+    this.ownedBytes += buffer.size;
+    this.acquired.add(buffer);
+    this.release(buffer);
+  }
+
+  /** Whether the pool owns `buffer` (free or handed out by `acquire`). */
+  owns(buffer: GPUBuffer): boolean {
+    return this.owned.has(buffer);
+  }
+
   /** Give a buffer back. Buffers the pool does not own are ignored; releasing twice is an error. */
   release(buffer: GPUBuffer): void {
     if (this.disposed || !this.owned.has(buffer)) return;

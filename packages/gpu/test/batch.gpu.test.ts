@@ -164,3 +164,54 @@ describe('GpuContext.batch', () => {
     for (const t of [query, key, value, gradOutput]) t.buffer.destroy();
   });
 });
+
+describe('GpuContext.freeTensor', () => {
+  const BIG = [1 << 18]; // 1 MiB of float32: recycled through the pool
+  it('a large tensor freed serves the next tensor of its size, zeroed; freeing twice is harmless', async () => {
+    const ctx = await gpuContext();
+    const a = ctx.createTensor(BIG, 'float32');
+    await fill(ctx, a, 5);
+    ctx.freeTensor(a);
+    ctx.freeTensor(a);
+    const b = ctx.createTensor(BIG, 'float32');
+    expect(b.buffer).toBe(a.buffer);
+    expect(first3(await ctx.read(b))).toEqual([0, 0, 0]);
+    const c = ctx.createTensor(BIG, 'float32');
+    expect(c.buffer).not.toBe(a.buffer);
+    ctx.freeTensor(b);
+    ctx.freeTensor(c);
+  });
+
+  it('inside a batch: recycled in order (zeroed after the recorded work), and never to an upload', async () => {
+    const ctx = await gpuContext();
+    const host = randn(BIG, 'float32', 7);
+    let reused: GpuTensor | undefined;
+    let uploaded: GpuTensor | undefined;
+    await ctx.batch(async () => {
+      const a = ctx.createTensor(BIG, 'float32');
+      await fill(ctx, a, 5);
+      ctx.freeTensor(a);
+      // An upload writes at once, before the recorded fill runs: it must not get a's buffer.
+      uploaded = ctx.upload(host);
+      expect(uploaded.buffer).not.toBe(a.buffer);
+      reused = ctx.createTensor(BIG, 'float32');
+      expect(reused.buffer).toBe(a.buffer);
+      expect(first3(await ctx.read(reused))).toEqual([0, 0, 0]);
+    });
+    expect(Array.from((await ctx.read(uploaded as GpuTensor)).data as Float32Array).slice(0, 3)).toEqual(Array.from(host.data as Float32Array).slice(0, 3));
+    // Outside a batch an upload may take a freed buffer: its write lands after the work already submitted.
+    ctx.freeTensor(reused as GpuTensor);
+    const again = ctx.upload(host);
+    expect(again.buffer).toBe((reused as GpuTensor).buffer);
+    expect(Array.from((await ctx.read(again)).data as Float32Array).slice(0, 3)).toEqual(Array.from(host.data as Float32Array).slice(0, 3));
+    ctx.freeTensor(again);
+    ctx.freeTensor(uploaded as GpuTensor);
+  });
+
+  it('a small tensor is destroyed: an op given it afterwards fails', async () => {
+    const ctx = await gpuContext();
+    const s = ctx.createTensor([64], 'float32');
+    ctx.freeTensor(s);
+    await expect(fill(ctx, s, 1)).rejects.toThrow(/destroyed/);
+  });
+});

@@ -133,7 +133,7 @@ export async function withGpuOutputs<K extends string>(
     await run(outs);
     return outs;
   } catch (e) {
-    for (const g of Object.values(outs) as (GpuTensor | undefined)[]) if (g) ctx.retire(g.buffer);
+    for (const g of Object.values(outs) as (GpuTensor | undefined)[]) if (g) ctx.freeTensor(g);
     throw e;
   }
 }

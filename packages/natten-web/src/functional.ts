@@ -255,8 +255,8 @@ async function naForward(rank: NaRank, query: AnyTensor, key: AnyTensor, value: 
         const merged = mergeAdditionalHost(extra.dims, host, await ctx.read(outs.output), await ctx.read(outs.lse), scale);
         return { output: ctx.upload(merged.output, `${op}.output`), lse: ctx.upload(merged.lse, `${op}.lse`) };
       } finally {
-        ctx.retire(outs.output.buffer);
-        ctx.retire(outs.lse.buffer);
+        ctx.freeTensor(outs.output);
+        ctx.freeTensor(outs.lse);
       }
     },
   });
@@ -411,7 +411,7 @@ async function naBackward(
       if (!extra || !outs.gradQuery) return defined(outs);
       const host = await readAll(ctx, g);
       const dq = await ctx.read(outs.gradQuery);
-      ctx.retire(outs.gradQuery.buffer);
+      ctx.freeTensor(outs.gradQuery);
       const add = additionalBackwardHost(extra.dims, host, dq, scale);
       return defined({
         ...outs,

@@ -282,7 +282,7 @@ class NeighborhoodAttentionBase<R extends NaRank> {
     this.gpuWeights = undefined;
     if (!cached) return;
     // retire: inside a batch, its recorded forwards still use them.
-    for (const t of cached.tensors.values()) cached.ctx.retire(t.buffer);
+    for (const t of cached.tensors.values()) cached.ctx.freeTensor(t);
   }
 }
 

@@ -105,6 +105,16 @@ describe('batch()', () => {
     expectClose(await toHost(chain), await na1d(await na1d(host, host, host, { kernelSize: 3, backend: 'cpu' }), host, host, { kernelSize: 3, backend: 'cpu' }), 1e-4);
     free(chain);
     await expect(na1d(chain, q, q, { kernelSize: 3 })).rejects.toThrow(/destroyed/);
+    // A large output freed serves the next output of its size (zeroed, then written).
+    const bigHost = rnd([1, 64, 64, 4, 16]);
+    const big = await toGpu(bigHost);
+    const o1 = await na2d(big, big, big, { kernelSize: 3 });
+    free(o1);
+    const o2 = await na2d(big, big, big, { kernelSize: 3 });
+    expect(o2.buffer).toBe(o1.buffer);
+    expectClose(await toHost(o2), await na2d(bigHost, bigHost, bigHost, { kernelSize: 3, backend: 'cpu' }), 1e-4);
+    free(o2);
+    free(big);
     // With the CPU backend selected it just runs its function.
     setBackend('cpu');
     try {

@@ -159,7 +159,7 @@ export function buildFusedBackward(ctx: GpuContext, rank: NaRank, args: FusedBac
   const plan = backwardPlan(ctx, selection.problem, selection.config);
   const scratch = new Map<string, GpuTensor>();
   const release = (): void => {
-    for (const t of scratch.values()) ctx.retire(t.buffer);
+    for (const t of scratch.values()) ctx.freeTensor(t);
     scratch.clear();
   };
   try {
