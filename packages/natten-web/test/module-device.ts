@@ -63,7 +63,10 @@ for (const l of layers) {
     const ta = performance.now();
     for (let r = 0; r < 100; r++) ctx0.createTensor(l.shape, dtype).buffer.destroy();
     const allocUs = ((performance.now() - ta) / 100) * 1e3;
-    console.log(`${l.name} ${dtype}: stack of 8 layers, ms per layer (wall): one submission per layer ${stackMs.toFixed(3)}, the stack in one batch ${stackBatchMs.toFixed(3)}; output allocation ${allocUs.toFixed(1)} us per call`);
+    const tr = performance.now();
+    for (let r = 0; r < 100; r++) ctx0.freeTensor(ctx0.createTensor(l.shape, dtype));
+    const recycledUs = ((performance.now() - tr) / 100) * 1e3;
+    console.log(`${l.name} ${dtype}: stack of 8 layers, ms per layer (wall): one submission per layer ${stackMs.toFixed(3)}, the stack in one batch ${stackBatchMs.toFixed(3)}; output allocation ${allocUs.toFixed(1)} us per call, recycled (createTensor + freeTensor) ${recycledUs.toFixed(1)} us`);
     // The layer's parts alone, GPU time (ctx.profile): the qkv projection, the attention, the output projection.
     const ctx = await gpuContext('module-device');
     const H = l.heads;
