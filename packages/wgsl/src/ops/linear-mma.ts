@@ -20,6 +20,7 @@
  */
 import { NattenArgumentError } from '@natten-web/core';
 import { type GeneratedKernel, kernelKey, type StorageBinding, type UniformField, uniformDecl } from '../kernel.ts';
+import { linearBindings, linearUniforms } from './linear.ts';
 import { MMA_FRAGMENT as F, MMA_HEADER } from './na-fused-forward-mma.ts';
 
 const GEN = 1;
@@ -51,14 +52,8 @@ export interface LinearMmaSpec {
   readonly wideOut?: boolean;
 }
 
-export const LINEAR_MMA_UNIFORMS: readonly UniformField[] = [
-  { name: 'rows', type: 'u32' },
-  /** `in / 8`: 16-byte units per row of x and W. */
-  { name: 'n_in8', type: 'u32' },
-  { name: 'n_out', type: 'u32' },
-  { name: 'part', type: 'u32' },
-  { name: 'row_tiles', type: 'u32' },
-];
+/** As `generateLinear`'s, with the row length `n_in8` in 16-byte units (`in / 8`). */
+export const LINEAR_MMA_UNIFORMS: readonly UniformField[] = linearUniforms('n_in8');
 
 export function generateLinearMma(spec: LinearMmaSpec): GeneratedKernel {
   if (spec.parts !== 1 && spec.parts !== 3) throw new NattenArgumentError(`generateLinearMma: parts must be 1 or 3, got ${String(spec.parts)}`);
@@ -75,13 +70,7 @@ export function generateLinearMma(spec: LinearMmaSpec): GeneratedKernel {
   const xLoads = (LINEAR_MMA_ROWS * units) / WG;
   const wLoads = (BN * units) / WG;
   const wide = spec.wideOut === true;
-  const outs = Array.from({ length: spec.parts }, (_, p) => `y${p}`);
-  const bindings: StorageBinding[] = [
-    { name: 'x', access: 'read' },
-    { name: 'w', access: 'read' },
-    ...(spec.bias ? [{ name: 'b', access: 'read' as const }] : []),
-    ...outs.map((name) => ({ name, access: 'read_write' as const })),
-  ];
+  const bindings = linearBindings(spec);
   const decl = (b: StorageBinding, i: number): string => {
     const elem = b.name === 'x' || b.name === 'w' || (wide && b.name.startsWith('y')) ? 'vec4<u32>' : 'f16';
     return `@group(0) @binding(${i}) var<storage, ${b.access}> ${b.name}: array<${elem}>;`;

@@ -26,25 +26,34 @@ export interface LinearSpec {
   readonly parts: 1 | 3;
 }
 
-export const LINEAR_UNIFORMS: readonly UniformField[] = [
-  { name: 'rows', type: 'u32' },
-  { name: 'n_in', type: 'u32' },
-  { name: 'n_out', type: 'u32' },
-  { name: 'part', type: 'u32' },
-  { name: 'row_tiles', type: 'u32' },
-];
+/** The linear kernels' uniforms, with `inField` the row length's name (`n_in`, or `n_in8` in 16-byte units). */
+export function linearUniforms(inField: string): readonly UniformField[] {
+  return [
+    { name: 'rows', type: 'u32' },
+    { name: inField, type: 'u32' },
+    { name: 'n_out', type: 'u32' },
+    { name: 'part', type: 'u32' },
+    { name: 'row_tiles', type: 'u32' },
+  ];
+}
+
+export const LINEAR_UNIFORMS: readonly UniformField[] = linearUniforms('n_in');
+
+/** The linear kernels' storage bindings: x, W, the bias if any, then the outputs y0 .. y{parts-1}. */
+export function linearBindings(spec: { readonly bias: boolean; readonly parts: 1 | 3 }): StorageBinding[] {
+  return [
+    { name: 'x', access: 'read' },
+    { name: 'w', access: 'read' },
+    ...(spec.bias ? [{ name: 'b', access: 'read' as const }] : []),
+    ...Array.from({ length: spec.parts }, (_, p) => ({ name: `y${p}`, access: 'read_write' as const })),
+  ];
+}
 
 export function generateLinear(spec: LinearSpec): GeneratedKernel {
   if (spec.parts !== 1 && spec.parts !== 3) throw new NattenArgumentError(`generateLinear: parts must be 1 or 3, got ${String(spec.parts)}`);
   const key = kernelKey('linear', GEN, spec);
   const T = wgslType(spec.dtype);
-  const outs = Array.from({ length: spec.parts }, (_, p) => `y${p}`);
-  const bindings: StorageBinding[] = [
-    { name: 'x', access: 'read' },
-    { name: 'w', access: 'read' },
-    ...(spec.bias ? [{ name: 'b', access: 'read' as const }] : []),
-    ...outs.map((name) => ({ name, access: 'read_write' as const })),
-  ];
+  const bindings = linearBindings(spec);
   const range = (n: number): number[] => Array.from({ length: n }, (_, i) => i);
   const store = spec.parts === 1 ? `y0[r * params.part + c] = ${T}(v);` : `{
           let p = c / params.part;
