@@ -277,9 +277,10 @@ export class GpuContext {
     }
     const size = Math.max(4, Math.ceil(byteLength / 4) * 4);
     // A large buffer freed with `freeTensor` serves again (creating one costs 0.1-0.2 ms of host time). Not for an
-    // upload inside `batch`: its write would land before recorded work that may still use the buffer.
+    // upload inside `batch`: its write would land before recorded work that may still use the buffer. An upload takes
+    // only a buffer of its exact size, so that no old data lies past its end (zeroed buffers may be larger).
     if (size >= RECYCLE_MIN_BYTES && (zero || !this.recording)) {
-      const reused = this.pool.take(size, TENSOR_USAGE);
+      const reused = this.pool.take(size, TENSOR_USAGE, !zero);
       if (reused) {
         const t: GpuTensor = { shape: [...shape], dtype, buffer: reused, numel: n, byteLength };
         if (label) reused.label = label;
@@ -607,7 +608,8 @@ export class GpuContext {
    * modules' forward runs its three ops this way). The ops see each other's results in order, as when submitted one
    * by one. Inside it, `read` and `workDone` first submit what was recorded; a validation or out-of-memory error is
    * thrown at the end, naming the ops that recorded. Temporaries released inside it are reused or destroyed only in
-   * queue order (`retire`). A nested `batch` joins the outer one.
+   * queue order (`retire`). A nested `batch` joins the outer one. While it runs, every op on this context records
+   * into it, also ones started by other code at the same time.
    */
   async batch<T>(fn: () => Promise<T>, op = 'batch'): Promise<T> {
     if (this.recording) return fn();
@@ -618,9 +620,11 @@ export class GpuContext {
     try {
       result = await fn();
     } catch (error) {
-      if (this.recording === rec) this.recording = undefined;
+      // What was recorded since the last flush (reads inside the batch flush into a new recording).
+      const current = this.recording ?? rec;
+      this.recording = undefined;
       // The ops before the failing one did their work; submit it, and report the op's error rather than the batch's.
-      await this.submitRecording(rec, op).catch(() => undefined);
+      await this.submitRecording(current, op).catch(() => undefined);
       throw error;
     }
     const last = this.recording ?? rec;

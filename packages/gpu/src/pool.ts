@@ -90,12 +90,13 @@ export class BufferPool {
   }
 
   /**
-   * A free buffer of exactly `size` bytes, else of `size`'s bucket, with exactly `usage`, handed over for good: the
-   * pool forgets it (a caller that drops it leaves it to the garbage collector), or undefined when none is free.
+   * A free buffer of exactly `size` bytes, else (unless `exact`) of `size`'s bucket, with exactly `usage`, handed over
+   * for good: the pool forgets it (a caller that drops it leaves it to the garbage collector), or undefined when none
+   * is free.
    */
-  take(size: number, usage: GPUBufferUsageFlags): GPUBuffer | undefined {
+  take(size: number, usage: GPUBufferUsageFlags, exact = false): GPUBuffer | undefined {
     if (this.disposed) return undefined;
-    for (const s of [size, bucketSize(size)]) {
+    for (const s of exact ? [size] : [size, bucketSize(size)]) {
       const buffer = this.freeLists.get(BufferPool.keyOf(s, usage))?.pop();
       if (buffer) {
         this.hits++;

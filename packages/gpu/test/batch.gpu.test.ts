@@ -121,6 +121,28 @@ describe('GpuContext.batch', () => {
     out.buffer.destroy();
   });
 
+  it('an error after a read inside it: the work recorded since the read is submitted, and recording ends', async () => {
+    const ctx = await gpuContext();
+    const out = ctx.createTensor([64], 'float32');
+    await expect(
+      ctx.batch(async () => {
+        await fill(ctx, out, 1);
+        await ctx.read(out);
+        await fill(ctx, out, 40);
+        throw new Error('model bug');
+      }),
+    ).rejects.toThrow('model bug');
+    expect(first3(await ctx.read(out))).toEqual([40, 41, 42]);
+    const submit = vi.spyOn(ctx.device.queue, 'submit');
+    try {
+      await fill(ctx, out, 2);
+      expect(submit).toHaveBeenCalledTimes(1);
+    } finally {
+      submit.mockRestore();
+    }
+    out.buffer.destroy();
+  });
+
   it('profile inside it is refused; a batch inside profile is one timed submission', async () => {
     const ctx = await gpuContext();
     const out = ctx.createTensor([64], 'float32');
@@ -199,7 +221,8 @@ describe('GpuContext.freeTensor', () => {
       expect(first3(await ctx.read(reused))).toEqual([0, 0, 0]);
     });
     expect(Array.from((await ctx.read(uploaded as GpuTensor)).data as Float32Array).slice(0, 3)).toEqual(Array.from(host.data as Float32Array).slice(0, 3));
-    // Outside a batch an upload may take a freed buffer: its write lands after the work already submitted.
+    // Outside a batch an upload may take a freed buffer of its exact size: its write lands after the work already
+    // submitted. A larger free buffer (a bucket-sized temporary) is not taken: old data would lie past its end.
     ctx.freeTensor(reused as GpuTensor);
     const again = ctx.upload(host);
     expect(again.buffer).toBe((reused as GpuTensor).buffer);

@@ -302,6 +302,31 @@ describe('BufferPool', () => {
     pool.dispose();
   });
 
+  it('take hands a free buffer over for good (exact size first, then the bucket); adopt takes one in, once', async () => {
+    const ctx = await gpuContext();
+    const destroyed: GPUBuffer[] = [];
+    const pool = new BufferPool(ctx.device, { maxFreeBytes: 4096, destroy: (b) => destroyed.push(b) });
+    const usage = 0x80 | 0x8;
+    const own = ctx.device.createBuffer({ size: 1000, usage });
+    pool.adopt(own);
+    pool.adopt(own);
+    expect(pool.owns(own)).toBe(true);
+    expect(pool.stats()).toMatchObject({ free: 1, inUse: 0, bytes: 1000 });
+    expect(pool.take(1000, usage)).toBe(own);
+    expect(pool.owns(own)).toBe(false);
+    expect(pool.stats()).toMatchObject({ free: 0, bytes: 0 });
+    const temp = pool.acquire(900, usage); // bucket-sized
+    pool.release(temp);
+    expect(pool.take(900, usage, true)).toBeUndefined(); // exact only: the bucket's buffer is not 900 bytes
+    expect(pool.take(900, usage)).toBe(temp);
+    // Past maxFreeBytes an adopted buffer is destroyed through the hook.
+    const big = ctx.device.createBuffer({ size: 8192, usage });
+    pool.adopt(big);
+    expect(destroyed).toEqual([big]);
+    for (const b of [own, temp, big]) b.destroy();
+    pool.dispose();
+  });
+
   it('buckets are quarter powers of two (<= 25% slack), multiples of 4', () => {
     for (const n of [1, 16, 17, 100, 1000, 4096, 4097, 123457]) {
       const b = bucketSize(n);
