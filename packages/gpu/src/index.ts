@@ -105,3 +105,12 @@ export {
   tileForwardConfigProblem,
 } from './ops/na-fused-forward-tile.ts';
 export { linear, type LinearArgs, linearCommand, type LinearOptions } from './ops/linear.ts';
+export {
+  type AttentionMergeArgs,
+  attentionMerge,
+  attentionMergeCommands,
+  type DenseForwardArgs,
+  denseForward,
+  denseForwardCommand,
+  denseForwardUnfit,
+} from './ops/dense.ts';

@@ -1,11 +1,12 @@
 /**
  * `attention` (FMHA, NATTEN's `natten.attention`) and `mergeAttentions` (`natten.merge_attentions`),
- * heads-last. No backend has kernels for them yet: they run on the host in f64 (GPU tensors are read
- * back and the results uploaded).
+ * heads-last. Host tensors run on the host in f64. GPU tensors run the WebGPU kernels of `@natten-web/gpu`
+ * (`denseForward`, `attentionMerge`, f32 math); `attentionBackward`, and a merge with float16 lses, read GPU
+ * tensors back, run on the host and upload the results.
  */
 import { formatShape, NattenArgumentError, type Tensor } from '@natten-web/core';
-import type { GpuContext, GpuTensor } from '@natten-web/gpu';
-import { checkOptions, execute, type HostInputs, hostTensor, placement, resolveScale, values } from './common.ts';
+import { attentionMerge as gpuAttentionMerge, denseForward as gpuDenseForward, denseForwardUnfit, type GpuContext, type GpuTensor } from '@natten-web/gpu';
+import { checkOptions, execute, type GpuInputs, type HostInputs, hostTensor, placement, resolveScale, values, withGpuOutputs } from './common.ts';
 import { denseBackward, denseDims, denseForward, mergeF64 } from './dense.ts';
 import type { AnyTensor, OutputOf, SameAs } from './tensors.ts';
 
@@ -23,10 +24,15 @@ export interface AttentionFunction {
   <T extends AnyTensor>(query: T, key: SameAs<T>, value: SameAs<T>, options?: AttentionOptions): Promise<OutputOf<T> | { output: OutputOf<T>; lse: OutputOf<T> }>;
 }
 
+/**
+ * Host tensors through `host`; GPU tensors through `gpu` where given (undefined from it: not on WebGPU for these
+ * inputs), else read back, run through `host` and uploaded.
+ */
 async function onHostOrGpu(
   op: string,
   inputs: Record<string, AnyTensor | undefined>,
   host: (t: HostInputs) => Record<string, Tensor>,
+  gpu?: (ctx: GpuContext, g: GpuInputs) => Promise<Record<string, GpuTensor> | undefined>,
 ): Promise<Record<string, AnyTensor>> {
   return execute({
     op,
@@ -34,6 +40,8 @@ async function onHostOrGpu(
     inputs,
     host: async (t) => host(t),
     async gpu(ctx: GpuContext, g) {
+      const direct = gpu ? await gpu(ctx, g) : undefined;
+      if (direct) return direct;
       const t: Record<string, Tensor | undefined> = {};
       for (const [k, v] of Object.entries(g)) t[k] = v ? await ctx.read(v) : undefined;
       const out: Record<string, GpuTensor> = {};
@@ -67,13 +75,24 @@ export const attention: AttentionFunction = (async (query: AnyTensor, key: AnyTe
   if (o.returnLse !== undefined && typeof o.returnLse !== 'boolean') {
     throw new NattenArgumentError(`${op}: returnLse must be a boolean, got ${String(o.returnLse)}`);
   }
-  const res = await onHostOrGpu(op, { query, key, value }, (t) => {
-    const r = denseForward(dims, values(t.query as Tensor), values(t.key as Tensor), values(t.value as Tensor), scale, causal);
-    return {
-      output: hostTensor([dims.batch, dims.queries, dims.heads, dims.dimV], query.dtype, r.out),
-      lse: hostTensor([dims.batch, dims.queries, dims.heads], 'float32', r.lse),
-    };
-  });
+  const outShape = [dims.batch, dims.queries, dims.heads, dims.dimV];
+  const res = await onHostOrGpu(
+    op,
+    { query, key, value },
+    (t) => {
+      const r = denseForward(dims, values(t.query as Tensor), values(t.key as Tensor), values(t.value as Tensor), scale, causal);
+      return { output: hostTensor(outShape, query.dtype, r.out), lse: hostTensor(outShape.slice(0, 3), 'float32', r.lse) };
+    },
+    async (ctx, g) => {
+      // Head dims past the kernel's, or a grid past the device's: on the host.
+      if (denseForwardUnfit(ctx, dims) !== undefined) return undefined;
+      const dtype = query.dtype as GpuTensor['dtype'];
+      const outs = await withGpuOutputs(ctx, op, { output: { shape: outShape, dtype }, lse: { shape: outShape.slice(0, 3), dtype: 'float32' } }, (r) =>
+        gpuDenseForward(ctx, { query: g.query as GpuTensor, key: g.key as GpuTensor, value: g.value as GpuTensor, output: r.output as GpuTensor, lse: r.lse as GpuTensor, scale, isCausal: causal }),
+      );
+      return { output: outs.output as GpuTensor, lse: outs.lse as GpuTensor };
+    },
+  );
   return returnLse ? { output: res.output, lse: res.lse } : res.output;
 }) as AttentionFunction;
 
@@ -155,11 +174,26 @@ export async function mergeAttentions<T extends AnyTensor>(outputs: readonly T[]
     }
   });
   const dimV = shape[shape.length - 1] as number;
-  const res = await onHostOrGpu(op, inputs, (t) => {
-    const outs = outputs.map((_, i) => values(t[`outputs[${i}]`] as Tensor));
-    const ls = lses.map((_, i) => values(t[`lses[${i}]`] as Tensor));
-    const m = mergeF64(outs, ls, dimV);
-    return { output: hostTensor(shape, first.dtype, m.out), lse: hostTensor(lseShape, 'float32', m.lse) };
-  });
+  const res = await onHostOrGpu(
+    op,
+    inputs,
+    (t) => {
+      const outs = outputs.map((_, i) => values(t[`outputs[${i}]`] as Tensor));
+      const ls = lses.map((_, i) => values(t[`lses[${i}]`] as Tensor));
+      const m = mergeF64(outs, ls, dimV);
+      return { output: hostTensor(shape, first.dtype, m.out), lse: hostTensor(lseShape, 'float32', m.lse) };
+    },
+    async (ctx, g) => {
+      const gOuts = outputs.map((_, i) => g[`outputs[${i}]`] as GpuTensor);
+      const gLses = lses.map((_, i) => g[`lses[${i}]`] as GpuTensor);
+      // The kernel reads float32 lses; others (and mixed dtypes) merge on the host.
+      if (gLses.some((t) => t.dtype !== 'float32') || gOuts.some((t) => t.dtype !== first.dtype)) return undefined;
+      const dtype = first.dtype as GpuTensor['dtype'];
+      const outs = await withGpuOutputs(ctx, op, { output: { shape, dtype }, lse: { shape: lseShape, dtype: 'float32' } }, (r) =>
+        gpuAttentionMerge(ctx, { outputs: gOuts, lses: gLses, output: r.output as GpuTensor, lse: r.lse as GpuTensor }),
+      );
+      return { output: outs.output as GpuTensor, lse: outs.lse as GpuTensor };
+    },
+  );
   return { output: res.output as OutputOf<T>, lse: res.lse as OutputOf<T> };
 }

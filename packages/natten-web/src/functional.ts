@@ -19,8 +19,11 @@ import {
   zeros,
 } from '@natten-web/core';
 import {
+  denseForwardUnfit,
   fusedBackwardMma,
   fusedBackwardMmaOnHost,
+  attentionMerge as gpuAttentionMerge,
+  denseForward as gpuDenseForward,
   fusedBackward as gpuFusedBackward,
   fusedForward as gpuFusedForward,
   fusedForwardMma,
@@ -249,7 +252,33 @@ async function naForward(rank: NaRank, query: AnyTensor, key: AnyTensor, value: 
           : gpuFusedForward(ctx, rank, { ...gArgs, output: r.output as GpuTensor, logsumexp: r.lse }),
       );
       if (!extra || !outs.lse || !outs.output) return defined(outs);
-      // No GPU kernel for dense attention / merge yet: read back, merge on the host, upload.
+      if (denseForwardUnfit(ctx, extra.dims) === undefined) {
+        // Dense attention over the additional tokens, merged into NA's output and lse in place.
+        const { output, lse } = outs;
+        const dense = [ctx.tempTensor(outShape, dtype, { label: `${op}.additional` }), ctx.tempTensor(lseDims, 'float32', { label: `${op}.additionalLse` })] as const;
+        try {
+          const d = extra.dims;
+          await ctx.batch(async () => {
+            await gpuDenseForward(ctx, {
+              query: { ...(g.query as GpuTensor), shape: [d.batch, d.queries, d.heads, d.dim] },
+              key: g.additionalKeys as GpuTensor,
+              value: g.additionalValues as GpuTensor,
+              output: { ...dense[0], shape: [d.batch, d.queries, d.heads, d.dimV] },
+              lse: { ...dense[1], shape: [d.batch, d.queries, d.heads] },
+              scale,
+            });
+            await gpuAttentionMerge(ctx, { outputs: [output, dense[0]], lses: [lse, dense[1]], output, lse });
+          }, op);
+        } catch (e) {
+          ctx.freeTensor(output);
+          ctx.freeTensor(lse);
+          throw e;
+        } finally {
+          for (const t of dense) ctx.releaseTensor(t);
+        }
+        return { output, lse };
+      }
+      // Head dims or a grid past the dense kernel's: read back, merge on the host, upload.
       try {
         const host = await readAll(ctx, g);
         const merged = mergeAdditionalHost(extra.dims, host, await ctx.read(outs.output), await ctx.read(outs.lse), scale);

@@ -3,6 +3,7 @@
  * A missing adapter fails these tests (setBackend('webgpu') never falls back).
  */
 import type { Tensor } from '@natten-web/core';
+import type { GpuTensor } from '@natten-web/gpu';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   attention,
@@ -202,6 +203,46 @@ describe('GPU tensors stay on the GPU', () => {
     const m = await mergeAttentions([ga.output, ga.output], [ga.lse, ga.lse]);
     expect(isGpuTensor(m.output)).toBe(true);
     expectClose(await toHost(m.output), await toHost(ga.output), 1e-6);
+  });
+
+  it.each(['float32', 'float16'] as const)('additional KV (2-D, GQA, Dv != D), causal attention and a 3-way merge run on the GPU kernels (%s)', async (dtype) => {
+    const ctx = await gpuContext('test');
+    const tol = dtype === 'float32' ? 1e-4 : 3e-3;
+    const q = rnd([2, 6, 7, 4, 8], dtype);
+    const k = rnd([2, 6, 7, 2, 8], dtype);
+    const v = rnd([2, 6, 7, 2, 4], dtype);
+    const ak = rnd([2, 5, 2, 8], dtype);
+    const av = rnd([2, 5, 2, 4], dtype);
+    const [gq, gk, gv, gak, gav] = await Promise.all([q, k, v, ak, av].map((t) => toGpu(t)));
+    // No read-back on the way: every read of the context is the test's own.
+    const read = ctx.read.bind(ctx);
+    let reads = 0;
+    ctx.read = (t) => {
+      reads++;
+      return read(t);
+    };
+    let g: { output: Tensor | GpuTensor; lse: Tensor | GpuTensor };
+    let ga: { output: Tensor | GpuTensor; lse: Tensor | GpuTensor };
+    let m: { output: Tensor | GpuTensor; lse: Tensor | GpuTensor };
+    try {
+      const opts = { kernelSize: [3, 5] as [number, number], isCausal: [true, false] as [boolean, boolean], scale: 0.3 };
+      g = await na2d(gq, gk, gv, { ...opts, additionalKeys: gak, additionalValues: gav, returnLse: true });
+      ga = await attention({ ...gq, shape: [2, 42, 4, 8] }, gak, gav, { returnLse: true, isCausal: true });
+      m = await mergeAttentions([ga.output, ga.output, ga.output], [ga.lse, ga.lse, ga.lse]);
+      expect(reads).toBe(0);
+    } finally {
+      ctx.read = read;
+    }
+    const h = await na2d(q, k, v, { kernelSize: [3, 5], isCausal: [true, false], scale: 0.3, additionalKeys: ak, additionalValues: av, returnLse: true, backend: 'cpu' });
+    expectClose(await toHost(g.output as GpuTensor), h.output, tol);
+    expectClose(await toHost(g.lse as GpuTensor), h.lse, 1e-4);
+    const qFlat = { ...q, shape: [2, 42, 4, 8] };
+    const ha = await attention(qFlat, ak, av, { returnLse: true, isCausal: true });
+    expectClose(await toHost(ga.output as GpuTensor), ha.output, tol);
+    expectClose(await toHost(ga.lse as GpuTensor), ha.lse, 1e-4);
+    // Three equal parts: the same output, lse + log 3.
+    expectClose(await toHost(m.output as GpuTensor), ha.output, tol);
+    expectClose(await toHost(m.lse as GpuTensor), { ...ha.lse, data: Float32Array.from(ha.lse.data as Float32Array, (x) => x + Math.log(3)) }, 1e-4);
   });
 });
 

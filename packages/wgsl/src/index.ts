@@ -168,3 +168,14 @@ export {
 export { DEFAULT_LANES_MIN_SUBGROUP, DEFAULT_UNROLL, hasWideSubgroups, type LaneLimits, laneSplitProblem, lanesDimProblem, withDefaultLanes } from './lanes.ts';
 export { generateLinear, LINEAR_TILE, LINEAR_UNIFORMS, type LinearSpec } from './ops/linear.ts';
 export { generateLinearMma, LINEAR_MMA_FRAGS, LINEAR_MMA_ROWS, LINEAR_MMA_UNIFORMS, type LinearMmaSpec } from './ops/linear-mma.ts';
+export {
+  ATTENTION_MERGE_UNIFORMS,
+  type AttentionMergeSpec,
+  DENSE_MAX_DIM,
+  DENSE_QUERIES,
+  DENSE_UNIFORMS,
+  type DenseForwardSpec,
+  denseKeyChunk,
+  generateAttentionMerge,
+  generateDenseForward,
+} from './ops/dense.ts';

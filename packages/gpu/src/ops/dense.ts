@@ -1,0 +1,149 @@
+/**
+ * Dense attention (`attention`, FMHA) and the merge of partial attentions on GPU tensors (`@natten-web/wgsl`'s
+ * `generateDenseForward` and `generateAttentionMerge`): the additional-KV path of `na{1,2,3}d`, `attention` and
+ * `mergeAttentions` of the umbrella. Heads-last; f32 math and accumulation; lse float32.
+ */
+import { type DenseDims, denseDims, formatShape, NattenArgumentError } from '@natten-web/core';
+import { checkGpuDType, DENSE_MAX_DIM, DENSE_QUERIES, generateAttentionMerge, generateDenseForward } from '@natten-web/wgsl';
+import { type DispatchCommand, foldWorkgroups, type GpuContext, type GpuTensor } from '../context.ts';
+import { callKey, memoKernel, memoPerContext, requireF16Feature } from './op.ts';
+
+export interface DenseForwardArgs {
+  /** `[B, S, H, D]`. */
+  readonly query: GpuTensor;
+  /** `[B, S_kv, H_kv, D]`; H a multiple of H_kv (GQA). */
+  readonly key: GpuTensor;
+  /** `[B, S_kv, H_kv, D_v]`. */
+  readonly value: GpuTensor;
+  /** `[B, S, H, D_v]`, query's dtype. */
+  readonly output: GpuTensor;
+  /** `[B, S, H]` float32. */
+  readonly lse: GpuTensor;
+  /** Logit scale (NATTEN's `attn_scale`): the caller resolves the default `D^-0.5`. */
+  readonly scale: number;
+  /** Top-left aligned: query i sees keys j <= i. */
+  readonly isCausal?: boolean;
+}
+
+const FWD = 'attention';
+
+function expectShape(op: string, name: string, t: GpuTensor, shape: readonly number[]): void {
+  if (t.shape.length !== shape.length || t.shape.some((s, i) => s !== shape[i])) {
+    throw new NattenArgumentError(`${op}: ${name} must have shape ${formatShape(shape)}, got ${formatShape(t.shape)}`);
+  }
+}
+
+/** Why the dense kernel cannot run a problem of these sizes on this device (head dims, grid), or undefined. */
+export function denseForwardUnfit(ctx: GpuContext, dims: DenseDims): string | undefined {
+  for (const [name, d] of [
+    ['query head_dim', dims.dim],
+    ['value head_dim', dims.dimV],
+  ] as const) {
+    if (d > DENSE_MAX_DIM) return `${name}=${d} exceeds the WebGPU dense kernel's ${DENSE_MAX_DIM}`;
+  }
+  const max = ctx.limits.maxComputeWorkgroupsPerDimension;
+  const grid = [Math.ceil(dims.queries / DENSE_QUERIES), dims.heads, dims.batch];
+  if (grid.some((g) => g > max)) return `${dims.queries} queries x ${dims.heads} heads x batch ${dims.batch} needs a grid of ${grid.join(' x ')} workgroups, over this device's ${max} per axis`;
+  return undefined;
+}
+
+/** Validate (throws naming the argument), memoised per call signature. */
+function checkDenseForward(ctx: GpuContext, args: DenseForwardArgs): { dims: DenseDims; dtype: 'float32' | 'float16' } {
+  return memoPerContext(ctx, 'dense-forward-check', callKey(1, { ...args, scale: 0 }), () => {
+    const dims = denseDims(FWD, args.query.shape, args.key.shape, args.value.shape);
+    const dtype = checkGpuDType(FWD, args.query.dtype);
+    requireF16Feature(ctx, FWD, dtype);
+    for (const [name, t] of [
+      ['key', args.key],
+      ['value', args.value],
+      ['output', args.output],
+    ] as const) {
+      if (t.dtype !== dtype) throw new NattenArgumentError(`${FWD}: ${name} is ${t.dtype} but query is ${dtype}; pass one dtype`);
+    }
+    if (args.lse.dtype !== 'float32') throw new NattenArgumentError(`${FWD}: lse must be float32, got ${args.lse.dtype}`);
+    expectShape(FWD, 'output', args.output, [dims.batch, dims.queries, dims.heads, dims.dimV]);
+    expectShape(FWD, 'lse', args.lse, [dims.batch, dims.queries, dims.heads]);
+    const unfit = denseForwardUnfit(ctx, dims);
+    if (unfit !== undefined) throw new NattenArgumentError(`${FWD}: ${unfit}`);
+    return { dims, dtype };
+  });
+}
+
+/** The dispatch of a dense forward (validated; no GPU work). */
+export function denseForwardCommand(ctx: GpuContext, args: DenseForwardArgs): DispatchCommand {
+  const { dims, dtype } = checkDenseForward(ctx, args);
+  if (!Number.isFinite(args.scale)) throw new NattenArgumentError(`${FWD}: scale must be a finite number, got ${args.scale}`);
+  const kernel = memoKernel('dense-forward', { dtype, dim: dims.dim, dimV: dims.dimV, causal: args.isCausal === true }, generateDenseForward);
+  return {
+    kernel,
+    buffers: [args.query.buffer, args.key.buffer, args.value.buffer, args.output.buffer, args.lse.buffer],
+    uniforms: { queries: dims.queries, keys: dims.keys, heads: dims.heads, heads_kv: dims.headsKv, scale: args.scale },
+    workgroups: [Math.ceil(dims.queries / DENSE_QUERIES), dims.heads, dims.batch],
+  };
+}
+
+/** Dense attention on GPU tensors: `output = softmax(scale q k^T) v`, `lse` its logsumexp (outputs written in place). */
+export async function denseForward(ctx: GpuContext, args: DenseForwardArgs): Promise<void> {
+  await ctx.dispatch([denseForwardCommand(ctx, args)], FWD);
+}
+
+export interface AttentionMergeArgs {
+  /** Two or more outputs over disjoint key sets of the same queries, one shape `[..., D_v]`, one dtype. */
+  readonly outputs: readonly GpuTensor[];
+  /** Their logsumexps, float32, each its output's shape without the last dim. */
+  readonly lses: readonly GpuTensor[];
+  /**
+   * The merged output (outputs' shape and dtype) and lse (float32): distinct from the inputs, or exactly
+   * `outputs[0]` and `lses[0]`, which then accumulate the merge in place.
+   */
+  readonly output: GpuTensor;
+  readonly lse: GpuTensor;
+}
+
+const MERGE = 'mergeAttentions';
+
+/** The dispatches of a merge (folded left: the first two into `output`, then each further one in place). */
+export function attentionMergeCommands(ctx: GpuContext, args: AttentionMergeArgs): DispatchCommand[] {
+  const { outputs, lses, output, lse } = args;
+  if (outputs.length < 2) throw new NattenArgumentError(`${MERGE}: needs at least 2 outputs to merge, got ${outputs.length}`);
+  if (lses.length !== outputs.length) throw new NattenArgumentError(`${MERGE}: got ${outputs.length} outputs but ${lses.length} lses; give one lse per output`);
+  const first = outputs[0] as GpuTensor;
+  const dtype = checkGpuDType(MERGE, first.dtype);
+  requireF16Feature(ctx, MERGE, dtype);
+  const shape = first.shape;
+  const lseShape = shape.slice(0, -1);
+  outputs.forEach((t, i) => {
+    expectShape(MERGE, `outputs[${i}]`, t, shape);
+    if (t.dtype !== dtype) throw new NattenArgumentError(`${MERGE}: outputs[${i}] is ${t.dtype} but outputs[0] is ${dtype}; pass one dtype`);
+  });
+  lses.forEach((t, i) => {
+    expectShape(MERGE, `lses[${i}]`, t, lseShape);
+    if (t.dtype !== 'float32') throw new NattenArgumentError(`${MERGE}: lses[${i}] must be float32 on WebGPU, got ${t.dtype}`);
+  });
+  expectShape(MERGE, 'output', output, shape);
+  expectShape(MERGE, 'lse', lse, lseShape);
+  if (output.dtype !== dtype || lse.dtype !== 'float32') throw new NattenArgumentError(`${MERGE}: output must be ${dtype} and lse float32, got ${output.dtype} and ${lse.dtype}`);
+  const inPlace = output.buffer === first.buffer && lse.buffer === (lses[0] as GpuTensor).buffer;
+  const rest = inPlace ? [...outputs.slice(1), ...lses.slice(1)] : [...outputs, ...lses];
+  if (rest.some((t) => t.buffer === output.buffer || t.buffer === lse.buffer)) {
+    throw new NattenArgumentError(`${MERGE}: output and lse must not share a buffer with the inputs (other than being outputs[0] and lses[0], to merge in place)`);
+  }
+  const rows = lseShape.reduce((a, b) => a * b, 1);
+  const dimV = shape[shape.length - 1] as number;
+  const workgroups = foldWorkgroups(Math.ceil(rows / 64), ctx.limits.maxComputeWorkgroupsPerDimension);
+  const uniforms = { rows, dim_v: dimV, row_groups: workgroups[0] };
+  const firstKernel = memoKernel('attention-merge', { dtype, first: true }, generateAttentionMerge);
+  const foldKernel = memoKernel('attention-merge', { dtype, first: false }, generateAttentionMerge);
+  const fold = (from: number): DispatchCommand[] =>
+    outputs.slice(from).map((t, i) => ({ kernel: foldKernel, buffers: [t.buffer, (lses[i + from] as GpuTensor).buffer, output.buffer, lse.buffer], uniforms, workgroups }));
+  if (inPlace) return fold(1);
+  return [
+    { kernel: firstKernel, buffers: [first.buffer, (lses[0] as GpuTensor).buffer, (outputs[1] as GpuTensor).buffer, (lses[1] as GpuTensor).buffer, output.buffer, lse.buffer], uniforms, workgroups },
+    ...fold(2),
+  ];
+}
+
+/** Merge partial attentions on GPU tensors (NATTEN's `merge_attentions`; outputs written in place). */
+export async function attentionMerge(ctx: GpuContext, args: AttentionMergeArgs): Promise<void> {
+  await ctx.dispatch(attentionMergeCommands(ctx, args), MERGE);
+}

@@ -1,0 +1,128 @@
+import { randn, type Tensor, toFloat64Values } from '@natten-web/core';
+import { afterAll, describe, expect, it } from 'vitest';
+import { attentionMerge, denseForward, type GpuTensor } from '../src/index.ts';
+import { gpuContext } from './setup.ts';
+
+afterAll(async () => (await gpuContext()).destroy());
+
+type Dims = { B: number; S: number; N: number; H: number; Hkv: number; D: number; Dv: number };
+
+/** f64 dense attention: out [B, S, H, Dv], lse [B, S, H]; causal top-left (query i sees keys j <= i). */
+function reference(d: Dims, q: Float64Array, k: Float64Array, v: Float64Array, scale: number, causal: boolean): { out: Float64Array; lse: Float64Array } {
+  const out = new Float64Array(d.B * d.S * d.H * d.Dv);
+  const lse = new Float64Array(d.B * d.S * d.H);
+  for (let b = 0; b < d.B; b++) {
+    for (let i = 0; i < d.S; i++) {
+      for (let h = 0; h < d.H; h++) {
+        const hk = Math.floor(h / (d.H / d.Hkv));
+        const row = (b * d.S + i) * d.H + h;
+        const n = causal ? Math.min(i + 1, d.N) : d.N;
+        const z: number[] = [];
+        for (let j = 0; j < n; j++) {
+          let s = 0;
+          for (let c = 0; c < d.D; c++) s += (q[row * d.D + c] as number) * (k[((b * d.N + j) * d.Hkv + hk) * d.D + c] as number);
+          z.push(scale * s);
+        }
+        const m = Math.max(...z);
+        const sum = z.reduce((a, x) => a + Math.exp(x - m), 0);
+        z.forEach((x, j) => {
+          for (let c = 0; c < d.Dv; c++) out[row * d.Dv + c] = (out[row * d.Dv + c] as number) + (Math.exp(x - m) / sum) * (v[((b * d.N + j) * d.Hkv + hk) * d.Dv + c] as number);
+        });
+        lse[row] = m + Math.log(sum);
+      }
+    }
+  }
+  return { out, lse };
+}
+
+const maxDiff = (a: ArrayLike<number>, b: ArrayLike<number>): number => {
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs((a[i] as number) - (b[i] as number)));
+  return m;
+};
+
+const CASES: (Dims & { name: string; causal: boolean; dtype: 'float32' | 'float16' })[] = [
+  { name: 'GQA, Dv != D, more queries than keys', B: 2, S: 70, N: 37, H: 4, Hkv: 2, D: 16, Dv: 8, causal: false, dtype: 'float32' },
+  { name: 'causal, square', B: 1, S: 50, N: 50, H: 2, Hkv: 2, D: 8, Dv: 8, causal: true, dtype: 'float32' },
+  { name: 'causal, fewer queries than keys', B: 1, S: 20, N: 45, H: 1, Hkv: 1, D: 8, Dv: 12, causal: true, dtype: 'float32' },
+  { name: 'a few extra tokens, head dim 64', B: 1, S: 130, N: 5, H: 2, Hkv: 1, D: 64, Dv: 64, causal: false, dtype: 'float16' },
+  { name: 'head dims 100 / 40 (16-key chunks)', B: 1, S: 33, N: 70, H: 2, Hkv: 2, D: 100, Dv: 40, causal: false, dtype: 'float16' },
+];
+
+describe('dense attention on WebGPU against an f64 reference', () => {
+  it.each(CASES)('$name ($dtype)', async (c) => {
+    const ctx = await gpuContext();
+    const q = randn([c.B, c.S, c.H, c.D], c.dtype, 1);
+    const k = randn([c.B, c.N, c.Hkv, c.D], c.dtype, 2);
+    const v = randn([c.B, c.N, c.Hkv, c.Dv], c.dtype, 3);
+    const scale = 1 / Math.sqrt(c.D);
+    const output = ctx.createTensor([c.B, c.S, c.H, c.Dv], c.dtype);
+    const lse = ctx.createTensor([c.B, c.S, c.H], 'float32');
+    const [gq, gk, gv] = [q, k, v].map((t) => ctx.upload(t)) as [GpuTensor, GpuTensor, GpuTensor];
+    await denseForward(ctx, { query: gq, key: gk, value: gv, output, lse, scale, isCausal: c.causal });
+    const want = reference(c, toFloat64Values(q), toFloat64Values(k), toFloat64Values(v), scale, c.causal);
+    const tol = c.dtype === 'float32' ? 2e-5 : 2e-3;
+    expect(maxDiff(toFloat64Values(await ctx.read(output)), want.out)).toBeLessThan(tol);
+    expect(maxDiff(toFloat64Values(await ctx.read(lse)), want.lse)).toBeLessThan(1e-4);
+    for (const t of [gq, gk, gv, output, lse]) t.buffer.destroy();
+  });
+
+  it('names the argument and the rule', async () => {
+    const ctx = await gpuContext();
+    const t = (shape: number[], dtype: 'float32' | 'float16' = 'float32'): GpuTensor => ctx.createTensor(shape, dtype);
+    const base = { query: t([1, 4, 2, 8]), key: t([1, 3, 2, 8]), value: t([1, 3, 2, 8]), output: t([1, 4, 2, 8]), lse: t([1, 4, 2]), scale: 0.3 };
+    await expect(denseForward(ctx, { ...base, key: t([1, 3, 2, 4]) })).rejects.toThrow('attention: query head_dim=8 and key head_dim=4 must match');
+    await expect(denseForward(ctx, { ...base, lse: t([1, 4, 3]) })).rejects.toThrow('attention: lse must have shape [1, 4, 2], got [1, 4, 3]');
+    await expect(denseForward(ctx, { ...base, lse: t([1, 4, 2], 'float16') })).rejects.toThrow('attention: lse must be float32, got float16');
+    await expect(denseForward(ctx, { ...base, value: t([1, 3, 2, 8], 'float16') })).rejects.toThrow('attention: value is float16 but query is float32; pass one dtype');
+    await expect(denseForward(ctx, { ...base, scale: Number.NaN })).rejects.toThrow('attention: scale must be a finite number, got NaN');
+    await expect(denseForward(ctx, base)).resolves.toBeUndefined();
+  });
+});
+
+describe('mergeAttentions on WebGPU against an f64 merge', () => {
+  it.each(['float32', 'float16'] as const)('three partial attentions (%s), folded left', async (dtype) => {
+    const ctx = await gpuContext();
+    const shape = [2, 5, 7, 3, 6];
+    const outs = [0, 1, 2].map((s) => randn(shape, dtype, 10 + s));
+    const lses = [0, 1, 2].map((s) => randn(shape.slice(0, -1), 'float32', 20 + s, 3));
+    const ov = outs.map((t) => toFloat64Values(t));
+    const lv = lses.map((t) => toFloat64Values(t));
+    // f64: the logsumexp of all three, and each output weighted by exp(l_i - l).
+    const rows = lv[0]?.length as number;
+    const want = new Float64Array(ov[0]?.length as number);
+    const wantLse = new Float64Array(rows);
+    for (let r = 0; r < rows; r++) {
+      const ls = lv.map((l) => l[r] as number);
+      const m = Math.max(...ls);
+      const l = m + Math.log(ls.reduce((a, x) => a + Math.exp(x - m), 0));
+      wantLse[r] = l;
+      for (let c = 0; c < 6; c++) want[r * 6 + c] = ov.reduce((a, o, i) => a + Math.exp((ls[i] as number) - l) * (o[r * 6 + c] as number), 0);
+    }
+    const g = (t: Tensor): GpuTensor => ctx.upload(t);
+    const output = ctx.createTensor(shape, dtype);
+    const lse = ctx.createTensor(shape.slice(0, -1), 'float32');
+    const gOuts = outs.map(g);
+    const gLses = lses.map(g);
+    await attentionMerge(ctx, { outputs: gOuts, lses: gLses, output, lse });
+    expect(maxDiff(toFloat64Values(await ctx.read(output)), want)).toBeLessThan(dtype === 'float32' ? 1e-5 : 3e-3);
+    expect(maxDiff(toFloat64Values(await ctx.read(lse)), wantLse)).toBeLessThan(1e-5);
+    // In place: the first output and lse accumulate the merge.
+    await attentionMerge(ctx, { outputs: gOuts, lses: gLses, output: gOuts[0] as GpuTensor, lse: gLses[0] as GpuTensor });
+    expect(maxDiff(toFloat64Values(await ctx.read(gOuts[0] as GpuTensor)), want)).toBeLessThan(dtype === 'float32' ? 1e-5 : 3e-3);
+    expect(maxDiff(toFloat64Values(await ctx.read(gLses[0] as GpuTensor)), wantLse)).toBeLessThan(1e-5);
+  });
+
+  it('names the argument and the rule', async () => {
+    const ctx = await gpuContext();
+    const o = (): GpuTensor => ctx.createTensor([2, 3, 4], 'float32');
+    const l = (): GpuTensor => ctx.createTensor([2, 3], 'float32');
+    const a = o();
+    const la = l();
+    await expect(attentionMerge(ctx, { outputs: [a], lses: [la], output: o(), lse: l() })).rejects.toThrow('mergeAttentions: needs at least 2 outputs to merge, got 1');
+    await expect(attentionMerge(ctx, { outputs: [a, o()], lses: [la, ctx.createTensor([2, 4], 'float32')], output: o(), lse: l() })).rejects.toThrow('mergeAttentions: lses[1] must have shape [2, 3], got [2, 4]');
+    await expect(attentionMerge(ctx, { outputs: [a, o()], lses: [la, l()], output: a, lse: l() })).rejects.toThrow('mergeAttentions: output and lse must not share a buffer with the inputs');
+    const b = o();
+    await expect(attentionMerge(ctx, { outputs: [a, b], lses: [la, l()], output: b, lse: la })).rejects.toThrow('mergeAttentions: output and lse must not share a buffer with the inputs');
+  });
+});

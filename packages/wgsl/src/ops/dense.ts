@@ -1,0 +1,219 @@
+/**
+ * Dense attention (NATTEN's `attention`, FMHA) and the merge of partial attentions (`merge_attentions`), for
+ * `attention`, `mergeAttentions` and the additional-KV path of `na{1,2,3}d` on GPU tensors. Heads-last layouts:
+ * q `[B, S, H, D]`, k `[B, S_kv, H_kv, D]`, v `[B, S_kv, H_kv, D_v]`, out `[B, S, H, D_v]`, lse `[B, S, H]` (f32).
+ *
+ * Forward (`generateDenseForward`): a workgroup of 64 invocations owns 64 consecutive queries of one (batch, head);
+ * each invocation one query. Keys and values are staged through workgroup memory (as f32) in chunks shared by the 64
+ * queries; per chunk each query forms its logits, takes the chunk's max, rescales its f32 accumulator once and adds
+ * the chunk's weighted values (online softmax). Causal is top-left aligned (query i sees keys j <= i); chunks past
+ * the workgroup's last query are never staged. GQA: query head h reads key/value head h / (H / H_kv).
+ *
+ * Merge (`generateAttentionMerge`): one invocation per row (a query and head), `O = O0 - sigmoid(l1 - l0) (O0 - O1)`,
+ * `l = max(l0, l1) + log(1 + exp(-|l0 - l1|))`, in f32. The `first` form reads two outputs and writes a third; the
+ * fold form merges one more output into the accumulator in place (three or more outputs: fold left).
+ */
+import { NattenArgumentError } from '@natten-web/core';
+import { enableDirectives, type GpuDType, wgslType } from '../dtype.ts';
+import { type GeneratedKernel, kernelKey, type StorageBinding, type UniformField, uniformDecl } from '../kernel.ts';
+
+const GEN = 1;
+/** Queries per workgroup (one per invocation). */
+export const DENSE_QUERIES = 64;
+/** Workgroup memory the forward's staging may take (WebGPU's default limit). */
+const STAGE_BYTES = 16384;
+/** Largest head dim the dense kernels compile (q and the accumulator live in private arrays). */
+export const DENSE_MAX_DIM = 256;
+
+export interface DenseForwardSpec {
+  readonly dtype: GpuDType;
+  readonly dim: number;
+  readonly dimV: number;
+  readonly causal: boolean;
+}
+
+export const DENSE_UNIFORMS: readonly UniformField[] = [
+  { name: 'queries', type: 'u32' },
+  { name: 'keys', type: 'u32' },
+  { name: 'heads', type: 'u32' },
+  { name: 'heads_kv', type: 'u32' },
+  { name: 'scale', type: 'f32' },
+];
+
+/** Keys staged per chunk: the largest power of two whose K and V rows (f32) fit the staging bytes, at most 32. */
+export function denseKeyChunk(dim: number, dimV: number): number {
+  let bk = 32;
+  while (bk > 1 && bk * (dim + dimV) * 4 > STAGE_BYTES) bk /= 2;
+  return bk;
+}
+
+function checkDims(gen: string, dim: number, dimV: number): void {
+  for (const [name, d] of [
+    ['dim', dim],
+    ['dimV', dimV],
+  ] as const) {
+    if (!Number.isInteger(d) || d < 1 || d > DENSE_MAX_DIM) throw new NattenArgumentError(`${gen}: ${name} must be an integer in [1, ${DENSE_MAX_DIM}], got ${d}`);
+  }
+}
+
+export function generateDenseForward(spec: DenseForwardSpec): GeneratedKernel {
+  checkDims('generateDenseForward', spec.dim, spec.dimV);
+  const key = kernelKey('dense-forward', GEN, spec);
+  const T = wgslType(spec.dtype);
+  const D = spec.dim;
+  const DV = spec.dimV;
+  const BK = denseKeyChunk(D, DV);
+  const WG = DENSE_QUERIES;
+  const bindings: StorageBinding[] = [
+    { name: 'query', access: 'read' },
+    { name: 'key', access: 'read' },
+    { name: 'value', access: 'read' },
+    { name: 'output', access: 'read_write' },
+    { name: 'lse', access: 'read_write' },
+  ];
+  const elem = (name: string): string => (name === 'lse' ? 'f32' : T);
+  const code = `// ${key}
+${enableDirectives(spec.dtype)}${bindings.map((b, i) => `@group(0) @binding(${i}) var<storage, ${b.access}> ${b.name}: array<${elem(b.name)}>;`).join('\n')}
+${uniformDecl(DENSE_UNIFORMS, bindings.length)}
+const D = ${D}u;
+const DV = ${DV}u;
+const BK = ${BK}u;
+var<workgroup> ks: array<f32, ${BK * D}>;
+var<workgroup> vs: array<f32, ${BK * DV}>;
+
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let b = wg.z;
+  let h = wg.y;
+  let i = wg.x * ${WG}u + lid;
+  let hk = h / (params.heads / params.heads_kv);
+  let valid = i < params.queries;
+  let qrow = ((b * params.queries + min(i, params.queries - 1u)) * params.heads + h);
+  var q: array<f32, ${D}>;
+  for (var c = 0u; c < D; c++) { q[c] = f32(query[qrow * D + c]) * params.scale; }
+  var acc: array<f32, ${DV}>;
+  var m = -3.0e38;
+  var l = 0.0;
+  var s: array<f32, ${BK}>;
+  // Keys any query of this workgroup sees (causal: up to its last query).
+  let last_q = min(wg.x * ${WG}u + ${WG - 1}u, params.queries - 1u);
+  let n_keys = ${spec.causal ? 'min(params.keys, last_q + 1u)' : 'params.keys'};
+  let kv_base = b * params.keys * params.heads_kv + hk;
+  for (var k0 = 0u; k0 < n_keys; k0 += BK) {
+    for (var e = lid; e < BK * D; e += ${WG}u) {
+      let j = k0 + e / D;
+      ks[e] = select(0.0, f32(key[(kv_base + min(j, params.keys - 1u) * params.heads_kv) * D + e % D]), j < params.keys);
+    }
+    for (var e = lid; e < BK * DV; e += ${WG}u) {
+      let j = k0 + e / DV;
+      vs[e] = select(0.0, f32(value[(kv_base + min(j, params.keys - 1u) * params.heads_kv) * DV + e % DV]), j < params.keys);
+    }
+    workgroupBarrier();
+    // This query's keys in the chunk: [k0, k0 + kn).
+    let lim = ${spec.causal ? 'min(params.keys, i + 1u)' : 'params.keys'};
+    let kn = select(0u, min(BK, lim - k0), valid && lim > k0);
+    if (kn > 0u) {
+      var cm = m;
+      for (var jj = 0u; jj < kn; jj++) {
+        var dot = 0.0;
+        for (var c = 0u; c < D; c++) { dot += q[c] * ks[jj * D + c]; }
+        s[jj] = dot;
+        cm = max(cm, dot);
+      }
+      let corr = exp(m - cm);
+      l = l * corr;
+      for (var c = 0u; c < DV; c++) { acc[c] = acc[c] * corr; }
+      for (var jj = 0u; jj < kn; jj++) {
+        let p = exp(s[jj] - cm);
+        l += p;
+        for (var c = 0u; c < DV; c++) { acc[c] += p * vs[jj * DV + c]; }
+      }
+      m = cm;
+    }
+    workgroupBarrier();
+  }
+  if (valid) {
+    let inv = select(0.0, 1.0 / l, l > 0.0);
+    for (var c = 0u; c < DV; c++) { output[qrow * DV + c] = ${T}(acc[c] * inv); }
+    lse[qrow] = m + log(l);
+  }
+}
+`;
+  return {
+    key,
+    code,
+    entryPoint: 'main',
+    workgroupSize: [WG, 1, 1],
+    bindings,
+    uniforms: DENSE_UNIFORMS,
+    workgroupBytes: 4 * BK * (D + DV),
+    features: spec.dtype === 'float16' ? ['shader-f16'] : [],
+  };
+}
+
+export interface AttentionMergeSpec {
+  readonly dtype: GpuDType;
+  /** `first`: merge outputs 0 and 1 into a new output; absent / false: merge one more into the accumulator in place. */
+  readonly first: boolean;
+}
+
+export const ATTENTION_MERGE_UNIFORMS: readonly UniformField[] = [
+  { name: 'rows', type: 'u32' },
+  { name: 'dim_v', type: 'u32' },
+  /** Workgroups along x of the folded grid (rows = (wid.x + wid.y * row_groups) * 64 + lid). */
+  { name: 'row_groups', type: 'u32' },
+];
+
+export function generateAttentionMerge(spec: AttentionMergeSpec): GeneratedKernel {
+  const key = kernelKey('attention-merge', GEN, spec);
+  const T = wgslType(spec.dtype);
+  const bindings: StorageBinding[] = spec.first
+    ? [
+        { name: 'out0', access: 'read' },
+        { name: 'lse0', access: 'read' },
+        { name: 'out1', access: 'read' },
+        { name: 'lse1', access: 'read' },
+        { name: 'output', access: 'read_write' },
+        { name: 'lse', access: 'read_write' },
+      ]
+    : [
+        { name: 'out1', access: 'read' },
+        { name: 'lse1', access: 'read' },
+        { name: 'output', access: 'read_write' },
+        { name: 'lse', access: 'read_write' },
+      ];
+  const elem = (name: string): string => (name.startsWith('lse') ? 'f32' : T);
+  const a = spec.first ? 'out0' : 'output';
+  const la = spec.first ? 'lse0' : 'lse';
+  const code = `// ${key}
+${enableDirectives(spec.dtype)}${bindings.map((b, i) => `@group(0) @binding(${i}) var<storage, ${b.access}> ${b.name}: array<${elem(b.name)}>;`).join('\n')}
+${uniformDecl(ATTENTION_MERGE_UNIFORMS, bindings.length)}
+@compute @workgroup_size(64)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let r = (wg.x + wg.y * params.row_groups) * 64u + lid;
+  if (r >= params.rows) { return; }
+  let l0 = ${la}[r];
+  let l1 = lse1[r];
+  let diff = l1 - l0;
+  // sigmoid(diff), stable for both signs
+  let e = exp(-abs(diff));
+  let w1 = select(e / (1.0 + e), 1.0 / (1.0 + e), diff >= 0.0);
+  for (var c = 0u; c < params.dim_v; c++) {
+    let o = r * params.dim_v + c;
+    let x = f32(${a}[o]);
+    output[o] = ${T}(x - w1 * (x - f32(out1[o])));
+  }
+  lse[r] = max(l0, l1) + log(1.0 + e);
+}
+`;
+  return {
+    key,
+    code,
+    entryPoint: 'main',
+    workgroupSize: [64, 1, 1],
+    bindings,
+    uniforms: ATTENTION_MERGE_UNIFORMS,
+    workgroupBytes: 0,
+    features: spec.dtype === 'float16' ? ['shader-f16'] : [],
+  };
+}
