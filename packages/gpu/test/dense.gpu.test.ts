@@ -1,6 +1,6 @@
 import { randn, type Tensor, toFloat64Values } from '@natten-web/core';
 import { afterAll, describe, expect, it } from 'vitest';
-import { attentionMerge, denseForward, type GpuTensor } from '../src/index.ts';
+import { attentionMerge, denseBackward, denseForward, type GpuTensor } from '../src/index.ts';
 import { gpuContext } from './setup.ts';
 
 afterAll(async () => (await gpuContext()).destroy());
@@ -124,5 +124,94 @@ describe('mergeAttentions on WebGPU against an f64 merge', () => {
     await expect(attentionMerge(ctx, { outputs: [a, o()], lses: [la, l()], output: a, lse: l() })).rejects.toThrow('mergeAttentions: output and lse must not share a buffer with the inputs');
     const b = o();
     await expect(attentionMerge(ctx, { outputs: [a, b], lses: [la, l()], output: b, lse: la })).rejects.toThrow('mergeAttentions: output and lse must not share a buffer with the inputs');
+  });
+});
+
+/** f64 dense backward from the reference output and lse (spec §7.2 over a dense key set). */
+function referenceBackward(d: Dims, q: Float64Array, k: Float64Array, v: Float64Array, dO: Float64Array, scale: number, causal: boolean) {
+  const { out, lse } = reference(d, q, k, v, scale, causal);
+  const dq = new Float64Array(q.length);
+  const dk = new Float64Array(k.length);
+  const dv = new Float64Array(v.length);
+  for (let b = 0; b < d.B; b++) {
+    for (let i = 0; i < d.S; i++) {
+      for (let h = 0; h < d.H; h++) {
+        const hk = Math.floor(h / (d.H / d.Hkv));
+        const row = (b * d.S + i) * d.H + h;
+        let delta = 0;
+        for (let c = 0; c < d.Dv; c++) delta += (dO[row * d.Dv + c] as number) * (out[row * d.Dv + c] as number);
+        const n = causal ? Math.min(i + 1, d.N) : d.N;
+        for (let j = 0; j < n; j++) {
+          const kr = (b * d.N + j) * d.Hkv + hk;
+          let s = 0;
+          for (let c = 0; c < d.D; c++) s += (q[row * d.D + c] as number) * (k[kr * d.D + c] as number);
+          const p = Math.exp(scale * s - (lse[row] as number));
+          let dp = 0;
+          for (let c = 0; c < d.Dv; c++) {
+            dp += (dO[row * d.Dv + c] as number) * (v[kr * d.Dv + c] as number);
+            dv[kr * d.Dv + c] = (dv[kr * d.Dv + c] as number) + p * (dO[row * d.Dv + c] as number);
+          }
+          const ds = scale * p * (dp - delta);
+          for (let c = 0; c < d.D; c++) {
+            dq[row * d.D + c] = (dq[row * d.D + c] as number) + ds * (k[kr * d.D + c] as number);
+            dk[kr * d.D + c] = (dk[kr * d.D + c] as number) + ds * (q[row * d.D + c] as number);
+          }
+        }
+      }
+    }
+  }
+  return { out, lse, dq, dk, dv };
+}
+
+const BWD_CASES: (Dims & { name: string; causal: boolean; dtype: 'float32' | 'float16'; accumulate?: boolean })[] = [
+  { name: 'GQA, Dv != D', B: 2, S: 70, N: 37, H: 4, Hkv: 2, D: 16, Dv: 8, causal: false, dtype: 'float32' },
+  { name: 'causal, square', B: 1, S: 50, N: 50, H: 2, Hkv: 1, D: 8, Dv: 8, causal: true, dtype: 'float32' },
+  { name: 'causal, fewer queries than keys', B: 1, S: 20, N: 45, H: 1, Hkv: 1, D: 8, Dv: 12, causal: true, dtype: 'float32' },
+  { name: 'three extra tokens: query splits and their reduction, dQ added to what it holds', B: 1, S: 300, N: 3, H: 4, Hkv: 2, D: 16, Dv: 16, causal: false, dtype: 'float32', accumulate: true },
+  { name: 'float16, head dim 64, query splits', B: 1, S: 90, N: 20, H: 2, Hkv: 2, D: 64, Dv: 64, causal: false, dtype: 'float16' },
+  { name: 'float16, causal, one split', B: 1, S: 40, N: 40, H: 2, Hkv: 1, D: 32, Dv: 16, causal: true, dtype: 'float16' },
+];
+
+describe('dense attention backward on WebGPU against an f64 reference', () => {
+  it.each(BWD_CASES)('$name ($dtype)', async (c) => {
+    const ctx = await gpuContext();
+    const q = randn([c.B, c.S, c.H, c.D], c.dtype, 1);
+    const k = randn([c.B, c.N, c.Hkv, c.D], c.dtype, 2);
+    const v = randn([c.B, c.N, c.Hkv, c.Dv], c.dtype, 3);
+    const dO = randn([c.B, c.S, c.H, c.Dv], c.dtype, 4);
+    const dq0 = randn([c.B, c.S, c.H, c.D], c.dtype, 5);
+    const scale = 0.4;
+    const want = referenceBackward(c, toFloat64Values(q), toFloat64Values(k), toFloat64Values(v), toFloat64Values(dO), scale, c.causal);
+    const g = (t: Tensor): GpuTensor => ctx.upload(t);
+    const output = ctx.createTensor([c.B, c.S, c.H, c.Dv], c.dtype);
+    const lse = ctx.createTensor([c.B, c.S, c.H], 'float32');
+    const [gq, gk, gv, gdO] = [q, k, v, dO].map(g) as [GpuTensor, GpuTensor, GpuTensor, GpuTensor];
+    await denseForward(ctx, { query: gq, key: gk, value: gv, output, lse, scale, isCausal: c.causal });
+    const gradQuery = c.accumulate ? g(dq0) : ctx.createTensor(q.shape, c.dtype);
+    const gradKey = ctx.createTensor(k.shape, c.dtype);
+    const gradValue = ctx.createTensor(v.shape, c.dtype);
+    await denseBackward(ctx, { query: gq, key: gk, value: gv, output, lse, gradOutput: gdO, gradQuery, gradKey, gradValue, scale, isCausal: c.causal, accumulateGradQuery: c.accumulate === true });
+    const wantDq = c.accumulate ? want.dq.map((x, i) => x + (toFloat64Values(dq0)[i] as number)) : want.dq;
+    // float16: the output (and so delta) and the gradients are rounded to half; relative to the largest gradient.
+    const tol = (w: Float64Array): number => (c.dtype === 'float32' ? 1e-4 : 2e-3) * Math.max(1, ...Array.from(w, Math.abs));
+    expect(maxDiff(toFloat64Values(await ctx.read(gradQuery)), wantDq)).toBeLessThan(tol(wantDq));
+    expect(maxDiff(toFloat64Values(await ctx.read(gradKey)), want.dk)).toBeLessThan(tol(want.dk));
+    expect(maxDiff(toFloat64Values(await ctx.read(gradValue)), want.dv)).toBeLessThan(tol(want.dv));
+  });
+
+  it('gives the same bits on a second run', async () => {
+    const ctx = await gpuContext();
+    const c = BWD_CASES[3] as Dims;
+    const up = (shape: number[], seed: number): GpuTensor => ctx.upload(randn(shape, 'float32', seed));
+    const args = { query: up([c.B, c.S, c.H, c.D], 1), key: up([c.B, c.N, c.Hkv, c.D], 2), value: up([c.B, c.N, c.Hkv, c.Dv], 3), gradOutput: up([c.B, c.S, c.H, c.Dv], 4) };
+    const output = ctx.createTensor([c.B, c.S, c.H, c.Dv], 'float32');
+    const lse = ctx.createTensor([c.B, c.S, c.H], 'float32');
+    await denseForward(ctx, { ...args, output, lse, scale: 0.3 });
+    const run = async (): Promise<number[]> => {
+      const grads = { gradQuery: ctx.createTensor([c.B, c.S, c.H, c.D], 'float32'), gradKey: ctx.createTensor([c.B, c.N, c.Hkv, c.D], 'float32'), gradValue: ctx.createTensor([c.B, c.N, c.Hkv, c.Dv], 'float32') };
+      await denseBackward(ctx, { ...args, ...grads, output, lse, scale: 0.3 });
+      return [...(await ctx.read(grads.gradKey)).data, ...(await ctx.read(grads.gradValue)).data, ...(await ctx.read(grads.gradQuery)).data] as number[];
+    };
+    expect(await run()).toEqual(await run());
   });
 });

@@ -1,11 +1,18 @@
 /**
  * `attention` (FMHA, NATTEN's `natten.attention`) and `mergeAttentions` (`natten.merge_attentions`),
  * heads-last. Host tensors run on the host in f64. GPU tensors run the WebGPU kernels of `@natten-web/gpu`
- * (`denseForward`, `attentionMerge`, f32 math); `attentionBackward`, and a merge with float16 lses, read GPU
- * tensors back, run on the host and upload the results.
+ * (`denseForward`, `denseBackward`, `attentionMerge`, f32 math); a merge with float16 lses, and head dims past the
+ * kernels' 256, read GPU tensors back, run on the host and upload the results.
  */
 import { formatShape, NattenArgumentError, type Tensor } from '@natten-web/core';
-import { attentionMerge as gpuAttentionMerge, denseForward as gpuDenseForward, denseForwardUnfit, type GpuContext, type GpuTensor } from '@natten-web/gpu';
+import {
+  attentionMerge as gpuAttentionMerge,
+  denseBackward as gpuDenseBackward,
+  denseForward as gpuDenseForward,
+  denseForwardUnfit,
+  type GpuContext,
+  type GpuTensor,
+} from '@natten-web/gpu';
 import { checkOptions, execute, type GpuInputs, type HostInputs, hostTensor, placement, resolveScale, values, withGpuOutputs } from './common.ts';
 import { denseBackward, denseDims, denseForward, mergeF64 } from './dense.ts';
 import type { AnyTensor, OutputOf, SameAs } from './tensors.ts';
@@ -96,7 +103,7 @@ export const attention: AttentionFunction = (async (query: AnyTensor, key: AnyTe
   return returnLse ? { output: res.output, lse: res.lse } : res.output;
 }) as AttentionFunction;
 
-/** Gradients of `attention` from its output and lse (f64 on the host). */
+/** Gradients of `attention` from its output and lse (f64 on the host; on GPU tensors the WebGPU dense backward). */
 export async function attentionBackward<T extends AnyTensor>(
   query: T,
   key: SameAs<T>,
@@ -122,24 +129,48 @@ export async function attentionBackward<T extends AnyTensor>(
   }
   const scale = resolveScale(op, o.scale, dims.dim);
   const causal = causalFlag(op, o.isCausal);
-  const res = await onHostOrGpu(op, { query, key, value, output, gradOutput, lse }, (t) => {
-    const g = denseBackward(
-      dims,
-      values(t.query as Tensor),
-      values(t.key as Tensor),
-      values(t.value as Tensor),
-      values(t.output as Tensor),
-      values(t.gradOutput as Tensor),
-      values(t.lse as Tensor),
-      scale,
-      causal,
-    );
-    return {
-      gradQuery: hostTensor(query.shape, query.dtype, g.dq),
-      gradKey: hostTensor(key.shape, key.dtype, g.dk),
-      gradValue: hostTensor(value.shape, value.dtype, g.dv),
-    };
-  });
+  const res = await onHostOrGpu(
+    op,
+    { query, key, value, output, gradOutput, lse },
+    (t) => {
+      const g = denseBackward(
+        dims,
+        values(t.query as Tensor),
+        values(t.key as Tensor),
+        values(t.value as Tensor),
+        values(t.output as Tensor),
+        values(t.gradOutput as Tensor),
+        values(t.lse as Tensor),
+        scale,
+        causal,
+      );
+      return {
+        gradQuery: hostTensor(query.shape, query.dtype, g.dq),
+        gradKey: hostTensor(key.shape, key.dtype, g.dk),
+        gradValue: hostTensor(value.shape, value.dtype, g.dv),
+      };
+    },
+    async (ctx, g) => {
+      if (denseForwardUnfit(ctx, dims) !== undefined || lse.dtype !== 'float32') return undefined;
+      const dtype = query.dtype as GpuTensor['dtype'];
+      const outs = await withGpuOutputs(ctx, op, { gradQuery: { shape: query.shape, dtype }, gradKey: { shape: key.shape, dtype }, gradValue: { shape: value.shape, dtype } }, (r) =>
+        gpuDenseBackward(ctx, {
+          query: g.query as GpuTensor,
+          key: g.key as GpuTensor,
+          value: g.value as GpuTensor,
+          output: g.output as GpuTensor,
+          gradOutput: g.gradOutput as GpuTensor,
+          lse: g.lse as GpuTensor,
+          gradQuery: r.gradQuery as GpuTensor,
+          gradKey: r.gradKey as GpuTensor,
+          gradValue: r.gradValue as GpuTensor,
+          scale,
+          isCausal: causal,
+        }),
+      );
+      return { gradQuery: outs.gradQuery as GpuTensor, gradKey: outs.gradKey as GpuTensor, gradValue: outs.gradValue as GpuTensor };
+    },
+  );
   return res as { gradQuery: OutputOf<T>; gradKey: OutputOf<T>; gradValue: OutputOf<T> };
 }
 

@@ -23,6 +23,7 @@ import {
   fusedBackwardMma,
   fusedBackwardMmaOnHost,
   attentionMerge as gpuAttentionMerge,
+  denseBackward as gpuDenseBackward,
   denseForward as gpuDenseForward,
   fusedBackward as gpuFusedBackward,
   fusedForward as gpuFusedForward,
@@ -438,6 +439,29 @@ async function naBackward(
         return mma ? fusedBackwardMma(ctx, rank, a, mma) : gpuFusedBackward(ctx, rank, a);
       });
       if (!extra || !outs.gradQuery) return defined(outs);
+      if (denseForwardUnfit(ctx, extra.dims) === undefined && (g.lse as GpuTensor).dtype === 'float32') {
+        // The dense branch's gradients from the merged output and lse; its dQ added to NA's in place.
+        const d = extra.dims;
+        const ak = g.additionalKeys as GpuTensor;
+        const av = g.additionalValues as GpuTensor;
+        const addOuts = await withGpuOutputs(ctx, op, { gradAdditionalKeys: { shape: ak.shape, dtype }, gradAdditionalValues: { shape: av.shape, dtype } }, (r) =>
+          gpuDenseBackward(ctx, {
+            query: { ...(g.query as GpuTensor), shape: [d.batch, d.queries, d.heads, d.dim] },
+            key: ak,
+            value: av,
+            output: { ...(g.output as GpuTensor), shape: [d.batch, d.queries, d.heads, d.dimV] },
+            lse: { ...(g.lse as GpuTensor), shape: [d.batch, d.queries, d.heads] },
+            gradOutput: { ...(g.gradOutput as GpuTensor), shape: [d.batch, d.queries, d.heads, d.dimV] },
+            gradQuery: { ...outs.gradQuery, shape: [d.batch, d.queries, d.heads, d.dim] } as GpuTensor,
+            gradKey: r.gradAdditionalKeys as GpuTensor,
+            gradValue: r.gradAdditionalValues as GpuTensor,
+            scale,
+            accumulateGradQuery: true,
+          }),
+        );
+        return defined({ ...outs, ...addOuts });
+      }
+      // Head dims or a grid past the dense kernels': read back, compute on the host, upload.
       const host = await readAll(ctx, g);
       const dq = await ctx.read(outs.gradQuery);
       ctx.freeTensor(outs.gradQuery);

@@ -7,6 +7,7 @@ import type { GpuTensor } from '@natten-web/gpu';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   attention,
+  attentionBackward,
   batch,
   configure,
   dispose,
@@ -221,7 +222,11 @@ describe('GPU tensors stay on the GPU', () => {
       reads++;
       return read(t);
     };
+    const dO = rnd([2, 6, 7, 4, 4], dtype);
+    const gdO = await toGpu(dO);
     let g: { output: Tensor | GpuTensor; lse: Tensor | GpuTensor };
+    let gb: Partial<Record<string, Tensor | GpuTensor>>;
+    let gab: Record<string, Tensor | GpuTensor>;
     let ga: { output: Tensor | GpuTensor; lse: Tensor | GpuTensor };
     let m: { output: Tensor | GpuTensor; lse: Tensor | GpuTensor };
     try {
@@ -229,6 +234,8 @@ describe('GPU tensors stay on the GPU', () => {
       g = await na2d(gq, gk, gv, { ...opts, additionalKeys: gak, additionalValues: gav, returnLse: true });
       ga = await attention({ ...gq, shape: [2, 42, 4, 8] }, gak, gav, { returnLse: true, isCausal: true });
       m = await mergeAttentions([ga.output, ga.output, ga.output], [ga.lse, ga.lse, ga.lse]);
+      gb = { ...(await na2dBackward(gq, gk, gv, g.output as GpuTensor, gdO, g.lse as GpuTensor, { ...opts, additionalKeys: gak, additionalValues: gav })) };
+      gab = await attentionBackward({ ...gq, shape: [2, 42, 4, 8] }, gak, gav, ga.output as GpuTensor, { ...gdO, shape: [2, 42, 4, 4] }, ga.lse as GpuTensor, { isCausal: true });
       expect(reads).toBe(0);
     } finally {
       ctx.read = read;
@@ -240,6 +247,15 @@ describe('GPU tensors stay on the GPU', () => {
     const ha = await attention(qFlat, ak, av, { returnLse: true, isCausal: true });
     expectClose(await toHost(ga.output as GpuTensor), ha.output, tol);
     expectClose(await toHost(ga.lse as GpuTensor), ha.lse, 1e-4);
+    // Backward from the GPU forward's (merged) output and lse, against the CPU backend from the same tensors.
+    const [ho, hl] = [await toHost(g.output as GpuTensor), await toHost(g.lse as GpuTensor)];
+    const hb = await na2dBackward(q, k, v, ho, dO, hl, { kernelSize: [3, 5], isCausal: [true, false], scale: 0.3, additionalKeys: ak, additionalValues: av, backend: 'cpu' });
+    for (const name of ['gradQuery', 'gradKey', 'gradValue', 'gradAdditionalKeys', 'gradAdditionalValues'] as const) {
+      expect(isGpuTensor(gb[name]), name).toBe(true);
+      expectClose(await toHost(gb[name] as GpuTensor), hb[name] as Tensor, dtype === 'float32' ? 2e-4 : 2e-2);
+    }
+    const hab = await attentionBackward(qFlat, ak, av, await toHost(ga.output as GpuTensor), { ...dO, shape: [2, 42, 4, 4] }, await toHost(ga.lse as GpuTensor), { isCausal: true });
+    for (const name of ['gradQuery', 'gradKey', 'gradValue'] as const) expectClose(await toHost(gab[name] as GpuTensor), hab[name], dtype === 'float32' ? 2e-4 : 2e-2);
     // Three equal parts: the same output, lse + log 3.
     expectClose(await toHost(m.output as GpuTensor), ha.output, tol);
     expectClose(await toHost(m.lse as GpuTensor), { ...ha.lse, data: Float32Array.from(ha.lse.data as Float32Array, (x) => x + Math.log(3)) }, 1e-4);

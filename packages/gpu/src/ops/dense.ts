@@ -4,7 +4,16 @@
  * `mergeAttentions` of the umbrella. Heads-last; f32 math and accumulation; lse float32.
  */
 import { type DenseDims, denseDims, formatShape, NattenArgumentError } from '@natten-web/core';
-import { checkGpuDType, DENSE_MAX_DIM, DENSE_QUERIES, generateAttentionMerge, generateDenseForward } from '@natten-web/wgsl';
+import {
+  checkGpuDType,
+  DENSE_MAX_DIM,
+  DENSE_QUERIES,
+  generateAttentionMerge,
+  generateDenseBackwardKv,
+  generateDenseBackwardQuery,
+  generateDenseForward,
+  generateDenseGradReduce,
+} from '@natten-web/wgsl';
 import { type DispatchCommand, foldWorkgroups, type GpuContext, type GpuTensor } from '../context.ts';
 import { callKey, memoKernel, memoPerContext, requireF16Feature } from './op.ts';
 
@@ -146,4 +155,116 @@ export function attentionMergeCommands(ctx: GpuContext, args: AttentionMergeArgs
 /** Merge partial attentions on GPU tensors (NATTEN's `merge_attentions`; outputs written in place). */
 export async function attentionMerge(ctx: GpuContext, args: AttentionMergeArgs): Promise<void> {
   await ctx.dispatch(attentionMergeCommands(ctx, args), MERGE);
+}
+
+export interface DenseBackwardArgs {
+  readonly query: GpuTensor;
+  readonly key: GpuTensor;
+  readonly value: GpuTensor;
+  /** The forward's output `[B, S, H, D_v]` and lse `[B, S, H]` (float32): on the additional-KV path the merged ones. */
+  readonly output: GpuTensor;
+  readonly lse: GpuTensor;
+  readonly gradOutput: GpuTensor;
+  readonly gradQuery: GpuTensor;
+  readonly gradKey: GpuTensor;
+  readonly gradValue: GpuTensor;
+  readonly scale: number;
+  readonly isCausal?: boolean;
+  /** Add the dense dQ to what gradQuery holds (NA's dQ on the additional-KV path) instead of writing it. */
+  readonly accumulateGradQuery?: boolean;
+}
+
+const BWD = 'attentionBackward';
+/** f32 partial sums the dK/dV kernel's query splits may take. */
+const PARTIAL_BYTES = 64 * 1024 * 1024;
+
+/** Query splits of the dK/dV kernel: enough workgroups to fill a GPU when keys are few (additional tokens). */
+function denseSplits(ctx: GpuContext, d: DenseDims): number {
+  const kvWorkgroups = Math.ceil(d.keys / DENSE_QUERIES) * d.batch * d.headsKv;
+  let splits = Math.min(Math.ceil(d.queries / DENSE_QUERIES), Math.max(1, Math.ceil(512 / kvWorkgroups)), ctx.limits.maxComputeWorkgroupsPerDimension);
+  const perSplit = d.batch * d.keys * d.headsKv * (d.dim + d.dimV) * 4;
+  while (splits > 1 && splits * perSplit > PARTIAL_BYTES) splits = Math.ceil(splits / 2);
+  // Whole splits of query positions.
+  return Math.ceil(d.queries / Math.ceil(d.queries / splits));
+}
+
+/**
+ * Dense attention's backward on GPU tensors (outputs written in place): a dQ kernel (which also forms delta), then
+ * a dK/dV kernel over query splits, then, with more than one split, fixed-order sums of the splits' partials.
+ * Deterministic: no atomics.
+ */
+export async function denseBackward(ctx: GpuContext, args: DenseBackwardArgs): Promise<void> {
+  const dims = denseDims(BWD, args.query.shape, args.key.shape, args.value.shape);
+  const dtype = checkGpuDType(BWD, args.query.dtype);
+  requireF16Feature(ctx, BWD, dtype);
+  for (const [name, t] of [
+    ['key', args.key],
+    ['value', args.value],
+    ['output', args.output],
+    ['gradOutput', args.gradOutput],
+    ['gradQuery', args.gradQuery],
+    ['gradKey', args.gradKey],
+    ['gradValue', args.gradValue],
+  ] as const) {
+    if (t.dtype !== dtype) throw new NattenArgumentError(`${BWD}: ${name} is ${t.dtype} but query is ${dtype}; pass one dtype`);
+  }
+  if (args.lse.dtype !== 'float32') throw new NattenArgumentError(`${BWD}: lse must be float32, got ${args.lse.dtype}`);
+  const outShape = [dims.batch, dims.queries, dims.heads, dims.dimV];
+  expectShape(BWD, 'output', args.output, outShape);
+  expectShape(BWD, 'gradOutput', args.gradOutput, outShape);
+  expectShape(BWD, 'lse', args.lse, outShape.slice(0, 3));
+  expectShape(BWD, 'gradQuery', args.gradQuery, args.query.shape);
+  expectShape(BWD, 'gradKey', args.gradKey, args.key.shape);
+  expectShape(BWD, 'gradValue', args.gradValue, args.value.shape);
+  if (!Number.isFinite(args.scale)) throw new NattenArgumentError(`${BWD}: scale must be a finite number, got ${args.scale}`);
+  const unfit = denseForwardUnfit(ctx, dims);
+  if (unfit !== undefined) throw new NattenArgumentError(`${BWD}: ${unfit}`);
+  const max = ctx.limits.maxComputeWorkgroupsPerDimension;
+  if (dims.batch * dims.headsKv > max || Math.ceil(dims.keys / DENSE_QUERIES) > max) {
+    throw new NattenArgumentError(`${BWD}: ${dims.keys} keys x ${dims.headsKv} key heads x batch ${dims.batch} needs more than this device's ${max} workgroups per axis`);
+  }
+  const causal = args.isCausal === true;
+  const splits = denseSplits(ctx, dims);
+  const splitRows = Math.ceil(dims.queries / splits);
+  const kElems = dims.batch * dims.keys * dims.headsKv * dims.dim;
+  const vElems = dims.batch * dims.keys * dims.headsKv * dims.dimV;
+  const uniforms = { queries: dims.queries, keys: dims.keys, heads: dims.heads, heads_kv: dims.headsKv, scale: args.scale, split_rows: splitRows, k_elems: kElems, v_elems: vElems };
+  const spec = { dtype, dim: dims.dim, dimV: dims.dimV, causal };
+  const delta = ctx.tempTensor(outShape.slice(0, 3), 'float32', { label: `${BWD}.delta` });
+  const partials = splits > 1 ? [ctx.tempTensor([splits * kElems], 'float32', { label: `${BWD}.dkPartial` }), ctx.tempTensor([splits * vElems], 'float32', { label: `${BWD}.dvPartial` })] : [];
+  try {
+    const commands: DispatchCommand[] = [
+      {
+        kernel: memoKernel('dense-backward-q', { ...spec, accumulate: args.accumulateGradQuery === true }, generateDenseBackwardQuery),
+        buffers: [args.query.buffer, args.key.buffer, args.value.buffer, args.output.buffer, args.gradOutput.buffer, args.lse.buffer, args.gradQuery.buffer, delta.buffer],
+        uniforms,
+        workgroups: [Math.ceil(dims.queries / DENSE_QUERIES), dims.heads, dims.batch],
+      },
+      {
+        kernel: memoKernel('dense-backward-kv', { ...spec, partial: splits > 1 }, generateDenseBackwardKv),
+        buffers: [
+          args.query.buffer,
+          args.key.buffer,
+          args.value.buffer,
+          args.gradOutput.buffer,
+          args.lse.buffer,
+          delta.buffer,
+          (partials[0] ?? args.gradKey).buffer,
+          (partials[1] ?? args.gradValue).buffer,
+        ],
+        uniforms,
+        workgroups: [Math.ceil(dims.keys / DENSE_QUERIES), splits, dims.batch * dims.headsKv],
+      },
+    ];
+    const reduce = memoKernel('dense-grad-reduce', { dtype }, generateDenseGradReduce);
+    partials.forEach((p, i) => {
+      const elems = i === 0 ? kElems : vElems;
+      const workgroups = foldWorkgroups(Math.ceil(elems / 64), max);
+      commands.push({ kernel: reduce, buffers: [p.buffer, (i === 0 ? args.gradKey : args.gradValue).buffer], uniforms: { elems, splits, groups_x: workgroups[0] }, workgroups });
+    });
+    await ctx.dispatch(commands, BWD);
+  } finally {
+    ctx.releaseTensor(delta);
+    for (const p of partials) ctx.releaseTensor(p);
+  }
 }

@@ -217,3 +217,267 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     features: spec.dtype === 'float16' ? ['shader-f16'] : [],
   };
 }
+
+export interface DenseBackwardSpec extends DenseForwardSpec {
+  /** dQ kernel: add the dense dQ to what gradQuery holds (the additional-KV path adds it to NA's dQ). */
+  readonly accumulate?: boolean;
+  /** dK/dV kernel: write f32 partial sums per query split (reduced by `generateDenseGradReduce`) instead of dK, dV. */
+  readonly partial?: boolean;
+}
+
+export const DENSE_BACKWARD_UNIFORMS: readonly UniformField[] = [
+  ...DENSE_UNIFORMS,
+  /** dK/dV kernel: query positions per split (grid y), and the elements of one split's dK (dV) partial. */
+  { name: 'split_rows', type: 'u32' },
+  { name: 'k_elems', type: 'u32' },
+  { name: 'v_elems', type: 'u32' },
+];
+
+/** Query rows staged per chunk of the dK/dV kernel (q, dO, lse and delta of each, f32). */
+export function denseQueryChunk(dim: number, dimV: number): number {
+  let bq = 32;
+  while (bq > 1 && bq * (dim + dimV + 2) * 4 > STAGE_BYTES) bq /= 2;
+  return bq;
+}
+
+/**
+ * The dense backward's dQ kernel (spec §7.2 over a dense key set): per query, delta = dO . O (written out for the
+ * dK/dV kernel), then over staged K/V chunks P = exp(scale q . k - lse), dS = P (dO . v - delta), dQ += scale dS k.
+ * O and lse are the forward's (the merged ones on the additional-KV path).
+ */
+export function generateDenseBackwardQuery(spec: DenseBackwardSpec): GeneratedKernel {
+  checkDims('generateDenseBackwardQuery', spec.dim, spec.dimV);
+  const key = kernelKey('dense-backward-q', GEN, { ...spec, partial: undefined });
+  const T = wgslType(spec.dtype);
+  const D = spec.dim;
+  const DV = spec.dimV;
+  const BK = denseKeyChunk(D, DV);
+  const WG = DENSE_QUERIES;
+  const bindings: StorageBinding[] = [
+    { name: 'query', access: 'read' },
+    { name: 'key', access: 'read' },
+    { name: 'value', access: 'read' },
+    { name: 'output', access: 'read' },
+    { name: 'grad_output', access: 'read' },
+    { name: 'lse', access: 'read' },
+    { name: 'grad_query', access: 'read_write' },
+    { name: 'delta', access: 'read_write' },
+  ];
+  const elem = (name: string): string => (name === 'lse' || name === 'delta' ? 'f32' : T);
+  const code = `// ${key}
+${enableDirectives(spec.dtype)}${bindings.map((b, i) => `@group(0) @binding(${i}) var<storage, ${b.access}> ${b.name}: array<${elem(b.name)}>;`).join('\n')}
+${uniformDecl(DENSE_BACKWARD_UNIFORMS, bindings.length)}
+const D = ${D}u;
+const DV = ${DV}u;
+const BK = ${BK}u;
+var<workgroup> ks: array<f32, ${BK * D}>;
+var<workgroup> vs: array<f32, ${BK * DV}>;
+
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let b = wg.z;
+  let h = wg.y;
+  let i = wg.x * ${WG}u + lid;
+  let hk = h / (params.heads / params.heads_kv);
+  let valid = i < params.queries;
+  let qrow = ((b * params.queries + min(i, params.queries - 1u)) * params.heads + h);
+  var q: array<f32, ${D}>;
+  for (var c = 0u; c < D; c++) { q[c] = f32(query[qrow * D + c]); }
+  var go: array<f32, ${DV}>;
+  var dl = 0.0;
+  for (var c = 0u; c < DV; c++) {
+    go[c] = f32(grad_output[qrow * DV + c]);
+    dl += go[c] * f32(output[qrow * DV + c]);
+  }
+  let l = lse[qrow];
+  var dq: array<f32, ${D}>;
+  let last_q = min(wg.x * ${WG}u + ${WG - 1}u, params.queries - 1u);
+  let n_keys = ${spec.causal ? 'min(params.keys, last_q + 1u)' : 'params.keys'};
+  let kv_base = b * params.keys * params.heads_kv + hk;
+  for (var k0 = 0u; k0 < n_keys; k0 += BK) {
+    for (var e = lid; e < BK * D; e += ${WG}u) {
+      let j = k0 + e / D;
+      ks[e] = select(0.0, f32(key[(kv_base + min(j, params.keys - 1u) * params.heads_kv) * D + e % D]), j < params.keys);
+    }
+    for (var e = lid; e < BK * DV; e += ${WG}u) {
+      let j = k0 + e / DV;
+      vs[e] = select(0.0, f32(value[(kv_base + min(j, params.keys - 1u) * params.heads_kv) * DV + e % DV]), j < params.keys);
+    }
+    workgroupBarrier();
+    let lim = ${spec.causal ? 'min(params.keys, i + 1u)' : 'params.keys'};
+    let kn = select(0u, min(BK, lim - k0), valid && lim > k0);
+    for (var jj = 0u; jj < kn; jj++) {
+      var s = 0.0;
+      for (var c = 0u; c < D; c++) { s += q[c] * ks[jj * D + c]; }
+      let p = exp(params.scale * s - l);
+      var dp = 0.0;
+      for (var c = 0u; c < DV; c++) { dp += go[c] * vs[jj * DV + c]; }
+      let ds = params.scale * p * (dp - dl);
+      for (var c = 0u; c < D; c++) { dq[c] += ds * ks[jj * D + c]; }
+    }
+    workgroupBarrier();
+  }
+  if (valid) {
+    for (var c = 0u; c < D; c++) { grad_query[qrow * D + c] = ${T}(${spec.accumulate === true ? `f32(grad_query[qrow * D + c]) + ` : ''}dq[c]); }
+    delta[qrow] = dl;
+  }
+}
+`;
+  return {
+    key,
+    code,
+    entryPoint: 'main',
+    workgroupSize: [WG, 1, 1],
+    bindings,
+    uniforms: DENSE_BACKWARD_UNIFORMS,
+    workgroupBytes: 4 * BK * (D + DV),
+    features: spec.dtype === 'float16' ? ['shader-f16'] : [],
+  };
+}
+
+/**
+ * The dense backward's dK/dV kernel: a workgroup of 64 invocations owns 64 consecutive keys of one (batch, key head);
+ * each invocation one key. The query rows of the head group (every query head h with h / (H / H_kv) = its key head,
+ * over the split's query positions) are staged in chunks with their dO, lse and delta; per key and query
+ * P = exp(scale q . k - lse), dV += P dO, dS = P (dO . v - delta), dK += scale dS q. Fixed order, no atomics: with
+ * `partial`, each split (grid y) writes its own f32 partial sums, which `generateDenseGradReduce` adds in order.
+ */
+export function generateDenseBackwardKv(spec: DenseBackwardSpec): GeneratedKernel {
+  checkDims('generateDenseBackwardKv', spec.dim, spec.dimV);
+  const key = kernelKey('dense-backward-kv', GEN, { ...spec, accumulate: undefined });
+  const T = wgslType(spec.dtype);
+  const D = spec.dim;
+  const DV = spec.dimV;
+  const BQ = denseQueryChunk(D, DV);
+  const WG = DENSE_QUERIES;
+  const partial = spec.partial === true;
+  const bindings: StorageBinding[] = [
+    { name: 'query', access: 'read' },
+    { name: 'key', access: 'read' },
+    { name: 'value', access: 'read' },
+    { name: 'grad_output', access: 'read' },
+    { name: 'lse', access: 'read' },
+    { name: 'delta', access: 'read' },
+    { name: 'grad_key', access: 'read_write' },
+    { name: 'grad_value', access: 'read_write' },
+  ];
+  const elem = (name: string): string => (name === 'lse' || name === 'delta' || (partial && (name === 'grad_key' || name === 'grad_value')) ? 'f32' : T);
+  const OUT = partial ? 'f32' : T;
+  const code = `// ${key}
+${enableDirectives(spec.dtype)}${bindings.map((b, i) => `@group(0) @binding(${i}) var<storage, ${b.access}> ${b.name}: array<${elem(b.name)}>;`).join('\n')}
+${uniformDecl(DENSE_BACKWARD_UNIFORMS, bindings.length)}
+const D = ${D}u;
+const DV = ${DV}u;
+const BQ = ${BQ}u;
+var<workgroup> qs: array<f32, ${BQ * D}>;
+var<workgroup> gs: array<f32, ${BQ * DV}>;
+var<workgroup> ls: array<f32, ${BQ}>;
+var<workgroup> dls: array<f32, ${BQ}>;
+
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let bh = wg.z;
+  let b = bh / params.heads_kv;
+  let hk = bh % params.heads_kv;
+  let group = params.heads / params.heads_kv;
+  let j = wg.x * ${WG}u + lid;
+  let valid = j < params.keys;
+  let krow = (b * params.keys + min(j, params.keys - 1u)) * params.heads_kv + hk;
+  var k: array<f32, ${D}>;
+  for (var c = 0u; c < D; c++) { k[c] = f32(key[krow * D + c]); }
+  var v: array<f32, ${DV}>;
+  for (var c = 0u; c < DV; c++) { v[c] = f32(value[krow * DV + c]); }
+  var dk: array<f32, ${D}>;
+  var dv: array<f32, ${DV}>;
+  // This split's query positions; causal: a key is seen by queries at positions >= its own.
+  let q_lo = ${spec.causal ? `max(wg.y * params.split_rows, wg.x * ${WG}u)` : 'wg.y * params.split_rows'};
+  let q_hi = min((wg.y + 1u) * params.split_rows, params.queries);
+  // Rows (position, head of the group), position-major.
+  let n_rows = select(0u, (q_hi - q_lo) * group, q_hi > q_lo);
+  for (var r0 = 0u; r0 < n_rows; r0 += BQ) {
+    for (var e = lid; e < BQ * D; e += ${WG}u) {
+      let r = r0 + e / D;
+      let qrow = (b * params.queries + q_lo + min(r, n_rows - 1u) / group) * params.heads + hk * group + min(r, n_rows - 1u) % group;
+      qs[e] = select(0.0, f32(query[qrow * D + e % D]), r < n_rows);
+    }
+    for (var e = lid; e < BQ * DV; e += ${WG}u) {
+      let r = r0 + e / DV;
+      let qrow = (b * params.queries + q_lo + min(r, n_rows - 1u) / group) * params.heads + hk * group + min(r, n_rows - 1u) % group;
+      gs[e] = select(0.0, f32(grad_output[qrow * DV + e % DV]), r < n_rows);
+    }
+    for (var e = lid; e < BQ; e += ${WG}u) {
+      let r = min(r0 + e, n_rows - 1u);
+      let qrow = (b * params.queries + q_lo + r / group) * params.heads + hk * group + r % group;
+      ls[e] = lse[qrow];
+      dls[e] = delta[qrow];
+    }
+    workgroupBarrier();
+    let rn = min(BQ, n_rows - r0);
+    if (valid) {
+      for (var rr = 0u; rr < rn; rr++) {
+        ${spec.causal ? 'if (q_lo + (r0 + rr) / group < j) { continue; }' : ''}
+        var s = 0.0;
+        for (var c = 0u; c < D; c++) { s += k[c] * qs[rr * D + c]; }
+        let p = exp(params.scale * s - ls[rr]);
+        var dp = 0.0;
+        for (var c = 0u; c < DV; c++) {
+          let g = gs[rr * DV + c];
+          dv[c] += p * g;
+          dp += g * v[c];
+        }
+        let ds = params.scale * p * (dp - dls[rr]);
+        for (var c = 0u; c < D; c++) { dk[c] += ds * qs[rr * D + c]; }
+      }
+    }
+    workgroupBarrier();
+  }
+  if (valid) {
+    let ko = ${partial ? 'wg.y * params.k_elems + ' : ''}krow * D;
+    let vo = ${partial ? 'wg.y * params.v_elems + ' : ''}krow * DV;
+    for (var c = 0u; c < D; c++) { grad_key[ko + c] = ${OUT}(dk[c]); }
+    for (var c = 0u; c < DV; c++) { grad_value[vo + c] = ${OUT}(dv[c]); }
+  }
+}
+`;
+  return {
+    key,
+    code,
+    entryPoint: 'main',
+    workgroupSize: [WG, 1, 1],
+    bindings,
+    uniforms: DENSE_BACKWARD_UNIFORMS,
+    workgroupBytes: 4 * BQ * (D + DV + 2),
+    features: spec.dtype === 'float16' ? ['shader-f16'] : [],
+  };
+}
+
+export const DENSE_REDUCE_UNIFORMS: readonly UniformField[] = [
+  { name: 'elems', type: 'u32' },
+  { name: 'splits', type: 'u32' },
+  /** Workgroups along x of the folded grid. */
+  { name: 'groups_x', type: 'u32' },
+];
+
+/** Sum `splits` f32 partials of `elems` values each, in split order, into the output (its dtype). */
+export function generateDenseGradReduce(spec: { readonly dtype: GpuDType }): GeneratedKernel {
+  const key = kernelKey('dense-grad-reduce', GEN, spec);
+  const T = wgslType(spec.dtype);
+  const bindings: StorageBinding[] = [
+    { name: 'partial', access: 'read' },
+    { name: 'out', access: 'read_write' },
+  ];
+  const code = `// ${key}
+${enableDirectives(spec.dtype)}@group(0) @binding(0) var<storage, read> partial: array<f32>;
+@group(0) @binding(1) var<storage, read_write> out: array<${T}>;
+${uniformDecl(DENSE_REDUCE_UNIFORMS, bindings.length)}
+@compute @workgroup_size(64)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let e = (wg.x + wg.y * params.groups_x) * 64u + lid;
+  if (e >= params.elems) { return; }
+  var acc = 0.0;
+  for (var s = 0u; s < params.splits; s++) { acc += partial[s * params.elems + e]; }
+  out[e] = ${T}(acc);
+}
+`;
+  return { key, code, entryPoint: 'main', workgroupSize: [64, 1, 1], bindings, uniforms: DENSE_REDUCE_UNIFORMS, workgroupBytes: 0, features: spec.dtype === 'float16' ? ['shader-f16'] : [] };
+}
