@@ -15,6 +15,7 @@ import {
 } from '@natten-web/gpu';
 import { checkOptions, execute, type GpuInputs, type HostInputs, hostTensor, placement, resolveScale, values, withGpuOutputs } from './common.ts';
 import { denseBackward, denseDims, denseForward, mergeF64 } from './dense.ts';
+import { na1d, na1dBackward } from './functional.ts';
 import type { AnyTensor, OutputOf, SameAs } from './tensors.ts';
 
 export interface AttentionOptions {
@@ -58,6 +59,11 @@ async function onHostOrGpu(
   });
 }
 
+/** Dense attention with as many keys as queries (two or more) is 1-D NA with kernel size = the sequence length. */
+function selfAttention(d: { readonly queries: number; readonly keys: number }): boolean {
+  return d.queries === d.keys && d.keys >= 2;
+}
+
 function causalFlag(op: string, v: unknown): boolean {
   if (v === undefined) return false;
   if (typeof v !== 'boolean') throw new NattenArgumentError(`${op}: isCausal must be a boolean, got ${String(v)}`);
@@ -91,6 +97,12 @@ export const attention: AttentionFunction = (async (query: AnyTensor, key: AnyTe
       return { output: hostTensor(outShape, query.dtype, r.out), lse: hostTensor(outShape.slice(0, 3), 'float32', r.lse) };
     },
     async (ctx, g) => {
+      if (selfAttention(dims)) {
+        // As many queries as keys: 1-D NA whose window is the whole sequence (causal: keys 0..i), on the fused
+        // (tensor-core where the adapter has them) kernels.
+        const r = await na1d(g.query as GpuTensor, g.key as GpuTensor, g.value as GpuTensor, { kernelSize: dims.keys, isCausal: causal, scale, returnLse: true });
+        return { output: r.output, lse: r.lse };
+      }
       // Head dims past the kernel's, or a grid past the device's: on the host.
       if (denseForwardUnfit(ctx, dims) !== undefined) return undefined;
       const dtype = query.dtype as GpuTensor['dtype'];
@@ -151,6 +163,18 @@ export async function attentionBackward<T extends AnyTensor>(
       };
     },
     async (ctx, g) => {
+      if (selfAttention(dims) && lse.dtype === 'float32') {
+        const r = await na1dBackward(
+          g.query as GpuTensor,
+          g.key as GpuTensor,
+          g.value as GpuTensor,
+          g.output as GpuTensor,
+          g.gradOutput as GpuTensor,
+          g.lse as GpuTensor,
+          { kernelSize: dims.keys, isCausal: causal, scale },
+        );
+        return { gradQuery: r.gradQuery, gradKey: r.gradKey, gradValue: r.gradValue };
+      }
       if (denseForwardUnfit(ctx, dims) !== undefined || lse.dtype !== 'float32') return undefined;
       const dtype = query.dtype as GpuTensor['dtype'];
       const outs = await withGpuOutputs(ctx, op, { gradQuery: { shape: query.shape, dtype }, gradKey: { shape: key.shape, dtype }, gradValue: { shape: value.shape, dtype } }, (r) =>

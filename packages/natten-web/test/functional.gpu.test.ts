@@ -206,6 +206,21 @@ describe('GPU tensors stay on the GPU', () => {
     expectClose(await toHost(m.output), await toHost(ga.output), 1e-6);
   });
 
+  it.each([false, true])('self-attention on GPU tensors (as many keys as queries, GQA; run as 1-D NA over the whole sequence) matches the host, causal %s', async (causal) => {
+    const q = rnd([2, 100, 4, 8]);
+    const k = rnd([2, 100, 2, 8]);
+    const v = rnd([2, 100, 2, 6]);
+    const dO = rnd([2, 100, 4, 6]);
+    const [gq, gk, gv, gdO] = await Promise.all([q, k, v, dO].map((t) => toGpu(t)));
+    const g = await attention(gq, gk, gv, { isCausal: causal, scale: 0.3, returnLse: true });
+    const h = await attention(q, k, v, { isCausal: causal, scale: 0.3, returnLse: true });
+    expectClose(await toHost(g.output), h.output, 1e-4);
+    expectClose(await toHost(g.lse), h.lse, 1e-4);
+    const gb = await attentionBackward(gq, gk, gv, g.output, gdO, g.lse, { isCausal: causal, scale: 0.3 });
+    const hb = await attentionBackward(q, k, v, await toHost(g.output), dO, await toHost(g.lse), { isCausal: causal, scale: 0.3 });
+    for (const name of ['gradQuery', 'gradKey', 'gradValue'] as const) expectClose(await toHost(gb[name]), hb[name], 2e-4);
+  });
+
   it.each(['float32', 'float16'] as const)('additional KV (2-D, GQA, Dv != D), causal attention and a 3-way merge run on the GPU kernels (%s)', async (dtype) => {
     const ctx = await gpuContext('test');
     const tol = dtype === 'float32' ? 1e-4 : 3e-3;
