@@ -109,6 +109,7 @@ export {
   type AttentionMergeArgs,
   attentionMerge,
   attentionMergeCommands,
+  checkVarlen,
   type DenseBackwardArgs,
   type DenseForwardArgs,
   denseBackward,

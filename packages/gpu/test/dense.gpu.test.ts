@@ -215,3 +215,67 @@ describe('dense attention backward on WebGPU against an f64 reference', () => {
     expect(await run()).toEqual(await run());
   });
 });
+
+describe('variable-length (packed) dense attention on WebGPU against an f64 reference per sequence', () => {
+  // Sequences of 0..70 queries and 1..40 keys (an empty one included), GQA, Dv != D; causal top-left per sequence.
+  const seqQ = [5, 0, 70, 1, 33];
+  const seqKv = [7, 3, 40, 1, 20];
+  const cum = (xs: number[]): number[] => xs.reduce((a, x) => [...a, (a[a.length - 1] as number) + x], [0]);
+  const cuQ = cum(seqQ);
+  const cuKv = cum(seqKv);
+  const S = cuQ[cuQ.length - 1] as number;
+  const N = cuKv[cuKv.length - 1] as number;
+  const H = 4;
+  const Hkv = 2;
+  const D = 16;
+  const Dv = 8;
+  it.each([false, true])('forward and backward, causal %s', async (causal) => {
+    const ctx = await gpuContext();
+    const q = randn([1, S, H, D], 'float32', 1);
+    const k = randn([1, N, Hkv, D], 'float32', 2);
+    const v = randn([1, N, Hkv, Dv], 'float32', 3);
+    const dO = randn([1, S, H, Dv], 'float32', 4);
+    const scale = 0.35;
+    // Reference: each sequence on its own, written into the packed layout.
+    const [qv, kv, vv, dv] = [q, k, v, dO].map((t) => toFloat64Values(t)) as [Float64Array, Float64Array, Float64Array, Float64Array];
+    const want = { out: new Float64Array(S * H * Dv), lse: new Float64Array(S * H), dq: new Float64Array(S * H * D), dk: new Float64Array(N * Hkv * D), dv: new Float64Array(N * Hkv * Dv) };
+    seqQ.forEach((nq, s) => {
+      if (nq === 0) return;
+      const d = { B: 1, S: nq, N: seqKv[s] as number, H, Hkv, D, Dv };
+      const q0 = cuQ[s] as number;
+      const k0 = cuKv[s] as number;
+      const r = referenceBackward(d, qv.slice(q0 * H * D, (q0 + nq) * H * D), kv.slice(k0 * Hkv * D, (k0 + d.N) * Hkv * D), vv.slice(k0 * Hkv * Dv, (k0 + d.N) * Hkv * Dv), dv.slice(q0 * H * Dv, (q0 + nq) * H * Dv), scale, causal);
+      want.out.set(r.out, q0 * H * Dv);
+      want.lse.set(r.lse, q0 * H);
+      want.dq.set(r.dq, q0 * H * D);
+      want.dk.set(r.dk, k0 * Hkv * D);
+      want.dv.set(r.dv, k0 * Hkv * Dv);
+    });
+    const g = (t: Tensor): GpuTensor => ctx.upload(t);
+    const [gq, gk, gv, gdO] = [q, k, v, dO].map(g) as [GpuTensor, GpuTensor, GpuTensor, GpuTensor];
+    const output = ctx.createTensor([1, S, H, Dv], 'float32');
+    const lse = ctx.createTensor([1, S, H], 'float32');
+    const varlen = { cumulativeSeqlenQ: cuQ, cumulativeSeqlenKv: cuKv };
+    await denseForward(ctx, { query: gq, key: gk, value: gv, output, lse, scale, isCausal: causal, ...varlen });
+    expect(maxDiff(toFloat64Values(await ctx.read(output)), want.out)).toBeLessThan(2e-5);
+    expect(maxDiff(toFloat64Values(await ctx.read(lse)), want.lse)).toBeLessThan(1e-4);
+    const grads = { gradQuery: ctx.createTensor(q.shape, 'float32'), gradKey: ctx.createTensor(k.shape, 'float32'), gradValue: ctx.createTensor(v.shape, 'float32') };
+    await denseBackward(ctx, { query: gq, key: gk, value: gv, output, lse, gradOutput: gdO, ...grads, scale, isCausal: causal, ...varlen });
+    expect(maxDiff(toFloat64Values(await ctx.read(grads.gradQuery)), want.dq)).toBeLessThan(1e-4);
+    expect(maxDiff(toFloat64Values(await ctx.read(grads.gradKey)), want.dk)).toBeLessThan(1e-4);
+    expect(maxDiff(toFloat64Values(await ctx.read(grads.gradValue)), want.dv)).toBeLessThan(1e-4);
+  });
+
+  it('names the argument and the rule', async () => {
+    const ctx = await gpuContext();
+    const t = (shape: number[]): GpuTensor => ctx.createTensor(shape, 'float32');
+    const base = { query: t([1, 6, 2, 8]), key: t([1, 5, 2, 8]), value: t([1, 5, 2, 8]), output: t([1, 6, 2, 8]), lse: t([1, 6, 2]), scale: 0.3 };
+    await expect(denseForward(ctx, { ...base, cumulativeSeqlenQ: [0, 6] })).rejects.toThrow('attention: cumulativeSeqlenQ was given without cumulativeSeqlenKv; pass both or neither');
+    await expect(denseForward(ctx, { ...base, cumulativeSeqlenQ: [0, 2, 6], cumulativeSeqlenKv: [0, 5] })).rejects.toThrow('attention: cumulativeSeqlenQ has 3 entries but cumulativeSeqlenKv has 2');
+    await expect(denseForward(ctx, { ...base, cumulativeSeqlenQ: [0, 4, 2, 6], cumulativeSeqlenKv: [0, 1, 2, 5] })).rejects.toThrow('attention: cumulativeSeqlenQ must be non-decreasing integers; cumulativeSeqlenQ[2]=2 after 4');
+    await expect(denseForward(ctx, { ...base, cumulativeSeqlenQ: [0, 2, 5], cumulativeSeqlenKv: [0, 1, 5] })).rejects.toThrow('attention: cumulativeSeqlenQ ends at 5 but there are 6 queries');
+    await expect(denseForward(ctx, { ...base, cumulativeSeqlenQ: [0, 2, 6], cumulativeSeqlenKv: [0, 0, 5] })).rejects.toThrow('attention: sequence 0 has 2 queries but no keys; a query needs at least one key');
+    const b2 = { ...base, query: t([2, 3, 2, 8]), key: t([2, 5, 2, 8]), value: t([2, 5, 2, 8]), output: t([2, 3, 2, 8]), lse: t([2, 3, 2]) };
+    await expect(denseForward(ctx, { ...b2, cumulativeSeqlenQ: [0, 3], cumulativeSeqlenKv: [0, 5] })).rejects.toThrow('attention: variable-length sequences are packed along the tokens, so batch must be 1, got 2');
+  });
+});

@@ -32,9 +32,53 @@ export interface DenseForwardArgs {
   readonly scale: number;
   /** Top-left aligned: query i sees keys j <= i. */
   readonly isCausal?: boolean;
+  /**
+   * Variable-length sequences packed along the token axis (batch 1, NATTEN's varlen): cumulative offsets, `n + 1`
+   * non-decreasing integers from 0 to the query (key) count. Query token t of sequence s attends to that sequence's
+   * keys only (causal: the first `t - cumulativeSeqlenQ[s] + 1` of them). Both or neither.
+   */
+  readonly cumulativeSeqlenQ?: ArrayLike<number>;
+  readonly cumulativeSeqlenKv?: ArrayLike<number>;
 }
 
 const FWD = 'attention';
+
+/** Check the varlen offsets (throws naming the argument and the rule); the sequence count, or 0 without varlen. */
+export function checkVarlen(op: string, dims: DenseDims, cuQ: ArrayLike<number> | undefined, cuKv: ArrayLike<number> | undefined): number {
+  if (cuQ === undefined && cuKv === undefined) return 0;
+  if (cuQ === undefined || cuKv === undefined) {
+    throw new NattenArgumentError(`${op}: ${cuQ === undefined ? 'cumulativeSeqlenKv was given without cumulativeSeqlenQ' : 'cumulativeSeqlenQ was given without cumulativeSeqlenKv'}; pass both or neither`);
+  }
+  if (dims.batch !== 1) throw new NattenArgumentError(`${op}: variable-length sequences are packed along the tokens, so batch must be 1, got ${dims.batch}`);
+  if (cuQ.length !== cuKv.length) throw new NattenArgumentError(`${op}: cumulativeSeqlenQ has ${cuQ.length} entries but cumulativeSeqlenKv has ${cuKv.length}; both are n + 1 for n sequences`);
+  if (cuQ.length < 2) throw new NattenArgumentError(`${op}: cumulative sequence lengths need at least 2 entries (0 and the total), got ${cuQ.length}`);
+  for (const [name, cu, total, what] of [
+    ['cumulativeSeqlenQ', cuQ, dims.queries, 'queries'],
+    ['cumulativeSeqlenKv', cuKv, dims.keys, 'keys'],
+  ] as const) {
+    if (cu[0] !== 0) throw new NattenArgumentError(`${op}: ${name}[0] must be 0, got ${cu[0]}`);
+    for (let s = 1; s < cu.length; s++) {
+      const a = cu[s - 1] as number;
+      const b = cu[s] as number;
+      if (!Number.isInteger(b) || b < a) throw new NattenArgumentError(`${op}: ${name} must be non-decreasing integers; ${name}[${s}]=${b} after ${a}`);
+    }
+    if (cu[cu.length - 1] !== total) throw new NattenArgumentError(`${op}: ${name} ends at ${cu[cu.length - 1]} but there are ${total} ${what}`);
+  }
+  for (let s = 0; s + 1 < cuQ.length; s++) {
+    const nq = (cuQ[s + 1] as number) - (cuQ[s] as number);
+    const nk = (cuKv[s + 1] as number) - (cuKv[s] as number);
+    if (nq > 0 && nk === 0) throw new NattenArgumentError(`${op}: sequence ${s} has ${nq} queries but no keys; a query needs at least one key`);
+  }
+  return cuQ.length - 1;
+}
+
+/** The varlen offsets as u32 storage buffers (destroyed after the work is submitted: `retire`). */
+function uploadOffsets(ctx: GpuContext, cu: ArrayLike<number>): GPUBuffer {
+  const data = Uint32Array.from(cu);
+  const buffer = ctx.device.createBuffer({ size: Math.max(16, data.byteLength), usage: 0x80 /* STORAGE */ | 0x8 /* COPY_DST */, label: 'natten-web varlen offsets' });
+  ctx.device.queue.writeBuffer(buffer, 0, data);
+  return buffer;
+}
 
 function expectShape(op: string, name: string, t: GpuTensor, shape: readonly number[]): void {
   if (t.shape.length !== shape.length || t.shape.some((s, i) => s !== shape[i])) {
@@ -58,7 +102,8 @@ export function denseForwardUnfit(ctx: GpuContext, dims: DenseDims): string | un
 
 /** Validate (throws naming the argument), memoised per call signature. */
 function checkDenseForward(ctx: GpuContext, args: DenseForwardArgs): { dims: DenseDims; dtype: 'float32' | 'float16' } {
-  return memoPerContext(ctx, 'dense-forward-check', callKey(1, { ...args, scale: 0 }), () => {
+  const { cumulativeSeqlenQ: _q, cumulativeSeqlenKv: _kv, ...shapes } = args;
+  return memoPerContext(ctx, 'dense-forward-check', callKey(1, { ...shapes, scale: 0 }), () => {
     const dims = denseDims(FWD, args.query.shape, args.key.shape, args.value.shape);
     const dtype = checkGpuDType(FWD, args.query.dtype);
     requireF16Feature(ctx, FWD, dtype);
@@ -78,22 +123,40 @@ function checkDenseForward(ctx: GpuContext, args: DenseForwardArgs): { dims: Den
   });
 }
 
-/** The dispatch of a dense forward (validated; no GPU work). */
-export function denseForwardCommand(ctx: GpuContext, args: DenseForwardArgs): DispatchCommand {
+/**
+ * The dispatch of a dense forward (validated; no GPU work). With varlen, `offsets` are the u32 buffers of the
+ * cumulative offsets (`uploadOffsets`).
+ */
+function denseForwardCommandWith(ctx: GpuContext, args: DenseForwardArgs, seqs: number, offsets: readonly GPUBuffer[]): DispatchCommand {
   const { dims, dtype } = checkDenseForward(ctx, args);
   if (!Number.isFinite(args.scale)) throw new NattenArgumentError(`${FWD}: scale must be a finite number, got ${args.scale}`);
-  const kernel = memoKernel('dense-forward', { dtype, dim: dims.dim, dimV: dims.dimV, causal: args.isCausal === true }, generateDenseForward);
+  const kernel = memoKernel('dense-forward', { dtype, dim: dims.dim, dimV: dims.dimV, causal: args.isCausal === true, ...(seqs > 0 ? { varlen: true } : {}) }, generateDenseForward);
   return {
     kernel,
-    buffers: [args.query.buffer, args.key.buffer, args.value.buffer, args.output.buffer, args.lse.buffer],
-    uniforms: { queries: dims.queries, keys: dims.keys, heads: dims.heads, heads_kv: dims.headsKv, scale: args.scale },
+    buffers: [args.query.buffer, args.key.buffer, args.value.buffer, ...offsets, args.output.buffer, args.lse.buffer],
+    uniforms: { queries: dims.queries, keys: dims.keys, heads: dims.heads, heads_kv: dims.headsKv, scale: args.scale, seqs: Math.max(1, seqs) },
     workgroups: [Math.ceil(dims.queries / DENSE_QUERIES), dims.heads, dims.batch],
   };
 }
 
+/** The dispatch of a dense forward without varlen (validated; no GPU work). */
+export function denseForwardCommand(ctx: GpuContext, args: DenseForwardArgs): DispatchCommand {
+  if (args.cumulativeSeqlenQ !== undefined || args.cumulativeSeqlenKv !== undefined) {
+    throw new NattenArgumentError(`${FWD}: denseForwardCommand takes no varlen offsets (they need buffers of their own); call denseForward`);
+  }
+  return denseForwardCommandWith(ctx, args, 0, []);
+}
+
 /** Dense attention on GPU tensors: `output = softmax(scale q k^T) v`, `lse` its logsumexp (outputs written in place). */
 export async function denseForward(ctx: GpuContext, args: DenseForwardArgs): Promise<void> {
-  await ctx.dispatch([denseForwardCommand(ctx, args)], FWD);
+  const { dims } = checkDenseForward(ctx, args);
+  const seqs = checkVarlen(FWD, dims, args.cumulativeSeqlenQ, args.cumulativeSeqlenKv);
+  const offsets = seqs > 0 ? [uploadOffsets(ctx, args.cumulativeSeqlenQ as ArrayLike<number>), uploadOffsets(ctx, args.cumulativeSeqlenKv as ArrayLike<number>)] : [];
+  try {
+    await ctx.dispatch([denseForwardCommandWith(ctx, args, seqs, offsets)], FWD);
+  } finally {
+    for (const b of offsets) ctx.retire(b);
+  }
 }
 
 export interface AttentionMergeArgs {
@@ -172,6 +235,9 @@ export interface DenseBackwardArgs {
   readonly isCausal?: boolean;
   /** Add the dense dQ to what gradQuery holds (NA's dQ on the additional-KV path) instead of writing it. */
   readonly accumulateGradQuery?: boolean;
+  /** Varlen offsets, as `DenseForwardArgs`. */
+  readonly cumulativeSeqlenQ?: ArrayLike<number>;
+  readonly cumulativeSeqlenKv?: ArrayLike<number>;
 }
 
 const BWD = 'attentionBackward';
@@ -224,19 +290,20 @@ export async function denseBackward(ctx: GpuContext, args: DenseBackwardArgs): P
     throw new NattenArgumentError(`${BWD}: ${dims.keys} keys x ${dims.headsKv} key heads x batch ${dims.batch} needs more than this device's ${max} workgroups per axis`);
   }
   const causal = args.isCausal === true;
+  const seqs = checkVarlen(BWD, dims, args.cumulativeSeqlenQ, args.cumulativeSeqlenKv);
   const splits = denseSplits(ctx, dims);
-  const splitRows = Math.ceil(dims.queries / splits);
   const kElems = dims.batch * dims.keys * dims.headsKv * dims.dim;
   const vElems = dims.batch * dims.keys * dims.headsKv * dims.dimV;
-  const uniforms = { queries: dims.queries, keys: dims.keys, heads: dims.heads, heads_kv: dims.headsKv, scale: args.scale, split_rows: splitRows, k_elems: kElems, v_elems: vElems };
-  const spec = { dtype, dim: dims.dim, dimV: dims.dimV, causal };
+  const uniforms = { queries: dims.queries, keys: dims.keys, heads: dims.heads, heads_kv: dims.headsKv, scale: args.scale, seqs: Math.max(1, seqs), k_elems: kElems, v_elems: vElems };
+  const spec = { dtype, dim: dims.dim, dimV: dims.dimV, causal, ...(seqs > 0 ? { varlen: true } : {}) };
+  const offsets = seqs > 0 ? [uploadOffsets(ctx, args.cumulativeSeqlenQ as ArrayLike<number>), uploadOffsets(ctx, args.cumulativeSeqlenKv as ArrayLike<number>)] : [];
   const delta = ctx.tempTensor(outShape.slice(0, 3), 'float32', { label: `${BWD}.delta` });
   const partials = splits > 1 ? [ctx.tempTensor([splits * kElems], 'float32', { label: `${BWD}.dkPartial` }), ctx.tempTensor([splits * vElems], 'float32', { label: `${BWD}.dvPartial` })] : [];
   try {
     const commands: DispatchCommand[] = [
       {
         kernel: memoKernel('dense-backward-q', { ...spec, accumulate: args.accumulateGradQuery === true }, generateDenseBackwardQuery),
-        buffers: [args.query.buffer, args.key.buffer, args.value.buffer, args.output.buffer, args.gradOutput.buffer, args.lse.buffer, args.gradQuery.buffer, delta.buffer],
+        buffers: [args.query.buffer, args.key.buffer, args.value.buffer, args.output.buffer, args.gradOutput.buffer, args.lse.buffer, ...offsets, args.gradQuery.buffer, delta.buffer],
         uniforms,
         workgroups: [Math.ceil(dims.queries / DENSE_QUERIES), dims.heads, dims.batch],
       },
@@ -249,6 +316,7 @@ export async function denseBackward(ctx: GpuContext, args: DenseBackwardArgs): P
           args.gradOutput.buffer,
           args.lse.buffer,
           delta.buffer,
+          ...offsets,
           (partials[0] ?? args.gradKey).buffer,
           (partials[1] ?? args.gradValue).buffer,
         ],
@@ -266,5 +334,6 @@ export async function denseBackward(ctx: GpuContext, args: DenseBackwardArgs): P
   } finally {
     ctx.releaseTensor(delta);
     for (const p of partials) ctx.releaseTensor(p);
+    for (const b of offsets) ctx.retire(b);
   }
 }

@@ -30,6 +30,12 @@ export interface DenseForwardSpec {
   readonly dim: number;
   readonly dimV: number;
   readonly causal: boolean;
+  /**
+   * Variable-length sequences packed along the token axis (batch 1; NATTEN's varlen FMHA): `cu_q` / `cu_kv` bindings
+   * (u32, `seqs + 1` cumulative offsets) give each sequence's queries and keys; a query attends to its own
+   * sequence's keys only (causal: top-left within the sequence).
+   */
+  readonly varlen?: boolean;
 }
 
 export const DENSE_UNIFORMS: readonly UniformField[] = [
@@ -38,7 +44,85 @@ export const DENSE_UNIFORMS: readonly UniformField[] = [
   { name: 'heads', type: 'u32' },
   { name: 'heads_kv', type: 'u32' },
   { name: 'scale', type: 'f32' },
+  /** Packed sequences (varlen), else 1. */
+  { name: 'seqs', type: 'u32' },
 ];
+
+/**
+ * WGSL of the varlen helpers: the sequence holding packed query (key) `t`, by binary search of the cumulative offsets,
+ * and the two workgroup words a workgroup's union range goes through (`workgroupUniformLoad`).
+ */
+function varlenHelpers(on: boolean | undefined): string {
+  if (on !== true) return '';
+  const search = (name: string, cu: string): string => `fn ${name}(t: u32) -> u32 {
+  var lo = 0u;
+  var hi = params.seqs;
+  loop {
+    if (hi - lo <= 1u) { break; }
+    let mid = (lo + hi) / 2u;
+    if (${cu}[mid] <= t) { lo = mid; } else { hi = mid; }
+  }
+  return lo;
+}`;
+  return `${search('seq_q', 'cu_q')}
+${search('seq_kv', 'cu_kv')}
+var<workgroup> range_lo: u32;
+var<workgroup> range_hi: u32;
+`;
+}
+
+/** Storage declarations; `cu_q` / `cu_kv` are u32, `lse` / `delta` (and `f32Names`) f32, the rest the tensor type. */
+function denseDecls(bindings: readonly StorageBinding[], T: string, f32Names: readonly string[] = []): string {
+  const elem = (name: string): string => (name === 'cu_q' || name === 'cu_kv' ? 'u32' : name === 'lse' || name === 'delta' || f32Names.includes(name) ? 'f32' : T);
+  return bindings.map((b, i) => `@group(0) @binding(${i}) var<storage, ${b.access}> ${b.name}: array<${elem(b.name)}>;`).join('\n');
+}
+
+const CU_BINDINGS: readonly StorageBinding[] = [
+  { name: 'cu_q', access: 'read' },
+  { name: 'cu_kv', access: 'read' },
+];
+
+/**
+ * WGSL of a query-walking kernel's key ranges: the workgroup's union `[u0, u1)` (uniform) and this query's own
+ * `[qk0, qk1)`, with `kv_base` the key row offset of its batch and key head.
+ */
+function queryKeyRanges(spec: DenseForwardSpec, WG: number): string {
+  if (spec.varlen !== true) {
+    return `  let last_q = min(wg.x * ${WG}u + ${WG - 1}u, params.queries - 1u);
+  let u0 = 0u;
+  let u1 = ${spec.causal ? 'min(params.keys, last_q + 1u)' : 'params.keys'};
+  let kv_base = b * params.keys * params.heads_kv + hk;
+  let qk0 = 0u;
+  let qk1 = ${spec.causal ? 'min(params.keys, i + 1u)' : 'params.keys'};`;
+  }
+  return `  let last_q = min(wg.x * ${WG}u + ${WG - 1}u, params.queries - 1u);
+  if (lid == 0u) {
+    range_lo = cu_kv[seq_q(wg.x * ${WG}u)];
+    range_hi = cu_kv[seq_q(last_q) + 1u];
+  }
+  let u0 = workgroupUniformLoad(&range_lo);
+  let u1 = workgroupUniformLoad(&range_hi);
+  let kv_base = hk;
+  let sq = seq_q(min(i, params.queries - 1u));
+  let qk0 = cu_kv[sq];
+  let qk1 = ${spec.causal ? 'min(cu_kv[sq + 1u], qk0 + (min(i, params.queries - 1u) - cu_q[sq]) + 1u)' : 'cu_kv[sq + 1u]'};`;
+}
+
+/** WGSL staging one chunk of K and V rows from key `k0` (keys past `u1` zero). */
+function stageKv(WG: number): string {
+  return `    for (var e = lid; e < BK * D; e += ${WG}u) {
+      let j = k0 + e / D;
+      ks[e] = select(0.0, f32(key[(kv_base + min(j, u1 - 1u) * params.heads_kv) * D + e % D]), j < u1);
+    }
+    for (var e = lid; e < BK * DV; e += ${WG}u) {
+      let j = k0 + e / DV;
+      vs[e] = select(0.0, f32(value[(kv_base + min(j, u1 - 1u) * params.heads_kv) * DV + e % DV]), j < u1);
+    }
+    workgroupBarrier();
+    // This query's keys in the chunk: [k0 + lo, k0 + hi).
+    let lo = select(0u, qk0 - k0, qk0 > k0);
+    let hi = select(0u, min(BK, qk1 - k0), valid && qk1 > k0);`;
+}
 
 /** Keys staged per chunk: the largest power of two whose K and V rows (f32) fit the staging bytes, at most 32. */
 export function denseKeyChunk(dim: number, dimV: number): number {
@@ -68,14 +152,14 @@ export function generateDenseForward(spec: DenseForwardSpec): GeneratedKernel {
     { name: 'query', access: 'read' },
     { name: 'key', access: 'read' },
     { name: 'value', access: 'read' },
+    ...(spec.varlen === true ? CU_BINDINGS : []),
     { name: 'output', access: 'read_write' },
     { name: 'lse', access: 'read_write' },
   ];
-  const elem = (name: string): string => (name === 'lse' ? 'f32' : T);
   const code = `// ${key}
-${enableDirectives(spec.dtype)}${bindings.map((b, i) => `@group(0) @binding(${i}) var<storage, ${b.access}> ${b.name}: array<${elem(b.name)}>;`).join('\n')}
+${enableDirectives(spec.dtype)}${denseDecls(bindings, T)}
 ${uniformDecl(DENSE_UNIFORMS, bindings.length)}
-const D = ${D}u;
+${varlenHelpers(spec.varlen)}const D = ${D}u;
 const DV = ${DV}u;
 const BK = ${BK}u;
 var<workgroup> ks: array<f32, ${BK * D}>;
@@ -95,26 +179,13 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
   var m = -3.0e38;
   var l = 0.0;
   var s: array<f32, ${BK}>;
-  // Keys any query of this workgroup sees (causal: up to its last query).
-  let last_q = min(wg.x * ${WG}u + ${WG - 1}u, params.queries - 1u);
-  let n_keys = ${spec.causal ? 'min(params.keys, last_q + 1u)' : 'params.keys'};
-  let kv_base = b * params.keys * params.heads_kv + hk;
-  for (var k0 = 0u; k0 < n_keys; k0 += BK) {
-    for (var e = lid; e < BK * D; e += ${WG}u) {
-      let j = k0 + e / D;
-      ks[e] = select(0.0, f32(key[(kv_base + min(j, params.keys - 1u) * params.heads_kv) * D + e % D]), j < params.keys);
-    }
-    for (var e = lid; e < BK * DV; e += ${WG}u) {
-      let j = k0 + e / DV;
-      vs[e] = select(0.0, f32(value[(kv_base + min(j, params.keys - 1u) * params.heads_kv) * DV + e % DV]), j < params.keys);
-    }
-    workgroupBarrier();
-    // This query's keys in the chunk: [k0, k0 + kn).
-    let lim = ${spec.causal ? 'min(params.keys, i + 1u)' : 'params.keys'};
-    let kn = select(0u, min(BK, lim - k0), valid && lim > k0);
-    if (kn > 0u) {
+  // Keys any query of this workgroup sees [u0, u1) (causal: up to its last query), and this query's [qk0, qk1).
+${queryKeyRanges(spec, WG)}
+  for (var k0 = u0; k0 < u1; k0 += BK) {
+${stageKv(WG)}
+    if (hi > lo) {
       var cm = m;
-      for (var jj = 0u; jj < kn; jj++) {
+      for (var jj = lo; jj < hi; jj++) {
         var dot = 0.0;
         for (var c = 0u; c < D; c++) { dot += q[c] * ks[jj * D + c]; }
         s[jj] = dot;
@@ -123,7 +194,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
       let corr = exp(m - cm);
       l = l * corr;
       for (var c = 0u; c < DV; c++) { acc[c] = acc[c] * corr; }
-      for (var jj = 0u; jj < kn; jj++) {
+      for (var jj = lo; jj < hi; jj++) {
         let p = exp(s[jj] - cm);
         l += p;
         for (var c = 0u; c < DV; c++) { acc[c] += p * vs[jj * DV + c]; }
@@ -227,8 +298,7 @@ export interface DenseBackwardSpec extends DenseForwardSpec {
 
 export const DENSE_BACKWARD_UNIFORMS: readonly UniformField[] = [
   ...DENSE_UNIFORMS,
-  /** dK/dV kernel: query positions per split (grid y), and the elements of one split's dK (dV) partial. */
-  { name: 'split_rows', type: 'u32' },
+  /** dK/dV kernel: the elements of one split's dK (dV) partial. */
   { name: 'k_elems', type: 'u32' },
   { name: 'v_elems', type: 'u32' },
 ];
@@ -260,14 +330,14 @@ export function generateDenseBackwardQuery(spec: DenseBackwardSpec): GeneratedKe
     { name: 'output', access: 'read' },
     { name: 'grad_output', access: 'read' },
     { name: 'lse', access: 'read' },
+    ...(spec.varlen === true ? CU_BINDINGS : []),
     { name: 'grad_query', access: 'read_write' },
     { name: 'delta', access: 'read_write' },
   ];
-  const elem = (name: string): string => (name === 'lse' || name === 'delta' ? 'f32' : T);
   const code = `// ${key}
-${enableDirectives(spec.dtype)}${bindings.map((b, i) => `@group(0) @binding(${i}) var<storage, ${b.access}> ${b.name}: array<${elem(b.name)}>;`).join('\n')}
+${enableDirectives(spec.dtype)}${denseDecls(bindings, T)}
 ${uniformDecl(DENSE_BACKWARD_UNIFORMS, bindings.length)}
-const D = ${D}u;
+${varlenHelpers(spec.varlen)}const D = ${D}u;
 const DV = ${DV}u;
 const BK = ${BK}u;
 var<workgroup> ks: array<f32, ${BK * D}>;
@@ -291,22 +361,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
   }
   let l = lse[qrow];
   var dq: array<f32, ${D}>;
-  let last_q = min(wg.x * ${WG}u + ${WG - 1}u, params.queries - 1u);
-  let n_keys = ${spec.causal ? 'min(params.keys, last_q + 1u)' : 'params.keys'};
-  let kv_base = b * params.keys * params.heads_kv + hk;
-  for (var k0 = 0u; k0 < n_keys; k0 += BK) {
-    for (var e = lid; e < BK * D; e += ${WG}u) {
-      let j = k0 + e / D;
-      ks[e] = select(0.0, f32(key[(kv_base + min(j, params.keys - 1u) * params.heads_kv) * D + e % D]), j < params.keys);
-    }
-    for (var e = lid; e < BK * DV; e += ${WG}u) {
-      let j = k0 + e / DV;
-      vs[e] = select(0.0, f32(value[(kv_base + min(j, params.keys - 1u) * params.heads_kv) * DV + e % DV]), j < params.keys);
-    }
-    workgroupBarrier();
-    let lim = ${spec.causal ? 'min(params.keys, i + 1u)' : 'params.keys'};
-    let kn = select(0u, min(BK, lim - k0), valid && lim > k0);
-    for (var jj = 0u; jj < kn; jj++) {
+${queryKeyRanges(spec, WG)}
+  for (var k0 = u0; k0 < u1; k0 += BK) {
+${stageKv(WG)}
+    for (var jj = lo; jj < hi; jj++) {
       var s = 0.0;
       for (var c = 0u; c < D; c++) { s += q[c] * ks[jj * D + c]; }
       let p = exp(params.scale * s - l);
@@ -358,15 +416,16 @@ export function generateDenseBackwardKv(spec: DenseBackwardSpec): GeneratedKerne
     { name: 'grad_output', access: 'read' },
     { name: 'lse', access: 'read' },
     { name: 'delta', access: 'read' },
+    ...(spec.varlen === true ? CU_BINDINGS : []),
     { name: 'grad_key', access: 'read_write' },
     { name: 'grad_value', access: 'read_write' },
   ];
-  const elem = (name: string): string => (name === 'lse' || name === 'delta' || (partial && (name === 'grad_key' || name === 'grad_value')) ? 'f32' : T);
   const OUT = partial ? 'f32' : T;
+  const varlen = spec.varlen === true;
   const code = `// ${key}
-${enableDirectives(spec.dtype)}${bindings.map((b, i) => `@group(0) @binding(${i}) var<storage, ${b.access}> ${b.name}: array<${elem(b.name)}>;`).join('\n')}
+${enableDirectives(spec.dtype)}${denseDecls(bindings, T, partial ? ['grad_key', 'grad_value'] : [])}
 ${uniformDecl(DENSE_BACKWARD_UNIFORMS, bindings.length)}
-const D = ${D}u;
+${varlenHelpers(spec.varlen)}const D = ${D}u;
 const DV = ${DV}u;
 const BQ = ${BQ}u;
 var<workgroup> qs: array<f32, ${BQ * D}>;
@@ -375,7 +434,7 @@ var<workgroup> ls: array<f32, ${BQ}>;
 var<workgroup> dls: array<f32, ${BQ}>;
 
 @compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let bh = wg.z;
   let b = bh / params.heads_kv;
   let hk = bh % params.heads_kv;
@@ -389,9 +448,29 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
   for (var c = 0u; c < DV; c++) { v[c] = f32(value[krow * DV + c]); }
   var dk: array<f32, ${D}>;
   var dv: array<f32, ${DV}>;
-  // This split's query positions; causal: a key is seen by queries at positions >= its own.
-  let q_lo = ${spec.causal ? `max(wg.y * params.split_rows, wg.x * ${WG}u)` : 'wg.y * params.split_rows'};
-  let q_hi = min((wg.y + 1u) * params.split_rows, params.queries);
+  // The query positions any key of this workgroup is seen by, [u0, u1) (causal: from the first key's position on),
+  // this split's share of them, and this key's own: its sequence's [cq0, cq1), and its position kpos in it.
+${
+  varlen
+    ? `  if (lid == 0u) {
+    range_lo = cu_q[seq_kv(wg.x * ${WG}u)];
+    range_hi = cu_q[seq_kv(min(wg.x * ${WG}u + ${WG - 1}u, params.keys - 1u)) + 1u];
+  }
+  let u0 = workgroupUniformLoad(&range_lo);
+  let u1 = workgroupUniformLoad(&range_hi);
+  let sk = seq_kv(min(j, params.keys - 1u));
+  let cq0 = cu_q[sk];
+  let cq1 = cu_q[sk + 1u];
+  let kpos = min(j, params.keys - 1u) - cu_kv[sk];`
+    : `  let u0 = ${spec.causal ? `min(wg.x * ${WG}u, params.queries)` : '0u'};
+  let u1 = params.queries;
+  let cq0 = 0u;
+  let cq1 = params.queries;
+  let kpos = j;`
+}
+  let share = (u1 - u0 + nwg.y - 1u) / nwg.y;
+  let q_lo = min(u0 + wg.y * share, u1);
+  let q_hi = min(q_lo + share, u1);
   // Rows (position, head of the group), position-major.
   let n_rows = select(0u, (q_hi - q_lo) * group, q_hi > q_lo);
   for (var r0 = 0u; r0 < n_rows; r0 += BQ) {
@@ -415,7 +494,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     let rn = min(BQ, n_rows - r0);
     if (valid) {
       for (var rr = 0u; rr < rn; rr++) {
-        ${spec.causal ? 'if (q_lo + (r0 + rr) / group < j) { continue; }' : ''}
+        let qi = q_lo + (r0 + rr) / group;
+        if (qi < cq0 || qi >= cq1${spec.causal ? ' || qi - cq0 < kpos' : ''}) { continue; }
         var s = 0.0;
         for (var c = 0u; c < D; c++) { s += k[c] * qs[rr * D + c]; }
         let p = exp(params.scale * s - ls[rr]);
