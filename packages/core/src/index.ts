@@ -119,4 +119,4 @@ export {
 } from './checks.ts';
 export { type FlopProblem, fnaBackwardFlops, fnaFlops, fnaMacs, naAvFlops, naQkFlops } from './flops.ts';
 export { type NaBackend, OP_FAMILIES, type OpFamily, opName } from './backend.ts';
-export { type DenseDims, denseDims } from './dense.ts';
+export { checkVarlen, type DenseDims, denseDims } from './dense.ts';

@@ -109,7 +109,6 @@ export {
   type AttentionMergeArgs,
   attentionMerge,
   attentionMergeCommands,
-  checkVarlen,
   type DenseBackwardArgs,
   type DenseForwardArgs,
   denseBackward,

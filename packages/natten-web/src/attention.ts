@@ -4,7 +4,7 @@
  * (`denseForward`, `denseBackward`, `attentionMerge`, f32 math); a merge with float16 lses, and head dims past the
  * kernels' 256, read GPU tensors back, run on the host and upload the results.
  */
-import { formatShape, NattenArgumentError, type Tensor } from '@natten-web/core';
+import { checkVarlen, type DenseDims, formatShape, NattenArgumentError, type Tensor } from '@natten-web/core';
 import {
   attentionMerge as gpuAttentionMerge,
   denseBackward as gpuDenseBackward,
@@ -24,6 +24,65 @@ export interface AttentionOptions {
   /** Top-left aligned causal mask: query i sees keys j <= i. Default false. */
   readonly isCausal?: boolean | undefined;
   readonly returnLse?: boolean | undefined;
+  /**
+   * Variable-length sequences packed along the tokens (batch 1; NATTEN's varlen): each sequence's query and key
+   * counts (`seqlensQ`, `seqlensKv`), or their cumulative offsets (`cumulativeSeqlenQ`, `cumulativeSeqlenKv`: `n + 1`
+   * entries from 0 to the totals). A query attends to its own sequence's keys (causal: top-left per sequence).
+   */
+  readonly seqlensQ?: ArrayLike<number> | undefined;
+  readonly seqlensKv?: ArrayLike<number> | undefined;
+  readonly cumulativeSeqlenQ?: ArrayLike<number> | undefined;
+  readonly cumulativeSeqlenKv?: ArrayLike<number> | undefined;
+}
+
+const VARLEN_OPTIONS = ['seqlensQ', 'seqlensKv', 'cumulativeSeqlenQ', 'cumulativeSeqlenKv'] as const;
+
+/** The varlen offsets of the options (validated against the shapes), or undefined without varlen. */
+function varlenOffsets(op: string, o: Record<string, unknown>, dims: DenseDims): { cuQ: number[]; cuKv: number[] } | undefined {
+  const given = VARLEN_OPTIONS.filter((k) => o[k] !== undefined && o[k] !== null);
+  if (given.length === 0) return undefined;
+  const lengths = given.some((k) => k.startsWith('seqlens'));
+  const cumulative = given.some((k) => k.startsWith('cumulative'));
+  if (lengths && cumulative) throw new NattenArgumentError(`${op}: give seqlensQ/seqlensKv or cumulativeSeqlenQ/cumulativeSeqlenKv, not both forms (got ${given.join(', ')})`);
+  const list = (k: string): number[] | undefined => {
+    const v = o[k];
+    if (v === undefined || v === null) return undefined;
+    if (typeof v !== 'object' || typeof (v as ArrayLike<number>).length !== 'number') throw new NattenArgumentError(`${op}: ${k} must be an array of integers, got ${String(v)}`);
+    return Array.from(v as ArrayLike<number>, Number);
+  };
+  if (cumulative) {
+    const cuQ = list('cumulativeSeqlenQ');
+    const cuKv = list('cumulativeSeqlenKv');
+    checkVarlen(op, dims, cuQ, cuKv);
+    return { cuQ: cuQ as number[], cuKv: cuKv as number[] };
+  }
+  const sq = list('seqlensQ');
+  const skv = list('seqlensKv');
+  if (sq === undefined || skv === undefined) throw new NattenArgumentError(`${op}: ${sq === undefined ? 'seqlensKv was given without seqlensQ' : 'seqlensQ was given without seqlensKv'}; pass both or neither`);
+  for (const [k, xs] of [
+    ['seqlensQ', sq],
+    ['seqlensKv', skv],
+  ] as const) {
+    xs.forEach((x, i) => {
+      if (!Number.isInteger(x) || x < 0) throw new NattenArgumentError(`${op}: ${k}[${i}]=${x} must be a non-negative integer`);
+    });
+  }
+  const cum = (xs: number[]): number[] => xs.reduce((a, x) => [...a, (a[a.length - 1] as number) + x], [0]);
+  const cuQ = cum(sq);
+  const cuKv = cum(skv);
+  checkVarlen(op, dims, cuQ, cuKv);
+  return { cuQ, cuKv };
+}
+
+/** Run `f` on each packed sequence's slices of heads-last host arrays (batch 1), with that sequence's dims. */
+function perSequence(dims: DenseDims, v: { cuQ: number[]; cuKv: number[] }, f: (d: DenseDims, q0: number, k0: number) => void): void {
+  for (let s = 0; s + 1 < v.cuQ.length; s++) {
+    const q0 = v.cuQ[s] as number;
+    const k0 = v.cuKv[s] as number;
+    const nq = (v.cuQ[s + 1] as number) - q0;
+    if (nq === 0) continue;
+    f({ ...dims, queries: nq, keys: (v.cuKv[s + 1] as number) - k0 }, q0, k0);
+  }
 }
 
 export interface AttentionFunction {
@@ -76,9 +135,10 @@ function causalFlag(op: string, v: unknown): boolean {
  */
 export const attention: AttentionFunction = (async (query: AnyTensor, key: AnyTensor, value: AnyTensor, options: unknown = {}) => {
   const op = 'attention';
-  const o = checkOptions(op, options, ['scale', 'isCausal', 'returnLse']);
+  const o = checkOptions(op, options, ['scale', 'isCausal', 'returnLse', ...VARLEN_OPTIONS]);
   placement(op, { query, key, value });
   const dims = denseDims(op, query.shape, key.shape, value.shape);
+  const varlen = varlenOffsets(op, o, dims);
   if (key.dtype !== query.dtype || value.dtype !== query.dtype) {
     throw new NattenArgumentError(`${op}: query ${query.dtype}, key ${key.dtype} and value ${value.dtype} must share one dtype`);
   }
@@ -93,11 +153,23 @@ export const attention: AttentionFunction = (async (query: AnyTensor, key: AnyTe
     op,
     { query, key, value },
     (t) => {
-      const r = denseForward(dims, values(t.query as Tensor), values(t.key as Tensor), values(t.value as Tensor), scale, causal);
-      return { output: hostTensor(outShape, query.dtype, r.out), lse: hostTensor(outShape.slice(0, 3), 'float32', r.lse) };
+      const [qv, kv, vv] = [values(t.query as Tensor), values(t.key as Tensor), values(t.value as Tensor)];
+      if (!varlen) {
+        const r = denseForward(dims, qv, kv, vv, scale, causal);
+        return { output: hostTensor(outShape, query.dtype, r.out), lse: hostTensor(outShape.slice(0, 3), 'float32', r.lse) };
+      }
+      const { heads: H, headsKv: Hk, dim: D, dimV: Dv } = dims;
+      const out = new Float64Array(dims.queries * H * Dv);
+      const lse = new Float64Array(dims.queries * H);
+      perSequence(dims, varlen, (d, q0, k0) => {
+        const r = denseForward(d, qv.subarray(q0 * H * D, (q0 + d.queries) * H * D), kv.subarray(k0 * Hk * D, (k0 + d.keys) * Hk * D), vv.subarray(k0 * Hk * Dv, (k0 + d.keys) * Hk * Dv), scale, causal);
+        out.set(r.out, q0 * H * Dv);
+        lse.set(r.lse, q0 * H);
+      });
+      return { output: hostTensor(outShape, query.dtype, out), lse: hostTensor(outShape.slice(0, 3), 'float32', lse) };
     },
     async (ctx, g) => {
-      if (selfAttention(dims)) {
+      if (selfAttention(dims) && !varlen) {
         // As many queries as keys: 1-D NA whose window is the whole sequence (causal: keys 0..i), on the fused
         // (tensor-core where the adapter has them) kernels.
         const r = await na1d(g.query as GpuTensor, g.key as GpuTensor, g.value as GpuTensor, { kernelSize: dims.keys, isCausal: causal, scale, returnLse: true });
@@ -107,7 +179,16 @@ export const attention: AttentionFunction = (async (query: AnyTensor, key: AnyTe
       if (denseForwardUnfit(ctx, dims) !== undefined) return undefined;
       const dtype = query.dtype as GpuTensor['dtype'];
       const outs = await withGpuOutputs(ctx, op, { output: { shape: outShape, dtype }, lse: { shape: outShape.slice(0, 3), dtype: 'float32' } }, (r) =>
-        gpuDenseForward(ctx, { query: g.query as GpuTensor, key: g.key as GpuTensor, value: g.value as GpuTensor, output: r.output as GpuTensor, lse: r.lse as GpuTensor, scale, isCausal: causal }),
+        gpuDenseForward(ctx, {
+          query: g.query as GpuTensor,
+          key: g.key as GpuTensor,
+          value: g.value as GpuTensor,
+          output: r.output as GpuTensor,
+          lse: r.lse as GpuTensor,
+          scale,
+          isCausal: causal,
+          ...(varlen ? { cumulativeSeqlenQ: varlen.cuQ, cumulativeSeqlenKv: varlen.cuKv } : {}),
+        }),
       );
       return { output: outs.output as GpuTensor, lse: outs.lse as GpuTensor };
     },
@@ -126,9 +207,10 @@ export async function attentionBackward<T extends AnyTensor>(
   options: Omit<AttentionOptions, 'returnLse'> = {},
 ): Promise<{ gradQuery: OutputOf<T>; gradKey: OutputOf<T>; gradValue: OutputOf<T> }> {
   const op = 'attentionBackward';
-  const o = checkOptions(op, options, ['scale', 'isCausal']);
+  const o = checkOptions(op, options, ['scale', 'isCausal', ...VARLEN_OPTIONS]);
   placement(op, { query, key, value, output, gradOutput, lse });
   const dims = denseDims(op, query.shape, key.shape, value.shape);
+  const varlen = varlenOffsets(op, o, dims);
   const outShape = [dims.batch, dims.queries, dims.heads, dims.dimV];
   for (const [name, t, shape] of [
     ['output', output, outShape],
@@ -145,25 +227,37 @@ export async function attentionBackward<T extends AnyTensor>(
     op,
     { query, key, value, output, gradOutput, lse },
     (t) => {
-      const g = denseBackward(
-        dims,
-        values(t.query as Tensor),
-        values(t.key as Tensor),
-        values(t.value as Tensor),
-        values(t.output as Tensor),
-        values(t.gradOutput as Tensor),
-        values(t.lse as Tensor),
-        scale,
-        causal,
-      );
+      const [qv, kv, vv, ov, gv, lv] = [t.query, t.key, t.value, t.output, t.gradOutput, t.lse].map((x) => values(x as Tensor)) as [
+        Float64Array,
+        Float64Array,
+        Float64Array,
+        Float64Array,
+        Float64Array,
+        Float64Array,
+      ];
+      let grads: { dq: Float64Array; dk: Float64Array; dv: Float64Array };
+      if (!varlen) grads = denseBackward(dims, qv, kv, vv, ov, gv, lv, scale, causal);
+      else {
+        const { heads: H, headsKv: Hk, dim: D, dimV: Dv } = dims;
+        grads = { dq: new Float64Array(qv.length), dk: new Float64Array(kv.length), dv: new Float64Array(vv.length) };
+        const all = grads;
+        perSequence(dims, varlen, (d, q0, k0) => {
+          const qs = (x: Float64Array, w: number) => x.subarray(q0 * H * w, (q0 + d.queries) * H * w);
+          const ks = (x: Float64Array, w: number) => x.subarray(k0 * Hk * w, (k0 + d.keys) * Hk * w);
+          const r = denseBackward(d, qs(qv, D), ks(kv, D), ks(vv, Dv), qs(ov, Dv), qs(gv, Dv), lv.subarray(q0 * H, (q0 + d.queries) * H), scale, causal);
+          all.dq.set(r.dq, q0 * H * D);
+          all.dk.set(r.dk, k0 * Hk * D);
+          all.dv.set(r.dv, k0 * Hk * Dv);
+        });
+      }
       return {
-        gradQuery: hostTensor(query.shape, query.dtype, g.dq),
-        gradKey: hostTensor(key.shape, key.dtype, g.dk),
-        gradValue: hostTensor(value.shape, value.dtype, g.dv),
+        gradQuery: hostTensor(query.shape, query.dtype, grads.dq),
+        gradKey: hostTensor(key.shape, key.dtype, grads.dk),
+        gradValue: hostTensor(value.shape, value.dtype, grads.dv),
       };
     },
     async (ctx, g) => {
-      if (selfAttention(dims) && lse.dtype === 'float32') {
+      if (selfAttention(dims) && lse.dtype === 'float32' && !varlen) {
         const r = await na1dBackward(
           g.query as GpuTensor,
           g.key as GpuTensor,
@@ -190,6 +284,7 @@ export async function attentionBackward<T extends AnyTensor>(
           gradValue: r.gradValue as GpuTensor,
           scale,
           isCausal: causal,
+          ...(varlen ? { cumulativeSeqlenQ: varlen.cuQ, cumulativeSeqlenKv: varlen.cuKv } : {}),
         }),
       );
       return { gradQuery: outs.gradQuery as GpuTensor, gradKey: outs.gradKey as GpuTensor, gradValue: outs.gradValue as GpuTensor };

@@ -113,3 +113,56 @@ describe('mergeAttentions', () => {
     await expect(mergeAttentions([o, o], [l, rnd([1, 3, 3])])).rejects.toThrow('mergeAttentions: lses[1] must have shape [1, 3, 2]');
   });
 });
+
+describe('variable-length attention (packed sequences, batch 1)', () => {
+  const seqQ = [3, 0, 6, 1];
+  const seqKv = [4, 2, 6, 3];
+  const S = 10;
+  const N = 15;
+  /** The packed tensor's rows [t0, t0 + n) as a tensor of batch 1. */
+  const rows = (t: Tensor, t0: number, n: number): Tensor => {
+    const w = (t.shape[2] as number) * (t.shape[3] as number);
+    return tensor([1, n, t.shape[2] as number, t.shape[3] as number], 'float64', toFloat64Values(t).slice(t0 * w, (t0 + n) * w));
+  };
+  it.each([false, true])('each sequence attends to its own keys, as separate calls do (causal %s); forward and backward', async (causal) => {
+    const q = rnd([1, S, 4, 8], 'float64');
+    const k = rnd([1, N, 2, 8], 'float64');
+    const v = rnd([1, N, 2, 3], 'float64');
+    const dO = rnd([1, S, 4, 3], 'float64');
+    const r = await attention(q, k, v, { returnLse: true, isCausal: causal, seqlensQ: seqQ, seqlensKv: seqKv });
+    const cum = await attention(q, k, v, { returnLse: true, isCausal: causal, cumulativeSeqlenQ: [0, 3, 3, 9, 10], cumulativeSeqlenKv: [0, 4, 6, 12, 15] });
+    expectClose(cum.output, r.output, 0);
+    const g = await attentionBackward(q, k, v, r.output, dO, r.lse, { isCausal: causal, seqlensQ: seqQ, seqlensKv: seqKv });
+    let q0 = 0;
+    let k0 = 0;
+    for (let s = 0; s < seqQ.length; s++) {
+      const nq = seqQ[s] as number;
+      const nk = seqKv[s] as number;
+      if (nq > 0) {
+        const part = await attention(rows(q, q0, nq), rows(k, k0, nk), rows(v, k0, nk), { returnLse: true, isCausal: causal });
+        const d = direct(rows(q, q0, nq), rows(k, k0, nk), rows(v, k0, nk), 8 ** -0.5, causal);
+        expectClose(rows(r.output, q0, nq), tensor(part.output.shape, 'float64', d.out), 1e-12);
+        const pg = await attentionBackward(rows(q, q0, nq), rows(k, k0, nk), rows(v, k0, nk), part.output, rows(dO, q0, nq), part.lse, { isCausal: causal });
+        expectClose(rows(g.gradQuery, q0, nq), pg.gradQuery, 1e-12);
+        expectClose(rows(g.gradKey, k0, nk), pg.gradKey, 1e-12);
+        expectClose(rows(g.gradValue, k0, nk), pg.gradValue, 1e-12);
+      } else {
+        // Keys of a sequence without queries get no gradient.
+        expect(Array.from(toFloat64Values(rows(g.gradKey, k0, nk))).every((x) => x === 0)).toBe(true);
+      }
+      q0 += nq;
+      k0 += nk;
+    }
+  });
+
+  it('names the argument and the rule', async () => {
+    const q = rnd([1, S, 4, 8]);
+    const k = rnd([1, N, 2, 8]);
+    await expect(attention(q, k, k, { seqlensQ: seqQ })).rejects.toThrow('attention: seqlensQ was given without seqlensKv; pass both or neither');
+    await expect(attention(q, k, k, { seqlensQ: seqQ, cumulativeSeqlenKv: [0, 15] })).rejects.toThrow('attention: give seqlensQ/seqlensKv or cumulativeSeqlenQ/cumulativeSeqlenKv, not both forms');
+    await expect(attention(q, k, k, { seqlensQ: [3, 7], seqlensKv: [5, 9] })).rejects.toThrow('attention: cumulativeSeqlenKv ends at 14 but there are 15 keys');
+    await expect(attention(q, k, k, { seqlensQ: [3, -1, 8], seqlensKv: [5, 5, 5] })).rejects.toThrow('attention: seqlensQ[1]=-1 must be a non-negative integer');
+    await expect(attention(q, k, k, { seqlensQ: [4, 6], seqlensKv: [0, 15] })).rejects.toThrow('attention: sequence 0 has 4 queries but no keys; a query needs at least one key');
+    await expect(attention(rnd([2, 5, 4, 8]), rnd([2, 5, 2, 8]), rnd([2, 5, 2, 8]), { seqlensQ: [5], seqlensKv: [5] })).rejects.toThrow('attention: variable-length sequences are packed along the tokens, so batch must be 1, got 2');
+  });
+});

@@ -221,6 +221,22 @@ describe('GPU tensors stay on the GPU', () => {
     for (const name of ['gradQuery', 'gradKey', 'gradValue'] as const) expectClose(await toHost(gb[name]), hb[name], 2e-4);
   });
 
+  it.each([false, true])('variable-length attention on GPU tensors matches the host, forward and backward (causal %s)', async (causal) => {
+    const varlen = { seqlensQ: [3, 0, 70, 1], seqlensKv: [4, 2, 33, 3] };
+    const q = rnd([1, 74, 4, 8]);
+    const k = rnd([1, 42, 2, 8]);
+    const v = rnd([1, 42, 2, 6]);
+    const dO = rnd([1, 74, 4, 6]);
+    const [gq, gk, gv, gdO] = await Promise.all([q, k, v, dO].map((t) => toGpu(t)));
+    const g = await attention(gq, gk, gv, { ...varlen, isCausal: causal, returnLse: true });
+    const h = await attention(q, k, v, { ...varlen, isCausal: causal, returnLse: true });
+    expectClose(await toHost(g.output), h.output, 1e-4);
+    expectClose(await toHost(g.lse), h.lse, 1e-4);
+    const gb = await attentionBackward(gq, gk, gv, g.output, gdO, g.lse, { ...varlen, isCausal: causal });
+    const hb = await attentionBackward(q, k, v, await toHost(g.output), dO, await toHost(g.lse), { ...varlen, isCausal: causal });
+    for (const name of ['gradQuery', 'gradKey', 'gradValue'] as const) expectClose(await toHost(gb[name]), hb[name], 2e-4);
+  });
+
   it.each(['float32', 'float16'] as const)('additional KV (2-D, GQA, Dv != D), causal attention and a 3-way merge run on the GPU kernels (%s)', async (dtype) => {
     const ctx = await gpuContext('test');
     const tol = dtype === 'float32' ? 1e-4 : 3e-3;

@@ -3,7 +3,7 @@
  * `generateDenseForward` and `generateAttentionMerge`): the additional-KV path of `na{1,2,3}d`, `attention` and
  * `mergeAttentions` of the umbrella. Heads-last; f32 math and accumulation; lse float32.
  */
-import { type DenseDims, denseDims, formatShape, NattenArgumentError } from '@natten-web/core';
+import { checkVarlen, type DenseDims, denseDims, formatShape, NattenArgumentError } from '@natten-web/core';
 import {
   checkGpuDType,
   DENSE_MAX_DIM,
@@ -42,35 +42,6 @@ export interface DenseForwardArgs {
 }
 
 const FWD = 'attention';
-
-/** Check the varlen offsets (throws naming the argument and the rule); the sequence count, or 0 without varlen. */
-export function checkVarlen(op: string, dims: DenseDims, cuQ: ArrayLike<number> | undefined, cuKv: ArrayLike<number> | undefined): number {
-  if (cuQ === undefined && cuKv === undefined) return 0;
-  if (cuQ === undefined || cuKv === undefined) {
-    throw new NattenArgumentError(`${op}: ${cuQ === undefined ? 'cumulativeSeqlenKv was given without cumulativeSeqlenQ' : 'cumulativeSeqlenQ was given without cumulativeSeqlenKv'}; pass both or neither`);
-  }
-  if (dims.batch !== 1) throw new NattenArgumentError(`${op}: variable-length sequences are packed along the tokens, so batch must be 1, got ${dims.batch}`);
-  if (cuQ.length !== cuKv.length) throw new NattenArgumentError(`${op}: cumulativeSeqlenQ has ${cuQ.length} entries but cumulativeSeqlenKv has ${cuKv.length}; both are n + 1 for n sequences`);
-  if (cuQ.length < 2) throw new NattenArgumentError(`${op}: cumulative sequence lengths need at least 2 entries (0 and the total), got ${cuQ.length}`);
-  for (const [name, cu, total, what] of [
-    ['cumulativeSeqlenQ', cuQ, dims.queries, 'queries'],
-    ['cumulativeSeqlenKv', cuKv, dims.keys, 'keys'],
-  ] as const) {
-    if (cu[0] !== 0) throw new NattenArgumentError(`${op}: ${name}[0] must be 0, got ${cu[0]}`);
-    for (let s = 1; s < cu.length; s++) {
-      const a = cu[s - 1] as number;
-      const b = cu[s] as number;
-      if (!Number.isInteger(b) || b < a) throw new NattenArgumentError(`${op}: ${name} must be non-decreasing integers; ${name}[${s}]=${b} after ${a}`);
-    }
-    if (cu[cu.length - 1] !== total) throw new NattenArgumentError(`${op}: ${name} ends at ${cu[cu.length - 1]} but there are ${total} ${what}`);
-  }
-  for (let s = 0; s + 1 < cuQ.length; s++) {
-    const nq = (cuQ[s + 1] as number) - (cuQ[s] as number);
-    const nk = (cuKv[s + 1] as number) - (cuKv[s] as number);
-    if (nq > 0 && nk === 0) throw new NattenArgumentError(`${op}: sequence ${s} has ${nq} queries but no keys; a query needs at least one key`);
-  }
-  return cuQ.length - 1;
-}
 
 /** The varlen offsets as u32 storage buffers (destroyed after the work is submitted: `retire`). */
 function uploadOffsets(ctx: GpuContext, cu: ArrayLike<number>): GPUBuffer {
