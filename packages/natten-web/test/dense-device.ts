@@ -5,7 +5,7 @@
  * the merge ran on the host). Bundle with `tools/device/bundle.sh packages/natten-web/test/dense-device.ts`.
  */
 import { compareTensors, randn, type Tensor } from '@natten-web/core';
-import { attention, dispose, free, info, na1d, na1dBackward, na2d, na2dBackward, setBackend, synchronize, toGpu, toHost } from '../src/index.ts';
+import { attention, attentionBackward, dispose, free, info, na1d, na1dBackward, na2d, na2dBackward, setBackend, synchronize, toGpu, toHost } from '../src/index.ts';
 
 setBackend('webgpu');
 const i = await info();
@@ -64,6 +64,32 @@ for (const p of problems.filter((x) => !only || x.name.includes(only))) {
       console.log(`  attention ${p.spatial[0]}x${p.spatial[0]} dense ${dtype}: ${aMs.toFixed(3)} ms (${(flops / aMs / 1e9).toFixed(1)} TFLOP/s)`);
     }
     for (const t of [gq, gk, gv, gdO, gak, gav]) free(t as never);
+  }
+}
+// Variable-length attention: 8 packed sequences of 100-900 tokens, 8 heads, head dim 64, causal, forward and backward.
+if (!only || only === 'varlen') {
+  const lens = [412, 100, 900, 256, 640, 333, 777, 128];
+  const total = lens.reduce((a, b) => a + b, 0);
+  for (const dtype of ['float32', 'float16'] as const) {
+    const [q, k, v, dO] = [1, 2, 3, 4].map((s) => randn([1, total, 8, 64], dtype, s)) as [Tensor, Tensor, Tensor, Tensor];
+    const [gq, gk, gv, gdO] = await Promise.all([q, k, v, dO].map((t) => toGpu(t)));
+    const opts = { seqlensQ: lens, seqlensKv: lens, isCausal: true };
+    const g = await attention(gq, gk, gv, { ...opts, returnLse: true });
+    const fMs = await wall(async () => {
+      const o = await attention(gq, gk, gv, { ...opts, returnLse: true });
+      free(o.output);
+      free(o.lse);
+    }, 5);
+    const bMs = await wall(async () => {
+      const r = await attentionBackward(gq, gk, gv, g.output, gdO, g.lse, opts);
+      for (const t of Object.values(r)) free(t);
+    }, 5);
+    const h = await attention(q, k, v, { ...opts, returnLse: true });
+    const gb = await attentionBackward(gq, gk, gv, g.output, gdO, g.lse, opts);
+    const hb = await attentionBackward(q, k, v, await toHost(g.output), dO, await toHost(g.lse), opts);
+    const errs = [`out ${compareTensors(await toHost(g.output), h.output).maxAbs.toExponential(1)}`, `lse ${compareTensors(await toHost(g.lse), h.lse).maxAbs.toExponential(1)}`];
+    for (const n of ['gradQuery', 'gradKey', 'gradValue'] as const) errs.push(`${n} ${compareTensors(await toHost(gb[n]), hb[n]).maxAbs.toExponential(1)}`);
+    console.log(`varlen 8 sequences (${total} tokens) H=8 D=64 causal ${dtype}: forward ${fMs.toFixed(3)} ms, backward ${bMs.toFixed(3)} ms (wall); max |GPU - CPU|: ${errs.join(', ')}`);
   }
 }
 await dispose();
