@@ -140,6 +140,33 @@ function checkDims(gen: string, dim: number, dimV: number): void {
   }
 }
 
+/**
+ * WGSL of a query-walking kernel (forward, dQ) up to this invocation's query row: declarations, the K/V staging
+ * arrays, and in `main` the batch, head, query `i`, key head `hk`, `valid` and `qrow`.
+ */
+function queryKernelHead(key: string, spec: DenseForwardSpec, bindings: readonly StorageBinding[], uniforms: readonly UniformField[]): string {
+  const T = wgslType(spec.dtype);
+  const BK = denseKeyChunk(spec.dim, spec.dimV);
+  const WG = DENSE_QUERIES;
+  return `// ${key}
+${enableDirectives(spec.dtype)}${denseDecls(bindings, T)}
+${uniformDecl(uniforms, bindings.length)}
+${varlenHelpers(spec.varlen)}const D = ${spec.dim}u;
+const DV = ${spec.dimV}u;
+const BK = ${BK}u;
+var<workgroup> ks: array<f32, ${BK * spec.dim}>;
+var<workgroup> vs: array<f32, ${BK * spec.dimV}>;
+
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let b = wg.z;
+  let h = wg.y;
+  let i = wg.x * ${WG}u + lid;
+  let hk = h / (params.heads / params.heads_kv);
+  let valid = i < params.queries;
+  let qrow = ((b * params.queries + min(i, params.queries - 1u)) * params.heads + h);`;
+}
+
 export function generateDenseForward(spec: DenseForwardSpec): GeneratedKernel {
   checkDims('generateDenseForward', spec.dim, spec.dimV);
   const key = kernelKey('dense-forward', GEN, spec);
@@ -156,23 +183,7 @@ export function generateDenseForward(spec: DenseForwardSpec): GeneratedKernel {
     { name: 'output', access: 'read_write' },
     { name: 'lse', access: 'read_write' },
   ];
-  const code = `// ${key}
-${enableDirectives(spec.dtype)}${denseDecls(bindings, T)}
-${uniformDecl(DENSE_UNIFORMS, bindings.length)}
-${varlenHelpers(spec.varlen)}const D = ${D}u;
-const DV = ${DV}u;
-const BK = ${BK}u;
-var<workgroup> ks: array<f32, ${BK * D}>;
-var<workgroup> vs: array<f32, ${BK * DV}>;
-
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let b = wg.z;
-  let h = wg.y;
-  let i = wg.x * ${WG}u + lid;
-  let hk = h / (params.heads / params.heads_kv);
-  let valid = i < params.queries;
-  let qrow = ((b * params.queries + min(i, params.queries - 1u)) * params.heads + h);
+  const code = `${queryKernelHead(key, spec, bindings, DENSE_UNIFORMS)}
   var q: array<f32, ${D}>;
   for (var c = 0u; c < D; c++) { q[c] = f32(query[qrow * D + c]) * params.scale; }
   var acc: array<f32, ${DV}>;
@@ -334,23 +345,7 @@ export function generateDenseBackwardQuery(spec: DenseBackwardSpec): GeneratedKe
     { name: 'grad_query', access: 'read_write' },
     { name: 'delta', access: 'read_write' },
   ];
-  const code = `// ${key}
-${enableDirectives(spec.dtype)}${denseDecls(bindings, T)}
-${uniformDecl(DENSE_BACKWARD_UNIFORMS, bindings.length)}
-${varlenHelpers(spec.varlen)}const D = ${D}u;
-const DV = ${DV}u;
-const BK = ${BK}u;
-var<workgroup> ks: array<f32, ${BK * D}>;
-var<workgroup> vs: array<f32, ${BK * DV}>;
-
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let b = wg.z;
-  let h = wg.y;
-  let i = wg.x * ${WG}u + lid;
-  let hk = h / (params.heads / params.heads_kv);
-  let valid = i < params.queries;
-  let qrow = ((b * params.queries + min(i, params.queries - 1u)) * params.heads + h);
+  const code = `${queryKernelHead(key, spec, bindings, DENSE_BACKWARD_UNIFORMS)}
   var q: array<f32, ${D}>;
   for (var c = 0u; c < D; c++) { q[c] = f32(query[qrow * D + c]); }
   var go: array<f32, ${DV}>;
