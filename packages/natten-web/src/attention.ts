@@ -4,7 +4,7 @@
  * (`denseForward`, `denseBackward`, `attentionMerge`, f32 math); a merge with float16 lses, and head dims past the
  * kernels' 256, read GPU tensors back, run on the host and upload the results.
  */
-import { checkVarlen, type DenseDims, formatShape, NattenArgumentError, type Tensor } from '@natten-web/core';
+import { checkVarlen, type DenseDims, formatShape, NattenArgumentError, NattenNotImplementedError, NattenUnsupportedError, type Tensor } from '@natten-web/core';
 import {
   attentionMerge as gpuAttentionMerge,
   denseBackward as gpuDenseBackward,
@@ -118,6 +118,16 @@ async function onHostOrGpu(
   });
 }
 
+/** The NA route's result, or undefined where the NA kernels refuse the problem (argument or support errors). */
+async function viaNa<T>(run: () => Promise<T>): Promise<T | undefined> {
+  try {
+    return await run();
+  } catch (e) {
+    if (e instanceof NattenArgumentError || e instanceof NattenUnsupportedError || e instanceof NattenNotImplementedError) return undefined;
+    throw e;
+  }
+}
+
 /** Dense attention with as many keys as queries (two or more) is 1-D NA with kernel size = the sequence length. */
 function selfAttention(d: { readonly queries: number; readonly keys: number }): boolean {
   return d.queries === d.keys && d.keys >= 2;
@@ -171,9 +181,9 @@ export const attention: AttentionFunction = (async (query: AnyTensor, key: AnyTe
     async (ctx, g) => {
       if (selfAttention(dims) && !varlen) {
         // As many queries as keys: 1-D NA whose window is the whole sequence (causal: keys 0..i), on the fused
-        // (tensor-core where the adapter has them) kernels.
-        const r = await na1d(g.query as GpuTensor, g.key as GpuTensor, g.value as GpuTensor, { kernelSize: dims.keys, isCausal: causal, scale, returnLse: true });
-        return { output: r.output, lse: r.lse };
+        // (tensor-core where the adapter has them) kernels; where those refuse the problem, the dense kernel below.
+        const r = await viaNa(() => na1d(g.query as GpuTensor, g.key as GpuTensor, g.value as GpuTensor, { kernelSize: dims.keys, isCausal: causal, scale, returnLse: true }));
+        if (r) return { output: r.output, lse: r.lse };
       }
       // Head dims past the kernel's, or a grid past the device's: on the host.
       if (denseForwardUnfit(ctx, dims) !== undefined) return undefined;
@@ -258,16 +268,14 @@ export async function attentionBackward<T extends AnyTensor>(
     },
     async (ctx, g) => {
       if (selfAttention(dims) && lse.dtype === 'float32' && !varlen) {
-        const r = await na1dBackward(
-          g.query as GpuTensor,
-          g.key as GpuTensor,
-          g.value as GpuTensor,
-          g.output as GpuTensor,
-          g.gradOutput as GpuTensor,
-          g.lse as GpuTensor,
-          { kernelSize: dims.keys, isCausal: causal, scale },
+        const r = await viaNa(() =>
+          na1dBackward(g.query as GpuTensor, g.key as GpuTensor, g.value as GpuTensor, g.output as GpuTensor, g.gradOutput as GpuTensor, g.lse as GpuTensor, {
+            kernelSize: dims.keys,
+            isCausal: causal,
+            scale,
+          }),
         );
-        return { gradQuery: r.gradQuery, gradKey: r.gradKey, gradValue: r.gradValue };
+        if (r) return { gradQuery: r.gradQuery, gradKey: r.gradKey, gradValue: r.gradValue };
       }
       if (denseForwardUnfit(ctx, dims) !== undefined || lse.dtype !== 'float32') return undefined;
       const dtype = query.dtype as GpuTensor['dtype'];
