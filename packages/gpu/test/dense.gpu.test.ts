@@ -279,3 +279,61 @@ describe('variable-length (packed) dense attention on WebGPU against an f64 refe
     await expect(denseForward(ctx, { ...b2, cumulativeSeqlenQ: [0, 3], cumulativeSeqlenKv: [0, 5] })).rejects.toThrow('attention: variable-length sequences are packed along the tokens, so batch must be 1, got 2');
   });
 });
+
+describe('variable-length dense attention, random cases (seeded)', () => {
+  /** A small seeded generator (LCG), so the cases are the same in every run. */
+  const rng = (seed: number) => {
+    let x = seed >>> 0;
+    return (n: number): number => {
+      x = (Math.imul(x, 1664525) + 1013904223) >>> 0;
+      return x % n;
+    };
+  };
+  const cases = Array.from({ length: 6 }, (_, c) => {
+    const r = rng(1000 + c);
+    const seqs = 1 + r(6);
+    // The first sequence has queries; later ones may be empty.
+    const seqQ = Array.from({ length: seqs }, (_, i) => (i > 0 && r(5) === 0 ? 0 : 1 + r(90)));
+    const seqKv = seqQ.map((q) => (q === 0 && r(2) === 0 ? 0 : 1 + r(70)));
+    const Hkv = [1, 2][r(2)] as number;
+    return { seqQ, seqKv, H: Hkv * [1, 2][r(2)]!, Hkv, D: [8, 24][r(2)] as number, Dv: [8, 16][r(2)] as number, causal: r(2) === 1 };
+  });
+  it.each(cases)('sequences q $seqQ kv $seqKv, H $H/$Hkv, D $D/$Dv, causal $causal', async (c) => {
+    const ctx = await gpuContext();
+    const cum = (xs: number[]): number[] => xs.reduce((a, x) => [...a, (a[a.length - 1] as number) + x], [0]);
+    const cuQ = cum(c.seqQ);
+    const cuKv = cum(c.seqKv);
+    const S = cuQ[cuQ.length - 1] as number;
+    const N = cuKv[cuKv.length - 1] as number;
+    const { H, Hkv, D, Dv } = c;
+    const q = randn([1, S, H, D], 'float32', 1);
+    const k = randn([1, N, Hkv, D], 'float32', 2);
+    const v = randn([1, N, Hkv, Dv], 'float32', 3);
+    const dO = randn([1, S, H, Dv], 'float32', 4);
+    const scale = 0.3;
+    const [qv, kv, vv, dv] = [q, k, v, dO].map((t) => toFloat64Values(t)) as [Float64Array, Float64Array, Float64Array, Float64Array];
+    const want = { out: new Float64Array(S * H * Dv), dq: new Float64Array(S * H * D), dk: new Float64Array(N * Hkv * D), dv: new Float64Array(N * Hkv * Dv) };
+    c.seqQ.forEach((nq, s) => {
+      if (nq === 0) return;
+      const d = { B: 1, S: nq, N: c.seqKv[s] as number, H, Hkv, D, Dv };
+      const q0 = cuQ[s] as number;
+      const k0 = cuKv[s] as number;
+      const r = referenceBackward(d, qv.slice(q0 * H * D, (q0 + nq) * H * D), kv.slice(k0 * Hkv * D, (k0 + d.N) * Hkv * D), vv.slice(k0 * Hkv * Dv, (k0 + d.N) * Hkv * Dv), dv.slice(q0 * H * Dv, (q0 + nq) * H * Dv), scale, c.causal);
+      want.out.set(r.out, q0 * H * Dv);
+      want.dq.set(r.dq, q0 * H * D);
+      want.dk.set(r.dk, k0 * Hkv * D);
+      want.dv.set(r.dv, k0 * Hkv * Dv);
+    });
+    const [gq, gk, gv, gdO] = [q, k, v, dO].map((t) => ctx.upload(t)) as [GpuTensor, GpuTensor, GpuTensor, GpuTensor];
+    const output = ctx.createTensor([1, S, H, Dv], 'float32');
+    const lse = ctx.createTensor([1, S, H], 'float32');
+    const varlen = { cumulativeSeqlenQ: cuQ, cumulativeSeqlenKv: cuKv };
+    await denseForward(ctx, { query: gq, key: gk, value: gv, output, lse, scale, isCausal: c.causal, ...varlen });
+    const grads = { gradQuery: ctx.createTensor(q.shape, 'float32'), gradKey: ctx.createTensor(k.shape, 'float32'), gradValue: ctx.createTensor(v.shape, 'float32') };
+    await denseBackward(ctx, { query: gq, key: gk, value: gv, output, lse, gradOutput: gdO, ...grads, scale, isCausal: c.causal, ...varlen });
+    expect(maxDiff(toFloat64Values(await ctx.read(output)), want.out)).toBeLessThan(2e-5);
+    expect(maxDiff(toFloat64Values(await ctx.read(grads.gradQuery)), want.dq)).toBeLessThan(1e-4);
+    expect(maxDiff(toFloat64Values(await ctx.read(grads.gradKey)), want.dk)).toBeLessThan(1e-4);
+    expect(maxDiff(toFloat64Values(await ctx.read(grads.gradValue)), want.dv)).toBeLessThan(1e-4);
+  });
+});
