@@ -199,6 +199,30 @@ describe('dense attention backward on WebGPU against an f64 reference', () => {
     expect(maxDiff(toFloat64Values(await ctx.read(gradValue)), want.dv)).toBeLessThan(tol(want.dv));
   });
 
+  it('names the argument and the rule', async () => {
+    const ctx = await gpuContext();
+    const t = (shape: number[], dtype: 'float32' | 'float16' = 'float32'): GpuTensor => ctx.createTensor(shape, dtype);
+    const base = {
+      query: t([1, 4, 2, 8]),
+      key: t([1, 3, 2, 8]),
+      value: t([1, 3, 2, 6]),
+      output: t([1, 4, 2, 6]),
+      lse: t([1, 4, 2]),
+      gradOutput: t([1, 4, 2, 6]),
+      gradQuery: t([1, 4, 2, 8]),
+      gradKey: t([1, 3, 2, 8]),
+      gradValue: t([1, 3, 2, 6]),
+      scale: 0.3,
+    };
+    await expect(denseBackward(ctx, { ...base, gradKey: t([1, 3, 2, 6]) })).rejects.toThrow('attentionBackward: gradKey must have shape [1, 3, 2, 8], got [1, 3, 2, 6]');
+    await expect(denseBackward(ctx, { ...base, gradOutput: t([1, 4, 2, 8]) })).rejects.toThrow('attentionBackward: gradOutput must have shape [1, 4, 2, 6], got [1, 4, 2, 8]');
+    await expect(denseBackward(ctx, { ...base, gradQuery: t([1, 4, 2, 8], 'float16') })).rejects.toThrow('attentionBackward: gradQuery is float16 but query is float32; pass one dtype');
+    await expect(denseBackward(ctx, { ...base, lse: t([1, 4, 2], 'float16') })).rejects.toThrow('attentionBackward: lse must be float32, got float16');
+    await expect(denseBackward(ctx, { ...base, scale: Number.POSITIVE_INFINITY })).rejects.toThrow('attentionBackward: scale must be a finite number, got Infinity');
+    await expect(denseBackward(ctx, { ...base, cumulativeSeqlenQ: [0, 4] })).rejects.toThrow('attentionBackward: cumulativeSeqlenQ was given without cumulativeSeqlenKv; pass both or neither');
+    await expect(denseBackward(ctx, base)).resolves.toBeUndefined();
+  });
+
   it('gives the same bits on a second run', async () => {
     const ctx = await gpuContext();
     const c = BWD_CASES[3] as Dims;

@@ -71,35 +71,43 @@ export function denseForwardUnfit(ctx: GpuContext, dims: DenseDims): string | un
   return undefined;
 }
 
+/**
+ * The checks the dense forward and backward share (throws naming the argument): q, k, v shapes, one dtype over q and
+ * `sameDtype` (each also of its given shape), output `[B, S, H, D_v]`, lse `[B, S, H]` float32, the kernels' fit.
+ */
+function checkDense(
+  ctx: GpuContext,
+  op: string,
+  args: Pick<DenseForwardArgs, 'query' | 'key' | 'value' | 'output' | 'lse'>,
+  sameDtype: readonly (readonly [string, GpuTensor, readonly number[] | undefined])[],
+): { dims: DenseDims; dtype: 'float32' | 'float16' } {
+  const dims = denseDims(op, args.query.shape, args.key.shape, args.value.shape);
+  const dtype = checkGpuDType(op, args.query.dtype);
+  requireF16Feature(ctx, op, dtype);
+  const outShape = [dims.batch, dims.queries, dims.heads, dims.dimV];
+  for (const [name, t, shape] of [['key', args.key, undefined], ['value', args.value, undefined], ['output', args.output, outShape], ...sameDtype] as const) {
+    if (t.dtype !== dtype) throw new NattenArgumentError(`${op}: ${name} is ${t.dtype} but query is ${dtype}; pass one dtype`);
+    if (shape) expectShape(op, name, t, shape);
+  }
+  if (args.lse.dtype !== 'float32') throw new NattenArgumentError(`${op}: lse must be float32, got ${args.lse.dtype}`);
+  expectShape(op, 'lse', args.lse, outShape.slice(0, 3));
+  const unfit = denseForwardUnfit(ctx, dims);
+  if (unfit !== undefined) throw new NattenArgumentError(`${op}: ${unfit}`);
+  return { dims, dtype };
+}
+
 /** Validate (throws naming the argument), memoised per call signature. */
 function checkDenseForward(ctx: GpuContext, args: DenseForwardArgs): { dims: DenseDims; dtype: 'float32' | 'float16' } {
   const { cumulativeSeqlenQ: _q, cumulativeSeqlenKv: _kv, ...shapes } = args;
-  return memoPerContext(ctx, 'dense-forward-check', callKey(1, { ...shapes, scale: 0 }), () => {
-    const dims = denseDims(FWD, args.query.shape, args.key.shape, args.value.shape);
-    const dtype = checkGpuDType(FWD, args.query.dtype);
-    requireF16Feature(ctx, FWD, dtype);
-    for (const [name, t] of [
-      ['key', args.key],
-      ['value', args.value],
-      ['output', args.output],
-    ] as const) {
-      if (t.dtype !== dtype) throw new NattenArgumentError(`${FWD}: ${name} is ${t.dtype} but query is ${dtype}; pass one dtype`);
-    }
-    if (args.lse.dtype !== 'float32') throw new NattenArgumentError(`${FWD}: lse must be float32, got ${args.lse.dtype}`);
-    expectShape(FWD, 'output', args.output, [dims.batch, dims.queries, dims.heads, dims.dimV]);
-    expectShape(FWD, 'lse', args.lse, [dims.batch, dims.queries, dims.heads]);
-    const unfit = denseForwardUnfit(ctx, dims);
-    if (unfit !== undefined) throw new NattenArgumentError(`${FWD}: ${unfit}`);
-    return { dims, dtype };
-  });
+  return memoPerContext(ctx, 'dense-forward-check', callKey(1, { ...shapes, scale: 0 }), () => checkDense(ctx, FWD, args, []));
 }
 
 /**
  * The dispatch of a dense forward (validated; no GPU work). With varlen, `offsets` are the u32 buffers of the
  * cumulative offsets (`uploadOffsets`).
  */
-function denseForwardCommandWith(ctx: GpuContext, args: DenseForwardArgs, seqs: number, offsets: readonly GPUBuffer[]): DispatchCommand {
-  const { dims, dtype } = checkDenseForward(ctx, args);
+function denseForwardCommandWith(ctx: GpuContext, args: DenseForwardArgs, checked: { dims: DenseDims; dtype: 'float32' | 'float16' }, seqs: number, offsets: readonly GPUBuffer[]): DispatchCommand {
+  const { dims, dtype } = checked;
   if (!Number.isFinite(args.scale)) throw new NattenArgumentError(`${FWD}: scale must be a finite number, got ${args.scale}`);
   const kernel = memoKernel('dense-forward', { dtype, dim: dims.dim, dimV: dims.dimV, causal: args.isCausal === true, ...(seqs > 0 ? { varlen: true } : {}) }, generateDenseForward);
   return {
@@ -115,16 +123,16 @@ export function denseForwardCommand(ctx: GpuContext, args: DenseForwardArgs): Di
   if (args.cumulativeSeqlenQ !== undefined || args.cumulativeSeqlenKv !== undefined) {
     throw new NattenArgumentError(`${FWD}: denseForwardCommand takes no varlen offsets (they need buffers of their own); call denseForward`);
   }
-  return denseForwardCommandWith(ctx, args, 0, []);
+  return denseForwardCommandWith(ctx, args, checkDenseForward(ctx, args), 0, []);
 }
 
 /** Dense attention on GPU tensors: `output = softmax(scale q k^T) v`, `lse` its logsumexp (outputs written in place). */
 export async function denseForward(ctx: GpuContext, args: DenseForwardArgs): Promise<void> {
-  const { dims } = checkDenseForward(ctx, args);
-  const seqs = checkVarlen(FWD, dims, args.cumulativeSeqlenQ, args.cumulativeSeqlenKv);
+  const checked = checkDenseForward(ctx, args);
+  const seqs = checkVarlen(FWD, checked.dims, args.cumulativeSeqlenQ, args.cumulativeSeqlenKv);
   const offsets = seqs > 0 ? [uploadOffsets(ctx, args.cumulativeSeqlenQ as ArrayLike<number>), uploadOffsets(ctx, args.cumulativeSeqlenKv as ArrayLike<number>)] : [];
   try {
-    await ctx.dispatch([denseForwardCommandWith(ctx, args, seqs, offsets)], FWD);
+    await ctx.dispatch([denseForwardCommandWith(ctx, args, checked, seqs, offsets)], FWD);
   } finally {
     for (const b of offsets) ctx.retire(b);
   }
@@ -231,31 +239,14 @@ function denseSplits(ctx: GpuContext, d: DenseDims): number {
  * Deterministic: no atomics.
  */
 export async function denseBackward(ctx: GpuContext, args: DenseBackwardArgs): Promise<void> {
-  const dims = denseDims(BWD, args.query.shape, args.key.shape, args.value.shape);
-  const dtype = checkGpuDType(BWD, args.query.dtype);
-  requireF16Feature(ctx, BWD, dtype);
-  for (const [name, t] of [
-    ['key', args.key],
-    ['value', args.value],
-    ['output', args.output],
-    ['gradOutput', args.gradOutput],
-    ['gradQuery', args.gradQuery],
-    ['gradKey', args.gradKey],
-    ['gradValue', args.gradValue],
-  ] as const) {
-    if (t.dtype !== dtype) throw new NattenArgumentError(`${BWD}: ${name} is ${t.dtype} but query is ${dtype}; pass one dtype`);
-  }
-  if (args.lse.dtype !== 'float32') throw new NattenArgumentError(`${BWD}: lse must be float32, got ${args.lse.dtype}`);
-  const outShape = [dims.batch, dims.queries, dims.heads, dims.dimV];
-  expectShape(BWD, 'output', args.output, outShape);
-  expectShape(BWD, 'gradOutput', args.gradOutput, outShape);
-  expectShape(BWD, 'lse', args.lse, outShape.slice(0, 3));
-  expectShape(BWD, 'gradQuery', args.gradQuery, args.query.shape);
-  expectShape(BWD, 'gradKey', args.gradKey, args.key.shape);
-  expectShape(BWD, 'gradValue', args.gradValue, args.value.shape);
+  const { dims, dtype } = checkDense(ctx, BWD, args, [
+    ['gradOutput', args.gradOutput, args.output.shape],
+    ['gradQuery', args.gradQuery, args.query.shape],
+    ['gradKey', args.gradKey, args.key.shape],
+    ['gradValue', args.gradValue, args.value.shape],
+  ]);
+  const outShape = args.output.shape;
   if (!Number.isFinite(args.scale)) throw new NattenArgumentError(`${BWD}: scale must be a finite number, got ${args.scale}`);
-  const unfit = denseForwardUnfit(ctx, dims);
-  if (unfit !== undefined) throw new NattenArgumentError(`${BWD}: ${unfit}`);
   const max = ctx.limits.maxComputeWorkgroupsPerDimension;
   if (dims.batch * dims.headsKv > max || Math.ceil(dims.keys / DENSE_QUERIES) > max) {
     throw new NattenArgumentError(`${BWD}: ${dims.keys} keys x ${dims.headsKv} key heads x batch ${dims.batch} needs more than this device's ${max} workgroups per axis`);
