@@ -300,13 +300,16 @@ async function measureItem(
       row.config = cfg;
       const b = bwdArgs;
       const runBackward = backward;
-      // fwd+bwd: both ops submitted together and timed as one span (as torch's events time flex), or with
-      // --separate-spans each submitted alone and their spans summed.
-      const both = async (): Promise<void> => {
-        await forward();
-        await (runBackward as NonNullable<typeof runBackward>)(b as FusedBackwardArgs<GpuTensor>);
-      };
-      const run = b && runBackward ? (opts.separateSpans ? both : () => ctx.batch(both, 'fwd+bwd')) : forward;
+      let run = forward;
+      if (b && runBackward) {
+        // fwd+bwd: both ops submitted together and timed as one span (as torch's events time flex), or with
+        // --separate-spans each submitted alone and their spans summed.
+        const both = async (): Promise<void> => {
+          await forward();
+          await runBackward(b);
+        };
+        run = opts.separateSpans ? both : () => ctx.batch(both, 'fwd+bwd');
+      }
       const t0 = Date.now();
       row.ours = await measureGpu(ctx, run, { warmup: Math.max(1, opts.warmup), reps: opts.reps, minReps: 3, budgetMs: opts.budgetMs, warmer });
       const clock = clocks?.window(t0, Date.now());

@@ -37,8 +37,14 @@ export interface AttentionOptions {
 
 const VARLEN_OPTIONS = ['seqlensQ', 'seqlensKv', 'cumulativeSeqlenQ', 'cumulativeSeqlenKv'] as const;
 
+/** Cumulative varlen offsets, named as the WebGPU dense ops take them. */
+interface VarlenOffsets {
+  readonly cumulativeSeqlenQ: number[];
+  readonly cumulativeSeqlenKv: number[];
+}
+
 /** The varlen offsets of the options (validated against the shapes), or undefined without varlen. */
-function varlenOffsets(op: string, o: Record<string, unknown>, dims: DenseDims): { cuQ: number[]; cuKv: number[] } | undefined {
+function varlenOffsets(op: string, o: Record<string, unknown>, dims: DenseDims): VarlenOffsets | undefined {
   const given = VARLEN_OPTIONS.filter((k) => o[k] !== undefined && o[k] !== null);
   if (given.length === 0) return undefined;
   const lengths = given.some((k) => k.startsWith('seqlens'));
@@ -54,7 +60,7 @@ function varlenOffsets(op: string, o: Record<string, unknown>, dims: DenseDims):
     const cuQ = list('cumulativeSeqlenQ');
     const cuKv = list('cumulativeSeqlenKv');
     checkVarlen(op, dims, cuQ, cuKv);
-    return { cuQ: cuQ as number[], cuKv: cuKv as number[] };
+    return { cumulativeSeqlenQ: cuQ as number[], cumulativeSeqlenKv: cuKv as number[] };
   }
   const sq = list('seqlensQ');
   const skv = list('seqlensKv');
@@ -71,17 +77,18 @@ function varlenOffsets(op: string, o: Record<string, unknown>, dims: DenseDims):
   const cuQ = cum(sq);
   const cuKv = cum(skv);
   checkVarlen(op, dims, cuQ, cuKv);
-  return { cuQ, cuKv };
+  return { cumulativeSeqlenQ: cuQ, cumulativeSeqlenKv: cuKv };
 }
 
 /** Run `f` on each packed sequence's slices of heads-last host arrays (batch 1), with that sequence's dims. */
-function perSequence(dims: DenseDims, v: { cuQ: number[]; cuKv: number[] }, f: (d: DenseDims, q0: number, k0: number) => void): void {
-  for (let s = 0; s + 1 < v.cuQ.length; s++) {
-    const q0 = v.cuQ[s] as number;
-    const k0 = v.cuKv[s] as number;
-    const nq = (v.cuQ[s + 1] as number) - q0;
+function perSequence(dims: DenseDims, v: VarlenOffsets, f: (d: DenseDims, q0: number, k0: number) => void): void {
+  const { cumulativeSeqlenQ: cuQ, cumulativeSeqlenKv: cuKv } = v;
+  for (let s = 0; s + 1 < cuQ.length; s++) {
+    const q0 = cuQ[s] as number;
+    const k0 = cuKv[s] as number;
+    const nq = (cuQ[s + 1] as number) - q0;
     if (nq === 0) continue;
-    f({ ...dims, queries: nq, keys: (v.cuKv[s + 1] as number) - k0 }, q0, k0);
+    f({ ...dims, queries: nq, keys: (cuKv[s + 1] as number) - k0 }, q0, k0);
   }
 }
 
@@ -197,7 +204,7 @@ export const attention: AttentionFunction = (async (query: AnyTensor, key: AnyTe
           lse: r.lse as GpuTensor,
           scale,
           isCausal: causal,
-          ...(varlen ? { cumulativeSeqlenQ: varlen.cuQ, cumulativeSeqlenKv: varlen.cuKv } : {}),
+          ...varlen,
         }),
       );
       return { output: outs.output as GpuTensor, lse: outs.lse as GpuTensor };
@@ -292,7 +299,7 @@ export async function attentionBackward<T extends AnyTensor>(
           gradValue: r.gradValue as GpuTensor,
           scale,
           isCausal: causal,
-          ...(varlen ? { cumulativeSeqlenQ: varlen.cuQ, cumulativeSeqlenKv: varlen.cuKv } : {}),
+          ...varlen,
         }),
       );
       return { gradQuery: outs.gradQuery as GpuTensor, gradKey: outs.gradKey as GpuTensor, gradValue: outs.gradValue as GpuTensor };

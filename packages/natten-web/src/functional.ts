@@ -178,6 +178,15 @@ function checkReturnLse(op: string, value: unknown): boolean {
   return value;
 }
 
+/**
+ * Views of NA's heads-last tensors as the dense ops' `[B, N, H, D]` (q-like, `q`), `[B, N, H, D_v]` (output-like, `o`)
+ * and `[B, N, H]` (lse, `l`), N the flattened spatial extent: the same buffers, reshaped.
+ */
+function denseViews(d: DenseDims): { q: (t: GpuTensor) => GpuTensor; o: (t: GpuTensor) => GpuTensor; l: (t: GpuTensor) => GpuTensor } {
+  const view = (shape: number[]) => (t: GpuTensor): GpuTensor => ({ ...t, shape });
+  return { q: view([d.batch, d.queries, d.heads, d.dim]), o: view([d.batch, d.queries, d.heads, d.dimV]), l: view([d.batch, d.queries, d.heads]) };
+}
+
 /** Host merge of NA with the dense attention over the additional tokens. */
 function mergeAdditionalHost(dims: DenseDims, t: HostInputs, output: Tensor, lse: Tensor, scale: number): { output: Tensor; lse: Tensor } {
   const dense = denseForward(dims, values(t.query as Tensor), values(t.additionalKeys as Tensor), values(t.additionalValues as Tensor), scale, false);
@@ -258,14 +267,14 @@ async function naForward(rank: NaRank, query: AnyTensor, key: AnyTensor, value: 
         const { output, lse } = outs;
         const dense = [ctx.tempTensor(outShape, dtype, { label: `${op}.additional` }), ctx.tempTensor(lseDims, 'float32', { label: `${op}.additionalLse` })] as const;
         try {
-          const d = extra.dims;
+          const as = denseViews(extra.dims);
           await ctx.batch(async () => {
             await gpuDenseForward(ctx, {
-              query: { ...(g.query as GpuTensor), shape: [d.batch, d.queries, d.heads, d.dim] },
+              query: as.q(g.query as GpuTensor),
               key: g.additionalKeys as GpuTensor,
               value: g.additionalValues as GpuTensor,
-              output: { ...dense[0], shape: [d.batch, d.queries, d.heads, d.dimV] },
-              lse: { ...dense[1], shape: [d.batch, d.queries, d.heads] },
+              output: as.o(dense[0]),
+              lse: as.l(dense[1]),
               scale,
             });
             await gpuAttentionMerge(ctx, { outputs: [output, dense[0]], lses: [lse, dense[1]], output, lse });
@@ -441,18 +450,18 @@ async function naBackward(
       if (!extra || !outs.gradQuery) return defined(outs);
       if (denseForwardUnfit(ctx, extra.dims) === undefined && (g.lse as GpuTensor).dtype === 'float32') {
         // The dense branch's gradients from the merged output and lse; its dQ added to NA's in place.
-        const d = extra.dims;
+        const as = denseViews(extra.dims);
         const ak = g.additionalKeys as GpuTensor;
         const av = g.additionalValues as GpuTensor;
         const addOuts = await withGpuOutputs(ctx, op, { gradAdditionalKeys: { shape: ak.shape, dtype }, gradAdditionalValues: { shape: av.shape, dtype } }, (r) =>
           gpuDenseBackward(ctx, {
-            query: { ...(g.query as GpuTensor), shape: [d.batch, d.queries, d.heads, d.dim] },
+            query: as.q(g.query as GpuTensor),
             key: ak,
             value: av,
-            output: { ...(g.output as GpuTensor), shape: [d.batch, d.queries, d.heads, d.dimV] },
-            lse: { ...(g.lse as GpuTensor), shape: [d.batch, d.queries, d.heads] },
-            gradOutput: { ...(g.gradOutput as GpuTensor), shape: [d.batch, d.queries, d.heads, d.dimV] },
-            gradQuery: { ...outs.gradQuery, shape: [d.batch, d.queries, d.heads, d.dim] } as GpuTensor,
+            output: as.o(g.output as GpuTensor),
+            lse: as.l(g.lse as GpuTensor),
+            gradOutput: as.o(g.gradOutput as GpuTensor),
+            gradQuery: as.q(outs.gradQuery as GpuTensor),
             gradKey: r.gradAdditionalKeys as GpuTensor,
             gradValue: r.gradAdditionalValues as GpuTensor,
             scale,

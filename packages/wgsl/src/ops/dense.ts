@@ -17,7 +17,7 @@ import { NattenArgumentError } from '@natten-web/core';
 import { enableDirectives, type GpuDType, wgslType } from '../dtype.ts';
 import { type GeneratedKernel, kernelKey, type StorageBinding, type UniformField, uniformDecl } from '../kernel.ts';
 
-const GEN = 1;
+const GEN = 2;
 /** Queries per workgroup (one per invocation). */
 export const DENSE_QUERIES = 64;
 /** Workgroup memory the forward's staging may take (WebGPU's default limit). */
@@ -428,6 +428,11 @@ var<workgroup> gs: array<f32, ${BQ * DV}>;
 var<workgroup> ls: array<f32, ${BQ}>;
 var<workgroup> dls: array<f32, ${BQ}>;
 
+/** Row r of the staged rows, position-major over the head group of key head hk, from row base (batch, first position). */
+fn staged_row(base: u32, r: u32, hk: u32, group: u32) -> u32 {
+  return (base + r / group) * params.heads + hk * group + r % group;
+}
+
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let bh = wg.z;
@@ -468,20 +473,21 @@ ${
   let q_hi = min(q_lo + share, u1);
   // Rows (position, head of the group), position-major.
   let n_rows = select(0u, (q_hi - q_lo) * group, q_hi > q_lo);
+  // Query row (batch, position, head) of staged row r (clamped to the last).
+  let row_base = b * params.queries + q_lo;
   for (var r0 = 0u; r0 < n_rows; r0 += BQ) {
     for (var e = lid; e < BQ * D; e += ${WG}u) {
       let r = r0 + e / D;
-      let qrow = (b * params.queries + q_lo + min(r, n_rows - 1u) / group) * params.heads + hk * group + min(r, n_rows - 1u) % group;
+      let qrow = staged_row(row_base, min(r, n_rows - 1u), hk, group);
       qs[e] = select(0.0, f32(query[qrow * D + e % D]), r < n_rows);
     }
     for (var e = lid; e < BQ * DV; e += ${WG}u) {
       let r = r0 + e / DV;
-      let qrow = (b * params.queries + q_lo + min(r, n_rows - 1u) / group) * params.heads + hk * group + min(r, n_rows - 1u) % group;
+      let qrow = staged_row(row_base, min(r, n_rows - 1u), hk, group);
       gs[e] = select(0.0, f32(grad_output[qrow * DV + e % DV]), r < n_rows);
     }
     for (var e = lid; e < BQ; e += ${WG}u) {
-      let r = min(r0 + e, n_rows - 1u);
-      let qrow = (b * params.queries + q_lo + r / group) * params.heads + hk * group + r % group;
+      let qrow = staged_row(row_base, min(r0 + e, n_rows - 1u), hk, group);
       ls[e] = lse[qrow];
       dls[e] = delta[qrow];
     }
