@@ -1,39 +1,11 @@
 import { randn, type Tensor, toFloat64Values } from '@natten-web/core';
+import { emulatingTensorCoreView, fakeTensorCoreContext } from '@natten-web/testkit';
 import { afterAll, describe, expect, it } from 'vitest';
-import { attentionMerge, denseBackward, denseForward, type GpuTensor } from '../src/index.ts';
+import { attentionMerge, type DenseOptions, denseBackward, denseForward, denseForwardCommand, type GpuContext, type GpuTensor } from '../src/index.ts';
+import { type Dims, reference, referenceBackward } from './dense-reference.ts';
 import { gpuContext } from './setup.ts';
 
 afterAll(async () => (await gpuContext()).destroy());
-
-type Dims = { B: number; S: number; N: number; H: number; Hkv: number; D: number; Dv: number };
-
-/** f64 dense attention: out [B, S, H, Dv], lse [B, S, H]; causal top-left (query i sees keys j <= i). */
-function reference(d: Dims, q: Float64Array, k: Float64Array, v: Float64Array, scale: number, causal: boolean): { out: Float64Array; lse: Float64Array } {
-  const out = new Float64Array(d.B * d.S * d.H * d.Dv);
-  const lse = new Float64Array(d.B * d.S * d.H);
-  for (let b = 0; b < d.B; b++) {
-    for (let i = 0; i < d.S; i++) {
-      for (let h = 0; h < d.H; h++) {
-        const hk = Math.floor(h / (d.H / d.Hkv));
-        const row = (b * d.S + i) * d.H + h;
-        const n = causal ? Math.min(i + 1, d.N) : d.N;
-        const z: number[] = [];
-        for (let j = 0; j < n; j++) {
-          let s = 0;
-          for (let c = 0; c < d.D; c++) s += (q[row * d.D + c] as number) * (k[((b * d.N + j) * d.Hkv + hk) * d.D + c] as number);
-          z.push(scale * s);
-        }
-        const m = Math.max(...z);
-        const sum = z.reduce((a, x) => a + Math.exp(x - m), 0);
-        z.forEach((x, j) => {
-          for (let c = 0; c < d.Dv; c++) out[row * d.Dv + c] = (out[row * d.Dv + c] as number) + (Math.exp(x - m) / sum) * (v[((b * d.N + j) * d.Hkv + hk) * d.Dv + c] as number);
-        });
-        lse[row] = m + Math.log(sum);
-      }
-    }
-  }
-  return { out, lse };
-}
 
 const maxDiff = (a: ArrayLike<number>, b: ArrayLike<number>): number => {
   let m = 0;
@@ -41,7 +13,7 @@ const maxDiff = (a: ArrayLike<number>, b: ArrayLike<number>): number => {
   return m;
 };
 
-const CASES: (Dims & { name: string; causal: boolean; dtype: 'float32' | 'float16' })[] = [
+const CASES: FwdCase[] = [
   { name: 'GQA, Dv != D, more queries than keys', B: 2, S: 70, N: 37, H: 4, Hkv: 2, D: 16, Dv: 8, causal: false, dtype: 'float32' },
   { name: 'causal, square', B: 1, S: 50, N: 50, H: 2, Hkv: 2, D: 8, Dv: 8, causal: true, dtype: 'float32' },
   { name: 'causal, fewer queries than keys', B: 1, S: 20, N: 45, H: 1, Hkv: 1, D: 8, Dv: 12, causal: true, dtype: 'float32' },
@@ -49,22 +21,28 @@ const CASES: (Dims & { name: string; causal: boolean; dtype: 'float32' | 'float1
   { name: 'head dims 100 / 40 (16-key chunks)', B: 1, S: 33, N: 70, H: 2, Hkv: 2, D: 100, Dv: 40, causal: false, dtype: 'float16' },
 ];
 
+type FwdCase = Dims & { name: string; causal: boolean; dtype: 'float32' | 'float16' };
+
+/** Case `c`'s dense forward on `ctx` against the f64 reference. */
+async function checkForward(ctx: GpuContext, c: FwdCase, options: DenseOptions = {}): Promise<void> {
+  const q = randn([c.B, c.S, c.H, c.D], c.dtype, 1);
+  const k = randn([c.B, c.N, c.Hkv, c.D], c.dtype, 2);
+  const v = randn([c.B, c.N, c.Hkv, c.Dv], c.dtype, 3);
+  const scale = 1 / Math.sqrt(c.D);
+  const output = ctx.createTensor([c.B, c.S, c.H, c.Dv], c.dtype);
+  const lse = ctx.createTensor([c.B, c.S, c.H], 'float32');
+  const [gq, gk, gv] = [q, k, v].map((t) => ctx.upload(t)) as [GpuTensor, GpuTensor, GpuTensor];
+  await denseForward(ctx, { query: gq, key: gk, value: gv, output, lse, scale, isCausal: c.causal }, options);
+  const want = reference(c, toFloat64Values(q), toFloat64Values(k), toFloat64Values(v), scale, c.causal);
+  const tol = c.dtype === 'float32' ? 2e-5 : 2e-3;
+  expect(maxDiff(toFloat64Values(await ctx.read(output)), want.out)).toBeLessThan(tol);
+  expect(maxDiff(toFloat64Values(await ctx.read(lse)), want.lse)).toBeLessThan(1e-4);
+  for (const t of [gq, gk, gv, output, lse]) t.buffer.destroy();
+}
+
 describe('dense attention on WebGPU against an f64 reference', () => {
   it.each(CASES)('$name ($dtype)', async (c) => {
-    const ctx = await gpuContext();
-    const q = randn([c.B, c.S, c.H, c.D], c.dtype, 1);
-    const k = randn([c.B, c.N, c.Hkv, c.D], c.dtype, 2);
-    const v = randn([c.B, c.N, c.Hkv, c.Dv], c.dtype, 3);
-    const scale = 1 / Math.sqrt(c.D);
-    const output = ctx.createTensor([c.B, c.S, c.H, c.Dv], c.dtype);
-    const lse = ctx.createTensor([c.B, c.S, c.H], 'float32');
-    const [gq, gk, gv] = [q, k, v].map((t) => ctx.upload(t)) as [GpuTensor, GpuTensor, GpuTensor];
-    await denseForward(ctx, { query: gq, key: gk, value: gv, output, lse, scale, isCausal: c.causal });
-    const want = reference(c, toFloat64Values(q), toFloat64Values(k), toFloat64Values(v), scale, c.causal);
-    const tol = c.dtype === 'float32' ? 2e-5 : 2e-3;
-    expect(maxDiff(toFloat64Values(await ctx.read(output)), want.out)).toBeLessThan(tol);
-    expect(maxDiff(toFloat64Values(await ctx.read(lse)), want.lse)).toBeLessThan(1e-4);
-    for (const t of [gq, gk, gv, output, lse]) t.buffer.destroy();
+    await checkForward(await gpuContext(), c);
   });
 
   it('names the argument and the rule', async () => {
@@ -127,43 +105,7 @@ describe('mergeAttentions on WebGPU against an f64 merge', () => {
   });
 });
 
-/** f64 dense backward from the reference output and lse (spec §7.2 over a dense key set). */
-function referenceBackward(d: Dims, q: Float64Array, k: Float64Array, v: Float64Array, dO: Float64Array, scale: number, causal: boolean) {
-  const { out, lse } = reference(d, q, k, v, scale, causal);
-  const dq = new Float64Array(q.length);
-  const dk = new Float64Array(k.length);
-  const dv = new Float64Array(v.length);
-  for (let b = 0; b < d.B; b++) {
-    for (let i = 0; i < d.S; i++) {
-      for (let h = 0; h < d.H; h++) {
-        const hk = Math.floor(h / (d.H / d.Hkv));
-        const row = (b * d.S + i) * d.H + h;
-        let delta = 0;
-        for (let c = 0; c < d.Dv; c++) delta += (dO[row * d.Dv + c] as number) * (out[row * d.Dv + c] as number);
-        const n = causal ? Math.min(i + 1, d.N) : d.N;
-        for (let j = 0; j < n; j++) {
-          const kr = (b * d.N + j) * d.Hkv + hk;
-          let s = 0;
-          for (let c = 0; c < d.D; c++) s += (q[row * d.D + c] as number) * (k[kr * d.D + c] as number);
-          const p = Math.exp(scale * s - (lse[row] as number));
-          let dp = 0;
-          for (let c = 0; c < d.Dv; c++) {
-            dp += (dO[row * d.Dv + c] as number) * (v[kr * d.Dv + c] as number);
-            dv[kr * d.Dv + c] = (dv[kr * d.Dv + c] as number) + p * (dO[row * d.Dv + c] as number);
-          }
-          const ds = scale * p * (dp - delta);
-          for (let c = 0; c < d.D; c++) {
-            dq[row * d.D + c] = (dq[row * d.D + c] as number) + ds * (k[kr * d.D + c] as number);
-            dk[kr * d.D + c] = (dk[kr * d.D + c] as number) + ds * (q[row * d.D + c] as number);
-          }
-        }
-      }
-    }
-  }
-  return { out, lse, dq, dk, dv };
-}
-
-const BWD_CASES: (Dims & { name: string; causal: boolean; dtype: 'float32' | 'float16'; accumulate?: boolean })[] = [
+const BWD_CASES: BwdCase[] = [
   { name: 'GQA, Dv != D', B: 2, S: 70, N: 37, H: 4, Hkv: 2, D: 16, Dv: 8, causal: false, dtype: 'float32' },
   { name: 'causal, square', B: 1, S: 50, N: 50, H: 2, Hkv: 1, D: 8, Dv: 8, causal: true, dtype: 'float32' },
   { name: 'causal, fewer queries than keys', B: 1, S: 20, N: 45, H: 1, Hkv: 1, D: 8, Dv: 12, causal: true, dtype: 'float32' },
@@ -172,31 +114,37 @@ const BWD_CASES: (Dims & { name: string; causal: boolean; dtype: 'float32' | 'fl
   { name: 'float16, causal, one split', B: 1, S: 40, N: 40, H: 2, Hkv: 1, D: 32, Dv: 16, causal: true, dtype: 'float16' },
 ];
 
+type BwdCase = FwdCase & { accumulate?: boolean };
+
+/** Case `c`'s dense backward on `ctx` against the f64 reference. */
+async function checkBackward(ctx: GpuContext, c: BwdCase, options: DenseOptions = {}): Promise<void> {
+  const q = randn([c.B, c.S, c.H, c.D], c.dtype, 1);
+  const k = randn([c.B, c.N, c.Hkv, c.D], c.dtype, 2);
+  const v = randn([c.B, c.N, c.Hkv, c.Dv], c.dtype, 3);
+  const dO = randn([c.B, c.S, c.H, c.Dv], c.dtype, 4);
+  const dq0 = randn([c.B, c.S, c.H, c.D], c.dtype, 5);
+  const scale = 0.4;
+  const want = referenceBackward(c, toFloat64Values(q), toFloat64Values(k), toFloat64Values(v), toFloat64Values(dO), scale, c.causal);
+  const g = (t: Tensor): GpuTensor => ctx.upload(t);
+  const output = ctx.createTensor([c.B, c.S, c.H, c.Dv], c.dtype);
+  const lse = ctx.createTensor([c.B, c.S, c.H], 'float32');
+  const [gq, gk, gv, gdO] = [q, k, v, dO].map(g) as [GpuTensor, GpuTensor, GpuTensor, GpuTensor];
+  await denseForward(ctx, { query: gq, key: gk, value: gv, output, lse, scale, isCausal: c.causal }, options);
+  const gradQuery = c.accumulate ? g(dq0) : ctx.createTensor(q.shape, c.dtype);
+  const gradKey = ctx.createTensor(k.shape, c.dtype);
+  const gradValue = ctx.createTensor(v.shape, c.dtype);
+  await denseBackward(ctx, { query: gq, key: gk, value: gv, output, lse, gradOutput: gdO, gradQuery, gradKey, gradValue, scale, isCausal: c.causal, accumulateGradQuery: c.accumulate === true }, options);
+  const wantDq = c.accumulate ? want.dq.map((x, i) => x + (toFloat64Values(dq0)[i] as number)) : want.dq;
+  // float16: the output (and so delta) and the gradients are rounded to half; relative to the largest gradient.
+  const tol = (w: Float64Array): number => (c.dtype === 'float32' ? 1e-4 : 2e-3) * Math.max(1, ...Array.from(w, Math.abs));
+  expect(maxDiff(toFloat64Values(await ctx.read(gradQuery)), wantDq)).toBeLessThan(tol(wantDq));
+  expect(maxDiff(toFloat64Values(await ctx.read(gradKey)), want.dk)).toBeLessThan(tol(want.dk));
+  expect(maxDiff(toFloat64Values(await ctx.read(gradValue)), want.dv)).toBeLessThan(tol(want.dv));
+}
+
 describe('dense attention backward on WebGPU against an f64 reference', () => {
   it.each(BWD_CASES)('$name ($dtype)', async (c) => {
-    const ctx = await gpuContext();
-    const q = randn([c.B, c.S, c.H, c.D], c.dtype, 1);
-    const k = randn([c.B, c.N, c.Hkv, c.D], c.dtype, 2);
-    const v = randn([c.B, c.N, c.Hkv, c.Dv], c.dtype, 3);
-    const dO = randn([c.B, c.S, c.H, c.Dv], c.dtype, 4);
-    const dq0 = randn([c.B, c.S, c.H, c.D], c.dtype, 5);
-    const scale = 0.4;
-    const want = referenceBackward(c, toFloat64Values(q), toFloat64Values(k), toFloat64Values(v), toFloat64Values(dO), scale, c.causal);
-    const g = (t: Tensor): GpuTensor => ctx.upload(t);
-    const output = ctx.createTensor([c.B, c.S, c.H, c.Dv], c.dtype);
-    const lse = ctx.createTensor([c.B, c.S, c.H], 'float32');
-    const [gq, gk, gv, gdO] = [q, k, v, dO].map(g) as [GpuTensor, GpuTensor, GpuTensor, GpuTensor];
-    await denseForward(ctx, { query: gq, key: gk, value: gv, output, lse, scale, isCausal: c.causal });
-    const gradQuery = c.accumulate ? g(dq0) : ctx.createTensor(q.shape, c.dtype);
-    const gradKey = ctx.createTensor(k.shape, c.dtype);
-    const gradValue = ctx.createTensor(v.shape, c.dtype);
-    await denseBackward(ctx, { query: gq, key: gk, value: gv, output, lse, gradOutput: gdO, gradQuery, gradKey, gradValue, scale, isCausal: c.causal, accumulateGradQuery: c.accumulate === true });
-    const wantDq = c.accumulate ? want.dq.map((x, i) => x + (toFloat64Values(dq0)[i] as number)) : want.dq;
-    // float16: the output (and so delta) and the gradients are rounded to half; relative to the largest gradient.
-    const tol = (w: Float64Array): number => (c.dtype === 'float32' ? 1e-4 : 2e-3) * Math.max(1, ...Array.from(w, Math.abs));
-    expect(maxDiff(toFloat64Values(await ctx.read(gradQuery)), wantDq)).toBeLessThan(tol(wantDq));
-    expect(maxDiff(toFloat64Values(await ctx.read(gradKey)), want.dk)).toBeLessThan(tol(want.dk));
-    expect(maxDiff(toFloat64Values(await ctx.read(gradValue)), want.dv)).toBeLessThan(tol(want.dv));
+    await checkBackward(await gpuContext(), c);
   });
 
   it('names the argument and the rule', async () => {
@@ -304,6 +252,49 @@ describe('variable-length (packed) dense attention on WebGPU against an f64 refe
   });
 });
 
+type VarlenCase = { seqQ: number[]; seqKv: number[]; H: number; Hkv: number; D: number; Dv: number; causal: boolean };
+
+/** A packed varlen case's forward and backward on `ctx` against the f64 reference per sequence. */
+async function checkVarlenCase(ctx: GpuContext, c: VarlenCase, dtype: 'float32' | 'float16', options: DenseOptions = {}): Promise<void> {
+  const cum = (xs: number[]): number[] => xs.reduce((a, x) => [...a, (a[a.length - 1] as number) + x], [0]);
+  const cuQ = cum(c.seqQ);
+  const cuKv = cum(c.seqKv);
+  const S = cuQ[cuQ.length - 1] as number;
+  const N = cuKv[cuKv.length - 1] as number;
+  const { H, Hkv, D, Dv } = c;
+  const q = randn([1, S, H, D], dtype, 1);
+  const k = randn([1, N, Hkv, D], dtype, 2);
+  const v = randn([1, N, Hkv, Dv], dtype, 3);
+  const dO = randn([1, S, H, Dv], dtype, 4);
+  const scale = 0.3;
+  const [qv, kv, vv, dv] = [q, k, v, dO].map((t) => toFloat64Values(t)) as [Float64Array, Float64Array, Float64Array, Float64Array];
+  const want = { out: new Float64Array(S * H * Dv), dq: new Float64Array(S * H * D), dk: new Float64Array(N * Hkv * D), dv: new Float64Array(N * Hkv * Dv) };
+  c.seqQ.forEach((nq, s) => {
+    if (nq === 0) return;
+    const d = { B: 1, S: nq, N: c.seqKv[s] as number, H, Hkv, D, Dv };
+    const q0 = cuQ[s] as number;
+    const k0 = cuKv[s] as number;
+    const r = referenceBackward(d, qv.slice(q0 * H * D, (q0 + nq) * H * D), kv.slice(k0 * Hkv * D, (k0 + d.N) * Hkv * D), vv.slice(k0 * Hkv * Dv, (k0 + d.N) * Hkv * Dv), dv.slice(q0 * H * Dv, (q0 + nq) * H * Dv), scale, c.causal);
+    want.out.set(r.out, q0 * H * Dv);
+    want.dq.set(r.dq, q0 * H * D);
+    want.dk.set(r.dk, k0 * Hkv * D);
+    want.dv.set(r.dv, k0 * Hkv * Dv);
+  });
+  // float16: gradients relative to the largest one.
+  const tol = dtype === 'float32' ? 1e-4 : 4e-3 * Math.max(1, ...Array.from(want.dq, Math.abs), ...Array.from(want.dk, Math.abs), ...Array.from(want.dv, Math.abs));
+  const [gq, gk, gv, gdO] = [q, k, v, dO].map((t) => ctx.upload(t)) as [GpuTensor, GpuTensor, GpuTensor, GpuTensor];
+  const output = ctx.createTensor([1, S, H, Dv], dtype);
+  const lse = ctx.createTensor([1, S, H], 'float32');
+  const varlen = { cumulativeSeqlenQ: cuQ, cumulativeSeqlenKv: cuKv };
+  await denseForward(ctx, { query: gq, key: gk, value: gv, output, lse, scale, isCausal: c.causal, ...varlen }, options);
+  const grads = { gradQuery: ctx.createTensor(q.shape, dtype), gradKey: ctx.createTensor(k.shape, dtype), gradValue: ctx.createTensor(v.shape, dtype) };
+  await denseBackward(ctx, { query: gq, key: gk, value: gv, output, lse, gradOutput: gdO, ...grads, scale, isCausal: c.causal, ...varlen }, options);
+  expect(maxDiff(toFloat64Values(await ctx.read(output)), want.out)).toBeLessThan(dtype === 'float32' ? 2e-5 : 3e-3);
+  expect(maxDiff(toFloat64Values(await ctx.read(grads.gradQuery)), want.dq)).toBeLessThan(tol);
+  expect(maxDiff(toFloat64Values(await ctx.read(grads.gradKey)), want.dk)).toBeLessThan(tol);
+  expect(maxDiff(toFloat64Values(await ctx.read(grads.gradValue)), want.dv)).toBeLessThan(tol);
+}
+
 describe('variable-length dense attention, random cases (seeded)', () => {
   /** A small seeded generator (LCG), so the cases are the same in every run. */
   const rng = (seed: number) => {
@@ -323,41 +314,61 @@ describe('variable-length dense attention, random cases (seeded)', () => {
     return { seqQ, seqKv, H: Hkv * [1, 2][r(2)]!, Hkv, D: [8, 24][r(2)] as number, Dv: [8, 16][r(2)] as number, causal: r(2) === 1 };
   });
   it.each(cases)('sequences q $seqQ kv $seqKv, H $H/$Hkv, D $D/$Dv, causal $causal', async (c) => {
-    const ctx = await gpuContext();
-    const cum = (xs: number[]): number[] => xs.reduce((a, x) => [...a, (a[a.length - 1] as number) + x], [0]);
-    const cuQ = cum(c.seqQ);
-    const cuKv = cum(c.seqKv);
-    const S = cuQ[cuQ.length - 1] as number;
-    const N = cuKv[cuKv.length - 1] as number;
-    const { H, Hkv, D, Dv } = c;
-    const q = randn([1, S, H, D], 'float32', 1);
-    const k = randn([1, N, Hkv, D], 'float32', 2);
-    const v = randn([1, N, Hkv, Dv], 'float32', 3);
-    const dO = randn([1, S, H, Dv], 'float32', 4);
-    const scale = 0.3;
-    const [qv, kv, vv, dv] = [q, k, v, dO].map((t) => toFloat64Values(t)) as [Float64Array, Float64Array, Float64Array, Float64Array];
-    const want = { out: new Float64Array(S * H * Dv), dq: new Float64Array(S * H * D), dk: new Float64Array(N * Hkv * D), dv: new Float64Array(N * Hkv * Dv) };
-    c.seqQ.forEach((nq, s) => {
-      if (nq === 0) return;
-      const d = { B: 1, S: nq, N: c.seqKv[s] as number, H, Hkv, D, Dv };
-      const q0 = cuQ[s] as number;
-      const k0 = cuKv[s] as number;
-      const r = referenceBackward(d, qv.slice(q0 * H * D, (q0 + nq) * H * D), kv.slice(k0 * Hkv * D, (k0 + d.N) * Hkv * D), vv.slice(k0 * Hkv * Dv, (k0 + d.N) * Hkv * Dv), dv.slice(q0 * H * Dv, (q0 + nq) * H * Dv), scale, c.causal);
-      want.out.set(r.out, q0 * H * Dv);
-      want.dq.set(r.dq, q0 * H * D);
-      want.dk.set(r.dk, k0 * Hkv * D);
-      want.dv.set(r.dv, k0 * Hkv * Dv);
-    });
-    const [gq, gk, gv, gdO] = [q, k, v, dO].map((t) => ctx.upload(t)) as [GpuTensor, GpuTensor, GpuTensor, GpuTensor];
-    const output = ctx.createTensor([1, S, H, Dv], 'float32');
-    const lse = ctx.createTensor([1, S, H], 'float32');
-    const varlen = { cumulativeSeqlenQ: cuQ, cumulativeSeqlenKv: cuKv };
-    await denseForward(ctx, { query: gq, key: gk, value: gv, output, lse, scale, isCausal: c.causal, ...varlen });
-    const grads = { gradQuery: ctx.createTensor(q.shape, 'float32'), gradKey: ctx.createTensor(k.shape, 'float32'), gradValue: ctx.createTensor(v.shape, 'float32') };
-    await denseBackward(ctx, { query: gq, key: gk, value: gv, output, lse, gradOutput: gdO, ...grads, scale, isCausal: c.causal, ...varlen });
-    expect(maxDiff(toFloat64Values(await ctx.read(output)), want.out)).toBeLessThan(2e-5);
-    expect(maxDiff(toFloat64Values(await ctx.read(grads.gradQuery)), want.dq)).toBeLessThan(1e-4);
-    expect(maxDiff(toFloat64Values(await ctx.read(grads.gradKey)), want.dk)).toBeLessThan(1e-4);
-    expect(maxDiff(toFloat64Values(await ctx.read(grads.gradValue)), want.dv)).toBeLessThan(1e-4);
+    await checkVarlenCase(await gpuContext(), c, 'float32');
+  });
+});
+
+// The tensor-core kernels, their subgroup matrices emulated (float16): queries and keys past the 64-row workgroups and
+// the staged chunks, GQA, Dv != D, causal with fewer and more queries than keys, a few extra tokens (query splits),
+// dQ added to what it holds, head dim 128 (smaller chunks), varlen with empty sequences.
+const MMA_CASES: BwdCase[] = [
+  { name: 'GQA, Dv != D, more queries than keys', B: 2, S: 70, N: 37, H: 4, Hkv: 2, D: 32, Dv: 16, causal: false, dtype: 'float16' },
+  { name: 'causal, square, past a chunk', B: 1, S: 81, N: 81, H: 2, Hkv: 1, D: 16, Dv: 16, causal: true, dtype: 'float16' },
+  { name: 'causal, fewer queries than keys', B: 1, S: 20, N: 45, H: 1, Hkv: 1, D: 16, Dv: 32, causal: true, dtype: 'float16' },
+  { name: 'three extra tokens: query splits, dQ added', B: 1, S: 150, N: 3, H: 2, Hkv: 2, D: 64, Dv: 64, causal: false, dtype: 'float16', accumulate: true },
+  { name: 'head dims 128 / 48', B: 1, S: 33, N: 70, H: 2, Hkv: 2, D: 128, Dv: 48, causal: false, dtype: 'float16' },
+];
+
+describe('dense attention on tensor cores (subgroup matrices emulated) against an f64 reference', () => {
+  const mma: DenseOptions = { path: 'mma' };
+  it.each(MMA_CASES)('forward: $name', async (c) => {
+    await checkForward(emulatingTensorCoreView(await gpuContext()), c, mma);
+  });
+  it.each(MMA_CASES)('backward: $name', async (c) => {
+    await checkBackward(emulatingTensorCoreView(await gpuContext()), c, mma);
+  });
+  it.each([false, true])('varlen, empty sequences, GQA, causal %s', async (causal) => {
+    await checkVarlenCase(emulatingTensorCoreView(await gpuContext()), { seqQ: [5, 0, 70, 1, 33], seqKv: [7, 3, 40, 1, 20], H: 4, Hkv: 2, D: 32, Dv: 16, causal }, 'float16', mma);
+  });
+});
+
+describe('dense kernel choice', () => {
+  const t = (shape: number[], dtype: 'float16' | 'float32' = 'float16'): GpuTensor => ({ shape, dtype, numel: shape.reduce((a, b) => a * b, 1), buffer: {} }) as unknown as GpuTensor;
+  const args = (D: number, Dv: number, dtype: 'float16' | 'float32' = 'float16') => ({
+    query: t([1, 100, 2, D], dtype),
+    key: t([1, 50, 2, D], dtype),
+    value: t([1, 50, 2, Dv], dtype),
+    output: t([1, 100, 2, Dv], dtype),
+    lse: t([1, 100, 2], 'float32'),
+    scale: 0.1,
+  });
+  it('takes the tensor cores for float16 with head dims multiples of 16 up to 128, where the adapter has them', () => {
+    const tc = fakeTensorCoreContext() as GpuContext;
+    expect(denseForwardCommand(tc, args(64, 64)).kernel.key).toContain('dense-forward-mma');
+    expect(denseForwardCommand(tc, args(64, 64)).kernel.key).toContain('"chunk":64');
+    expect(denseForwardCommand(tc, args(128, 128)).kernel.key).toContain('"chunk":32');
+    expect(denseForwardCommand(tc, args(64, 64)).workgroups).toEqual([2, 2, 1]);
+    expect(denseForwardCommand(tc, args(64, 64), { path: 'plain' }).kernel.key).not.toContain('mma');
+    expect(denseForwardCommand(tc, args(64, 64, 'float32')).kernel.key).not.toContain('mma');
+    expect(denseForwardCommand(tc, args(40, 64)).kernel.key).not.toContain('mma');
+    expect(denseForwardCommand(tc, args(160, 64)).kernel.key).not.toContain('mma');
+    expect(() => denseForwardCommand(tc, args(40, 64), { path: 'mma' })).toThrow("attention: path 'mma' (tensor cores) cannot run this call: query head_dim=40 must be a multiple of 16 up to 128");
+    expect(() => denseForwardCommand(tc, args(64, 64, 'float32'), { path: 'mma' })).toThrow("attention: path 'mma' (tensor cores) cannot run this call: it needs float16 tensors, not float32");
+    expect(() => denseForwardCommand(tc, args(64, 64), { path: 'fast' as 'mma' })).toThrow("attention: path must be 'auto', 'mma' or 'plain', got fast");
+  });
+  it('says why a forced tensor-core call cannot run on an adapter without them', () => {
+    const plain = { ...(fakeTensorCoreContext() as object), features: new Set(['shader-f16', 'subgroups']), subgroupMatrix: [] } as unknown as GpuContext;
+    expect(denseForwardCommand(plain, args(64, 64)).kernel.key).not.toContain('mma');
+    expect(() => denseForwardCommand(plain, args(64, 64), { path: 'mma' })).toThrow(/attention: path 'mma' \(tensor cores\) cannot run this call: .*subgroup/);
   });
 });

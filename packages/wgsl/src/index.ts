@@ -186,3 +186,15 @@ export {
   generateDenseForward,
   generateDenseGradReduce,
 } from './ops/dense.ts';
+export {
+  DENSE_MMA_CHUNKS,
+  DENSE_MMA_MAX_DIM,
+  DENSE_MMA_ROWS,
+  type DenseMmaKind,
+  type DenseMmaSpec,
+  denseMmaSpecProblem,
+  denseMmaWorkgroupBytes,
+  generateDenseBackwardKvMma,
+  generateDenseBackwardQueryMma,
+  generateDenseForwardMma,
+} from './ops/dense-mma.ts';

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { type FusedForwardMmaSpec, fusedForwardMmaSpecProblem, fusedForwardMmaWorkgroupBytes, generateFusedForwardMma, mmaPackedCoords, mmaPackedMaxExtent } from '../src/index.ts';
+import { workgroupVars } from './workgroup-vars.ts';
 
 const base: FusedForwardMmaSpec = {
   rank: 2,
@@ -68,17 +69,13 @@ describe('tensor-core (mma) fused forward generator', () => {
     expect(fusedForwardMmaWorkgroupBytes({ dim: 128, dimV: 128, keyChunk: 64, subgroups: 8 })).toBeGreaterThan(49152);
   });
   it('keeps every workgroup variable a multiple of 16 bytes and every matrix row stride 16-byte aligned', () => {
-    const bytesOf: Record<string, number> = { f16: 2, f32: 4, 'vec4<i32>': 16, 'vec4<u32>': 16 };
     for (const dim of [16, 48, 128]) {
       for (const [keyChunk, subgroups, queryTile] of [
         [32, 8, [16, 8]],
         [64, 2, [4, 8]],
       ] as const) {
         const code = generateFusedForwardMma({ ...base, dim, dimV: dim, keyChunk, subgroups, queryTile }).code;
-        for (const m of code.matchAll(/var<workgroup> (\w+): (?:array<([\w<>]+), (\d+)>|([\w<>]+));/g)) {
-          const bytes = m[2] ? (bytesOf[m[2]] as number) * Number(m[3]) : (bytesOf[m[4] as string] as number);
-          expect(bytes % 16, `${m[1]} at dim ${dim}`).toBe(0);
-        }
+        for (const v of workgroupVars(code)) expect(v.bytes % 16, `${v.name} at dim ${dim}`).toBe(0);
         for (const ld of ['LDK', 'LDV', 'LDP']) expect((Number(new RegExp(`const ${ld}: u32 = (\\d+)u;`).exec(code)?.[1]) * 2) % 16).toBe(0);
         expect((Number(/const LDS: u32 = (\d+)u;/.exec(code)?.[1]) * 4) % 16).toBe(0);
       }

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { type FusedForwardSgmatSpec, fusedForwardSgmatSpecProblem, fusedForwardSgmatWorkgroupBytes, generateFusedForwardSgmat } from '../src/index.ts';
+import { workgroupVars } from './workgroup-vars.ts';
 
 const base: FusedForwardSgmatSpec = {
   rank: 2,
@@ -42,23 +43,13 @@ describe('tensor-core fused forward generator', () => {
     expect(() => generateFusedForwardSgmat({ ...base, subgroupSize: 8 })).toThrow(/subgroup size 8/);
   });
   it('keeps every workgroup variable a multiple of 16 bytes (matrix stores misplace data otherwise)', () => {
-    const bytesOf: Record<string, number> = { f16: 2, f32: 4, u32: 4, i32: 4 };
     for (const dim of [16, 64, 128]) {
       for (const queryTile of [[16, 1], [2, 16]]) {
         for (const keyChunk of [32, 64]) {
           const code = generateFusedForwardSgmat({ ...base, dim, dimV: dim, queryTile, keyChunk }).code;
-          const vars = [...code.matchAll(/var<workgroup> (\w+): ([^;]+);/g)];
+          const vars = workgroupVars(code);
           expect(vars.length).toBeGreaterThanOrEqual(6);
-          for (const [, name, type] of vars) {
-            const arr = /^array<(\w+), (\d+)>$/.exec(type as string);
-            const vec = /^vec(\d)<(\w+)>$/.exec(type as string);
-            const size = arr
-              ? (bytesOf[arr[1] as string] ?? Number.NaN) * Number(arr[2])
-              : vec
-                ? Number(vec[1]) * (bytesOf[vec[2] as string] ?? Number.NaN)
-                : (bytesOf[type as string] ?? Number.NaN);
-            expect(size % 16, `${name}: ${type} (${size} bytes) for D=${dim} q=${queryTile.join('x')} bk=${keyChunk}`).toBe(0);
-          }
+          for (const v of vars) expect(v.bytes % 16, `${v.name} (${v.bytes} bytes) for D=${dim} q=${queryTile.join('x')} bk=${keyChunk}`).toBe(0);
         }
       }
     }

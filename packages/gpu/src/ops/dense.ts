@@ -7,14 +7,23 @@ import { checkVarlen, type DenseDims, denseDims, formatShape, NattenArgumentErro
 import {
   checkGpuDType,
   DENSE_MAX_DIM,
+  DENSE_MMA_CHUNKS,
+  DENSE_MMA_MAX_DIM,
   DENSE_QUERIES,
+  type DenseMmaKind,
+  type DenseMmaSpec,
+  denseMmaWorkgroupBytes,
   generateAttentionMerge,
   generateDenseBackwardKv,
+  generateDenseBackwardKvMma,
   generateDenseBackwardQuery,
+  generateDenseBackwardQueryMma,
   generateDenseForward,
+  generateDenseForwardMma,
   generateDenseGradReduce,
 } from '@natten-web/wgsl';
 import { type DispatchCommand, foldWorkgroups, type GpuContext, type GpuTensor } from '../context.ts';
+import { mmaAvailability } from './na-fused-forward-mma.ts';
 import { callKey, memoKernel, memoPerContext, requireF16Feature } from './op.ts';
 
 export interface DenseForwardArgs {
@@ -42,6 +51,56 @@ export interface DenseForwardArgs {
 }
 
 const FWD = 'attention';
+
+export interface DenseOptions {
+  /**
+   * `'auto'` (default): the tensor-core kernels (`generateDenseForwardMma` and its backward twins) for float16 tensors
+   * whose head dims are multiples of 16 up to 128, where the adapter has f16 subgroup matrices and 32-wide subgroups;
+   * else the plain kernels (f32 loops, one query or key per invocation). `'mma'` requires the tensor cores (throws
+   * saying why they cannot run the call); `'plain'` forces the others.
+   */
+  readonly path?: 'auto' | 'mma' | 'plain';
+}
+
+/** Why the tensor-core dense kernels cannot run a call, or undefined. */
+function denseMmaUnfit(ctx: GpuContext, dims: DenseDims, dtype: string): string | undefined {
+  const avail = mmaAvailability(ctx);
+  if ('why' in avail) return avail.why;
+  if (dtype !== 'float16') return `it needs float16 tensors, not ${dtype}`;
+  for (const [name, d] of [
+    ['query head_dim', dims.dim],
+    ['value head_dim', dims.dimV],
+  ] as const) {
+    if (d % 16 !== 0 || d > DENSE_MMA_MAX_DIM) return `${name}=${d} must be a multiple of 16 up to ${DENSE_MMA_MAX_DIM}`;
+  }
+  return undefined;
+}
+
+/** Largest staged chunk (keys, or query rows) per kind; the forward's 64-key chunks fit head dims up to 64. */
+const MMA_MAX_CHUNK: Record<DenseMmaKind, number> = { forward: 64, dq: 32, dkv: 32 };
+
+/**
+ * The tensor-core spec of a call's kernel of `kind` (its chunk the largest whose workgroup memory this device allows),
+ * or undefined where the plain kernels run it (`path`, dtype, head dims, adapter); throws for `path: 'mma'` that
+ * cannot run, naming why.
+ */
+function denseMmaSpec(ctx: GpuContext, op: string, kind: DenseMmaKind, dims: DenseDims, dtype: string, base: Omit<DenseMmaSpec, 'chunk' | 'dim' | 'dimV'>, options: DenseOptions): DenseMmaSpec | undefined {
+  const path = options.path ?? 'auto';
+  if (path !== 'auto' && path !== 'mma' && path !== 'plain') throw new NattenArgumentError(`${op}: path must be 'auto', 'mma' or 'plain', got ${String(path)}`);
+  if (path === 'plain') return undefined;
+  let why = denseMmaUnfit(ctx, dims, dtype);
+  if (why === undefined) {
+    const limit = ctx.limits.maxComputeWorkgroupStorageSize;
+    const chunks = DENSE_MMA_CHUNKS.filter((c) => c <= MMA_MAX_CHUNK[kind]).reverse();
+    for (const chunk of chunks) {
+      const spec: DenseMmaSpec = { ...base, dim: dims.dim, dimV: dims.dimV, chunk };
+      if (denseMmaWorkgroupBytes(kind, spec) <= limit) return spec;
+    }
+    why = `its workgroup memory exceeds this device's ${limit} bytes`;
+  }
+  if (path === 'mma') throw new NattenArgumentError(`${op}: path 'mma' (tensor cores) cannot run this call: ${why}`);
+  return undefined;
+}
 
 /** The varlen offsets as u32 storage buffers (destroyed after the work is submitted: `retire`). */
 function uploadOffsets(ctx: GpuContext, cu: ArrayLike<number>): GPUBuffer {
@@ -106,10 +165,19 @@ function checkDenseForward(ctx: GpuContext, args: DenseForwardArgs): { dims: Den
  * The dispatch of a dense forward (validated; no GPU work). With varlen, `offsets` are the u32 buffers of the
  * cumulative offsets (`uploadOffsets`).
  */
-function denseForwardCommandWith(ctx: GpuContext, args: DenseForwardArgs, checked: { dims: DenseDims; dtype: 'float32' | 'float16' }, seqs: number, offsets: readonly GPUBuffer[]): DispatchCommand {
+function denseForwardCommandWith(
+  ctx: GpuContext,
+  args: DenseForwardArgs,
+  checked: { dims: DenseDims; dtype: 'float32' | 'float16' },
+  seqs: number,
+  offsets: readonly GPUBuffer[],
+  options: DenseOptions,
+): DispatchCommand {
   const { dims, dtype } = checked;
   if (!Number.isFinite(args.scale)) throw new NattenArgumentError(`${FWD}: scale must be a finite number, got ${args.scale}`);
-  const kernel = memoKernel('dense-forward', { dtype, dim: dims.dim, dimV: dims.dimV, causal: args.isCausal === true, ...(seqs > 0 ? { varlen: true } : {}) }, generateDenseForward);
+  const base = { causal: args.isCausal === true, ...(seqs > 0 ? { varlen: true } : {}) };
+  const mma = denseMmaSpec(ctx, FWD, 'forward', dims, dtype, base, options);
+  const kernel = mma ? memoKernel('dense-forward-mma', mma, generateDenseForwardMma) : memoKernel('dense-forward', { dtype, dim: dims.dim, dimV: dims.dimV, ...base }, generateDenseForward);
   return {
     kernel,
     buffers: [args.query.buffer, args.key.buffer, args.value.buffer, ...offsets, args.output.buffer, args.lse.buffer],
@@ -119,20 +187,20 @@ function denseForwardCommandWith(ctx: GpuContext, args: DenseForwardArgs, checke
 }
 
 /** The dispatch of a dense forward without varlen (validated; no GPU work). */
-export function denseForwardCommand(ctx: GpuContext, args: DenseForwardArgs): DispatchCommand {
+export function denseForwardCommand(ctx: GpuContext, args: DenseForwardArgs, options: DenseOptions = {}): DispatchCommand {
   if (args.cumulativeSeqlenQ !== undefined || args.cumulativeSeqlenKv !== undefined) {
     throw new NattenArgumentError(`${FWD}: denseForwardCommand takes no varlen offsets (they need buffers of their own); call denseForward`);
   }
-  return denseForwardCommandWith(ctx, args, checkDenseForward(ctx, args), 0, []);
+  return denseForwardCommandWith(ctx, args, checkDenseForward(ctx, args), 0, [], options);
 }
 
 /** Dense attention on GPU tensors: `output = softmax(scale q k^T) v`, `lse` its logsumexp (outputs written in place). */
-export async function denseForward(ctx: GpuContext, args: DenseForwardArgs): Promise<void> {
+export async function denseForward(ctx: GpuContext, args: DenseForwardArgs, options: DenseOptions = {}): Promise<void> {
   const checked = checkDenseForward(ctx, args);
   const seqs = checkVarlen(FWD, checked.dims, args.cumulativeSeqlenQ, args.cumulativeSeqlenKv);
   const offsets = seqs > 0 ? [uploadOffsets(ctx, args.cumulativeSeqlenQ as ArrayLike<number>), uploadOffsets(ctx, args.cumulativeSeqlenKv as ArrayLike<number>)] : [];
   try {
-    await ctx.dispatch([denseForwardCommandWith(ctx, args, checked, seqs, offsets)], FWD);
+    await ctx.dispatch([denseForwardCommandWith(ctx, args, checked, seqs, offsets, options)], FWD);
   } finally {
     for (const b of offsets) ctx.retire(b);
   }
@@ -238,7 +306,20 @@ function denseSplits(ctx: GpuContext, d: DenseDims): number {
  * a dK/dV kernel over query splits, then, with more than one split, fixed-order sums of the splits' partials.
  * Deterministic: no atomics.
  */
-export async function denseBackward(ctx: GpuContext, args: DenseBackwardArgs): Promise<void> {
+export async function denseBackward(ctx: GpuContext, args: DenseBackwardArgs, options: DenseOptions = {}): Promise<void> {
+  const plan = denseBackwardPlan(ctx, args, options);
+  try {
+    await ctx.dispatch(plan.commands, BWD);
+  } finally {
+    plan.release();
+  }
+}
+
+/**
+ * The dispatches of a dense backward (validated; no GPU work yet) and \`release\`, which frees its temporaries (delta,
+ * the splits' partials, the varlen offsets) once the work is submitted: for callers that record or time them.
+ */
+export function denseBackwardPlan(ctx: GpuContext, args: DenseBackwardArgs, options: DenseOptions = {}): { readonly commands: DispatchCommand[]; release(): void } {
   const { dims, dtype } = checkDense(ctx, BWD, args, [
     ['gradOutput', args.gradOutput, args.output.shape],
     ['gradQuery', args.gradQuery, args.query.shape],
@@ -257,45 +338,48 @@ export async function denseBackward(ctx: GpuContext, args: DenseBackwardArgs): P
   const kElems = dims.batch * dims.keys * dims.headsKv * dims.dim;
   const vElems = dims.batch * dims.keys * dims.headsKv * dims.dimV;
   const uniforms = { queries: dims.queries, keys: dims.keys, heads: dims.heads, heads_kv: dims.headsKv, scale: args.scale, seqs: Math.max(1, seqs), k_elems: kElems, v_elems: vElems };
-  const spec = { dtype, dim: dims.dim, dimV: dims.dimV, causal, ...(seqs > 0 ? { varlen: true } : {}) };
+  const base = { causal, ...(seqs > 0 ? { varlen: true } : {}) };
+  const spec = { dtype, dim: dims.dim, dimV: dims.dimV, ...base };
+  const accumulate = args.accumulateGradQuery === true;
+  const dqMma = denseMmaSpec(ctx, BWD, 'dq', dims, dtype, { ...base, ...(accumulate ? { accumulate } : {}) }, options);
+  const dkvMma = denseMmaSpec(ctx, BWD, 'dkv', dims, dtype, { ...base, ...(splits > 1 ? { partial: true } : {}) }, options);
   const offsets = seqs > 0 ? [uploadOffsets(ctx, args.cumulativeSeqlenQ as ArrayLike<number>), uploadOffsets(ctx, args.cumulativeSeqlenKv as ArrayLike<number>)] : [];
   const delta = ctx.tempTensor(outShape.slice(0, 3), 'float32', { label: `${BWD}.delta` });
   const partials = splits > 1 ? [ctx.tempTensor([splits * kElems], 'float32', { label: `${BWD}.dkPartial` }), ctx.tempTensor([splits * vElems], 'float32', { label: `${BWD}.dvPartial` })] : [];
-  try {
-    const commands: DispatchCommand[] = [
-      {
-        kernel: memoKernel('dense-backward-q', { ...spec, accumulate: args.accumulateGradQuery === true }, generateDenseBackwardQuery),
-        buffers: [args.query.buffer, args.key.buffer, args.value.buffer, args.output.buffer, args.gradOutput.buffer, args.lse.buffer, ...offsets, args.gradQuery.buffer, delta.buffer],
-        uniforms,
-        workgroups: [Math.ceil(dims.queries / DENSE_QUERIES), dims.heads, dims.batch],
-      },
-      {
-        kernel: memoKernel('dense-backward-kv', { ...spec, partial: splits > 1 }, generateDenseBackwardKv),
-        buffers: [
-          args.query.buffer,
-          args.key.buffer,
-          args.value.buffer,
-          args.gradOutput.buffer,
-          args.lse.buffer,
-          delta.buffer,
-          ...offsets,
-          (partials[0] ?? args.gradKey).buffer,
-          (partials[1] ?? args.gradValue).buffer,
-        ],
-        uniforms,
-        workgroups: [Math.ceil(dims.keys / DENSE_QUERIES), splits, dims.batch * dims.headsKv],
-      },
-    ];
-    const reduce = memoKernel('dense-grad-reduce', { dtype }, generateDenseGradReduce);
-    partials.forEach((p, i) => {
-      const elems = i === 0 ? kElems : vElems;
-      const workgroups = foldWorkgroups(Math.ceil(elems / 64), max);
-      commands.push({ kernel: reduce, buffers: [p.buffer, (i === 0 ? args.gradKey : args.gradValue).buffer], uniforms: { elems, splits, groups_x: workgroups[0] }, workgroups });
-    });
-    await ctx.dispatch(commands, BWD);
-  } finally {
+  const release = (): void => {
     ctx.releaseTensor(delta);
     for (const p of partials) ctx.releaseTensor(p);
     for (const b of offsets) ctx.retire(b);
-  }
+  };
+  const commands: DispatchCommand[] = [
+    {
+      kernel: dqMma ? memoKernel('dense-backward-q-mma', dqMma, generateDenseBackwardQueryMma) : memoKernel('dense-backward-q', { ...spec, accumulate }, generateDenseBackwardQuery),
+      buffers: [args.query.buffer, args.key.buffer, args.value.buffer, args.output.buffer, args.gradOutput.buffer, args.lse.buffer, ...offsets, args.gradQuery.buffer, delta.buffer],
+      uniforms,
+      workgroups: [Math.ceil(dims.queries / DENSE_QUERIES), dims.heads, dims.batch],
+    },
+    {
+      kernel: dkvMma ? memoKernel('dense-backward-kv-mma', dkvMma, generateDenseBackwardKvMma) : memoKernel('dense-backward-kv', { ...spec, partial: splits > 1 }, generateDenseBackwardKv),
+      buffers: [
+        args.query.buffer,
+        args.key.buffer,
+        args.value.buffer,
+        args.gradOutput.buffer,
+        args.lse.buffer,
+        delta.buffer,
+        ...offsets,
+        (partials[0] ?? args.gradKey).buffer,
+        (partials[1] ?? args.gradValue).buffer,
+      ],
+      uniforms,
+      workgroups: [Math.ceil(dims.keys / DENSE_QUERIES), splits, dims.batch * dims.headsKv],
+    },
+  ];
+  const reduce = memoKernel('dense-grad-reduce', { dtype }, generateDenseGradReduce);
+  partials.forEach((p, i) => {
+    const elems = i === 0 ? kElems : vElems;
+    const workgroups = foldWorkgroups(Math.ceil(elems / 64), max);
+    commands.push({ kernel: reduce, buffers: [p.buffer, (i === 0 ? args.gradKey : args.gradValue).buffer], uniforms: { elems, splits, groups_x: workgroups[0] }, workgroups });
+  });
+  return { commands, release };
 }

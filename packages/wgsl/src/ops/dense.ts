@@ -50,24 +50,28 @@ export const DENSE_UNIFORMS: readonly UniformField[] = [
 
 /**
  * WGSL of the varlen helpers: the sequence holding packed query (key) `t`, by binary search of the cumulative offsets,
- * and the two workgroup words a workgroup's union range goes through (`workgroupUniformLoad`).
+ * and the workgroup word (a vec4) a workgroup's union range goes through (`workgroupUniformLoad`).
  */
-function varlenHelpers(on: boolean | undefined): string {
+export function varlenHelpers(on: boolean | undefined): string {
   if (on !== true) return '';
+  // A trip count from the uniforms alone (ceil(log2(seqs)) halvings) and selects instead of branches, so the lanes of a
+  // subgroup never diverge here: the tensor-core kernels' matrix operations and subgroup reductions need all of them.
   const search = (name: string, cu: string): string => `fn ${name}(t: u32) -> u32 {
   var lo = 0u;
   var hi = params.seqs;
-  loop {
-    if (hi - lo <= 1u) { break; }
+  for (var n = params.seqs; n > 1u; n = (n + 1u) / 2u) {
     let mid = (lo + hi) / 2u;
-    if (${cu}[mid] <= t) { lo = mid; } else { hi = mid; }
+    let open = hi - lo > 1u;
+    let up = ${cu}[mid] <= t;
+    lo = select(lo, mid, open && up);
+    hi = select(hi, mid, open && !up);
   }
   return lo;
 }`;
   return `${search('seq_q', 'cu_q')}
 ${search('seq_kv', 'cu_kv')}
-var<workgroup> range_lo: u32;
-var<workgroup> range_hi: u32;
+// One 16-byte word (lo, hi, -, -): every workgroup variable a multiple of 16 bytes, as the mma kernels need.
+var<workgroup> wg_range: vec4<u32>;
 `;
 }
 
@@ -77,7 +81,7 @@ function denseDecls(bindings: readonly StorageBinding[], T: string, f32Names: re
   return bindings.map((b, i) => `@group(0) @binding(${i}) var<storage, ${b.access}> ${b.name}: array<${elem(b.name)}>;`).join('\n');
 }
 
-const CU_BINDINGS: readonly StorageBinding[] = [
+export const CU_BINDINGS: readonly StorageBinding[] = [
   { name: 'cu_q', access: 'read' },
   { name: 'cu_kv', access: 'read' },
 ];
@@ -86,7 +90,7 @@ const CU_BINDINGS: readonly StorageBinding[] = [
  * WGSL of a query-walking kernel's key ranges: the workgroup's union `[u0, u1)` (uniform) and this query's own
  * `[qk0, qk1)`, with `kv_base` the key row offset of its batch and key head.
  */
-function queryKeyRanges(spec: DenseForwardSpec, WG: number): string {
+export function queryKeyRanges(spec: Pick<DenseForwardSpec, 'causal' | 'varlen'>, WG: number): string {
   if (spec.varlen !== true) {
     return `  let last_q = min(wg.x * ${WG}u + ${WG - 1}u, params.queries - 1u);
   let u0 = 0u;
@@ -97,16 +101,61 @@ function queryKeyRanges(spec: DenseForwardSpec, WG: number): string {
   }
   return `  let last_q = min(wg.x * ${WG}u + ${WG - 1}u, params.queries - 1u);
   if (lid == 0u) {
-    range_lo = cu_kv[seq_q(wg.x * ${WG}u)];
-    range_hi = cu_kv[seq_q(last_q) + 1u];
+    wg_range = vec4<u32>(cu_kv[seq_q(wg.x * ${WG}u)], cu_kv[seq_q(last_q) + 1u], 0u, 0u);
   }
-  let u0 = workgroupUniformLoad(&range_lo);
-  let u1 = workgroupUniformLoad(&range_hi);
+  let wr = workgroupUniformLoad(&wg_range);
+  let u0 = wr.x;
+  let u1 = wr.y;
   let kv_base = hk;
   let sq = seq_q(min(i, params.queries - 1u));
   let qk0 = cu_kv[sq];
   let qk1 = ${spec.causal ? 'min(cu_kv[sq + 1u], qk0 + (min(i, params.queries - 1u) - cu_q[sq]) + 1u)' : 'cu_kv[sq + 1u]'};`;
 }
+
+/**
+ * WGSL of a key-walking kernel's query ranges (its key \`j\`, batch \`b\`): the query positions any key of the
+ * workgroup is seen by, \`[u0, u1)\` (uniform; causal: from the first key's position on), and this key's own: its
+ * sequence's \`[cq0, cq1)\` and its position \`kpos\` in it.
+ */
+export function keyQueryRanges(spec: Pick<DenseForwardSpec, 'causal' | 'varlen'>, WG: number): string {
+  if (spec.varlen === true) {
+    return `  if (lid == 0u) {
+    wg_range = vec4<u32>(cu_q[seq_kv(wg.x * ${WG}u)], cu_q[seq_kv(min(wg.x * ${WG}u + ${WG - 1}u, params.keys - 1u)) + 1u], 0u, 0u);
+  }
+  let wr = workgroupUniformLoad(&wg_range);
+  let u0 = wr.x;
+  let u1 = wr.y;
+  let sk = seq_kv(min(j, params.keys - 1u));
+  let cq0 = cu_q[sk];
+  let cq1 = cu_q[sk + 1u];
+  let kpos = min(j, params.keys - 1u) - cu_kv[sk];`;
+  }
+  return `  let u0 = ${spec.causal ? `min(wg.x * ${WG}u, params.queries)` : '0u'};
+  let u1 = params.queries;
+  let cq0 = 0u;
+  let cq1 = params.queries;
+  let kpos = j;`;
+}
+
+/** WGSL of the query row (batch, position, head) of staged row r of a key-walking kernel (position-major over the head group). */
+export const STAGED_ROW_FN = `/** Row r of the staged rows, position-major over the head group of key head hk, from row base (batch, first position). */
+fn staged_row(base: u32, r: u32, hk: u32, group: u32) -> u32 {
+  return (base + r / group) * params.heads + hk * group + r % group;
+}
+`;
+
+/**
+ * WGSL of a key-walking kernel's share of the query positions (split \`wg.y\` of \`nwg.y\`), \`[q_lo, q_hi)\`, its staged
+ * rows \`n_rows\` (position, head of the group) and their base row \`row_base\`.
+ */
+export const SPLIT_ROWS = `  let share = (u1 - u0 + nwg.y - 1u) / nwg.y;
+  let q_lo = min(u0 + wg.y * share, u1);
+  let q_hi = min(q_lo + share, u1);
+  // Rows (position, head of the group), position-major.
+  let n_rows = select(0u, (q_hi - q_lo) * group, q_hi > q_lo);
+  // Query row (batch, position, head) of staged row r (clamped to the last).
+  let row_base = b * params.queries + q_lo;
+`;
 
 /** WGSL staging one chunk of K and V rows from key `k0` (keys past `u1` zero). */
 function stageKv(WG: number): string {
@@ -416,7 +465,6 @@ export function generateDenseBackwardKv(spec: DenseBackwardSpec): GeneratedKerne
     { name: 'grad_value', access: 'read_write' },
   ];
   const OUT = partial ? 'f32' : T;
-  const varlen = spec.varlen === true;
   const code = `// ${key}
 ${enableDirectives(spec.dtype)}${denseDecls(bindings, T, partial ? ['grad_key', 'grad_value'] : [])}
 ${uniformDecl(DENSE_BACKWARD_UNIFORMS, bindings.length)}
@@ -428,11 +476,7 @@ var<workgroup> gs: array<f32, ${BQ * DV}>;
 var<workgroup> ls: array<f32, ${BQ}>;
 var<workgroup> dls: array<f32, ${BQ}>;
 
-/** Row r of the staged rows, position-major over the head group of key head hk, from row base (batch, first position). */
-fn staged_row(base: u32, r: u32, hk: u32, group: u32) -> u32 {
-  return (base + r / group) * params.heads + hk * group + r % group;
-}
-
+${STAGED_ROW_FN}
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let bh = wg.z;
@@ -450,32 +494,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
   var dv: array<f32, ${DV}>;
   // The query positions any key of this workgroup is seen by, [u0, u1) (causal: from the first key's position on),
   // this split's share of them, and this key's own: its sequence's [cq0, cq1), and its position kpos in it.
-${
-  varlen
-    ? `  if (lid == 0u) {
-    range_lo = cu_q[seq_kv(wg.x * ${WG}u)];
-    range_hi = cu_q[seq_kv(min(wg.x * ${WG}u + ${WG - 1}u, params.keys - 1u)) + 1u];
-  }
-  let u0 = workgroupUniformLoad(&range_lo);
-  let u1 = workgroupUniformLoad(&range_hi);
-  let sk = seq_kv(min(j, params.keys - 1u));
-  let cq0 = cu_q[sk];
-  let cq1 = cu_q[sk + 1u];
-  let kpos = min(j, params.keys - 1u) - cu_kv[sk];`
-    : `  let u0 = ${spec.causal ? `min(wg.x * ${WG}u, params.queries)` : '0u'};
-  let u1 = params.queries;
-  let cq0 = 0u;
-  let cq1 = params.queries;
-  let kpos = j;`
-}
-  let share = (u1 - u0 + nwg.y - 1u) / nwg.y;
-  let q_lo = min(u0 + wg.y * share, u1);
-  let q_hi = min(q_lo + share, u1);
-  // Rows (position, head of the group), position-major.
-  let n_rows = select(0u, (q_hi - q_lo) * group, q_hi > q_lo);
-  // Query row (batch, position, head) of staged row r (clamped to the last).
-  let row_base = b * params.queries + q_lo;
-  for (var r0 = 0u; r0 < n_rows; r0 += BQ) {
+${keyQueryRanges(spec, WG)}
+${SPLIT_ROWS}  for (var r0 = 0u; r0 < n_rows; r0 += BQ) {
     for (var e = lid; e < BQ * D; e += ${WG}u) {
       let r = r0 + e / D;
       let qrow = staged_row(row_base, min(r, n_rows - 1u), hk, group);

@@ -1,0 +1,705 @@
+/**
+ * Dense attention on tensor cores (float16 tensors, f32 accumulation, WebGPU subgroup matrices 16x16x16), the fast
+ * twins of `generateDenseForward`, `generateDenseBackwardQuery` and `generateDenseBackwardKv` (same bindings, same
+ * uniforms, same grids: a caller swaps one kernel for the other). Heads-last layouts as there; causal top-left;
+ * varlen through the cumulative offsets; GQA by head groups.
+ *
+ * - Forward (flash-attention style): a workgroup of 4 subgroups owns 64 consecutive queries of one (batch, head), 16
+ *   rows per subgroup, its Q fragments kept for the whole walk. Chunks of K and V rows are staged in workgroup memory
+ *   (16-byte loads; the next chunk's loads in flight during this chunk's work). Per chunk: S = Q K^T into an f32
+ *   scratch, the online softmax on each row by its two lanes (P as f16; the running max moves only when a chunk
+ *   raises it by more than 2^8, and O is rescaled through the scratch only then), O += P V. A subgroup whose rows
+ *   need none of a chunk's keys (causal, varlen) skips its multiplies.
+ * - dQ kernel: the same walk with dO's fragments kept too; per chunk S = Q K^T and dP = dO V^T, then per element
+ *   P = exp(scale S - lse) and dS = scale P (dP - delta) (f16), dQ += dS K. It forms delta = dO . O per row first and
+ *   writes it for the dK/dV kernel.
+ * - dK/dV kernel: a workgroup owns 64 keys of one (batch, key head), with their K and V fragments; it walks the query
+ *   rows of the head group (positions of its split, `generateDenseBackwardKv`'s rows) in chunks of Q and dO rows:
+ *   S^T = K Q^T, dP^T = V dO^T, P^T and dS^T per element, dV += P^T dO, dK += dS^T Q. With `partial`, each split
+ *   writes f32 partial sums that `generateDenseGradReduce` adds in a fixed order.
+ *
+ * Rows of a left or result fragment belong to lanes as in the other mma kernels (two lanes per row: lane / 2 of its
+ * subgroup's 16, each lane every other group of four columns), which the tests' emulation assumes.
+ * ASSUMPTION (as the other mma kernels): subgroups are the aligned runs of 32 consecutive local invocation indices;
+ * callers route here only where the subgroup size is fixed at 32.
+ */
+import { NattenArgumentError } from '@natten-web/core';
+import { type GeneratedKernel, kernelKey, type StorageBinding, uniformDecl } from '../kernel.ts';
+import {
+  CU_BINDINGS,
+  DENSE_BACKWARD_UNIFORMS,
+  DENSE_QUERIES,
+  DENSE_UNIFORMS,
+  keyQueryRanges,
+  queryKeyRanges,
+  SPLIT_ROWS,
+  STAGED_ROW_FN,
+  varlenHelpers,
+} from './dense.ts';
+import { MMA_FRAGMENT as F, MMA_HEADER, mmaScratchEpilogue, PACK8_FN } from './na-fused-forward-mma.ts';
+
+const GEN = 1;
+/** Largest head dim the tensor-core dense kernels compile (fragments live in registers). */
+export const DENSE_MMA_MAX_DIM = 128;
+/** Keys (forward, dQ) or query rows (dK/dV) staged per chunk. */
+export const DENSE_MMA_CHUNKS = [16, 32, 64] as const;
+const NSG = 4;
+const WG = 32 * NSG;
+/** Rows (queries or keys) per workgroup: 16 per subgroup. */
+const ROWS = F * NSG;
+
+export interface DenseMmaSpec {
+  readonly dim: number;
+  readonly dimV: number;
+  readonly causal: boolean;
+  /** Packed sequences (`cu_q` / `cu_kv` bindings), as `DenseForwardSpec.varlen`. */
+  readonly varlen?: boolean;
+  /** Keys (forward, dQ) or query rows (dK/dV) per staged chunk. */
+  readonly chunk: (typeof DENSE_MMA_CHUNKS)[number];
+  /** dQ kernel: add to what grad_query holds. */
+  readonly accumulate?: boolean;
+  /** dK/dV kernel: f32 partial sums per query split. */
+  readonly partial?: boolean;
+}
+
+export type DenseMmaKind = 'forward' | 'dq' | 'dkv';
+
+const range = (n: number): number[] => Array.from({ length: n }, (_, i) => i);
+
+interface Layout {
+  /** Staged row strides (halves) of the two staged tensors: K, V (forward, dQ) or Q, dO (dK/dV). */
+  readonly lda: number;
+  readonly ldb: number;
+  /** f32 scratch and f16 P rows. */
+  readonly lds: number;
+  readonly ldp: number;
+  /** Halves of the staging area: a chunk of both tensors, or 16 rows of either (the fragments' own staging). */
+  readonly stage: number;
+  readonly bytes: number;
+}
+
+/** Why a spec cannot compile, or undefined. */
+export function denseMmaSpecProblem(spec: DenseMmaSpec): string | undefined {
+  for (const [name, d] of [
+    ['dim', spec.dim],
+    ['dimV', spec.dimV],
+  ] as const) {
+    if (!Number.isInteger(d) || d < F || d > DENSE_MMA_MAX_DIM || d % F !== 0) return `${name} must be a multiple of ${F} in [${F}, ${DENSE_MMA_MAX_DIM}], got ${d}`;
+  }
+  if (!DENSE_MMA_CHUNKS.includes(spec.chunk)) return `chunk must be one of ${DENSE_MMA_CHUNKS.join(', ')}, got ${String(spec.chunk)}`;
+  return undefined;
+}
+
+function layout(kind: DenseMmaKind, spec: DenseMmaSpec): Layout {
+  const lda = spec.dim + 8;
+  const ldb = spec.dimV + 8;
+  const lds = spec.chunk + 4;
+  const ldp = spec.chunk + 8;
+  // (The fragments' own 64 rows go through it in passes of at least one fragment of rows.)
+  const stage = Math.max(spec.chunk * (lda + ldb), F * Math.max(lda, ldb));
+  // Scratches: S (+ dP in the backward); P (+ dS in dK/dV); dK/dV's lse and delta rows; the forward's flag.
+  const scratches = kind === 'forward' ? 1 : 2;
+  const ps = kind === 'dkv' ? 2 : 1;
+  // (+ 16 for varlen's two range words)
+  const extra = (kind === 'dkv' ? 2 * 4 * Math.max(4, spec.chunk) : kind === 'forward' ? 16 : 0) + (spec.varlen === true ? 16 : 0);
+  return { lda, ldb, lds, ldp, stage, bytes: 2 * stage + scratches * 4 * ROWS * lds + ps * 2 * ROWS * ldp + extra };
+}
+
+/** Workgroup memory of a kernel (for the caller's choice of chunk against the device's limit). */
+export function denseMmaWorkgroupBytes(kind: DenseMmaKind, spec: DenseMmaSpec): number {
+  return layout(kind, spec).bytes;
+}
+
+const LEFT = `subgroup_matrix_left<f16, ${F}, ${F}>`;
+const RIGHT = `subgroup_matrix_right<f16, ${F}, ${F}>`;
+const RESULT = `subgroup_matrix_result<f32, ${F}, ${F}>`;
+
+/** Storage declarations: tensors as vec4<u32> (eight halves), offsets u32, lse / delta f32, `f32x4` names vec4<f32>. */
+function decls(bindings: readonly StorageBinding[], f32x4: readonly string[] = []): string {
+  const elem = (n: string): string => (n === 'cu_q' || n === 'cu_kv' ? 'u32' : n === 'lse' || n === 'delta' ? 'f32' : f32x4.includes(n) ? 'vec4<f32>' : 'vec4<u32>');
+  return bindings.map((b, i) => `@group(0) @binding(${i}) var<storage, ${b.access}> ${b.name}: array<${elem(b.name)}>;`).join('\n');
+}
+
+/** WGSL helpers: `put8` (eight halves into the staging area) and `pack8` / `unpack8`. */
+const PUT8_FN = `fn put8(at: u32, v: vec4<u32>) {
+  let a = bitcast<vec2<f16>>(v.x); let b = bitcast<vec2<f16>>(v.y); let c = bitcast<vec2<f16>>(v.z); let d = bitcast<vec2<f16>>(v.w);
+  st_sh[at] = a.x; st_sh[at + 1u] = a.y; st_sh[at + 2u] = b.x; st_sh[at + 3u] = b.y;
+  st_sh[at + 4u] = c.x; st_sh[at + 5u] = c.y; st_sh[at + 6u] = d.x; st_sh[at + 7u] = d.y;
+}
+fn unpack_lo(v: vec4<u32>) -> vec4<f32> { return vec4<f32>(vec4<f16>(bitcast<vec2<f16>>(v.x), bitcast<vec2<f16>>(v.y))); }
+fn unpack_hi(v: vec4<u32>) -> vec4<f32> { return vec4<f32>(vec4<f16>(bitcast<vec2<f16>>(v.z), bitcast<vec2<f16>>(v.w))); }
+${PACK8_FN}`;
+
+/**
+ * WGSL staging 64 rows of a tensor (\`width8\` 16-byte units each, row \`r\` read at \`src(r)\` when \`ok(r)\`, else zeros)
+ * at stride \`ld\`, in passes of as many whole fragments of rows as the staging area holds (\`stage\` halves), each
+ * subgroup loading its \`frags\` left fragments \`${name}_kk\` in the pass that holds its rows.
+ */
+function fragmentsThroughStaging(o: { name: string; width8: number; ld: number; stage: number; src: (r: string) => string; ok: (r: string) => string; frags: number }): string {
+  const passRows = Math.min(ROWS, Math.floor(o.stage / o.ld / F) * F);
+  const passes = range(Math.ceil(ROWS / passRows)).map((p) => {
+    const first = p * passRows;
+    const rows = Math.min(passRows, ROWS - first);
+    const r = first === 0 ? 'r' : `(${first}u + r)`;
+    return `  for (var e = lid; e < ${rows * o.width8}u; e += ${WG}u) {
+    let r = e / ${o.width8}u;
+    let c = e % ${o.width8}u;
+    put8(r * ${o.ld}u + c * 8u, select(vec4<u32>(0u), ${o.src(r)}, ${o.ok(r)}));
+  }
+  workgroupBarrier();
+  if (rbase >= ${first}u && rbase < ${first + rows}u) {
+${range(o.frags)
+  .map((kk) => `    ${o.name}_${kk} = subgroupMatrixLoad<${LEFT}, row_major>(&st_sh, (rbase - ${first}u) * ${o.ld}u + ${kk * F}u, ${o.ld}u);`)
+  .join('\n')}
+  }
+  workgroupBarrier();`;
+  });
+  return `${range(o.frags)
+    .map((kk) => `  var ${o.name}_${kk} = ${LEFT}();`)
+    .join('\n')}
+${passes.join('\n')}`;
+}
+
+/**
+ * WGSL of a chunked walk's prefetch registers: `${tag}_i` hold this invocation's 16-byte units of the next chunk of
+ * `rows` rows of `width8` units (`unit(u)` the global read of unit u, `ok(u)` whether it is in range); `fetch` issues
+ * the loads, `stage` writes them to the staging area at `off` (stride `ld`).
+ */
+function chunkRegisters(o: { tag: string; rows: number; width8: number; ld: number; off: number; unit: (r: string, c: string) => string; ok: (r: string) => string }): { decl: string; fetch: string; stage: string } {
+  const units = o.rows * o.width8;
+  const n = Math.ceil(units / WG);
+  const whole = units % WG === 0;
+  return {
+    decl: range(n)
+      .map((i) => `  var ${o.tag}_${i} = vec4<u32>(0u);`)
+      .join('\n'),
+    fetch: range(n)
+      .map(
+        (i) => `    {
+      let u = lid + ${i * WG}u;
+      let r = u / ${o.width8}u;
+      let c = u % ${o.width8}u;
+      ${o.tag}_${i} = select(vec4<u32>(0u), ${o.unit('r', 'c')}, ${o.ok('r')}${whole ? '' : ` && u < ${units}u`});
+    }`,
+      )
+      .join('\n'),
+    stage: range(n)
+      .map((i) => {
+        const body = `put8(${o.off}u + (u / ${o.width8}u) * ${o.ld}u + (u % ${o.width8}u) * 8u, ${o.tag}_${i});`;
+        return `    { let u = lid + ${i * WG}u; ${whole ? body : `if (u < ${units}u) { ${body} }`} }`;
+      })
+      .join('\n'),
+  };
+}
+
+/** Lane, row and key head of a query-walking kernel, its query row `qrow` (clamped) and the key ranges. */
+function queryWalkHead(spec: DenseMmaSpec): string {
+  return `  let b = wg.z;
+  let h = wg.y;
+  let rbase = (lid / 32u) * ${F}u;
+  let lane = lid % 32u;
+  let hf = lane % 2u;
+  let row = rbase + lane / 2u;
+  let i = wg.x * ${ROWS}u + row;
+  let hk = h / (params.heads / params.heads_kv);
+  let valid = i < params.queries;
+  let qrow = (b * params.queries + min(i, params.queries - 1u)) * params.heads + h;
+  // Keys any query of this workgroup sees [u0, u1) (uniform), and this row's own [rk0, rk1) (empty for rows past the end).
+${queryKeyRanges(spec, ROWS)}
+  let rk0 = select(0u, qk0, valid);
+  let rk1 = select(0u, qk1, valid);`;
+}
+
+/** This subgroup's keys: chunks outside [span_lo, span_hi) are skipped by its multiplies (after a barrier: every lane). */
+const SUBGROUP_SPAN = `  let span_lo = subgroupMin(select(0xffffffffu, rk0, rk1 > rk0));
+  let span_hi = subgroupMax(select(0u, rk1, rk1 > rk0));`;
+
+/** The query walk's K/V chunk registers (keys from `c0n`, rows past `u1` zero). */
+function kvChunk(spec: DenseMmaSpec, L: Layout): { k: ReturnType<typeof chunkRegisters>; v: ReturnType<typeof chunkRegisters> } {
+  const unit = (src: string, w8: number) => (r: string, c: string) => `${src}[(kv_base + min(c0n + ${r}, u1 - 1u) * params.heads_kv) * ${w8}u + ${c}]`;
+  const ok = (r: string): string => `c0n + ${r} < u1`;
+  return {
+    k: chunkRegisters({ tag: 'kr', rows: spec.chunk, width8: spec.dim / 8, ld: L.lda, off: 0, unit: unit('key', spec.dim / 8), ok }),
+    v: chunkRegisters({ tag: 'vr', rows: spec.chunk, width8: spec.dimV / 8, ld: L.ldb, off: spec.chunk * L.lda, unit: unit('value', spec.dimV / 8), ok }),
+  };
+}
+
+/** This lane's interleaved groups of four columns of a chunk row (two lanes per row): `cc${v}` their first columns. */
+const laneColumns = (chunk: number): number[] => range(chunk / 8);
+const colOf = (v: number): string => `(${v * 2}u + hf) * 4u`;
+
+function checkSpec(gen: string, spec: DenseMmaSpec): void {
+  const why = denseMmaSpecProblem(spec);
+  if (why !== undefined) throw new NattenArgumentError(`${gen}: ${why}`);
+}
+
+const FEATURES = ['shader-f16', 'subgroups', 'chromium-experimental-subgroup-matrix'];
+
+export function generateDenseForwardMma(spec: DenseMmaSpec): GeneratedKernel {
+  checkSpec('generateDenseForwardMma', spec);
+  const key = kernelKey('dense-forward-mma', GEN, { ...spec, accumulate: undefined, partial: undefined });
+  const L = layout('forward', spec);
+  const BK = spec.chunk;
+  const D16 = spec.dim / F;
+  const DV16 = spec.dimV / F;
+  const BK16 = BK / F;
+  const VOFF = BK * L.lda;
+  const bindings: StorageBinding[] = [
+    { name: 'query', access: 'read' },
+    { name: 'key', access: 'read' },
+    { name: 'value', access: 'read' },
+    ...(spec.varlen === true ? CU_BINDINGS : []),
+    { name: 'output', access: 'read_write' },
+    { name: 'lse', access: 'read_write' },
+  ];
+  const { k, v } = kvChunk(spec, L);
+  const TPR = Math.floor(L.lds / F);
+  const rescale = range(Math.ceil(DV16 / TPR))
+    .map((rd) => {
+      const tiles = range(DV16).slice(rd * TPR, rd * TPR + TPR);
+      const at = (j: number): string => `rbase * LDS + ${(j - rd * TPR) * F}u`;
+      return `${rd > 0 ? '      workgroupBarrier();\n' : ''}${tiles.map((j) => `      subgroupMatrixStore<row_major>(&s_sh, ${at(j)}, o_${j}, LDS);`).join('\n')}
+      workgroupBarrier();
+      for (var c = hf; c < ${tiles.length * F}u; c += 2u) { s_sh[row * LDS + c] = s_sh[row * LDS + c] * alpha; }
+      workgroupBarrier();
+${tiles.map((j) => `      o_${j} = subgroupMatrixLoad<${RESULT}, row_major>(&s_sh, ${at(j)}, LDS);`).join('\n')}`;
+    })
+    .join('\n');
+  const cols = laneColumns(BK);
+  const code = `// ${key}
+${MMA_HEADER}
+${decls(bindings)}
+${uniformDecl(DENSE_UNIFORMS, bindings.length)}
+const LDS: u32 = ${L.lds}u;
+const LDP: u32 = ${L.ldp}u;
+const NEG: f32 = -1.0e30;
+const MASKED: f32 = -3.0e38;
+// Every workgroup variable is a multiple of 16 bytes (matrix stores misplace data off a 16-byte boundary).
+var<workgroup> st_sh: array<f16, ${L.stage}>;
+var<workgroup> s_sh: array<f32, ${ROWS * L.lds}>;
+var<workgroup> p_sh: array<f16, ${ROWS * L.ldp}>;
+var<workgroup> flag: vec4<u32>;
+${varlenHelpers(spec.varlen)}${PUT8_FN}
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+${queryWalkHead(spec)}
+  let sl2 = params.scale * 1.4426950408889634;
+  // The rescale flag starts at zero by this store (the Q staging's barriers follow).
+  if (lid == 0u) { flag = vec4<u32>(0u); }
+${fragmentsThroughStaging({ name: 'q', width8: spec.dim / 8, ld: L.lda, src: (r) => `query[((b * params.queries + min(wg.x * ${ROWS}u + ${r}, params.queries - 1u)) * params.heads + h) * ${spec.dim / 8}u + c]`, ok: (r) => `wg.x * ${ROWS}u + ${r} < params.queries`, frags: D16, stage: L.stage })}
+${range(DV16)
+  .map((j) => `  var o_${j} = ${RESULT}();`)
+  .join('\n')}
+${SUBGROUP_SPAN}
+  var m = NEG;
+  var l = 0.0;
+  var step = 0u;
+${k.decl}
+${v.decl}
+  var c0n = u0;
+${k.fetch}
+${v.fetch}
+  for (var c0 = u0; c0 < u1; c0 += ${BK}u) {
+    step = step + 1u;
+${k.stage}
+${v.stage}
+    workgroupBarrier();
+    // The next chunk's loads, in flight during this chunk's work.
+    c0n = c0 + ${BK}u;
+    if (c0n < u1) {
+${k.fetch}
+${v.fetch}
+    }
+    let need = c0 < span_hi && c0 + ${BK}u > span_lo;
+    if (need) {
+${range(BK16)
+  .map(
+    (n) => `      {
+        var s = ${RESULT}();
+${range(D16)
+  .map((kk) => `        s = subgroupMatrixMultiplyAccumulate(q_${kk}, subgroupMatrixLoad<${RIGHT}, col_major>(&st_sh, ${n * F * L.lda + kk * F}u, ${L.lda}u), s);`)
+  .join('\n')}
+        subgroupMatrixStore<row_major>(&s_sh, rbase * LDS + ${n * F}u, s, LDS);
+      }`,
+  )
+  .join('\n')}
+    }
+    workgroupBarrier();
+    var alpha = 1.0;
+    if (need) {
+      // Online softmax on this lane's columns of its row (log2 domain); keys outside [rk0, rk1) are masked.
+      let inside = c0 >= rk0 && c0 + ${BK}u <= rk1;
+${cols
+  .map(
+    (c) => `      let cc${c} = ${colOf(c)};
+      var x${c} = vec4<f32>(s_sh[row * LDS + cc${c}], s_sh[row * LDS + cc${c} + 1u], s_sh[row * LDS + cc${c} + 2u], s_sh[row * LDS + cc${c} + 3u]) * sl2;
+      if (!inside) {
+        let kj = vec4<u32>(c0 + cc${c}) + vec4<u32>(0u, 1u, 2u, 3u);
+        x${c} = select(vec4<f32>(MASKED), x${c}, (kj >= vec4<u32>(rk0)) & (kj < vec4<u32>(rk1)));
+      }`,
+  )
+  .join('\n')}
+      var cmax = ${cols.map((c) => `max(max(x${c}.x, x${c}.y), max(x${c}.z, x${c}.w))`).reduce((a, b) => `max(${a}, ${b})`)};
+      cmax = max(cmax, subgroupShuffleXor(cmax, 1u));
+      if (cmax > m + 8.0) {
+        if (l > 0.0) { alpha = exp2(m - cmax); }
+        m = cmax;
+      }
+      if (alpha != 1.0) { flag.x = step; }
+      var psum = 0.0;
+${cols
+  .map(
+    (c) => `      {
+        let p = exp2(x${c} - vec4<f32>(m));
+        psum = psum + (p.x + p.y) + (p.z + p.w);
+        let ph = vec4<f16>(p);
+        p_sh[row * LDP + cc${c}] = ph.x; p_sh[row * LDP + cc${c} + 1u] = ph.y; p_sh[row * LDP + cc${c} + 2u] = ph.z; p_sh[row * LDP + cc${c} + 3u] = ph.w;
+      }`,
+  )
+  .join('\n')}
+      psum = psum + subgroupShuffleXor(psum, 1u);
+      l = l * alpha + psum;
+    }
+    // (This uniform load is also the barrier between the P stores and the P loads.)
+    if (workgroupUniformLoad(&flag).x == step) {
+${rescale}
+    }
+    if (need) {
+${range(BK16)
+  .map((n) => `      let p_${n} = subgroupMatrixLoad<${LEFT}, row_major>(&p_sh, rbase * LDP + ${n * F}u, LDP);`)
+  .join('\n')}
+${range(DV16)
+  .map(
+    (j) =>
+      `      o_${j} = ${range(BK16).reduce((acc, n) => `subgroupMatrixMultiplyAccumulate(p_${n}, subgroupMatrixLoad<${RIGHT}, row_major>(&st_sh, ${VOFF + n * F * L.ldb + j * F}u, ${L.ldb}u), ${acc})`, `o_${j}`)};`,
+  )
+  .join('\n')}
+    }
+    workgroupBarrier();
+  }
+  // Epilogue: O / l (f16) through the scratch; the natural-log lse.
+  let inv_l = select(0.0, 1.0 / l, l > 0.0);
+${mmaScratchEpilogue({
+  outs: [{ acc: 'o', frags: DV16, write: (j, lo, hi) => `output[qrow * ${spec.dimV / 8}u + ${2 * j}u + hf] = pack8(${lo} * inv_l, ${hi} * inv_l);` }],
+  scratches: ['s_sh'],
+  perScratch: TPR,
+  srow: 'row',
+  guard: 'valid',
+})}
+  if (valid && hf == 0u) { lse[qrow] = (m + log2(l)) * 0.6931471805599453; }
+}
+`;
+  return { key, code, entryPoint: 'main', workgroupSize: [WG, 1, 1], bindings, uniforms: DENSE_UNIFORMS, workgroupBytes: L.bytes, features: FEATURES };
+}
+
+export function generateDenseBackwardQueryMma(spec: DenseMmaSpec): GeneratedKernel {
+  checkSpec('generateDenseBackwardQueryMma', spec);
+  const key = kernelKey('dense-backward-q-mma', GEN, { ...spec, partial: undefined });
+  const L = layout('dq', spec);
+  const BK = spec.chunk;
+  const D8 = spec.dim / 8;
+  const DV8 = spec.dimV / 8;
+  const D16 = spec.dim / F;
+  const DV16 = spec.dimV / F;
+  const BK16 = BK / F;
+  const VOFF = BK * L.lda;
+  const bindings: StorageBinding[] = [
+    { name: 'query', access: 'read' },
+    { name: 'key', access: 'read' },
+    { name: 'value', access: 'read' },
+    { name: 'output', access: 'read' },
+    { name: 'grad_output', access: 'read' },
+    { name: 'lse', access: 'read' },
+    ...(spec.varlen === true ? CU_BINDINGS : []),
+    { name: 'grad_query', access: 'read_write' },
+    { name: 'delta', access: 'read_write' },
+  ];
+  const { k, v } = kvChunk(spec, L);
+  const cols = laneColumns(BK);
+  const rowOf = (r: string): string => `(b * params.queries + min(wg.x * ${ROWS}u + ${r}, params.queries - 1u)) * params.heads + h`;
+  const inRange = (r: string): string => `wg.x * ${ROWS}u + ${r} < params.queries`;
+  const acc = spec.accumulate === true;
+  const code = `// ${key}
+${MMA_HEADER}
+${decls(bindings)}
+${uniformDecl(DENSE_BACKWARD_UNIFORMS, bindings.length)}
+const LDS: u32 = ${L.lds}u;
+const LDP: u32 = ${L.ldp}u;
+var<workgroup> st_sh: array<f16, ${L.stage}>;
+var<workgroup> s_sh: array<f32, ${ROWS * L.lds}>;
+var<workgroup> dp_sh: array<f32, ${ROWS * L.lds}>;
+var<workgroup> p_sh: array<f16, ${ROWS * L.ldp}>;
+${varlenHelpers(spec.varlen)}${PUT8_FN}
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+${queryWalkHead(spec)}
+  let sl2 = params.scale * 1.4426950408889634;
+${fragmentsThroughStaging({ name: 'q', width8: D8, ld: L.lda, src: (r) => `query[(${rowOf(r)}) * ${D8}u + c]`, ok: inRange, frags: D16, stage: L.stage })}
+${fragmentsThroughStaging({ name: 'g', width8: DV8, ld: L.ldb, src: (r) => `grad_output[(${rowOf(r)}) * ${DV8}u + c]`, ok: inRange, frags: DV16, stage: L.stage })}
+  // delta = dO . O of this row (the lanes of a row take every other group of eight values).
+  var dl = 0.0;
+  for (var c = hf; c < ${DV8}u; c += 2u) {
+    let a = grad_output[qrow * ${DV8}u + c];
+    let o = output[qrow * ${DV8}u + c];
+    dl = dl + dot(unpack_lo(a), unpack_lo(o)) + dot(unpack_hi(a), unpack_hi(o));
+  }
+  dl = dl + subgroupShuffleXor(dl, 1u);
+  let l2 = lse[qrow] * 1.4426950408889634;
+${SUBGROUP_SPAN}
+${range(D16)
+  .map((kk) => `  var dq_${kk} = ${RESULT}();`)
+  .join('\n')}
+${k.decl}
+${v.decl}
+  var c0n = u0;
+${k.fetch}
+${v.fetch}
+  for (var c0 = u0; c0 < u1; c0 += ${BK}u) {
+${k.stage}
+${v.stage}
+    workgroupBarrier();
+    c0n = c0 + ${BK}u;
+    if (c0n < u1) {
+${k.fetch}
+${v.fetch}
+    }
+    let need = c0 < span_hi && c0 + ${BK}u > span_lo;
+    if (need) {
+${range(BK16)
+  .map(
+    (n) => `      {
+        var s = ${RESULT}();
+${range(D16)
+  .map((kk) => `        s = subgroupMatrixMultiplyAccumulate(q_${kk}, subgroupMatrixLoad<${RIGHT}, col_major>(&st_sh, ${n * F * L.lda + kk * F}u, ${L.lda}u), s);`)
+  .join('\n')}
+        subgroupMatrixStore<row_major>(&s_sh, rbase * LDS + ${n * F}u, s, LDS);
+        var dp = ${RESULT}();
+${range(DV16)
+  .map((jj) => `        dp = subgroupMatrixMultiplyAccumulate(g_${jj}, subgroupMatrixLoad<${RIGHT}, col_major>(&st_sh, ${VOFF + n * F * L.ldb + jj * F}u, ${L.ldb}u), dp);`)
+  .join('\n')}
+        subgroupMatrixStore<row_major>(&dp_sh, rbase * LDS + ${n * F}u, dp, LDS);
+      }`,
+  )
+  .join('\n')}
+    }
+    workgroupBarrier();
+    if (need) {
+      // P = exp(scale S - lse), dS = scale P (dP - delta) on this lane's columns; keys outside [rk0, rk1) give 0.
+${cols
+  .map(
+    (c) => `      {
+        let cc = ${colOf(c)};
+        let e = row * LDS + cc;
+        let kj = vec4<u32>(c0 + cc) + vec4<u32>(0u, 1u, 2u, 3u);
+        let x = vec4<f32>(s_sh[e], s_sh[e + 1u], s_sh[e + 2u], s_sh[e + 3u]) * sl2 - vec4<f32>(l2);
+        let p = select(vec4<f32>(0.0), exp2(x), (kj >= vec4<u32>(rk0)) & (kj < vec4<u32>(rk1)));
+        let dp = vec4<f32>(dp_sh[e], dp_sh[e + 1u], dp_sh[e + 2u], dp_sh[e + 3u]);
+        let ds = vec4<f16>(p * (dp - vec4<f32>(dl)) * params.scale);
+        let at = row * LDP + cc;
+        p_sh[at] = ds.x; p_sh[at + 1u] = ds.y; p_sh[at + 2u] = ds.z; p_sh[at + 3u] = ds.w;
+      }`,
+  )
+  .join('\n')}
+    }
+    workgroupBarrier();
+    if (need) {
+${range(BK16)
+  .map((n) => `      let ds_${n} = subgroupMatrixLoad<${LEFT}, row_major>(&p_sh, rbase * LDP + ${n * F}u, LDP);`)
+  .join('\n')}
+${range(D16)
+  .map(
+    (kk) =>
+      `      dq_${kk} = ${range(BK16).reduce((a, n) => `subgroupMatrixMultiplyAccumulate(ds_${n}, subgroupMatrixLoad<${RIGHT}, row_major>(&st_sh, ${n * F * L.lda + kk * F}u, ${L.lda}u), ${a})`, `dq_${kk}`)};`,
+  )
+  .join('\n')}
+    }
+    workgroupBarrier();
+  }
+${mmaScratchEpilogue({
+  outs: [
+    {
+      acc: 'dq',
+      frags: D16,
+      write: (j, lo, hi) => {
+        const at = `qrow * ${D8}u + ${2 * j}u + hf`;
+        return acc ? `let old = grad_query[${at}]; grad_query[${at}] = pack8(${lo} + unpack_lo(old), ${hi} + unpack_hi(old));` : `grad_query[${at}] = pack8(${lo}, ${hi});`;
+      },
+    },
+  ],
+  scratches: ['s_sh', 'dp_sh'],
+  perScratch: Math.floor(L.lds / F),
+  srow: 'row',
+  guard: 'valid',
+})}
+  if (valid && hf == 0u) { delta[qrow] = dl; }
+}
+`;
+  return { key, code, entryPoint: 'main', workgroupSize: [WG, 1, 1], bindings, uniforms: DENSE_BACKWARD_UNIFORMS, workgroupBytes: L.bytes, features: FEATURES };
+}
+
+export function generateDenseBackwardKvMma(spec: DenseMmaSpec): GeneratedKernel {
+  checkSpec('generateDenseBackwardKvMma', spec);
+  const key = kernelKey('dense-backward-kv-mma', GEN, { ...spec, accumulate: undefined });
+  const L = layout('dkv', spec);
+  const BQ = spec.chunk;
+  const D8 = spec.dim / 8;
+  const DV8 = spec.dimV / 8;
+  const D16 = spec.dim / F;
+  const DV16 = spec.dimV / F;
+  const BQ16 = BQ / F;
+  const OOFF = BQ * L.lda;
+  const partial = spec.partial === true;
+  const bindings: StorageBinding[] = [
+    { name: 'query', access: 'read' },
+    { name: 'key', access: 'read' },
+    { name: 'value', access: 'read' },
+    { name: 'grad_output', access: 'read' },
+    { name: 'lse', access: 'read' },
+    { name: 'delta', access: 'read' },
+    ...(spec.varlen === true ? CU_BINDINGS : []),
+    { name: 'grad_key', access: 'read_write' },
+    { name: 'grad_value', access: 'read_write' },
+  ];
+  const keyRow = (r: string): string => `(b * params.keys + min(wg.x * ${ROWS}u + ${r}, params.keys - 1u)) * params.heads_kv + hk`;
+  const keyOk = (r: string): string => `wg.x * ${ROWS}u + ${r} < params.keys`;
+  const qUnit = (src: string, w8: number) => (r: string, c: string) => `${src}[staged_row(row_base, min(r0 + ${r}, max(n_rows, 1u) - 1u), hk, group) * ${w8}u + ${c}]`;
+  const qOk = (r: string): string => `r0 + ${r} < n_rows`;
+  const qc = chunkRegisters({ tag: 'qr', rows: BQ, width8: D8, ld: L.lda, off: 0, unit: qUnit('query', D8), ok: qOk });
+  const gc = chunkRegisters({ tag: 'gr', rows: BQ, width8: DV8, ld: L.ldb, off: OOFF, unit: qUnit('grad_output', DV8), ok: qOk });
+  const cols = laneColumns(BQ);
+  const write = (arr: string, w: number) => (j: number, lo: string, hi: string): string =>
+    partial
+      ? `${arr}[(wg.y * params.${arr === 'grad_key' ? 'k' : 'v'}_elems + krow * ${w}u) / 4u + ${4 * j}u + 2u * hf] = ${lo}; ${arr}[(wg.y * params.${arr === 'grad_key' ? 'k' : 'v'}_elems + krow * ${w}u) / 4u + ${4 * j}u + 2u * hf + 1u] = ${hi};`
+      : `${arr}[krow * ${w / 8}u + ${2 * j}u + hf] = pack8(${lo}, ${hi});`;
+  const code = `// ${key}
+${MMA_HEADER}
+${decls(bindings, partial ? ['grad_key', 'grad_value'] : [])}
+${uniformDecl(DENSE_BACKWARD_UNIFORMS, bindings.length)}
+const LDS: u32 = ${L.lds}u;
+const LDP: u32 = ${L.ldp}u;
+var<workgroup> st_sh: array<f16, ${L.stage}>;
+var<workgroup> s_sh: array<f32, ${ROWS * L.lds}>;
+var<workgroup> dp_sh: array<f32, ${ROWS * L.lds}>;
+var<workgroup> p_sh: array<f16, ${ROWS * L.ldp}>;
+var<workgroup> ds_sh: array<f16, ${ROWS * L.ldp}>;
+var<workgroup> ls: array<f32, ${Math.max(4, BQ)}>;
+var<workgroup> dls: array<f32, ${Math.max(4, BQ)}>;
+${varlenHelpers(spec.varlen)}${PUT8_FN}${STAGED_ROW_FN}
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let bh = wg.z;
+  let b = bh / params.heads_kv;
+  let hk = bh % params.heads_kv;
+  let group = params.heads / params.heads_kv;
+  let rbase = (lid / 32u) * ${F}u;
+  let lane = lid % 32u;
+  let hf = lane % 2u;
+  let row = rbase + lane / 2u;
+  let j = wg.x * ${ROWS}u + row;
+  let valid = j < params.keys;
+  let krow = (b * params.keys + min(j, params.keys - 1u)) * params.heads_kv + hk;
+  let sl2 = params.scale * 1.4426950408889634;
+${fragmentsThroughStaging({ name: 'k', width8: D8, ld: L.lda, src: (r) => `key[(${keyRow(r)}) * ${D8}u + c]`, ok: keyOk, frags: D16, stage: L.stage })}
+${fragmentsThroughStaging({ name: 'v', width8: DV8, ld: L.ldb, src: (r) => `value[(${keyRow(r)}) * ${DV8}u + c]`, ok: keyOk, frags: DV16, stage: L.stage })}
+  // The query positions any key of this workgroup is seen by, [u0, u1) (causal: from the first key's position on),
+  // this split's share of them, and this key's own: its sequence's [cq0, cq1), and its position kpos in it.
+${keyQueryRanges(spec, ROWS)}
+${SPLIT_ROWS}${range(D16)
+  .map((kk) => `  var dk_${kk} = ${RESULT}();`)
+  .join('\n')}
+${range(DV16)
+  .map((jj) => `  var dv_${jj} = ${RESULT}();`)
+  .join('\n')}
+${qc.decl}
+${gc.decl}
+  var r0 = 0u;
+${qc.fetch}
+${gc.fetch}
+  for (var rc = 0u; rc < n_rows; rc += ${BQ}u) {
+${qc.stage}
+${gc.stage}
+    for (var e = lid; e < ${BQ}u; e += ${WG}u) {
+      let qr = staged_row(row_base, min(rc + e, max(n_rows, 1u) - 1u), hk, group);
+      ls[e] = lse[qr] * 1.4426950408889634;
+      dls[e] = delta[qr];
+    }
+    workgroupBarrier();
+    r0 = rc + ${BQ}u;
+    if (r0 < n_rows) {
+${qc.fetch}
+${gc.fetch}
+    }
+    // S^T = K Q^T and dP^T = V dO^T (rows: this subgroup's keys; columns: the chunk's query rows).
+${range(BQ16)
+  .map(
+    (n) => `    {
+      var s = ${RESULT}();
+${range(D16)
+  .map((kk) => `      s = subgroupMatrixMultiplyAccumulate(k_${kk}, subgroupMatrixLoad<${RIGHT}, col_major>(&st_sh, ${n * F * L.lda + kk * F}u, ${L.lda}u), s);`)
+  .join('\n')}
+      subgroupMatrixStore<row_major>(&s_sh, rbase * LDS + ${n * F}u, s, LDS);
+      var dp = ${RESULT}();
+${range(DV16)
+  .map((jj) => `      dp = subgroupMatrixMultiplyAccumulate(v_${jj}, subgroupMatrixLoad<${RIGHT}, col_major>(&st_sh, ${OOFF + n * F * L.ldb + jj * F}u, ${L.ldb}u), dp);`)
+  .join('\n')}
+      subgroupMatrixStore<row_major>(&dp_sh, rbase * LDS + ${n * F}u, dp, LDS);
+    }`,
+  )
+  .join('\n')}
+    workgroupBarrier();
+    // P^T and dS^T on this lane's columns of its key's row; a query row outside the key's sequence (causal: before
+    // the key) or past the split gives 0.
+${cols
+  .map(
+    (c) => `    {
+      let cc = ${colOf(c)};
+      let e = row * LDS + cc;
+      let rr = vec4<u32>(rc + cc) + vec4<u32>(0u, 1u, 2u, 3u);
+      let qi = vec4<u32>(q_lo) + rr / vec4<u32>(group);
+      let keep = vec4<bool>(valid) & (rr < vec4<u32>(n_rows)) & (qi >= vec4<u32>(cq0)) & (qi < vec4<u32>(cq1))${spec.causal ? ' & (qi - vec4<u32>(cq0) >= vec4<u32>(kpos))' : ''};
+      let x = vec4<f32>(s_sh[e], s_sh[e + 1u], s_sh[e + 2u], s_sh[e + 3u]) * sl2 - vec4<f32>(ls[cc], ls[cc + 1u], ls[cc + 2u], ls[cc + 3u]);
+      let p = select(vec4<f32>(0.0), exp2(x), keep);
+      let dp = vec4<f32>(dp_sh[e], dp_sh[e + 1u], dp_sh[e + 2u], dp_sh[e + 3u]);
+      let ds = vec4<f16>(p * (dp - vec4<f32>(dls[cc], dls[cc + 1u], dls[cc + 2u], dls[cc + 3u])) * params.scale);
+      let ph = vec4<f16>(p);
+      let at = row * LDP + cc;
+      p_sh[at] = ph.x; p_sh[at + 1u] = ph.y; p_sh[at + 2u] = ph.z; p_sh[at + 3u] = ph.w;
+      ds_sh[at] = ds.x; ds_sh[at + 1u] = ds.y; ds_sh[at + 2u] = ds.z; ds_sh[at + 3u] = ds.w;
+    }`,
+  )
+  .join('\n')}
+    workgroupBarrier();
+    // dV += P^T dO, dK += dS^T Q.
+${range(BQ16)
+  .map(
+    (n) => `    {
+      let pt = subgroupMatrixLoad<${LEFT}, row_major>(&p_sh, rbase * LDP + ${n * F}u, LDP);
+      let dst = subgroupMatrixLoad<${LEFT}, row_major>(&ds_sh, rbase * LDP + ${n * F}u, LDP);
+${range(DV16)
+  .map((jj) => `      dv_${jj} = subgroupMatrixMultiplyAccumulate(pt, subgroupMatrixLoad<${RIGHT}, row_major>(&st_sh, ${OOFF + n * F * L.ldb + jj * F}u, ${L.ldb}u), dv_${jj});`)
+  .join('\n')}
+${range(D16)
+  .map((kk) => `      dk_${kk} = subgroupMatrixMultiplyAccumulate(dst, subgroupMatrixLoad<${RIGHT}, row_major>(&st_sh, ${n * F * L.lda + kk * F}u, ${L.lda}u), dk_${kk});`)
+  .join('\n')}
+    }`,
+  )
+  .join('\n')}
+    workgroupBarrier();
+  }
+${mmaScratchEpilogue({
+  outs: [
+    { acc: 'dk', frags: D16, write: write('grad_key', spec.dim) },
+    { acc: 'dv', frags: DV16, write: write('grad_value', spec.dimV) },
+  ],
+  scratches: ['s_sh', 'dp_sh'],
+  perScratch: Math.floor(L.lds / F),
+  srow: 'row',
+  guard: 'valid',
+})}
+}
+`;
+  return { key, code, entryPoint: 'main', workgroupSize: [WG, 1, 1], bindings, uniforms: DENSE_BACKWARD_UNIFORMS, workgroupBytes: L.bytes, features: FEATURES };
+}
+
+/** Queries (forward, dQ) or keys (dK/dV) per workgroup of the tensor-core dense kernels, as the plain ones. */
+export const DENSE_MMA_ROWS = DENSE_QUERIES;
