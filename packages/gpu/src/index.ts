@@ -116,5 +116,6 @@ export {
   denseBackwardPlan,
   denseForward,
   denseForwardCommand,
+  denseForwardPlan,
   denseForwardUnfit,
 } from './ops/dense.ts';

@@ -7,9 +7,9 @@
  * Bundle with `tools/device/bundle.sh packages/gpu/test/dense-mma-device.ts` and run there.
  */
 import { randn, toFloat64Values } from '@natten-web/core';
-import { type DenseOptions, denseBackward, denseBackwardPlan, denseForward, type GpuTensor, timeDispatch } from '../src/index.ts';
+import { type DenseOptions, denseBackward, denseBackwardPlan, denseForward, denseForwardPlan, type GpuTensor, timeDispatch } from '../src/index.ts';
 import { referenceBackward } from './dense-reference.ts';
-import { openDevice, timeRun } from './device-forward-problems.ts';
+import { openDevice } from './device-forward-problems.ts';
 
 const { ctx, warmer } = await openDevice();
 
@@ -89,34 +89,45 @@ for (const p of problems.filter((x) => !only || x.name.includes(only))) {
   const keysPerQuery = p.seqs ? p.N / p.seqs : p.N;
   const flops = 4 * p.B * p.S * keysPerQuery * p.D * p.H * (p.causal ? 0.5 : 1);
   const results: Record<string, Float64Array[]> = {};
-  // The plain kernels take seconds here: timed with \`--plain\` only.
-  const paths: [string, DenseOptions][] = [...(process.argv.includes('--plain') ? [['plain', { path: 'plain' }] as [string, DenseOptions]] : []), ['mma', { path: 'mma' }]];
-  for (const [label, options] of paths) {
+  // The plain kernels take seconds here: timed with \`--plain\` only. \`--sweep\`: the tensor-core kernels' chunks
+  // and scratch layouts, each variant twice in turn (no per-kernel lines).
+  const sweep = process.argv.includes('--sweep');
+  const variants: [string, DenseOptions][] = sweep
+    ? (['16', '32', '64', '16 tight', '32 tight'] as const).flatMap((v): [string, DenseOptions][] => {
+        const c = Number(v.split(' ')[0]) as 16 | 32 | 64;
+        const o: DenseOptions = { path: 'mma', chunk: { forward: c, dq: c === 64 ? 32 : c, dkv: c === 64 ? 32 : c }, ...(v.endsWith('tight') ? { tight: true } : {}) };
+        return [[`mma ${v}`, o]];
+      })
+    : [...(process.argv.includes('--plain') ? [['plain', { path: 'plain' }] as [string, DenseOptions]] : []), ['mma', { path: 'mma' }]];
+  for (const [label, options] of sweep ? [...variants, ...variants] : variants) {
     const output = ctx.createTensor([p.B, p.S, p.H, p.D], dtype);
     const lse = ctx.createTensor([p.B, p.S, p.H], 'float32');
     const grads = { gradQuery: ctx.createTensor(q.shape, dtype), gradKey: ctx.createTensor(k.shape, dtype), gradValue: ctx.createTensor(v.shape, dtype) };
-    const fwd = () => denseForward(ctx, { query: q, key: k, value: v, output, lse, scale, isCausal: p.causal, ...varlen }, options);
-    const bwd = () => denseBackward(ctx, { query: q, key: k, value: v, output, lse, gradOutput: dO, ...grads, scale, isCausal: p.causal, ...varlen }, options);
+    const fargs = { query: q, key: k, value: v, output, lse, scale, isCausal: p.causal, ...varlen };
+    const bargs = { ...fargs, gradOutput: dO, ...grads };
     try {
       const reps = label === 'plain' ? 3 : 10;
-      const f = await timeRun(ctx, fwd, reps, warmer);
-      await bwd();
-      // The backward's dispatches together, and each alone (GPU time of the recorded commands).
-      const plan = denseBackwardPlan(ctx, { query: q, key: k, value: v, output, lse, gradOutput: dO, ...grads, scale, isCausal: p.causal, ...varlen }, options);
-      const b = (await timeDispatch(ctx, plan.commands, { warmup: 2, iterations: reps, ...(warmer ? { warmer } : {}) })).medianNs / 1e6;
+      const time = async (commands: Parameters<typeof timeDispatch>[1]): Promise<number> => (await timeDispatch(ctx, commands, { warmup: 2, iterations: reps, ...(warmer ? { warmer } : {}) })).medianNs / 1e6;
+      // GPU time of each direction's recorded dispatches together.
+      const fplan = denseForwardPlan(ctx, fargs, options);
+      const f = await time(fplan.commands);
+      fplan.release();
+      await denseForward(ctx, fargs, options);
+      const plan = denseBackwardPlan(ctx, bargs, options);
+      const b = await time(plan.commands);
       console.log(
-        `${p.name.padEnd(32)} ${label.padEnd(6)} forward ${(f * 1e3).toFixed(1).padStart(9)} us ${(flops / (f * 1e-3) / 1e12).toFixed(1).padStart(6)} TFLOP/s   backward ${(b * 1e3).toFixed(1).padStart(9)} us ${((2.5 * flops) / (b * 1e-3) / 1e12).toFixed(1).padStart(6)} TFLOP/s`,
+        `${p.name.padEnd(32)} ${label.padEnd(13)} forward ${(f * 1e3).toFixed(1).padStart(9)} us ${(flops / (f * 1e-3) / 1e12).toFixed(1).padStart(6)} TFLOP/s   backward ${(b * 1e3).toFixed(1).padStart(9)} us ${((2.5 * flops) / (b * 1e-3) / 1e12).toFixed(1).padStart(6)} TFLOP/s`,
       );
-      const each: string[] = [];
-      for (const c of plan.commands) {
-        const r = await timeDispatch(ctx, [c], { warmup: 2, iterations: reps, ...(warmer ? { warmer } : {}) });
-        each.push(`${c.kernel.key.split('/')[0]} ${(r.medianNs / 1e3).toFixed(1)} us (grid ${c.workgroups.join('x')})`);
+      if (!sweep) {
+        const each: string[] = [];
+        for (const c of plan.commands) each.push(`${c.kernel.key.split('/')[0]} ${((await time([c])) * 1e3).toFixed(1)} us (grid ${c.workgroups.join('x')})`);
+        console.log(`${''.padEnd(32)} ${label.padEnd(13)} alone: ${each.join(', ')}`);
       }
       plan.release();
-      console.log(`${''.padEnd(32)} ${label.padEnd(6)} alone: ${each.join(', ')}`);
+      await denseBackward(ctx, bargs, options);
       results[label] = await Promise.all([output, lse, grads.gradQuery, grads.gradKey, grads.gradValue].map(async (t) => toFloat64Values(await ctx.read(t))));
     } catch (e) {
-      console.log(`${p.name.padEnd(32)} ${label.padEnd(6)} ${(e as Error).message}`);
+      console.log(`${p.name.padEnd(32)} ${label.padEnd(13)} ${(e as Error).message}`);
     }
     for (const t of [output, lse, grads.gradQuery, grads.gradKey, grads.gradValue]) t.buffer.destroy();
   }

@@ -337,6 +337,14 @@ describe('dense attention on tensor cores (subgroup matrices emulated) against a
   it.each(MMA_CASES)('backward: $name', async (c) => {
     await checkBackward(emulatingTensorCoreView(await gpuContext()), c, mma);
   });
+  // Padded scratch rows and 32-key chunks (the causal forward's default; 16 query rows in dK/dV, which lavapipe's 32 KiB
+  // of workgroup memory holds) on two cases, forward and backward.
+  const padded: DenseOptions = { path: 'mma', chunk: { forward: 32, dq: 32, dkv: 16 }, tight: false };
+  it.each(MMA_CASES.slice(0, 2))('forward and backward, padded rows, 32-key chunks: $name', async (c) => {
+    const ctx = emulatingTensorCoreView(await gpuContext());
+    await checkForward(ctx, c, padded);
+    await checkBackward(ctx, c, padded);
+  });
   it.each([false, true])('varlen, empty sequences, GQA, causal %s', async (causal) => {
     await checkVarlenCase(emulatingTensorCoreView(await gpuContext()), { seqQ: [5, 0, 70, 1, 33], seqKv: [7, 3, 40, 1, 20], H: 4, Hkv: 2, D: 32, Dv: 16, causal }, 'float16', mma);
   });
@@ -355,8 +363,15 @@ describe('dense kernel choice', () => {
   it('takes the tensor cores for float16 with head dims multiples of 16 up to 128, where the adapter has them', () => {
     const tc = fakeTensorCoreContext() as GpuContext;
     expect(denseForwardCommand(tc, args(64, 64)).kernel.key).toContain('dense-forward-mma');
-    expect(denseForwardCommand(tc, args(64, 64)).kernel.key).toContain('"chunk":64');
-    expect(denseForwardCommand(tc, args(128, 128)).kernel.key).toContain('"chunk":32');
+    // 16-key chunks with unpadded scratch rows; the causal forward 32 with padded rows.
+    expect(denseForwardCommand(tc, args(64, 64)).kernel.key).toMatch(/"chunk":16.*"tight":true/);
+    expect(denseForwardCommand(tc, { ...args(64, 64), isCausal: true }).kernel.key).toContain('"chunk":32');
+    expect(denseForwardCommand(tc, { ...args(64, 64), isCausal: true }).kernel.key).not.toContain('tight');
+    expect(denseForwardCommand(tc, args(128, 128), { chunk: { forward: 32 }, tight: false }).kernel.key).toMatch(/"chunk":32,"dim":128/);
+    expect(() => denseForwardCommand(tc, args(128, 128), { path: 'mma', chunk: { forward: 64 } })).toThrow(
+      "attention: path 'mma' (tensor cores) cannot run this call: its workgroup memory (forward, chunk 64) exceeds this device's 49152 bytes",
+    );
+    expect(() => denseForwardCommand(tc, args(64, 64), { chunk: { forward: 8 as 16 } })).toThrow('attention: chunk.forward must be one of 16, 32, 64, got 8');
     expect(denseForwardCommand(tc, args(64, 64)).workgroups).toEqual([2, 2, 1]);
     expect(denseForwardCommand(tc, args(64, 64), { path: 'plain' }).kernel.key).not.toContain('mma');
     expect(denseForwardCommand(tc, args(64, 64, 'float32')).kernel.key).not.toContain('mma');

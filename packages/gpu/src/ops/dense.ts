@@ -60,6 +60,13 @@ export interface DenseOptions {
    * saying why they cannot run the call); `'plain'` forces the others.
    */
   readonly path?: 'auto' | 'mma' | 'plain';
+  /**
+   * Tensor-core kernels only (tuning): keys per staged chunk of the forward and the dQ kernel, query rows per chunk of
+   * the dK/dV kernel (16, 32 or 64, within the device's workgroup memory), and `tight`: scratch rows without padding
+   * (true) or with it (false). Absent: the defaults (`defaultLayout`: 16 and unpadded, the causal forward 32 padded).
+   */
+  readonly chunk?: { readonly forward?: 16 | 32 | 64; readonly dq?: 16 | 32 | 64; readonly dkv?: 16 | 32 | 64 };
+  readonly tight?: boolean;
 }
 
 /** Why the tensor-core dense kernels cannot run a call, or undefined. */
@@ -76,8 +83,18 @@ function denseMmaUnfit(ctx: GpuContext, dims: DenseDims, dtype: string): string 
   return undefined;
 }
 
-/** Largest staged chunk (keys, or query rows) per kind; the forward's 64-key chunks fit head dims up to 64. */
-const MMA_MAX_CHUNK: Record<DenseMmaKind, number> = { forward: 64, dq: 32, dkv: 32 };
+/**
+ * The tensor-core kernels' default chunk and scratch layout: 16 keys (query rows in the dK/dV kernel) per chunk with
+ * unpadded scratch rows, except the causal forward without varlen, 32 keys with padded rows. H200, session 23, GPU
+ * time, each variant twice in turn (dense-mma-device.ts --sweep), against the first defaults (forward 64 padded,
+ * backward 32 padded): forward self 4096 D=64 586 -> 429 us, cross 4096x1024 B=2 311 -> 225, 64 extra keys 26.5 ->
+ * 18.5, D=128 (32 padded) 1081-1109 -> 935, varlen 8x512 causal 86 -> 62, causal 4096 385 -> 353 with 32 padded (16
+ * unpadded 388-400); backward self D=64 1964 -> 1589 (16 padded 1484-1493), causal 1218 -> 1045-1062, cross 1135 ->
+ * 840, extra 119-121 -> 106-108, D=128 3015 -> 2485, varlen 310 -> 220-229.
+ */
+function defaultLayout(kind: DenseMmaKind, base: Pick<DenseMmaSpec, 'causal' | 'varlen'>): { chunk: 16 | 32; tight: boolean } {
+  return kind === 'forward' && base.causal && base.varlen !== true ? { chunk: 32, tight: false } : { chunk: 16, tight: true };
+}
 
 /**
  * The tensor-core spec of a call's kernel of `kind` (its chunk the largest whose workgroup memory this device allows),
@@ -91,12 +108,13 @@ function denseMmaSpec(ctx: GpuContext, op: string, kind: DenseMmaKind, dims: Den
   let why = denseMmaUnfit(ctx, dims, dtype);
   if (why === undefined) {
     const limit = ctx.limits.maxComputeWorkgroupStorageSize;
-    const chunks = DENSE_MMA_CHUNKS.filter((c) => c <= MMA_MAX_CHUNK[kind]).reverse();
-    for (const chunk of chunks) {
-      const spec: DenseMmaSpec = { ...base, dim: dims.dim, dimV: dims.dimV, chunk };
-      if (denseMmaWorkgroupBytes(kind, spec) <= limit) return spec;
-    }
-    why = `its workgroup memory exceeds this device's ${limit} bytes`;
+    const asked = options.chunk?.[kind];
+    if (asked !== undefined && !DENSE_MMA_CHUNKS.includes(asked)) throw new NattenArgumentError(`${op}: chunk.${kind} must be one of ${DENSE_MMA_CHUNKS.join(', ')}, got ${String(asked)}`);
+    const layout = defaultLayout(kind, base);
+    const tight = options.tight ?? layout.tight;
+    const spec: DenseMmaSpec = { ...base, dim: dims.dim, dimV: dims.dimV, chunk: asked ?? layout.chunk, ...(tight ? { tight: true } : {}) };
+    if (denseMmaWorkgroupBytes(kind, spec) <= limit) return spec;
+    why = `its workgroup memory (${kind}${asked !== undefined ? `, chunk ${asked}` : ''}) exceeds this device's ${limit} bytes`;
   }
   if (path === 'mma') throw new NattenArgumentError(`${op}: path 'mma' (tensor cores) cannot run this call: ${why}`);
   return undefined;
@@ -196,13 +214,30 @@ export function denseForwardCommand(ctx: GpuContext, args: DenseForwardArgs, opt
 
 /** Dense attention on GPU tensors: `output = softmax(scale q k^T) v`, `lse` its logsumexp (outputs written in place). */
 export async function denseForward(ctx: GpuContext, args: DenseForwardArgs, options: DenseOptions = {}): Promise<void> {
+  const plan = denseForwardPlan(ctx, args, options);
+  try {
+    await ctx.dispatch(plan.commands, FWD);
+  } finally {
+    plan.release();
+  }
+}
+
+/**
+ * The dispatch of a dense forward, varlen included (validated; no GPU work but the offsets' upload), and `release`,
+ * which frees the offsets once the work is submitted: for callers that record or time it.
+ */
+export function denseForwardPlan(ctx: GpuContext, args: DenseForwardArgs, options: DenseOptions = {}): { readonly commands: DispatchCommand[]; release(): void } {
   const checked = checkDenseForward(ctx, args);
   const seqs = checkVarlen(FWD, checked.dims, args.cumulativeSeqlenQ, args.cumulativeSeqlenKv);
   const offsets = seqs > 0 ? [uploadOffsets(ctx, args.cumulativeSeqlenQ as ArrayLike<number>), uploadOffsets(ctx, args.cumulativeSeqlenKv as ArrayLike<number>)] : [];
-  try {
-    await ctx.dispatch([denseForwardCommandWith(ctx, args, checked, seqs, offsets, options)], FWD);
-  } finally {
+  const release = (): void => {
     for (const b of offsets) ctx.retire(b);
+  };
+  try {
+    return { commands: [denseForwardCommandWith(ctx, args, checked, seqs, offsets, options)], release };
+  } catch (e) {
+    release();
+    throw e;
   }
 }
 

@@ -60,6 +60,8 @@ export interface DenseMmaSpec {
   readonly accumulate?: boolean;
   /** dK/dV kernel: f32 partial sums per query split. */
   readonly partial?: boolean;
+  /** S / dP scratch and P / dS rows of exactly the chunk, without the bank-conflict padding (+4 floats, +8 halves). */
+  readonly tight?: boolean;
 }
 
 export type DenseMmaKind = 'forward' | 'dq' | 'dkv';
@@ -93,8 +95,8 @@ export function denseMmaSpecProblem(spec: DenseMmaSpec): string | undefined {
 function layout(kind: DenseMmaKind, spec: DenseMmaSpec): Layout {
   const lda = spec.dim + 8;
   const ldb = spec.dimV + 8;
-  const lds = spec.chunk + 4;
-  const ldp = spec.chunk + 8;
+  const lds = spec.chunk + (spec.tight === true ? 0 : 4);
+  const ldp = spec.chunk + (spec.tight === true ? 0 : 8);
   // (The fragments' own 64 rows go through it in passes of at least one fragment of rows.)
   const stage = Math.max(spec.chunk * (lda + ldb), F * Math.max(lda, ldb));
   // Scratches: S (+ dP in the backward); P (+ dS in dK/dV); dK/dV's lse and delta rows; the forward's flag.
