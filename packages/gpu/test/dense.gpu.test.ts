@@ -59,9 +59,16 @@ describe('dense attention on WebGPU against an f64 reference', () => {
 });
 
 describe('mergeAttentions on WebGPU against an f64 merge', () => {
-  it.each(['float32', 'float16'] as const)('three partial attentions (%s), folded left', async (dtype) => {
+  // Head dims 6 (32 rows per workgroup), 64 (4 rows), 260 (one row, 65 groups of four channels over 64 invocations).
+  it.each([
+    ['float32', [2, 5, 7, 3, 6]],
+    ['float16', [2, 5, 7, 3, 6]],
+    ['float16', [3, 11, 64]],
+    ['float32', [2, 3, 260]],
+  ] as const)('three partial attentions (%s, shape %j), folded left', async (dtype, dims) => {
     const ctx = await gpuContext();
-    const shape = [2, 5, 7, 3, 6];
+    const shape = [...dims];
+    const dv = shape[shape.length - 1] as number;
     const outs = [0, 1, 2].map((s) => randn(shape, dtype, 10 + s));
     const lses = [0, 1, 2].map((s) => randn(shape.slice(0, -1), 'float32', 20 + s, 3));
     const ov = outs.map((t) => toFloat64Values(t));
@@ -75,7 +82,7 @@ describe('mergeAttentions on WebGPU against an f64 merge', () => {
       const m = Math.max(...ls);
       const l = m + Math.log(ls.reduce((a, x) => a + Math.exp(x - m), 0));
       wantLse[r] = l;
-      for (let c = 0; c < 6; c++) want[r * 6 + c] = ov.reduce((a, o, i) => a + Math.exp((ls[i] as number) - l) * (o[r * 6 + c] as number), 0);
+      for (let c = 0; c < dv; c++) want[r * dv + c] = ov.reduce((a, o, i) => a + Math.exp((ls[i] as number) - l) * (o[r * dv + c] as number), 0);
     }
     const g = (t: Tensor): GpuTensor => ctx.upload(t);
     const output = ctx.createTensor(shape, dtype);

@@ -181,6 +181,7 @@ export {
   denseKeyChunk,
   denseQueryChunk,
   generateAttentionMerge,
+  mergeRowsPerWorkgroup,
   generateDenseBackwardKv,
   generateDenseBackwardQuery,
   generateDenseForward,

@@ -21,6 +21,7 @@ import {
   generateDenseForward,
   generateDenseForwardMma,
   generateDenseGradReduce,
+  mergeRowsPerWorkgroup,
 } from '@natten-web/wgsl';
 import { type DispatchCommand, foldWorkgroups, type GpuContext, type GpuTensor } from '../context.ts';
 import { mmaAvailability } from './na-fused-forward-mma.ts';
@@ -284,7 +285,7 @@ export function attentionMergeCommands(ctx: GpuContext, args: AttentionMergeArgs
   }
   const rows = lseShape.reduce((a, b) => a * b, 1);
   const dimV = shape[shape.length - 1] as number;
-  const workgroups = foldWorkgroups(Math.ceil(rows / 64), ctx.limits.maxComputeWorkgroupsPerDimension);
+  const workgroups = foldWorkgroups(Math.ceil(rows / mergeRowsPerWorkgroup(dimV)), ctx.limits.maxComputeWorkgroupsPerDimension);
   const uniforms = { rows, dim_v: dimV, row_groups: workgroups[0] };
   const firstKernel = memoKernel('attention-merge', { dtype, first: true }, generateAttentionMerge);
   const foldKernel = memoKernel('attention-merge', { dtype, first: false }, generateAttentionMerge);

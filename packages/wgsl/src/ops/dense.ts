@@ -17,7 +17,7 @@ import { NattenArgumentError } from '@natten-web/core';
 import { enableDirectives, type GpuDType, wgslType } from '../dtype.ts';
 import { type GeneratedKernel, kernelKey, type StorageBinding, type UniformField, uniformDecl } from '../kernel.ts';
 
-const GEN = 2;
+const GEN = 3;
 /** Queries per workgroup (one per invocation). */
 export const DENSE_QUERIES = 64;
 /** Workgroup memory the forward's staging may take (WebGPU's default limit). */
@@ -291,9 +291,14 @@ export interface AttentionMergeSpec {
 export const ATTENTION_MERGE_UNIFORMS: readonly UniformField[] = [
   { name: 'rows', type: 'u32' },
   { name: 'dim_v', type: 'u32' },
-  /** Workgroups along x of the folded grid (rows = (wid.x + wid.y * row_groups) * 64 + lid). */
+  /** Workgroups along x of the folded grid (a workgroup's rows start at (wid.x + wid.y * row_groups) * mergeRowsPerWorkgroup). */
   { name: 'row_groups', type: 'u32' },
 ];
+
+/** Rows a merge workgroup of 64 invocations holds: one invocation per group of four channels, up to 64 per row. */
+export function mergeRowsPerWorkgroup(dimV: number): number {
+  return Math.floor(64 / Math.min(Math.ceil(dimV / 4), 64));
+}
 
 export function generateAttentionMerge(spec: AttentionMergeSpec): GeneratedKernel {
   const key = kernelKey('attention-merge', GEN, spec);
@@ -321,20 +326,32 @@ ${enableDirectives(spec.dtype)}${bindings.map((b, i) => `@group(0) @binding(${i}
 ${uniformDecl(ATTENTION_MERGE_UNIFORMS, bindings.length)}
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let r = (wg.x + wg.y * params.row_groups) * 64u + lid;
-  if (r >= params.rows) { return; }
-  let l0 = ${la}[r];
-  let l1 = lse1[r];
+  // Invocations per row: one per group of four channels (G of them, up to 64, each looping over further groups); a
+  // workgroup holds whole rows, so the in-place lse write waits at the barrier for every read of its row.
+  let groups = (params.dim_v + 3u) / 4u;
+  let per_row = min(groups, 64u);
+  let rows_per_wg = 64u / per_row;
+  let rr = lid / per_row;
+  let r = (wg.x + wg.y * params.row_groups) * rows_per_wg + rr;
+  let valid = rr < rows_per_wg && r < params.rows;
+  let rc = min(r, params.rows - 1u);
+  let l0 = ${la}[rc];
+  let l1 = lse1[rc];
   let diff = l1 - l0;
   // sigmoid(diff), stable for both signs
   let e = exp(-abs(diff));
   let w1 = select(e / (1.0 + e), 1.0 / (1.0 + e), diff >= 0.0);
-  for (var c = 0u; c < params.dim_v; c++) {
-    let o = r * params.dim_v + c;
-    let x = f32(${a}[o]);
-    output[o] = ${T}(x - w1 * (x - f32(out1[o])));
+  if (valid) {
+    for (var g = lid % per_row; g < groups; g += per_row) {
+      for (var c = g * 4u; c < min(g * 4u + 4u, params.dim_v); c++) {
+        let o = r * params.dim_v + c;
+        let x = f32(${a}[o]);
+        output[o] = ${T}(x - w1 * (x - f32(out1[o])));
+      }
+    }
   }
-  lse[r] = max(l0, l1) + log(1.0 + e);
+  workgroupBarrier();
+  if (valid && lid % per_row == 0u) { lse[r] = max(l0, l1) + log(1.0 + e); }
 }
 `;
   return {
@@ -575,9 +592,14 @@ ${uniformDecl(DENSE_REDUCE_UNIFORMS, bindings.length)}
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let e = (wg.x + wg.y * params.groups_x) * 64u + lid;
   if (e >= params.elems) { return; }
-  var acc = 0.0;
-  for (var s = 0u; s < params.splits; s++) { acc += partial[s * params.elems + e]; }
-  out[e] = ${T}(acc);
+  // Four sums in flight (splits s = 0, 1, 2, 3 mod 4), added in one fixed order: deterministic.
+  var acc = vec4<f32>(0.0);
+  var s = 0u;
+  for (; s + 4u <= params.splits; s += 4u) {
+    acc += vec4<f32>(partial[s * params.elems + e], partial[(s + 1u) * params.elems + e], partial[(s + 2u) * params.elems + e], partial[(s + 3u) * params.elems + e]);
+  }
+  for (; s < params.splits; s++) { acc.x += partial[s * params.elems + e]; }
+  out[e] = ${T}((acc.x + acc.y) + (acc.z + acc.w));
 }
 `;
   return { key, code, entryPoint: 'main', workgroupSize: [64, 1, 1], bindings, uniforms: DENSE_REDUCE_UNIFORMS, workgroupBytes: 0, features: spec.dtype === 'float16' ? ['shader-f16'] : [] };
