@@ -24,19 +24,19 @@
  * callers route here only where the subgroup size is fixed at 32.
  */
 import { NattenArgumentError } from '@natten-web/core';
-import { type GeneratedKernel, kernelKey, type StorageBinding, uniformDecl } from '../kernel.ts';
+import { type GeneratedKernel, kernelKey, type StorageBinding, type UniformField, uniformDecl } from '../kernel.ts';
 import {
-  CU_BINDINGS,
   DENSE_BACKWARD_UNIFORMS,
   DENSE_QUERIES,
   DENSE_UNIFORMS,
+  denseBindings,
   keyQueryRanges,
   queryKeyRanges,
   SPLIT_ROWS,
   STAGED_ROW_FN,
   varlenHelpers,
 } from './dense.ts';
-import { MMA_FRAGMENT as F, MMA_HEADER, mmaScratchEpilogue, PACK8_FN } from './na-fused-forward-mma.ts';
+import { MMA_FRAGMENT as F, MMA_HEADER, mmaChunkMax, mmaRescaleO, mmaScratchEpilogue, PACK8_FN } from './na-fused-forward-mma.ts';
 
 const GEN = 1;
 /** Largest head dim the tensor-core dense kernels compile (fragments live in registers). */
@@ -226,6 +226,43 @@ function kvChunk(spec: DenseMmaSpec, L: Layout): { k: ReturnType<typeof chunkReg
   };
 }
 
+/**
+ * WGSL of a query walk's chunk loop up to \`need\`: the K/V prefetch registers and the first chunk's loads, the loop
+ * head (\`counted\`: a \`step\` counter for the rescale flag), this chunk's staging, the barrier, the next chunk's loads
+ * (in flight during this chunk's work), and \`need\` (some row of this subgroup sees a key of the chunk).
+ */
+function keyWalkTop(spec: DenseMmaSpec, L: Layout, counted: boolean): string {
+  const { k, v } = kvChunk(spec, L);
+  return `${k.decl}
+${v.decl}
+  var c0n = u0;
+${k.fetch}
+${v.fetch}
+  for (var c0 = u0; c0 < u1; c0 += ${spec.chunk}u) {
+${counted ? '    step = step + 1u;\n' : ''}${k.stage}
+${v.stage}
+    workgroupBarrier();
+    c0n = c0 + ${spec.chunk}u;
+    if (c0n < u1) {
+${k.fetch}
+${v.fetch}
+    }
+    let need = c0 < span_hi && c0 + ${spec.chunk}u > span_lo;`;
+}
+
+/**
+ * WGSL of a new result fragment \`acc\` = the sum over kk of left fragments \`${left}_kk\` times right fragments read
+ * column-major from the staging area at \`offset(kk)\` (stride \`ld\`: staged rows, transposed), stored to this
+ * subgroup's rows of \`scratch\` at column block \`n\`.
+ */
+function productToScratch(o: { acc: string; left: string; frags: number; offset: (kk: number) => number; ld: number; scratch: string; n: number }): string {
+  return `        var ${o.acc} = ${RESULT}();
+${range(o.frags)
+  .map((kk) => `        ${o.acc} = subgroupMatrixMultiplyAccumulate(${o.left}_${kk}, subgroupMatrixLoad<${RIGHT}, col_major>(&st_sh, ${o.offset(kk)}u, ${o.ld}u), ${o.acc});`)
+  .join('\n')}
+        subgroupMatrixStore<row_major>(&${o.scratch}, rbase * LDS + ${o.n * F}u, ${o.acc}, LDS);`;
+}
+
 /** This lane's interleaved groups of four columns of a chunk row (two lanes per row): `cc${v}` their first columns. */
 const laneColumns = (chunk: number): number[] => range(chunk / 8);
 const colOf = (v: number): string => `(${v * 2}u + hf) * 4u`;
@@ -237,36 +274,26 @@ function checkSpec(gen: string, spec: DenseMmaSpec): void {
 
 const FEATURES = ['shader-f16', 'subgroups', 'chromium-experimental-subgroup-matrix'];
 
+/** A spec's head dims in 16-byte units (8 halves) and in fragments, and its chunk in fragments. */
+function sizes(spec: DenseMmaSpec): { D8: number; DV8: number; D16: number; DV16: number; C16: number } {
+  return { D8: spec.dim / 8, DV8: spec.dimV / 8, D16: spec.dim / F, DV16: spec.dimV / F, C16: spec.chunk / F };
+}
+
+/** The generated kernel of a tensor-core dense kernel's key, code, bindings and uniforms. */
+function denseMmaKernel(key: string, code: string, bindings: readonly StorageBinding[], uniforms: readonly UniformField[], L: Layout): GeneratedKernel {
+  return { key, code, entryPoint: 'main', workgroupSize: [WG, 1, 1], bindings, uniforms, workgroupBytes: L.bytes, features: FEATURES };
+}
+
+
 export function generateDenseForwardMma(spec: DenseMmaSpec): GeneratedKernel {
   checkSpec('generateDenseForwardMma', spec);
   const key = kernelKey('dense-forward-mma', GEN, { ...spec, accumulate: undefined, partial: undefined });
   const L = layout('forward', spec);
   const BK = spec.chunk;
-  const D16 = spec.dim / F;
-  const DV16 = spec.dimV / F;
-  const BK16 = BK / F;
+  const { D16, DV16, C16: BK16 } = sizes(spec);
   const VOFF = BK * L.lda;
-  const bindings: StorageBinding[] = [
-    { name: 'query', access: 'read' },
-    { name: 'key', access: 'read' },
-    { name: 'value', access: 'read' },
-    ...(spec.varlen === true ? CU_BINDINGS : []),
-    { name: 'output', access: 'read_write' },
-    { name: 'lse', access: 'read_write' },
-  ];
-  const { k, v } = kvChunk(spec, L);
+  const bindings = denseBindings('forward', spec.varlen);
   const TPR = Math.floor(L.lds / F);
-  const rescale = range(Math.ceil(DV16 / TPR))
-    .map((rd) => {
-      const tiles = range(DV16).slice(rd * TPR, rd * TPR + TPR);
-      const at = (j: number): string => `rbase * LDS + ${(j - rd * TPR) * F}u`;
-      return `${rd > 0 ? '      workgroupBarrier();\n' : ''}${tiles.map((j) => `      subgroupMatrixStore<row_major>(&s_sh, ${at(j)}, o_${j}, LDS);`).join('\n')}
-      workgroupBarrier();
-      for (var c = hf; c < ${tiles.length * F}u; c += 2u) { s_sh[row * LDS + c] = s_sh[row * LDS + c] * alpha; }
-      workgroupBarrier();
-${tiles.map((j) => `      o_${j} = subgroupMatrixLoad<${RESULT}, row_major>(&s_sh, ${at(j)}, LDS);`).join('\n')}`;
-    })
-    .join('\n');
   const cols = laneColumns(BK);
   const code = `// ${key}
 ${MMA_HEADER}
@@ -296,34 +323,10 @@ ${SUBGROUP_SPAN}
   var m = NEG;
   var l = 0.0;
   var step = 0u;
-${k.decl}
-${v.decl}
-  var c0n = u0;
-${k.fetch}
-${v.fetch}
-  for (var c0 = u0; c0 < u1; c0 += ${BK}u) {
-    step = step + 1u;
-${k.stage}
-${v.stage}
-    workgroupBarrier();
-    // The next chunk's loads, in flight during this chunk's work.
-    c0n = c0 + ${BK}u;
-    if (c0n < u1) {
-${k.fetch}
-${v.fetch}
-    }
-    let need = c0 < span_hi && c0 + ${BK}u > span_lo;
+${keyWalkTop(spec, L, true)}
     if (need) {
 ${range(BK16)
-  .map(
-    (n) => `      {
-        var s = ${RESULT}();
-${range(D16)
-  .map((kk) => `        s = subgroupMatrixMultiplyAccumulate(q_${kk}, subgroupMatrixLoad<${RIGHT}, col_major>(&st_sh, ${n * F * L.lda + kk * F}u, ${L.lda}u), s);`)
-  .join('\n')}
-        subgroupMatrixStore<row_major>(&s_sh, rbase * LDS + ${n * F}u, s, LDS);
-      }`,
-  )
+  .map((n) => `      {\n${productToScratch({ acc: 's', left: 'q', frags: D16, offset: (kk) => n * F * L.lda + kk * F, ld: L.lda, scratch: 's_sh', n })}\n      }`)
   .join('\n')}
     }
     workgroupBarrier();
@@ -341,13 +344,7 @@ ${cols
       }`,
   )
   .join('\n')}
-      var cmax = ${cols.map((c) => `max(max(x${c}.x, x${c}.y), max(x${c}.z, x${c}.w))`).reduce((a, b) => `max(${a}, ${b})`)};
-      cmax = max(cmax, subgroupShuffleXor(cmax, 1u));
-      if (cmax > m + 8.0) {
-        if (l > 0.0) { alpha = exp2(m - cmax); }
-        m = cmax;
-      }
-      if (alpha != 1.0) { flag.x = step; }
+${mmaChunkMax(cols.length)}
       var psum = 0.0;
 ${cols
   .map(
@@ -364,7 +361,7 @@ ${cols
     }
     // (This uniform load is also the barrier between the P stores and the P loads.)
     if (workgroupUniformLoad(&flag).x == step) {
-${rescale}
+${mmaRescaleO(DV16, L.lds)}
     }
     if (need) {
 ${range(BK16)
@@ -391,7 +388,7 @@ ${mmaScratchEpilogue({
   if (valid && hf == 0u) { lse[qrow] = (m + log2(l)) * 0.6931471805599453; }
 }
 `;
-  return { key, code, entryPoint: 'main', workgroupSize: [WG, 1, 1], bindings, uniforms: DENSE_UNIFORMS, workgroupBytes: L.bytes, features: FEATURES };
+  return denseMmaKernel(key, code, bindings, DENSE_UNIFORMS, L);
 }
 
 export function generateDenseBackwardQueryMma(spec: DenseMmaSpec): GeneratedKernel {
@@ -399,24 +396,9 @@ export function generateDenseBackwardQueryMma(spec: DenseMmaSpec): GeneratedKern
   const key = kernelKey('dense-backward-q-mma', GEN, { ...spec, partial: undefined });
   const L = layout('dq', spec);
   const BK = spec.chunk;
-  const D8 = spec.dim / 8;
-  const DV8 = spec.dimV / 8;
-  const D16 = spec.dim / F;
-  const DV16 = spec.dimV / F;
-  const BK16 = BK / F;
+  const { D8, DV8, D16, DV16, C16: BK16 } = sizes(spec);
   const VOFF = BK * L.lda;
-  const bindings: StorageBinding[] = [
-    { name: 'query', access: 'read' },
-    { name: 'key', access: 'read' },
-    { name: 'value', access: 'read' },
-    { name: 'output', access: 'read' },
-    { name: 'grad_output', access: 'read' },
-    { name: 'lse', access: 'read' },
-    ...(spec.varlen === true ? CU_BINDINGS : []),
-    { name: 'grad_query', access: 'read_write' },
-    { name: 'delta', access: 'read_write' },
-  ];
-  const { k, v } = kvChunk(spec, L);
+  const bindings = denseBindings('dq', spec.varlen);
   const cols = laneColumns(BK);
   const rowOf = (r: string): string => `(b * params.queries + min(wg.x * ${ROWS}u + ${r}, params.queries - 1u)) * params.heads + h`;
   const inRange = (r: string): string => `wg.x * ${ROWS}u + ${r} < params.queries`;
@@ -451,35 +433,13 @@ ${SUBGROUP_SPAN}
 ${range(D16)
   .map((kk) => `  var dq_${kk} = ${RESULT}();`)
   .join('\n')}
-${k.decl}
-${v.decl}
-  var c0n = u0;
-${k.fetch}
-${v.fetch}
-  for (var c0 = u0; c0 < u1; c0 += ${BK}u) {
-${k.stage}
-${v.stage}
-    workgroupBarrier();
-    c0n = c0 + ${BK}u;
-    if (c0n < u1) {
-${k.fetch}
-${v.fetch}
-    }
-    let need = c0 < span_hi && c0 + ${BK}u > span_lo;
+${keyWalkTop(spec, L, false)}
     if (need) {
 ${range(BK16)
   .map(
     (n) => `      {
-        var s = ${RESULT}();
-${range(D16)
-  .map((kk) => `        s = subgroupMatrixMultiplyAccumulate(q_${kk}, subgroupMatrixLoad<${RIGHT}, col_major>(&st_sh, ${n * F * L.lda + kk * F}u, ${L.lda}u), s);`)
-  .join('\n')}
-        subgroupMatrixStore<row_major>(&s_sh, rbase * LDS + ${n * F}u, s, LDS);
-        var dp = ${RESULT}();
-${range(DV16)
-  .map((jj) => `        dp = subgroupMatrixMultiplyAccumulate(g_${jj}, subgroupMatrixLoad<${RIGHT}, col_major>(&st_sh, ${VOFF + n * F * L.ldb + jj * F}u, ${L.ldb}u), dp);`)
-  .join('\n')}
-        subgroupMatrixStore<row_major>(&dp_sh, rbase * LDS + ${n * F}u, dp, LDS);
+${productToScratch({ acc: 's', left: 'q', frags: D16, offset: (kk) => n * F * L.lda + kk * F, ld: L.lda, scratch: 's_sh', n })}
+${productToScratch({ acc: 'dp', left: 'g', frags: DV16, offset: (jj) => VOFF + n * F * L.ldb + jj * F, ld: L.ldb, scratch: 'dp_sh', n })}
       }`,
   )
   .join('\n')}
@@ -536,7 +496,7 @@ ${mmaScratchEpilogue({
   if (valid && hf == 0u) { delta[qrow] = dl; }
 }
 `;
-  return { key, code, entryPoint: 'main', workgroupSize: [WG, 1, 1], bindings, uniforms: DENSE_BACKWARD_UNIFORMS, workgroupBytes: L.bytes, features: FEATURES };
+  return denseMmaKernel(key, code, bindings, DENSE_BACKWARD_UNIFORMS, L);
 }
 
 export function generateDenseBackwardKvMma(spec: DenseMmaSpec): GeneratedKernel {
@@ -544,24 +504,10 @@ export function generateDenseBackwardKvMma(spec: DenseMmaSpec): GeneratedKernel 
   const key = kernelKey('dense-backward-kv-mma', GEN, { ...spec, accumulate: undefined });
   const L = layout('dkv', spec);
   const BQ = spec.chunk;
-  const D8 = spec.dim / 8;
-  const DV8 = spec.dimV / 8;
-  const D16 = spec.dim / F;
-  const DV16 = spec.dimV / F;
-  const BQ16 = BQ / F;
+  const { D8, DV8, D16, DV16, C16: BQ16 } = sizes(spec);
   const OOFF = BQ * L.lda;
   const partial = spec.partial === true;
-  const bindings: StorageBinding[] = [
-    { name: 'query', access: 'read' },
-    { name: 'key', access: 'read' },
-    { name: 'value', access: 'read' },
-    { name: 'grad_output', access: 'read' },
-    { name: 'lse', access: 'read' },
-    { name: 'delta', access: 'read' },
-    ...(spec.varlen === true ? CU_BINDINGS : []),
-    { name: 'grad_key', access: 'read_write' },
-    { name: 'grad_value', access: 'read_write' },
-  ];
+  const bindings = denseBindings('dkv', spec.varlen);
   const keyRow = (r: string): string => `(b * params.keys + min(wg.x * ${ROWS}u + ${r}, params.keys - 1u)) * params.heads_kv + hk`;
   const keyOk = (r: string): string => `wg.x * ${ROWS}u + ${r} < params.keys`;
   const qUnit = (src: string, w8: number) => (r: string, c: string) => `${src}[staged_row(row_base, min(r0 + ${r}, max(n_rows, 1u) - 1u), hk, group) * ${w8}u + ${c}]`;
@@ -635,16 +581,8 @@ ${gc.fetch}
 ${range(BQ16)
   .map(
     (n) => `    {
-      var s = ${RESULT}();
-${range(D16)
-  .map((kk) => `      s = subgroupMatrixMultiplyAccumulate(k_${kk}, subgroupMatrixLoad<${RIGHT}, col_major>(&st_sh, ${n * F * L.lda + kk * F}u, ${L.lda}u), s);`)
-  .join('\n')}
-      subgroupMatrixStore<row_major>(&s_sh, rbase * LDS + ${n * F}u, s, LDS);
-      var dp = ${RESULT}();
-${range(DV16)
-  .map((jj) => `      dp = subgroupMatrixMultiplyAccumulate(v_${jj}, subgroupMatrixLoad<${RIGHT}, col_major>(&st_sh, ${OOFF + n * F * L.ldb + jj * F}u, ${L.ldb}u), dp);`)
-  .join('\n')}
-      subgroupMatrixStore<row_major>(&dp_sh, rbase * LDS + ${n * F}u, dp, LDS);
+${productToScratch({ acc: 's', left: 'k', frags: D16, offset: (kk) => n * F * L.lda + kk * F, ld: L.lda, scratch: 's_sh', n })}
+${productToScratch({ acc: 'dp', left: 'v', frags: DV16, offset: (jj) => OOFF + n * F * L.ldb + jj * F, ld: L.ldb, scratch: 'dp_sh', n })}
     }`,
   )
   .join('\n')}
@@ -700,7 +638,7 @@ ${mmaScratchEpilogue({
 })}
 }
 `;
-  return { key, code, entryPoint: 'main', workgroupSize: [WG, 1, 1], bindings, uniforms: DENSE_BACKWARD_UNIFORMS, workgroupBytes: L.bytes, features: FEATURES };
+  return denseMmaKernel(key, code, bindings, DENSE_BACKWARD_UNIFORMS, L);
 }
 
 /** Queries (forward, dQ) or keys (dK/dV) per workgroup of the tensor-core dense kernels, as the plain ones. */

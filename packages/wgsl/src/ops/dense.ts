@@ -86,6 +86,16 @@ export const CU_BINDINGS: readonly StorageBinding[] = [
   { name: 'cu_kv', access: 'read' },
 ];
 
+/** The storage bindings of a dense kernel (the plain ones and their tensor-core twins alike), in binding order. */
+export function denseBindings(kind: 'forward' | 'dq' | 'dkv', varlen: boolean | undefined): StorageBinding[] {
+  const r = (name: string): StorageBinding => ({ name, access: 'read' });
+  const w = (name: string): StorageBinding => ({ name, access: 'read_write' });
+  const cu = varlen === true ? CU_BINDINGS : [];
+  if (kind === 'forward') return [r('query'), r('key'), r('value'), ...cu, w('output'), w('lse')];
+  if (kind === 'dq') return [r('query'), r('key'), r('value'), r('output'), r('grad_output'), r('lse'), ...cu, w('grad_query'), w('delta')];
+  return [r('query'), r('key'), r('value'), r('grad_output'), r('lse'), r('delta'), ...cu, w('grad_key'), w('grad_value')];
+}
+
 /**
  * WGSL of a query-walking kernel's key ranges: the workgroup's union `[u0, u1)` (uniform) and this query's own
  * `[qk0, qk1)`, with `kv_base` the key row offset of its batch and key head.
@@ -224,14 +234,7 @@ export function generateDenseForward(spec: DenseForwardSpec): GeneratedKernel {
   const DV = spec.dimV;
   const BK = denseKeyChunk(D, DV);
   const WG = DENSE_QUERIES;
-  const bindings: StorageBinding[] = [
-    { name: 'query', access: 'read' },
-    { name: 'key', access: 'read' },
-    { name: 'value', access: 'read' },
-    ...(spec.varlen === true ? CU_BINDINGS : []),
-    { name: 'output', access: 'read_write' },
-    { name: 'lse', access: 'read_write' },
-  ];
+  const bindings = denseBindings('forward', spec.varlen);
   const code = `${queryKernelHead(key, spec, bindings, DENSE_UNIFORMS)}
   var q: array<f32, ${D}>;
   for (var c = 0u; c < D; c++) { q[c] = f32(query[qrow * D + c]) * params.scale; }
@@ -400,17 +403,7 @@ export function generateDenseBackwardQuery(spec: DenseBackwardSpec): GeneratedKe
   const DV = spec.dimV;
   const BK = denseKeyChunk(D, DV);
   const WG = DENSE_QUERIES;
-  const bindings: StorageBinding[] = [
-    { name: 'query', access: 'read' },
-    { name: 'key', access: 'read' },
-    { name: 'value', access: 'read' },
-    { name: 'output', access: 'read' },
-    { name: 'grad_output', access: 'read' },
-    { name: 'lse', access: 'read' },
-    ...(spec.varlen === true ? CU_BINDINGS : []),
-    { name: 'grad_query', access: 'read_write' },
-    { name: 'delta', access: 'read_write' },
-  ];
+  const bindings = denseBindings('dq', spec.varlen);
   const code = `${queryKernelHead(key, spec, bindings, DENSE_BACKWARD_UNIFORMS)}
   var q: array<f32, ${D}>;
   for (var c = 0u; c < D; c++) { q[c] = f32(query[qrow * D + c]); }
@@ -470,17 +463,7 @@ export function generateDenseBackwardKv(spec: DenseBackwardSpec): GeneratedKerne
   const BQ = denseQueryChunk(D, DV);
   const WG = DENSE_QUERIES;
   const partial = spec.partial === true;
-  const bindings: StorageBinding[] = [
-    { name: 'query', access: 'read' },
-    { name: 'key', access: 'read' },
-    { name: 'value', access: 'read' },
-    { name: 'grad_output', access: 'read' },
-    { name: 'lse', access: 'read' },
-    { name: 'delta', access: 'read' },
-    ...(spec.varlen === true ? CU_BINDINGS : []),
-    { name: 'grad_key', access: 'read_write' },
-    { name: 'grad_value', access: 'read_write' },
-  ];
+  const bindings = denseBindings('dkv', spec.varlen);
   const OUT = partial ? 'f32' : T;
   const code = `// ${key}
 ${enableDirectives(spec.dtype)}${denseDecls(bindings, T, partial ? ['grad_key', 'grad_value'] : [])}

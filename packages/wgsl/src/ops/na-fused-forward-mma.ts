@@ -669,6 +669,7 @@ export type FusedForwardMmaSpec = Pick<FusedForwardSpec, 'rank' | 'kernelSize' |
 export const MMA_FAST_DIVIDE_ROWS = 1 << 21;
 
 const F = MMA_FRAGMENT;
+const RESULT_TYPE = `subgroup_matrix_result<f32, ${F}, ${F}>`;
 
 /**
  * The split's scale for a tensor whose max |x| is `m`: 2^(14 - ceil(log2 m)), exact (ldexp), so max |x| times it is
@@ -776,6 +777,44 @@ export function fusedForwardMmaSpecProblem(spec: FusedForwardMmaSpec): string | 
 }
 
 /** Generate the kernel for a spec. Pure: same spec, same text. */
+/**
+ * WGSL of the online softmax's chunk maximum on a row's two lanes (\`x0 .. x{vpl-1}\`, vec4 logits in the log2 domain,
+ * masked ones at MASKED) and the lazy update of the running max \`m\`: it moves only when the chunk raises it by more
+ * than 2^8 (P stays below 2^8, within f16), setting \`alpha\` (the old rows' factor) and the workgroup's rescale
+ * \`flag\` to this \`step\`.
+ */
+export function mmaChunkMax(vpl: number): string {
+  return `      var cmax = ${range(vpl)
+    .map((v) => `max(max(x${v}.x, x${v}.y), max(x${v}.z, x${v}.w))`)
+    .reduce((a, b) => `max(${a}, ${b})`)};
+      cmax = max(cmax, subgroupShuffleXor(cmax, 1u));
+      if (cmax > m + 8.0) {
+        if (l > 0.0) { alpha = exp2(m - cmax); }
+        m = cmax;
+      }
+      if (alpha != 1.0) { flag.x = step; }`;
+}
+
+/**
+ * WGSL of the rare rescale of the O fragments \`o_0 .. o_{dv16-1}\` by each row's \`alpha\`, through the f32 scratch
+ * \`s_sh\` (rows of \`lds\` floats), as many fragments per round as a scratch row holds: store, barrier, scale, barrier,
+ * reload.
+ */
+export function mmaRescaleO(dv16: number, lds: number): string {
+  const TPR = Math.floor(lds / F);
+  return range(Math.ceil(dv16 / TPR))
+    .map((rd) => {
+      const tiles = range(dv16).slice(rd * TPR, rd * TPR + TPR);
+      const at = (j: number): string => `rbase * LDS + ${(j - rd * TPR) * F}u`;
+      return `${tiles.map((j) => `      subgroupMatrixStore<row_major>(&s_sh, ${at(j)}, o_${j}, LDS);`).join('\n')}
+      workgroupBarrier();
+      for (var c = hf; c < ${tiles.length * F}u; c += 2u) { s_sh[row * LDS + c] = s_sh[row * LDS + c] * alpha; }
+      workgroupBarrier();
+${tiles.map((j) => `      o_${j} = subgroupMatrixLoad<${RESULT_TYPE}, row_major>(&s_sh, ${at(j)}, LDS);`).join('\n')}`;
+    })
+    .join('\n');
+}
+
 export function generateFusedForwardMma(spec: FusedForwardMmaSpec): GeneratedKernel {
   const why = fusedForwardMmaSpecProblem(spec);
   if (why !== undefined) throw new NattenArgumentError(`generateFusedForwardMma: ${why}`);
@@ -904,15 +943,7 @@ ${range(VPL)
       ${maskStmt(v)}`,
   )
   .join('\n')}
-      var cmax = ${range(VPL)
-        .map((v) => `max(max(x${v}.x, x${v}.y), max(x${v}.z, x${v}.w))`)
-        .reduce((a, b) => `max(${a}, ${b})`)};
-      cmax = max(cmax, subgroupShuffleXor(cmax, 1u));
-      if (cmax > m + 8.0) {
-        if (l > 0.0) { alpha = exp2(m - cmax); }
-        m = cmax;
-      }
-      if (alpha != 1.0) { flag.x = step; }
+${mmaChunkMax(VPL)}
       var psum = 0.0;
       let prow = row * LDP;
 ${range(VPL)
@@ -929,20 +960,9 @@ ${range(VPL)
       l = l * alpha + psum;
     }`;
 
-  // ---- the rare rescale of O by each row's alpha: its tiles through the scratch, as many per round as a scratch row
-  // holds (the chunk's width): store, barrier, scale, barrier, reload
+  // ---- the rare rescale of O by each row's alpha
+  const rescale = mmaRescaleO(DV16, L.lds);
   const TPR = Math.floor(L.lds / F);
-  const rescale = range(Math.ceil(DV16 / TPR))
-    .map((rd) => {
-      const tiles = range(DV16).slice(rd * TPR, rd * TPR + TPR);
-      const at = (j: number): string => `rbase * LDS + ${(j - rd * TPR) * F}u`;
-      return `${tiles.map((j) => `      subgroupMatrixStore<row_major>(&s_sh, ${at(j)}, o_${j}, LDS);`).join('\n')}
-      workgroupBarrier();
-      for (var c = hf; c < ${tiles.length * F}u; c += 2u) { s_sh[row * LDS + c] = s_sh[row * LDS + c] * alpha; }
-      workgroupBarrier();
-${tiles.map((j) => `      o_${j} = subgroupMatrixLoad<${RESULT}, row_major>(&s_sh, ${at(j)}, LDS);`).join('\n')}`;
-    })
-    .join('\n');
   // ---- the epilogue: O / l through the scratch, one 16-byte write per lane and fragment (float16: eight halves packed)
   const epilogue = mmaScratchEpilogue({
     outs: [
