@@ -427,8 +427,11 @@ export function checkFusedBackwardMma(
   rank: NaRank,
   args: FusedBackwardArgs<TensorLike>,
   config?: MmaBackwardConfig,
+  defaultKey?: string,
 ): { problem: FusedBackwardProblem; config: MmaBackwardConfig; kernels: MmaBackwardKernels } {
-  return memoPerContext(ctx, 'mma-backward-check', callKey(rank, args, config), () => {
+  // The default route passes its own key of the call (\`defaultKey\`, whose config is the route's): one serialisation.
+  const memo = defaultKey === undefined ? (['mma-backward-check', callKey(rank, args, config)] as const) : (['mma-backward-check-default', defaultKey] as const);
+  return memoPerContext(ctx, memo[0], memo[1], () => {
     const op = opName(rank, 'backward');
     const problem = checkFusedBackward(op, rank, { ...args, queryTileSize: undefined, keyTileSize: undefined, lanes: undefined }, FUSED_BACKWARD_TILES);
     const avail = mmaAvailability(ctx);
@@ -456,8 +459,8 @@ export function checkFusedBackwardMma(
 }
 
 /** Run the mma backward: gradQuery, gradKey, gradValue written in place (throws where it cannot run). */
-export async function fusedBackwardMma(ctx: GpuContext, rank: NaRank, args: FusedBackwardArgs<GpuTensor>, config?: MmaBackwardConfig): Promise<void> {
-  const { problem, config: cfg, kernels } = checkFusedBackwardMma(ctx, rank, args, config);
+export async function fusedBackwardMma(ctx: GpuContext, rank: NaRank, args: FusedBackwardArgs<GpuTensor>, config?: MmaBackwardConfig, defaultKey?: string): Promise<void> {
+  const { problem, config: cfg, kernels } = checkFusedBackwardMma(ctx, rank, args, config, defaultKey);
   const scratch = mmaBackwardScratch(ctx, problem, args.logsumexp.shape);
   try {
     await ctx.dispatch(mmaBackwardCommands(ctx, kernels, problem, args, cfg, scratch), opName(rank, 'backward'));

@@ -209,19 +209,20 @@ async function runFusedBackward(ctx: GpuContext, rank: NaRank, args: FusedBackwa
  * plain path (given tiles, lanes, num_splits_key or compute_delta_with_torch always select the plain path; see
  * `defaultBackwardMma` for the rule).
  */
-function defaultBackwardRoute(ctx: GpuContext, rank: NaRank, args: FusedBackwardArgs<TensorLike>): MmaBackwardConfig | undefined {
+function defaultBackwardRoute(ctx: GpuContext, rank: NaRank, args: FusedBackwardArgs<TensorLike>, key = callKey(rank, args)): MmaBackwardConfig | undefined {
   if (!mayRouteToMma(ctx, args) || args.numSplitsKey !== undefined || args.computeDeltaWithTorch !== undefined) return undefined;
   // Core's rules only: the plain path's config choice is not needed to route (a call the route leaves on the plain
   // path is validated there in full; routed calls are float16 with head dims up to 128, which every device that
   // runs the mma kernels fits).
-  return memoPerContext(ctx, 'fused-backward-route', callKey(rank, args), () =>
+  return memoPerContext(ctx, 'fused-backward-route', key, () =>
     defaultBackwardMma(ctx, checkFusedBackward(opName(rank, 'backward'), rank, args, FUSED_BACKWARD_TILES)),
   );
 }
 
 async function runDefaultBackward(ctx: GpuContext, rank: NaRank, args: FusedBackwardArgs<GpuTensor>): Promise<void> {
-  const mma = defaultBackwardRoute(ctx, rank, args as FusedBackwardArgs<TensorLike>);
-  if (mma) await fusedBackwardMma(ctx, rank, args, mma);
+  const key = callKey(rank, args);
+  const mma = defaultBackwardRoute(ctx, rank, args as FusedBackwardArgs<TensorLike>, key);
+  if (mma) await fusedBackwardMma(ctx, rank, args, mma, key);
   else await runFusedBackward(ctx, rank, args);
 }
 

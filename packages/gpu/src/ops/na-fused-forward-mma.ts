@@ -551,9 +551,13 @@ export function planFusedForwardMma(
   rank: NaRank,
   args: FusedForwardArgs<GpuTensor>,
   config?: MmaForwardConfig,
+  defaultKey?: string,
 ): { kernel: GeneratedKernel; commands: DispatchCommand[]; release: () => void; config: MmaForwardConfig; problem: FusedProblem } {
-  // What depends on the call's shapes alone (checks, config, kernel, grid and uniforms) is worked out once per signature.
-  const { problem, config: cfg, spec: s, kernel, dispatch } = memoPerContext(ctx, 'mma-forward-plan', callKey(rank, args, config), () => {
+  // What depends on the call's shapes alone (checks, config, kernel, grid and uniforms) is worked out once per
+  // signature. The default route passes its own key of the call (\`defaultKey\`, whose config is the route's), so the
+  // call's arguments are serialised once per call.
+  const memo = defaultKey === undefined ? (['mma-forward-plan', callKey(rank, args, config)] as const) : (['mma-forward-plan-default', defaultKey] as const);
+  const { problem, config: cfg, spec: s, kernel, dispatch } = memoPerContext(ctx, memo[0], memo[1], () => {
     const checked = checkFusedForwardMma(ctx, rank, args as FusedForwardArgs<TensorLike>, config);
     return { ...checked, kernel: memoKernel('fused-forward-mma', checked.spec, generateFusedForwardMma), dispatch: fusedForwardDispatch(checked.problem, checked.config.queryTile) };
   });
@@ -586,8 +590,8 @@ function absMaxCommand(ctx: GpuContext, args: FusedForwardArgs<GpuTensor>, scale
 }
 
 /** Run the mma forward (throws when the path is unavailable for this device or problem). */
-export async function fusedForwardMma(ctx: GpuContext, rank: NaRank, args: FusedForwardArgs<GpuTensor>, config?: MmaForwardConfig): Promise<void> {
-  const { commands, release } = planFusedForwardMma(ctx, rank, args, config);
+export async function fusedForwardMma(ctx: GpuContext, rank: NaRank, args: FusedForwardArgs<GpuTensor>, config?: MmaForwardConfig, defaultKey?: string): Promise<void> {
+  const { commands, release } = planFusedForwardMma(ctx, rank, args, config, defaultKey);
   try {
     await ctx.dispatch(commands, opName(rank, 'forward'));
   } finally {

@@ -166,9 +166,9 @@ async function runWithConfig(ctx: GpuContext, rank: NaRank, args: FusedForwardAr
  * The tensor-core (mma) config a call without tiles runs on this device, or undefined when it runs the plain path
  * (given tiles or lanes always select the plain path; see `defaultForwardMma` for the rule).
  */
-function defaultRoute(ctx: GpuContext, rank: NaRank, args: FusedForwardArgs<TensorLike>): MmaForwardConfig | undefined {
+function defaultRoute(ctx: GpuContext, rank: NaRank, args: FusedForwardArgs<TensorLike>, key = callKey(rank, args)): MmaForwardConfig | undefined {
   if (!mayRouteToMma(ctx, args, ['float16', 'float32'])) return undefined;
-  return memoPerContext(ctx, 'fused-forward-route', callKey(rank, args), () => {
+  return memoPerContext(ctx, 'fused-forward-route', key, () => {
     // Core's rules and the binding sizes only: the plain path's config choice is not needed to route.
     const op = opName(rank, 'forward');
     const problem = checkFusedForward(op, rank, args, FUSED_FORWARD_TILES);
@@ -178,8 +178,10 @@ function defaultRoute(ctx: GpuContext, rank: NaRank, args: FusedForwardArgs<Tens
 }
 
 async function runDefault(ctx: GpuContext, rank: NaRank, args: FusedForwardArgs<GpuTensor>): Promise<void> {
-  const mma = defaultRoute(ctx, rank, args as FusedForwardArgs<TensorLike>);
-  if (mma) await fusedForwardMma(ctx, rank, args, mma);
+  // The call's key, serialised once for the route and the plan.
+  const key = callKey(rank, args);
+  const mma = defaultRoute(ctx, rank, args as FusedForwardArgs<TensorLike>, key);
+  if (mma) await fusedForwardMma(ctx, rank, args, mma, key);
   else await runWithConfig(ctx, rank, args);
 }
 
