@@ -115,7 +115,6 @@ export {
   denseBackward,
   denseBackwardPlan,
   denseForward,
-  denseForwardCommand,
   denseForwardPlan,
   denseForwardUnfit,
 } from './ops/dense.ts';

@@ -12,6 +12,9 @@ import { referenceBackward } from './dense-reference.ts';
 import { openDevice } from './device-forward-problems.ts';
 
 const { ctx, warmer } = await openDevice();
+// `--f32`: float32 tensors (the forward's split on the tensor cores; the backward runs the plain kernels either way).
+const dtype = process.argv.includes('--f32') ? 'float32' : 'float16';
+const backwardPath = (path: DenseOptions['path']): DenseOptions => (dtype === 'float32' ? { path: 'plain' } : { path });
 
 // ---- Checks: both paths against the f64 reference (per sequence with varlen) on problems small enough for it.
 const checks = [
@@ -28,7 +31,7 @@ for (const c of process.argv.includes('--no-check') ? [] : checks) {
   const S = cuQ[cuQ.length - 1] as number;
   const N = cuKv[cuKv.length - 1] as number;
   const { H, Hkv, D, Dv } = c;
-  const t = [randn([1, S, H, D], 'float16', 1), randn([1, N, Hkv, D], 'float16', 2), randn([1, N, Hkv, Dv], 'float16', 3), randn([1, S, H, Dv], 'float16', 4)];
+  const t = [randn([1, S, H, D], dtype, 1), randn([1, N, Hkv, D], dtype, 2), randn([1, N, Hkv, Dv], dtype, 3), randn([1, S, H, Dv], dtype, 4)];
   const [qv, kv, vv, gv] = t.map((x) => toFloat64Values(x)) as [Float64Array, Float64Array, Float64Array, Float64Array];
   const scale = 0.3;
   const want = [new Float64Array(S * H * Dv), new Float64Array(S * H * D), new Float64Array(N * Hkv * D), new Float64Array(N * Hkv * Dv)];
@@ -46,11 +49,11 @@ for (const c of process.argv.includes('--no-check') ? [] : checks) {
   const [gq, gk, gvv, gdO] = t.map((x) => ctx.upload(x)) as [GpuTensor, GpuTensor, GpuTensor, GpuTensor];
   const varlen = c.seqQ.length > 1 ? { cumulativeSeqlenQ: cuQ, cumulativeSeqlenKv: cuKv } : {};
   for (const path of ['plain', 'mma'] as const) {
-    const output = ctx.createTensor([1, S, H, Dv], 'float16');
+    const output = ctx.createTensor([1, S, H, Dv], dtype);
     const lse = ctx.createTensor([1, S, H], 'float32');
-    const grads = { gradQuery: ctx.createTensor([1, S, H, D], 'float16'), gradKey: ctx.createTensor([1, N, Hkv, D], 'float16'), gradValue: ctx.createTensor([1, N, Hkv, Dv], 'float16') };
+    const grads = { gradQuery: ctx.createTensor([1, S, H, D], dtype), gradKey: ctx.createTensor([1, N, Hkv, D], dtype), gradValue: ctx.createTensor([1, N, Hkv, Dv], dtype) };
     await denseForward(ctx, { query: gq, key: gk, value: gvv, output, lse, scale, isCausal: c.causal, ...varlen }, { path });
-    await denseBackward(ctx, { query: gq, key: gk, value: gvv, output, lse, gradOutput: gdO, ...grads, scale, isCausal: c.causal, ...varlen }, { path });
+    await denseBackward(ctx, { query: gq, key: gk, value: gvv, output, lse, gradOutput: gdO, ...grads, scale, isCausal: c.causal, ...varlen }, backwardPath(path));
     const got = await Promise.all([output, grads.gradQuery, grads.gradKey, grads.gradValue].map(async (x) => toFloat64Values(await ctx.read(x))));
     const parts = ['out', 'dq', 'dk', 'dv'].map((n, i) => {
       const g = got[i] as Float64Array;
@@ -77,7 +80,6 @@ function maxDiff(a: Float64Array, b: Float64Array): number {
   return a.reduce((m, x, i) => Math.max(m, Math.abs(x - (b[i] as number))), 0);
 }
 for (const p of problems.filter((x) => !only || x.name.includes(only))) {
-  const dtype = 'float16';
   const up = (shape: number[], seed: number): GpuTensor => ctx.upload(randn(shape, dtype, seed));
   const q = up([p.B, p.S, p.H, p.D], 1);
   const k = up([p.B, p.N, p.H, p.D], 2);
@@ -113,7 +115,7 @@ for (const p of problems.filter((x) => !only || x.name.includes(only))) {
       const f = await time(fplan.commands);
       fplan.release();
       await denseForward(ctx, fargs, options);
-      const plan = denseBackwardPlan(ctx, bargs, options);
+      const plan = denseBackwardPlan(ctx, bargs, dtype === 'float32' ? backwardPath(options.path) : options);
       const b = await time(plan.commands);
       console.log(
         `${p.name.padEnd(32)} ${label.padEnd(13)} forward ${(f * 1e3).toFixed(1).padStart(9)} us ${(flops / (f * 1e-3) / 1e12).toFixed(1).padStart(6)} TFLOP/s   backward ${(b * 1e3).toFixed(1).padStart(9)} us ${((2.5 * flops) / (b * 1e-3) / 1e12).toFixed(1).padStart(6)} TFLOP/s`,
@@ -124,7 +126,7 @@ for (const p of problems.filter((x) => !only || x.name.includes(only))) {
         console.log(`${''.padEnd(32)} ${label.padEnd(13)} alone: ${each.join(', ')}`);
       }
       plan.release();
-      await denseBackward(ctx, bargs, options);
+      await denseBackward(ctx, bargs, dtype === 'float32' ? backwardPath(options.path) : options);
       results[label] = await Promise.all([output, lse, grads.gradQuery, grads.gradKey, grads.gradValue].map(async (t) => toFloat64Values(await ctx.read(t))));
     } catch (e) {
       console.log(`${p.name.padEnd(32)} ${label.padEnd(13)} ${(e as Error).message}`);

@@ -1,7 +1,7 @@
 import { randn, type Tensor, toFloat64Values } from '@natten-web/core';
 import { emulatingTensorCoreView, fakeTensorCoreContext } from '@natten-web/testkit';
 import { afterAll, describe, expect, it } from 'vitest';
-import { attentionMerge, type DenseOptions, denseBackward, denseForward, denseForwardCommand, type GpuContext, type GpuTensor } from '../src/index.ts';
+import { attentionMerge, type DenseOptions, denseBackward, denseForward, denseForwardPlan, type GpuContext, type GpuTensor } from '../src/index.ts';
 import { type Dims, reference, referenceBackward } from './dense-reference.ts';
 import { gpuContext } from './setup.ts';
 
@@ -262,7 +262,7 @@ describe('variable-length (packed) dense attention on WebGPU against an f64 refe
 type VarlenCase = { seqQ: number[]; seqKv: number[]; H: number; Hkv: number; D: number; Dv: number; causal: boolean };
 
 /** A packed varlen case's forward and backward on `ctx` against the f64 reference per sequence. */
-async function checkVarlenCase(ctx: GpuContext, c: VarlenCase, dtype: 'float32' | 'float16', options: DenseOptions = {}): Promise<void> {
+async function checkVarlenCase(ctx: GpuContext, c: VarlenCase, dtype: 'float32' | 'float16', options: DenseOptions = {}, backwardOptions = options): Promise<void> {
   const cum = (xs: number[]): number[] => xs.reduce((a, x) => [...a, (a[a.length - 1] as number) + x], [0]);
   const cuQ = cum(c.seqQ);
   const cuKv = cum(c.seqKv);
@@ -295,7 +295,7 @@ async function checkVarlenCase(ctx: GpuContext, c: VarlenCase, dtype: 'float32' 
   const varlen = { cumulativeSeqlenQ: cuQ, cumulativeSeqlenKv: cuKv };
   await denseForward(ctx, { query: gq, key: gk, value: gv, output, lse, scale, isCausal: c.causal, ...varlen }, options);
   const grads = { gradQuery: ctx.createTensor(q.shape, dtype), gradKey: ctx.createTensor(k.shape, dtype), gradValue: ctx.createTensor(v.shape, dtype) };
-  await denseBackward(ctx, { query: gq, key: gk, value: gv, output, lse, gradOutput: gdO, ...grads, scale, isCausal: c.causal, ...varlen }, options);
+  await denseBackward(ctx, { query: gq, key: gk, value: gv, output, lse, gradOutput: gdO, ...grads, scale, isCausal: c.causal, ...varlen }, backwardOptions);
   expect(maxDiff(toFloat64Values(await ctx.read(output)), want.out)).toBeLessThan(dtype === 'float32' ? 2e-5 : 3e-3);
   expect(maxDiff(toFloat64Values(await ctx.read(grads.gradQuery)), want.dq)).toBeLessThan(tol);
   expect(maxDiff(toFloat64Values(await ctx.read(grads.gradKey)), want.dk)).toBeLessThan(tol);
@@ -352,10 +352,35 @@ describe('dense attention on tensor cores (subgroup matrices emulated) against a
     await checkForward(ctx, c, padded);
     await checkBackward(ctx, c, padded);
   });
+  // float32 on the tensor cores (the split: hi and lo halves, three multiplies per product), forward only.
+  const F32_CASES: FwdCase[] = [
+    { name: 'GQA, Dv != D', B: 2, S: 70, N: 37, H: 4, Hkv: 2, D: 32, Dv: 16, causal: false, dtype: 'float32' },
+    { name: 'causal, square, past a chunk', B: 1, S: 81, N: 81, H: 2, Hkv: 1, D: 16, Dv: 16, causal: true, dtype: 'float32' },
+  ];
+  it.each(F32_CASES)('float32 forward (split): $name', async (c) => {
+    const ctx = emulatingTensorCoreView(await gpuContext());
+    await checkForward(ctx, c, mma);
+    const t = (shape: number[]): GpuTensor => ctx.createTensor(shape, 'float32');
+    const plan = denseForwardPlan(ctx, { query: t([1, 8, 2, 16]), key: t([1, 8, 2, 16]), value: t([1, 8, 2, 16]), output: t([1, 8, 2, 16]), lse: t([1, 8, 2]), scale: 0.25 });
+    expect(plan.commands.map((x) => x.kernel.key.split('/')[0])).toEqual(['abs-max3', 'dense-forward-mma']);
+    expect(plan.commands[1]?.kernel.key).toContain('"split":true');
+    plan.release();
+    const grads = { gradOutput: t([1, 8, 2, 16]), gradQuery: t([1, 8, 2, 16]), gradKey: t([1, 8, 2, 16]), gradValue: t([1, 8, 2, 16]) };
+    await expect(denseBackward(ctx, { query: t([1, 8, 2, 16]), key: t([1, 8, 2, 16]), value: t([1, 8, 2, 16]), output: t([1, 8, 2, 16]), lse: t([1, 8, 2]), ...grads, scale: 0.25 }, mma)).rejects.toThrow(
+      "attentionBackward: path 'mma' (tensor cores) cannot run this call: the tensor-core backward needs float16 tensors (float32 runs the plain kernels)",
+    );
+  });
+  it('float32 forward (split), varlen with empty sequences, causal (the backward on the plain kernels)', async () => {
+    const ctx = emulatingTensorCoreView(await gpuContext());
+    await checkVarlenCase(ctx, { seqQ: [5, 0, 70, 1, 33], seqKv: [7, 3, 40, 1, 20], H: 4, Hkv: 2, D: 32, Dv: 16, causal: true }, 'float32', mma, { path: 'auto' });
+  });
   it.each([false, true])('varlen, empty sequences, GQA, causal %s', async (causal) => {
     await checkVarlenCase(emulatingTensorCoreView(await gpuContext()), { seqQ: [5, 0, 70, 1, 33], seqKv: [7, 3, 40, 1, 20], H: 4, Hkv: 2, D: 32, Dv: 16, causal }, 'float16', mma);
   });
 });
+
+/** The forward dispatch a dense forward call plans (its last). */
+const denseForwardCommand = (ctx: GpuContext, args: Parameters<typeof denseForwardPlan>[1], options?: DenseOptions) => denseForwardPlan(ctx, args, options).commands.at(-1) as NonNullable<ReturnType<typeof denseForwardPlan>['commands'][number]>;
 
 describe('dense kernel choice', () => {
   const t = (shape: number[], dtype: 'float16' | 'float32' = 'float16'): GpuTensor => ({ shape, dtype, numel: shape.reduce((a, b) => a * b, 1), buffer: {} }) as unknown as GpuTensor;
@@ -381,11 +406,11 @@ describe('dense kernel choice', () => {
     expect(() => denseForwardCommand(tc, args(64, 64), { chunk: { forward: 8 as 16 } })).toThrow('attention: chunk.forward must be one of 16, 32, 64, got 8');
     expect(denseForwardCommand(tc, args(64, 64)).workgroups).toEqual([2, 2, 1]);
     expect(denseForwardCommand(tc, args(64, 64), { path: 'plain' }).kernel.key).not.toContain('mma');
-    expect(denseForwardCommand(tc, args(64, 64, 'float32')).kernel.key).not.toContain('mma');
+
     expect(denseForwardCommand(tc, args(40, 64)).kernel.key).not.toContain('mma');
     expect(denseForwardCommand(tc, args(160, 64)).kernel.key).not.toContain('mma');
     expect(() => denseForwardCommand(tc, args(40, 64), { path: 'mma' })).toThrow("attention: path 'mma' (tensor cores) cannot run this call: query head_dim=40 must be a multiple of 16 up to 128");
-    expect(() => denseForwardCommand(tc, args(64, 64, 'float32'), { path: 'mma' })).toThrow("attention: path 'mma' (tensor cores) cannot run this call: it needs float16 tensors, not float32");
+
     expect(() => denseForwardCommand(tc, args(64, 64), { path: 'fast' as 'mma' })).toThrow("attention: path must be 'auto', 'mma' or 'plain', got fast");
   });
   it('says why a forced tensor-core call cannot run on an adapter without them', () => {

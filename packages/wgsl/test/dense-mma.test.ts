@@ -41,6 +41,11 @@ describe('dense attention on tensor cores (code generation)', () => {
             for (const v of vars) expect(v.bytes % 16, `${kind} ${v.name} D=${dim} chunk ${chunk} varlen ${varlen}`).toBe(0);
             expect(vars.reduce((a, v) => a + v.bytes, 0)).toBe(k.workgroupBytes);
             expect(denseMmaWorkgroupBytes(kind, spec)).toBe(k.workgroupBytes);
+            if (kind === 'forward') {
+              const split = generateDenseForwardMma({ ...spec, split: true });
+              for (const v of workgroupVars(split.code)) expect(v.bytes % 16, `split ${v.name} D=${dim} chunk ${chunk}`).toBe(0);
+              expect(workgroupVars(split.code).reduce((a, v) => a + v.bytes, 0)).toBe(split.workgroupBytes);
+            }
           }
         }
       }
@@ -58,6 +63,19 @@ describe('dense attention on tensor cores (code generation)', () => {
       expect(names(generateDenseBackwardKvMma({ ...mma, partial: true }))).toEqual(names(generateDenseBackwardKv({ ...plain, partial: true })));
       expect(generateDenseBackwardKvMma(mma).uniforms).toEqual(generateDenseBackwardKv(plain).uniforms);
     }
+  });
+
+  it('compiles the float32 split in the forward only', () => {
+    const k = generateDenseForwardMma({ ...base, split: true });
+    expect(k.bindings.map((b) => b.name)).toEqual(['query', 'key', 'value', 'output', 'lse', 'scales']);
+    expect(k.code).toMatch(/var<storage, read> query: array<vec4<f32>>;/);
+    expect(k.code).toMatch(/var<storage, read_write> output: array<vec4<f32>>;/);
+    expect(k.code).toContain('let sscale = sl2 / (scq * sck);');
+    // hi hi + hi lo + lo hi for S and for P V
+    expect(k.code).toContain('subgroupMatrixMultiplyAccumulate(qlo_0, subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>, col_major>(&st_sh');
+    expect(k.code).toContain('subgroupMatrixMultiplyAccumulate(plo_0, subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>, row_major>(&st_sh');
+    expect(() => generateDenseBackwardQueryMma({ ...base, split: true })).toThrow('generateDenseBackwardQueryMma: split is a forward option (float32 backward runs the plain kernels)');
+    expect(() => generateDenseBackwardKvMma({ ...base, split: true })).toThrow('generateDenseBackwardKvMma: split is a forward option');
   });
 
   it('compiles what the spec asks for', () => {

@@ -24,7 +24,7 @@ import {
   mergeRowsPerWorkgroup,
 } from '@natten-web/wgsl';
 import { type DispatchCommand, foldWorkgroups, type GpuContext, type GpuTensor } from '../context.ts';
-import { mmaAvailability } from './na-fused-forward-mma.ts';
+import { absMaxCommand, mmaAvailability } from './na-fused-forward-mma.ts';
 import { callKey, memoKernel, memoPerContext, requireF16Feature } from './op.ts';
 
 export interface DenseForwardArgs {
@@ -70,11 +70,12 @@ export interface DenseOptions {
   readonly tight?: boolean;
 }
 
-/** Why the tensor-core dense kernels cannot run a call, or undefined. */
-function denseMmaUnfit(ctx: GpuContext, dims: DenseDims, dtype: string): string | undefined {
+/** Why the tensor-core dense kernels cannot run a call, or undefined (float32: the forward only, as the split). */
+function denseMmaUnfit(ctx: GpuContext, kind: DenseMmaKind, dims: DenseDims, dtype: string): string | undefined {
   const avail = mmaAvailability(ctx);
   if ('why' in avail) return avail.why;
-  if (dtype !== 'float16') return `it needs float16 tensors, not ${dtype}`;
+  if (dtype === 'float32' && kind !== 'forward') return 'the tensor-core backward needs float16 tensors (float32 runs the plain kernels)';
+  if (dtype !== 'float16' && dtype !== 'float32') return `it needs float16 or float32 tensors, not ${dtype}`;
   for (const [name, d] of [
     ['query head_dim', dims.dim],
     ['value head_dim', dims.dimV],
@@ -91,10 +92,12 @@ function denseMmaUnfit(ctx: GpuContext, dims: DenseDims, dtype: string): string 
  * backward 32 padded): forward self 4096 D=64 586 -> 429 us, cross 4096x1024 B=2 311 -> 225, 64 extra keys 26.5 ->
  * 18.5, D=128 (32 padded) 1081-1109 -> 935, varlen 8x512 causal 86 -> 62, causal 4096 385 -> 353 with 32 padded (16
  * unpadded 388-400); backward self D=64 1964 -> 1589 (16 padded 1484-1493), causal 1218 -> 1045-1062, cross 1135 ->
- * 840, extra 119-121 -> 106-108, D=128 3015 -> 2485, varlen 310 -> 220-229.
+ * 840, extra 119-121 -> 106-108, D=128 3015 -> 2485, varlen 310 -> 220-229. The float32 split forward takes 16 unpadded
+ * everywhere (32-key chunks 1.1-1.4x slower, padding within 3%: self 4096 762 us, causal 576 against 561 padded and
+ * 595 with 32 keys, cross 409 against 575, head dim 128 1893, where 32 does not fit).
  */
-function defaultLayout(kind: DenseMmaKind, base: Pick<DenseMmaSpec, 'causal' | 'varlen'>): { chunk: 16 | 32; tight: boolean } {
-  return kind === 'forward' && base.causal && base.varlen !== true ? { chunk: 32, tight: false } : { chunk: 16, tight: true };
+function defaultLayout(kind: DenseMmaKind, base: Pick<DenseMmaSpec, 'causal' | 'varlen'>, split: boolean): { chunk: 16 | 32; tight: boolean } {
+  return kind === 'forward' && base.causal && base.varlen !== true && !split ? { chunk: 32, tight: false } : { chunk: 16, tight: true };
 }
 
 /**
@@ -106,14 +109,14 @@ function denseMmaSpec(ctx: GpuContext, op: string, kind: DenseMmaKind, dims: Den
   const path = options.path ?? 'auto';
   if (path !== 'auto' && path !== 'mma' && path !== 'plain') throw new NattenArgumentError(`${op}: path must be 'auto', 'mma' or 'plain', got ${String(path)}`);
   if (path === 'plain') return undefined;
-  let why = denseMmaUnfit(ctx, dims, dtype);
+  let why = denseMmaUnfit(ctx, kind, dims, dtype);
   if (why === undefined) {
     const limit = ctx.limits.maxComputeWorkgroupStorageSize;
     const asked = options.chunk?.[kind];
     if (asked !== undefined && !DENSE_MMA_CHUNKS.includes(asked)) throw new NattenArgumentError(`${op}: chunk.${kind} must be one of ${DENSE_MMA_CHUNKS.join(', ')}, got ${String(asked)}`);
-    const layout = defaultLayout(kind, base);
+    const layout = defaultLayout(kind, base, dtype === 'float32');
     const tight = options.tight ?? layout.tight;
-    const spec: DenseMmaSpec = { ...base, dim: dims.dim, dimV: dims.dimV, chunk: asked ?? layout.chunk, ...(tight ? { tight: true } : {}) };
+    const spec: DenseMmaSpec = { ...base, dim: dims.dim, dimV: dims.dimV, chunk: asked ?? layout.chunk, ...(tight ? { tight: true } : {}), ...(dtype === 'float32' ? { split: true } : {}) };
     if (denseMmaWorkgroupBytes(kind, spec) <= limit) return spec;
     why = `its workgroup memory (${kind}${asked !== undefined ? `, chunk ${asked}` : ''}) exceeds this device's ${limit} bytes`;
   }
@@ -181,36 +184,28 @@ function checkDenseForward(ctx: GpuContext, args: DenseForwardArgs): { dims: Den
 }
 
 /**
- * The dispatch of a dense forward (validated; no GPU work). With varlen, `offsets` are the u32 buffers of the
- * cumulative offsets (`uploadOffsets`).
+ * The dispatches of a dense forward (validated; no GPU work): the forward, after an abs-max dispatch into `scales`
+ * (a 4-float scratch the caller gives) where float32 runs on the tensor cores (the split). With varlen, `offsets` are
+ * the u32 buffers of the cumulative offsets (`uploadOffsets`).
  */
-function denseForwardCommandWith(
+function denseForwardCommands(
   ctx: GpuContext,
   args: DenseForwardArgs,
-  checked: { dims: DenseDims; dtype: 'float32' | 'float16' },
+  choice: { dims: DenseDims; dtype: 'float32' | 'float16'; mma: DenseMmaSpec | undefined },
   seqs: number,
   offsets: readonly GPUBuffer[],
-  options: DenseOptions,
-): DispatchCommand {
-  const { dims, dtype } = checked;
-  if (!Number.isFinite(args.scale)) throw new NattenArgumentError(`${FWD}: scale must be a finite number, got ${args.scale}`);
+  scales: GpuTensor | undefined,
+): DispatchCommand[] {
+  const { dims, dtype, mma } = choice;
   const base = { causal: args.isCausal === true, ...(seqs > 0 ? { varlen: true } : {}) };
-  const mma = denseMmaSpec(ctx, FWD, 'forward', dims, dtype, base, options);
   const kernel = mma ? memoKernel('dense-forward-mma', mma, generateDenseForwardMma) : memoKernel('dense-forward', { dtype, dim: dims.dim, dimV: dims.dimV, ...base }, generateDenseForward);
-  return {
+  const forward: DispatchCommand = {
     kernel,
-    buffers: [args.query.buffer, args.key.buffer, args.value.buffer, ...offsets, args.output.buffer, args.lse.buffer],
+    buffers: [args.query.buffer, args.key.buffer, args.value.buffer, ...offsets, args.output.buffer, args.lse.buffer, ...(scales ? [scales.buffer] : [])],
     uniforms: { queries: dims.queries, keys: dims.keys, heads: dims.heads, heads_kv: dims.headsKv, scale: args.scale, seqs: Math.max(1, seqs) },
     workgroups: [Math.ceil(dims.queries / DENSE_QUERIES), dims.heads, dims.batch],
   };
-}
-
-/** The dispatch of a dense forward without varlen (validated; no GPU work). */
-export function denseForwardCommand(ctx: GpuContext, args: DenseForwardArgs, options: DenseOptions = {}): DispatchCommand {
-  if (args.cumulativeSeqlenQ !== undefined || args.cumulativeSeqlenKv !== undefined) {
-    throw new NattenArgumentError(`${FWD}: denseForwardCommand takes no varlen offsets (they need buffers of their own); call denseForward`);
-  }
-  return denseForwardCommandWith(ctx, args, checkDenseForward(ctx, args), 0, [], options);
+  return scales ? [absMaxCommand(ctx, args, scales), forward] : [forward];
 }
 
 /** Dense attention on GPU tensors: `output = softmax(scale q k^T) v`, `lse` its logsumexp (outputs written in place). */
@@ -228,18 +223,19 @@ export async function denseForward(ctx: GpuContext, args: DenseForwardArgs, opti
  * which frees the offsets once the work is submitted: for callers that record or time it.
  */
 export function denseForwardPlan(ctx: GpuContext, args: DenseForwardArgs, options: DenseOptions = {}): { readonly commands: DispatchCommand[]; release(): void } {
-  const checked = checkDenseForward(ctx, args);
-  const seqs = checkVarlen(FWD, checked.dims, args.cumulativeSeqlenQ, args.cumulativeSeqlenKv);
+  const { dims, dtype } = checkDenseForward(ctx, args);
+  const seqs = checkVarlen(FWD, dims, args.cumulativeSeqlenQ, args.cumulativeSeqlenKv);
+  if (!Number.isFinite(args.scale)) throw new NattenArgumentError(`${FWD}: scale must be a finite number, got ${args.scale}`);
+  const mma = denseMmaSpec(ctx, FWD, 'forward', dims, dtype, { causal: args.isCausal === true, ...(seqs > 0 ? { varlen: true } : {}) }, options);
   const offsets = seqs > 0 ? [uploadOffsets(ctx, args.cumulativeSeqlenQ as ArrayLike<number>), uploadOffsets(ctx, args.cumulativeSeqlenKv as ArrayLike<number>)] : [];
-  const release = (): void => {
-    for (const b of offsets) ctx.retire(b);
+  const scales = mma?.split === true ? ctx.tempTensor([4], 'float32', { label: `${FWD}.splitScales` }) : undefined;
+  return {
+    commands: denseForwardCommands(ctx, args, { dims, dtype, mma }, seqs, offsets, scales),
+    release: () => {
+      for (const b of offsets) ctx.retire(b);
+      if (scales) ctx.releaseTensor(scales);
+    },
   };
-  try {
-    return { commands: [denseForwardCommandWith(ctx, args, checked, seqs, offsets, options)], release };
-  } catch (e) {
-    release();
-    throw e;
-  }
 }
 
 export interface AttentionMergeArgs {
@@ -352,7 +348,7 @@ export async function denseBackward(ctx: GpuContext, args: DenseBackwardArgs, op
 }
 
 /**
- * The dispatches of a dense backward (validated; no GPU work yet) and \`release\`, which frees its temporaries (delta,
+ * The dispatches of a dense backward (validated; no GPU work yet) and `release`, which frees its temporaries (delta,
  * the splits' partials, the varlen offsets) once the work is submitted: for callers that record or time them.
  */
 export function denseBackwardPlan(ctx: GpuContext, args: DenseBackwardArgs, options: DenseOptions = {}): { readonly commands: DispatchCommand[]; release(): void } {

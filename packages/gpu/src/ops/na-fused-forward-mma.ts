@@ -577,7 +577,7 @@ const ABS_MAX_VEC4_PER_WORKGROUP = ABS_MAX_WORKGROUP * ABS_MAX_UNROLL;
 const ABS_MAX_MAX_WORKGROUPS = 1024;
 
 /** The abs-max dispatch of the split: max |x| of query, key and value into `scales[0..2]` (cleared before its pass). */
-function absMaxCommand(ctx: GpuContext, args: FusedForwardArgs<GpuTensor>, scales: GpuTensor): DispatchCommand {
+export function absMaxCommand(ctx: GpuContext, args: { readonly query: GpuTensor; readonly key: GpuTensor; readonly value: GpuTensor }, scales: GpuTensor): DispatchCommand {
   const n = [args.query, args.key, args.value].map((t) => t.numel / 4);
   const x = Math.min(ABS_MAX_MAX_WORKGROUPS, ctx.limits.maxComputeWorkgroupsPerDimension, Math.max(1, Math.ceil(Math.max(...n) / ABS_MAX_VEC4_PER_WORKGROUP)));
   return {

@@ -36,7 +36,7 @@ import {
   STAGED_ROW_FN,
   varlenHelpers,
 } from './dense.ts';
-import { MMA_FRAGMENT as F, MMA_HEADER, mmaChunkMax, mmaRescaleO, mmaScratchEpilogue, PACK8_FN } from './na-fused-forward-mma.ts';
+import { MMA_FRAGMENT as F, MMA_HEADER, mmaChunkMax, mmaRescaleO, mmaScratchEpilogue, PACK8_FN, SPLIT_SCALE_FN, storeSplit4 } from './na-fused-forward-mma.ts';
 
 const GEN = 1;
 /** Largest head dim the tensor-core dense kernels compile (fragments live in registers). */
@@ -62,6 +62,12 @@ export interface DenseMmaSpec {
   readonly partial?: boolean;
   /** S / dP scratch and P / dS rows of exactly the chunk, without the bank-conflict padding (+4 floats, +8 halves). */
   readonly tight?: boolean;
+  /**
+   * Forward only: float32 tensors on the f16 tensor cores, as the NA forward's split: Q, K, V scaled by a power of two
+   * per tensor (the `scales` binding holds max |Q|, max |K|, max |V|, `generateAbsMax`), each value staged as hi (its
+   * mantissa cut to f16's) and lo = f16(x - hi), every product hi hi + hi lo + lo hi with f32 accumulation (P too).
+   */
+  readonly split?: boolean;
 }
 
 export type DenseMmaKind = 'forward' | 'dq' | 'dkv';
@@ -104,7 +110,9 @@ function layout(kind: DenseMmaKind, spec: DenseMmaSpec): Layout {
   const ps = kind === 'dkv' ? 2 : 1;
   // (+ 16 for varlen's two range words)
   const extra = (kind === 'dkv' ? 2 * 4 * Math.max(4, spec.chunk) : kind === 'forward' ? 16 : 0) + (spec.varlen === true ? 16 : 0);
-  return { lda, ldb, lds, ldp, stage, bytes: 2 * stage + scratches * 4 * ROWS * lds + ps * 2 * ROWS * ldp + extra };
+  // The split stages lo halves beside the hi ones, and P's lo beside P.
+  const halves = spec.split === true ? 2 : 1;
+  return { lda, ldb, lds, ldp, stage, bytes: halves * 2 * stage + scratches * 4 * ROWS * lds + halves * ps * 2 * ROWS * ldp + extra };
 }
 
 /** Workgroup memory of a kernel (for the caller's choice of chunk against the device's limit). */
@@ -118,7 +126,7 @@ const RESULT = `subgroup_matrix_result<f32, ${F}, ${F}>`;
 
 /** Storage declarations: tensors as vec4<u32> (eight halves), offsets u32, lse / delta f32, `f32x4` names vec4<f32>. */
 function decls(bindings: readonly StorageBinding[], f32x4: readonly string[] = []): string {
-  const elem = (n: string): string => (n === 'cu_q' || n === 'cu_kv' ? 'u32' : n === 'lse' || n === 'delta' ? 'f32' : f32x4.includes(n) ? 'vec4<f32>' : 'vec4<u32>');
+  const elem = (n: string): string => (n === 'cu_q' || n === 'cu_kv' ? 'u32' : n === 'lse' || n === 'delta' || n === 'scales' ? 'f32' : f32x4.includes(n) ? 'vec4<f32>' : 'vec4<u32>');
   return bindings.map((b, i) => `@group(0) @binding(${i}) var<storage, ${b.access}> ${b.name}: array<${elem(b.name)}>;`).join('\n');
 }
 
@@ -133,61 +141,81 @@ fn unpack_hi(v: vec4<u32>) -> vec4<f32> { return vec4<f32>(vec4<f16>(bitcast<vec
 ${PACK8_FN}`;
 
 /**
- * WGSL staging 64 rows of a tensor (\`width8\` 16-byte units each, row \`r\` read at \`src(r)\` when \`ok(r)\`, else zeros)
- * at stride \`ld\`, in passes of as many whole fragments of rows as the staging area holds (\`stage\` halves), each
- * subgroup loading its \`frags\` left fragments \`${name}_kk\` in the pass that holds its rows.
+ * How a kernel stages a tensor's rows: float16 tensors in 16-byte units of eight halves (`put8`); the split's float32
+ * tensors in units of four floats, times the tensor's power-of-two scale, as hi halves in `st_sh` and lo halves in
+ * `stlo_sh` at the same offsets (`storeSplit4`).
  */
-function fragmentsThroughStaging(o: { name: string; width8: number; ld: number; stage: number; src: (r: string) => string; ok: (r: string) => string; frags: number }): string {
+interface Units {
+  /** Values per unit. */
+  readonly per: number;
+  readonly type: string;
+  readonly zero: string;
+  /** WGSL staging unit value `v` at element offset `at` (times `scale`, for the split). */
+  readonly store: (at: string, v: string, scale: string) => string;
+  readonly split: boolean;
+}
+const HALF_UNITS: Units = { per: 8, type: 'vec4<u32>', zero: 'vec4<u32>(0u)', store: (at, v) => `put8(${at}, ${v});`, split: false };
+const SPLIT_UNITS: Units = { per: 4, type: 'vec4<f32>', zero: 'vec4<f32>(0.0)', store: (at, v, scale) => storeSplit4('st_sh', at, v, { lo: 'stlo_sh' }, scale), split: true };
+const unitsOf = (spec: Pick<DenseMmaSpec, 'split'>): Units => (spec.split === true ? SPLIT_UNITS : HALF_UNITS);
+
+/**
+ * WGSL staging 64 rows of a tensor (`width` units each, row `r` read at `src(r)` when `ok(r)`, else zeros) at stride
+ * `ld`, in passes of as many whole fragments of rows as the staging area holds (`stage` halves), each subgroup
+ * loading its `frags` left fragments `${name}_kk` (and `${name}lo_kk` with the split) in the pass that holds its rows.
+ */
+function fragmentsThroughStaging(o: { name: string; units: Units; scale?: string; width: number; ld: number; stage: number; src: (r: string) => string; ok: (r: string) => string; frags: number }): string {
   const passRows = Math.min(ROWS, Math.floor(o.stage / o.ld / F) * F);
+  const names = o.units.split ? [o.name, `${o.name}lo`] : [o.name];
+  const arrays = ['st_sh', 'stlo_sh'];
   const passes = range(Math.ceil(ROWS / passRows)).map((p) => {
     const first = p * passRows;
     const rows = Math.min(passRows, ROWS - first);
     const r = first === 0 ? 'r' : `(${first}u + r)`;
-    return `  for (var e = lid; e < ${rows * o.width8}u; e += ${WG}u) {
-    let r = e / ${o.width8}u;
-    let c = e % ${o.width8}u;
-    put8(r * ${o.ld}u + c * 8u, select(vec4<u32>(0u), ${o.src(r)}, ${o.ok(r)}));
+    return `  for (var e = lid; e < ${rows * o.width}u; e += ${WG}u) {
+    let r = e / ${o.width}u;
+    let c = e % ${o.width}u;
+    ${o.units.store(`r * ${o.ld}u + c * ${o.units.per}u`, `select(${o.units.zero}, ${o.src(r)}, ${o.ok(r)})`, o.scale ?? '1.0')}
   }
   workgroupBarrier();
   if (rbase >= ${first}u && rbase < ${first + rows}u) {
-${range(o.frags)
-  .map((kk) => `    ${o.name}_${kk} = subgroupMatrixLoad<${LEFT}, row_major>(&st_sh, (rbase - ${first}u) * ${o.ld}u + ${kk * F}u, ${o.ld}u);`)
+${names
+  .flatMap((nm, a) => range(o.frags).map((kk) => `    ${nm}_${kk} = subgroupMatrixLoad<${LEFT}, row_major>(&${arrays[a] as string}, (rbase - ${first}u) * ${o.ld}u + ${kk * F}u, ${o.ld}u);`))
   .join('\n')}
   }
   workgroupBarrier();`;
   });
-  return `${range(o.frags)
-    .map((kk) => `  var ${o.name}_${kk} = ${LEFT}();`)
+  return `${names
+    .flatMap((nm) => range(o.frags).map((kk) => `  var ${nm}_${kk} = ${LEFT}();`))
     .join('\n')}
 ${passes.join('\n')}`;
 }
 
 /**
- * WGSL of a chunked walk's prefetch registers: `${tag}_i` hold this invocation's 16-byte units of the next chunk of
- * `rows` rows of `width8` units (`unit(u)` the global read of unit u, `ok(u)` whether it is in range); `fetch` issues
- * the loads, `stage` writes them to the staging area at `off` (stride `ld`).
+ * WGSL of a chunked walk's prefetch registers: `${tag}_i` hold this invocation's units of the next chunk of `rows`
+ * rows of `width` units (`unit(r, c)` the global read of row r's unit c, `ok(r)` whether row r is in range); `fetch`
+ * issues the loads, `stage` writes them to the staging area at `off` (stride `ld`).
  */
-function chunkRegisters(o: { tag: string; rows: number; width8: number; ld: number; off: number; unit: (r: string, c: string) => string; ok: (r: string) => string }): { decl: string; fetch: string; stage: string } {
-  const units = o.rows * o.width8;
+function chunkRegisters(o: { tag: string; units: Units; scale?: string; rows: number; width: number; ld: number; off: number; unit: (r: string, c: string) => string; ok: (r: string) => string }): { decl: string; fetch: string; stage: string } {
+  const units = o.rows * o.width;
   const n = Math.ceil(units / WG);
   const whole = units % WG === 0;
   return {
     decl: range(n)
-      .map((i) => `  var ${o.tag}_${i} = vec4<u32>(0u);`)
+      .map((i) => `  var ${o.tag}_${i} = ${o.units.zero};`)
       .join('\n'),
     fetch: range(n)
       .map(
         (i) => `    {
       let u = lid + ${i * WG}u;
-      let r = u / ${o.width8}u;
-      let c = u % ${o.width8}u;
-      ${o.tag}_${i} = select(vec4<u32>(0u), ${o.unit('r', 'c')}, ${o.ok('r')}${whole ? '' : ` && u < ${units}u`});
+      let r = u / ${o.width}u;
+      let c = u % ${o.width}u;
+      ${o.tag}_${i} = select(${o.units.zero}, ${o.unit('r', 'c')}, ${o.ok('r')}${whole ? '' : ` && u < ${units}u`});
     }`,
       )
       .join('\n'),
     stage: range(n)
       .map((i) => {
-        const body = `put8(${o.off}u + (u / ${o.width8}u) * ${o.ld}u + (u % ${o.width8}u) * 8u, ${o.tag}_${i});`;
+        const body = o.units.store(`${o.off}u + (u / ${o.width}u) * ${o.ld}u + (u % ${o.width}u) * ${o.units.per}u`, `${o.tag}_${i}`, o.scale ?? '1.0');
         return `    { let u = lid + ${i * WG}u; ${whole ? body : `if (u < ${units}u) { ${body} }`} }`;
       })
       .join('\n'),
@@ -216,20 +244,23 @@ ${queryKeyRanges(spec, ROWS)}
 const SUBGROUP_SPAN = `  let span_lo = subgroupMin(select(0xffffffffu, rk0, rk1 > rk0));
   let span_hi = subgroupMax(select(0u, rk1, rk1 > rk0));`;
 
-/** The query walk's K/V chunk registers (keys from `c0n`, rows past `u1` zero). */
+/** The query walk's K/V chunk registers (keys from `c0n`, rows past `u1` zero; with the split, scaled by sck, scv). */
 function kvChunk(spec: DenseMmaSpec, L: Layout): { k: ReturnType<typeof chunkRegisters>; v: ReturnType<typeof chunkRegisters> } {
-  const unit = (src: string, w8: number) => (r: string, c: string) => `${src}[(kv_base + min(c0n + ${r}, u1 - 1u) * params.heads_kv) * ${w8}u + ${c}]`;
+  const units = unitsOf(spec);
+  const unit = (src: string, w: number) => (r: string, c: string) => `${src}[(kv_base + min(c0n + ${r}, u1 - 1u) * params.heads_kv) * ${w}u + ${c}]`;
   const ok = (r: string): string => `c0n + ${r} < u1`;
+  const wk = spec.dim / units.per;
+  const wv = spec.dimV / units.per;
   return {
-    k: chunkRegisters({ tag: 'kr', rows: spec.chunk, width8: spec.dim / 8, ld: L.lda, off: 0, unit: unit('key', spec.dim / 8), ok }),
-    v: chunkRegisters({ tag: 'vr', rows: spec.chunk, width8: spec.dimV / 8, ld: L.ldb, off: spec.chunk * L.lda, unit: unit('value', spec.dimV / 8), ok }),
+    k: chunkRegisters({ tag: 'kr', units, scale: 'sck', rows: spec.chunk, width: wk, ld: L.lda, off: 0, unit: unit('key', wk), ok }),
+    v: chunkRegisters({ tag: 'vr', units, scale: 'scv', rows: spec.chunk, width: wv, ld: L.ldb, off: spec.chunk * L.lda, unit: unit('value', wv), ok }),
   };
 }
 
 /**
- * WGSL of a query walk's chunk loop up to \`need\`: the K/V prefetch registers and the first chunk's loads, the loop
- * head (\`counted\`: a \`step\` counter for the rescale flag), this chunk's staging, the barrier, the next chunk's loads
- * (in flight during this chunk's work), and \`need\` (some row of this subgroup sees a key of the chunk).
+ * WGSL of a query walk's chunk loop up to `need`: the K/V prefetch registers and the first chunk's loads, the loop
+ * head (`counted`: a `step` counter for the rescale flag), this chunk's staging, the barrier, the next chunk's loads
+ * (in flight during this chunk's work), and `need` (some row of this subgroup sees a key of the chunk).
  */
 function keyWalkTop(spec: DenseMmaSpec, L: Layout, counted: boolean): string {
   const { k, v } = kvChunk(spec, L);
@@ -251,14 +282,24 @@ ${v.fetch}
 }
 
 /**
- * WGSL of a new result fragment \`acc\` = the sum over kk of left fragments \`${left}_kk\` times right fragments read
- * column-major from the staging area at \`offset(kk)\` (stride \`ld\`: staged rows, transposed), stored to this
- * subgroup's rows of \`scratch\` at column block \`n\`.
+ * WGSL of `acc` plus the product of left fragment `a` (`alo` its lo half, with the split) and the right fragment at
+ * `off` of the staging area (`major`-major; `stlo_sh` holds its lo half): one multiply, or hi hi + hi lo + lo hi.
  */
-function productToScratch(o: { acc: string; left: string; frags: number; offset: (kk: number) => number; ld: number; scratch: string; n: number }): string {
+function mulAdd(a: string, alo: string | undefined, major: 'row' | 'col', off: string, ld: number, acc: string): string {
+  const b = (arr: string): string => `subgroupMatrixLoad<${RIGHT}, ${major}_major>(&${arr}, ${off}, ${ld}u)`;
+  const one = `subgroupMatrixMultiplyAccumulate(${a}, ${b('st_sh')}, ${acc})`;
+  return alo === undefined ? one : `subgroupMatrixMultiplyAccumulate(${alo}, ${b('st_sh')}, subgroupMatrixMultiplyAccumulate(${a}, ${b('stlo_sh')}, ${one}))`;
+}
+
+/**
+ * WGSL of a new result fragment `acc` = the sum over kk of left fragments `${left}_kk` times right fragments read
+ * column-major from the staging area at `offset(kk)` (stride `ld`: staged rows, transposed), stored to this
+ * subgroup's rows of `scratch` at column block `n`; with `split`, three multiplies per product.
+ */
+function productToScratch(o: { acc: string; left: string; frags: number; offset: (kk: number) => number; ld: number; scratch: string; n: number; split?: boolean }): string {
   return `        var ${o.acc} = ${RESULT}();
 ${range(o.frags)
-  .map((kk) => `        ${o.acc} = subgroupMatrixMultiplyAccumulate(${o.left}_${kk}, subgroupMatrixLoad<${RIGHT}, col_major>(&st_sh, ${o.offset(kk)}u, ${o.ld}u), ${o.acc});`)
+  .map((kk) => `        ${o.acc} = ${mulAdd(`${o.left}_${kk}`, o.split === true ? `${o.left}lo_${kk}` : undefined, 'col', `${o.offset(kk)}u`, o.ld, o.acc)};`)
   .join('\n')}
         subgroupMatrixStore<row_major>(&${o.scratch}, rbase * LDS + ${o.n * F}u, ${o.acc}, LDS);`;
 }
@@ -267,8 +308,8 @@ ${range(o.frags)
 const laneColumns = (chunk: number): number[] => range(chunk / 8);
 const colOf = (v: number): string => `(${v * 2}u + hf) * 4u`;
 
-function checkSpec(gen: string, spec: DenseMmaSpec): void {
-  const why = denseMmaSpecProblem(spec);
+function checkSpec(gen: string, spec: DenseMmaSpec, splits = true): void {
+  const why = denseMmaSpecProblem(spec) ?? (!splits && spec.split === true ? 'split is a forward option (float32 backward runs the plain kernels)' : undefined);
   if (why !== undefined) throw new NattenArgumentError(`${gen}: ${why}`);
 }
 
@@ -292,12 +333,24 @@ export function generateDenseForwardMma(spec: DenseMmaSpec): GeneratedKernel {
   const BK = spec.chunk;
   const { D16, DV16, C16: BK16 } = sizes(spec);
   const VOFF = BK * L.lda;
-  const bindings = denseBindings('forward', spec.varlen);
+  const SPLIT = spec.split === true;
+  const units = unitsOf(spec);
+  const bindings: StorageBinding[] = [...denseBindings('forward', spec.varlen), ...(SPLIT ? [{ name: 'scales', access: 'read' as const }] : [])];
   const TPR = Math.floor(L.lds / F);
   const cols = laneColumns(BK);
+  const storeP = (at: string): string =>
+    SPLIT
+      ? storeSplit4('p_sh', at, 'p', { lo: 'plo_sh' }, '1.0')
+      : `let ph = vec4<f16>(p);
+        p_sh[${at}] = ph.x; p_sh[${at} + 1u] = ph.y; p_sh[${at} + 2u] = ph.z; p_sh[${at} + 3u] = ph.w;`;
+  const DV4 = spec.dimV / 4;
+  const writeO = (j: number, lo: string, hi: string): string =>
+    SPLIT
+      ? `output[qrow * ${DV4}u + ${4 * j}u + 2u * hf] = ${lo} * inv_l; output[qrow * ${DV4}u + ${4 * j}u + 2u * hf + 1u] = ${hi} * inv_l;`
+      : `output[qrow * ${spec.dimV / 8}u + ${2 * j}u + hf] = pack8(${lo} * inv_l, ${hi} * inv_l);`;
   const code = `// ${key}
 ${MMA_HEADER}
-${decls(bindings)}
+${decls(bindings, SPLIT ? ['query', 'key', 'value', 'output'] : [])}
 ${uniformDecl(DENSE_UNIFORMS, bindings.length)}
 const LDS: u32 = ${L.lds}u;
 const LDP: u32 = ${L.ldp}u;
@@ -307,15 +360,24 @@ const MASKED: f32 = -3.0e38;
 var<workgroup> st_sh: array<f16, ${L.stage}>;
 var<workgroup> s_sh: array<f32, ${ROWS * L.lds}>;
 var<workgroup> p_sh: array<f16, ${ROWS * L.ldp}>;
-var<workgroup> flag: vec4<u32>;
-${varlenHelpers(spec.varlen)}${PUT8_FN}
+${SPLIT ? `var<workgroup> stlo_sh: array<f16, ${L.stage}>;\nvar<workgroup> plo_sh: array<f16, ${ROWS * L.ldp}>;\n` : ''}var<workgroup> flag: vec4<u32>;
+${varlenHelpers(spec.varlen)}${PUT8_FN}${SPLIT ? SPLIT_SCALE_FN : ''}
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
 ${queryWalkHead(spec)}
   let sl2 = params.scale * 1.4426950408889634;
+${
+  SPLIT
+    ? `  // Per-tensor power-of-two scales of the split (max |x| of Q, K, V into (2^13, 2^14]); S and O are unscaled after.
+  let scq = split_scale(scales[0]);
+  let sck = split_scale(scales[1]);
+  let scv = split_scale(scales[2]);
+  let sscale = sl2 / (scq * sck);`
+    : ''
+}
   // The rescale flag starts at zero by this store (the Q staging's barriers follow).
   if (lid == 0u) { flag = vec4<u32>(0u); }
-${fragmentsThroughStaging({ name: 'q', width8: spec.dim / 8, ld: L.lda, src: (r) => `query[((b * params.queries + min(wg.x * ${ROWS}u + ${r}, params.queries - 1u)) * params.heads + h) * ${spec.dim / 8}u + c]`, ok: (r) => `wg.x * ${ROWS}u + ${r} < params.queries`, frags: D16, stage: L.stage })}
+${fragmentsThroughStaging({ name: 'q', units, scale: 'scq', width: spec.dim / units.per, ld: L.lda, src: (r) => `query[((b * params.queries + min(wg.x * ${ROWS}u + ${r}, params.queries - 1u)) * params.heads + h) * ${spec.dim / units.per}u + c]`, ok: (r) => `wg.x * ${ROWS}u + ${r} < params.queries`, frags: D16, stage: L.stage })}
 ${range(DV16)
   .map((j) => `  var o_${j} = ${RESULT}();`)
   .join('\n')}
@@ -326,7 +388,7 @@ ${SUBGROUP_SPAN}
 ${keyWalkTop(spec, L, true)}
     if (need) {
 ${range(BK16)
-  .map((n) => `      {\n${productToScratch({ acc: 's', left: 'q', frags: D16, offset: (kk) => n * F * L.lda + kk * F, ld: L.lda, scratch: 's_sh', n })}\n      }`)
+  .map((n) => `      {\n${productToScratch({ acc: 's', left: 'q', frags: D16, offset: (kk) => n * F * L.lda + kk * F, ld: L.lda, scratch: 's_sh', n, split: SPLIT })}\n      }`)
   .join('\n')}
     }
     workgroupBarrier();
@@ -337,7 +399,7 @@ ${range(BK16)
 ${cols
   .map(
     (c) => `      let cc${c} = ${colOf(c)};
-      var x${c} = vec4<f32>(s_sh[row * LDS + cc${c}], s_sh[row * LDS + cc${c} + 1u], s_sh[row * LDS + cc${c} + 2u], s_sh[row * LDS + cc${c} + 3u]) * sl2;
+      var x${c} = vec4<f32>(s_sh[row * LDS + cc${c}], s_sh[row * LDS + cc${c} + 1u], s_sh[row * LDS + cc${c} + 2u], s_sh[row * LDS + cc${c} + 3u]) * ${SPLIT ? 'sscale' : 'sl2'};
       if (!inside) {
         let kj = vec4<u32>(c0 + cc${c}) + vec4<u32>(0u, 1u, 2u, 3u);
         x${c} = select(vec4<f32>(MASKED), x${c}, (kj >= vec4<u32>(rk0)) & (kj < vec4<u32>(rk1)));
@@ -351,8 +413,7 @@ ${cols
     (c) => `      {
         let p = exp2(x${c} - vec4<f32>(m));
         psum = psum + (p.x + p.y) + (p.z + p.w);
-        let ph = vec4<f16>(p);
-        p_sh[row * LDP + cc${c}] = ph.x; p_sh[row * LDP + cc${c} + 1u] = ph.y; p_sh[row * LDP + cc${c} + 2u] = ph.z; p_sh[row * LDP + cc${c} + 3u] = ph.w;
+        ${storeP(`row * LDP + cc${c}`)}
       }`,
   )
   .join('\n')}
@@ -365,21 +426,21 @@ ${mmaRescaleO(DV16, L.lds)}
     }
     if (need) {
 ${range(BK16)
-  .map((n) => `      let p_${n} = subgroupMatrixLoad<${LEFT}, row_major>(&p_sh, rbase * LDP + ${n * F}u, LDP);`)
+  .flatMap((n) => [
+    `      let p_${n} = subgroupMatrixLoad<${LEFT}, row_major>(&p_sh, rbase * LDP + ${n * F}u, LDP);`,
+    ...(SPLIT ? [`      let plo_${n} = subgroupMatrixLoad<${LEFT}, row_major>(&plo_sh, rbase * LDP + ${n * F}u, LDP);`] : []),
+  ])
   .join('\n')}
 ${range(DV16)
-  .map(
-    (j) =>
-      `      o_${j} = ${range(BK16).reduce((acc, n) => `subgroupMatrixMultiplyAccumulate(p_${n}, subgroupMatrixLoad<${RIGHT}, row_major>(&st_sh, ${VOFF + n * F * L.ldb + j * F}u, ${L.ldb}u), ${acc})`, `o_${j}`)};`,
-  )
+  .map((j) => `      o_${j} = ${range(BK16).reduce((acc, n) => mulAdd(`p_${n}`, SPLIT ? `plo_${n}` : undefined, 'row', `${VOFF + n * F * L.ldb + j * F}u`, L.ldb, acc), `o_${j}`)};`)
   .join('\n')}
     }
     workgroupBarrier();
   }
-  // Epilogue: O / l (f16) through the scratch; the natural-log lse.
-  let inv_l = select(0.0, 1.0 / l, l > 0.0);
+  // Epilogue: O / l through the scratch (the split: / sv too); the natural-log lse.
+  let inv_l = select(0.0, 1.0 / ${SPLIT ? '(l * scv)' : 'l'}, l > 0.0);
 ${mmaScratchEpilogue({
-  outs: [{ acc: 'o', frags: DV16, write: (j, lo, hi) => `output[qrow * ${spec.dimV / 8}u + ${2 * j}u + hf] = pack8(${lo} * inv_l, ${hi} * inv_l);` }],
+  outs: [{ acc: 'o', frags: DV16, write: writeO }],
   scratches: ['s_sh'],
   perScratch: TPR,
   srow: 'row',
@@ -392,7 +453,7 @@ ${mmaScratchEpilogue({
 }
 
 export function generateDenseBackwardQueryMma(spec: DenseMmaSpec): GeneratedKernel {
-  checkSpec('generateDenseBackwardQueryMma', spec);
+  checkSpec('generateDenseBackwardQueryMma', spec, false);
   const key = kernelKey('dense-backward-q-mma', GEN, { ...spec, partial: undefined });
   const L = layout('dq', spec);
   const BK = spec.chunk;
@@ -418,8 +479,8 @@ ${varlenHelpers(spec.varlen)}${PUT8_FN}
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
 ${queryWalkHead(spec)}
   let sl2 = params.scale * 1.4426950408889634;
-${fragmentsThroughStaging({ name: 'q', width8: D8, ld: L.lda, src: (r) => `query[(${rowOf(r)}) * ${D8}u + c]`, ok: inRange, frags: D16, stage: L.stage })}
-${fragmentsThroughStaging({ name: 'g', width8: DV8, ld: L.ldb, src: (r) => `grad_output[(${rowOf(r)}) * ${DV8}u + c]`, ok: inRange, frags: DV16, stage: L.stage })}
+${fragmentsThroughStaging({ name: 'q', units: HALF_UNITS, width: D8, ld: L.lda, src: (r) => `query[(${rowOf(r)}) * ${D8}u + c]`, ok: inRange, frags: D16, stage: L.stage })}
+${fragmentsThroughStaging({ name: 'g', units: HALF_UNITS, width: DV8, ld: L.ldb, src: (r) => `grad_output[(${rowOf(r)}) * ${DV8}u + c]`, ok: inRange, frags: DV16, stage: L.stage })}
   // delta = dO . O of this row (the lanes of a row take every other group of eight values).
   var dl = 0.0;
   for (var c = hf; c < ${DV8}u; c += 2u) {
@@ -500,7 +561,7 @@ ${mmaScratchEpilogue({
 }
 
 export function generateDenseBackwardKvMma(spec: DenseMmaSpec): GeneratedKernel {
-  checkSpec('generateDenseBackwardKvMma', spec);
+  checkSpec('generateDenseBackwardKvMma', spec, false);
   const key = kernelKey('dense-backward-kv-mma', GEN, { ...spec, accumulate: undefined });
   const L = layout('dkv', spec);
   const BQ = spec.chunk;
@@ -512,8 +573,8 @@ export function generateDenseBackwardKvMma(spec: DenseMmaSpec): GeneratedKernel 
   const keyOk = (r: string): string => `wg.x * ${ROWS}u + ${r} < params.keys`;
   const qUnit = (src: string, w8: number) => (r: string, c: string) => `${src}[staged_row(row_base, min(r0 + ${r}, max(n_rows, 1u) - 1u), hk, group) * ${w8}u + ${c}]`;
   const qOk = (r: string): string => `r0 + ${r} < n_rows`;
-  const qc = chunkRegisters({ tag: 'qr', rows: BQ, width8: D8, ld: L.lda, off: 0, unit: qUnit('query', D8), ok: qOk });
-  const gc = chunkRegisters({ tag: 'gr', rows: BQ, width8: DV8, ld: L.ldb, off: OOFF, unit: qUnit('grad_output', DV8), ok: qOk });
+  const qc = chunkRegisters({ tag: 'qr', units: HALF_UNITS, rows: BQ, width: D8, ld: L.lda, off: 0, unit: qUnit('query', D8), ok: qOk });
+  const gc = chunkRegisters({ tag: 'gr', units: HALF_UNITS, rows: BQ, width: DV8, ld: L.ldb, off: OOFF, unit: qUnit('grad_output', DV8), ok: qOk });
   const cols = laneColumns(BQ);
   const write = (arr: string, w: number) => (j: number, lo: string, hi: string): string =>
     partial
@@ -547,8 +608,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
   let valid = j < params.keys;
   let krow = (b * params.keys + min(j, params.keys - 1u)) * params.heads_kv + hk;
   let sl2 = params.scale * 1.4426950408889634;
-${fragmentsThroughStaging({ name: 'k', width8: D8, ld: L.lda, src: (r) => `key[(${keyRow(r)}) * ${D8}u + c]`, ok: keyOk, frags: D16, stage: L.stage })}
-${fragmentsThroughStaging({ name: 'v', width8: DV8, ld: L.ldb, src: (r) => `value[(${keyRow(r)}) * ${DV8}u + c]`, ok: keyOk, frags: DV16, stage: L.stage })}
+${fragmentsThroughStaging({ name: 'k', units: HALF_UNITS, width: D8, ld: L.lda, src: (r) => `key[(${keyRow(r)}) * ${D8}u + c]`, ok: keyOk, frags: D16, stage: L.stage })}
+${fragmentsThroughStaging({ name: 'v', units: HALF_UNITS, width: DV8, ld: L.ldb, src: (r) => `value[(${keyRow(r)}) * ${DV8}u + c]`, ok: keyOk, frags: DV16, stage: L.stage })}
   // The query positions any key of this workgroup is seen by, [u0, u1) (causal: from the first key's position on),
   // this split's share of them, and this key's own: its sequence's [cq0, cq1), and its position kpos in it.
 ${keyQueryRanges(spec, ROWS)}

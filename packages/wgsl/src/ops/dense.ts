@@ -123,9 +123,9 @@ export function queryKeyRanges(spec: Pick<DenseForwardSpec, 'causal' | 'varlen'>
 }
 
 /**
- * WGSL of a key-walking kernel's query ranges (its key \`j\`, batch \`b\`): the query positions any key of the
- * workgroup is seen by, \`[u0, u1)\` (uniform; causal: from the first key's position on), and this key's own: its
- * sequence's \`[cq0, cq1)\` and its position \`kpos\` in it.
+ * WGSL of a key-walking kernel's query ranges (its key `j`, batch `b`): the query positions any key of the
+ * workgroup is seen by, `[u0, u1)` (uniform; causal: from the first key's position on), and this key's own: its
+ * sequence's `[cq0, cq1)` and its position `kpos` in it.
  */
 export function keyQueryRanges(spec: Pick<DenseForwardSpec, 'causal' | 'varlen'>, WG: number): string {
   if (spec.varlen === true) {
@@ -155,8 +155,8 @@ fn staged_row(base: u32, r: u32, hk: u32, group: u32) -> u32 {
 `;
 
 /**
- * WGSL of a key-walking kernel's share of the query positions (split \`wg.y\` of \`nwg.y\`), \`[q_lo, q_hi)\`, its staged
- * rows \`n_rows\` (position, head of the group) and their base row \`row_base\`.
+ * WGSL of a key-walking kernel's share of the query positions (split `wg.y` of `nwg.y`), `[q_lo, q_hi)`, its staged
+ * rows `n_rows` (position, head of the group) and their base row `row_base`.
  */
 export const SPLIT_ROWS = `  let share = (u1 - u0 + nwg.y - 1u) / nwg.y;
   let q_lo = min(u0 + wg.y * share, u1);

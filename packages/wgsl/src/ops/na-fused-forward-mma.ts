@@ -677,7 +677,7 @@ const RESULT_TYPE = `subgroup_matrix_result<f32, ${F}, ${F}>`;
  * stay finite in f32 (tensors beyond 2^74 overflow S in f32 on any path); 1 for m = 0, infinities and NaN (those
  * propagate as on the plain path).
  */
-const SPLIT_SCALE_FN = `fn split_scale(m: f32) -> f32 {
+export const SPLIT_SCALE_FN = `fn split_scale(m: f32) -> f32 {
   if (!(m > 0.0) || m > 3.0e38) { return 1.0; }
   return ldexp(1.0, clamp(14 - i32(ceil(log2(m))), -60, 60));
 }
@@ -778,10 +778,10 @@ export function fusedForwardMmaSpecProblem(spec: FusedForwardMmaSpec): string | 
 
 /** Generate the kernel for a spec. Pure: same spec, same text. */
 /**
- * WGSL of the online softmax's chunk maximum on a row's two lanes (\`x0 .. x{vpl-1}\`, vec4 logits in the log2 domain,
- * masked ones at MASKED) and the lazy update of the running max \`m\`: it moves only when the chunk raises it by more
- * than 2^8 (P stays below 2^8, within f16), setting \`alpha\` (the old rows' factor) and the workgroup's rescale
- * \`flag\` to this \`step\`.
+ * WGSL of the online softmax's chunk maximum on a row's two lanes (`x0 .. x{vpl-1}`, vec4 logits in the log2 domain,
+ * masked ones at MASKED) and the lazy update of the running max `m`: it moves only when the chunk raises it by more
+ * than 2^8 (P stays below 2^8, within f16), setting `alpha` (the old rows' factor) and the workgroup's rescale
+ * `flag` to this `step`.
  */
 export function mmaChunkMax(vpl: number): string {
   return `      var cmax = ${range(vpl)
@@ -796,8 +796,8 @@ export function mmaChunkMax(vpl: number): string {
 }
 
 /**
- * WGSL of the rare rescale of the O fragments \`o_0 .. o_{dv16-1}\` by each row's \`alpha\`, through the f32 scratch
- * \`s_sh\` (rows of \`lds\` floats), as many fragments per round as a scratch row holds: store, barrier, scale, barrier,
+ * WGSL of the rare rescale of the O fragments `o_0 .. o_{dv16-1}` by each row's `alpha`, through the f32 scratch
+ * `s_sh` (rows of `lds` floats), as many fragments per round as a scratch row holds: store, barrier, scale, barrier,
  * reload.
  */
 export function mmaRescaleO(dv16: number, lds: number): string {
