@@ -1,8 +1,10 @@
 /**
- * Dense attention on tensor cores (float16 tensors, f32 accumulation, WebGPU subgroup matrices 16x16x16), the fast
- * twins of `generateDenseForward`, `generateDenseBackwardQuery` and `generateDenseBackwardKv` (same bindings, same
- * uniforms, same grids: a caller swaps one kernel for the other). Heads-last layouts as there; causal top-left;
- * varlen through the cumulative offsets; GQA by head groups.
+ * Dense attention on tensor cores (float16 tensors, f32 accumulation, WebGPU subgroup matrices 16x16x16; the float32
+ * forward as the NA forward's split), the fast twins of `generateDenseForward`, `generateDenseBackwardQuery` and
+ * `generateDenseBackwardKv` (same bindings, the split's scales added; same uniforms, same grids: a caller swaps one
+ * kernel for the other). Heads-last layouts as there; causal top-left; varlen through the cumulative offsets; GQA by
+ * head groups. Every workgroup variable is a multiple of 16 bytes: with two 4-byte ones first, the H200 misplaced the
+ * backward kernels' matrix data.
  *
  * - Forward (flash-attention style): a workgroup of 4 subgroups owns 64 consecutive queries of one (batch, head), 16
  *   rows per subgroup, its Q fragments kept for the whole walk. Chunks of K and V rows are staged in workgroup memory
@@ -437,7 +439,7 @@ ${range(DV16)
     }
     workgroupBarrier();
   }
-  // Epilogue: O / l through the scratch (the split: / sv too); the natural-log lse.
+  // Epilogue: O / l through the scratch (the split: / scv too); the natural-log lse.
   let inv_l = select(0.0, 1.0 / ${SPLIT ? '(l * scv)' : 'l'}, l > 0.0);
 ${mmaScratchEpilogue({
   outs: [{ acc: 'o', frags: DV16, write: writeO }],
