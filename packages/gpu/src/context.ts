@@ -82,6 +82,8 @@ const UNIFORM_USAGE = 0x40 /* UNIFORM */ | 0x8; /* COPY_DST */
 
 /** Distinct uniform contents a context keeps a buffer for (each 16-256 bytes). */
 const UNIFORM_CACHE_ENTRIES = 512;
+/** Distinct contents of `constantBuffer` kept (varlen offsets: a training loop repeats a few batches' layouts). */
+const CONSTANT_CACHE_ENTRIES = 64;
 /** Bind groups a context keeps for reuse (each holds its buffers alive until dropped), and the bytes they may bind. */
 const BIND_GROUP_CACHE_ENTRIES = 64;
 const BIND_GROUP_CACHE_BYTES = 256 * 1024 * 1024;
@@ -124,6 +126,8 @@ export class GpuContext {
   private readonly layouts = new WeakMap<GPUComputePipeline, GPUBindGroupLayout>();
   /** Uniform buffers by content (`uniformBuffer`); a dropped one is destroyed (WebGPU frees it after the work already queued). */
   private readonly uniforms = new LruCache<GPUBuffer>({ maxEntries: UNIFORM_CACHE_ENTRIES, onEvict: (b) => this.retire(b) });
+  /** Read-only storage buffers by content (`constantBuffer`), dropped as the uniforms are. */
+  private readonly constants = new LruCache<GPUBuffer>({ maxEntries: CONSTANT_CACHE_ENTRIES, onEvict: (b) => this.retire(b) });
   /** Bind groups by (layout, buffers), weighed by the bytes they bind (`sharedBindGroup`). */
   private readonly bindGroups = new LruCache<GPUBindGroup>({ maxEntries: BIND_GROUP_CACHE_ENTRIES, maxWeight: BIND_GROUP_CACHE_BYTES });
   private readonly objectIds = new WeakMap<object, number>();
@@ -503,6 +507,23 @@ export class GpuContext {
   }
 
   /**
+   * A read-only storage buffer holding `data` (small u32 constants a kernel reads, such as varlen offsets), written
+   * once and shared by every call with the same values, so a loop over the same layouts uploads nothing and its bind
+   * groups stay cached. The oldest of more than 64 distinct contents is destroyed (WebGPU frees it after the work
+   * already submitted); do not destroy one yourself.
+   */
+  constantBuffer(data: Uint32Array, label = 'natten-web constants'): GPUBuffer {
+    this.assertAlive('constantBuffer');
+    const key = Array.prototype.join.call(data, ',');
+    const cached = this.constants.get(key);
+    if (cached) return cached;
+    const buffer = this.device.createBuffer({ size: Math.max(16, Math.ceil(data.byteLength / 4) * 4), usage: 0x80 /* STORAGE */ | 0x8 /* COPY_DST */ | 0x4 /* COPY_SRC: readable for checks */, label });
+    this.device.queue.writeBuffer(buffer, 0, data);
+    this.constants.set(key, buffer);
+    return buffer;
+  }
+
+  /**
    * Uniform buffers and bind groups of checked commands (inside the caller's error scope): uniforms from the shared
    * cache (`shared`, one submission right after), or in pooled buffers of their own that `release` gives back.
    */
@@ -752,6 +773,7 @@ export class GpuContext {
     this.pipelines.clear();
     this.pool.dispose();
     this.uniforms.clear();
+    this.constants.clear();
     this.bindGroups.clear();
     this.device.destroy();
   }

@@ -369,6 +369,25 @@ describe('BufferPool', () => {
     for (const b of [...small, ...big]) b.destroy();
   });
 
+  it('constant buffers are shared by content and outlive their eviction until queued work is done', async () => {
+    const ctx = await gpuContext();
+    const a = ctx.constantBuffer(Uint32Array.from([0, 5, 9]));
+    expect(ctx.constantBuffer(Uint32Array.from([0, 5, 9]))).toBe(a);
+    expect(ctx.constantBuffer(Uint32Array.from([0, 5, 10]))).not.toBe(a);
+    expect(a.size).toBe(16);
+    const copy = ctx.device.createBuffer({ size: 16, usage: 0x1 /* MAP_READ */ | 0x8 /* COPY_DST */ });
+    const enc = ctx.device.createCommandEncoder();
+    enc.copyBufferToBuffer(a, 0, copy, 0, 12);
+    ctx.device.queue.submit([enc.finish()]);
+    // More than the 64 contents the cache keeps: the first is retired, its queued copy still reads it.
+    for (let i = 0; i < 70; i++) ctx.constantBuffer(Uint32Array.from([i, i + 1]));
+    expect(ctx.constantBuffer(Uint32Array.from([0, 5, 9]))).not.toBe(a);
+    await copy.mapAsync(0x1 /* READ */);
+    expect(Array.from(new Uint32Array(copy.getMappedRange(), 0, 3))).toEqual([0, 5, 9]);
+    copy.unmap();
+    copy.destroy();
+  });
+
   it('context temporaries come from the context pool; uniform buffers are shared by content', async () => {
     const ctx = await gpuContext();
     const t = ctx.tempTensor([3, 5], 'float32', { zero: true });

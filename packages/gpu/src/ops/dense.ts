@@ -124,12 +124,9 @@ function denseMmaSpec(ctx: GpuContext, op: string, kind: DenseMmaKind, dims: Den
   return undefined;
 }
 
-/** The varlen offsets as u32 storage buffers (destroyed after the work is submitted: `retire`). */
-function uploadOffsets(ctx: GpuContext, cu: ArrayLike<number>): GPUBuffer {
-  const data = Uint32Array.from(cu);
-  const buffer = ctx.device.createBuffer({ size: Math.max(16, data.byteLength), usage: 0x80 /* STORAGE */ | 0x8 /* COPY_DST */, label: 'natten-web varlen offsets' });
-  ctx.device.queue.writeBuffer(buffer, 0, data);
-  return buffer;
+/** The varlen offsets as u32 storage buffers, shared per content (`constantBuffer`: a loop over the same layouts uploads nothing). */
+function offsetBuffer(ctx: GpuContext, cu: ArrayLike<number>): GPUBuffer {
+  return ctx.constantBuffer(Uint32Array.from(cu), 'natten-web varlen offsets');
 }
 
 function expectShape(op: string, name: string, t: GpuTensor, shape: readonly number[]): void {
@@ -186,7 +183,7 @@ function checkDenseForward(ctx: GpuContext, args: DenseForwardArgs): { dims: Den
 /**
  * The dispatches of a dense forward (validated; no GPU work): the forward, after an abs-max dispatch into `scales`
  * (a 4-float scratch the caller gives) where float32 runs on the tensor cores (the split). With varlen, `offsets` are
- * the u32 buffers of the cumulative offsets (`uploadOffsets`).
+ * the u32 buffers of the cumulative offsets (`offsetBuffer`).
  */
 function denseForwardCommands(
   ctx: GpuContext,
@@ -219,20 +216,20 @@ export async function denseForward(ctx: GpuContext, args: DenseForwardArgs, opti
 }
 
 /**
- * The dispatch of a dense forward, varlen included (validated; no GPU work but the offsets' upload), and `release`,
- * which frees the offsets once the work is submitted: for callers that record or time it.
+ * The dispatches of a dense forward, varlen included (validated; no GPU work but a first upload of new varlen
+ * offsets), and `release`, which frees its scratch (the split's scales) once the work is submitted: for callers that
+ * record or time them.
  */
 export function denseForwardPlan(ctx: GpuContext, args: DenseForwardArgs, options: DenseOptions = {}): { readonly commands: DispatchCommand[]; release(): void } {
   const { dims, dtype } = checkDenseForward(ctx, args);
   const seqs = checkVarlen(FWD, dims, args.cumulativeSeqlenQ, args.cumulativeSeqlenKv);
   if (!Number.isFinite(args.scale)) throw new NattenArgumentError(`${FWD}: scale must be a finite number, got ${args.scale}`);
   const mma = denseMmaSpec(ctx, FWD, 'forward', dims, dtype, { causal: args.isCausal === true, ...(seqs > 0 ? { varlen: true } : {}) }, options);
-  const offsets = seqs > 0 ? [uploadOffsets(ctx, args.cumulativeSeqlenQ as ArrayLike<number>), uploadOffsets(ctx, args.cumulativeSeqlenKv as ArrayLike<number>)] : [];
+  const offsets = seqs > 0 ? [offsetBuffer(ctx, args.cumulativeSeqlenQ as ArrayLike<number>), offsetBuffer(ctx, args.cumulativeSeqlenKv as ArrayLike<number>)] : [];
   const scales = mma?.split === true ? ctx.tempTensor([4], 'float32', { label: `${FWD}.splitScales` }) : undefined;
   return {
     commands: denseForwardCommands(ctx, args, { dims, dtype, mma }, seqs, offsets, scales),
     release: () => {
-      for (const b of offsets) ctx.retire(b);
       if (scales) ctx.releaseTensor(scales);
     },
   };
@@ -349,7 +346,7 @@ export async function denseBackward(ctx: GpuContext, args: DenseBackwardArgs, op
 
 /**
  * The dispatches of a dense backward (validated; no GPU work yet) and `release`, which frees its temporaries (delta,
- * the splits' partials, the varlen offsets) once the work is submitted: for callers that record or time them.
+ * the splits' partials) once the work is submitted: for callers that record or time them.
  */
 export function denseBackwardPlan(ctx: GpuContext, args: DenseBackwardArgs, options: DenseOptions = {}): { readonly commands: DispatchCommand[]; release(): void } {
   const { dims, dtype } = checkDense(ctx, BWD, args, [
@@ -375,13 +372,12 @@ export function denseBackwardPlan(ctx: GpuContext, args: DenseBackwardArgs, opti
   const accumulate = args.accumulateGradQuery === true;
   const dqMma = denseMmaSpec(ctx, BWD, 'dq', dims, dtype, { ...base, ...(accumulate ? { accumulate } : {}) }, options);
   const dkvMma = denseMmaSpec(ctx, BWD, 'dkv', dims, dtype, { ...base, ...(splits > 1 ? { partial: true } : {}) }, options);
-  const offsets = seqs > 0 ? [uploadOffsets(ctx, args.cumulativeSeqlenQ as ArrayLike<number>), uploadOffsets(ctx, args.cumulativeSeqlenKv as ArrayLike<number>)] : [];
+  const offsets = seqs > 0 ? [offsetBuffer(ctx, args.cumulativeSeqlenQ as ArrayLike<number>), offsetBuffer(ctx, args.cumulativeSeqlenKv as ArrayLike<number>)] : [];
   const delta = ctx.tempTensor(outShape.slice(0, 3), 'float32', { label: `${BWD}.delta` });
   const partials = splits > 1 ? [ctx.tempTensor([splits * kElems], 'float32', { label: `${BWD}.dkPartial` }), ctx.tempTensor([splits * vElems], 'float32', { label: `${BWD}.dvPartial` })] : [];
   const release = (): void => {
     ctx.releaseTensor(delta);
     for (const p of partials) ctx.releaseTensor(p);
-    for (const b of offsets) ctx.retire(b);
   };
   const commands: DispatchCommand[] = [
     {
