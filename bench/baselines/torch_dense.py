@@ -6,6 +6,7 @@ row is timed as its sequences in one batch (equal lengths), which is what a pack
 """
 import torch
 import torch.nn.functional as F
+from cuda_median import median_us
 
 PROBLEMS = [
     # name, batch, queries, keys, heads, head dim, causal
@@ -16,23 +17,6 @@ PROBLEMS = [
     ("self 4096 H=8 D=128", 1, 4096, 4096, 8, 128, False),
     ("varlen 8 x 512 causal H=8 D=64", 8, 512, 512, 8, 64, True),
 ]
-
-
-def median_us(fn, heat):
-    for _ in range(5):
-        fn()
-    times = []
-    for _ in range(20):
-        for _ in range(10):
-            heat @ heat  # keep the clock up and the host ahead of the GPU
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        s.record()
-        fn()
-        e.record()
-        torch.cuda.synchronize()
-        times.append(s.elapsed_time(e) * 1e3)
-    times.sort()
-    return times[len(times) // 2]
 
 
 def main():

@@ -3,6 +3,7 @@
 Run on the device machine next to linear-device.mjs, in the same call, so the two share a warm GPU.
 """
 import torch
+from cuda_median import median_us
 
 SHAPES = [
     ("NAT 56x56 C=64 b8 qkv", 25088, 64, 192),
@@ -23,20 +24,7 @@ def main():
             x = torch.randn(rows, n_in, device="cuda", dtype=dtype)
             w = torch.randn(n_out, n_in, device="cuda", dtype=dtype) / n_in**0.5
             b = torch.randn(n_out, device="cuda", dtype=dtype) * 0.1
-            for _ in range(5):
-                torch.nn.functional.linear(x, w, b)
-            times = []
-            for _ in range(20):
-                for _ in range(10):
-                    heat @ heat  # keep the clock up and the host ahead of the GPU
-                s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                s.record()
-                torch.nn.functional.linear(x, w, b)
-                e.record()
-                torch.cuda.synchronize()
-                times.append(s.elapsed_time(e) * 1e3)
-            times.sort()
-            us = times[len(times) // 2]
+            us = median_us(lambda: torch.nn.functional.linear(x, w, b), heat)
             tflops = 2 * rows * n_in * n_out / (us * 1e-6) / 1e12
             print(f"torch {name:<26} {str(dtype).replace('torch.', '')} {us:9.1f} us {tflops:6.1f} TFLOP/s")
 

@@ -8,7 +8,7 @@
  */
 import { randn, toFloat64Values } from '@natten-web/core';
 import { type DenseOptions, denseBackward, denseBackwardPlan, denseForward, denseForwardPlan, type GpuTensor, timeDispatch } from '../src/index.ts';
-import { referenceBackward } from './dense-reference.ts';
+import { cumulative, referenceVarlen } from './dense-reference.ts';
 import { openDevice } from './device-forward-problems.ts';
 
 const { ctx, warmer } = await openDevice();
@@ -24,28 +24,16 @@ const checks = [
   { name: 'one sequence 300 causal D=64', seqQ: [300], seqKv: [300], H: 2, Hkv: 1, D: 64, Dv: 64, causal: true },
   { name: 'one sequence 200 x 700 D=128', seqQ: [200], seqKv: [700], H: 2, Hkv: 2, D: 128, Dv: 128, causal: false },
 ];
-const cum = (xs: number[]): number[] => xs.reduce((a, x) => [...a, (a[a.length - 1] as number) + x], [0]);
 for (const c of process.argv.includes('--no-check') ? [] : checks) {
-  const cuQ = cum(c.seqQ);
-  const cuKv = cum(c.seqKv);
-  const S = cuQ[cuQ.length - 1] as number;
-  const N = cuKv[cuKv.length - 1] as number;
+  const S = cumulative(c.seqQ).at(-1) as number;
+  const N = cumulative(c.seqKv).at(-1) as number;
   const { H, Hkv, D, Dv } = c;
   const t = [randn([1, S, H, D], dtype, 1), randn([1, N, Hkv, D], dtype, 2), randn([1, N, Hkv, Dv], dtype, 3), randn([1, S, H, Dv], dtype, 4)];
   const [qv, kv, vv, gv] = t.map((x) => toFloat64Values(x)) as [Float64Array, Float64Array, Float64Array, Float64Array];
   const scale = 0.3;
-  const want = [new Float64Array(S * H * Dv), new Float64Array(S * H * D), new Float64Array(N * Hkv * D), new Float64Array(N * Hkv * Dv)];
-  c.seqQ.forEach((nq, s) => {
-    if (nq === 0) return;
-    const d = { B: 1, S: nq, N: c.seqKv[s] as number, H, Hkv, D, Dv };
-    const q0 = cuQ[s] as number;
-    const k0 = cuKv[s] as number;
-    const r = referenceBackward(d, qv.slice(q0 * H * D, (q0 + nq) * H * D), kv.slice(k0 * Hkv * D, (k0 + d.N) * Hkv * D), vv.slice(k0 * Hkv * Dv, (k0 + d.N) * Hkv * Dv), gv.slice(q0 * H * Dv, (q0 + nq) * H * Dv), scale, c.causal);
-    want[0]?.set(r.out, q0 * H * Dv);
-    want[1]?.set(r.dq, q0 * H * D);
-    want[2]?.set(r.dk, k0 * Hkv * D);
-    want[3]?.set(r.dv, k0 * Hkv * Dv);
-  });
+  const ref = referenceVarlen(c, qv, kv, vv, gv, scale);
+  const { cuQ, cuKv } = ref;
+  const want = [ref.out, ref.dq, ref.dk, ref.dv];
   const [gq, gk, gvv, gdO] = t.map((x) => ctx.upload(x)) as [GpuTensor, GpuTensor, GpuTensor, GpuTensor];
   const varlen = c.seqQ.length > 1 ? { cumulativeSeqlenQ: cuQ, cumulativeSeqlenKv: cuKv } : {};
   for (const path of ['plain', 'mma'] as const) {

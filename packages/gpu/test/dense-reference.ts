@@ -66,3 +66,34 @@ export function referenceBackward(d: Dims, q: Float64Array, k: Float64Array, v: 
   return { out, lse, dq, dk, dv };
 }
 
+
+/** Packed variable-length sequences: each one's query and key counts, heads, head dims, causal (top-left per sequence). */
+export type VarlenCase = { seqQ: number[]; seqKv: number[]; H: number; Hkv: number; D: number; Dv: number; causal: boolean };
+
+/** Cumulative offsets of counts: `n + 1` entries from 0. */
+export function cumulative(xs: readonly number[]): number[] {
+  return xs.reduce((a, x) => [...a, (a[a.length - 1] as number) + x], [0]);
+}
+
+/** f64 reference of packed varlen attention: each sequence on its own (`referenceBackward`), written into the packed layout. */
+export function referenceVarlen(c: VarlenCase, q: Float64Array, k: Float64Array, v: Float64Array, dO: Float64Array, scale: number) {
+  const cuQ = cumulative(c.seqQ);
+  const cuKv = cumulative(c.seqKv);
+  const S = cuQ[cuQ.length - 1] as number;
+  const N = cuKv[cuKv.length - 1] as number;
+  const { H, Hkv, D, Dv } = c;
+  const want = { out: new Float64Array(S * H * Dv), lse: new Float64Array(S * H), dq: new Float64Array(S * H * D), dk: new Float64Array(N * Hkv * D), dv: new Float64Array(N * Hkv * Dv) };
+  c.seqQ.forEach((nq, s) => {
+    if (nq === 0) return;
+    const d = { B: 1, S: nq, N: c.seqKv[s] as number, H, Hkv, D, Dv };
+    const q0 = cuQ[s] as number;
+    const k0 = cuKv[s] as number;
+    const r = referenceBackward(d, q.slice(q0 * H * D, (q0 + nq) * H * D), k.slice(k0 * Hkv * D, (k0 + d.N) * Hkv * D), v.slice(k0 * Hkv * Dv, (k0 + d.N) * Hkv * Dv), dO.slice(q0 * H * Dv, (q0 + nq) * H * Dv), scale, c.causal);
+    want.out.set(r.out, q0 * H * Dv);
+    want.lse.set(r.lse, q0 * H);
+    want.dq.set(r.dq, q0 * H * D);
+    want.dk.set(r.dk, k0 * Hkv * D);
+    want.dv.set(r.dv, k0 * Hkv * Dv);
+  });
+  return { ...want, cuQ, cuKv, S, N };
+}

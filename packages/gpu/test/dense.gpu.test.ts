@@ -2,7 +2,7 @@ import { randn, type Tensor, toFloat64Values } from '@natten-web/core';
 import { emulatingTensorCoreView, fakeTensorCoreContext } from '@natten-web/testkit';
 import { afterAll, describe, expect, it } from 'vitest';
 import { attentionMerge, type DenseOptions, denseBackward, denseForward, denseForwardPlan, type GpuContext, type GpuTensor } from '../src/index.ts';
-import { type Dims, reference, referenceBackward } from './dense-reference.ts';
+import { cumulative, type Dims, reference, referenceBackward, referenceVarlen, type VarlenCase } from './dense-reference.ts';
 import { gpuContext } from './setup.ts';
 
 afterAll(async () => (await gpuContext()).destroy());
@@ -197,52 +197,8 @@ describe('dense attention backward on WebGPU against an f64 reference', () => {
 
 describe('variable-length (packed) dense attention on WebGPU against an f64 reference per sequence', () => {
   // Sequences of 0..70 queries and 1..40 keys (an empty one included), GQA, Dv != D; causal top-left per sequence.
-  const seqQ = [5, 0, 70, 1, 33];
-  const seqKv = [7, 3, 40, 1, 20];
-  const cum = (xs: number[]): number[] => xs.reduce((a, x) => [...a, (a[a.length - 1] as number) + x], [0]);
-  const cuQ = cum(seqQ);
-  const cuKv = cum(seqKv);
-  const S = cuQ[cuQ.length - 1] as number;
-  const N = cuKv[cuKv.length - 1] as number;
-  const H = 4;
-  const Hkv = 2;
-  const D = 16;
-  const Dv = 8;
   it.each([false, true])('forward and backward, causal %s', async (causal) => {
-    const ctx = await gpuContext();
-    const q = randn([1, S, H, D], 'float32', 1);
-    const k = randn([1, N, Hkv, D], 'float32', 2);
-    const v = randn([1, N, Hkv, Dv], 'float32', 3);
-    const dO = randn([1, S, H, Dv], 'float32', 4);
-    const scale = 0.35;
-    // Reference: each sequence on its own, written into the packed layout.
-    const [qv, kv, vv, dv] = [q, k, v, dO].map((t) => toFloat64Values(t)) as [Float64Array, Float64Array, Float64Array, Float64Array];
-    const want = { out: new Float64Array(S * H * Dv), lse: new Float64Array(S * H), dq: new Float64Array(S * H * D), dk: new Float64Array(N * Hkv * D), dv: new Float64Array(N * Hkv * Dv) };
-    seqQ.forEach((nq, s) => {
-      if (nq === 0) return;
-      const d = { B: 1, S: nq, N: seqKv[s] as number, H, Hkv, D, Dv };
-      const q0 = cuQ[s] as number;
-      const k0 = cuKv[s] as number;
-      const r = referenceBackward(d, qv.slice(q0 * H * D, (q0 + nq) * H * D), kv.slice(k0 * Hkv * D, (k0 + d.N) * Hkv * D), vv.slice(k0 * Hkv * Dv, (k0 + d.N) * Hkv * Dv), dv.slice(q0 * H * Dv, (q0 + nq) * H * Dv), scale, causal);
-      want.out.set(r.out, q0 * H * Dv);
-      want.lse.set(r.lse, q0 * H);
-      want.dq.set(r.dq, q0 * H * D);
-      want.dk.set(r.dk, k0 * Hkv * D);
-      want.dv.set(r.dv, k0 * Hkv * Dv);
-    });
-    const g = (t: Tensor): GpuTensor => ctx.upload(t);
-    const [gq, gk, gv, gdO] = [q, k, v, dO].map(g) as [GpuTensor, GpuTensor, GpuTensor, GpuTensor];
-    const output = ctx.createTensor([1, S, H, Dv], 'float32');
-    const lse = ctx.createTensor([1, S, H], 'float32');
-    const varlen = { cumulativeSeqlenQ: cuQ, cumulativeSeqlenKv: cuKv };
-    await denseForward(ctx, { query: gq, key: gk, value: gv, output, lse, scale, isCausal: causal, ...varlen });
-    expect(maxDiff(toFloat64Values(await ctx.read(output)), want.out)).toBeLessThan(2e-5);
-    expect(maxDiff(toFloat64Values(await ctx.read(lse)), want.lse)).toBeLessThan(1e-4);
-    const grads = { gradQuery: ctx.createTensor(q.shape, 'float32'), gradKey: ctx.createTensor(k.shape, 'float32'), gradValue: ctx.createTensor(v.shape, 'float32') };
-    await denseBackward(ctx, { query: gq, key: gk, value: gv, output, lse, gradOutput: gdO, ...grads, scale, isCausal: causal, ...varlen });
-    expect(maxDiff(toFloat64Values(await ctx.read(grads.gradQuery)), want.dq)).toBeLessThan(1e-4);
-    expect(maxDiff(toFloat64Values(await ctx.read(grads.gradKey)), want.dk)).toBeLessThan(1e-4);
-    expect(maxDiff(toFloat64Values(await ctx.read(grads.gradValue)), want.dv)).toBeLessThan(1e-4);
+    await checkVarlenCase(await gpuContext(), { seqQ: [5, 0, 70, 1, 33], seqKv: [7, 3, 40, 1, 20], H: 4, Hkv: 2, D: 16, Dv: 8, causal }, 'float32');
   });
 
   it('names the argument and the rule', async () => {
@@ -259,15 +215,10 @@ describe('variable-length (packed) dense attention on WebGPU against an f64 refe
   });
 });
 
-type VarlenCase = { seqQ: number[]; seqKv: number[]; H: number; Hkv: number; D: number; Dv: number; causal: boolean };
-
 /** A packed varlen case's forward and backward on `ctx` against the f64 reference per sequence. */
 async function checkVarlenCase(ctx: GpuContext, c: VarlenCase, dtype: 'float32' | 'float16', options: DenseOptions = {}, backwardOptions = options): Promise<void> {
-  const cum = (xs: number[]): number[] => xs.reduce((a, x) => [...a, (a[a.length - 1] as number) + x], [0]);
-  const cuQ = cum(c.seqQ);
-  const cuKv = cum(c.seqKv);
-  const S = cuQ[cuQ.length - 1] as number;
-  const N = cuKv[cuKv.length - 1] as number;
+  const S = cumulative(c.seqQ).at(-1) as number;
+  const N = cumulative(c.seqKv).at(-1) as number;
   const { H, Hkv, D, Dv } = c;
   const q = randn([1, S, H, D], dtype, 1);
   const k = randn([1, N, Hkv, D], dtype, 2);
@@ -275,18 +226,8 @@ async function checkVarlenCase(ctx: GpuContext, c: VarlenCase, dtype: 'float32' 
   const dO = randn([1, S, H, Dv], dtype, 4);
   const scale = 0.3;
   const [qv, kv, vv, dv] = [q, k, v, dO].map((t) => toFloat64Values(t)) as [Float64Array, Float64Array, Float64Array, Float64Array];
-  const want = { out: new Float64Array(S * H * Dv), dq: new Float64Array(S * H * D), dk: new Float64Array(N * Hkv * D), dv: new Float64Array(N * Hkv * Dv) };
-  c.seqQ.forEach((nq, s) => {
-    if (nq === 0) return;
-    const d = { B: 1, S: nq, N: c.seqKv[s] as number, H, Hkv, D, Dv };
-    const q0 = cuQ[s] as number;
-    const k0 = cuKv[s] as number;
-    const r = referenceBackward(d, qv.slice(q0 * H * D, (q0 + nq) * H * D), kv.slice(k0 * Hkv * D, (k0 + d.N) * Hkv * D), vv.slice(k0 * Hkv * Dv, (k0 + d.N) * Hkv * Dv), dv.slice(q0 * H * Dv, (q0 + nq) * H * Dv), scale, c.causal);
-    want.out.set(r.out, q0 * H * Dv);
-    want.dq.set(r.dq, q0 * H * D);
-    want.dk.set(r.dk, k0 * Hkv * D);
-    want.dv.set(r.dv, k0 * Hkv * Dv);
-  });
+  const want = referenceVarlen(c, qv, kv, vv, dv, scale);
+  const { cuQ, cuKv } = want;
   // float16: gradients relative to the largest one.
   const tol = dtype === 'float32' ? 1e-4 : 4e-3 * Math.max(1, ...Array.from(want.dq, Math.abs), ...Array.from(want.dk, Math.abs), ...Array.from(want.dv, Math.abs));
   const [gq, gk, gv, gdO] = [q, k, v, dO].map((t) => ctx.upload(t)) as [GpuTensor, GpuTensor, GpuTensor, GpuTensor];
@@ -297,6 +238,7 @@ async function checkVarlenCase(ctx: GpuContext, c: VarlenCase, dtype: 'float32' 
   const grads = { gradQuery: ctx.createTensor(q.shape, dtype), gradKey: ctx.createTensor(k.shape, dtype), gradValue: ctx.createTensor(v.shape, dtype) };
   await denseBackward(ctx, { query: gq, key: gk, value: gv, output, lse, gradOutput: gdO, ...grads, scale, isCausal: c.causal, ...varlen }, backwardOptions);
   expect(maxDiff(toFloat64Values(await ctx.read(output)), want.out)).toBeLessThan(dtype === 'float32' ? 2e-5 : 3e-3);
+  expect(maxDiff(toFloat64Values(await ctx.read(lse)), want.lse)).toBeLessThan(1e-4);
   expect(maxDiff(toFloat64Values(await ctx.read(grads.gradQuery)), want.dq)).toBeLessThan(tol);
   expect(maxDiff(toFloat64Values(await ctx.read(grads.gradKey)), want.dk)).toBeLessThan(tol);
   expect(maxDiff(toFloat64Values(await ctx.read(grads.gradValue)), want.dv)).toBeLessThan(tol);

@@ -32,6 +32,7 @@ import {
   DENSE_QUERIES,
   DENSE_UNIFORMS,
   denseBindings,
+  KEY_WALK_IDS,
   keyQueryRanges,
   queryKeyRanges,
   SPLIT_ROWS,
@@ -598,11 +599,7 @@ var<workgroup> dls: array<f32, ${Math.max(4, BQ)}>;
 ${varlenHelpers(spec.varlen)}${PUT8_FN}${STAGED_ROW_FN}
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let bh = wg.z;
-  let b = bh / params.heads_kv;
-  let hk = bh % params.heads_kv;
-  let group = params.heads / params.heads_kv;
-  let rbase = (lid / 32u) * ${F}u;
+${KEY_WALK_IDS}  let rbase = (lid / 32u) * ${F}u;
   let lane = lid % 32u;
   let hf = lane % 2u;
   let row = rbase + lane / 2u;

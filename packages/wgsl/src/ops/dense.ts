@@ -147,6 +147,13 @@ export function keyQueryRanges(spec: Pick<DenseForwardSpec, 'causal' | 'varlen'>
   let kpos = j;`;
 }
 
+/** WGSL of a key-walking kernel's batch `b`, key head `hk` and head group size `group` (grid z: batch x key head). */
+export const KEY_WALK_IDS = `  let bh = wg.z;
+  let b = bh / params.heads_kv;
+  let hk = bh % params.heads_kv;
+  let group = params.heads / params.heads_kv;
+`;
+
 /** WGSL of the query row (batch, position, head) of staged row r of a key-walking kernel (position-major over the head group). */
 export const STAGED_ROW_FN = `/** Row r of the staged rows, position-major over the head group of key head hk, from row base (batch, first position). */
 fn staged_row(base: u32, r: u32, hk: u32, group: u32) -> u32 {
@@ -479,11 +486,7 @@ var<workgroup> dls: array<f32, ${BQ}>;
 ${STAGED_ROW_FN}
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let bh = wg.z;
-  let b = bh / params.heads_kv;
-  let hk = bh % params.heads_kv;
-  let group = params.heads / params.heads_kv;
-  let j = wg.x * ${WG}u + lid;
+${KEY_WALK_IDS}  let j = wg.x * ${WG}u + lid;
   let valid = j < params.keys;
   let krow = (b * params.keys + min(j, params.keys - 1u)) * params.heads_kv + hk;
   var k: array<f32, ${D}>;
