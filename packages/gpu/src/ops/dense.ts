@@ -55,9 +55,9 @@ const FWD = 'attention';
 
 export interface DenseOptions {
   /**
-   * `'auto'` (default): the tensor-core kernels (`generateDenseForwardMma` and its backward twins) for float16 tensors
-   * whose head dims are multiples of 16 up to 128, where the adapter has f16 subgroup matrices and 32-wide subgroups;
-   * else the plain kernels (f32 loops, one query or key per invocation). `'mma'` requires the tensor cores (throws
+   * `'auto'` (default): the tensor-core kernels (`generateDenseForwardMma` and its backward twins) for float16 tensors,
+   * and the split forward for float32 ones, whose head dims are multiples of 16 up to 128, where the adapter has f16
+   * subgroup matrices and 32-wide subgroups; else the plain kernels (f32 loops, one query or key per invocation). `'mma'` requires the tensor cores (throws
    * saying why they cannot run the call); `'plain'` forces the others.
    */
   readonly path?: 'auto' | 'mma' | 'plain';
@@ -101,9 +101,9 @@ function defaultLayout(kind: DenseMmaKind, base: Pick<DenseMmaSpec, 'causal' | '
 }
 
 /**
- * The tensor-core spec of a call's kernel of `kind` (its chunk the largest whose workgroup memory this device allows),
- * or undefined where the plain kernels run it (`path`, dtype, head dims, adapter); throws for `path: 'mma'` that
- * cannot run, naming why.
+ * The tensor-core spec of a call's kernel of `kind` (chunk and layout the defaults or the options', the split for
+ * float32), or undefined where the plain kernels run it (`path`, dtype, head dims, adapter, workgroup memory); throws
+ * for `path: 'mma'` that cannot run, naming why.
  */
 function denseMmaSpec(ctx: GpuContext, op: string, kind: DenseMmaKind, dims: DenseDims, dtype: string, base: Omit<DenseMmaSpec, 'chunk' | 'dim' | 'dimV'>, options: DenseOptions): DenseMmaSpec | undefined {
   const path = options.path ?? 'auto';
