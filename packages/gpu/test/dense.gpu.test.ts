@@ -58,6 +58,33 @@ describe('dense attention on WebGPU against an f64 reference', () => {
   });
 });
 
+/** Dense attention over keys A written, then over keys B merged into it (`mergeInto`), against the reference over A and B. */
+async function checkMergeInto(ctx: GpuContext, dtype: 'float32' | 'float16', options: DenseOptions = {}): Promise<void> {
+  const [S, NA, NB, H, Hkv, D, Dv] = [70, 20, 37, 4, 2, 32, 16];
+  const q = randn([1, S, H, D], dtype, 1);
+  const [kA, kB] = [randn([1, NA, Hkv, D], dtype, 2), randn([1, NB, Hkv, D], dtype, 3)];
+  const [vA, vB] = [randn([1, NA, Hkv, Dv], dtype, 4), randn([1, NB, Hkv, Dv], dtype, 5)];
+  const cat = (a: Tensor, b: Tensor): Float64Array => Float64Array.from([...toFloat64Values(a), ...toFloat64Values(b)]);
+  const scale = 0.3;
+  const want = reference({ B: 1, S, N: NA + NB, H, Hkv, D, Dv }, toFloat64Values(q), cat(kA, kB), cat(vA, vB), scale, false);
+  const g = (t: Tensor): GpuTensor => ctx.upload(t);
+  const output = ctx.createTensor([1, S, H, Dv], dtype);
+  const lse = ctx.createTensor([1, S, H], 'float32');
+  await denseForward(ctx, { query: g(q), key: g(kA), value: g(vA), output, lse, scale }, options);
+  await denseForward(ctx, { query: g(q), key: g(kB), value: g(vB), output, lse, scale, mergeInto: true }, options);
+  expect(maxDiff(toFloat64Values(await ctx.read(output)), want.out)).toBeLessThan(dtype === 'float32' ? 2e-5 : 3e-3);
+  expect(maxDiff(toFloat64Values(await ctx.read(lse)), want.lse)).toBeLessThan(1e-4);
+}
+
+describe('dense attention merged into what the outputs hold (mergeInto)', () => {
+  it.each(['float32', 'float16'] as const)('plain kernel, %s', async (dtype) => {
+    await checkMergeInto(await gpuContext(), dtype, { path: 'plain' });
+  });
+  it.each(['float16', 'float32'] as const)('tensor cores (emulated), %s', async (dtype) => {
+    await checkMergeInto(emulatingTensorCoreView(await gpuContext()), dtype, { path: 'mma' });
+  });
+});
+
 describe('mergeAttentions on WebGPU against an f64 merge', () => {
   // Head dims 6 (32 rows per workgroup), 64 (4 rows), 260 (one row, 65 groups of four channels over 64 invocations).
   it.each([

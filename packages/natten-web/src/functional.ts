@@ -22,7 +22,6 @@ import {
   denseForwardUnfit,
   fusedBackwardMma,
   fusedBackwardMmaOnHost,
-  attentionMerge as gpuAttentionMerge,
   denseBackward as gpuDenseBackward,
   denseForward as gpuDenseForward,
   fusedBackward as gpuFusedBackward,
@@ -263,28 +262,23 @@ async function naForward(rank: NaRank, query: AnyTensor, key: AnyTensor, value: 
       );
       if (!extra || !outs.lse || !outs.output) return defined(outs);
       if (denseForwardUnfit(ctx, extra.dims) === undefined) {
-        // Dense attention over the additional tokens, merged into NA's output and lse in place.
+        // Dense attention over the additional tokens, merged into NA's output and lse in place (in its epilogue).
         const { output, lse } = outs;
-        const dense = [ctx.tempTensor(outShape, dtype, { label: `${op}.additional` }), ctx.tempTensor(lseDims, 'float32', { label: `${op}.additionalLse` })] as const;
         try {
           const as = denseViews(extra.dims);
-          await ctx.batch(async () => {
-            await gpuDenseForward(ctx, {
-              query: as.q(g.query as GpuTensor),
-              key: g.additionalKeys as GpuTensor,
-              value: g.additionalValues as GpuTensor,
-              output: as.o(dense[0]),
-              lse: as.l(dense[1]),
-              scale,
-            });
-            await gpuAttentionMerge(ctx, { outputs: [output, dense[0]], lses: [lse, dense[1]], output, lse });
-          }, op);
+          await gpuDenseForward(ctx, {
+            query: as.q(g.query as GpuTensor),
+            key: g.additionalKeys as GpuTensor,
+            value: g.additionalValues as GpuTensor,
+            output: as.o(output),
+            lse: as.l(lse),
+            scale,
+            mergeInto: true,
+          });
         } catch (e) {
           ctx.freeTensor(output);
           ctx.freeTensor(lse);
           throw e;
-        } finally {
-          for (const t of dense) ctx.releaseTensor(t);
         }
         return { output, lse };
       }

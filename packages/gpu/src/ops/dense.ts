@@ -49,6 +49,12 @@ export interface DenseForwardArgs {
    */
   readonly cumulativeSeqlenQ?: ArrayLike<number>;
   readonly cumulativeSeqlenKv?: ArrayLike<number>;
+  /**
+   * `output` and `lse` already hold another attention of the same queries over other keys (NA's, on the
+   * additional-KV path): merge this one into them in place by logsumexp (NATTEN's `merge_attentions`), in the kernel's
+   * epilogue, instead of writing them.
+   */
+  readonly mergeInto?: boolean;
 }
 
 const FWD = 'attention';
@@ -180,6 +186,11 @@ function checkDenseForward(ctx: GpuContext, args: DenseForwardArgs): { dims: Den
   return memoPerContext(ctx, 'dense-forward-check', callKey(1, { ...shapes, scale: 0 }), () => checkDense(ctx, FWD, args, []));
 }
 
+/** The forward kernels' spec fields of a call: causal, varlen, merge. */
+function forwardBase(args: DenseForwardArgs, seqs: number): { causal: boolean; varlen?: true; merge?: true } {
+  return { causal: args.isCausal === true, ...(seqs > 0 ? { varlen: true as const } : {}), ...(args.mergeInto === true ? { merge: true as const } : {}) };
+}
+
 /**
  * The dispatches of a dense forward (validated; no GPU work): the forward, after an abs-max dispatch into `scales`
  * (a 4-float scratch the caller gives) where float32 runs on the tensor cores (the split). With varlen, `offsets` are
@@ -194,7 +205,7 @@ function denseForwardCommands(
   scales: GpuTensor | undefined,
 ): DispatchCommand[] {
   const { dims, dtype, mma } = choice;
-  const base = { causal: args.isCausal === true, ...(seqs > 0 ? { varlen: true } : {}) };
+  const base = forwardBase(args, seqs);
   const kernel = mma ? memoKernel('dense-forward-mma', mma, generateDenseForwardMma) : memoKernel('dense-forward', { dtype, dim: dims.dim, dimV: dims.dimV, ...base }, generateDenseForward);
   const forward: DispatchCommand = {
     kernel,
@@ -224,7 +235,7 @@ export function denseForwardPlan(ctx: GpuContext, args: DenseForwardArgs, option
   const { dims, dtype } = checkDenseForward(ctx, args);
   const seqs = checkVarlen(FWD, dims, args.cumulativeSeqlenQ, args.cumulativeSeqlenKv);
   if (!Number.isFinite(args.scale)) throw new NattenArgumentError(`${FWD}: scale must be a finite number, got ${args.scale}`);
-  const mma = denseMmaSpec(ctx, FWD, 'forward', dims, dtype, { causal: args.isCausal === true, ...(seqs > 0 ? { varlen: true } : {}) }, options);
+  const mma = denseMmaSpec(ctx, FWD, 'forward', dims, dtype, forwardBase(args, seqs), options);
   const offsets = seqs > 0 ? [offsetBuffer(ctx, args.cumulativeSeqlenQ as ArrayLike<number>), offsetBuffer(ctx, args.cumulativeSeqlenKv as ArrayLike<number>)] : [];
   const scales = mma?.split === true ? ctx.tempTensor([4], 'float32', { label: `${FWD}.splitScales` }) : undefined;
   return {

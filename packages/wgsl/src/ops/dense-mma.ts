@@ -34,6 +34,7 @@ import {
   denseBindings,
   KEY_WALK_IDS,
   keyQueryRanges,
+  mergeWeights,
   queryKeyRanges,
   SPLIT_ROWS,
   STAGED_ROW_FN,
@@ -71,6 +72,8 @@ export interface DenseMmaSpec {
    * mantissa cut to f16's) and lo = f16(x - hi), every product hi hi + hi lo + lo hi with f32 accumulation (P too).
    */
   readonly split?: boolean;
+  /** Forward only: merge into what output and lse hold, as `DenseForwardSpec.merge`. */
+  readonly merge?: boolean;
 }
 
 export type DenseMmaKind = 'forward' | 'dq' | 'dkv';
@@ -312,7 +315,10 @@ const laneColumns = (chunk: number): number[] => range(chunk / 8);
 const colOf = (v: number): string => `(${v * 2}u + hf) * 4u`;
 
 function checkSpec(gen: string, spec: DenseMmaSpec, splits = true): void {
-  const why = denseMmaSpecProblem(spec) ?? (!splits && spec.split === true ? 'split is a forward option (float32 backward runs the plain kernels)' : undefined);
+  const why =
+    denseMmaSpecProblem(spec) ??
+    (!splits && spec.split === true ? 'split is a forward option (float32 backward runs the plain kernels)' : undefined) ??
+    (!splits && spec.merge === true ? 'merge is a forward option' : undefined);
   if (why !== undefined) throw new NattenArgumentError(`${gen}: ${why}`);
 }
 
@@ -347,10 +353,19 @@ export function generateDenseForwardMma(spec: DenseMmaSpec): GeneratedKernel {
       : `let ph = vec4<f16>(p);
         p_sh[${at}] = ph.x; p_sh[${at} + 1u] = ph.y; p_sh[${at} + 2u] = ph.z; p_sh[${at} + 3u] = ph.w;`;
   const DV4 = spec.dimV / 4;
-  const writeO = (j: number, lo: string, hi: string): string =>
-    SPLIT
-      ? `output[qrow * ${DV4}u + ${4 * j}u + 2u * hf] = ${lo} * inv_l; output[qrow * ${DV4}u + ${4 * j}u + 2u * hf + 1u] = ${hi} * inv_l;`
-      : `output[qrow * ${spec.dimV / 8}u + ${2 * j}u + hf] = pack8(${lo} * inv_l, ${hi} * inv_l);`;
+  const MERGE = spec.merge === true;
+  // O / l, merged into what the output holds with \`merge\` (O0 - w1 (O0 - O1)).
+  const mix = (old: string, o: string): string => (MERGE ? `${old} - w1 * (${old} - ${o})` : o);
+  const writeO = (j: number, lo: string, hi: string): string => {
+    if (SPLIT) {
+      const at = (k: number): string => `qrow * ${DV4}u + ${4 * j + k}u + 2u * hf`;
+      return [lo, hi].map((x, k) => `output[${at(k)}] = ${mix(`output[${at(k)}]`, `${x} * inv_l`)};`).join(' ');
+    }
+    const at = `qrow * ${spec.dimV / 8}u + ${2 * j}u + hf`;
+    return MERGE
+      ? `let old = output[${at}]; output[${at}] = pack8(${mix('unpack_lo(old)', `${lo} * inv_l`)}, ${mix('unpack_hi(old)', `${hi} * inv_l`)});`
+      : `output[${at}] = pack8(${lo} * inv_l, ${hi} * inv_l);`;
+  };
   const code = `// ${key}
 ${MMA_HEADER}
 ${decls(bindings, SPLIT ? ['query', 'key', 'value', 'output'] : [])}
@@ -442,14 +457,15 @@ ${range(DV16)
   }
   // Epilogue: O / l through the scratch (the split: / scv too); the natural-log lse.
   let inv_l = select(0.0, 1.0 / ${SPLIT ? '(l * scv)' : 'l'}, l > 0.0);
-${mmaScratchEpilogue({
+  let l1 = (m + log2(l)) * 0.6931471805599453;
+${MERGE ? `  // Merged into what output and lse hold (another attention of these queries over other keys).\n  let l0 = lse[qrow];\n${mergeWeights('l0', 'l1')}\n` : ''}${mmaScratchEpilogue({
   outs: [{ acc: 'o', frags: DV16, write: writeO }],
   scratches: ['s_sh'],
   perScratch: TPR,
   srow: 'row',
   guard: 'valid',
 })}
-  if (valid && hf == 0u) { lse[qrow] = (m + log2(l)) * 0.6931471805599453; }
+${MERGE ? '  // Both lanes of a row read lse[qrow] above; the write waits for them.\n  storageBarrier();\n' : ''}  if (valid && hf == 0u) { lse[qrow] = ${MERGE ? 'lm' : 'l1'}; }
 }
 `;
   return denseMmaKernel(key, code, bindings, DENSE_UNIFORMS, L);

@@ -36,6 +36,23 @@ export interface DenseForwardSpec {
    * sequence's keys only (causal: top-left within the sequence).
    */
   readonly varlen?: boolean;
+  /**
+   * Forward only: \`output\` and \`lse\` already hold another attention of the same queries over other keys (NA's, on
+   * the additional-KV path); this one is merged into them in place by logsumexp (as \`generateAttentionMerge\`), in the
+   * kernel's epilogue, instead of written.
+   */
+  readonly merge?: boolean;
+}
+
+/**
+ * WGSL merging a new partial attention (lse \`l1\`) into an old one (lse \`l0\`): \`w1\` = sigmoid(l1 - l0), the new
+ * one's weight (stable for both signs; 0 where l1 is -inf), and \`lm\` = logaddexp(l0, l1). Merged O = O0 - w1 (O0 - O1).
+ */
+export function mergeWeights(l0: string, l1: string, ind = '  '): string {
+  return `${ind}let mdiff = ${l1} - ${l0};
+${ind}let me = exp(-abs(mdiff));
+${ind}let w1 = select(me / (1.0 + me), 1.0 / (1.0 + me), mdiff >= 0.0);
+${ind}let lm = max(${l0}, ${l1}) + log(1.0 + me);`;
 }
 
 export const DENSE_UNIFORMS: readonly UniformField[] = [
@@ -275,8 +292,20 @@ ${stageKv(WG)}
   }
   if (valid) {
     let inv = select(0.0, 1.0 / l, l > 0.0);
-    for (var c = 0u; c < DV; c++) { output[qrow * DV + c] = ${T}(acc[c] * inv); }
-    lse[qrow] = m + log(l);
+${
+  spec.merge === true
+    ? `    // Merged into what output and lse hold (another attention of these queries over other keys).
+    let l1 = m + log(l);
+    let l0 = lse[qrow];
+${mergeWeights('l0', 'l1', '    ')}
+    for (var c = 0u; c < DV; c++) {
+      let x = f32(output[qrow * DV + c]);
+      output[qrow * DV + c] = ${T}(x - w1 * (x - acc[c] * inv));
+    }
+    lse[qrow] = lm;`
+    : `    for (var c = 0u; c < DV; c++) { output[qrow * DV + c] = ${T}(acc[c] * inv); }
+    lse[qrow] = m + log(l);`
+}
   }
 }
 `;
@@ -347,10 +376,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
   let rc = min(r, params.rows - 1u);
   let l0 = ${la}[rc];
   let l1 = lse1[rc];
-  let diff = l1 - l0;
-  // sigmoid(diff), stable for both signs
-  let e = exp(-abs(diff));
-  let w1 = select(e / (1.0 + e), 1.0 / (1.0 + e), diff >= 0.0);
+${mergeWeights('l0', 'l1')}
   if (valid) {
     for (var g = lid % per_row; g < groups; g += per_row) {
       for (var c = g * 4u; c < min(g * 4u + 4u, params.dim_v); c++) {
@@ -361,7 +387,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     }
   }
   workgroupBarrier();
-  if (valid && lid % per_row == 0u) { lse[r] = max(l0, l1) + log(1.0 + e); }
+  if (valid && lid % per_row == 0u) { lse[r] = lm; }
 }
 `;
   return {
