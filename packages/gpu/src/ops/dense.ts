@@ -216,7 +216,7 @@ function denseForwardCommands(
   return scales ? [absMaxCommand(ctx, args, scales), forward] : [forward];
 }
 
-/** Dense attention on GPU tensors: `output = softmax(scale q k^T) v`, `lse` its logsumexp (outputs written in place). */
+/** Dense attention on GPU tensors: `output = softmax(scale q k^T) v`, `lse` its logsumexp (outputs written in place, or merged into with `mergeInto`). */
 export async function denseForward(ctx: GpuContext, args: DenseForwardArgs, options: DenseOptions = {}): Promise<void> {
   const plan = denseForwardPlan(ctx, args, options);
   try {
