@@ -12,9 +12,8 @@ import { cumulative, referenceVarlen } from './dense-reference.ts';
 import { openDevice } from './device-forward-problems.ts';
 
 const { ctx, warmer } = await openDevice();
-// `--f32`: float32 tensors (the forward's split on the tensor cores; the backward runs the plain kernels either way).
+// `--f32`: float32 tensors (the split on the tensor cores).
 const dtype = process.argv.includes('--f32') ? 'float32' : 'float16';
-const backwardPath = (path: DenseOptions['path']): DenseOptions => (dtype === 'float32' ? { path: 'plain' } : { path });
 
 // ---- Checks: both paths against the f64 reference (per sequence with varlen) on problems small enough for it.
 const checks = [
@@ -41,7 +40,7 @@ for (const c of process.argv.includes('--no-check') ? [] : checks) {
     const lse = ctx.createTensor([1, S, H], 'float32');
     const grads = { gradQuery: ctx.createTensor([1, S, H, D], dtype), gradKey: ctx.createTensor([1, N, Hkv, D], dtype), gradValue: ctx.createTensor([1, N, Hkv, Dv], dtype) };
     await denseForward(ctx, { query: gq, key: gk, value: gvv, output, lse, scale, isCausal: c.causal, ...varlen }, { path });
-    await denseBackward(ctx, { query: gq, key: gk, value: gvv, output, lse, gradOutput: gdO, ...grads, scale, isCausal: c.causal, ...varlen }, backwardPath(path));
+    await denseBackward(ctx, { query: gq, key: gk, value: gvv, output, lse, gradOutput: gdO, ...grads, scale, isCausal: c.causal, ...varlen }, { path });
     const got = await Promise.all([output, grads.gradQuery, grads.gradKey, grads.gradValue].map(async (x) => toFloat64Values(await ctx.read(x))));
     const parts = ['out', 'dq', 'dk', 'dv'].map((n, i) => {
       const g = got[i] as Float64Array;
@@ -103,7 +102,7 @@ for (const p of problems.filter((x) => !only || x.name.includes(only))) {
       const f = await time(fplan.commands);
       fplan.release();
       await denseForward(ctx, fargs, options);
-      const plan = denseBackwardPlan(ctx, bargs, dtype === 'float32' ? backwardPath(options.path) : options);
+      const plan = denseBackwardPlan(ctx, bargs, options);
       const b = await time(plan.commands);
       console.log(
         `${p.name.padEnd(32)} ${label.padEnd(13)} forward ${(f * 1e3).toFixed(1).padStart(9)} us ${(flops / (f * 1e-3) / 1e12).toFixed(1).padStart(6)} TFLOP/s   backward ${(b * 1e3).toFixed(1).padStart(9)} us ${((2.5 * flops) / (b * 1e-3) / 1e12).toFixed(1).padStart(6)} TFLOP/s`,
@@ -114,7 +113,7 @@ for (const p of problems.filter((x) => !only || x.name.includes(only))) {
         console.log(`${''.padEnd(32)} ${label.padEnd(13)} alone: ${each.join(', ')}`);
       }
       plan.release();
-      await denseBackward(ctx, bargs, dtype === 'float32' ? backwardPath(options.path) : options);
+      await denseBackward(ctx, bargs, options);
       results[label] = await Promise.all([output, lse, grads.gradQuery, grads.gradKey, grads.gradValue].map(async (t) => toFloat64Values(await ctx.read(t))));
     } catch (e) {
       console.log(`${p.name.padEnd(32)} ${label.padEnd(13)} ${(e as Error).message}`);

@@ -1,7 +1,7 @@
 import { randn, type Tensor, toFloat64Values } from '@natten-web/core';
 import { emulatingTensorCoreView, fakeTensorCoreContext } from '@natten-web/testkit';
 import { afterAll, describe, expect, it } from 'vitest';
-import { attentionMerge, type DenseOptions, denseBackward, denseForward, denseForwardPlan, type GpuContext, type GpuTensor } from '../src/index.ts';
+import { attentionMerge, type DenseOptions, denseBackward, denseBackwardPlan, denseForward, denseForwardPlan, type GpuContext, type GpuTensor } from '../src/index.ts';
 import { cumulative, type Dims, reference, referenceBackward, referenceVarlen, type VarlenCase } from './dense-reference.ts';
 import { gpuContext } from './setup.ts';
 
@@ -321,27 +321,28 @@ describe('dense attention on tensor cores (subgroup matrices emulated) against a
     await checkForward(ctx, c, padded);
     await checkBackward(ctx, c, padded);
   });
-  // float32 on the tensor cores (the split: hi and lo halves, three multiplies per product), forward only.
+  // float32 on the tensor cores (the split: hi and lo halves, three multiplies per product), forward and backward.
   const F32_CASES: FwdCase[] = [
     { name: 'GQA, Dv != D', B: 2, S: 70, N: 37, H: 4, Hkv: 2, D: 32, Dv: 16, causal: false, dtype: 'float32' },
     { name: 'causal, square, past a chunk', B: 1, S: 81, N: 81, H: 2, Hkv: 1, D: 16, Dv: 16, causal: true, dtype: 'float32' },
   ];
-  it.each(F32_CASES)('float32 forward (split): $name', async (c) => {
+  it.each(F32_CASES)('float32 (split): $name', async (c) => {
     const ctx = emulatingTensorCoreView(await gpuContext());
     await checkForward(ctx, c, mma);
+    await checkBackward(ctx, c, mma);
     const t = (shape: number[]): GpuTensor => ctx.createTensor(shape, 'float32');
     const plan = denseForwardPlan(ctx, { query: t([1, 8, 2, 16]), key: t([1, 8, 2, 16]), value: t([1, 8, 2, 16]), output: t([1, 8, 2, 16]), lse: t([1, 8, 2]), scale: 0.25 });
     expect(plan.commands.map((x) => x.kernel.key.split('/')[0])).toEqual(['abs-max3', 'dense-forward-mma']);
     expect(plan.commands[1]?.kernel.key).toContain('"split":true');
     plan.release();
     const grads = { gradOutput: t([1, 8, 2, 16]), gradQuery: t([1, 8, 2, 16]), gradKey: t([1, 8, 2, 16]), gradValue: t([1, 8, 2, 16]) };
-    await expect(denseBackward(ctx, { query: t([1, 8, 2, 16]), key: t([1, 8, 2, 16]), value: t([1, 8, 2, 16]), output: t([1, 8, 2, 16]), lse: t([1, 8, 2]), ...grads, scale: 0.25 }, mma)).rejects.toThrow(
-      "attentionBackward: path 'mma' (tensor cores) cannot run this call: the tensor-core backward needs float16 tensors (float32 runs the plain kernels)",
-    );
+    const bplan = denseBackwardPlan(ctx, { query: t([1, 8, 2, 16]), key: t([1, 8, 2, 16]), value: t([1, 8, 2, 16]), output: t([1, 8, 2, 16]), lse: t([1, 8, 2]), ...grads, scale: 0.25 });
+    expect(bplan.commands.map((x) => x.kernel.key.split('/')[0])).toEqual(['abs-max3', 'abs-max3', 'dense-backward-q-mma', 'dense-backward-kv-mma']);
+    bplan.release();
   });
-  it('float32 forward (split), varlen with empty sequences, causal (the backward on the plain kernels)', async () => {
+  it('float32 (split), varlen with empty sequences, causal', async () => {
     const ctx = emulatingTensorCoreView(await gpuContext());
-    await checkVarlenCase(ctx, { seqQ: [5, 0, 70, 1, 33], seqKv: [7, 3, 40, 1, 20], H: 4, Hkv: 2, D: 32, Dv: 16, causal: true }, 'float32', mma, { path: 'auto' });
+    await checkVarlenCase(ctx, { seqQ: [5, 0, 70, 1, 33], seqKv: [7, 3, 40, 1, 20], H: 4, Hkv: 2, D: 32, Dv: 16, causal: true }, 'float32', mma);
   });
   it.each([false, true])('varlen, empty sequences, GQA, causal %s', async (causal) => {
     await checkVarlenCase(emulatingTensorCoreView(await gpuContext()), { seqQ: [5, 0, 70, 1, 33], seqKv: [7, 3, 40, 1, 20], H: 4, Hkv: 2, D: 32, Dv: 16, causal }, 'float16', mma);

@@ -41,8 +41,8 @@ describe('dense attention on tensor cores (code generation)', () => {
             for (const v of vars) expect(v.bytes % 16, `${kind} ${v.name} D=${dim} chunk ${chunk} varlen ${varlen}`).toBe(0);
             expect(vars.reduce((a, v) => a + v.bytes, 0)).toBe(k.workgroupBytes);
             expect(denseMmaWorkgroupBytes(kind, spec)).toBe(k.workgroupBytes);
-            if (kind === 'forward') {
-              const split = generateDenseForwardMma({ ...spec, split: true });
+            {
+              const split = gen({ ...spec, split: true });
               for (const v of workgroupVars(split.code)) expect(v.bytes % 16, `split ${v.name} D=${dim} chunk ${chunk}`).toBe(0);
               expect(workgroupVars(split.code).reduce((a, v) => a + v.bytes, 0)).toBe(split.workgroupBytes);
             }
@@ -65,7 +65,7 @@ describe('dense attention on tensor cores (code generation)', () => {
     }
   });
 
-  it('compiles the float32 split in the forward only', () => {
+  it('compiles the float32 split', () => {
     const k = generateDenseForwardMma({ ...base, split: true });
     expect(k.bindings.map((b) => b.name)).toEqual(['query', 'key', 'value', 'output', 'lse', 'scales']);
     expect(k.code).toMatch(/var<storage, read> query: array<vec4<f32>>;/);
@@ -74,8 +74,13 @@ describe('dense attention on tensor cores (code generation)', () => {
     // hi hi + hi lo + lo hi for S and for P V
     expect(k.code).toContain('subgroupMatrixMultiplyAccumulate(qlo_0, subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>, col_major>(&st_sh');
     expect(k.code).toContain('subgroupMatrixMultiplyAccumulate(plo_0, subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>, row_major>(&st_sh');
-    expect(() => generateDenseBackwardQueryMma({ ...base, split: true })).toThrow('generateDenseBackwardQueryMma: split is a forward option (float32 backward runs the plain kernels)');
-    expect(() => generateDenseBackwardKvMma({ ...base, split: true })).toThrow('generateDenseBackwardKvMma: split is a forward option');
+    expect(() => generateDenseBackwardQueryMma({ ...base, merge: true })).toThrow('generateDenseBackwardQueryMma: merge is a forward option');
+    const dq = generateDenseBackwardQueryMma({ ...base, split: true });
+    expect(dq.bindings.map((b) => b.name).slice(-2)).toEqual(['scales', 'scales_g']);
+    expect(dq.code).toMatch(/var<storage, read_write> grad_query: array<vec4<f32>>;/);
+    const dkv = generateDenseBackwardKvMma({ ...base, split: true });
+    expect(dkv.code).toMatch(/var<storage, read_write> grad_key: array<vec4<f32>>;/);
+    expect(dkv.code).toContain('subgroupMatrixMultiplyAccumulate(dstlo, subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>, row_major>(&st_sh');
   });
 
   it('compiles what the spec asks for', () => {

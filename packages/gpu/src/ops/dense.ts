@@ -76,11 +76,10 @@ export interface DenseOptions {
   readonly tight?: boolean;
 }
 
-/** Why the tensor-core dense kernels cannot run a call, or undefined (float32: the forward only, as the split). */
-function denseMmaUnfit(ctx: GpuContext, kind: DenseMmaKind, dims: DenseDims, dtype: string): string | undefined {
+/** Why the tensor-core dense kernels cannot run a call, or undefined (float32 runs as the split). */
+function denseMmaUnfit(ctx: GpuContext, dims: DenseDims, dtype: string): string | undefined {
   const avail = mmaAvailability(ctx);
   if ('why' in avail) return avail.why;
-  if (dtype === 'float32' && kind !== 'forward') return 'the tensor-core backward needs float16 tensors (float32 runs the plain kernels)';
   if (dtype !== 'float16' && dtype !== 'float32') return `it needs float16 or float32 tensors, not ${dtype}`;
   for (const [name, d] of [
     ['query head_dim', dims.dim],
@@ -115,7 +114,7 @@ function denseMmaSpec(ctx: GpuContext, op: string, kind: DenseMmaKind, dims: Den
   const path = options.path ?? 'auto';
   if (path !== 'auto' && path !== 'mma' && path !== 'plain') throw new NattenArgumentError(`${op}: path must be 'auto', 'mma' or 'plain', got ${String(path)}`);
   if (path === 'plain') return undefined;
-  let why = denseMmaUnfit(ctx, kind, dims, dtype);
+  let why = denseMmaUnfit(ctx, dims, dtype);
   if (why === undefined) {
     const limit = ctx.limits.maxComputeWorkgroupStorageSize;
     const asked = options.chunk?.[kind];
@@ -386,14 +385,19 @@ export function denseBackwardPlan(ctx: GpuContext, args: DenseBackwardArgs, opti
   const offsets = seqs > 0 ? [offsetBuffer(ctx, args.cumulativeSeqlenQ as ArrayLike<number>), offsetBuffer(ctx, args.cumulativeSeqlenKv as ArrayLike<number>)] : [];
   const delta = ctx.tempTensor(outShape.slice(0, 3), 'float32', { label: `${BWD}.delta` });
   const partials = splits > 1 ? [ctx.tempTensor([splits * kElems], 'float32', { label: `${BWD}.dkPartial` }), ctx.tempTensor([splits * vElems], 'float32', { label: `${BWD}.dvPartial` })] : [];
+  // The float32 split's per-tensor maxima: |Q|, |K|, |V|, and |dO| (abs-max dispatches before the kernels).
+  const split = dqMma?.split === true || dkvMma?.split === true;
+  const scales = split ? [ctx.tempTensor([4], 'float32', { label: `${BWD}.splitScales` }), ctx.tempTensor([4], 'float32', { label: `${BWD}.splitScalesG` })] : [];
+  const scaleBuffers = (mma: DenseMmaSpec | undefined): GPUBuffer[] => (mma?.split === true ? scales.map((t) => t.buffer) : []);
   const release = (): void => {
     ctx.releaseTensor(delta);
-    for (const p of partials) ctx.releaseTensor(p);
+    for (const t of [...partials, ...scales]) ctx.releaseTensor(t);
   };
   const commands: DispatchCommand[] = [
+    ...(split ? [absMaxCommand(ctx, args, scales[0] as GpuTensor), absMaxCommand(ctx, { query: args.gradOutput, key: args.gradOutput, value: args.gradOutput }, scales[1] as GpuTensor)] : []),
     {
       kernel: dqMma ? memoKernel('dense-backward-q-mma', dqMma, generateDenseBackwardQueryMma) : memoKernel('dense-backward-q', { ...spec, accumulate }, generateDenseBackwardQuery),
-      buffers: [args.query.buffer, args.key.buffer, args.value.buffer, args.output.buffer, args.gradOutput.buffer, args.lse.buffer, ...offsets, args.gradQuery.buffer, delta.buffer],
+      buffers: [args.query.buffer, args.key.buffer, args.value.buffer, args.output.buffer, args.gradOutput.buffer, args.lse.buffer, ...offsets, args.gradQuery.buffer, delta.buffer, ...scaleBuffers(dqMma)],
       uniforms,
       workgroups: [Math.ceil(dims.queries / DENSE_QUERIES), dims.heads, dims.batch],
     },
@@ -409,6 +413,7 @@ export function denseBackwardPlan(ctx: GpuContext, args: DenseBackwardArgs, opti
         ...offsets,
         (partials[0] ?? args.gradKey).buffer,
         (partials[1] ?? args.gradValue).buffer,
+        ...scaleBuffers(dkvMma),
       ],
       uniforms,
       workgroups: [Math.ceil(dims.keys / DENSE_QUERIES), splits, dims.batch * dims.headsKv],

@@ -67,9 +67,10 @@ export interface DenseMmaSpec {
   /** S / dP scratch and P / dS rows of exactly the chunk, without the bank-conflict padding (+4 floats, +8 halves). */
   readonly tight?: boolean;
   /**
-   * Forward only: float32 tensors on the f16 tensor cores, as the NA forward's split: Q, K, V scaled by a power of two
-   * per tensor (the `scales` binding holds max |Q|, max |K|, max |V|, `generateAbsMax`), each value staged as hi (its
-   * mantissa cut to f16's) and lo = f16(x - hi), every product hi hi + hi lo + lo hi with f32 accumulation (P too).
+   * float32 tensors on the f16 tensor cores, as the NA forward's split: Q, K, V (and dO in the backward) scaled by a
+   * power of two per tensor (the `scales` binding holds max |Q|, max |K|, max |V|, `generateAbsMax`; the backward's
+   * `scales_g` max |dO|), each value staged as hi (its mantissa cut to f16's) and lo = f16(x - hi), every product
+   * hi hi + hi lo + lo hi with f32 accumulation (P and dS too; dS scaled by its bound, 2 scale D_v max |dO| max |V|).
    */
   readonly split?: boolean;
   /** Forward only: merge into what output and lse hold, as `DenseForwardSpec.merge`. */
@@ -132,7 +133,7 @@ const RESULT = `subgroup_matrix_result<f32, ${F}, ${F}>`;
 
 /** Storage declarations: tensors as vec4<u32> (eight halves), offsets u32, lse / delta f32, `f32x4` names vec4<f32>. */
 function decls(bindings: readonly StorageBinding[], f32x4: readonly string[] = []): string {
-  const elem = (n: string): string => (n === 'cu_q' || n === 'cu_kv' ? 'u32' : n === 'lse' || n === 'delta' || n === 'scales' ? 'f32' : f32x4.includes(n) ? 'vec4<f32>' : 'vec4<u32>');
+  const elem = (n: string): string => (n === 'cu_q' || n === 'cu_kv' ? 'u32' : n === 'lse' || n === 'delta' || n === 'scales' || n === 'scales_g' ? 'f32' : f32x4.includes(n) ? 'vec4<f32>' : 'vec4<u32>');
   return bindings.map((b, i) => `@group(0) @binding(${i}) var<storage, ${b.access}> ${b.name}: array<${elem(b.name)}>;`).join('\n');
 }
 
@@ -314,15 +315,41 @@ ${range(o.frags)
 const laneColumns = (chunk: number): number[] => range(chunk / 8);
 const colOf = (v: number): string => `(${v * 2}u + hf) * 4u`;
 
-function checkSpec(gen: string, spec: DenseMmaSpec, splits = true): void {
+function checkSpec(gen: string, spec: DenseMmaSpec, forward = true): void {
   const why =
     denseMmaSpecProblem(spec) ??
-    (!splits && spec.split === true ? 'split is a forward option (float32 backward runs the plain kernels)' : undefined) ??
-    (!splits && spec.merge === true ? 'merge is a forward option' : undefined);
+    (!forward && spec.merge === true ? 'merge is a forward option' : undefined);
   if (why !== undefined) throw new NattenArgumentError(`${gen}: ${why}`);
 }
 
 const FEATURES = ['shader-f16', 'subgroups', 'chromium-experimental-subgroup-matrix'];
+
+/** The backward split's extra bindings: max |Q|, |K|, |V| (`scales`) and max |dO| (`scales_g`), from abs-max dispatches. */
+const SCALE_BINDINGS: readonly StorageBinding[] = [
+  { name: 'scales', access: 'read' },
+  { name: 'scales_g', access: 'read' },
+];
+
+/** The split's workgroup arrays of lo halves (staging, and P / dS as `ps` names), or nothing. */
+function splitArrays(split: boolean, L: Layout, ps: readonly string[]): string {
+  if (!split) return '';
+  return [`var<workgroup> stlo_sh: array<f16, ${L.stage}>;`, ...ps.map((n) => `var<workgroup> ${n}lo_sh: array<f16, ${ROWS * L.ldp}>;`)].join('\n') + '\n';
+}
+
+/**
+ * WGSL of the backward split's scales: Q, K, V, dO (`scq`, `sck`, `scv`, `scg`), dS's from its bound (`scd`:
+ * |dS| <= scale (|dP| + |delta|) <= 2 scale D_v max |dO| max |V|, since |O| <= max |V|), and the factors that undo
+ * them on S (`s_un`) and dP (`dp_un`).
+ */
+function backwardSplitScales(dimV: number, sq: string, sk: string): string {
+  return `  let scq = split_scale(scales[0]);
+  let sck = split_scale(scales[1]);
+  let scv = split_scale(scales[2]);
+  let scg = split_scale(scales_g[0]);
+  let scd = split_scale(2.0 * abs(params.scale) * ${dimV}.0 * scales_g[0] * scales[2]);
+  let s_un = 1.0 / (${sq} * ${sk});
+  let dp_un = 1.0 / (scg * scv);`;
+}
 
 /** A spec's head dims in 16-byte units (8 halves) and in fragments, and its chunk in fragments. */
 function sizes(spec: DenseMmaSpec): { D8: number; DV8: number; D16: number; DV16: number; C16: number } {
@@ -354,7 +381,7 @@ export function generateDenseForwardMma(spec: DenseMmaSpec): GeneratedKernel {
         p_sh[${at}] = ph.x; p_sh[${at} + 1u] = ph.y; p_sh[${at} + 2u] = ph.z; p_sh[${at} + 3u] = ph.w;`;
   const DV4 = spec.dimV / 4;
   const MERGE = spec.merge === true;
-  // O / l, merged into what the output holds with \`merge\` (O0 - w1 (O0 - O1)).
+  // O / l, merged into what the output holds with `merge` (O0 - w1 (O0 - O1)).
   const mix = (old: string, o: string): string => (MERGE ? `${old} - w1 * (${old} - ${o})` : o);
   const writeO = (j: number, lo: string, hi: string): string => {
     if (SPLIT) {
@@ -478,14 +505,18 @@ export function generateDenseBackwardQueryMma(spec: DenseMmaSpec): GeneratedKern
   const BK = spec.chunk;
   const { D8, DV8, D16, DV16, C16: BK16 } = sizes(spec);
   const VOFF = BK * L.lda;
-  const bindings = denseBindings('dq', spec.varlen);
+  const SPLIT = spec.split === true;
+  const units = unitsOf(spec);
+  const DW = spec.dim / units.per;
+  const DVW = spec.dimV / units.per;
+  const bindings: StorageBinding[] = [...denseBindings('dq', spec.varlen), ...(SPLIT ? SCALE_BINDINGS : [])];
   const cols = laneColumns(BK);
   const rowOf = (r: string): string => `(b * params.queries + min(wg.x * ${ROWS}u + ${r}, params.queries - 1u)) * params.heads + h`;
   const inRange = (r: string): string => `wg.x * ${ROWS}u + ${r} < params.queries`;
   const acc = spec.accumulate === true;
   const code = `// ${key}
 ${MMA_HEADER}
-${decls(bindings)}
+${decls(bindings, SPLIT ? ['query', 'key', 'value', 'output', 'grad_output', 'grad_query'] : [])}
 ${uniformDecl(DENSE_BACKWARD_UNIFORMS, bindings.length)}
 const LDS: u32 = ${L.lds}u;
 const LDP: u32 = ${L.ldp}u;
@@ -493,20 +524,24 @@ var<workgroup> st_sh: array<f16, ${L.stage}>;
 var<workgroup> s_sh: array<f32, ${ROWS * L.lds}>;
 var<workgroup> dp_sh: array<f32, ${ROWS * L.lds}>;
 var<workgroup> p_sh: array<f16, ${ROWS * L.ldp}>;
-${varlenHelpers(spec.varlen)}${PUT8_FN}
+${splitArrays(SPLIT, L, ['p'])}${varlenHelpers(spec.varlen)}${PUT8_FN}${SPLIT ? SPLIT_SCALE_FN : ''}
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
 ${queryWalkHead(spec)}
   let sl2 = params.scale * 1.4426950408889634;
-${fragmentsThroughStaging({ name: 'q', units: HALF_UNITS, width: D8, ld: L.lda, src: (r) => `query[(${rowOf(r)}) * ${D8}u + c]`, ok: inRange, frags: D16, stage: L.stage })}
-${fragmentsThroughStaging({ name: 'g', units: HALF_UNITS, width: DV8, ld: L.ldb, src: (r) => `grad_output[(${rowOf(r)}) * ${DV8}u + c]`, ok: inRange, frags: DV16, stage: L.stage })}
-  // delta = dO . O of this row (the lanes of a row take every other group of eight values).
+${SPLIT ? `${backwardSplitScales(spec.dimV, 'scq', 'sck')}\n` : ''}${fragmentsThroughStaging({ name: 'q', units, scale: 'scq', width: DW, ld: L.lda, src: (r) => `query[(${rowOf(r)}) * ${DW}u + c]`, ok: inRange, frags: D16, stage: L.stage })}
+${fragmentsThroughStaging({ name: 'g', units, scale: 'scg', width: DVW, ld: L.ldb, src: (r) => `grad_output[(${rowOf(r)}) * ${DVW}u + c]`, ok: inRange, frags: DV16, stage: L.stage })}
+  // delta = dO . O of this row (the lanes of a row take every other group of eight values; of four with the split).
   var dl = 0.0;
-  for (var c = hf; c < ${DV8}u; c += 2u) {
+${
+  SPLIT
+    ? `  for (var c = hf; c < ${DVW}u; c += 2u) { dl = dl + dot(grad_output[qrow * ${DVW}u + c], output[qrow * ${DVW}u + c]); }`
+    : `  for (var c = hf; c < ${DV8}u; c += 2u) {
     let a = grad_output[qrow * ${DV8}u + c];
     let o = output[qrow * ${DV8}u + c];
     dl = dl + dot(unpack_lo(a), unpack_lo(o)) + dot(unpack_hi(a), unpack_hi(o));
-  }
+  }`
+}
   dl = dl + subgroupShuffleXor(dl, 1u);
   let l2 = lse[qrow] * 1.4426950408889634;
 ${SUBGROUP_SPAN}
@@ -518,8 +553,8 @@ ${keyWalkTop(spec, L, false)}
 ${range(BK16)
   .map(
     (n) => `      {
-${productToScratch({ acc: 's', left: 'q', frags: D16, offset: (kk) => n * F * L.lda + kk * F, ld: L.lda, scratch: 's_sh', n })}
-${productToScratch({ acc: 'dp', left: 'g', frags: DV16, offset: (jj) => VOFF + n * F * L.ldb + jj * F, ld: L.ldb, scratch: 'dp_sh', n })}
+${productToScratch({ acc: 's', left: 'q', frags: D16, offset: (kk) => n * F * L.lda + kk * F, ld: L.lda, scratch: 's_sh', n, split: SPLIT })}
+${productToScratch({ acc: 'dp', left: 'g', frags: DV16, offset: (jj) => VOFF + n * F * L.ldb + jj * F, ld: L.ldb, scratch: 'dp_sh', n, split: SPLIT })}
       }`,
   )
   .join('\n')}
@@ -533,12 +568,17 @@ ${cols
         let cc = ${colOf(c)};
         let e = row * LDS + cc;
         let kj = vec4<u32>(c0 + cc) + vec4<u32>(0u, 1u, 2u, 3u);
-        let x = vec4<f32>(s_sh[e], s_sh[e + 1u], s_sh[e + 2u], s_sh[e + 3u]) * sl2 - vec4<f32>(l2);
+        let x = vec4<f32>(s_sh[e], s_sh[e + 1u], s_sh[e + 2u], s_sh[e + 3u]) * ${SPLIT ? '(sl2 * s_un)' : 'sl2'} - vec4<f32>(l2);
         let p = select(vec4<f32>(0.0), exp2(x), (kj >= vec4<u32>(rk0)) & (kj < vec4<u32>(rk1)));
-        let dp = vec4<f32>(dp_sh[e], dp_sh[e + 1u], dp_sh[e + 2u], dp_sh[e + 3u]);
-        let ds = vec4<f16>(p * (dp - vec4<f32>(dl)) * params.scale);
+        let dp = vec4<f32>(dp_sh[e], dp_sh[e + 1u], dp_sh[e + 2u], dp_sh[e + 3u])${SPLIT ? ' * dp_un' : ''};
+${
+  SPLIT
+    ? `        let at = row * LDP + cc;
+        ${storeSplit4('p_sh', 'at', 'p * (dp - vec4<f32>(dl)) * params.scale', { lo: 'plo_sh' }, 'scd')}`
+    : `        let ds = vec4<f16>(p * (dp - vec4<f32>(dl)) * params.scale);
         let at = row * LDP + cc;
-        p_sh[at] = ds.x; p_sh[at + 1u] = ds.y; p_sh[at + 2u] = ds.z; p_sh[at + 3u] = ds.w;
+        p_sh[at] = ds.x; p_sh[at + 1u] = ds.y; p_sh[at + 2u] = ds.z; p_sh[at + 3u] = ds.w;`
+}
       }`,
   )
   .join('\n')}
@@ -546,13 +586,13 @@ ${cols
     workgroupBarrier();
     if (need) {
 ${range(BK16)
-  .map((n) => `      let ds_${n} = subgroupMatrixLoad<${LEFT}, row_major>(&p_sh, rbase * LDP + ${n * F}u, LDP);`)
+  .flatMap((n) => [
+    `      let ds_${n} = subgroupMatrixLoad<${LEFT}, row_major>(&p_sh, rbase * LDP + ${n * F}u, LDP);`,
+    ...(SPLIT ? [`      let dslo_${n} = subgroupMatrixLoad<${LEFT}, row_major>(&plo_sh, rbase * LDP + ${n * F}u, LDP);`] : []),
+  ])
   .join('\n')}
 ${range(D16)
-  .map(
-    (kk) =>
-      `      dq_${kk} = ${range(BK16).reduce((a, n) => `subgroupMatrixMultiplyAccumulate(ds_${n}, subgroupMatrixLoad<${RIGHT}, row_major>(&st_sh, ${n * F * L.lda + kk * F}u, ${L.lda}u), ${a})`, `dq_${kk}`)};`,
-  )
+  .map((kk) => `      dq_${kk} = ${range(BK16).reduce((a, n) => mulAdd(`ds_${n}`, SPLIT ? `dslo_${n}` : undefined, 'row', `${n * F * L.lda + kk * F}u`, L.lda, a), `dq_${kk}`)};`)
   .join('\n')}
     }
     workgroupBarrier();
@@ -563,6 +603,11 @@ ${mmaScratchEpilogue({
       acc: 'dq',
       frags: D16,
       write: (j, lo, hi) => {
+        if (SPLIT) {
+          // dQ = scale dS K: undo dS's and K's scales.
+          const at = (k: number): string => `qrow * ${DW}u + ${4 * j + k}u + 2u * hf`;
+          return [lo, hi].map((x, k) => `grad_query[${at(k)}] = ${acc ? `grad_query[${at(k)}] + ` : ''}${x} / (scd * sck);`).join(' ');
+        }
         const at = `qrow * ${D8}u + ${2 * j}u + hf`;
         return acc ? `let old = grad_query[${at}]; grad_query[${at}] = pack8(${lo} + unpack_lo(old), ${hi} + unpack_hi(old));` : `grad_query[${at}] = pack8(${lo}, ${hi});`;
       },
@@ -587,21 +632,31 @@ export function generateDenseBackwardKvMma(spec: DenseMmaSpec): GeneratedKernel 
   const { D8, DV8, D16, DV16, C16: BQ16 } = sizes(spec);
   const OOFF = BQ * L.lda;
   const partial = spec.partial === true;
-  const bindings = denseBindings('dkv', spec.varlen);
+  const SPLIT = spec.split === true;
+  const units = unitsOf(spec);
+  const DW = spec.dim / units.per;
+  const DVW = spec.dimV / units.per;
+  const bindings: StorageBinding[] = [...denseBindings('dkv', spec.varlen), ...(SPLIT ? SCALE_BINDINGS : [])];
   const keyRow = (r: string): string => `(b * params.keys + min(wg.x * ${ROWS}u + ${r}, params.keys - 1u)) * params.heads_kv + hk`;
   const keyOk = (r: string): string => `wg.x * ${ROWS}u + ${r} < params.keys`;
   const qUnit = (src: string, w8: number) => (r: string, c: string) => `${src}[staged_row(row_base, min(r0 + ${r}, max(n_rows, 1u) - 1u), hk, group) * ${w8}u + ${c}]`;
   const qOk = (r: string): string => `r0 + ${r} < n_rows`;
-  const qc = chunkRegisters({ tag: 'qr', units: HALF_UNITS, rows: BQ, width: D8, ld: L.lda, off: 0, unit: qUnit('query', D8), ok: qOk });
-  const gc = chunkRegisters({ tag: 'gr', units: HALF_UNITS, rows: BQ, width: DV8, ld: L.ldb, off: OOFF, unit: qUnit('grad_output', DV8), ok: qOk });
+  const qc = chunkRegisters({ tag: 'qr', units, scale: 'scq', rows: BQ, width: DW, ld: L.lda, off: 0, unit: qUnit('query', DW), ok: qOk });
+  const gc = chunkRegisters({ tag: 'gr', units, scale: 'scg', rows: BQ, width: DVW, ld: L.ldb, off: OOFF, unit: qUnit('grad_output', DVW), ok: qOk });
   const cols = laneColumns(BQ);
-  const write = (arr: string, w: number) => (j: number, lo: string, hi: string): string =>
-    partial
-      ? `${arr}[(wg.y * params.${arr === 'grad_key' ? 'k' : 'v'}_elems + krow * ${w}u) / 4u + ${4 * j}u + 2u * hf] = ${lo}; ${arr}[(wg.y * params.${arr === 'grad_key' ? 'k' : 'v'}_elems + krow * ${w}u) / 4u + ${4 * j}u + 2u * hf + 1u] = ${hi};`
-      : `${arr}[krow * ${w / 8}u + ${2 * j}u + hf] = pack8(${lo}, ${hi});`;
+  // With the split, dK = dS^T Q and dV = P^T dO undo dS's and Q's scales, and dO's.
+  const unscale = (arr: string): string => (!SPLIT ? '' : arr === 'grad_key' ? ' / (scd * scq)' : ' / scg');
+  const write = (arr: string, w: number) => (j: number, lo: string, hi: string): string => {
+    const u = unscale(arr);
+    if (partial || SPLIT) {
+      const base = partial ? `(wg.y * params.${arr === 'grad_key' ? 'k' : 'v'}_elems + krow * ${w}u) / 4u` : `krow * ${w / 4}u`;
+      return `${arr}[${base} + ${4 * j}u + 2u * hf] = ${lo}${u}; ${arr}[${base} + ${4 * j}u + 2u * hf + 1u] = ${hi}${u};`;
+    }
+    return `${arr}[krow * ${w / 8}u + ${2 * j}u + hf] = pack8(${lo}, ${hi});`;
+  };
   const code = `// ${key}
 ${MMA_HEADER}
-${decls(bindings, partial ? ['grad_key', 'grad_value'] : [])}
+${decls(bindings, SPLIT ? ['query', 'key', 'value', 'grad_output', 'grad_key', 'grad_value'] : partial ? ['grad_key', 'grad_value'] : [])}
 ${uniformDecl(DENSE_BACKWARD_UNIFORMS, bindings.length)}
 const LDS: u32 = ${L.lds}u;
 const LDP: u32 = ${L.ldp}u;
@@ -612,7 +667,7 @@ var<workgroup> p_sh: array<f16, ${ROWS * L.ldp}>;
 var<workgroup> ds_sh: array<f16, ${ROWS * L.ldp}>;
 var<workgroup> ls: array<f32, ${Math.max(4, BQ)}>;
 var<workgroup> dls: array<f32, ${Math.max(4, BQ)}>;
-${varlenHelpers(spec.varlen)}${PUT8_FN}${STAGED_ROW_FN}
+${splitArrays(SPLIT, L, ['p', 'ds'])}${varlenHelpers(spec.varlen)}${PUT8_FN}${STAGED_ROW_FN}${SPLIT ? SPLIT_SCALE_FN : ''}
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
 ${KEY_WALK_IDS}  let rbase = (lid / 32u) * ${F}u;
@@ -623,8 +678,8 @@ ${KEY_WALK_IDS}  let rbase = (lid / 32u) * ${F}u;
   let valid = j < params.keys;
   let krow = (b * params.keys + min(j, params.keys - 1u)) * params.heads_kv + hk;
   let sl2 = params.scale * 1.4426950408889634;
-${fragmentsThroughStaging({ name: 'k', units: HALF_UNITS, width: D8, ld: L.lda, src: (r) => `key[(${keyRow(r)}) * ${D8}u + c]`, ok: keyOk, frags: D16, stage: L.stage })}
-${fragmentsThroughStaging({ name: 'v', units: HALF_UNITS, width: DV8, ld: L.ldb, src: (r) => `value[(${keyRow(r)}) * ${DV8}u + c]`, ok: keyOk, frags: DV16, stage: L.stage })}
+${SPLIT ? `${backwardSplitScales(spec.dimV, 'sck', 'scq')}\n` : ''}${fragmentsThroughStaging({ name: 'k', units, scale: 'sck', width: DW, ld: L.lda, src: (r) => `key[(${keyRow(r)}) * ${DW}u + c]`, ok: keyOk, frags: D16, stage: L.stage })}
+${fragmentsThroughStaging({ name: 'v', units, scale: 'scv', width: DVW, ld: L.ldb, src: (r) => `value[(${keyRow(r)}) * ${DVW}u + c]`, ok: keyOk, frags: DV16, stage: L.stage })}
   // The query positions any key of this workgroup is seen by, [u0, u1) (causal: from the first key's position on),
   // this split's share of them, and this key's own: its sequence's [cq0, cq1), and its position kpos in it.
 ${keyQueryRanges(spec, ROWS)}
@@ -657,8 +712,8 @@ ${gc.fetch}
 ${range(BQ16)
   .map(
     (n) => `    {
-${productToScratch({ acc: 's', left: 'k', frags: D16, offset: (kk) => n * F * L.lda + kk * F, ld: L.lda, scratch: 's_sh', n })}
-${productToScratch({ acc: 'dp', left: 'v', frags: DV16, offset: (jj) => OOFF + n * F * L.ldb + jj * F, ld: L.ldb, scratch: 'dp_sh', n })}
+${productToScratch({ acc: 's', left: 'k', frags: D16, offset: (kk) => n * F * L.lda + kk * F, ld: L.lda, scratch: 's_sh', n, split: SPLIT })}
+${productToScratch({ acc: 'dp', left: 'v', frags: DV16, offset: (jj) => OOFF + n * F * L.ldb + jj * F, ld: L.ldb, scratch: 'dp_sh', n, split: SPLIT })}
     }`,
   )
   .join('\n')}
@@ -673,14 +728,20 @@ ${cols
       let rr = vec4<u32>(rc + cc) + vec4<u32>(0u, 1u, 2u, 3u);
       let qi = vec4<u32>(q_lo) + rr / vec4<u32>(group);
       let keep = vec4<bool>(valid) & (rr < vec4<u32>(n_rows)) & (qi >= vec4<u32>(cq0)) & (qi < vec4<u32>(cq1))${spec.causal ? ' & (qi - vec4<u32>(cq0) >= vec4<u32>(kpos))' : ''};
-      let x = vec4<f32>(s_sh[e], s_sh[e + 1u], s_sh[e + 2u], s_sh[e + 3u]) * sl2 - vec4<f32>(ls[cc], ls[cc + 1u], ls[cc + 2u], ls[cc + 3u]);
+      let x = vec4<f32>(s_sh[e], s_sh[e + 1u], s_sh[e + 2u], s_sh[e + 3u]) * ${SPLIT ? '(sl2 * s_un)' : 'sl2'} - vec4<f32>(ls[cc], ls[cc + 1u], ls[cc + 2u], ls[cc + 3u]);
       let p = select(vec4<f32>(0.0), exp2(x), keep);
-      let dp = vec4<f32>(dp_sh[e], dp_sh[e + 1u], dp_sh[e + 2u], dp_sh[e + 3u]);
-      let ds = vec4<f16>(p * (dp - vec4<f32>(dls[cc], dls[cc + 1u], dls[cc + 2u], dls[cc + 3u])) * params.scale);
+      let dp = vec4<f32>(dp_sh[e], dp_sh[e + 1u], dp_sh[e + 2u], dp_sh[e + 3u])${SPLIT ? ' * dp_un' : ''};
+${
+  SPLIT
+    ? `      let at = row * LDP + cc;
+      ${storeSplit4('p_sh', 'at', 'p', { lo: 'plo_sh' }, '1.0')}
+      ${storeSplit4('ds_sh', 'at', 'p * (dp - vec4<f32>(dls[cc], dls[cc + 1u], dls[cc + 2u], dls[cc + 3u])) * params.scale', { lo: 'dslo_sh' }, 'scd')}`
+    : `      let ds = vec4<f16>(p * (dp - vec4<f32>(dls[cc], dls[cc + 1u], dls[cc + 2u], dls[cc + 3u])) * params.scale);
       let ph = vec4<f16>(p);
       let at = row * LDP + cc;
       p_sh[at] = ph.x; p_sh[at + 1u] = ph.y; p_sh[at + 2u] = ph.z; p_sh[at + 3u] = ph.w;
-      ds_sh[at] = ds.x; ds_sh[at + 1u] = ds.y; ds_sh[at + 2u] = ds.z; ds_sh[at + 3u] = ds.w;
+      ds_sh[at] = ds.x; ds_sh[at + 1u] = ds.y; ds_sh[at + 2u] = ds.z; ds_sh[at + 3u] = ds.w;`
+}
     }`,
   )
   .join('\n')}
@@ -691,11 +752,11 @@ ${range(BQ16)
     (n) => `    {
       let pt = subgroupMatrixLoad<${LEFT}, row_major>(&p_sh, rbase * LDP + ${n * F}u, LDP);
       let dst = subgroupMatrixLoad<${LEFT}, row_major>(&ds_sh, rbase * LDP + ${n * F}u, LDP);
-${range(DV16)
-  .map((jj) => `      dv_${jj} = subgroupMatrixMultiplyAccumulate(pt, subgroupMatrixLoad<${RIGHT}, row_major>(&st_sh, ${OOFF + n * F * L.ldb + jj * F}u, ${L.ldb}u), dv_${jj});`)
+${SPLIT ? `      let ptlo = subgroupMatrixLoad<${LEFT}, row_major>(&plo_sh, rbase * LDP + ${n * F}u, LDP);\n      let dstlo = subgroupMatrixLoad<${LEFT}, row_major>(&dslo_sh, rbase * LDP + ${n * F}u, LDP);\n` : ''}${range(DV16)
+  .map((jj) => `      dv_${jj} = ${mulAdd('pt', SPLIT ? 'ptlo' : undefined, 'row', `${OOFF + n * F * L.ldb + jj * F}u`, L.ldb, `dv_${jj}`)};`)
   .join('\n')}
 ${range(D16)
-  .map((kk) => `      dk_${kk} = subgroupMatrixMultiplyAccumulate(dst, subgroupMatrixLoad<${RIGHT}, row_major>(&st_sh, ${n * F * L.lda + kk * F}u, ${L.lda}u), dk_${kk});`)
+  .map((kk) => `      dk_${kk} = ${mulAdd('dst', SPLIT ? 'dstlo' : undefined, 'row', `${n * F * L.lda + kk * F}u`, L.lda, `dk_${kk}`)};`)
   .join('\n')}
     }`,
   )
