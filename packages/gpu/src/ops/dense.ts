@@ -62,7 +62,7 @@ const FWD = 'attention';
 export interface DenseOptions {
   /**
    * `'auto'` (default): the tensor-core kernels (`generateDenseForwardMma` and its backward twins) for float16 tensors,
-   * and the split forward for float32 ones, whose head dims are multiples of 16 up to 128, where the adapter has f16
+   * and as the split for float32 ones, whose head dims are multiples of 16 up to 128, where the adapter has f16
    * subgroup matrices and 32-wide subgroups; else the plain kernels (f32 loops, one query or key per invocation). `'mma'` requires the tensor cores (throws
    * saying why they cannot run the call); `'plain'` forces the others.
    */
@@ -97,7 +97,7 @@ function denseMmaUnfit(ctx: GpuContext, dims: DenseDims, dtype: string): string 
  * backward 32 padded): forward self 4096 D=64 586 -> 429 us, cross 4096x1024 B=2 311 -> 225, 64 extra keys 26.5 ->
  * 18.5, D=128 (32 padded) 1081-1109 -> 935, varlen 8x512 causal 86 -> 62, causal 4096 385 -> 353 with 32 padded (16
  * unpadded 388-400); backward self D=64 1964 -> 1589 (16 padded 1484-1493), causal 1218 -> 1045-1062, cross 1135 ->
- * 840, extra 119-121 -> 106-108, D=128 3015 -> 2485, varlen 310 -> 220-229. The float32 split forward takes 16 unpadded
+ * 840, extra 119-121 -> 106-108, D=128 3015 -> 2485, varlen 310 -> 220-229. The float32 split (forward and backward) takes 16 unpadded
  * everywhere (32-key chunks 1.1-1.4x slower, padding within 3%: self 4096 762 us, causal 576 against 561 padded and
  * 595 with 32 keys, cross 409 against 575, head dim 128 1893, where 32 does not fit).
  */
