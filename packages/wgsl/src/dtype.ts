@@ -27,3 +27,8 @@ export function enableDirectives(d: GpuDType, extra: readonly string[] = []): st
   for (const e of extra) lines.push(`enable ${e};`);
   return lines.length ? `${lines.join('\n')}\n` : '';
 }
+
+/** The device features a kernel over tensors of dtype `d` needs: `shader-f16` for float16 (the pair of `enableDirectives`). */
+export function dtypeFeatures(d: GpuDType): string[] {
+  return d === 'float16' ? ['shader-f16'] : [];
+}

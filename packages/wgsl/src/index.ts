@@ -9,7 +9,7 @@ export {
   type UniformType,
   uniformDecl,
 } from './kernel.ts';
-export { checkGpuDType, enableDirectives, type GpuDType, isGpuDType, wgslType } from './dtype.ts';
+export { checkGpuDType, dtypeFeatures, enableDirectives, type GpuDType, isGpuDType, wgslType } from './dtype.ts';
 export { windowFunctions } from './snippets/window.ts';
 export { generateWindowProbe, type WindowProbeSpec } from './ops/window-probe.ts';
 export { CLOCK_WARMER_WORKGROUP, generateClockWarmer } from './ops/clock-warmer.ts';

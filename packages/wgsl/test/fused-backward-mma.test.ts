@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { type FusedBackwardMmaSpec, fusedBackwardMmaSpecProblem, fusedBackwardMmaWorkgroupBytes, generateFusedBackwardMmaDkv, generateFusedBackwardMmaDq } from '../src/index.ts';
+import { workgroupVars } from './workgroup-vars.ts';
 
 const base: FusedBackwardMmaSpec = { rank: 2, kernelSize: [7, 9], causal: [false, true], dim: 64, dimV: 32, tile: [8, 8], chunk: 32, subgroups: 4 };
 
@@ -138,5 +139,32 @@ describe('tensor-core (mma) backward generators', () => {
     expect(dq.workgroupBytes).toBe(fusedBackwardMmaWorkgroupBytes(packed, 'dq'));
     expect(dkv.workgroupBytes).toBe(fusedBackwardMmaWorkgroupBytes(packed, 'dkv'));
     expect(fusedBackwardMmaSpecProblem({ ...base, rank: 1, kernelSize: [7], causal: [false], tile: [64], packedCoords: true })).toMatch(/packedCoords needs rank 2 or 3/);
+  });
+});
+
+describe('mma backward workgroup memory', () => {
+  it('keeps every workgroup variable a multiple of 16 bytes (matrix stores misplace data otherwise)', () => {
+    const rpb = { hasRpb: true, causal: [false, false] };
+    const kernels = [
+      ['dq', generateFusedBackwardMmaDq, [{}, { tightScratch: true }, { ...rpb, gradRpb: true }, { sharedScratch: true }]],
+      ['dkv', generateFusedBackwardMmaDkv, [{}, { tightScratch: true }, rpb, { leanScratch: true }]],
+    ] as const;
+    let checked = 0;
+    for (const [name, generate, flagSets] of kernels) {
+      for (const dim of [16, 64, 128]) {
+        for (const [chunk, subgroups] of [
+          [16, 2],
+          [32, 4],
+        ] as const) {
+          for (const flags of [...flagSets, { rank: 1 as const, kernelSize: [31], causal: [false] }]) {
+            const spec = { ...base, dim, dimV: dim, chunk, subgroups, tile: 'rank' in flags ? [subgroups * 16] : [subgroups * 2, 8], ...flags } as FusedBackwardMmaSpec;
+            if (fusedBackwardMmaSpecProblem(spec) !== undefined) continue;
+            for (const v of workgroupVars(generate(spec).code)) expect(v.bytes % 16, `${name} ${v.name} D=${dim} chunk ${chunk} ${JSON.stringify(flags)}`).toBe(0);
+            checked++;
+          }
+        }
+      }
+    }
+    expect(checked).toBeGreaterThanOrEqual(40);
   });
 });

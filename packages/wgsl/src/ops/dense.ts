@@ -14,7 +14,7 @@
  * fold form merges one more output into the accumulator in place (three or more outputs: fold left).
  */
 import { NattenArgumentError } from '@natten-web/core';
-import { enableDirectives, type GpuDType, wgslType } from '../dtype.ts';
+import { dtypeFeatures, enableDirectives, type GpuDType, wgslType } from '../dtype.ts';
 import { type GeneratedKernel, kernelKey, type StorageBinding, type UniformField, uniformDecl } from '../kernel.ts';
 
 const GEN = 3;
@@ -24,6 +24,11 @@ export const DENSE_QUERIES = 64;
 const STAGE_BYTES = 16384;
 /** Largest head dim the dense kernels compile (q and the accumulator live in private arrays). */
 export const DENSE_MAX_DIM = 256;
+
+/** The generated kernel of a plain dense kernel (64 invocations, entry `main`, features by dtype). */
+function denseKernel(key: string, code: string, bindings: readonly StorageBinding[], uniforms: readonly UniformField[], workgroupBytes: number, dtype: GpuDType): GeneratedKernel {
+  return { key, code, entryPoint: 'main', workgroupSize: [DENSE_QUERIES, 1, 1], bindings, uniforms, workgroupBytes, features: dtypeFeatures(dtype) };
+}
 
 export interface DenseForwardSpec {
   readonly dtype: GpuDType;
@@ -37,16 +42,16 @@ export interface DenseForwardSpec {
    */
   readonly varlen?: boolean;
   /**
-   * Forward only: \`output\` and \`lse\` already hold another attention of the same queries over other keys (NA's, on
-   * the additional-KV path); this one is merged into them in place by logsumexp (as \`generateAttentionMerge\`), in the
+   * Forward only: `output` and `lse` already hold another attention of the same queries over other keys (NA's, on
+   * the additional-KV path); this one is merged into them in place by logsumexp (as `generateAttentionMerge`), in the
    * kernel's epilogue, instead of written.
    */
   readonly merge?: boolean;
 }
 
 /**
- * WGSL merging a new partial attention (lse \`l1\`) into an old one (lse \`l0\`): \`w1\` = sigmoid(l1 - l0), the new
- * one's weight (stable for both signs; 0 where l1 is -inf), and \`lm\` = logaddexp(l0, l1). Merged O = O0 - w1 (O0 - O1).
+ * WGSL merging a new partial attention (lse `l1`) into an old one (lse `l0`): `w1` = sigmoid(l1 - l0), the new
+ * one's weight (stable for both signs; 0 where l1 is -inf), and `lm` = logaddexp(l0, l1). Merged O = O0 - w1 (O0 - O1).
  */
 export function mergeWeights(l0: string, l1: string, ind = '  '): string {
   return `${ind}let mdiff = ${l1} - ${l0};
@@ -309,16 +314,7 @@ ${mergeWeights('l0', 'l1', '    ')}
   }
 }
 `;
-  return {
-    key,
-    code,
-    entryPoint: 'main',
-    workgroupSize: [WG, 1, 1],
-    bindings,
-    uniforms: DENSE_UNIFORMS,
-    workgroupBytes: 4 * BK * (D + DV),
-    features: spec.dtype === 'float16' ? ['shader-f16'] : [],
-  };
+  return denseKernel(key, code, bindings, DENSE_UNIFORMS, 4 * BK * (D + DV), spec.dtype);
 }
 
 export interface AttentionMergeSpec {
@@ -390,16 +386,7 @@ ${mergeWeights('l0', 'l1')}
   if (valid && lid % per_row == 0u) { lse[r] = lm; }
 }
 `;
-  return {
-    key,
-    code,
-    entryPoint: 'main',
-    workgroupSize: [64, 1, 1],
-    bindings,
-    uniforms: ATTENTION_MERGE_UNIFORMS,
-    workgroupBytes: 0,
-    features: spec.dtype === 'float16' ? ['shader-f16'] : [],
-  };
+  return denseKernel(key, code, bindings, ATTENTION_MERGE_UNIFORMS, 0, spec.dtype);
 }
 
 export interface DenseBackwardSpec extends DenseForwardSpec {
@@ -468,16 +455,7 @@ ${stageKv(WG)}
   }
 }
 `;
-  return {
-    key,
-    code,
-    entryPoint: 'main',
-    workgroupSize: [WG, 1, 1],
-    bindings,
-    uniforms: DENSE_BACKWARD_UNIFORMS,
-    workgroupBytes: 4 * BK * (D + DV),
-    features: spec.dtype === 'float16' ? ['shader-f16'] : [],
-  };
+  return denseKernel(key, code, bindings, DENSE_BACKWARD_UNIFORMS, 4 * BK * (D + DV), spec.dtype);
 }
 
 /**
@@ -569,16 +547,7 @@ ${SPLIT_ROWS}  for (var r0 = 0u; r0 < n_rows; r0 += BQ) {
   }
 }
 `;
-  return {
-    key,
-    code,
-    entryPoint: 'main',
-    workgroupSize: [WG, 1, 1],
-    bindings,
-    uniforms: DENSE_BACKWARD_UNIFORMS,
-    workgroupBytes: 4 * BQ * (D + DV + 2),
-    features: spec.dtype === 'float16' ? ['shader-f16'] : [],
-  };
+  return denseKernel(key, code, bindings, DENSE_BACKWARD_UNIFORMS, 4 * BQ * (D + DV + 2), spec.dtype);
 }
 
 export const DENSE_REDUCE_UNIFORMS: readonly UniformField[] = [
@@ -614,5 +583,5 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
   out[e] = ${T}((acc.x + acc.y) + (acc.z + acc.w));
 }
 `;
-  return { key, code, entryPoint: 'main', workgroupSize: [64, 1, 1], bindings, uniforms: DENSE_REDUCE_UNIFORMS, workgroupBytes: 0, features: spec.dtype === 'float16' ? ['shader-f16'] : [] };
+  return denseKernel(key, code, bindings, DENSE_REDUCE_UNIFORMS, 0, spec.dtype);
 }

@@ -9,7 +9,7 @@
  * directly, as PyTorch's `qkv(x).reshape(B, *spatial, 3, H, D)`.
  */
 import { NattenArgumentError } from '@natten-web/core';
-import { enableDirectives, type GpuDType, wgslType } from '../dtype.ts';
+import { dtypeFeatures, enableDirectives, type GpuDType, wgslType } from '../dtype.ts';
 import { type GeneratedKernel, kernelKey, type StorageBinding, type UniformField, uniformDecl } from '../kernel.ts';
 
 const GEN = 1;
@@ -133,6 +133,6 @@ ${range(PER)
     bindings,
     uniforms: LINEAR_UNIFORMS,
     workgroupBytes: 2 * 4 * TK * LINEAR_TILE,
-    features: spec.dtype === 'float16' ? ['shader-f16'] : [],
+    features: dtypeFeatures(spec.dtype),
   };
 }

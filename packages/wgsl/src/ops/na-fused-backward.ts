@@ -49,7 +49,7 @@
  * `keysPerInvocation` > 1): `fusedBackwardUnrollProblem` rejects that.
  */
 import { FUSED_LANE_CHOICES, type FusedBackwardProblem, type NaRank, product, type TileProducts } from '@natten-web/core';
-import { enableDirectives, type GpuDType, wgslType } from '../dtype.ts';
+import { dtypeFeatures, enableDirectives, type GpuDType, wgslType } from '../dtype.ts';
 import { DEFAULT_UNROLL, hasWideSubgroups, laneSplitProblem, lanesDimProblem, withDefaultLanes } from '../lanes.ts';
 import { type GeneratedKernel, kernelKey, type StorageBinding, storageDecls, type UniformField, uniformDecl } from '../kernel.ts';
 import {
@@ -632,7 +632,7 @@ function namedKernel(
     bindings: bindings.map(({ name, access }) => ({ name, access })),
     uniforms,
     workgroupBytes,
-    features: [...(spec.dtype === 'float16' ? ['shader-f16'] : []), ...(specLanes(spec) > 1 ? ['subgroups'] : [])],
+    features: [...dtypeFeatures(spec.dtype), ...(specLanes(spec) > 1 ? ['subgroups'] : [])],
     bufferNames: bindings.map((b) => b.buffer),
   };
 }

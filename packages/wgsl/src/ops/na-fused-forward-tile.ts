@@ -25,7 +25,7 @@
  * pays where the window covers most of the union box (density prod(K) / prod(K + tile - 1), see `tileDensity`).
  */
 import { NattenArgumentError, type NaRank, formatShape, product } from '@natten-web/core';
-import { enableDirectives, wgslType } from '../dtype.ts';
+import { dtypeFeatures, enableDirectives, wgslType } from '../dtype.ts';
 import { type GeneratedKernel, kernelKey, uniformDecl } from '../kernel.ts';
 import { FUSED_NEG } from '../snippets/fused-softmax.ts';
 import { rpbIndexExpr, rpbWindowProblem, tokenOf } from '../snippets/fused-index.ts';
@@ -284,6 +284,6 @@ ${epilogue}
     bindings,
     uniforms,
     workgroupBytes: tileForwardWorkgroupBytes(spec),
-    features: [...(spec.dtype === 'float16' ? ['shader-f16'] : []), 'subgroups'],
+    features: [...dtypeFeatures(spec.dtype), 'subgroups'],
   };
 }

@@ -55,7 +55,7 @@ import {
   formatShape,
   product,
 } from '@natten-web/core';
-import { type GpuDType, enableDirectives, wgslType } from '../dtype.ts';
+import { dtypeFeatures, enableDirectives, type GpuDType, wgslType } from '../dtype.ts';
 import { DEFAULT_UNROLL, hasWideSubgroups, laneSplitProblem, lanesDimProblem, withDefaultLanes } from '../lanes.ts';
 import { type GeneratedKernel, kernelKey, type StorageBinding, type UniformField, uniformDecl } from '../kernel.ts';
 import { FUSED_NEG, softmaxLse, softmaxStateDecl, softmaxUpdate, softmaxWeight, softmaxWeights } from '../snippets/fused-softmax.ts';
@@ -1065,6 +1065,6 @@ ${epilogue}
     bindings,
     uniforms,
     workgroupBytes: fusedForwardWorkgroupBytes(spec),
-    features: [...(spec.dtype === 'float16' ? ['shader-f16'] : []), ...(LN > 1 ? ['subgroups'] : [])],
+    features: [...dtypeFeatures(spec.dtype), ...(LN > 1 ? ['subgroups'] : [])],
   };
 }

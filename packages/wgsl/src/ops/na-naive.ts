@@ -10,7 +10,7 @@
  * Uniforms: batch, heads, kv heads, gqa, tokens, total invocations, scale, per-axis length/dilation/stride.
  */
 import { formatShape, NattenArgumentError, type NaRank, product } from '@natten-web/core';
-import { enableDirectives, wgslType } from '../dtype.ts';
+import { dtypeFeatures, enableDirectives, wgslType } from '../dtype.ts';
 import { type GeneratedKernel, kernelKey, type StorageBinding, type UniformField, uniformDecl } from '../kernel.ts';
 import { rpbWindowProblem } from '../snippets/fused-index.ts';
 import { windowFunctions } from '../snippets/window.ts';
@@ -174,6 +174,6 @@ ${spec.hasLse ? '  logsumexp[idx] = m + log(l);\n' : ''}}
     bindings,
     uniforms,
     workgroupBytes: 0,
-    features: spec.dtype === 'float16' ? ['shader-f16'] : [],
+    features: dtypeFeatures(spec.dtype),
   };
 }

@@ -4,7 +4,7 @@
  * - backward: NN kernel on (d_attn, key) for dQ, IN kernel on (d_attn, query) for dK, and the
  *   deterministic two-pass d_rel_pos_bias reduction below (per-tile partials, then a fixed-order sum).
  */
-import { enableDirectives, type GpuDType, wgslType } from '../dtype.ts';
+import { dtypeFeatures, enableDirectives, type GpuDType, wgslType } from '../dtype.ts';
 import { type GeneratedKernel, kernelKey, type UniformField, uniformDecl } from '../kernel.ts';
 import {
   BMM_UNIFORMS,
@@ -98,7 +98,7 @@ function rpbPassKernel(k: {
     ],
     uniforms: k.uniforms,
     workgroupBytes: k.workgroupBytes,
-    features: k.dtype === 'float16' ? ['shader-f16'] : [],
+    features: dtypeFeatures(k.dtype),
   };
 }
 

@@ -20,7 +20,7 @@
  * (K = 1, L = 1), which leaves every row-major layout (tokens, slots, rpb) unchanged.
  */
 import { invariant } from '@natten-web/core';
-import { enableDirectives, type GpuDType, wgslType } from '../dtype.ts';
+import { dtypeFeatures, enableDirectives, type GpuDType, wgslType } from '../dtype.ts';
 import { type GeneratedKernel, kernelKey, type StorageBinding, type UniformField, uniformDecl } from '../kernel.ts';
 import { windowFunctions } from './window.ts';
 
@@ -408,6 +408,6 @@ ${epilogue}
     bindings,
     uniforms,
     workgroupBytes,
-    features: spec.dtype === 'float16' ? ['shader-f16'] : [],
+    features: dtypeFeatures(spec.dtype),
   };
 }
