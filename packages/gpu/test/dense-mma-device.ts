@@ -78,7 +78,7 @@ for (const p of problems.filter((x) => !only || x.name.includes(only))) {
   const keysPerQuery = p.seqs ? p.N / p.seqs : p.N;
   const flops = 4 * p.B * p.S * keysPerQuery * p.D * p.H * (p.causal ? 0.5 : 1);
   const results: Record<string, Float64Array[]> = {};
-  // The plain kernels take seconds here: timed with \`--plain\` only. \`--sweep\`: the tensor-core kernels' chunks
+  // The plain kernels take seconds here: timed with `--plain` only. `--sweep`: the tensor-core kernels' chunks
   // and scratch layouts, each variant twice in turn (no per-kernel lines).
   const sweep = process.argv.includes('--sweep');
   const variants: [string, DenseOptions][] = sweep

@@ -338,6 +338,8 @@ describe('dense attention on tensor cores (subgroup matrices emulated) against a
     const grads = { gradOutput: t([1, 8, 2, 16]), gradQuery: t([1, 8, 2, 16]), gradKey: t([1, 8, 2, 16]), gradValue: t([1, 8, 2, 16]) };
     const bplan = denseBackwardPlan(ctx, { query: t([1, 8, 2, 16]), key: t([1, 8, 2, 16]), value: t([1, 8, 2, 16]), output: t([1, 8, 2, 16]), lse: t([1, 8, 2]), ...grads, scale: 0.25 });
     expect(bplan.commands.map((x) => x.kernel.key.split('/')[0])).toEqual(['abs-max3', 'abs-max3', 'dense-backward-q-mma', 'dense-backward-kv-mma']);
+    // max |Q|, |K|, |V| in one dispatch's three grid rows; max |dO| in a dispatch of one row.
+    expect(bplan.commands.slice(0, 2).map((x) => x.workgroups[1])).toEqual([3, 1]);
     bplan.release();
   });
   it('float32 (split), varlen with empty sequences, causal', async () => {

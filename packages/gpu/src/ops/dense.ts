@@ -212,7 +212,7 @@ function denseForwardCommands(
     uniforms: { queries: dims.queries, keys: dims.keys, heads: dims.heads, heads_kv: dims.headsKv, scale: args.scale, seqs: Math.max(1, seqs) },
     workgroups: [Math.ceil(dims.queries / DENSE_QUERIES), dims.heads, dims.batch],
   };
-  return scales ? [absMaxCommand(ctx, args, scales), forward] : [forward];
+  return scales ? [absMaxCommand(ctx, [args.query, args.key, args.value], scales), forward] : [forward];
 }
 
 /** Dense attention on GPU tensors: `output = softmax(scale q k^T) v`, `lse` its logsumexp (outputs written in place, or merged into with `mergeInto`). */
@@ -394,7 +394,7 @@ export function denseBackwardPlan(ctx: GpuContext, args: DenseBackwardArgs, opti
     for (const t of [...partials, ...scales]) ctx.releaseTensor(t);
   };
   const commands: DispatchCommand[] = [
-    ...(split ? [absMaxCommand(ctx, args, scales[0] as GpuTensor), absMaxCommand(ctx, { query: args.gradOutput, key: args.gradOutput, value: args.gradOutput }, scales[1] as GpuTensor)] : []),
+    ...(split ? [absMaxCommand(ctx, [args.query, args.key, args.value], scales[0] as GpuTensor), absMaxCommand(ctx, [args.gradOutput], scales[1] as GpuTensor)] : []),
     {
       kernel: dqMma ? memoKernel('dense-backward-q-mma', dqMma, generateDenseBackwardQueryMma) : memoKernel('dense-backward-q', { ...spec, accumulate }, generateDenseBackwardQuery),
       buffers: [args.query.buffer, args.key.buffer, args.value.buffer, args.output.buffer, args.gradOutput.buffer, args.lse.buffer, ...offsets, args.gradQuery.buffer, delta.buffer, ...scaleBuffers(dqMma)],

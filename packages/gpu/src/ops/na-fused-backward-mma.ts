@@ -30,7 +30,7 @@ import {
 import { type DispatchCommand, foldWorkgroups, type GpuContext, type GpuTensor } from '../context.ts';
 import { flagWords, flipFlag, keyBoxRowsBound, MMA_F16_MIN_WORKGROUPS, MMA_F16_NARROW_HEAD_DIM, MMA_LARGE_WINDOW, mmaAvailability, mmaWorkgroups, packedCoordsFit, paddingIsFree, residentWorkgroups, unitSteps, windowKeys } from './na-fused-forward-mma.ts';
 import { sgmatProblemFit } from './na-fused-forward-sgmat.ts';
-import { callKey, checkScratchSize, memoKernel, memoPerContext, RPB_SCRATCH_HINT } from './op.ts';
+import { checkScratchSize, configMemoKey, memoKernel, memoPerContext, RPB_SCRATCH_HINT } from './op.ts';
 
 /**
  * A tensor-core backward configuration: the dq kernel's query tile and subgroup count, the dkv kernel's key tile and
@@ -429,9 +429,8 @@ export function checkFusedBackwardMma(
   config?: MmaBackwardConfig,
   defaultKey?: string,
 ): { problem: FusedBackwardProblem; config: MmaBackwardConfig; kernels: MmaBackwardKernels } {
-  // The default route passes its own key of the call (\`defaultKey\`, whose config is the route's): one serialisation.
-  const memo = defaultKey === undefined ? (['mma-backward-check', callKey(rank, args, config)] as const) : (['mma-backward-check-default', defaultKey] as const);
-  return memoPerContext(ctx, memo[0], memo[1], () => {
+  const [memoName, memoKey] = configMemoKey('mma-backward-check', rank, args, config, defaultKey);
+  return memoPerContext(ctx, memoName, memoKey, () => {
     const op = opName(rank, 'backward');
     const problem = checkFusedBackward(op, rank, { ...args, queryTileSize: undefined, keyTileSize: undefined, lanes: undefined }, FUSED_BACKWARD_TILES);
     const avail = mmaAvailability(ctx);

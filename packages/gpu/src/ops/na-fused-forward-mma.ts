@@ -40,7 +40,7 @@ import {
 import type { DispatchCommand, GpuContext, GpuTensor } from '../context.ts';
 import { fusedForwardCommand } from './na-fused-forward.ts';
 import { subgroupMatrixF16Missing, tensorCoreHeadDimFit } from './na-fused-forward-sgmat.ts';
-import { callKey, memoKernel, memoPerContext } from './op.ts';
+import { callKey, configMemoKey, memoKernel, memoPerContext } from './op.ts';
 
 /** A tensor-core (generation 3) forward configuration. */
 export interface MmaForwardConfig {
@@ -553,18 +553,16 @@ export function planFusedForwardMma(
   config?: MmaForwardConfig,
   defaultKey?: string,
 ): { kernel: GeneratedKernel; commands: DispatchCommand[]; release: () => void; config: MmaForwardConfig; problem: FusedProblem } {
-  // What depends on the call's shapes alone (checks, config, kernel, grid and uniforms) is worked out once per
-  // signature. The default route passes its own key of the call (\`defaultKey\`, whose config is the route's), so the
-  // call's arguments are serialised once per call.
-  const memo = defaultKey === undefined ? (['mma-forward-plan', callKey(rank, args, config)] as const) : (['mma-forward-plan-default', defaultKey] as const);
-  const { problem, config: cfg, spec: s, kernel, dispatch } = memoPerContext(ctx, memo[0], memo[1], () => {
+  // What depends on the call's shapes alone (checks, config, kernel, grid and uniforms) is worked out once per signature.
+  const [memoName, memoKey] = configMemoKey('mma-forward-plan', rank, args, config, defaultKey);
+  const { problem, config: cfg, spec: s, kernel, dispatch } = memoPerContext(ctx, memoName, memoKey, () => {
     const checked = checkFusedForwardMma(ctx, rank, args as FusedForwardArgs<TensorLike>, config);
     return { ...checked, kernel: memoKernel('fused-forward-mma', checked.spec, generateFusedForwardMma), dispatch: fusedForwardDispatch(checked.problem, checked.config.queryTile) };
   });
   const command = fusedForwardCommand(ctx, kernel, problem, args, dispatch);
   if (s.split !== true) return { kernel, commands: [command], release: () => {}, config: cfg, problem };
   const scales = ctx.tempTensor([4], 'float32', { label: 'mma forward split scales' });
-  const commands = [absMaxCommand(ctx, args, scales), { ...command, buffers: [...command.buffers, scales.buffer] }];
+  const commands = [absMaxCommand(ctx, [args.query, args.key, args.value], scales), { ...command, buffers: [...command.buffers, scales.buffer] }];
   return { kernel, commands, release: () => ctx.releaseTensor(scales), config: cfg, problem };
 }
 
@@ -576,15 +574,19 @@ export function planFusedForwardMma(
 const ABS_MAX_VEC4_PER_WORKGROUP = ABS_MAX_WORKGROUP * ABS_MAX_UNROLL;
 const ABS_MAX_MAX_WORKGROUPS = 1024;
 
-/** The abs-max dispatch of the split: max |x| of query, key and value into `scales[0..2]` (cleared before its pass). */
-export function absMaxCommand(ctx: GpuContext, args: { readonly query: GpuTensor; readonly key: GpuTensor; readonly value: GpuTensor }, scales: GpuTensor): DispatchCommand {
-  const n = [args.query, args.key, args.value].map((t) => t.numel / 4);
+/**
+ * The abs-max dispatch of the split: max |x| of each of one to three tensors (query, key and value) into
+ * `scales[0..2]` (cleared before its pass); with fewer tensors only their rows of the grid run.
+ */
+export function absMaxCommand(ctx: GpuContext, tensors: readonly [GpuTensor, GpuTensor?, GpuTensor?], scales: GpuTensor): DispatchCommand {
+  const first = tensors[0];
+  const n = [0, 1, 2].map((i) => (tensors[i] ? (tensors[i] as GpuTensor).numel / 4 : 0));
   const x = Math.min(ABS_MAX_MAX_WORKGROUPS, ctx.limits.maxComputeWorkgroupsPerDimension, Math.max(1, Math.ceil(Math.max(...n) / ABS_MAX_VEC4_PER_WORKGROUP)));
   return {
     kernel: memoKernel('abs-max3', {}, generateAbsMax),
-    buffers: [args.query.buffer, args.key.buffer, args.value.buffer, scales.buffer],
+    buffers: [first.buffer, (tensors[1] ?? first).buffer, (tensors[2] ?? first).buffer, scales.buffer],
     uniforms: { n_q: n[0] as number, n_k: n[1] as number, n_v: n[2] as number },
-    workgroups: [x, 3, 1],
+    workgroups: [x, tensors.length, 1],
     clear: [scales.buffer],
   };
 }

@@ -91,6 +91,15 @@ export function callKey(rank: NaRank, args: unknown, extra?: unknown): string {
   );
 }
 
+/**
+ * The memo name and key of a call planned with an explicit or default config: `callKey(rank, args, config)` under
+ * `name`, or, from a default route, the route's own key of the call (`defaultKey`, whose config the route chose)
+ * under `${name}-default`, so a routed call's arguments are serialised once.
+ */
+export function configMemoKey(name: string, rank: NaRank, args: unknown, config: unknown, defaultKey: string | undefined): readonly [string, string] {
+  return defaultKey === undefined ? [name, callKey(rank, args, config)] : [`${name}-default`, defaultKey];
+}
+
 const choiceMemo = new WeakMap<GpuContext, LruCache<unknown>>();
 
 /**
