@@ -253,11 +253,9 @@ const SUBGROUP_SPAN = `  let span_lo = subgroupMin(select(0xffffffffu, rk0, rk1 
 
 /** The query walk's K/V chunk registers (keys from `c0n`, rows past `u1` zero; with the split, scaled by sck, scv). */
 function kvChunk(spec: DenseMmaSpec, L: Layout): { k: ReturnType<typeof chunkRegisters>; v: ReturnType<typeof chunkRegisters> } {
-  const units = unitsOf(spec);
+  const { units, DW: wk, DVW: wv } = sizes(spec);
   const unit = (src: string, w: number) => (r: string, c: string) => `${src}[(kv_base + min(c0n + ${r}, u1 - 1u) * params.heads_kv) * ${w}u + ${c}]`;
   const ok = (r: string): string => `c0n + ${r} < u1`;
-  const wk = spec.dim / units.per;
-  const wv = spec.dimV / units.per;
   return {
     k: chunkRegisters({ tag: 'kr', units, scale: 'sck', rows: spec.chunk, width: wk, ld: L.lda, off: 0, unit: unit('key', wk), ok }),
     v: chunkRegisters({ tag: 'vr', units, scale: 'scv', rows: spec.chunk, width: wv, ld: L.ldb, off: spec.chunk * L.lda, unit: unit('value', wv), ok }),
@@ -351,9 +349,13 @@ function backwardSplitScales(dimV: number, sq: string, sk: string): string {
   let dp_un = 1.0 / (scg * scv);`;
 }
 
-/** A spec's head dims in 16-byte units (8 halves) and in fragments, and its chunk in fragments. */
-function sizes(spec: DenseMmaSpec): { D8: number; DV8: number; D16: number; DV16: number; C16: number } {
-  return { D8: spec.dim / 8, DV8: spec.dimV / 8, D16: spec.dim / F, DV16: spec.dimV / F, C16: spec.chunk / F };
+/**
+ * A spec's head dims in 16-byte units (8 halves), in fragments and in its staging units (`DW`, `DVW`: 8 halves, or 4
+ * floats with the split), its chunk in fragments, and whether it splits.
+ */
+function sizes(spec: DenseMmaSpec): { D8: number; DV8: number; D16: number; DV16: number; C16: number; SPLIT: boolean; units: Units; DW: number; DVW: number } {
+  const units = unitsOf(spec);
+  return { D8: spec.dim / 8, DV8: spec.dimV / 8, D16: spec.dim / F, DV16: spec.dimV / F, C16: spec.chunk / F, SPLIT: units.split, units, DW: spec.dim / units.per, DVW: spec.dimV / units.per };
 }
 
 /** The generated kernel of a tensor-core dense kernel's key, code, bindings and uniforms. */
@@ -367,10 +369,8 @@ export function generateDenseForwardMma(spec: DenseMmaSpec): GeneratedKernel {
   const key = kernelKey('dense-forward-mma', GEN, { ...spec, accumulate: undefined, partial: undefined });
   const L = layout('forward', spec);
   const BK = spec.chunk;
-  const { D16, DV16, C16: BK16 } = sizes(spec);
+  const { D16, DV16, C16: BK16, SPLIT, units, DW } = sizes(spec);
   const VOFF = BK * L.lda;
-  const SPLIT = spec.split === true;
-  const units = unitsOf(spec);
   const bindings: StorageBinding[] = [...denseBindings('forward', spec.varlen), ...(SPLIT ? [{ name: 'scales', access: 'read' as const }] : [])];
   const TPR = Math.floor(L.lds / F);
   const cols = laneColumns(BK);
@@ -422,7 +422,7 @@ ${
 }
   // The rescale flag starts at zero by this store (the Q staging's barriers follow).
   if (lid == 0u) { flag = vec4<u32>(0u); }
-${fragmentsThroughStaging({ name: 'q', units, scale: 'scq', width: spec.dim / units.per, ld: L.lda, src: (r) => `query[((b * params.queries + min(wg.x * ${ROWS}u + ${r}, params.queries - 1u)) * params.heads + h) * ${spec.dim / units.per}u + c]`, ok: (r) => `wg.x * ${ROWS}u + ${r} < params.queries`, frags: D16, stage: L.stage })}
+${fragmentsThroughStaging({ name: 'q', units, scale: 'scq', width: DW, ld: L.lda, src: (r) => `query[((b * params.queries + min(wg.x * ${ROWS}u + ${r}, params.queries - 1u)) * params.heads + h) * ${DW}u + c]`, ok: (r) => `wg.x * ${ROWS}u + ${r} < params.queries`, frags: D16, stage: L.stage })}
 ${range(DV16)
   .map((j) => `  var o_${j} = ${RESULT}();`)
   .join('\n')}
@@ -503,12 +503,8 @@ export function generateDenseBackwardQueryMma(spec: DenseMmaSpec): GeneratedKern
   const key = kernelKey('dense-backward-q-mma', GEN, { ...spec, partial: undefined });
   const L = layout('dq', spec);
   const BK = spec.chunk;
-  const { D8, DV8, D16, DV16, C16: BK16 } = sizes(spec);
+  const { D8, DV8, D16, DV16, C16: BK16, SPLIT, units, DW, DVW } = sizes(spec);
   const VOFF = BK * L.lda;
-  const SPLIT = spec.split === true;
-  const units = unitsOf(spec);
-  const DW = spec.dim / units.per;
-  const DVW = spec.dimV / units.per;
   const bindings: StorageBinding[] = [...denseBindings('dq', spec.varlen), ...(SPLIT ? SCALE_BINDINGS : [])];
   const cols = laneColumns(BK);
   const rowOf = (r: string): string => `(b * params.queries + min(wg.x * ${ROWS}u + ${r}, params.queries - 1u)) * params.heads + h`;
@@ -629,13 +625,9 @@ export function generateDenseBackwardKvMma(spec: DenseMmaSpec): GeneratedKernel 
   const key = kernelKey('dense-backward-kv-mma', GEN, { ...spec, accumulate: undefined });
   const L = layout('dkv', spec);
   const BQ = spec.chunk;
-  const { D8, DV8, D16, DV16, C16: BQ16 } = sizes(spec);
+  const { D8, DV8, D16, DV16, C16: BQ16, SPLIT, units, DW, DVW } = sizes(spec);
   const OOFF = BQ * L.lda;
   const partial = spec.partial === true;
-  const SPLIT = spec.split === true;
-  const units = unitsOf(spec);
-  const DW = spec.dim / units.per;
-  const DVW = spec.dimV / units.per;
   const bindings: StorageBinding[] = [...denseBindings('dkv', spec.varlen), ...(SPLIT ? SCALE_BINDINGS : [])];
   const keyRow = (r: string): string => `(b * params.keys + min(wg.x * ${ROWS}u + ${r}, params.keys - 1u)) * params.heads_kv + hk`;
   const keyOk = (r: string): string => `wg.x * ${ROWS}u + ${r} < params.keys`;
