@@ -31,8 +31,10 @@ export function reference(d: Dims, q: Float64Array, k: Float64Array, v: Float64A
 }
 
 /** f64 dense backward from the reference output and lse (spec §7.2 over a dense key set). */
-export function referenceBackward(d: Dims, q: Float64Array, k: Float64Array, v: Float64Array, dO: Float64Array, scale: number, causal: boolean) {
-  const { out, lse } = reference(d, q, k, v, scale, causal);
+export function referenceBackward(d: Dims, q: Float64Array, k: Float64Array, v: Float64Array, dO: Float64Array, scale: number, causal: boolean, output?: Float64Array) {
+  const { out: forwardOut, lse } = reference(d, q, k, v, scale, causal);
+  // delta = dO . O of the given output where there is one (a merged output, say), else of the forward's.
+  const out = output ?? forwardOut;
   const dq = new Float64Array(q.length);
   const dk = new Float64Array(k.length);
   const dv = new Float64Array(v.length);

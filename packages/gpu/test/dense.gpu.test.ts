@@ -1,5 +1,5 @@
 import { randn, type Tensor, toFloat64Values } from '@natten-web/core';
-import { emulatingTensorCoreView, fakeTensorCoreContext } from '@natten-web/testkit';
+import { emulatingTensorCoreView, fakeTensorCoreContext, tensorFromValues } from '@natten-web/testkit';
 import { afterAll, describe, expect, it } from 'vitest';
 import { attentionMerge, type DenseOptions, denseBackward, denseBackwardPlan, denseForward, denseForwardPlan, type GpuContext, type GpuTensor } from '../src/index.ts';
 import { cumulative, type Dims, reference, referenceBackward, referenceVarlen, type VarlenCase } from './dense-reference.ts';
@@ -148,7 +148,7 @@ const BWD_CASES: BwdCase[] = [
   { name: 'float16, causal, one split', B: 1, S: 40, N: 40, H: 2, Hkv: 1, D: 32, Dv: 16, causal: true, dtype: 'float16' },
 ];
 
-type BwdCase = FwdCase & { accumulate?: boolean };
+type BwdCase = FwdCase & { accumulate?: boolean; outputScale?: number };
 
 /** Case `c`'s dense backward on `ctx` against the f64 reference. */
 async function checkBackward(ctx: GpuContext, c: BwdCase, options: DenseOptions = {}): Promise<void> {
@@ -158,12 +158,20 @@ async function checkBackward(ctx: GpuContext, c: BwdCase, options: DenseOptions 
   const dO = randn([c.B, c.S, c.H, c.Dv], c.dtype, 4);
   const dq0 = randn([c.B, c.S, c.H, c.D], c.dtype, 5);
   const scale = 0.4;
-  const want = referenceBackward(c, toFloat64Values(q), toFloat64Values(k), toFloat64Values(v), toFloat64Values(dO), scale, c.causal);
   const g = (t: Tensor): GpuTensor => ctx.upload(t);
-  const output = ctx.createTensor([c.B, c.S, c.H, c.Dv], c.dtype);
+  let output = ctx.createTensor([c.B, c.S, c.H, c.Dv], c.dtype);
   const lse = ctx.createTensor([c.B, c.S, c.H], 'float32');
   const [gq, gk, gv, gdO] = [q, k, v, dO].map(g) as [GpuTensor, GpuTensor, GpuTensor, GpuTensor];
   await denseForward(ctx, { query: gq, key: gk, value: gv, output, lse, scale, isCausal: c.causal }, options);
+  // `outputScale`: the backward reads an output that many times the forward's (as a merged output can exceed V).
+  let outValues: Float64Array | undefined;
+  if (c.outputScale !== undefined) {
+    const o = await ctx.read(output);
+    outValues = toFloat64Values(o).map((x) => x * (c.outputScale as number));
+    output.buffer.destroy();
+    output = ctx.upload(tensorFromValues(o.shape, c.dtype, Array.from(outValues)));
+  }
+  const want = referenceBackward(c, toFloat64Values(q), toFloat64Values(k), toFloat64Values(v), toFloat64Values(dO), scale, c.causal, outValues);
   const gradQuery = c.accumulate ? g(dq0) : ctx.createTensor(q.shape, c.dtype);
   const gradKey = ctx.createTensor(k.shape, c.dtype);
   const gradValue = ctx.createTensor(v.shape, c.dtype);
@@ -338,9 +346,14 @@ describe('dense attention on tensor cores (subgroup matrices emulated) against a
     const grads = { gradOutput: t([1, 8, 2, 16]), gradQuery: t([1, 8, 2, 16]), gradKey: t([1, 8, 2, 16]), gradValue: t([1, 8, 2, 16]) };
     const bplan = denseBackwardPlan(ctx, { query: t([1, 8, 2, 16]), key: t([1, 8, 2, 16]), value: t([1, 8, 2, 16]), output: t([1, 8, 2, 16]), lse: t([1, 8, 2]), ...grads, scale: 0.25 });
     expect(bplan.commands.map((x) => x.kernel.key.split('/')[0])).toEqual(['abs-max3', 'abs-max3', 'dense-backward-q-mma', 'dense-backward-kv-mma']);
-    // max |Q|, |K|, |V| in one dispatch's three grid rows; max |dO| in a dispatch of one row.
-    expect(bplan.commands.slice(0, 2).map((x) => x.workgroups[1])).toEqual([3, 1]);
+    // max |Q|, |K|, |V| in one dispatch's three grid rows; max |dO| and |O| in a dispatch of two.
+    expect(bplan.commands.slice(0, 2).map((x) => x.workgroups[1])).toEqual([3, 2]);
     bplan.release();
+  });
+  // dS's scale comes from a bound on |dP - delta|, and delta = dO . O: with an output far larger than V (a merged
+  // output: NA's extra KV tokens) a bound from max |V| alone overflows f16 (NaN and infinities in every gradient).
+  it('float32 (split): an output 1e5 times the forward\'s (delta bounded by max |O|)', async () => {
+    await checkBackward(emulatingTensorCoreView(await gpuContext()), { name: 'merged output', B: 1, S: 40, N: 3, H: 2, Hkv: 2, D: 16, Dv: 16, causal: false, dtype: 'float32', outputScale: 1e5 }, mma);
   });
   it('float32 (split), varlen with empty sequences, causal', async () => {
     const ctx = emulatingTensorCoreView(await gpuContext());

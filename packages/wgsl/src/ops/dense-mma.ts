@@ -40,7 +40,7 @@ import {
   STAGED_ROW_FN,
   varlenHelpers,
 } from './dense.ts';
-import { MMA_FRAGMENT as F, MMA_HEADER, mmaChunkMax, mmaRescaleO, mmaScratchEpilogue, PACK8_FN, SPLIT_SCALE_FN, storeSplit4 } from './na-fused-forward-mma.ts';
+import { MMA_FRAGMENT as F, MMA_HEADER, mmaChunkMax, mmaMulAdd, mmaRescaleO, mmaScratchEpilogue, PACK8_FN, SPLIT_BACKWARD_BINDINGS, SPLIT_SCALE_FN, splitBackwardScales, storeSplit4 } from './na-fused-forward-mma.ts';
 
 const GEN = 1;
 /** Largest head dim the tensor-core dense kernels compile (fragments live in registers). */
@@ -69,8 +69,9 @@ export interface DenseMmaSpec {
   /**
    * float32 tensors on the f16 tensor cores, as the NA forward's split: Q, K, V (and dO in the backward) scaled by a
    * power of two per tensor (the `scales` binding holds max |Q|, max |K|, max |V|, `generateAbsMax`; the backward's
-   * `scales_g` max |dO|), each value staged as hi (its mantissa cut to f16's) and lo = f16(x - hi), every product
-   * hi hi + hi lo + lo hi with f32 accumulation (P and dS too; dS scaled by its bound, 2 scale D_v max |dO| max |V|).
+   * `scales_g` max |dO| and max |O|), each value staged as hi (its mantissa cut to f16's) and lo = f16(x - hi),
+   * every product hi hi + hi lo + lo hi with f32 accumulation (P and dS too; dS scaled by its bound,
+   * scale D_v max |dO| (max |V| + max |O|): `splitBackwardScales`).
    */
   readonly split?: boolean;
   /** Forward only: merge into what output and lse hold, as `DenseForwardSpec.merge`. */
@@ -291,9 +292,7 @@ ${v.fetch}
  * `off` of the staging area (`major`-major; `stlo_sh` holds its lo half): one multiply, or hi hi + hi lo + lo hi.
  */
 function mulAdd(a: string, alo: string | undefined, major: 'row' | 'col', off: string, ld: number, acc: string): string {
-  const b = (arr: string): string => `subgroupMatrixLoad<${RIGHT}, ${major}_major>(&${arr}, ${off}, ${ld}u)`;
-  const one = `subgroupMatrixMultiplyAccumulate(${a}, ${b('st_sh')}, ${acc})`;
-  return alo === undefined ? one : `subgroupMatrixMultiplyAccumulate(${alo}, ${b('st_sh')}, subgroupMatrixMultiplyAccumulate(${a}, ${b('stlo_sh')}, ${one}))`;
+  return mmaMulAdd(a, alo, (lo) => `subgroupMatrixLoad<${RIGHT}, ${major}_major>(&${lo ? 'stlo_sh' : 'st_sh'}, ${off}, ${ld}u)`, acc);
 }
 
 /**
@@ -322,11 +321,6 @@ function checkSpec(gen: string, spec: DenseMmaSpec, forward = true): void {
 
 const FEATURES = ['shader-f16', 'subgroups', 'chromium-experimental-subgroup-matrix'];
 
-/** The backward split's extra bindings: max |Q|, |K|, |V| (`scales`) and max |dO| (`scales_g`), from abs-max dispatches. */
-const SCALE_BINDINGS: readonly StorageBinding[] = [
-  { name: 'scales', access: 'read' },
-  { name: 'scales_g', access: 'read' },
-];
 
 /** The split's workgroup arrays of lo halves (staging, and P / dS as `ps` names), or nothing. */
 function splitArrays(split: boolean, L: Layout, ps: readonly string[]): string {
@@ -335,18 +329,12 @@ function splitArrays(split: boolean, L: Layout, ps: readonly string[]): string {
 }
 
 /**
- * WGSL of the backward split's scales: Q, K, V, dO (`scq`, `sck`, `scv`, `scg`), dS's from its bound (`scd`:
- * |dS| <= scale (|dP| + |delta|) <= 2 scale D_v max |dO| max |V|, since |O| <= max |V|), and the factors that undo
- * them on S (`s_un`) and dP (`dp_un`).
+ * WGSL of the backward split's scales (`splitBackwardScales`; dS here carries the softmax scale) and the factor that
+ * undoes Q's and K's on S (`s_un`).
  */
 function backwardSplitScales(dimV: number, sq: string, sk: string): string {
-  return `  let scq = split_scale(scales[0]);
-  let sck = split_scale(scales[1]);
-  let scv = split_scale(scales[2]);
-  let scg = split_scale(scales_g[0]);
-  let scd = split_scale(2.0 * abs(params.scale) * ${dimV}.0 * scales_g[0] * scales[2]);
-  let s_un = 1.0 / (${sq} * ${sk});
-  let dp_un = 1.0 / (scg * scv);`;
+  return `${splitBackwardScales(dimV, 'abs(params.scale) * ')}
+  let s_un = 1.0 / (${sq} * ${sk});`;
 }
 
 /**
@@ -505,7 +493,7 @@ export function generateDenseBackwardQueryMma(spec: DenseMmaSpec): GeneratedKern
   const BK = spec.chunk;
   const { D8, DV8, D16, DV16, C16: BK16, SPLIT, units, DW, DVW } = sizes(spec);
   const VOFF = BK * L.lda;
-  const bindings: StorageBinding[] = [...denseBindings('dq', spec.varlen), ...(SPLIT ? SCALE_BINDINGS : [])];
+  const bindings: StorageBinding[] = [...denseBindings('dq', spec.varlen), ...(SPLIT ? SPLIT_BACKWARD_BINDINGS : [])];
   const cols = laneColumns(BK);
   const rowOf = (r: string): string => `(b * params.queries + min(wg.x * ${ROWS}u + ${r}, params.queries - 1u)) * params.heads + h`;
   const inRange = (r: string): string => `wg.x * ${ROWS}u + ${r} < params.queries`;
@@ -628,7 +616,7 @@ export function generateDenseBackwardKvMma(spec: DenseMmaSpec): GeneratedKernel 
   const { D8, DV8, D16, DV16, C16: BQ16, SPLIT, units, DW, DVW } = sizes(spec);
   const OOFF = BQ * L.lda;
   const partial = spec.partial === true;
-  const bindings: StorageBinding[] = [...denseBindings('dkv', spec.varlen), ...(SPLIT ? SCALE_BINDINGS : [])];
+  const bindings: StorageBinding[] = [...denseBindings('dkv', spec.varlen), ...(SPLIT ? SPLIT_BACKWARD_BINDINGS : [])];
   const keyRow = (r: string): string => `(b * params.keys + min(wg.x * ${ROWS}u + ${r}, params.keys - 1u)) * params.heads_kv + hk`;
   const keyOk = (r: string): string => `wg.x * ${ROWS}u + ${r} < params.keys`;
   const qUnit = (src: string, w8: number) => (r: string, c: string) => `${src}[staged_row(row_base, min(r0 + ${r}, max(n_rows, 1u) - 1u), hk, group) * ${w8}u + ${c}]`;

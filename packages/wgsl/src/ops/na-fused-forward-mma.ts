@@ -62,7 +62,7 @@ export function mmaBindingDecls(bindings: readonly StorageBinding[], tensor: 'f1
   // f32 rows (logsumexp, delta, the backward's dS scratch) and scales, scalars of the tensor type (rpb), vec4s of it (everything else); the
   // `wide` ones as vec4<u32> (16 bytes: eight halves per load or store).
   const elem = (name: string): string =>
-    wide.includes(name) ? 'vec4<u32>' : name === 'logsumexp' || name === 'delta' || name === 'scales' || name === 'ds_scratch' ? 'f32' : name === 'rpb' ? tensor : `vec4<${tensor}>`;
+    wide.includes(name) ? 'vec4<u32>' : name === 'logsumexp' || name === 'delta' || name === 'scales' || name === 'scales_g' || name === 'ds_scratch' ? 'f32' : name === 'rpb' ? tensor : `vec4<${tensor}>`;
   return bindings.map((b, i) => `@group(0) @binding(${i}) var<storage, ${b.access}> ${b.name}: array<${elem(b.name)}>;`).join('\n');
 }
 
@@ -672,6 +672,38 @@ const F = MMA_FRAGMENT;
 const RESULT_TYPE = `subgroup_matrix_result<f32, ${F}, ${F}>`;
 
 /**
+ * WGSL of `acc` plus left fragment `a` times the right fragment `b(false)`; with the split (`aLo`, the left's lo
+ * half, and `b(true)`, the right's) three multiplies: hi hi + hi lo + lo hi (lo lo is below f32's rounding).
+ */
+export function mmaMulAdd(a: string, aLo: string | undefined, b: (lo: boolean) => string, acc: string): string {
+  const one = `subgroupMatrixMultiplyAccumulate(${a}, ${b(false)}, ${acc})`;
+  return aLo === undefined ? one : `subgroupMatrixMultiplyAccumulate(${aLo}, ${b(false)}, subgroupMatrixMultiplyAccumulate(${a}, ${b(true)}, ${one}))`;
+}
+
+/**
+ * WGSL of the backward split's scales (the NA and dense tensor-core backwards): Q, K, V, dO (`scq`, `sck`, `scv`,
+ * `scg`, from `scales` = max |Q|, |K|, |V| and `scales_g` = max |dO|, |O|), dS's from its bound (`scd`): |dP| <=
+ * D_v max |dO| max |V| and |delta| = |dO . O| <= D_v max |dO| max |O|, so |dS| <= factor D_v max |dO| (max |V| +
+ * max |O|) with P <= 1 (`factor` is how the kernel scales dS: `abs(params.scale) * ` where dS carries the softmax
+ * scale). max |O| and not max |V| alone: O may be a merged output (extra KV tokens), whose values are not V's. And
+ * the factor that undoes dO's and V's scales on dP (`dp_un`).
+ */
+/** The backward split's extra bindings: max |Q|, |K|, |V| (`scales`) and max |dO|, |O| (`scales_g`), from two abs-max dispatches. */
+export const SPLIT_BACKWARD_BINDINGS: readonly StorageBinding[] = [
+  { name: 'scales', access: 'read' },
+  { name: 'scales_g', access: 'read' },
+];
+
+export function splitBackwardScales(dimV: number, factor = ''): string {
+  return `  let scq = split_scale(scales[0]);
+  let sck = split_scale(scales[1]);
+  let scv = split_scale(scales[2]);
+  let scg = split_scale(scales_g[0]);
+  let scd = split_scale(${factor}${dimV}.0 * scales_g[0] * (scales[2] + scales_g[1]));
+  let dp_un = 1.0 / (scg * scv);`;
+}
+
+/**
  * The split's scale for a tensor whose max |x| is `m`: 2^(14 - ceil(log2 m)), exact (ldexp), so max |x| times it is
  * at most 2^14 (f16's largest finite is 65504); the exponent is clamped to [-60, 60] so that products of two scales
  * stay finite in f32 (tensors beyond 2^74 overflow S in f32 on any path); 1 for m = 0, infinities and NaN (those
@@ -851,11 +883,7 @@ export function generateFusedForwardMma(spec: FusedForwardMmaSpec): GeneratedKer
   const WIDE = spec.wideLoads === true;
   const decls = mmaBindingDecls(bindings, T, [...(WIDE ? ['key', 'value'] : []), ...(SPLIT ? [] : ['output'])]);
   const split = SPLIT ? { lo: 'kvlo_sh', scaleK: 'sk', scaleV: 'sv' } : undefined;
-  // Three multiplies per product with a split (hi hi + hi lo + lo hi), one without.
-  const mul = (a: string, aLo: string, b: (lo: boolean) => string, acc: string): string =>
-    SPLIT
-      ? `subgroupMatrixMultiplyAccumulate(${aLo}, ${b(false)}, subgroupMatrixMultiplyAccumulate(${a}, ${b(true)}, subgroupMatrixMultiplyAccumulate(${a}, ${b(false)}, ${acc})))`
-      : `subgroupMatrixMultiplyAccumulate(${a}, ${b(false)}, ${acc})`;
+  const mul = (a: string, aLo: string, b: (lo: boolean) => string, acc: string): string => mmaMulAdd(a, SPLIT ? aLo : undefined, b, acc);
   const tokOf = (x: (a: number) => string): string => tokenOf(r, x);
   const decodeTile = (idx: string, p: string, ind: string): string => mmaDecodeTile(r, idx, p, ind, 'QUERY_TILE');
   const inWindow = (kc: string): string => mmaInWindow(r, kc);
