@@ -149,8 +149,12 @@ describe('tensor-core (mma) backward configs in the autotuner', () => {
     expect(count((c) => c.dqSharedScratch === true && c.tightScratch !== true)).toBeGreaterThan(0);
     // No head splits (timed slower everywhere on the H200).
     expect(count((c) => c.dqHeadSplit === true || c.dkvHeadSplit === true)).toBe(0);
-    // float32 backwards stay on the plain kernels; rpb ones (with d_rpb) take the tensor cores since session 20.
-    expect(mmaBackwardSpace(ctx, describeBackward(parseProblem('na2d 1x128x128x8x64 K=7'))).candidates).toEqual([]);
+    // float32 backwards take the tensor cores too since session 24 (the split), without the f16-only 16-byte loads;
+    // rpb ones (with d_rpb) since session 20.
+    const f32 = describeBackward(parseProblem('na2d 1x128x128x8x64 K=7'));
+    const f32Space = mmaBackwardSpace(ctx, f32, { maxCandidates: 1000 }).candidates;
+    expect(f32Space[0]).toMatchObject({ config: defaultBackwardMma(ctx, backwardHelperProblem(f32)), isDefault: true });
+    expect(f32Space.some((c) => c.config.dqWideLoads === true)).toBe(false);
     const rpb = describeBackward(parseProblem('na2d 1x128x128x8x64 K=7 f16 rpb'));
     expect(mmaBackwardSpace(ctx, rpb).candidates[0]).toMatchObject({ config: defaultBackwardMma(ctx, backwardHelperProblem(rpb)), isDefault: true });
   });

@@ -3,12 +3,12 @@
  * adapter (lavapipe in CI has no subgroup matrices; the emulation runs the kernels' own indexing, masking, softmax,
  * prefetch and chunk skipping per query row, see @natten-web/testkit's tensor-core-emulation.ts; the device scripts check the real matrices).
  *
- * The quick grid's float16 forward and backward cases and, of its float32 forward cases, those that add a feature
- * not yet covered (`featureCover`: rank, rpb, GQA, Dv != D, causal, dilation, stride, no LSE, batch, attention
- * scale; the split forward: f16 hi + lo halves, three multiplies per product, checked at float32's tolerance; its
- * emulated kernels take about 15 s each to compile on lavapipe, so not all 29), with head dims raised to multiples of 16
- * (the mma kernels' rule: 4, 8, 12 -> 16, 16 -> 32, so Dv != D cases stay Dv != D) and keyed anew; every case the mma
- * path can run is registered (the backward has no float32; its rpb cases check d_rpb too), each run at the path's
+ * The quick grid's float16 forward and backward cases and, of its float32 forward and backward cases, those that
+ * add a feature not yet covered (`featureCover`: rank, rpb, GQA, Dv != D, causal, dilation, stride, no LSE, batch,
+ * attention scale; the split: f16 hi + lo halves, three multiplies per product, checked at float32's tolerance; its
+ * emulated kernels take up to a minute each to compile on lavapipe, so not all of them), with head dims raised to
+ * multiples of 16 (the mma kernels' rule: 4, 8, 12 -> 16, 16 -> 32, so Dv != D cases stay Dv != D) and keyed anew;
+ * every case the mma path can run is registered (rpb cases of the backward check d_rpb too), each run at the path's
  * default config against the CPU reference.
  */
 import { type DType, type FusedBackwardArgs, type FusedForwardArgs, type NaBackend, type NaRank, type Tensor, type TensorLike, checkFusedBackward, checkFusedForward } from '@natten-web/core';
@@ -86,7 +86,11 @@ function featureCover(cases: readonly NaCase[]): NaCase[] {
 function mmaCases(): NaCase[] {
   const raise = (d: number): number => (d <= 16 ? (d === 16 ? 32 : 16) : 16 * Math.ceil(d / 16));
   const out: NaCase[] = [];
-  const grid = [...conformanceCases({ dtypes: ['float16'], ops: ['forward', 'backward'] }), ...featureCover(conformanceCases({ dtypes: ['float32'], ops: ['forward'] }))];
+  const grid = [
+    ...conformanceCases({ dtypes: ['float16'], ops: ['forward', 'backward'] }),
+    ...featureCover(conformanceCases({ dtypes: ['float32'], ops: ['forward'] })),
+    ...featureCover(conformanceCases({ dtypes: ['float32'], ops: ['backward'] })),
+  ];
   for (const c of grid) {
     const g = { ...c, dim: raise(c.dim), dimV: raise(c.dimV) };
     const key = caseKey(c.op, c.dtype, g);

@@ -16,6 +16,12 @@ interface Case extends EmulatedProblem {
   readonly rpb?: boolean;
   readonly noGradRpb?: boolean;
   readonly stride?: number[];
+  /** float32 runs the split (f16 hi and lo halves), checked at float32's tolerance; absent = float16. */
+  readonly dtype?: 'float32';
+  /** Q and K, V, and dO times these (the split's per-tensor scales); the tolerance is then relative to each gradient's largest entry. */
+  readonly magnitudes?: readonly [number, number, number];
+  /** The backward reads an output this many times the forward's (as a merged output, with extra KV tokens, can exceed V). */
+  readonly outputScale?: number;
   readonly config: { queryTile: number[]; querySubgroups: 2 | 4 | 8; keyTile: number[]; keySubgroups: 2 | 4 | 8; chunk?: 16 | 32; tightScratch?: boolean; dqSharedScratch?: boolean; dqDsOverV?: boolean; dqHeadSplit?: boolean; dkvHeadSplit?: boolean; dqPadS?: boolean; dkvPadS?: boolean; dqWideLoads?: boolean; dkvLeanScratch?: boolean };
 }
 
@@ -25,15 +31,17 @@ function scaled(t: Tensor, s: number): Tensor {
 }
 
 describe('tensor-core (mma) backward', () => {
-  it('fits float16 problems whose head dims are multiples of 16, rpb included', () => {
-    const fit = (dtype: 'float16' | 'float32', dim: number, rpb: boolean) => {
+  it('fits float16 and float32 (the split) problems whose head dims are multiples of 16, rpb included', () => {
+    const fit = (dtype: 'float16' | 'float32' | 'float64', dim: number, rpb: boolean) => {
       const t = tensor([1, 32, 2, dim], dtype);
       const l = tensor([1, 32, 2], 'float32');
       const bias = rpb ? tensor([2, 13], dtype) : null;
       const p = checkFusedBackward('na1d_backward', 1, { query: t, key: t, value: t, output: t, gradOutput: t, logsumexp: l, gradQuery: t, gradKey: t, gradValue: t, kernelSize: 7, rpb: bias }, FUSED_BACKWARD_TILES);
       return mmaBackwardProblemFit(p);
     };
-    expect(fit('float32', 64, false)).toMatch(/needs float16 inputs/);
+    expect(fit('float32', 64, false)).toBeUndefined();
+    expect(fit('float32', 64, true)).toBeUndefined();
+    expect(fit('float64', 64, false)).toMatch(/the tensor-core \(mma\) backward needs float16 or float32 tensors, not float64/);
     expect(fit('float16', 40, false)).toMatch(/head dims 40\/40 are not multiples of 16/);
     expect(fit('float16', 64, true)).toBeUndefined();
     expect(fit('float16', 64, false)).toBeUndefined();
@@ -49,7 +57,7 @@ describe('tensor-core (mma) backward', () => {
     ctx.releaseTensor(t);
     ctx.releaseTensor(l);
   });
-  it('is what fusedBackward runs without a config on a tensor-core adapter, for float16 problems it fits', () => {
+  it('is what fusedBackward runs without a config on a tensor-core adapter, for float16 and float32 problems it fits', () => {
     const ctx = fakeTensorCoreContext();
     const args = (o: { dtype?: 'float16' | 'float32'; dim?: number; rpb?: boolean; stride?: number } = {}): FusedBackwardArgs<TensorLike> => {
       const dtype = o.dtype ?? 'float16';
@@ -67,8 +75,11 @@ describe('tensor-core (mma) backward', () => {
     expect(fusedBackward.route(ctx, 2, args({ stride: 2 }))).toMatchObject({ path: 'mma' });
     expect(fusedBackward.route(ctx, 2, args({ rpb: true }))).toMatchObject({ path: 'mma' });
     expect(fusedBackward.route(ctx, 2, args({ rpb: true, stride: 2 }))).toMatchObject({ path: 'mma' });
+    // float32 as the split (its kernels' keys say so).
+    expect(fusedBackward.route(ctx, 2, args({ dtype: 'float32' }))).toMatchObject({ path: 'mma' });
+    expect(checkFusedBackwardMma(ctx, 2, args({ dtype: 'float32' })).kernels.dkv.key).toContain('"split":true');
+    expect(checkFusedBackwardMma(ctx, 2, args()).kernels.dkv.key).not.toContain('split');
     const plain: [string, FusedBackwardArgs<TensorLike>][] = [
-      ['float32', args({ dtype: 'float32' })],
       ['head dim 256 (not timed)', args({ dim: 256 })],
       ['given tiles', { ...args(), queryTileSize: [8, 8], keyTileSize: [8, 8] }],
       ['given lanes', { ...args(), lanes: 2 }],
@@ -81,8 +92,8 @@ describe('tensor-core (mma) backward', () => {
   });
   it('chooses per kernel: 16-row chunks; small windows unpadded with dkv 2 subgroups and dq 4 with one scratch; else dq 8 (4 at head dim 128), dkv 4, 8 on the largest windows, padded, dkv lean where that raises its residency; tiles of the smallest key box', () => {
     const ctx = fakeTensorCoreContext();
-    const config = (spatial: number[], kernelSize: number[], heads: number, dim: number) => {
-      const t = tensor([1, ...spatial, heads, dim], 'float16');
+    const config = (spatial: number[], kernelSize: number[], heads: number, dim: number, dtype: 'float16' | 'float32' = 'float16') => {
+      const t = tensor([1, ...spatial, heads, dim], dtype);
       const l = tensor([1, ...spatial, heads], 'float32');
       const rank = spatial.length as 1 | 2 | 3;
       return defaultMmaBackwardConfig(ctx, checkFusedBackward('x', rank, { query: t, key: t, value: t, output: t, gradOutput: t, logsumexp: l, gradQuery: t, gradKey: t, gradValue: t, kernelSize }, FUSED_BACKWARD_TILES));
@@ -126,6 +137,15 @@ describe('tensor-core (mma) backward', () => {
     expect(config([32, 32], [13, 13], 16, 64)).toMatchObject({ querySubgroups: 4 });
     // Not the lean layout below MMA_F16_MIN_WORKGROUPS (2-D 28x28 K=7 8 heads 30.0 -> 31.9 us with it).
     expect(config([28, 28], [7, 7], 8, 32)?.dkvLeanScratch).toBeUndefined();
+    // float32 (the split) takes float16's rules, except dq with 2 subgroups in 2-D and 3-D on windows up to 160 keys
+    // (session 24, the dq kernel alone: 2-D K=7 224.6 -> 205.4 us, 3-D 420.9 -> 385.8); not on 2-D K=13 (169 keys)
+    // nor in 1-D.
+    expect(config([128, 128], [7, 7], 8, 64, 'float32')).toEqual({ path: 'mma', queryTile: [4, 8], querySubgroups: 2, keyTile: [4, 8], keySubgroups: 2, chunk: 16, tightScratch: true, dqSharedScratch: true, dqPadS: true, dkvPadS: true });
+    expect(config([16, 32, 32], [3, 7, 7], 8, 64, 'float32')).toMatchObject({ queryTile: [2, 4, 4], querySubgroups: 2, keyTile: [2, 4, 4], keySubgroups: 2 });
+    expect(config([128, 128], [13, 13], 8, 64, 'float32')).toMatchObject({ querySubgroups: 4 });
+    expect(config([4096], [127], 8, 64, 'float32')).toMatchObject({ queryTile: [64], querySubgroups: 4, keyTile: [32], keySubgroups: 2 });
+    // 2047 keys: as float16 (dq 8 subgroups, dkv 4 with its lean layout; dq alone 3007 us, with 4 subgroups 2919).
+    expect(config([32768], [2047], 8, 64, 'float32')).toMatchObject({ querySubgroups: 8, keySubgroups: 4, dkvLeanScratch: true });
   });
   it('names the rule a given config breaks (which kernel, which rule or limit), before any GPU work', () => {
     const ctx = fakeTensorCoreContext();
@@ -245,21 +265,38 @@ describe('tensor-core (mma) backward, emulated on this adapter, against the CPU 
     { name: 'rpb: 3-D 5x7x9 K=3x3x5 dilation 1x2x1', rpb: true, spatial: [5, 7, 9], kernelSize: [3, 3, 5], dim: 16, dilation: [1, 2, 1], config: { queryTile: [2, 4, 4], querySubgroups: 2, keyTile: [2, 4, 4], keySubgroups: 2, chunk: 16 } },
     { name: 'rpb without d_rpb (no dS stores, no d_rpb passes): 2-D 14x17 K=5x7, GQA 4/2', rpb: true, noGradRpb: true, spatial: [14, 17], kernelSize: [5, 7], heads: 4, headsKv: 2, dim: 16, config: { queryTile: [4, 8], querySubgroups: 2, keyTile: [8, 4], keySubgroups: 2, chunk: 16 } },
     { name: 'rpb with stride: 2-D 15x16 K=5x7 stride 2x3', rpb: true, stride: [2, 3], spatial: [15, 16], kernelSize: [5, 7], dim: 16, config: { queryTile: [4, 8], querySubgroups: 2, keyTile: [8, 4], keySubgroups: 2, chunk: 16 } },
+    // float32 through the split (f16 hi and lo halves, three multiplies per product; dS scaled by its bound), at
+    // float32's tolerance: the small-window default's layouts in 1-D (mask by arithmetic) at head dim 64, GQA with
+    // Dv != D and dilation, the lean dkv layout, 3-D causal with packed coordinates, rpb with d_rpb and a stride.
+    // Zeroing every lo half (the f16 kernel's accuracy) fails them.
+    { name: 'float32 split: 1-D L=300 K=127 at head dim 64, the small-window default', dtype: 'float32', spatial: [300], kernelSize: [127], dim: 64, config: { queryTile: [64], querySubgroups: 4, keyTile: [32], keySubgroups: 2, chunk: 16, tightScratch: true, dqSharedScratch: true, dqPadS: true, dkvPadS: true } },
+    { name: 'float32 split: 2-D 14x17 K=5x7 dilation 2x1, GQA 4/2 heads, D=16, Dv=32, dkv lean, two dq scratches', dtype: 'float32', spatial: [14, 17], kernelSize: [5, 7], heads: 4, headsKv: 2, dim: 16, dimV: 32, dilation: [2, 1], config: { queryTile: [4, 8], querySubgroups: 2, keyTile: [4, 8], keySubgroups: 2, chunk: 16, tightScratch: true, dkvLeanScratch: true } },
+    { name: 'float32 split: 3-D 5x7x9 K=3x3x5 causal on axis 2, 32-row chunks, padded', dtype: 'float32', spatial: [5, 7, 9], kernelSize: [3, 3, 5], dim: 32, causal: [false, false, true], config: { queryTile: [2, 4, 4], querySubgroups: 2, keyTile: [2, 4, 4], keySubgroups: 2, chunk: 32, dqSharedScratch: true } },
+    { name: 'float32 split: rpb with d_rpb and stride, 2-D 15x16 K=5x7 stride 2x3, batch 2', dtype: 'float32', rpb: true, stride: [2, 3], batch: 2, spatial: [15, 16], kernelSize: [5, 7], dim: 16, config: { queryTile: [4, 8], querySubgroups: 2, keyTile: [8, 4], keySubgroups: 2, chunk: 16, tightScratch: true, dqSharedScratch: true } },
+    // Per-tensor scales far from 1 (Q, K 1e-3, V 1e4, dO 1e3; and V, dO 1e-6: far below f16's normal range
+    // unscaled), and an output 1e5 times the forward's: dS's bound has max |O| in it, as delta = dO . O (without
+    // it dS overflows f16 and the gradients are NaN).
+    { name: 'float32 split: magnitudes 1e-3 (Q, K), 1e4 (V), 1e3 (dO)', dtype: 'float32', magnitudes: [1e-3, 1e4, 1e3], spatial: [40], kernelSize: [7], dim: 16, config: { queryTile: [32], querySubgroups: 2, keyTile: [32], keySubgroups: 2, chunk: 16 } },
+    { name: 'float32 split: magnitudes 1 (Q, K), 1e-6 (V, dO)', dtype: 'float32', magnitudes: [1, 1e-6, 1e-6], spatial: [40], kernelSize: [7], dim: 16, config: { queryTile: [32], querySubgroups: 2, keyTile: [32], keySubgroups: 2, chunk: 16 } },
+    { name: 'float32 split: an output 1e5 times the forward\'s', dtype: 'float32', outputScale: 1e5, spatial: [40], kernelSize: [3], dim: 16, config: { queryTile: [32], querySubgroups: 2, keyTile: [32], keySubgroups: 2, chunk: 16 } },
   ];
   for (const c of cases) {
     it(c.name, async () => {
       const ctx = await gpuContext();
       const { rank, B, H, Hk, Dv } = emulatedSizes(c);
       const params = { kernelSize: c.kernelSize, dilation: c.dilation ?? 1, isCausal: c.causal ?? false, ...(c.stride ? { stride: c.stride } : {}) };
-      const rpb = c.rpb === true ? randn([H, ...c.kernelSize.map((x) => 2 * x - 1)], 'float16', 35) : null;
-      const q = randn([B, ...c.spatial, H, c.dim], 'float16', 31);
-      const k = randn([B, ...c.spatial, Hk, c.dim], 'float16', 32);
-      const v = randn([B, ...c.spatial, Hk, Dv], 'float16', 33);
-      const dO = scaled(randn([B, ...c.spatial, H, Dv], 'float16', 34), 0.05);
-      const out = tensor([B, ...c.spatial, H, Dv], 'float16');
+      const dt = c.dtype ?? 'float16';
+      const rpb = c.rpb === true ? randn([H, ...c.kernelSize.map((x) => 2 * x - 1)], dt, 35) : null;
+      const [mqk, mv, mg] = c.magnitudes ?? [1, 1, 1];
+      const q = scaled(randn([B, ...c.spatial, H, c.dim], dt, 31), mqk);
+      const k = scaled(randn([B, ...c.spatial, Hk, c.dim], dt, 32), mqk);
+      const v = scaled(randn([B, ...c.spatial, Hk, Dv], dt, 33), mv);
+      const dO = scaled(randn([B, ...c.spatial, H, Dv], dt, 34), 0.05 * mg);
+      const forwardOut = tensor([B, ...c.spatial, H, Dv], dt);
       const lse = tensor([B, ...c.spatial, H], 'float32');
-      cpuFusedForward(rank, { ...params, query: q, key: k, value: v, output: out, logsumexp: lse, rpb });
-      const ref = { dq: tensor(q.shape, 'float16'), dk: tensor(k.shape, 'float16'), dv: tensor(v.shape, 'float16'), drpb: rpb && c.noGradRpb !== true ? tensor(rpb.shape, 'float16') : null };
+      cpuFusedForward(rank, { ...params, query: q, key: k, value: v, output: forwardOut, logsumexp: lse, rpb });
+      const out = c.outputScale === undefined ? forwardOut : scaled(forwardOut, c.outputScale);
+      const ref = { dq: tensor(q.shape, dt), dk: tensor(k.shape, dt), dv: tensor(v.shape, dt), drpb: rpb && c.noGradRpb !== true ? tensor(rpb.shape, dt) : null };
       cpuFusedBackward(rank, { ...params, query: q, key: k, value: v, output: out, gradOutput: dO, logsumexp: lse, gradQuery: ref.dq, gradKey: ref.dk, gradValue: ref.dv, rpb, gradRpb: ref.drpb });
       const g: FusedBackwardArgs<GpuTensor> = {
         ...params,
@@ -269,11 +306,11 @@ describe('tensor-core (mma) backward, emulated on this adapter, against the CPU 
         output: ctx.upload(out),
         gradOutput: ctx.upload(dO),
         logsumexp: ctx.upload(lse),
-        gradQuery: ctx.createTensor(q.shape, 'float16'),
-        gradKey: ctx.createTensor(k.shape, 'float16'),
-        gradValue: ctx.createTensor(v.shape, 'float16'),
+        gradQuery: ctx.createTensor(q.shape, dt),
+        gradKey: ctx.createTensor(k.shape, dt),
+        gradValue: ctx.createTensor(v.shape, dt),
         rpb: rpb ? ctx.upload(rpb) : null,
-        gradRpb: rpb && c.noGradRpb !== true ? ctx.createTensor(rpb.shape, 'float16') : null,
+        gradRpb: rpb && c.noGradRpb !== true ? ctx.createTensor(rpb.shape, dt) : null,
       };
       // The config runs as `fusedBackwardMma` runs it (its own specs and dispatches), each mma kernel swapped for
       // its emulation. (Until session 10 this test built the kernels' specs itself and dropped the configs' scratch
@@ -283,11 +320,15 @@ describe('tensor-core (mma) backward, emulated on this adapter, against the CPU 
       await fusedBackwardMma(view, rank, g, config);
       const read = async (): Promise<Tensor[]> => [await ctx.read(g.gradQuery), await ctx.read(g.gradKey), await ctx.read(g.gradValue), ...(g.gradRpb ? [await ctx.read(g.gradRpb)] : [])];
       const first = await read();
-      expectClose(first[0] as Tensor, ref.dq, 1e-2, 'dQ');
-      expectClose(first[1] as Tensor, ref.dk, 1e-2, 'dK');
-      expectClose(first[2] as Tensor, ref.dv, 1e-2, 'dV');
-      // d_rpb sums dS over every query of the batch: its tolerance scales with its largest entry (f16 output).
-      if (ref.drpb) expectClose(first[3] as Tensor, ref.drpb, 1e-2 * Math.max(1, ...toFloat64Values(ref.drpb).map(Math.abs)), 'dRpb');
+      // float16 1e-2; the float32 split float32's 1e-4 (the conformance suite's).
+      const atol = dt === 'float32' ? 1e-4 : 1e-2;
+      const relative = c.magnitudes !== undefined || c.outputScale !== undefined;
+      const tol = (t: Tensor): number => (relative ? atol * Math.max(...toFloat64Values(t).map(Math.abs)) : atol);
+      expectClose(first[0] as Tensor, ref.dq, tol(ref.dq), 'dQ');
+      expectClose(first[1] as Tensor, ref.dk, tol(ref.dk), 'dK');
+      expectClose(first[2] as Tensor, ref.dv, tol(ref.dv), 'dV');
+      // d_rpb sums dS over every query of the batch: its tolerance scales with its largest entry.
+      if (ref.drpb) expectClose(first[3] as Tensor, ref.drpb, atol * Math.max(1, ...toFloat64Values(ref.drpb).map(Math.abs)), 'dRpb');
       // Deterministic by construction (each kernel owns its output rows, no atomics; d_rpb sums in a fixed order): a
       // second run is bit-identical.
       await fusedBackwardMma(view, rank, g, config);

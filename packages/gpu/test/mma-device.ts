@@ -283,7 +283,11 @@ if (values.mode === 'speed' || values.mode === 'both') {
   }
 }
 /** A speed problem's backward arguments on the GPU: inputs, a forward run for O and the LSE, dO, gradient outputs. */
-async function backwardArgs(p: Problem) {
+/** The backward modes' dtype: `--dtype float32` runs the float32 split backward (float16 unless set). */
+const BWD_DTYPE: 'float16' | 'float32' = values.dtype === 'float32' ? 'float32' : 'float16';
+
+async function backwardArgs(p0: Problem) {
+  const p = { ...p0, dtype: BWD_DTYPE };
   const t = makeArgs(p, 11);
   const f = gpuArgs(ctx, p, t);
   await fusedForward(ctx, p.rank, f);
@@ -291,12 +295,21 @@ async function backwardArgs(p: Problem) {
     ...f,
     logsumexp: f.logsumexp as GpuTensor,
     gradOutput: ctx.upload(t.out),
-    gradQuery: ctx.createTensor(t.q.shape, 'float16'),
-    gradKey: ctx.createTensor(t.k.shape, 'float16'),
-    gradValue: ctx.createTensor(t.v.shape, 'float16'),
-    gradRpb: t.rpb ? ctx.createTensor(t.rpb.shape, 'float16') : null,
+    gradQuery: ctx.createTensor(t.q.shape, BWD_DTYPE),
+    gradKey: ctx.createTensor(t.k.shape, BWD_DTYPE),
+    gradValue: ctx.createTensor(t.v.shape, BWD_DTYPE),
+    gradRpb: t.rpb ? ctx.createTensor(t.rpb.shape, BWD_DTYPE) : null,
   };
   return { t, f, g };
+}
+
+/**
+ * A backward's dispatches split into the float32 split's abs-max dispatches (`pre`, run once before timing the
+ * kernels alone: they fill the scales the kernels read) and the rest, named by kernel.
+ */
+function backwardDispatches(commands: readonly DispatchCommand[]): { pre: DispatchCommand[]; kernels: DispatchCommand[] } {
+  const isPre = (c: DispatchCommand): boolean => c.kernel.key.startsWith('abs-max');
+  return { pre: commands.filter(isPre), kernels: commands.filter((c) => !isPre(c)) };
 }
 
 // ---- the experimental tensor-core backward (`--mode bcheck | bspeed | backward`)
@@ -325,14 +338,16 @@ if ((values.mode === 'bcheck' || values.mode === 'backward') && !('why' in avail
     { name: '2d 30x34 K=7 s=2x3 rpb', rank: 2, spatial: [30, 34], heads: 2, dim: 64, kernelSize: [7, 7], stride: [2, 3], rpb: true },
     { name: '1d L=300 K=31 s=4 rpb D=32', rank: 1, spatial: [300], heads: 2, dim: 32, kernelSize: [31], stride: [4], rpb: true },
   ];
-  console.log('\n== mma backward vs CPU reference (f16; dO scaled by 0.05; tolerance 1e-2, d_rpb 1e-2 x max(1, max |d_rpb|))');
-  for (const p of checks) {
+  const tol = BWD_DTYPE === 'float32' ? 1e-4 : 1e-2;
+  console.log(`\n== mma backward vs CPU reference (${BWD_DTYPE}; dO scaled by 0.05; tolerance ${tol}, d_rpb ${tol} x max(1, max |d_rpb|))`);
+  for (const p0 of checks) {
+    const p = { ...p0, dtype: BWD_DTYPE };
     const t = makeArgs(p, 5);
     const h = hostArgs(p, t);
     cpuFusedForward(p.rank, h);
     // dO scaled by 0.05, as NATTEN's backward tests do.
-    const dO = tensorFromValues(t.out.shape, 'float16', toFloat64Values(randn(t.out.shape, 'float16', 6)).map((x) => x * 0.05));
-    const ref = { dq: tensor(t.q.shape, 'float16'), dk: tensor(t.k.shape, 'float16'), dv: tensor(t.v.shape, 'float16'), drpb: t.rpb ? tensor(t.rpb.shape, 'float16') : null };
+    const dO = tensorFromValues(t.out.shape, BWD_DTYPE, toFloat64Values(randn(t.out.shape, BWD_DTYPE, 6)).map((x) => x * 0.05));
+    const ref = { dq: tensor(t.q.shape, BWD_DTYPE), dk: tensor(t.k.shape, BWD_DTYPE), dv: tensor(t.v.shape, BWD_DTYPE), drpb: t.rpb ? tensor(t.rpb.shape, BWD_DTYPE) : null };
     cpuFusedBackward(p.rank, { ...h, logsumexp: t.lse, gradOutput: dO, gradQuery: ref.dq, gradKey: ref.dk, gradValue: ref.dv, gradRpb: ref.drpb });
     const g = {
       ...h,
@@ -342,11 +357,11 @@ if ((values.mode === 'bcheck' || values.mode === 'backward') && !('why' in avail
       output: ctx.upload(t.out),
       logsumexp: ctx.upload(t.lse),
       gradOutput: ctx.upload(dO),
-      gradQuery: ctx.createTensor(t.q.shape, 'float16'),
-      gradKey: ctx.createTensor(t.k.shape, 'float16'),
-      gradValue: ctx.createTensor(t.v.shape, 'float16'),
+      gradQuery: ctx.createTensor(t.q.shape, BWD_DTYPE),
+      gradKey: ctx.createTensor(t.k.shape, BWD_DTYPE),
+      gradValue: ctx.createTensor(t.v.shape, BWD_DTYPE),
       rpb: t.rpb ? ctx.upload(t.rpb) : null,
-      gradRpb: t.rpb ? ctx.createTensor(t.rpb.shape, 'float16') : null,
+      gradRpb: t.rpb ? ctx.createTensor(t.rpb.shape, BWD_DTYPE) : null,
     };
     const def = checkFusedBackwardMma(ctx, p.rank, g).config;
     for (const [variant, config] of [['default', def] as const, ...backwardVariants(p.rank, def, g)]) {
@@ -355,7 +370,7 @@ if ((values.mode === 'bcheck' || values.mode === 'backward') && !('why' in avail
         const errs = [maxErr(await ctx.read(g.gradQuery), ref.dq), maxErr(await ctx.read(g.gradKey), ref.dk), maxErr(await ctx.read(g.gradValue), ref.dv)];
         const drpb = g.gradRpb && ref.drpb ? maxErr(await ctx.read(g.gradRpb), ref.drpb) : undefined;
         const drpbScale = ref.drpb ? Math.max(1, ...toFloat64Values(ref.drpb).map(Math.abs)) : 1;
-        const ok = errs.every((e) => e.err <= 1e-2 && e.nan === 0) && (drpb === undefined || (drpb.err <= 1e-2 * drpbScale && drpb.nan === 0));
+        const ok = errs.every((e) => e.err <= tol && e.nan === 0) && (drpb === undefined || (drpb.err <= tol * drpbScale && drpb.nan === 0));
         if (!ok) failures++;
         console.log(
           `${ok ? 'ok  ' : 'FAIL'} ${p.name.padEnd(34)} ${variant.padEnd(12)} dQ ${errs[0]?.err.toExponential(2)} dK ${errs[1]?.err.toExponential(2)} dV ${errs[2]?.err.toExponential(2)}${drpb ? ` dRpb ${drpb.err.toExponential(2)} (of ${drpbScale.toFixed(2)})` : ''}`,
@@ -370,7 +385,7 @@ if ((values.mode === 'bcheck' || values.mode === 'backward') && !('why' in avail
 }
 if ((values.mode === 'bspeed' || values.mode === 'backward') && !('why' in avail)) {
   const reps = Number(values.reps);
-  console.log('\n== backward speed (f16, GPU time of all dispatches, median): mma vs the plain default');
+  console.log(`\n== backward speed (${BWD_DTYPE}, GPU time of all dispatches, median): mma vs the plain default`);
   // `--routes true`: the rpb (with d_rpb) and stride problems.
   const problems = values.routes === 'true' ? routeProblems(values.only as string) : speedProblems(values.only as string);
   for (const p of problems) {
@@ -402,7 +417,7 @@ if ((values.mode === 'bspeed' || values.mode === 'backward') && !('why' in avail
 // dispatches, as `fusedBackwardMma` runs them) and each of its two dispatches alone (dq, which writes delta, then dkv).
 if (values.mode === 'bkernels' && !('why' in avail)) {
   const reps = Number(values.reps);
-  console.log('\n== backward per kernel (f16, GPU time, median): whole, then each dispatch alone');
+  console.log(`\n== backward per kernel (${BWD_DTYPE}, GPU time, median): whole, then each dispatch alone`);
   // `--routes true`: the rpb (dq, dkv, then the two d_rpb passes) and stride problems.
   for (const p of values.routes === 'true' ? routeProblems(values.only as string) : speedProblems(values.only as string)) {
     const { f, g } = await backwardArgs(p);
@@ -414,9 +429,9 @@ if (values.mode === 'bkernels' && !('why' in avail)) {
         const whole = await timeRun(ctx, () => fusedBackwardMma(ctx, p.rank, g, config), reps, warmer);
         const plan = checkFusedBackwardMma(ctx, p.rank, g, config);
         const scratch = mmaBackwardScratch(ctx, plan.problem, g.logsumexp.shape);
-        const names = ['dq', 'dkv', 'rpb-partial', 'rpb-reduce'];
+        // Each dispatch by its kernel's name: the float32 split's two abs-max dispatches first, dq, dkv, the d_rpb passes.
         const each: string[] = [];
-        for (const [i, c] of mmaBackwardCommands(ctx, plan.kernels, plan.problem, g, plan.config, scratch).entries()) each.push(`${names[i] ?? i} ${(await timeCommand(ctx, c, reps, warmer)).toFixed(1)}`);
+        for (const c of mmaBackwardCommands(ctx, plan.kernels, plan.problem, g, plan.config, scratch)) each.push(`${c.kernel.key.split('/')[0]?.replace('na-fused-backward-mma-', '').replace('fused-backward-', '')} ${(await timeCommand(ctx, c, reps, warmer)).toFixed(1)}`);
         scratch.release();
         console.log(`${p.name.padEnd(34)} ${name.slice(0, 60).padEnd(60)} ${(whole * 1000).toFixed(1).padStart(9)} us = ${each.join(' + ')} us`);
       } catch (e) {
@@ -438,7 +453,7 @@ if (values.mode === 'bconcurrent' && !('why' in avail)) {
   const reps = Number(values.reps);
   console.log('\n== backward dispatches overlapped (f16, GPU time, median; touch = 4-byte clears of the written buffers first)');
   for (const p of speedProblems(values.only as string)) {
-    const { f, g, def, delta } = await backwardDefault(p);
+    const { f, g, def, delta, scratch: owned } = await backwardDefault(p);
     const scratch = ctx.createTensor(g.logsumexp.shape, 'float32');
     const [dq, dkv] = mmaBackwardCommands(ctx, def.kernels, def.problem, g, def.config, { delta }) as [DispatchCommand, DispatchCommand];
     const dqS: DispatchCommand = { ...dq, buffers: [...dq.buffers.slice(0, -1), scratch.buffer] };
@@ -495,14 +510,19 @@ if (values.mode === 'bconcurrent' && !('why' in avail)) {
       }
     }
     free(f);
-    for (const x of [g.gradOutput, g.gradQuery, g.gradKey, g.gradValue, delta, scratch, gq2, scratch2]) x.buffer.destroy();
+    for (const x of [g.gradOutput, g.gradQuery, g.gradKey, g.gradValue, scratch, gq2, scratch2]) x.buffer.destroy();
+    owned.release();
   }
 }
 
 /** A speed problem's backward arguments, its default mma backward (checked) and a delta scratch for its kernels. */
+/** A problem's backward arguments, default plan and scratch (with the float32 split's scales, filled once). */
 async function backwardDefault(p: Problem) {
-  const { t, f, g } = await backwardArgs(p);
-  return { f, g, def: checkFusedBackwardMma(ctx, p.rank, g), delta: ctx.createTensor(t.lse.shape, 'float32') };
+  const { f, g } = await backwardArgs(p);
+  const def = checkFusedBackwardMma(ctx, p.rank, g);
+  const scratch = mmaBackwardScratch(ctx, def.problem, g.logsumexp.shape);
+  await ctx.dispatch(backwardDispatches(mmaBackwardCommands(ctx, def.kernels, def.problem, g, def.config, scratch)).pre, 'split scales');
+  return { f, g, def, scratch, delta: scratch.delta };
 }
 
 // ---- backward timing probes (`--mode bprobe`): the default backward's dq and dkv kernels, each alone, with the
@@ -511,8 +531,8 @@ if (values.mode === 'bprobe' && !('why' in avail)) {
   const reps = Number(values.reps);
   console.log('\n== backward timing probes (f16, default config, each kernel alone, patched kernel texts; GPU time, median)');
   for (const p of speedProblems(values.only as string)) {
-    const { f, g, def, delta } = await backwardDefault(p);
-    const [dq, dkv] = mmaBackwardCommands(ctx, def.kernels, def.problem, g, def.config, { delta }) as [DispatchCommand, DispatchCommand];
+    const { f, g, def, scratch } = await backwardDefault(p);
+    const [dq, dkv] = backwardDispatches(mmaBackwardCommands(ctx, def.kernels, def.problem, g, def.config, scratch)).kernels as [DispatchCommand, DispatchCommand];
     // dq first (it writes delta, which dkv reads); one discarded timing of each.
     for (const c of [dq, dkv]) await timeCommand(ctx, c, reps, warmer);
     const names = BACKWARD_PROBES.filter((n) => values.probes === '' || values.probes.split(',').includes(n));
@@ -534,7 +554,8 @@ if (values.mode === 'bprobe' && !('why' in avail)) {
       row('unpatched again', await timeCommand(ctx, c, reps, warmer));
     }
     free(f);
-    for (const x of [g.gradOutput, g.gradQuery, g.gradKey, g.gradValue, delta]) x.buffer.destroy();
+    for (const x of [g.gradOutput, g.gradQuery, g.gradKey, g.gradValue]) x.buffer.destroy();
+    scratch.release();
   }
 }
 
@@ -596,7 +617,7 @@ if (values.mode === 'occupancy' && !('why' in avail)) {
     }
     free(g);
     const b = await backwardDefault(p);
-    const [dq, dkv] = mmaBackwardCommands(ctx, b.def.kernels, b.def.problem, b.g, b.def.config, { delta: b.delta }) as [DispatchCommand, DispatchCommand];
+    const [dq, dkv] = backwardDispatches(mmaBackwardCommands(ctx, b.def.kernels, b.def.problem, b.g, b.def.config, b.scratch)).kernels as [DispatchCommand, DispatchCommand];
     for (const [kernel, c] of [['dq', dq], ['dkv', dkv]] as const) {
       try {
         console.log(`${p.name.padEnd(34)} ${kernel.padEnd(3)} ${String(c.kernel.workgroupBytes).padStart(6)} B: ${fmt(await resident([c]), total([c]))}`);
@@ -605,7 +626,8 @@ if (values.mode === 'occupancy' && !('why' in avail)) {
       }
     }
     free(b.f);
-    for (const x of [b.g.gradOutput, b.g.gradQuery, b.g.gradKey, b.g.gradValue, b.delta]) x.buffer.destroy();
+    for (const x of [b.g.gradOutput, b.g.gradQuery, b.g.gradKey, b.g.gradValue]) x.buffer.destroy();
+    b.scratch.release();
   }
   occ.buffer.destroy();
 }
@@ -615,12 +637,12 @@ if (values.mode === 'occupancy' && !('why' in avail)) {
 // independently; a '*' in the first / second mark column is the default's dq / dkv choice.
 if (values.mode === 'bsweep' && !('why' in avail)) {
   const reps = Number(values.reps);
-  console.log('\n== backward sweep (f16, GPU time per kernel, median): dq and dkv alone per config');
+  console.log(`\n== backward sweep (${BWD_DTYPE}, GPU time per kernel, median): dq and dkv alone per config`);
   for (const p of speedProblems(values.only as string)) {
-    const { f, g, def, delta } = await backwardDefault(p);
+    const { f, g, def, scratch } = await backwardDefault(p);
     const best = { dq: Number.POSITIVE_INFINITY, dkv: Number.POSITIVE_INFINITY, dqAt: '', dkvAt: '' };
     // One discarded timing of the default's kernels first (a problem's first readings were often 2-4x slow).
-    for (const c of mmaBackwardCommands(ctx, def.kernels, def.problem, g, def.config, { delta })) await timeCommand(ctx, c, reps, warmer);
+    for (const c of backwardDispatches(mmaBackwardCommands(ctx, def.kernels, def.problem, g, def.config, scratch)).kernels) await timeCommand(ctx, c, reps, warmer);
     // --hsplit true: each subgroup count also with two subgroups per 16 rows in both kernels (dqHeadSplit,
     // dkvHeadSplit; tiles of 8 rows per subgroup, one scratch each, no dS over V).
     const splits = values.hsplit === 'true' ? [false, true] : [false];
@@ -651,7 +673,7 @@ if (values.mode === 'bsweep' && !('why' in avail)) {
         const name = `sg${subgroups} ${tile.join('x')}${chunk === 32 ? ' c32' : ''}${tight ? ' tight' : ''}${shared ? ' dqsh' : ''}${overV ? ' dsv' : ''}${split ? ' hsplit' : ''} ${mark(def.config.queryTile, def.config.querySubgroups, dqSame)}${mark(def.config.keyTile, def.config.keySubgroups, kvSame)}`;
         try {
           const { kernels } = checkFusedBackwardMma(ctx, p.rank, g, config);
-          const [dq, dkv] = mmaBackwardCommands(ctx, kernels, def.problem, g, config, { delta }) as [DispatchCommand, DispatchCommand];
+          const [dq, dkv] = backwardDispatches(mmaBackwardCommands(ctx, kernels, def.problem, g, config, scratch)).kernels as [DispatchCommand, DispatchCommand];
           // dq first (it writes delta, which dkv reads).
           const dqUs = await timeCommand(ctx, dq, reps, warmer);
           const dkvUs = await timeCommand(ctx, dkv, reps, warmer);
@@ -665,7 +687,8 @@ if (values.mode === 'bsweep' && !('why' in avail)) {
     }
     console.log(`${p.name.padEnd(34)} BEST dq ${best.dqAt} ${best.dq.toFixed(1)} us; dkv ${best.dkvAt} ${best.dkv.toFixed(1)} us`);
     free(f);
-    for (const x of [g.gradOutput, g.gradQuery, g.gradKey, g.gradValue, delta]) x.buffer.destroy();
+    for (const x of [g.gradOutput, g.gradQuery, g.gradKey, g.gradValue]) x.buffer.destroy();
+    scratch.release();
   }
 }
 ctx.destroy();

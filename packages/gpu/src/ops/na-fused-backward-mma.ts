@@ -1,7 +1,11 @@
 /**
  * Tensor-core fused NA backward (`@natten-web/wgsl`'s `generateFusedBackwardMmaDq` and `generateFusedBackwardMmaDkv`):
  * planning and dispatch. Needs what the mma forward needs (subgroup matrices with an f16 -> f32 16x16x16 config, a
- * fixed 32-wide subgroup), float16 tensors and head dims that are multiples of 16. With relative positional bias
+ * fixed 32-wide subgroup), float16 or float32 tensors and head dims that are multiples of 16. float32 runs as the
+ * split (since session 24): two abs-max dispatches (max |Q|, |K|, |V|; max |dO|, |O|) give per-tensor power-of-two
+ * scales, every operand is staged as f16 hi and lo halves, three multiplies per product (H200: the float32
+ * fwd+bwd 2.1-4.3x faster than with the plain backward, gradients within 2e-7 to 2e-6 of the f64 reference on 19
+ * problems). With relative positional bias
  * both kernels add it to the recomputed logits and, for d_rpb, the dq kernel writes dS in window order for the plain
  * backward's fixed-order d_rpb passes (`planRpbReducePasses`). Checked against the CPU reference through an emulation on lavapipe and on an H200, where it measured 1.02-2.6x
  * faster than the plain backward on every benchmark problem: `fusedBackward` without a config runs it there
@@ -18,6 +22,7 @@ import {
   generateFusedBackwardMmaDkv,
   generateFusedBackwardMmaDq,
   type GeneratedKernel,
+  type GpuDType,
   MMA_FAST_DIVIDE_ROWS,
   MMA_FRAGMENT,
   MMA_SUBGROUP_SIZE,
@@ -28,8 +33,8 @@ import {
   tileShapes,
 } from '@natten-web/wgsl';
 import { type DispatchCommand, foldWorkgroups, type GpuContext, type GpuTensor } from '../context.ts';
-import { flagWords, flipFlag, keyBoxRowsBound, MMA_F16_MIN_WORKGROUPS, MMA_F16_NARROW_HEAD_DIM, MMA_LARGE_WINDOW, mmaAvailability, mmaWorkgroups, packedCoordsFit, paddingIsFree, residentWorkgroups, unitSteps, windowKeys } from './na-fused-forward-mma.ts';
-import { sgmatProblemFit } from './na-fused-forward-sgmat.ts';
+import { absMaxCommand, flagWords, flipFlag, keyBoxRowsBound, MMA_F16_MIN_WORKGROUPS, MMA_F16_NARROW_HEAD_DIM, MMA_LARGE_WINDOW, mmaAvailability, mmaWorkgroups, packedCoordsFit, paddingIsFree, residentWorkgroups, unitSteps, windowKeys } from './na-fused-forward-mma.ts';
+import { tensorCoreHeadDimFit } from './na-fused-forward-sgmat.ts';
 import { checkScratchSize, configMemoKey, memoKernel, memoPerContext, RPB_SCRATCH_HINT } from './op.ts';
 
 /**
@@ -120,9 +125,13 @@ export function mmaBackwardFlags(c: MmaBackwardConfig): string[] {
   ]);
 }
 
-/** Why the mma backward cannot run this problem (dtype, head dims), or undefined. */
+/**
+ * Why the mma backward cannot run this problem (dtype, head dims), or undefined: float16 tensors run as they are,
+ * float32 as the split (f16 hi and lo halves, three multiplies per product, `FusedBackwardMmaSpec.split`).
+ */
 export function mmaBackwardProblemFit(problem: FusedBackwardProblem): string | undefined {
-  return sgmatProblemFit(problem);
+  if (problem.dtype !== 'float16' && problem.dtype !== 'float32') return `the tensor-core (mma) backward needs float16 or float32 tensors, not ${problem.dtype}`;
+  return tensorCoreHeadDimFit(problem);
 }
 
 /** Whether a kernel whose config leaves its unit steps unset compiles them in (where the problem has them): non-causal problems. */
@@ -154,6 +163,7 @@ function specOf(problem: FusedBackwardProblem, config: MmaBackwardConfig, kernel
     ...(packedCoordsFit(problem) && !problem.hasRpb ? { packedCoords: true } : {}),
     ...(problem.hasRpb ? { hasRpb: true } : {}),
     ...(kernel === 'dq' && problem.hasGradRpb ? { gradRpb: true } : {}),
+    ...(problem.dtype === 'float32' ? { split: true } : {}),
     // Dilation and stride 1 compiled in (H200, session 15, same call: 1-D L=4096 K=127 0.083 -> 0.078 ms, 2-D 128x128
     // K=7 0.296 -> 0.266, 3-D 0.593 -> 0.548), except on causal problems, where the 1-D K=2047 causal backward ran
     // slower with it (4.12 -> 4.24 ms).
@@ -187,6 +197,9 @@ export function mmaBackwardConfigFits(ctx: GpuContext, problem: FusedBackwardPro
 
 /** Windows of at most this many keys run the dq kernel with 2 subgroups by default (more workgroups), else 8 or 4. */
 export const MMA_BACKWARD_SMALL_WINDOW = 512;
+
+/** float32 (split) backwards in 2-D and 3-D on windows of at most this many keys run the dq kernel with 2 subgroups. */
+export const MMA_SPLIT_DQ_TWO_WINDOW = 160;
 
 /**
  * Heuristic default, per kernel, with 16-row chunks: the subgroup count (windows of at most
@@ -271,7 +284,12 @@ function chooseMmaBackwardConfig(ctx: GpuContext, problem: FusedBackwardProblem)
   const fewWorkgroups = small && dq0?.subgroups === 4 && mmaWorkgroups(problem, { queryTile: dq0.tile }) < MMA_F16_MIN_WORKGROUPS;
   const narrow = headDim <= MMA_F16_NARROW_HEAD_DIM;
   const leanNarrow = narrow && problem.rank < 3 && keys <= 128 && !fewWorkgroups;
-  const few = fewWorkgroups || (small && dq0?.subgroups === 4 && narrow && !leanNarrow);
+  // float32 (the split: hi and lo halves, about twice the workgroup memory) in 2-D and 3-D on windows up to
+  // MMA_SPLIT_DQ_TWO_WINDOW keys: dq with 2 subgroups (H200, session 24, the dq kernel alone, same run: 2-D 128x128
+  // K=7 224.6 -> 205.4 us, 3-D 16x32x32 K=3x7x7 420.9 -> 385.8; not on 2-D K=13 dilated, 169 keys, 354.2 against
+  // 358.8-371.4, nor in 1-D, L=4096 K=127, 69.2 against 72.0-73.3).
+  const splitTwo = problem.dtype === 'float32' && problem.rank > 1 && keys <= MMA_SPLIT_DQ_TWO_WINDOW;
+  const few = fewWorkgroups || splitTwo || (small && dq0?.subgroups === 4 && narrow && !leanNarrow);
   const dq = few ? (pick('dq', [2]) ?? dq0) : dq0;
   const dkv = pick('dkv', large ? [8, 4, 2] : small ? [2, 4, 8] : [4, 2, 8]);
   if (!dq || !dkv) return undefined;
@@ -328,8 +346,9 @@ export function mmaBackwardTwins(ctx: GpuContext, problem: FusedBackwardProblem,
 
 /**
  * The mma backward config the default backward (`fusedBackward` without tiles, lanes, splits or a delta choice)
- * runs, or undefined for the plain path: where the path can run (float16, head dims multiples of 16) and head dims
- * up to 128 (as measured). Measured on an H200 against the plain default backward (f16, same run): 1.02x (2-D K=7)
+ * runs, or undefined for the plain path: where the path can run (float16, or float32 as the split; head dims
+ * multiples of 16) and head dims up to 128 (as measured; float32 since session 24: fwd+bwd on the standard problems
+ * 0.504 -> 0.244 ms (1-D L=4096 K=127) to 45.7 -> 11.3 ms (2-D 256x256 K=15), flex 10-65x slower in the same run). Measured on an H200 against the plain default backward (f16, same run): 1.02x (2-D K=7)
  * to 2.6x (FLUX-like) faster on all seven benchmark problems; with strides (session 19) 3.6x (1-D L=4096 K=127
  * stride 16, 0.084 against 0.298 ms) to 6.2x (2-D 128x128 K=13 stride 4x2, 0.470 against 2.891 ms); with rpb and
  * d_rpb (session 20; both paths with the same d_rpb passes) 2.4x (2-D 14x14 K=7 head dim 32 batch 8, 0.072 against
@@ -355,19 +374,24 @@ export interface MmaBackwardScratch {
   readonly delta: GpuTensor;
   readonly ds?: GpuTensor;
   readonly rpbPartial?: GpuTensor;
+  /** The float32 split's maxima: |Q|, |K|, |V| and |dO|, |O| (two abs-max dispatches before the kernels). */
+  readonly scales?: readonly [GpuTensor, GpuTensor];
 }
 
 /** Allocate a call's scratches (`release` them after the dispatch). */
 export function mmaBackwardScratch(ctx: GpuContext, problem: FusedBackwardProblem, logsumexpShape: readonly number[]): MmaBackwardScratch & { release(): void } {
   const delta = ctx.tempTensor(logsumexpShape, 'float32', { label: 'mma backward delta' });
   const ds = problem.hasGradRpb ? ctx.tempTensor([rpbDsScratchElements(problem)], 'float32', { label: 'mma backward dS (d_rpb)' }) : undefined;
-  const rpbPartial = problem.hasGradRpb ? ctx.tempTensor([rpbReduceLayout(problem, 'float16').partialElements], 'float32', { label: 'mma backward d_rpb partials' }) : undefined;
+  const rpbPartial = problem.hasGradRpb ? ctx.tempTensor([rpbReduceLayout(problem, gpuDType(problem)).partialElements], 'float32', { label: 'mma backward d_rpb partials' }) : undefined;
+  const scales: [GpuTensor, GpuTensor] | undefined =
+    problem.dtype === 'float32' ? [ctx.tempTensor([4], 'float32', { label: 'mma backward split scales' }), ctx.tempTensor([4], 'float32', { label: 'mma backward split scales (dO, O)' })] : undefined;
   return {
     delta,
     ...(ds ? { ds } : {}),
     ...(rpbPartial ? { rpbPartial } : {}),
+    ...(scales ? { scales } : {}),
     release: () => {
-      for (const t of [delta, ds, rpbPartial]) if (t) ctx.releaseTensor(t);
+      for (const t of [delta, ds, rpbPartial, ...(scales ?? [])]) if (t) ctx.releaseTensor(t);
     },
   };
 }
@@ -391,22 +415,28 @@ export function mmaBackwardCommands(
   const rpb = problem.hasRpb && args.rpb ? [args.rpb.buffer] : [];
   const wantsDs = problem.hasGradRpb && args.gradRpb;
   if (wantsDs && (!scratch.ds || !scratch.rpbPartial || !kernels.rpbPasses)) throw new NattenArgumentError('mmaBackwardCommands: gradRpb needs the dS and partial scratches and the d_rpb kernels');
+  const split = problem.dtype === 'float32';
+  if (split && !scratch.scales) throw new NattenArgumentError('mmaBackwardCommands: float32 (the split) needs the scales scratches');
+  // The split's scales: max |Q|, |K|, |V|, then max |dO|, |O| (O bounds delta, and may be a merged output).
+  const scales = split && scratch.scales ? scratch.scales : undefined;
+  const scaleBuffers = scales ? scales.map((t) => t.buffer) : [];
   const commands: DispatchCommand[] = [
+    ...(scales ? [absMaxCommand(ctx, [args.query, args.key, args.value], scales[0]), absMaxCommand(ctx, [args.gradOutput, args.output], scales[1])] : []),
     {
       kernel: kernels.dq,
-      buffers: [args.query.buffer, args.key.buffer, args.value.buffer, args.output.buffer, args.gradOutput.buffer, args.logsumexp.buffer, args.gradQuery.buffer, scratch.delta.buffer, ...rpb, ...(wantsDs && scratch.ds ? [scratch.ds.buffer] : [])],
+      buffers: [args.query.buffer, args.key.buffer, args.value.buffer, args.output.buffer, args.gradOutput.buffer, args.logsumexp.buffer, args.gradQuery.buffer, scratch.delta.buffer, ...rpb, ...(wantsDs && scratch.ds ? [scratch.ds.buffer] : []), ...scaleBuffers],
       uniforms: dq.uniforms,
       workgroups: foldWorkgroups(dq.workgroups, max),
     },
     {
       kernel: kernels.dkv,
-      buffers: [args.query.buffer, args.key.buffer, args.value.buffer, args.gradOutput.buffer, args.logsumexp.buffer, scratch.delta.buffer, args.gradKey.buffer, args.gradValue.buffer, ...rpb],
+      buffers: [args.query.buffer, args.key.buffer, args.value.buffer, args.gradOutput.buffer, args.logsumexp.buffer, scratch.delta.buffer, args.gradKey.buffer, args.gradValue.buffer, ...rpb, ...scaleBuffers],
       uniforms: { ...kv.uniforms, total_wg: kvTotal },
       workgroups: foldWorkgroups(kvTotal, max),
     },
   ];
   if (wantsDs && scratch.ds && scratch.rpbPartial && kernels.rpbPasses && args.gradRpb) {
-    const { partial, reduce } = rpbReduceLayout(problem, 'float16', max);
+    const { partial, reduce } = rpbReduceLayout(problem, gpuDType(problem), max);
     commands.push(
       { kernel: kernels.rpbPasses[0], buffers: [scratch.ds.buffer, scratch.rpbPartial.buffer], uniforms: partial.uniforms, workgroups: partial.workgroups },
       { kernel: kernels.rpbPasses[1], buffers: [scratch.rpbPartial.buffer, args.gradRpb.buffer], uniforms: reduce.uniforms, workgroups: reduce.workgroups },
@@ -415,9 +445,12 @@ export function mmaBackwardCommands(
   return commands;
 }
 
+/** A problem's dtype as the kernels' (the fit admits float16 and float32 only). */
+const gpuDType = (problem: FusedBackwardProblem): GpuDType => (problem.dtype === 'float32' ? 'float32' : 'float16');
+
 /** The d_rpb passes' kernels of a problem (they do not depend on the config), generated once per spec. */
 function rpbKernels(problem: FusedBackwardProblem): readonly [GeneratedKernel, GeneratedKernel] {
-  const { spec } = rpbReduceLayout(problem, 'float16');
+  const { spec } = rpbReduceLayout(problem, gpuDType(problem));
   return [memoKernel('fused-backward-rpb-partial', spec, generateFusedBackwardRpbPartial), memoKernel('fused-backward-rpb-reduce', spec, generateFusedBackwardRpbReduce)];
 }
 
@@ -443,7 +476,7 @@ export function checkFusedBackwardMma(
     if (why !== undefined) throw new NattenArgumentError(`${op}: tensor-core (mma) backward config cannot run: ${why}`);
     if (problem.hasGradRpb) {
       checkScratchSize(ctx, op, 'dsScratch', rpbDsScratchElements(problem), RPB_SCRATCH_HINT);
-      checkScratchSize(ctx, op, 'rpbPartial', rpbReduceLayout(problem, 'float16').partialElements, RPB_SCRATCH_HINT);
+      checkScratchSize(ctx, op, 'rpbPartial', rpbReduceLayout(problem, gpuDType(problem)).partialElements, RPB_SCRATCH_HINT);
     }
     return {
       problem,

@@ -210,9 +210,9 @@ async function runFusedBackward(ctx: GpuContext, rank: NaRank, args: FusedBackwa
  * `defaultBackwardMma` for the rule).
  */
 function defaultBackwardRoute(ctx: GpuContext, rank: NaRank, args: FusedBackwardArgs<TensorLike>, key = callKey(rank, args)): MmaBackwardConfig | undefined {
-  if (!mayRouteToMma(ctx, args) || args.numSplitsKey !== undefined || args.computeDeltaWithTorch !== undefined) return undefined;
+  if (!mayRouteToMma(ctx, args, ['float16', 'float32']) || args.numSplitsKey !== undefined || args.computeDeltaWithTorch !== undefined) return undefined;
   // Core's rules only: the plain path's config choice is not needed to route (a call the route leaves on the plain
-  // path is validated there in full; routed calls are float16 with head dims up to 128, which every device that
+  // path is validated there in full; routed calls are float16 or float32 with head dims up to 128, which every device that
   // runs the mma kernels fits).
   return memoPerContext(ctx, 'fused-backward-route', key, () =>
     defaultBackwardMma(ctx, checkFusedBackward(opName(rank, 'backward'), rank, args, FUSED_BACKWARD_TILES)),

@@ -1,7 +1,8 @@
 /**
  * Fused neighborhood-attention backward on tensor cores (`fusedBackwardMma` in @natten-web/gpu, which
- * `fusedBackward` runs by default for f16 on adapters with subgroup matrices): the multi-subgroup structure of the mma forward (na-fused-forward-mma.ts) applied to the two
- * gradient kernels of the plain backward (na-fused-backward.ts), f16 inputs. Deterministic: each kernel owns its
+ * `fusedBackward` runs by default for f16 and f32 on adapters with subgroup matrices): the multi-subgroup structure of the mma forward (na-fused-forward-mma.ts) applied to the two
+ * gradient kernels of the plain backward (na-fused-backward.ts), f16 inputs, or f32 inputs as hi and lo f16 halves
+ * (`split`, three multiplies per product, as the forward's split). Deterministic: each kernel owns its
  * output rows, no atomics. With relative positional bias (`hasRpb`) both kernels add the bias to the recomputed
  * logits, and the dq kernel (`gradRpb`) writes each in-window dS (f32) to the plain backward's dS scratch in window
  * order, which the plain backward's `rpb-reduce` pass sums in a fixed order into d_rpb.
@@ -29,7 +30,7 @@ import { type GeneratedKernel, kernelKey, type StorageBinding, type UniformField
 import { rpbIndexExpr, rpbWindowProblem, tokenOf, windowSlot } from '../snippets/fused-index.ts';
 import { windowFunctions } from '../snippets/window.ts';
 import { forwardWorkgroupPrologue, fusedForwardUniformFields, rowLoader, workgroupTileDecode } from './na-fused-forward.ts';
-import { COORD, MMA_FRAGMENT, MMA_HEADER, MMA_SUBGROUP_SIZE, type MmaLayout, mmaBindingDecls, mmaBoxCursor, mmaDecodeTile, mmaInWindow, mmaCoordTable, mmaLayout, mmaPackedCoords, mmaPassRows, mmaQueryRowWindow, mmaShapeProblem, mmaStagedKeyLoop, mmaSubgroupSpan, stagingPartGuard, store4, BOX_DIVMOD_FN, mmaFastDivide, mmaGatherPasses, mmaScratchEpilogue, PACK8_FN, WIDE_KV_LOADERS, withUnitSteps } from './na-fused-forward-mma.ts';
+import { COORD, MMA_FRAGMENT, MMA_HEADER, MMA_SUBGROUP_SIZE, type MmaLayout, mmaBindingDecls, mmaBoxCursor, mmaDecodeTile, mmaInWindow, mmaCoordTable, mmaLayout, mmaPackedCoords, mmaPassRows, mmaQueryRowWindow, mmaShapeProblem, mmaStagedKeyLoop, mmaSubgroupSpan, stagingPartGuard, store4, BOX_DIVMOD_FN, mmaFastDivide, mmaGatherPasses, mmaScratchEpilogue, mmaMulAdd, PACK8_FN, SPLIT_BACKWARD_BINDINGS, SPLIT_SCALE_FN, splitBackwardScales, storeSplit4, WIDE_KV_LOADERS, withUnitSteps } from './na-fused-forward-mma.ts';
 
 const GEN = 15;
 const F = MMA_FRAGMENT;
@@ -127,6 +128,16 @@ export interface FusedBackwardMmaSpec {
    * passes (`planRpbReducePasses`). Needs `hasRpb`; dq kernel only.
    */
   readonly gradRpb?: boolean;
+  /**
+   * float32 tensors on the f16 tensor cores, as the mma forward's split: Q, K, V and dO scaled by a power of two per
+   * tensor (from max |x| in `scales` = max |Q|, |K|, |V| and `scales_g` = max |dO|, |O|, two abs-max dispatches,
+   * bound after the kernel's other bindings), each staged or gathered value as hi (its mantissa cut to f16's) and
+   * lo = f16(x - hi), every product hi hi + hi lo + lo hi into f32; P (scale 1) and dS likewise, dS scaled by its
+   * bound D_v max |dO| (max |V| + max |O|) (|dP| <= D_v max |dO| max |V|, |delta| <= D_v max |dO| max |O|; O may be a
+   * merged output, as with extra KV tokens, so max |V| alone does not bound delta). Gradients are written as f32.
+   * Not with `headSplit`, `dsOverV` or `wideLoads`.
+   */
+  readonly split?: boolean;
 }
 
 function layout(spec: Pick<FusedBackwardMmaSpec, 'dim' | 'dimV' | 'chunk' | 'subgroups' | 'tightScratch' | 'padS'>): MmaLayout {
@@ -162,7 +173,7 @@ function sizes(spec: FusedBackwardMmaSpec) {
 
 /** Bytes of workgroup memory of either kernel (staging, two f32 scratches, P/dS, per-chunk row tables). */
 export function fusedBackwardMmaWorkgroupBytes(
-  spec: Pick<FusedBackwardMmaSpec, 'dim' | 'dimV' | 'chunk' | 'subgroups' | 'tightScratch' | 'sharedScratch' | 'dsOverV' | 'headSplit' | 'packedCoords' | 'padS' | 'leanScratch'>,
+  spec: Pick<FusedBackwardMmaSpec, 'dim' | 'dimV' | 'chunk' | 'subgroups' | 'tightScratch' | 'sharedScratch' | 'dsOverV' | 'headSplit' | 'packedCoords' | 'padS' | 'leanScratch' | 'split'>,
   kernel: 'dq' | 'dkv',
 ): number {
   const l = layout(spec);
@@ -173,7 +184,9 @@ export function fusedBackwardMmaWorkgroupBytes(
   const lean = kernel === 'dkv' && spec.leanScratch === true;
   const pds = kernel === 'dq' ? (spec.dsOverV === true ? 0 : 2 * pdsRows * l.ldp) : (lean ? 1 : 2) * 2 * pdsRows * l.ldp;
   const scratches = (kernel === 'dq' && spec.sharedScratch === true) || lean ? 1 : 2;
-  return 2 * l.stageElems + scratches * 4 * l.rows * l.lds + pds + tables + 16;
+  // The split keeps lo halves beside the staging area and the P/dS arrays.
+  const halves = spec.split === true ? 2 : 1;
+  return halves * (2 * l.stageElems + pds) + scratches * 4 * l.rows * l.lds + tables + 16;
 }
 
 /** Why a spec cannot be generated, or undefined. */
@@ -191,6 +204,7 @@ export function fusedBackwardMmaSpecProblem(spec: FusedBackwardMmaSpec): string 
     if (why !== undefined) return why;
     if (spec.packedCoords === true) return 'packedCoords does not combine with hasRpb (the bias needs each staged row\'s coordinates)';
   }
+  if (spec.split === true && (spec.headSplit === true || spec.dsOverV === true || spec.wideLoads === true)) return 'split (float32) does not combine with headSplit, dsOverV or wideLoads';
   if (spec.headSplit === true) {
     if (spec.dim % (2 * F) !== 0 || spec.dimV % (2 * F) !== 0) return `headSplit: head dims ${spec.dim}/${spec.dimV} must be multiples of ${2 * F} (a whole number of fragments per half)`;
     if (spec.sharedScratch === true || spec.dsOverV === true || spec.leanScratch === true) return 'headSplit does not combine with sharedScratch, dsOverV or leanScratch (the scratch holds both partial products)';
@@ -205,6 +219,8 @@ export function fusedBackwardMmaSpecProblem(spec: FusedBackwardMmaSpec): string 
 function moduleHead(key: string, spec: FusedBackwardMmaSpec, bindings: readonly StorageBinding[], uniforms: readonly UniformField[], extraConsts: string): string {
   const L = layout(spec);
   const WIDE = spec.wideLoads === true;
+  const SPLIT = spec.split === true;
+  const T = SPLIT ? 'f32' : 'f16';
   return `// ${key}
 ${MMA_HEADER}
 ${range(spec.rank)
@@ -218,22 +234,37 @@ const LDS: u32 = ${L.lds}u;
 const LDP: u32 = ${L.ldp}u;
 const LOG2E: f32 = 1.4426950408889634;
 
-${mmaBindingDecls(bindings, 'f16', ['grad_query', 'grad_key', 'grad_value', ...(WIDE ? ['key', 'value'] : [])])}
-${PACK8_FN}
+${mmaBindingDecls(bindings, T, SPLIT ? [] : ['grad_query', 'grad_key', 'grad_value', ...(WIDE ? ['key', 'value'] : [])])}
+${SPLIT ? SPLIT_SCALE_FN : PACK8_FN}
 ${uniformDecl(uniforms, bindings.length)}
 ${windowFunctions(spec.kernelSize, spec.causal)}
-${rowLoader('load_q', 'query', spec.dim, true, 'f16')}
+${rowLoader('load_q', 'query', spec.dim, true, T)}
 ${
   WIDE
     ? WIDE_KV_LOADERS
-    : `${rowLoader('load_k', 'key', spec.dim, true, 'f16')}
-${rowLoader('load_v', 'value', spec.dimV, true, 'f16')}`
+    : `${rowLoader('load_k', 'key', spec.dim, true, T)}
+${rowLoader('load_v', 'value', spec.dimV, true, T)}`
 }
-${rowLoader('load_do', 'grad_output', spec.dimV, true, 'f16')}
+${rowLoader('load_do', 'grad_output', spec.dimV, true, T)}
 
-var<workgroup> st: array<f16, ${L.stageElems}>;
+var<workgroup> st: array<f16, ${L.stageElems}>;${SPLIT ? `\nvar<workgroup> stlo: array<f16, ${L.stageElems}>;` : ''}
 var<workgroup> s_sh: array<f32, ${L.rows * L.lds}>;${spec.sharedScratch === true || spec.leanScratch === true ? '' : `
 var<workgroup> dp_sh: array<f32, ${L.rows * L.lds}>;`}`;
+}
+
+/**
+ * The float32 split's scales (`splitBackwardScales`) and the factor that undoes Q's and K's on S, times the softmax's
+ * scale log2(e) (`sl2`: S = Q K^T in the dq kernel, S^T = K Q^T in the dkv kernel).
+ */
+const SPLIT_PROLOGUE = (dimV: number): string => `  // The split's per-tensor power-of-two scales; S, dP and the gradients are unscaled after.
+${splitBackwardScales(dimV)}
+  let sl2 = params.scale_log2 / (scq * sck);`;
+
+/** Declarations of `n` left fragments `${name}_kk` (and `${name}_lo_kk` with the split). */
+function leftDecls(name: string, n: number, split: boolean): string {
+  return range(n)
+    .map((kk) => `  var ${name}_${kk} = ${LEFT}();${split ? `\n  var ${name}_lo_${kk} = ${LEFT}();` : ''}`)
+    .join('\n');
 }
 
 /** The lane's position: subgroup row base, lane, half (two lanes per row) and tile row. */
@@ -270,7 +301,8 @@ function decodeTile(r: number, idx: string, p: string, ind: string): string {
  * rr, or 0xffffffff past the group's extent) and `load_or_zero(which, row, width, c)` (vec4 c of loader 0 or 1's
  * row, zero for 0xffffffff). `init` copies the prologue's names into private variables the functions read.
  */
-function tileRows(r: NaRank, o: { readonly first: string; readonly head: string; readonly heads: string; readonly loaders: readonly [string, string] }): { decls: string; init: string } {
+function tileRows(r: NaRank, o: { readonly first: string; readonly head: string; readonly heads: string; readonly loaders: readonly [string, string]; readonly type?: 'f16' | 'f32' }): { decls: string; init: string } {
+  const T = o.type ?? 'f16';
   const axes = range(r);
   return {
     decls: `var<private> p_tok_base: u32;
@@ -285,8 +317,8 @@ ${decodeTile(r, 'rr', 'tr', '  ')}
   if (${axes.map((a) => `p_first[${a}] + tr_${a} >= p_n[${a}]`).join(' || ')}) { return 0xffffffffu; }
   return (p_tok_base + ${tokenOf(r, (a) => `(p_first[${a}] + tr_${a}) * params.dil_${a} + p_g[${a}]`)}) * params.${o.heads} + p_head;
 }
-fn load_or_zero(which: u32, rowIdx: u32, width: u32, c: u32) -> vec4<f16> {
-  if (rowIdx == 0xffffffffu) { return vec4<f16>(0.0); }
+fn load_or_zero(which: u32, rowIdx: u32, width: u32, c: u32) -> vec4<${T}> {
+  if (rowIdx == 0xffffffffu) { return vec4<${T}>(0.0); }
   if (which == 0u) { return ${o.loaders[0]}(rowIdx * width, c); }
   return ${o.loaders[1]}(rowIdx * width, c);
 }`,
@@ -304,9 +336,12 @@ ${axes.map((a) => `  p_g[${a}] = g_${a};\n  p_first[${a}] = ${o.first}_${a};\n  
  * 4.43, 2-D K=7 0.368 -> 0.316, K=13 dilated 0.555 -> 0.506, 256x256 K=15 4.58 -> 4.25, 3-D 0.669 -> 0.611; 12/12
  * checks): `rowValue(row, c)` is the vec4 of tile row `row` (u32), column c, or zero.
  */
-function gatherFragments(o: { rows: number; passRows: number; width4: number; ld: string; name: string; frags: number; wg: number; rowValue: (rr: string, c: string) => string; base?: string; colOff?: string }): string {
+function gatherFragments(o: { rows: number; passRows: number; width4: number; ld: string; name: string; frags: number; wg: number; rowValue: (rr: string, c: string) => string; base?: string; colOff?: string; splitScale?: string }): string {
   const base = o.base ?? 'rbase';
   const colOff = o.colOff === undefined ? '' : ` + ${o.colOff}`;
+  // The split: f32 rows times the tensor's scale, hi halves to `st` and lo halves to `stlo`, loaded as `${name}_lo_kk`.
+  const split = o.splitScale;
+  const load = (arr: string, name: string, kk: number, first: number): string => `    ${name}_${kk} = subgroupMatrixLoad<${LEFT}, row_major>(&${arr}, (${base} - ${first}u) * ${o.ld} + ${kk * F}u${colOff}, ${o.ld});`;
   return mmaGatherPasses({
     rows: o.rows,
     passRows: o.passRows,
@@ -315,13 +350,13 @@ function gatherFragments(o: { rows: number; passRows: number; width4: number; ld
     batched: true,
     // Names per gather (a kernel gathers two: q and do, k and v).
     tag: `${o.name}_`,
-    type: 'vec4<f16>',
+    type: split === undefined ? 'vec4<f16>' : 'vec4<f32>',
     value: () => '',
     load: (first) => o.rowValue(`${first}u + rr`, 'c'),
-    store: (v) => store4('st', `rr * ${o.ld} + 4u * c`, v),
+    store: (v) => (split === undefined ? store4('st', `rr * ${o.ld} + 4u * c`, v) : storeSplit4('st', `rr * ${o.ld} + 4u * c`, v, { lo: 'stlo' }, split)),
     fragments: (first, rows) => `  if (${base} >= ${first}u && ${base} < ${first + rows}u) {
 ${range(o.frags)
-  .map((kk) => `    ${o.name}_${kk} = subgroupMatrixLoad<${LEFT}, row_major>(&st, (${base} - ${first}u) * ${o.ld} + ${kk * F}u${colOff}, ${o.ld});`)
+  .map((kk) => (split === undefined ? load('st', o.name, kk, first) : `${load('st', o.name, kk, first)}\n${load('stlo', `${o.name}_lo`, kk, first)}`))
   .join('\n')}
   }`,
   });
@@ -332,22 +367,28 @@ ${range(o.frags)
  * `${second}_kk` from those of Dv (dq: dO, dkv: V), through the row loaders of `tileRows` (`load_or_zero` 0 and 1).
  * With headSplit each pair of subgroups shares its rows (`pbase`) and each takes its half's columns.
  */
-function tileGathers(spec: FusedBackwardMmaSpec, first: string, second: string): string {
+function tileGathers(spec: FusedBackwardMmaSpec, first: string, second: string, scales?: readonly [string, string]): string {
   const { L, WG, D4, DV4, D16, DV16, split, ROWS, HS } = sizes(spec);
   return [
-    gatherFragments({ rows: ROWS, passRows: mmaPassRows(L, L.ldk), width4: D4, ld: 'LDK', name: first, frags: D16 / HS, wg: WG, rowValue: (rr, c) => `load_or_zero(0u, tile_row(${rr}), HEAD_DIM, ${c})`, ...(split ? { base: 'pbase', colOff: 'hoff_d' } : {}) }),
-    gatherFragments({ rows: ROWS, passRows: mmaPassRows(L, L.ldv), width4: DV4, ld: 'LDV', name: second, frags: DV16 / HS, wg: WG, rowValue: (rr, c) => `load_or_zero(1u, tile_row(${rr}), HEAD_DIM_V, ${c})`, ...(split ? { base: 'pbase', colOff: 'hoff_dv' } : {}) }),
+    gatherFragments({ rows: ROWS, passRows: mmaPassRows(L, L.ldk), width4: D4, ld: 'LDK', name: first, frags: D16 / HS, wg: WG, rowValue: (rr, c) => `load_or_zero(0u, tile_row(${rr}), HEAD_DIM, ${c})`, ...(split ? { base: 'pbase', colOff: 'hoff_d' } : {}), ...(scales ? { splitScale: scales[0] } : {}) }),
+    gatherFragments({ rows: ROWS, passRows: mmaPassRows(L, L.ldv), width4: DV4, ld: 'LDV', name: second, frags: DV16 / HS, wg: WG, rowValue: (rr, c) => `load_or_zero(1u, tile_row(${rr}), HEAD_DIM_V, ${c})`, ...(split ? { base: 'pbase', colOff: 'hoff_dv' } : {}), ...(scales ? { splitScale: scales[1] } : {}) }),
   ].join('\n');
 }
 
-/** S-like products of the subgroup's 16 rows against `n16` 16-column blocks of a staged chunk, stored to `dst`. */
-function productsInto(dst: string, lefts: string, nk: number, n16: number, rightOffset: (n: number, kk: number) => string, ld: string): string {
+/** A right fragment of the staging area (`stlo` for the split's lo half) at `off`, `major`-major. */
+const stagedRight = (major: 'row' | 'col', off: string, ld: string) => (lo: boolean): string => `subgroupMatrixLoad<${RIGHT}, ${major}_major>(&${lo ? 'stlo' : 'st'}, ${off}, ${ld})`;
+
+/**
+ * S-like products of the subgroup's 16 rows against `n16` 16-column blocks of a staged chunk, stored to `dst`; with
+ * `split` three multiplies per product (`${lefts}_lo_kk` and `stlo` hold the lo halves).
+ */
+function productsInto(dst: string, lefts: string, nk: number, n16: number, rightOffset: (n: number, kk: number) => string, ld: string, split = false): string {
   return range(n16)
     .map(
       (n) => `    {
       var acc = ${RESULT}();
 ${range(nk)
-  .map((kk) => `      acc = subgroupMatrixMultiplyAccumulate(${lefts}_${kk}, subgroupMatrixLoad<${RIGHT}, col_major>(&st, ${rightOffset(n, kk)}, ${ld}), acc);`)
+  .map((kk) => `      acc = ${mmaMulAdd(`${lefts}_${kk}`, split ? `${lefts}_lo_${kk}` : undefined, stagedRight('col', rightOffset(n, kk), ld), 'acc')};`)
   .join('\n')}
       subgroupMatrixStore<row_major>(&${dst}, rbase * LDS + ${n * F}u, acc, LDS);
     }`,
@@ -355,18 +396,23 @@ ${range(nk)
     .join('\n');
 }
 
-/** acc_j += left(p_n) x right(rows of the chunk, columns j) for j < outs, n < n16; the left rows start at `leftBase` in `leftArr`. */
-function accumulateFrom(acc: string, leftArr: string, outs: number, n16: number, rightBase: string, ld: string, leftBase = '', split?: { readonly colOff: string }): string {
+/**
+ * acc_j += left(p_n) x right(rows of the chunk, columns j) for j < outs, n < n16; the left rows start at `leftBase` in
+ * `leftArr`. With `lo` (the float32 split) the left's lo halves are in array `lo` and the right's in `stlo`: three
+ * multiplies per product.
+ */
+function accumulateFrom(acc: string, leftArr: string, outs: number, n16: number, rightBase: string, ld: string, leftBase = '', split?: { readonly colOff: string }, lo?: string): string {
   const leftRow = split ? 'pbase' : 'rbase';
   const colOff = split ? ` + ${split.colOff}` : '';
+  const left = (arr: string, name: string, n: number): string => `    let ${name}_f${n} = subgroupMatrixLoad<${LEFT}, row_major>(&${arr}, ${leftBase}${leftRow} * LDP + ${n * F}u, LDP);`;
   return `${range(n16)
-    .map((n) => `    let ${leftArr}_f${n} = subgroupMatrixLoad<${LEFT}, row_major>(&${leftArr}, ${leftBase}${leftRow} * LDP + ${n * F}u, LDP);`)
+    .map((n) => (lo === undefined ? left(leftArr, leftArr, n) : `${left(leftArr, leftArr, n)}\n${left(lo, lo, n)}`))
     .join('\n')}
 ${range(outs)
   .map(
     (j) =>
       `    ${acc}_${j} = ${range(n16).reduce(
-        (a, n) => `subgroupMatrixMultiplyAccumulate(${leftArr}_f${n}, subgroupMatrixLoad<${RIGHT}, row_major>(&st, ${rightBase} + ${n * F}u * ${ld} + ${j * F}u${colOff}, ${ld}), ${a})`,
+        (a, n) => mmaMulAdd(`${leftArr}_f${n}`, lo === undefined ? undefined : `${lo}_f${n}`, stagedRight('row', `${rightBase} + ${n * F}u * ${ld} + ${j * F}u${colOff}`, ld), a),
         `${acc}_${j}`,
       )};`,
   )
@@ -379,11 +425,14 @@ ${range(outs)
  * the kernel has one (half the rounds). With headSplit each subgroup writes its own head-dim half from its own rows.
  */
 function writeThroughScratch(o: {
+  /** `row8`: the row's first vec4<u32> (eight halves), or its first vec4<f32> with `f32`. */
   outs: readonly { acc: string; frags: number; out: string; row8: string; scale?: string }[];
   n16: number;
   valid: string;
   twoScratches: boolean;
   split?: boolean;
+  /** float32 outputs (the split): two vec4<f32> stores per eight values. */
+  f32?: boolean;
 }): string {
   return mmaScratchEpilogue({
     outs: o.outs.map((x) => ({
@@ -391,6 +440,10 @@ function writeThroughScratch(o: {
       frags: x.frags,
       write: (j: number, lo: string, hi: string) => {
         const scaled = x.scale === undefined ? '' : ` * ${x.scale}`;
+        if (o.f32 === true) {
+          const at = `${x.row8} + ${4 * j}u + 2u * hf`;
+          return `${x.out}[${at}] = ${lo}${scaled}; ${x.out}[${at} + 1u] = ${hi}${scaled};`;
+        }
         return `${x.out}[${x.row8}${o.split === true ? ` + hd * ${x.frags * 2}u` : ''} + ${2 * j}u + hf] = pack8(${lo}${scaled}, ${hi}${scaled});`;
       },
     })),
@@ -460,6 +513,11 @@ function pdsStmts(o: {
   rpbIndex?: (vi: string, i: number) => string;
   /** Statements storing the f32 `ds` of column `4 vi + i` where it is in the window (`gradRpb`). */
   dsOut?: (vi: string, i: number) => string;
+  /**
+   * The float32 split: S and dP scaled (undone by `sl2`, which includes the softmax's scale log2(e), and `dp_un`), P
+   * stored as hi and lo halves (lo to `pLo`), dS times `scd` likewise (lo to `dsLo`; `dsRegs` then hold the f32 dS).
+   */
+  splitLo?: { readonly p?: string; readonly ds: string };
 }): string {
   const vi = (v: number): string => (o.split === true ? `${v * 2}u + hf + ${2 * o.vpl}u * hd` : `${v * 2}u + hf`);
   const sum = (arr: string): string => (o.split === true ? `${scratchVec4(arr)} + ${scratchVec4(arr, 'srow2')}` : scratchVec4(arr));
@@ -468,25 +526,36 @@ function pdsStmts(o: {
       (v) => `      {
         let cc = (${vi(v)}) * 4u;
         let s = ${o.shared ? `sreg_${v}` : sum('s_sh')};
-        let dp = ${o.shared ? scratchVec4('s_sh') : sum('dp_sh')};
+        let dp = ${o.shared ? scratchVec4('s_sh') : sum('dp_sh')}${o.splitLo ? ' * dp_un' : ''};
         let inw = ${o.inw4 ? o.inw4(vi(v)) : `vec4<bool>(${[0, 1, 2, 3].map((i) => o.inw(vi(v), i)).join(', ')})`};
 ${
   o.rpbIndex
     ? `        let bias = vec4<f32>(${[0, 1, 2, 3].map((i) => `f32(rpb[select(0u, ${o.rpbIndex?.(vi(v), i) ?? ''}, inw[${i}])])`).join(', ')}) * LOG2E;\n`
     : ''
-}        let p = select(vec4<f32>(0.0), exp2(s * params.scale_log2${o.rpbIndex ? ' + bias' : ''} - ${o.lse(vi(v))}), inw);
+}        let p = select(vec4<f32>(0.0), exp2(s * ${o.splitLo ? 'sl2' : 'params.scale_log2'}${o.rpbIndex ? ' + bias' : ''} - ${o.lse(vi(v))}), inw);
         let ds = p * (dp - ${o.delta(vi(v))});
-${o.dsOut ? `${[0, 1, 2, 3].map((i) => `        if (inw[${i}]) { ${o.dsOut?.(vi(v), i) ?? ''} }`).join('\n')}\n` : ''}${o.pArr ? `        let ph = vec4<f16>(p);\n        ${store4(o.pArr, 'prow + cc', 'ph')}\n` : ''}        let dh = vec4<f16>(ds);
-        ${o.dsRegs === true ? `dsreg_${v} = dh;` : store4(o.dsArr, 'prow + cc', 'dh')}
+${o.dsOut ? `${[0, 1, 2, 3].map((i) => `        if (inw[${i}]) { ${o.dsOut?.(vi(v), i) ?? ''} }`).join('\n')}\n` : ''}${pdsStores(o, v)}
       }`,
     )
     .join('\n');
 }
 
-/** WGSL storing registers `dsreg_v` (`pdsStmts` with `dsRegs`) to this lane's columns of f16 array `arr` (rows `prow`). */
-function dsRegsStore(vpl: number, arr: string): string {
+/** `pdsStmts`' stores of P (where it has a P array) and dS: f16, or hi and lo halves with the split. */
+function pdsStores(o: { pArr?: string; dsArr: string; dsRegs?: boolean; splitLo?: { readonly p?: string; readonly ds: string } }, v: number): string {
+  const lo = o.splitLo;
+  const p = o.pArr === undefined ? '' : lo ? `        ${storeSplit4(o.pArr, 'prow + cc', 'p', { lo: lo.p ?? '' }, '1.0')}\n` : `        let ph = vec4<f16>(p);\n        ${store4(o.pArr, 'prow + cc', 'ph')}\n`;
+  if (lo) return `${p}        ${o.dsRegs === true ? `dsreg_${v} = ds;` : storeSplit4(o.dsArr, 'prow + cc', 'ds', { lo: lo.ds }, 'scd')}`;
+  return `${p}        let dh = vec4<f16>(ds);
+        ${o.dsRegs === true ? `dsreg_${v} = dh;` : store4(o.dsArr, 'prow + cc', 'dh')}`;
+}
+
+/**
+ * WGSL storing registers `dsreg_v` (`pdsStmts` with `dsRegs`) to this lane's columns of f16 array `arr` (rows
+ * `prow`); with the split (`lo`) the f32 dS times `scd` as hi and lo halves.
+ */
+function dsRegsStore(vpl: number, arr: string, lo?: string): string {
   return range(vpl)
-    .map((v) => `        { let cc = (${v * 2}u + hf) * 4u; ${store4(arr, 'prow + cc', `dsreg_${v}`)} }`)
+    .map((v) => `        { let cc = (${v * 2}u + hf) * 4u; ${lo === undefined ? store4(arr, 'prow + cc', `dsreg_${v}`) : storeSplit4(arr, 'prow + cc', `dsreg_${v}`, { lo }, 'scd')} }`)
     .join('\n');
 }
 
@@ -505,8 +574,9 @@ export function generateFusedBackwardMmaDq(spec: FusedBackwardMmaSpec): Generate
   const DS_BASE = DS_OVER_V ? `${VOFF}u + ` : '';
   const PACKED = spec.packedCoords === true;
   const packing = mmaPackedCoords(r);
-  const FAST_DIV = mmaFastDivide(r, false, spec.fastDivide);
-  const staging = mmaStagedKeyLoop({ r, arr: 'st', tpk: TPK, d4: D4, dv4: DV4, voff: VOFF, ...(PACKED ? { packed: true } : {}), ...(FAST_DIV ? { fastDivide: true } : {}), ...(spec.wideLoads === true ? { wide: true } : {}) });
+  const SPLIT = spec.split === true;
+  const FAST_DIV = mmaFastDivide(r, SPLIT, spec.fastDivide);
+  const staging = mmaStagedKeyLoop({ r, arr: 'st', tpk: TPK, d4: D4, dv4: DV4, voff: VOFF, ...(PACKED ? { packed: true } : {}), ...(FAST_DIV ? { fastDivide: true } : {}), ...(spec.wideLoads === true ? { wide: true } : {}), ...(SPLIT ? { split: { lo: 'stlo', scaleK: 'sck', scaleV: 'scv' } } : {}) });
   const uniforms = fusedForwardUniformFields(r);
   const bindings: StorageBinding[] = [
     { name: 'query', access: 'read' },
@@ -519,15 +589,16 @@ export function generateFusedBackwardMmaDq(spec: FusedBackwardMmaSpec): Generate
     { name: 'delta', access: 'read_write' },
     ...(spec.hasRpb === true ? [{ name: 'rpb', access: 'read' as const }] : []),
     ...(spec.gradRpb === true ? [{ name: 'ds_scratch', access: 'read_write' as const }] : []),
+    ...(SPLIT ? SPLIT_BACKWARD_BINDINGS : []),
   ];
   const tokOf = (x: (a: number) => string): string => tokenOf(r, x);
   const qrowOf = (c: (a: number) => string): string => `((tok_base + ${tokOf((a) => `${c(a)} * params.dil_${a} + g_${a}`)}) * params.heads + h)`;
   // The staged coordinates (group coordinates, vec4<i32>) of column 4 vi + i of the chunk.
   const keyAt = (vi: string, i: number): string => `kc_sh[(${vi}) * 4u + ${i}u]`;
 
-  const rows = tileRows(r, { first: 'qf', head: 'h', heads: 'heads', loaders: ['load_q', 'load_do'] });
+  const rows = tileRows(r, { first: 'qf', head: 'h', heads: 'heads', loaders: ['load_q', 'load_do'], ...(SPLIT ? { type: 'f32' as const } : {}) });
   const code = withUnitSteps(`${moduleHead(key, spec, bindings, uniforms, `${axes.map((a) => `const QUERY_TILE_${a}: u32 = ${spec.tile[a]}u;`).join('\n')}\nconst KEY_CHUNK: u32 = ${BK}u;\n`)}
-${DS_OVER_V ? '' : `var<workgroup> ds_sh: array<f16, ${ROWS * L.ldp}>;\n`}var<workgroup> kc_sh: ${mmaCoordTable(PACKED, 'kc_sh').type(BK)};${FAST_DIV ? `\n${BOX_DIVMOD_FN}` : ''}
+${DS_OVER_V ? '' : `var<workgroup> ds_sh: array<f16, ${ROWS * L.ldp}>;\n`}${SPLIT ? `var<workgroup> dslo_sh: array<f16, ${ROWS * L.ldp}>;\n` : ''}var<workgroup> kc_sh: ${mmaCoordTable(PACKED, 'kc_sh').type(BK)};${FAST_DIV ? `\n${BOX_DIVMOD_FN}` : ''}
 
 ${rows.decls}
 
@@ -535,7 +606,7 @@ ${rows.decls}
 fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(num_workgroups) wg_num: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
 ${forwardWorkgroupPrologue(r)}${rows.init}
 ${split ? laneSplitPosition(spec.dim, spec.dimV) : LANE_POSITION}
-
+${SPLIT ? SPLIT_PROLOGUE(spec.dimV) : ''}
   // ---- this lane's query row: coordinates, window, lse, and delta = rowsum(dO * O) (written for the dkv pass)
 ${mmaQueryRowWindow(r, 'TILE')}
   let qrow = ${qrowOf((a) => `min(qi_${a}, n_${a} - 1)`)};
@@ -552,13 +623,9 @@ ${range(DV4 / 2)
   let lse_r = select(0.0, logsumexp[qrow] * LOG2E, valid);
 ${mmaSubgroupSpan(r, 'valid', (a) => `ws_${a}`, (a) => `we_${a} - 1`, 'bs', 'bw')}
 ${PACKED ? `${packing.lane}\n` : ''}
-${range(D16 / HS)
-  .map((kk) => `  var q_${kk} = ${LEFT}();`)
-  .join('\n')}
-${range(DV16 / HS)
-  .map((kk) => `  var do_${kk} = ${LEFT}();`)
-  .join('\n')}
-${tileGathers(spec, 'q', 'do')}
+${leftDecls('q', D16 / HS, SPLIT)}
+${leftDecls('do', DV16 / HS, SPLIT)}
+${tileGathers(spec, 'q', 'do', SPLIT ? ['scq', 'scg'] : undefined)}
 ${range(D16 / HS)
   .map((j) => `  var dq_${j} = ${RESULT}();`)
   .join('\n')}
@@ -570,8 +637,8 @@ ${staging.step}
 ${productsAndPds({
   shared: SHARED,
   vpl: BK / 8,
-  s: (dst) => productsInto(dst, 'q', D16 / HS, BK16, (n, kk) => `${n * F}u * LDK + ${kk * F}u${hoff('hoff_d')}`, 'LDK'),
-  dp: (dst) => productsInto(dst, 'do', DV16 / HS, BK16, (n, kk) => `${VOFF}u + ${n * F}u * LDV + ${kk * F}u${hoff('hoff_dv')}`, 'LDV'),
+  s: (dst) => productsInto(dst, 'q', D16 / HS, BK16, (n, kk) => `${n * F}u * LDK + ${kk * F}u${hoff('hoff_d')}`, 'LDK', SPLIT),
+  dp: (dst) => productsInto(dst, 'do', DV16 / HS, BK16, (n, kk) => `${VOFF}u + ${n * F}u * LDV + ${kk * F}u${hoff('hoff_dv')}`, 'LDV', SPLIT),
   pds: (shared) =>
     pdsStmts({
       vpl: BK / 8 / HS,
@@ -582,6 +649,7 @@ ${productsAndPds({
       dsArr: DS_ARR,
       shared,
       split,
+      ...(SPLIT ? { splitLo: { ds: 'dslo_sh' } } : {}),
       ...(spec.hasRpb === true ? { rpbIndex: (vi: string, i: number) => rpbIndexExpr(spec.kernelSize, (a) => `${keyAt(vi, i)}.${COORD[a] as string} - qi_${a}`) } : {}),
       ...(spec.gradRpb === true ? { dsOut: (vi: string, i: number) => `ds_scratch[qrow * ${product(spec.kernelSize)}u + ${windowSlot(spec.kernelSize, (a) => `${keyAt(vi, i)}.${COORD[a] as string} - ws_${a}`)}] = ds[${i}];` } : {}),
     }),
@@ -592,13 +660,13 @@ ${productsAndPds({
     workgroupBarrier();
     // ---- dQ += dS K
     if (need) {
-${accumulateFrom('dq', DS_ARR, D16 / HS, BK16, '0u', 'LDK', DS_BASE, split ? { colOff: 'hoff_d' } : undefined)}
+${accumulateFrom('dq', DS_ARR, D16 / HS, BK16, '0u', 'LDK', DS_BASE, split ? { colOff: 'hoff_d' } : undefined, SPLIT ? 'dslo_sh' : undefined)}
     }
     workgroupBarrier();
   }
-  // ---- dQ * scale
-  let scale = params.scale_log2 * 0.6931471805599453;
-${writeThroughScratch({ outs: [{ acc: 'dq', frags: D16 / HS, out: 'grad_query', row8: `qrow * ${spec.dim / 8}u`, scale: 'scale' }], n16: BK16, valid: 'valid', twoScratches: spec.sharedScratch !== true, split })}
+  // ---- dQ * scale${SPLIT ? " (the split: over dS's and K's scales)" : ''}
+  let scale = params.scale_log2 * 0.6931471805599453${SPLIT ? ' / (scd * sck)' : ''};
+${writeThroughScratch({ outs: [{ acc: 'dq', frags: D16 / HS, out: 'grad_query', row8: `qrow * ${spec.dim / (SPLIT ? 4 : 8)}u`, scale: 'scale' }], n16: BK16, valid: 'valid', twoScratches: spec.sharedScratch !== true, split, ...(SPLIT ? { f32: true } : {}) })}
 }
 `, spec.unitSteps);
   return {
@@ -654,6 +722,8 @@ export function generateFusedBackwardMmaDkv(spec: FusedBackwardMmaSpec): Generat
   const { r, axes, L, WG, D4, DV4, D16, DV16, C16: QC16, TPR: TPQ, split, ROWS, HS, hoff } = sizes(spec);
   const QC = spec.chunk;
   const OOFF = QC * L.ldk; // dO rows after the Q rows
+  const SPLIT = spec.split === true;
+  const T = SPLIT ? 'f32' : 'f16';
   // The forward's uniforms: `ntile_a` counts key tiles here and `total_wg` runs over KV heads.
   const uniforms = fusedForwardUniformFields(r);
   const bindings: StorageBinding[] = [
@@ -666,6 +736,7 @@ export function generateFusedBackwardMmaDkv(spec: FusedBackwardMmaSpec): Generat
     { name: 'grad_key', access: 'read_write' },
     { name: 'grad_value', access: 'read_write' },
     ...(spec.hasRpb === true ? [{ name: 'rpb', access: 'read' as const }] : []),
+    ...(SPLIT ? SPLIT_BACKWARD_BINDINGS : []),
   ];
   const RPB = spec.hasRpb === true;
   const tokOf = (x: (a: number) => string): string => tokenOf(r, x);
@@ -680,6 +751,9 @@ export function generateFusedBackwardMmaDkv(spec: FusedBackwardMmaSpec): Generat
   // while dV += P^T dO reads P^T).
   const LEAN = spec.leanScratch === true;
   const DS_ARR = LEAN ? 'p_sh' : 'ds_sh';
+  // The split's lo halves: of the staged Q and dO rows (`stlo`), of P^T and of dS^T.
+  const lo = SPLIT ? { lo: 'stlo' } : undefined;
+  const DS_LO = LEAN ? 'plo_sh' : 'dslo_sh';
 
   // The staging thread's query row in the box (the union of the tile's inverse windows) as a cursor: decoded once,
   // advanced a chunk per step and reset at each query head (`mmaBoxCursor`: no integer division per step).
@@ -695,10 +769,10 @@ ${ind}  let qbox = f_ch * QUERY_CHUNK + st_row;
 ${ind}  let in_box = qbox < box_n;
 ${cursor.row(`${ind}  `, 'heads', 'hk * params.gqa + f_qh')}
 ${range(NQ)
-  .map((i) => `${ind}  ${part(NQ, D4, i)}{ pq_${i} = select(vec4<f16>(0.0), load_q(select(0u, qrow * HEAD_DIM, in_box), st_sub + ${i * TPQ}u), in_box); }`)
+  .map((i) => `${ind}  ${part(NQ, D4, i)}{ pq_${i} = select(vec4<${T}>(0.0), load_q(select(0u, qrow * HEAD_DIM, in_box), st_sub + ${i * TPQ}u), in_box); }`)
   .join('\n')}
 ${range(NO)
-  .map((i) => `${ind}  ${part(NO, DV4, i)}{ po_${i} = select(vec4<f16>(0.0), load_do(select(0u, qrow * HEAD_DIM_V, in_box), st_sub + ${i * TPQ}u), in_box); }`)
+  .map((i) => `${ind}  ${part(NO, DV4, i)}{ po_${i} = select(vec4<${T}>(0.0), load_do(select(0u, qrow * HEAD_DIM_V, in_box), st_sub + ${i * TPQ}u), in_box); }`)
   .join('\n')}
 ${ind}  if (st_sub == 0u) {
 ${ind}    pqc = select(${queryCoords.none}, ${
@@ -725,10 +799,10 @@ ${ind}}`;
   const walkHead = `  let st_row = lid / ${TPQ}u;
   let st_sub = lid % ${TPQ}u;
 ${range(NQ)
-  .map((i) => `  var pq_${i} = vec4<f16>(0.0);`)
+  .map((i) => `  var pq_${i} = vec4<${T}>(0.0);`)
   .join('\n')}
 ${range(NO)
-  .map((i) => `  var po_${i} = vec4<f16>(0.0);`)
+  .map((i) => `  var po_${i} = vec4<${T}>(0.0);`)
   .join('\n')}
   var pqc = ${queryCoords.none};
   var plse = 0.0;
@@ -745,10 +819,10 @@ ${fetchStep('  ')}
       let need = i32(c0) <= span_hi && i32(c0 + QUERY_CHUNK) > span_lo;
       // ---- commit this step's query rows (Q, dO, coordinates, lse, delta), then load the next step's into registers
 ${range(NQ)
-  .map((i) => `      ${part(NQ, D4, i)}{ ${store4('st', `st_row * LDK + 4u * (st_sub + ${i * TPQ}u)`, `pq_${i}`)} }`)
+  .map((i) => `      ${part(NQ, D4, i)}{ ${storeSplit4('st', `st_row * LDK + 4u * (st_sub + ${i * TPQ}u)`, `pq_${i}`, lo, 'scq')} }`)
   .join('\n')}
 ${range(NO)
-  .map((i) => `      ${part(NO, DV4, i)}{ ${store4('st', `${OOFF}u + st_row * LDV + 4u * (st_sub + ${i * TPQ}u)`, `po_${i}`)} }`)
+  .map((i) => `      ${part(NO, DV4, i)}{ ${storeSplit4('st', `${OOFF}u + st_row * LDV + 4u * (st_sub + ${i * TPQ}u)`, `po_${i}`, lo, 'scg')} }`)
   .join('\n')}
       if (st_sub == 0u) {
         ${queryCoords.store('st_row', 'pqc')}
@@ -760,11 +834,11 @@ ${range(NO)
 ${fetchStep('        ')}
       }
 `;
-  const rows = tileRows(r, { first: 'kf', head: 'hk', heads: 'heads_kv', loaders: ['load_k', 'load_v'] });
+  const rows = tileRows(r, { first: 'kf', head: 'hk', heads: 'heads_kv', loaders: ['load_k', 'load_v'], ...(SPLIT ? { type: 'f32' as const } : {}) });
   const code = withUnitSteps(`${moduleHead(key, spec, bindings, uniforms, `const QUERY_CHUNK: u32 = ${QC}u;\n`)}
 var<workgroup> p_sh: array<f16, ${ROWS * L.ldp}>;
 ${LEAN ? '' : `var<workgroup> ds_sh: array<f16, ${ROWS * L.ldp}>;
-`}var<workgroup> qc_sh: ${queryCoords.type(QC)};
+`}${SPLIT ? `var<workgroup> plo_sh: array<f16, ${ROWS * L.ldp}>;\n${LEAN ? '' : `var<workgroup> dslo_sh: array<f16, ${ROWS * L.ldp}>;\n`}` : ''}var<workgroup> qc_sh: ${queryCoords.type(QC)};
 var<workgroup> lse_sh: array<vec4<f32>, ${QC / 4}>;
 var<workgroup> delta_sh: array<vec4<f32>, ${QC / 4}>;
 
@@ -774,7 +848,7 @@ ${rows.decls}
 fn main(@builtin(workgroup_id) wg_id: vec3<u32>, @builtin(num_workgroups) wg_num: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
 ${keyTilePrologue(r)}${rows.init}
 ${split ? laneSplitPosition(spec.dim, spec.dimV) : LANE_POSITION}
-
+${SPLIT ? `${SPLIT_PROLOGUE(spec.dimV)}\n` : ''}
   // ---- this lane's key row
 ${decodeTile(r, 'row', 'ko', '  ')}
 ${axes.map((a) => `  let ki_${a} = kf_${a} + ko_${a};`).join('\n')}
@@ -785,13 +859,9 @@ ${axes.map((a) => `  let ilo_${a} = (inv_${a}.x - g_${a}) / params.dil_${a};
   let ihi_${a} = (inv_${a}.y - g_${a}) / params.dil_${a};`).join('\n')}
 ${mmaSubgroupSpan(r, 'kvalid', (a) => `ilo_${a}`, (a) => `ihi_${a} - 1`, 'qbs', 'qbw')}
 ${PACKED ? `${packing.laneOf({ lo: (a) => `ilo_${a}`, hi: (a) => `ihi_${a}`, base: (a) => `qbs_${a}`, valid: 'kvalid' })}\n` : ''}
-${range(D16 / HS)
-  .map((kk) => `  var k_${kk} = ${LEFT}();`)
-  .join('\n')}
-${range(DV16 / HS)
-  .map((kk) => `  var v_${kk} = ${LEFT}();`)
-  .join('\n')}
-${tileGathers(spec, 'k', 'v')}
+${leftDecls('k', D16 / HS, SPLIT)}
+${leftDecls('v', DV16 / HS, SPLIT)}
+${tileGathers(spec, 'k', 'v', SPLIT ? ['sck', 'scv'] : undefined)}
 ${range(D16 / HS)
   .map((j) => `  var dk_${j} = ${RESULT}();`)
   .join('\n')}
@@ -800,13 +870,13 @@ ${range(DV16 / HS)
   .join('\n')}
 ${walkHead}      workgroupBarrier();
 ${LEAN ? `${range(QC / 8)
-  .map((v) => `      var dsreg_${v} = vec4<f16>(0.0);`)
+  .map((v) => `      var dsreg_${v} = vec4<${T}>(0.0);`)
   .join('\n')}\n` : ''}      // ---- S^T = K Q^T and dP^T = V dO^T for this subgroup's keys (chunks outside its keys' inverse span skip)
 ${productsAndPds({
   shared: LEAN,
   vpl: QC / 8,
-  s: (dst) => productsInto(dst, 'k', D16 / HS, QC16, (n, kk) => `${n * F}u * LDK + ${kk * F}u${hoff('hoff_d')}`, 'LDK'),
-  dp: (dst) => productsInto(dst, 'v', DV16 / HS, QC16, (n, kk) => `${OOFF}u + ${n * F}u * LDV + ${kk * F}u${hoff('hoff_dv')}`, 'LDV'),
+  s: (dst) => productsInto(dst, 'k', D16 / HS, QC16, (n, kk) => `${n * F}u * LDK + ${kk * F}u${hoff('hoff_d')}`, 'LDK', SPLIT),
+  dp: (dst) => productsInto(dst, 'v', DV16 / HS, QC16, (n, kk) => `${OOFF}u + ${n * F}u * LDV + ${kk * F}u${hoff('hoff_dv')}`, 'LDV', SPLIT),
   pds: (shared) =>
     pdsStmts({
       vpl: QC / 8 / HS,
@@ -819,6 +889,7 @@ ${productsAndPds({
       dsRegs: LEAN,
       shared,
       split,
+      ...(SPLIT ? { splitLo: { p: 'plo_sh', ds: DS_LO } } : {}),
       // The bias of (this lane's key, staged query): key - query per axis.
       ...(RPB ? { rpbIndex: (vi: string, i: number) => rpbIndexExpr(spec.kernelSize, (a) => `ki_${a} - qc_sh[(${vi}) * 4u + ${i}u].${COORD[a] as string}`) } : {}),
     }),
@@ -828,34 +899,35 @@ ${productsAndPds({
       workgroupBarrier();
       // ---- dV += P^T dO, dK += dS^T Q${LEAN ? ' (dS^T over P^T in between)' : ''}
       if (need) {
-${accumulateFrom('dv', 'p_sh', DV16 / HS, QC16, `${OOFF}u`, 'LDV', '', split ? { colOff: 'hoff_dv' } : undefined).replace(/^/gm, '  ')}
+${accumulateFrom('dv', 'p_sh', DV16 / HS, QC16, `${OOFF}u`, 'LDV', '', split ? { colOff: 'hoff_dv' } : undefined, SPLIT ? 'plo_sh' : undefined).replace(/^/gm, '  ')}
 ${
   LEAN
     ? `      }
       workgroupBarrier();
       if (need) {
         let prow = row * LDP;
-${dsRegsStore(QC / 8, 'p_sh')}
+${dsRegsStore(QC / 8, 'p_sh', SPLIT ? 'plo_sh' : undefined)}
       }
       workgroupBarrier();
       if (need) {
 `
     : ''
-}${accumulateFrom('dk', DS_ARR, D16 / HS, QC16, '0u', 'LDK', '', split ? { colOff: 'hoff_d' } : undefined).replace(/^/gm, '  ')}
+}${accumulateFrom('dk', DS_ARR, D16 / HS, QC16, '0u', 'LDK', '', split ? { colOff: 'hoff_d' } : undefined, SPLIT ? DS_LO : undefined).replace(/^/gm, '  ')}
       }
       workgroupBarrier();
     }
-  // ---- dK * scale, dV
-  let scale = params.scale_log2 * 0.6931471805599453;
+  // ---- dK * scale, dV${SPLIT ? " (the split: over dS's and Q's scales, dO's)" : ''}
+  let scale = params.scale_log2 * 0.6931471805599453${SPLIT ? ' / (scd * scq)' : ''};${SPLIT ? '\n  let dv_un = 1.0 / scg;' : ''}
 ${writeThroughScratch({
   outs: [
-    { acc: 'dk', frags: D16 / HS, out: 'grad_key', row8: `krow * ${spec.dim / 8}u`, scale: 'scale' },
-    { acc: 'dv', frags: DV16 / HS, out: 'grad_value', row8: `krow * ${spec.dimV / 8}u` },
+    { acc: 'dk', frags: D16 / HS, out: 'grad_key', row8: `krow * ${spec.dim / (SPLIT ? 4 : 8)}u`, scale: 'scale' },
+    { acc: 'dv', frags: DV16 / HS, out: 'grad_value', row8: `krow * ${spec.dimV / (SPLIT ? 4 : 8)}u`, ...(SPLIT ? { scale: 'dv_un' } : {}) },
   ],
   n16: QC16,
   valid: 'kvalid',
   twoScratches: !LEAN,
   split,
+  ...(SPLIT ? { f32: true } : {}),
 })}
 }
 `, spec.unitSteps);
