@@ -22,7 +22,7 @@ export const USAGE = `usage: pnpm bench [--set quick|standard] [--filter str[,st
                                 heuristic, 2 for float32 on subgroups >= 16 wide; 1 = one key per step)
   [--backward-path default|plain|mma]  default: what fusedBackward runs without a config (the tensor-core backward
                              where it routes there, else plain); plain: the plain backward's default config;
-                             mma: the tensor-core backward (f16) at its default config, wherever it can run
+                             mma: the tensor-core backward (f16, f32 as the split) at its default config, wherever it can run
   [--backward-unroll 1|2|4]     the default backward tiles folding this many keys (dq) / queries (dK/dV) per
                                 walk step (default: the heuristic; 1 = one row per step)
   [--warm-clocks auto|on|off]   keep the GPU busy around our timed runs so its clock stays at boost
