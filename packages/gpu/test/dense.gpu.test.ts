@@ -144,6 +144,9 @@ const BWD_CASES: BwdCase[] = [
   { name: 'causal, square', B: 1, S: 50, N: 50, H: 2, Hkv: 1, D: 8, Dv: 8, causal: true, dtype: 'float32' },
   { name: 'causal, fewer queries than keys', B: 1, S: 20, N: 45, H: 1, Hkv: 1, D: 8, Dv: 12, causal: true, dtype: 'float32' },
   { name: 'three extra tokens: query splits and their reduction, dQ added to what it holds', B: 1, S: 300, N: 3, H: 4, Hkv: 2, D: 16, Dv: 16, causal: false, dtype: 'float32', accumulate: true },
+  // 23 query splits: both steps of the reduction (four partials at a time, then one); dK and dV of different
+  // lengths (Dv != D) in its one dispatch.
+  { name: 'five extra tokens, 23 query splits, Dv != D', B: 1, S: 1472, N: 5, H: 2, Hkv: 1, D: 16, Dv: 8, causal: false, dtype: 'float32' },
   { name: 'float16, head dim 64, query splits', B: 1, S: 90, N: 20, H: 2, Hkv: 2, D: 64, Dv: 64, causal: false, dtype: 'float16' },
   { name: 'float16, causal, one split', B: 1, S: 40, N: 40, H: 2, Hkv: 1, D: 32, Dv: 16, causal: true, dtype: 'float16' },
 ];
@@ -185,6 +188,21 @@ async function checkBackward(ctx: GpuContext, c: BwdCase, options: DenseOptions 
 }
 
 describe('dense attention backward on WebGPU against an f64 reference', () => {
+  it('sums the query splits\' partials of dK and dV in one dispatch (23 splits for 1472 queries and 5 keys)', async () => {
+    const ctx = await gpuContext();
+    const t = (shape: number[]): GpuTensor => ctx.createTensor(shape, 'float32');
+    const q = [1, 1472, 2, 16];
+    const kv = [1, 5, 1, 16];
+    const v = [1, 5, 1, 8];
+    const o = [1, 1472, 2, 8];
+    const plan = denseBackwardPlan(ctx, { query: t(q), key: t(kv), value: t(v), output: t(o), lse: t([1, 1472, 2]), gradOutput: t(o), gradQuery: t(q), gradKey: t(kv), gradValue: t(v), scale: 0.25 }, { path: 'plain' });
+    const last = plan.commands.at(-1);
+    expect(plan.commands.filter((c) => c.kernel.key.startsWith('dense-grad-reduce'))).toHaveLength(1);
+    expect(last?.kernel.key).toMatch(/^dense-grad-reduce-kv\//);
+    expect(last?.uniforms).toMatchObject({ elems_k: 80, elems_v: 40, splits: 23 });
+    expect(last?.workgroups).toEqual([2, 1, 2]);
+    plan.release();
+  });
   it.each(BWD_CASES)('$name ($dtype)', async (c) => {
     await checkBackward(await gpuContext(), c);
   });

@@ -148,6 +148,10 @@ export function speedProblems(only: string): Problem[] {
     // Between the standard problems' windows (up to 225 keys in 2-D) and FLUX-like's 6400: where rules change.
     { name: '2d 128x128 K=31', rank: 2, spatial: [128, 128], heads: 8, dim: 64, kernelSize: [31, 31] },
     { name: '2d 128x128 K=45', rank: 2, spatial: [128, 128], heads: 8, dim: 64, kernelSize: [45, 45] },
+    // 1-D 4096 with half and twice the heads: whether a kernel's time follows its work (throughput) or stays
+    // (latency of each workgroup's walk, the grid being one wave).
+    { name: '1d L=4096 K=127 H=4', rank: 1, spatial: [4096], heads: 4, dim: 64, kernelSize: [127] },
+    { name: '1d L=4096 K=127 H=16', rank: 1, spatial: [4096], heads: 16, dim: 64, kernelSize: [127] },
   ];
   return all.filter((p) => only === '' || only.split(',').some((o) => p.name.includes(o)));
 }

@@ -420,11 +420,16 @@ export function denseBackwardPlan(ctx: GpuContext, args: DenseBackwardArgs, opti
       workgroups: [Math.ceil(dims.keys / DENSE_QUERIES), splits, dims.batch * dims.headsKv],
     },
   ];
-  const reduce = memoKernel('dense-grad-reduce', { dtype }, generateDenseGradReduce);
-  partials.forEach((p, i) => {
-    const elems = i === 0 ? kElems : vElems;
-    const workgroups = foldWorkgroups(Math.ceil(elems / 64), max);
-    commands.push({ kernel: reduce, buffers: [p.buffer, (i === 0 ? args.gradKey : args.gradValue).buffer], uniforms: { elems, splits, groups_x: workgroups[0] }, workgroups });
-  });
+  const [dkPartial, dvPartial] = partials;
+  if (dkPartial && dvPartial) {
+    // dK's and dV's sums in one dispatch (grid z), each value's splits in a fixed order.
+    const [x, y] = foldWorkgroups(Math.ceil(Math.max(kElems, vElems) / 64), max);
+    commands.push({
+      kernel: memoKernel('dense-grad-reduce', { dtype }, generateDenseGradReduce),
+      buffers: [dkPartial.buffer, dvPartial.buffer, args.gradKey.buffer, args.gradValue.buffer],
+      uniforms: { elems_k: kElems, elems_v: vElems, splits, groups_x: x },
+      workgroups: [x, y, 2],
+    });
+  }
   return { commands, release };
 }

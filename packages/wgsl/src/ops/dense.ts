@@ -551,36 +551,52 @@ ${SPLIT_ROWS}  for (var r0 = 0u; r0 < n_rows; r0 += BQ) {
 }
 
 export const DENSE_REDUCE_UNIFORMS: readonly UniformField[] = [
-  { name: 'elems', type: 'u32' },
+  { name: 'elems_k', type: 'u32' },
+  { name: 'elems_v', type: 'u32' },
   { name: 'splits', type: 'u32' },
   /** Workgroups along x of the folded grid. */
   { name: 'groups_x', type: 'u32' },
 ];
 
-/** Sum `splits` f32 partials of `elems` values each, in split order, into the output (its dtype). */
+/**
+ * Sum `splits` f32 partials of dK (`elems_k` values each) and of dV (`elems_v`), in one fixed order, into the
+ * gradients (their dtype): grid z 0 reduces dK's, 1 dV's, one value per invocation, four partials in flight. One
+ * dispatch for both since session 24: on an H200 it takes what one of the two did (64 splits: 10.3 against 10.2 + 10.4
+ * us; that kernel loaded sixteen partials per step, not four: no faster than the old loop of four, so the loop stays
+ * four), and na2d 64x64 K=7 with 16 extra tokens, backward, went 158.6-160.3 -> 149.8-150.5 us.
+ */
 export function generateDenseGradReduce(spec: { readonly dtype: GpuDType }): GeneratedKernel {
-  const key = kernelKey('dense-grad-reduce', GEN, spec);
+  const key = kernelKey('dense-grad-reduce-kv', GEN, spec);
   const T = wgslType(spec.dtype);
   const bindings: StorageBinding[] = [
-    { name: 'partial', access: 'read' },
-    { name: 'out', access: 'read_write' },
+    { name: 'partial_k', access: 'read' },
+    { name: 'partial_v', access: 'read' },
+    { name: 'grad_key', access: 'read_write' },
+    { name: 'grad_value', access: 'read_write' },
   ];
+  const x4 = (arr: string, first: number): string => `vec4<f32>(${[0, 1, 2, 3].map((i) => `${arr}[(s + ${first + i}u) * n + e]`).join(', ')})`;
+  // One tensor's sum: four sums in flight (splits s = 0, 1, 2, 3 mod 4), added in one fixed order (deterministic).
+  const sum = (partial: string, out: string, elems: string): string => `    let n = ${elems};
+    if (e >= n) { return; }
+    var acc = vec4<f32>(0.0);
+    var s = 0u;
+    for (; s + 4u <= params.splits; s += 4u) { acc += ${x4(partial, 0)}; }
+    for (; s < params.splits; s++) { acc.x += ${partial}[s * n + e]; }
+    ${out}[e] = ${T}((acc.x + acc.y) + (acc.z + acc.w));`;
   const code = `// ${key}
-${enableDirectives(spec.dtype)}@group(0) @binding(0) var<storage, read> partial: array<f32>;
-@group(0) @binding(1) var<storage, read_write> out: array<${T}>;
+${enableDirectives(spec.dtype)}@group(0) @binding(0) var<storage, read> partial_k: array<f32>;
+@group(0) @binding(1) var<storage, read> partial_v: array<f32>;
+@group(0) @binding(2) var<storage, read_write> grad_key: array<${T}>;
+@group(0) @binding(3) var<storage, read_write> grad_value: array<${T}>;
 ${uniformDecl(DENSE_REDUCE_UNIFORMS, bindings.length)}
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let e = (wg.x + wg.y * params.groups_x) * 64u + lid;
-  if (e >= params.elems) { return; }
-  // Four sums in flight (splits s = 0, 1, 2, 3 mod 4), added in one fixed order: deterministic.
-  var acc = vec4<f32>(0.0);
-  var s = 0u;
-  for (; s + 4u <= params.splits; s += 4u) {
-    acc += vec4<f32>(partial[s * params.elems + e], partial[(s + 1u) * params.elems + e], partial[(s + 2u) * params.elems + e], partial[(s + 3u) * params.elems + e]);
+  if (wg.z == 0u) {
+${sum('partial_k', 'grad_key', 'params.elems_k')}
+  } else {
+${sum('partial_v', 'grad_value', 'params.elems_v')}
   }
-  for (; s < params.splits; s++) { acc.x += partial[s * params.elems + e]; }
-  out[e] = ${T}((acc.x + acc.y) + (acc.z + acc.w));
 }
 `;
   return denseKernel(key, code, bindings, DENSE_REDUCE_UNIFORMS, 0, spec.dtype);
