@@ -76,7 +76,9 @@ describe('dense attention on tensor cores (code generation)', () => {
     expect(k.code).toContain('subgroupMatrixMultiplyAccumulate(plo_0, subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>, row_major>(&st_sh');
     expect(() => generateDenseBackwardQueryMma({ ...base, merge: true })).toThrow('generateDenseBackwardQueryMma: merge is a forward option');
     const dq = generateDenseBackwardQueryMma({ ...base, split: true });
-    expect(dq.bindings.map((b) => b.name).slice(-2)).toEqual(['scales', 'scales_g']);
+    // One scales binding: max |Q|, |K|, |V|, |dO|, |O| (dS's bound has max |dO| and max |O| in it).
+    expect(dq.bindings.map((b) => b.name).slice(-2)).toEqual(['delta', 'scales']);
+    expect(dq.code).toContain('let scd = split_scale(abs(params.scale) * 64.0 * scales[3] * (scales[2] + scales[4]));');
     expect(dq.code).toMatch(/var<storage, read_write> grad_query: array<vec4<f32>>;/);
     const dkv = generateDenseBackwardKvMma({ ...base, split: true });
     expect(dkv.code).toMatch(/var<storage, read_write> grad_key: array<vec4<f32>>;/);

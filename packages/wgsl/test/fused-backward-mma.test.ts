@@ -142,12 +142,39 @@ describe('tensor-core (mma) backward generators', () => {
   });
 });
 
+describe('mma backward, float32 (split)', () => {
+  it('binds f32 tensors and one scales buffer, keeps lo halves beside the staging, P and dS, and refuses what it does not combine with', () => {
+    const spec: FusedBackwardMmaSpec = { ...base, split: true };
+    const dq = generateFusedBackwardMmaDq(spec);
+    const dkv = generateFusedBackwardMmaDkv(spec);
+    expect(dq.bindings.map((b) => b.name)).toEqual(['query', 'key', 'value', 'output', 'grad_output', 'logsumexp', 'grad_query', 'delta', 'scales']);
+    expect(dkv.bindings.map((b) => b.name)).toEqual(['query', 'key', 'value', 'grad_output', 'logsumexp', 'delta', 'grad_key', 'grad_value', 'scales']);
+    for (const k of [dq, dkv]) {
+      expect(k.code).toMatch(/var<storage, read> query: array<vec4<f32>>;/);
+      expect(k.code).toContain('var<workgroup> stlo: array<f16,');
+      // dS's scale from its bound, D_v max |dO| (max |V| + max |O|): Dv = 32 here.
+      expect(k.code).toContain('let scd = split_scale(32.0 * scales[3] * (scales[2] + scales[4]));');
+      expect(k.code).not.toContain('pack8(');
+    }
+    expect(dq.code).toMatch(/var<storage, read_write> grad_query: array<vec4<f32>>;/);
+    expect(dq.code).toContain('var<workgroup> dslo_sh: array<f16,');
+    expect(dkv.code).toContain('var<workgroup> plo_sh: array<f16,');
+    // hi hi + hi lo + lo hi: S = Q K^T's three multiplies, the lo halves of Q (left) and of the staged K (right).
+    expect(dq.code).toContain('subgroupMatrixMultiplyAccumulate(q_lo_0, subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>, col_major>(&st, ');
+    expect(dq.code).toContain('subgroupMatrixMultiplyAccumulate(q_0, subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>, col_major>(&stlo, ');
+    expect(dq.workgroupBytes).toBeGreaterThan(generateFusedBackwardMmaDq(base).workgroupBytes);
+    for (const extra of [{ headSplit: true, tile: [4, 8] }, { dsOverV: true }, { wideLoads: true }]) {
+      expect(fusedBackwardMmaSpecProblem({ ...spec, ...extra })).toBe('split (float32) does not combine with headSplit, dsOverV or wideLoads');
+    }
+  });
+});
+
 describe('mma backward workgroup memory', () => {
   it('keeps every workgroup variable a multiple of 16 bytes (matrix stores misplace data otherwise)', () => {
     const rpb = { hasRpb: true, causal: [false, false] };
     const kernels = [
-      ['dq', generateFusedBackwardMmaDq, [{}, { tightScratch: true }, { ...rpb, gradRpb: true }, { sharedScratch: true }]],
-      ['dkv', generateFusedBackwardMmaDkv, [{}, { tightScratch: true }, rpb, { leanScratch: true }]],
+      ['dq', generateFusedBackwardMmaDq, [{}, { tightScratch: true }, { ...rpb, gradRpb: true }, { sharedScratch: true }, { split: true }, { split: true, sharedScratch: true, tightScratch: true }]],
+      ['dkv', generateFusedBackwardMmaDkv, [{}, { tightScratch: true }, rpb, { leanScratch: true }, { split: true }, { split: true, leanScratch: true, tightScratch: true }]],
     ] as const;
     let checked = 0;
     for (const [name, generate, flagSets] of kernels) {
@@ -159,7 +186,10 @@ describe('mma backward workgroup memory', () => {
           for (const flags of [...flagSets, { rank: 1 as const, kernelSize: [31], causal: [false] }]) {
             const spec = { ...base, dim, dimV: dim, chunk, subgroups, tile: 'rank' in flags ? [subgroups * 16] : [subgroups * 2, 8], ...flags } as FusedBackwardMmaSpec;
             if (fusedBackwardMmaSpecProblem(spec) !== undefined) continue;
-            for (const v of workgroupVars(generate(spec).code)) expect(v.bytes % 16, `${name} ${v.name} D=${dim} chunk ${chunk} ${JSON.stringify(flags)}`).toBe(0);
+            const k = generate(spec);
+            for (const v of workgroupVars(k.code)) expect(v.bytes % 16, `${name} ${v.name} D=${dim} chunk ${chunk} ${JSON.stringify(flags)}`).toBe(0);
+            // And the declared total covers the variables (the limit checks rely on it; it counts 16 bytes more).
+            expect(workgroupVars(k.code).reduce((a, v) => a + v.bytes, 0), `${name} D=${dim} chunk ${chunk} ${JSON.stringify(flags)}`).toBe(k.workgroupBytes - 16);
             checked++;
           }
         }

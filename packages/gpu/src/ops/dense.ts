@@ -385,17 +385,17 @@ export function denseBackwardPlan(ctx: GpuContext, args: DenseBackwardArgs, opti
   const offsets = seqs > 0 ? [offsetBuffer(ctx, args.cumulativeSeqlenQ as ArrayLike<number>), offsetBuffer(ctx, args.cumulativeSeqlenKv as ArrayLike<number>)] : [];
   const delta = ctx.tempTensor(outShape.slice(0, 3), 'float32', { label: `${BWD}.delta` });
   const partials = splits > 1 ? [ctx.tempTensor([splits * kElems], 'float32', { label: `${BWD}.dkPartial` }), ctx.tempTensor([splits * vElems], 'float32', { label: `${BWD}.dvPartial` })] : [];
-  // The float32 split's per-tensor maxima: |Q|, |K|, |V|, and |dO|, |O| (abs-max dispatches before the kernels; O
+  // The float32 split's per-tensor maxima: |Q|, |K|, |V|, |dO|, |O| (one abs-max dispatch before the kernels; O
   // bounds delta, and may be a merged output whose values exceed V's).
   const split = dqMma?.split === true || dkvMma?.split === true;
-  const scales = split ? [ctx.tempTensor([4], 'float32', { label: `${BWD}.splitScales` }), ctx.tempTensor([4], 'float32', { label: `${BWD}.splitScalesG` })] : [];
+  const scales = split ? [ctx.tempTensor([8], 'float32', { label: `${BWD}.splitScales` })] : [];
   const scaleBuffers = (mma: DenseMmaSpec | undefined): GPUBuffer[] => (mma?.split === true ? scales.map((t) => t.buffer) : []);
   const release = (): void => {
     ctx.releaseTensor(delta);
     for (const t of [...partials, ...scales]) ctx.releaseTensor(t);
   };
   const commands: DispatchCommand[] = [
-    ...(split ? [absMaxCommand(ctx, [args.query, args.key, args.value], scales[0] as GpuTensor), absMaxCommand(ctx, [args.gradOutput, args.output], scales[1] as GpuTensor)] : []),
+    ...(split ? [absMaxCommand(ctx, [args.query, args.key, args.value, args.gradOutput, args.output], scales[0] as GpuTensor)] : []),
     {
       kernel: dqMma ? memoKernel('dense-backward-q-mma', dqMma, generateDenseBackwardQueryMma) : memoKernel('dense-backward-q', { ...spec, accumulate }, generateDenseBackwardQuery),
       buffers: [args.query.buffer, args.key.buffer, args.value.buffer, args.output.buffer, args.gradOutput.buffer, args.lse.buffer, ...offsets, args.gradQuery.buffer, delta.buffer, ...scaleBuffers(dqMma)],

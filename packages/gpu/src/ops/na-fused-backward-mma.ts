@@ -2,7 +2,7 @@
  * Tensor-core fused NA backward (`@natten-web/wgsl`'s `generateFusedBackwardMmaDq` and `generateFusedBackwardMmaDkv`):
  * planning and dispatch. Needs what the mma forward needs (subgroup matrices with an f16 -> f32 16x16x16 config, a
  * fixed 32-wide subgroup), float16 or float32 tensors and head dims that are multiples of 16. float32 runs as the
- * split (since session 24): two abs-max dispatches (max |Q|, |K|, |V|; max |dO|, |O|) give per-tensor power-of-two
+ * split (since session 24): an abs-max dispatch (max |Q|, |K|, |V|, |dO|, |O|) gives per-tensor power-of-two
  * scales, every operand is staged as f16 hi and lo halves, three multiplies per product (H200: the float32
  * fwd+bwd 2.1-4.3x faster than with the plain backward, gradients within 2e-7 to 2e-6 of the f64 reference on 19
  * problems). With relative positional bias
@@ -374,8 +374,8 @@ export interface MmaBackwardScratch {
   readonly delta: GpuTensor;
   readonly ds?: GpuTensor;
   readonly rpbPartial?: GpuTensor;
-  /** The float32 split's maxima: |Q|, |K|, |V| and |dO|, |O| (two abs-max dispatches before the kernels). */
-  readonly scales?: readonly [GpuTensor, GpuTensor];
+  /** The float32 split's maxima: |Q|, |K|, |V|, |dO|, |O| (one abs-max dispatch before the kernels). */
+  readonly scales?: GpuTensor;
 }
 
 /** Allocate a call's scratches (`release` them after the dispatch). */
@@ -383,15 +383,14 @@ export function mmaBackwardScratch(ctx: GpuContext, problem: FusedBackwardProble
   const delta = ctx.tempTensor(logsumexpShape, 'float32', { label: 'mma backward delta' });
   const ds = problem.hasGradRpb ? ctx.tempTensor([rpbDsScratchElements(problem)], 'float32', { label: 'mma backward dS (d_rpb)' }) : undefined;
   const rpbPartial = problem.hasGradRpb ? ctx.tempTensor([rpbReduceLayout(problem, gpuDType(problem)).partialElements], 'float32', { label: 'mma backward d_rpb partials' }) : undefined;
-  const scales: [GpuTensor, GpuTensor] | undefined =
-    problem.dtype === 'float32' ? [ctx.tempTensor([4], 'float32', { label: 'mma backward split scales' }), ctx.tempTensor([4], 'float32', { label: 'mma backward split scales (dO, O)' })] : undefined;
+  const scales = problem.dtype === 'float32' ? ctx.tempTensor([8], 'float32', { label: 'mma backward split scales' }) : undefined;
   return {
     delta,
     ...(ds ? { ds } : {}),
     ...(rpbPartial ? { rpbPartial } : {}),
     ...(scales ? { scales } : {}),
     release: () => {
-      for (const t of [delta, ds, rpbPartial, ...(scales ?? [])]) if (t) ctx.releaseTensor(t);
+      for (const t of [delta, ds, rpbPartial, scales]) if (t) ctx.releaseTensor(t);
     },
   };
 }
@@ -417,11 +416,11 @@ export function mmaBackwardCommands(
   if (wantsDs && (!scratch.ds || !scratch.rpbPartial || !kernels.rpbPasses)) throw new NattenArgumentError('mmaBackwardCommands: gradRpb needs the dS and partial scratches and the d_rpb kernels');
   const split = problem.dtype === 'float32';
   if (split && !scratch.scales) throw new NattenArgumentError('mmaBackwardCommands: float32 (the split) needs the scales scratches');
-  // The split's scales: max |Q|, |K|, |V|, then max |dO|, |O| (O bounds delta, and may be a merged output).
+  // The split's scales: max |Q|, |K|, |V|, |dO|, |O| (O bounds delta, and may be a merged output).
   const scales = split && scratch.scales ? scratch.scales : undefined;
-  const scaleBuffers = scales ? scales.map((t) => t.buffer) : [];
+  const scaleBuffers = scales ? [scales.buffer] : [];
   const commands: DispatchCommand[] = [
-    ...(scales ? [absMaxCommand(ctx, [args.query, args.key, args.value], scales[0]), absMaxCommand(ctx, [args.gradOutput, args.output], scales[1])] : []),
+    ...(scales ? [absMaxCommand(ctx, [args.query, args.key, args.value, args.gradOutput, args.output], scales)] : []),
     {
       kernel: kernels.dq,
       buffers: [args.query.buffer, args.key.buffer, args.value.buffer, args.output.buffer, args.gradOutput.buffer, args.logsumexp.buffer, args.gradQuery.buffer, scratch.delta.buffer, ...rpb, ...(wantsDs && scratch.ds ? [scratch.ds.buffer] : []), ...scaleBuffers],

@@ -575,17 +575,20 @@ const ABS_MAX_VEC4_PER_WORKGROUP = ABS_MAX_WORKGROUP * ABS_MAX_UNROLL;
 const ABS_MAX_MAX_WORKGROUPS = 1024;
 
 /**
- * The abs-max dispatch of the split: max |x| of each of one to three tensors (query, key and value) into
- * `scales[0..2]` (cleared before its pass); with fewer tensors only their rows of the grid run.
+ * The abs-max dispatch of the split: max |x| of each of one to five tensors (query, key, value; the backwards' dO
+ * and O too) into `scales[0..4]` (cleared before its pass); with fewer tensors only their rows of the grid run.
  */
-export function absMaxCommand(ctx: GpuContext, tensors: readonly [GpuTensor, GpuTensor?, GpuTensor?], scales: GpuTensor): DispatchCommand {
+export function absMaxCommand(ctx: GpuContext, tensors: readonly [GpuTensor, ...GpuTensor[]], scales: GpuTensor): DispatchCommand {
   const first = tensors[0];
-  const n = [0, 1, 2].map((i) => (tensors[i] ? (tensors[i] as GpuTensor).numel / 4 : 0));
+  const count = tensors.length > 3 ? 5 : 3;
+  const at = (i: number): GpuTensor => tensors[i] ?? first;
+  const n = Array.from({ length: count }, (_, i) => (tensors[i] ? (tensors[i] as GpuTensor).numel / 4 : 0));
   const x = Math.min(ABS_MAX_MAX_WORKGROUPS, ctx.limits.maxComputeWorkgroupsPerDimension, Math.max(1, Math.ceil(Math.max(...n) / ABS_MAX_VEC4_PER_WORKGROUP)));
+  const names = ['n_q', 'n_k', 'n_v', 'n_g', 'n_o'];
   return {
-    kernel: memoKernel('abs-max3', {}, generateAbsMax),
-    buffers: [first.buffer, (tensors[1] ?? first).buffer, (tensors[2] ?? first).buffer, scales.buffer],
-    uniforms: { n_q: n[0] as number, n_k: n[1] as number, n_v: n[2] as number },
+    kernel: memoKernel(`abs-max${count}`, { tensors: count }, generateAbsMax),
+    buffers: [...Array.from({ length: count }, (_, i) => at(i).buffer), scales.buffer],
+    uniforms: Object.fromEntries(n.map((v, i) => [names[i] as string, v])),
     workgroups: [x, tensors.length, 1],
     clear: [scales.buffer],
   };

@@ -1,6 +1,7 @@
 /**
  * Max |x| of three float32 tensors in one dispatch (the split tensor-core forward's per-tensor scales, see
- * `FusedForwardMmaSpec.split`). Workgroup (x, y): tensor y (0 query, 1 key, 2 value), vec4s x * 256 + lid with a
+ * `FusedForwardMmaSpec.split`), or of five (the split backwards': and dO, O). Workgroup (x, y): tensor y (0 query,
+ * 1 key, 2 value, 3 grad_output, 4 output), vec4s x * 256 + lid with a
  * stride of all x-workgroups, four independent loads per loop step (a load per step left each invocation waiting
  * out one memory latency per vec4). A workgroup reduces into a workgroup atomic, then one atomicMax per workgroup into
  * `scales[y]` (the f32 bits of a non-negative float order as u32 do; NaN orders above +inf). `scales` must be zero
@@ -24,24 +25,38 @@ function unrolled(arr: string, n: string): string {
   ).join('\n');
 }
 
-export function generateAbsMax(): GeneratedKernel {
-  const key = kernelKey('abs-max3', GEN, {});
-  const bindings: StorageBinding[] = [
-    { name: 'query', access: 'read' },
-    { name: 'key', access: 'read' },
-    { name: 'value', access: 'read' },
-    { name: 'scales', access: 'read_write' },
-  ];
-  const uniforms: UniformField[] = [
-    { name: 'n_q', type: 'u32' },
-    { name: 'n_k', type: 'u32' },
-    { name: 'n_v', type: 'u32' },
-  ];
+/** The tensors an abs-max dispatch reads, in grid-row order: the forward's three, the backward's five (dO, then O). */
+const ABS_MAX_TENSORS = [
+  { name: 'query', n: 'n_q' },
+  { name: 'key', n: 'n_k' },
+  { name: 'value', n: 'n_v' },
+  { name: 'grad_output', n: 'n_g' },
+  { name: 'output', n: 'n_o' },
+] as const;
+
+/**
+ * The abs-max kernel over three tensors (query, key, value: the split forward) or five (and grad_output, output:
+ * the split backwards, whose dS bound needs max |dO| and max |O|), max |x| of tensor y into `scales[y]`.
+ */
+export function generateAbsMax(spec: { readonly tensors?: 3 | 5 } = {}): GeneratedKernel {
+  const count = spec.tensors ?? 3;
+  const key = kernelKey(`abs-max${count}`, GEN, {});
+  const tensors = ABS_MAX_TENSORS.slice(0, count);
+  const bindings: StorageBinding[] = [...tensors.map((t) => ({ name: t.name, access: 'read' as const })), { name: 'scales', access: 'read_write' }];
+  const uniforms: UniformField[] = tensors.map((t) => ({ name: t.n, type: 'u32' }));
+  // Grid row y reads tensor y: an if / else-if chain, the last tensor in the final else.
+  const rows = tensors
+    .map((t, y) => {
+      const head = y === 0 ? `  if (wg.y == 0u) {` : y === tensors.length - 1 ? '  } else {' : `  } else if (wg.y == ${y}u) {`;
+      return `${head}
+    for (var i = wg.x * ${ABS_MAX_WORKGROUP}u + lid; i < params.${t.n}; i += ${ABS_MAX_UNROLL}u * stride) {
+${unrolled(t.name, t.n)}
+    }`;
+    })
+    .join('\n');
   const code = `// ${key}
-@group(0) @binding(0) var<storage, read> query: array<vec4<f32>>;
-@group(0) @binding(1) var<storage, read> key: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> value: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read_write> scales: array<atomic<u32>>;
+${tensors.map((t, i) => `@group(0) @binding(${i}) var<storage, read> ${t.name}: array<vec4<f32>>;`).join('\n')}
+@group(0) @binding(${count}) var<storage, read_write> scales: array<atomic<u32>>;
 ${uniformDecl(uniforms, bindings.length)}
 var<workgroup> wmax: atomic<u32>;
 
@@ -56,18 +71,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
   if (lid == 0u) { atomicStore(&wmax, 0u); }
   let stride = nwg.x * ${ABS_MAX_WORKGROUP}u;
   var m = 0u;
-  if (wg.y == 0u) {
-    for (var i = wg.x * ${ABS_MAX_WORKGROUP}u + lid; i < params.n_q; i += ${ABS_MAX_UNROLL}u * stride) {
-${unrolled('query', 'n_q')}
-    }
-  } else if (wg.y == 1u) {
-    for (var i = wg.x * ${ABS_MAX_WORKGROUP}u + lid; i < params.n_k; i += ${ABS_MAX_UNROLL}u * stride) {
-${unrolled('key', 'n_k')}
-    }
-  } else {
-    for (var i = wg.x * ${ABS_MAX_WORKGROUP}u + lid; i < params.n_v; i += ${ABS_MAX_UNROLL}u * stride) {
-${unrolled('value', 'n_v')}
-    }
+${rows}
   }
   workgroupBarrier();
   atomicMax(&wmax, m);

@@ -69,7 +69,7 @@ export interface DenseMmaSpec {
   /**
    * float32 tensors on the f16 tensor cores, as the NA forward's split: Q, K, V (and dO in the backward) scaled by a
    * power of two per tensor (the `scales` binding holds max |Q|, max |K|, max |V|, `generateAbsMax`; the backward's
-   * `scales_g` max |dO| and max |O|), each value staged as hi (its mantissa cut to f16's) and lo = f16(x - hi),
+   * also max |dO| and max |O|), each value staged as hi (its mantissa cut to f16's) and lo = f16(x - hi),
    * every product hi hi + hi lo + lo hi with f32 accumulation (P and dS too; dS scaled by its bound,
    * scale D_v max |dO| (max |V| + max |O|): `splitBackwardScales`).
    */
@@ -134,7 +134,7 @@ const RESULT = `subgroup_matrix_result<f32, ${F}, ${F}>`;
 
 /** Storage declarations: tensors as vec4<u32> (eight halves), offsets u32, lse / delta f32, `f32x4` names vec4<f32>. */
 function decls(bindings: readonly StorageBinding[], f32x4: readonly string[] = []): string {
-  const elem = (n: string): string => (n === 'cu_q' || n === 'cu_kv' ? 'u32' : n === 'lse' || n === 'delta' || n === 'scales' || n === 'scales_g' ? 'f32' : f32x4.includes(n) ? 'vec4<f32>' : 'vec4<u32>');
+  const elem = (n: string): string => (n === 'cu_q' || n === 'cu_kv' ? 'u32' : n === 'lse' || n === 'delta' || n === 'scales' ? 'f32' : f32x4.includes(n) ? 'vec4<f32>' : 'vec4<u32>');
   return bindings.map((b, i) => `@group(0) @binding(${i}) var<storage, ${b.access}> ${b.name}: array<${elem(b.name)}>;`).join('\n');
 }
 

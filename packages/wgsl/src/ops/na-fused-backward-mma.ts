@@ -130,8 +130,8 @@ export interface FusedBackwardMmaSpec {
   readonly gradRpb?: boolean;
   /**
    * float32 tensors on the f16 tensor cores, as the mma forward's split: Q, K, V and dO scaled by a power of two per
-   * tensor (from max |x| in `scales` = max |Q|, |K|, |V| and `scales_g` = max |dO|, |O|, two abs-max dispatches,
-   * bound after the kernel's other bindings), each staged or gathered value as hi (its mantissa cut to f16's) and
+   * tensor (from max |x| in `scales` = max |Q|, |K|, |V|, |dO|, |O|, one abs-max dispatch, bound after the kernel's
+   * other bindings), each staged or gathered value as hi (its mantissa cut to f16's) and
    * lo = f16(x - hi), every product hi hi + hi lo + lo hi into f32; P (scale 1) and dS likewise, dS scaled by its
    * bound D_v max |dO| (max |V| + max |O|) (|dP| <= D_v max |dO| max |V|, |delta| <= D_v max |dO| max |O|; O may be a
    * merged output, as with extra KV tokens, so max |V| alone does not bound delta). Gradients are written as f32.
@@ -194,6 +194,7 @@ export function fusedBackwardMmaSpecProblem(spec: FusedBackwardMmaSpec): string 
   const shape = mmaShapeProblem({ ...spec, chunks: MMA_BACKWARD_CHUNKS, names: { tileField: 'tile', tile: 'tile', rows: 'rows', chunk: 'chunk' } });
   if (shape !== undefined) return shape;
   const l = layout(spec);
+  if (spec.split === true && (spec.headSplit === true || spec.dsOverV === true || spec.wideLoads === true)) return 'split (float32) does not combine with headSplit, dsOverV or wideLoads';
   if (mmaPassRows(l, Math.max(l.ldk, l.ldv)) < F) return `head dims ${spec.dim}/${spec.dimV} are too large for chunk ${spec.chunk}`;
   if (spec.dsOverV === true && l.rows * l.ldp > spec.chunk * l.ldv) return `dsOverV: dS (${l.rows} rows of ${l.ldp}) does not fit the chunk's V rows (${spec.chunk} of ${l.ldv})`;
   if (spec.packedCoords === true && spec.rank < 2) return `packedCoords needs rank 2 or 3 (rank ${spec.rank})`;
@@ -204,7 +205,6 @@ export function fusedBackwardMmaSpecProblem(spec: FusedBackwardMmaSpec): string 
     if (why !== undefined) return why;
     if (spec.packedCoords === true) return 'packedCoords does not combine with hasRpb (the bias needs each staged row\'s coordinates)';
   }
-  if (spec.split === true && (spec.headSplit === true || spec.dsOverV === true || spec.wideLoads === true)) return 'split (float32) does not combine with headSplit, dsOverV or wideLoads';
   if (spec.headSplit === true) {
     if (spec.dim % (2 * F) !== 0 || spec.dimV % (2 * F) !== 0) return `headSplit: head dims ${spec.dim}/${spec.dimV} must be multiples of ${2 * F} (a whole number of fragments per half)`;
     if (spec.sharedScratch === true || spec.dsOverV === true || spec.leanScratch === true) return 'headSplit does not combine with sharedScratch, dsOverV or leanScratch (the scratch holds both partial products)';

@@ -62,7 +62,7 @@ export function mmaBindingDecls(bindings: readonly StorageBinding[], tensor: 'f1
   // f32 rows (logsumexp, delta, the backward's dS scratch) and scales, scalars of the tensor type (rpb), vec4s of it (everything else); the
   // `wide` ones as vec4<u32> (16 bytes: eight halves per load or store).
   const elem = (name: string): string =>
-    wide.includes(name) ? 'vec4<u32>' : name === 'logsumexp' || name === 'delta' || name === 'scales' || name === 'scales_g' || name === 'ds_scratch' ? 'f32' : name === 'rpb' ? tensor : `vec4<${tensor}>`;
+    wide.includes(name) ? 'vec4<u32>' : name === 'logsumexp' || name === 'delta' || name === 'scales' || name === 'ds_scratch' ? 'f32' : name === 'rpb' ? tensor : `vec4<${tensor}>`;
   return bindings.map((b, i) => `@group(0) @binding(${i}) var<storage, ${b.access}> ${b.name}: array<${elem(b.name)}>;`).join('\n');
 }
 
@@ -682,24 +682,21 @@ export function mmaMulAdd(a: string, aLo: string | undefined, b: (lo: boolean) =
 
 /**
  * WGSL of the backward split's scales (the NA and dense tensor-core backwards): Q, K, V, dO (`scq`, `sck`, `scv`,
- * `scg`, from `scales` = max |Q|, |K|, |V| and `scales_g` = max |dO|, |O|), dS's from its bound (`scd`): |dP| <=
+ * `scg`, from `scales` = max |Q|, |K|, |V|, |dO|, |O|), dS's from its bound (`scd`): |dP| <=
  * D_v max |dO| max |V| and |delta| = |dO . O| <= D_v max |dO| max |O|, so |dS| <= factor D_v max |dO| (max |V| +
  * max |O|) with P <= 1 (`factor` is how the kernel scales dS: `abs(params.scale) * ` where dS carries the softmax
  * scale). max |O| and not max |V| alone: O may be a merged output (extra KV tokens), whose values are not V's. And
  * the factor that undoes dO's and V's scales on dP (`dp_un`).
  */
-/** The backward split's extra bindings: max |Q|, |K|, |V| (`scales`) and max |dO|, |O| (`scales_g`), from two abs-max dispatches. */
-export const SPLIT_BACKWARD_BINDINGS: readonly StorageBinding[] = [
-  { name: 'scales', access: 'read' },
-  { name: 'scales_g', access: 'read' },
-];
+/** The backward split's extra binding: max |Q|, |K|, |V|, |dO|, |O| (`scales`), from one abs-max dispatch over the five. */
+export const SPLIT_BACKWARD_BINDINGS: readonly StorageBinding[] = [{ name: 'scales', access: 'read' }];
 
 export function splitBackwardScales(dimV: number, factor = ''): string {
   return `  let scq = split_scale(scales[0]);
   let sck = split_scale(scales[1]);
   let scv = split_scale(scales[2]);
-  let scg = split_scale(scales_g[0]);
-  let scd = split_scale(${factor}${dimV}.0 * scales_g[0] * (scales[2] + scales_g[1]));
+  let scg = split_scale(scales[3]);
+  let scd = split_scale(${factor}${dimV}.0 * scales[3] * (scales[2] + scales[4]));
   let dp_un = 1.0 / (scg * scv);`;
 }
 
