@@ -8,7 +8,7 @@
  */
 import { randn, toFloat64Values } from '@natten-web/core';
 import { type DenseOptions, denseBackward, denseBackwardPlan, denseForward, denseForwardPlan, type GpuTensor, timeDispatch } from '../src/index.ts';
-import { cumulative, referenceVarlen } from './dense-reference.ts';
+import { cumulative, referenceVarlen } from '@natten-web/testkit';
 import { openDevice } from './device-forward-problems.ts';
 
 const { ctx, warmer } = await openDevice();

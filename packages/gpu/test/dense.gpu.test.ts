@@ -2,7 +2,7 @@ import { randn, type Tensor, toFloat64Values } from '@natten-web/core';
 import { emulatingTensorCoreView, fakeTensorCoreContext, tensorFromValues } from '@natten-web/testkit';
 import { afterAll, describe, expect, it } from 'vitest';
 import { attentionMerge, type DenseOptions, denseBackward, denseBackwardPlan, denseForward, denseForwardPlan, type GpuContext, type GpuTensor } from '../src/index.ts';
-import { cumulative, type Dims, reference, referenceBackward, referenceVarlen, type VarlenCase } from './dense-reference.ts';
+import { cumulative, type Dims, reference, referenceBackward, referenceVarlen, type VarlenCase } from '@natten-web/testkit';
 import { gpuContext } from './setup.ts';
 
 afterAll(async () => (await gpuContext()).destroy());

@@ -1,4 +1,4 @@
-/** f64 references of dense attention for the dense tests and device scripts (heads-last, causal top-left). */
+/** f64 references of dense attention (heads-last, causal top-left): the dense conformance suite's oracle, also used by the dense tests and device scripts. */
 
 export type Dims = { B: number; S: number; N: number; H: number; Hkv: number; D: number; Dv: number };
 
