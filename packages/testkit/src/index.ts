@@ -52,7 +52,8 @@ export {
 } from './oracle.ts';
 export { createOracleBackend } from './oracle-backend.ts';
 export { cumulative, type Dims, reference, referenceBackward, referenceVarlen, type VarlenCase } from './dense-oracle.ts';
-export { DENSE_CASES, DENSE_TOLERANCE, type DenseBackend, type DenseCall, type DenseCase, type DenseConformanceOptions, defineDenseConformance, denseCall, denseOracle } from './dense-conformance.ts';
+export { DENSE_CASES, DENSE_TOLERANCE, type DenseBackend, type DenseCall, type DenseCase, denseCall, denseMismatch, denseOracle, runDenseCase } from './dense-cases.ts';
+export { type DenseConformanceOptions, defineDenseConformance } from './dense-conformance.ts';
 export { roundValues, tensorFromValues } from './encode.ts';
 export {
   BASE_TOLERANCE,
