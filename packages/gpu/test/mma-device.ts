@@ -429,7 +429,7 @@ if (values.mode === 'bkernels' && !('why' in avail)) {
         const whole = await timeRun(ctx, () => fusedBackwardMma(ctx, p.rank, g, config), reps, warmer);
         const plan = checkFusedBackwardMma(ctx, p.rank, g, config);
         const scratch = mmaBackwardScratch(ctx, plan.problem, g.logsumexp.shape);
-        // Each dispatch by its kernel's name: the float32 split's two abs-max dispatches first, dq, dkv, the d_rpb passes.
+        // Each dispatch by its kernel's name: the float32 split's abs-max dispatch first, dq, dkv, the d_rpb passes.
         const each: string[] = [];
         for (const c of mmaBackwardCommands(ctx, plan.kernels, plan.problem, g, plan.config, scratch)) each.push(`${c.kernel.key.split('/')[0]?.replace('na-fused-backward-mma-', '').replace('fused-backward-', '')} ${(await timeCommand(ctx, c, reps, warmer)).toFixed(1)}`);
         scratch.release();
