@@ -39,7 +39,7 @@ export {
   selectFusedBackward,
 } from './ops/na-fused-backward.ts';
 export { qkBackward, qkBackwardPlan, qkForward, qkForwardPlan } from './ops/na-qk.ts';
-export type { GpuOpPlan } from './ops/na-bmm.ts';
+export type { GpuOpPlan } from './ops/op.ts';
 export { avBackward, avBackwardPlan, avForward, avForwardPlan } from './ops/na-av.ts';
 export { checkNaiveFusedForward, naiveFusedForward, planNaiveFusedForward } from './ops/na-naive.ts';
 export {

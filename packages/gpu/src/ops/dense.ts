@@ -25,7 +25,7 @@ import {
 } from '@natten-web/wgsl';
 import { type DispatchCommand, foldWorkgroups, type GpuContext, type GpuTensor } from '../context.ts';
 import { absMaxCommand, mmaAvailability } from './na-fused-forward-mma.ts';
-import { callKey, memoKernel, memoPerContext, requireF16Feature } from './op.ts';
+import { callKey, type GpuOpPlan, memoKernel, memoPerContext, requireF16Feature, runPlan } from './op.ts';
 
 export interface DenseForwardArgs {
   /** `[B, S, H, D]`. */
@@ -217,12 +217,7 @@ function denseForwardCommands(
 
 /** Dense attention on GPU tensors: `output = softmax(scale q k^T) v`, `lse` its logsumexp (outputs written in place, or merged into with `mergeInto`). */
 export async function denseForward(ctx: GpuContext, args: DenseForwardArgs, options: DenseOptions = {}): Promise<void> {
-  const plan = denseForwardPlan(ctx, args, options);
-  try {
-    await ctx.dispatch(plan.commands, FWD);
-  } finally {
-    plan.release();
-  }
+  await runPlan(ctx, denseForwardPlan(ctx, args, options), FWD);
 }
 
 /**
@@ -230,7 +225,7 @@ export async function denseForward(ctx: GpuContext, args: DenseForwardArgs, opti
  * offsets), and `release`, which frees its scratch (the split's scales) once the work is submitted: for callers that
  * record or time them.
  */
-export function denseForwardPlan(ctx: GpuContext, args: DenseForwardArgs, options: DenseOptions = {}): { readonly commands: DispatchCommand[]; release(): void } {
+export function denseForwardPlan(ctx: GpuContext, args: DenseForwardArgs, options: DenseOptions = {}): GpuOpPlan {
   const { dims, dtype } = checkDenseForward(ctx, args);
   const seqs = checkVarlen(FWD, dims, args.cumulativeSeqlenQ, args.cumulativeSeqlenKv);
   if (!Number.isFinite(args.scale)) throw new NattenArgumentError(`${FWD}: scale must be a finite number, got ${args.scale}`);
@@ -346,19 +341,14 @@ function denseSplits(ctx: GpuContext, d: DenseDims): number {
  * Deterministic: no atomics.
  */
 export async function denseBackward(ctx: GpuContext, args: DenseBackwardArgs, options: DenseOptions = {}): Promise<void> {
-  const plan = denseBackwardPlan(ctx, args, options);
-  try {
-    await ctx.dispatch(plan.commands, BWD);
-  } finally {
-    plan.release();
-  }
+  await runPlan(ctx, denseBackwardPlan(ctx, args, options), BWD);
 }
 
 /**
  * The dispatches of a dense backward (validated; no GPU work yet) and `release`, which frees its temporaries (delta,
  * the splits' partials) once the work is submitted: for callers that record or time them.
  */
-export function denseBackwardPlan(ctx: GpuContext, args: DenseBackwardArgs, options: DenseOptions = {}): { readonly commands: DispatchCommand[]; release(): void } {
+export function denseBackwardPlan(ctx: GpuContext, args: DenseBackwardArgs, options: DenseOptions = {}): GpuOpPlan {
   const { dims, dtype } = checkDense(ctx, BWD, args, [
     ['gradOutput', args.gradOutput, args.output.shape],
     ['gradQuery', args.gradQuery, args.query.shape],
@@ -388,14 +378,14 @@ export function denseBackwardPlan(ctx: GpuContext, args: DenseBackwardArgs, opti
   // The float32 split's per-tensor maxima: |Q|, |K|, |V|, |dO|, |O| (one abs-max dispatch before the kernels; O
   // bounds delta, and may be a merged output whose values exceed V's).
   const split = dqMma?.split === true || dkvMma?.split === true;
-  const scales = split ? [ctx.tempTensor([8], 'float32', { label: `${BWD}.splitScales` })] : [];
-  const scaleBuffers = (mma: DenseMmaSpec | undefined): GPUBuffer[] => (mma?.split === true ? scales.map((t) => t.buffer) : []);
+  const scales = split ? ctx.tempTensor([8], 'float32', { label: `${BWD}.splitScales` }) : undefined;
+  const scaleBuffers = (mma: DenseMmaSpec | undefined): GPUBuffer[] => (mma?.split === true && scales ? [scales.buffer] : []);
   const release = (): void => {
     ctx.releaseTensor(delta);
-    for (const t of [...partials, ...scales]) ctx.releaseTensor(t);
+    for (const t of [...partials, ...(scales ? [scales] : [])]) ctx.releaseTensor(t);
   };
   const commands: DispatchCommand[] = [
-    ...(split ? [absMaxCommand(ctx, [args.query, args.key, args.value, args.gradOutput, args.output], scales[0] as GpuTensor)] : []),
+    ...(scales ? [absMaxCommand(ctx, [args.query, args.key, args.value, args.gradOutput, args.output], scales)] : []),
     {
       kernel: dqMma ? memoKernel('dense-backward-q-mma', dqMma, generateDenseBackwardQueryMma) : memoKernel('dense-backward-q', { ...spec, accumulate }, generateDenseBackwardQuery),
       buffers: [args.query.buffer, args.key.buffer, args.value.buffer, args.output.buffer, args.gradOutput.buffer, args.lse.buffer, ...offsets, args.gradQuery.buffer, delta.buffer, ...scaleBuffers(dqMma)],

@@ -7,8 +7,8 @@ import {
 } from '@natten-web/core';
 import { generateAvBackwardAttn, generateAvBackwardValue, generateAvForward } from '@natten-web/wgsl';
 import type { DispatchCommand, GpuContext, GpuTensor } from '../context.ts';
-import { bmmCheck, bmmCommand, defineBmmOp, type GpuOpPlan, opSpecOf } from './na-bmm.ts';
-import { memoKernel } from './op.ts';
+import { bmmCheck, bmmCommand, defineBmmOp, opSpecOf } from './na-bmm.ts';
+import { type GpuOpPlan, memoKernel } from './op.ts';
 
 const checkForward = bmmCheck<AvForwardArgs<GpuTensor>>('av_forward', checkAvForward, (a) => ({ attn: a.attn, value: a.value, output: a.output }));
 

@@ -20,7 +20,7 @@ import {
   padAxes,
 } from '@natten-web/wgsl';
 import { type DispatchCommand, foldWorkgroups, type GpuContext } from '../context.ts';
-import { defineGpuOp, type GpuOp, requireF16Feature } from './op.ts';
+import { defineGpuOp, type GpuOp, type GpuOpPlan, requireF16Feature, runPlan } from './op.ts';
 
 /** GPU rules on top of core's validator: dtype, f16 feature, binding sizes, index range, dispatch size. */
 export function checkBmmGpu(ctx: GpuContext, p: BmmProblem, tensors: Readonly<Record<string, TensorLike | null | undefined>>): GpuDType {
@@ -158,19 +158,3 @@ export function bmmCommand(p: BmmProblem, kernel: GeneratedKernel, buffers: read
   return { kernel, buffers, uniforms: bmmUniforms(p, kernel, tile), workgroups: bmmWorkgroups(p, tile) };
 }
 
-/**
- * An op's validated dispatches plus the pooled scratch they use: run `commands` (with `ctx.dispatch`, or
- * many times with `timeDispatch`), then call `release()` once the last submission using them was made.
- */
-export interface GpuOpPlan {
-  readonly commands: readonly DispatchCommand[];
-  release(): void;
-}
-
-export async function runPlan(ctx: GpuContext, plan: GpuOpPlan, op: string): Promise<void> {
-  try {
-    await ctx.dispatch(plan.commands, op);
-  } finally {
-    plan.release();
-  }
-}

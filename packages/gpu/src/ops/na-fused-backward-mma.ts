@@ -21,6 +21,7 @@ import {
   fusedForwardDispatch,
   generateFusedBackwardMmaDkv,
   generateFusedBackwardMmaDq,
+  checkGpuDType,
   type GeneratedKernel,
   type GpuDType,
   MMA_FAST_DIVIDE_ROWS,
@@ -414,10 +415,9 @@ export function mmaBackwardCommands(
   const rpb = problem.hasRpb && args.rpb ? [args.rpb.buffer] : [];
   const wantsDs = problem.hasGradRpb && args.gradRpb;
   if (wantsDs && (!scratch.ds || !scratch.rpbPartial || !kernels.rpbPasses)) throw new NattenArgumentError('mmaBackwardCommands: gradRpb needs the dS and partial scratches and the d_rpb kernels');
-  const split = problem.dtype === 'float32';
-  if (split && !scratch.scales) throw new NattenArgumentError('mmaBackwardCommands: float32 (the split) needs the scales scratches');
   // The split's scales: max |Q|, |K|, |V|, |dO|, |O| (O bounds delta, and may be a merged output).
-  const scales = split && scratch.scales ? scratch.scales : undefined;
+  const scales = problem.dtype === 'float32' ? scratch.scales : undefined;
+  if (problem.dtype === 'float32' && !scales) throw new NattenArgumentError('mmaBackwardCommands: float32 (the split) needs the scales scratch');
   const scaleBuffers = scales ? [scales.buffer] : [];
   const commands: DispatchCommand[] = [
     ...(scales ? [absMaxCommand(ctx, [args.query, args.key, args.value, args.gradOutput, args.output], scales)] : []),
@@ -445,7 +445,7 @@ export function mmaBackwardCommands(
 }
 
 /** A problem's dtype as the kernels' (the fit admits float16 and float32 only). */
-const gpuDType = (problem: FusedBackwardProblem): GpuDType => (problem.dtype === 'float32' ? 'float32' : 'float16');
+const gpuDType = (problem: FusedBackwardProblem): GpuDType => checkGpuDType(opName(problem.rank, 'backward'), problem.dtype);
 
 /** The d_rpb passes' kernels of a problem (they do not depend on the config), generated once per spec. */
 function rpbKernels(problem: FusedBackwardProblem): readonly [GeneratedKernel, GeneratedKernel] {

@@ -26,7 +26,7 @@ import {
 import type { DispatchCommand, GpuContext, GpuTensor } from '../context.ts';
 import { defaultBackwardMma, fusedBackwardMma, type MmaBackwardConfig } from './na-fused-backward-mma.ts';
 import { mayRouteToMma } from './na-fused-forward-mma.ts';
-import { callKey, checkScratchSize, defineGpuOp, type GpuOp, kernelLimits, memoPerContext, memoPure, RPB_SCRATCH_HINT } from './op.ts';
+import { callKey, checkScratchSize, defineGpuOp, type GpuOp, kernelLimits, memoPerContext, memoPure, RPB_SCRATCH_HINT, runPlan } from './op.ts';
 
 /** The limits backward config selection reads (`kernelLimits`). */
 export function backwardKernelLimits(ctx: GpuContext): BackwardLimits {
@@ -196,12 +196,7 @@ export function buildFusedBackward(ctx: GpuContext, rank: NaRank, args: FusedBac
 }
 
 async function runFusedBackward(ctx: GpuContext, rank: NaRank, args: FusedBackwardArgs<GpuTensor>, config?: FusedBackwardConfig): Promise<void> {
-  const built = buildFusedBackward(ctx, rank, args, config);
-  try {
-    await ctx.dispatch(built.commands, opName(rank, 'backward'));
-  } finally {
-    built.release();
-  }
+  await runPlan(ctx, buildFusedBackward(ctx, rank, args, config), opName(rank, 'backward'));
 }
 
 /**

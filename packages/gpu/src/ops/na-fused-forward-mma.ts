@@ -40,7 +40,7 @@ import {
 import type { DispatchCommand, GpuContext, GpuTensor } from '../context.ts';
 import { fusedForwardCommand } from './na-fused-forward.ts';
 import { subgroupMatrixF16Missing, tensorCoreHeadDimFit } from './na-fused-forward-sgmat.ts';
-import { callKey, configMemoKey, memoKernel, memoPerContext } from './op.ts';
+import { callKey, configMemoKey, memoKernel, memoPerContext, runPlan } from './op.ts';
 
 /** A tensor-core (generation 3) forward configuration. */
 export interface MmaForwardConfig {
@@ -596,10 +596,5 @@ export function absMaxCommand(ctx: GpuContext, tensors: readonly [GpuTensor, ...
 
 /** Run the mma forward (throws when the path is unavailable for this device or problem). */
 export async function fusedForwardMma(ctx: GpuContext, rank: NaRank, args: FusedForwardArgs<GpuTensor>, config?: MmaForwardConfig, defaultKey?: string): Promise<void> {
-  const { commands, release } = planFusedForwardMma(ctx, rank, args, config, defaultKey);
-  try {
-    await ctx.dispatch(commands, opName(rank, 'forward'));
-  } finally {
-    release();
-  }
+  await runPlan(ctx, planFusedForwardMma(ctx, rank, args, config, defaultKey), opName(rank, 'forward'));
 }

@@ -15,8 +15,8 @@ import {
   rpbCells,
 } from '@natten-web/wgsl';
 import { type DispatchCommand, foldWorkgroups, type GpuContext, type GpuTensor } from '../context.ts';
-import { bmmCheck, bmmCommand, bmmWorkgroupCount, defineBmmOp, type GpuOpPlan, opSpecOf } from './na-bmm.ts';
-import { memoKernel } from './op.ts';
+import { bmmCheck, bmmCommand, bmmWorkgroupCount, defineBmmOp, opSpecOf } from './na-bmm.ts';
+import { type GpuOpPlan, memoKernel } from './op.ts';
 
 const checkForward = bmmCheck<QkForwardArgs<GpuTensor>>('qk_forward', checkQkForward, (a) => ({ query: a.query, key: a.key, attn: a.attn, rel_pos_bias: a.rpb }));
 

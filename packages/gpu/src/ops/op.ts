@@ -1,6 +1,6 @@
 import { type DType, type NaRank, NattenArgumentError, NattenUnsupportedError, type TensorLike } from '@natten-web/core';
 import type { GeneratedKernel } from '@natten-web/wgsl';
-import type { GpuContext } from '../context.ts';
+import type { DispatchCommand, GpuContext } from '../context.ts';
 import { LruCache } from '../lru.ts';
 
 /**
@@ -114,4 +114,22 @@ export function memoPerContext<T>(ctx: GpuContext, name: string, key: unknown, c
     choiceMemo.set(ctx, memo);
   }
   return memo.getOrCompute(`${name}:${typeof key === 'string' ? key : JSON.stringify(key)}`, compute) as T;
+}
+
+/**
+ * An op's validated dispatches plus the pooled scratch they use: run `commands` (with `ctx.dispatch`, or
+ * many times with `timeDispatch`), then call `release()` once the last submission using them was made.
+ */
+export interface GpuOpPlan {
+  readonly commands: readonly DispatchCommand[];
+  release(): void;
+}
+
+/** Dispatch a plan's commands, then release its scratch (also when the dispatch throws). */
+export async function runPlan(ctx: GpuContext, plan: GpuOpPlan, op: string): Promise<void> {
+  try {
+    await ctx.dispatch(plan.commands, op);
+  } finally {
+    plan.release();
+  }
 }
