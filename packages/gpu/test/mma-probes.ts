@@ -103,8 +103,38 @@ export const PROBES: Record<string, Probe> = {
   'no-epilogue': {
     patch: (c) => c.replace(/(\n {2}\/\/ ---- epilogue[^\n]*\n)([\s\S]*)\n\}\n$/, '$1  if (params.total_wg == 0u) {\n$2\n  }\n}\n'),
   },
+  // Session 25: the walk's right-fragment loads (K, V in the forward; Q, dO, their transposes in the backward) halved:
+  // the loads of head-dim columns 32..63 read columns 0..31 instead (identical loads the compiler merges), the
+  // fragment traffic per row that two 16-row blocks per subgroup would save. `no-s-store`: the walk's matrix stores
+  // of S (and dP) left out (the softmax reads stale values).
+  'half-frags': { patch: (c) => halfFrags(c) },
+  'no-s-store': { patch: (c) => c.replace(/\n\s*subgroupMatrixStore<row_major>\(&(s_sh|dp_sh), rbase \* LDS \+ \d+u, (s|acc), LDS\);/g, '') },
+  // S (and dP) scratch rows of chunk + 8 floats (from chunk or chunk + 4): a layout whose matrix stores ran 15% faster
+  // in sgmat-rates-device.ts (stride 24 against 16 or 20). Correct results; more workgroup memory.
+  s24: { patch: (c) => sPad8(c).code, bytes: (c) => sPad8(c).bytes },
   'no-end-barrier': { patch: (c) => c.replace(/\n {4}workgroupBarrier\(\);\n {2}\}\n\n {2}\/\/ ---- epilogue/, '\n  }\n\n  // ---- epilogue') },
 };
+
+/** The walk's right-fragment loads of columns 32..63 (of a 64-wide head dim) made loads of columns 0..31. */
+function halfFrags(code: string): string {
+  return code.replace(/(subgroupMatrixLoad<subgroup_matrix_right<f16, 16, 16>, (?:col|row)_major>\(&(?:kv_sh|st), [^;]*?\+ )(32|48)u, (LD[KV])\)/g, (_m, head: string, col: string, ld: string) => `${head}${Number(col) - 32}u, ${ld})`);
+}
+
+/** The f32 scratch rows (`LDS`) widened to a multiple of 16 plus 8 floats, and the bytes that adds. */
+function sPad8(code: string): { code: string; bytes: number } {
+  const m = /const LDS: u32 = (\d+)u;/.exec(code);
+  if (!m) return { code, bytes: 0 };
+  const lds = Number(m[1]);
+  const wide = Math.floor(lds / 16) * 16 + 8;
+  if (wide === lds) return { code, bytes: 0 };
+  let bytes = 0;
+  const out = code.replace(m[0], `const LDS: u32 = ${wide}u;`).replace(/var<workgroup> (s_sh|dp_sh): array<f32, (\d+)>;/g, (_x, name: string, n: string) => {
+    const rows = Number(n) / lds;
+    bytes += 4 * rows * (wide - lds);
+    return `var<workgroup> ${name}: array<f32, ${rows * wide}>;`;
+  });
+  return { code: out, bytes };
+}
 
 /** The softmax's S reads replaced by values made from the column (bounded, so no rescales follow). */
 function noSRead(code: string): string {
@@ -155,7 +185,7 @@ function liveRegisters(code: string, n: number): string {
  * The probes that apply to the backward's dq and dkv kernels alone (`mma-device.mjs --mode bprobe`): workgroup
  * memory and live registers.
  */
-export const BACKWARD_PROBES = ['pad1k', 'pad2k', 'pad4k', 'regs16', 'regs32', 'no-walk', 'one-chunk'] as const;
+export const BACKWARD_PROBES = ['pad1k', 'pad2k', 'pad4k', 'regs16', 'regs32', 'no-walk', 'one-chunk', 'half-frags', 'no-s-store', 's24'] as const;
 
 /**
  * A residency counter (`mma-device.mjs --mode occupancy`): the kernel's text with one more storage binding `occ`
