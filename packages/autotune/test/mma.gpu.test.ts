@@ -33,14 +33,17 @@ describe('tensor-core (mma) forward configs in the autotuner', () => {
     const def = defaultForwardMma(ctx, mmaHelperProblem(K7)) as MmaForwardConfig;
     expect(space.candidates[0]?.config).toEqual(def);
     expect(space.candidates[0]?.isDefault).toBe(true);
-    // Then the default's codegen twins (16-byte loads flipped, unit steps flipped: the same work), then by estimate.
+    // Then the default's codegen twins (16-byte loads flipped, unit steps flipped, S rows of 24 floats in place of
+    // padS: the same work), then by estimate.
     const twins = mmaForwardTwins(ctx, mmaHelperProblem(K7), def);
-    expect(twins).toEqual([{ ...def, wideLoads: true }, { ...def, unitSteps: false }]);
-    expect(space.candidates.slice(1, 3).map((c) => c.config)).toEqual(twins);
+    const { padS: _padS, ...unpadded } = def;
+    expect(twins).toEqual([{ ...def, wideLoads: true }, { ...def, unitSteps: false }, { ...unpadded, wideS: true }]);
+    expect(space.candidates.slice(1, 4).map((c) => c.config)).toEqual(twins);
     expect(space.candidates.slice(1, 3).map((c) => c.label)).toEqual([`${space.candidates[0]?.label} wide`, `${space.candidates[0]?.label} no-unit`]);
-    const costs = space.candidates.slice(3).map((c) => c.estimate.cost);
+    expect(space.candidates[3]?.label).toMatch(/ tight wideS$/);
+    const costs = space.candidates.slice(4).map((c) => c.estimate.cost);
     expect(costs).toEqual([...costs].sort((a, b) => a - b));
-    expect(costs[0]).toBe(mmaConfigCost(mmaHelperProblem(K7), space.candidates[3]?.config as MmaForwardConfig));
+    expect(costs[0]).toBe(mmaConfigCost(mmaHelperProblem(K7), space.candidates[4]?.config as MmaForwardConfig));
     // They count against maxCandidates, after the default.
     expect(mmaForwardSpace(ctx, K7, { maxCandidates: 2 }).candidates.map((c) => c.config)).toEqual([def, twins[0]]);
     const isTwin = (c: MmaForwardConfig): boolean => twins.some((t) => JSON.stringify(t) === JSON.stringify(c));
@@ -134,10 +137,12 @@ describe('tensor-core (mma) backward configs in the autotuner', () => {
     // and every config its one-scratch twin, among all the space enumerates.
     const { dqSharedScratch: _s, ...twoScratches } = def;
     expect(space.candidates.filter((c) => JSON.stringify(c.config) === JSON.stringify(twoScratches))).toHaveLength(1);
-    // After the default, its codegen twins: dq's 16-byte loads, dkv's lean layout, each kernel's unit steps flipped.
+    // After the default, its codegen twins: dq's 16-byte loads, dkv's lean layout, each kernel's unit steps flipped,
+    // both kernels' scratch rows of 24 floats in place of their padding.
     const twins = mmaBackwardTwins(ctx, backwardHelperProblem(B7), def);
-    expect(twins).toEqual([{ ...def, dqWideLoads: true }, { ...def, dkvLeanScratch: true }, { ...def, dqUnitSteps: false }, { ...def, dkvUnitSteps: false }]);
-    expect(space.candidates.slice(1, 5).map((c) => c.config)).toEqual(twins);
+    const { dqPadS: _dq, dkvPadS: _dkv, ...unpaddedRows } = def;
+    expect(twins).toEqual([{ ...def, dqWideLoads: true }, { ...def, dkvLeanScratch: true }, { ...def, dqUnitSteps: false }, { ...def, dkvUnitSteps: false }, { ...unpaddedRows, dqWideS: true, dkvWideS: true }]);
+    expect(space.candidates.slice(1, 6).map((c) => c.config)).toEqual(twins);
     const isTwin = (c: MmaBackwardConfig): boolean => twins.some((t) => JSON.stringify(t) === JSON.stringify(c));
     const every = [...space.candidates, ...space.pruned].map((c) => c.config).filter((c) => !isTwin(c));
     const count = (f: (c: MmaBackwardConfig) => boolean): number => every.filter(f).length;

@@ -22,7 +22,7 @@ interface Case extends EmulatedProblem {
   readonly magnitudes?: readonly [number, number, number];
   /** The backward reads an output this many times the forward's (as a merged output, with extra KV tokens, can exceed V). */
   readonly outputScale?: number;
-  readonly config: { queryTile: number[]; querySubgroups: 2 | 4 | 8; keyTile: number[]; keySubgroups: 2 | 4 | 8; chunk?: 16 | 32; tightScratch?: boolean; dqSharedScratch?: boolean; dqDsOverV?: boolean; dqHeadSplit?: boolean; dkvHeadSplit?: boolean; dqPadS?: boolean; dkvPadS?: boolean; dqWideLoads?: boolean; dkvLeanScratch?: boolean };
+  readonly config: { queryTile: number[]; querySubgroups: 2 | 4 | 8; keyTile: number[]; keySubgroups: 2 | 4 | 8; chunk?: 16 | 32; tightScratch?: boolean; dqSharedScratch?: boolean; dqDsOverV?: boolean; dqHeadSplit?: boolean; dkvHeadSplit?: boolean; dqPadS?: boolean; dkvPadS?: boolean; dqWideS?: boolean; dkvWideS?: boolean; dqWideLoads?: boolean; dkvLeanScratch?: boolean };
 }
 
 /** `t` times `s`, rounded to the tensor's dtype. */
@@ -105,7 +105,7 @@ describe('tensor-core (mma) backward', () => {
     // us, 3-D 309.1 -> 299.6 us).
     expect(config([128, 128], [7, 7], 8, 64)).toEqual({ path: 'mma', queryTile: [8, 8], querySubgroups: 4, keyTile: [4, 8], keySubgroups: 2, chunk: 16, tightScratch: true, dqSharedScratch: true, dqPadS: true, dkvPadS: true });
     expect(config([256, 256], [15, 15], 16, 64)).toMatchObject({ querySubgroups: 4, keySubgroups: 2, chunk: 16, tightScratch: true, dqSharedScratch: true });
-    expect(config([256, 256], [80, 80], 24, 128)).toEqual({ path: 'mma', queryTile: [8, 8], querySubgroups: 4, keyTile: [8, 16], keySubgroups: 8, chunk: 16 });
+    expect(config([256, 256], [80, 80], 24, 128)).toEqual({ path: 'mma', queryTile: [8, 8], querySubgroups: 4, keyTile: [8, 16], keySubgroups: 8, chunk: 16, dqWideS: true, dkvWideS: true });
     expect(config([16, 32, 32], [3, 7, 7], 8, 64)).toEqual({ path: 'mma', queryTile: [2, 4, 8], querySubgroups: 4, keyTile: [2, 4, 4], keySubgroups: 2, chunk: 16, tightScratch: true, dqSharedScratch: true, dqPadS: true, dkvPadS: true });
     // 1-D small windows: dkv 2, unpadded (1-D 4096, session 10: dkv 77.6 us with 4 padded, 88.4 with 2 padded, 71.8
     // with 2 unpadded); dq 4 with one scratch (session 11: 37.5 us against 46.9 with 2 and two scratches).
@@ -113,7 +113,11 @@ describe('tensor-core (mma) backward', () => {
     // 2047 keys at head dim 64: dq with 8, dkv with 4 (8 measured slower for dkv there), padded, dq with one scratch
     // (session 11, the whole backward: 6.71 -> 6.14 ms); dkv's lean layout, which lifts it from 2 to 3 workgroups
     // per SM (session 17: 4.151 -> 3.837 ms). FLUX-like's dkv stays at 1 per SM either way, so it keeps two scratches.
-    expect(config([32768], [2047], 8, 64)).toEqual({ path: 'mma', queryTile: [128], querySubgroups: 8, keyTile: [64], keySubgroups: 4, chunk: 16, dqSharedScratch: true, dkvLeanScratch: true });
+    // Both kernels' scratch rows of 24 floats there, free of residency (session 25, each kernel alone with the
+    // default's text so widened: dq 1490 -> 1266 us, dkv 2345 -> 2147); where the widening costs a workgroup per SM
+    // (every small-window default above) the padded rows stay (1-D 4096 dq 31.0 -> 41.9 us with them widened).
+    expect(config([32768], [2047], 8, 64)).toEqual({ path: 'mma', queryTile: [128], querySubgroups: 8, keyTile: [64], keySubgroups: 4, chunk: 16, dqSharedScratch: true, dkvLeanScratch: true, dqWideS: true, dkvWideS: true });
+    expect(config([32768], [2047], 8, 64, 'float32')).not.toHaveProperty('dqWideS');
     // Tiles ranked by the keys of all their boxes, so a tile that overruns a small extent pays for its empty rows
     // (session 18: by the box alone 3-D 8x32x32 took dq tiles of 64x1x1, 8 real queries of 64, and its backward ran
     // 628 us; with 2x4x8, 238 us). dq with 2 subgroups where 4 give fewer than MMA_F16_MIN_WORKGROUPS workgroups
@@ -243,6 +247,10 @@ describe('tensor-core (mma) backward, emulated on this adapter, against the CPU 
     // The dkv kernel's lean layout (opt-in dkvLeanScratch): one f32 scratch, P^T then dS^T through one f16 array.
     { name: 'dkv lean: 1-D L=300 K=127 at head dim 64, 4 subgroups (64-key tiles), padded scratch', spatial: [300], kernelSize: [127], dim: 64, config: { queryTile: [64], querySubgroups: 4, keyTile: [64], keySubgroups: 4, chunk: 16, tightScratch: true, dqSharedScratch: true, dqPadS: true, dkvPadS: true, dkvLeanScratch: true } },
     { name: 'dkv lean, the large-window default: 1-D L=700 K=513 causal at head dim 64, dq 8 subgroups, dkv 4, padded', spatial: [700], kernelSize: [513], dim: 64, causal: [true], config: { queryTile: [128], querySubgroups: 8, keyTile: [64], keySubgroups: 4, chunk: 16, dqSharedScratch: true, dkvLeanScratch: true } },
+    // Scratch rows of 24 floats (dqWideS, dkvWideS; the large-window float16 default where free): with the lean dkv
+    // layout and dq's one scratch (the 1-D causal default's), and with two scratches each, 3-D, GQA, Dv != D.
+    { name: 'scratch rows of 24 floats, the large-window default: 1-D L=700 K=513 causal, dq 8 subgroups, dkv 4 lean', spatial: [700], kernelSize: [513], dim: 64, causal: [true], config: { queryTile: [128], querySubgroups: 8, keyTile: [64], keySubgroups: 4, chunk: 16, dqSharedScratch: true, dkvLeanScratch: true, dqWideS: true, dkvWideS: true } },
+    { name: 'scratch rows of 24 floats: 3-D 5x7x9 K=3x3x5 causal on axis 2, GQA 4/2 heads, Dv=32, unpadded P/dS rows', spatial: [5, 7, 9], kernelSize: [3, 3, 5], heads: 4, headsKv: 2, dim: 16, dimV: 32, causal: [false, false, true], config: { queryTile: [2, 4, 4], querySubgroups: 2, keyTile: [2, 4, 4], keySubgroups: 2, chunk: 16, tightScratch: true, dqWideS: true, dkvWideS: true } },
     { name: 'dkv lean: 2-D 14x17 K=5x7, GQA 4/2 heads, Dv=32, 2 subgroups, unpadded', spatial: [14, 17], kernelSize: [5, 7], heads: 4, headsKv: 2, dim: 16, dimV: 32, config: { queryTile: [4, 8], querySubgroups: 2, keyTile: [4, 8], keySubgroups: 2, chunk: 16, tightScratch: true, dkvLeanScratch: true } },
     { name: 'dkv lean: 3-D 5x7x9 K=3x3x5 causal on axis 2, 4 subgroups, 32-row chunks', spatial: [5, 7, 9], kernelSize: [3, 3, 5], dim: 32, causal: [false, false, true], config: { queryTile: [2, 4, 4], querySubgroups: 2, keyTile: [2, 4, 8], keySubgroups: 4, chunk: 32, dkvLeanScratch: true } },
     // The dq kernel's 16-byte K/V staging loads (opt-in dqWideLoads): one and two loads per staging thread, Dv != D.

@@ -158,8 +158,10 @@ describe('tensor-core (mma) forward: availability, config choice and the default
     expect(defaultMmaConfig(ctx, problem([128, 128], [13, 13], { dilation: 2 }))).toMatchObject({ keyChunk: 16, subgroups: 4, tightScratch: true, padS: true });
     // 3-D: 2 subgroups (338 -> 234 us; 268 with 4), K and V in turn with padded rows (session 14: 6,480 bytes, 7
     // workgroups per unit where unpadded side by side fit 6: 211.6 -> 201.9 us; S padding there cost a workgroup
-    // per unit: 7,760 -> 8,272 bytes, 6 -> 5, 222.5 -> 233.7 us); 16-byte K/V loads (session 17: 183.0 -> 170.9 us).
-    expect(defaultMmaConfig(ctx, problem([16, 32, 32], [3, 7, 7]))).toEqual({ path: 'mma', queryTile: [2, 4, 4], keyChunk: 16, subgroups: 2, kvInTurn: true, wideLoads: true });
+    // per unit: 7,760 -> 8,272 bytes, 6 -> 5, 222.5 -> 233.7 us); 16-byte K/V loads (session 17: 183.0 -> 170.9 us);
+    // S rows of 24 floats, free there (6,480 -> 6,992 bytes, 7 per unit either way; session 25: 172.4 -> 168.7 us),
+    // while the 1-D and 2-D defaults above would lose a workgroup per unit to them (1-D 4096 26.9 -> 33.6 us).
+    expect(defaultMmaConfig(ctx, problem([16, 32, 32], [3, 7, 7]))).toEqual({ path: 'mma', queryTile: [2, 4, 4], keyChunk: 16, subgroups: 2, kvInTurn: true, wideLoads: true, wideS: true });
     // 2 subgroups where 4 give fewer than MMA_F16_MIN_WORKGROUPS workgroups (session 18: 2-D 56x56 K=7 4 heads, 196
     // with 4, 21.5 -> 18.0 us; 28x28 8 heads, 112, 22.0 -> 16.9); the benchmark problems have 512 or more.
     expect(MMA_F16_MIN_WORKGROUPS).toBe(256);
@@ -261,7 +263,7 @@ describe('tensor-core (mma) forward, emulated on this adapter, against the CPU r
   interface EmuCase extends EmulatedProblem {
     readonly scale?: number;
     readonly rpb?: boolean;
-    readonly config: { queryTile: number[]; keyChunk: 16 | 32 | 64; subgroups: 2 | 4 | 8; tightScratch?: boolean; kvInTurn?: boolean; pOverK?: boolean; packedCoords?: boolean; padS?: boolean; wideLoads?: boolean; fastDivide?: boolean; earlyFetch?: boolean; batchedQGather?: boolean };
+    readonly config: { queryTile: number[]; keyChunk: 16 | 32 | 64; subgroups: 2 | 4 | 8; tightScratch?: boolean; kvInTurn?: boolean; pOverK?: boolean; packedCoords?: boolean; padS?: boolean; wideS?: boolean; wideLoads?: boolean; fastDivide?: boolean; earlyFetch?: boolean; batchedQGather?: boolean };
   }
   const cases: EmuCase[] = [
     { name: '1-D L=37 K=7, a partial tile', spatial: [37], kernelSize: [7], dim: 16, config: { queryTile: [64], keyChunk: 32, subgroups: 4 } },
@@ -320,6 +322,10 @@ describe('tensor-core (mma) forward, emulated on this adapter, against the CPU r
     // batched Q gather (its passes' loads issued before their stores; 1-D and 3-D float16): whole passes of the
     // workgroup, and passes of fewer vec4s than invocations (16 rows of 16 dims over 256 invocations: guarded).
     { name: "batched Q gather, 3-D default's layout: 6x9x11 K=3x5x5 causal on axis 1, K/V in turn, rescaling O", spatial: [6, 9, 11], kernelSize: [3, 5, 5], dim: 32, causal: [false, true, false], scale: 4, config: { queryTile: [2, 4, 4], keyChunk: 16, subgroups: 2, kvInTurn: true, packedCoords: true, fastDivide: true, earlyFetch: true, batchedQGather: true } },
+    // S rows of 24 floats (wideS; the 3-D float16 default where free): in the padded layout with K and V in turn (the
+    // 3-D default's), and over unpadded P rows with rpb and rescales.
+    { name: "S rows of 24 floats, 3-D default's layout: 6x9x11 K=3x5x5 causal on axis 1, K/V in turn, rescaling O", spatial: [6, 9, 11], kernelSize: [3, 5, 5], dim: 32, causal: [false, true, false], scale: 4, config: { queryTile: [2, 4, 4], keyChunk: 16, subgroups: 2, kvInTurn: true, packedCoords: true, wideS: true, wideLoads: true, fastDivide: true, earlyFetch: true, batchedQGather: true } },
+    { name: 'S rows of 24 floats: 1-D L=150 K=33 with rpb, unpadded P rows, 4 subgroups, rescaling O', spatial: [150], kernelSize: [33], dim: 32, rpb: true, scale: 4, config: { queryTile: [64], keyChunk: 16, subgroups: 4, tightScratch: true, wideS: true } },
     { name: 'batched Q gather: 1-D L=200 K=65 causal, rescaling O, 8 subgroups (passes shorter than the workgroup)', spatial: [200], kernelSize: [65], dim: 16, causal: [true], scale: 4, config: { queryTile: [128], keyChunk: 16, subgroups: 8, tightScratch: true, padS: true, wideLoads: true, earlyFetch: true, batchedQGather: true } },
   ];
 

@@ -14,6 +14,11 @@ describe('tensor-core (mma) backward generators', () => {
     expect(fusedBackwardMmaSpecProblem(base)).toBeUndefined();
     expect(fusedBackwardMmaSpecProblem({ ...base, padS: true })).toMatch(/padS needs tightScratch \(the padded layout already pads the scratch\)/);
     expect(fusedBackwardMmaSpecProblem({ ...base, tightScratch: true, padS: true })).toBeUndefined();
+    expect(fusedBackwardMmaSpecProblem({ ...base, tightScratch: true, padS: true, wideS: true })).toMatch(/padS and wideS both widen the scratch rows \(by 4 and by 8 floats\); take one/);
+    expect(fusedBackwardMmaSpecProblem({ ...base, wideS: true })).toBeUndefined();
+    // wideS: both f32 scratches of the dkv kernel (64 rows) of chunk + 8 floats against chunk + 4.
+    expect(fusedBackwardMmaWorkgroupBytes({ ...base, wideS: true }, 'dkv') - fusedBackwardMmaWorkgroupBytes(base, 'dkv')).toBe(2 * 64 * 4 * 4);
+    expect(generateFusedBackwardMmaDq({ ...base, wideS: true }).code).toContain(`const LDS: u32 = ${base.chunk + 8}u;`);
     expect(() => generateFusedBackwardMmaDq({ ...base, chunk: 8 })).toThrow(/generateFusedBackwardMmaDq: chunk 8 is not one of 16, 32/);
     expect(() => generateFusedBackwardMmaDkv({ ...base, subgroups: 1 })).toThrow(/generateFusedBackwardMmaDkv: subgroups=1/);
   });

@@ -61,6 +61,13 @@ describe('tensor-core (mma) fused forward generator', () => {
     expect(fusedForwardMmaSpecProblem({ ...tight4, padS: true })).toBeUndefined();
     // padS: 4 more floats per S row (64 rows), P rows unchanged.
     expect(fusedForwardMmaWorkgroupBytes({ ...tight4, padS: true }) - fusedForwardMmaWorkgroupBytes(tight4)).toBe(64 * 4 * 4);
+    // wideS: S rows of the chunk plus 8 floats in either layout (8 more than tight, 4 more than padded); not with padS.
+    expect(fusedForwardMmaWorkgroupBytes({ ...tight4, wideS: true }) - fusedForwardMmaWorkgroupBytes(tight4)).toBe(64 * 8 * 4);
+    const padded4: FusedForwardMmaSpec = { ...base, keyChunk: 16, subgroups: 4, queryTile: [8, 8] };
+    expect(fusedForwardMmaWorkgroupBytes({ ...padded4, wideS: true }) - fusedForwardMmaWorkgroupBytes(padded4)).toBe(64 * 4 * 4);
+    expect(fusedForwardMmaSpecProblem({ ...tight4, wideS: true })).toBeUndefined();
+    expect(fusedForwardMmaSpecProblem({ ...tight4, padS: true, wideS: true })).toMatch(/padS and wideS both widen the S rows \(by 4 and by 8 floats\); take one/);
+    expect(generateFusedForwardMma({ ...padded4, wideS: true }).code).toContain('const LDS: u32 = 24u;');
     expect(fusedForwardMmaSpecProblem({ ...base, split: true, wideLoads: true })).toMatch(/wideLoads is for float16 tensors \(the split loads f32\)/);
     expect(fusedForwardMmaSpecProblem({ ...base, wideLoads: true })).toBeUndefined();
   });

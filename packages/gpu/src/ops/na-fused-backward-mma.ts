@@ -90,6 +90,15 @@ export interface MmaBackwardConfig {
   readonly dqPadS?: boolean;
   readonly dkvPadS?: boolean;
   /**
+   * The dq / dkv kernel's f32 scratch rows of the chunk plus 8 floats, in either layout (`FusedBackwardMmaSpec.wideS`;
+   * not with its `PadS`). The float16 default takes each on 16-row chunks wherever it is free (`paddingIsFree`),
+   * before `PadS`. H200, session 25 (`mma-device.mjs --mode bprobe --probes s24`, each default kernel's text with
+   * scratch rows of 24 floats, same call): 1-D L=32768 K=2047 causal dq 1490 -> 1266 us, dkv 2345 -> 2147; where it
+   * cost a workgroup per SM it lost up to 35% (1-D L=4096 K=127 dq 31.0 -> 41.9).
+   */
+  readonly dqWideS?: boolean;
+  readonly dkvWideS?: boolean;
+  /**
    * Dilation and stride 1 compiled into one kernel (`FusedBackwardMmaSpec.unitSteps`) where the problem has them:
    * `true` or `false` decides for that kernel; absent = the default rule (non-causal problems: 1.06-1.11x faster on
    * an H200; the 1-D K=2047 causal backward ran 1.03x slower with both kernels specialised).
@@ -107,7 +116,7 @@ export interface MmaBackwardConfig {
 
 /**
  * A backward config's scratch choices as short words, in one order, for labels (the autotuner's, the benchmark's):
- * `tight`, `dq-shared`, `ds-over-v`, `dq-padS`, `dkv-padS`, `dq-unit` / `dq-no-unit`, `dkv-unit` / `dkv-no-unit`,
+ * `tight`, `dq-shared`, `ds-over-v`, `dq-padS`, `dkv-padS`, `dq-wideS`, `dkv-wideS`, `dq-unit` / `dq-no-unit`, `dkv-unit` / `dkv-no-unit`,
  * `dq-wide`, `dkv-lean`, each where set (the head splits are labelled with the tiles they change).
  */
 export function mmaBackwardFlags(c: MmaBackwardConfig): string[] {
@@ -117,6 +126,8 @@ export function mmaBackwardFlags(c: MmaBackwardConfig): string[] {
     [c.dqDsOverV, 'ds-over-v'],
     [c.dqPadS, 'dq-padS'],
     [c.dkvPadS, 'dkv-padS'],
+    [c.dqWideS, 'dq-wideS'],
+    [c.dkvWideS, 'dkv-wideS'],
     [c.dqUnitSteps === true, 'dq-unit'],
     [c.dqUnitSteps === false, 'dq-no-unit'],
     [c.dkvUnitSteps === true, 'dkv-unit'],
@@ -156,6 +167,7 @@ function specOf(problem: FusedBackwardProblem, config: MmaBackwardConfig, kernel
     ...(kernel === 'dq' && config.dqDsOverV === true ? { dsOverV: true } : {}),
     ...((kernel === 'dq' ? config.dqHeadSplit : config.dkvHeadSplit) === true ? { headSplit: true } : {}),
     ...((kernel === 'dq' ? config.dqPadS : config.dkvPadS) === true ? { padS: true } : {}),
+    ...((kernel === 'dq' ? config.dqWideS : config.dkvWideS) === true ? { wideS: true } : {}),
     ...(kernel === 'dq' && config.dqWideLoads === true ? { wideLoads: true } : {}),
     ...(kernel === 'dkv' && config.dkvLeanScratch === true ? { leanScratch: true } : {}),
     // The dq kernel's 3-D key-box decoding by float reciprocal, as the forward's (3-D forward 222.4 -> 213.0 us).
@@ -313,27 +325,47 @@ function chooseMmaBackwardConfig(ctx: GpuContext, problem: FusedBackwardProblem)
     // extra barriers, and twice the epilogue rounds, are then all it changes).
     const lean: MmaBackwardConfig = { ...config, dkvLeanScratch: true };
     const more = kernelFits(ctx, problem, lean, 'dkv') && residentWorkgroups(ctx, bytes(lean, 'dkv')) > residentWorkgroups(ctx, bytes(config, 'dkv'));
-    return more ? lean : config;
+    return scratchRows(more ? lean : config, false, true);
   }
-  // Each kernel's scratch rows padded where that keeps its workgroups per compute unit.
-  const padded: MmaBackwardConfig = { ...config, dqPadS: true, dkvPadS: true };
-  const free = (kernel: 'dq' | 'dkv'): boolean => kernelFits(ctx, problem, padded, kernel) && paddingIsFree(ctx, bytes(config, kernel), bytes(padded, kernel));
-  const chosen: MmaBackwardConfig = { ...config, ...(free('dq') ? { dqPadS: true } : {}), ...(free('dkv') ? { dkvPadS: true } : {}) };
+  // Each kernel's scratch rows widened (wideS) or else padded (padS) where that keeps its workgroups per compute unit.
+  const chosen = scratchRows(config, true, true);
   // Head dims up to MMA_F16_NARROW_HEAD_DIM in 1-D and 2-D, windows up to 128 keys: the dkv kernel's lean layout too
   // (H200, session 19, autotuner runs, the default and its lean twin in the same run, head dim 32: 2-D 128x128 K=7 8
   // heads 189.6 -> 182.0, 186.3 -> 182.1 and 188.4 -> 180.7 us; 64x64 54.5 -> 51.2 and 53.4 -> 51.9; 2 batches
   // 96x96 K=7 dilation 2 188.6 -> 179.5 and 186.8 -> 178.8; 1-D L=4096 K=127 57.7 -> 54.5, 56.9 -> 54.2 and 58.0 ->
   // 54.0). Larger windows and 3-D lost (2-D 32x32 K=13 16 heads 70.3 -> 73.0 and 69.7 -> 72.3; 3-D 16^3 K=5 4 heads
   // 96.5 -> 100.3); head dim 64 lost too (above), and 128 much (1-D L=4096 94.8 -> 176.7 us).
-  const lean: MmaBackwardConfig = { ...chosen, dkvLeanScratch: true };
+  // (The lean dkv kernel's rows stay as session 19 timed them: padded where free, not widened.)
+  const lean: MmaBackwardConfig = { ...scratchRows(config, true, false), dkvLeanScratch: true };
   return leanNarrow && kernelFits(ctx, problem, lean, 'dkv') ? lean : chosen;
+
+  /**
+   * `base` with each kernel's f32 scratch rows of 24 floats (float16, 16-row chunks; `dkvWide` false keeps the dkv
+   * kernel's) where that leaves its workgroups per compute unit unchanged, else (with `pad`) padded by 4 where that
+   * does (H200, session 25: `MmaBackwardConfig.dqWideS`; session 13: `dqPadS`).
+   */
+  function scratchRows(base: MmaBackwardConfig, pad: boolean, dkvWide: boolean): MmaBackwardConfig {
+    let out = base;
+    for (const kernel of ['dq', 'dkv'] as const) {
+      const free = (x: MmaBackwardConfig): boolean => kernelFits(ctx, problem, x, kernel) && paddingIsFree(ctx, bytes(base, kernel), bytes(x, kernel));
+      const widened: MmaBackwardConfig = { ...out, ...(kernel === 'dq' ? { dqWideS: true } : { dkvWideS: true }) };
+      if (problem.dtype !== 'float32' && base.chunk === 16 && (kernel === 'dq' || dkvWide) && free(widened)) {
+        out = widened;
+        continue;
+      }
+      const padded: MmaBackwardConfig = { ...out, ...(kernel === 'dq' ? { dqPadS: true } : { dkvPadS: true }) };
+      if (pad && free(padded)) out = padded;
+    }
+    return out;
+  }
 }
 
 /**
  * A backward config's codegen twins (as `mmaForwardTwins`): the same tiles and layouts with one compile-time choice
  * flipped, where they fit: the dq kernel's 16-byte K/V loads, the dkv kernel's lean layout (not with its head
- * split), and each kernel's unit steps (where the problem has dilation and stride 1; the twin states the choice its
- * config left to the default rule). The autotuner times the default's twins right after it.
+ * split), each kernel's unit steps (where the problem has dilation and stride 1; the twin states the choice its
+ * config left to the default rule), and both kernels' scratch rows of 24 floats (float16, 16-row chunks). The
+ * autotuner times the default's twins right after it.
  */
 export function mmaBackwardTwins(ctx: GpuContext, problem: FusedBackwardProblem, config: MmaBackwardConfig): MmaBackwardConfig[] {
   const twins: MmaBackwardConfig[] = [flipFlag(config, 'dqWideLoads')];
@@ -341,6 +373,11 @@ export function mmaBackwardTwins(ctx: GpuContext, problem: FusedBackwardProblem,
   if (unitSteps(problem.params)) {
     const rule = unitStepsByDefault(problem);
     twins.push({ ...config, dqUnitSteps: !(config.dqUnitSteps ?? rule) }, { ...config, dkvUnitSteps: !(config.dkvUnitSteps ?? rule) });
+  }
+  // Both kernels' scratch rows of 24 floats flipped (float16, 16-row chunks; as the forward's twin).
+  if (problem.dtype !== 'float32' && config.chunk === 16) {
+    const { dqPadS: _q, dkvPadS: _k, dqWideS, dkvWideS, ...rest } = config;
+    twins.push(dqWideS === true || dkvWideS === true ? rest : { ...rest, dqWideS: true, dkvWideS: true });
   }
   return twins.filter((c) => mmaBackwardConfigFits(ctx, problem, c));
 }

@@ -77,6 +77,14 @@ export interface MmaForwardConfig {
    */
   readonly padS?: boolean;
   /**
+   * S rows of the key chunk plus 8 floats, in either layout (see `FusedForwardMmaSpec.wideS`; not with `padS`). The
+   * float16 default takes it on 16-key chunks wherever it is free (`paddingIsFree` against the rows without `padS`),
+   * before `padS`. H200, session 25 (`mma-device.mjs --mode probe --probes s24`, the default's text with S rows of
+   * 24 floats, same call): 3-D 16x32x32 K=3x7x7 172.4 -> 168.7 us, the one free case of the standard forwards;
+   * where it cost a workgroup per SM it lost 5-25% (1-D L=4096 K=127 26.9 -> 33.6).
+   */
+  readonly wideS?: boolean;
+  /**
    * K and V loaded 16 bytes at a time (float16; see `FusedForwardMmaSpec.wideLoads`). The float16 default takes it
    * in 1-D and on windows over `MMA_LARGE_WINDOW` keys, where it timed faster (not in 2-D and 3-D small windows,
    * where it timed 2-10% slower).
@@ -92,12 +100,13 @@ export interface MmaForwardConfig {
 
 /**
  * A forward config's layout and loading choices as short words, in one order, for labels (the autotuner's, the
- * benchmark's): `tight`, `padS`, `inturn`, `pk`, `wide`, `unit` / `no-unit`, each where set.
+ * benchmark's): `tight`, `padS`, `wideS`, `inturn`, `pk`, `wide`, `unit` / `no-unit`, each where set.
  */
 export function mmaForwardFlags(c: MmaForwardConfig): string[] {
   return flagWords([
     [c.tightScratch, 'tight'],
     [c.padS, 'padS'],
+    [c.wideS, 'wideS'],
     [c.kvInTurn, 'inturn'],
     [c.pOverK, 'pk'],
     [c.wideLoads, 'wide'],
@@ -165,6 +174,7 @@ function mmaSpec(problem: FusedProblem, config: MmaForwardConfig): FusedForwardM
     ...(config.kvInTurn === true ? { kvInTurn: true } : {}),
     ...(config.pOverK === true ? { pOverK: true } : {}),
     ...(config.padS === true ? { padS: true } : {}),
+    ...(config.wideS === true ? { wideS: true } : {}),
     ...(config.wideLoads === true ? { wideLoads: true } : {}),
     // Both never slower on an H200 (session 13, same call): the first fetch before the Q gather 0.5-1.3% faster on
     // every f16 problem; float-reciprocal box decoding 3-D f16 222.4 -> 213.0 us, float32 2-D K=7 211.6 -> 207.4,
@@ -390,10 +400,15 @@ export function defaultMmaConfig(ctx: GpuContext, problem: FusedProblem): MmaFor
     // 224.1, but session 17, same call, with the kernel as it is now: 183.0 -> 170.9 us).
     const wide = problem.rank !== 2 || windowKeys(problem) > MMA_LARGE_WINDOW;
     const c: MmaForwardConfig = wide && mmaConfigFits(ctx, problem, { ...chosen, wideLoads: true }) ? { ...chosen, wideLoads: true } : chosen;
-    if (c.tightScratch !== true || Math.max(problem.dim, problem.dimV) >= MMA_F16_WIDE_HEAD_DIM) return c;
-    const padded: MmaForwardConfig = { ...c, padS: true };
+    if (Math.max(problem.dim, problem.dimV) >= MMA_F16_WIDE_HEAD_DIM) return c;
     const bytes = (x: MmaForwardConfig): number => fusedForwardMmaWorkgroupBytes(mmaSpec(problem, x));
-    return mmaConfigFits(ctx, problem, padded) && paddingIsFree(ctx, bytes(c), bytes(padded)) ? padded : c;
+    const free = (x: MmaForwardConfig): boolean => mmaConfigFits(ctx, problem, x) && paddingIsFree(ctx, bytes(c), bytes(x));
+    // S rows of 24 floats where free (16-key chunks, either layout), else padded by 4 where free (unpadded layout).
+    const wideS: MmaForwardConfig = { ...c, wideS: true };
+    if (c.keyChunk === 16 && free(wideS)) return wideS;
+    if (c.tightScratch !== true) return c;
+    const padded: MmaForwardConfig = { ...c, padS: true };
+    return free(padded) ? padded : c;
   });
 }
 
@@ -405,8 +420,8 @@ export function flipFlag<C extends object>(c: C, key: keyof C & string): C {
 
 /**
  * A forward config's codegen twins: the same tiles, chunk and layout with one compile-time choice flipped, where
- * they fit: 16-byte K/V loads (float16), and dilation and stride 1 compiled in (where the problem has them; the
- * twin states the choice its config left to the default rule). They do the same work, so the cost model cannot
+ * they fit: 16-byte K/V loads (float16), dilation and stride 1 compiled in (where the problem has them; the
+ * twin states the choice its config left to the default rule), and S rows of 24 floats (float16, 16-key chunks). They do the same work, so the cost model cannot
  * rank them; on an H200 such flips moved a kernel by up to 10% either way, differently per problem (the compiler
  * schedules each text anew; session 17: 16-byte loads 1.07x faster in 3-D, 1.09x slower in 2-D). The autotuner
  * times the default's twins right after it.
@@ -415,6 +430,12 @@ export function mmaForwardTwins(ctx: GpuContext, problem: FusedProblem, config: 
   const twins: MmaForwardConfig[] = [];
   if (problem.dtype !== 'float32') twins.push(flipFlag(config, 'wideLoads'));
   if (unitSteps(problem.params)) twins.push({ ...config, unitSteps: !(config.unitSteps ?? unitStepsByDefault(problem)) });
+  // S rows of 24 floats flipped (float16, 16-key chunks): the default takes them only where they are free of
+  // residency, and a grid of less than a wave can gain from them anyway.
+  if (problem.dtype !== 'float32' && config.keyChunk === 16) {
+    const { padS: _p, wideS, ...rest } = config;
+    twins.push(wideS === true ? rest : { ...rest, wideS: true });
+  }
   return twins.filter((c) => mmaConfigFits(ctx, problem, c));
 }
 

@@ -97,6 +97,11 @@ export interface FusedBackwardMmaSpec {
    */
   readonly padS?: boolean;
   /**
+   * The f32 scratch rows (S, dP) of the chunk plus 8 floats, in either layout (as the forward's `wideS`: its matrix
+   * stores are cheaper into such rows). Not with `padS`. Absent = as `tightScratch` and `padS` say.
+   */
+  readonly wideS?: boolean;
+  /**
    * The dq kernel decodes each staged key's box index (3-D) by float reciprocal (`box_divmod`, as the forward's
    * `fastDivide`); the caller guarantees fewer than `MMA_FAST_DIVIDE_ROWS` key-box rows. Absent = integer division.
    */
@@ -140,8 +145,8 @@ export interface FusedBackwardMmaSpec {
   readonly split?: boolean;
 }
 
-function layout(spec: Pick<FusedBackwardMmaSpec, 'dim' | 'dimV' | 'chunk' | 'subgroups' | 'tightScratch' | 'padS'>): MmaLayout {
-  return mmaLayout(spec.dim, spec.dimV, spec.chunk, spec.subgroups, spec.tightScratch === true, spec.padS === true);
+function layout(spec: Pick<FusedBackwardMmaSpec, 'dim' | 'dimV' | 'chunk' | 'subgroups' | 'tightScratch' | 'padS' | 'wideS'>): MmaLayout {
+  return mmaLayout(spec.dim, spec.dimV, spec.chunk, spec.subgroups, spec.tightScratch === true, spec.padS === true, spec.wideS === true);
 }
 
 /** The sizes both kernels derive from a spec: workgroup size, vec4 and fragment counts, staging threads per row. */
@@ -173,7 +178,7 @@ function sizes(spec: FusedBackwardMmaSpec) {
 
 /** Bytes of workgroup memory of either kernel (staging, two f32 scratches, P/dS, per-chunk row tables). */
 export function fusedBackwardMmaWorkgroupBytes(
-  spec: Pick<FusedBackwardMmaSpec, 'dim' | 'dimV' | 'chunk' | 'subgroups' | 'tightScratch' | 'sharedScratch' | 'dsOverV' | 'headSplit' | 'packedCoords' | 'padS' | 'leanScratch' | 'split'>,
+  spec: Pick<FusedBackwardMmaSpec, 'dim' | 'dimV' | 'chunk' | 'subgroups' | 'tightScratch' | 'sharedScratch' | 'dsOverV' | 'headSplit' | 'packedCoords' | 'padS' | 'wideS' | 'leanScratch' | 'split'>,
   kernel: 'dq' | 'dkv',
 ): number {
   const l = layout(spec);
@@ -199,6 +204,7 @@ export function fusedBackwardMmaSpecProblem(spec: FusedBackwardMmaSpec): string 
   if (spec.dsOverV === true && l.rows * l.ldp > spec.chunk * l.ldv) return `dsOverV: dS (${l.rows} rows of ${l.ldp}) does not fit the chunk's V rows (${spec.chunk} of ${l.ldv})`;
   if (spec.packedCoords === true && spec.rank < 2) return `packedCoords needs rank 2 or 3 (rank ${spec.rank})`;
   if (spec.padS === true && spec.tightScratch !== true) return 'padS needs tightScratch (the padded layout already pads the scratch)';
+  if (spec.padS === true && spec.wideS === true) return 'padS and wideS both widen the scratch rows (by 4 and by 8 floats); take one';
   if (spec.gradRpb === true && spec.hasRpb !== true) return 'gradRpb needs hasRpb';
   if (spec.hasRpb === true) {
     const why = rpbWindowProblem(spec);

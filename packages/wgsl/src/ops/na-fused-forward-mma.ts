@@ -641,6 +641,12 @@ export type FusedForwardMmaSpec = Pick<FusedForwardSpec, 'rank' | 'kernelSize' |
    */
   readonly padS?: boolean;
   /**
+   * S scratch rows of the key chunk plus 8 floats, in either layout (P rows as `tightScratch` says): the S matrix
+   * stores ran 15% faster into rows of 24 floats than of 16 or 20 (H200, session 25, `sgmat-rates-device.ts`), for
+   * 16 bytes more per query row than `padS`. Not with `padS`. Absent = S rows as `tightScratch` and `padS` say.
+   */
+  readonly wideS?: boolean;
+  /**
    * K and V loaded 16 bytes (eight halves) per load instead of 8 (float16 only): half the staging's global loads
    * per thread. Absent = vec4<f16> loads.
    */
@@ -717,7 +723,8 @@ const range = (n: number): number[] => Array.from({ length: n }, (_, i) => i);
  * Workgroup-memory layout of the mma kernels: 16 rows per subgroup; a staging area for one chunk of rows of both
  * head dims (K and V, or Q and dO), rows padded by 8 halves (bank conflicts; 16-byte matrix strides); an f32 scratch
  * row of `chunk + 4` and an f16 P row of `chunk + 8` per fragment row, or of exactly `chunk` with `tightScratch`
- * (less workgroup memory; the kernels' `tightScratch` spec field), S rows still padded with `padS`.
+ * (less workgroup memory; the kernels' `tightScratch` spec field), S rows still padded with `padS`, or by 8 floats
+ * in either layout with `wideS`.
  */
 export interface MmaLayout {
   readonly rows: number;
@@ -729,10 +736,11 @@ export interface MmaLayout {
   readonly stageElems: number;
 }
 
-export function mmaLayout(dim: number, dimV: number, chunk: number, subgroups: number, tightScratch = false, padS = false): MmaLayout {
+export function mmaLayout(dim: number, dimV: number, chunk: number, subgroups: number, tightScratch = false, padS = false, wideS = false): MmaLayout {
   const ldk = dim + 8;
   const ldv = dimV + 8;
-  return { rows: F * subgroups, ldk, ldv, lds: tightScratch && !padS ? chunk : chunk + 4, ldp: tightScratch ? chunk : chunk + 8, stageElems: chunk * (ldk + ldv) };
+  const lds = wideS ? chunk + 8 : tightScratch && !padS ? chunk : chunk + 4;
+  return { rows: F * subgroups, ldk, ldv, lds, ldp: tightScratch ? chunk : chunk + 8, stageElems: chunk * (ldk + ldv) };
 }
 
 /** Rows of stride `ld` one pass through the staging area gathers: a multiple of 16, at most the layout's rows. */
@@ -769,14 +777,14 @@ export function mmaShapeProblem(o: {
   return undefined;
 }
 
-function layout(spec: Pick<FusedForwardMmaSpec, 'dim' | 'dimV' | 'keyChunk' | 'subgroups' | 'tightScratch' | 'kvInTurn' | 'padS'>): MmaLayout {
-  const l = mmaLayout(spec.dim, spec.dimV, spec.keyChunk, spec.subgroups, spec.tightScratch === true, spec.padS === true);
+function layout(spec: Pick<FusedForwardMmaSpec, 'dim' | 'dimV' | 'keyChunk' | 'subgroups' | 'tightScratch' | 'kvInTurn' | 'padS' | 'wideS'>): MmaLayout {
+  const l = mmaLayout(spec.dim, spec.dimV, spec.keyChunk, spec.subgroups, spec.tightScratch === true, spec.padS === true, spec.wideS === true);
   return spec.kvInTurn === true ? { ...l, stageElems: spec.keyChunk * Math.max(l.ldk, l.ldv) } : l;
 }
 
 /** Bytes of workgroup memory a spec declares (K/V staging, S scratch, P, key coordinates, flag; split: lo halves). */
 export function fusedForwardMmaWorkgroupBytes(
-  spec: Pick<FusedForwardMmaSpec, 'dim' | 'dimV' | 'keyChunk' | 'subgroups' | 'split' | 'tightScratch' | 'kvInTurn' | 'pOverK' | 'packedCoords' | 'padS'>,
+  spec: Pick<FusedForwardMmaSpec, 'dim' | 'dimV' | 'keyChunk' | 'subgroups' | 'split' | 'tightScratch' | 'kvInTurn' | 'pOverK' | 'packedCoords' | 'padS' | 'wideS'>,
 ): number {
   const l = layout(spec);
   const halves = (spec.split === true ? 2 : 1) * (l.stageElems + (spec.pOverK === true ? 0 : l.rows * l.ldp));
@@ -800,6 +808,7 @@ export function fusedForwardMmaSpecProblem(spec: FusedForwardMmaSpec): string | 
     if (l.rows * l.ldp > spec.keyChunk * l.ldk) return `pOverK: P (${l.rows} rows of ${l.ldp}) does not fit the chunk's K rows (${spec.keyChunk} of ${l.ldk})`;
   }
   if (spec.padS === true && spec.tightScratch !== true) return 'padS needs tightScratch (the padded layout already pads S)';
+  if (spec.padS === true && spec.wideS === true) return 'padS and wideS both widen the S rows (by 4 and by 8 floats); take one';
   if (spec.wideLoads === true && spec.split === true) return 'wideLoads is for float16 tensors (the split loads f32)';
   if (spec.packedCoords === true && (spec.rank < 2 || spec.hasRpb === true)) return `packedCoords needs rank 2 or 3 without rpb (rank ${spec.rank}${spec.hasRpb === true ? ', rpb' : ''})`;
   return rpbWindowProblem(spec);
