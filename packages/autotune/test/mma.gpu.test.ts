@@ -33,14 +33,15 @@ describe('tensor-core (mma) forward configs in the autotuner', () => {
     const def = defaultForwardMma(ctx, mmaHelperProblem(K7)) as MmaForwardConfig;
     expect(space.candidates[0]?.config).toEqual(def);
     expect(space.candidates[0]?.isDefault).toBe(true);
-    // Then the default's codegen twins (16-byte loads flipped, unit steps flipped, S rows of 24 floats in place of
-    // padS: the same work), then by estimate.
+    // Then the default's codegen twins (16-byte loads flipped, unit steps flipped, S rows of 24 floats flipped: the
+    // same work), then by estimate.
     const twins = mmaForwardTwins(ctx, mmaHelperProblem(K7), def);
-    const { padS: _padS, ...unpadded } = def;
-    expect(twins).toEqual([{ ...def, wideLoads: true }, { ...def, unitSteps: false }, { ...unpadded, wideS: true }]);
+    const { wideS: _wideS, ...narrowS } = def;
+    expect(def).toMatchObject({ tightScratch: true, pOverK: true, wideS: true });
+    expect(twins).toEqual([{ ...def, wideLoads: true }, { ...def, unitSteps: false }, narrowS]);
     expect(space.candidates.slice(1, 4).map((c) => c.config)).toEqual(twins);
     expect(space.candidates.slice(1, 3).map((c) => c.label)).toEqual([`${space.candidates[0]?.label} wide`, `${space.candidates[0]?.label} no-unit`]);
-    expect(space.candidates[3]?.label).toMatch(/ tight wideS$/);
+    expect(space.candidates[3]?.label).toMatch(/ tight pk$/);
     const costs = space.candidates.slice(4).map((c) => c.estimate.cost);
     expect(costs).toEqual([...costs].sort((a, b) => a - b));
     expect(costs[0]).toBe(mmaConfigCost(mmaHelperProblem(K7), space.candidates[4]?.config as MmaForwardConfig));
@@ -50,13 +51,14 @@ describe('tensor-core (mma) forward configs in the autotuner', () => {
     // The float16 default has unpadded scratch rows; its padded twin is a candidate too, and so is every 16-key
     // config's other layout.
     expect(def.tightScratch).toBe(true);
-    expect(space.candidates[0]?.label).toBe(`mma q=${def.queryTile.join('x')} bk=${def.keyChunk} sg=${def.subgroups} tight padS`);
+    expect(space.candidates[0]?.label).toBe(`mma q=${def.queryTile.join('x')} bk=${def.keyChunk} sg=${def.subgroups} tight wideS pk`);
     const all = mmaForwardSpace(ctx, K7, { maxCandidates: 1000 }).candidates;
-    const { tightScratch: _t, padS: _p, ...padded } = def;
+    const { tightScratch: _t, pOverK: _pk, wideS: _ws, ...padded } = def;
     expect(all.filter((c) => JSON.stringify(c.config) === JSON.stringify(padded))).toHaveLength(1);
     // Every subgroup count the H200 timed on sparse windows is a candidate.
     expect(new Set(all.map((c) => c.config.subgroups))).toEqual(new Set([2, 4, 8]));
-    const c16 = all.filter((c) => c.config.keyChunk === 16 && !isTwin(c.config));
+    // (the default itself, P over K with S rows of 24 floats, is a layout the enumeration does not repeat)
+    const c16 = all.filter((c) => c.config.keyChunk === 16 && !isTwin(c.config) && c.isDefault !== true);
     // (each unpadded one also with S padded: padS; each padded one also with K and V in turn, float16's 3-D default)
     const padded16 = c16.filter((c) => c.config.tightScratch !== true && c.config.kvInTurn !== true);
     expect(c16.filter((c) => c.config.tightScratch === true && c.config.padS !== true).length).toBe(padded16.length);
@@ -100,8 +102,8 @@ describe('tensor-core (mma) forward configs in the autotuner', () => {
     const tabled = createAutotuner({ ctx, mode: 'deterministic', table, ...quiet, warn: (m) => warnings.push(m) });
     expect(await tabled.selectForwardMma(K7)).toMatchObject({ config: other, source: 'table' });
     expect(await tabled.forwardMma(K7)).toEqual(other);
-    // A stored padded-scratch config (the default's twin) runs as stored.
-    const { tightScratch: _t, padS: _p, ...padded } = def;
+    // A stored padded-scratch config (the default's layout twin) runs as stored.
+    const { tightScratch: _t, pOverK: _k, wideS: _w, ...padded } = def;
     const twin = createAutotuner({ ctx, mode: 'deterministic', table: { ...emptyTable(), entries: { [key]: entry(padded) } }, ...quiet });
     expect(await twin.forwardMma(K7)).toEqual(padded);
     // 16 subgroups do not exist on this path: warned about and skipped.
@@ -130,21 +132,27 @@ describe('tensor-core (mma) backward configs in the autotuner', () => {
     // Every config with padded and with unpadded scratch rows: here the default is unpadded (2-D K=7), its padded
     // twin a candidate.
     expect(def.tightScratch).toBe(true);
-    const { tightScratch: _t, dqSharedScratch: _d, dqPadS: _dp, dkvPadS: _kp, ...padded } = def;
+    // (Since session 25 the default's dq kernel takes dS over V with rows of 24 floats, a layout the enumeration does
+    // not repeat; the enumerated layouts are those of the padded-row default before it.)
+    expect(def).toMatchObject({ dqDsOverV: true, dqWideS: true, dkvPadS: true });
+    const { tightScratch: _t, dqSharedScratch: _d, dqDsOverV: _o, dqWideS: _w, dkvPadS: _kp, ...padded } = def;
     expect(space.candidates.filter((c) => JSON.stringify(c.config) === JSON.stringify(padded))).toHaveLength(1);
     // Every config also with the dq kernel's S and dP in one scratch (the default has one here; on windows over 512
     // keys at head dims up to 64 the default is padded with one scratch): every padded config has its unpadded twin,
     // and every config its one-scratch twin, among all the space enumerates.
-    const { dqSharedScratch: _s, ...twoScratches } = def;
-    expect(space.candidates.filter((c) => JSON.stringify(c.config) === JSON.stringify(twoScratches))).toHaveLength(1);
+    const { dqSharedScratch: _s, dqDsOverV: _o2, dqWideS: _w2, ...twoScratches0 } = def;
+    const twoScratches = { ...twoScratches0, dqPadS: true };
+    const sameConfig = (a: object, b: object): boolean => JSON.stringify(a, Object.keys(a).sort()) === JSON.stringify(b, Object.keys(b).sort());
+    expect(space.candidates.filter((c) => sameConfig(c.config, twoScratches))).toHaveLength(1);
     // After the default, its codegen twins: dq's 16-byte loads, dkv's lean layout, each kernel's unit steps flipped,
-    // both kernels' scratch rows of 24 floats in place of their padding.
+    // its rows of 24 floats flipped (here dq's, back to dS over V alone).
     const twins = mmaBackwardTwins(ctx, backwardHelperProblem(B7), def);
-    const { dqPadS: _dq, dkvPadS: _dkv, ...unpaddedRows } = def;
-    expect(twins).toEqual([{ ...def, dqWideLoads: true }, { ...def, dkvLeanScratch: true }, { ...def, dqUnitSteps: false }, { ...def, dkvUnitSteps: false }, { ...unpaddedRows, dqWideS: true, dkvWideS: true }]);
+    const { dqWideS: _dqw, ...narrowRows } = def;
+    expect(twins).toEqual([{ ...def, dqWideLoads: true }, { ...def, dkvLeanScratch: true }, { ...def, dqUnitSteps: false }, { ...def, dkvUnitSteps: false }, narrowRows]);
     expect(space.candidates.slice(1, 6).map((c) => c.config)).toEqual(twins);
     const isTwin = (c: MmaBackwardConfig): boolean => twins.some((t) => JSON.stringify(t) === JSON.stringify(c));
-    const every = [...space.candidates, ...space.pruned].map((c) => c.config).filter((c) => !isTwin(c));
+    // (What the space enumerates: the default, whose layout it does not repeat, and its twins aside.)
+    const every = [...space.candidates, ...space.pruned].filter((c) => c.isDefault !== true).map((c) => c.config).filter((c) => !isTwin(c));
     const count = (f: (c: MmaBackwardConfig) => boolean): number => every.filter(f).length;
     expect(count((c) => c.dqSharedScratch === true)).toBe(count((c) => c.dqSharedScratch !== true));
     expect(count((c) => c.tightScratch !== true)).toBe(count((c) => c.tightScratch === true && c.dqPadS !== true));
@@ -178,8 +186,9 @@ describe('tensor-core (mma) backward configs in the autotuner', () => {
     expect(await tabled.backwardMma(B7)).toEqual(other);
     // Both scratch layouts and both dq scratch counts of a space config run as stored (both are part of what is
     // compared).
-    const { tightScratch: _t, dqSharedScratch: _d, dqPadS: _dp, dkvPadS: _kp, ...padded } = def;
-    const { dqSharedScratch: _s, ...twoScratches } = def;
+    const { tightScratch: _t, dqSharedScratch: _d, dqDsOverV: _o, dqWideS: _w, dkvPadS: _kp, ...padded } = def;
+    const { dqSharedScratch: _s, dqDsOverV: _o2, dqWideS: _w2, ...twoScratches0 } = def;
+    const twoScratches = { ...twoScratches0, dqPadS: true };
     expect(def.dqSharedScratch).toBe(true);
     // So do the default's codegen twins (the lean dkv layout here).
     const lean = { ...def, dkvLeanScratch: true };
@@ -188,7 +197,10 @@ describe('tensor-core (mma) backward configs in the autotuner', () => {
       expect(await t.selectBackwardMma(B7)).toMatchObject({ config: stored, source: 'table' });
     }
     // The opt-in dS over V is in no space: a stored config with it is refused, not matched to its twin.
-    const overV = createAutotuner({ ctx, mode: 'deterministic', table: { ...emptyTable(), entries: { [key]: entry({ ...def, dqDsOverV: true }) } }, ...quiet, warn: (m) => warnings.push(m) });
+    // (The default itself takes dS over V with its wider rows since session 25; dS over V with padded rows is opt-in.)
+    const { dqDsOverV: _over, dqWideS: _wide, ...noOverV } = def;
+    expect(def).toMatchObject({ dqDsOverV: true, dqWideS: true });
+    const overV = createAutotuner({ ctx, mode: 'deterministic', table: { ...emptyTable(), entries: { [key]: entry({ ...noOverV, dqDsOverV: true, dqPadS: true }) } }, ...quiet, warn: (m) => warnings.push(m) });
     expect(await overV.selectBackwardMma(B7)).toMatchObject({ config: def, source: 'default' });
     expect(warnings.filter((w) => w.includes('ds-over-v'))).toHaveLength(1);
     // A dK/dV tile with the wrong row count for its subgroups is outside the space: warned about and skipped.

@@ -181,7 +181,7 @@ export function routeProblems(only: string): Problem[] {
   return all.filter((p) => only === '' || only.split(',').some((o) => p.name.includes(o)));
 }
 
-type DeviceScriptOptions = { mode: string; routes: string; sweep: string; only: string; reps: string; top: string; dtype: string; chunk16: string; tight: string; inturn: string; pk: string; probes: string; shared: string; dsv: string; hsplit: string; nsg: string; pads: string; wide: string; unit: string; configs: string };
+type DeviceScriptOptions = { mode: string; routes: string; sweep: string; only: string; reps: string; top: string; dtype: string; chunk16: string; tight: string; inturn: string; pk: string; probes: string; shared: string; dsv: string; dsvwide: string; hsplit: string; nsg: string; pads: string; wide: string; unit: string; configs: string };
 
 /** The device scripts' shared options (`--mode`, `--sweep`, `--only`, `--reps`, `--top`, `--nsg`, ...). */
 export function deviceScriptOptions(): DeviceScriptOptions {
@@ -194,6 +194,7 @@ export function deviceScriptOptions(): DeviceScriptOptions {
       probes: { type: 'string', default: '' },
       shared: { type: 'string', default: 'false' },
       dsv: { type: 'string', default: 'false' },
+      dsvwide: { type: 'string', default: 'false' },
       hsplit: { type: 'string', default: 'false' },
       dtype: { type: 'string', default: 'float16' },
       mode: { type: 'string', default: 'both' },

@@ -67,7 +67,7 @@ describe('tensor-core (mma) backward', () => {
       return { query: t, key: t, value: t, output: t, gradOutput: t, logsumexp: l, gradQuery: t, gradKey: t, gradValue: t, gradRpb: r, rpb: r, kernelSize: 7, ...(o.stride ? { stride: o.stride } : {}) };
     };
     const routed = fusedBackward.route(ctx, 2, args());
-    expect(routed).toEqual({ path: 'mma', queryTile: [8, 8], querySubgroups: 4, keyTile: [4, 8], keySubgroups: 2, chunk: 16, tightScratch: true, dqSharedScratch: true, dqPadS: true, dkvPadS: true });
+    expect(routed).toEqual({ path: 'mma', queryTile: [8, 8], querySubgroups: 4, keyTile: [4, 8], keySubgroups: 2, chunk: 16, tightScratch: true, dqSharedScratch: true, dqDsOverV: true, dqWideS: true, dkvPadS: true });
     const problem = checkFusedBackward('na2d_backward', 2, args(), FUSED_BACKWARD_TILES);
     expect(routed).toEqual(defaultBackwardMma(ctx, problem));
     // Strides too (session 19, H200: checked, and 3.6-6.2x faster than the plain backward), and rpb with d_rpb,
@@ -103,13 +103,19 @@ describe('tensor-core (mma) backward', () => {
     // keys) takes the same rule. FLUX-like (6400 keys, head dim 128): dq with 4, dkv with 8, padded.
     // Session 10: dq with S and dP through one scratch in 2-D and 3-D (the dq kernel alone: 2-D K=7 192.1 -> 155.9
     // us, 3-D 309.1 -> 299.6 us).
-    expect(config([128, 128], [7, 7], 8, 64)).toEqual({ path: 'mma', queryTile: [8, 8], querySubgroups: 4, keyTile: [4, 8], keySubgroups: 2, chunk: 16, tightScratch: true, dqSharedScratch: true, dqPadS: true, dkvPadS: true });
+    // Session 25: the dq kernel's dS over the staged V rows, and the 2 KiB that frees spent on scratch rows of 24
+    // floats (4 workgroups per SM either way; the dq kernel alone 2-D K=7 109.1 -> 102.3 us, 3-D 214.4 -> 196.9,
+    // 1-D 4096 30.9 -> 28.5); the dkv kernel keeps its padded rows (widened it would lose a workgroup per SM).
+    expect(config([128, 128], [7, 7], 8, 64)).toEqual({ path: 'mma', queryTile: [8, 8], querySubgroups: 4, keyTile: [4, 8], keySubgroups: 2, chunk: 16, tightScratch: true, dqSharedScratch: true, dqDsOverV: true, dqWideS: true, dkvPadS: true });
     expect(config([256, 256], [15, 15], 16, 64)).toMatchObject({ querySubgroups: 4, keySubgroups: 2, chunk: 16, tightScratch: true, dqSharedScratch: true });
     expect(config([256, 256], [80, 80], 24, 128)).toEqual({ path: 'mma', queryTile: [8, 8], querySubgroups: 4, keyTile: [8, 16], keySubgroups: 8, chunk: 16, dqWideS: true, dkvWideS: true });
-    expect(config([16, 32, 32], [3, 7, 7], 8, 64)).toEqual({ path: 'mma', queryTile: [2, 4, 8], querySubgroups: 4, keyTile: [2, 4, 4], keySubgroups: 2, chunk: 16, tightScratch: true, dqSharedScratch: true, dqPadS: true, dkvPadS: true });
+    expect(config([16, 32, 32], [3, 7, 7], 8, 64)).toEqual({ path: 'mma', queryTile: [2, 4, 8], querySubgroups: 4, keyTile: [2, 4, 4], keySubgroups: 2, chunk: 16, tightScratch: true, dqSharedScratch: true, dqDsOverV: true, dqWideS: true, dkvPadS: true });
     // 1-D small windows: dkv 2, unpadded (1-D 4096, session 10: dkv 77.6 us with 4 padded, 88.4 with 2 padded, 71.8
     // with 2 unpadded); dq 4 with one scratch (session 11: 37.5 us against 46.9 with 2 and two scratches).
-    expect(config([4096], [127], 8, 64)).toEqual({ path: 'mma', queryTile: [64], querySubgroups: 4, keyTile: [32], keySubgroups: 2, chunk: 16, tightScratch: true, dqSharedScratch: true, dqPadS: true, dkvPadS: true });
+    expect(config([4096], [127], 8, 64)).toEqual({ path: 'mma', queryTile: [64], querySubgroups: 4, keyTile: [32], keySubgroups: 2, chunk: 16, tightScratch: true, dqSharedScratch: true, dqDsOverV: true, dqWideS: true, dkvPadS: true });
+    // Not at head dims 32 (its own defaults, untimed with this pair) and 128, nor in float32 (no dS over V there).
+    expect(config([128, 128], [7, 7], 8, 32)?.dqDsOverV).toBeUndefined();
+    expect(config([64, 64], [9, 9], 8, 128)?.dqDsOverV).toBeUndefined();
     // 2047 keys at head dim 64: dq with 8, dkv with 4 (8 measured slower for dkv there), padded, dq with one scratch
     // (session 11, the whole backward: 6.71 -> 6.14 ms); dkv's lean layout, which lifts it from 2 to 3 workgroups
     // per SM (session 17: 4.151 -> 3.837 ms). FLUX-like's dkv stays at 1 per SM either way, so it keeps two scratches.
@@ -251,6 +257,8 @@ describe('tensor-core (mma) backward, emulated on this adapter, against the CPU 
     // layout and dq's one scratch (the 1-D causal default's), and with two scratches each, 3-D, GQA, Dv != D.
     { name: 'scratch rows of 24 floats, the large-window default: 1-D L=700 K=513 causal, dq 8 subgroups, dkv 4 lean', spatial: [700], kernelSize: [513], dim: 64, causal: [true], config: { queryTile: [128], querySubgroups: 8, keyTile: [64], keySubgroups: 4, chunk: 16, dqSharedScratch: true, dkvLeanScratch: true, dqWideS: true, dkvWideS: true } },
     { name: 'scratch rows of 24 floats: 3-D 5x7x9 K=3x3x5 causal on axis 2, GQA 4/2 heads, Dv=32, unpadded P/dS rows', spatial: [5, 7, 9], kernelSize: [3, 3, 5], heads: 4, headsKv: 2, dim: 16, dimV: 32, causal: [false, false, true], config: { queryTile: [2, 4, 4], querySubgroups: 2, keyTile: [2, 4, 4], keySubgroups: 2, chunk: 16, tightScratch: true, dqWideS: true, dkvWideS: true } },
+    { name: 'dS over V with rows of 24 floats, the small-window default: 2-D 16x18 K=7x5 at head dim 64', spatial: [16, 18], kernelSize: [7, 5], dim: 64, config: { queryTile: [8, 8], querySubgroups: 4, keyTile: [4, 8], keySubgroups: 2, chunk: 16, tightScratch: true, dqSharedScratch: true, dqDsOverV: true, dqWideS: true, dkvPadS: true } },
+    { name: 'dS over V with rows of 24 floats: 1-D L=300 K=127 at head dim 64, dq two scratches', spatial: [300], kernelSize: [127], dim: 64, config: { queryTile: [64], querySubgroups: 4, keyTile: [32], keySubgroups: 2, chunk: 16, tightScratch: true, dqDsOverV: true, dqWideS: true } },
     { name: 'dkv lean: 2-D 14x17 K=5x7, GQA 4/2 heads, Dv=32, 2 subgroups, unpadded', spatial: [14, 17], kernelSize: [5, 7], heads: 4, headsKv: 2, dim: 16, dimV: 32, config: { queryTile: [4, 8], querySubgroups: 2, keyTile: [4, 8], keySubgroups: 2, chunk: 16, tightScratch: true, dkvLeanScratch: true } },
     { name: 'dkv lean: 3-D 5x7x9 K=3x3x5 causal on axis 2, 4 subgroups, 32-row chunks', spatial: [5, 7, 9], kernelSize: [3, 3, 5], dim: 32, causal: [false, false, true], config: { queryTile: [2, 4, 4], querySubgroups: 2, keyTile: [2, 4, 8], keySubgroups: 4, chunk: 32, dkvLeanScratch: true } },
     // The dq kernel's 16-byte K/V staging loads (opt-in dqWideLoads): one and two loads per staging thread, Dv != D.

@@ -18,8 +18,9 @@
  * the N cheapest configs of each subgroup count and `--nsg 2,4` keeps those counts; `--tight true` adds each
  * config's twin with the other scratch layout (`tightScratch`), `--inturn true` each config's (and layout twin's) twin with K and V
  * staged in turn (`kvInTurn`), `--pk true` each config's twin with P over the staged K rows (`pOverK`); for the
- * backward modes `--tight true` / `--shared true` / `--dsv true` / `--hsplit true` add the unpadded-row / dq
- * scratch-count (`dqSharedScratch`) / dS-over-V (`dqDsOverV`) / head-split (`dqHeadSplit`, `dkvHeadSplit`) twins.
+ * backward modes `--tight true` / `--shared true` / `--dsv true` / `--dsvwide true` / `--hsplit true` add the unpadded-row / dq
+ * scratch-count (`dqSharedScratch`) / dS-over-V (`dqDsOverV`) / dS-over-V with dq rows of 24 floats (`dqWideS`) /
+ * head-split (`dqHeadSplit`, `dkvHeadSplit`) twins.
  */
 import { type FusedBackwardArgs, type FusedProblem, type NaRank, randn, tensor, toFloat64Values } from '@natten-web/core';
 import { tensorFromValues } from '@natten-web/testkit';
@@ -72,7 +73,8 @@ function twinVariants(problem: FusedProblem, ...configs: MmaForwardConfig[]): Mm
   const bases = [...configs, ...tight];
   const inTurn = values.inturn !== 'true' ? [] : bases.filter((c) => c.kvInTurn !== true).map((c) => ({ ...c, kvInTurn: true }));
   // With `--pk true`: each config's twin with P over the staged K rows (opt-in `pOverK`), where it fits.
-  const pOverK = values.pk !== 'true' ? [] : bases.filter((c) => c.pOverK !== true && c.kvInTurn !== true).map((c) => ({ ...c, pOverK: true }));
+  // (and, session 25, that twin with the memory it frees spent on S rows of 24 floats: `wideS` in place of `padS`).
+  const pOverK = values.pk !== 'true' ? [] : bases.filter((c) => c.pOverK !== true && c.kvInTurn !== true).flatMap(({ padS, ...c }) => [{ ...c, ...(padS === true ? { padS } : {}), pOverK: true }, { ...c, pOverK: true, wideS: true }]);
   // With `--pads true`: each unpadded config's twin with S padded (`padS`), or the padded one's without it.
   const pads = values.pads !== 'true' ? [] : configs.filter((c) => c.tightScratch === true).map(({ padS, ...c }) => (padS === true ? c : { ...c, padS: true }));
   // With `--wide true`: each config's twin with 16-byte K and V loads (opt-in `wideLoads`, float16).
@@ -129,6 +131,9 @@ function backwardVariants(rank: NaRank, def: MmaBackwardConfig, g: FusedBackward
   const tight = values.tight === 'true' ? ([['tight', { ...def, tightScratch: true }]] as const) : [];
   const shared = values.shared === 'true' ? ([['dq-shared', { ...def, dqSharedScratch: !def.dqSharedScratch }]] as const) : [];
   const dsv = values.dsv === 'true' ? ([['ds-over-v', { ...def, dqDsOverV: true }]] as const) : [];
+  // --dsvwide true: dS over V, and the memory it frees spent on the dq kernel's rows of 24 floats (session 25).
+  const { dqPadS: _dqPad, ...dqUnpadded } = def;
+  const dsvWide = values.dsvwide === 'true' ? ([['ds-over-v dq-wideS', { ...dqUnpadded, dqDsOverV: true, dqWideS: true }]] as const) : [];
   const chunks = values.chunk16 === 'true' ? ([['c32', { ...def, chunk: 32 }], ['c16 sg8', sg8]] as const) : [];
   // --hsplit true: the dkv kernel with two subgroups per 16 keys (dkvHeadSplit) at the default's subgroup count
   // (half the keys per workgroup) and at twice it (the same keys), and both kernels split.
@@ -150,7 +155,7 @@ function backwardVariants(rank: NaRank, def: MmaBackwardConfig, g: FusedBackward
   const pads = values.pads === 'true' ? ([['no-pads', bare], ['dq-pads', { ...bare, dqPadS: true }], ['dkv-pads', { ...bare, dkvPadS: true }]] as const) : [];
   // --configs '[{...}]' (backward modes): the default with each object's fields over it (tiles, subgroups, flags).
   const given = values.configs === '' ? [] : (JSON.parse(values.configs) as Partial<MmaBackwardConfig>[]).map((c) => [JSON.stringify(c), { ...def, ...c }] as const);
-  return [...chunks, ...tight, ...shared, ...dsv, ...split, ...pads, ...given].filter(([, c]) => fits(c));
+  return [...chunks, ...tight, ...shared, ...dsv, ...dsvWide, ...split, ...pads, ...given].filter(([, c]) => fits(c));
 }
 
 let failures = 0;

@@ -152,10 +152,13 @@ describe('tensor-core (mma) forward: availability, config choice and the default
     // S rows padded where that keeps 4 workgroups per compute unit (48 KiB: 11,024 -> 12,048 bytes in 1-D, 10,832 ->
     // 11,856 in 2-D; H200 session 13: 33.6 -> 31.9 us, 116.0 -> 112.7 us).
     // 1-D and large windows: 16-byte K/V loads (session 13: 1374 -> 1299 us, 31.3 -> 30.5 us, FLUX-like 41.2 -> 39.4 ms).
-    expect(defaultMmaConfig(ctx, problem([32768], [2047], { causal: true }))).toEqual({ path: 'mma', queryTile: [64], keyChunk: 16, subgroups: 4, tightScratch: true, padS: true, wideLoads: true });
-    expect(defaultMmaConfig(ctx, problem([4096], [127]))).toEqual({ path: 'mma', queryTile: [64], keyChunk: 16, subgroups: 4, tightScratch: true, padS: true, wideLoads: true });
-    expect(defaultMmaConfig(ctx, problem([128, 128], [7, 7]))).toEqual({ path: 'mma', queryTile: [8, 8], keyChunk: 16, subgroups: 4, tightScratch: true, padS: true });
-    expect(defaultMmaConfig(ctx, problem([128, 128], [13, 13], { dilation: 2 }))).toMatchObject({ keyChunk: 16, subgroups: 4, tightScratch: true, padS: true });
+    // Session 25: P over the staged K rows, and the 2 KiB that frees spent on S rows of 24 floats (4 workgroups per
+    // unit either way): 1-D 4096 26.9 -> 25.7 us, 1-D K=2047 causal 1261 -> 1161, 2-D K=7 94.2 -> 91.6, K=13 dilated
+    // 158.7 -> 153.7, 256x256 K=15 1250 -> 1193.
+    expect(defaultMmaConfig(ctx, problem([32768], [2047], { causal: true }))).toEqual({ path: 'mma', queryTile: [64], keyChunk: 16, subgroups: 4, tightScratch: true, pOverK: true, wideS: true, wideLoads: true });
+    expect(defaultMmaConfig(ctx, problem([4096], [127]))).toEqual({ path: 'mma', queryTile: [64], keyChunk: 16, subgroups: 4, tightScratch: true, pOverK: true, wideS: true, wideLoads: true });
+    expect(defaultMmaConfig(ctx, problem([128, 128], [7, 7]))).toEqual({ path: 'mma', queryTile: [8, 8], keyChunk: 16, subgroups: 4, tightScratch: true, pOverK: true, wideS: true });
+    expect(defaultMmaConfig(ctx, problem([128, 128], [13, 13], { dilation: 2 }))).toMatchObject({ keyChunk: 16, subgroups: 4, tightScratch: true, pOverK: true, wideS: true });
     // 3-D: 2 subgroups (338 -> 234 us; 268 with 4), K and V in turn with padded rows (session 14: 6,480 bytes, 7
     // workgroups per unit where unpadded side by side fit 6: 211.6 -> 201.9 us; S padding there cost a workgroup
     // per unit: 7,760 -> 8,272 bytes, 6 -> 5, 222.5 -> 233.7 us); 16-byte K/V loads (session 17: 183.0 -> 170.9 us);
@@ -324,6 +327,8 @@ describe('tensor-core (mma) forward, emulated on this adapter, against the CPU r
     { name: "batched Q gather, 3-D default's layout: 6x9x11 K=3x5x5 causal on axis 1, K/V in turn, rescaling O", spatial: [6, 9, 11], kernelSize: [3, 5, 5], dim: 32, causal: [false, true, false], scale: 4, config: { queryTile: [2, 4, 4], keyChunk: 16, subgroups: 2, kvInTurn: true, packedCoords: true, fastDivide: true, earlyFetch: true, batchedQGather: true } },
     // S rows of 24 floats (wideS; the 3-D float16 default where free): in the padded layout with K and V in turn (the
     // 3-D default's), and over unpadded P rows with rpb and rescales.
+    { name: 'S rows of 24 floats with P over K, the 1-D default: L=300 K=127 at head dim 64, 16-byte loads, rescaling O', spatial: [300], kernelSize: [127], dim: 64, scale: 4, config: { queryTile: [64], keyChunk: 16, subgroups: 4, tightScratch: true, pOverK: true, wideS: true, wideLoads: true, earlyFetch: true, batchedQGather: true } },
+    { name: 'S rows of 24 floats with P over K, the 2-D default: 19x23 K=7 at head dim 64, packed, causal on axis 1', spatial: [19, 23], kernelSize: [7, 7], dim: 64, causal: [false, true], config: { queryTile: [8, 8], keyChunk: 16, subgroups: 4, tightScratch: true, pOverK: true, wideS: true, packedCoords: true, earlyFetch: true } },
     { name: "S rows of 24 floats, 3-D default's layout: 6x9x11 K=3x5x5 causal on axis 1, K/V in turn, rescaling O", spatial: [6, 9, 11], kernelSize: [3, 5, 5], dim: 32, causal: [false, true, false], scale: 4, config: { queryTile: [2, 4, 4], keyChunk: 16, subgroups: 2, kvInTurn: true, packedCoords: true, wideS: true, wideLoads: true, fastDivide: true, earlyFetch: true, batchedQGather: true } },
     { name: 'S rows of 24 floats: 1-D L=150 K=33 with rpb, unpadded P rows, 4 subgroups, rescaling O', spatial: [150], kernelSize: [33], dim: 32, rpb: true, scale: 4, config: { queryTile: [64], keyChunk: 16, subgroups: 4, tightScratch: true, wideS: true } },
     { name: 'batched Q gather: 1-D L=200 K=65 causal, rescaling O, 8 subgroups (passes shorter than the workgroup)', spatial: [200], kernelSize: [65], dim: 16, causal: [true], scale: 4, config: { queryTile: [128], keyChunk: 16, subgroups: 8, tightScratch: true, padS: true, wideLoads: true, earlyFetch: true, batchedQGather: true } },

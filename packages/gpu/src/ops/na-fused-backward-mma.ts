@@ -34,7 +34,7 @@ import {
   tileShapes,
 } from '@natten-web/wgsl';
 import { type DispatchCommand, foldWorkgroups, type GpuContext, type GpuTensor } from '../context.ts';
-import { absMaxCommand, flagWords, flipFlag, keyBoxRowsBound, MMA_F16_MIN_WORKGROUPS, MMA_F16_NARROW_HEAD_DIM, MMA_LARGE_WINDOW, mmaAvailability, mmaWorkgroups, packedCoordsFit, paddingIsFree, residentWorkgroups, unitSteps, windowKeys } from './na-fused-forward-mma.ts';
+import { absMaxCommand, flagWords, flipFlag, keyBoxRowsBound, MMA_F16_MIN_WORKGROUPS, MMA_F16_NARROW_HEAD_DIM, MMA_F16_WIDE_HEAD_DIM, MMA_LARGE_WINDOW, mmaAvailability, mmaWorkgroups, packedCoordsFit, paddingIsFree, residentWorkgroups, unitSteps, windowKeys } from './na-fused-forward-mma.ts';
 import { tensorCoreHeadDimFit } from './na-fused-forward-sgmat.ts';
 import { checkScratchSize, configMemoKey, memoKernel, memoPerContext, RPB_SCRATCH_HINT } from './op.ts';
 
@@ -69,8 +69,9 @@ export interface MmaBackwardConfig {
   readonly dqSharedScratch?: boolean;
   /**
    * The dq kernel's dS written over the chunk's staged V rows once dP is formed (`FusedBackwardMmaSpec.dsOverV`):
-   * no dS array. Opt-in, timed no faster on an H200 (session 11); no default or tune space takes it (a stored
-   * config with it is refused).
+   * no dS array. Alone timed no faster on an H200 (session 11, and session 25: 0-1% slower); since session 25 the
+   * float16 default takes it with `dqWideS` where that pair keeps the dq kernel's workgroups per SM (`dqWideS`).
+   * No tune space takes it otherwise (a stored config with it, other than the default, is refused).
    */
   readonly dqDsOverV?: boolean;
   /**
@@ -92,7 +93,7 @@ export interface MmaBackwardConfig {
   /**
    * The dq / dkv kernel's f32 scratch rows of the chunk plus 8 floats, in either layout (`FusedBackwardMmaSpec.wideS`;
    * not with its `PadS`). The float16 default takes each on 16-row chunks wherever it is free (`paddingIsFree`),
-   * before `PadS`. H200, session 25 (`mma-device.mjs --mode bprobe --probes s24`, each default kernel's text with
+   * before `PadS`, and dq's else with `dqDsOverV` where that pair is free (head dim 64: the small-window problems). H200, session 25 (`mma-device.mjs --mode bprobe --probes s24`, each default kernel's text with
    * scratch rows of 24 floats, same call): 1-D L=32768 K=2047 causal dq 1490 -> 1266 us, dkv 2345 -> 2147; where it
    * cost a workgroup per SM it lost up to 35% (1-D L=4096 K=127 dq 31.0 -> 41.9).
    */
@@ -341,16 +342,27 @@ function chooseMmaBackwardConfig(ctx: GpuContext, problem: FusedBackwardProblem)
 
   /**
    * `base` with each kernel's f32 scratch rows of 24 floats (float16, 16-row chunks; `dkvWide` false keeps the dkv
-   * kernel's) where that leaves its workgroups per compute unit unchanged, else (with `pad`) padded by 4 where that
-   * does (H200, session 25: `MmaBackwardConfig.dqWideS`; session 13: `dqPadS`).
+   * kernel's) where that leaves its workgroups per compute unit unchanged, or for dq together with dS over V where
+   * that pair does, else (with `pad`) padded by 4 where that does (H200, session 25: `MmaBackwardConfig.dqWideS`;
+   * session 13: `dqPadS`).
    */
   function scratchRows(base: MmaBackwardConfig, pad: boolean, dkvWide: boolean): MmaBackwardConfig {
+    const midHead = headDim > MMA_F16_NARROW_HEAD_DIM && headDim < MMA_F16_WIDE_HEAD_DIM;
     let out = base;
     for (const kernel of ['dq', 'dkv'] as const) {
       const free = (x: MmaBackwardConfig): boolean => kernelFits(ctx, problem, x, kernel) && paddingIsFree(ctx, bytes(base, kernel), bytes(x, kernel));
       const widened: MmaBackwardConfig = { ...out, ...(kernel === 'dq' ? { dqWideS: true } : { dkvWideS: true }) };
       if (problem.dtype !== 'float32' && base.chunk === 16 && (kernel === 'dq' || dkvWide) && free(widened)) {
         out = widened;
+        continue;
+      }
+      // The dq kernel's dS over the staged V rows where the memory that frees makes its wider rows free (head dims
+      // between MMA_F16_NARROW_HEAD_DIM and MMA_F16_WIDE_HEAD_DIM; H200, session 25, the dq kernel alone, same call:
+      // 1-D L=4096 K=127 30.9 -> 28.5 us, 2-D 128x128 K=7 109.1 -> 102.3, K=13 dilated 180.4 -> 164.8, 3-D 214.4 ->
+      // 196.9; dS over V alone 0-1% slower).
+      const overV: MmaBackwardConfig = { ...out, dqDsOverV: true, dqWideS: true };
+      if (kernel === 'dq' && problem.dtype !== 'float32' && base.chunk === 16 && midHead && free(overV)) {
+        out = overV;
         continue;
       }
       const padded: MmaBackwardConfig = { ...out, ...(kernel === 'dq' ? { dqPadS: true } : { dkvPadS: true }) };
@@ -376,8 +388,9 @@ export function mmaBackwardTwins(ctx: GpuContext, problem: FusedBackwardProblem,
   }
   // Both kernels' scratch rows of 24 floats flipped (float16, 16-row chunks; as the forward's twin).
   if (problem.dtype !== 'float32' && config.chunk === 16) {
-    const { dqPadS: _q, dkvPadS: _k, dqWideS, dkvWideS, ...rest } = config;
-    twins.push(dqWideS === true || dkvWideS === true ? rest : { ...rest, dqWideS: true, dkvWideS: true });
+    const { dqWideS, dkvWideS, ...narrow } = config;
+    const { dqPadS: _q, dkvPadS: _k, ...unpadded } = narrow;
+    twins.push(dqWideS === true || dkvWideS === true ? narrow : { ...unpadded, dqWideS: true, dkvWideS: true });
   }
   return twins.filter((c) => mmaBackwardConfigFits(ctx, problem, c));
 }

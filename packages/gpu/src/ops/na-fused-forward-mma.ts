@@ -64,8 +64,9 @@ export interface MmaForwardConfig {
    */
   readonly kvInTurn?: boolean;
   /**
-   * Opt-in: P written over the chunk's staged K rows instead of its own array (see `FusedForwardMmaSpec.pOverK`; up
-   * to 4 subgroups at 16-key chunks). Timed on an H200 no faster than the defaults; no default or tune takes it.
+   * P written over the chunk's staged K rows instead of its own array (see `FusedForwardMmaSpec.pOverK`; up to 4
+   * subgroups at 16-key chunks). Alone no faster than the defaults on an H200; since session 25 the float16 default
+   * takes it with `wideS` where that pair keeps the workgroups per SM (1-D and 2-D at head dim 64).
    */
   readonly pOverK?: boolean;
   /**
@@ -79,9 +80,11 @@ export interface MmaForwardConfig {
   /**
    * S rows of the key chunk plus 8 floats, in either layout (see `FusedForwardMmaSpec.wideS`; not with `padS`). The
    * float16 default takes it on 16-key chunks wherever it is free (`paddingIsFree` against the rows without `padS`),
-   * before `padS`. H200, session 25 (`mma-device.mjs --mode probe --probes s24`, the default's text with S rows of
-   * 24 floats, same call): 3-D 16x32x32 K=3x7x7 172.4 -> 168.7 us, the one free case of the standard forwards;
-   * where it cost a workgroup per SM it lost 5-25% (1-D L=4096 K=127 26.9 -> 33.6).
+   * before `padS`, and else (head dims above `MMA_F16_NARROW_HEAD_DIM`) together with `pOverK`, whose freed P array
+   * pays for the wider rows. H200, session 25 (`mma-device.mjs --mode probe --probes s24`, the default's text with
+   * S rows of 24 floats, same call): 3-D 16x32x32 K=3x7x7 172.4 -> 168.7 us, the one free case of the standard
+   * forwards; where it cost a workgroup per SM it lost 5-25% (1-D L=4096 K=127 26.9 -> 33.6); with P over K 3-8%
+   * faster on the other five (`--mode speed --pk true`).
    */
   readonly wideS?: boolean;
   /**
@@ -400,12 +403,20 @@ export function defaultMmaConfig(ctx: GpuContext, problem: FusedProblem): MmaFor
     // 224.1, but session 17, same call, with the kernel as it is now: 183.0 -> 170.9 us).
     const wide = problem.rank !== 2 || windowKeys(problem) > MMA_LARGE_WINDOW;
     const c: MmaForwardConfig = wide && mmaConfigFits(ctx, problem, { ...chosen, wideLoads: true }) ? { ...chosen, wideLoads: true } : chosen;
-    if (Math.max(problem.dim, problem.dimV) >= MMA_F16_WIDE_HEAD_DIM) return c;
+    const headDim = Math.max(problem.dim, problem.dimV);
+    if (headDim >= MMA_F16_WIDE_HEAD_DIM) return c;
     const bytes = (x: MmaForwardConfig): number => fusedForwardMmaWorkgroupBytes(mmaSpec(problem, x));
     const free = (x: MmaForwardConfig): boolean => mmaConfigFits(ctx, problem, x) && paddingIsFree(ctx, bytes(c), bytes(x));
-    // S rows of 24 floats where free (16-key chunks, either layout), else padded by 4 where free (unpadded layout).
-    const wideS: MmaForwardConfig = { ...c, wideS: true };
-    if (c.keyChunk === 16 && free(wideS)) return wideS;
+    // S rows of 24 floats where free (16-key chunks, either layout); else, above MMA_F16_NARROW_HEAD_DIM, with P
+    // over the staged K rows where the memory that frees makes them free (H200, session 25, same call: 1-D L=4096
+    // K=127 26.9 -> 25.7 us, 1-D K=2047 causal 1261 -> 1161, 2-D 128x128 K=7 94.2 -> 91.6, K=13 dilated 158.7 ->
+    // 153.7, 256x256 K=15 1250 -> 1193; P over K alone 0-1% faster); else S padded by 4 where free.
+    if (c.keyChunk === 16) {
+      const wideS: MmaForwardConfig = { ...c, wideS: true };
+      if (free(wideS)) return wideS;
+      const overK: MmaForwardConfig = { ...c, pOverK: true, wideS: true };
+      if (headDim > MMA_F16_NARROW_HEAD_DIM && c.kvInTurn !== true && free(overK)) return overK;
+    }
     if (c.tightScratch !== true) return c;
     const padded: MmaForwardConfig = { ...c, padS: true };
     return free(padded) ? padded : c;
