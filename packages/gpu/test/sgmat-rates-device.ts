@@ -14,7 +14,7 @@
  * Bundle with `tools/device/bundle.sh packages/gpu/test/sgmat-rates-device.ts` and run on the device.
  */
 import type { GeneratedKernel } from '@natten-web/wgsl';
-import { MMA_HEADER } from '../../wgsl/src/ops/na-fused-forward-mma.ts';
+import { MMA_HEADER } from '@natten-web/wgsl';
 import { type DispatchCommand, timeDispatch } from '../src/index.ts';
 import { openDevice } from './device-forward-problems.ts';
 

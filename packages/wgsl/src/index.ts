@@ -148,6 +148,7 @@ export {
   fusedForwardMmaWorkgroupBytes,
   generateFusedForwardMma,
   MMA_FRAGMENT,
+  MMA_HEADER,
   MMA_KEY_CHUNKS,
   MMA_SUBGROUP_COUNTS,
   MMA_SUBGROUP_SIZE,
