@@ -6,7 +6,7 @@
 import { generateFusedBackwardMmaDkv, generateFusedBackwardMmaDq, generateFusedForwardMma } from '@natten-web/wgsl';
 import { emulateSubgroupMatrix } from '@natten-web/testkit';
 import { afterAll, describe, expect, it } from 'vitest';
-import { BACKWARD_PROBES, countResidency, type Probe, PROBES, probeOf, residencyKernel } from './mma-probes.ts';
+import { BACKWARD_PROBES, countResidency, type Probe, PROBES, probeBytes, probeOf, residencyKernel } from './mma-probes.ts';
 import { gpuContext } from './setup.ts';
 
 afterAll(async () => (await gpuContext()).destroy());
@@ -17,19 +17,33 @@ const forward3d = generateFusedForwardMma({ rank: 3, kernelSize: [3, 7, 7], caus
 const backward = { rank: 3 as const, kernelSize: [3, 7, 7], causal: [false, false, false], dim: 16, dimV: 16, chunk: 16 as const, tightScratch: true, packedCoords: true };
 const dq = generateFusedBackwardMmaDq({ ...backward, tile: [2, 4, 8], subgroups: 4, sharedScratch: true }).code;
 const dkv = generateFusedBackwardMmaDkv({ ...backward, tile: [2, 4, 4], subgroups: 2 }).code;
+// Probes on head-dim columns past 16 (`half-frags` maps columns 32-63 onto 0-31) are checked on head dim 64 texts.
+const WIDE_PROBES = new Set(['half-frags']);
+const at64 = {
+  forward2d: generateFusedForwardMma({ rank: 2, kernelSize: [7, 7], causal: [false, false], dim: 64, dimV: 64, queryTile: [8, 8], keyChunk: 16, subgroups: 4, tightScratch: true, hasLse: true, packedCoords: true }).code,
+  forward3d: generateFusedForwardMma({ rank: 3, kernelSize: [3, 7, 7], causal: [false, false, false], dim: 64, dimV: 64, queryTile: [2, 4, 4], keyChunk: 16, subgroups: 2, tightScratch: true, hasLse: true, packedCoords: true }).code,
+  dq: generateFusedBackwardMmaDq({ ...backward, dim: 64, dimV: 64, tile: [2, 4, 8], subgroups: 4, sharedScratch: true }).code,
+  dkv: generateFusedBackwardMmaDkv({ ...backward, dim: 64, dimV: 64, tile: [2, 4, 4], subgroups: 2 }).code,
+};
 
 describe('device timing probes (mma-probes.ts)', () => {
   it('every forward probe finds its anchors in the 2-D and 3-D default forwards; the memory and register probes in dq and dkv', () => {
     for (const [name, probe] of Object.entries(PROBES)) {
-      expect(probe.patch(forward2d), `${name} (2-D forward)`).not.toBe(forward2d);
-      expect(probe.patch(forward3d), `${name} (3-D forward)`).not.toBe(forward3d);
+      const [f2, f3] = WIDE_PROBES.has(name) ? [at64.forward2d, at64.forward3d] : [forward2d, forward3d];
+      expect(probe.patch(f2), `${name} (2-D forward)`).not.toBe(f2);
+      expect(probe.patch(f3), `${name} (3-D forward)`).not.toBe(f3);
     }
     for (const name of BACKWARD_PROBES) {
       const probe = PROBES[name];
+      const [q, kv] = WIDE_PROBES.has(name) ? [at64.dq, at64.dkv] : [dq, dkv];
       expect(probe, name).toBeDefined();
-      expect(probe?.patch(dq), `${name} (dq)`).not.toBe(dq);
-      expect(probe?.patch(dkv), `${name} (dkv)`).not.toBe(dkv);
+      expect(probe?.patch(q), `${name} (dq)`).not.toBe(q);
+      expect(probe?.patch(kv), `${name} (dkv)`).not.toBe(kv);
     }
+    // s24 widens the scratch rows and declares the bytes it adds (two scratches of 32 rows in this dkv kernel).
+    const s24 = PROBES.s24 as Probe;
+    expect(s24.patch(dkv)).toContain('const LDS: u32 = 24u;');
+    expect(probeBytes(s24, dkv)).toBe(2 * 32 * 8 * 4);
   });
   it('patched kernels compile on this adapter (matrix builtins emulated): memory and registers in each kernel, fetch, coordinates and mask in the forward', async () => {
     const ctx = await gpuContext();
@@ -49,6 +63,11 @@ describe('device timing probes (mma-probes.ts)', () => {
       ['empty-first', 'forward', forward2d],
       ['no-q-load', 'forward', forward2d],
       ['no-walk+no-epilogue', 'forward', forward2d],
+      ['s24', 'forward', forward3d],
+      ['no-s-store', 'forward', forward2d],
+      ['half-frags', 'forward', at64.forward2d],
+      ['s24', 'dkv', dkv],
+      ['no-s-store', 'dq', dq],
       ['pad2k', 'dq', dq],
       ['regs16', 'dkv', dkv],
       ['no-walk', 'dkv', dkv],

@@ -18,6 +18,8 @@
  *   (`empty-first`: before it, session 16);
  *   `no-q-load`: the Q gather without its global loads; `no-epilogue`: no epilogue (scratch rounds, writes, LSE).
  *   Session 14. A probe name joined with '+' applies each patch in turn (`--probes no-walk+no-epilogue`).
+ * - `half-frags`: the walk's right-fragment loads of head-dim columns 32..63 made loads of columns 0..31 (head dim
+ *   64 and up); `no-s-store`: no matrix store of S (or dP); `s24`: S and dP rows of 24 floats (session 25).
  * The memory and register probes and the walk's length (`no-walk`, `one-chunk`) also apply to the backward's kernels
  * (`BACKWARD_PROBES`).
  */
