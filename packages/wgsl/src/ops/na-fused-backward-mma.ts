@@ -70,8 +70,9 @@ export interface FusedBackwardMmaSpec {
   /**
    * The dq kernel's dS (f16) written over the chunk's staged V rows, dead once every subgroup has passed the barrier
    * after dP = dO V^T, instead of into its own array (rows x dS-row bytes less workgroup memory). Needs the V rows to
-   * hold dS (16 x subgroups x dS row <= chunk x V row: up to 4 subgroups at 16-row chunks and head dim 64). Opt-in
-   * (H200, session 11: no faster, 3-D dq 295.1 -> 294.7 us). Absent = dS in its own array.
+   * hold dS (16 x subgroups x dS row <= chunk x V row: up to 4 subgroups at 16-row chunks and head dim 64). Alone no
+   * faster (H200, session 11: 3-D dq 295.1 -> 294.7 us); since session 25 the float16 default pairs it with `wideS`,
+   * which the freed memory pays for. Absent = dS in its own array.
    */
   readonly dsOverV?: boolean;
   /**

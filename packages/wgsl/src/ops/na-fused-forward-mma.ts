@@ -624,7 +624,8 @@ export type FusedForwardMmaSpec = Pick<FusedForwardSpec, 'rank' | 'kernelSize' |
    * P (f16) written over the chunk's staged K rows, dead once every subgroup has passed the barrier after S, instead
    * of into its own array: rows x P-row bytes less workgroup memory, no other change. Needs the K rows to hold P
    * (16 x subgroups x P row <= chunk x K row: up to 4 subgroups at 16-key chunks) and K and V side by side (not
-   * with `kvInTurn`). H200 (session 10): about as fast as `kvInTurn` in float32, no faster than the default in float16.
+   * with `kvInTurn`). H200 (session 10): about as fast as `kvInTurn` in float32, no faster than the default in float16;
+   * since session 25 the float16 default pairs it with `wideS`, which the freed memory pays for.
    */
   readonly pOverK?: boolean;
   /**
