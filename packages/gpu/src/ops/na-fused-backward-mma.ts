@@ -347,12 +347,14 @@ function chooseMmaBackwardConfig(ctx: GpuContext, problem: FusedBackwardProblem)
    * session 13: `dqPadS`).
    */
   function scratchRows(base: MmaBackwardConfig, pad: boolean, dkvWide: boolean): MmaBackwardConfig {
+    // Rows of 24 floats as measured: float16, 16-row chunks; with dS over V, head dims between the narrow and wide ones.
+    const widens = problem.dtype !== 'float32' && base.chunk === 16;
     const midHead = headDim > MMA_F16_NARROW_HEAD_DIM && headDim < MMA_F16_WIDE_HEAD_DIM;
     let out = base;
     for (const kernel of ['dq', 'dkv'] as const) {
       const free = (x: MmaBackwardConfig): boolean => kernelFits(ctx, problem, x, kernel) && paddingIsFree(ctx, bytes(base, kernel), bytes(x, kernel));
       const widened: MmaBackwardConfig = { ...out, ...(kernel === 'dq' ? { dqWideS: true } : { dkvWideS: true }) };
-      if (problem.dtype !== 'float32' && base.chunk === 16 && (kernel === 'dq' || dkvWide) && free(widened)) {
+      if (widens && (kernel === 'dq' || dkvWide) && free(widened)) {
         out = widened;
         continue;
       }
@@ -361,7 +363,7 @@ function chooseMmaBackwardConfig(ctx: GpuContext, problem: FusedBackwardProblem)
       // 1-D L=4096 K=127 30.9 -> 28.5 us, 2-D 128x128 K=7 109.1 -> 102.3, K=13 dilated 180.4 -> 164.8, 3-D 214.4 ->
       // 196.9; dS over V alone 0-1% slower).
       const overV: MmaBackwardConfig = { ...out, dqDsOverV: true, dqWideS: true };
-      if (kernel === 'dq' && problem.dtype !== 'float32' && base.chunk === 16 && midHead && free(overV)) {
+      if (widens && kernel === 'dq' && midHead && free(overV)) {
         out = overV;
         continue;
       }

@@ -611,16 +611,16 @@ const ABS_MAX_MAX_WORKGROUPS = 1024;
  * and O too) into `scales[0..4]` (cleared before its pass); with fewer tensors only their rows of the grid run.
  */
 export function absMaxCommand(ctx: GpuContext, tensors: readonly [GpuTensor, ...GpuTensor[]], scales: GpuTensor): DispatchCommand {
-  const first = tensors[0];
   const count = tensors.length > 3 ? 5 : 3;
-  const at = (i: number): GpuTensor => tensors[i] ?? first;
-  const n = Array.from({ length: count }, (_, i) => (tensors[i] ? (tensors[i] as GpuTensor).numel / 4 : 0));
+  const kernel = memoKernel(`abs-max${count}`, { tensors: count }, generateAbsMax);
+  // One vec4 count uniform per tensor slot, in the kernel's order; slots past the given tensors bind the first and
+  // count 0 (their grid rows do not run).
+  const n = kernel.uniforms.map((_, i) => (tensors[i]?.numel ?? 0) / 4);
   const x = Math.min(ABS_MAX_MAX_WORKGROUPS, ctx.limits.maxComputeWorkgroupsPerDimension, Math.max(1, Math.ceil(Math.max(...n) / ABS_MAX_VEC4_PER_WORKGROUP)));
-  const names = ['n_q', 'n_k', 'n_v', 'n_g', 'n_o'];
   return {
-    kernel: memoKernel(`abs-max${count}`, { tensors: count }, generateAbsMax),
-    buffers: [...Array.from({ length: count }, (_, i) => at(i).buffer), scales.buffer],
-    uniforms: Object.fromEntries(n.map((v, i) => [names[i] as string, v])),
+    kernel,
+    buffers: [...kernel.uniforms.map((_, i) => (tensors[i] ?? tensors[0]).buffer), scales.buffer],
+    uniforms: Object.fromEntries(kernel.uniforms.map((u, i) => [u.name, n[i] as number])),
     workgroups: [x, tensors.length, 1],
     clear: [scales.buffer],
   };

@@ -393,7 +393,7 @@ const MASKED: f32 = -3.0e38;
 var<workgroup> st_sh: array<f16, ${L.stage}>;
 var<workgroup> s_sh: array<f32, ${ROWS * L.lds}>;
 var<workgroup> p_sh: array<f16, ${ROWS * L.ldp}>;
-${SPLIT ? `var<workgroup> stlo_sh: array<f16, ${L.stage}>;\nvar<workgroup> plo_sh: array<f16, ${ROWS * L.ldp}>;\n` : ''}var<workgroup> flag: vec4<u32>;
+${splitArrays(SPLIT, L, ['p'])}var<workgroup> flag: vec4<u32>;
 ${varlenHelpers(spec.varlen)}${PUT8_FN}${SPLIT ? SPLIT_SCALE_FN : ''}
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {

@@ -687,6 +687,9 @@ export function mmaMulAdd(a: string, aLo: string | undefined, b: (lo: boolean) =
   return aLo === undefined ? one : `subgroupMatrixMultiplyAccumulate(${aLo}, ${b(false)}, subgroupMatrixMultiplyAccumulate(${a}, ${b(true)}, ${one}))`;
 }
 
+/** The backward split's extra binding: max |Q|, |K|, |V|, |dO|, |O| (`scales`), from one abs-max dispatch over the five. */
+export const SPLIT_BACKWARD_BINDINGS: readonly StorageBinding[] = [{ name: 'scales', access: 'read' }];
+
 /**
  * WGSL of the backward split's scales (the NA and dense tensor-core backwards): Q, K, V, dO (`scq`, `sck`, `scv`,
  * `scg`, from `scales` = max |Q|, |K|, |V|, |dO|, |O|), dS's from its bound (`scd`): |dP| <=
@@ -695,9 +698,6 @@ export function mmaMulAdd(a: string, aLo: string | undefined, b: (lo: boolean) =
  * scale). max |O| and not max |V| alone: O may be a merged output (extra KV tokens), whose values are not V's. And
  * the factor that undoes dO's and V's scales on dP (`dp_un`).
  */
-/** The backward split's extra binding: max |Q|, |K|, |V|, |dO|, |O| (`scales`), from one abs-max dispatch over the five. */
-export const SPLIT_BACKWARD_BINDINGS: readonly StorageBinding[] = [{ name: 'scales', access: 'read' }];
-
 export function splitBackwardScales(dimV: number, factor = ''): string {
   return `  let scq = split_scale(scales[0]);
   let sck = split_scale(scales[1]);
