@@ -287,10 +287,10 @@ if (values.mode === 'speed' || values.mode === 'both') {
     free(g);
   }
 }
-/** A speed problem's backward arguments on the GPU: inputs, a forward run for O and the LSE, dO, gradient outputs. */
 /** The backward modes' dtype: `--dtype float32` runs the float32 split backward (float16 unless set). */
 const BWD_DTYPE: 'float16' | 'float32' = values.dtype === 'float32' ? 'float32' : 'float16';
 
+/** A speed problem's backward arguments on the GPU: inputs, a forward run for O and the LSE, dO, gradient outputs. */
 async function backwardArgs(p0: Problem) {
   const p = { ...p0, dtype: BWD_DTYPE };
   const t = makeArgs(p, 11);
@@ -520,8 +520,7 @@ if (values.mode === 'bconcurrent' && !('why' in avail)) {
   }
 }
 
-/** A speed problem's backward arguments, its default mma backward (checked) and a delta scratch for its kernels. */
-/** A problem's backward arguments, default plan and scratch (with the float32 split's scales, filled once). */
+/** A speed problem's backward arguments, its default mma backward (checked) and its scratch (the float32 split's scales filled once). */
 async function backwardDefault(p: Problem) {
   const { f, g } = await backwardArgs(p);
   const def = checkFusedBackwardMma(ctx, p.rank, g);

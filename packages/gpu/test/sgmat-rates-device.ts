@@ -1,20 +1,19 @@
 /**
- * Device script (not a test): what the pieces of a tensor-core attention step cost on this adapter, and how many
- * workgroups an SM holds at a given amount of workgroup memory. Two probes:
+ * Device script (not a test): what the pieces of a tensor-core attention step cost on this adapter. A subgroup loops
+ * over the forward's chunk step with parts switched on and off: S = Q K^T (4 multiplies at head dim 64), S stored to
+ * workgroup memory (row stride and layout chosen), a scalar exp2 pass writing P (f16), P reloaded, O += P V (4
+ * multiplies); K and V fragments loaded from workgroup memory per step or held; `rb` row blocks of 16 queries per
+ * subgroup sharing each loaded K/V fragment. No barriers unless `bar` (the real kernels take them per chunk). Prints
+ * ns per 16-row step per SM and the rate of the multiplies the step keeps (the compiler drops S's where nothing
+ * reads S). docs/performance.md ("What a step costs on this stack", session 25) has the H200's readings.
  *
- * - `residency`: workgroups of 128 invocations that each chase a chain of dependent loads (latency-bound, so a
- *   workgroup's time does not depend on how many share the SM), with W bytes of workgroup memory declared; the grid's
- *   time over one workgroup's time is the number of waves, so grid / (SMs x waves) is the workgroups an SM holds.
- * - `step`: a subgroup's loop over the forward's chunk step with parts switched on and off: S = Q K^T (4 multiplies at
- *   head dim 64), S stored to workgroup memory, a scalar exp2 pass writing P (f16), P reloaded, O += P V (4
- *   multiplies); K and V fragments loaded from workgroup memory per step or held; `rb` row blocks of 16 queries per
- *   subgroup sharing each loaded K/V fragment. No barriers unless `bar` (the real kernels take them per chunk).
- *   Prints ns per subgroup step and the matrix rate.
+ * How many workgroups an SM holds is counted by `mma-device.mjs --mode occupancy` instead: a first version of this
+ * script timed chains of dependent loads, which the L2's throughput bounded, not their latency, so it read the
+ * same for every workgroup size and memory.
  *
  * Bundle with `tools/device/bundle.sh packages/gpu/test/sgmat-rates-device.ts` and run on the device.
  */
-import type { GeneratedKernel } from '@natten-web/wgsl';
-import { MMA_HEADER } from '@natten-web/wgsl';
+import { type GeneratedKernel, MMA_HEADER } from '@natten-web/wgsl';
 import { type DispatchCommand, timeDispatch } from '../src/index.ts';
 import { openDevice } from './device-forward-problems.ts';
 
@@ -24,63 +23,9 @@ const SMS = 132;
 const range = (n: number): number[] => Array.from({ length: n }, (_, i) => i);
 const buf = (bytes: number): GPUBuffer => ctx.device.createBuffer({ size: bytes, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC });
 
-// ---- residency
-const CHAIN = 1 << 20;
-const chain = buf(CHAIN * 4);
-{
-  const idx = new Uint32Array(CHAIN);
-  for (let i = 0; i < CHAIN; i++) idx[i] = (i * 7919 + 104729) % CHAIN;
-  ctx.device.queue.writeBuffer(chain, 0, idx);
-}
-const sink = buf(1 << 22);
-
-function chaseKernel(bytes: number, steps: number, wg: number): GeneratedKernel {
-  const words = Math.max(1, bytes / 4);
-  return {
-    key: `chase-${bytes}-${steps}-${wg}`,
-    code: `@group(0) @binding(0) var<storage, read> chain: array<u32>;
-@group(0) @binding(1) var<storage, read_write> sink: array<u32>;
-var<workgroup> sh: array<u32, ${words}>;
-@compute @workgroup_size(${wg})
-fn main(@builtin(workgroup_id) w: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  sh[(lid * 97u) % ${words}u] = lid;
-  workgroupBarrier();
-  var j = (w.x * ${wg}u + lid + sh[(lid * 13u + 5u) % ${words}u]) % ${CHAIN}u;
-  for (var s = 0u; s < ${steps}u; s++) { j = chain[j]; }
-  sink[(w.x * ${wg}u + lid) % ${(1 << 20) - 1}u] = j;
-}
-`,
-    entryPoint: 'main',
-    workgroupSize: [wg, 1, 1],
-    bindings: [
-      { name: 'chain', access: 'read' },
-      { name: 'sink', access: 'read_write' },
-    ],
-    uniforms: [],
-    workgroupBytes: words * 4,
-    features: [],
-  };
-}
-
 async function time(commands: DispatchCommand[]): Promise<number> {
   const t = await timeDispatch(ctx, commands, { warmup: 2, iterations: 9, ...(warmer ? { warmer } : {}) });
   return t.medianNs / 1e3;
-}
-
-const mode = process.argv[2] ?? 'all';
-if (mode === 'all' || mode === 'residency') {
-  console.log('---- residency (128 invocations per workgroup, chase of 400 dependent loads)');
-  const STEPS = 400;
-  for (const wg of [128, 64]) {
-    const one = await time([{ kernel: chaseKernel(4, STEPS, wg), buffers: [chain, sink], workgroups: [SMS, 1, 1] }]);
-    for (const kib of [0, 4, 8, 11, 12, 16, 20, 24, 32, 40, 48]) {
-      const bytes = Math.max(4, kib * 1024 - (kib === 48 ? 16 : 0));
-      const groups = SMS * 48;
-      const t = await time([{ kernel: chaseKernel(bytes, STEPS, wg), buffers: [chain, sink], workgroups: [groups, 1, 1] }]);
-      const waves = t / one;
-      console.log(`wg ${wg} smem ${String(kib).padStart(2)} KiB: one wave ${one.toFixed(1)} us, grid of ${groups} ${t.toFixed(1)} us = ${waves.toFixed(2)} waves -> ${(48 / waves).toFixed(2)} workgroups per SM`);
-    }
-  }
 }
 
 // ---- step costs
@@ -89,11 +34,13 @@ interface Step {
   readonly kload: boolean;
   readonly vload: boolean;
   readonly sround: boolean;
-  /** How S goes to P with `sround`: scalar8 (eight scalar reads and writes per lane), vec4 (two vec4 reads, one 16-byte write), store (S stored, P loaded, no pass), storeonly, loadonly. Absent = scalar8. */
+  /**
+   * How S goes to P with `sround`: scalar8 (eight scalar reads and writes per lane), vec4 (two vec4 reads, eight f16
+   * writes), store (S stored, P loaded, no pass), storeonly (S stored, P not loaded), loadonly (P loaded, S kept live
+   * by one more multiply instead of a store). Absent = scalar8.
+   */
   readonly how?: 'scalar8' | 'vec4' | 'store' | 'storeonly' | 'loadonly';
   readonly bar: boolean;
-  /** Workgroup memory declared beyond what the step uses (bytes). */
-  readonly pad: number;
   readonly subgroups: number;
   /** S scratch row stride in floats (default 16) and the store's layout. */
   readonly lds?: number;
@@ -139,7 +86,7 @@ ${load}`;
       ps[base] = h0.x; ps[base + 1u] = h0.y; ps[base + 2u] = h0.z; ps[base + 3u] = h0.w;
       ps[base + 4u] = h1.x; ps[base + 5u] = h1.y; ps[base + 6u] = h1.z; ps[base + 7u] = h1.w;
     }
-${load.replace('&ps,', '&ps,')}`;
+${load}`;
   }
 }
 
@@ -150,7 +97,7 @@ function stepKernel(s: Step, iters: number): GeneratedKernel {
   const WG = 32 * s.subgroups;
   const sWords = s.subgroups * s.rb * F * (s.lds ?? F);
   const pHalves = s.subgroups * s.rb * F * F;
-  const kvHalves = CHUNKS * CHUNK_HALVES + s.pad / 2;
+  const kvHalves = CHUNKS * CHUNK_HALVES;
   const blocks = range(s.rb);
   const step = `
     let c = (it % ${CHUNKS}u) * ${CHUNK_HALVES}u;
@@ -216,28 +163,38 @@ ${blocks.flatMap((b) => range(4).map((n) => `  subgroupMatrixStore<row_major>(&s
   };
 }
 
-if (mode === 'all' || mode === 'step') {
+{
   const ITERS = 512;
   const fsink = buf(1 << 20);
-  const base: Step = { rb: 1, kload: true, vload: true, sround: true, bar: false, pad: 0, subgroups: 4 };
+  const base: Step = { rb: 1, kload: true, vload: true, sround: true, bar: false, subgroups: 4 };
+  // Every variant docs/performance.md cites, in one run.
   const variants: [string, Step][] = [
     ['mma only (held fragments)', { ...base, kload: false, vload: false, sround: false }],
     ['S store only, stride 16', { ...base, how: 'storeonly' }],
+    ['S store only, stride 18', { ...base, how: 'storeonly', lds: 18 }],
     ['S store only, stride 20', { ...base, how: 'storeonly', lds: 20 }],
     ['S store only, stride 24', { ...base, how: 'storeonly', lds: 24 }],
     ['S store only, stride 32', { ...base, how: 'storeonly', lds: 32 }],
-    ['S store only, stride 18', { ...base, how: 'storeonly', lds: 18 }],
     ['S store only, col-major 16', { ...base, how: 'storeonly', colMajor: true }],
     ['S store only, col-major 20', { ...base, how: 'storeonly', lds: 20, colMajor: true }],
-    ['S store + P load, stride 20', { ...base, how: 'store', lds: 20 }],
-    ['S store only, stride 16, 2 subgroups', { ...base, how: 'storeonly', subgroups: 2 }],
-    ['S store only, stride 20, 2 subgroups', { ...base, how: 'storeonly', lds: 20, subgroups: 2 }],
+    ['P load only', { ...base, how: 'loadonly' }],
+    ['S store + P load', { ...base, how: 'store' }],
+    ['S store + vec4 pass + P load', { ...base, how: 'vec4' }],
+    ['S store + scalar8 pass + P load', { ...base, how: 'scalar8' }],
+    ['vec4, + 2 barriers', { ...base, how: 'vec4', bar: true }],
+    ['rb2 S store + P load', { ...base, rb: 2, how: 'store' }],
+    ['rb2 vec4', { ...base, rb: 2, how: 'vec4' }],
+    ['vec4, 2 subgroups', { ...base, how: 'vec4', subgroups: 2 }],
+    ['vec4, 8 subgroups', { ...base, how: 'vec4', subgroups: 8 }],
   ];
+  // The multiplies a step keeps per row block: S's four are dropped where nothing reads S (no round trip), and
+  // `loadonly` adds one that keeps S alive.
+  const kept = (s: Step): number => (!s.sround ? 4 : s.how === 'loadonly' ? 9 : 8);
   console.log(`---- step costs (${ITERS} steps per subgroup, head dim 64, 16 keys per step; ns per subgroup step = time / (steps x subgroups per SM-wave))`);
   for (const [label, s] of variants) {
     const groups = SMS * 16;
     const t = await time([{ kernel: stepKernel(s, ITERS), buffers: [fsink], workgroups: [groups, 1, 1] }]);
-    const mmas = groups * s.subgroups * ITERS * 8 * s.rb;
+    const mmas = groups * s.subgroups * ITERS * kept(s) * s.rb;
     const tflops = (mmas * 2 * F * F * F) / (t * 1e-6) / 1e12;
     // Per 16 query rows: the time per SM over the row-block steps each SM ran.
     const perRowStep = (t * 1e3) / ((groups * s.subgroups * s.rb * ITERS) / SMS);
