@@ -68,7 +68,7 @@ describe('tensor-core (mma) backward generators', () => {
     expect(between(dsStore, dkAcc)).toBe(1);
     expect(() => generateFusedBackwardMmaDq(lean)).toThrow(/generateFusedBackwardMmaDq: leanScratch is a dkv-kernel option/);
   });
-  it("stage the dq kernel's K and V 16 bytes at a time on request (wideLoads), not the dkv kernel's", () => {
+  it("stage the dq kernel's K and V, and the dkv kernel's Q and dO, 16 bytes at a time on request (wideLoads)", () => {
     const wide = { ...base, wideLoads: true };
     const dq = generateFusedBackwardMmaDq(wide);
     expect(dq.code).toMatch(/var<storage, read> key: array<vec4<u32>>;/);
@@ -76,7 +76,50 @@ describe('tensor-core (mma) backward generators', () => {
     expect(dq.code).toContain('load_k8(krow * (HEAD_DIM / 8u)');
     expect(dq.code).not.toContain('fn load_k(');
     expect(generateFusedBackwardMmaDq(base).code).toMatch(/var<storage, read> key: array<vec4<f16>>;/);
-    expect(() => generateFusedBackwardMmaDkv(wide)).toThrow(/generateFusedBackwardMmaDkv: wideLoads is a dq-kernel option/);
+    const dkv = generateFusedBackwardMmaDkv(wide);
+    expect(dkv.code).toMatch(/var<storage, read> query: array<vec4<u32>>;/);
+    expect(dkv.code).toMatch(/var<storage, read> grad_output: array<vec4<u32>>;/);
+    // K and V are gathered once, through the vec4<f16> loaders.
+    expect(dkv.code).toMatch(/var<storage, read> key: array<vec4<f16>>;/);
+    expect(dkv.code).toContain('load_q8(select(0u, qrow * (HEAD_DIM / 8u), in_box)');
+    expect(dkv.code).toContain('load_do8(select(0u, qrow * (HEAD_DIM_V / 8u), in_box)');
+    expect(dkv.code).not.toContain('fn load_q(');
+    expect(dkv.workgroupBytes).toBe(generateFusedBackwardMmaDkv(base).workgroupBytes);
+  });
+  it("widens the dkv kernel's first scratch alone on request (wideFirst): S^T rows of the chunk plus 8 floats, dP^T's as the layout says", () => {
+    const tight = { ...base, chunk: 16, tightScratch: true, subgroups: 2, tile: [4, 8] };
+    const first = generateFusedBackwardMmaDkv({ ...tight, wideFirst: true });
+    expect(first.code).toContain('const LDS: u32 = 24u;');
+    expect(first.code).toContain('const LDD: u32 = 16u;');
+    expect(first.code).toContain('var<workgroup> s_sh: array<f32, 768>;');
+    expect(first.code).toContain('var<workgroup> dp_sh: array<f32, 512>;');
+    // dP^T stored, read by the P/dS pass and by the epilogue at its own stride.
+    expect(first.code).toContain('subgroupMatrixStore<row_major>(&dp_sh, rbase * LDD + 0u, acc, LDD);');
+    expect(first.code).toContain('let drow = row * LDD;');
+    expect(first.code).toContain('dp_sh[drow + cc]');
+    expect(first.code).toMatch(/subgroupMatrixStore<row_major>\(&dp_sh, rbase \* LDD \+ 0u, dv_0, LDD\);|subgroupMatrixStore<row_major>\(&dp_sh, rbase \* LDD \+ 0u, dk_\d, LDD\);/);
+    expect(first.code).toContain('let e = row * LDD + 0u + 8u * hf;');
+    // With exact dP^T rows the same memory as both padded by 4 (32 rows x (24 + 16) = 32 x (20 + 20) floats).
+    expect(first.workgroupBytes).toBe(generateFusedBackwardMmaDkv({ ...tight, padS: true }).workgroupBytes);
+    expect(generateFusedBackwardMmaDkv({ ...tight, padS: true, wideFirst: true }).code).toContain('const LDD: u32 = 20u;');
+    expect(generateFusedBackwardMmaDkv(tight).code).not.toContain('LDD');
+    expect(fusedBackwardMmaSpecProblem({ ...tight, wideFirst: true, wideS: true })).toMatch(/wideFirst widens the first of two scratches: not with wideS/);
+    expect(fusedBackwardMmaSpecProblem({ ...tight, wideFirst: true, leanScratch: true })).toMatch(/leanScratch \(one scratch\)/);
+    expect(() => generateFusedBackwardMmaDq({ ...base, wideFirst: true })).toThrow(/generateFusedBackwardMmaDq: wideFirst is a dkv-kernel option/);
+  });
+  it('leaves the staged rows\' coordinate table out in rank 1 unless the bias or d_rpb looks coordinates up', () => {
+    const one = { ...base, rank: 1 as const, kernelSize: [7], causal: [false], tile: [base.tile.reduce((a, b) => a * b, 1)] };
+    const dq1 = generateFusedBackwardMmaDq(one);
+    const dkv1 = generateFusedBackwardMmaDkv(one);
+    expect(dq1.code).not.toContain('kc_sh');
+    expect(dkv1.code).not.toContain('qc_sh');
+    // 16 bytes per staged row less.
+    expect(generateFusedBackwardMmaDq(base).workgroupBytes - dq1.workgroupBytes).toBe(16 * base.chunk);
+    expect(generateFusedBackwardMmaDkv(base).workgroupBytes - dkv1.workgroupBytes).toBe(16 * base.chunk);
+    const rpb = { ...one, hasRpb: true };
+    expect(generateFusedBackwardMmaDq(rpb).code).toContain('kc_sh');
+    expect(generateFusedBackwardMmaDkv(rpb).code).toContain('qc_sh');
+    expect(generateFusedBackwardMmaDq({ ...rpb, gradRpb: true }).code).toContain('kc_sh');
   });
   it('writes dS over the staged V rows in the dq kernel on request (dsOverV), where they hold it', () => {
     const small = { ...base, chunk: 16, tightScratch: true, dimV: 64 };

@@ -30,7 +30,7 @@ import { type GeneratedKernel, kernelKey, type StorageBinding, type UniformField
 import { rpbIndexExpr, rpbWindowProblem, tokenOf, windowSlot } from '../snippets/fused-index.ts';
 import { windowFunctions } from '../snippets/window.ts';
 import { forwardWorkgroupPrologue, fusedForwardUniformFields, rowLoader, workgroupTileDecode } from './na-fused-forward.ts';
-import { COORD, MMA_FRAGMENT, MMA_HEADER, MMA_SUBGROUP_SIZE, type MmaLayout, mmaBindingDecls, mmaBoxCursor, mmaDecodeTile, mmaInWindow, mmaCoordTable, mmaLayout, mmaPackedCoords, mmaPassRows, mmaQueryRowWindow, mmaShapeProblem, mmaStagedKeyLoop, mmaSubgroupSpan, stagingPartGuard, store4, BOX_DIVMOD_FN, mmaFastDivide, mmaGatherPasses, mmaScratchEpilogue, mmaMulAdd, PACK8_FN, SPLIT_BACKWARD_BINDINGS, SPLIT_SCALE_FN, splitBackwardScales, storeSplit4, WIDE_KV_LOADERS, withUnitSteps } from './na-fused-forward-mma.ts';
+import { COORD, MMA_FRAGMENT, MMA_HEADER, MMA_SUBGROUP_SIZE, type MmaLayout, mmaBindingDecls, mmaBoxCursor, mmaDecodeTile, mmaInWindow, mmaCoordTable, mmaKeyCoordsNeeded, mmaLayout, mmaPackedCoords, mmaPassRows, mmaQueryRowWindow, mmaShapeProblem, mmaStagedKeyLoop, mmaSubgroupSpan, stagingPartGuard, store4, BOX_DIVMOD_FN, mmaFastDivide, mmaGatherPasses, mmaScratchEpilogue, mmaMulAdd, PACK8_FN, SPLIT_BACKWARD_BINDINGS, SPLIT_SCALE_FN, splitBackwardScales, storeSplit4, storeWide, WIDE_KV_LOADERS, withUnitSteps } from './na-fused-forward-mma.ts';
 
 const GEN = 15;
 const F = MMA_FRAGMENT;
@@ -103,6 +103,13 @@ export interface FusedBackwardMmaSpec {
    */
   readonly wideS?: boolean;
   /**
+   * The dkv kernel's S^T scratch (the first of its two f32 scratches) with rows of the chunk plus 8 floats, its dP^T
+   * scratch as `tightScratch` and `padS` say: the cheaper stores of `wideS` for half its extra memory (at 2 subgroups
+   * and 16-row chunks, with exact dP^T rows, what `padS` takes). dkv kernel only; not with `wideS`, `leanScratch` or
+   * `headSplit`. Absent = both scratches alike.
+   */
+  readonly wideFirst?: boolean;
+  /**
    * The dq kernel decodes each staged key's box index (3-D) by float reciprocal (`box_divmod`, as the forward's
    * `fastDivide`); the caller guarantees fewer than `MMA_FAST_DIVIDE_ROWS` key-box rows. Absent = integer division.
    */
@@ -110,8 +117,9 @@ export interface FusedBackwardMmaSpec {
   /** Dilation and stride 1 on every axis, compiled in (`withUnitSteps`); absent = read from the uniforms. */
   readonly unitSteps?: boolean;
   /**
-   * The dq kernel stages its key chunks' K and V rows with 16-byte loads (eight halves each, `key` and `value` bound
-   * as vec4<u32>), as the forward's `wideLoads`: half the staging loads per thread. Absent = vec4<f16> loads.
+   * The staged rows with 16-byte loads (eight halves each), as the forward's `wideLoads`: half the staging loads and
+   * stores per thread. The dq kernel's key chunks' K and V rows (`key` and `value` bound as vec4<u32>), the dkv
+   * kernel's query chunks' Q and dO rows (`query` and `grad_output`). float16 only. Absent = vec4<f16> loads.
    */
   readonly wideLoads?: boolean;
   /**
@@ -146,8 +154,13 @@ export interface FusedBackwardMmaSpec {
   readonly split?: boolean;
 }
 
-function layout(spec: Pick<FusedBackwardMmaSpec, 'dim' | 'dimV' | 'chunk' | 'subgroups' | 'tightScratch' | 'padS' | 'wideS'>): MmaLayout {
-  return mmaLayout(spec.dim, spec.dimV, spec.chunk, spec.subgroups, spec.tightScratch === true, spec.padS === true, spec.wideS === true);
+function layout(spec: Pick<FusedBackwardMmaSpec, 'dim' | 'dimV' | 'chunk' | 'subgroups' | 'tightScratch' | 'padS' | 'wideS' | 'wideFirst'>): MmaLayout {
+  return mmaLayout(spec.dim, spec.dimV, spec.chunk, spec.subgroups, spec.tightScratch === true, spec.padS === true, spec.wideS === true || spec.wideFirst === true);
+}
+
+/** The row stride (floats) of the dP (dP^T) scratch: the S scratch's, or with `wideFirst` the unwidened layout's. */
+function dpStride(spec: Pick<FusedBackwardMmaSpec, 'dim' | 'dimV' | 'chunk' | 'subgroups' | 'tightScratch' | 'padS' | 'wideS' | 'wideFirst'>): number {
+  return spec.wideFirst === true ? layout({ ...spec, wideFirst: false }).lds : layout(spec).lds;
 }
 
 /** The sizes both kernels derive from a spec: workgroup size, vec4 and fragment counts, staging threads per row. */
@@ -179,11 +192,11 @@ function sizes(spec: FusedBackwardMmaSpec) {
 
 /** Bytes of workgroup memory of either kernel (staging, two f32 scratches, P/dS, per-chunk row tables). */
 export function fusedBackwardMmaWorkgroupBytes(
-  spec: Pick<FusedBackwardMmaSpec, 'dim' | 'dimV' | 'chunk' | 'subgroups' | 'tightScratch' | 'sharedScratch' | 'dsOverV' | 'headSplit' | 'packedCoords' | 'padS' | 'wideS' | 'leanScratch' | 'split'>,
+  spec: Pick<FusedBackwardMmaSpec, 'rank' | 'dim' | 'dimV' | 'chunk' | 'subgroups' | 'tightScratch' | 'sharedScratch' | 'dsOverV' | 'headSplit' | 'packedCoords' | 'padS' | 'wideS' | 'wideFirst' | 'leanScratch' | 'split' | 'hasRpb' | 'gradRpb'>,
   kernel: 'dq' | 'dkv',
 ): number {
   const l = layout(spec);
-  const coords = mmaCoordTable(spec.packedCoords === true, kernel === 'dq' ? 'kc_sh' : 'qc_sh').bytes(spec.chunk);
+  const coords = stagedCoords(spec, kernel) ? mmaCoordTable(spec.packedCoords === true, kernel === 'dq' ? 'kc_sh' : 'qc_sh').bytes(spec.chunk) : 0;
   const tables = kernel === 'dq' ? coords : coords + 2 * 4 * spec.chunk;
   // P/dS rows: one per tile row (half the scratch's rows with headSplit, whose scratches hold both partials).
   const pdsRows = spec.headSplit === true ? l.rows / 2 : l.rows;
@@ -192,7 +205,17 @@ export function fusedBackwardMmaWorkgroupBytes(
   const scratches = (kernel === 'dq' && spec.sharedScratch === true) || lean ? 1 : 2;
   // The split keeps lo halves beside the staging area and the P/dS arrays.
   const halves = spec.split === true ? 2 : 1;
-  return halves * (2 * l.stageElems + pds) + scratches * 4 * l.rows * l.lds + tables + 16;
+  // With wideFirst the second scratch (dP^T) keeps the unwidened rows.
+  const scratchFloats = scratches === 2 ? l.lds + dpStride(spec) : l.lds;
+  return halves * (2 * l.stageElems + pds) + 4 * l.rows * scratchFloats + tables + 16;
+}
+
+/**
+ * Whether a kernel keeps its staged rows' coordinate table (`kc_sh` in dq, `qc_sh` in dkv): not in rank 1 unless the
+ * bias (or dq's dS slots for d_rpb) looks coordinates up; the 1-D mask is arithmetic on box indices.
+ */
+function stagedCoords(spec: Pick<FusedBackwardMmaSpec, 'rank' | 'hasRpb' | 'gradRpb'>, kernel: 'dq' | 'dkv'): boolean {
+  return mmaKeyCoordsNeeded(spec.rank, spec.hasRpb === true || (kernel === 'dq' && spec.gradRpb === true));
 }
 
 /** Why a spec cannot be generated, or undefined. */
@@ -206,6 +229,7 @@ export function fusedBackwardMmaSpecProblem(spec: FusedBackwardMmaSpec): string 
   if (spec.packedCoords === true && spec.rank < 2) return `packedCoords needs rank 2 or 3 (rank ${spec.rank})`;
   if (spec.padS === true && spec.tightScratch !== true) return 'padS needs tightScratch (the padded layout already pads the scratch)';
   if (spec.padS === true && spec.wideS === true) return 'padS and wideS both widen the scratch rows (by 4 and by 8 floats); take one';
+  if (spec.wideFirst === true && (spec.wideS === true || spec.leanScratch === true || spec.headSplit === true)) return 'wideFirst widens the first of two scratches: not with wideS (both widened), leanScratch (one scratch) or headSplit';
   if (spec.gradRpb === true && spec.hasRpb !== true) return 'gradRpb needs hasRpb';
   if (spec.hasRpb === true) {
     const why = rpbWindowProblem(spec);
@@ -223,9 +247,11 @@ export function fusedBackwardMmaSpecProblem(spec: FusedBackwardMmaSpec): string 
  * The module text both kernels share up to the workgroup variables: header, tile and head-dim constants, bindings,
  * uniforms, window functions and the q/k/v/dO row loaders.
  */
-function moduleHead(key: string, spec: FusedBackwardMmaSpec, bindings: readonly StorageBinding[], uniforms: readonly UniformField[], extraConsts: string): string {
+function moduleHead(key: string, spec: FusedBackwardMmaSpec, bindings: readonly StorageBinding[], uniforms: readonly UniformField[], extraConsts: string, kernel: 'dq' | 'dkv'): string {
   const L = layout(spec);
   const WIDE = spec.wideLoads === true;
+  // 16-byte staging loads: of the staged K and V rows in dq, of the staged Q and dO rows in dkv.
+  const wideRows = WIDE ? (kernel === 'dq' ? ['key', 'value'] : ['query', 'grad_output']) : [];
   const SPLIT = spec.split === true;
   const T = SPLIT ? 'f32' : 'f16';
   return `// ${key}
@@ -238,26 +264,34 @@ const HEAD_DIM_V: u32 = ${spec.dimV}u;
 const LDK: u32 = ${L.ldk}u;
 const LDV: u32 = ${L.ldv}u;
 const LDS: u32 = ${L.lds}u;
-const LDP: u32 = ${L.ldp}u;
+${spec.wideFirst === true ? `const LDD: u32 = ${dpStride(spec)}u;\n` : ''}const LDP: u32 = ${L.ldp}u;
 const LOG2E: f32 = 1.4426950408889634;
 
-${mmaBindingDecls(bindings, T, SPLIT ? [] : ['grad_query', 'grad_key', 'grad_value', ...(WIDE ? ['key', 'value'] : [])])}
+${mmaBindingDecls(bindings, T, SPLIT ? [] : ['grad_query', 'grad_key', 'grad_value', ...wideRows])}
 ${SPLIT ? SPLIT_SCALE_FN : PACK8_FN}
 ${uniformDecl(uniforms, bindings.length)}
 ${windowFunctions(spec.kernelSize, spec.causal)}
-${rowLoader('load_q', 'query', spec.dim, true, T)}
 ${
-  WIDE
+  WIDE && kernel === 'dkv'
+    ? WIDE_QDO_LOADERS
+    : `${rowLoader('load_q', 'query', spec.dim, true, T)}
+${rowLoader('load_do', 'grad_output', spec.dimV, true, T)}`
+}
+${
+  WIDE && kernel === 'dq'
     ? WIDE_KV_LOADERS
     : `${rowLoader('load_k', 'key', spec.dim, true, T)}
 ${rowLoader('load_v', 'value', spec.dimV, true, T)}`
 }
-${rowLoader('load_do', 'grad_output', spec.dimV, true, T)}
 
 var<workgroup> st: array<f16, ${L.stageElems}>;${SPLIT ? `\nvar<workgroup> stlo: array<f16, ${L.stageElems}>;` : ''}
 var<workgroup> s_sh: array<f32, ${L.rows * L.lds}>;${spec.sharedScratch === true || spec.leanScratch === true ? '' : `
-var<workgroup> dp_sh: array<f32, ${L.rows * L.lds}>;`}`;
+var<workgroup> dp_sh: array<f32, ${L.rows * dpStride(spec)}>;`}`;
 }
+
+/** WGSL of the dkv kernel's Q and dO row loaders of 16-byte staging loads (`wideLoads`): eight halves each. */
+const WIDE_QDO_LOADERS = `fn load_q8(base: u32, c: u32) -> vec4<u32> { return query[base + c]; }
+fn load_do8(base: u32, c: u32) -> vec4<u32> { return grad_output[base + c]; }`;
 
 /**
  * The float32 split's scales (`splitBackwardScales`) and the factor that undoes Q's and K's on S, times the softmax's
@@ -386,10 +420,10 @@ function tileGathers(spec: FusedBackwardMmaSpec, first: string, second: string, 
 const stagedRight = (major: 'row' | 'col', off: string, ld: string) => (lo: boolean): string => `subgroupMatrixLoad<${RIGHT}, ${major}_major>(&${lo ? 'stlo' : 'st'}, ${off}, ${ld})`;
 
 /**
- * S-like products of the subgroup's 16 rows against `n16` 16-column blocks of a staged chunk, stored to `dst`; with
- * `split` three multiplies per product (`${lefts}_lo_kk` and `stlo` hold the lo halves).
+ * S-like products of the subgroup's 16 rows against `n16` 16-column blocks of a staged chunk, stored to `dst` (row
+ * stride `sld`); with `split` three multiplies per product (`${lefts}_lo_kk` and `stlo` hold the lo halves).
  */
-function productsInto(dst: string, lefts: string, nk: number, n16: number, rightOffset: (n: number, kk: number) => string, ld: string, split = false): string {
+function productsInto(dst: string, lefts: string, nk: number, n16: number, rightOffset: (n: number, kk: number) => string, ld: string, split = false, sld = 'LDS'): string {
   return range(n16)
     .map(
       (n) => `    {
@@ -397,7 +431,7 @@ function productsInto(dst: string, lefts: string, nk: number, n16: number, right
 ${range(nk)
   .map((kk) => `      acc = ${mmaMulAdd(`${lefts}_${kk}`, split ? `${lefts}_lo_${kk}` : undefined, stagedRight('col', rightOffset(n, kk), ld), 'acc')};`)
   .join('\n')}
-      subgroupMatrixStore<row_major>(&${dst}, rbase * LDS + ${n * F}u, acc, LDS);
+      subgroupMatrixStore<row_major>(&${dst}, rbase * ${sld} + ${n * F}u, acc, ${sld});
     }`,
     )
     .join('\n');
@@ -440,6 +474,8 @@ function writeThroughScratch(o: {
   split?: boolean;
   /** float32 outputs (the split): two vec4<f32> stores per eight values. */
   f32?: boolean;
+  /** The dP scratch's row stride is `LDD` (the dkv kernel's `wideFirst`). */
+  dpStride?: boolean;
 }): string {
   return mmaScratchEpilogue({
     outs: o.outs.map((x) => ({
@@ -455,6 +491,7 @@ function writeThroughScratch(o: {
       },
     })),
     scratches: o.twoScratches ? ['s_sh', 'dp_sh'] : ['s_sh'],
+    ...(o.dpStride === true ? { strides: ['LDS', 'LDD'] } : {}),
     perScratch: o.n16,
     srow: o.split === true ? '(rbase + lane / 2u)' : 'row',
     guard: o.valid,
@@ -479,12 +516,13 @@ const scratchVec4 = (arr: string, srow = 'srow'): string => `vec4<f32>(${arr}[${
  * `pds(shared)` is the per-element block writing at `prow`, which starts at `pBase`), indented for the kernel's loop (`ind`
  * added to every line). With two scratches:
  * both products, a barrier, P/dS. With one (the dq kernel's `sharedScratch`): S, a barrier, each lane's S values
- * into registers `sreg_v`, a barrier, dP over S, a barrier, P/dS.
+ * into registers `sreg_v`, a barrier, dP over S, a barrier, P/dS. `dpRow`: the dP scratch has its own row stride
+ * (`LDD`, the dkv kernel's `wideFirst`), and the P/dS block reads it at `drow`.
  */
-function productsAndPds(o: { shared: boolean; vpl: number; s: (dst: string) => string; dp: (dst: string) => string; pds: (shared: boolean) => string; ind: string; pBase?: string; split?: boolean }): string {
+function productsAndPds(o: { shared: boolean; vpl: number; s: (dst: string) => string; dp: (dst: string) => string; pds: (shared: boolean) => string; ind: string; pBase?: string; split?: boolean; dpRow?: boolean }): string {
   const guarded = (body: string): string => `    if (need) {\n${body}\n    }`;
   // headSplit: the pair's partial products are rows 2 pbase + lane / 2 (its first subgroup) and 16 rows on.
-  const srows = o.split === true ? `      let srow = (2u * pbase + lane / 2u) * LDS;\n      let srow2 = srow + ${F}u * LDS;` : '      let srow = row * LDS;';
+  const srows = o.split === true ? `      let srow = (2u * pbase + lane / 2u) * LDS;\n      let srow2 = srow + ${F}u * LDS;` : `      let srow = row * LDS;${o.dpRow === true ? '\n      let drow = row * LDD;' : ''}`;
   const pdsBlock = guarded(`${srows}\n      let prow = ${o.pBase ?? ''}row * LDP;\n${o.pds(o.shared)}`);
   const sRegs = `${range(o.vpl)
     .map((v) => `    var sreg_${v} = vec4<f32>(0.0);`)
@@ -525,6 +563,8 @@ function pdsStmts(o: {
    * stored as hi and lo halves (lo to `pLo`), dS times `scd` likewise (lo to `dsLo`; `dsRegs` then hold the f32 dS).
    */
   splitLo?: { readonly p?: string; readonly ds: string };
+  /** The dP scratch's rows start at `drow` (its own stride, `wideFirst`); absent = at `srow`. */
+  dpRow?: boolean;
 }): string {
   const vi = (v: number): string => (o.split === true ? `${v * 2}u + hf + ${2 * o.vpl}u * hd` : `${v * 2}u + hf`);
   const sum = (arr: string): string => (o.split === true ? `${scratchVec4(arr)} + ${scratchVec4(arr, 'srow2')}` : scratchVec4(arr));
@@ -533,7 +573,7 @@ function pdsStmts(o: {
       (v) => `      {
         let cc = (${vi(v)}) * 4u;
         let s = ${o.shared ? `sreg_${v}` : sum('s_sh')};
-        let dp = ${o.shared ? scratchVec4('s_sh') : sum('dp_sh')}${o.splitLo ? ' * dp_un' : ''};
+        let dp = ${o.shared ? scratchVec4('s_sh') : o.dpRow === true ? scratchVec4('dp_sh', 'drow') : sum('dp_sh')}${o.splitLo ? ' * dp_un' : ''};
         let inw = ${o.inw4 ? o.inw4(vi(v)) : `vec4<bool>(${[0, 1, 2, 3].map((i) => o.inw(vi(v), i)).join(', ')})`};
 ${
   o.rpbIndex
@@ -568,7 +608,13 @@ function dsRegsStore(vpl: number, arr: string, lo?: string): string {
 
 /** The dq kernel (pass 1). */
 export function generateFusedBackwardMmaDq(spec: FusedBackwardMmaSpec): GeneratedKernel {
-  const why = fusedBackwardMmaSpecProblem(spec) ?? (spec.leanScratch === true ? 'leanScratch is a dkv-kernel option (the dq kernel has sharedScratch and dsOverV)' : undefined);
+  const why =
+    fusedBackwardMmaSpecProblem(spec) ??
+    (spec.leanScratch === true
+      ? 'leanScratch is a dkv-kernel option (the dq kernel has sharedScratch and dsOverV)'
+      : spec.wideFirst === true
+        ? 'wideFirst is a dkv-kernel option (the dq kernel widens its one scratch with wideS)'
+        : undefined);
   if (why !== undefined) throw new NattenArgumentError(`generateFusedBackwardMmaDq: ${why}`);
   const key = kernelKey('na-fused-backward-mma-dq', GEN, spec);
   const { r, axes, L, WG, D4, DV4, D16, DV16, C16: BK16, TPR: TPK, split, ROWS, HS, hoff } = sizes(spec);
@@ -583,7 +629,8 @@ export function generateFusedBackwardMmaDq(spec: FusedBackwardMmaSpec): Generate
   const packing = mmaPackedCoords(r);
   const SPLIT = spec.split === true;
   const FAST_DIV = mmaFastDivide(r, SPLIT, spec.fastDivide);
-  const staging = mmaStagedKeyLoop({ r, arr: 'st', tpk: TPK, d4: D4, dv4: DV4, voff: VOFF, ...(PACKED ? { packed: true } : {}), ...(FAST_DIV ? { fastDivide: true } : {}), ...(spec.wideLoads === true ? { wide: true } : {}), ...(SPLIT ? { split: { lo: 'stlo', scaleK: 'sck', scaleV: 'scv' } } : {}) });
+  const COORDS = stagedCoords(spec, 'dq');
+  const staging = mmaStagedKeyLoop({ r, arr: 'st', tpk: TPK, d4: D4, dv4: DV4, voff: VOFF, ...(COORDS ? {} : { noCoords: true }), ...(PACKED ? { packed: true } : {}), ...(FAST_DIV ? { fastDivide: true } : {}), ...(spec.wideLoads === true ? { wide: true } : {}), ...(SPLIT ? { split: { lo: 'stlo', scaleK: 'sck', scaleV: 'scv' } } : {}) });
   const uniforms = fusedForwardUniformFields(r);
   const bindings: StorageBinding[] = [
     { name: 'query', access: 'read' },
@@ -604,8 +651,8 @@ export function generateFusedBackwardMmaDq(spec: FusedBackwardMmaSpec): Generate
   const keyAt = (vi: string, i: number): string => `kc_sh[(${vi}) * 4u + ${i}u]`;
 
   const rows = tileRows(r, { first: 'qf', head: 'h', heads: 'heads', loaders: ['load_q', 'load_do'], ...(SPLIT ? { type: 'f32' as const } : {}) });
-  const code = withUnitSteps(`${moduleHead(key, spec, bindings, uniforms, `${axes.map((a) => `const QUERY_TILE_${a}: u32 = ${spec.tile[a]}u;`).join('\n')}\nconst KEY_CHUNK: u32 = ${BK}u;\n`)}
-${DS_OVER_V ? '' : `var<workgroup> ds_sh: array<f16, ${ROWS * L.ldp}>;\n`}${SPLIT ? `var<workgroup> dslo_sh: array<f16, ${ROWS * L.ldp}>;\n` : ''}var<workgroup> kc_sh: ${mmaCoordTable(PACKED, 'kc_sh').type(BK)};${FAST_DIV ? `\n${BOX_DIVMOD_FN}` : ''}
+  const code = withUnitSteps(`${moduleHead(key, spec, bindings, uniforms, `${axes.map((a) => `const QUERY_TILE_${a}: u32 = ${spec.tile[a]}u;`).join('\n')}\nconst KEY_CHUNK: u32 = ${BK}u;\n`, 'dq')}
+${DS_OVER_V ? '' : `var<workgroup> ds_sh: array<f16, ${ROWS * L.ldp}>;\n`}${SPLIT ? `var<workgroup> dslo_sh: array<f16, ${ROWS * L.ldp}>;\n` : ''}${COORDS ? `var<workgroup> kc_sh: ${mmaCoordTable(PACKED, 'kc_sh').type(BK)};` : ''}${FAST_DIV ? `\n${BOX_DIVMOD_FN}` : ''}
 
 ${rows.decls}
 
@@ -719,11 +766,9 @@ export function generateFusedBackwardMmaDkv(spec: FusedBackwardMmaSpec): Generat
       ? 'sharedScratch is a dq-kernel option (one scratch timed slower in dkv)'
       : spec.dsOverV === true
         ? 'dsOverV is a dq-kernel option (the dkv kernel reads its Q and dO rows to the end of each step)'
-        : spec.wideLoads === true
-          ? 'wideLoads is a dq-kernel option (the dkv kernel gathers K and V once)'
-          : spec.gradRpb === true
+        : spec.gradRpb === true
             ? 'gradRpb is a dq-kernel option (the dq kernel writes dS for d_rpb)'
-            : undefined);
+          : undefined);
   if (why !== undefined) throw new NattenArgumentError(`generateFusedBackwardMmaDkv: ${why}`);
   const key = kernelKey('na-fused-backward-mma-dkv', GEN, spec);
   const { r, axes, L, WG, D4, DV4, D16, DV16, C16: QC16, TPR: TPQ, split, ROWS, HS, hoff } = sizes(spec);
@@ -757,6 +802,8 @@ export function generateFusedBackwardMmaDkv(spec: FusedBackwardMmaSpec): Generat
   // leanScratch: S^T and dP^T through one scratch, P^T and then dS^T through one f16 array (dS^T held in registers
   // while dV += P^T dO reads P^T).
   const LEAN = spec.leanScratch === true;
+  // wideFirst: S^T's scratch rows widened, dP^T's of their own stride (LDD).
+  const WIDE_FIRST = spec.wideFirst === true;
   const DS_ARR = LEAN ? 'p_sh' : 'ds_sh';
   // The split's lo halves: of the staged Q and dO rows (`stlo`), of P^T and of dS^T.
   const lo = SPLIT ? { lo: 'stlo' } : undefined;
@@ -767,29 +814,43 @@ export function generateFusedBackwardMmaDkv(spec: FusedBackwardMmaSpec): Generat
   const cursor = mmaBoxCursor({ r, p: 'q', start: 'st_row', step: 'QUERY_CHUNK', bs: 'qbs', bw: 'qbw' });
   // One flattened (query head, chunk) walk; the next step's query rows, coordinates, lse and delta are
   // loaded into registers right after this step's are committed to workgroup memory.
-  const NQ = Math.ceil(D4 / TPQ);
-  const NO = Math.ceil(DV4 / TPQ);
+  // wideLoads: 16-byte units of eight halves (vec4<u32>) instead of vec4s of four.
+  const WIDE = spec.wideLoads === true;
+  const UQ = WIDE ? D4 / 2 : D4;
+  const UO = WIDE ? DV4 / 2 : DV4;
+  const NQ = Math.ceil(UQ / TPQ);
+  const NO = Math.ceil(UO / TPQ);
+  const FT = WIDE ? 'vec4<u32>' : `vec4<${T}>`;
+  const fzero = WIDE ? `${FT}(0u)` : `${FT}(0.0)`;
   const part = (n: number, d4: number, i: number): string => stagingPartGuard(n, TPQ, d4, i);
+  // The staged rows' coordinates: not in rank 1 without rpb (the mask is arithmetic on box indices).
+  const COORDS = stagedCoords(spec, 'dkv');
+  const fetchRow = (loader: string, width: string, i: number): string =>
+    WIDE ? `${loader}8(select(0u, qrow * (${width} / 8u), in_box), st_sub + ${i * TPQ}u)` : `${loader}(select(0u, qrow * ${width}, in_box), st_sub + ${i * TPQ}u)`;
+  const commitRow = (at: (step: number) => string, v: string, scale: string): string => (WIDE ? storeWide('st', at(8), v) : storeSplit4('st', at(4), v, lo, scale));
   // The next step's query head `f_qh` and chunk `f_ch` advance with the cursor.
   const fetchStep = (ind: string): string => `${ind}{
 ${ind}  let qbox = f_ch * QUERY_CHUNK + st_row;
 ${ind}  let in_box = qbox < box_n;
 ${cursor.row(`${ind}  `, 'heads', 'hk * params.gqa + f_qh')}
 ${range(NQ)
-  .map((i) => `${ind}  ${part(NQ, D4, i)}{ pq_${i} = select(vec4<${T}>(0.0), load_q(select(0u, qrow * HEAD_DIM, in_box), st_sub + ${i * TPQ}u), in_box); }`)
+  .map((i) => `${ind}  ${part(NQ, UQ, i)}{ pq_${i} = select(${fzero}, ${fetchRow('load_q', 'HEAD_DIM', i)}, in_box); }`)
   .join('\n')}
 ${range(NO)
-  .map((i) => `${ind}  ${part(NO, DV4, i)}{ po_${i} = select(vec4<${T}>(0.0), load_do(select(0u, qrow * HEAD_DIM_V, in_box), st_sub + ${i * TPQ}u), in_box); }`)
+  .map((i) => `${ind}  ${part(NO, UO, i)}{ po_${i} = select(${fzero}, ${fetchRow('load_do', 'HEAD_DIM_V', i)}, in_box); }`)
   .join('\n')}
 ${ind}  if (st_sub == 0u) {
-${ind}    pqc = select(${queryCoords.none}, ${
-    PACKED
-      ? packing.pack((a) => `qg_${a} - qbs_${a}`)
-      : `vec4<i32>(${range(4)
-          .map((a) => (a < r ? `qg_${a}` : '0'))
-          .join(', ')})`
-  }, in_box);
-${ind}    plse = select(0.0, logsumexp[select(0u, qrow, in_box)] * LOG2E, in_box);
+${
+  COORDS
+    ? `${ind}    pqc = select(${queryCoords.none}, ${
+        PACKED
+          ? packing.pack((a) => `qg_${a} - qbs_${a}`)
+          : `vec4<i32>(${range(4)
+              .map((a) => (a < r ? `qg_${a}` : '0'))
+              .join(', ')})`
+      }, in_box);\n`
+    : ''
+}${ind}    plse = select(0.0, logsumexp[select(0u, qrow, in_box)] * LOG2E, in_box);
 ${ind}    pdelta = select(0.0, delta[select(0u, qrow, in_box)], in_box);
 ${ind}  }
 ${ind}  f_ch = f_ch + 1u;
@@ -806,13 +867,12 @@ ${ind}}`;
   const walkHead = `  let st_row = lid / ${TPQ}u;
   let st_sub = lid % ${TPQ}u;
 ${range(NQ)
-  .map((i) => `  var pq_${i} = vec4<${T}>(0.0);`)
+  .map((i) => `  var pq_${i} = ${fzero};`)
   .join('\n')}
 ${range(NO)
-  .map((i) => `  var po_${i} = vec4<${T}>(0.0);`)
+  .map((i) => `  var po_${i} = ${fzero};`)
   .join('\n')}
-  var pqc = ${queryCoords.none};
-  var plse = 0.0;
+${COORDS ? `  var pqc = ${queryCoords.none};\n` : ''}  var plse = 0.0;
   var pdelta = 0.0;
   let n_steps = params.gqa * n_chunks;
 ${cursor.decls}
@@ -826,14 +886,13 @@ ${fetchStep('  ')}
       let need = i32(c0) <= span_hi && i32(c0 + QUERY_CHUNK) > span_lo;
       // ---- commit this step's query rows (Q, dO, coordinates, lse, delta), then load the next step's into registers
 ${range(NQ)
-  .map((i) => `      ${part(NQ, D4, i)}{ ${storeSplit4('st', `st_row * LDK + 4u * (st_sub + ${i * TPQ}u)`, `pq_${i}`, lo, 'scq')} }`)
+  .map((i) => `      ${part(NQ, UQ, i)}{ ${commitRow((step) => `st_row * LDK + ${step}u * (st_sub + ${i * TPQ}u)`, `pq_${i}`, 'scq')} }`)
   .join('\n')}
 ${range(NO)
-  .map((i) => `      ${part(NO, DV4, i)}{ ${storeSplit4('st', `${OOFF}u + st_row * LDV + 4u * (st_sub + ${i * TPQ}u)`, `po_${i}`, lo, 'scg')} }`)
+  .map((i) => `      ${part(NO, UO, i)}{ ${commitRow((step) => `${OOFF}u + st_row * LDV + ${step}u * (st_sub + ${i * TPQ}u)`, `po_${i}`, 'scg')} }`)
   .join('\n')}
       if (st_sub == 0u) {
-        ${queryCoords.store('st_row', 'pqc')}
-        lse_sh[st_row / 4u][st_row % 4u] = plse;
+${COORDS ? `        ${queryCoords.store('st_row', 'pqc')}\n` : ''}        lse_sh[st_row / 4u][st_row % 4u] = plse;
         delta_sh[st_row / 4u][st_row % 4u] = pdelta;
       }
       workgroupBarrier();
@@ -842,10 +901,10 @@ ${fetchStep('        ')}
       }
 `;
   const rows = tileRows(r, { first: 'kf', head: 'hk', heads: 'heads_kv', loaders: ['load_k', 'load_v'], ...(SPLIT ? { type: 'f32' as const } : {}) });
-  const code = withUnitSteps(`${moduleHead(key, spec, bindings, uniforms, `const QUERY_CHUNK: u32 = ${QC}u;\n`)}
+  const code = withUnitSteps(`${moduleHead(key, spec, bindings, uniforms, `const QUERY_CHUNK: u32 = ${QC}u;\n`, 'dkv')}
 var<workgroup> p_sh: array<f16, ${ROWS * L.ldp}>;
 ${LEAN ? '' : `var<workgroup> ds_sh: array<f16, ${ROWS * L.ldp}>;
-`}${SPLIT ? `var<workgroup> plo_sh: array<f16, ${ROWS * L.ldp}>;\n${LEAN ? '' : `var<workgroup> dslo_sh: array<f16, ${ROWS * L.ldp}>;\n`}` : ''}var<workgroup> qc_sh: ${queryCoords.type(QC)};
+`}${SPLIT ? `var<workgroup> plo_sh: array<f16, ${ROWS * L.ldp}>;\n${LEAN ? '' : `var<workgroup> dslo_sh: array<f16, ${ROWS * L.ldp}>;\n`}` : ''}${COORDS ? `var<workgroup> qc_sh: ${queryCoords.type(QC)};\n` : ''}
 var<workgroup> lse_sh: array<vec4<f32>, ${QC / 4}>;
 var<workgroup> delta_sh: array<vec4<f32>, ${QC / 4}>;
 
@@ -883,7 +942,7 @@ ${productsAndPds({
   shared: LEAN,
   vpl: QC / 8,
   s: (dst) => productsInto(dst, 'k', D16 / HS, QC16, (n, kk) => `${n * F}u * LDK + ${kk * F}u${hoff('hoff_d')}`, 'LDK', SPLIT),
-  dp: (dst) => productsInto(dst, 'v', DV16 / HS, QC16, (n, kk) => `${OOFF}u + ${n * F}u * LDV + ${kk * F}u${hoff('hoff_dv')}`, 'LDV', SPLIT),
+  dp: (dst) => productsInto(dst, 'v', DV16 / HS, QC16, (n, kk) => `${OOFF}u + ${n * F}u * LDV + ${kk * F}u${hoff('hoff_dv')}`, 'LDV', SPLIT, WIDE_FIRST ? 'LDD' : 'LDS'),
   pds: (shared) =>
     pdsStmts({
       vpl: QC / 8 / HS,
@@ -899,9 +958,11 @@ ${productsAndPds({
       ...(SPLIT ? { splitLo: { p: 'plo_sh', ds: DS_LO } } : {}),
       // The bias of (this lane's key, staged query): key - query per axis.
       ...(RPB ? { rpbIndex: (vi: string, i: number) => rpbIndexExpr(spec.kernelSize, (a) => `ki_${a} - qc_sh[(${vi}) * 4u + ${i}u].${COORD[a] as string}`) } : {}),
+      ...(WIDE_FIRST ? { dpRow: true } : {}),
     }),
   ind: '  ',
   split,
+  ...(WIDE_FIRST ? { dpRow: true } : {}),
 })}
       workgroupBarrier();
       // ---- dV += P^T dO, dK += dS^T Q${LEAN ? ' (dS^T over P^T in between)' : ''}
@@ -933,6 +994,7 @@ ${writeThroughScratch({
   n16: QC16,
   valid: 'kvalid',
   twoScratches: !LEAN,
+  ...(WIDE_FIRST ? { dpStride: true } : {}),
   split,
   ...(SPLIT ? { f32: true } : {}),
 })}

@@ -155,6 +155,23 @@ interface StagingShape {
    * and one correction step, exact below 2^21 box rows) instead of integer division and remainder. Absent = integer.
    */
   readonly fastDivide?: boolean;
+  /**
+   * No key-coordinate table: the kernel never reads the staged keys' coordinates (rank 1 without a per-key bias
+   * lookup: a key's coordinate there is the box start plus its box index), so the staging neither computes, holds nor
+   * stores them (`mmaKeyCoordsNeeded`; the dq kernel's, not the forward's, which ran slower without). Absent = the
+   * table (`kc_sh`) is filled per chunk.
+   */
+  readonly noCoords?: boolean;
+}
+
+/**
+ * Whether an mma backward kernel reads its staged rows' coordinate table: ranks 2 and 3 always (window tests), rank 1
+ * only where `lookup` (a per-row bias index or dS slot, from coordinates); elsewhere in rank 1 the mask is arithmetic
+ * on box indices and the table (and its stores per chunk) is left out. H200, session 26, same call: 1-D L=4096 K=127
+ * dq 28.7 -> 28.3 us, dkv 44.0 -> 43.2; 16 heads dq 61.5 -> 60.8, dkv 89.5 -> 88.1.
+ */
+export function mmaKeyCoordsNeeded(rank: number, lookup: boolean): boolean {
+  return rank > 1 || lookup;
 }
 
 /**
@@ -240,7 +257,7 @@ const fetchType = (o: StagingShape): string => (o.wide === true ? 'vec4<u32>' : 
 const fetchZero = (o: StagingShape): string => `${fetchType(o)}(${o.wide === true ? '0u' : '0.0'})`;
 
 /** WGSL storing 16-byte unit `u` (eight halves in a vec4<u32>) to f16 array `arr` at `at` .. `at + 7`. */
-function storeWide(arr: string, at: string, u: string): string {
+export function storeWide(arr: string, at: string, u: string): string {
   return `{ let wa = vec4<f16>(bitcast<vec2<f16>>(${u}.x), bitcast<vec2<f16>>(${u}.y)); let wb = vec4<f16>(bitcast<vec2<f16>>(${u}.z), bitcast<vec2<f16>>(${u}.w)); ${store4(arr, at, 'wa')} ${store4(arr, `${at} + 4u`, 'wb')} }`;
 }
 
@@ -356,8 +373,7 @@ ${stagingCursor(o).decls}${range(nk)
   .join('\n')}
 ${range(nv)
   .map((i) => `  var pv_${i} = ${fetchZero(o)};`)
-  .join('\n')}
-  var pkc = ${keyCoords(o).none};`;
+  .join('\n')}${o.noCoords === true ? '' : `\n  var pkc = ${keyCoords(o).none};`}`;
 }
 
 /** The staging's key-coordinate table (`kc_sh`, one row per staged key). */
@@ -369,8 +385,7 @@ function mmaFetchKeyChunk(o: StagingShape & { readonly r: number }, c0: string, 
   const guard = (n: number, d4: number, i: number): string => stagingPartGuard(n, o.tpk, d4, i);
   return `${ind}{
 ${ind}  let kbox = ${c0} + st_row;
-${ind}  pkc = ${keyCoords(o).none};
-${range(nk)
+${o.noCoords === true ? '' : `${ind}  pkc = ${keyCoords(o).none};\n`}${range(nk)
   .map((i) => `${ind}  pk_${i} = ${fetchZero(o)};`)
   .join('\n')}
 ${range(nv)
@@ -378,14 +393,17 @@ ${range(nv)
   .join('\n')}
 ${ind}  if (kbox < box_n) {
 ${cursor.row(`${ind}    `)}
-${ind}    pkc = ${
-      o.packed === true
-        ? mmaPackedCoords(o.r).pack((a) => `kg_${a} - bs_${a}`)
-        : `vec4<i32>(${range(o.r)
-            .map((a) => `kg_${a}`)
-            .join(', ')}${', 0'.repeat(4 - o.r)})`
-    };
-${range(nk)
+${
+  o.noCoords === true
+    ? ''
+    : `${ind}    pkc = ${
+        o.packed === true
+          ? mmaPackedCoords(o.r).pack((a) => `kg_${a} - bs_${a}`)
+          : `vec4<i32>(${range(o.r)
+              .map((a) => `kg_${a}`)
+              .join(', ')}${', 0'.repeat(4 - o.r)})`
+      };\n`
+}${range(nk)
   .map((i) => `${ind}    ${guard(nk, units(o, o.d4), i)}{ pk_${i} = ${o.wide === true ? 'load_k8(krow * (HEAD_DIM / 8u)' : 'load_k(krow * HEAD_DIM'}, st_sub + ${i * o.tpk}u); }`)
   .join('\n')}
 ${range(nv)
@@ -410,10 +428,10 @@ function mmaCommitKeyChunk(o: StagingShape & { readonly arr: string; readonly vo
   const v = range(nv)
     .map((i) => `    ${guard(nv, units(o, o.dv4), i)}{ ${put(`${o.voff}u + st_row * LDV + ${step}u * (st_sub + ${i * o.tpk}u)`, `pv_${i}`, o.split?.scaleV)} }`)
     .join('\n');
-  const kc = `    if (st_sub == 0u) { ${keyCoords(o).store('st_row', 'pkc')} }`;
+  const kc = o.noCoords === true ? [] : [`    if (st_sub == 0u) { ${keyCoords(o).store('st_row', 'pkc')} }`];
   const barrier = '    workgroupBarrier();';
   if (parts === 'v') return v;
-  return [k, ...(parts === 'both' ? [v] : []), kc, barrier].join('\n');
+  return [k, ...(parts === 'both' ? [v] : []), ...kc, barrier].join('\n');
 }
 
 /**
@@ -540,6 +558,8 @@ export interface MmaEpilogueOut {
 export function mmaScratchEpilogue(o: {
   readonly outs: readonly MmaEpilogueOut[];
   readonly scratches: readonly string[];
+  /** Each scratch's row stride (a WGSL constant name); absent = `LDS` for all. */
+  readonly strides?: readonly string[];
   readonly perScratch: number;
   readonly srow: string;
   readonly guard: string;
@@ -549,12 +569,15 @@ export function mmaScratchEpilogue(o: {
   const rounds = range(Math.ceil(items.length / cap)).map((rd) => items.slice(rd * cap, rd * cap + cap));
   return rounds
     .map((round, rd) => {
-      const at = (t: number): { arr: string; col: number } => ({ arr: o.scratches[Math.floor(t / o.perScratch)] as string, col: (t % o.perScratch) * F });
-      const stores = round.map(({ out, j }, t) => `  subgroupMatrixStore<row_major>(&${at(t).arr}, rbase * LDS + ${at(t).col}u, ${out.acc}_${j}, LDS);`);
+      const at = (t: number): { arr: string; col: number; ld: string } => {
+        const i = Math.floor(t / o.perScratch);
+        return { arr: o.scratches[i] as string, col: (t % o.perScratch) * F, ld: o.strides?.[i] ?? 'LDS' };
+      };
+      const stores = round.map(({ out, j }, t) => `  subgroupMatrixStore<row_major>(&${at(t).arr}, rbase * ${at(t).ld} + ${at(t).col}u, ${out.acc}_${j}, ${at(t).ld});`);
       const writes = round.map(({ out, j }, t) => {
-        const { arr, col } = at(t);
+        const { arr, col, ld } = at(t);
         return `    {
-      let e = ${o.srow} * LDS + ${col}u + 8u * hf;
+      let e = ${o.srow} * ${ld} + ${col}u + 8u * hf;
       let lo = vec4<f32>(${arr}[e], ${arr}[e + 1u], ${arr}[e + 2u], ${arr}[e + 3u]);
       let hi = vec4<f32>(${arr}[e + 4u], ${arr}[e + 5u], ${arr}[e + 6u], ${arr}[e + 7u]);
       ${out.write(j, 'lo', 'hi')}
@@ -921,6 +944,9 @@ ${range(D16)
 
   const EARLY = spec.earlyFetch === true;
   const FAST_DIV = mmaFastDivide(r, SPLIT, spec.fastDivide);
+  // The key coordinates are staged in rank 1 too, where nothing reads them: without the table and its stores the
+  // 1-D forwards ran slower on an H200 (session 26, same call: L=4096 K=127 26.0 -> 26.7 us, K=2047 causal 1168 ->
+  // 1257), while the backward kernels gained (`noCoords` there).
   const stagingShape = { r, arr: 'kv_sh', tpk: TPK, d4: D4, dv4: DV4, voff: VOFF, ...(split ? { split } : {}), ...(PACKED ? { packed: true } : {}), ...(WIDE ? { wide: true } : {}), ...(FAST_DIV ? { fastDivide: true } : {}) };
   const staging = mmaStagedKeyLoop(stagingShape);
   const turn = mmaStagedKeyLoopInTurn(stagingShape);
