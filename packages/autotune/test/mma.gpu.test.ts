@@ -132,24 +132,27 @@ describe('tensor-core (mma) backward configs in the autotuner', () => {
     // Every config with padded and with unpadded scratch rows: here the default is unpadded (2-D K=7), its padded
     // twin a candidate.
     expect(def.tightScratch).toBe(true);
-    // (Since session 25 the default's dq kernel takes dS over V with rows of 24 floats, a layout the enumeration does
-    // not repeat; the enumerated layouts are those of the padded-row default before it.)
-    expect(def).toMatchObject({ dqDsOverV: true, dqWideS: true, dkvPadS: true });
-    const { tightScratch: _t, dqSharedScratch: _d, dqDsOverV: _o, dqWideS: _w, dkvPadS: _kp, ...padded } = def;
+    // (Since session 25 the default's dq kernel takes dS over V with rows of 24 floats, and since session 26 its dkv
+    // kernel 16-byte loads, choices the enumeration does not repeat; the enumerated layouts are those of the
+    // padded-row default before them.)
+    expect(def).toMatchObject({ dqDsOverV: true, dqWideS: true, dkvWideFirst: true });
+    const { tightScratch: _t, dqSharedScratch: _d, dqDsOverV: _o, dqWideS: _w, dkvWideFirst: _kp, dkvWideLoads: _kw, ...padded } = def;
     expect(space.candidates.filter((c) => JSON.stringify(c.config) === JSON.stringify(padded))).toHaveLength(1);
     // Every config also with the dq kernel's S and dP in one scratch (the default has one here; on windows over 512
     // keys at head dims up to 64 the default is padded with one scratch): every padded config has its unpadded twin,
     // and every config its one-scratch twin, among all the space enumerates.
-    const { dqSharedScratch: _s, dqDsOverV: _o2, dqWideS: _w2, ...twoScratches0 } = def;
-    const twoScratches = { ...twoScratches0, dqPadS: true };
+    const { dqSharedScratch: _s, dqDsOverV: _o2, dqWideS: _w2, dkvWideLoads: _kw2, dkvWideFirst: _kf2, ...twoScratches0 } = def;
+    const twoScratches = { ...twoScratches0, dqPadS: true, dkvPadS: true };
     const sameConfig = (a: object, b: object): boolean => JSON.stringify(a, Object.keys(a).sort()) === JSON.stringify(b, Object.keys(b).sort());
     expect(space.candidates.filter((c) => sameConfig(c.config, twoScratches))).toHaveLength(1);
-    // After the default, its codegen twins: dq's 16-byte loads, dkv's lean layout, each kernel's unit steps flipped,
-    // its rows of 24 floats flipped (here dq's, back to dS over V alone).
+    // After the default, its codegen twins: dq's and dkv's 16-byte loads, dkv's lean layout, each kernel's unit steps flipped,
+    // its rows of 24 floats flipped (here dq's, back to dS over V alone), and dkv's widened S^T rows back to padded rows.
     const twins = mmaBackwardTwins(ctx, backwardHelperProblem(B7), def);
     const { dqWideS: _dqw, ...narrowRows } = def;
-    expect(twins).toEqual([{ ...def, dqWideLoads: true }, { ...def, dkvLeanScratch: true }, { ...def, dqUnitSteps: false }, { ...def, dkvUnitSteps: false }, narrowRows]);
-    expect(space.candidates.slice(1, 6).map((c) => c.config)).toEqual(twins);
+    const { dkvWideLoads: _dkvWide, ...narrowLoads } = def;
+    const { dkvWideFirst: _dkvFirst, ...firstAlike } = def;
+    expect(twins).toEqual([{ ...def, dqWideLoads: true }, narrowLoads, { ...firstAlike, dkvPadS: true, dkvLeanScratch: true }, { ...def, dqUnitSteps: false }, { ...def, dkvUnitSteps: false }, narrowRows, { ...firstAlike, dkvPadS: true }]);
+    expect(space.candidates.slice(1, 8).map((c) => c.config)).toEqual(twins);
     const isTwin = (c: MmaBackwardConfig): boolean => twins.some((t) => JSON.stringify(t) === JSON.stringify(c));
     // (What the space enumerates: the default, whose layout it does not repeat, and its twins aside.)
     const every = [...space.candidates, ...space.pruned].filter((c) => c.isDefault !== true).map((c) => c.config).filter((c) => !isTwin(c));
@@ -186,12 +189,13 @@ describe('tensor-core (mma) backward configs in the autotuner', () => {
     expect(await tabled.backwardMma(B7)).toEqual(other);
     // Both scratch layouts and both dq scratch counts of a space config run as stored (both are part of what is
     // compared).
-    const { tightScratch: _t, dqSharedScratch: _d, dqDsOverV: _o, dqWideS: _w, dkvPadS: _kp, ...padded } = def;
-    const { dqSharedScratch: _s, dqDsOverV: _o2, dqWideS: _w2, ...twoScratches0 } = def;
-    const twoScratches = { ...twoScratches0, dqPadS: true };
+    const { tightScratch: _t, dqSharedScratch: _d, dqDsOverV: _o, dqWideS: _w, dkvWideFirst: _kp, dkvWideLoads: _kw, ...padded } = def;
+    const { dqSharedScratch: _s, dqDsOverV: _o2, dqWideS: _w2, dkvWideLoads: _kw2, dkvWideFirst: _kf2, ...twoScratches0 } = def;
+    const twoScratches = { ...twoScratches0, dqPadS: true, dkvPadS: true };
     expect(def.dqSharedScratch).toBe(true);
-    // So do the default's codegen twins (the lean dkv layout here).
-    const lean = { ...def, dkvLeanScratch: true };
+    // So do the default's codegen twins (the lean dkv layout here, with padded rows: one scratch, none to widen alone).
+    const { dkvWideFirst: _kf3, ...leanBase } = def;
+    const lean = { ...leanBase, dkvPadS: true, dkvLeanScratch: true };
     for (const stored of [def, padded, twoScratches, lean]) {
       const t = createAutotuner({ ctx, mode: 'deterministic', table: { ...emptyTable(), entries: { [key]: entry(stored) } }, ...quiet });
       expect(await t.selectBackwardMma(B7)).toMatchObject({ config: stored, source: 'table' });

@@ -22,7 +22,7 @@ interface Case extends EmulatedProblem {
   readonly magnitudes?: readonly [number, number, number];
   /** The backward reads an output this many times the forward's (as a merged output, with extra KV tokens, can exceed V). */
   readonly outputScale?: number;
-  readonly config: { queryTile: number[]; querySubgroups: 2 | 4 | 8; keyTile: number[]; keySubgroups: 2 | 4 | 8; chunk?: 16 | 32; tightScratch?: boolean; dqSharedScratch?: boolean; dqDsOverV?: boolean; dqHeadSplit?: boolean; dkvHeadSplit?: boolean; dqPadS?: boolean; dkvPadS?: boolean; dqWideS?: boolean; dkvWideS?: boolean; dqWideLoads?: boolean; dkvLeanScratch?: boolean };
+  readonly config: { queryTile: number[]; querySubgroups: 2 | 4 | 8; keyTile: number[]; keySubgroups: 2 | 4 | 8; chunk?: 16 | 32; tightScratch?: boolean; dqSharedScratch?: boolean; dqDsOverV?: boolean; dqHeadSplit?: boolean; dkvHeadSplit?: boolean; dqPadS?: boolean; dkvPadS?: boolean; dqWideS?: boolean; dkvWideS?: boolean; dkvWideFirst?: boolean; dqWideLoads?: boolean; dkvWideLoads?: boolean; dkvLeanScratch?: boolean };
 }
 
 /** `t` times `s`, rounded to the tensor's dtype. */
@@ -67,7 +67,7 @@ describe('tensor-core (mma) backward', () => {
       return { query: t, key: t, value: t, output: t, gradOutput: t, logsumexp: l, gradQuery: t, gradKey: t, gradValue: t, gradRpb: r, rpb: r, kernelSize: 7, ...(o.stride ? { stride: o.stride } : {}) };
     };
     const routed = fusedBackward.route(ctx, 2, args());
-    expect(routed).toEqual({ path: 'mma', queryTile: [8, 8], querySubgroups: 4, keyTile: [4, 8], keySubgroups: 2, chunk: 16, tightScratch: true, dqSharedScratch: true, dqDsOverV: true, dqWideS: true, dkvPadS: true });
+    expect(routed).toEqual({ path: 'mma', queryTile: [8, 8], querySubgroups: 4, keyTile: [4, 8], keySubgroups: 2, chunk: 16, tightScratch: true, dqSharedScratch: true, dqDsOverV: true, dqWideS: true, dkvWideFirst: true, dkvWideLoads: true });
     const problem = checkFusedBackward('na2d_backward', 2, args(), FUSED_BACKWARD_TILES);
     expect(routed).toEqual(defaultBackwardMma(ctx, problem));
     // Strides too (session 19, H200: checked, and 3.6-6.2x faster than the plain backward), and rpb with d_rpb,
@@ -106,13 +106,17 @@ describe('tensor-core (mma) backward', () => {
     // Session 25: the dq kernel's dS over the staged V rows, and the 2 KiB that frees spent on scratch rows of 24
     // floats (4 workgroups per SM either way; the dq kernel alone 2-D K=7 109.1 -> 102.3 us, 3-D 214.4 -> 196.9,
     // 1-D 4096 30.9 -> 28.5); the dkv kernel keeps its padded rows (widened it would lose a workgroup per SM).
-    expect(config([128, 128], [7, 7], 8, 64)).toEqual({ path: 'mma', queryTile: [8, 8], querySubgroups: 4, keyTile: [4, 8], keySubgroups: 2, chunk: 16, tightScratch: true, dqSharedScratch: true, dqDsOverV: true, dqWideS: true, dkvPadS: true });
+    // Session 26: the dkv kernel's 16-byte Q/dO staging loads everywhere in float16, the dq kernel's in 3-D (each
+    // kernel alone: dkv 2-D K=7 153.0 -> 148.5 us, 3-D 329.2 -> 314.8, 1-D 4096 43.1 -> 42.3; dq 3-D 199.6 -> 193.6,
+    // slower in 2-D and on the 1-D causal problem); and the dkv kernel's S^T rows alone widened in place of its padded
+    // rows (the same memory; 2-D K=7 149.4 -> 146.0 us, 3-D 316.1 -> 308.5, 1-D 4096 42.0 -> 40.9).
+    expect(config([128, 128], [7, 7], 8, 64)).toEqual({ path: 'mma', queryTile: [8, 8], querySubgroups: 4, keyTile: [4, 8], keySubgroups: 2, chunk: 16, tightScratch: true, dqSharedScratch: true, dqDsOverV: true, dqWideS: true, dkvWideFirst: true, dkvWideLoads: true });
     expect(config([256, 256], [15, 15], 16, 64)).toMatchObject({ querySubgroups: 4, keySubgroups: 2, chunk: 16, tightScratch: true, dqSharedScratch: true });
-    expect(config([256, 256], [80, 80], 24, 128)).toEqual({ path: 'mma', queryTile: [8, 8], querySubgroups: 4, keyTile: [8, 16], keySubgroups: 8, chunk: 16, dqWideS: true, dkvWideS: true });
-    expect(config([16, 32, 32], [3, 7, 7], 8, 64)).toEqual({ path: 'mma', queryTile: [2, 4, 8], querySubgroups: 4, keyTile: [2, 4, 4], keySubgroups: 2, chunk: 16, tightScratch: true, dqSharedScratch: true, dqDsOverV: true, dqWideS: true, dkvPadS: true });
+    expect(config([256, 256], [80, 80], 24, 128)).toEqual({ path: 'mma', queryTile: [8, 8], querySubgroups: 4, keyTile: [8, 16], keySubgroups: 8, chunk: 16, dqWideS: true, dkvWideS: true, dkvWideLoads: true });
+    expect(config([16, 32, 32], [3, 7, 7], 8, 64)).toEqual({ path: 'mma', queryTile: [2, 4, 8], querySubgroups: 4, keyTile: [2, 4, 4], keySubgroups: 2, chunk: 16, tightScratch: true, dqSharedScratch: true, dqDsOverV: true, dqWideS: true, dkvWideFirst: true, dkvWideLoads: true, dqWideLoads: true });
     // 1-D small windows: dkv 2, unpadded (1-D 4096, session 10: dkv 77.6 us with 4 padded, 88.4 with 2 padded, 71.8
     // with 2 unpadded); dq 4 with one scratch (session 11: 37.5 us against 46.9 with 2 and two scratches).
-    expect(config([4096], [127], 8, 64)).toEqual({ path: 'mma', queryTile: [64], querySubgroups: 4, keyTile: [32], keySubgroups: 2, chunk: 16, tightScratch: true, dqSharedScratch: true, dqDsOverV: true, dqWideS: true, dkvPadS: true });
+    expect(config([4096], [127], 8, 64)).toEqual({ path: 'mma', queryTile: [64], querySubgroups: 4, keyTile: [32], keySubgroups: 2, chunk: 16, tightScratch: true, dqSharedScratch: true, dqDsOverV: true, dqWideS: true, dkvWideFirst: true, dkvWideLoads: true });
     // Not at head dims 32 (its own defaults, untimed with this pair) and 128, nor in float32 (no dS over V there).
     expect(config([128, 128], [7, 7], 8, 32)?.dqDsOverV).toBeUndefined();
     expect(config([64, 64], [9, 9], 8, 128)?.dqDsOverV).toBeUndefined();
@@ -122,7 +126,7 @@ describe('tensor-core (mma) backward', () => {
     // Both kernels' scratch rows of 24 floats there, free of residency (session 25, each kernel alone with the
     // default's text so widened: dq 1490 -> 1266 us, dkv 2345 -> 2147); where the widening costs a workgroup per SM
     // (every small-window default above) the padded rows stay (1-D 4096 dq 31.0 -> 41.9 us with them widened).
-    expect(config([32768], [2047], 8, 64)).toEqual({ path: 'mma', queryTile: [128], querySubgroups: 8, keyTile: [64], keySubgroups: 4, chunk: 16, dqSharedScratch: true, dkvLeanScratch: true, dqWideS: true, dkvWideS: true });
+    expect(config([32768], [2047], 8, 64)).toEqual({ path: 'mma', queryTile: [128], querySubgroups: 8, keyTile: [64], keySubgroups: 4, chunk: 16, dqSharedScratch: true, dkvLeanScratch: true, dqWideS: true, dkvWideS: true, dkvWideLoads: true });
     expect(config([32768], [2047], 8, 64, 'float32')).not.toHaveProperty('dqWideS');
     // Tiles ranked by the keys of all their boxes, so a tile that overruns a small extent pays for its empty rows
     // (session 18: by the box alone 3-D 8x32x32 took dq tiles of 64x1x1, 8 real queries of 64, and its backward ran
@@ -263,6 +267,14 @@ describe('tensor-core (mma) backward, emulated on this adapter, against the CPU 
     { name: 'dkv lean: 3-D 5x7x9 K=3x3x5 causal on axis 2, 4 subgroups, 32-row chunks', spatial: [5, 7, 9], kernelSize: [3, 3, 5], dim: 32, causal: [false, false, true], config: { queryTile: [2, 4, 4], querySubgroups: 2, keyTile: [2, 4, 8], keySubgroups: 4, chunk: 32, dkvLeanScratch: true } },
     // The dq kernel's 16-byte K/V staging loads (opt-in dqWideLoads): one and two loads per staging thread, Dv != D.
     { name: 'dq wide loads: 3-D 5x7x9 K=3x3x5 causal on axis 2, the small-window default, head dim 64', spatial: [5, 7, 9], kernelSize: [3, 3, 5], dim: 64, causal: [false, false, true], config: { queryTile: [2, 4, 8], querySubgroups: 4, keyTile: [2, 4, 4], keySubgroups: 2, chunk: 16, tightScratch: true, dqSharedScratch: true, dqPadS: true, dkvPadS: true, dqWideLoads: true } },
+    // The dkv kernel's S^T scratch widened alone (dkvWideFirst): dP^T rows exact (1-D, with wide loads, the 1-D
+    // default's layout otherwise) and padded (3-D, GQA, Dv != D).
+    { name: 'dkv first scratch widened: 1-D L=300 K=127 at head dim 64, dP^T rows exact, wide loads', spatial: [300], kernelSize: [127], dim: 64, config: { queryTile: [64], querySubgroups: 4, keyTile: [32], keySubgroups: 2, chunk: 16, tightScratch: true, dqSharedScratch: true, dqDsOverV: true, dqWideS: true, dkvWideFirst: true, dkvWideLoads: true } },
+    { name: 'dkv first scratch widened: 3-D 5x7x9 K=3x3x5 causal on axis 2, GQA 4/2 heads, Dv=32, dP^T rows padded', spatial: [5, 7, 9], kernelSize: [3, 3, 5], heads: 4, headsKv: 2, dim: 16, dimV: 32, causal: [false, false, true], config: { queryTile: [2, 4, 4], querySubgroups: 2, keyTile: [2, 4, 4], keySubgroups: 2, chunk: 16, tightScratch: true, dkvPadS: true, dkvWideFirst: true } },
+    // The dkv kernel's 16-byte Q/dO staging loads (dkvWideLoads): a guarded part, one, two and four loads per staging thread, Dv != D,
+    // GQA (each query head's walk), partial last chunk; 1-D without the coordinate table, 2-D with it.
+    { name: 'dkv wide loads: 1-D L=150 K=33 dilation 2, GQA 2/1, D=16 (half the staging threads load), Dv=64, 2 subgroups', spatial: [150], kernelSize: [33], heads: 2, headsKv: 1, dim: 16, dimV: 64, dilation: [2], config: { queryTile: [32], querySubgroups: 2, keyTile: [32], keySubgroups: 2, chunk: 16, tightScratch: true, dkvPadS: true, dkvWideLoads: true } },
+    { name: 'dkv wide loads: 2-D 11x13 K=5x7 causal on axis 0, head dim 64, 32-row chunks (four loads per staging thread)', spatial: [11, 13], kernelSize: [5, 7], dim: 64, causal: [true, false], config: { queryTile: [4, 8], querySubgroups: 2, keyTile: [4, 8], keySubgroups: 2, chunk: 32, dkvWideLoads: true } },
     { name: 'dq wide loads: 1-D L=150 K=33 dilation 2, GQA 2/1, D=32, Dv=64, 2 subgroups', spatial: [150], kernelSize: [33], heads: 2, headsKv: 1, dim: 32, dimV: 64, dilation: [2], config: { queryTile: [32], querySubgroups: 2, keyTile: [32], keySubgroups: 2, chunk: 16, dqWideLoads: true } },
     { name: 'box cursor: 3-D 6x7x5 K=3x3x2, key tile 8x4x1, GQA 2/1', spatial: [6, 7, 5], kernelSize: [3, 3, 2], heads: 2, headsKv: 1, dim: 16, config: { queryTile: [2, 4, 4], querySubgroups: 2, keyTile: [8, 4, 1], keySubgroups: 2, chunk: 16 } },
     { name: '1-D L=90 K=17 dilation 2 causal', spatial: [90], kernelSize: [17], dim: 16, dilation: [2], causal: [true], config: { queryTile: [32], querySubgroups: 2, keyTile: [32], keySubgroups: 2 } },

@@ -100,6 +100,11 @@ export interface MmaBackwardConfig {
   readonly dqWideS?: boolean;
   readonly dkvWideS?: boolean;
   /**
+   * The dkv kernel's S^T scratch rows of the chunk plus 8 floats and its dP^T rows as the layout says
+   * (`FusedBackwardMmaSpec.wideFirst`; not with `dkvWideS` or the lean layout; with `dkvPadS` the dP^T rows are padded).
+   */
+  readonly dkvWideFirst?: boolean;
+  /**
    * Dilation and stride 1 compiled into one kernel (`FusedBackwardMmaSpec.unitSteps`) where the problem has them:
    * `true` or `false` decides for that kernel; absent = the default rule (non-causal problems: 1.06-1.11x faster on
    * an H200; the 1-D K=2047 causal backward ran 1.03x slower with both kernels specialised).
@@ -108,6 +113,8 @@ export interface MmaBackwardConfig {
   readonly dkvUnitSteps?: boolean;
   /** The dq kernel stages K and V with 16-byte loads (`FusedBackwardMmaSpec.wideLoads`). */
   readonly dqWideLoads?: boolean;
+  /** The dkv kernel stages Q and dO with 16-byte loads (`FusedBackwardMmaSpec.wideLoads`). */
+  readonly dkvWideLoads?: boolean;
   /**
    * The dkv kernel's lean layout (`FusedBackwardMmaSpec.leanScratch`): one f32 scratch and one f16 P/dS array, so
    * 4 subgroups (64-key tiles) hold as little workgroup memory as 2 do without it.
@@ -117,8 +124,8 @@ export interface MmaBackwardConfig {
 
 /**
  * A backward config's scratch choices as short words, in one order, for labels (the autotuner's, the benchmark's):
- * `tight`, `dq-shared`, `ds-over-v`, `dq-padS`, `dkv-padS`, `dq-wideS`, `dkv-wideS`, `dq-unit` / `dq-no-unit`, `dkv-unit` / `dkv-no-unit`,
- * `dq-wide`, `dkv-lean`, each where set (the head splits are labelled with the tiles they change).
+ * `tight`, `dq-shared`, `ds-over-v`, `dq-padS`, `dkv-padS`, `dq-wideS`, `dkv-wideS`, `dkv-wideFirst`, `dq-unit` / `dq-no-unit`, `dkv-unit` / `dkv-no-unit`,
+ * `dq-wide`, `dkv-wide`, `dkv-lean`, each where set (the head splits are labelled with the tiles they change).
  */
 export function mmaBackwardFlags(c: MmaBackwardConfig): string[] {
   return flagWords([
@@ -129,11 +136,13 @@ export function mmaBackwardFlags(c: MmaBackwardConfig): string[] {
     [c.dkvPadS, 'dkv-padS'],
     [c.dqWideS, 'dq-wideS'],
     [c.dkvWideS, 'dkv-wideS'],
+    [c.dkvWideFirst, 'dkv-wideFirst'],
     [c.dqUnitSteps === true, 'dq-unit'],
     [c.dqUnitSteps === false, 'dq-no-unit'],
     [c.dkvUnitSteps === true, 'dkv-unit'],
     [c.dkvUnitSteps === false, 'dkv-no-unit'],
     [c.dqWideLoads, 'dq-wide'],
+    [c.dkvWideLoads, 'dkv-wide'],
     [c.dkvLeanScratch, 'dkv-lean'],
   ]);
 }
@@ -169,7 +178,8 @@ function specOf(problem: FusedBackwardProblem, config: MmaBackwardConfig, kernel
     ...((kernel === 'dq' ? config.dqHeadSplit : config.dkvHeadSplit) === true ? { headSplit: true } : {}),
     ...((kernel === 'dq' ? config.dqPadS : config.dkvPadS) === true ? { padS: true } : {}),
     ...((kernel === 'dq' ? config.dqWideS : config.dkvWideS) === true ? { wideS: true } : {}),
-    ...(kernel === 'dq' && config.dqWideLoads === true ? { wideLoads: true } : {}),
+    ...(kernel === 'dkv' && config.dkvWideFirst === true ? { wideFirst: true } : {}),
+    ...((kernel === 'dq' ? config.dqWideLoads : config.dkvWideLoads) === true ? { wideLoads: true } : {}),
     ...(kernel === 'dkv' && config.dkvLeanScratch === true ? { leanScratch: true } : {}),
     // The dq kernel's 3-D key-box decoding by float reciprocal, as the forward's (3-D forward 222.4 -> 213.0 us).
     ...(kernel === 'dq' && rank === 3 && keyBoxRowsBound(problem, config.queryTile) < MMA_FAST_DIVIDE_ROWS ? { fastDivide: true } : {}),
@@ -240,7 +250,16 @@ export const MMA_SPLIT_DQ_TWO_WINDOW = 160;
  * windows dq 2 (2-D K=7 197 us vs 205 with 4, 3-D 352 vs 434) and dkv 4 (1-D 4096 78 us vs 89 with 2), both padded.
  */
 export function defaultMmaBackwardConfig(ctx: GpuContext, problem: FusedBackwardProblem): MmaBackwardConfig | undefined {
-  return memoPerContext(ctx, 'mma-backward-config', problem, () => chooseMmaBackwardConfig(ctx, problem));
+  return memoPerContext(ctx, 'mma-backward-config', problem, () => {
+    const chosen = chooseMmaBackwardConfig(ctx, problem);
+    if (!chosen || problem.dtype === 'float32') return chosen;
+    // float16: 16-byte staging loads in the dkv kernel everywhere and in the dq kernel in 3-D (H200, session 26, each
+    // kernel alone, same call: dkv 1-D L=4096 K=127 43.1 -> 42.3 us, K=2047 causal 2088 -> 1972, 2-D 128x128 K=7
+    // 153.0 -> 148.5, K=13 dilated 303.4 -> 295.9, 3-D 16x32x32 K=3x7x7 329.2 -> 314.8; dq 3-D 199.6 -> 193.6, but
+    // dq slower in 2-D (102.1 -> 108.6, 164.1 -> 172.7) and on the causal 1-D problem (1387 -> 1559 us)).
+    const wide: MmaBackwardConfig = { ...chosen, dkvWideLoads: true, ...(problem.rank === 3 ? { dqWideLoads: true } : {}) };
+    return mmaBackwardConfigFits(ctx, problem, wide) ? wide : chosen;
+  });
 }
 
 /**
@@ -343,8 +362,8 @@ function chooseMmaBackwardConfig(ctx: GpuContext, problem: FusedBackwardProblem)
   /**
    * `base` with each kernel's f32 scratch rows of 24 floats (float16, 16-row chunks; `dkvWide` false keeps the dkv
    * kernel's) where that leaves its workgroups per compute unit unchanged, or for dq together with dS over V where
-   * that pair does, else (with `pad`) padded by 4 where that does (H200, session 25: `MmaBackwardConfig.dqWideS`;
-   * session 13: `dqPadS`).
+   * that pair does, for dkv its S^T rows alone where that does, else (with `pad`) padded by 4 where that does (H200,
+   * session 25: `MmaBackwardConfig.dqWideS`; session 26: `dkvWideFirst`; session 13: `dqPadS`).
    */
   function scratchRows(base: MmaBackwardConfig, pad: boolean, dkvWide: boolean): MmaBackwardConfig {
     // Rows of 24 floats as measured: float16, 16-row chunks; with dS over V, head dims between the narrow and wide ones.
@@ -367,6 +386,15 @@ function chooseMmaBackwardConfig(ctx: GpuContext, problem: FusedBackwardProblem)
         out = overV;
         continue;
       }
+      // The dkv kernel's S^T rows alone widened, its dP^T rows exact, where that is free (with unpadded rows the
+      // memory of both padded by 4; H200, session 26, the dkv kernel alone against its padded rows, same call: 1-D
+      // L=4096 K=127 42.0 -> 40.9 us, 2-D 128x128 K=7 149.4 -> 146.0, K=13 dilated 296.8 -> 289.4, 256x256 K=15 2412
+      // -> 2335, 3-D 316.1 -> 308.5; with dP^T padded too it lost a workgroup per SM and 12-30%).
+      const first: MmaBackwardConfig = { ...out, dkvWideFirst: true };
+      if (widens && kernel === 'dkv' && dkvWide && free(first)) {
+        out = first;
+        continue;
+      }
       const padded: MmaBackwardConfig = { ...out, ...(kernel === 'dq' ? { dqPadS: true } : { dkvPadS: true }) };
       if (pad && free(padded)) out = padded;
     }
@@ -376,14 +404,18 @@ function chooseMmaBackwardConfig(ctx: GpuContext, problem: FusedBackwardProblem)
 
 /**
  * A backward config's codegen twins (as `mmaForwardTwins`): the same tiles and layouts with one compile-time choice
- * flipped, where they fit: the dq kernel's 16-byte K/V loads, the dkv kernel's lean layout (not with its head
+ * flipped, where they fit: the dq kernel's 16-byte K/V loads, the dkv kernel's 16-byte Q/dO loads, its lean layout (not with its head
  * split), each kernel's unit steps (where the problem has dilation and stride 1; the twin states the choice its
- * config left to the default rule), and both kernels' scratch rows of 24 floats (float16, 16-row chunks). The
+ * config left to the default rule), both kernels' scratch rows of 24 floats (float16, 16-row chunks), and the dkv
+ * kernel's S^T rows alone widened (`dkvWideFirst`) flipped to padded rows. The
  * autotuner times the default's twins right after it.
  */
 export function mmaBackwardTwins(ctx: GpuContext, problem: FusedBackwardProblem, config: MmaBackwardConfig): MmaBackwardConfig[] {
-  const twins: MmaBackwardConfig[] = [flipFlag(config, 'dqWideLoads')];
-  if (config.dkvHeadSplit !== true) twins.push(flipFlag(config, 'dkvLeanScratch'));
+  const twins: MmaBackwardConfig[] = [flipFlag(config, 'dqWideLoads'), flipFlag(config, 'dkvWideLoads')];
+  // The dkv kernel's widened S^T rows alone (two scratches) as padded rows, for the twins with one scratch.
+  const { dkvWideFirst: first, ...alike } = config;
+  const padded: MmaBackwardConfig = first === true ? { ...alike, dkvPadS: true } : config;
+  if (config.dkvHeadSplit !== true) twins.push(flipFlag(padded, 'dkvLeanScratch'));
   if (unitSteps(problem.params)) {
     const rule = unitStepsByDefault(problem);
     twins.push({ ...config, dqUnitSteps: !(config.dqUnitSteps ?? rule) }, { ...config, dkvUnitSteps: !(config.dkvUnitSteps ?? rule) });
@@ -393,6 +425,8 @@ export function mmaBackwardTwins(ctx: GpuContext, problem: FusedBackwardProblem,
     const { dqWideS, dkvWideS, ...narrow } = config;
     const { dqPadS: _q, dkvPadS: _k, ...unpadded } = narrow;
     twins.push(dqWideS === true || dkvWideS === true ? narrow : { ...unpadded, dqWideS: true, dkvWideS: true });
+    // The dkv kernel's S^T rows alone widened, flipped to both its rows padded (its default before session 26).
+    if (first === true) twins.push(padded);
   }
   return twins.filter((c) => mmaBackwardConfigFits(ctx, problem, c));
 }
