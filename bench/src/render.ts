@@ -43,7 +43,8 @@ export function fmtRate(x: number): string {
 export function fmtRatio(baselineMs: number | undefined, oursMs: number | undefined): string {
   if (baselineMs === undefined || oursMs === undefined || !(oursMs > 0)) return '';
   const r = baselineMs / oursMs;
-  return `${r >= 10 ? r.toFixed(0) : r >= 1 ? r.toFixed(1) : r.toFixed(2)}x`;
+  // Two decimals below 2x, so that a row just above or below level (1.02x, 0.98x) does not read as 1.0x.
+  return `${r >= 10 ? r.toFixed(0) : r >= 2 ? r.toFixed(1) : r.toFixed(2)}x`;
 }
 
 /** Useful TFLOP/s of a row's flops in `ms`. */

@@ -132,6 +132,10 @@ describe('formatting', () => {
     expect(fmtRatio(4, 0.5)).toBe('8.0x');
     expect(fmtRatio(25, 0.5)).toBe('50x');
     expect(fmtRatio(0.25, 0.5)).toBe('0.50x');
+    // Two decimals below 2x: just above level is not level.
+    expect(fmtRatio(0.0949, 0.093)).toBe('1.02x');
+    expect(fmtRatio(0.9, 0.5)).toBe('1.80x');
+    expect(fmtRatio(1, 0.5)).toBe('2.0x');
     expect(fmtRatio(undefined, 0.5)).toBe('');
     expect(fmtRatio(1, undefined)).toBe('');
   });
