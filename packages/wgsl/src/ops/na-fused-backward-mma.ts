@@ -767,7 +767,7 @@ export function generateFusedBackwardMmaDkv(spec: FusedBackwardMmaSpec): Generat
       : spec.dsOverV === true
         ? 'dsOverV is a dq-kernel option (the dkv kernel reads its Q and dO rows to the end of each step)'
         : spec.gradRpb === true
-            ? 'gradRpb is a dq-kernel option (the dq kernel writes dS for d_rpb)'
+          ? 'gradRpb is a dq-kernel option (the dq kernel writes dS for d_rpb)'
           : undefined);
   if (why !== undefined) throw new NattenArgumentError(`generateFusedBackwardMmaDkv: ${why}`);
   const key = kernelKey('na-fused-backward-mma-dkv', GEN, spec);
