@@ -606,16 +606,29 @@ function dsRegsStore(vpl: number, arr: string, lo?: string): string {
     .join('\n');
 }
 
+/** The options only one kernel takes, and why the other does not. */
+const KERNEL_ONLY: Readonly<Record<'dq' | 'dkv', readonly (readonly [keyof FusedBackwardMmaSpec, string])[]>> = {
+  dq: [
+    ['sharedScratch', 'sharedScratch is a dq-kernel option (one scratch timed slower in dkv)'],
+    ['dsOverV', 'dsOverV is a dq-kernel option (the dkv kernel reads its Q and dO rows to the end of each step)'],
+    ['gradRpb', 'gradRpb is a dq-kernel option (the dq kernel writes dS for d_rpb)'],
+  ],
+  dkv: [
+    ['leanScratch', 'leanScratch is a dkv-kernel option (the dq kernel has sharedScratch and dsOverV)'],
+    ['wideFirst', 'wideFirst is a dkv-kernel option (the dq kernel widens its one scratch with wideS)'],
+  ],
+};
+
+/** Throw, naming the generator, where a spec cannot be generated as `kernel` (its own rules, or the other kernel's options). */
+function checkKernelSpec(spec: FusedBackwardMmaSpec, kernel: 'dq' | 'dkv', generator: string): void {
+  const other = kernel === 'dq' ? 'dkv' : 'dq';
+  const why = fusedBackwardMmaSpecProblem(spec) ?? KERNEL_ONLY[other].find(([field]) => spec[field] === true)?.[1];
+  if (why !== undefined) throw new NattenArgumentError(`${generator}: ${why}`);
+}
+
 /** The dq kernel (pass 1). */
 export function generateFusedBackwardMmaDq(spec: FusedBackwardMmaSpec): GeneratedKernel {
-  const why =
-    fusedBackwardMmaSpecProblem(spec) ??
-    (spec.leanScratch === true
-      ? 'leanScratch is a dkv-kernel option (the dq kernel has sharedScratch and dsOverV)'
-      : spec.wideFirst === true
-        ? 'wideFirst is a dkv-kernel option (the dq kernel widens its one scratch with wideS)'
-        : undefined);
-  if (why !== undefined) throw new NattenArgumentError(`generateFusedBackwardMmaDq: ${why}`);
+  checkKernelSpec(spec, 'dq', 'generateFusedBackwardMmaDq');
   const key = kernelKey('na-fused-backward-mma-dq', GEN, spec);
   const { r, axes, L, WG, D4, DV4, D16, DV16, C16: BK16, TPR: TPK, split, ROWS, HS, hoff } = sizes(spec);
   const BK = spec.chunk;
@@ -760,16 +773,7 @@ ${axes
 
 /** The dkv kernel (pass 2). Uniforms as the forward's, with key tiles in `ntile_a` and KV heads in `total_wg`. */
 export function generateFusedBackwardMmaDkv(spec: FusedBackwardMmaSpec): GeneratedKernel {
-  const why =
-    fusedBackwardMmaSpecProblem(spec) ??
-    (spec.sharedScratch === true
-      ? 'sharedScratch is a dq-kernel option (one scratch timed slower in dkv)'
-      : spec.dsOverV === true
-        ? 'dsOverV is a dq-kernel option (the dkv kernel reads its Q and dO rows to the end of each step)'
-        : spec.gradRpb === true
-          ? 'gradRpb is a dq-kernel option (the dq kernel writes dS for d_rpb)'
-          : undefined);
-  if (why !== undefined) throw new NattenArgumentError(`generateFusedBackwardMmaDkv: ${why}`);
+  checkKernelSpec(spec, 'dkv', 'generateFusedBackwardMmaDkv');
   const key = kernelKey('na-fused-backward-mma-dkv', GEN, spec);
   const { r, axes, L, WG, D4, DV4, D16, DV16, C16: QC16, TPR: TPQ, split, ROWS, HS, hoff } = sizes(spec);
   const QC = spec.chunk;
