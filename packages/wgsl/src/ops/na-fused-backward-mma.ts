@@ -30,7 +30,7 @@ import { type GeneratedKernel, kernelKey, type StorageBinding, type UniformField
 import { rpbIndexExpr, rpbWindowProblem, tokenOf, windowSlot } from '../snippets/fused-index.ts';
 import { windowFunctions } from '../snippets/window.ts';
 import { forwardWorkgroupPrologue, fusedForwardUniformFields, rowLoader, workgroupTileDecode } from './na-fused-forward.ts';
-import { COORD, MMA_FRAGMENT, MMA_HEADER, MMA_SUBGROUP_SIZE, type MmaLayout, mmaBindingDecls, mmaBoxCursor, mmaDecodeTile, mmaInWindow, mmaCoordTable, mmaKeyCoordsNeeded, mmaLayout, mmaPackedCoords, mmaPassRows, mmaQueryRowWindow, mmaShapeProblem, mmaStagedKeyLoop, mmaSubgroupSpan, stagingPartGuard, store4, BOX_DIVMOD_FN, mmaFastDivide, mmaGatherPasses, mmaScratchEpilogue, mmaMulAdd, PACK8_FN, SPLIT_BACKWARD_BINDINGS, SPLIT_SCALE_FN, splitBackwardScales, storeSplit4, storeWide, WIDE_KV_LOADERS, withUnitSteps } from './na-fused-forward-mma.ts';
+import { COORD, MMA_FRAGMENT, MMA_HEADER, MMA_SUBGROUP_SIZE, type MmaLayout, mmaBindingDecls, mmaBoxCursor, mmaDecodeTile, mmaInWindow, mmaCoordTable, mmaLayout, mmaPackedCoords, mmaPassRows, mmaQueryRowWindow, mmaShapeProblem, mmaStagedKeyLoop, mmaSubgroupSpan, stagingPartGuard, store4, BOX_DIVMOD_FN, mmaFastDivide, mmaGatherPasses, mmaScratchEpilogue, mmaMulAdd, PACK8_FN, SPLIT_BACKWARD_BINDINGS, SPLIT_SCALE_FN, splitBackwardScales, storeSplit4, type StagingShape, stagingFetchCounts, stagingFetchZero, stagingStore, stagingUnits, WIDE_KV_LOADERS, withUnitSteps } from './na-fused-forward-mma.ts';
 
 const GEN = 15;
 const F = MMA_FRAGMENT;
@@ -211,11 +211,13 @@ export function fusedBackwardMmaWorkgroupBytes(
 }
 
 /**
- * Whether a kernel keeps its staged rows' coordinate table (`kc_sh` in dq, `qc_sh` in dkv): not in rank 1 unless the
- * bias (or dq's dS slots for d_rpb) looks coordinates up; the 1-D mask is arithmetic on box indices.
+ * Whether a kernel keeps its staged rows' coordinate table (`kc_sh` in dq, `qc_sh` in dkv): ranks 2 and 3 always
+ * (window tests), rank 1 only where the bias (or dq's dS slots for d_rpb) looks coordinates up; elsewhere the 1-D
+ * mask is arithmetic on box indices, and the table and its stores per chunk are left out (H200, session 26, same
+ * call: 1-D L=4096 K=127 dq 28.7 -> 28.3 us, dkv 44.0 -> 43.2; 16 heads dq 61.5 -> 60.8, dkv 89.5 -> 88.1).
  */
 function stagedCoords(spec: Pick<FusedBackwardMmaSpec, 'rank' | 'hasRpb' | 'gradRpb'>, kernel: 'dq' | 'dkv'): boolean {
-  return mmaKeyCoordsNeeded(spec.rank, spec.hasRpb === true || (kernel === 'dq' && spec.gradRpb === true));
+  return spec.rank > 1 || spec.hasRpb === true || (kernel === 'dq' && spec.gradRpb === true);
 }
 
 /** Why a spec cannot be generated, or undefined. */
@@ -809,8 +811,7 @@ export function generateFusedBackwardMmaDkv(spec: FusedBackwardMmaSpec): Generat
   // wideFirst: S^T's scratch rows widened, dP^T's of their own stride (LDD).
   const WIDE_FIRST = spec.wideFirst === true;
   const DS_ARR = LEAN ? 'p_sh' : 'ds_sh';
-  // The split's lo halves: of the staged Q and dO rows (`stlo`), of P^T and of dS^T.
-  const lo = SPLIT ? { lo: 'stlo' } : undefined;
+  // The split's lo half of dS^T (those of the staged Q and dO rows are in `stlo`, of P^T in `plo_sh`).
   const DS_LO = LEAN ? 'plo_sh' : 'dslo_sh';
 
   // The staging thread's query row in the box (the union of the tile's inverse windows) as a cursor: decoded once,
@@ -820,18 +821,18 @@ export function generateFusedBackwardMmaDkv(spec: FusedBackwardMmaSpec): Generat
   // loaded into registers right after this step's are committed to workgroup memory.
   // wideLoads: 16-byte units of eight halves (vec4<u32>) instead of vec4s of four.
   const WIDE = spec.wideLoads === true;
-  const UQ = WIDE ? D4 / 2 : D4;
-  const UO = WIDE ? DV4 / 2 : DV4;
-  const NQ = Math.ceil(UQ / TPQ);
-  const NO = Math.ceil(UO / TPQ);
-  const FT = WIDE ? 'vec4<u32>' : `vec4<${T}>`;
-  const fzero = WIDE ? `${FT}(0u)` : `${FT}(0.0)`;
+  // The staging format (the forward's and dq kernel's, with Q in K's place and dO in V's): units, loads per thread.
+  const shape: StagingShape = { tpk: TPQ, d4: D4, dv4: DV4, ...(WIDE ? { wide: true } : {}), ...(SPLIT ? { split: { lo: 'stlo', scaleK: 'scq', scaleV: 'scg' } } : {}) };
+  const UQ = stagingUnits(shape, D4);
+  const UO = stagingUnits(shape, DV4);
+  const { nk: NQ, nv: NO } = stagingFetchCounts(shape);
+  const fzero = stagingFetchZero(shape);
   const part = (n: number, d4: number, i: number): string => stagingPartGuard(n, TPQ, d4, i);
   // The staged rows' coordinates: not in rank 1 without rpb (the mask is arithmetic on box indices).
   const COORDS = stagedCoords(spec, 'dkv');
   const fetchRow = (loader: string, width: string, i: number): string =>
     WIDE ? `${loader}8(select(0u, qrow * (${width} / 8u), in_box), st_sub + ${i * TPQ}u)` : `${loader}(select(0u, qrow * ${width}, in_box), st_sub + ${i * TPQ}u)`;
-  const commitRow = (at: (step: number) => string, v: string, scale: string): string => (WIDE ? storeWide('st', at(8), v) : storeSplit4('st', at(4), v, lo, scale));
+  const commitRow = (at: (step: number) => string, v: string, scale: string): string => stagingStore(shape, 'st', at, v, scale);
   // The next step's query head `f_qh` and chunk `f_ch` advance with the cursor.
   const fetchStep = (ind: string): string => `${ind}{
 ${ind}  let qbox = f_ch * QUERY_CHUNK + st_row;

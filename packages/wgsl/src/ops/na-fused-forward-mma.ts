@@ -138,7 +138,11 @@ export interface MmaSplitStaging {
   readonly scaleV: string;
 }
 
-interface StagingShape {
+/**
+ * How a kernel stages a chunk of rows of two tensors (K and V in the forward and the dq kernel, Q and dO in the dkv
+ * kernel): `tpk` threads per row, `d4` / `dv4` vec4s per row of each, and the load and store format.
+ */
+export interface StagingShape {
   readonly tpk: number;
   readonly d4: number;
   readonly dv4: number;
@@ -158,21 +162,13 @@ interface StagingShape {
   /**
    * No key-coordinate table: the kernel never reads the staged keys' coordinates (rank 1 without a per-key bias
    * lookup: a key's coordinate there is the box start plus its box index), so the staging neither computes, holds nor
-   * stores them (`mmaKeyCoordsNeeded`; the dq kernel's, not the forward's, which ran slower without). Absent = the
+   * stores them (the dq kernel's rule, `stagedCoords` in na-fused-backward-mma.ts; not the forward's, which ran slower
+   * without). Absent = the
    * table (`kc_sh`) is filled per chunk.
    */
   readonly noCoords?: boolean;
 }
 
-/**
- * Whether an mma backward kernel reads its staged rows' coordinate table: ranks 2 and 3 always (window tests), rank 1
- * only where `lookup` (a per-row bias index or dS slot, from coordinates); elsewhere in rank 1 the mask is arithmetic
- * on box indices and the table (and its stores per chunk) is left out. H200, session 26, same call: 1-D L=4096 K=127
- * dq 28.7 -> 28.3 us, dkv 44.0 -> 43.2; 16 heads dq 61.5 -> 60.8, dkv 89.5 -> 88.1.
- */
-export function mmaKeyCoordsNeeded(rank: number, lookup: boolean): boolean {
-  return rank > 1 || lookup;
-}
 
 /**
  * Packed key coordinates (the forward's and dq kernel's `packedCoords`, ranks 2 and 3): each staged key's offsets in
@@ -247,17 +243,28 @@ export function stagingPartGuard(n: number, tpk: number, d4: number, i: number):
 }
 
 /** Loads per staged row part: vec4s of the tensor type, or 16-byte units (two vec4<f16>) when `wide`. */
-const units = (o: StagingShape, n4: number): number => (o.wide === true ? n4 / 2 : n4);
+export const stagingUnits = (o: StagingShape, n4: number): number => (o.wide === true ? n4 / 2 : n4);
 
-function fetchCounts(o: StagingShape): { nk: number; nv: number } {
-  return { nk: Math.ceil(units(o, o.d4) / o.tpk), nv: Math.ceil(units(o, o.dv4) / o.tpk) };
+/** Loads per staging thread of each tensor's row (`nk` of the first, `nv` of the second). */
+export function stagingFetchCounts(o: StagingShape): { nk: number; nv: number } {
+  return { nk: Math.ceil(stagingUnits(o, o.d4) / o.tpk), nv: Math.ceil(stagingUnits(o, o.dv4) / o.tpk) };
 }
 
 const fetchType = (o: StagingShape): string => (o.wide === true ? 'vec4<u32>' : `vec4<${o.split ? 'f32' : 'f16'}>`);
-const fetchZero = (o: StagingShape): string => `${fetchType(o)}(${o.wide === true ? '0u' : '0.0'})`;
+
+/** WGSL of a zero staging register (the type a fetch loads into). */
+export const stagingFetchZero = (o: StagingShape): string => `${fetchType(o)}(${o.wide === true ? '0u' : '0.0'})`;
+
+/**
+ * WGSL storing staging register `x` to f16 array `arr` at `at(step)` (`step` halves per unit: 8 wide, else 4); with
+ * the split, times `scale` as hi and lo halves.
+ */
+export function stagingStore(o: StagingShape, arr: string, at: (step: number) => string, x: string, scale?: string): string {
+  return o.wide === true ? storeWide(arr, at(8), x) : storeSplit4(arr, at(4), x, o.split, scale);
+}
 
 /** WGSL storing 16-byte unit `u` (eight halves in a vec4<u32>) to f16 array `arr` at `at` .. `at + 7`. */
-export function storeWide(arr: string, at: string, u: string): string {
+function storeWide(arr: string, at: string, u: string): string {
   return `{ let wa = vec4<f16>(bitcast<vec2<f16>>(${u}.x), bitcast<vec2<f16>>(${u}.y)); let wb = vec4<f16>(bitcast<vec2<f16>>(${u}.z), bitcast<vec2<f16>>(${u}.w)); ${store4(arr, at, 'wa')} ${store4(arr, `${at} + 4u`, 'wb')} }`;
 }
 
@@ -365,14 +372,14 @@ export const BOX_DIVMOD_FN = `fn box_divmod(n: u32, w: u32, inv: f32) -> vec2<u3
 const stagingCursor = (o: StagingShape & { readonly r: number }) => keyCursor(o.r, o.split !== undefined, o.fastDivide === true);
 
 function mmaFetchDecls(o: StagingShape & { readonly r: number }): string {
-  const { nk, nv } = fetchCounts(o);
+  const { nk, nv } = stagingFetchCounts(o);
   return `  let st_row = lid / ${o.tpk}u;
   let st_sub = lid % ${o.tpk}u;
 ${stagingCursor(o).decls}${range(nk)
-  .map((i) => `  var pk_${i} = ${fetchZero(o)};`)
+  .map((i) => `  var pk_${i} = ${stagingFetchZero(o)};`)
   .join('\n')}
 ${range(nv)
-  .map((i) => `  var pv_${i} = ${fetchZero(o)};`)
+  .map((i) => `  var pv_${i} = ${stagingFetchZero(o)};`)
   .join('\n')}${o.noCoords === true ? '' : `\n  var pkc = ${keyCoords(o).none};`}`;
 }
 
@@ -380,16 +387,16 @@ ${range(nv)
 const keyCoords = (o: { readonly packed?: boolean }) => mmaCoordTable(o.packed === true, 'kc_sh');
 
 function mmaFetchKeyChunk(o: StagingShape & { readonly r: number }, c0: string, ind: string): string {
-  const { nk, nv } = fetchCounts(o);
+  const { nk, nv } = stagingFetchCounts(o);
   const cursor = stagingCursor(o);
   const guard = (n: number, d4: number, i: number): string => stagingPartGuard(n, o.tpk, d4, i);
   return `${ind}{
 ${ind}  let kbox = ${c0} + st_row;
 ${o.noCoords === true ? '' : `${ind}  pkc = ${keyCoords(o).none};\n`}${range(nk)
-  .map((i) => `${ind}  pk_${i} = ${fetchZero(o)};`)
+  .map((i) => `${ind}  pk_${i} = ${stagingFetchZero(o)};`)
   .join('\n')}
 ${range(nv)
-  .map((i) => `${ind}  pv_${i} = ${fetchZero(o)};`)
+  .map((i) => `${ind}  pv_${i} = ${stagingFetchZero(o)};`)
   .join('\n')}
 ${ind}  if (kbox < box_n) {
 ${cursor.row(`${ind}    `)}
@@ -404,10 +411,10 @@ ${
               .join(', ')}${', 0'.repeat(4 - o.r)})`
       };\n`
 }${range(nk)
-  .map((i) => `${ind}    ${guard(nk, units(o, o.d4), i)}{ pk_${i} = ${o.wide === true ? 'load_k8(krow * (HEAD_DIM / 8u)' : 'load_k(krow * HEAD_DIM'}, st_sub + ${i * o.tpk}u); }`)
+  .map((i) => `${ind}    ${guard(nk, stagingUnits(o, o.d4), i)}{ pk_${i} = ${o.wide === true ? 'load_k8(krow * (HEAD_DIM / 8u)' : 'load_k(krow * HEAD_DIM'}, st_sub + ${i * o.tpk}u); }`)
   .join('\n')}
 ${range(nv)
-  .map((i) => `${ind}    ${guard(nv, units(o, o.dv4), i)}{ pv_${i} = ${o.wide === true ? 'load_v8(krow * (HEAD_DIM_V / 8u)' : 'load_v(krow * HEAD_DIM_V'}, st_sub + ${i * o.tpk}u); }`)
+  .map((i) => `${ind}    ${guard(nv, stagingUnits(o, o.dv4), i)}{ pv_${i} = ${o.wide === true ? 'load_v8(krow * (HEAD_DIM_V / 8u)' : 'load_v(krow * HEAD_DIM_V'}, st_sub + ${i * o.tpk}u); }`)
   .join('\n')}
 ${ind}  }
 ${cursor.advance(`${ind}  `)}${ind}}`;
@@ -417,16 +424,13 @@ ${cursor.advance(`${ind}  `)}${ind}}`;
 type CommitParts = 'k' | 'v' | 'both';
 
 function mmaCommitKeyChunk(o: StagingShape & { readonly arr: string; readonly voff: number }, parts: CommitParts = 'both'): string {
-  const { nk, nv } = fetchCounts(o);
+  const { nk, nv } = stagingFetchCounts(o);
   const guard = (n: number, d4: number, i: number): string => stagingPartGuard(n, o.tpk, d4, i);
-  // A wide unit covers eight halves of its row, a vec4 four.
-  const step = o.wide === true ? 8 : 4;
-  const put = (at: string, x: string, scale?: string): string => (o.wide === true ? storeWide(o.arr, at, x) : storeSplit4(o.arr, at, x, o.split, scale));
   const k = range(nk)
-    .map((i) => `    ${guard(nk, units(o, o.d4), i)}{ ${put(`st_row * LDK + ${step}u * (st_sub + ${i * o.tpk}u)`, `pk_${i}`, o.split?.scaleK)} }`)
+    .map((i) => `    ${guard(nk, stagingUnits(o, o.d4), i)}{ ${stagingStore(o, o.arr, (step) => `st_row * LDK + ${step}u * (st_sub + ${i * o.tpk}u)`, `pk_${i}`, o.split?.scaleK)} }`)
     .join('\n');
   const v = range(nv)
-    .map((i) => `    ${guard(nv, units(o, o.dv4), i)}{ ${put(`${o.voff}u + st_row * LDV + ${step}u * (st_sub + ${i * o.tpk}u)`, `pv_${i}`, o.split?.scaleV)} }`)
+    .map((i) => `    ${guard(nv, stagingUnits(o, o.dv4), i)}{ ${stagingStore(o, o.arr, (step) => `${o.voff}u + st_row * LDV + ${step}u * (st_sub + ${i * o.tpk}u)`, `pv_${i}`, o.split?.scaleV)} }`)
     .join('\n');
   const kc = o.noCoords === true ? [] : [`    if (st_sub == 0u) { ${keyCoords(o).store('st_row', 'pkc')} }`];
   const barrier = '    workgroupBarrier();';
