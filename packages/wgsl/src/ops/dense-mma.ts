@@ -138,12 +138,15 @@ function decls(bindings: readonly StorageBinding[], f32x4: readonly string[] = [
   return bindings.map((b, i) => `@group(0) @binding(${i}) var<storage, ${b.access}> ${b.name}: array<${elem(b.name)}>;`).join('\n');
 }
 
-/** WGSL helpers: `put8` (eight halves into the staging area) and `pack8` / `unpack8`. */
-const PUT8_FN = `fn put8(at: u32, v: vec4<u32>) {
+/** WGSL `put8`: eight halves (one 16-byte unit) into the staging area `st_sh` at element `at`. */
+export const PUT8_FN = `fn put8(at: u32, v: vec4<u32>) {
   let a = bitcast<vec2<f16>>(v.x); let b = bitcast<vec2<f16>>(v.y); let c = bitcast<vec2<f16>>(v.z); let d = bitcast<vec2<f16>>(v.w);
   st_sh[at] = a.x; st_sh[at + 1u] = a.y; st_sh[at + 2u] = b.x; st_sh[at + 3u] = b.y;
   st_sh[at + 4u] = c.x; st_sh[at + 5u] = c.y; st_sh[at + 6u] = d.x; st_sh[at + 7u] = d.y;
-}
+}`;
+
+/** WGSL helpers: `put8` and `pack8` / `unpack8`. */
+const STAGING_FNS = `${PUT8_FN}
 fn unpack_lo(v: vec4<u32>) -> vec4<f32> { return vec4<f32>(vec4<f16>(bitcast<vec2<f16>>(v.x), bitcast<vec2<f16>>(v.y))); }
 fn unpack_hi(v: vec4<u32>) -> vec4<f32> { return vec4<f32>(vec4<f16>(bitcast<vec2<f16>>(v.z), bitcast<vec2<f16>>(v.w))); }
 ${PACK8_FN}`;
@@ -394,7 +397,7 @@ var<workgroup> st_sh: array<f16, ${L.stage}>;
 var<workgroup> s_sh: array<f32, ${ROWS * L.lds}>;
 var<workgroup> p_sh: array<f16, ${ROWS * L.ldp}>;
 ${splitArrays(SPLIT, L, ['p'])}var<workgroup> flag: vec4<u32>;
-${varlenHelpers(spec.varlen)}${PUT8_FN}${SPLIT ? SPLIT_SCALE_FN : ''}
+${varlenHelpers(spec.varlen)}${STAGING_FNS}${SPLIT ? SPLIT_SCALE_FN : ''}
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
 ${queryWalkHead(spec)}
@@ -508,7 +511,7 @@ var<workgroup> st_sh: array<f16, ${L.stage}>;
 var<workgroup> s_sh: array<f32, ${ROWS * L.lds}>;
 var<workgroup> dp_sh: array<f32, ${ROWS * L.lds}>;
 var<workgroup> p_sh: array<f16, ${ROWS * L.ldp}>;
-${splitArrays(SPLIT, L, ['p'])}${varlenHelpers(spec.varlen)}${PUT8_FN}${SPLIT ? SPLIT_SCALE_FN : ''}
+${splitArrays(SPLIT, L, ['p'])}${varlenHelpers(spec.varlen)}${STAGING_FNS}${SPLIT ? SPLIT_SCALE_FN : ''}
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
 ${queryWalkHead(spec)}
@@ -647,7 +650,7 @@ var<workgroup> p_sh: array<f16, ${ROWS * L.ldp}>;
 var<workgroup> ds_sh: array<f16, ${ROWS * L.ldp}>;
 var<workgroup> ls: array<f32, ${Math.max(4, BQ)}>;
 var<workgroup> dls: array<f32, ${Math.max(4, BQ)}>;
-${splitArrays(SPLIT, L, ['p', 'ds'])}${varlenHelpers(spec.varlen)}${PUT8_FN}${STAGED_ROW_FN}${SPLIT ? SPLIT_SCALE_FN : ''}
+${splitArrays(SPLIT, L, ['p', 'ds'])}${varlenHelpers(spec.varlen)}${STAGING_FNS}${STAGED_ROW_FN}${SPLIT ? SPLIT_SCALE_FN : ''}
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
 ${KEY_WALK_IDS}  let rbase = (lid / 32u) * ${F}u;

@@ -55,6 +55,8 @@ export interface BmmKernelSpec {
   readonly rpb?: boolean | undefined;
   /** pn only: fill of invalid slots. */
   readonly fill?: BmmFill | undefined;
+  /** The tensor-core kernel (`ops/bmm-mma.ts`: float16, head dim a multiple of 16, 64-token tiles). */
+  readonly mma?: boolean | undefined;
 }
 
 const GEN = 1;
@@ -130,6 +132,58 @@ ${withHead ? '  let h = bh % params.heads;\n' : ''}  let g0 = gl / (params.d1 * 
   let n1 = na_group_len(params.L1, params.d1, g1);
   let n2 = na_group_len(params.L2, params.d2, g2);`;
 }
+
+/**
+ * WGSL of the tile's box per axis in group coordinates (`lo_a`, `hi_a`, `w_a`; needs `tq_a`, `qe_a`, `g_a`, `n_a`): the
+ * union of the tile's windows (keys, for pn/nn) or of its keys' inverse neighborhoods (queries, for in).
+ */
+export function bmmBoxLines(inverse: boolean): string {
+  const lines: string[] = [];
+  for (let a = 0; a < 3; a++) {
+    if (inverse) {
+      lines.push(
+        `  let lo${a} = (na_inverse_${a}(tq${a} * params.d${a} + g${a}, params.L${a}, params.d${a}, params.s${a}).x - g${a}) / params.d${a};`,
+        `  let hi${a} = (na_inverse_${a}(qe${a} * params.d${a} + g${a}, params.L${a}, params.d${a}, params.s${a}).y - g${a}) / params.d${a};`,
+      );
+    } else {
+      lines.push(
+        `  let lo${a} = (na_window_${a}(tq${a} * params.d${a} + g${a}, params.L${a}, params.d${a}, params.s${a}).x - g${a}) / params.d${a};`,
+        `  let hi${a} = min((na_window_${a}(qe${a} * params.d${a} + g${a}, params.L${a}, params.d${a}, params.s${a}).x - g${a}) / params.d${a} + K${a}, n${a});`,
+      );
+    }
+    lines.push(`  let w${a} = max(hi${a} - lo${a}, 0);`);
+  }
+  return lines.join('\n');
+}
+
+/**
+ * WGSL after `bmmGridDecode`: the workgroup's tile (`tq_a` first and `qe_a` last token per axis, group coordinates;
+ * a tile past a short dilation group's end returns, uniformly), `N`, `lid` (i32) and the tile token of invocation
+ * `lid` (row-major in the tile; `live` false past the group's end, not past the tile): its group coordinates `i_a` (clamped into
+ * the group), original coordinates `x_a` and flat index `tok`.
+ */
+export const BMM_TILE_TOKEN = `  let tq0 = (tile / (params.tiles1 * params.tiles2)) * TILE_0;
+  let tq1 = ((tile / params.tiles2) % params.tiles1) * TILE_1;
+  let tq2 = (tile % params.tiles2) * TILE_2;
+  // Tiles past a short dilation group's end: nothing to do (workgroup-uniform return).
+  if (tq0 >= n0 || tq1 >= n1 || tq2 >= n2) { return; }
+  let qe0 = min(tq0 + TILE_0, n0) - 1;
+  let qe1 = min(tq1 + TILE_1, n1) - 1;
+  let qe2 = min(tq2 + TILE_2, n2) - 1;
+  let N = params.L0 * params.L1 * params.L2;
+  let lid = i32(lidx);
+  let li0 = tq0 + lid / (TILE_1 * TILE_2);
+  let li1 = tq1 + (lid / TILE_2) % TILE_1;
+  let li2 = tq2 + lid % TILE_2;
+  let live = li0 < n0 && li1 < n1 && li2 < n2;
+  // Own token (clamped into the group for inactive invocations, which never write).
+  let i0 = min(li0, n0 - 1);
+  let i1 = min(li1, n1 - 1);
+  let i2 = min(li2, n2 - 1);
+  let x0 = i0 * params.d0 + g0;
+  let x1 = i1 * params.d1 + g1;
+  let x2 = i2 * params.d2 + g2;
+  let tok = (x0 * params.L1 + x1) * params.L2 + x2;`;
 
 /** Default tile per rank: 64 invocations (64 / 8x8 / 4x4x4 tokens). */
 export function defaultBmmTile(rank: 1 | 2 | 3): number[] {
@@ -213,23 +267,6 @@ export function generateBmmKernel(spec: BmmKernelSpec): GeneratedKernel {
         ? 'bitcast<f32>(params.fill_bits)'
         : 'bitcast<vec2<f16>>(params.fill_bits).x'
       : `${T}(0.0)`;
-
-  // Per-axis box of the tile (group coordinates): keys for pn/nn, queries (inverse neighborhood) for in.
-  const boxLines: string[] = [];
-  for (let a = 0; a < 3; a++) {
-    if (isIn) {
-      boxLines.push(
-        `  let lo${a} = (na_inverse_${a}(tq${a} * params.d${a} + g${a}, params.L${a}, params.d${a}, params.s${a}).x - g${a}) / params.d${a};`,
-        `  let hi${a} = (na_inverse_${a}(qe${a} * params.d${a} + g${a}, params.L${a}, params.d${a}, params.s${a}).y - g${a}) / params.d${a};`,
-      );
-    } else {
-      boxLines.push(
-        `  let lo${a} = (na_window_${a}(tq${a} * params.d${a} + g${a}, params.L${a}, params.d${a}, params.s${a}).x - g${a}) / params.d${a};`,
-        `  let hi${a} = min((na_window_${a}(qe${a} * params.d${a} + g${a}, params.L${a}, params.d${a}, params.s${a}).x - g${a}) / params.d${a} + K${a}, n${a});`,
-      );
-    }
-    boxLines.push(`  let w${a} = max(hi${a} - lo${a}, 0);`);
-  }
 
   // Own window (pn/nn): slot-0 start (group coords) and valid count per axis.
   const ownWindow = isIn
@@ -341,30 +378,9 @@ ${windowFunctions(K, C)}
 @compute @workgroup_size(${wg})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lidx: u32) {
 ${bmmGridDecode(true)}
-  let tq0 = (tile / (params.tiles1 * params.tiles2)) * TILE_0;
-  let tq1 = ((tile / params.tiles2) % params.tiles1) * TILE_1;
-  let tq2 = (tile % params.tiles2) * TILE_2;
-  // Tiles past a short dilation group's end: nothing to do (workgroup-uniform return).
-  if (tq0 >= n0 || tq1 >= n1 || tq2 >= n2) { return; }
-  let qe0 = min(tq0 + TILE_0, n0) - 1;
-  let qe1 = min(tq1 + TILE_1, n1) - 1;
-  let qe2 = min(tq2 + TILE_2, n2) - 1;
-  let N = params.L0 * params.L1 * params.L2;
-  let lid = i32(lidx);
-  let li0 = tq0 + lid / (TILE_1 * TILE_2);
-  let li1 = tq1 + (lid / TILE_2) % TILE_1;
-  let li2 = tq2 + lid % TILE_2;
-  let live = li0 < n0 && li1 < n1 && li2 < n2;
-  // Own token (clamped into the group for inactive invocations, which never write).
-  let i0 = min(li0, n0 - 1);
-  let i1 = min(li1, n1 - 1);
-  let i2 = min(li2, n2 - 1);
-  let x0 = i0 * params.d0 + g0;
-  let x1 = i1 * params.d1 + g1;
-  let x2 = i2 * params.d2 + g2;
-  let tok = (x0 * params.L1 + x1) * params.L2 + x2;
+${BMM_TILE_TOKEN}
 ${ownWindow}
-${boxLines.join('\n')}
+${bmmBoxLines(isIn)}
   let box = w0 * w1 * w2;
 ${prologue}
   for (var base = 0; base < box; base += BK) {
