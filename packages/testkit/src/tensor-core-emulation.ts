@@ -77,7 +77,7 @@ export function emulateSubgroupMatrix(code: string, views: MatrixViews = matrixV
     .replace(/subgroup_matrix_right<f16, 16, 16>/g, 'sm_right')
     .replace(/subgroup_matrix_result<f32, 16, 16>/g, 'sm_result')
     // The owner row of a store comes from the invocation index the kernel already has.
-    .replace(/@builtin\(local_invocation_index\) lid: u32\) \{\n/, '@builtin(local_invocation_index) lid: u32) {\n  sm_lid = lid;\n');
+    .replace(/@builtin\(local_invocation_index\) (\w+): u32\) \{\n/, '@builtin(local_invocation_index) $1: u32) {\n  sm_lid = $1;\n');
   const rights = views.loads.filter(([k]) => k === 'right').map(([, arr]) => arr);
   // One loader and storer per (array, layout): the layout is a template argument of the builtins.
   const layouts = [
