@@ -37,6 +37,7 @@ export {
 } from './snippets/bmm.ts';
 export {
   type BmmOpSpec,
+  bmmKernel,
   bmmSpec,
   generateQkBackwardKey,
   generateQkBackwardQuery,
@@ -48,6 +49,7 @@ export {
   rpbCells,
 } from './ops/na-qk.ts';
 export { generateAvBackwardAttn, generateAvBackwardValue, generateAvForward } from './ops/na-av.ts';
+export { BMM_MMA_MAX_DIM, BMM_MMA_TILE_TOKENS, bmmMmaSpecProblem, generateBmmMmaKernel } from './ops/bmm-mma.ts';
 export {
   canonicalKeyTile,
   checkFusedForwardSpec,

@@ -18,6 +18,7 @@ import {
   padAxes,
 } from '../snippets/bmm.ts';
 import { windowFunctions } from '../snippets/window.ts';
+import { generateBmmMmaKernel } from './bmm-mma.ts';
 
 /** What a BMM op bakes into its kernels (everything else is a uniform). */
 export interface BmmOpSpec {
@@ -28,8 +29,10 @@ export interface BmmOpSpec {
   readonly dtype: GpuDType;
   /** Tile per real axis (default 64 / 8x8 / 4x4x4 tokens). */
   readonly tile?: readonly number[] | undefined;
-  /** Rows staged per chunk (default: about 8 KiB of f32 rows). */
+  /** Rows staged per chunk (default: about 8 KiB of f32 rows; the tensor-core kernels stage 16). */
   readonly chunk?: number | undefined;
+  /** The tensor-core kernels (`generateBmmMmaKernel`): float16, head dim a multiple of 16 up to 128, the default tile. */
+  readonly mma?: boolean | undefined;
 }
 
 export function bmmSpec(
@@ -45,25 +48,31 @@ export function bmmSpec(
     dim: op.dim,
     dtype: op.dtype,
     tile: [...(op.tile ?? defaultBmmTile(op.rank))],
-    chunk: op.chunk ?? defaultBmmChunk(op.dim),
+    chunk: op.chunk ?? (op.mma === true ? 16 : defaultBmmChunk(op.dim)),
     ...(extra.rpb === true ? { rpb: true } : {}),
+    ...(op.mma === true ? { mma: true } : {}),
     ...(extra.fill !== undefined && kind === 'pn' && op.causal.some((c) => c) ? { fill: extra.fill } : {}),
   };
 }
 
+/** A BMM kernel: the tensor-core one where the spec asks for it, else the plain one (same bindings, uniforms, grid). */
+export function bmmKernel(spec: BmmKernelSpec): GeneratedKernel {
+  return spec.mma === true ? generateBmmMmaKernel(spec) : generateBmmKernel(spec);
+}
+
 /** qk_forward: `attn = q.k (+ rpb)`, -inf in invalid causal slots. Bindings: query, key, (rpb), attn. */
 export function generateQkForward(op: BmmOpSpec & { readonly rpb: boolean }): GeneratedKernel {
-  return generateBmmKernel(bmmSpec(op, 'pn', { rpb: op.rpb, fill: 'neg-inf' }));
+  return bmmKernel(bmmSpec(op, 'pn', { rpb: op.rpb, fill: 'neg-inf' }));
 }
 
 /** qk_backward, dQ = sum_t dA[x,t] k_{n_t(x)}. Bindings: grad_attn, key, grad_query. */
 export function generateQkBackwardQuery(op: BmmOpSpec): GeneratedKernel {
-  return generateBmmKernel(bmmSpec(op, 'nn'));
+  return bmmKernel(bmmSpec(op, 'nn'));
 }
 
 /** qk_backward, dK = sum_{x: j in N(x)} dA[x, t(x,j)] q_x. Bindings: grad_attn, query, grad_key. */
 export function generateQkBackwardKey(op: BmmOpSpec): GeneratedKernel {
-  return generateBmmKernel(bmmSpec(op, 'in'));
+  return bmmKernel(bmmSpec(op, 'in'));
 }
 
 export interface RpbGradSpec {

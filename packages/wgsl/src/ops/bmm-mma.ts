@@ -1,0 +1,365 @@
+/**
+ * The BMM-style neighborhood kernels (`snippets/bmm.ts`: pn, nn, in) on tensor cores: float16 tensors, f32
+ * accumulation, WebGPU subgroup matrices 16x16x16. Same bindings (by name and order), uniforms and grid as the plain
+ * kernels with the default tile (64 tokens: 64 / 8x8 / 4x4x4), so a caller swaps one kernel for the other.
+ *
+ * A workgroup of 4 subgroups owns the tile's 64 tokens, 16 rows per subgroup (rows in the tile's row-major order). It
+ * walks the tile's box (keys for pn / nn, the inverse neighborhood's queries for in) in chunks of 16 box rows, staged
+ * in workgroup memory with 16-byte loads, each chunk column's box coordinates and token beside them.
+ *
+ * - pn (`attn[x, t] = <a_x, b_{n_t(x)}> (+ rpb)`): the tile's rows of `a` are held as left fragments for the whole
+ *   walk; per chunk S = A B^T (16 x 16 per subgroup) goes to an f32 scratch, and each (row, column) that is a member
+ *   of the row's window is written to its slot. Invalid (causal) slots are filled first.
+ * - nn (`out[x] = sum_t attn[x, t] b_{n_t(x)}`): per chunk, the 16 x 16 block of attention weights of this subgroup's
+ *   rows and the chunk's keys is gathered from `attn` (zero for non-members) into an f16 tile, then O += P B.
+ * - in (`out[j] = sum_{x: j in N(x)} attn[x, t(x, j)] a_x`): rows are keys, chunk columns are queries; the block
+ *   P^T (key rows, query columns) is gathered the same way, then O += P^T A.
+ *
+ * In the gather and scatter passes lane l of a subgroup takes chunk column l % 16 of rows 2i + l / 16 (i = 0..7), so a
+ * row's 16 columns are 16 neighbouring lanes (contiguous slots of the attention row in 1-D). Every workgroup variable
+ * is a multiple of 16 bytes (as the other mma kernels). ASSUMPTION (as the other mma kernels): subgroups are the
+ * aligned runs of 32 consecutive local invocation indices; callers route here only where the subgroup size is fixed at
+ * 32 and the adapter has f16 -> f32 16x16x16 subgroup matrices.
+ */
+import { NattenArgumentError } from '@natten-web/core';
+import { type GeneratedKernel, kernelKey, type StorageBinding, uniformDecl } from '../kernel.ts';
+import { BMM_TILE_TOKEN, BMM_UNIFORMS, type BmmKernelSpec, bmmBoxLines, bmmGridDecode, bmmTileConsts, bmmWindowConsts, padAxes } from '../snippets/bmm.ts';
+import { windowFunctions } from '../snippets/window.ts';
+import { PUT8_FN } from './dense-mma.ts';
+import { MMA_FRAGMENT as F, MMA_HEADER, mmaScratchEpilogue, PACK8_FN } from './na-fused-forward-mma.ts';
+
+const GEN = 1;
+/** Largest head dim the tensor-core BMM kernels compile (the pn kernel holds D / 16 left fragments, nn / in D / 16 results). */
+export const BMM_MMA_MAX_DIM = 128;
+/** Tokens per tile: 4 subgroups of 16 rows. */
+export const BMM_MMA_TILE_TOKENS = 64;
+const NSG = 4;
+const WGS = 32 * NSG;
+/** Box rows per staged chunk. */
+const CH = 16;
+
+const range = (n: number): number[] => Array.from({ length: n }, (_, i) => i);
+const LEFT = `subgroup_matrix_left<f16, ${F}, ${F}>`;
+const RIGHT = `subgroup_matrix_right<f16, ${F}, ${F}>`;
+const RESULT = `subgroup_matrix_result<f32, ${F}, ${F}>`;
+
+/** Why a spec cannot run on the tensor-core BMM kernels, or undefined. */
+export function bmmMmaSpecProblem(spec: Pick<BmmKernelSpec, 'dim' | 'dtype' | 'tile'>): string | undefined {
+  if (spec.dtype !== 'float16') return `the tensor-core BMM kernels need float16 tensors, not ${spec.dtype}`;
+  if (!Number.isInteger(spec.dim) || spec.dim < F || spec.dim > BMM_MMA_MAX_DIM || spec.dim % F !== 0) {
+    return `head_dim=${spec.dim} must be a multiple of ${F} in [${F}, ${BMM_MMA_MAX_DIM}]`;
+  }
+  const tokens = spec.tile.reduce((a, b) => a * b, 1);
+  if (tokens !== BMM_MMA_TILE_TOKENS) return `the tile ${spec.tile.join('x')} must hold ${BMM_MMA_TILE_TOKENS} tokens (4 subgroups of 16 rows), not ${tokens}`;
+  return undefined;
+}
+
+function bindingsFor(spec: BmmKernelSpec): StorageBinding[] {
+  switch (spec.kind) {
+    case 'pn':
+      return [
+        { name: 'row_a', access: 'read' },
+        { name: 'row_b', access: 'read' },
+        ...(spec.rpb === true ? [{ name: 'rpb', access: 'read' as const }] : []),
+        { name: 'attn_out', access: 'read_write' },
+      ];
+    case 'nn':
+      return [
+        { name: 'attn', access: 'read' },
+        { name: 'row_b', access: 'read' },
+        { name: 'row_out', access: 'read_write' },
+      ];
+    case 'in':
+      return [
+        { name: 'attn', access: 'read' },
+        { name: 'row_a', access: 'read' },
+        { name: 'row_out', access: 'read_write' },
+      ];
+  }
+}
+
+/**
+ * WGSL of the chunk walk's prefetch: registers `nv_i` (this invocation's 16-byte units of the next chunk's `CH` box
+ * rows of `src`, zero past the box) and `nm_i` (the row's metadata, from the invocation that loads its first unit:
+ * pn / nn the key's group coordinates and token; in the query's window start in group coordinates and token, and
+ * `nc_i` its window's valid counts). `fetch(at)` issues the loads of the chunk at box row `at` (an i32 expression);
+ * `stage` writes the registers to the staging area (stride `LDB`) and the metadata arrays.
+ */
+function chunkPrefetch(src: string, inverse: boolean, dim: number): { decl: string; fetch: (at: string) => string; stage: string } {
+  const units = CH * (dim / 8);
+  const n = Math.ceil(units / WGS);
+  const whole = units % WGS === 0;
+  const meta = inverse
+    ? `        let qw0 = na_window_0(y0, params.L0, params.d0, params.s0);
+        let qw1 = na_window_1(y1, params.L1, params.d1, params.s1);
+        let qw2 = na_window_2(y2, params.L2, params.d2, params.s2);
+        nm_I = vec4<i32>((qw0.x - g0) / params.d0, (qw1.x - g1) / params.d1, (qw2.x - g2) / params.d2, tk);
+        nc_I = vec4<i32>(qw0.y, qw1.y, qw2.y, 0);`
+    : '        nm_I = vec4<i32>(j0, j1, j2, tk);';
+  const guard = (body: string): string => (whole ? body : `if (e < ${units}u) { ${body} }`);
+  return {
+    decl: range(n)
+      .map((i) => `  var nv_${i} = vec4<u32>(0u);\n  var nm_${i} = vec4<i32>(0, 0, 0, -1);${inverse ? `\n  var nc_${i} = vec4<i32>(0);` : ''}`)
+      .join('\n'),
+    fetch: (at) =>
+      range(n)
+        .map(
+          (i) => `    {
+      let e = lidx + ${i * WGS}u;
+      let u = ${at} + i32(e / DU);
+      nv_${i} = vec4<u32>(0u);
+      nm_${i} = vec4<i32>(0, 0, 0, -1);
+      if (${whole ? '' : `e < ${units}u && `}u < box) {
+        let j0 = lo0 + u / (w1 * w2);
+        let j1 = lo1 + (u / w2) % w1;
+        let j2 = lo2 + u % w2;
+        let y0 = j0 * params.d0 + g0;
+        let y1 = j1 * params.d1 + g1;
+        let y2 = j2 * params.d2 + g2;
+        let tk = (y0 * params.L1 + y1) * params.L2 + y2;
+${meta.split('_I ').join(`_${i} `)}
+        nv_${i} = ${src}[u32(bh * N + tk) * DU + e % DU];
+      }
+    }`,
+        )
+        .join('\n'),
+    stage: range(n)
+      .map(
+        (i) => `    {
+      let e = lidx + ${i * WGS}u;
+      ${guard(`put8((e / DU) * LDB + (e % DU) * 8u, nv_${i});
+      if (e % DU == 0u) { meta_sh[e / DU] = nm_${i};${inverse ? ` cnt_sh[e / DU] = nc_${i};` : ''} }`)}
+    }`,
+      )
+      .join('\n'),
+  };
+}
+
+/**
+ * The slot of chunk column `ec` in row `r`'s window, and whether it is a member: pn / nn compare the key's group
+ * coordinates (`m`) with the row's window start and counts; in compares the row's key coordinates with the query's
+ * window (`m`, counts `q`).
+ */
+function memberLines(inverse: boolean): string {
+  return inverse
+    ? `        let t0 = rw.x - m.x;
+        let t1 = rw.y - m.y;
+        let t2 = rw.z - m.z;
+        let ok = kc < box && rc.w != 0 && t0 >= 0 && t0 < q.x && t1 >= 0 && t1 < q.y && t2 >= 0 && t2 < q.z;`
+    : `        let t0 = m.x - rw.x;
+        let t1 = m.y - rw.y;
+        let t2 = m.z - rw.z;
+        let ok = kc < box && rc.w != 0 && t0 >= 0 && t0 < rc.x && t1 >= 0 && t1 < rc.y && t2 >= 0 && t2 < rc.z;`;
+}
+
+/** Generate one tensor-core BMM kernel (float16; per-call sizes as uniforms, as the plain kernels). */
+export function generateBmmMmaKernel(spec: BmmKernelSpec): GeneratedKernel {
+  const why = bmmMmaSpecProblem(spec);
+  if (why !== undefined) throw new NattenArgumentError(`generateBmmMmaKernel: ${why}`);
+  const key = kernelKey(`na-bmm-mma-${spec.kind}`, GEN, spec);
+  const K = padAxes(spec.kernelSize, 1);
+  const C = padAxes(spec.causal, false);
+  const TL = padAxes(spec.tile, 1);
+  const D = spec.dim;
+  const D16 = D / F;
+  const anyCausal = C.some((c) => c);
+  const inverse = spec.kind === 'in';
+  const pn = spec.kind === 'pn';
+  const rpb = pn && spec.rpb === true;
+  const fillNegInf = pn && anyCausal && spec.fill !== 'zero';
+  const bindings = bindingsFor(spec);
+  const uniforms = fillNegInf ? [...BMM_UNIFORMS, { name: 'fill_bits', type: 'u32' as const }] : [...BMM_UNIFORMS];
+  const elem = (name: string): string => (name === 'attn' || name === 'attn_out' || name === 'rpb' ? 'f16' : 'vec4<u32>');
+  const decls = bindings.map((b, i) => `@group(0) @binding(${i}) var<storage, ${b.access}> ${b.name}: array<${elem(b.name)}>;`).join('\n');
+  // Staged rows: D halves + 8 (16 bytes) against bank conflicts of the column-major right loads; f32 S / epilogue
+  // scratch rows and f16 P rows of one chunk.
+  const LDB = D + 8;
+  const LDS = F;
+  const LDP = F;
+  const workgroupBytes = 2 * CH * LDB + 16 * CH * (inverse ? 2 : 1) + 16 * 64 * (rpb ? 3 : 2) + 4 * 64 * LDS + (pn ? 0 : 2 * 64 * LDP);
+
+  // The row table: pn / nn the row's window start (group coordinates) and token, its valid counts and liveness;
+  // in the row's (key's) group coordinates and token, and its liveness. rpb adds the row's group coordinates.
+  const rowTable = inverse
+    ? `    row_sh[lid] = vec4<i32>(i0, i1, i2, tok);
+    rowc_sh[lid] = vec4<i32>(0, 0, 0, select(0, 1, row_live));`
+    : `    let ow0 = na_window_0(x0, params.L0, params.d0, params.s0);
+    let ow1 = na_window_1(x1, params.L1, params.d1, params.s1);
+    let ow2 = na_window_2(x2, params.L2, params.d2, params.s2);
+    row_sh[lid] = vec4<i32>((ow0.x - g0) / params.d0, (ow1.x - g1) / params.d1, (ow2.x - g2) / params.d2, tok);
+    rowc_sh[lid] = vec4<i32>(ow0.y, ow1.y, ow2.y, select(0, 1, row_live));${rpb ? '\n    rowi_sh[lid] = vec4<i32>(i0, i1, i2, 0);' : ''}`;
+
+  const fillExpr = fillNegInf ? 'bitcast<vec2<f16>>(params.fill_bits).x' : 'f16(0.0)';
+  // Invalid (causal) slots of this subgroup's rows: the fill (-inf as NATTEN, or 0 for a gradient).
+  const causalFill = pn && anyCausal
+    ? `  for (var rr = 0u; rr < ${F}u; rr++) {
+    let rw = row_sh[rbase + rr];
+    let rc = rowc_sh[rbase + rr];
+    if (rc.w != 0) {
+      for (var t = i32(lane); t < P; t += 32) {
+        let t0 = t / (K1 * K2);
+        let t1 = (t / K2) % K1;
+        let t2 = t % K2;
+        if (t0 >= rc.x || t1 >= rc.y || t2 >= rc.z) { attn_out[(bh * N + rw.w) * P + t] = ${fillExpr}; }
+      }
+    }
+  }
+`
+    : '';
+
+  let prologue = '';
+  let chunkWork = '';
+  let epilogue = '';
+  if (pn) {
+    // The tile's rows of a, through the staging area in four passes of 16 rows, into each subgroup's left fragments.
+    const passes = range(NSG)
+      .map(
+        (p) => `  for (var e = lidx; e < ${F}u * DU; e += ${WGS}u) {
+    let r = e / DU;
+    let c = e % DU;
+    put8(r * LDB + c * 8u, select(vec4<u32>(0u), row_a[u32(bh * N + row_sh[${p * F}u + r].w) * DU + c], rowc_sh[${p * F}u + r].w != 0));
+  }
+  workgroupBarrier();
+  if (sg == ${p}u) {
+${range(D16)
+  .map((kk) => `    a_${kk} = subgroupMatrixLoad<${LEFT}, row_major>(&st_sh, ${kk * F}u, LDB);`)
+  .join('\n')}
+  }
+  workgroupBarrier();`,
+      )
+      .join('\n');
+    prologue = `${range(D16)
+      .map((kk) => `  var a_${kk} = ${LEFT}();`)
+      .join('\n')}
+${passes}
+${causalFill}`;
+    const rpbLine = rpb
+      ? `          let ri = rowi_sh[r];
+          v = v + f32(rpb[((h * R0 + (m.x - ri.x + K0 - 1)) * R1 + (m.y - ri.y + K1 - 1)) * R2 + (m.z - ri.z + K2 - 1)]);\n`
+      : '';
+    chunkWork = `    var s = ${RESULT}();
+${range(D16)
+  .map((kk) => `    s = subgroupMatrixMultiplyAccumulate(a_${kk}, subgroupMatrixLoad<${RIGHT}, col_major>(&st_sh, ${kk * F}u, LDB), s);`)
+  .join('\n')}
+    subgroupMatrixStore<row_major>(&s_sh, rbase * LDS, s, LDS);
+    workgroupBarrier();
+    {
+      let kc = base + i32(ec);
+      let m = meta_sh[ec];
+      for (var i = 0u; i < 8u; i++) {
+        let r = rbase + 2u * i + eh;
+        let rw = row_sh[r];
+        let rc = rowc_sh[r];
+${memberLines(false)}
+        if (ok) {
+          var v = s_sh[r * LDS + ec];
+${rpbLine}          attn_out[(bh * N + rw.w) * P + (t0 * K1 + t1) * K2 + t2] = f16(v);
+        }
+      }
+    }
+    workgroupBarrier();`;
+  } else {
+    prologue = range(D16)
+      .map((n) => `  var o_${n} = ${RESULT}();`)
+      .join('\n');
+    // The attention weight of (row, column): nn reads the row's (query's) slot of the key; in the column's (query's)
+    // slot of the row's key.
+    const weight = inverse ? 'attn[(bh * N + m.w) * P + (t0 * K1 + t1) * K2 + t2]' : 'attn[(bh * N + rw.w) * P + (t0 * K1 + t1) * K2 + t2]';
+    chunkWork = `    {
+      let kc = base + i32(ec);
+      let m = meta_sh[ec];
+${inverse ? '      let q = cnt_sh[ec];\n' : ''}      for (var i = 0u; i < 8u; i++) {
+        let r = rbase + 2u * i + eh;
+        let rw = row_sh[r];
+        let rc = rowc_sh[r];
+${memberLines(inverse)}
+        var p = f16(0.0);
+        if (ok) { p = ${weight}; }
+        p_sh[r * LDP + ec] = p;
+      }
+    }
+    workgroupBarrier();
+    let pm = subgroupMatrixLoad<${LEFT}, row_major>(&p_sh, rbase * LDP, LDP);
+${range(D16)
+  .map((n) => `    o_${n} = subgroupMatrixMultiplyAccumulate(pm, subgroupMatrixLoad<${RIGHT}, row_major>(&st_sh, ${n * F}u, LDB), o_${n});`)
+  .join('\n')}
+    workgroupBarrier();`;
+    // Two lanes per row, eight columns each, one 16-byte store per fragment.
+    epilogue = mmaScratchEpilogue({
+      outs: [{ acc: 'o', frags: D16, write: (j, lo, hi) => `row_out[u32(bh * N + erw.w) * DU + ${j * 2}u + hf] = pack8(${lo}, ${hi});` }],
+      scratches: ['s_sh'],
+      perScratch: LDS / F,
+      srow: 'erow',
+      guard: 'rowc_sh[erow].w != 0',
+    });
+  }
+
+  const walk = chunkPrefetch(inverse ? 'row_a' : 'row_b', inverse, D);
+  const header = `// ${key}
+// NATTEN BMM ${spec.kind.toUpperCase()} kernel on tensor cores, rank ${spec.rank} (padded to 3 axes), float16 storage, f32 accumulation.`;
+  const code = `${MMA_HEADER}
+${header}
+${bmmWindowConsts(spec.rank, K)}
+const DU: u32 = ${D / 8}u;
+const LDB: u32 = ${LDB}u;
+const LDS: u32 = ${LDS}u;
+const LDP: u32 = ${LDP}u;
+${bmmTileConsts(TL)}
+
+${decls}
+${uniformDecl(uniforms, bindings.length)}
+var<workgroup> st_sh: array<f16, ${CH * LDB}>;
+var<workgroup> meta_sh: array<vec4<i32>, ${CH}>;
+${inverse ? `var<workgroup> cnt_sh: array<vec4<i32>, ${CH}>;\n` : ''}var<workgroup> row_sh: array<vec4<i32>, 64>;
+var<workgroup> rowc_sh: array<vec4<i32>, 64>;
+${rpb ? 'var<workgroup> rowi_sh: array<vec4<i32>, 64>;\n' : ''}var<workgroup> s_sh: array<f32, ${64 * LDS}>;
+${pn ? '' : `var<workgroup> p_sh: array<f16, ${64 * LDP}>;\n`}
+${windowFunctions(K, C)}
+${PUT8_FN}
+${pn ? '' : PACK8_FN}
+@compute @workgroup_size(${WGS})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lidx: u32) {
+${bmmGridDecode(true)}
+${BMM_TILE_TOKEN}
+  let row_live = live && lid < WG;
+  let lane = lidx % 32u;
+  let sg = lidx / 32u;
+  let rbase = sg * ${F}u;
+  // Gather / scatter passes: chunk column ec of rows 2i + eh. Epilogue: two lanes per row (hf: which eight columns).
+  let ec = lane % 16u;
+  let eh = lane / 16u;
+  let hf = lane % 2u;
+  let erow = rbase + lane / 2u;
+  if (lid < WG) {
+${rowTable}
+  }
+${bmmBoxLines(inverse)}
+  let box = w0 * w1 * w2;
+  workgroupBarrier();
+${prologue}
+${walk.decl}
+${walk.fetch('0')}
+  for (var base = 0; base < box; base += ${CH}) {
+${walk.stage}
+    workgroupBarrier();
+    // The next chunk's loads, in flight during this chunk's work.
+    if (base + ${CH} < box) {
+${walk.fetch(`base + ${CH}`)}
+    }
+${chunkWork}
+  }
+${pn ? '' : '  let erw = row_sh[erow];'}
+${epilogue}
+}
+`;
+  return {
+    key,
+    code,
+    entryPoint: 'main',
+    workgroupSize: [WGS, 1, 1],
+    bindings,
+    uniforms,
+    workgroupBytes,
+    features: ['shader-f16', 'subgroups', 'chromium-experimental-subgroup-matrix'],
+  };
+}
