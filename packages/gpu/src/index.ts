@@ -41,6 +41,7 @@ export {
 export { qkBackward, qkBackwardPlan, qkForward, qkForwardPlan } from './ops/na-qk.ts';
 export type { GpuOpPlan } from './ops/op.ts';
 export { avBackward, avBackwardPlan, avForward, avForwardPlan } from './ops/na-av.ts';
+export { bmmMmaUnfit, type BmmOptions, type BmmPath } from './ops/na-bmm.ts';
 export { checkNaiveFusedForward, naiveFusedForward, planNaiveFusedForward } from './ops/na-naive.ts';
 export {
   checkFusedBackwardMma,

@@ -7,7 +7,7 @@ import {
 } from '@natten-web/core';
 import { generateAvBackwardAttn, generateAvBackwardValue, generateAvForward } from '@natten-web/wgsl';
 import type { DispatchCommand, GpuContext, GpuTensor } from '../context.ts';
-import { bmmCheck, bmmCommand, defineBmmOp, opSpecOf } from './na-bmm.ts';
+import { bmmCheck, type BmmOptions, bmmCommand, defineBmmOp, opSpecOf } from './na-bmm.ts';
 import { type GpuOpPlan, memoKernel } from './op.ts';
 
 const checkForward = bmmCheck<AvForwardArgs<GpuTensor>>('av_forward', checkAvForward, (a) => ({ attn: a.attn, value: a.value, output: a.output }));
@@ -21,9 +21,9 @@ const checkBackward = bmmCheck<AvBackwardArgs<GpuTensor>>('av_backward', checkAv
 }));
 
 /** The dispatches of `avForward` (validated), for timing or batching. */
-export function avForwardPlan(ctx: GpuContext, rank: NaRank, args: AvForwardArgs<GpuTensor>): GpuOpPlan {
+export function avForwardPlan(ctx: GpuContext, rank: NaRank, args: AvForwardArgs<GpuTensor>, options: BmmOptions = {}): GpuOpPlan {
   const { p, dtype } = checkForward(ctx, rank, args);
-  const kernel = memoKernel('av-forward', opSpecOf(p, dtype), generateAvForward);
+  const kernel = memoKernel('av-forward', opSpecOf(ctx, p, dtype, options), generateAvForward);
   return { commands: [bmmCommand(p, kernel, [args.attn.buffer, args.value.buffer, args.output.buffer])], release: () => {} };
 }
 
@@ -31,9 +31,9 @@ export function avForwardPlan(ctx: GpuContext, rank: NaRank, args: AvForwardArgs
 export const avForward = defineBmmOp('av_forward', avForwardPlan, checkForward);
 
 /** The dispatches of `avBackward` (validated): d_attn, then d_value. */
-export function avBackwardPlan(ctx: GpuContext, rank: NaRank, args: AvBackwardArgs<GpuTensor>): GpuOpPlan {
+export function avBackwardPlan(ctx: GpuContext, rank: NaRank, args: AvBackwardArgs<GpuTensor>, options: BmmOptions = {}): GpuOpPlan {
   const { p, dtype } = checkBackward(ctx, rank, args);
-  const spec = opSpecOf(p, dtype);
+  const spec = opSpecOf(ctx, p, dtype, options);
   const commands: DispatchCommand[] = [
     bmmCommand(p, memoKernel('av-backward-attn', spec, generateAvBackwardAttn), [args.gradOutput.buffer, args.value.buffer, args.gradAttn.buffer]),
     bmmCommand(p, memoKernel('av-backward-value', spec, generateAvBackwardValue), [args.attn.buffer, args.gradOutput.buffer, args.gradValue.buffer]),

@@ -12,6 +12,7 @@ import {
   type TensorLike,
 } from '@natten-web/core';
 import {
+  bmmMmaSpecProblem,
   type BmmOpSpec,
   checkGpuDType,
   defaultBmmTile,
@@ -20,6 +21,7 @@ import {
   padAxes,
 } from '@natten-web/wgsl';
 import { type DispatchCommand, foldWorkgroups, type GpuContext } from '../context.ts';
+import { mmaAvailability } from './na-fused-forward-mma.ts';
 import { defineGpuOp, type GpuOp, type GpuOpPlan, requireF16Feature, runPlan } from './op.ts';
 
 /** GPU rules on top of core's validator: dtype, f16 feature, binding sizes, index range, dispatch size. */
@@ -84,13 +86,37 @@ export function defineBmmOp<A>(
   );
 }
 
-export function opSpecOf(p: BmmProblem, dtype: GpuDType): BmmOpSpec {
+/** Which kernels a BMM op runs: the tensor-core ones where they can run (`auto`), or one of the two by name. */
+export type BmmPath = 'auto' | 'mma' | 'plain';
+
+export interface BmmOptions {
+  /** `auto` (default): the tensor-core kernels for float16 where the adapter has them, else the plain ones. */
+  readonly path?: BmmPath | undefined;
+}
+
+/** Why the tensor-core BMM kernels cannot run this call (adapter, dtype, head dim), or undefined. */
+export function bmmMmaUnfit(ctx: GpuContext, p: BmmProblem, dtype: GpuDType): string | undefined {
+  const available = mmaAvailability(ctx);
+  if ('why' in available) return available.why;
+  return bmmMmaSpecProblem({ dim: p.dim, dtype, tile: defaultBmmTile(p.rank) });
+}
+
+/** The kernels' spec of a validated call, on the path `options` asks for (a clear error when `mma` cannot run it). */
+export function opSpecOf(ctx: GpuContext, p: BmmProblem, dtype: GpuDType, options: BmmOptions = {}): BmmOpSpec {
+  const path = options.path ?? 'auto';
+  let mma = false;
+  if (path !== 'plain') {
+    const why = bmmMmaUnfit(ctx, p, dtype);
+    if (why === undefined) mma = true;
+    else if (path === 'mma') throw new NattenArgumentError(`${p.op}: path 'mma' (tensor cores) cannot run this call: ${why}`);
+  }
   return {
     rank: p.rank,
     kernelSize: [...p.params.kernelSize],
     causal: [...p.params.isCausal],
     dim: p.dim,
     dtype,
+    ...(mma ? { mma: true } : {}),
   };
 }
 

@@ -15,7 +15,7 @@ import {
   rpbCells,
 } from '@natten-web/wgsl';
 import { type DispatchCommand, foldWorkgroups, type GpuContext, type GpuTensor } from '../context.ts';
-import { bmmCheck, bmmCommand, bmmWorkgroupCount, defineBmmOp, opSpecOf } from './na-bmm.ts';
+import { bmmCheck, type BmmOptions, bmmCommand, bmmWorkgroupCount, defineBmmOp, opSpecOf } from './na-bmm.ts';
 import { type GpuOpPlan, memoKernel } from './op.ts';
 
 const checkForward = bmmCheck<QkForwardArgs<GpuTensor>>('qk_forward', checkQkForward, (a) => ({ query: a.query, key: a.key, attn: a.attn, rel_pos_bias: a.rpb }));
@@ -30,10 +30,10 @@ const checkBackward = bmmCheck<QkBackwardArgs<GpuTensor>>('qk_backward', checkQk
 }));
 
 /** The dispatches of `qkForward` (validated), for timing or batching; `qkForward` runs exactly this plan. */
-export function qkForwardPlan(ctx: GpuContext, rank: NaRank, args: QkForwardArgs<GpuTensor>): GpuOpPlan {
+export function qkForwardPlan(ctx: GpuContext, rank: NaRank, args: QkForwardArgs<GpuTensor>, options: BmmOptions = {}): GpuOpPlan {
   const { p, dtype } = checkForward(ctx, rank, args);
   const rpb = args.rpb ?? undefined;
-  const spec = { ...opSpecOf(p, dtype), rpb: rpb !== undefined };
+  const spec = { ...opSpecOf(ctx, p, dtype, options), rpb: rpb !== undefined };
   const kernel = memoKernel('qk-forward', spec, generateQkForward);
   const buffers = rpb ? [args.query.buffer, args.key.buffer, rpb.buffer, args.attn.buffer] : [args.query.buffer, args.key.buffer, args.attn.buffer];
   return { commands: [bmmCommand(p, kernel, buffers)], release: () => {} };
@@ -46,9 +46,9 @@ export function qkForwardPlan(ctx: GpuContext, rank: NaRank, args: QkForwardArgs
 export const qkForward = defineBmmOp('qk_forward', qkForwardPlan, checkForward);
 
 /** The dispatches of `qkBackward` (validated): dQ, dK and, with grad_rpb, the two d_rpb passes. */
-export function qkBackwardPlan(ctx: GpuContext, rank: NaRank, args: QkBackwardArgs<GpuTensor>): GpuOpPlan {
+export function qkBackwardPlan(ctx: GpuContext, rank: NaRank, args: QkBackwardArgs<GpuTensor>, options: BmmOptions = {}): GpuOpPlan {
   const { p, dtype } = checkBackward(ctx, rank, args);
-  const spec = opSpecOf(p, dtype);
+  const spec = opSpecOf(ctx, p, dtype, options);
   const commands: DispatchCommand[] = [
     bmmCommand(p, memoKernel('qk-backward-query', spec, generateQkBackwardQuery), [args.gradAttn.buffer, args.key.buffer, args.gradQuery.buffer]),
     bmmCommand(p, memoKernel('qk-backward-key', spec, generateQkBackwardKey), [args.gradAttn.buffer, args.query.buffer, args.gradKey.buffer]),
