@@ -22,8 +22,8 @@
  * 32 and the adapter has f16 -> f32 16x16x16 subgroup matrices.
  */
 import { NattenArgumentError } from '@natten-web/core';
-import { type GeneratedKernel, kernelKey, type StorageBinding, uniformDecl } from '../kernel.ts';
-import { BMM_TILE_TOKEN, BMM_UNIFORMS, type BmmKernelSpec, bmmBoxLines, bmmGridDecode, bmmTileConsts, bmmWindowConsts, padAxes } from '../snippets/bmm.ts';
+import { type GeneratedKernel, kernelKey, uniformDecl } from '../kernel.ts';
+import { BMM_TILE_TOKEN, BMM_UNIFORMS, bmmBindings, type BmmKernelSpec, bmmBoxLines, bmmGridDecode, bmmTileConsts, bmmWindowConsts, padAxes } from '../snippets/bmm.ts';
 import { windowFunctions } from '../snippets/window.ts';
 import { PUT8_FN } from './dense-mma.ts';
 import { MMA_FRAGMENT as F, MMA_HEADER, mmaScratchEpilogue, PACK8_FN } from './na-fused-forward-mma.ts';
@@ -52,30 +52,6 @@ export function bmmMmaSpecProblem(spec: Pick<BmmKernelSpec, 'dim' | 'dtype' | 't
   const tokens = spec.tile.reduce((a, b) => a * b, 1);
   if (tokens !== BMM_MMA_TILE_TOKENS) return `the tile ${spec.tile.join('x')} must hold ${BMM_MMA_TILE_TOKENS} tokens (4 subgroups of 16 rows), not ${tokens}`;
   return undefined;
-}
-
-function bindingsFor(spec: BmmKernelSpec): StorageBinding[] {
-  switch (spec.kind) {
-    case 'pn':
-      return [
-        { name: 'row_a', access: 'read' },
-        { name: 'row_b', access: 'read' },
-        ...(spec.rpb === true ? [{ name: 'rpb', access: 'read' as const }] : []),
-        { name: 'attn_out', access: 'read_write' },
-      ];
-    case 'nn':
-      return [
-        { name: 'attn', access: 'read' },
-        { name: 'row_b', access: 'read' },
-        { name: 'row_out', access: 'read_write' },
-      ];
-    case 'in':
-      return [
-        { name: 'attn', access: 'read' },
-        { name: 'row_a', access: 'read' },
-        { name: 'row_out', access: 'read_write' },
-      ];
-  }
 }
 
 /**
@@ -167,7 +143,7 @@ export function generateBmmMmaKernel(spec: BmmKernelSpec): GeneratedKernel {
   const pn = spec.kind === 'pn';
   const rpb = pn && spec.rpb === true;
   const fillNegInf = pn && anyCausal && spec.fill !== 'zero';
-  const bindings = bindingsFor(spec);
+  const bindings = bmmBindings(spec);
   const uniforms = fillNegInf ? [...BMM_UNIFORMS, { name: 'fill_bits', type: 'u32' as const }] : [...BMM_UNIFORMS];
   const elem = (name: string): string => (name === 'attn' || name === 'attn_out' || name === 'rpb' ? 'f16' : 'vec4<u32>');
   const decls = bindings.map((b, i) => `@group(0) @binding(${i}) var<storage, ${b.access}> ${b.name}: array<${elem(b.name)}>;`).join('\n');

@@ -197,7 +197,8 @@ export function defaultBmmChunk(dim: number): number {
   return bk;
 }
 
-function bindingsFor(spec: BmmKernelSpec): StorageBinding[] {
+/** The bindings of a BMM kernel (by NATTEN's roles; the tensor-core kernels take the same). */
+export function bmmBindings(spec: Pick<BmmKernelSpec, 'kind' | 'rpb'>): StorageBinding[] {
   switch (spec.kind) {
     case 'pn':
       return [
@@ -250,7 +251,7 @@ export function generateBmmKernel(spec: BmmKernelSpec): GeneratedKernel {
   const F = V === 4 ? 'vec4<f32>' : 'f32';
   const S = V === 4 ? `vec4<${T}>` : T;
   const zeroF = V === 4 ? 'vec4<f32>(0.0)' : '0.0';
-  const bindings = bindingsFor(spec);
+  const bindings = bmmBindings(spec);
   const fillNegInf = spec.kind === 'pn' && anyCausal && spec.fill !== 'zero';
   const uniforms = fillNegInf ? [...BMM_UNIFORMS, FILL_UNIFORM] : [...BMM_UNIFORMS];
   const elemOf = (name: string): string => (name === 'attn' || name === 'attn_out' || name === 'rpb' ? T : S);
