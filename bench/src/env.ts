@@ -112,3 +112,17 @@ export function repoRoot(start = process.cwd()): string {
     dir = up;
   }
 }
+
+/**
+ * Run a bench entry point: an error prints with its stack and sets the exit code; the process leaves shortly after
+ * the work is done (a live Dawn handle can keep it up after `destroy()`).
+ */
+export async function runMain(main: () => Promise<void>): Promise<void> {
+  try {
+    await main();
+  } catch (e) {
+    console.error(e instanceof Error ? (e.stack ?? e.message) : String(e));
+    process.exitCode = 1;
+  }
+  setTimeout(() => process.exit(), 2000).unref();
+}

@@ -20,7 +20,7 @@ import {
 import { fusedBackward as cpuFusedBackward, fusedForward as cpuFusedForward } from '@natten-web/cpu';
 import { checkFusedBackwardMma, ClockWarmer, fusedBackward, fusedBackwardMma, fusedBackwardWithConfig, fusedForward, fusedForwardMma, fusedForwardSgmat, fusedForwardTile, GpuContext, type GpuTensor, naiveFusedForward, planFusedForwardMma, planFusedForwardSgmat, planFusedForwardTile, selectFusedBackward } from '@natten-web/gpu';
 import { type BenchItem, byteFloor, CASE_SETS, caseLabel, expandCases, itemFlops, torchProblems } from './cases.ts';
-import { adapterSlug, collectEnv, repoRoot } from './env.ts';
+import { adapterSlug, collectEnv, repoRoot, runMain } from './env.ts';
 import { fillRandom } from './fill.ts';
 import { type Options, parseOptions } from './options.ts';
 import { fmtMs, renderText, tuningText } from './render.ts';
@@ -487,11 +487,4 @@ async function main(): Promise<void> {
   }
 }
 
-try {
-  await main();
-} catch (e) {
-  console.error(e instanceof Error ? (e.stack ?? e.message) : String(e));
-  process.exitCode = 1;
-}
-// A live Dawn handle can keep the process up after destroy(); leave shortly after the work is done.
-setTimeout(() => process.exit(), 2000).unref();
+await runMain(main);
