@@ -3,9 +3,10 @@
  * reference, through the subgroup-matrix emulation on this adapter (lavapipe in CI has no subgroup matrices; the
  * device script `bmm-device.ts --check` runs the real ones). The BMM cases of `bmm-cases.ts` with head dims raised to
  * multiples of 16 (the kernels' rule), so every rank, causal mix, dilation, stride, rpb, partial tile and batch/head
- * count runs on them; plus the routing rules: `auto` takes them only where they can run, `mma` says why it cannot.
+ * count runs on them; ten random geometries (fixed seed) on top; plus the routing rules: `auto` takes them only where
+ * they can run, `mma` says why it cannot.
  */
-import { type NaBackend, type NaRank, tensor } from '@natten-web/core';
+import { type NaBackend, type NaRank, seededRandom, tensor } from '@natten-web/core';
 import { cpuBackend } from '@natten-web/cpu';
 import { emulatedKernel } from '@natten-web/testkit';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -50,12 +51,14 @@ function mmaCase(k: BmmCase): BmmCase {
   return { ...k, D, name: k.name.replace(/D=\d+$/, `D=${D}`) };
 }
 
+// One shared context for the file's suites, released after the last.
+afterAll(async () => (await gpuContext()).destroy());
+
 describe('tensor-core BMM kernels (emulated) equal the CPU reference in float16', () => {
   let gpu: NaBackend;
   beforeAll(async () => {
     gpu = mmaBmmBackend(await gpuContext());
   });
-  afterAll(async () => (await gpuContext()).destroy());
 
   for (const op of OPS) {
     for (const [i, base] of BMM_CASES.entries()) {
@@ -71,6 +74,56 @@ describe('tensor-core BMM kernels (emulated) equal the CPU reference in float16'
         }
       });
     }
+  }
+});
+
+/**
+ * Random geometries (a fixed seed, so the same cases every run): rank 1-3, odd windows with dilation and stride,
+ * causal axes (rpb only without them), extents that leave partial tiles and short dilation groups, 1-2 batches and
+ * heads, head dims 16 and 32 (one and two fragments), each with one op.
+ */
+function randomCases(count: number, seed: number): { k: BmmCase; op: BmmOpName }[] {
+  const rand = seededRandom(seed);
+  const int = (lo: number, hi: number): number => lo + Math.floor(rand() * (hi - lo + 1));
+  return Array.from({ length: count }, (_, i) => {
+    const rank = int(1, 3) as NaRank;
+    const maxL = rank === 1 ? 90 : rank === 2 ? 14 : 7;
+    const K: number[] = [];
+    const d: number[] = [];
+    const s: number[] = [];
+    const sp: number[] = [];
+    const causal: boolean[] = [];
+    for (let a = 0; a < rank; a++) {
+      const k = [3, 5, 7][int(0, rank === 3 ? 1 : 2)] as number;
+      const dil = int(1, 2);
+      K.push(k);
+      d.push(dil);
+      s.push(int(1, k));
+      sp.push(int(k * dil, Math.max(k * dil, maxL)));
+      causal.push(rand() < 0.35);
+    }
+    const rpb = !causal.some((c) => c) && rand() < 0.5;
+    const k: BmmCase = { name: `random ${i}: sp=${sp.join('x')} K=${K.join('x')} d=${d.join('x')} s=${s.join('x')} causal=${causal.map((c) => (c ? 'T' : 'F')).join('x')}${rpb ? ' rpb' : ''}`, rank, sp, K, d, s, causal, rpb, B: int(1, 2), H: int(1, 2), D: 16 * int(1, 2) };
+    return { k: { ...k, name: `${k.name} B=${k.B} H=${k.H} D=${k.D}` }, op: OPS[int(0, 3)] as BmmOpName };
+  });
+}
+
+describe('tensor-core BMM kernels (emulated) on random geometries', () => {
+  let gpu: NaBackend;
+  beforeAll(async () => {
+    gpu = mmaBmmBackend(await gpuContext());
+  });
+
+  for (const [i, { k, op }] of randomCases(10, 0x424d4d).entries()) {
+    it(`na${k.rank}d_${op} float16 ${k.name}`, async () => {
+      const want = await runBmm(cpuBackend, op, k, 'float16', 7000 + i);
+      const got = await runBmm(gpu, op, k, 'float16', 7000 + i);
+      for (const [name, t] of Object.entries(want.outputs)) {
+        const g = got.outputs[name];
+        expect(g, name).toBeDefined();
+        if (g) expect(mismatch(g, t, 'float16'), name).toBeUndefined();
+      }
+    });
   }
 });
 
