@@ -1,7 +1,7 @@
 /**
  * The tensor-core BMM kernels (`generateBmmMmaKernel`: qk / av forward and backward in float16) against the CPU
  * reference, through the subgroup-matrix emulation on this adapter (lavapipe in CI has no subgroup matrices; the
- * device script `bmm-device.ts --check` runs the real ones). The BMM cases of `bmm-cases.ts` with head dims raised to
+ * device script `bmm-device.ts` runs the real ones). The BMM cases of `bmm-cases.ts` with head dims raised to
  * multiples of 16 (the kernels' rule), so every rank, causal mix, dilation, stride, rpb, partial tile and batch/head
  * count runs on them; ten random geometries (fixed seed) on top; plus the routing rules: `auto` takes them only where
  * they can run, `mma` says why it cannot.
