@@ -79,6 +79,9 @@ describe('tensor-core BMM kernels', () => {
     expect(bmmMmaSpecProblem({ ...spec, dim: 256 })).toBe('head_dim=256 must be a multiple of 16 in [16, 128]');
     expect(bmmMmaSpecProblem({ ...spec, tile: [4, 8] })).toBe('the tile 4x8 must hold 64 tokens (4 subgroups of 16 rows), not 32');
     expect(() => generateAvForward({ ...base, dim: 8, mma: true })).toThrow('generateBmmMmaKernel: head_dim=8 must be a multiple of 16 in [16, 128]');
+    expect(() => generateBmmMmaKernel({ kind: 'nn', rank: 1, kernelSize: [3], causal: [false], dim: 16, dtype: 'float16', tile: [64], chunk: 32 })).toThrow(
+      'generateBmmMmaKernel: chunk must be 16 box rows (one fragment), got 32',
+    );
     expect(() => generateBmmMmaKernel({ kind: 'nn', rank: 1, kernelSize: [3], causal: [false], dim: 16, dtype: 'float32', tile: [64], chunk: 16 })).toThrow(
       'generateBmmMmaKernel: the tensor-core BMM kernels need float16 tensors, not float32',
     );

@@ -5,7 +5,8 @@
  *
  * A workgroup of 4 subgroups owns the tile's 64 tokens, 16 rows per subgroup (rows in the tile's row-major order). It
  * walks the tile's box (keys for pn / nn, the inverse neighborhood's queries for in) in chunks of 16 box rows, staged
- * in workgroup memory with 16-byte loads, each chunk column's box coordinates and token beside them.
+ * in workgroup memory with 16-byte loads (the next chunk's loads in flight during this chunk's work), each chunk
+ * column's box coordinates and token beside them.
  *
  * - pn (`attn[x, t] = <a_x, b_{n_t(x)}> (+ rpb)`): the tile's rows of `a` are held as left fragments for the whole
  *   walk; per chunk S = A B^T (16 x 16 per subgroup) goes to an f32 scratch, and each (row, column) that is a member
@@ -130,7 +131,7 @@ function memberLines(inverse: boolean): string {
 
 /** Generate one tensor-core BMM kernel (float16; per-call sizes as uniforms, as the plain kernels). */
 export function generateBmmMmaKernel(spec: BmmKernelSpec): GeneratedKernel {
-  const why = bmmMmaSpecProblem(spec);
+  const why = bmmMmaSpecProblem(spec) ?? (spec.chunk !== CH ? `chunk must be ${CH} box rows (one fragment), got ${spec.chunk}` : undefined);
   if (why !== undefined) throw new NattenArgumentError(`generateBmmMmaKernel: ${why}`);
   const key = kernelKey(`na-bmm-mma-${spec.kind}`, GEN, spec);
   const K = padAxes(spec.kernelSize, 1);
