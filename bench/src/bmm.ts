@@ -8,7 +8,7 @@
  *
  * usage: pnpm bench:bmm [--set quick|standard] [--filter str[,str...]] [--dtype f16|f32] [--reps N] [--json path]
  */
-import type { NaRank } from '@natten-web/core';
+import { type NaRank, product } from '@natten-web/core';
 import {
   avBackwardPlan,
   avForwardPlan,
@@ -25,9 +25,11 @@ import {
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { type BenchCase, type BenchDType, CASE_SETS, type CaseSetName } from './cases.ts';
+import { type BenchCase, type BenchDType, bytesOf, CASE_SETS, type CaseSetName } from './cases.ts';
 import { adapterSlug, collectEnv, repoRoot, runMain } from './env.ts';
 import { fillRandom } from './fill.ts';
+import { measureGpu } from './measure.ts';
+import { fmtRate, fmtRatio, gbps, tflops } from './render.ts';
 import { type BenchEnv, isSoftwareAdapter } from './results.ts';
 
 export const BMM_OPS = ['qk_forward', 'av_forward', 'qk_backward', 'av_backward'] as const;
@@ -57,12 +59,10 @@ export interface BmmResults {
   readonly rows: readonly BmmRow[];
 }
 
-const product = (xs: readonly number[]): number => xs.reduce((a, b) => a * b, 1);
-
 /** One product's FLOPs (2 N P D per batch and head) and the attention tensor's bytes, for a case. */
 export function bmmWork(c: BenchCase, dtype: BenchDType): { flops: number; attnBytes: number } {
   const slots = c.batch * c.heads * product(c.spatial) * product(c.kernelSize);
-  return { flops: 2 * slots * c.dim, attnBytes: slots * (dtype === 'float16' ? 2 : 4) };
+  return { flops: 2 * slots * c.dim, attnBytes: slots * bytesOf(dtype) };
 }
 
 function errText(e: unknown): string {
@@ -88,7 +88,7 @@ export async function measureBmmCase(ctx: GpuContext, c: BenchCase, dtype: Bench
   let fused: BmmResults['fused'][number] = { case: c.name, dtype };
   // An attention tensor no binding can hold (the FLUX-like case: 10^10 slots) is a note, not an allocation.
   const attnElems = product(attnShape);
-  const attnLimit = Math.min(2 ** 31 - 1, Math.floor(ctx.limits.maxStorageBufferBindingSize / (dtype === 'float16' ? 2 : 4)));
+  const attnLimit = Math.min(2 ** 31 - 1, Math.floor(ctx.limits.maxStorageBufferBindingSize / bytesOf(dtype)));
   if (attnElems > attnLimit) {
     const note = `attn ${attnShape.join('x')} has ${attnElems} elements, over the ${attnLimit} one binding holds here`;
     return { fused: { ...fused, note: 'not timed (the BMM ops cannot run this case)' }, rows: BMM_OPS.flatMap((op) => (['plain', 'mma'] as const).map((path) => ({ case: c.name, dtype, op, path, note }))) };
@@ -99,15 +99,8 @@ export async function measureBmmCase(ctx: GpuContext, c: BenchCase, dtype: Bench
     const fa = { query: await up(tm, 11), key: await up(tm, 12), value: await up(tm, 13), output: await up(tm, 14), logsumexp: ctx.createTensor([c.batch, ...c.spatial, c.heads], 'float32'), ...params };
     made.push(fa.logsumexp);
     try {
-      if (warmer) await warmer.warm(300);
-      await fusedForward(ctx, rank, fa);
-      const samples: number[] = [];
-      for (let i = 0; i < reps; i++) {
-        warmer?.queue();
-        const p = await ctx.profile(() => fusedForward(ctx, rank, fa));
-        samples.push(p.gpuNs === undefined ? p.wallMs : p.gpuNs / 1e6);
-      }
-      fused = { ...fused, ms: samples.sort((a, b) => a - b)[samples.length >> 1] as number };
+      const timing = await measureGpu(ctx, () => fusedForward(ctx, rank, fa), { warmup: 1, reps, minReps: reps, budgetMs: Number.POSITIVE_INFINITY, warmer });
+      fused = { ...fused, ms: timing.ms };
     } catch (e) {
       fused = { ...fused, note: errText(e) };
     }
@@ -138,7 +131,7 @@ export async function measureBmmCase(ctx: GpuContext, c: BenchCase, dtype: Bench
           try {
             const r = await timeDispatch(ctx, plan.commands, { warmup: 2, iterations: reps, ...(warmer ? { warmer } : {}) });
             const ms = r.medianNs / 1e6;
-            rows.push({ case: c.name, dtype, op, path, ms, tflops: (times * flops) / ms / 1e9, attnGBps: (times * attnBytes) / ms / 1e6 });
+            rows.push({ case: c.name, dtype, op, path, ms, tflops: tflops(times * flops, ms), attnGBps: gbps(times * attnBytes, ms) });
           } finally {
             plan.release();
           }
@@ -153,7 +146,6 @@ export async function measureBmmCase(ctx: GpuContext, c: BenchCase, dtype: Bench
   return { fused, rows };
 }
 
-const num = (x: number): string => (x < 10 ? x.toPrecision(2) : x.toFixed(0));
 const fmt = (ms: number | undefined): string => (ms === undefined ? '-' : (ms * 1e3).toFixed(1));
 
 /** The results as a text table: one line per (case, dtype, op), plain and tensor-core times and their ratio. */
@@ -172,9 +164,9 @@ export function renderBmm(r: Pick<BmmResults, 'rows' | 'fused'>): string {
         op,
         plain?.ms !== undefined ? fmt(plain.ms) : (plain?.note ?? '-'),
         mma?.ms !== undefined ? fmt(mma.ms) : '-',
-        plain?.ms !== undefined && mma?.ms !== undefined ? `${(plain.ms / mma.ms).toFixed(2)}x` : '',
-        best?.tflops !== undefined ? num(best.tflops) : '',
-        best?.attnGBps !== undefined ? num(best.attnGBps) : '',
+        fmtRatio(plain?.ms, mma?.ms),
+        best?.tflops !== undefined ? fmtRate(best.tflops) : '',
+        best?.attnGBps !== undefined ? fmtRate(best.attnGBps) : '',
         f.ms !== undefined ? fmt(f.ms) : (f.note ?? '-'),
       ]);
     }
