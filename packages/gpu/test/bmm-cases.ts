@@ -61,6 +61,12 @@ export const BMM_CASES: readonly BmmCase[] = [
   c(3, { sp: [9, 5, 6], K: [3, 3, 5], s: [2, 1, 3], D: 5, H: 1 }),
 ];
 
+/** The case with its head dim raised to a multiple of 16, the tensor-core kernels' rule (4, 5, 6, 8, 12 -> 16; 16 -> 32, so one case runs two fragments). */
+export function mmaCase(k: BmmCase): BmmCase {
+  const D = k.D < 16 ? 16 : 2 * k.D;
+  return { ...k, D, name: k.name.replace(/D=\d+$/, `D=${D}`) };
+}
+
 export type BmmOpName = 'qk_forward' | 'qk_backward' | 'av_forward' | 'av_backward';
 
 export interface BmmRun {

@@ -8,15 +8,12 @@
  */
 import { cpuBackend } from '@natten-web/cpu';
 import { createGpuBackend } from '../src/index.ts';
-import { BMM_CASES, type BmmCase, type BmmOpName, mismatch, runBmm } from './bmm-cases.ts';
+import { BMM_CASES, type BmmCase, type BmmOpName, mismatch, mmaCase, runBmm } from './bmm-cases.ts';
 import { openDevice } from './device-forward-problems.ts';
 
 const { ctx } = await openDevice();
 // The unit cases with head dims raised to multiples of 16, and larger ones (several tiles, long windows).
-const raised = BMM_CASES.map((k): BmmCase => {
-  const D = k.D < 16 ? 16 : 2 * k.D;
-  return { ...k, D, name: k.name.replace(/D=\d+$/, `D=${D}`) };
-});
+const raised = BMM_CASES.map(mmaCase);
 const larger: BmmCase[] = [
   { name: '1d 1024 K=127 causal D=64', rank: 1, sp: [1024], K: [127], d: [1], s: [1], causal: [true], rpb: false, B: 1, H: 2, D: 64 },
   { name: '2d 40x36 K=7 d=2 rpb D=32', rank: 2, sp: [40, 36], K: [7, 7], d: [2, 2], s: [1, 1], causal: [false, false], rpb: true, B: 2, H: 2, D: 32 },

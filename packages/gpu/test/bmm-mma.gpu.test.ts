@@ -8,47 +8,40 @@
  */
 import { type NaBackend, type NaRank, seededRandom, tensor } from '@natten-web/core';
 import { cpuBackend } from '@natten-web/cpu';
-import { emulatedKernel } from '@natten-web/testkit';
+import { emulatingTensorCoreView } from '@natten-web/testkit';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type HostArgs, onGpu } from '../src/backend.ts';
 import { avBackwardPlan, avForwardPlan, type GpuContext, type GpuOpPlan, type GpuTensor, qkBackwardPlan, qkForwardPlan } from '../src/index.ts';
-import { BMM_CASES, type BmmCase, type BmmOpName, mismatch, runBmm } from './bmm-cases.ts';
-import { fakeTensorCoreContext, tensorCoreView } from './fake-tensor-core.ts';
+import { BMM_CASES, type BmmCase, type BmmOpName, mismatch, mmaCase, runBmm } from './bmm-cases.ts';
+import { fakeTensorCoreContext } from './fake-tensor-core.ts';
 import { gpuContext } from './setup.ts';
 
 const OPS: readonly BmmOpName[] = ['qk_forward', 'qk_backward', 'av_forward', 'av_backward'];
 
-/** A backend whose BMM ops plan on the tensor-core view (so `auto` takes the mma kernels) and run them emulated. */
+/**
+ * A backend whose BMM ops plan and dispatch on testkit's emulating tensor-core view (so `auto` takes the mma kernels,
+ * and they run through the emulation), checking that every product of the op is on them (d_rpb passes have none).
+ */
 function mmaBmmBackend(ctx: GpuContext): NaBackend {
-  const view = tensorCoreView(ctx);
-  const run = (op: string, outputs: readonly string[], plan: (g: never) => GpuOpPlan) => (rank: NaRank, args: HostArgs) =>
+  const view = emulatingTensorCoreView(ctx);
+  const run = (op: string, outputs: readonly string[], plan: (rank: NaRank, g: never) => GpuOpPlan) => (rank: NaRank, args: HostArgs) =>
     onGpu(ctx, `na${rank}d_${op}`, args, outputs, () => {}, async (g) => {
-      const p = plan(g as never);
+      const p = plan(rank, g as never);
       try {
         const kernels = p.commands.map((c) => c.kernel.key);
-        // Every product of the op runs on the tensor cores (the d_rpb passes have no matrices).
         expect(kernels.filter((k) => k.startsWith('na-bmm-mma-')).length, kernels.join(', ')).toBe(op === 'qk_forward' || op === 'av_forward' ? 1 : 2);
-        await ctx.dispatch(
-          p.commands.map((c) => (c.kernel.key.startsWith('na-bmm-mma-') ? { ...c, kernel: emulatedKernel(c.kernel) } : c)),
-          `${op} (emulated mma)`,
-        );
+        await view.dispatch(p.commands, `${op} (emulated mma)`);
       } finally {
         p.release();
       }
     });
   return {
     name: 'webgpu-bmm-mma-emulated',
-    qkForward: (rank: NaRank, a: HostArgs) => run('qk_forward', ['attn'], (g) => qkForwardPlan(view, rank, g))(rank, a),
-    qkBackward: (rank: NaRank, a: HostArgs) => run('qk_backward', ['gradQuery', 'gradKey', 'gradRpb'], (g) => qkBackwardPlan(view, rank, g))(rank, a),
-    avForward: (rank: NaRank, a: HostArgs) => run('av_forward', ['output'], (g) => avForwardPlan(view, rank, g))(rank, a),
-    avBackward: (rank: NaRank, a: HostArgs) => run('av_backward', ['gradAttn', 'gradValue'], (g) => avBackwardPlan(view, rank, g))(rank, a),
+    qkForward: run('qk_forward', ['attn'], (rank, g) => qkForwardPlan(view, rank, g)),
+    qkBackward: run('qk_backward', ['gradQuery', 'gradKey', 'gradRpb'], (rank, g) => qkBackwardPlan(view, rank, g)),
+    avForward: run('av_forward', ['output'], (rank, g) => avForwardPlan(view, rank, g)),
+    avBackward: run('av_backward', ['gradAttn', 'gradValue'], (rank, g) => avBackwardPlan(view, rank, g)),
   } as unknown as NaBackend;
-}
-
-/** The case with its head dim raised to a multiple of 16 (4, 5, 6, 8, 12 -> 16; 16 -> 32, so one case runs two fragments). */
-function mmaCase(k: BmmCase): BmmCase {
-  const D = k.D < 16 ? 16 : 2 * k.D;
-  return { ...k, D, name: k.name.replace(/D=\d+$/, `D=${D}`) };
 }
 
 // One shared context for the file's suites, released after the last.
