@@ -49,7 +49,7 @@ export {
   rpbCells,
 } from './ops/na-qk.ts';
 export { generateAvBackwardAttn, generateAvBackwardValue, generateAvForward } from './ops/na-av.ts';
-export { BMM_MMA_MAX_DIM, BMM_MMA_TILE_TOKENS, bmmMmaSpecProblem, generateBmmMmaKernel } from './ops/bmm-mma.ts';
+export { BMM_MMA_CHUNK, BMM_MMA_MAX_DIM, BMM_MMA_TILE_TOKENS, bmmMmaSpecProblem, generateBmmMmaKernel } from './ops/bmm-mma.ts';
 export {
   canonicalKeyTile,
   checkFusedForwardSpec,

@@ -24,7 +24,7 @@
  */
 import { NattenArgumentError } from '@natten-web/core';
 import { type GeneratedKernel, kernelKey, uniformDecl } from '../kernel.ts';
-import { BMM_TILE_TOKEN, BMM_UNIFORMS, bmmBindings, type BmmKernelSpec, bmmBoxLines, bmmGridDecode, bmmTileConsts, bmmWindowConsts, padAxes } from '../snippets/bmm.ts';
+import { BMM_FILL_UNIFORM, BMM_TILE_TOKEN, BMM_UNIFORMS, bmmBindings, type BmmKernelSpec, bmmBoxLines, bmmGridDecode, bmmTileConsts, bmmWindowConsts, padAxes } from '../snippets/bmm.ts';
 import { windowFunctions } from '../snippets/window.ts';
 import { PUT8_FN } from './dense-mma.ts';
 import { MMA_FRAGMENT as F, MMA_HEADER, mmaScratchEpilogue, PACK8_FN } from './na-fused-forward-mma.ts';
@@ -36,8 +36,9 @@ export const BMM_MMA_MAX_DIM = 128;
 export const BMM_MMA_TILE_TOKENS = 64;
 const NSG = 4;
 const WGS = 32 * NSG;
-/** Box rows per staged chunk. */
-const CH = 16;
+/** Box rows per staged chunk (one fragment). */
+export const BMM_MMA_CHUNK = 16;
+const CH = BMM_MMA_CHUNK;
 
 const range = (n: number): number[] => Array.from({ length: n }, (_, i) => i);
 const LEFT = `subgroup_matrix_left<f16, ${F}, ${F}>`;
@@ -145,7 +146,7 @@ export function generateBmmMmaKernel(spec: BmmKernelSpec): GeneratedKernel {
   const rpb = pn && spec.rpb === true;
   const fillNegInf = pn && anyCausal && spec.fill !== 'zero';
   const bindings = bmmBindings(spec);
-  const uniforms = fillNegInf ? [...BMM_UNIFORMS, { name: 'fill_bits', type: 'u32' as const }] : [...BMM_UNIFORMS];
+  const uniforms = fillNegInf ? [...BMM_UNIFORMS, BMM_FILL_UNIFORM] : [...BMM_UNIFORMS];
   const elem = (name: string): string => (name === 'attn' || name === 'attn_out' || name === 'rpb' ? 'f16' : 'vec4<u32>');
   const decls = bindings.map((b, i) => `@group(0) @binding(${i}) var<storage, ${b.access}> ${b.name}: array<${elem(b.name)}>;`).join('\n');
   // Staged rows: D halves + 8 (16 bytes) against bank conflicts of the column-major right loads; f32 S / epilogue

@@ -18,7 +18,7 @@ import {
   padAxes,
 } from '../snippets/bmm.ts';
 import { windowFunctions } from '../snippets/window.ts';
-import { generateBmmMmaKernel } from './bmm-mma.ts';
+import { BMM_MMA_CHUNK, generateBmmMmaKernel } from './bmm-mma.ts';
 
 /** What a BMM op bakes into its kernels (everything else is a uniform). */
 export interface BmmOpSpec {
@@ -48,7 +48,7 @@ export function bmmSpec(
     dim: op.dim,
     dtype: op.dtype,
     tile: [...(op.tile ?? defaultBmmTile(op.rank))],
-    chunk: op.chunk ?? (op.mma === true ? 16 : defaultBmmChunk(op.dim)),
+    chunk: op.chunk ?? (op.mma === true ? BMM_MMA_CHUNK : defaultBmmChunk(op.dim)),
     ...(extra.rpb === true ? { rpb: true } : {}),
     ...(op.mma === true ? { mma: true } : {}),
     ...(extra.fill !== undefined && kind === 'pn' && op.causal.some((c) => c) ? { fill: extra.fill } : {}),

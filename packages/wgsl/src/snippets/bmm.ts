@@ -80,7 +80,7 @@ export const BMM_UNIFORMS: readonly UniformField[] = [
 ];
 
 /** pn kernels with a -inf fill also take the fill's bit pattern (WGSL has no inf literal; a uniform keeps it out of constant folding). */
-const FILL_UNIFORM: UniformField = { name: 'fill_bits', type: 'u32' };
+export const BMM_FILL_UNIFORM: UniformField = { name: 'fill_bits', type: 'u32' };
 
 /** Pad a per-real-axis list to 3 axes with leading `pad` values. */
 export function padAxes<T>(values: readonly T[], pad: T): [T, T, T] {
@@ -253,7 +253,7 @@ export function generateBmmKernel(spec: BmmKernelSpec): GeneratedKernel {
   const zeroF = V === 4 ? 'vec4<f32>(0.0)' : '0.0';
   const bindings = bmmBindings(spec);
   const fillNegInf = spec.kind === 'pn' && anyCausal && spec.fill !== 'zero';
-  const uniforms = fillNegInf ? [...BMM_UNIFORMS, FILL_UNIFORM] : [...BMM_UNIFORMS];
+  const uniforms = fillNegInf ? [...BMM_UNIFORMS, BMM_FILL_UNIFORM] : [...BMM_UNIFORMS];
   const elemOf = (name: string): string => (name === 'attn' || name === 'attn_out' || name === 'rpb' ? T : S);
   const decls = bindings
     .map((b, i) => `@group(0) @binding(${i}) var<storage, ${b.access}> ${b.name}: array<${elemOf(b.name)}>;`)
