@@ -6,7 +6,8 @@
  * the same problem (its default path, `ctx.profile` as `pnpm bench` times it) runs in the same pass as a reference.
  * Prints a table and writes JSON (`bench/results/<date>-<adapter>-bmm.json`), stating the adapter and versions.
  *
- * usage: pnpm bench:bmm [--set quick|standard] [--filter str[,str...]] [--dtype f16|f32] [--reps N] [--json path]
+ * usage: pnpm bench:bmm [--set quick|standard] [--filter str[,str...]] [--dtype f16|f32] [--path plain|mma] [--reps N]
+ *        [--json path]    (--path: time one path only; both by default)
  */
 import { type NaRank, product } from '@natten-web/core';
 import {
@@ -33,13 +34,15 @@ import { fmtRate, fmtRatio, gbps, tflops } from './render.ts';
 import { type BenchEnv, isSoftwareAdapter } from './results.ts';
 
 export const BMM_OPS = ['qk_forward', 'av_forward', 'qk_backward', 'av_backward'] as const;
+export const BMM_PATHS = ['plain', 'mma'] as const;
+export type BmmTimedPath = (typeof BMM_PATHS)[number];
 export type BmmOp = (typeof BMM_OPS)[number];
 
 export interface BmmRow {
   readonly case: string;
   readonly dtype: BenchDType;
   readonly op: BmmOp;
-  readonly path: Exclude<BmmPath, 'auto'>;
+  readonly path: BmmTimedPath;
   /** Median GPU time (ms); absent with `note` when the path cannot run the op here. */
   readonly ms?: number;
   readonly tflops?: number;
@@ -70,7 +73,14 @@ function errText(e: unknown): string {
 }
 
 /** Time every BMM op of one (case, dtype) on each path, and the fused forward, on `ctx`. */
-export async function measureBmmCase(ctx: GpuContext, c: BenchCase, dtype: BenchDType, reps: number, warmer?: ClockWarmer): Promise<{ fused: BmmResults['fused'][number]; rows: BmmRow[] }> {
+export async function measureBmmCase(
+  ctx: GpuContext,
+  c: BenchCase,
+  dtype: BenchDType,
+  reps: number,
+  warmer?: ClockWarmer,
+  paths: readonly BmmTimedPath[] = BMM_PATHS,
+): Promise<{ fused: BmmResults['fused'][number]; rows: BmmRow[] }> {
   const rank = c.rank as NaRank;
   const params = { kernelSize: [...c.kernelSize], dilation: [...c.dilation], isCausal: [...c.isCausal] };
   const rowsShape = [c.batch, c.heads, ...c.spatial, c.dim];
@@ -91,7 +101,7 @@ export async function measureBmmCase(ctx: GpuContext, c: BenchCase, dtype: Bench
   const attnLimit = Math.min(2 ** 31 - 1, Math.floor(ctx.limits.maxStorageBufferBindingSize / bytesOf(dtype)));
   if (attnElems > attnLimit) {
     const note = `attn ${attnShape.join('x')} has ${attnElems} elements, over the ${attnLimit} one binding holds here`;
-    return { fused: { ...fused, note: 'not timed (the BMM ops cannot run this case)' }, rows: BMM_OPS.flatMap((op) => (['plain', 'mma'] as const).map((path) => ({ case: c.name, dtype, op, path, note }))) };
+    return { fused: { ...fused, note: 'not timed (the BMM ops cannot run this case)' }, rows: BMM_OPS.flatMap((op) => paths.map((path) => ({ case: c.name, dtype, op, path, note }))) };
   }
   try {
     // The fused forward (token-major), timed as `pnpm bench` times it.
@@ -125,7 +135,7 @@ export async function measureBmmCase(ctx: GpuContext, c: BenchCase, dtype: Bench
     };
     for (const op of BMM_OPS) {
       const times = op.endsWith('backward') ? 2 : 1;
-      for (const path of ['plain', 'mma'] as const) {
+      for (const path of paths) {
         try {
           const plan = plans[op](path);
           try {
@@ -184,6 +194,7 @@ async function main(): Promise<void> {
       set: { type: 'string', default: 'quick' },
       filter: { type: 'string' },
       dtype: { type: 'string' },
+      path: { type: 'string' },
       reps: { type: 'string', default: '20' },
       json: { type: 'string' },
     },
@@ -192,6 +203,8 @@ async function main(): Promise<void> {
   if (!(set in CASE_SETS)) throw new Error(`--set must be quick or standard, got ${values.set}`);
   const only = values.dtype === undefined ? undefined : values.dtype === 'f16' ? 'float16' : values.dtype === 'f32' ? 'float32' : undefined;
   if (values.dtype !== undefined && only === undefined) throw new Error(`--dtype must be f16 or f32, got ${values.dtype}`);
+  const paths = values.path === undefined ? BMM_PATHS : BMM_PATHS.filter((p) => p === values.path);
+  if (paths.length === 0) throw new Error(`--path must be plain or mma, got ${values.path}`);
   const reps = Number(values.reps);
   if (!Number.isInteger(reps) || reps < 1 || reps > 2048) throw new Error(`--reps must be an integer in [1, 2048], got ${values.reps}`);
   const cases = CASE_SETS[set].filter((c) => values.filter === undefined || values.filter.split(',').some((f) => c.name.includes(f)));
@@ -211,7 +224,7 @@ async function main(): Promise<void> {
         for (const dtype of c.dtypes) {
           if (only !== undefined && dtype !== only) continue;
           console.log(`[bmm] ${c.name} ${dtype}`);
-          const m = await measureBmmCase(ctx, c, dtype, reps, warmer);
+          const m = await measureBmmCase(ctx, c, dtype, reps, warmer, paths);
           fused.push(m.fused);
           rows.push(...m.rows);
         }
