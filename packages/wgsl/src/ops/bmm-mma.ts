@@ -61,9 +61,10 @@ export function bmmMmaSpecProblem(spec: Pick<BmmKernelSpec, 'dim' | 'dtype' | 't
  * rows of `src`, zero past the box) and `nm_i` (the row's metadata, from the invocation that loads its first unit:
  * pn / nn the key's group coordinates and token; in the query's window start in group coordinates and token, and
  * `nc_i` its window's valid counts). `fetch(at)` issues the loads of the chunk at box row `at` (an i32 expression);
- * `stage` writes the registers to the staging area (stride `LDB`) and the metadata arrays.
+ * `stage` writes the registers to the staging area (stride `LDB`) and the metadata arrays (from element `metaAt`, a
+ * WGSL prefix such as `mo + ` for a double-buffered metadata array, or empty).
  */
-function chunkPrefetch(src: string, inverse: boolean, dim: number): { decl: string; fetch: (at: string) => string; stage: string } {
+function chunkPrefetch(src: string, inverse: boolean, dim: number, metaAt: string): { decl: string; fetch: (at: string) => string; stage: string } {
   const units = CH * (dim / 8);
   const n = Math.ceil(units / WGS);
   const whole = units % WGS === 0;
@@ -106,7 +107,7 @@ ${meta.split('_I ').join(`_${i} `)}
         (i) => `    {
       let e = lidx + ${i * WGS}u;
       ${guard(`put8((e / DU) * LDB + (e % DU) * 8u, nv_${i});
-      if (e % DU == 0u) { meta_sh[e / DU] = nm_${i};${inverse ? ` cnt_sh[e / DU] = nc_${i};` : ''} }`)}
+      if (e % DU == 0u) { meta_sh[${metaAt}e / DU] = nm_${i};${inverse ? ` cnt_sh[e / DU] = nc_${i};` : ''} }`)}
     }`,
       )
       .join('\n'),
@@ -114,20 +115,21 @@ ${meta.split('_I ').join(`_${i} `)}
 }
 
 /**
- * The slot of chunk column `ec` in row `r`'s window, and whether it is a member: pn / nn compare the key's group
- * coordinates (`m`) with the row's window start and counts; in compares the row's key coordinates with the query's
- * window (`m`, counts `q`).
+ * The slot of chunk column `ec` in a row's window (`t0..t2`), and whether it is a member (`ok`): pn / nn compare the
+ * key's group coordinates (`m`) with the row's window start `rw` and counts `rc`; in compares the row's key
+ * coordinates `rw` with the query's window (`m`, counts `q`). Axes the rank pads (size 1) are 0 and not compared.
  */
-function memberLines(inverse: boolean): string {
-  return inverse
-    ? `        let t0 = rw.x - m.x;
-        let t1 = rw.y - m.y;
-        let t2 = rw.z - m.z;
-        let ok = kc < box && rc.w != 0 && t0 >= 0 && t0 < q.x && t1 >= 0 && t1 < q.y && t2 >= 0 && t2 < q.z;`
-    : `        let t0 = m.x - rw.x;
-        let t1 = m.y - rw.y;
-        let t2 = m.z - rw.z;
-        let ok = kc < box && rc.w != 0 && t0 >= 0 && t0 < rc.x && t1 >= 0 && t1 < rc.y && t2 >= 0 && t2 < rc.z;`;
+function memberLines(inverse: boolean, rank: number, rw: string, rc: string): string {
+  const axes = range(3).filter((a) => a >= 3 - rank);
+  const xyz = ['x', 'y', 'z'];
+  const t = range(3).map((a) => {
+    if (!axes.includes(a)) return `        let t${a} = 0;`;
+    const c = xyz[a] as string;
+    return inverse ? `        let t${a} = ${rw}.${c} - m.${c};` : `        let t${a} = m.${c} - ${rw}.${c};`;
+  });
+  const tests = axes.map((a) => `t${a} >= 0 && t${a} < ${inverse ? 'q' : rc}.${xyz[a]}`).join(' && ');
+  return `${t.join('\n')}
+        let ok = kc < box && ${rc}.w != 0 && ${tests};`;
 }
 
 /** Generate one tensor-core BMM kernel (float16; per-call sizes as uniforms, as the plain kernels). */
@@ -154,7 +156,12 @@ export function generateBmmMmaKernel(spec: BmmKernelSpec): GeneratedKernel {
   const LDB = D + 8;
   const LDS = F;
   const LDP = F;
-  const workgroupBytes = 2 * CH * LDB + 16 * CH * (inverse ? 2 : 1) + 16 * 64 * (rpb ? 3 : 2) + 4 * 64 * LDS + (pn ? 0 : 2 * 64 * LDP);
+  // One staging area. pn reads it only in its multiplies, which finish before the S barrier, so with its chunk
+  // metadata double-buffered (chunk parity) the next chunk's staging needs no third barrier. nn / in read the area in
+  // their multiplies after the P barrier, so a third barrier keeps the next chunk's staging behind them (two staging
+  // areas instead, without it, cost a workgroup per SM and were 1.3-1.7x slower on the H200, session 28).
+  const metaBufs = pn ? 2 : 1;
+  const workgroupBytes = 2 * CH * LDB + 16 * CH * metaBufs * (inverse ? 2 : 1) + 16 * 64 * (rpb ? 3 : 2) + 4 * 64 * LDS + (pn ? 0 : 2 * 64 * LDP);
 
   // The row table: pn / nn the row's window start (group coordinates) and token, its valid counts and liveness;
   // in the row's (key's) group coordinates and token, and its liveness. rpb adds the row's group coordinates.
@@ -166,6 +173,27 @@ export function generateBmmMmaKernel(spec: BmmKernelSpec): GeneratedKernel {
     let ow2 = na_window_2(x2, params.L2, params.d2, params.s2);
     row_sh[lid] = vec4<i32>((ow0.x - g0) / params.d0, (ow1.x - g1) / params.d1, (ow2.x - g2) / params.d2, tok);
     rowc_sh[lid] = vec4<i32>(ow0.y, ow1.y, ow2.y, select(0, 1, row_live));${rpb ? '\n    rowi_sh[lid] = vec4<i32>(i0, i1, i2, 0);' : ''}`;
+
+  // The row table entries of this lane's eight rows of the gather / scatter passes (rows 2i + eh of its subgroup):
+  // loaded once and held for the whole walk (1.2-1.6x faster nn / in kernels on the H200, session 28), except in the
+  // rank-3 pn kernel, where held rows (all three axes, beside its left fragments) made it 1.2x slower; there each
+  // chunk's pass loops over the rows and reads them again.
+  const rowsHeld = !(pn && spec.rank === 3);
+  const rowLoads = range(8)
+    .map((i) => `  let rw_${i} = row_sh[rbase + ${2 * i}u + eh];\n  let rc_${i} = rowc_sh[rbase + ${2 * i}u + eh];${rpb ? `\n  let ri_${i} = rowi_sh[rbase + ${2 * i}u + eh];` : ''}`)
+    .join('\n');
+  /** The pass over this lane's eight rows: `body(rw, rc, ri, row)` names the row's table entries and index. */
+  const rowPass = (body: (rw: string, rc: string, ri: string, row: string) => string): string =>
+    rowsHeld
+      ? range(8)
+          .map((i) => `      {\n${body(`rw_${i}`, `rc_${i}`, `ri_${i}`, `rbase + ${2 * i}u + eh`)}\n      }`)
+          .join('\n')
+      : `      for (var i = 0u; i < 8u; i++) {
+        let r = rbase + 2u * i + eh;
+        let rw = row_sh[r];
+        let rc = rowc_sh[r];
+${rpb ? '        let ri = rowi_sh[r];\n' : ''}${body('rw', 'rc', 'ri', 'r')}
+      }`;
 
   const fillExpr = fillNegInf ? 'bitcast<vec2<f16>>(params.fill_bits).x' : 'f16(0.0)';
   // Invalid (causal) slots of this subgroup's rows: the fill (-inf as NATTEN, or 0 for a gradient).
@@ -211,10 +239,6 @@ ${range(D16)
       .join('\n')}
 ${passes}
 ${causalFill}`;
-    const rpbLine = rpb
-      ? `          let ri = rowi_sh[r];
-          v = v + f32(rpb[((h * R0 + (m.x - ri.x + K0 - 1)) * R1 + (m.y - ri.y + K1 - 1)) * R2 + (m.z - ri.z + K2 - 1)]);\n`
-      : '';
     chunkWork = `    var s = ${RESULT}();
 ${range(D16)
   .map((kk) => `    s = subgroupMatrixMultiplyAccumulate(a_${kk}, subgroupMatrixLoad<${RIGHT}, col_major>(&st_sh, ${kk * F}u, LDB), s);`)
@@ -223,38 +247,31 @@ ${range(D16)
     workgroupBarrier();
     {
       let kc = base + i32(ec);
-      let m = meta_sh[ec];
-      for (var i = 0u; i < 8u; i++) {
-        let r = rbase + 2u * i + eh;
-        let rw = row_sh[r];
-        let rc = rowc_sh[r];
-${memberLines(false)}
+      let m = meta_sh[mo + ec];
+${rowPass(
+  (rw, rc, ri, row) => `${memberLines(false, spec.rank, rw, rc)}
         if (ok) {
-          var v = s_sh[r * LDS + ec];
-${rpbLine}          attn_out[(bh * N + rw.w) * P + (t0 * K1 + t1) * K2 + t2] = f16(v);
-        }
-      }
-    }
-    workgroupBarrier();`;
+          var v = s_sh[(${row}) * LDS + ec];
+${rpb ? `          v = v + f32(rpb[((h * R0 + (m.x - ${ri}.x + K0 - 1)) * R1 + (m.y - ${ri}.y + K1 - 1)) * R2 + (m.z - ${ri}.z + K2 - 1)]);\n` : ''}          attn_out[(bh * N + ${rw}.w) * P + (t0 * K1 + t1) * K2 + t2] = f16(v);
+        }`,
+)}
+    }`;
   } else {
     prologue = range(D16)
       .map((n) => `  var o_${n} = ${RESULT}();`)
       .join('\n');
     // The attention weight of (row, column): nn reads the row's (query's) slot of the key; in the column's (query's)
     // slot of the row's key.
-    const weight = inverse ? 'attn[(bh * N + m.w) * P + (t0 * K1 + t1) * K2 + t2]' : 'attn[(bh * N + rw.w) * P + (t0 * K1 + t1) * K2 + t2]';
+    const weight = (rw: string): string => (inverse ? 'attn[(bh * N + m.w) * P + (t0 * K1 + t1) * K2 + t2]' : `attn[(bh * N + ${rw}.w) * P + (t0 * K1 + t1) * K2 + t2]`);
     chunkWork = `    {
       let kc = base + i32(ec);
       let m = meta_sh[ec];
-${inverse ? '      let q = cnt_sh[ec];\n' : ''}      for (var i = 0u; i < 8u; i++) {
-        let r = rbase + 2u * i + eh;
-        let rw = row_sh[r];
-        let rc = rowc_sh[r];
-${memberLines(inverse)}
+${inverse ? '      let q = cnt_sh[ec];\n' : ''}${rowPass(
+  (rw, rc, _ri, row) => `${memberLines(inverse, spec.rank, rw, rc)}
         var p = f16(0.0);
-        if (ok) { p = ${weight}; }
-        p_sh[r * LDP + ec] = p;
-      }
+        if (ok) { p = ${weight(rw)}; }
+        p_sh[(${row}) * LDP + ec] = p;`,
+)}
     }
     workgroupBarrier();
     let pm = subgroupMatrixLoad<${LEFT}, row_major>(&p_sh, rbase * LDP, LDP);
@@ -272,7 +289,7 @@ ${range(D16)
     });
   }
 
-  const walk = chunkPrefetch(inverse ? 'row_a' : 'row_b', inverse, D);
+  const walk = chunkPrefetch(inverse ? 'row_a' : 'row_b', inverse, D, pn ? 'mo + ' : '');
   const header = `// ${key}
 // NATTEN BMM ${spec.kind.toUpperCase()} kernel on tensor cores, rank ${spec.rank} (padded to 3 axes), float16 storage, f32 accumulation.`;
   const code = `${MMA_HEADER}
@@ -287,7 +304,7 @@ ${bmmTileConsts(TL)}
 ${decls}
 ${uniformDecl(uniforms, bindings.length)}
 var<workgroup> st_sh: array<f16, ${CH * LDB}>;
-var<workgroup> meta_sh: array<vec4<i32>, ${CH}>;
+var<workgroup> meta_sh: array<vec4<i32>, ${metaBufs * CH}>;
 ${inverse ? `var<workgroup> cnt_sh: array<vec4<i32>, ${CH}>;\n` : ''}var<workgroup> row_sh: array<vec4<i32>, 64>;
 var<workgroup> rowc_sh: array<vec4<i32>, 64>;
 ${rpb ? 'var<workgroup> rowi_sh: array<vec4<i32>, 64>;\n' : ''}var<workgroup> s_sh: array<f32, ${64 * LDS}>;
@@ -314,11 +331,14 @@ ${rowTable}
 ${bmmBoxLines(inverse)}
   let box = w0 * w1 * w2;
   workgroupBarrier();
+${rowsHeld ? `  // This lane's eight rows of the gather / scatter passes, held for the whole walk.\n${rowLoads}` : ''}
 ${prologue}
 ${walk.decl}
 ${walk.fetch('0')}
   for (var base = 0; base < box; base += ${CH}) {
-${walk.stage}
+${pn ? `    // This chunk's metadata (parity).
+    let mo = (u32(base / ${CH}) % 2u) * ${CH}u;
+` : ''}${walk.stage}
     workgroupBarrier();
     // The next chunk's loads, in flight during this chunk's work.
     if (base + ${CH} < box) {
