@@ -55,6 +55,23 @@ describe('split forward (float32 on f16 tensor cores)', () => {
     for (const t of [...g, scales]) t.buffer.destroy();
   });
 
+  it('abs-max, scalar: any length (the BMM ops attention tensors), the largest |x| in the last element', async () => {
+    const ctx = await gpuContext();
+    const a = scaled([3, 7, 5], 4, 0.5);
+    const b = scaled([4097], 5, 1e-3);
+    const bv = toFloat64Values(b);
+    bv[4096] = -9.25;
+    const g = [a, tensorFromValues([4097], 'float32', bv)].map((t) => ctx.upload(t)) as [GpuTensor, GpuTensor];
+    const scales = ctx.upload(tensorFromValues([4], 'float32', [1e30, 1e30, 1e30, 1e30]));
+    const kernel = generateAbsMax({ scalar: true });
+    expect(kernel.key.startsWith('abs-max3-scalar')).toBe(true);
+    // Three slots: the third binds the first tensor again and counts 0 (its grid row does not run).
+    const command = { kernel, buffers: [g[0].buffer, g[1].buffer, g[0].buffer, scales.buffer], uniforms: { n_q: 105, n_k: 4097, n_v: 0 }, workgroups: [2, 2, 1] as [number, number, number], clear: [scales.buffer] };
+    await ctx.dispatch([command], 'abs-max scalar');
+    expect(Array.from((await ctx.read(scales)).data as Float32Array).slice(0, 2)).toEqual([maxAbs(a), 9.25]);
+    for (const t of [...g, scales]) t.buffer.destroy();
+  });
+
   it('plans the abs-max dispatch first and binds its scales to the forward', async () => {
     const ctx = tensorCoreView(await gpuContext());
     const t = ctx.createTensor([1, 64, 2, 16], 'float32');

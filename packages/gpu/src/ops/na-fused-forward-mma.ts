@@ -603,20 +603,22 @@ export function planFusedForwardMma(
  * workgroups per tensor. With 4096 (16 dependent loads per invocation, 96 workgroups on 1-D L=4096 K=127) the
  * dispatch took about 9 of the float32 forward's 62 us there.
  */
-const ABS_MAX_VEC4_PER_WORKGROUP = ABS_MAX_WORKGROUP * ABS_MAX_UNROLL;
+const ABS_MAX_UNITS_PER_WORKGROUP = ABS_MAX_WORKGROUP * ABS_MAX_UNROLL;
 const ABS_MAX_MAX_WORKGROUPS = 1024;
 
 /**
  * The abs-max dispatch of the split: max |x| of each of one to five tensors (query, key, value; the backwards' dO
  * and O too) into `scales[0..4]` (cleared before its pass); with fewer tensors only their rows of the grid run.
+ * `scalar` reads single floats, for tensors whose length need not be a multiple of four (the BMM ops' attention).
  */
-export function absMaxCommand(ctx: GpuContext, tensors: readonly [GpuTensor, ...GpuTensor[]], scales: GpuTensor): DispatchCommand {
+export function absMaxCommand(ctx: GpuContext, tensors: readonly [GpuTensor, ...GpuTensor[]], scales: GpuTensor, options: { readonly scalar?: boolean } = {}): DispatchCommand {
   const count = tensors.length > 3 ? 5 : 3;
-  const kernel = memoKernel(`abs-max${count}`, { tensors: count }, generateAbsMax);
-  // One vec4 count uniform per tensor slot, in the kernel's order; slots past the given tensors bind the first and
-  // count 0 (their grid rows do not run).
-  const n = kernel.uniforms.map((_, i) => (tensors[i]?.numel ?? 0) / 4);
-  const x = Math.min(ABS_MAX_MAX_WORKGROUPS, ctx.limits.maxComputeWorkgroupsPerDimension, Math.max(1, Math.ceil(Math.max(...n) / ABS_MAX_VEC4_PER_WORKGROUP)));
+  const scalar = options.scalar === true;
+  const kernel = memoKernel(`abs-max${count}${scalar ? '-scalar' : ''}`, { tensors: count, scalar }, generateAbsMax);
+  // One count uniform per tensor slot (vec4s, or floats with `scalar`), in the kernel's order; slots past the given
+  // tensors bind the first and count 0 (their grid rows do not run).
+  const n = kernel.uniforms.map((_, i) => (tensors[i]?.numel ?? 0) / (scalar ? 1 : 4));
+  const x = Math.min(ABS_MAX_MAX_WORKGROUPS, ctx.limits.maxComputeWorkgroupsPerDimension, Math.max(1, Math.ceil(Math.max(...n) / ABS_MAX_UNITS_PER_WORKGROUP)));
   return {
     kernel,
     buffers: [...kernel.uniforms.map((_, i) => (tensors[i] ?? tensors[0]).buffer), scales.buffer],

@@ -17,11 +17,11 @@ export const ABS_MAX_WORKGROUP = 256;
 export const ABS_MAX_UNROLL = 4;
 
 /** WGSL of one loop step: `ABS_MAX_UNROLL` vec4s a stride apart (the first in range, the rest clamped and dropped past `n`). */
-function unrolled(arr: string, n: string): string {
+function unrolled(arr: string, n: string, f: string): string {
   return Array.from({ length: ABS_MAX_UNROLL }, (_, u) =>
     u === 0
-      ? `      m = max(m, bitcast<u32>(vmax(${arr}[i])));`
-      : `      { let j = i + ${u}u * stride; m = max(m, select(0u, bitcast<u32>(vmax(${arr}[min(j, params.${n} - 1u)])), j < params.${n})); }`,
+      ? `      m = max(m, bitcast<u32>(${f}(${arr}[i])));`
+      : `      { let j = i + ${u}u * stride; m = max(m, select(0u, bitcast<u32>(${f}(${arr}[min(j, params.${n} - 1u)])), j < params.${n})); }`,
   ).join('\n');
 }
 
@@ -36,11 +36,14 @@ const ABS_MAX_TENSORS = [
 
 /**
  * The abs-max kernel over three tensors (query, key, value: the split forward) or five (and grad_output, output:
- * the split backwards, whose dS bound needs max |dO| and max |O|), max |x| of tensor y into `scales[y]`.
+ * the split backwards, whose dS bound needs max |dO| and max |O|), max |x| of tensor y into `scales[y]`. The tensors
+ * are read as vec4s (counts in vec4s), or with `scalar` as single floats (counts in floats: any length, such as the
+ * BMM ops' attention tensors).
  */
-export function generateAbsMax(spec: { readonly tensors?: 3 | 5 } = {}): GeneratedKernel {
+export function generateAbsMax(spec: { readonly tensors?: 3 | 5; readonly scalar?: boolean } = {}): GeneratedKernel {
   const count = spec.tensors ?? 3;
-  const key = kernelKey(`abs-max${count}`, GEN, {});
+  const scalar = spec.scalar === true;
+  const key = kernelKey(`abs-max${count}${scalar ? '-scalar' : ''}`, GEN, {});
   const tensors = ABS_MAX_TENSORS.slice(0, count);
   const bindings: StorageBinding[] = [...tensors.map((t) => ({ name: t.name, access: 'read' as const })), { name: 'scales', access: 'read_write' }];
   const uniforms: UniformField[] = tensors.map((t) => ({ name: t.n, type: 'u32' }));
@@ -50,12 +53,12 @@ export function generateAbsMax(spec: { readonly tensors?: 3 | 5 } = {}): Generat
       const head = y === 0 ? `  if (wg.y == 0u) {` : y === tensors.length - 1 ? '  } else {' : `  } else if (wg.y == ${y}u) {`;
       return `${head}
     for (var i = wg.x * ${ABS_MAX_WORKGROUP}u + lid; i < params.${t.n}; i += ${ABS_MAX_UNROLL}u * stride) {
-${unrolled(t.name, t.n)}
+${unrolled(t.name, t.n, scalar ? 'abs' : 'vmax')}
     }`;
     })
     .join('\n');
   const code = `// ${key}
-${tensors.map((t, i) => `@group(0) @binding(${i}) var<storage, read> ${t.name}: array<vec4<f32>>;`).join('\n')}
+${tensors.map((t, i) => `@group(0) @binding(${i}) var<storage, read> ${t.name}: array<${scalar ? 'f32' : 'vec4<f32>'}>;`).join('\n')}
 @group(0) @binding(${count}) var<storage, read_write> scales: array<atomic<u32>>;
 ${uniformDecl(uniforms, bindings.length)}
 var<workgroup> wmax: atomic<u32>;
