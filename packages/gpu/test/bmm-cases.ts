@@ -75,7 +75,15 @@ export interface BmmRun {
 }
 
 /** Build fresh inputs (deterministic per seed) and run one op on a backend; outputs start as junk (or, for grad_rel_pos_bias, random values it accumulates into). */
-export async function runBmm(backend: NaBackend, op: BmmOpName, k: BmmCase, dtype: DType, seed: number): Promise<BmmRun> {
+export async function runBmm(
+  backend: NaBackend,
+  op: BmmOpName,
+  k: BmmCase,
+  dtype: DType,
+  seed: number,
+  /** Input magnitudes (normal samples times these): the row tensors (q, k, v, dO) and the attention tensors. */
+  scale: { readonly rows?: number; readonly attn?: number } = {},
+): Promise<BmmRun> {
   const rank = k.rank;
   const rows = [k.B, k.H, ...k.sp, k.D];
   const P = k.K.reduce((a, b) => a * b, 1);
@@ -83,11 +91,13 @@ export async function runBmm(backend: NaBackend, op: BmmOpName, k: BmmCase, dtyp
   const rpbShape = [k.H, ...k.K.map((x) => 2 * x - 1)];
   const params = { kernelSize: [...k.K], dilation: [...k.d], stride: [...k.s], isCausal: [...k.causal] };
   const junk = (shape: readonly number[], s: number): Tensor => randn(shape, dtype, s, 3);
+  const row = (s: number): Tensor => randn(rows, dtype, s, scale.rows ?? 1);
+  const att = (s: number): Tensor => randn(aShape, dtype, s, scale.attn ?? 1);
   if (op === 'qk_forward') {
     const args = {
       ...params,
-      query: randn(rows, dtype, seed),
-      key: randn(rows, dtype, seed + 1),
+      query: row(seed),
+      key: row(seed + 1),
       rpb: k.rpb ? randn(rpbShape, dtype, seed + 2) : null,
       attn: junk(aShape, seed + 3),
     };
@@ -97,9 +107,9 @@ export async function runBmm(backend: NaBackend, op: BmmOpName, k: BmmCase, dtyp
   if (op === 'qk_backward') {
     const args = {
       ...params,
-      query: randn(rows, dtype, seed),
-      key: randn(rows, dtype, seed + 1),
-      gradAttn: randn(aShape, dtype, seed + 2),
+      query: row(seed),
+      key: row(seed + 1),
+      gradAttn: att(seed + 2),
       gradQuery: junk(rows, seed + 3),
       gradKey: junk(rows, seed + 4),
       gradRpb: k.rpb ? randn(rpbShape, dtype, seed + 5) : null,
@@ -110,15 +120,15 @@ export async function runBmm(backend: NaBackend, op: BmmOpName, k: BmmCase, dtyp
     return { outputs };
   }
   if (op === 'av_forward') {
-    const args = { ...params, attn: randn(aShape, dtype, seed), value: randn(rows, dtype, seed + 1), output: junk(rows, seed + 2) };
+    const args = { ...params, attn: att(seed), value: row(seed + 1), output: junk(rows, seed + 2) };
     await backend.avForward(rank, args);
     return { outputs: { output: args.output } };
   }
   const args = {
     ...params,
-    attn: randn(aShape, dtype, seed),
-    value: randn(rows, dtype, seed + 1),
-    gradOutput: randn(rows, dtype, seed + 2),
+    attn: att(seed),
+    value: row(seed + 1),
+    gradOutput: row(seed + 2),
     gradAttn: junk(aShape, seed + 3),
     gradValue: junk(rows, seed + 4),
   };
@@ -132,10 +142,17 @@ export function tolerance(dtype: DType): { atol: number; rtol: number } {
 }
 
 /** First mismatch as a readable string, or undefined. Non-finite values must match exactly (-inf slots). */
-export function mismatch(actual: Tensor, expected: Tensor, dtype: DType): string | undefined {
+export function mismatch(
+  actual: Tensor,
+  expected: Tensor,
+  dtype: DType,
+  /** The magnitude of the output's terms (the product of its operands' scales): atol is relative to it. */
+  termScale = 1,
+): string | undefined {
   const a = toFloat64Values(actual);
   const e = toFloat64Values(expected);
-  const { atol, rtol } = tolerance(dtype);
+  const { rtol } = tolerance(dtype);
+  const atol = tolerance(dtype).atol * termScale;
   let bad = 0;
   let first = '';
   for (let i = 0; i < e.length; i++) {

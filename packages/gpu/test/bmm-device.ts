@@ -1,6 +1,6 @@
 /**
  * Device script (not a test): the BMM-style ops (`qkForward`, `avForward`, `qkBackward`, `avBackward`; heads-first) on
- * the default path against the CPU reference, float16: every case of `bmm-cases.ts` with head dims raised to multiples
+ * the default path against the CPU reference, float16 and float32: every case of `bmm-cases.ts` with head dims raised to multiples
  * of 16, and larger problems (several tiles, long windows, head dims 32-128), so on an adapter with subgroup matrices
  * every op runs on the tensor-core kernels. Their speed is `pnpm bench:bmm` (bench/src/bmm.ts; session 27 timed it with
  * this script's earlier version, at commit 7a2d328). Bundle with `tools/device/bundle.sh packages/gpu/test/bmm-device.ts`
@@ -23,18 +23,21 @@ const larger: BmmCase[] = [
 const gpu = createGpuBackend(ctx);
 let bad = 0;
 let n = 0;
-for (const [i, k] of [...raised, ...larger].entries()) {
-  for (const op of ['qk_forward', 'qk_backward', 'av_forward', 'av_backward'] as BmmOpName[]) {
-    const want = await runBmm(cpuBackend, op, k, 'float16', 100 + i);
-    const got = await runBmm(gpu, op, k, 'float16', 100 + i);
-    const errs = Object.entries(want.outputs).map(([name, t]) => [name, got.outputs[name] ? mismatch(got.outputs[name], t, 'float16') : 'missing'] as const);
-    const fails = errs.filter(([, e]) => e !== undefined);
-    n++;
-    if (fails.length > 0) bad++;
-    console.log(`${fails.length ? 'FAIL' : 'ok  '} ${op.padEnd(12)} ${k.name}${fails.map(([nm, e]) => ` | ${nm}: ${e}`).join('')}`);
+// float32 runs on the tensor cores (hi / lo split) up to head dim 64; its D=128 case stays on the plain kernels.
+for (const dtype of ['float16', 'float32'] as const) {
+  for (const [i, k] of [...raised, ...larger].entries()) {
+    for (const op of ['qk_forward', 'qk_backward', 'av_forward', 'av_backward'] as BmmOpName[]) {
+      const want = await runBmm(cpuBackend, op, k, dtype, 100 + i);
+      const got = await runBmm(gpu, op, k, dtype, 100 + i);
+      const errs = Object.entries(want.outputs).map(([name, t]) => [name, got.outputs[name] ? mismatch(got.outputs[name], t, dtype) : 'missing'] as const);
+      const fails = errs.filter(([, e]) => e !== undefined);
+      n++;
+      if (fails.length > 0) bad++;
+      console.log(`${fails.length ? 'FAIL' : 'ok  '} ${dtype} ${op.padEnd(12)} ${k.name}${fails.map(([nm, e]) => ` | ${nm}: ${e}`).join('')}`);
+    }
   }
 }
-console.log(`check: ${n - bad}/${n} ok (float16, default path: ${ctx.features.has('chromium-experimental-subgroup-matrix') ? 'tensor cores' : 'plain'})`);
+console.log(`check: ${n - bad}/${n} ok (float16 and float32, default path: ${ctx.features.has('chromium-experimental-subgroup-matrix') ? 'tensor cores' : 'plain'})`);
 process.exitCode = bad === 0 ? 0 : 1;
 ctx.destroy();
 setTimeout(() => process.exit(), 2000).unref();

@@ -1,5 +1,6 @@
 /**
- * The tensor-core BMM kernels (`generateBmmMmaKernel`: qk / av forward and backward in float16) against the CPU
+ * The tensor-core BMM kernels (`generateBmmMmaKernel`: qk / av forward and backward in float16, and in float32
+ * through the hi / lo split) against the CPU
  * reference, through the subgroup-matrix emulation on this adapter (lavapipe in CI has no subgroup matrices; the
  * device script `bmm-device.ts` runs the real ones). The BMM cases of `bmm-cases.ts` with head dims raised to
  * multiples of 16 (the kernels' rule), so every rank, causal mix, dilation, stride, rpb, partial tile and batch/head
@@ -13,14 +14,17 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type HostArgs, onGpu } from '../src/backend.ts';
 import { avBackwardPlan, avForwardPlan, type GpuContext, type GpuOpPlan, type GpuTensor, qkBackwardPlan, qkForwardPlan } from '../src/index.ts';
 import { BMM_CASES, type BmmCase, type BmmOpName, mismatch, mmaCase, runBmm } from './bmm-cases.ts';
-import { fakeTensorCoreContext } from './fake-tensor-core.ts';
+import { fakeTensorCoreContext, tensorCoreView } from './fake-tensor-core.ts';
 import { gpuContext } from './setup.ts';
 
 const OPS: readonly BmmOpName[] = ['qk_forward', 'qk_backward', 'av_forward', 'av_backward'];
 
+const MMA = { path: 'mma' } as const;
+
 /**
- * A backend whose BMM ops plan and dispatch on testkit's emulating tensor-core view (so `auto` takes the mma kernels,
- * and they run through the emulation), checking that every product of the op is on them (d_rpb passes have none).
+ * A backend whose BMM ops plan on the tensor-core kernels (`path: 'mma'`; float32 backwards would take the plain ones
+ * under `auto`) and dispatch on testkit's emulating tensor-core view, checking that every product of the op is on them
+ * (d_rpb passes have none).
  */
 function mmaBmmBackend(ctx: GpuContext): NaBackend {
   const view = emulatingTensorCoreView(ctx);
@@ -37,36 +41,65 @@ function mmaBmmBackend(ctx: GpuContext): NaBackend {
     });
   return {
     name: 'webgpu-bmm-mma-emulated',
-    qkForward: run('qk_forward', ['attn'], (rank, g) => qkForwardPlan(view, rank, g)),
-    qkBackward: run('qk_backward', ['gradQuery', 'gradKey', 'gradRpb'], (rank, g) => qkBackwardPlan(view, rank, g)),
-    avForward: run('av_forward', ['output'], (rank, g) => avForwardPlan(view, rank, g)),
-    avBackward: run('av_backward', ['gradAttn', 'gradValue'], (rank, g) => avBackwardPlan(view, rank, g)),
+    qkForward: run('qk_forward', ['attn'], (rank, g) => qkForwardPlan(view, rank, g, MMA)),
+    qkBackward: run('qk_backward', ['gradQuery', 'gradKey', 'gradRpb'], (rank, g) => qkBackwardPlan(view, rank, g, MMA)),
+    avForward: run('av_forward', ['output'], (rank, g) => avForwardPlan(view, rank, g, MMA)),
+    avBackward: run('av_backward', ['gradAttn', 'gradValue'], (rank, g) => avBackwardPlan(view, rank, g, MMA)),
   } as unknown as NaBackend;
 }
 
 // One shared context for the file's suites, released after the last.
 afterAll(async () => (await gpuContext()).destroy());
 
-describe('tensor-core BMM kernels (emulated) equal the CPU reference in float16', () => {
+for (const dtype of ['float16', 'float32'] as const) {
+  describe(`tensor-core BMM kernels (emulated) equal the CPU reference in ${dtype}`, () => {
+    let gpu: NaBackend;
+    beforeAll(async () => {
+      gpu = mmaBmmBackend(await gpuContext());
+    });
+
+    for (const op of OPS) {
+      for (const [i, base] of BMM_CASES.entries()) {
+        const k = mmaCase(base);
+        it(`na${k.rank}d_${op} ${dtype} ${k.name}`, async () => {
+          const seed = 1000 * i + 29;
+          const want = await runBmm(cpuBackend, op, k, dtype, seed);
+          const got = await runBmm(gpu, op, k, dtype, seed);
+          for (const [name, t] of Object.entries(want.outputs)) {
+            const g = got.outputs[name];
+            expect(g, name).toBeDefined();
+            if (g) expect(mismatch(g, t, dtype), name).toBeUndefined();
+          }
+        });
+      }
+    }
+  });
+}
+
+describe('float32 tensor-core BMM kernels (emulated) outside float16 range', () => {
   let gpu: NaBackend;
   beforeAll(async () => {
     gpu = mmaBmmBackend(await gpuContext());
   });
 
+  // Rows far above f16's largest finite value and attention weights below its smallest normal: the split's
+  // per-tensor power-of-two scales bring both into range, so every op keeps float32's tolerance, with atol taken
+  // relative to the magnitude of the output's terms (rows x rows = 9e10 for qk_forward's attn and av_backward's
+  // grad_attn, attn x rows = 0.3 for the rest), as the same inputs at unit scale would have it.
+  const k = mmaCase(BMM_CASES[4] as BmmCase);
+  const rows = 3e5;
+  const attn = 1e-6;
+  const termScale: Record<string, number> = { attn: rows * rows, gradAttn: rows * rows, gradQuery: attn * rows, gradKey: attn * rows, output: attn * rows, gradValue: attn * rows, gradRpb: attn };
   for (const op of OPS) {
-    for (const [i, base] of BMM_CASES.entries()) {
-      const k = mmaCase(base);
-      it(`na${k.rank}d_${op} float16 ${k.name}`, async () => {
-        const seed = 1000 * i + 29;
-        const want = await runBmm(cpuBackend, op, k, 'float16', seed);
-        const got = await runBmm(gpu, op, k, 'float16', seed);
-        for (const [name, t] of Object.entries(want.outputs)) {
-          const g = got.outputs[name];
-          expect(g, name).toBeDefined();
-          if (g) expect(mismatch(g, t, 'float16'), name).toBeUndefined();
-        }
-      });
-    }
+    it(`na${k.rank}d_${op} float32 ${k.name}, rows x 3e5, attn x 1e-6`, async () => {
+      const want = await runBmm(cpuBackend, op, k, 'float32', 77, { rows, attn });
+      const got = await runBmm(gpu, op, k, 'float32', 77, { rows, attn });
+      for (const [name, t] of Object.entries(want.outputs)) {
+        const g = got.outputs[name];
+        expect(g, name).toBeDefined();
+        if (g) expect(mismatch(g, t, 'float32', termScale[name]), name).toBeUndefined();
+      }
+    });
   }
 });
 
@@ -124,18 +157,40 @@ describe('BMM routing', () => {
   const rows = (D: number, dtype: 'float16' | 'float32' = 'float16') => tensor([1, 2, 20, D], dtype) as unknown as GpuTensor;
   const attn = (dtype: 'float16' | 'float32' = 'float16') => tensor([1, 2, 20, 5], dtype) as unknown as GpuTensor;
   const fake = fakeTensorCoreContext();
+  let ctx: GpuContext;
+  beforeAll(async () => {
+    ctx = await gpuContext();
+  });
   const args = (D: number, dtype: 'float16' | 'float32' = 'float16') => ({ query: rows(D, dtype), key: rows(D, dtype), attn: attn(dtype), kernelSize: [5] });
 
-  it('auto takes the tensor cores for float16 with head dims that are multiples of 16, else the plain kernels', () => {
-    expect(qkForwardPlan(fake, 1, args(32)).commands[0]?.kernel.key.startsWith('na-bmm-mma-pn')).toBe(true);
-    expect(qkForwardPlan(fake, 1, args(24)).commands[0]?.kernel.key.startsWith('na-bmm-pn')).toBe(true);
-    expect(qkForwardPlan(fake, 1, args(32, 'float32')).commands[0]?.kernel.key.startsWith('na-bmm-pn')).toBe(true);
-    expect(qkForwardPlan(fake, 1, args(256)).commands[0]?.kernel.key.startsWith('na-bmm-pn')).toBe(true);
-    expect(qkForwardPlan(fake, 1, args(32), { path: 'plain' }).commands[0]?.kernel.key.startsWith('na-bmm-pn')).toBe(true);
+  const keys = (p: GpuOpPlan): string[] => p.commands.map((c) => c.kernel.key);
+
+  it('auto takes the tensor cores for head dims that are multiples of 16 (float32: forward ops up to 64, after an abs-max pass), else the plain kernels', () => {
+    expect(keys(qkForwardPlan(fake, 1, args(32)))).toEqual([expect.stringMatching(/^na-bmm-mma-pn/)]);
+    expect(keys(qkForwardPlan(fake, 1, args(24)))).toEqual([expect.stringMatching(/^na-bmm-pn/)]);
+    // float32 plans take a pooled scratch for the scales: a real context seen as the H200.
+    const split = qkForwardPlan(tensorCoreView(ctx), 1, args(32, 'float32'));
+    expect(keys(split)).toEqual([expect.stringMatching(/^abs-max3-scalar/), expect.stringMatching(/^na-bmm-mma-pn/)]);
+    split.release();
+    expect(keys(qkForwardPlan(fake, 1, args(128, 'float32')))).toEqual([expect.stringMatching(/^na-bmm-pn/)]);
+    // float32 backwards: the plain kernels unless asked.
+    const backward = (dtype: 'float16' | 'float32') => {
+      const a = args(32, dtype);
+      return { gradAttn: a.attn, query: a.query, key: a.key, gradQuery: a.query, gradKey: a.key, kernelSize: [5] };
+    };
+    expect(keys(qkBackwardPlan(fake, 1, backward('float16')))).toEqual([expect.stringMatching(/^na-bmm-mma-nn/), expect.stringMatching(/^na-bmm-mma-in/)]);
+    expect(keys(qkBackwardPlan(fake, 1, backward('float32')))).toEqual([expect.stringMatching(/^na-bmm-nn/), expect.stringMatching(/^na-bmm-in/)]);
+    const asked = qkBackwardPlan(tensorCoreView(ctx), 1, backward('float32'), MMA);
+    expect(keys(asked)).toEqual([expect.stringMatching(/^abs-max3-scalar/), expect.stringMatching(/^na-bmm-mma-nn/), expect.stringMatching(/^na-bmm-mma-in/)]);
+    asked.release();
+    expect(keys(qkForwardPlan(fake, 1, args(256)))).toEqual([expect.stringMatching(/^na-bmm-pn/)]);
+    expect(keys(qkForwardPlan(fake, 1, args(32), { path: 'plain' }))).toEqual([expect.stringMatching(/^na-bmm-pn/)]);
   });
 
   it("path 'mma' names why it cannot run a call", () => {
     expect(() => qkForwardPlan(fake, 1, args(24), { path: 'mma' })).toThrow("na1d_qk_forward: path 'mma' (tensor cores) cannot run this call: head_dim=24 must be a multiple of 16 in [16, 128]");
-    expect(() => qkForwardPlan(fake, 1, args(32, 'float32'), { path: 'mma' })).toThrow('the tensor-core BMM kernels need float16 tensors, not float32');
+    expect(() => qkForwardPlan(fake, 1, args(128, 'float32'), { path: 'mma' })).toThrow(
+      "na1d_qk_forward: path 'mma' (tensor cores) cannot run this call: head_dim=128 must be a multiple of 16 in [16, 64] for float32 (hi / lo split)",
+    );
   });
 });

@@ -36,6 +36,7 @@ export {
   padAxes,
 } from './snippets/bmm.ts';
 export {
+  BMM_SPLIT_TENSORS,
   type BmmOpSpec,
   bmmKernel,
   bmmSpec,
@@ -49,7 +50,7 @@ export {
   rpbCells,
 } from './ops/na-qk.ts';
 export { generateAvBackwardAttn, generateAvBackwardValue, generateAvForward } from './ops/na-av.ts';
-export { BMM_MMA_CHUNK, BMM_MMA_MAX_DIM, BMM_MMA_TILE_TOKENS, bmmMmaSpecProblem, generateBmmMmaKernel } from './ops/bmm-mma.ts';
+export { BMM_MMA_CHUNK, BMM_MMA_MAX_DIM, BMM_MMA_MAX_SPLIT_DIM, BMM_MMA_TILE_TOKENS, bmmMmaSpecProblem, generateBmmMmaKernel } from './ops/bmm-mma.ts';
 export {
   canonicalKeyTile,
   checkFusedForwardSpec,

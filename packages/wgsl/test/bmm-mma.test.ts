@@ -49,8 +49,12 @@ describe('tensor-core BMM kernels', () => {
   });
 
   it('keep every workgroup variable a multiple of 16 bytes, counted in workgroupBytes', () => {
-    for (const dim of [16, 48, 64, 128]) {
-      for (const k of [...kernels({ ...base, dim, mma: true }), ...kernels({ ...base, dim, causal: [false, false], mma: true })]) {
+    const specs = [16, 48, 64, 128].flatMap((dim) => [
+      { ...base, dim, mma: true },
+      ...(dim <= 64 ? [{ ...base, dim, dtype: 'float32' as const, mma: true }] : []),
+    ]);
+    for (const op of specs) {
+      for (const k of [...kernels(op), ...kernels({ ...op, causal: [false, false] })]) {
         const vars = workgroupVars(k.code);
         for (const v of vars) expect(v.bytes % 16, `${k.key} ${v.name}`).toBe(0);
         expect(vars.reduce((a, v) => a + v.bytes, 0), k.key).toBe(k.workgroupBytes);
@@ -71,10 +75,25 @@ describe('tensor-core BMM kernels', () => {
     expect(z.code).toContain('= f16(0.0); }');
   });
 
+  it('read float32 through the split: a scales binding last, each operand at its entry of the op order', () => {
+    const op = { ...base, dtype: 'float32' as const, mma: true };
+    const plain = kernels({ ...op, mma: false });
+    for (const [i, k] of kernels(op).entries()) {
+      expect(k.bindings).toEqual([...(plain[i] as GeneratedKernel).bindings, { name: 'scales', access: 'read' }]);
+      expect(k.code).toContain('var<workgroup> st_lo: array<f16,');
+    }
+    // qk_backward's dK (grad_attn, query) and av_backward's dV (attn, grad_output) read entries 0 / 2 and 2 / 0.
+    expect(generateQkBackwardKey(op).code).toMatch(/sc_x = split_scale\(scales\[0\]\);\s+let sc_y = split_scale\(scales\[2\]\);/);
+    expect(generateAvBackwardValue(op).code).toMatch(/sc_x = split_scale\(scales\[2\]\);\s+let sc_y = split_scale\(scales\[0\]\);/);
+    expect(generateQkForward({ ...op, rpb: false }).code).toMatch(/sc_x = split_scale\(scales\[0\]\);\s+let sc_y = split_scale\(scales\[1\]\);/);
+  });
+
   it('name why a spec cannot run on them', () => {
     const spec = { dim: 64, dtype: 'float16' as const, tile: [8, 8] };
     expect(bmmMmaSpecProblem(spec)).toBeUndefined();
-    expect(bmmMmaSpecProblem({ ...spec, dtype: 'float32' })).toBe('the tensor-core BMM kernels need float16 tensors, not float32');
+    expect(bmmMmaSpecProblem({ ...spec, dtype: 'float32' })).toBeUndefined();
+    expect(bmmMmaSpecProblem({ ...spec, dtype: 'float32', dim: 128 })).toBe('head_dim=128 must be a multiple of 16 in [16, 64] for float32 (hi / lo split)');
+    expect(bmmMmaSpecProblem({ ...spec, dtype: 'int8' as never })).toBe('the tensor-core BMM kernels need float16 or float32 tensors, not int8');
     expect(bmmMmaSpecProblem({ ...spec, dim: 40 })).toBe('head_dim=40 must be a multiple of 16 in [16, 128]');
     expect(bmmMmaSpecProblem({ ...spec, dim: 256 })).toBe('head_dim=256 must be a multiple of 16 in [16, 128]');
     expect(bmmMmaSpecProblem({ ...spec, tile: [4, 8] })).toBe('the tile 4x8 must hold 64 tokens (4 subgroups of 16 rows), not 32');
@@ -83,7 +102,7 @@ describe('tensor-core BMM kernels', () => {
       'generateBmmMmaKernel: chunk must be 16 box rows (one fragment), got 32',
     );
     expect(() => generateBmmMmaKernel({ kind: 'nn', rank: 1, kernelSize: [3], causal: [false], dim: 16, dtype: 'float32', tile: [64], chunk: 16 })).toThrow(
-      'generateBmmMmaKernel: the tensor-core BMM kernels need float16 tensors, not float32',
+      'generateBmmMmaKernel: a float32 spec needs its scales entries',
     );
   });
 });

@@ -7,7 +7,7 @@ import {
 } from '@natten-web/core';
 import { generateAvBackwardAttn, generateAvBackwardValue, generateAvForward } from '@natten-web/wgsl';
 import type { DispatchCommand, GpuContext, GpuTensor } from '../context.ts';
-import { bmmCheck, type BmmOptions, bmmCommand, defineBmmOp, opSpecOf } from './na-bmm.ts';
+import { bmmCheck, type BmmOptions, bmmCommand, bmmSplitScales, defineBmmOp, opSpecOf } from './na-bmm.ts';
 import { type GpuOpPlan, memoKernel } from './op.ts';
 
 const checkForward = bmmCheck<AvForwardArgs<GpuTensor>>('av_forward', checkAvForward, (a) => ({ attn: a.attn, value: a.value, output: a.output }));
@@ -23,8 +23,10 @@ const checkBackward = bmmCheck<AvBackwardArgs<GpuTensor>>('av_backward', checkAv
 /** The dispatches of `avForward` (validated), for timing or batching. */
 export function avForwardPlan(ctx: GpuContext, rank: NaRank, args: AvForwardArgs<GpuTensor>, options: BmmOptions = {}): GpuOpPlan {
   const { p, dtype } = checkForward(ctx, rank, args);
-  const kernel = memoKernel('av-forward', opSpecOf(ctx, p, dtype, options), generateAvForward);
-  return { commands: [bmmCommand(p, kernel, [args.attn.buffer, args.value.buffer, args.output.buffer])], release: () => {} };
+  const spec = opSpecOf(ctx, p, dtype, options);
+  const kernel = memoKernel('av-forward', spec, generateAvForward);
+  const split = bmmSplitScales(ctx, spec, [args.attn, args.value]);
+  return { commands: [...split.commands, bmmCommand(p, kernel, [args.attn.buffer, args.value.buffer, args.output.buffer, ...split.buffers])], release: split.release };
 }
 
 /** `na{1,2,3}d_av_forward` (spec §3.6): `out = sum_{valid t} attn[x,t] v_{n_t(x)}`; invalid slots never read. */
@@ -34,11 +36,13 @@ export const avForward = defineBmmOp('av_forward', avForwardPlan, checkForward);
 export function avBackwardPlan(ctx: GpuContext, rank: NaRank, args: AvBackwardArgs<GpuTensor>, options: BmmOptions = {}): GpuOpPlan {
   const { p, dtype } = checkBackward(ctx, rank, args);
   const spec = opSpecOf(ctx, p, dtype, options);
+  const split = bmmSplitScales(ctx, spec, [args.gradOutput, args.value, args.attn]);
   const commands: DispatchCommand[] = [
-    bmmCommand(p, memoKernel('av-backward-attn', spec, generateAvBackwardAttn), [args.gradOutput.buffer, args.value.buffer, args.gradAttn.buffer]),
-    bmmCommand(p, memoKernel('av-backward-value', spec, generateAvBackwardValue), [args.attn.buffer, args.gradOutput.buffer, args.gradValue.buffer]),
+    ...split.commands,
+    bmmCommand(p, memoKernel('av-backward-attn', spec, generateAvBackwardAttn), [args.gradOutput.buffer, args.value.buffer, args.gradAttn.buffer, ...split.buffers]),
+    bmmCommand(p, memoKernel('av-backward-value', spec, generateAvBackwardValue), [args.attn.buffer, args.gradOutput.buffer, args.gradValue.buffer, ...split.buffers]),
   ];
-  return { commands, release: () => {} };
+  return { commands, release: split.release };
 }
 
 /**

@@ -20,8 +20,8 @@ import {
   type GpuDType,
   padAxes,
 } from '@natten-web/wgsl';
-import { type DispatchCommand, foldWorkgroups, type GpuContext } from '../context.ts';
-import { mmaAvailability } from './na-fused-forward-mma.ts';
+import { type DispatchCommand, foldWorkgroups, type GpuContext, type GpuTensor } from '../context.ts';
+import { absMaxCommand, mmaAvailability } from './na-fused-forward-mma.ts';
 import { defineGpuOp, type GpuOp, type GpuOpPlan, requireF16Feature, runPlan } from './op.ts';
 
 /** GPU rules on top of core's validator: dtype, f16 feature, binding sizes, index range, dispatch size. */
@@ -90,7 +90,10 @@ export function defineBmmOp<A>(
 export type BmmPath = 'auto' | 'mma' | 'plain';
 
 export interface BmmOptions {
-  /** `auto` (default): the tensor-core kernels for float16 where the adapter has them, else the plain ones. */
+  /**
+   * `auto` (default): the tensor-core kernels where the adapter has them and they fit the call (float32: the forward
+   * ops only), else the plain ones.
+   */
   readonly path?: BmmPath | undefined;
 }
 
@@ -105,11 +108,19 @@ export function bmmMmaUnfit(ctx: GpuContext, p: BmmProblem, dtype: GpuDType): st
 export function opSpecOf(ctx: GpuContext, p: BmmProblem, dtype: GpuDType, options: BmmOptions = {}): BmmOpSpec {
   const path = options.path ?? 'auto';
   let mma = false;
+  // float32 backward ops stay on the plain kernels unless asked: with the split (an abs-max pass over the attention
+  // gradient, three products per product, one workgroup less per SM) they were 0.83-1.6x the plain kernels' speed on
+  // the H200 (session 28), where the float32 forwards were 1.1-2.4x.
+  if (path === 'auto' && dtype === 'float32' && p.op.endsWith('_backward')) return opSpec(p, dtype, false);
   if (path !== 'plain') {
     const why = bmmMmaUnfit(ctx, p, dtype);
     if (why === undefined) mma = true;
     else if (path === 'mma') throw new NattenArgumentError(`${p.op}: path 'mma' (tensor cores) cannot run this call: ${why}`);
   }
+  return opSpec(p, dtype, mma);
+}
+
+function opSpec(p: BmmProblem, dtype: GpuDType, mma: boolean): BmmOpSpec {
   return {
     rank: p.rank,
     kernelSize: [...p.params.kernelSize],
@@ -176,6 +187,22 @@ export function bmmUniforms(p: BmmProblem, kernel: GeneratedKernel, tile: readon
 
 export function bmmWorkgroups(p: BmmProblem, tile: readonly number[]): [number, number, number] {
   return foldWorkgroups(bmmWorkgroupCount(p, tile));
+}
+
+/**
+ * The float32 tensor-core kernels' `scales` (`BMM_SPLIT_TENSORS`): one abs-max dispatch over the op's tensors, in
+ * that order, into a pooled scratch, to run before the op's kernels, which take `buffers` as their last binding.
+ * Nothing for other specs.
+ */
+export function bmmSplitScales(
+  ctx: GpuContext,
+  spec: BmmOpSpec,
+  tensors: readonly [GpuTensor, ...GpuTensor[]],
+): { readonly commands: DispatchCommand[]; readonly buffers: GPUBuffer[]; readonly release: () => void } {
+  if (spec.mma !== true || spec.dtype !== 'float32') return { commands: [], buffers: [], release: () => {} };
+  const scales = ctx.tempTensor([4], 'float32', { label: 'bmm split scales' });
+  // Single floats: the attention tensors' lengths need not be multiples of four.
+  return { commands: [absMaxCommand(ctx, tensors, scales, { scalar: true })], buffers: [scales.buffer], release: () => ctx.releaseTensor(scales) };
 }
 
 /** One dispatch of a BMM kernel over the problem's grid of default tiles. */

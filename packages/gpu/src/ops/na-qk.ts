@@ -15,7 +15,7 @@ import {
   rpbCells,
 } from '@natten-web/wgsl';
 import { type DispatchCommand, foldWorkgroups, type GpuContext, type GpuTensor } from '../context.ts';
-import { bmmCheck, type BmmOptions, bmmCommand, bmmWorkgroupCount, defineBmmOp, opSpecOf } from './na-bmm.ts';
+import { bmmCheck, type BmmOptions, bmmCommand, bmmSplitScales, bmmWorkgroupCount, defineBmmOp, opSpecOf } from './na-bmm.ts';
 import { type GpuOpPlan, memoKernel } from './op.ts';
 
 const checkForward = bmmCheck<QkForwardArgs<GpuTensor>>('qk_forward', checkQkForward, (a) => ({ query: a.query, key: a.key, attn: a.attn, rel_pos_bias: a.rpb }));
@@ -35,8 +35,9 @@ export function qkForwardPlan(ctx: GpuContext, rank: NaRank, args: QkForwardArgs
   const rpb = args.rpb ?? undefined;
   const spec = { ...opSpecOf(ctx, p, dtype, options), rpb: rpb !== undefined };
   const kernel = memoKernel('qk-forward', spec, generateQkForward);
+  const split = bmmSplitScales(ctx, spec, [args.query, args.key]);
   const buffers = rpb ? [args.query.buffer, args.key.buffer, rpb.buffer, args.attn.buffer] : [args.query.buffer, args.key.buffer, args.attn.buffer];
-  return { commands: [bmmCommand(p, kernel, buffers)], release: () => {} };
+  return { commands: [...split.commands, bmmCommand(p, kernel, [...buffers, ...split.buffers])], release: split.release };
 }
 
 /**
@@ -49,9 +50,11 @@ export const qkForward = defineBmmOp('qk_forward', qkForwardPlan, checkForward);
 export function qkBackwardPlan(ctx: GpuContext, rank: NaRank, args: QkBackwardArgs<GpuTensor>, options: BmmOptions = {}): GpuOpPlan {
   const { p, dtype } = checkBackward(ctx, rank, args);
   const spec = opSpecOf(ctx, p, dtype, options);
+  const split = bmmSplitScales(ctx, spec, [args.gradAttn, args.key, args.query]);
   const commands: DispatchCommand[] = [
-    bmmCommand(p, memoKernel('qk-backward-query', spec, generateQkBackwardQuery), [args.gradAttn.buffer, args.key.buffer, args.gradQuery.buffer]),
-    bmmCommand(p, memoKernel('qk-backward-key', spec, generateQkBackwardKey), [args.gradAttn.buffer, args.query.buffer, args.gradKey.buffer]),
+    ...split.commands,
+    bmmCommand(p, memoKernel('qk-backward-query', spec, generateQkBackwardQuery), [args.gradAttn.buffer, args.key.buffer, args.gradQuery.buffer, ...split.buffers]),
+    bmmCommand(p, memoKernel('qk-backward-key', spec, generateQkBackwardKey), [args.gradAttn.buffer, args.query.buffer, args.gradKey.buffer, ...split.buffers]),
   ];
   const gradRpb = args.gradRpb ?? undefined;
   const scratch: GpuTensor[] = [];
@@ -75,7 +78,13 @@ export function qkBackwardPlan(ctx: GpuContext, rank: NaRank, args: QkBackwardAr
       },
     );
   }
-  return { commands, release: () => scratch.forEach((t) => ctx.releaseTensor(t)) };
+  return {
+    commands,
+    release: () => {
+      split.release();
+      for (const t of scratch) ctx.releaseTensor(t);
+    },
+  };
 }
 
 /**

@@ -1,7 +1,10 @@
 /**
  * The BMM-style neighborhood kernels (`snippets/bmm.ts`: pn, nn, in) on tensor cores: float16 tensors, f32
  * accumulation, WebGPU subgroup matrices 16x16x16. Same bindings (by name and order), uniforms and grid as the plain
- * kernels with the default tile (64 tokens: 64 / 8x8 / 4x4x4), so a caller swaps one kernel for the other.
+ * kernels with the default tile (64 tokens: 64 / 8x8 / 4x4x4), so a caller swaps one kernel for the other. float32
+ * tensors run through the split (as the fused kernels'): a `scales` binding after the plain kernels' (max |x| of
+ * the op's tensors, `BMM_SPLIT_TENSORS`), each operand scaled by a power of two and staged as f16 hi and lo halves,
+ * three products per product (hi hi, hi lo, lo hi), the results unscaled; head dims up to 64.
  *
  * A workgroup of 4 subgroups owns the tile's 64 tokens, 16 rows per subgroup (rows in the tile's row-major order). It
  * walks the tile's box (keys for pn / nn, the inverse neighborhood's queries for in) in chunks of 16 box rows, staged
@@ -27,7 +30,7 @@ import { type GeneratedKernel, kernelKey, uniformDecl } from '../kernel.ts';
 import { BMM_FILL_UNIFORM, BMM_TILE_TOKEN, BMM_UNIFORMS, bmmBindings, type BmmKernelSpec, bmmBoxLines, bmmGridDecode, bmmTileConsts, bmmWindowConsts, padAxes } from '../snippets/bmm.ts';
 import { windowFunctions } from '../snippets/window.ts';
 import { PUT8_FN } from './dense-mma.ts';
-import { MMA_FRAGMENT as F, MMA_HEADER, mmaScratchEpilogue, PACK8_FN } from './na-fused-forward-mma.ts';
+import { MMA_FRAGMENT as F, MMA_HEADER, mmaScratchEpilogue, PACK8_FN, SPLIT_SCALE_FN } from './na-fused-forward-mma.ts';
 
 const GEN = 1;
 /** Largest head dim the tensor-core BMM kernels compile (the pn kernel holds D / 16 left fragments, nn / in D / 16 results). */
@@ -40,16 +43,29 @@ const WGS = 32 * NSG;
 export const BMM_MMA_CHUNK = 16;
 const CH = BMM_MMA_CHUNK;
 
+/** WGSL of `put4s`: four f32s (already scaled) to the staging area as f16 hi halves (`st_sh`) and lo halves (`st_lo`). */
+const PUT4S_FN = `fn put4s(at: u32, x: vec4<f32>) {
+  let hi = bitcast<vec4<f32>>(bitcast<vec4<u32>>(x) & vec4<u32>(0xffffe000u));
+  let h = vec4<f16>(hi);
+  let l = vec4<f16>(x - hi);
+  st_sh[at] = h.x; st_sh[at + 1u] = h.y; st_sh[at + 2u] = h.z; st_sh[at + 3u] = h.w;
+  st_lo[at] = l.x; st_lo[at + 1u] = l.y; st_lo[at + 2u] = l.z; st_lo[at + 3u] = l.w;
+}`;
+
 const range = (n: number): number[] => Array.from({ length: n }, (_, i) => i);
 const LEFT = `subgroup_matrix_left<f16, ${F}, ${F}>`;
 const RIGHT = `subgroup_matrix_right<f16, ${F}, ${F}>`;
 const RESULT = `subgroup_matrix_result<f32, ${F}, ${F}>`;
 
+/** Largest head dim of the float32 kernels (the split's hi and lo staging and P tiles must fit 16 KiB). */
+export const BMM_MMA_MAX_SPLIT_DIM = 64;
+
 /** Why a spec cannot run on the tensor-core BMM kernels, or undefined. */
 export function bmmMmaSpecProblem(spec: Pick<BmmKernelSpec, 'dim' | 'dtype' | 'tile'>): string | undefined {
-  if (spec.dtype !== 'float16') return `the tensor-core BMM kernels need float16 tensors, not ${spec.dtype}`;
-  if (!Number.isInteger(spec.dim) || spec.dim < F || spec.dim > BMM_MMA_MAX_DIM || spec.dim % F !== 0) {
-    return `head_dim=${spec.dim} must be a multiple of ${F} in [${F}, ${BMM_MMA_MAX_DIM}]`;
+  if (spec.dtype !== 'float16' && spec.dtype !== 'float32') return `the tensor-core BMM kernels need float16 or float32 tensors, not ${String(spec.dtype)}`;
+  const max = spec.dtype === 'float32' ? BMM_MMA_MAX_SPLIT_DIM : BMM_MMA_MAX_DIM;
+  if (!Number.isInteger(spec.dim) || spec.dim < F || spec.dim > max || spec.dim % F !== 0) {
+    return `head_dim=${spec.dim} must be a multiple of ${F} in [${F}, ${max}]${spec.dtype === 'float32' ? ' for float32 (hi / lo split)' : ''}`;
   }
   const tokens = spec.tile.reduce((a, b) => a * b, 1);
   if (tokens !== BMM_MMA_TILE_TOKENS) return `the tile ${spec.tile.join('x')} must hold ${BMM_MMA_TILE_TOKENS} tokens (4 subgroups of 16 rows), not ${tokens}`;
@@ -60,12 +76,14 @@ export function bmmMmaSpecProblem(spec: Pick<BmmKernelSpec, 'dim' | 'dtype' | 't
  * WGSL of the chunk walk's prefetch: registers `nv_i` (this invocation's 16-byte units of the next chunk's `CH` box
  * rows of `src`, zero past the box) and `nm_i` (the row's metadata, from the invocation that loads its first unit:
  * pn / nn the key's group coordinates and token; in the query's window start in group coordinates and token, and
- * `nc_i` its window's valid counts). `fetch(at)` issues the loads of the chunk at box row `at` (an i32 expression);
+ * `nc_i` its window's valid counts); float32 (`split`): `nv_i` holds four floats, staged times `sc_y` as hi and lo
+ * halves (`put4s`). `fetch(at)` issues the loads of the chunk at box row `at` (an i32 expression);
  * `stage` writes the registers to the staging area (stride `LDB`) and the metadata arrays (from element `metaAt`, a
  * WGSL prefix such as `mo + ` for a double-buffered metadata array, or empty).
  */
-function chunkPrefetch(src: string, inverse: boolean, dim: number, metaAt: string): { decl: string; fetch: (at: string) => string; stage: string } {
-  const units = CH * (dim / 8);
+function chunkPrefetch(src: string, inverse: boolean, dim: number, metaAt: string, split: boolean): { decl: string; fetch: (at: string) => string; stage: string } {
+  const units = CH * (dim / (split ? 4 : 8));
+  const zero = split ? 'vec4<f32>(0.0)' : 'vec4<u32>(0u)';
   const n = Math.ceil(units / WGS);
   const whole = units % WGS === 0;
   const meta = inverse
@@ -78,7 +96,7 @@ function chunkPrefetch(src: string, inverse: boolean, dim: number, metaAt: strin
   const guard = (body: string): string => (whole ? body : `if (e < ${units}u) { ${body} }`);
   return {
     decl: range(n)
-      .map((i) => `  var nv_${i} = vec4<u32>(0u);\n  var nm_${i} = vec4<i32>(0, 0, 0, -1);${inverse ? `\n  var nc_${i} = vec4<i32>(0);` : ''}`)
+      .map((i) => `  var nv_${i} = ${zero};\n  var nm_${i} = vec4<i32>(0, 0, 0, -1);${inverse ? `\n  var nc_${i} = vec4<i32>(0);` : ''}`)
       .join('\n'),
     fetch: (at) =>
       range(n)
@@ -86,7 +104,7 @@ function chunkPrefetch(src: string, inverse: boolean, dim: number, metaAt: strin
           (i) => `    {
       let e = lidx + ${i * WGS}u;
       let u = ${at} + i32(e / DU);
-      nv_${i} = vec4<u32>(0u);
+      nv_${i} = ${zero};
       nm_${i} = vec4<i32>(0, 0, 0, -1);
       if (${whole ? '' : `e < ${units}u && `}u < box) {
         let j0 = lo0 + u / (w1 * w2);
@@ -106,7 +124,7 @@ ${meta.split('_I ').join(`_${i} `)}
       .map(
         (i) => `    {
       let e = lidx + ${i * WGS}u;
-      ${guard(`put8((e / DU) * LDB + (e % DU) * 8u, nv_${i});
+      ${guard(`${split ? `put4s((e / DU) * LDB + (e % DU) * 4u, nv_${i} * sc_y)` : `put8((e / DU) * LDB + (e % DU) * 8u, nv_${i})`};
       if (e % DU == 0u) { meta_sh[${metaAt}e / DU] = nm_${i};${inverse ? ` cnt_sh[e / DU] = nc_${i};` : ''} }`)}
     }`,
       )
@@ -147,9 +165,17 @@ export function generateBmmMmaKernel(spec: BmmKernelSpec): GeneratedKernel {
   const pn = spec.kind === 'pn';
   const rpb = pn && spec.rpb === true;
   const fillNegInf = pn && anyCausal && spec.fill !== 'zero';
-  const bindings = bmmBindings(spec);
+  // float32: the split. Each operand is scaled by a power of two from its max |x| (the op's abs-max dispatch fills
+  // `scales`), staged as f16 hi (mantissa cut to f16's 10 bits) and lo (the rest) halves, and multiplied as
+  // hi x hi + hi x lo + lo x hi in f32; results are unscaled before they are stored.
+  const SPLIT = spec.dtype === 'float32';
+  const T = SPLIT ? 'f32' : 'f16';
+  if (SPLIT && spec.scales === undefined) throw new NattenArgumentError('generateBmmMmaKernel: a float32 spec needs its scales entries');
+  const [S0, S1] = spec.scales ?? [0, 1];
+  const bindings = [...bmmBindings(spec), ...(SPLIT ? [{ name: 'scales', access: 'read' as const }] : [])];
   const uniforms = fillNegInf ? [...BMM_UNIFORMS, BMM_FILL_UNIFORM] : [...BMM_UNIFORMS];
-  const elem = (name: string): string => (name === 'attn' || name === 'attn_out' || name === 'rpb' ? 'f16' : 'vec4<u32>');
+  const elem = (name: string): string =>
+    name === 'attn' || name === 'attn_out' || name === 'rpb' ? T : name === 'scales' ? 'f32' : SPLIT ? 'vec4<f32>' : 'vec4<u32>';
   const decls = bindings.map((b, i) => `@group(0) @binding(${i}) var<storage, ${b.access}> ${b.name}: array<${elem(b.name)}>;`).join('\n');
   // Staged rows: D halves + 8 (16 bytes) against bank conflicts of the column-major right loads; f32 S / epilogue
   // scratch rows and f16 P rows of one chunk.
@@ -161,7 +187,9 @@ export function generateBmmMmaKernel(spec: BmmKernelSpec): GeneratedKernel {
   // their multiplies after the P barrier, so a third barrier keeps the next chunk's staging behind them (two staging
   // areas instead, without it, cost a workgroup per SM and were 1.3-1.7x slower on the H200, session 28).
   const metaBufs = pn ? 2 : 1;
-  const workgroupBytes = 2 * CH * LDB + 16 * CH * metaBufs * (inverse ? 2 : 1) + 16 * 64 * (rpb ? 3 : 2) + 4 * 64 * LDS + (pn ? 0 : 2 * 64 * LDP);
+  const halves = SPLIT ? 2 : 1;
+  const workgroupBytes = halves * 2 * CH * LDB + 16 * CH * metaBufs * (inverse ? 2 : 1) + 16 * 64 * (rpb ? 3 : 2) + 4 * 64 * LDS + (pn ? 0 : halves * 2 * 64 * LDP);
+  if (workgroupBytes > 16384) throw new NattenArgumentError(`generateBmmMmaKernel: ${workgroupBytes} bytes of workgroup memory, over 16384 (head_dim=${D}, ${spec.dtype})`);
 
   // The row table: pn / nn the row's window start (group coordinates) and token, its valid counts and liveness;
   // in the row's (key's) group coordinates and token, and its liveness. rpb adds the row's group coordinates.
@@ -195,7 +223,7 @@ export function generateBmmMmaKernel(spec: BmmKernelSpec): GeneratedKernel {
 ${rpb ? '        let ri = rowi_sh[r];\n' : ''}${body('rw', 'rc', 'ri', 'r')}
       }`;
 
-  const fillExpr = fillNegInf ? 'bitcast<vec2<f16>>(params.fill_bits).x' : 'f16(0.0)';
+  const fillExpr = SPLIT ? (fillNegInf ? 'bitcast<f32>(params.fill_bits)' : '0.0') : fillNegInf ? 'bitcast<vec2<f16>>(params.fill_bits).x' : 'f16(0.0)';
   // Invalid (causal) slots of this subgroup's rows: the fill (-inf as NATTEN, or 0 for a gradient).
   const causalFill = pn && anyCausal
     ? `  for (var rr = 0u; rr < ${F}u; rr++) {
@@ -223,25 +251,34 @@ ${rpb ? '        let ri = rowi_sh[r];\n' : ''}${body('rw', 'rc', 'ri', 'r')}
         (p) => `  for (var e = lidx; e < ${F}u * DU; e += ${WGS}u) {
     let r = e / DU;
     let c = e % DU;
-    put8(r * LDB + c * 8u, select(vec4<u32>(0u), row_a[u32(bh * N + row_sh[${p * F}u + r].w) * DU + c], rowc_sh[${p * F}u + r].w != 0));
+    ${SPLIT ? `put4s(r * LDB + c * 4u, select(vec4<f32>(0.0), row_a[u32(bh * N + row_sh[${p * F}u + r].w) * DU + c] * sc_x, rowc_sh[${p * F}u + r].w != 0));` : `put8(r * LDB + c * 8u, select(vec4<u32>(0u), row_a[u32(bh * N + row_sh[${p * F}u + r].w) * DU + c], rowc_sh[${p * F}u + r].w != 0));`}
   }
   workgroupBarrier();
   if (sg == ${p}u) {
 ${range(D16)
-  .map((kk) => `    a_${kk} = subgroupMatrixLoad<${LEFT}, row_major>(&st_sh, ${kk * F}u, LDB);`)
+  .map((kk) => `    a_${kk} = subgroupMatrixLoad<${LEFT}, row_major>(&st_sh, ${kk * F}u, LDB);${SPLIT ? `\n    al_${kk} = subgroupMatrixLoad<${LEFT}, row_major>(&st_lo, ${kk * F}u, LDB);` : ''}`)
   .join('\n')}
   }
   workgroupBarrier();`,
       )
       .join('\n');
     prologue = `${range(D16)
-      .map((kk) => `  var a_${kk} = ${LEFT}();`)
+      .map((kk) => `  var a_${kk} = ${LEFT}();${SPLIT ? `\n  var al_${kk} = ${LEFT}();` : ''}`)
       .join('\n')}
 ${passes}
 ${causalFill}`;
     chunkWork = `    var s = ${RESULT}();
 ${range(D16)
-  .map((kk) => `    s = subgroupMatrixMultiplyAccumulate(a_${kk}, subgroupMatrixLoad<${RIGHT}, col_major>(&st_sh, ${kk * F}u, LDB), s);`)
+  .map((kk) =>
+    SPLIT
+      ? `    {
+      let bh_${kk} = subgroupMatrixLoad<${RIGHT}, col_major>(&st_sh, ${kk * F}u, LDB);
+      s = subgroupMatrixMultiplyAccumulate(a_${kk}, bh_${kk}, s);
+      s = subgroupMatrixMultiplyAccumulate(a_${kk}, subgroupMatrixLoad<${RIGHT}, col_major>(&st_lo, ${kk * F}u, LDB), s);
+      s = subgroupMatrixMultiplyAccumulate(al_${kk}, bh_${kk}, s);
+    }`
+      : `    s = subgroupMatrixMultiplyAccumulate(a_${kk}, subgroupMatrixLoad<${RIGHT}, col_major>(&st_sh, ${kk * F}u, LDB), s);`,
+  )
   .join('\n')}
     subgroupMatrixStore<row_major>(&s_sh, rbase * LDS, s, LDS);
     workgroupBarrier();
@@ -251,8 +288,8 @@ ${range(D16)
 ${rowPass(
   (rw, rc, ri, row) => `${memberLines(false, spec.rank, rw, rc)}
         if (ok) {
-          var v = s_sh[(${row}) * LDS + ec];
-${rpb ? `          v = v + f32(rpb[((h * R0 + (m.x - ${ri}.x + K0 - 1)) * R1 + (m.y - ${ri}.y + K1 - 1)) * R2 + (m.z - ${ri}.z + K2 - 1)]);\n` : ''}          attn_out[(bh * N + ${rw}.w) * P + (t0 * K1 + t1) * K2 + t2] = f16(v);
+          var v = s_sh[(${row}) * LDS + ec]${SPLIT ? ' * unscale' : ''};
+${rpb ? `          v = v + f32(rpb[((h * R0 + (m.x - ${ri}.x + K0 - 1)) * R1 + (m.y - ${ri}.y + K1 - 1)) * R2 + (m.z - ${ri}.z + K2 - 1)]);\n` : ''}          attn_out[(bh * N + ${rw}.w) * P + (t0 * K1 + t1) * K2 + t2] = ${SPLIT ? 'v' : 'f16(v)'};
         }`,
 )}
     }`;
@@ -268,20 +305,45 @@ ${rpb ? `          v = v + f32(rpb[((h * R0 + (m.x - ${ri}.x + K0 - 1)) * R1 + (
       let m = meta_sh[ec];
 ${inverse ? '      let q = cnt_sh[ec];\n' : ''}${rowPass(
   (rw, rc, _ri, row) => `${memberLines(inverse, spec.rank, rw, rc)}
-        var p = f16(0.0);
+        var p = ${T}(0.0);
         if (ok) { p = ${weight(rw)}; }
-        p_sh[(${row}) * LDP + ec] = p;`,
+${
+  SPLIT
+    ? `        let ps = p * sc_x;
+        let ph = bitcast<f32>(bitcast<u32>(ps) & 0xffffe000u);
+        p_sh[(${row}) * LDP + ec] = f16(ph);
+        p_lo[(${row}) * LDP + ec] = f16(ps - ph);`
+    : `        p_sh[(${row}) * LDP + ec] = p;`
+}`,
 )}
     }
     workgroupBarrier();
     let pm = subgroupMatrixLoad<${LEFT}, row_major>(&p_sh, rbase * LDP, LDP);
-${range(D16)
-  .map((n) => `    o_${n} = subgroupMatrixMultiplyAccumulate(pm, subgroupMatrixLoad<${RIGHT}, row_major>(&st_sh, ${n * F}u, LDB), o_${n});`)
+${SPLIT ? `    let pl = subgroupMatrixLoad<${LEFT}, row_major>(&p_lo, rbase * LDP, LDP);\n` : ''}${range(D16)
+  .map((n) =>
+    SPLIT
+      ? `    {
+      let bh_${n} = subgroupMatrixLoad<${RIGHT}, row_major>(&st_sh, ${n * F}u, LDB);
+      o_${n} = subgroupMatrixMultiplyAccumulate(pm, bh_${n}, o_${n});
+      o_${n} = subgroupMatrixMultiplyAccumulate(pm, subgroupMatrixLoad<${RIGHT}, row_major>(&st_lo, ${n * F}u, LDB), o_${n});
+      o_${n} = subgroupMatrixMultiplyAccumulate(pl, bh_${n}, o_${n});
+    }`
+      : `    o_${n} = subgroupMatrixMultiplyAccumulate(pm, subgroupMatrixLoad<${RIGHT}, row_major>(&st_sh, ${n * F}u, LDB), o_${n});`,
+  )
   .join('\n')}
     workgroupBarrier();`;
     // Two lanes per row, eight columns each, one 16-byte store per fragment.
     epilogue = mmaScratchEpilogue({
-      outs: [{ acc: 'o', frags: D16, write: (j, lo, hi) => `row_out[u32(bh * N + erw.w) * DU + ${j * 2}u + hf] = pack8(${lo}, ${hi});` }],
+      outs: [
+        {
+          acc: 'o',
+          frags: D16,
+          write: (j, lo, hi) =>
+            SPLIT
+              ? `row_out[u32(bh * N + erw.w) * DU + ${j * 4}u + 2u * hf] = ${lo} * unscale; row_out[u32(bh * N + erw.w) * DU + ${j * 4}u + 2u * hf + 1u] = ${hi} * unscale;`
+              : `row_out[u32(bh * N + erw.w) * DU + ${j * 2}u + hf] = pack8(${lo}, ${hi});`,
+        },
+      ],
       scratches: ['s_sh'],
       perScratch: LDS / F,
       srow: 'erow',
@@ -289,13 +351,13 @@ ${range(D16)
     });
   }
 
-  const walk = chunkPrefetch(inverse ? 'row_a' : 'row_b', inverse, D, pn ? 'mo + ' : '');
+  const walk = chunkPrefetch(inverse ? 'row_a' : 'row_b', inverse, D, pn ? 'mo + ' : '', SPLIT);
   const header = `// ${key}
-// NATTEN BMM ${spec.kind.toUpperCase()} kernel on tensor cores, rank ${spec.rank} (padded to 3 axes), float16 storage, f32 accumulation.`;
+// NATTEN BMM ${spec.kind.toUpperCase()} kernel on tensor cores, rank ${spec.rank} (padded to 3 axes), ${SPLIT ? 'float32 storage (f16 hi / lo split)' : 'float16 storage'}, f32 accumulation.`;
   const code = `${MMA_HEADER}
 ${header}
 ${bmmWindowConsts(spec.rank, K)}
-const DU: u32 = ${D / 8}u;
+const DU: u32 = ${D / (SPLIT ? 4 : 8)}u;
 const LDB: u32 = ${LDB}u;
 const LDS: u32 = ${LDS}u;
 const LDP: u32 = ${LDP}u;
@@ -304,14 +366,13 @@ ${bmmTileConsts(TL)}
 ${decls}
 ${uniformDecl(uniforms, bindings.length)}
 var<workgroup> st_sh: array<f16, ${CH * LDB}>;
-var<workgroup> meta_sh: array<vec4<i32>, ${metaBufs * CH}>;
+${SPLIT ? `var<workgroup> st_lo: array<f16, ${CH * LDB}>;\n` : ''}var<workgroup> meta_sh: array<vec4<i32>, ${metaBufs * CH}>;
 ${inverse ? `var<workgroup> cnt_sh: array<vec4<i32>, ${CH}>;\n` : ''}var<workgroup> row_sh: array<vec4<i32>, 64>;
 var<workgroup> rowc_sh: array<vec4<i32>, 64>;
 ${rpb ? 'var<workgroup> rowi_sh: array<vec4<i32>, 64>;\n' : ''}var<workgroup> s_sh: array<f32, ${64 * LDS}>;
-${pn ? '' : `var<workgroup> p_sh: array<f16, ${64 * LDP}>;\n`}
+${pn ? '' : `var<workgroup> p_sh: array<f16, ${64 * LDP}>;\n${SPLIT ? `var<workgroup> p_lo: array<f16, ${64 * LDP}>;\n` : ''}`}
 ${windowFunctions(K, C)}
-${PUT8_FN}
-${pn ? '' : PACK8_FN}
+${SPLIT ? `${PUT4S_FN}\n${SPLIT_SCALE_FN}` : `${PUT8_FN}\n${pn ? '' : PACK8_FN}`}
 @compute @workgroup_size(${WGS})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lidx: u32) {
 ${bmmGridDecode(true)}
@@ -330,7 +391,11 @@ ${rowTable}
   }
 ${bmmBoxLines(inverse)}
   let box = w0 * w1 * w2;
-  workgroupBarrier();
+${SPLIT ? `  // The split's scales: the first operand's (sc_x), the walked operand's (sc_y), and the results' unscale.
+  let sc_x = split_scale(scales[${S0}]);
+  let sc_y = split_scale(scales[${S1}]);
+  let unscale = 1.0 / (sc_x * sc_y);
+` : ''}  workgroupBarrier();
 ${rowsHeld ? `  // This lane's eight rows of the gather / scatter passes, held for the whole walk.\n${rowLoads}` : ''}
 ${prologue}
 ${walk.decl}

@@ -19,5 +19,6 @@ export function generateAvBackwardAttn(op: BmmOpSpec): GeneratedKernel {
 
 /** av_backward, dV_j = sum_{x: j in N(x)} attn[x, t(x,j)] dO_x. Bindings: attn, grad_out, grad_value. */
 export function generateAvBackwardValue(op: BmmOpSpec): GeneratedKernel {
-  return bmmKernel(bmmSpec(op, 'in'));
+  // Its operands, attn and grad_output, are entries 2 and 0 of BMM_SPLIT_TENSORS.av_backward.
+  return bmmKernel(bmmSpec(op, 'in', { scales: [2, 0] }));
 }

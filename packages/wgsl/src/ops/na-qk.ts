@@ -31,14 +31,28 @@ export interface BmmOpSpec {
   readonly tile?: readonly number[] | undefined;
   /** Rows staged per chunk (default: about 8 KiB of f32 rows; the tensor-core kernels stage 16). */
   readonly chunk?: number | undefined;
-  /** The tensor-core kernels (`generateBmmMmaKernel`): float16, head dim a multiple of 16 up to 128, the default tile. */
+  /**
+   * The tensor-core kernels (`generateBmmMmaKernel`): head dim a multiple of 16 up to 128 (float32, through the hi / lo
+   * split: up to 64), the default tile. float32 kernels read an extra `scales` binding (`BMM_SPLIT_TENSORS`).
+   */
   readonly mma?: boolean | undefined;
 }
+
+/**
+ * The tensors whose max |x| the float32 tensor-core BMM kernels of an op read from their `scales` binding, in the
+ * binding's order (NATTEN's argument names). The runtime fills it with one abs-max dispatch before the op's kernels.
+ */
+export const BMM_SPLIT_TENSORS = {
+  qk_forward: ['query', 'key'],
+  qk_backward: ['grad_attn', 'key', 'query'],
+  av_forward: ['attn', 'value'],
+  av_backward: ['grad_output', 'value', 'attn'],
+} as const;
 
 export function bmmSpec(
   op: BmmOpSpec,
   kind: BmmKernelSpec['kind'],
-  extra: { rpb?: boolean; fill?: 'neg-inf' | 'zero' } = {},
+  extra: { rpb?: boolean; fill?: 'neg-inf' | 'zero'; scales?: readonly [number, number] } = {},
 ): BmmKernelSpec {
   return {
     kind,
@@ -52,6 +66,7 @@ export function bmmSpec(
     ...(extra.rpb === true ? { rpb: true } : {}),
     ...(op.mma === true ? { mma: true } : {}),
     ...(extra.fill !== undefined && kind === 'pn' && op.causal.some((c) => c) ? { fill: extra.fill } : {}),
+    ...(op.mma === true && op.dtype === 'float32' ? { scales: extra.scales ?? [0, 1] } : {}),
   };
 }
 
@@ -72,7 +87,8 @@ export function generateQkBackwardQuery(op: BmmOpSpec): GeneratedKernel {
 
 /** qk_backward, dK = sum_{x: j in N(x)} dA[x, t(x,j)] q_x. Bindings: grad_attn, query, grad_key. */
 export function generateQkBackwardKey(op: BmmOpSpec): GeneratedKernel {
-  return bmmKernel(bmmSpec(op, 'in'));
+  // Its operands, grad_attn and query, are entries 0 and 2 of BMM_SPLIT_TENSORS.qk_backward.
+  return bmmKernel(bmmSpec(op, 'in', { scales: [0, 2] }));
 }
 
 export interface RpbGradSpec {

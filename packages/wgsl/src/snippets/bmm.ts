@@ -55,8 +55,14 @@ export interface BmmKernelSpec {
   readonly rpb?: boolean | undefined;
   /** pn only: fill of invalid slots. */
   readonly fill?: BmmFill | undefined;
-  /** The tensor-core kernel (`ops/bmm-mma.ts`: float16, head dim a multiple of 16, 64-token tiles). */
+  /** The tensor-core kernel (`ops/bmm-mma.ts`: head dim a multiple of 16, 64-token tiles; float32 through the split). */
   readonly mma?: boolean | undefined;
+  /**
+   * The float32 tensor-core kernel's entries of its op's `scales` binding (max |x| per tensor, in the op's
+   * `BMM_SPLIT_TENSORS` order): the first operand's (pn `row_a`, nn / in `attn`) and the walked operand's (pn / nn
+   * `row_b`, in `row_a`).
+   */
+  readonly scales?: readonly [number, number] | undefined;
 }
 
 const GEN = 1;
