@@ -25,7 +25,7 @@ export function avForwardPlan(ctx: GpuContext, rank: NaRank, args: AvForwardArgs
   const { p, dtype } = checkForward(ctx, rank, args);
   const spec = opSpecOf(ctx, p, dtype, options);
   const kernel = memoKernel('av-forward', spec, generateAvForward);
-  const split = bmmSplitScales(ctx, spec, [args.attn, args.value]);
+  const split = bmmSplitScales(ctx, spec, 'av_forward', { attn: args.attn, value: args.value });
   return { commands: [...split.commands, bmmCommand(p, kernel, [args.attn.buffer, args.value.buffer, args.output.buffer, ...split.buffers])], release: split.release };
 }
 
@@ -36,7 +36,7 @@ export const avForward = defineBmmOp('av_forward', avForwardPlan, checkForward);
 export function avBackwardPlan(ctx: GpuContext, rank: NaRank, args: AvBackwardArgs<GpuTensor>, options: BmmOptions = {}): GpuOpPlan {
   const { p, dtype } = checkBackward(ctx, rank, args);
   const spec = opSpecOf(ctx, p, dtype, options);
-  const split = bmmSplitScales(ctx, spec, [args.gradOutput, args.value, args.attn]);
+  const split = bmmSplitScales(ctx, spec, 'av_backward', { grad_output: args.gradOutput, value: args.value, attn: args.attn });
   const commands: DispatchCommand[] = [
     ...split.commands,
     bmmCommand(p, memoKernel('av-backward-attn', spec, generateAvBackwardAttn), [args.gradOutput.buffer, args.value.buffer, args.gradAttn.buffer, ...split.buffers]),

@@ -12,6 +12,7 @@ import {
   type TensorLike,
 } from '@natten-web/core';
 import {
+  BMM_SPLIT_TENSORS,
   bmmMmaSpecProblem,
   type BmmOpSpec,
   checkGpuDType,
@@ -190,16 +191,19 @@ export function bmmWorkgroups(p: BmmProblem, tile: readonly number[]): [number, 
 }
 
 /**
- * The float32 tensor-core kernels' `scales` (`BMM_SPLIT_TENSORS`): one abs-max dispatch over the op's tensors, in
- * that order, into a pooled scratch, to run before the op's kernels, which take `buffers` as their last binding.
- * Nothing for other specs.
+ * The float32 tensor-core kernels' `scales`: one abs-max dispatch over the op's tensors in `BMM_SPLIT_TENSORS[op]`
+ * order (`tensors` by NATTEN's argument names), into a pooled scratch, to run before the op's kernels, which take
+ * `buffers` as their last binding. Nothing for other specs.
  */
-export function bmmSplitScales(
+export function bmmSplitScales<O extends keyof typeof BMM_SPLIT_TENSORS>(
   ctx: GpuContext,
   spec: BmmOpSpec,
-  tensors: readonly [GpuTensor, ...GpuTensor[]],
+  op: O,
+  byName: Readonly<Record<(typeof BMM_SPLIT_TENSORS)[O][number], GpuTensor>>,
 ): { readonly commands: DispatchCommand[]; readonly buffers: GPUBuffer[]; readonly release: () => void } {
   if (spec.mma !== true || spec.dtype !== 'float32') return { commands: [], buffers: [], release: () => {} };
+  const names: readonly (typeof BMM_SPLIT_TENSORS)[O][number][] = BMM_SPLIT_TENSORS[op];
+  const tensors = names.map((n) => byName[n]) as [GpuTensor, ...GpuTensor[]];
   const scales = ctx.tempTensor([4], 'float32', { label: 'bmm split scales' });
   // Single floats: the attention tensors' lengths need not be multiples of four.
   return { commands: [absMaxCommand(ctx, tensors, scales, { scalar: true })], buffers: [scales.buffer], release: () => ctx.releaseTensor(scales) };

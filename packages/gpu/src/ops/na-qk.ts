@@ -35,7 +35,7 @@ export function qkForwardPlan(ctx: GpuContext, rank: NaRank, args: QkForwardArgs
   const rpb = args.rpb ?? undefined;
   const spec = { ...opSpecOf(ctx, p, dtype, options), rpb: rpb !== undefined };
   const kernel = memoKernel('qk-forward', spec, generateQkForward);
-  const split = bmmSplitScales(ctx, spec, [args.query, args.key]);
+  const split = bmmSplitScales(ctx, spec, 'qk_forward', { query: args.query, key: args.key });
   const buffers = rpb ? [args.query.buffer, args.key.buffer, rpb.buffer, args.attn.buffer] : [args.query.buffer, args.key.buffer, args.attn.buffer];
   return { commands: [...split.commands, bmmCommand(p, kernel, [...buffers, ...split.buffers])], release: split.release };
 }
@@ -50,7 +50,7 @@ export const qkForward = defineBmmOp('qk_forward', qkForwardPlan, checkForward);
 export function qkBackwardPlan(ctx: GpuContext, rank: NaRank, args: QkBackwardArgs<GpuTensor>, options: BmmOptions = {}): GpuOpPlan {
   const { p, dtype } = checkBackward(ctx, rank, args);
   const spec = opSpecOf(ctx, p, dtype, options);
-  const split = bmmSplitScales(ctx, spec, [args.gradAttn, args.key, args.query]);
+  const split = bmmSplitScales(ctx, spec, 'qk_backward', { grad_attn: args.gradAttn, key: args.key, query: args.query });
   const commands: DispatchCommand[] = [
     ...split.commands,
     bmmCommand(p, memoKernel('qk-backward-query', spec, generateQkBackwardQuery), [args.gradAttn.buffer, args.key.buffer, args.gradQuery.buffer, ...split.buffers]),

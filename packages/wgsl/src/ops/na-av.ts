@@ -5,20 +5,19 @@
  *   (attn, d_out) for d_value.
  */
 import type { GeneratedKernel } from '../kernel.ts';
-import { type BmmOpSpec, bmmKernel, bmmSpec } from './na-qk.ts';
+import { type BmmOpSpec, bmmKernel, bmmSpec, bmmSplitSlots } from './na-qk.ts';
 
 /** av_forward: `out = sum_{valid t} attn[x,t] v_{n_t(x)}`. Bindings: attn, value, output. */
 export function generateAvForward(op: BmmOpSpec): GeneratedKernel {
-  return bmmKernel(bmmSpec(op, 'nn'));
+  return bmmKernel(bmmSpec(op, 'nn', { scales: bmmSplitSlots('av_forward', 'attn', 'value') }));
 }
 
 /** av_backward, d_attn[x,t] = <dO_x, v_{n_t(x)}>, 0 for invalid slots. Bindings: grad_out, value, grad_attn. */
 export function generateAvBackwardAttn(op: BmmOpSpec): GeneratedKernel {
-  return bmmKernel(bmmSpec(op, 'pn', { fill: 'zero' }));
+  return bmmKernel(bmmSpec(op, 'pn', { fill: 'zero', scales: bmmSplitSlots('av_backward', 'grad_output', 'value') }));
 }
 
 /** av_backward, dV_j = sum_{x: j in N(x)} attn[x, t(x,j)] dO_x. Bindings: attn, grad_out, grad_value. */
 export function generateAvBackwardValue(op: BmmOpSpec): GeneratedKernel {
-  // Its operands, attn and grad_output, are entries 2 and 0 of BMM_SPLIT_TENSORS.av_backward.
-  return bmmKernel(bmmSpec(op, 'in', { scales: [2, 0] }));
+  return bmmKernel(bmmSpec(op, 'in', { scales: bmmSplitSlots('av_backward', 'attn', 'grad_output') }));
 }

@@ -49,6 +49,12 @@ export const BMM_SPLIT_TENSORS = {
   av_backward: ['grad_output', 'value', 'attn'],
 } as const;
 
+/** A float32 kernel's `scales` entries: its first and walked operands' places in `BMM_SPLIT_TENSORS[op]`. */
+export function bmmSplitSlots<O extends keyof typeof BMM_SPLIT_TENSORS>(op: O, first: (typeof BMM_SPLIT_TENSORS)[O][number], walked: (typeof BMM_SPLIT_TENSORS)[O][number]): [number, number] {
+  const names: readonly string[] = BMM_SPLIT_TENSORS[op];
+  return [names.indexOf(first), names.indexOf(walked)];
+}
+
 export function bmmSpec(
   op: BmmOpSpec,
   kind: BmmKernelSpec['kind'],
@@ -66,7 +72,7 @@ export function bmmSpec(
     ...(extra.rpb === true ? { rpb: true } : {}),
     ...(op.mma === true ? { mma: true } : {}),
     ...(extra.fill !== undefined && kind === 'pn' && op.causal.some((c) => c) ? { fill: extra.fill } : {}),
-    ...(op.mma === true && op.dtype === 'float32' ? { scales: extra.scales ?? [0, 1] } : {}),
+    ...(op.mma === true && op.dtype === 'float32' && extra.scales ? { scales: extra.scales } : {}),
   };
 }
 
@@ -77,18 +83,17 @@ export function bmmKernel(spec: BmmKernelSpec): GeneratedKernel {
 
 /** qk_forward: `attn = q.k (+ rpb)`, -inf in invalid causal slots. Bindings: query, key, (rpb), attn. */
 export function generateQkForward(op: BmmOpSpec & { readonly rpb: boolean }): GeneratedKernel {
-  return bmmKernel(bmmSpec(op, 'pn', { rpb: op.rpb, fill: 'neg-inf' }));
+  return bmmKernel(bmmSpec(op, 'pn', { rpb: op.rpb, fill: 'neg-inf', scales: bmmSplitSlots('qk_forward', 'query', 'key') }));
 }
 
 /** qk_backward, dQ = sum_t dA[x,t] k_{n_t(x)}. Bindings: grad_attn, key, grad_query. */
 export function generateQkBackwardQuery(op: BmmOpSpec): GeneratedKernel {
-  return bmmKernel(bmmSpec(op, 'nn'));
+  return bmmKernel(bmmSpec(op, 'nn', { scales: bmmSplitSlots('qk_backward', 'grad_attn', 'key') }));
 }
 
 /** qk_backward, dK = sum_{x: j in N(x)} dA[x, t(x,j)] q_x. Bindings: grad_attn, query, grad_key. */
 export function generateQkBackwardKey(op: BmmOpSpec): GeneratedKernel {
-  // Its operands, grad_attn and query, are entries 0 and 2 of BMM_SPLIT_TENSORS.qk_backward.
-  return bmmKernel(bmmSpec(op, 'in', { scales: [0, 2] }));
+  return bmmKernel(bmmSpec(op, 'in', { scales: bmmSplitSlots('qk_backward', 'grad_attn', 'query') }));
 }
 
 export interface RpbGradSpec {
