@@ -7,9 +7,9 @@
  * count runs on them; ten random geometries (fixed seed) on top; plus the routing rules: `auto` takes them only where
  * they can run, `mma` says why it cannot.
  */
-import { type NaBackend, type NaRank, seededRandom, tensor } from '@natten-web/core';
+import { attnShape, type NaBackend, type NaRank, randn, seededRandom, tensor, toFloat64Values } from '@natten-web/core';
 import { cpuBackend } from '@natten-web/cpu';
-import { emulatingTensorCoreView } from '@natten-web/testkit';
+import { emulatingTensorCoreView, tensorFromValues } from '@natten-web/testkit';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type HostArgs, onGpu } from '../src/backend.ts';
 import { avBackwardPlan, avForwardPlan, type GpuContext, type GpuOpPlan, type GpuTensor, qkBackwardPlan, qkForwardPlan } from '../src/index.ts';
@@ -101,6 +101,36 @@ describe('float32 tensor-core BMM kernels (emulated) outside float16 range', () 
       }
     });
   }
+});
+
+describe('float32 tensor-core BMM kernels (emulated): -inf in invalid slots', () => {
+  let gpu: NaBackend;
+  beforeAll(async () => {
+    gpu = mmaBmmBackend(await gpuContext());
+  });
+
+  it('av_forward keeps its scale when attn holds -inf in its invalid (causal) slots, as qk_forward writes them', async () => {
+    const k = mmaCase(BMM_CASES[1] as BmmCase);
+    const P = k.K.reduce((a, b) => a * b, 1);
+    const rows = [k.B, k.H, ...k.sp, k.D];
+    const aShape = attnShape(k.B, k.H, k.sp, P);
+    const params = { kernelSize: [...k.K], dilation: [...k.d], stride: [...k.s], isCausal: [...k.causal] };
+    // The invalid slots: where the reference qk_forward writes -inf.
+    const logits = { ...params, query: randn(rows, 'float32', 1), key: randn(rows, 'float32', 2), rpb: null, attn: randn(aShape, 'float32', 3) };
+    await cpuBackend.qkForward(k.rank, logits);
+    const invalid = Array.from(toFloat64Values(logits.attn), (x) => x === Number.NEGATIVE_INFINITY);
+    expect(invalid.filter(Boolean).length).toBeGreaterThan(0);
+    // Weights of 1e-6 (below f16's normals): without their own scale (an abs-max that counted -inf), they would keep
+    // about 4 significant bits.
+    const weights = Array.from(toFloat64Values(randn(aShape, 'float32', 4, 1e-6)), (x, i) => (invalid[i] ? Number.NEGATIVE_INFINITY : x));
+    const attn = tensorFromValues(aShape, 'float32', weights);
+    const args = () => ({ ...params, attn, value: randn(rows, 'float32', 5, 3e5), output: randn(rows, 'float32', 6) });
+    const want = args();
+    await cpuBackend.avForward(k.rank, want);
+    const got = args();
+    await gpu.avForward(k.rank, got);
+    expect(mismatch(got.output, want.output, 'float32', 0.3)).toBeUndefined();
+  });
 });
 
 /**

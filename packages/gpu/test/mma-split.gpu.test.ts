@@ -55,12 +55,16 @@ describe('split forward (float32 on f16 tensor cores)', () => {
     for (const t of [...g, scales]) t.buffer.destroy();
   });
 
-  it('abs-max, scalar: any length (the BMM ops attention tensors), the largest |x| in the last element', async () => {
+  it('abs-max, scalar: any length (the BMM ops attention tensors), finite values only, the largest in the last element', async () => {
     const ctx = await gpuContext();
     const a = scaled([3, 7, 5], 4, 0.5);
     const b = scaled([4097], 5, 1e-3);
     const bv = toFloat64Values(b);
     bv[4096] = -9.25;
+    // -inf (NATTEN's invalid attention slots) and NaN do not count.
+    bv[17] = Number.NEGATIVE_INFINITY;
+    bv[2000] = Number.NaN;
+    bv[3001] = Number.POSITIVE_INFINITY;
     const g = [a, tensorFromValues([4097], 'float32', bv)].map((t) => ctx.upload(t)) as [GpuTensor, GpuTensor];
     const scales = ctx.upload(tensorFromValues([4], 'float32', [1e30, 1e30, 1e30, 1e30]));
     const kernel = generateAbsMax({ scalar: true });

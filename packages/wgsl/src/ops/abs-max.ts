@@ -38,7 +38,8 @@ const ABS_MAX_TENSORS = [
  * The abs-max kernel over three tensors (query, key, value: the split forward) or five (and grad_output, output:
  * the split backwards, whose dS bound needs max |dO| and max |O|), max |x| of tensor y into `scales[y]`. The tensors
  * are read as vec4s (counts in vec4s), or with `scalar` as single floats (counts in floats: any length, such as the
- * BMM ops' attention tensors).
+ * BMM ops' attention tensors), whose max is over the finite values only: NATTEN fills invalid (causal) attention
+ * slots with -inf, which no scale can bring into range, and which the kernels reading it never multiply.
  */
 export function generateAbsMax(spec: { readonly tensors?: 3 | 5; readonly scalar?: boolean } = {}): GeneratedKernel {
   const count = spec.tensors ?? 3;
@@ -53,7 +54,7 @@ export function generateAbsMax(spec: { readonly tensors?: 3 | 5; readonly scalar
       const head = y === 0 ? `  if (wg.y == 0u) {` : y === tensors.length - 1 ? '  } else {' : `  } else if (wg.y == ${y}u) {`;
       return `${head}
     for (var i = wg.x * ${ABS_MAX_WORKGROUP}u + lid; i < params.${t.n}; i += ${ABS_MAX_UNROLL}u * stride) {
-${unrolled(t.name, t.n, scalar ? 'abs' : 'vmax')}
+${unrolled(t.name, t.n, scalar ? 'finite_abs' : 'vmax')}
     }`;
     })
     .join('\n');
@@ -63,9 +64,16 @@ ${tensors.map((t, i) => `@group(0) @binding(${i}) var<storage, read> ${t.name}: 
 ${uniformDecl(uniforms, bindings.length)}
 var<workgroup> wmax: atomic<u32>;
 
-fn vmax(v: vec4<f32>) -> f32 {
+${
+  scalar
+    ? `fn finite_abs(x: f32) -> f32 {
+  // Exponent bits all ones: +-inf or NaN.
+  return select(abs(x), 0.0, (bitcast<u32>(x) & 0x7f800000u) == 0x7f800000u);
+}`
+    : `fn vmax(v: vec4<f32>) -> f32 {
   let a = abs(v);
   return max(max(a.x, a.y), max(a.z, a.w));
+}`
 }
 
 @compute @workgroup_size(${ABS_MAX_WORKGROUP})
