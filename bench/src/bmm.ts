@@ -7,7 +7,8 @@
  * Prints a table and writes JSON (`bench/results/<date>-<adapter>-bmm.json`), stating the adapter and versions.
  *
  * usage: pnpm bench:bmm [--set quick|standard] [--filter str[,str...]] [--dtype f16|f32] [--path plain|mma] [--reps N]
- *        [--json path]    (--path: time one path only; both by default)
+ *        [--kernels] [--json path]    (--path: time one path only, both by default; --kernels: also time each of an
+ *        op's dispatches alone, printed under its row and kept in the JSON)
  */
 import { type NaRank, product } from '@natten-web/core';
 import {
@@ -48,6 +49,8 @@ export interface BmmRow {
   readonly tflops?: number;
   readonly attnGBps?: number;
   readonly note?: string;
+  /** With `--kernels`: each of the op's dispatches timed alone (median ms), in plan order, by kernel key. */
+  readonly kernels?: readonly { readonly key: string; readonly ms: number }[];
 }
 
 export interface BmmResults {
@@ -80,6 +83,7 @@ export async function measureBmmCase(
   reps: number,
   warmer?: ClockWarmer,
   paths: readonly BmmTimedPath[] = BMM_PATHS,
+  perKernel = false,
 ): Promise<{ fused: BmmResults['fused'][number]; rows: BmmRow[] }> {
   const rank = c.rank as NaRank;
   const params = { kernelSize: [...c.kernelSize], dilation: [...c.dilation], isCausal: [...c.isCausal] };
@@ -139,9 +143,13 @@ export async function measureBmmCase(
         try {
           const plan = plans[op](path);
           try {
-            const r = await timeDispatch(ctx, plan.commands, { warmup: 2, iterations: reps, ...(warmer ? { warmer } : {}) });
+            const opts = { warmup: 2, iterations: reps, ...(warmer ? { warmer } : {}) };
+            const r = await timeDispatch(ctx, plan.commands, opts);
             const ms = r.medianNs / 1e6;
-            rows.push({ case: c.name, dtype, op, path, ms, tflops: tflops(times * flops, ms), attnGBps: gbps(times * attnBytes, ms) });
+            // Each dispatch alone (after the whole op ran, so the split's scales are in place).
+            const kernels = [];
+            for (const command of perKernel ? plan.commands : []) kernels.push({ key: command.kernel.key.split(':')[0] as string, ms: (await timeDispatch(ctx, [command], opts)).medianNs / 1e6 });
+            rows.push({ case: c.name, dtype, op, path, ms, tflops: tflops(times * flops, ms), attnGBps: gbps(times * attnBytes, ms), ...(perKernel ? { kernels } : {}) });
           } finally {
             plan.release();
           }
@@ -179,6 +187,15 @@ export function renderBmm(r: Pick<BmmResults, 'rows' | 'fused'>): string {
         best?.attnGBps !== undefined ? fmtRate(best.attnGBps) : '',
         f.ms !== undefined ? fmt(f.ms) : (f.note ?? '-'),
       ]);
+      // With --kernels: each dispatch alone, under its path's column.
+      for (const [col, row] of [[3, plain], [4, mma]] as const) {
+        for (const k of row?.kernels ?? []) {
+          const line = new Array<string>(head.length).fill('');
+          line[2] = `  ${k.key}`;
+          line[col] = fmt(k.ms);
+          lines.push(line);
+        }
+      }
     }
   }
   const widths = head.map((_, i) => Math.max(...lines.map((l) => (l[i] as string).length)));
@@ -195,6 +212,7 @@ async function main(): Promise<void> {
       filter: { type: 'string' },
       dtype: { type: 'string' },
       path: { type: 'string' },
+      kernels: { type: 'boolean', default: false },
       reps: { type: 'string', default: '20' },
       json: { type: 'string' },
     },
@@ -224,7 +242,7 @@ async function main(): Promise<void> {
         for (const dtype of c.dtypes) {
           if (only !== undefined && dtype !== only) continue;
           console.log(`[bmm] ${c.name} ${dtype}`);
-          const m = await measureBmmCase(ctx, c, dtype, reps, warmer, paths);
+          const m = await measureBmmCase(ctx, c, dtype, reps, warmer, paths, values.kernels === true);
           fused.push(m.fused);
           rows.push(...m.rows);
         }

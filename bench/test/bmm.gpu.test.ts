@@ -45,4 +45,16 @@ describe('bench:bmm', () => {
     expect(text.split('\n').filter((l) => l.startsWith('q-2d-24x24-K5-d2  f32'))).toHaveLength(4);
     expect(text).toMatch(/tensor cores not run: float32: /);
   });
+
+  it('with per-kernel timing, times each dispatch of an op alone (one path only) and lists them under its row', async () => {
+    const { rows } = await measureBmmCase(ctx, c, 'float32', 1, undefined, ['plain'], true);
+    expect(rows.map((r) => r.path)).toEqual(['plain', 'plain', 'plain', 'plain']);
+    const keys = (op: string) => rows.find((r) => r.op === op)?.kernels?.map((k) => k.key);
+    expect(keys('qk_forward')).toEqual(['na-bmm-pn/v1']);
+    expect(keys('qk_backward')).toEqual(['na-bmm-nn/v1', 'na-bmm-in/v1']);
+    expect(keys('av_backward')).toEqual(['na-bmm-pn/v1', 'na-bmm-in/v1']);
+    for (const r of rows) for (const k of r.kernels ?? []) expect(k.ms, `${r.op} ${k.key}`).toBeGreaterThan(0);
+    const text = renderBmm({ fused: [{ case: c.name, dtype: 'float32' }], rows });
+    expect(text.split('\n').filter((l) => /^ +na-bmm-(pn|nn|in)\/v1 +\d/.test(l))).toHaveLength(6);
+  });
 });
