@@ -30,7 +30,7 @@ import { type GeneratedKernel, kernelKey, uniformDecl } from '../kernel.ts';
 import { BMM_FILL_UNIFORM, BMM_TILE_TOKEN, BMM_UNIFORMS, bmmBindings, type BmmKernelSpec, bmmBoxLines, bmmGridDecode, bmmTileConsts, bmmWindowConsts, padAxes } from '../snippets/bmm.ts';
 import { windowFunctions } from '../snippets/window.ts';
 import { PUT8_FN } from './dense-mma.ts';
-import { MMA_FRAGMENT as F, MMA_HEADER, mmaScratchEpilogue, PACK8_FN, SPLIT_SCALE_FN } from './na-fused-forward-mma.ts';
+import { MMA_FRAGMENT as F, MMA_HEADER, mmaMulAdd, mmaScratchEpilogue, PACK8_FN, SPLIT_SCALE_FN, storeSplit4 } from './na-fused-forward-mma.ts';
 
 const GEN = 1;
 /** Largest head dim the tensor-core BMM kernels compile (the pn kernel holds D / 16 left fragments, nn / in D / 16 results). */
@@ -43,14 +43,8 @@ const WGS = 32 * NSG;
 export const BMM_MMA_CHUNK = 16;
 const CH = BMM_MMA_CHUNK;
 
-/** WGSL of `put4s`: four f32s (already scaled) to the staging area as f16 hi halves (`st_sh`) and lo halves (`st_lo`). */
-const PUT4S_FN = `fn put4s(at: u32, x: vec4<f32>) {
-  let hi = bitcast<vec4<f32>>(bitcast<vec4<u32>>(x) & vec4<u32>(0xffffe000u));
-  let h = vec4<f16>(hi);
-  let l = vec4<f16>(x - hi);
-  st_sh[at] = h.x; st_sh[at + 1u] = h.y; st_sh[at + 2u] = h.z; st_sh[at + 3u] = h.w;
-  st_lo[at] = l.x; st_lo[at + 1u] = l.y; st_lo[at + 2u] = l.z; st_lo[at + 3u] = l.w;
-}`;
+/** WGSL staging four f32s `x` times `scale` at `at` as f16 hi halves (`st_sh`) and lo halves (`st_lo`): the fused kernels' `storeSplit4`. */
+const stageSplit4 = (at: string, x: string, scale: string): string => `{ let at4 = ${at}; ${storeSplit4('st_sh', 'at4', x, { lo: 'st_lo' }, scale)} }`;
 
 const range = (n: number): number[] => Array.from({ length: n }, (_, i) => i);
 const LEFT = `subgroup_matrix_left<f16, ${F}, ${F}>`;
@@ -77,7 +71,7 @@ export function bmmMmaSpecProblem(spec: Pick<BmmKernelSpec, 'dim' | 'dtype' | 't
  * rows of `src`, zero past the box) and `nm_i` (the row's metadata, from the invocation that loads its first unit:
  * pn / nn the key's group coordinates and token; in the query's window start in group coordinates and token, and
  * `nc_i` its window's valid counts); float32 (`split`): `nv_i` holds four floats, staged times `sc_y` as hi and lo
- * halves (`put4s`). `fetch(at)` issues the loads of the chunk at box row `at` (an i32 expression);
+ * halves (`stageSplit4`). `fetch(at)` issues the loads of the chunk at box row `at` (an i32 expression);
  * `stage` writes the registers to the staging area (stride `LDB`) and the metadata arrays (from element `metaAt`, a
  * WGSL prefix such as `mo + ` for a double-buffered metadata array, or empty).
  */
@@ -124,7 +118,7 @@ ${meta.split('_I ').join(`_${i} `)}
       .map(
         (i) => `    {
       let e = lidx + ${i * WGS}u;
-      ${guard(`${split ? `put4s((e / DU) * LDB + (e % DU) * 4u, nv_${i} * sc_y)` : `put8((e / DU) * LDB + (e % DU) * 8u, nv_${i})`};
+      ${guard(`${split ? stageSplit4('(e / DU) * LDB + (e % DU) * 4u', `nv_${i}`, 'sc_y') : `put8((e / DU) * LDB + (e % DU) * 8u, nv_${i})`};
       if (e % DU == 0u) { meta_sh[${metaAt}e / DU] = nm_${i};${inverse ? ` cnt_sh[e / DU] = nc_${i};` : ''} }`)}
     }`,
       )
@@ -251,7 +245,7 @@ ${rpb ? '        let ri = rowi_sh[r];\n' : ''}${body('rw', 'rc', 'ri', 'r')}
         (p) => `  for (var e = lidx; e < ${F}u * DU; e += ${WGS}u) {
     let r = e / DU;
     let c = e % DU;
-    ${SPLIT ? `put4s(r * LDB + c * 4u, select(vec4<f32>(0.0), row_a[u32(bh * N + row_sh[${p * F}u + r].w) * DU + c] * sc_x, rowc_sh[${p * F}u + r].w != 0));` : `put8(r * LDB + c * 8u, select(vec4<u32>(0u), row_a[u32(bh * N + row_sh[${p * F}u + r].w) * DU + c], rowc_sh[${p * F}u + r].w != 0));`}
+    ${SPLIT ? stageSplit4('r * LDB + c * 4u', `select(vec4<f32>(0.0), row_a[u32(bh * N + row_sh[${p * F}u + r].w) * DU + c], rowc_sh[${p * F}u + r].w != 0)`, 'sc_x') : `put8(r * LDB + c * 8u, select(vec4<u32>(0u), row_a[u32(bh * N + row_sh[${p * F}u + r].w) * DU + c], rowc_sh[${p * F}u + r].w != 0));`}
   }
   workgroupBarrier();
   if (sg == ${p}u) {
@@ -273,9 +267,7 @@ ${range(D16)
     SPLIT
       ? `    {
       let bh_${kk} = subgroupMatrixLoad<${RIGHT}, col_major>(&st_sh, ${kk * F}u, LDB);
-      s = subgroupMatrixMultiplyAccumulate(a_${kk}, bh_${kk}, s);
-      s = subgroupMatrixMultiplyAccumulate(a_${kk}, subgroupMatrixLoad<${RIGHT}, col_major>(&st_lo, ${kk * F}u, LDB), s);
-      s = subgroupMatrixMultiplyAccumulate(al_${kk}, bh_${kk}, s);
+      s = ${mmaMulAdd(`a_${kk}`, `al_${kk}`, (lo) => (lo ? `subgroupMatrixLoad<${RIGHT}, col_major>(&st_lo, ${kk * F}u, LDB)` : `bh_${kk}`), 's')};
     }`
       : `    s = subgroupMatrixMultiplyAccumulate(a_${kk}, subgroupMatrixLoad<${RIGHT}, col_major>(&st_sh, ${kk * F}u, LDB), s);`,
   )
@@ -324,9 +316,7 @@ ${SPLIT ? `    let pl = subgroupMatrixLoad<${LEFT}, row_major>(&p_lo, rbase * LD
     SPLIT
       ? `    {
       let bh_${n} = subgroupMatrixLoad<${RIGHT}, row_major>(&st_sh, ${n * F}u, LDB);
-      o_${n} = subgroupMatrixMultiplyAccumulate(pm, bh_${n}, o_${n});
-      o_${n} = subgroupMatrixMultiplyAccumulate(pm, subgroupMatrixLoad<${RIGHT}, row_major>(&st_lo, ${n * F}u, LDB), o_${n});
-      o_${n} = subgroupMatrixMultiplyAccumulate(pl, bh_${n}, o_${n});
+      o_${n} = ${mmaMulAdd('pm', 'pl', (lo) => (lo ? `subgroupMatrixLoad<${RIGHT}, row_major>(&st_lo, ${n * F}u, LDB)` : `bh_${n}`), `o_${n}`)};
     }`
       : `    o_${n} = subgroupMatrixMultiplyAccumulate(pm, subgroupMatrixLoad<${RIGHT}, row_major>(&st_sh, ${n * F}u, LDB), o_${n});`,
   )
@@ -372,7 +362,7 @@ var<workgroup> rowc_sh: array<vec4<i32>, 64>;
 ${rpb ? 'var<workgroup> rowi_sh: array<vec4<i32>, 64>;\n' : ''}var<workgroup> s_sh: array<f32, ${64 * LDS}>;
 ${pn ? '' : `var<workgroup> p_sh: array<f16, ${64 * LDP}>;\n${SPLIT ? `var<workgroup> p_lo: array<f16, ${64 * LDP}>;\n` : ''}`}
 ${windowFunctions(K, C)}
-${SPLIT ? `${PUT4S_FN}\n${SPLIT_SCALE_FN}` : `${PUT8_FN}\n${pn ? '' : PACK8_FN}`}
+${SPLIT ? SPLIT_SCALE_FN : `${PUT8_FN}\n${pn ? '' : PACK8_FN}`}
 @compute @workgroup_size(${WGS})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lidx: u32) {
 ${bmmGridDecode(true)}
