@@ -167,4 +167,16 @@ export function mismatch(
   return bad === 0 ? undefined : `${bad}/${e.length} elements differ; first at ${first}`;
 }
 
+/**
+ * Each output of `want` that `got` lacks or that differs from it (`name: why`), in `want`'s order; empty when all
+ * match. `termScale`: per output name, the magnitude its atol is relative to (see `mismatch`).
+ */
+export function outputMismatches(got: BmmRun, want: BmmRun, dtype: DType, termScale: Readonly<Record<string, number>> = {}): string[] {
+  return Object.entries(want.outputs).flatMap(([name, t]) => {
+    const g = got.outputs[name];
+    const why = g ? mismatch(g, t, dtype, termScale[name]) : 'missing';
+    return why === undefined ? [] : [`${name}: ${why}`];
+  });
+}
+
 export { cloneTensor };

@@ -8,7 +8,7 @@
  */
 import { cpuBackend } from '@natten-web/cpu';
 import { createGpuBackend } from '../src/index.ts';
-import { BMM_CASES, type BmmCase, type BmmOpName, mismatch, mmaCase, runBmm } from './bmm-cases.ts';
+import { BMM_CASES, type BmmCase, type BmmOpName, mmaCase, outputMismatches, runBmm } from './bmm-cases.ts';
 import { openDevice } from './device-forward-problems.ts';
 
 const { ctx } = await openDevice();
@@ -29,11 +29,10 @@ for (const dtype of ['float16', 'float32'] as const) {
     for (const op of ['qk_forward', 'qk_backward', 'av_forward', 'av_backward'] as BmmOpName[]) {
       const want = await runBmm(cpuBackend, op, k, dtype, 100 + i);
       const got = await runBmm(gpu, op, k, dtype, 100 + i);
-      const errs = Object.entries(want.outputs).map(([name, t]) => [name, got.outputs[name] ? mismatch(got.outputs[name], t, dtype) : 'missing'] as const);
-      const fails = errs.filter(([, e]) => e !== undefined);
+      const fails = outputMismatches(got, want, dtype);
       n++;
       if (fails.length > 0) bad++;
-      console.log(`${fails.length ? 'FAIL' : 'ok  '} ${dtype} ${op.padEnd(12)} ${k.name}${fails.map(([nm, e]) => ` | ${nm}: ${e}`).join('')}`);
+      console.log(`${fails.length ? 'FAIL' : 'ok  '} ${dtype} ${op.padEnd(12)} ${k.name}${fails.map((f) => ` | ${f}`).join('')}`);
     }
   }
 }
